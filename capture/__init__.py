@@ -1,0 +1,1 @@
+"""Capture: eBPF (or pcap) bytes -> protocol records -> spans -> store/export."""

@@ -1,0 +1,1 @@
+"""Sans-IO protocol parsers, one module per protocol (see base.py and registry.py)."""

@@ -1,0 +1,82 @@
+"""The one span model: what every source produces and everything downstream consumes.
+
+Field names and attribute keys follow OpenTelemetry (trace data model + semantic
+conventions). The JSON shape of `Span.to_dict()` is a public contract: it is what
+`guardian capture --json` prints, one object per line, and what the store round-trips.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("SERVER", "CLIENT", "INTERNAL", "PRODUCER", "CONSUMER")
+STATUS_CODES = ("UNSET", "OK", "ERROR")
+
+
+def new_trace_id() -> str:
+    return os.urandom(16).hex()
+
+
+def new_span_id() -> str:
+    return os.urandom(8).hex()
+
+
+@dataclass(slots=True)
+class Span:
+    name: str
+    kind: str
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    status_code: str = "UNSET"
+    attributes: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any] = field(default_factory=dict)
+    trace_id: str = field(default_factory=new_trace_id)
+    span_id: str = field(default_factory=new_span_id)
+    parent_span_id: str | None = None
+    status_message: str = ""
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_time_unix_nano - self.start_time_unix_nano
+
+    @property
+    def service(self) -> str:
+        return str(self.resource.get("service.name", "unknown"))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "name": self.name,
+            "kind": self.kind,
+            "start_time_unix_nano": self.start_time_unix_nano,
+            "end_time_unix_nano": self.end_time_unix_nano,
+            "status_code": self.status_code,
+            "attributes": self.attributes,
+            "resource": self.resource,
+        }
+        if self.status_message:
+            d["status_message"] = self.status_message
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Span":
+        return cls(
+            name=d["name"],
+            kind=d.get("kind", "INTERNAL"),
+            start_time_unix_nano=int(d["start_time_unix_nano"]),
+            end_time_unix_nano=int(d["end_time_unix_nano"]),
+            status_code=d.get("status_code", "UNSET"),
+            attributes=dict(d.get("attributes") or {}),
+            resource=dict(d.get("resource") or {}),
+            trace_id=d.get("trace_id") or new_trace_id(),
+            span_id=d.get("span_id") or new_span_id(),
+            parent_span_id=d.get("parent_span_id") or None,
+            status_message=d.get("status_message", ""),
+        )

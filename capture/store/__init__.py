@@ -1,0 +1,1 @@
+"""The embedded span store (DuckDB) behind the narrow API in api.py."""

@@ -1,0 +1,115 @@
+"""The store's narrow API: everything the tools, the CLI and the HTTP API may ask of it.
+
+Nothing outside capture/store imports an engine (DuckDB today). A server-backed engine
+for clusters (e.g. ClickHouse) implements this same class and nothing else changes.
+Times are Unix nanoseconds; durations in results are milliseconds (floats).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+from capture.span import Span
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    start_ns: int
+    end_ns: int
+
+    @property
+    def seconds(self) -> float:
+        return max(self.end_ns - self.start_ns, 1) / 1e9
+
+
+@dataclass(slots=True)
+class SpanFilter:
+    """Conjunction of conditions; None means "any"."""
+
+    window: TimeWindow | None = None
+    service: str | None = None
+    name: str | None = None  # the operation (span name)
+    kind: str | None = None  # "SERVER", "CLIENT", ...
+    status_code: str | None = None  # "OK", "ERROR", "UNSET"
+    min_duration_ns: int | None = None
+    trace_id: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)  # equality on the value as text
+    limit: int = 1000
+    order: Literal["start", "duration_desc"] = "start"
+
+
+@dataclass(slots=True)
+class RedRow:
+    """Rate, errors, duration of one group (service, or service+operation) in one interval."""
+
+    service: str
+    operation: str | None
+    interval_start_ns: int | None  # None when not bucketed
+    count: int
+    errors: int
+    rate_per_s: float
+    error_rate: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+@dataclass(slots=True)
+class EdgeRow:
+    """A service-map edge: calls from `client` to `server` with their RED."""
+
+    client: str
+    server: str
+    count: int
+    errors: int
+    rate_per_s: float
+    error_rate: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+class SpanStore(ABC):
+    @abstractmethod
+    def append(self, spans: Iterable[Span]) -> int:
+        """Add a batch of spans; returns how many were stored."""
+
+    @abstractmethod
+    def spans(self, flt: SpanFilter) -> list[Span]:
+        """Spans matching the filter, at most flt.limit."""
+
+    @abstractmethod
+    def trace(self, trace_id: str) -> list[Span]:
+        """All spans of one trace, by start time ([] if unknown)."""
+
+    @abstractmethod
+    def red(
+        self,
+        window: TimeWindow,
+        by: Literal["service", "operation"] = "service",
+        interval_s: int | None = None,
+        service: str | None = None,
+    ) -> list[RedRow]:
+        """RED of SERVER/CONSUMER spans per service (or per service+operation), optionally bucketed."""
+
+    @abstractmethod
+    def service_map(self, window: TimeWindow) -> list[EdgeRow]:
+        """Edges client service -> server service with RED, from the calls seen in the window."""
+
+    @abstractmethod
+    def services(self, window: TimeWindow | None = None) -> list[str]:
+        """Names of the services that have spans (in the window)."""
+
+    @abstractmethod
+    def time_range(self) -> TimeWindow | None:
+        """Oldest span start to newest span end, or None when empty."""
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    def flush(self) -> None:
+        """Make appended spans durable (file-backed stores)."""
+
+    def close(self) -> None:
+        self.flush()

@@ -1,0 +1,50 @@
+"""`guardian` command line: one module per subcommand in guardian/cli/, each with
+`register(subparsers)` that adds its parser and sets `func(args) -> int`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from guardian import __version__
+
+# REGISTRY:commands — subcommand modules, in the order `guardian --help` lists them.
+COMMANDS = [
+    "guardian.cli.capture",
+    "guardian.cli.doctor",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="guardian",
+        description="Guardian: eBPF capture of every request, and an AI SRE that explains incidents.",
+    )
+    parser.add_argument("--version", action="version", version=f"guardian {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
