@@ -22,6 +22,8 @@ APT_PACKAGES=(
   memcached nats-server dnsmasq-base etcd-server etcd-client
   # Go TLS targets, Java for Cassandra
   golang-go openjdk-17-jre-headless
+  # Go PostgreSQL driver for the demo inventory service (built offline, GOPATH mode)
+  golang-github-lib-pq-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
