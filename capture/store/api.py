@@ -7,7 +7,7 @@ Times are Unix nanoseconds; durations in results are milliseconds (floats).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Literal
 
 from capture.span import Span
@@ -107,6 +107,19 @@ class SpanStore(ABC):
 
     @abstractmethod
     def count(self) -> int: ...
+
+    def traces(self, flt: SpanFilter, limit: int = 20) -> list[list[Span]]:
+        """Whole traces having a span that matches flt, newest first, at most `limit`.
+
+        Composed from spans() and trace(); an engine may override it with one query."""
+        seen: list[str] = []
+        probe = replace(flt, limit=max(flt.limit, limit))
+        for s in sorted(self.spans(probe), key=lambda s: s.start_time_unix_nano, reverse=True):
+            if s.trace_id not in seen:
+                seen.append(s.trace_id)
+                if len(seen) >= limit:
+                    break
+        return [self.trace(t) for t in seen]
 
     def flush(self) -> None:
         """Make appended spans durable (file-backed stores)."""

@@ -1,0 +1,254 @@
+"""SpanStore on DuckDB: in memory by default, or a file that survives restart.
+
+One table, one row per span; attributes and resource are JSON text (filterable with
+DuckDB's JSON functions, and round-tripped with their types). Batches go in as one
+columnar INSERT (lists unnested server-side), never row by row. Retention: by age
+(relative to the newest span, so recorded data is not evicted on import) and by count,
+oldest first. One connection guarded by a lock: DuckDB connections are not thread-safe.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Iterable, Literal
+
+import duckdb
+
+from capture.span import Span
+from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id VARCHAR, span_id VARCHAR, parent_span_id VARCHAR,
+    name VARCHAR, kind VARCHAR,
+    start_ns BIGINT, end_ns BIGINT, duration_ns BIGINT,
+    status_code VARCHAR, status_message VARCHAR,
+    service VARCHAR, peer VARCHAR,
+    attributes JSON, resource JSON
+)
+"""
+_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
+            "duration_ns", "status_code", "status_message", "service", "peer",
+            "attributes", "resource")
+_INSERT = "INSERT INTO spans SELECT " + ", ".join(f"unnest(${i + 1})" for i in range(len(_COLUMNS)))
+_SELECT = ("SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,"
+           " status_message, attributes, resource FROM spans")
+_QUANTILES = "quantile_cont(duration_ns, [0.5, 0.95, 0.99])"
+_AGE_CHECK_EVERY_S = 1.0
+
+
+def peer_name(attributes: dict[str, Any]) -> str | None:
+    """What a CLIENT span talks to when no server span is linked: db, broker, or host:port."""
+    for key in ("db.system", "db.system.name", "messaging.system", "rpc.service"):
+        if attributes.get(key):
+            return str(attributes[key])
+    addr = attributes.get("server.address")
+    if addr:
+        port = attributes.get("server.port")
+        return f"{addr}:{port}" if port else str(addr)
+    return None
+
+
+def _json_path(key: str) -> str:
+    return '$."' + key.replace('"', '\\"') + '"'
+
+
+class DuckDBStore(SpanStore):
+    def __init__(self, path: str | None = None, max_age_s: float | None = None,
+                 max_spans: int | None = None):
+        self.path = path
+        self.max_age_s = max_age_s
+        self.max_spans = max_spans
+        self._lock = threading.RLock()
+        self._con = duckdb.connect(path or ":memory:")
+        self._con.execute(_SCHEMA)
+        self._count = self._con.execute("SELECT count(*) FROM spans").fetchone()[0]
+        self._last_age_check = 0.0
+        self.evicted = 0
+
+    # -- writing ---------------------------------------------------------------------------
+    def append(self, spans: Iterable[Span]) -> int:
+        cols: list[list[Any]] = [[] for _ in _COLUMNS]
+        (tid, sid, pid, name, kind, start, end, dur, st, msg, svc, peer, attrs, res) = cols
+        dumps = json.dumps
+        for s in spans:
+            tid.append(s.trace_id)
+            sid.append(s.span_id)
+            pid.append(s.parent_span_id)
+            name.append(s.name)
+            kind.append(s.kind)
+            start.append(s.start_time_unix_nano)
+            end.append(s.end_time_unix_nano)
+            dur.append(s.end_time_unix_nano - s.start_time_unix_nano)
+            st.append(s.status_code)
+            msg.append(s.status_message)
+            svc.append(str(s.resource.get("service.name", "unknown")))
+            peer.append(peer_name(s.attributes) if s.kind in ("CLIENT", "PRODUCER") else None)
+            attrs.append(dumps(s.attributes, separators=(",", ":"), default=str))
+            res.append(dumps(s.resource, separators=(",", ":"), default=str))
+        n = len(tid)
+        if not n:
+            return 0
+        with self._lock:
+            self._con.execute(_INSERT, cols)
+            self._count += n
+            self._enforce_retention()
+        return n
+
+    def _enforce_retention(self) -> None:
+        if self.max_spans is not None and self._count > self.max_spans:
+            excess = self._count - self.max_spans
+            self._con.execute(
+                "DELETE FROM spans WHERE rowid IN "
+                "(SELECT rowid FROM spans ORDER BY start_ns LIMIT ?)", [excess])
+            self._count -= excess
+            self.evicted += excess
+        now = time.monotonic()
+        if self.max_age_s is not None and now - self._last_age_check >= _AGE_CHECK_EVERY_S:
+            self._last_age_check = now
+            cutoff = int(self.max_age_s * 1e9)
+            before = self._count
+            self._con.execute(
+                "DELETE FROM spans WHERE end_ns < (SELECT max(end_ns) FROM spans) - ?", [cutoff])
+            self._count = self._con.execute("SELECT count(*) FROM spans").fetchone()[0]
+            self.evicted += before - self._count
+
+    def flush(self) -> None:
+        with self._lock:
+            if self.path:
+                self._con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self.flush()
+                self._con.close()
+                self._con = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        with self._lock:
+            return self._con.execute(sql, params or []).fetchall()
+
+    @staticmethod
+    def _span(row: tuple) -> Span:
+        return Span(trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3],
+                    kind=row[4], start_time_unix_nano=row[5], end_time_unix_nano=row[6],
+                    status_code=row[7], status_message=row[8] or "",
+                    attributes=json.loads(row[9]) if row[9] else {},
+                    resource=json.loads(row[10]) if row[10] else {})
+
+    @staticmethod
+    def _where(flt: SpanFilter) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if flt.window:
+            where.append("start_ns >= ? AND start_ns < ?")
+            params += [flt.window.start_ns, flt.window.end_ns]
+        for col, val in (("service", flt.service), ("name", flt.name), ("kind", flt.kind),
+                         ("status_code", flt.status_code), ("trace_id", flt.trace_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if flt.min_duration_ns is not None:
+            where.append("duration_ns >= ?")
+            params.append(flt.min_duration_ns)
+        for key, val in flt.attributes.items():
+            # Resource keys (k8s.*, process.*) filter too: callers need not know which holds it.
+            where.append("coalesce(json_extract_string(attributes, ?),"
+                         " json_extract_string(resource, ?)) = ?")
+            params += [_json_path(key), _json_path(key), str(val)]
+        return (" WHERE " + " AND ".join(where) if where else ""), params
+
+    def spans(self, flt: SpanFilter) -> list[Span]:
+        where, params = self._where(flt)
+        sql = _SELECT + where
+        sql += " ORDER BY duration_ns DESC" if flt.order == "duration_desc" else " ORDER BY start_ns"
+        sql += " LIMIT ?"
+        params.append(max(int(flt.limit), 0))
+        return [self._span(r) for r in self._rows(sql, params)]
+
+    def traces(self, flt: SpanFilter, limit: int = 20) -> list[list[Span]]:
+        where, params = self._where(flt)
+        ids = self._rows(f"SELECT trace_id FROM spans{where} GROUP BY trace_id"
+                         " ORDER BY max(start_ns) DESC LIMIT ?", params + [limit])
+        if not ids:
+            return []
+        rows = self._rows(_SELECT + " WHERE trace_id IN (SELECT unnest(?)) ORDER BY start_ns",
+                          [[i[0] for i in ids]])
+        by_trace: dict[str, list[Span]] = {i[0]: [] for i in ids}
+        for r in rows:
+            by_trace[r[0]].append(self._span(r))
+        return list(by_trace.values())
+
+    def trace(self, trace_id: str) -> list[Span]:
+        return [self._span(r) for r in
+                self._rows(_SELECT + " WHERE trace_id = ? ORDER BY start_ns", [trace_id])]
+
+    def red(self, window: TimeWindow, by: Literal["service", "operation"] = "service",
+            interval_s: int | None = None, service: str | None = None) -> list[RedRow]:
+        op = "name" if by == "operation" else "NULL"
+        params: list[Any] = []
+        if interval_s:
+            step = int(interval_s * 1e9)
+            bucket = f"({window.start_ns} + ((start_ns - {window.start_ns}) // {step}) * {step})"
+            seconds = float(interval_s)
+        else:
+            bucket, seconds = "NULL", window.seconds
+        sql = (f"SELECT service, {op} AS op, {bucket} AS b, count(*),"
+               f" count(*) FILTER (WHERE status_code = 'ERROR'), {_QUANTILES}"
+               " FROM spans WHERE kind IN ('SERVER', 'CONSUMER') AND start_ns >= ? AND start_ns < ?")
+        params += [window.start_ns, window.end_ns]
+        if service is not None:
+            sql += " AND service = ?"
+            params.append(service)
+        sql += " GROUP BY ALL ORDER BY service, op, b"
+        return [RedRow(service=svc, operation=o, interval_start_ns=b, count=n, errors=e,
+                       rate_per_s=n / seconds, error_rate=e / n if n else 0.0,
+                       p50_ms=q[0] / 1e6, p95_ms=q[1] / 1e6, p99_ms=q[2] / 1e6)
+                for svc, o, b, n, e, q in self._rows(sql, params)]
+
+    def service_map(self, window: TimeWindow) -> list[EdgeRow]:
+        # Linked calls: a SERVER/CONSUMER span whose parent is a CLIENT/PRODUCER (stats from
+        # the caller's side) or a span of another service (imported data without client spans).
+        # Unlinked CLIENT/PRODUCER spans become edges to their peer (db, broker, host:port).
+        sql = f"""
+        WITH w AS (SELECT trace_id, span_id, parent_span_id, kind, service, peer, duration_ns,
+                          status_code FROM spans WHERE start_ns >= ? AND start_ns < ?),
+        linked AS (
+            SELECT p.service AS client, c.service AS server, p.span_id AS caller,
+                   CASE WHEN p.kind IN ('CLIENT','PRODUCER') THEN p.duration_ns ELSE c.duration_ns END AS duration_ns,
+                   CASE WHEN p.kind IN ('CLIENT','PRODUCER') THEN p.status_code ELSE c.status_code END AS status_code
+            FROM w c JOIN w p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+            WHERE c.kind IN ('SERVER','CONSUMER')
+              AND (p.kind IN ('CLIENT','PRODUCER') OR p.service <> c.service)),
+        calls AS (
+            SELECT client, server, duration_ns, status_code FROM linked
+            UNION ALL
+            SELECT service, peer, duration_ns, status_code FROM w
+            WHERE kind IN ('CLIENT','PRODUCER') AND peer IS NOT NULL
+              AND span_id NOT IN (SELECT caller FROM linked))
+        SELECT client, server, count(*), count(*) FILTER (WHERE status_code = 'ERROR'), {_QUANTILES}
+        FROM calls GROUP BY ALL ORDER BY count(*) DESC, client, server"""
+        seconds = window.seconds
+        return [EdgeRow(client=c, server=s, count=n, errors=e, rate_per_s=n / seconds,
+                        error_rate=e / n if n else 0.0,
+                        p50_ms=q[0] / 1e6, p95_ms=q[1] / 1e6, p99_ms=q[2] / 1e6)
+                for c, s, n, e, q in self._rows(sql, [window.start_ns, window.end_ns])]
+
+    def services(self, window: TimeWindow | None = None) -> list[str]:
+        if window is None:
+            rows = self._rows("SELECT DISTINCT service FROM spans ORDER BY 1")
+        else:
+            rows = self._rows("SELECT DISTINCT service FROM spans WHERE start_ns >= ? AND"
+                              " start_ns < ? ORDER BY 1", [window.start_ns, window.end_ns])
+        return [r[0] for r in rows]
+
+    def time_range(self) -> TimeWindow | None:
+        lo, hi = self._rows("SELECT min(start_ns), max(end_ns) FROM spans")[0]
+        return None if lo is None else TimeWindow(lo, hi)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._count

@@ -1,0 +1,198 @@
+"""DuckDBStore on a seeded store: filters, traces, RED, service map, retention, persistence."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from capture.span import Span
+from capture.store.api import SpanFilter, TimeWindow
+from capture.store.factory import open_store
+
+S = 1_000_000_000
+MS = 1_000_000
+T0 = 1_700_000_000 * S
+
+
+def call(i: int, fail: bool = False) -> list[Span]:
+    """frontend SERVER -> CLIENT -> backend SERVER -> CLIENT postgres (unlinked), one trace."""
+    start = T0 + i * 100 * MS
+    dur = (10 + i % 7) * MS
+    fe = Span(name="GET /checkout", kind="SERVER", start_time_unix_nano=start,
+              end_time_unix_nano=start + dur + 4 * MS, status_code="ERROR" if fail else "OK",
+              attributes={"http.request.method": "GET", "http.response.status_code": 500 if fail else 200},
+              resource={"service.name": "frontend", "k8s.namespace.name": "shop"})
+    cl = Span(name="POST /pay", kind="CLIENT", start_time_unix_nano=start + MS,
+              end_time_unix_nano=start + dur + 2 * MS, status_code="ERROR" if fail else "OK",
+              trace_id=fe.trace_id, parent_span_id=fe.span_id,
+              attributes={"server.address": "10.0.0.2", "server.port": 8080},
+              resource={"service.name": "frontend"})
+    be = Span(name="POST /pay", kind="SERVER", start_time_unix_nano=start + 2 * MS,
+              end_time_unix_nano=start + dur + MS, status_code="ERROR" if fail else "OK",
+              trace_id=fe.trace_id, parent_span_id=cl.span_id, resource={"service.name": "payments"})
+    db = Span(name="SELECT", kind="CLIENT", start_time_unix_nano=start + 3 * MS,
+              end_time_unix_nano=start + 3 * MS + (i % 5 + 1) * MS, trace_id=fe.trace_id,
+              parent_span_id=be.span_id, attributes={"db.system": "postgresql", "db.query.text": "SELECT 1"},
+              resource={"service.name": "payments"})
+    return [fe, cl, be, db]
+
+
+def seeded(n: int = 100, path: str | None = None, **kw):
+    store = open_store(path, **kw)
+    spans = [s for i in range(n) for s in call(i, fail=i % 10 == 0)]
+    assert store.append(spans) == 4 * n
+    return store, spans
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks, like DuckDB's quantile_cont."""
+    v = sorted(values)
+    pos = (len(v) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def test_round_trip_and_trace():
+    store, spans = seeded(10)
+    assert store.count() == 40
+    trace = store.trace(spans[0].trace_id)
+    assert [s.to_dict() for s in trace] == [s.to_dict() for s in spans[:4]]
+    assert isinstance(trace[0].attributes["http.response.status_code"], int)
+    assert store.trace("00" * 16) == []
+
+
+def test_filters():
+    store, spans = seeded(50)
+    assert {s.resource["service.name"] for s in store.spans(SpanFilter(service="payments"))} == {"payments"}
+    errs = store.spans(SpanFilter(status_code="ERROR", kind="SERVER", service="frontend"))
+    assert len(errs) == 5 and all(s.status_code == "ERROR" for s in errs)
+    by_attr = store.spans(SpanFilter(attributes={"http.response.status_code": "500"}))
+    assert {s.span_id for s in by_attr} == {s.span_id for s in errs}
+    assert len(store.spans(SpanFilter(attributes={"k8s.namespace.name": "shop"}))) == 50
+    assert len(store.spans(SpanFilter(attributes={"db.system": "mysql"}))) == 0
+    slow = store.spans(SpanFilter(kind="SERVER", min_duration_ns=20 * MS))
+    assert slow and all(s.duration_ns >= 20 * MS for s in slow)
+    assert len(slow) == sum(1 for s in spans if s.kind == "SERVER" and s.duration_ns >= 20 * MS)
+    top = store.spans(SpanFilter(order="duration_desc", limit=3))
+    assert [s.duration_ns for s in top] == sorted((s.duration_ns for s in spans), reverse=True)[:3]
+    win = TimeWindow(T0 + 1000 * MS, T0 + 2000 * MS)  # calls 10..19
+    assert len(store.spans(SpanFilter(window=win, name="GET /checkout"))) == 10
+    assert len(store.spans(SpanFilter(trace_id=spans[8].trace_id))) == 4
+    assert len(store.spans(SpanFilter(limit=7))) == 7
+    assert store.spans(SpanFilter(name="it's; DROP TABLE spans")) == [] and store.count() == 200
+
+
+def test_traces_newest_first():
+    store, spans = seeded(30)
+    got = store.traces(SpanFilter(service="payments", status_code="ERROR"), limit=2)
+    assert [t[0].trace_id for t in got] == [spans[4 * 20].trace_id, spans[4 * 10].trace_id]
+    assert all(len(t) == 4 for t in got)
+
+
+def test_red_per_service_and_operation():
+    store, spans = seeded(100)
+    win = TimeWindow(T0, T0 + 10 * S)
+    rows = {r.service: r for r in store.red(win)}
+    assert set(rows) == {"frontend", "payments"}  # SERVER spans only
+    fe = rows["frontend"]
+    durs = [s.duration_ns / MS for s in spans if s.kind == "SERVER" and s.service == "frontend"]
+    assert fe.count == 100 and fe.errors == 10 and fe.error_rate == pytest.approx(0.1)
+    assert fe.rate_per_s == pytest.approx(10.0)
+    assert fe.p50_ms == pytest.approx(quantile(durs, 0.5))
+    assert fe.p95_ms == pytest.approx(quantile(durs, 0.95))
+    assert fe.p99_ms == pytest.approx(quantile(durs, 0.99))
+    ops = store.red(win, by="operation", service="payments")
+    assert [(r.service, r.operation, r.count) for r in ops] == [("payments", "POST /pay", 100)]
+
+
+def test_red_bucketed():
+    store, _ = seeded(100)  # one call per 100 ms over 10 s
+    rows = store.red(TimeWindow(T0, T0 + 10 * S), interval_s=2, service="frontend")
+    assert [r.interval_start_ns for r in rows] == [T0 + k * 2 * S for k in range(5)]
+    assert all(r.count == 20 and r.rate_per_s == pytest.approx(10.0) for r in rows)
+    assert sum(r.errors for r in rows) == 10
+
+
+def test_service_map_edges():
+    store, spans = seeded(100)
+    edges = {(e.client, e.server): e for e in store.service_map(TimeWindow(T0, T0 + 10 * S))}
+    assert set(edges) == {("frontend", "payments"), ("payments", "postgresql")}
+    fp = edges[("frontend", "payments")]
+    client_durs = [s.duration_ns / MS for s in spans if s.kind == "CLIENT" and s.service == "frontend"]
+    assert fp.count == 100 and fp.errors == 10
+    assert fp.p95_ms == pytest.approx(quantile(client_durs, 0.95))  # measured on the caller side
+    assert edges[("payments", "postgresql")].count == 100
+
+
+def test_service_map_unlinked_client_uses_peer_address():
+    store = open_store()
+    store.append([Span(name="GET", kind="CLIENT", start_time_unix_nano=T0, end_time_unix_nano=T0 + MS,
+                       attributes={"server.address": "api.example", "server.port": 443},
+                       resource={"service.name": "cron"})])
+    [edge] = store.service_map(TimeWindow(T0, T0 + S))
+    assert (edge.client, edge.server, edge.count) == ("cron", "api.example:443", 1)
+
+
+def test_services_and_time_range():
+    store, spans = seeded(10)
+    assert store.services() == ["frontend", "payments"]
+    assert store.services(TimeWindow(T0 + 50 * S, T0 + 60 * S)) == []
+    tr = store.time_range()
+    assert tr.start_ns == T0 and tr.end_ns == max(s.end_time_unix_nano for s in spans)
+    assert open_store().time_range() is None
+
+
+def test_retention_by_count_evicts_oldest():
+    store = open_store(max_spans=100)
+    for i in range(0, 60, 10):
+        store.append([s for k in range(i, i + 10) for s in call(k)])
+    assert store.count() == 100
+    kept = store.spans(SpanFilter(limit=1000))
+    assert len(kept) == 100
+    assert min(s.start_time_unix_nano for s in kept) >= T0 + 35 * 100 * MS  # the newest 25 calls
+
+
+def test_retention_by_age_relative_to_newest():
+    store = open_store(max_age_s=2.0)
+    store.append([s for k in range(50) for s in call(k)])  # 0 .. 5 s
+    kept = store.spans(SpanFilter(limit=1000))
+    newest = max(s.end_time_unix_nano for s in kept)
+    assert kept and all(s.end_time_unix_nano >= newest - 2 * S for s in kept)
+    assert store.count() == len(kept) < 200
+
+
+def test_file_survives_reopen(tmp_path):
+    path = str(tmp_path / "spans.duckdb")
+    store, spans = seeded(20, path=path)
+    store.close()
+    again = open_store(path)
+    assert again.count() == 80
+    assert [s.to_dict() for s in again.trace(spans[4].trace_id)] == [s.to_dict() for s in spans[4:8]]
+    again.append(call(99))
+    again.close()
+    assert open_store(path).count() == 84
+
+
+def test_concurrent_append_and_read():
+    store = open_store()
+    errors: list[BaseException] = []
+
+    def writer():
+        try:
+            for i in range(50):
+                store.append(call(i))
+        except BaseException as e:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        store.red(TimeWindow(T0, T0 + 10 * S))
+        store.spans(SpanFilter(limit=10))
+    for t in threads:
+        t.join()
+    assert not errors and store.count() == 600
+    assert {r.service: r.count for r in store.red(TimeWindow(T0, T0 + 10 * S))} == {
+        "frontend": 150, "payments": 150}
