@@ -1,0 +1,1 @@
+"""Who sent a span: process, container, systemd unit and Kubernetes pod identity."""

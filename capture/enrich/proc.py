@@ -1,0 +1,75 @@
+"""Process identity from /proc: executable, command line, cgroups, OTEL_SERVICE_NAME.
+
+`proc_root` is a parameter so tests can point it at recorded /proc fixtures.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from capture.enrich.cgroup import cgroup_paths
+
+# Interpreters: the service is the script or module they run, not "python3.11".
+_INTERPRETERS = ("python", "node", "ruby", "perl", "php", "java", "bash", "sh", "deno", "bun")
+
+
+@dataclass(slots=True)
+class ProcInfo:
+    pid: int
+    executable: str  # basename of /proc/PID/exe (or comm)
+    command_line: str
+    argv: list[str]
+    cgroups: list[str] = field(default_factory=list)
+    env_service_name: str | None = None
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_proc(pid: int, proc_root: str = "/proc") -> ProcInfo | None:
+    """None when the process is gone (or was never there)."""
+    base = os.path.join(proc_root, str(pid))
+    raw_cmd = _read(os.path.join(base, "cmdline"))
+    comm = _read(os.path.join(base, "comm"))
+    if raw_cmd is None and comm is None:
+        return None
+    argv = [a.decode(errors="replace") for a in (raw_cmd or b"").split(b"\0") if a]
+    try:
+        exe = os.path.basename(os.readlink(os.path.join(base, "exe")))
+    except OSError:
+        exe = ""
+    exe = exe.removesuffix(" (deleted)") or (comm or b"").decode(errors="replace").strip()
+    if not exe and argv:
+        exe = os.path.basename(argv[0])
+    cg = (_read(os.path.join(base, "cgroup")) or b"").decode(errors="replace")
+    env = _read(os.path.join(base, "environ")) or b""
+    svc = None
+    for item in env.split(b"\0"):
+        if item.startswith(b"OTEL_SERVICE_NAME="):
+            svc = item.split(b"=", 1)[1].decode(errors="replace") or None
+    return ProcInfo(pid=pid, executable=exe, command_line=" ".join(argv), argv=argv,
+                    cgroups=cgroup_paths(cg), env_service_name=svc)
+
+
+def program_name(info: ProcInfo) -> str:
+    """Executable name, or for interpreters the script/module they run (`python -m app` → app)."""
+    exe = info.executable
+    if not exe.rstrip("0123456789.").startswith(_INTERPRETERS) or len(info.argv) < 2:
+        return exe or "unknown"
+    args = iter(info.argv[1:])
+    for arg in args:
+        if arg in ("-m", "-jar"):
+            mod = next(args, "")
+            return os.path.basename(mod).removesuffix(".jar") or exe
+        if arg in ("-c", "-e"):
+            return exe
+        if arg.startswith("-"):
+            continue
+        name = os.path.basename(arg)
+        return name.rsplit(".", 1)[0] if "." in name else name
+    return exe

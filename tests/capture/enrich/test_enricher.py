@@ -1,0 +1,88 @@
+"""Enricher on recorded /proc fixtures and on live processes in real cgroups."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from capture.enrich.enricher import Enricher
+from capture.enrich.proc import program_name, read_proc
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def fake_proc(root, pid: int, argv: list[str], exe: str, cgroup: str, environ: dict[str, str] | None = None):
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (d / "comm").write_text(os.path.basename(exe)[:15] + "\n")
+    with open(os.path.join(FIXTURES, cgroup + ".cgroup")) as f:
+        (d / "cgroup").write_text(f.read())
+    (d / "environ").write_bytes(b"".join(f"{k}={v}\0".encode() for k, v in (environ or {}).items()))
+    os.symlink(exe, d / "exe")
+
+
+def test_program_name_sees_through_interpreters(tmp_path):
+    cases = {
+        ("/usr/bin/python3.11", ("python3.11", "-u", "/srv/app/checkout.py", "--port", "80")): "checkout",
+        ("/usr/bin/python3.11", ("python3", "-m", "uvicorn", "main:app")): "uvicorn",
+        ("/usr/bin/node", ("node", "server.js")): "server",
+        ("/usr/lib/jvm/java", ("java", "-Xmx1g", "-jar", "/opt/orders.jar")): "orders",
+        ("/usr/sbin/nginx", ("nginx: worker process",)): "nginx",
+        ("/usr/bin/python3.11", ("python3", "-c", "print(1)")): "python3.11",
+    }
+    for pid, ((exe, argv), want) in enumerate(cases.items(), start=100):
+        fake_proc(tmp_path, pid, list(argv), exe, "user_session_hybrid")
+        assert program_name(read_proc(pid, str(tmp_path))) == want, argv
+
+
+def test_resource_from_fixture_proc(tmp_path):
+    fake_proc(tmp_path, 4242, ["python3", "/srv/pay.py"], "/usr/bin/python3.11", "docker_cgroupfs_v1")
+    fake_proc(tmp_path, 4343, ["/usr/sbin/nginx", "-g", "daemon off;"], "/usr/sbin/nginx", "systemd_service_v2")
+    fake_proc(tmp_path, 4444, ["python3", "/srv/pay.py"], "/usr/bin/python3.11", "user_session_hybrid",
+              {"OTEL_SERVICE_NAME": "payments", "PATH": "/bin"})
+    en = Enricher(proc_root=str(tmp_path), host_name="node-a")
+    r = en.resource(4242)
+    assert r == {"host.name": "node-a", "process.pid": 4242, "process.executable.name": "pay",
+                 "process.command_line": "python3 /srv/pay.py", "service.name": "pay",
+                 "container.id": "3f2b7c1e9a4d5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e"}
+    nginx = en.resource(4343)
+    assert nginx["service.name"] == "nginx" and nginx["systemd.unit"] == "nginx"
+    assert "container.id" not in nginx and not any(k.startswith("k8s.") for k in nginx)
+    assert en.resource(4444)["service.name"] == "payments"
+    assert en.resource(999999) == {"host.name": "node-a", "process.pid": 999999, "service.name": "unknown"}
+
+
+def test_cached_per_pid_until_forgotten(tmp_path):
+    fake_proc(tmp_path, 7, ["python3", "/srv/a.py"], "/usr/bin/python3.11", "user_session_hybrid")
+    en = Enricher(proc_root=str(tmp_path))
+    first = en.resource(7)
+    (tmp_path / "7" / "cmdline").write_bytes(b"python3\0/srv/b.py\0")
+    assert en.resource(7) is first
+    en.forget(7)
+    assert en.resource(7)["service.name"] == "b"
+
+
+def test_live_process_identity(tmp_path):
+    script = tmp_path / "inventory_svc.py"
+    script.write_text("import sys, time\nsys.stdout.write('up\\n'); sys.stdout.flush(); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script), "--port", "0"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"up\n"
+        r = Enricher().resource(proc.pid)
+        assert r["process.pid"] == proc.pid
+        assert r["service.name"] == "inventory_svc" == r["process.executable.name"]
+        assert r["process.command_line"] == f"{sys.executable} {script} --port 0"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_live_process_in_container_and_systemd_cgroups(cgroup_process):
+    cid = "ab" * 32
+    with cgroup_process(f"guardian-docker/docker-{cid}.scope") as proc:
+        r = Enricher().resource(proc.pid)
+        assert r["container.id"] == cid and "k8s.pod.name" not in r
+    with cgroup_process("system.slice/guardian-billing.service") as proc:
+        r = Enricher().resource(proc.pid)
+        assert r["systemd.unit"] == "guardian-billing" == r["service.name"]
