@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI): tools, investigations, anomalies, services, traces, reports, Slack."""

@@ -1,0 +1,93 @@
+"""`create_app(store, config)`: the FastAPI app served by `guardian serve` and `guardian agent`.
+
+Auth: a bearer token on everything except /healthz, the OpenAPI docs (/docs, /openapi.json:
+they describe the API, hold no data) and /slack/* (Slack signs its requests instead).
+The caller owns the store (and closes it); the app owns its job pool, scheduler and MCP sessions.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from capture.store.api import SpanStore
+from guardian import __version__
+from guardian.api.deps import token_ok
+from guardian.api.jobs import Jobs
+from guardian.api.metrics import ApiMetrics, MetricsMiddleware
+from guardian.api.routers import anomalies, health, investigate, reports, services, tools, traces
+from guardian.api.settings import Settings, as_settings
+from guardian.schedule.scheduler import Scheduler
+from guardian.slack import events as slack_events
+
+log = logging.getLogger(__name__)
+
+
+class _BearerOnly:
+    """The token check for a mounted ASGI app (MCP) that FastAPI dependencies don't reach."""
+
+    def __init__(self, app: ASGIApp, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        if scope["type"] == "http" and not token_ok(self.token, auth):
+            resp = JSONResponse({"detail": "missing or wrong bearer token"}, 401,
+                                headers={"WWW-Authenticate": "Bearer"})
+            await resp(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    store: SpanStore,
+    config: Settings | Mapping[str, Any] | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    investigate_fn: Callable[..., Any] | None = None,
+    mcp: bool = True,
+) -> FastAPI:
+    """The API over `store`. `registry`: a Prometheus registry to add our metrics to (served at
+    /metrics with whatever the caller registered); `investigate_fn`: replaces the engine (tests)."""
+    settings = as_settings(config)
+    metrics = ApiMetrics(registry)
+    jobs = Jobs(store, settings.api.max_jobs, metrics, investigate_fn)
+    slack = slack_events.SlackService(settings.slack, jobs, metrics)
+    scheduler = Scheduler(store, settings.schedule, slack if settings.slack.bot_token else None, metrics)
+    mcp_endpoint, mcp_manager = (None, None)
+    if mcp:
+        from guardian.mcp_server import http_endpoint
+
+        mcp_endpoint, mcp_manager = http_endpoint(store, loopback_only=not settings.api.token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        scheduler.start()
+        try:
+            async with (mcp_manager.run() if mcp_manager else contextlib.nullcontext()):
+                yield
+        finally:
+            scheduler.stop()
+            jobs.shutdown(wait=False)
+
+    app = FastAPI(
+        title="Guardian API", version=__version__, lifespan=lifespan,
+        description="Investigations, anomalies, services, traces and the investigation tools over "
+                    "Guardian's span store. Bearer token on everything but /healthz, the docs and "
+                    "/slack/* (Slack-signed).",
+    )
+    app.state.store, app.state.settings, app.state.metrics = store, settings, metrics
+    app.state.jobs, app.state.slack, app.state.scheduler = jobs, slack, scheduler
+    for module in (health, investigate, anomalies, services, traces, tools, reports, slack_events):
+        app.include_router(module.router)
+    if mcp_endpoint is not None:
+        app.add_route("/mcp", _BearerOnly(mcp_endpoint, settings.api.token),
+                      methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

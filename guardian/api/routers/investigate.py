@@ -1,0 +1,62 @@
+"""POST /v1/investigate (report, or a job id with {"async": true}) and GET /v1/investigations/{id}."""
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from guardian.api.deps import require_token
+from guardian.api.jobs import Busy, Job
+from guardian.window import WindowError, resolve_window
+
+router = APIRouter(prefix="/v1", tags=["investigate"], dependencies=[Depends(require_token)])
+
+
+class InvestigateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    question: str = Field(min_length=1, max_length=4000, examples=["why is checkout failing?"])
+    since: str | None = Field(None, examples=["15m"], description="relative window, e.g. 90s, 15m, 2h")
+    start: str | int | None = Field(None, description="ISO-8601 or unix time; with end, an absolute window")
+    end: str | int | None = None
+    engine: Literal["auto", "deterministic", "llm"] | None = None
+    run_async: bool = Field(False, alias="async", description="return a job id to poll instead of waiting")
+
+
+def _submit(request: Request, body: InvestigateRequest) -> Job:
+    state = request.app.state
+    try:
+        window = resolve_window(state.store, body.since, body.start, body.end)
+    except WindowError as e:
+        raise HTTPException(400, str(e)) from None
+    try:
+        return state.jobs.submit(body.question, window, body.engine or state.settings.api.engine)
+    except Busy as e:
+        raise HTTPException(429, str(e), headers={"Retry-After": "10"}) from None
+
+
+@router.post("/investigate", responses={202: {"description": "job accepted (async)"}})
+async def investigate(body: InvestigateRequest, request: Request):
+    """Answer a question about the window with a report; `Accept: text/markdown` for markdown."""
+    job = _submit(request, body)
+    if body.run_async:
+        return JSONResponse({"id": job.id, "status": job.status, "poll": f"/v1/investigations/{job.id}"},
+                            status_code=202)
+    await asyncio.wrap_future(job.future)
+    if job.status != "done":
+        raise HTTPException(500, f"investigation {job.id} failed: {job.error}")
+    if "text/markdown" in request.headers.get("accept", ""):
+        return PlainTextResponse(job.report.to_markdown(), media_type="text/markdown")
+    return job.report.model_dump(mode="json")
+
+
+@router.get("/investigations/{job_id}")
+def poll(job_id: str, request: Request) -> dict:
+    """Status of an investigation: queued, running, done (with report) or failed (with error)."""
+    job = request.app.state.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no investigation {job_id!r} (finished ones are kept for a while)")
+    return job.to_dict()

@@ -1,0 +1,117 @@
+"""Settings of the HTTP API, Slack and scheduled reports: a YAML file, then env vars on top.
+
+YAML sections `api`, `slack`, `schedule` (keys as below); env: GUARDIAN_API_TOKEN,
+SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN, SLACK_API_URL, GUARDIAN_SCHEDULE_{INTERVAL,CRON,
+WINDOW,SLACK_CHANNEL,WEBHOOK_URL,HISTORY}. Nothing here opens sockets or files but the YAML.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, field_validator
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class ApiSettings(BaseModel):
+    token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_jobs: int = Field(2, ge=1)  # concurrent investigations; the rest get 429
+    engine: str = "auto"  # investigation engine: auto | deterministic | llm
+
+
+class SlackSettings(BaseModel):
+    signing_secret: str | None = None
+    bot_token: str | None = None
+    api_url: str | None = None  # Web API base URL; None = Slack's own
+    window: str | None = None  # e.g. "15m"; None = guardian.window's default for the store
+
+
+class ScheduleSettings(BaseModel):
+    interval_s: float | None = Field(None, gt=0)
+    cron: str | None = None
+    window: str | None = None  # e.g. "15m"; None = guardian.window's default for the store
+    slack_channel: str | None = None
+    webhook_url: str | None = None
+    history_path: str | None = None  # JSON lines; None keeps history in memory only
+    history_max: int = Field(500, ge=1)
+    only_anomalies: bool = False  # post only when something was found (history keeps every run)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(v):
+                raise ValueError(f"not a valid cron expression: {v!r}")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.interval_s or self.cron)
+
+
+class Settings(BaseModel):
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+
+    def bind_host(self, requested: str | None = None) -> tuple[str, str | None]:
+        """The host to bind, and a warning when no token forces loopback."""
+        host = requested or self.api.host
+        if not self.api.token and host not in LOOPBACK_HOSTS:
+            return "127.0.0.1", (
+                f"no API token configured (GUARDIAN_API_TOKEN or api.token): "
+                f"binding to 127.0.0.1 instead of {host}"
+            )
+        return host, None
+
+
+_ENV = {
+    "GUARDIAN_API_TOKEN": ("api", "token"),
+    "SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
+    "SLACK_BOT_TOKEN": ("slack", "bot_token"),
+    "SLACK_API_URL": ("slack", "api_url"),
+    "GUARDIAN_SCHEDULE_INTERVAL": ("schedule", "interval_s"),
+    "GUARDIAN_SCHEDULE_CRON": ("schedule", "cron"),
+    "GUARDIAN_SCHEDULE_WINDOW": ("schedule", "window"),
+    "GUARDIAN_SCHEDULE_SLACK_CHANNEL": ("schedule", "slack_channel"),
+    "GUARDIAN_SCHEDULE_WEBHOOK_URL": ("schedule", "webhook_url"),
+    "GUARDIAN_SCHEDULE_HISTORY": ("schedule", "history_path"),
+}
+
+
+def load_settings(
+    path: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from the YAML file at `path` (optional), then env vars, then `overrides`."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping with sections api/slack/schedule")
+        data = {k: dict(v or {}) for k, v in loaded.items() if k in ("api", "slack", "schedule")}
+    for var, (section, key) in _ENV.items():
+        if env.get(var):
+            data.setdefault(section, {})[key] = env[var]
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    return Settings.model_validate(data)
+
+
+def as_settings(config: Settings | Mapping[str, Any] | None) -> Settings:
+    """Accept a Settings, a plain dict of sections, or None (env only)."""
+    if isinstance(config, Settings):
+        return config
+    if config is None:
+        return load_settings()
+    return load_settings(overrides=config)
