@@ -13,6 +13,7 @@ from guardian import __version__
 COMMANDS = [
     "guardian.cli.capture",
     "guardian.cli.doctor",
+    "guardian.cli.serve",
 ]
 
 

@@ -1,0 +1,67 @@
+"""`guardian serve`: the HTTP API (+ Slack, schedules, MCP at /mcp) over a store;
+`guardian mcp`: the tools as an MCP server on stdin/stdout."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger("guardian.serve")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the HTTP API, Slack endpoints, scheduled reports and MCP",
+                       description="Serve Guardian's HTTP API over a span store. Without an API token "
+                                   "(GUARDIAN_API_TOKEN or api.token) it binds to loopback only.")
+    p.add_argument("--store", metavar="PATH", help="store file (default: an empty in-memory store)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1, or api.host from the config)")
+    p.add_argument("--port", type=int, help="port (default 8080, or api.port from the config)")
+    p.add_argument("--config", metavar="FILE", help="YAML file with api/slack/schedule sections")
+    p.set_defaults(func=serve)
+
+    m = sub.add_parser("mcp", help="serve the investigation tools as an MCP server on stdio",
+                       description="MCP server (stdio) exposing Guardian's tools over a store file. "
+                                   "The HTTP API serves the same tools at /mcp (streamable HTTP).")
+    m.add_argument("--store", metavar="PATH", help="store file (default: an empty in-memory store)")
+    m.set_defaults(func=mcp_stdio)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from capture.store.factory import open_store
+    from guardian.api.main import create_app
+    from guardian.api.settings import load_settings
+
+    try:
+        settings = load_settings(args.config, overrides={"api": {"port": args.port}})
+    except (OSError, ValueError) as e:
+        print(f"guardian serve: bad configuration: {e}", file=sys.stderr)
+        return 2
+    host, warning = settings.bind_host(args.host)
+    if warning:
+        log.warning(warning)
+    elif not settings.api.token:
+        log.warning("no API token configured: the API is open to local users (set GUARDIAN_API_TOKEN)")
+    store = open_store(args.store)
+    try:
+        app = create_app(store, settings)
+        log.info("Guardian API on http://%s:%d (docs at /docs, MCP at /mcp)", host, settings.api.port)
+        uvicorn.run(app, host=host, port=settings.api.port, log_level="warning")
+    finally:
+        store.close()
+    return 0
+
+
+def mcp_stdio(args: argparse.Namespace) -> int:
+    import anyio
+
+    from capture.store.factory import open_store
+    from guardian.mcp_server import serve_stdio
+
+    store = open_store(args.store)
+    try:
+        anyio.run(serve_stdio, store)
+    finally:
+        store.close()
+    return 0
