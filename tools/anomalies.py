@@ -1,0 +1,145 @@
+"""Anomalies: what changed between a baseline window and now, ranked by impact.
+
+Error-rate and latency shifts per endpoint (SERVER/CONSUMER) and per dependency edge (so
+databases and caches count too), new error kinds, saturation errors, traffic drops.
+`anomalies()` is also what the scheduler calls.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from capture.store.api import SpanFilter, SpanStore, TimeWindow
+from tools.base import Capped, Tool, WindowArgs, cap, require_data, sample_traces, windows
+from tools.errors import error_groups
+from tools.services import compare_edges, edge_samples
+from tools.stats import (RedStats, error_shift, from_row, latency_ratio, latency_shift,
+                         traffic_drop)
+
+AnomalyKind = Literal["error_rate", "latency", "traffic_drop", "new_error", "saturation"]
+
+
+class Anomaly(BaseModel):
+    kind: AnomalyKind
+    service: str
+    operation: str | None = None
+    caller: str | None = Field(None, description="set when seen on calls from this service")
+    score: float
+    current: RedStats
+    baseline: RedStats
+    description: str
+    trace_ids: list[str] = Field(default_factory=list)
+
+
+def _score(severity: float, affected: float) -> float:
+    return round(max(min(severity, 1.0), 0.0) * math.log1p(max(affected, 0.0)), 4)
+
+
+def _shifts(service: str, op: str | None, caller: str | None, c: RedStats,
+            b: RedStats) -> list[Anomaly]:
+    out = []
+    where = f"{service}" + (f" {op}" if op else "") + (f" (called by {caller})" if caller else "")
+    if error_shift(c, b):
+        out.append(Anomaly(
+            kind="error_rate", service=service, operation=op, caller=caller, current=c, baseline=b,
+            score=_score((c.error_rate - b.error_rate) * 2, c.errors - b.error_rate * c.count),
+            description=f"{where}: error rate {b.error_rate:.1%} -> {c.error_rate:.1%}"
+                        f" ({c.errors} errors of {c.count})"))
+    if latency_shift(c, b):
+        r = latency_ratio(c, b)
+        out.append(Anomaly(
+            kind="latency", service=service, operation=op, caller=caller, current=c, baseline=b,
+            score=_score(math.log2(r) / 3, c.count),
+            description=f"{where}: p95 {b.p95_ms:.1f} ms -> {c.p95_ms:.1f} ms (x{r:.1f}),"
+                        f" p50 {b.p50_ms:.1f} -> {c.p50_ms:.1f} ms"))
+    return out
+
+
+def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
+              samples: bool = True) -> list[Anomaly]:
+    """Every anomaly in window vs baseline, highest score first (trace ids if samples)."""
+    found: list[Anomaly] = []
+    cur = {(r.service, r.operation): r for r in store.red(window, by="operation")}
+    base = {(r.service, r.operation): r for r in store.red(baseline, by="operation")}
+    for key in cur:
+        found += _shifts(key[0], key[1], None, from_row(cur[key]), from_row(base.get(key)))
+    served = {k[0] for k in cur} | {k[0] for k in base}
+    svc_cur = {r.service: r for r in store.red(window)}
+    for r in store.red(baseline):
+        c, b = from_row(svc_cur.get(r.service)), from_row(r)
+        if traffic_drop(c, b):
+            found.append(Anomaly(
+                kind="traffic_drop", service=r.service, current=c, baseline=b,
+                score=_score(1 - c.rate_per_s / b.rate_per_s, b.count),
+                description=f"{r.service}: traffic {b.rate_per_s:.2f}/s -> {c.rate_per_s:.2f}/s"))
+    flagged = {(a.service, a.kind) for a in found}
+    for e in compare_edges(store, window, baseline):
+        for a in _shifts(e.server, None, e.client, e.current, e.baseline):
+            # An observed server already reports its own shift; the edge adds nothing.
+            if e.server not in served or (e.server, a.kind) not in flagged:
+                found.append(a)
+    for g in error_groups(store, window, baseline=baseline):
+        if g.error_class == "saturation" or (g.new and g.count >= 3):
+            kind = "saturation" if g.error_class == "saturation" else "new_error"
+            if kind == "saturation" and g.baseline_count * 2 >= g.count:
+                continue
+            found.append(Anomaly(
+                kind=kind, service=g.service, operation=g.operation,
+                current=RedStats(count=g.count, errors=g.count),
+                baseline=RedStats(count=g.baseline_count, errors=g.baseline_count),
+                score=_score(0.5, g.count - g.baseline_count), trace_ids=g.sample_trace_ids[:3],
+                description=f"{g.service} {g.operation}: {g.count} x {g.code} {g.message!r}"
+                            f" ({g.baseline_count} in baseline)"))
+    found.sort(key=lambda a: -a.score)
+    if samples:
+        for a in found[:20]:
+            if not a.trace_ids:
+                a.trace_ids = _samples(store, window, baseline, a)
+    return found
+
+
+def _samples(store: SpanStore, window: TimeWindow, baseline: TimeWindow, a: Anomaly) -> list[str]:
+    failing = a.kind == "error_rate"
+    if a.caller:
+        return edge_samples(store, window, a.caller, a.service, failing)
+    if a.kind == "traffic_drop":
+        return sample_traces(store, SpanFilter(window=baseline, service=a.service), 2)
+    return sample_traces(store, SpanFilter(
+        window=window, service=a.service, name=a.operation,
+        status_code="ERROR" if failing else None,
+        order="start" if failing else "duration_desc"), 3)
+
+
+class AnomaliesArgs(WindowArgs):
+    service: str | None = Field(None, description="only anomalies of this service")
+    limit: int = Field(20, ge=1, le=100)
+
+
+class AnomaliesResult(Capped):
+    window: dict[str, int]
+    baseline: dict[str, int]
+    anomalies: list[Anomaly]
+
+
+def anomalies_tool(store: SpanStore, args: AnomaliesArgs) -> AnomaliesResult:
+    window, baseline = windows(store, args)
+    require_data(store, window)
+    found = anomalies(store, window, baseline)
+    if args.service:
+        found = [a for a in found if args.service in (a.service, a.caller)]
+    found, trunc, sugg = cap(found, args.limit, "pass service=<name> to see one service's anomalies")
+    return AnomaliesResult(window={"start_ns": window.start_ns, "end_ns": window.end_ns},
+                           baseline={"start_ns": baseline.start_ns, "end_ns": baseline.end_ns},
+                           anomalies=found, truncated=trunc, suggestion=sugg)
+
+
+TOOLS = [
+    Tool("anomalies",
+         "What changed vs the baseline window, ranked by impact: error-rate and latency shifts per "
+         "endpoint and per dependency (databases, caches, brokers via their callers), new error "
+         "kinds, saturation errors (pools, limits), traffic drops (stopped consumers). Use it first "
+         "when asked 'what is wrong'. trace_ids are sample requests showing each anomaly.",
+         AnomaliesArgs, AnomaliesResult, anomalies_tool),
+]
