@@ -1,0 +1,80 @@
+"""Load generator: shoppers browsing the catalogue, viewing products and checking out,
+at a steady rate against the frontend. Every few seconds it appends a line of per-route
+stats (count, errors, p50/p95 ms) as JSON to $SHOP_STATS, which the demo and tests read."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+
+from demo.shoplib import name_process
+
+name_process("loadgen")
+
+import httpx  # noqa: E402
+
+ROUTES = (  # (route, weight)
+    ("browse", 4),
+    ("product", 4),
+    ("checkout", 2),
+)
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lat: dict[str, list[float]] = {r: [] for r, _ in ROUTES}
+        self.err: dict[str, int] = {r: 0 for r, _ in ROUTES}
+
+    def add(self, route: str, ms: float, ok: bool) -> None:
+        self.lat[route].append(ms)
+        self.err[route] += not ok
+
+    def line(self) -> str:
+        out = {"ts": time.time()}
+        for r, lat in self.lat.items():
+            s = sorted(lat)
+            pick = (lambda q: round(s[min(int(q * len(s)), len(s) - 1)], 1)) if s else (lambda q: None)
+            out[r] = {"count": len(s), "errors": self.err[r], "p50_ms": pick(0.5), "p95_ms": pick(0.95)}
+        return json.dumps(out)
+
+
+async def shopper(client: httpx.AsyncClient, route: str, stats: Stats) -> None:
+    sku = f"SKU-{random.randint(1, 200000):06d}"
+    t = time.perf_counter()
+    try:
+        if route == "browse":
+            r = await client.get("/api/products")
+        elif route == "product":
+            r = await client.get(f"/api/products/{sku}")
+        else:
+            r = await client.post("/api/checkout", json={"sku": sku, "quantity": random.randint(1, 3)})
+        ok = r.status_code < 500
+    except httpx.HTTPError:
+        ok = False
+    stats.add(route, (time.perf_counter() - t) * 1000, ok)
+
+
+async def main() -> None:
+    base = f"http://127.0.0.1:{os.environ['SHOP_FRONTEND_PORT']}"
+    rate = float(os.environ.get("SHOP_RATE", "10"))
+    every = float(os.environ.get("SHOP_STATS_EVERY", "5"))
+    names, weights = zip(*ROUTES)
+    stats, last, tasks = Stats(), time.monotonic(), set()
+    async with httpx.AsyncClient(base_url=base, timeout=5.0,
+                                 limits=httpx.Limits(max_connections=64)) as client:
+        while True:
+            # Poisson arrivals: shoppers don't wait for each other.
+            await asyncio.sleep(random.expovariate(rate))
+            task = asyncio.create_task(shopper(client, random.choices(names, weights)[0], stats))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            if time.monotonic() - last >= every:
+                with open(os.environ["SHOP_STATS"], "a") as f:
+                    f.write(stats.line() + "\n")
+                stats, last = Stats(), time.monotonic()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
