@@ -14,6 +14,7 @@ COMMANDS = [
     "guardian.cli.capture",
     "guardian.cli.doctor",
     "guardian.cli.serve",
+    "guardian.cli.llm",
 ]
 
 

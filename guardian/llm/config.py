@@ -1,0 +1,99 @@
+"""Which LLM the agent talks to: the `llm` section of the YAML config, then env vars on top.
+
+GUARDIAN_LLM: unset/"off" = none, "local" or "local:1.5b" = the local server of
+`guardian llm serve`, "openai" = OpenAI's API. GUARDIAN_LLM_BASE_URL (any
+OpenAI-compatible endpoint), GUARDIAN_LLM_MODEL, GUARDIAN_LLM_API_KEY refine it.
+The config file is $GUARDIAN_CONFIG (or a path given by the caller).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from guardian.llm.models import MODELS
+
+DEFAULT_LOCAL_MODEL = "0.5b"
+DEFAULT_LOCAL_PORT = 8765
+OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
+
+_ENV = {
+    "GUARDIAN_LLM": "provider",
+    "GUARDIAN_LLM_BASE_URL": "base_url",
+    "GUARDIAN_LLM_MODEL": "model",
+    "GUARDIAN_LLM_API_KEY": "api_key",
+    "GUARDIAN_LLM_TIMEOUT": "timeout_s",
+    "GUARDIAN_LLM_MAX_STEPS": "max_steps",
+    "GUARDIAN_LLM_PORT": "local_port",
+}
+
+
+class LLMConfig(BaseModel):
+    provider: str | None = None  # None/off | local | local:<key> | openai | url
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    timeout_s: float = Field(120.0, gt=0)  # per request: small local models are slow on 2 cores
+    max_steps: int = Field(6, ge=0)  # model turns that may call tools, before the final answer
+    max_tool_chars: int = Field(2500, ge=200)  # per tool result, as the model sees it
+    max_tokens: int = Field(400, ge=16)  # per model turn
+    temperature: float = 0.0
+    local_port: int = DEFAULT_LOCAL_PORT
+
+    @property
+    def enabled(self) -> bool:
+        p = (self.provider or "").lower()
+        return bool(self.base_url) or (p not in ("", "off", "none", "0", "false", "deterministic"))
+
+    @property
+    def local_key(self) -> str | None:
+        """The local model key ("0.5b"/"1.5b") when the local server is selected, else None."""
+        p = (self.provider or "").lower()
+        if self.base_url or not p.startswith("local"):
+            return None
+        key = p.partition(":")[2] or (self.model or "").lower() or DEFAULT_LOCAL_MODEL
+        key = key.removeprefix("local-")
+        if key not in MODELS:
+            raise ValueError(f"unknown local model {key!r}: choose one of {', '.join(MODELS)}")
+        return key
+
+    def resolved(self) -> "LLMConfig":
+        """Base URL, model and key filled in for the selected provider."""
+        c = self.model_copy()
+        key = self.local_key
+        if key:
+            c.base_url = f"http://127.0.0.1:{self.local_port}/v1"
+            c.model = MODELS[key].name
+            c.api_key = c.api_key or "local"  # the openai client insists on one
+        elif (self.provider or "").lower() == "openai" and not self.base_url:
+            c.model = c.model or OPENAI_DEFAULT_MODEL
+        elif self.provider and "://" in self.provider and not self.base_url:
+            c.base_url = self.provider
+        c.api_key = c.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        c.model = c.model or "default"
+        return c
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LLMConfig:
+    """The `llm` section of the YAML file (path or $GUARDIAN_CONFIG), env vars, then overrides."""
+    env = os.environ if env is None else env
+    path = path or env.get("GUARDIAN_CONFIG")
+    data: dict[str, Any] = {}
+    if path and Path(path).is_file():
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping with an `llm` section")
+        data = dict(loaded.get("llm") or {})
+    for var, key in _ENV.items():
+        if env.get(var):
+            data[key] = env[var]
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return LLMConfig.model_validate(data)
