@@ -1,0 +1,1 @@
+"""Spans to traces without header injection: cross-process and in-process parent links."""

@@ -1,0 +1,183 @@
+"""Parent links and trace ids for spans captured without context propagation.
+
+Rule 1: W3C traceparent carried by a request wins (its trace id; its parent id when no
+        captured CLIENT span is the parent).
+Rule 2: cross-process: a SERVER span's parent is the CLIENT span of the same connection
+        (same endpoints, either direction) whose interval encloses it, within `slack_ns`;
+        one-to-one, best fit first.
+Rule 3: in-process: a CLIENT span's parent is the SERVER span of the same host+pid that
+        encloses its start on the same goroutine/thread; with no thread match, the only
+        server span open on that pid. Several candidates = ambiguous: left unlinked.
+Rule 4: a connected group of spans shares one trace id: a published (frozen) member's, else
+        the traceparent's, else its root's.
+Spans that already have a parent (imported traces) keep it. Works on spans from many hosts.
+"""
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+from capture.span import Span
+
+TRACEPARENT = "http.request.header.traceparent"
+_SERVERS = ("SERVER", "CONSUMER")
+_CLIENTS = ("CLIENT", "PRODUCER")
+
+
+@dataclass(slots=True)
+class LinkStats:
+    cross_process: int = 0
+    in_process: int = 0
+    traceparent: int = 0
+    ambiguous: int = 0
+
+
+def conn_key(s: Span) -> tuple | None:
+    """Both endpoints of the span's connection, order-free (so either side's view matches)."""
+    a = s.attributes
+    ca, cp, sa, sp = (a.get("client.address"), a.get("client.port"),
+                      a.get("server.address"), a.get("server.port"))
+    if ca is None or cp is None or sa is None or sp is None:
+        return None
+    ends = sorted([(str(ca), int(cp)), (str(sa), int(sp))])
+    return (a.get("network.transport", "tcp"), ends[0], ends[1])
+
+
+def parse_traceparent(value: object) -> tuple[str, str] | None:
+    """(trace id, parent span id) from "00-<32 hex>-<16 hex>-<flags>", None when malformed."""
+    parts = str(value).strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    trace, parent = parts[1].lower(), parts[2].lower()
+    if trace == "0" * 32 or parent == "0" * 16:
+        return None
+    try:
+        int(trace, 16), int(parent, 16)
+    except ValueError:
+        return None
+    return trace, parent
+
+
+def _process(s: Span) -> tuple:
+    return (s.resource.get("host.name"), s.resource.get("process.pid"))
+
+
+def _thread(s: Span) -> tuple | None:
+    a = s.attributes
+    if a.get("go.goroutine.id") is not None:
+        return ("g", a["go.goroutine.id"])
+    if a.get("thread.id") is not None:
+        return ("t", a["thread.id"])
+    return None
+
+
+def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
+         slack_ns: int = 50_000_000) -> LinkStats:
+    """Set parent_span_id and trace_id in place (never on spans whose id is in `frozen`)."""
+    stats = LinkStats()
+    by_id = {s.span_id: s for s in spans}
+    parent: dict[str, str] = {s.span_id: s.parent_span_id for s in spans if s.parent_span_id}
+    open_ = [s for s in spans if s.span_id not in frozen and not s.parent_span_id]
+
+    # Rule 2: CLIENT -> SERVER over the same connection.
+    servers_by_conn: dict[tuple, list[Span]] = defaultdict(list)
+    for s in open_:
+        if s.kind in _SERVERS and (k := conn_key(s)) is not None:
+            servers_by_conn[k].append(s)
+    pairs = []
+    for c in spans:
+        if c.kind in _CLIENTS and (k := conn_key(c)) in servers_by_conn:
+            for s in servers_by_conn[k]:
+                if (s.start_time_unix_nano >= c.start_time_unix_nano - slack_ns
+                        and s.end_time_unix_nano <= c.end_time_unix_nano + slack_ns):
+                    fit = (abs(s.start_time_unix_nano - c.start_time_unix_nano)
+                           + abs(c.end_time_unix_nano - s.end_time_unix_nano))
+                    pairs.append((fit, c.span_id, s.span_id))
+    used_c: set[str] = set()
+    for _fit, cid, sid in sorted(pairs):
+        if cid not in used_c and sid not in parent:
+            used_c.add(cid)
+            parent[sid] = cid
+            stats.cross_process += 1
+
+    # Rule 1 (fallback half): a SERVER span with a traceparent but no captured caller.
+    for s in open_:
+        if s.kind in _SERVERS and s.span_id not in parent and TRACEPARENT in s.attributes:
+            tp = parse_traceparent(s.attributes[TRACEPARENT])
+            if tp:
+                parent[s.span_id] = tp[1]
+                stats.traceparent += 1
+
+    # Rule 3: CLIENT spans inside a SERVER span of the same process.
+    servers_by_proc: dict[tuple, list[Span]] = defaultdict(list)
+    for s in spans:
+        if s.kind in _SERVERS:
+            servers_by_proc[_process(s)].append(s)
+    starts: dict[tuple, list[int]] = {}
+    for key, lst in servers_by_proc.items():
+        lst.sort(key=lambda x: x.start_time_unix_nano)
+        starts[key] = [x.start_time_unix_nano for x in lst]
+    for c in open_:
+        if c.kind not in _CLIENTS or c.span_id in parent:
+            continue
+        key = _process(c)
+        lst = servers_by_proc.get(key)
+        if not lst:
+            continue
+        t = c.start_time_unix_nano
+        enclosing = [s for s in lst[: bisect.bisect_right(starts[key], t)]
+                     if s.end_time_unix_nano >= t and s.span_id != c.span_id]
+        th = _thread(c)
+        same_thread = [s for s in enclosing if th is not None and _thread(s) == th]
+        pick = same_thread if same_thread else enclosing
+        if len(pick) == 1:
+            parent[c.span_id] = pick[0].span_id
+            stats.in_process += 1
+        elif len(pick) > 1:
+            stats.ambiguous += 1
+
+    # Rule 4: one trace id per connected group.
+    _assign_traces(spans, by_id, parent, frozen)
+    for s in open_:
+        if s.span_id in parent:
+            s.parent_span_id = parent[s.span_id]
+    return stats
+
+
+def _assign_traces(spans: list[Span], by_id: dict[str, Span], parent: dict[str, str],
+                   frozen: frozenset[str] | set[str]) -> None:
+    root_of: dict[str, str] = {}
+
+    def root(sid: str) -> str:
+        path = []
+        while sid not in root_of and parent.get(sid) in by_id and sid not in path:
+            path.append(sid)
+            sid = parent[sid]
+        r = root_of.get(sid, sid)
+        for p in path:
+            root_of[p] = r
+        root_of[sid] = r
+        return r
+
+    groups: dict[str, list[Span]] = defaultdict(list)
+    for s in spans:
+        groups[root(s.span_id)].append(s)
+    for rid, members in groups.items():
+        trace = next((m.trace_id for m in members if m.span_id in frozen), None)
+        if trace is None:
+            carried = sorted((m.start_time_unix_nano, tp[0]) for m in members
+                             if TRACEPARENT in m.attributes
+                             and (tp := parse_traceparent(m.attributes[TRACEPARENT])))
+            trace = carried[0][1] if carried else by_id[rid].trace_id
+        for m in members:
+            if m.span_id not in frozen:
+                m.trace_id = trace
+
+
+def link_all(spans: Iterable[Span], slack_ns: int = 50_000_000) -> list[Span]:
+    """Link a finished batch (e.g. spans loaded from a store or several hosts' files)."""
+    out = list(spans)
+    link(out, slack_ns=slack_ns)
+    return out

@@ -1,0 +1,80 @@
+"""Incremental linking of a time-ordered span stream with a bounded pending window.
+
+A span is held until the stream's newest end time has passed its end by `window_s` (its
+caller, parent and trace root have arrived by then, for traces shorter than the window),
+then released with its final trace id. Released spans stay as read-only context for one
+more window so late peers can still link to them.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from capture.span import Span
+from capture.traces.linker import link
+
+
+class StreamLinker:
+    def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000,
+                 max_pending: int = 500_000):
+        self.window_ns = int(window_s * 1e9)
+        self.slack_ns = slack_ns
+        self.max_pending = max_pending
+        self._pending: list[Span] = []
+        self._context: list[Span] = []  # released, frozen
+        self._newest_end = 0
+        self._last_run_end = 0
+        self._auto: set[str] = set()  # pending spans whose parent this linker set
+        self.linked = 0  # released spans that got a parent here
+        self.forced = 0  # released early because max_pending was reached
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def add(self, spans: Iterable[Span]) -> list[Span]:
+        """Take a batch; return the spans now settled (possibly from earlier batches)."""
+        for s in spans:
+            self._pending.append(s)
+            if s.end_time_unix_nano > self._newest_end:
+                self._newest_end = s.end_time_unix_nano
+        # Relink at most every quarter window of stream time, unless memory is at stake.
+        if (self._newest_end - self._last_run_end < self.window_ns // 4
+                and len(self._pending) < self.max_pending):
+            return []
+        self._last_run_end = self._newest_end
+        return self._release(self._newest_end - self.window_ns)
+
+    def flush(self) -> list[Span]:
+        """Link and release everything pending (shutdown, end of a file)."""
+        return self._release(None)
+
+    def _release(self, cutoff: int | None) -> list[Span]:
+        if not self._pending:
+            return []
+        # Links of spans still pending are provisional: a better-informed run may change them
+        # (e.g. a second open server span arriving makes an in-process link ambiguous).
+        for s in self._pending:
+            if s.span_id in self._auto:
+                s.parent_span_id = None
+        unlinked = {s.span_id for s in self._pending if not s.parent_span_id}
+        link(self._context + self._pending, frozen={s.span_id for s in self._context},
+             slack_ns=self.slack_ns)
+        self._auto = {s.span_id for s in self._pending if s.span_id in unlinked and s.parent_span_id}
+        if cutoff is None:
+            ready, keep = self._pending, []
+        else:
+            ready = [s for s in self._pending if s.end_time_unix_nano < cutoff]
+            keep = [s for s in self._pending if s.end_time_unix_nano >= cutoff]
+            if len(keep) >= self.max_pending:  # overload: release the oldest half as they are
+                keep.sort(key=lambda s: s.end_time_unix_nano)
+                half = len(keep) // 2
+                ready, keep = ready + keep[:half], keep[half:]
+                self.forced += half
+        for s in ready:
+            if s.span_id in self._auto:
+                self.linked += 1
+        self._auto -= {s.span_id for s in ready}
+        self._pending = keep
+        horizon = (cutoff if cutoff is not None else self._newest_end) - self.window_ns
+        self._context = [s for s in self._context + ready if s.end_time_unix_nano >= horizon]
+        return ready
