@@ -23,6 +23,7 @@ from capture.store.factory import open_store
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 
 def _span(name, kind, svc, start, dur_ms, parent=None, status="OK", msg="", **attrs):

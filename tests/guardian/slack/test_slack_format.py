@@ -1,0 +1,27 @@
+"""Markdown to mrkdwn, and splitting long reports to Slack's limits."""
+from __future__ import annotations
+
+from guardian.slack.format import BLOCK_LIMIT, split_message, to_mrkdwn
+
+
+def test_mrkdwn():
+    md = "# Title\n**Question:** a < b & c\n- see [docs](https://x.example/a)"
+    assert to_mrkdwn(md).splitlines() == ["*Title*", "*Question:* a &lt; b &amp; c",
+                                          "- see <https://x.example/a|docs>"]
+
+
+def test_split_at_lines_within_limit():
+    text = "\n".join(f"line {i} " + "x" * 90 for i in range(200))  # ~20k chars
+    parts = split_message(text)
+    assert len(parts) > 1 and all(len(p) <= BLOCK_LIMIT for p in parts)
+    assert "\n".join(parts) == text  # nothing lost, cuts fall between lines
+    assert all(p.startswith("line ") for p in parts)
+
+
+def test_a_single_huge_line_is_cut_hard_and_runaway_reports_are_capped():
+    parts = split_message("y" * 7000)
+    assert [len(p) for p in parts] == [3000, 3000, 1000]
+    many = split_message("z" * (BLOCK_LIMIT * 50), max_parts=5)
+    assert len(many) == 5 and many[-1].endswith("truncated: see the full report in the API)_")
+    assert all(len(p) <= BLOCK_LIMIT for p in many)
+    assert split_message("short") == ["short"]

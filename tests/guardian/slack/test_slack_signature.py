@@ -1,0 +1,54 @@
+"""Signing-secret verification on the raw body: good → handled, bad/stale/missing → 401."""
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi.testclient import TestClient
+from serving_support import SLACK_SECRET as SECRET, slack_headers
+
+from guardian.api.main import create_app
+
+
+def _post(client, body: bytes, headers: dict, path="/slack/events"):
+    return client.post(path, content=body, headers={"Content-Type": "application/json", **headers})
+
+
+def test_url_verification_with_a_good_signature(client):
+    body = json.dumps({"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "token": "x"}).encode()
+    r = _post(client, body, slack_headers(SECRET, body))
+    assert r.status_code == 200
+    assert r.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+
+
+def test_bad_stale_or_missing_signatures_are_401(client):
+    body = json.dumps({"type": "url_verification", "challenge": "c"}).encode()
+    assert _post(client, body, slack_headers("another-secret", body)).status_code == 401
+    stale = slack_headers(SECRET, body, ts=int(time.time()) - 6 * 60)
+    assert _post(client, body, stale).status_code == 401
+    future = slack_headers(SECRET, body, ts=int(time.time()) + 6 * 60)
+    assert _post(client, body, future).status_code == 401
+    assert _post(client, body, {}).status_code == 401
+    good = slack_headers(SECRET, body)
+    assert _post(client, body + b" ", good).status_code == 401  # the body is what is signed
+    bad_ts = {**good, "X-Slack-Request-Timestamp": "noon"}
+    assert _post(client, body, bad_ts).status_code == 401
+    assert client.post("/slack/commands", content=b"command=%2Fguardian&text=hi",
+                       headers={"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=00"}).status_code == 401
+
+
+def test_signed_but_malformed_payloads_are_400(client):
+    for body in (b"{not json", b"[1,2]", b'{"no_type": 1}'):
+        r = _post(client, body, slack_headers(SECRET, body))
+        assert r.status_code == 400, body
+        assert "Slack event payload" in r.json()["detail"]
+    form = b"text=why"  # no command / channel_id
+    r = client.post("/slack/commands", content=form, headers=slack_headers(SECRET, form))
+    assert r.status_code == 400 and "channel_id" in r.json()["detail"]
+
+
+def test_slack_not_configured_is_503(store):
+    with TestClient(create_app(store, {"api": {"token": "t"}})) as c:
+        body = b'{"type":"url_verification","challenge":"c"}'
+        r = _post(c, body, slack_headers(SECRET, body))
+        assert r.status_code == 503 and "SLACK_SIGNING_SECRET" in r.json()["detail"]
