@@ -80,18 +80,20 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
             # An observed server already reports its own shift; the edge adds nothing.
             if e.server not in served or (e.server, a.kind) not in flagged:
                 found.append(a)
+    erroring = {(a.service, a.operation) for a in found if a.kind == "error_rate"}
     for g in error_groups(store, window, baseline=baseline):
-        if g.error_class == "saturation" or (g.new and g.count >= 3):
-            kind = "saturation" if g.error_class == "saturation" else "new_error"
-            if kind == "saturation" and g.baseline_count * 2 >= g.count:
-                continue
-            found.append(Anomaly(
-                kind=kind, service=g.service, operation=g.operation,
-                current=RedStats(count=g.count, errors=g.count),
-                baseline=RedStats(count=g.baseline_count, errors=g.baseline_count),
-                score=_score(0.5, g.count - g.baseline_count), trace_ids=g.sample_trace_ids[:3],
-                description=f"{g.service} {g.operation}: {g.count} x {g.code} {g.message!r}"
-                            f" ({g.baseline_count} in baseline)"))
+        kind = "saturation" if g.error_class == "saturation" else "new_error"
+        if kind == "saturation" and g.baseline_count * 2 >= g.count:
+            continue
+        if kind == "new_error" and (not g.new or g.count < 3 or (g.service, g.operation) in erroring):
+            continue
+        found.append(Anomaly(
+            kind=kind, service=g.service, operation=g.operation,
+            current=RedStats(count=g.count, errors=g.count),
+            baseline=RedStats(count=g.baseline_count, errors=g.baseline_count),
+            score=_score(0.5, g.count - g.baseline_count), trace_ids=g.sample_trace_ids[:3],
+            description=f"{g.service} {g.operation}: {g.count} x {g.code} {g.message!r}"
+                        f" ({g.baseline_count} in baseline)"))
     found.sort(key=lambda a: -a.score)
     if samples:
         for a in found[:20]:

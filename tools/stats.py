@@ -17,6 +17,8 @@ ERROR_Z = 3.0  # two-proportion z-score for an error-rate shift
 ERROR_DELTA = 0.02  # and at least this much more error rate
 LATENCY_RATIO = 1.5  # p95 at least this times the baseline
 LATENCY_DELTA_MS = 5.0  # and at least this many ms slower
+TAIL_ONLY_P50 = 1.3  # a p95 shift counts if p50 moved this much too
+TAIL_ONLY_COUNT = 50  # or if it rests on this many calls
 TRAFFIC_DROP = 0.5  # rate below this share of the baseline
 HEALTH_ORDER = {"failing": 0, "stopped": 1, "degraded": 2, "ok": 3, "idle": 4}  # worst first
 
@@ -81,8 +83,11 @@ def latency_ratio(cur: RedStats, base: RedStats) -> float:
 def latency_shift(cur: RedStats, base: RedStats) -> bool:
     if cur.count < MIN_COUNT or base.count < MIN_COUNT:
         return False
+    # A p95 from a few dozen calls is noisy: alone it needs enough calls behind it.
+    typical = base.p50_ms > 0 and cur.p50_ms / base.p50_ms >= TAIL_ONLY_P50
     return (latency_ratio(cur, base) >= LATENCY_RATIO
-            and cur.p95_ms - base.p95_ms >= LATENCY_DELTA_MS)
+            and cur.p95_ms - base.p95_ms >= LATENCY_DELTA_MS
+            and (typical or cur.count >= TAIL_ONLY_COUNT))
 
 
 def traffic_drop(cur: RedStats, base: RedStats) -> bool:

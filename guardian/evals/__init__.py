@@ -1,0 +1,1 @@
+"""Evaluation: fault scenarios (generated, seeded) and the runner that scores investigators."""

@@ -1,0 +1,1 @@
+"""Investigation: the deterministic investigator and the engine dispatcher (engine.py)."""

@@ -1,0 +1,288 @@
+"""The deterministic investigator: anomalies -> sample requests -> walk each to its culprit ->
+rank culprits by votes and by how much they themselves changed -> Report.
+
+No LLM. Every query is bounded (a few dozen traces at most), so it runs in seconds on
+stores of millions of spans; the aggregation is the store's work.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from capture.span import Span
+from capture.store.api import SpanFilter, SpanStore, TimeWindow
+from guardian.investigate.fixes import suggest_fix
+from guardian.investigate.walk import (Key, Vote, baseline_self_times, error_votes,
+                                       latency_vote, responsible)
+from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
+from guardian.window import default_window, fmt_ns, split_baseline
+from tools.anomalies import Anomaly, anomalies
+from tools.base import peer_filters
+from tools.stats import from_spans
+from tools.trace import Tree
+
+SYMPTOMS = 6  # anomalies walked
+SAMPLES = 8  # requests walked per anomaly
+BASELINE_SAMPLES = 8  # baseline requests per endpoint, for "normal" own times
+WALKED = ("error_rate", "latency", "saturation", "new_error")
+
+
+@dataclass
+class Candidate:
+    key: Key
+    kind: str
+    votes: float = 0.0
+    spans: list[Span] = field(default_factory=list)
+    excess_ms: list[float] = field(default_factory=list)
+    traces: set[str] = field(default_factory=set)
+    ops: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
+    change: str = ""
+
+
+class _Walker:
+    """Caches traces and baselines while walking samples of each anomaly."""
+
+    def __init__(self, store: SpanStore, window: TimeWindow, baseline: TimeWindow):
+        self.store, self.window, self.baseline = store, window, baseline
+        self.trees: dict[str, Tree] = {}
+        self.base: dict[tuple[str, str], dict] = {}
+
+    def tree(self, trace_id: str) -> Tree:
+        if trace_id not in self.trees:
+            self.trees[trace_id] = Tree(self.store.trace(trace_id))
+        return self.trees[trace_id]
+
+    def samples(self, a: Anomaly) -> list[Span]:
+        failing = a.kind in ("error_rate", "new_error", "saturation")
+        flt = dict(window=self.window, status_code="ERROR" if failing else None,
+                   order="start" if failing else "duration_desc", limit=SAMPLES)
+        if a.caller:
+            for attrs in peer_filters(a.service):
+                got = self.store.spans(SpanFilter(service=a.caller, attributes=attrs, **flt))
+                if got:
+                    return got
+            return self.store.spans(SpanFilter(service=a.service, kind="SERVER", **flt))
+        if not failing:
+            flt["min_duration_ns"] = int(a.baseline.p95_ms * 1e6) or None
+        return self.store.spans(SpanFilter(service=a.service, name=a.operation, **flt))
+
+    def baseline_for(self, s: Span) -> dict:
+        """Normal own time per key under requests like s (same service and operation)."""
+        k = (s.service, s.name)
+        if k not in self.base:
+            trees = []
+            for b in self.store.spans(SpanFilter(window=self.baseline, service=s.service,
+                                                 name=s.name, kind=s.kind, limit=BASELINE_SAMPLES)):
+                t = self.tree(b.trace_id)
+                if b.span_id in t.by_id:
+                    trees.append((t, t.by_id[b.span_id]))
+            self.base[k] = baseline_self_times(trees)
+        return self.base[k]
+
+    def votes(self, a: Anomaly) -> list[Vote]:
+        out = []
+        for s in self.samples(a):
+            tree = self.tree(s.trace_id)
+            start = tree.by_id.get(s.span_id)
+            if start is None:
+                continue
+            if a.kind == "latency":
+                v = latency_vote(tree, start, self.baseline_for(start))
+                out += [v] if v else []
+            else:
+                out += error_votes(tree, start)
+        return out
+
+
+def _mentions(question: str, names: list[str]) -> set[str]:
+    words = set(re.findall(r"[\w.:-]+", question.lower()))
+    return {n for n in names if n.lower() in words}
+
+
+def _candidates(walker: _Walker, found: list[Anomaly], focus: set[str]) -> dict:
+    cands: dict[tuple[str, str], Candidate] = {}
+    symptoms = [a for a in found if a.kind in WALKED]
+    symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
+    top = max((a.score for a in symptoms), default=1.0) or 1.0
+    for a in symptoms[:SYMPTOMS]:
+        votes = walker.votes(a)
+        for v in votes:
+            c = cands.setdefault((v.key[0], v.kind), Candidate(key=v.key, kind=v.kind))
+            w = v.weight * (a.score / top) / max(len(votes), 1)
+            c.votes += w
+            c.ops[v.key[1]] = c.ops.get(v.key[1], 0.0) + w
+            if len(c.spans) < 5 and v.span.trace_id not in c.traces:
+                c.spans.append(v.span)
+                c.excess_ms.append(v.excess_ms)
+            c.traces.add(v.span.trace_id)
+    for a in found:
+        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found):
+            c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
+            c.votes += a.score / top
+            c.change = a.description
+    return cands
+
+
+def _upstream_dropped(walker: _Walker, a: Anomaly, found: list[Anomaly]) -> bool:
+    """A drop explained by a caller that dropped or fails itself belongs to the caller."""
+    troubled = {x.service for x in found if x.service != a.service}
+    return any(e.server == a.service and e.client in troubled
+               for e in walker.store.service_map(walker.baseline))
+
+
+def _merge(cands: list[Candidate]) -> list[Candidate]:
+    """Latency explained by saturation of the same service is that saturation."""
+    sat = {c.key[0]: c for c in cands if c.kind == "saturation"}
+    out = []
+    for c in cands:
+        s = sat.get(c.key[0])
+        if c.kind == "latency" and s is not None:
+            s.votes += c.votes
+            for op, w in c.ops.items():
+                s.ops[op] = s.ops.get(op, 0.0) + w
+            s.traces |= c.traces
+            continue
+        out.append(c)
+    return out
+
+
+def _change(walker: _Walker, c: Candidate) -> float:
+    """How much the candidate itself changed vs baseline (1 clear, 0.15 not at all); sets c.change."""
+    top_op = max(c.ops, key=c.ops.get)
+    matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
+    tmpl = matches[0] if matches else c.spans[0]
+    stats = []
+    for w in (walker.window, walker.baseline):
+        got = walker.store.spans(SpanFilter(window=w, service=tmpl.service, name=tmpl.name,
+                                            kind=tmpl.kind, limit=2000))
+        stats.append(from_spans(got, w.seconds))
+    cur, base = stats
+    err_delta = cur.error_rate - base.error_rate
+    p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0
+    p95 = cur.p95_ms / base.p95_ms if base.p95_ms else 1.0
+    if c.kind in ("error", "dependency") or (c.kind == "saturation" and err_delta > 0.02):
+        c.change = (f"error rate {base.error_rate:.1%} -> {cur.error_rate:.1%}"
+                    f" ({cur.errors} of {cur.count} calls)")
+        return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
+    c.change = f"p50 {base.p50_ms:.1f} -> {cur.p50_ms:.1f} ms, p95 {base.p95_ms:.1f} -> {cur.p95_ms:.1f} ms"
+    if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
+        return 1.0
+    return 0.5 if max(p50, p95) >= 1.5 else 0.15
+
+
+def _operation(walker: _Walker, c: Candidate) -> str | None:
+    if c.kind == "traffic":
+        rows = walker.store.red(walker.baseline, by="operation", service=c.key[0])
+        return max(rows, key=lambda r: r.count).operation if rows else None
+    top_op = max(c.ops, key=c.ops.get)
+    return top_op if c.ops[top_op] >= 0.7 * sum(c.ops.values()) else None
+
+
+def _describe(tree: Tree, s: Span, excess_ms: float) -> str:
+    who, op = responsible(tree, s)
+    text = f"{s.service} -> {who} `{op}`" if who != s.service else f"{s.service} `{op}`"
+    text += f": {s.duration_ns / 1e6:.1f} ms, {s.status_code}"
+    if s.status_message:
+        text += f" ({s.status_message})"
+    if excess_ms > 0:
+        text += f", {excess_ms:.0f} ms more own time than baseline requests"
+    for k in ("db.query.text", "dns.question.name", "error.type"):
+        if s.attributes.get(k):
+            text += f"; {k}: {str(s.attributes[k])[:200]}"
+    return text
+
+
+def _traffic_evidence(walker: _Walker, c: Candidate) -> list[Evidence]:
+    """Requests the service handled before, and calls to it now left unanswered."""
+    store, out = walker.store, []
+    for s in store.spans(SpanFilter(window=walker.baseline, service=c.key[0], limit=2)):
+        out.append(Evidence(trace_id=s.trace_id, span_id=s.span_id,
+                            description=f"{s.service} `{s.name}` handled this in the baseline"))
+    callers = {e.client for e in store.service_map(walker.baseline) if e.server == c.key[0]}
+    for caller in sorted(callers)[:2]:
+        for s in store.spans(SpanFilter(window=walker.window, service=caller, limit=200)):
+            if s.kind not in ("CLIENT", "PRODUCER"):
+                continue
+            if responsible(walker.tree(s.trace_id), s)[0] != s.service and not any(
+                    k.kind in ("SERVER", "CONSUMER") for k in walker.tree(s.trace_id).children[s.span_id]):
+                out.append(Evidence(trace_id=s.trace_id, span_id=s.span_id, description=(
+                    f"{caller} `{s.name}` at {fmt_ns(s.start_time_unix_nano)}: no {c.key[0]} span"
+                    " answered it")))
+                break
+    return out
+
+
+def _blast(walker: _Walker, c: Candidate, found: list[Anomaly]) -> BlastRadius:
+    hit = {a.service for a in found} | {a.caller for a in found if a.caller}
+    services, endpoints = {c.key[0]}, []
+    for tid in list(c.traces)[:20]:
+        tree = walker.tree(tid)
+        services |= {s.service for s in tree.spans if s.service in hit}
+        for r in tree.roots:
+            ep = f"{r.service} {r.name}"
+            if ep not in endpoints:
+                endpoints.append(ep)
+    for a in found:
+        if a.service in services and a.operation and not a.caller and a.kind != "new_error":
+            ep = f"{a.service} {a.operation}"
+            if ep not in endpoints:
+                endpoints.append(ep)
+    return BlastRadius(services=sorted(services)[:20], endpoints=endpoints[:20])
+
+
+def investigate(store: SpanStore, question: str, window: TimeWindow | None = None,
+                anomaly: dict | None = None) -> Report:
+    """From a question (or an anomaly), find and rank root causes with evidence."""
+    t0 = time.perf_counter()
+    window = window or default_window(store)
+    cur, base = split_baseline(store, window)
+    found = anomalies(store, cur, base, samples=False)
+    walker = _Walker(store, cur, base)
+    names = store.services(cur) + [e.server for e in store.service_map(cur)]
+    focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
+    cands = _merge(list(_candidates(walker, found, focus).values()))
+    for c in cands:
+        c.score = c.votes * (_change(walker, c) if c.spans else 1.0)
+    cands.sort(key=lambda c: -c.score)
+    total = sum(c.score for c in cands) + 0.25
+    causes = []
+    for i, c in enumerate(cands[:5]):
+        if c.kind == "traffic":
+            evidence = _traffic_evidence(walker, c)
+        else:
+            evidence = [Evidence(trace_id=s.trace_id, span_id=s.span_id,
+                                 description=_describe(walker.tree(s.trace_id), s, x))
+                        for s, x in zip(c.spans, c.excess_ms)]
+        causes.append(RootCause(
+            rank=i + 1, service=c.key[0], operation=_operation(walker, c), kind=c.kind,
+            confidence=round(min(0.95, c.score / total), 2), evidence=evidence,
+            description=f"{c.kind} at {c.key[0]}: {c.change}" + (
+                f"; reached from {len(c.traces)} sampled request(s)." if c.traces else ".")))
+    report = Report(
+        summary=_summary(causes, found, cur), root_causes=causes,
+        blast_radius=_blast(walker, cands[0], found) if cands else BlastRadius(),
+        suggested_fix=suggest_fix(causes[0], cands[0].spans[0] if cands[0].spans else None)
+        if causes else "Nothing changed against the baseline: widen the window or compare with"
+                       " an earlier baseline.",
+        engine=EngineInfo(type="deterministic"), question=question,
+        window=ReportWindow(start_ns=cur.start_ns, end_ns=cur.end_ns),
+        baseline=ReportWindow(start_ns=base.start_ns, end_ns=base.end_ns),
+        anomalies=[a.model_dump(mode="json") for a in found[:10]])
+    report.duration_s = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow) -> str:
+    if not found:
+        return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
+                f" {fmt_ns(window.end_ns)}: error rates, latencies and traffic are within baseline.")
+    if not causes:
+        return f"{len(found)} anomalies found but no request could be walked to a cause: " + \
+            "; ".join(a.description for a in found[:3])
+    rc = causes[0]
+    op = f" `{rc.operation}`" if rc.operation else ""
+    symptoms = "; ".join(a.description for a in found[:3])
+    return (f"Most likely root cause: {rc.kind} at {rc.service}{op} ({rc.confidence:.0%} confidence)."
+            f" Symptoms: {symptoms}.")

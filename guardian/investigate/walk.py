@@ -1,0 +1,100 @@
+"""Walk one slow or failing request down its call tree to the span responsible.
+
+Errors: the deepest failing spans (failing, with no failing child). Latency: the span whose
+own time grew most against the same endpoint's baseline requests. Async consumers are
+left out of latency: they do not delay the request that published to them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capture.span import Span
+from tools.base import peer_of
+from tools.errors import classify_error
+from tools.trace import Tree
+
+Key = tuple[str, str]  # (responsible service or peer, operation)
+
+
+@dataclass
+class Vote:
+    key: Key
+    kind: str  # error | latency | saturation | dependency
+    span: Span
+    weight: float
+    excess_ms: float = 0.0
+
+
+def responsible(tree: Tree, s: Span) -> Key:
+    """Who answers for a span: its service, or for an unanswered call, the peer it called."""
+    if s.kind in ("CLIENT", "PRODUCER"):
+        linked = [c for c in tree.children[s.span_id] if c.kind in ("SERVER", "CONSUMER")]
+        if not linked:
+            return (peer_of(s) or s.service, s.name)
+    return (s.service, s.name)
+
+
+def error_votes(tree: Tree, start: Span) -> list[Vote]:
+    """One vote per deepest failing span under start, sharing a weight of 1."""
+    leaves, stack = [], [start]
+    while stack:
+        s = stack.pop()
+        failing = [c for c in tree.children[s.span_id] if c.status_code == "ERROR"]
+        if failing:
+            stack += failing
+        elif s.status_code == "ERROR":
+            leaves.append(s)
+    return [Vote(responsible(tree, s), classify_error(s), s, 1.0 / len(leaves)) for s in leaves]
+
+
+def _sync_subtree(tree: Tree, start: Span) -> list[Span]:
+    out, stack = [], [start]
+    while stack:
+        s = stack.pop()
+        out.append(s)
+        stack += [c for c in tree.children[s.span_id] if c.kind != "CONSUMER"]
+    return out
+
+
+def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span]]:
+    """Per responsible key: (own ns, wait-before-first-child ns, longest span) in start's subtree."""
+    acc: dict[Key, tuple[int, int, Span]] = {}
+    for s in _sync_subtree(tree, start):
+        k = responsible(tree, s)
+        own, wait, top = acc.get(k, (0, 0, s))
+        w = tree.wait_before_children_ns(s) or 0
+        acc[k] = (own + tree.self_ns(s), wait + w, s if s.duration_ns > top.duration_ns else top)
+    return acc
+
+
+def baseline_self_times(trees: list[tuple[Tree, Span]]) -> dict[Key, tuple[float, float]]:
+    """Mean own time and wait per key over baseline requests of the same endpoint."""
+    sums: dict[Key, list[float]] = {}
+    for tree, start in trees:
+        for k, (own, wait, _) in self_times(tree, start).items():
+            acc = sums.setdefault(k, [0.0, 0.0])
+            acc[0] += own
+            acc[1] += wait
+    n = max(len(trees), 1)
+    return {k: (v[0] / n, v[1] / n) for k, v in sums.items()}
+
+
+def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float]]) -> Vote | None:
+    """The key whose own time grew most in this request, if it explains the slowdown."""
+    best: tuple[float, Key, Span, float] | None = None
+    for k, (own, wait, span) in self_times(tree, start).items():
+        b_own, b_wait = base.get(k, (0.0, 0.0))
+        excess = own - b_own
+        if best is None or excess > best[0]:
+            best = (excess, k, span, wait - b_wait)
+    if best is None or best[0] <= 1e6:  # under 1 ms of extra time explains nothing
+        return None
+    excess, key, span, wait_excess = best
+    # Time lost before the first downstream call is queueing for a pool, thread or lock.
+    if span.status_code == "ERROR" and classify_error(span) != "error":
+        kind = classify_error(span)  # slow because it timed out connecting or waiting
+    elif wait_excess > 0.5 * excess and tree.children[span.span_id]:
+        kind = "saturation"
+    else:
+        kind = "latency"
+    return Vote(key, kind, span, 1.0, excess_ms=excess / 1e6)
