@@ -42,6 +42,7 @@ class LLMConfig(BaseModel):
     max_tool_chars: int = Field(2500, ge=200)  # per tool result, as the model sees it
     max_tokens: int = Field(400, ge=16)  # per model turn
     temperature: float = 0.0
+    tools: list[str] | None = None  # offer only these tools (default: all; a short list for local models)
     local_port: int = DEFAULT_LOCAL_PORT
 
     @property
