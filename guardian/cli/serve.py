@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 log = logging.getLogger("guardian.serve")
@@ -47,6 +48,9 @@ def serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(store, settings)
         log.info("Guardian API on http://%s:%d (docs at /docs, MCP at /mcp)", host, settings.api.port)
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start:
+        # make that one a no-op so a requested stop exits 0 (after the store is closed below).
+        signal.signal(signal.SIGTERM, lambda *_: None)
         uvicorn.run(app, host=host, port=settings.api.port, log_level="warning")
     finally:
         store.close()

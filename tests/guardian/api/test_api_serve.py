@@ -1,0 +1,69 @@
+"""`guardian serve` as a real process: loopback-only without a token (and says so), token from env,
+a store file, SIGTERM stops it cleanly."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+from serving_support import free_port, seeded_store
+
+
+def _serve(args: list[str], env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "serve", "--port", str(port), *args],
+                            env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 40
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "guardian serve did not come up"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_without_token_it_binds_loopback_and_says_so():
+    env = {k: "" for k in ("GUARDIAN_API_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN")}
+    proc, url = _serve(["--host", "0.0.0.0"], env)
+    try:
+        assert httpx.get(f"{url}/v1/services").status_code == 200  # open, but only on loopback
+    finally:
+        err = _stop(proc)
+    assert "binding to 127.0.0.1 instead of 0.0.0.0" in err
+
+
+def test_with_token_and_a_store_file(tmp_path):
+    path = str(tmp_path / "spans.duckdb")
+    seeded_store(path).close()
+    proc, url = _serve(["--store", path], {"GUARDIAN_API_TOKEN": "s3cret"})
+    try:
+        assert httpx.get(f"{url}/v1/services").status_code == 401
+        r = httpx.get(f"{url}/v1/services?since=30m", headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 200 and "payments" in {s["name"] for s in r.json()["services"]}
+    finally:
+        _stop(proc)
+
+
+def test_bad_config_file_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("schedule:\n  cron: 'whenever'\n")
+    r = subprocess.run([sys.executable, "-m", "guardian.cli.main", "serve", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "bad configuration" in r.stderr and "cron" in r.stderr
