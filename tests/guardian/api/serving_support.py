@@ -47,13 +47,17 @@ def incident_spans(now_ns: int | None = None, seconds: int = 1200, seed: int = 7
             "http.request.method": "GET", "url.path": "/checkout",
             "http.response.status_code": 502 if failing else 200}, status="ERROR" if failing else "OK")
         fc = _span("POST /checkout", "CLIENT", "frontend", start + 10**6, 36, fe,
-                   **{"http.request.method": "POST", "url.path": "/checkout", "server.address": "checkout"})
+                   status="ERROR" if failing else "OK",
+                   **{"http.request.method": "POST", "url.path": "/checkout", "server.address": "checkout",
+                      "http.response.status_code": 502 if failing else 200})
         co = _span("POST /checkout", "SERVER", "checkout", start + 2 * 10**6, 34, fc,
                    status="ERROR" if failing else "OK",
                    **{"http.request.method": "POST", "url.path": "/checkout",
                       "http.response.status_code": 502 if failing else 200})
         cc = _span("POST /charge", "CLIENT", "checkout", start + 3 * 10**6, 30, co,
-                   **{"http.request.method": "POST", "url.path": "/charge", "server.address": "payments"})
+                   status="ERROR" if failing else "OK",
+                   **{"http.request.method": "POST", "url.path": "/charge", "server.address": "payments",
+                      "http.response.status_code": 503 if failing else 200})
         pay = _span("POST /charge", "SERVER", "payments", start + 4 * 10**6, 28, cc,
                     status="ERROR" if failing else "OK", msg="card processor timeout" if failing else "",
                     **{"http.request.method": "POST", "url.path": "/charge",
