@@ -59,7 +59,8 @@ def create_app(
     metrics = ApiMetrics(registry)
     jobs = Jobs(store, settings.api.max_jobs, metrics, investigate_fn)
     slack = slack_events.SlackService(settings.slack, jobs, metrics)
-    scheduler = Scheduler(store, settings.schedule, slack if settings.slack.bot_token else None, metrics)
+    scheduler = Scheduler(store, settings.schedule, slack if settings.slack.bot_token else None, metrics,
+                          engine=settings.api.engine)
     mcp_endpoint, mcp_manager = (None, None)
     if mcp:
         from guardian.mcp_server import http_endpoint

@@ -2,7 +2,7 @@
 
 YAML sections `api`, `slack`, `schedule` (keys as below); env: GUARDIAN_API_TOKEN,
 SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN, SLACK_API_URL, GUARDIAN_SCHEDULE_{INTERVAL,CRON,
-WINDOW,SLACK_CHANNEL,WEBHOOK_URL,HISTORY}. Nothing here opens sockets or files but the YAML.
+WINDOW,SLACK_CHANNEL,WEBHOOK_URL,HISTORY,INVESTIGATE}. Nothing here opens sockets or files but the YAML.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class ScheduleSettings(BaseModel):
     history_path: str | None = None  # JSON lines; None keeps history in memory only
     history_max: int = Field(500, ge=1)
     only_anomalies: bool = False  # post only when something was found (history keeps every run)
+    investigate: bool = False  # when something was found, attach an investigation of the top anomaly
 
     @field_validator("cron")
     @classmethod
@@ -84,6 +85,7 @@ _ENV = {
     "GUARDIAN_SCHEDULE_SLACK_CHANNEL": ("schedule", "slack_channel"),
     "GUARDIAN_SCHEDULE_WEBHOOK_URL": ("schedule", "webhook_url"),
     "GUARDIAN_SCHEDULE_HISTORY": ("schedule", "history_path"),
+    "GUARDIAN_SCHEDULE_INVESTIGATE": ("schedule", "investigate"),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from croniter import croniter
 
-from capture.store.api import SpanStore
+from capture.store.api import SpanStore, TimeWindow
 from guardian.api.settings import ScheduleSettings
 from guardian.schedule.history import ReportHistory
 from guardian.window import fmt_ns
@@ -48,8 +48,9 @@ def render(record: dict[str, Any]) -> str:
 
 class Scheduler:
     def __init__(self, store: SpanStore, settings: ScheduleSettings, slack=None, metrics=None,
-                 history: ReportHistory | None = None):
+                 history: ReportHistory | None = None, engine: str = "auto"):
         self.store, self.settings, self.slack, self.metrics = store, settings, slack, metrics
+        self.engine = engine
         self.history = history or ReportHistory(settings.history_path, settings.history_max)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,6 +79,8 @@ class Scheduler:
                 record["error"] = f"{result['error']} ({result.get('hint', '')})"
             record["anomaly_count"] = len(record["anomalies"])
             record["text"] = render(record)
+            if self.settings.investigate and record["anomaly_count"]:
+                self._investigate(record)
             if not record.get("error") and (record["anomaly_count"] or not self.settings.only_anomalies):
                 self._deliver(record, channel)
             self.history.add(record)
@@ -85,6 +88,21 @@ class Scheduler:
                 failed = any(v != "ok" for v in record["deliveries"].values())
                 self.metrics.reports.labels("delivery_failed" if failed else "ok").inc()
             return record
+
+    def _investigate(self, record: dict[str, Any]) -> None:
+        """Attach the report of an investigation of the top anomaly (in the record and the text)."""
+        from guardian.investigate.engine import investigate
+
+        w = record["window"]
+        question = f"What is causing this: {describe(record['anomalies'][0])}?"
+        try:
+            report = investigate(self.store, question, TimeWindow(w["start_ns"], w["end_ns"]), self.engine)
+        except Exception as e:  # the anomaly report still goes out without it
+            log.exception("investigation of scheduled report %s failed", record["id"])
+            record["investigation_error"] = f"{type(e).__name__}: {e}"
+            return
+        record["investigation"] = report.model_dump(mode="json")
+        record["text"] += "\n\n" + report.to_markdown()
 
     def _deliver(self, record: dict[str, Any], channel: str | None) -> None:
         channel = channel or self.settings.slack_channel

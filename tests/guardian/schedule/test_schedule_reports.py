@@ -102,3 +102,12 @@ def test_the_schedule_fires_by_itself_and_history_is_queryable(store, webhook):
     n = len(webhook.calls)
     time.sleep(0.8)
     assert len(webhook.calls) == n  # app shutdown stopped the scheduler
+
+
+def test_a_report_can_carry_an_investigation_of_the_top_anomaly(store, webhook):
+    settings = ScheduleSettings(interval_s=60, webhook_url=webhook.url, window="10m", investigate=True)
+    record = Scheduler(store, settings, engine="deterministic").run_once()
+    report = record["investigation"]
+    assert report["root_causes"][0]["service"] == "payments"
+    assert report["question"].startswith("What is causing this:")
+    assert "# Guardian investigation" in webhook.calls[0]["body"]["text"]
