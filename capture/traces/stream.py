@@ -7,6 +7,7 @@ more window so late peers can still link to them.
 """
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 from capture.span import Span
@@ -23,6 +24,7 @@ class StreamLinker:
         self._context: list[Span] = []  # released, frozen
         self._newest_end = 0
         self._last_run_end = 0
+        self._last_add = time.monotonic()
         self._auto: set[str] = set()  # pending spans whose parent this linker set
         self.linked = 0  # released spans that got a parent here
         self.forced = 0  # released early because max_pending was reached
@@ -33,16 +35,26 @@ class StreamLinker:
 
     def add(self, spans: Iterable[Span]) -> list[Span]:
         """Take a batch; return the spans now settled (possibly from earlier batches)."""
+        n = len(self._pending)
         for s in spans:
             self._pending.append(s)
             if s.end_time_unix_nano > self._newest_end:
                 self._newest_end = s.end_time_unix_nano
+        if len(self._pending) > n:
+            self._last_add = time.monotonic()
         # Relink at most every quarter window of stream time, unless memory is at stake.
         if (self._newest_end - self._last_run_end < self.window_ns // 4
                 and len(self._pending) < self.max_pending):
             return []
         self._last_run_end = self._newest_end
         return self._release(self._newest_end - self.window_ns)
+
+    def idle(self) -> list[Span]:
+        """Release everything once nothing has arrived for a window of wall-clock time: peers
+        that have not come by then are not coming (works for live and replayed streams)."""
+        if self._pending and time.monotonic() - self._last_add >= self.window_ns / 1e9:
+            return self._release(None)
+        return []
 
     def flush(self) -> list[Span]:
         """Link and release everything pending (shutdown, end of a file)."""

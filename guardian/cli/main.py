@@ -13,6 +13,12 @@ from guardian import __version__
 COMMANDS = [
     "guardian.cli.capture",
     "guardian.cli.doctor",
+    "guardian.cli.agent",
+    "guardian.cli.traces",
+    "guardian.cli.import_cmd",
+    "guardian.cli.investigate",
+    "guardian.cli.anomalies",
+    "guardian.cli.eval",
     "guardian.cli.serve",
     "guardian.cli.llm",
 ]

@@ -1,0 +1,1 @@
+"""Traces recorded elsewhere into spans: OTLP JSON lines and CSV with a column mapping."""

@@ -1,0 +1,233 @@
+"""The agent daemon: capture → enrich → link → store → export, plus the HTTP API.
+
+Threads: the capture loop hands span batches to a bounded queue (full = batch dropped and
+counted, so a slow store never stalls the ring buffer); one worker links, stores and exports;
+uvicorn serves the API. Shutdown links what is pending, flushes the store and the exporter.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from capture.config import AgentConfig
+from capture.enrich.enricher import Enricher
+from capture.span import Span
+from capture.store.api import SpanStore
+from capture.traces.stream import StreamLinker
+
+log = logging.getLogger("guardian.agent")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: ts, level, logger, msg (+ exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+class ReplaySource:
+    """Spans from a file of JSON lines (`guardian capture --json` output), in batches, then idle.
+
+    The capture source for tests and demos on machines without eBPF; same interface as LiveCapture."""
+
+    def __init__(self, path: str, batch: int = 500):
+        self.path, self.batch = path, batch
+        self.sent = 0
+
+    def start(self) -> None:
+        open(self.path).close()  # fail early and clearly on a missing file
+
+    def run(self, on_spans: Callable[[list[Span]], None], stop: threading.Event) -> None:
+        with open(self.path) as f:
+            batch: list[Span] = []
+            for line in f:
+                if line.strip():
+                    batch.append(Span.from_dict(json.loads(line)))
+                if len(batch) >= self.batch:
+                    on_spans(batch)
+                    self.sent += len(batch)
+                    batch = []
+            on_spans(batch)
+            self.sent += len(batch)
+        stop.wait()
+
+    def stats(self) -> dict[str, int]:
+        return {"replay.spans": self.sent}
+
+    def close(self) -> None:
+        pass
+
+
+class _Collector:
+    """Agent counters for Prometheus, read at scrape time."""
+
+    def __init__(self, agent: "Agent"):
+        self.agent = agent
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        a = self.agent
+        counters = {
+            "guardian_agent_spans_received": ("spans handed over by the capture", a.received),
+            "guardian_agent_spans_stored": ("spans written to the store", a.stored),
+            "guardian_agent_spans_dropped": ("spans dropped because the ingest queue was full", a.dropped),
+            "guardian_agent_spans_linked": ("spans that got a parent from the linker", a.linker.linked),
+            "guardian_agent_store_errors": ("store appends that failed", a.store_errors),
+        }
+        if a.sink is not None:
+            counters["guardian_agent_export_spans"] = ("spans accepted by the OTLP endpoint", a.sink.exported)
+            counters["guardian_agent_export_failed_spans"] = ("spans the OTLP endpoint refused", a.sink.failed)
+            counters["guardian_agent_export_dropped_spans"] = ("spans dropped: export queue full", a.sink.dropped)
+        for name, (doc, value) in counters.items():
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], value)
+            yield c
+        gauges = {
+            "guardian_agent_ingest_queue_batches": ("span batches waiting for the worker", a.queue.qsize()),
+            "guardian_agent_linker_pending_spans": ("spans waiting for their peers", a.linker.pending),
+            "guardian_agent_store_spans": ("spans in the store", a.store.count()),
+        }
+        for name, (doc, value) in gauges.items():
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+        # The capture's own counters (kernel drops, parse errors, ...) under one labelled family.
+        stats = a.capture_stats()
+        c = CounterMetricFamily("guardian_capture_events", "capture counters (drops, parse errors, ...)",
+                                labels=["counter"])
+        for key, value in sorted(stats.items()):
+            c.add_metric([key], value)
+        yield c
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, store: SpanStore, source: Any, sink: Any = None,
+                 enricher: Enricher | None = None, queue_batches: int = 1024):
+        self.config = config
+        self.store = store
+        self.source = source
+        self.sink = sink
+        self.enricher = enricher
+        self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6))
+        self.queue: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_batches)
+        self.stop = threading.Event()
+        self.received = self.stored = self.dropped = self.store_errors = 0
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(self))
+        self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
+
+    def capture_stats(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in self.source.stats().items()}
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the capture is closing
+            return {}
+
+    def on_spans(self, spans: list[Span]) -> None:
+        """Called on the capture thread: never blocks."""
+        if not spans:
+            return
+        self.received += len(spans)
+        try:
+            self.queue.put_nowait(spans)
+        except queue.Full:
+            self.dropped += len(spans)
+
+    def _enrich(self, spans: list[Span]) -> None:
+        if self.enricher is None:
+            return
+        for s in spans:
+            pid = s.resource.get("process.pid")
+            if pid and "service.name" not in s.resource:
+                s.resource = {**self.enricher.resource(int(pid)), **s.resource}
+
+    def _emit(self, spans: list[Span]) -> None:
+        if not spans:
+            return
+        try:
+            self.stored += self.store.append(spans)
+        except Exception:  # noqa: BLE001 - keep capturing; the counter and the log tell
+            self.store_errors += 1
+            log.exception("store append failed (%d spans)", len(spans))
+        if self.sink is not None:
+            self.sink.submit(spans)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                batch = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                batch = []  # idle: still release spans whose window has passed
+            if batch is None:
+                break
+            self._enrich(batch)
+            self._emit(self.linker.add(batch) if batch else self.linker.idle())
+        self._emit(self.linker.flush())
+
+    def run(self) -> None:
+        """Block until stop is set (signal), then drain, link, flush."""
+        self._worker.start()
+        try:
+            self.source.run(self.on_spans, self.stop)
+        finally:
+            self.queue.put(None)
+            self._worker.join()
+            if self.sink is not None:
+                self.sink.close()
+            self.store.flush()
+            log.info("stopped: %d spans received, %d stored, %d dropped", self.received, self.stored,
+                     self.dropped)
+
+
+def minimal_app(agent: Agent) -> Any:
+    """/healthz and /metrics only: used when the full API cannot be built."""
+    from fastapi import FastAPI, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    app = FastAPI(title="Guardian agent")
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "spans": agent.store.count()}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(agent.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class ApiServer:
+    """uvicorn in a thread (signal handling stays with the agent)."""
+
+    def __init__(self, app: Any, host: str, port: int):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    lifespan="on"))
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start (port in use?)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

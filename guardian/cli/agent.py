@@ -1,0 +1,130 @@
+"""`guardian agent [--store PATH] [--config FILE]`: capture + linking + enrichment + store +
+export continuously, with the HTTP API (/healthz, /metrics, /v1/...). Prints `ready` on stderr
+once capturing; SIGTERM/SIGINT links what is pending, flushes the store and exits 0."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+log = logging.getLogger("guardian.agent")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="run the capture daemon (eBPF capture, linking, store, export, API)",
+                       description="Capture every request on this host, link spans into traces, keep them "
+                                   "in the store, export OTLP when configured, and serve the API. Config: "
+                                   "a YAML file (sections store, linker, export, k8s, capture, log, api, "
+                                   "slack, schedule) and GUARDIAN_* environment variables.")
+    p.add_argument("--store", metavar="PATH", help="store file (default: store.path from config, else in memory)")
+    p.add_argument("--config", metavar="FILE", help="YAML config file")
+    p.add_argument("--host", help="API address (default api.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="API port (default api.port, 8080)")
+    p.add_argument("--replay", metavar="FILE",
+                   help="instead of live eBPF capture, replay spans from JSON lines (guardian capture --json)")
+    p.set_defaults(func=run)
+
+
+def _logging(fmt: str, level: str) -> None:
+    from guardian.agent_daemon import JsonFormatter
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _pods(cfg):
+    """A PodIndex kept current by a watcher, or None outside Kubernetes."""
+    mode = str(cfg.k8s.enabled).lower()
+    has_kubeconfig = cfg.k8s.kubeconfig or os.path.exists(os.path.expanduser("~/.kube/config"))
+    if mode in ("false", "0", "no") or (mode == "auto" and not os.environ.get("KUBERNETES_SERVICE_HOST")
+                                        and not has_kubeconfig):
+        return None, None
+    from capture.enrich.k8s import PodWatcher, connect
+
+    try:
+        watcher = PodWatcher(connect(cfg.k8s.kubeconfig), cfg.k8s.node_name).start()
+    except Exception as e:  # noqa: BLE001 - no cluster: degrade to process/container identity
+        log.warning("Kubernetes enrichment off: %s", e)
+        return None, None
+    return watcher.index, watcher
+
+
+def run(args: argparse.Namespace) -> int:
+    from capture.config import load_config
+    from capture.errors import CaptureUnavailable
+    from capture.export.otlp import from_config
+    from capture.store.factory import open_store
+    from guardian.agent_daemon import Agent, ApiServer, ReplaySource, minimal_app
+    from guardian.api.settings import load_settings
+
+    try:
+        cfg = load_config(args.config)
+        settings = load_settings(args.config, overrides={"api": {"port": args.port, "host": args.host}})
+    except (OSError, ValueError) as e:
+        print(f"guardian agent: bad configuration: {e}", file=sys.stderr)
+        return 2
+    _logging(cfg.log.format, cfg.log.level)
+    if args.store:
+        cfg.store.path = args.store
+
+    from capture.enrich.enricher import Enricher
+
+    pods, watcher = _pods(cfg)
+    enricher = Enricher(pods=pods)
+    if args.replay:
+        source = ReplaySource(args.replay)
+    else:
+        from capture.live import CaptureOptions, LiveCapture
+
+        try:
+            source = LiveCapture(CaptureOptions(**cfg.capture.options), resource_for=enricher.resource)
+        except TypeError as e:
+            print(f"guardian agent: bad capture options: {e}", file=sys.stderr)
+            return 2
+    try:
+        source.start()
+    except (CaptureUnavailable, OSError, ValueError) as e:
+        print(f"guardian agent: {e}", file=sys.stderr)
+        return 1
+    store = open_store(cfg.store.path, max_age_s=cfg.store.max_age_s, max_spans=cfg.store.max_spans)
+    sink = from_config(cfg.export)
+    agent = Agent(cfg, store, source, sink, enricher)
+
+    host, warning = settings.bind_host(args.host)
+    if warning:
+        log.warning(warning)
+    try:
+        from guardian.api.main import create_app
+
+        app = create_app(store, settings, registry=agent.registry)
+    except ImportError as e:
+        log.warning("full API unavailable (%s): serving /healthz and /metrics only", e)
+        app = minimal_app(agent)
+    api = ApiServer(app, host, settings.api.port)
+    try:
+        api.start()
+    except RuntimeError as e:
+        print(f"guardian agent: {e}", file=sys.stderr)
+        source.close()
+        store.close()
+        return 1
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: agent.stop.set())
+    log.info("capturing; API on http://%s:%d; store %s; export %s", host, settings.api.port,
+             cfg.store.path or "in memory", cfg.export.otlp_endpoint or "off")
+    print("ready", file=sys.stderr, flush=True)
+    try:
+        agent.run()
+    finally:
+        api.stop()
+        source.close()
+        if watcher is not None:
+            watcher.stop()
+        store.close()
+    return 0
