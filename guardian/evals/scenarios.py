@@ -2,7 +2,7 @@
 
 A scenario folder holds question.txt, expected.json (root cause service/operation/kind with
 accepted aliases, and red herrings) and the recorded window as spans.jsonl[.gz] (the capture
-JSON shape, one span per line) or OTLP JSON (*.otlp.json).
+JSON shape, one span per line; `guardian import FILE` turns OTLP JSON into it).
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ DURATION_S = 360
 RATE = 1.5
 HERRINGS = ["recommendations", "reporting"]
 
-# name -> (fault, question, expected root cause)
-SCENARIOS: dict[str, tuple[Fault, str, dict[str, Any]]] = {
+# name -> (fault, question, expected root cause); kind "none": no cause should be claimed
+# with confidence (MAX_CONFIDENCE_WHEN_HEALTHY in runner.py).
+SCENARIOS: dict[str, tuple[Fault | None, str, dict[str, Any]]] = {
     "slow_query_missing_index": (
         Fault(slow={"postgresql SELECT orders": (350, 900)}),
         "Checkout got slow a few minutes ago. Why?",
@@ -66,6 +67,20 @@ SCENARIOS: dict[str, tuple[Fault, str, dict[str, Any]]] = {
         "Some checkouts fail with a 502. Find the cause.",
         {"service": "postgresql", "aliases": ["postgres", "postgres:5432"],
          "operation": "UPDATE stock", "kind": "error"}),
+    "payments_low_error_rate": (
+        Fault(errors={"payments POST /charge": (0.08, 500, "card processor returned garbage", "")}),
+        "A few users report failed payments. Is something wrong?",
+        {"service": "payments", "operation": "POST /charge", "kind": "error"}),
+    "coincident_herring": (
+        Fault(slow={"postgresql SELECT orders": (150, 400)},
+              errors={"reporting GET /report": (0.9, 500, "report template missing", "")}),
+        "Checkout got slow. Why?",
+        {"service": "postgresql", "aliases": ["postgres", "postgres:5432"],
+         "operation": "SELECT orders", "kind": "latency"}),
+    "healthy": (
+        None,
+        "Is anything broken right now?",
+        {"service": "", "operation": None, "kind": "none"}),
 }
 
 
@@ -113,15 +128,12 @@ def load_scenarios(root: Path) -> list[Scenario]:
     return found
 
 
-def read_spans(d: Path, batch: int = 5000) -> Iterator[list[Span]]:
-    """Spans of a scenario folder: spans.jsonl[.gz] or *.otlp.json."""
-    files = sorted(d.glob("spans.jsonl*")) + sorted(d.glob("*.otlp.json"))
+def read_spans(d: Path, batch: int = 5000, pattern: str = "spans.jsonl*") -> Iterator[list[Span]]:
+    """Spans of a folder's spans.jsonl[.gz] files (or the files matching pattern), in batches."""
+    files = sorted(Path(d).glob(pattern))
     if not files:
-        raise FileNotFoundError(f"{d}: no spans.jsonl[.gz] or *.otlp.json")
+        raise FileNotFoundError(f"{d}: no {pattern}")
     for p in files:
-        if p.name.endswith(".otlp.json"):
-            yield from _chunks(otlp_spans(json.loads(p.read_text())), batch)
-            continue
         opener = gzip.open if p.suffix == ".gz" else open
         buf: list[Span] = []
         with opener(p, "rt") as f:
@@ -133,53 +145,3 @@ def read_spans(d: Path, batch: int = 5000) -> Iterator[list[Span]]:
                     buf = []
         if buf:
             yield buf
-
-
-def _chunks(spans: list[Span], n: int) -> Iterator[list[Span]]:
-    for i in range(0, len(spans), n):
-        yield spans[i:i + n]
-
-
-_OTLP_KIND = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
-_OTLP_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
-
-
-def _otlp_value(v: dict[str, Any]) -> Any:
-    for key in ("stringValue", "boolValue", "doubleValue"):
-        if key in v:
-            return v[key]
-    if "intValue" in v:
-        return int(v["intValue"])
-    if "arrayValue" in v:
-        return [_otlp_value(x) for x in v["arrayValue"].get("values", [])]
-    return None
-
-
-def _otlp_attrs(items: list[dict[str, Any]] | None) -> dict[str, Any]:
-    return {a["key"]: _otlp_value(a.get("value", {})) for a in items or []}
-
-
-def _enum(v: Any, table: dict[int, str], prefix: str) -> str:
-    if isinstance(v, int):
-        return table.get(v, table[min(table)])
-    return str(v).removeprefix(prefix) if v else table[min(table)]
-
-
-def otlp_spans(doc: dict[str, Any]) -> list[Span]:
-    """OTLP/JSON (ExportTraceServiceRequest: resourceSpans/scopeSpans/spans) -> Spans."""
-    out = []
-    for rs in doc.get("resourceSpans", []):
-        resource = _otlp_attrs(rs.get("resource", {}).get("attributes"))
-        for ss in rs.get("scopeSpans", []):
-            for s in ss.get("spans", []):
-                status = s.get("status") or {}
-                out.append(Span(
-                    name=s["name"], kind=_enum(s.get("kind"), _OTLP_KIND, "SPAN_KIND_"),
-                    start_time_unix_nano=int(s["startTimeUnixNano"]),
-                    end_time_unix_nano=int(s["endTimeUnixNano"]),
-                    status_code=_enum(status.get("code"), _OTLP_STATUS, "STATUS_CODE_"),
-                    status_message=status.get("message", ""),
-                    attributes=_otlp_attrs(s.get("attributes")), resource=dict(resource),
-                    trace_id=s["traceId"].lower(), span_id=s["spanId"].lower(),
-                    parent_span_id=(s.get("parentSpanId") or "").lower() or None))
-    return out

@@ -93,7 +93,7 @@ def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float]]) 
     # Time lost before the first downstream call is queueing for a pool, thread or lock.
     if span.status_code == "ERROR" and classify_error(span) != "error":
         kind = classify_error(span)  # slow because it timed out connecting or waiting
-    elif wait_excess > 0.5 * excess and tree.children[span.span_id]:
+    elif wait_excess > 0.8 * excess and tree.children[span.span_id]:
         kind = "saturation"
     else:
         kind = "latency"

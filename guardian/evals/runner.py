@@ -1,0 +1,124 @@
+"""Score investigators on scenarios: top-1/top-3 accuracy of the root cause, seconds per case.
+
+A root cause matches when its service is the expected one (or an alias; ':port' ignored),
+its kind is the expected one (or an accepted alias), and, when the scenario names an
+operation, its operation is that one (or not given). A healthy scenario (kind "none")
+passes when no cause is claimed with confidence.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from capture.store.factory import open_store
+from guardian.evals.scenarios import Scenario, load_scenarios
+from guardian.report import Report, RootCause
+
+
+def _norm(name: str) -> str:
+    host, _, port = name.strip().lower().rpartition(":")
+    return host if host and port.isdigit() else name.strip().lower()
+
+
+MAX_CONFIDENCE_WHEN_HEALTHY = 0.3
+
+
+def matches(rc: RootCause, expected: dict[str, Any]) -> bool:
+    services = {_norm(expected["service"])} | {_norm(a) for a in expected.get("aliases", [])}
+    kinds = {expected["kind"], *expected.get("kind_aliases", [])}
+    op = expected.get("operation")
+    op_ok = not op or not rc.operation or rc.operation.lower() == op.lower()
+    return _norm(rc.service) in services and rc.kind in kinds and op_ok
+
+
+class CaseResult(BaseModel):
+    scenario: str
+    engine: str
+    rank: int | None = Field(None, description="rank of the first matching root cause")
+    top1: bool
+    top3: bool
+    red_herring_top1: bool
+    seconds: float
+    answer: str = Field(description="the top-1 root cause, as service/operation/kind")
+    error: str | None = None
+
+
+class EngineScore(BaseModel):
+    engine: str
+    cases: int
+    top1: float
+    top3: float
+    mean_seconds: float
+    max_seconds: float
+
+
+class EvalResult(BaseModel):
+    cases: list[CaseResult]
+    scores: list[EngineScore]
+
+
+def run_case(sc: Scenario, engine: str) -> CaseResult:
+    from guardian.investigate.engine import investigate
+
+    store = open_store(None)
+    try:
+        for batch in sc.spans():
+            store.append(batch)
+        t0 = time.perf_counter()
+        report: Report = investigate(store, sc.question, None, engine=engine)
+        seconds = time.perf_counter() - t0
+    finally:
+        store.close()
+    if sc.expected.get("kind") == "none":
+        calm = all(rc.confidence < MAX_CONFIDENCE_WHEN_HEALTHY for rc in report.root_causes)
+        rank = 1 if calm else None
+    else:
+        rank = next((rc.rank for rc in report.root_causes if matches(rc, sc.expected)), None)
+    top = report.root_causes[0] if report.root_causes else None
+    herrings = {_norm(h) for h in sc.red_herrings}
+    return CaseResult(
+        scenario=sc.name, engine=engine, rank=rank, top1=rank == 1,
+        top3=rank is not None and rank <= 3,
+        red_herring_top1=bool(top and _norm(top.service) in herrings), seconds=round(seconds, 3),
+        answer=f"{top.service}/{top.operation or '*'}/{top.kind}" if top else "(none)")
+
+
+def run_eval(root: Path, engines: list[str], only: list[str] | None = None) -> EvalResult:
+    """Every scenario under root through every engine."""
+    scenarios = [s for s in load_scenarios(root) if not only or s.name in only]
+    cases = []
+    for engine in engines:
+        for sc in scenarios:
+            try:
+                cases.append(run_case(sc, engine))
+            except (OSError, ValueError, RuntimeError) as e:  # one broken case must not stop the run
+                cases.append(CaseResult(scenario=sc.name, engine=engine, top1=False, top3=False,
+                                        red_herring_top1=False, seconds=0.0, answer="(failed)",
+                                        error=f"{type(e).__name__}: {e}"))
+    scores = []
+    for engine in engines:
+        mine = [c for c in cases if c.engine == engine]
+        if mine:
+            secs = [c.seconds for c in mine]
+            scores.append(EngineScore(
+                engine=engine, cases=len(mine), top1=round(sum(c.top1 for c in mine) / len(mine), 3),
+                top3=round(sum(c.top3 for c in mine) / len(mine), 3),
+                mean_seconds=round(sum(secs) / len(secs), 3), max_seconds=round(max(secs), 3)))
+    return EvalResult(cases=cases, scores=scores)
+
+
+def table(result: EvalResult) -> str:
+    """Plain-text table of cases and scores."""
+    lines = [f"{'scenario':<34} {'engine':<13} {'rank':>4} {'top1':>4} {'top3':>4} {'sec':>7}  answer"]
+    for c in result.cases:
+        lines.append(f"{c.scenario:<34} {c.engine:<13} {c.rank or '-':>4} {'y' if c.top1 else 'n':>4}"
+                     f" {'y' if c.top3 else 'n':>4} {c.seconds:>7.2f}  {c.answer}"
+                     + (f"  ERROR {c.error}" if c.error else ""))
+    lines.append("")
+    for s in result.scores:
+        lines.append(f"{s.engine}: top-1 {s.top1:.0%}, top-3 {s.top3:.0%} over {s.cases} cases;"
+                     f" {s.mean_seconds:.2f} s mean, {s.max_seconds:.2f} s max per case")
+    return "\n".join(lines)
