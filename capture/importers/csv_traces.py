@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 from typing import Iterator, TextIO
 
 from capture.span import KINDS, Span
@@ -37,8 +38,8 @@ def parse_mapping(items: list[str] | None) -> dict[str, str]:
 def to_ns(value: str) -> int:
     value = value.strip()
     try:
-        x = float(value)
-    except ValueError:
+        x = Decimal(value)  # exact: float would round ns timestamps
+    except InvalidOperation:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
@@ -84,25 +85,33 @@ def read_csv(f: TextIO, mapping: dict[str, str] | None = None,
     unit = _UNITS[duration_unit]
     mapped = {c for c in cols.values() if c in header}
     spans = []
-    for row in reader:
-        start = to_ns(row[cols["start"]])
-        if row.get(cols["end"]):
-            end = to_ns(row[cols["end"]])
-        else:
-            end = start + int(float(row[cols["duration"]]) * unit)
-        parent = (row.get(cols["parent_id"]) or "").strip()
-        kind = (row.get(cols["kind"]) or "").strip().upper().removeprefix("SPAN_KIND_")
-        spans.append(Span(
-            name=row[cols["operation"]], kind=kind if kind in KINDS else "",
-            start_time_unix_nano=start, end_time_unix_nano=end,
-            status_code=status_of(row.get(cols["status"]) or ""),
-            attributes={k: v for k, v in row.items() if k not in mapped and k and v not in (None, "")},
-            resource={"service.name": row[cols["service"]]},
-            trace_id=_id(row[cols["trace_id"]], 16), span_id=_id(row[cols["span_id"]], 8),
-            parent_span_id=_id(parent, 8) if parent and parent not in ("0", "null", "None") else None))
+    for n, row in enumerate(reader, 2):
+        try:
+            spans.append(_row_span(row, cols, unit, mapped))
+        except (ValueError, InvalidOperation, TypeError, AttributeError) as e:
+            raise ValueError(f"row {n}: {e.__class__.__name__} {e}".strip()) from None
     by_id = {(s.trace_id, s.span_id): s for s in spans}
     for s in spans:
         if not s.kind:
             p = by_id.get((s.trace_id, s.parent_span_id)) if s.parent_span_id else None
             s.kind = "SERVER" if p is None or p.service != s.service else "INTERNAL"
     return iter(spans)
+
+
+def _row_span(row: dict[str, str], cols: dict[str, str], unit: int, mapped: set[str]) -> Span:
+    """One CSV row as a span (kind left empty when the file has none: inferred by the caller)."""
+    start = to_ns(row[cols["start"]])
+    if row.get(cols["end"]):
+        end = to_ns(row[cols["end"]])
+    else:
+        end = start + int(Decimal(row[cols["duration"]].strip()) * unit)
+    parent = (row.get(cols["parent_id"]) or "").strip()
+    kind = (row.get(cols["kind"]) or "").strip().upper().removeprefix("SPAN_KIND_")
+    return Span(
+        name=row[cols["operation"]], kind=kind if kind in KINDS else "",
+        start_time_unix_nano=start, end_time_unix_nano=end,
+        status_code=status_of(row.get(cols["status"]) or ""),
+        attributes={k: v for k, v in row.items() if k not in mapped and k and v not in (None, "")},
+        resource={"service.name": row[cols["service"]]},
+        trace_id=_id(row[cols["trace_id"]], 16), span_id=_id(row[cols["span_id"]], 8),
+        parent_span_id=_id(parent, 8) if parent and parent not in ("0", "null", "None") else None)
