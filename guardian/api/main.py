@@ -25,6 +25,7 @@ from guardian.api.routers import anomalies, health, investigate, reports, servic
 from guardian.api.settings import Settings, as_settings
 from guardian.schedule.scheduler import Scheduler
 from guardian.slack import events as slack_events
+from guardian.slack.service import SlackService
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def create_app(
     settings = as_settings(config)
     metrics = ApiMetrics(registry)
     jobs = Jobs(store, settings.api.max_jobs, metrics, investigate_fn)
-    slack = slack_events.SlackService(settings.slack, jobs, metrics)
+    slack = SlackService(settings.slack, jobs, metrics)
     scheduler = Scheduler(store, settings.schedule, slack if settings.slack.bot_token else None, metrics,
                           engine=settings.api.engine)
     mcp_endpoint, mcp_manager = (None, None)

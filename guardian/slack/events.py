@@ -10,78 +10,17 @@ and dropped.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import threading
-import time
-from collections import OrderedDict
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
-from slack_sdk.signature import SignatureVerifier
 
-from guardian.api.jobs import Busy, Job
-from guardian.slack.client import SlackPoster
-from guardian.window import WindowError, resolve_window
+from guardian.slack.service import SlackService
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/slack", tags=["slack"])
 _MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
-USAGE = ("Ask me about your services, e.g. `/guardian why is checkout slow?` or mention me with a question. "
-         "`/guardian anomalies` posts the current anomaly report.")
-
-
-class RecentIds:
-    """Event ids seen in the last `ttl_s` seconds (bounded), to drop Slack's retries."""
-
-    def __init__(self, ttl_s: float = 3600, max_size: int = 10000):
-        self.ttl_s, self.max_size = ttl_s, max_size
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first_time(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            while self._seen and (len(self._seen) >= self.max_size
-                                  or next(iter(self._seen.values())) < now - self.ttl_s):
-                self._seen.popitem(last=False)
-            if key in self._seen:
-                return False
-            self._seen[key] = now
-            return True
-
-
-class SlackService:
-    """Slack settings, the Web API poster and the dedupe memory of one app."""
-
-    def __init__(self, settings, jobs, metrics, verifier_clock=None):
-        self.settings, self.jobs, self.metrics = settings, jobs, metrics
-        self.recent = RecentIds()
-        self.verifier = None
-        if settings.signing_secret:
-            self.verifier = (SignatureVerifier(settings.signing_secret, verifier_clock) if verifier_clock
-                             else SignatureVerifier(settings.signing_secret))
-        self.poster = SlackPoster(settings.bot_token, settings.api_url) if settings.bot_token else None
-
-    def post(self, channel: str, text: str, thread_ts: str | None = None, markdown: bool = False) -> str | None:
-        if self.poster is None:
-            log.warning("SLACK_BOT_TOKEN not set: cannot post to %s", channel)
-            return None
-        return self.poster.post(channel, text, thread_ts, markdown)
-
-    def investigate(self, store, question: str, channel: str, thread_ts: str | None, engine: str) -> None:
-        """Submit an investigation whose report (or failure) lands in the thread."""
-        def deliver(job: Job) -> None:
-            if job.status == "done":
-                self.post(channel, job.report.to_markdown(), thread_ts, markdown=True)
-            else:
-                self.post(channel, f"Sorry, the investigation failed: {job.error}", thread_ts)
-
-        try:
-            window = resolve_window(store, self.settings.window)
-            self.jobs.submit(question, window, engine, on_done=deliver)
-        except (Busy, WindowError) as e:
-            self.post(channel, f"Can't investigate right now: {e}", thread_ts)
+USAGE = ("Ask me about your services, e.g. `/guardian why is checkout slow in the last 30m?` or mention "
+         "me with a question. `/guardian anomalies` posts the current anomaly report.")
 
 
 async def _verified_body(request: Request, kind: str) -> bytes:
@@ -130,7 +69,7 @@ async def events(request: Request, background: BackgroundTasks) -> dict:
     channel, thread_ts = event["channel"], event.get("thread_ts") or event.get("ts")
     svc.metrics.slack_events.labels("event", "accepted").inc()
     if not question:
-        background.add_task(svc.post, channel, USAGE, thread_ts)
+        background.add_task(svc.reply, channel, USAGE, thread_ts)
     else:
         background.add_task(svc.investigate, request.app.state.store, question, channel, thread_ts,
                             request.app.state.settings.api.engine)
@@ -156,7 +95,7 @@ async def commands(request: Request, background: BackgroundTasks) -> dict:
 
     def start() -> None:
         user = form.get("user_id")
-        ts = svc.post(channel, f"<@{user}> asked: {text}" if user else f"Question: {text}")
+        ts = svc.reply(channel, f"<@{user}> asked: {text}" if user else f"Question: {text}")
         svc.investigate(request.app.state.store, text, channel, ts, request.app.state.settings.api.engine)
 
     background.add_task(start)

@@ -15,7 +15,7 @@ from guardian.api.main import create_app
 from guardian.api.settings import ScheduleSettings, load_settings
 from guardian.schedule.history import ReportHistory
 from guardian.schedule.scheduler import Scheduler
-from guardian.slack.events import SlackService
+from guardian.slack.service import SlackService
 
 
 def _ts(text: str) -> float:

@@ -116,3 +116,25 @@ def test_long_messages_are_split_into_one_thread(slack_api):
     assert "thread_ts" not in calls[0]["body"]
     assert all(c["body"]["thread_ts"] == first for c in calls[1:])
     assert "\n".join(c["body"]["text"] for c in calls) == text
+
+
+def test_slack_refusing_our_post_is_survived(store):
+    from fastapi.testclient import TestClient
+    from serving_support import RecordingServer
+
+    from guardian.api.main import create_app
+
+    refuse = lambda path, body, n: (200, {"ok": False, "error": "channel_not_found"})  # noqa: E731
+    with RecordingServer(reply=refuse) as slack_api:
+        app = create_app(store, {"api": {"token": "t"}, "slack": {
+            "signing_secret": SLACK_SECRET, "bot_token": "xoxb-test", "api_url": slack_api.url + "/api/"}})
+        with TestClient(app) as client:
+            r, _ = _event(client, {"type": "app_mention", "channel": "C404", "ts": "9.9",
+                                   "text": "<@U0GUARD> what broke in the last 10m?"}, event_id="EvGone")
+            assert r.status_code == 200
+            slack_api.wait_for(lambda c: len(c) >= 1, timeout=60)
+            job = next(iter(app.state.jobs._jobs.values()))
+            job.future.result(timeout=60)
+            assert job.status == "done"  # the report was made; only its delivery failed
+            assert job.window.end_ns - job.window.start_ns == 600 * 10**9  # "last 10m" from the question
+            assert client.get("/healthz").status_code == 200

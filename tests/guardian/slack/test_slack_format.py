@@ -25,3 +25,13 @@ def test_a_single_huge_line_is_cut_hard_and_runaway_reports_are_capped():
     assert len(many) == 5 and many[-1].endswith("truncated: see the full report in the API)_")
     assert all(len(p) <= BLOCK_LIMIT for p in many)
     assert split_message("short") == ["short"]
+
+
+def test_the_window_a_question_names():
+    from guardian.slack.service import window_phrase
+
+    assert window_phrase("why is checkout slow in the last 30m?") == "30m"
+    assert window_phrase("errors over the past 2 hours") == "2h"
+    assert window_phrase("what changed since 90 seconds ago") == "90s"
+    assert window_phrase("last 1 day of payments") == "1d"
+    assert window_phrase("why is checkout failing?") is None
