@@ -31,7 +31,7 @@ var (
 	db     *sql.DB
 	mode   atomic.Value // current fault mode, "" when healthy
 	leakMu sync.Mutex
-	leaked []*sql.Tx
+	leaked []*sql.Conn
 )
 
 type product struct {
@@ -53,13 +53,17 @@ func useShopDNS(addr string) {
 	}
 }
 
-func watchFaults(path string) {
-	mode.Store("")
+func watchFaults(path string, srv *http.Server) {
 	for range time.Tick(250 * time.Millisecond) {
 		b, _ := os.ReadFile(path)
 		m := strings.TrimSpace(string(b))
-		if m != "leak" && mode.Load().(string) == "leak" {
+		old := mode.Load().(string)
+		if m != "leak" && old == "leak" {
 			releaseLeaked()
+		}
+		// A new certificate only shows on new connections: drop the kept-alive ones.
+		if (m == "bad-cert") != (old == "bad-cert") {
+			srv.SetKeepAlivesEnabled(m != "bad-cert")
 		}
 		mode.Store(m)
 	}
@@ -68,22 +72,31 @@ func watchFaults(path string) {
 // leakOne is the bug the pool-exhaustion fault switches on: a transaction begun on an
 // error path and never committed or rolled back holds its connection forever.
 func leakOne() {
-	tx, err := db.BeginTx(context.Background(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := db.Conn(ctx) // waits for a free connection at most 2 s
 	if err != nil {
 		return
 	}
-	if _, err := tx.Exec("SELECT 1"); err == nil {
-		leakMu.Lock()
-		leaked = append(leaked, tx)
-		leakMu.Unlock()
+	if mode.Load().(string) != "leak" {
+		conn.Close()
+		return
 	}
+	if _, err := conn.ExecContext(context.Background(), "BEGIN"); err != nil {
+		conn.Close()
+		return
+	}
+	leakMu.Lock()
+	leaked = append(leaked, conn)
+	leakMu.Unlock()
 }
 
 func releaseLeaked() {
 	leakMu.Lock()
 	defer leakMu.Unlock()
-	for _, tx := range leaked {
-		tx.Rollback()
+	for _, c := range leaked {
+		c.ExecContext(context.Background(), "ROLLBACK")
+		c.Close()
 	}
 	leaked = nil
 }
@@ -194,7 +207,6 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go watchFaults(filepath.Join(os.Getenv("SHOP_CONTROL"), "inventory"))
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { reply(w, map[string]bool{"ok": true}) })
@@ -212,6 +224,8 @@ func main() {
 		}},
 		ErrorLog: log.New(os.Stderr, "", 0),
 	}
+	mode.Store("")
+	go watchFaults(filepath.Join(os.Getenv("SHOP_CONTROL"), "inventory"), srv)
 	log.Printf("inventory listening on %s", srv.Addr)
 	log.Fatal(srv.ListenAndServeTLS("", ""))
 }

@@ -40,7 +40,7 @@ class Stats:
         return json.dumps(out)
 
 
-async def shopper(client: httpx.AsyncClient, route: str, stats: Stats) -> None:
+async def shopper(client: httpx.AsyncClient, route: str) -> tuple[str, float, bool]:
     sku = f"SKU-{random.randint(1, 200000):06d}"
     t = time.perf_counter()
     try:
@@ -53,7 +53,7 @@ async def shopper(client: httpx.AsyncClient, route: str, stats: Stats) -> None:
         ok = r.status_code < 500
     except httpx.HTTPError:
         ok = False
-    stats.add(route, (time.perf_counter() - t) * 1000, ok)
+    return route, (time.perf_counter() - t) * 1000, ok
 
 
 async def main() -> None:
@@ -61,19 +61,24 @@ async def main() -> None:
     rate = float(os.environ.get("SHOP_RATE", "10"))
     every = float(os.environ.get("SHOP_STATS_EVERY", "5"))
     names, weights = zip(*ROUTES)
-    stats, last, tasks = Stats(), time.monotonic(), set()
+    current, last, tasks = [Stats()], time.monotonic(), set()
+
+    def done(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        current[0].add(*task.result())  # counted in the window it finished in
+
     async with httpx.AsyncClient(base_url=base, timeout=5.0,
                                  limits=httpx.Limits(max_connections=64)) as client:
         while True:
             # Poisson arrivals: shoppers don't wait for each other.
             await asyncio.sleep(random.expovariate(rate))
-            task = asyncio.create_task(shopper(client, random.choices(names, weights)[0], stats))
+            task = asyncio.create_task(shopper(client, random.choices(names, weights)[0]))
             tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task.add_done_callback(done)
             if time.monotonic() - last >= every:
                 with open(os.environ["SHOP_STATS"], "a") as f:
-                    f.write(stats.line() + "\n")
-                stats, last = Stats(), time.monotonic()
+                    f.write(current[0].line() + "\n")
+                current[0], last = Stats(), time.monotonic()
 
 
 if __name__ == "__main__":

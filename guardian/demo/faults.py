@@ -1,0 +1,150 @@
+"""The faults the demo can inject, each a real change to the running system, with how to
+undo it and what Guardian's top root cause should say about it.
+
+`service`/`kinds` are the expected top root cause (guardian.report.Kind); `route` and
+`symptom` are what the load generator should feel ("errors" or "latency").
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from guardian.demo import infra
+from guardian.demo.system import ShopSystem
+
+
+@dataclass
+class Fault:
+    name: str
+    description: str
+    services: tuple[str, ...]  # the top root cause must name one of these
+    kinds: tuple[str, ...]  # ... with one of these kinds
+    route: str  # load generator route that feels it
+    symptom: str  # "errors" | "latency" | "backlog"
+    question: str
+    inject: Callable[[ShopSystem], None] = field(repr=False)
+    reset: Callable[[ShopSystem], None] = field(repr=False)
+
+
+def _control(service: str, mode: str) -> Callable[[ShopSystem], None]:
+    """Flip a service's fault switch (the file its code polls every 250 ms)."""
+    def apply(shop: ShopSystem) -> None:
+        path = shop.cfg.control / service
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(mode)
+        os.replace(tmp, path)
+        time.sleep(0.5)  # every runtime has seen it
+    return apply
+
+
+def _sql(statement: str) -> Callable[[ShopSystem], None]:
+    """Run DDL over PostgreSQL's unix socket (not loopback TCP: not part of the observed traffic)."""
+    def apply(shop: ShopSystem) -> None:
+        import psycopg
+
+        with psycopg.connect(host=str(shop.cfg.workdir / "postgres"), port=shop.cfg.ports.postgres,
+                             user="postgres", dbname="shop", autocommit=True) as conn:
+            conn.execute(statement)
+    return apply
+
+
+def _signal(proc: str, sig: int) -> Callable[[ShopSystem], None]:
+    def apply(shop: ShopSystem) -> None:
+        os.kill(shop.procs[proc].pid, sig)
+    return apply
+
+
+def _dns(missing: tuple[str, ...]) -> Callable[[ShopSystem], None]:
+    """Rewrite the zone without `missing` names and make dnsmasq re-read it (SIGHUP)."""
+    def apply(shop: ShopSystem) -> None:
+        infra.write_hosts(shop.cfg, missing)
+        os.kill(shop.procs["dnsmasq"].pid, signal.SIGHUP)
+        time.sleep(1.2)  # answers cached by clients expire (TTL 1 s)
+    return apply
+
+
+class _Stalls:
+    """Redis freezing for 150 ms of every 200 ms (SIGSTOP/SIGCONT), as under a blocking
+    command, a fork for a snapshot on a big dataset, or swapping: every command waits."""
+
+    def __init__(self) -> None:
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def inject(self, shop: ShopSystem) -> None:
+        pid = shop.procs["redis"].pid
+        self._stop = stop = threading.Event()
+
+        def loop() -> None:
+            try:
+                while not stop.is_set():
+                    os.kill(pid, signal.SIGSTOP)
+                    stop.wait(0.15)
+                    os.kill(pid, signal.SIGCONT)
+                    stop.wait(0.05)
+            except ProcessLookupError:
+                pass
+            finally:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+        self._thread = threading.Thread(target=loop, name="redis-stalls", daemon=True)
+        self._thread.start()
+
+    def reset(self, shop: ShopSystem) -> None:
+        if self._stop:
+            self._stop.set()
+            self._thread.join(2)
+            self._stop = self._thread = None
+
+
+_stalls = _Stalls()
+
+FAULTS: dict[str, Fault] = {f.name: f for f in (
+    Fault("slow-query", "the index on products.sku is dropped: inventory's product lookups and "
+          "reservations become sequential scans of 200k rows",
+          ("postgres", "inventory"), ("latency", "dependency"), "product", "latency",
+          "why did product pages get slow?",
+          _sql("DROP INDEX IF EXISTS products_sku_idx"),
+          _sql("CREATE UNIQUE INDEX IF NOT EXISTS products_sku_idx ON products (sku)")),
+    Fault("downstream-5xx", "payments answers 503 (its card processor is down): checkouts fail",
+          ("payments",), ("error", "dependency"), "checkout", "errors",
+          "why are checkouts failing?", _control("payments", "error"), _control("payments", "")),
+    Fault("service-latency", "recommend (gRPC) takes 600 ms per call: product pages slow down",
+          ("recommend",), ("latency", "dependency"), "product", "latency",
+          "why are product pages slow?", _control("recommend", "slow"), _control("recommend", "")),
+    Fault("redis-slow", "redis-server stalls 150 ms of every 200 ms: every cache call waits",
+          ("redis", "redis-server"), ("latency", "dependency", "saturation"), "browse", "latency",
+          "why is the shop slow?", _stalls.inject, _stalls.reset),
+    Fault("consumer-stopped", "the order worker hangs (SIGSTOP): orders pile up in RabbitMQ",
+          ("order-worker",), ("traffic", "saturation", "dependency"), "checkout", "backlog",
+          "are orders being processed?", _signal("order-worker", signal.SIGSTOP),
+          _signal("order-worker", signal.SIGCONT)),
+    Fault("dns-failure", "payments.shop.local disappears from DNS (NXDOMAIN): checkouts fail",
+          ("frontend", "dnsmasq"), ("error", "dependency"), "checkout", "errors",
+          "why are checkouts failing?", _dns(("payments",)), _dns(())),
+    Fault("tls-failure", "inventory serves a certificate its clients don't trust: every TLS "
+          "handshake to it fails",
+          ("inventory",), ("error", "dependency", "traffic"), "product", "errors",
+          "why is the shop failing?", _control("inventory", "bad-cert"), _control("inventory", "")),
+    Fault("pool-exhaustion", "inventory leaks database transactions until its pool of 8 "
+          "connections is exhausted: requests wait, then fail",
+          ("inventory",), ("saturation",), "product", "errors",
+          "why is inventory failing?", _control("inventory", "leak"), _control("inventory", "")),
+)}
+
+
+def symptom_seen(fault: Fault, before: dict, during: dict) -> bool:
+    """Did the load generator feel the fault? (stats lines from services.last_stats)"""
+    b, d = before.get(fault.route) or {}, during.get(fault.route) or {}
+    if fault.symptom == "errors":
+        return d.get("errors", 0) >= max(2, 0.3 * d.get("count", 0))
+    if fault.symptom == "latency":
+        return (d.get("p50_ms") or 0) > 3 * max(b.get("p50_ms") or 0, 1.0)
+    return True  # backlog: not visible to shoppers; checked on the queue
