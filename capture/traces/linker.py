@@ -3,8 +3,8 @@
 Rule 1: W3C traceparent carried by a request wins (its trace id; its parent id when no
         captured CLIENT span is the parent).
 Rule 2: cross-process: a SERVER span's parent is the CLIENT span of the same connection
-        (same endpoints, either direction) whose interval encloses it, within `slack_ns`;
-        one-to-one, best fit first.
+        (same endpoints, either direction) during which the server answered (its end within
+        the client's interval, `slack_ns` for clocks); one-to-one, closest ends first.
 Rule 3: in-process: a CLIENT span's parent is the SERVER span of the same host+pid that
         encloses its start on the same goroutine/thread; with no thread match, the only
         server span open on that pid. Several candidates = ambiguous: left unlinked.
@@ -90,10 +90,12 @@ def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
     for c in spans:
         if c.kind in _CLIENTS and (k := conn_key(c)) in servers_by_conn:
             for s in servers_by_conn[k]:
-                if (s.start_time_unix_nano >= c.start_time_unix_nano - slack_ns
-                        and s.end_time_unix_nano <= c.end_time_unix_nano + slack_ns):
-                    fit = (abs(s.start_time_unix_nano - c.start_time_unix_nano)
-                           + abs(c.end_time_unix_nano - s.end_time_unix_nano))
+                # The response is the anchor (both ends see it at once); a server span's start can
+                # be early when the capture joined the connection mid-request.
+                if (c.start_time_unix_nano - slack_ns <= s.end_time_unix_nano <= c.end_time_unix_nano + slack_ns
+                        and s.start_time_unix_nano <= c.end_time_unix_nano + slack_ns):
+                    fit = (abs(c.end_time_unix_nano - s.end_time_unix_nano)
+                           + abs(s.start_time_unix_nano - c.start_time_unix_nano) // 8)
                     pairs.append((fit, c.span_id, s.span_id))
     used_c: set[str] = set()
     for _fit, cid, sid in sorted(pairs):
