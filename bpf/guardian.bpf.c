@@ -1,0 +1,440 @@
+/* Guardian syscall capture. Hooks: syscall tracepoints (enter + exit) for the data calls,
+ * connect/accept/socket/close, and sock:inet_sock_set_state — tracepoints because this
+ * kernel has no kprobes, and they are a stable ABI. Per traced syscall on a tracked socket
+ * the cost is two map lookups and, for known protocols, one bounded copy into the ring
+ * buffer; reads/writes on fds that are not tracked sockets cost one hash lookup.
+ * Options come from cflags set by capture/loader.py (MAX_PAYLOAD, AGENT_PID, ...). */
+#include "types.h"
+#include "maps.h"
+#include "sockaddr.h"
+#include "detect.h"
+
+#define GUARDIAN_EINPROGRESS 115
+
+/* ---- counters and connection table ---- */
+static __always_inline void stat_add(__u32 idx, __u64 n)
+{
+    __u64 *v = stats.lookup(&idx);
+    if (v)
+        *v += n;
+}
+
+static __always_inline int traced_tgid(__u32 tgid)
+{
+    if (tgid == AGENT_PID) /* never observe ourselves: our own output would feed back */
+        return 0;
+#if FILTER_PID
+    if (tgid != FILTER_PID)
+        return 0;
+#endif
+    return 1;
+}
+
+static __always_inline struct guardian_conn *new_conn(struct guardian_conn_key *key, __u8 role,
+                                                      __u8 transport)
+{
+    struct guardian_conn c = {};
+    c.conn_id = (bpf_ktime_get_ns() << 8) ^ ((__u64)key->tgid << 24) ^ key->fd;
+    c.role = role;
+    c.transport = transport;
+    if (conns.update(key, &c) != 0) {
+        stat_add(STAT_CONN_MAP_FULL, 1);
+        return 0;
+    }
+    return conns.lookup(key);
+}
+
+/* ---- the data path: bounded copy, detection on the first messages, ring buffer.
+ * Also called by the TLS uprobes with their own `source`. ---- */
+#define MAX_DETECT_ATTEMPTS 8
+
+static __always_inline void emit_data(struct guardian_conn_key *key, struct guardian_conn *c,
+                                      __u8 dir, const void *ubuf, __u32 len, __u8 source,
+                                      const void *peer_addr)
+{
+    if (len == 0)
+        return;
+    if (source == SRC_SYSCALL && (c->flags & CONN_ENCRYPTED)) {
+        stat_add(STAT_TLS_SKIPPED, 1);
+        c->bytes[dir & 1] += len;
+        return;
+    }
+    __u32 zero = 0;
+    struct guardian_record *r = scratch.lookup(&zero);
+    if (!r)
+        return;
+    __u64 n = len < MAX_PAYLOAD ? len : MAX_PAYLOAD;
+    asm volatile("" : "+r"(n)); /* keep clang from dropping the mask the verifier needs */
+    n &= 2 * MAX_PAYLOAD - 1;
+    if (bpf_probe_read_user(r->payload, n, ubuf) != 0)
+        return; /* page not resident: nothing we can copy without faulting */
+
+    __u8 msg_type = MSG_NONE;
+    if (c->proto == PROTO_UNKNOWN) {
+        if (source == SRC_SYSCALL && detect_tls(r->payload, n)) {
+            c->flags |= CONN_ENCRYPTED;
+            stat_add(STAT_TLS_SKIPPED, 1);
+            c->bytes[dir & 1] += len;
+            return;
+        }
+        __u8 proto = detect_protocol(r->payload, n, &msg_type);
+        if (proto == PROTO_UNKNOWN) {
+            stat_add(STAT_UNKNOWN_DROPS, 1);
+            c->bytes[dir & 1] += len;
+            if (++c->attempts >= MAX_DETECT_ATTEMPTS) {
+                c->flags |= CONN_IGNORED;
+                stat_add(STAT_CONNS_IGNORED, 1);
+            }
+            return;
+        }
+        c->proto = proto;
+        stat_add(STAT_CONNS_OPENED, 1);
+        if (c->role == ROLE_UNKNOWN) /* a request we send makes us the client */
+            c->role = ((msg_type == MSG_REQUEST) == (dir == DIR_EGRESS)) ? ROLE_CLIENT : ROLE_SERVER;
+    }
+    if (len > n)
+        stat_add(STAT_TRUNCATED, 1);
+
+    __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_event *ev = &r->ev;
+    ev->ts_ns = bpf_ktime_get_ns();
+    ev->conn_id = c->conn_id;
+    ev->pos = c->bytes[dir & 1];
+    ev->tgid = key->tgid;
+    ev->tid = (__u32)id;
+    ev->fd = key->fd;
+    ev->total_len = len;
+    ev->copied_len = n;
+    ev->_pad = 0;
+    ev->kind = EV_DATA;
+    ev->proto = c->proto;
+    ev->direction = dir;
+    ev->role = c->role;
+    ev->msg_type = msg_type;
+    ev->source = source;
+    ev->flags = c->flags;
+    ev->transport = c->transport;
+    ev->t = c->t;
+    bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+    if (peer_addr) /* unconnected UDP: the peer is per datagram */
+        read_sockaddr(peer_addr, &ev->t, 1);
+    c->bytes[dir & 1] += len;
+
+    if (events.ringbuf_output(r, sizeof(struct guardian_event) + n, 0) != 0)
+        stat_add(STAT_RINGBUF_DROPS, 1);
+    else
+        stat_add(STAT_EVENTS, 1);
+}
+
+static __always_inline void emit_close(struct guardian_conn_key *key, struct guardian_conn *c)
+{
+    struct guardian_event ev = {};
+    ev.ts_ns = bpf_ktime_get_ns();
+    ev.conn_id = c->conn_id;
+    ev.tgid = key->tgid;
+    ev.tid = (__u32)bpf_get_current_pid_tgid();
+    ev.fd = key->fd;
+    ev.kind = EV_CLOSE;
+    ev.proto = c->proto;
+    ev.role = c->role;
+    ev.flags = c->flags;
+    ev.transport = c->transport;
+    ev.t = c->t;
+    bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+    if (events.ringbuf_output(&ev, sizeof(ev), 0) != 0)
+        stat_add(STAT_RINGBUF_DROPS, 1);
+}
+
+
+#define MAX_IOV 4
+
+struct guardian_iovec {
+    __u64 base;
+    __u64 len;
+};
+
+/* struct user_msghdr prefix: name, namelen (+pad), iov, iovlen */
+struct guardian_msghdr {
+    __u64 name;
+    __u32 namelen;
+    __u32 _pad;
+    __u64 iov;
+    __u64 iovlen;
+};
+
+static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, __u8 shape,
+                                    __u64 addr, int is_socket_call)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    if (!traced_tgid(tgid))
+        return 0;
+    struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
+    struct guardian_conn *c = conns.lookup(&key);
+    if (!c) {
+        /* read/write on an fd we never saw become a socket: a file or pipe, skip.
+         * send/recv calls are sockets by definition: one older than the agent. */
+        if (!is_socket_call)
+            return 0;
+        c = new_conn(&key, ROLE_UNKNOWN, TRANSPORT_TCP);
+        if (!c)
+            return 0;
+    }
+    if (c->flags & CONN_IGNORED)
+        return 0;
+    struct guardian_io io = {.buf = buf, .addr = addr, .fd = fd, .vlen = vlen,
+                             .direction = dir, .shape = shape};
+    if (active_io.update(&id, &io) != 0)
+        stat_add(STAT_IO_MAP_FULL, 1);
+    return 0;
+}
+
+static __always_inline void emit_iov(struct guardian_conn_key *key, struct guardian_conn *c,
+                                     __u8 dir, __u64 iov, __u32 vlen, __u32 total)
+{
+    __u32 left = total;
+#pragma unroll
+    for (int i = 0; i < MAX_IOV; i++) {
+        if (i >= vlen || left == 0)
+            break;
+        struct guardian_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
+            break;
+        __u32 n = v.len < left ? (__u32)v.len : left;
+        emit_data(key, c, dir, (const void *)v.base, n, SRC_SYSCALL, 0);
+        left -= n;
+        if (c->flags & (CONN_IGNORED | CONN_ENCRYPTED))
+            break;
+    }
+    if (left) /* more iovecs than we walk: account the bytes so positions stay right */
+        c->bytes[dir & 1] += left;
+}
+
+static __always_inline int io_exit(long ret)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_io *p = active_io.lookup(&id);
+    if (!p)
+        return 0;
+    struct guardian_io io = *p;
+    active_io.delete(&id);
+    if (ret <= 0)
+        return 0;
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = io.fd};
+    struct guardian_conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    if (io.shape == IO_PLAIN) {
+        emit_data(&key, c, io.direction, (const void *)io.buf, (__u32)ret, SRC_SYSCALL,
+                  (const void *)io.addr);
+    } else if (io.shape == IO_IOVEC) {
+        emit_iov(&key, c, io.direction, io.buf, io.vlen, (__u32)ret);
+    } else {
+        struct guardian_msghdr m = {};
+        if (bpf_probe_read_user(&m, sizeof(m), (void *)io.buf) != 0)
+            return 0;
+        emit_iov(&key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret);
+    }
+    return 0;
+}
+
+/* ---- data syscalls ---- */
+TRACEPOINT_PROBE(syscalls, sys_enter_read)
+{ return io_enter(args->fd, (__u64)args->buf, 0, DIR_INGRESS, IO_PLAIN, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{ return io_enter(args->fd, (__u64)args->buf, 0, DIR_EGRESS, IO_PLAIN, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv)
+{ return io_enter(args->fd, (__u64)args->vec, args->vlen, DIR_INGRESS, IO_IOVEC, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev)
+{ return io_enter(args->fd, (__u64)args->vec, args->vlen, DIR_EGRESS, IO_IOVEC, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{ return io_enter(args->fd, (__u64)args->buff, 0, DIR_EGRESS, IO_PLAIN, (__u64)args->addr, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{ return io_enter(args->fd, (__u64)args->ubuf, 0, DIR_INGRESS, IO_PLAIN, (__u64)args->addr, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{ return io_enter(args->fd, (__u64)args->msg, 0, DIR_EGRESS, IO_MSGHDR, 0, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{ return io_enter(args->fd, (__u64)args->msg, 0, DIR_INGRESS, IO_MSGHDR, 0, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args->ret); }
+
+/* ---- connection lifecycle ---- */
+static __always_inline int sockcall_enter(__u32 fd, __u64 addr)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!traced_tgid(id >> 32))
+        return 0;
+    struct guardian_sockcall s = {.addr = addr, .fd = fd};
+    active_sockcall.update(&id, &s);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_socket)
+{
+    int family = args->family, type = args->type & 0xf;
+    if ((family != GUARDIAN_AF_INET && family != GUARDIAN_AF_INET6) || (type != 1 && type != 2))
+        return 0; /* only TCP/UDP over IP: SOCK_STREAM = 1, SOCK_DGRAM = 2 */
+    return sockcall_enter(0, type == 2 ? TRANSPORT_UDP : TRANSPORT_TCP);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_socket)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_sockcall *s = active_sockcall.lookup(&id);
+    if (!s)
+        return 0;
+    __u8 transport = (__u8)s->addr;
+    active_sockcall.delete(&id);
+    if (args->ret < 0)
+        return 0;
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = (__u32)args->ret};
+    new_conn(&key, ROLE_UNKNOWN, transport);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{ return sockcall_enter(args->fd, (__u64)args->uservaddr); }
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_sockcall *s = active_sockcall.lookup(&id);
+    if (!s)
+        return 0;
+    struct guardian_sockcall call = *s;
+    active_sockcall.delete(&id);
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = call.fd};
+    struct guardian_tuple *st = connect_tuple.lookup(&key);
+    struct guardian_tuple t = {};
+    if (st) {
+        t = *st;
+        connect_tuple.delete(&key);
+    }
+    if (args->ret != 0 && args->ret != -GUARDIAN_EINPROGRESS)
+        return 0;
+    struct guardian_conn *c = conns.lookup(&key);
+    __u8 transport = c ? c->transport : TRANSPORT_TCP;
+    /* a (re)connected socket is a new connection: fresh id, positions, protocol */
+    c = new_conn(&key, ROLE_CLIENT, transport);
+    if (!c)
+        return 0;
+    if (st) {
+        c->t = t;
+        c->flags |= CONN_TUPLE_KNOWN;
+    } else {
+        read_sockaddr((const void *)call.addr, &c->t, 1);
+    }
+    return 0;
+}
+
+static __always_inline int accept_exit(long ret)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_sockcall *s = active_sockcall.lookup(&id);
+    if (!s)
+        return 0;
+    struct guardian_sockcall call = *s;
+    active_sockcall.delete(&id);
+    if (ret < 0)
+        return 0;
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = (__u32)ret};
+    struct guardian_conn *c = new_conn(&key, ROLE_SERVER, TRANSPORT_TCP);
+    if (!c || !call.addr)
+        return 0;
+    read_sockaddr((const void *)call.addr, &c->t, 1);
+    struct guardian_remote r = {};
+    __builtin_memcpy(r.raddr, c->t.raddr, 16);
+    r.rport = c->t.rport;
+    struct guardian_tuple *t = accept_tuple.lookup(&r);
+    if (t) {
+        c->t = *t;
+        c->flags |= CONN_TUPLE_KNOWN;
+        accept_tuple.delete(&r);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept)
+{ return sockcall_enter(args->fd, (__u64)args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accept_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4)
+{ return sockcall_enter(args->fd, (__u64)args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return accept_exit(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = args->fd};
+    struct guardian_conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    if (c->proto != PROTO_UNKNOWN)
+        emit_close(&key, c);
+    conns.delete(&key);
+    return 0;
+}
+
+/* The tracepoint's args struct is declared by TRACEPOINT_PROBE itself, hence a macro. */
+#define TUPLE_FROM_STATE(t, args)                                   \
+    do {                                                            \
+        (t)->family = (args)->family;                               \
+        (t)->lport = (args)->sport;                                 \
+        (t)->rport = (args)->dport;                                 \
+        if ((args)->family == GUARDIAN_AF_INET) {                   \
+            (t)->laddr[10] = 0xff;                                  \
+            (t)->laddr[11] = 0xff;                                  \
+            (t)->raddr[10] = 0xff;                                  \
+            (t)->raddr[11] = 0xff;                                  \
+            __builtin_memcpy((t)->laddr + 12, (args)->saddr, 4);    \
+            __builtin_memcpy((t)->raddr + 12, (args)->daddr, 4);    \
+        } else {                                                    \
+            __builtin_memcpy((t)->laddr, (args)->saddr_v6, 16);     \
+            __builtin_memcpy((t)->raddr, (args)->daddr_v6, 16);     \
+        }                                                           \
+    } while (0)
+
+/* TCP state changes carry the 4-tuple. Outgoing: CLOSE -> SYN_SENT runs inside connect()
+ * (we note which fd the socket is), SYN_SENT -> ESTABLISHED has the local port. Incoming:
+ * SYN_RECV -> ESTABLISHED (softirq) is keyed by remote address for accept(). */
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != 6)
+        return 0; /* IPPROTO_TCP */
+    __u64 sk = (__u64)args->skaddr;
+    struct guardian_tuple t = {};
+    if (args->oldstate == 7 && args->newstate == 2) { /* TCP_CLOSE -> TCP_SYN_SENT */
+        __u64 id = bpf_get_current_pid_tgid();
+        struct guardian_sockcall *call = active_sockcall.lookup(&id);
+        if (!call || !traced_tgid(id >> 32))
+            return 0;
+        struct guardian_conn_key key = {.tgid = id >> 32, .fd = call->fd};
+        connecting.update(&sk, &key);
+    } else if (args->oldstate == 2 && args->newstate == 1) { /* SYN_SENT -> ESTABLISHED */
+        struct guardian_conn_key *k = connecting.lookup(&sk);
+        if (!k)
+            return 0;
+        struct guardian_conn_key key = *k;
+        connecting.delete(&sk);
+        TUPLE_FROM_STATE(&t, args);
+        struct guardian_conn *c = conns.lookup(&key);
+        if (c && c->role == ROLE_CLIENT) { /* connect() already returned */
+            c->t = t;
+            c->flags |= CONN_TUPLE_KNOWN;
+        } else {
+            connect_tuple.update(&key, &t);
+        }
+    } else if (args->oldstate == 3 && args->newstate == 1) { /* TCP_SYN_RECV -> ESTABLISHED */
+        TUPLE_FROM_STATE(&t, args);
+        struct guardian_remote r = {};
+        __builtin_memcpy(r.raddr, t.raddr, 16);
+        r.rport = t.rport;
+        accept_tuple.update(&r, &t);
+    }
+    return 0;
+}

@@ -1,0 +1,65 @@
+/* BPF maps, one line each on why it exists. Sizes come from cflags (capture/loader.py).
+ * Declared here, used only from guardian.bpf.c: BCC rewrites map calls (conns.lookup …)
+ * in the main source file only, so every function that touches a map lives there. */
+#ifndef GUARDIAN_MAPS_H
+#define GUARDIAN_MAPS_H
+
+#include "types.h"
+
+/* Tracked sockets by (tgid, fd): only these fds are followed on read/write. */
+BPF_TABLE("lru_hash", struct guardian_conn_key, struct guardian_conn, conns, MAX_CONNS);
+
+/* Arguments of a data syscall between its enter and exit tracepoints, by thread. */
+struct guardian_io {
+    __u64 buf;      /* user buffer, iovec array or msghdr */
+    __u64 addr;     /* sockaddr of sendto/recvfrom (UDP peers), 0 if none */
+    __u32 fd;
+    __u32 vlen;     /* iovec count for readv/writev */
+    __u8 direction;
+    __u8 shape;     /* IO_PLAIN, IO_IOVEC, IO_MSGHDR */
+    __u8 _pad[6];
+};
+enum { IO_PLAIN = 0, IO_IOVEC = 1, IO_MSGHDR = 2 };
+BPF_HASH(active_io, __u64, struct guardian_io, MAX_INFLIGHT);
+
+/* connect()/accept() arguments between enter and exit, by thread. */
+struct guardian_sockcall {
+    __u64 addr; /* user sockaddr (connect: the peer; accept: where the peer is written) */
+    __u32 fd;
+    __u32 _pad;
+};
+BPF_HASH(active_sockcall, __u64, struct guardian_sockcall, MAX_INFLIGHT);
+
+/* Outgoing connections between SYN_SENT (in connect(), where we learn the socket's
+ * address) and ESTABLISHED (maybe in softirq, where the local port is finally known). */
+BPF_TABLE("lru_hash", __u64, struct guardian_conn_key, connecting, MAX_INFLIGHT);
+
+/* 4-tuple of an outgoing connection that became ESTABLISHED before connect() returned
+ * (always so on loopback): connect()'s exit picks it up. */
+BPF_TABLE("lru_hash", struct guardian_conn_key, struct guardian_tuple, connect_tuple, MAX_INFLIGHT);
+
+/* 4-tuple of passively opened connections (SYN_RECV -> ESTABLISHED, in softirq: no
+ * process context), by remote address: accept() finds its local address here. */
+struct guardian_remote {
+    __u8 raddr[16];
+    __u16 rport;
+    __u16 _pad[3];
+};
+BPF_TABLE("lru_hash", struct guardian_remote, struct guardian_tuple, accept_tuple, MAX_INFLIGHT);
+
+/* Event under construction: too big for the 512-byte BPF stack. */
+struct guardian_record {
+    struct guardian_event ev;
+    /* twice the bound: lengths are masked with (2 * MAX_PAYLOAD - 1) so the verifier
+     * can prove every copy fits (MAX_PAYLOAD is a power of two) */
+    __u8 payload[2 * MAX_PAYLOAD];
+};
+BPF_PERCPU_ARRAY(scratch, struct guardian_record, 1);
+
+/* Counters (enum guardian_stat), summed over CPUs by the agent. */
+BPF_PERCPU_ARRAY(stats, __u64, STAT_MAX);
+
+/* Events to userspace. Size in pages (a power of two). */
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+#endif

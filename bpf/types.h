@@ -1,0 +1,144 @@
+/* Guardian's kernel/userspace ABI: the single source of event layouts, protocol ids and
+ * counters. capture/abi.py mirrors the structs with ctypes and reads the enums from this
+ * file; tests/capture/test_abi.py compiles this header with gcc and checks sizes, offsets
+ * and enum values. Rules: fixed-width types only, no implicit padding (explicit _pad). */
+#ifndef GUARDIAN_TYPES_H
+#define GUARDIAN_TYPES_H
+
+#include <linux/types.h>
+
+/* REGISTRY:protocols — L7 protocol ids; userspace parsers are named after them
+ * (PROTO_HTTP1 -> capture/protocols/http1.py). Append only: ids are on the wire. */
+enum guardian_proto {
+    PROTO_UNKNOWN = 0,
+    PROTO_HTTP1 = 1,
+    PROTO_HTTP2 = 2,
+    PROTO_POSTGRES = 3,
+    PROTO_MYSQL = 4,
+    PROTO_REDIS = 5,
+    PROTO_MONGODB = 6,
+    PROTO_KAFKA = 7,
+    PROTO_CASSANDRA = 8,
+    PROTO_AMQP = 9,
+    PROTO_DNS = 10,
+    PROTO_MEMCACHED = 11,
+    PROTO_NATS = 12,
+    PROTO_MAX = 13,
+};
+
+/* Which way the bytes went, seen from the traced process. */
+enum guardian_direction {
+    DIR_EGRESS = 0,  /* written/sent by the process */
+    DIR_INGRESS = 1, /* read/received by the process */
+};
+
+/* Who opened the connection: decides CLIENT vs SERVER spans. */
+enum guardian_role {
+    ROLE_UNKNOWN = 0,
+    ROLE_CLIENT = 1, /* connect() or first message sent was a request */
+    ROLE_SERVER = 2, /* accept() or first message received was a request */
+};
+
+/* What a detector saw in the first bytes of a message. */
+enum guardian_msg_type {
+    MSG_NONE = 0, /* not this protocol */
+    MSG_REQUEST = 1,
+    MSG_RESPONSE = 2,
+};
+
+enum guardian_event_kind {
+    EV_DATA = 1,  /* payload bytes of a connection with a known protocol */
+    EV_CLOSE = 2, /* the process closed the fd: flush the parser */
+};
+
+/* Where the bytes were observed. Syscall bytes of a TLS connection are ciphertext and
+ * dropped; the TLS uprobes report the plaintext with their own source. */
+enum guardian_source {
+    SRC_SYSCALL = 0,
+    SRC_OPENSSL = 1,
+    SRC_BORINGSSL = 2,
+    SRC_GOTLS = 3,
+    SRC_NODE = 4,
+};
+
+enum guardian_transport {
+    TRANSPORT_TCP = 0,
+    TRANSPORT_UDP = 1,
+};
+
+/* conn_info.flags */
+enum guardian_conn_flags {
+    CONN_IGNORED = 1,     /* gave up detecting: no known protocol in the first messages */
+    CONN_ENCRYPTED = 2,   /* TLS records seen on the socket: syscall bytes are ciphertext */
+    CONN_TUPLE_KNOWN = 4, /* the kernel filled the 4-tuple (else userspace resolves it) */
+    CONN_SEEDED = 8,      /* created by userspace for a connection older than the agent */
+};
+
+/* Counters in the `stats` per-CPU array; the agent reports them, none is silent. */
+enum guardian_stat {
+    STAT_EVENTS = 0,          /* events written to the ring buffer */
+    STAT_RINGBUF_DROPS = 1,   /* events lost: ring buffer full */
+    STAT_TRUNCATED = 2,       /* messages longer than the payload bound (prefix sent) */
+    STAT_UNKNOWN_DROPS = 3,   /* messages of no known protocol, dropped in the kernel */
+    STAT_TLS_SKIPPED = 4,     /* ciphertext messages skipped (plaintext comes from uprobes) */
+    STAT_CONN_MAP_FULL = 5,   /* connections not tracked: conns map full */
+    STAT_CONNS_OPENED = 6,    /* connections tracked */
+    STAT_CONNS_IGNORED = 7,   /* connections given up on (no known protocol) */
+    STAT_IO_MAP_FULL = 8,     /* syscalls not followed: in-flight map full */
+    STAT_MAX = 9,
+};
+
+/* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses
+ * are stored IPv4-mapped (::ffff:a.b.c.d) so one layout serves both families. Ports are
+ * in host byte order. */
+struct guardian_tuple {
+    __u8 laddr[16];
+    __u8 raddr[16];
+    __u16 lport;
+    __u16 rport;
+    __u16 family; /* AF_INET or AF_INET6; 0 when unknown */
+    __u16 _pad;
+};
+
+/* Value of the `conns` map, keyed by (tgid, fd). */
+struct guardian_conn {
+    __u64 conn_id;  /* unique per connection: an fd number is reused, this is not */
+    __u64 bytes[2]; /* stream position per direction: lets userspace see lost events */
+    struct guardian_tuple t;
+    __u8 proto;     /* enum guardian_proto, fixed once detected */
+    __u8 role;      /* enum guardian_role */
+    __u8 flags;     /* enum guardian_conn_flags */
+    __u8 attempts;  /* messages seen while the protocol was still unknown */
+    __u8 transport; /* enum guardian_transport */
+    __u8 _pad[3];
+};
+
+struct guardian_conn_key {
+    __u32 tgid;
+    __u32 fd;
+};
+
+/* Header of every ring-buffer record; EV_DATA records are followed by copied_len bytes. */
+struct guardian_event {
+    __u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns) at syscall exit */
+    __u64 conn_id;
+    __u64 pos;        /* stream offset of the first byte, per direction */
+    __u32 tgid;
+    __u32 tid;        /* thread that did the I/O: links calls made while serving a request */
+    __u32 fd;
+    __u32 total_len;  /* bytes the syscall moved */
+    __u32 copied_len; /* bytes copied after this header (<= MAX_PAYLOAD) */
+    __u32 _pad;
+    __u8 kind;        /* enum guardian_event_kind */
+    __u8 proto;
+    __u8 direction;   /* enum guardian_direction */
+    __u8 role;
+    __u8 msg_type;    /* detector's verdict on this message (MSG_NONE if not run) */
+    __u8 source;      /* enum guardian_source */
+    __u8 flags;       /* conn flags at the time of the event */
+    __u8 transport;
+    struct guardian_tuple t;
+    char comm[16];    /* task name: names short-lived processes gone before userspace looks */
+};
+
+#endif

@@ -1,0 +1,153 @@
+"""Live connection tracking: ring-buffer events -> Connection objects -> the pipeline.
+
+Fills what the kernel could not (accepted sockets' local address, connections older than
+the agent) from /proc, applies the --port filter, notices lost events by stream position,
+and forgets connections whose process is gone.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+from capture import abi
+from capture.connection import Connection
+from capture.pipeline import Pipeline
+from capture.procnet import SocketTable
+
+_PROTO = {p.value: p.name for p in abi.Proto}
+_ROLE = {r.value: r.name for r in abi.Role}
+_SOURCE = {s.value: s.name.lower() for s in abi.Source}
+_SOURCE[abi.Source.GOTLS] = "go"
+_EGRESS = abi.Direction.EGRESS
+_EV_DATA = abi.EventKind.DATA
+_UNPACK = abi.EVENT_STRUCT.unpack_from
+_HDR = abi.EVENT_SIZE
+_IGNORED = object()  # conn_id filtered out (--port): skip its events cheaply
+IDLE_SWEEP_S = 30.0
+
+
+@dataclass(slots=True)
+class _Tracked:
+    conn: Connection
+    pos: list[int]  # next expected stream offset per direction (egress, ingress)
+    fd: int
+
+
+class ConnTracker:
+    def __init__(self, pipeline: Pipeline, resource_for: Callable[[int], dict],
+                 port: int | None = None, sockets: SocketTable | None = None,
+                 boot_offset_ns: int | None = None) -> None:
+        self.pipeline = pipeline
+        self.resource_for = resource_for
+        self.port = port
+        self.sockets = sockets or SocketTable()
+        # bpf_ktime_get_ns() is CLOCK_MONOTONIC: add this to get Unix time.
+        self.offset_ns = boot_offset_ns if boot_offset_ns is not None else time.time_ns() - time.monotonic_ns()
+        self.conns: dict[int, _Tracked | object] = {}
+        self.stats: Counter[str] = Counter()
+        self._last_sweep = time.monotonic()
+
+    # -- events ------------------------------------------------------------------------
+    def on_event(self, raw: bytes) -> None:
+        if len(raw) < _HDR:
+            self.stats["short_events"] += 1
+            return
+        (ts, conn_id, pos, tgid, tid, fd, total, copied, _p, kind, proto, direction, role, _mt,
+         source, _fl, transport, laddr, raddr, lport, rport, family, _p2, comm) = _UNPACK(raw)
+        tracked = self.conns.get(conn_id)
+        if tracked is _IGNORED:
+            return
+        ts += self.offset_ns
+        if kind != _EV_DATA:
+            if tracked is not None:
+                del self.conns[conn_id]
+                self.pipeline.close(tracked.conn, ts)
+            return
+        if tracked is None:
+            tracked = self._open(conn_id, tgid, fd, proto, role, source, transport,
+                                 laddr, raddr, lport, rport, family, comm)
+            if tracked is None:
+                return
+        conn = tracked.conn
+        d = 0 if direction == _EGRESS else 1
+        expected = tracked.pos[d]
+        if pos > expected and expected:
+            # ring buffer dropped events of this stream: tell the parser bytes are missing
+            self.stats["gaps"] += 1
+            self.pipeline.data(conn, d == 0, b"", ts, size=pos - expected, tid=tid)
+        tracked.pos[d] = pos + total
+        if transport == abi.Transport.UDP and family:
+            conn.remote = (abi.ip_text(raddr), rport)
+        self.pipeline.data(conn, d == 0, raw[_HDR:_HDR + copied], ts, size=total, tid=tid)
+
+    def _open(self, conn_id, tgid, fd, proto, role, source, transport, laddr, raddr, lport, rport,
+              family, comm) -> _Tracked | None:
+        local = (abi.ip_text(laddr), lport) if family and lport else None
+        remote = (abi.ip_text(raddr), rport) if family and rport else None
+        if local is None or remote is None:
+            # by remote address only for accepted sockets: a client's remote is not unique
+            entry = self.sockets.lookup(tgid, fd, remote if role == abi.Role.SERVER else None)
+            if entry is not None:
+                local, remote = entry.local, entry.remote
+            else:
+                self.stats["tuple_unresolved"] += 1
+        if self.port is not None and not (
+                (local and local[1] == self.port) or (remote and remote[1] == self.port)):
+            self.conns[conn_id] = _IGNORED
+            return None
+        conn = Connection(
+            conn_id=conn_id, pid=tgid, protocol=_PROTO.get(proto, "UNKNOWN"),
+            role=_ROLE.get(role, "UNKNOWN"),
+            transport="udp" if transport == abi.Transport.UDP else "tcp",
+            local=local, remote=remote, resource=self._resource(tgid, comm),
+            source=_SOURCE.get(source, "syscall"),
+        )
+        self.stats["connections"] += 1
+        tracked = _Tracked(conn, [0, 0], fd)
+        self.conns[conn_id] = tracked
+        return tracked
+
+    def _resource(self, pid: int, comm: bytes) -> dict:
+        res = self.resource_for(pid)
+        if "process.executable.name" not in res:
+            # the process exited before we looked: the kernel's task name is all there is
+            name = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+            res = {**res, "process.executable.name": name}
+            if res.get("service.name", "unknown") == "unknown":
+                res["service.name"] = name
+        return res
+
+    # -- housekeeping ------------------------------------------------------------------
+    def sweep(self, force: bool = False) -> None:
+        """Close connections whose process exited (exit closes fds without close())."""
+        now = time.monotonic()
+        if not force and now - self._last_sweep < IDLE_SWEEP_S:
+            return
+        self._last_sweep = now
+        for conn_id, tracked in list(self.conns.items()):
+            if tracked is _IGNORED:
+                continue
+            if not os.path.exists(f"/proc/{tracked.conn.pid}"):
+                del self.conns[conn_id]
+                self.stats["closed_by_exit"] += 1
+                self.pipeline.close(tracked.conn, time.time_ns())
+        if len(self.conns) > 200_000:  # bound memory if ignored ids pile up
+            self.conns = {k: v for k, v in self.conns.items() if v is not _IGNORED}
+
+    def close_all(self) -> None:
+        now = time.time_ns()
+        for tracked in self.conns.values():
+            if tracked is not _IGNORED:
+                self.pipeline.close(tracked.conn, now)
+        self.conns.clear()
+
+    def parser_stats(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for tracked in self.conns.values():
+            if tracked is not _IGNORED and tracked.conn.parser is not None:
+                for k, v in tracked.conn.parser.stats.items():
+                    total[f"{tracked.conn.protocol.lower()}.{k}"] += v
+        return total

@@ -1,0 +1,94 @@
+"""Live eBPF capture: loader + connection tracking + parsers, producing span batches."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+from capture import abi
+from capture.conntrack import ConnTracker
+from capture.enrich.enricher import Enricher
+from capture.loader import DEFAULT_MAX_PAYLOAD, DEFAULT_RINGBUF_PAGES, Loader
+from capture.pipeline import Pipeline
+from capture.procnet import SocketTable
+from capture.span import Span
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class CaptureOptions:
+    pid: int | None = None  # only this process
+    port: int | None = None  # only connections with this port at either end
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
+    seed_existing: bool = True  # follow connections opened before we started
+    poll_ms: int = 100
+
+
+class LiveCapture:
+    def __init__(self, options: CaptureOptions | None = None,
+                 resource_for: Callable[[int], dict] | None = None) -> None:
+        self.options = options or CaptureOptions()
+        self.loader = Loader(self.options.max_payload, self.options.pid, self.options.ringbuf_pages)
+        self._sink: Callable[[list[Span]], None] = lambda spans: None
+        self.pipeline = Pipeline(lambda spans: self._sink(spans))
+        self.sockets = SocketTable()
+        self.tracker = ConnTracker(self.pipeline, resource_for or Enricher().resource,
+                                   port=self.options.port, sockets=self.sockets)
+        self.started = False
+
+    def start(self) -> None:
+        """Compile and attach every probe; raises CaptureUnavailable with the fix."""
+        self.loader.load()
+        if self.options.seed_existing:
+            self._seed()
+        on_event = self.tracker.on_event
+        string_at = ctypes.string_at
+
+        def callback(_ctx, data, size):
+            on_event(string_at(data, size))
+            return 0
+
+        self._callback = callback  # keep a reference: BCC holds only a C pointer
+        self.loader.open_events(callback)
+        self.started = True
+
+    def _seed(self) -> None:
+        seeds = []
+        for pid, fd, entry in self.sockets.established():
+            tup = abi.Tuple(laddr=(ctypes.c_uint8 * 16)(*abi.ip_bytes(entry.local[0])),
+                            raddr=(ctypes.c_uint8 * 16)(*abi.ip_bytes(entry.remote[0])),
+                            lport=entry.local[1], rport=entry.remote[1], family=10)
+            seeds.append((pid, fd, tup, abi.Transport.TCP))
+        n = self.loader.seed(seeds)
+        log.debug("following %d connections opened before the capture started", n)
+
+    def run(self, on_spans: Callable[[list[Span]], None], stop: threading.Event) -> None:
+        """Poll until `stop` is set, handing span batches to `on_spans`; flush at the end."""
+        self._sink = on_spans
+        while not stop.is_set():
+            self.loader.poll(self.options.poll_ms)
+            self.pipeline.flush()
+            self.tracker.sweep()
+        self.loader.poll(0)  # drain what is already in the ring buffer
+        self.tracker.close_all()
+        self.pipeline.flush()
+
+    def stats(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        if self.loader.bpf is not None:
+            out.update({f"kernel.{k}": v for k, v in self.loader.kernel_stats().items()})
+        out.update({f"conntrack.{k}": v for k, v in self.tracker.stats.items()})
+        out.update({f"pipeline.{k}": v for k, v in self.pipeline.stats.items()})
+        out.update({f"parser.{k}": v for k, v in self.tracker.parser_stats().items()})
+        return dict(out)
+
+    def close(self) -> None:
+        self.loader.close()
+        self.started = False

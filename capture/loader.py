@@ -1,0 +1,93 @@
+"""Compile bpf/guardian.bpf.c with BCC, attach its tracepoints, poll its ring buffer.
+
+Options are cflags (-DMAX_PAYLOAD=…), never text substitution in the C source. Tracepoint
+programs attach when BCC loads the object; `close()` detaches everything.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from typing import Callable
+
+from capture import abi
+from capture.errors import CaptureUnavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PAYLOAD = 4096  # bytes of each message copied to userspace (power of two)
+DEFAULT_RINGBUF_PAGES = 4096  # 16 MiB ring buffer
+SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+class Loader:
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, pid: int | None = None,
+                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536) -> None:
+        if not _power_of_two(max_payload) or not 64 <= max_payload <= 32768:
+            raise ValueError("max payload must be a power of two between 64 and 32768 bytes")
+        if not _power_of_two(ringbuf_pages):
+            raise ValueError("ring buffer pages must be a power of two")
+        self.max_payload = max_payload
+        self.pid = pid
+        self.cflags = [
+            f"-I{abi.BPF_DIR}",
+            f"-DMAX_PAYLOAD={max_payload}",
+            f"-DRINGBUF_PAGES={ringbuf_pages}",
+            f"-DMAX_CONNS={max_conns}",
+            "-DMAX_INFLIGHT=16384",
+            f"-DAGENT_PID={os.getpid()}",
+            f"-DFILTER_PID={pid or 0}",
+            "-Wno-unused-function",
+        ]
+        self.bpf = None
+        self._seeded = 0
+
+    def load(self) -> None:
+        from guardian.doctor import require_ebpf
+
+        require_ebpf()
+        try:
+            from bcc import BPF
+        except ImportError as e:  # require_ebpf checked it; keep the message clear anyway
+            raise CaptureUnavailable(f"bcc is not importable: {e}. Run: make setup") from e
+        try:
+            self.bpf = BPF(src_file=str(abi.BPF_DIR / "guardian.bpf.c"), cflags=self.cflags)
+        except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on compile/load errors
+            raise CaptureUnavailable(
+                f"the eBPF programs failed to compile or load: {e}. Run `guardian doctor`.") from e
+
+    def open_events(self, callback: Callable[[int, int, int], None]) -> None:
+        self.bpf["events"].open_ring_buffer(callback)
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def kernel_stats(self) -> dict[str, int]:
+        table = self.bpf["stats"]
+        out = {}
+        for stat in abi.Stat:
+            if stat.name == "MAX":
+                continue
+            out[stat.name.lower()] = int(sum(table[ctypes.c_int(stat.value)]))
+        return out
+
+    def seed(self, conns: list[tuple[int, int, abi.Tuple, int]]) -> int:
+        """Track sockets that were open before we started: (pid, fd, tuple, transport)."""
+        table = self.bpf["conns"]
+        for pid, fd, tup, transport in conns:
+            if pid == os.getpid() or (self.pid and pid != self.pid):
+                continue
+            self._seeded += 1
+            value = abi.Conn(conn_id=SEEDED_ID_BIT | self._seeded, t=tup, transport=transport,
+                             flags=abi.ConnFlags.TUPLE_KNOWN | abi.ConnFlags.SEEDED)
+            table[abi.ConnKey(pid, fd)] = value
+        return self._seeded
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None

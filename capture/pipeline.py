@@ -1,0 +1,70 @@
+"""Source-independent core: chunks of a connection -> protocol parser -> spans.
+
+Live eBPF and recorded pcap sources both call `data()` / `close()`; spans go to `emit`.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Callable
+
+from capture.connection import Connection
+from capture.protocols import registry
+from capture.protocols.base import Side
+from capture.span import Span
+from capture.stitch import record_to_span
+
+log = logging.getLogger(__name__)
+
+SpanSink = Callable[[list[Span]], None]
+
+
+class Pipeline:
+    def __init__(self, emit: SpanSink) -> None:
+        self.emit = emit
+        self.stats: Counter[str] = Counter()
+        self._batch: list[Span] = []
+
+    def data(self, conn: Connection, egress: bool, data: bytes, ts_ns: int, size: int | None = None,
+             tid: int = 0) -> None:
+        """Bytes of `conn` written (egress) or read by its process."""
+        parser = conn.parser
+        if parser is None:
+            cls = registry.parser_class(conn.protocol)
+            if cls is None:
+                self.stats["no_parser"] += 1
+                return
+            parser = conn.parser = cls()
+        side = Side.CLIENT if egress == (conn.role != "SERVER") else Side.SERVER
+        if side == Side.CLIENT and tid:
+            conn.request_tid = tid
+        conn.last_seen_ns = ts_ns
+        try:
+            records = parser.feed(side, data, ts_ns, size)
+        except Exception:  # noqa: BLE001 — a parser bug must never stop the capture (Rule 2)
+            self.stats["parser_exceptions"] += 1
+            log.exception("%s parser failed; connection dropped from parsing", conn.protocol)
+            conn.parser = None
+            return
+        if records:
+            self._batch.extend(record_to_span(r, conn) for r in records)
+
+    def close(self, conn: Connection, ts_ns: int) -> None:
+        if conn.parser is None:
+            return
+        try:
+            records = conn.parser.close(ts_ns)
+        except Exception:  # noqa: BLE001 — see data()
+            self.stats["parser_exceptions"] += 1
+            log.exception("%s parser failed on close", conn.protocol)
+            return
+        self._batch.extend(record_to_span(r, conn) for r in records)
+        for key, n in conn.parser.stats.items():
+            self.stats[f"{conn.protocol.lower()}.{key}"] += n
+
+    def flush(self) -> None:
+        """Hand the spans completed so far to the sink."""
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.stats["spans"] += len(batch)
+            self.emit(batch)

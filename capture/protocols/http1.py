@@ -1,0 +1,300 @@
+"""HTTP/1.0 and 1.1 (RFC 9112), parsed passively from both directions of a connection.
+
+Hand-written framing because a passive observer needs what endpoint parsers don't give:
+joining mid-stream, skipping bytes the capture did not copy (`size` > len(data)),
+knowing a response to HEAD has no body, and resynchronising after garbage or loss.
+
+Rule 1: requests are paired with responses in FIFO order (pipelining keeps order).
+Rule 2: after lost or unparseable bytes a direction resyncs at the next chunk that starts
+        like a message, and pending requests are dropped so nothing is mispaired.
+Rule 3: bounded memory: a head larger than MAX_HEAD or more than MAX_PENDING queued
+        requests is dropped and counted.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+from capture.protocols.base import Parser, Record, Side
+
+MAX_HEAD = 64 * 1024
+MAX_PENDING = 1024
+METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
+_REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|TRACE|CONNECT) [/*h\w]")
+_RESPONSE_START = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r]")
+# Path segments that are ids, so that span names group: /users/42 -> /users/{id}
+_ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8,}\d[0-9a-fA-F]*)$")
+
+# Framing states of one direction.
+HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UNTIL_CLOSE, RESYNC, UPGRADED = range(9)
+
+
+def detect(data: bytes) -> Side | None:
+    """Userspace mirror of bpf/protocols/http1.h: which side sent this first chunk."""
+    if _REQUEST_START.match(data):
+        return Side.CLIENT
+    if _RESPONSE_START.match(data):
+        return Side.SERVER
+    return None
+
+
+def route_of(path: str) -> str:
+    """Low-cardinality form of a path for span names."""
+    parts = path.split("/")
+    return "/".join("{id}" if p and _ID_SEGMENT.match(p) else p for p in parts)
+
+
+@dataclass(slots=True)
+class _Message:
+    start_ns: int
+    first_line: bytes = b""
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    end_ns: int = 0
+
+
+@dataclass(slots=True)
+class _Direction:
+    side: Side
+    state: int = HEAD
+    buf: bytearray = field(default_factory=bytearray)
+    remaining: int = 0
+    msg: _Message | None = None
+
+
+class Http1Parser(Parser):
+    protocol = "HTTP1"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dirs = {Side.CLIENT: _Direction(Side.CLIENT), Side.SERVER: _Direction(Side.SERVER)}
+        self._pending: deque[_Message] = deque()
+        self._records: list[Record] = []
+
+    # -- input ---------------------------------------------------------------------------
+    def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
+        d = self._dirs[side]
+        if d.state == UPGRADED:
+            return []
+        if d.state == RESYNC:
+            if detect(data) != side:
+                self.stats["resync_skipped_chunks"] += 1
+                return []
+            d.state, d.buf = HEAD, bytearray()
+            self.stats["resyncs"] += 1
+        if data:
+            self._consume(d, memoryview(data), ts_ns)
+        missing = (size or 0) - len(data)
+        if missing > 0:
+            self._skip(d, missing, ts_ns)
+        out, self._records = self._records, []
+        return out
+
+    def close(self, ts_ns: int) -> list[Record]:
+        d = self._dirs[Side.SERVER]
+        if d.state == UNTIL_CLOSE and d.msg is not None:
+            self._complete(d, ts_ns)
+        for req in self._pending:
+            self.stats["requests_without_response"] += 1
+            self._records.append(self._record(req, None, ts_ns))
+        self._pending.clear()
+        out, self._records = self._records, []
+        return out
+
+    # -- framing -------------------------------------------------------------------------
+    def _consume(self, d: _Direction, data: memoryview, ts_ns: int) -> None:
+        pos, n = 0, len(data)
+        while pos < n and d.state not in (RESYNC, UPGRADED):
+            if d.state == HEAD:
+                pos = self._head(d, data, pos, ts_ns)
+            elif d.state in (BODY, CHUNK_DATA):
+                take = min(d.remaining, n - pos)
+                d.remaining -= take
+                pos += take
+                if d.remaining == 0:
+                    if d.state == BODY:
+                        self._complete(d, ts_ns)
+                    else:
+                        d.state = CHUNK_CRLF
+            elif d.state == UNTIL_CLOSE:
+                return
+            else:  # CHUNK_SIZE, CHUNK_CRLF, TRAILERS: line-oriented
+                pos = self._chunk_line(d, data, pos, ts_ns)
+
+    def _skip(self, d: _Direction, missing: int, ts_ns: int) -> None:
+        """Bytes the capture did not copy: fine inside a body of known length."""
+        if d.state in (BODY, CHUNK_DATA) and missing <= d.remaining:
+            d.remaining -= missing
+            if d.remaining == 0:
+                if d.state == BODY:
+                    self._complete(d, ts_ns)
+                else:
+                    d.state = CHUNK_CRLF
+        elif d.state not in (UNTIL_CLOSE, UPGRADED):
+            self._lose(d, "lost_bytes")
+
+    def _lose(self, d: _Direction, reason: str) -> None:
+        self.stats[reason] += 1
+        d.state, d.buf, d.msg, d.remaining = RESYNC, bytearray(), None, 0
+        self._pending.clear()  # Rule 2: never pair across a gap
+
+    def _head(self, d: _Direction, data: memoryview, pos: int, ts_ns: int) -> int:
+        if not d.buf:
+            start = bytes(data[pos : pos + 16])
+            if detect(start) != d.side and len(start) >= 8:
+                self._lose(d, "garbage")
+                return len(data)
+            d.msg = _Message(start_ns=ts_ns)
+        scan_from = max(len(d.buf) - 3, 0)
+        d.buf += data[pos:]
+        end = d.buf.find(b"\r\n\r\n", scan_from)
+        if end < 0:
+            if len(d.buf) > MAX_HEAD:
+                self._lose(d, "head_too_large")
+            return len(data)
+        head = bytes(d.buf[:end])
+        consumed = end + 4 - (len(d.buf) - (len(data) - pos))
+        d.buf = bytearray()
+        if not self._parse_head(d, head):
+            self._lose(d, "bad_head")
+            return len(data)
+        return pos + consumed
+
+    def _parse_head(self, d: _Direction, head: bytes) -> bool:
+        lines = head.split(b"\r\n")
+        msg = d.msg
+        assert msg is not None
+        msg.first_line = lines[0]
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                return False
+            msg.headers[name.strip().lower()] = value.strip()
+        parts = msg.first_line.split(b" ", 2)
+        if len(parts) < 2:
+            return False
+        te = msg.headers.get(b"transfer-encoding", b"").lower()
+        length = msg.headers.get(b"content-length")
+        if d.side == Side.CLIENT:
+            if detect(msg.first_line + b" ") != Side.CLIENT:
+                return False
+            no_body = False
+        else:
+            if not parts[1].isdigit():
+                return False
+            status = int(parts[1])
+            if 100 <= status < 200 and status != 101:
+                d.msg = None  # interim (100 Continue): the final response follows
+                d.state = HEAD
+                return True
+            req = self._pending[0] if self._pending else None
+            no_body = status in (101, 204, 304) or (req is not None and req.first_line.startswith(b"HEAD "))
+            if status == 101:
+                self._complete(d, msg.start_ns)
+                d.state = UPGRADED  # another protocol follows (websocket, h2c)
+                self._dirs[Side.CLIENT].state = UPGRADED
+                return True
+        if no_body:
+            d.state, d.remaining = BODY, 0
+        elif b"chunked" in te:
+            d.state = CHUNK_SIZE
+        elif length is not None:
+            try:
+                d.remaining = int(length)
+            except ValueError:
+                return False
+            d.state = BODY
+        elif d.side == Side.SERVER:
+            d.state = UNTIL_CLOSE  # RFC 9112 §6.3: body ends when the connection closes
+        else:
+            d.state, d.remaining = BODY, 0
+        if d.state == BODY and d.remaining == 0:
+            self._complete(d, msg.start_ns)
+        return True
+
+    def _chunk_line(self, d: _Direction, data: memoryview, pos: int, ts_ns: int) -> int:
+        d.buf += data[pos:]
+        nl = d.buf.find(b"\r\n")
+        if nl < 0:
+            if len(d.buf) > MAX_HEAD:
+                self._lose(d, "bad_chunk")
+            return len(data)
+        line = bytes(d.buf[:nl])
+        rest = len(d.buf) - (nl + 2)
+        d.buf = bytearray()
+        new_pos = len(data) - rest
+        if d.state == CHUNK_CRLF:
+            if line:
+                self._lose(d, "bad_chunk")
+                return len(data)
+            d.state = CHUNK_SIZE
+        elif d.state == CHUNK_SIZE:
+            try:
+                size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+            except ValueError:
+                self._lose(d, "bad_chunk")
+                return len(data)
+            d.state, d.remaining = (TRAILERS, 0) if size == 0 else (CHUNK_DATA, size)
+        elif not line:  # TRAILERS end with an empty line
+            self._complete(d, ts_ns)
+        return new_pos
+
+    # -- pairing -------------------------------------------------------------------------
+    def _complete(self, d: _Direction, ts_ns: int) -> None:
+        msg = d.msg
+        d.state, d.msg, d.remaining, d.buf = HEAD, None, 0, bytearray()
+        if msg is None:
+            return
+        msg.end_ns = ts_ns
+        if d.side == Side.CLIENT:
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                self.stats["pending_overflow"] += 1
+            self._pending.append(msg)
+        elif self._pending:
+            self._records.append(self._record(self._pending.popleft(), msg, ts_ns))
+        else:
+            self.stats["responses_without_request"] += 1
+
+    def _record(self, req: _Message, resp: _Message | None, end_ns: int) -> Record:
+        method, _, rest = req.first_line.partition(b" ")
+        target, _, version = rest.rpartition(b" ") if b" HTTP/" in rest else (rest, b"", b"")
+        target_s = target.decode("latin-1")
+        path, _, query = target_s.partition("?")
+        m = method.decode("latin-1")
+        attrs: dict = {
+            "http.request.method": m,
+            "url.path": path,
+            "network.protocol.name": "http",
+            "network.protocol.version": version[5:].decode("latin-1") or "1.1",
+        }
+        if query:
+            attrs["url.query"] = query
+        for header, key in _REQUEST_HEADERS:
+            value = req.headers.get(header)
+            if value is not None:
+                attrs[key] = value.decode("latin-1")
+        status, message = "UNSET", ""
+        if resp is not None:
+            parts = resp.first_line.split(b" ", 2)
+            code = int(parts[1])
+            attrs["http.response.status_code"] = code
+            if code >= 500:
+                status, message = "ERROR", (parts[2].decode("latin-1") if len(parts) > 2 else "")
+                attrs["error.type"] = str(code)
+        else:
+            status, message = "ERROR", "connection closed before a response"
+            attrs["error.type"] = "no_response"
+        name = f"{m} {route_of(path)}" if path.startswith("/") else m
+        return Record(name=name, start_ns=req.start_ns, end_ns=end_ns, attributes=attrs,
+                      status=status, status_message=message)
+
+
+# Request headers worth keeping as attributes (OpenTelemetry http.request.header.<name>).
+_REQUEST_HEADERS = (
+    (b"host", "http.request.header.host"),
+    (b"user-agent", "user_agent.original"),
+    (b"traceparent", "http.request.header.traceparent"),
+)
+
+PARSER = Http1Parser

@@ -1,0 +1,40 @@
+"""Records (request + response) of a connection -> spans with OpenTelemetry attributes."""
+from __future__ import annotations
+
+from capture.connection import Connection
+from capture.protocols.base import Record
+from capture.span import Span
+
+
+def record_to_span(rec: Record, conn: Connection) -> Span:
+    """Build the span of one exchange, seen from the process that owns `conn`."""
+    kind = rec.kind or ("SERVER" if conn.role == "SERVER" else "CLIENT")
+    attrs = dict(rec.attributes)
+    if conn.local and conn.remote:
+        client, server = (conn.local, conn.remote) if conn.role != "SERVER" else (conn.remote, conn.local)
+        attrs.setdefault("server.address", server[0])
+        attrs.setdefault("server.port", server[1])
+        attrs.setdefault("client.address", client[0])
+        attrs.setdefault("client.port", client[1])
+    attrs.setdefault("network.transport", conn.transport)
+    if conn.request_tid:
+        attrs.setdefault("thread.id", conn.request_tid)
+    if conn.source not in ("syscall", "pcap"):
+        attrs.setdefault("tls.library", conn.source)
+    status = rec.status
+    # HTTP semconv: 4xx is an error for the client (its request failed), not for the server.
+    if kind == "CLIENT" and status != "ERROR":
+        code = attrs.get("http.response.status_code")
+        if isinstance(code, int) and code >= 400:
+            status = "ERROR"
+            attrs.setdefault("error.type", str(code))
+    return Span(
+        name=rec.name,
+        kind=kind,
+        start_time_unix_nano=rec.start_ns,
+        end_time_unix_nano=max(rec.end_ns, rec.start_ns),
+        status_code=status,
+        status_message=rec.status_message,
+        attributes=attrs,
+        resource=dict(conn.resource),
+    )

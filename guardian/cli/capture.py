@@ -1,0 +1,79 @@
+"""guardian capture: live eBPF capture (or a recorded pcap) printed as spans."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+from capture.errors import CaptureUnavailable
+from capture.span import Span
+
+
+def register(sub) -> None:
+    p = sub.add_parser("capture", help="capture requests live with eBPF and print them as spans",
+                       description="Capture every request on this host with eBPF and print one span "
+                                   "per request/response exchange.")
+    p.add_argument("--json", action="store_true", help="one span per line as JSON (OpenTelemetry names)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    p.add_argument("--pid", type=int, help="only this process")
+    p.add_argument("--port", type=int, help="only connections with this port at either end")
+    p.add_argument("--max-payload", type=int, default=4096, metavar="BYTES",
+                   help="bytes of each message copied from the kernel (power of two, default 4096)")
+    p.add_argument("--stats", action="store_true", help="print capture counters as JSON on stderr at exit")
+    p.set_defaults(func=run)
+
+
+def _table_row(s: Span) -> str:
+    ms = s.duration_ns / 1e6
+    peer = f"{s.attributes.get('server.address', '?')}:{s.attributes.get('server.port', '?')}"
+    status = s.attributes.get("http.response.status_code", s.status_code)
+    t = time.strftime("%H:%M:%S", time.localtime(s.start_time_unix_nano / 1e9))
+    return f"{t}  {s.kind:<6} {s.service[:18]:<18} {s.name[:48]:<48} {str(status):>5} {ms:9.2f} ms  {peer}"
+
+
+def run(args) -> int:
+    from capture.live import CaptureOptions, LiveCapture
+
+    try:
+        cap = LiveCapture(CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload))
+        cap.start()
+    except (CaptureUnavailable, ValueError) as e:
+        print(f"guardian capture: {e}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.duration:
+        threading.Timer(args.duration, stop.set).start()
+    out = sys.stdout
+    if not args.json:
+        out.write(f"{'time':<8}  {'kind':<6} {'service':<18} {'operation':<48} {'status':>5} {'duration':>12}  server\n")
+
+    def emit(spans: list[Span]) -> None:
+        if args.json:
+            out.write("".join(s.to_json() + "\n" for s in spans))
+        else:
+            out.write("".join(_table_row(s) + "\n" for s in spans))
+        out.flush()
+
+    print("ready", file=sys.stderr, flush=True)
+    try:
+        cap.run(emit, stop)
+    except BrokenPipeError:
+        pass
+    finally:
+        stats = cap.stats()
+        cap.close()
+    _report(stats, as_json=args.stats)
+    return 0
+
+
+def _report(stats: dict[str, int], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(stats, sort_keys=True), file=sys.stderr)
+        return
+    keys = ("pipeline.spans", "kernel.ringbuf_drops", "kernel.truncated", "kernel.unknown_drops",
+            "conntrack.gaps", "pipeline.parser_exceptions")
+    print("capture: " + ", ".join(f"{k.split('.', 1)[1]}={stats.get(k, 0)}" for k in keys), file=sys.stderr)

@@ -1,0 +1,113 @@
+"""`guardian doctor`: is this machine able to run the eBPF capture, and if not, the fix.
+
+Every check says what it found and, when it fails, the command that fixes it. Commands
+that need eBPF call `require_ebpf()` and so fail with the same words, not a traceback.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from capture.errors import CaptureUnavailable
+
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+
+
+@dataclass(slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _caps() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def check_privileges() -> Check:
+    caps = _caps()
+    has = lambda c: bool(caps >> c & 1)  # noqa: E731
+    ok = os.geteuid() == 0 or (has(CAP_BPF) and has(CAP_PERFMON)) or has(CAP_SYS_ADMIN)
+    detail = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}, CapEff={caps:#x}"
+    return Check("privileges", ok, detail, "run as root (sudo) or grant CAP_BPF and CAP_PERFMON")
+
+
+def check_btf() -> Check:
+    ok = Path("/sys/kernel/btf/vmlinux").exists()
+    return Check("BTF", ok, "/sys/kernel/btf/vmlinux" + (" present" if ok else " missing"),
+                 "use a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+
+
+def tracefs_root() -> Path | None:
+    for p in TRACEFS:
+        if (p / "events" / "syscalls").is_dir():
+            return p
+    return None
+
+
+def check_tracefs() -> Check:
+    root = tracefs_root()
+    return Check("tracefs", root is not None, f"mounted at {root}" if root else "not mounted",
+                 "mount -t tracefs nodev /sys/kernel/tracing  (or: make setup)")
+
+
+def check_headers() -> Check:
+    build = Path(f"/lib/modules/{platform.release()}/build")
+    ok = (build / "include").is_dir()
+    detail = f"{build} -> {os.path.realpath(build)}" if ok else f"{build} missing"
+    return Check("kernel headers", ok, detail,
+                 "apt-get install linux-headers-amd64 and link them there (make setup does both)")
+
+
+def check_bcc() -> Check:
+    try:
+        import bcc  # noqa: F401
+    except ImportError as e:
+        return Check("BCC", False, f"not importable ({e})",
+                     "apt-get install python3-bpfcc and make it visible to the venv (make setup)")
+    version = getattr(bcc, "__version__", "unknown")
+    return Check("BCC", True, f"bcc {version} ({Path(bcc.__file__).parent})")
+
+
+def check_ringbuf() -> Check:
+    major, minor = (int(x) for x in platform.release().split(".")[:2])
+    ok = (major, minor) >= (5, 8)
+    return Check("BPF ring buffer", ok, f"kernel {platform.release()}", "needs Linux 5.8 or newer")
+
+
+def check_kprobes() -> Check:
+    root = tracefs_root()
+    present = bool(root and (root / "kprobe_events").exists())
+    return Check("kprobes", True, "available (not needed)" if present else
+                 "absent — fine: Guardian uses tracepoints and uprobes only", required=False)
+
+
+def check_uprobes() -> Check:
+    root = tracefs_root()
+    ok = bool(root and (root / "uprobe_events").exists())
+    return Check("uprobes", ok, "available" if ok else "unavailable",
+                 "needed for TLS capture: a kernel with CONFIG_UPROBE_EVENTS=y", required=False)
+
+
+CHECKS = (check_privileges, check_btf, check_tracefs, check_headers, check_bcc, check_ringbuf,
+          check_kprobes, check_uprobes)
+
+
+def run_checks() -> list[Check]:
+    return [c() for c in CHECKS]
+
+
+def require_ebpf() -> None:
+    """Raise CaptureUnavailable listing each failed prerequisite and its fix."""
+    failed = [c for c in run_checks() if c.required and not c.ok]
+    if failed:
+        lines = [f"  - {c.name}: {c.detail}. Fix: {c.fix}" for c in failed]
+        raise CaptureUnavailable("eBPF capture cannot run here:\n" + "\n".join(lines))
