@@ -18,6 +18,7 @@ from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
 from guardian.slack.service import SlackService
 
 router = APIRouter(prefix="/slack", tags=["slack"])
+MAX_BODY = 1 << 20  # Slack's event payloads are a few KB; don't hash megabytes for an attacker
 _MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
 USAGE = ("Ask me about your services, e.g. `/guardian why is checkout slow in the last 30m?` or mention "
          "me with a question. `/guardian anomalies` posts the current anomaly report.")
@@ -28,6 +29,8 @@ async def _verified_body(request: Request, kind: str) -> bytes:
     if svc.verifier is None:
         raise HTTPException(503, "Slack is not configured: set SLACK_SIGNING_SECRET (and SLACK_BOT_TOKEN)")
     body = await request.body()
+    if len(body) > MAX_BODY:
+        raise HTTPException(413, f"Slack payloads are small; this one is {len(body)} bytes")
     try:
         ok = svc.verifier.is_valid_request(body, dict(request.headers))
     except ValueError:  # a timestamp header that is not a number

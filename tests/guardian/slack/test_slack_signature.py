@@ -42,6 +42,8 @@ def test_signed_but_malformed_payloads_are_400(client):
         r = _post(client, body, slack_headers(SECRET, body))
         assert r.status_code == 400, body
         assert "Slack event payload" in r.json()["detail"]
+    huge = b'{"type":"event_callback","pad":"' + b"x" * (2 << 20) + b'"}'
+    assert _post(client, huge, slack_headers(SECRET, huge)).status_code == 413
     form = b"text=why"  # no command / channel_id
     r = client.post("/slack/commands", content=form, headers=slack_headers(SECRET, form))
     assert r.status_code == 400 and "channel_id" in r.json()["detail"]
