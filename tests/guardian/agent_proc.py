@@ -1,0 +1,88 @@
+"""Start `guardian agent` as a real process for the agent tests, wait for `ready`, stop it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AgentProcess:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "OTEL_"))}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "agent", "--port",
+                                      str(self.port), *args], cwd=ROOT, env=full_env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stderr: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(ready_timeout):
+            self.kill()
+            raise AssertionError("agent not ready:\n" + "".join(self.stderr))
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if line.strip() == "ready":
+                self._ready.set()
+        self._ready.set()  # exited: let the waiter see it
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def json(self, path: str):
+        status, body = self.get(path)
+        assert status == 200, body
+        return json.loads(body)
+
+    def metric(self, name: str) -> float | None:
+        _, text = self.get("/metrics")
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = 30.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = self.metric(name)
+            if v is not None and v >= at_least:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"{name} < {at_least}: {self.metric(name)}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("agent did not exit:\n" + "".join(self.stderr))
+        self._reader.join(5)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
