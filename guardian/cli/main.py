@@ -21,6 +21,7 @@ COMMANDS = [
     "guardian.cli.eval",
     "guardian.cli.serve",
     "guardian.cli.llm",
+    "guardian.cli.demo",
 ]
 
 

@@ -33,7 +33,8 @@ def start_postgres(cfg: DemoConfig) -> Proc:
     argv = [_pg_bin("postgres"), "-D", str(data), "-p", str(cfg.ports.postgres), "-k", str(data),
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off", "-c", "max_connections=100", "-c", "shared_buffers=64MB"]
-    proc = spawn("postgres", argv, cfg.logs / "postgres.log", user="postgres", cwd="/tmp")
+    proc = spawn("postgres", argv, cfg.logs / "postgres.log", user="postgres", cwd="/tmp",
+                 env={"OTEL_SERVICE_NAME": "postgres"})
     proc.stop_signal = 2  # SIGINT: fast shutdown
     wait_until(proc, lambda: _pg_ready(cfg), 60, "postgres")
     _pg_seed(cfg)
@@ -66,7 +67,7 @@ def start_redis(cfg: DemoConfig) -> Proc:
     d.mkdir(parents=True, exist_ok=True)
     argv = ["redis-server", "--port", str(cfg.ports.redis), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(d), "--daemonize", "no"]
-    proc = spawn("redis", argv, cfg.logs / "redis.log")
+    proc = spawn("redis", argv, cfg.logs / "redis.log", env={"OTEL_SERVICE_NAME": "redis"})
     wait_until(proc, lambda: _redis_ping(cfg.ports.redis), 20, "redis")
     return proc
 
@@ -101,6 +102,7 @@ def start_rabbitmq(cfg: DemoConfig) -> list[Proc]:
         "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
         "RABBITMQ_PID_FILE": str(d / "rabbit.pid"),
+        "OTEL_SERVICE_NAME": "rabbitmq",
     }
     epmd = spawn("epmd", ["epmd", "-port", str(cfg.ports.epmd), "-address", "127.0.0.1"],
                  cfg.logs / "epmd.log", env=env)
@@ -139,7 +141,7 @@ def start_dnsmasq(cfg: DemoConfig) -> Proc:
             f"--port={cfg.ports.dns}", "--listen-address=127.0.0.1", "--bind-interfaces",
             "--no-resolv", "--no-hosts", f"--addn-hosts={hosts_file(cfg)}", f"--local=/{ZONE}/",
             "--local-ttl=1", "--user=root", "--log-facility=-"]
-    proc = spawn("dnsmasq", argv, cfg.logs / "dnsmasq.log")
+    proc = spawn("dnsmasq", argv, cfg.logs / "dnsmasq.log", env={"OTEL_SERVICE_NAME": "dnsmasq"})
     wait_until(proc, lambda: _dns_ready(cfg.ports.dns), 15, "dnsmasq")
     return proc
 

@@ -70,6 +70,8 @@ def payments_binary() -> Path:
 
 
 def shop_env(cfg: DemoConfig) -> dict[str, str]:
+    """Peers' addresses (names in shop.local), certificates and the fault-switch directory.
+    Each service also gets OTEL_SERVICE_NAME: Guardian's enricher names it by that."""
     p, certs = cfg.ports, cfg.workdir / "certs"
     return {
         "PYTHONPATH": str(REPO),
@@ -115,14 +117,14 @@ def _py(module: str) -> list[str]:
 
 
 def start_inventory(cfg: DemoConfig, binary: Path) -> Proc:
-    env = dict(shop_env(cfg), SHOP_PORT=str(cfg.ports.inventory))
+    env = dict(shop_env(cfg), SHOP_PORT=str(cfg.ports.inventory), OTEL_SERVICE_NAME="inventory")
     proc = spawn("inventory", [str(binary)], cfg.logs / "inventory.log", env=env)
     wait_until(proc, lambda: _https_ok(cfg.ports.inventory, cfg.workdir / "certs" / "ca.crt"), 30, "inventory")
     return proc
 
 
 def start_payments(cfg: DemoConfig) -> Proc:
-    env = dict(shop_env(cfg), SHOP_PORT=str(cfg.ports.payments))
+    env = dict(shop_env(cfg), SHOP_PORT=str(cfg.ports.payments), OTEL_SERVICE_NAME="payments")
     proc = spawn("payments", [str(payments_binary()), str(DEMO_SRC / "payments" / "server.js")],
                  cfg.logs / "payments.log", env=env)
     wait_until(proc, lambda: _https_ok(cfg.ports.payments, cfg.workdir / "certs" / "ca.crt"), 30, "payments")
@@ -130,7 +132,7 @@ def start_payments(cfg: DemoConfig) -> Proc:
 
 
 def start_recommend(cfg: DemoConfig) -> Proc:
-    env = dict(shop_env(cfg), SHOP_PORT=str(cfg.ports.recommend))
+    env = dict(shop_env(cfg), SHOP_PORT=str(cfg.ports.recommend), OTEL_SERVICE_NAME="recommend")
     proc = spawn("recommend", _py("demo.recommend.server"), cfg.logs / "recommend.log", env=env, cwd=REPO)
     wait_until(proc, lambda: _grpc_ok(cfg.ports.recommend), 30, "recommend")
     return proc
@@ -138,13 +140,13 @@ def start_recommend(cfg: DemoConfig) -> Proc:
 
 def start_worker(cfg: DemoConfig) -> Proc:
     proc = spawn("order-worker", _py("demo.worker.worker"), cfg.logs / "order-worker.log",
-                 env=shop_env(cfg), cwd=REPO)
+                 env=dict(shop_env(cfg), OTEL_SERVICE_NAME="order-worker"), cwd=REPO)
     wait_until(proc, lambda: "consuming orders" in proc.tail(), 30, "order-worker")
     return proc
 
 
 def start_frontend(cfg: DemoConfig) -> Proc:
-    env = dict(shop_env(cfg), SHOP_PORT=str(cfg.ports.frontend))
+    env = dict(shop_env(cfg), SHOP_PORT=str(cfg.ports.frontend), OTEL_SERVICE_NAME="frontend")
     proc = spawn("frontend", _py("demo.frontend.app"), cfg.logs / "frontend.log", env=env, cwd=REPO)
     wait_until(proc, lambda: _http_ok(cfg.ports.frontend), 30, "frontend")
     return proc
@@ -156,7 +158,7 @@ def stats_file(cfg: DemoConfig) -> Path:
 
 def start_loadgen(cfg: DemoConfig, every_s: float = 5.0) -> Proc:
     env = dict(shop_env(cfg), SHOP_FRONTEND_PORT=str(cfg.ports.frontend), SHOP_RATE=str(cfg.rate),
-               SHOP_STATS=str(stats_file(cfg)), SHOP_STATS_EVERY=str(every_s))
+               SHOP_STATS=str(stats_file(cfg)), SHOP_STATS_EVERY=str(every_s), OTEL_SERVICE_NAME="loadgen")
     return spawn("loadgen", _py("demo.loadgen.loadgen"), cfg.logs / "loadgen.log", env=env, cwd=REPO)
 
 
