@@ -13,8 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from capture.store.factory import open_store
-from guardian.evals.scenarios import Scenario, load_scenarios
+from guardian.evals.scenarios import Scenario, load_scenarios, load_store
 from guardian.report import Report, RootCause
 
 
@@ -63,10 +62,8 @@ class EvalResult(BaseModel):
 def run_case(sc: Scenario, engine: str) -> CaseResult:
     from guardian.investigate.engine import investigate
 
-    store = open_store(None)
+    store = load_store(sc.path)
     try:
-        for batch in sc.spans():
-            store.append(batch)
         t0 = time.perf_counter()
         report: Report = investigate(store, sc.question, None, engine=engine)
         seconds = time.perf_counter() - t0

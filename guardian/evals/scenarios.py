@@ -92,10 +92,6 @@ class Scenario:
     expected: dict[str, Any]
     red_herrings: list[str] = field(default_factory=list)
 
-    def spans(self) -> Iterator[list[Span]]:
-        """The recorded window, in batches."""
-        yield from read_spans(self.path)
-
 
 def write_scenarios(root: Path, names: list[str] | None = None) -> list[Path]:
     """Generate scenario folders under root (deterministic: same bytes every run)."""
@@ -126,6 +122,16 @@ def load_scenarios(root: Path) -> list[Scenario]:
         found.append(Scenario(name=d.name, path=d, question=(d / "question.txt").read_text().strip(),
                               expected=exp, red_herrings=list(exp.get("red_herrings", []))))
     return found
+
+
+def load_store(d: Path):
+    """An in-memory store holding a scenario folder's spans."""
+    from capture.store.factory import open_store
+
+    store = open_store(None)
+    for batch in read_spans(d):
+        store.append(batch)
+    return store
 
 
 def read_spans(d: Path, batch: int = 5000, pattern: str = "spans.jsonl*") -> Iterator[list[Span]]:

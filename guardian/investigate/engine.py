@@ -5,6 +5,7 @@ to the LLM agent (guardian.llm.agent); "auto" picks llm when one is configured.
 """
 from __future__ import annotations
 
+import importlib
 import os
 
 from capture.store.api import SpanStore, TimeWindow
@@ -29,6 +30,5 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     findings = deterministic(store, question, window)
     if engine == "deterministic" or (engine == "auto" and not llm_configured()):
         return findings
-    from guardian.llm import agent  # optional: only when an LLM is wanted
-
+    agent = importlib.import_module("guardian.llm.agent")  # optional: only when an LLM is wanted
     return agent.investigate(store, question, window, findings=findings)

@@ -5,17 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from capture.store.factory import open_store
-from guardian.evals.scenarios import read_spans
+from guardian.evals.scenarios import load_store
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "evals" / "scenarios"
 
 
 def load(name: str):
-    store = open_store(None)
-    for batch in read_spans(SCENARIOS / name):
-        store.append(batch)
-    return store
+    return load_store(SCENARIOS / name)
 
 
 @pytest.fixture(scope="module")
