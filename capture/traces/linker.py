@@ -4,7 +4,7 @@ Rule 1: W3C traceparent carried by a request wins (its trace id; its parent id w
         captured CLIENT span is the parent).
 Rule 2: cross-process: a SERVER span's parent is the CLIENT span of the same connection
         (same endpoints, either direction) during which the server answered (its end within
-        the client's interval, `slack_ns` for clocks); one-to-one, closest ends first.
+        the client's interval, `slack_ns` for clocks); one-to-one, closest start+end first.
 Rule 3: in-process: a CLIENT span's parent is the SERVER span of the same host+pid that
         encloses its start on the same goroutine/thread; with no thread match, the only
         server span open on that pid. Several candidates = ambiguous: left unlinked.
@@ -95,7 +95,7 @@ def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
                 if (c.start_time_unix_nano - slack_ns <= s.end_time_unix_nano <= c.end_time_unix_nano + slack_ns
                         and s.start_time_unix_nano <= c.end_time_unix_nano + slack_ns):
                     fit = (abs(c.end_time_unix_nano - s.end_time_unix_nano)
-                           + abs(s.start_time_unix_nano - c.start_time_unix_nano) // 8)
+                           + abs(s.start_time_unix_nano - c.start_time_unix_nano))
                     pairs.append((fit, c.span_id, s.span_id))
     used_c: set[str] = set()
     for _fit, cid, sid in sorted(pairs):

@@ -43,8 +43,9 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def _proc(argv: list[str], port: int):
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _proc(argv: list[str], port: int, service: str | None = None):
+    env = {**os.environ, "OTEL_SERVICE_NAME": service} if service else None  # names it for the enricher
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         _wait_port(port)
         yield p
@@ -73,7 +74,7 @@ def run_app(workdir: str, requests: int = 40, concurrency: int = 4) -> str:
                                    "--save", "", "--appendonly", "no"], rp))
         for name, port in (("pricing", pp), ("stock", sp), ("frontend", fp)):
             stack.enter_context(_proc([sys.executable, APP, name, str(port), log,
-                                       json.dumps(calls[name])], port))
+                                       json.dumps(calls[name])], port, service=name))
 
         def drive(k: int) -> None:
             for i in range(k, requests, concurrency):
@@ -106,6 +107,25 @@ def spans_from_log(log: str) -> tuple[list[Span], dict[str, str | None]]:
                                         "host.name": HOST}))
             truth[r["span_id"]] = r["truth_parent"]
     return spans, truth
+
+
+def map_captured(captured: list[Span], logged: list[Span], slack_ns: int = 20_000_000) -> dict[str, Span]:
+    """Logged span id -> the captured span of the same exchange (same kind and connection,
+    closest response time): how live-capture results are scored against the logged truth."""
+    from capture.traces.linker import conn_key
+
+    by_key: dict[tuple, list[Span]] = {}
+    for c in captured:
+        by_key.setdefault((c.kind, conn_key(c)), []).append(c)
+    out, used = {}, set()
+    for s in logged:
+        cands = [c for c in by_key.get((s.kind, conn_key(s)), []) if c.span_id not in used
+                 and abs(c.end_time_unix_nano - s.end_time_unix_nano) <= slack_ns]
+        if cands:
+            best = min(cands, key=lambda c: abs(c.end_time_unix_nano - s.end_time_unix_nano))
+            used.add(best.span_id)
+            out[s.span_id] = best
+    return out
 
 
 def accuracy(spans: list[Span], truth: dict[str, str | None]) -> dict[str, float | int]:

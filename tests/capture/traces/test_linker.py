@@ -34,6 +34,20 @@ def test_cross_process_keepalive_requests_pair_by_time():
     assert stats.cross_process == 2
 
 
+def test_back_to_back_calls_with_a_slow_reader():
+    # Recorded case: the client reads its second response late (GIL); the second server span
+    # ends close to the first client's end. Start and end together pick the right pairs.
+    us = 1_000
+    c1 = span("CLIENT", 0, 0, pid=1, conn=C1)
+    c2 = span("CLIENT", 0, 0, pid=1, conn=C1)
+    s1 = span("SERVER", 0, 0, pid=2, conn=C1)
+    s2 = span("SERVER", 0, 0, pid=2, conn=C1)
+    for sp, (a, b) in ((c1, (0, 3515)), (s1, (957, 2440)), (c2, (3597, 50063)), (s2, (3860, 4220))):
+        sp.start_time_unix_nano, sp.end_time_unix_nano = T0 + a * us, T0 + b * us
+    link([c1, c2, s1, s2])
+    assert (s1.parent_span_id, s2.parent_span_id) == (c1.span_id, c2.span_id)
+
+
 def test_server_view_with_swapped_endpoints_still_matches():
     c = span("CLIENT", 0, 10, pid=1, conn=C1)
     s = span("SERVER", 1, 9, pid=2, conn=(C1[1], C1[0]))
