@@ -1,0 +1,63 @@
+"""`guardian agent` with live eBPF capture on a real multi-service app (Python -> Python ->
+Redis on loopback): the captured spans come out linked into the app's known call trees."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+from agent_proc import ROOT, AgentProcess
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "capture", "traces"))
+from linking_app import map_captured, run_app, spans_from_log  # noqa: E402
+
+from capture.store.api import SpanFilter, TimeWindow  # noqa: E402
+from capture.store.factory import open_store  # noqa: E402
+
+pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
+
+
+def bpf_or_skip() -> None:
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("eBPF capture needs root")
+
+
+def test_live_agent_links_a_real_app(tmp_path):
+    bpf_or_skip()
+    store_path = tmp_path / "live.duckdb"
+    try:
+        agent = AgentProcess("--store", str(store_path), env={"GUARDIAN_LINKER_WINDOW_S": "1",
+                                                               "GUARDIAN_LOG_FORMAT": "text"},
+                             ready_timeout=120)
+    except AssertionError as e:
+        if "CaptureUnavailable" in str(e) and os.environ.get("CI") != "true":
+            pytest.skip(f"BPF cannot load here: {e}")
+        raise
+    try:
+        log = run_app(str(tmp_path), requests=30, concurrency=3)
+        logged, truth = spans_from_log(log)
+        agent.wait_metric("guardian_agent_spans_received_total", len([s for s in logged if "db.system" not in s.attributes]) // 2)
+    finally:
+        rc = agent.stop(signal.SIGTERM, timeout=60)
+    assert rc == 0, "".join(agent.stderr[-30:])
+    store = open_store(str(store_path))
+    lo = min(s.start_time_unix_nano for s in logged) - 10**9
+    hi = max(s.end_time_unix_nano for s in logged) + 10**9
+    captured = [s for s in store.spans(SpanFilter(window=TimeWindow(lo, hi), limit=100_000))
+                if s.service in ("frontend", "pricing", "stock")]
+    store.close()
+    mapping = map_captured(captured, logged)
+    http_logged = [s for s in logged if "db.system" not in s.attributes]
+    assert len(mapping) >= 0.9 * len(http_logged), (len(mapping), len(http_logged))
+    # Expected parent of a captured span = the capture of the logged span's true parent.
+    checked = correct = 0
+    for sid, cap in mapping.items():
+        parent = truth.get(sid)
+        if parent and parent in mapping:
+            checked += 1
+            correct += cap.parent_span_id == mapping[parent].span_id and cap.trace_id == mapping[parent].trace_id
+    print(f"live linking: {correct}/{checked} parent links correct, {len(mapping)}/{len(http_logged)} HTTP spans captured")
+    assert checked >= 0.8 * len([s for s in http_logged if truth.get(s.span_id)])
+    assert correct >= 0.95 * checked
