@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -61,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         return _list_faults()
     from guardian.demo.config import DemoConfig, Ports
     from guardian.demo.faults import FAULTS
-    from guardian.demo.procs import DemoError
+    from guardian.demo.procs import DemoError, leftovers
     from guardian.demo.run import DemoRun
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API poll is noise here
 
     ports = Ports().shifted(args.port_offset)
     try:
@@ -107,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut teardown short
         demo.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _say("stopped; nothing left running")
+        left = leftovers(cfg.workdir)
+        _say("stopped; nothing left running" if not left else
+             "stopped, but these are still running:\n  " + "\n  ".join(left))
 
 
 def _markdown(report: dict, after_s: float) -> str:

@@ -106,6 +106,27 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def leftovers(workdir: Path) -> list[str]:
+    """Processes (other than this one) whose command line or environment mention `workdir`:
+    after a teardown this must be empty."""
+    needle = str(workdir).encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except OSError:  # gone, or not ours to read
+            continue
+        if needle in cmd or needle in env:
+            shown = cmd.replace(b"\0", b" ").decode(errors="replace")[:120]
+            found.append(f"{pid} {shown}")
+    return found
+
+
 def run(argv: list[str], what: str, **kw) -> subprocess.CompletedProcess:
     """Run a set-up command to completion; raise DemoError with its output on failure."""
     try:
