@@ -7,21 +7,37 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from guardian.demo.config import DemoConfig
+from guardian.demo.config import DemoConfig, Ports, port_conflicts
 from guardian.demo.faults import FAULTS, symptom_seen
 from guardian.demo.procs import DemoError, leftovers
 from guardian.demo.run import DemoRun
 from guardian.demo.services import last_stats
-from tests.demo.conftest import free_ports, make_workdir
 
 pytestmark = [pytest.mark.slow, pytest.mark.ebpf]
 
 WINDOW_S = 20  # scheduled detection compares the last 20 s with the 20 s before
 RECOVER_S = 35  # after a reset: the next fault's baselines (20 s, and ~30 s) are healthy again
+
+
+def free_ports() -> Ports:
+    """The default port set shifted until every port is free (tests may run beside a demo)."""
+    for offset in range(1000, 9000, 250):
+        ports = Ports().shifted(offset)
+        if not port_conflicts(ports):
+            return ports
+    pytest.fail("no free block of demo ports between 19000 and 27000")
+
+
+def make_workdir() -> Path:
+    """Under /tmp itself: pytest's tmp dirs are 0700 root, which the postgres user can't enter."""
+    d = Path(tempfile.mkdtemp(prefix="guardian-demo-test-"))
+    os.chmod(d, 0o755)
+    return d
 
 
 @pytest.fixture(scope="module")
