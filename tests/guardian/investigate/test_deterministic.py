@@ -105,3 +105,41 @@ def test_engine_dispatch(stores, monkeypatch):
     out = engine.investigate(store, "q", None, engine="auto")
     assert out.engine.type == "llm"
     assert seen["findings"].engine.type == "deterministic" and seen["findings"].root_causes
+
+
+def test_odd_data_does_not_crash():
+    """Unlinked spans, missing services, zero durations, only clients: a report, no exception."""
+    import random
+
+    from capture.span import Span
+    from capture.store.factory import open_store
+    from tools.registry import TOOLS, call_tool
+
+    rng = random.Random(3)
+    t0 = 1_700_000_000 * 10**9
+    spans = []
+    for i in range(1500):
+        start = t0 + i * 100_000_000
+        late = i > 1000
+        spans.append(Span(
+            name=rng.choice(["GET /", "SELECT x", "", "publish"]),
+            kind=rng.choice(["SERVER", "CLIENT", "PRODUCER", "CONSUMER", "INTERNAL"]),
+            start_time_unix_nano=start,
+            end_time_unix_nano=start + rng.choice([0, 1, 10**6, 10**9 if late else 10**6]),
+            status_code=rng.choice(["OK", "UNSET", "ERROR"] if late else ["OK", "UNSET"]),
+            attributes=rng.choice([{}, {"db.system": "postgresql"}, {"server.address": "x"},
+                                   {"http.response.status_code": "oops"}]),
+            resource=rng.choice([{}, {"service.name": "a"}, {"service.name": "b"}]),
+            parent_span_id=rng.choice([None, "ffffffffffffffff", f"{i - 1:016x}"]),
+            span_id=f"{i:016x}", trace_id=f"{i // 3:032x}", status_message=rng.choice(["", "boom"])))
+    store = open_store(None)
+    store.append(spans)
+    report = investigate(store, "anything wrong with a?")
+    assert report.summary
+    Report.model_validate(report.model_dump())
+    for name in TOOLS:
+        args = {"trace_id": spans[0].trace_id} if name == "get_trace" else \
+            {"service": "a"} if name == "dependencies" else {}
+        out = call_tool(store, name, args)
+        assert isinstance(out, dict)
+    store.close()
