@@ -39,6 +39,14 @@ def detect(data: bytes) -> Side | None:
     return None
 
 
+def _could_start(data: bytes, side: Side) -> bool:
+    """A chunk too short to detect that is still the beginning of a start line ("GE")."""
+    if len(data) >= 16:
+        return False
+    tokens = [m + b" " for m in METHODS] if side == Side.CLIENT else [b"HTTP/1."]
+    return any(t.startswith(data) or data.startswith(t) for t in tokens)
+
+
 def route_of(path: str) -> str:
     """Low-cardinality form of a path for span names."""
     parts = path.split("/")
@@ -141,7 +149,7 @@ class Http1Parser(Parser):
     def _head(self, d: _Direction, data: memoryview, pos: int, ts_ns: int) -> int:
         if not d.buf:
             start = bytes(data[pos : pos + 16])
-            if detect(start) != d.side and len(start) >= 8:
+            if detect(start) != d.side and not _could_start(start, d.side):
                 self._lose(d, "garbage")
                 return len(data)
             d.msg = _Message(start_ns=ts_ns)
