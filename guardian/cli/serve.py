@@ -27,10 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=mcp_stdio)
 
 
+def _open_store(path: str | None, command: str):
+    """The store, or None after saying why not (e.g. a file another process holds)."""
+    from capture.store.factory import open_store
+
+    try:
+        return open_store(path)
+    except Exception as e:  # engine errors (DuckDB's lock, a corrupt file) have no common base here
+        print(f"guardian {command}: cannot open store {path}: {e}\n(a store file has one writer: if "
+              f"`guardian agent` holds it, use the agent's API instead)", file=sys.stderr)
+        return None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from capture.store.factory import open_store
     from guardian.api.main import create_app
     from guardian.api.settings import load_settings
 
@@ -44,7 +55,9 @@ def serve(args: argparse.Namespace) -> int:
         log.warning(warning)
     elif not settings.api.token:
         log.warning("no API token configured: the API is open to local users (set GUARDIAN_API_TOKEN)")
-    store = open_store(args.store)
+    store = _open_store(args.store, "serve")
+    if store is None:
+        return 1
     try:
         app = create_app(store, settings)
         log.info("Guardian API on http://%s:%d (docs at /docs, MCP at /mcp)", host, settings.api.port)
@@ -60,10 +73,11 @@ def serve(args: argparse.Namespace) -> int:
 def mcp_stdio(args: argparse.Namespace) -> int:
     import anyio
 
-    from capture.store.factory import open_store
     from guardian.mcp_server import serve_stdio
 
-    store = open_store(args.store)
+    store = _open_store(args.store, "mcp")
+    if store is None:
+        return 1
     try:
         anyio.run(serve_stdio, store)
     finally:

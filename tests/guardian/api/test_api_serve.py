@@ -67,3 +67,19 @@ def test_bad_config_file_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "guardian.cli.main", "serve", "--config", str(cfg)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "bad configuration" in r.stderr and "cron" in r.stderr
+
+
+def test_a_store_file_held_by_another_process_is_a_clear_error(tmp_path):
+    path = str(tmp_path / "held.duckdb")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
+                               "from serving_support import seeded_store; s = seeded_store(sys.argv[1]);"
+                               "print('held', flush=True); time.sleep(60)", path, os.path.dirname(__file__)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = subprocess.run([sys.executable, "-m", "guardian.cli.main", "serve", "--store", path,
+                            "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and f"cannot open store {path}" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        holder.kill()
+        holder.wait(10)
