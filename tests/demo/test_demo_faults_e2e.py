@@ -49,12 +49,12 @@ def demo():
     cfg = DemoConfig(ports=free_ports(), workdir=make_workdir(), rate=12)
     run = DemoRun(cfg, progress=lambda m: print("[demo]", m, flush=True), interval_s=5, window_s=WINDOW_S)
     try:
-        run.start()
-    except DemoError as e:
-        if "guardian agent" in str(e) and not os.environ.get("CI") and "BPF" in str(e):
-            pytest.skip(f"eBPF cannot load here: {e}")
-        raise
-    try:
+        try:
+            run.start()
+        except DemoError as e:
+            if "guardian agent" in str(e) and "BPF" in str(e) and not os.environ.get("CI"):
+                pytest.skip(f"eBPF cannot load here: {e}")
+            raise
         run.wait(30, "baseline")
         yield run
     finally:
