@@ -1,0 +1,1 @@
+"""Traffic sources other than live eBPF (recorded captures)."""
