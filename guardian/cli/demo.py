@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             return _without_agent(demo, fault, args)
         det = demo.detect(t0, args.detect_timeout)
         report = demo.investigate(fault.question, t0)
+        _verdict(fault, report, cfg.ports)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
@@ -113,6 +114,16 @@ def run(args: argparse.Namespace) -> int:
         left = leftovers(cfg.workdir)
         _say("stopped; nothing left running" if not left else
              "stopped, but these are still running:\n  " + "\n  ".join(left))
+
+
+def _verdict(fault, report: dict, ports) -> None:
+    """Say on stderr whether the top root cause is the injected fault."""
+    top = (report.get("root_causes") or [{}])[0]
+    got = f"{top.get('service', 'nothing')} ({top.get('kind', '-')})"
+    want = f"{'/'.join(fault.services)} ({'/'.join(fault.kinds)})"
+    ok = fault.blames(top, ports)
+    _say(f"injected {fault.name}: expected {want}; Guardian's top root cause: {got}"
+         f" — {'right' if ok else 'not the injected fault'}")
 
 
 def _markdown(report: dict, after_s: float) -> str:

@@ -1,8 +1,9 @@
 """The faults the demo can inject, each a real change to the running system, with how to
 undo it and what Guardian's top root cause should say about it.
 
-`service`/`kinds` are the expected top root cause (guardian.report.Kind); `route` and
-`symptom` are what the load generator should feel ("errors" or "latency").
+`services`/`kinds` are the expected top root cause (guardian.report.Kind); a peer seen only
+from its clients may also be named by address (`127.0.0.1:<its port>`, see `blames`).
+`route` and `symptom` are what the load generator should feel.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from guardian.demo import infra
+from guardian.demo.config import Ports
 from guardian.demo.system import ShopSystem
 
 
@@ -21,13 +23,22 @@ from guardian.demo.system import ShopSystem
 class Fault:
     name: str
     description: str
-    services: tuple[str, ...]  # the top root cause must name one of these
+    services: tuple[str, ...]  # the top root cause must name one of these (or "name:port")
     kinds: tuple[str, ...]  # ... with one of these kinds
     route: str  # load generator route that feels it
     symptom: str  # "errors" | "latency" | "backlog"
     question: str
     inject: Callable[[ShopSystem], None] = field(repr=False)
     reset: Callable[[ShopSystem], None] = field(repr=False)
+    port: str | None = None  # Ports field of the culprit, for address-named peers
+
+    def blames(self, root_cause: dict, ports: Ports) -> bool:
+        """Does a report's root cause name this fault's service and kind?"""
+        svc = str(root_cause.get("service", ""))
+        named = svc in self.services or svc.rsplit(":", 1)[0] in self.services
+        if self.port and svc == f"127.0.0.1:{getattr(ports, self.port)}":
+            named = True
+        return named and root_cause.get("kind") in self.kinds
 
 
 def _control(service: str, mode: str) -> Callable[[ShopSystem], None]:
@@ -109,30 +120,30 @@ _stalls = _Stalls()
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("slow-query", "the index on products.sku is dropped: inventory's product lookups and "
           "reservations become sequential scans of 200k rows",
-          ("postgres", "inventory"), ("latency", "dependency"), "product", "latency",
+          ("postgresql", "postgres"), ("latency",), "product", "latency",
           "why did product pages get slow?",
           _sql("DROP INDEX IF EXISTS products_sku_idx"),
-          _sql("CREATE UNIQUE INDEX IF NOT EXISTS products_sku_idx ON products (sku)")),
+          _sql("CREATE UNIQUE INDEX IF NOT EXISTS products_sku_idx ON products (sku)"), "postgres"),
     Fault("downstream-5xx", "payments answers 503 (its card processor is down): checkouts fail",
-          ("payments",), ("error", "dependency"), "checkout", "errors",
-          "why are checkouts failing?", _control("payments", "error"), _control("payments", "")),
+          ("payments",), ("error",), "checkout", "errors",
+          "why are checkouts failing?", _control("payments", "error"), _control("payments", ""), "payments"),
     Fault("service-latency", "recommend (gRPC) takes 600 ms per call: product pages slow down",
-          ("recommend",), ("latency", "dependency"), "product", "latency",
-          "why are product pages slow?", _control("recommend", "slow"), _control("recommend", "")),
+          ("recommend",), ("latency",), "product", "latency",
+          "why are product pages slow?", _control("recommend", "slow"), _control("recommend", ""), "recommend"),
     Fault("redis-slow", "redis-server stalls 150 ms of every 200 ms: every cache call waits",
-          ("redis", "redis-server"), ("latency", "dependency", "saturation"), "browse", "latency",
-          "why is the shop slow?", _stalls.inject, _stalls.reset),
+          ("redis", "redis-server"), ("latency",), "browse", "latency",
+          "why is the shop slow?", _stalls.inject, _stalls.reset, "redis"),
     Fault("consumer-stopped", "the order worker hangs (SIGSTOP): orders pile up in RabbitMQ",
-          ("order-worker",), ("traffic", "saturation", "dependency"), "checkout", "backlog",
+          ("order-worker",), ("traffic",), "checkout", "backlog",
           "are orders being processed?", _signal("order-worker", signal.SIGSTOP),
           _signal("order-worker", signal.SIGCONT)),
     Fault("dns-failure", "payments.shop.local disappears from DNS (NXDOMAIN): checkouts fail",
-          ("frontend", "dnsmasq"), ("error", "dependency"), "checkout", "errors",
-          "why are checkouts failing?", _dns(("payments",)), _dns(())),
+          ("dnsmasq", "dns"), ("dependency", "error"), "checkout", "errors",
+          "why are checkouts failing?", _dns(("payments",)), _dns(()), "dns"),
     Fault("tls-failure", "inventory serves a certificate its clients don't trust: every TLS "
           "handshake to it fails",
-          ("inventory",), ("error", "dependency", "traffic"), "product", "errors",
-          "why is the shop failing?", _control("inventory", "bad-cert"), _control("inventory", "")),
+          ("inventory",), ("dependency", "error"), "product", "errors",
+          "why is the shop failing?", _control("inventory", "bad-cert"), _control("inventory", ""), "inventory"),
     Fault("pool-exhaustion", "inventory leaks database transactions until its pool of 8 "
           "connections is exhausted: requests wait, then fail",
           ("inventory",), ("saturation",), "product", "errors",
