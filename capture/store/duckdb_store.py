@@ -2,18 +2,19 @@
 
 One table, one row per span; attributes and resource are JSON text (filterable with
 DuckDB's JSON functions, and round-tripped with their types). Batches go in as one
-columnar INSERT (lists unnested server-side), never row by row. Retention: by age
+columnar INSERT (an Arrow table DuckDB scans in place), never row by row. Retention: by age
 (relative to the newest span, so recorded data is not evicted on import) and by count,
 oldest first. One connection guarded by a lock: DuckDB connections are not thread-safe.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any, Iterable, Literal
 
 import duckdb
+import orjson
+import pyarrow as pa
 
 from capture.span import Span
 from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
@@ -25,17 +26,22 @@ CREATE TABLE IF NOT EXISTS spans (
     start_ns BIGINT, end_ns BIGINT, duration_ns BIGINT,
     status_code VARCHAR, status_message VARCHAR,
     service VARCHAR, peer VARCHAR,
-    attributes JSON, resource JSON
+    attributes VARCHAR, resource VARCHAR  -- JSON text: validated at write would cost ~10 us a span
 )
 """
 _COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
             "duration_ns", "status_code", "status_message", "service", "peer",
             "attributes", "resource")
-_INSERT = "INSERT INTO spans SELECT " + ", ".join(f"unnest(${i + 1})" for i in range(len(_COLUMNS)))
+_ARROW_TYPES = [pa.string()] * 5 + [pa.int64()] * 3 + [pa.string()] * 6
 _SELECT = ("SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,"
            " status_message, attributes, resource FROM spans")
 _QUANTILES = "quantile_cont(duration_ns, [0.5, 0.95, 0.99])"
 _AGE_CHECK_EVERY_S = 1.0
+_JSON_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+def _encode(value: dict[str, Any]) -> bytes:
+    return orjson.dumps(value, default=str, option=_JSON_OPTS)
 
 
 def peer_name(attributes: dict[str, Any]) -> str | None:
@@ -63,35 +69,44 @@ class DuckDBStore(SpanStore):
         self._lock = threading.RLock()
         self._con = duckdb.connect(path or ":memory:")
         self._con.execute(_SCHEMA)
-        self._count = self._con.execute("SELECT count(*) FROM spans").fetchone()[0]
+        self._count = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
         self._last_age_check = 0.0
         self.evicted = 0
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, spans: Iterable[Span]) -> int:
-        cols: list[list[Any]] = [[] for _ in _COLUMNS]
-        (tid, sid, pid, name, kind, start, end, dur, st, msg, svc, peer, attrs, res) = cols
-        dumps = json.dumps
-        for s in spans:
-            tid.append(s.trace_id)
-            sid.append(s.span_id)
-            pid.append(s.parent_span_id)
-            name.append(s.name)
-            kind.append(s.kind)
-            start.append(s.start_time_unix_nano)
-            end.append(s.end_time_unix_nano)
-            dur.append(s.end_time_unix_nano - s.start_time_unix_nano)
-            st.append(s.status_code)
-            msg.append(s.status_message)
-            svc.append(str(s.resource.get("service.name", "unknown")))
-            peer.append(peer_name(s.attributes) if s.kind in ("CLIENT", "PRODUCER") else None)
-            attrs.append(dumps(s.attributes, separators=(",", ":"), default=str))
-            res.append(dumps(s.resource, separators=(",", ":"), default=str))
-        n = len(tid)
+        batch = spans if isinstance(spans, list) else list(spans)
+        n = len(batch)
         if not n:
             return 0
+        enc = _encode
+        res_json: dict[int, bytes] = {}  # spans of one process share one resource dict
+
+        def resource(r: dict[str, Any]) -> bytes:
+            j = res_json.get(id(r))
+            if j is None:
+                j = res_json[id(r)] = enc(r)
+            return j
+
+        starts = [s.start_time_unix_nano for s in batch]
+        ends = [s.end_time_unix_nano for s in batch]
+        # One list comprehension per column: several times faster than appending row by row.
+        cols = [
+            [s.trace_id for s in batch], [s.span_id for s in batch], [s.parent_span_id for s in batch],
+            [s.name for s in batch], [s.kind for s in batch], starts, ends,
+            [e - b for b, e in zip(starts, ends)],
+            [s.status_code for s in batch], [s.status_message for s in batch],
+            [str(s.resource.get("service.name", "unknown")) for s in batch],
+            [peer_name(s.attributes) if s.kind in ("CLIENT", "PRODUCER") else None for s in batch],
+            [enc(s.attributes) for s in batch], [resource(s.resource) for s in batch],
+        ]
+        table = pa.table([pa.array(c, t) for c, t in zip(cols, _ARROW_TYPES)], names=list(_COLUMNS))
         with self._lock:
-            self._con.execute(_INSERT, cols)
+            self._con.register("_batch", table)
+            try:
+                self._con.execute("INSERT INTO spans SELECT * FROM _batch")
+            finally:
+                self._con.unregister("_batch")
             self._count += n
             self._enforce_retention()
         return n
@@ -111,7 +126,7 @@ class DuckDBStore(SpanStore):
             before = self._count
             self._con.execute(
                 "DELETE FROM spans WHERE end_ns < (SELECT max(end_ns) FROM spans) - ?", [cutoff])
-            self._count = self._con.execute("SELECT count(*) FROM spans").fetchone()[0]
+            self._count = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
             self.evicted += before - self._count
 
     def flush(self) -> None:
@@ -136,8 +151,8 @@ class DuckDBStore(SpanStore):
         return Span(trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3],
                     kind=row[4], start_time_unix_nano=row[5], end_time_unix_nano=row[6],
                     status_code=row[7], status_message=row[8] or "",
-                    attributes=json.loads(row[9]) if row[9] else {},
-                    resource=json.loads(row[10]) if row[10] else {})
+                    attributes=orjson.loads(row[9]) if row[9] else {},
+                    resource=orjson.loads(row[10]) if row[10] else {})
 
     @staticmethod
     def _where(flt: SpanFilter) -> tuple[str, list[Any]]:

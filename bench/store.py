@@ -1,0 +1,227 @@
+"""Benchmark: the DuckDB span store over 1M spans, with a naive baseline beside each figure.
+
+Ingest rate (spans/s) vs row-by-row INSERTs; resident memory per span vs a Python list of
+Span objects; p95 latency of each store query the tools use vs a Python scan of that list.
+Prints a table (and --json for one JSON object).
+Run: .venv/bin/python -m bench.store [--spans 1000000] [--path FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import time
+from collections import defaultdict
+from typing import Callable, Iterator
+
+from capture.span import Span
+from capture.store.api import SpanFilter, TimeWindow
+from capture.store.factory import open_store
+
+S = 1_000_000_000
+MS = 1_000_000
+T0 = 1_700_000_000 * S
+SERVICES = [f"svc-{i:02d}" for i in range(20)]
+OPS = [f"GET /api/v1/r{i}" for i in range(10)]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def gen(n: int, duration_s: float = 3600.0, seed: int = 1) -> Iterator[list[Span]]:
+    """Traces of 5 spans (SERVER -> CLIENT -> SERVER -> CLIENT db, + INTERNAL) over duration_s."""
+    rnd = random.Random(seed)
+    batch: list[Span] = []
+    per_trace = 5
+    step = int(duration_s * S / max(n // per_trace, 1))
+    for t in range(n // per_trace):
+        start = T0 + t * step
+        a, b = rnd.choice(SERVICES), rnd.choice(SERVICES)
+        op = rnd.choice(OPS)
+        dur = int(rnd.lognormvariate(3, 0.6) * MS)
+        err = rnd.random() < 0.02
+        res_a = {"service.name": a, "process.pid": 1000 + SERVICES.index(a), "host.name": "node-1",
+                 "k8s.namespace.name": "shop"}
+        res_b = {"service.name": b, "process.pid": 2000 + SERVICES.index(b), "host.name": "node-2",
+                 "k8s.namespace.name": "shop"}
+        http = {"http.request.method": "GET", "url.path": op[4:], "http.response.status_code": 500 if err else 200,
+                "network.transport": "tcp", "thread.id": rnd.randint(1, 64)}
+        root = Span(name=op, kind="SERVER", start_time_unix_nano=start, end_time_unix_nano=start + dur,
+                    status_code="ERROR" if err else "UNSET", attributes=dict(http), resource=res_a)
+        cl = Span(name=op, kind="CLIENT", start_time_unix_nano=start + dur // 10, end_time_unix_nano=start + dur * 9 // 10,
+                  trace_id=root.trace_id, parent_span_id=root.span_id, status_code=root.status_code,
+                  attributes={**http, "server.address": b, "server.port": 8080}, resource=res_a)
+        sv = Span(name=op, kind="SERVER", start_time_unix_nano=start + dur // 5, end_time_unix_nano=start + dur * 4 // 5,
+                  trace_id=root.trace_id, parent_span_id=cl.span_id, status_code=root.status_code,
+                  attributes=dict(http), resource=res_b)
+        db = Span(name="SELECT orders", kind="CLIENT", start_time_unix_nano=start + dur // 4,
+                  end_time_unix_nano=start + dur // 2, trace_id=root.trace_id, parent_span_id=sv.span_id,
+                  attributes={"db.system": "postgresql", "db.query.text": "SELECT * FROM orders WHERE id = $1",
+                              "server.address": "pg", "server.port": 5432}, resource=res_b)
+        inner = Span(name="render", kind="INTERNAL", start_time_unix_nano=start + dur // 2,
+                     end_time_unix_nano=start + dur * 3 // 5, trace_id=root.trace_id, parent_span_id=sv.span_id,
+                     resource=res_b)
+        batch += (root, cl, sv, db, inner)
+        if len(batch) >= 10_000:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def p95(fn: Callable[[int], object], runs: int) -> float:
+    times = []
+    for i in range(runs):
+        t = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))] * 1000
+
+
+def _quantiles(values: list[int]) -> tuple[float, float, float]:
+    q = statistics.quantiles(values, n=100) if len(values) > 1 else values * 99
+    return q[49], q[94], q[98]
+
+
+def python_red(spans: list[Span], w: TimeWindow, by_op: bool) -> dict:
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for s in spans:
+        if s.kind == "SERVER" and w.start_ns <= s.start_time_unix_nano < w.end_ns:
+            groups[(s.service, s.name if by_op else None)].append(s.duration_ns)
+    return {k: (len(v), _quantiles(v)) for k, v in groups.items()}
+
+
+def python_map(spans: list[Span], w: TimeWindow) -> dict:
+    ws = [s for s in spans if w.start_ns <= s.start_time_unix_nano < w.end_ns]
+    by_id = {s.span_id: s for s in ws}
+    edges: dict[tuple, list[int]] = defaultdict(list)
+    for s in ws:
+        p = by_id.get(s.parent_span_id or "")
+        if s.kind == "SERVER" and p is not None and p.kind == "CLIENT":
+            edges[(p.service, s.service)].append(p.duration_ns)
+    return {k: (len(v), _quantiles(v)) for k, v in edges.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spans", type=int, default=1_000_000)
+    ap.add_argument("--path", help="file-backed store (default: in memory)")
+    ap.add_argument("--runs", type=int, default=20, help="runs per store query (p95 over them)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    n = args.spans
+
+    # Ingest (generation timed separately and subtracted).
+    gc.collect()
+    rss0 = rss_bytes()
+    store = open_store(args.path)
+    gen_s = ingest_s = 0.0
+    it = gen(n)
+    while True:
+        t = time.perf_counter()
+        batch = next(it, None)
+        gen_s += time.perf_counter() - t
+        if batch is None:
+            break
+        t = time.perf_counter()
+        store.append(batch)
+        ingest_s += time.perf_counter() - t
+    del batch, it
+    gc.collect()
+    rss_store = rss_bytes() - rss0
+    count = store.count()
+
+    # Baseline ingest: row-by-row INSERTs (what batching avoids), on a sample.
+    import duckdb
+
+    sample = next(gen(20_000, seed=2))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (trace_id VARCHAR, span_id VARCHAR, parent VARCHAR, name VARCHAR, kind VARCHAR,"
+                " s BIGINT, e BIGINT, svc VARCHAR, attrs JSON, res JSON)")
+    t = time.perf_counter()
+    for s in sample[:5000]:
+        con.execute("INSERT INTO t VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_time_unix_nano,
+                     s.end_time_unix_nano, s.service, json.dumps(s.attributes), json.dumps(s.resource)])
+    row_rate = 5000 / (time.perf_counter() - t)
+    con.close()
+
+    tr = store.time_range()
+    full = TimeWindow(tr.start_ns, tr.end_ns)
+    last15 = TimeWindow(tr.end_ns - 15 * 60 * S, tr.end_ns)
+    ids = [s.trace_id for s in store.spans(SpanFilter(window=full, kind="SERVER", limit=args.runs * 7))][::7]
+    rnd = random.Random(3)
+    svc = lambda i: SERVICES[i % len(SERVICES)]  # noqa: E731
+    queries: dict[str, tuple[Callable[[int], object], Callable[[list[Span], int], object]]] = {
+        "spans(service, 15m window)": (
+            lambda i: store.spans(SpanFilter(window=last15, service=svc(i), limit=100)),
+            lambda L, i: [s for s in L if s.service == svc(i) and last15.start_ns <= s.start_time_unix_nano < last15.end_ns][:100]),
+        "spans(status=ERROR, slowest)": (
+            lambda i: store.spans(SpanFilter(window=full, status_code="ERROR", order="duration_desc", limit=50)),
+            lambda L, i: sorted((s for s in L if s.status_code == "ERROR"), key=lambda s: -s.duration_ns)[:50]),
+        "spans(min_duration 100ms)": (
+            lambda i: store.spans(SpanFilter(window=last15, min_duration_ns=100 * MS, limit=100)),
+            lambda L, i: [s for s in L if s.duration_ns >= 100 * MS and s.start_time_unix_nano >= last15.start_ns][:100]),
+        "spans(attribute =)": (
+            lambda i: store.spans(SpanFilter(window=last15, attributes={"http.response.status_code": "500"}, limit=100)),
+            lambda L, i: [s for s in L if str(s.attributes.get("http.response.status_code")) == "500"
+                          and s.start_time_unix_nano >= last15.start_ns][:100]),
+        "trace(id)": (
+            lambda i: store.trace(ids[i % len(ids)]),
+            lambda L, i: sorted((s for s in L if s.trace_id == ids[i % len(ids)]), key=lambda s: s.start_time_unix_nano)),
+        "traces(service, ERROR)": (
+            lambda i: store.traces(SpanFilter(window=full, service=svc(i), status_code="ERROR"), limit=10),
+            None),
+        "red(by service, 1h)": (lambda i: store.red(full), lambda L, i: python_red(L, full, False)),
+        "red(by operation, 1h)": (lambda i: store.red(full, by="operation"), lambda L, i: python_red(L, full, True)),
+        "red(service, 60s buckets)": (lambda i: store.red(full, interval_s=60, service=svc(i)), None),
+        "service_map(1h)": (lambda i: store.service_map(full), lambda L, i: python_map(L, full)),
+        "services(15m)": (lambda i: store.services(last15),
+                          lambda L, i: sorted({s.service for s in L if s.start_time_unix_nano >= last15.start_ns})),
+        "time_range()": (lambda i: store.time_range(), None),
+    }
+    del rnd
+    store_p95 = {name: p95(q, args.runs) for name, (q, _) in queries.items()}
+
+    # Baselines: the same spans as a Python list (memory and scans).
+    store.close()
+    gc.collect()
+    rss1 = rss_bytes()
+    spans_list = [s for b in gen(n) for s in b]
+    gc.collect()
+    rss_list = rss_bytes() - rss1
+    base_p95 = {name: p95(lambda i, b=b: b(spans_list, i), 3) for name, (_, b) in queries.items() if b}
+
+    out = {
+        "spans": count,
+        "ingest_spans_per_s": round(count / ingest_s),
+        "ingest_baseline_row_inserts_per_s": round(row_rate),
+        "generation_s": round(gen_s, 1),
+        "rss_bytes_per_span": round(rss_store / max(count, 1), 1),
+        "rss_baseline_python_list_bytes_per_span": round(rss_list / max(n, 1), 1),
+        "query_p95_ms": {k: round(v, 2) for k, v in store_p95.items()},
+        "query_baseline_python_scan_p95_ms": {k: round(v, 1) for k, v in base_p95.items()},
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"spans: {count:,} ({'file ' + args.path if args.path else 'in memory'})")
+    print(f"{'metric':<36} {'store':>14} {'baseline':>14}")
+    print(f"{'ingest spans/s':<36} {out['ingest_spans_per_s']:>14,} {out['ingest_baseline_row_inserts_per_s']:>14,}  (row-by-row INSERT)")
+    print(f"{'resident bytes per span':<36} {out['rss_bytes_per_span']:>14,.0f} {out['rss_baseline_python_list_bytes_per_span']:>14,.0f}  (Python list of Span)")
+    print(f"{'query p95 (ms)':<36} {'store':>14} {'python scan':>14}")
+    for k, v in out["query_p95_ms"].items():
+        b = out["query_baseline_python_scan_p95_ms"].get(k)
+        print(f"  {k:<34} {v:>14.2f} {('%14.1f' % b) if b is not None else '             -'}")
+
+
+if __name__ == "__main__":
+    main()
