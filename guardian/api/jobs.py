@@ -86,14 +86,16 @@ class Jobs:
             return self._jobs.get(job_id)
 
     def _run(self, job: Job, on_done: Callable[[Job], None] | None) -> Job:
-        job.status, job.started_at = "running", time.time()
+        job.started_at = time.time()
+        job.status = "running"
+        report, error = None, None
         try:
-            job.report = self._investigate(self.store, job.question, job.window, job.engine)
-            job.status = "done"
+            report = self._investigate(self.store, job.question, job.window, job.engine)
         except Exception as e:  # a failed investigation is reported to the asker, never lost
             log.exception("investigation %s failed", job.id)
-            job.status, job.error = "failed", f"{type(e).__name__}: {e}"
-        job.finished_at = time.time()
+            error = f"{type(e).__name__}: {e}"
+        job.report, job.error, job.finished_at = report, error, time.time()
+        job.status = "failed" if error else "done"  # last: a poller never sees half a result
         if self.metrics:
             self.metrics.running.dec()
             self.metrics.investigations.labels(job.status).inc()
