@@ -16,6 +16,7 @@ from guardian.slack.client import SlackPoster
 from guardian.window import WindowError, resolve_window
 
 log = logging.getLogger(__name__)
+PROGRESS_AFTER_S = 5.0  # an investigation still running after this gets a "still working" note
 # "... in the last 30m", "over the past 2 hours", "since 90s": the window a question asks about.
 _WINDOW = re.compile(r"\b(?:last|past|since)\s+(\d+(?:\.\d+)?)\s*(ms|s|secs?|seconds?|m|mins?|minutes?"
                      r"|h|hrs?|hours?|d|days?|w|weeks?)\b", re.I)
@@ -58,6 +59,7 @@ class SlackService:
         self.recent = RecentIds()
         self.verifier = SignatureVerifier(settings.signing_secret) if settings.signing_secret else None
         self.poster = SlackPoster(settings.bot_token, settings.api_url) if settings.bot_token else None
+        self.progress_after_s = PROGRESS_AFTER_S
 
     def post(self, channel: str, text: str, thread_ts: str | None = None, markdown: bool = False) -> str | None:
         if self.poster is None:
@@ -83,6 +85,16 @@ class SlackService:
 
         try:
             window = resolve_window(store, window_phrase(question) or self.settings.window)
-            self.jobs.submit(question, window, engine, on_done=deliver)
+            job = self.jobs.submit(question, window, engine, on_done=deliver)
         except (Busy, WindowError) as e:
             self.reply(channel, f"Can't investigate right now: {e}", thread_ts)
+            return
+
+        def still_working() -> None:
+            if job.status in ("queued", "running"):
+                self.reply(channel, f"Still investigating ({job.status}); the report will follow here.", thread_ts)
+
+        # A quick (deterministic) answer needs no progress note; a slow (LLM) one does.
+        timer = threading.Timer(self.progress_after_s, still_working)
+        timer.daemon = True
+        timer.start()

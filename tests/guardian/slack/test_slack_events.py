@@ -138,3 +138,31 @@ def test_slack_refusing_our_post_is_survived(store):
             assert job.status == "done"  # the report was made; only its delivery failed
             assert job.window.end_ns - job.window.start_ns == 600 * 10**9  # "last 10m" from the question
             assert client.get("/healthz").status_code == 200
+
+
+def test_a_slow_investigation_gets_a_progress_note_first(store, slack_api):
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from guardian.api.main import create_app
+    from guardian.investigate.engine import investigate
+
+    release = threading.Event()
+
+    def slow(store, question, window, engine):  # an LLM run takes a while; the report is the real one
+        release.wait(30)
+        return investigate(store, question, window, "deterministic")
+
+    app = create_app(store, {"api": {"token": "t"}, "slack": {
+        "signing_secret": SLACK_SECRET, "bot_token": "xoxb-test", "api_url": slack_api.url + "/api/"}},
+        investigate_fn=slow)
+    app.state.slack.progress_after_s = 0.2
+    with TestClient(app) as client:
+        _event(client, {"type": "app_mention", "channel": "C1", "ts": "7.7",
+                        "text": "<@U0GUARD> why is checkout failing?"}, event_id="EvSlow")
+        first = slack_api.wait_for(lambda c: len(c) >= 1, timeout=10)[0]["body"]
+        assert first["thread_ts"] == "7.7" and first["text"].startswith("Still investigating (running)")
+        release.set()
+        calls = slack_api.wait_for(lambda c: len(c) >= 2, timeout=60)
+        assert "payments" in calls[1]["body"]["text"] and calls[1]["body"]["thread_ts"] == "7.7"
