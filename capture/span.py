@@ -7,7 +7,7 @@ conventions). The JSON shape of `Span.to_dict()` is a public contract: it is wha
 from __future__ import annotations
 
 import json
-import os
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +16,11 @@ STATUS_CODES = ("UNSET", "OK", "ERROR")
 
 
 def new_trace_id() -> str:
-    return os.urandom(16).hex()
+    return f"{random.getrandbits(128):032x}"
 
 
 def new_span_id() -> str:
-    return os.urandom(8).hex()
+    return f"{random.getrandbits(64) or 1:016x}"
 
 
 @dataclass(slots=True)

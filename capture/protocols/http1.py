@@ -23,6 +23,8 @@ MAX_PENDING = 1024
 METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
 _REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|TRACE|CONNECT) [/*h\w]")
 _RESPONSE_START = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r]")
+_HEADERS = re.compile(
+    rb"\r\n((?i:content-length|transfer-encoding|host|user-agent|traceparent)):[ \t]*([^\r\n]*)")
 # Path segments that are ids, so that span names group: /users/42 -> /users/{id}
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8,}\d[0-9a-fA-F]*)$")
 
@@ -91,7 +93,7 @@ class Http1Parser(Parser):
             d.state, d.buf = HEAD, bytearray()
             self.stats["resyncs"] += 1
         if data:
-            self._consume(d, memoryview(data), ts_ns)
+            self._consume(d, data, ts_ns)
         missing = (size or 0) - len(data)
         if missing > 0:
             self._skip(d, missing, ts_ns)
@@ -110,7 +112,7 @@ class Http1Parser(Parser):
         return out
 
     # -- framing -------------------------------------------------------------------------
-    def _consume(self, d: _Direction, data: memoryview, ts_ns: int) -> None:
+    def _consume(self, d: _Direction, data: bytes, ts_ns: int) -> None:
         pos, n = 0, len(data)
         while pos < n and d.state not in (RESYNC, UPGRADED):
             if d.state == HEAD:
@@ -146,13 +148,18 @@ class Http1Parser(Parser):
         d.state, d.buf, d.msg, d.remaining = RESYNC, bytearray(), None, 0
         self._pending.clear()  # Rule 2: never pair across a gap
 
-    def _head(self, d: _Direction, data: memoryview, pos: int, ts_ns: int) -> int:
+    def _head(self, d: _Direction, data: bytes, pos: int, ts_ns: int) -> int:
         if not d.buf:
-            start = bytes(data[pos : pos + 16])
-            if detect(start) != d.side and not _could_start(start, d.side):
+            if detect(data[pos:pos + 16]) != d.side and not _could_start(data[pos:pos + 16], d.side):
                 self._lose(d, "garbage")
                 return len(data)
             d.msg = _Message(start_ns=ts_ns)
+            end = data.find(b"\r\n\r\n", pos)
+            if end >= 0:  # fast path: the whole head is in this chunk, no copy to a buffer
+                if not self._parse_head(d, data[pos:end]):
+                    self._lose(d, "bad_head")
+                    return len(data)
+                return end + 4
         scan_from = max(len(d.buf) - 3, 0)
         d.buf += data[pos:]
         end = d.buf.find(b"\r\n\r\n", scan_from)
@@ -169,22 +176,19 @@ class Http1Parser(Parser):
         return pos + consumed
 
     def _parse_head(self, d: _Direction, head: bytes) -> bool:
-        lines = head.split(b"\r\n")
         msg = d.msg
         assert msg is not None
-        msg.first_line = lines[0]
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                return False
-            msg.headers[name.strip().lower()] = value.strip()
+        msg.first_line, _, rest = head.partition(b"\r\n")
+        # only the headers we use, found by one regex (a passive observer stays lenient
+        # about the others)
+        msg.headers = {m.group(1).lower(): m.group(2).rstrip() for m in _HEADERS.finditer(b"\r\n" + rest)}
         parts = msg.first_line.split(b" ", 2)
         if len(parts) < 2:
             return False
         te = msg.headers.get(b"transfer-encoding", b"").lower()
         length = msg.headers.get(b"content-length")
         if d.side == Side.CLIENT:
-            if detect(msg.first_line + b" ") != Side.CLIENT:
+            if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
                 return False
             no_body = False
         else:

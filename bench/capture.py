@@ -1,0 +1,183 @@
+"""Benchmark of the syscall capture's cost, every figure a ratio to a baseline run in the
+same command (issue 3):
+
+  (a) wrk against nginx at saturation, without and with `guardian capture`;
+  (b) hey at a fixed 10k req/s for 10 s with the capture: spans / requests must be 100 %;
+  (c) a FastAPI app uninstrumented, with OpenTelemetry auto-instrumentation, and with
+      `guardian capture` (zero-instrumentation must cost the app less than the SDK).
+
+Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.http_servers import nginx_server, process
+from tests.support.live import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def agent(port: int):
+    """`guardian capture --json --port` writing spans to a file; yields a dict filled at exit."""
+    out = tempfile.NamedTemporaryFile(prefix="bench-spans-", suffix=".jsonl", delete=False)
+    err = tempfile.NamedTemporaryFile(prefix="bench-capture-", suffix=".err", delete=False)
+    cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
+    result: dict = {}
+    try:
+        deadline = time.monotonic() + 120
+        while b"ready" not in Path(err.name).read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("capture did not start: " + Path(err.name).read_text())
+            time.sleep(0.1)
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        yield result
+        time.sleep(1.0)  # drain
+        result["agent_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        spans = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line]
+        result["server_spans"] = sum(1 for s in spans if s["kind"] == "SERVER")
+        result["client_spans"] = sum(1 for s in spans if s["kind"] == "CLIENT")
+        for line in Path(err.name).read_text().splitlines():
+            if line.startswith("{"):
+                stats = json.loads(line)
+                result["kernel_drops"] = stats.get("kernel.ringbuf_drops", 0)
+                result["kernel_events"] = stats.get("kernel.events", 0)
+        os.unlink(out.name)
+        os.unlink(err.name)
+
+
+def wrk(url: str, seconds: int, conns: int = 50) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
+    return {"requests": reqs, "rps": rps, "p99_ms": float(p99.group(1)) * scale}
+
+
+def hey(url: str, seconds: int, rate: int) -> dict:
+    workers = 20
+    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), url],
+                         capture_output=True, text=True, check=True).stdout
+    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+in\s+([\d.]+)\s+secs", out)
+    return {"requests": sum(int(n) for _, n in codes), "rps": rps,
+            "p99_ms": float(p99.group(1)) * 1e3 if p99 else None}
+
+
+def bench_nginx_saturation(seconds: int) -> dict:
+    with nginx_server() as (port, _):
+        url = f"http://127.0.0.1:{port}/"
+        wrk(url, 2)  # warm up
+        base = wrk(url, seconds)
+        with agent(port) as cap:
+            with_agent = wrk(url, seconds)
+    return {
+        "baseline": base, "with_agent": with_agent, "agent": cap,
+        "throughput_ratio": with_agent["rps"] / base["rps"],
+        "p99_ratio": with_agent["p99_ms"] / base["p99_ms"],
+        "server_spans_per_request": cap["server_spans"] / with_agent["requests"],
+    }
+
+
+def bench_fixed_rate(seconds: int, rate: int) -> dict:
+    with nginx_server() as (port, _):
+        url = f"http://127.0.0.1:{port}/"
+        base = hey(url, seconds, rate)
+        with agent(port) as cap:
+            run = hey(url, seconds, rate)
+    return {"baseline": base, "with_agent": run, "agent": cap,
+            "server_spans_per_request": cap["server_spans"] / run["requests"],
+            "client_spans_per_request": cap["client_spans"] / run["requests"]}
+
+
+FASTAPI_APP = textwrap.dedent('''
+    import os
+    from fastapi import FastAPI
+    app = FastAPI()
+    @app.get("/hello")
+    def hello():
+        return {"hello": "world"}
+    if os.environ.get("BENCH_OTEL"):
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        class Discard(SpanExporter):  # the SDK's cost without any exporter's I/O
+            def export(self, spans): return SpanExportResult.SUCCESS
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Discard()))
+        trace.set_tracer_provider(provider)
+        FastAPIInstrumentor.instrument_app(app)
+''')
+
+
+def bench_fastapi(seconds: int) -> dict:
+    results = {}
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "app.py").write_text(FASTAPI_APP)
+        for mode in ("uninstrumented", "otel_sdk", "guardian"):
+            port = free_port()
+            env = dict(os.environ, **({"BENCH_OTEL": "1"} if mode == "otel_sdk" else {}))
+            cmd = [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--log-level", "error"]
+            with process(cmd, port, cwd=d, env=env):
+                url = f"http://127.0.0.1:{port}/hello"
+                wrk(url, 2, conns=10)
+                if mode == "guardian":
+                    with agent(port) as cap:
+                        results[mode] = wrk(url, seconds, conns=10)
+                    results[mode]["agent"] = cap
+                else:
+                    results[mode] = wrk(url, seconds, conns=10)
+    base = results["uninstrumented"]["rps"]
+    return {**results, "otel_sdk_throughput_ratio": results["otel_sdk"]["rps"] / base,
+            "guardian_throughput_ratio": results["guardian"]["rps"] / base}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rate", type=int, default=10000)
+    ap.add_argument("--only", choices=["nginx", "rate", "fastapi"])
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+    out = {}
+    if args.only in (None, "nginx"):
+        out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds)
+        print(json.dumps({"a_nginx_saturation": out["a_nginx_saturation"]}, indent=1), flush=True)
+    if args.only in (None, "rate"):
+        out["b_fixed_rate"] = bench_fixed_rate(args.seconds, args.rate)
+        print(json.dumps({"b_fixed_rate": out["b_fixed_rate"]}, indent=1), flush=True)
+    if args.only in (None, "fastapi"):
+        out["c_fastapi"] = bench_fastapi(args.seconds)
+        print(json.dumps({"c_fastapi": out["c_fastapi"]}, indent=1), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
