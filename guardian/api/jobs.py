@@ -85,6 +85,11 @@ class Jobs:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def recent(self, limit: int = 50) -> list[Job]:
+        """Newest first."""
+        with self._lock:
+            return list(reversed(self._jobs.values()))[:limit]
+
     def _run(self, job: Job, on_done: Callable[[Job], None] | None) -> Job:
         job.started_at = time.time()
         job.status = "running"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +51,13 @@ async def investigate(body: InvestigateRequest, request: Request):
     if "text/markdown" in request.headers.get("accept", ""):
         return PlainTextResponse(job.report.to_markdown(), media_type="text/markdown")
     return job.report.model_dump(mode="json")
+
+
+@router.get("/investigations")
+def recent(request: Request, limit: int = Query(50, ge=1, le=200)) -> dict:
+    """Recent investigations, newest first, without their reports (poll one for its report)."""
+    jobs = request.app.state.jobs.recent(limit)
+    return {"investigations": [{k: v for k, v in j.to_dict().items() if k != "report"} for j in jobs]}
 
 
 @router.get("/investigations/{job_id}")

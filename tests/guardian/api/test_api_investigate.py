@@ -51,6 +51,8 @@ def test_async_investigation_is_polled(client):
     assert body["status"] == "done" and _top(body["report"])["service"] == "payments"
     assert body["finished_at"] >= body["started_at"] >= body["created_at"]
     assert client.get("/v1/investigations/0123456789abcdef", headers=AUTH).status_code == 404
+    listed = client.get("/v1/investigations?limit=5", headers=AUTH).json()["investigations"]
+    assert listed[0]["id"] == job["id"] and listed[0]["status"] == "done" and "report" not in listed[0]
 
 
 def test_malformed_requests_are_4xx(client):
