@@ -73,7 +73,7 @@ class DemoRun:
                      self.cfg.logs / "guardian-agent.log", cwd=REPO)
         self.shop.add(proc)
         wait_until(proc, lambda: any(line.strip() == "ready" for line in proc.tail(200).splitlines()),
-                   180, "guardian agent")
+                   300, "guardian agent")  # BCC compiles the probes at start: slow on a busy host
         wait_until(proc, lambda: self.api.get("/healthz").status_code == 200, 30, "guardian API")
         self.progress(f"ready    guardian agent ({time.monotonic() - t:.1f}s)")
 

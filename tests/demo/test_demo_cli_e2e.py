@@ -18,7 +18,7 @@ from guardian.demo.procs import leftovers
 pytestmark = [pytest.mark.slow, pytest.mark.ebpf]
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_demo_json_report_and_clean_exit():
     if os.geteuid() != 0:
         if os.environ.get("CI"):
@@ -32,7 +32,7 @@ def test_demo_json_report_and_clean_exit():
             [sys.executable, "-m", "guardian.cli.main", "demo", "--fault", "downstream-5xx",
              "--exit-after-report", "--json", "--baseline", "25", "--detect-timeout", "90",
              "--port-offset", str(offset), "--workdir", str(workdir)],
-            capture_output=True, text=True, timeout=400)
+            capture_output=True, text=True, timeout=560)
         if (out.returncode == 1 and "guardian agent" in out.stderr and "BPF" in out.stderr
                 and not os.environ.get("CI")):
             pytest.skip("eBPF cannot load here")

@@ -74,7 +74,7 @@ def _queue_depth(run: DemoRun) -> int:
         conn.close()
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)  # the first one also starts the system (agent: BPF compile)
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_fault_is_detected_and_explained(demo: DemoRun, name: str):
     fault = FAULTS[name]
