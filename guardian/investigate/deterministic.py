@@ -13,18 +13,15 @@ from dataclasses import dataclass, field
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.fixes import suggest_fix
-from guardian.investigate.walk import (Key, Vote, baseline_self_times, error_votes,
-                                       latency_vote, responsible)
+from guardian.investigate.samples import Memo, Walker
+from guardian.investigate.walk import Key, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from guardian.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
-from tools.base import peer_filters
 from tools.stats import from_spans
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
-SAMPLES = 8  # requests walked per anomaly
-BASELINE_SAMPLES = 8  # baseline requests per endpoint, for "normal" own times
 WALKED = ("error_rate", "latency", "saturation", "new_error")
 
 
@@ -41,67 +38,12 @@ class Candidate:
     change: str = ""
 
 
-class _Walker:
-    """Caches traces and baselines while walking samples of each anomaly."""
-
-    def __init__(self, store: SpanStore, window: TimeWindow, baseline: TimeWindow):
-        self.store, self.window, self.baseline = store, window, baseline
-        self.trees: dict[str, Tree] = {}
-        self.base: dict[tuple[str, str], dict] = {}
-
-    def tree(self, trace_id: str) -> Tree:
-        if trace_id not in self.trees:
-            self.trees[trace_id] = Tree(self.store.trace(trace_id))
-        return self.trees[trace_id]
-
-    def samples(self, a: Anomaly) -> list[Span]:
-        failing = a.kind in ("error_rate", "new_error", "saturation")
-        flt = dict(window=self.window, status_code="ERROR" if failing else None,
-                   order="start" if failing else "duration_desc", limit=SAMPLES)
-        if a.caller:
-            for attrs in peer_filters(a.service):
-                got = self.store.spans(SpanFilter(service=a.caller, attributes=attrs, **flt))
-                if got:
-                    return got
-            return self.store.spans(SpanFilter(service=a.service, kind="SERVER", **flt))
-        if not failing:
-            flt["min_duration_ns"] = int(a.baseline.p95_ms * 1e6) or None
-        return self.store.spans(SpanFilter(service=a.service, name=a.operation, **flt))
-
-    def baseline_for(self, s: Span) -> dict:
-        """Normal own time per key under requests like s (same service and operation)."""
-        k = (s.service, s.name)
-        if k not in self.base:
-            trees = []
-            for b in self.store.spans(SpanFilter(window=self.baseline, service=s.service,
-                                                 name=s.name, kind=s.kind, limit=BASELINE_SAMPLES)):
-                t = self.tree(b.trace_id)
-                if b.span_id in t.by_id:
-                    trees.append((t, t.by_id[b.span_id]))
-            self.base[k] = baseline_self_times(trees)
-        return self.base[k]
-
-    def votes(self, a: Anomaly) -> list[Vote]:
-        out = []
-        for s in self.samples(a):
-            tree = self.tree(s.trace_id)
-            start = tree.by_id.get(s.span_id)
-            if start is None:
-                continue
-            if a.kind == "latency":
-                v = latency_vote(tree, start, self.baseline_for(start))
-                out += [v] if v else []
-            else:
-                out += error_votes(tree, start)
-        return out
-
-
 def _mentions(question: str, names: list[str]) -> set[str]:
     words = set(re.findall(r"[\w.:-]+", question.lower()))
     return {n for n in names if n.lower() in words}
 
 
-def _candidates(walker: _Walker, found: list[Anomaly], focus: set[str]) -> dict:
+def _candidates(walker: Walker, found: list[Anomaly], focus: set[str]) -> dict:
     cands: dict[tuple[str, str], Candidate] = {}
     symptoms = [a for a in found if a.kind in WALKED]
     symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
@@ -125,7 +67,7 @@ def _candidates(walker: _Walker, found: list[Anomaly], focus: set[str]) -> dict:
     return cands
 
 
-def _upstream_dropped(walker: _Walker, a: Anomaly, found: list[Anomaly]) -> bool:
+def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly]) -> bool:
     """A drop explained by a caller that dropped or fails itself belongs to the caller."""
     troubled = {x.service for x in found if x.service != a.service}
     return any(e.server == a.service and e.client in troubled
@@ -148,7 +90,7 @@ def _merge(cands: list[Candidate]) -> list[Candidate]:
     return out
 
 
-def _change(walker: _Walker, c: Candidate) -> float:
+def _change(walker: Walker, c: Candidate) -> float:
     """How much the candidate itself changed vs baseline (1 clear, 0.15 not at all); sets c.change."""
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
@@ -172,7 +114,7 @@ def _change(walker: _Walker, c: Candidate) -> float:
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
 
 
-def _operation(walker: _Walker, c: Candidate) -> str | None:
+def _operation(walker: Walker, c: Candidate) -> str | None:
     if c.kind == "traffic":
         rows = walker.store.red(walker.baseline, by="operation", service=c.key[0])
         return max(rows, key=lambda r: r.count).operation if rows else None
@@ -194,7 +136,7 @@ def _describe(tree: Tree, s: Span, excess_ms: float) -> str:
     return text
 
 
-def _traffic_evidence(walker: _Walker, c: Candidate) -> list[Evidence]:
+def _traffic_evidence(walker: Walker, c: Candidate) -> list[Evidence]:
     """Requests the service handled before, and calls to it now left unanswered."""
     store, out = walker.store, []
     for s in store.spans(SpanFilter(window=walker.baseline, service=c.key[0], limit=2)):
@@ -214,7 +156,7 @@ def _traffic_evidence(walker: _Walker, c: Candidate) -> list[Evidence]:
     return out
 
 
-def _blast(walker: _Walker, c: Candidate, found: list[Anomaly]) -> BlastRadius:
+def _blast(walker: Walker, c: Candidate, found: list[Anomaly]) -> BlastRadius:
     hit = {a.service for a in found} | {a.caller for a in found if a.caller}
     services, endpoints = {c.key[0]}, []
     for tid in list(c.traces)[:20]:
@@ -236,10 +178,11 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
                 anomaly: dict | None = None) -> Report:
     """From a question (or an anomaly), find and rank root causes with evidence."""
     t0 = time.perf_counter()
+    store = Memo(store)  # type: ignore[assignment]
     window = window or default_window(store)
     cur, base = split_baseline(store, window)
     found = anomalies(store, cur, base, samples=False)
-    walker = _Walker(store, cur, base)
+    walker = Walker(store, cur, base)
     names = store.services(cur) + [e.server for e in store.service_map(cur)]
     focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
     cands = _merge(list(_candidates(walker, found, focus).values()))

@@ -1,0 +1,110 @@
+"""Sample requests for an anomaly and baseline requests for comparison, as trace trees.
+
+Walker caches every trace it fetched (one query per sample set, via SpanStore.traces);
+Memo answers the aggregate queries one investigation repeats (service map, RED) once.
+"""
+from __future__ import annotations
+
+from capture.span import Span
+from capture.store.api import SpanFilter, SpanStore, TimeWindow
+from guardian.investigate.walk import Vote, baseline_self_times, error_votes, latency_vote
+from tools.anomalies import Anomaly
+from tools.base import peer_filters
+from tools.trace import Tree
+
+SAMPLES = 8  # requests walked per anomaly
+BASELINE_SAMPLES = 8  # baseline requests per endpoint, for "normal" own times
+
+
+class Walker:
+    """Caches traces and baselines while walking samples of each anomaly."""
+
+    def __init__(self, store: SpanStore, window: TimeWindow, baseline: TimeWindow):
+        self.store, self.window, self.baseline = store, window, baseline
+        self.trees: dict[str, Tree] = {}
+        self.base: dict[tuple[str, str], dict] = {}
+
+    def tree(self, trace_id: str) -> Tree:
+        if trace_id not in self.trees:
+            self.trees[trace_id] = Tree(self.store.trace(trace_id))
+        return self.trees[trace_id]
+
+    def fetch(self, flt: SpanFilter, n: int) -> list[tuple[Tree, Span]]:
+        """Up to n requests matching flt, each as (its trace's tree, the matching span)."""
+        out = []
+        for spans in self.store.traces(flt, limit=n):
+            if not spans:
+                continue
+            tid = spans[0].trace_id
+            tree = self.trees.setdefault(tid, Tree(spans))
+            hits = [s for s in tree.spans if match(s, flt)]
+            if hits:
+                out.append((tree, max(hits, key=lambda s: s.duration_ns)))
+        return out
+
+    def samples(self, a: Anomaly) -> list[tuple[Tree, Span]]:
+        failing = a.kind in ("error_rate", "new_error", "saturation")
+        flt = dict(window=self.window, status_code="ERROR" if failing else None)
+        if a.caller:
+            for attrs in peer_filters(a.service):
+                got = self.fetch(SpanFilter(service=a.caller, attributes=attrs, **flt), SAMPLES)
+                if got:
+                    return got
+            return self.fetch(SpanFilter(service=a.service, kind="SERVER", **flt), SAMPLES)
+        if not failing:
+            flt["min_duration_ns"] = int(a.baseline.p95_ms * 1e6) or None
+        return self.fetch(SpanFilter(service=a.service, name=a.operation, **flt), SAMPLES)
+
+    def baseline_for(self, s: Span) -> dict:
+        """Normal own time per key under requests like s (same service and operation)."""
+        k = (s.service, s.name)
+        if k not in self.base:
+            self.base[k] = baseline_self_times(self.fetch(SpanFilter(
+                window=self.baseline, service=s.service, name=s.name, kind=s.kind),
+                BASELINE_SAMPLES))
+        return self.base[k]
+
+    def votes(self, a: Anomaly) -> list[Vote]:
+        out = []
+        for tree, start in self.samples(a):
+            if a.kind == "latency":
+                v = latency_vote(tree, start, self.baseline_for(start))
+                out += [v] if v else []
+            else:
+                out += error_votes(tree, start)
+        return out
+
+
+def match(s: Span, f: SpanFilter) -> bool:
+    """Does s meet the filter (the store's semantics, for spans already fetched)?"""
+    if f.window and not f.window.start_ns <= s.start_time_unix_nano < f.window.end_ns:
+        return False
+    for want, have in ((f.service, s.service), (f.name, s.name), (f.kind, s.kind),
+                       (f.status_code, s.status_code)):
+        if want is not None and want != have:
+            return False
+    if f.min_duration_ns is not None and s.duration_ns < f.min_duration_ns:
+        return False
+    return all(str(s.attributes.get(k, s.resource.get(k))) == str(v) for k, v in f.attributes.items())
+
+
+class Memo:
+    """The store, with the aggregate queries one investigation repeats answered once."""
+
+    def __init__(self, store: SpanStore):
+        self._store, self._memo = store, {}
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def _once(self, key, fn):
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+    def service_map(self, window):
+        return self._once(("map", window), lambda: self._store.service_map(window))
+
+    def red(self, window, by="service", interval_s=None, service=None):
+        return self._once(("red", window, by, interval_s, service),
+                          lambda: self._store.red(window, by, interval_s, service))
