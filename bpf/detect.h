@@ -8,18 +8,41 @@
 #include "types.h"
 #include "protocols/tls.h"
 #include "protocols/http1.h"
+#include "protocols/http2.h"
+#include "protocols/postgres.h"
+#include "protocols/mysql.h"
+#include "protocols/nats.h"
+#include "protocols/memcached.h"
+#include "protocols/redis.h"
+
+/* Each detector gets its own copy of `len`, read back from the (unused) tail of the payload
+ * buffer: the verifier cannot tie it to the caller's register, so the bounds a detector
+ * learns about it do not split the states every later detector is verified in. Without
+ * this, verification time grows with the product of the detectors' length checks. */
+static __always_inline __u32 detect_len(const __u8 *buf, __u32 len)
+{
+    volatile __u32 *slot = (volatile __u32 *)(buf + 2 * MAX_PAYLOAD - 4);
+    *slot = len;
+    return *slot;
+}
 
 /* REGISTRY:protocols — tried in order, most specific structure first. */
 static __always_inline int detect_protocol(const __u8 *buf, __u32 len, __u8 *msg_type)
 {
     int t;
 #define TRY(id, fn)            \
-    t = fn(buf, len);          \
+    t = fn(buf, detect_len(buf, len)); \
     if (t != MSG_NONE) {       \
         *msg_type = t;         \
         return id;             \
     }
     TRY(PROTO_HTTP1, detect_http1)
+    TRY(PROTO_HTTP2, detect_http2)
+    TRY(PROTO_POSTGRES, detect_postgres)
+    TRY(PROTO_MYSQL, detect_mysql)
+    TRY(PROTO_NATS, detect_nats)
+    TRY(PROTO_MEMCACHED, detect_memcached)
+    TRY(PROTO_REDIS, detect_redis)
 #undef TRY
     return PROTO_UNKNOWN;
 }

@@ -13,6 +13,12 @@ from capture.protocols.base import Parser
 # REGISTRY:protocols — protocol name (bpf/types.h PROTO_<NAME>) -> module in capture/protocols.
 MODULES: dict[str, str] = {
     "HTTP1": "capture.protocols.http1",
+    "HTTP2": "capture.protocols.http2",
+    "POSTGRES": "capture.protocols.postgres",
+    "MYSQL": "capture.protocols.mysql",
+    "REDIS": "capture.protocols.redis",
+    "MEMCACHED": "capture.protocols.memcached",
+    "NATS": "capture.protocols.nats",
 }
 
 _parsers: dict[str, type[Parser]] = {}

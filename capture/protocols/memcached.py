@@ -1,0 +1,282 @@
+"""Memcached text and binary protocols (github.com/memcached/memcached/blob/master/doc/protocol.txt,
+protocol_binary.xml), parsed passively. get/set/delete/... each become one span; gets say hit/miss.
+
+Rule 1: text replies pair in FIFO order; `noreply` commands complete without a reply.
+Rule 2: binary replies pair by opaque; quiet gets (GETQ/GETKQ) that get no reply before a
+        later reply were misses.
+Rule 3: after garbage or lost bytes a direction resyncs at the next chunk that starts like
+        a message and pending commands are dropped. Values are never kept.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from capture.protocols.base import Parser, Record, Side
+
+MAX_PENDING = 4096
+MAX_LINE = 8192
+MAX_FILL = 16 * 1024 * 1024
+_STORAGE = {b"set", b"add", b"replace", b"append", b"prepend", b"cas"}
+_RETRIEVAL = {b"get", b"gets", b"gat", b"gats"}
+_COMMANDS = _STORAGE | _RETRIEVAL | {b"delete", b"incr", b"decr", b"touch", b"stats", b"version",
+                                     b"flush_all", b"verbosity", b"quit", b"mn", b"mg", b"ms", b"md", b"ma"}
+_ERRORS = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
+_TEXT_REQUEST = re.compile(rb"(gets?|gats?|set|add|replace|append|prepend|cas|delete|incr|decr|touch) [!-~]")
+_TEXT_REPLY = re.compile(rb"(VALUE |STORED\r|END\r|NOT_FOUND\r|NOT_STORED\r|DELETED\r|EXISTS\r|TOUCHED\r)")
+# Binary header: magic, opcode, key length, extras length, data type, vbucket|status, body, opaque, cas
+_HEADER = struct.Struct(">BBHBBHIIQ")
+_OPCODES = {0x00: "get", 0x01: "set", 0x02: "add", 0x03: "replace", 0x04: "delete", 0x05: "incr",
+            0x06: "decr", 0x07: "quit", 0x08: "flush", 0x09: "getq", 0x0a: "noop", 0x0b: "version",
+            0x0c: "getk", 0x0d: "getkq", 0x0e: "append", 0x0f: "prepend", 0x10: "stat", 0x11: "setq",
+            0x12: "addq", 0x13: "replaceq", 0x14: "deleteq", 0x15: "incrq", 0x16: "decrq", 0x1c: "touch",
+            0x1d: "gat", 0x1e: "gatq"}
+_QUIET_GETS = {0x09, 0x0d, 0x1e}
+_BINARY_STATUS = {0: "ok", 1: "key_not_found", 2: "key_exists", 3: "value_too_large", 4: "invalid_arguments",
+                  5: "item_not_stored", 6: "non_numeric", 0x81: "unknown_command", 0x82: "out_of_memory"}
+_NOT_ERRORS = {0, 1, 2, 5}  # misses and CAS conflicts are answers, not failures
+
+
+class _Incomplete(Exception):
+    pass
+
+
+class _Garbage(Exception):
+    pass
+
+
+def detect(data: bytes) -> Side | None:
+    """Userspace mirror of bpf/protocols/memcached.h."""
+    if len(data) >= 24 and data[0] in (0x80, 0x81):
+        magic, op, keylen, extlen, dtype, vb, body, _, _ = _HEADER.unpack_from(data)
+        if op <= 0x48 and dtype == 0 and extlen <= 20 and keylen <= 250 and keylen + extlen <= body <= 1 << 20:
+            if magic == 0x81:
+                return Side.SERVER
+            return Side.CLIENT if vb >> 8 == 0 else None
+        return None
+    if not data.endswith(b"\r\n"):
+        return None
+    if _TEXT_REQUEST.match(data):
+        return Side.CLIENT
+    if _TEXT_REPLY.match(data):
+        return Side.SERVER
+    return None
+
+
+@dataclass(slots=True)
+class _Request:
+    op: str
+    keys: list[str]
+    start_ns: int
+    noreply: bool = False
+    opaque: int = -1  # binary only
+    quiet: bool = False
+
+
+@dataclass(slots=True)
+class _Reply:
+    status: str  # first word (text) or status name (binary)
+    values: int = 0
+    error: bool = False
+    message: str = ""
+    opaque: int = -1
+
+
+@dataclass(slots=True)
+class _Direction:
+    buf: bytearray = field(default_factory=bytearray)
+    resync: bool = False
+    start_ns: int = 0
+
+
+def _line(buf: bytes, pos: int) -> tuple[bytes, int]:
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        if len(buf) - pos > MAX_LINE:
+            raise _Garbage
+        raise _Incomplete
+    return buf[pos:end], end + 2
+
+
+def _need(buf: bytes, end: int) -> None:
+    if len(buf) < end:
+        raise _Incomplete
+
+
+def _text_request(buf: bytes, pos: int, ts_ns: int) -> tuple[_Request, int]:
+    line, pos = _line(buf, pos)
+    words = line.split()
+    if not words or words[0] not in _COMMANDS:
+        raise _Garbage
+    cmd = words[0]
+    if cmd in _STORAGE or cmd == b"ms":
+        idx = 2 if cmd == b"ms" else 4
+        try:
+            n = int(words[idx])
+        except (IndexError, ValueError):
+            raise _Garbage from None
+        _need(buf, pos + n + 2)
+        pos += n + 2
+    keys = words[2:] if cmd in (b"gat", b"gats") else words[1:] if cmd in _RETRIEVAL else words[1:2]
+    noreply = words[-1] == b"noreply"
+    return _Request(cmd.decode(), [k.decode("utf-8", "replace") for k in keys if k != b"noreply"], ts_ns,
+                    noreply), pos
+
+
+def _text_reply(buf: bytes, pos: int) -> tuple[_Reply, int]:
+    line, pos = _line(buf, pos)
+    word = line.split(b" ", 1)[0]
+    if word in (b"VALUE", b"STAT", b"END"):
+        values = 0
+        while word != b"END":  # a multi-line reply ends with END
+            if word == b"VALUE":
+                parts = line.split()
+                try:
+                    n = int(parts[3])
+                except (IndexError, ValueError):
+                    raise _Garbage from None
+                _need(buf, pos + n + 2)
+                pos += n + 2
+                values += 1
+            elif word != b"STAT":
+                raise _Garbage
+            line, pos = _line(buf, pos)
+            word = line.split(b" ", 1)[0]
+        return _Reply("END", values=values), pos
+    if not word or not (word.isupper() or word.isdigit() or word.startswith((b"VA", b"HD", b"EN", b"NF", b"MN"))):
+        raise _Garbage
+    err = word in _ERRORS
+    return _Reply(word.decode("latin-1"), error=err, message=line.decode("utf-8", "replace") if err else ""), pos
+
+
+def _binary(buf: bytes, pos: int, ts_ns: int):
+    _need(buf, pos + 24)
+    magic, op, keylen, extlen, _, vb, body, opaque, _ = _HEADER.unpack_from(buf, pos)
+    if magic not in (0x80, 0x81) or keylen + extlen > body or body > 64 * 1024 * 1024:
+        raise _Garbage
+    _need(buf, pos + 24 + body)
+    key = buf[pos + 24 + extlen : pos + 24 + extlen + keylen].decode("utf-8", "replace")
+    end = pos + 24 + body
+    if magic == 0x80:
+        name = _OPCODES.get(op, f"0x{op:02x}")
+        return _Request(name, [key] if key else [], ts_ns, opaque=opaque, quiet=op in _QUIET_GETS), end
+    status = _BINARY_STATUS.get(vb, f"0x{vb:04x}")
+    values = 1 if vb == 0 and op in (0x00, 0x09, 0x0c, 0x0d, 0x1d, 0x1e) else 0
+    msg = buf[pos + 24 + extlen + keylen : end].decode("utf-8", "replace")[:256] if vb not in _NOT_ERRORS else ""
+    return _Reply(status, values=values, error=vb not in _NOT_ERRORS, message=msg, opaque=opaque), end
+
+
+class MemcachedParser(Parser):
+    protocol = "MEMCACHED"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction()}
+        self._pending: deque[_Request] = deque()
+
+    def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
+        d = self._dirs[side]
+        missing = (size or 0) - len(data)
+        if d.resync:
+            if detect(data) != side:
+                self.stats["resync_skipped_chunks"] += 1
+                return []
+            d.resync, d.buf = False, bytearray()
+            self.stats["resyncs"] += 1
+        if not d.buf:
+            d.start_ns = ts_ns
+        d.buf += data
+        if missing > 0:
+            if missing > MAX_FILL:
+                return self._lose(d, "lost_bytes")
+            d.buf += bytes(missing)  # lost bytes inside a value keep the framing
+        out: list[Record] = []
+        buf, pos = bytes(d.buf), 0
+        while pos < len(buf):
+            try:
+                if buf[pos] in (0x80, 0x81):
+                    msg, end = _binary(buf, pos, d.start_ns)
+                elif side == Side.CLIENT:
+                    msg, end = _text_request(buf, pos, d.start_ns)
+                else:
+                    msg, end = _text_reply(buf, pos)
+            except _Incomplete:
+                break
+            except _Garbage:
+                return out + self._lose(d, "garbage")
+            pos = end
+            d.start_ns = ts_ns
+            if isinstance(msg, _Request):
+                out.extend(self._request(msg, ts_ns))
+            else:
+                out.extend(self._reply(msg, ts_ns))
+        del d.buf[:pos]
+        return out
+
+    def close(self, ts_ns: int) -> list[Record]:
+        out = []
+        for req in self._pending:
+            if req.quiet:
+                out.append(_record(req, _Reply("key_not_found"), ts_ns))
+            else:
+                self.stats["requests_without_response"] += 1
+                out.append(_record(req, None, ts_ns))
+        self._pending.clear()
+        return out
+
+    def _lose(self, d: _Direction, reason: str) -> list[Record]:
+        self.stats[reason] += 1
+        d.resync, d.buf = True, bytearray()
+        self._pending.clear()
+        return []
+
+    def _request(self, req: _Request, ts_ns: int) -> list[Record]:
+        if req.noreply:
+            return [_record(req, _Reply("noreply"), ts_ns)]
+        if req.op == "quit":
+            return []
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+            self.stats["pending_overflow"] += 1
+        self._pending.append(req)
+        return []
+
+    def _reply(self, reply: _Reply, ts_ns: int) -> list[Record]:
+        out = []
+        if reply.opaque >= 0:  # binary: pair by opaque; quiet gets skipped over were misses
+            while self._pending and self._pending[0].opaque != reply.opaque:
+                req = self._pending.popleft()
+                if req.quiet:
+                    out.append(_record(req, _Reply("key_not_found"), ts_ns))
+                else:
+                    self.stats["requests_without_response"] += 1
+        if not self._pending:
+            self.stats["responses_without_request"] += 1
+            return out
+        out.append(_record(self._pending.popleft(), reply, ts_ns))
+        return out
+
+
+def _record(req: _Request, reply: _Reply | None, end_ns: int) -> Record:
+    attrs: dict = {"db.system": "memcached", "db.operation.name": req.op}
+    if req.keys:
+        attrs["db.query.text"] = f"{req.op} {' '.join(req.keys)}"[:1024]
+    status, message = "UNSET", ""
+    if reply is None:
+        status, message = "ERROR", "connection closed before a reply"
+        attrs["error.type"] = "no_response"
+    else:
+        attrs["db.response.status_code"] = reply.status
+        if req.op.startswith(("get", "gat", "mg")) or req.op in ("getq", "getk", "getkq"):
+            attrs["memcached.hit"] = reply.values > 0 or reply.status == "VA"
+            attrs["db.response.returned_rows"] = reply.values
+        if reply.error:
+            status, message = "ERROR", reply.message or reply.status
+            attrs["error.type"] = reply.status
+    return Record(name=req.op, start_ns=req.start_ns, end_ns=end_ns, attributes=attrs, status=status,
+                  status_message=message)
+
+
+PARSER = MemcachedParser

@@ -1,0 +1,325 @@
+"""MySQL / MariaDB client/server protocol (dev.mysql.com/doc/dev/mysql-server/latest/PAGE_PROTOCOL.html),
+parsed passively.
+
+    packet: Int<3> payload length (LE) | Int<1> sequence id | payload
+
+Rule 1: one span per command (COM_QUERY, COM_STMT_PREPARE/EXECUTE, ping, ...), paired FIFO
+        with its response: OK, ERR (code + SQLSTATE) or a result set read to its end.
+Rule 2: COM_STMT_EXECUTE spans carry the text their COM_STMT_PREPARE sent (by statement id).
+Rule 3: the handshake's auth data and later auth-switch packets are never read.
+Rule 4: a response starts with sequence id 1: after garbage or a gap, server packets are
+        skipped until one does; client bytes resync at a command packet (sequence 0).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from capture.protocols.base import Parser, Record, Side
+from capture.protocols.postgres import sql_summary
+
+MAX_FILL = 64 * 1024 * 1024
+MAX_PENDING = 1024
+MAX_STATEMENTS = 4096
+MAX_QUERY = 4096
+COMMANDS = {0x01: "QUIT", 0x02: "INIT_DB", 0x03: "QUERY", 0x0e: "PING", 0x11: "CHANGE_USER",
+            0x16: "STMT_PREPARE", 0x17: "STMT_EXECUTE", 0x18: "STMT_SEND_LONG_DATA", 0x19: "STMT_CLOSE",
+            0x1a: "STMT_RESET", 0x1f: "RESET_CONNECTION", 0x09: "STATISTICS", 0x0d: "DEBUG",
+            0x1b: "SET_OPTION", 0x1c: "STMT_FETCH"}
+_NO_REPLY = {0x01, 0x18, 0x19}
+_TEXT_COMMANDS = {0x03, 0x16}
+_SERVER_MORE_RESULTS = 0x0008
+# Server-side framing states.
+IDLE, MORE, DEFS, COLUMNS, ROWS_START, ROWS = range(6)
+
+
+def detect(data: bytes) -> Side | None:
+    """Userspace mirror of bpf/protocols/mysql.h."""
+    if len(data) < 5:
+        return None
+    n, seq, cmd = data[0] | data[1] << 8 | data[2] << 16, data[3], data[4]
+    if n == 0:
+        return None
+    if seq == 0 and cmd == 0x0A and 40 <= n <= 512 and len(data) >= 6 and 0x34 <= data[5] <= 0x39:
+        return Side.SERVER
+    if seq == 0 and n + 4 == len(data):
+        if cmd in _TEXT_COMMANDS and n >= 2:
+            return Side.CLIENT if data[5] >= 9 else None
+        if (cmd == 0x17 and n >= 10) or (cmd in (0x0E, 0x01) and n == 1):
+            return Side.CLIENT
+    if seq >= 1 and cmd == 0xFF and len(data) >= 13 and n >= 9 and data[7] == 0x23:
+        return Side.SERVER
+    return None
+
+
+def _error(p: bytes) -> tuple[int, str, str]:
+    """ERR packet: 0xff | code (2) | ['#' SQLSTATE (5)] | message."""
+    code = int.from_bytes(p[1:3], "little")
+    if p[3:4] == b"#":
+        return code, p[4:9].decode("latin-1"), p[9:].decode("utf-8", "replace")
+    return code, "", p[3:].decode("utf-8", "replace")
+
+
+def _lenenc(p: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(p):
+        return 0, pos
+    c = p[pos]
+    if c < 0xFB:
+        return c, pos + 1
+    width = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(c, 0)
+    return int.from_bytes(p[pos + 1 : pos + 1 + width], "little"), pos + 1 + width
+
+
+@dataclass(slots=True)
+class _Command:
+    code: int
+    start_ns: int
+    query: str = ""
+    stmt_id: int = -1
+    rows: int = 0
+    affected: int | None = None
+    error: tuple[int, str, str] | None = None
+
+
+@dataclass(slots=True)
+class _Direction:
+    buf: bytearray = field(default_factory=bytearray)
+    start_ns: int = 0
+    resync: bool = False
+
+
+class MysqlParser(Parser):
+    protocol = "MYSQL"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction()}
+        self._pending: deque[_Command] = deque()
+        self._statements: dict[int, str] = {}
+        self._system = "mysql"
+        self._database = ""
+        self._handshake = False  # between the greeting and the server's first OK/ERR
+        self._state = IDLE
+        self._left = 0  # column/param definitions still to read
+        self._out: list[Record] = []
+
+    def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
+        d = self._dirs[side]
+        missing = (size or 0) - len(data)
+        if d.resync:
+            if side == Side.SERVER or not (len(data) >= 5 and data[3] == 0 and data[4] in COMMANDS):
+                if side == Side.CLIENT:
+                    self.stats["resync_skipped_chunks"] += 1
+                    return []
+            d.resync, d.buf = False, bytearray()
+            self.stats["resyncs"] += 1
+        if not d.buf:
+            d.start_ns = ts_ns
+        d.buf += data
+        if missing > 0:
+            if missing > MAX_FILL:
+                self._lose(d, "lost_bytes")
+                return self._take()
+            d.buf += bytes(missing)  # lost bytes inside a packet keep the framing
+        buf, pos = bytes(d.buf), 0
+        while len(buf) - pos >= 4:
+            n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            if len(buf) - pos < 4 + n:
+                break
+            seq, payload = buf[pos + 3], buf[pos + 4 : pos + 4 + n]
+            pos += 4 + n
+            if side == Side.CLIENT:
+                self._client(seq, payload, d.start_ns, ts_ns)
+            else:
+                self._server(seq, payload, ts_ns)
+            d.start_ns = ts_ns
+        del d.buf[:pos]
+        return self._take()
+
+    def close(self, ts_ns: int) -> list[Record]:
+        for cmd in self._pending:
+            self.stats["requests_without_response"] += 1
+            self._emit(cmd, ts_ns, closed=True)
+        self._pending.clear()
+        return self._take()
+
+    def _take(self) -> list[Record]:
+        out, self._out = self._out, []
+        return out
+
+    def _lose(self, d: _Direction, reason: str) -> None:
+        self.stats[reason] += 1
+        d.resync, d.buf = True, bytearray()
+        self._pending.clear()
+        self._state = IDLE
+
+    # -- client --------------------------------------------------------------------------
+    def _client(self, seq: int, p: bytes, start_ns: int, ts_ns: int) -> None:
+        if self._handshake or seq != 0:
+            if seq == 1 and len(p) >= 32 and not self._pending:
+                self._handshake_response(p)
+            return  # auth packets: never read
+        if not p or p[0] not in COMMANDS:
+            self.stats["unknown_command"] += 1
+            return
+        cmd = _Command(p[0], start_ns)
+        if cmd.code in _TEXT_COMMANDS:
+            cmd.query = p[1 : 1 + MAX_QUERY].decode("utf-8", "replace")
+        elif cmd.code == 0x02:
+            self._database = p[1:].decode("utf-8", "replace")
+        elif cmd.code in (0x17, 0x19, 0x1a, 0x18) and len(p) >= 5:
+            cmd.stmt_id = int.from_bytes(p[1:5], "little")
+            cmd.query = self._statements.get(cmd.stmt_id, "")
+            if cmd.code == 0x19:
+                self._statements.pop(cmd.stmt_id, None)
+        if cmd.code in _NO_REPLY:
+            if cmd.code == 0x19:
+                self._emit(cmd, ts_ns)
+            return
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+            self.stats["pending_overflow"] += 1
+        self._pending.append(cmd)
+
+    def _handshake_response(self, p: bytes) -> None:
+        """HandshakeResponse41: caps(4) max(4) charset(1) filler(23) user\\0 auth ... [db\\0]."""
+        caps = int.from_bytes(p[0:4], "little")
+        self._handshake = True
+        if not caps & 0x8:  # CLIENT_CONNECT_WITH_DB
+            return
+        pos = p.find(b"\0", 32) + 1
+        if pos <= 0:
+            return
+        if caps & 0x200000:  # CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+            n, pos = _lenenc(p, pos)
+        elif caps & 0x8000:  # CLIENT_SECURE_CONNECTION
+            n, pos = p[pos], pos + 1
+        else:
+            n = p.find(b"\0", pos) - pos + 1
+        end = p.find(b"\0", pos + n)
+        self._database = p[pos + n : end if end >= 0 else len(p)].decode("utf-8", "replace")
+
+    # -- server --------------------------------------------------------------------------
+    def _server(self, seq: int, p: bytes, ts_ns: int) -> None:
+        if not p:
+            return
+        if seq == 0 and p[0] == 0x0A:  # greeting
+            version = p[1 : p.find(b"\0", 1)]
+            self._system = "mariadb" if b"MariaDB" in version else "mysql"
+            self._handshake, self._state = True, IDLE
+            return
+        if self._handshake:
+            if p[0] in (0x00, 0xFF) and seq >= 2:
+                self._handshake = False  # auth finished (OK or ERR); 0x01/0xfe are auth steps
+            return
+        head = self._pending[0] if self._pending else None
+        if self._state == IDLE or self._state == MORE:
+            # a response starts at sequence 1 (Rule 4); a trailing EOF of a prepare does not
+            if head is None or (seq != 1 and self._state == IDLE):
+                self.stats["responses_without_request"] += head is None
+                return
+            self._first(head, p, ts_ns)
+        elif self._state == DEFS:  # prepare: parameter then column definitions, EOFs between
+            if p[0] == 0xFE and len(p) < 9:
+                return
+            self._left -= 1
+            if self._left <= 0:
+                self._done(ts_ns)
+        elif self._state == COLUMNS:
+            self._left -= 1
+            if self._left <= 0:
+                self._state = ROWS_START
+        elif self._state == ROWS_START and p[0] == 0xFE and len(p) == 5:
+            self._state = ROWS  # EOF after the column definitions (no CLIENT_DEPRECATE_EOF)
+        else:
+            self._state = ROWS
+            self._rows(head, p, ts_ns)
+
+    def _first(self, cmd: _Command, p: bytes, ts_ns: int) -> None:
+        if p[0] == 0xFF:
+            cmd.error = _error(p)
+            self._done(ts_ns)
+        elif p[0] == 0x00 and cmd.code == 0x16 and len(p) >= 12:  # COM_STMT_PREPARE_OK
+            stmt_id = int.from_bytes(p[1:5], "little")
+            if len(self._statements) >= MAX_STATEMENTS:
+                self._statements.clear()
+            self._statements[stmt_id] = cmd.query
+            cmd.stmt_id = stmt_id
+            self._left = int.from_bytes(p[5:7], "little") + int.from_bytes(p[7:9], "little")
+            if self._left:
+                self._state = DEFS
+            else:
+                self._done(ts_ns)
+        elif p[0] in (0x00, 0xFE):  # OK
+            cmd.affected, pos = _lenenc(p, 1)
+            _, pos = _lenenc(p, pos)
+            if int.from_bytes(p[pos : pos + 2], "little") & _SERVER_MORE_RESULTS:
+                self._state = MORE
+            else:
+                self._done(ts_ns)
+        elif p[0] == 0xFB:  # LOCAL INFILE request: the client sends a file, then an OK follows
+            self.stats["local_infile"] += 1
+        else:  # result set: column count, then that many column definitions
+            self._left, _ = _lenenc(p, 0)
+            self._state = COLUMNS if self._left else ROWS
+
+    def _rows(self, cmd: _Command | None, p: bytes, ts_ns: int) -> None:
+        if p[0] == 0xFF:
+            if cmd is not None:
+                cmd.error = _error(p)
+            self._done(ts_ns)
+        elif p[0] == 0xFE and len(p) < 0xFFFFFF:  # EOF (5 bytes) or OK ending the rows
+            if len(p) == 5:
+                status = int.from_bytes(p[3:5], "little")
+            else:
+                _, pos = _lenenc(p, 1)
+                _, pos = _lenenc(p, pos)
+                status = int.from_bytes(p[pos : pos + 2], "little")
+            if status & _SERVER_MORE_RESULTS:
+                self._state = MORE  # the next result set starts with its own column count
+            else:
+                self._done(ts_ns)
+        elif cmd is not None:
+            cmd.rows += 1
+
+    def _done(self, ts_ns: int) -> None:
+        self._state, self._left = IDLE, 0
+        if self._pending:
+            self._emit(self._pending.popleft(), ts_ns)
+
+    def _emit(self, cmd: _Command, ts_ns: int, closed: bool = False) -> None:
+        attrs: dict = {"db.system": self._system}
+        if self._database:
+            attrs["db.namespace"] = self._database
+        op, table = sql_summary(cmd.query) if cmd.query else ("", "")
+        if cmd.query:
+            attrs["db.query.text"] = cmd.query
+        if op:
+            attrs["db.operation.name"] = op
+        if table:
+            attrs["db.collection.name"] = table
+        if cmd.rows:
+            attrs["db.response.returned_rows"] = cmd.rows
+        elif cmd.affected:
+            attrs["db.response.returned_rows"] = cmd.affected
+        attrs["mysql.command"] = COMMANDS.get(cmd.code, hex(cmd.code))
+        status, message = "UNSET", ""
+        if cmd.error is not None:
+            code, sqlstate, msg = cmd.error
+            status, message = "ERROR", msg[:512]
+            attrs["db.response.status_code"] = str(code)
+            attrs["error.type"] = str(code)
+            if sqlstate:
+                attrs["db.mysql.sqlstate"] = sqlstate
+        elif closed:
+            status, message = "ERROR", "connection closed before a response"
+            attrs["error.type"] = "no_response"
+        label = op or COMMANDS.get(cmd.code, "mysql")
+        if cmd.code == 0x16:
+            label = f"PREPARE {op}".strip()
+        name = f"{label} {table}" if table else label
+        self._out.append(Record(name=name, start_ns=cmd.start_ns, end_ns=ts_ns, attributes=attrs,
+                                status=status, status_message=message))
+
+
+PARSER = MysqlParser

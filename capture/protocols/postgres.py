@@ -1,0 +1,323 @@
+"""PostgreSQL frontend/backend protocol v3 (postgresql.org/docs/current/protocol.html), parsed passively.
+
+    typed message:   Byte1 type | Int32 length (counts itself) | body
+    untyped (first): Int32 length | Int32 code (startup 196608, SSLRequest 80877103, ...) | body
+
+Rule 1: one span per simple Query (ends at ReadyForQuery) and per extended-protocol Execute
+        (ends at CommandComplete/EmptyQuery/PortalSuspended/ErrorResponse); Execute spans
+        carry the text of the statement that Parse prepared and Bind bound (named or unnamed).
+Rule 2: backend messages answer frontend messages in order: a FIFO of expected answers pairs
+        them; after an ErrorResponse the server skips to Sync, and so do we.
+Rule 3: PasswordMessage/SASL bodies are never read. After garbage a direction resyncs at the
+        next chunk that starts with a plausible typed message; pending work is dropped.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from capture.protocols.base import Parser, Record, Side
+
+MAX_MESSAGE = 64 * 1024 * 1024
+MAX_FILL = 64 * 1024 * 1024
+MAX_PENDING = 4096
+MAX_STATEMENTS = 4096
+MAX_QUERY = 4096
+_CODES = {196608: "startup", 80877103: "ssl", 80877104: "gssenc", 80877102: "cancel"}
+_FRONTEND = set(b"QPBEDCSHXpdcfF")
+_BACKEND = set(b"RSKZTDCEIN123ntsAGHWdcvV")
+_U32 = struct.Struct(">I")
+_KEYWORD = re.compile(r"\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*([A-Za-z]+)", re.S)
+_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|TABLE(?:\s+IF\s+(?:NOT\s+)?EXISTS)?|JOIN)\s+([\w.\"`]+)", re.I)
+
+
+def sql_summary(query: str) -> tuple[str, str]:
+    """(operation, collection) of a SQL statement: ("SELECT", "accounts"); "" when unknown."""
+    m = _KEYWORD.match(query)
+    op = m.group(1).upper() if m else ""
+    t = _TABLE.search(query[:2048])
+    table = t.group(1).strip('"`') if t and op in ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP",
+                                                 "ALTER", "TRUNCATE", "COPY") else ""
+    return op, table
+
+
+def _plausible(data: bytes, types: set[int], pos: int = 0) -> bool:
+    if len(data) - pos < 5 or data[pos] not in types:
+        return False
+    n = _U32.unpack_from(data, pos + 1)[0]
+    return 4 <= n <= MAX_MESSAGE
+
+
+def detect(data: bytes) -> Side | None:
+    """Userspace mirror of bpf/protocols/postgres.h."""
+    if len(data) >= 8:
+        n, code = struct.unpack_from(">II", data)
+        if code in _CODES and code != 196608 and n in (8, 16):
+            return Side.CLIENT
+        if code == 196608 and n == len(data) and n <= 10000:
+            return Side.CLIENT
+    if len(data) < 5:
+        return None
+    t, n = data[0], _U32.unpack_from(data, 1)[0]
+    if n < 4 or n > 0xFFFFFF:
+        return None
+    if t in b"QP" and n >= 5:
+        if n + 1 <= len(data):
+            return Side.CLIENT if data[n] == 0 or t == 0x50 else None
+        return Side.CLIENT if len(data) >= 6 and data[5] >= 9 else None
+    if t == 0x5A:
+        return Side.SERVER if n == 5 and len(data) > 5 and data[5] in b"ITE" else None
+    if t == 0x52:
+        return Side.SERVER if len(data) >= 9 and n >= 8 and data[5:8] == b"\0\0\0" and data[8] <= 12 else None
+    if t == 0x45:
+        return Side.SERVER if len(data) >= 6 and data[5] in b"SV" else None
+    if t == 0x31:
+        return Side.SERVER if n == 4 else None
+    return None
+
+
+@dataclass(slots=True)
+class _Unit:
+    """A frontend message that expects an answer."""
+
+    kind: str  # query, parse, bind, describe, execute, close, sync
+    start_ns: int = 0
+    query: str = ""
+    tag: str = ""
+    rows: int = 0
+    error: dict | None = None
+
+
+@dataclass(slots=True)
+class _Direction:
+    buf: bytearray = field(default_factory=bytearray)
+    resync: bool = False
+    start_ns: int = 0
+    untyped: bool = True  # the client's first messages have no type byte
+
+
+def _cstr(body: bytes, pos: int) -> tuple[str, int]:
+    end = body.find(b"\0", pos)
+    if end < 0:
+        end = len(body)
+    return body[pos:end].decode("utf-8", "replace"), end + 1
+
+
+def _error_fields(body: bytes) -> dict:
+    fields, pos = {}, 0
+    while pos < len(body) and body[pos] != 0:
+        code = chr(body[pos])
+        value, pos = _cstr(body, pos + 1)
+        fields[code] = value
+    return fields
+
+
+class PostgresParser(Parser):
+    protocol = "POSTGRES"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction(untyped=False)}
+        self._units: deque[_Unit] = deque()
+        self._statements: dict[str, str] = {}
+        self._portals: dict[str, str] = {}
+        self._database = ""
+        self._ssl_answer = False  # the server answers SSLRequest/GSSENCRequest with one byte
+        self._out: list[Record] = []
+
+    def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
+        d = self._dirs[side]
+        missing = (size or 0) - len(data)
+        if d.resync:
+            if detect(data) != side and not _plausible(data, _FRONTEND if side == Side.CLIENT else _BACKEND):
+                self.stats["resync_skipped_chunks"] += 1
+                return []
+            d.resync, d.buf = False, bytearray()
+            self.stats["resyncs"] += 1
+        if not d.buf:
+            d.start_ns = ts_ns
+        d.buf += data
+        if missing > 0:
+            if missing > MAX_FILL:
+                self._lose(d, "lost_bytes")
+                return self._take()
+            d.buf += bytes(missing)  # lost bytes inside a message body keep the framing
+        buf, pos = bytes(d.buf), 0
+        while pos < len(buf):
+            if side == Side.SERVER and self._ssl_answer:
+                self._ssl_answer = False
+                if buf[pos] in b"NSG":
+                    pos += 1
+                    continue
+            if side == Side.CLIENT and d.untyped and len(buf) - pos >= 8:
+                n, code = struct.unpack_from(">II", buf, pos)
+                if code in _CODES and 8 <= n <= 10000:
+                    if len(buf) - pos < n:
+                        break
+                    self._untyped(code, buf[pos + 8 : pos + n])
+                    pos += n
+                    continue
+            d.untyped = False
+            if len(buf) - pos < 5:
+                break
+            t = buf[pos]
+            n = _U32.unpack_from(buf, pos + 1)[0]
+            if t not in (_FRONTEND if side == Side.CLIENT else _BACKEND) or not 4 <= n <= MAX_MESSAGE:
+                self._lose(d, "garbage")
+                return self._take()
+            if len(buf) - pos < n + 1:
+                break
+            body = buf[pos + 5 : pos + 1 + n]
+            pos += n + 1
+            if side == Side.CLIENT:
+                self._frontend(t, body, d.start_ns)
+            else:
+                self._backend(t, body, ts_ns)
+            d.start_ns = ts_ns
+        del d.buf[:pos]
+        return self._take()
+
+    def close(self, ts_ns: int) -> list[Record]:
+        for u in self._units:
+            if u.kind in ("query", "execute"):
+                self.stats["requests_without_response"] += 1
+                self._emit(u, ts_ns, closed=True)
+        self._units.clear()
+        return self._take()
+
+    def _take(self) -> list[Record]:
+        out, self._out = self._out, []
+        return out
+
+    def _lose(self, d: _Direction, reason: str) -> None:
+        self.stats[reason] += 1
+        d.resync, d.buf = True, bytearray()
+        self._units.clear()
+
+    def _push(self, unit: _Unit) -> None:
+        if len(self._units) >= MAX_PENDING:
+            self._units.popleft()
+            self.stats["pending_overflow"] += 1
+        self._units.append(unit)
+
+    # -- frontend ------------------------------------------------------------------------
+    def _untyped(self, code: int, body: bytes) -> None:
+        kind = _CODES[code]
+        if kind in ("ssl", "gssenc"):
+            self._ssl_answer = True
+        elif kind == "startup":
+            parts = body.split(b"\0")
+            params = dict(zip(parts[0::2], parts[1::2]))
+            db = params.get(b"database") or params.get(b"user") or b""
+            self._database = db.decode("utf-8", "replace")
+
+    def _frontend(self, t: int, body: bytes, ts_ns: int) -> None:
+        if t == 0x51:  # Q
+            self._push(_Unit("query", ts_ns, _cstr(body, 0)[0]))
+        elif t == 0x50:  # P: name, query
+            name, pos = _cstr(body, 0)
+            query = _cstr(body, pos)[0]
+            if len(self._statements) >= MAX_STATEMENTS and name not in self._statements:
+                self._statements.clear()
+            self._statements[name] = query
+            self._push(_Unit("parse", ts_ns, query))
+        elif t == 0x42:  # B: portal, statement
+            portal, pos = _cstr(body, 0)
+            self._portals[portal] = self._statements.get(_cstr(body, pos)[0], "")
+            if len(self._portals) > MAX_STATEMENTS:
+                self._portals.clear()
+            self._push(_Unit("bind", ts_ns))
+        elif t == 0x45:  # E: portal
+            self._push(_Unit("execute", ts_ns, self._portals.get(_cstr(body, 0)[0], "")))
+        elif t == 0x44:  # D
+            self._push(_Unit("describe", ts_ns))
+        elif t == 0x43:  # C: close statement/portal
+            self._push(_Unit("close", ts_ns))
+        elif t == 0x53:  # S
+            self._push(_Unit("sync", ts_ns))
+        elif t == 0x46:  # F: function call, answered like a query
+            self._push(_Unit("query", ts_ns, "FUNCTION CALL"))
+        # p (password/SASL), H, X, d, c, f: nothing to pair; their bodies are not read
+
+    # -- backend -------------------------------------------------------------------------
+    def _backend(self, t: int, body: bytes, ts_ns: int) -> None:
+        units = self._units
+        head = units[0] if units else None
+        if t == 0x5A:  # Z ReadyForQuery: ends a query or a Sync
+            while units:
+                u = units.popleft()
+                if u.kind == "query":
+                    self._emit(u, ts_ns)
+                    return
+                if u.kind == "sync":
+                    return
+                if u.kind == "execute":
+                    self.stats["requests_without_response"] += 1
+            return
+        if head is None:
+            return
+        if t == 0x45:  # E ErrorResponse
+            err = _error_fields(body)
+            if head.kind == "query":
+                head.error = err
+                return
+            # extended protocol: the failing message's batch is skipped up to Sync
+            target = next((u for u in units if u.kind == "execute"), None)
+            while units and units[0].kind != "sync":
+                u = units.popleft()
+                if target is None and u.kind == "parse":
+                    target = u  # a Parse that failed with no Execute queued: still one span
+                if u is target:
+                    u.error = err
+                    self._emit(u, ts_ns)
+            return
+        if t == 0x44:  # D DataRow
+            if head.kind in ("query", "execute"):
+                head.rows += 1
+        elif t in (0x43, 0x49, 0x73):  # C CommandComplete, I EmptyQuery, s PortalSuspended
+            if t == 0x43:
+                head.tag = _cstr(body, 0)[0]
+            if head.kind == "execute":
+                self._emit(units.popleft(), ts_ns)
+        elif t == 0x31 and head.kind == "parse" or t == 0x32 and head.kind == "bind" or \
+                t == 0x33 and head.kind == "close":
+            units.popleft()
+        elif t in (0x54, 0x6E) and head.kind == "describe":  # RowDescription / NoData end a Describe
+            units.popleft()
+
+    def _emit(self, u: _Unit, ts_ns: int, closed: bool = False) -> None:
+        query = u.query[:MAX_QUERY]
+        op, table = sql_summary(query)
+        attrs: dict = {"db.system": "postgresql"}
+        if self._database:
+            attrs["db.namespace"] = self._database
+        if query:
+            attrs["db.query.text"] = query
+        if u.tag:
+            op = u.tag.split(" ", 1)[0] or op
+            last = u.tag.rsplit(" ", 1)[-1]
+            if last.isdigit():
+                attrs["db.response.returned_rows"] = int(last)
+        elif u.rows:
+            attrs["db.response.returned_rows"] = u.rows
+        if op:
+            attrs["db.operation.name"] = op
+        if table:
+            attrs["db.collection.name"] = table
+        status, message = "UNSET", ""
+        if u.error is not None:
+            code = u.error.get("C", "")
+            status, message = "ERROR", u.error.get("M", "")[:512]
+            attrs["db.response.status_code"] = code
+            attrs["error.type"] = code or "ERROR"
+        elif closed:
+            status, message = "ERROR", "connection closed before a response"
+            attrs["error.type"] = "no_response"
+        name = f"{op} {table}" if op and table else (op or "postgresql")
+        self._out.append(Record(name=name, start_ns=u.start_ns, end_ns=ts_ns, attributes=attrs,
+                                status=status, status_message=message))
+
+
+PARSER = PostgresParser
