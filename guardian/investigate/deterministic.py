@@ -18,10 +18,11 @@ from guardian.investigate.walk import Key, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from guardian.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
-from tools.stats import from_spans
+from tools.stats import RedStats, from_row, from_spans
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
+STAT_SAMPLE, STAT_SLICES = 2000, 4  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
 
 
@@ -95,12 +96,7 @@ def _change(walker: Walker, c: Candidate) -> float:
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
-    stats = []
-    for w in (walker.window, walker.baseline):
-        got = walker.store.spans(SpanFilter(window=w, service=tmpl.service, name=tmpl.name,
-                                            kind=tmpl.kind, limit=2000))
-        stats.append(from_spans(got, w.seconds))
-    cur, base = stats
+    cur, base = (_op_stats(walker.store, tmpl, w) for w in (walker.window, walker.baseline))
     err_delta = cur.error_rate - base.error_rate
     p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0
     p95 = cur.p95_ms / base.p95_ms if base.p95_ms else 1.0
@@ -112,6 +108,22 @@ def _change(walker: Walker, c: Candidate) -> float:
     if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
+
+
+def _op_stats(store: SpanStore, tmpl: Span, w: TimeWindow) -> RedStats:
+    """RED of spans like tmpl: exact for endpoints, else from samples spread over the window."""
+    if tmpl.kind in ("SERVER", "CONSUMER"):
+        rows = [r for r in store.red(w, by="operation", service=tmpl.service)
+                if r.operation == tmpl.name]
+        return from_row(rows[0] if rows else None)
+    step = (w.end_ns - w.start_ns) // STAT_SLICES
+    got = []
+    for i in range(STAT_SLICES):  # the first N by start time would all come from the window's start
+        end = w.end_ns if i == STAT_SLICES - 1 else w.start_ns + (i + 1) * step
+        part = TimeWindow(w.start_ns + i * step, end)
+        got += store.spans(SpanFilter(window=part, service=tmpl.service, name=tmpl.name,
+                                      kind=tmpl.kind, limit=STAT_SAMPLE // STAT_SLICES))
+    return from_spans(got, w.seconds)
 
 
 def _operation(walker: Walker, c: Candidate) -> str | None:
