@@ -231,19 +231,20 @@ class DuckDBStore(SpanStore):
         sql = f"""
         WITH w AS (SELECT trace_id, span_id, parent_span_id, kind, service, peer, duration_ns,
                           status_code FROM spans WHERE start_ns >= ? AND start_ns < ?),
+        c AS (SELECT * FROM w WHERE kind IN ('SERVER','CONSUMER') AND parent_span_id IS NOT NULL),
         linked AS (
             SELECT p.service AS client, c.service AS server, p.span_id AS caller,
                    CASE WHEN p.kind IN ('CLIENT','PRODUCER') THEN p.duration_ns ELSE c.duration_ns END AS duration_ns,
                    CASE WHEN p.kind IN ('CLIENT','PRODUCER') THEN p.status_code ELSE c.status_code END AS status_code
-            FROM w c JOIN w p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
-            WHERE c.kind IN ('SERVER','CONSUMER')
+            FROM c JOIN w p ON c.parent_span_id = p.span_id
+            WHERE c.trace_id = p.trace_id
               AND (p.kind IN ('CLIENT','PRODUCER') OR p.service <> c.service)),
         calls AS (
             SELECT client, server, duration_ns, status_code FROM linked
             UNION ALL
             SELECT service, peer, duration_ns, status_code FROM w
             WHERE kind IN ('CLIENT','PRODUCER') AND peer IS NOT NULL
-              AND span_id NOT IN (SELECT caller FROM linked))
+              AND NOT EXISTS (SELECT 1 FROM linked l WHERE l.caller = w.span_id))
         SELECT client, server, count(*), count(*) FILTER (WHERE status_code = 'ERROR'), {_QUANTILES}
         FROM calls GROUP BY ALL ORDER BY count(*) DESC, client, server"""
         seconds = window.seconds

@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 class AgentProcess:
-    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 60.0):
+    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 180.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "OTEL_"))}
@@ -63,7 +63,7 @@ class AgentProcess:
                 return float(line.rsplit(" ", 1)[1])
         return None
 
-    def wait_metric(self, name: str, at_least: float, timeout: float = 30.0) -> float:
+    def wait_metric(self, name: str, at_least: float, timeout: float = 90.0) -> float:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             v = self.metric(name)
@@ -72,7 +72,7 @@ class AgentProcess:
             time.sleep(0.1)
         raise AssertionError(f"{name} < {at_least}: {self.metric(name)}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90.0) -> int:
         self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)

@@ -8,12 +8,9 @@ import signal
 import subprocess
 import sys
 
-from agent_proc import ROOT, AgentProcess
-
-sys.path.insert(0, os.path.join(ROOT, "tests", "capture", "export"))
-from receivers import GrpcReceiver  # noqa: E402
-
-from capture.span import Span  # noqa: E402
+from capture.span import Span
+from tests.capture.export.receivers import GrpcReceiver
+from tests.guardian.agent_proc import ROOT, AgentProcess
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000

@@ -9,7 +9,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from capture.config import ExportConfig
 from capture.export.otlp import from_config
 from capture.span import Span
-from receivers import GrpcReceiver, HttpReceiver
+from tests.capture.export.receivers import GrpcReceiver, HttpReceiver
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000

@@ -6,6 +6,7 @@ Topology (known call trees):
                               -> stock /stock   -> redis GET, redis INCR
                               -> redis INCR
   driver -> frontend /home     -> redis GET
+With async_stock, stock is an asyncio server: /stock -> redis GET (new connection per call).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import threading
 import time
 import urllib.request
 from contextlib import ExitStack, contextmanager
+from typing import Callable
 
 from capture.span import Span
 
@@ -58,8 +60,12 @@ def _proc(argv: list[str], port: int, service: str | None = None):
             p.wait()
 
 
-def run_app(workdir: str, requests: int = 40, concurrency: int = 4) -> str:
-    """Start redis + 3 services, drive `requests` requests; return the log path."""
+ASYNC_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recorded_async_app.py")
+
+
+def run_app(workdir: str, requests: int = 40, concurrency: int = 4, async_stock: bool = False) -> str:
+    """Start redis + 3 services, drive `requests` requests; return the log path. With
+    async_stock, `stock` is an asyncio server (one thread for all its requests)."""
     log = os.path.join(workdir, "spans.jsonl")
     rp, fp, pp, sp = (free_port() for _ in range(4))
     calls = {
@@ -73,8 +79,10 @@ def run_app(workdir: str, requests: int = 40, concurrency: int = 4) -> str:
         stack.enter_context(_proc(["redis-server", "--port", str(rp), "--bind", "127.0.0.1",
                                    "--save", "", "--appendonly", "no"], rp))
         for name, port in (("pricing", pp), ("stock", sp), ("frontend", fp)):
-            stack.enter_context(_proc([sys.executable, APP, name, str(port), log,
-                                       json.dumps(calls[name])], port, service=name))
+            argv = [sys.executable, APP, name, str(port), log, json.dumps(calls[name])]
+            if name == "stock" and async_stock:
+                argv = [sys.executable, ASYNC_APP, name, str(port), log, str(rp)]
+            stack.enter_context(_proc(argv, port, service=name))
 
         def drive(k: int) -> None:
             for i in range(k, requests, concurrency):
@@ -128,12 +136,15 @@ def map_captured(captured: list[Span], logged: list[Span], slack_ns: int = 20_00
     return out
 
 
-def accuracy(spans: list[Span], truth: dict[str, str | None]) -> dict[str, float | int]:
-    """Fraction of true parent links found, wrong links made, and traces kept whole."""
+def accuracy(spans: list[Span], truth: dict[str, str | None],
+             only: Callable[[Span], bool] | None = None) -> dict[str, float | int]:
+    """Fraction of true parent links found, wrong links made, and traces kept whole
+    (over the spans `only` selects, e.g. one kind or one service)."""
     by_id = {s.span_id: s for s in spans}
-    with_parent = [s for s in spans if truth.get(s.span_id)]
+    scored = [s for s in spans if only is None or only(s)]
+    with_parent = [s for s in scored if truth.get(s.span_id)]
     correct = sum(1 for s in with_parent if s.parent_span_id == truth[s.span_id])
-    wrong = sum(1 for s in spans if s.parent_span_id and s.parent_span_id != truth.get(s.span_id))
+    wrong = sum(1 for s in scored if s.parent_span_id and s.parent_span_id != truth.get(s.span_id))
     same_trace = sum(1 for s in with_parent if by_id[truth[s.span_id]].trace_id == s.trace_id)
     return {"links": len(with_parent), "correct": correct, "wrong": wrong,
             "accuracy": correct / len(with_parent) if with_parent else 0.0,

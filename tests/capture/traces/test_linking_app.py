@@ -6,7 +6,7 @@ import pytest
 
 from capture.traces.linker import link_all
 from capture.traces.stream import StreamLinker
-from linking_app import accuracy, run_app, spans_from_log
+from tests.capture.traces.linking_app import accuracy, run_app, spans_from_log
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +36,15 @@ def test_stream_linking_accuracy(recorded):
     result = accuracy(out, truth)
     print("stream linking:", result)
     assert result["wrong"] <= 0.01 * result["links"] and result["accuracy"] >= 0.98
+
+
+def test_async_server_links_are_missing_rather_than_wrong(tmp_path):
+    """One event loop thread serving overlapping requests: its outgoing calls are linked only
+    when a single request is open; the rest stay unlinked instead of guessed."""
+    spans, truth = spans_from_log(run_app(str(tmp_path), requests=60, concurrency=4, async_stock=True))
+    link_all(spans)
+    stock_calls = accuracy(spans, truth, only=lambda s: s.service == "stock" and s.kind == "CLIENT")
+    others = accuracy(spans, truth, only=lambda s: not (s.service == "stock" and s.kind == "CLIENT"))
+    print("async in-process:", stock_calls, "rest:", others)
+    assert stock_calls["links"] == 40 and stock_calls["wrong"] == 0
+    assert others["accuracy"] >= 0.98 and others["wrong"] <= 0.01 * others["links"]
