@@ -2,7 +2,7 @@
 
     model ──tool calls──▶ tools ──budget left──▶ model
       │                     └──budget spent / stuck──▶ final
-      └──plain answer──▶ final (one turn, no tools, asks for the JSON answer) ──▶ report
+      └──plain answer──▶ final (one turn, tool calls off, asks for the JSON answer) ──▶ report
 
 It starts from the deterministic findings, talks to any OpenAI-compatible endpoint
 through the openai client, and hands its answer to guardian.llm.answer, which checks
@@ -31,6 +31,7 @@ from guardian.window import fmt_ns
 log = logging.getLogger(__name__)
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+LOCAL_TOOL_CHARS = 1500  # a local model reads ~50-100 prompt tokens/s on 2 cores
 MAX_STALLED = 2  # turns in a row whose calls were all refused repeats: the model is looping
 
 
@@ -72,7 +73,7 @@ def _findings_brief(findings: Report) -> str:
              "trace_ids": [e.trace_id for e in rc.evidence[:2]]}
             for rc in findings.root_causes[:3]],
     }
-    return json.dumps(brief, indent=1)
+    return json.dumps(brief)
 
 
 def _top(findings: Report) -> str:
@@ -92,11 +93,12 @@ class _Run:
         self.prompt_tokens = self.completion_tokens = 0
         self.native_calls = 0
 
-    def _chat(self, messages: list[dict], tools: list[dict] | None) -> Any:
+    def _chat(self, messages: list[dict], tool_choice: str = "auto") -> Any:
+        # The final turn keeps the tools but forbids calls (tool_choice "none"): the prompt
+        # prefix stays identical, so a local server reuses its cache instead of re-reading it.
         kwargs: dict[str, Any] = dict(model=self.cfg.model, messages=messages,
-                                      temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
-        if tools:
-            kwargs.update(tools=tools, tool_choice="auto")
+                                      temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens,
+                                      tools=self.toolbox.schemas(), tool_choice=tool_choice)
         resp = self.client.chat.completions.create(**kwargs)
         if resp.usage:
             self.prompt_tokens += resp.usage.prompt_tokens or 0
@@ -115,7 +117,7 @@ class _Run:
     # -- nodes --
     def model(self, state: State) -> State:
         try:
-            msg = self._chat(state["messages"], self.toolbox.schemas())
+            msg = self._chat(state["messages"])
         except openai.OpenAIError as e:
             return {"error": f"model call failed: {e}"}
         calls = [{"id": c.id, "type": "function",
@@ -144,7 +146,7 @@ class _Run:
     def final(self, state: State) -> State:
         ask = {"role": "user", "content": prompt("agent_final", top=_top(self.findings))}
         try:
-            msg = self._chat([*state["messages"], ask], None)
+            msg = self._chat([*state["messages"], ask], tool_choice="none")
         except openai.OpenAIError as e:
             return {"error": f"model call failed: {e}"}
         return {"messages": [*state["messages"], ask, {"role": "assistant", "content": msg.content or ""}],
@@ -179,13 +181,17 @@ class _Run:
 def run(store: SpanStore, question: str, window: TimeWindow | None, findings: Report,
         cfg: LLMConfig | None = None) -> AgentResult:
     """Investigate with the configured model; always returns a report in the common shape."""
-    cfg = (cfg or load_config()).resolved()
+    cfg = cfg or load_config()
+    local = cfg.local_key is not None
+    cfg = cfg.resolved()
     t0 = time.monotonic()
     fw = findings.window
     win = TimeWindow(fw.start_ns, fw.end_ns) if fw else window
     base = TimeWindow(findings.baseline.start_ns, findings.baseline.end_ns) if findings.baseline else None
-    toolbox = Toolbox(store, window_args(win, base), max_chars=cfg.max_tool_chars,
-                      names=tuple(cfg.tools) if cfg.tools else (SMALL_MODEL_TOOLS if cfg.local_key else None))
+    toolbox = Toolbox(store, window_args(win, base),
+                      max_chars=min(cfg.max_tool_chars, LOCAL_TOOL_CHARS) if local else cfg.max_tool_chars,
+                      names=tuple(cfg.tools) if cfg.tools else (SMALL_MODEL_TOOLS if local else None),
+                      brief=local)
     r = _Run(cfg, toolbox, findings)
     window_text = f"{fmt_ns(win.start_ns)} to {fmt_ns(win.end_ns)}" if win else "the default window"
     messages = [

@@ -37,7 +37,7 @@ class LLMConfig(BaseModel):
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = None
-    timeout_s: float = Field(120.0, gt=0)  # per request: small local models are slow on 2 cores
+    timeout_s: float = Field(300.0, gt=0)  # per request: local models read ~40 tokens/s on 2 busy cores
     max_steps: int = Field(6, ge=0)  # model turns that may call tools, before the final answer
     max_tool_chars: int = Field(2500, ge=200)  # per tool result, as the model sees it
     max_tokens: int = Field(400, ge=16)  # per model turn
@@ -58,6 +58,7 @@ class LLMConfig(BaseModel):
             return None
         key = p.partition(":")[2] or (self.model or "").lower() or DEFAULT_LOCAL_MODEL
         key = key.removeprefix("local-")
+        key = next((k for k, m in MODELS.items() if m.name == key), key)  # full names work too
         if key not in MODELS:
             raise ValueError(f"unknown local model {key!r}: choose one of {', '.join(MODELS)}")
         return key

@@ -7,6 +7,7 @@ data inside that JSON and never reaches the system prompt.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ WINDOW_ARGS = ("since", "start", "end", "baseline_start", "baseline_end")
 # What a small local model gets offered: each schema costs prompt tokens, and prompt
 # processing dominates on 2 CPU cores.
 SMALL_MODEL_TOOLS = ("errors", "get_trace", "dependencies", "slow_queries")
+# Result sizes for brief mode, set by the toolbox instead of the model.
+SIZE_ARGS = {"limit": 5, "max_spans": 25}
 
 
 def _strip(schema: dict[str, Any]) -> dict[str, Any]:
@@ -34,14 +37,30 @@ def _strip(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def openai_tools(only: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Function-tool schemas in the chat completions format."""
+def _simplify(schema: dict[str, Any]) -> dict[str, Any]:
+    """Brief schema: no size arguments (the toolbox sets them), optional-null unions and bounds dropped."""
+    props = {}
+    for k, v in schema["properties"].items():
+        if k in SIZE_ARGS:
+            continue
+        v = dict(v)
+        alts = [a for a in v.pop("anyOf", []) if a.get("type") != "null"]
+        if len(alts) == 1:
+            v.update(alts[0])
+        props[k] = {kk: vv for kk, vv in v.items() if kk in ("type", "description", "enum", "items")}
+    return {**schema, "properties": props}
+
+
+def openai_tools(only: tuple[str, ...] | None = None, brief: bool = False) -> list[dict[str, Any]]:
+    """Function-tool schemas in the chat completions format; `brief` keeps two sentences of each description."""
     out = []
     for t in list_tools():
         if only and t["name"] not in only:
             continue
+        desc = " ".join(re.split(r"(?<=\.) ", t["description"])[:2]) if brief else t["description"]
         out.append({"type": "function", "function": {
-            "name": t["name"], "description": t["description"], "parameters": _strip(t["parameters"])}})
+            "name": t["name"], "description": desc,
+            "parameters": _simplify(_strip(t["parameters"])) if brief else _strip(t["parameters"])}})
     return out
 
 
@@ -70,12 +89,16 @@ class Toolbox:
     window_args: dict[str, str]  # e.g. start/end (+ baseline_start/end) of the investigation
     max_chars: int = 2500
     names: tuple[str, ...] | None = None
+    brief: bool = False  # short descriptions (small local models: fewer prompt tokens)
     seen: set[str] = field(default_factory=set)
     calls: int = 0
     refused: int = 0
+    _schemas: list[dict[str, Any]] | None = None
 
     def schemas(self) -> list[dict[str, Any]]:
-        return openai_tools(self.names)
+        if self._schemas is None:
+            self._schemas = openai_tools(self.names, self.brief)
+        return self._schemas
 
     def call(self, name: str, raw_args: str | dict | None) -> str:
         """The tool message content for one call (never raises)."""
@@ -101,6 +124,10 @@ class Toolbox:
         self.calls += 1
         if name != "get_trace":  # a trace is looked up by id, not by window
             args.update(self.window_args)
+        if self.brief:
+            props = next((t["function"]["parameters"]["properties"] for t in openai_tools((name,))), {})
+            args = {k: v for k, v in args.items() if k not in SIZE_ARGS}
+            args.update({k: v for k, v in SIZE_ARGS.items() if k in props})
         return cap_json(call_tool(self.store, name, args), self.max_chars)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_openai import FakeOpenAI
-from llm_incident import HOSTILE, failing_payment_traces, findings, seeded_incident
+from tests.guardian.llm.fake_openai import FakeOpenAI
+from tests.guardian.llm.llm_incident import HOSTILE, failing_payment_traces, findings, seeded_incident
 
 from guardian.llm.agent import prompt, run
 from guardian.llm.config import LLMConfig
@@ -69,7 +69,7 @@ def test_step_budget_refused_repeats_and_final_turn_without_tools(store):
     reqs = fake.requests
     # Stuck after two refused repeats: final turn early, without tools, asking for the answer.
     assert len(reqs) == 4 and res.steps == 3 and res.tool_calls == 1
-    assert "tools" not in reqs[-1] and "No more tools" in reqs[-1]["messages"][-1]["content"]
+    assert reqs[-1]["tool_choice"] == "none" and "No more tools" in reqs[-1]["messages"][-1]["content"]
     refusals = [m for m in tool_messages(reqs[-1]) if "refused" in m["content"]]
     assert len(refusals) == 2
     assert res.report.root_causes[0].service == "payments"
@@ -82,7 +82,7 @@ def test_budget_ends_in_final_answer(store):
     with FakeOpenAI(script) as fake:
         fake.default = answer("payments", tids[:1])
         res = run(store, "", None, f, cfg(fake, max_steps=2))
-    assert len(fake.requests) == 3 and res.steps == 2 and "tools" not in fake.requests[-1]
+    assert len(fake.requests) == 3 and res.steps == 2 and fake.requests[-1]["tool_choice"] == "none"
     assert res.report.root_causes[0].service == "payments"
 
 
@@ -120,7 +120,7 @@ def test_findings_ids_are_checked_too(store):
     rep = res.report
     assert [e.verified for e in rep.root_causes[0].evidence] == [False, True]
     assert "no usable answer" in rep.summary and rep.engine.type == "llm"
-    assert len(fake.requests) == 2 and "tools" not in fake.requests[1]
+    assert len(fake.requests) == 2 and fake.requests[1]["tool_choice"] == "none"
 
 
 def test_hostile_payloads_stay_data(store):
