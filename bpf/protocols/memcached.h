@@ -43,7 +43,13 @@ static __always_inline int detect_memcached(const __u8 *b, __u32 len)
         __u8 k = b[n & 7];
         return k > ' ' && k < 0x7f ? MSG_REQUEST : MSG_NONE;
     }
-    if (mc_word(b, 'V', 'A', 'L', 'U') && b[4] == 'E' && len > 6 && b[5] == ' ')
+    if ((mc_word(b, 's', 't', 'a', 't') && b[4] == 's' && (b[5] == ' ' || b[5] == '\r')) ||
+        (mc_word(b, 'v', 'e', 'r', 's') && b[4] == 'i' && b[5] == 'o' && b[6] == 'n'))
+        return MSG_REQUEST;
+    if (mc_word(b, 'S', 'T', 'A', 'T') && b[4] == ' ')
+        return MSG_RESPONSE;
+    if ((mc_word(b, 'V', 'A', 'L', 'U') && b[4] == 'E' && len > 6 && b[5] == ' ') ||
+        (mc_word(b, 'V', 'E', 'R', 'S') && b[4] == 'I' && b[5] == 'O' && b[6] == 'N'))
         return MSG_RESPONSE;
     if (mc_word(b, 'S', 'T', 'O', 'R') || mc_word(b, 'E', 'N', 'D', '\r') ||
         mc_word(b, 'N', 'O', 'T', '_') || mc_word(b, 'D', 'E', 'L', 'E'))

@@ -24,8 +24,9 @@ _RETRIEVAL = {b"get", b"gets", b"gat", b"gats"}
 _COMMANDS = _STORAGE | _RETRIEVAL | {b"delete", b"incr", b"decr", b"touch", b"stats", b"version",
                                      b"flush_all", b"verbosity", b"quit", b"mn", b"mg", b"ms", b"md", b"ma"}
 _ERRORS = (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")
-_TEXT_REQUEST = re.compile(rb"(gets?|gats?|set|add|replace|append|prepend|cas|delete|incr|decr|touch) [!-~]")
-_TEXT_REPLY = re.compile(rb"(VALUE |STORED\r|END\r|NOT_FOUND\r|NOT_STORED\r|DELETED\r|EXISTS\r|TOUCHED\r)")
+_TEXT_REQUEST = re.compile(rb"((gets?|gats?|set|add|replace|append|prepend|cas|delete|incr|decr|touch) [!-~]|"
+                           rb"stats[ \r]|version)")
+_TEXT_REPLY = re.compile(rb"(VALUE |STAT |VERSION|STOR|END\r|NOT_|DELE)")
 # Binary header: magic, opcode, key length, extras length, data type, vbucket|status, body, opaque, cas
 _HEADER = struct.Struct(">BBHBBHIIQ")
 _OPCODES = {0x00: "get", 0x01: "set", 0x02: "add", 0x03: "replace", 0x04: "delete", 0x05: "incr",

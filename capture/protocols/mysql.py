@@ -99,6 +99,7 @@ class MysqlParser(Parser):
         self._system = "mysql"
         self._database = ""
         self._handshake = False  # between the greeting and the server's first OK/ERR
+        self._query_attributes = False
         self._state = IDLE
         self._left = 0  # column/param definitions still to read
         self._out: list[Record] = []
@@ -164,7 +165,14 @@ class MysqlParser(Parser):
             return
         cmd = _Command(p[0], start_ns)
         if cmd.code in _TEXT_COMMANDS:
-            cmd.query = p[1 : 1 + MAX_QUERY].decode("utf-8", "replace")
+            start = 1
+            if cmd.code == 0x03 and self._query_attributes:  # parameter_count, parameter_set_count
+                count, start = _lenenc(p, 1)
+                _, start = _lenenc(p, start)
+                if count:  # typed attribute values precede the text: not worth decoding
+                    self.stats["query_attributes_skipped"] += 1
+                    start = len(p)
+            cmd.query = p[start : start + MAX_QUERY].decode("utf-8", "replace")
         elif cmd.code == 0x02:
             self._database = p[1:].decode("utf-8", "replace")
         elif cmd.code in (0x17, 0x19, 0x1a, 0x18) and len(p) >= 5:
@@ -185,6 +193,7 @@ class MysqlParser(Parser):
         """HandshakeResponse41: caps(4) max(4) charset(1) filler(23) user\\0 auth ... [db\\0]."""
         caps = int.from_bytes(p[0:4], "little")
         self._handshake = True
+        self._query_attributes = bool(caps & 0x8000000)  # CLIENT_QUERY_ATTRIBUTES
         if not caps & 0x8:  # CLIENT_CONNECT_WITH_DB
             return
         pos = p.find(b"\0", 32) + 1

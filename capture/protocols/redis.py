@@ -112,6 +112,44 @@ def parse_value(buf: bytes, pos: int):
     raise _Garbage
 
 
+def parse_inline(buf: bytes, pos: int) -> tuple[list[bytes], int]:
+    """An inline command ("SET k "a b"\r\n"), split like redis' sdssplitargs; bad quotes split on spaces."""
+    line, end = _line(buf, pos)
+    line = line.rstrip(b"\r")
+    if not line or line[0] < 0x20 or not line[:1].isalpha():
+        raise _Garbage
+    return _split_args(line) or [line], end
+
+
+def _split_args(line: bytes) -> list[bytes]:
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while i < n:
+        while i < n and line[i] in b" \t":
+            i += 1
+        if i >= n:
+            break
+        quote = line[i] if line[i] in b"\"'" else 0
+        cur = bytearray()
+        i += 1 if quote else 0
+        while i < n:
+            c = line[i]
+            if quote and c == 0x5C and i + 1 < n:  # backslash escape inside quotes
+                cur.append(line[i + 1])
+                i += 2
+                continue
+            if (quote and c == quote) or (not quote and c in b" \t"):
+                i += 1
+                break
+            cur.append(c)
+            i += 1
+        else:
+            if quote:  # unbalanced quotes: the server refuses it; keep the words
+                return line.split()
+        args.append(bytes(cur))
+    return args
+
+
 @dataclass(slots=True)
 class _Command:
     args: list[bytes]
@@ -156,7 +194,10 @@ class RedisParser(Parser):
         buf, pos = bytes(d.buf), 0
         while pos < len(buf):
             try:
-                value, end = parse_value(buf, pos)
+                if side == Side.CLIENT and buf[pos] != 0x2A:  # not '*': an inline command line
+                    value, end = parse_inline(buf, pos)
+                else:
+                    value, end = parse_value(buf, pos)
             except _Incomplete:
                 if len(buf) - pos > MAX_BUFFER:
                     return out + self._lose(d, "message_too_large")
