@@ -7,7 +7,7 @@ the trace/span ids an answer can cite.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -150,6 +150,22 @@ def cap(items: list, limit: int, suggestion: str) -> tuple[list, bool, str | Non
     if len(items) > limit:
         return items[:limit], True, suggestion
     return items, False, None
+
+
+def spread_spans(store: SpanStore, flt: SpanFilter, total: int, slices: int = 4) -> list[Span]:
+    """Up to `total` spans matching flt, taken evenly from `slices` parts of its window.
+
+    The first N by start time would all come from the window's beginning."""
+    w = flt.window
+    if w is None:
+        return store.spans(replace(flt, limit=total))
+    step = max((w.end_ns - w.start_ns) // slices, 1)
+    out: list[Span] = []
+    for i in range(slices):
+        end = w.end_ns if i == slices - 1 else w.start_ns + (i + 1) * step
+        part = TimeWindow(w.start_ns + i * step, end)
+        out += store.spans(replace(flt, window=part, limit=max(total // slices, 1)))
+    return out
 
 
 def sample_traces(store: SpanStore, flt: SpanFilter, n: int = 3) -> list[str]:

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
-from tools.base import Capped, Tool, WindowArgs, cap, cut, require_data, windows
+from tools.base import Capped, Tool, WindowArgs, cap, cut, require_data, spread_spans, windows
 
 # The call never reached a working server: name resolution, connect, TLS.
 _DEPENDENCY = re.compile(r"nxdomain|servfail|no such host|name resolution|resolv|dns|refused|"
@@ -17,7 +17,7 @@ _DEPENDENCY = re.compile(r"nxdomain|servfail|no such host|name resolution|resolv
 _SATURATION = re.compile(r"pool|exhaust|too many (connections|clients|requests)|"
                          r"resource_exhausted|queue (is )?full|rate limit|throttl|"
                          r"acquir|capacity|overload|max_?connections", re.I)
-SAMPLE_SPANS = 2000  # error spans read per query; groups are counted within this sample
+SAMPLE_SPANS = 2000  # error spans read per window, spread over it; groups count within it
 
 
 def error_code(s: Span) -> str:
@@ -72,8 +72,8 @@ def error_groups(store: SpanStore, window: TimeWindow, service: str | None = Non
         return (s.service, s.name, s.kind, error_code(s), _normalize(s.status_message or ""))
 
     groups: dict[tuple, ErrorGroup] = {}
-    for s in store.spans(SpanFilter(window=window, service=service, status_code="ERROR",
-                                    limit=SAMPLE_SPANS)):
+    for s in spread_spans(store, SpanFilter(window=window, service=service, status_code="ERROR"),
+                          SAMPLE_SPANS):
         k = sig(s)
         g = groups.get(k)
         if g is None:
@@ -88,8 +88,8 @@ def error_groups(store: SpanStore, window: TimeWindow, service: str | None = Non
             g.sample_span_ids.append(s.span_id)
     if baseline is not None:
         before: dict[tuple, int] = {}
-        for s in store.spans(SpanFilter(window=baseline, service=service, status_code="ERROR",
-                                        limit=SAMPLE_SPANS)):
+        for s in spread_spans(store, SpanFilter(window=baseline, service=service,
+                                                status_code="ERROR"), SAMPLE_SPANS):
             before[sig(s)] = before.get(sig(s), 0) + 1
         for k, g in groups.items():
             g.baseline_count = before.get(k, 0)

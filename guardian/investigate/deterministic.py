@@ -18,11 +18,12 @@ from guardian.investigate.walk import Key, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from guardian.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
+from tools.base import spread_spans
 from tools.stats import RedStats, from_row, from_spans
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
-STAT_SAMPLE, STAT_SLICES = 2000, 4  # calls read to size a non-endpoint culprit's change
+STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
 
 
@@ -116,13 +117,8 @@ def _op_stats(store: SpanStore, tmpl: Span, w: TimeWindow) -> RedStats:
         rows = [r for r in store.red(w, by="operation", service=tmpl.service)
                 if r.operation == tmpl.name]
         return from_row(rows[0] if rows else None)
-    step = (w.end_ns - w.start_ns) // STAT_SLICES
-    got = []
-    for i in range(STAT_SLICES):  # the first N by start time would all come from the window's start
-        end = w.end_ns if i == STAT_SLICES - 1 else w.start_ns + (i + 1) * step
-        part = TimeWindow(w.start_ns + i * step, end)
-        got += store.spans(SpanFilter(window=part, service=tmpl.service, name=tmpl.name,
-                                      kind=tmpl.kind, limit=STAT_SAMPLE // STAT_SLICES))
+    got = spread_spans(store, SpanFilter(window=w, service=tmpl.service, name=tmpl.name,
+                                         kind=tmpl.kind), STAT_SAMPLE)
     return from_spans(got, w.seconds)
 
 
