@@ -48,33 +48,19 @@ static __always_inline struct guardian_conn *new_conn(struct guardian_conn_key *
  * Also called by the TLS uprobes with their own `source`. ---- */
 #define MAX_DETECT_ATTEMPTS 8
 
-static __always_inline void emit_data(struct guardian_conn_key *key, struct guardian_conn *c,
-                                      __u8 dir, const void *ubuf, __u32 len, __u8 source,
-                                      const void *peer_addr)
+/* Send the message whose first `n` bytes are in the scratch record `r`: detection while
+ * the connection's protocol is unknown, then one ring-buffer record. */
+static __always_inline void send_record(struct guardian_record *r, struct guardian_conn_key *key,
+                                        struct guardian_conn *c, __u8 dir, __u32 len, __u64 n,
+                                        __u8 source, const void *peer_addr)
 {
-    if (len == 0)
-        return;
-    if (source == SRC_SYSCALL && (c->flags & CONN_ENCRYPTED)) {
-        stat_add(STAT_TLS_SKIPPED, 1);
-        c->bytes[dir & 1] += len;
-        return;
-    }
-    __u32 zero = 0;
-    struct guardian_record *r = scratch.lookup(&zero);
-    if (!r)
-        return;
-    __u64 n = len < MAX_PAYLOAD ? len : MAX_PAYLOAD;
     asm volatile("" : "+r"(n)); /* keep clang from dropping the mask the verifier needs */
     n &= 2 * MAX_PAYLOAD - 1;
-    if (bpf_probe_read_user(r->payload, n, ubuf) != 0)
-        return; /* page not resident: nothing we can copy without faulting */
-
     __u8 msg_type = MSG_NONE;
     if (c->proto == PROTO_UNKNOWN) {
         if (source == SRC_SYSCALL && detect_tls(r->payload, n)) {
             c->flags |= CONN_ENCRYPTED;
             stat_add(STAT_TLS_SKIPPED, 1);
-            c->bytes[dir & 1] += len;
             return;
         }
         __u8 proto = detect_protocol(r->payload, n, &msg_type);
@@ -124,6 +110,36 @@ static __always_inline void emit_data(struct guardian_conn_key *key, struct guar
         stat_add(STAT_RINGBUF_DROPS, 1);
     else
         stat_add(STAT_EVENTS, 1);
+}
+
+/* ciphertext does not advance the stream position: positions count the plaintext the TLS
+ * uprobes report, so userspace sees no false gaps */
+static __always_inline int skip_ciphertext(struct guardian_conn *c, __u8 source)
+{
+    if (source == SRC_SYSCALL && (c->flags & CONN_ENCRYPTED)) {
+        stat_add(STAT_TLS_SKIPPED, 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* One message from one user buffer (read/write/send/recv, TLS uprobes). */
+static __always_inline void emit_data(struct guardian_conn_key *key, struct guardian_conn *c,
+                                      __u8 dir, const void *ubuf, __u32 len, __u8 source,
+                                      const void *peer_addr)
+{
+    if (len == 0 || skip_ciphertext(c, source))
+        return;
+    __u32 zero = 0;
+    struct guardian_record *r = scratch.lookup(&zero);
+    if (!r)
+        return;
+    __u64 n = len < MAX_PAYLOAD ? len : MAX_PAYLOAD;
+    asm volatile("" : "+r"(n));
+    n &= 2 * MAX_PAYLOAD - 1;
+    if (bpf_probe_read_user(r->payload, n, ubuf) != 0)
+        return; /* page not resident: nothing we can copy without faulting */
+    send_record(r, key, c, dir, len, n, source, peer_addr);
 }
 
 static __always_inline void emit_close(struct guardian_conn_key *key, struct guardian_conn *c)
@@ -189,25 +205,38 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
     return 0;
 }
 
+/* One message gathered from an iovec array (readv/writev/sendmsg/recvmsg): the buffers are
+ * copied back to back into one record, so a header + body writev is one event, not two. */
 static __always_inline void emit_iov(struct guardian_conn_key *key, struct guardian_conn *c,
                                      __u8 dir, __u64 iov, __u32 vlen, __u32 total)
 {
-    __u32 left = total;
+    if (total == 0 || skip_ciphertext(c, SRC_SYSCALL))
+        return;
+    __u32 zero = 0;
+    struct guardian_record *r = scratch.lookup(&zero);
+    if (!r)
+        return;
+    __u32 left = total, off = 0;
 #pragma unroll
     for (int i = 0; i < MAX_IOV; i++) {
-        if (i >= vlen || left == 0)
+        if (i >= vlen || left == 0 || off >= MAX_PAYLOAD)
             break;
         struct guardian_iovec v = {};
         if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
             break;
-        __u32 n = v.len < left ? (__u32)v.len : left;
-        emit_data(key, c, dir, (const void *)v.base, n, SRC_SYSCALL, 0);
-        left -= n;
-        if (c->flags & (CONN_IGNORED | CONN_ENCRYPTED))
+        __u32 used = v.len < left ? (__u32)v.len : left;
+        __u64 n = used < MAX_PAYLOAD - off ? used : MAX_PAYLOAD - off;
+        __u64 o = off;
+        asm volatile("" : "+r"(n), "+r"(o));
+        n &= 2 * MAX_PAYLOAD - 1; /* o < MAX_PAYLOAD, n < 2 * MAX_PAYLOAD: fits 3 * MAX_PAYLOAD */
+        o &= MAX_PAYLOAD - 1;
+        if (bpf_probe_read_user(r->payload + o, n, (const void *)v.base) != 0)
             break;
+        off += n;
+        left -= used;
     }
-    if (left) /* more iovecs than we walk: account the bytes so positions stay right */
-        c->bytes[dir & 1] += left;
+    if (off)
+        send_record(r, key, c, dir, total, off, SRC_SYSCALL, 0);
 }
 
 static __always_inline int io_exit(long ret)

@@ -50,9 +50,10 @@ BPF_TABLE("lru_hash", struct guardian_remote, struct guardian_tuple, accept_tupl
 /* Event under construction: too big for the 512-byte BPF stack. */
 struct guardian_record {
     struct guardian_event ev;
-    /* twice the bound: lengths are masked with (2 * MAX_PAYLOAD - 1) so the verifier
-     * can prove every copy fits (MAX_PAYLOAD is a power of two) */
-    __u8 payload[2 * MAX_PAYLOAD];
+    /* three times the bound: offsets are masked with (MAX_PAYLOAD - 1) and lengths with
+     * (2 * MAX_PAYLOAD - 1) so the verifier can prove every copy fits (MAX_PAYLOAD is a
+     * power of two); at most MAX_PAYLOAD bytes are ever sent */
+    __u8 payload[3 * MAX_PAYLOAD];
 };
 BPF_PERCPU_ARRAY(scratch, struct guardian_record, 1);
 

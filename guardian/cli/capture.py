@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, help="only connections with this port at either end")
     p.add_argument("--max-payload", type=int, default=4096, metavar="BYTES",
                    help="bytes of each message copied from the kernel (power of two, default 4096)")
+    p.add_argument("--no-tls", action="store_true",
+                   help="do not attach uprobes to TLS libraries (plaintext of TLS traffic is then not seen)")
     p.add_argument("--stats", action="store_true", help="print capture counters as JSON on stderr at exit")
     p.add_argument("--pcap", metavar="FILE", help="replay a recorded pcap/pcapng file through the parsers "
                                                   "instead of capturing live (no eBPF; exits at the file's end)")
@@ -41,7 +43,8 @@ def run(args) -> int:
     from capture.live import CaptureOptions, LiveCapture
 
     try:
-        cap = LiveCapture(CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload))
+        cap = LiveCapture(CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload,
+                                         tls=not args.no_tls))
         cap.start()
     except (CaptureUnavailable, ValueError) as e:
         print(f"guardian capture: {e}", file=sys.stderr)

@@ -46,7 +46,7 @@ class Capture:
 
 @contextmanager
 def live_capture(port: int | None = None, pid: int | None = None, extra: tuple[str, ...] = (),
-                 settle_s: float = 0.5, ready_timeout_s: float = 60.0):
+                 settle_s: float = 0.5, ready_timeout_s: float = 240.0):
     ebpf_or_skip()
     cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats"]
     if port is not None:
