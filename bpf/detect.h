@@ -14,6 +14,8 @@
 #include "protocols/nats.h"
 #include "protocols/memcached.h"
 #include "protocols/redis.h"
+#include "protocols/mongodb.h"
+#include "protocols/dns.h"
 
 /* Each detector gets its own copy of `len`, read back from the (unused) tail of the payload
  * buffer: the verifier cannot tie it to the caller's register, so the bounds a detector
@@ -43,6 +45,8 @@ static __always_inline int detect_protocol(const __u8 *buf, __u32 len, __u8 *msg
     TRY(PROTO_NATS, detect_nats)
     TRY(PROTO_MEMCACHED, detect_memcached)
     TRY(PROTO_REDIS, detect_redis)
+    TRY(PROTO_MONGODB, detect_mongodb)
+    TRY(PROTO_DNS, detect_dns)
 #undef TRY
     return PROTO_UNKNOWN;
 }

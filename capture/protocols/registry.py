@@ -19,6 +19,9 @@ MODULES: dict[str, str] = {
     "REDIS": "capture.protocols.redis",
     "MEMCACHED": "capture.protocols.memcached",
     "NATS": "capture.protocols.nats",
+    "DNS": "capture.protocols.dns",
+    "MONGODB": "capture.protocols.mongodb",
+    "KAFKA": "capture.protocols.kafka",
 }
 
 _parsers: dict[str, type[Parser]] = {}

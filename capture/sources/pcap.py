@@ -82,23 +82,20 @@ def read_packets(path: str, stats: Counter[str]) -> Iterator[tuple[int, object]]
 
 
 class Defragmenter:
-    """IPv4 fragments -> whole datagrams (RFC 791 §3.2), bounded; overlapping fragments: last wins."""
+    """IP fragments (RFC 791 §3.2, RFC 8200 §4.5) -> whole datagrams, bounded; overlaps: last wins."""
 
     def __init__(self, stats: Counter[str]) -> None:
         self.stats = stats
         self._sets: dict[tuple, dict] = {}
 
-    def add(self, ip: dpkt.ip.IP):
+    def add(self, key: tuple, proto: int, offset: int, more: bool, payload: bytes):
         """The transport layer of the datagram when this fragment completes it, else None."""
-        key = (ip.src, ip.dst, ip.id, ip.p)
         frags = self._sets.setdefault(key, {"parts": {}, "total": None})
         if len(self._sets) > MAX_FRAGMENT_SETS:
             self._sets.pop(next(iter(self._sets)))
             self.stats["fragments_dropped"] += 1
-        offset = ip.offset  # bytes
-        payload = bytes(ip.data) if not isinstance(ip.data, bytes) else ip.data
         frags["parts"][offset] = payload
-        if not ip.mf:
+        if not more:
             frags["total"] = offset + len(payload)
         self.stats["fragments"] += 1
         total = frags["total"]
@@ -107,20 +104,34 @@ class Defragmenter:
         buf = bytearray(total)
         have = 0
         for off in sorted(frags["parts"]):
-            part = frags["parts"][off]
             if off > have:
                 return None  # a hole: wait for more fragments
+            part = frags["parts"][off]
             buf[off:off + len(part)] = part
             have = max(have, off + len(part))
         if have < total:
             return None
         del self._sets[key]
-        transport = {dpkt.ip.IP_PROTO_TCP: dpkt.tcp.TCP, dpkt.ip.IP_PROTO_UDP: dpkt.udp.UDP}.get(ip.p)
+        transport = {dpkt.ip.IP_PROTO_TCP: dpkt.tcp.TCP, dpkt.ip.IP_PROTO_UDP: dpkt.udp.UDP}.get(proto)
         try:
             return transport(bytes(buf[:total])) if transport else None
         except (dpkt.UnpackError, IndexError, ValueError):
             self.stats["undecodable_packets"] += 1
             return None
+
+
+def _fragment(ip, v6: bool):
+    """(key, proto, offset in bytes, more fragments, payload) if `ip` is a fragment, else None."""
+    if v6:
+        fh = ip.extension_hdrs.get(dpkt.ip.IP_PROTO_FRAGMENT) if hasattr(ip, "extension_hdrs") else None
+        if fh is None:
+            return None
+        payload = ip.data if isinstance(ip.data, bytes) else bytes(ip.data)
+        return (ip.src, ip.dst, fh.id, ip.p), ip.p, fh.frag_off * 8, bool(fh.m_flag), payload
+    if not (ip.mf or ip.offset):
+        return None
+    payload = ip.data if isinstance(ip.data, bytes) else bytes(ip.data)
+    return (ip.src, ip.dst, ip.id, ip.p), ip.p, ip.offset * 8, bool(ip.mf), payload
 
 
 # -- flows -----------------------------------------------------------------------------
@@ -134,6 +145,7 @@ class _Flow:
     tries: int = 0
     ignored: bool = False
     fins: set[Endpoint] = field(default_factory=set)
+    last_ts: int = 0
 
 
 class PcapSource:
@@ -156,23 +168,24 @@ class PcapSource:
             n += 1
             if n % FLUSH_EVERY == 0:
                 self.pipeline.flush()
-        for key in list(self._flows):
-            self._close(key, last_ts)
+        for key, flow in list(self._flows.items()):
+            self._close(key, flow.last_ts or last_ts)  # the capture ended: the flow's last packet
         self.pipeline.flush()
 
     # -- packets -------------------------------------------------------------------------
     def _packet(self, ts: int, ip) -> None:
         v6 = isinstance(ip, dpkt.ip6.IP6)
         l4 = ip.data
-        if not v6 and (ip.mf or ip.offset):
-            l4 = self._defrag.add(ip)
+        frag = _fragment(ip, v6)
+        if frag is not None:
+            l4 = self._defrag.add(*frag)
             if l4 is None:
                 return
         family = socket.AF_INET6 if v6 else socket.AF_INET
         src, dst = socket.inet_ntop(family, ip.src), socket.inet_ntop(family, ip.dst)
         if isinstance(l4, dpkt.tcp.TCP):
             # the IP length says how much was sent; the capture may hold less (snaplen)
-            sent = (ip.plen if v6 else ip.len - ip.hl * 4) - l4.off * 4
+            sent = 0 if frag else (ip.plen if v6 else ip.len - ip.hl * 4) - l4.off * 4
             self._tcp(ts, (src, l4.sport), (dst, l4.dport), l4, max(sent, len(l4.data)))
         elif isinstance(l4, dpkt.udp.UDP):
             self.stats["udp_datagrams"] += 1
@@ -199,6 +212,7 @@ class PcapSource:
                 return  # the last ACK/FIN of a closed flow, or a flow joined at a bare ACK
             flow = self._flows[key] = _Flow("tcp", {src: Stream(self.stats), dst: Stream(self.stats)})
             self.stats["flows"] += 1
+        flow.last_ts = ts
         mine, peer = flow.streams[src], flow.streams[dst]
         if syn:
             mine.syn(seg.seq)
@@ -226,6 +240,7 @@ class PcapSource:
         if flow is None:
             flow = self._flows[key] = _Flow("udp", {})
             self.stats["flows"] += 1
+        flow.last_ts = ts
         self._chunk(flow, src, dst, Chunk(ts, data, size))
 
     def _chunk(self, flow: _Flow, sender: Endpoint, receiver: Endpoint, chunk: Chunk) -> None:
