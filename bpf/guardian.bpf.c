@@ -467,3 +467,98 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
     return 0;
 }
+
+/* ======== sendmmsg / recvmmsg (issue 4: DNS) ============================================
+ * glibc's resolver sends the A and AAAA queries of getaddrinfo() in one sendmmsg(), and
+ * servers batch datagrams with recvmmsg(). Each message goes through emit_data() with its
+ * own peer address; we walk the first MAX_MMSG messages and the first iovec of each (one
+ * buffer per datagram is what resolvers use), accounting the rest so positions stay right. */
+#define MAX_MMSG 4
+
+struct guardian_mmsghdr { /* struct mmsghdr: struct user_msghdr + msg_len */
+    __u64 name;
+    __u32 namelen;
+    __u32 _pad0;
+    __u64 iov;
+    __u64 iovlen;
+    __u64 control;
+    __u64 controllen;
+    __u32 flags;
+    __u32 _pad1;
+    __u32 msg_len; /* bytes sent / received for this message, set by the kernel */
+    __u32 _pad2;
+};
+
+struct guardian_mmsg_call {
+    __u64 vec; /* user struct mmsghdr array */
+    __u32 fd;
+    __u32 vlen;
+    __u8 direction;
+    __u8 _pad[7];
+};
+BPF_HASH(active_mmsg, __u64, struct guardian_mmsg_call, MAX_INFLIGHT); /* by thread, enter -> exit */
+
+static __always_inline int mmsg_enter(__u32 fd, __u64 vec, __u32 vlen, __u8 dir)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    if (!traced_tgid(tgid))
+        return 0;
+    struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
+    struct guardian_conn *c = conns.lookup(&key);
+    if (!c) {
+        /* a socket older than the agent; batched datagram calls are used on UDP sockets */
+        c = new_conn(&key, ROLE_UNKNOWN, TRANSPORT_UDP);
+        if (!c)
+            return 0;
+    }
+    if (c->flags & CONN_IGNORED)
+        return 0;
+    struct guardian_mmsg_call m = {.vec = vec, .fd = fd, .vlen = vlen, .direction = dir};
+    if (active_mmsg.update(&id, &m) != 0)
+        stat_add(STAT_IO_MAP_FULL, 1);
+    return 0;
+}
+
+static __always_inline int mmsg_exit(long ret)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_mmsg_call *p = active_mmsg.lookup(&id);
+    if (!p)
+        return 0;
+    struct guardian_mmsg_call m = *p;
+    active_mmsg.delete(&id);
+    if (ret <= 0) /* ret: number of messages */
+        return 0;
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = m.fd};
+    struct guardian_conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < MAX_MMSG; i++) {
+        if (i >= ret || i >= m.vlen)
+            break;
+        struct guardian_mmsghdr h = {};
+        if (bpf_probe_read_user(&h, sizeof(h), (void *)(m.vec + i * sizeof(h))) != 0)
+            break;
+        if (h.iovlen == 0 || h.msg_len == 0)
+            continue;
+        struct guardian_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)h.iov) != 0)
+            break;
+        __u32 n = v.len < h.msg_len ? (__u32)v.len : h.msg_len;
+        emit_data(&key, c, m.direction, (const void *)v.base, n, SRC_SYSCALL, (const void *)h.name);
+        if (c->flags & (CONN_IGNORED | CONN_ENCRYPTED))
+            break;
+        if (h.msg_len > n)
+            c->bytes[m.direction & 1] += h.msg_len - n;
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
+{ return mmsg_enter(args->fd, (__u64)args->mmsg, args->vlen, DIR_EGRESS); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return mmsg_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg)
+{ return mmsg_enter(args->fd, (__u64)args->mmsg, args->vlen, DIR_INGRESS); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) { return mmsg_exit(args->ret); }
