@@ -81,11 +81,14 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
             if e.server not in served or (e.server, a.kind) not in flagged:
                 found.append(a)
     erroring = {(a.service, a.operation) for a in found if a.kind == "error_rate"}
+    # A failing service's outgoing calls that fail are its callees' errors seen again.
+    erroring |= {(a.service, None) for a in found if a.kind == "error_rate"}
     for g in error_groups(store, window, baseline=baseline):
         kind = "saturation" if g.error_class == "saturation" else "new_error"
         if kind == "saturation" and g.baseline_count * 2 >= g.count:
             continue
-        if kind == "new_error" and (not g.new or g.count < 3 or (g.service, g.operation) in erroring):
+        if kind == "new_error" and (not g.new or g.count < 3 or (g.service, g.operation) in erroring
+                                    or (g.kind == "CLIENT" and (g.service, None) in erroring)):
             continue
         found.append(Anomaly(
             kind=kind, service=g.service, operation=g.operation,

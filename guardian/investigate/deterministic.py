@@ -23,6 +23,7 @@ from tools.stats import RedStats, from_row, from_spans
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
+EVIDENCE = 5  # examples cited per root cause
 STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
 
@@ -57,7 +58,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str]) -> dict:
             w = v.weight * (a.score / top) / max(len(votes), 1)
             c.votes += w
             c.ops[v.key[1]] = c.ops.get(v.key[1], 0.0) + w
-            if len(c.spans) < 5 and v.span.trace_id not in c.traces:
+            if v.span.trace_id not in c.traces:
                 c.spans.append(v.span)
                 c.excess_ms.append(v.excess_ms)
             c.traces.add(v.span.trace_id)
@@ -87,6 +88,8 @@ def _merge(cands: list[Candidate]) -> list[Candidate]:
             for op, w in c.ops.items():
                 s.ops[op] = s.ops.get(op, 0.0) + w
             s.traces |= c.traces
+            s.spans += c.spans
+            s.excess_ms += c.excess_ms
             continue
         out.append(c)
     return out
@@ -101,11 +104,13 @@ def _change(walker: Walker, c: Candidate) -> float:
     err_delta = cur.error_rate - base.error_rate
     p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0
     p95 = cur.p95_ms / base.p95_ms if base.p95_ms else 1.0
+    errors = (f"error rate {base.error_rate:.1%} -> {cur.error_rate:.1%}"
+              f" ({cur.errors} of {cur.count} calls)")
+    latency = f"p50 {base.p50_ms:.1f} -> {cur.p50_ms:.1f} ms, p95 {base.p95_ms:.1f} -> {cur.p95_ms:.1f} ms"
     if c.kind in ("error", "dependency") or (c.kind == "saturation" and err_delta > 0.02):
-        c.change = (f"error rate {base.error_rate:.1%} -> {cur.error_rate:.1%}"
-                    f" ({cur.errors} of {cur.count} calls)")
+        c.change = errors + (f"; {latency}" if c.kind == "saturation" else "")
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
-    c.change = f"p50 {base.p50_ms:.1f} -> {cur.p50_ms:.1f} ms, p95 {base.p95_ms:.1f} -> {cur.p95_ms:.1f} ms"
+    c.change = latency
     if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
@@ -130,6 +135,19 @@ def _operation(walker: Walker, c: Candidate) -> str | None:
     return top_op if c.ops[top_op] >= 0.7 * sum(c.ops.values()) else None
 
 
+def _pick_evidence(c: Candidate, n: int = EVIDENCE) -> list[tuple[Span, float]]:
+    """Failing and slow examples in turn, so both sides of a cause get cited."""
+    failing = [(s, x) for s, x in zip(c.spans, c.excess_ms) if s.status_code == "ERROR"]
+    slow = [(s, x) for s, x in zip(c.spans, c.excess_ms) if s.status_code != "ERROR"]
+    slow.sort(key=lambda p: -p[1])
+    out = []
+    while (failing or slow) and len(out) < n:
+        for pool in (failing, slow):
+            if pool and len(out) < n:
+                out.append(pool.pop(0))
+    return out
+
+
 def _describe(tree: Tree, s: Span, excess_ms: float) -> str:
     who, op = responsible(tree, s)
     text = f"{s.service} -> {who} `{op}`" if who != s.service else f"{s.service} `{op}`"
@@ -138,6 +156,9 @@ def _describe(tree: Tree, s: Span, excess_ms: float) -> str:
         text += f" ({s.status_message})"
     if excess_ms > 0:
         text += f", {excess_ms:.0f} ms more own time than baseline requests"
+        wait = tree.wait_before_children_ns(s)
+        if wait and wait > 0.5 * excess_ms * 1e6:
+            text += f" ({wait / 1e6:.0f} ms of it before its first downstream call)"
     for k in ("db.query.text", "dns.question.name", "error.type"):
         if s.attributes.get(k):
             text += f"; {k}: {str(s.attributes[k])[:200]}"
@@ -167,7 +188,7 @@ def _traffic_evidence(walker: Walker, c: Candidate) -> list[Evidence]:
 def _blast(walker: Walker, c: Candidate, found: list[Anomaly]) -> BlastRadius:
     hit = {a.service for a in found} | {a.caller for a in found if a.caller}
     services, endpoints = {c.key[0]}, []
-    for tid in list(c.traces)[:20]:
+    for tid in sorted(c.traces)[:20]:
         tree = walker.tree(tid)
         services |= {s.service for s in tree.spans if s.service in hit}
         for r in tree.roots:
@@ -205,7 +226,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
         else:
             evidence = [Evidence(trace_id=s.trace_id, span_id=s.span_id,
                                  description=_describe(walker.tree(s.trace_id), s, x))
-                        for s, x in zip(c.spans, c.excess_ms)]
+                        for s, x in _pick_evidence(c)]
         causes.append(RootCause(
             rank=i + 1, service=c.key[0], operation=_operation(walker, c), kind=c.kind,
             confidence=round(min(0.95, c.score / total), 2), evidence=evidence,
