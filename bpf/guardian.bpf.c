@@ -239,6 +239,10 @@ static __always_inline void emit_iov(struct guardian_conn_key *key, struct guard
         send_record(r, key, c, dir, total, off, SRC_SYSCALL, 0);
 }
 
+/* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
+static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
+                                          __u64 id);
+
 static __always_inline int io_exit(long ret)
 {
     __u64 id = bpf_get_current_pid_tgid();
@@ -264,6 +268,7 @@ static __always_inline int io_exit(long ret)
             return 0;
         emit_iov(&key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret);
     }
+    tls_socket_io(&key, c, id);
     return 0;
 }
 
@@ -467,6 +472,189 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
     return 0;
 }
+
+/* ======== TLS plaintext (issue 5) ========================================================
+ * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and return:
+ * C code, uretprobes are safe there) and Go crypto/tls (*Conn).Write entry and (*Conn).Read
+ * entry + a plain uprobe at each RET (never uretprobes on Go: moving stacks crash them).
+ * capture/tls/ finds the symbols and attaches these programs, once per library file.
+ * Plaintext goes through emit_data() like syscall bytes, so the protocol detectors run on
+ * it; the socket's ciphertext is marked CONN_ENCRYPTED and skipped by the syscall path.
+ * SSL* -> socket: the first data syscall on an encrypted socket made by the same thread while
+ * that SSL* waits for a socket (inside SSL_read/SSL_write for fd BIOs; right after the SSL
+ * call for memory BIOs, as asyncio and node do: handshake output is sent next, same thread). */
+#include <uapi/linux/ptrace.h>
+#include "tls.h"
+
+BPF_HASH(tls_calls, __u64, struct tls_call, MAX_INFLIGHT);              /* by thread */
+BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
+BPF_HASH(tls_pending, __u64, __u64, MAX_INFLIGHT); /* thread -> SSL* waiting for its socket */
+BPF_HASH(tls_go_reads, struct tls_go_key, struct tls_go_read, MAX_INFLIGHT);
+BPF_PERCPU_ARRAY(tls_stats, __u64, TLS_STAT_MAX);
+/* pids that just exec'd: userspace looks for statically linked TLS in the new image */
+BPF_RINGBUF_OUTPUT(tls_execs, 16);
+
+static __always_inline void tls_stat(__u32 idx)
+{
+    __u64 *v = tls_stats.lookup(&idx);
+    if (v)
+        *v += 1;
+}
+
+/* Called by io_exit for every data syscall on a tracked socket. */
+static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
+                                          __u64 id)
+{
+    if (!(c->flags & CONN_ENCRYPTED))
+        return;
+    __u64 *pending = tls_pending.lookup(&id);
+    if (!pending)
+        return;
+    struct tls_ssl_key sk = {.tgid = key->tgid, .ssl = *pending};
+    __u32 fd = key->fd;
+    tls_ssl_fd.update(&sk, &fd);
+    tls_pending.delete(&id);
+    tls_stat(TLS_STAT_BOUND);
+}
+
+static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, __u32 len,
+                                     __u8 source)
+{
+    struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
+    struct guardian_conn *c = conns.lookup(&key);
+    if (!c) {
+        /* a socket older than the agent that userspace did not seed: follow it now */
+        c = new_conn(&key, ROLE_UNKNOWN, TRANSPORT_TCP);
+        if (!c)
+            return;
+    }
+    if (c->flags & CONN_IGNORED)
+        return;
+    c->flags |= CONN_ENCRYPTED; /* from now on the socket's own bytes are ciphertext */
+    tls_stat(TLS_STAT_PLAINTEXT);
+    emit_data(&key, c, dir, (const void *)buf, len, source, 0);
+}
+
+static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source, __u64 out_len,
+                                     int handshake)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    if (!traced_tgid(tgid))
+        return 0;
+    __u64 ssl = PT_REGS_PARM1(ctx);
+    struct tls_ssl_key sk = {.tgid = tgid, .ssl = ssl};
+    /* a handshake starts a (maybe new) session on a reused SSL*: tie it afresh */
+    if (handshake || !tls_ssl_fd.lookup(&sk))
+        tls_pending.update(&id, &ssl);
+    if (handshake)
+        return 0;
+    struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
+                            .dir = dir, .source = source};
+    tls_calls.update(&id, &call);
+    return 0;
+}
+
+int tls_ssl_return(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct tls_call *p = tls_calls.lookup(&id);
+    if (!p)
+        return 0;
+    struct tls_call call = *p;
+    tls_calls.delete(&id);
+    long ret = PT_REGS_RC(ctx);
+    if (ret <= 0)
+        return 0;
+    __u64 n = (__u64)ret;
+    if (call.out_len) { /* _ex variants return 1 and store the byte count */
+        if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)call.out_len) != 0)
+            return 0;
+    }
+    struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call.ssl};
+    __u32 *fd = tls_ssl_fd.lookup(&sk);
+    if (!fd) {
+        tls_stat(TLS_STAT_NO_FD);
+        return 0;
+    }
+    tls_emit(id >> 32, *fd, call.dir, call.buf, (__u32)n, call.source);
+    return 0;
+}
+
+/* One set of entry programs per library kind: the source id is in the program. */
+#define SSL_PROBES(lib, src)                                                                   \
+    int tls_##lib##_write(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_EGRESS, src, 0, 0); } \
+    int tls_##lib##_read(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_INGRESS, src, 0, 0); } \
+    int tls_##lib##_write_ex(struct pt_regs *ctx)                                             \
+    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM4(ctx), 0); }                        \
+    int tls_##lib##_write_ex2(struct pt_regs *ctx)                                            \
+    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM5(ctx), 0); }                        \
+    int tls_##lib##_read_ex(struct pt_regs *ctx)                                              \
+    { return ssl_enter(ctx, DIR_INGRESS, src, PT_REGS_PARM4(ctx), 0); }                       \
+    int tls_##lib##_handshake(struct pt_regs *ctx) { return ssl_enter(ctx, 0, src, 0, 1); }
+SSL_PROBES(openssl, SRC_OPENSSL)
+SSL_PROBES(boringssl, SRC_BORINGSSL)
+SSL_PROBES(node, SRC_NODE)
+
+/* Go crypto/tls.(*Conn).Write(b []byte): receiver RAX, b.ptr RBX, b.len RCX. */
+int tls_go_write(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!traced_tgid(id >> 32))
+        return 0;
+    __u32 fd;
+    if (go_conn_fd(GO_ARG1(ctx), &fd) != 0) {
+        tls_stat(TLS_STAT_READ_FAULT);
+        return 0;
+    }
+    __u64 len = GO_ARG3(ctx);
+    tls_emit(id >> 32, fd, DIR_EGRESS, GO_ARG2(ctx), len > 0xffffffff ? 0xffffffff : (__u32)len,
+             SRC_GOTLS);
+    return 0;
+}
+
+/* (*Conn).Read(b []byte) entry: remember the buffer by goroutine until a RET probe. */
+int tls_go_read(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!traced_tgid(id >> 32))
+        return 0;
+    struct tls_go_read r = {.buf = GO_ARG2(ctx)};
+    if (go_conn_fd(GO_ARG1(ctx), &r.fd) != 0) {
+        tls_stat(TLS_STAT_READ_FAULT);
+        return 0;
+    }
+    struct tls_go_key k = {.tgid = id >> 32, .goid = GO_G(ctx)};
+    tls_go_reads.update(&k, &r);
+    return 0;
+}
+
+/* A RET instruction of (*Conn).Read: n is in RAX. */
+int tls_go_read_ret(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct tls_go_key k = {.tgid = id >> 32, .goid = GO_G(ctx)};
+    struct tls_go_read *p = tls_go_reads.lookup(&k);
+    if (!p)
+        return 0;
+    struct tls_go_read r = *p;
+    tls_go_reads.delete(&k);
+    __s64 n = (__s64)GO_RET1(ctx);
+    if (n <= 0)
+        return 0;
+    tls_emit(id >> 32, r.fd, DIR_INGRESS, r.buf, (__u32)n, SRC_GOTLS);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    __u32 pid = args->pid;
+    if (!traced_tgid(pid))
+        return 0;
+    tls_execs.ringbuf_output(&pid, sizeof(pid), 0);
+    return 0;
+}
+/* ======== end of TLS section ============================================================ */
 
 /* ======== sendmmsg / recvmmsg (issue 4: DNS) ============================================
  * glibc's resolver sends the A and AAAA queries of getaddrinfo() in one sendmmsg(), and

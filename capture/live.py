@@ -28,6 +28,7 @@ class CaptureOptions:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
     seed_existing: bool = True  # follow connections opened before we started
+    tls: bool = True  # uprobes on TLS libraries for plaintext (capture/tls)
     poll_ms: int = 100
 
 
@@ -42,6 +43,7 @@ class LiveCapture:
         self.tracker = ConnTracker(self.pipeline, resource_for or Enricher().resource,
                                    port=self.options.port, sockets=self.sockets)
         self.started = False
+        self.tls = None  # capture.tls.attach.TlsAttacher once started
 
     def start(self) -> None:
         """Compile and attach every probe; raises CaptureUnavailable with the fix."""
@@ -57,6 +59,11 @@ class LiveCapture:
 
         self._callback = callback  # keep a reference: BCC holds only a C pointer
         self.loader.open_events(callback)
+        if self.options.tls:
+            from capture.tls.attach import TlsAttacher
+
+            self.tls = TlsAttacher(self.loader.bpf, self.options.pid)
+            self.tls.start()
         self.started = True
 
     def _seed(self) -> None:
@@ -87,8 +94,13 @@ class LiveCapture:
         out.update({f"conntrack.{k}": v for k, v in self.tracker.stats.items()})
         out.update({f"pipeline.{k}": v for k, v in self.pipeline.stats.items()})
         out.update({f"parser.{k}": v for k, v in self.tracker.parser_stats().items()})
+        if self.tls is not None and self.loader.bpf is not None:
+            out.update(self.tls.summary())
         return dict(out)
 
     def close(self) -> None:
+        if self.tls is not None:
+            self.tls.close()
+            self.tls = None
         self.loader.close()
         self.started = False

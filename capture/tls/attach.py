@@ -1,0 +1,187 @@
+"""Attach the TLS uprobes to every TLS library file in use, once per file, and detach them.
+
+Processes running at start are found from /proc/*/maps; processes started later come from
+the exec tracepoint (tls_execs ring buffer), their maps re-read a few times as the dynamic
+linker and dlopen() add libraries. Probes are attached by file (pid -1): one attach per
+(dev, inode) serves every process mapping it, present and future; the BPF side filters pids.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import heapq
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from capture.tls import elf, procmaps, stale
+
+log = logging.getLogger(__name__)
+
+# Where a dynamically linked OpenSSL usually lives: probed at start so processes that load
+# it later (Python's `import ssl`) are covered without waiting for their maps.
+SYSTEM_LIBS = ("/usr/lib/x86_64-linux-gnu/libssl.so*", "/lib/x86_64-linux-gnu/libssl.so*",
+               "/usr/lib64/libssl.so*", "/usr/local/lib/libssl.so*")
+RESCAN_AFTER_EXEC_S = (0.2, 1.0, 3.0)  # ld.so maps libraries right away; dlopen() comes later
+TLS_STATS = ("plaintext", "no_fd", "bound", "go_fd_fault")
+
+
+@dataclass(slots=True)
+class Probe:
+    path: str
+    addr: int  # virtual address in the file (BCC converts it to a file offset)
+    fn: str
+    ret: bool = False
+
+
+@dataclass(slots=True)
+class AttachedFile:
+    path: str
+    library: str  # tls.library value: openssl, boringssl, node, go
+    probes: list[Probe] = field(default_factory=list)
+
+
+def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
+    """The uprobes a TLS file needs, and its tls.library name."""
+    if found.go is not None:
+        go = found.go
+        probes = [Probe(path, go.write, "tls_go_write"), Probe(path, go.read, "tls_go_read")]
+        probes += [Probe(path, a, "tls_go_read_ret") for a in go.read_rets]
+        return "go", probes
+    ssl = found.ssl
+    probes = []
+    for name, addr in ssl.funcs.items():
+        probes.append(Probe(path, addr, f"tls_{ssl.source}_{elf.SSL_FUNCS[name]}"))
+        if name != "SSL_do_handshake":
+            probes.append(Probe(path, addr, "tls_ssl_return", ret=True))
+    return ssl.source, probes
+
+
+class TlsAttacher:
+    """Owns the TLS uprobes of one loaded BPF object (capture.loader.Loader.bpf)."""
+
+    def __init__(self, bpf, pid: int | None = None) -> None:
+        self.bpf = bpf
+        self.pid = pid
+        self.files: dict[tuple[int, int], AttachedFile] = {}
+        self.skipped: dict[tuple[int, int], str] = {}  # files looked at: why not probed ("" = no TLS)
+        self.stats: Counter[str] = Counter()
+        self._execs: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Attach to what runs now, then follow new processes from a worker thread."""
+        self.stats["stale_probes_removed"] += stale.remove_dead_bcc_probes()
+        # load every program here: BCC caches them in a dict the worker must not race on
+        for fn in ("tls_ssl_return", "tls_go_write", "tls_go_read", "tls_go_read_ret",
+                   *(f"tls_{lib}_{suffix}" for lib in ("openssl", "boringssl", "node")
+                     for suffix in elf.SSL_FUNCS.values())):
+            self.bpf.load_func(fn, self.bpf.KPROBE)
+        for path in sorted({p for pattern in SYSTEM_LIBS for p in glob.glob(pattern)}):
+            ident = procmaps.file_identity(path)
+            if ident:
+                self._consider(ident, path)
+        for pid in ([self.pid] if self.pid else procmaps.pids()):
+            self._scan(pid)
+
+        def on_exec(_ctx, data, size):
+            if size >= 4:
+                self._execs.put(ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0])
+            return 0
+
+        self._on_exec = on_exec  # BCC keeps only a C pointer
+        self.bpf["tls_execs"].open_ring_buffer(on_exec)
+        self._thread = threading.Thread(target=self._follow, name="tls-attach", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Detach every TLS probe (the BPF object's cleanup would too; this is explicit)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            for f in self.files.values():
+                for p in f.probes:
+                    self._detach(p)
+            self.files.clear()
+
+    # -- discovery -----------------------------------------------------------------------
+    def _follow(self) -> None:
+        due: list[tuple[float, int]] = []  # (when, pid) maps re-reads after an exec
+        while not self._stop.is_set():
+            timeout = max(0.0, min(0.5, due[0][0] - time.monotonic())) if due else 0.5
+            try:
+                pid = self._execs.get(timeout=timeout)
+                self.stats["execs"] += 1
+                self._scan(pid)
+                now = time.monotonic()
+                for delay in RESCAN_AFTER_EXEC_S:
+                    heapq.heappush(due, (now + delay, pid))
+            except queue.Empty:
+                pass
+            while due and due[0][0] <= time.monotonic():
+                self._scan(heapq.heappop(due)[1])
+
+    def _scan(self, pid: int) -> None:
+        if pid == os.getpid():
+            return
+        for m in procmaps.mapped_files(pid):
+            self._consider((m.dev, m.inode), m.path)
+
+    def _consider(self, ident: tuple[int, int], path: str) -> None:
+        if ident in self.files or ident in self.skipped or self._stop.is_set():
+            return
+        found = elf.inspect(path)
+        if found is None:
+            self.skipped[ident] = ""
+            return
+        if found.go is not None and found.go.problem:
+            self.skipped[ident] = found.go.problem
+            log.warning("Go TLS in %s not captured: %s", path, found.go.problem)
+            return
+        library, probes = probes_for(path, found)
+        attached = AttachedFile(path, library)
+        with self._lock:
+            if self._stop.is_set():
+                return
+            for p in probes:
+                try:
+                    if p.ret:
+                        self.bpf.attach_uretprobe(name=p.path, addr=p.addr, fn_name=p.fn)
+                    else:
+                        self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn)
+                    attached.probes.append(p)
+                except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on attach errors
+                    self.stats["attach_errors"] += 1
+                    log.warning("uprobe %s at %s:%#x not attached: %s", p.fn, p.path, p.addr, e)
+            self.files[ident] = attached
+        self.stats[f"files.{library}"] += 1
+        log.info("TLS %s: %d probes on %s", library, len(attached.probes), path)
+
+    def _detach(self, p: Probe) -> None:
+        try:
+            if p.ret:
+                self.bpf.detach_uretprobe(name=p.path, addr=p.addr)
+            else:
+                self.bpf.detach_uprobe(name=p.path, addr=p.addr)
+        except Exception as e:  # noqa: BLE001 — see _consider
+            log.debug("detach %s: %s", p.fn, e)
+
+    # -- reporting -----------------------------------------------------------------------
+    def kernel_stats(self) -> dict[str, int]:
+        table = self.bpf["tls_stats"]
+        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(TLS_STATS)}
+
+    def summary(self) -> dict[str, int]:
+        out = {f"tls.{k}": v for k, v in self.stats.items()}
+        out.update({f"tls.kernel.{k}": v for k, v in self.kernel_stats().items()})
+        out["tls.files_probed"] = len(self.files)
+        out["tls.probes"] = sum(len(f.probes) for f in self.files.values())
+        return out

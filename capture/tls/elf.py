@@ -1,0 +1,192 @@
+"""What TLS code an ELF file holds: SSL_* symbols (OpenSSL, BoringSSL, node) or Go crypto/tls.
+
+Reads symbols with pyelftools (hash tables when present: node exports ~75k symbols) and
+finds the RET instructions of Go's (*Conn).Read with capstone. Never executes the file.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass, field
+
+import capstone
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.hash import ELFHashSection, GNUHashSection
+
+# Entry programs in bpf/guardian.bpf.c are tls_<source>_<suffix>; all share one return probe.
+SSL_FUNCS = {
+    "SSL_write": "write",
+    "SSL_read": "read",
+    "SSL_write_ex": "write_ex",
+    "SSL_write_ex2": "write_ex2",
+    "SSL_read_ex": "read_ex",
+    "SSL_do_handshake": "handshake",
+}
+GO_WRITE = "crypto/tls.(*Conn).Write"
+GO_READ = "crypto/tls.(*Conn).Read"
+GO_BUILDINFO_MAGIC = b"\xff Go buildinf:"
+MIN_GO = (1, 17)  # register ABI on amd64: the probes read arguments from registers
+
+
+@dataclass(slots=True)
+class SslLib:
+    """SSL_* entry points of a library or a binary that links one statically."""
+    source: str  # "openssl", "boringssl" or "node": the tls.library attribute
+    funcs: dict[str, int] = field(default_factory=dict)  # SSL_* name -> virtual address
+
+
+@dataclass(slots=True)
+class GoTls:
+    """crypto/tls of a Go binary: Write entry, Read entry and every RET of Read."""
+    version: str
+    write: int = 0
+    read: int = 0
+    read_rets: list[int] = field(default_factory=list)
+    problem: str = ""  # why it cannot be probed ("stripped", "go1.16 stack ABI"), else ""
+
+
+def _dynsym_lookup(elf: ELFFile, names) -> dict[str, int]:
+    for hash_name in (".gnu.hash", ".hash"):
+        sec = elf.get_section_by_name(hash_name)
+        if isinstance(sec, (GNUHashSection, ELFHashSection)):
+            out = {}
+            for name in names:
+                sym = sec.get_symbol(name)
+                if sym is not None and sym["st_value"] and sym["st_shndx"] != "SHN_UNDEF":
+                    out[name] = sym["st_value"]
+            return out
+    return _scan_symbols(elf, ".dynsym", set(names))
+
+
+def _name_offsets(strtab: bytes, names) -> dict[int, str]:
+    """String-table offsets at which each name starts (a name may be stored more than once)."""
+    out = {}
+    for name in names:
+        needle = b"\0" + name.encode() + b"\0"
+        i = strtab.find(needle)
+        while i >= 0:
+            out[i + 1] = name
+            i = strtab.find(needle, i + 1)
+    return out
+
+
+def _scan_symbols(elf: ELFFile, section: str, names, sizes: bool = False) -> dict:
+    """Defined symbols among `names` in a symbol table without a hash (.symtab).
+
+    Decodes the raw Elf64_Sym array: some files hold hundreds of thousands of symbols and
+    walking them as pyelftools objects takes seconds each.
+    """
+    sec = elf.get_section_by_name(section)
+    out: dict = {}
+    if sec is None or sec["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM") or not elf.little_endian:
+        return out
+    wanted = _name_offsets(elf.get_section(sec["sh_link"]).data(), names)
+    if not wanted:
+        return out
+    for st_name, _info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", sec.data()):
+        name = wanted.get(st_name)
+        if name is not None and value and shndx != 0:  # 0: SHN_UNDEF
+            out[name] = (value, size) if sizes else value
+    return out
+
+
+def ssl_library(elf: ELFFile, path: str) -> SslLib | None:
+    """SSL_* functions the file defines (exports or, failing that, its .symtab)."""
+    funcs = _dynsym_lookup(elf, SSL_FUNCS)
+    if "SSL_write" not in funcs:
+        funcs = _scan_symbols(elf, ".symtab", set(SSL_FUNCS))
+    if "SSL_write" not in funcs or "SSL_read" not in funcs:
+        return None
+    if _dynsym_lookup(elf, ["BORINGSSL_self_test"]) or "boringssl" in path.lower():
+        source = "boringssl"
+    elif _dynsym_lookup(elf, ["napi_create_object"]):
+        source = "node"
+    else:
+        source = "openssl"
+    return SslLib(source, funcs)
+
+
+def _go_version(elf: ELFFile) -> str | None:
+    sec = elf.get_section_by_name(".go.buildinfo")
+    if sec is None:
+        return "go?" if elf.get_section_by_name(".gopclntab") else None
+    data = sec.data()[:512]
+    if not data.startswith(GO_BUILDINFO_MAGIC):
+        return "go?"
+    if not data[15] & 2:  # before Go 1.18 the version is behind pointers: not worth chasing
+        return "go?"
+    n, shift, i = 0, 0, 32
+    while i < len(data):  # uvarint length, then the string
+        b = data[i]
+        n |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            break
+        shift += 7
+    return data[i:i + n].decode("ascii", "replace")
+
+
+def _at_least(version: str, minimum: tuple[int, int]) -> bool:
+    m = re.match(r"go(\d+)\.(\d+)", version)
+    return bool(m) and (int(m[1]), int(m[2])) >= minimum
+
+
+def _read_vaddr(elf: ELFFile, stream, vaddr: int, size: int) -> bytes:
+    for seg in elf.iter_segments("PT_LOAD"):
+        start = seg["p_vaddr"]
+        if start <= vaddr and vaddr + size <= start + seg["p_filesz"]:
+            stream.seek(seg["p_offset"] + vaddr - start)
+            return stream.read(size)
+    return b""
+
+
+def ret_offsets(code: bytes, addr: int) -> list[int]:
+    """Addresses of the RET instructions in `code` (x86-64), which starts at `addr`."""
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.skipdata = True  # Go pads functions with int3: keep decoding past odd bytes
+    return [insn.address for insn in md.disasm(code, addr) if insn.mnemonic == "ret"]
+
+
+def go_tls(elf: ELFFile, stream) -> GoTls | None:
+    """Go crypto/tls probe points, or None when the file is no Go binary with crypto/tls."""
+    version = _go_version(elf)
+    if version is None:
+        return None
+    syms = _scan_symbols(elf, ".symtab", {GO_WRITE, GO_READ}, sizes=True)
+    if elf.get_section_by_name(".symtab") is None:
+        return GoTls(version, problem="stripped (no .symtab): crypto/tls not located")
+    if GO_READ not in syms or GO_WRITE not in syms:
+        return None  # a Go program without TLS
+    if version != "go?" and not _at_least(version, MIN_GO):
+        return GoTls(version, problem=f"{version} uses the stack ABI (needs go1.17+)")
+    (write, _), (read, read_size) = syms[GO_WRITE], syms[GO_READ]
+    rets = ret_offsets(_read_vaddr(elf, stream, read, read_size), read)
+    if not rets:
+        return GoTls(version, problem="no RET found in (*Conn).Read")
+    return GoTls(version, write, read, rets)
+
+
+@dataclass(slots=True)
+class TlsFile:
+    ssl: SslLib | None = None
+    go: GoTls | None = None
+
+
+def inspect(path: str) -> TlsFile | None:
+    """TLS code in the ELF file at `path`, or None (not ELF, unreadable, no TLS)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return None
+            f.seek(0)
+            elf = ELFFile(f)
+            if elf["e_machine"] != "EM_X86_64":
+                return None
+            go = go_tls(elf, f)
+            ssl = None if go else ssl_library(elf, path)
+    except (OSError, ELFError, ValueError):
+        return None
+    if go is None and ssl is None:
+        return None
+    return TlsFile(ssl, go)

@@ -1,0 +1,3 @@
+module guardiantlstest
+
+go 1.19

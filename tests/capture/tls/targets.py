@@ -1,0 +1,131 @@
+"""Real TLS programs for the live tests: certificates, the Go target, nginx, node and asyncio servers."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.http_servers import process
+
+GO_SRC = Path(__file__).with_name("go")
+
+NODE_SERVER = """
+const https = require('https'), fs = require('fs');
+const [cert, key, port] = process.argv.slice(1);
+https.createServer({cert: fs.readFileSync(cert), key: fs.readFileSync(key)}, (req, res) => {
+  res.writeHead(req.url.endsWith('/missing') ? 404 : 200, {'Content-Type': 'text/plain'});
+  res.end('node tls ' + req.url + '\\n');
+}).listen(+port, '127.0.0.1');
+"""
+
+NODE_CLIENT = """
+const https = require('https');
+const [port, prefix, n] = process.argv.slice(1);
+const agent = new https.Agent({keepAlive: true, maxSockets: 1});
+(async () => {
+  for (let i = 0; i < +n; i++) {
+    await new Promise((ok, fail) => https.get({host: '127.0.0.1', port: +port, path: prefix + i, agent,
+      rejectUnauthorized: false}, (res) => { res.resume(); res.on('end', ok); }).on('error', fail));
+  }
+  agent.destroy();
+})();
+"""
+
+ASYNCIO_SERVER = """
+import asyncio, ssl, sys
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+async def handle(reader, writer):
+    while True:
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        path = head.split(b" ")[1]
+        body = b"asyncio tls " + path + b"\\n"
+        writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+        await writer.drain()
+async def main():
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server = await asyncio.start_server(lambda r, w: handle(r, w), "127.0.0.1", port, ssl=ctx)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def make_certs(d: Path) -> tuple[Path, Path]:
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def build_go(out: Path, strip: bool = False) -> Path:
+    """Build tests/capture/tls/go with Debian's Go, offline."""
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(out.parent / "gocache"),
+           "GOPATH": str(out.parent / "gopath"), "CGO_ENABLED": "0", "GOPROXY": "off"}
+    cmd = ["go", "build", "-o", str(out)] + (["-ldflags=-s -w"] if strip else []) + ["."]
+    subprocess.run(cmd, cwd=GO_SRC, env=env, check=True, capture_output=True, timeout=240)
+    return out
+
+
+@contextmanager
+def go_server(binary: Path, port: int, cert: Path, key: Path):
+    with process([str(binary), "server", "-addr", f"127.0.0.1:{port}", "-cert", str(cert),
+                  "-key", str(key)], port) as proc:
+        yield proc
+
+
+@contextmanager
+def nginx_tls(port: int, cert: Path, key: Path, workdir: Path):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    d = workdir / f"nginx-{port}"
+    d.mkdir(exist_ok=True)
+    conf = d / "nginx.conf"
+    conf.write_text(textwrap.dedent(f"""
+        worker_processes 1;
+        daemon off;
+        pid {d}/nginx.pid;
+        error_log {d}/error.log;
+        events {{ worker_connections 4096; }}
+        http {{
+            access_log off;
+            keepalive_requests 1000000;
+            client_body_temp_path {d}/body;
+            server {{
+                listen 127.0.0.1:{port} ssl;
+                ssl_certificate {cert};
+                ssl_certificate_key {key};
+                location = /missing {{ return 404; }}
+                location / {{ default_type text/plain; return 200 "nginx tls $request_uri\\n"; }}
+            }}
+        }}
+    """))
+    with process([nginx, "-c", str(conf), "-p", str(d)], port) as proc:
+        yield proc
+
+
+@contextmanager
+def node_server(port: int, cert: Path, key: Path):
+    with process(["node", "-e", NODE_SERVER, str(cert), str(key), str(port)], port) as proc:
+        yield proc
+
+
+def node_client(port: int, prefix: str, n: int) -> None:
+    subprocess.run(["node", "-e", NODE_CLIENT, str(port), prefix, str(n)], check=True, timeout=60,
+                   capture_output=True)
+
+
+@contextmanager
+def asyncio_server(port: int, cert: Path, key: Path):
+    with process([sys.executable, "-c", ASYNCIO_SERVER, str(cert), str(key), str(port)], port) as proc:
+        yield proc
+
+
+def curl(port: int, path: str) -> str:
+    out = subprocess.run(["curl", "-sk", "--http1.1", "-o", "/dev/null", "-w", "%{http_code}",
+                          f"https://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=30)
+    return out.stdout

@@ -1,0 +1,89 @@
+"""TLS code discovery in real ELF files: libssl, node, Go binaries (built here, also stripped)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from capture.tls import elf, procmaps, stale
+from capture.tls.attach import probes_for
+from tests.capture.tls import targets
+
+LIBSSL = Path("/usr/lib/x86_64-linux-gnu/libssl.so.3")
+
+
+@pytest.fixture(scope="module")
+def go_bins(tmp_path_factory):
+    d = tmp_path_factory.mktemp("goelf")
+    return targets.build_go(d / "plain"), targets.build_go(d / "stripped", strip=True)
+
+
+def _bytes_at(path: Path, vaddr: int, n: int) -> bytes:
+    from elftools.elf.elffile import ELFFile
+    with open(path, "rb") as f:
+        return elf._read_vaddr(ELFFile(f), f, vaddr, n)
+
+
+def test_dynamic_openssl_exports_every_probe_point():
+    found = elf.inspect(str(LIBSSL))
+    assert found.go is None and found.ssl.source == "openssl"
+    assert {"SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex", "SSL_do_handshake"} <= set(found.ssl.funcs)
+    library, probes = probes_for(str(LIBSSL), found)
+    assert library == "openssl"
+    assert sum(p.ret for p in probes) == len(found.ssl.funcs) - 1  # no return probe on the handshake
+    # entry points are real code: endbr64 (CET) or a push/sub prologue, never zeros
+    assert all(_bytes_at(LIBSSL, a, 4) != b"\0\0\0\0" for a in found.ssl.funcs.values())
+
+
+def test_node_binary_embeds_openssl():
+    node = shutil.which("node")
+    found = elf.inspect(node)
+    assert found.ssl.source == "node" and "SSL_read_ex" in found.ssl.funcs
+
+
+def test_go_binary_version_and_every_ret_of_read(go_bins):
+    plain, _ = go_bins
+    found = elf.inspect(str(plain))
+    go = found.go
+    assert go.version.startswith("go1.") and not go.problem
+    assert go.read and go.write and go.read != go.write
+    assert len(go.read_rets) >= 1
+    for addr in go.read_rets:  # each is a RET opcode inside (*Conn).Read
+        assert go.read < addr and _bytes_at(plain, addr, 1) == b"\xc3"
+
+
+def test_stripped_go_binary_is_reported_not_probed(go_bins):
+    _, stripped = go_bins
+    go = elf.inspect(str(stripped)).go
+    assert go.version.startswith("go1.") and "stripped" in go.problem
+
+
+def test_ret_offsets_decode_instructions_not_bytes():
+    # mov eax, 0xc3 (b8 c3 00 00 00) holds a 0xc3 byte that is no RET; then ret; int3; ret
+    code = b"\xb8\xc3\x00\x00\x00\xc3\xcc\xc3"
+    assert elf.ret_offsets(code, 0x1000) == [0x1005, 0x1007]
+
+
+def test_non_elf_and_plain_libraries_have_no_tls(tmp_path):
+    (tmp_path / "x").write_bytes(b"#!/bin/sh\n")
+    assert elf.inspect(str(tmp_path / "x")) is None
+    assert elf.inspect("/usr/lib/x86_64-linux-gnu/libc.so.6") is None
+    assert elf.inspect(str(tmp_path / "missing")) is None
+
+
+def test_maps_of_this_process_list_libc_once_by_inode():
+    files = procmaps.mapped_files(os.getpid())
+    libc = [m for m in files if "libc.so" in m.path]
+    assert len(libc) == 1
+    assert (libc[0].dev, libc[0].inode) == procmaps.file_identity(libc[0].path)
+    assert procmaps.mapped_files(2 ** 22 + 12345) == []  # no such process
+
+
+def test_leftover_bcc_probes_of_dead_processes_only():
+    alive = os.getpid()
+    text = (f"p:uprobes/p__usr_lib_libssl_so_3_0x35980_bcc_{alive} /usr/lib/libssl.so.3:0x35980\n"
+            "r:uprobes/r__usr_lib_libssl_so_3_0x35980_bcc_4194000 /usr/lib/libssl.so.3:0x35980\n"
+            "p:uprobes/other_tool /bin/true:0x10\n")
+    assert stale.leftover_probes(text) == ["uprobes/r__usr_lib_libssl_so_3_0x35980_bcc_4194000"]
