@@ -97,8 +97,25 @@ def check_uprobes() -> Check:
                  "needed for TLS capture: a kernel with CONFIG_UPROBE_EVENTS=y", required=False)
 
 
+def check_tls() -> Check:
+    """Which TLS stacks the uprobes can read plaintext from on this host (capture/tls)."""
+    import glob
+
+    from capture.tls import elf
+
+    libs = sorted({p for pat in ("/usr/lib/x86_64-linux-gnu/libssl.so.*", "/usr/lib64/libssl.so.*")
+                   for p in glob.glob(pat)})
+    found = [p for p in libs if (f := elf.inspect(p)) is not None and f.ssl is not None]
+    detail = (f"OpenSSL: {', '.join(found) or 'no libssl found'}; node and binaries that export "
+              "SSL_*: yes; Go crypto/tls (go1.17+, amd64) with a symbol table: yes; stripped Go "
+              "binaries (-ldflags=-s) and BoringSSL without symbols (grpcio wheels): not captured, "
+              "their ciphertext is skipped")
+    return Check("TLS plaintext", bool(found), detail,
+                 "apt-get install libssl3 for dynamically linked OpenSSL programs", required=False)
+
+
 CHECKS = (check_privileges, check_btf, check_tracefs, check_headers, check_bcc, check_ringbuf,
-          check_kprobes, check_uprobes)
+          check_kprobes, check_uprobes, check_tls)
 
 
 def run_checks() -> list[Check]:
