@@ -32,13 +32,15 @@ class Fault:
     reset: Callable[[ShopSystem], None] = field(repr=False)
     port: str | None = None  # Ports field of the culprit, for address-named peers
 
+    def names(self, service: str | None, ports: Ports) -> bool:
+        svc = str(service or "")
+        if self.port and svc == f"127.0.0.1:{getattr(ports, self.port)}":
+            return True
+        return svc in self.services or svc.rsplit(":", 1)[0] in self.services
+
     def blames(self, root_cause: dict, ports: Ports) -> bool:
         """Does a report's root cause name this fault's service and kind?"""
-        svc = str(root_cause.get("service", ""))
-        named = svc in self.services or svc.rsplit(":", 1)[0] in self.services
-        if self.port and svc == f"127.0.0.1:{getattr(ports, self.port)}":
-            named = True
-        return named and root_cause.get("kind") in self.kinds
+        return self.names(root_cause.get("service"), ports) and root_cause.get("kind") in self.kinds
 
 
 def _control(service: str, mode: str) -> Callable[[ShopSystem], None]:

@@ -22,6 +22,11 @@ SHOP_SERVICES = ("frontend", "inventory", "payments", "recommend", "order-worker
                  "postgres", "redis", "redis-server", "rabbitmq", "dnsmasq")
 
 
+# Spans reach the store after the linker waited for their peers (agent linker.window_s, 5 s):
+# a window ending "now" misses its last seconds, which reads as a traffic drop everywhere.
+STORE_LAG_S = 7.0
+
+
 @dataclass
 class Detection:
     report: dict[str, Any]  # the scheduled anomaly report (GET /v1/reports/{id})
@@ -113,10 +118,14 @@ class DemoRun:
         raise DemoError(f"Guardian's anomaly reports found nothing about the shop within {timeout:.0f}s "
                         f"(agent log: {self.cfg.logs / 'guardian-agent.log'})")
 
-    def investigate(self, question: str, since: float) -> dict[str, Any]:
-        """POST /v1/investigate over [since - 2 s, now] (its baseline: the window before)."""
+    def investigate(self, question: str, since: float, min_fault_s: float = 20.0) -> dict[str, Any]:
+        """POST /v1/investigate over [since - 1 s, now - STORE_LAG_S] (its baseline: the
+        equal window before), once that window holds at least min_fault_s of the fault."""
+        wait = since + min_fault_s + STORE_LAG_S - time.time()
+        if wait > 0:
+            self.wait(wait, "letting the fault's spans reach the store")
         self.progress(f"investigating: {question!r} …")
-        body = {"question": question, "start": f"{since - 2:.3f}", "end": f"{time.time():.3f}"}
+        body = {"question": question, "start": f"{since - 1:.3f}", "end": f"{time.time() - STORE_LAG_S:.3f}"}
         r = self.api.post("/v1/investigate", json=body, timeout=180)
         if r.status_code != 200:
             raise DemoError(f"investigation failed: {r.status_code} {r.text[:500]}")

@@ -89,6 +89,7 @@ def test_fault_is_detected_and_explained(demo: DemoRun, name: str):
             assert symptom_seen(fault, before, during), (before.get(fault.route), during.get(fault.route))
         det = demo.detect(t0, timeout=90)
         report = demo.investigate(fault.question, t0)
+        scheduled = demo.api.get("/v1/reports", params={"since": f"{t0:.3f}"}).json()["reports"]
     finally:
         demo.reset(fault)
     try:
@@ -98,5 +99,9 @@ def test_fault_is_detected_and_explained(demo: DemoRun, name: str):
         assert fault.blames(top, demo.cfg.ports), (
             f"expected {fault.services}/{fault.kinds}, got {causes}; detection: {det.top.get('description')}")
         assert top["evidence"] and all(e["verified"] for e in top["evidence"])
+        # The scheduled detection (no question asked) named the culprit too.
+        found = [a for rep in scheduled for a in rep["anomalies"]
+                 if fault.names(a.get("service"), demo.cfg.ports)]
+        assert found, f"no scheduled anomaly names {fault.services}; first seen: {det.top.get('description')}"
     finally:
         demo.wait(RECOVER_S, "recover")
