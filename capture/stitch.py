@@ -9,7 +9,7 @@ from capture.span import Span
 def record_to_span(rec: Record, conn: Connection) -> Span:
     """Build the span of one exchange, seen from the process that owns `conn`."""
     kind = rec.kind or ("SERVER" if conn.role == "SERVER" else "CLIENT")
-    attrs = dict(rec.attributes)
+    attrs = rec.attributes  # each record's dict is fresh: no copy on the hot path
     if conn.local and conn.remote:
         client, server = (conn.local, conn.remote) if conn.role != "SERVER" else (conn.remote, conn.local)
         attrs.setdefault("server.address", server[0])
@@ -36,5 +36,5 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
         status_code=status,
         status_message=rec.status_message,
         attributes=attrs,
-        resource=dict(conn.resource),
+        resource=conn.resource,  # shared by the connection's spans; nobody mutates it
     )
