@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     fault = FAULTS[args.fault]
     demo = DemoRun(cfg, progress=_say)
     signal.signal(signal.SIGTERM, _interrupt)  # teardown runs on `kill` as on Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`&`)
     try:
         demo.start()
         demo.wait(args.baseline, "collecting a baseline of healthy traffic")
