@@ -13,8 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "spans.jsonl[.gz]) through the investigator(s) and report top-1/top-3 "
                                    "accuracy of the root cause and seconds per case.")
     p.add_argument("dir", metavar="DIR", help="e.g. evals/scenarios")
-    p.add_argument("--engine", choices=("auto", "deterministic", "llm", "all"), default="auto",
-                   help="auto (default): deterministic, plus llm when one is configured")
+    p.add_argument("--engine", choices=("auto", "deterministic", "llm", "all", "local",
+                                        "llm:local-0.5b", "llm:local-1.5b"), default="auto",
+                   help="auto (default): deterministic, plus llm when one is configured; "
+                        "local: deterministic and both local models (make setup-llm)")
     p.add_argument("--only", action="append", metavar="NAME", help="only this scenario (repeatable)")
     p.add_argument("--generate", action="store_true",
                    help="first (re)generate the built-in seeded scenarios into DIR")
@@ -37,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.engine in ("auto", "all"):
         engines = ["deterministic"] + (["llm"] if llm_configured() or args.engine == "all" else [])
+    elif args.engine == "local":
+        engines = ["deterministic", "llm:local-0.5b", "llm:local-1.5b"]
     else:
         engines = [args.engine]
     result = run_eval(root, engines, args.only)

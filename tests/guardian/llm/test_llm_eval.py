@@ -1,0 +1,34 @@
+"""`guardian eval` with an LLM engine: the hook reports steps and tokens per case."""
+from __future__ import annotations
+
+import json
+import re
+
+from guardian.evals.runner import run_eval, table
+from guardian.evals.scenarios import write_scenarios
+from tests.guardian.llm.fake_openai import FakeOpenAI
+
+
+def confirm_top(request: dict) -> dict:
+    """A model that checks nothing and confirms the findings' top cause with its first trace."""
+    task = request["messages"][1]["content"]
+    brief = json.loads(re.search(r"```json\n(.*?)\n```", task, re.S).group(1))
+    top = brief["root_causes"][0]
+    return {"content": json.dumps({"verdict": "confirm", "service": top["service"], "operation": top["operation"],
+                                   "kind": top["kind"], "description": "confirmed",
+                                   "trace_ids": top["trace_ids"][:1], "summary": "s", "suggested_fix": "f"})}
+
+
+def test_llm_engine_is_scored_with_steps_and_tokens(tmp_path, monkeypatch):
+    write_scenarios(tmp_path, ["payments_5xx"])
+    with FakeOpenAI() as fake:
+        fake.default = confirm_top
+        monkeypatch.setenv("GUARDIAN_LLM_BASE_URL", fake.base_url)
+        monkeypatch.setenv("GUARDIAN_LLM_MODEL", "scripted")
+        result = run_eval(tmp_path, ["deterministic", "llm"])
+    det, llm = result.cases
+    assert llm.engine == "llm" and llm.steps == 1 and llm.tokens == 120 and det.steps is None
+    assert llm.top1 == det.top1 and llm.answer == det.answer  # confirming keeps the deterministic answer
+    scores = {s.engine: s for s in result.scores}
+    assert scores["llm"].mean_steps == 1 and scores["deterministic"].mean_steps is None
+    assert "1 steps, 120 tokens" in table(result)
