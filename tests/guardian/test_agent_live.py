@@ -9,7 +9,7 @@ import pytest
 
 from capture.store.api import SpanFilter, TimeWindow
 from capture.store.factory import open_store
-from tests.capture.traces.linking_app import map_captured, run_app, spans_from_log
+from tests.capture.traces.linking_app import http_spans_logged, map_captured, run_app, spans_from_log
 from tests.guardian.agent_proc import AgentProcess
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
@@ -32,22 +32,23 @@ def test_live_agent_links_a_real_app(tmp_path):
             pytest.skip(f"BPF cannot load here: {e}")
         raise
     try:
-        log = run_app(str(tmp_path), requests=30, concurrency=3)
+        # Keep the services up until the capture has delivered their spans: the enricher reads
+        # /proc of live processes (a capture running late would see them gone).
+        log = run_app(str(tmp_path), requests=30, concurrency=3, before_stop=lambda log: agent.wait_metric(
+            "guardian_agent_spans_received_total", http_spans_logged(log), timeout=120))
         logged, truth = spans_from_log(log)
-        http_spans = len([s for s in logged if "db.system" not in s.attributes])
-        agent.wait_metric("guardian_agent_spans_received_total", http_spans, timeout=120)
     finally:
         rc = agent.stop(signal.SIGTERM, timeout=120)
     assert rc == 0, "".join(agent.stderr[-30:])
     store = open_store(str(store_path))
     lo = min(s.start_time_unix_nano for s in logged) - 10**9
     hi = max(s.end_time_unix_nano for s in logged) + 10**9
-    captured = [s for s in store.spans(SpanFilter(window=TimeWindow(lo, hi), limit=100_000))
-                if s.service in ("frontend", "pricing", "stock")]
+    # Other traffic on the host is captured too; matching by connection and time picks ours.
+    captured = store.spans(SpanFilter(window=TimeWindow(lo, hi), limit=1_000_000))
     store.close()
     mapping = map_captured(captured, logged)
     http_logged = [s for s in logged if "db.system" not in s.attributes]
-    assert len(mapping) >= 0.9 * len(http_logged), (len(mapping), len(http_logged))
+    assert len(mapping) >= 0.9 * len(http_logged), (len(mapping), len(http_logged))  # Redis spans: parser permitting
     # Expected parent of a captured span = the capture of the logged span's true parent.
     checked = correct = 0
     for sid, cap in mapping.items():
@@ -55,6 +56,8 @@ def test_live_agent_links_a_real_app(tmp_path):
         if parent and parent in mapping:
             checked += 1
             correct += cap.parent_span_id == mapping[parent].span_id and cap.trace_id == mapping[parent].trace_id
-    print(f"live linking: {correct}/{checked} parent links correct, {len(mapping)}/{len(http_logged)} HTTP spans captured")
+    print(f"live linking: {correct}/{checked} parent links correct, {len(mapping)}/{len(logged)} logged spans captured")
+    named = {mapping[s.span_id].service for s in http_logged if s.span_id in mapping and s.kind == "SERVER"}
+    assert named == {"frontend", "pricing", "stock"}  # OTEL_SERVICE_NAME read from /proc by the enricher
     assert checked >= 0.8 * len([s for s in http_logged if truth.get(s.span_id)])
     assert correct >= 0.95 * checked

@@ -63,9 +63,11 @@ def _proc(argv: list[str], port: int, service: str | None = None):
 ASYNC_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recorded_async_app.py")
 
 
-def run_app(workdir: str, requests: int = 40, concurrency: int = 4, async_stock: bool = False) -> str:
+def run_app(workdir: str, requests: int = 40, concurrency: int = 4, async_stock: bool = False,
+            before_stop: Callable[[str], None] | None = None) -> str:
     """Start redis + 3 services, drive `requests` requests; return the log path. With
-    async_stock, `stock` is an asyncio server (one thread for all its requests)."""
+    async_stock, `stock` is an asyncio server (one thread for all its requests).
+    before_stop(log) runs while the services are still up (e.g. wait for a capture)."""
     log = os.path.join(workdir, "spans.jsonl")
     rp, fp, pp, sp = (free_port() for _ in range(4))
     calls = {
@@ -95,7 +97,14 @@ def run_app(workdir: str, requests: int = 40, concurrency: int = 4, async_stock:
         for t in threads:
             t.join()
         time.sleep(0.2)  # let the last log lines land
+        if before_stop is not None:
+            before_stop(log)
     return log
+
+
+def http_spans_logged(log: str) -> int:
+    with open(log) as f:
+        return sum(1 for line in f if '"db.system"' not in line)
 
 
 def spans_from_log(log: str) -> tuple[list[Span], dict[str, str | None]]:
