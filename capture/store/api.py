@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from capture.span import Span
 
@@ -36,7 +36,20 @@ class SpanFilter:
     trace_id: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)  # equality on the value as text
     limit: int = 1000
-    order: Literal["start", "duration_desc"] = "start"
+    order: Literal["start", "duration_desc", "start_desc"] = "start"  # start_desc: newest first
+
+
+def peer_name(attributes: dict[str, Any]) -> str | None:
+    """What a CLIENT/PRODUCER span calls when no server span is linked to it: the database,
+    the broker or RPC service, else server.address[:port]. The service map names edges so."""
+    for key in ("db.system", "db.system.name", "messaging.system", "rpc.service"):
+        if attributes.get(key):
+            return str(attributes[key])
+    addr = attributes.get("server.address")
+    if addr:
+        port = attributes.get("server.port")
+        return f"{addr}:{port}" if port else str(addr)
+    return None
 
 
 @dataclass(slots=True)

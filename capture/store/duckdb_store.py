@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 
 from capture.span import Span
-from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
+from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow, peer_name
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -42,18 +42,6 @@ _JSON_OPTS = orjson.OPT_NON_STR_KEYS
 
 def _encode(value: dict[str, Any]) -> bytes:
     return orjson.dumps(value, default=str, option=_JSON_OPTS)
-
-
-def peer_name(attributes: dict[str, Any]) -> str | None:
-    """What a CLIENT span talks to when no server span is linked: db, broker, or host:port."""
-    for key in ("db.system", "db.system.name", "messaging.system", "rpc.service"):
-        if attributes.get(key):
-            return str(attributes[key])
-    addr = attributes.get("server.address")
-    if addr:
-        port = attributes.get("server.port")
-        return f"{addr}:{port}" if port else str(addr)
-    return None
 
 
 def _json_path(key: str) -> str:
@@ -179,7 +167,8 @@ class DuckDBStore(SpanStore):
     def spans(self, flt: SpanFilter) -> list[Span]:
         where, params = self._where(flt)
         sql = _SELECT + where
-        sql += " ORDER BY duration_ns DESC" if flt.order == "duration_desc" else " ORDER BY start_ns"
+        sql += {"duration_desc": " ORDER BY duration_ns DESC", "start_desc": " ORDER BY start_ns DESC"}.get(
+            flt.order, " ORDER BY start_ns")
         sql += " LIMIT ?"
         params.append(max(int(flt.limit), 0))
         return [self._span(r) for r in self._rows(sql, params)]

@@ -74,6 +74,8 @@ def test_filters():
     slow = store.spans(SpanFilter(kind="SERVER", min_duration_ns=20 * MS))
     assert slow and all(s.duration_ns >= 20 * MS for s in slow)
     assert len(slow) == sum(1 for s in spans if s.kind == "SERVER" and s.duration_ns >= 20 * MS)
+    newest = store.spans(SpanFilter(order="start_desc", limit=2))
+    assert [s.start_time_unix_nano for s in newest] == sorted((s.start_time_unix_nano for s in spans), reverse=True)[:2]
     top = store.spans(SpanFilter(order="duration_desc", limit=3))
     assert [s.duration_ns for s in top] == sorted((s.duration_ns for s in spans), reverse=True)[:3]
     win = TimeWindow(T0 + 1000 * MS, T0 + 2000 * MS)  # calls 10..19
