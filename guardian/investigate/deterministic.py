@@ -54,7 +54,8 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str]) -> dict:
     for a in symptoms[:SYMPTOMS]:
         votes = walker.votes(a)
         for v in votes:
-            c = cands.setdefault((v.key[0], v.kind), Candidate(key=v.key, kind=v.kind))
+            svc = _canon(v.key[0], walker.services)
+            c = cands.setdefault((svc, v.kind), Candidate(key=(svc, v.key[1]), kind=v.kind))
             w = v.weight * (a.score / top) / max(len(votes), 1)
             c.votes += w
             c.ops[v.key[1]] = c.ops.get(v.key[1], 0.0) + w
@@ -68,6 +69,37 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str]) -> dict:
             c.votes += a.score / top
             c.change = a.description
     return cands
+
+
+def _canon(name: str, services: set[str]) -> str:
+    """'payments:8080' is payments when payments is a service we see (calls not linked)."""
+    host, _, port = name.rpartition(":")
+    return host if port.isdigit() and host in services else name
+
+
+_FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "traffic": 2}
+
+
+def _downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
+    """Of two candidates of one kind where one calls the other, the callee is likelier the
+    cause (it matters when calls are not linked into one trace and walks stop early)."""
+    calls: dict[str, set[str]] = {}
+    for e in walker.store.service_map(walker.window):
+        calls.setdefault(_canon(e.client, walker.services), set()).add(_canon(e.server, walker.services))
+
+    def reach(a: str) -> set[str]:
+        seen, stack = set(), [a]
+        while stack:
+            for b in calls.get(stack.pop(), ()):
+                if b not in seen:
+                    seen.add(b)
+                    stack.append(b)
+        return seen
+
+    for c in cands:
+        ups = {o.key[0] for o in cands if _FAMILY[o.kind] == _FAMILY[c.kind]
+               and o.key[0] != c.key[0] and c.key[0] in reach(o.key[0])}
+        c.score *= 1 + 0.5 * len(ups)
 
 
 def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly]) -> bool:
@@ -217,6 +249,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     cands = _merge(list(_candidates(walker, found, focus).values()))
     for c in cands:
         c.score = c.votes * (_change(walker, c) if c.spans else 1.0)
+    _downstream_bonus(walker, cands)
     cands.sort(key=lambda c: -c.score)
     total = sum(c.score for c in cands) + 0.25
     causes = []

@@ -21,6 +21,7 @@ class Walker:
 
     def __init__(self, store: SpanStore, window: TimeWindow, baseline: TimeWindow):
         self.store, self.window, self.baseline = store, window, baseline
+        self.services = set(store.services(window)) | set(store.services(baseline))
         self.trees: dict[str, Tree] = {}
         self.base: dict[tuple[str, str], dict] = {}
 
