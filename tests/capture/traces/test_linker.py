@@ -48,6 +48,18 @@ def test_back_to_back_calls_with_a_slow_reader():
     assert (s1.parent_span_id, s2.parent_span_id) == (c1.span_id, c2.span_id)
 
 
+def test_cross_host_with_clock_skew():
+    # host h2's clock runs 20 ms ahead: its server span ends "after" the client's; slack covers it.
+    conn = (("10.0.1.5", 51000), ("10.0.2.9", 5432))
+    c = span("CLIENT", 0, 10, pid=1, conn=conn, host="h1")
+    s = span("SERVER", 21, 29, pid=1, conn=conn, host="h2")
+    child = span("CLIENT", 22, 25, pid=1, tid=None, host="h2")
+    link_all([s, c, child])
+    assert s.parent_span_id == c.span_id and child.parent_span_id == s.span_id
+    assert c.trace_id == s.trace_id == child.trace_id
+    assert link([span("SERVER", 200, 210, pid=1, conn=conn, host="h2"), c]).cross_process == 0
+
+
 def test_server_view_with_swapped_endpoints_still_matches():
     c = span("CLIENT", 0, 10, pid=1, conn=C1)
     s = span("SERVER", 1, 9, pid=2, conn=(C1[1], C1[0]))
