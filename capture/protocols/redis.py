@@ -84,7 +84,7 @@ def parse_value(buf: bytes, pos: int):
             return None, pos
         if len(buf) < pos + n + 2:
             raise _Incomplete
-        if buf[pos + n : pos + n + 2] != b"\r\n":
+        if buf[pos + n : pos + n + 2] not in (b"\r\n", b"\0\0"):  # zeros: bytes the capture lost
             raise _Garbage
         v = buf[pos : pos + n]
         return (Error(v.decode("utf-8", "replace")) if t == 0x21 else v), pos + n + 2
