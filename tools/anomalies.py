@@ -18,6 +18,7 @@ from tools.services import compare_edges, edge_samples
 from tools.stats import (RedStats, error_shift, from_row, latency_ratio, latency_shift,
                          traffic_drop)
 
+SAMPLED = 10  # anomalies that get sample trace ids (each costs a query or two)
 AnomalyKind = Literal["error_rate", "latency", "traffic_drop", "new_error", "saturation"]
 
 
@@ -99,7 +100,7 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
                         f" ({g.baseline_count} in baseline)"))
     found.sort(key=lambda a: -a.score)
     if samples:
-        for a in found[:20]:
+        for a in found[:SAMPLED]:
             if not a.trace_ids:
                 a.trace_ids = _samples(store, window, baseline, a)
     return found

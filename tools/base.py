@@ -107,12 +107,10 @@ def peer_of(s: Span) -> str | None:
 
 def peer_filters(peer: str) -> list[dict[str, str]]:
     """Attribute filters that select CLIENT spans whose peer_of() is `peer`."""
-    out = [{k: peer} for k in ("db.system", "messaging.system", "rpc.service")]
     host, _, port = peer.rpartition(":")
-    if host and port.isdigit():
-        out.append({"server.address": host, "server.port": port})
-    out.append({"server.address": peer})
-    return out
+    if host and port.isdigit():  # host:port is only ever an address: skip the system names
+        return [{"server.address": host, "server.port": port}]
+    return [{k: peer} for k in ("db.system", "messaging.system", "rpc.service", "server.address")]
 
 
 def windows(store: SpanStore, args: WindowArgs) -> tuple[TimeWindow, TimeWindow]:
