@@ -81,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
     demo = DemoRun(cfg, progress=_say)
     signal.signal(signal.SIGTERM, _interrupt)  # teardown runs on `kill` as on Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`&`)
+    from guardian.llm.server import serve_if_installed
+
+    llm = None
     try:
+        # After make setup-llm the local model answers (the env reaches the API process).
+        llm = None if args.no_agent else serve_if_installed()
+        if llm:
+            _say(f"LLM engine: local {llm.model} on {llm.base_url}")
         demo.start()
         demo.wait(args.baseline, "collecting a baseline of healthy traffic")
         t0 = demo.inject(fault)
@@ -110,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut teardown short
         demo.stop()
+        if llm:
+            llm.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         left = leftovers(cfg.workdir)
         _say("stopped; nothing left running" if not left else
@@ -129,8 +138,11 @@ def _verdict(fault, report: dict, ports) -> None:
 def _markdown(report: dict, after_s: float) -> str:
     from guardian.report import Report
 
-    head = f"_Found by Guardian's scheduled anomaly detection {after_s:.0f}s after the fault._\n\n"
-    return head + Report.model_validate(report).to_markdown()
+    rep = Report.model_validate(report)
+    engine = f"{rep.engine.type} ({rep.engine.model})" if rep.engine.model else rep.engine.type
+    head = (f"_Found by Guardian's scheduled anomaly detection {after_s:.0f}s after the fault;"
+            f" answered by the {engine} engine._\n\n")
+    return head + rep.to_markdown()
 
 
 def _without_agent(demo, fault, args: argparse.Namespace) -> int:

@@ -150,6 +150,31 @@ class LocalServer:
         self.stop()
 
 
+def serve_if_installed(env: dict | None = None) -> LocalServer | None:
+    """Serve the local model and select it (GUARDIAN_LLM=local) when make setup-llm was run
+    and no LLM is configured; None otherwise. For `make demo`: the caller stops it."""
+    import importlib.util
+
+    from guardian.llm.config import DEFAULT_LOCAL_MODEL, load_config
+
+    env = os.environ if env is None else env
+    chosen = env.get("GUARDIAN_LLM") or env.get("GUARDIAN_LLM_BASE_URL")  # "off" is a choice too
+    if chosen or load_config(env=env).enabled or importlib.util.find_spec("xllamacpp") is None \
+            or not is_installed(DEFAULT_LOCAL_MODEL):
+        return None
+    try:
+        server = LocalServer(DEFAULT_LOCAL_MODEL, log_path=state_file().with_suffix(".log")).start()
+    except (OSError, RuntimeError) as e:  # TimeoutError is an OSError
+        log.warning("local LLM not started (%s): the deterministic engine answers", e)
+        return None
+    env.update(GUARDIAN_LLM=f"local:{DEFAULT_LOCAL_MODEL}", GUARDIAN_LLM_PORT=str(server.port))
+    # Keep an answer within the caller's patience on a busy host: a slow turn ends the agent's
+    # work and the checked deterministic findings stand.
+    env.setdefault("GUARDIAN_LLM_MAX_STEPS", "2")
+    env.setdefault("GUARDIAN_LLM_TIMEOUT", "45")
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m guardian.llm.server")
     ap.add_argument("--model", choices=sorted(MODELS), default="0.5b")

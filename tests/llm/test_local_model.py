@@ -88,3 +88,19 @@ def test_guardian_llm_serve_cli(local_server):
     while health(port) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not health(port)
+
+
+def test_demo_serves_the_installed_model(local_server):
+    """make demo: with the model installed and nothing configured, the local model is selected."""
+    from guardian.llm.config import load_config
+    from guardian.llm.server import serve_if_installed
+
+    env: dict[str, str] = {}
+    server = serve_if_installed(env)
+    try:
+        assert server is not None and env["GUARDIAN_LLM"] == f"local:{server.key}"
+        cfg = load_config(env=env)
+        assert cfg.resolved().base_url == server.base_url and health(server.port)
+    finally:
+        server.stop()
+    assert not health(server.port)

@@ -43,3 +43,11 @@ def test_yaml_file_then_env(tmp_path):
     assert c.max_steps == 1
     c = load_config(path=f, env={}, overrides={"max_steps": 0})
     assert c.max_steps == 0
+
+
+def test_demo_keeps_an_explicit_choice():
+    from guardian.llm.server import serve_if_installed
+
+    for env in ({"GUARDIAN_LLM": "off"}, {"GUARDIAN_LLM_BASE_URL": "http://127.0.0.1:1/v1"}):
+        before = dict(env)
+        assert serve_if_installed(env) is None and env == before
