@@ -4,7 +4,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from capture.store.api import EdgeRow, SpanFilter, SpanStore, TimeWindow
-from tools.base import Capped, Tool, ToolError, WindowArgs, cap, peer_filters, require_data, sample_traces, windows
+from tools.base import (Capped, Tool, ToolError, WindowArgs, cap, peer_filters, require_data,
+                        sample_traces, windows)
 from tools.stats import HEALTH_ORDER, RedStats, from_row, health
 
 

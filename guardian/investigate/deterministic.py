@@ -198,21 +198,22 @@ def _describe(tree: Tree, s: Span, excess_ms: float) -> str:
 
 
 def _traffic_evidence(walker: Walker, c: Candidate) -> list[Evidence]:
-    """Requests the service handled before, and calls to it now left unanswered."""
-    store, out = walker.store, []
-    for s in store.spans(SpanFilter(window=walker.baseline, service=c.key[0], limit=2)):
+    """Requests the service handled in the baseline, and the same calls now left unanswered."""
+    out, callers = [], []
+    for tree, s in walker.fetch(SpanFilter(window=walker.baseline, service=c.key[0]), 2):
         out.append(Evidence(trace_id=s.trace_id, span_id=s.span_id,
                             description=f"{s.service} `{s.name}` handled this in the baseline"))
-    callers = {e.client for e in store.service_map(walker.baseline) if e.server == c.key[0]}
-    for caller in sorted(callers)[:2]:
-        for s in store.spans(SpanFilter(window=walker.window, service=caller, limit=200)):
-            if s.kind not in ("CLIENT", "PRODUCER"):
-                continue
-            if responsible(walker.tree(s.trace_id), s)[0] != s.service and not any(
-                    k.kind in ("SERVER", "CONSUMER") for k in walker.tree(s.trace_id).children[s.span_id]):
+        p = tree.by_id.get(s.parent_span_id or "")
+        if p is not None and p.service != s.service and (p.service, p.name) not in callers:
+            callers.append((p.service, p.name))
+    w = walker.window
+    late = TimeWindow((w.start_ns + w.end_ns) // 2, w.end_ns)
+    for caller, name in callers[:2]:
+        for tree, s in walker.fetch(SpanFilter(window=late, service=caller, name=name), 5):
+            if not any(k.kind in ("SERVER", "CONSUMER") for k in tree.children[s.span_id]):
                 out.append(Evidence(trace_id=s.trace_id, span_id=s.span_id, description=(
-                    f"{caller} `{s.name}` at {fmt_ns(s.start_time_unix_nano)}: no {c.key[0]} span"
-                    " answered it")))
+                    f"{caller} `{name}` at {fmt_ns(s.start_time_unix_nano)}: no {c.key[0]}"
+                    " span answered it")))
                 break
     return out
 

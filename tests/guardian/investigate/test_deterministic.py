@@ -173,3 +173,14 @@ def test_unlinked_calls_still_point_downstream(name):
     top = investigate(store, sc.question).root_causes[0]
     store.close()
     assert matches(top, sc.expected), top
+
+
+def test_stopped_consumer_evidence(stores):
+    store = stores("consumer_stopped")
+    top = investigate(store, "Orders are not being fulfilled anymore").root_causes[0]
+    assert top.kind == "traffic" and top.service == "fulfillment"
+    unanswered = [e for e in top.evidence if "no fulfillment span answered it" in e.description]
+    assert unanswered
+    spans = store.trace(unanswered[0].trace_id)
+    assert not any(s.kind == "CONSUMER" for s in spans)  # the publish really went unanswered
+    assert any(s.kind == "PRODUCER" and s.span_id == unanswered[0].span_id for s in spans)
