@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 LOCAL_TOOL_CHARS = 1500  # a local model reads ~50-100 prompt tokens/s on 2 cores
+LOCAL_MAX_STEPS = 3  # small models repeat themselves; more turns cost minutes, not accuracy
 MAX_STALLED = 2  # turns in a row whose calls were all refused repeats: the model is looping
 
 
@@ -184,6 +185,8 @@ def run(store: SpanStore, question: str, window: TimeWindow | None, findings: Re
     cfg = cfg or load_config()
     local = cfg.local_key is not None
     cfg = cfg.resolved()
+    if local and "max_steps" not in cfg.model_fields_set:
+        cfg.max_steps = min(cfg.max_steps, LOCAL_MAX_STEPS)
     t0 = time.monotonic()
     fw = findings.window
     win = TimeWindow(fw.start_ns, fw.end_ns) if fw else window
