@@ -14,8 +14,9 @@ static __always_inline int detect_mysql(const __u8 *b, __u32 len)
     __u8 seq = b[3], cmd = b[4];
     if (plen == 0)
         return MSG_NONE;
-    if (seq == 0 && cmd == 0x0a && plen >= 40 && plen <= 512 && len >= 6 && b[5] >= '4' && b[5] <= '9')
-        return MSG_RESPONSE; /* Handshake v10, version "5.x", "8.x", "10.x"… */
+    if (seq == 0 && cmd == 0x0a && plen >= 40 && plen <= 512 && len >= 7 && b[5] >= '1' && b[5] <= '9' &&
+        (b[6] == '.' || (b[6] >= '0' && b[6] <= '9')))
+        return MSG_RESPONSE; /* Handshake v10, version "5.7…", "8.0…", "10.11…" */
     if (seq == 0 && plen + 4 == len && len < MAX_PAYLOAD) {
         /* COM_QUERY 0x03, COM_STMT_PREPARE 0x16 carry text; 0x17 execute; 0x19 close; 0x0e ping */
         if ((cmd == 0x03 || cmd == 0x16) && plen >= 2)

@@ -143,6 +143,8 @@ def _text_reply(buf: bytes, pos: int) -> tuple[_Reply, int]:
                 values += 1
             elif word != b"STAT":
                 raise _Garbage
+            if buf[pos : pos + 1] == b"\0":  # the rest was lost by the capture (zero-filled): END with it
+                return _Reply("END", values=values), len(buf)
             line, pos = _line(buf, pos)
             word = line.split(b" ", 1)[0]
         return _Reply("END", values=values), pos
@@ -199,6 +201,8 @@ class MemcachedParser(Parser):
             try:
                 if buf[pos] in (0x80, 0x81):
                     msg, end = _binary(buf, pos, d.start_ns)
+                elif not (0x61 <= buf[pos] <= 0x7A if side == Side.CLIENT else 0x30 <= buf[pos] <= 0x5A):
+                    raise _Garbage  # text lines start with a lowercase verb / an uppercase word or digit
                 elif side == Side.CLIENT:
                     msg, end = _text_request(buf, pos, d.start_ns)
                 else:

@@ -40,7 +40,8 @@ def detect(data: bytes) -> Side | None:
     n, seq, cmd = data[0] | data[1] << 8 | data[2] << 16, data[3], data[4]
     if n == 0:
         return None
-    if seq == 0 and cmd == 0x0A and 40 <= n <= 512 and len(data) >= 6 and 0x34 <= data[5] <= 0x39:
+    if seq == 0 and cmd == 0x0A and 40 <= n <= 512 and len(data) >= 7 and 0x31 <= data[5] <= 0x39 and \
+            (data[6] == 0x2E or 0x30 <= data[6] <= 0x39):
         return Side.SERVER
     if seq == 0 and n + 4 == len(data):
         if cmd in _TEXT_COMMANDS and n >= 2:

@@ -1,0 +1,158 @@
+"""PostgreSQL parser, bytes only: startup/auth, simple and extended query, errors, pipelining,
+truncation, garbage and mid-stream joins."""
+import struct
+
+from capture.protocols.base import Side
+from capture.protocols.postgres import PostgresParser, detect, sql_summary
+from tests.capture.protocols.fuzz import other_protocol_matches, random_match_rate
+
+C, S = Side.CLIENT, Side.SERVER
+
+
+def m(t: bytes, body: bytes = b"") -> bytes:
+    return t + struct.pack(">I", len(body) + 4) + body
+
+
+def startup(**params: str) -> bytes:
+    body = struct.pack(">I", 196608) + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in params.items()) + b"\0"
+    return struct.pack(">I", len(body) + 4) + body
+
+
+def query(sql: str) -> bytes:
+    return m(b"Q", sql.encode() + b"\0")
+
+
+def extended(sql: str, name: str = "", portal: str = "") -> bytes:
+    return (m(b"P", name.encode() + b"\0" + sql.encode() + b"\0\0\0")
+            + m(b"B", portal.encode() + b"\0" + name.encode() + b"\0" + b"\0\0\0\0\0\0")
+            + m(b"D", b"P" + portal.encode() + b"\0") + m(b"E", portal.encode() + b"\0\0\0\0\0") + m(b"S"))
+
+
+def ok_result(tag: str, rows: int = 0, parse: bool = True) -> bytes:
+    head = (m(b"1") + m(b"2") + m(b"T", b"\0\0")) if parse else b""
+    return head + m(b"D", b"\0\0") * rows + m(b"C", tag.encode() + b"\0") + m(b"Z", b"I")
+
+
+def error(code: str, msg: str) -> bytes:
+    return m(b"E", b"SERROR\0VERROR\0C" + code.encode() + b"\0M" + msg.encode() + b"\0\0")
+
+
+def connected() -> PostgresParser:
+    p = PostgresParser()
+    p.feed(C, startup(user="app", database="shop"), 1)
+    p.feed(S, m(b"R", struct.pack(">I", 3)), 2)  # cleartext password requested
+    p.feed(C, m(b"p", b"hunter2\0"), 3)
+    p.feed(S, m(b"R", struct.pack(">I", 0)) + m(b"S", b"server_version\x0015\0") + m(b"K", b"\0" * 8) + m(b"Z", b"I"), 4)
+    return p
+
+
+def bench_sample():
+    req = query("SELECT * FROM users WHERE id = 1") + extended("UPDATE users SET n = $1 WHERE id = $2")
+    resp = m(b"T", b"\0\0") + m(b"D", b"\0\0") + m(b"C", b"SELECT 1\0") + m(b"Z", b"I") + ok_result("UPDATE 1")
+    return [(C, req), (S, resp)], 2
+
+
+def test_simple_query_after_startup_and_password():
+    p = connected()
+    p.feed(C, query("SELECT * FROM orders WHERE id = 7"), 10)
+    (r,) = p.feed(S, m(b"T", b"\0\0") + m(b"D", b"\0\0") + m(b"C", b"SELECT 1\0") + m(b"Z", b"I"), 20)
+    assert (r.name, r.start_ns, r.end_ns, r.status) == ("SELECT orders", 10, 20, "UNSET")
+    assert r.attributes == {"db.system": "postgresql", "db.namespace": "shop", "db.query.text":
+                            "SELECT * FROM orders WHERE id = 7", "db.operation.name": "SELECT",
+                            "db.collection.name": "orders", "db.response.returned_rows": 1}
+    assert "hunter2" not in repr(p.__dict__)
+
+
+def test_error_response_sqlstate():
+    p = connected()
+    p.feed(C, query("SELECT * FROM nope"), 1)
+    (r,) = p.feed(S, error("42P01", 'relation "nope" does not exist') + m(b"Z", b"I"), 2)
+    assert r.status == "ERROR" and r.attributes["db.response.status_code"] == "42P01"
+    assert r.attributes["error.type"] == "42P01" and "does not exist" in r.status_message
+
+
+def test_extended_protocol_unnamed_and_named_statements():
+    p = connected()
+    p.feed(C, extended("INSERT INTO t VALUES ($1)"), 1)
+    (r,) = p.feed(S, m(b"1") + m(b"2") + m(b"n") + m(b"C", b"INSERT 0 1\0") + m(b"Z", b"I"), 2)
+    assert r.attributes["db.query.text"] == "INSERT INTO t VALUES ($1)" and r.attributes["db.response.returned_rows"] == 1
+    # a named statement prepared once, then only Bind/Execute: the text still reaches the span
+    p.feed(C, m(b"P", b"s1\0SELECT a FROM t WHERE b = $1\0\0\0") + m(b"S"), 3)
+    p.feed(S, m(b"1") + m(b"Z", b"I"), 4)
+    for i in range(3):
+        p.feed(C, m(b"B", b"\0s1\0\0\0\0\0\0\0") + m(b"E", b"\0\0\0\0\0") + m(b"S"), 5 + i)
+    recs = p.feed(S, (m(b"2") + m(b"D", b"\0\0") + m(b"C", b"SELECT 1\0") + m(b"Z", b"I")) * 3, 9)
+    assert [r.attributes["db.query.text"] for r in recs] == ["SELECT a FROM t WHERE b = $1"] * 3
+
+
+def test_pipelined_extended_batch_with_error_skips_to_sync():
+    p = connected()
+    p.feed(C, extended("SELECT 1") + extended("SELECT * FROM bad") + extended("SELECT 3"), 1)
+    recs = p.feed(S, ok_result("SELECT 1", 1) + m(b"1") + error("42P01", "nope") + m(b"Z", b"I")
+                  + ok_result("SELECT 1", 1), 2)
+    assert [(r.attributes["db.query.text"], r.status) for r in recs] == [
+        ("SELECT 1", "UNSET"), ("SELECT * FROM bad", "ERROR"), ("SELECT 3", "UNSET")]
+
+
+def test_parse_error_without_execute_still_one_span():
+    p = connected()
+    p.feed(C, m(b"P", b"\0SELEC oops\0\0\0") + m(b"S"), 1)
+    (r,) = p.feed(S, error("42601", "syntax error") + m(b"Z", b"I"), 2)
+    assert r.status == "ERROR" and r.attributes["db.query.text"] == "SELEC oops"
+
+
+def test_length_written_alone_and_large_truncated_query():
+    p = connected()
+    msg = query("SELECT '" + "x" * 20000 + "'")
+    p.feed(C, msg[:1], 1)
+    p.feed(C, msg[1:5], 2)  # the length alone
+    p.feed(C, msg[5:4096], 3, size=len(msg) - 5)  # the capture copied 4 kB of the rest
+    (r,) = p.feed(S, m(b"T", b"\0\0") + m(b"D", b"\0\0") + m(b"C", b"SELECT 1\0") + m(b"Z", b"I"), 4)
+    assert r.start_ns == 1 and r.attributes["db.query.text"].startswith("SELECT 'xxxx")
+    assert len(r.attributes["db.query.text"]) <= 4096
+
+
+def test_ssl_request_refused_then_startup():
+    p = PostgresParser()
+    p.feed(C, struct.pack(">II", 8, 80877103), 1)
+    p.feed(S, b"N", 2)
+    p.feed(C, startup(user="u", database="d"), 3)
+    p.feed(S, m(b"R", b"\0\0\0\0") + m(b"Z", b"I"), 4)
+    p.feed(C, query("SELECT 1"), 5)
+    (r,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 6)
+    assert r.attributes["db.namespace"] == "d" and p.stats["garbage"] == 0
+
+
+def test_mid_stream_join_and_garbage():
+    p = PostgresParser()  # no startup seen
+    assert p.feed(S, b"\x00\x01garbage-tail", 1) == []
+    p.feed(C, query("SELECT 2"), 2)
+    (r,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 3)
+    assert r.attributes["db.query.text"] == "SELECT 2" and "db.namespace" not in r.attributes
+    p.feed(C, b"\xff\xfe\xfd\xfc\xfb garbage", 4)
+    assert p.stats["garbage"] == 2
+    p.feed(C, query("SELECT 3"), 5)
+    (r,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 6)
+    assert r.attributes["db.query.text"] == "SELECT 3"
+
+
+def test_close_reports_unanswered_query():
+    p = connected()
+    p.feed(C, query("SELECT pg_sleep(100)"), 1)
+    (r,) = p.close(9)
+    assert r.status == "ERROR" and r.attributes["error.type"] == "no_response"
+
+
+def test_sql_summary():
+    assert sql_summary("  /* c */ select a from public.users u join x") == ("SELECT", "public.users")
+    assert sql_summary("INSERT INTO \"Orders\" VALUES (1)") == ("INSERT", "Orders")
+    assert sql_summary("BEGIN") == ("BEGIN", "")
+
+
+def test_detect():
+    assert detect(startup(user="u")) == C and detect(struct.pack(">II", 8, 80877103)) == C
+    assert detect(query("SELECT 1")) == C and detect(m(b"Z", b"I")) == S
+    assert detect(error("42601", "x")) == S and detect(m(b"R", b"\0\0\0\0")) == S
+    assert random_match_rate(detect) < 0.001
+    # the shared startup sample's length field (41) disagrees with its 35 bytes: rightly refused
+    assert other_protocol_matches(detect) == [b"\x00\x00\x00\x08\x04\xd2\x16\x2f"]
