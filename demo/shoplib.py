@@ -37,12 +37,20 @@ class ShopResolver:
         self._r.nameservers = [host]
         self._r.port = port
         self._r.timeout = self._r.lifetime = 1.0
+        self._cache: dict[str, tuple[str, float]] = {}  # name -> (address, expiry); threads share it
 
     def resolve(self, name: str) -> str:
+        """The first A record, cached for its TTL (the zone's TTL is 1 s), as a stub resolver does."""
+        hit = self._cache.get(name)
+        if hit and hit[1] > time.monotonic():
+            return hit[0]
         try:
-            return self._r.resolve(name, "A")[0].address
+            answer = self._r.resolve(name, "A")
+            addr = answer[0].address
         except (dns.exception.DNSException, IndexError) as e:
             raise ResolveError(f"cannot resolve {name}: {e.__class__.__name__}") from e
+        self._cache[name] = (addr, time.monotonic() + answer.rrset.ttl)
+        return addr
 
 
 class FaultSwitch:

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override ports; names: " + ", ".join(Ports.names()))
     p.add_argument("--port-offset", type=int, default=0, metavar="N", help="add N to every default port")
     p.add_argument("--workdir", default="/tmp/guardian-demo", help="data, logs and certificates (wiped at start)")
-    p.add_argument("--rate", type=float, default=12.0, help="load generator requests per second (default 12)")
+    p.add_argument("--rate", type=float, default=8.0, help="load generator requests per second (default 8)")
     p.add_argument("--baseline", type=float, default=40.0, metavar="S",
                    help="seconds of healthy traffic before the fault (default 40)")
     p.add_argument("--detect-timeout", type=float, default=120.0, metavar="S",

@@ -51,7 +51,7 @@ class Ports:
 class DemoConfig:
     ports: Ports = field(default_factory=Ports)
     workdir: Path = Path("/tmp/guardian-demo")  # data dirs, logs, certs, control files
-    rate: float = 12.0  # load generator requests per second
+    rate: float = 8.0  # load generator requests per second
     agent: bool = True  # run `guardian agent` (eBPF) alongside
 
     @property

@@ -66,7 +66,9 @@ def start_redis(cfg: DemoConfig) -> Proc:
     d = cfg.workdir / "redis"
     d.mkdir(parents=True, exist_ok=True)
     argv = ["redis-server", "--port", str(cfg.ports.redis), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(d), "--daemonize", "no"]
+            "--appendonly", "no", "--dir", str(d), "--daemonize", "no",
+            # its process title would overwrite the environment, where OTEL_SERVICE_NAME lives
+            "--set-proc-title", "no"]
     proc = spawn("redis", argv, cfg.logs / "redis.log", env={"OTEL_SERVICE_NAME": "redis"})
     wait_until(proc, lambda: _redis_ping(cfg.ports.redis), 20, "redis")
     return proc

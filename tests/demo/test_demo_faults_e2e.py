@@ -46,7 +46,7 @@ def demo():
         if os.environ.get("CI"):
             pytest.fail("the demo's agent needs root, and CI runs as root")
         pytest.skip("needs root for eBPF")
-    cfg = DemoConfig(ports=free_ports(), workdir=make_workdir(), rate=12)
+    cfg = DemoConfig(ports=free_ports(), workdir=make_workdir(), rate=8)
     run = DemoRun(cfg, progress=lambda m: print("[demo]", m, flush=True), interval_s=5, window_s=WINDOW_S)
     try:
         try:
