@@ -3,7 +3,8 @@ store, and merge it with the deterministic findings it started from.
 
 Rule 1: an id the store does not hold is never presented as evidence (verified=false, and
 it adds nothing to confidence). Rule 2: the model may overrule the deterministic top cause
-only with a verified trace in which its cause is where the failure or the time starts.
+only with a verified trace in which its cause is where the failure or the time starts, and
+only for a service that changed against the baseline (not a red herring failing all along).
 """
 from __future__ import annotations
 
@@ -96,13 +97,28 @@ def supported(checker: IdChecker, service: str, kind: str, trace_ids: list[str])
         if not spans:
             continue
         err, slow = _origin(spans)
-        if service in (slow if kind == "latency" else err | (slow if not err else set())):
+        blamed = slow if kind == "latency" else err | (slow if not err else set())
+        if _host(service) in {_host(b) for b in blamed}:
             return True
     return False
 
 
+def _host(name: str) -> str:
+    """'coredns:53' -> 'coredns': models drop ports the store keeps."""
+    host, _, port = name.strip().lower().rpartition(":")
+    return host if host and port.isdigit() else name.strip().lower()
+
+
 def _same(a: RootCause, service: str, operation: str | None) -> bool:
-    return a.service == service and (not operation or not a.operation or a.operation == operation)
+    return _host(a.service) == _host(service) and (not operation or not a.operation or a.operation == operation)
+
+
+def changed(findings: Report) -> set[str]:
+    """Services (and dependencies) that changed against the baseline, per the findings.
+    Red herrings fail before and during, so they are not in it."""
+    names = {rc.service for rc in findings.root_causes}
+    names |= {str(a["service"]) for a in findings.anomalies if isinstance(a, dict) and a.get("service")}
+    return {_host(n) for n in names}
 
 
 def build_report(store: SpanStore, answer: dict[str, Any] | None, findings: Report, model: str,
@@ -130,7 +146,9 @@ def build_report(store: SpanStore, answer: dict[str, Any] | None, findings: Repo
     evidence = [Evidence(trace_id=t, description="cited by the model", verified=checker.verified(t)) for t in cited]
     n_ok = sum(e.verified for e in evidence)
     description = checker.mark_text(str(answer.get("description") or ""))
-    is_supported = supported(checker, service, kind, [e.trace_id for e in evidence if e.verified])
+    # Overruling needs both: the traces show it starting there, and it changed vs the baseline.
+    is_supported = _host(service) in changed(findings) and supported(
+        checker, service, kind, [e.trace_id for e in evidence if e.verified])
 
     causes = report.root_causes
     top = causes[0] if causes else None

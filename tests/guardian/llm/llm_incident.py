@@ -59,4 +59,7 @@ def findings(store, service: str = "payments", operation: str | None = "POST /ch
                       confidence=0.2, description="recommendations fails ~15% of calls (before too)"),
         ],
         window=ReportWindow(start_ns=window.start_ns, end_ns=window.end_ns),
+        anomalies=[{"kind": "error_rate", "service": svc, "operation": op, "description": f"{svc} errors up"}
+                   for svc, op in (("frontend", "POST /checkout"), ("checkout", "POST /orders"),
+                                   ("payments", "POST /charge"))],
         suggested_fix="Check the payments upstream.")

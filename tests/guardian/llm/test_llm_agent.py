@@ -112,6 +112,19 @@ def test_overrules_wrong_findings_only_with_verified_evidence(store):
     assert "frontend" in {rc.service for rc in rep.root_causes}  # refined, never discarded
 
 
+def test_red_herring_cannot_overrule_even_with_real_traces(store):
+    """recommendations fails all along: its traces are real, but it did not change."""
+    from capture.store.api import SpanFilter
+
+    f = findings(store)
+    f.root_causes = f.root_causes[:1]
+    herring = store.spans(SpanFilter(service="recommendations", status_code="ERROR", limit=1))[0].trace_id
+    with FakeOpenAI([answer("recommendations", [herring], verdict="overrule")]) as fake:
+        rep = run(store, "", None, f, cfg(fake)).report
+    assert [rc.service for rc in rep.root_causes] == ["payments", "recommendations"]
+    assert rep.root_causes[1].evidence[0].verified and rep.root_causes[1].confidence <= 0.1
+
+
 def test_findings_ids_are_checked_too(store):
     f = findings(store)
     f.root_causes[0].evidence[0].trace_id = "cd" * 16  # the store does not hold it
