@@ -14,7 +14,6 @@ Spans that already have a parent (imported traces) keep it. Works on spans from 
 """
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
@@ -112,33 +111,36 @@ def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
                 parent[s.span_id] = tp[1]
                 stats.traceparent += 1
 
-    # Rule 3: CLIENT spans inside a SERVER span of the same process.
+    # Rule 3: CLIENT spans inside a SERVER span of the same process: a sweep by start time per
+    # process, keeping the server spans open at each client's start (few: the concurrency).
     servers_by_proc: dict[tuple, list[Span]] = defaultdict(list)
+    clients_by_proc: dict[tuple, list[Span]] = defaultdict(list)
     for s in spans:
         if s.kind in _SERVERS:
             servers_by_proc[_process(s)].append(s)
-    starts: dict[tuple, list[int]] = {}
-    for key, lst in servers_by_proc.items():
-        lst.sort(key=lambda x: x.start_time_unix_nano)
-        starts[key] = [x.start_time_unix_nano for x in lst]
     for c in open_:
-        if c.kind not in _CLIENTS or c.span_id in parent:
-            continue
-        key = _process(c)
-        lst = servers_by_proc.get(key)
-        if not lst:
-            continue
-        t = c.start_time_unix_nano
-        enclosing = [s for s in lst[: bisect.bisect_right(starts[key], t)]
-                     if s.end_time_unix_nano >= t and s.span_id != c.span_id]
-        th = _thread(c)
-        same_thread = [s for s in enclosing if th is not None and _thread(s) == th]
-        pick = same_thread if same_thread else enclosing
-        if len(pick) == 1:
-            parent[c.span_id] = pick[0].span_id
-            stats.in_process += 1
-        elif len(pick) > 1:
-            stats.ambiguous += 1
+        if c.kind in _CLIENTS and c.span_id not in parent:
+            clients_by_proc[_process(c)].append(c)
+    for key, clients in clients_by_proc.items():
+        servers = sorted(servers_by_proc.get(key, ()), key=lambda x: x.start_time_unix_nano)
+        clients.sort(key=lambda x: x.start_time_unix_nano)
+        active: list[Span] = []
+        k = 0
+        for c in clients:
+            t = c.start_time_unix_nano
+            while k < len(servers) and servers[k].start_time_unix_nano <= t:
+                active.append(servers[k])
+                k += 1
+            active = [s for s in active if s.end_time_unix_nano >= t]
+            enclosing = [s for s in active if s.span_id != c.span_id]
+            th = _thread(c)
+            same_thread = [s for s in enclosing if th is not None and _thread(s) == th]
+            pick = same_thread if same_thread else enclosing
+            if len(pick) == 1:
+                parent[c.span_id] = pick[0].span_id
+                stats.in_process += 1
+            elif len(pick) > 1:
+                stats.ambiguous += 1
 
     # Rule 4: one trace id per connected group.
     _assign_traces(spans, by_id, parent, frozen)

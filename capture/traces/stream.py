@@ -42,8 +42,9 @@ class StreamLinker:
                 self._newest_end = s.end_time_unix_nano
         if len(self._pending) > n:
             self._last_add = time.monotonic()
-        # Relink at most every quarter window of stream time, unless memory is at stake.
-        if (self._newest_end - self._last_run_end < self.window_ns // 4
+        # Relink at most every half window of stream time (each run relinks everything pending),
+        # unless memory is at stake.
+        if (self._newest_end - self._last_run_end < self.window_ns // 2
                 and len(self._pending) < self.max_pending):
             return []
         self._last_run_end = self._newest_end
