@@ -486,10 +486,11 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 #include <uapi/linux/ptrace.h>
 #include "tls.h"
 
-BPF_HASH(tls_calls, __u64, struct tls_call, MAX_INFLIGHT);              /* by thread */
+/* LRU: a call whose return probe never runs (thread killed, longjmp) must not pin a slot */
+BPF_TABLE("lru_hash", __u64, struct tls_call, tls_calls, MAX_INFLIGHT);    /* by thread */
 BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
-BPF_HASH(tls_pending, __u64, __u64, MAX_INFLIGHT); /* thread -> SSL* waiting for its socket */
-BPF_HASH(tls_go_reads, struct tls_go_key, struct tls_go_read, MAX_INFLIGHT);
+BPF_TABLE("lru_hash", __u64, __u64, tls_pending, MAX_INFLIGHT); /* thread -> SSL* without socket */
+BPF_TABLE("lru_hash", struct tls_go_key, struct tls_go_read, tls_go_reads, MAX_INFLIGHT);
 BPF_PERCPU_ARRAY(tls_stats, __u64, TLS_STAT_MAX);
 /* pids that just exec'd: userspace looks for statically linked TLS in the new image */
 BPF_RINGBUF_OUTPUT(tls_execs, 16);
@@ -505,16 +506,29 @@ static __always_inline void tls_stat(__u32 idx)
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
                                           __u64 id)
 {
-    if (!(c->flags & CONN_ENCRYPTED))
-        return;
+    struct tls_ssl_key sk = {.tgid = key->tgid};
+    /* inside SSL_read/SSL_write (fd or custom BIO) the syscall is that SSL's own transport:
+     * always (re)bind, which also mends a stale entry of a reused SSL*. This also catches
+     * protocols that start in plaintext and upgrade (PostgreSQL's SSLRequest, STARTTLS),
+     * whose ciphertext the detector never saw first. */
+    struct tls_call *call = tls_calls.lookup(&id);
     __u64 *pending = tls_pending.lookup(&id);
-    if (!pending)
+    if (call) {
+        sk.ssl = call->ssl;
+        c->flags |= CONN_ENCRYPTED;
+    } else if (pending && (c->flags & CONN_ENCRYPTED)) {
+        sk.ssl = *pending; /* memory BIO: the SSL's output goes out next on this thread */
+    } else {
         return;
-    struct tls_ssl_key sk = {.tgid = key->tgid, .ssl = *pending};
+    }
     __u32 fd = key->fd;
-    tls_ssl_fd.update(&sk, &fd);
-    tls_pending.delete(&id);
-    tls_stat(TLS_STAT_BOUND);
+    __u32 *old = tls_ssl_fd.lookup(&sk);
+    if (!old || *old != fd) {
+        tls_ssl_fd.update(&sk, &fd);
+        tls_stat(TLS_STAT_BOUND);
+    }
+    if (pending)
+        tls_pending.delete(&id);
 }
 
 static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, __u32 len,
@@ -522,11 +536,9 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
 {
     struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
     struct guardian_conn *c = conns.lookup(&key);
-    if (!c) {
-        /* a socket older than the agent that userspace did not seed: follow it now */
-        c = new_conn(&key, ROLE_UNKNOWN, TRANSPORT_TCP);
-        if (!c)
-            return;
+    if (!c) { /* not a socket we track (userspace seeds the older ones): a stale SSL* -> fd */
+        tls_stat(TLS_STAT_NO_FD);
+        return;
     }
     if (c->flags & CONN_IGNORED)
         return;

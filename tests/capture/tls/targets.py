@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -129,3 +130,34 @@ def curl(port: int, path: str) -> str:
     out = subprocess.run(["curl", "-sk", "--http1.1", "-o", "/dev/null", "-w", "%{http_code}",
                           f"https://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=30)
     return out.stdout
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(cmd: list[str], **kw) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, timeout=180, **kw)
+
+
+@contextmanager
+def postgres_tls(port: int, cert: Path, key: Path, workdir: Path):
+    """A private PostgreSQL with ssl=on (trust auth over TCP); yields its process."""
+    d = workdir / f"pg-{port}"
+    d.mkdir()
+    shutil.chown(d, "postgres")
+    for src in (cert, key):  # postgres insists on owning a 0600 key
+        shutil.copy(src, d / src.name)
+        shutil.chown(d / src.name, "postgres")
+        os.chmod(d / src.name, 0o600)
+    _as_postgres([str(PG_BIN / "initdb"), "-D", str(d / "data"), "-U", "postgres", "--auth-local=trust",
+                  "--auth-host=trust", "-E", "UTF8"])
+    cmd = ["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(d / "data"), "-p", str(port),
+           "-k", str(d), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "ssl=on",
+           "-c", f"ssl_cert_file={d / cert.name}", "-c", f"ssl_key_file={d / key.name}"]
+    with process(cmd, port, cwd=d) as proc:
+        for _ in range(100):
+            if subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        yield proc

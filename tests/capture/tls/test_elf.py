@@ -15,9 +15,8 @@ LIBSSL = Path("/usr/lib/x86_64-linux-gnu/libssl.so.3")
 
 
 @pytest.fixture(scope="module")
-def go_bins(tmp_path_factory):
-    d = tmp_path_factory.mktemp("goelf")
-    return targets.build_go(d / "plain"), targets.build_go(d / "stripped", strip=True)
+def go_bins(go_binary, go_dir):
+    return go_binary, targets.build_go(go_dir / "stripped", strip=True)
 
 
 def _bytes_at(path: Path, vaddr: int, n: int) -> bytes:

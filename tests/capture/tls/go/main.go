@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bufio"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -25,6 +26,7 @@ func main() {
 	key := fs.String("key", "", "key PEM (server)")
 	url := fs.String("url", "", "URL to GET (client)")
 	n := fs.Int("n", 1, "requests on one keep-alive connection (client)")
+	hold := fs.Bool("wait-stdin", false, "start the requests once a line arrives on stdin (client)")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "server":
@@ -45,6 +47,9 @@ func main() {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: false,
 			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
 		c := &http.Client{Transport: tr}
+		if *hold { // lets a test start the process, see it probed, then let it talk
+			bufio.NewReader(os.Stdin).ReadString('\n')
+		}
 		for i := 0; i < *n; i++ {
 			resp, err := c.Get(*url)
 			if err != nil {

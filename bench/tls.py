@@ -1,0 +1,103 @@
+"""Benchmark of TLS plaintext capture (issue 5): HTTPS load with wrk against nginx (OpenSSL)
+and against a Go crypto/tls server, each without the agent, with `guardian capture`, and with
+bcc's sslsniff (bpfcc-tools) as the reference tool, in one command. Every figure is beside its
+baseline: throughput and p99 ratios, and server spans captured per request completed.
+
+Run as root: .venv/bin/python -m bench.tls [--seconds 10] [--connections 8] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.capture import agent, wrk
+from tests.capture.tls import targets
+from tests.support.live import free_port
+
+SSLSNIFF = shutil.which("sslsniff-bpfcc") or "/usr/sbin/sslsniff-bpfcc"
+
+
+@contextmanager
+def sslsniff():
+    """bcc's sslsniff on every OpenSSL user; yields a dict with its state (it may fail to build)."""
+    out = tempfile.NamedTemporaryFile(prefix="bench-sslsniff-", suffix=".out", delete=False)
+    proc = subprocess.Popen([SSLSNIFF], stdout=out, stderr=subprocess.STDOUT)
+    result: dict = {}
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and b"FUNC" not in Path(out.name).read_bytes():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        result["running"] = proc.poll() is None
+        if not result["running"]:
+            result["error"] = Path(out.name).read_text()[-400:]
+        yield result
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        result["output_lines"] = sum(1 for _ in open(out.name, "rb"))
+        Path(out.name).unlink()
+
+
+def measure(url: str, port: int, seconds: int, conns: int) -> dict:
+    wrk(url, 2, conns)  # warm up: TLS sessions, page cache
+    base = wrk(url, seconds, conns)
+    with agent(port) as cap:
+        guarded = wrk(url, seconds, conns)
+    with sslsniff() as sniff:
+        sniffed = wrk(url, seconds, conns) if sniff["running"] else None
+    out = {
+        "baseline": base, "with_agent": guarded, "agent": cap,
+        "agent_throughput_ratio": guarded["rps"] / base["rps"],
+        "agent_p99_ratio": guarded["p99_ms"] / base["p99_ms"],
+        "server_spans_per_request": cap["server_spans"] / guarded["requests"],
+        "client_spans_per_request": cap["client_spans"] / guarded["requests"],
+        "sslsniff": sniff,
+    }
+    if sniffed:
+        out["with_sslsniff"] = sniffed
+        out["sslsniff_throughput_ratio"] = sniffed["rps"] / base["rps"]
+        out["sslsniff_p99_ratio"] = sniffed["p99_ms"] / base["p99_ms"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--json", metavar="FILE", help="also write the results here")
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
+        d = Path(tmp)
+        cert, key = targets.make_certs(d)
+        go = targets.build_go(d / "tlstarget")
+        port = free_port()
+        with targets.nginx_tls(port, cert, key, d):
+            results["nginx_openssl"] = measure(f"https://127.0.0.1:{port}/bench", port, args.seconds,
+                                               args.connections)
+        port = free_port()
+        with targets.go_server(go, port, cert, key):
+            results["go_crypto_tls"] = measure(f"https://127.0.0.1:{port}/bench", port, args.seconds,
+                                               args.connections)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Shared fixtures: one Go build per test session (Debian's Go, offline)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.capture.tls import targets
+
+
+@pytest.fixture(scope="session")
+def go_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tlsgo")
+
+
+@pytest.fixture(scope="session")
+def go_binary(go_dir):
+    return targets.build_go(go_dir / "tlstarget")
+
+
+@pytest.fixture(scope="session")
+def certs(go_dir):
+    return targets.make_certs(go_dir)
