@@ -64,17 +64,27 @@ class _Api:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
 
-    def get(self, path: str, **params: Any) -> Any:
-        r = self.client.get(path, params={k: v for k, v in params.items() if v is not None})
+    def _send(self, method: str, path: str, **kw: Any) -> Any:
+        import httpx
+
+        try:
+            r = self.client.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise SystemExit(f"guardian: cannot reach the agent API at {self.client.base_url} ({e}); "
+                             "is `guardian agent` running? (or read a file with --store PATH)")
         if r.status_code == 404:
             return None
-        r.raise_for_status()
+        if r.status_code == 401:
+            raise SystemExit("guardian: the API wants a token: set GUARDIAN_API_TOKEN")
+        if r.status_code >= 400 and not r.headers.get("content-type", "").startswith("application/json"):
+            raise SystemExit(f"guardian: API error {r.status_code}: {r.text[:200]}")
         return r.json()
 
+    def get(self, path: str, **params: Any) -> Any:
+        return self._send("GET", path, params={k: v for k, v in params.items() if v is not None})
+
     def post(self, path: str, body: dict) -> Any:
-        r = self.client.post(path, json=body)
-        r.raise_for_status()
-        return r.json()
+        return self._send("POST", path, json=body)
 
 
 def _open(args: argparse.Namespace) -> tuple[SpanStore | None, _Api | None]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -65,3 +66,8 @@ def test_import_errors_are_clear(tmp_path):
     assert r.returncode == 2 and "no such file" in r.stderr
     r = guardian("traces", "--store", str(tmp_path / "absent.duckdb"))
     assert r.returncode != 0 and "no store file" in r.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = guardian("services", "--api", f"http://127.0.0.1:{port}")
+    assert r.returncode == 1 and "cannot reach the agent API" in r.stderr
