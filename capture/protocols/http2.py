@@ -194,6 +194,7 @@ class Http2Parser(Parser):
             if len(buf) < len(PREFACE):
                 return []
             pos = len(PREFACE)
+            d.start_ns = ts_ns  # the first frame begins in this chunk
         while len(buf) - pos >= 9:
             n, ftype, flags, stream = _frame_header(buf, pos)
             if stream >> 31 or ftype > 0x10 or (ftype <= CONTINUATION and ftype not in (DATA, HEADERS, CONTINUATION)

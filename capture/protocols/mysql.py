@@ -22,7 +22,7 @@ MAX_FILL = 64 * 1024 * 1024
 MAX_PENDING = 1024
 MAX_STATEMENTS = 4096
 MAX_QUERY = 4096
-COMMANDS = {0x01: "QUIT", 0x02: "INIT_DB", 0x03: "QUERY", 0x0e: "PING", 0x11: "CHANGE_USER",
+COMMANDS = {0x01: "QUIT", 0x02: "INIT_DB", 0x03: "QUERY", 0x04: "FIELD_LIST", 0x0e: "PING", 0x11: "CHANGE_USER",
             0x16: "STMT_PREPARE", 0x17: "STMT_EXECUTE", 0x18: "STMT_SEND_LONG_DATA", 0x19: "STMT_CLOSE",
             0x1a: "STMT_RESET", 0x1f: "RESET_CONNECTION", 0x09: "STATISTICS", 0x0d: "DEBUG",
             0x1b: "SET_OPTION", 0x1c: "STMT_FETCH"}
@@ -30,7 +30,7 @@ _NO_REPLY = {0x01, 0x18, 0x19}
 _TEXT_COMMANDS = {0x03, 0x16}
 _SERVER_MORE_RESULTS = 0x0008
 # Server-side framing states.
-IDLE, MORE, DEFS, COLUMNS, ROWS_START, ROWS = range(6)
+IDLE, MORE, DEFS, COLUMNS, ROWS_START, ROWS, FIELDS = range(7)
 
 
 def detect(data: bytes) -> Side | None:
@@ -235,6 +235,11 @@ class MysqlParser(Parser):
             self._left -= 1
             if self._left <= 0:
                 self._done(ts_ns)
+        elif self._state == FIELDS:  # COM_FIELD_LIST: column definitions up to an EOF
+            if p[0] == 0xFF or (p[0] == 0xFE and len(p) < 9):
+                if p[0] == 0xFF and head is not None:
+                    head.error = _error(p)
+                self._done(ts_ns)
         elif self._state == COLUMNS:
             self._left -= 1
             if self._left <= 0:
@@ -249,6 +254,9 @@ class MysqlParser(Parser):
         if p[0] == 0xFF:
             cmd.error = _error(p)
             self._done(ts_ns)
+        elif cmd.code == 0x04:
+            self._state = FIELDS
+            self._server(2, p, ts_ns)  # this packet is the first definition (or the EOF)
         elif p[0] == 0x00 and cmd.code == 0x16 and len(p) >= 12:  # COM_STMT_PREPARE_OK
             stmt_id = int.from_bytes(p[1:5], "little")
             if len(self._statements) >= MAX_STATEMENTS:

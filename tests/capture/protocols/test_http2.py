@@ -1,0 +1,151 @@
+"""HTTP/2 + gRPC parser, bytes only: frames, HPACK per direction, trailers, interleaved streams,
+CONTINUATION, RST_STREAM, truncation, garbage and joining a connection mid-way."""
+from hpack import Encoder
+from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+
+from capture.protocols.base import Side
+from capture.protocols.http2 import PREFACE, Http2Parser, detect
+from tests.capture.protocols.fuzz import other_protocol_matches, random_match_rate
+
+C, S = Side.CLIENT, Side.SERVER
+GRPC_REQ = [(":method", "POST"), (":scheme", "http"), (":path", "/shop.Orders/Get"), (":authority", "svc"),
+            ("content-type", "application/grpc"), ("te", "trailers")]
+
+
+def headers(sid, block, end_stream=False, end_headers=True):
+    f = HeadersFrame(sid, data=block)
+    if end_headers:
+        f.flags.add("END_HEADERS")
+    if end_stream:
+        f.flags.add("END_STREAM")
+    return f.serialize()
+
+
+def data(sid, payload=b"\0\0\0\0\x02hi", end_stream=False):
+    return DataFrame(sid, data=payload, flags=["END_STREAM"] if end_stream else []).serialize()
+
+
+class Conn:
+    """Both ends' HPACK encoders, to build realistic traffic."""
+
+    def __init__(self):
+        self.c, self.s = Encoder(), Encoder()
+
+    def grpc_call(self, sid, status="0", message=""):
+        req = headers(sid, self.c.encode(GRPC_REQ)) + data(sid, end_stream=True)
+        trailers = [("grpc-status", status)] + ([("grpc-message", message)] if message else [])
+        resp = (headers(sid, self.s.encode([(":status", "200"), ("content-type", "application/grpc")]))
+                + data(sid) + headers(sid, self.s.encode(trailers), end_stream=True))
+        return req, resp
+
+
+def bench_sample():
+    conn = Conn()
+    chunks = [(C, PREFACE + SettingsFrame(0).serialize()), (S, SettingsFrame(0).serialize())]
+    for sid in (1, 3, 5):
+        req, resp = conn.grpc_call(sid)
+        chunks += [(C, req), (S, resp)]
+    return chunks, 3
+
+
+def test_grpc_unary_call():
+    conn, p = Conn(), Http2Parser()
+    req, resp = conn.grpc_call(1)
+    assert p.feed(C, PREFACE + SettingsFrame(0).serialize() + req, 1) == []
+    (r,) = p.feed(S, SettingsFrame(0).serialize() + resp, 5)
+    assert (r.name, r.start_ns, r.end_ns, r.status) == ("shop.Orders/Get", 1, 5, "UNSET")
+    a = r.attributes
+    assert a["rpc.system"] == "grpc" and a["rpc.service"] == "shop.Orders" and a["rpc.method"] == "Get"
+    assert a["rpc.grpc.status_code"] == 0 and a["http.response.status_code"] == 200 and a["url.path"] == "/shop.Orders/Get"
+
+
+def test_grpc_error_status_in_trailers():
+    conn, p = Conn(), Http2Parser()
+    req, resp = conn.grpc_call(1, status="5", message="order%2042 not found")
+    p.feed(C, PREFACE + req, 1)
+    (r,) = p.feed(S, resp, 2)
+    assert r.status == "ERROR" and r.attributes["rpc.grpc.status_code"] == 5
+    assert r.attributes["error.type"] == "NOT_FOUND" and r.status_message == "order 42 not found"
+
+
+def test_interleaved_streams_pair_by_stream_id():
+    conn, p = Conn(), Http2Parser()
+    calls = {sid: conn.grpc_call(sid, status=str(sid % 3)) for sid in (5, 1, 3)}  # encoded in answer order
+    p.feed(C, PREFACE, 0)
+    for sid in (5, 1, 3):
+        p.feed(C, calls[sid][0], 1)
+    recs = []
+    for sid, ts in ((5, 2), (1, 3), (3, 4)):  # answered in another order than stream ids
+        recs += p.feed(S, calls[sid][1], ts)
+    assert [(r.attributes["http2.stream_id"], r.attributes["rpc.grpc.status_code"]) for r in recs] == [
+        (5, 2), (1, 1), (3, 0)]
+
+
+def test_plain_http2_continuation_and_5xx():
+    enc_c, enc_s, p = Encoder(), Encoder(), Http2Parser()
+    block = enc_c.encode([(":method", "GET"), (":path", "/items/1"), (":scheme", "https"), (":authority", "a"),
+                          ("x-big", "v" * 3000)])
+    cont = ContinuationFrame(1, data=block[100:])
+    cont.flags.add("END_HEADERS")
+    p.feed(C, PREFACE + headers(1, block[:100], end_stream=True, end_headers=False) + cont.serialize(), 1)
+    (r,) = p.feed(S, headers(1, enc_s.encode([(":status", "503")])) + data(1, b"down", end_stream=True), 2)
+    assert r.name == "GET /items/1" and r.status == "ERROR" and r.attributes["http.response.status_code"] == 503
+
+
+def test_rst_stream_is_an_error():
+    conn, p = Conn(), Http2Parser()
+    req, _ = conn.grpc_call(1)
+    p.feed(C, PREFACE + req, 1)
+    (r,) = p.feed(C, RstStreamFrame(1, error_code=8).serialize(), 2)  # CANCEL by the client
+    assert r.status == "ERROR" and r.attributes["error.type"] == "RST_STREAM"
+
+
+def test_frames_split_across_syscalls_and_truncated_data():
+    conn, p = Conn(), Http2Parser()
+    big = data(1, b"\0" + b"x" * 60000, end_stream=False)
+    req = headers(1, conn.c.encode(GRPC_REQ))
+    p.feed(C, PREFACE[:10], 1)
+    p.feed(C, PREFACE[10:] + req[:5], 2)  # frame header split
+    p.feed(C, req[5:], 3)
+    p.feed(C, big[:4096], 4, size=len(big))  # the capture copied 4 kB of a 60 kB DATA frame
+    p.feed(C, data(1, end_stream=True), 5)
+    _, resp = conn.grpc_call(1)
+    (r,) = p.feed(S, resp, 6)
+    assert r.start_ns == 2 and r.attributes["rpc.method"] == "Get" and p.stats["garbage"] == 0
+
+
+def test_joining_mid_connection_degrades_instead_of_dropping():
+    conn = Conn()
+    for sid in (1, 3):  # traffic before the capture: fills both dynamic tables
+        conn.grpc_call(sid)
+    p = Http2Parser()
+    assert p.feed(C, b"\x00tail of an older frame", 1) == []  # joined inside a frame: resync
+    req, resp = conn.grpc_call(5)
+    p.feed(C, req, 2)
+    (r,) = p.feed(S, resp, 3)
+    a = r.attributes
+    assert a["http2.unknown_headers"] > 0 and a["http2.stream_id"] == 5
+    # headers that referenced the tables we never saw are unknown, not invented
+    assert a.get("url.path") in (None, "/shop.Orders/Get")
+    # a new path is sent as a literal (and indexed): it is kept, and later references to it resolve
+    req2 = headers(7, conn.c.encode(GRPC_REQ[:2] + [(":path", "/shop.Orders/List")] + GRPC_REQ[3:]), end_stream=True)
+    p.feed(C, req2, 4)
+    _, resp2 = conn.grpc_call(7)
+    (r2,) = p.feed(S, resp2, 5)
+    assert r2.attributes["url.path"] == "/shop.Orders/List"
+
+
+def test_close_reports_open_streams():
+    conn, p = Conn(), Http2Parser()
+    req, _ = conn.grpc_call(1)
+    p.feed(C, PREFACE + req, 1)
+    (r,) = p.close(9)
+    assert r.status == "ERROR" and r.attributes["error.type"] == "no_response"
+
+
+def test_detect():
+    assert detect(PREFACE) == C and detect(SettingsFrame(0, settings={4: 65535}).serialize()) == S
+    assert detect(headers(1, Encoder().encode(GRPC_REQ))) == C
+    assert detect(SettingsFrame(0, settings={4: 65535}).serialize()[:8]) is None
+    assert random_match_rate(detect) < 0.001
+    assert other_protocol_matches(detect) == [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]
