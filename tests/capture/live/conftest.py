@@ -11,6 +11,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,20 @@ def _need(binary: str | Path) -> None:
         pytest.fail(f"{binary} is missing: run `make setup`")
 
 
-@pytest.fixture(scope="module")
-def redis_server():
+@contextmanager
+def redis_instance():
     _need("redis-server")
     port = free_port()
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
            "--requirepass", SECRET]
     with process(cmd, port) as proc:
         yield {"port": port, "password": SECRET, "pid": proc.pid}
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with redis_instance() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +68,12 @@ def _run_as(user: str, cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def postgres_server():
+    with postgres_instance() as server:
+        yield server
+
+
+@contextmanager
+def postgres_instance():
     """initdb + postgres as the `postgres` user in a temp dir; TCP auth by cleartext password."""
     _need(PG_BIN / "initdb")
     port = free_port()

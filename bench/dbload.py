@@ -1,0 +1,104 @@
+"""Database load with and without the agent, in one command (issue 4):
+
+  pgbench (TPC-B-like, 7 statements per transaction) against a real postgres, and
+  redis-benchmark (SET/GET/INCR, optionally pipelined) against a real redis-server,
+  each run first alone (baseline), then under `guardian capture --port`.
+
+Reports the throughput ratio (with / without the agent) and spans / operations, where
+operations are what the load generator says it did and spans are the CLIENT spans the
+capture produced for the generator's connections (100 % = nothing lost or invented).
+
+Run as root: .venv/bin/python -m bench.dbload [--seconds 10] [--requests 100000] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+
+from tests.capture.live.conftest import PG_BIN, postgres_instance, redis_instance
+from tests.support.live import live_capture
+
+PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
+
+
+def pgbench(pg: dict, seconds: float, clients: int) -> dict:
+    env = dict(os.environ, PGPASSWORD=pg["password"])
+    base = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(pg["port"]), "-U", pg["user"]]
+    out = subprocess.run(base + ["-c", str(clients), "-j", "2", "-T", str(int(seconds)), "-M", "extended",
+                                 pg["dbname"]], env=env, capture_output=True, text=True, timeout=seconds + 120)
+    tps = float(re.search(r"tps = ([\d.]+)", out.stdout).group(1))
+    done = int(re.search(r"actually processed: (\d+)", out.stdout).group(1))
+    return {"tps": tps, "transactions": done, "operations": done * PGBENCH_STATEMENTS}
+
+
+def redis_benchmark(r: dict, requests: int, pipeline: int) -> dict:
+    out = subprocess.run(["redis-benchmark", "-p", str(r["port"]), "-a", r["password"], "-n", str(requests),
+                          "-c", "20", "-P", str(pipeline), "-t", "set,get,incr", "--csv"],
+                         capture_output=True, text=True, timeout=300)
+    rps = {m.group(1): float(m.group(2)) for m in re.finditer(r'^"(\w+)","([\d.]+)"', out.stdout, re.M)}
+    return {"rps": rps, "rps_mean": sum(rps.values()) / len(rps), "operations": requests * len(rps)}
+
+
+def client_spans(cap, exclude_pid: int) -> int:
+    return sum(1 for s in cap.spans if s["kind"] == "CLIENT" and s["resource"].get("process.pid") != exclude_pid)
+
+
+def bench_postgres(seconds: float, clients: int) -> dict:
+    with postgres_instance() as pg:
+        env = dict(os.environ, PGPASSWORD=pg["password"])
+        subprocess.run([str(PG_BIN / "pgbench"), "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(pg["port"]), "-U",
+                        pg["user"], pg["dbname"]], env=env, check=True, capture_output=True, timeout=120)
+        alone = pgbench(pg, seconds, clients)
+        with live_capture(port=pg["port"], settle_s=2.0) as cap:
+            agent = pgbench(pg, seconds, clients)
+    spans = client_spans(cap, pg["pid"])
+    return {"baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
+            "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
+            "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
+            "capture_stats": cap.stats}
+
+
+def bench_redis(requests: int, pipeline: int) -> dict:
+    with redis_instance() as r:
+        alone = redis_benchmark(r, requests, pipeline)
+        with live_capture(port=r["port"], settle_s=2.0) as cap:
+            agent = redis_benchmark(r, requests, pipeline)
+    data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
+                and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]
+    return {"pipeline": pipeline, "baseline_rps": round(alone["rps_mean"]), "with_agent_rps": round(agent["rps_mean"]),
+            "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3), "operations": agent["operations"],
+            "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
+            "capture_stats": cap.stats}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10, help="pgbench duration of each run")
+    ap.add_argument("--clients", type=int, default=4, help="pgbench clients")
+    ap.add_argument("--requests", type=int, default=100_000, help="redis-benchmark requests per command")
+    ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P")
+    ap.add_argument("--only", choices=("postgres", "redis"), help="run one of the two")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+    results = {}
+    if args.only in (None, "postgres"):
+        results["pgbench"] = bench_postgres(args.seconds, args.clients)
+    if args.only in (None, "redis"):
+        results["redis-benchmark"] = bench_redis(args.requests, args.pipeline)
+    for name, r in results.items():
+        stats = r.pop("capture_stats")
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r.items()))
+        print(f"  capture: drops={stats.get('kernel.ringbuf_drops')} truncated={stats.get('kernel.truncated')} "
+              f"parser_exceptions={stats.get('pipeline.parser_exceptions', 0)}")
+        r["capture_stats"] = stats
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Parser throughput: records (request + response pairs) per second on one core, per protocol.
+
+Table-driven over the protocol registry: a protocol takes part when its bytes-only test module
+(tests/capture/protocols/test_<module>.py) defines `bench_sample() -> (chunks, records)`, one
+realistic round trip as [(Side, bytes), ...] and how many records it completes. The sample is
+fed again and again into one parser instance, as one long-lived connection would be.
+
+Run: .venv/bin/python -m bench.parsers [--seconds 1] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+
+from capture.protocols import registry
+
+
+def sample_for(protocol: str):
+    module = registry.MODULES[protocol].rsplit(".", 1)[1]
+    try:
+        tests = importlib.import_module(f"tests.capture.protocols.test_{module}")
+    except ImportError:
+        return None
+    return getattr(tests, "bench_sample", None)
+
+
+def measure(protocol: str, seconds: float) -> dict:
+    sample = sample_for(protocol)
+    if sample is None:
+        return {"protocol": protocol, "skipped": "no bench_sample() in its test module"}
+    chunks, per_round = sample()
+    parser = registry.parser_class(protocol)()
+    size = sum(len(b) for _, b in chunks)
+    records = rounds = 0
+    ts = 1
+    start = time.process_time()
+    deadline = start + seconds
+    while time.process_time() < deadline:
+        for _ in range(50):
+            for side, data in chunks:
+                records += len(parser.feed(side, data, ts))
+                ts += 1000
+        rounds += 50
+    elapsed = time.process_time() - start
+    expected = rounds * per_round
+    return {"protocol": protocol, "records_per_s": round(records / elapsed), "mb_per_s": round(
+        rounds * size / elapsed / 1e6, 1), "records": records, "expected_records": expected,
+        "parser_problems": dict(parser.stats)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per protocol")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+    results = [measure(p, args.seconds) for p in registry.protocols()]
+    print(f"{'protocol':<10} {'records/s':>10} {'MB/s':>7}  check")
+    for r in results:
+        if "skipped" in r:
+            print(f"{r['protocol']:<10} {'-':>10} {'-':>7}  skipped: {r['skipped']}")
+            continue
+        ok = "ok" if r["records"] == r["expected_records"] and not r["parser_problems"] else \
+            f"MISMATCH {r['records']}/{r['expected_records']} {r['parser_problems']}"
+        print(f"{r['protocol']:<10} {r['records_per_s']:>10} {r['mb_per_s']:>7}  {ok}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0 if all("skipped" in r or r["records"] == r["expected_records"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
