@@ -15,6 +15,9 @@
 #include "protocols/memcached.h"
 #include "protocols/redis.h"
 #include "protocols/mongodb.h"
+#include "protocols/kafka.h"
+#include "protocols/cassandra.h"
+#include "protocols/amqp.h"
 #include "protocols/dns.h"
 
 /* Each detector gets its own copy of `len`, read back from the (unused) tail of the payload
@@ -46,6 +49,9 @@ static __always_inline int detect_protocol(const __u8 *buf, __u32 len, __u8 *msg
     TRY(PROTO_MEMCACHED, detect_memcached)
     TRY(PROTO_REDIS, detect_redis)
     TRY(PROTO_MONGODB, detect_mongodb)
+    TRY(PROTO_KAFKA, detect_kafka)
+    TRY(PROTO_CASSANDRA, detect_cassandra)
+    TRY(PROTO_AMQP, detect_amqp)
     TRY(PROTO_DNS, detect_dns)
 #undef TRY
     return PROTO_UNKNOWN;

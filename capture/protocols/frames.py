@@ -30,10 +30,12 @@ class Frame:
 
 
 class FrameReader:
-    """`length_of(header) -> total frame length or None (not a valid header)`, header of `header_len` bytes."""
+    """`length_of(header) -> total frame length or None (not a valid header)`, header of `header_len`
+    bytes (or `header_len(first byte)` when the first byte says, as CQL's version does)."""
 
-    def __init__(self, header_len: int, length_of: Callable[[bytes], int | None], stats: Counter[str]) -> None:
-        self.header_len = header_len
+    def __init__(self, header_len: int | Callable[[int], int], length_of: Callable[[bytes], int | None],
+                 stats: Counter[str]) -> None:
+        self._hlen = header_len if callable(header_len) else (lambda _b, n=header_len: n)
         self.length_of = length_of
         self.stats = stats
         self.synced = True
@@ -45,7 +47,8 @@ class FrameReader:
     def feed(self, data: bytes, ts_ns: int, size: int | None = None) -> list[Frame]:
         size = len(data) if size is None else max(size, len(data))
         if not self.synced:
-            if len(data) < self.header_len or self.length_of(data[: self.header_len]) is None:
+            hlen = self._hlen(data[0]) if data else 1
+            if len(data) < hlen or self.length_of(data[:hlen]) is None:
                 self.stats["resync_skipped_chunks"] += 1
                 return []
             self.synced = True
@@ -75,16 +78,17 @@ class FrameReader:
         if not self._need:
             if not self._buf and not self._got:
                 self._start = ts_ns
-            want = self.header_len - len(self._buf)
+            hlen = self._hlen(self._buf[0] if self._buf else data[pos])
+            want = hlen - len(self._buf)
             self._buf += data[pos:pos + want]
             pos += min(want, len(data) - pos)
-            if len(self._buf) < self.header_len:
+            if len(self._buf) < hlen:
                 return pos
             need = self.length_of(bytes(self._buf))
-            if need is None or need < self.header_len:
+            if need is None or need < hlen:
                 self.lose("bad_header")
                 return len(data)
-            self._need, self._got = need, self.header_len
+            self._need, self._got = need, hlen
         take = min(self._need - self._got, len(data) - pos)
         keep = max(0, min(take, MAX_BUFFER - len(self._buf)))
         self._buf += data[pos:pos + keep]

@@ -34,9 +34,8 @@ def _request_header(data: bytes) -> tuple[int, int, int, int] | None:
         return None
     if corr < 0 or client_len < -1 or client_len > size - 10:
         return None
-    if client_len > 0 and len(data) >= 14 + min(client_len, 8):
-        if any(c < 0x20 or c > 0x7E for c in data[14:14 + min(client_len, 8)]):
-            return None  # client ids are printable
+    if client_len > 0 and any(c < 0x20 or c > 0x7E for c in data[14:14 + min(client_len, 8)]):
+        return None  # client ids are printable
     return size, key, version, corr
 
 
@@ -145,11 +144,15 @@ class KafkaParser(Parser):
             name = rd.string() if r.version < 13 else self._topic_ids.get(rd._take(16))
             for p in range(rd.array_len()):
                 index = rd.int32()
-                records = rd.bytes_()
-                rd.tags()
                 if t == 0 and p == 0:
                     r.topic, r.partition = name, index
+                try:
+                    records = rd.bytes_()
+                except Short:  # a truncated copy: count the batches we have
+                    r.count += record_count(rd.b[rd.pos:])  # (its length prefix is read)
+                    raise
                 r.count += record_count(records)
+                rd.tags()
             rd.tags()
 
     def _fetch_request(self, rd: Reader, r: _Req) -> None:

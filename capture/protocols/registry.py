@@ -22,6 +22,8 @@ MODULES: dict[str, str] = {
     "DNS": "capture.protocols.dns",
     "MONGODB": "capture.protocols.mongodb",
     "KAFKA": "capture.protocols.kafka",
+    "AMQP": "capture.protocols.amqp",
+    "CASSANDRA": "capture.protocols.cassandra",
 }
 
 _parsers: dict[str, type[Parser]] = {}
