@@ -29,7 +29,10 @@ def read_spans(path: str, fmt: str = "auto", mapping: dict[str, str] | None = No
         raise ValueError(f"{path}: no such file")
     fmt = detect_format(path) if fmt == "auto" else fmt
     with open(path, newline="" if fmt == "csv" else None, encoding="utf-8") as f:
-        if fmt == "csv":
-            yield from read_csv(f, mapping, duration_unit)
-        else:
-            yield from read_otlp_json(f)
+        try:
+            if fmt == "csv":
+                yield from read_csv(f, mapping, duration_unit)
+            else:
+                yield from read_otlp_json(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None

@@ -1,5 +1,6 @@
 """OTLP JSON lines (the OpenTelemetry Collector file exporter: one ExportTraceServiceRequest
-per line) to spans. OTLP/JSON writes ids as hex, enums as ints or names, int64 as strings."""
+per line) to spans. OTLP/JSON writes ids as hex, enums as ints or names, int64 as strings.
+Lines in Guardian's own span shape (`guardian capture --json`) are read as they are."""
 from __future__ import annotations
 
 import base64
@@ -89,4 +90,10 @@ def read_otlp_json(f: TextIO) -> Iterator[Span]:
             req = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"line {n}: not JSON ({e.msg})") from None
+        if "span_id" in req and "start_time_unix_nano" in req:  # Guardian's own span JSON
+            try:
+                yield Span.from_dict(req)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"line {n}: not a span ({e})") from None
+            continue
         yield from request_spans(req)

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Load traces recorded elsewhere so investigations run on them. OTLP JSON: the "
                     "OpenTelemetry Collector file exporter's format (one ExportTraceServiceRequest "
                     "per line). CSV: one span per row; name the columns with --map.")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", nargs="+",
+                   help="one or more files; `guardian capture --json` output is read too (e.g. one per host)")
     p.add_argument("--store", metavar="PATH",
                    help="store file to write into (created if missing); without it, print spans as JSON lines")
     p.add_argument("--format", choices=FORMATS, default="auto", help="default: by extension/content")
@@ -26,14 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration-unit", choices=("ns", "us", "ms", "s"), default="ms",
                    help="unit of the CSV duration column (default ms)")
     p.add_argument("--link", action="store_true",
-                   help="also link spans that have no parent (captured without propagation)")
+                   help="link spans that have no parent (captured without propagation) across all the "
+                        "files, e.g. captures of several hosts")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         mapping = parse_mapping(args.map)
-        spans = read_spans(args.file, args.format, mapping, args.duration_unit)
+        spans = (s for f in args.file for s in read_spans(f, args.format, mapping, args.duration_unit))
         if args.link:
             from capture.traces.linker import link_all
 
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             store.close()
     except (ValueError, KeyError, UnicodeDecodeError) as e:
-        print(f"guardian import: {args.file}: {e}", file=sys.stderr)
+        print(f"guardian import: {e}", file=sys.stderr)
         return 2
     print(f"imported {n} spans ({len(traces)} traces) into {args.store}", file=sys.stderr)
     return 0

@@ -86,3 +86,24 @@ class AgentProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`guardian ARGS` in this process (the same code path as the console script, without the
+    interpreter start-up a subprocess costs); SystemExit messages land on stderr as they would."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from guardian.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as e:
+            if isinstance(e.code, int) or e.code is None:
+                rc = e.code or 0
+            else:
+                print(e.code, file=sys.stderr)
+                rc = 1
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())

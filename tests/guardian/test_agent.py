@@ -10,7 +10,7 @@ import sys
 
 from capture.span import Span
 from tests.capture.export.receivers import GrpcReceiver
-from tests.guardian.agent_proc import ROOT, AgentProcess
+from tests.guardian.agent_proc import AgentProcess, run_cli
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000
@@ -42,9 +42,14 @@ def write_replay(path, n: int) -> None:
 
 
 def guardian(*args: str) -> subprocess.CompletedProcess:
+    return run_cli(*args)
+
+
+def guardian_process(*args: str) -> subprocess.CompletedProcess:
+    """A real process: `guardian agent` sets up logging and signals for the whole process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDIAN_")}
-    return subprocess.run([sys.executable, "-m", "guardian.cli.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "guardian.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_agent_replay_api_metrics_export_and_sigterm(tmp_path):
@@ -114,7 +119,7 @@ def test_sigint_links_and_stores_what_is_pending(tmp_path):
 def test_capture_unavailable_or_bad_config_fails_clearly(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("store:\n  colour: red\n")
-    r = guardian("agent", "--config", str(bad))
+    r = guardian_process("agent", "--config", str(bad))
     assert r.returncode == 2 and "unknown key 'colour'" in r.stderr
-    r = guardian("agent", "--replay", str(tmp_path / "missing.jsonl"))
+    r = guardian_process("agent", "--replay", str(tmp_path / "missing.jsonl"))
     assert r.returncode == 1 and "missing.jsonl" in r.stderr

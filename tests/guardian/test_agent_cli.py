@@ -5,18 +5,16 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 from capture.span import Span
+from tests.guardian.agent_proc import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIX = os.path.join(ROOT, "tests", "capture", "importers", "fixtures")
 
 
 def guardian(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDIAN_")}
-    return subprocess.run([sys.executable, "-m", "guardian.cli.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return run_cli(*args)
 
 
 def test_import_otlp_json_then_read_back(tmp_path):
@@ -71,3 +69,26 @@ def test_import_errors_are_clear(tmp_path):
         port = sock.getsockname()[1]
     r = guardian("services", "--api", f"http://127.0.0.1:{port}")
     assert r.returncode == 1 and "cannot reach the agent API" in r.stderr
+
+
+def test_import_captures_of_two_hosts_with_link(tmp_path):
+    """`guardian capture --json` files from two hosts: the CLIENT span on one and the SERVER span
+    on the other become one trace when imported together with --link."""
+    t0 = 1_700_000_000_000_000_000
+    conn = {"client.address": "10.0.0.1", "client.port": 40100, "server.address": "10.0.0.2",
+            "server.port": 8080, "network.transport": "tcp"}
+    client = Span(name="GET /stock", kind="CLIENT", start_time_unix_nano=t0, end_time_unix_nano=t0 + 9_000_000,
+                  attributes=dict(conn), resource={"service.name": "shop", "host.name": "a", "process.pid": 7})
+    server = Span(name="GET /stock", kind="SERVER", start_time_unix_nano=t0 + 1_000_000,
+                  end_time_unix_nano=t0 + 8_000_000, attributes=dict(conn),
+                  resource={"service.name": "stock", "host.name": "b", "process.pid": 7})
+    (tmp_path / "a.jsonl").write_text(client.to_json() + "\n")
+    (tmp_path / "b.jsonl").write_text(server.to_json() + "\n")
+    store = str(tmp_path / "s.duckdb")
+    r = guardian("import", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--link", "--store", store)
+    assert r.returncode == 0 and "imported 2 spans (1 traces)" in r.stderr, r.stderr
+    [trace] = [json.loads(x) for x in guardian("traces", "--store", store, "--json").stdout.splitlines()]
+    by_kind = {s["kind"]: s for s in trace["spans"]}
+    assert by_kind["SERVER"]["parent_span_id"] == client.span_id
+    edges = guardian("services", "--store", store, "--json")
+    assert [s["name"] for s in json.loads(edges.stdout)] == ["shop", "stock"]
