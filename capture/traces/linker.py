@@ -96,7 +96,8 @@ def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
                     fit = (abs(c.end_time_unix_nano - s.end_time_unix_nano)
                            + abs(s.start_time_unix_nano - c.start_time_unix_nano))
                     pairs.append((fit, c.span_id, s.span_id))
-    used_c: set[str] = set()
+    # A CLIENT span already answered by a SERVER span (released earlier, or imported) is taken.
+    used_c = {p for sid, p in parent.items() if by_id[sid].kind in _SERVERS}
     for _fit, cid, sid in sorted(pairs):
         if cid not in used_c and sid not in parent:
             used_c.add(cid)

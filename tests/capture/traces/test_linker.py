@@ -149,6 +149,19 @@ def test_stream_linker_matches_batch_and_bounds_pending():
     assert stream.linked == 600
 
 
+def test_stream_linker_does_not_reuse_a_released_client():
+    # c1/s1 are released first; c2 reads its response late, so s2 also fits inside c1's end
+    # slack. c1 is taken (it has s1): s2 must go to c2.
+    c1, s1 = span("CLIENT", 0, 30, pid=1, conn=C1), span("SERVER", 2, 29, pid=2, conn=C1)
+    s2, c2 = span("SERVER", 31, 34, pid=2, conn=C1), span("CLIENT", 30.5, 80, pid=1, conn=C1)
+    stream = StreamLinker(window_s=0.02)
+    stream.add([s1, c1])
+    stream.add([span("SERVER", 60, 61, pid=9)])  # stream time moves on: c1, s1 released
+    stream.add([s2, c2])
+    stream.flush()
+    assert s1.parent_span_id == c1.span_id and s2.parent_span_id == c2.span_id
+
+
 def test_stream_linker_revisits_provisional_links():
     # The first run sees one open server span on the pid; a second one arrives later.
     early = span("SERVER", 0, 3000, pid=9, tid=1)
