@@ -36,7 +36,7 @@ def main() -> None:
             conn = pika.BlockingConnection(pika.ConnectionParameters(dns.resolve(host), port, heartbeat=0))
             ch = conn.channel()
             ch.queue_declare("orders", durable=True)
-            ch.basic_qos(prefetch_count=10)
+            ch.basic_qos(prefetch_count=2)
             ch.basic_consume("orders", on_order)
             print("consuming orders", flush=True)
             ch.start_consuming()

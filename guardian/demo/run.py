@@ -13,7 +13,7 @@ import yaml
 
 from guardian.demo.config import REPO, DemoConfig
 from guardian.demo.faults import Fault
-from guardian.demo.procs import DemoError, spawn, wait_until
+from guardian.demo.procs import DemoError, Proc, spawn, wait_until
 from guardian.demo.system import Progress, ShopSystem
 
 # service.name of everything the demo runs (OTEL_SERVICE_NAME or the executable): an
@@ -53,16 +53,21 @@ class DemoRun:
                                 headers={"Authorization": f"Bearer {self.token}"})
 
     def start(self) -> None:
+        """The agent first (it compiles its probes while the servers start), so that it sees
+        every connection the services open from their first byte (HTTP/2 and AMQP state)."""
         try:
-            self.shop.start(loadgen=False)
-            if self.cfg.agent:
-                self.start_agent()
+            self.shop.prepare()
+            agent = self.spawn_agent() if self.cfg.agent else None
+            self.shop.start_infra()
+            if agent:
+                self.wait_agent(agent)
+            self.shop.start_services()
             self.shop.start_loadgen()
         except BaseException:
             self.stop()
             raise
 
-    def start_agent(self) -> None:
+    def spawn_agent(self) -> Proc:
         """`guardian agent` on the whole host with scheduled anomaly reports every interval_s."""
         conf = self.cfg.workdir / "guardian.yaml"
         conf.write_text(yaml.safe_dump({
@@ -72,15 +77,19 @@ class DemoRun:
             "store": {"path": str(self.cfg.workdir / "guardian.duckdb")},
             "log": {"format": "text", "level": "WARNING"},
         }))
-        self.progress(f"starting guardian agent (eBPF capture + API on :{self.cfg.ports.api}) …")
-        t = time.monotonic()
+        self.progress(f"starting guardian agent (eBPF capture + API on :{self.cfg.ports.api}) in the background …")
+        self._agent_t0 = time.monotonic()
         proc = spawn("guardian-agent", [sys.executable, "-m", "guardian.cli.main", "agent", "--config", str(conf)],
                      self.cfg.logs / "guardian-agent.log", cwd=REPO)
         self.shop.add(proc)
+        return proc
+
+    def wait_agent(self, proc: Proc) -> None:
+        self.progress("waiting for guardian agent (compiling and attaching eBPF probes) …")
         wait_until(proc, lambda: any(line.strip() == "ready" for line in proc.tail(200).splitlines()),
                    300, "guardian agent")  # BCC compiles the probes at start: slow on a busy host
         wait_until(proc, lambda: self.api.get("/healthz").status_code == 200, 30, "guardian API")
-        self.progress(f"ready    guardian agent ({time.monotonic() - t:.1f}s)")
+        self.progress(f"ready    guardian agent ({time.monotonic() - self._agent_t0:.1f}s)")
 
     def wait(self, seconds: float, why: str) -> None:
         self.progress(f"{why} ({seconds:.0f}s) …")

@@ -28,6 +28,18 @@ class ShopSystem:
         self.progress(f"ready    {what} ({time.monotonic() - t:.1f}s)")
 
     def start(self, loadgen: bool = True) -> None:
+        try:
+            self.prepare()
+            self.start_infra()
+            self.start_services()
+            if loadgen:
+                self.start_loadgen()
+        except BaseException:
+            self.stop()
+            raise
+
+    def prepare(self) -> None:
+        """Check ports, make a fresh workdir, certificates and the Go build."""
         cfg = self.cfg
         problems = port_conflicts(cfg.ports)
         if problems:
@@ -36,25 +48,24 @@ class ShopSystem:
             shutil.rmtree(cfg.workdir)
         cfg.logs.mkdir(parents=True)
         cfg.control.mkdir(parents=True)
-        try:
-            self.progress("preparing TLS certificates and building inventory (Go) …")
-            services.make_certs(cfg)
-            binary = services.build_inventory()
-            p = cfg.ports
-            self._step(f"dnsmasq (shop.local DNS) on :{p.dns}", lambda: infra.start_dnsmasq(cfg))
-            self._step(f"PostgreSQL on :{p.postgres} (seeding 200k products)", lambda: infra.start_postgres(cfg))
-            self._step(f"Redis on :{p.redis}", lambda: infra.start_redis(cfg))
-            self._step(f"RabbitMQ on :{p.amqp}", lambda: infra.start_rabbitmq(cfg))
-            self._step(f"inventory (Go, HTTPS) on :{p.inventory}", lambda: services.start_inventory(cfg, binary))
-            self._step(f"payments (Node, HTTPS) on :{p.payments}", lambda: services.start_payments(cfg))
-            self._step(f"recommend (Python gRPC) on :{p.recommend}", lambda: services.start_recommend(cfg))
-            self._step("order-worker (RabbitMQ consumer)", lambda: services.start_worker(cfg))
-            self._step(f"frontend (FastAPI) on :{p.frontend}", lambda: services.start_frontend(cfg))
-            if loadgen:
-                self.start_loadgen()
-        except BaseException:
-            self.stop()
-            raise
+        self.progress("preparing TLS certificates and building inventory (Go) …")
+        services.make_certs(cfg)
+        self._inventory = services.build_inventory()
+
+    def start_infra(self) -> None:
+        cfg, p = self.cfg, self.cfg.ports
+        self._step(f"dnsmasq (shop.local DNS) on :{p.dns}", lambda: infra.start_dnsmasq(cfg))
+        self._step(f"PostgreSQL on :{p.postgres} (seeding 200k products)", lambda: infra.start_postgres(cfg))
+        self._step(f"Redis on :{p.redis}", lambda: infra.start_redis(cfg))
+        self._step(f"RabbitMQ on :{p.amqp}", lambda: infra.start_rabbitmq(cfg))
+
+    def start_services(self) -> None:
+        cfg, p = self.cfg, self.cfg.ports
+        self._step(f"inventory (Go, HTTPS) on :{p.inventory}", lambda: services.start_inventory(cfg, self._inventory))
+        self._step(f"payments (Node, HTTPS) on :{p.payments}", lambda: services.start_payments(cfg))
+        self._step(f"recommend (Python gRPC) on :{p.recommend}", lambda: services.start_recommend(cfg))
+        self._step("order-worker (RabbitMQ consumer)", lambda: services.start_worker(cfg))
+        self._step(f"frontend (FastAPI) on :{p.frontend}", lambda: services.start_frontend(cfg))
 
     def start_loadgen(self, every_s: float = 5.0) -> None:
         self.procs["loadgen"] = services.start_loadgen(self.cfg, every_s)

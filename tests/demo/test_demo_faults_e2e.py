@@ -81,12 +81,14 @@ def test_fault_is_detected_and_explained(demo: DemoRun, name: str):
     before = last_stats(demo.cfg)[0]
     t0 = demo.inject(fault)
     try:
-        demo.wait(8, "let the shoppers feel it")
-        during = last_stats(demo.cfg)[0]
-        if fault.symptom == "backlog":
-            assert _queue_depth(demo) >= 5, "orders should pile up while the worker is stopped"
-        else:
-            assert symptom_seen(fault, before, during), (before.get(fault.route), during.get(fault.route))
+        # The shoppers feel it within a few stats lines (every 5 s).
+        for _ in range(4):
+            demo.wait(5, "let the shoppers feel it")
+            during = last_stats(demo.cfg)[0]
+            felt = _queue_depth(demo) >= 5 if fault.symptom == "backlog" else symptom_seen(fault, before, during)
+            if felt:
+                break
+        assert felt, (fault.symptom, before.get(fault.route), during.get(fault.route))
         det = demo.detect(t0, timeout=90)
         report = demo.investigate(fault.question, t0)
         scheduled = demo.api.get("/v1/reports", params={"since": f"{t0:.3f}"}).json()["reports"]
