@@ -107,6 +107,20 @@ func fail(w http.ResponseWriter, code int, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
+// failWithReason answers with a specific reason phrase in the status line (net/http
+// always writes the standard one), as proxies and servers do to say why they refuse.
+func failWithReason(w http.ResponseWriter, code int, reason, body string) {
+	conn, buf, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		fail(w, code, reason)
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(buf, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		code, reason, len(body), body)
+	buf.Flush()
+}
+
 func reply(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
@@ -115,7 +129,8 @@ func reply(w http.ResponseWriter, v any) {
 // dbError says whether a failed query was the pool running dry or the database itself.
 func dbError(w http.ResponseWriter, ctx context.Context, err error) {
 	if s := db.Stats(); s.InUse >= poolSize && ctx.Err() == context.DeadlineExceeded {
-		fail(w, 503, fmt.Sprintf("db connection pool exhausted (%d/%d in use, %d waits)", s.InUse, poolSize, s.WaitCount))
+		body := fmt.Sprintf(`{"error":"db connection pool exhausted (%d/%d in use, %d waits)"}`, s.InUse, poolSize, s.WaitCount)
+		failWithReason(w, 503, "DB Connection Pool Exhausted", body)
 		return
 	}
 	fail(w, 500, "database error: "+err.Error())
