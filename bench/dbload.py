@@ -52,7 +52,7 @@ def bench_postgres(seconds: float, clients: int) -> dict:
         subprocess.run([str(PG_BIN / "pgbench"), "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(pg["port"]), "-U",
                         pg["user"], pg["dbname"]], env=env, check=True, capture_output=True, timeout=120)
         alone = pgbench(pg, seconds, clients)
-        with live_capture(port=pg["port"], settle_s=2.0) as cap:
+        with live_capture(port=pg["port"], settle_s=2.0, extra=("--no-tls",)) as cap:
             agent = pgbench(pg, seconds, clients)
     spans = client_spans(cap, pg["pid"])
     return {"baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
@@ -64,7 +64,7 @@ def bench_postgres(seconds: float, clients: int) -> dict:
 def bench_redis(requests: int, pipeline: int) -> dict:
     with redis_instance() as r:
         alone = redis_benchmark(r, requests, pipeline)
-        with live_capture(port=r["port"], settle_s=2.0) as cap:
+        with live_capture(port=r["port"], settle_s=2.0, extra=("--no-tls",)) as cap:
             agent = redis_benchmark(r, requests, pipeline)
     data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
                 and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]

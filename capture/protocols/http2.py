@@ -184,15 +184,23 @@ class Http2Parser(Parser):
         if not d.buf:
             d.start_ns = ts_ns
         d.buf += data
-        if missing > 0:
-            if missing > MAX_FILL:
+        self._parse(d, ts_ns)
+        if missing > 0 and not d.resync:
+            # lost bytes are harmless inside the frame being read (a DATA payload): stand in zeros;
+            # past its end the framing and maybe the HPACK state are gone (Rules 2 and 3)
+            inside = len(d.buf) >= 9 and missing <= 9 + _frame_header(d.buf)[0] - len(d.buf)
+            if not inside or missing > MAX_FILL:
                 self._lose(d, "lost_bytes")
-                return self._take()
-            d.buf += bytes(missing)  # lost bytes inside a DATA payload keep the framing
+            else:
+                d.buf += bytes(missing)
+                self._parse(d, ts_ns)
+        return self._take()
+
+    def _parse(self, d: _Direction, ts_ns: int) -> None:
         buf, pos = bytes(d.buf), 0
-        if side == Side.CLIENT and buf.startswith(PREFACE[: len(buf)]):
+        if d.side == Side.CLIENT and buf.startswith(PREFACE[: len(buf)]):
             if len(buf) < len(PREFACE):
-                return []
+                return
             pos = len(PREFACE)
             d.start_ns = ts_ns  # the first frame begins in this chunk
         while len(buf) - pos >= 9:
@@ -200,14 +208,13 @@ class Http2Parser(Parser):
             if stream >> 31 or ftype > 0x10 or (ftype <= CONTINUATION and ftype not in (DATA, HEADERS, CONTINUATION)
                                                 and n > 16384):
                 self._lose(d, "garbage")
-                return self._take()
+                return
             if len(buf) - pos - 9 < n:
                 break
             self._frame(d, buf, pos, n, ftype, flags, stream, ts_ns)
             pos += 9 + n
             d.start_ns = ts_ns
         del d.buf[:pos]
-        return self._take()
 
     def close(self, ts_ns: int) -> list[Record]:
         for sid, st in list(self._streams.items()):

@@ -18,7 +18,7 @@ def etcdctl(port: int, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def traffic(etcd_server):
     port = etcd_server["port"]
-    with live_capture(port=port) as cap:
+    with live_capture(port=port, extra=("--no-tls",)) as cap:
         assert etcdctl(port, "put", "/guardian/k", "v1").returncode == 0
         assert etcdctl(port, "get", "/guardian/k").stdout.split() == ["/guardian/k", "v1"]
         assert etcdctl(port, "del", "/guardian/k").stdout.strip() == "1"

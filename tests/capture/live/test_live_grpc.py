@@ -15,7 +15,7 @@ pytestmark = pytest.mark.ebpf
 @pytest.fixture(scope="module")
 def traffic(grpc_server):
     port = grpc_server["port"]
-    with live_capture(port=port) as cap:
+    with live_capture(port=port, extra=("--no-tls",)) as cap:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             say = channel.unary_unary("/guardian.Echo/Say")
             fail = channel.unary_unary("/guardian.Echo/Fail")

@@ -39,7 +39,7 @@ def _text(sock: socket.socket, cmd: bytes, end: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def traffic(memcached_server):
     port = memcached_server["port"]
-    with live_capture(port=port) as cap:
+    with live_capture(port=port, extra=("--no-tls",)) as cap:
         with socket.create_connection(("127.0.0.1", port)) as s:
             assert _text(s, b"set k1 0 0 5\r\nhello\r\n", b"\r\n") == b"STORED\r\n"
             assert _text(s, b"get k1\r\n", b"END\r\n").startswith(b"VALUE k1")

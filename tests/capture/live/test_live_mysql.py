@@ -50,7 +50,7 @@ def execute(conn, stmt_id: int, value: int) -> int:
 @pytest.fixture(scope="module")
 def traffic(mariadb_server):
     m = mariadb_server
-    with live_capture(port=m["port"]) as cap:
+    with live_capture(port=m["port"], extra=("--no-tls",)) as cap:
         conn = pymysql.connect(host="127.0.0.1", port=m["port"], user=m["user"], password=m["password"],
                                database=m["database"], autocommit=True)
         with conn.cursor() as cur:

@@ -42,7 +42,7 @@ async def _bad_password(port: int, user: str) -> None:
 @pytest.fixture(scope="module")
 def traffic(nats_server):
     port = nats_server["port"]
-    with live_capture(port=port) as cap:
+    with live_capture(port=port, extra=("--no-tls",)) as cap:
         asyncio.run(_session(port, nats_server["user"], nats_server["password"]))
         asyncio.run(_bad_password(port, nats_server["user"]))
     return cap

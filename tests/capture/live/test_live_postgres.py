@@ -20,7 +20,7 @@ def traffic(postgres_server):
     pg = postgres_server
     dsn = f"host=127.0.0.1 port={pg['port']} user={pg['user']} password={pg['password']} dbname={pg['dbname']}"
     long_query = "SELECT " + " + ".join(["1"] * 3000)  # ~12 kB: several syscalls, truncated copy
-    with live_capture(port=pg["port"]) as cap:
+    with live_capture(port=pg["port"], extra=("--no-tls",)) as cap:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, name text)")
             for i in range(10):

@@ -28,7 +28,7 @@ def ops(spans, pid, kind="CLIENT", setup=False):
 def traffic(redis_server):
     port, pw = redis_server["port"], redis_server["password"]
     expected = Counter()
-    with live_capture(port=port) as cap:
+    with live_capture(port=port, extra=("--no-tls",)) as cap:
         r = redis.Redis(host="127.0.0.1", port=port, password=pw)
         r.set("k1", "v1")
         r.get("k1")

@@ -149,3 +149,15 @@ def test_detect():
     assert detect(SettingsFrame(0, settings={4: 65535}).serialize()[:8]) is None
     assert random_match_rate(detect) < 0.001
     assert other_protocol_matches(detect) == [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]
+
+
+def test_lost_bytes_past_the_current_frame_resync_instead_of_inventing_frames():
+    conn, p = Conn(), Http2Parser()
+    req, resp = conn.grpc_call(1)
+    p.feed(C, PREFACE + req, 1)
+    p.feed(C, b"", 2, size=300)  # the kernel reported a gap of whole frames (an iovec it did not copy)
+    assert p.stats["lost_bytes"] == 1 and p.stats["garbage"] == 0
+    req3, resp3 = conn.grpc_call(3)
+    p.feed(C, req3, 3)  # starts with a frame header: resync here
+    recs = p.feed(S, resp + resp3, 4)
+    assert [r.attributes["http2.stream_id"] for r in recs] == [1, 3] and p.stats["resyncs"] == 1
