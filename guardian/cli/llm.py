@@ -46,16 +46,16 @@ def _serve(args: argparse.Namespace) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     server.log_path = log_path
     t0 = time.monotonic()
-    server.start()
-    print(f"serving {server.model} on {server.base_url} (healthy after {time.monotonic() - t0:.1f}s;"
-          f" log {log_path})", flush=True)
-    print(f"use it: GUARDIAN_LLM=local:{args.model} GUARDIAN_LLM_PORT={args.port}"
-          if args.port != DEFAULT_LOCAL_PORT else f"use it: GUARDIAN_LLM=local:{args.model}")
-    if args.background:
-        state_file().write_text(json.dumps({"pid": server.proc.pid, "port": args.port, "model": args.model}))
-        server.proc = None  # detached: `guardian llm stop` ends it
-        return 0
-    try:
+    try:  # from here on, Ctrl-C (even mid-start or mid-print) stops the child too
+        server.start()
+        print(f"serving {server.model} on {server.base_url} (healthy after {time.monotonic() - t0:.1f}s;"
+              f" log {log_path})", flush=True)
+        print(f"use it: GUARDIAN_LLM=local:{args.model} GUARDIAN_LLM_PORT={args.port}"
+              if args.port != DEFAULT_LOCAL_PORT else f"use it: GUARDIAN_LLM=local:{args.model}", flush=True)
+        if args.background:
+            state_file().write_text(json.dumps({"pid": server.proc.pid, "port": args.port, "model": args.model}))
+            server.proc = None  # detached: `guardian llm stop` ends it
+            return 0
         while server.proc and server.proc.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:

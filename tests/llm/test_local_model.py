@@ -80,6 +80,7 @@ def test_guardian_llm_serve_cli(local_server):
     try:
         line = proc.stdout.readline()
         assert f"serving {local_server.model} on http://127.0.0.1:{port}/v1" in line
+        assert "GUARDIAN_LLM=local" in proc.stdout.readline()
         assert health(port) and served_models(port) == [local_server.model]
     finally:
         proc.send_signal(signal.SIGINT)
