@@ -23,8 +23,6 @@ MAX_PENDING = 1024
 METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
 _REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|TRACE|CONNECT) [/*h\w]")
 _RESPONSE_START = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r]")
-_HEADERS = re.compile(
-    rb"\r\n((?i:content-length|transfer-encoding|host|user-agent|traceparent)):[ \t]*([^\r\n]*)")
 # Path segments that are ids, so that span names group: /users/42 -> /users/{id}
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8,}\d[0-9a-fA-F]*)$")
 
@@ -39,6 +37,17 @@ def detect(data: bytes) -> Side | None:
     if _RESPONSE_START.match(data):
         return Side.SERVER
     return None
+
+
+def _header(msg: "_Message", name: bytes) -> bytes | None:
+    """Value of header `name` (lower-case) in a message head, or None. Plain finds over the
+    head: cheaper than splitting every header on the hot path (only a few are used)."""
+    i = msg.lower.find(b"\r\n" + name + b":")
+    if i < 0:
+        return None
+    i += len(name) + 3
+    j = msg.head.find(b"\r\n", i)
+    return msg.head[i:j if j >= 0 else len(msg.head)].strip()
 
 
 def _could_start(data: bytes, side: Side) -> bool:
@@ -59,7 +68,8 @@ def route_of(path: str) -> str:
 class _Message:
     start_ns: int
     first_line: bytes = b""
-    headers: dict[bytes, bytes] = field(default_factory=dict)
+    head: bytes = b""  # start line and headers, as sent
+    lower: bytes = b""  # the same, lower-cased: header names are case-insensitive
     end_ns: int = 0
 
 
@@ -178,15 +188,13 @@ class Http1Parser(Parser):
     def _parse_head(self, d: _Direction, head: bytes) -> bool:
         msg = d.msg
         assert msg is not None
-        msg.first_line, _, rest = head.partition(b"\r\n")
-        # only the headers we use, found by one regex (a passive observer stays lenient
-        # about the others)
-        msg.headers = {m.group(1).lower(): m.group(2).rstrip() for m in _HEADERS.finditer(b"\r\n" + rest)}
+        msg.first_line = head.partition(b"\r\n")[0]
+        msg.head, msg.lower = head, head.lower()
         parts = msg.first_line.split(b" ", 2)
         if len(parts) < 2:
             return False
-        te = msg.headers.get(b"transfer-encoding", b"").lower()
-        length = msg.headers.get(b"content-length")
+        te = (_header(msg, b"transfer-encoding") or b"").lower()
+        length = _header(msg, b"content-length")
         if d.side == Side.CLIENT:
             if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
                 return False
@@ -283,7 +291,7 @@ class Http1Parser(Parser):
         if query:
             attrs["url.query"] = query
         for header, key in _REQUEST_HEADERS:
-            value = req.headers.get(header)
+            value = _header(req, header)
             if value is not None:
                 attrs[key] = value.decode("latin-1")
         status, message = "UNSET", ""
