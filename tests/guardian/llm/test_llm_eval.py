@@ -32,3 +32,25 @@ def test_llm_engine_is_scored_with_steps_and_tokens(tmp_path, monkeypatch):
     scores = {s.engine: s for s in result.scores}
     assert scores["llm"].mean_steps == 1 and scores["deterministic"].mean_steps is None
     assert "1 steps, 120 tokens" in table(result)
+
+
+def test_engine_dispatcher_hands_findings_to_the_agent(tmp_path, monkeypatch):
+    """guardian.investigate.engine (engine="llm"/"auto") -> guardian.llm.agent.investigate."""
+    from guardian.evals.scenarios import load_store
+    from guardian.investigate.engine import investigate
+
+    write_scenarios(tmp_path, ["payments_5xx"])
+    store = load_store(tmp_path / "payments_5xx")
+    try:
+        with FakeOpenAI() as fake:
+            fake.default = confirm_top
+            monkeypatch.setenv("GUARDIAN_LLM_BASE_URL", fake.base_url)
+            monkeypatch.setenv("GUARDIAN_LLM_MODEL", "scripted")
+            rep = investigate(store, "why do payments fail?", None, engine="auto")
+        det = investigate(store, "why do payments fail?", None, engine="deterministic")
+    finally:
+        store.close()
+    assert (rep.engine.type, rep.engine.model) == ("llm", "scripted") and det.engine.type == "deterministic"
+    assert rep.root_causes[0].service == det.root_causes[0].service == "payments"
+    task = fake.requests[0]["messages"][1]["content"]
+    assert "payments" in task and det.root_causes[0].evidence[0].trace_id in task
