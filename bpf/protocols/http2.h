@@ -13,7 +13,7 @@ static __always_inline int detect_http2(const __u8 *b, __u32 len)
         return MSG_NONE;
     if (b[0] == 'P' && b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' &&
         b[6] == 'H' && b[7] == 'T' && b[8] == 'T')
-        return len >= 16 && b[13] == '2' && b[14] == '.' && b[15] == '0' ? MSG_REQUEST : MSG_NONE;
+        return len >= 16 && b[11] == '2' && b[12] == '.' && b[13] == '0' ? MSG_REQUEST : MSG_NONE;
     __u32 flen = ((__u32)b[0] << 16) | ((__u32)b[1] << 8) | b[2];
     __u8 type = b[3], flags = b[4];
     __u32 stream = ((__u32)(b[5] & 0x7f) << 24) | ((__u32)b[6] << 16) | ((__u32)b[7] << 8) | b[8];

@@ -161,3 +161,16 @@ def test_lost_bytes_past_the_current_frame_resync_instead_of_inventing_frames():
     p.feed(C, req3, 3)  # starts with a frame header: resync here
     recs = p.feed(S, resp + resp3, 4)
     assert [r.attributes["http2.stream_id"] for r in recs] == [1, 3] and p.stats["resyncs"] == 1
+
+
+def test_kernel_detector_agrees_with_its_userspace_mirror():
+    import random
+
+    from tests.capture.protocols.fuzz import OTHER_PROTOCOLS
+    from tests.capture.protocols.kernel_detect import agrees, kernel_detect
+
+    rng = random.Random(11)
+    own = [data for _, data in bench_sample()[0]]
+    samples = own + OTHER_PROTOCOLS + [rng.randbytes(rng.choice((16, 64, 300))) for _ in range(3000)]
+    assert agrees("http2", detect, samples) == []
+    assert all(kernel_detect("http2")(data) for data in own[:1])  # the first message of the sample is detected

@@ -164,3 +164,16 @@ def test_detect():
     assert detect(query("SELECT 1")[:-1]) is None  # a command must be whole
     assert random_match_rate(detect) < 0.001
     assert other_protocol_matches(detect) == [b"J\x00\x00\x00\x0a8.0.33\x00" + b"\x00" * 60]
+
+
+def test_kernel_detector_agrees_with_its_userspace_mirror():
+    import random
+
+    from tests.capture.protocols.fuzz import OTHER_PROTOCOLS
+    from tests.capture.protocols.kernel_detect import agrees, kernel_detect
+
+    rng = random.Random(11)
+    own = [data for _, data in bench_sample()[0]]
+    samples = own + OTHER_PROTOCOLS + [rng.randbytes(rng.choice((16, 64, 300))) for _ in range(3000)]
+    assert agrees("mysql", detect, samples) == []
+    assert all(kernel_detect("mysql")(data) for data in own[:1])  # the first message of the sample is detected

@@ -156,3 +156,16 @@ def test_detect():
     assert random_match_rate(detect) < 0.001
     # the shared startup sample's length field (41) disagrees with its 35 bytes: rightly refused
     assert other_protocol_matches(detect) == [b"\x00\x00\x00\x08\x04\xd2\x16\x2f"]
+
+
+def test_kernel_detector_agrees_with_its_userspace_mirror():
+    import random
+
+    from tests.capture.protocols.fuzz import OTHER_PROTOCOLS
+    from tests.capture.protocols.kernel_detect import agrees, kernel_detect
+
+    rng = random.Random(11)
+    own = [data for _, data in bench_sample()[0]]
+    samples = own + OTHER_PROTOCOLS + [rng.randbytes(rng.choice((16, 64, 300))) for _ in range(3000)]
+    assert agrees("postgres", detect, samples) == []
+    assert all(kernel_detect("postgres")(data) for data in own[:1])  # the first message of the sample is detected
