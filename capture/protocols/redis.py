@@ -19,7 +19,7 @@ MAX_PENDING = 4096
 MAX_BUFFER = 4 * 1024 * 1024  # a message larger than this is skipped by resync
 MAX_FILL = 16 * 1024 * 1024  # bytes the capture did not copy that we stand in zeros for
 MAX_QUERY = 1024  # characters of a command line kept in db.query.text
-_REQUEST_START = re.compile(rb"\*\d{1,6}\r\n\$\d")
+_REQUEST_START = re.compile(rb"\*\d{1,2}\r\n\$\d")
 _REPLY_START = re.compile(rb"[+\-:$*%~>_,#!=(|]")
 _SUBSCRIBE = {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"}
 _PUSHED = {b"message", b"pmessage", b"smessage"}
