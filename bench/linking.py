@@ -47,8 +47,11 @@ def live(requests: int) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "live.duckdb")
-        agent = AgentProcess("--store", path, env={"GUARDIAN_LINKER_WINDOW_S": "1", "GUARDIAN_LOG_FORMAT": "text"},
-                             ready_timeout=240)
+        config = os.path.join(d, "agent.yaml")
+        with open(config, "w") as f:  # plaintext app: no TLS uprobes
+            f.write("capture:\n  options: {tls: false, seed_existing: false}\nlinker:\n  window_s: 1\n"
+                    "log:\n  format: text\n")
+        agent = AgentProcess("--store", path, "--config", config, ready_timeout=240)
         try:
             log = run_app(d, requests=requests, concurrency=4, before_stop=lambda log: agent.wait_metric(
                 "guardian_agent_spans_received_total", http_spans_logged(log), timeout=180))

@@ -23,10 +23,12 @@ def bpf_or_skip() -> None:
 def test_live_agent_links_a_real_app(tmp_path):
     bpf_or_skip()
     store_path = tmp_path / "live.duckdb"
+    config = tmp_path / "agent.yaml"
+    # The app is plaintext: no TLS uprobes (their start-up scan of every process is slow on a busy host).
+    config.write_text("capture:\n  options: {tls: false, seed_existing: false}\nlinker:\n  window_s: 1\n"
+                      "log:\n  format: text\n")
     try:
-        agent = AgentProcess("--store", str(store_path), env={"GUARDIAN_LINKER_WINDOW_S": "1",
-                                                               "GUARDIAN_LOG_FORMAT": "text"},
-                             ready_timeout=240)
+        agent = AgentProcess("--store", str(store_path), "--config", str(config), ready_timeout=240)
     except AssertionError as e:
         if "CaptureUnavailable" in str(e) and os.environ.get("CI") != "true":
             pytest.skip(f"BPF cannot load here: {e}")
