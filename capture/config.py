@@ -70,7 +70,7 @@ class AgentConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
-def _coerce(value: Any, current: Any, annotation: str) -> Any:
+def _coerce(value: Any, annotation: str) -> Any:
     """Env strings (and YAML scalars) to the field's type; "" and "none" clear optional fields."""
     if not isinstance(value, str):
         return value
@@ -103,7 +103,7 @@ def _apply(section: Any, values: Mapping[str, Any], where: str) -> None:
         if key not in fields:
             raise ValueError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
         f = fields[key]
-        setattr(section, key, _coerce(value, getattr(section, key), str(f.type)))
+        setattr(section, key, _coerce(value, str(f.type)))
 
 
 def load_config(path: str | os.PathLike | None = None,
