@@ -35,6 +35,7 @@ class SpanFilter:
     min_duration_ns: int | None = None
     trace_id: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)  # equality on the value as text
+    peer: str | None = None  # CLIENT/PRODUCER spans whose peer_name(attributes) equals this
     limit: int = 1000
     order: Literal["start", "duration_desc", "start_desc"] = "start"  # start_desc: newest first
 

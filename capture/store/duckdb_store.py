@@ -150,7 +150,8 @@ class DuckDBStore(SpanStore):
             where.append("start_ns >= ? AND start_ns < ?")
             params += [flt.window.start_ns, flt.window.end_ns]
         for col, val in (("service", flt.service), ("name", flt.name), ("kind", flt.kind),
-                         ("status_code", flt.status_code), ("trace_id", flt.trace_id)):
+                         ("status_code", flt.status_code), ("trace_id", flt.trace_id),
+                         ("peer", flt.peer)):
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)

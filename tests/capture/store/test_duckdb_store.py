@@ -71,6 +71,9 @@ def test_filters():
     assert {s.span_id for s in by_attr} == {s.span_id for s in errs}
     assert len(store.spans(SpanFilter(attributes={"k8s.namespace.name": "shop"}))) == 50
     assert len(store.spans(SpanFilter(attributes={"db.system": "mysql"}))) == 0
+    db_calls = store.spans(SpanFilter(peer="postgresql", limit=1000))
+    assert len(db_calls) == 50 and all(s.attributes["db.system"] == "postgresql" for s in db_calls)
+    assert len(store.spans(SpanFilter(peer="10.0.0.2:8080", service="frontend"))) == 50
     slow = store.spans(SpanFilter(kind="SERVER", min_duration_ns=20 * MS))
     assert slow and all(s.duration_ns >= 20 * MS for s in slow)
     assert len(slow) == sum(1 for s in spans if s.kind == "SERVER" and s.duration_ns >= 20 * MS)
