@@ -31,6 +31,7 @@ class Fault:
     inject: Callable[[ShopSystem], None] = field(repr=False)
     reset: Callable[[ShopSystem], None] = field(repr=False)
     port: str | None = None  # Ports field of the culprit, for address-named peers
+    ops: tuple[str, ...] = ()  # operation prefixes that name the culprit whichever side reports it
 
     def names(self, service: str | None, ports: Ports) -> bool:
         svc = str(service or "")
@@ -40,7 +41,9 @@ class Fault:
 
     def blames(self, root_cause: dict, ports: Ports) -> bool:
         """Does a report's root cause name this fault's service and kind?"""
-        return self.names(root_cause.get("service"), ports) and root_cause.get("kind") in self.kinds
+        op = str(root_cause.get("operation") or "")
+        named = self.names(root_cause.get("service"), ports) or (self.ops and op.startswith(self.ops))
+        return bool(named) and root_cause.get("kind") in self.kinds
 
 
 def _control(service: str, mode: str) -> Callable[[ShopSystem], None]:
@@ -133,7 +136,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           ("recommend",), ("latency",), "product", "latency",
           "why are product pages slow?", _control("recommend", "slow"), _control("recommend", ""), "recommend"),
     Fault("redis-slow", "redis-server stalls 150 ms of every 200 ms: every cache call waits",
-          ("redis", "redis-server"), ("latency",), "browse", "latency",
+          # redis-check-rdb: Debian's redis-server is a symlink to it (the executable's name)
+          ("redis", "redis-server", "redis-check-rdb"), ("latency",), "browse", "latency",
           "why is the shop slow?", _stalls.inject, _stalls.reset, "redis"),
     Fault("consumer-stopped", "the order worker hangs (SIGSTOP): orders pile up in RabbitMQ",
           ("order-worker",), ("traffic",), "checkout", "backlog",
@@ -141,7 +145,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           _signal("order-worker", signal.SIGCONT)),
     Fault("dns-failure", "payments.shop.local disappears from DNS (NXDOMAIN): checkouts fail",
           ("dnsmasq", "dns"), ("dependency", "error"), "checkout", "errors",
-          "why are checkouts failing?", _dns(("payments",)), _dns(()), "dns"),
+          "why are checkouts failing?", _dns(("payments",)), _dns(()), "dns", ("DNS ",)),
     Fault("tls-failure", "inventory serves a certificate its clients don't trust: every TLS "
           "handshake to it fails",
           ("inventory",), ("dependency", "error"), "product", "errors",
