@@ -17,6 +17,7 @@ _UNITS = {"ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 # Fewer spans than this before the window: no usable baseline there.
 MIN_BASELINE_SPANS = 20
+MAX_NS = 2**63 - 1  # int64 nanoseconds end in 2262
 
 
 class WindowError(ValueError):
@@ -54,6 +55,14 @@ def resolve_window(store: SpanStore | None, since: str | None = None,
                    start: str | int | None = None, end: str | int | None = None,
                    now_ns: int | None = None) -> TimeWindow:
     """The window the user asked for, or the default one for this store."""
+    w = _resolve(store, since, start, end, now_ns)
+    if not (0 <= w.start_ns < w.end_ns <= MAX_NS):
+        raise WindowError("time out of range: expected times between 1970 and 2262")
+    return w
+
+
+def _resolve(store: SpanStore | None, since: str | None, start: str | int | None,
+             end: str | int | None, now_ns: int | None) -> TimeWindow:
     now_ns = now_ns if now_ns is not None else time.time_ns()
     if since is not None and (start is not None or end is not None):
         raise WindowError("give either since or start/end, not both")

@@ -32,7 +32,7 @@ class QueryGroup(BaseModel):
 class SlowQueriesArgs(WindowArgs):
     service: str | None = Field(None, description="only queries run by this service")
     db_system: str | None = Field(None, description="e.g. postgresql, mysql, redis")
-    min_duration_ms: float | None = Field(None, ge=0)
+    min_duration_ms: float | None = Field(None, ge=0, le=1e9)
     limit: int = Field(10, ge=1, le=50)
 
 

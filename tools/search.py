@@ -14,7 +14,7 @@ class SearchArgs(WindowArgs):
     operation: str | None = Field(None, description="span name, e.g. 'GET /cart' or 'SELECT orders'")
     kind: Literal["SERVER", "CLIENT", "INTERNAL", "PRODUCER", "CONSUMER"] | None = None
     status: Literal["OK", "ERROR", "UNSET"] | None = None
-    min_duration_ms: float | None = Field(None, ge=0)
+    min_duration_ms: float | None = Field(None, ge=0, le=1e9)
     attributes: dict[str, str] = Field(default_factory=dict,
                                        description="equality on attribute values, e.g. "
                                                    "{'http.response.status_code': '500'}")
