@@ -152,3 +152,27 @@ def test_detect():
     assert detect(f(1, m.Queue.Declare(queue="q"))) is None  # direction not fixed by the method: wait
     assert random_match_rate(detect) < 0.001
     assert other_protocol_matches(detect) == []
+
+
+def bench_sample():
+    """A queue.declare pair and a publish with its content (bench/parsers.py)."""
+    return [(C, f(1, m.Queue.Declare(queue="jobs"))),
+            (S, f(1, m.Queue.DeclareOk(queue="jobs", message_count=0, consumer_count=0))),
+            (C, content(1, m.Basic.Publish(exchange="orders", routing_key="eu"), b"x" * 200))], 2
+
+
+def test_recorded_celery_capture_mid_stream():
+    import pytest
+    from capture.sources.pcap import replay
+    from tests.capture.sources.pcapwriter import CAPTURES
+    if not (CAPTURES / "amqp").is_dir():
+        pytest.skip("shared/captures not present")
+    spans = []
+    replay(str(CAPTURES / "amqp" / "ndpi-amqp.pcap"), lambda b: spans.extend(s.to_dict() for s in b))
+    names = [s["name"] for s in spans]
+    assert names.count("publish celeryev") > 10 and "publish default" in names
+    delivers = [s for s in spans if s["name"].startswith("deliver")]
+    acks = [s for s in spans if s["name"].startswith("ack")]
+    assert delivers and acks and all(s["attributes"]["server.port"] == 5672 for s in spans)
+    assert {s["attributes"]["messaging.rabbitmq.message.delivery_tag"] for s in acks} <= \
+        {s["attributes"]["messaging.rabbitmq.message.delivery_tag"] for s in delivers}

@@ -128,3 +128,9 @@ def test_detect_sides_and_framings():
 def test_detect_rejects_random_bytes_and_other_protocols():
     assert random_match_rate(detect) < 0.002
     assert other_protocol_matches(detect) == []
+
+
+def bench_sample():
+    """One UDP query and its answer (bench/parsers.py)."""
+    q = query("inventory.shop.local")
+    return [(C, q.to_wire()), (S, answer(q, "10.0.0.7"))], 1

@@ -158,3 +158,8 @@ def test_recorded_capture():
     assert (produce["kafka.api.version"], produce["messaging.client.id"], produce["server.port"]) == \
         (9, "console-producer", 9092)
     assert all(s["status_code"] == "UNSET" for s in spans if s["attributes"].get("error.type") != "no_response")
+
+
+def bench_sample():
+    """One Produce of a two-record batch and its response (bench/parsers.py)."""
+    return [(C, produce_req(1)), (S, produce_resp(1))], 1

@@ -136,3 +136,27 @@ def test_detect():
     assert detect(compressed(op_msg(1, {"ping": 1}))) == C
     assert random_match_rate(detect) < 0.001
     assert other_protocol_matches(detect) == []
+
+
+def bench_sample():
+    """One find command and its cursor reply (bench/parsers.py)."""
+    return [(C, op_msg(7, {"find": "users", "filter": {"_id": 3}, "$db": "shop", "lsid": {"id": b"0" * 16}})),
+            (S, op_msg(8, {"cursor": {"firstBatch": [{"_id": 3, "name": "ada"}], "id": 0, "ns": "shop.users"},
+                           "ok": 1.0}, response_to=7))], 1
+
+
+def test_recorded_captures_and_the_false_positive():
+    import pytest
+    from capture.sources.pcap import replay
+    from tests.capture.sources.pcapwriter import CAPTURES
+    if not (CAPTURES / "mongodb").is_dir():
+        pytest.skip("shared/captures not present")
+    spans = []
+    stats = replay(str(CAPTURES / "mongodb" / "ndpi-mongodb.pcap"), lambda b: spans.extend(s.to_dict() for s in b))
+    # legacy OP_QUERY commands; the capture holds no replies
+    assert sorted(s["name"] for s in spans) == ["getnonce", "isMaster", "isMaster", "ismaster"]
+    assert {s["attributes"]["db.namespace"] for s in spans} == {"admin", "abtest"}
+    assert stats["pcap.flows.MONGODB"] == 4
+    fp = []
+    stats = replay(str(CAPTURES / "mongodb" / "ndpi-mongo_false_positive.pcapng"), fp.extend)
+    assert fp == [] and "pcap.flows.MONGODB" not in stats
