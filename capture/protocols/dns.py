@@ -2,8 +2,9 @@
 
 Header, question and A/AAAA/CNAME answers are read here (fast path: 10x dnspython's full decode);
 other messages are decoded with dnspython, and one it rejects (truncated copy, bad EDNS) falls
-back to the header and question. The fast path reports the header's 4-bit rcode (no EDNS extension). Queries pair with responses by id (and question name), so
-concurrent queries on one socket (glibc's A + AAAA) each get a record.
+back to the header and question. The fast path reports the header's 4-bit rcode (no EDNS
+extension). Queries pair with responses by id (and question name), so concurrent queries on
+one socket (glibc's A + AAAA) each get a record.
 Attributes: `dns.question.name` (semconv), and where semconv has none: `dns.question.type`,
 `dns.response_code` (NOERROR, NXDOMAIN …), `dns.answer.count`, `dns.answers` (first 8 rdata).
 A response code other than NOERROR is an error, `error.type` = its name (semconv dns metrics).
