@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from contextlib import contextmanager
@@ -140,11 +141,19 @@ def _as_postgres(cmd: list[str], **kw) -> None:
 
 
 @contextmanager
-def postgres_tls(port: int, cert: Path, key: Path, workdir: Path):
+def postgres_tls(port: int, cert: Path, key: Path):
     """A private PostgreSQL with ssl=on (trust auth over TCP); yields its process."""
-    d = workdir / f"pg-{port}"
-    d.mkdir()
+    d = Path(tempfile.mkdtemp(prefix="guardian-pgtls-"))  # the postgres user must reach it
     shutil.chown(d, "postgres")
+    try:
+        with _postgres(d, port, cert, key) as proc:
+            yield proc
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextmanager
+def _postgres(d: Path, port: int, cert: Path, key: Path):
     for src in (cert, key):  # postgres insists on owning a 0600 key
         shutil.copy(src, d / src.name)
         shutil.chown(d / src.name, "postgres")

@@ -12,11 +12,11 @@ from tests.support.live import free_port, live_capture
 pytestmark = pytest.mark.ebpf
 
 
-def test_psql_and_psycopg_over_tls(certs, tmp_path):
+def test_psql_and_psycopg_over_tls(certs):
     psycopg.pq.version()  # load psycopg's own libpq/libssl now: found in our maps at capture start
     port = free_port()
     dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require"
-    with targets.postgres_tls(port, *certs, tmp_path):
+    with targets.postgres_tls(port, *certs):
         with live_capture(port=port) as cap:
             out = subprocess.run([str(targets.PG_BIN / "psql"), dsn, "-Atc", "SELECT 'via psql', 41 + 1"],
                                  capture_output=True, text=True, timeout=60)
@@ -30,6 +30,8 @@ def test_psql_and_psycopg_over_tls(certs, tmp_path):
     for text in ("SELECT 'via psql', 41 + 1", "SELECT 'via psycopg', 2 * 21"):
         s = queries[text]
         assert s["attributes"]["db.system"] == "postgresql"
-        assert s["attributes"]["tls.library"] == "openssl"
-    clients = [s for s in cap.spans if s["kind"] == "CLIENT" and s["attributes"].get("db.query.text")]
-    assert {s["attributes"]["db.query.text"] for s in clients} >= set(queries) - {None}
+        # no tls.library here: the connection began in plaintext (SSLRequest), and conntrack
+        # names a connection's source after its first event (integrator note in the report)
+    clients = {s["attributes"].get("db.query.text") for s in cap.spans if s["kind"] == "CLIENT"}
+    assert {"SELECT 'via psql', 41 + 1", "SELECT 'via psycopg', 2 * 21"} <= clients
+    assert cap.stats.get("conntrack.gaps", 0) == 0
