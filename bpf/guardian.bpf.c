@@ -198,6 +198,12 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
     }
     if (c->flags & CONN_IGNORED)
         return 0;
+#if FILTER_PORT
+    /* --port: drop other connections here, not in userspace (where the tuple is unknown the
+     * event still goes up and userspace filters) */
+    if ((c->flags & CONN_TUPLE_KNOWN) && c->t.lport != FILTER_PORT && c->t.rport != FILTER_PORT)
+        return 0;
+#endif
     struct guardian_io io = {.buf = buf, .addr = addr, .fd = fd, .vlen = vlen,
                              .direction = dir, .shape = shape};
     if (active_io.update(&id, &io) != 0)

@@ -36,7 +36,8 @@ class LiveCapture:
     def __init__(self, options: CaptureOptions | None = None,
                  resource_for: Callable[[int], dict] | None = None) -> None:
         self.options = options or CaptureOptions()
-        self.loader = Loader(self.options.max_payload, self.options.pid, self.options.ringbuf_pages)
+        self.loader = Loader(self.options.max_payload, self.options.pid, self.options.ringbuf_pages,
+                             port=self.options.port)
         self._sink: Callable[[list[Span]], None] = lambda spans: None
         self.pipeline = Pipeline(lambda spans: self._sink(spans))
         self.sockets = SocketTable()

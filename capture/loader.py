@@ -26,7 +26,8 @@ def _power_of_two(n: int) -> bool:
 
 class Loader:
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, pid: int | None = None,
-                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536) -> None:
+                 ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536,
+                 port: int | None = None) -> None:
         if not _power_of_two(max_payload) or not 64 <= max_payload <= 32768:
             raise ValueError("max payload must be a power of two between 64 and 32768 bytes")
         if not _power_of_two(ringbuf_pages):
@@ -41,6 +42,7 @@ class Loader:
             "-DMAX_INFLIGHT=16384",
             f"-DAGENT_PID={os.getpid()}",
             f"-DFILTER_PID={pid or 0}",
+            f"-DFILTER_PORT={port or 0}",
             "-Wno-unused-function",
         ]
         self.bpf = None
