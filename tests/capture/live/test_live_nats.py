@@ -17,7 +17,11 @@ async def _session(port: int, user: str, password: str) -> None:
     nc = await nats.connect(f"nats://127.0.0.1:{port}", user=user, password=password, name="guardian-test",
                             allow_reconnect=False)
     got = []
-    sub = await nc.subscribe("orders.created", cb=lambda m: got.append(m.data) or asyncio.sleep(0))
+
+    async def on_message(msg):
+        got.append(msg.data)
+
+    sub = await nc.subscribe("orders.created", cb=on_message)
     await nc.flush()
     for i in range(5):
         await nc.publish("orders.created", b"order-%d" % i)
