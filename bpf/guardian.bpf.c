@@ -581,7 +581,7 @@ int tls_ssl_return(struct pt_regs *ctx)
         return 0;
     struct tls_call call = *p;
     tls_calls.delete(&id);
-    long ret = PT_REGS_RC(ctx);
+    int ret = (int)PT_REGS_RC(ctx); /* C int: -1 arrives as 0xffffffff in RAX */
     if (ret <= 0)
         return 0;
     __u64 n = (__u64)ret;
