@@ -2,7 +2,8 @@
  * (0x01-0x05 request, 0x81-0x85 response), flags, stream (1 byte in v1/v2, 2 bytes from v3),
  * opcode, body length (int32). We require a known version, flags within the version's set, an
  * opcode valid for the direction (and CREDENTIALS only in v1/v2), a non-negative request stream
- * and a body length under 256 MiB. Mirror: capture/protocols/cassandra.py (_header). */
+ * and a body length under 16 MiB (native_transport_max_frame_size's default; a first message is
+ * small). Mirror: capture/protocols/cassandra.py (_header). */
 #ifndef GUARDIAN_PROTO_CASSANDRA_H
 #define GUARDIAN_PROTO_CASSANDRA_H
 
@@ -40,7 +41,7 @@ static __always_inline int detect_cassandra(const __u8 *b, __u32 len)
         if (!response && (b[2] & 0x80))
             return MSG_NONE;
     }
-    if (len_hi >= 0x10) /* body length < 256 MiB (and not negative) */
+    if (len_hi != 0) /* body length < 16 MiB (and not negative) */
         return MSG_NONE;
     if (response)
         return cql_response_op(op) ? MSG_RESPONSE : MSG_NONE;

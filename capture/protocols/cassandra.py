@@ -19,7 +19,7 @@ import struct
 from capture.protocols.base import Parser, Record, Side
 from capture.protocols.frames import Frame, FrameReader
 
-MAX_BODY = 256 * 1024 * 1024
+MAX_BODY = 16 * 1024 * 1024  # native_transport_max_frame_size's default
 MAX_PENDING = 32768  # stream ids per connection
 MAX_QUERY_TEXT = 2048
 REQUESTS = {1: "STARTUP", 4: "CREDENTIALS", 5: "OPTIONS", 7: "QUERY", 9: "PREPARE", 10: "EXECUTE",
