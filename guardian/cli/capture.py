@@ -89,11 +89,11 @@ def _run_pcap(args) -> int:
 
     try:
         stats = replay(args.pcap, _printer(args.json), port=args.port)
+    except BrokenPipeError:  # the reader went away (| head): not an error
+        return 0
     except (OSError, ValueError) as e:
         print(f"guardian capture: {e}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return 0
     if args.stats:
         print(json.dumps(stats, sort_keys=True), file=sys.stderr)
     else:
