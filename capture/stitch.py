@@ -10,10 +10,12 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
     """Build the span of one exchange, seen from the process that owns `conn`."""
     kind = rec.kind or ("SERVER" if conn.role == "SERVER" else "CLIENT")
     attrs = rec.attributes  # each record's dict is fresh: no copy on the hot path
-    if conn.local and conn.remote:
-        client, server = (conn.local, conn.remote) if conn.role != "SERVER" else (conn.remote, conn.local)
+    # each end that is known (a short-lived client may be gone before /proc tells its side)
+    client, server = (conn.local, conn.remote) if conn.role != "SERVER" else (conn.remote, conn.local)
+    if server:
         attrs.setdefault("server.address", server[0])
         attrs.setdefault("server.port", server[1])
+    if client:
         attrs.setdefault("client.address", client[0])
         attrs.setdefault("client.port", client[1])
     attrs.setdefault("network.transport", conn.transport)
