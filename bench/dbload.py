@@ -16,10 +16,15 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 from tests.capture.live.conftest import PG_BIN, postgres_instance, redis_instance
-from tests.support.live import live_capture
 
 PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
 
@@ -42,6 +47,37 @@ def redis_benchmark(r: dict, requests: int, pipeline: int) -> dict:
     return {"rps": rps, "rps_mean": sum(rps.values()) / len(rps), "operations": requests * len(rps)}
 
 
+class _Capture:
+    spans: list
+    stats: dict
+
+
+@contextmanager
+def capture(port: int):
+    """`guardian capture --port` around a run; unlike the tests' helper, waits as long as it takes
+    to drain the ring buffer at exit (a loaded host needs more than 30 s after a load test)."""
+    out = tempfile.NamedTemporaryFile("w+", suffix=".jsonl", delete=False)
+    err = tempfile.NamedTemporaryFile("w+", suffix=".err", delete=False)
+    proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--no-tls",
+                             "--port", str(port)], stdout=out, stderr=err, cwd=Path(__file__).parent.parent)
+    cap = _Capture()
+    try:
+        while "ready" not in Path(err.name).read_text():
+            if proc.poll() is not None:
+                raise RuntimeError(Path(err.name).read_text())
+            time.sleep(0.2)
+        yield cap
+        time.sleep(2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=600)
+    cap.spans = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line.strip()]
+    stats = [line for line in Path(err.name).read_text().splitlines() if line.startswith("{")]
+    cap.stats = json.loads(stats[-1]) if stats else {}
+    os.unlink(out.name)
+    os.unlink(err.name)
+
+
 def client_spans(cap, exclude_pid: int) -> int:
     return sum(1 for s in cap.spans if s["kind"] == "CLIENT" and s["resource"].get("process.pid") != exclude_pid)
 
@@ -52,7 +88,7 @@ def bench_postgres(seconds: float, clients: int) -> dict:
         subprocess.run([str(PG_BIN / "pgbench"), "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(pg["port"]), "-U",
                         pg["user"], pg["dbname"]], env=env, check=True, capture_output=True, timeout=120)
         alone = pgbench(pg, seconds, clients)
-        with live_capture(port=pg["port"], settle_s=2.0, extra=("--no-tls",)) as cap:
+        with capture(pg["port"]) as cap:
             agent = pgbench(pg, seconds, clients)
     spans = client_spans(cap, pg["pid"])
     return {"baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
@@ -64,7 +100,7 @@ def bench_postgres(seconds: float, clients: int) -> dict:
 def bench_redis(requests: int, pipeline: int) -> dict:
     with redis_instance() as r:
         alone = redis_benchmark(r, requests, pipeline)
-        with live_capture(port=r["port"], settle_s=2.0, extra=("--no-tls",)) as cap:
+        with capture(r["port"]) as cap:
             agent = redis_benchmark(r, requests, pipeline)
     data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
                 and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]

@@ -56,9 +56,13 @@ def memcached_server():
 def nats_server():
     _need("nats-server")
     port = free_port()
-    cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "--user", "guardian", "--pass", SECRET]
-    with process(cmd, port) as proc:
-        yield {"port": port, "user": "guardian", "password": SECRET, "pid": proc.pid}
+    conf = Path(tempfile.mkdtemp(prefix="guardian-nats-")) / "nats.conf"
+    conf.write_text(f'authorization {{ user: guardian, password: "{SECRET}" }}\n')  # not on the command line
+    try:
+        with process(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-c", str(conf)], port) as proc:
+            yield {"port": port, "user": "guardian", "password": SECRET, "pid": proc.pid}
+    finally:
+        shutil.rmtree(conf.parent, ignore_errors=True)
 
 
 def _run_as(user: str, cmd: list[str], **kw) -> subprocess.CompletedProcess:
