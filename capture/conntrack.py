@@ -72,6 +72,10 @@ class ConnTracker:
             if tracked is None:
                 return
         conn = tracked.conn
+        if source and conn.source == "syscall":
+            # upgraded to TLS mid-connection (PostgreSQL SSLRequest, STARTTLS): from now on
+            # the bytes are the TLS library's plaintext
+            conn.source = _SOURCE.get(source, "syscall")
         d = 0 if direction == _EGRESS else 1
         expected = tracked.pos[d]
         if pos > expected and expected:
