@@ -162,7 +162,7 @@ static __always_inline void emit_close(struct guardian_conn_key *key, struct gua
 }
 
 
-#define MAX_IOV 4
+#define MAX_IOV 16
 
 struct guardian_iovec {
     __u64 base;
