@@ -178,21 +178,20 @@ struct guardian_msghdr {
     __u64 iovlen;
 };
 
-static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, __u8 shape,
-                                    __u64 addr, int is_socket_call)
+/* The calling process's tracked socket `fd`, if its traffic is followed. `new_transport`
+ * >= 0 creates the entry for a socket older than the agent (send/recv-family calls are on
+ * sockets by definition); -1 skips unknown fds (read/write on a file or pipe). */
+static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, int new_transport)
 {
-    __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;
     if (!traced_tgid(tgid))
         return 0;
     struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
     struct guardian_conn *c = conns.lookup(&key);
     if (!c) {
-        /* read/write on an fd we never saw become a socket: a file or pipe, skip.
-         * send/recv calls are sockets by definition: one older than the agent. */
-        if (!is_socket_call)
+        if (new_transport < 0)
             return 0;
-        c = new_conn(&key, ROLE_UNKNOWN, TRANSPORT_TCP);
+        c = new_conn(&key, ROLE_UNKNOWN, new_transport);
         if (!c)
             return 0;
     }
@@ -204,6 +203,15 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
     if ((c->flags & CONN_TUPLE_KNOWN) && c->t.lport != FILTER_PORT && c->t.rport != FILTER_PORT)
         return 0;
 #endif
+    return c;
+}
+
+static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, __u8 shape,
+                                    __u64 addr, int is_socket_call)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!followed_conn(id, fd, is_socket_call ? TRANSPORT_TCP : -1))
+        return 0;
     struct guardian_io io = {.buf = buf, .addr = addr, .fd = fd, .vlen = vlen,
                              .direction = dir, .shape = shape};
     if (active_io.update(&id, &io) != 0)
@@ -707,18 +715,8 @@ BPF_HASH(active_mmsg, __u64, struct guardian_mmsg_call, MAX_INFLIGHT); /* by thr
 static __always_inline int mmsg_enter(__u32 fd, __u64 vec, __u32 vlen, __u8 dir)
 {
     __u64 id = bpf_get_current_pid_tgid();
-    __u32 tgid = id >> 32;
-    if (!traced_tgid(tgid))
-        return 0;
-    struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
-    struct guardian_conn *c = conns.lookup(&key);
-    if (!c) {
-        /* a socket older than the agent; batched datagram calls are used on UDP sockets */
-        c = new_conn(&key, ROLE_UNKNOWN, TRANSPORT_UDP);
-        if (!c)
-            return 0;
-    }
-    if (c->flags & CONN_IGNORED)
+    /* batched datagram calls are used on UDP sockets */
+    if (!followed_conn(id, fd, TRANSPORT_UDP))
         return 0;
     struct guardian_mmsg_call m = {.vec = vec, .fd = fd, .vlen = vlen, .direction = dir};
     if (active_mmsg.update(&id, &m) != 0)
