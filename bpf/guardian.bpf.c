@@ -222,7 +222,8 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
 /* One message gathered from an iovec array (readv/writev/sendmsg/recvmsg): the buffers are
  * copied back to back into one record, so a header + body writev is one event, not two. */
 static __always_inline void emit_iov(struct guardian_conn_key *key, struct guardian_conn *c,
-                                     __u8 dir, __u64 iov, __u32 vlen, __u32 total)
+                                     __u8 dir, __u64 iov, __u32 vlen, __u32 total,
+                                     const void *peer_addr)
 {
     if (total == 0 || skip_ciphertext(c, SRC_SYSCALL))
         return;
@@ -250,7 +251,7 @@ static __always_inline void emit_iov(struct guardian_conn_key *key, struct guard
         left -= used;
     }
     if (off)
-        send_record(r, key, c, dir, total, off, SRC_SYSCALL, 0);
+        send_record(r, key, c, dir, total, off, SRC_SYSCALL, peer_addr);
 }
 
 /* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
@@ -275,12 +276,14 @@ static __always_inline int io_exit(long ret)
         emit_data(&key, c, io.direction, (const void *)io.buf, (__u32)ret, SRC_SYSCALL,
                   (const void *)io.addr);
     } else if (io.shape == IO_IOVEC) {
-        emit_iov(&key, c, io.direction, io.buf, io.vlen, (__u32)ret);
+        emit_iov(&key, c, io.direction, io.buf, io.vlen, (__u32)ret, 0);
     } else {
         struct guardian_msghdr m = {};
         if (bpf_probe_read_user(&m, sizeof(m), (void *)io.buf) != 0)
             return 0;
-        emit_iov(&key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret);
+        /* msg_name: the peer of an unconnected UDP socket (dig, DNS servers) */
+        emit_iov(&key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
+                 m.namelen ? (const void *)m.name : 0);
     }
     tls_socket_io(&key, c, id);
     return 0;
