@@ -15,7 +15,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 
 class Side(enum.IntEnum):
@@ -59,6 +59,35 @@ class Parser(ABC):
     def close(self, ts_ns: int) -> list[Record]:
         """The connection ended: return requests still waiting for a response."""
         return []
+
+
+SKIPPED, LOST, BUFFERED = range(3)
+
+
+def buffer_chunk(stats: Counter, d, data: bytes, ts_ns: int, size: int | None,
+                 starts: Callable[[bytes], bool], max_fill: int) -> int:
+    """The common first step of parsers that buffer a direction's bytes (Rule 2).
+
+    `d` has `resync`, `buf` and `start_ns`. While resynchronising, chunks are SKIPPED until
+    one `starts(data)` a message. The chunk is then appended (noting when a message began),
+    and up to `max_fill` bytes the capture did not copy are stood in by zeros, which keeps
+    length-prefixed framing; more than that is LOST and the caller resyncs.
+    """
+    if d.resync:
+        if not starts(data):
+            stats["resync_skipped_chunks"] += 1
+            return SKIPPED
+        d.resync, d.buf = False, bytearray()
+        stats["resyncs"] += 1
+    if not d.buf:
+        d.start_ns = ts_ns
+    d.buf += data
+    missing = (size or 0) - len(data)
+    if missing > 0:
+        if missing > max_fill:
+            return LOST
+        d.buf += bytes(missing)
+    return BUFFERED
 
 
 def detect_side_from_first_bytes(is_request: bool | None) -> Side | None:

@@ -14,7 +14,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
-from capture.protocols.base import Parser, Record, Side
+from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
 
 MAX_PENDING = 4096
 MAX_LINE = 8192
@@ -181,20 +181,12 @@ class MemcachedParser(Parser):
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
-        missing = (size or 0) - len(data)
-        if d.resync:
-            if detect(data) != side:
-                self.stats["resync_skipped_chunks"] += 1
-                return []
-            d.resync, d.buf = False, bytearray()
-            self.stats["resyncs"] += 1
-        if not d.buf:
-            d.start_ns = ts_ns
-        d.buf += data
-        if missing > 0:
-            if missing > MAX_FILL:
-                return self._lose(d, "lost_bytes")
-            d.buf += bytes(missing)  # lost bytes inside a value keep the framing
+        starts = lambda b: detect(b) == side
+        got = buffer_chunk(self.stats, d, data, ts_ns, size, starts, MAX_FILL)
+        if got == SKIPPED:
+            return []
+        if got == LOST:
+            return self._lose(d, "lost_bytes")
         out: list[Record] = []
         buf, pos = bytes(d.buf), 0
         while pos < len(buf):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from capture.protocols.base import Parser, Record, Side
+from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
 from capture.protocols.postgres import sql_summary
 
 MAX_FILL = 64 * 1024 * 1024
@@ -107,22 +107,13 @@ class MysqlParser(Parser):
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
-        missing = (size or 0) - len(data)
-        if d.resync:
-            if side == Side.SERVER or not (len(data) >= 5 and data[3] == 0 and data[4] in COMMANDS):
-                if side == Side.CLIENT:
-                    self.stats["resync_skipped_chunks"] += 1
-                    return []
-            d.resync, d.buf = False, bytearray()
-            self.stats["resyncs"] += 1
-        if not d.buf:
-            d.start_ns = ts_ns
-        d.buf += data
-        if missing > 0:
-            if missing > MAX_FILL:
-                self._lose(d, "lost_bytes")
-                return self._take()
-            d.buf += bytes(missing)  # lost bytes inside a packet keep the framing
+        starts = lambda b: side == Side.SERVER or (len(b) >= 5 and b[3] == 0 and b[4] in COMMANDS)
+        got = buffer_chunk(self.stats, d, data, ts_ns, size, starts, MAX_FILL)
+        if got == SKIPPED:
+            return []
+        if got == LOST:
+            self._lose(d, "lost_bytes")
+            return self._take()
         buf, pos = bytes(d.buf), 0
         while len(buf) - pos >= 4:
             n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16

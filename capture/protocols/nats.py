@@ -14,7 +14,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from capture.protocols.base import Parser, Record, Side
+from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
 
 MAX_LINE = 64 * 1024
 MAX_FILL = 64 * 1024 * 1024
@@ -103,21 +103,12 @@ class NatsParser(Parser):
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
-        missing = (size or 0) - len(data)
-        if d.resync:
-            start = _CLIENT_START if side == Side.CLIENT else _SERVER_START
-            if not start.match(data):
-                self.stats["resync_skipped_chunks"] += 1
-                return []
-            d.resync, d.buf = False, bytearray()
-            self.stats["resyncs"] += 1
-        if not d.buf:
-            d.start_ns = ts_ns
-        d.buf += data
-        if missing > 0:
-            if missing > MAX_FILL:
-                return self._lose(d, "lost_bytes")
-            d.buf += bytes(missing)  # lost payload bytes keep the framing
+        starts = (_CLIENT_START if side == Side.CLIENT else _SERVER_START).match
+        got = buffer_chunk(self.stats, d, data, ts_ns, size, starts, MAX_FILL)
+        if got == SKIPPED:
+            return []
+        if got == LOST:
+            return self._lose(d, "lost_bytes")
         verbs = _CLIENT_VERBS if side == Side.CLIENT else _SERVER_VERBS
         out: list[Record] = []
         buf, pos = bytes(d.buf), 0

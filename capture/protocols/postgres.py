@@ -18,7 +18,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
-from capture.protocols.base import Parser, Record, Side
+from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
 
 MAX_MESSAGE = 64 * 1024 * 1024
 MAX_FILL = 64 * 1024 * 1024
@@ -129,21 +129,13 @@ class PostgresParser(Parser):
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
-        missing = (size or 0) - len(data)
-        if d.resync:
-            if detect(data) != side and not _plausible(data, _FRONTEND if side == Side.CLIENT else _BACKEND):
-                self.stats["resync_skipped_chunks"] += 1
-                return []
-            d.resync, d.buf = False, bytearray()
-            self.stats["resyncs"] += 1
-        if not d.buf:
-            d.start_ns = ts_ns
-        d.buf += data
-        if missing > 0:
-            if missing > MAX_FILL:
-                self._lose(d, "lost_bytes")
-                return self._take()
-            d.buf += bytes(missing)  # lost bytes inside a message body keep the framing
+        starts = lambda b: detect(b) == side or _plausible(b, _FRONTEND if side == Side.CLIENT else _BACKEND)
+        got = buffer_chunk(self.stats, d, data, ts_ns, size, starts, MAX_FILL)
+        if got == SKIPPED:
+            return []
+        if got == LOST:
+            self._lose(d, "lost_bytes")
+            return self._take()
         buf, pos = bytes(d.buf), 0
         while pos < len(buf):
             if side == Side.SERVER and self._ssl_answer:

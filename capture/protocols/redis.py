@@ -13,7 +13,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from capture.protocols.base import Parser, Record, Side
+from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
 
 MAX_PENDING = 4096
 MAX_BUFFER = 4 * 1024 * 1024  # a message larger than this is skipped by resync
@@ -176,20 +176,13 @@ class RedisParser(Parser):
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
-        missing = (size or 0) - len(data)
-        if d.resync:
-            if detect(data) != side and not (side == Side.SERVER and _REPLY_START.match(data)):
-                self.stats["resync_skipped_chunks"] += 1
-                return []
-            d.resync, d.buf = False, bytearray()
-            self.stats["resyncs"] += 1
-        if not d.buf:
-            d.start_ns = ts_ns
-        d.buf += data
-        if missing > 0:
-            if missing > MAX_FILL:
-                return self._lose(d, "lost_bytes")
-            d.buf += bytes(missing)  # lost bytes inside a value keep the framing; else resync
+        starts = lambda b: (detect(b) == side  # noqa: E731
+                            or (side == Side.SERVER and bool(_REPLY_START.match(b))))
+        got = buffer_chunk(self.stats, d, data, ts_ns, size, starts, MAX_FILL)
+        if got == SKIPPED:
+            return []
+        if got == LOST:
+            return self._lose(d, "lost_bytes")
         out: list[Record] = []
         buf, pos = bytes(d.buf), 0
         while pos < len(buf):
