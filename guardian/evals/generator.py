@@ -23,6 +23,8 @@ class Fault:
 
     slow: dict[str, tuple[float, float]] = field(default_factory=dict)  # "svc op" -> ms range
     extra_self_ms: dict[str, float] = field(default_factory=dict)  # service -> added own time
+    # service -> steady own time added before its first downstream call (a slow step, a sleep)
+    before_calls_ms: dict[str, float] = field(default_factory=dict)
     errors: dict[str, tuple[float, int, str, str]] = field(default_factory=dict)  # key -> p, code, msg, type
     dns_fail: float = 0.0
     tls_fail: float = 0.0
@@ -102,7 +104,11 @@ class _Gen:
         """SERVER span; body(trace, span_id, t) -> (elapsed ns, status, message) runs inside it."""
         _, sid = self.ids()
         own = int(self.rng.uniform(0.3, 1.5) * MS)
-        elapsed, status, msg = body(trace, sid, t + own // 2)
+        before = own // 2
+        if self.active and service in self.fault.before_calls_ms:
+            before += int(self.fault.before_calls_ms[service] * self.rng.uniform(0.95, 1.05) * MS)
+            own += before - own // 2
+        elapsed, status, msg = body(trace, sid, t + before)
         if self.active and service in self.fault.extra_self_ms:  # work after the calls return
             own += int(self.fault.extra_self_ms[service] * self.rng.uniform(0.8, 1.3) * MS)
         err = self.fail(f"{service} {method} {path}")

@@ -81,6 +81,12 @@ SCENARIOS: dict[str, tuple[Fault | None, str, dict[str, Any]]] = {
         None,
         "Is anything broken right now?",
         {"service": "", "operation": None, "kind": "none"}),
+    # A steady 400 ms before inventory's first call: its own slowness, not a queue (saturation
+    # from waits needs them to vary).
+    "inventory_slow_step": (
+        Fault(before_calls_ms={"inventory": 400}),
+        "Why are checkouts slow?",
+        {"service": "inventory", "operation": None, "kind": "latency"}),
 }
 
 

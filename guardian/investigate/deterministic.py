@@ -109,22 +109,46 @@ def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly]) -> bool:
                for e in walker.store.service_map(walker.baseline))
 
 
+def _steady_wait(c: Candidate) -> bool:
+    """Waits of nearly the same length in every request are the service's own slowness (a sleep,
+    a slow step before its first call), not a queue: queueing for a pool or lock varies."""
+    if any(s.status_code == "ERROR" for s in c.spans) or len(c.excess_ms) < 4:
+        return False
+    waits = sorted(c.excess_ms)
+    cut_ = len(waits) // 10
+    return waits[-1 - cut_] - waits[cut_] < 0.25 * waits[len(waits) // 2]
+
+
 def _merge(cands: list[Candidate]) -> list[Candidate]:
-    """Latency explained by saturation of the same service is that saturation."""
+    """Latency explained by saturation of the same service is that saturation; a steady wait
+    is latency."""
+    for c in cands:
+        if c.kind == "saturation" and _steady_wait(c):
+            c.kind = "latency"
+    lat: dict[str, Candidate] = {}
+    for c in [c for c in cands if c.kind == "latency"]:
+        first = lat.setdefault(c.key[0], c)
+        if first is not c:
+            _absorb(first, c)
+    cands = [c for c in cands if c.kind != "latency" or lat[c.key[0]] is c]
     sat = {c.key[0]: c for c in cands if c.kind == "saturation"}
     out = []
     for c in cands:
         s = sat.get(c.key[0])
         if c.kind == "latency" and s is not None:
-            s.votes += c.votes
-            for op, w in c.ops.items():
-                s.ops[op] = s.ops.get(op, 0.0) + w
-            s.traces |= c.traces
-            s.spans += c.spans
-            s.excess_ms += c.excess_ms
+            _absorb(s, c)
             continue
         out.append(c)
     return out
+
+
+def _absorb(into: Candidate, c: Candidate) -> None:
+    into.votes += c.votes
+    for op, w in c.ops.items():
+        into.ops[op] = into.ops.get(op, 0.0) + w
+    into.traces |= c.traces
+    into.spans += c.spans
+    into.excess_ms += c.excess_ms
 
 
 def _change(walker: Walker, c: Candidate) -> float:
