@@ -6,20 +6,22 @@ to the LLM agent (guardian.llm.agent); "auto" picks llm when one is configured.
 from __future__ import annotations
 
 import importlib
-import os
 
 from capture.store.api import SpanStore, TimeWindow
 from guardian.investigate.deterministic import investigate as deterministic
 from guardian.report import Report
 
 ENGINES = ("auto", "deterministic", "llm")
-_OFF = ("", "off", "none", "0", "false", "deterministic")
 
 
 def llm_configured() -> bool:
-    """True when GUARDIAN_LLM (not 'off') or GUARDIAN_LLM_BASE_URL is set."""
-    return (os.environ.get("GUARDIAN_LLM", "").strip().lower() not in _OFF
-            or bool(os.environ.get("GUARDIAN_LLM_BASE_URL", "").strip()))
+    """True when the LLM config (the YAML file's `llm` section, then GUARDIAN_LLM* env) selects
+    a model; an unreadable config file counts as not configured."""
+    from guardian.llm.config import load_config
+    try:
+        return load_config().enabled
+    except (OSError, ValueError):
+        return False
 
 
 def investigate(store: SpanStore, question: str, window: TimeWindow | None = None,

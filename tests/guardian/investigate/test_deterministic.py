@@ -82,13 +82,20 @@ def test_report_json_and_markdown(stores):
     assert rc["evidence"][0]["trace_id"] in md
 
 
-def test_engine_dispatch(stores, monkeypatch):
+def test_engine_dispatch(stores, monkeypatch, tmp_path):
     store = stores("payments_5xx")
     monkeypatch.delenv("GUARDIAN_LLM", raising=False)
     monkeypatch.delenv("GUARDIAN_LLM_BASE_URL", raising=False)
     assert engine.investigate(store, "q", None, engine="auto").engine.type == "deterministic"
     monkeypatch.setenv("GUARDIAN_LLM", "off")
     assert not engine.llm_configured()
+    # The YAML config file selects the model as well as the environment does.
+    cfg = tmp_path / "guardian.yaml"
+    cfg.write_text("llm:\n  provider: local\n")
+    monkeypatch.delenv("GUARDIAN_LLM")
+    monkeypatch.setenv("GUARDIAN_CONFIG", str(cfg))
+    assert engine.llm_configured()
+    monkeypatch.delenv("GUARDIAN_CONFIG")
     with pytest.raises(ValueError):
         engine.investigate(store, "q", None, engine="magic")
 
