@@ -1,7 +1,8 @@
 """What TLS code an ELF file holds: SSL_* symbols (OpenSSL, BoringSSL, node) or Go crypto/tls.
 
-Reads symbols with pyelftools (hash tables when present: node exports ~75k symbols) and
-finds the RET instructions of Go's (*Conn).Read with capstone. Never executes the file.
+Reads symbols with pyelftools (hash tables when present: node exports ~75k symbols), Go
+functions of stripped binaries from .gopclntab, and finds the RET instructions of Go's
+(*Conn).Read with capstone. Never executes the file.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import capstone
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.hash import ELFHashSection, GNUHashSection
+
+from capture.tls import gopclntab
 
 # Entry programs in bpf/guardian.bpf.c are tls_<source>_<suffix>; all share one return probe.
 SSL_FUNCS = {
@@ -43,7 +46,8 @@ class GoTls:
     write: int = 0
     read: int = 0
     read_rets: list[int] = field(default_factory=list)
-    problem: str = ""  # why it cannot be probed ("stripped", "go1.16 stack ABI"), else ""
+    problem: str = ""  # why it cannot be probed ("go1.16 stack ABI", "no RET"), else ""
+    located_by: str = ""  # ".symtab", or ".gopclntab" for a stripped binary
 
 
 def _dynsym_lookup(elf: ELFFile, names) -> dict[str, int]:
@@ -107,15 +111,16 @@ def ssl_library(elf: ELFFile, path: str) -> SslLib | None:
     return SslLib(source, funcs)
 
 
-def _go_version(elf: ELFFile) -> str | None:
+def _go_version(elf: ELFFile, stream) -> str | None:
+    """The Go release that built the file ("go?" when unknown), None when it is no Go binary."""
     sec = elf.get_section_by_name(".go.buildinfo")
     if sec is None:
-        return "go?" if elf.get_section_by_name(".gopclntab") else None
+        return "go?" if any(elf.get_section_by_name(n) for n in gopclntab.SECTIONS) else None
     data = sec.data()[:512]
     if not data.startswith(GO_BUILDINFO_MAGIC):
         return "go?"
-    if not data[15] & 2:  # before Go 1.18 the version is behind pointers: not worth chasing
-        return "go?"
+    if not data[15] & 2:  # before go1.18: a pointer to runtime.buildVersion, a Go string
+        return _pointed_version(elf, stream, data)
     n, shift, i = 0, 0, 32
     while i < len(data):  # uvarint length, then the string
         b = data[i]
@@ -125,6 +130,19 @@ def _go_version(elf: ELFFile) -> str | None:
             break
         shift += 7
     return data[i:i + n].decode("ascii", "replace")
+
+
+def _pointed_version(elf: ELFFile, stream, buildinfo: bytes) -> str:
+    """runtime.buildVersion through the pre-go1.18 .go.buildinfo: tells go1.16 from go1.17."""
+    if buildinfo[14] != 8 or buildinfo[15] & 1:  # 8-byte little-endian pointers only
+        return "go?"
+    (header,) = struct.unpack_from("<Q", buildinfo, 16)
+    raw = _read_vaddr(elf, stream, header, 16)  # the string header: data pointer, length
+    if len(raw) != 16:
+        return "go?"
+    ptr, n = struct.unpack("<QQ", raw)
+    text = _read_vaddr(elf, stream, ptr, n) if 0 < n <= 64 else b""
+    return text.decode("ascii", "replace") if text.startswith(b"go") else "go?"
 
 
 def _at_least(version: str, minimum: tuple[int, int]) -> bool:
@@ -148,23 +166,35 @@ def ret_offsets(code: bytes, addr: int) -> list[int]:
     return [insn.address for insn in md.disasm(code, addr) if insn.mnemonic == "ret"]
 
 
+def _go_funcs(elf: ELFFile) -> tuple[dict[str, tuple[int, int]], str]:
+    """(*Conn).Write and Read as name -> (entry, end), from .symtab or, stripped, .gopclntab."""
+    names = {GO_WRITE, GO_READ}
+    if elf.get_section_by_name(".symtab") is not None:
+        syms = _scan_symbols(elf, ".symtab", names, sizes=True)
+        return {name: (addr, addr + size) for name, (addr, size) in syms.items()}, ".symtab"
+    funcs = gopclntab.functions(elf, names)
+    return {name: (f.entry, f.end) for name, f in funcs.items()}, ".gopclntab"
+
+
 def go_tls(elf: ELFFile, stream) -> GoTls | None:
     """Go crypto/tls probe points, or None when the file is no Go binary with crypto/tls."""
-    version = _go_version(elf)
+    version = _go_version(elf, stream)
     if version is None:
         return None
-    syms = _scan_symbols(elf, ".symtab", {GO_WRITE, GO_READ}, sizes=True)
-    if elf.get_section_by_name(".symtab") is None:
-        return GoTls(version, problem="stripped (no .symtab): crypto/tls not located")
-    if GO_READ not in syms or GO_WRITE not in syms:
+    try:
+        funcs, located_by = _go_funcs(elf)
+    except gopclntab.PclntabError as e:
+        return GoTls(version, problem=f"stripped, and its .gopclntab is unreadable: {e}")
+    if GO_READ not in funcs or GO_WRITE not in funcs:
         return None  # a Go program without TLS
     if version != "go?" and not _at_least(version, MIN_GO):
-        return GoTls(version, problem=f"{version} uses the stack ABI (needs go1.17+)")
-    (write, _), (read, read_size) = syms[GO_WRITE], syms[GO_READ]
-    rets = ret_offsets(_read_vaddr(elf, stream, read, read_size), read)
+        return GoTls(version, problem=f"{version} uses the stack ABI (needs go1.17+)",
+                     located_by=located_by)
+    (write, _), (read, read_end) = funcs[GO_WRITE], funcs[GO_READ]
+    rets = ret_offsets(_read_vaddr(elf, stream, read, read_end - read), read)
     if not rets:
-        return GoTls(version, problem="no RET found in (*Conn).Read")
-    return GoTls(version, write, read, rets)
+        return GoTls(version, problem="no RET found in (*Conn).Read", located_by=located_by)
+    return GoTls(version, write, read, rets, located_by=located_by)
 
 
 @dataclass(slots=True)

@@ -17,5 +17,11 @@ def go_binary(go_dir):
 
 
 @pytest.fixture(scope="session")
+def go_stripped(go_dir):
+    """The same program built with -ldflags="-s -w": no .symtab, only Go's own .gopclntab."""
+    return targets.build_go(go_dir / "tlstarget-stripped", strip=True)
+
+
+@pytest.fixture(scope="session")
 def certs(go_dir):
     return targets.make_certs(go_dir)

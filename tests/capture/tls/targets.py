@@ -65,11 +65,12 @@ def make_certs(d: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def build_go(out: Path, strip: bool = False) -> Path:
-    """Build tests/capture/tls/go with Debian's Go, offline."""
+def build_go(out: Path, strip: bool = False, pie: bool = False) -> Path:
+    """Build tests/capture/tls/go with Debian's Go, offline; strip: no .symtab, no DWARF."""
     env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(out.parent / "gocache"),
            "GOPATH": str(out.parent / "gopath"), "CGO_ENABLED": "0", "GOPROXY": "off"}
-    cmd = ["go", "build", "-o", str(out)] + (["-ldflags=-s -w"] if strip else []) + ["."]
+    cmd = (["go", "build", "-o", str(out)] + (["-ldflags=-s -w"] if strip else [])
+           + (["-buildmode=pie"] if pie else []) + ["."])
     subprocess.run(cmd, cwd=GO_SRC, env=env, check=True, capture_output=True, timeout=240)
     return out
 

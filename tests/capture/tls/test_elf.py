@@ -9,14 +9,13 @@ import pytest
 
 from capture.tls import elf, procmaps, stale
 from capture.tls.attach import probes_for
-from tests.capture.tls import targets
 
 LIBSSL = Path("/usr/lib/x86_64-linux-gnu/libssl.so.3")
 
 
 @pytest.fixture(scope="module")
-def go_bins(go_binary, go_dir):
-    return go_binary, targets.build_go(go_dir / "stripped", strip=True)
+def go_bins(go_binary, go_stripped):
+    return go_binary, go_stripped
 
 
 def _bytes_at(path: Path, vaddr: int, n: int) -> bytes:
@@ -53,10 +52,11 @@ def test_go_binary_version_and_every_ret_of_read(go_bins):
         assert go.read < addr and _bytes_at(plain, addr, 1) == b"\xc3"
 
 
-def test_stripped_go_binary_is_reported_not_probed(go_bins):
+def test_stripped_go_binary_is_located_through_gopclntab(go_bins):
     _, stripped = go_bins
     go = elf.inspect(str(stripped)).go
-    assert go.version.startswith("go1.") and "stripped" in go.problem
+    assert go.version.startswith("go1.") and not go.problem and go.located_by == ".gopclntab"
+    assert all(_bytes_at(stripped, addr, 1) == b"\xc3" for addr in go.read_rets)
 
 
 def test_ret_offsets_decode_instructions_not_bytes():
