@@ -31,6 +31,9 @@ class Fault:
     pool_wait_ms: tuple[float, float] | None = None  # checkout waits for a DB connection
     pool_timeout: float = 0.0  # share of those waits that time out
     consumer_stopped: bool = False
+    # db system -> ms range its calls wait unread before it begins them (a stalled server);
+    # the system's SERVER spans are captured too (before and during), linked to the calls
+    stalls: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class _Gen:
@@ -85,8 +88,16 @@ class _Gen:
                  "server.address": host, "server.port": port}
         if table and system != "redis":
             attrs["db.collection.name"] = table
+        cid = None
+        if system in self.fault.stalls:  # the server side is seen: its span under the call
+            cid = self.ids()[1]
+            unread = int(self.rng.uniform(*self.fault.stalls[system]) * MS) if self.active else 0
+            net = int(self.rng.uniform(0.05, 0.2) * MS)
+            self.span(trace, cid, host, name, "SERVER", t + net // 2 + unread, d, dict(attrs),
+                      (err[1], err[2]) if err else None)
+            d += net + unread
         self.span(trace, parent, caller, name, "CLIENT", t, d, attrs,
-                  (err[1], err[2]) if err else None)
+                  (err[1], err[2]) if err else None, span_id=cid)
         return d, err is not None
 
     def http(self, trace, parent, caller, callee, method, path, t, body) -> tuple[int, int]:

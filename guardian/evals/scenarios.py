@@ -87,6 +87,12 @@ SCENARIOS: dict[str, tuple[Fault | None, str, dict[str, Any]]] = {
         Fault(before_calls_ms={"inventory": 400}),
         "Why are checkouts slow?",
         {"service": "inventory", "operation": None, "kind": "latency"}),
+    # Redis seen from both sides stalls: its own spans stay fast, calls wait unread before it
+    # reads them. That wait is redis's latency, not the callers' saturation.
+    "redis_stalls": (
+        Fault(stalls={"redis": (0, 150)}),
+        "Why is the shop slow?",
+        {"service": "redis", "aliases": ["redis:6379"], "operation": None, "kind": "latency"}),
 }
 
 

@@ -14,7 +14,7 @@ from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.fixes import suggest_fix
 from guardian.investigate.samples import Memo, Walker
-from guardian.investigate.walk import Key, responsible
+from guardian.investigate.walk import Key, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from guardian.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
@@ -204,15 +204,22 @@ def _pick_evidence(c: Candidate, n: int = EVIDENCE) -> list[tuple[Span, float]]:
     return out
 
 
-def _describe(tree: Tree, s: Span, excess_ms: float) -> str:
+def _describe(tree: Tree, s: Span, excess_ms: float, culprit: str) -> str:
     who, op = responsible(tree, s)
+    pw = peer_wait(tree, s)
+    unread = pw is not None and pw[0][0] == culprit and excess_ms > 0
+    if unread:
+        who, op = pw[0]
     text = f"{s.service} -> {who} `{op}`" if who != s.service else f"{s.service} `{op}`"
     text += f": {s.duration_ns / 1e6:.1f} ms, {s.status_code}"
     if s.status_message:
         text += f" ({s.status_message})"
-    if excess_ms > 0:
+    if unread:
+        text += (f", {excess_ms:.0f} ms more than baseline requests ({pw[1] / 1e6:.0f} ms of it"
+                 f" before {who} began the request)")
+    elif excess_ms > 0:
         text += f", {excess_ms:.0f} ms more own time than baseline requests"
-        wait = tree.wait_before_children_ns(s)
+        wait = tree.wait_before_children_ns(s) if pw is None else None
         if wait and wait > 0.5 * excess_ms * 1e6:
             text += f" ({wait / 1e6:.0f} ms of it before its first downstream call)"
     for k in ("db.query.text", "dns.question.name", "error.type"):
@@ -283,7 +290,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
             evidence = _traffic_evidence(walker, c)
         else:
             evidence = [Evidence(trace_id=s.trace_id, span_id=s.span_id,
-                                 description=_describe(walker.tree(s.trace_id), s, x))
+                                 description=_describe(walker.tree(s.trace_id), s, x, c.key[0]))
                         for s, x in _pick_evidence(c)]
         causes.append(RootCause(
             rank=i + 1, service=c.key[0], operation=_operation(walker, c), kind=c.kind,

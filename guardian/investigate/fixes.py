@@ -27,7 +27,8 @@ def suggest_fix(rc: RootCause, span: Span | None) -> str:
         return (f"Calls to {rc.service} cannot connect: check it is up and reachable (endpoints,"
                 " network policy, ports) and that its address is right.")
     if system in ("redis", "memcached"):
-        return (f"{system} calls `{rc.operation or ''}` got slow or fail: check the cache's SLOWLOG,"
+        calls = f"{system} calls" + (f" `{rc.operation}`" if rc.operation else "")
+        return (f"{calls} got slow or fail: check the cache's SLOWLOG,"
                 " CPU and memory (eviction, big keys, blocking commands such as KEYS), and"
                 " client connection counts.")
     if system:

@@ -2,7 +2,9 @@
 
 Errors: the deepest failing spans (failing, with no failing child). Latency: the span whose
 own time grew most against the same endpoint's baseline requests. Async consumers are
-left out of latency: they do not delay the request that published to them.
+left out of latency: they do not delay the request that published to them. A call's time
+before its server began it (a stalled or busy server not reading, the network) is the
+server's, not the caller's.
 """
 from __future__ import annotations
 
@@ -34,6 +36,19 @@ def responsible(tree: Tree, s: Span) -> Key:
     return (s.service, s.name)
 
 
+def peer_wait(tree: Tree, s: Span) -> tuple[Key, int] | None:
+    """For a call its server answered in this trace: the server's key and how long the request
+    waited before the server began it (unread in its socket: a stall, a backlog, the network)."""
+    if s.kind != "CLIENT":
+        return None
+    linked = [c for c in tree.children[s.span_id] if c.kind == "SERVER"]
+    if not linked:
+        return None
+    first = min(linked, key=lambda c: c.start_time_unix_nano)
+    wait = min(max(first.start_time_unix_nano - s.start_time_unix_nano, 0), s.duration_ns)
+    return (first.service, first.name), wait
+
+
 def error_votes(tree: Tree, start: Span) -> list[Vote]:
     """One vote per deepest failing span under start, sharing a weight of 1."""
     leaves, stack = [], [start]
@@ -59,11 +74,20 @@ def _sync_subtree(tree: Tree, start: Span) -> list[Span]:
 def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span]]:
     """Per responsible key: (own ns, wait-before-first-child ns, longest span) in start's subtree."""
     acc: dict[Key, tuple[int, int, Span]] = {}
-    for s in _sync_subtree(tree, start):
-        k = responsible(tree, s)
+
+    def add(k: Key, own_ns: int, wait_ns: int, s: Span) -> None:
         own, wait, top = acc.get(k, (0, 0, s))
-        w = tree.wait_before_children_ns(s) or 0
-        acc[k] = (own + tree.self_ns(s), wait + w, s if s.duration_ns > top.duration_ns else top)
+        acc[k] = (own + own_ns, wait + wait_ns, s if s.duration_ns > top.duration_ns else top)
+
+    for s in _sync_subtree(tree, start):
+        own, w = tree.self_ns(s), tree.wait_before_children_ns(s) or 0
+        pw = peer_wait(tree, s)
+        if pw is not None:
+            # The caller is not queueing while its request sits unread at the server.
+            unread = min(pw[1], own)
+            add(pw[0], unread, 0, s)
+            own, w = own - unread, 0
+        add(responsible(tree, s), own, w, s)
     return acc
 
 
