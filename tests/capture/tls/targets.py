@@ -57,6 +57,14 @@ asyncio.run(main())
 """
 
 
+def wait_for_log(cap, text: str, timeout: float = 180.0) -> None:
+    """Wait until a live capture (tests.support.live) has logged `text`, e.g. "probes on <file>"."""
+    deadline = time.monotonic() + timeout
+    while text not in cap.err_path.read_text():
+        assert time.monotonic() < deadline, f"not in the capture log after {timeout}s: {text}"
+        time.sleep(0.1)
+
+
 def make_certs(d: Path) -> tuple[Path, Path]:
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),

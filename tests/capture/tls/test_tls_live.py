@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,16 +16,10 @@ import requests
 import urllib3
 
 from tests.capture.tls import targets
+from tests.capture.tls.targets import wait_for_log
 from tests.support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
-
-
-def wait_for_log(cap, text: str, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in cap.err_path.read_text():
-        assert time.monotonic() < deadline, f"not in the capture log after {timeout}s: {text}"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
