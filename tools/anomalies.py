@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from tools.base import Capped, Tool, WindowArgs, cap, require_data, sample_traces, windows
 from tools.errors import error_groups
-from tools.services import compare_edges, edge_samples
+from tools.services import Edge, compare_edges, edge_samples
 from tools.stats import (RedStats, error_shift, from_row, latency_ratio, latency_shift,
                          traffic_drop)
 
@@ -76,11 +76,13 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
                 score=_score(1 - c.rate_per_s / b.rate_per_s, b.count),
                 description=f"{r.service}: traffic {b.rate_per_s:.2f}/s -> {c.rate_per_s:.2f}/s"))
     flagged = {(a.service, a.kind) for a in found}
-    for e in compare_edges(store, window, baseline):
+    edges = compare_edges(store, window, baseline)
+    for e in edges:
         for a in _shifts(e.server, None, e.client, e.current, e.baseline):
             # An observed server already reports its own shift; the edge adds nothing.
             if e.server not in served or (e.server, a.kind) not in flagged:
                 found.append(a)
+    found += _caller_drops(edges, served)
     erroring = {(a.service, a.operation) for a in found if a.kind == "error_rate"}
     # A failing service's outgoing calls that fail are its callees' errors seen again.
     erroring |= {(a.service, None) for a in found if a.kind == "error_rate"}
@@ -104,6 +106,23 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
             if not a.trace_ids:
                 a.trace_ids = _samples(store, window, baseline, a)
     return found
+
+
+def _caller_drops(edges: list[Edge], served: set[str]) -> list[Anomaly]:
+    """Traffic drops of services seen only as callers (workers, consumers that fetch, jobs):
+    the calls they make are their traffic, and a stopped one makes none."""
+    sums: dict[str, tuple[RedStats, RedStats]] = {}
+    for e in edges:
+        if e.client in served:
+            continue
+        for acc, s in zip(sums.setdefault(e.client, (RedStats(), RedStats())), (e.current, e.baseline)):
+            acc.count += s.count
+            acc.rate_per_s += s.rate_per_s
+    return [Anomaly(kind="traffic_drop", service=svc, current=c, baseline=b,
+                    score=_score(1 - c.rate_per_s / b.rate_per_s, b.count),
+                    description=f"{svc}: calls it makes {b.rate_per_s:.2f}/s -> {c.rate_per_s:.2f}/s"
+                                " (it serves no requests: its calls are its work)")
+            for svc, (c, b) in sums.items() if traffic_drop(c, b)]
 
 
 def _samples(store: SpanStore, window: TimeWindow, baseline: TimeWindow, a: Anomaly) -> list[str]:

@@ -34,6 +34,9 @@ class Fault:
     # db system -> ms range its calls wait unread before it begins them (a stalled server);
     # the system's SERVER spans are captured too (before and during), linked to the calls
     stalls: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # the queue as eBPF capture sees it: the broker's own spans, and the consumer's deliveries
+    # and acks as its calls to the broker, each its own trace (not linked to the publish)
+    broker_seen: bool = False
 
 
 class _Gen:
@@ -213,6 +216,12 @@ class _Gen:
                "server.address": "rabbitmq", "server.port": 5672}
         p = self.span(trace, parent, "checkout", "publish orders", "PRODUCER", t, d,
                       dict(msg, **{"messaging.operation.type": "publish"}))
+        if self.fault.broker_seen:
+            self.span(trace, p.span_id, "rabbitmq", "publish orders", "SERVER", t + d // 4, d // 2,
+                      dict(msg, **{"messaging.operation.type": "publish"}))
+            if not (self.active and self.fault.consumer_stopped):
+                self.fetched(t + d + int(self.rng.uniform(5, 60) * MS), msg)
+            return d
         if not (self.active and self.fault.consumer_stopped):
             ct = t + d + int(self.rng.uniform(5, 60) * MS)
             _, sid = self.ids()
@@ -222,6 +231,20 @@ class _Gen:
                       dd + int(self.rng.uniform(2, 8) * MS),
                       dict(msg, **{"messaging.operation.type": "process"}), span_id=sid)
         return d
+
+    def fetched(self, t: int, msg: dict) -> None:
+        """The consumer's side of one message when it fetches: deliver, record, ack."""
+        for op, kind in (("deliver", "receive"), ("UPDATE", ""), ("ack", "settle")):
+            trace, _ = self.ids()
+            if op == "UPDATE":
+                d, _ = self.db(trace, None, "fulfillment", t, "postgresql", "UPDATE", "orders",
+                               "UPDATE orders SET status = 'queued' WHERE id = $1", 3)
+            else:
+                d, cid = int(self.rng.uniform(0.1, 0.4) * MS), self.ids()[1]
+                attrs = dict(msg, **{"messaging.operation.type": kind})
+                self.span(trace, cid, "rabbitmq", f"{op} orders", "SERVER", t + d // 4, d // 2, dict(attrs))
+                self.span(trace, None, "fulfillment", f"{op} orders", "CLIENT", t, d, attrs, span_id=cid)
+            t += d + int(self.rng.uniform(0.2, 1.0) * MS)
 
     def frontend_products(self, trace, sid, t):
         d1, st = self.http(trace, sid, "frontend", "inventory", "GET", "/stock", t,

@@ -93,6 +93,12 @@ SCENARIOS: dict[str, tuple[Fault | None, str, dict[str, Any]]] = {
         Fault(stalls={"redis": (0, 150)}),
         "Why is the shop slow?",
         {"service": "redis", "aliases": ["redis:6379"], "operation": None, "kind": "latency"}),
+    # The consumer as eBPF sees one that fetches: only its calls to the broker (deliver, ack)
+    # and the database. It stops: the broker's delivery traffic drops, but the consumer stopped.
+    "consumer_stopped_fetching": (
+        Fault(consumer_stopped=True, broker_seen=True),
+        "Are orders being processed?",
+        {"service": "fulfillment", "operation": None, "kind": "traffic"}),
 }
 
 

@@ -232,8 +232,9 @@ def _traffic_evidence(walker: Walker, c: Candidate) -> list[Evidence]:
     """Requests the service handled in the baseline, and the same calls now left unanswered."""
     out, callers = [], []
     for tree, s in walker.fetch(SpanFilter(window=walker.baseline, service=c.key[0]), 2):
+        did = "made this call" if s.kind in ("CLIENT", "PRODUCER") else "handled this"
         out.append(Evidence(trace_id=s.trace_id, span_id=s.span_id,
-                            description=f"{s.service} `{s.name}` handled this in the baseline"))
+                            description=f"{s.service} `{s.name}` {did} in the baseline"))
         p = tree.by_id.get(s.parent_span_id or "")
         if p is not None and p.service != s.service and (p.service, p.name) not in callers:
             callers.append((p.service, p.name))
