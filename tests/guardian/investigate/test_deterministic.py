@@ -33,7 +33,8 @@ def stores():
 
 
 @pytest.mark.parametrize("name", ["slow_query_missing_index", "payments_5xx", "dns_failure",
-                                  "consumer_stopped", "db_pool_exhaustion", "coincident_herring"])
+                                  "consumer_stopped", "db_pool_exhaustion", "coincident_herring",
+                                  "redis_stalls", "consumer_stopped_fetching"])
 def test_top_cause_is_the_injected_fault(stores, name):
     sc = BY_NAME[name]
     report = investigate(stores(name), sc.question)
@@ -191,3 +192,34 @@ def test_stopped_consumer_evidence(stores):
     spans = store.trace(unanswered[0].trace_id)
     assert not any(s.kind == "CONSUMER" for s in spans)  # the publish really went unanswered
     assert any(s.kind == "PRODUCER" and s.span_id == unanswered[0].span_id for s in spans)
+
+
+def test_stalled_server_is_blamed_not_its_callers(stores):
+    """Calls that wait unread at a linked server: the server's latency, cited on the calls."""
+    store = stores("redis_stalls")
+    top = investigate(store, "Why is the shop slow?").root_causes[0]
+    assert (top.service, top.kind) == ("redis", "latency")
+    for ev in top.evidence:
+        spans = {s.span_id: s for s in store.trace(ev.trace_id)}
+        assert spans[ev.span_id].kind == "CLIENT"  # the caller's span shows the wait
+        assert "-> redis" in ev.description and "before redis began the request" in ev.description
+
+
+def test_peer_wait_splits_a_call():
+    from capture.span import Span
+    from guardian.investigate.walk import peer_wait, self_times
+    from tools.trace import Tree
+
+    def span(sid, parent, service, kind, start_ms, dur_ms):
+        return Span(name="GET", kind=kind, start_time_unix_nano=start_ms * 10**6,
+                    end_time_unix_nano=(start_ms + dur_ms) * 10**6, resource={"service.name": service},
+                    trace_id="t" * 32, span_id=sid, parent_span_id=parent)
+
+    tree = Tree([span("a", None, "api", "SERVER", 0, 200), span("b", "a", "api", "CLIENT", 10, 160),
+                 span("c", "b", "cache", "SERVER", 150, 5)])
+    assert peer_wait(tree, tree.by_id["b"]) == (("cache", "GET"), 140 * 10**6)
+    assert peer_wait(tree, tree.by_id["a"]) is None  # not a call
+    own = {k: (v[0] // 10**6, v[1] // 10**6) for k, v in self_times(tree, tree.by_id["a"]).items()}
+    # cache: its 5 ms plus the 140 ms unread; api: its 40 ms plus the call's 15 ms after the reply,
+    # and no wait counted for it (it waited on the call, not for a pool)
+    assert own == {("cache", "GET"): (145, 0), ("api", "GET"): (55, 10)}
