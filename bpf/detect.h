@@ -19,6 +19,7 @@
 #include "protocols/cassandra.h"
 #include "protocols/amqp.h"
 #include "protocols/dns.h"
+#include "protocols/tls_handshake.h"
 
 /* Each detector gets its own copy of `len`, read back from the (unused) tail of the payload
  * buffer: the verifier cannot tie it to the caller's register, so the bounds a detector
@@ -41,6 +42,7 @@ static __always_inline int detect_protocol(const __u8 *buf, __u32 len, __u8 *msg
         *msg_type = t;         \
         return id;             \
     }
+    TRY(PROTO_TLS_HANDSHAKE, detect_tls_handshake)
     TRY(PROTO_HTTP1, detect_http1)
     TRY(PROTO_HTTP2, detect_http2)
     TRY(PROTO_POSTGRES, detect_postgres)

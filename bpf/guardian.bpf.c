@@ -60,8 +60,12 @@ static __always_inline void send_record(struct guardian_record *r, struct guardi
     if (c->proto == PROTO_UNKNOWN) {
         if (source == SRC_SYSCALL && detect_tls(r->payload, n)) {
             c->flags |= CONN_ENCRYPTED;
-            stat_add(STAT_TLS_SKIPPED, 1);
-            return;
+            /* a hello starts PROTO_TLS_HANDSHAKE (detect_protocol below): a failed handshake
+             * never has plaintext, so its records are all there is to see */
+            if (!detect_tls_handshake(r->payload, n)) {
+                stat_add(STAT_TLS_SKIPPED, 1);
+                return;
+            }
         }
         __u8 proto = detect_protocol(r->payload, n, &msg_type);
         if (proto == PROTO_UNKNOWN) {
@@ -112,11 +116,20 @@ static __always_inline void send_record(struct guardian_record *r, struct guardi
         stat_add(STAT_EVENTS, 1);
 }
 
-/* ciphertext does not advance the stream position: positions count the plaintext the TLS
- * uprobes report, so userspace sees no false gaps */
+/* Records of a TLS handshake that go up (PROTO_TLS_HANDSHAKE): enough for the hellos, the
+ * server's flight, Finished, alerts and the first application data; then, or as soon as
+ * the uprobes report plaintext (tls_emit), the ciphertext is skipped. */
+#define MAX_TLS_HANDSHAKE_MSGS 12
+
+/* skipped ciphertext does not advance the stream position: positions count the plaintext
+ * the TLS uprobes report (after the handshake records, if any), so userspace sees no false gaps */
 static __always_inline int skip_ciphertext(struct guardian_conn *c, __u8 source)
 {
     if (source == SRC_SYSCALL && (c->flags & CONN_ENCRYPTED)) {
+        if (c->proto == PROTO_TLS_HANDSHAKE && c->attempts < MAX_TLS_HANDSHAKE_MSGS) {
+            c->attempts++;
+            return 0;
+        }
         stat_add(STAT_TLS_SKIPPED, 1);
         return 1;
     }
@@ -560,6 +573,10 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
     if (c->flags & CONN_IGNORED)
         return;
     c->flags |= CONN_ENCRYPTED; /* from now on the socket's own bytes are ciphertext */
+    if (c->proto == PROTO_TLS_HANDSHAKE) { /* handshake done: detect the plaintext's protocol */
+        c->proto = PROTO_UNKNOWN;
+        c->attempts = 0;
+    }
     tls_stat(TLS_STAT_PLAINTEXT);
     emit_data(&key, c, dir, (const void *)buf, len, source, 0);
 }

@@ -23,7 +23,8 @@ enum guardian_proto {
     PROTO_DNS = 10,
     PROTO_MEMCACHED = 11,
     PROTO_NATS = 12,
-    PROTO_MAX = 13,
+    PROTO_TLS_HANDSHAKE = 13, /* hellos + records of a TLS handshake, until plaintext flows */
+    PROTO_MAX = 14,
 };
 
 /* Which way the bytes went, seen from the traced process. */

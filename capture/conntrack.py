@@ -23,6 +23,7 @@ _SOURCE = {s.value: s.name.lower() for s in abi.Source}
 _SOURCE[abi.Source.GOTLS] = "go"
 _EGRESS = abi.Direction.EGRESS
 _EV_DATA = abi.EventKind.DATA
+_TLS_HANDSHAKE = abi.Proto.TLS_HANDSHAKE
 _UNPACK = abi.EVENT_STRUCT.unpack_from
 _HDR = abi.EVENT_SIZE
 _IGNORED = object()  # conn_id filtered out (--port): skip its events cheaply
@@ -72,10 +73,14 @@ class ConnTracker:
             if tracked is None:
                 return
         conn = tracked.conn
+        if proto == _TLS_HANDSHAKE and conn.protocol != "TLS_HANDSHAKE":
+            return  # handshake ciphertext racing the plaintext that ended the handshake
         if source and conn.source == "syscall":
             # upgraded to TLS mid-connection (PostgreSQL SSLRequest, STARTTLS): from now on
             # the bytes are the TLS library's plaintext
             conn.source = _SOURCE.get(source, "syscall")
+            if conn.protocol == "TLS_HANDSHAKE":
+                self._handshake_done(conn, proto, ts)
         d = 0 if direction == _EGRESS else 1
         expected = tracked.pos[d]
         if pos > expected and expected:
@@ -86,6 +91,14 @@ class ConnTracker:
         if transport == abi.Transport.UDP and family:
             conn.remote = (abi.ip_text(raddr), rport)
         self.pipeline.data(conn, d == 0, raw[_HDR:_HDR + copied], ts, size=total, tid=tid)
+
+    def _handshake_done(self, conn: Connection, proto: int, ts: int) -> None:
+        """Plaintext flows: the TLS handshake succeeded (no span); parse the plaintext now."""
+        if conn.parser is not None:
+            conn.parser.established()
+            self.pipeline.close(conn, ts)  # rolls its counters up
+        conn.protocol = _PROTO.get(proto, "UNKNOWN")
+        conn.parser = None
 
     def _open(self, conn_id, tgid, fd, proto, role, source, transport, laddr, raddr, lport, rport,
               family, comm) -> _Tracked | None:

@@ -24,6 +24,7 @@ MODULES: dict[str, str] = {
     "KAFKA": "capture.protocols.kafka",
     "AMQP": "capture.protocols.amqp",
     "CASSANDRA": "capture.protocols.cassandra",
+    "TLS_HANDSHAKE": "capture.protocols.tls_handshake",
 }
 
 _parsers: dict[str, type[Parser]] = {}
