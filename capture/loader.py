@@ -1,4 +1,4 @@
-"""Compile bpf/guardian.bpf.c with BCC, attach its tracepoints, poll its ring buffer.
+"""Compile bpf/guardian.bpf.c with BCC, attach its tracepoints, open its ring buffer.
 
 Options are cflags (-DMAX_PAYLOAD=…), never text substitution in the C source. Tracepoint
 programs attach when BCC loads the object; `close()` detaches everything.
@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import os
-from typing import Callable
 
 from capture import abi
 from capture.errors import CaptureUnavailable
+from capture.ringbuf import RingReader
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Loader:
         if not _power_of_two(ringbuf_pages):
             raise ValueError("ring buffer pages must be a power of two")
         self.max_payload = max_payload
+        self.ringbuf_pages = ringbuf_pages
         self.pid = pid
         self.cflags = [
             f"-I{abi.BPF_DIR}",
@@ -62,11 +64,14 @@ class Loader:
             raise CaptureUnavailable(
                 f"the eBPF programs failed to compile or load: {e}. Run `guardian doctor`.") from e
 
-    def open_events(self, callback: Callable[[int, int, int], None]) -> None:
-        self.bpf["events"].open_ring_buffer(callback)
+    def open_events(self) -> RingReader:
+        """The data events' ring buffer, read from its mapping (capture/ringbuf.py)."""
+        return RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE)
 
-    def poll(self, timeout_ms: int) -> None:
-        self.bpf.ring_buffer_poll(timeout_ms)
+    def poll_other(self) -> None:
+        """Dispatch the callbacks of rings opened through BCC (the TLS exec notices), no wait."""
+        if getattr(self.bpf, "_ringbuf_manager", None):
+            self.bpf.ring_buffer_consume()
 
     def kernel_stats(self) -> dict[str, int]:
         table = self.bpf["stats"]

@@ -94,6 +94,9 @@ class Http1Parser(Parser):
     # -- input ---------------------------------------------------------------------------
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
+        if d.state == HEAD and not d.buf and self._whole(d, data, ts_ns, size or len(data)):
+            out, self._records = self._records, []
+            return out
         if d.state == UPGRADED:
             return []
         if d.state == RESYNC:
@@ -122,6 +125,49 @@ class Http1Parser(Parser):
         return out
 
     # -- framing -------------------------------------------------------------------------
+    def _whole(self, d: _Direction, data: bytes, ts_ns: int, size: int) -> bool:
+        """Fast path for the common chunk: exactly one message whose head is all there and
+        whose body length is given (or absent). False: leave it to the general framing."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = data[:end]
+        lower = head.lower()
+        if b"\r\ntransfer-encoding:" in lower:
+            return False
+        i = lower.find(b"\r\ncontent-length:")
+        if i >= 0:
+            j = lower.find(b"\r\n", i + 17)
+            value = lower[i + 17:j] if j >= 0 else lower[i + 17:]
+            if not value.strip().isdigit():
+                return False
+            length = int(value)
+        else:
+            length = 0
+        first = head[:head.find(b"\r\n")] if b"\r\n" in head else head
+        if d.side == Side.CLIENT:
+            if not _REQUEST_START.match(first) or not first.endswith((b" HTTP/1.1", b" HTTP/1.0")):
+                return False
+        else:
+            # final responses with a Content-Length (or none and a status that has no body)
+            code = first[9:12]
+            if not (first.startswith(b"HTTP/1.") and code.isdigit() and first[12:13] in (b" ", b"")):
+                return False
+            status = int(code)
+            req = self._pending[0] if self._pending else None
+            if status < 200 or (req is not None and req.first_line.startswith(b"HEAD ")):
+                return False
+            if i < 0 and status not in (204, 304):
+                return False  # body until close
+            if status in (204, 304):
+                length = 0
+        if end + 4 + length != size:
+            return False  # pipelined, or more or less than one message: general framing
+        msg = _Message(ts_ns, first, head, lower)
+        d.msg = msg
+        self._complete(d, ts_ns)
+        return True
+
     def _consume(self, d: _Direction, data: bytes, ts_ns: int) -> None:
         pos, n = 0, len(data)
         while pos < n and d.state not in (RESYNC, UPGRADED):

@@ -116,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop.set())
+    if not args.replay:
+        from capture.live import tune_gc
+
+        tune_gc()
     log.info("capturing; API on http://%s:%d; store %s; export %s", host, settings.api.port,
              cfg.store.path or "in memory", cfg.export.otlp_endpoint or "off")
     print("ready", file=sys.stderr, flush=True)

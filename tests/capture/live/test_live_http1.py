@@ -127,3 +127,20 @@ def test_garbage_and_dying_clients_do_not_hurt_the_capture():
     after = [s for s in cap.spans if s["attributes"].get("url.path") == "/after"]
     assert len(after) == 2, cap.stats  # the capture kept working: client + server span
     assert cap.stats.get("pipeline.parser_exceptions", 0) == 0
+
+
+def test_a_small_ring_buffer_wraps_without_losing_or_garbling_events():
+    """The agent reads the ring buffer from its mapping (capture/ringbuf.py): with a 512 KiB
+    ring and ~1.7 MiB of events, records wrap around its end several times and must all
+    arrive whole."""
+    n = 700
+    with nginx_server() as (port, _):
+        with live_capture(port=port, extra=("--ringbuf-pages", "128")) as cap:
+            with requests.Session() as http:
+                for i in range(n):
+                    assert http.get(f"http://127.0.0.1:{port}/?i={i}").status_code == 200
+    assert cap.stats.get("kernel.ringbuf_drops", 0) == 0, cap.stats
+    for kind in ("SERVER", "CLIENT"):
+        spans = by_kind(cap.spans, kind)
+        assert sorted(int(s["attributes"]["url.query"][2:]) for s in spans) == list(range(n)), cap.stats
+        assert all(s["attributes"]["http.response.status_code"] == 200 for s in spans)

@@ -134,3 +134,38 @@ def test_detect_and_route():
     assert detect(b"GETS / HTTP/1.1") is None and detect(b"\x16\x03\x01\x00\xa5") is None
     assert route_of("/users/42/orders/9f86d081884c7d65") == "/users/{id}/orders/{id}"
     assert route_of("/api/v1/items") == "/api/v1/items"
+
+
+def test_whole_message_fast_path_agrees_with_the_general_framing():
+    """A chunk holding exactly one message takes a shortcut; the same bytes split so that the
+    shortcut cannot apply must give identical records (and odd chunks must not take it)."""
+    exchanges = [
+        (b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\nTraceparent: 00-ab-cd-01\r\n\r\n",
+         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+        (b"POST /p HTTP/1.0\r\ncontent-length: 3\r\n\r\nabc",
+         b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (b"HEAD /h HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"),
+        (b"GET /c HTTP/1.1\r\n\r\n",
+         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+        (b"GET /d HTTP/1.1\r\n\r\n", b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nno"),
+        (b"PUT /e HTTP/1.1\r\nContent-Length: 4000\r\n\r\n" + b"x" * 100,  # truncated copy
+         b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+    ]
+
+    def records(split: bool):
+        p, out, ts = Http1Parser(), [], 0
+        for req, resp in exchanges:
+            for side, msg in ((C, req), (S, resp)):
+                size = 4000 + req.index(b"\r\n\r\n") + 4 if msg is req and b"4000" in msg else len(msg)
+                ts += 10
+                if split:  # the head's end in a second chunk: general framing only
+                    out += p.feed(side, msg[:5], ts, 5)
+                    out += p.feed(side, msg[5:], ts, size - 5)
+                else:
+                    out += p.feed(side, msg, ts, size)
+        return [(r.name, r.start_ns, r.end_ns, r.status, r.attributes) for r in out], p.stats
+
+    fast, fast_stats = records(False)
+    slow, slow_stats = records(True)
+    assert len(fast) == len(exchanges)
+    assert fast == slow and fast_stats == slow_stats
