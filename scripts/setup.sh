@@ -20,8 +20,8 @@ APT_PACKAGES=(
   # real servers the tests and the demo talk to
   nginx-light postgresql mariadb-server mariadb-client redis-server rabbitmq-server
   memcached nats-server dnsmasq-base etcd-server etcd-client
-  # Go TLS targets, Java for Cassandra
-  golang-go openjdk-17-jre-headless
+  # Go TLS targets (gcc and libc6-dev for the cgo/external-linker builds), Java for Cassandra
+  golang-go gcc libc6-dev openjdk-17-jre-headless
   # Go PostgreSQL driver for the demo inventory service (built offline, GOPATH mode)
   golang-github-lib-pq-dev
 )

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
+from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-# Go's internal linker names it .data.rel.ro.gopclntab in PIE builds (it holds relocations there)
+# Go's internal linker names it .data.rel.ro.gopclntab in PIE builds (it holds relocations
+# there); with an external linker (cgo) it has no section of its own: see tables()
 SECTIONS = (".gopclntab", ".data.rel.ro.gopclntab")
 NAMEOFF = struct.Struct("<i")
+AMD64_HEADER = b"\0\0\x01\x08"  # after the magic: two zero bytes, pc quantum 1, 8-byte pointers
 
 
 class PclntabError(ValueError):
@@ -58,12 +61,25 @@ class GoFunc:
     end: int  # the next function's entry: [entry, end) includes the int3 padding after it
 
 
-def section_data(elf: ELFFile) -> bytes | None:
+def tables(elf: ELFFile) -> Iterator[bytes]:
+    """Candidate pclntabs, from their header on: the section when the Go linker named one, else
+    each header found in non-code data (an external linker merges it into .data.rel.ro)."""
     for name in SECTIONS:
         sec = elf.get_section_by_name(name)
         if sec is not None and sec["sh_type"] == "SHT_PROGBITS":
-            return sec.data()
-    return None
+            yield sec.data()
+            return
+    for sec in elf.iter_sections():
+        if sec["sh_type"] != "SHT_PROGBITS" or not sec["sh_flags"] & SH_FLAGS.SHF_ALLOC \
+                or sec["sh_flags"] & SH_FLAGS.SHF_EXECINSTR:
+            continue
+        data = sec.data()
+        for magic in LAYOUTS:
+            header = struct.pack("<I", magic) + AMD64_HEADER
+            i = data.find(header)
+            while i >= 0:
+                yield data[i:]
+                i = data.find(header, i + 1)
 
 
 def layout(data: bytes) -> Layout:
@@ -81,15 +97,19 @@ def layout(data: bytes) -> Layout:
 
 def functions(elf: ELFFile, names: Iterable[str] | None = None) -> dict[str, GoFunc]:
     """Go functions of the file by name (all, or only those in `names`); {} without a pclntab."""
-    data = section_data(elf)
-    if data is None:
-        return {}
-    text = elf.get_section_by_name(".text")
-    return parse(data, text["sh_addr"] if text is not None else 0, names)
+    error = None
+    for data in tables(elf):
+        try:
+            return parse(data, names)
+        except PclntabError as e:  # a look-alike header in data: try the next one
+            error = error or e
+    if error is not None:
+        raise error
+    return {}
 
 
-def parse(data: bytes, text_addr: int, names: Iterable[str] | None = None) -> dict[str, GoFunc]:
-    """Functions in a raw pclntab; `text_addr` (.text) stands in when textStart was left 0."""
+def parse(data: bytes, names: Iterable[str] | None = None) -> dict[str, GoFunc]:
+    """Functions in a raw pclntab (from its header to at least the end of the table)."""
     fmt = layout(data)
 
     def word(i: int) -> int:
@@ -101,8 +121,9 @@ def parse(data: bytes, text_addr: int, names: Iterable[str] | None = None) -> di
     else:
         names_at, funcs_at = word(fmt.names_word), word(fmt.funcs_word)
         functab_at = funcs_at
-    # textStart is 0 in the file when only a dynamic relocation fills it (external linker, PIE)
-    base = (word(2) or text_addr) if fmt.offsets else 0
+    base = word(2) if fmt.offsets else 0
+    if fmt.offsets and not base:  # left to a relocation: .text is no stand-in (cgo puts C first)
+        raise PclntabError("textStart is 0 in the file")
     field = "I" if fmt.offsets else "Q"
     size = struct.calcsize(field)
     if not 0 < nfunc < len(data) or functab_at + (2 * nfunc + 1) * size > len(data):
@@ -121,12 +142,14 @@ def parse(data: bytes, text_addr: int, names: Iterable[str] | None = None) -> di
             if stop < 0:
                 raise PclntabError(f"name of function {i} not terminated")
             name = data[names_at + nameoff:stop].decode("utf-8", "replace")
-        elif (name := wanted.get(nameoff)) is None:
+        else:
+            name = wanted.get(nameoff)
+        # the _func repeats the entry: a mismatch means a misread table (a probe put on a wrong
+        # address would corrupt the traced program). Checked on the first and on those returned.
+        if (i == 0 or name is not None) and struct.unpack_from(f"<{field}", data, at)[0] != entries[i]:
+            raise PclntabError(f"function {i}: functab and _func disagree on the entry")
+        if name is None:
             continue
-        # the _func repeats the entry: a mismatch means a misread table, and a probe put on a
-        # wrong address would corrupt the traced program
-        if struct.unpack_from(f"<{field}", data, at)[0] != entries[i]:
-            raise PclntabError(f"{name}: functab and _func disagree on the entry")
         # a name stored twice is a function and its ABI wrapper (Go <-> assembly calling
         # convention); functab is in address order and the definition comes first
         out.setdefault(name, GoFunc(base + entries[i], base + entries[i + 1]))

@@ -73,11 +73,15 @@ def make_certs(d: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def build_go(out: Path, strip: bool = False, pie: bool = False) -> Path:
-    """Build tests/capture/tls/go with Debian's Go, offline; strip: no .symtab, no DWARF."""
+def build_go(out: Path, strip: bool = False, pie: bool = False, external: bool = False) -> Path:
+    """Build tests/capture/tls/go with Debian's Go, offline.
+
+    strip: no .symtab, no DWARF; external: linked by gcc (cgo), as C-using programs are.
+    """
     env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(out.parent / "gocache"),
-           "GOPATH": str(out.parent / "gopath"), "CGO_ENABLED": "0", "GOPROXY": "off"}
-    cmd = (["go", "build", "-o", str(out)] + (["-ldflags=-s -w"] if strip else [])
+           "GOPATH": str(out.parent / "gopath"), "CGO_ENABLED": "1" if external else "0", "GOPROXY": "off"}
+    ldflags = ["-s -w"] * strip + ["-linkmode=external"] * external
+    cmd = (["go", "build", "-o", str(out)] + ([f"-ldflags={' '.join(ldflags)}"] if ldflags else [])
            + (["-buildmode=pie"] if pie else []) + ["."])
     subprocess.run(cmd, cwd=GO_SRC, env=env, check=True, capture_output=True, timeout=240)
     return out

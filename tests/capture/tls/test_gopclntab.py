@@ -80,6 +80,22 @@ def test_stripped_pie(pie_stripped):
         assert all(elf._read_vaddr(ELFFile(f), f, a, 1) == b"\xc3" for a in go.read_rets)
 
 
+def test_external_linker_pie_merges_the_table_into_data(go_dir):
+    """cgo: gcc links, .gopclntab gets no section of its own; its header is found in the data."""
+    plain = targets.build_go(go_dir / "ext-pie", pie=True, external=True)
+    stripped = targets.build_go(go_dir / "ext-pie-stripped", strip=True, pie=True, external=True)
+    with open(stripped, "rb") as f:
+        e = ELFFile(f)
+        assert e.get_section_by_name(".symtab") is None
+        assert not any(e.get_section_by_name(name) for name in gopclntab.SECTIONS)
+    funcs = _functions(stripped)
+    tls = {n: sym for n, sym in _symtab_funcs(plain).items() if n.startswith("crypto/tls.")}
+    assert len(tls) > 300 and all(funcs[n].entry == entry for n, (entry, _) in tls.items())
+    plain_go, bare_go = elf.inspect(str(plain)).go, elf.inspect(str(stripped)).go
+    assert bare_go.located_by == ".gopclntab" and not bare_go.problem
+    assert (bare_go.write, bare_go.read, bare_go.read_rets) == (plain_go.write, plain_go.read, plain_go.read_rets)
+
+
 def _old_pcln(magic: int, funcs: list[tuple[str, int]], end: int) -> bytes:
     """A go1.16/1.17 (0xfffffffa) or go1.2-1.15 (0xfffffffb) table: no Go of those releases here."""
     n = len(funcs)
@@ -105,21 +121,27 @@ def _old_pcln(magic: int, funcs: list[tuple[str, int]], end: int) -> bytes:
 def test_older_layouts_absolute_entries(magic):
     data = _old_pcln(magic, [("main.main", 0x401000), (elf.GO_READ, 0x401100)], 0x401180)
     read = gopclntab.GoFunc(0x401100, 0x401180)
-    assert gopclntab.parse(data, 0) == {"main.main": gopclntab.GoFunc(0x401000, 0x401100), elf.GO_READ: read}
-    assert gopclntab.parse(data, 0, [elf.GO_READ]) == {elf.GO_READ: read}
+    assert gopclntab.parse(data) == {"main.main": gopclntab.GoFunc(0x401000, 0x401100), elf.GO_READ: read}
+    assert gopclntab.parse(data, [elf.GO_READ]) == {elf.GO_READ: read}
 
 
 def test_garbage_and_cut_tables_raise(stripped):
     with open(stripped, "rb") as f:
-        data = gopclntab.section_data(ELFFile(f))
+        data = next(gopclntab.tables(ELFFile(f)))
     with pytest.raises(gopclntab.PclntabError, match="magic"):
-        gopclntab.parse(b"\xfb\xff\xff\xfe" + data[4:], 0)
+        gopclntab.parse(b"\xfb\xff\xff\xfe" + data[4:])
     with pytest.raises(gopclntab.PclntabError, match="64-bit"):
-        gopclntab.parse(data[:7] + b"\x04" + data[8:], 0)
+        gopclntab.parse(data[:7] + b"\x04" + data[8:])
     with pytest.raises(gopclntab.PclntabError):
-        gopclntab.parse(data[:4096], 0)
+        gopclntab.parse(data[:4096])
+    with pytest.raises(gopclntab.PclntabError, match="textStart"):
+        gopclntab.parse(data[:24] + bytes(8) + data[32:])
+    functab = struct.unpack_from("<Q", data, 8 + 7 * 8)[0]  # pclnOffset: go1.18+ layout
+    (first,) = struct.unpack_from("<I", data, functab)
+    with pytest.raises(gopclntab.PclntabError, match="disagree"):  # functab moved, _func not
+        gopclntab.parse(data[:functab] + struct.pack("<I", first + 1) + data[functab + 4:], [elf.GO_READ])
     with pytest.raises(gopclntab.PclntabError):
-        gopclntab.parse(b"\xf0\xff\xff\xff", 0)
+        gopclntab.parse(b"\xf0\xff\xff\xff")
 
 
 def test_unreadable_pclntab_of_a_stripped_binary_is_a_problem_not_a_probe(stripped, tmp_path):
