@@ -110,19 +110,33 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
 
 def _caller_drops(edges: list[Edge], served: set[str]) -> list[Anomaly]:
     """Traffic drops of services seen only as callers (workers, consumers that fetch, jobs):
-    the calls they make are their traffic, and a stopped one makes none."""
-    sums: dict[str, tuple[RedStats, RedStats]] = {}
-    for e in edges:
-        if e.client in served:
+    the calls they make are their traffic, and a stopped one makes none. Not when its calls
+    got slow or fail (it waits on its callees), nor when the work it takes stopped arriving
+    (a service it calls lost traffic from its other callers too: fewer publishes)."""
+    def total(of: list[Edge]) -> tuple[RedStats, RedStats]:
+        c, b = RedStats(), RedStats()
+        for e in of:
+            for acc, s in ((c, e.current), (b, e.baseline)):
+                acc.count += s.count
+                acc.rate_per_s += s.rate_per_s
+        return c, b
+
+    out = []
+    for svc in sorted({e.client for e in edges} - served):
+        mine = [e for e in edges if e.client == svc]
+        c, b = total(mine)
+        if not traffic_drop(c, b) or any(error_shift(e.current, e.baseline) or
+                                         latency_shift(e.current, e.baseline) for e in mine):
             continue
-        for acc, s in zip(sums.setdefault(e.client, (RedStats(), RedStats())), (e.current, e.baseline)):
-            acc.count += s.count
-            acc.rate_per_s += s.rate_per_s
-    return [Anomaly(kind="traffic_drop", service=svc, current=c, baseline=b,
-                    score=_score(1 - c.rate_per_s / b.rate_per_s, b.count),
-                    description=f"{svc}: calls it makes {b.rate_per_s:.2f}/s -> {c.rate_per_s:.2f}/s"
-                                " (it serves no requests: its calls are its work)")
-            for svc, (c, b) in sums.items() if traffic_drop(c, b)]
+        if any(traffic_drop(*total([o for o in edges if o.server == e.server and o.client != svc]))
+               for e in mine):
+            continue
+        out.append(Anomaly(kind="traffic_drop", service=svc, current=c, baseline=b,
+                           score=_score(1 - c.rate_per_s / b.rate_per_s, b.count),
+                           description=f"{svc}: calls it makes {b.rate_per_s:.2f}/s ->"
+                                       f" {c.rate_per_s:.2f}/s (it serves no requests: its calls"
+                                       " are its work)"))
+    return out
 
 
 def _samples(store: SpanStore, window: TimeWindow, baseline: TimeWindow, a: Anomaly) -> list[str]:

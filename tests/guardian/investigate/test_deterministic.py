@@ -223,3 +223,24 @@ def test_peer_wait_splits_a_call():
     # cache: its 5 ms plus the 140 ms unread; api: its 40 ms plus the call's 15 ms after the reply,
     # and no wait counted for it (it waited on the call, not for a pool)
     assert own == {("cache", "GET"): (145, 0), ("api", "GET"): (55, 10)}
+
+
+def test_caller_only_service_drops():
+    """A worker seen only by its calls: stopped -> a traffic drop of its own; starved (its input
+    stopped arriving) or waiting on slow callees -> none."""
+    from tools.anomalies import _caller_drops
+    from tools.services import Edge
+    from tools.stats import RedStats
+
+    def edge(client, server, cur, base, p95=(2.0, 2.0)):
+        return Edge(client=client, server=server, health="ok",
+                    current=RedStats(count=cur, rate_per_s=cur / 20, p50_ms=p95[0] / 2, p95_ms=p95[0]),
+                    baseline=RedStats(count=base, rate_per_s=base / 20, p50_ms=p95[1] / 2, p95_ms=p95[1]))
+
+    served = {"shop", "broker", "db"}
+    stopped = [edge("shop", "broker", 40, 40), edge("worker", "broker", 2, 80), edge("worker", "db", 1, 40)]
+    assert [a.service for a in _caller_drops(stopped, served)] == ["worker"]
+    starved = [edge("shop", "broker", 5, 40), edge("worker", "broker", 10, 80), edge("worker", "db", 5, 40)]
+    assert _caller_drops(starved, served) == []
+    waiting = [edge("worker", "db", 10, 40, p95=(900.0, 2.0))]
+    assert _caller_drops(waiting, served) == []
