@@ -1,0 +1,3 @@
+module tlsdial
+
+go 1.19
