@@ -300,3 +300,22 @@ def test_kernel_detector_agrees_with_the_mirror(cert, kernel_detect):
     inputs += [b"\x16\x03" + bytes([rng.randrange(6)]) + rng.randbytes(rng.choice((2, 60))) for _ in range(3000)]
     assert [x for x in inputs if kernel_detect(x) != detect(x)] == []
     assert sum(detect(x) is not None for x in inputs) > 50
+
+
+def test_every_failure_classifies_as_a_dependency_error(cert):
+    """The investigator (tools/errors.py) must see these spans as DNS/connect/TLS trouble."""
+    from capture.connection import Connection
+    from capture.stitch import record_to_span
+    from tools.errors import classify_error
+
+    hello, flight = transcript(cert, V13, trusted=False)[:2]
+    cases = [transcript(cert, V12, trusted=False), _go_style_13(cert, [record(23, bytes(19))]), [hello],
+             [hello, (S, b"HTTP/1.1 400 Bad Request\r\n\r\n")], [hello, flight]]
+    conn = Connection(conn_id=1, pid=1, protocol="TLS_HANDSHAKE", role="CLIENT", local=("10.0.0.1", 40000),
+                      remote=("10.0.0.2", 443))
+    kinds = set()
+    for chunks in cases:
+        (r,) = run(chunks)[1]
+        kinds.add(r.attributes["error.type"])
+        assert classify_error(record_to_span(r, conn)) == "dependency", r.attributes["error.type"]
+    assert len(kinds) == 5
