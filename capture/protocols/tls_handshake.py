@@ -265,7 +265,7 @@ class TlsHandshakeParser(Parser):
             self._fail(f"tls alert: {name}", f"the {_SIDE[side]} sent a fatal TLS alert: {name}", ts)
 
     def _handshake(self, side: Side, d: _Direction, length: int, body: bytes | None, ts: int) -> None:
-        if d.hello_done or (d.ccs and self.version != TLS13):
+        if d.hello_done or (d.ccs and self.server_hello and self.version != TLS13):
             self.stats["handshake_records_skipped"] += 1  # encrypted Finished, certificates …
             return
         if body is None or len(d.hs) + len(body) > MAX_HANDSHAKE:

@@ -200,7 +200,8 @@ def test_hello_retry_request_waits_for_the_real_server_hello(cert):
     hrr_random = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
     body = b"\x03\x03" + hrr_random + b"\x00" + b"\x13\x01" + b"\x00" + b"\x00\x06\x00\x2b\x00\x02\x03\x04"
     hrr = record(22, b"\x02" + len(body).to_bytes(3, "big") + body)
-    p, out = run([chunks[0], (S, hrr), chunks[0], *chunks[1:]])
+    # middlebox compatibility: a ChangeCipherSpec follows the HRR (it encrypts nothing)
+    p, out = run([chunks[0], (S, hrr + record(20, b"\x01")), chunks[0], *chunks[1:]])
     assert p.stats["hello_retry_requests"] == 1
     assert [r.attributes["tls.protocol.version"] for r in out] == ["1.3"]
 
