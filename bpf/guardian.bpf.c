@@ -175,7 +175,8 @@ static __always_inline void emit_close(struct guardian_conn_key *key, struct gua
 }
 
 
-#define MAX_IOV 16
+#define MAX_IOV 16         /* iovecs walked per record */
+#define MAX_IOV_RECORDS 32 /* records per syscall: a tail call each, the kernel allows 33 */
 
 struct guardian_iovec {
     __u64 base;
@@ -232,46 +233,135 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
     return 0;
 }
 
-/* One message gathered from an iovec array (readv/writev/sendmsg/recvmsg): the buffers are
- * copied back to back into one record, so a header + body writev is one event, not two. */
-static __always_inline void emit_iov(struct guardian_conn_key *key, struct guardian_conn *c,
-                                     __u8 dir, __u64 iov, __u32 vlen, __u32 total,
-                                     const void *peer_addr)
-{
-    if (total == 0 || skip_ciphertext(c, SRC_SYSCALL))
-        return;
-    __u32 zero = 0;
-    struct guardian_record *r = scratch.lookup(&zero);
-    if (!r)
-        return;
-    __u32 left = total, off = 0;
-#pragma unroll
-    for (int i = 0; i < MAX_IOV; i++) {
-        if (i >= vlen || left == 0 || off >= MAX_PAYLOAD)
-            break;
-        struct guardian_iovec v = {};
-        if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
-            break;
-        __u32 used = v.len < left ? (__u32)v.len : left;
-        __u64 n = used < MAX_PAYLOAD - off ? used : MAX_PAYLOAD - off;
-        __u64 o = off;
-        asm volatile("" : "+r"(n), "+r"(o));
-        n &= 2 * MAX_PAYLOAD - 1; /* o < MAX_PAYLOAD, n < 2 * MAX_PAYLOAD: fits 3 * MAX_PAYLOAD */
-        o &= MAX_PAYLOAD - 1;
-        if (bpf_probe_read_user(r->payload + o, n, (const void *)v.base) != 0)
-            break;
-        off += n;
-        left -= used;
-    }
-    if (off)
-        send_record(r, key, c, dir, total, off, SRC_SYSCALL, peer_addr);
-}
+/* ---- gathered I/O (readv/writev/sendmsg/recvmsg): one syscall, several records ----
+ * grpc C-core sends frame headers, HPACK blocks and message slices as separate iovecs, often
+ * more than MAX_IOV of them and with big DATA slices in the middle. The iovecs are walked in
+ * records of consecutive stream bytes: small iovecs are copied whole, back to back; an iovec
+ * that does not fit in the record's space starts the next record, and one bigger than
+ * MAX_PAYLOAD is copied up to MAX_PAYLOAD and its tail reported as uncopied length (with
+ * grpc that is a DATA payload, which the HTTP/2 parser skips by length). Each record is one
+ * run of guardian_iov_walk, which tail-calls itself for the next one (the walk's state is in
+ * `iov_walk`): one copy of the loop in the object instead of one per exit tracepoint, and
+ * every record's `pos` is exact. What is left after MAX_IOV_RECORDS records goes up as the
+ * last record's uncopied length and is counted (STAT_IOV_UNWALKED). */
 
 /* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
                                           __u64 id);
 
-static __always_inline int io_exit(long ret)
+/* The next record of the walk in `iov_walk`. One program per direction (the verifier then
+ * sees one simple loop each); tail-called from emit_iov, then from itself. */
+static __always_inline int iov_record(void *ctx, __u8 dir)
+{
+    __u32 zero = 0;
+    struct guardian_iov_state *w = iov_walk.lookup(&zero);
+    if (!w)
+        return 0;
+    struct guardian_conn_key key = w->key;
+    struct guardian_conn *c = conns.lookup(&key);
+    struct guardian_record *r = scratch.lookup(&zero);
+    if (!c || !r)
+        return 0;
+    __u32 idx = w->idx, ioff = dir == DIR_INGRESS ? w->ioff : 0, left = w->left, vlen = w->vlen, off = 0, covered = 0;
+    int cut = 0, broken = 0; /* record ends inside an iovec; the array is unreadable */
+#pragma unroll
+    for (int i = 0; i < MAX_IOV; i++) {
+        if (idx >= vlen || left == 0 || off >= MAX_PAYLOAD || cut || broken)
+            break;
+        struct guardian_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + idx * sizeof(v))) != 0) {
+            broken = 1; /* the array itself is unreadable: give up on the rest */
+            break;
+        }
+        __u64 rest = v.len > ioff ? v.len - ioff : 0;
+        __u32 used = rest < left ? (__u32)rest : left; /* this iovec's bytes in the syscall */
+        __u32 space = MAX_PAYLOAD - off;
+        __u32 take = used;
+        if (used > space) {
+            if (dir == DIR_INGRESS)
+                take = space; /* read buffers hold any frames: the next record goes on here */
+            else if (off)
+                break; /* a written iovec that does not fit starts the next record */
+            else
+                cut = 1; /* bigger than a record: its tail goes up as uncopied length */
+        }
+        __u64 n = take < space ? take : space;
+        __u64 o = off;
+        asm volatile("" : "+r"(n), "+r"(o));
+        n &= 2 * MAX_PAYLOAD - 1; /* o < MAX_PAYLOAD, n < 2 * MAX_PAYLOAD: fits 3 * MAX_PAYLOAD */
+        o &= MAX_PAYLOAD - 1;
+        if (n && bpf_probe_read_user(r->payload + o, n, (const void *)(v.base + ioff)) != 0) {
+            n = 0; /* page not resident: the iovec's bytes go up as uncopied length */
+            take = used;
+            cut = 1;
+        }
+        off += n;
+        covered += take;
+        left -= take;
+        if (take == used) {
+            idx++;
+            ioff = 0;
+        } else {
+            ioff += take;
+        }
+    }
+    w->idx = idx;
+    w->ioff = ioff;
+    w->left = left;
+    w->records++;
+    int more = left && idx < vlen && !broken && w->records < MAX_IOV_RECORDS;
+    if (left && !more) {
+        stat_add(STAT_IOV_UNWALKED, 1);
+        covered += left; /* the rest of the syscall: uncopied length of this last record */
+    }
+    if (off || c->proto != PROTO_UNKNOWN)
+        send_record(r, &key, c, dir, covered, off, SRC_SYSCALL,
+                    w->records == 1 ? (const void *)w->peer : 0);
+    else
+        c->bytes[dir & 1] += covered; /* nothing readable: userspace sees the gap */
+    if (w->records == 1)
+        tls_socket_io(&key, c, bpf_get_current_pid_tgid());
+    /* a first record that matched no protocol ends the walk (the rest is not its start) */
+    if (!more || c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
+        if (more)
+            c->bytes[dir & 1] += left;
+        return 0;
+    }
+    iov_tail.call(ctx, dir);
+    stat_add(STAT_IOV_UNWALKED, 1); /* tail call failed (not registered yet): a gap */
+    c->bytes[dir & 1] += left;
+    return 0;
+}
+
+int guardian_iov_send(void *ctx) { return iov_record(ctx, DIR_EGRESS); }
+int guardian_iov_recv(void *ctx) { return iov_record(ctx, DIR_INGRESS); }
+
+/* Start walking the iovec array of a gathered I/O of `total` bytes. Returns only if the walk
+ * did not start (then the TLS tie-up is the caller's). */
+static __always_inline void emit_iov(void *ctx, struct guardian_conn_key *key,
+                                     struct guardian_conn *c, __u8 dir, __u64 iov, __u32 vlen,
+                                     __u32 total, __u64 peer)
+{
+    if (total == 0 || skip_ciphertext(c, SRC_SYSCALL))
+        return;
+    __u32 zero = 0;
+    struct guardian_iov_state *w = iov_walk.lookup(&zero);
+    if (!w)
+        return;
+    w->key = *key;
+    w->iov = iov;
+    w->peer = peer;
+    w->vlen = vlen;
+    w->idx = 0;
+    w->ioff = 0;
+    w->left = total;
+    w->records = 0;
+    iov_tail.call(ctx, dir & 1);
+    stat_add(STAT_IO_MAP_FULL, 1); /* not registered yet (loader): a gap in the stream */
+    c->bytes[dir & 1] += total;
+}
+
+static __always_inline int io_exit(void *ctx, long ret)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct guardian_io *p = active_io.lookup(&id);
@@ -289,14 +379,14 @@ static __always_inline int io_exit(long ret)
         emit_data(&key, c, io.direction, (const void *)io.buf, (__u32)ret, SRC_SYSCALL,
                   (const void *)io.addr);
     } else if (io.shape == IO_IOVEC) {
-        emit_iov(&key, c, io.direction, io.buf, io.vlen, (__u32)ret, 0);
+        emit_iov(ctx, &key, c, io.direction, io.buf, io.vlen, (__u32)ret, 0);
     } else {
         struct guardian_msghdr m = {};
         if (bpf_probe_read_user(&m, sizeof(m), (void *)io.buf) != 0)
             return 0;
         /* msg_name: the peer of an unconnected UDP socket (dig, DNS servers) */
-        emit_iov(&key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
-                 m.namelen ? (const void *)m.name : 0);
+        emit_iov(ctx, &key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
+                 m.namelen ? m.name : 0);
     }
     tls_socket_io(&key, c, id);
     return 0;
@@ -305,28 +395,28 @@ static __always_inline int io_exit(long ret)
 /* ---- data syscalls ---- */
 TRACEPOINT_PROBE(syscalls, sys_enter_read)
 { return io_enter(args->fd, (__u64)args->buf, 0, DIR_INGRESS, IO_PLAIN, 0, 0); }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_write)
 { return io_enter(args->fd, (__u64)args->buf, 0, DIR_EGRESS, IO_PLAIN, 0, 0); }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv)
 { return io_enter(args->fd, (__u64)args->vec, args->vlen, DIR_INGRESS, IO_IOVEC, 0, 0); }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_writev)
 { return io_enter(args->fd, (__u64)args->vec, args->vlen, DIR_EGRESS, IO_IOVEC, 0, 0); }
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
 { return io_enter(args->fd, (__u64)args->buff, 0, DIR_EGRESS, IO_PLAIN, (__u64)args->addr, 1); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
 { return io_enter(args->fd, (__u64)args->ubuf, 0, DIR_INGRESS, IO_PLAIN, (__u64)args->addr, 1); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
 { return io_enter(args->fd, (__u64)args->msg, 0, DIR_EGRESS, IO_MSGHDR, 0, 1); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
 { return io_enter(args->fd, (__u64)args->msg, 0, DIR_INGRESS, IO_MSGHDR, 0, 1); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args, args->ret); }
 
 /* ---- connection lifecycle ---- */
 static __always_inline int sockcall_enter(__u32 fd, __u64 addr)
@@ -438,7 +528,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     struct guardian_conn *c = conns.lookup(&key);
     if (!c)
         return 0;
-    if (c->proto != PROTO_UNKNOWN)
+    /* encrypted: userspace may hold its handshake though the plaintext's protocol is unknown */
+    if (c->proto != PROTO_UNKNOWN || (c->flags & CONN_ENCRYPTED))
         emit_close(&key, c);
     conns.delete(&key);
     return 0;
