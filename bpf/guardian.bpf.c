@@ -357,7 +357,7 @@ static __always_inline void emit_iov(void *ctx, struct guardian_conn_key *key,
     w->left = total;
     w->records = 0;
     iov_tail.call(ctx, dir & 1);
-    stat_add(STAT_IO_MAP_FULL, 1); /* not registered yet (loader): a gap in the stream */
+    stat_add(STAT_IOV_UNWALKED, 1); /* not registered yet (loader): a gap in the stream */
     c->bytes[dir & 1] += total;
 }
 

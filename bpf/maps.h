@@ -57,6 +57,24 @@ struct guardian_record {
 };
 BPF_PERCPU_ARRAY(scratch, struct guardian_record, 1);
 
+/* A gathered I/O (readv/writev/sendmsg/recvmsg) being walked one record per tail call
+ * (guardian_iov_send/recv): where the next record starts. Per CPU: a tail call stays on it. */
+struct guardian_iov_state {
+    struct guardian_conn_key key;
+    __u64 iov;     /* user iovec array */
+    __u64 peer;    /* msg_name (unconnected UDP), for the first record */
+    __u32 vlen;    /* iovecs in the array */
+    __u32 idx;     /* next iovec to walk */
+    __u32 ioff;    /* bytes of iovec idx already in a record (read buffers are split) */
+    __u32 left;    /* bytes of the syscall not yet in a record */
+    __u8 records;  /* records sent so far */
+    __u8 _pad[7];
+};
+BPF_PERCPU_ARRAY(iov_walk, struct guardian_iov_state, 1);
+
+/* By direction: guardian_iov_send, guardian_iov_recv; capture/loader.py fills it. */
+BPF_PROG_ARRAY(iov_tail, 2);
+
 /* Counters (enum guardian_stat), summed over CPUs by the agent. */
 BPF_PERCPU_ARRAY(stats, __u64, STAT_MAX);
 

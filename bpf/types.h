@@ -86,7 +86,8 @@ enum guardian_stat {
     STAT_CONNS_OPENED = 6,    /* connections tracked */
     STAT_CONNS_IGNORED = 7,   /* connections given up on (no known protocol) */
     STAT_IO_MAP_FULL = 8,     /* syscalls not followed: in-flight map full */
-    STAT_MAX = 9,
+    STAT_IOV_UNWALKED = 9,    /* gathered I/O whose last iovecs went up uncopied (record budget) */
+    STAT_MAX = 10,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses

@@ -25,6 +25,25 @@ def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
+def _with_tail_calls(bpf_class: type) -> type:
+    """BCC's BPF class that fills the tail-call table before BCC attaches the tracepoints.
+
+    Gathered I/O (readv/writev/sendmsg/recvmsg) is walked one record per tail call
+    (bpf/guardian.bpf.c, emit_iov): filled afterwards, every such syscall in between would
+    be a gap in its stream.
+    """
+
+    class GuardianBPF(bpf_class):
+        def _trace_autoload(self) -> None:
+            tail = self["iov_tail"]
+            for direction, name in ((abi.Direction.EGRESS, "send"), (abi.Direction.INGRESS, "recv")):
+                walk = self.load_func(f"guardian_iov_{name}", bpf_class.TRACEPOINT)
+                tail[ctypes.c_int(direction)] = ctypes.c_int(walk.fd)
+            super()._trace_autoload()
+
+    return GuardianBPF
+
+
 class Loader:
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, pid: int | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536,
@@ -59,7 +78,8 @@ class Loader:
         except ImportError as e:  # require_ebpf checked it; keep the message clear anyway
             raise CaptureUnavailable(f"bcc is not importable: {e}. Run: make setup") from e
         try:
-            self.bpf = BPF(src_file=str(abi.BPF_DIR / "guardian.bpf.c"), cflags=self.cflags)
+            self.bpf = _with_tail_calls(BPF)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
+                                             cflags=self.cflags)
         except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on compile/load errors
             raise CaptureUnavailable(
                 f"the eBPF programs failed to compile or load: {e}. Run `guardian doctor`.") from e
