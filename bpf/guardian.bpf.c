@@ -308,7 +308,18 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
     w->idx = idx;
     w->ioff = ioff;
     w->left = left;
+    w->copied = off;
+    w->covered = covered;
+    w->broken = broken;
     w->records++;
+    /* read the record's numbers back from the map: the verifier then sees one state here,
+     * not one per way out of the loop, and checks send_record (detection) once */
+    asm volatile("" ::: "memory");
+    idx = w->idx;
+    left = w->left;
+    off = w->copied;
+    covered = w->covered;
+    broken = w->broken;
     int more = left && idx < vlen && !broken && w->records < MAX_IOV_RECORDS;
     if (left && !more) {
         stat_add(STAT_IOV_UNWALKED, 1);

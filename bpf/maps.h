@@ -67,8 +67,11 @@ struct guardian_iov_state {
     __u32 idx;     /* next iovec to walk */
     __u32 ioff;    /* bytes of iovec idx already in a record (read buffers are split) */
     __u32 left;    /* bytes of the syscall not yet in a record */
+    __u32 copied;  /* this record: bytes copied */
+    __u32 covered; /* this record: stream bytes it stands for */
     __u8 records;  /* records sent so far */
-    __u8 _pad[7];
+    __u8 broken;   /* the iovec array could not be read */
+    __u8 _pad[6];
 };
 BPF_PERCPU_ARRAY(iov_walk, struct guardian_iov_state, 1);
 
