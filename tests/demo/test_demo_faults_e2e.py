@@ -82,7 +82,6 @@ def _queue_depth(run: DemoRun) -> int:
 KNOWN_GAPS = {
     "redis-slow": "callers' waits on a stalled redis are ranked as their own saturation, redis 2nd-4th",
     "consumer-stopped": "the investigator names the broker's 'ack orders' traffic drop, not the stopped consumer",
-    "tls-failure": "failed TLS handshakes produce no span: only the frontend's 502s are seen",
     "pool-exhaustion": "last runs: no scheduled report named the shop within 90 s (cause not yet diagnosed)",
 }
 
