@@ -74,7 +74,10 @@ class ConnTracker:
                 return
         conn = tracked.conn
         if proto == _TLS_HANDSHAKE and conn.protocol != "TLS_HANDSHAKE":
-            return  # handshake ciphertext racing the plaintext that ended the handshake
+            # handshake ciphertext racing the plaintext that ended the handshake: its bytes
+            # only count in the stream position
+            tracked.pos[0 if direction == _EGRESS else 1] = pos + total
+            return
         if source and conn.source == "syscall":
             # upgraded to TLS mid-connection (PostgreSQL SSLRequest, STARTTLS): from now on
             # the bytes are the TLS library's plaintext
