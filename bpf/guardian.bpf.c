@@ -236,14 +236,15 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
 /* ---- gathered I/O (readv/writev/sendmsg/recvmsg): one syscall, several records ----
  * grpc C-core sends frame headers, HPACK blocks and message slices as separate iovecs, often
  * more than MAX_IOV of them and with big DATA slices in the middle. The iovecs are walked in
- * records of consecutive stream bytes: small iovecs are copied whole, back to back; an iovec
- * that does not fit in the record's space starts the next record, and one bigger than
- * MAX_PAYLOAD is copied up to MAX_PAYLOAD and its tail reported as uncopied length (with
- * grpc that is a DATA payload, which the HTTP/2 parser skips by length). Each record is one
- * run of guardian_iov_walk, which tail-calls itself for the next one (the walk's state is in
- * `iov_walk`): one copy of the loop in the object instead of one per exit tracepoint, and
- * every record's `pos` is exact. What is left after MAX_IOV_RECORDS records goes up as the
- * last record's uncopied length and is counted (STAT_IOV_UNWALKED). */
+ * records of consecutive stream bytes, each record one run of guardian_iov_send (or _recv)
+ * that tail-calls itself for the next (the walk's state is in `iov_walk`); every record's
+ * `pos` is exact, and the loop exists once in the object, not once per exit tracepoint.
+ * Written iovecs are copied whole, back to back; one that does not fit in the record starts
+ * the next record, one bigger than MAX_PAYLOAD sends its prefix and its tail as uncopied
+ * length (with grpc that is a DATA payload, which the HTTP/2 parser skips by length). Read
+ * buffers hold frames anywhere: they are copied on, record after record. A UDP datagram stays
+ * one record. What is left after MAX_IOV_RECORDS records goes up as the last record's
+ * uncopied length and is counted (STAT_IOV_UNWALKED). */
 
 /* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
@@ -320,9 +321,11 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
     off = w->copied;
     covered = w->covered;
     broken = w->broken;
-    int more = left && idx < vlen && !broken && w->records < MAX_IOV_RECORDS;
+    int udp = c->transport == TRANSPORT_UDP; /* a datagram is one message: one record */
+    int more = left && idx < vlen && !broken && !udp && w->records < MAX_IOV_RECORDS;
     if (left && !more) {
-        stat_add(STAT_IOV_UNWALKED, 1);
+        if (!udp)
+            stat_add(STAT_IOV_UNWALKED, 1);
         covered += left; /* the rest of the syscall: uncopied length of this last record */
     }
     if (off || c->proto != PROTO_UNKNOWN)
@@ -332,9 +335,10 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
         c->bytes[dir & 1] += covered; /* nothing readable: userspace sees the gap */
     if (w->records == 1)
         tls_socket_io(&key, c, bpf_get_current_pid_tgid());
-    /* a first record that matched no protocol ends the walk (the rest is not its start) */
+    /* a first record that matched no protocol ends the walk (the rest is not its start);
+     * skipped ciphertext does not count in positions (skip_ciphertext) */
     if (!more || c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
-        if (more)
+        if (more && !(c->flags & CONN_ENCRYPTED))
             c->bytes[dir & 1] += left;
         return 0;
     }

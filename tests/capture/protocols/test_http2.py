@@ -174,3 +174,39 @@ def test_kernel_detector_agrees_with_its_userspace_mirror():
     samples = own + OTHER_PROTOCOLS + [rng.randbytes(rng.choice((16, 64, 300))) for _ in range(3000)]
     assert agrees("http2", detect, samples) == []
     assert all(kernel_detect("http2")(data) for data in own[:1])  # the first message of the sample is detected
+
+
+def written_records(iovecs, max_payload=4096):
+    """The records bpf/guardian.bpf.c (iov_record) makes of one writev/sendmsg: (copied, size)."""
+    out, copied, size = [], b"", 0
+    for v in iovecs:
+        if copied and len(copied) + len(v) > max_payload:  # does not fit: starts the next record
+            out.append((copied, size))
+            copied, size = b"", 0
+        if len(v) > max_payload:  # bigger than a record: prefix copied, tail as uncopied length
+            out.append((v[:max_payload], len(v)))
+            continue
+        copied, size = copied + v, size + len(v)
+    return out + ([(copied, size)] if size else [])
+
+
+def test_grpc_core_iovecs_walked_in_records_skip_big_data_by_length():
+    # grpc C-core: frame headers, HPACK blocks and message slices are separate iovecs; a 21 kB
+    # message spans two DATA frames, each slice's tail beyond a record is never copied
+    conn, p = Conn(), Http2Parser()
+    msg = b"\0" + (21000).to_bytes(4, "big") + b"x" * 21000
+    first, second = msg[:16384], msg[16384:]
+    iovecs = []
+    for sid in (1, 3):
+        frames = data(sid, first)[:9], first[:5], first[5:], data(sid, second, end_stream=True)[:9], second
+        iovecs += [headers(sid, conn.c.encode(GRPC_REQ)), *frames]
+    records = written_records(iovecs)
+    assert len(records) > 2 and any(len(c) < n for c, n in records)
+    p.feed(C, PREFACE, 0)
+    for ts, (copied, size) in enumerate(records, 1):
+        assert p.feed(C, copied, ts, size=size) == []
+    for sid in (1, 3):
+        _, resp = conn.grpc_call(sid)
+        (r,) = p.feed(S, resp, 20 + sid)
+        assert r.attributes["rpc.method"] == "Get" and "http2.unknown_headers" not in r.attributes
+    assert p.stats["lost_bytes"] == 0 and p.stats["garbage"] == 0 and p.stats["degraded_header_blocks"] == 0
