@@ -107,6 +107,12 @@ class ConnTracker:
               family, comm) -> _Tracked | None:
         local = (abi.ip_text(laddr), lport) if family and lport else None
         remote = (abi.ip_text(raddr), rport) if family and rport else None
+        if (self.port is not None and role == abi.Role.CLIENT and remote is not None
+                and remote[1] != self.port):
+            # --port names a server port: a client connection to another server cannot match
+            # through its own (ephemeral) port, so /proc is not read to learn that port
+            self.conns[conn_id] = _IGNORED
+            return None
         if local is None or remote is None:
             # by remote address only for accepted sockets: a client's remote is not unique
             entry = self.sockets.lookup(tgid, fd, remote if role == abi.Role.SERVER else None)
