@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 KINDS = ("SERVER", "CLIENT", "INTERNAL", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
 
@@ -63,7 +65,10 @@ class Span:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+        try:
+            return orjson.dumps(self.to_dict(), default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # what orjson refuses (an int beyond 64 bits): the slower stdlib
+            return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Span":
