@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 from capture.protocols.base import Parser, Record, Side
@@ -58,8 +59,9 @@ def _could_start(data: bytes, side: Side) -> bool:
     return any(t.startswith(data) or data.startswith(t) for t in tokens)
 
 
+@lru_cache(maxsize=8192)
 def route_of(path: str) -> str:
-    """Low-cardinality form of a path for span names."""
+    """Low-cardinality form of a path for span names (cached: services repeat their paths)."""
     parts = path.split("/")
     return "/".join("{id}" if p and _ID_SEGMENT.match(p) else p for p in parts)
 
