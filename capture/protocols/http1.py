@@ -310,7 +310,9 @@ class Http1Parser(Parser):
     # -- pairing -------------------------------------------------------------------------
     def _complete(self, d: _Direction, ts_ns: int) -> None:
         msg = d.msg
-        d.state, d.msg, d.remaining, d.buf = HEAD, None, 0, bytearray()
+        d.state, d.msg, d.remaining = HEAD, None, 0
+        if d.buf:
+            d.buf = bytearray()
         if msg is None:
             return
         msg.end_ns = ts_ns
