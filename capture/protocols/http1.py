@@ -25,7 +25,8 @@ METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"
 _REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|TRACE|CONNECT) [/*h\w]")
 _RESPONSE_START = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r]")
 # Path segments that are ids, so that span names group: /users/42 -> /users/{id}
-_ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8,}\d[0-9a-fA-F]*)$")
+# (numbers, uuids/hashes, and codes carrying a run of 3+ digits such as SKU-000123 or INV2024)
+_ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8,}\d[0-9a-fA-F]*|[\w.-]*\d{3,}[\w.-]*)$")
 
 # Framing states of one direction.
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UNTIL_CLOSE, RESYNC, UPGRADED = range(9)

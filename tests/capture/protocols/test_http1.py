@@ -134,6 +134,8 @@ def test_detect_and_route():
     assert detect(b"GETS / HTTP/1.1") is None and detect(b"\x16\x03\x01\x00\xa5") is None
     assert route_of("/users/42/orders/9f86d081884c7d65") == "/users/{id}/orders/{id}"
     assert route_of("/api/v1/items") == "/api/v1/items"
+    assert route_of("/api/products/SKU-000123") == "/api/products/{id}"
+    assert route_of("/page2/v10/top-5") == "/page2/v10/top-5"
 
 
 def test_whole_message_fast_path_agrees_with_the_general_framing():
