@@ -5,28 +5,16 @@ ciphertext that races that plaintext; a handshake that fails is one span at clos
 from __future__ import annotations
 
 import ssl
-import subprocess
 
-import pytest
 
 from capture import abi
 from capture.conntrack import ConnTracker
 from capture.pipeline import Pipeline
-from tests.capture.protocols.test_tls_handshake import transcript
+from tests.capture.protocols.test_tls_handshake import cert, transcript  # noqa: F401 (cert: fixture)
 
 P = abi.Proto
 EGRESS, INGRESS = abi.Direction.EGRESS, abi.Direction.INGRESS
 IP = b"\0" * 10 + b"\xff\xff" + bytes([127, 0, 0, 1])
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory) -> tuple[str, str]:
-    d = tmp_path_factory.mktemp("tlscert")
-    c, k = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(k), "-out", str(c),
-                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
-                   check=True, capture_output=True, timeout=60)
-    return str(c), str(k)
 
 
 class Client:
