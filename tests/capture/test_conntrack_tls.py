@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ssl
 
-
 from capture import abi
 from capture.conntrack import ConnTracker
 from capture.pipeline import Pipeline
