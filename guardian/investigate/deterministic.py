@@ -109,21 +109,25 @@ def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly]) -> bool:
                for e in walker.store.service_map(walker.baseline))
 
 
-def _steady_wait(c: Candidate) -> bool:
-    """Waits of nearly the same length in every request are the service's own slowness (a sleep,
-    a slow step before its first call), not a queue: queueing for a pool or lock varies."""
-    if any(s.status_code == "ERROR" for s in c.spans) or len(c.excess_ms) < 4:
+def _queueing(c: Candidate) -> bool:
+    """Saturation needs evidence of a queue: failures that say so (pool timeouts, 429s), or
+    waits that vary from request to request as queueing for a pool, lock or thread does.
+    A steady wait (a sleep, a slow step before the first call), or too few requests to tell,
+    is the service's own latency."""
+    if any(s.status_code == "ERROR" for s in c.spans):
+        return True
+    if len(c.excess_ms) < 4:
         return False
     waits = sorted(c.excess_ms)
     cut_ = len(waits) // 10
-    return waits[-1 - cut_] - waits[cut_] < 0.25 * waits[len(waits) // 2]
+    return waits[-1 - cut_] - waits[cut_] >= 0.25 * waits[len(waits) // 2]
 
 
 def _merge(cands: list[Candidate]) -> list[Candidate]:
-    """Latency explained by saturation of the same service is that saturation; a steady wait
-    is latency."""
+    """Latency explained by saturation of the same service is that saturation; a wait with no
+    sign of queueing is latency."""
     for c in cands:
-        if c.kind == "saturation" and _steady_wait(c):
+        if c.kind == "saturation" and not _queueing(c):
             c.kind = "latency"
     lat: dict[str, Candidate] = {}
     for c in [c for c in cands if c.kind == "latency"]:
