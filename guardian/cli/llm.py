@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
+def _interrupt(signum: int, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(args: argparse.Namespace) -> int:
     server = LocalServer(args.model, args.port)
     if health(args.port):
@@ -46,7 +50,12 @@ def _serve(args: argparse.Namespace) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     server.log_path = log_path
     t0 = time.monotonic()
-    try:  # from here on, Ctrl-C (even mid-start or mid-print) stops the child too
+    # Ctrl-C and SIGTERM both stop the child, even when SIGINT came in ignored (a background job
+    # of a shell) and even mid-start or mid-print: the child runs in its own session, so nothing
+    # else would stop it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    try:
         server.start()
         print(f"serving {server.model} on {server.base_url} (healthy after {time.monotonic() - t0:.1f}s;"
               f" log {log_path})", flush=True)

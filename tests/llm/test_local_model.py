@@ -71,20 +71,28 @@ def test_agent_on_recorded_incident(local_server, incident):
         assert e.verified == bool(store.trace(e.trace_id))
 
 
-def test_guardian_llm_serve_cli(local_server):
-    """`guardian llm serve` starts the server on loopback, waits for /health, stops on Ctrl-C."""
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_guardian_llm_serve_cli(local_server, stop_signal):
+    """`guardian llm serve` starts the server on loopback, waits for /health, and stops it on
+    Ctrl-C or SIGTERM — Ctrl-C even when it was started with SIGINT ignored, as a background
+    job of a shell starts it."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "llm", "serve", "--model",
                              local_server.key, "--port", str(port)], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+                            cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = proc.stdout.readline()
         assert f"serving {local_server.model} on http://127.0.0.1:{port}/v1" in line
         assert "GUARDIAN_LLM=local" in proc.stdout.readline()
         assert health(port) and served_models(port) == [local_server.model]
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        proc.send_signal(stop_signal)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave a model server behind
+            raise
     deadline = time.monotonic() + 20
     while health(port) and time.monotonic() < deadline:
         time.sleep(0.5)
