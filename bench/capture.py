@@ -27,6 +27,7 @@ from tests.support.http_servers import nginx_server, process
 from tests.support.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -39,7 +40,8 @@ def agent(port: int):
     """`guardian capture --json --port` writing spans to a file; yields a dict filled at exit."""
     out = tempfile.NamedTemporaryFile(prefix="bench-spans-", suffix=".jsonl", delete=False)
     err = tempfile.NamedTemporaryFile(prefix="bench-capture-", suffix=".err", delete=False)
-    cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--port", str(port)]
+    cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--port", str(port),
+           *AGENT_ARGS]
     proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
     result: dict = {}
     try:
@@ -163,8 +165,11 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=10000)
     ap.add_argument("--only", choices=["nginx", "rate", "fastapi"])
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
+                    help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
     args = ap.parse_args()
-    out = {}
+    AGENT_ARGS[:] = args.agent_arg
+    out = {"agent_args": args.agent_arg}
     if args.only in (None, "nginx"):
         out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds)
         print(json.dumps({"a_nginx_saturation": out["a_nginx_saturation"]}, indent=1), flush=True)
