@@ -5,8 +5,9 @@
     version: 0x0N request, 0x8N response; responses pair with requests by stream id.
 
 QUERY/PREPARE/BATCH carry the statement; EXECUTE carries a prepared id, mapped back to its text
-from the PREPARE seen on this connection. Compressed bodies (flag 0x01) and v5's framed segments
-after READY are paired by header only / not parsed (counted in stats).
+from the PREPARE seen on this connection. Compressed bodies (flag 0x01) are paired by header only.
+v5 wraps frames in segments once READY is sent (native_protocol_v5.spec §2): they are unwrapped
+and the frames inside parsed as before; lz4-compressed segments are skipped and counted.
 Attributes: db.system "cassandra", db.operation.name (statement verb, or the opcode), db.collection.name,
 db.namespace (from "ks.table" or USE), db.query.text, cassandra.consistency.level; on ERROR
 db.response.status_code = the error code in hex ("0x2200") and error.type = its name (Invalid …).
@@ -18,6 +19,8 @@ import struct
 
 from capture.protocols.base import Parser, Record, Side
 from capture.protocols.frames import Frame, FrameReader
+
+SEGMENT_HEADER, SEGMENT_TRAILER = 6, 4  # uncompressed v5 segment: 3 bytes + CRC24; CRC32 after
 
 MAX_BODY = 16 * 1024 * 1024  # native_transport_max_frame_size's default
 MAX_PENDING = 32768  # stream ids per connection
@@ -146,14 +149,16 @@ class CassandraParser(Parser):
         self._pending: dict[int, _Req] = {}
         self._prepared: dict[bytes, str] = {}
         self._keyspace: str | None = None
-        self._segments = False  # v5 after READY: framed segments we do not parse
+        self._segments = False  # v5 after READY: frames travel inside segments
+        self._compressed = False  # STARTUP asked for compression (v5: compressed segments)
+        self._unwrap = {side: _Segments(self._readers[side], self, self.stats) for side in Side}
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
-        if self._segments:
-            self.stats["v5_segment_chunks"] += 1
-            return []
+        segmented = self._segments
+        frames = (self._unwrap[side].feed(data, ts_ns, size) if segmented
+                  else self._readers[side].feed(data, ts_ns, size))
         out: list[Record] = []
-        for f in self._readers[side].feed(data, ts_ns, size):
+        for f in frames:
             h = _header(f.data[:9])
             if h is None:
                 continue
@@ -161,8 +166,8 @@ class CassandraParser(Parser):
                 self._response(h, f, out)
             else:
                 self._request(h, f, out)
-            if self._segments:
-                break
+            if self._segments and not segmented:
+                break  # READY: what follows is segments, not frames
         return out
 
     def close(self, ts_ns: int) -> list[Record]:
@@ -174,6 +179,8 @@ class CassandraParser(Parser):
     def _request(self, h, f: Frame, out: list[Record]) -> None:
         version, flags, stream, opcode, _n, _r = h
         r = _Req(opcode, f.start_ns)
+        if opcode == 1 and b"COMPRESSION" in f.data:  # STARTUP options {"COMPRESSION": ...}
+            self._compressed = True
         if not flags & FLAG_COMPRESSED:
             body = _Body(f.data, _hlen(f.data[0]))
             try:
@@ -278,3 +285,75 @@ class CassandraParser(Parser):
 
 
 PARSER = CassandraParser
+
+
+class _Segments:
+    """v5 segments of one direction -> the frame stream inside them, fed to its FrameReader.
+
+    Uncompressed segment: 3 bytes little-endian (payload length in bits 0-16, self-contained
+    flag in bit 17) + CRC24 of them, the payload, CRC32 of the payload. Payloads joined are the
+    frame stream (a large frame spans segments). CRCs are not checked: a desynchronised stream
+    shows as invalid frame headers, which the frame reader counts and resyncs from. Compressed
+    segments (8-byte header, lz4 payload) are skipped by length and counted.
+    """
+
+    def __init__(self, frames: FrameReader, parser: "CassandraParser", stats) -> None:
+        self.frames, self.parser, self.stats = frames, parser, stats
+        self.head = bytearray()
+        self.payload_left = 0  # bytes of the current segment's payload still to come
+        self.skip_left = 0  # trailer (or compressed payload + trailer) bytes still to skip
+        self.lost = False
+
+    def feed(self, data: bytes, ts_ns: int, size: int | None) -> list[Frame]:
+        if self.lost:
+            self.stats["v5_segment_chunks_skipped"] += 1
+            return []
+        out: list[Frame] = []
+        pos, n = 0, len(data)
+        while pos < n:
+            if self.payload_left:
+                take = min(self.payload_left, n - pos)
+                out += self.frames.feed(data[pos:pos + take], ts_ns)
+                pos += take
+                self.payload_left -= take
+                if not self.payload_left:
+                    self.skip_left = SEGMENT_TRAILER
+            elif self.skip_left:
+                take = min(self.skip_left, n - pos)
+                pos += take
+                self.skip_left -= take
+            else:
+                hlen = 8 if self.parser._compressed else SEGMENT_HEADER
+                take = min(hlen - len(self.head), n - pos)
+                self.head += data[pos:pos + take]
+                pos += take
+                if len(self.head) == hlen:
+                    self._segment_header()
+        missing = (size or n) - n
+        if missing > 0 and self.payload_left:  # inside a payload: the frames skip it by length
+            take = min(self.payload_left, missing)
+            out += self.frames.feed(b"", ts_ns, take)
+            self.payload_left -= take
+            missing -= take
+            if not self.payload_left:
+                self.skip_left = SEGMENT_TRAILER
+        if missing > 0 and self.skip_left:
+            take = min(self.skip_left, missing)
+            self.skip_left -= take
+            missing -= take
+        if missing > 0:  # a segment header was not copied: the segment boundaries are lost
+            self.lost = True
+            self.stats["v5_segments_lost"] += 1
+        return out
+
+    def _segment_header(self) -> None:
+        value = int.from_bytes(self.head[:5 if self.parser._compressed else 3], "little")
+        self.head.clear()
+        self.stats["v5_segments"] += 1
+        if self.parser._compressed:  # lz4 payload: its compressed length, then the trailer
+            self.stats["v5_compressed_segments"] += 1
+            self.skip_left = (value & 0x1FFFF) + SEGMENT_TRAILER
+            return
+        self.payload_left = value & 0x1FFFF
+        if not self.payload_left:
+            self.skip_left = SEGMENT_TRAILER

@@ -1,6 +1,7 @@
 """Cassandra CQL parser, bytes only: v1 and v4 frames, stream pairing, PREPARE/EXECUTE, BATCH, errors,
 tracing/warning flags, truncation, garbage; plus the recorded v4/v5 capture."""
 import struct
+import zlib
 
 import pytest
 
@@ -138,3 +139,95 @@ def bench_sample():
     """One QUERY and its Rows result (bench/parsers.py)."""
     return [(C, frame(4, 1, 7, query("SELECT name FROM shop.users WHERE id = 1"))),
             (S, frame(4, 1, 8, rows(), response=True))], 1
+
+
+def crc24(data: bytes) -> int:
+    """native_protocol_v5.spec §2.2: CRC24 of a segment header (init 0x875060, poly 0x1974F0B)."""
+    crc = 0x875060
+    for byte in data:
+        crc ^= byte << 16
+        for _ in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1974F0B
+    return crc & 0xFFFFFF
+
+
+def segment(payload: bytes, self_contained: bool = True) -> bytes:
+    head = (len(payload) | (1 << 17 if self_contained else 0)).to_bytes(3, "little")
+    return head + crc24(head).to_bytes(3, "little") + payload + zlib.crc32(payload).to_bytes(4, "little")
+
+
+def v5_session(p: CassandraParser, chunks_of=None) -> list:
+    """STARTUP/READY in plain frames, then segments: three QUERYs in one segment, one large
+    QUERY split over two segments; the answers (rows, an error, rows, rows) in one segment."""
+    out = p.feed(C, frame(5, 0, 1, struct.pack(">H", 1) + b"\x00\x0bCQL_VERSION\x00\x053.0.0"), 10)
+    out += p.feed(S, frame(5, 0, 2, response=True), 20)
+    big = "SELECT * FROM shop.orders WHERE note = '" + "x" * 200_000 + "'"
+    requests = b"".join(frame(5, i, 7, query(q, version=5)) for i, q in enumerate(
+        ["SELECT name FROM shop.users", "INSERT INTO shop.carts (id) VALUES (1)", "SELECT * FROM shop.nope"], 1))
+    big_frame = frame(5, 4, 7, query(big, version=5))
+    half = len(big_frame) // 2
+    client = segment(requests) + segment(big_frame[:half], False) + segment(big_frame[half:], False)
+    server = segment(frame(5, 1, 8, rows(), response=True) + frame(5, 2, 8, rows(), response=True)
+                     + frame(5, 3, 0, error(0x2200, "unconfigured table nope"), response=True)
+                     + frame(5, 4, 8, rows(), response=True))
+    for side, data, ts in ((C, client, 30), (S, server, 40)):
+        step = chunks_of or len(data)
+        for i in range(0, len(data), step):
+            out += p.feed(side, data[i:i + step], ts)
+    return out
+
+
+def test_v5_segments_after_ready_are_unwrapped():
+    p = CassandraParser()
+    recs = v5_session(p)
+    names = [r.name for r in recs]
+    assert names == ["STARTUP", "SELECT users", "INSERT carts", "SELECT nope", "SELECT orders"]
+    err = recs[3]
+    assert err.status == "ERROR" and err.attributes["db.response.status_code"] == "0x2200"
+    assert recs[4].attributes["db.query.text"].startswith("SELECT * FROM shop.orders")
+    assert p.stats["v5_segments"] == 4 and not p.stats.get("resyncs")
+
+
+def test_v5_segments_split_anywhere_and_truncated_copies():
+    whole = [r.name for r in v5_session(CassandraParser())]
+    assert [r.name for r in v5_session(CassandraParser(), chunks_of=1)] == whole
+    assert [r.name for r in v5_session(CassandraParser(), chunks_of=7)] == whole
+    # The large frame's middle not copied (size > len(data)): skipped by length, pairing intact.
+    p = CassandraParser()
+    p.feed(C, frame(5, 0, 1, b"\x00\x00"), 1)
+    p.feed(S, frame(5, 0, 2, response=True), 2)
+    body = query("SELECT * FROM shop.big WHERE k = '" + "y" * 50_000 + "'", version=5)
+    seg = segment(frame(5, 9, 7, body))
+    assert p.feed(C, seg[:4000], 3, len(seg)) == []
+    (rec,) = p.feed(S, segment(frame(5, 9, 8, rows(), response=True)), 4)
+    assert rec.name == "SELECT big" and rec.status == "UNSET"
+
+
+def test_v5_lost_segment_header_and_compressed_segments_are_counted_not_parsed():
+    p = CassandraParser()
+    p.feed(C, frame(5, 0, 1, b"\x00\x01\x00\x0bCOMPRESSION\x00\x03lz4"), 1)
+    p.feed(S, frame(5, 0, 2, response=True), 2)
+    compressed = (10 | (10 << 17)).to_bytes(5, "little") + b"\0\0\0" + b"z" * 10 + b"\0" * 4
+    assert p.feed(C, compressed * 3, 3) == [] and p.stats["v5_compressed_segments"] == 3
+    q = CassandraParser()
+    q.feed(C, frame(5, 0, 1, b"\x00\x00"), 1)
+    q.feed(S, frame(5, 0, 2, response=True), 2)
+    seg = segment(frame(5, 1, 7, query("SELECT 1", version=5)))
+    q.feed(C, seg[:2], 3, len(seg) + 50)  # the next segment's header was not copied
+    assert q.feed(C, seg, 4) == [] and q.stats["v5_segments_lost"] == 1
+
+
+def test_v5_garbage_segments_never_raise():
+    import random
+
+    rng = random.Random(5)
+    for _ in range(300):
+        p = CassandraParser()
+        p.feed(C, frame(5, 0, 1, b"\x00\x00"), 1)
+        p.feed(S, frame(5, 0, 2, response=True), 2)
+        for side in (C, S, C):
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 300)))
+            p.feed(side, data, 3, len(data) + rng.choice((0, 0, 5, 70_000)))
+        p.close(4)
