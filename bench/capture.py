@@ -36,37 +36,41 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def agent(port: int):
-    """`guardian capture --json --port` writing spans to a file; yields a dict filled at exit."""
-    out = tempfile.NamedTemporaryFile(prefix="bench-spans-", suffix=".jsonl", delete=False)
-    err = tempfile.NamedTemporaryFile(prefix="bench-capture-", suffix=".err", delete=False)
-    cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--port", str(port),
-           *AGENT_ARGS]
-    proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
-    result: dict = {}
-    try:
-        deadline = time.monotonic() + 120
-        while b"ready" not in Path(err.name).read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("capture did not start: " + Path(err.name).read_text())
-            time.sleep(0.1)
-        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-        yield result
-        time.sleep(1.0)  # drain
-        result["agent_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        spans = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line]
-        result["server_spans"] = sum(1 for s in spans if s["kind"] == "SERVER")
-        result["client_spans"] = sum(1 for s in spans if s["kind"] == "CLIENT")
-        for line in Path(err.name).read_text().splitlines():
+def agent(port: int, ready_s: float = 120):
+    """`guardian capture --json --stats --port` writing spans to a file; yields a dict of its
+    figures (agent CPU, spans by kind, kernel events and drops), filled at exit. `ready_s`:
+    how long BCC may take to compile at start (minutes on a host shared with other builds)."""
+    with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
+        out, err = Path(tmp, "spans.jsonl"), Path(tmp, "err")
+        cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats",
+               "--port", str(port), *AGENT_ARGS]
+        with open(out, "w") as o, open(err, "w") as e:
+            proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=ROOT)
+        result: dict = {}
+        try:
+            deadline = time.monotonic() + ready_s
+            while "ready" not in err.read_text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("capture did not start: " + err.read_text()[-300:])
+                time.sleep(0.1)
+            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            yield result
+            time.sleep(1.0)  # drain
+            result["agent_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines() if line]
+        result["server_spans"], result["client_spans"] = kinds.count("SERVER"), kinds.count("CLIENT")
+        for line in err.read_text().splitlines():
             if line.startswith("{"):
                 stats = json.loads(line)
                 result["kernel_drops"] = stats.get("kernel.ringbuf_drops", 0)
                 result["kernel_events"] = stats.get("kernel.events", 0)
-        os.unlink(out.name)
-        os.unlink(err.name)
 
 
 def wrk(url: str, seconds: int, conns: int = 50) -> dict:

@@ -12,48 +12,17 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.capture import cpu_seconds, wrk
+from bench.capture import agent, wrk
 from tests.capture.tls import targets
-from tests.support.live import ROOT, free_port
+from tests.support.live import free_port
 
 SSLSNIFF = shutil.which("sslsniff-bpfcc") or "/usr/sbin/sslsniff-bpfcc"
 READY_S = 600  # BCC compiles at start: minutes on a host shared with other builds
-
-
-@contextmanager
-def agent(port: int):
-    """`guardian capture` with TLS on, spans to a file; yields a dict of its figures, filled at exit."""
-    with tempfile.TemporaryDirectory(prefix="bench-tls-agent-") as tmp:
-        out, err = Path(tmp, "spans.jsonl"), Path(tmp, "err")
-        with open(out, "w") as o, open(err, "w") as e:
-            proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats",
-                                     "--port", str(port)], stdout=o, stderr=e, cwd=ROOT)
-        result: dict = {}
-        try:
-            deadline = time.monotonic() + READY_S
-            while "ready" not in err.read_text():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("capture did not start: " + err.read_text()[-300:])
-                time.sleep(0.2)
-            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-            yield result
-            time.sleep(1.0)  # drain
-            result["agent_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines() if line]
-        result["server_spans"], result["client_spans"] = kinds.count("SERVER"), kinds.count("CLIENT")
 
 
 @contextmanager
@@ -87,7 +56,7 @@ def sslsniff():
 def measure(url: str, port: int, seconds: int, conns: int) -> dict:
     wrk(url, 2, conns)  # warm up: TLS sessions, page cache
     base = wrk(url, seconds, conns)
-    with agent(port) as cap:
+    with agent(port, ready_s=READY_S) as cap:
         guarded = wrk(url, seconds, conns)
     with sslsniff() as sniff:
         sniffed = wrk(url, seconds, conns) if sniff["running"] else None
