@@ -87,7 +87,8 @@ enum guardian_stat {
     STAT_CONNS_IGNORED = 7,   /* connections given up on (no known protocol) */
     STAT_IO_MAP_FULL = 8,     /* syscalls not followed: in-flight map full */
     STAT_IOV_UNWALKED = 9,    /* gathered I/O whose last iovecs went up uncopied (record budget) */
-    STAT_MAX = 10,
+    STAT_RINGBUF_RETRIES = 10, /* records the ring buffer refused once, then took */
+    STAT_MAX = 11,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses

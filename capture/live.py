@@ -111,6 +111,9 @@ class LiveCapture:
         out.update({f"parser.{k}": v for k, v in self.tracker.parser_stats().items()})
         if self.tls is not None and self.loader.bpf is not None:
             out.update(self.tls.summary())
+        if self.ring is not None:  # how close the ring buffer came to full (drops)
+            out["ring.max_backlog_bytes"] = self.ring.max_backlog
+            out["ring.size_bytes"] = self.ring.size
         return dict(out)
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ class RingReader:
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
         self.records = 0  # records handed to the handler so far
+        self.max_backlog = 0  # most bytes found waiting at the start of a drain
 
     def wait(self, timeout_s: float) -> bool:
         """Block until the kernel signals data (or the timeout); True when there is some."""
@@ -60,6 +61,8 @@ class RingReader:
         base, mask = self._data_at, self.mask
         cons = u64(cons_map, 0)[0]
         prod = u64(prod_map, 0)[0]
+        if prod - cons > self.max_backlog:
+            self.max_backlog = prod - cons
         n = 0
         try:
             while cons < prod and n < limit:
