@@ -71,7 +71,7 @@ def agent(port: int, ready_s: float = 120):
                 stats = json.loads(line)
                 result["kernel_drops"] = stats.get("kernel.ringbuf_drops", 0)
                 result["kernel_events"] = stats.get("kernel.events", 0)
-                result["kernel_retries"] = stats.get("kernel.ringbuf_retries", 0)
+                result["kernel_spilled"] = stats.get("kernel.ringbuf_spilled", 0)
                 result["ring_max_backlog_bytes"] = stats.get("ring.max_backlog_bytes")
 
 

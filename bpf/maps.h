@@ -81,10 +81,10 @@ BPF_PROG_ARRAY(iov_tail, 2);
 /* Counters (enum guardian_stat), summed over CPUs by the agent. */
 BPF_PERCPU_ARRAY(stats, __u64, STAT_MAX);
 
-/* When this CPU last found the ring buffer refusing a record after retries (ringbuf_send). */
-BPF_PERCPU_ARRAY(ring_full_at, __u64, 1);
-
 /* Events to userspace. Size in pages (a power of two). */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+/* Records `events` refused (ringbuf_send): the agent merges them back in time order. */
+BPF_RINGBUF_OUTPUT(spill, SPILL_PAGES);
 
 #endif

@@ -78,7 +78,7 @@ enum guardian_conn_flags {
 /* Counters in the `stats` per-CPU array; the agent reports them, none is silent. */
 enum guardian_stat {
     STAT_EVENTS = 0,          /* events written to the ring buffer */
-    STAT_RINGBUF_DROPS = 1,   /* events lost: ring buffer full */
+    STAT_RINGBUF_DROPS = 1,   /* events lost: both ring buffers refused them */
     STAT_TRUNCATED = 2,       /* messages longer than the payload bound (prefix sent) */
     STAT_UNKNOWN_DROPS = 3,   /* messages of no known protocol, dropped in the kernel */
     STAT_TLS_SKIPPED = 4,     /* ciphertext messages skipped (plaintext comes from uprobes) */
@@ -87,7 +87,7 @@ enum guardian_stat {
     STAT_CONNS_IGNORED = 7,   /* connections given up on (no known protocol) */
     STAT_IO_MAP_FULL = 8,     /* syscalls not followed: in-flight map full */
     STAT_IOV_UNWALKED = 9,    /* gathered I/O whose last iovecs went up uncopied (record budget) */
-    STAT_RINGBUF_RETRIES = 10, /* records the ring buffer refused once, then took */
+    STAT_RINGBUF_SPILLED = 10, /* records the ring buffer refused, sent through the spill ring */
     STAT_MAX = 11,
 };
 

@@ -17,6 +17,7 @@ from capture.enrich.enricher import Enricher
 from capture.loader import DEFAULT_MAX_PAYLOAD, DEFAULT_RINGBUF_PAGES, Loader
 from capture.pipeline import Pipeline
 from capture.procnet import SocketTable
+from capture.ringbuf import NEVER
 from capture.span import Span
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class LiveCapture:
                                    port=self.options.port, sockets=self.sockets)
         self.started = False
         self.tls = None  # capture.tls.attach.TlsAttacher once started
-        self.ring = None  # capture.ringbuf.RingReader once started
+        self.ring = None  # capture.ringbuf.OrderedRings once started
 
     def start(self) -> None:
         """Compile and attach every probe; raises CaptureUnavailable with the fix."""
@@ -98,7 +99,8 @@ class LiveCapture:
             self.loader.poll_other()
             self.pipeline.flush()
             self.tracker.sweep()
-        ring.drain(on_event)  # what is already in the ring buffer
+        while ring.drain(on_event, until_ts=NEVER):  # what is already in the ring buffers
+            pass
         self.tracker.close_all()
         self.pipeline.flush()
 
@@ -113,6 +115,7 @@ class LiveCapture:
             out.update(self.tls.summary())
         if self.ring is not None:  # how close the ring buffer came to full (drops)
             out["ring.max_backlog_bytes"] = self.ring.max_backlog
+            out["ring.spilled_records_read"] = self.ring.spilled
             out["ring.size_bytes"] = self.ring.size
         return dict(out)
 

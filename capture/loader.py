@@ -12,12 +12,13 @@ import os
 
 from capture import abi
 from capture.errors import CaptureUnavailable
-from capture.ringbuf import RingReader
+from capture.ringbuf import OrderedRings, RingReader
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD = 4096  # bytes of each message copied to userspace (power of two)
 DEFAULT_RINGBUF_PAGES = 4096  # 16 MiB ring buffer
+SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_send)
 SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
 
 
@@ -59,6 +60,7 @@ class Loader:
             f"-I{abi.BPF_DIR}",
             f"-DMAX_PAYLOAD={max_payload}",
             f"-DRINGBUF_PAGES={ringbuf_pages}",
+            f"-DSPILL_PAGES={SPILL_PAGES}",
             f"-DMAX_CONNS={max_conns}",
             "-DMAX_INFLIGHT=16384",
             f"-DAGENT_PID={os.getpid()}",
@@ -84,9 +86,11 @@ class Loader:
             raise CaptureUnavailable(
                 f"the eBPF programs failed to compile or load: {e}. Run `guardian doctor`.") from e
 
-    def open_events(self) -> RingReader:
-        """The data events' ring buffer, read from its mapping (capture/ringbuf.py)."""
-        return RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE)
+    def open_events(self) -> OrderedRings:
+        """The data events' ring buffers (main and spill) read from their mappings and
+        merged in time order (capture/ringbuf.py)."""
+        return OrderedRings(RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE),
+                            RingReader(self.bpf["spill"].map_fd, SPILL_PAGES * mmap.PAGESIZE))
 
     def poll_other(self) -> None:
         """Dispatch the callbacks of rings opened through BCC (the TLS exec notices), no wait."""

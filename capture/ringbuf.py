@@ -14,12 +14,17 @@ bit 30 discarded) and u32 page offset; records are 8-byte aligned. The consumer 
 consumer position and moves it past the records it has read; x86 keeps loads and stores in
 order, which is all the protocol needs from us (acquire on the producer position and the
 header, release on the consumer position).
+
+Every record the capture sends starts with its u64 CLOCK_MONOTONIC timestamp (struct
+guardian_event.ts_ns), which OrderedRings uses to merge the main ring with its spill ring.
 """
 from __future__ import annotations
 
 import mmap
 import select
 import struct
+import time
+import heapq
 from typing import Callable
 
 BUSY_BIT = 1 << 31
@@ -27,6 +32,7 @@ DISCARD_BIT = 1 << 30
 HEADER = 8
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
+NEVER = (1 << 64) - 1  # a timestamp after every record
 
 
 class RingReader:
@@ -54,8 +60,10 @@ class RingReader:
         """Bytes written by the producer and not yet consumed."""
         return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
 
-    def drain(self, handle: Callable[[bytes], None], limit: int = 1 << 20) -> int:
-        """Hand every committed record (at most `limit`) to `handle`; returns how many."""
+    def drain(self, handle: Callable[[bytes], None], limit: int = 1 << 20,
+              until_ts: int = NEVER) -> int:
+        """Hand committed records (at most `limit`) to `handle`, in ring order, stopping at
+        the first one stamped after `until_ts`; returns how many."""
         prod_map, cons_map = self._prod, self._cons
         u32, u64 = _U32.unpack_from, _U64.unpack_from
         base, mask = self._data_at, self.mask
@@ -72,6 +80,8 @@ class RingReader:
                     break  # reserved, not yet submitted: records after it wait too
                 size = length & ~(BUSY_BIT | DISCARD_BIT)
                 if not length & DISCARD_BIT:
+                    if u64(prod_map, at + HEADER)[0] > until_ts:
+                        break  # too recent: an older record may still come through the spill ring
                     handle(prod_map[at + HEADER:at + HEADER + size])
                     n += 1
                 cons += (size + HEADER + 7) & ~7
@@ -88,3 +98,71 @@ class RingReader:
         self._epoll.close()
         self._prod.close()
         self._cons.close()
+
+
+class OrderedRings:
+    """The main ring and its spill ring, read as one stream in time order.
+
+    A record the main ring refuses goes to the spill ring (bpf/guardian.bpf.c ringbuf_send),
+    so a spilled record can be older than records already waiting in the main ring. Records
+    are handed over once they are older than a horizon, now - HOLD_NS: a BPF program takes
+    its timestamp and commits its record within microseconds, without sleeping, so by then
+    every record stamped before the horizon is in one ring or the other, and merging both by
+    timestamp up to the horizon gives the order in which things happened. Costs: spans leave
+    HOLD_NS later, and one timestamp comparison per record.
+    """
+
+    HOLD_NS = 2_000_000
+    MAX_HELD = 1 << 16  # spilled records held back at most; beyond, the spill ring waits (and fills)
+
+    def __init__(self, main: RingReader, spill: RingReader,
+                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.main, self.spill, self.clock = main, spill, clock
+        self._held: list[tuple[int, bytes]] = []  # spilled records not yet handed over (a heap)
+
+    @property
+    def size(self) -> int:
+        return self.main.size
+
+    @property
+    def max_backlog(self) -> int:
+        return self.main.max_backlog
+
+    @property
+    def spilled(self) -> int:
+        return self.spill.records
+
+    def wait(self, timeout_s: float) -> bool:
+        return self.main.wait(timeout_s) or self.spill.pending() > 0 or bool(self._held)
+
+    def pending(self) -> int:
+        return self.main.pending() + self.spill.pending()
+
+    def drain(self, handle: Callable[[bytes], None], limit: int = 1 << 20,
+              until_ts: int | None = None) -> int:
+        """Hand records stamped up to `until_ts` (default: the horizon) to `handle` in time
+        order, at most about `limit` from the main ring; returns how many."""
+        horizon = self.clock() - self.HOLD_NS if until_ts is None else until_ts
+        held = self._held
+        if len(held) < self.MAX_HELD and self.spill.pending():
+            self.spill.drain(lambda raw: heapq.heappush(held, (_U64.unpack_from(raw)[0], raw)),
+                             self.MAX_HELD - len(held), horizon)
+        if not held:
+            return self.main.drain(handle, limit, horizon)
+
+        def merged(raw: bytes) -> None:
+            ts = _U64.unpack_from(raw)[0]
+            while held and held[0][0] <= ts:
+                handle(heapq.heappop(held)[1])
+            handle(raw)
+
+        n = self.main.drain(merged, limit, horizon)
+        if n < limit:  # the main ring is read up to the horizon: what was spilled before it is due
+            while held and held[0][0] <= horizon:
+                handle(heapq.heappop(held)[1])
+                n += 1
+        return n
+
+    def close(self) -> None:
+        self.main.close()
+        self.spill.close()

@@ -110,6 +110,6 @@ def _report(stats: dict[str, int], as_json: bool) -> None:
     if as_json:
         print(json.dumps(stats, sort_keys=True), file=sys.stderr)
         return
-    keys = ("pipeline.spans", "kernel.ringbuf_drops", "kernel.truncated", "kernel.unknown_drops",
+    keys = ("pipeline.spans", "kernel.ringbuf_drops", "kernel.ringbuf_spilled", "kernel.truncated", "kernel.unknown_drops",
             "conntrack.gaps", "pipeline.parser_exceptions")
     print("capture: " + ", ".join(f"{k.split('.', 1)[1]}={stats.get(k, 0)}" for k in keys), file=sys.stderr)
