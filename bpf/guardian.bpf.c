@@ -209,6 +209,61 @@ struct guardian_msghdr {
     __u64 iovlen;
 };
 
+/* The 4-tuple of the calling process's socket `fd`, read from the kernel's own objects:
+ * task -> files -> fd table -> file -> socket -> sock. For sockets the capture did not see
+ * open: older than the agent, or inherited across fork (a forked server's connection:
+ * PostgreSQL backends, prefork servers), where /proc may be gone before userspace looks.
+ * Field offsets come from the running kernel's BTF (capture/btf.py via cflags), never from
+ * the compile-time headers, which may be another kernel's. 1 when `t` was filled. */
+#ifdef OFF_TASK_FILES
+static __always_inline int tuple_from_fd(__u32 fd, struct guardian_tuple *t)
+{
+    __u64 task = bpf_get_current_task();
+    __u64 files = 0, fdt = 0, fds = 0, file = 0, inode = 0, sock = 0, sk = 0;
+    __u32 max_fds = 0;
+    __u16 mode = 0, family = 0, lport = 0, dport_be = 0;
+    if (bpf_probe_read_kernel(&files, 8, (void *)(task + OFF_TASK_FILES)) || !files)
+        return 0;
+    if (bpf_probe_read_kernel(&fdt, 8, (void *)(files + OFF_FILES_FDT)) || !fdt)
+        return 0;
+    if (bpf_probe_read_kernel(&max_fds, 4, (void *)(fdt + OFF_FDT_MAX_FDS)) || fd >= max_fds)
+        return 0;
+    if (bpf_probe_read_kernel(&fds, 8, (void *)(fdt + OFF_FDT_FD)) || !fds)
+        return 0;
+    if (bpf_probe_read_kernel(&file, 8, (void *)(fds + (__u64)fd * 8)) || !file)
+        return 0;
+    if (bpf_probe_read_kernel(&inode, 8, (void *)(file + OFF_FILE_INODE)) || !inode)
+        return 0;
+    if (bpf_probe_read_kernel(&mode, 2, (void *)(inode + OFF_INODE_MODE)) || (mode & 0170000) != 0140000)
+        return 0; /* not S_IFSOCK */
+    if (bpf_probe_read_kernel(&sock, 8, (void *)(file + OFF_FILE_PRIVATE)) || !sock)
+        return 0;
+    if (bpf_probe_read_kernel(&sk, 8, (void *)(sock + OFF_SOCKET_SK)) || !sk)
+        return 0;
+    bpf_probe_read_kernel(&family, 2, (void *)(sk + OFF_SK_FAMILY));
+    if (family == GUARDIAN_AF_INET) {
+        __builtin_memset(t->laddr, 0, 10);
+        __builtin_memset(t->raddr, 0, 10);
+        t->laddr[10] = t->laddr[11] = t->raddr[10] = t->raddr[11] = 0xff;
+        bpf_probe_read_kernel(t->laddr + 12, 4, (void *)(sk + OFF_SK_RCV_SADDR));
+        bpf_probe_read_kernel(t->raddr + 12, 4, (void *)(sk + OFF_SK_DADDR));
+    } else if (family == GUARDIAN_AF_INET6) {
+        bpf_probe_read_kernel(t->laddr, 16, (void *)(sk + OFF_SK_V6_RCV_SADDR));
+        bpf_probe_read_kernel(t->raddr, 16, (void *)(sk + OFF_SK_V6_DADDR));
+    } else {
+        return 0;
+    }
+    bpf_probe_read_kernel(&lport, 2, (void *)(sk + OFF_SK_NUM));
+    bpf_probe_read_kernel(&dport_be, 2, (void *)(sk + OFF_SK_DPORT));
+    if (!lport || !dport_be)
+        return 0; /* not connected (a listening or unconnected socket) */
+    t->lport = lport;
+    t->rport = (dport_be >> 8) | (dport_be << 8);
+    t->family = family;
+    return 1;
+}
+#endif
+
 /* The calling process's tracked socket `fd`, if its traffic is followed. `new_transport`
  * >= 0 creates the entry for a socket older than the agent (send/recv-family calls are on
  * sockets by definition); -1 skips unknown fds (read/write on a file or pipe). */
@@ -225,6 +280,10 @@ static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, i
         c = new_conn(&key, ROLE_UNKNOWN, new_transport);
         if (!c)
             return 0;
+#ifdef OFF_TASK_FILES
+        if (tuple_from_fd(fd, &c->t))
+            c->flags |= CONN_TUPLE_KNOWN;
+#endif
     }
     if (c->flags & CONN_IGNORED)
         return 0;

@@ -10,7 +10,7 @@ import logging
 import mmap
 import os
 
-from capture import abi
+from capture import abi, btf
 from capture.errors import CaptureUnavailable
 from capture.ringbuf import OrderedRings, RingReader
 
@@ -67,6 +67,8 @@ class Loader:
             f"-DFILTER_PID={pid or 0}",
             f"-DFILTER_PORT={port or 0}",
             "-Wno-unused-function",
+            # the kernel's socket behind an fd, at the running kernel's offsets (capture/btf.py)
+            *(f"-D{name}={off}" for name, off in btf.socket_offsets().items()),
         ]
         self.bpf = None
         self._seeded = 0

@@ -108,11 +108,14 @@ class OrderedRings:
     are handed over once they are older than a horizon, now - HOLD_NS: a BPF program takes
     its timestamp and commits its record within microseconds, without sleeping, so by then
     every record stamped before the horizon is in one ring or the other, and merging both by
-    timestamp up to the horizon gives the order in which things happened. Costs: spans leave
-    HOLD_NS later, and one timestamp comparison per record.
+    timestamp up to the horizon gives the order in which things happened. Costs: records
+    younger than HOLD_NS wait for the next read, and one timestamp comparison per record.
     """
 
-    HOLD_NS = 2_000_000
+    # A record's stamp and its commit are one BPF program apart (microseconds; more only if
+    # an interrupt lands in between). Kept short: a span handed over late is a span whose
+    # process may be gone before /proc tells its connection's addresses.
+    HOLD_NS = 200_000
     MAX_HELD = 1 << 16  # spilled records held back at most; beyond, the spill ring waits (and fills)
 
     def __init__(self, main: RingReader, spill: RingReader,

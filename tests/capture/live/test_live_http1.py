@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 import requests
 
 from tests.support.http_servers import nginx_server, python_server, uvicorn_server
-from tests.support.live import live_capture
+from tests.support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 
@@ -164,3 +166,58 @@ def test_records_the_main_ring_refuses_arrive_in_order():
         spans = by_kind(cap.spans, kind)
         assert sorted(int(s["attributes"]["url.query"][2:]) for s in spans) == list(range(n)), cap.stats
         assert all(s["attributes"]["http.response.status_code"] == 200 for s in spans)
+
+
+FORKING_SERVER = textwrap.dedent("""
+    import os, socket, sys
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", int(sys.argv[1])))
+    srv.listen(64)
+    print("listening", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        if os.fork() == 0:  # the child serves one request and is gone at once
+            srv.close()
+            req = conn.recv(65536)
+            path = req.split(b" ")[1]
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n%s"
+                         % (len(path), path))
+            conn.close()
+            os._exit(0)
+        conn.close()
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+""")
+
+
+def test_a_forked_child_serving_an_accepted_connection_is_captured():
+    """Prefork/forking servers (PostgreSQL backends, too): the parent accepts, the child
+    serves and exits. The child's socket was never opened in front of the capture; its
+    4-tuple is read from the kernel's socket (bpf tuple_from_fd at BTF offsets), not from a
+    /proc the child no longer has by the time the agent looks."""
+    n = 20
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", FORKING_SERVER, str(port)], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout.readline().strip() == b"listening"
+        with live_capture(port=port) as cap:
+            for i in range(n):
+                with socket.create_connection(("127.0.0.1", port)) as c:
+                    c.sendall(f"GET /f/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                    reply = b""
+                    while chunk := c.recv(4096):
+                        reply += chunk
+                    assert reply.endswith(f"/f/{i}".encode())
+    finally:
+        server.kill()
+        server.wait()
+    servers = by_kind(cap.spans, "SERVER")
+    assert sorted(s["attributes"]["url.path"] for s in servers) == sorted(f"/f/{i}" for i in range(n)), cap.stats
+    assert all(s["attributes"]["server.port"] == port for s in servers)
+    assert all(s["attributes"]["client.port"] not in (None, port) for s in servers)
+    assert cap.stats.get("conntrack.tuple_unresolved", 0) == 0, cap.stats
