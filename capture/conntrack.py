@@ -7,6 +7,7 @@ and forgets connections whose process is gone.
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +25,13 @@ _SOURCE[abi.Source.GOTLS] = "go"
 _EGRESS = abi.Direction.EGRESS
 _EV_DATA = abi.EventKind.DATA
 _TLS_HANDSHAKE = abi.Proto.TLS_HANDSHAKE
-_UNPACK = abi.EVENT_STRUCT.unpack_from
+_UDP = abi.Transport.UDP
+# abi.EVENT_STRUCT in two parts: every event needs the first; the addresses and the task name
+# only matter when a connection is first seen (and for UDP's per-datagram peer)
+_FIXED = struct.Struct("<QQQ6I8B")
+_ENDS = struct.Struct("<16s16sHHHH16s")
+assert _FIXED.format + _ENDS.format[1:] == abi.EVENT_STRUCT.format
+_UNPACK, _UNPACK_ENDS = _FIXED.unpack_from, _ENDS.unpack_from
 _HDR = abi.EVENT_SIZE
 _IGNORED = object()  # conn_id filtered out (--port): skip its events cheaply
 IDLE_SWEEP_S = 30.0
@@ -57,7 +64,7 @@ class ConnTracker:
             self.stats["short_events"] += 1
             return
         (ts, conn_id, pos, tgid, tid, fd, total, copied, _p, kind, proto, direction, role, _mt,
-         source, _fl, transport, laddr, raddr, lport, rport, family, _p2, comm) = _UNPACK(raw)
+         source, _fl, transport) = _UNPACK(raw)
         tracked = self.conns.get(conn_id)
         if tracked is _IGNORED:
             return
@@ -68,8 +75,7 @@ class ConnTracker:
                 self.pipeline.close(tracked.conn, ts)
             return
         if tracked is None:
-            tracked = self._open(conn_id, tgid, fd, proto, role, source, transport,
-                                 laddr, raddr, lport, rport, family, comm)
+            tracked = self._open(raw, conn_id, tgid, fd, proto, role, source, transport)
             if tracked is None:
                 return
         conn = tracked.conn
@@ -84,16 +90,20 @@ class ConnTracker:
             conn.source = _SOURCE.get(source, "syscall")
             if conn.protocol == "TLS_HANDSHAKE":
                 self._handshake_done(conn, proto, ts)
-        d = 0 if direction == _EGRESS else 1
-        expected = tracked.pos[d]
+        egress = direction == _EGRESS
+        d = 0 if egress else 1
+        stream = tracked.pos
+        expected = stream[d]
         if pos > expected and expected:
             # ring buffer dropped events of this stream: tell the parser bytes are missing
             self.stats["gaps"] += 1
-            self.pipeline.data(conn, d == 0, b"", ts, size=pos - expected, tid=tid)
-        tracked.pos[d] = pos + total
-        if transport == abi.Transport.UDP and family:
-            conn.remote = (abi.ip_text(raddr), rport)
-        self.pipeline.data(conn, d == 0, raw[_HDR:_HDR + copied], ts, size=total, tid=tid)
+            self.pipeline.data(conn, egress, b"", ts, pos - expected, tid)
+        stream[d] = pos + total
+        if transport == _UDP:
+            _laddr, raddr, _lport, rport, family, _p2, _comm = _UNPACK_ENDS(raw, _FIXED.size)
+            if family:
+                conn.remote = (abi.ip_text(raddr), rport)
+        self.pipeline.data(conn, egress, raw[_HDR:_HDR + copied], ts, total, tid)
 
     def _handshake_done(self, conn: Connection, proto: int, ts: int) -> None:
         """Plaintext flows: the TLS handshake succeeded (no span); parse the plaintext now."""
@@ -103,8 +113,8 @@ class ConnTracker:
         conn.protocol = _PROTO.get(proto, "UNKNOWN")
         conn.parser = None
 
-    def _open(self, conn_id, tgid, fd, proto, role, source, transport, laddr, raddr, lport, rport,
-              family, comm) -> _Tracked | None:
+    def _open(self, raw, conn_id, tgid, fd, proto, role, source, transport) -> _Tracked | None:
+        laddr, raddr, lport, rport, family, _pad, comm = _UNPACK_ENDS(raw, _FIXED.size)
         local = (abi.ip_text(laddr), lport) if family and lport else None
         remote = (abi.ip_text(raddr), rport) if family and rport else None
         if (self.port is not None and role == abi.Role.CLIENT and remote is not None

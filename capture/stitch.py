@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from capture.connection import Connection
 from capture.protocols.base import Record
-from capture.span import Span
+from capture.span import Span, new_ids
 
 
 def record_to_span(rec: Record, conn: Connection) -> Span:
@@ -30,6 +30,7 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
         if isinstance(code, int) and code >= 400:
             status = "ERROR"
             attrs.setdefault("error.type", str(code))
+    trace_id, span_id = new_ids()
     return Span(
         name=rec.name,
         kind=kind,
@@ -39,4 +40,6 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
         status_message=rec.status_message,
         attributes=attrs,
         resource=conn.resource,  # shared by the connection's spans; nobody mutates it
+        trace_id=trace_id,
+        span_id=span_id,
     )
