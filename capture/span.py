@@ -15,7 +15,7 @@ import orjson
 
 KINDS = ("SERVER", "CLIENT", "INTERNAL", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
-_JSON_LINE = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+_JSON_LINE = orjson.OPT_APPEND_NEWLINE
 
 
 def new_trace_id() -> str:
@@ -28,7 +28,7 @@ def new_span_id() -> str:
 
 def new_ids() -> tuple[str, str]:
     """A trace id and a span id from one random draw: a new span on the capture's hot path."""
-    ids = f"{random.getrandbits(192):048x}"
+    ids = random.getrandbits(192).to_bytes(24, "little").hex()
     span_id = ids[32:]
     return ids[:32], span_id if span_id != "0000000000000000" else "0000000000000001"
 
@@ -77,10 +77,15 @@ class Span:
 
     def json_line(self) -> bytes:
         """`to_json()` as UTF-8 and a newline: one line of `guardian capture --json`."""
+        d = self.to_dict()
         try:
-            return orjson.dumps(self.to_dict(), default=str, option=_JSON_LINE)
+            return orjson.dumps(d, default=str, option=_JSON_LINE)
+        except TypeError:  # a key that is not a string (slower to allow in every dict), or an int beyond 64 bits
+            pass
+        try:
+            return orjson.dumps(d, default=str, option=_JSON_LINE | orjson.OPT_NON_STR_KEYS)
         except TypeError:  # what orjson refuses (an int beyond 64 bits): the slower stdlib
-            return (json.dumps(self.to_dict(), separators=(",", ":"), default=str) + "\n").encode()
+            return (json.dumps(d, separators=(",", ":"), default=str) + "\n").encode()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Span":

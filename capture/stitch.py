@@ -35,7 +35,7 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
         name=rec.name,
         kind=kind,
         start_time_unix_nano=rec.start_ns,
-        end_time_unix_nano=max(rec.end_ns, rec.start_ns),
+        end_time_unix_nano=rec.end_ns if rec.end_ns > rec.start_ns else rec.start_ns,
         status_code=status,
         status_message=rec.status_message,
         attributes=attrs,

@@ -81,6 +81,25 @@ def _body_length(lower: bytes, status: int | None, req: "_Message | None") -> in
     return 0 if status is None else BY_CLOSE
 
 
+@lru_cache(maxsize=4096)
+def _request_line(line: bytes) -> tuple[str, dict]:
+    """Span name and attributes of a request line (cached: clients repeat their requests; the
+    dict is shared, copy it)."""
+    method, _, rest = line.partition(b" ")
+    target, _, version = rest.rpartition(b" ") if b" HTTP/" in rest else (rest, b"", b"")
+    path, _, query = target.decode("latin-1").partition("?")
+    m = method.decode("latin-1")
+    attrs = {
+        "http.request.method": m,
+        "url.path": path,
+        "network.protocol.name": "http",
+        "network.protocol.version": version[5:].decode("latin-1") or "1.1",
+    }
+    if query:
+        attrs["url.query"] = query
+    return (f"{m} {route_of(path)}" if path.startswith("/") else m), attrs
+
+
 @dataclass(slots=True)
 class _Message:
     start_ns: int
@@ -328,23 +347,13 @@ class Http1Parser(Parser):
 
     def _record(self, req: _Message, status_line: bytes | None, end_ns: int) -> Record:
         """The exchange of `req` and the response starting with `status_line` (None: none came)."""
-        method, _, rest = req.first_line.partition(b" ")
-        target, _, version = rest.rpartition(b" ") if b" HTTP/" in rest else (rest, b"", b"")
-        path, _, query = target.decode("latin-1").partition("?")
-        m = method.decode("latin-1")
-        attrs: dict = {
-            "http.request.method": m,
-            "url.path": path,
-            "network.protocol.name": "http",
-            "network.protocol.version": version[5:].decode("latin-1") or "1.1",
-        }
-        if query:
-            attrs["url.query"] = query
+        name, line_attrs = _request_line(req.first_line)
+        attrs = line_attrs.copy()
         lower, head = req.lower, req.head
-        for name, key in _REQUEST_HEADERS:  # plain finds: cheaper than splitting every header
-            i = lower.find(name)
+        for header, key in _REQUEST_HEADERS:  # plain finds: cheaper than splitting every header
+            i = lower.find(header)
             if i >= 0:
-                i += len(name)
+                i += len(header)
                 j = head.find(b"\r\n", i)
                 attrs[key] = head[i:j if j >= 0 else None].strip().decode("latin-1")
         status, message = "UNSET", ""
@@ -358,7 +367,6 @@ class Http1Parser(Parser):
         else:
             status, message = "ERROR", "connection closed before a response"
             attrs["error.type"] = "no_response"
-        name = f"{m} {route_of(path)}" if path.startswith("/") else m
         return Record(name=name, start_ns=req.start_ns, end_ns=end_ns, attributes=attrs,
                       status=status, status_message=message)
 
