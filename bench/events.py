@@ -31,7 +31,7 @@ from capture.procnet import SockEntry
 
 MAGIC = b"guardian-events 1\n"
 _LEN = struct.Struct("<I")
-BATCH = 4096  # capture.live.BATCH: events between two flushes of the pipeline
+BATCH = 4096  # capture.live.BATCH: events between two flushes of the pipeline (--batch)
 
 
 def save(path: str, header: dict, records: list[bytes]) -> None:
@@ -97,7 +97,7 @@ class _Sockets:
         return SockEntry(self.local, remote, "01", 0, "tcp") if remote else None
 
 
-def replay_once(header: dict, records: list[bytes], out_path: str) -> tuple[list[float], int]:
+def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH) -> tuple[list[float], int]:
     """One pass over `records`; returns (process CPU seconds of each batch, spans)."""
     from guardian.cli.capture import _printer
 
@@ -114,9 +114,9 @@ def replay_once(header: dict, records: list[bytes], out_path: str) -> tuple[list
         on_event, flush, clock = tracker.on_event, pipeline.flush, time.process_time
         gc.collect()
         batches = []
-        for i in range(0, len(records), BATCH):
+        for i in range(0, len(records), batch):
             start = clock()
-            for raw in records[i:i + BATCH]:
+            for raw in records[i:i + batch]:
                 on_event(raw)
             flush()
             batches.append(clock() - start)
@@ -127,14 +127,14 @@ def replay_once(header: dict, records: list[bytes], out_path: str) -> tuple[list
     return batches, pipeline.stats["spans"]
 
 
-def replay(path: str, repeat: int, out_path: str, limit: int = 0) -> None:
+def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH) -> None:
     """Best of `repeat` runs, and the sum of each batch's best time over the runs: on a shared
     host the second filters out most of what other processes cost this one (caches, preemption)."""
     header, records = load(path)
     records = records[:limit] if limit else records
     gc.freeze()  # as capture.live.tune_gc does for the live agent
     gc.set_threshold(50_000, 20, 50)
-    runs = [replay_once(header, records, out_path) for _ in range(repeat)]
+    runs = [replay_once(header, records, out_path, batch) for _ in range(repeat)]
     per_event = [sum(batches) / len(records) * 1e6 for batches, _ in runs]
     floor = sum(min(b) for b in zip(*(batches for batches, _ in runs))) / len(records) * 1e6
     print(json.dumps({"events": len(records), "spans": runs[0][1], "requests": header["requests"],
@@ -154,11 +154,13 @@ def main() -> int:
     rep.add_argument("--repeat", type=int, default=5)
     rep.add_argument("--out", default=os.devnull, metavar="FILE", help="where the spans go (default /dev/null)")
     rep.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N events")
+    rep.add_argument("--batch", type=int, default=BATCH, metavar="N",
+                     help=f"events between two flushes (default {BATCH}, as capture.live)")
     args = ap.parse_args()
     if args.cmd == "record":
         record(args.file, args.seconds, args.rate)
     else:
-        replay(args.file, args.repeat, args.out, args.limit)
+        replay(args.file, args.repeat, args.out, args.limit, args.batch)
     return 0
 
 
