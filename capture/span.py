@@ -80,7 +80,7 @@ class Span:
         d = self.to_dict()
         try:
             return orjson.dumps(d, default=str, option=_JSON_LINE)
-        except TypeError:  # a key that is not a string (slower to allow in every dict), or an int beyond 64 bits
+        except TypeError:  # a key that is not a string (allowing them slows every dict down)
             pass
         try:
             return orjson.dumps(d, default=str, option=_JSON_LINE | orjson.OPT_NON_STR_KEYS)

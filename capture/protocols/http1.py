@@ -24,7 +24,7 @@ MAX_PENDING = 1024
 METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
 _REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|TRACE|CONNECT) [/*h\w]")
 _RESPONSE_START = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r]")
-_REQUEST_LINE = re.compile(_REQUEST_START.pattern + rb".* HTTP/1\.[01]", re.S)  # a whole one
+_REQUEST_LINE = re.compile(_REQUEST_START.pattern + rb".* HTTP/1\.[01]", re.S)  # all of one
 # Path segments that are ids, so that span names group: /users/42 -> /users/{id}
 # (numbers, uuids/hashes, and codes carrying a run of 3+ digits such as SKU-000123 or INV2024)
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8,}\d[0-9a-fA-F]*|[\w.-]*\d{3,}[\w.-]*)$")
