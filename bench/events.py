@@ -8,10 +8,13 @@
           sum of each batch's best, steadier on a host shared with other work)
 
 Replaying one recorded file with two checkouts compares their per-event cost on the same
-input. File: a magic line, a u32-length-prefixed JSON header, then u32-length-prefixed records.
+input (--out: their spans, to diff without ids). Where other work shares the CPU, instruction
+counts are steadier than CPU time: `valgrind --tool=callgrind` of a replay with --limit N and
+with --limit 5N, the difference divided by 4N. File: a magic line, a u32-length-prefixed JSON
+header, then u32-length-prefixed records.
 
 Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000]   (as root)
-     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl]
+     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N]
 """
 from __future__ import annotations
 
@@ -26,12 +29,12 @@ import time
 from pathlib import Path
 
 from capture.conntrack import ConnTracker
+from capture.live import BATCH  # events between two flushes of the pipeline (--batch)
 from capture.pipeline import Pipeline
 from capture.procnet import SockEntry
 
 MAGIC = b"guardian-events 1\n"
 _LEN = struct.Struct("<I")
-BATCH = 4096  # capture.live.BATCH: events between two flushes of the pipeline (--batch)
 
 
 def save(path: str, header: dict, records: list[bytes]) -> None:
