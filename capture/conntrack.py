@@ -7,6 +7,7 @@ and forgets connections whose process is gone.
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +25,17 @@ _SOURCE[abi.Source.GOTLS] = "go"
 _EGRESS = abi.Direction.EGRESS
 _EV_DATA = abi.EventKind.DATA
 _TLS_HANDSHAKE = abi.Proto.TLS_HANDSHAKE
-_UNPACK = abi.EVENT_STRUCT.unpack_from
+_UDP = abi.Transport.UDP
+_UNPACK = abi.EVENT_STRUCT.unpack_from  # every field: when a connection is first seen
+# The fields of abi.EVENT_STRUCT that every data event needs, the others skipped (x): no objects
+# made for them. ts conn_id pos | tgid tid fd total copied _pad | kind proto direction role
+# msg_type source flags transport (addresses and comm follow).
+_HOT = struct.Struct("<QQQ 4x I 4x I I 4x B B B x x B x B")
+_ENDS = struct.Struct("<16s16sHHHH16s")  # laddr raddr lport rport family _pad comm
+_SAMPLE = bytes(range(abi.EVENT_SIZE))
+assert _HOT.unpack_from(_SAMPLE) == tuple(_UNPACK(_SAMPLE)[i] for i in (0, 1, 2, 4, 6, 7, 9, 10, 11, 14, 16))
+assert _ENDS.unpack_from(_SAMPLE, _HOT.size) == _UNPACK(_SAMPLE)[17:]
+_UNPACK_HOT, _UNPACK_ENDS = _HOT.unpack_from, _ENDS.unpack_from
 _HDR = abi.EVENT_SIZE
 _IGNORED = object()  # conn_id filtered out (--port): skip its events cheaply
 IDLE_SWEEP_S = 30.0
@@ -56,8 +67,7 @@ class ConnTracker:
         if len(raw) < _HDR:
             self.stats["short_events"] += 1
             return
-        (ts, conn_id, pos, tgid, tid, fd, total, copied, _p, kind, proto, direction, role, _mt,
-         source, _fl, transport, laddr, raddr, lport, rport, family, _p2, comm) = _UNPACK(raw)
+        ts, conn_id, pos, tid, total, copied, kind, proto, direction, source, transport = _UNPACK_HOT(raw)
         tracked = self.conns.get(conn_id)
         if tracked is _IGNORED:
             return
@@ -68,8 +78,7 @@ class ConnTracker:
                 self.pipeline.close(tracked.conn, ts)
             return
         if tracked is None:
-            tracked = self._open(conn_id, tgid, fd, proto, role, source, transport,
-                                 laddr, raddr, lport, rport, family, comm)
+            tracked = self._open(raw)
             if tracked is None:
                 return
         conn = tracked.conn
@@ -84,16 +93,20 @@ class ConnTracker:
             conn.source = _SOURCE.get(source, "syscall")
             if conn.protocol == "TLS_HANDSHAKE":
                 self._handshake_done(conn, proto, ts)
-        d = 0 if direction == _EGRESS else 1
-        expected = tracked.pos[d]
+        egress = direction == _EGRESS
+        d = 0 if egress else 1
+        stream = tracked.pos
+        expected = stream[d]
         if pos > expected and expected:
             # ring buffer dropped events of this stream: tell the parser bytes are missing
             self.stats["gaps"] += 1
-            self.pipeline.data(conn, d == 0, b"", ts, size=pos - expected, tid=tid)
-        tracked.pos[d] = pos + total
-        if transport == abi.Transport.UDP and family:
-            conn.remote = (abi.ip_text(raddr), rport)
-        self.pipeline.data(conn, d == 0, raw[_HDR:_HDR + copied], ts, size=total, tid=tid)
+            self.pipeline.data(conn, egress, b"", ts, pos - expected, tid)
+        stream[d] = pos + total
+        if transport == _UDP:
+            _laddr, raddr, _lport, rport, family, _p2, _comm = _UNPACK_ENDS(raw, _HOT.size)
+            if family:
+                conn.remote = (abi.ip_text(raddr), rport)
+        self.pipeline.data(conn, egress, raw[_HDR:_HDR + copied], ts, total, tid)
 
     def _handshake_done(self, conn: Connection, proto: int, ts: int) -> None:
         """Plaintext flows: the TLS handshake succeeded (no span); parse the plaintext now."""
@@ -103,8 +116,9 @@ class ConnTracker:
         conn.protocol = _PROTO.get(proto, "UNKNOWN")
         conn.parser = None
 
-    def _open(self, conn_id, tgid, fd, proto, role, source, transport, laddr, raddr, lport, rport,
-              family, comm) -> _Tracked | None:
+    def _open(self, raw: bytes) -> _Tracked | None:
+        (_ts, conn_id, _pos, tgid, _tid, fd, _total, _copied, _p, _kind, proto, _dir, role, _mt,
+         source, _fl, transport, laddr, raddr, lport, rport, family, _p2, comm) = _UNPACK(raw)
         local = (abi.ip_text(laddr), lport) if family and lport else None
         remote = (abi.ip_text(raddr), rport) if family and rport else None
         if (self.port is not None and role == abi.Role.CLIENT and remote is not None

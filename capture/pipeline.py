@@ -17,6 +17,7 @@ from capture.stitch import record_to_span
 log = logging.getLogger(__name__)
 
 SpanSink = Callable[[list[Span]], None]
+_CLIENT, _SERVER = Side.CLIENT, Side.SERVER
 
 
 class Pipeline:
@@ -35,9 +36,12 @@ class Pipeline:
                 self.stats["no_parser"] += 1
                 return
             parser = conn.parser = cls()
-        side = Side.CLIENT if egress == (conn.role != "SERVER") else Side.SERVER
-        if side == Side.CLIENT and tid:
-            conn.request_tid = tid
+        if egress == (conn.role != "SERVER"):
+            side = _CLIENT
+            if tid:
+                conn.request_tid = tid
+        else:
+            side = _SERVER
         conn.last_seen_ns = ts_ns
         try:
             records = parser.feed(side, data, ts_ns, size)
@@ -47,7 +51,9 @@ class Pipeline:
             conn.parser = None
             return
         if records:
-            self._batch.extend(record_to_span(r, conn) for r in records)
+            batch = self._batch
+            for r in records:
+                batch.append(record_to_span(r, conn))
 
     def close(self, conn: Connection, ts_ns: int) -> None:
         if conn.parser is None:

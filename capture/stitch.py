@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from capture.connection import Connection
 from capture.protocols.base import Record
-from capture.span import Span
+from capture.span import Span, new_ids
 
 
 def record_to_span(rec: Record, conn: Connection) -> Span:
@@ -30,13 +30,16 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
         if isinstance(code, int) and code >= 400:
             status = "ERROR"
             attrs.setdefault("error.type", str(code))
+    trace_id, span_id = new_ids()
     return Span(
         name=rec.name,
         kind=kind,
         start_time_unix_nano=rec.start_ns,
-        end_time_unix_nano=max(rec.end_ns, rec.start_ns),
+        end_time_unix_nano=rec.end_ns if rec.end_ns > rec.start_ns else rec.start_ns,
         status_code=status,
         status_message=rec.status_message,
         attributes=attrs,
         resource=conn.resource,  # shared by the connection's spans; nobody mutates it
+        trace_id=trace_id,
+        span_id=span_id,
     )

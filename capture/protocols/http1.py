@@ -24,12 +24,17 @@ MAX_PENDING = 1024
 METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
 _REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|TRACE|CONNECT) [/*h\w]")
 _RESPONSE_START = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r]")
+_REQUEST_LINE = re.compile(_REQUEST_START.pattern + rb".* HTTP/1\.[01]", re.S)  # all of one
 # Path segments that are ids, so that span names group: /users/42 -> /users/{id}
 # (numbers, uuids/hashes, and codes carrying a run of 3+ digits such as SKU-000123 or INV2024)
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8,}\d[0-9a-fA-F]*|[\w.-]*\d{3,}[\w.-]*)$")
 
 # Framing states of one direction.
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UNTIL_CLOSE, RESYNC, UPGRADED = range(9)
+# What _body_length() says when the body's length is not a number of bytes.
+CHUNKED, BY_CLOSE, BAD_LENGTH = -1, -2, -3
+_BODILESS = frozenset((101, 204, 304))  # statuses whose responses never have a body
+_CLIENT = Side.CLIENT
 
 
 def detect(data: bytes) -> Side | None:
@@ -39,17 +44,6 @@ def detect(data: bytes) -> Side | None:
     if _RESPONSE_START.match(data):
         return Side.SERVER
     return None
-
-
-def _header(msg: "_Message", name: bytes) -> bytes | None:
-    """Value of header `name` (lower-case) in a message head, or None. Plain finds over the
-    head: cheaper than splitting every header on the hot path (only a few are used)."""
-    i = msg.lower.find(b"\r\n" + name + b":")
-    if i < 0:
-        return None
-    i += len(name) + 3
-    j = msg.head.find(b"\r\n", i)
-    return msg.head[i:j if j >= 0 else len(msg.head)].strip()
 
 
 def _could_start(data: bytes, side: Side) -> bool:
@@ -65,6 +59,45 @@ def route_of(path: str) -> str:
     """Low-cardinality form of a path for span names (cached: services repeat their paths)."""
     parts = path.split("/")
     return "/".join("{id}" if p and _ID_SEGMENT.match(p) else p for p in parts)
+
+
+def _body_length(lower: bytes, status: int | None, req: "_Message | None") -> int:
+    """RFC 9112 §6.3: length of a message's body from its lower-cased head, or CHUNKED,
+    BY_CLOSE (a response without a length) or BAD_LENGTH. `status` is None for a request;
+    `req` is the request a response answers (the response to HEAD has no body)."""
+    if status is not None and (status in _BODILESS or (req is not None and req.first_line.startswith(b"HEAD "))):
+        return 0
+    i = lower.find(b"\r\ntransfer-encoding:")
+    if i >= 0:
+        j = lower.find(b"\r\n", i + 20)
+        if b"chunked" in lower[i + 20:j if j >= 0 else None]:
+            return CHUNKED
+    i = lower.find(b"\r\ncontent-length:")
+    if i >= 0:
+        j = lower.find(b"\r\n", i + 17)
+        value = lower[i + 17:j if j >= 0 else None].strip()
+        # digits only (RFC 9110 §8.6), and few enough to be a real length
+        return int(value) if value.isdigit() and len(value) < 19 else BAD_LENGTH
+    return 0 if status is None else BY_CLOSE
+
+
+@lru_cache(maxsize=4096)
+def _request_line(line: bytes) -> tuple[str, dict]:
+    """Span name and attributes of a request line (cached: clients repeat their requests; the
+    dict is shared, copy it)."""
+    method, _, rest = line.partition(b" ")
+    target, _, version = rest.rpartition(b" ") if b" HTTP/" in rest else (rest, b"", b"")
+    path, _, query = target.decode("latin-1").partition("?")
+    m = method.decode("latin-1")
+    attrs = {
+        "http.request.method": m,
+        "url.path": path,
+        "network.protocol.name": "http",
+        "network.protocol.version": version[5:].decode("latin-1") or "1.1",
+    }
+    if query:
+        attrs["url.query"] = query
+    return (f"{m} {route_of(path)}" if path.startswith("/") else m), attrs
 
 
 @dataclass(slots=True)
@@ -97,9 +130,10 @@ class Http1Parser(Parser):
     # -- input ---------------------------------------------------------------------------
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
-        if d.state == HEAD and not d.buf and self._whole(d, data, ts_ns, size or len(data)):
-            out, self._records = self._records, []
-            return out
+        if d.state == HEAD and not d.buf:
+            out = self._whole(d, data, ts_ns, size or len(data))
+            if out is not None:
+                return out
         if d.state == UPGRADED:
             return []
         if d.state == RESYNC:
@@ -128,48 +162,41 @@ class Http1Parser(Parser):
         return out
 
     # -- framing -------------------------------------------------------------------------
-    def _whole(self, d: _Direction, data: bytes, ts_ns: int, size: int) -> bool:
+    def _whole(self, d: _Direction, data: bytes, ts_ns: int, size: int) -> list[Record] | None:
         """Fast path for the common chunk: exactly one message whose head is all there and
-        whose body length is given (or absent). False: leave it to the general framing."""
+        whose body length is known. Its records, or None: leave it to the general framing."""
         end = data.find(b"\r\n\r\n")
         if end < 0:
-            return False
+            return None
         head = data[:end]
+        nl = head.find(b"\r\n")
+        first = head[:nl] if nl >= 0 else head
         lower = head.lower()
-        if b"\r\ntransfer-encoding:" in lower:
-            return False
-        i = lower.find(b"\r\ncontent-length:")
-        if i >= 0:
-            j = lower.find(b"\r\n", i + 17)
-            value = lower[i + 17:j] if j >= 0 else lower[i + 17:]
-            if not value.strip().isdigit():
-                return False
-            length = int(value)
+        pending = self._pending
+        if d.side == _CLIENT:
+            if not _REQUEST_LINE.fullmatch(first):
+                return None
+            length = _body_length(lower, None, None)
         else:
-            length = 0
-        first = head[:head.find(b"\r\n")] if b"\r\n" in head else head
-        if d.side == Side.CLIENT:
-            if not _REQUEST_START.match(first) or not first.endswith((b" HTTP/1.1", b" HTTP/1.0")):
-                return False
-        else:
-            # final responses with a Content-Length (or none and a status that has no body)
             code = first[9:12]
             if not (first.startswith(b"HTTP/1.") and code.isdigit() and first[12:13] in (b" ", b"")):
-                return False
+                return None
             status = int(code)
-            req = self._pending[0] if self._pending else None
-            if status < 200 or (req is not None and req.first_line.startswith(b"HEAD ")):
-                return False
-            if i < 0 and status not in (204, 304):
-                return False  # body until close
-            if status in (204, 304):
-                length = 0
-        if end + 4 + length != size:
-            return False  # pipelined, or more or less than one message: general framing
-        msg = _Message(ts_ns, first, head, lower)
-        d.msg = msg
-        self._complete(d, ts_ns)
-        return True
+            if status < 200:
+                return None  # interim or upgrade: general framing
+            length = _body_length(lower, status, pending[0] if pending else None)
+        if length < 0 or end + 4 + length != size:
+            return None  # pipelined, more or less than one message, chunked, until close
+        if d.side == _CLIENT:
+            if len(pending) >= MAX_PENDING:
+                pending.popleft()
+                self.stats["pending_overflow"] += 1
+            pending.append(_Message(ts_ns, first, head, lower, ts_ns))
+            return []
+        if not pending:
+            self.stats["responses_without_request"] += 1
+            return []
+        return [self._record(pending.popleft(), first, ts_ns)]
 
     def _consume(self, d: _Direction, data: bytes, ts_ns: int) -> None:
         pos, n = 0, len(data)
@@ -242,43 +269,34 @@ class Http1Parser(Parser):
         parts = msg.first_line.split(b" ", 2)
         if len(parts) < 2:
             return False
-        te = (_header(msg, b"transfer-encoding") or b"").lower()
-        length = _header(msg, b"content-length")
         if d.side == Side.CLIENT:
             if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
                 return False
-            no_body = False
+            status = None
         else:
-            if not parts[1].isdigit():
+            if len(parts[1]) != 3 or not parts[1].isdigit():
                 return False
             status = int(parts[1])
             if 100 <= status < 200 and status != 101:
                 d.msg = None  # interim (100 Continue): the final response follows
                 d.state = HEAD
                 return True
-            req = self._pending[0] if self._pending else None
-            no_body = status in (101, 204, 304) or (req is not None and req.first_line.startswith(b"HEAD "))
             if status == 101:
                 self._complete(d, msg.start_ns)
                 d.state = UPGRADED  # another protocol follows (websocket, h2c)
                 self._dirs[Side.CLIENT].state = UPGRADED
                 return True
-        if no_body:
-            d.state, d.remaining = BODY, 0
-        elif b"chunked" in te:
+        length = _body_length(msg.lower, status, self._pending[0] if self._pending else None)
+        if length == BAD_LENGTH:
+            return False
+        if length == CHUNKED:
             d.state = CHUNK_SIZE
-        elif length is not None:
-            try:
-                d.remaining = int(length)
-            except ValueError:
-                return False
-            d.state = BODY
-        elif d.side == Side.SERVER:
-            d.state = UNTIL_CLOSE  # RFC 9112 §6.3: body ends when the connection closes
+        elif length == BY_CLOSE:
+            d.state = UNTIL_CLOSE  # RFC 9112 §6.3: the body ends when the connection closes
         else:
-            d.state, d.remaining = BODY, 0
-        if d.state == BODY and d.remaining == 0:
-            self._complete(d, msg.start_ns)
+            d.state, d.remaining = BODY, length
+            if length == 0:
+                self._complete(d, msg.start_ns)
         return True
 
     def _chunk_line(self, d: _Direction, data: memoryview, pos: int, ts_ns: int) -> int:
@@ -323,31 +341,24 @@ class Http1Parser(Parser):
                 self.stats["pending_overflow"] += 1
             self._pending.append(msg)
         elif self._pending:
-            self._records.append(self._record(self._pending.popleft(), msg, ts_ns))
+            self._records.append(self._record(self._pending.popleft(), msg.first_line, ts_ns))
         else:
             self.stats["responses_without_request"] += 1
 
-    def _record(self, req: _Message, resp: _Message | None, end_ns: int) -> Record:
-        method, _, rest = req.first_line.partition(b" ")
-        target, _, version = rest.rpartition(b" ") if b" HTTP/" in rest else (rest, b"", b"")
-        target_s = target.decode("latin-1")
-        path, _, query = target_s.partition("?")
-        m = method.decode("latin-1")
-        attrs: dict = {
-            "http.request.method": m,
-            "url.path": path,
-            "network.protocol.name": "http",
-            "network.protocol.version": version[5:].decode("latin-1") or "1.1",
-        }
-        if query:
-            attrs["url.query"] = query
-        for header, key in _REQUEST_HEADERS:
-            value = _header(req, header)
-            if value is not None:
-                attrs[key] = value.decode("latin-1")
+    def _record(self, req: _Message, status_line: bytes | None, end_ns: int) -> Record:
+        """The exchange of `req` and the response starting with `status_line` (None: none came)."""
+        name, line_attrs = _request_line(req.first_line)
+        attrs = line_attrs.copy()
+        lower, head = req.lower, req.head
+        for header, key in _REQUEST_HEADERS:  # plain finds: cheaper than splitting every header
+            i = lower.find(header)
+            if i >= 0:
+                i += len(header)
+                j = head.find(b"\r\n", i)
+                attrs[key] = head[i:j if j >= 0 else None].strip().decode("latin-1")
         status, message = "UNSET", ""
-        if resp is not None:
-            parts = resp.first_line.split(b" ", 2)
+        if status_line is not None:
+            parts = status_line.split(b" ", 2)
             code = int(parts[1])
             attrs["http.response.status_code"] = code
             if code >= 500:
@@ -356,16 +367,15 @@ class Http1Parser(Parser):
         else:
             status, message = "ERROR", "connection closed before a response"
             attrs["error.type"] = "no_response"
-        name = f"{m} {route_of(path)}" if path.startswith("/") else m
         return Record(name=name, start_ns=req.start_ns, end_ns=end_ns, attributes=attrs,
                       status=status, status_message=message)
 
 
 # Request headers worth keeping as attributes (OpenTelemetry http.request.header.<name>).
 _REQUEST_HEADERS = (
-    (b"host", "http.request.header.host"),
-    (b"user-agent", "user_agent.original"),
-    (b"traceparent", "http.request.header.traceparent"),
+    (b"\r\nhost:", "http.request.header.host"),
+    (b"\r\nuser-agent:", "user_agent.original"),
+    (b"\r\ntraceparent:", "http.request.header.traceparent"),
 )
 
 PARSER = Http1Parser

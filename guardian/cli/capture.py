@@ -77,7 +77,13 @@ def _printer(as_json: bool):
     if not as_json:
         out.write(f"{'time':<8}  {'kind':<6} {'service':<18} {'operation':<48} {'status':>5} {'duration':>12}  server\n")
 
+    raw = getattr(out, "buffer", None) if as_json else None  # JSON lines are made as bytes
+
     def emit(spans: list[Span]) -> None:
+        if raw is not None:
+            raw.write(b"".join([s.json_line() for s in spans]))
+            raw.flush()
+            return
         if as_json:
             out.write("".join(s.to_json() + "\n" for s in spans))
         else:

@@ -129,6 +129,18 @@ def test_garbage_and_hostile_bytes_never_raise_and_stay_bounded():
     assert all(len(d.buf) <= 70000 + 300 for d in p._dirs.values())
 
 
+def test_content_length_that_is_not_a_plain_number_is_a_bad_head_whole_or_split():
+    # RFC 9110 §8.6: digits only; thousands of digits must not reach int() (it raises on them)
+    for value in (b"-5", b"+5", b"5_0", b"9" * 5000):
+        for split in (False, True):
+            p = Http1Parser()
+            p.feed(C, b"GET / HTTP/1.1\r\n\r\n", 1)
+            msg = b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n"
+            chunks = [msg[:5], msg[5:]] if split else [msg]
+            assert [r for c in chunks for r in p.feed(S, c, 2)] == []
+            assert p.stats["bad_head"] == 1, (value[:8], split, p.stats)
+
+
 def test_detect_and_route():
     assert detect(b"GET / HTTP/1.1") == C and detect(b"HTTP/1.1 200 OK\r\n") == S
     assert detect(b"GETS / HTTP/1.1") is None and detect(b"\x16\x03\x01\x00\xa5") is None

@@ -1,0 +1,171 @@
+"""Userspace cost of the capture's hot path, in CPU µs per ring-buffer event (issue 3).
+
+  record  nginx + hey at a fixed rate under a live capture whose tracker only keeps the raw
+          ring records; they are saved to a file with the port and the processes' resources
+  replay  the saved records through a fresh ConnTracker + Pipeline + the `--json` printer
+          writing to /dev/null, as the live drain loop does (a flush every BATCH events);
+          prints process-CPU µs per event and spans produced, best of --repeat runs (and the
+          sum of each batch's best, steadier on a host shared with other work)
+
+Replaying one recorded file with two checkouts compares their per-event cost on the same
+input (--out: their spans, to diff without ids). Where other work shares the CPU, instruction
+counts are steadier than CPU time: `valgrind --tool=callgrind` of a replay with --limit N and
+with --limit 5N, the difference divided by 4N. File: a magic line, a u32-length-prefixed JSON
+header, then u32-length-prefixed records.
+
+Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000]   (as root)
+     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+
+from capture.conntrack import ConnTracker
+from capture.live import BATCH  # events between two flushes of the pipeline (--batch)
+from capture.pipeline import Pipeline
+from capture.procnet import SockEntry
+
+MAGIC = b"guardian-events 1\n"
+_LEN = struct.Struct("<I")
+
+
+def save(path: str, header: dict, records: list[bytes]) -> None:
+    with open(path, "wb") as f:
+        blob = json.dumps(header, default=str).encode()
+        f.write(MAGIC + _LEN.pack(len(blob)) + blob)
+        f.write(b"".join(_LEN.pack(len(r)) + r for r in records))
+
+
+def load(path: str) -> tuple[dict, list[bytes]]:
+    data = Path(path).read_bytes()
+    if not data.startswith(MAGIC):
+        raise ValueError(f"{path}: not a bench.events recording")
+    pos = len(MAGIC)
+    records = []
+    while pos < len(data):
+        (n,) = _LEN.unpack_from(data, pos)
+        records.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return json.loads(records[0]), records[1:]
+
+
+def record(path: str, seconds: int, rate: int) -> None:
+    from bench.capture import hey
+    from capture import abi
+    from capture.enrich.enricher import Enricher
+    from capture.live import CaptureOptions, LiveCapture
+    from tests.support.http_servers import nginx_server
+
+    records: list[bytes] = []
+    with nginx_server() as (port, _):
+        cap = LiveCapture(CaptureOptions(port=port, tls=False))
+        cap.start()
+        cap.tracker.on_event = records.append  # keep the raw records, parse nothing now
+        stop = threading.Event()
+        runner = threading.Thread(target=cap.run, args=(lambda spans: None, stop))
+        runner.start()
+        try:
+            result = hey(f"http://127.0.0.1:{port}/", seconds, rate)
+            time.sleep(0.5)  # drain
+        finally:
+            stop.set()
+            runner.join()
+            kernel = cap.stats()
+            cap.close()
+        # what the live enricher says of each process (hey's may be gone: its comm is used)
+        pids = {abi.EVENT_STRUCT.unpack_from(r)[3] for r in records if len(r) >= abi.EVENT_SIZE}
+        enricher = Enricher()
+        resources = {pid: enricher.resource(pid) for pid in pids}
+    header = {"port": port, "requests": result["requests"], "rps": result["rps"],
+              "kernel_drops": kernel.get("kernel.ringbuf_drops", 0), "resources": resources}
+    save(path, header, records)
+    print(json.dumps({"events": len(records), **{k: v for k, v in header.items() if k != "resources"}}))
+
+
+class _Sockets:
+    """Stands in for /proc at replay time: accepted sockets' local end is the server port."""
+
+    def __init__(self, port: int) -> None:
+        self.local = ("127.0.0.1", port)
+
+    def lookup(self, pid: int, fd: int, remote: tuple[str, int] | None = None) -> SockEntry | None:
+        return SockEntry(self.local, remote, "01", 0, "tcp") if remote else None
+
+
+def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH) -> tuple[list[float], int]:
+    """One pass over `records`; returns (process CPU seconds of each batch, spans)."""
+    from guardian.cli.capture import _printer
+
+    resources = {int(pid): res for pid, res in header["resources"].items()}
+    with open(out_path, "w") as out:
+        stdout, sys.stdout = sys.stdout, out
+        try:
+            emit = _printer(as_json=True)
+        finally:
+            sys.stdout = stdout
+        pipeline = Pipeline(emit)
+        tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
+                              sockets=_Sockets(header["port"]), boot_offset_ns=0)
+        on_event, flush, clock = tracker.on_event, pipeline.flush, time.process_time
+        gc.collect()
+        batches = []
+        for i in range(0, len(records), batch):
+            start = clock()
+            for raw in records[i:i + batch]:
+                on_event(raw)
+            flush()
+            batches.append(clock() - start)
+        start = clock()
+        tracker.close_all()
+        flush()
+        batches.append(clock() - start)
+    return batches, pipeline.stats["spans"]
+
+
+def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH) -> None:
+    """Best of `repeat` runs, and the sum of each batch's best time over the runs: on a shared
+    host the second filters out most of what other processes cost this one (caches, preemption)."""
+    header, records = load(path)
+    records = records[:limit] if limit else records
+    gc.freeze()  # as capture.live.tune_gc does for the live agent
+    gc.set_threshold(50_000, 20, 50)
+    runs = [replay_once(header, records, out_path, batch) for _ in range(repeat)]
+    per_event = [sum(batches) / len(records) * 1e6 for batches, _ in runs]
+    floor = sum(min(b) for b in zip(*(batches for batches, _ in runs))) / len(records) * 1e6
+    print(json.dumps({"events": len(records), "spans": runs[0][1], "requests": header["requests"],
+                      "us_per_event": round(min(per_event), 2), "us_per_event_batch_floor": round(floor, 2),
+                      "us_per_event_runs": [round(x, 2) for x in per_event]}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rec = sub.add_parser("record", help="capture nginx + hey and save the raw ring records")
+    rec.add_argument("file")
+    rec.add_argument("--seconds", type=int, default=3)
+    rec.add_argument("--rate", type=int, default=10000, help="requests per second (hey)")
+    rep = sub.add_parser("replay", help="feed saved records through tracker + pipeline + printer")
+    rep.add_argument("file")
+    rep.add_argument("--repeat", type=int, default=5)
+    rep.add_argument("--out", default=os.devnull, metavar="FILE", help="where the spans go (default /dev/null)")
+    rep.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N events")
+    rep.add_argument("--batch", type=int, default=BATCH, metavar="N",
+                     help=f"events between two flushes (default {BATCH}, as capture.live)")
+    args = ap.parse_args()
+    if args.cmd == "record":
+        record(args.file, args.seconds, args.rate)
+    else:
+        replay(args.file, args.repeat, args.out, args.limit, args.batch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""ConnTracker.on_event from ring-buffer records built here: data events become spans with the
+kernel's fields (time, thread, ends) and a UDP socket's peer follows each datagram."""
+from __future__ import annotations
+
+from capture import abi
+from capture.conntrack import ConnTracker
+from capture.pipeline import Pipeline
+
+LOOPBACK = b"\0" * 10 + b"\xff\xff" + bytes([127, 0, 0, 1])
+OTHER = b"\0" * 10 + b"\xff\xff" + bytes([10, 0, 0, 9])
+
+
+def event(payload: bytes, *, ts: int, pos: int, direction, proto=abi.Proto.HTTP1, transport=abi.Transport.TCP,
+          raddr: bytes = LOOPBACK, rport: int = 8080, tid: int = 43) -> bytes:
+    return abi.EVENT_STRUCT.pack(ts, 7, pos, 42, tid, 5, len(payload), len(payload), 0, abi.EventKind.DATA, proto,
+                                 direction, abi.Role.CLIENT, 0, abi.Source.SYSCALL, 0, transport, LOOPBACK, raddr,
+                                 41000, rport, 2, 0, b"client") + payload
+
+
+def tracker(spans: list) -> tuple[ConnTracker, Pipeline]:
+    pipeline = Pipeline(spans.extend)
+    return ConnTracker(pipeline, lambda pid: {"service.name": "c", "process.pid": pid},
+                       boot_offset_ns=1_000_000), pipeline
+
+
+def test_request_and_response_events_become_one_client_span():
+    spans: list = []
+    t, pipeline = tracker(spans)
+    req, resp = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    t.on_event(event(req, ts=10, pos=0, direction=abi.Direction.EGRESS))
+    t.on_event(event(resp, ts=30, pos=0, direction=abi.Direction.INGRESS))
+    pipeline.flush()
+    [s] = spans
+    assert (s.kind, s.name, s.start_time_unix_nano, s.end_time_unix_nano) == ("CLIENT", "GET /x", 1_000_010, 1_000_030)
+    a = s.attributes
+    assert (a["server.address"], a["server.port"], a["client.port"], a["thread.id"]) == ("127.0.0.1", 8080, 41000, 43)
+    assert s.resource == {"service.name": "c", "process.pid": 42, "process.executable.name": "client"}  # comm
+    assert t.stats["gaps"] == 0
+
+
+def test_a_skipped_stream_position_is_a_gap():
+    spans: list = []
+    t, _ = tracker(spans)
+    req = b"GET /x HTTP/1.1\r\n\r\n"
+    t.on_event(event(req, ts=10, pos=0, direction=abi.Direction.EGRESS))
+    t.on_event(event(req, ts=20, pos=len(req) + 100, direction=abi.Direction.EGRESS))
+    assert t.stats["gaps"] == 1
+
+
+def test_udp_peer_follows_each_datagram():
+    t, _ = tracker([])
+    query = bytes(12)  # a DNS header: enough to be a datagram
+    t.on_event(event(query, ts=10, pos=0, direction=abi.Direction.EGRESS, proto=abi.Proto.DNS,
+                     transport=abi.Transport.UDP, rport=53))
+    assert t.conns[7].conn.remote == ("127.0.0.1", 53)
+    t.on_event(event(query, ts=20, pos=12, direction=abi.Direction.EGRESS, proto=abi.Proto.DNS,
+                     transport=abi.Transport.UDP, raddr=OTHER, rport=5353))
+    assert t.conns[7].conn.remote == ("10.0.0.9", 5353)
+    assert t.conns[7].conn.transport == "udp"
