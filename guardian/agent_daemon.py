@@ -113,9 +113,12 @@ class _Collector:
         yield c
 
 
+WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing
+
+
 class Agent:
     def __init__(self, config: AgentConfig, store: SpanStore, source: Any, sink: Any = None,
-                 enricher: Enricher | None = None, queue_batches: int = 1024):
+                 enricher: Enricher | None = None, queue_batches: int = 16384):
         self.config = config
         self.store = store
         self.source = source
@@ -172,8 +175,20 @@ class Agent:
                 batch = []  # idle: still release spans whose window has passed
             if batch is None:
                 break
+            stopping = False
+            while len(batch) < WORKER_BATCH:  # the capture hands over small batches: gather
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.extend(more)
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
+            if stopping:
+                break
         self._emit(self.linker.flush())
 
     def run(self) -> None:
