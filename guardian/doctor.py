@@ -108,9 +108,10 @@ def check_tls() -> Check:
     found = [p for p in libs if (f := elf.inspect(p)) is not None and f.ssl is not None]
     detail = (f"OpenSSL: {', '.join(found) or 'no libssl found'}; node and binaries that export "
               "SSL_*: yes; Go crypto/tls (go1.17+, amd64): yes, stripped binaries (-ldflags=\"-s -w\", "
-              "strip) too, located through .gopclntab; not captured, their ciphertext skipped: Go "
-              "before 1.17 (stack ABI), Go files without section headers (sstrip, packed), BoringSSL "
-              "without symbols (grpcio wheels)")
+              "strip) too, located through .gopclntab; BoringSSL without symbols in grpcio: yes, "
+              "located by its code (refused when ambiguous, the log says so); not captured, their "
+              "ciphertext skipped: Go before 1.17 (stack ABI), Go files without section headers "
+              "(sstrip, packed), other BoringSSL builds without symbols")
     return Check("TLS plaintext", bool(found), detail,
                  "apt-get install libssl3 for dynamically linked OpenSSL programs", required=False)
 
