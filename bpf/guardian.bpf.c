@@ -275,7 +275,7 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
 
 /* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id);
+                                          __u64 id, __u8 dir);
 
 /* The next record of the walk in `iov_walk`. One program per direction (the verifier then
  * sees one simple loop each); tail-called from emit_iov, then from itself. */
@@ -361,7 +361,7 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
     else
         c->bytes[dir & 1] += covered; /* nothing readable: userspace sees the gap */
     if (w->records == 1)
-        tls_socket_io(&key, c, bpf_get_current_pid_tgid());
+        tls_socket_io(&key, c, bpf_get_current_pid_tgid(), dir);
     /* a first record that matched no protocol ends the walk (the rest is not its start);
      * skipped ciphertext does not count in positions (skip_ciphertext) */
     if (!more || c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
@@ -430,7 +430,7 @@ static __always_inline int io_exit(void *ctx, long ret)
         emit_iov(ctx, &key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
                  m.namelen ? m.name : 0);
     }
-    tls_socket_io(&key, c, id);
+    tls_socket_io(&key, c, id, io.direction);
     return 0;
 }
 
@@ -667,7 +667,7 @@ static __always_inline void tls_stat(__u32 idx)
 
 /* Called by io_exit for every data syscall on a tracked socket. */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id)
+                                          __u64 id, __u8 dir)
 {
     struct tls_ssl_key sk = {.tgid = key->tgid};
     /* inside SSL_read/SSL_write (fd or custom BIO) the syscall is that SSL's own transport:
@@ -679,8 +679,13 @@ static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct 
     if (call) {
         sk.ssl = call->ssl;
         c->flags |= CONN_ENCRYPTED;
-    } else if (pending && (c->flags & CONN_ENCRYPTED)) {
-        sk.ssl = *pending; /* memory BIO: the SSL's output goes out next on this thread */
+    } else if (pending && (c->flags & CONN_ENCRYPTED) && dir == DIR_EGRESS &&
+               (c->proto == PROTO_TLS_HANDSHAKE || c->proto == PROTO_UNKNOWN)) {
+        /* memory BIO: the SSL's output goes out next on this thread. Only by a send, and only
+         * to a socket whose plaintext has not started (in its handshake, or older than the
+         * capture): a thread serving many connections (grpc's) receives on others in between,
+         * and a handshake step that sends nothing (a server's last) leaves its SSL* pending */
+        sk.ssl = *pending;
     } else {
         return;
     }

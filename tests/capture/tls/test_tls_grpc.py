@@ -1,8 +1,9 @@
 """Live gRPC over TLS from grpcio, whose BoringSSL has no symbols (capture/tls/boringssl.py).
 
 grpc's TSI layer drives SSL_write/SSL_read over a BIO pair (memory BIOs): the plaintext is tied
-to the socket by the memory-BIO path of bpf/guardian.bpf.c. A secure server in its own process
-and a secure channel in this one; the certificate is made by the test.
+to the socket by the memory-BIO path of bpf/guardian.bpf.c, from the thread that sends a
+handshake step's output. A secure server in its own process, secure channels in this one (one,
+then several at once: grpc's threads serve many connections); the certificate is made by the test.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -20,7 +22,9 @@ from tests.support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 
-CALLS = 6
+CALLS = 6  # on one channel, then CHANNELS x PER_CHANNEL concurrent ones
+CHANNELS, PER_CHANNEL = 4, 3
+SAYS = CALLS + CHANNELS * PER_CHANNEL
 CYGRPC = os.path.realpath(grpc._cython.cygrpc.__file__)
 
 SECURE_SERVER = textwrap.dedent('''
@@ -68,13 +72,22 @@ def traffic(tmp_path_factory):
                 with pytest.raises(grpc.RpcError) as err:
                     channel.unary_unary("/guardian.Echo/Fail")(b"?", timeout=10)
                 assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+            def channel_of_its_own(c: int) -> None:  # distinct args: no shared subchannel
+                with grpc.secure_channel(f"localhost:{port}", creds, options=[("guardian.test", c)]) as ch:
+                    say = ch.unary_unary("/guardian.Echo/Say")
+                    with ThreadPoolExecutor(PER_CHANNEL) as calls:
+                        assert list(calls.map(lambda i: say(b"c%d" % i, timeout=10), range(PER_CHANNEL)))
+
+            with ThreadPoolExecutor(CHANNELS) as pool:
+                list(pool.map(channel_of_its_own, range(CHANNELS)))
     return cap, server.pid
 
 
 def test_client_spans_are_plaintext_from_boringssl(traffic):
     cap, _ = traffic
     mine = [s for s in cap.spans if s["kind"] == "CLIENT" and s["resource"].get("process.pid") == os.getpid()]
-    assert sorted(s["name"] for s in mine) == ["guardian.Echo/Fail"] + ["guardian.Echo/Say"] * CALLS, cap.stats
+    assert sorted(s["name"] for s in mine) == ["guardian.Echo/Fail"] + ["guardian.Echo/Say"] * SAYS, cap.stats
     assert {s["attributes"].get("tls.library") for s in mine} == {"boringssl"}
     fail = next(s for s in mine if s["name"] == "guardian.Echo/Fail")
     assert fail["status_code"] == "ERROR" and fail["attributes"]["rpc.grpc.status_code"] == 5
@@ -84,13 +97,21 @@ def test_client_spans_are_plaintext_from_boringssl(traffic):
 def test_server_spans_are_plaintext_from_boringssl(traffic):
     cap, server_pid = traffic
     server = [s for s in cap.spans if s["kind"] == "SERVER" and s["resource"].get("process.pid") == server_pid]
-    assert sorted(s["attributes"]["rpc.method"] for s in server) == ["Fail"] + ["Say"] * CALLS, cap.stats
+    assert sorted(s["attributes"]["rpc.method"] for s in server) == ["Fail"] + ["Say"] * SAYS, cap.stats
     assert {s["attributes"].get("tls.library") for s in server} == {"boringssl"}
-    assert sorted(s["attributes"]["rpc.grpc.status_code"] for s in server) == [0] * CALLS + [5]
+    assert sorted(s["attributes"]["rpc.grpc.status_code"] for s in server) == [0] * SAYS + [5]
 
 
 def test_ciphertext_makes_no_spans(traffic):
     cap, _ = traffic
-    assert len(cap.spans) == 2 * (CALLS + 1), [(s["kind"], s["name"]) for s in cap.spans]
+    assert len(cap.spans) == 2 * (SAYS + 1), [(s["kind"], s["name"]) for s in cap.spans]
     assert cap.stats.get("conntrack.gaps", 0) == 0
     assert cap.stderr.count(f"probes on {CYGRPC}") == 1  # server and client map one file
+
+
+def test_each_ssl_object_is_tied_to_its_socket_once(traffic):
+    """Two SSL objects (client, server) per connection, each bound once: a handshake step that
+    sends nothing, or a receive on another connection in between, rebinds nothing."""
+    cap, _ = traffic
+    assert cap.stats["tls.kernel.bound"] == 2 * (1 + CHANNELS), cap.stats
+    assert cap.stats["tls.kernel.no_fd"] == 0
