@@ -5,8 +5,9 @@ evidence, independent of each other, must point at the same function, or nothing
 
 1. grpc's TSI code calls the function and logs a fixed message about it on failure
    (src/core/tsi/ssl_transport_security{,_utils}.cc, e.g. `SSL_write(...)` then
-   `LOG(ERROR) << "SSL_write failed with error "`): the candidates are the direct call
-   targets of every function that references that string (or whose .cold part does).
+   `LOG(ERROR) << "SSL_write failed with error "`, or gpr_log's "SSL_write failed with
+   error %s." before grpc 1.6x): the candidates are the direct call targets of every
+   function that references a string starting so (or whose .cold part does).
 2. BoringSSL's ssl/ssl_lib.cc raises errors with OPENSSL_PUT_ERROR(SSL, reason), compiled to
    ERR_put_error(ERR_LIB_SSL, 0, reason, "<path>/ssl/ssl_lib.cc", __LINE__): the lea of
    the file name with the immediates in EDI and EDX tells which reasons a function raises.
@@ -17,7 +18,8 @@ evidence, independent of each other, must point at the same function, or nothing
 
 Function boundaries come from .eh_frame_hdr (every C++ function has an unwind entry), so a
 result is always a function start. Reason codes are BoringSSL's public ABI (include/openssl/
-ssl.h, err.h); line numbers, which change with every release, are not used.
+ssl.h, err.h); line numbers, which change with every release, are not used. Checked on
+grpcio 1.62, 1.70 and 1.85 wheels; about a second for grpcio's 17 MB extension, once per file.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ SSL_R_UNINITIALIZED = 226
 @dataclass(frozen=True, slots=True)
 class Signature:
     """How one function is recognised: who logs about it, and what it raises (see module doc)."""
-    logged_as: tuple[bytes, ...]  # grpc TSI log strings next to the call
+    logged_as: tuple[bytes, ...]  # how grpc TSI log messages about a failed call start
     raises: frozenset[int]  # reasons it (or its callees, within `depth` calls) raises
     never: frozenset[int] = frozenset()  # reasons it must not raise itself
     depth: int = 0
@@ -52,7 +54,7 @@ SIGNATURES = {
     "SSL_read": Signature((b"SSL_read failed with error ",),
                           frozenset({ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED, SSL_R_UNINITIALIZED}),
                           never=frozenset({SSL_R_BAD_LENGTH}), depth=2),
-    "SSL_do_handshake": Signature((b"Handshake failed with error ",
+    "SSL_do_handshake": Signature((b"Handshake failed with ",
                                    b"Unexpected error received from first SSL_do_handshake call: "),
                                   frozenset({SSL_R_CONNECTION_TYPE_NOT_SET})),
 }
@@ -67,7 +69,8 @@ def locate(elf: ELFFile) -> dict[str, int] | None:
     """SSL_* name -> address of what the signatures find; None when there is no BoringSSL.
 
     Raises Refused when the file holds ssl_lib.cc but SSL_write or SSL_read is not found
-    exactly once: a wrong address would probe the wrong function, a missing one loses nothing.
+    exactly once: a wrong address would probe the wrong function. SSL_do_handshake may be
+    missing: a memory-BIO SSL* is then tied at its first SSL_write/SSL_read, whose bytes are lost.
     """
     rodata = elf.get_section_by_name(".rodata")
     if rodata is None or SSL_LIB_FILE not in rodata.data():
@@ -121,6 +124,11 @@ class Image:
             i = data.find(needle, i + 1)
         return out
 
+    def string_starts(self, prefix: bytes) -> list[int]:
+        """Strings that start with `prefix` ("… error %s." with gpr_log, "… error " with absl LOG)."""
+        addr, data = self.sections[".rodata"]
+        return [a for a in self.strings(prefix) if a == addr or data[a - addr - 1] == 0]
+
     def callees_of_loggers(self, messages: tuple[bytes, ...]) -> set[int]:
         """Direct call targets of the functions that reference one of `messages`.
 
@@ -130,7 +138,7 @@ class Image:
         """
         loggers: set[int] = set()
         for message in messages:
-            for addr in self.strings(message + b"\0"):
+            for addr in self.string_starts(message):
                 loggers |= self.referrers(addr)
         callees, wrappers = set(), set(loggers)
         for start in loggers:
@@ -196,6 +204,8 @@ def _fde_table(hdr_sec, frame_sec) -> tuple[list[int], list[int]]:
     if len(hdr) < 12 or hdr[0] != 1 or hdr[2] != 0x03 or hdr[3] != 0x3B:
         raise Refused(f".eh_frame_hdr encoding {hdr[:4].hex()} not handled")
     (count,) = struct.unpack_from("<I", hdr, 8)
+    if 12 + 8 * count > len(hdr):
+        raise Refused(f".eh_frame_hdr too short for {count} entries")
     table = struct.unpack_from(f"<{2 * count}i", hdr, 12)
     starts, sizes = [], []
     for i in range(count):
