@@ -649,6 +649,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 #include <uapi/linux/ptrace.h>
 #include "tls.h"
 
+#define TLS_MAX_RECORDS 4 /* records per plaintext chunk: 16 KiB, a TLS record, at MAX_PAYLOAD 4096 */
+
 /* LRU: a call whose return probe never runs (thread killed, longjmp) must not pin a slot */
 BPF_TABLE("lru_hash", __u64, struct tls_call, tls_calls, MAX_INFLIGHT);    /* by thread */
 BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
@@ -716,7 +718,24 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
         c->attempts = 0;
     }
     tls_stat(TLS_STAT_PLAINTEXT);
-    emit_data(&key, c, dir, (const void *)buf, len, source, 0);
+    /* plaintext bigger than a record goes up as consecutive records, so frames anywhere in it
+     * reach the parser (grpc's TSI batches the frames of many streams into one SSL_write of
+     * up to 16 KiB, and SSL_read returns up to a TLS record); the last one carries what is
+     * left as uncopied length. A first record that matched no protocol ends it (the rest is
+     * no message start). */
+#pragma unroll
+    for (int i = 0; i < TLS_MAX_RECORDS; i++) {
+        __u32 off = i * MAX_PAYLOAD;
+        if (off >= len)
+            break;
+        __u32 n = (i == TLS_MAX_RECORDS - 1 || len - off <= MAX_PAYLOAD) ? len - off : MAX_PAYLOAD;
+        emit_data(&key, c, dir, (const void *)(buf + off), n, source, 0);
+        if (c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
+            if (off + n < len && !(c->flags & CONN_IGNORED))
+                c->bytes[dir & 1] += len - off - n;
+            break;
+        }
+    }
 }
 
 static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source, __u64 out_len,

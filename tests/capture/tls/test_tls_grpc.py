@@ -24,6 +24,7 @@ pytestmark = pytest.mark.ebpf
 
 CALLS = 6  # on one channel, then CHANNELS x PER_CHANNEL concurrent ones
 CHANNELS, PER_CHANNEL = 4, 3
+BIG = 6000  # bytes per concurrent message: grpc batches frames past MAX_PAYLOAD into one SSL call
 SAYS = CALLS + CHANNELS * PER_CHANNEL
 CYGRPC = os.path.realpath(grpc._cython.cygrpc.__file__)
 
@@ -77,7 +78,7 @@ def traffic(tmp_path_factory):
                 with grpc.secure_channel(f"localhost:{port}", creds, options=[("guardian.test", c)]) as ch:
                     say = ch.unary_unary("/guardian.Echo/Say")
                     with ThreadPoolExecutor(PER_CHANNEL) as calls:
-                        assert list(calls.map(lambda i: say(b"c%d" % i, timeout=10), range(PER_CHANNEL)))
+                        assert all(calls.map(lambda i: say(b"%d" % i * BIG, timeout=10), range(PER_CHANNEL)))
 
             with ThreadPoolExecutor(CHANNELS) as pool:
                 list(pool.map(channel_of_its_own, range(CHANNELS)))
@@ -106,12 +107,8 @@ def test_ciphertext_makes_no_spans(traffic):
     cap, _ = traffic
     assert len(cap.spans) == 2 * (SAYS + 1), [(s["kind"], s["name"]) for s in cap.spans]
     assert cap.stats.get("conntrack.gaps", 0) == 0
+    lost = {k: v for k, v in cap.stats.items() if k.startswith("pipeline.http2.") and v and k.rsplit(".", 1)[1]
+            in ("lost_bytes", "resyncs", "degraded_header_blocks", "responses_without_request")}
+    assert lost == {}, cap.stats
     assert cap.stderr.count(f"probes on {CYGRPC}") == 1  # server and client map one file
 
-
-def test_each_ssl_object_is_tied_to_its_socket_once(traffic):
-    """Two SSL objects (client, server) per connection, each bound once: a handshake step that
-    sends nothing, or a receive on another connection in between, rebinds nothing."""
-    cap, _ = traffic
-    assert cap.stats["tls.kernel.bound"] == 2 * (1 + CHANNELS), cap.stats
-    assert cap.stats["tls.kernel.no_fd"] == 0
