@@ -133,8 +133,9 @@ class Image:
         """Direct call targets of the functions that reference one of `messages`.
 
         A message logged on an error path often sits in the caller's .cold part (a separate
-        unwind entry): the part jumps back into its parent, whose calls count too. The
-        loggers themselves are no candidates: they wrap the call (grpc's DoSslRead).
+        unwind entry): the part jumps back into the middle of its parent, whose calls count
+        too; a jump to a function's start is a tail call, which counts as a call. The loggers
+        themselves are no candidates: they wrap the call (grpc's DoSslRead).
         """
         loggers: set[int] = set()
         for message in messages:
@@ -143,7 +144,9 @@ class Image:
         callees, wrappers = set(), set(loggers)
         for start in loggers:
             f = self.function(start)
-            parents = {p.start for p in map(self.function_at, f.jumps_out) if p and p.start not in f.jumps_out}
+            tail_calls = {t for t in f.jumps_out if self.function(t)}
+            parents = {p.start for p in map(self.function_at, f.jumps_out - tail_calls) if p}
+            callees |= tail_calls
             for g in (f, *map(self.function, parents)):
                 callees |= g.calls
             wrappers |= parents

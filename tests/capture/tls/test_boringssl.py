@@ -90,3 +90,25 @@ def test_put_error_sites_give_their_reason():
 def test_other_libraries_and_other_files_raise_nothing():
     assert summarize(put_error(0x1000, 0x9000, 111, 0x5000, edi=0x11), 0x9000).raises == set()
     assert summarize(put_error(0x1000, 0x9100, 111, 0x5000), 0x9000).raises == set()
+
+
+def test_boringssl_evidence_holds_where_symbols_tell_the_truth():
+    """xllamacpp (the llm extra) links BoringSSL and keeps a .symtab: the raised-reason
+    signatures accept the real SSL_write, SSL_read and SSL_do_handshake, and alone already
+    single out SSL_write among the 47 functions raising from ssl_lib.cc. It has no grpc, so
+    the caller evidence is missing there and the locator refuses."""
+    xllamacpp = pytest.importorskip("xllamacpp")
+    path = next(p for p in (os.path.join(os.path.dirname(xllamacpp.__file__), n)
+                            for n in os.listdir(os.path.dirname(xllamacpp.__file__))) if p.endswith(".so"))
+    with open(path, "rb") as f:
+        e = ELFFile(f)
+        truth = elf._scan_symbols(e, ".symtab", set(boringssl.SIGNATURES))
+        image = boringssl.Image(e)
+    if set(truth) != set(boringssl.SIGNATURES):
+        pytest.skip("this xllamacpp build has no BoringSSL symbols")
+    raising = set().union(*(image.referrers(a) for a in image.ssl_lib_files))
+    for name, sig in boringssl.SIGNATURES.items():
+        assert image.matches(truth[name], sig), name
+    assert [a for a in raising if image.matches(a, boringssl.SIGNATURES["SSL_write"])] == [truth["SSL_write"]]
+    with pytest.raises(boringssl.Refused):
+        locate(path)
