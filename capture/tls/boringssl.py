@@ -110,7 +110,8 @@ class Image:
         self.starts, self.sizes = _fde_table(self.sections[".eh_frame_hdr"], self.sections[".eh_frame"])
         rodata_addr, rodata = self.sections[".rodata"]
         self.ssl_lib_files = frozenset(  # where each string ending in SSL_LIB_FILE starts
-            rodata_addr + rodata.rfind(b"\0", 0, tail - rodata_addr) + 1 for tail in self.strings(SSL_LIB_FILE))
+            rodata_addr + rodata.rfind(b"\0", 0, tail - rodata_addr) + 1
+            for tail in self.strings(SSL_LIB_FILE))
         self._leas: dict[int, list[int]] | None = None
         self._funcs: dict[int, Function | None] = {}
         self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
@@ -260,8 +261,9 @@ def _summarize(f: Function, ssl_lib_files: frozenset[int]) -> None:
             target = _number(ops)
             if target is not None:
                 f.calls.add(target)
-            if regs.get("edi") == ERR_LIB_SSL and regs.get("rcx") in ssl_lib_files and regs.get("edx") is not None:
-                f.raises.add(regs["edx"])
+            reason = regs.get("edx")
+            if regs.get("edi") == ERR_LIB_SSL and regs.get("rcx") in ssl_lib_files and reason is not None:
+                f.raises.add(reason)
             regs.clear()
         elif m.startswith("j") or m == "ret":
             target = _number(ops)

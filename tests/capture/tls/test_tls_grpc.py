@@ -62,7 +62,8 @@ def traffic(tmp_path_factory):
     pem, cert, key = make_cert(d)
     port = free_port()
     env = dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="0")
-    with process([sys.executable, "-c", SECURE_SERVER, str(cert), str(key), str(port)], port, env=env) as server:
+    server_cmd = [sys.executable, "-c", SECURE_SERVER, str(cert), str(key), str(port)]
+    with process(server_cmd, port, env=env) as server:
         with live_capture(port=port) as cap:
             wait_for_log(cap, f"probes on {CYGRPC}")
             creds = grpc.ssl_channel_credentials(root_certificates=pem)
