@@ -1,4 +1,5 @@
-"""What TLS code an ELF file holds: SSL_* symbols (OpenSSL, BoringSSL, node) or Go crypto/tls.
+"""What TLS code an ELF file holds: SSL_* symbols (OpenSSL, BoringSSL, node), BoringSSL without
+symbols (grpcio: found by its code, capture/tls/boringssl.py) or Go crypto/tls.
 
 Reads symbols with pyelftools (hash tables when present: node exports ~75k symbols), Go
 functions of stripped binaries from .gopclntab, and finds the RET instructions of Go's
