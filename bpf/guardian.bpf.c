@@ -324,7 +324,7 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
 
 /* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id);
+                                          __u64 id, __u8 dir);
 
 /* The next record of the walk in `iov_walk`. One program per direction (the verifier then
  * sees one simple loop each); tail-called from emit_iov, then from itself. */
@@ -410,7 +410,7 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
     else
         c->bytes[dir & 1] += covered; /* nothing readable: userspace sees the gap */
     if (w->records == 1)
-        tls_socket_io(&key, c, bpf_get_current_pid_tgid());
+        tls_socket_io(&key, c, bpf_get_current_pid_tgid(), dir);
     /* a first record that matched no protocol ends the walk (the rest is not its start);
      * skipped ciphertext does not count in positions (skip_ciphertext) */
     if (!more || c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
@@ -479,7 +479,7 @@ static __always_inline int io_exit(void *ctx, long ret)
         emit_iov(ctx, &key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
                  m.namelen ? m.name : 0);
     }
-    tls_socket_io(&key, c, id);
+    tls_socket_io(&key, c, id, io.direction);
     return 0;
 }
 
@@ -698,6 +698,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 #include <uapi/linux/ptrace.h>
 #include "tls.h"
 
+#define TLS_MAX_RECORDS 4 /* records per plaintext chunk: 16 KiB, a TLS record, at MAX_PAYLOAD 4096 */
+
 /* LRU: a call whose return probe never runs (thread killed, longjmp) must not pin a slot */
 BPF_TABLE("lru_hash", __u64, struct tls_call, tls_calls, MAX_INFLIGHT);    /* by thread */
 BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
@@ -716,7 +718,7 @@ static __always_inline void tls_stat(__u32 idx)
 
 /* Called by io_exit for every data syscall on a tracked socket. */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id)
+                                          __u64 id, __u8 dir)
 {
     struct tls_ssl_key sk = {.tgid = key->tgid};
     /* inside SSL_read/SSL_write (fd or custom BIO) the syscall is that SSL's own transport:
@@ -728,8 +730,13 @@ static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct 
     if (call) {
         sk.ssl = call->ssl;
         c->flags |= CONN_ENCRYPTED;
-    } else if (pending && (c->flags & CONN_ENCRYPTED)) {
-        sk.ssl = *pending; /* memory BIO: the SSL's output goes out next on this thread */
+    } else if (pending && (c->flags & CONN_ENCRYPTED) && dir == DIR_EGRESS &&
+               (c->proto == PROTO_TLS_HANDSHAKE || c->proto == PROTO_UNKNOWN)) {
+        /* memory BIO: the SSL's output goes out next on this thread. Only by a send, and only
+         * to a socket whose plaintext has not started (in its handshake, or older than the
+         * capture): a thread serving many connections (grpc's) receives on others in between,
+         * and a handshake step that sends nothing (a server's last) leaves its SSL* pending */
+        sk.ssl = *pending;
     } else {
         return;
     }
@@ -760,7 +767,24 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
         c->attempts = 0;
     }
     tls_stat(TLS_STAT_PLAINTEXT);
-    emit_data(&key, c, dir, (const void *)buf, len, source, 0);
+    /* plaintext bigger than a record goes up as consecutive records, so frames anywhere in it
+     * reach the parser (grpc's TSI batches the frames of many streams into one SSL_write of
+     * up to 16 KiB, and SSL_read returns up to a TLS record); the last one carries what is
+     * left as uncopied length. A first record that matched no protocol ends it (the rest is
+     * no message start). */
+#pragma unroll
+    for (int i = 0; i < TLS_MAX_RECORDS; i++) {
+        __u32 off = i * MAX_PAYLOAD;
+        if (off >= len)
+            break;
+        __u32 n = (i == TLS_MAX_RECORDS - 1 || len - off <= MAX_PAYLOAD) ? len - off : MAX_PAYLOAD;
+        emit_data(&key, c, dir, (const void *)(buf + off), n, source, 0);
+        if (c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
+            if (off + n < len && !(c->flags & CONN_IGNORED))
+                c->bytes[dir & 1] += len - off - n;
+            break;
+        }
+    }
 }
 
 static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source, __u64 out_len,

@@ -97,6 +97,23 @@ def check_uprobes() -> Check:
                  "needed for TLS capture: a kernel with CONFIG_UPROBE_EVENTS=y", required=False)
 
 
+def _grpcio_boringssl() -> str:
+    """Whether the BoringSSL inside this Python's grpcio (no symbols) is located."""
+    import glob
+    import importlib.util
+
+    from capture.tls import elf
+
+    spec = importlib.util.find_spec("grpc")
+    paths = glob.glob(os.path.join(os.path.dirname(spec.origin), "_cython", "cygrpc*.so")) if spec else []
+    if not paths:
+        return "grpcio: not installed here"
+    found = elf.inspect(paths[0])
+    if found is None or found.ssl is None:
+        return f"grpcio: no BoringSSL found in {paths[0]}"
+    return f"grpcio's BoringSSL: {found.ssl.problem or 'located'}"
+
+
 def check_tls() -> Check:
     """Which TLS stacks the uprobes can read plaintext from on this host (capture/tls)."""
     import glob
@@ -106,11 +123,13 @@ def check_tls() -> Check:
     libs = sorted({p for pat in ("/usr/lib/x86_64-linux-gnu/libssl.so.*", "/usr/lib64/libssl.so.*")
                    for p in glob.glob(pat)})
     found = [p for p in libs if (f := elf.inspect(p)) is not None and f.ssl is not None]
-    detail = (f"OpenSSL: {', '.join(found) or 'no libssl found'}; node and binaries that export "
+    detail = (f"OpenSSL: {', '.join(found) or 'no libssl found'}; {_grpcio_boringssl()}; "
+              "node and binaries that export "
               "SSL_*: yes; Go crypto/tls (go1.17+, amd64): yes, stripped binaries (-ldflags=\"-s -w\", "
-              "strip) too, located through .gopclntab; not captured, their ciphertext skipped: Go "
-              "before 1.17 (stack ABI), Go files without section headers (sstrip, packed), BoringSSL "
-              "without symbols (grpcio wheels)")
+              "strip) too, located through .gopclntab; BoringSSL without symbols in grpcio: located "
+              "by its code (refused when ambiguous, the log says so); not captured, their "
+              "ciphertext skipped: Go before 1.17 (stack ABI), Go files without section headers "
+              "(sstrip, packed), other BoringSSL builds without symbols")
     return Check("TLS plaintext", bool(found), detail,
                  "apt-get install libssl3 for dynamically linked OpenSSL programs", required=False)
 

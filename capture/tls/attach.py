@@ -142,9 +142,10 @@ class TlsAttacher:
         if found is None:
             self.skipped[ident] = ""
             return
-        if found.go is not None and found.go.problem:
-            self.skipped[ident] = found.go.problem
-            log.warning("Go TLS in %s not captured: %s", path, found.go.problem)
+        problem = found.go.problem if found.go is not None else found.ssl.problem
+        if problem:
+            self.skipped[ident] = problem
+            log.warning("TLS in %s not captured: %s", path, problem)
             return
         library, probes = probes_for(path, found)
         attached = AttachedFile(path, library)

@@ -1,4 +1,5 @@
-"""What TLS code an ELF file holds: SSL_* symbols (OpenSSL, BoringSSL, node) or Go crypto/tls.
+"""What TLS code an ELF file holds: SSL_* symbols (OpenSSL, BoringSSL, node), BoringSSL without
+symbols (grpcio: found by its code, capture/tls/boringssl.py) or Go crypto/tls.
 
 Reads symbols with pyelftools (hash tables when present: node exports ~75k symbols), Go
 functions of stripped binaries from .gopclntab, and finds the RET instructions of Go's
@@ -15,7 +16,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.hash import ELFHashSection, GNUHashSection
 
-from capture.tls import gopclntab
+from capture.tls import boringssl, gopclntab
 
 # Entry programs in bpf/guardian.bpf.c are tls_<source>_<suffix>; all share one return probe.
 SSL_FUNCS = {
@@ -37,6 +38,8 @@ class SslLib:
     """SSL_* entry points of a library or a binary that links one statically."""
     source: str  # "openssl", "boringssl" or "node": the tls.library attribute
     funcs: dict[str, int] = field(default_factory=dict)  # SSL_* name -> virtual address
+    problem: str = ""  # why it cannot be probed, else ""
+    located_by: str = "symbols"  # or "heuristic": BoringSSL without symbols (capture/tls/boringssl.py)
 
 
 @dataclass(slots=True)
@@ -101,7 +104,7 @@ def ssl_library(elf: ELFFile, path: str) -> SslLib | None:
     if "SSL_write" not in funcs:
         funcs = _scan_symbols(elf, ".symtab", set(SSL_FUNCS))
     if "SSL_write" not in funcs or "SSL_read" not in funcs:
-        return None
+        return _boringssl_without_symbols(elf)
     if _dynsym_lookup(elf, ["BORINGSSL_self_test"]) or "boringssl" in path.lower():
         source = "boringssl"
     elif _dynsym_lookup(elf, ["napi_create_object"]):
@@ -109,6 +112,16 @@ def ssl_library(elf: ELFFile, path: str) -> SslLib | None:
     else:
         source = "openssl"
     return SslLib(source, funcs)
+
+
+def _boringssl_without_symbols(elf: ELFFile) -> SslLib | None:
+    """BoringSSL linked in with no symbols left (grpcio's extension), found by its code."""
+    try:
+        funcs = boringssl.locate(elf)
+    except boringssl.Refused as e:
+        return SslLib("boringssl", problem=f"BoringSSL without symbols not located: {e}",
+                      located_by="heuristic")
+    return SslLib("boringssl", funcs, located_by="heuristic") if funcs else None
 
 
 def _go_version(elf: ELFFile, stream) -> str | None:
