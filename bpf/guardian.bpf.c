@@ -529,19 +529,26 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     return 0;
 }
 
+/* accept()/accept4() returned `ret`. A thread already blocked in accept() when the agent
+ * started has no saved arguments (its sys_enter ran before we attached): its socket is
+ * tracked all the same, without the peer address; the 4-tuple comes with the first read
+ * (tcp_rcv_space_adjust below), or from /proc in userspace for a server that writes first. */
 static __always_inline int accept_exit(long ret)
 {
     __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_sockcall call = {};
     struct guardian_sockcall *s = active_sockcall.lookup(&id);
-    if (!s)
+    if (s) {
+        call = *s;
+        active_sockcall.delete(&id);
+    } else if (!traced_tgid(id >> 32)) {
         return 0;
-    struct guardian_sockcall call = *s;
-    active_sockcall.delete(&id);
+    }
     if (ret < 0)
         return 0;
     struct guardian_conn_key key = {.tgid = id >> 32, .fd = (__u32)ret};
     struct guardian_conn *c = new_conn(&key, ROLE_SERVER, TRANSPORT_TCP);
-    if (!c || !call.addr)
+    if (!c || !call.addr) /* no address either when the sys_enter was not seen */
         return 0;
     read_sockaddr((const void *)call.addr, &c->t, 1);
     struct guardian_remote r = {};
@@ -633,6 +640,25 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         r.rport = t.rport;
         accept_tuple.update(&r, &t);
     }
+    return 0;
+}
+
+/* TCP data copied to a reader, in the reader's process context (this tracepoint has the
+ * same address fields as inet_sock_set_state): the 4-tuple of a tracked socket whose tuple
+ * is still unknown, as after an accept() whose arguments were not seen. Runs inside the
+ * read, before its exit tracepoint sends the bytes. Elsewhere: one missed hash lookup. */
+TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct guardian_io *io = active_io.lookup(&id);
+    if (!io)
+        return 0;
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = io->fd};
+    struct guardian_conn *c = conns.lookup(&key);
+    if (!c || (c->flags & CONN_TUPLE_KNOWN))
+        return 0;
+    TUPLE_FROM_STATE(&c->t, args);
+    c->flags |= CONN_TUPLE_KNOWN;
     return 0;
 }
 
