@@ -853,10 +853,10 @@ int tls_go_read_ret(struct pt_regs *ctx)
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-    __u32 pid = args->pid;
-    if (!traced_tgid(pid))
+    struct tls_exec e = {.ts_ns = bpf_ktime_get_ns(), .pid = args->pid};
+    if (!traced_tgid(e.pid))
         return 0;
-    tls_execs.ringbuf_output(&pid, sizeof(pid), 0);
+    tls_execs.ringbuf_output(&e, sizeof(e), 0);
     return 0;
 }
 /* ======== end of TLS section ============================================================ */
