@@ -57,7 +57,10 @@ def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
     if found.go is not None:
         go = found.go
         probes = [Probe(path, go.write, "tls_go_write"), Probe(path, go.read, "tls_go_read")]
-        probes += [Probe(path, a, "tls_go_read_ret") for a in go.read_rets]
+        if go.read_copies:
+            probes += [Probe(path, a, "tls_go_read_copy") for a in go.read_copies]
+        else:
+            probes += [Probe(path, a, "tls_go_read_ret") for a in go.read_rets]
         return "go", probes
     ssl = found.ssl
     probes = []
@@ -88,7 +91,7 @@ class TlsAttacher:
         """Attach to what runs now, then follow new processes from a worker thread."""
         self.stats["stale_probes_removed"] += stale.remove_dead_bcc_probes()
         # load every program here: BCC caches them in a dict the worker must not race on
-        for fn in ("tls_ssl_return", "tls_go_write", "tls_go_read", "tls_go_read_ret",
+        for fn in ("tls_ssl_return", "tls_go_write", "tls_go_read", "tls_go_read_ret", "tls_go_read_copy",
                    *(f"tls_{lib}_{suffix}" for lib in ("openssl", "boringssl", "node")
                      for suffix in elf.SSL_FUNCS.values())):
             self.bpf.load_func(fn, self.bpf.KPROBE)

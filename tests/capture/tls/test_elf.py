@@ -66,6 +66,11 @@ def test_go_entry_probes_sit_on_the_prologue_jump(go_bins):
         go = elf.inspect(str(binary)).go
         for addr in (go.write, go.read):
             assert _bytes_at(binary, addr, 2) == b"\x0f\x86"  # jbe rel32 to morestack
+        # Read's copy into the caller's buffer: one call to runtime.memmove, probed instead of its RETs
+        assert len(go.read_copies) == 1 and go.read < go.read_copies[0] < max(go.read_rets)
+        assert _bytes_at(binary, go.read_copies[0], 1) == b"\xe8"
+        assert {p.fn for p in probes_for(str(binary), elf.TlsFile(go=go))[1]} == {
+            "tls_go_write", "tls_go_read", "tls_go_read_copy"}
 
 
 def test_entry_probe_point_only_moves_past_a_go_stack_check():
