@@ -25,6 +25,14 @@ struct tls_call {
     __u8 _pad[6];
 };
 
+/* A process that just exec'd (tls_execs ring): userspace probes its new image. The time
+ * lets userspace report how long after the exec its probes were in place. */
+struct tls_exec {
+    __u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+    __u32 pid;
+    __u32 _pad;
+};
+
 /* SSL objects are per process: the same pointer in two processes is two objects. */
 struct tls_ssl_key {
     __u32 tgid;

@@ -1,9 +1,12 @@
 """Attach the TLS uprobes to every TLS library file in use, once per file, and detach them.
 
 Processes running at start are found from /proc/*/maps; processes started later come from
-the exec tracepoint (tls_execs ring buffer), their maps re-read a few times as the dynamic
-linker and dlopen() add libraries. Probes are attached by file (pid -1): one attach per
-(dev, inode) serves every process mapping it, present and future; the BPF side filters pids.
+the exec tracepoint (tls_execs ring buffer, read by this module's worker thread as soon as
+the kernel signals it), their maps re-read a few times as the dynamic linker and dlopen()
+add libraries. Probes are attached by file (pid -1): one attach per (dev, inode) serves
+every process mapping it, present and future (the kernel inserts the breakpoints when a
+process maps the file); the BPF side filters pids. A binary never seen before is probed a
+few milliseconds after its exec: what it says before that is not seen (README, TLS).
 """
 from __future__ import annotations
 
@@ -11,13 +14,15 @@ import ctypes
 import glob
 import heapq
 import logging
+import mmap
 import os
-import queue
+import struct
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from capture.ringbuf import RingReader
 from capture.tls import elf, procmaps, stale
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,8 @@ SYSTEM_LIBS = ("/usr/lib/x86_64-linux-gnu/libssl.so*", "/lib/x86_64-linux-gnu/li
                "/usr/lib64/libssl.so*", "/usr/local/lib/libssl.so*")
 RESCAN_AFTER_EXEC_S = (0.2, 1.0, 3.0)  # ld.so maps libraries right away; dlopen() comes later
 TLS_STATS = ("plaintext", "no_fd", "bound", "go_fd_fault")
+EXECS_PAGES = 16  # BPF_RINGBUF_OUTPUT(tls_execs, 16) in bpf/guardian.bpf.c
+_EXEC = struct.Struct("<QI4x")  # struct tls_exec (bpf/tls.h): ts_ns, pid
 
 
 @dataclass(slots=True)
@@ -50,7 +57,10 @@ def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
     if found.go is not None:
         go = found.go
         probes = [Probe(path, go.write, "tls_go_write"), Probe(path, go.read, "tls_go_read")]
-        probes += [Probe(path, a, "tls_go_read_ret") for a in go.read_rets]
+        if go.read_copies:
+            probes += [Probe(path, a, "tls_go_read_copy") for a in go.read_copies]
+        else:
+            probes += [Probe(path, a, "tls_go_read_ret") for a in go.read_rets]
         return "go", probes
     ssl = found.ssl
     probes = []
@@ -70,7 +80,8 @@ class TlsAttacher:
         self.files: dict[tuple[int, int], AttachedFile] = {}
         self.skipped: dict[tuple[int, int], str] = {}  # files looked at: why not probed ("" = no TLS)
         self.stats: Counter[str] = Counter()
-        self._execs: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.exec_to_probes_ms: list[float] = []  # per file probed after an exec: how long it took
+        self._execs: RingReader | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -80,7 +91,7 @@ class TlsAttacher:
         """Attach to what runs now, then follow new processes from a worker thread."""
         self.stats["stale_probes_removed"] += stale.remove_dead_bcc_probes()
         # load every program here: BCC caches them in a dict the worker must not race on
-        for fn in ("tls_ssl_return", "tls_go_write", "tls_go_read", "tls_go_read_ret",
+        for fn in ("tls_ssl_return", "tls_go_write", "tls_go_read", "tls_go_read_ret", "tls_go_read_copy",
                    *(f"tls_{lib}_{suffix}" for lib in ("openssl", "boringssl", "node")
                      for suffix in elf.SSL_FUNCS.values())):
             self.bpf.load_func(fn, self.bpf.KPROBE)
@@ -90,14 +101,7 @@ class TlsAttacher:
                 self._consider(ident, path)
         for pid in ([self.pid] if self.pid else procmaps.pids()):
             self._scan(pid)
-
-        def on_exec(_ctx, data, size):
-            if size >= 4:
-                self._execs.put(ctypes.cast(data, ctypes.POINTER(ctypes.c_uint32))[0])
-            return 0
-
-        self._on_exec = on_exec  # BCC keeps only a C pointer
-        self.bpf["tls_execs"].open_ring_buffer(on_exec)
+        self._execs = RingReader(self.bpf["tls_execs"].map_fd, EXECS_PAGES * mmap.PAGESIZE)
         self._thread = threading.Thread(target=self._follow, name="tls-attach", daemon=True)
         self._thread.start()
 
@@ -106,6 +110,9 @@ class TlsAttacher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._execs is not None and (self._thread is None or not self._thread.is_alive()):
+            self._execs.close()
+            self._execs = None
         with self._lock:
             for f in self.files.values():
                 for p in f.probes:
@@ -115,30 +122,33 @@ class TlsAttacher:
     # -- discovery -----------------------------------------------------------------------
     def _follow(self) -> None:
         due: list[tuple[float, int]] = []  # (when, pid) maps re-reads after an exec
+        execs: list[tuple[int, int]] = []
         while not self._stop.is_set():
             timeout = max(0.0, min(0.5, due[0][0] - time.monotonic())) if due else 0.5
-            try:
-                pid = self._execs.get(timeout=timeout)
+            if self._execs.wait(timeout):
+                self._execs.drain(lambda raw: execs.append(_EXEC.unpack_from(raw)))
+            for ts_ns, pid in execs:  # the new image first: its own file is the likeliest TLS user
                 self.stats["execs"] += 1
-                self._scan(pid)
+                self._scan(pid, exec_ns=ts_ns)
                 now = time.monotonic()
                 for delay in RESCAN_AFTER_EXEC_S:
                     heapq.heappush(due, (now + delay, pid))
-            except queue.Empty:
-                pass
+            execs.clear()
             while due and due[0][0] <= time.monotonic():
                 self._scan(heapq.heappop(due)[1])
 
-    def _scan(self, pid: int) -> None:
+    def _scan(self, pid: int, exec_ns: int = 0) -> None:
         if pid == os.getpid():
             return
         for m in procmaps.mapped_files(pid):
-            self._consider((m.dev, m.inode), m.path)
+            self._consider((m.dev, m.inode), m.path, exec_ns)
 
-    def _consider(self, ident: tuple[int, int], path: str) -> None:
+    def _consider(self, ident: tuple[int, int], path: str, exec_ns: int = 0) -> None:
         if ident in self.files or ident in self.skipped or self._stop.is_set():
             return
+        t0 = time.monotonic_ns()
         found = elf.inspect(path)
+        read_ms = (time.monotonic_ns() - t0) / 1e6
         if found is None:
             self.skipped[ident] = ""
             return
@@ -164,7 +174,15 @@ class TlsAttacher:
                     log.warning("uprobe %s at %s:%#x not attached: %s", p.fn, p.path, p.addr, e)
             self.files[ident] = attached
         self.stats[f"files.{library}"] += 1
-        log.info("TLS %s: %d probes on %s", library, len(attached.probes), path)
+        if exec_ns:  # CLOCK_MONOTONIC on both sides
+            now = time.monotonic_ns()
+            took = (now - exec_ns) / 1e6
+            self.exec_to_probes_ms.append(took)
+            log.info("TLS %s: %d probes on %s, %.1f ms after its exec (noticed after %.1f ms, "
+                     "ELF read in %.1f ms, attached in %.1f ms)", library, len(attached.probes), path,
+                     took, (t0 - exec_ns) / 1e6, read_ms, (now - t0) / 1e6 - read_ms)
+        else:
+            log.info("TLS %s: %d probes on %s", library, len(attached.probes), path)
 
     def _detach(self, p: Probe) -> None:
         try:
@@ -185,4 +203,6 @@ class TlsAttacher:
         out.update({f"tls.kernel.{k}": v for k, v in self.kernel_stats().items()})
         out["tls.files_probed"] = len(self.files)
         out["tls.probes"] = sum(len(f.probes) for f in self.files.values())
+        if self.exec_to_probes_ms:
+            out["tls.exec_to_probes_ms_max"] = round(max(self.exec_to_probes_ms), 1)
         return out

@@ -59,6 +59,30 @@ def test_stripped_go_binary_is_located_through_gopclntab(go_bins):
     assert all(_bytes_at(stripped, addr, 1) == b"\xc3" for addr in go.read_rets)
 
 
+def test_go_entry_probes_sit_on_the_prologue_jump(go_bins):
+    # a uprobe on a jump is emulated by the kernel; on the first instruction (cmp/lea) it is
+    # single-stepped, a second trap
+    for binary in go_bins:
+        go = elf.inspect(str(binary)).go
+        for addr in (go.write, go.read):
+            assert _bytes_at(binary, addr, 2) == b"\x0f\x86"  # jbe rel32 to morestack
+        # Read's copy into the caller's buffer: one call to runtime.memmove, probed instead of its RETs
+        assert len(go.read_copies) == 1 and go.read < go.read_copies[0] < max(go.read_rets)
+        assert _bytes_at(binary, go.read_copies[0], 1) == b"\xe8"
+        assert {p.fn for p in probes_for(str(binary), elf.TlsFile(go=go))[1]} == {
+            "tls_go_write", "tls_go_read", "tls_go_read_copy"}
+
+
+def test_entry_probe_point_only_moves_past_a_go_stack_check():
+    small = bytes.fromhex("493b6610") + b"\x0f\x86\0\0\0\0"  # cmp rsp, [r14+16]; jbe
+    big = bytes.fromhex("4c8d6424984d3b6610") + b"\x0f\x86\0\0\0\0"  # lea r12, [rsp-0x68]; cmp r12, …
+    assert elf.entry_probe_point(small, 0x1000) == 0x1004
+    assert elf.entry_probe_point(big, 0x1000) == 0x1009
+    clobbers = bytes.fromhex("4889c3") + small  # mov rbx, rax first: arguments no longer in place
+    assert elf.entry_probe_point(clobbers, 0x1000) == 0x1000
+    assert elf.entry_probe_point(bytes.fromhex("4883ec18c3"), 0x1000) == 0x1000  # sub rsp, 0x18; ret
+
+
 def test_ret_offsets_decode_instructions_not_bytes():
     # mov eax, 0xc3 (b8 c3 00 00 00) holds a 0xc3 byte that is no RET; then ret; int3; ret
     code = b"\xb8\xc3\x00\x00\x00\xc3\xcc\xc3"

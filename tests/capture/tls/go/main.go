@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"time"
 )
 
 func main() {
@@ -27,6 +28,8 @@ func main() {
 	url := fs.String("url", "", "URL to GET (client)")
 	n := fs.Int("n", 1, "requests on one keep-alive connection (client)")
 	hold := fs.Bool("wait-stdin", false, "start the requests once a line arrives on stdin (client)")
+	every := fs.Duration("every", 0, "pause between requests (client)")
+	numbered := fs.Bool("numbered", false, "append -<i> to the URL of request i (client)")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "server":
@@ -51,7 +54,14 @@ func main() {
 			bufio.NewReader(os.Stdin).ReadString('\n')
 		}
 		for i := 0; i < *n; i++ {
-			resp, err := c.Get(*url)
+			if i > 0 {
+				time.Sleep(*every)
+			}
+			u := *url
+			if *numbered {
+				u = fmt.Sprintf("%s-%d", u, i)
+			}
+			resp, err := c.Get(u)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
