@@ -597,8 +597,15 @@ static __always_inline int accept_exit(long ret)
         return 0;
     struct guardian_conn_key key = {.tgid = id >> 32, .fd = (__u32)ret};
     struct guardian_conn *c = new_conn(&key, ROLE_SERVER, TRANSPORT_TCP);
-    if (!c || !call.addr) /* no address either when the sys_enter was not seen */
+    if (!c)
         return 0;
+    if (!call.addr) { /* the sys_enter was not seen (or no address asked for) */
+#ifdef OFF_TASK_FILES
+        if (tuple_from_fd(key.fd, &c->t))
+            c->flags |= CONN_TUPLE_KNOWN;
+#endif
+        return 0;
+    }
     read_sockaddr((const void *)call.addr, &c->t, 1);
     struct guardian_remote r = {};
     __builtin_memcpy(r.raddr, c->t.raddr, 16);
@@ -692,10 +699,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     return 0;
 }
 
-/* TCP data copied to a reader, in the reader's process context (this tracepoint has the
- * same address fields as inet_sock_set_state): the 4-tuple of a tracked socket whose tuple
- * is still unknown, as after an accept() whose arguments were not seen. Runs inside the
- * read, before its exit tracepoint sends the bytes. Elsewhere: one missed hash lookup. */
+/* Without BTF offsets (tuple_from_fd): TCP data copied to a reader, in the reader's process
+ * context (this tracepoint has the same address fields as inet_sock_set_state): the 4-tuple
+ * of a tracked socket whose tuple is still unknown, as after an accept() whose arguments
+ * were not seen. Runs inside the read, before its exit tracepoint sends the bytes.
+ * Elsewhere: one missed hash lookup per TCP read on the host. */
+#ifndef OFF_TASK_FILES
 TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 {
     __u64 id = bpf_get_current_pid_tgid();
@@ -710,6 +719,7 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
     c->flags |= CONN_TUPLE_KNOWN;
     return 0;
 }
+#endif
 
 /* ======== TLS plaintext (issue 5) ========================================================
  * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and return:

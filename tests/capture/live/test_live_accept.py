@@ -1,5 +1,6 @@
 """Live: a server already blocked in accept() when the capture starts has its next connection
-captured (the kernel never saw that accept's sys_enter; the socket's 4-tuple comes from /proc)."""
+captured (the kernel never saw that accept's sys_enter; accept's exit reads the new socket's
+4-tuple from the kernel's socket, bpf tuple_from_fd)."""
 from __future__ import annotations
 
 import http.client
@@ -66,6 +67,6 @@ def test_server_blocked_in_accept_before_start_has_its_next_connection_captured(
                      "CLIENT": ["/blocked-0", "/blocked-1", "/blocked-2"]}, cap.stats
     first = next(s for s in cap.spans if s["kind"] == "SERVER" and s["attributes"]["url.path"] == "/blocked-0")
     assert first["resource"]["process.pid"] == server.pid
-    assert first["attributes"]["server.port"] == port  # its 4-tuple was read from /proc
+    assert first["attributes"]["server.port"] == port
     clients = {s["attributes"]["url.path"]: s for s in cap.spans if s["kind"] == "CLIENT"}
     assert first["attributes"]["client.port"] == clients["/blocked-0"]["attributes"]["client.port"]
