@@ -339,14 +339,18 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
     struct guardian_record *r = scratch.lookup(&zero);
     if (!c || !r)
         return 0;
+    /* a plain buffer is walked by the read-side program (frames anywhere: record after
+     * record) whatever its direction, which the records carry */
+    __u8 plain = dir == DIR_INGRESS && w->plain;
+    __u8 rdir = plain ? (w->dir & 1) : dir;
     __u32 idx = w->idx, ioff = dir == DIR_INGRESS ? w->ioff : 0, left = w->left, vlen = w->vlen, off = 0, covered = 0;
     int cut = 0, broken = 0; /* record ends inside an iovec; the array is unreadable */
 #pragma unroll
     for (int i = 0; i < MAX_IOV; i++) {
         if (idx >= vlen || left == 0 || off >= MAX_PAYLOAD || cut || broken)
             break;
-        struct guardian_iovec v = {};
-        if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + idx * sizeof(v))) != 0) {
+        struct guardian_iovec v = {.base = w->iov, .len = ioff + left};
+        if (!plain && bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + idx * sizeof(v))) != 0) {
             broken = 1; /* the array itself is unreadable: give up on the rest */
             break;
         }
@@ -405,22 +409,22 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
         covered += left; /* the rest of the syscall: uncopied length of this last record */
     }
     if (off || c->proto != PROTO_UNKNOWN)
-        send_record(r, &key, c, dir, covered, off, SRC_SYSCALL,
+        send_record(r, &key, c, rdir, covered, off, SRC_SYSCALL,
                     w->records == 1 ? (const void *)w->peer : 0);
     else
-        c->bytes[dir & 1] += covered; /* nothing readable: userspace sees the gap */
+        c->bytes[rdir & 1] += covered; /* nothing readable: userspace sees the gap */
     if (w->records == 1)
-        tls_socket_io(&key, c, bpf_get_current_pid_tgid(), dir);
+        tls_socket_io(&key, c, bpf_get_current_pid_tgid(), rdir);
     /* a first record that matched no protocol ends the walk (the rest is not its start);
      * skipped ciphertext does not count in positions (skip_ciphertext) */
     if (!more || c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
         if (more && !(c->flags & CONN_ENCRYPTED))
-            c->bytes[dir & 1] += left;
+            c->bytes[rdir & 1] += left;
         return 0;
     }
     iov_tail.call(ctx, dir);
     stat_add(STAT_IOV_UNWALKED, 1); /* tail call failed (not registered yet): a gap */
-    c->bytes[dir & 1] += left;
+    c->bytes[rdir & 1] += left;
     return 0;
 }
 
@@ -447,9 +451,34 @@ static __always_inline void emit_iov(void *ctx, struct guardian_conn_key *key,
     w->ioff = 0;
     w->left = total;
     w->records = 0;
+    w->plain = 0;
     iov_tail.call(ctx, dir & 1);
     stat_add(STAT_IOV_UNWALKED, 1); /* not registered yet (loader): a gap in the stream */
     c->bytes[dir & 1] += total;
+}
+
+/* A plain read/write on an HTTP/2 connection bigger than a record: HTTP/2 packs the frames
+ * of many streams into one read or write (curl reads 16 KiB, grpc-go 32 KiB at once), so
+ * frames anywhere in it must reach the parser. The buffer is walked in records like a
+ * one-iovec read (iov_record). Returns only if the walk did not start. */
+static __always_inline void emit_plain_walk(void *ctx, struct guardian_conn_key *key, __u8 dir,
+                                            __u64 buf, __u32 total)
+{
+    __u32 zero = 0;
+    struct guardian_iov_state *w = iov_walk.lookup(&zero);
+    if (!w)
+        return;
+    w->key = *key;
+    w->iov = buf;
+    w->peer = 0;
+    w->vlen = 1;
+    w->idx = 0;
+    w->ioff = 0;
+    w->left = total;
+    w->records = 0;
+    w->plain = 1;
+    w->dir = dir;
+    iov_tail.call(ctx, DIR_INGRESS);
 }
 
 static __always_inline int io_exit(void *ctx, long ret)
@@ -467,6 +496,8 @@ static __always_inline int io_exit(void *ctx, long ret)
     if (!c)
         return 0;
     if (io.shape == IO_PLAIN) {
+        if ((__u32)ret > MAX_PAYLOAD && c->proto == PROTO_HTTP2 && !(c->flags & CONN_ENCRYPTED))
+            emit_plain_walk(ctx, &key, io.direction, io.buf, (__u32)ret); /* returns if not started */
         emit_data(&key, c, io.direction, (const void *)io.buf, (__u32)ret, SRC_SYSCALL,
                   (const void *)io.addr);
     } else if (io.shape == IO_IOVEC) {

@@ -71,7 +71,9 @@ struct guardian_iov_state {
     __u32 covered; /* this record: stream bytes it stands for */
     __u8 records;  /* records sent so far */
     __u8 broken;   /* the iovec array could not be read */
-    __u8 _pad[6];
+    __u8 plain;    /* no array: one buffer at `iov`, `left` bytes (a plain read/write) */
+    __u8 dir;      /* plain: the buffer's direction (walked by the read-side program) */
+    __u8 _pad[4];
 };
 BPF_PERCPU_ARRAY(iov_walk, struct guardian_iov_state, 1);
 

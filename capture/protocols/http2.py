@@ -297,7 +297,9 @@ class Http2Parser(Parser):
         if method != UNKNOWN:
             attrs["http.request.method"] = method
         if path != UNKNOWN:
-            attrs["url.path"] = path.partition("?")[0]
+            attrs["url.path"], _, query = path.partition("?")
+            if query:
+                attrs["url.query"] = query
         if st.unknown or not req:
             attrs["http2.unknown_headers"] = st.unknown or 1
         status, message = "UNSET", ""

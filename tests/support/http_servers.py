@@ -69,13 +69,15 @@ def python_server():
 
 
 @contextmanager
-def nginx_server():
+def nginx_server(http2: bool = False):
+    """nginx on loopback; `http2`: HTTP/2 in cleartext with prior knowledge (h2c), no HTTP/1."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="guardian-nginx-") as d:
         os.chmod(d, 0o755)
         Path(d, "html").mkdir()
         Path(d, "html", "index.html").write_text("<h1>hello from nginx</h1>\n" * 20)
+        Path(d, "html", "big.html").write_text("<p>a page of 3 KiB</p>\n" + "x" * 3000 + "\n")
         conf = Path(d, "nginx.conf")
         conf.write_text(textwrap.dedent(f'''
             worker_processes 1;
@@ -88,7 +90,7 @@ def nginx_server():
                 keepalive_requests 100000;
                 client_body_temp_path {d}/body;
                 server {{
-                    listen 127.0.0.1:{port};
+                    listen 127.0.0.1:{port}{" http2" if http2 else ""};
                     root {d}/html;
                     location = /fail {{ return 503; }}
                     location = /missing {{ return 404; }}

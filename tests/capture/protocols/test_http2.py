@@ -83,13 +83,14 @@ def test_interleaved_streams_pair_by_stream_id():
 
 def test_plain_http2_continuation_and_5xx():
     enc_c, enc_s, p = Encoder(), Encoder(), Http2Parser()
-    block = enc_c.encode([(":method", "GET"), (":path", "/items/1"), (":scheme", "https"), (":authority", "a"),
+    block = enc_c.encode([(":method", "GET"), (":path", "/items/1?q=x"), (":scheme", "https"), (":authority", "a"),
                           ("x-big", "v" * 3000)])
     cont = ContinuationFrame(1, data=block[100:])
     cont.flags.add("END_HEADERS")
     p.feed(C, PREFACE + headers(1, block[:100], end_stream=True, end_headers=False) + cont.serialize(), 1)
     (r,) = p.feed(S, headers(1, enc_s.encode([(":status", "503")])) + data(1, b"down", end_stream=True), 2)
     assert r.name == "GET /items/1" and r.status == "ERROR" and r.attributes["http.response.status_code"] == 503
+    assert r.attributes["url.path"] == "/items/1" and r.attributes["url.query"] == "q=x"
 
 
 def test_rst_stream_is_an_error():
