@@ -138,9 +138,6 @@ class OrderedRings:
     def wait(self, timeout_s: float) -> bool:
         return self.main.wait(timeout_s) or self.spill.pending() > 0 or bool(self._held)
 
-    def pending(self) -> int:
-        return self.main.pending() + self.spill.pending()
-
     def drain(self, handle: Callable[[bytes], None], limit: int = 1 << 20,
               until_ts: int | None = None) -> int:
         """Hand records stamped up to `until_ts` (default: the horizon) to `handle` in time
