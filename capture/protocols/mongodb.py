@@ -60,7 +60,7 @@ def detect(data: bytes) -> Side | None:
     if op == OP_REPLY and response_to != 0 and length >= 36:
         flags = struct.unpack_from("<i", data, 16)[0]
         return Side.SERVER if 0 <= flags < 16 else None
-    if op == OP_COMPRESSED and length >= 25:
+    if op == OP_COMPRESSED and length >= 25 and len(data) >= 25:
         original, _size, compressor = struct.unpack_from("<iiB", data, 16)
         if original in (OP_MSG, OP_QUERY, OP_REPLY) and compressor <= 3:
             return Side.CLIENT if response_to == 0 else Side.SERVER
@@ -136,7 +136,10 @@ def _msg_body(body: bytes) -> tuple[int, dict]:
             return flags, _decode(body[pos + 1:pos + 1 + n])
         if kind != 1 or len(body) < pos + 5:
             break
-        pos += 1 + struct.unpack_from("<i", body, pos + 1)[0]
+        size = struct.unpack_from("<i", body, pos + 1)[0]
+        if size < 5:  # size counts itself and a cstring: anything smaller is garbage, not a loop
+            break
+        pos += 1 + size
     return flags, {}
 
 

@@ -40,6 +40,9 @@ class Error(str):
     """A RESP error reply (simple `-` or blob `!`)."""
 
 
+_CLOSED = object()  # the connection closed before the command's reply (a nil reply is None)
+
+
 @dataclass(slots=True)
 class Push:
     """A RESP3 out-of-band push (`>`)."""
@@ -213,7 +216,7 @@ class RedisParser(Parser):
         for cmd in self._pending:
             if not cmd.answered:
                 self.stats["requests_without_response"] += 1
-                out.append(_record(cmd, None, ts_ns))
+                out.append(_record(cmd, _CLOSED, ts_ns))
         self._pending.clear()
         return out
 
@@ -281,7 +284,7 @@ def _record(cmd: _Command, reply, end_ns: int) -> Record:
     op = _operation(cmd.args)
     attrs: dict = {"db.system": "redis", "db.operation.name": op, "db.query.text": _query_text(cmd.args)}
     status, message = "UNSET", ""
-    if reply is None:
+    if reply is _CLOSED:
         status, message = "ERROR", "connection closed before a reply"
         attrs["error.type"] = "no_response"
     elif isinstance(reply, Error):

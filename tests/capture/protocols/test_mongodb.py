@@ -160,3 +160,17 @@ def test_recorded_captures_and_the_false_positive():
     fp = []
     stats = replay(str(CAPTURES / "mongodb" / "ndpi-mongo_false_positive.pcapng"), fp.extend)
     assert fp == [] and "pcap.flows.MONGODB" not in stats
+
+
+def test_hostile_section_sizes_and_short_compressed_header_do_not_hang_or_raise():
+    # A kind-1 section of size -1 (or 0) would never advance the section walk.
+    for size in (-1, 0, 3, 4):
+        body = struct.pack("<I", 0) + b"\x01" + struct.pack("<i", size) + b"docs\x00"
+        msg = struct.pack("<iiii", 16 + len(body), 7, 0, 2013) + body
+        p = MongoParser()
+        assert p.feed(C, msg, 1) == []
+        (r,) = p.feed(S, op_msg(8, {"ok": 1}, response_to=7), 2)
+        assert r.status == "UNSET"
+    # An OP_COMPRESSED header announcing 25+ bytes but only 21 of them captured.
+    short = struct.pack("<iiii", 40, 1, 0, 2012) + b"\x00" * 5
+    assert detect(short) is None

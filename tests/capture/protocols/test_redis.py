@@ -150,3 +150,16 @@ def test_kernel_detector_agrees_with_its_userspace_mirror():
     samples = own + OTHER_PROTOCOLS + [rng.randbytes(rng.choice((16, 64, 300))) for _ in range(3000)]
     assert agrees("redis", detect, samples) == []
     assert all(kernel_detect("redis")(data) for data in own[:1])  # the first message of the sample is detected
+
+
+def test_nil_replies_are_answers_not_errors():
+    # $-1: a cache miss; *-1: a timed-out BLPOP or an aborted EXEC. Both are replies.
+    p = RedisParser()
+    p.feed(C, cmd("GET", "missing") + cmd("BLPOP", "q", "1") + cmd("GET", "k"), 1)
+    recs = p.feed(S, b"$-1\r\n*-1\r\n_\r\n", 2)
+    assert [(r.name, r.status, r.end_ns) for r in recs] == [("GET", "UNSET", 2), ("BLPOP", "UNSET", 2),
+                                                            ("GET", "UNSET", 2)]
+    assert all("error.type" not in r.attributes for r in recs)
+    p.feed(C, cmd("GET", "late"), 3)
+    (closed,) = p.close(4)
+    assert closed.status == "ERROR" and closed.attributes["error.type"] == "no_response"
