@@ -5,11 +5,25 @@
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 Kind = Literal["error", "latency", "saturation", "dependency", "traffic"]
+UNVERIFIED_FIX = "Unverified model suggestion (check it before running anything): "
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{1,15}://\S+|\bwww\.\S+", re.I)
+_MD_SPECIAL = re.compile(r"([\\\[\]<>])")
+
+
+def untrusted(text: Any) -> str:
+    """Captured or model text made inert in Markdown (and so in Slack): one line, no code-span
+    breakouts, brackets and angle brackets escaped (no links, mentions or HTML), and URLs shown as
+    code so that no renderer turns them into live links."""
+    t = " ".join(str(text or "").split()).replace("`", "'")
+    t = _MD_SPECIAL.sub(r"\\\1", t)
+    return _URL.sub(lambda m: f"`{m.group(0)}`", t)
 
 
 class Evidence(BaseModel):
@@ -57,36 +71,43 @@ class Report(BaseModel):
     duration_s: float | None = None
 
     def to_markdown(self) -> str:
-        """A readable report: summary, ranked causes with evidence, blast radius, fix."""
+        """A readable report: summary, ranked causes with evidence, blast radius, fix. Every text that
+        came from captured data or a model goes through untrusted(): the headings and marks are ours."""
         from guardian.window import fmt_ns
 
+        u = untrusted
         out = ["# Guardian investigation", ""]
         if self.question:
-            out += [f"**Question:** {self.question}", ""]
+            out += [f"**Question:** {u(self.question)}", ""]
         if self.window:
             out += [f"**Window:** {fmt_ns(self.window.start_ns)} to {fmt_ns(self.window.end_ns)}"
                     f" · engine: {self.engine.type}"
-                    + (f" ({self.engine.model})" if self.engine.model else ""), ""]
-        out += ["## Summary", "", self.summary, ""]
+                    + (f" ({u(self.engine.model)})" if self.engine.model else ""), ""]
+        out += ["## Summary", "", u(self.summary), ""]
         out += ["## Root causes", ""]
         if not self.root_causes:
             out += ["No root cause found.", ""]
         for rc in self.root_causes:
-            op = f" `{rc.operation}`" if rc.operation else ""
-            out.append(f"{rc.rank}. **{rc.service}**{op}: {rc.kind},"
-                       f" confidence {rc.confidence:.0%}. {rc.description}")
+            op = f" ({u(rc.operation)})" if rc.operation else ""
+            out.append(f"{rc.rank}. **{u(rc.service)}**{op}: {rc.kind},"
+                       f" confidence {rc.confidence:.0%}. {u(rc.description)}")
             for ev in rc.evidence:
                 mark = "" if ev.verified else " (unverified id)"
-                span = f" span `{ev.span_id}`" if ev.span_id else ""
-                out.append(f"   - trace `{ev.trace_id}`{span}{mark}: {ev.description}")
+                span = f" span `{_hex(ev.span_id)}`" if ev.span_id else ""
+                out.append(f"   - trace `{_hex(ev.trace_id)}`{span}{mark}: {u(ev.description)}")
         out.append("")
         br = self.blast_radius
         out += ["## Blast radius", "",
-                f"- services: {', '.join(br.services) or 'none seen'}",
-                f"- endpoints: {', '.join(br.endpoints) or 'none seen'}", ""]
-        out += ["## Suggested fix", "", self.suggested_fix or "None suggested.", ""]
+                f"- services: {', '.join(u(s) for s in br.services) or 'none seen'}",
+                f"- endpoints: {', '.join(u(e) for e in br.endpoints) or 'none seen'}", ""]
+        out += ["## Suggested fix", "", u(self.suggested_fix) or "None suggested.", ""]
         if self.anomalies:
             out += ["## Anomalies seen", ""]
-            out += [f"- {a.get('description') or a}" for a in self.anomalies[:10]]
+            out += [f"- {u(a.get('description') or a) if isinstance(a, dict) else u(a)}" for a in self.anomalies[:10]]
             out.append("")
         return "\n".join(out)
+
+
+def _hex(ident: str) -> str:
+    """Ids go in code spans; anything but hex (an id a model made up) is shown escaped instead."""
+    return ident if re.fullmatch(r"[0-9a-fA-F]{1,64}", ident or "") else untrusted(ident).replace("`", "")

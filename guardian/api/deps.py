@@ -8,7 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from capture.store.api import SpanStore, TimeWindow
 from guardian.api.settings import Settings
-from guardian.window import WindowError, resolve_window
+from guardian.api.validate import window_or_400
 
 _bearer = HTTPBearer(auto_error=False, description="GUARDIAN_API_TOKEN (or api.token in the config file)")
 
@@ -44,10 +44,7 @@ def require_token(
 def window_query(request: Request, since: str | None = None, start: str | None = None,
                  end: str | None = None) -> TimeWindow:
     """Query parameters since|start,end as a TimeWindow (default: guardian.window's); bad ones are a 400."""
-    try:
-        return resolve_window(request.app.state.store, since, start, end)
-    except WindowError as e:
-        raise HTTPException(400, str(e)) from None
+    return window_or_400(request.app.state.store, since, start, end)
 
 
 def window_json(w: TimeWindow) -> dict:

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from capture.store.api import SpanStore
 from guardian import __version__
 from guardian.api.deps import token_ok
+from guardian.api.files import restrict_store
+from guardian.api.guard import RequestGuard
 from guardian.api.jobs import Jobs
 from guardian.api.metrics import ApiMetrics, MetricsMiddleware
 from guardian.api.routers import anomalies, health, investigate, reports, services, tools, traces
@@ -57,6 +59,14 @@ def create_app(
     """The API over `store`. `registry`: a Prometheus registry to add our metrics to (served at
     /metrics with whatever the caller registered); `investigate_fn`: replaces the engine (tests)."""
     settings = as_settings(config)
+    if settings.api.engine == "llm":
+        from guardian.investigate.engine import llm_configured
+
+        if not llm_configured():
+            log.error('api.engine is "llm" but no LLM is configured: using the deterministic engine')
+            settings = settings.model_copy(deep=True)
+            settings.api.engine = "deterministic"
+    restrict_store(store)
     metrics = ApiMetrics(registry)
     jobs = Jobs(store, settings.api.max_jobs, metrics, investigate_fn)
     slack = SlackService(settings.slack, jobs, metrics)
@@ -91,5 +101,6 @@ def create_app(
     if mcp_endpoint is not None:
         app.add_route("/mcp", _BearerOnly(mcp_endpoint, settings.api.token),
                       methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    app.add_middleware(RequestGuard, token=settings.api.token, max_body_bytes=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

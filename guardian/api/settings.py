@@ -23,6 +23,7 @@ class ApiSettings(BaseModel):
     port: int = 8080
     max_jobs: int = Field(2, ge=1)  # concurrent investigations; the rest get 429
     engine: str = "auto"  # investigation engine: auto | deterministic | llm
+    max_body_bytes: int = Field(1 << 20, ge=1024)  # refused from Content-Length before anything reads it
 
 
 class SlackSettings(BaseModel):

@@ -7,6 +7,11 @@
 It starts from the deterministic findings, talks to any OpenAI-compatible endpoint
 through the openai client, and hands its answer to guardian.llm.answer, which checks
 every cited id in the store before the report leaves.
+
+Rule 1: captured text (service and operation names, error messages, SQL, paths: all in
+the findings and the tool results) reaches the model only in tool-role messages, under the
+system rule that tool results are data. The user-role messages hold the asker's question,
+the window and our own instructions, nothing captured.
 """
 from __future__ import annotations
 
@@ -77,11 +82,23 @@ def _findings_brief(findings: Report) -> str:
     return json.dumps(brief)
 
 
+FINDINGS_TOOL = "deterministic_findings"
+
+
+def _findings_messages(findings: Report) -> list[dict[str, Any]]:
+    """The findings as the result of a call the agent made itself: a tool-role message."""
+    call_id = f"call_{uuid.uuid4().hex[:12]}"
+    return [{"role": "assistant", "content": "",
+             "tool_calls": [{"id": call_id, "type": "function",
+                             "function": {"name": FINDINGS_TOOL, "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": call_id, "content": _findings_brief(findings)}]
+
+
 def _top(findings: Report) -> str:
+    """Which finding to keep, by rank only: its names are captured text and stay in tool results."""
     if not findings.root_causes:
         return "none (the deterministic investigator found no root cause)"
-    rc = findings.root_causes[0]
-    return f"{rc.service} {rc.operation or ''} ({rc.kind})".replace("  ", " ")
+    return f"rank 1 in the {FINDINGS_TOOL} result"
 
 
 class _Run:
@@ -200,7 +217,8 @@ def run(store: SpanStore, question: str, window: TimeWindow | None, findings: Re
     messages = [
         {"role": "system", "content": prompt("agent_system")},
         {"role": "user", "content": prompt("agent_task", question=question or "What is broken and why?",
-                                           window=window_text, findings=_findings_brief(findings))},
+                                           window=window_text, findings_tool=FINDINGS_TOOL)},
+        *_findings_messages(findings),
     ]
     # Each model turn is one or two graph steps; the limit only guards against a bug looping.
     state = r.graph().invoke({"messages": messages, "steps": 0, "stalled": 0},

@@ -5,6 +5,8 @@ Rule 1: an id the store does not hold is never presented as evidence (verified=f
 it adds nothing to confidence). Rule 2: the model may overrule the deterministic top cause
 only with a verified trace in which its cause is where the failure or the time starts, and
 only for a service that changed against the baseline (not a red herring failing all along).
+Rule 3: a fix the model suggests is marked as an unverified model suggestion; rendering
+(guardian.report.untrusted) keeps its links and markup inert.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from capture.span import Span
 from capture.store.api import SpanStore
-from guardian.report import EngineInfo, Evidence, Report, RootCause
+from guardian.report import UNVERIFIED_FIX, EngineInfo, Evidence, Report, RootCause
 from tools.base import peer_of
 
 KINDS = ("error", "latency", "saturation", "dependency", "traffic")
@@ -179,5 +181,6 @@ def build_report(store: SpanStore, answer: dict[str, Any] | None, findings: Repo
     elif isinstance(answer.get("summary"), str) and answer["summary"].strip():
         report.summary = checker.mark_text(answer["summary"].strip())
     if isinstance(answer.get("suggested_fix"), str) and answer["suggested_fix"].strip():
-        report.suggested_fix = checker.mark_text(answer["suggested_fix"].strip())
+        # A model's fix (a command, a config change) was never checked by anything: say so.
+        report.suggested_fix = UNVERIFIED_FIX + checker.mark_text(answer["suggested_fix"].strip())
     return report

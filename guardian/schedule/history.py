@@ -11,6 +11,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from guardian.api.files import private_open
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +33,7 @@ class ReportHistory:
             self._items.append(record)
             if self.path:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a") as f:
+                with private_open(self.path) as f:
                     f.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
 
     def list(self, limit: int = 50, since_ns: int | None = None, only_anomalies: bool = False) -> list[dict]:

@@ -6,6 +6,10 @@ Rule 2: Slack wants an answer within 3 s, so handlers only acknowledge; investig
 on the job pool and their reports are posted in the thread through the Web API.
 Rule 3: Slack retries events it thinks were lost: event ids seen recently are acknowledged
 and dropped.
+Rule 4: a signed request is accepted once. Events with an event_id are deduplicated by it
+(rule 3, remembered longer than a signature stays valid); for slash commands and events
+without one, signatures seen within the 5-minute validity window are remembered, so a captured
+request cannot be replayed. Slack's own retries carry a new timestamp, hence a new signature.
 """
 from __future__ import annotations
 
@@ -31,14 +35,23 @@ async def _verified_body(request: Request, kind: str) -> bytes:
     body = await request.body()
     if len(body) > MAX_BODY:
         raise HTTPException(413, f"Slack payloads are small; this one is {len(body)} bytes")
+    headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        ok = svc.verifier.is_valid_request(body, dict(request.headers))
-    except ValueError:  # a timestamp header that is not a number
+        ok = svc.verifier.is_valid_request(body, headers)
+    except (ValueError, TypeError):  # a timestamp that is not a number, a non-ASCII signature
         ok = False
     if not ok:
         svc.metrics.slack_events.labels(kind, "bad_signature").inc()
         raise HTTPException(401, "invalid or stale Slack signature")
     return body
+
+
+def _once(request: Request, kind: str) -> None:
+    """Rule 4 for requests no id dedupes: the same signature twice is a replay."""
+    svc: SlackService = request.app.state.slack
+    if not svc.signatures.first_time(request.headers.get("x-slack-signature", "")):
+        svc.metrics.slack_events.labels(kind, "replayed").inc()
+        raise HTTPException(409, "this signed request was already received (replay refused)")
 
 
 def _question(text: str) -> str:
@@ -60,7 +73,9 @@ async def events(request: Request, background: BackgroundTasks) -> dict:
     if kind != "event_callback" or not isinstance(payload.get("event"), dict):
         return {"ok": True, "ignored": kind}
     event_id = str(payload.get("event_id") or "")
-    if event_id and not svc.recent.first_time(event_id):
+    if not event_id:
+        _once(request, "event")
+    elif not svc.recent.first_time(event_id):
         svc.metrics.slack_events.labels("event", "duplicate").inc()
         return {"ok": True, "duplicate": True}
     event = payload["event"]
@@ -83,6 +98,7 @@ async def events(request: Request, background: BackgroundTasks) -> dict:
 async def commands(request: Request, background: BackgroundTasks) -> dict:
     """Slash command: `/guardian <question>` or `/guardian anomalies`; acked at once, answered in channel."""
     body = await _verified_body(request, "command")
+    _once(request, "command")
     svc: SlackService = request.app.state.slack
     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
     channel = form.get("channel_id")

@@ -1,7 +1,9 @@
 """Markdown reports as Slack mrkdwn, split to Slack's limits (3,000 chars per section block).
 
 Splits fall on line boundaries where possible; a longer line is cut hard. Text is escaped
-(&, <, >) before links are rewritten, as Slack's formatting rules require.
+(&, <, >) before links are rewritten, as Slack's formatting rules require. Only our own
+Markdown links become Slack links: captured and model text arrives escaped by
+guardian.report.untrusted (brackets backslashed, URLs in code), and stays inert here.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ MAX_MESSAGES = 20  # a runaway report must not flood a channel
 
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
-_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
+_LINK = re.compile(r"(?<!\\)\[([^\]]+)(?<!\\)\]\((https?://[^)\s]+)\)")
+_ESCAPED = re.compile(r"\\(\\|\[|\]|&lt;|&gt;)")  # Markdown escapes Slack would show as-is
 
 
 def to_mrkdwn(markdown: str) -> str:
@@ -24,6 +27,7 @@ def to_mrkdwn(markdown: str) -> str:
             line = f"*{m.group(1)}*"
         line = _BOLD.sub(r"*\1*", line)
         line = _LINK.sub(r"<\2|\1>", line)
+        line = _ESCAPED.sub(r"\1", line)
         out.append(line)
     return "\n".join(out)
 

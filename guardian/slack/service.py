@@ -16,6 +16,7 @@ from guardian.slack.client import SlackPoster
 from guardian.window import WindowError, resolve_window
 
 log = logging.getLogger(__name__)
+SIGNATURE_TTL_S = 6 * 60.0
 PROGRESS_AFTER_S = 5.0  # an investigation still running after this gets a "still working" note
 # "... in the last 30m", "over the past 2 hours", "since 90s": the window a question asks about.
 _WINDOW = re.compile(r"\b(?:last|past|since)\s+(\d+(?:\.\d+)?)\s*(ms|s|secs?|seconds?|m|mins?|minutes?"
@@ -57,6 +58,8 @@ class SlackService:
     def __init__(self, settings, jobs, metrics):
         self.settings, self.jobs, self.metrics = settings, jobs, metrics
         self.recent = RecentIds()
+        # Longer than the verifier's 5-minute timestamp tolerance: a replay is stale by then.
+        self.signatures = RecentIds(ttl_s=SIGNATURE_TTL_S, max_size=100_000)
         self.verifier = SignatureVerifier(settings.signing_secret) if settings.signing_secret else None
         self.poster = SlackPoster(settings.bot_token, settings.api_url) if settings.bot_token else None
         self.progress_after_s = PROGRESS_AFTER_S
@@ -86,7 +89,7 @@ class SlackService:
         try:
             window = resolve_window(store, window_phrase(question) or self.settings.window)
             job = self.jobs.submit(question, window, engine, on_done=deliver)
-        except (Busy, WindowError) as e:
+        except (Busy, WindowError, ValueError, OverflowError) as e:
             self.reply(channel, f"Can't investigate right now: {e}", thread_ts)
             return
 

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guardian.api.deps import require_token
 from guardian.api.jobs import Busy, Job
-from guardian.window import WindowError, resolve_window
+from guardian.investigate.engine import llm_configured
+from guardian.api.validate import window_or_400
 
 router = APIRouter(prefix="/v1", tags=["investigate"], dependencies=[Depends(require_token)])
 
@@ -28,12 +29,14 @@ class InvestigateRequest(BaseModel):
 
 def _submit(request: Request, body: InvestigateRequest) -> Job:
     state = request.app.state
+    window = window_or_400(state.store, body.since, body.start, body.end)
+    engine = body.engine or state.settings.api.engine
+    if engine == "llm" and not llm_configured():
+        # Otherwise the findings (and the host's OPENAI_API_KEY) would go to OpenAI's default endpoint.
+        raise HTTPException(400, 'engine "llm" needs an LLM configured on the server (GUARDIAN_LLM or the '
+                                 'llm section of the config); use "auto" or "deterministic"')
     try:
-        window = resolve_window(state.store, body.since, body.start, body.end)
-    except WindowError as e:
-        raise HTTPException(400, str(e)) from None
-    try:
-        return state.jobs.submit(body.question, window, body.engine or state.settings.api.engine)
+        return state.jobs.submit(body.question, window, engine)
     except Busy as e:
         raise HTTPException(429, str(e), headers={"Retry-After": "10"}) from None
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from guardian.api.deps import require_token
-from guardian.window import WindowError, parse_time
+from guardian.api.validate import time_or_400
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"], dependencies=[Depends(require_token)])
 
@@ -14,10 +14,7 @@ router = APIRouter(prefix="/v1/reports", tags=["reports"], dependencies=[Depends
 def history(request: Request, limit: int = Query(50, ge=1, le=500), since: str | None = None,
             anomalies_only: bool = False) -> dict:
     """Past reports, newest first; `since` is ISO-8601 or unix time."""
-    try:
-        since_ns = parse_time(since) if since else None
-    except WindowError as e:
-        raise HTTPException(400, str(e)) from None
+    since_ns = time_or_400("since", since) if since else None
     sched = request.app.state.scheduler
     return {"schedule": sched.settings.cron or sched.settings.interval_s,
             "reports": sched.history.list(limit, since_ns, anomalies_only)}

