@@ -24,6 +24,8 @@ APT_PACKAGES=(
   golang-go gcc libc6-dev openjdk-17-jre-headless
   # Go PostgreSQL driver for the demo inventory service (built offline, GOPATH mode)
   golang-github-lib-pq-dev
+  # the console's browser tests (Playwright drives Debian's chromium) and the alert tests' Alertmanager
+  chromium prometheus-alertmanager
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

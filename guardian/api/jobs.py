@@ -37,14 +37,24 @@ class Job:
     finished_at: float | None = None
     report: Any = None  # the Report model once done
     error: str | None = None
+    source: str = "question"  # question | alert | slack | schedule
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. the alert that started it
+    steps: list[dict[str, Any]] = field(default_factory=list)  # what ran so far, for the console
     future: Future | None = field(default=None, repr=False)
+
+    def step(self, name: str, detail: str = "") -> None:
+        """Record what the investigation is doing (the console shows these as they come)."""
+        self.steps.append({"at": time.time(), "step": name, "detail": detail})
 
     def to_dict(self) -> dict[str, Any]:
         d = {
             "id": self.id, "status": self.status, "question": self.question, "engine": self.engine,
             "window": {"start_ns": self.window.start_ns, "end_ns": self.window.end_ns} if self.window else None,
             "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
+            "source": self.source, "steps": list(self.steps),
         }
+        if self.meta:
+            d["meta"] = self.meta
         if self.report is not None:
             d["report"] = self.report.model_dump(mode="json")
         if self.error:
@@ -58,6 +68,14 @@ def _default_investigate(store: SpanStore, question: str, window: TimeWindow | N
     return investigate(store, question, window, engine=engine)
 
 
+def _found(report: Any) -> str:
+    causes = getattr(report, "root_causes", None) or []
+    if not causes:
+        return "no root cause found"
+    top = causes[0]
+    return f"top cause {top.service} {top.operation or ''} ({top.kind}, {top.confidence:.0%})".replace("  ", " ")
+
+
 class Jobs:
     def __init__(self, store: SpanStore, max_jobs: int = 2, metrics: ApiMetrics | None = None,
                  investigate: Callable[..., Any] | None = None):
@@ -66,14 +84,20 @@ class Jobs:
         self._pool = ThreadPoolExecutor(max_workers=max_jobs, thread_name_prefix="investigate")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
+        # Called with (job, report) after the engine, before the job is done: memory's prior and
+        # similar incidents; each may return a changed report.
+        self.after: list[Callable[[Job, Any], Any]] = []
 
     def submit(self, question: str, window: TimeWindow | None, engine: str = "auto",
-               on_done: Callable[[Job], None] | None = None) -> Job:
+               on_done: Callable[[Job], None] | None = None, source: str = "question",
+               meta: dict[str, Any] | None = None, first_step: tuple[str, str] | None = None) -> Job:
         with self._lock:
             pending = sum(j.status in ("queued", "running") for j in self._jobs.values())
             if pending >= 2 * self.max_jobs:
                 raise Busy(f"{pending} investigations already running or queued; retry later")
-            job = Job(uuid.uuid4().hex[:16], question, window, engine)
+            job = Job(uuid.uuid4().hex[:16], question, window, engine, source=source, meta=dict(meta or {}))
+            if first_step:
+                job.step(*first_step)
             self._jobs[job.id] = job
             self._trim()
         if self.metrics:
@@ -94,8 +118,12 @@ class Jobs:
         job.started_at = time.time()
         job.status = "running"
         report, error = None, None
+        job.step("investigate", f"{job.engine} engine over the window")
         try:
             report = self._investigate(self.store, job.question, job.window, job.engine)
+            job.step("report", _found(report))
+            for hook in self.after:
+                report = hook(job, report) or report
         except Exception as e:  # a failed investigation is reported to the asker, never lost
             log.exception("investigation %s failed", job.id)
             error = f"{type(e).__name__}: {e}"

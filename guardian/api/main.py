@@ -23,7 +23,8 @@ from guardian.api.files import restrict_store
 from guardian.api.guard import RequestGuard
 from guardian.api.jobs import Jobs
 from guardian.api.metrics import ApiMetrics, MetricsMiddleware
-from guardian.api.routers import anomalies, health, investigate, reports, services, tools, traces
+from guardian.alerts.receiver import AlertReceiver
+from guardian.api.routers import alerts, anomalies, health, investigate, reports, services, tools, traces
 from guardian.api.settings import Settings, as_settings
 from guardian.schedule.scheduler import Scheduler
 from guardian.slack import events as slack_events
@@ -72,6 +73,8 @@ def create_app(
     slack = SlackService(settings.slack, jobs, metrics)
     scheduler = Scheduler(store, settings.schedule, slack if settings.slack.bot_token else None, metrics,
                           engine=settings.api.engine)
+    alert_receiver = AlertReceiver(store, jobs, settings.alerts, slack if settings.slack.bot_token else None,
+                                   engine=settings.api.engine)
     mcp_endpoint, mcp_manager = (None, None)
     if mcp:
         from guardian.mcp_server import http_endpoint
@@ -96,7 +99,8 @@ def create_app(
     )
     app.state.store, app.state.settings, app.state.metrics = store, settings, metrics
     app.state.jobs, app.state.slack, app.state.scheduler = jobs, slack, scheduler
-    for module in (health, investigate, anomalies, services, traces, tools, reports, slack_events):
+    app.state.alerts = alert_receiver
+    for module in (health, investigate, anomalies, services, traces, tools, reports, alerts, slack_events):
         app.include_router(module.router)
     if mcp_endpoint is not None:
         app.add_route("/mcp", _BearerOnly(mcp_endpoint, settings.api.token),

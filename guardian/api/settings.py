@@ -1,8 +1,9 @@
 """Settings of the HTTP API, Slack and scheduled reports: a YAML file, then env vars on top.
 
-YAML sections `api`, `slack`, `schedule` (keys as below); env: GUARDIAN_API_TOKEN,
+YAML sections `api`, `slack`, `schedule`, `alerts`, `memory` (keys as below); env: GUARDIAN_API_TOKEN,
 SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN, SLACK_API_URL, GUARDIAN_SCHEDULE_{INTERVAL,CRON,
-WINDOW,SLACK_CHANNEL,WEBHOOK_URL,HISTORY,INVESTIGATE}. Nothing here opens sockets or files but the YAML.
+WINDOW,SLACK_CHANNEL,WEBHOOK_URL,HISTORY,INVESTIGATE}, GUARDIAN_ALERTS_{SLACK_CHANNEL,WEBHOOK_URL},
+GUARDIAN_MEMORY_PATH. Nothing here opens sockets or files but the YAML.
 """
 from __future__ import annotations
 
@@ -59,10 +60,48 @@ class ScheduleSettings(BaseModel):
         return bool(self.interval_s or self.cron)
 
 
+class GenericAlertMapping(BaseModel):
+    """Where a generic (PagerDuty/Opsgenie-style) alert keeps its fields: dotted paths into the JSON.
+    The defaults read PagerDuty's Events API v2; Opsgenie: fingerprint "alert.alias", status "action",
+    firing ["Create"], resolved ["Close"], title "alert.message", labels "alert.details",
+    starts_at "alert.createdAt"."""
+    items: str | None = None  # a list of alerts inside the payload; None = the payload is one alert
+    fingerprint: str = "dedup_key"
+    status: str = "event_action"
+    firing: list[str] = Field(default_factory=lambda: ["trigger"])
+    resolved: list[str] = Field(default_factory=lambda: ["resolve"])
+    title: str = "payload.summary"
+    service: str | None = "payload.source"
+    labels: str | None = "payload.custom_details"
+    starts_at: str | None = "payload.timestamp"
+    ends_at: str | None = None
+
+
+class AlertsSettings(BaseModel):
+    lookback: str = "5m"  # the investigation window opens this long before the alert started
+    max_window: str = "15m"  # and is never longer than this
+    service_labels: list[str] = Field(default_factory=lambda: [
+        "service", "service_name", "app", "app_kubernetes_io_name", "k8s_app", "job", "container", "deployment"])
+    slack_channel: str | None = None  # default channel for alert reports
+    slack_channels: dict[str, str] = Field(default_factory=dict)  # Alertmanager receiver -> channel
+    webhook_url: str | None = None  # reports also POSTed here as JSON
+    dedupe_s: float = Field(3600, gt=0)  # the same firing fingerprint within this is a repeat
+    max_investigations: int = Field(10, ge=1)  # at most this many alert investigations ...
+    rate_window_s: float = Field(600, gt=0)  # ... per this many seconds; the rest are noted, not run
+    generic: GenericAlertMapping = Field(default_factory=GenericAlertMapping)
+
+
+class MemorySettings(BaseModel):
+    path: str | None = None  # SQLite file of investigations and their outcomes; None = in memory
+    prior_weight: float = Field(0.15, ge=0, le=1)  # how far a confirmed cause lifts a matching one
+
+
 class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     def bind_host(self, requested: str | None = None) -> tuple[str, str | None]:
         """The host to bind, and a warning when no token forces loopback."""
@@ -87,6 +126,9 @@ _ENV = {
     "GUARDIAN_SCHEDULE_WEBHOOK_URL": ("schedule", "webhook_url"),
     "GUARDIAN_SCHEDULE_HISTORY": ("schedule", "history_path"),
     "GUARDIAN_SCHEDULE_INVESTIGATE": ("schedule", "investigate"),
+    "GUARDIAN_ALERTS_SLACK_CHANNEL": ("alerts", "slack_channel"),
+    "GUARDIAN_ALERTS_WEBHOOK_URL": ("alerts", "webhook_url"),
+    "GUARDIAN_MEMORY_PATH": ("memory", "path"),
 }
 
 
@@ -102,7 +144,7 @@ def load_settings(
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping with sections api/slack/schedule")
-        data = {k: dict(v or {}) for k, v in loaded.items() if k in ("api", "slack", "schedule")}
+        data = {k: dict(v or {}) for k, v in loaded.items() if k in ("api", "slack", "schedule", "alerts", "memory")}
     for var, (section, key) in _ENV.items():
         if env.get(var):
             data.setdefault(section, {})[key] = env[var]

@@ -1,0 +1,1 @@
+"""Alert-driven investigations: Alertmanager and generic (PagerDuty/Opsgenie-style) webhooks."""
