@@ -69,6 +69,8 @@ class Report(BaseModel):
     baseline: ReportWindow | None = None
     anomalies: list[dict[str, Any]] = Field(default_factory=list)  # what triggered it
     duration_s: float | None = None
+    similar: list[dict[str, Any]] = Field(default_factory=list)  # past incidents alike (guardian.memory)
+    prior: list[dict[str, Any]] = Field(default_factory=list)  # how their confirmed causes moved the ranking
 
     def to_markdown(self) -> str:
         """A readable report: summary, ranked causes with evidence, blast radius, fix. Every text that
@@ -101,6 +103,14 @@ class Report(BaseModel):
                 f"- services: {', '.join(u(s) for s in br.services) or 'none seen'}",
                 f"- endpoints: {', '.join(u(e) for e in br.endpoints) or 'none seen'}", ""]
         out += ["## Suggested fix", "", u(self.suggested_fix) or "None suggested.", ""]
+        if self.similar:
+            out += ["## Seen before", ""]
+            for p in self.similar[:5]:
+                c = p.get("cause") or {}
+                what = f"{u(c.get('service'))}" + (f" ({u(c.get('operation'))})" if c.get("operation") else "")
+                out.append(f"- investigation {_hex(str(p.get('id')))}: marked {p.get('outcome')}, cause {what}"
+                           + (f": {u(c.get('note'))}" if c.get("note") else ""))
+            out.append("")
         if self.anomalies:
             out += ["## Anomalies seen", ""]
             out += [f"- {u(a.get('description') or a) if isinstance(a, dict) else u(a)}" for a in self.anomalies[:10]]

@@ -152,7 +152,10 @@ class AlertReceiver:
                 else f"{head}\n\n{job.report.to_markdown()}")
         channel = self.channel_for(job)
         if channel and self.slack is not None:
-            ts = self.slack.reply(channel, text, markdown=True)
+            from guardian.slack.interactive import feedback_blocks
+
+            ts = self.slack.reply(channel, text, markdown=True,
+                                  extra_blocks=feedback_blocks(job.id) if job.status == "done" else None)
             job.meta["slack"] = {"channel": channel, "ts": ts}
         if self.settings.webhook_url:
             payload = {"investigation": job.id, "alert": alert, "status": job.status,

@@ -24,10 +24,13 @@ from guardian.api.guard import RequestGuard
 from guardian.api.jobs import Jobs
 from guardian.api.metrics import ApiMetrics, MetricsMiddleware
 from guardian.alerts.receiver import AlertReceiver
-from guardian.api.routers import alerts, anomalies, health, investigate, reports, services, tools, traces
+from guardian.api.routers import alerts, anomalies, health, investigate, memory, reports, services, tools, traces
+from guardian.memory.hook import Memory
+from guardian.memory.store import MemoryStore
 from guardian.api.settings import Settings, as_settings
 from guardian.schedule.scheduler import Scheduler
 from guardian.slack import events as slack_events
+from guardian.slack import interactive as slack_interactive
 from guardian.slack.service import SlackService
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,8 @@ def create_app(
     restrict_store(store)
     metrics = ApiMetrics(registry)
     jobs = Jobs(store, settings.api.max_jobs, metrics, investigate_fn)
+    incident_memory = Memory(MemoryStore(settings.memory.path), settings.memory.prior_weight)
+    jobs.after.append(incident_memory.after_investigation)
     slack = SlackService(settings.slack, jobs, metrics)
     scheduler = Scheduler(store, settings.schedule, slack if settings.slack.bot_token else None, metrics,
                           engine=settings.api.engine)
@@ -99,8 +104,9 @@ def create_app(
     )
     app.state.store, app.state.settings, app.state.metrics = store, settings, metrics
     app.state.jobs, app.state.slack, app.state.scheduler = jobs, slack, scheduler
-    app.state.alerts = alert_receiver
-    for module in (health, investigate, anomalies, services, traces, tools, reports, alerts, slack_events):
+    app.state.alerts, app.state.memory = alert_receiver, incident_memory
+    for module in (health, investigate, anomalies, services, traces, tools, reports, alerts, memory,
+                   slack_events, slack_interactive):
         app.include_router(module.router)
     if mcp_endpoint is not None:
         app.add_route("/mcp", _BearerOnly(mcp_endpoint, settings.api.token),

@@ -64,16 +64,18 @@ class SlackService:
         self.poster = SlackPoster(settings.bot_token, settings.api_url) if settings.bot_token else None
         self.progress_after_s = PROGRESS_AFTER_S
 
-    def post(self, channel: str, text: str, thread_ts: str | None = None, markdown: bool = False) -> str | None:
+    def post(self, channel: str, text: str, thread_ts: str | None = None, markdown: bool = False,
+             extra_blocks: list[dict] | None = None) -> str | None:
         if self.poster is None:
             log.warning("SLACK_BOT_TOKEN not set: cannot post to %s", channel)
             return None
-        return self.poster.post(channel, text, thread_ts, markdown)
+        return self.poster.post(channel, text, thread_ts, markdown, extra_blocks)
 
-    def reply(self, channel: str, text: str, thread_ts: str | None = None, markdown: bool = False) -> str | None:
+    def reply(self, channel: str, text: str, thread_ts: str | None = None, markdown: bool = False,
+              extra_blocks: list[dict] | None = None) -> str | None:
         """post() for background work: a refusal or an unreachable Slack is logged, not raised."""
         try:
-            return self.post(channel, text, thread_ts, markdown)
+            return self.post(channel, text, thread_ts, markdown, extra_blocks)
         except (SlackApiError, OSError) as e:
             log.error("posting to Slack channel %s failed: %s", channel, e)
             return None
@@ -82,13 +84,16 @@ class SlackService:
         """Submit an investigation whose report (or failure) lands in the thread."""
         def deliver(job: Job) -> None:
             if job.status == "done":
-                self.reply(channel, job.report.to_markdown(), thread_ts, markdown=True)
+                from guardian.slack.interactive import feedback_blocks
+
+                self.reply(channel, job.report.to_markdown(), thread_ts, markdown=True,
+                           extra_blocks=feedback_blocks(job.id))
             else:
                 self.reply(channel, f"Sorry, the investigation failed: {job.error}", thread_ts)
 
         try:
             window = resolve_window(store, window_phrase(question) or self.settings.window)
-            job = self.jobs.submit(question, window, engine, on_done=deliver)
+            job = self.jobs.submit(question, window, engine, on_done=deliver, source="slack")
         except (Busy, WindowError, ValueError, OverflowError) as e:
             self.reply(channel, f"Can't investigate right now: {e}", thread_ts)
             return

@@ -1,0 +1,118 @@
+"""Incident memory: every investigation kept (SQLite, 0600), marked right or wrong over the API and
+Slack's signed interactive payloads, similar past incidents listed, confirmed causes as a prior."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from urllib.parse import urlencode
+
+from fastapi.testclient import TestClient
+from serving_support import AUTH, SLACK_SECRET, TOKEN, RecordingServer, slack_headers
+
+from guardian.api.main import create_app
+from guardian.memory.prior import apply_prior
+from guardian.report import Report, RootCause
+
+
+def _ask(c, question="why does checkout fail?"):
+    r = c.post("/v1/investigate", json={"question": question, "since": "15m"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json(), c.get("/v1/investigations?limit=1", headers=AUTH).json()["investigations"][0]["id"]
+
+
+def test_outcomes_similar_incidents_and_persistence(store, tmp_path):
+    path = str(tmp_path / "memory.sqlite")
+    settings = {"api": {"token": TOKEN}, "memory": {"path": path}}
+    with TestClient(create_app(store, settings)) as c:
+        first, first_id = _ask(c)
+        assert first["similar"] == [] and first["root_causes"][0]["service"] == "payments"
+        r = c.post(f"/v1/investigations/{first_id}/outcome", headers=AUTH,
+                   json={"outcome": "right", "note": "card processor outage", "by": "alice"})
+        assert r.status_code == 200 and r.json()["cause_service"] == "payments" and r.json()["outcome"] == "right"
+        assert c.post("/v1/investigations/nope/outcome", json={"outcome": "right"}, headers=AUTH).status_code == 404
+        assert c.post(f"/v1/investigations/{first_id}/outcome", json={"outcome": "maybe"},
+                      headers=AUTH).status_code == 422
+        second, _ = _ask(c)
+        past = second["similar"][0]
+        assert past["id"] == first_id and past["cause"]["service"] == "payments" and past["similarity"] > 0.5
+        assert second["prior"] and second["prior"][0]["service"] == "payments"
+        assert second["prior"][0]["to"] > second["prior"][0]["from"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # A restarted server remembers.
+    with TestClient(create_app(store, settings)) as c:
+        rows = c.get("/v1/incidents", headers=AUTH).json()["incidents"]
+        assert len(rows) == 2 and [r["outcome"] for r in rows] == [None, "right"]
+        assert c.get("/v1/incidents?outcome=right", headers=AUTH).json()["incidents"][0]["id"] == first_id
+
+
+def test_prior_reorders_only_what_the_engine_ranked():
+    def report():
+        return Report(summary="s", root_causes=[
+            RootCause(rank=1, service="checkout", kind="error", confidence=0.6),
+            RootCause(rank=2, service="postgres:5432", operation="SELECT", kind="latency", confidence=0.5)])
+    confirmed = [{"id": "a", "similarity": 0.8, "outcome": "wrong",
+                  "reported": {"service": "checkout"}, "cause": {"service": "postgres", "operation": "SELECT"}}]
+    rep = report()
+    moves = apply_prior(rep, confirmed, 0.3)
+    assert [rc.service for rc in rep.root_causes] == ["postgres:5432", "checkout"]
+    assert [rc.rank for rc in rep.root_causes] == [1, 2]
+    assert rep.root_causes[0].confidence == round(0.5 + 0.3 * 0.8, 3)
+    assert rep.root_causes[1].confidence == round(0.6 - 0.3 * 0.8 / 2, 3) and len(moves) == 2
+    elsewhere = [{"id": "b", "similarity": 1.0, "outcome": "right", "reported": {"service": "redis"},
+                  "cause": {"service": "redis"}}]
+    rep = report()
+    assert apply_prior(rep, elsewhere, 0.3) == [] and [rc.service for rc in rep.root_causes] == ["checkout",
+                                                                                                  "postgres:5432"]
+    rep = report()
+    assert apply_prior(rep, confirmed, 0.0) == [] and rep.root_causes[0].service == "checkout"
+
+
+def test_slack_buttons_mark_an_investigation(store):
+    with RecordingServer() as slack_api:
+        app = create_app(store, {"api": {"token": TOKEN}, "slack": {
+            "signing_secret": SLACK_SECRET, "bot_token": "xoxb-test", "api_url": slack_api.url + "/api/"}})
+        with TestClient(app) as c:
+            _, inv = _ask(c)
+            payload = {"type": "block_actions", "user": {"id": "U7"}, "channel": {"id": "C1"},
+                       "message": {"ts": "1700000000.000100"},
+                       "state": {"values": {"guardian_cause": {"cause": {"type": "plain_text_input",
+                                                                         "value": "postgres: pool exhausted"}}}},
+                       "actions": [{"action_id": "guardian_wrong", "value": inv, "type": "button"}]}
+            body = urlencode({"payload": json.dumps(payload)}).encode()
+            hdrs = {"Content-Type": "application/x-www-form-urlencoded"}
+            assert c.post("/slack/interactive", content=body,
+                          headers={**hdrs, **slack_headers("wrong-secret", body)}).status_code == 401
+            signed = {**hdrs, **slack_headers(SLACK_SECRET, body)}
+            r = c.post("/slack/interactive", content=body, headers=signed)
+            assert r.status_code == 200 and r.json()["marked"] == [{"id": inv, "outcome": "wrong", "cause": "postgres"}]
+            assert c.post("/slack/interactive", content=body, headers=signed).status_code == 409  # replay
+            row = app.state.memory.store.get(inv)
+            assert (row["outcome"], row["cause_service"], row["note"], row["marked_by"]) == (
+                "wrong", "postgres", "pool exhausted", "slack:U7")
+            ack = slack_api.wait_for(lambda calls: [x for x in calls if "marked this investigation wrong"
+                                                    in x["body"].get("text", "")])
+            assert ack[0]["body"]["thread_ts"] == "1700000000.000100"
+            bad = urlencode({"payload": "{not json"}).encode()
+            assert c.post("/slack/interactive", content=bad,
+                          headers={**hdrs, **slack_headers(SLACK_SECRET, bad)}).status_code == 400
+
+
+def test_slack_reports_carry_the_feedback_buttons(store):
+    with RecordingServer() as slack_api:
+        app = create_app(store, {"api": {"token": TOKEN}, "slack": {
+            "signing_secret": SLACK_SECRET, "bot_token": "xoxb-test", "api_url": slack_api.url + "/api/"}})
+        with TestClient(app) as c:
+            form = urlencode({"command": "/guardian", "text": "why does checkout fail?", "channel_id": "C9",
+                              "user_id": "U1"}).encode()
+            assert c.post("/slack/commands", content=form, headers=slack_headers(SLACK_SECRET, form)).status_code == 200
+            calls = slack_api.wait_for(lambda calls: [x for x in calls if any(
+                b.get("type") == "actions" for b in x["body"].get("blocks") or [])], timeout=60)
+            buttons = [b for b in calls[-1]["body"]["blocks"] if b["type"] == "actions"][0]["elements"]
+            inv = buttons[0]["value"]
+            assert {b["action_id"] for b in buttons} == {"guardian_right", "guardian_wrong"}
+            deadline = time.monotonic() + 10
+            while app.state.memory.store.get(inv) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert app.state.memory.store.get(inv)["source"] == "slack"
