@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: app state, bearer-token auth, the time window of a query."""
+"""Dependencies shared by the routers: app state, auth (a bearer token, or a console session
+cookie signed in with it), the time window of a query."""
 from __future__ import annotations
 
 import hmac
@@ -29,12 +30,20 @@ def token_ok(expected: str | None, header_value: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
+def session_ok(request: Request) -> bool:
+    """A console session cookie (guardian.console.sessions) signed in with the token."""
+    from guardian.api.guard import SESSION_COOKIE
+
+    sessions = getattr(request.app.state, "sessions", None)
+    return sessions is not None and sessions.valid(request.cookies.get(SESSION_COOKIE))
+
+
 def require_token(
     request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> None:
     expected = request.app.state.settings.api.token
     header = f"{creds.scheme} {creds.credentials}" if creds else None
-    if not token_ok(expected, header):
+    if not token_ok(expected, header) and not (creds is None and session_ok(request)):
         raise HTTPException(
             401, "missing or wrong bearer token (Authorization: Bearer $GUARDIAN_API_TOKEN)",
             headers={"WWW-Authenticate": "Bearer"},

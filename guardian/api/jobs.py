@@ -120,7 +120,9 @@ class Jobs:
         report, error = None, None
         job.step("investigate", f"{job.engine} engine over the window")
         try:
-            report = self._investigate(self.store, job.question, job.window, job.engine)
+            from guardian.api.steps import StepStore
+
+            report = self._investigate(StepStore(self.store, job), job.question, job.window, job.engine)
             job.step("report", _found(report))
             for hook in self.after:
                 report = hook(job, report) or report

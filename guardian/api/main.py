@@ -1,7 +1,8 @@
 """`create_app(store, config)`: the FastAPI app served by `guardian serve` and `guardian agent`.
 
-Auth: a bearer token on everything except /healthz, the OpenAPI docs (/docs, /openapi.json:
-they describe the API, hold no data) and /slack/* (Slack signs its requests instead).
+Auth: a bearer token (or the console's session cookie, signed in with it) on everything except
+/healthz, the OpenAPI docs (/docs, /openapi.json: they describe the API, hold no data), the
+console's sign-in page and assets, and /slack/* (Slack signs its requests instead).
 The caller owns the store (and closes it); the app owns its job pool, scheduler and MCP sessions.
 """
 from __future__ import annotations
@@ -24,7 +25,10 @@ from guardian.api.guard import RequestGuard
 from guardian.api.jobs import Jobs
 from guardian.api.metrics import ApiMetrics, MetricsMiddleware
 from guardian.alerts.receiver import AlertReceiver
-from guardian.api.routers import alerts, anomalies, health, investigate, memory, reports, services, tools, traces
+from guardian.api.routers import (alerts, anomalies, graph, health, investigate, memory, reports, services, tools,
+                                  traces)
+from guardian.console import routes as console
+from guardian.console.sessions import Sessions
 from guardian.memory.hook import Memory
 from guardian.memory.store import MemoryStore
 from guardian.api.settings import Settings, as_settings
@@ -104,9 +108,9 @@ def create_app(
     )
     app.state.store, app.state.settings, app.state.metrics = store, settings, metrics
     app.state.jobs, app.state.slack, app.state.scheduler = jobs, slack, scheduler
-    app.state.alerts, app.state.memory = alert_receiver, incident_memory
-    for module in (health, investigate, anomalies, services, traces, tools, reports, alerts, memory,
-                   slack_events, slack_interactive):
+    app.state.alerts, app.state.memory, app.state.sessions = alert_receiver, incident_memory, Sessions()
+    for module in (health, investigate, anomalies, services, graph, traces, tools, reports, alerts, memory,
+                   slack_events, slack_interactive, console):
         app.include_router(module.router)
     if mcp_endpoint is not None:
         app.add_route("/mcp", _BearerOnly(mcp_endpoint, settings.api.token),
