@@ -90,6 +90,7 @@ class DemoRun:
                    300, "guardian agent")  # BCC compiles the probes at start: slow on a busy host
         wait_until(proc, lambda: self.api.get("/healthz").status_code == 200, 30, "guardian API")
         self.progress(f"ready    guardian agent ({time.monotonic() - self._agent_t0:.1f}s)")
+        self.progress(f"console  http://127.0.0.1:{self.cfg.ports.api}/  (sign in with the API token: {self.token})")
 
     def wait(self, seconds: float, why: str) -> None:
         self.progress(f"{why} ({seconds:.0f}s) …")

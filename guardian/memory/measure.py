@@ -25,6 +25,19 @@ def _rank(report, sc) -> int | None:
     return next((rc.rank for rc in report.root_causes if matches(rc, sc.expected)), None)
 
 
+def _margin(report, sc) -> float | None:
+    """Confidence of the true cause minus the best other cause (how clearly it wins); None if absent."""
+    from guardian.evals.runner import matches
+
+    if sc.expected.get("kind") == "none":
+        return None
+    hit = next((rc for rc in report.root_causes if matches(rc, sc.expected)), None)
+    if hit is None:
+        return None
+    others = [rc.confidence for rc in report.root_causes if rc is not hit]
+    return round(hit.confidence - (max(others) if others else 0.0), 3)
+
+
 def _confirm(memory: Memory, inv_id: str, sc, report) -> None:
     """What a person would say: right when the top cause is the fault, else wrong with the real cause."""
     exp = sc.expected
@@ -66,7 +79,8 @@ def measure(root: Path, weight: float) -> list[dict]:
             cross = remember(cross_mem, uuid.uuid4().hex[:16], "measure", sc.question, None,
                              investigate(st, sc.question, None, engine="deterministic"))
             rows.append({"scenario": sc.name, "without": _rank(base[sc.name], sc), "repeat": _rank(again, sc),
-                         "cross": _rank(cross, sc)})
+                         "cross": _rank(cross, sc), "margin_without": _margin(base[sc.name], sc),
+                         "margin_repeat": _margin(again, sc), "margin_cross": _margin(cross, sc)})
     finally:
         for s in stores.values():
             s.close()
@@ -74,15 +88,22 @@ def measure(root: Path, weight: float) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| scenario | without memory | repeat (confirmed before) | others' causes in memory |",
+    out = ["rank of the true cause (margin: its confidence minus the best other cause's)",
+           "| scenario | without memory | repeat (confirmed before) | others' causes in memory |",
            "|---|---|---|---|"]
+
+    def cell(r, k):
+        m = r[f"margin_{k}"]
+        return f"{r[k] or '-'}" + (f" ({m:+.2f})" if m is not None else "")
     for r in rows:
-        out.append(f"| {r['scenario']} | {r['without'] or '-'} | {r['repeat'] or '-'} | {r['cross'] or '-'} |")
+        out.append(f"| {r['scenario']} | {cell(r, 'without')} | {cell(r, 'repeat')} | {cell(r, 'cross')} |")
     n = len(rows)
     for k in ("without", "repeat", "cross"):
         t1 = sum(r[k] == 1 for r in rows)
         t3 = sum(r[k] is not None and r[k] <= 3 for r in rows)
-        out.append(f"{k}: top-1 {t1}/{n}, top-3 {t3}/{n}")
+        ms = [r[f"margin_{k}"] for r in rows if r[f"margin_{k}"] is not None]
+        mean = sum(ms) / len(ms) if ms else 0.0
+        out.append(f"{k}: top-1 {t1}/{n}, top-3 {t3}/{n}, mean margin {mean:+.3f}")
     return "\n".join(out)
 
 

@@ -3,7 +3,8 @@
 A post-ranking adjustment, applied after the engine ranked its causes (the engine is not
 changed): for each root cause, every similar past incident whose confirmed cause is the same
 service (and operation, when both name one) lifts its confidence by
-    weight * similarity
+    weight * similarity            (half that when the confirmed kind differs: a past error at
+                                    a service is weaker evidence for a latency cause there)
 and every past incident marked wrong whose reported cause it repeats (and whose real cause was
 elsewhere) lowers it by half that. Confidences stay in [0, 1]; causes are re-ranked by the
 adjusted confidence (ties keep the engine's order). A confirmed cause the engine did not rank
@@ -39,7 +40,7 @@ def apply_prior(report: Report, similar: list[dict[str, Any]], weight: float) ->
             sim = float(past.get("similarity") or 0)
             cause, reported = past.get("cause") or {}, past.get("reported") or {}
             if _same(rc.service, rc.operation, cause):
-                delta += weight * sim
+                delta += weight * sim * (1.0 if not cause.get("kind") or cause["kind"] == rc.kind else 0.5)
                 because.append(past["id"])
             elif past.get("outcome") == "wrong" and _same(rc.service, rc.operation, reported):
                 delta -= weight * sim / 2

@@ -69,7 +69,7 @@ async def interactive(request: Request, background: BackgroundTasks) -> dict:
     marked = []
     for a in actions:
         outcome = "right" if a["action_id"] == RIGHT else "wrong"
-        row = store.mark(str(a.get("value") or ""), outcome, service if outcome == "wrong" or service else None,
+        row = store.mark(str(a.get("value") or ""), outcome, service,
                          operation, None, note, f"slack:{user}")
         if row is None:
             raise HTTPException(404, f"no investigation {a.get('value')!r} in memory")

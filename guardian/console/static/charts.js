@@ -109,20 +109,22 @@ G.criticalPath = function (spans) {
 
 G.timeline = function (items, start, end) {
   const W = 1000, H = 120, L = 10;
-  const svg = G.s("svg", {viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "timeline"});
-  const X = (t) => L + (W - 2 * L) * Math.max(0, Math.min(1, (t - start) / Math.max(1, end - start)));
-  const lanes = {anomaly: 25, report: 55, alert: 80, investigation: 105};
+  const svg = G.s("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "timeline"});
+  const pad = (end - start) * 0.03 + 1;
+  const X = (t) => L + (W - 2 * L) * Math.max(0, Math.min(1, (t - start + pad) / Math.max(1, end - start + 2 * pad)));
+  const lanes = {anomaly: 25, report: 50, alert: 75, investigation: 100};
+  const names = {anomaly: "anomalies", report: "reports", alert: "alerts", investigation: "investigations"};
   const colors = {anomaly: "#c53030", report: "#2b6cb0", alert: "#dd6b20", investigation: "#2f855a"};
   for (const [lane, y] of Object.entries(lanes)) {
     svg.appendChild(G.s("line", {x1: L, x2: W - L, y1: y, y2: y, stroke: "#e5e7eb"}));
-    svg.appendChild(G.s("text", {x: L, y: y - 6, "font-size": 10, fill: "#6b7280"}, lane + "s"));
+    svg.appendChild(G.s("text", {x: L, y: y - 6, "font-size": 10, fill: "#6b7280"}, names[lane]));
   }
   for (const it of items) {
     const c = G.s("circle", {cx: X(it.at_ns), cy: lanes[it.lane], r: 5, fill: colors[it.lane]});
     c.appendChild(G.s("title", {}, it.label));
     svg.appendChild(c);
   }
-  svg.appendChild(G.s("text", {x: L, y: H - 2, "font-size": 10, fill: "#6b7280"}, G.time(start)));
+  svg.appendChild(G.s("text", {x: L + 120, y: H - 2, "font-size": 10, fill: "#6b7280"}, G.time(start)));
   svg.appendChild(G.s("text", {x: W - L, y: H - 2, "font-size": 10, fill: "#6b7280", "text-anchor": "end"}, G.time(end)));
   return svg;
 };

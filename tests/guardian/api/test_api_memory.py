@@ -116,3 +116,28 @@ def test_slack_reports_carry_the_feedback_buttons(store):
             while app.state.memory.store.get(inv) is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert app.state.memory.store.get(inv)["source"] == "slack"
+
+
+def test_memory_measure_on_repeated_eval_faults(tmp_path):
+    """The measurement (python -m guardian.memory.measure): a confirmed cause lifts the same fault's
+    true cause the second time, and other incidents' causes do not push it out of first place."""
+    import shutil
+    from pathlib import Path
+
+    from guardian.memory.measure import measure
+
+    root = Path(__file__).resolve().parents[3] / "evals" / "scenarios"
+    for name in ("payments_5xx", "redis_slow"):
+        shutil.copytree(root / name, tmp_path / name)
+    rows = {r["scenario"]: r for r in measure(tmp_path, 0.15)}
+    for r in rows.values():
+        assert r["without"] == 1 and r["repeat"] == 1 and r["cross"] == 1
+        assert r["margin_repeat"] > r["margin_without"]  # the prior moved the confirmed cause up
+        assert r["margin_cross"] >= r["margin_without"] - 0.15
+
+
+def test_prior_is_weaker_for_a_different_kind():
+    rep = Report(summary="s", root_causes=[RootCause(rank=1, service="redis", kind="latency", confidence=0.5)])
+    apply_prior(rep, [{"id": "a", "similarity": 1.0, "outcome": "right", "reported": {"service": "redis"},
+                       "cause": {"service": "redis", "kind": "error"}}], 0.2)
+    assert rep.root_causes[0].confidence == 0.6

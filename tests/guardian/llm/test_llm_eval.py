@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 from guardian.evals.runner import run_eval, table
 from guardian.evals.scenarios import write_scenarios
@@ -10,9 +9,10 @@ from tests.guardian.llm.fake_openai import FakeOpenAI
 
 
 def confirm_top(request: dict) -> dict:
-    """A model that checks nothing and confirms the findings' top cause with its first trace."""
-    task = request["messages"][1]["content"]
-    brief = json.loads(re.search(r"```json\n(.*?)\n```", task, re.S).group(1))
+    """A model that checks nothing and confirms the findings' top cause with its first trace.
+    The findings come as the result of the agent's deterministic_findings call (a tool message)."""
+    findings = next(m for m in request["messages"] if m["role"] == "tool")
+    brief = json.loads(findings["content"])
     top = brief["root_causes"][0]
     return {"content": json.dumps({"verdict": "confirm", "service": top["service"], "operation": top["operation"],
                                    "kind": top["kind"], "description": "confirmed",
@@ -52,5 +52,7 @@ def test_engine_dispatcher_hands_findings_to_the_agent(tmp_path, monkeypatch):
         store.close()
     assert (rep.engine.type, rep.engine.model) == ("llm", "scripted") and det.engine.type == "deterministic"
     assert rep.root_causes[0].service == det.root_causes[0].service == "payments"
-    task = fake.requests[0]["messages"][1]["content"]
-    assert "payments" in task and det.root_causes[0].evidence[0].trace_id in task
+    task, findings = fake.requests[0]["messages"][1], fake.requests[0]["messages"][3]
+    assert findings["role"] == "tool" and task["role"] == "user"
+    assert "payments" in findings["content"] and det.root_causes[0].evidence[0].trace_id in findings["content"]
+    assert det.root_causes[0].evidence[0].trace_id not in task["content"]  # captured data stays in tool messages
