@@ -51,10 +51,14 @@ def login(body: Login, request: Request) -> Response:
     expected = request.app.state.settings.api.token
     if not expected:
         return Response(status_code=204)  # nothing to sign in to: loopback-only and open
+    sessions, client = request.app.state.sessions, request.client.host if request.client else "?"
+    if sessions.throttled(client):
+        raise HTTPException(429, "too many wrong tokens; wait a minute", headers={"Retry-After": "60"})
     if not hmac.compare_digest(body.token.encode(), expected.encode()):
+        sessions.failed(client)
         raise HTTPException(401, "wrong token")
     resp = Response(status_code=204)
-    resp.set_cookie(SESSION_COOKIE, request.app.state.sessions.create(), max_age=12 * 3600, path="/",
+    resp.set_cookie(SESSION_COOKIE, sessions.create(), max_age=12 * 3600, path="/",
                     httponly=True, samesite="strict", secure=request.url.scheme == "https")
     return resp
 

@@ -10,13 +10,32 @@ import time
 
 SESSION_TTL_S = 12 * 3600
 MAX_SESSIONS = 1000
+MAX_FAILURES = 10  # wrong tokens per client per FAILURE_WINDOW_S before sign-in answers 429
+FAILURE_WINDOW_S = 60.0
 
 
 class Sessions:
     def __init__(self, ttl_s: float = SESSION_TTL_S):
         self.ttl_s = ttl_s
         self._expiry: dict[str, float] = {}  # sha256(session id) -> expiry; the id itself is not kept
+        self._failures: dict[str, list[float]] = {}  # client address -> times of wrong tokens
         self._lock = threading.Lock()
+
+    def throttled(self, client: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(client, []) if t > now - FAILURE_WINDOW_S]
+            if recent:
+                self._failures[client] = recent
+            else:
+                self._failures.pop(client, None)
+            return len(recent) >= MAX_FAILURES
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            if len(self._failures) > 10000:  # bounded: forget everyone rather than grow
+                self._failures.clear()
+            self._failures.setdefault(client, []).append(time.monotonic())
 
     @staticmethod
     def _key(sid: str) -> str:
