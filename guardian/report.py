@@ -14,13 +14,13 @@ Kind = Literal["error", "latency", "saturation", "dependency", "traffic"]
 UNVERIFIED_FIX = "Unverified model suggestion (check it before running anything): "
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]{1,15}://\S+|\bwww\.\S+", re.I)
-_MD_SPECIAL = re.compile(r"([\\\[\]<>])")
+_MD_SPECIAL = re.compile(r"([\\\[\]<])")  # "<" alone stops autolinks and HTML; "->" stays readable
 
 
 def untrusted(text: Any) -> str:
     """Captured or model text made inert in Markdown (and so in Slack): one line, no code-span
-    breakouts, brackets and angle brackets escaped (no links, mentions or HTML), and URLs shown as
-    code so that no renderer turns them into live links."""
+    breakouts, brackets and "<" escaped (no links, mentions or HTML), and URLs shown as code so
+    that no renderer turns them into live links."""
     t = " ".join(str(text or "").split()).replace("`", "'")
     t = _MD_SPECIAL.sub(r"\\\1", t)
     return _URL.sub(lambda m: f"`{m.group(0)}`", t)

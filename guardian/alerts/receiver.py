@@ -24,6 +24,7 @@ import httpx
 from capture.store.api import SpanStore, TimeWindow
 from guardian.alerts.payloads import Alert
 from guardian.api.jobs import Busy, Job, Jobs
+from guardian.report import untrusted
 from guardian.window import parse_duration
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class AlertReceiver:
 
     def _deliver(self, job: Job) -> None:
         alert = job.meta.get("alert") or {}
-        head = f"Alert {alert.get('name', '')} ({alert.get('status', '')})"
+        head = f"Alert {untrusted(alert.get('name', ''))} ({alert.get('status', '')})"
         text = (f"{head}: investigation failed: {job.error}" if job.status != "done"
                 else f"{head}\n\n{job.report.to_markdown()}")
         channel = self.channel_for(job)

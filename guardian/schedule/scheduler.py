@@ -17,6 +17,7 @@ from croniter import croniter
 
 from capture.store.api import SpanStore, TimeWindow
 from guardian.api.settings import ScheduleSettings
+from guardian.report import untrusted
 from guardian.schedule.history import ReportHistory
 from guardian.window import fmt_ns
 
@@ -25,10 +26,11 @@ MAX_LISTED = 10  # anomalies written out in the text; the JSON keeps them all
 
 
 def describe(anomaly: dict[str, Any]) -> str:
+    """One line of captured names and numbers, inert in Markdown and Slack (guardian.report.untrusted)."""
     if anomaly.get("description"):
-        return str(anomaly["description"])
+        return untrusted(anomaly["description"])
     who = "/".join(str(anomaly[k]) for k in ("service", "operation") if anomaly.get(k))
-    return f"{anomaly.get('kind', 'anomaly')} on {who or 'unknown'}"
+    return untrusted(f"{anomaly.get('kind', 'anomaly')} on {who or 'unknown'}")
 
 
 def render(record: dict[str, Any]) -> str:

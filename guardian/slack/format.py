@@ -15,7 +15,7 @@ MAX_MESSAGES = 20  # a runaway report must not flood a channel
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _LINK = re.compile(r"(?<!\\)\[([^\]]+)(?<!\\)\]\((https?://[^)\s]+)\)")
-_ESCAPED = re.compile(r"\\(\\|\[|\]|&lt;|&gt;)")  # Markdown escapes Slack would show as-is
+_ESCAPED = re.compile(r"\\(\\|\[|\]|&lt;)")  # Markdown escapes Slack would show as-is
 
 
 def to_mrkdwn(markdown: str) -> str:

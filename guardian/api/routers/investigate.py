@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guardian.api.deps import require_token
 from guardian.api.jobs import Busy, Job
-from guardian.investigate.engine import llm_configured
 from guardian.api.validate import window_or_400
+from guardian.investigate.engine import llm_configured
 
 router = APIRouter(prefix="/v1", tags=["investigate"], dependencies=[Depends(require_token)])
 

@@ -111,3 +111,13 @@ def test_a_report_can_carry_an_investigation_of_the_top_anomaly(store, webhook):
     assert report["root_causes"][0]["service"] == "payments"
     assert report["question"].startswith("What is causing this:")
     assert "# Guardian investigation" in webhook.calls[0]["body"]["text"]
+
+
+def test_captured_text_in_a_report_is_inert():
+    from guardian.schedule.scheduler import describe
+    from guardian.slack.format import to_mrkdwn
+
+    line = describe({"description": "GET /x](https://evil.example/p) <!channel> error rate 0% -> 40%"})
+    slack = to_mrkdwn(line)
+    assert "<https://evil" not in slack and "<!channel>" not in slack and "](https://evil" not in line
+    assert "0% -&gt; 40%" in slack and "`https://evil.example/p)`" in line
