@@ -187,7 +187,14 @@ def test_generic_pagerduty_style_and_custom_mapping(store):
     mapping = {"items": "alerts", "fingerprint": "alert.alias", "status": "action", "firing": ["Create"],
                "resolved": ["Close"], "title": "alert.message", "service": "alert.details.service",
                "labels": "alert.details", "starts_at": "alert.createdAt"}
-    app = create_app(store, {"api": {"token": TOKEN}, "alerts": {"generic": mapping}})
+    with RecordingServer() as hook:
+        app = create_app(store, {"api": {"token": TOKEN}, "alerts": {"generic": mapping,
+                                                                     "webhook_url": hook.url + "/hook"}})
+        _generic_case(app, hook)
+    _pagerduty_default(store)
+
+
+def _generic_case(app, hook):
     with TestClient(app) as c:
         body = {"alerts": [{"action": "Create", "alert": {"alias": "og-1", "message": "Checkout errors",
                                                          "details": {"service": "checkout"},
@@ -199,6 +206,12 @@ def test_generic_pagerduty_style_and_custom_mapping(store):
         bad = c.post("/v1/alerts/generic", json={"alerts": [{"action": "Snooze", "alert": {"message": "x"}}]},
                      headers=AUTH)
         assert bad.status_code == 400 and "action is 'Snooze'" in bad.json()["detail"]
+        posted = hook.wait_for(lambda calls: [x for x in calls if x["path"] == "/hook"], timeout=30)[0]["body"]
+        assert posted["investigation"] == job["id"] and posted["alert"]["name"] == "Checkout errors"
+        assert posted["report"]["root_causes"] and "Checkout errors" in posted["text"]
+
+
+def _pagerduty_default(store):
     # The default mapping reads PagerDuty's Events API v2.
     with TestClient(create_app(store, {"api": {"token": TOKEN}})) as c:
         pd = {"routing_key": "r", "event_action": "trigger", "dedup_key": "pd-1",
