@@ -108,7 +108,8 @@ G.pages.traces = async function (params) {
   const spans = result.spans || [];
   G.show(h("h1", {}, "Traces"), form,
     result.error ? h("p", {class: "error"}, result.error) : null,
-    result.suggestion ? h("p", {class: "muted"}, result.suggestion) : null,
+    result.truncated ? h("p", {class: "muted"}, `Showing the first ${spans.length} matches` +
+      (result.suggestion ? ` (to narrow: ${result.suggestion})` : "") + ".") : null,
     G.table(["start", "service", "operation", "kind", "duration#", "status", "trace"], spans.map((s) => [
       G.time(s.start_ns), s.service, s.name, s.kind, G.ms(s.duration_ms),
       h("span", {class: "pill " + (s.status === "ERROR" ? "bad" : "ok")}, s.status), G.traceLink(s.trace_id)])));

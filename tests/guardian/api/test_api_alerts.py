@@ -181,6 +181,10 @@ def test_dedupe_resolve_and_rate_limit(alert_client, slack_api):
     assert alert_client.get(f"/v1/investigations/{out['investigation']}", headers=AUTH).json()["meta"]["resolved_at_ns"]
     listed = alert_client.get("/v1/alerts", headers=AUTH).json()["alerts"]
     assert [e["action"] for e in listed][:2] == ["resolved", "rate_limited"]
+    for e in listed:  # let the reports reach the Slack stand-in before it stops
+        if e["action"] == "started":
+            wait_done(alert_client, e["investigation"])
+    slack_api.wait_for(lambda calls: [x for x in calls if x["body"].get("channel") == "C-ONCALL"][2:])
 
 
 def test_generic_pagerduty_style_and_custom_mapping(store):
