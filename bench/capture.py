@@ -23,8 +23,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.http_servers import nginx_server, process
-from tests.support.live import free_port
+from support.http_servers import nginx_server
+from support.process import process
+from support.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)

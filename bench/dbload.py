@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.capture.live.conftest import PG_BIN, postgres_instance, redis_instance
+from support.servers import PG_BIN, postgres_instance, redis_instance
 
 PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
 

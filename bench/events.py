@@ -62,7 +62,7 @@ def record(path: str, seconds: int, rate: int) -> None:
     from capture import abi
     from capture.enrich.enricher import Enricher
     from capture.live import CaptureOptions, LiveCapture
-    from tests.support.http_servers import nginx_server
+    from support.http_servers import nginx_server
 
     records: list[bytes] = []
     with nginx_server() as (port, _):

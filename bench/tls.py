@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.capture import agent, wrk
-from tests.capture.tls import targets
-from tests.support.live import free_port
+from support import tls_targets as targets
+from support.live import free_port
 
 SSLSNIFF = shutil.which("sslsniff-bpfcc") or "/usr/sbin/sslsniff-bpfcc"
 READY_S = 600  # BCC compiles at start: minutes on a host shared with other builds

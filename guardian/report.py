@@ -58,7 +58,7 @@ class Report(BaseModel):
 
     def to_markdown(self) -> str:
         """A readable report: summary, ranked causes with evidence, blast radius, fix."""
-        from guardian.window import fmt_ns
+        from capture.store.window import fmt_ns
 
         out = ["# Guardian investigation", ""]
         if self.question:

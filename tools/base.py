@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
-from guardian.window import WindowError, fmt_ns, resolve_window, split_baseline
+from capture.store.window import WindowError, fmt_ns, resolve_window, split_baseline
 
 # Attributes worth showing in a span reference; the rest stays in the store.
 KEY_ATTRIBUTES = (

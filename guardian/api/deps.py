@@ -8,7 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from capture.store.api import SpanStore, TimeWindow
 from guardian.api.settings import Settings
-from guardian.window import WindowError, resolve_window
+from capture.store.window import WindowError, resolve_window
 
 _bearer = HTTPBearer(auto_error=False, description="GUARDIAN_API_TOKEN (or api.token in the config file)")
 

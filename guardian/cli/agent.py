@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from capture.errors import CaptureUnavailable
     from capture.export.otlp import from_config
     from capture.store.factory import open_store
-    from guardian.agent_daemon import Agent, ApiServer, ReplaySource, minimal_app
+    from capture.sources.replay import ReplaySource
+    from guardian.agent_daemon import Agent, ApiServer, minimal_app
     from guardian.api.settings import load_settings
 
     try:

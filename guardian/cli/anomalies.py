@@ -6,7 +6,7 @@ import json
 import sys
 
 from guardian.cli.investigate import add_source_args, open_source
-from guardian.window import WindowError, default_window, fmt_ns, split_baseline
+from capture.store.window import WindowError, default_window, fmt_ns, split_baseline
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,10 +8,9 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from capture.store.api import SpanStore, TimeWindow
-from guardian.window import WindowError, resolve_window
+from capture.store.window import WindowError, resolve_window
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
@@ -29,17 +28,12 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
 
 def open_source(args: argparse.Namespace) -> tuple[SpanStore, TimeWindow | None]:
     """The store and the window the options ask for (None = the store's default)."""
+    from capture.sources.spanfile import read_spans
     from capture.store.factory import open_store
-    from guardian.evals.scenarios import read_spans
 
     if args.spans:
-        path = Path(args.spans)
         store = open_store(None)
-        if path.is_dir():
-            batches = read_spans(path)
-        else:
-            batches = read_spans(path.parent, pattern=path.name)
-        for batch in batches:
+        for batch in read_spans(args.spans):
             store.append(batch)
     else:
         store = open_store(args.store)

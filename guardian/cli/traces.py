@@ -103,7 +103,7 @@ def _open(args: argparse.Namespace) -> tuple[SpanStore | None, _Api | None]:
 def _window(store: SpanStore, args: argparse.Namespace) -> TimeWindow | None:
     if not (args.since or args.start or args.end):
         return None
-    from guardian.window import WindowError, resolve_window
+    from capture.store.window import WindowError, resolve_window
 
     try:
         return resolve_window(store, args.since, args.start, args.end)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from capture.errors import CaptureUnavailable
-from guardian import doctor
+from capture import prereqs as doctor
 from guardian.cli import main as cli
 
 

@@ -10,7 +10,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from capture.tls import elf, gopclntab
-from tests.capture.tls import targets
+from support import tls_targets as targets
 
 
 @pytest.fixture(scope="module")

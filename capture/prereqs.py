@@ -1,7 +1,7 @@
-"""`guardian doctor`: is this machine able to run the eBPF capture, and if not, the fix.
+"""Is this machine able to run the eBPF capture, and if not, the command that fixes each missing piece.
 
-Every check says what it found and, when it fails, the command that fixes it. Commands
-that need eBPF call `require_ebpf()` and so fail with the same words, not a traceback.
+Every check says what it found and, when it fails, the fix. Code that needs eBPF calls `require_ebpf()`
+and so fails with the same words, not a traceback; `guardian doctor` only prints these checks.
 """
 from __future__ import annotations
 
