@@ -1,5 +1,5 @@
 """Benchmark of the syscall capture's cost, every figure a ratio to a baseline run in the
-same command (issue 3):
+same command:
 
   (a) wrk against nginx at saturation, without and with `guardian capture`;
   (b) hey at a fixed 10k req/s for 10 s with the capture: spans / requests must be 100 %;

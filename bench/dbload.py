@@ -1,4 +1,4 @@
-"""Database load with and without the agent, in one command (issue 4):
+"""Database load with and without the agent, in one command:
 
   pgbench (TPC-B-like, 7 statements per transaction) against a real postgres, and
   redis-benchmark (SET/GET/INCR, optionally pipelined) against a real redis-server,

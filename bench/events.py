@@ -1,4 +1,4 @@
-"""Userspace cost of the capture's hot path, in CPU µs per ring-buffer event (issue 3).
+"""Userspace cost of the capture's hot path, in CPU µs per ring-buffer event.
 
   record  nginx + hey at a fixed rate under a live capture whose tracker only keeps the raw
           ring records; they are saved to a file with the port and the processes' resources

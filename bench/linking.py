@@ -1,6 +1,6 @@
 """Benchmark: linking accuracy on a real multi-service app on loopback with known call trees.
 
-The app (tests/capture/traces/linking_app.py: Python -> Python -> Redis, threaded, plus a
+The app (support/linking_app.py: Python -> Python -> Redis, threaded, plus a
 variant with an asyncio service) logs every span with its real 4-tuple, thread and times and
 its true parent. Scored: batch linking and stream linking of those spans, and with --live the
 spans the eBPF capture of `guardian agent` produced for the same app. Baseline: no linker

@@ -1,4 +1,4 @@
-"""Benchmark of TLS plaintext capture (issue 5): HTTPS load with wrk against nginx (OpenSSL)
+"""Benchmark of TLS plaintext capture: HTTPS load with wrk against nginx (OpenSSL)
 and against a Go crypto/tls server, each without the agent, with `guardian capture`, and with
 bcc's sslsniff (bpfcc-tools) as the reference tool, in one command. Every figure is beside its
 baseline: throughput and p99 ratios, and server spans captured per request completed.

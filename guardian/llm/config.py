@@ -26,7 +26,7 @@ class LLMConfig(BaseModel):
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = None
-    timeout_s: float = Field(300.0, gt=0)  # per request: local models read ~40 tokens/s on 2 busy cores
+    timeout_s: float = Field(300.0, gt=0)  # per request: a local model on a few busy cores reads slowly
     max_steps: int = Field(6, ge=0)  # model turns that may call tools, before the final answer
     max_tool_chars: int = Field(2500, ge=200)  # per tool result, as the model sees it
     max_tokens: int = Field(400, ge=16)  # per model turn
