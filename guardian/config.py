@@ -26,6 +26,8 @@ class GuardianConfig(AgentConfig, Settings):
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
 
+SECTIONS = ("store", "linker", "export", "k8s", "capture", "log", "api", "slack", "schedule", "llm")
+
 # Names older releases read, each still honoured (GUARDIAN_<SECTION>__<KEY> is the rule for new ones).
 LEGACY_ENV: dict[str, tuple[str, ...]] = {
     **CAPTURE_LEGACY_ENV,
@@ -61,3 +63,46 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
     None values ignored). Raises ConfigError (a ValueError) naming each bad key's path."""
     env = os.environ if env is None else env
     return load_model(GuardianConfig, config_path(path, env), env, overrides, legacy=LEGACY_ENV)
+
+
+def _type_text(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
+    text = text or str(annotation).replace("typing.", "").replace("NoneType", "None")
+    return text.replace(" | ", " or ")  # a bar would split the markdown table's cell
+
+
+def reference_rows() -> list[tuple[str, str, str, str]]:
+    """(key path, type, default, environment variables) for every key of the model, in model order."""
+    import dataclasses
+    import typing
+
+    from capture.live import CaptureOptions
+
+    legacy_by_path: dict[tuple[str, ...], list[str]] = {}
+    for var, path in LEGACY_ENV.items():
+        legacy_by_path.setdefault(path, []).append(var)
+    rows = []
+    for section in SECTIONS:
+        model = GuardianConfig.model_fields[section].annotation
+        for key, f in model.model_fields.items():
+            if (section, key) == ("capture", "options"):
+                hints = typing.get_type_hints(CaptureOptions)
+                for opt in dataclasses.fields(CaptureOptions):
+                    rows.append((f"capture.options.{opt.name}", _type_text(hints[opt.name]), repr(opt.default),
+                                 f"GUARDIAN_CAPTURE__OPTIONS__{opt.name.upper()}"))
+                continue
+            default = f.default_factory() if f.default_factory is not None else f.default
+            env = [f"GUARDIAN_{section.upper()}__{key.upper()}"] + sorted(legacy_by_path.get((section, key), []))
+            rows.append((f"{section}.{key}", _type_text(f.annotation), repr(default), ", ".join(env)))
+    return rows
+
+
+def reference_markdown() -> str:
+    lines = ["| key | type | default | environment |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | `{t}` | `{d}` | {', '.join(f'`{v}`' for v in e.split(', '))} |"
+              for k, t, d, e in reference_rows()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m guardian.config > the table in docs/configuration.md
+    print(reference_markdown(), end="")

@@ -81,3 +81,14 @@ def test_global_config_flag_reaches_every_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "guardian.cli.main", "--config", str(bad), "doctor", "--json"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown key 'providr'" in r.stderr
+
+
+def test_the_reference_in_docs_is_the_model():
+    from pathlib import Path
+
+    from guardian.config import SECTIONS, reference_markdown
+
+    assert set(SECTIONS) == set(GuardianConfig.model_fields)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    table = doc.split("<!-- generated: python -m guardian.config -->\n", 1)[1].split("<!-- end generated -->", 1)[0]
+    assert table == reference_markdown(), "docs/configuration.md is stale: python -m guardian.config"
