@@ -48,14 +48,17 @@ def check_btf() -> Check:
 
 def tracefs_root() -> Path | None:
     for p in TRACEFS:
-        if (p / "events" / "syscalls").is_dir():
-            return p
+        try:
+            if (p / "events" / "syscalls").is_dir():
+                return p
+        except PermissionError:  # tracefs is root's: without root it is as good as absent
+            continue
     return None
 
 
 def check_tracefs() -> Check:
     root = tracefs_root()
-    return Check("tracefs", root is not None, f"mounted at {root}" if root else "not mounted",
+    return Check("tracefs", root is not None, f"mounted at {root}" if root else "not mounted (or not readable: run as root)",
                  "mount -t tracefs nodev /sys/kernel/tracing  (or: make setup)")
 
 

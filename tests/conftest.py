@@ -16,13 +16,16 @@ HERE = Path(__file__).resolve().parent
 SERVER_DIRS = ("capture/live/", "capture/tls/test_tls_", "demo/test_demo_cli_e2e", "demo/test_demo_faults_e2e",
                "llm/", "guardian/test_agent_live")
 
+# Fixtures that need root: creating cgroups (tests/capture/enrich/conftest.py).
+ROOT_FIXTURES = {"cgroup_process"}
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
         if rel.startswith(SERVER_DIRS):
             item.add_marker(pytest.mark.servers)
-        if item.get_closest_marker("ebpf"):
+        if item.get_closest_marker("ebpf") or set(item.fixturenames) & ROOT_FIXTURES:
             item.add_marker(pytest.mark.root)
 
 
