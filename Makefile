@@ -2,21 +2,32 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
+# What `make test-fast` leaves out: eBPF, root, real servers, slow runs, the local LLM.
+FAST := not ebpf and not root and not servers and not slow and not llm
 
-.PHONY: setup demo test test-fast setup-llm bench clean
+.PHONY: setup setup-demo demo test test-fast setup-llm bench clean
 
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh test
 
-demo: setup
+setup-demo:
+	@bash scripts/setup.sh demo
+
+demo: setup-demo
 	@$(PY) -m guardian.cli.main demo
 
 test: setup
 	@$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# No root, no servers, no set-up: needs a .venv made once by `make setup` (or `make setup-demo`).
+test-fast:
+	@[ -x $(PY) ] || { echo "no .venv: run make setup (as root) once" >&2; exit 2; }
+	@$(PY) -m pytest tests -m "$(FAST)" -p no:cacheprovider $(PYTEST_ARGS)
+
 setup-llm: setup
 	@bash scripts/setup-llm.sh
 
+# make bench: list them; make bench BENCH_ARGS="parsers --seconds 1"; make bench BENCH_ARGS=all
 bench: setup
 	@$(PY) -m bench.run $(BENCH_ARGS)
 

@@ -1,5 +1,5 @@
 """Benchmark of the syscall capture's cost, every figure a ratio to a baseline run in the
-same command (issue 3):
+same command:
 
   (a) wrk against nginx at saturation, without and with `guardian capture`;
   (b) hey at a fixed 10k req/s for 10 s with the capture: spans / requests must be 100 %;
@@ -23,8 +23,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.http_servers import nginx_server, process
-from tests.support.live import free_port
+from support.http_servers import nginx_server
+from support.process import process
+from support.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)

@@ -1,4 +1,4 @@
-"""Database load with and without the agent, in one command (issue 4):
+"""Database load with and without the agent, in one command:
 
   pgbench (TPC-B-like, 7 statements per transaction) against a real postgres, and
   redis-benchmark (SET/GET/INCR, optionally pipelined) against a real redis-server,
@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.capture.live.conftest import PG_BIN, postgres_instance, redis_instance
+from support.servers import PG_BIN, postgres_instance, redis_instance
 
 PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
 

@@ -1,4 +1,4 @@
-"""Userspace cost of the capture's hot path, in CPU µs per ring-buffer event (issue 3).
+"""Userspace cost of the capture's hot path, in CPU µs per ring-buffer event.
 
   record  nginx + hey at a fixed rate under a live capture whose tracker only keeps the raw
           ring records; they are saved to a file with the port and the processes' resources
@@ -62,7 +62,7 @@ def record(path: str, seconds: int, rate: int) -> None:
     from capture import abi
     from capture.enrich.enricher import Enricher
     from capture.live import CaptureOptions, LiveCapture
-    from tests.support.http_servers import nginx_server
+    from support.http_servers import nginx_server
 
     records: list[bytes] = []
     with nginx_server() as (port, _):

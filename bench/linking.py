@@ -1,6 +1,6 @@
 """Benchmark: linking accuracy on a real multi-service app on loopback with known call trees.
 
-The app (tests/capture/traces/linking_app.py: Python -> Python -> Redis, threaded, plus a
+The app (support/linking_app.py: Python -> Python -> Redis, threaded, plus a
 variant with an asyncio service) logs every span with its real 4-tuple, thread and times and
 its true parent. Scored: batch linking and stream linking of those spans, and with --live the
 spans the eBPF capture of `guardian agent` produced for the same app. Baseline: no linker
@@ -17,7 +17,7 @@ import tempfile
 
 from capture.traces.linker import link_all
 from capture.traces.stream import StreamLinker
-from tests.capture.traces.linking_app import accuracy, http_spans_logged, map_captured, run_app, spans_from_log
+from support.linking_app import accuracy, http_spans_logged, map_captured, run_app, spans_from_log
 
 
 def stream_link(spans, window_s: float = 0.5):
@@ -43,7 +43,7 @@ def recorded(requests: int, async_stock: bool) -> dict:
 def live(requests: int) -> dict:
     from capture.store.api import SpanFilter, TimeWindow
     from capture.store.factory import open_store
-    from tests.guardian.agent_proc import AgentProcess
+    from support.agent_proc import AgentProcess
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "live.duckdb")

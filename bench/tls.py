@@ -1,4 +1,4 @@
-"""Benchmark of TLS plaintext capture (issue 5): HTTPS load with wrk against nginx (OpenSSL)
+"""Benchmark of TLS plaintext capture: HTTPS load with wrk against nginx (OpenSSL)
 and against a Go crypto/tls server, each without the agent, with `guardian capture`, and with
 bcc's sslsniff (bpfcc-tools) as the reference tool, in one command. Every figure is beside its
 baseline: throughput and p99 ratios, and server spans captured per request completed.
@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.capture import agent, wrk
-from tests.capture.tls import targets
-from tests.support.live import free_port
+from support import tls_targets as targets
+from support.live import free_port
 
 SSLSNIFF = shutil.which("sslsniff-bpfcc") or "/usr/sbin/sslsniff-bpfcc"
 READY_S = 600  # BCC compiles at start: minutes on a host shared with other builds

@@ -46,9 +46,9 @@ static __always_inline struct guardian_conn *new_conn(struct guardian_conn_key *
 
 /* One record into the ring buffer; 0 when it took it.
  * The kernel's ring buffer lock (rqspinlock since Linux 6.15) can refuse a reservation
- * while another CPU writes to the same ring, though the ring has room: measured here at
- * 10k HTTP requests/s, a few refusals per 300k records, each ~200 ns long, scattered in
- * time, with the ring under 40 % full; retrying the same ring 16 times still lost some.
+ * while another CPU writes to the same ring, though the ring has room: rare, short and
+ * scattered, with the ring far from full, and retrying the same ring still lost some
+ * (`python -m bench.capture --only rate` shows the refusals in its counters).
  * Such a record goes to a second, small ring instead (a lock nobody else is holding);
  * the agent reads both and puts records back in time order (capture/ringbuf.py). A ring
  * that is really full (the agent behind) spills over into it too, until it fills. */
@@ -752,15 +752,15 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 }
 #endif
 
-/* ======== TLS plaintext (issue 5) ========================================================
+/* ======== TLS plaintext ================================================================
  * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and return:
  * C code, uretprobes are safe there) and Go crypto/tls (*Conn).Write entry and (*Conn).Read
  * entry + a plain uprobe at its copy into the caller's buffer or, failing that, at each RET
  * (never uretprobes on Go: moving stacks crash them).
  * Cost: a uprobe hit is a trap; on an instruction the kernel cannot emulate (most of them;
- * it emulates jumps, calls, nops and pushes) it is two, the second a single-step. Measured
- * on this 2-core VM: 1.0 µs a hit emulated, 5.5 µs single-stepped, +1.5 µs for a uretprobe's
- * return; then the program: 0.5-1.9 µs a run here (bpf_stats). Go probes sit on emulated
+ * it emulates jumps, calls, nops and pushes) it is two, the second a single-step, several
+ * times dearer; a uretprobe's return adds a trap (`python -m bench.tls` measures the cost per
+ * request, bpf_stats the programs' run time). Go probes sit on emulated
  * instructions (capture/tls/elf.py); OpenSSL's entry + uretprobe pairs cannot move.
  * capture/tls/ finds the symbols and attaches these programs, once per library file.
  * Plaintext goes through emit_data() like syscall bytes, so the protocol detectors run on
@@ -1001,7 +1001,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 }
 /* ======== end of TLS section ============================================================ */
 
-/* ======== sendmmsg / recvmmsg (issue 4: DNS) ============================================
+/* ======== sendmmsg / recvmmsg (DNS) =================================================
  * glibc's resolver sends the A and AAAA queries of getaddrinfo() in one sendmmsg(), and
  * servers batch datagrams with recvmmsg(). Each message goes through emit_data() with its
  * own peer address; we walk the first MAX_MMSG messages and the first iovec of each (one

@@ -101,7 +101,7 @@ class Event(ctypes.Structure):
 
 EVENT_SIZE = ctypes.sizeof(Event)
 
-# Fast decoding of the event header (struct.unpack is ~5x cheaper than ctypes field access).
+# Fast decoding of the event header (struct.unpack is cheaper than ctypes field access: `python -m bench.events`).
 # Layout: ts conn_id pos | tgid tid fd total copied _pad | 8 x u8 | laddr raddr lport rport family _pad | comm
 EVENT_STRUCT = struct.Struct("<QQQ6I8B16s16sHHHH16s")
 assert EVENT_STRUCT.size == EVENT_SIZE

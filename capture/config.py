@@ -1,90 +1,48 @@
-"""Agent configuration: a YAML (or JSON) file, then GUARDIAN_* environment variables on top.
+"""The configuration model's capture sections (store, linker, export, k8s, capture, log) and its one loader.
 
-Sections here: store, linker, export, k8s, capture, log. The same file may hold the API's
-sections (api, slack, schedule: guardian/api/settings.py reads those). Env vars are
-GUARDIAN_<SECTION>_<KEY> (e.g. GUARDIAN_EXPORT_OTLP_ENDPOINT, GUARDIAN_STORE_MAX_SPANS);
-the standard OTEL_EXPORTER_OTLP_{ENDPOINT,HEADERS,PROTOCOL} apply when ours are unset.
+guardian/config.py adds the api, slack, schedule and llm sections to the same model; docs/configuration.md
+lists every key. Order: defaults, the YAML (or JSON) file, environment variables, then the caller's
+overrides. Unknown keys are errors naming their full path (`linker.windw_s: unknown key ...`).
+Environment: GUARDIAN_<SECTION>__<KEY> (two underscores between levels, e.g. GUARDIAN_STORE__MAX_SPANS,
+GUARDIAN_CAPTURE__OPTIONS__PORT); the names older releases read are still honoured (LEGACY_ENV), and the
+standard OTEL_EXPORTER_OTLP_{ENDPOINT,HEADERS,PROTOCOL} apply when ours are unset.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
+ENV_PREFIX = "GUARDIAN_"
+ENV_SEP = "__"
 
 
-@dataclass
-class StoreConfig:
+class ConfigError(ValueError):
+    """A configuration that cannot be used; one line per problem, each naming the key's path."""
+
+
+class Section(BaseModel):
+    """A part of the configuration: unknown keys are errors, assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StoreConfig(Section):
     path: str | None = None  # None: in memory
     max_age_s: float | None = 24 * 3600.0
     max_spans: int | None = 5_000_000
 
 
-@dataclass
-class LinkerConfig:
+class LinkerConfig(Section):
     window_s: float = 5.0  # how long a span waits for its peer and parent
     slack_ms: float = 50.0  # clock slack when matching a CLIENT with its SERVER
-
-
-@dataclass
-class ExportConfig:
-    otlp_endpoint: str | None = None  # None: no export
-    otlp_protocol: str = "grpc"  # grpc | http
-    otlp_headers: dict[str, str] = field(default_factory=dict)
-    otlp_insecure: bool = True  # gRPC without TLS (collectors on the node / in the cluster)
-    timeout_s: float = 10.0
-    metrics: bool = True  # RED metrics over OTLP too
-    metrics_interval_s: float = 30.0
-    queue_size: int = 64  # span batches waiting for the exporter; beyond it batches are dropped
-
-
-@dataclass
-class K8sConfig:
-    enabled: str = "auto"  # auto (when KUBERNETES_SERVICE_HOST or a kubeconfig exists) | true | false
-    kubeconfig: str | None = None
-    node_name: str | None = None  # default: NODE_NAME, else the host name
-
-
-@dataclass
-class CaptureConfig:
-    options: dict[str, Any] = field(default_factory=dict)  # passed to capture.live.LiveCapture
-
-
-@dataclass
-class LogConfig:
-    format: str = "json"  # json | text
-    level: str = "INFO"
-
-
-@dataclass
-class AgentConfig:
-    store: StoreConfig = field(default_factory=StoreConfig)
-    linker: LinkerConfig = field(default_factory=LinkerConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    k8s: K8sConfig = field(default_factory=K8sConfig)
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-
-
-def _coerce(value: Any, annotation: str) -> Any:
-    """Env strings (and YAML scalars) to the field's type; "" and "none" clear optional fields."""
-    if not isinstance(value, str):
-        return value
-    if value.strip().lower() in ("", "none", "null") and "None" in annotation:
-        return None
-    if "dict" in annotation:
-        return parse_headers(value)
-    if "bool" in annotation:
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    if "int" in annotation and "float" not in annotation:
-        return int(value)
-    if "float" in annotation:
-        return float(value)
-    return value
 
 
 def parse_headers(text: str) -> dict[str, str]:
@@ -97,40 +55,211 @@ def parse_headers(text: str) -> dict[str, str]:
     return out
 
 
-def _apply(section: Any, values: Mapping[str, Any], where: str) -> None:
-    fields = {f.name: f for f in dataclasses.fields(section)}
-    for key, value in values.items():
-        if key not in fields:
-            raise ValueError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
-        f = fields[key]
-        setattr(section, key, _coerce(value, str(f.type)))
+class ExportConfig(Section):
+    otlp_endpoint: str | None = None  # None: no export
+    otlp_protocol: typing.Literal["grpc", "http"] = "grpc"
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    otlp_insecure: bool = True  # gRPC without TLS (collectors on the node / in the cluster)
+    timeout_s: float = 10.0
+    metrics: bool = True  # RED metrics over OTLP too
+    metrics_interval_s: float = 30.0
+    queue_size: int = 64  # span batches waiting for the exporter; beyond it batches are dropped
+
+    @field_validator("otlp_headers", mode="before")
+    @classmethod
+    def _headers_from_text(cls, v: Any) -> Any:
+        return parse_headers(v) if isinstance(v, str) else v
 
 
-def load_config(path: str | os.PathLike | None = None,
-                env: Mapping[str, str] | None = None) -> AgentConfig:
-    """Defaults, then the file's sections, then env vars. Raises ValueError on unknown keys."""
-    env = os.environ if env is None else env
-    cfg = AgentConfig()
-    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    if path:
+class K8sConfig(Section):
+    enabled: str | bool = "auto"  # auto (when KUBERNETES_SERVICE_HOST or a kubeconfig exists) | true | false
+    kubeconfig: str | None = None
+    node_name: str | None = None  # default: NODE_NAME, else the host name
+
+
+def _capture_options_model() -> type[BaseModel]:
+    """The keys of capture.live.CaptureOptions as a strict model, read from the dataclass so they never drift."""
+    from capture.live import CaptureOptions
+
+    hints = typing.get_type_hints(CaptureOptions)
+    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(CaptureOptions)}
+    return create_model("CaptureOptionsModel", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+class CaptureConfig(Section):
+    options: dict[str, Any] = Field(default_factory=dict)  # keys of capture.live.CaptureOptions
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        model = _capture_options_model()
+        try:
+            return model.model_validate(v).model_dump(include=set(v))
+        except ValidationError as e:
+            raise ValueError("; ".join(describe_error(err, model) for err in e.errors())) from None
+
+
+class LogConfig(Section):
+    format: typing.Literal["json", "text"] = "json"
+    level: str = "INFO"
+
+
+class AgentConfig(Section):
+    """What the capture daemon needs: guardian/config.py's GuardianConfig is this plus the API's sections."""
+
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    linker: LinkerConfig = Field(default_factory=LinkerConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    k8s: K8sConfig = Field(default_factory=K8sConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+# The names older releases read: the rule GUARDIAN_<SECTION>_<KEY> (one underscore) for these sections.
+LEGACY_ENV: dict[str, tuple[str, ...]] = {
+    f"GUARDIAN_{section.upper()}_{key.upper()}": (section, key)
+    for section, model in (("store", StoreConfig), ("linker", LinkerConfig), ("export", ExportConfig),
+                           ("k8s", K8sConfig), ("capture", CaptureConfig), ("log", LogConfig))
+    for key in model.model_fields
+}
+OTEL_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT": "otlp_endpoint", "OTEL_EXPORTER_OTLP_HEADERS": "otlp_headers",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "otlp_protocol"}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def path_text(loc: Iterable[Any]) -> str:
+    """('schedule', 'reports', 0, 'cron') -> 'schedule.reports[0].cron'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def field_at(model: type[BaseModel], loc: Iterable[Any]) -> tuple[type[BaseModel] | None, Any]:
+    """(the model holding the last key of loc, that key's annotation), following nested models and lists."""
+    holder: type[BaseModel] | None = model
+    annotation: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        holder = _inner_model(annotation)
+        if holder is None or part not in holder.model_fields:
+            return holder, None
+        annotation = holder.model_fields[part].annotation
+    return holder, annotation
+
+
+def describe_error(err: Mapping[str, Any], model: type[BaseModel], origins: Mapping[tuple, str] | None = None) -> str:
+    loc = tuple(err["loc"])
+    where = path_text(loc)
+    source = (origins or {}).get(tuple(p for p in loc if not isinstance(p, int)))
+    if source:
+        where += f" (from {source})"
+    if err["type"] == "extra_forbidden":
+        holder = _inner_model(field_at(model, loc[:-1])[1])
+        known = ", ".join(holder.model_fields) if holder is not None else ""
+        return f"{where}: unknown key {loc[-1]!r}" + (f" (known: {known})" if known else "")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}"
+
+
+def _optional(annotation: Any) -> bool:
+    return annotation is None or type(None) in typing.get_args(annotation) or (
+        isinstance(annotation, types.UnionType) and type(None) in annotation.__args__)
+
+
+def _set(data: dict, path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = node[part] = {}
+        node = nxt
+    node[path[-1]] = value
+
+
+def read_file(path: str | os.PathLike) -> dict[str, Any]:
+    try:
         data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of sections")
-        for name, values in data.items():
-            if name in sections and values:
-                _apply(sections[name], values, f"{path}: {name}")
-    for otel, key in (("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
-                      ("OTEL_EXPORTER_OTLP_HEADERS", "otlp_headers"),
-                      ("OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol")):
-        if env.get(otel) and f"GUARDIAN_EXPORT_{key.upper()}" not in env:
-            value = env[otel]
-            if key == "otlp_protocol":
-                value = "http" if value.startswith("http") else "grpc"
-            _apply(cfg.export, {key: value}, otel)
-    for name, section in sections.items():
-        prefix = f"GUARDIAN_{name.upper()}_"
-        for f in dataclasses.fields(section):
-            var = prefix + f.name.upper()
-            if var in env:
-                _apply(section, {f.name: env[var]}, var)
-    return cfg
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def env_values(model: type[BaseModel], env: Mapping[str, str], legacy: Mapping[str, tuple[str, ...]],
+               strict_sections: bool) -> list[tuple[tuple[str, ...], str, str]]:
+    """(path, value, variable) for each variable that sets a key: OTEL fallbacks, legacy names, then the rule."""
+    found: list[tuple[tuple[str, ...], str, str]] = []
+    if "export" in model.model_fields:
+        for var, key in OTEL_ENV.items():
+            ours = (f"GUARDIAN_EXPORT_{key.upper()}", f"GUARDIAN_EXPORT{ENV_SEP}{key.upper()}")
+            if env.get(var) and not any(o in env for o in ours):
+                value = env[var]
+                if key == "otlp_protocol":
+                    value = "http" if value.startswith("http") else "grpc"
+                found.append((("export", key), value, var))
+    for var, path in legacy.items():
+        if var in env and path[0] in model.model_fields:
+            found.append((path, env[var], var))
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or ENV_SEP not in var:
+            continue
+        path = tuple(p.lower() for p in var[len(ENV_PREFIX):].split(ENV_SEP))
+        if path[0] not in model.model_fields:
+            if strict_sections:
+                raise ConfigError(f"{var}: unknown section {path[0]!r} (known: {', '.join(model.model_fields)})")
+            continue
+        found.append((path, env[var], var))
+    return found
+
+
+def load_model(model: type[M], path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+               overrides: Mapping[str, Mapping[str, Any]] | None = None,
+               legacy: Mapping[str, tuple[str, ...]] = LEGACY_ENV, only_own_sections: bool = False) -> M:
+    """The one loader: defaults, file, env, overrides -> a validated `model`; ConfigError naming each bad key.
+
+    only_own_sections: read just this model's sections from the file (a part of the full model loading a
+    file written for the whole); the full model rejects unknown sections."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path:
+        data = read_file(path)
+        if only_own_sections:
+            data = {k: v for k, v in data.items() if k in model.model_fields}
+        data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items() if v is not None}
+    origins: dict[tuple, str] = {}
+    for key_path, value, var in env_values(model, env, legacy, strict_sections=not only_own_sections):
+        if value.strip().lower() in ("", "none", "null"):
+            if not _optional(field_at(model, key_path)[1]):
+                continue  # an empty variable leaves a required key at its file or default value
+            value = None
+        _set(data, key_path, value)
+        origins[key_path] = var
+    for section, values in (overrides or {}).items():
+        for key, value in (values or {}).items():
+            if value is not None:
+                _set(data, (section, key), value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        lines = [describe_error(err, model, origins) for err in e.errors()]
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + ("\n  ".join(lines) if len(lines) > 1 else lines[0])) from None
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:
+    """The capture sections only (a file written for the whole model is fine); guardian.config.load reads all."""
+    return load_model(AgentConfig, path, env, only_own_sections=True)

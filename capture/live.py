@@ -23,8 +23,8 @@ from capture.span import Span
 log = logging.getLogger(__name__)
 
 # events handled between two hand-overs of spans to the sink: small enough that spans are
-# serialized while still in cache (replaying recorded nginx events, bench/events.py:
-# 12-15 us/event flushing every 4096 events, 8.5-9 every 256)
+# serialized while still in cache (a flush every few thousand events costs more per event:
+# `python -m bench.events replay FILE` measures it)
 BATCH = 256
 COALESCE_S = 0.005  # after a batch, wait this long for more events (adds <= 5 ms of delay)
 

@@ -74,7 +74,7 @@ class Loader:
         self._seeded = 0
 
     def load(self) -> None:
-        from guardian.doctor import require_ebpf
+        from capture.prereqs import require_ebpf
 
         require_ebpf()
         try:

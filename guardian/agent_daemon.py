@@ -11,13 +11,14 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
+from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
 from capture.traces.stream import StreamLinker
@@ -34,39 +35,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)
-
-
-class ReplaySource:
-    """Spans from a file of JSON lines (`guardian capture --json` output), in batches, then idle.
-
-    The capture source for tests and demos on machines without eBPF; same interface as LiveCapture."""
-
-    def __init__(self, path: str, batch: int = 500):
-        self.path, self.batch = path, batch
-        self.sent = 0
-
-    def start(self) -> None:
-        open(self.path).close()  # fail early and clearly on a missing file
-
-    def run(self, on_spans: Callable[[list[Span]], None], stop: threading.Event) -> None:
-        with open(self.path) as f:
-            batch: list[Span] = []
-            for line in f:
-                if line.strip():
-                    batch.append(Span.from_dict(json.loads(line)))
-                if len(batch) >= self.batch:
-                    on_spans(batch)
-                    self.sent += len(batch)
-                    batch = []
-            on_spans(batch)
-            self.sent += len(batch)
-        stop.wait()
-
-    def stats(self) -> dict[str, int]:
-        return {"replay.spans": self.sent}
-
-    def close(self) -> None:
-        pass
 
 
 class _Collector:
@@ -117,7 +85,7 @@ WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking an
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, store: SpanStore, source: Any, sink: Any = None,
+    def __init__(self, config: AgentConfig, store: SpanStore, source: Source, sink: Any = None,
                  enricher: Enricher | None = None, queue_batches: int = 16384):
         self.config = config
         self.store = store

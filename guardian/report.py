@@ -75,7 +75,7 @@ class Report(BaseModel):
     def to_markdown(self) -> str:
         """A readable report: summary, ranked causes with evidence, blast radius, fix. Every text that
         came from captured data or a model goes through untrusted(): the headings and marks are ours."""
-        from guardian.window import fmt_ns
+        from capture.store.window import fmt_ns
 
         u = untrusted
         out = ["# Guardian investigation", ""]

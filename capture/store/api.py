@@ -39,6 +39,33 @@ class SpanFilter:
     limit: int = 1000
     order: Literal["start", "duration_desc", "start_desc"] = "start"  # start_desc: newest first
 
+    def matches(self, s: Span) -> bool:
+        """The filter's rule for one span already in hand; every engine's query means exactly this."""
+        if self.window and not self.window.start_ns <= s.start_time_unix_nano < self.window.end_ns:
+            return False
+        for want, have in ((self.service, s.service), (self.name, s.name), (self.kind, s.kind),
+                           (self.status_code, s.status_code), (self.trace_id, s.trace_id)):
+            if want is not None and want != have:
+                return False
+        if self.peer is not None and (s.kind not in PEER_KINDS or peer_name(s.attributes) != self.peer):
+            return False
+        if self.min_duration_ns is not None and s.duration_ns < self.min_duration_ns:
+            return False
+        # Resource keys (k8s.*, process.*) filter too: callers need not know which holds a key.
+        return all(_text(s.attributes.get(k, s.resource.get(k))) == str(v) for k, v in self.attributes.items())
+
+
+PEER_KINDS = ("CLIENT", "PRODUCER")  # the spans that have a peer (peer_name)
+
+
+def _text(value: Any) -> str | None:
+    """An attribute value as the store compares it (JSON text of scalars)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
 
 def peer_name(attributes: dict[str, Any]) -> str | None:
     """What a CLIENT/PRODUCER span calls when no server span is linked to it: the database,

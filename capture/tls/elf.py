@@ -198,8 +198,8 @@ def entry_probe_point(code: bytes, addr: int) -> int:
     """Where to put the entry uprobe of the Go function whose code starts `code` at `addr`.
 
     A uprobe on an instruction the kernel cannot emulate executes a copy of it single-stepped:
-    a second trap, measured at 5.5 µs a hit on this VM against 1.0 µs on a jump or a push,
-    which the kernel emulates. So the probe goes on the prologue's `jbe` to morestack, with
+    a second trap, several times the cost of a jump or a push, which the kernel emulates
+    (`python -m bench.tls` measures the cost per request). So the probe goes on the prologue's `jbe` to morestack, with
     the arguments still in their registers; like the entry itself, it runs again when the
     function restarts after growing its stack. Any other prologue keeps the entry.
     """

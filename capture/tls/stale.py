@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from guardian.doctor import tracefs_root
+from capture.prereqs import tracefs_root
 
 _BCC_EVENT = re.compile(r"^[pr]:(\S+/)?(\S+_bcc_(\d+))\s")
 

@@ -25,7 +25,7 @@ from capture.store.api import SpanStore, TimeWindow
 from guardian.alerts.payloads import Alert
 from guardian.api.jobs import Busy, Job, Jobs
 from guardian.report import untrusted
-from guardian.window import parse_duration
+from capture.store.window import parse_duration
 
 log = logging.getLogger(__name__)
 KEEP_EVENTS = 500

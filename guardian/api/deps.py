@@ -52,7 +52,7 @@ def require_token(
 
 def window_query(request: Request, since: str | None = None, start: str | None = None,
                  end: str | None = None) -> TimeWindow:
-    """Query parameters since|start,end as a TimeWindow (default: guardian.window's); bad ones are a 400."""
+    """Query parameters since|start,end as a TimeWindow (default: capture.store.window's); bad ones are a 400."""
     return window_or_400(request.app.state.store, since, start, end)
 
 

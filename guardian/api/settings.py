@@ -1,24 +1,22 @@
-"""Settings of the HTTP API, Slack and scheduled reports: a YAML file, then env vars on top.
+"""The configuration sections of the HTTP API, Slack, scheduled reports, alerts and memory.
 
-YAML sections `api`, `slack`, `schedule`, `alerts`, `memory` (keys as below); env: GUARDIAN_API_TOKEN,
-SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN, SLACK_API_URL, GUARDIAN_SCHEDULE_{INTERVAL,CRON,
-WINDOW,SLACK_CHANNEL,WEBHOOK_URL,HISTORY,INVESTIGATE}, GUARDIAN_ALERTS_{SLACK_CHANNEL,WEBHOOK_URL},
-GUARDIAN_MEMORY_PATH. Nothing here opens sockets or files but the YAML.
+Part of the one model in guardian/config.py, which loads them (file, then env vars: see
+docs/configuration.md). Nothing here opens sockets or files.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     token: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -28,16 +26,20 @@ class ApiSettings(BaseModel):
 
 
 class SlackSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     signing_secret: str | None = None
     bot_token: str | None = None
     api_url: str | None = None  # Web API base URL; None = Slack's own
-    window: str | None = None  # e.g. "15m"; None = guardian.window's default for the store
+    window: str | None = None  # e.g. "15m"; None = capture.store.window's default for the store
 
 
 class ScheduleSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     interval_s: float | None = Field(None, gt=0)
     cron: str | None = None
-    window: str | None = None  # e.g. "15m"; None = guardian.window's default for the store
+    window: str | None = None  # e.g. "15m"; None = capture.store.window's default for the store
     slack_channel: str | None = None
     webhook_url: str | None = None
     history_path: str | None = None  # JSON lines; None keeps history in memory only
@@ -97,6 +99,8 @@ class MemorySettings(BaseModel):
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     api: ApiSettings = Field(default_factory=ApiSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
@@ -114,43 +118,15 @@ class Settings(BaseModel):
         return host, None
 
 
-_ENV = {
-    "GUARDIAN_API_TOKEN": ("api", "token"),
-    "SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
-    "SLACK_BOT_TOKEN": ("slack", "bot_token"),
-    "SLACK_API_URL": ("slack", "api_url"),
-    "GUARDIAN_SCHEDULE_INTERVAL": ("schedule", "interval_s"),
-    "GUARDIAN_SCHEDULE_CRON": ("schedule", "cron"),
-    "GUARDIAN_SCHEDULE_WINDOW": ("schedule", "window"),
-    "GUARDIAN_SCHEDULE_SLACK_CHANNEL": ("schedule", "slack_channel"),
-    "GUARDIAN_SCHEDULE_WEBHOOK_URL": ("schedule", "webhook_url"),
-    "GUARDIAN_SCHEDULE_HISTORY": ("schedule", "history_path"),
-    "GUARDIAN_SCHEDULE_INVESTIGATE": ("schedule", "investigate"),
-    "GUARDIAN_ALERTS_SLACK_CHANNEL": ("alerts", "slack_channel"),
-    "GUARDIAN_ALERTS_WEBHOOK_URL": ("alerts", "webhook_url"),
-    "GUARDIAN_MEMORY_PATH": ("memory", "path"),
-}
-
-
 def load_settings(
     path: str | os.PathLike | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Settings from the YAML file at `path` (optional), then env vars, then `overrides`."""
-    env = os.environ if env is None else env
-    data: dict[str, Any] = {}
-    if path:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping with sections api/slack/schedule")
-        data = {k: dict(v or {}) for k, v in loaded.items() if k in ("api", "slack", "schedule", "alerts", "memory")}
-    for var, (section, key) in _ENV.items():
-        if env.get(var):
-            data.setdefault(section, {})[key] = env[var]
-    for section, values in (overrides or {}).items():
-        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
-    return Settings.model_validate(data)
+    """The whole configuration (guardian.config.load), which is a Settings: file, env vars, then overrides."""
+    from guardian.config import load
+
+    return load(path, env, overrides)
 
 
 def as_settings(config: Settings | Mapping[str, Any] | None) -> Settings:

@@ -1,6 +1,6 @@
 """Input checks shared by the routers: a bad window or attribute key is a 400, never a 500.
 
-Does not parse times itself (guardian.window does); it only turns every way that can fail
+Does not parse times itself (capture.store.window does); it only turns every way that can fail
 (huge numbers overflow a float, infinities, odd keys the store cannot quote) into a 400.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import HTTPException
 
 from capture.store.api import SpanStore, TimeWindow
-from guardian.window import WindowError, parse_time, resolve_window
+from capture.store.window import WindowError, parse_time, resolve_window
 
 MAX_TIME_CHARS = 64  # an ISO-8601 time with zone and fraction fits easily
 # OTel attribute keys: dotted lowercase names; we allow a little more, never quotes or backslashes.

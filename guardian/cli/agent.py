@@ -16,10 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("agent", help="run the capture daemon (eBPF capture, linking, store, export, API)",
                        description="Capture every request on this host, link spans into traces, keep them "
                                    "in the store, export OTLP when configured, and serve the API. Config: "
-                                   "a YAML file (sections store, linker, export, k8s, capture, log, api, "
-                                   "slack, schedule) and GUARDIAN_* environment variables.")
+                                   "--config FILE (sections store, linker, export, k8s, capture, log, api, "
+                                   "slack, schedule, llm: docs/configuration.md) and GUARDIAN_* environment "
+                                   "variables.")
     p.add_argument("--store", metavar="PATH", help="store file (default: store.path from config, else in memory)")
-    p.add_argument("--config", metavar="FILE", help="YAML config file")
     p.add_argument("--host", help="API address (default api.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="API port (default api.port, 8080)")
     p.add_argument("--replay", metavar="FILE",
@@ -56,16 +56,16 @@ def _pods(cfg):
 
 
 def run(args: argparse.Namespace) -> int:
-    from capture.config import load_config
     from capture.errors import CaptureUnavailable
     from capture.export.otlp import from_config
+    from capture.sources.replay import ReplaySource
     from capture.store.factory import open_store
-    from guardian.agent_daemon import Agent, ApiServer, ReplaySource, minimal_app
-    from guardian.api.settings import load_settings
+    from guardian.agent_daemon import Agent, ApiServer, minimal_app
+    from guardian.config import load
 
     try:
-        cfg = load_config(args.config)
-        settings = load_settings(args.config, overrides={"api": {"port": args.port, "host": args.host}})
+        # One model: cfg is the agent's configuration and the API's settings at once.
+        cfg = settings = load(args.config, overrides={"api": {"port": args.port, "host": args.host}})
     except (OSError, ValueError) as e:
         print(f"guardian agent: bad configuration: {e}", file=sys.stderr)
         return 2

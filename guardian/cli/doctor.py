@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from guardian.doctor import run_checks
+from capture.prereqs import run_checks
 
 
 def register(sub) -> None:

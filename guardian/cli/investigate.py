@@ -1,54 +1,15 @@
 """`guardian investigate "question"`: what is broken and why, as a report (markdown or --json).
 
-Also holds the window/store options that `guardian anomalies` shares.
+Reads spans from --store, --api or --spans (guardian/cli/source.py), like every span-reading command.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
-from capture.store.api import SpanStore, TimeWindow
-from guardian.window import WindowError, resolve_window
-
-
-def add_source_args(p: argparse.ArgumentParser) -> None:
-    """--since | --start/--end, --store, --spans."""
-    w = p.add_argument_group("window (default: last 15 min, or the whole range of recorded data)")
-    w.add_argument("--since", metavar="DURATION", help="window ending now, e.g. 15m, 2h")
-    w.add_argument("--start", metavar="T", help="window start: ISO-8601 or unix seconds")
-    w.add_argument("--end", metavar="T", help="window end: ISO-8601 or unix seconds (default now)")
-    p.add_argument("--store", metavar="PATH", default=os.environ.get("GUARDIAN_STORE_PATH"),
-                   help="store file (default $GUARDIAN_STORE_PATH)")
-    p.add_argument("--spans", metavar="PATH",
-                   help="load spans from a JSON-lines file (.jsonl[.gz]) or an eval scenario folder"
-                        " into an in-memory store instead")
-
-
-def open_source(args: argparse.Namespace) -> tuple[SpanStore, TimeWindow | None]:
-    """The store and the window the options ask for (None = the store's default)."""
-    from capture.store.factory import open_store
-    from guardian.evals.scenarios import read_spans
-
-    if args.spans:
-        path = Path(args.spans)
-        store = open_store(None)
-        if path.is_dir():
-            batches = read_spans(path)
-        else:
-            batches = read_spans(path.parent, pattern=path.name)
-        for batch in batches:
-            store.append(batch)
-    else:
-        store = open_store(args.store)
-    if args.since is None and args.start is None and args.end is None:
-        return store, None
-    if args.since is not None and (args.start or args.end):
-        store.close()
-        raise WindowError("give --since or --start/--end, not both")
-    return store, resolve_window(store, args.since, args.start, args.end)
+from capture.store.window import WindowError
+from guardian.cli.source import Source, SourceError, add_source_args, open_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,26 +21,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("question", help='e.g. "why is checkout slow?"')
     add_source_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--engine", choices=("auto", "deterministic", "llm"), default="auto",
-                   help="default auto: llm when configured, else deterministic")
+    p.add_argument("--engine", choices=("auto", "deterministic", "llm"), default=None,
+                   help="default auto: llm when configured, else deterministic (over --api: the agent's api.engine)")
     p.set_defaults(func=run)
+
+
+def _over_api(src: Source, args: argparse.Namespace) -> int:
+    body = {k: v for k, v in {"question": args.question, "since": args.since, "start": args.start,
+                              "end": args.end, "engine": args.engine}.items() if v is not None}
+    headers = {} if args.json else {"Accept": "text/markdown"}
+    r = src.api.send("POST", "/v1/investigate", json=body, headers=headers)
+    if r.status_code >= 400:
+        detail = r.json().get("detail", r.text) if "json" in r.headers.get("content-type", "") else r.text
+        print(f"guardian investigate: the agent API answered {r.status_code}: {detail}", file=sys.stderr)
+        return 2 if r.status_code < 500 else 1
+    print(json.dumps(r.json(), indent=2) if args.json else r.text.rstrip("\n"))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from guardian.investigate.engine import investigate
 
     try:
-        store, window = open_source(args)
-    except (WindowError, OSError, ValueError, KeyError) as e:
+        src = open_source(args, "investigate")
+    except (SourceError, WindowError, OSError, ValueError, KeyError) as e:
         print(f"guardian investigate: {e}", file=sys.stderr)
         return 2
     try:
-        if store.count() == 0:
-            print("guardian investigate: the store is empty (capture or import spans, or pass"
-                  " --store/--spans)", file=sys.stderr)
+        if src.api is not None:
+            return _over_api(src, args)
+        if src.store.count() == 0:
+            print(f"guardian investigate: the store is empty ({src.what}; capture or import spans, or pass"
+                  " --store/--api/--spans)", file=sys.stderr)
             return 1
-        report = investigate(store, args.question, window, engine=args.engine)
+        report = investigate(src.store, args.question, src.window, engine=args.engine or "auto")
     finally:
-        store.close()
+        src.close()
     print(json.dumps(report.model_dump(mode="json"), indent=2) if args.json else report.to_markdown())
     return 0

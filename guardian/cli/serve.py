@@ -17,7 +17,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", metavar="PATH", help="store file (default: an empty in-memory store)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1, or api.host from the config)")
     p.add_argument("--port", type=int, help="port (default 8080, or api.port from the config)")
-    p.add_argument("--config", metavar="FILE", help="YAML file with api/slack/schedule sections")
     p.set_defaults(func=serve)
 
     m = sub.add_parser("mcp", help="serve the investigation tools as an MCP server on stdio",
@@ -43,10 +42,10 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from guardian.api.main import create_app
-    from guardian.api.settings import load_settings
+    from guardian.config import load
 
     try:
-        settings = load_settings(args.config, overrides={"api": {"port": args.port}})
+        settings = load(args.config, overrides={"api": {"port": args.port}})
     except (OSError, ValueError) as e:
         print(f"guardian serve: bad configuration: {e}", file=sys.stderr)
         return 2

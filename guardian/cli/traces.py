@@ -1,32 +1,19 @@
-"""`guardian traces`, `guardian trace ID`, `guardian services`: read spans from a store file
-(--store PATH) or from a running agent's API (--api URL, token from GUARDIAN_API_TOKEN)."""
+"""`guardian traces`, `guardian trace ID`, `guardian services`: read spans from a store file, a running
+agent's API or a span file (--store | --api | --spans: guardian/cli/source.py)."""
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
-from typing import Any
 
 from capture.span import Span
-from capture.store.api import SpanFilter, SpanStore, TimeWindow
+from capture.store.api import SpanFilter
+from capture.store.window import WindowError
+from guardian.cli.source import Source, SourceError, add_source_args, open_source
 
-DEFAULT_API = "http://127.0.0.1:8080"
-
-
-def _source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", metavar="PATH", help="read this store file (not one a running agent holds open)")
-    p.add_argument("--api", metavar="URL",
-                   help=f"read from a running agent's API (default {DEFAULT_API} or GUARDIAN_API_URL "
-                        "when --store is not given); token from GUARDIAN_API_TOKEN")
+def _source_args(p: argparse.ArgumentParser, window: bool = True) -> None:
+    add_source_args(p, window)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def _window_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", metavar="DUR", help="window ending now, e.g. 15m, 2h")
-    p.add_argument("--start", metavar="T", help="window start (ISO-8601 or unix seconds)")
-    p.add_argument("--end", metavar="T", help="window end (ISO-8601 or unix seconds)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Whole traces having a span that matches the filter. With --json: one "
                                    'trace per line, {"trace_id": ..., "spans": [span objects]}.')
     _source_args(p)
-    _window_args(p)
     p.add_argument("--service")
     p.add_argument("--operation", help="span name, e.g. 'GET /cart'")
     p.add_argument("--kind", choices=("SERVER", "CLIENT", "INTERNAL", "PRODUCER", "CONSUMER"))
@@ -46,69 +32,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("trace", help="show one trace by id", description="Every span of one trace.")
     t.add_argument("trace_id", metavar="ID")
-    _source_args(t)
+    _source_args(t, window=False)
     t.set_defaults(func=run_trace)
 
     s = sub.add_parser("services", help="list services with their RED", description="Services seen, with RED.")
     _source_args(s)
-    _window_args(s)
     s.set_defaults(func=run_services)
 
 
-class _Api:
-    def __init__(self, url: str):
-        import httpx
-
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-        token = os.environ.get("GUARDIAN_API_TOKEN")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
-
-    def _send(self, method: str, path: str, **kw: Any) -> Any:
-        import httpx
-
-        try:
-            r = self.client.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise SystemExit(f"guardian: cannot reach the agent API at {self.client.base_url} ({e}); "
-                             "is `guardian agent` running? (or read a file with --store PATH)")
-        if r.status_code == 404:
-            return None
-        if r.status_code == 401:
-            raise SystemExit("guardian: the API wants a token: set GUARDIAN_API_TOKEN")
-        if r.status_code >= 400 and not r.headers.get("content-type", "").startswith("application/json"):
-            raise SystemExit(f"guardian: API error {r.status_code}: {r.text[:200]}")
-        return r.json()
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self._send("GET", path, params={k: v for k, v in params.items() if v is not None})
-
-    def post(self, path: str, body: dict) -> Any:
-        return self._send("POST", path, json=body)
-
-
-def _open(args: argparse.Namespace) -> tuple[SpanStore | None, _Api | None]:
-    if args.store:
-        if not os.path.exists(args.store):
-            raise SystemExit(f"guardian: no store file at {args.store}")
-        from capture.store.factory import open_store
-
-        try:
-            return open_store(args.store), None
-        except Exception as e:  # noqa: BLE001 - engine errors (e.g. the file is locked) as a message
-            raise SystemExit(f"guardian: cannot open {args.store} ({e}); if an agent is running, use --api")
-    return None, _Api(args.api or os.environ.get("GUARDIAN_API_URL") or DEFAULT_API)
-
-
-def _window(store: SpanStore, args: argparse.Namespace) -> TimeWindow | None:
-    if not (args.since or args.start or args.end):
-        return None
-    from guardian.window import WindowError, resolve_window
-
+def _open(args: argparse.Namespace, command: str) -> Source:
     try:
-        return resolve_window(store, args.since, args.start, args.end)
-    except WindowError as e:
-        raise SystemExit(f"guardian: {e}")
+        return open_source(args, command, must_exist=True)
+    except (SourceError, WindowError, OSError, ValueError) as e:
+        raise SystemExit(f"guardian {command}: {e}")
 
 
 def _attrs(items: list[str] | None) -> dict[str, str]:
@@ -152,12 +88,13 @@ def _tree(spans: list[Span]) -> list[str]:
 
 
 def run_traces(args: argparse.Namespace) -> int:
-    store, api = _open(args)
+    src = _open(args, "traces")
+    store, api = src.store, src.api
     attrs = _attrs(args.attr)
     min_ns = int(args.min_duration * 1e6) if args.min_duration is not None else None
     if store is not None:
         try:
-            flt = SpanFilter(window=_window(store, args), service=args.service, name=args.operation,
+            flt = SpanFilter(window=src.window, service=args.service, name=args.operation,
                              kind=args.kind, status_code=args.status, min_duration_ns=min_ns,
                              attributes=attrs, limit=max(args.limit * 50, 1000))
             traces = store.traces(flt, limit=args.limit)
@@ -187,7 +124,8 @@ def run_traces(args: argparse.Namespace) -> int:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    store, api = _open(args)
+    src = _open(args, "trace")
+    store, api = src.store, src.api
     tid = args.trace_id.lower()
     if store is not None:
         try:
@@ -208,10 +146,11 @@ def run_trace(args: argparse.Namespace) -> int:
 
 
 def run_services(args: argparse.Namespace) -> int:
-    store, api = _open(args)
+    src = _open(args, "services")
+    store, api = src.store, src.api
     if store is not None:
         try:
-            window = _window(store, args) or store.time_range()
+            window = src.window or store.time_range()
             rows = []
             if window is not None:
                 red = {r.service: r for r in store.red(window)}

@@ -16,7 +16,7 @@ from guardian.investigate.fixes import suggest_fix
 from guardian.investigate.samples import Memo, Walker
 from guardian.investigate.walk import Key, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
-from guardian.window import default_window, fmt_ns, split_baseline
+from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
 from tools.base import spread_spans
 from tools.stats import RedStats, from_row, from_spans

@@ -9,7 +9,6 @@ from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.walk import Vote, baseline_self_times, error_votes, latency_vote
 from tools.anomalies import Anomaly
-from tools.base import peer_filters
 from tools.trace import Tree
 
 SAMPLES = 8  # requests walked per anomaly
@@ -47,10 +46,9 @@ class Walker:
         failing = a.kind in ("error_rate", "new_error", "saturation")
         flt = dict(window=self.window, status_code="ERROR" if failing else None)
         if a.caller:
-            for attrs in peer_filters(a.service):
-                got = self.fetch(SpanFilter(service=a.caller, attributes=attrs, **flt), SAMPLES)
-                if got:
-                    return got
+            got = self.fetch(SpanFilter(service=a.caller, peer=a.service, **flt), SAMPLES)
+            if got:
+                return got
             return self.fetch(SpanFilter(service=a.service, kind="SERVER", **flt), SAMPLES)
         if not failing:
             flt["min_duration_ns"] = int(a.baseline.p95_ms * 1e6) or None
@@ -77,16 +75,8 @@ class Walker:
 
 
 def match(s: Span, f: SpanFilter) -> bool:
-    """Does s meet the filter (the store's semantics, for spans already fetched)?"""
-    if f.window and not f.window.start_ns <= s.start_time_unix_nano < f.window.end_ns:
-        return False
-    for want, have in ((f.service, s.service), (f.name, s.name), (f.kind, s.kind),
-                       (f.status_code, s.status_code)):
-        if want is not None and want != have:
-            return False
-    if f.min_duration_ns is not None and s.duration_ns < f.min_duration_ns:
-        return False
-    return all(str(s.attributes.get(k, s.resource.get(k))) == str(v) for k, v in f.attributes.items())
+    """Does s meet the filter: the store's rule (SpanFilter.matches), for spans already fetched."""
+    return f.matches(s)
 
 
 class Memo:

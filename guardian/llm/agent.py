@@ -31,12 +31,12 @@ from guardian.llm.answer import build_report, parse_answer
 from guardian.llm.config import LLMConfig, load_config
 from guardian.llm.toolbox import SMALL_MODEL_TOOLS, Toolbox, window_args
 from guardian.report import Report
-from guardian.window import fmt_ns
+from capture.store.window import fmt_ns
 
 log = logging.getLogger(__name__)
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
-LOCAL_TOOL_CHARS = 1500  # a local model reads ~50-100 prompt tokens/s on 2 cores
+LOCAL_TOOL_CHARS = 1500  # a local model reads its prompt slowly on a few cores
 LOCAL_MAX_STEPS = 3  # small models repeat themselves; more turns cost minutes, not accuracy
 MAX_STALLED = 2  # turns in a row whose calls were all refused repeats: the model is looping
 

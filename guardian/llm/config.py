@@ -1,19 +1,17 @@
-"""Which LLM the agent talks to: the `llm` section of the YAML config, then env vars on top.
+"""Which LLM the agent talks to: the `llm` section of the one configuration model (guardian/config.py).
 
 GUARDIAN_LLM: unset/"off" = none, "local" or "local:1.5b" = the local server of
 `guardian llm serve`, "openai" = OpenAI's API. GUARDIAN_LLM_BASE_URL (any
 OpenAI-compatible endpoint), GUARDIAN_LLM_MODEL, GUARDIAN_LLM_API_KEY refine it.
-The config file is $GUARDIAN_CONFIG (or a path given by the caller).
+The config file is `guardian --config FILE` / $GUARDIAN_CONFIG (or a path given by the caller).
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from guardian.llm.models import MODELS
 
@@ -21,29 +19,25 @@ DEFAULT_LOCAL_MODEL = "0.5b"
 DEFAULT_LOCAL_PORT = 8765
 OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
 
-_ENV = {
-    "GUARDIAN_LLM": "provider",
-    "GUARDIAN_LLM_BASE_URL": "base_url",
-    "GUARDIAN_LLM_MODEL": "model",
-    "GUARDIAN_LLM_API_KEY": "api_key",
-    "GUARDIAN_LLM_TIMEOUT": "timeout_s",
-    "GUARDIAN_LLM_MAX_STEPS": "max_steps",
-    "GUARDIAN_LLM_PORT": "local_port",
-}
-
-
 class LLMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     provider: str | None = None  # None/off | local | local:<key> | openai | url
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = None
-    timeout_s: float = Field(300.0, gt=0)  # per request: local models read ~40 tokens/s on 2 busy cores
+    timeout_s: float = Field(300.0, gt=0)  # per request: a local model on a few busy cores reads slowly
     max_steps: int = Field(6, ge=0)  # model turns that may call tools, before the final answer
     max_tool_chars: int = Field(2500, ge=200)  # per tool result, as the model sees it
     max_tokens: int = Field(400, ge=16)  # per model turn
     temperature: float = 0.0
     tools: list[str] | None = None  # offer only these tools (default: all; a short list for local models)
     local_port: int = DEFAULT_LOCAL_PORT
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tools_from_text(cls, v: Any) -> Any:
+        return [t.strip() for t in v.split(",") if t.strip()] if isinstance(v, str) else v
 
     @property
     def enabled(self) -> bool:
@@ -85,17 +79,8 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> LLMConfig:
-    """The `llm` section of the YAML file (path or $GUARDIAN_CONFIG), env vars, then overrides."""
-    env = os.environ if env is None else env
-    path = path or env.get("GUARDIAN_CONFIG")
-    data: dict[str, Any] = {}
-    if path and Path(path).is_file():
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping with an `llm` section")
-        data = dict(loaded.get("llm") or {})
-    for var, key in _ENV.items():
-        if env.get(var):
-            data[key] = env[var]
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return LLMConfig.model_validate(data)
+    """The `llm` section of the whole configuration (file: path or $GUARDIAN_CONFIG, env vars), then
+    `overrides` of its keys."""
+    from guardian.config import load
+
+    return load(path, env, {"llm": overrides or {}}).llm

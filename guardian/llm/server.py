@@ -61,7 +61,7 @@ def free_port() -> int:
 def run_foreground(key: str, port: int, threads: int | None = None) -> int:
     """Load the model and serve until SIGTERM/SIGINT (this process)."""
     # OpenMP threads spin while waiting for each other; on shared, busy cores a spinning
-    # thread starves its peer and generation dropped from ~5 to 0.3 tokens/s here.
+    # thread starves its peer and generation nearly stops.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import xllamacpp
 

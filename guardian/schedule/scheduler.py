@@ -19,7 +19,7 @@ from capture.store.api import SpanStore, TimeWindow
 from guardian.api.settings import ScheduleSettings
 from guardian.report import untrusted
 from guardian.schedule.history import ReportHistory
-from guardian.window import fmt_ns
+from capture.store.window import fmt_ns
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 10  # anomalies written out in the text; the JSON keeps them all

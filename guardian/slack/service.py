@@ -13,7 +13,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from guardian.api.jobs import Busy, Job
 from guardian.slack.client import SlackPoster
-from guardian.window import WindowError, resolve_window
+from capture.store.window import WindowError, resolve_window
 
 log = logging.getLogger(__name__)
 SIGNATURE_TTL_S = 6 * 60.0

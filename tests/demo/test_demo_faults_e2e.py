@@ -94,7 +94,7 @@ def _queue_depth(run: DemoRun) -> int:
         conn.close()
 
 
-# Known gaps (measured 2026-11-25, see the report of issue 8): the test still asserts the
+# Known gaps (none today): the test still asserts the
 # same thing and shows XPASS once capture/investigation handle the case.
 KNOWN_GAPS: dict[str, str] = {}
 

@@ -10,7 +10,7 @@ import sys
 
 from capture.span import Span
 from tests.capture.export.receivers import GrpcReceiver
-from tests.guardian.agent_proc import AgentProcess, run_cli
+from support.agent_proc import AgentProcess, run_cli
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000

@@ -7,7 +7,7 @@ import socket
 import subprocess
 
 from capture.span import Span
-from tests.guardian.agent_proc import run_cli
+from support.agent_proc import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIX = os.path.join(ROOT, "tests", "capture", "importers", "fixtures")

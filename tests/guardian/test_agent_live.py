@@ -9,8 +9,8 @@ import pytest
 
 from capture.store.api import SpanFilter, TimeWindow
 from capture.store.factory import open_store
-from tests.capture.traces.linking_app import http_spans_logged, map_captured, run_app, spans_from_log
-from tests.guardian.agent_proc import AgentProcess
+from support.linking_app import http_spans_logged, map_captured, run_app, spans_from_log
+from support.agent_proc import AgentProcess
 
 # BCC compiles the probes at start: seconds on an idle machine, minutes on a crowded one.
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow, pytest.mark.timeout(600)]

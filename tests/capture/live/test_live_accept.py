@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.http_servers import process
-from tests.support.live import free_port, live_capture
+from support.process import process
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 

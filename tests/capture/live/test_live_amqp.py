@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live import free_port, live_capture
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 QUEUE, EXCHANGE = "guardian-jobs", "guardian-events"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.live import ROOT, free_port, live_capture
+from support.live import ROOT, free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 JAR_DIR = ROOT / ".venv" / "share" / "guardian"

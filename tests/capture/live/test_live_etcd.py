@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.support.live import live_capture
+from support.live import live_capture
 
 pytestmark = pytest.mark.ebpf
 

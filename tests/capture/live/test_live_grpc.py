@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from tests.support.live import live_capture
+from support.live import live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 
-from tests.support.http_servers import nginx_server, python_server, uvicorn_server
-from tests.support.live import free_port, live_capture
+from support.http_servers import nginx_server, python_server, uvicorn_server
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 

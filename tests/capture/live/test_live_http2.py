@@ -12,8 +12,8 @@ import h2.connection
 import h2.events
 import pytest
 
-from tests.support.http_servers import nginx_server
-from tests.support.live import live_capture
+from support.http_servers import nginx_server
+from support.live import live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tests.support.live import live_capture
+from support.live import live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -11,7 +11,7 @@ import pymysql
 import pytest
 from pymysql.constants import COMMAND
 
-from tests.support.live import live_capture
+from support.live import live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -8,7 +8,7 @@ import os
 import nats
 import pytest
 
-from tests.support.live import live_capture
+from support.live import live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -9,8 +9,8 @@ import subprocess
 import psycopg
 import pytest
 
-from tests.capture.live.conftest import PG_BIN
-from tests.support.live import live_capture
+from support.servers import PG_BIN
+from support.live import live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import redis
 
-from tests.support.live import live_capture
+from support.live import live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.capture.tls import targets
-from tests.support.http_servers import process
-from tests.support.live import free_port, live_capture
+from support import tls_targets as targets
+from support.process import process
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 

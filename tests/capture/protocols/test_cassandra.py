@@ -126,7 +126,6 @@ def test_detect():
     assert other_protocol_matches(detect) == []
 
 
-@pytest.mark.skipif(not (CAPTURES / "cassandra").is_dir(), reason="shared/captures not present")
 def test_recorded_capture():
     spans = []
     stats = replay(str(CAPTURES / "cassandra" / "ndpi-cassandra.pcap"), lambda b: spans.extend(s.to_dict() for s in b))

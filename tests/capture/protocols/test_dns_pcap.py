@@ -1,10 +1,8 @@
 """DNS through the pcap source: recorded captures (UDP, TCP, IPv4 and IPv6 fragments, bad EDNS)."""
-import pytest
 
 from capture.sources.pcap import replay
 from tests.capture.sources.pcapwriter import CAPTURES
 
-pytestmark = pytest.mark.skipif(not (CAPTURES / "dns").is_dir(), reason="shared/captures not present")
 
 
 def spans_of(name):

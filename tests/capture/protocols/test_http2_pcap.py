@@ -1,10 +1,8 @@
 """HTTP/2 through the pcap source (a 5G core's HTTP/2 request)."""
-import pytest
 
 from capture.sources.pcap import replay
 from tests.capture.sources.pcapwriter import CAPTURES
 
-pytestmark = pytest.mark.skipif(not (CAPTURES / "http2").is_dir(), reason="shared/captures not present")
 
 
 def test_recorded_http2_request():

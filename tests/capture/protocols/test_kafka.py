@@ -147,7 +147,6 @@ def test_detect():
     assert other_protocol_matches(detect) == []
 
 
-@pytest.mark.skipif(not (CAPTURES / "kafka").is_dir(), reason="shared/captures not present")
 def test_recorded_capture():
     spans = []
     replay(str(CAPTURES / "kafka" / "ndpi-kafka.pcapng"), lambda b: spans.extend(s.to_dict() for s in b))

@@ -1,10 +1,8 @@
 """Memcached and NATS through the pcap source."""
-import pytest
 
 from capture.sources.pcap import replay
 from tests.capture.sources.pcapwriter import CAPTURES
 
-pytestmark = pytest.mark.skipif(not (CAPTURES / "memcached").is_dir(), reason="shared/captures not present")
 
 
 def spans_of(proto, name):

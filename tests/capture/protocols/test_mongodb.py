@@ -146,11 +146,8 @@ def bench_sample():
 
 
 def test_recorded_captures_and_the_false_positive():
-    import pytest
     from capture.sources.pcap import replay
     from tests.capture.sources.pcapwriter import CAPTURES
-    if not (CAPTURES / "mongodb").is_dir():
-        pytest.skip("shared/captures not present")
     spans = []
     stats = replay(str(CAPTURES / "mongodb" / "ndpi-mongodb.pcap"), lambda b: spans.extend(s.to_dict() for s in b))
     # legacy OP_QUERY commands; the capture holds no replies

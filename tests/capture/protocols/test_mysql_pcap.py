@@ -1,10 +1,8 @@
 """MySQL through the pcap source: the mysql client, caching_sha2_password, query attributes (8.0)."""
-import pytest
 
 from capture.sources.pcap import replay
 from tests.capture.sources.pcapwriter import CAPTURES
 
-pytestmark = pytest.mark.skipif(not (CAPTURES / "mysql").is_dir(), reason="shared/captures not present")
 
 
 def spans_of(name):

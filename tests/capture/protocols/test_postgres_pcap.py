@@ -1,10 +1,8 @@
 """PostgreSQL through the pcap source: recorded psql sessions, an app's traffic, TLS and bad messages."""
-import pytest
 
 from capture.sources.pcap import replay
 from tests.capture.sources.pcapwriter import CAPTURES
 
-pytestmark = pytest.mark.skipif(not (CAPTURES / "postgresql").is_dir(), reason="shared/captures not present")
 
 
 def spans_of(name):

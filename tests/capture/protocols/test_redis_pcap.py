@@ -1,10 +1,8 @@
 """Redis through the pcap source: RESP3 pub/sub, a capture starting with a reply, plain commands."""
-import pytest
 
 from capture.sources.pcap import replay
 from tests.capture.sources.pcapwriter import CAPTURES
 
-pytestmark = pytest.mark.skipif(not (CAPTURES / "redis").is_dir(), reason="shared/captures not present")
 
 
 def spans_of(name):

@@ -7,9 +7,8 @@ from pathlib import Path
 import dpkt
 
 ROOT = Path(__file__).resolve().parents[3]
-# Recorded captures of real traffic (../shared/captures next to the repository; see its README).
-CAPTURES = next((p for p in (ROOT.parent / "shared" / "captures", Path("/work/shared/captures")) if p.is_dir()),
-                ROOT.parent / "shared" / "captures")
+# Recorded captures of real traffic, in the repository (sources and licences: tests/captures/README.md).
+CAPTURES = ROOT / "tests" / "captures"
 
 
 class PcapWriter:

@@ -24,10 +24,8 @@ def resp(body=b"ok", status="200 OK"):
     return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
-needs_captures = pytest.mark.skipif(not CAPTURES.is_dir(), reason="shared/captures not present")
 
 
-@needs_captures
 def test_recorded_pipelined_requests():
     spans, stats = spans_of(CAPTURES / "http" / "zeek-pipelined-requests.pcap")
     assert [s["attributes"]["url.path"] for s in spans] == [
@@ -43,7 +41,6 @@ def test_recorded_pipelined_requests():
     assert stats["pcap.flows_detected"] == 1
 
 
-@needs_captures
 def test_recorded_capture_starting_with_a_reply_pcapng():
     spans, stats = spans_of(CAPTURES / "http" / "ndpi-http_starting_with_reply.pcapng")
     got = [(s["name"], s["attributes"]["http.response.status_code"], s["status_code"]) for s in spans]
@@ -52,7 +49,6 @@ def test_recorded_capture_starting_with_a_reply_pcapng():
     assert spans[0]["attributes"]["server.port"] == 80
 
 
-@needs_captures
 def test_recorded_100_continue_latency_from_packet_times():
     (span,), _ = spans_of(CAPTURES / "http" / "zeek-100-continue.pcap")
     assert span["name"] == "POST /" and span["attributes"]["http.response.status_code"] == 200

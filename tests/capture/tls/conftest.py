@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.capture.tls import targets
+from support import tls_targets as targets
 
 
 @pytest.fixture(scope="session")

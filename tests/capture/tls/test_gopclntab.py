@@ -10,7 +10,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from capture.tls import elf, gopclntab
-from tests.capture.tls import targets
+from support import tls_targets as targets
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_stripped_binary_names_every_crypto_tls_function_of_its_unstripped_twin(
     started = time.perf_counter()
     funcs = _functions(stripped)
     elapsed = time.perf_counter() - started
-    assert len(funcs) > 4000 and elapsed < 2.0  # ~5,000 functions in ~15 ms here
+    assert len(funcs) > 4000 and elapsed < 2.0  # thousands of functions, far under the bound
     syms = _symtab_funcs(go_binary)
     tls = {name: sym for name, sym in syms.items() if name.startswith("crypto/tls.")}
     assert len(tls) > 300 and elf.GO_READ in tls and elf.GO_WRITE in tls

@@ -13,9 +13,9 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from capture.tls import elf
-from tests.capture.tls import targets
-from tests.capture.tls.targets import wait_for_log
-from tests.support.live import free_port, live_capture
+from support import tls_targets as targets
+from support.tls_targets import wait_for_log
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from tests.capture.tls.targets import wait_for_log
-from tests.support.http_servers import process
-from tests.support.live import free_port, live_capture
+from support.tls_targets import wait_for_log
+from support.process import process
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 

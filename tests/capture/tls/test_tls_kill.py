@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from guardian.doctor import tracefs_root
-from tests.capture.tls import targets
-from tests.support.live import ROOT, ebpf_or_skip, free_port
+from capture.prereqs import tracefs_root
+from support import tls_targets as targets
+from support.live import ROOT, ebpf_or_skip, free_port
 
 pytestmark = pytest.mark.ebpf
 

@@ -15,9 +15,9 @@ import pytest
 import requests
 import urllib3
 
-from tests.capture.tls import targets
-from tests.capture.tls.targets import wait_for_log
-from tests.support.live import free_port, live_capture
+from support import tls_targets as targets
+from support.tls_targets import wait_for_log
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -6,8 +6,8 @@ import subprocess
 import psycopg
 import pytest
 
-from tests.capture.tls import targets
-from tests.support.live import free_port, live_capture
+from support import tls_targets as targets
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 

@@ -6,7 +6,7 @@ import pytest
 
 from capture.traces.linker import link_all
 from capture.traces.stream import StreamLinker
-from tests.capture.traces.linking_app import accuracy, run_app, spans_from_log
+from support.linking_app import accuracy, run_app, spans_from_log
 
 
 @pytest.fixture(scope="module")

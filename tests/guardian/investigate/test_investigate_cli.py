@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from guardian.cli.main import main
-from guardian.window import fmt_ns
+from capture.store.window import fmt_ns
 
 SCENARIO = Path(__file__).resolve().parents[3] / "evals" / "scenarios" / "redis_slow"
 EXPECTED = json.loads((SCENARIO / "expected.json").read_text())

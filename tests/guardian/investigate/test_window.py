@@ -6,7 +6,7 @@ import pytest
 from capture.span import Span
 from capture.store.api import TimeWindow
 from capture.store.factory import open_store
-from guardian.window import (WindowError, default_window, parse_duration, parse_time,
+from capture.store.window import (WindowError, default_window, parse_duration, parse_time,
                              resolve_window, split_baseline)
 
 S = 10**9

@@ -1,7 +1,7 @@
-"""`guardian doctor`: is this machine able to run the eBPF capture, and if not, the fix.
+"""Is this machine able to run the eBPF capture, and if not, the command that fixes each missing piece.
 
-Every check says what it found and, when it fails, the command that fixes it. Commands
-that need eBPF call `require_ebpf()` and so fail with the same words, not a traceback.
+Every check says what it found and, when it fails, the fix. Code that needs eBPF calls `require_ebpf()`
+and so fails with the same words, not a traceback; `guardian doctor` only prints these checks.
 """
 from __future__ import annotations
 
@@ -48,14 +48,17 @@ def check_btf() -> Check:
 
 def tracefs_root() -> Path | None:
     for p in TRACEFS:
-        if (p / "events" / "syscalls").is_dir():
-            return p
+        try:
+            if (p / "events" / "syscalls").is_dir():
+                return p
+        except PermissionError:  # tracefs is root's: without root it is as good as absent
+            continue
     return None
 
 
 def check_tracefs() -> Check:
     root = tracefs_root()
-    return Check("tracefs", root is not None, f"mounted at {root}" if root else "not mounted",
+    return Check("tracefs", root is not None, f"mounted at {root}" if root else "not mounted (or not readable: run as root)",
                  "mount -t tracefs nodev /sys/kernel/tracing  (or: make setup)")
 
 

@@ -11,9 +11,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.http_servers import process
+from support.process import process
 
-GO_SRC = Path(__file__).with_name("go")
+GO_SRC = Path(__file__).with_name("tls_go")
 
 NODE_SERVER = """
 const https = require('https'), fs = require('fs');
@@ -58,7 +58,7 @@ asyncio.run(main())
 
 
 def wait_for_log(cap, text: str, timeout: float = 180.0) -> None:
-    """Wait until a live capture (tests.support.live) has logged `text`, e.g. "probes on <file>"."""
+    """Wait until a live capture (support.live) has logged `text`, e.g. "probes on <file>"."""
     deadline = time.monotonic() + timeout
     while text not in cap.err_path.read_text():
         assert time.monotonic() < deadline, f"not in the capture log after {timeout}s: {text}"
