@@ -14,7 +14,7 @@ def test_defaults_cover_every_section():
     cfg = load(None, env={})
     assert isinstance(cfg, GuardianConfig)
     assert set(GuardianConfig.model_fields) == {"store", "linker", "export", "k8s", "capture", "log", "api",
-                                                "slack", "schedule", "llm"}
+                                                "slack", "schedule", "alerts", "memory", "llm"}
     assert cfg.api.port == 8080 and not cfg.schedule.enabled and not cfg.llm.enabled
 
 

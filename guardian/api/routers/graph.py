@@ -20,22 +20,18 @@ MAX_POINTS = 120
 
 
 def _kind(store: SpanStore, window: TimeWindow, client: str, server: str, services: set[str]) -> str:
-    from tools.base import peer_filters
-
     if server in services:
         return "service"
-    for attrs in peer_filters(server)[:2]:
-        got = store.spans(SpanFilter(window=window, service=client, attributes=attrs, limit=1))
-        if got:
-            a = got[0].attributes
-            system = str(a.get("db.system") or a.get("db.system.name") or "")
-            if system:
-                return "cache" if system.lower() in CACHES else "database"
-            if a.get("messaging.system"):
-                return "broker"
-            if any(k.startswith("dns.") for k in a):
-                return "dns"
-            break
+    got = store.spans(SpanFilter(window=window, service=client, peer=server, limit=1))
+    if got:
+        a = got[0].attributes
+        system = str(a.get("db.system") or a.get("db.system.name") or "")
+        if system:
+            return "cache" if system.lower() in CACHES else "database"
+        if a.get("messaging.system"):
+            return "broker"
+        if any(k.startswith("dns.") for k in a):
+            return "dns"
     return "external"
 
 
