@@ -458,7 +458,7 @@ def compile_image(bpf_class: type, src_file: str, cflags: list[str]) -> Image:
             pass
 
     t0 = time.monotonic()
-    b = CompileOnly(src_file=src_file, cflags=cflags)
+    b = CompileOnly(src_file=src_file.encode(), cflags=cflags)
     try:
         image = image_of(b.module)
     finally:

@@ -5,7 +5,8 @@ the exec tracepoint (tls_execs ring buffer, read by this module's worker thread 
 the kernel signals it), their maps re-read a few times as the dynamic linker and dlopen()
 add libraries. Probes are attached by file (pid -1): one attach per (dev, inode) serves
 every process mapping it, present and future (the kernel inserts the breakpoints when a
-process maps the file); the BPF side filters pids. A binary never seen before is probed a
+process maps the file); the BPF side filters pids. With a --pid filter the probes are that
+process's only (others take no breakpoint). A binary never seen before is probed a
 few milliseconds after its exec: what it says before that is not seen (README, TLS).
 """
 from __future__ import annotations
@@ -16,12 +17,12 @@ import heapq
 import logging
 import mmap
 import os
-import struct
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from capture import abi
 from capture.ringbuf import RingReader
 from capture.tls import elf, procmaps, stale
 
@@ -32,9 +33,11 @@ log = logging.getLogger(__name__)
 SYSTEM_LIBS = ("/usr/lib/x86_64-linux-gnu/libssl.so*", "/lib/x86_64-linux-gnu/libssl.so*",
                "/usr/lib64/libssl.so*", "/usr/local/lib/libssl.so*")
 RESCAN_AFTER_EXEC_S = (0.2, 1.0, 3.0)  # ld.so maps libraries right away; dlopen() comes later
-TLS_STATS = ("plaintext", "no_fd", "bound", "go_fd_fault")
+# names of the tls_stats counters in the agent's stats (abi.TlsStat: the kernel's indexes)
+TLS_STATS = {abi.TlsStat.PLAINTEXT: "plaintext", abi.TlsStat.NO_FD: "no_fd", abi.TlsStat.BOUND: "bound",
+             abi.TlsStat.READ_FAULT: "go_fd_fault"}
 EXECS_PAGES = 16  # BPF_RINGBUF_OUTPUT(tls_execs, 16) in bpf/guardian.bpf.c
-_EXEC = struct.Struct("<QI4x")  # struct tls_exec (bpf/tls.h): ts_ns, pid
+_EXEC = abi.TLS_EXEC_STRUCT  # struct tls_exec (bpf/types.h): ts_ns, pid
 
 
 @dataclass(slots=True)
@@ -77,6 +80,9 @@ class TlsAttacher:
     def __init__(self, bpf, pid: int | None = None) -> None:
         self.bpf = bpf
         self.pid = pid
+        # with a --pid filter the probes go into that process only: other users of the same
+        # library take no breakpoint at all (the BPF side would drop their hits anyway)
+        self._probe_pid = pid or -1
         self.files: dict[tuple[int, int], AttachedFile] = {}
         self.skipped: dict[tuple[int, int], str] = {}  # files looked at: why not probed ("" = no TLS)
         self.stats: Counter[str] = Counter()
@@ -165,9 +171,9 @@ class TlsAttacher:
             for p in probes:
                 try:
                     if p.ret:
-                        self.bpf.attach_uretprobe(name=p.path, addr=p.addr, fn_name=p.fn)
+                        self.bpf.attach_uretprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
                     else:
-                        self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn)
+                        self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
                     attached.probes.append(p)
                 except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on attach errors
                     self.stats["attach_errors"] += 1
@@ -187,16 +193,16 @@ class TlsAttacher:
     def _detach(self, p: Probe) -> None:
         try:
             if p.ret:
-                self.bpf.detach_uretprobe(name=p.path, addr=p.addr)
+                self.bpf.detach_uretprobe(name=p.path, addr=p.addr, pid=self._probe_pid)
             else:
-                self.bpf.detach_uprobe(name=p.path, addr=p.addr)
+                self.bpf.detach_uprobe(name=p.path, addr=p.addr, pid=self._probe_pid)
         except Exception as e:  # noqa: BLE001 — see _consider
             log.debug("detach %s: %s", p.fn, e)
 
     # -- reporting -----------------------------------------------------------------------
     def kernel_stats(self) -> dict[str, int]:
         table = self.bpf["tls_stats"]
-        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(TLS_STATS)}
+        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in TLS_STATS.items()}
 
     def summary(self) -> dict[str, int]:
         out = {f"tls.{k}": v for k, v in self.stats.items()}
