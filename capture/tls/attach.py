@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from capture import abi
 from capture.ringbuf import RingReader
-from capture.tls import elf, procmaps, stale
+from capture.tls import elf, notls, procmaps, stale
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,11 @@ def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
 class TlsAttacher:
     """Owns the TLS uprobes of one loaded BPF object (capture.loader.Loader.bpf)."""
 
-    def __init__(self, bpf, pid: int | None = None) -> None:
+    def __init__(self, bpf, pid: int | None = None, memo_dir: str | None = None) -> None:
         self.bpf = bpf
+        if memo_dir is None:  # beside the compile cache (capture/loader.py)
+            memo_dir = os.environ.get("GUARDIAN_CAPTURE_BPF_CACHE", "/var/cache/guardian/bpf")
+        self.memo = notls.NoTlsMemo(memo_dir)
         self.pid = pid
         # with a --pid filter the probes go into that process only: other users of the same
         # library take no breakpoint at all (the BPF side would drop their hits anyway)
@@ -96,17 +99,13 @@ class TlsAttacher:
     def start(self) -> None:
         """Attach to what runs now, then follow new processes from a worker thread."""
         self.stats["stale_probes_removed"] += stale.remove_dead_bcc_probes()
-        # load every program here: BCC caches them in a dict the worker must not race on
-        for fn in ("tls_ssl_return", "tls_go_write", "tls_go_read", "tls_go_read_ret", "tls_go_read_copy",
-                   *(f"tls_{lib}_{suffix}" for lib in ("openssl", "boringssl", "node")
-                     for suffix in elf.SSL_FUNCS.values())):
-            self.bpf.load_func(fn, self.bpf.KPROBE)
         for path in sorted({p for pattern in SYSTEM_LIBS for p in glob.glob(pattern)}):
             ident = procmaps.file_identity(path)
             if ident:
                 self._consider(ident, path)
         for pid in ([self.pid] if self.pid else procmaps.pids()):
             self._scan(pid)
+        self.memo.save()
         self._execs = RingReader(self.bpf["tls_execs"].map_fd, EXECS_PAGES * mmap.PAGESIZE)
         self._thread = threading.Thread(target=self._follow, name="tls-attach", daemon=True)
         self._thread.start()
@@ -116,6 +115,7 @@ class TlsAttacher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.memo.save()  # what the worker read after execs
         if self._execs is not None and (self._thread is None or not self._thread.is_alive()):
             self._execs.close()
             self._execs = None
@@ -153,14 +153,24 @@ class TlsAttacher:
         if ident in self.files or ident in self.skipped or self._stop.is_set():
             return
         t0 = time.monotonic_ns()
+        stamp = notls.file_stamp(path)
+        known = self.memo.get(stamp)
+        if known is not None:  # read at an earlier start: no TLS, or TLS we cannot probe
+            self.skipped[ident] = known
+            self.stats["files_known_without_tls"] += 1
+            if known:
+                log.warning("TLS in %s not captured: %s", path, known)
+            return
         found = elf.inspect(path)
         read_ms = (time.monotonic_ns() - t0) / 1e6
         if found is None:
             self.skipped[ident] = ""
+            self.memo.add(stamp, "")
             return
         problem = found.go.problem if found.go is not None else found.ssl.problem
         if problem:
             self.skipped[ident] = problem
+            self.memo.add(stamp, problem)
             log.warning("TLS in %s not captured: %s", path, problem)
             return
         library, probes = probes_for(path, found)

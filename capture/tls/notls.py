@@ -1,0 +1,73 @@
+"""Files known to hold no TLS code we can probe, remembered across starts so a warm start reads
+fewer ELF files.
+
+At start the attacher reads every executable file mapped on the host (a few hundred: libc,
+interpreters, daemons); nearly all hold no TLS, a few hold TLS that cannot be located (a
+BoringSSL without symbols: the slowest to read). A file is remembered with why it is not
+probed ("" for no TLS) by (dev, inode, size, mtime): a replaced or rewritten file is read again. The memo is dropped whole when the code
+that decides (capture/tls/*.py) changes. Not here: what a TLS file needs (always read afresh).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_FILES = 20_000
+_TLS_DIR = Path(__file__).resolve().parent
+
+
+def _code_version() -> str:
+    h = hashlib.sha256()
+    for p in sorted(_TLS_DIR.glob("*.py")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def file_stamp(path: str) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class NoTlsMemo:
+    def __init__(self, directory: str | None) -> None:
+        self.path = Path(directory) / "notls.json" if directory and directory != "off" else None
+        self.version = _code_version()
+        self.stamps: dict[str, str] = {}  # stamp -> why not probed ("": no TLS)
+        self._dirty = False
+        if self.path is None:
+            return
+        try:
+            body = json.loads(self.path.read_text())
+            if body.get("version") == self.version:
+                self.stamps = {str(k): str(v) for k, v in list(body["files"].items())[:MAX_FILES]}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # none yet, or unreadable: every file is read
+
+    def get(self, stamp: str | None) -> str | None:
+        """Why the file is not probed ("" for no TLS), None when it must be read."""
+        return None if stamp is None else self.stamps.get(stamp)
+
+    def add(self, stamp: str | None, why: str) -> None:
+        if stamp is not None and stamp not in self.stamps and len(self.stamps) < MAX_FILES:
+            self.stamps[stamp] = why
+            self._dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": self.version, "files": self.stamps}))
+            os.replace(tmp, self.path)
+            self._dirty = False
+        except OSError as e:
+            log.debug("TLS memo not saved: %s", e)
