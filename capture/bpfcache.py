@@ -222,6 +222,17 @@ def kernel_identity() -> str:
     return f"{uname.release}|{uname.version}|{_file_digest(VMLINUX_BTF)}"
 
 
+_kernel_digest: str | None = None
+
+
+def kernel_digest() -> str:
+    """A short digest of kernel_identity(), computed once per process."""
+    global _kernel_digest
+    if _kernel_digest is None:
+        _kernel_digest = hashlib.sha256(kernel_identity().encode()).hexdigest()[:24]
+    return _kernel_digest
+
+
 def source_digest(bpf_dir: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(bpf_dir.rglob("*")):
@@ -238,7 +249,7 @@ def cache_key(bpf_dir: Path, main: str, cflags: list[str]) -> str:
     except ImportError:
         bcc_version = "-"
     h = hashlib.sha256()
-    for part in (f"format {FORMAT}", bcc_version, kernel_identity(), source_digest(bpf_dir), main,
+    for part in (f"format {FORMAT}", bcc_version, kernel_digest(), source_digest(bpf_dir), main,
                  *cflags):
         h.update(part.encode() + b"\n")
     return h.hexdigest()[:32]

@@ -9,6 +9,7 @@ reads and writes), `load_func`, `attach_uprobe`/`attach_uretprobe`/`detach_*` an
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import mmap
 import os
@@ -37,6 +38,27 @@ SENTINEL_FILTER_PORT = 0xFEED
 
 def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
+
+
+def _socket_offsets(cache_dir: str) -> dict[str, int]:
+    """capture/btf.py's offsets, kept beside the compile cache by kernel build: reading the
+    kernel's BTF in Python costs more than the rest of a warm start."""
+    if cache_dir in ("", "off"):
+        return btf.socket_offsets()
+    path = Path(cache_dir) / f"socket-offsets-{bpfcache.kernel_digest()}.json"
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    offsets = btf.socket_offsets()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(offsets))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return offsets
 
 
 def _with_tail_calls(bpf_class: type) -> type:
@@ -84,7 +106,7 @@ class Loader:
             f"-DFILTER_PORT={port or 0}",
             "-Wno-unused-function",
             # the kernel's socket behind an fd, at the running kernel's offsets (capture/btf.py)
-            *(f"-D{name}={off}" for name, off in btf.socket_offsets().items()),
+            *(f"-D{name}={off}" for name, off in _socket_offsets(self.cache_dir).items()),
         ]
         self.bpf = None
         self._seeded = 0

@@ -161,19 +161,24 @@ class TlsAttacher:
             if known:
                 log.warning("TLS in %s not captured: %s", path, known)
             return
-        found = elf.inspect(path)
+        cached = self.memo.tls_probes(stamp)
+        if cached is not None:
+            library, probes = cached[0], [Probe(path, a, fn, ret) for a, fn, ret in cached[1]]
+        else:
+            found = elf.inspect(path)
+            if found is None:
+                self.skipped[ident] = ""
+                self.memo.add(stamp, "")
+                return
+            problem = found.go.problem if found.go is not None else found.ssl.problem
+            if problem:
+                self.skipped[ident] = problem
+                self.memo.add(stamp, problem)
+                log.warning("TLS in %s not captured: %s", path, problem)
+                return
+            library, probes = probes_for(path, found)
+            self.memo.add_tls(stamp, library, [(p.addr, p.fn, p.ret) for p in probes])
         read_ms = (time.monotonic_ns() - t0) / 1e6
-        if found is None:
-            self.skipped[ident] = ""
-            self.memo.add(stamp, "")
-            return
-        problem = found.go.problem if found.go is not None else found.ssl.problem
-        if problem:
-            self.skipped[ident] = problem
-            self.memo.add(stamp, problem)
-            log.warning("TLS in %s not captured: %s", path, problem)
-            return
-        library, probes = probes_for(path, found)
         attached = AttachedFile(path, library)
         with self._lock:
             if self._stop.is_set():
