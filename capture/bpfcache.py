@@ -451,8 +451,6 @@ def image_bpf_class(base: type | None = None) -> type:
                 raise IndexError("Leaf must be aligned to 8 bytes")
         return t
 
-    from bcc.libbcc import lib  # noqa: F401 — the table classes call into it
-
     _TABLE_CLASSES = {
         1: bcc_table.HashTable, 2: bcc_table.Array, 3: bcc_table.ProgArray, 5: bcc_table.PerCpuHash,
         6: bcc_table.PerCpuArray, 9: bcc_table.LruHash, 10: bcc_table.LruPerCpuHash,
