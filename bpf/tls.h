@@ -1,57 +1,11 @@
-/* Pure helpers for the TLS uprobes (no maps: those live in guardian.bpf.c's TLS section).
+/* Pure helpers for the TLS uprobes (no maps: those live in guardian.bpf.c's TLS section;
+ * the TLS structs and counters are in types.h, the ABI the tests check).
  * Go layouts are those of the Go 1.17+ amd64 register ABI and of net/poll structs that
  * have not changed since Go 1.12; a wrong guess is caught by the conns lookup (no such fd). */
 #ifndef GUARDIAN_TLS_H
 #define GUARDIAN_TLS_H
 
 #include "types.h"
-
-/* Counters of the TLS section (tls_stats array), reported as kernel.tls_* by the agent. */
-enum guardian_tls_stat {
-    TLS_STAT_PLAINTEXT = 0, /* plaintext chunks handed to emit_data */
-    TLS_STAT_NO_FD = 1,     /* plaintext dropped: SSL object not yet tied to a socket */
-    TLS_STAT_BOUND = 2,     /* SSL objects tied to a socket */
-    TLS_STAT_READ_FAULT = 3, /* Go net.Conn -> fd chain not readable */
-    TLS_STAT_MAX = 4,
-};
-
-/* What an SSL_read/SSL_write call is doing, between its entry and return probes. */
-struct tls_call {
-    __u64 ssl;
-    __u64 buf;
-    __u64 out_len; /* size_t * of the _ex variants (bytes done), 0 for SSL_read/SSL_write */
-    __u8 dir;
-    __u8 source;
-    __u8 _pad[6];
-};
-
-/* A process that just exec'd (tls_execs ring): userspace probes its new image. The time
- * lets userspace report how long after the exec its probes were in place. */
-struct tls_exec {
-    __u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-    __u32 pid;
-    __u32 _pad;
-};
-
-/* SSL objects are per process: the same pointer in two processes is two objects. */
-struct tls_ssl_key {
-    __u32 tgid;
-    __u32 _pad;
-    __u64 ssl;
-};
-
-/* A Go (*Conn).Read in flight, by goroutine (R14): goroutines move between threads. */
-struct tls_go_key {
-    __u32 tgid;
-    __u32 _pad;
-    __u64 goid;
-};
-
-struct tls_go_read {
-    __u64 buf;
-    __u32 fd;
-    __u32 _pad;
-};
 
 /* crypto/tls.Conn starts with `conn net.Conn` (itab, data); data is a *net.TCPConn whose
  * first word is *netFD; netFD starts with poll.FD {fdMutex (16 bytes), Sysfd int}. */

@@ -144,4 +144,54 @@ struct guardian_event {
     char comm[16];    /* task name: names short-lived processes gone before userspace looks */
 };
 
+/* ======== TLS uprobes (bpf/tls.h, the TLS section of guardian.bpf.c) ========
+ * Kept as one block: the TLS section's map values and counters, mirrored in capture/abi.py. */
+/* Counters of the TLS section (tls_stats array), reported as kernel.tls_* by the agent. */
+enum guardian_tls_stat {
+    TLS_STAT_PLAINTEXT = 0, /* plaintext chunks handed to emit_data */
+    TLS_STAT_NO_FD = 1,     /* plaintext dropped: SSL object not yet tied to a socket */
+    TLS_STAT_BOUND = 2,     /* SSL objects tied to a socket */
+    TLS_STAT_READ_FAULT = 3, /* Go net.Conn -> fd chain not readable */
+    TLS_STAT_MAX = 4,
+};
+
+/* What an SSL_read/SSL_write call is doing, between its entry and return probes. */
+struct tls_call {
+    __u64 ssl;
+    __u64 buf;
+    __u64 out_len; /* size_t * of the _ex variants (bytes done), 0 for SSL_read/SSL_write */
+    __u8 dir;
+    __u8 source;
+    __u8 _pad[6];
+};
+
+/* A process that just exec'd (tls_execs ring): userspace probes its new image. The time
+ * lets userspace report how long after the exec its probes were in place. */
+struct tls_exec {
+    __u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+    __u32 pid;
+    __u32 _pad;
+};
+
+/* SSL objects are per process: the same pointer in two processes is two objects. */
+struct tls_ssl_key {
+    __u32 tgid;
+    __u32 _pad;
+    __u64 ssl;
+};
+
+/* A Go (*Conn).Read in flight, by goroutine (R14): goroutines move between threads. */
+struct tls_go_key {
+    __u32 tgid;
+    __u32 _pad;
+    __u64 goid;
+};
+
+struct tls_go_read {
+    __u64 buf;
+    __u32 fd;
+    __u32 _pad;
+};
+/* ======== end of TLS uprobes ======== */
+
 #endif

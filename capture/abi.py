@@ -120,3 +120,32 @@ def ip_bytes(text: str) -> bytes:
         return b"\0" * 10 + b"\xff\xff" + socket.inet_pton(socket.AF_INET, text)
     except OSError:
         return socket.inet_pton(socket.AF_INET6, text)
+
+
+# ---- TLS uprobes: the TLS block of bpf/types.h ----------------------------------------------
+TlsStat = _int_enum("guardian_tls_stat", "TLS_STAT_")
+
+
+class TlsCall(ctypes.Structure):
+    _fields_ = [("ssl", ctypes.c_uint64), ("buf", ctypes.c_uint64), ("out_len", ctypes.c_uint64),
+                ("dir", ctypes.c_uint8), ("source", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 6)]
+
+
+class TlsExec(ctypes.Structure):
+    _fields_ = [("ts_ns", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+class TlsSslKey(ctypes.Structure):
+    _fields_ = [("tgid", ctypes.c_uint32), ("_pad", ctypes.c_uint32), ("ssl", ctypes.c_uint64)]
+
+
+class TlsGoKey(ctypes.Structure):
+    _fields_ = [("tgid", ctypes.c_uint32), ("_pad", ctypes.c_uint32), ("goid", ctypes.c_uint64)]
+
+
+class TlsGoRead(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_uint64), ("fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+TLS_EXEC_STRUCT = struct.Struct("<QI4x")  # struct tls_exec, read from the tls_execs ring
+assert TLS_EXEC_STRUCT.size == ctypes.sizeof(TlsExec)

@@ -1,16 +1,22 @@
-"""Compile bpf/guardian.bpf.c with BCC, attach its tracepoints, open its ring buffer.
+"""Compile bpf/guardian.bpf.c with BCC (or load it from the compile cache), attach its
+tracepoints, open its ring buffer.
 
 Options are cflags (-DMAX_PAYLOAD=…), never text substitution in the C source. Tracepoint
-programs attach when BCC loads the object; `close()` detaches everything.
+programs attach when the object loads; `close()` detaches everything. `Loader.bpf` is a
+bcc.BPF either way (capture/bpfcache.py): what callers may use of it is `bpf[name]` (map_fd,
+reads and writes), `load_func`, `attach_uprobe`/`attach_uretprobe`/`detach_*` and `cleanup`.
 """
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import mmap
 import os
+import time
+from pathlib import Path
 
-from capture import abi, btf
+from capture import abi, bpfcache, btf
 from capture.errors import CaptureUnavailable
 from capture.ringbuf import OrderedRings, RingReader
 
@@ -20,10 +26,39 @@ DEFAULT_MAX_PAYLOAD = 4096  # bytes of each message copied to userspace (power o
 DEFAULT_RINGBUF_PAGES = 4096  # 16 MiB ring buffer
 SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_send)
 SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
+CACHE_ENV = "GUARDIAN_CAPTURE_BPF_CACHE"  # a directory, or "off"
+USUAL_COMPILE_S = 22  # said before the first compile on a machine; later the last one's time
+# Compiled as these constants and written into the instructions at load (bpfcache.Image.patched),
+# so the agent's pid and the filters do not change the cache key. Above pid_max (2^22) and not a
+# value the programs otherwise compare with; the port's must fit the 16-bit field it is compared to.
+SENTINEL_AGENT_PID = 0x3EADBEE1
+SENTINEL_FILTER_PID = 0x3EADBEE3
+SENTINEL_FILTER_PORT = 0xFEED
 
 
 def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
+
+
+def _socket_offsets(cache_dir: str) -> dict[str, int]:
+    """capture/btf.py's offsets, kept beside the compile cache by kernel build: reading the
+    kernel's BTF in Python costs more than the rest of a warm start."""
+    if cache_dir in ("", "off"):
+        return btf.socket_offsets()
+    path = Path(cache_dir) / f"socket-offsets-{bpfcache.kernel_digest()}.json"
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    offsets = btf.socket_offsets()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(offsets))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return offsets
 
 
 def _with_tail_calls(bpf_class: type) -> type:
@@ -48,7 +83,7 @@ def _with_tail_calls(bpf_class: type) -> type:
 class Loader:
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, pid: int | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536,
-                 port: int | None = None) -> None:
+                 port: int | None = None, cache_dir: str | None = None) -> None:
         if not _power_of_two(max_payload) or not 64 <= max_payload <= 32768:
             raise ValueError("max payload must be a power of two between 64 and 32768 bytes")
         if not _power_of_two(ringbuf_pages):
@@ -56,6 +91,9 @@ class Loader:
         self.max_payload = max_payload
         self.ringbuf_pages = ringbuf_pages
         self.pid = pid
+        self.port = port
+        self.cache_dir = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV, bpfcache.DEFAULT_DIR)
+        self.started_from = ""  # "cache", "compile" or "bcc" once loaded
         self.cflags = [
             f"-I{abi.BPF_DIR}",
             f"-DMAX_PAYLOAD={max_payload}",
@@ -68,7 +106,7 @@ class Loader:
             f"-DFILTER_PORT={port or 0}",
             "-Wno-unused-function",
             # the kernel's socket behind an fd, at the running kernel's offsets (capture/btf.py)
-            *(f"-D{name}={off}" for name, off in btf.socket_offsets().items()),
+            *(f"-D{name}={off}" for name, off in _socket_offsets(self.cache_dir).items()),
         ]
         self.bpf = None
         self._seeded = 0
@@ -82,11 +120,89 @@ class Loader:
         except ImportError as e:  # require_ebpf checked it; keep the message clear anyway
             raise CaptureUnavailable(f"bcc is not importable: {e}. Run: make setup") from e
         try:
-            self.bpf = _with_tail_calls(BPF)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
-                                             cflags=self.cflags)
+            if self.cache_dir in ("", "off"):
+                self.bpf = _with_tail_calls(BPF)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
+                                                 cflags=self.cflags)
+                self.started_from = "bcc"
+            else:
+                self._load_cached(BPF)
+        except CaptureUnavailable:
+            raise
         except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on compile/load errors
             raise CaptureUnavailable(
                 f"the eBPF programs failed to compile or load: {e}. Run `guardian doctor`.") from e
+
+    def template_cflags(self) -> list[str]:
+        """The cflags the cache compiles with: per-start values replaced by sentinels."""
+        values = {"AGENT_PID": SENTINEL_AGENT_PID, "FILTER_PID": SENTINEL_FILTER_PID if self.pid else 0,
+                  "FILTER_PORT": SENTINEL_FILTER_PORT if self.port else 0}
+        out = []
+        for flag in self.cflags:
+            name = flag[2:].split("=", 1)[0] if flag.startswith("-D") else ""
+            out.append(f"-D{name}={values[name]}" if name in values else flag)
+        return out
+
+    def params(self) -> dict[int, int]:
+        out = {SENTINEL_AGENT_PID: os.getpid()}
+        if self.pid:
+            out[SENTINEL_FILTER_PID] = self.pid
+        if self.port:
+            out[SENTINEL_FILTER_PORT] = self.port
+        return out
+
+    def _load_cached(self, bpf_class: type) -> None:
+        """Load the programs from the compile cache, compiling (and caching) them first when
+        the cache has no usable entry for this kernel, source and options."""
+        cache = bpfcache.ImageCache(self.cache_dir)
+        cflags = self.template_cflags()
+        key = bpfcache.cache_key(abi.BPF_DIR, "guardian.bpf.c", cflags)
+        image = None
+        try:
+            image = cache.get(key)
+        except bpfcache.CacheError as e:
+            log.warning("eBPF compile cache: %s; compiling again", e)
+            cache.drop(key)
+        if image is not None:
+            try:
+                t0 = time.monotonic()
+                self._instantiate(bpf_class, image)
+                self.started_from = "cache"
+                log.info("loaded the eBPF programs from the compile cache (%s) in %.1f s", self.cache_dir,
+                         time.monotonic() - t0)
+                return
+            except Exception as e:  # noqa: BLE001 — a cached program the kernel refuses: start over
+                log.warning("eBPF compile cache: cached programs did not load (%s); compiling again", e)
+                cache.drop(key)
+        took_file = Path(self.cache_dir) / "last-compile-s"
+        try:
+            usual = f"about {float(took_file.read_text()):.0f} s last time"
+        except (OSError, ValueError):
+            usual = f"usually about {USUAL_COMPILE_S} s"
+        log.info("compiling the eBPF programs with BCC (first start for this kernel, source and "
+                 "options: %s; later starts load them from %s)", usual, self.cache_dir)
+        t0 = time.monotonic()
+        image = bpfcache.compile_image(bpf_class, str(abi.BPF_DIR / "guardian.bpf.c"), cflags)
+        took = time.monotonic() - t0
+        try:
+            image.check_sentinels(list(self.params()))
+        except bpfcache.CacheError as e:  # the source uses an option in a way we cannot patch
+            log.warning("eBPF compile cache not usable with this source (%s): compiling as before", e)
+            self.bpf = _with_tail_calls(bpf_class)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
+                                                   cflags=self.cflags)
+            self.started_from = "bcc"
+            return
+        try:
+            cache.put(key, image)
+            took_file.write_text(f"{took:.1f}\n")
+        except OSError as e:
+            log.warning("eBPF compile cache: %s not writable (%s); every start will compile", self.cache_dir, e)
+        log.info("compiled the eBPF programs in %.1f s", took)
+        self._instantiate(bpf_class, image)
+        self.started_from = "compile"
+
+    def _instantiate(self, bpf_class: type, image: bpfcache.Image) -> None:
+        image.params = self.params()
+        self.bpf = _with_tail_calls(bpfcache.image_bpf_class(bpf_class))(image)
 
     def open_events(self) -> OrderedRings:
         """The data events' ring buffers (main and spill) read from their mappings and

@@ -5,7 +5,8 @@ the exec tracepoint (tls_execs ring buffer, read by this module's worker thread 
 the kernel signals it), their maps re-read a few times as the dynamic linker and dlopen()
 add libraries. Probes are attached by file (pid -1): one attach per (dev, inode) serves
 every process mapping it, present and future (the kernel inserts the breakpoints when a
-process maps the file); the BPF side filters pids. A binary never seen before is probed a
+process maps the file); the BPF side filters pids. With a --pid filter the probes are that
+process's only (others take no breakpoint). A binary never seen before is probed a
 few milliseconds after its exec: what it says before that is not seen (README, TLS).
 """
 from __future__ import annotations
@@ -16,14 +17,14 @@ import heapq
 import logging
 import mmap
 import os
-import struct
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from capture import abi
 from capture.ringbuf import RingReader
-from capture.tls import elf, procmaps, stale
+from capture.tls import elf, notls, procmaps, stale
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,11 @@ log = logging.getLogger(__name__)
 SYSTEM_LIBS = ("/usr/lib/x86_64-linux-gnu/libssl.so*", "/lib/x86_64-linux-gnu/libssl.so*",
                "/usr/lib64/libssl.so*", "/usr/local/lib/libssl.so*")
 RESCAN_AFTER_EXEC_S = (0.2, 1.0, 3.0)  # ld.so maps libraries right away; dlopen() comes later
-TLS_STATS = ("plaintext", "no_fd", "bound", "go_fd_fault")
+# names of the tls_stats counters in the agent's stats (abi.TlsStat: the kernel's indexes)
+TLS_STATS = {abi.TlsStat.PLAINTEXT: "plaintext", abi.TlsStat.NO_FD: "no_fd", abi.TlsStat.BOUND: "bound",
+             abi.TlsStat.READ_FAULT: "go_fd_fault"}
 EXECS_PAGES = 16  # BPF_RINGBUF_OUTPUT(tls_execs, 16) in bpf/guardian.bpf.c
-_EXEC = struct.Struct("<QI4x")  # struct tls_exec (bpf/tls.h): ts_ns, pid
+_EXEC = abi.TLS_EXEC_STRUCT  # struct tls_exec (bpf/types.h): ts_ns, pid
 
 
 @dataclass(slots=True)
@@ -74,9 +77,15 @@ def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
 class TlsAttacher:
     """Owns the TLS uprobes of one loaded BPF object (capture.loader.Loader.bpf)."""
 
-    def __init__(self, bpf, pid: int | None = None) -> None:
+    def __init__(self, bpf, pid: int | None = None, memo_dir: str | None = None) -> None:
         self.bpf = bpf
+        if memo_dir is None:  # beside the compile cache (capture/loader.py)
+            memo_dir = os.environ.get("GUARDIAN_CAPTURE_BPF_CACHE", "/var/cache/guardian/bpf")
+        self.memo = notls.NoTlsMemo(memo_dir)
         self.pid = pid
+        # with a --pid filter the probes go into that process only: other users of the same
+        # library take no breakpoint at all (the BPF side would drop their hits anyway)
+        self._probe_pid = pid or -1
         self.files: dict[tuple[int, int], AttachedFile] = {}
         self.skipped: dict[tuple[int, int], str] = {}  # files looked at: why not probed ("" = no TLS)
         self.stats: Counter[str] = Counter()
@@ -90,17 +99,13 @@ class TlsAttacher:
     def start(self) -> None:
         """Attach to what runs now, then follow new processes from a worker thread."""
         self.stats["stale_probes_removed"] += stale.remove_dead_bcc_probes()
-        # load every program here: BCC caches them in a dict the worker must not race on
-        for fn in ("tls_ssl_return", "tls_go_write", "tls_go_read", "tls_go_read_ret", "tls_go_read_copy",
-                   *(f"tls_{lib}_{suffix}" for lib in ("openssl", "boringssl", "node")
-                     for suffix in elf.SSL_FUNCS.values())):
-            self.bpf.load_func(fn, self.bpf.KPROBE)
         for path in sorted({p for pattern in SYSTEM_LIBS for p in glob.glob(pattern)}):
             ident = procmaps.file_identity(path)
             if ident:
                 self._consider(ident, path)
         for pid in ([self.pid] if self.pid else procmaps.pids()):
             self._scan(pid)
+        self.memo.save()
         self._execs = RingReader(self.bpf["tls_execs"].map_fd, EXECS_PAGES * mmap.PAGESIZE)
         self._thread = threading.Thread(target=self._follow, name="tls-attach", daemon=True)
         self._thread.start()
@@ -110,6 +115,7 @@ class TlsAttacher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.memo.save()  # what the worker read after execs
         if self._execs is not None and (self._thread is None or not self._thread.is_alive()):
             self._execs.close()
             self._execs = None
@@ -147,17 +153,32 @@ class TlsAttacher:
         if ident in self.files or ident in self.skipped or self._stop.is_set():
             return
         t0 = time.monotonic_ns()
-        found = elf.inspect(path)
+        stamp = notls.file_stamp(path)
+        known = self.memo.get(stamp)
+        if known is not None:  # read at an earlier start: no TLS, or TLS we cannot probe
+            self.skipped[ident] = known
+            self.stats["files_known_without_tls"] += 1
+            if known:
+                log.warning("TLS in %s not captured: %s", path, known)
+            return
+        cached = self.memo.tls_probes(stamp)
+        if cached is not None:
+            library, probes = cached[0], [Probe(path, a, fn, ret) for a, fn, ret in cached[1]]
+        else:
+            found = elf.inspect(path)
+            if found is None:
+                self.skipped[ident] = ""
+                self.memo.add(stamp, "")
+                return
+            problem = found.go.problem if found.go is not None else found.ssl.problem
+            if problem:
+                self.skipped[ident] = problem
+                self.memo.add(stamp, problem)
+                log.warning("TLS in %s not captured: %s", path, problem)
+                return
+            library, probes = probes_for(path, found)
+            self.memo.add_tls(stamp, library, [(p.addr, p.fn, p.ret) for p in probes])
         read_ms = (time.monotonic_ns() - t0) / 1e6
-        if found is None:
-            self.skipped[ident] = ""
-            return
-        problem = found.go.problem if found.go is not None else found.ssl.problem
-        if problem:
-            self.skipped[ident] = problem
-            log.warning("TLS in %s not captured: %s", path, problem)
-            return
-        library, probes = probes_for(path, found)
         attached = AttachedFile(path, library)
         with self._lock:
             if self._stop.is_set():
@@ -165,9 +186,9 @@ class TlsAttacher:
             for p in probes:
                 try:
                     if p.ret:
-                        self.bpf.attach_uretprobe(name=p.path, addr=p.addr, fn_name=p.fn)
+                        self.bpf.attach_uretprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
                     else:
-                        self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn)
+                        self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
                     attached.probes.append(p)
                 except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on attach errors
                     self.stats["attach_errors"] += 1
@@ -187,16 +208,16 @@ class TlsAttacher:
     def _detach(self, p: Probe) -> None:
         try:
             if p.ret:
-                self.bpf.detach_uretprobe(name=p.path, addr=p.addr)
+                self.bpf.detach_uretprobe(name=p.path, addr=p.addr, pid=self._probe_pid)
             else:
-                self.bpf.detach_uprobe(name=p.path, addr=p.addr)
+                self.bpf.detach_uprobe(name=p.path, addr=p.addr, pid=self._probe_pid)
         except Exception as e:  # noqa: BLE001 — see _consider
             log.debug("detach %s: %s", p.fn, e)
 
     # -- reporting -----------------------------------------------------------------------
     def kernel_stats(self) -> dict[str, int]:
         table = self.bpf["tls_stats"]
-        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(TLS_STATS)}
+        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in TLS_STATS.items()}
 
     def summary(self) -> dict[str, int]:
         out = {f"tls.{k}": v for k, v in self.stats.items()}

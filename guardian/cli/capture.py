@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -45,6 +46,7 @@ def run(args) -> int:
         return _run_pcap(args)
     from capture.live import CaptureOptions, LiveCapture, tune_gc
 
+    _say_loader_progress()
     try:
         cap = LiveCapture(CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload,
                                          ringbuf_pages=args.ringbuf_pages, tls=not args.no_tls))
@@ -69,6 +71,16 @@ def run(args) -> int:
         cap.close()
     _report(stats, as_json=args.stats)
     return 0
+
+
+def _say_loader_progress() -> None:
+    """A cold start compiles for a while: say so on stderr (with the loader's own words)."""
+    loader_log = logging.getLogger("capture.loader")
+    if not loader_log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("guardian capture: %(message)s"))
+        loader_log.addHandler(handler)
+        loader_log.setLevel(logging.INFO)
 
 
 def _printer(as_json: bool):
