@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Kind = Literal["error", "latency", "saturation", "dependency", "traffic"]
+Kind = Literal["error", "latency", "saturation", "dependency", "traffic", "network"]
 
 
 class Evidence(BaseModel):

@@ -25,6 +25,7 @@ class Vote:
     span: Span
     weight: float
     excess_ms: float = 0.0
+    gap_ms: float = 0.0  # of the excess, time between the caller's call and this key's server span
 
 
 def responsible(tree: Tree, s: Span) -> Key:
@@ -39,14 +40,24 @@ def responsible(tree: Tree, s: Span) -> Key:
 def peer_wait(tree: Tree, s: Span) -> tuple[Key, int] | None:
     """For a call its server answered in this trace: the server's key and how long the request
     waited before the server began it (unread in its socket: a stall, a backlog, the network)."""
+    got = peer_gap(tree, s)
+    return (got[0], got[1]) if got is not None else None
+
+
+def peer_gap(tree: Tree, s: Span) -> tuple[Key, int, int] | None:
+    """For a call its server answered in this trace: the server's key, the time before the
+    server began it, and the time after it answered until the caller had the reply. Both are
+    the callee's network or ingress, not the caller's own time."""
     if s.kind != "CLIENT":
         return None
     linked = [c for c in tree.children[s.span_id] if c.kind == "SERVER"]
     if not linked:
         return None
     first = min(linked, key=lambda c: c.start_time_unix_nano)
+    last = max(linked, key=lambda c: c.end_time_unix_nano)
     wait = min(max(first.start_time_unix_nano - s.start_time_unix_nano, 0), s.duration_ns)
-    return (first.service, first.name), wait
+    after = min(max(s.end_time_unix_nano - last.end_time_unix_nano, 0), s.duration_ns - wait)
+    return (first.service, first.name), wait, after
 
 
 def error_votes(tree: Tree, start: Span) -> list[Vote]:
@@ -71,49 +82,52 @@ def _sync_subtree(tree: Tree, start: Span) -> list[Span]:
     return out
 
 
-def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span]]:
-    """Per responsible key: (own ns, wait-before-first-child ns, longest span) in start's subtree."""
-    acc: dict[Key, tuple[int, int, Span]] = {}
+def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span, int]]:
+    """Per responsible key: (own ns, wait-before-first-child ns, longest span, ns of it spent
+    between a caller's CLIENT span and this key's SERVER span) in start's subtree."""
+    acc: dict[Key, tuple[int, int, Span, int]] = {}
 
-    def add(k: Key, own_ns: int, wait_ns: int, s: Span) -> None:
-        own, wait, top = acc.get(k, (0, 0, s))
-        acc[k] = (own + own_ns, wait + wait_ns, s if s.duration_ns > top.duration_ns else top)
+    def add(k: Key, own_ns: int, wait_ns: int, s: Span, gap_ns: int = 0) -> None:
+        own, wait, top, gap = acc.get(k, (0, 0, s, 0))
+        acc[k] = (own + own_ns, wait + wait_ns, s if s.duration_ns > top.duration_ns else top,
+                  gap + gap_ns)
 
     for s in _sync_subtree(tree, start):
         own, w = tree.self_ns(s), tree.wait_before_children_ns(s) or 0
-        pw = peer_wait(tree, s)
-        if pw is not None:
-            # The caller is not queueing while its request sits unread at the server.
-            unread = min(pw[1], own)
-            add(pw[0], unread, 0, s)
-            own, w = own - unread, 0
+        pg = peer_gap(tree, s)
+        if pg is not None:
+            # The caller is not working while its request or the reply is in flight or unread.
+            gap = min(pg[1] + pg[2], own)
+            add(pg[0], gap, 0, s, gap)
+            own, w = own - gap, 0
         add(responsible(tree, s), own, w, s)
     return acc
 
 
-def baseline_self_times(trees: list[tuple[Tree, Span]]) -> dict[Key, tuple[float, float]]:
-    """Mean own time and wait per key over baseline requests of the same endpoint."""
+def baseline_self_times(trees: list[tuple[Tree, Span]]) -> dict[Key, tuple[float, float, float]]:
+    """Mean own time, wait and call gap per key over baseline requests of the same endpoint."""
     sums: dict[Key, list[float]] = {}
     for tree, start in trees:
-        for k, (own, wait, _) in self_times(tree, start).items():
-            acc = sums.setdefault(k, [0.0, 0.0])
+        for k, (own, wait, _, gap) in self_times(tree, start).items():
+            acc = sums.setdefault(k, [0.0, 0.0, 0.0])
             acc[0] += own
             acc[1] += wait
+            acc[2] += gap
     n = max(len(trees), 1)
-    return {k: (v[0] / n, v[1] / n) for k, v in sums.items()}
+    return {k: (v[0] / n, v[1] / n, v[2] / n) for k, v in sums.items()}
 
 
-def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float]]) -> Vote | None:
+def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float, float]]) -> Vote | None:
     """The key whose own time grew most in this request, if it explains the slowdown."""
-    best: tuple[float, Key, Span, float] | None = None
-    for k, (own, wait, span) in self_times(tree, start).items():
-        b_own, b_wait = base.get(k, (0.0, 0.0))
+    best: tuple[float, Key, Span, float, float] | None = None
+    for k, (own, wait, span, gap) in self_times(tree, start).items():
+        b_own, b_wait, b_gap = base.get(k, (0.0, 0.0, 0.0))
         excess = own - b_own
         if best is None or excess > best[0]:
-            best = (excess, k, span, wait - b_wait)
+            best = (excess, k, span, wait - b_wait, gap - b_gap)
     if best is None or best[0] <= 1e6:  # under 1 ms of extra time explains nothing
         return None
-    excess, key, span, wait_excess = best
+    excess, key, span, wait_excess, gap_excess = best
     # Time lost before the first downstream call is queueing for a pool, thread or lock.
     if span.status_code == "ERROR" and classify_error(span) != "error":
         kind = classify_error(span)  # slow because it timed out connecting or waiting
@@ -121,4 +135,4 @@ def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float]]) 
         kind = "saturation"
     else:
         kind = "latency"
-    return Vote(key, kind, span, 1.0, excess_ms=excess / 1e6)
+    return Vote(key, kind, span, 1.0, excess_ms=excess / 1e6, gap_ms=max(gap_excess, 0) / 1e6)

@@ -17,7 +17,7 @@ from capture.store.api import SpanStore
 from guardian.report import EngineInfo, Evidence, Report, RootCause
 from tools.base import peer_of
 
-KINDS = ("error", "latency", "saturation", "dependency", "traffic")
+KINDS = ("error", "latency", "saturation", "dependency", "traffic", "network")
 _ID = re.compile(r"\b(?:[0-9a-f]{32}|[0-9a-f]{16})\b")
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.S)
 
