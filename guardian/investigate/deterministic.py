@@ -14,6 +14,7 @@ from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.fixes import suggest_fix
 from guardian.investigate.samples import Memo, Walker
+from guardian.investigate.signals import Signals, read_signals
 from guardian.investigate.walk import Key, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from guardian.window import default_window, fmt_ns, split_baseline
@@ -35,10 +36,13 @@ class Candidate:
     votes: float = 0.0
     spans: list[Span] = field(default_factory=list)
     excess_ms: list[float] = field(default_factory=list)
+    gap_ms: list[float] = field(default_factory=list)  # of each excess, time in the callee's network
     traces: set[str] = field(default_factory=set)
     ops: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
     change: str = ""
+    fixed_change: float | None = None  # how much it changed, when a test already said so
+    walked: bool = False  # sampled requests were walked to it
 
 
 def _mentions(question: str, names: list[str]) -> set[str]:
@@ -46,7 +50,7 @@ def _mentions(question: str, names: list[str]) -> set[str]:
     return {n for n in names if n.lower() in words}
 
 
-def _candidates(walker: Walker, found: list[Anomaly], focus: set[str]) -> dict:
+def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Signals) -> dict:
     cands: dict[tuple[str, str], Candidate] = {}
     symptoms = [a for a in found if a.kind in WALKED]
     symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
@@ -58,17 +62,84 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str]) -> dict:
             c = cands.setdefault((svc, v.kind), Candidate(key=(svc, v.key[1]), kind=v.kind))
             w = v.weight * (a.score / top) / max(len(votes), 1)
             c.votes += w
+            c.walked = True
             c.ops[v.key[1]] = c.ops.get(v.key[1], 0.0) + w
             if v.span.trace_id not in c.traces:
                 c.spans.append(v.span)
                 c.excess_ms.append(v.excess_ms)
+                c.gap_ms.append(v.gap_ms)
             c.traces.add(v.span.trace_id)
+    _signal_candidates(walker, sig, cands)
     for a in found:
-        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found):
+        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found) \
+                and not _waits_below(walker, a.service, found, sig):
             c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
             c.votes += a.score / top
             c.change = a.description
     return cands
+
+
+def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
+    """Gap shifts (the callee's network, or a caller slow to send and read) and changed call
+    patterns (failures without status codes) as candidates of their own."""
+    for g in sig.gaps:
+        slow_caller = g.client in sig.slow_callers
+        svc = g.client if slow_caller else _canon(g.server, walker.services)
+        kind = "latency" if slow_caller or not (g.every_call or g.after) else "network"
+        c = cands.setdefault((svc, kind), Candidate(key=(svc, "" if slow_caller else g.operation),
+                                                    kind=kind))
+        c.votes += 0.5 * g.sure
+        c.fixed_change = max(c.fixed_change or 0.0, g.sure)
+        if not slow_caller:
+            c.ops[g.operation] = c.ops.get(g.operation, 0.0) + 0.5
+        for call in g.examples[:3]:
+            if call.client.trace_id not in c.traces:
+                c.spans.append(call.client)
+                c.excess_ms.append(call.gap_ms - g.p50_ms[0])
+                c.traces.add(call.client.trace_id)
+        c.change = c.change or (f"time between {g.client}'s calls and {g.server}'s answers: p50"
+                                f" {g.p50_ms[0]:.1f} -> {g.p50_ms[1]:.1f} ms, p90 {g.p90_ms[0]:.1f}"
+                                f" -> {g.p90_ms[1]:.1f} ms over {g.count[0]} -> {g.count[1]} calls"
+                                f" ({g.sure:.1%} sure)")
+    by_op: dict[tuple[str, str], list] = {}
+    for ch in sig.shapes:
+        by_op.setdefault((ch.service, ch.operation), []).append(ch)
+    for (svc, op), changes in by_op.items():
+        c = cands.setdefault((svc, "error"), Candidate(key=(svc, op), kind="error"))
+        c.votes += 0.3 * max(ch.sure for ch in changes)
+        c.ops[op] = c.ops.get(op, 0.0) + 0.3
+        c.fixed_change = max(c.fixed_change or 0.0, max(ch.sure for ch in changes))
+        c.change = c.change or "; ".join(ch.describe() for ch in changes[:3])
+        for ch in changes:
+            for s in ch.examples[:2]:
+                if s.trace_id not in c.traces:
+                    c.spans.append(s)
+                    c.excess_ms.append(0.0)
+                    c.traces.add(s.trace_id)
+
+
+def _waits_below(walker: Walker, service: str, found: list[Anomaly], sig: Signals) -> bool:
+    """A traffic drop while something below the service got slower or fails is a symptom:
+    callers that wait for each answer send less when answers take longer."""
+    below = _reach(walker, service)
+    slow = {a.service for a in found if a.kind in ("latency", "error_rate", "saturation", "new_error")}
+    slow |= {a.caller for a in found if a.caller and a.kind in ("latency", "error_rate")}
+    slow |= {g.server for g in sig.gaps} | {g.client for g in sig.gaps}
+    return bool(slow & (below | {service}))
+
+
+def _reach(walker: Walker, service: str) -> set[str]:
+    calls: dict[str, set[str]] = {}
+    for w in (walker.window, walker.baseline):
+        for e in walker.store.service_map(w):
+            calls.setdefault(_canon(e.client, walker.services), set()).add(_canon(e.server, walker.services))
+    seen, stack = set(), [service]
+    while stack:
+        for b in calls.get(stack.pop(), ()):
+            if b not in seen:
+                seen.add(b)
+                stack.append(b)
+    return seen
 
 
 def _canon(name: str, services: set[str]) -> str:
@@ -77,7 +148,7 @@ def _canon(name: str, services: set[str]) -> str:
     return host if port.isdigit() and host in services else name
 
 
-_FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "traffic": 2}
+_FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
 
 
 def _downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
@@ -123,7 +194,7 @@ def _queueing(c: Candidate) -> bool:
     return waits[-1 - cut_] - waits[cut_] >= 0.25 * waits[len(waits) // 2]
 
 
-def _merge(cands: list[Candidate]) -> list[Candidate]:
+def _merge(cands: list[Candidate], sig: Signals | None = None) -> list[Candidate]:
     """Latency explained by saturation of the same service is that saturation; a wait with no
     sign of queueing is latency."""
     for c in cands:
@@ -135,6 +206,16 @@ def _merge(cands: list[Candidate]) -> list[Candidate]:
         if first is not c:
             _absorb(first, c)
     cands = [c for c in cands if c.kind != "latency" or lat[c.key[0]] is c]
+    for c in cands:
+        g = sig.network(c.key[0]) if sig is not None else None
+        if c.kind == "latency" and g is not None and sum(c.excess_ms) > 0 and \
+                sum(c.gap_ms) >= 0.5 * sum(c.excess_ms):
+            c.kind = "network"
+    net = {c.key[0]: c for c in cands if c.kind == "network" and c.votes > 0}
+    for c in [c for c in cands if c.kind == "network"]:
+        if net.get(c.key[0]) not in (None, c):
+            _absorb(net[c.key[0]], c)
+    cands = [c for c in cands if c.kind != "network" or net.get(c.key[0]) in (None, c)]
     sat = {c.key[0]: c for c in cands if c.kind == "saturation"}
     out = []
     for c in cands:
@@ -153,6 +234,9 @@ def _absorb(into: Candidate, c: Candidate) -> None:
     into.traces |= c.traces
     into.spans += c.spans
     into.excess_ms += c.excess_ms
+    into.gap_ms += c.gap_ms
+    into.walked = into.walked or c.walked
+    into.fixed_change = max(into.fixed_change or 0.0, c.fixed_change or 0.0) or None
 
 
 def _change(walker: Walker, c: Candidate) -> float:
@@ -283,9 +367,11 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     walker = Walker(store, cur, base)
     names = store.services(cur) + [e.server for e in store.service_map(cur)]
     focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
-    cands = _merge(list(_candidates(walker, found, focus).values()))
+    sig = read_signals(store, cur, base)
+    cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
     for c in cands:
-        c.score = c.votes * (_change(walker, c) if c.spans else 1.0)
+        c.score = c.votes * (_change(walker, c) if c.walked and c.spans else
+                             c.fixed_change if c.fixed_change is not None else 1.0)
     _downstream_bonus(walker, cands)
     cands.sort(key=lambda c: -c.score)
     total = sum(c.score for c in cands) + 0.25

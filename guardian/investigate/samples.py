@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
-from guardian.investigate.walk import Vote, baseline_self_times, error_votes, latency_vote
+from guardian.investigate.walk import (Vote, baseline_self_times, entry_of, error_votes,
+                                       last_answer, latency_vote)
 from tools.anomalies import Anomaly
 from tools.base import peer_filters
 from tools.trace import Tree
@@ -24,6 +25,7 @@ class Walker:
         self.services = set(store.services(window)) | set(store.services(baseline))
         self.trees: dict[str, Tree] = {}
         self.base: dict[tuple[str, str], dict] = {}
+        self.went_on: dict[tuple[str, str, str], bool] = {}
 
     def tree(self, trace_id: str) -> Tree:
         if trace_id not in self.trees:
@@ -72,8 +74,39 @@ class Walker:
                 v = latency_vote(tree, start, self.baseline_for(start))
                 out += [v] if v else []
             else:
-                out += error_votes(tree, start)
+                out += [self._answered(tree, v) for v in error_votes(tree, start)]
         return out
+
+    def _answered(self, tree: Tree, v: Vote) -> Vote:
+        """A service failing right after a callee answered with success, where its requests
+        used to go on calling: the callee's answer is what it failed on (a wrong value)."""
+        if v.span.kind not in ("SERVER", "CONSUMER", "INTERNAL") or v.kind != "error":
+            return v
+        got = last_answer(tree, v.span)
+        if got is None:
+            return v
+        entry = entry_of(tree, v.span)
+        if not self.went_on_after(entry, got.service):
+            return v
+        return Vote((got.service, got.name), "error", got, v.weight)
+
+    def went_on_after(self, entry: Span, callee: str) -> bool:
+        """Did baseline requests of entry's operation make calls after their call to callee?"""
+        k = (entry.service, entry.name, callee)
+        if k not in self.went_on:
+            seen = went = 0
+            for tree, s in self.fetch(SpanFilter(window=self.baseline, service=entry.service,
+                                                 name=entry.name, kind=entry.kind), BASELINE_SAMPLES):
+                calls = [c for c in tree.descendants(s) if c.service == s.service
+                         and c.kind in ("CLIENT", "PRODUCER")]
+                to_callee = [c for c in calls if any(k.service == callee for k in tree.children[c.span_id])]
+                if not to_callee:
+                    continue
+                seen += 1
+                end = max(c.end_time_unix_nano for c in to_callee)
+                went += any(c.start_time_unix_nano >= end for c in calls)
+            self.went_on[k] = seen > 0 and went >= 0.5 * seen
+        return self.went_on[k]
 
 
 def match(s: Span, f: SpanFilter) -> bool:

@@ -29,12 +29,25 @@ class Vote:
 
 
 def responsible(tree: Tree, s: Span) -> Key:
-    """Who answers for a span: its service, or for an unanswered call, the peer it called."""
+    """Who answers for a span: its service, or for an unanswered call, the peer it called.
+    A step inside a service (an INTERNAL span) answers as the operation it is part of."""
     if s.kind in ("CLIENT", "PRODUCER"):
         linked = [c for c in tree.children[s.span_id] if c.kind in ("SERVER", "CONSUMER")]
         if not linked:
             return (peer_of(s) or s.service, s.name)
+    if s.kind in ("INTERNAL", "CLIENT", "PRODUCER"):
+        return (s.service, entry_of(tree, s).name)
     return (s.service, s.name)
+
+
+def entry_of(tree: Tree, s: Span) -> Span:
+    """The span by which s's request entered s's service (s itself when it is one)."""
+    for _ in range(1000):
+        p = tree.by_id.get(s.parent_span_id or "")
+        if p is None or p.service != s.service:
+            return s
+        s = p
+    return s
 
 
 def peer_wait(tree: Tree, s: Span) -> tuple[Key, int] | None:
@@ -60,17 +73,44 @@ def peer_gap(tree: Tree, s: Span) -> tuple[Key, int, int] | None:
     return (first.service, first.name), wait, after
 
 
+def _failing_below(tree: Tree, s: Span) -> list[Span]:
+    """Failing children of s, looking through its service's own steps (INTERNAL spans that
+    did not fail themselves, as instrumented code adds them)."""
+    out = []
+    for c in tree.children[s.span_id]:
+        if c.status_code == "ERROR":
+            out.append(c)
+        elif c.kind == "INTERNAL" and c.service == s.service:
+            out += _failing_below(tree, c)
+    return out
+
+
 def error_votes(tree: Tree, start: Span) -> list[Vote]:
     """One vote per deepest failing span under start, sharing a weight of 1."""
     leaves, stack = [], [start]
     while stack:
         s = stack.pop()
-        failing = [c for c in tree.children[s.span_id] if c.status_code == "ERROR"]
+        failing = _failing_below(tree, s)
         if failing:
             stack += failing
         elif s.status_code == "ERROR":
             leaves.append(s)
     return [Vote(responsible(tree, s), classify_error(s), s, 1.0 / len(leaves)) for s in leaves]
+
+
+def last_answer(tree: Tree, s: Span) -> Span | None:
+    """The call whose successful answer s failed right after, if it did: the callee's server
+    span (a wrong value answered with success shows only so, in the caller's failure)."""
+    calls = [c for c in tree.descendants(s) if c.service == s.service
+             and c.kind == "CLIENT" and c.status_code != "ERROR"]
+    if not calls:
+        return None
+    last = max(calls, key=lambda c: c.end_time_unix_nano)
+    after_ns = s.end_time_unix_nano - last.end_time_unix_nano
+    if after_ns < 0 or after_ns > max(2_000_000, 0.05 * s.duration_ns):
+        return None
+    servers = [c for c in tree.children[last.span_id] if c.kind == "SERVER" and c.status_code != "ERROR"]
+    return servers[0] if servers else None
 
 
 def _sync_subtree(tree: Tree, start: Span) -> list[Span]:

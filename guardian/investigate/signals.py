@@ -1,0 +1,47 @@
+"""Candidates from per-call evidence the walks do not see: CLIENT/SERVER gaps that grew (the
+callee's network) and call patterns that changed (exceptions and wrong values without status
+codes). Read from one bounded sample of the window and of the baseline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from capture.store.api import SpanStore, TimeWindow
+from tools.gaps import GapShift, calls, callers_all_grew, gap_shifts
+from tools.sampling import Sample, sample
+from tools.shape import ShapeChange, shape_changes
+from tools.stats import MIN_SAMPLE
+
+
+@dataclass
+class Signals:
+    gaps: list[GapShift] = field(default_factory=list)
+    shapes: list[ShapeChange] = field(default_factory=list)
+    slow_callers: set[str] = field(default_factory=set)  # every callee's gap grew at once
+    callees: dict[str, set[str]] = field(default_factory=dict)  # linked calls: caller -> callees
+
+    def network(self, service: str) -> GapShift | None:
+        """The surest gap shift into service that looks like its network, not a stall."""
+        for g in self.gaps:
+            if g.server == service and g.client not in self.slow_callers and (g.every_call or g.after):
+                return g
+        return None
+
+
+def read_signals(store: SpanStore, window: TimeWindow, baseline: TimeWindow) -> Signals:
+    cur, base = sample(store, window), sample(store, baseline)
+    return signals(cur, base)
+
+
+def signals(cur: Sample, base: Sample) -> Signals:
+    counts: dict[tuple[str, str], int] = {}
+    for c in calls(cur):
+        k = (c.client.service, c.server.service)
+        counts[k] = counts.get(k, 0) + 1
+    callees: dict[str, set[str]] = {}
+    for (client, server), n in counts.items():
+        if n >= MIN_SAMPLE:  # a callee too rarely called to test cannot be said to have grown
+            callees.setdefault(client, set()).add(server)
+    gaps = gap_shifts(cur, base)
+    return Signals(gaps=gaps, shapes=shape_changes(cur, base),
+                   slow_callers=callers_all_grew(gaps, callees), callees=callees)
