@@ -18,6 +18,9 @@ from tools.trace import Tree
 
 Op = tuple[str, str]  # (service, operation)
 DROP_SHARE = 0.7  # a call now made by under this share of the requests that used to make it
+DROP_DELTA = 0.05  # or by this many fewer, when the test is surer still
+SURER = 0.999
+AGREE = 0.6  # share of requests that must have stopped after the same callee to name it
 NEW_SHARE = 0.1  # a new call made by at least this many more of the requests
 EARLY = 0.7  # p50 duration below this share of the baseline's: the operation ends early
 
@@ -27,6 +30,9 @@ class Request:
     """One execution of an operation: the calls and steps it made in its own service."""
     span: Span
     calls: Counter = field(default_factory=Counter)  # signature -> times
+    last: str | None = None  # the call that ended last (its callee and name)
+    last_end: int = 0
+    last_callee: str | None = None
 
 
 @dataclass
@@ -40,12 +46,15 @@ class ShapeChange:
     count: tuple[int, int]  # requests in baseline, window
     sure: float
     examples: list[Span] = field(default_factory=list)  # the operation's spans in the window
+    after: str | None = None  # dropped: the callee whose answer most requests stopped after
 
     def describe(self) -> str:
         where = f"{self.service} `{self.operation}`"
         n = f"({self.count[0]} -> {self.count[1]} requests, {self.sure:.0%} sure)"
         if self.change == "dropped":
-            return f"{where} no longer calls {self.what}: {self.before:.0%} -> {self.now:.0%} of requests {n}"
+            stop = f", stopping right after {self.after} answered" if self.after else ""
+            return (f"{where} no longer calls {self.what}: {self.before:.0%} -> {self.now:.0%} of"
+                    f" requests{stop} {n}")
         if self.change == "new":
             return f"{where} makes a new call {self.what}: {self.before:.0%} -> {self.now:.0%} of requests {n}"
         if self.change == "fanout":
@@ -54,7 +63,8 @@ class ShapeChange:
 
 
 def _callee(tree: Tree, s: Span) -> str:
-    linked = [c for c in tree.children[s.span_id] if c.service != s.service]
+    # A consumer of a publish is not its callee (it answers nothing): the broker is.
+    linked = [c for c in tree.children[s.span_id] if c.service != s.service and c.kind == "SERVER"]
     if linked:
         return linked[0].service
     return peer_of(s) or "?"
@@ -71,20 +81,35 @@ def requests(sample: Sample) -> dict[Op, list[Request]]:
             if s.kind in ("CLIENT", "PRODUCER") and parent is None:
                 continue  # a caller seen without its own request: its calls are its work
             r = Request(s)
-            stack = list(tree.children[s.span_id])
+            stack = [(s, c) for c in tree.children[s.span_id]]
             while stack:
-                c = stack.pop()
+                p, c = stack.pop()
                 if c.service != s.service:
-                    if s.kind not in ("CLIENT", "PRODUCER"):
+                    # A server under a span that is no call: data without client spans. Under a
+                    # call it is that call's callee; a consumer answers nothing.
+                    if c.kind == "SERVER" and p.kind not in ("CLIENT", "PRODUCER"):
                         r.calls[f"{c.service} {c.name}"] += 1
                     continue
                 if c.kind in ("CLIENT", "PRODUCER"):
-                    r.calls[f"{_callee(tree, c)} {c.name}"] += 1
+                    sig = f"{_callee(tree, c)} {c.name}"
+                    r.calls[sig] += 1
+                    if c.kind == "CLIENT" and c.end_time_unix_nano >= r.last_end:
+                        r.last, r.last_end = sig, c.end_time_unix_nano
+                        r.last_callee = _callee(tree, c)
                 else:
                     r.calls[f"step {c.name}"] += 1
-                stack += tree.children[c.span_id]
+                stack += [(c, k) for k in tree.children[c.span_id]]
             out.setdefault((s.service, s.name), []).append(r)
     return out
+
+
+def _stopped_after(missing: list[Request]) -> str | None:
+    """The callee most of these requests called last before they stopped, if most agree."""
+    lasts = Counter(r.last_callee for r in missing)
+    if not missing or not lasts:
+        return None
+    callee, n = lasts.most_common(1)[0]
+    return callee if callee and n >= AGREE * len(missing) else None
 
 
 def shape_changes(cur: Sample, base: Sample) -> list[ShapeChange]:
@@ -102,11 +127,12 @@ def shape_changes(cur: Sample, base: Sample) -> list[ShapeChange]:
             k1 = sum(1 for r in rs if r.calls[sig])
             k0 = sum(1 for r in bs if r.calls[sig])
             s1, s0 = k1 / n1, k0 / n0
-            if s0 >= 0.3 and s1 <= DROP_SHARE * s0:
+            if s0 >= 0.3 and s0 - s1 >= DROP_DELTA:
                 sure = confidence(proportion_p(k1, n1, k0, n0, more=False))
-                if sure >= SURE:
-                    ex = [r.span for r in rs if not r.calls[sig]]
-                    out.append(ShapeChange(op[0], op[1], "dropped", sig, s0, s1, (n0, n1), sure, ex[:5]))
+                if sure >= (SURE if s1 <= DROP_SHARE * s0 else SURER):
+                    missing = [r for r in rs if not r.calls[sig]]
+                    out.append(ShapeChange(op[0], op[1], "dropped", sig, s0, s1, (n0, n1), sure,
+                                           [r.span for r in missing[:5]], _stopped_after(missing)))
                 continue
             if s1 - s0 >= NEW_SHARE and k1 >= 2:
                 sure = confidence(proportion_p(k1, n1, k0, n0, more=True))

@@ -71,7 +71,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
             c.traces.add(v.span.trace_id)
     _signal_candidates(walker, sig, cands)
     for a in found:
-        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found) \
+        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found, sig) \
                 and not _waits_below(walker, a.service, found, sig):
             c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
             c.votes += a.score / top
@@ -103,11 +103,15 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                                 f" ({g.sure:.1%} sure)")
     by_op: dict[tuple[str, str], list] = {}
     for ch in sig.shapes:
-        by_op.setdefault((ch.service, ch.operation), []).append(ch)
+        # Requests that stop right after one callee answered failed on that answer.
+        who = (_canon(ch.after, walker.services), "") if ch.change == "dropped" and ch.after \
+            else (ch.service, ch.operation)
+        by_op.setdefault(who, []).append(ch)
     for (svc, op), changes in by_op.items():
         c = cands.setdefault((svc, "error"), Candidate(key=(svc, op), kind="error"))
         c.votes += 0.3 * max(ch.sure for ch in changes)
-        c.ops[op] = c.ops.get(op, 0.0) + 0.3
+        if op:
+            c.ops[op] = c.ops.get(op, 0.0) + 0.3
         c.fixed_change = max(c.fixed_change or 0.0, max(ch.sure for ch in changes))
         c.change = c.change or "; ".join(ch.describe() for ch in changes[:3])
         for ch in changes:
@@ -173,9 +177,11 @@ def _downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
         c.score *= 1 + 0.5 * len(ups)
 
 
-def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly]) -> bool:
-    """A drop explained by a caller that dropped or fails itself belongs to the caller."""
+def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly],
+                      sig: Signals | None = None) -> bool:
+    """A drop explained by a caller that dropped, fails or changed its calls belongs to it."""
     troubled = {x.service for x in found if x.service != a.service}
+    troubled |= {ch.service for ch in (sig.shapes if sig else []) if ch.service != a.service}
     return any(e.server == a.service and e.client in troubled
                for e in walker.store.service_map(walker.baseline))
 
@@ -223,6 +229,9 @@ def _merge(cands: list[Candidate], sig: Signals | None = None) -> list[Candidate
         if c.kind == "latency" and s is not None:
             _absorb(s, c)
             continue
+        if c.kind in ("latency", "error") and c.spans and all(
+                "dns.question.name" in x.attributes for x in c.spans):
+            c.kind = "dependency"  # name resolution slow or failing: a dependency of every caller
         out.append(c)
     return out
 
@@ -275,6 +284,8 @@ def _operation(walker: Walker, c: Candidate) -> str | None:
     if c.kind == "traffic":
         rows = walker.store.red(walker.baseline, by="operation", service=c.key[0])
         return max(rows, key=lambda r: r.count).operation if rows else None
+    if not c.ops:
+        return None
     top_op = max(c.ops, key=c.ops.get)
     return top_op if c.ops[top_op] >= 0.7 * sum(c.ops.values()) else None
 
