@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 from capture.span import Span
 from tools.sampling import Sample
-from tools.stats import MIN_SAMPLE, SURE, _quantile, confidence, mann_whitney_p
+from tools.stats import MIN_SAMPLE, SURE, _quantile, binom_sf, confidence, mann_whitney_p
 
 MIN_SHIFT_MS = 1.0  # a median gap this much longer at least, to be worth naming
 MIN_RATIO = 1.5
+TAIL_FACTOR = 3.0  # a gap this many times the baseline's longest is a lost packet, not noise
 
 
 @dataclass
@@ -70,9 +71,23 @@ def _by_edge(cs: list[Call]) -> dict[tuple[str, str], list[Call]]:
     return out
 
 
+def _tail_p(g1: list[float], g0: list[float], pooled: list[float]) -> float:
+    """One-sided p-value that more calls than usual took far longer than the baseline allows
+    (lost packets: a few calls wait a retransmission timeout, the rest are as before). The
+    chance of such a gap is read from the baseline gaps of every edge (many more calls)."""
+    if not g0 or not pooled:
+        return 1.0
+    limit = max(max(g0), _quantile(pooled, 0.99)) * TAIL_FACTOR + MIN_SHIFT_MS
+    k = sum(1 for g in g1 if g > limit)
+    p0 = (sum(1 for g in pooled if g > limit) + 1) / (len(pooled) + 2)
+    return binom_sf(k, len(g1), p0) if k >= 2 else 1.0
+
+
 def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
     """Edges whose call gaps grew against the baseline, surest and largest first."""
     now, before = _by_edge(calls(cur)), _by_edge(calls(base))
+    pooled = sorted(c.gap_ms for cs in before.values() for c in cs)
+    pooled_after = sorted(c.after_ns / 1e6 for cs in before.values() for c in cs)
     out = []
     for edge, cs in now.items():
         bs = before.get(edge, [])
@@ -82,17 +97,18 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
         g0 = sorted(c.gap_ms for c in bs)
         p50 = (_quantile(g0, 0.5), _quantile(g1, 0.5))
         p90 = (_quantile(g0, 0.9), _quantile(g1, 0.9))
-        grew = [(b, a) for b, a in (p50, p90)
+        grew = [(b, a) for b, a in (p50, p90, (g0[-1], g1[-1]))
                 if a - b >= MIN_SHIFT_MS and a >= MIN_RATIO * b]
         if not grew:
             continue
-        sure = confidence(mann_whitney_p(g1, g0))
+        sure = confidence(min(mann_whitney_p(g1, g0), _tail_p(g1, g0, pooled)))
         if sure < SURE:
             continue
         a1 = sorted(c.after_ns / 1e6 for c in cs)
         a0 = sorted(c.after_ns / 1e6 for c in bs)
-        after = (_quantile(a1, 0.75) - _quantile(a0, 0.75) >= MIN_SHIFT_MS
-                 and confidence(mann_whitney_p(a1, a0)) >= SURE)
+        after = ((_quantile(a1, 0.75) - _quantile(a0, 0.75) >= MIN_SHIFT_MS
+                  and confidence(mann_whitney_p(a1, a0)) >= SURE)
+                 or confidence(_tail_p(a1, a0, pooled_after)) >= SURE)
         every = _quantile(g1, 0.25) - _quantile(g0, 0.75) >= max(MIN_SHIFT_MS, 0.5 * (p50[1] - p50[0]))
         ops: dict[str, float] = {}
         base_med = p50[0]

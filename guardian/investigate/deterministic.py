@@ -88,7 +88,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
         kind = "latency" if slow_caller or not (g.every_call or g.after) else "network"
         c = cands.setdefault((svc, kind), Candidate(key=(svc, "" if slow_caller else g.operation),
                                                     kind=kind))
-        c.votes += 0.5 * g.sure
+        c.votes += g.sure
         c.fixed_change = max(c.fixed_change or 0.0, g.sure)
         if not slow_caller:
             c.ops[g.operation] = c.ops.get(g.operation, 0.0) + 0.5
@@ -269,6 +269,21 @@ def _change(walker: Walker, c: Candidate) -> float:
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
 
 
+IMPACT_MS = 20.0  # added time per request at which a slowdown counts half
+
+
+def _impact(c: Candidate) -> float:
+    """How much a slowdown costs each request it touches: a few ms of extra time on a loaded
+    host is noise next to hundreds of ms a user feels. Failures and drops count whole."""
+    if _FAMILY[c.kind] != 1:
+        return 1.0
+    extra = sorted(x for x in c.excess_ms if x > 0)
+    if not extra:
+        return 0.5
+    typical = extra[len(extra) // 2]
+    return typical / (typical + IMPACT_MS) + 0.1
+
+
 def _op_stats(store: SpanStore, tmpl: Span, w: TimeWindow) -> RedStats:
     """RED of spans like tmpl: exact for endpoints, else from samples spread over the window."""
     if tmpl.kind in ("SERVER", "CONSUMER"):
@@ -382,7 +397,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
     for c in cands:
         c.score = c.votes * (_change(walker, c) if c.walked and c.spans else
-                             c.fixed_change if c.fixed_change is not None else 1.0)
+                             c.fixed_change if c.fixed_change is not None else 1.0) * _impact(c)
     _downstream_bonus(walker, cands)
     cands.sort(key=lambda c: -c.score)
     total = sum(c.score for c in cands) + 0.25
