@@ -13,7 +13,7 @@ from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from tools.base import spread_spans
 from tools.trace import Tree
 
-SAMPLE_SPANS = 12000  # spans read per window, at most
+SAMPLE_SPANS = 8000  # spans read per window, at most (bench: python -m bench.investigate)
 SLICES = 12
 
 
