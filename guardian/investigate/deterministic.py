@@ -43,6 +43,7 @@ class Candidate:
     change: str = ""
     fixed_change: float | None = None  # how much it changed, when a test already said so
     walked: bool = False  # sampled requests were walked to it
+    answered: list[Span] = field(default_factory=list)  # callers' spans failing on its answers
 
 
 def _mentions(question: str, names: list[str]) -> set[str]:
@@ -63,6 +64,8 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
             w = v.weight * (a.score / top) / max(len(votes), 1)
             c.votes += w
             c.walked = True
+            if v.failed_after is not None:
+                c.answered.append(v.failed_after)
             c.ops[v.key[1]] = c.ops.get(v.key[1], 0.0) + w
             if v.span.trace_id not in c.traces:
                 c.spans.append(v.span)
@@ -97,10 +100,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                 c.spans.append(call.client)
                 c.excess_ms.append(call.gap_ms - g.p50_ms[0])
                 c.traces.add(call.client.trace_id)
-        c.change = c.change or (f"time between {g.client}'s calls and {g.server}'s answers: p50"
-                                f" {g.p50_ms[0]:.1f} -> {g.p50_ms[1]:.1f} ms, p90 {g.p90_ms[0]:.1f}"
-                                f" -> {g.p90_ms[1]:.1f} ms over {g.count[0]} -> {g.count[1]} calls"
-                                f" ({g.sure:.1%} sure)")
+        c.change = c.change or _gap_text(g)
     by_op: dict[tuple[str, str], list] = {}
     for ch in sig.shapes:
         # Requests that stop right after one callee answered failed on that answer.
@@ -120,6 +120,12 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                     c.spans.append(s)
                     c.excess_ms.append(0.0)
                     c.traces.add(s.trace_id)
+
+
+def _gap_text(g) -> str:
+    return (f"time between {g.client}'s calls and {g.server}'s answers: p50 {g.p50_ms[0]:.1f} ->"
+            f" {g.p50_ms[1]:.1f} ms, p90 {g.p90_ms[0]:.1f} -> {g.p90_ms[1]:.1f} ms over"
+            f" {g.count[0]} -> {g.count[1]} calls ({g.sure:.1%} sure)")
 
 
 def _waits_below(walker: Walker, service: str, found: list[Anomaly], sig: Signals) -> bool:
@@ -245,11 +251,18 @@ def _absorb(into: Candidate, c: Candidate) -> None:
     into.excess_ms += c.excess_ms
     into.gap_ms += c.gap_ms
     into.walked = into.walked or c.walked
+    into.answered += c.answered
     into.fixed_change = max(into.fixed_change or 0.0, c.fixed_change or 0.0) or None
 
 
 def _change(walker: Walker, c: Candidate) -> float:
     """How much the candidate itself changed vs baseline (1 clear, 0.15 not at all); sets c.change."""
+    if c.kind == "error" and len(c.answered) >= 0.5 * len(c.spans):
+        f = c.answered[0]
+        c.change = (f"{f.service} `{f.name}` fails right after {c.key[0]} answered with success,"
+                    f" where its requests used to go on ({len(c.answered)} of {len(c.traces)}"
+                    f" sampled requests): {c.key[0]}'s answer is what it fails on")
+        return 1.0
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
@@ -398,6 +411,9 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     for c in cands:
         c.score = c.votes * (_change(walker, c) if c.walked and c.spans else
                              c.fixed_change if c.fixed_change is not None else 1.0) * _impact(c)
+        g = sig.network(c.key[0]) if c.kind == "network" else None
+        if g is not None and "answers" not in c.change:
+            c.change = f"{_gap_text(g)}; {c.change}"
     _downstream_bonus(walker, cands)
     cands.sort(key=lambda c: -c.score)
     total = sum(c.score for c in cands) + 0.25

@@ -88,7 +88,7 @@ class Walker:
         entry = entry_of(tree, v.span)
         if not self.went_on_after(entry, got.service):
             return v
-        return Vote((got.service, got.name), "error", got, v.weight)
+        return Vote((got.service, got.name), "error", got, v.weight, failed_after=v.span)
 
     def went_on_after(self, entry: Span, callee: str) -> bool:
         """Did baseline requests of entry's operation make calls after their call to callee?"""

@@ -26,6 +26,7 @@ class Vote:
     weight: float
     excess_ms: float = 0.0
     gap_ms: float = 0.0  # of the excess, time between the caller's call and this key's server span
+    failed_after: Span | None = None  # the caller's span that failed right after this answer
 
 
 def responsible(tree: Tree, s: Span) -> Key:
