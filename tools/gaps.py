@@ -123,10 +123,16 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
 
 
 def callers_all_grew(shifts: list[GapShift], edges: dict[str, set[str]]) -> set[str]:
-    """Callers with two or more callees whose gaps all grew: the caller (or its host) is slow
-    to send and read, not each of its callees' networks at once."""
+    """Callers whose callees' gaps all grew: the caller (or its host) is slow to send and read,
+    not each of its callees' networks at once. Two callees or more say so; half of them do when
+    the calls into the caller grew too (it is the one thing those calls share)."""
     grown: dict[str, set[str]] = {}
     for g in shifts:
         grown.setdefault(g.client, set()).add(g.server)
-    return {c for c, servers in grown.items()
-            if len(edges.get(c, set())) >= 2 and servers >= edges[c]}
+    called = {g.server for g in shifts}
+    out = set()
+    for c, servers in grown.items():
+        mine = edges.get(c, set())
+        if (len(mine) >= 2 and servers >= mine) or (c in called and 2 * len(servers & mine) >= len(mine)):
+            out.add(c)
+    return out

@@ -59,7 +59,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     for a in symptoms[:SYMPTOMS]:
         votes = walker.votes(a)
         for v in votes:
-            svc = _canon(v.key[0], walker.services)
+            svc = walker.canon(v.key[0])
             c = cands.setdefault((svc, v.kind), Candidate(key=(svc, v.key[1]), kind=v.kind))
             w = v.weight * (a.score / top) / max(len(votes), 1)
             c.votes += w
@@ -87,8 +87,9 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
     patterns (failures without status codes) as candidates of their own."""
     for g in sig.gaps:
         slow_caller = g.client in sig.slow_callers
-        svc = g.client if slow_caller else _canon(g.server, walker.services)
-        kind = "latency" if slow_caller or not (g.every_call or g.after) else "network"
+        svc = g.client if slow_caller else walker.canon(g.server)
+        kind = "latency" if slow_caller or svc in sig.slow_callers or not (
+            g.every_call or g.after) else "network"
         c = cands.setdefault((svc, kind), Candidate(key=(svc, "" if slow_caller else g.operation),
                                                     kind=kind))
         c.votes += g.sure
@@ -104,7 +105,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
     by_op: dict[tuple[str, str], list] = {}
     for ch in sig.shapes:
         # Requests that stop right after one callee answered failed on that answer.
-        who = (_canon(ch.after, walker.services), "") if ch.change == "dropped" and ch.after \
+        who = (walker.canon(ch.after), "") if ch.change == "dropped" and ch.after \
             else (ch.service, ch.operation)
         by_op.setdefault(who, []).append(ch)
     for (svc, op), changes in by_op.items():
@@ -142,7 +143,7 @@ def _reach(walker: Walker, service: str) -> set[str]:
     calls: dict[str, set[str]] = {}
     for w in (walker.window, walker.baseline):
         for e in walker.store.service_map(w):
-            calls.setdefault(_canon(e.client, walker.services), set()).add(_canon(e.server, walker.services))
+            calls.setdefault(walker.canon(e.client), set()).add(walker.canon(e.server))
     seen, stack = set(), [service]
     while stack:
         for b in calls.get(stack.pop(), ()):
@@ -150,12 +151,6 @@ def _reach(walker: Walker, service: str) -> set[str]:
                 seen.add(b)
                 stack.append(b)
     return seen
-
-
-def _canon(name: str, services: set[str]) -> str:
-    """'payments:8080' is payments when payments is a service we see (calls not linked)."""
-    host, _, port = name.rpartition(":")
-    return host if port.isdigit() and host in services else name
 
 
 _FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
@@ -166,7 +161,7 @@ def _downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
     cause (it matters when calls are not linked into one trace and walks stop early)."""
     calls: dict[str, set[str]] = {}
     for e in walker.store.service_map(walker.window):
-        calls.setdefault(_canon(e.client, walker.services), set()).add(_canon(e.server, walker.services))
+        calls.setdefault(walker.canon(e.client), set()).add(walker.canon(e.server))
 
     def reach(a: str) -> set[str]:
         seen, stack = set(), [a]
@@ -181,6 +176,36 @@ def _downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
         ups = {o.key[0] for o in cands if _FAMILY[o.kind] == _FAMILY[c.kind]
                and o.key[0] != c.key[0] and c.key[0] in reach(o.key[0])}
         c.score *= 1 + 0.5 * len(ups)
+
+
+EXPLAINS = 0.2  # a changed candidate below with this share of a symptom's score explains it
+
+
+def _propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
+    """A root cause explains the symptoms upstream of it: a candidate's score goes to the
+    lowest changed candidate below it in the call graph. A service that stalls (its requests
+    wait unread) is itself below nothing: its calls look slow because it is slow to make and
+    read them, so the slowness of its callees, as it saw them, is its own."""
+    reach = {c.key[0]: _reach(walker, c.key[0]) for c in cands}
+    for x in sorted(cands, key=lambda c: -c.score):
+        if x.score <= 0:
+            continue
+        if x.key[0] in sig.stalled:
+            for y in cands:
+                if y.key[0] != x.key[0] and _FAMILY[y.kind] == 1 and y.key[0] in reach[x.key[0]] \
+                        and not (reach[y.key[0]] & sig.stalled):
+                    x.score += 0.8 * y.score
+                    y.score *= 0.2
+            continue
+        below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in reach[x.key[0]]
+                 and y.score >= EXPLAINS * x.score and y.kind != "traffic"]
+        if not below:
+            continue
+        # the lowest: one that has no other explaining candidate below it
+        low = [y for y in below if not any(z is not y and z.key[0] in reach[y.key[0]] for z in below)]
+        best = max(low or below, key=lambda y: y.score)
+        best.score += 0.8 * x.score
+        x.score *= 0.2
 
 
 def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly],
@@ -407,6 +432,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     names = store.services(cur) + [e.server for e in store.service_map(cur)]
     focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
     sig = read_signals(store, cur, base)
+    walker.ports = sig.ports
     cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
     for c in cands:
         c.score = c.votes * (_change(walker, c) if c.walked and c.spans else
@@ -415,6 +441,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
         if g is not None and "answers" not in c.change:
             c.change = f"{_gap_text(g)}; {c.change}"
     _downstream_bonus(walker, cands)
+    _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)
     total = sum(c.score for c in cands) + 0.25
     causes = []

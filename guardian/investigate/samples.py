@@ -26,6 +26,17 @@ class Walker:
         self.trees: dict[str, Tree] = {}
         self.base: dict[tuple[str, str], dict] = {}
         self.went_on: dict[tuple[str, str, str], bool] = {}
+        self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
+
+    def canon(self, name: str) -> str:
+        """'payments:8080' is payments when payments is a service we see (calls not linked);
+        '127.0.0.1:21443' is the service seen serving on port 21443."""
+        host, _, port = name.rpartition(":")
+        if not port.isdigit():
+            return name
+        if host in self.services:
+            return host
+        return self.ports.get(port, name)
 
     def tree(self, trace_id: str) -> Tree:
         if trace_id not in self.trees:

@@ -19,9 +19,13 @@ class Signals:
     shapes: list[ShapeChange] = field(default_factory=list)
     slow_callers: set[str] = field(default_factory=set)  # every callee's gap grew at once
     callees: dict[str, set[str]] = field(default_factory=dict)  # linked calls: caller -> callees
+    ports: dict[str, str] = field(default_factory=dict)  # a port one service alone serves on
+    stalled: set[str] = field(default_factory=set)  # requests wait unread before it begins them
 
     def network(self, service: str) -> GapShift | None:
         """The surest gap shift into service that looks like its network, not a stall."""
+        if service in self.slow_callers:
+            return None  # slow at both ends of its calls: the service itself, not its network
         for g in self.gaps:
             if g.server == service and g.client not in self.slow_callers and (g.every_call or g.after):
                 return g
@@ -43,5 +47,13 @@ def signals(cur: Sample, base: Sample) -> Signals:
         if n >= MIN_SAMPLE:  # a callee too rarely called to test cannot be said to have grown
             callees.setdefault(client, set()).add(server)
     gaps = gap_shifts(cur, base)
-    return Signals(gaps=gaps, shapes=shape_changes(cur, base),
-                   slow_callers=callers_all_grew(gaps, callees), callees=callees)
+    slow_callers = callers_all_grew(gaps, callees)
+    seen: dict[str, set[str]] = {}
+    for s in cur.spans + base.spans:
+        port = s.attributes.get("server.port")
+        if s.kind == "SERVER" and port is not None:
+            seen.setdefault(str(port), set()).add(s.service)
+    return Signals(gaps=gaps, shapes=shape_changes(cur, base), slow_callers=slow_callers,
+                   callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
+                   stalled={g.server for g in gaps if (not (g.every_call or g.after)
+                            or g.server in slow_callers) and g.client not in slow_callers})
