@@ -13,7 +13,7 @@ from capture.span import Span
 from tools.sampling import Sample
 from tools.stats import MIN_SAMPLE, SURE, _quantile, binom_sf, confidence, mann_whitney_p
 
-MIN_SHIFT_MS = 1.0  # a median gap this much longer at least, to be worth naming
+MIN_SHIFT_MS = 5.0  # a gap this much longer at least, to be worth naming (a busy host adds ms)
 MIN_RATIO = 1.5
 TAIL_FACTOR = 3.0  # a gap this many times the baseline's longest is a lost packet, not noise
 

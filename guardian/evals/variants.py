@@ -17,9 +17,7 @@ from typing import Callable
 from capture.span import Span
 from guardian.evals.scenarios import load_scenarios, read_spans
 
-# Attributes that carry a status: exporters and recorded data sets often leave them out.
-STATUS_KEYS = ("http.response.status_code", "rpc.grpc.status_code", "db.response.status_code",
-               "error.type")
+from guardian.investigate.signals import STATUS_KEYS  # what carries a status, to strip
 
 
 def no_status(spans: list[Span], rng: random.Random, exp: dict) -> list[Span]:

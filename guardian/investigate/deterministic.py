@@ -103,7 +103,9 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                 c.traces.add(call.client.trace_id)
         c.change = c.change or _gap_text(g)
     by_op: dict[tuple[str, str], list] = {}
-    for ch in sig.shapes:
+    # Where spans say how calls ended, failures show there; a changed mix of calls alone is
+    # as likely a changed mix of requests.
+    for ch in ([] if sig.has_status else sig.shapes):
         # Requests that stop right after one callee answered failed on that answer.
         who = (walker.canon(ch.after), "") if ch.change == "dropped" and ch.after \
             else (ch.service, ch.operation)

@@ -12,6 +12,10 @@ from tools.sampling import Sample, sample
 from tools.shape import ShapeChange, shape_changes
 from tools.stats import MIN_SAMPLE
 
+# Attributes that say how a call ended, when the status code is left unset.
+STATUS_KEYS = ("http.response.status_code", "rpc.grpc.status_code", "db.response.status_code",
+               "error.type")
+
 
 @dataclass
 class Signals:
@@ -21,6 +25,7 @@ class Signals:
     callees: dict[str, set[str]] = field(default_factory=dict)  # linked calls: caller -> callees
     ports: dict[str, str] = field(default_factory=dict)  # a port one service alone serves on
     stalled: set[str] = field(default_factory=set)  # requests wait unread before it begins them
+    has_status: bool = True  # spans say how calls ended (else failures show only in shapes)
 
     def network(self, service: str) -> GapShift | None:
         """The surest gap shift into service that looks like its network, not a stall."""
@@ -54,6 +59,8 @@ def signals(cur: Sample, base: Sample) -> Signals:
         if s.kind == "SERVER" and port is not None:
             seen.setdefault(str(port), set()).add(s.service)
     return Signals(gaps=gaps, shapes=shape_changes(cur, base), slow_callers=slow_callers,
+                   has_status=any(s.status_code != "UNSET" or any(k in s.attributes for k in STATUS_KEYS)
+                                  for s in cur.spans + base.spans),
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
                             or g.server in slow_callers) and g.client not in slow_callers})

@@ -8,11 +8,12 @@ server's, not the caller's.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from capture.span import Span
 from tools.base import peer_of
-from tools.errors import classify_error
+from tools.errors import classify_error, error_text
 from tools.trace import Tree
 
 Key = tuple[str, str]  # (responsible service or peer, operation)
@@ -96,7 +97,20 @@ def error_votes(tree: Tree, start: Span) -> list[Vote]:
             stack += failing
         elif s.status_code == "ERROR":
             leaves.append(s)
-    return [Vote(responsible(tree, s), classify_error(s), s, 1.0 / len(leaves)) for s in leaves]
+    return [Vote(responsible(tree, s), _failure_kind(s), s, 1.0 / len(leaves)) for s in leaves]
+
+
+_GAVE_UP = re.compile(r"cancel|time[sd]? ?out|deadline|57014", re.I)
+GAVE_UP_NS = 500_000_000
+
+
+def _failure_kind(s: Span) -> str:
+    """A call cancelled or timed out after a long wait failed because it was slow (a lock
+    held, a query too slow): its cause is latency, unless it says what ran out or broke."""
+    kind = classify_error(s)
+    if kind == "error" and s.duration_ns >= GAVE_UP_NS and _GAVE_UP.search(error_text(s)):
+        return "latency"
+    return kind
 
 
 def last_answer(tree: Tree, s: Span) -> Span | None:
