@@ -20,7 +20,7 @@ from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWin
 from guardian.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
 from tools.base import spread_spans
-from tools.stats import RedStats, from_row, from_spans
+from tools.stats import MIN_SAMPLE, RedStats, from_row, from_spans
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
@@ -92,7 +92,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
             g.every_call or g.after) else "network"
         c = cands.setdefault((svc, kind), Candidate(key=(svc, "" if slow_caller else g.operation),
                                                     kind=kind))
-        c.votes += g.sure
+        c.votes += GAP_VOTES * g.sure
         c.fixed_change = max(c.fixed_change or 0.0, g.sure)
         if not slow_caller:
             c.ops[g.operation] = c.ops.get(g.operation, 0.0) + 0.5
@@ -112,9 +112,9 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
         by_op.setdefault(who, []).append(ch)
     for (svc, op), changes in by_op.items():
         c = cands.setdefault((svc, "error"), Candidate(key=(svc, op), kind="error"))
-        c.votes += 0.3 * max(ch.sure for ch in changes)
+        c.votes += SHAPE_VOTES * max(ch.sure for ch in changes)
         if op:
-            c.ops[op] = c.ops.get(op, 0.0) + 0.3
+            c.ops[op] = c.ops.get(op, 0.0) + SHAPE_VOTES
         c.fixed_change = max(c.fixed_change or 0.0, max(ch.sure for ch in changes))
         c.change = c.change or "; ".join(ch.describe() for ch in changes[:3])
         for ch in changes:
@@ -180,6 +180,9 @@ def _downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
         c.score *= 1 + 0.5 * len(ups)
 
 
+GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a walk of a few
+SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
+MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
 EXPLAINS = 0.2  # a changed candidate below with this share of a symptom's score explains it
 
 
@@ -294,6 +297,7 @@ def _change(walker: Walker, c: Candidate) -> float:
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
     cur, base = (_op_stats(walker.store, tmpl, w) for w in (walker.window, walker.baseline))
+    few = min(cur.count, base.count) < MIN_SAMPLE
     err_delta = cur.error_rate - base.error_rate
     p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0
     p95 = cur.p95_ms / base.p95_ms if base.p95_ms else 1.0
@@ -302,8 +306,14 @@ def _change(walker: Walker, c: Candidate) -> float:
     latency = f"p50 {base.p50_ms:.1f} -> {cur.p50_ms:.1f} ms, p95 {base.p95_ms:.1f} -> {cur.p95_ms:.1f} ms"
     if c.kind in ("error", "dependency") or (c.kind == "saturation" and err_delta > 0.02):
         c.change = errors + (f"; {latency}" if c.kind == "saturation" else "")
+        if few:
+            c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
+            return 0.5 if cur.errors >= 2 and err_delta > 0.01 else 0.15
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
     c.change = latency
+    if few:  # too few calls to rank on: said, and weighed down
+        c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
+        return 0.5 if max(p50, p95) >= 1.5 else 0.15
     if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
@@ -445,6 +455,10 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)
+    if cands and cands[0].score < MIN_SCORE:
+        weak, cands = cands, []  # abstain: nothing changed enough to name a cause
+    else:
+        weak = []
     total = sum(c.score for c in cands) + 0.25
     causes = []
     for i, c in enumerate(cands[:5]):
@@ -460,7 +474,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
             description=f"{c.kind} at {c.key[0]}: {c.change}" + (
                 f"; reached from {len(c.traces)} sampled request(s)." if c.traces else ".")))
     report = Report(
-        summary=_summary(causes, found, cur), root_causes=causes,
+        summary=_summary(causes, found, cur, weak), root_causes=causes,
         blast_radius=_blast(walker, cands[0], found) if cands else BlastRadius(),
         suggested_fix=suggest_fix(causes[0], cands[0].spans[0] if cands[0].spans else None)
         if causes else "Nothing changed against the baseline: widen the window or compare with"
@@ -473,7 +487,13 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     return report
 
 
-def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow) -> str:
+def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow,
+             weak: list[Candidate] | None = None) -> str:
+    if weak:
+        seen = "; ".join(f"{c.kind} at {c.key[0]}: {c.change}" for c in weak[:2])
+        return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
+                f" {fmt_ns(window.end_ns)} that explains a symptom: nothing is named as a root cause."
+                f" The largest changes are too small or too uncertain to blame ({seen}).")
     if not found:
         return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
                 f" {fmt_ns(window.end_ns)}: error rates, latencies and traffic are within baseline.")
