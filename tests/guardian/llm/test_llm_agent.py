@@ -183,3 +183,17 @@ def test_unreachable_model_still_returns_checked_findings(store):
     rep = run(store, "", None, f, LLMConfig(base_url=url, model="m", timeout_s=2)).report
     assert rep.root_causes[0].service == "payments" and rep.engine.type == "llm"
     assert "model call failed" in rep.summary
+
+
+def test_no_finding_is_not_replaced_by_an_unsupported_story(store):
+    """The deterministic investigator named nothing (nothing changed): a model's guess, even
+    citing a real trace, names no root cause unless that trace shows a changed service failing."""
+    from capture.store.api import SpanFilter
+
+    f = findings(store)
+    f.root_causes, f.anomalies = [], []
+    herring = store.spans(SpanFilter(service="recommendations", status_code="ERROR", limit=1))[0].trace_id
+    with FakeOpenAI([answer("recommendations", [herring], verdict="overrule")]) as fake:
+        rep = run(store, "", None, f, cfg(fake)).report
+    assert rep.root_causes == []
+    assert "model suggested recommendations" in rep.summary
