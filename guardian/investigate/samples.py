@@ -25,7 +25,7 @@ class Walker:
         self.services = set(store.services(window)) | set(store.services(baseline))
         self.trees: dict[str, Tree] = {}
         self.base: dict[tuple[str, str], dict] = {}
-        self.went_on: dict[tuple[str, str, str], bool] = {}
+        self.went_on: dict[tuple[str, str, str], tuple[bool, float]] = {}
         self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
 
     def canon(self, name: str) -> str:
@@ -97,15 +97,21 @@ class Walker:
         if got is None:
             return v
         entry = entry_of(tree, v.span)
-        if not self.went_on_after(entry, got.service):
+        went_on, tail_ns = self.went_on_after(entry, got.service)
+        client = tree.by_id.get(got.parent_span_id or "")
+        cut_short = client is not None and tail_ns >= 500_000 and \
+            v.span.end_time_unix_nano - client.end_time_unix_nano < 0.5 * tail_ns
+        if not (went_on or cut_short):
             return v
         return Vote((got.service, got.name), "error", got, v.weight, failed_after=v.span)
 
-    def went_on_after(self, entry: Span, callee: str) -> bool:
-        """Did baseline requests of entry's operation make calls after their call to callee?"""
+    def went_on_after(self, entry: Span, callee: str) -> tuple[bool, float]:
+        """Did baseline requests of entry's operation make calls after their call to callee,
+        and how long did they run on after it answered (median ns)?"""
         k = (entry.service, entry.name, callee)
         if k not in self.went_on:
             seen = went = 0
+            tails = []
             for tree, s in self.fetch(SpanFilter(window=self.baseline, service=entry.service,
                                                  name=entry.name, kind=entry.kind), BASELINE_SAMPLES):
                 calls = [c for c in tree.descendants(s) if c.service == s.service
@@ -116,7 +122,9 @@ class Walker:
                 seen += 1
                 end = max(c.end_time_unix_nano for c in to_callee)
                 went += any(c.start_time_unix_nano >= end for c in calls)
-            self.went_on[k] = seen > 0 and went >= 0.5 * seen
+                tails.append(s.end_time_unix_nano - end)
+            tails.sort()
+            self.went_on[k] = (seen > 0 and went >= 0.5 * seen, tails[len(tails) // 2] if tails else 0.0)
         return self.went_on[k]
 
 

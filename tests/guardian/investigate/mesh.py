@@ -88,7 +88,9 @@ class Mesh:
         if self.on("wrong:stock"):  # stock answered 200 with a wrong value: gateway fails on it
             return cur - t + self.ms(0.2), 500
         d, st = self.http(trace, sid, "gateway", "pay", "POST /pay", cur, self.pay)
-        cur += d + self.ms(0.5)
+        if self.on("wrong:pay") and st < 500:  # the last call's answer is wrong: no work after it
+            return cur + d - t + self.ms(0.1), 500
+        cur += d + self.ms(3)  # builds the answer from what it was given
         return cur - t, 200 if st < 500 else 502
 
     def build(self) -> list[Span]:

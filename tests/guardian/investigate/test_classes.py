@@ -45,9 +45,19 @@ def test_a_slow_query_behind_a_closed_loop_client_is_not_a_traffic_drop():
     assert all(c.kind != "traffic" for c in report.root_causes)
 
 
-def test_wrong_value_answered_with_success_blames_the_callee():
-    rc = top(Mesh("wrong:stock", seed=6).build(), "Orders fail, why?").root_causes[0]
-    assert (rc.service, rc.kind) == ("stock", "error")
+@pytest.mark.parametrize("fault,callee", [("wrong:stock", "stock"), ("wrong:pay", "pay")])
+def test_wrong_value_answered_with_success_blames_the_callee(fault, callee):
+    """gateway fails right after a callee answered with success: after stock it used to go on
+    calling pay; after pay (its last call) it used to go on working on the answer."""
+    rc = top(Mesh(fault, seed=6).build(), "Orders fail, why?").root_causes[0]
+    assert (rc.service, rc.kind) == (callee, "error"), rc
+    assert "answered with success" in rc.description
+
+
+def test_own_failure_after_a_successful_call_stays_its_own():
+    """pay fails after bank answered, as its requests always ended after bank: pay's error."""
+    rc = top(Mesh("exception:pay", seed=6).build(), "Orders fail, why?").root_causes[0]
+    assert (rc.service, rc.kind) == ("pay", "error"), rc
 
 
 @pytest.mark.parametrize("fault,want", [("exception:pay", "pay"), ("wrong:stock", "stock")])
