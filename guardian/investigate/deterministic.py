@@ -447,9 +447,11 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     walker.ports = sig.ports
     cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
     for c in cands:
-        c.score = c.votes * (_change(walker, c) if c.walked and c.spans else
-                             c.fixed_change if c.fixed_change is not None else 1.0) * _impact(c)
         g = sig.network(c.key[0]) if c.kind == "network" else None
+        # The network's change is in the gaps, not in the callee's own spans.
+        change = g.sure if g is not None else _change(walker, c) if c.walked and c.spans else \
+            c.fixed_change if c.fixed_change is not None else 1.0
+        c.score = c.votes * change * _impact(c)
         if g is not None and "answers" not in c.change:
             c.change = f"{_gap_text(g)}; {c.change}"
     _downstream_bonus(walker, cands)

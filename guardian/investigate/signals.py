@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.store.api import SpanStore, TimeWindow
-from tools.gaps import GapShift, calls, callers_all_grew, gap_shifts
+from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shifts
 from tools.sampling import Sample, sample
 from tools.shape import ShapeChange, shape_changes
 from tools.stats import MIN_SAMPLE
@@ -63,4 +63,5 @@ def signals(cur: Sample, base: Sample) -> Signals:
                                   for s in cur.spans + base.spans),
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
-                            or g.server in slow_callers) and g.client not in slow_callers})
+                            or g.server in slow_callers) and g.client not in slow_callers
+                            and g.shift_ms >= MIN_SHIFT_MS})
