@@ -13,7 +13,7 @@ from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from tools.base import spread_spans
 from tools.trace import Tree
 
-SAMPLE_SPANS = 8000  # spans read per window, at most (bench: python -m bench.investigate)
+SAMPLE_SPANS = 6000  # spans read per window, at most (bench: python -m bench.investigate)
 SLICES = 12
 
 

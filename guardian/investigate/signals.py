@@ -58,9 +58,11 @@ def signals(cur: Sample, base: Sample) -> Signals:
         port = s.attributes.get("server.port")
         if s.kind == "SERVER" and port is not None:
             seen.setdefault(str(port), set()).add(s.service)
-    return Signals(gaps=gaps, shapes=shape_changes(cur, base), slow_callers=slow_callers,
-                   has_status=any(s.status_code != "UNSET" or any(k in s.attributes for k in STATUS_KEYS)
-                                  for s in cur.spans + base.spans),
+    has_status = any(s.status_code != "UNSET" or any(k in s.attributes for k in STATUS_KEYS)
+                     for s in cur.spans + base.spans)
+    # Where spans say how calls ended, failures show there: call patterns are not read.
+    return Signals(gaps=gaps, shapes=[] if has_status else shape_changes(cur, base),
+                   slow_callers=slow_callers, has_status=has_status,
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
                             or g.server in slow_callers) and g.client not in slow_callers
