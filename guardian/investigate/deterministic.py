@@ -1,5 +1,7 @@
 """The deterministic investigator: anomalies -> sample requests -> walk each to its culprit ->
-rank culprits by votes and by how much they themselves changed -> Report.
+rank culprits by votes and by how much they themselves changed -> Report. Beside the walks:
+CLIENT/SERVER gaps and call-pattern changes (signals.py); ranking and propagation in rank.py;
+nothing named when the best candidate is too weak.
 
 No LLM. Every query is bounded (a few dozen traces at most), so it runs in seconds on
 stores of millions of spans; the aggregation is the store's work.
@@ -8,11 +10,17 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.fixes import suggest_fix
+from guardian.investigate.rank import FAMILY as _FAMILY
+from guardian.investigate.rank import Candidate
+from guardian.investigate.rank import absorb as _absorb
+from guardian.investigate.rank import downstream_bonus as _downstream_bonus
+from guardian.investigate.rank import impact as _impact
+from guardian.investigate.rank import propagate as _propagate
+from guardian.investigate.rank import reach as _reach
 from guardian.investigate.samples import Memo, Walker
 from guardian.investigate.signals import Signals, read_signals
 from guardian.investigate.walk import Key, peer_wait, responsible
@@ -27,23 +35,9 @@ SYMPTOMS = 6  # anomalies walked
 EVIDENCE = 5  # examples cited per root cause
 STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
-
-
-@dataclass
-class Candidate:
-    key: Key
-    kind: str
-    votes: float = 0.0
-    spans: list[Span] = field(default_factory=list)
-    excess_ms: list[float] = field(default_factory=list)
-    gap_ms: list[float] = field(default_factory=list)  # of each excess, time in the callee's network
-    traces: set[str] = field(default_factory=set)
-    ops: dict[str, float] = field(default_factory=dict)
-    score: float = 0.0
-    change: str = ""
-    fixed_change: float | None = None  # how much it changed, when a test already said so
-    walked: bool = False  # sampled requests were walked to it
-    answered: list[Span] = field(default_factory=list)  # callers' spans failing on its answers
+GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a walk of a few
+SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
+MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
 
 
 def _mentions(question: str, names: list[str]) -> set[str]:
@@ -141,78 +135,6 @@ def _waits_below(walker: Walker, service: str, found: list[Anomaly], sig: Signal
     return bool(slow & (below | {service}))
 
 
-def _reach(walker: Walker, service: str) -> set[str]:
-    calls: dict[str, set[str]] = {}
-    for w in (walker.window, walker.baseline):
-        for e in walker.store.service_map(w):
-            calls.setdefault(walker.canon(e.client), set()).add(walker.canon(e.server))
-    seen, stack = set(), [service]
-    while stack:
-        for b in calls.get(stack.pop(), ()):
-            if b not in seen:
-                seen.add(b)
-                stack.append(b)
-    return seen
-
-
-_FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
-
-
-def _downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
-    """Of two candidates of one kind where one calls the other, the callee is likelier the
-    cause (it matters when calls are not linked into one trace and walks stop early)."""
-    calls: dict[str, set[str]] = {}
-    for e in walker.store.service_map(walker.window):
-        calls.setdefault(walker.canon(e.client), set()).add(walker.canon(e.server))
-
-    def reach(a: str) -> set[str]:
-        seen, stack = set(), [a]
-        while stack:
-            for b in calls.get(stack.pop(), ()):
-                if b not in seen:
-                    seen.add(b)
-                    stack.append(b)
-        return seen
-
-    for c in cands:
-        ups = {o.key[0] for o in cands if _FAMILY[o.kind] == _FAMILY[c.kind]
-               and o.key[0] != c.key[0] and c.key[0] in reach(o.key[0])}
-        c.score *= 1 + 0.5 * len(ups)
-
-
-GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a walk of a few
-SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
-MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
-EXPLAINS = 0.2  # a changed candidate below with this share of a symptom's score explains it
-
-
-def _propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
-    """A root cause explains the symptoms upstream of it: a candidate's score goes to the
-    lowest changed candidate below it in the call graph. A service that stalls (its requests
-    wait unread) is itself below nothing: its calls look slow because it is slow to make and
-    read them, so the slowness of its callees, as it saw them, is its own."""
-    reach = {c.key[0]: _reach(walker, c.key[0]) for c in cands}
-    for x in sorted(cands, key=lambda c: -c.score):
-        if x.score <= 0:
-            continue
-        if x.key[0] in sig.stalled:
-            for y in cands:
-                if y.key[0] != x.key[0] and _FAMILY[y.kind] == 1 and y.key[0] in reach[x.key[0]] \
-                        and not (reach[y.key[0]] & sig.stalled):
-                    x.score += 0.8 * y.score
-                    y.score *= 0.2
-            continue
-        below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in reach[x.key[0]]
-                 and y.score >= EXPLAINS * x.score and y.kind != "traffic"]
-        if not below:
-            continue
-        # the lowest: one that has no other explaining candidate below it
-        low = [y for y in below if not any(z is not y and z.key[0] in reach[y.key[0]] for z in below)]
-        best = max(low or below, key=lambda y: y.score)
-        best.score += 0.8 * x.score
-        x.score *= 0.2
-
-
 def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly],
                       sig: Signals | None = None) -> bool:
     """A drop explained by a caller that dropped, fails or changed its calls belongs to it."""
@@ -272,19 +194,6 @@ def _merge(cands: list[Candidate], sig: Signals | None = None) -> list[Candidate
     return out
 
 
-def _absorb(into: Candidate, c: Candidate) -> None:
-    into.votes += c.votes
-    for op, w in c.ops.items():
-        into.ops[op] = into.ops.get(op, 0.0) + w
-    into.traces |= c.traces
-    into.spans += c.spans
-    into.excess_ms += c.excess_ms
-    into.gap_ms += c.gap_ms
-    into.walked = into.walked or c.walked
-    into.answered += c.answered
-    into.fixed_change = max(into.fixed_change or 0.0, c.fixed_change or 0.0) or None
-
-
 def _change(walker: Walker, c: Candidate) -> float:
     """How much the candidate itself changed vs baseline (1 clear, 0.15 not at all); sets c.change."""
     if c.kind == "error" and len(c.answered) >= 0.5 * len(c.spans):
@@ -317,21 +226,6 @@ def _change(walker: Walker, c: Candidate) -> float:
     if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
-
-
-IMPACT_MS = 20.0  # added time per request at which a slowdown counts half
-
-
-def _impact(c: Candidate) -> float:
-    """How much a slowdown costs each request it touches: a few ms of extra time on a loaded
-    host is noise next to hundreds of ms a user feels. Failures and drops count whole."""
-    if _FAMILY[c.kind] != 1:
-        return 1.0
-    extra = sorted(x for x in c.excess_ms if x > 0)
-    if not extra:
-        return 0.5
-    typical = extra[len(extra) // 2]
-    return typical / (typical + IMPACT_MS) + 0.1
 
 
 def _op_stats(store: SpanStore, tmpl: Span, w: TimeWindow) -> RedStats:
