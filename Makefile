@@ -5,7 +5,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # What `make test-fast` leaves out: eBPF, root, real servers, slow runs, the local LLM.
 FAST := not ebpf and not root and not servers and not slow and not llm
 
-.PHONY: setup setup-demo demo test test-fast setup-llm bench clean
+.PHONY: setup setup-demo demo test test-fast setup-llm bench eval clean
 
 setup:
 	@bash scripts/setup.sh test
@@ -26,6 +26,13 @@ test-fast:
 
 setup-llm: setup
 	@bash scripts/setup-llm.sh
+
+# The 16 generated scenarios, then every recorded case set there is (tuning, held-out).
+eval: setup
+	@$(PY) -m guardian.cli.main eval evals/scenarios --engine deterministic
+	@for d in evals/lab evals/heldout; do \
+		if [ -d $$d ]; then echo; echo "== $$d"; $(PY) -m guardian.cli.main eval $$d --engine deterministic; fi; \
+	done
 
 # make bench: list them; make bench BENCH_ARGS="parsers --seconds 1"; make bench BENCH_ARGS=all
 bench: setup

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Kind = Literal["error", "latency", "saturation", "dependency", "traffic"]
+Kind = Literal["error", "latency", "saturation", "dependency", "traffic", "network"]
 UNVERIFIED_FIX = "Unverified model suggestion (check it before running anything): "
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]{1,15}://\S+|\bwww\.\S+", re.I)

@@ -15,7 +15,8 @@ from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from tools.base import Capped, Tool, WindowArgs, cap, require_data, sample_traces, windows
 from tools.errors import error_groups
 from tools.services import Edge, compare_edges, edge_samples
-from tools.stats import (RedStats, error_shift, from_row, latency_ratio, latency_shift,
+from tools.sampling import covered
+from tools.stats import (RedStats, error_shift, from_row, latency_ratio, latency_shift, scaled,
                          traffic_drop)
 
 SAMPLED = 10  # anomalies that get sample trace ids (each costs a query or two)
@@ -68,8 +69,11 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
         found += _shifts(key[0], key[1], None, from_row(cur[key]), from_row(base.get(key)))
     served = {k[0] for k in cur} | {k[0] for k in base}
     svc_cur = {r.service: r for r in store.red(window)}
+    # Rates per second of data: a window running past the data's end is not a drop.
+    cov, cov_b = covered(store, window), covered(store, baseline)
     for r in store.red(baseline):
-        c, b = from_row(svc_cur.get(r.service)), from_row(r)
+        c = scaled(from_row(svc_cur.get(r.service)), window.seconds, cov)
+        b = scaled(from_row(r), baseline.seconds, cov_b)
         if traffic_drop(c, b):
             found.append(Anomaly(
                 kind="traffic_drop", service=r.service, current=c, baseline=b,
@@ -77,6 +81,9 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
                 description=f"{r.service}: traffic {b.rate_per_s:.2f}/s -> {c.rate_per_s:.2f}/s"))
     flagged = {(a.service, a.kind) for a in found}
     edges = compare_edges(store, window, baseline)
+    for e in edges:
+        e.current = scaled(e.current, window.seconds, cov)
+        e.baseline = scaled(e.baseline, baseline.seconds, cov_b)
     for e in edges:
         for a in _shifts(e.server, None, e.client, e.current, e.baseline):
             # An observed server already reports its own shift; the edge adds nothing.

@@ -103,3 +103,101 @@ def health(cur: RedStats, base: RedStats) -> str:
     if latency_shift(cur, base) or traffic_drop(cur, base):
         return "degraded"
     return "ok"
+
+
+# -- tests that hold for small samples ---------------------------------------------------------
+MIN_SAMPLE = 5  # fewer observations on a side than this: a test may say "changed", never rank alone
+SURE = 0.99  # confidence (1 - p) at which a change counts as shown
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def binom_sf(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), exact."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    lp, lq = math.log(p), math.log1p(-p)
+    return min(1.0, sum(math.exp(_log_comb(n, i) + i * lp + (n - i) * lq) for i in range(k, n + 1)))
+
+
+def proportion_p(k1: int, n1: int, k0: int, n0: int, more: bool = True) -> float:
+    """One-sided p-value that the share k1/n1 is above (more) or below k0/n0.
+
+    The baseline share is shrunk towards 1/2 by one pseudo-observation so 0 of 40 is not
+    read as "never" (a new call seen 2 times in 30 is then unlikely, not impossible)."""
+    if n1 == 0 or n0 == 0:
+        return 1.0
+    p0 = (k0 + 0.5) / (n0 + 1)
+    if more:
+        return binom_sf(k1, n1, p0)
+    return binom_sf(n1 - k1, n1, 1 - p0)
+
+
+def mann_whitney_p(cur: list[float], base: list[float]) -> float:
+    """One-sided Mann-Whitney p-value that `cur` tends to be larger than `base`.
+
+    Exact (no ties assumed) when both samples are small, else the normal approximation with
+    tie and continuity correction. 1.0 when either sample is empty."""
+    n1, n0 = len(cur), len(base)
+    if not n1 or not n0:
+        return 1.0
+    both = sorted([(v, 1) for v in cur] + [(v, 0) for v in base])
+    ranks = [0.0] * len(both)
+    ties, i = 0.0, 0
+    while i < len(both):
+        j = i
+        while j + 1 < len(both) and both[j + 1][0] == both[i][0]:
+            j += 1
+        r = (i + j) / 2 + 1
+        for t in range(i, j + 1):
+            ranks[t] = r
+        ties += (j - i + 1) ** 3 - (j - i + 1)
+        i = j + 1
+    u = sum(r for r, (_, side) in zip(ranks, both) if side) - n1 * (n1 + 1) / 2
+    if n1 * n0 <= 400 and ties == 0:
+        return _exact_u_sf(u, n1, n0)
+    mu = n1 * n0 / 2
+    n = n1 + n0
+    var = n1 * n0 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    if var <= 0:
+        return 1.0
+    z = (u - mu - 0.5) / math.sqrt(var)
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def _exact_u_sf(u: float, n1: int, n0: int) -> float:
+    """P(U >= u) under the null, by counting arrangements (n1 * n0 small)."""
+    # counts[m][k]: arrangements of m "cur" among m + n0 values with U = k, built one cur at a time
+    prev = [[1] + [0] * (n1 * n0) for _ in range(n0 + 1)]  # m = 0: U = 0 whatever n0
+    for m in range(1, n1 + 1):
+        cur = [[0] * (n1 * n0 + 1) for _ in range(n0 + 1)]
+        cur[0][0] = 1
+        for j in range(1, n0 + 1):
+            for k in range(n1 * n0 + 1):
+                # largest value is a cur (adds j to U) or a base value
+                a = prev[j][k - j] if k >= j else 0
+                cur[j][k] = a + cur[j - 1][k]
+        prev = cur
+    counts = prev[n0]
+    total = sum(counts)
+    return sum(c for k, c in enumerate(counts) if k >= math.ceil(u - 1e-9)) / total
+
+
+def confidence(p: float) -> float:
+    """How sure a test is that something changed: 1 - p, rounded for reports."""
+    return round(max(0.0, min(1.0, 1.0 - p)), 3)
+
+
+def scaled(stats: RedStats, seconds: float, covered_s: float) -> RedStats:
+    """Rates per second of data actually covered (a window running past the data's end)."""
+    if covered_s <= 0 or covered_s >= seconds:
+        return stats
+    return stats.model_copy(update={"rate_per_s": round(stats.count / covered_s, 4)})

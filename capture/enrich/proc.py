@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from capture.enrich.cgroup import cgroup_paths
@@ -56,20 +57,44 @@ def read_proc(pid: int, proc_root: str = "/proc") -> ProcInfo | None:
                     cgroups=cgroup_paths(cg), env_service_name=svc)
 
 
+# Interpreter options that take the next argument as their value (not a script name).
+_VALUE_OPTIONS = {"-W", "-X", "-r", "--require", "-I", "--import", "--loader", "-cp", "-classpath"}
+_NAME = re.compile(r"[A-Za-z][\w.+@-]*")
+
+
+def _started_as(argv: list[str]) -> str | None:
+    """The name the process was started by (argv[0]), as its users know it: Debian starts
+    redis-server as a link to redis-check-rdb, servers rewrite their title to 'nginx: worker
+    process' or 'postgres: checkpointer', a launcher links one binary under many names."""
+    if not argv:
+        return None
+    first = argv[0].split()[0] if argv[0].split() else ""
+    name = os.path.basename(first).lstrip("-").rstrip(":")
+    return name if _NAME.fullmatch(name) else None
+
+
 def program_name(info: ProcInfo) -> str:
-    """Executable name, or for interpreters the script/module they run (`python -m app` → app)."""
+    """The program as its users name it: the name it was started by (not the binary a link
+    points to), and for interpreters the script or module they run (`python -m app` → app);
+    a script read from stdin or -c has no name of its own (the interpreter's)."""
     exe = info.executable
-    if not exe.rstrip("0123456789.").startswith(_INTERPRETERS) or len(info.argv) < 2:
-        return exe or "unknown"
+    if not exe.rstrip("0123456789.").startswith(_INTERPRETERS):
+        return _started_as(info.argv) or exe or "unknown"
+    if len(info.argv) < 2:
+        return exe
     args = iter(info.argv[1:])
     for arg in args:
         if arg in ("-m", "-jar"):
             mod = next(args, "")
             return os.path.basename(mod).removesuffix(".jar") or exe
-        if arg in ("-c", "-e"):
+        if arg in ("-c", "-e", "-", "--"):
             return exe
+        if arg in _VALUE_OPTIONS:
+            next(args, None)
+            continue
         if arg.startswith("-"):
             continue
         name = os.path.basename(arg)
-        return name.rsplit(".", 1)[0] if "." in name else name
+        name = name.rsplit(".", 1)[0] if "." in name else name
+        return name if _NAME.fullmatch(name) else exe  # '55239' is an argument, not a script
     return exe

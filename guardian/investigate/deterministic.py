@@ -1,5 +1,7 @@
 """The deterministic investigator: anomalies -> sample requests -> walk each to its culprit ->
-rank culprits by votes and by how much they themselves changed -> Report.
+rank culprits by votes and by how much they themselves changed -> Report. Beside the walks:
+CLIENT/SERVER gaps and call-pattern changes (signals.py); ranking and propagation in rank.py;
+nothing named when the best candidate is too weak.
 
 No LLM. Every query is bounded (a few dozen traces at most), so it runs in seconds on
 stores of millions of spans; the aggregation is the store's work.
@@ -8,37 +10,34 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.fixes import suggest_fix
+from guardian.investigate.rank import FAMILY as _FAMILY
+from guardian.investigate.rank import Candidate
+from guardian.investigate.rank import absorb as _absorb
+from guardian.investigate.rank import downstream_bonus as _downstream_bonus
+from guardian.investigate.rank import impact as _impact
+from guardian.investigate.rank import propagate as _propagate
+from guardian.investigate.rank import reach as _reach
 from guardian.investigate.samples import Memo, Walker
+from guardian.investigate.signals import Signals, read_signals
 from guardian.investigate.walk import Key, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
 from tools.base import spread_spans
-from tools.stats import RedStats, from_row, from_spans
+from tools.stats import MIN_SAMPLE, RedStats, from_row, from_spans
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
 EVIDENCE = 5  # examples cited per root cause
 STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
-
-
-@dataclass
-class Candidate:
-    key: Key
-    kind: str
-    votes: float = 0.0
-    spans: list[Span] = field(default_factory=list)
-    excess_ms: list[float] = field(default_factory=list)
-    traces: set[str] = field(default_factory=set)
-    ops: dict[str, float] = field(default_factory=dict)
-    score: float = 0.0
-    change: str = ""
+GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a walk of a few
+SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
+MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
 
 
 def _mentions(question: str, names: list[str]) -> set[str]:
@@ -46,7 +45,7 @@ def _mentions(question: str, names: list[str]) -> set[str]:
     return {n for n in names if n.lower() in words}
 
 
-def _candidates(walker: Walker, found: list[Anomaly], focus: set[str]) -> dict:
+def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Signals) -> dict:
     cands: dict[tuple[str, str], Candidate] = {}
     symptoms = [a for a in found if a.kind in WALKED]
     symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
@@ -54,57 +53,93 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str]) -> dict:
     for a in symptoms[:SYMPTOMS]:
         votes = walker.votes(a)
         for v in votes:
-            svc = _canon(v.key[0], walker.services)
+            svc = walker.canon(v.key[0])
             c = cands.setdefault((svc, v.kind), Candidate(key=(svc, v.key[1]), kind=v.kind))
             w = v.weight * (a.score / top) / max(len(votes), 1)
             c.votes += w
+            c.walked = True
+            if v.failed_after is not None:
+                c.answered.append(v.failed_after)
             c.ops[v.key[1]] = c.ops.get(v.key[1], 0.0) + w
             if v.span.trace_id not in c.traces:
                 c.spans.append(v.span)
                 c.excess_ms.append(v.excess_ms)
+                c.gap_ms.append(v.gap_ms)
             c.traces.add(v.span.trace_id)
+    _signal_candidates(walker, sig, cands)
     for a in found:
-        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found):
+        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found, sig) \
+                and not _waits_below(walker, a.service, found, sig):
             c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
             c.votes += a.score / top
             c.change = a.description
     return cands
 
 
-def _canon(name: str, services: set[str]) -> str:
-    """'payments:8080' is payments when payments is a service we see (calls not linked)."""
-    host, _, port = name.rpartition(":")
-    return host if port.isdigit() and host in services else name
+def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
+    """Gap shifts (the callee's network, or a caller slow to send and read) and changed call
+    patterns (failures without status codes) as candidates of their own."""
+    for g in sig.gaps:
+        slow_caller = g.client in sig.slow_callers
+        svc = g.client if slow_caller else walker.canon(g.server)
+        kind = "latency" if slow_caller or svc in sig.slow_callers or not (
+            g.every_call or g.after) else "network"
+        c = cands.setdefault((svc, kind), Candidate(key=(svc, "" if slow_caller else g.operation),
+                                                    kind=kind))
+        c.votes += GAP_VOTES * g.sure
+        c.fixed_change = max(c.fixed_change or 0.0, g.sure)
+        if not slow_caller:
+            c.ops[g.operation] = c.ops.get(g.operation, 0.0) + 0.5
+        for call in g.examples[:3]:
+            if call.client.trace_id not in c.traces:
+                c.spans.append(call.client)
+                c.excess_ms.append(call.gap_ms - g.p50_ms[0])
+                c.traces.add(call.client.trace_id)
+        c.change = c.change or _gap_text(g)
+    by_op: dict[tuple[str, str], list] = {}
+    # Where spans say how calls ended, failures show there; a changed mix of calls alone is
+    # as likely a changed mix of requests.
+    for ch in ([] if sig.has_status else sig.shapes):
+        # Requests that stop right after one callee answered failed on that answer.
+        who = (walker.canon(ch.after), "") if ch.change == "dropped" and ch.after \
+            else (ch.service, ch.operation)
+        by_op.setdefault(who, []).append(ch)
+    for (svc, op), changes in by_op.items():
+        c = cands.setdefault((svc, "error"), Candidate(key=(svc, op), kind="error"))
+        c.votes += SHAPE_VOTES * max(ch.sure for ch in changes)
+        if op:
+            c.ops[op] = c.ops.get(op, 0.0) + SHAPE_VOTES
+        c.fixed_change = max(c.fixed_change or 0.0, max(ch.sure for ch in changes))
+        c.change = c.change or "; ".join(ch.describe() for ch in changes[:3])
+        for ch in changes:
+            for s in ch.examples[:2]:
+                if s.trace_id not in c.traces:
+                    c.spans.append(s)
+                    c.excess_ms.append(0.0)
+                    c.traces.add(s.trace_id)
 
 
-_FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "traffic": 2}
+def _gap_text(g) -> str:
+    return (f"time between {g.client}'s calls and {g.server}'s answers: p50 {g.p50_ms[0]:.1f} ->"
+            f" {g.p50_ms[1]:.1f} ms, p90 {g.p90_ms[0]:.1f} -> {g.p90_ms[1]:.1f} ms over"
+            f" {g.count[0]} -> {g.count[1]} calls ({g.sure:.1%} sure)")
 
 
-def _downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
-    """Of two candidates of one kind where one calls the other, the callee is likelier the
-    cause (it matters when calls are not linked into one trace and walks stop early)."""
-    calls: dict[str, set[str]] = {}
-    for e in walker.store.service_map(walker.window):
-        calls.setdefault(_canon(e.client, walker.services), set()).add(_canon(e.server, walker.services))
-
-    def reach(a: str) -> set[str]:
-        seen, stack = set(), [a]
-        while stack:
-            for b in calls.get(stack.pop(), ()):
-                if b not in seen:
-                    seen.add(b)
-                    stack.append(b)
-        return seen
-
-    for c in cands:
-        ups = {o.key[0] for o in cands if _FAMILY[o.kind] == _FAMILY[c.kind]
-               and o.key[0] != c.key[0] and c.key[0] in reach(o.key[0])}
-        c.score *= 1 + 0.5 * len(ups)
+def _waits_below(walker: Walker, service: str, found: list[Anomaly], sig: Signals) -> bool:
+    """A traffic drop while something below the service got slower or fails is a symptom:
+    callers that wait for each answer send less when answers take longer."""
+    below = _reach(walker, service)
+    slow = {a.service for a in found if a.kind in ("latency", "error_rate", "saturation", "new_error")}
+    slow |= {a.caller for a in found if a.caller and a.kind in ("latency", "error_rate")}
+    slow |= {g.server for g in sig.gaps} | {g.client for g in sig.gaps}
+    return bool(slow & (below | {service}))
 
 
-def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly]) -> bool:
-    """A drop explained by a caller that dropped or fails itself belongs to the caller."""
+def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly],
+                      sig: Signals | None = None) -> bool:
+    """A drop explained by a caller that dropped, fails or changed its calls belongs to it."""
     troubled = {x.service for x in found if x.service != a.service}
+    troubled |= {ch.service for ch in (sig.shapes if sig else []) if ch.service != a.service}
     return any(e.server == a.service and e.client in troubled
                for e in walker.store.service_map(walker.baseline))
 
@@ -123,7 +158,7 @@ def _queueing(c: Candidate) -> bool:
     return waits[-1 - cut_] - waits[cut_] >= 0.25 * waits[len(waits) // 2]
 
 
-def _merge(cands: list[Candidate]) -> list[Candidate]:
+def _merge(cands: list[Candidate], sig: Signals | None = None) -> list[Candidate]:
     """Latency explained by saturation of the same service is that saturation; a wait with no
     sign of queueing is latency."""
     for c in cands:
@@ -135,6 +170,16 @@ def _merge(cands: list[Candidate]) -> list[Candidate]:
         if first is not c:
             _absorb(first, c)
     cands = [c for c in cands if c.kind != "latency" or lat[c.key[0]] is c]
+    for c in cands:
+        g = sig.network(c.key[0]) if sig is not None else None
+        if c.kind == "latency" and g is not None and sum(c.excess_ms) > 0 and \
+                sum(c.gap_ms) >= 0.5 * sum(c.excess_ms):
+            c.kind = "network"
+    net = {c.key[0]: c for c in cands if c.kind == "network" and c.votes > 0}
+    for c in [c for c in cands if c.kind == "network"]:
+        if net.get(c.key[0]) not in (None, c):
+            _absorb(net[c.key[0]], c)
+    cands = [c for c in cands if c.kind != "network" or net.get(c.key[0]) in (None, c)]
     sat = {c.key[0]: c for c in cands if c.kind == "saturation"}
     out = []
     for c in cands:
@@ -142,25 +187,26 @@ def _merge(cands: list[Candidate]) -> list[Candidate]:
         if c.kind == "latency" and s is not None:
             _absorb(s, c)
             continue
+        if c.kind in ("latency", "error") and c.spans and all(
+                "dns.question.name" in x.attributes for x in c.spans):
+            c.kind = "dependency"  # name resolution slow or failing: a dependency of every caller
         out.append(c)
     return out
 
 
-def _absorb(into: Candidate, c: Candidate) -> None:
-    into.votes += c.votes
-    for op, w in c.ops.items():
-        into.ops[op] = into.ops.get(op, 0.0) + w
-    into.traces |= c.traces
-    into.spans += c.spans
-    into.excess_ms += c.excess_ms
-
-
 def _change(walker: Walker, c: Candidate) -> float:
     """How much the candidate itself changed vs baseline (1 clear, 0.15 not at all); sets c.change."""
+    if c.kind == "error" and len(c.answered) >= 0.5 * len(c.spans):
+        f = c.answered[0]
+        c.change = (f"{f.service} `{f.name}` fails right after {c.key[0]} answered with success,"
+                    f" where its requests used to go on ({len(c.answered)} of {len(c.traces)}"
+                    f" sampled requests): {c.key[0]}'s answer is what it fails on")
+        return 1.0
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
     cur, base = (_op_stats(walker.store, tmpl, w) for w in (walker.window, walker.baseline))
+    few = min(cur.count, base.count) < MIN_SAMPLE
     err_delta = cur.error_rate - base.error_rate
     p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0
     p95 = cur.p95_ms / base.p95_ms if base.p95_ms else 1.0
@@ -169,8 +215,14 @@ def _change(walker: Walker, c: Candidate) -> float:
     latency = f"p50 {base.p50_ms:.1f} -> {cur.p50_ms:.1f} ms, p95 {base.p95_ms:.1f} -> {cur.p95_ms:.1f} ms"
     if c.kind in ("error", "dependency") or (c.kind == "saturation" and err_delta > 0.02):
         c.change = errors + (f"; {latency}" if c.kind == "saturation" else "")
+        if few:
+            c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
+            return 0.5 if cur.errors >= 2 and err_delta > 0.01 else 0.15
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
     c.change = latency
+    if few:  # too few calls to rank on: said, and weighed down
+        c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
+        return 0.5 if max(p50, p95) >= 1.5 else 0.15
     if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
@@ -191,6 +243,8 @@ def _operation(walker: Walker, c: Candidate) -> str | None:
     if c.kind == "traffic":
         rows = walker.store.red(walker.baseline, by="operation", service=c.key[0])
         return max(rows, key=lambda r: r.count).operation if rows else None
+    if not c.ops:
+        return None
     top_op = max(c.ops, key=c.ops.get)
     return top_op if c.ops[top_op] >= 0.7 * sum(c.ops.values()) else None
 
@@ -283,11 +337,24 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     walker = Walker(store, cur, base)
     names = store.services(cur) + [e.server for e in store.service_map(cur)]
     focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
-    cands = _merge(list(_candidates(walker, found, focus).values()))
+    sig = read_signals(store, cur, base)
+    walker.ports = sig.ports
+    cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
     for c in cands:
-        c.score = c.votes * (_change(walker, c) if c.spans else 1.0)
+        g = sig.network(c.key[0]) if c.kind == "network" else None
+        # The network's change is in the gaps, not in the callee's own spans.
+        change = g.sure if g is not None else _change(walker, c) if c.walked and c.spans else \
+            c.fixed_change if c.fixed_change is not None else 1.0
+        c.score = c.votes * change * _impact(c)
+        if g is not None and "answers" not in c.change:
+            c.change = f"{_gap_text(g)}; {c.change}"
     _downstream_bonus(walker, cands)
+    _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)
+    if cands and cands[0].score < MIN_SCORE:
+        weak, cands = cands, []  # abstain: nothing changed enough to name a cause
+    else:
+        weak = []
     total = sum(c.score for c in cands) + 0.25
     causes = []
     for i, c in enumerate(cands[:5]):
@@ -303,7 +370,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
             description=f"{c.kind} at {c.key[0]}: {c.change}" + (
                 f"; reached from {len(c.traces)} sampled request(s)." if c.traces else ".")))
     report = Report(
-        summary=_summary(causes, found, cur), root_causes=causes,
+        summary=_summary(causes, found, cur, weak), root_causes=causes,
         blast_radius=_blast(walker, cands[0], found) if cands else BlastRadius(),
         suggested_fix=suggest_fix(causes[0], cands[0].spans[0] if cands[0].spans else None)
         if causes else "Nothing changed against the baseline: widen the window or compare with"
@@ -316,7 +383,13 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     return report
 
 
-def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow) -> str:
+def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow,
+             weak: list[Candidate] | None = None) -> str:
+    if weak:
+        seen = "; ".join(f"{c.kind} at {c.key[0]}: {c.change}" for c in weak[:2])
+        return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
+                f" {fmt_ns(window.end_ns)} that explains a symptom: nothing is named as a root cause."
+                f" The largest changes are too small or too uncertain to blame ({seen}).")
     if not found:
         return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
                 f" {fmt_ns(window.end_ns)}: error rates, latencies and traffic are within baseline.")

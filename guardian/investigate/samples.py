@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
-from guardian.investigate.walk import Vote, baseline_self_times, error_votes, latency_vote
+from guardian.investigate.walk import (Vote, baseline_self_times, entry_of, error_votes,
+                                       last_answer, latency_vote)
 from tools.anomalies import Anomaly
 from tools.trace import Tree
 
@@ -23,6 +24,18 @@ class Walker:
         self.services = set(store.services(window)) | set(store.services(baseline))
         self.trees: dict[str, Tree] = {}
         self.base: dict[tuple[str, str], dict] = {}
+        self.went_on: dict[tuple[str, str, str], tuple[bool, float]] = {}
+        self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
+
+    def canon(self, name: str) -> str:
+        """'payments:8080' is payments when payments is a service we see (calls not linked);
+        '127.0.0.1:21443' is the service seen serving on port 21443."""
+        host, _, port = name.rpartition(":")
+        if not port.isdigit():
+            return name
+        if host in self.services:
+            return host
+        return self.ports.get(port, name)
 
     def tree(self, trace_id: str) -> Tree:
         if trace_id not in self.trees:
@@ -70,8 +83,47 @@ class Walker:
                 v = latency_vote(tree, start, self.baseline_for(start))
                 out += [v] if v else []
             else:
-                out += error_votes(tree, start)
+                out += [self._answered(tree, v) for v in error_votes(tree, start)]
         return out
+
+    def _answered(self, tree: Tree, v: Vote) -> Vote:
+        """A service failing right after a callee answered with success, where its requests
+        used to go on calling: the callee's answer is what it failed on (a wrong value)."""
+        if v.span.kind not in ("SERVER", "CONSUMER", "INTERNAL") or v.kind != "error":
+            return v
+        got = last_answer(tree, v.span)
+        if got is None:
+            return v
+        entry = entry_of(tree, v.span)
+        went_on, tail_ns = self.went_on_after(entry, got.service)
+        client = tree.by_id.get(got.parent_span_id or "")
+        cut_short = client is not None and tail_ns >= 500_000 and \
+            v.span.end_time_unix_nano - client.end_time_unix_nano < 0.5 * tail_ns
+        if not (went_on or cut_short):
+            return v
+        return Vote((got.service, got.name), "error", got, v.weight, failed_after=v.span)
+
+    def went_on_after(self, entry: Span, callee: str) -> tuple[bool, float]:
+        """Did baseline requests of entry's operation make calls after their call to callee,
+        and how long did they run on after it answered (median ns)?"""
+        k = (entry.service, entry.name, callee)
+        if k not in self.went_on:
+            seen = went = 0
+            tails = []
+            for tree, s in self.fetch(SpanFilter(window=self.baseline, service=entry.service,
+                                                 name=entry.name, kind=entry.kind), BASELINE_SAMPLES):
+                calls = [c for c in tree.descendants(s) if c.service == s.service
+                         and c.kind in ("CLIENT", "PRODUCER")]
+                to_callee = [c for c in calls if any(k.service == callee for k in tree.children[c.span_id])]
+                if not to_callee:
+                    continue
+                seen += 1
+                end = max(c.end_time_unix_nano for c in to_callee)
+                went += any(c.start_time_unix_nano >= end for c in calls)
+                tails.append(s.end_time_unix_nano - end)
+            tails.sort()
+            self.went_on[k] = (seen > 0 and went >= 0.5 * seen, tails[len(tails) // 2] if tails else 0.0)
+        return self.went_on[k]
 
 
 def match(s: Span, f: SpanFilter) -> bool:

@@ -8,11 +8,12 @@ server's, not the caller's.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from capture.span import Span
 from tools.base import peer_of
-from tools.errors import classify_error
+from tools.errors import classify_error, error_text
 from tools.trace import Tree
 
 Key = tuple[str, str]  # (responsible service or peer, operation)
@@ -25,28 +26,65 @@ class Vote:
     span: Span
     weight: float
     excess_ms: float = 0.0
+    gap_ms: float = 0.0  # of the excess, time between the caller's call and this key's server span
+    failed_after: Span | None = None  # the caller's span that failed right after this answer
 
 
 def responsible(tree: Tree, s: Span) -> Key:
-    """Who answers for a span: its service, or for an unanswered call, the peer it called."""
+    """Who answers for a span: its service, or for an unanswered call, the peer it called.
+    A step inside a service (an INTERNAL span) answers as the operation it is part of."""
     if s.kind in ("CLIENT", "PRODUCER"):
         linked = [c for c in tree.children[s.span_id] if c.kind in ("SERVER", "CONSUMER")]
         if not linked:
             return (peer_of(s) or s.service, s.name)
+    if s.kind in ("INTERNAL", "CLIENT", "PRODUCER"):
+        return (s.service, entry_of(tree, s).name)
     return (s.service, s.name)
+
+
+def entry_of(tree: Tree, s: Span) -> Span:
+    """The span by which s's request entered s's service (s itself when it is one)."""
+    for _ in range(1000):
+        p = tree.by_id.get(s.parent_span_id or "")
+        if p is None or p.service != s.service:
+            return s
+        s = p
+    return s
 
 
 def peer_wait(tree: Tree, s: Span) -> tuple[Key, int] | None:
     """For a call its server answered in this trace: the server's key and how long the request
     waited before the server began it (unread in its socket: a stall, a backlog, the network)."""
+    got = peer_gap(tree, s)
+    return (got[0], got[1]) if got is not None else None
+
+
+def peer_gap(tree: Tree, s: Span) -> tuple[Key, int, int] | None:
+    """For a call its server answered in this trace: the server's key, the time before the
+    server began it, and the time after it answered until the caller had the reply. Both are
+    the callee's network or ingress, not the caller's own time."""
     if s.kind != "CLIENT":
         return None
     linked = [c for c in tree.children[s.span_id] if c.kind == "SERVER"]
     if not linked:
         return None
     first = min(linked, key=lambda c: c.start_time_unix_nano)
+    last = max(linked, key=lambda c: c.end_time_unix_nano)
     wait = min(max(first.start_time_unix_nano - s.start_time_unix_nano, 0), s.duration_ns)
-    return (first.service, first.name), wait
+    after = min(max(s.end_time_unix_nano - last.end_time_unix_nano, 0), s.duration_ns - wait)
+    return (first.service, first.name), wait, after
+
+
+def _failing_below(tree: Tree, s: Span) -> list[Span]:
+    """Failing children of s, looking through its service's own steps (INTERNAL spans that
+    did not fail themselves, as instrumented code adds them)."""
+    out = []
+    for c in tree.children[s.span_id]:
+        if c.status_code == "ERROR":
+            out.append(c)
+        elif c.kind == "INTERNAL" and c.service == s.service:
+            out += _failing_below(tree, c)
+    return out
 
 
 def error_votes(tree: Tree, start: Span) -> list[Vote]:
@@ -54,12 +92,40 @@ def error_votes(tree: Tree, start: Span) -> list[Vote]:
     leaves, stack = [], [start]
     while stack:
         s = stack.pop()
-        failing = [c for c in tree.children[s.span_id] if c.status_code == "ERROR"]
+        failing = _failing_below(tree, s)
         if failing:
             stack += failing
         elif s.status_code == "ERROR":
             leaves.append(s)
-    return [Vote(responsible(tree, s), classify_error(s), s, 1.0 / len(leaves)) for s in leaves]
+    return [Vote(responsible(tree, s), _failure_kind(s), s, 1.0 / len(leaves)) for s in leaves]
+
+
+_GAVE_UP = re.compile(r"cancel|time[sd]? ?out|deadline|57014", re.I)
+GAVE_UP_NS = 500_000_000
+
+
+def _failure_kind(s: Span) -> str:
+    """A call cancelled or timed out after a long wait failed because it was slow (a lock
+    held, a query too slow): its cause is latency, unless it says what ran out or broke."""
+    kind = classify_error(s)
+    if kind == "error" and s.duration_ns >= GAVE_UP_NS and _GAVE_UP.search(error_text(s)):
+        return "latency"
+    return kind
+
+
+def last_answer(tree: Tree, s: Span) -> Span | None:
+    """The call whose successful answer s failed right after, if it did: the callee's server
+    span (a wrong value answered with success shows only so, in the caller's failure)."""
+    calls = [c for c in tree.descendants(s) if c.service == s.service
+             and c.kind == "CLIENT" and c.status_code != "ERROR"]
+    if not calls:
+        return None
+    last = max(calls, key=lambda c: c.end_time_unix_nano)
+    after_ns = s.end_time_unix_nano - last.end_time_unix_nano
+    if after_ns < 0 or after_ns > max(2_000_000, 0.05 * s.duration_ns):
+        return None
+    servers = [c for c in tree.children[last.span_id] if c.kind == "SERVER" and c.status_code != "ERROR"]
+    return servers[0] if servers else None
 
 
 def _sync_subtree(tree: Tree, start: Span) -> list[Span]:
@@ -71,49 +137,52 @@ def _sync_subtree(tree: Tree, start: Span) -> list[Span]:
     return out
 
 
-def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span]]:
-    """Per responsible key: (own ns, wait-before-first-child ns, longest span) in start's subtree."""
-    acc: dict[Key, tuple[int, int, Span]] = {}
+def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span, int]]:
+    """Per responsible key: (own ns, wait-before-first-child ns, longest span, ns of it spent
+    between a caller's CLIENT span and this key's SERVER span) in start's subtree."""
+    acc: dict[Key, tuple[int, int, Span, int]] = {}
 
-    def add(k: Key, own_ns: int, wait_ns: int, s: Span) -> None:
-        own, wait, top = acc.get(k, (0, 0, s))
-        acc[k] = (own + own_ns, wait + wait_ns, s if s.duration_ns > top.duration_ns else top)
+    def add(k: Key, own_ns: int, wait_ns: int, s: Span, gap_ns: int = 0) -> None:
+        own, wait, top, gap = acc.get(k, (0, 0, s, 0))
+        acc[k] = (own + own_ns, wait + wait_ns, s if s.duration_ns > top.duration_ns else top,
+                  gap + gap_ns)
 
     for s in _sync_subtree(tree, start):
         own, w = tree.self_ns(s), tree.wait_before_children_ns(s) or 0
-        pw = peer_wait(tree, s)
-        if pw is not None:
-            # The caller is not queueing while its request sits unread at the server.
-            unread = min(pw[1], own)
-            add(pw[0], unread, 0, s)
-            own, w = own - unread, 0
+        pg = peer_gap(tree, s)
+        if pg is not None:
+            # The caller is not working while its request or the reply is in flight or unread.
+            gap = min(pg[1] + pg[2], own)
+            add(pg[0], gap, 0, s, gap)
+            own, w = own - gap, 0
         add(responsible(tree, s), own, w, s)
     return acc
 
 
-def baseline_self_times(trees: list[tuple[Tree, Span]]) -> dict[Key, tuple[float, float]]:
-    """Mean own time and wait per key over baseline requests of the same endpoint."""
+def baseline_self_times(trees: list[tuple[Tree, Span]]) -> dict[Key, tuple[float, float, float]]:
+    """Mean own time, wait and call gap per key over baseline requests of the same endpoint."""
     sums: dict[Key, list[float]] = {}
     for tree, start in trees:
-        for k, (own, wait, _) in self_times(tree, start).items():
-            acc = sums.setdefault(k, [0.0, 0.0])
+        for k, (own, wait, _, gap) in self_times(tree, start).items():
+            acc = sums.setdefault(k, [0.0, 0.0, 0.0])
             acc[0] += own
             acc[1] += wait
+            acc[2] += gap
     n = max(len(trees), 1)
-    return {k: (v[0] / n, v[1] / n) for k, v in sums.items()}
+    return {k: (v[0] / n, v[1] / n, v[2] / n) for k, v in sums.items()}
 
 
-def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float]]) -> Vote | None:
+def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float, float]]) -> Vote | None:
     """The key whose own time grew most in this request, if it explains the slowdown."""
-    best: tuple[float, Key, Span, float] | None = None
-    for k, (own, wait, span) in self_times(tree, start).items():
-        b_own, b_wait = base.get(k, (0.0, 0.0))
+    best: tuple[float, Key, Span, float, float] | None = None
+    for k, (own, wait, span, gap) in self_times(tree, start).items():
+        b_own, b_wait, b_gap = base.get(k, (0.0, 0.0, 0.0))
         excess = own - b_own
         if best is None or excess > best[0]:
-            best = (excess, k, span, wait - b_wait)
+            best = (excess, k, span, wait - b_wait, gap - b_gap)
     if best is None or best[0] <= 1e6:  # under 1 ms of extra time explains nothing
         return None
-    excess, key, span, wait_excess = best
+    excess, key, span, wait_excess, gap_excess = best
     # Time lost before the first downstream call is queueing for a pool, thread or lock.
     if span.status_code == "ERROR" and classify_error(span) != "error":
         kind = classify_error(span)  # slow because it timed out connecting or waiting
@@ -121,4 +190,4 @@ def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float]]) 
         kind = "saturation"
     else:
         kind = "latency"
-    return Vote(key, kind, span, 1.0, excess_ms=excess / 1e6)
+    return Vote(key, kind, span, 1.0, excess_ms=excess / 1e6, gap_ms=max(gap_excess, 0) / 1e6)

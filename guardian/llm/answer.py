@@ -7,6 +7,7 @@ only with a verified trace in which its cause is where the failure or the time s
 only for a service that changed against the baseline (not a red herring failing all along).
 Rule 3: a fix the model suggests is marked as an unverified model suggestion; rendering
 (guardian.report.untrusted) keeps its links and markup inert.
+Rule 4: when the findings name no cause (nothing changed), an unsupported answer names none.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from capture.store.api import SpanStore
 from guardian.report import UNVERIFIED_FIX, EngineInfo, Evidence, Report, RootCause
 from tools.base import peer_of
 
-KINDS = ("error", "latency", "saturation", "dependency", "traffic")
+KINDS = ("error", "latency", "saturation", "dependency", "traffic", "network")
 _ID = re.compile(r"\b(?:[0-9a-f]{32}|[0-9a-f]{16})\b")
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.S)
 
@@ -99,7 +100,7 @@ def supported(checker: IdChecker, service: str, kind: str, trace_ids: list[str])
         if not spans:
             continue
         err, slow = _origin(spans)
-        blamed = slow if kind == "latency" else err | (slow if not err else set())
+        blamed = slow if kind in ("latency", "network") else err | (slow if not err else set())
         if _host(service) in {_host(b) for b in blamed}:
             return True
     return False
@@ -170,11 +171,15 @@ def build_report(store: SpanStore, answer: dict[str, Any] | None, findings: Repo
                          f"Model's hypothesis, not supported by the traces it cited: {description}".strip(),
                          evidence=evidence)
         rest = [c for c in causes if not _same(c, service, operation)]
-        ordered = [mine, *rest] if is_supported else [*causes, mine]
+        # With no finding to rank against (nothing changed), an unsupported story adds no cause.
+        ordered = [mine, *rest] if is_supported else [*causes, mine] if causes else []
     for i, rc in enumerate(ordered, 1):
         rc.rank = i
     report.root_causes = ordered
-    if ordered and ordered[0].service != service:
+    if not ordered and not causes:
+        report.summary = (f"{findings.summary} The model suggested {service}, but the traces it"
+                          " cited do not show the failure starting there.").strip()
+    elif ordered and ordered[0].service != service:
         # The model's story lost to the evidence: keep the findings' summary and say so.
         report.summary = (f"{findings.summary} The model suggested {service}, but the traces it"
                           " cited do not show the failure starting there.").strip()

@@ -30,6 +30,14 @@ def test_program_name_sees_through_interpreters(tmp_path):
         ("/usr/lib/jvm/java", ("java", "-Xmx1g", "-jar", "/opt/orders.jar")): "orders",
         ("/usr/sbin/nginx", ("nginx: worker process",)): "nginx",
         ("/usr/bin/python3.11", ("python3", "-c", "print(1)")): "python3.11",
+        # a script read from stdin: its arguments are no names
+        ("/usr/bin/python3.11", ("python3", "-", "55239", "30")): "python3.11",
+        ("/usr/bin/python3.11", ("python3", "-W", "ignore", "/srv/loadgen.py", "30")): "loadgen",
+        # Debian's redis-server is a link to redis-check-rdb, and redis rewrites its title
+        ("/usr/bin/redis-check-rdb", ("/usr/bin/redis-server 127.0.0.1:6379",)): "redis-server",
+        ("/usr/lib/postgresql/15/bin/postgres", ("postgres: 15/main: checkpointer",)): "postgres",
+        # one binary linked under each service's name
+        ("/srv/lab/bin/svc", ("/srv/lab/by-name/notify", "/srv/lab/svc.js")): "notify",
     }
     for pid, ((exe, argv), want) in enumerate(cases.items(), start=100):
         fake_proc(tmp_path, pid, list(argv), exe, "user_session_hybrid")

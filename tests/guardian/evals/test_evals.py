@@ -79,3 +79,44 @@ def test_eval_cli_table_and_missing_dir(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "redis_slow" in out and "top-1 100%" in out
     assert main(["eval", str(tmp_path / "nope")]) == 2
+
+
+def test_eval_json_figures_per_class_and_topology(capsys, tmp_path):
+    """Lab-shaped cases (fault_class, topology, neighbours, window): graded score, abstention,
+    latency percentiles, per class and per topology, beside the per-engine shape."""
+    from guardian.evals.variants import make_variant
+
+    for name, cls, topo in (("payments_5xx", "exception", "shop"), ("healthy", "none", "shop"),
+                            ("redis_slow", "slow_query", "mesh")):
+        d = make_variant(ROOT / name, tmp_path / name, [])
+        exp = json.loads((d / "expected.json").read_text())
+        exp.update(fault_class=cls, topology=topo, neighbours=["checkout"])
+        if name == "redis_slow":  # the wrong service named, but a neighbour of the right one
+            exp.update(service="checkout", aliases=[], kind="latency")
+        (d / "expected.json").write_text(json.dumps(exp))
+    assert main(["eval", str(tmp_path), "--engine", "deterministic", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {c["scenario"] for c in data["cases"]} == {"payments_5xx", "healthy", "redis_slow"}
+    assert data["scores"][0]["cases"] == data["n_cases"] == 3
+    assert data["per_class"]["exception"]["top1"] == 1.0
+    assert data["per_class"]["slow_query"]["top1"] == 0.0
+    assert data["abstain"] == 1.0  # the healthy window named no cause
+    by = {c["scenario"]: c for c in data["cases"]}
+    assert by["payments_5xx"]["graded"] == 100 and by["healthy"]["graded"] == 100
+    assert by["redis_slow"]["graded"] == 0  # redis is no neighbour of checkout as written here
+    assert data["graded"] == round(200 / 3, 1)
+    assert set(data["per_topology"]) == {"shop", "mesh"} and data["per_topology"]["shop"]["cases"] == 2
+    assert 0 < data["p50_s"] <= data["p95_s"]
+
+
+def test_graded_score():
+    from guardian.evals.runner import graded
+
+    exp = {"service": "payments", "aliases": ["payments:8081"], "operation": "POST /charge",
+           "kind": "error", "neighbours": ["checkout"]}
+    assert graded(_rc("payments:8081", "error", "POST /charge"), exp) == 100
+    assert graded(_rc("payments", "latency"), exp) == 65  # no operation named: the service only
+    assert graded(_rc("payments", "error", "GET /health"), exp) == 65
+    assert graded(_rc("checkout", "error"), exp) == 35
+    assert graded(_rc("frontend", "error"), exp) == 0 and graded(None, exp) == 0
+    assert graded(None, {"kind": "none"}) == 100 and graded(_rc("x", "error"), {"kind": "none"}) == 0

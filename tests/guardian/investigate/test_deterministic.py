@@ -220,9 +220,11 @@ def test_peer_wait_splits_a_call():
     assert peer_wait(tree, tree.by_id["b"]) == (("cache", "GET"), 140 * 10**6)
     assert peer_wait(tree, tree.by_id["a"]) is None  # not a call
     own = {k: (v[0] // 10**6, v[1] // 10**6) for k, v in self_times(tree, tree.by_id["a"]).items()}
-    # cache: its 5 ms plus the 140 ms unread; api: its 40 ms plus the call's 15 ms after the reply,
-    # and no wait counted for it (it waited on the call, not for a pool)
-    assert own == {("cache", "GET"): (145, 0), ("api", "GET"): (55, 10)}
+    # cache: its 5 ms, the 140 ms unread and the 15 ms its reply took to reach api (the callee's
+    # network or ingress); api: its own 40 ms, and no wait counted for the call (it waited on
+    # the call, not for a pool)
+    assert own == {("cache", "GET"): (160, 0), ("api", "GET"): (40, 10)}
+    assert self_times(tree, tree.by_id["a"])[("cache", "GET")][3] == 155 * 10**6  # the gap
 
 
 def test_caller_only_service_drops():

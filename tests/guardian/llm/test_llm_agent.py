@@ -208,3 +208,17 @@ def test_captured_text_reaches_the_model_only_in_tool_messages(store):
     slack = to_mrkdwn(md)
     assert "](https://evil" not in md and "<https://evil" not in slack and "<!channel>" not in slack
     assert "`https://evil.example/fix.sh`" in md and "Unverified model suggestion" in md
+
+
+def test_no_finding_is_not_replaced_by_an_unsupported_story(store):
+    """The deterministic investigator named nothing (nothing changed): a model's guess, even
+    citing a real trace, names no root cause unless that trace shows a changed service failing."""
+    from capture.store.api import SpanFilter
+
+    f = findings(store)
+    f.root_causes, f.anomalies = [], []
+    herring = store.spans(SpanFilter(service="recommendations", status_code="ERROR", limit=1))[0].trace_id
+    with FakeOpenAI([answer("recommendations", [herring], verdict="overrule")]) as fake:
+        rep = run(store, "", None, f, cfg(fake)).report
+    assert rep.root_causes == []
+    assert "model suggested recommendations" in rep.summary

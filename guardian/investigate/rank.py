@@ -1,0 +1,124 @@
+"""Ranking candidate root causes: how much each one costs a request, and propagation (a root
+cause explains the symptoms upstream of it: the lowest changed candidate in the call graph
+wins). Candidates come from deterministic.py; nothing here reads spans.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from capture.span import Span
+from guardian.investigate.samples import Walker
+from guardian.investigate.signals import Signals
+from guardian.investigate.walk import Key
+
+
+@dataclass
+class Candidate:
+    key: Key
+    kind: str
+    votes: float = 0.0
+    spans: list[Span] = field(default_factory=list)
+    excess_ms: list[float] = field(default_factory=list)
+    gap_ms: list[float] = field(default_factory=list)  # of each excess, time in the callee's network
+    traces: set[str] = field(default_factory=set)
+    ops: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
+    change: str = ""
+    fixed_change: float | None = None  # how much it changed, when a test already said so
+    walked: bool = False  # sampled requests were walked to it
+    answered: list[Span] = field(default_factory=list)  # callers' spans failing on its answers
+
+
+FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
+EXPLAINS = 0.2  # a changed candidate below with this share of a symptom's score explains it
+
+
+def absorb(into: Candidate, c: Candidate) -> None:
+    into.votes += c.votes
+    for op, w in c.ops.items():
+        into.ops[op] = into.ops.get(op, 0.0) + w
+    into.traces |= c.traces
+    into.spans += c.spans
+    into.excess_ms += c.excess_ms
+    into.gap_ms += c.gap_ms
+    into.walked = into.walked or c.walked
+    into.answered += c.answered
+    into.fixed_change = max(into.fixed_change or 0.0, c.fixed_change or 0.0) or None
+
+
+def reach(walker: Walker, service: str) -> set[str]:
+    calls: dict[str, set[str]] = {}
+    for w in (walker.window, walker.baseline):
+        for e in walker.store.service_map(w):
+            calls.setdefault(walker.canon(e.client), set()).add(walker.canon(e.server))
+    seen, stack = set(), [service]
+    while stack:
+        for b in calls.get(stack.pop(), ()):
+            if b not in seen:
+                seen.add(b)
+                stack.append(b)
+    return seen
+
+
+def downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
+    """Of two candidates of one kind where one calls the other, the callee is likelier the
+    cause (it matters when calls are not linked into one trace and walks stop early)."""
+    calls: dict[str, set[str]] = {}
+    for e in walker.store.service_map(walker.window):
+        calls.setdefault(walker.canon(e.client), set()).add(walker.canon(e.server))
+
+    def reach(a: str) -> set[str]:
+        seen, stack = set(), [a]
+        while stack:
+            for b in calls.get(stack.pop(), ()):
+                if b not in seen:
+                    seen.add(b)
+                    stack.append(b)
+        return seen
+
+    for c in cands:
+        ups = {o.key[0] for o in cands if FAMILY[o.kind] == FAMILY[c.kind]
+               and o.key[0] != c.key[0] and c.key[0] in reach(o.key[0])}
+        c.score *= 1 + 0.5 * len(ups)
+
+
+def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
+    """A root cause explains the symptoms upstream of it: a candidate's score goes to the
+    lowest changed candidate below it in the call graph. A service that stalls (its requests
+    wait unread) is itself below nothing: its calls look slow because it is slow to make and
+    read them, so the slowness of its callees, as it saw them, is its own."""
+    below_of = {c.key[0]: reach(walker, c.key[0]) for c in cands}
+    for x in sorted(cands, key=lambda c: -c.score):
+        if x.score <= 0:
+            continue
+        if x.key[0] in sig.stalled:
+            for y in cands:
+                if y.key[0] != x.key[0] and FAMILY[y.kind] == 1 and y.key[0] in below_of[x.key[0]] \
+                        and not (below_of[y.key[0]] & sig.stalled):
+                    x.score += 0.8 * y.score
+                    y.score *= 0.2
+            continue
+        below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
+                 and y.score >= EXPLAINS * x.score and y.kind != "traffic"]
+        if not below:
+            continue
+        # the lowest: one that has no other explaining candidate below it
+        low = [y for y in below if not any(z is not y and z.key[0] in below_of[y.key[0]] for z in below)]
+        best = max(low or below, key=lambda y: y.score)
+        best.score += 0.8 * x.score
+        x.score *= 0.2
+
+
+IMPACT_MS = 20.0  # added time per request at which a slowdown counts half
+
+
+def impact(c: Candidate) -> float:
+    """How much a slowdown costs each request it touches: a few ms of extra time on a loaded
+    host is noise next to hundreds of ms a user feels. Failures and drops count whole."""
+    if FAMILY[c.kind] != 1:
+        return 1.0
+    extra = sorted(x for x in c.excess_ms if x > 0)
+    if not extra:
+        return 0.5
+    typical = extra[len(extra) // 2]
+    return typical / (typical + IMPACT_MS) + 0.1

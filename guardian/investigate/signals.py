@@ -1,0 +1,69 @@
+"""Candidates from per-call evidence the walks do not see: CLIENT/SERVER gaps that grew (the
+callee's network) and call patterns that changed (exceptions and wrong values without status
+codes). Read from one bounded sample of the window and of the baseline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from capture.store.api import SpanStore, TimeWindow
+from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shifts
+from tools.sampling import Sample, sample
+from tools.shape import ShapeChange, shape_changes
+from tools.stats import MIN_SAMPLE
+
+# Attributes that say how a call ended, when the status code is left unset.
+STATUS_KEYS = ("http.response.status_code", "rpc.grpc.status_code", "db.response.status_code",
+               "error.type")
+
+
+@dataclass
+class Signals:
+    gaps: list[GapShift] = field(default_factory=list)
+    shapes: list[ShapeChange] = field(default_factory=list)
+    slow_callers: set[str] = field(default_factory=set)  # every callee's gap grew at once
+    callees: dict[str, set[str]] = field(default_factory=dict)  # linked calls: caller -> callees
+    ports: dict[str, str] = field(default_factory=dict)  # a port one service alone serves on
+    stalled: set[str] = field(default_factory=set)  # requests wait unread before it begins them
+    has_status: bool = True  # spans say how calls ended (else failures show only in shapes)
+
+    def network(self, service: str) -> GapShift | None:
+        """The surest gap shift into service that looks like its network, not a stall."""
+        if service in self.slow_callers:
+            return None  # slow at both ends of its calls: the service itself, not its network
+        for g in self.gaps:
+            if g.server == service and g.client not in self.slow_callers and (g.every_call or g.after):
+                return g
+        return None
+
+
+def read_signals(store: SpanStore, window: TimeWindow, baseline: TimeWindow) -> Signals:
+    cur, base = sample(store, window), sample(store, baseline)
+    return signals(cur, base)
+
+
+def signals(cur: Sample, base: Sample) -> Signals:
+    counts: dict[tuple[str, str], int] = {}
+    for c in calls(cur):
+        k = (c.client.service, c.server.service)
+        counts[k] = counts.get(k, 0) + 1
+    callees: dict[str, set[str]] = {}
+    for (client, server), n in counts.items():
+        if n >= MIN_SAMPLE:  # a callee too rarely called to test cannot be said to have grown
+            callees.setdefault(client, set()).add(server)
+    gaps = gap_shifts(cur, base)
+    slow_callers = callers_all_grew(gaps, callees)
+    seen: dict[str, set[str]] = {}
+    for s in cur.spans + base.spans:
+        port = s.attributes.get("server.port")
+        if s.kind == "SERVER" and port is not None:
+            seen.setdefault(str(port), set()).add(s.service)
+    has_status = any(s.status_code != "UNSET" or any(k in s.attributes for k in STATUS_KEYS)
+                     for s in cur.spans + base.spans)
+    # Where spans say how calls ended, failures show there: call patterns are not read.
+    return Signals(gaps=gaps, shapes=[] if has_status else shape_changes(cur, base),
+                   slow_callers=slow_callers, has_status=has_status,
+                   callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
+                   stalled={g.server for g in gaps if (not (g.every_call or g.after)
+                            or g.server in slow_callers) and g.client not in slow_callers
+                            and g.shift_ms >= MIN_SHIFT_MS})

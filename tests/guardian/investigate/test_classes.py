@@ -1,0 +1,93 @@
+"""The investigator per class of fault, on small seeded meshes shaped as the capture emits them
+(tests/guardian/investigate/mesh.py): where each class shows, and that nothing is named when
+nothing changed."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from capture.store.api import TimeWindow
+from guardian.evals.variants import internal, no_status, sparse
+from guardian.investigate.deterministic import investigate
+from tests.guardian.investigate.mesh import T0, Mesh, store_of
+
+
+def top(spans, question="Orders are slow, why?", window=None):
+    store = store_of(spans)
+    try:
+        report = investigate(store, question, window)
+        for rc in report.root_causes:  # every citation is a span the store holds
+            for ev in rc.evidence:
+                assert any(s.span_id == ev.span_id for s in store.trace(ev.trace_id)), ev
+        return report
+    finally:
+        store.close()
+
+
+def test_network_delay_at_a_callee_is_the_callees_network():
+    report = top(Mesh("net:bank", seed=3).build())
+    rc = report.root_causes[0]
+    assert (rc.service, rc.kind) == ("bank", "network"), report.summary
+    assert "answers" in rc.description  # says where the time went: between call and answer
+
+
+def test_lost_replies_are_the_callees_network():
+    rc = top(Mesh("loss:bank", seed=4).build()).root_causes[0]
+    assert (rc.service, rc.kind) == ("bank", "network")
+
+
+def test_a_slow_query_behind_a_closed_loop_client_is_not_a_traffic_drop():
+    report = top(Mesh("slowdb", seed=5, strength=2.0).build())
+    assert any(a["kind"] == "traffic_drop" for a in report.anomalies)  # the front did slow down
+    rc = report.root_causes[0]
+    assert rc.service == "postgresql" and rc.kind == "latency", report.summary
+    assert all(c.kind != "traffic" for c in report.root_causes)
+
+
+@pytest.mark.parametrize("fault,callee", [("wrong:stock", "stock"), ("wrong:pay", "pay")])
+def test_wrong_value_answered_with_success_blames_the_callee(fault, callee):
+    """gateway fails right after a callee answered with success: after stock it used to go on
+    calling pay; after pay (its last call) it used to go on working on the answer."""
+    rc = top(Mesh(fault, seed=6).build(), "Orders fail, why?").root_causes[0]
+    assert (rc.service, rc.kind) == (callee, "error"), rc
+    assert "answered with success" in rc.description
+
+
+def test_own_failure_after_a_successful_call_stays_its_own():
+    """pay fails after bank answered, as its requests always ended after bank: pay's error."""
+    rc = top(Mesh("exception:pay", seed=6).build(), "Orders fail, why?").root_causes[0]
+    assert (rc.service, rc.kind) == ("pay", "error"), rc
+
+
+@pytest.mark.parametrize("fault,want", [("exception:pay", "pay"), ("wrong:stock", "stock")])
+def test_failures_without_status_codes_show_in_the_shape_of_traces(fault, want):
+    rng = random.Random(1)
+    spans = internal(no_status(Mesh(fault, seed=7).build(), rng, {}), rng, {})
+    assert not any(s.status_code == "ERROR" for s in spans)
+    rc = top(spans, "Orders fail, why?").root_causes[0]
+    assert rc.service == want and rc.kind == "error", rc
+    assert "requests" in rc.description and "sure" in rc.description  # how sure, on how many
+
+
+def test_own_slowness_in_sparse_data_is_still_found():
+    spans = sparse(Mesh("slow:pay", seed=8, duration_s=900).build(), random.Random(2), {}, keep=0.04)
+    assert 30 < len({s.trace_id for s in spans}) < 150  # a handful of calls a minute
+    rc = top(spans).root_causes[0]
+    assert rc.service == "pay" and rc.kind in ("latency", "saturation")
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_nothing_changed_names_no_cause(seed):
+    report = top(Mesh(None, seed=seed).build(), "Is anything wrong?")
+    assert report.root_causes == [], report.summary
+    assert "No significant change" in report.summary or "nothing" in report.summary.lower()
+
+
+def test_a_window_running_past_the_data_is_no_traffic_drop():
+    spans = Mesh(None, seed=14).build()
+    end = max(s.end_time_unix_nano for s in spans)
+    window = TimeWindow(T0 + (end - T0) // 2, end + (end - T0))  # twice as long as the data left
+    report = top(spans, "Is anything wrong?", window)
+    assert not any(a["kind"] == "traffic_drop" for a in report.anomalies), report.anomalies
+    assert report.root_causes == []

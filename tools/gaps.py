@@ -1,0 +1,138 @@
+"""Time between a CLIENT span and the SERVER span it is linked to: the network, the callee's
+accept queue, its socket buffers. That time is the callee's (its network or ingress), never
+the caller's, unless every callee of one caller grew at once (then the caller or its host is
+slow to send and read).
+
+Only linked calls count (a SERVER span whose parent is a CLIENT span in another service).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from capture.span import Span
+from tools.sampling import Sample
+from tools.stats import MIN_SAMPLE, SURE, _quantile, binom_sf, confidence, mann_whitney_p
+
+MIN_SHIFT_MS = 5.0  # a gap this much longer at least, to be worth naming (a busy host adds ms)
+MIN_RATIO = 1.5
+TAIL_FACTOR = 3.0  # a gap this many times the baseline's longest is a lost packet, not noise
+
+
+@dataclass
+class Call:
+    client: Span
+    server: Span
+    before_ns: int  # client start -> server start: request in flight or unread
+    after_ns: int  # server end -> client end: response in flight
+
+    @property
+    def gap_ms(self) -> float:
+        return (self.before_ns + self.after_ns) / 1e6
+
+
+@dataclass
+class GapShift:
+    client: str
+    server: str
+    operation: str  # the server operation most affected
+    p50_ms: tuple[float, float]  # baseline, now
+    p90_ms: tuple[float, float]
+    sure: float  # confidence that gaps grew (Mann-Whitney)
+    count: tuple[int, int]
+    every_call: bool  # even short gaps grew: a delay on every packet, not a queue now and then
+    after: bool  # the response leg grew too (a stalled server cannot delay its sent reply)
+    examples: list[Call] = field(default_factory=list)
+
+    @property
+    def shift_ms(self) -> float:
+        return max(self.p50_ms[1] - self.p50_ms[0], self.p90_ms[1] - self.p90_ms[0])
+
+
+def calls(sample: Sample) -> list[Call]:
+    out = []
+    for tree in sample.trees:
+        for s in tree.spans:
+            if s.kind != "SERVER":
+                continue
+            c = tree.by_id.get(s.parent_span_id or "")
+            if c is None or c.kind != "CLIENT" or c.service == s.service:
+                continue
+            room = max(c.duration_ns - s.duration_ns, 0)  # clock skew cannot make a gap
+            before = min(max(s.start_time_unix_nano - c.start_time_unix_nano, 0), room)
+            after = min(max(c.end_time_unix_nano - s.end_time_unix_nano, 0), room - before)
+            out.append(Call(c, s, before, after))
+    return out
+
+
+def _by_edge(cs: list[Call]) -> dict[tuple[str, str], list[Call]]:
+    out: dict[tuple[str, str], list[Call]] = {}
+    for c in cs:
+        out.setdefault((c.client.service, c.server.service), []).append(c)
+    return out
+
+
+def _tail_p(g1: list[float], g0: list[float], pooled: list[float]) -> float:
+    """One-sided p-value that more calls than usual took far longer than the baseline allows
+    (lost packets: a few calls wait a retransmission timeout, the rest are as before). The
+    chance of such a gap is read from the baseline gaps of every edge (many more calls)."""
+    if not g0 or not pooled:
+        return 1.0
+    limit = max(max(g0), _quantile(pooled, 0.99)) * TAIL_FACTOR + MIN_SHIFT_MS
+    k = sum(1 for g in g1 if g > limit)
+    p0 = (sum(1 for g in pooled if g > limit) + 1) / (len(pooled) + 2)
+    return binom_sf(k, len(g1), p0) if k >= 2 else 1.0
+
+
+def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
+    """Edges whose call gaps grew against the baseline, surest and largest first."""
+    now, before = _by_edge(calls(cur)), _by_edge(calls(base))
+    pooled = sorted(c.gap_ms for cs in before.values() for c in cs)
+    pooled_after = sorted(c.after_ns / 1e6 for cs in before.values() for c in cs)
+    out = []
+    for edge, cs in now.items():
+        bs = before.get(edge, [])
+        if len(cs) < MIN_SAMPLE or len(bs) < MIN_SAMPLE:
+            continue
+        g1 = sorted(c.gap_ms for c in cs)
+        g0 = sorted(c.gap_ms for c in bs)
+        p50 = (_quantile(g0, 0.5), _quantile(g1, 0.5))
+        p90 = (_quantile(g0, 0.9), _quantile(g1, 0.9))
+        grew = [(b, a) for b, a in (p50, p90, (g0[-1], g1[-1]))
+                if a - b >= MIN_SHIFT_MS and a >= MIN_RATIO * b]
+        if not grew:
+            continue
+        sure = confidence(min(mann_whitney_p(g1, g0), _tail_p(g1, g0, pooled)))
+        if sure < SURE:
+            continue
+        a1 = sorted(c.after_ns / 1e6 for c in cs)
+        a0 = sorted(c.after_ns / 1e6 for c in bs)
+        after = ((_quantile(a1, 0.75) - _quantile(a0, 0.75) >= MIN_SHIFT_MS
+                  and confidence(mann_whitney_p(a1, a0)) >= SURE)
+                 or confidence(_tail_p(a1, a0, pooled_after)) >= SURE)
+        every = _quantile(g1, 0.25) - _quantile(g0, 0.75) >= max(MIN_SHIFT_MS, 0.5 * (p50[1] - p50[0]))
+        ops: dict[str, float] = {}
+        base_med = p50[0]
+        for c in cs:
+            ops[c.server.name] = ops.get(c.server.name, 0.0) + max(c.gap_ms - base_med, 0.0)
+        worst = sorted(cs, key=lambda c: -c.gap_ms)
+        out.append(GapShift(client=edge[0], server=edge[1], operation=max(ops, key=ops.get),
+                            p50_ms=p50, p90_ms=p90, sure=sure, count=(len(bs), len(cs)),
+                            every_call=every, after=after, examples=worst[:5]))
+    out.sort(key=lambda g: (-g.sure, -g.shift_ms))
+    return out
+
+
+def callers_all_grew(shifts: list[GapShift], edges: dict[str, set[str]]) -> set[str]:
+    """Callers whose callees' gaps all grew: the caller (or its host) is slow to send and read,
+    not each of its callees' networks at once. Two callees or more say so; half of them do when
+    the calls into the caller grew too (it is the one thing those calls share)."""
+    grown: dict[str, set[str]] = {}
+    for g in shifts:
+        grown.setdefault(g.client, set()).add(g.server)
+    called = {g.server for g in shifts}
+    out = set()
+    for c, servers in grown.items():
+        mine = edges.get(c, set())
+        if (len(mine) >= 2 and servers >= mine) or (c in called and 2 * len(servers & mine) >= len(mine)):
+            out.add(c)
+    return out
