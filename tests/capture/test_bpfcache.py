@@ -12,8 +12,8 @@ import requests
 
 from capture import abi, bpfcache
 from capture.loader import SENTINEL_AGENT_PID, SENTINEL_FILTER_PORT, Loader
-from tests.support.http_servers import python_server
-from tests.support.live import ebpf_or_skip, live_capture
+from support.http_servers import python_server
+from support.live import ebpf_or_skip, live_capture
 
 
 def insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.capture.tls import targets
-from tests.support.live import free_port, live_capture
+from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
 
