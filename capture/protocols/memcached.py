@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import re
 import struct
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
+from capture.protocols.base import LOST, SKIPPED, Direction, Parser, Pending, Record, Side, buffer_chunk, lose
 
 MAX_PENDING = 4096
 MAX_LINE = 8192
-MAX_FILL = 16 * 1024 * 1024
+MAX_FILL = 1024 * 1024  # lost bytes stood in by zeros (a payload the capture cut short)
 _STORAGE = {b"set", b"add", b"replace", b"append", b"prepend", b"cas"}
 _RETRIEVAL = {b"get", b"gets", b"gat", b"gats"}
 _COMMANDS = _STORAGE | _RETRIEVAL | {b"delete", b"incr", b"decr", b"touch", b"stats", b"version",
@@ -83,13 +82,6 @@ class _Reply:
     error: bool = False
     message: str = ""
     opaque: int = -1
-
-
-@dataclass(slots=True)
-class _Direction:
-    buf: bytearray = field(default_factory=bytearray)
-    resync: bool = False
-    start_ns: int = 0
 
 
 def _line(buf: bytes, pos: int) -> tuple[bytes, int]:
@@ -176,8 +168,8 @@ class MemcachedParser(Parser):
 
     def __init__(self) -> None:
         super().__init__()
-        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction()}
-        self._pending: deque[_Request] = deque()
+        self._dirs = {Side.CLIENT: Direction(), Side.SERVER: Direction()}
+        self._pending: Pending[_Request] = Pending(self.stats, MAX_PENDING)
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
@@ -186,7 +178,8 @@ class MemcachedParser(Parser):
         if got == SKIPPED:
             return []
         if got == LOST:
-            return self._lose(d, "lost_bytes")
+            self._lose(d, "lost_bytes")
+            return []
         out: list[Record] = []
         buf, pos = bytes(d.buf), 0
         while pos < len(buf):
@@ -202,7 +195,8 @@ class MemcachedParser(Parser):
             except _Incomplete:
                 break
             except _Garbage:
-                return out + self._lose(d, "garbage")
+                self._lose(d, "garbage")
+                return out
             pos = end
             d.start_ns = ts_ns
             if isinstance(msg, _Request):
@@ -223,21 +217,15 @@ class MemcachedParser(Parser):
         self._pending.clear()
         return out
 
-    def _lose(self, d: _Direction, reason: str) -> list[Record]:
-        self.stats[reason] += 1
-        d.resync, d.buf = True, bytearray()
-        self._pending.clear()
-        return []
+    def _lose(self, d: Direction, reason: str) -> None:
+        lose(self.stats, d, self._pending, reason)
 
     def _request(self, req: _Request, ts_ns: int) -> list[Record]:
         if req.noreply:
             return [_record(req, _Reply("noreply"), ts_ns)]
         if req.op == "quit":
             return []
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.popleft()
-            self.stats["pending_overflow"] += 1
-        self._pending.append(req)
+        self._pending.push(req)
         return []
 
     def _reply(self, reply: _Reply, ts_ns: int) -> list[Record]:
