@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from capture.protocols.base import LOST, SKIPPED, Direction, Parser, Pending, Record, Side, buffer_chunk, lose
 
 MAX_LINE = 64 * 1024
+WAIT_PAYLOAD = 64 * 1024  # a smaller payload is waited for; a larger one ends its message at once
 MAX_FILL = 1024 * 1024  # lost bytes stood in by zeros (a payload the capture cut short)
 MAX_PENDING = 4096
 _CLIENT_START = re.compile(rb"(CONNECT \{|PUB [!-~]|HPUB [!-~]|SUB [!-~]|UNSUB |PING\r|PONG\r)")
@@ -78,9 +79,11 @@ def _message(buf: bytes, pos: int, verbs: set[bytes]) -> tuple[bytes, list[bytes
             total = int(args[-1])
         except (IndexError, ValueError):
             raise _Garbage from None
-        if len(buf) < nxt + total + 2:
-            raise _Incomplete
-        nxt += total + 2
+        if total < 0:
+            raise _Garbage
+        nxt += total + 2  # may lie past the buffer: the caller skips the rest of a large payload by length
+        if len(buf) < nxt and total < WAIT_PAYLOAD:
+            raise _Incomplete(nxt)
     return verb, args, nxt
 
 
@@ -105,15 +108,19 @@ class NatsParser(Parser):
         verbs = _CLIENT_VERBS if side == Side.CLIENT else _SERVER_VERBS
         out: list[Record] = []
         buf, pos = bytes(d.buf), 0
+        d.need = 0
         while pos < len(buf):
             try:
                 verb, args, end = _message(buf, pos, verbs)
-            except _Incomplete:
+            except _Incomplete as e:
+                d.need = e.args[0] - pos if e.args else 0
                 break
             except _Garbage:
                 self._lose(d, "garbage")
                 return out
             pos = end
+            if pos > len(buf):
+                d.skip, pos = pos - len(buf), len(buf)
             rec = self._client(verb, args, d.start_ns, ts_ns) if side == Side.CLIENT else \
                 self._server(verb, args, d.start_ns, ts_ns)
             if rec is not None:
