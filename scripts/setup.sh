@@ -17,6 +17,8 @@ APT_PACKAGES=(
   python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64
   # load generators and tools used by tests and benchmarks
   wrk hey curl dnsutils openssl iproute2 procps psmisc
+  # packet capture and the independent decoder the protocol-truth tests compare against
+  tcpdump tshark
   # real servers the tests and the demo talk to
   nginx-light postgresql mariadb-server mariadb-client redis-server rabbitmq-server
   memcached nats-server dnsmasq-base etcd-server etcd-client
