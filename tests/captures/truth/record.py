@@ -1,7 +1,7 @@
 """Record the truth captures: real clients doing real work against real servers on loopback, taken
 with tcpdump. Not a test: run it (as root, after `make setup`) to regenerate the pcaps next to it.
 
-Run: .venv/bin/python -m tests.captures.truth.record [redis] [postgresql]
+Run: .venv/bin/python -m tests.captures.truth.record [redis] [postgresql] [mysql]
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ HERE = Path(__file__).resolve().parent
 
 @contextmanager
 def tcpdump(path: Path, port: int):
-    proc = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-U", "-w", str(path), f"tcp port {port}"],
+    proc = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-U", "-Z", "root", "-w", str(path), f"tcp port {port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # tcpdump opens the interface
+    time.sleep(1.5)  # tcpdump opens the interface
     try:
         yield
     finally:
@@ -103,6 +103,60 @@ def postgres_work(server: dict) -> None:
                     server["dbname"]], env=env, check=True, capture_output=True)
 
 
+@contextmanager
+def mariadb_instance():
+    """mariadbd in a temp dir with a TCP user (as the live tests' fixture starts it)."""
+    import shutil
+    import tempfile
+
+    from tests.capture.live.conftest import SECRET
+    from tests.support.http_servers import process
+    from tests.support.live import free_port
+
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="guardian-truth-maria-"))
+    data, sock = tmp / "data", tmp / "mysqld.sock"
+    subprocess.run(["mariadb-install-db", f"--datadir={data}", "--user=root", "--auth-root-authentication-method=socket",
+                    "--skip-test-db"], check=True, capture_output=True, timeout=120)
+    cmd = ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
+           "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
+           f"--pid-file={tmp / 'pid'}", "--skip-name-resolve"]
+    try:
+        with process(cmd, port):
+            sql = (f"CREATE DATABASE guardian; CREATE USER 'guardian'@'127.0.0.1' IDENTIFIED BY '{SECRET}';"
+                   "GRANT ALL ON guardian.* TO 'guardian'@'127.0.0.1';")
+            subprocess.run(["mariadb", f"--socket={sock}", "-uroot", "-e", sql], check=True, capture_output=True)
+            yield {"port": port, "user": "guardian", "password": SECRET, "database": "guardian"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mysql_work(server: dict) -> None:
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", port=server["port"], user=server["user"],
+                           password=server["password"], database=server["database"], autocommit=True)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE items (id INT PRIMARY KEY, name TEXT)")
+    cur.executemany("INSERT INTO items VALUES (%s, %s)", [(i, f"n{i}") for i in range(5)])
+    cur.execute("SELECT * FROM items WHERE id < %s", (3,))
+    cur.fetchall()
+    for sql in ("SELECT * FROM nope", "SELEC 1", "INSERT INTO items VALUES (1, 'dup')"):
+        try:
+            cur.execute(sql)
+        except pymysql.MySQLError:
+            pass
+    cur.execute("SELECT REPEAT('x', 60000)")
+    cur.fetchall()
+    cur.execute("UPDATE items SET name = 'm' WHERE id > 2")
+    conn.ping()
+    conn.close()
+    subprocess.run(["mariadb", "-h", "127.0.0.1", "-P", str(server["port"]), "-u", server["user"],
+                    f"-p{server['password']}", server["database"], "-e",
+                    "SELECT COUNT(*) FROM items; SHOW TABLES; DELETE FROM items WHERE id = 0; DROP TABLE items"],
+                   check=True, capture_output=True)
+
+
 def main(names: list[str]) -> None:
     from tests.capture.live.conftest import postgres_instance, redis_instance
 
@@ -112,7 +166,10 @@ def main(names: list[str]) -> None:
     if "postgresql" in names:
         with postgres_instance() as srv, tcpdump(HERE / "postgresql" / "psycopg.pcap", srv["port"]):
             postgres_work(srv)
+    if "mysql" in names:
+        with mariadb_instance() as srv, tcpdump(HERE / "mysql" / "pymysql.pcap", srv["port"]):
+            mysql_work(srv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["redis", "postgresql"])
+    main(sys.argv[1:] or ["redis", "postgresql", "mysql"])

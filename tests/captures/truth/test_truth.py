@@ -133,3 +133,36 @@ def test_postgres_exchanges_match_tshark():
             last = tag.rsplit(" ", 1)[-1]
             if not tag.startswith("E:") and last.isdigit() and tag.split(" ")[0] in ("SELECT", "INSERT", "COPY"):
                 assert s.attributes.get("db.response.returned_rows") == int(last), (conn, tag)
+
+
+# -- MySQL / MariaDB -----------------------------------------------------------------------
+_MYSQL_COMMANDS = {"3": "QUERY", "14": "PING", "2": "INIT_DB", "22": "STMT_PREPARE", "23": "STMT_EXECUTE"}
+
+
+def mysql_oracle(pcap: Path) -> dict[str, list[tuple[str, str, str]]]:
+    """client port -> (command, statement, error code or "") of each command that gets a response."""
+    port = server_port(pcap)
+    rows = tshark("-r", str(pcap), "-d", f"tcp.port=={port},mysql", "-Y", "mysql", "-T", "fields",
+                  "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "mysql.command", "-e", "mysql.query",
+                  "-e", "mysql.error_code", "-E", "occurrence=f")
+    out: dict[str, list[list[str]]] = defaultdict(list)
+    for line in rows.splitlines():
+        src, dst, cmd, query, err = (line.split("\t") + [""] * 5)[:5]
+        if dst == port and cmd and cmd != "1":  # QUIT gets no response
+            out[src].append([_MYSQL_COMMANDS.get(cmd, cmd), query, ""])
+        elif src == port and err and out[dst]:
+            out[dst][-1][2] = err
+    return {k: [tuple(x) for x in v] for k, v in out.items()}
+
+
+def test_mysql_commands_statements_and_errors_match_tshark():
+    pcap = HERE / "mysql" / "pymysql.pcap"
+    oracle = mysql_oracle(pcap)
+    spans = guardian_spans(pcap)
+    assert oracle and set(oracle) == set(spans)
+    for conn, want in oracle.items():
+        got = [(s.attributes["mysql.command"], s.attributes.get("db.query.text", ""),
+                s.attributes.get("db.response.status_code", "") if s.status_code == "ERROR" else "")
+               for s in spans[conn]]
+        assert got == want, conn
+    assert any(e == "1062" for v in oracle.values() for _, _, e in v)  # the duplicate key is in the recording
