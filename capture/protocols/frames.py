@@ -37,6 +37,7 @@ class FrameReader:
                  stats: Counter[str], starts: Callable[[bytes], bool] | None = None,
                  bad_header: str = "bad_header") -> None:
         self._hlen = header_len if callable(header_len) else (lambda _b, n=header_len: n)
+        self._fixed = 0 if callable(header_len) else header_len
         self.length_of = length_of
         self.starts = starts  # stricter test of a chunk that may end a resync (e.g. a command packet)
         self.bad_header = bad_header  # the stat a header that does not validate counts under
@@ -59,6 +60,16 @@ class FrameReader:
             self.stats["resyncs"] += 1
         out: list[Frame] = []
         pos = 0
+        fixed = self._fixed
+        if fixed and not self._need and not self._buf:
+            # the common case: whole frames inside this chunk, sliced out without buffering
+            length_of, n = self.length_of, len(data)
+            while pos + fixed <= n:
+                need = length_of(data[pos:pos + fixed])
+                if need is None or not fixed <= need <= MAX_BUFFER or pos + need > n:
+                    break
+                out.append(Frame(data[pos:pos + need], need, ts_ns, ts_ns))
+                pos += need
         while pos < len(data):
             pos = self._take(data, pos, ts_ns, out)
             if not self.synced:

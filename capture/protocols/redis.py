@@ -129,10 +129,17 @@ class RespReader:
                 pos = end + 2
                 if t in _BULK:
                     n = _int(line)
-                    if n >= 0:
+                    if n < 0:
+                        value = None
+                    elif pos + n + 2 <= len(buf):  # the common case: the whole string is here
+                        if buf[pos + n : pos + n + 2] != b"\r\n":
+                            raise _Garbage
+                        raw = bytes(buf[pos : pos + min(n, KEEP)])
+                        pos += n + 2
+                        value = Error(raw.decode("utf-8", "replace")) if t == 0x21 else raw
+                    else:
                         self.bulk, self.bulk_size, self.bulk_left, self.bulk_type = bytearray(), n, n + 2, t
                         continue
-                    value = None
                 elif t in _AGGREGATE:
                     n = _int(line)
                     if n > 1_000_000 or len(self.stack) >= MAX_DEPTH:
