@@ -104,7 +104,7 @@ def postgres_work(server: dict) -> None:
 
 
 @contextmanager
-def mariadb_instance():
+def _mariadb_instance():
     """mariadbd in a temp dir with a TCP user (as the live tests' fixture starts it)."""
     import shutil
     import tempfile
@@ -158,7 +158,11 @@ def mysql_work(server: dict) -> None:
 
 
 def main(names: list[str]) -> None:
-    from tests.capture.live.conftest import postgres_instance, redis_instance
+    try:  # the shared server helpers, where the tree has them
+        from support.servers import mariadb_instance, postgres_instance, redis_instance
+    except ImportError:
+        from tests.capture.live.conftest import postgres_instance, redis_instance
+        mariadb_instance = _mariadb_instance
 
     if "redis" in names:
         with redis_instance() as srv, tcpdump(HERE / "redis" / "redis-py.pcap", srv["port"]):
