@@ -1,6 +1,7 @@
 """Records (request + response) of a connection -> spans with OpenTelemetry attributes."""
 from __future__ import annotations
 
+from capture import scrub
 from capture.connection import Connection
 from capture.protocols.base import Record
 from capture.span import Span, new_ids
@@ -10,6 +11,7 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
     """Build the span of one exchange, seen from the process that owns `conn`."""
     kind = rec.kind or ("SERVER" if conn.role == "SERVER" else "CLIENT")
     attrs = rec.attributes  # each record's dict is fresh: no copy on the hot path
+    message = scrub.record(attrs, rec.status_message)
     # each end that is known (a short-lived client may be gone before /proc tells its side)
     client, server = (conn.local, conn.remote) if conn.role != "SERVER" else (conn.remote, conn.local)
     if server:
@@ -37,7 +39,7 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
         start_time_unix_nano=rec.start_ns,
         end_time_unix_nano=rec.end_ns if rec.end_ns > rec.start_ns else rec.start_ns,
         status_code=status,
-        status_message=rec.status_message,
+        status_message=message,
         attributes=attrs,
         resource=conn.resource,  # shared by the connection's spans; nobody mutates it
         trace_id=trace_id,

@@ -28,6 +28,8 @@ APT_DEMO=(
 APT_TEST=(
   # load generators and tools used by tests and benchmarks
   bpfcc-tools wrk hey curl dnsutils iproute2 procps psmisc
+  # packet capture and the independent decoder the protocol-truth tests compare against
+  tcpdump tshark
   # real servers the tests talk to
   nginx-light mariadb-server mariadb-client memcached nats-server etcd-server etcd-client
   # gcc and libc6-dev for the cgo/external-linker Go builds and the ABI checks, Java for Cassandra

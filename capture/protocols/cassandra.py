@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import struct
 
-from capture.protocols.base import Parser, Record, Side
+from capture.protocols.base import FramedParser, Record, Side
 from capture.protocols.frames import Frame, FrameReader
 
 SEGMENT_HEADER, SEGMENT_TRAILER = 6, 4  # uncompressed v5 segment: 3 bytes + CRC24; CRC32 after
@@ -140,13 +140,14 @@ class _Req:
         self.prepared_id: bytes | None = None
 
 
-class CassandraParser(Parser):
+class CassandraParser(FramedParser):
     protocol = "CASSANDRA"
+    header_len = staticmethod(_hlen)
+    frame_length = staticmethod(_length)
+    max_pending = MAX_PENDING
 
     def __init__(self) -> None:
         super().__init__()
-        self._readers = {side: FrameReader(_hlen, _length, self.stats) for side in Side}
-        self._pending: dict[int, _Req] = {}
         self._prepared: dict[bytes, str] = {}
         self._keyspace: str | None = None
         self._segments = False  # v5 after READY: frames travel inside segments
@@ -168,12 +169,6 @@ class CassandraParser(Parser):
                 self._request(h, f, out)
             if self._segments and not segmented:
                 break  # READY: what follows is segments, not frames
-        return out
-
-    def close(self, ts_ns: int) -> list[Record]:
-        out = [self._record(r, None, ts_ns) for r in self._pending.values()]
-        self.stats["requests_without_response"] += len(out)
-        self._pending.clear()
         return out
 
     def _request(self, h, f: Frame, out: list[Record]) -> None:
@@ -209,18 +204,15 @@ class CassandraParser(Parser):
                 self.stats["truncated_request"] += 1
         else:
             self.stats["compressed_frames"] += 1
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.pop(next(iter(self._pending)))
-            self.stats["pending_overflow"] += 1
         if stream in self._pending:
             self.stats["stream_reused_before_response"] += 1
-        self._pending[stream] = r
+        self._pending.put(stream, r)
 
     def _response(self, h, f: Frame, out: list[Record]) -> None:
         version, flags, stream, opcode, _n, _r = h
         if opcode == EVENT or stream < 0:
             return  # server push (schema/topology/status events), not an answer
-        r = self._pending.pop(stream, None)
+        r = self._pending.take(stream)
         if r is None:
             self.stats["responses_without_request"] += 1
             return

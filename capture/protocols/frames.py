@@ -34,9 +34,13 @@ class FrameReader:
     bytes (or `header_len(first byte)` when the first byte says, as CQL's version does)."""
 
     def __init__(self, header_len: int | Callable[[int], int], length_of: Callable[[bytes], int | None],
-                 stats: Counter[str]) -> None:
+                 stats: Counter[str], starts: Callable[[bytes], bool] | None = None,
+                 bad_header: str = "bad_header") -> None:
         self._hlen = header_len if callable(header_len) else (lambda _b, n=header_len: n)
+        self._fixed = 0 if callable(header_len) else header_len
         self.length_of = length_of
+        self.starts = starts  # stricter test of a chunk that may end a resync (e.g. a command packet)
+        self.bad_header = bad_header  # the stat a header that does not validate counts under
         self.stats = stats
         self.synced = True
         self._buf = bytearray()
@@ -48,13 +52,24 @@ class FrameReader:
         size = len(data) if size is None else max(size, len(data))
         if not self.synced:
             hlen = self._hlen(data[0]) if data else 1
-            if len(data) < hlen or self.length_of(data[:hlen]) is None:
+            if len(data) < hlen or self.length_of(data[:hlen]) is None or \
+                    (self.starts is not None and not self.starts(data)):
                 self.stats["resync_skipped_chunks"] += 1
                 return []
             self.synced = True
             self.stats["resyncs"] += 1
         out: list[Frame] = []
         pos = 0
+        fixed = self._fixed
+        if fixed and not self._need and not self._buf:
+            # the common case: whole frames inside this chunk, sliced out without buffering
+            length_of, n = self.length_of, len(data)
+            while pos + fixed <= n:
+                need = length_of(data[pos:pos + fixed])
+                if need is None or not fixed <= need <= MAX_BUFFER or pos + need > n:
+                    break
+                out.append(Frame(data[pos:pos + need], need, ts_ns, ts_ns))
+                pos += need
         while pos < len(data):
             pos = self._take(data, pos, ts_ns, out)
             if not self.synced:
@@ -86,7 +101,7 @@ class FrameReader:
                 return pos
             need = self.length_of(bytes(self._buf))
             if need is None or need < hlen:
-                self.lose("bad_header")
+                self.lose(self.bad_header)
                 return len(data)
             self._need, self._got = need, hlen
         take = min(self._need - self._got, len(data) - pos)

@@ -13,11 +13,10 @@ Rule 3: bounded memory: a head larger than MAX_HEAD or more than MAX_PENDING que
 from __future__ import annotations
 
 import re
-from collections import deque
 from functools import lru_cache
 from dataclasses import dataclass, field
 
-from capture.protocols.base import Parser, Record, Side
+from capture.protocols.base import Parser, Pending, Record, Side
 
 MAX_HEAD = 64 * 1024
 MAX_PENDING = 1024
@@ -124,7 +123,7 @@ class Http1Parser(Parser):
     def __init__(self) -> None:
         super().__init__()
         self._dirs = {Side.CLIENT: _Direction(Side.CLIENT), Side.SERVER: _Direction(Side.SERVER)}
-        self._pending: deque[_Message] = deque()
+        self._pending: Pending[_Message] = Pending(self.stats, MAX_PENDING)
         self._records: list[Record] = []
 
     # -- input ---------------------------------------------------------------------------
@@ -179,7 +178,8 @@ class Http1Parser(Parser):
             length = _body_length(lower, None, None)
         else:
             code = first[9:12]
-            if not (first.startswith(b"HTTP/1.") and code.isdigit() and first[12:13] in (b" ", b"")):
+            if not (first.startswith(b"HTTP/1.") and first[8:9] == b" " and code.isdigit()
+                    and first[12:13] in (b" ", b"")):
                 return None
             status = int(code)
             if status < 200:
@@ -188,10 +188,7 @@ class Http1Parser(Parser):
         if length < 0 or end + 4 + length != size:
             return None  # pipelined, more or less than one message, chunked, until close
         if d.side == _CLIENT:
-            if len(pending) >= MAX_PENDING:
-                pending.popleft()
-                self.stats["pending_overflow"] += 1
-            pending.append(_Message(ts_ns, first, head, lower, ts_ns))
+            pending.push(_Message(ts_ns, first, head, lower, ts_ns))
             return []
         if not pending:
             self.stats["responses_without_request"] += 1
@@ -336,10 +333,7 @@ class Http1Parser(Parser):
             return
         msg.end_ns = ts_ns
         if d.side == Side.CLIENT:
-            if len(self._pending) >= MAX_PENDING:
-                self._pending.popleft()
-                self.stats["pending_overflow"] += 1
-            self._pending.append(msg)
+            self._pending.push(msg)
         elif self._pending:
             self._records.append(self._record(self._pending.popleft(), msg.first_line, ts_ns))
         else:
@@ -359,8 +353,9 @@ class Http1Parser(Parser):
         status, message = "UNSET", ""
         if status_line is not None:
             parts = status_line.split(b" ", 2)
-            code = int(parts[1])
-            attrs["http.response.status_code"] = code
+            code = int(parts[1]) if len(parts) > 1 and len(parts[1]) == 3 and parts[1].isdigit() else 0
+            if code:
+                attrs["http.response.status_code"] = code
             if code >= 500:
                 status, message = "ERROR", (parts[2].decode("latin-1") if len(parts) > 2 else "")
                 attrs["error.type"] = str(code)

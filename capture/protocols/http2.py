@@ -6,7 +6,10 @@ Rule 2: joining a connection mid-way, dynamic-table references point at entries 
         saw: such headers are marked unknown, literal ones (paths are usually literal on
         first use) are kept, new entries still go into the table so later indexes line up.
 Rule 3: after garbage or lost bytes a direction resyncs at the next chunk that starts with
-        a plausible frame header. Bodies are never kept.
+        a plausible frame header. Bodies are never kept: a DATA payload is skipped by length
+        (copied or lost), its END_STREAM taking effect at its last byte.
+Rule 4: an HPACK table holds at most what the receiving side's SETTINGS_HEADER_TABLE_SIZE
+        allows (4096 before any SETTINGS), and never more than MAX_TABLE, counted when capped.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from capture.protocols.base import Parser, Record, Side
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_FRAME = (1 << 24) - 1
-MAX_FILL = 64 * 1024 * 1024
+MAX_FILL = 256 * 1024  # lost bytes inside a non-DATA frame stood in by zeros, at most
+MAX_TABLE = 64 * 1024  # HPACK dynamic table bytes per direction, whatever a peer announces
 MAX_STREAMS = 4096
 MAX_HEADER_BLOCK = 256 * 1024
 UNKNOWN = "<unknown>"
@@ -77,6 +81,18 @@ class TolerantDecoder:
     def __init__(self) -> None:
         self.decoder = Decoder(max_header_list_size=1 << 20)
         self.degraded = 0  # header blocks decoded with unknown entries
+        self.capped = 0  # table sizes asked beyond the limit (the parser moves it to its stats)
+        # a passive observer may have missed the SETTINGS: tolerate up to MAX_TABLE until one is seen
+        self.decoder.max_allowed_table_size = MAX_TABLE
+
+    def set_limit(self, size: int) -> None:
+        """The receiver's SETTINGS_HEADER_TABLE_SIZE: the largest table the sender may use."""
+        if size > MAX_TABLE:
+            self.capped += 1
+            size = MAX_TABLE
+        self.decoder.max_allowed_table_size = size
+        if self.decoder.header_table.maxsize > size:
+            self.decoder.header_table.maxsize = size
 
     def decode(self, block: bytes) -> tuple[list[tuple[str, str]], int]:
         """Header block -> ([(name, value)], number of headers we could not resolve)."""
@@ -114,6 +130,9 @@ class TolerantDecoder:
                 elif c & 0xE0 == 0x20:  # dynamic table size update
                     size, n = decode_integer(b[pos:], 5)
                     pos += n
+                    if size > self.decoder.max_allowed_table_size:
+                        self.capped += 1
+                        size = self.decoder.max_allowed_table_size
                     table.maxsize = size
                     continue
                 else:
@@ -161,6 +180,9 @@ class _Direction:
     block_end_stream: bool = False
     resync: bool = False
     start_ns: int = 0
+    need: int = 0  # the buffer cannot hold a whole frame before it is this long
+    skip: int = 0  # bytes of a DATA payload still to pass over
+    skip_end: int = 0  # the stream that payload's END_STREAM ends (0: none)
 
 
 class Http2Parser(Parser):
@@ -174,7 +196,11 @@ class Http2Parser(Parser):
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
-        missing = (size or 0) - len(data)
+        missing = max(0, (size or 0) - len(data))
+        if d.skip:
+            data, missing = self._skip(d, data, missing, ts_ns)
+            if not data and not missing:
+                return self._take()
         if d.resync:
             if not _plausible(data):
                 self.stats["resync_skipped_chunks"] += 1
@@ -184,20 +210,36 @@ class Http2Parser(Parser):
         if not d.buf:
             d.start_ns = ts_ns
         d.buf += data
-        self._parse(d, ts_ns)
+        if len(d.buf) >= d.need:
+            self._parse(d, ts_ns)
         if missing > 0 and not d.resync:
-            # lost bytes are harmless inside the frame being read (a DATA payload): stand in zeros;
-            # past its end the framing and maybe the HPACK state are gone (Rules 2 and 3)
-            inside = len(d.buf) >= 9 and missing <= 9 + _frame_header(d.buf)[0] - len(d.buf)
-            if not inside or missing > MAX_FILL:
-                self._lose(d, "lost_bytes")
-            else:
+            # lost bytes are harmless inside a DATA payload (skipped) and stood in by zeros inside
+            # another frame; past its end the framing and maybe the HPACK state are gone (Rules 2, 3)
+            if d.skip and missing <= d.skip:
+                self._skip(d, b"", missing, ts_ns)
+            elif not d.skip and len(d.buf) >= 9 and missing <= min(MAX_FILL, 9 + _frame_header(d.buf)[0] - len(d.buf)):
                 d.buf += bytes(missing)
                 self._parse(d, ts_ns)
+            else:
+                self._lose(d, "lost_bytes")
         return self._take()
+
+    def _skip(self, d: _Direction, data: bytes, missing: int, ts_ns: int) -> tuple[bytes, int]:
+        """Pass over the rest of a DATA payload, copied (`data`) or not (`missing`)."""
+        n = min(d.skip, len(data))
+        d.skip -= n
+        data = data[n:]
+        n = min(d.skip, missing)
+        d.skip -= n
+        missing -= n
+        if not d.skip and d.skip_end:
+            stream, d.skip_end = d.skip_end, 0
+            self._end(stream, ts_ns)
+        return data, missing
 
     def _parse(self, d: _Direction, ts_ns: int) -> None:
         buf, pos = bytes(d.buf), 0
+        d.need = 0
         if d.side == Side.CLIENT and buf.startswith(PREFACE[: len(buf)]):
             if len(buf) < len(PREFACE):
                 return
@@ -210,6 +252,13 @@ class Http2Parser(Parser):
                 self._lose(d, "garbage")
                 return
             if len(buf) - pos - 9 < n:
+                if ftype == DATA:
+                    # Rule 3: a payload is passed over by length, not buffered
+                    d.skip = 9 + n - (len(buf) - pos)
+                    d.skip_end = stream if flags & END_STREAM and d.side == Side.SERVER else 0
+                    pos = len(buf)
+                else:
+                    d.need = 9 + n
                 break
             self._frame(d, buf, pos, n, ftype, flags, stream, ts_ns)
             pos += 9 + n
@@ -231,6 +280,7 @@ class Http2Parser(Parser):
     def _lose(self, d: _Direction, reason: str) -> None:
         self.stats[reason] += 1
         d.resync, d.buf, d.block = True, bytearray(), bytearray()
+        d.need = d.skip = d.skip_end = 0
 
     def _frame(self, d: _Direction, buf: bytes, pos: int, n: int, ftype: int, flags: int, stream: int,
                ts_ns: int) -> None:
@@ -255,6 +305,15 @@ class Http2Parser(Parser):
         elif ftype == DATA:
             if flags & END_STREAM and d.side == Side.SERVER:
                 self._end(stream, ts_ns)
+        elif ftype == SETTINGS and not flags & 0x1 and stream == 0:
+            # Rule 4: what this side's decoder allows bounds the other side's encoder
+            other = self._dirs[Side.SERVER if d.side == Side.CLIENT else Side.CLIENT]
+            for i in range(pos + 9, pos + 9 + n - 5, 6):
+                ident, value = struct.unpack_from(">HI", buf, i)
+                if ident == 0x1:
+                    other.hpack.set_limit(value)
+                    self.stats["hpack_table_capped"] += other.hpack.capped
+                    other.hpack.capped = 0
         elif ftype == RST_STREAM and n == 4:
             st = self._streams.get(stream)
             if st is not None:
@@ -263,6 +322,9 @@ class Http2Parser(Parser):
 
     def _headers(self, d: _Direction, stream: int, block: bytes, end_stream: bool, ts_ns: int) -> None:
         headers, unknown = d.hpack.decode(block)
+        if d.hpack.capped:
+            self.stats["hpack_table_capped"] += d.hpack.capped
+            d.hpack.capped = 0
         if unknown:
             self.stats["degraded_header_blocks"] += 1
         st = self._streams.get(stream)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import struct
 
-from capture.protocols.base import Parser, Record, Side
-from capture.protocols.frames import Frame, FrameReader
+from capture.protocols.base import FramedParser, Record, Side
+from capture.protocols.frames import Frame
 from capture.protocols.kafka_wire import (ERRORS, MAX_API_VERSION, Reader, Short, api_name, error_first,
                                           flexible, record_count)
 
 MAX_MESSAGE = 100 * 1024 * 1024
-MAX_PENDING = 1024
 PRODUCE, FETCH, METADATA, OFFSET_COMMIT, API_VERSIONS = 0, 1, 3, 8, 18
 _OPERATION_TYPE = {PRODUCE: "publish", FETCH: "receive", OFFSET_COMMIT: "settle"}
 
@@ -62,37 +61,21 @@ class _Req:
         self.acks = -1
 
 
-class KafkaParser(Parser):
+class KafkaParser(FramedParser):
     protocol = "KAFKA"
+    header_len = 4
+    frame_length = staticmethod(_length)
 
     def __init__(self) -> None:
         super().__init__()
-        self._readers = {Side.CLIENT: FrameReader(4, _length, self.stats),
-                         Side.SERVER: FrameReader(4, _length, self.stats)}
-        self._pending: dict[int, _Req] = {}
         self._topic_ids: dict[bytes, str] = {}  # Metadata v10+ topic ids, for Fetch v13+
-
-    def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
-        out: list[Record] = []
-        for f in self._readers[side].feed(data, ts_ns, size):
-            if side == Side.CLIENT:
-                self._request(f, out)
-            else:
-                self._response(f, out)
-        return out
-
-    def close(self, ts_ns: int) -> list[Record]:
-        out = [self._record(r, None, ts_ns) for r in self._pending.values()]
-        self.stats["requests_without_response"] += len(out)
-        self._pending.clear()
-        return out
 
     # -- requests ------------------------------------------------------------------------
     def _request(self, f: Frame, out: list[Record]) -> None:
         head = _request_header(f.data[:14] + b"\0" * max(0, 14 - len(f.data)))
         if head is None:
             self.stats["bad_request"] += 1
-            self._readers[Side.CLIENT].lose("bad_request")
+            self._lose(Side.CLIENT, "bad_request")
             return
         _size, key, version, corr = head
         r = _Req(key, version, corr, f.start_ns, f.end_ns)
@@ -130,10 +113,7 @@ class KafkaParser(Parser):
         if key == PRODUCE and r.acks == 0:
             out.append(self._record(r, None, f.end_ns, expect_reply=False))
             return
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.pop(next(iter(self._pending)))
-            self.stats["pending_overflow"] += 1
-        self._pending[corr] = r
+        self._pending.put(corr, r)
 
     def _produce_request(self, rd: Reader, r: _Req) -> None:
         if r.version >= 3:
@@ -177,7 +157,7 @@ class KafkaParser(Parser):
             self.stats["bad_response"] += 1
             return
         corr = struct.unpack_from(">i", f.data, 4)[0]
-        r = self._pending.pop(corr, None)
+        r = self._pending.take(corr)
         if r is None:
             self.stats["responses_without_request"] += 1
             return

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 import struct
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
+from capture.protocols.base import LOST, SKIPPED, Direction, Parser, Pending, Record, Side, buffer_chunk, lose
 
 MAX_PENDING = 4096
 MAX_LINE = 8192
-MAX_FILL = 16 * 1024 * 1024
+WAIT_PAYLOAD = 64 * 1024  # a smaller payload is waited for; a larger one ends its message at once
+MAX_FILL = 1024 * 1024  # lost bytes stood in by zeros (a payload the capture cut short)
 _STORAGE = {b"set", b"add", b"replace", b"append", b"prepend", b"cas"}
 _RETRIEVAL = {b"get", b"gets", b"gat", b"gats"}
 _COMMANDS = _STORAGE | _RETRIEVAL | {b"delete", b"incr", b"decr", b"touch", b"stats", b"version",
@@ -85,25 +85,18 @@ class _Reply:
     opaque: int = -1
 
 
-@dataclass(slots=True)
-class _Direction:
-    buf: bytearray = field(default_factory=bytearray)
-    resync: bool = False
-    start_ns: int = 0
-
-
 def _line(buf: bytes, pos: int) -> tuple[bytes, int]:
     end = buf.find(b"\r\n", pos)
     if end < 0:
         if len(buf) - pos > MAX_LINE:
             raise _Garbage
-        raise _Incomplete
+        raise _Incomplete(len(buf) + 1)
     return buf[pos:end], end + 2
 
 
 def _need(buf: bytes, end: int) -> None:
     if len(buf) < end:
-        raise _Incomplete
+        raise _Incomplete(end)  # the buffer cannot be parsed further before it is this long
 
 
 def _text_request(buf: bytes, pos: int, ts_ns: int) -> tuple[_Request, int]:
@@ -118,40 +111,47 @@ def _text_request(buf: bytes, pos: int, ts_ns: int) -> tuple[_Request, int]:
             n = int(words[idx])
         except (IndexError, ValueError):
             raise _Garbage from None
-        _need(buf, pos + n + 2)
-        pos += n + 2
+        if n < 0:
+            raise _Garbage
+        pos += n + 2  # may lie past the buffer: the caller skips the rest of a large value by length
+        if len(buf) < pos and n < WAIT_PAYLOAD:
+            raise _Incomplete(pos)
     keys = words[2:] if cmd in (b"gat", b"gats") else words[1:] if cmd in _RETRIEVAL else words[1:2]
     noreply = words[-1] == b"noreply"
     return _Request(cmd.decode(), [k.decode("utf-8", "replace") for k in keys if k != b"noreply"], ts_ns,
                     noreply), pos
 
 
-def _text_reply(buf: bytes, pos: int) -> tuple[_Reply, int]:
-    line, pos = _line(buf, pos)
+def _text_reply(buf: bytes, pos: int, values: int | None) -> tuple[_Reply | None, int, int | None]:
+    """One reply line -> (reply or None inside a multi-line reply, next position, values so far).
+
+    `values` is None outside a multi-line (VALUE/STAT ... END) reply: such a reply is read a
+    line per call, so a long one is not re-read from its start as its bytes arrive.
+    """
+    if values is not None and buf[pos : pos + 1] == b"\0":  # the rest was lost (zero-filled): END with it
+        return _Reply("END", values=values), len(buf), None
+    line, end = _line(buf, pos)
     word = line.split(b" ", 1)[0]
-    if word in (b"VALUE", b"STAT", b"END"):
-        values = 0
-        while word != b"END":  # a multi-line reply ends with END
-            if word == b"VALUE":
-                parts = line.split()
-                try:
-                    n = int(parts[3])
-                except (IndexError, ValueError):
-                    raise _Garbage from None
-                _need(buf, pos + n + 2)
-                pos += n + 2
-                values += 1
-            elif word != b"STAT":
-                raise _Garbage
-            if buf[pos : pos + 1] == b"\0":  # the rest was lost by the capture (zero-filled): END with it
-                return _Reply("END", values=values), len(buf)
-            line, pos = _line(buf, pos)
-            word = line.split(b" ", 1)[0]
-        return _Reply("END", values=values), pos
+    if values is not None or word in (b"VALUE", b"STAT", b"END"):
+        values = values or 0
+        if word == b"END":
+            return _Reply("END", values=values), end, None
+        if word == b"STAT":
+            return None, end, values
+        if word != b"VALUE":
+            raise _Garbage
+        try:
+            n = int(line.split()[3])
+        except (IndexError, ValueError):
+            raise _Garbage from None
+        if n < 0:
+            raise _Garbage
+        _need(buf, end + n + 2)
+        return None, end + n + 2, values + 1
     if not word or not (word.isupper() or word.isdigit() or word.startswith((b"VA", b"HD", b"EN", b"NF", b"MN"))):
         raise _Garbage
     err = word in _ERRORS
-    return _Reply(word.decode("latin-1"), error=err, message=line.decode("utf-8", "replace") if err else ""), pos
+    return _Reply(word.decode("latin-1"), error=err, message=line.decode("utf-8", "replace") if err else ""), end, None
 
 
 def _binary(buf: bytes, pos: int, ts_ns: int):
@@ -176,8 +176,9 @@ class MemcachedParser(Parser):
 
     def __init__(self) -> None:
         super().__init__()
-        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction()}
-        self._pending: deque[_Request] = deque()
+        self._dirs = {Side.CLIENT: Direction(), Side.SERVER: Direction()}
+        self._pending: Pending[_Request] = Pending(self.stats, MAX_PENDING)
+        self._values: int | None = None  # values of the multi-line reply being read
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
@@ -186,25 +187,35 @@ class MemcachedParser(Parser):
         if got == SKIPPED:
             return []
         if got == LOST:
-            return self._lose(d, "lost_bytes")
+            self._lose(d, "lost_bytes")
+            return []
         out: list[Record] = []
         buf, pos = bytes(d.buf), 0
+        d.need = 0
         while pos < len(buf):
             try:
                 if buf[pos] in (0x80, 0x81):
                     msg, end = _binary(buf, pos, d.start_ns)
+                elif side == Side.SERVER and self._values is not None:
+                    msg, end, self._values = _text_reply(buf, pos, self._values)
                 elif not (0x61 <= buf[pos] <= 0x7A if side == Side.CLIENT else 0x30 <= buf[pos] <= 0x5A):
                     raise _Garbage  # text lines start with a lowercase verb / an uppercase word or digit
                 elif side == Side.CLIENT:
                     msg, end = _text_request(buf, pos, d.start_ns)
                 else:
-                    msg, end = _text_reply(buf, pos)
-            except _Incomplete:
+                    msg, end, self._values = _text_reply(buf, pos, None)
+            except _Incomplete as e:
+                d.need = e.args[0] - pos
                 break
             except _Garbage:
-                return out + self._lose(d, "garbage")
+                self._lose(d, "garbage")
+                return out
             pos = end
+            if pos > len(buf):
+                d.skip, pos = pos - len(buf), len(buf)
             d.start_ns = ts_ns
+            if msg is None:
+                continue
             if isinstance(msg, _Request):
                 out.extend(self._request(msg, ts_ns))
             else:
@@ -223,21 +234,16 @@ class MemcachedParser(Parser):
         self._pending.clear()
         return out
 
-    def _lose(self, d: _Direction, reason: str) -> list[Record]:
-        self.stats[reason] += 1
-        d.resync, d.buf = True, bytearray()
-        self._pending.clear()
-        return []
+    def _lose(self, d: Direction, reason: str) -> None:
+        lose(self.stats, d, self._pending, reason)
+        self._values = None
 
     def _request(self, req: _Request, ts_ns: int) -> list[Record]:
         if req.noreply:
             return [_record(req, _Reply("noreply"), ts_ns)]
         if req.op == "quit":
             return []
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.popleft()
-            self.stats["pending_overflow"] += 1
-        self._pending.append(req)
+        self._pending.push(req)
         return []
 
     def _reply(self, reply: _Reply, ts_ns: int) -> list[Record]:

@@ -20,12 +20,11 @@ import zlib
 import bson
 from bson.errors import BSONError
 
-from capture.protocols.base import Parser, Record, Side
-from capture.protocols.frames import Frame, FrameReader
+from capture.protocols.base import FramedParser, Record, Side
+from capture.protocols.frames import Frame
 
 HEADER = struct.Struct("<iiii")
 MAX_MESSAGE = 48 * 1000 * 1000  # maxMessageSizeBytes
-MAX_PENDING = 1024
 OP_REPLY, OP_UPDATE, OP_INSERT, OP_QUERY, OP_GET_MORE, OP_DELETE, OP_KILL_CURSORS = 1, 2001, 2002, 2004, 2005, 2006, 2007
 OP_COMPRESSED, OP_MSG = 2012, 2013
 REQUEST_OPS = {OP_UPDATE: "update", OP_INSERT: "insert", OP_QUERY: "find", OP_GET_MORE: "getMore",
@@ -143,28 +142,10 @@ def _msg_body(body: bytes) -> tuple[int, dict]:
     return flags, {}
 
 
-class MongoParser(Parser):
+class MongoParser(FramedParser):
     protocol = "MONGODB"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._readers = {side: FrameReader(16, _length, self.stats) for side in Side}
-        self._pending: dict[int, _Op] = {}
-
-    def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
-        out: list[Record] = []
-        for f in self._readers[side].feed(data, ts_ns, size):
-            if side == Side.CLIENT:
-                self._request(f, out)
-            else:
-                self._response(f, out)
-        return out
-
-    def close(self, ts_ns: int) -> list[Record]:
-        out = [self._record(op, None, ts_ns) for op in self._pending.values()]
-        self.stats["requests_without_response"] += len(out)
-        self._pending.clear()
-        return out
+    header_len = 16
+    frame_length = staticmethod(_length)
 
     def _request(self, f: Frame, out: list[Record]) -> None:
         req, _to, op, body = _message(f)
@@ -194,14 +175,11 @@ class MongoParser(Parser):
         if more_to_come:
             out.append(self._record(o, None, f.end_ns, expect_reply=False))
             return
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.pop(next(iter(self._pending)))
-            self.stats["pending_overflow"] += 1
-        self._pending[req] = o
+        self._pending.put(req, o)
 
     def _response(self, f: Frame, out: list[Record]) -> None:
         _req, resp_to, op, body = _message(f)
-        o = self._pending.pop(resp_to, None)
+        o = self._pending.take(resp_to)
         if o is None:
             self.stats["responses_without_request"] += 1
             return

@@ -12,13 +12,12 @@ Rule 4: a response starts with sequence id 1: after garbage or a gap, server pac
 """
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
-from capture.protocols.postgres import sql_summary
+from capture.protocols.base import Parser, Pending, Record, Side
+from capture.protocols.frames import FrameReader
+from capture.protocols.sql import sql_summary
 
-MAX_FILL = 64 * 1024 * 1024
 MAX_PENDING = 1024
 MAX_STATEMENTS = 4096
 MAX_QUERY = 4096
@@ -53,6 +52,10 @@ def detect(data: bytes) -> Side | None:
     return None
 
 
+def _packet_length(header: bytes) -> int:
+    return 4 + (header[0] | header[1] << 8 | header[2] << 16)
+
+
 def _error(p: bytes) -> tuple[int, str, str]:
     """ERR packet: 0xff | code (2) | ['#' SQLSTATE (5)] | message."""
     code = int.from_bytes(p[1:3], "little")
@@ -82,20 +85,15 @@ class _Command:
     error: tuple[int, str, str] | None = None
 
 
-@dataclass(slots=True)
-class _Direction:
-    buf: bytearray = field(default_factory=bytearray)
-    start_ns: int = 0
-    resync: bool = False
-
-
 class MysqlParser(Parser):
     protocol = "MYSQL"
 
     def __init__(self) -> None:
         super().__init__()
-        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction()}
-        self._pending: deque[_Command] = deque()
+        command = lambda b: len(b) >= 5 and b[3] == 0 and b[4] in COMMANDS  # noqa: E731
+        self._readers = {Side.CLIENT: FrameReader(4, _packet_length, self.stats, starts=command),
+                         Side.SERVER: FrameReader(4, _packet_length, self.stats)}
+        self._pending: Pending[_Command] = Pending(self.stats, MAX_PENDING)
         self._statements: dict[int, str] = {}
         self._system = "mysql"
         self._database = ""
@@ -106,43 +104,29 @@ class MysqlParser(Parser):
         self._out: list[Record] = []
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
-        d = self._dirs[side]
-        starts = lambda b: side == Side.SERVER or (len(b) >= 5 and b[3] == 0 and b[4] in COMMANDS)
-        got = buffer_chunk(self.stats, d, data, ts_ns, size, starts, MAX_FILL)
-        if got == SKIPPED:
-            return []
-        if got == LOST:
-            self._lose(d, "lost_bytes")
-            return self._take()
-        buf, pos = bytes(d.buf), 0
-        while len(buf) - pos >= 4:
-            n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-            if len(buf) - pos < 4 + n:
-                break
-            seq, payload = buf[pos + 3], buf[pos + 4 : pos + 4 + n]
-            pos += 4 + n
+        reader = self._readers[side]
+        synced = reader.synced
+        for f in reader.feed(data, ts_ns, size):
             if side == Side.CLIENT:
-                self._client(seq, payload, d.start_ns, ts_ns)
+                self._client(f.data[3], f.data[4:], f.start_ns, f.end_ns)
             else:
-                self._server(seq, payload, ts_ns)
-            d.start_ns = ts_ns
-        del d.buf[:pos]
+                self._server(f.data[3], f.data[4:], f.end_ns)
+        if synced and not reader.synced:
+            self._lose()
         return self._take()
 
     def close(self, ts_ns: int) -> list[Record]:
-        for cmd in self._pending:
+        for cmd in self._pending.drain():
             self.stats["requests_without_response"] += 1
             self._emit(cmd, ts_ns, closed=True)
-        self._pending.clear()
         return self._take()
 
     def _take(self) -> list[Record]:
         out, self._out = self._out, []
         return out
 
-    def _lose(self, d: _Direction, reason: str) -> None:
-        self.stats[reason] += 1
-        d.resync, d.buf = True, bytearray()
+    def _lose(self) -> None:
+        """A reader lost sync (Rule 4): nothing waiting is paired across the gap."""
         self._pending.clear()
         self._state = IDLE
 
@@ -176,10 +160,7 @@ class MysqlParser(Parser):
             if cmd.code == 0x19:
                 self._emit(cmd, ts_ns)
             return
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.popleft()
-            self.stats["pending_overflow"] += 1
-        self._pending.append(cmd)
+        self._pending.push(cmd)
 
     def _handshake_response(self, p: bytes) -> None:
         """HandshakeResponse41: caps(4) max(4) charset(1) filler(23) user\\0 auth ... [db\\0]."""
@@ -213,7 +194,7 @@ class MysqlParser(Parser):
             if p[0] in (0x00, 0xFF) and seq >= 2:
                 self._handshake = False  # auth finished (OK or ERR); 0x01/0xfe are auth steps
             return
-        head = self._pending[0] if self._pending else None
+        head = self._pending.first()
         if self._state == IDLE or self._state == MORE:
             # a response starts at sequence 1 (Rule 4); a trailing EOF of a prepare does not
             if head is None or (seq != 1 and self._state == IDLE):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
 from dataclasses import dataclass, field
 
-from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
+from capture.protocols.base import LOST, SKIPPED, Direction, Parser, Pending, Record, Side, buffer_chunk, lose
 
 MAX_LINE = 64 * 1024
-MAX_FILL = 64 * 1024 * 1024
+WAIT_PAYLOAD = 64 * 1024  # a smaller payload is waited for; a larger one ends its message at once
+MAX_FILL = 1024 * 1024  # lost bytes stood in by zeros (a payload the capture cut short)
 MAX_PENDING = 4096
 _CLIENT_START = re.compile(rb"(CONNECT \{|PUB [!-~]|HPUB [!-~]|SUB [!-~]|UNSUB |PING\r|PONG\r)")
 _SERVER_START = re.compile(rb"(INFO \{|MSG [!-~]|HMSG [!-~]|\+OK\r|-ERR |PING\r|PONG\r)")
@@ -58,13 +58,6 @@ class _Op:
     attrs: dict = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Direction:
-    buf: bytearray = field(default_factory=bytearray)
-    resync: bool = False
-    start_ns: int = 0
-
-
 def _message(buf: bytes, pos: int, verbs: set[bytes]) -> tuple[bytes, list[bytes], int]:
     """One protocol line (+ payload for PUB/HPUB/MSG/HMSG) -> (verb, args, next position)."""
     end = buf.find(b"\r\n", pos)
@@ -86,9 +79,11 @@ def _message(buf: bytes, pos: int, verbs: set[bytes]) -> tuple[bytes, list[bytes
             total = int(args[-1])
         except (IndexError, ValueError):
             raise _Garbage from None
-        if len(buf) < nxt + total + 2:
-            raise _Incomplete
-        nxt += total + 2
+        if total < 0:
+            raise _Garbage
+        nxt += total + 2  # may lie past the buffer: the caller skips the rest of a large payload by length
+        if len(buf) < nxt and total < WAIT_PAYLOAD:
+            raise _Incomplete(nxt)
     return verb, args, nxt
 
 
@@ -97,9 +92,9 @@ class NatsParser(Parser):
 
     def __init__(self) -> None:
         super().__init__()
-        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction()}
+        self._dirs = {Side.CLIENT: Direction(), Side.SERVER: Direction()}
         self._verbose = False
-        self._pending: deque[_Op] = deque()
+        self._pending: Pending[_Op] = Pending(self.stats, MAX_PENDING)
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
@@ -108,18 +103,24 @@ class NatsParser(Parser):
         if got == SKIPPED:
             return []
         if got == LOST:
-            return self._lose(d, "lost_bytes")
+            self._lose(d, "lost_bytes")
+            return []
         verbs = _CLIENT_VERBS if side == Side.CLIENT else _SERVER_VERBS
         out: list[Record] = []
         buf, pos = bytes(d.buf), 0
+        d.need = 0
         while pos < len(buf):
             try:
                 verb, args, end = _message(buf, pos, verbs)
-            except _Incomplete:
+            except _Incomplete as e:
+                d.need = e.args[0] - pos if e.args else 0
                 break
             except _Garbage:
-                return out + self._lose(d, "garbage")
+                self._lose(d, "garbage")
+                return out
             pos = end
+            if pos > len(buf):
+                d.skip, pos = pos - len(buf), len(buf)
             rec = self._client(verb, args, d.start_ns, ts_ns) if side == Side.CLIENT else \
                 self._server(verb, args, d.start_ns, ts_ns)
             if rec is not None:
@@ -133,11 +134,8 @@ class NatsParser(Parser):
         self._pending.clear()
         return out
 
-    def _lose(self, d: _Direction, reason: str) -> list[Record]:
-        self.stats[reason] += 1
-        d.resync, d.buf = True, bytearray()
-        self._pending.clear()
-        return []
+    def _lose(self, d: Direction, reason: str) -> None:
+        lose(self.stats, d, self._pending, reason)
 
     def _client(self, verb: bytes, args: list[bytes], start_ns: int, ts_ns: int) -> Record | None:
         if verb in (b"PING", b"PONG"):
@@ -160,10 +158,7 @@ class NatsParser(Parser):
             op.attrs["nats.sid"] = args[0].decode("latin-1") if args else ""
         if not self._verbose:
             return _record(op, ts_ns)
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.popleft()
-            self.stats["pending_overflow"] += 1
-        self._pending.append(op)
+        self._pending.push(op)
         return None
 
     def _server(self, verb: bytes, args: list[bytes], start_ns: int, ts_ns: int) -> Record | None:

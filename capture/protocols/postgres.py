@@ -13,15 +13,14 @@ Rule 3: PasswordMessage/SASL bodies are never read. After garbage a direction re
 """
 from __future__ import annotations
 
-import re
 import struct
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
+from capture.protocols.base import Parser, Pending, Record, Side
+from capture.protocols.frames import FrameReader
+from capture.protocols.sql import sql_summary
 
 MAX_MESSAGE = 64 * 1024 * 1024
-MAX_FILL = 64 * 1024 * 1024
 MAX_PENDING = 4096
 MAX_STATEMENTS = 4096
 MAX_QUERY = 4096
@@ -29,18 +28,6 @@ _CODES = {196608: "startup", 80877103: "ssl", 80877104: "gssenc", 80877102: "can
 _FRONTEND = set(b"QPBEDCSHXpdcfF")
 _BACKEND = set(b"RSKZTDCEIN123ntsAGHWdcvV")
 _U32 = struct.Struct(">I")
-_KEYWORD = re.compile(r"\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*([A-Za-z]+)", re.S)
-_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|TABLE(?:\s+IF\s+(?:NOT\s+)?EXISTS)?|JOIN)\s+([\w.\"`]+)", re.I)
-
-
-def sql_summary(query: str) -> tuple[str, str]:
-    """(operation, collection) of a SQL statement: ("SELECT", "accounts"); "" when unknown."""
-    m = _KEYWORD.match(query)
-    op = m.group(1).upper() if m else ""
-    t = _TABLE.search(query[:2048])
-    table = t.group(1).strip('"`') if t and op in ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP",
-                                                 "ALTER", "TRUNCATE", "COPY") else ""
-    return op, table
 
 
 def _plausible(data: bytes, types: set[int], pos: int = 0) -> bool:
@@ -90,14 +77,6 @@ class _Unit:
     error: dict | None = None
 
 
-@dataclass(slots=True)
-class _Direction:
-    buf: bytearray = field(default_factory=bytearray)
-    resync: bool = False
-    start_ns: int = 0
-    untyped: bool = True  # the client's first messages have no type byte
-
-
 def _cstr(body: bytes, pos: int) -> tuple[str, int]:
     end = body.find(b"\0", pos)
     if end < 0:
@@ -114,88 +93,98 @@ def _error_fields(body: bytes) -> dict:
     return fields
 
 
+def _typed_length(types: set[int]):
+    def length_of(header: bytes) -> int | None:
+        if header[0] not in types:
+            return None
+        n = _U32.unpack_from(header, 1)[0]
+        return n + 1 if 4 <= n <= MAX_MESSAGE else None
+    return length_of
+
+
 class PostgresParser(Parser):
     protocol = "POSTGRES"
 
     def __init__(self) -> None:
         super().__init__()
-        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction(untyped=False)}
-        self._units: deque[_Unit] = deque()
+        self._readers = {
+            Side.CLIENT: FrameReader(5, _typed_length(_FRONTEND), self.stats,
+                                     starts=lambda b: detect(b) == Side.CLIENT or _plausible(b, _FRONTEND),
+                                     bad_header="garbage"),
+            Side.SERVER: FrameReader(5, _typed_length(_BACKEND), self.stats, bad_header="garbage"),
+        }
+        self._units: Pending[_Unit] = Pending(self.stats, MAX_PENDING)
         self._statements: dict[str, str] = {}
         self._portals: dict[str, str] = {}
         self._database = ""
+        self._untyped = True  # the client's first messages have no type byte
+        self._head = b""  # an untyped message not yet whole
         self._ssl_answer = False  # the server answers SSLRequest/GSSENCRequest with one byte
         self._out: list[Record] = []
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
-        d = self._dirs[side]
-        starts = lambda b: detect(b) == side or _plausible(b, _FRONTEND if side == Side.CLIENT else _BACKEND)
-        got = buffer_chunk(self.stats, d, data, ts_ns, size, starts, MAX_FILL)
-        if got == SKIPPED:
-            return []
-        if got == LOST:
-            self._lose(d, "lost_bytes")
+        if side == Side.CLIENT and self._untyped:
+            held = len(self._head)
+            rest = self._startup(data, size)
+            if size is not None:  # the stream length still ahead of `rest`
+                size = max(0, size + held - (held + len(data) - len(rest)))
+            data = rest
+        elif side == Side.SERVER and self._ssl_answer and data:
+            self._ssl_answer = False
+            if data[0] in b"NSG":
+                data, size = data[1:], None if size is None else size - 1
+        if not data:
             return self._take()
-        buf, pos = bytes(d.buf), 0
-        while pos < len(buf):
-            if side == Side.SERVER and self._ssl_answer:
-                self._ssl_answer = False
-                if buf[pos] in b"NSG":
-                    pos += 1
-                    continue
-            if side == Side.CLIENT and d.untyped and len(buf) - pos >= 8:
-                n, code = struct.unpack_from(">II", buf, pos)
-                if code in _CODES and 8 <= n <= 10000:
-                    if len(buf) - pos < n:
-                        break
-                    self._untyped(code, buf[pos + 8 : pos + n])
-                    pos += n
-                    continue
-            d.untyped = False
-            if len(buf) - pos < 5:
-                break
-            t = buf[pos]
-            n = _U32.unpack_from(buf, pos + 1)[0]
-            if t not in (_FRONTEND if side == Side.CLIENT else _BACKEND) or not 4 <= n <= MAX_MESSAGE:
-                self._lose(d, "garbage")
-                return self._take()
-            if len(buf) - pos < n + 1:
-                break
-            body = buf[pos + 5 : pos + 1 + n]
-            pos += n + 1
+        reader = self._readers[side]
+        synced = reader.synced
+        for f in reader.feed(data, ts_ns, size):
             if side == Side.CLIENT:
-                self._frontend(t, body, d.start_ns)
+                self._frontend(f.data[0], f.data[5:], f.start_ns)
             else:
-                self._backend(t, body, ts_ns)
-            d.start_ns = ts_ns
-        del d.buf[:pos]
+                self._backend(f.data[0], f.data[5:], f.end_ns)
+        if synced and not reader.synced:
+            self._units.clear()  # Rule 3: never pair across lost sync
         return self._take()
 
     def close(self, ts_ns: int) -> list[Record]:
-        for u in self._units:
+        for u in self._units.drain():
             if u.kind in ("query", "execute"):
                 self.stats["requests_without_response"] += 1
                 self._emit(u, ts_ns, closed=True)
-        self._units.clear()
         return self._take()
 
     def _take(self) -> list[Record]:
         out, self._out = self._out, []
         return out
 
-    def _lose(self, d: _Direction, reason: str) -> None:
-        self.stats[reason] += 1
-        d.resync, d.buf = True, bytearray()
-        self._units.clear()
-
-    def _push(self, unit: _Unit) -> None:
-        if len(self._units) >= MAX_PENDING:
-            self._units.popleft()
-            self.stats["pending_overflow"] += 1
-        self._units.append(unit)
+    def _startup(self, data: bytes, size: int | None) -> bytes:
+        """Untyped messages (they start with a zero byte: their length is small) -> the typed rest."""
+        buf, pos = self._head + data if self._head else data, 0
+        self._head = b""
+        while len(buf) > pos and buf[pos] == 0:
+            if len(buf) - pos < 8:
+                self._head = buf[pos:]
+                return b""
+            n, code = struct.unpack_from(">II", buf, pos)
+            if code not in _CODES or not 8 <= n <= 10000:
+                break
+            if len(buf) - pos < n:
+                if size is not None and size > len(data):
+                    break  # a startup packet the capture cut: left to the typed reader's resync
+                self._head = buf[pos:]
+                return b""
+            self._untyped_message(code, buf[pos + 8 : pos + n])
+            pos += n
+            if _CODES[code] in ("startup", "cancel"):
+                break
+        else:
+            if pos == len(buf) and pos:
+                return b""  # SSLRequest/GSSENCRequest: the startup packet is still to come
+        self._untyped = False
+        return buf[pos:]
 
     # -- frontend ------------------------------------------------------------------------
-    def _untyped(self, code: int, body: bytes) -> None:
+    def _untyped_message(self, code: int, body: bytes) -> None:
         kind = _CODES[code]
         if kind in ("ssl", "gssenc"):
             self._ssl_answer = True
@@ -207,30 +196,30 @@ class PostgresParser(Parser):
 
     def _frontend(self, t: int, body: bytes, ts_ns: int) -> None:
         if t == 0x51:  # Q
-            self._push(_Unit("query", ts_ns, _cstr(body, 0)[0]))
+            self._units.push(_Unit("query", ts_ns, _cstr(body, 0)[0]))
         elif t == 0x50:  # P: name, query
             name, pos = _cstr(body, 0)
             query = _cstr(body, pos)[0]
             if len(self._statements) >= MAX_STATEMENTS and name not in self._statements:
                 self._statements.clear()
             self._statements[name] = query
-            self._push(_Unit("parse", ts_ns, query))
+            self._units.push(_Unit("parse", ts_ns, query))
         elif t == 0x42:  # B: portal, statement
             portal, pos = _cstr(body, 0)
             self._portals[portal] = self._statements.get(_cstr(body, pos)[0], "")
             if len(self._portals) > MAX_STATEMENTS:
                 self._portals.clear()
-            self._push(_Unit("bind", ts_ns))
+            self._units.push(_Unit("bind", ts_ns))
         elif t == 0x45:  # E: portal
-            self._push(_Unit("execute", ts_ns, self._portals.get(_cstr(body, 0)[0], "")))
+            self._units.push(_Unit("execute", ts_ns, self._portals.get(_cstr(body, 0)[0], "")))
         elif t == 0x44:  # D
-            self._push(_Unit("describe", ts_ns))
+            self._units.push(_Unit("describe", ts_ns))
         elif t == 0x43:  # C: close statement/portal
-            self._push(_Unit("close", ts_ns))
+            self._units.push(_Unit("close", ts_ns))
         elif t == 0x53:  # S
-            self._push(_Unit("sync", ts_ns))
+            self._units.push(_Unit("sync", ts_ns))
         elif t == 0x46:  # F: function call, answered like a query
-            self._push(_Unit("query", ts_ns, "FUNCTION CALL"))
+            self._units.push(_Unit("query", ts_ns, "FUNCTION CALL"))
         # p (password/SASL), H, X, d, c, f: nothing to pair; their bodies are not read
 
     # -- backend -------------------------------------------------------------------------

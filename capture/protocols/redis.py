@@ -5,19 +5,22 @@ Rule 2: pub/sub: (P|S)SUBSCRIBE gets one confirmation per channel; pushed messag
         ("message"/"pmessage"/"smessage" arrays, RESP3 `>` pushes) become CONSUMER records.
 Rule 3: AUTH and HELLO ... AUTH arguments never reach attributes; values are never kept.
 Rule 4: after garbage or lost bytes a direction resyncs at the next chunk that starts like
-        a message, and pending commands are dropped so nothing is mispaired.
+        a message, and pending commands are dropped so nothing is mispaired. Bytes the capture
+        did not copy are skipped by length inside a bulk string; anywhere else they lose sync.
+Rule 5: parsing is incremental (RespReader): consumed bytes leave the buffer at once.
 """
 from __future__ import annotations
 
 import re
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from capture.protocols.base import LOST, Parser, Record, SKIPPED, Side, buffer_chunk
+from capture.protocols.base import Direction, Parser, Pending, Record, Side, lose
 
 MAX_PENDING = 4096
-MAX_BUFFER = 4 * 1024 * 1024  # a message larger than this is skipped by resync
-MAX_FILL = 16 * 1024 * 1024  # bytes the capture did not copy that we stand in zeros for
+MAX_LINE = 64 * 1024  # a type line or inline command longer than this is garbage
+KEEP = 4096  # bytes of a bulk string kept (more than db.query.text or a status message shows)
+MAX_ITEMS = 1024  # items of an aggregate kept (the rest are read and dropped)
+MAX_DEPTH = 64  # nesting of aggregates
 MAX_QUERY = 1024  # characters of a command line kept in db.query.text
 _REQUEST_START = re.compile(rb"\*\d{1,2}\r\n\$\d")
 _REPLY_START = re.compile(rb"[+\-:$*%~>_,#!=(|]")
@@ -59,15 +62,6 @@ def detect(data: bytes) -> Side | None:
     return None
 
 
-def _line(buf: bytes, pos: int) -> tuple[bytes, int]:
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        if len(buf) - pos > 64 * 1024:
-            raise _Garbage
-        raise _Incomplete
-    return buf[pos:end], end + 2
-
-
 def _int(raw: bytes) -> int:
     try:
         return int(raw)
@@ -75,44 +69,126 @@ def _int(raw: bytes) -> int:
         raise _Garbage from None
 
 
+_BULK = frozenset(b"$!=")  # bulk string, blob error, verbatim string
+_AGGREGATE = frozenset(b"*~>%|")  # array, set, push, map, attribute
+_MORE = object()  # RespReader.next: need more bytes
+
+
+class RespReader:
+    """Reads RESP values from one direction as its bytes arrive (Rule 5).
+
+    State between chunks is the stack of aggregates being filled and the bulk string being
+    read, so every byte is looked at once: a large reply costs what its length does, however it
+    is chunked. Bulk strings keep their first KEEP bytes; aggregates their first MAX_ITEMS items.
+    """
+
+    __slots__ = ("stack", "bulk", "bulk_size", "bulk_left", "bulk_type")
+
+    def __init__(self) -> None:
+        self.stack: list[list] = []  # [type, items still to read, items]
+        self.bulk: bytearray | None = None  # the bulk string being read, None when none is
+        self.bulk_size = self.bulk_left = self.bulk_type = 0
+
+    @property
+    def idle(self) -> bool:
+        return not self.stack and self.bulk is None
+
+    def skip(self, n: int) -> bool:
+        """`n` bytes the capture did not copy: True if they fall inside the bulk being read."""
+        if self.bulk is None or n > self.bulk_left:
+            return False
+        self.bulk_left -= n
+        return True
+
+    def next(self, buf: bytearray, pos: int, inline: bool):
+        """(value or _MORE, next position); raises _Garbage. `inline`: a client's line command."""
+        while True:
+            if self.bulk is not None:
+                take = min(self.bulk_left, len(buf) - pos)
+                room = min(self.bulk_size, KEEP) - len(self.bulk)
+                if room > 0:
+                    self.bulk += buf[pos : pos + min(take, room)]
+                if take == self.bulk_left and take >= 2 and buf[pos + take - 2 : pos + take] != b"\r\n":
+                    raise _Garbage
+                pos += take
+                self.bulk_left -= take
+                if self.bulk_left:
+                    return _MORE, pos
+                raw, self.bulk = bytes(self.bulk), None
+                value = Error(raw.decode("utf-8", "replace")) if self.bulk_type == 0x21 else raw
+            else:
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    if len(buf) - pos > MAX_LINE:
+                        raise _Garbage
+                    return _MORE, pos
+                t, line = buf[pos], bytes(buf[pos + 1 : end])
+                if inline and not self.stack and t != 0x2A:
+                    args, _ = parse_inline(bytes(buf[pos : end + 2]), 0)
+                    return args, end + 2
+                pos = end + 2
+                if t in _BULK:
+                    n = _int(line)
+                    if n < 0:
+                        value = None
+                    elif pos + n + 2 <= len(buf):  # the common case: the whole string is here
+                        if buf[pos + n : pos + n + 2] != b"\r\n":
+                            raise _Garbage
+                        raw = bytes(buf[pos : pos + min(n, KEEP)])
+                        pos += n + 2
+                        value = Error(raw.decode("utf-8", "replace")) if t == 0x21 else raw
+                    else:
+                        self.bulk, self.bulk_size, self.bulk_left, self.bulk_type = bytearray(), n, n + 2, t
+                        continue
+                elif t in _AGGREGATE:
+                    n = _int(line)
+                    if n > 1_000_000 or len(self.stack) >= MAX_DEPTH:
+                        raise _Garbage
+                    if n > 0:
+                        self.stack.append([t, n * 2 if t in (0x25, 0x7C) else n, []])
+                        continue
+                    if t == 0x7C:
+                        continue  # an empty attribute annotates nothing
+                    value = None if n < 0 else (Push([]) if t == 0x3E else [])
+                elif t == 0x2B:  # + simple string
+                    value = line
+                elif t == 0x2D:  # - error
+                    value = Error(line.decode("utf-8", "replace"))
+                elif t in (0x3A, 0x28):  # : integer, ( big number
+                    value = _int(line)
+                elif t in (0x5F, 0x2C, 0x23):  # _ null, , double, # boolean
+                    value = line
+                else:
+                    raise _Garbage
+            # a whole value: it fills its aggregate, which may complete its own parent
+            while self.stack:
+                top = self.stack[-1]
+                if len(top[2]) < MAX_ITEMS:
+                    top[2].append(value)
+                top[1] -= 1
+                if top[1]:
+                    break
+                self.stack.pop()
+                if top[0] == 0x7C:
+                    break  # an attribute annotates the reply that follows it: not a value itself
+                value = Push(top[2]) if top[0] == 0x3E else top[2]
+            else:
+                return value, pos
+
+
 def parse_value(buf: bytes, pos: int):
-    """One RESP value at `pos` -> (value, next position); raises _Incomplete or _Garbage."""
-    if pos >= len(buf):
+    """One whole RESP value at `pos` -> (value, next position); raises _Incomplete or _Garbage."""
+    value, end = RespReader().next(bytearray(buf), pos, False)
+    if value is _MORE:
         raise _Incomplete
-    t = buf[pos]
-    line, pos = _line(buf, pos + 1)
-    if t in (0x24, 0x21, 0x3d):  # $ bulk, ! blob error, = verbatim
-        n = _int(line)
-        if n < 0:
-            return None, pos
-        if len(buf) < pos + n + 2:
-            raise _Incomplete
-        if buf[pos + n : pos + n + 2] not in (b"\r\n", b"\0\0"):  # zeros: bytes the capture lost
-            raise _Garbage
-        v = buf[pos : pos + n]
-        return (Error(v.decode("utf-8", "replace")) if t == 0x21 else v), pos + n + 2
-    if t in (0x2a, 0x7e, 0x3e, 0x25, 0x7c):  # * array, ~ set, > push, % map, | attribute
-        n = _int(line)
-        if n < 0:
-            return None, pos
-        if n > 1_000_000:
-            raise _Garbage
-        items = []
-        for _ in range(n * 2 if t in (0x25, 0x7c) else n):
-            v, pos = parse_value(buf, pos)
-            items.append(v)
-        if t == 0x7c:  # an attribute annotates the reply that follows it
-            return parse_value(buf, pos)
-        return (Push(items) if t == 0x3e else items), pos
-    if t == 0x2b:  # + simple string
-        return line, pos
-    if t == 0x2d:  # - error
-        return Error(line.decode("utf-8", "replace")), pos
-    if t in (0x3a, 0x28):  # : integer, ( big number
-        return _int(line), pos
-    if t in (0x5f, 0x2c, 0x23):  # _ null, , double, # boolean
-        return line, pos
-    raise _Garbage
+    return value, end
+
+
+def _line(buf: bytes, pos: int) -> tuple[bytes, int]:
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    return buf[pos:end], end + 2
 
 
 def parse_inline(buf: bytes, pos: int) -> tuple[list[bytes], int]:
@@ -161,70 +237,71 @@ class _Command:
     answered: bool = False
 
 
-@dataclass(slots=True)
-class _Direction:
-    buf: bytearray = field(default_factory=bytearray)
-    resync: bool = False
-    start_ns: int = 0
-
-
 class RedisParser(Parser):
     protocol = "REDIS"
 
     def __init__(self) -> None:
         super().__init__()
-        self._dirs = {Side.CLIENT: _Direction(), Side.SERVER: _Direction()}
-        self._pending: deque[_Command] = deque()
+        self._dirs = {Side.CLIENT: Direction(), Side.SERVER: Direction()}
+        self._readers = {Side.CLIENT: RespReader(), Side.SERVER: RespReader()}
+        self._pending: Pending[_Command] = Pending(self.stats, MAX_PENDING)
         self._subscribed = False
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
-        d = self._dirs[side]
-        starts = lambda b: (detect(b) == side  # noqa: E731
-                            or (side == Side.SERVER and bool(_REPLY_START.match(b))))
-        got = buffer_chunk(self.stats, d, data, ts_ns, size, starts, MAX_FILL)
-        if got == SKIPPED:
-            return []
-        if got == LOST:
-            return self._lose(d, "lost_bytes")
+        d, r = self._dirs[side], self._readers[side]
+        if d.resync:
+            if not (detect(data) == side or (side == Side.SERVER and _REPLY_START.match(data))):
+                self.stats["resync_skipped_chunks"] += 1
+                return []
+            d.resync, d.buf = False, bytearray()
+            self._readers[side] = r = RespReader()
+            self.stats["resyncs"] += 1
+        if not d.buf and r.idle:
+            d.start_ns = ts_ns
+        d.buf += data
         out: list[Record] = []
-        buf, pos = bytes(d.buf), 0
-        while pos < len(buf):
+        if not self._parse(side, d, r, ts_ns, out):
+            return out
+        missing = (size or 0) - len(data)
+        if missing > 0:
+            if d.buf or not r.skip(missing):
+                self._lose(d, "lost_bytes")
+            else:
+                self._parse(side, d, r, ts_ns, out)  # the skip may have ended a bulk string
+        return out
+
+    def _parse(self, side: Side, d: Direction, r: RespReader, ts_ns: int, out: list[Record]) -> bool:
+        """Take every whole value out of `d.buf`; False when the direction lost sync."""
+        buf, pos = d.buf, 0
+        client = side == Side.CLIENT
+        while True:
             try:
-                if side == Side.CLIENT and buf[pos] != 0x2A:  # not '*': an inline command line
-                    value, end = parse_inline(buf, pos)
-                else:
-                    value, end = parse_value(buf, pos)
-            except _Incomplete:
-                if len(buf) - pos > MAX_BUFFER:
-                    return out + self._lose(d, "message_too_large")
+                value, pos = r.next(buf, pos, client)
+            except (_Garbage, _Incomplete):
+                self._lose(d, "garbage")
+                return False
+            if value is _MORE:
                 break
-            except (_Garbage, RecursionError):
-                return out + self._lose(d, "garbage")
-            if side == Side.CLIENT:
+            if client:
                 self._request(value, d.start_ns)
             else:
                 rec = self._reply(value, d.start_ns, ts_ns)
                 if rec is not None:
                     out.append(rec)
-            pos = end
             d.start_ns = ts_ns
-        del d.buf[:pos]
-        return out
+        del buf[:pos]
+        return True
 
     def close(self, ts_ns: int) -> list[Record]:
         out = []
-        for cmd in self._pending:
+        for cmd in self._pending.drain():
             if not cmd.answered:
                 self.stats["requests_without_response"] += 1
                 out.append(_record(cmd, _CLOSED, ts_ns))
-        self._pending.clear()
         return out
 
-    def _lose(self, d: _Direction, reason: str) -> list[Record]:
-        self.stats[reason] += 1
-        d.resync, d.buf = True, bytearray()
-        self._pending.clear()  # Rule 4
-        return []
+    def _lose(self, d: Direction, reason: str) -> None:
+        lose(self.stats, d, self._pending, reason)  # Rule 4
 
     def _request(self, value, ts_ns: int) -> None:
         if not isinstance(value, list) or not value or not all(isinstance(a, bytes) for a in value):
@@ -235,10 +312,7 @@ class RedisParser(Parser):
         if name in (b"SUBSCRIBE", b"PSUBSCRIBE", b"SSUBSCRIBE"):
             cmd.expect = max(len(value) - 1, 1)
             self._subscribed = True
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.popleft()
-            self.stats["pending_overflow"] += 1
-        self._pending.append(cmd)
+        self._pending.push(cmd)
 
     def _reply(self, value, start_ns: int, ts_ns: int) -> Record | None:
         items = value.items if isinstance(value, Push) else value

@@ -25,6 +25,7 @@ from capture.sources.reassembly import Chunk, Stream
 MAX_DETECT_TRIES = 8  # same budget as the kernel (bpf/guardian.bpf.c)
 FLUSH_EVERY = 256  # packets between hand-offs of finished spans to the sink
 MAX_FRAGMENT_SETS = 1024
+MAX_FLOWS = 16384  # flows tracked at once; beyond, the least recently active one is closed
 RESOURCE = {"service.name": "pcap"}
 
 Endpoint = tuple[str, int]
@@ -202,7 +203,9 @@ class PcapSource:
         self.stats["tcp_segments"] += 1
         key = frozenset((src, dst))
         flags = seg.flags
-        flow = self._flows.get(key)
+        flow = self._flows.pop(key, None)  # re-inserted below: the dict stays in recency order
+        if flow is not None:
+            self._flows[key] = flow
         syn = flags & dpkt.tcp.TH_SYN
         if syn and not flags & dpkt.tcp.TH_ACK and flow is not None and flow.conn:
             self._close(key, ts)  # a new connection on the same 4-tuple
@@ -210,6 +213,7 @@ class PcapSource:
         if flow is None:
             if not (syn or size):
                 return  # the last ACK/FIN of a closed flow, or a flow joined at a bare ACK
+            self._make_room(ts)
             flow = self._flows[key] = _Flow("tcp", {src: Stream(self.stats), dst: Stream(self.stats)})
             self.stats["flows"] += 1
         flow.last_ts = ts
@@ -236,8 +240,11 @@ class PcapSource:
         if not self._wanted(src, dst):
             return
         key = frozenset((src, dst))
-        flow = self._flows.get(key)
-        if flow is None:
+        flow = self._flows.pop(key, None)
+        if flow is not None:
+            self._flows[key] = flow
+        else:
+            self._make_room(ts)
             flow = self._flows[key] = _Flow("udp", {})
             self.stats["flows"] += 1
         flow.last_ts = ts
@@ -276,6 +283,13 @@ class PcapSource:
             flow.ignored = True
             self.stats["flows_undetected"] += 1
         return False
+
+    def _make_room(self, ts: int) -> None:
+        """At MAX_FLOWS, close the least recently active flow (its requests end unanswered)."""
+        if len(self._flows) >= MAX_FLOWS:
+            key = next(iter(self._flows))
+            self.stats["flows_evicted"] += 1
+            self._close(key, self._flows[key].last_ts or ts)
 
     def _close(self, key: frozenset, ts: int) -> None:
         flow = self._flows.pop(key)

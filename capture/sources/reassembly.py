@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 MAX_PENDING_SEGMENTS = 256
 MAX_PENDING_BYTES = 4 * 1024 * 1024
+MAX_HELD_BYTES = 64 * 1024 * 1024  # copied bytes waiting in all streams sharing one stats Counter
+HELD = "reassembly_held_bytes"  # the stats key that carries that total
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -41,8 +43,7 @@ class Stream:
     def syn(self, seq: int) -> None:
         """A SYN starts the sequence space; a new one (port reuse) restarts it."""
         self.next_seq = (seq + 1) & 0xFFFFFFFF
-        self.pending.clear()
-        self.pending_bytes = 0
+        self.release()
 
     def segment(self, seq: int, data: bytes, size: int, ts_ns: int) -> list[Chunk]:
         """One captured segment carrying `size` stream bytes of which `data` were captured."""
@@ -62,6 +63,7 @@ class Stream:
             if seq not in self.pending:
                 self.pending[seq] = (ts_ns, data, size)
                 self.pending_bytes += size
+                self.stats[HELD] += len(data)
                 self.stats["out_of_order"] += 1
             if self._hole_is_lost(seq):
                 return self._drain(ts_ns, force=True)
@@ -83,9 +85,18 @@ class Stream:
         """The connection or the capture ended: whatever waits comes out, with gaps."""
         return self._drain(ts_ns, force=True) if self.pending else []
 
+    def release(self) -> None:
+        """Drop whatever waits (a flow evicted or restarted): its bytes leave the shared total."""
+        self.stats[HELD] -= sum(len(d) for _, d, _ in self.pending.values())
+        self.pending.clear()
+        self.pending_bytes = 0
+
     # -- internals -----------------------------------------------------------------------
     def _hole_is_lost(self, seq: int) -> bool:
         if len(self.pending) > MAX_PENDING_SEGMENTS or self.pending_bytes > MAX_PENDING_BYTES:
+            return True
+        if self.stats[HELD] > MAX_HELD_BYTES:
+            self.stats["reassembly_held_limit"] += 1
             return True
         return self.acked is not None and seq_diff(self.acked, self.next_seq) > 0
 
@@ -103,6 +114,7 @@ class Stream:
                 break
             seg_ts, data, size = self.pending.pop(seq)
             self.pending_bytes -= size
+            self.stats[HELD] -= len(data)
             if ahead > 0:
                 self.stats["gaps"] += 1
                 out.append(self._deliver(ts_ns, b"", ahead))

@@ -183,3 +183,12 @@ def test_whole_message_fast_path_agrees_with_the_general_framing():
     slow, slow_stats = records(True)
     assert len(fast) == len(exchanges)
     assert fast == slow and fast_stats == slow_stats
+
+
+def test_status_line_without_a_space_before_the_code_is_no_crash():
+    from capture.protocols.http1 import Http1Parser as _P
+    for bad in (b"HTTP/1.1*200 OK\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 Not Found\r\n\r\n"):
+        p = _P()
+        p.feed(Side.CLIENT, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+        p.feed(Side.SERVER, bad, 2)
+        p.close(3)  # counted and dropped or closed, never raised

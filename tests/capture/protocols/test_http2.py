@@ -211,3 +211,39 @@ def test_grpc_core_iovecs_walked_in_records_skip_big_data_by_length():
         (r,) = p.feed(S, resp, 20 + sid)
         assert r.attributes["rpc.method"] == "Get" and "http2.unknown_headers" not in r.attributes
     assert p.stats["lost_bytes"] == 0 and p.stats["garbage"] == 0 and p.stats["degraded_header_blocks"] == 0
+
+
+def test_hpack_table_is_bounded_by_settings_and_max_table():
+    from hyperframe.frame import SettingsFrame as _Settings
+    from capture.protocols.http2 import MAX_TABLE
+    p = Http2Parser()
+    # the client allows the server a 2^30-byte table; the server then asks for it
+    p.feed(C, PREFACE + _Settings(0, settings={0x1: 1 << 30}).serialize(), 1)
+    grow = b"\x3f\xe1\xff\xff\x03"  # dynamic table size update to 2^30 (5-bit prefix integer)
+    enc = Encoder()
+    req = headers(1, enc.encode([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a")]),
+                  end_stream=True)
+    p.feed(C, req, 2)
+    big = [("x-%d" % i, "v" * 1000) for i in range(200)]
+    resp = headers(1, grow + Encoder().encode([(":status", "200")] + big), end_stream=True)
+    (r,) = p.feed(S, resp, 3)
+    assert r.attributes["http.response.status_code"] == 200
+    table = p._dirs[S].hpack.decoder.header_table
+    assert table.maxsize <= MAX_TABLE and table._current_size <= MAX_TABLE
+    assert p.stats["hpack_table_capped"] >= 1
+
+
+def test_large_data_frames_are_skipped_not_buffered():
+    c = Conn()
+    req, resp = c.grpc_call(1)
+    p = Http2Parser()
+    p.feed(C, PREFACE + req, 1)
+    head = resp[: resp.index(data(1))]
+    body = DataFrame(1, data=b"z" * 4_000_000).serialize()
+    p.feed(S, head, 2)
+    for i in range(0, len(body), 16384):
+        assert p.feed(S, body[i:i + 16384], 3 + i) == []
+        assert len(p._dirs[S].buf) <= 16384
+    trailers = headers(1, c.s.encode([("grpc-status", "0")]), end_stream=True)
+    (r,) = p.feed(S, trailers, 10**9)
+    assert r.end_ns == 10**9 and r.status != "ERROR"

@@ -3,7 +3,8 @@ truncation, garbage and mid-stream joins."""
 import struct
 
 from capture.protocols.base import Side
-from capture.protocols.postgres import PostgresParser, detect, sql_summary
+from capture.protocols.postgres import PostgresParser, detect
+from capture.protocols.sql import sql_summary
 from tests.capture.protocols.fuzz import other_protocol_matches, random_match_rate
 
 C, S = Side.CLIENT, Side.SERVER

@@ -1,0 +1,215 @@
+"""Fuzzing of every parser and detector through the registry, with mutated real transcripts.
+
+Transcripts come from the recorded captures (each TCP/UDP flow replayed by the pcap source,
+recorded as the (side, bytes, size) chunks a parser would get). Each input is a transcript
+mutated (bit flips, big length fields, splices, cuts) and re-chunked (byte by byte, random
+sizes, gaps where `size` > len(data)), fed to a fresh parser, then closed. A finding is an
+escaped exception or an input slower than MAX_INPUT_S. Seeded: a run repeats exactly.
+
+Run: .venv/bin/python -m bench.fuzz [--inputs 1000000] [--protocol REDIS] [--seed 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import struct
+import sys
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+from capture.protocols import registry
+from capture.protocols.base import Side
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_INPUT_S = 0.1
+BYTEWISE_MAX = 16 * 1024  # transcripts fed byte by byte are at most this long
+Transcript = list[tuple[Side, bytes]]
+# seeds for protocols with no recorded flow (first messages as a client and a server send them)
+_BUILTIN: dict[str, Transcript] = {
+    "TLS_HANDSHAKE": [(Side.CLIENT, b"\x16\x03\x01\x00\x31\x01\x00\x00\x2d\x03\x03" + bytes(32)
+                       + b"\x00\x00\x02\x13\x01\x01\x00\x00\x02\x00\x00"),
+                      (Side.SERVER, b"\x16\x03\x03\x00\x2a\x02\x00\x00\x26\x03\x03" + bytes(32)
+                       + b"\x00\x13\x01\x00"), (Side.SERVER, b"\x15\x03\x03\x00\x02\x02\x28")],
+    "HTTP1": [(Side.CLIENT, b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+              (Side.SERVER, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")],
+}
+
+
+def capture_dirs() -> list[Path]:
+    """Where recorded captures live: in the repository, else next to it (the shared set)."""
+    return [p for p in (ROOT / "tests" / "captures", ROOT.parent / "shared" / "captures",
+                        Path("/work/shared/captures")) if p.is_dir()]
+
+
+class _Recorder:
+    """Stands in for the Pipeline: keeps each connection's chunks instead of parsing them."""
+
+    def __init__(self) -> None:
+        self.flows: dict[int, tuple[str, Transcript]] = {}
+
+    def data(self, conn, egress: bool, data: bytes, ts_ns: int, size: int | None = None, tid: int = 0) -> None:
+        _, chunks = self.flows.setdefault(conn.conn_id, (conn.protocol, []))
+        chunks.append((Side.CLIENT if egress else Side.SERVER, bytes(data)))
+
+    def close(self, conn, ts_ns: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def transcripts(dirs: list[Path] | None = None) -> dict[str, list[Transcript]]:
+    """protocol -> recorded transcripts (and the built-in seeds)."""
+    from capture.sources.pcap import PcapSource
+
+    out: dict[str, list[Transcript]] = defaultdict(list)
+    for proto, t in _BUILTIN.items():
+        out[proto].append(t)
+    for d in dirs if dirs is not None else capture_dirs():
+        for path in sorted(p for p in d.rglob("*") if p.suffix in (".pcap", ".pcapng", ".cap", ".gz")):
+            rec = _Recorder()
+            try:
+                PcapSource(rec).run(str(path))
+            except Exception:  # a capture the reader cannot open is not a parser finding
+                continue
+            for proto, chunks in rec.flows.values():
+                if chunks and len(out[proto]) < 64:
+                    out[proto].append(chunks[:200])
+    return dict(out)
+
+
+_INTERESTING = (0, 1, 0x7F, 0x80, 0xFF, 0x7FFFFFFF, 0xFFFFFFFF, 0x3FFFFFFF, 1 << 30, 65535, 65536)
+
+
+def mutate(rng: random.Random, t: Transcript, pool: list[Transcript]) -> Transcript:
+    """A few random edits of a transcript: bytes, length fields, splices, dropped or repeated chunks."""
+    t = list(t)
+    for _ in range(rng.randint(1, 4)):
+        if not t:
+            break
+        i = rng.randrange(len(t))
+        side, data = t[i]
+        b = bytearray(data)
+        op = rng.randrange(9)
+        if op == 0 and b:
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        elif op == 1 and b:
+            b[rng.randrange(len(b))] = rng.choice((0, 0xFF, 0x7F, 0x80, 0x0D, 0x0A, 0x2A, 0x24))
+        elif op == 2 and len(b) >= 4:
+            pos = rng.randrange(len(b) - 3)
+            fmt = rng.choice(("<I", ">I", "<i", ">i"))
+            v = rng.choice(_INTERESTING)
+            b[pos:pos + 4] = struct.pack(fmt, v if fmt[1] == "I" else v - (1 << 32) * (v >= 1 << 31))
+        elif op == 3:
+            b[rng.randrange(len(b) + 1):0] = rng.randbytes(rng.randint(1, 16))
+        elif op == 4 and b:
+            a = rng.randrange(len(b))
+            del b[a:a + rng.randint(1, 64)]
+        elif op == 5 and b:
+            a = rng.randrange(len(b))
+            b[a:a] = b[a:a + rng.randint(1, 256)] * rng.randint(1, 8)
+        elif op == 6 and pool:
+            other = rng.choice(pool)
+            if other:
+                t.insert(i, rng.choice(other))
+        elif op == 7 and len(t) > 1:
+            del t[i]
+            continue
+        elif op == 8:
+            t.insert(i, (side, bytes(b)))
+        t[i] = (side, bytes(b))
+    return t
+
+
+def chunkings(rng: random.Random, t: Transcript):
+    """(side, data, size) chunks: whole, byte by byte, random sizes, or with gaps."""
+    mode = rng.randrange(4)
+    if mode == 1 and sum(len(d) for _, d in t) > BYTEWISE_MAX:
+        mode = 2  # byte by byte, a long transcript measures the per-call cost, not the parser's limits
+    for side, data in t:
+        if mode == 0 or len(data) < 2:
+            yield side, data, None
+            continue
+        pos = 0
+        while pos < len(data):
+            n = 1 if mode == 1 else rng.randint(1, max(1, len(data) // 2))
+            piece = data[pos:pos + n]
+            if mode == 3 and rng.random() < 0.3:
+                cut = rng.randrange(len(piece) + 1)  # the capture copied only a prefix
+                size = len(piece) if rng.random() < 0.8 else len(piece) + rng.choice((1, 4096, 1 << 26))
+                yield side, piece[:cut], size
+            else:
+                yield side, piece, None
+            pos += n
+
+
+def run_one(protocol: str, chunks, parser=None) -> None:
+    """Feed one input to `parser` (a fresh one if None) and the detector, as capture does."""
+    detect = registry.detector(protocol)
+    p = parser if parser is not None else registry.parser_class(protocol)()
+    ts = 1
+    for side, data, size in chunks:
+        ts += 1000
+        if detect is not None and data:
+            detect(data)
+        p.feed(side, data, ts, size)
+    if parser is None:
+        p.close(ts + 1)
+
+
+def fuzz(protocol: str, inputs: int, seed: int = 1, pool: list[Transcript] | None = None,
+         max_input_s: float = MAX_INPUT_S) -> dict:
+    """Run `inputs` mutated inputs; returns counts, the slowest input and the findings (first 20)."""
+    rng = random.Random(f"{protocol}:{seed}")
+    pool = pool or _BUILTIN.get(protocol) or [[(Side.CLIENT, b"\0")]]
+    findings: list[dict] = []
+    slowest = 0.0
+    start = time.process_time()
+    for n in range(inputs):
+        chunks = list(chunkings(rng, mutate(rng, rng.choice(pool), pool)))
+        t0 = time.process_time()
+        try:
+            run_one(protocol, chunks)
+        except Exception as e:  # a finding: every escaped exception is one
+            if len(findings) < 20:
+                findings.append({"input": n, "error": repr(e)[:200],
+                                 "where": traceback.extract_tb(e.__traceback__)[-1].line,
+                                 "chunks": [(int(s), d[:64].hex(), z) for s, d, z in chunks[:8]]})
+            else:
+                findings.append({"input": n})
+            continue
+        dt = time.process_time() - t0
+        slowest = max(slowest, dt)
+        if dt > max_input_s and len(findings) < 20:
+            findings.append({"input": n, "error": f"slow: {dt * 1000:.0f} ms"})
+    return {"protocol": protocol, "inputs": inputs, "seeds": len(pool), "findings": len(findings),
+            "first_findings": findings[:5], "slowest_ms": round(slowest * 1000, 2),
+            "cpu_s": round(time.process_time() - start, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--inputs", type=int, default=10000, help="inputs per protocol")
+    ap.add_argument("--protocol", action="append", help="only these (registry names); default all")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", help="write the results to this file")
+    args = ap.parse_args(argv)
+    pools = transcripts()
+    results = []
+    for proto in args.protocol or registry.protocols():
+        r = fuzz(proto, args.inputs, args.seed, pools.get(proto))
+        results.append(r)
+        print(f"{proto:14} inputs={r['inputs']} seeds={r['seeds']} findings={r['findings']} "
+              f"slowest={r['slowest_ms']} ms cpu={r['cpu_s']} s", flush=True)
+        for f in r["first_findings"]:
+            print("   ", json.dumps(f)[:400], flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 1 if any(r["findings"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Record the truth captures: real clients doing real work against real servers on loopback, taken
+with tcpdump. Not a test: run it (as root, after `make setup`) to regenerate the pcaps next to it.
+
+Run: .venv/bin/python -m tests.captures.truth.record [redis] [postgresql] [mysql]
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@contextmanager
+def tcpdump(path: Path, port: int):
+    proc = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-U", "-Z", "root", "-w", str(path), f"tcp port {port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.5)  # tcpdump opens the interface
+    try:
+        yield
+    finally:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def redis_work(port: int, password: str) -> None:
+    import redis
+
+    r = redis.Redis(port=port, password=password)
+    r.set("user:1", "alice")
+    r.get("user:1")
+    r.get("missing")  # nil bulk
+    r.hset("h", mapping={"a": "1", "b": "2"})
+    r.hgetall("h")
+    try:
+        r.incrby("user:1", 1)  # WRONGTYPE-like error: not an integer
+    except redis.ResponseError:
+        pass
+    try:
+        r.execute_command("NOSUCHCOMMAND", "x")
+    except redis.ResponseError:
+        pass
+    r.blpop(["empty-list"], timeout=0.1)  # nil array (*-1)
+    p = r.pipeline(transaction=False)
+    for i in range(20):
+        p.set(f"k{i}", i)
+        p.get(f"k{i}")
+    p.execute()
+    r.set("big", b"v" * 40000)
+    r.get("big")
+    ps = r.pubsub()
+    ps.subscribe("news")
+    ps.get_message(timeout=1)
+    r.publish("news", "hello")
+    ps.get_message(timeout=1)
+    ps.unsubscribe("news")
+    ps.get_message(timeout=1)
+    ps.close()
+    r.close()
+    subprocess.run(["redis-benchmark", "-p", str(port), "-a", password, "-n", "40", "-c", "2", "-P", "4",
+                    "-t", "set,get,lpush,lrange_100", "-q"], check=True, capture_output=True)
+
+
+def postgres_work(server: dict) -> None:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=server["port"], user=server["user"],
+                         password=server["password"], dbname=server["dbname"]) as conn:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS items (id int primary key, name text)")
+        cur.execute("INSERT INTO items VALUES (%s, %s) ON CONFLICT DO NOTHING", (1, "one"))
+        cur.execute("SELECT * FROM items WHERE id = %s", (1,))
+        cur.fetchall()
+        for sql in ("SELECT * FROM nope", "SELEC 1", "INSERT INTO items VALUES (1, 'dup')"):
+            try:
+                cur.execute(sql)
+            except psycopg.Error:
+                pass
+        cur.execute("SELECT repeat('x', 60000)")  # a large row
+        cur.fetchall()
+        with cur.copy("COPY items (id, name) FROM STDIN") as copy:
+            for i in range(2, 50):
+                copy.write_row((i, f"n{i}"))
+        with cur.copy("COPY (SELECT * FROM items) TO STDOUT") as copy:
+            for _ in copy:
+                pass
+        cur.execute("SELECT count(*) FROM items", prepare=True)
+        cur.execute("SELECT count(*) FROM items", prepare=True)
+        cur.execute("DROP TABLE items")
+    env = dict(os.environ, PGPASSWORD=server["password"])
+    args = ["-h", "127.0.0.1", "-p", str(server["port"]), "-U", server["user"]]
+    subprocess.run(["/usr/lib/postgresql/15/bin/pgbench", *args, "-i", "-s", "1", "-I", "dt",
+                    "--unlogged-tables", server["dbname"]], env=env, check=True, capture_output=True)
+    script = HERE / "postgresql" / "pgbench.sql"
+    subprocess.run(["/usr/lib/postgresql/15/bin/pgbench", *args, "-n", "-t", "5", "-c", "1", "-f", str(script),
+                    server["dbname"]], env=env, check=True, capture_output=True)
+
+
+@contextmanager
+def _mariadb_instance():
+    """mariadbd in a temp dir with a TCP user (as the live tests' fixture starts it)."""
+    import shutil
+    import tempfile
+
+    from tests.capture.live.conftest import SECRET
+    from tests.support.http_servers import process
+    from tests.support.live import free_port
+
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="guardian-truth-maria-"))
+    data, sock = tmp / "data", tmp / "mysqld.sock"
+    subprocess.run(["mariadb-install-db", f"--datadir={data}", "--user=root", "--auth-root-authentication-method=socket",
+                    "--skip-test-db"], check=True, capture_output=True, timeout=120)
+    cmd = ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
+           "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
+           f"--pid-file={tmp / 'pid'}", "--skip-name-resolve"]
+    try:
+        with process(cmd, port):
+            sql = (f"CREATE DATABASE guardian; CREATE USER 'guardian'@'127.0.0.1' IDENTIFIED BY '{SECRET}';"
+                   "GRANT ALL ON guardian.* TO 'guardian'@'127.0.0.1';")
+            subprocess.run(["mariadb", f"--socket={sock}", "-uroot", "-e", sql], check=True, capture_output=True)
+            yield {"port": port, "user": "guardian", "password": SECRET, "database": "guardian"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mysql_work(server: dict) -> None:
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", port=server["port"], user=server["user"],
+                           password=server["password"], database=server["database"], autocommit=True)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE items (id INT PRIMARY KEY, name TEXT)")
+    cur.executemany("INSERT INTO items VALUES (%s, %s)", [(i, f"n{i}") for i in range(5)])
+    cur.execute("SELECT * FROM items WHERE id < %s", (3,))
+    cur.fetchall()
+    for sql in ("SELECT * FROM nope", "SELEC 1", "INSERT INTO items VALUES (1, 'dup')"):
+        try:
+            cur.execute(sql)
+        except pymysql.MySQLError:
+            pass
+    cur.execute("SELECT REPEAT('x', 60000)")
+    cur.fetchall()
+    cur.execute("UPDATE items SET name = 'm' WHERE id > 2")
+    conn.ping()
+    conn.close()
+    subprocess.run(["mariadb", "-h", "127.0.0.1", "-P", str(server["port"]), "-u", server["user"],
+                    f"-p{server['password']}", server["database"], "-e",
+                    "SELECT COUNT(*) FROM items; SHOW TABLES; DELETE FROM items WHERE id = 0; DROP TABLE items"],
+                   check=True, capture_output=True)
+
+
+def main(names: list[str]) -> None:
+    try:  # the shared server helpers, where the tree has them
+        from support.servers import mariadb_instance, postgres_instance, redis_instance
+    except ImportError:
+        from tests.capture.live.conftest import postgres_instance, redis_instance
+        mariadb_instance = _mariadb_instance
+
+    if "redis" in names:
+        with redis_instance() as srv, tcpdump(HERE / "redis" / "redis-py.pcap", srv["port"]):
+            redis_work(srv["port"], srv["password"])
+    if "postgresql" in names:
+        with postgres_instance() as srv, tcpdump(HERE / "postgresql" / "psycopg.pcap", srv["port"]):
+            postgres_work(srv)
+    if "mysql" in names:
+        with mariadb_instance() as srv, tcpdump(HERE / "mysql" / "pymysql.pcap", srv["port"]):
+            mysql_work(srv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["redis", "postgresql", "mysql"])
