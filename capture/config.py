@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from capture import scrub
 ENV_PREFIX = "GUARDIAN_"
 ENV_SEP = "__"
 
@@ -104,6 +105,17 @@ class LogConfig(Section):
     level: str = "INFO"
 
 
+class ScrubSection(Section):
+    """Secrets out of captured text (capture/scrub.py): on by default."""
+
+    enabled: bool = True
+    credential_keys: list[str] = Field(default_factory=lambda: list(scrub.CREDENTIAL_KEYS))
+
+    def apply(self) -> None:
+        """Make this the process-wide scrubbing rule."""
+        scrub.configure(scrub.ScrubConfig(self.enabled, list(self.credential_keys)))
+
+
 class AgentConfig(Section):
     """What the capture daemon needs: guardian/config.py's GuardianConfig is this plus the API's sections."""
 
@@ -113,6 +125,7 @@ class AgentConfig(Section):
     k8s: K8sConfig = Field(default_factory=K8sConfig)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    scrub: ScrubSection = Field(default_factory=ScrubSection)
 
 
 # The names older releases read: the rule GUARDIAN_<SECTION>_<KEY> (one underscore) for these sections.

@@ -20,13 +20,13 @@ __all__ = ["ConfigError", "GuardianConfig", "LEGACY_ENV", "load"]
 
 
 class GuardianConfig(AgentConfig, Settings):
-    """Sections: store, linker, export, k8s, capture, log (capture/config.py), api, slack, schedule,
+    """Sections: store, linker, export, k8s, capture, log, scrub (capture/config.py), api, slack, schedule,
     alerts, memory (guardian/api/settings.py), llm (guardian/llm/config.py)."""
 
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
 
-SECTIONS = ("store", "linker", "export", "k8s", "capture", "log", "api", "slack", "schedule", "alerts", "memory",
+SECTIONS = ("store", "linker", "export", "k8s", "capture", "log", "scrub", "api", "slack", "schedule", "alerts", "memory",
             "llm")
 
 # Names older releases read, each still honoured (GUARDIAN_<SECTION>__<KEY> is the rule for new ones).

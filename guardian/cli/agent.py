@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"guardian agent: bad configuration: {e}", file=sys.stderr)
         return 2
     _logging(cfg.log.format, cfg.log.level)
+    cfg.scrub.apply()
     if args.store:
         cfg.store.path = args.store
 

@@ -42,6 +42,13 @@ def _table_row(s: Span) -> str:
 
 
 def run(args) -> int:
+    from guardian.config import load
+
+    try:
+        load(None).scrub.apply()  # the file named by --config / $GUARDIAN_CONFIG, if any
+    except (OSError, ValueError) as e:
+        print(f"guardian capture: bad configuration: {e}", file=sys.stderr)
+        return 2
     if args.pcap:
         return _run_pcap(args)
     from capture.live import CaptureOptions, LiveCapture, tune_gc

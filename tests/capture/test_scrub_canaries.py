@@ -130,7 +130,7 @@ def test_store_otlp_api_report_and_llm_tool_results(spans, tmp_path):
     otlp = encode_spans([to_readable(s) for s in spans]).SerializeToString()
     assert leaks(otlp.decode("latin-1")) == []
 
-    client = TestClient(create_app(store, mcp=False))
+    client = TestClient(create_app(store, mcp=False), base_url="http://127.0.0.1")
     bodies = [client.get(f"/v1/traces/{s.trace_id}").text for s in spans]
     window = store.time_range()
     args = {"start": str(window.start_ns), "end": str(window.end_ns + 1)} if window else {}

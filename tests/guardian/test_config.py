@@ -14,7 +14,7 @@ def test_defaults_cover_every_section():
     cfg = load(None, env={})
     assert isinstance(cfg, GuardianConfig)
     assert set(GuardianConfig.model_fields) == {"store", "linker", "export", "k8s", "capture", "log", "api",
-                                                "slack", "schedule", "alerts", "memory", "llm"}
+                                                "slack", "schedule", "alerts", "memory", "llm", "scrub"}
     assert cfg.api.port == 8080 and not cfg.schedule.enabled and not cfg.llm.enabled
 
 
@@ -92,3 +92,22 @@ def test_the_reference_in_docs_is_the_model():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     table = doc.split("<!-- generated: python -m guardian.config -->\n", 1)[1].split("<!-- end generated -->", 1)[0]
     assert table == reference_markdown(), "docs/configuration.md is stale: python -m guardian.config"
+
+
+def test_scrub_section_sets_the_process_wide_rule():
+    from capture import scrub
+
+    def scrubbed() -> dict:
+        attrs = {"url.full": "https://u:p@h/x?token=abc", "url.query": "token=abc"}
+        scrub.record(attrs, "")
+        return attrs
+
+    try:
+        load(None, env={"GUARDIAN_SCRUB__ENABLED": "false"}).scrub.apply()
+        assert scrubbed() == {"url.full": "https://u:p@h/x?token=abc", "url.query": "token=abc"}
+        load(None, env={}, overrides={"scrub": {"credential_keys": ["nothing"]}}).scrub.apply()
+        assert scrubbed()["url.query"] == "token=abc"
+        load(None, env={}).scrub.apply()
+        assert "abc" not in str(scrubbed()) and "u:p" not in str(scrubbed())
+    finally:
+        scrub.configure(scrub.ScrubConfig())
