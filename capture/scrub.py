@@ -118,7 +118,10 @@ def record(attrs: dict, status_message: str) -> str:
     for key in ("url.full", "url.path"):
         v = attrs.get(key)
         if isinstance(v, str) and "@" in v:
-            attrs[key] = url(v)
+            v = attrs[key] = url(v)
+        if isinstance(v, str) and "?" in v:  # a query left inside the URL (absolute form, importers)
+            base, _, rest = v.partition("?")
+            attrs[key] = f"{base}?{query(rest)}"
     v = attrs.get("url.query")
     if isinstance(v, str) and "=" in v:
         attrs["url.query"] = query(v)
