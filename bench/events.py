@@ -14,7 +14,7 @@ with --limit 5N, the difference divided by 4N. File: a magic line, a u32-length-
 header, then u32-length-prefixed records.
 
 Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000]   (as root)
-     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N]
+     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring]
 """
 from __future__ import annotations
 
@@ -100,8 +100,33 @@ class _Sockets:
         return SockEntry(self.local, remote, "01", 0, "tcp") if remote else None
 
 
-def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH) -> tuple[list[float], int]:
-    """One pass over `records`; returns (process CPU seconds of each batch, spans)."""
+def mapped_ring(records: list[bytes]):
+    """A RingReader over an anonymous mapping laid out as the kernel's ring buffer (consumer
+    page, producer page, data area) holding `records`, all committed."""
+    import mmap
+
+    from capture.ringbuf import HEADER, RingReader
+
+    total = sum((len(r) + HEADER + 7) & ~7 for r in records)
+    size = 1 << max(total, 4096).bit_length()  # a power of two with room: nothing wraps
+    page = mmap.PAGESIZE
+    prod, cons = mmap.mmap(-1, page + 2 * size), mmap.mmap(-1, page)  # data mapped twice
+    pos = 0
+    for r in records:
+        prod[page + pos:page + pos + HEADER + len(r)] = _LEN.pack(len(r)) + b"\0\0\0\0" + r
+        pos += (len(r) + HEADER + 7) & ~7
+    struct.pack_into("<Q", prod, 0, pos)
+    reader = object.__new__(RingReader)
+    reader.size, reader.mask, reader._data_at = size, size - 1, page
+    reader._prod, reader._cons = prod, cons
+    reader.records = reader.max_backlog = 0
+    return reader
+
+
+def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH,
+                ring: bool = False) -> tuple[list[float], int]:
+    """One pass over `records`; returns (process CPU seconds of each batch, spans). With
+    `ring`, the records are read out of a mapped ring buffer first, as the live loop does."""
     from guardian.cli.capture import _printer
 
     resources = {int(pid): res for pid, res in header["resources"].items()}
@@ -115,11 +140,12 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
                               sockets=_Sockets(header["port"]), boot_offset_ns=0)
         on_event, flush, clock = tracker.on_event, pipeline.flush, time.process_time
+        reader = mapped_ring(records) if ring else None
         gc.collect()
         batches = []
         for i in range(0, len(records), batch):
             start = clock()
-            for raw in records[i:i + batch]:
+            for raw in (reader.read(batch) if reader is not None else records[i:i + batch]):
                 on_event(raw)
             flush()
             batches.append(clock() - start)
@@ -130,19 +156,20 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
     return batches, pipeline.stats["spans"]
 
 
-def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH) -> None:
+def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH,
+           ring: bool = False) -> None:
     """Best of `repeat` runs, and the sum of each batch's best time over the runs: on a shared
     host the second filters out most of what other processes cost this one (caches, preemption)."""
     header, records = load(path)
     records = records[:limit] if limit else records
     gc.freeze()  # as capture.live.tune_gc does for the live agent
     gc.set_threshold(50_000, 20, 50)
-    runs = [replay_once(header, records, out_path, batch) for _ in range(repeat)]
+    runs = [replay_once(header, records, out_path, batch, ring) for _ in range(repeat)]
     per_event = [sum(batches) / len(records) * 1e6 for batches, _ in runs]
     floor = sum(min(b) for b in zip(*(batches for batches, _ in runs))) / len(records) * 1e6
     print(json.dumps({"events": len(records), "spans": runs[0][1], "requests": header["requests"],
                       "us_per_event": round(min(per_event), 2), "us_per_event_batch_floor": round(floor, 2),
-                      "us_per_event_runs": [round(x, 2) for x in per_event]}))
+                      "us_per_event_runs": [round(x, 2) for x in per_event], "through_ring": ring}))
 
 
 def main() -> int:
@@ -159,11 +186,13 @@ def main() -> int:
     rep.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N events")
     rep.add_argument("--batch", type=int, default=BATCH, metavar="N",
                      help=f"events between two flushes (default {BATCH}, as capture.live)")
+    rep.add_argument("--ring", action="store_true",
+                     help="read the records out of a mapped ring buffer (capture.ringbuf) first")
     args = ap.parse_args()
     if args.cmd == "record":
         record(args.file, args.seconds, args.rate)
     else:
-        replay(args.file, args.repeat, args.out, args.limit, args.batch)
+        replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring)
     return 0
 
 

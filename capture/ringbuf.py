@@ -166,6 +166,10 @@ class OrderedRings:
     def wait(self, timeout_s: float) -> bool:
         return self.main.wait(timeout_s) or self.spill.pending() > 0 or self.held > 0
 
+    def pending_bytes(self) -> int:
+        """Bytes in both rings not read yet (spilled records read and held back not counted)."""
+        return self.main.pending() + self.spill.pending()
+
     def read(self, limit: int = 1 << 20, until_ts: int | None = None) -> list[bytes]:
         """Records stamped up to `until_ts` (default: the horizon) in time order, at most
         about `limit` from the main ring."""
