@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import gzip
 import json
 import os
 import struct
@@ -32,13 +33,14 @@ from capture.conntrack import ConnTracker
 from capture.live import BATCH  # events between two flushes of the pipeline (--batch)
 from capture.pipeline import Pipeline
 from capture.procnet import SockEntry
+from tests.support.rings import mapped_ring
 
 MAGIC = b"guardian-events 1\n"
 _LEN = struct.Struct("<I")
 
 
 def save(path: str, header: dict, records: list[bytes]) -> None:
-    with open(path, "wb") as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "wb") as f:
         blob = json.dumps(header, default=str).encode()
         f.write(MAGIC + _LEN.pack(len(blob)) + blob)
         f.write(b"".join(_LEN.pack(len(r)) + r for r in records))
@@ -46,6 +48,8 @@ def save(path: str, header: dict, records: list[bytes]) -> None:
 
 def load(path: str) -> tuple[dict, list[bytes]]:
     data = Path(path).read_bytes()
+    if path.endswith(".gz"):
+        data = gzip.decompress(data)
     if not data.startswith(MAGIC):
         raise ValueError(f"{path}: not a bench.events recording")
     pos = len(MAGIC)
@@ -98,29 +102,6 @@ class _Sockets:
 
     def lookup(self, pid: int, fd: int, remote: tuple[str, int] | None = None) -> SockEntry | None:
         return SockEntry(self.local, remote, "01", 0, "tcp") if remote else None
-
-
-def mapped_ring(records: list[bytes]):
-    """A RingReader over an anonymous mapping laid out as the kernel's ring buffer (consumer
-    page, producer page, data area) holding `records`, all committed."""
-    import mmap
-
-    from capture.ringbuf import HEADER, RingReader
-
-    total = sum((len(r) + HEADER + 7) & ~7 for r in records)
-    size = 1 << max(total, 4096).bit_length()  # a power of two with room: nothing wraps
-    page = mmap.PAGESIZE
-    prod, cons = mmap.mmap(-1, page + 2 * size), mmap.mmap(-1, page)  # data mapped twice
-    pos = 0
-    for r in records:
-        prod[page + pos:page + pos + HEADER + len(r)] = _LEN.pack(len(r)) + b"\0\0\0\0" + r
-        pos += (len(r) + HEADER + 7) & ~7
-    struct.pack_into("<Q", prod, 0, pos)
-    reader = object.__new__(RingReader)
-    reader.size, reader.mask, reader._data_at = size, size - 1, page
-    reader._prod, reader._cons = prod, cons
-    reader.records = reader.max_backlog = 0
-    return reader
 
 
 def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH,

@@ -4,13 +4,13 @@ in ring order, stop at the first one stamped after until_ts); the kernel side is
 tests/capture/live/test_live_http1.py::test_records_the_main_ring_refuses_arrive_in_order."""
 from __future__ import annotations
 
-import mmap
 import struct
 
 import pytest
 
 from capture import ringbuf
 from capture.ringbuf import NEVER, OrderedRings
+from tests.support.rings import mapped_ring
 
 
 @pytest.fixture(autouse=True, params=["c", "python"])
@@ -88,32 +88,12 @@ def test_held_back_spill_records_are_bounded():
     assert stamps(out) == [5, *range(10, 10 + 70_000)]
 
 
-def mapped_ring(size: int, records: list[tuple[int, bytes]], start: int = 0):
-    """A RingReader over bytearrays laid out as the kernel maps a ring buffer: records are
-    (flags, body) with flags BUSY_BIT / DISCARD_BIT or 0; the ring starts at `start`."""
-    page = 4096
-    prod, cons = mmap.mmap(-1, page + 2 * size), mmap.mmap(-1, page)
-    pos = start
-    for flags, body in records:
-        header = struct.pack("<II", len(body) | flags, 0) + body
-        for i, b in enumerate(header):  # the data area is mapped twice in a row
-            at = page + ((pos + i) % size)
-            prod[at] = prod[at + size] = b
-        pos += (len(body) + 8 + 7) & ~7
-    struct.pack_into("<Q", prod, 0, pos)
-    struct.pack_into("<Q", cons, 0, start)
-    reader = object.__new__(ringbuf.RingReader)
-    reader.size, reader.mask, reader._data_at = size, size - 1, page
-    reader._prod, reader._cons = prod, cons
-    reader.records = reader.max_backlog = 0
-    return reader
-
-
 def test_reading_a_mapped_ring_wraps_skips_discards_and_stops_at_busy_or_new():
     bodies = [struct.pack("<Q", 100 + i) + bytes([i]) * (i * 37 % 300) for i in range(40)]
     records = [(ringbuf.DISCARD_BIT if i % 7 == 3 else 0, b) for i, b in enumerate(bodies)]
     records[30] = (ringbuf.BUSY_BIT, bodies[30])
-    reader = mapped_ring(16384, records, start=16384 * 3 - 200)  # wraps around the end
+    reader = mapped_ring([b for _, b in records], size=16384, start=16384 * 3 - 200,  # wraps around the end
+                         flags={i: f for i, (f, _) in enumerate(records) if f})
     kept = [b for i, (f, b) in enumerate(records) if i < 30 and not f]
     first = [bytes(r) for r in reader.read(limit=5)]
     assert first == kept[:5] and reader.records == 5
