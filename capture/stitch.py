@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import fields
 
 from capture.connection import Connection
 from capture.protocols.base import Record
@@ -47,15 +48,14 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
             status = "ERROR"
             attrs.setdefault("error.type", str(code))
     trace_id, span_id = _new_ids()
-    return Span(
-        name=rec.name,
-        kind=kind,
-        start_time_unix_nano=rec.start_ns,
-        end_time_unix_nano=rec.end_ns if rec.end_ns > rec.start_ns else rec.start_ns,
-        status_code=status,
-        status_message=rec.status_message,
-        attributes=attrs,
-        resource=conn.resource,  # shared by the connection's spans; nobody mutates it
-        trace_id=trace_id,
-        span_id=span_id,
-    )
+    # positional: a dataclass __init__ taking eleven keywords costs more than the rest of this
+    # function (_SPAN_FIELDS below pins the order)
+    return Span(rec.name, kind, rec.start_ns, rec.end_ns if rec.end_ns > rec.start_ns else rec.start_ns,
+                status, attrs, conn.resource,  # the resource is shared by the connection's spans
+                trace_id, span_id, None, rec.status_message)
+
+
+_SPAN_FIELDS = ("name", "kind", "start_time_unix_nano", "end_time_unix_nano", "status_code", "attributes",
+                "resource", "trace_id", "span_id", "parent_span_id", "status_message")
+if tuple(f.name for f in fields(Span)) != _SPAN_FIELDS:
+    raise ImportError(f"capture.span.Span's fields changed: record_to_span() passes {_SPAN_FIELDS} by position")
