@@ -29,7 +29,7 @@ BATCH = 256
 COALESCE_S = 0.005  # after a batch, wait this long for more events (adds <= 5 ms of delay)
 # at stop, what is already in the ring buffers is read for at most this long: a full ring at
 # saturation holds more than the agent reads in seconds, and a stop must not wait for it all
-FINAL_DRAIN_S = 1.5
+FINAL_DRAIN_S = 1.0
 
 
 def tune_gc() -> None:
