@@ -29,6 +29,7 @@ from support.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)
+READY_S = [120.0]  # how long the agent may take to compile and attach (--ready-s)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -37,7 +38,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def agent(port: int, ready_s: float = 120):
+def agent(port: int, ready_s: float | None = None):
     """`guardian capture --json --stats --port` writing spans to a file; yields a dict of its
     figures (agent CPU, spans by kind, kernel events and drops), filled at exit. `ready_s`:
     how long BCC may take to compile at start (minutes on a host shared with other builds)."""
@@ -49,7 +50,7 @@ def agent(port: int, ready_s: float = 120):
             proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=ROOT)
         result: dict = {}
         try:
-            deadline = time.monotonic() + ready_s
+            deadline = time.monotonic() + (ready_s or READY_S[0])
             while "ready" not in err.read_text():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("capture did not start: " + err.read_text()[-300:])
@@ -174,8 +175,11 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
+    ap.add_argument("--ready-s", type=float, default=READY_S[0], metavar="S",
+                    help="how long the agent may take to start (BCC compiles for minutes on a loaded host)")
     args = ap.parse_args()
     AGENT_ARGS[:] = args.agent_arg
+    READY_S[0] = args.ready_s
     out = {"agent_args": args.agent_arg}
     if args.only in (None, "nginx"):
         out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds)

@@ -14,12 +14,13 @@ with --limit 5N, the difference divided by 4N. File: a magic line, a u32-length-
 header, then u32-length-prefixed records.
 
 Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000]   (as root)
-     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N]
+     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring]
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import gzip
 import json
 import os
 import struct
@@ -32,13 +33,14 @@ from capture.conntrack import ConnTracker
 from capture.live import BATCH  # events between two flushes of the pipeline (--batch)
 from capture.pipeline import Pipeline
 from capture.procnet import SockEntry
+from support.rings import mapped_ring
 
 MAGIC = b"guardian-events 1\n"
 _LEN = struct.Struct("<I")
 
 
 def save(path: str, header: dict, records: list[bytes]) -> None:
-    with open(path, "wb") as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "wb") as f:
         blob = json.dumps(header, default=str).encode()
         f.write(MAGIC + _LEN.pack(len(blob)) + blob)
         f.write(b"".join(_LEN.pack(len(r)) + r for r in records))
@@ -46,6 +48,8 @@ def save(path: str, header: dict, records: list[bytes]) -> None:
 
 def load(path: str) -> tuple[dict, list[bytes]]:
     data = Path(path).read_bytes()
+    if path.endswith(".gz"):
+        data = gzip.decompress(data)
     if not data.startswith(MAGIC):
         raise ValueError(f"{path}: not a bench.events recording")
     pos = len(MAGIC)
@@ -100,8 +104,10 @@ class _Sockets:
         return SockEntry(self.local, remote, "01", 0, "tcp") if remote else None
 
 
-def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH) -> tuple[list[float], int]:
-    """One pass over `records`; returns (process CPU seconds of each batch, spans)."""
+def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH,
+                ring: bool = False) -> tuple[list[float], int]:
+    """One pass over `records`; returns (process CPU seconds of each batch, spans). With
+    `ring`, the records are read out of a mapped ring buffer first, as the live loop does."""
     from guardian.cli.capture import _printer
 
     resources = {int(pid): res for pid, res in header["resources"].items()}
@@ -115,11 +121,12 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
                               sockets=_Sockets(header["port"]), boot_offset_ns=0)
         on_event, flush, clock = tracker.on_event, pipeline.flush, time.process_time
+        reader = mapped_ring(records) if ring else None
         gc.collect()
         batches = []
         for i in range(0, len(records), batch):
             start = clock()
-            for raw in records[i:i + batch]:
+            for raw in (reader.read(batch) if reader is not None else records[i:i + batch]):
                 on_event(raw)
             flush()
             batches.append(clock() - start)
@@ -130,19 +137,20 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
     return batches, pipeline.stats["spans"]
 
 
-def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH) -> None:
+def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH,
+           ring: bool = False) -> None:
     """Best of `repeat` runs, and the sum of each batch's best time over the runs: on a shared
     host the second filters out most of what other processes cost this one (caches, preemption)."""
     header, records = load(path)
     records = records[:limit] if limit else records
     gc.freeze()  # as capture.live.tune_gc does for the live agent
     gc.set_threshold(50_000, 20, 50)
-    runs = [replay_once(header, records, out_path, batch) for _ in range(repeat)]
+    runs = [replay_once(header, records, out_path, batch, ring) for _ in range(repeat)]
     per_event = [sum(batches) / len(records) * 1e6 for batches, _ in runs]
     floor = sum(min(b) for b in zip(*(batches for batches, _ in runs))) / len(records) * 1e6
     print(json.dumps({"events": len(records), "spans": runs[0][1], "requests": header["requests"],
                       "us_per_event": round(min(per_event), 2), "us_per_event_batch_floor": round(floor, 2),
-                      "us_per_event_runs": [round(x, 2) for x in per_event]}))
+                      "us_per_event_runs": [round(x, 2) for x in per_event], "through_ring": ring}))
 
 
 def main() -> int:
@@ -159,11 +167,13 @@ def main() -> int:
     rep.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N events")
     rep.add_argument("--batch", type=int, default=BATCH, metavar="N",
                      help=f"events between two flushes (default {BATCH}, as capture.live)")
+    rep.add_argument("--ring", action="store_true",
+                     help="read the records out of a mapped ring buffer (capture.ringbuf) first")
     args = ap.parse_args()
     if args.cmd == "record":
         record(args.file, args.seconds, args.rate)
     else:
-        replay(args.file, args.repeat, args.out, args.limit, args.batch)
+        replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring)
     return 0
 
 

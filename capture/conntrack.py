@@ -39,6 +39,12 @@ _UNPACK_HOT, _UNPACK_ENDS = _HOT.unpack_from, _ENDS.unpack_from
 _HDR = abi.EVENT_SIZE
 _IGNORED = object()  # conn_id filtered out (--port): skip its events cheaply
 IDLE_SWEEP_S = 30.0
+# Bounds of the connection table (memory stays bounded whatever the host does): a connection
+# silent this long is closed as if its process had closed it (a later byte reopens it); past
+# MAX_TRACKED, the least recently active tenth goes. Both are counted in stats.
+IDLE_TIMEOUT_S = 600.0
+MAX_TRACKED = 100_000
+MAX_IGNORED = 200_000
 
 
 @dataclass(slots=True)
@@ -51,7 +57,8 @@ class _Tracked:
 class ConnTracker:
     def __init__(self, pipeline: Pipeline, resource_for: Callable[[int], dict],
                  port: int | None = None, sockets: SocketTable | None = None,
-                 boot_offset_ns: int | None = None) -> None:
+                 boot_offset_ns: int | None = None, max_tracked: int = MAX_TRACKED,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.pipeline = pipeline
         self.resource_for = resource_for
         self.port = port
@@ -61,6 +68,8 @@ class ConnTracker:
         self.conns: dict[int, _Tracked | object] = {}
         self.stats: Counter[str] = Counter()
         self._last_sweep = time.monotonic()
+        self.max_tracked, self.idle_timeout_s = max_tracked, idle_timeout_s
+        self.tracked = 0  # entries of self.conns that are connections (not _IGNORED)
 
     # -- events ------------------------------------------------------------------------
     def on_event(self, raw: bytes) -> None:
@@ -75,6 +84,7 @@ class ConnTracker:
         if kind != _EV_DATA:
             if tracked is not None:
                 del self.conns[conn_id]
+                self.tracked -= 1
                 self.pipeline.close(tracked.conn, ts)
             return
         if tracked is None:
@@ -146,8 +156,12 @@ class ConnTracker:
             source=_SOURCE.get(source, "syscall"),
         )
         self.stats["connections"] += 1
+        if self.tracked >= self.max_tracked:
+            self._evict_least_recent(time.time_ns())
         tracked = _Tracked(conn, [0, 0], fd)
+        conn.last_seen_ns = _ts + self.offset_ns
         self.conns[conn_id] = tracked
+        self.tracked += 1
         return tracked
 
     def _resource(self, pid: int, comm: bytes) -> dict:
@@ -162,20 +176,38 @@ class ConnTracker:
 
     # -- housekeeping ------------------------------------------------------------------
     def sweep(self, force: bool = False) -> None:
-        """Close connections whose process exited (exit closes fds without close())."""
+        """Close connections whose process exited (exit closes fds without close()) and
+        those idle past the timeout; bound the ids remembered as filtered out."""
         now = time.monotonic()
         if not force and now - self._last_sweep < IDLE_SWEEP_S:
             return
         self._last_sweep = now
+        now_ns = time.time_ns()
+        idle_before = now_ns - int(self.idle_timeout_s * 1e9)
         for conn_id, tracked in list(self.conns.items()):
             if tracked is _IGNORED:
                 continue
             if not os.path.exists(f"/proc/{tracked.conn.pid}"):
-                del self.conns[conn_id]
-                self.stats["closed_by_exit"] += 1
-                self.pipeline.close(tracked.conn, time.time_ns())
-        if len(self.conns) > 200_000:  # bound memory if ignored ids pile up
+                self._forget(conn_id, tracked, "closed_by_exit", now_ns)
+            elif tracked.conn.last_seen_ns < idle_before:
+                self._forget(conn_id, tracked, "closed_idle", now_ns)
+        if len(self.conns) - self.tracked > MAX_IGNORED:  # bound memory if ignored ids pile up
+            self.stats["ignored_ids_forgotten"] += len(self.conns) - self.tracked
             self.conns = {k: v for k, v in self.conns.items() if v is not _IGNORED}
+
+    def _forget(self, conn_id: int, tracked: _Tracked, reason: str, now_ns: int) -> None:
+        del self.conns[conn_id]
+        self.tracked -= 1
+        self.stats[reason] += 1
+        self.pipeline.close(tracked.conn, now_ns)
+
+    def _evict_least_recent(self, now_ns: int) -> None:
+        """The table is full: close the least recently active tenth (one sort per tenth,
+        not an LRU reordering on every event)."""
+        live = [(t.conn.last_seen_ns, k) for k, t in self.conns.items() if t is not _IGNORED]
+        live.sort()
+        for _seen, conn_id in live[:max(1, len(live) // 10)]:
+            self._forget(conn_id, self.conns[conn_id], "evicted_table_full", now_ns)
 
     def close_all(self) -> None:
         now = time.time_ns()
@@ -183,6 +215,7 @@ class ConnTracker:
             if tracked is not _IGNORED:
                 self.pipeline.close(tracked.conn, now)
         self.conns.clear()
+        self.tracked = 0
 
     def parser_stats(self) -> Counter[str]:
         total: Counter[str] = Counter()

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # `python -m bench.events replay FILE` measures it)
 BATCH = 256
 COALESCE_S = 0.005  # after a batch, wait this long for more events (adds <= 5 ms of delay)
+# at stop, what is already in the ring buffers is read for at most this long: a full ring at
+# saturation holds more than the agent reads in seconds, and a stop must not wait for it all
+FINAL_DRAIN_S = 1.0
 
 
 def tune_gc() -> None:
@@ -64,6 +67,7 @@ class LiveCapture:
         self.started = False
         self.tls = None  # capture.tls.attach.TlsAttacher once started
         self.ring = None  # capture.ringbuf.OrderedRings once started
+        self.left_at_stop = 0  # ring-buffer bytes not read when the stop's drain ran out of time
 
     def start(self) -> None:
         """Compile and attach every probe; raises CaptureUnavailable with the fix."""
@@ -94,7 +98,9 @@ class LiveCapture:
         on_event, ring = self.tracker.on_event, self.ring
         while not stop.is_set():
             if ring.wait(self.options.poll_ms / 1000):
-                while ring.drain(on_event, BATCH):  # spans leave in batches, not one by one
+                # spans leave in batches, not one by one; under a sustained backlog the ring
+                # is never empty, so the stop is checked between batches
+                while ring.drain(on_event, BATCH) and not stop.is_set():
                     self.pipeline.flush()
                 # The kernel wakes the reader at the first event after it caught up: under
                 # load that is a wakeup every few events. Let them gather for a moment.
@@ -102,8 +108,12 @@ class LiveCapture:
             self.loader.poll_other()
             self.pipeline.flush()
             self.tracker.sweep()
-        while ring.drain(on_event, until_ts=NEVER):  # what is already in the ring buffers
-            pass
+        deadline = time.monotonic() + FINAL_DRAIN_S
+        while ring.drain(on_event, BATCH, until_ts=NEVER):  # what is already in the ring buffers
+            self.pipeline.flush()
+            if time.monotonic() > deadline:
+                self.left_at_stop = ring.pending_bytes()  # reported, not read
+                break
         self.tracker.close_all()
         self.pipeline.flush()
 
@@ -111,7 +121,9 @@ class LiveCapture:
         out: Counter[str] = Counter()
         if self.loader.bpf is not None:
             out.update({f"kernel.{k}": v for k, v in self.loader.kernel_stats().items()})
+            out.update(self._per_cpu_losses())
         out.update({f"conntrack.{k}": v for k, v in self.tracker.stats.items()})
+        out["conntrack.tracked_now"] = self.tracker.tracked  # a gauge: the table's size
         out.update({f"pipeline.{k}": v for k, v in self.pipeline.stats.items()})
         out.update({f"parser.{k}": v for k, v in self.tracker.parser_stats().items()})
         if self.tls is not None and self.loader.bpf is not None:
@@ -120,7 +132,19 @@ class LiveCapture:
             out["ring.max_backlog_bytes"] = self.ring.max_backlog
             out["ring.spilled_records_read"] = self.ring.spilled
             out["ring.size_bytes"] = self.ring.size
+        if self.left_at_stop:
+            out["ring.unread_at_stop_bytes"] = self.left_at_stop
         return dict(out)
+
+    def _per_cpu_losses(self) -> dict[str, int]:
+        """Records lost (both rings refused them) and spilled, per CPU: a loss confined to one
+        CPU points at what runs there (an IRQ-heavy core, a pinned hot process)."""
+        table = self.loader.bpf["stats"]
+        out = {}
+        for stat in (abi.Stat.RINGBUF_DROPS, abi.Stat.RINGBUF_SPILLED):
+            for cpu, n in enumerate(table[ctypes.c_int(stat.value)]):
+                out[f"kernel.cpu{cpu}.{stat.name.lower()}"] = int(n)
+        return out
 
     def close(self) -> None:
         if self.tls is not None:

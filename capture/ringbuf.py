@@ -24,8 +24,12 @@ import mmap
 import select
 import struct
 import time
-import heapq
 from typing import Callable
+
+try:
+    from capture import _ring  # the loops below in C (setup.py builds it)
+except ImportError:  # not built: the Python loops, same results
+    _ring = None
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -60,17 +64,27 @@ class RingReader:
         """Bytes written by the producer and not yet consumed."""
         return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
 
-    def drain(self, handle: Callable[[bytes], None], limit: int = 1 << 20,
-              until_ts: int = NEVER) -> int:
-        """Hand committed records (at most `limit`) to `handle`, in ring order, stopping at
-        the first one stamped after `until_ts`; returns how many."""
+    def read(self, limit: int = 1 << 20, until_ts: int = NEVER) -> list[bytes]:
+        """Committed records (at most `limit`) in ring order, stopping at the first one
+        stamped after `until_ts`; the consumer position moves past them."""
+        if _ring is not None:
+            records, backlog = _ring.read(self._prod, self._cons, self._data_at, self.mask, limit, until_ts)
+        else:
+            records, backlog = self._read(limit, until_ts)
+        if backlog > self.max_backlog:
+            self.max_backlog = backlog
+        self.records += len(records)
+        return records
+
+    def _read(self, limit: int, until_ts: int) -> tuple[list[bytes], int]:
+        """read() without the extension: the specification of capture/_ring.c read()."""
         prod_map, cons_map = self._prod, self._cons
         u32, u64 = _U32.unpack_from, _U64.unpack_from
         base, mask = self._data_at, self.mask
         cons = u64(cons_map, 0)[0]
         prod = u64(prod_map, 0)[0]
-        if prod - cons > self.max_backlog:
-            self.max_backlog = prod - cons
+        backlog = prod - cons
+        out: list[bytes] = []
         n = 0
         try:
             while cons < prod and n < limit:
@@ -82,7 +96,7 @@ class RingReader:
                 if not length & DISCARD_BIT:
                     if u64(prod_map, at + HEADER)[0] > until_ts:
                         break  # too recent: an older record may still come through the spill ring
-                    handle(prod_map[at + HEADER:at + HEADER + size])
+                    out.append(prod_map[at + HEADER:at + HEADER + size])
                     n += 1
                 cons += (size + HEADER + 7) & ~7
                 if n & 255 == 0:  # give the producer its space back during long batches
@@ -91,8 +105,15 @@ class RingReader:
                     prod = u64(prod_map, 0)[0]
         finally:
             _U64.pack_into(cons_map, 0, cons)
-            self.records += n
-        return n
+        return out, backlog
+
+    def drain(self, handle: Callable[[bytes], None], limit: int = 1 << 20,
+              until_ts: int = NEVER) -> int:
+        """read(), each record handed to `handle`; returns how many."""
+        records = self.read(limit, until_ts)
+        for raw in records:
+            handle(raw)
+        return len(records)
 
     def close(self) -> None:
         self._epoll.close()
@@ -121,7 +142,9 @@ class OrderedRings:
     def __init__(self, main: RingReader, spill: RingReader,
                  clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.main, self.spill, self.clock = main, spill, clock
-        self._held: list[tuple[int, bytes]] = []  # spilled records not yet handed over (a heap)
+        # spilled records not yet handed over, sorted by timestamp, from index _start on
+        self._held: list[bytes] = []
+        self._start = 0
 
     @property
     def size(self) -> int:
@@ -135,34 +158,81 @@ class OrderedRings:
     def spilled(self) -> int:
         return self.spill.records
 
+    @property
+    def held(self) -> int:
+        """Spilled records read and not yet handed over."""
+        return len(self._held) - self._start
+
     def wait(self, timeout_s: float) -> bool:
-        return self.main.wait(timeout_s) or self.spill.pending() > 0 or bool(self._held)
+        return self.main.wait(timeout_s) or self.spill.pending() > 0 or self.held > 0
+
+    def pending_bytes(self) -> int:
+        """Bytes in both rings not read yet (spilled records read and held back not counted)."""
+        return self.main.pending() + self.spill.pending()
+
+    def read(self, limit: int = 1 << 20, until_ts: int | None = None) -> list[bytes]:
+        """Records stamped up to `until_ts` (default: the horizon) in time order, at most
+        about `limit` from the main ring."""
+        horizon = self.clock() - self.HOLD_NS if until_ts is None else until_ts
+        if self.held < self.MAX_HELD and self.spill.pending():
+            self._hold(self.spill.read(self.MAX_HELD - self.held, horizon))
+        records = self.main.read(limit, horizon)
+        if self.held:
+            # once the main ring is read up to the horizon, what was spilled before it is due
+            records, self._start = _merge(records, self._held, self._start, horizon, len(records) < limit)
+            if self._start > 4096 and 2 * self._start > len(self._held):
+                del self._held[:self._start]
+                self._start = 0
+        return records
 
     def drain(self, handle: Callable[[bytes], None], limit: int = 1 << 20,
               until_ts: int | None = None) -> int:
-        """Hand records stamped up to `until_ts` (default: the horizon) to `handle` in time
-        order, at most about `limit` from the main ring; returns how many."""
-        horizon = self.clock() - self.HOLD_NS if until_ts is None else until_ts
-        held = self._held
-        if len(held) < self.MAX_HELD and self.spill.pending():
-            self.spill.drain(lambda raw: heapq.heappush(held, (_U64.unpack_from(raw)[0], raw)),
-                             self.MAX_HELD - len(held), horizon)
-        if not held:
-            return self.main.drain(handle, limit, horizon)
-
-        def merged(raw: bytes) -> None:
-            ts = _U64.unpack_from(raw)[0]
-            while held and held[0][0] <= ts:
-                handle(heapq.heappop(held)[1])
+        """read(), each record handed to `handle`; returns how many."""
+        records = self.read(limit, until_ts)
+        for raw in records:
             handle(raw)
+        return len(records)
 
-        n = self.main.drain(merged, limit, horizon)
-        if n < limit:  # the main ring is read up to the horizon: what was spilled before it is due
-            while held and held[0][0] <= horizon:
-                handle(heapq.heappop(held)[1])
-                n += 1
-        return n
+    def _hold(self, spilled: list[bytes]) -> None:
+        if not spilled:
+            return
+        spilled = _sort(spilled)  # a ring is in reservation order: CPUs interleave
+        held = self._held
+        if self.held and _U64.unpack_from(held[-1])[0] > _U64.unpack_from(spilled[0])[0]:
+            self._held, self._start = _sort(held[self._start:] + spilled), 0
+        else:
+            held.extend(spilled)
 
     def close(self) -> None:
         self.main.close()
         self.spill.close()
+
+
+def _ts(raw: bytes) -> int:
+    return _U64.unpack_from(raw)[0]
+
+
+def _sort(records: list[bytes]) -> list[bytes]:
+    """Records by timestamp, ring order among equals."""
+    return _ring.sort(records) if _ring is not None else sorted(records, key=_ts)
+
+
+def _merge(main: list[bytes], held: list[bytes], start: int, horizon: int,
+           rest: bool) -> tuple[list[bytes], int]:
+    """Ring-ordered `main` with the timestamp-sorted held[start:] placed in time: a held
+    record goes just before the first main record stamped at or after it; with `rest`, held
+    records stamped up to `horizon` follow. Returns the records and the next start."""
+    if _ring is not None:
+        return _ring.merge(main, held, start, horizon, rest)
+    out: list[bytes] = []
+    h, n = start, len(held)
+    for raw in main:
+        ts = _ts(raw)
+        while h < n and _ts(held[h]) <= ts:
+            out.append(held[h])
+            h += 1
+        out.append(raw)
+    while rest and h < n and _ts(held[h]) <= horizon:
+        out.append(held[h])
+        h += 1
+    return out, h

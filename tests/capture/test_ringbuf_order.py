@@ -6,7 +6,21 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
+from capture import ringbuf
 from capture.ringbuf import NEVER, OrderedRings
+from support.rings import mapped_ring
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def loops(request, monkeypatch):
+    """Every test runs with the C loops (capture/_ring.c) and with their Python specification."""
+    if request.param == "python":
+        monkeypatch.setattr(ringbuf, "_ring", None)
+    elif ringbuf._ring is None:  # make setup builds it (pip install -e . runs setup.py)
+        pytest.fail("capture._ring is not built: python setup.py build_ext --inplace")
+    return request.param
 
 
 class ListRing:
@@ -26,13 +40,12 @@ class ListRing:
     def wait(self, timeout_s: float) -> bool:
         return bool(self.queue)
 
-    def drain(self, handle, limit=1 << 20, until_ts=NEVER) -> int:
-        n = 0
-        while self.queue and n < limit and struct.unpack_from("<Q", self.queue[0])[0] <= until_ts:
-            handle(self.queue.pop(0))
-            n += 1
-        self.records += n
-        return n
+    def read(self, limit=1 << 20, until_ts=NEVER) -> list[bytes]:
+        out = []
+        while self.queue and len(out) < limit and struct.unpack_from("<Q", self.queue[0])[0] <= until_ts:
+            out.append(self.queue.pop(0))
+        self.records += len(out)
+        return out
 
     def close(self) -> None:
         pass
@@ -69,7 +82,24 @@ def test_held_back_spill_records_are_bounded():
     rings = OrderedRings(main, spill, clock=lambda: 10**9)
     out: list[bytes] = []
     rings.drain(out.append)
-    assert len(rings._held) <= OrderedRings.MAX_HELD
+    assert rings.held <= OrderedRings.MAX_HELD
     while rings.drain(out.append, until_ts=NEVER):
         pass
     assert stamps(out) == [5, *range(10, 10 + 70_000)]
+
+
+def test_reading_a_mapped_ring_wraps_skips_discards_and_stops_at_busy_or_new():
+    bodies = [struct.pack("<Q", 100 + i) + bytes([i]) * (i * 37 % 300) for i in range(40)]
+    records = [(ringbuf.DISCARD_BIT if i % 7 == 3 else 0, b) for i, b in enumerate(bodies)]
+    records[30] = (ringbuf.BUSY_BIT, bodies[30])
+    reader = mapped_ring([b for _, b in records], size=16384, start=16384 * 3 - 200,  # wraps around the end
+                         flags={i: f for i, (f, _) in enumerate(records) if f})
+    kept = [b for i, (f, b) in enumerate(records) if i < 30 and not f]
+    first = [bytes(r) for r in reader.read(limit=5)]
+    assert first == kept[:5] and reader.records == 5
+    assert reader.read(until_ts=100 + 20) == [b for b in kept[5:] if struct.unpack_from("<Q", b)[0] <= 120]
+    assert reader.read() == [b for b in kept if struct.unpack_from("<Q", b)[0] > 120]  # stops at busy
+    assert reader.read() == []
+    assert reader.max_backlog > 0
+    consumed = struct.unpack_from("<Q", reader._cons)[0]
+    assert consumed == 16384 * 3 - 200 + sum((len(b) + 15) & ~7 for b in bodies[:30])
