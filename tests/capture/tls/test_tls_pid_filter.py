@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.capture.tls import targets
+from support import tls_targets as targets
 from support.live import free_port, live_capture
 
 pytestmark = pytest.mark.ebpf
