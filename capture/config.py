@@ -40,6 +40,8 @@ class ExportConfig:
     metrics: bool = True  # RED metrics over OTLP too
     metrics_interval_s: float = 30.0
     queue_size: int = 64  # span batches waiting for the exporter; beyond it batches are dropped
+    queue_dir: str | None = None  # set: ship through an on-disk queue with retries (cluster agents)
+    queue_max_bytes: int = 1 << 30  # the on-disk queue's bound
 
 
 @dataclass

@@ -91,6 +91,7 @@ class _Collector:
             counters["guardian_agent_export_spans"] = ("spans accepted by the OTLP endpoint", a.sink.exported)
             counters["guardian_agent_export_failed_spans"] = ("spans the OTLP endpoint refused", a.sink.failed)
             counters["guardian_agent_export_dropped_spans"] = ("spans dropped: export queue full", a.sink.dropped)
+            counters.update(getattr(a.sink, "counters", dict)())  # a Shipper's queue and rejections
         for name, (doc, value) in counters.items():
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)
@@ -100,6 +101,8 @@ class _Collector:
             "guardian_agent_linker_pending_spans": ("spans waiting for their peers", a.linker.pending),
             "guardian_agent_store_spans": ("spans in the store", a.store.count()),
         }
+        if a.sink is not None:
+            gauges.update(getattr(a.sink, "gauges", dict)())
         for name, (doc, value) in gauges.items():
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], value)

@@ -24,6 +24,8 @@ APT_PACKAGES=(
   golang-go gcc libc6-dev openjdk-17-jre-headless
   # Go PostgreSQL driver for the demo inventory service (built offline, GOPATH mode)
   golang-github-lib-pq-dev
+  # cluster simulation: a DNAT "ClusterIP" in network namespaces, and its conntrack entries
+  iptables conntrack
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,220 @@
+"""Cross-node linking in the hub: a CLIENT span from one node and the SERVER span of the same
+exchange from another become parent and child, from what each kernel saw. No header is read
+or written.
+
+Rule 1: the connection as the server saw it is the key. The server span's own 4-tuple is it;
+        the client's 4-tuple is turned into it with the conntrack mapping the client's agent
+        shipped (`guardian.nat.*`: destination NAT, e.g. a ClusterIP rewritten to a pod, and
+        source NAT) when there is one.
+Rule 2: on one key, requests follow each other (keep-alive). A server fits a client when its
+        end lies in the client's interval (clock slack). A client with exactly one fitting
+        server is "connection"-sure; among several, the pair that are each other's closest in
+        time and keep the request order is "connection+order" and less sure; anything else
+        (ties, crossed order) stays unlinked: never a wrong link.
+Rule 3: spans already linked on their node (the agent found both ends) are left alone; the
+        server's trace (its whole subtree, spans still to come included) takes the client's
+        trace id.
+Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
+"""
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from typing import Iterable
+
+from capture.span import Span
+
+_SERVERS = ("SERVER", "CONSUMER")
+_CLIENTS = ("CLIENT", "PRODUCER")
+NAT_SERVER = ("guardian.nat.server.address", "guardian.nat.server.port")
+NAT_CLIENT = ("guardian.nat.client.address", "guardian.nat.client.port")
+METHOD, CONFIDENCE = "guardian.link.method", "guardian.link.confidence"
+
+
+def _addr(a: object) -> str:
+    s = str(a)
+    return s[7:] if s.startswith("::ffff:") else s
+
+
+def node_of(s: Span) -> object:
+    r = s.resource
+    return r.get("k8s.node.name") or r.get("host.name")
+
+
+def server_key(s: Span) -> tuple | None:
+    a = s.attributes
+    try:
+        return (a.get("network.transport", "tcp"), _addr(a["client.address"]), int(a["client.port"]),
+                _addr(a["server.address"]), int(a["server.port"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def client_key(s: Span) -> tuple[tuple | None, bool]:
+    """The client's connection as its server saw it, and whether conntrack changed it."""
+    a = s.attributes
+    try:
+        ca, cp = a.get(NAT_CLIENT[0], a["client.address"]), a.get(NAT_CLIENT[1], a["client.port"])
+        sa, sp = a.get(NAT_SERVER[0], a["server.address"]), a.get(NAT_SERVER[1], a["server.port"])
+        key = (a.get("network.transport", "tcp"), _addr(ca), int(cp), _addr(sa), int(sp))
+    except (KeyError, TypeError, ValueError):
+        return None, False
+    return key, NAT_SERVER[0] in a or NAT_CLIENT[0] in a
+
+
+def _fits(c: Span, s: Span, slack: int) -> bool:
+    return (c.start_time_unix_nano - slack <= s.end_time_unix_nano <= c.end_time_unix_nano + slack
+            and s.start_time_unix_nano <= c.end_time_unix_nano + slack)
+
+
+class CrossNodeLinker:
+    """Holds spans for `window_s` of stream time so both halves of an exchange meet, then
+    releases them linked. Same face as capture.traces.stream.StreamLinker."""
+
+    def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000):
+        self.window_ns = int(window_s * 1e9)
+        self.slack_ns = slack_ns
+        self.max_pending = max_pending
+        self._pending: list[Span] = []
+        self._newest_end = 0
+        self._last_run_end = 0
+        self._last_add = time.monotonic()
+        self._trace_map: dict[str, tuple[str, int]] = {}  # server trace -> (client trace, end ns)
+        self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
+                      "forced": 0}
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def linked(self) -> int:
+        return self.stats["connection"] + self.stats["order"]
+
+    def add(self, spans: Iterable[Span]) -> list[Span]:
+        n = len(self._pending)
+        for s in spans:
+            self._remap(s)
+            self._pending.append(s)
+            if s.end_time_unix_nano > self._newest_end:
+                self._newest_end = s.end_time_unix_nano
+        if len(self._pending) > n:
+            self._last_add = time.monotonic()
+        if (self._newest_end - self._last_run_end < self.window_ns // 2
+                and len(self._pending) < self.max_pending):
+            return []
+        self._last_run_end = self._newest_end
+        return self._release(self._newest_end - self.window_ns)
+
+    def idle(self) -> list[Span]:
+        if self._pending and time.monotonic() - self._last_add >= self.window_ns / 1e9:
+            return self._release(None)
+        return []
+
+    def flush(self) -> list[Span]:
+        return self._release(None)
+
+    def _remap(self, s: Span) -> None:
+        hit = self._trace_map.get(s.trace_id)
+        if hit is not None:
+            s.trace_id = hit[0]
+
+    def _release(self, cutoff: int | None) -> list[Span]:
+        if not self._pending:
+            return []
+        self._link(self._pending)
+        if cutoff is None:
+            ready, keep = self._pending, []
+        else:
+            # A client waits for its server (and the other way round) until the window passed.
+            ready = [s for s in self._pending if s.end_time_unix_nano < cutoff]
+            keep = [s for s in self._pending if s.end_time_unix_nano >= cutoff]
+            if len(keep) >= self.max_pending:
+                keep.sort(key=lambda s: s.end_time_unix_nano)
+                half = len(keep) // 2
+                ready, keep = ready + keep[:half], keep[half:]
+                self.stats["forced"] += half
+        self._pending = keep
+        horizon = (cutoff if cutoff is not None else self._newest_end) - 4 * self.window_ns
+        self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
+        return ready
+
+    def _link(self, spans: list[Span]) -> None:
+        answered = {s.parent_span_id for s in spans if s.kind in _SERVERS and s.parent_span_id}
+        servers: dict[tuple, list[Span]] = defaultdict(list)
+        for s in spans:
+            if s.kind in _SERVERS and not s.parent_span_id and (k := server_key(s)) is not None:
+                servers[k].append(s)
+        if not servers:
+            return
+        clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
+        for c in spans:
+            if c.kind in _CLIENTS and c.span_id not in answered:
+                k, nat = client_key(c)
+                if k in servers:
+                    clients[k].append((c, nat))
+        remap: dict[str, str] = {}
+        for k, cs in clients.items():
+            self._pair(sorted(cs, key=lambda x: x[0].start_time_unix_nano),
+                       sorted(servers[k], key=lambda x: x.start_time_unix_nano), remap)
+        if not remap:
+            return
+        for old in remap:  # chains: a server trace whose client's trace was itself remapped
+            new, seen = remap[old], {old}
+            while new in remap and new not in seen:
+                seen.add(new)
+                new = remap[new]
+            remap[old] = new
+            self._trace_map[old] = (new, self._newest_end)
+        for x in spans:
+            new = remap.get(x.trace_id)
+            if new is not None:
+                x.trace_id = new
+
+    def _pair(self, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str]) -> None:
+        slack = self.slack_ns
+        # Cost of a pairing: how far apart the two sides saw the request start and the response.
+        fits: list[list[tuple[int, int]]] = []
+        best_c: dict[int, tuple[int, int]] = {}  # server -> (cost, client) of its closest client
+        by_end = sorted((s.end_time_unix_nano, j) for j, s in enumerate(ss))
+        ends = [e for e, _ in by_end]
+        for i, (c, _nat) in enumerate(cs):
+            row = []
+            lo = bisect_left(ends, c.start_time_unix_nano - slack)
+            hi = bisect_right(ends, c.end_time_unix_nano + slack)
+            for _e, j in by_end[lo:hi]:
+                s = ss[j]
+                if _fits(c, s, slack):
+                    cost = (abs(c.end_time_unix_nano - s.end_time_unix_nano)
+                            + abs(s.start_time_unix_nano - c.start_time_unix_nano))
+                    row.append((cost, j))
+                    if j not in best_c or cost < best_c[j][0]:
+                        best_c[j] = (cost, i)
+            fits.append(sorted(row))
+        last = -1
+        for i, ((c, nat), row) in enumerate(zip(cs, fits)):
+            if not row:
+                continue
+            cost, j = row[0]
+            tie = len(row) > 1 and row[1][0] == cost
+            if tie or best_c[j][1] != i or j <= last:
+                # Not each other's closest, or out of request order: no safe answer.
+                self.stats["ambiguous"] += 1
+                continue
+            last = j
+            if len(row) == 1:
+                method, conf = "connection", 0.99
+                self.stats["connection"] += 1
+            else:
+                method, conf = "connection+order", 0.9
+                self.stats["order"] += 1
+            if nat:
+                method += "+conntrack"
+                self.stats["connection_conntrack"] += 1
+            s = ss[j]
+            s.parent_span_id = c.span_id
+            s.attributes[METHOD] = method
+            s.attributes[CONFIDENCE] = conf
+            if s.trace_id != c.trace_id:
+                remap[s.trace_id] = c.trace_id

@@ -1,0 +1,107 @@
+"""Cross-node linking on spans as agents ship them: 4-tuple, conntrack NAT, keep-alive order,
+ambiguity left unlinked, trace ids merged (later spans too), and nothing changed when unsure."""
+from __future__ import annotations
+
+from capture.span import Span
+from capture.traces.crossnode import CONFIDENCE, METHOD, CrossNodeLinker
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000
+
+
+def res(node: str, svc: str) -> dict:
+    return {"service.name": svc, "host.name": node, "process.pid": 1}
+
+
+def client(t: int, dur: int, c=("10.1.0.2", 40000), s=("10.96.0.10", 80), nat=None, node="a"):
+    attrs = {"client.address": c[0], "client.port": c[1], "server.address": s[0], "server.port": s[1],
+             "network.transport": "tcp"}
+    if nat:
+        attrs["guardian.nat.server.address"], attrs["guardian.nat.server.port"] = nat
+    return Span(name="GET /x", kind="CLIENT", start_time_unix_nano=T0 + t * MS,
+                end_time_unix_nano=T0 + (t + dur) * MS, attributes=attrs, resource=res(node, "front"))
+
+
+def server(t: int, dur: int, c=("10.1.0.2", 40000), s=("10.1.0.3", 8080), node="b"):
+    return Span(name="GET /x", kind="SERVER", start_time_unix_nano=T0 + t * MS,
+                end_time_unix_nano=T0 + (t + dur) * MS,
+                attributes={"client.address": c[0], "client.port": c[1], "server.address": s[0],
+                            "server.port": s[1], "network.transport": "tcp"},
+                resource=res(node, "back"))
+
+
+def run(spans):
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=2 * MS)
+    out = lk.add(spans) + lk.flush()
+    assert len(out) == len(spans)
+    return lk
+
+
+def test_plain_four_tuple_across_nodes():
+    c, s = client(0, 10, s=("10.1.0.3", 8080)), server(2, 6)
+    child = Span(name="SELECT", kind="CLIENT", start_time_unix_nano=T0 + 3 * MS,
+                 end_time_unix_nano=T0 + 4 * MS, trace_id=s.trace_id, parent_span_id=s.span_id,
+                 resource=res("b", "back"))
+    lk = run([c, s, child])
+    assert s.parent_span_id == c.span_id and s.trace_id == c.trace_id == child.trace_id
+    assert s.attributes[METHOD] == "connection" and s.attributes[CONFIDENCE] >= 0.95
+    assert lk.stats["connection"] == 1
+
+
+def test_clusterip_needs_the_conntrack_mapping():
+    s = server(2, 6)
+    c = client(0, 10)  # saw 10.96.0.10:80, the server 10.1.0.3:8080
+    run([c, s])
+    assert s.parent_span_id is None  # without conntrack nothing matches: no guess
+    c = client(0, 10, nat=("10.1.0.3", 8080))
+    s = server(2, 6)
+    lk = run([c, s])
+    assert s.parent_span_id == c.span_id and s.attributes[METHOD] == "connection+conntrack"
+    assert lk.stats["connection_conntrack"] == 1
+
+
+def test_keep_alive_requests_pair_in_order():
+    cs = [client(i * 20, 10, nat=("10.1.0.3", 8080)) for i in range(50)]
+    ss = [server(i * 20 + 2, 6) for i in range(50)]
+    run(ss[::-1] + cs)
+    assert [s.parent_span_id for s in ss] == [c.span_id for c in cs]
+
+
+def test_back_to_back_requests_within_slack_use_order_and_stay_right():
+    # Requests 1 ms apart with 2 ms of clock slack: each server fits two clients.
+    cs = [client(i * 3, 2, s=("10.1.0.3", 8080)) for i in range(20)]
+    ss = [server(i * 3 + 1, 1) for i in range(20)]
+    lk = run(cs + ss)
+    linked = [(s.parent_span_id, c.span_id) for s, c in zip(ss, cs) if s.parent_span_id]
+    assert all(p == c for p, c in linked)  # never wrong
+    assert len(linked) >= 19 and lk.stats["order"] >= 1
+
+
+def test_port_reuse_is_told_apart_by_time_and_other_connections_do_not_mix():
+    a1, b1 = client(0, 10, s=("10.1.0.3", 8080)), server(2, 6)
+    a2, b2 = client(5000, 10, s=("10.1.0.3", 8080)), server(5002, 6)
+    other = server(3, 5, c=("10.1.0.2", 40001))
+    run([a1, a2, b1, b2, other])
+    assert b1.parent_span_id == a1.span_id and b2.parent_span_id == a2.span_id
+    assert other.parent_span_id is None
+
+
+def test_a_server_linked_on_its_node_is_left_alone():
+    c = client(0, 10, s=("10.1.0.3", 8080))
+    local_client = client(1, 8, s=("10.1.0.3", 8080), node="b")
+    s = server(2, 6)
+    s.parent_span_id, s.trace_id = local_client.span_id, local_client.trace_id
+    run([c, local_client, s])
+    assert s.parent_span_id == local_client.span_id and METHOD not in s.attributes
+
+
+def test_late_spans_of_a_merged_trace_follow_it():
+    lk = CrossNodeLinker(window_s=0.01, slack_ns=2 * MS)
+    c, s = client(0, 10, s=("10.1.0.3", 8080)), server(2, 6)
+    old = s.trace_id
+    out = lk.add([c, s]) + lk.flush()
+    assert s.trace_id == c.trace_id and len(out) == 2
+    late = Span(name="SET", kind="CLIENT", start_time_unix_nano=T0 + 4 * MS, end_time_unix_nano=T0 + 5 * MS,
+                trace_id=old, parent_span_id=s.span_id, resource=res("b", "back"))
+    lk.add([late])
+    assert late.trace_id == c.trace_id
