@@ -54,6 +54,7 @@ class K8sConfig:
 @dataclass
 class CaptureConfig:
     options: dict[str, Any] = field(default_factory=dict)  # passed to capture.live.LiveCapture
+    scope: dict[str, Any] = field(default_factory=dict)  # {netns|cgroup, node_name}: capture.scope
 
 
 @dataclass

@@ -20,6 +20,7 @@ from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
 from capture.span import Span
 from capture.store.api import SpanStore
+from capture.scope import from_config as scope_from_config
 from capture.traces.stream import StreamLinker
 
 log = logging.getLogger("guardian.agent")
@@ -128,6 +129,7 @@ class Agent:
         self.sink = sink
         self.enricher = enricher
         self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6))
+        self.scope = scope_from_config(getattr(config.capture, "scope", None))
         self.queue: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_batches)
         self.stop = threading.Event()
         self.received = self.stored = self.dropped = self.store_errors = 0
@@ -145,6 +147,8 @@ class Agent:
         """Called on the capture thread: never blocks."""
         if not spans:
             return
+        if self.scope is not None:
+            spans = self.scope.keep(spans)  # capture.scope: this agent's node (netns/cgroup) only
         self.received += len(spans)
         try:
             self.queue.put_nowait(spans)

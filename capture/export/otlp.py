@@ -170,7 +170,7 @@ class OtlpSink:
         self.exporter.shutdown()
 
 
-def from_config(cfg: Any) -> Any:
+def from_config(cfg: Any, netns: str | None = None) -> Any:
     """An OtlpSink from an ExportConfig, or None when no endpoint is configured; with a
     queue_dir, a Shipper instead (on-disk queue, retries: nothing lost while the hub is down)."""
     if not cfg.otlp_endpoint:
@@ -182,7 +182,7 @@ def from_config(cfg: Any) -> Any:
         if cfg.metrics:
             metrics = RedMetrics(cfg.otlp_endpoint, cfg.otlp_protocol, cfg.otlp_headers,
                                  cfg.metrics_interval_s, cfg.timeout_s, cfg.otlp_insecure)
-        return shipper_from_config(cfg, metrics)
+        return shipper_from_config(cfg, metrics, netns)
     exporter = make_span_exporter(cfg.otlp_endpoint, cfg.otlp_protocol, cfg.otlp_headers,
                                   cfg.timeout_s, cfg.otlp_insecure)
     metrics = None

@@ -120,13 +120,15 @@ class Shipper:
 
     def __init__(self, transport: Any, queue_dir: str | None = None, max_bytes: int = 1 << 30,
                  batch_spans: int = 2000, flush_s: float = 1.0, max_intake_spans: int = 20_000,
-                 backoff_s: tuple[float, float] = (0.2, 5.0), metrics: Any = None):
+                 backoff_s: tuple[float, float] = (0.2, 5.0), metrics: Any = None,
+                 annotate: Any = None):
         self.transport = transport
         self._tmp = None if queue_dir else tempfile.TemporaryDirectory(prefix="guardian-spool-")
         self.spool = Spool(queue_dir or self._tmp.name, max_bytes)
         self.batch_spans, self.flush_s, self.max_intake = batch_spans, flush_s, max_intake_spans
         self.backoff_min, self.backoff_max = backoff_s
         self.metrics = metrics
+        self.annotate = annotate  # e.g. capture.enrich.nat.NatTable.annotate, off the capture thread
         self._intake: deque[list[Span]] = deque()
         self._intake_spans = 0
         self._cv = threading.Condition()
@@ -181,6 +183,11 @@ class Shipper:
         while True:
             batch = self._take()
             if batch:
+                if self.annotate is not None:
+                    try:
+                        self.annotate(batch)
+                    except Exception as e:  # noqa: BLE001 - enrichment must not stop shipping
+                        log.warning("span annotation failed: %s", e)
                 if not self.spool.put(encode(batch), len(batch)):
                     self.dropped += len(batch)
             elif self._stop.is_set():
@@ -256,7 +263,11 @@ class Shipper:
         }
 
 
-def shipper_from_config(cfg: Any, metrics: Any = None) -> Shipper:
+def shipper_from_config(cfg: Any, metrics: Any = None, netns: str | None = None) -> Shipper:
+    """netns: the namespace the agent is scoped to (its clients' conntrack entries live there)."""
     transport = make_transport(cfg.otlp_endpoint, cfg.otlp_protocol, cfg.otlp_headers, cfg.timeout_s,
                                cfg.otlp_insecure)
-    return Shipper(transport, cfg.queue_dir, int(cfg.queue_max_bytes), metrics=metrics)
+    from capture.enrich.nat import NatTable
+
+    return Shipper(transport, cfg.queue_dir, int(cfg.queue_max_bytes), metrics=metrics,
+                   annotate=NatTable(netns=[netns] if netns else ()).annotate)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Iterable
 
 from capture.span import Span
@@ -30,6 +30,7 @@ _CLIENTS = ("CLIENT", "PRODUCER")
 NAT_SERVER = ("guardian.nat.server.address", "guardian.nat.server.port")
 NAT_CLIENT = ("guardian.nat.client.address", "guardian.nat.client.port")
 METHOD, CONFIDENCE = "guardian.link.method", "guardian.link.confidence"
+_COST_FLOOR_NS = 1_000_000
 
 
 def _addr(a: object) -> str:
@@ -64,8 +65,10 @@ def client_key(s: Span) -> tuple[tuple | None, bool]:
 
 
 def _fits(c: Span, s: Span, slack: int) -> bool:
-    return (c.start_time_unix_nano - slack <= s.end_time_unix_nano <= c.end_time_unix_nano + slack
-            and s.start_time_unix_nano <= c.end_time_unix_nano + slack)
+    """The server worked while the client waited (within the clocks' slack)."""
+    return (c.start_time_unix_nano - slack <= s.start_time_unix_nano
+            and s.end_time_unix_nano <= c.end_time_unix_nano + slack
+            and c.start_time_unix_nano - slack <= s.end_time_unix_nano)
 
 
 class CrossNodeLinker:
@@ -81,6 +84,8 @@ class CrossNodeLinker:
         self._last_run_end = 0
         self._last_add = time.monotonic()
         self._trace_map: dict[str, tuple[str, int]] = {}  # server trace -> (client trace, end ns)
+        self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
+        self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
                       "forced": 0}
 
@@ -94,18 +99,36 @@ class CrossNodeLinker:
 
     def add(self, spans: Iterable[Span]) -> list[Span]:
         n = len(self._pending)
+        now = time.monotonic()
+        nodes = self._nodes
         for s in spans:
             self._remap(s)
             self._pending.append(s)
-            if s.end_time_unix_nano > self._newest_end:
-                self._newest_end = s.end_time_unix_nano
+            end = s.end_time_unix_nano
+            if end > self._newest_end:
+                self._newest_end = end
+            mark = nodes.get(node_of(s))
+            if mark is None:
+                nodes[node_of(s)] = [end, now]
+            else:
+                if end > mark[0]:
+                    mark[0] = end
+                mark[1] = now
         if len(self._pending) > n:
-            self._last_add = time.monotonic()
-        if (self._newest_end - self._last_run_end < self.window_ns // 2
+            self._last_add = now
+        watermark = self._watermark(now)
+        if (watermark - self._last_run_end < self.window_ns // 2
                 and len(self._pending) < self.max_pending):
             return []
-        self._last_run_end = self._newest_end
-        return self._release(self._newest_end - self.window_ns)
+        self._last_run_end = watermark
+        return self._release(watermark - self.window_ns)
+
+    def _watermark(self, now: float) -> int:
+        """How far every node that is still sending has got: a span waits for the slowest
+        agent (its peer may be in that agent's queue), but not for one that went quiet."""
+        quiet = 2 * self.window_ns / 1e9
+        live = [m[0] for m in self._nodes.values() if now - m[1] < quiet]
+        return min(live) if live else self._newest_end
 
     def idle(self) -> list[Span]:
         if self._pending and time.monotonic() - self._last_add >= self.window_ns / 1e9:
@@ -156,7 +179,7 @@ class CrossNodeLinker:
                     clients[k].append((c, nat))
         remap: dict[str, str] = {}
         for k, cs in clients.items():
-            self._pair(sorted(cs, key=lambda x: x[0].start_time_unix_nano),
+            self._pair(k, sorted(cs, key=lambda x: x[0].start_time_unix_nano),
                        sorted(servers[k], key=lambda x: x.start_time_unix_nano), remap)
         if not remap:
             return
@@ -172,7 +195,7 @@ class CrossNodeLinker:
             if new is not None:
                 x.trace_id = new
 
-    def _pair(self, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str]) -> None:
+    def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str]) -> None:
         slack = self.slack_ns
         # Cost of a pairing: how far apart the two sides saw the request start and the response.
         fits: list[list[tuple[int, int]]] = []
@@ -192,17 +215,29 @@ class CrossNodeLinker:
                     if j not in best_c or cost < best_c[j][0]:
                         best_c[j] = (cost, i)
             fits.append(sorted(row))
+        # The two sides of one exchange see it at nearly the same moments; a pair much further
+        # apart than this connection's typical pair is a neighbour whose own partner was lost.
+        # Earlier links on this connection count too: leftovers of a run are the doubtful ones.
+        history = self._costs.get(key)
+        mutual = sorted([row[0][0] for i, row in enumerate(fits) if row and best_c[row[0][1]][1] == i]
+                        + list(history or ()))
+        limit = 3 * mutual[len(mutual) // 2] + _COST_FLOOR_NS if mutual else 0
+        if history is None:
+            if len(self._costs) > 200_000:
+                self._costs.clear()
+            history = self._costs[key] = deque(maxlen=64)
         last = -1
         for i, ((c, nat), row) in enumerate(zip(cs, fits)):
             if not row:
                 continue
             cost, j = row[0]
             tie = len(row) > 1 and row[1][0] == cost
-            if tie or best_c[j][1] != i or j <= last:
-                # Not each other's closest, or out of request order: no safe answer.
+            if tie or best_c[j][1] != i or j <= last or cost > limit:
+                # Not each other's closest, out of request order, or implausibly far apart.
                 self.stats["ambiguous"] += 1
                 continue
             last = j
+            history.append(cost)
             if len(row) == 1:
                 method, conf = "connection", 0.99
                 self.stats["connection"] += 1

@@ -105,3 +105,25 @@ def test_late_spans_of_a_merged_trace_follow_it():
                 trace_id=old, parent_span_id=s.span_id, resource=res("b", "back"))
     lk.add([late])
     assert late.trace_id == c.trace_id
+
+
+def test_a_server_whose_client_was_lost_is_not_given_the_next_client():
+    # Requests 1 ms apart, far inside the 50 ms clock slack; request 4's client span and
+    # request 5's server span were lost by the capture.
+    cs, ss = [], []
+    for i in range(10):
+        c, s = client(0, 0, s=("10.1.0.3", 8080)), server(0, 0)
+        c.start_time_unix_nano, c.end_time_unix_nano = T0 + i * 3 * MS, T0 + i * 3 * MS + 2 * MS
+        s.start_time_unix_nano = c.start_time_unix_nano + MS // 2
+        s.end_time_unix_nano = c.start_time_unix_nano + 3 * MS // 2
+        cs.append(c)
+        ss.append(s)
+    truth = {s.span_id: c.span_id for c, s in zip(cs, ss)}
+    del cs[4], ss[5]
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    lk.add(cs + ss)
+    lk.flush()
+    assert ss[4].parent_span_id is None  # request 4's server: its client is gone
+    linked = [s for s in ss if s.parent_span_id]
+    assert all(s.parent_span_id == truth[s.span_id] for s in linked)
+    assert len(linked) == 8
