@@ -6,11 +6,12 @@ Rule 1: the connection as the server saw it is the key. The server span's own 4-
         the client's 4-tuple is turned into it with the conntrack mapping the client's agent
         shipped (`guardian.nat.*`: destination NAT, e.g. a ClusterIP rewritten to a pod, and
         source NAT) when there is one.
-Rule 2: on one key, requests follow each other (keep-alive). A server fits a client when its
-        end lies in the client's interval (clock slack). A client with exactly one fitting
-        server is "connection"-sure; among several, the pair that are each other's closest in
-        time and keep the request order is "connection+order" and less sure; anything else
-        (ties, crossed order) stays unlinked: never a wrong link.
+Rule 2: on one key, requests follow each other (keep-alive). A server fits a client when it
+        worked while the client waited. Fitting on near-exact clocks with no rival on either
+        side: "connection". Within the clock slack, the pair that are each other's closest,
+        keep the request order and lie near the connection's typical timing: "connection"
+        (one candidate) or "connection+order" (several). Anything else (ties, crossed order,
+        a neighbour whose own partner was lost) stays unlinked: never a wrong link.
 Rule 3: spans already linked on their node (the agent found both ends) are left alone; the
         server's trace (its whole subtree, spans still to come included) takes the client's
         trace id.
@@ -75,9 +76,11 @@ class CrossNodeLinker:
     """Holds spans for `window_s` of stream time so both halves of an exchange meet, then
     releases them linked. Same face as capture.traces.stream.StreamLinker."""
 
-    def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000):
+    def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000,
+                 strict_ns: int = 1_000_000):
         self.window_ns = int(window_s * 1e9)
         self.slack_ns = slack_ns
+        self.strict_ns = min(strict_ns, slack_ns)  # clocks this close: containment is exact
         self.max_pending = max_pending
         self._pending: list[Span] = []
         self._newest_end = 0
@@ -196,60 +199,95 @@ class CrossNodeLinker:
                 x.trace_id = new
 
     def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str]) -> None:
-        slack = self.slack_ns
+        slack, strict = self.slack_ns, self.strict_ns
         # Cost of a pairing: how far apart the two sides saw the request start and the response.
         fits: list[list[tuple[int, int]]] = []
-        best_c: dict[int, tuple[int, int]] = {}  # server -> (cost, client) of its closest client
         by_end = sorted((s.end_time_unix_nano, j) for j, s in enumerate(ss))
         ends = [e for e, _ in by_end]
-        for i, (c, _nat) in enumerate(cs):
+        for c, _nat in cs:
             row = []
             lo = bisect_left(ends, c.start_time_unix_nano - slack)
             hi = bisect_right(ends, c.end_time_unix_nano + slack)
             for _e, j in by_end[lo:hi]:
                 s = ss[j]
                 if _fits(c, s, slack):
-                    cost = (abs(c.end_time_unix_nano - s.end_time_unix_nano)
-                            + abs(s.start_time_unix_nano - c.start_time_unix_nano))
-                    row.append((cost, j))
-                    if j not in best_c or cost < best_c[j][0]:
-                        best_c[j] = (cost, i)
+                    row.append((abs(c.end_time_unix_nano - s.end_time_unix_nano)
+                                + abs(s.start_time_unix_nano - c.start_time_unix_nano), j))
             fits.append(sorted(row))
-        # The two sides of one exchange see it at nearly the same moments; a pair much further
-        # apart than this connection's typical pair is a neighbour whose own partner was lost.
-        # Earlier links on this connection count too: leftovers of a run are the doubtful ones.
         history = self._costs.get(key)
-        mutual = sorted([row[0][0] for i, row in enumerate(fits) if row and best_c[row[0][1]][1] == i]
-                        + list(history or ()))
-        limit = 3 * mutual[len(mutual) // 2] + _COST_FLOOR_NS if mutual else 0
         if history is None:
             if len(self._costs) > 200_000:
                 self._costs.clear()
             history = self._costs[key] = deque(maxlen=64)
-        last = -1
-        for i, ((c, nat), row) in enumerate(zip(cs, fits)):
+        linked: dict[int, int] = {}  # client index -> server index
+
+        # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
+        # side has another such partner: the same exchange.
+        strict_rows = [[(cost, j) for cost, j in row if _fits(cs[i][0], ss[j], strict)]
+                       for i, row in enumerate(fits)]
+        strict_clients: dict[int, int] = defaultdict(int)
+        for row in strict_rows:
+            for _cost, j in row:
+                strict_clients[j] += 1
+        for i, row in enumerate(strict_rows):
+            if len(row) == 1 and strict_clients[row[0][1]] == 1:
+                linked[i] = row[0][1]
+                history.append(row[0][0])
+                self._link_pair(cs[i], ss[row[0][1]], "connection", 0.99, remap)
+
+        # Pass 2, within the clocks' slack: each other's closest among what is left, in request
+        # order with the pairs already made, and not much further apart than this connection's
+        # typical pair (a neighbour whose own partner was lost would be).
+        taken = set(linked.values())
+        best_c: dict[int, tuple[int, int]] = {}
+        for i, row in enumerate(fits):
+            if i in linked:
+                continue
+            for cost, j in row:
+                if j not in taken and (j not in best_c or cost < best_c[j][0]):
+                    best_c[j] = (cost, i)
+        typical = sorted([row[0][0] for i, row in enumerate(fits) if i not in linked and row
+                          and row[0][1] not in taken and best_c[row[0][1]][1] == i] + list(history))
+        limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
+        n = len(cs)
+        before = [-1] * (n + 1)  # before[i]: highest server index linked to a client < i
+        for i in range(n):
+            before[i + 1] = max(before[i], linked.get(i, -1))
+        after = [len(ss)] * (n + 1)  # after[i]: lowest server index linked to a client > i
+        for i in range(n - 1, -1, -1):
+            after[i] = min(after[i + 1], linked.get(i + 1, len(ss)) if i + 1 < n else len(ss))
+        for i, row in enumerate(fits):
+            if i in linked:
+                continue
+            row = [(cost, j) for cost, j in row if j not in taken]
             if not row:
                 continue
             cost, j = row[0]
             tie = len(row) > 1 and row[1][0] == cost
-            if tie or best_c[j][1] != i or j <= last or cost > limit:
-                # Not each other's closest, out of request order, or implausibly far apart.
+            if tie or best_c[j][1] != i or not before[i] < j < after[i] or cost > limit:
                 self.stats["ambiguous"] += 1
                 continue
-            last = j
+            linked[i] = j
+            taken.add(j)
+            for k in range(i + 1, n + 1):  # later clients must now come after j
+                if before[k] >= j:
+                    break
+                before[k] = j
             history.append(cost)
-            if len(row) == 1:
-                method, conf = "connection", 0.99
-                self.stats["connection"] += 1
+            if len(fits[i]) == 1:
+                self._link_pair(cs[i], ss[j], "connection", 0.95, remap)
             else:
-                method, conf = "connection+order", 0.9
-                self.stats["order"] += 1
-            if nat:
-                method += "+conntrack"
-                self.stats["connection_conntrack"] += 1
-            s = ss[j]
-            s.parent_span_id = c.span_id
-            s.attributes[METHOD] = method
-            s.attributes[CONFIDENCE] = conf
-            if s.trace_id != c.trace_id:
-                remap[s.trace_id] = c.trace_id
+                self._link_pair(cs[i], ss[j], "connection+order", 0.9, remap)
+
+    def _link_pair(self, client: tuple[Span, bool], s: Span, method: str, conf: float,
+                   remap: dict[str, str]) -> None:
+        c, nat = client
+        self.stats["order" if "order" in method else "connection"] += 1
+        if nat:
+            method += "+conntrack"
+            self.stats["connection_conntrack"] += 1
+        s.parent_span_id = c.span_id
+        s.attributes[METHOD] = method
+        s.attributes[CONFIDENCE] = conf
+        if s.trace_id != c.trace_id:
+            remap[s.trace_id] = c.trace_id
