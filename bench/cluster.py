@@ -268,6 +268,62 @@ def ingest_rate(engine: str, spans: int = 200_000, senders: int = 4, batch: int 
             "spans_per_s": round(n / elapsed)}
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def outage(seconds: float = 60.0, rate: int = 5000, protocol: str = "http") -> dict:
+    """The hub down for `seconds` while an agent's shipper gets `rate` spans/s, then up: how many
+    spans were lost, the shipper process's peak memory, how long the backlog took to drain."""
+    from capture.export.shipper import Shipper, make_transport
+    from capture.span import Span
+    from capture.store.factory import open_store
+    from guardian.hub.hub import Hub
+
+    port = free_port()
+    ep = f"http://127.0.0.1:{port}" if protocol == "http" else f"127.0.0.1:{port}"
+    work = tempfile.mkdtemp(prefix="guardian-outage-")
+    ship = Shipper(make_transport(ep, protocol, timeout_s=2), work, backoff_s=(0.2, 2.0))
+    res = {"service.name": "api", "host.name": "node-1", "process.pid": 1}
+    tick, per_tick = 0.1, max(rate // 10, 1)
+    sent, rss0, rss_max, slowest = 0, _rss_mb(), 0.0, 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        now = time.time_ns()
+        batch = [Span(name="GET /x", kind="SERVER", start_time_unix_nano=now, end_time_unix_nano=now + 1000,
+                      resource=res, attributes={"http.response.status_code": 200, "n": sent + i})
+                 for i in range(per_tick)]
+        t = time.perf_counter()
+        ship.submit(batch)
+        slowest = max(slowest, time.perf_counter() - t)
+        sent += per_tick
+        rss_max = max(rss_max, _rss_mb())
+        time.sleep(max(0.0, t0 + (sent / per_tick) * tick - time.monotonic()))
+    achieved = sent / (time.monotonic() - t0)
+    queued_on_disk = ship.spool.spans
+    store = open_store(None)
+    hub = Hub(store, "127.0.0.1", port if protocol == "grpc" else None,
+              port if protocol == "http" else None).start()
+    t1 = time.monotonic()
+    while ship.exported < sent - ship.dropped and time.monotonic() - t1 < 600:
+        time.sleep(0.2)
+    drain_s = time.monotonic() - t1
+    ship.close(10)
+    hub.ingest.drain(120)
+    stored = store.count()
+    hub.stop()
+    store.close()
+    return {"outage_s": seconds, "rate_spans_per_s": round(achieved), "sent": sent,
+            "queued_on_disk_at_restart": queued_on_disk, "dropped": ship.dropped,
+            "stored": stored, "lost": sent - stored, "drain_s": round(drain_s, 1),
+            "rss_mb_start": round(rss0), "rss_mb_max": round(rss_max),
+            "submit_slowest_ms": round(slowest * 1000, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -276,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingest-spans", type=int, default=200_000)
     p.add_argument("--ingest-only", choices=["chdb", "duckdb"], help=argparse.SUPPRESS)
     p.add_argument("--skip-sim", action="store_true", help="only the ingest measurement")
+    p.add_argument("--outage-s", type=float, default=60.0, help="hub outage to ride out (0: skip)")
     args = p.parse_args(argv)
     if args.ingest_only:  # one engine per process: chDB allows one data path per process
         print(json.dumps(ingest_rate(args.ingest_only, args.ingest_spans)))
@@ -286,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
                             str(args.ingest_spans)], env=ENV, capture_output=True, text=True, timeout=900)
         result[f"ingest_{engine}"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
     result["ingest_spans_per_s"] = result["ingest_chdb"].get("spans_per_s")
+    if args.outage_s:
+        r = subprocess.run([PY, "-c", f"import json; from bench.cluster import outage; "
+                                      f"print(json.dumps(outage({args.outage_s})))"],
+                           env=ENV, capture_output=True, text=True, timeout=1800)
+        result["outage"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
     if not args.skip_sim:
         result.update(simulate(args.requests, args.conns))
     result["load_avg_after"] = os.getloadavg()

@@ -78,15 +78,21 @@ def encode(spans: Iterable[Span]) -> bytes:
     return req.SerializeToString()
 
 
+_NESTED = {"array_value", "kvlist_value", "bytes_value"}
+
+
 def _value(av: AnyValue) -> Any:
-    which = av.WhichOneof("value")
-    if which == "array_value":
-        return [_value(x) for x in av.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in av.kvlist_value.values}
-    if which == "bytes_value":
-        return av.bytes_value.hex()
-    return getattr(av, which) if which else None
+    fields = av.ListFields()  # one C call: the set member of the oneof and its value
+    if not fields:
+        return None
+    desc, v = fields[0]
+    if desc.name not in _NESTED:
+        return v
+    if desc.name == "array_value":
+        return [_value(x) for x in v.values]
+    if desc.name == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in v.values}
+    return v.hex()
 
 
 def _dict(kvs: Iterable[KeyValue]) -> dict[str, Any]:
