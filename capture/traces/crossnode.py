@@ -89,6 +89,7 @@ class CrossNodeLinker:
         self._trace_map: dict[str, tuple[str, int]] = {}  # server trace -> (client trace, end ns)
         self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
         self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
+        self._answered: set[str] = set()  # pending clients linked here (their server may be gone)
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
                       "forced": 0}
 
@@ -162,12 +163,15 @@ class CrossNodeLinker:
                 ready, keep = ready + keep[:half], keep[half:]
                 self.stats["forced"] += half
         self._pending = keep
+        if self._answered:
+            self._answered.difference_update(s.span_id for s in ready)
         horizon = (cutoff if cutoff is not None else self._newest_end) - 4 * self.window_ns
         self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
         return ready
 
     def _link(self, spans: list[Span]) -> None:
         answered = {s.parent_span_id for s in spans if s.kind in _SERVERS and s.parent_span_id}
+        answered |= self._answered
         servers: dict[tuple, list[Span]] = defaultdict(list)
         for s in spans:
             if s.kind in _SERVERS and not s.parent_span_id and (k := server_key(s)) is not None:
@@ -287,6 +291,7 @@ class CrossNodeLinker:
             method += "+conntrack"
             self.stats["connection_conntrack"] += 1
         s.parent_span_id = c.span_id
+        self._answered.add(c.span_id)
         s.attributes[METHOD] = method
         s.attributes[CONFIDENCE] = conf
         if s.trace_id != c.trace_id:

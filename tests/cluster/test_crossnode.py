@@ -138,3 +138,16 @@ def test_a_server_whose_client_was_lost_is_not_given_the_next_client():
     linked = [s for s in ss if s.parent_span_id]
     assert all(s.parent_span_id == truth[s.span_id] for s in linked)
     assert len(linked) == 8
+
+
+def test_a_client_whose_server_was_released_earlier_takes_no_other_server():
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=50 * MS)
+    c1 = client(0, 500, s=("10.1.0.3", 8080))  # a slow client: its span outlives its server's
+    s1 = server(1, 2)
+    late = server(501, 2)  # the next request's server; its client span was lost
+    lk.add([c1, s1])
+    out = lk.add([server(400, 1, c=("10.9.9.9", 1))])  # stream time moves on: s1 released
+    assert s1 in out and c1 not in out and s1.parent_span_id == c1.span_id
+    lk.add([late])
+    lk.flush()
+    assert late.parent_span_id is None
