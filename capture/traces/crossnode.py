@@ -15,6 +15,8 @@ Rule 2: on one key, requests follow each other (keep-alive). A server fits a cli
 Rule 3: spans already linked on their node (the agent found both ends) are left alone; the
         server's trace (its whole subtree, spans still to come included) takes the client's
         trace id.
+Rule 4: the clock slack between two nodes shrinks to the exact one once their links show
+        the clocks agree (`slack_for`): a lost span's neighbour then no longer fits.
 Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ NAT_SERVER = ("guardian.nat.server.address", "guardian.nat.server.port")
 NAT_CLIENT = ("guardian.nat.client.address", "guardian.nat.client.port")
 METHOD, CONFIDENCE = "guardian.link.method", "guardian.link.confidence"
 _COST_FLOOR_NS = 1_000_000
+_CLOCK_EVIDENCE = 50  # exact links between two nodes before their clocks are trusted
 
 
 def _addr(a: object) -> str:
@@ -90,6 +93,8 @@ class CrossNodeLinker:
         self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
         self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
         self._answered: set[str] = set()  # pending clients linked here (their server may be gone)
+        # (client node, server node) -> [links exactly contained, links only within the slack]
+        self._clocks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
                       "forced": 0}
 
@@ -202,8 +207,15 @@ class CrossNodeLinker:
             if new is not None:
                 x.trace_id = new
 
+    def slack_for(self, client_node: object, server_node: object) -> int:
+        """The clock slack between two nodes: the configured one until their links show the
+        clocks agree (nearly every pair exactly contained), then the exact one. Kernel
+        timestamps on agreeing clocks never put a server outside its client's wait."""
+        exact, loose = self._clocks[(client_node, server_node)]
+        return self.strict_ns if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact else self.slack_ns
+
     def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str]) -> None:
-        slack, strict = self.slack_ns, self.strict_ns
+        slack, strict = self.slack_for(node_of(cs[0][0]), node_of(ss[0])), self.strict_ns
         # Cost of a pairing: how far apart the two sides saw the request start and the response.
         fits: list[list[tuple[int, int]]] = []
         by_end = sorted((s.end_time_unix_nano, j) for j, s in enumerate(ss))
@@ -287,6 +299,7 @@ class CrossNodeLinker:
                    remap: dict[str, str]) -> None:
         c, nat = client
         self.stats["order" if "order" in method else "connection"] += 1
+        self._clocks[(node_of(c), node_of(s))][0 if _fits(c, s, self.strict_ns) else 1] += 1
         if nat:
             method += "+conntrack"
             self.stats["connection_conntrack"] += 1

@@ -151,3 +151,20 @@ def test_a_client_whose_server_was_released_earlier_takes_no_other_server():
     lk.add([late])
     lk.flush()
     assert late.parent_span_id is None
+
+
+def test_clocks_that_agree_shrink_the_slack_so_a_lost_clients_neighbour_does_not_fit():
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    cs = [client(i * 10, 3, s=("10.1.0.3", 8080)) for i in range(60)]
+    ss = [server(i * 10 + 1, 1) for i in range(60)]
+    lk.add(cs + ss)
+    lk.flush()
+    assert all(s.parent_span_id == c.span_id for c, s in zip(cs, ss))
+    assert lk.slack_for("a", "b") == lk.strict_ns and lk.slack_for("a", "c") == 50 * MS
+    # Request 1000's server is lost and 1001's client is lost: 1001's server (starting 1 ms
+    # after 1000's client ended) fitted 1000's client within 50 ms; not within the exact slack.
+    c = client(1000, 3, s=("10.1.0.3", 8080))
+    s = server(1004, 1)
+    lk.add([c, s])
+    lk.flush()
+    assert s.parent_span_id is None
