@@ -14,6 +14,7 @@ from tests.support.netsim import leftovers
 pytestmark = [pytest.mark.slow, pytest.mark.ebpf]
 
 
+@pytest.mark.timeout(1200)  # three BCC compiles and a loaded 2-core machine
 @pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true", reason="needs root")
 def test_three_nodes_one_hub(tmp_path):
     r = simulate(requests=1200, conns=16, work=tmp_path)
