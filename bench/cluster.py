@@ -31,14 +31,20 @@ PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def _wait_line(proc: subprocess.Popen, needle: str, timeout_s: float, what: str) -> None:
-    """Wait until `needle` appears on the process's stderr (read by a thread: never blocks)."""
+def _wait_line(proc: subprocess.Popen, needle: str, timeout_s: float, what: str,
+               log: Path | None = None) -> None:
+    """Wait until `needle` appears on the process's stderr (read by a thread: never blocks);
+    with `log`, everything it says goes there too (a node that fails says why)."""
     got = threading.Event()
     lines: list[str] = []
 
     def read():
+        out = open(log, "a") if log else None
         for line in proc.stderr:
             lines.append(line)
+            if out:
+                out.write(line)
+                out.flush()
             if needle in line:
                 got.set()
         got.set()
@@ -167,12 +173,12 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
                 "store": {"max_spans": 200_000},
                 "export": {"otlp_endpoint": f"http://127.0.0.1:{otlp_http}", "otlp_protocol": "http",
                            "queue_dir": str(work / f"queue-{i + 1}"), "metrics": False},
-                "log": {"format": "text", "level": "WARNING"}}))
+                "log": {"format": "text", "level": "INFO"}}))
             agents.append(_start(stack, ["nice", "-n", "5", PY, "-m", "guardian.cli.main", "agent",
                                          "--config", str(cfg), "--port", str(free_port())],
                                  ENV, f"agent {node.name}", wait=False))
         for a, node in zip(agents, topo.nodes):  # they compile their eBPF programs at once
-            _wait_line(a, "ready", 300, f"agent {node.name}")
+            _wait_line(a, "ready", 300, f"agent {node.name}", work / f"agent-{node.name}.log")
         out["agents_start_s"] = round(time.monotonic() - t0, 1)
         load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "tests.support.cluster_app",
                                      "load", "--url", f"http://{CLUSTER_IP}:80", "--requests",
@@ -181,6 +187,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
         if load.returncode:
             raise RuntimeError(f"load failed: {load.stderr[-2000:]}")
         out["load"] = json.loads(load.stdout.strip().splitlines()[-1])
+        out["agents_alive_after_load"] = [a.poll() is None for a in agents]
         for a in agents:  # agents link what is pending, ship it and exit
             _stop(a, 120)
         _settle(hub_api, "guardian_hub_spans_stored", quiet_s=8, timeout_s=120)

@@ -88,6 +88,12 @@ def test_scope_by_netns_and_cgroup():
             kept = scope.keep(spans + [Span(name="y", kind="SERVER", start_time_unix_nano=1, end_time_unix_nano=2)])
             assert [s.resource["process.pid"] for s in kept] == [pid] and scope.dropped == 2
             assert kept[0].resource["host.name"] == "node-1" and spans[1].resource["host.name"] == "vm"
+            # A process gone before its spans arrive: its end of the connection decides.
+            gone = 2 ** 22 + 11
+            late = [Span(name="GET /", kind="CLIENT", start_time_unix_nano=1, end_time_unix_nano=2,
+                         attributes={"client.address": ip, "server.address": "10.96.0.10"},
+                         resource={"process.pid": gone}) for ip in (n.ip, "10.77.0.99", "127.0.0.1")]
+            assert [s.attributes["client.address"] for s in scope.keep(late)] == [n.ip]
         finally:
             inside.kill()
             inside.wait()
