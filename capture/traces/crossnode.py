@@ -92,6 +92,7 @@ class CrossNodeLinker:
         self._trace_map: dict[str, tuple[str, int]] = {}  # server trace -> (client trace, end ns)
         self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
         self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
+        self._started: float | None = None
         self._answered: set[str] = set()  # pending clients linked here (their server may be gone)
         # (client node, server node) -> [links exactly contained, links only within the slack]
         self._clocks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
@@ -125,6 +126,10 @@ class CrossNodeLinker:
                 mark[1] = now
         if len(self._pending) > n:
             self._last_add = now
+            if self._started is None:
+                self._started = now
+        if now - (self._started or now) < self.window_ns / 1e9 and len(self._pending) < self.max_pending:
+            return []  # at start, an agent that has not sent yet may hold the other halves
         watermark = self._watermark(now)
         if (watermark - self._last_run_end < self.window_ns // 2
                 and len(self._pending) < self.max_pending):
