@@ -65,6 +65,8 @@ class ExportConfig(Section):
     metrics: bool = True  # RED metrics over OTLP too
     metrics_interval_s: float = 30.0
     queue_size: int = 64  # span batches waiting for the exporter; beyond it batches are dropped
+    queue_dir: str | None = None  # set: ship through an on-disk queue with retries (cluster agents)
+    queue_max_bytes: int = 1 << 30  # the on-disk queue's bound
 
     @field_validator("otlp_headers", mode="before")
     @classmethod
@@ -89,6 +91,7 @@ def _capture_options_model() -> type[BaseModel]:
 
 class CaptureConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict)  # keys of capture.live.CaptureOptions
+    scope: dict[str, Any] = Field(default_factory=dict)  # {netns|cgroup, node_name}: capture.scope
 
     @field_validator("options")
     @classmethod

@@ -21,6 +21,7 @@ from capture.enrich.enricher import Enricher
 from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
+from capture.scope import from_config as scope_from_config
 from capture.traces.stream import StreamLinker
 
 log = logging.getLogger("guardian.agent")
@@ -59,6 +60,7 @@ class _Collector:
             counters["guardian_agent_export_spans"] = ("spans accepted by the OTLP endpoint", a.sink.exported)
             counters["guardian_agent_export_failed_spans"] = ("spans the OTLP endpoint refused", a.sink.failed)
             counters["guardian_agent_export_dropped_spans"] = ("spans dropped: export queue full", a.sink.dropped)
+            counters.update(getattr(a.sink, "counters", dict)())  # a Shipper's queue and rejections
         for name, (doc, value) in counters.items():
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)
@@ -68,6 +70,8 @@ class _Collector:
             "guardian_agent_linker_pending_spans": ("spans waiting for their peers", a.linker.pending),
             "guardian_agent_store_spans": ("spans in the store", a.store.count()),
         }
+        if a.sink is not None:
+            gauges.update(getattr(a.sink, "gauges", dict)())
         for name, (doc, value) in gauges.items():
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], value)
@@ -93,6 +97,7 @@ class Agent:
         self.sink = sink
         self.enricher = enricher
         self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6))
+        self.scope = scope_from_config(getattr(config.capture, "scope", None))
         self.queue: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_batches)
         self.stop = threading.Event()
         self.received = self.stored = self.dropped = self.store_errors = 0
@@ -110,6 +115,8 @@ class Agent:
         """Called on the capture thread: never blocks."""
         if not spans:
             return
+        if self.scope is not None:
+            spans = self.scope.keep(spans)  # capture.scope: this agent's node (netns/cgroup) only
         self.received += len(spans)
         try:
             self.queue.put_nowait(spans)

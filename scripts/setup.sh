@@ -36,6 +36,8 @@ APT_TEST=(
   gcc libc6-dev openjdk-17-jre-headless
   # the console's browser tests (Playwright drives Debian's chromium) and the alert tests' Alertmanager
   chromium prometheus-alertmanager
+  # cluster simulation: a DNAT "ClusterIP" in network namespaces, and its conntrack entries
+  iptables conntrack
 )
 APT_PACKAGES=("${APT_DEMO[@]}")
 [ "$MODE" = test ] && APT_PACKAGES+=("${APT_TEST[@]}")

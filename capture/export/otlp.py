@@ -170,10 +170,19 @@ class OtlpSink:
         self.exporter.shutdown()
 
 
-def from_config(cfg: Any) -> OtlpSink | None:
-    """An OtlpSink from an ExportConfig, or None when no endpoint is configured."""
+def from_config(cfg: Any, netns: str | None = None) -> Any:
+    """An OtlpSink from an ExportConfig, or None when no endpoint is configured; with a
+    queue_dir, a Shipper instead (on-disk queue, retries: nothing lost while the hub is down)."""
     if not cfg.otlp_endpoint:
         return None
+    if getattr(cfg, "queue_dir", None):
+        from capture.export.shipper import shipper_from_config
+
+        metrics = None
+        if cfg.metrics:
+            metrics = RedMetrics(cfg.otlp_endpoint, cfg.otlp_protocol, cfg.otlp_headers,
+                                 cfg.metrics_interval_s, cfg.timeout_s, cfg.otlp_insecure)
+        return shipper_from_config(cfg, metrics, netns)
     exporter = make_span_exporter(cfg.otlp_endpoint, cfg.otlp_protocol, cfg.otlp_headers,
                                   cfg.timeout_s, cfg.otlp_insecure)
     metrics = None

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"guardian agent: {e}", file=sys.stderr)
         return 1
     store = open_store(cfg.store.path, max_age_s=cfg.store.max_age_s, max_spans=cfg.store.max_spans)
-    sink = from_config(cfg.export)
+    sink = from_config(cfg.export, netns=cfg.capture.scope.get("netns"))
     agent = Agent(cfg, store, source, sink, enricher)
 
     host, warning = settings.bind_host(args.host)

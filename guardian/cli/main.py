@@ -21,6 +21,7 @@ COMMANDS = [
     "guardian.cli.anomalies",
     "guardian.cli.eval",
     "guardian.cli.serve",
+    "guardian.cli.hub",
     "guardian.cli.llm",
     "guardian.cli.demo",
 ]

@@ -1,0 +1,366 @@
+"""Cluster mode on one machine: 3 "nodes" (network namespaces on a bridge), web on node 2 behind
+an iptables DNAT ClusterIP on node 1, stock on node 3 with a fault switched on halfway, one live
+eBPF agent per node (scoped to its namespace) shipping OTLP to one hub (chDB store).
+
+Measures how many cross-node calls the hub linked right (request ids in the query string are
+the ground truth, never used by the linker), wrong links, whether `guardian investigate` on
+the hub's store names the remote fault, and the hub's ingest rate on chDB and on DuckDB.
+
+    python -m bench.cluster --json [--requests 10000 --conns 16]
+Needs root (namespaces, iptables, eBPF). Cleans up namespaces and rules even on failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from tests.support.live import free_port
+from tests.support.netsim import CLUSTER_IP, leftovers, topology
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _wait_line(proc: subprocess.Popen, needle: str, timeout_s: float, what: str,
+               log: Path | None = None) -> None:
+    """Wait until `needle` appears on the process's stderr (read by a thread: never blocks);
+    with `log`, everything it says goes there too (a node that fails says why)."""
+    got = threading.Event()
+    lines: list[str] = []
+
+    def read():
+        out = open(log, "a") if log else None
+        for line in proc.stderr:
+            lines.append(line)
+            if out:
+                out.write(line)
+                out.flush()
+            if needle in line:
+                got.set()
+        got.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not got.wait(timeout_s) or proc.poll() is not None:
+        raise RuntimeError(f"{what} did not start: {''.join(lines[-20:])}")
+
+
+def _start(stack: ExitStack, argv: list[str], env: dict, what: str, needle: str = "ready",
+           timeout_s: float = 30, stream: str = "stderr", wait: bool = True) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, env=env, text=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL)
+
+    def stop():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    stack.callback(stop)
+    if not wait:
+        return proc
+    if stream == "stdout":
+        line = proc.stdout.readline()
+        if needle not in line:
+            raise RuntimeError(f"{what} did not start: {line!r}")
+    else:
+        _wait_line(proc, needle, timeout_s, what)
+    return proc
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout_s)
+
+
+def _metric(port: int, name: str) -> float:
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "_total "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _settle(port: int, name: str, quiet_s: float, timeout_s: float) -> float:
+    """Wait until a hub counter stops moving for quiet_s."""
+    last, since, deadline = -1.0, time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = _metric(port, name)
+        if v != last:
+            last, since = v, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.5)
+    return last
+
+
+def evaluate(store) -> dict:
+    """Ground truth from request ids: the CLIENT and SERVER span of one call share path + rid."""
+    from capture.store.api import SpanFilter
+
+    spans = store.spans(SpanFilter(limit=10_000_000))
+    clients: dict[tuple, object] = {}
+    servers: dict[tuple, object] = {}
+    client_key_of: dict[str, tuple] = {}
+    for s in spans:
+        path, query = s.attributes.get("url.path"), str(s.attributes.get("url.query", ""))
+        if path not in ("/web", "/stock") or not query.startswith("rid="):
+            continue
+        key = (path, query)
+        if s.kind == "CLIENT":
+            clients[key] = s
+            client_key_of[s.span_id] = key
+        elif s.kind == "SERVER":
+            servers[key] = s
+    both = [k for k in servers if k in clients
+            and clients[k].resource.get("host.name") != servers[k].resource.get("host.name")]
+    correct = sum(1 for k in both if servers[k].parent_span_id == clients[k].span_id)
+    wrong = sum(1 for k, s in servers.items()
+                if s.parent_span_id in client_key_of and client_key_of[s.parent_span_id] != k)
+    methods: dict[str, int] = {}
+    for k in both:
+        m = servers[k].attributes.get("guardian.link.method")
+        if m:
+            methods[m] = methods.get(m, 0) + 1
+    same_trace = sum(1 for k in both if servers[k].trace_id == clients[k].trace_id)
+    return {"spans": len(spans), "client_spans": len(clients), "server_spans": len(servers),
+            "cross_node": len(both), "linked_correct": correct, "linked_wrong": wrong,
+            "linked_pct": round(100.0 * correct / len(both), 2) if both else 0.0,
+            "same_trace": same_trace, "link_methods": methods}
+
+
+def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
+             agent_window_s: float = 2.0) -> dict:
+    work = Path(work or tempfile.mkdtemp(prefix="guardian-cluster-"))
+    store_url = f"chdb://{work / 'hub-ch'}"
+    hub_api, otlp_http, otlp_grpc = free_port(), free_port(), free_port()
+    out: dict = {"requests": requests, "conns": conns}
+    with topology(3) as topo, ExitStack() as stack:
+        n1, n2, n3 = topo.nodes
+        topo.cluster_ip(n1, CLUSTER_IP, 80, n2, 8080)
+        hub = _start(stack, [PY, "-m", "guardian.cli.main", "hub", "--store", store_url, "--otlp-host",
+                             "127.0.0.1", "--otlp-grpc-port", str(otlp_grpc), "--otlp-http-port",
+                             str(otlp_http), "--port", str(hub_api), "--link-window", "5"],
+                     ENV, "hub", timeout_s=60)
+        app = [PY, "-m", "tests.support.cluster_app"]
+        _start(stack, n3.run("env", "OTEL_SERVICE_NAME=stock", *app, "stock", "--bind", n3.ip,
+                             "--port", "8081", "--fail-from", str(requests // 2), "--fail-pct", "30"),
+               ENV, "stock", stream="stdout")
+        _start(stack, n2.run("env", "OTEL_SERVICE_NAME=web", *app, "web", "--bind", n2.ip, "--port",
+                             "8080", "--stock", f"http://{n3.ip}:8081"), ENV, "web", stream="stdout")
+        agents = []
+        t0 = time.monotonic()
+        for i, node in enumerate(topo.nodes):
+            cfg = work / f"agent-{i + 1}.yaml"
+            cfg.write_text(json.dumps({
+                "capture": {"scope": {"netns": node.netns_path, "node_name": node.name},
+                            "options": {"tls": False}},
+                "linker": {"window_s": agent_window_s},
+                "store": {"max_spans": 200_000},
+                "export": {"otlp_endpoint": f"http://127.0.0.1:{otlp_http}", "otlp_protocol": "http",
+                           "queue_dir": str(work / f"queue-{i + 1}"), "metrics": False},
+                "log": {"format": "text", "level": "INFO"}}))
+            agents.append(_start(stack, ["nice", "-n", "5", PY, "-m", "guardian.cli.main", "agent",
+                                         "--config", str(cfg), "--port", str(free_port())],
+                                 ENV, f"agent {node.name}", wait=False))
+        for a, node in zip(agents, topo.nodes):  # they compile their eBPF programs at once
+            _wait_line(a, "ready", 300, f"agent {node.name}", work / f"agent-{node.name}.log")
+        out["agents_start_s"] = round(time.monotonic() - t0, 1)
+        load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "tests.support.cluster_app",
+                                     "load", "--url", f"http://{CLUSTER_IP}:80", "--requests",
+                                     str(requests), "--conns", str(conns)),
+                              env=ENV, capture_output=True, text=True, timeout=900)
+        if load.returncode:
+            raise RuntimeError(f"load failed: {load.stderr[-2000:]}")
+        out["load"] = json.loads(load.stdout.strip().splitlines()[-1])
+        out["agents_alive_after_load"] = [a.poll() is None for a in agents]
+        for a in agents:  # agents link what is pending, ship it and exit
+            _stop(a, 120)
+        _settle(hub_api, "guardian_hub_spans_stored", quiet_s=8, timeout_s=120)
+        out["hub_received"] = _metric(hub_api, "guardian_hub_spans_received")
+        out["hub_malformed"] = _metric(hub_api, "guardian_hub_malformed_requests")
+        _stop(hub, 120)
+        report = subprocess.run([PY, "-m", "guardian.cli.main", "investigate", "--store", store_url,
+                                 "--json", "why are web requests failing?"],
+                                env=ENV, capture_output=True, text=True, timeout=300)
+        try:
+            rep = json.loads(report.stdout)
+            top = rep["root_causes"][0] if rep.get("root_causes") else {}
+        except (ValueError, KeyError):
+            rep, top = {}, {}
+        out["investigate_top"] = {k: top.get(k) for k in ("service", "operation", "kind", "confidence")}
+        out["investigate_names_remote_fault"] = top.get("service") == "stock"
+    from capture.store.factory import open_store
+
+    store = open_store(store_url)
+    try:
+        out.update(evaluate(store))
+        stock = [s for s in store.spans(_flt("stock")) if s.kind == "SERVER"]
+        out["fault_node"] = stock[0].resource.get("host.name") if stock else None
+    finally:
+        store.close()
+    out["leftover_namespaces"] = leftovers()
+    return out
+
+
+def _flt(service: str):
+    from capture.store.api import SpanFilter
+
+    return SpanFilter(service=service, limit=1)
+
+
+def ingest_rate(engine: str, spans: int = 200_000, senders: int = 4, batch: int = 2000) -> dict:
+    """Hub ingest on this engine: pre-encoded OTLP/HTTP batches from `senders` threads into a
+    hub (decode, cross-node linking, store); spans/s from the first request to the last stored."""
+    import httpx
+
+    from capture.export.otlp_proto import encode
+    from capture.span import Span
+    from capture.store.factory import open_store
+    from capture.traces.crossnode import CrossNodeLinker
+    from guardian.hub.hub import Hub
+
+    t_base = time.time_ns()
+    bodies = []
+    for b in range(spans // batch):
+        res = {"service.name": f"svc-{b % 7}", "host.name": f"node-{b % 3}", "process.pid": 100 + b % 5}
+        out = []
+        for i in range(batch):
+            n = b * batch + i
+            t = t_base + n * 20_000
+            out.append(Span(name="GET /api/items", kind="SERVER" if n % 2 else "CLIENT",
+                            start_time_unix_nano=t, end_time_unix_nano=t + 900_000,
+                            status_code="OK", resource=res,
+                            attributes={"http.request.method": "GET", "url.path": "/api/items",
+                                        "http.response.status_code": 200, "server.address": "10.77.0.2",
+                                        "server.port": 8080, "client.address": "10.77.0.1",
+                                        "client.port": 30000 + n % 16, "network.transport": "tcp"}))
+        bodies.append(encode(out))
+    store = open_store("chdb://" if engine == "chdb" else None)
+    hub = Hub(store, "127.0.0.1", None, 0, linker=CrossNodeLinker(window_s=2.0)).start()
+    url = f"http://127.0.0.1:{hub.http.port}/v1/traces"
+
+    def send(k: int) -> None:
+        with httpx.Client(headers={"Content-Type": "application/x-protobuf"}, timeout=30) as c:
+            for body in bodies[k::senders]:
+                while c.post(url, content=body).status_code == 503:
+                    time.sleep(0.05)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    hub.ingest.close(120)  # flushes the linker: every span stored
+    elapsed = time.perf_counter() - t0
+    n = store.count()
+    hub.stop()
+    store.close()
+    return {"engine": engine, "spans": n, "seconds": round(elapsed, 2),
+            "spans_per_s": round(n / elapsed)}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def outage(seconds: float = 60.0, rate: int = 5000, protocol: str = "http") -> dict:
+    """The hub down for `seconds` while an agent's shipper gets `rate` spans/s, then up: how many
+    spans were lost, the shipper process's peak memory, how long the backlog took to drain."""
+    from capture.export.shipper import Shipper, make_transport
+    from capture.span import Span
+    from capture.store.factory import open_store
+    from guardian.hub.hub import Hub
+
+    port = free_port()
+    ep = f"http://127.0.0.1:{port}" if protocol == "http" else f"127.0.0.1:{port}"
+    work = tempfile.mkdtemp(prefix="guardian-outage-")
+    ship = Shipper(make_transport(ep, protocol, timeout_s=2), work, backoff_s=(0.2, 2.0))
+    res = {"service.name": "api", "host.name": "node-1", "process.pid": 1}
+    tick, per_tick = 0.1, max(rate // 10, 1)
+    sent, rss0, rss_max, slowest = 0, _rss_mb(), 0.0, 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        now = time.time_ns()
+        batch = [Span(name="GET /x", kind="SERVER", start_time_unix_nano=now, end_time_unix_nano=now + 1000,
+                      resource=res, attributes={"http.response.status_code": 200, "n": sent + i})
+                 for i in range(per_tick)]
+        t = time.perf_counter()
+        ship.submit(batch)
+        slowest = max(slowest, time.perf_counter() - t)
+        sent += per_tick
+        rss_max = max(rss_max, _rss_mb())
+        time.sleep(max(0.0, t0 + (sent / per_tick) * tick - time.monotonic()))
+    achieved = sent / (time.monotonic() - t0)
+    queued_on_disk = ship.spool.spans
+    store = open_store(None)
+    hub = Hub(store, "127.0.0.1", port if protocol == "grpc" else None,
+              port if protocol == "http" else None).start()
+    t1 = time.monotonic()
+    while ship.exported < sent - ship.dropped and time.monotonic() - t1 < 600:
+        time.sleep(0.2)
+    drain_s = time.monotonic() - t1
+    ship.close(10)
+    hub.ingest.drain(120)
+    stored = store.count()
+    hub.stop()
+    store.close()
+    return {"outage_s": seconds, "rate_spans_per_s": round(achieved), "sent": sent,
+            "queued_on_disk_at_restart": queued_on_disk, "dropped": ship.dropped,
+            "stored": stored, "lost": sent - stored, "drain_s": round(drain_s, 1),
+            "rss_mb_start": round(rss0), "rss_mb_max": round(rss_max),
+            "submit_slowest_ms": round(slowest * 1000, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--requests", type=int, default=10_000)
+    p.add_argument("--conns", type=int, default=16)
+    p.add_argument("--ingest-spans", type=int, default=200_000)
+    p.add_argument("--ingest-only", choices=["chdb", "duckdb"], help=argparse.SUPPRESS)
+    p.add_argument("--skip-sim", action="store_true", help="only the ingest measurement")
+    p.add_argument("--outage-s", type=float, default=60.0, help="hub outage to ride out (0: skip)")
+    args = p.parse_args(argv)
+    if args.ingest_only:  # one engine per process: chDB allows one data path per process
+        print(json.dumps(ingest_rate(args.ingest_only, args.ingest_spans)))
+        return 0
+    result: dict = {"load_avg_before": os.getloadavg()}
+    for engine in ("chdb", "duckdb"):
+        r = subprocess.run([PY, "-m", "bench.cluster", "--ingest-only", engine, "--ingest-spans",
+                            str(args.ingest_spans)], env=ENV, capture_output=True, text=True, timeout=900)
+        result[f"ingest_{engine}"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
+    result["ingest_spans_per_s"] = result["ingest_chdb"].get("spans_per_s")
+    if args.outage_s:
+        r = subprocess.run([PY, "-c", f"import json; from bench.cluster import outage; "
+                                      f"print(json.dumps(outage({args.outage_s})))"],
+                           env=ENV, capture_output=True, text=True, timeout=1800)
+        result["outage"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
+    if not args.skip_sim:
+        result.update(simulate(args.requests, args.conns))
+    result["load_avg_after"] = os.getloadavg()
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Cross-node linking in the hub: a CLIENT span from one node and the SERVER span of the same
+exchange from another become parent and child, from what each kernel saw. No header is read
+or written.
+
+Rule 1: the connection as the server saw it is the key. The server span's own 4-tuple is it;
+        the client's 4-tuple is turned into it with the conntrack mapping the client's agent
+        shipped (`guardian.nat.*`: destination NAT, e.g. a ClusterIP rewritten to a pod, and
+        source NAT) when there is one.
+Rule 2: on one key, requests follow each other (keep-alive). A server fits a client when it
+        worked while the client waited. Fitting on near-exact clocks with no rival on either
+        side: "connection". Within the clock slack, the pair that are each other's closest,
+        keep the request order and lie near the connection's typical timing: "connection"
+        (one candidate) or "connection+order" (several). Anything else (ties, crossed order,
+        a neighbour whose own partner was lost) stays unlinked: never a wrong link.
+Rule 3: spans already linked on their node (the agent found both ends) are left alone; the
+        server's trace (its whole subtree, spans still to come included) takes the client's
+        trace id.
+Rule 4: the clock slack between two nodes shrinks to the exact one once their links show
+        the clocks agree (`slack_for`): a lost span's neighbour then no longer fits.
+Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
+"""
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right
+from collections import defaultdict, deque
+from typing import Iterable
+
+from capture.span import Span
+
+_SERVERS = ("SERVER", "CONSUMER")
+_CLIENTS = ("CLIENT", "PRODUCER")
+NAT_SERVER = ("guardian.nat.server.address", "guardian.nat.server.port")
+NAT_CLIENT = ("guardian.nat.client.address", "guardian.nat.client.port")
+METHOD, CONFIDENCE = "guardian.link.method", "guardian.link.confidence"
+_COST_FLOOR_NS = 1_000_000
+_CLOCK_EVIDENCE = 50  # exact links between two nodes before their clocks are trusted
+
+
+def _addr(a: object) -> str:
+    s = str(a)
+    return s[7:] if s.startswith("::ffff:") else s
+
+
+def node_of(s: Span) -> object:
+    r = s.resource
+    return r.get("k8s.node.name") or r.get("host.name")
+
+
+def server_key(s: Span) -> tuple | None:
+    a = s.attributes
+    try:
+        return (a.get("network.transport", "tcp"), _addr(a["client.address"]), int(a["client.port"]),
+                _addr(a["server.address"]), int(a["server.port"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def client_key(s: Span) -> tuple[tuple | None, bool]:
+    """The client's connection as its server saw it, and whether conntrack changed it."""
+    a = s.attributes
+    try:
+        ca, cp = a.get(NAT_CLIENT[0], a["client.address"]), a.get(NAT_CLIENT[1], a["client.port"])
+        sa, sp = a.get(NAT_SERVER[0], a["server.address"]), a.get(NAT_SERVER[1], a["server.port"])
+        key = (a.get("network.transport", "tcp"), _addr(ca), int(cp), _addr(sa), int(sp))
+    except (KeyError, TypeError, ValueError):
+        return None, False
+    return key, NAT_SERVER[0] in a or NAT_CLIENT[0] in a
+
+
+def _fits(c: Span, s: Span, slack: int) -> bool:
+    """The server worked while the client waited (within the clocks' slack)."""
+    return (c.start_time_unix_nano - slack <= s.start_time_unix_nano
+            and s.end_time_unix_nano <= c.end_time_unix_nano + slack
+            and c.start_time_unix_nano - slack <= s.end_time_unix_nano)
+
+
+class CrossNodeLinker:
+    """Holds spans for `window_s` of stream time so both halves of an exchange meet, then
+    releases them linked. Same face as capture.traces.stream.StreamLinker."""
+
+    def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000,
+                 strict_ns: int = 1_000_000):
+        self.window_ns = int(window_s * 1e9)
+        self.slack_ns = slack_ns
+        self.strict_ns = min(strict_ns, slack_ns)  # clocks this close: containment is exact
+        self.max_pending = max_pending
+        self._pending: list[Span] = []
+        self._newest_end = 0
+        self._last_run_end = 0
+        self._last_add = time.monotonic()
+        self._trace_map: dict[str, tuple[str, int]] = {}  # server trace -> (client trace, end ns)
+        self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
+        self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
+        self._started: float | None = None
+        self._answered: set[str] = set()  # pending clients linked here (their server may be gone)
+        # (client node, server node) -> [links exactly contained, links only within the slack]
+        self._clocks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
+                      "forced": 0}
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def linked(self) -> int:
+        return self.stats["connection"] + self.stats["order"]
+
+    def add(self, spans: Iterable[Span]) -> list[Span]:
+        n = len(self._pending)
+        now = time.monotonic()
+        nodes = self._nodes
+        for s in spans:
+            self._remap(s)
+            self._pending.append(s)
+            end = s.end_time_unix_nano
+            if end > self._newest_end:
+                self._newest_end = end
+            mark = nodes.get(node_of(s))
+            if mark is None:
+                nodes[node_of(s)] = [end, now]
+            else:
+                if end > mark[0]:
+                    mark[0] = end
+                mark[1] = now
+        if len(self._pending) > n:
+            self._last_add = now
+            if self._started is None:
+                self._started = now
+        if now - (self._started or now) < self.window_ns / 1e9 and len(self._pending) < self.max_pending:
+            return []  # at start, an agent that has not sent yet may hold the other halves
+        watermark = self._watermark(now)
+        if (watermark - self._last_run_end < self.window_ns // 2
+                and len(self._pending) < self.max_pending):
+            return []
+        self._last_run_end = watermark
+        return self._release(watermark - self.window_ns)
+
+    def _watermark(self, now: float) -> int:
+        """How far every node that is still sending has got: a span waits for the slowest
+        agent (its peer may be in that agent's queue), but not for one that went quiet."""
+        quiet = 2 * self.window_ns / 1e9
+        live = [m[0] for m in self._nodes.values() if now - m[1] < quiet]
+        return min(live) if live else self._newest_end
+
+    def idle(self) -> list[Span]:
+        if self._pending and time.monotonic() - self._last_add >= self.window_ns / 1e9:
+            return self._release(None)
+        return []
+
+    def flush(self) -> list[Span]:
+        return self._release(None)
+
+    def _remap(self, s: Span) -> None:
+        hit = self._trace_map.get(s.trace_id)
+        if hit is not None:
+            s.trace_id = hit[0]
+
+    def _release(self, cutoff: int | None) -> list[Span]:
+        if not self._pending:
+            return []
+        self._link(self._pending)
+        if cutoff is None:
+            ready, keep = self._pending, []
+        else:
+            # A client waits for its server (and the other way round) until the window passed.
+            ready = [s for s in self._pending if s.end_time_unix_nano < cutoff]
+            keep = [s for s in self._pending if s.end_time_unix_nano >= cutoff]
+            if len(keep) >= self.max_pending:
+                keep.sort(key=lambda s: s.end_time_unix_nano)
+                half = len(keep) // 2
+                ready, keep = ready + keep[:half], keep[half:]
+                self.stats["forced"] += half
+        self._pending = keep
+        if self._answered:
+            self._answered.difference_update(s.span_id for s in ready)
+        horizon = (cutoff if cutoff is not None else self._newest_end) - 4 * self.window_ns
+        self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
+        return ready
+
+    def _link(self, spans: list[Span]) -> None:
+        answered = {s.parent_span_id for s in spans if s.kind in _SERVERS and s.parent_span_id}
+        answered |= self._answered
+        servers: dict[tuple, list[Span]] = defaultdict(list)
+        for s in spans:
+            if s.kind in _SERVERS and not s.parent_span_id and (k := server_key(s)) is not None:
+                servers[k].append(s)
+        if not servers:
+            return
+        clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
+        for c in spans:
+            if c.kind in _CLIENTS and c.span_id not in answered:
+                k, nat = client_key(c)
+                if k in servers:
+                    clients[k].append((c, nat))
+        remap: dict[str, str] = {}
+        for k, cs in clients.items():
+            self._pair(k, sorted(cs, key=lambda x: x[0].start_time_unix_nano),
+                       sorted(servers[k], key=lambda x: x.start_time_unix_nano), remap)
+        if not remap:
+            return
+        for old in remap:  # chains: a server trace whose client's trace was itself remapped
+            new, seen = remap[old], {old}
+            while new in remap and new not in seen:
+                seen.add(new)
+                new = remap[new]
+            remap[old] = new
+            self._trace_map[old] = (new, self._newest_end)
+        for x in spans:
+            new = remap.get(x.trace_id)
+            if new is not None:
+                x.trace_id = new
+
+    def slack_for(self, client_node: object, server_node: object) -> int:
+        """The clock slack between two nodes: the configured one until their links show the
+        clocks agree (nearly every pair exactly contained), then the exact one. Kernel
+        timestamps on agreeing clocks never put a server outside its client's wait."""
+        exact, loose = self._clocks[(client_node, server_node)]
+        return self.strict_ns if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact else self.slack_ns
+
+    def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str]) -> None:
+        slack, strict = self.slack_for(node_of(cs[0][0]), node_of(ss[0])), self.strict_ns
+        # Cost of a pairing: how far apart the two sides saw the request start and the response.
+        fits: list[list[tuple[int, int]]] = []
+        by_end = sorted((s.end_time_unix_nano, j) for j, s in enumerate(ss))
+        ends = [e for e, _ in by_end]
+        for c, _nat in cs:
+            row = []
+            lo = bisect_left(ends, c.start_time_unix_nano - slack)
+            hi = bisect_right(ends, c.end_time_unix_nano + slack)
+            for _e, j in by_end[lo:hi]:
+                s = ss[j]
+                if _fits(c, s, slack):
+                    row.append((abs(c.end_time_unix_nano - s.end_time_unix_nano)
+                                + abs(s.start_time_unix_nano - c.start_time_unix_nano), j))
+            fits.append(sorted(row))
+        history = self._costs.get(key)
+        if history is None:
+            if len(self._costs) > 200_000:
+                self._costs.clear()
+            history = self._costs[key] = deque(maxlen=64)
+        linked: dict[int, int] = {}  # client index -> server index
+
+        # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
+        # side has another such partner: the same exchange.
+        strict_rows = [[(cost, j) for cost, j in row if _fits(cs[i][0], ss[j], strict)]
+                       for i, row in enumerate(fits)]
+        strict_clients: dict[int, int] = defaultdict(int)
+        for row in strict_rows:
+            for _cost, j in row:
+                strict_clients[j] += 1
+        for i, row in enumerate(strict_rows):
+            if len(row) == 1 and strict_clients[row[0][1]] == 1:
+                linked[i] = row[0][1]
+                history.append(row[0][0])
+                self._link_pair(cs[i], ss[row[0][1]], "connection", 0.99, remap)
+
+        # Pass 2, within the clocks' slack: each other's closest among what is left, in request
+        # order with the pairs already made, and not much further apart than this connection's
+        # typical pair (a neighbour whose own partner was lost would be).
+        taken = set(linked.values())
+        best_c: dict[int, tuple[int, int]] = {}
+        for i, row in enumerate(fits):
+            if i in linked:
+                continue
+            for cost, j in row:
+                if j not in taken and (j not in best_c or cost < best_c[j][0]):
+                    best_c[j] = (cost, i)
+        typical = sorted([row[0][0] for i, row in enumerate(fits) if i not in linked and row
+                          and row[0][1] not in taken and best_c[row[0][1]][1] == i] + list(history))
+        limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
+        n = len(cs)
+        before = [-1] * (n + 1)  # before[i]: highest server index linked to a client < i
+        for i in range(n):
+            before[i + 1] = max(before[i], linked.get(i, -1))
+        after = [len(ss)] * (n + 1)  # after[i]: lowest server index linked to a client > i
+        for i in range(n - 1, -1, -1):
+            after[i] = min(after[i + 1], linked.get(i + 1, len(ss)) if i + 1 < n else len(ss))
+        for i, row in enumerate(fits):
+            if i in linked:
+                continue
+            row = [(cost, j) for cost, j in row if j not in taken]
+            if not row:
+                continue
+            cost, j = row[0]
+            tie = len(row) > 1 and row[1][0] == cost
+            if tie or best_c[j][1] != i or not before[i] < j < after[i] or cost > limit:
+                self.stats["ambiguous"] += 1
+                continue
+            linked[i] = j
+            taken.add(j)
+            for k in range(i + 1, n + 1):  # later clients must now come after j
+                if before[k] >= j:
+                    break
+                before[k] = j
+            history.append(cost)
+            if len(fits[i]) == 1:
+                self._link_pair(cs[i], ss[j], "connection", 0.95, remap)
+            else:
+                self._link_pair(cs[i], ss[j], "connection+order", 0.9, remap)
+
+    def _link_pair(self, client: tuple[Span, bool], s: Span, method: str, conf: float,
+                   remap: dict[str, str]) -> None:
+        c, nat = client
+        self.stats["order" if "order" in method else "connection"] += 1
+        self._clocks[(node_of(c), node_of(s))][0 if _fits(c, s, self.strict_ns) else 1] += 1
+        if nat:
+            method += "+conntrack"
+            self.stats["connection_conntrack"] += 1
+        s.parent_span_id = c.span_id
+        self._answered.add(c.span_id)
+        s.attributes[METHOD] = method
+        s.attributes[CONFIDENCE] = conf
+        if s.trace_id != c.trace_id:
+            remap[s.trace_id] = c.trace_id

@@ -1,0 +1,1 @@
+"""The hub: OTLP receivers from every node's agent into one store, linked across nodes."""

@@ -1,0 +1,173 @@
+"""Cross-node linking on spans as agents ship them: 4-tuple, conntrack NAT, keep-alive order,
+ambiguity left unlinked, trace ids merged (later spans too), and nothing changed when unsure."""
+from __future__ import annotations
+
+import time
+
+from capture.span import Span
+from capture.traces.crossnode import CONFIDENCE, METHOD, CrossNodeLinker
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000
+
+
+def res(node: str, svc: str) -> dict:
+    return {"service.name": svc, "host.name": node, "process.pid": 1}
+
+
+def client(t: int, dur: int, c=("10.1.0.2", 40000), s=("10.96.0.10", 80), nat=None, node="a"):
+    attrs = {"client.address": c[0], "client.port": c[1], "server.address": s[0], "server.port": s[1],
+             "network.transport": "tcp"}
+    if nat:
+        attrs["guardian.nat.server.address"], attrs["guardian.nat.server.port"] = nat
+    return Span(name="GET /x", kind="CLIENT", start_time_unix_nano=T0 + t * MS,
+                end_time_unix_nano=T0 + (t + dur) * MS, attributes=attrs, resource=res(node, "front"))
+
+
+def server(t: int, dur: int, c=("10.1.0.2", 40000), s=("10.1.0.3", 8080), node="b"):
+    return Span(name="GET /x", kind="SERVER", start_time_unix_nano=T0 + t * MS,
+                end_time_unix_nano=T0 + (t + dur) * MS,
+                attributes={"client.address": c[0], "client.port": c[1], "server.address": s[0],
+                            "server.port": s[1], "network.transport": "tcp"},
+                resource=res(node, "back"))
+
+
+def run(spans):
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=2 * MS)
+    out = lk.add(spans) + lk.flush()
+    assert len(out) == len(spans)
+    return lk
+
+
+def test_plain_four_tuple_across_nodes():
+    c, s = client(0, 10, s=("10.1.0.3", 8080)), server(2, 6)
+    child = Span(name="SELECT", kind="CLIENT", start_time_unix_nano=T0 + 3 * MS,
+                 end_time_unix_nano=T0 + 4 * MS, trace_id=s.trace_id, parent_span_id=s.span_id,
+                 resource=res("b", "back"))
+    lk = run([c, s, child])
+    assert s.parent_span_id == c.span_id and s.trace_id == c.trace_id == child.trace_id
+    assert s.attributes[METHOD] == "connection" and s.attributes[CONFIDENCE] >= 0.95
+    assert lk.stats["connection"] == 1
+
+
+def test_clusterip_needs_the_conntrack_mapping():
+    s = server(2, 6)
+    c = client(0, 10)  # saw 10.96.0.10:80, the server 10.1.0.3:8080
+    run([c, s])
+    assert s.parent_span_id is None  # without conntrack nothing matches: no guess
+    c = client(0, 10, nat=("10.1.0.3", 8080))
+    s = server(2, 6)
+    lk = run([c, s])
+    assert s.parent_span_id == c.span_id and s.attributes[METHOD] == "connection+conntrack"
+    assert lk.stats["connection_conntrack"] == 1
+
+
+def test_keep_alive_requests_pair_in_order():
+    cs = [client(i * 20, 10, nat=("10.1.0.3", 8080)) for i in range(50)]
+    ss = [server(i * 20 + 2, 6) for i in range(50)]
+    run(ss[::-1] + cs)
+    assert [s.parent_span_id for s in ss] == [c.span_id for c in cs]
+
+
+def test_back_to_back_requests_within_slack_stay_right():
+    # Requests 1 ms apart with 2 ms of clock slack: each server fits two clients within the
+    # slack, one only on exact clocks.
+    cs = [client(i * 3, 2, s=("10.1.0.3", 8080)) for i in range(20)]
+    ss = [server(i * 3 + 1, 1) for i in range(20)]
+    run(cs + ss)
+    assert [s.parent_span_id for s in ss] == [c.span_id for c in cs]
+
+
+def test_a_server_clock_ahead_is_paired_in_request_order():
+    # The server's clock is 3 ms ahead (beyond the exact pass): the slack pass decides.
+    cs = [client(i * 20, 10, s=("10.1.0.3", 8080)) for i in range(10)]
+    ss = [server(0, 0) for _ in range(10)]
+    for c, s in zip(cs, ss):
+        s.start_time_unix_nano = c.start_time_unix_nano + 3 * MS + MS
+        s.end_time_unix_nano = c.end_time_unix_nano + 3 * MS - MS
+    lk = run(cs + ss)
+    assert [s.parent_span_id for s in ss] == [c.span_id for c in cs]
+    assert lk.stats["connection"] == 10 and all(s.attributes[CONFIDENCE] == 0.95 for s in ss)
+
+
+def test_port_reuse_is_told_apart_by_time_and_other_connections_do_not_mix():
+    a1, b1 = client(0, 10, s=("10.1.0.3", 8080)), server(2, 6)
+    a2, b2 = client(5000, 10, s=("10.1.0.3", 8080)), server(5002, 6)
+    other = server(3, 5, c=("10.1.0.2", 40001))
+    run([a1, a2, b1, b2, other])
+    assert b1.parent_span_id == a1.span_id and b2.parent_span_id == a2.span_id
+    assert other.parent_span_id is None
+
+
+def test_a_server_linked_on_its_node_is_left_alone():
+    c = client(0, 10, s=("10.1.0.3", 8080))
+    local_client = client(1, 8, s=("10.1.0.3", 8080), node="b")
+    s = server(2, 6)
+    s.parent_span_id, s.trace_id = local_client.span_id, local_client.trace_id
+    run([c, local_client, s])
+    assert s.parent_span_id == local_client.span_id and METHOD not in s.attributes
+
+
+def test_late_spans_of_a_merged_trace_follow_it():
+    lk = CrossNodeLinker(window_s=0.01, slack_ns=2 * MS)
+    c, s = client(0, 10, s=("10.1.0.3", 8080)), server(2, 6)
+    old = s.trace_id
+    out = lk.add([c, s]) + lk.flush()
+    assert s.trace_id == c.trace_id and len(out) == 2
+    late = Span(name="SET", kind="CLIENT", start_time_unix_nano=T0 + 4 * MS, end_time_unix_nano=T0 + 5 * MS,
+                trace_id=old, parent_span_id=s.span_id, resource=res("b", "back"))
+    lk.add([late])
+    assert late.trace_id == c.trace_id
+
+
+def test_a_server_whose_client_was_lost_is_not_given_the_next_client():
+    # Requests 1 ms apart, far inside the 50 ms clock slack; request 4's client span and
+    # request 5's server span were lost by the capture.
+    cs, ss = [], []
+    for i in range(10):
+        c, s = client(0, 0, s=("10.1.0.3", 8080)), server(0, 0)
+        c.start_time_unix_nano, c.end_time_unix_nano = T0 + i * 3 * MS, T0 + i * 3 * MS + 2 * MS
+        s.start_time_unix_nano = c.start_time_unix_nano + MS // 2
+        s.end_time_unix_nano = c.start_time_unix_nano + 3 * MS // 2
+        cs.append(c)
+        ss.append(s)
+    truth = {s.span_id: c.span_id for c, s in zip(cs, ss)}
+    del cs[4], ss[5]
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    lk.add(cs + ss)
+    lk.flush()
+    assert ss[4].parent_span_id is None  # request 4's server: its client is gone
+    linked = [s for s in ss if s.parent_span_id]
+    assert all(s.parent_span_id == truth[s.span_id] for s in linked)
+    assert len(linked) == 8
+
+
+def test_a_client_whose_server_was_released_earlier_takes_no_other_server():
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=50 * MS)
+    c1 = client(0, 500, s=("10.1.0.3", 8080))  # a slow client: its span outlives its server's
+    s1 = server(1, 2)
+    late = server(501, 2)  # the next request's server; its client span was lost
+    lk.add([c1, s1])
+    time.sleep(0.06)  # past the start-up hold
+    out = lk.add([server(400, 1, c=("10.9.9.9", 1))])  # stream time moves on: s1 released
+    assert s1 in out and c1 not in out and s1.parent_span_id == c1.span_id
+    lk.add([late])
+    lk.flush()
+    assert late.parent_span_id is None
+
+
+def test_clocks_that_agree_shrink_the_slack_so_a_lost_clients_neighbour_does_not_fit():
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    cs = [client(i * 10, 3, s=("10.1.0.3", 8080)) for i in range(60)]
+    ss = [server(i * 10 + 1, 1) for i in range(60)]
+    lk.add(cs + ss)
+    lk.flush()
+    assert all(s.parent_span_id == c.span_id for c, s in zip(cs, ss))
+    assert lk.slack_for("a", "b") == lk.strict_ns and lk.slack_for("a", "c") == 50 * MS
+    # Request 1000's server is lost and 1001's client is lost: 1001's server (starting 1 ms
+    # after 1000's client ended) fitted 1000's client within 50 ms; not within the exact slack.
+    c = client(1000, 3, s=("10.1.0.3", 8080))
+    s = server(1004, 1)
+    lk.add([c, s])
+    lk.flush()
+    assert s.parent_span_id is None
