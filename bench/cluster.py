@@ -23,8 +23,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from tests.support.live import free_port
-from tests.support.netsim import CLUSTER_IP, leftovers, topology
+from support.live import free_port
+from support.netsim import CLUSTER_IP, leftovers, topology
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -156,7 +156,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
                              "127.0.0.1", "--otlp-grpc-port", str(otlp_grpc), "--otlp-http-port",
                              str(otlp_http), "--port", str(hub_api), "--link-window", "5"],
                      ENV, "hub", timeout_s=60)
-        app = [PY, "-m", "tests.support.cluster_app"]
+        app = [PY, "-m", "support.cluster_app"]
         _start(stack, n3.run("env", "OTEL_SERVICE_NAME=stock", *app, "stock", "--bind", n3.ip,
                              "--port", "8081", "--fail-from", str(requests // 2), "--fail-pct", "30"),
                ENV, "stock", stream="stdout")
@@ -180,7 +180,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
         for a, node in zip(agents, topo.nodes):  # they compile their eBPF programs at once
             _wait_line(a, "ready", 300, f"agent {node.name}", work / f"agent-{node.name}.log")
         out["agents_start_s"] = round(time.monotonic() - t0, 1)
-        load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "tests.support.cluster_app",
+        load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "support.cluster_app",
                                      "load", "--url", f"http://{CLUSTER_IP}:80", "--requests",
                                      str(requests), "--conns", str(conns)),
                               env=ENV, capture_output=True, text=True, timeout=900)

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from bench.cluster import simulate
-from tests.support.netsim import leftovers
+from support.netsim import leftovers
 
 pytestmark = [pytest.mark.slow, pytest.mark.ebpf]
 

@@ -12,7 +12,7 @@ import pytest
 from capture.enrich.nat import NAT_SERVER, NatTable, parse
 from capture.scope import Scope, from_config
 from capture.span import Span
-from tests.support.netsim import CLUSTER_IP, leftovers, topology
+from support.netsim import CLUSTER_IP, leftovers, topology
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 

@@ -4,9 +4,9 @@
 and `load` (N requests over C keep-alive connections, request ids in the query string so
 a benchmark can tell which client span belongs with which server span).
 
-python -m tests.support.cluster_app stock --bind 10.77.0.3 --port 8081 [--fail-from N --fail-pct P]
-python -m tests.support.cluster_app web --bind 10.77.0.2 --port 8080 --stock http://10.77.0.3:8081
-python -m tests.support.cluster_app load --url http://10.96.0.10:80 --requests 10000 --conns 16
+python -m support.cluster_app stock --bind 10.77.0.3 --port 8081 [--fail-from N --fail-pct P]
+python -m support.cluster_app web --bind 10.77.0.2 --port 8080 --stock http://10.77.0.3:8081
+python -m support.cluster_app load --url http://10.96.0.10:80 --requests 10000 --conns 16
 """
 from __future__ import annotations
 
