@@ -7,7 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from capture.export.otlp_proto import decode
-from tests.guardian.agent_proc import AgentProcess
+from support.agent_proc import AgentProcess
 from tests.guardian.test_agent import write_replay
 
 
