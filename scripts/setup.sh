@@ -24,6 +24,8 @@ APT_PACKAGES=(
   golang-go gcc libc6-dev openjdk-17-jre-headless
   # Go PostgreSQL driver for the demo inventory service (built offline, GOPATH mode)
   golang-github-lib-pq-dev
+  # the fault lab (lab/): CPU hogs and packet loss on one service's port
+  stress-ng nftables
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
