@@ -211,14 +211,15 @@ def descendants(pid: int) -> list[int]:
 
 
 class CpuThrottle:
-    """CFS quota on the service's cgroup: `share` of one CPU per period."""
+    """CFS quota on the service's cgroup: `share` of one CPU per period. A long period makes
+    the stalls long: once the quota is spent, every thread waits for the next period."""
 
-    def __init__(self, name: str, pid: int, share: float) -> None:
-        self.cg, self.pid, self.share = Cgroup(name, "cpu"), pid, share
+    def __init__(self, name: str, pid: int, share: float, period_us: int = 500_000) -> None:
+        self.cg, self.pid, self.share, self.period = Cgroup(name, "cpu"), pid, share, period_us
 
     def apply(self) -> None:
         self.cg.enter(descendants(self.pid))
-        period = 100_000
+        period = self.period
         quota = max(1000, int(period * self.share))
         if self.cg.v2:
             self.cg.write("cpu.max", f"{quota} {period}")
@@ -229,7 +230,7 @@ class CpuThrottle:
     def remove(self) -> None:
         try:
             if self.cg.v2:
-                self.cg.write("cpu.max", "max 100000")
+                self.cg.write("cpu.max", f"max {self.period}")
             else:
                 self.cg.write("cpu.cfs_quota_us", "-1")
         except OSError:

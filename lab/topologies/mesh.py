@@ -229,9 +229,9 @@ class Mesh:
             sym = "backlog" if not sp["services"][svc].get("routes") else "slow"
             out += [
                 FaultPlan("cpu_contention", svc, "saturation", lambda r, s, svc=svc: F.CpuContention(
-                    self.pid(svc), {"mild": 2, "medium": 3, "strong": 5}[s]), sym, f, kind_aliases=["latency"], **t),
+                    self.pid(svc), {"mild": 4, "medium": 8, "strong": 12}[s]), sym, f, kind_aliases=["latency"], **t),
                 FaultPlan("cpu_throttle", svc, "saturation", lambda r, s, svc=svc: F.CpuThrottle(
-                    svc, self.pid(svc), {"mild": 0.06, "medium": 0.03, "strong": 0.015}[s]), sym, f,
+                    svc, self.pid(svc), {"mild": 0.01, "medium": 0.005, "strong": 0.0025}[s]), sym, f,
                     kind_aliases=["latency"], **t),
                 FaultPlan("process_pause", svc, "latency", lambda r, s, svc=svc: F.Pause(
                     self.pid(svc), {"mild": 0.15, "medium": 0.3, "strong": 0.6}[s], 0.4), sym, f,
@@ -261,8 +261,8 @@ class Mesh:
             "backlog", self._feature(updater), operation=op, kind_aliases=["saturation"], **pt))
         ptarget = sp["pool_target"]
         out.append(FaultPlan("pool_exhaustion", ptarget, "saturation", lambda r, s: F.Switch(
-            self.cfg.control / ptarget, {"route": "*", "mode": "leak", "ms": {"mild": 800, "medium": 1500,
-                                                                              "strong": 3000}[s]}),
+            self.cfg.control / ptarget, {"route": "*", "mode": "leak", "ms": {"mild": 4000, "medium": 6000,
+                                                                              "strong": 10000}[s]}),
             "failing", self._feature(ptarget), kind_aliases=["latency", "error"], **self._truth(ptarget)))
         dtarget = sp["dns_target"]
         out.append(FaultPlan("dns_failure", "dnsmasq", "dependency", lambda r, s: F.Hosts(

@@ -105,10 +105,10 @@ class Shop:
             t = self._truth(svc)
             out += [
                 FaultPlan("cpu_contention", svc, "saturation", lambda r, s, svc=svc: F.CpuContention(
-                    self.pid(svc), {"mild": 2, "medium": 3, "strong": 5}[s]), "slow", feat[svc],
+                    self.pid(svc), {"mild": 4, "medium": 8, "strong": 12}[s]), "slow", feat[svc],
                     kind_aliases=["latency"], **t),
                 FaultPlan("cpu_throttle", svc, "saturation", lambda r, s, svc=svc: F.CpuThrottle(
-                    svc, self.pid(svc), {"mild": 0.08, "medium": 0.04, "strong": 0.02}[s]), "slow", feat[svc],
+                    svc, self.pid(svc), {"mild": 0.01, "medium": 0.005, "strong": 0.0025}[s]), "slow", feat[svc],
                     kind_aliases=["latency"], **t),
             ]
         for svc in ("inventory", "payments", "recommend", "redis", "postgres"):

@@ -36,7 +36,8 @@ MESH12 = {
                             {"call": "orders", "route": "POST /orders", "timeout": 4}],
             "GET /search": [{"call": "search", "route": "GET /q", "timeout": 4}]}},
         "catalog": {"lang": "go", "routes": {
-            "GET /items": [{"sql": "SELECT id, name, price_cents FROM items WHERE category = ($R % 400) LIMIT 20"},
+            "GET /items": [{"sql": "SELECT id, name, price_cents FROM items WHERE category = ($R % 400) "
+                                   "ORDER BY price_cents DESC LIMIT 20"},
                            {"redis": ["GET", "catalog:hot:$R"]}, {"work": 1}],
             "GET /item": [{"sql": "SELECT id, name FROM items WHERE id = $R"}, {"work": 1}]}},
         "recs": {"lang": "python", "dns": True, "routes": {
@@ -55,7 +56,7 @@ MESH12 = {
             "GET /quote": [{"sql": "SELECT cents FROM prices WHERE sku = $R"}, {"call": "tax", "route": "GET /rate"},
                            {"work": 1}]}},
         "tax": {"lang": "node", "routes": {"GET /rate": [{"work": 1}]}},
-        "orders": {"lang": "python", "pool": 4, "routes": {
+        "orders": {"lang": "python", "pool": 2, "routes": {
             "POST /orders": [{"sql": "INSERT INTO orders (sku) VALUES ($R) RETURNING id"}, {"push": "fulfil-q"},
                              {"work": 1}]}},
         "fulfil": {"lang": "go", "consume": {
@@ -99,7 +100,7 @@ GRID14 = {
             "GET /m/feed": [{"par": [{"call": "listing", "route": "GET /list"}, {"call": "media", "route": "GET /thumb"}]}]}},
         "session": {"lang": "go", "routes": {"GET /s": [{"redis": ["GET", "sess:$R"]}, {"work": 1}]}},
         "listing": {"lang": "python", "dns": True, "routes": {
-            "GET /list": [{"sql": "SELECT id, name FROM items WHERE category = ($R % 400) LIMIT 15"},
+            "GET /list": [{"sql": "SELECT id, name FROM items WHERE category = ($R % 400) ORDER BY name LIMIT 15"},
                           {"call": "media", "route": "GET /thumb"}, {"work": 1}]}},
         "media": {"lang": "go", "routes": {"GET /thumb": [{"redis": ["GET", "img:$R"]}, {"work": 2}]}},
         "reviews": {"lang": "node", "routes": {"GET /top": [{"redis": ["ZREVRANGE", "rev:$R", "0", "4"]},
@@ -110,7 +111,7 @@ GRID14 = {
                             {"call": "rates", "route": "GET /fx", "timeout": 1.0, "retries": 3}, {"work": 3}]}},
         "geo": {"lang": "go", "routes": {"GET /where": [{"work": 1}]}},
         "rates": {"lang": "go", "routes": {"GET /fx": [{"sql": "SELECT cents FROM prices WHERE sku = $R"}]}},
-        "ledger": {"lang": "python", "pool": 3, "routes": {
+        "ledger": {"lang": "python", "pool": 2, "routes": {
             "POST /entry": [{"sql": "INSERT INTO orders (sku) VALUES ($R) RETURNING id"}, {"push": "parcels"}]}},
         "shipping": {"lang": "python", "consume": {
             "parcels": [{"sql": "UPDATE stock SET qty = qty - 1 WHERE sku = ($R % 40) + 1 RETURNING qty"},
