@@ -172,10 +172,14 @@ async function consume(queue, steps) {
 
 for (const [q, steps] of Object.entries(cfg.consume || {})) consume(q, steps);
 if (cfg.port) {
-  http.createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     req.resume();
     req.on('end', () => { handle(req, res).catch((e) => send(res, 500, { ok: false, error: e.message })); });
-  }).listen(cfg.port, '127.0.0.1', () => console.log(`${cfg.name} listening on ${cfg.port}`));
+  });
+  // callers keep connections open between calls; node's 5 s idle close races their reuse
+  server.keepAliveTimeout = 120000;
+  server.headersTimeout = 121000;
+  server.listen(cfg.port, '127.0.0.1', () => console.log(`${cfg.name} listening on ${cfg.port}`));
 } else {
   console.log(`${cfg.name} consuming`);
 }

@@ -97,6 +97,35 @@ def _conn(peer: str, timeout: float) -> http.client.HTTPConnection:
     return c
 
 
+def _exchange(peer: str, method: str, path: str, timeout: float) -> tuple[http.client.HTTPResponse, bytes]:
+    """One request on this thread's kept-alive connection; a connection the server closed
+    while idle is replaced once, as HTTP clients do (not a retry of the call)."""
+    body = b"{}" if method == "POST" else None
+    headers = {"Content-Type": "application/json"} if body else {}
+    for attempt in (0, 1):
+        c = _conn(peer, timeout)
+        reused = c.sock is not None
+        try:
+            c.request(method, path, body=body, headers=headers)
+            r = c.getresponse()
+            return r, r.read()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            _drop(c)
+            if not reused or attempt:
+                raise
+        except (OSError, http.client.HTTPException):
+            _drop(c)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _drop(c: http.client.HTTPConnection) -> None:
+    c.close()
+    for k, v in list(local.conns.items()):
+        if v is c:
+            del local.conns[k]
+
+
 def call(step: dict) -> object:
     """One HTTP call, with the step's timeout and retries; the answer must carry a number."""
     peer = step["call"]
@@ -104,15 +133,9 @@ def call(step: dict) -> object:
     tries = 1 + step.get("retries", 0)
     last = ""
     for _ in range(tries):
-        c = _conn(peer, step.get("timeout", 2.0))
         try:
-            body = b"{}" if method == "POST" else None
-            c.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
-            r = c.getresponse()
-            data = r.read()
+            r, data = _exchange(peer, method, path, step.get("timeout", 2.0))
         except (OSError, http.client.HTTPException) as e:
-            c.close()
-            local.conns.pop(next(k for k, v in local.conns.items() if v is c), None)
             last = f"{peer}: {type(e).__name__}"
             continue
         if r.status >= 500:

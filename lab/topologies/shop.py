@@ -103,12 +103,15 @@ class Shop:
             ]
         for svc in ("inventory", "payments", "recommend", "frontend"):
             t = self._truth(svc)
-            out += [
+            # inventory and payments spend too little CPU per request at this rate to feel contention
+            out += [] if svc in ("inventory", "payments") else [
                 FaultPlan("cpu_contention", svc, "saturation", lambda r, s, svc=svc: F.CpuContention(
                     self.pid(svc), {"mild": 4, "medium": 8, "strong": 12}[s]), "slow", feat[svc],
-                    kind_aliases=["latency"], **t),
+                    kind_aliases=["latency"], **t)]
+            out += [
                 FaultPlan("cpu_throttle", svc, "saturation", lambda r, s, svc=svc: F.CpuThrottle(
-                    svc, self.pid(svc), {"mild": 0.01, "medium": 0.005, "strong": 0.0025}[s]), "slow", feat[svc],
+                    svc, self.pid(svc), {"mild": 0.004, "medium": 0.002, "strong": 0.001}[s], 1_000_000),
+                    "slow", feat[svc],
                     kind_aliases=["latency"], **t),
             ]
         for svc in ("inventory", "payments", "recommend", "redis", "postgres"):
