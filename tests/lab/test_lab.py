@@ -173,3 +173,28 @@ def test_recorded_cases_follow_the_contract():
         assert min(starts) < ws, d.name  # a baseline before the window
     if topologies["heldout"]:
         assert topologies["heldout"] - topologies["lab"], "held-out needs a topology never seen in tuning"
+
+
+def test_variants_strip_status_add_internal_spans_thin_out_and_cut_short(tmp_path):
+    from lab.variants import make
+
+    case = next(d for d in _cases() if json.loads((d / "expected.json").read_text())["fault_class"] != "none")
+    exp = json.loads((case / "expected.json").read_text())
+
+    def spans(d: Path) -> list[dict]:
+        with gzip.open(d / "spans.jsonl.gz", "rt") as f:
+            return [json.loads(line) for line in f]
+
+    orig = spans(case)
+    nostatus = spans(make(case, tmp_path, "nostatus"))
+    assert len(nostatus) == len(orig)
+    assert all(s["status_code"] == "UNSET" and "http.response.status_code" not in s["attributes"] for s in nostatus)
+    inner = spans(make(case, tmp_path, "internal"))
+    by_id = {s["span_id"]: s for s in inner}
+    internal = [s for s in inner if s["kind"] == "INTERNAL"]
+    assert internal and all(by_id[s["parent_span_id"]]["resource"] == s["resource"] for s in internal)
+    sparse = spans(make(case, tmp_path, "sparse"))
+    assert 0 < len({s["trace_id"] for s in sparse}) < 0.3 * len({s["trace_id"] for s in orig})
+    partial = spans(make(case, tmp_path, "partial"))
+    assert max(s["end_time_unix_nano"] for s in partial) < exp["fault_end_ns"]
+    assert json.loads((tmp_path / "partial" / case.name / "expected.json").read_text())["variant"] == "partial"
