@@ -37,33 +37,38 @@ class Shape:
     answers): the caller's CLIENT span grows, the service's SERVER span does not (it has
     answered before the wait). Unclassified traffic bypasses htb (no default class).
     With `flap_kbit`, a thread switches the rate between the two at random every 50-400 ms
-    (jitter: the queue fills and drains)."""
+    (jitter: the queue fills and drains). Several recorders share the root qdisc: each port
+    has its own class and filter, and the root goes when the last class goes (under a lock)."""
 
     def __init__(self, port: int, kbit: int, flap_kbit: int | None = None, seed: int = 0,
                  dev: str = "lo") -> None:
         self.port, self.kbit, self.flap, self.dev = port, kbit, flap_kbit, dev
+        self.classid = f"1:{0x100 + port % 0xfe00:x}"
+        self.prio = str(1 + port % 0xfff0)
         self.applied = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seed = seed
 
     def _class(self, verb: str, kbit: int) -> None:
-        _run(["tc", "class", verb, "dev", self.dev, "parent", "1:", "classid", "1:40", "htb",
+        _run(["tc", "class", verb, "dev", self.dev, "parent", "1:", "classid", self.classid, "htb",
               "rate", f"{kbit}kbit", "ceil", f"{kbit}kbit", "burst", "256", "cburst", "256", "quantum", "1514"])
 
     def apply(self) -> None:
         if not shutil.which("tc"):
             raise FaultError("tc not found (iproute2)")
-        root = _run(["tc", "qdisc", "show", "dev", self.dev, "root"]).stdout
-        if "htb 1:" in root:
-            remove_shaping(self.dev)  # ours, left by a crashed run
-        elif root.strip() and "noqueue" not in root:
-            raise FaultError(f"{self.dev} has a root qdisc that is not ours: {root.strip()}")
-        _run(["tc", "qdisc", "add", "dev", self.dev, "root", "handle", "1:", "htb"])
-        self.applied = True
-        self._class("add", self.kbit)
-        _run(["tc", "filter", "add", "dev", self.dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-              "match", "ip", "sport", str(self.port), "0xffff", "flowid", "1:40"])
+        with _tc_lock():
+            root = _run(["tc", "qdisc", "show", "dev", self.dev, "root"]).stdout
+            if "htb 1:" not in root:
+                if root.strip() and "noqueue" not in root:
+                    raise FaultError(f"{self.dev} has a root qdisc that is not ours: {root.strip()}")
+                _run(["tc", "qdisc", "add", "dev", self.dev, "root", "handle", "1:", "htb"])
+            self.applied = True
+            _run(["tc", "filter", "del", "dev", self.dev, "parent", "1:", "prio", self.prio], check=False)
+            _run(["tc", "class", "del", "dev", self.dev, "classid", self.classid], check=False)
+            self._class("add", self.kbit)
+            _run(["tc", "filter", "add", "dev", self.dev, "parent", "1:", "protocol", "ip", "prio", self.prio,
+                  "u32", "match", "ip", "sport", str(self.port), "0xffff", "flowid", self.classid])
         if self.flap:
             import random
 
@@ -86,9 +91,28 @@ class Shape:
         if self._thread:
             self._thread.join(2)
             self._thread = None
-        if self.applied:
-            remove_shaping(self.dev)
-            self.applied = False
+        if not self.applied:
+            return
+        with _tc_lock():
+            _run(["tc", "filter", "del", "dev", self.dev, "parent", "1:", "prio", self.prio], check=False)
+            _run(["tc", "class", "del", "dev", self.dev, "classid", self.classid], check=False)
+            if "class htb" not in _run(["tc", "class", "show", "dev", self.dev], check=False).stdout:
+                remove_shaping(self.dev)
+        self.applied = False
+
+
+class _tc_lock:
+    """An exclusive lock across processes for changes to the shared root qdisc."""
+
+    def __enter__(self):
+        import fcntl
+
+        self.f = open("/tmp/guardian-lab-tc.lock", "w")
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
 
 
 def remove_shaping(dev: str = "lo") -> None:
@@ -98,30 +122,37 @@ def remove_shaping(dev: str = "lo") -> None:
         _run(["tc", "qdisc", "del", "dev", dev, "root"], check=False)
 
 
-NFT_TABLE = "guardian_lab"
+def remove_shaping_of(ports: list[int], dev: str = "lo") -> None:
+    """A recorder's clean-up: its own classes only (other recorders may be shaping theirs)."""
+    for port in ports:
+        s = Shape(port, 1, dev=dev)
+        s.applied = True
+        s.remove()
 
 
 class Loss:
     """nftables drops `pct` % of the packets leaving the service's port (its answers and
-    ACKs): TCP retransmits them after its timeout, so some calls take 200 ms+ longer."""
+    ACKs): TCP retransmits them after its timeout, so some calls take 200 ms+ longer.
+    One table per port, so recorders running side by side do not undo each other."""
 
     def __init__(self, port: int, pct: int) -> None:
         self.port, self.pct = port, pct
+        self.table = f"guardian_lab_{port}"
         self.applied = False
 
     def apply(self) -> None:
         if not shutil.which("nft"):
             raise FaultError("nft not found (make setup installs nftables)")
-        _run(["nft", "delete", "table", "inet", NFT_TABLE], check=False)
-        _run(["nft", "add", "table", "inet", NFT_TABLE])
+        _run(["nft", "delete", "table", "inet", self.table], check=False)
+        _run(["nft", "add", "table", "inet", self.table])
         self.applied = True
-        _run(["nft", "add", "chain", "inet", NFT_TABLE, "out", "{ type filter hook output priority 0 ; }"])
-        _run(["nft", "add", "rule", "inet", NFT_TABLE, "out", "tcp", "sport", str(self.port),
+        _run(["nft", "add", "chain", "inet", self.table, "out", "{ type filter hook output priority 0 ; }"])
+        _run(["nft", "add", "rule", "inet", self.table, "out", "tcp", "sport", str(self.port),
               "numgen", "random", "mod", "100", "<", str(self.pct), "drop"])
 
     def remove(self) -> None:
         if self.applied:
-            _run(["nft", "delete", "table", "inet", NFT_TABLE], check=False)
+            _run(["nft", "delete", "table", "inet", self.table], check=False)
             self.applied = False
 
 

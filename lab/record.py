@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from lab.capture import LabCapture
-from lab.faults import FaultError, remove_shaping
+from lab.faults import FaultError, remove_shaping_of
 from lab.topologies import load
 from lab.topology import LOADS, STRENGTHS, FaultPlan
 
@@ -62,6 +62,27 @@ def sample_traces(spans: list, share: float) -> list:
         return spans
     cut = int(share * 2**32)
     return [s for s in spans if int(s.trace_id[-8:], 16) < cut]
+
+
+def effect(spans: list, service: str, port: int | None, base_end: int, start: int, end: int) -> dict:
+    """What the fault did to the target as its callers saw it (CLIENT spans to its port; its own
+    spans when it has no port): calls, p50/p90 latency and error share, baseline vs fault.
+    A mild fault on a quiet service can leave no trace at all; this says how much there is."""
+    def pick(s) -> bool:
+        if port is not None:
+            return s.kind == "CLIENT" and s.attributes.get("server.port") == port
+        return s.service == service
+
+    def stats(group: list) -> dict:
+        durs = sorted((s.end_time_unix_nano - s.start_time_unix_nano) / 1e6 for s in group)
+        n = len(durs)
+        return {"calls": n, "p50_ms": round(durs[n // 2], 1) if n else None,
+                "p90_ms": round(durs[int(n * 0.9)], 1) if n else None,
+                "errors": round(sum(s.status_code == "ERROR" for s in group) / n, 3) if n else None}
+
+    mine = [s for s in spans if pick(s)]
+    return {"baseline": stats([s for s in mine if s.start_time_unix_nano < base_end]),
+            "fault": stats([s for s in mine if start <= s.start_time_unix_nano <= end])}
 
 
 def write_case(d: Path, spans, question_text: str, expected: dict) -> int:
@@ -125,7 +146,7 @@ class Recorder:
                     self.say(f"case {i + 1}/{len(todo)} skipped: {e}")
             return 0
         finally:
-            remove_shaping()
+            remove_shaping_of(list(self.topo.ports.values()))
             self.say("stopping …")
             self.topo.stop()
             self.cap.stop()
@@ -191,6 +212,9 @@ class Recorder:
             "load": load_name, "host_load": [round(x, 2) for x in load_avg],
             "spans": len(spans), "spans_in_window": in_window, "baseline_trace_share": round(kept_share, 3),
         }
+        if plan:
+            expected["effect"] = effect(spans, plan.service, self.topo.ports.get(plan.service), ws,
+                                        int(fault_start * 1e9), int(fault_end * 1e9))
         q = question(rng, plan.symptom if plan else "none", plan.feature if plan else rng.choice(self.topo.features),
                      fault_start if plan else window_start)
         return write_case(self.out / name, spans, q, expected)

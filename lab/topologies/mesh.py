@@ -218,10 +218,10 @@ class Mesh:
                 FaultPlan("network_delay", svc, "network", lambda r, s, port=port: F.Shape(port, strength_kbit[s]),
                           "slow", f, kind_aliases=["latency"], **t),
                 FaultPlan("network_loss", svc, "network", lambda r, s, port=port: F.Loss(
-                    port, {"mild": 8, "medium": 15, "strong": 30}[s]), "slow", f,
+                    port, {"mild": 15, "medium": 25, "strong": 40}[s]), "slow", f,
                     kind_aliases=["latency", "error"], **t),
                 FaultPlan("network_jitter", svc, "network", lambda r, s, port=port: F.Shape(
-                    port, {"mild": 96, "medium": 48, "strong": 20}[s], 100_000, r.randrange(10**6)),
+                    port, {"mild": 48, "medium": 24, "strong": 12}[s], 100_000, r.randrange(10**6)),
                     "slow", f, kind_aliases=["latency"], **t),
             ]
         for svc in routed + [n for n, s in sp["services"].items() if s.get("consume")]:

@@ -47,7 +47,7 @@ def lab_service(tmp: Path, routes: dict):
                 time.sleep(0.2)
         yield port, proc.pid
     finally:
-        F.remove_shaping()
+        F.remove_shaping_of([port])
         proc.kill()
         proc.wait(5)
 
@@ -63,23 +63,27 @@ def median_ms(port: int, seconds: float = 1.5, timeout: float = 5.0) -> float:
     return out[len(out) // 2]
 
 
+def _classes() -> str:
+    return subprocess.run(["tc", "class", "show", "dev", "lo"], capture_output=True, text=True).stdout
+
+
 @pytest.mark.slow
 def test_shaping_delays_the_answers_then_goes_away(tmp_path):
-    with lab_service(tmp_path, {"GET /work": [{"work": 1}]}) as (port, _):
-        before = median_ms(port)
+    with lab_service(tmp_path, {"GET /work": [{"work": 1}]}) as (port, _), \
+            lab_service(tmp_path, {"GET /work": [{"work": 1}]}) as (other, _):
+        before, before_other = median_ms(port), median_ms(other)
         shape = F.Shape(port, 24)
         shape.apply()
         try:
-            assert "htb" in subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True,
-                                           text=True).stdout
-            during = median_ms(port)
+            assert f"class htb {shape.classid} " in _classes()
+            during, other_during = median_ms(port), median_ms(other)
         finally:
             shape.remove()
         after = median_ms(port)
         assert during > before + 30, (before, during)
+        assert other_during < before_other + 20, (before_other, other_during)  # only that port
         assert after < during / 3, (during, after)
-        assert "htb" not in subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True,
-                                           text=True).stdout
+        assert f"class htb {shape.classid} " not in _classes()
 
 
 def _state(pid: int) -> str:
