@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lab.capture import LabCapture
 from lab.faults import FaultError, remove_shaping_of
+from lab.labels import kind_aliases
 from lab.topologies import load
 from lab.topology import LOADS, STRENGTHS, FaultPlan
 
@@ -201,7 +202,7 @@ class Recorder:
             "aliases": plan.aliases if plan else [],
             "operation": plan.operation if plan else None,
             "kind": plan.kind if plan else "none",
-            "kind_aliases": plan.kind_aliases if plan else [],
+            "kind_aliases": kind_aliases(plan.fault_class, plan.kind, plan.kind_aliases) if plan else [],
             "fault_class": cls,
             "fault_start_ns": int(fault_start * 1e9) if plan else 0,
             "fault_end_ns": int(fault_end * 1e9) if plan else 0,
