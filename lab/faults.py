@@ -52,7 +52,7 @@ class Shape:
 
     def _class(self, verb: str, kbit: int) -> None:
         _run(["tc", "class", verb, "dev", self.dev, "parent", "1:", "classid", self.classid, "htb",
-              "rate", f"{kbit}kbit", "ceil", f"{kbit}kbit", "burst", "256", "cburst", "256", "quantum", "1514"])
+              "rate", f"{kbit}kbit", "ceil", f"{kbit}kbit", "burst", "1", "cburst", "1", "quantum", "1514"])
 
     def apply(self) -> None:
         if not shutil.which("tc"):
