@@ -159,7 +159,9 @@ class Recorder:
         what = f"{cls} on {plan.service}" if plan else "no fault"
         self.say(f"case {i + 1}: {what} (strength {strength}, load {load_name})")
         self.topo.set_load(LOADS[load_name])
-        self.wait(a.baseline + rng.uniform(0, 10), "baseline")
+        # the baseline slice starts a few seconds after a load change (the shop restarts its
+        # load generator), so it holds the new level only
+        self.wait(a.baseline + 8 + rng.uniform(0, 10), "baseline")
         window_start = time.time()
         self.wait(rng.uniform(2, 8), "before the fault")
         duration = rng.uniform(a.min_fault, a.max_fault)
