@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=float, default=40.0, help="seconds of spans before the window")
     p.add_argument("--min-fault", type=float, default=25.0)
     p.add_argument("--max-fault", type=float, default=40.0)
-    p.add_argument("--max-baseline-spans", type=int, default=2500,
+    p.add_argument("--max-baseline-spans", type=int, default=1500,
                    help="sample baseline traces down to about this many spans (window spans are all kept)")
     p.add_argument("--recovery", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=20.0)
