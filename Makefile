@@ -5,7 +5,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # What `make test-fast` leaves out: eBPF, root, real servers, slow runs, the local LLM.
 FAST := not ebpf and not root and not servers and not slow and not llm
 
-.PHONY: setup setup-demo demo test test-fast setup-llm bench eval clean
+.PHONY: setup setup-demo demo test test-fast setup-llm bench eval lab lab-heldout clean
 
 setup:
 	@bash scripts/setup.sh test
@@ -35,6 +35,17 @@ eval: setup
 	done
 
 # make bench: list them; make bench BENCH_ARGS="parsers --seconds 1"; make bench BENCH_ARGS=all
+# Fault lab (lab/README.md): record labelled cases with the real eBPF capture. Long (about
+# 1.5 min per case); LAB_CASES sets how many per topology.
+LAB_CASES ?= 20
+lab: setup
+	nice -n 10 $(PY) -m lab.record --topology shop --cases $(LAB_CASES) --seed 1 --out evals/lab
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases $(LAB_CASES) --seed 11 --out evals/lab
+
+lab-heldout: setup
+	nice -n 10 $(PY) -m lab.record --topology grid14 --cases $(LAB_CASES) --seed 101 --out evals/heldout
+	nice -n 10 $(PY) -m lab.record --topology shop --cases $(LAB_CASES) --seed 102 --out evals/heldout
+
 bench: setup
 	@$(PY) -m bench.run $(BENCH_ARGS)
 

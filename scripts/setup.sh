@@ -38,6 +38,8 @@ APT_TEST=(
   chromium prometheus-alertmanager
   # cluster simulation: a DNAT "ClusterIP" in network namespaces, and its conntrack entries
   iptables conntrack
+  # the fault lab (lab/): CPU hogs and packet loss on one service's port
+  stress-ng nftables
 )
 APT_PACKAGES=("${APT_DEMO[@]}")
 [ "$MODE" = test ] && APT_PACKAGES+=("${APT_TEST[@]}")
