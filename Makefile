@@ -33,8 +33,11 @@ eval: setup
 	@for d in evals/lab evals/heldout; do \
 		if [ -d $$d ]; then echo; echo "== $$d"; $(PY) -m guardian.cli.main eval $$d --engine deterministic; fi; \
 	done
+	@# spans as public data sets carry them (no status, internal spans, sparse, partial): made, not kept
+	@rm -rf build/lab-variants && $(PY) -m lab.variants evals/lab --out build/lab-variants --every 7 >/dev/null
+	@for v in build/lab-variants/*; do echo; echo "== evals/lab as $$(basename $$v)"; \
+		$(PY) -m guardian.cli.main eval $$v --engine deterministic; done
 
-# make bench: list them; make bench BENCH_ARGS="parsers --seconds 1"; make bench BENCH_ARGS=all
 # Fault lab (lab/README.md): record labelled cases with the real eBPF capture. Long (about
 # 1.5 min per case); LAB_CASES sets how many per topology.
 LAB_CASES ?= 20
@@ -46,6 +49,7 @@ lab-heldout: setup
 	nice -n 10 $(PY) -m lab.record --topology grid14 --cases $(LAB_CASES) --seed 101 --out evals/heldout
 	nice -n 10 $(PY) -m lab.record --topology shop --cases $(LAB_CASES) --seed 102 --out evals/heldout
 
+# make bench: list them; make bench BENCH_ARGS="parsers --seconds 1"; make bench BENCH_ARGS=all
 bench: setup
 	@$(PY) -m bench.run $(BENCH_ARGS)
 

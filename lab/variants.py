@@ -1,84 +1,24 @@
-"""Variants of recorded cases with spans as public data sets carry them, to test that the
-investigator holds on them: no status codes, internal spans, sparse services, partial windows.
+"""Variants of the recorded lab cases with spans as public data sets carry them (no status codes,
+internal spans, sparse services, partial windows), written as out/<variant>/<case> folders.
 
-    python -m lab.variants evals/lab --out evals/lab-variants [--kinds nostatus,internal,sparse,partial]
+    python -m lab.variants evals/lab --out evals/lab-variants [--kinds nostatus,internal,sparse,partial] [--every N]
 
-Each variant is a full case folder (same contract); expected.json gets "variant".
+The transforms are guardian.evals.variants' (one copy); this adds the lab's folder layout and --every.
 """
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import random
 import sys
 from pathlib import Path
 
-from capture.span import Span, new_span_id
+from guardian.evals.variants import VARIANTS, make_variant
 
-STATUS_ATTRS = ("http.response.status_code", "rpc.grpc.status_code", "db.response.status_code",
-                "error.type", "exception.message")
-
-
-def no_status(spans: list[Span], rng: random.Random, exp: dict) -> list[Span]:
-    """Status left unset and status attributes dropped, as many exporters and data sets do."""
-    for s in spans:
-        s.status_code, s.status_message = "UNSET", ""
-        for k in STATUS_ATTRS:
-            s.attributes.pop(k, None)
-    return spans
-
-
-def internal(spans: list[Span], rng: random.Random, exp: dict) -> list[Span]:
-    """Every SERVER span gets an INTERNAL child named after its handler; the spans that were
-    its children hang below it (parent in the same service, as instrumented code makes)."""
-    out = list(spans)
-    mid: dict[str, str] = {}
-    for s in spans:
-        if s.kind == "SERVER":
-            i = Span(name=f"handle {s.name}", kind="INTERNAL", start_time_unix_nano=s.start_time_unix_nano + 1000,
-                     end_time_unix_nano=max(s.end_time_unix_nano - 1000, s.start_time_unix_nano + 1000),
-                     resource=dict(s.resource), trace_id=s.trace_id, span_id=new_span_id(),
-                     parent_span_id=s.span_id)
-            mid[s.span_id] = i.span_id
-            out.append(i)
-    for s in spans:
-        if s.parent_span_id in mid and s.kind != "SERVER":
-            s.parent_span_id = mid[s.parent_span_id]
-    return out
-
-
-def sparse(spans: list[Span], rng: random.Random, exp: dict) -> list[Span]:
-    """Traces kept at 15 %: each service is seen a handful of times per minute."""
-    keep = {t for t in {s.trace_id for s in spans} if rng.random() < 0.15}
-    return [s for s in spans if s.trace_id in keep]
-
-
-def partial(spans: list[Span], rng: random.Random, exp: dict) -> list[Span]:
-    """The data ends part-way into the fault: the window asked about runs past the data."""
-    if exp["fault_class"] == "none":
-        cut = exp["window_start_ns"] + (exp["window_end_ns"] - exp["window_start_ns"]) // 2
-    else:
-        cut = exp["fault_start_ns"] + (exp["fault_end_ns"] - exp["fault_start_ns"]) * 2 // 5
-    return [s for s in spans if s.end_time_unix_nano <= cut]
-
-
-KINDS = {"nostatus": no_status, "internal": internal, "sparse": sparse, "partial": partial}
+KINDS = tuple(VARIANTS)
 
 
 def make(case: Path, out: Path, kind: str, seed: int = 0) -> Path:
-    exp = json.loads((case / "expected.json").read_text())
-    with gzip.open(case / "spans.jsonl.gz", "rt") as f:
-        spans = [Span.from_dict(json.loads(line)) for line in f if line.strip()]
-    spans = KINDS[kind](spans, random.Random(f"{seed}-{case.name}-{kind}"), exp)
-    d = out / kind / case.name
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "question.txt").write_text((case / "question.txt").read_text())
-    (d / "expected.json").write_text(json.dumps({**exp, "variant": kind, "spans": len(spans)}, indent=2) + "\n")
-    spans.sort(key=lambda s: s.start_time_unix_nano)
-    with open(d / "spans.jsonl.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as f:
-        f.write(b"".join(s.json_line() for s in spans))
-    return d
+    """Case folder `case` as variant `kind`, written to out/kind/<case name>."""
+    return make_variant(case, out / kind / case.name, [kind], seed=seed)
 
 
 def main(argv: list[str] | None = None) -> int:
