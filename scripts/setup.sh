@@ -16,7 +16,7 @@ APT_PACKAGES=(
   # eBPF toolchain
   python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64
   # load generators and tools used by tests and benchmarks
-  wrk hey curl dnsutils openssl iproute2 procps psmisc
+  wrk hey curl dnsutils openssl iproute2 procps psmisc bpftool
   # real servers the tests and the demo talk to
   nginx-light postgresql mariadb-server mariadb-client redis-server rabbitmq-server
   memcached nats-server dnsmasq-base etcd-server etcd-client
