@@ -134,7 +134,8 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 DROP_WORDS = ("drop", "lost", "overflow", "full", "evict", "truncat", "skip", "gap", "error", "invalid",
-              "too_", "limit", "spill")
+              "too_", "limit", "spill", "without", "resync", "garbage", "bad_", "unwalked", "unresolved",
+              "degraded", "ignored", "failed")
 
 
 def drop_counters(metrics: dict[str, float]) -> dict[str, float]:
