@@ -265,10 +265,10 @@ class Soak:
         t = time.monotonic()
         inc.proc.popen.send_signal(signal.SIGTERM)
         try:
-            inc.proc.popen.wait(60)
+            inc.proc.popen.wait(self.args.sigterm_wait)
         except subprocess.TimeoutExpired:
             inc.proc.stop()
-            inc.end = "still running 60 s after SIGTERM: killed"
+            inc.end = f"still running {self.args.sigterm_wait:g} s after SIGTERM: killed"
             return None
         inc.end = "stopped"
         return round(time.monotonic() - t, 2)
@@ -387,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hostile-rate", type=float, default=2.0, help="hostile connections per second")
     p.add_argument("--min-last-s", type=float, default=20.0, help="at least this long after the last restart")
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds an agent may take to be ready")
+    p.add_argument("--sigterm-wait", type=float, default=60.0, help="seconds the last agent gets to exit on SIGTERM")
     p.add_argument("--workdir", help="default /tmp/guardian-soak-PID (removed at the end unless --keep)")
     p.add_argument("--keep", action="store_true", help="keep the workdir (logs) after the run")
     p.add_argument("--out", help="result file (default bench/results/soak-DATE.json)")

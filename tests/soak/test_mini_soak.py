@@ -24,7 +24,7 @@ def test_kill_9_and_restart_under_mixed_load(tmp_path):
     ebpf_or_skip()
     out, workdir = tmp_path / "soak.json", tmp_path / "work"
     cmd = [sys.executable, "-m", "bench.soak", "--no-shop", "--minutes", "0.75", "--baseline-minutes", "0.25",
-           "--kills", "1", "--min-last-s", "20", "--rate", "5", "--workdir", str(workdir), "--out", str(out),
+           "--kills", "1", "--min-last-s", "20", "--rate", "5", "--sigterm-wait", "20", "--workdir", str(workdir), "--out", str(out),
            "--json"]
     cp = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
