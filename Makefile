@@ -5,7 +5,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # What `make test-fast` leaves out: eBPF, root, real servers, slow runs, the local LLM.
 FAST := not ebpf and not root and not servers and not slow and not llm
 
-.PHONY: setup setup-demo demo test test-fast setup-llm bench eval lab lab-heldout clean
+.PHONY: setup setup-demo demo test test-fast setup-llm bench eval lab lab-heldout soak clean
 
 setup:
 	@bash scripts/setup.sh test
@@ -52,6 +52,10 @@ lab-heldout: setup
 # make bench: list them; make bench BENCH_ARGS="parsers --seconds 1"; make bench BENCH_ARGS=all
 bench: setup
 	@$(PY) -m bench.run $(BENCH_ARGS)
+
+# 30 minutes: the demo shop, mixed-protocol and hostile load, agent killed -9 twice (bench/soak.py)
+soak: setup
+	@$(PY) -m bench.soak --minutes 30 --json $(SOAK_ARGS)
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache

@@ -27,7 +27,7 @@ APT_DEMO=(
 )
 APT_TEST=(
   # load generators and tools used by tests and benchmarks
-  bpfcc-tools wrk hey curl dnsutils iproute2 procps psmisc
+  bpfcc-tools wrk hey curl dnsutils iproute2 procps psmisc bpftool
   # packet capture and the independent decoder the protocol-truth tests compare against
   tcpdump tshark
   # real servers the tests talk to

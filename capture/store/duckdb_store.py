@@ -8,8 +8,10 @@ oldest first. One connection guarded by a lock: DuckDB connections are not threa
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any, Iterable, Literal
 
 import duckdb
@@ -44,6 +46,26 @@ def _encode(value: dict[str, Any]) -> bytes:
     return orjson.dumps(value, default=str, option=_JSON_OPTS)
 
 
+_PRIVATE = 0o600
+_UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
+
+
+@contextmanager
+def _private_files(path: str | None):
+    """Files DuckDB creates meanwhile (the store, its WAL, which it deletes at each checkpoint
+    and re-creates at the next write) come out 0600: DuckDB has no mode option, so the
+    process umask is narrowed for the call. Nothing to do for an in-memory store."""
+    if not path or path == ":memory:":
+        yield
+        return
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        try:
+            yield
+        finally:
+            os.umask(old)
+
+
 def _json_path(key: str) -> str:
     return '$."' + key.replace('"', '\\"') + '"'
 
@@ -55,8 +77,13 @@ class DuckDBStore(SpanStore):
         self.max_age_s = max_age_s
         self.max_spans = max_spans
         self._lock = threading.RLock()
-        self._con = duckdb.connect(path or ":memory:")
-        self._con.execute(_SCHEMA)
+        if path and path != ":memory:":  # an existing store (and WAL) made by an older version, or by hand
+            for p in (path, f"{path}.wal"):
+                if os.path.exists(p):
+                    os.chmod(p, _PRIVATE)
+        with _private_files(path):
+            self._con = duckdb.connect(path or ":memory:")
+            self._con.execute(_SCHEMA)
         self._count = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
         self._last_age_check = 0.0
         self.evicted = 0
@@ -89,7 +116,7 @@ class DuckDBStore(SpanStore):
             [enc(s.attributes) for s in batch], [resource(s.resource) for s in batch],
         ]
         table = pa.table([pa.array(c, t) for c, t in zip(cols, _ARROW_TYPES)], names=list(_COLUMNS))
-        with self._lock:
+        with self._lock, _private_files(self.path):
             self._con.register("_batch", table)
             try:
                 self._con.execute("INSERT INTO spans SELECT * FROM _batch")
@@ -118,7 +145,7 @@ class DuckDBStore(SpanStore):
             self.evicted += before - self._count
 
     def flush(self) -> None:
-        with self._lock:
+        with self._lock, _private_files(self.path):
             if self.path:
                 self._con.execute("CHECKPOINT")
 

@@ -81,7 +81,7 @@ def create_app(
     jobs.after.append(incident_memory.after_investigation)
     slack = SlackService(settings.slack, jobs, metrics)
     scheduler = Scheduler(store, settings.schedule, slack if settings.slack.bot_token else None, metrics,
-                          engine=settings.api.engine)
+                          engine=settings.api.engine, memory=incident_memory)
     alert_receiver = AlertReceiver(store, jobs, settings.alerts, slack if settings.slack.bot_token else None,
                                    engine=settings.api.engine)
     mcp_endpoint, mcp_manager = (None, None)

@@ -3,6 +3,7 @@ post the report to Slack and/or a webhook, and keep every run in the history.
 
 One daemon thread; a run that fails (store error, Slack down) is recorded and the next one
 still happens. `run_once` is also what POST /v1/reports/run and `/guardian anomalies` call.
+An investigation attached to a report is kept in the incident memory (when given) like the API's.
 """
 from __future__ import annotations
 
@@ -50,9 +51,10 @@ def render(record: dict[str, Any]) -> str:
 
 class Scheduler:
     def __init__(self, store: SpanStore, settings: ScheduleSettings, slack=None, metrics=None,
-                 history: ReportHistory | None = None, engine: str = "auto"):
+                 history: ReportHistory | None = None, engine: str = "auto", memory=None):
         self.store, self.settings, self.slack, self.metrics = store, settings, slack, metrics
         self.engine = engine
+        self.memory = memory  # guardian.memory.hook.Memory: similar incidents, prior, record
         self.history = history or ReportHistory(settings.history_path, settings.history_max)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,8 +105,23 @@ class Scheduler:
             log.exception("investigation of scheduled report %s failed", record["id"])
             record["investigation_error"] = f"{type(e).__name__}: {e}"
             return
+        if self.memory is not None:
+            self._remember(record, question, TimeWindow(w["start_ns"], w["end_ns"]), report)
         record["investigation"] = report.model_dump(mode="json")
         record["text"] += "\n\n" + report.to_markdown()
+
+    def _remember(self, record: dict[str, Any], question: str, window: TimeWindow, report: Any) -> None:
+        """Similar incidents and the prior on the report, then recorded under the report's id (source
+        "schedule"), so that people can mark it like an investigation they asked for."""
+        from guardian.memory.hook import remember
+
+        top = record["anomalies"][0]
+        services = [str(top[k]) for k in ("service", "caller") if top.get(k)]
+        try:
+            remember(self.memory, record["id"], "schedule", question, window, report, services)
+            record["incident_id"] = record["id"]
+        except Exception:  # the report still goes out without its memory
+            log.exception("recording the investigation of scheduled report %s failed", record["id"])
 
     def _deliver(self, record: dict[str, Any], channel: str | None) -> None:
         channel = channel or self.settings.slack_channel

@@ -201,3 +201,35 @@ def test_concurrent_append_and_read():
     assert not errors and store.count() == 600
     assert {r.service: r.count for r in store.red(TimeWindow(T0, T0 + 10 * S))} == {
         "frontend": 150, "payments": 150}
+
+
+def _mode(path) -> int:
+    import os
+
+    return os.stat(path).st_mode & 0o777
+
+
+def test_store_file_and_wal_are_private_from_the_start(tmp_path):
+    """The store and its WAL are created 0600 under a permissive umask, also the WAL DuckDB
+    re-creates after each checkpoint; the process umask is left as it was."""
+    import os
+
+    path = tmp_path / "spans.duckdb"
+    wal = tmp_path / "spans.duckdb.wal"
+    old = os.umask(0o022)
+    try:
+        store, _ = seeded(10, path=str(path))
+        assert _mode(path) == 0o600
+        assert wal.exists() and _mode(wal) == 0o600
+        store.flush()  # CHECKPOINT: DuckDB deletes the WAL ...
+        store.append(call(50))  # ... and creates a new one at the next write
+        assert wal.exists() and _mode(wal) == 0o600
+        store.close()
+        assert os.umask(0o022) == 0o022
+        path.chmod(0o644)  # a store made world-readable elsewhere is tightened when opened
+        open_store(str(path)).close()
+        assert _mode(path) == 0o600
+        (tmp_path / "other").write_text("x")  # the umask of the process is untouched
+        assert _mode(tmp_path / "other") == 0o644
+    finally:
+        os.umask(old)

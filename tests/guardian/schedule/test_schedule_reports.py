@@ -121,3 +121,22 @@ def test_captured_text_in_a_report_is_inert():
     slack = to_mrkdwn(line)
     assert "<https://evil" not in slack and "<!channel>" not in slack and "](https://evil" not in line
     assert "0% -&gt; 40%" in slack and "`https://evil.example/p)`" in line
+
+
+def test_an_investigation_of_a_scheduled_report_is_kept_in_the_incident_memory(store, tmp_path):
+    """Like the API's: recorded under the report's id with source "schedule", listed by
+    GET /v1/incidents, and the next one finds it as a similar past incident once marked."""
+    app = create_app(store, {"api": {"token": TOKEN, "engine": "deterministic"},
+                             "memory": {"path": str(tmp_path / "memory.db")},
+                             "schedule": {"interval_s": 3600, "window": "10m", "investigate": True}})
+    with TestClient(app) as c:
+        first = c.post("/v1/reports/run", headers=AUTH).json()
+        assert first["investigation"]["root_causes"][0]["service"] == "payments"
+        assert first["incident_id"] == first["id"]
+        incidents = c.get("/v1/incidents", headers=AUTH).json()["incidents"]
+        mine = [i for i in incidents if i["id"] == first["id"]]
+        assert mine and mine[0]["source"] == "schedule" and mine[0]["top_service"] == "payments"
+        assert mine[0]["question"].startswith("What is causing this:")
+        app.state.memory.store.mark(first["id"], "right", by="test")
+        second = c.post("/v1/reports/run", headers=AUTH).json()
+        assert [s["id"] for s in second["investigation"]["similar"]] == [first["id"]]
