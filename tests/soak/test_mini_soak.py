@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from guardian.demo.procs import leftovers
-from tests.support.live import ebpf_or_skip
+from support.live import ebpf_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 
