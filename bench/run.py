@@ -26,6 +26,11 @@ BENCHES = {
     "capture": True,
     "dbload": True,
     "tls": True,
+    "start": True,
+    "fuzz": False,
+    "hostile": False,
+    "cluster": True,
+    "soak": True,
 }
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bench import soak_load, soak_probe
-from bench.soak_hostile import Hostile
+from bench.soaklib import load as soak_load, probe as soak_probe
+from bench.soaklib.hostile import Hostile
 from guardian.demo.config import REPO, DemoConfig, Ports, port_conflicts
 from guardian.demo.procs import DemoError, Proc, spawn, wait_until
 

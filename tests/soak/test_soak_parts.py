@@ -8,7 +8,7 @@ import struct
 
 from hyperframe.frame import Frame, HeadersFrame, SettingsFrame
 
-from bench import soak_hostile, soak_probe
+from bench.soaklib import hostile as soak_hostile, probe as soak_probe
 
 
 def test_metrics_parse_counters_and_pick_the_drops():

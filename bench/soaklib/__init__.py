@@ -1,0 +1,1 @@
+"""The soak's parts: load generators, hostile input, measurements (bench/soak.py runs them)."""
