@@ -4,11 +4,13 @@ linked right (>= 99 %) and never wrong; the investigator on the hub's store name
 injected on the remote node; nothing is left behind."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from bench.cluster import simulate
 from support.netsim import leftovers
 
 pytestmark = [pytest.mark.slow, pytest.mark.ebpf]
@@ -17,7 +19,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.ebpf]
 @pytest.mark.timeout(1200)  # three BCC compiles and a loaded 2-core machine
 @pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true", reason="needs root")
 def test_three_nodes_one_hub(tmp_path):
-    r = simulate(requests=1200, conns=16, work=tmp_path)
+    # its own process: chDB allows one data path per process, and this one may have opened another
+    code = ("import json, sys; from pathlib import Path; from bench.cluster import simulate; "
+            "print(json.dumps(simulate(requests=1200, conns=16, work=Path(sys.argv[1]))))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                         timeout=1150)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(run.stdout.strip().splitlines()[-1])
     assert r["load"]["failed"] == 0
     assert r["hub_malformed"] == 0
     # the capture saw most calls on both sides (a loaded machine may drop a few)
