@@ -112,6 +112,11 @@ class MysqlParser(Parser):
             else:
                 self._server(f.data[3], f.data[4:], f.end_ns)
         if synced and not reader.synced:
+            if side == Side.SERVER and self._state != IDLE and size is not None and size > len(data):
+                # A server writes a whole response at once: the uncopied tail of this write is the
+                # rest of the response in progress, so it ends here rather than being dropped.
+                self.stats["responses_ended_uncopied"] += 1
+                self._done(ts_ns)
             self._lose()
         return self._take()
 

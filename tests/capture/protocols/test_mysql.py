@@ -177,3 +177,29 @@ def test_kernel_detector_agrees_with_its_userspace_mirror():
     samples = own + OTHER_PROTOCOLS + [rng.randbytes(rng.choice((16, 64, 300))) for _ in range(3000)]
     assert agrees("mysql", detect, samples) == []
     assert all(kernel_detect("mysql")(data) for data in own[:1])  # the first message of the sample is detected
+
+
+def test_result_set_written_at_once_and_copied_in_part_still_ends_its_command():
+    # A server writes a whole result set in one write; the capture copies its first 4 KiB. The
+    # uncopied tail crosses packet boundaries (a 20 kB row, then the final EOF): the command
+    # ends with that write instead of being dropped with the lost framing.
+    import struct
+
+    def packet(seq, payload):
+        return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
+
+    def lenenc(b):
+        return (bytes([len(b)]) if len(b) < 251 else b"\xfc" + struct.pack("<H", len(b))) + b
+
+    query = packet(0, b"\x03SELECT '" + b"x" * 20000 + b"' AS big")
+    coldef = b"".join(lenenc(x) for x in (b"def", b"", b"", b"", b"big", b"")) + b"\x0c\x21\x00\x00\x00\x01\x00\xfd\x00\x00\x1f\x00\x00"
+    eof = b"\xfe\x00\x00\x02\x00"
+    resp = packet(1, b"\x01") + packet(2, coldef) + packet(3, eof) + packet(4, lenenc(b"x" * 20000)) + packet(5, eof)
+    p = MysqlParser()
+    assert p.feed(C, query, 1) == []
+    (r,) = p.feed(S, resp[:4096], 2, size=len(resp))
+    assert r.name == "SELECT" and r.status == "UNSET" and r.end_ns == 2
+    assert p.stats["responses_ended_uncopied"] == 1
+    p.feed(C, packet(0, b"\x0e"), 3)  # COM_PING after it pairs with its own OK
+    (ping,) = p.feed(S, packet(1, b"\x00\x00\x00\x02\x00\x00\x00"), 4)
+    assert ping.attributes["mysql.command"] == "PING"
