@@ -123,7 +123,7 @@ struct guardian_conn_key {
 
 /* Header of every ring-buffer record; EV_DATA records are followed by copied_len bytes. */
 struct guardian_event {
-    __u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns) at syscall exit */
+    __u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns): a write's entry, a read's exit */
     __u64 conn_id;
     __u64 pos;        /* stream offset of the first byte, per direction */
     __u32 tgid;
