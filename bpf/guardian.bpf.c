@@ -831,7 +831,7 @@ static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct 
 }
 
 static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, __u32 len,
-                                     __u8 source)
+                                     __u8 source, __u64 ts)
 {
     struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
     struct guardian_conn *c = conns.lookup(&key);
@@ -858,7 +858,7 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
         if (off >= len)
             break;
         __u32 n = (i == TLS_MAX_RECORDS - 1 || len - off <= MAX_PAYLOAD) ? len - off : MAX_PAYLOAD;
-        emit_data(&key, c, dir, (const void *)(buf + off), n, source, 0, 0);
+        emit_data(&key, c, dir, (const void *)(buf + off), n, source, 0, ts);
         if (c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
             if (off + n < len && !(c->flags & CONN_IGNORED))
                 c->bytes[dir & 1] += len - off - n;
@@ -882,7 +882,7 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     if (handshake)
         return 0;
     struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
-                            .dir = dir, .source = source};
+                            .dir = dir, .source = source, .ts_ns = bpf_ktime_get_ns()};
     tls_calls.update(&id, &call);
     return 0;
 }
@@ -909,7 +909,9 @@ int tls_ssl_return(struct pt_regs *ctx)
         tls_stat(TLS_STAT_NO_FD);
         return 0;
     }
-    tls_emit(id >> 32, *fd, call.dir, call.buf, (__u32)n, call.source);
+    /* plaintext written: stamped at SSL_write's entry (an fd BIO sends inside the call) */
+    tls_emit(id >> 32, *fd, call.dir, call.buf, (__u32)n, call.source,
+             call.dir == DIR_EGRESS ? call.ts_ns : 0);
     return 0;
 }
 
@@ -941,7 +943,7 @@ int tls_go_write(struct pt_regs *ctx)
     }
     __u64 len = GO_ARG3(ctx);
     tls_emit(id >> 32, fd, DIR_EGRESS, GO_ARG2(ctx), len > 0xffffffff ? 0xffffffff : (__u32)len,
-             SRC_GOTLS);
+             SRC_GOTLS, 0); /* at Write's entry already */
     return 0;
 }
 
@@ -974,7 +976,7 @@ int tls_go_read_ret(struct pt_regs *ctx)
     __s64 n = (__s64)GO_RET1(ctx);
     if (n <= 0)
         return 0;
-    tls_emit(id >> 32, r.fd, DIR_INGRESS, r.buf, (__u32)n, SRC_GOTLS);
+    tls_emit(id >> 32, r.fd, DIR_INGRESS, r.buf, (__u32)n, SRC_GOTLS, 0);
     return 0;
 }
 
@@ -994,7 +996,7 @@ int tls_go_read_copy(struct pt_regs *ctx)
     __u64 n = GO_ARG3(ctx);
     if (n == 0)
         return 0;
-    tls_emit(id >> 32, r.fd, DIR_INGRESS, GO_ARG2(ctx), n > 0xffffffff ? 0xffffffff : (__u32)n, SRC_GOTLS);
+    tls_emit(id >> 32, r.fd, DIR_INGRESS, GO_ARG2(ctx), n > 0xffffffff ? 0xffffffff : (__u32)n, SRC_GOTLS, 0);
     return 0;
 }
 

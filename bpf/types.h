@@ -163,6 +163,7 @@ struct tls_call {
     __u8 dir;
     __u8 source;
     __u8 _pad[6];
+    __u64 ts_ns;   /* at the call's entry: the stamp of written plaintext */
 };
 
 /* A process that just exec'd (tls_execs ring): userspace probes its new image. The time
