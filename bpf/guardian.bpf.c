@@ -1037,6 +1037,7 @@ struct guardian_mmsg_call {
     __u32 vlen;
     __u8 direction;
     __u8 _pad[7];
+    __u64 ts_ns; /* at entry: the stamp of datagrams sent (see io_exit) */
 };
 BPF_HASH(active_mmsg, __u64, struct guardian_mmsg_call, MAX_INFLIGHT); /* by thread, enter -> exit */
 
@@ -1046,7 +1047,8 @@ static __always_inline int mmsg_enter(__u32 fd, __u64 vec, __u32 vlen, __u8 dir)
     /* batched datagram calls are used on UDP sockets */
     if (!followed_conn(id, fd, TRANSPORT_UDP))
         return 0;
-    struct guardian_mmsg_call m = {.vec = vec, .fd = fd, .vlen = vlen, .direction = dir};
+    struct guardian_mmsg_call m = {.vec = vec, .fd = fd, .vlen = vlen, .direction = dir,
+                                   .ts_ns = bpf_ktime_get_ns()};
     if (active_mmsg.update(&id, &m) != 0)
         stat_add(STAT_IO_MAP_FULL, 1);
     return 0;
@@ -1079,7 +1081,8 @@ static __always_inline int mmsg_exit(long ret)
         if (bpf_probe_read_user(&v, sizeof(v), (void *)h.iov) != 0)
             break;
         __u32 n = v.len < h.msg_len ? (__u32)v.len : h.msg_len;
-        emit_data(&key, c, m.direction, (const void *)v.base, n, SRC_SYSCALL, (const void *)h.name, 0);
+        emit_data(&key, c, m.direction, (const void *)v.base, n, SRC_SYSCALL, (const void *)h.name,
+                  m.direction == DIR_EGRESS ? m.ts_ns : 0);
         if (c->flags & (CONN_IGNORED | CONN_ENCRYPTED))
             break;
         if (h.msg_len > n)
