@@ -72,7 +72,7 @@ static __always_inline int ringbuf_send(void *data, __u64 size)
  * the connection's protocol is unknown, then one ring-buffer record. */
 static __always_inline void send_record(struct guardian_record *r, struct guardian_conn_key *key,
                                         struct guardian_conn *c, __u8 dir, __u32 len, __u64 n,
-                                        __u8 source, const void *peer_addr)
+                                        __u8 source, const void *peer_addr, __u64 ts)
 {
     asm volatile("" : "+r"(n)); /* keep clang from dropping the mask the verifier needs */
     n &= 2 * MAX_PAYLOAD - 1;
@@ -107,7 +107,7 @@ static __always_inline void send_record(struct guardian_record *r, struct guardi
 
     __u64 id = bpf_get_current_pid_tgid();
     struct guardian_event *ev = &r->ev;
-    ev->ts_ns = bpf_ktime_get_ns();
+    ev->ts_ns = ts ? ts : bpf_ktime_get_ns();
     ev->conn_id = c->conn_id;
     ev->pos = c->bytes[dir & 1];
     ev->tgid = key->tgid;
@@ -157,7 +157,7 @@ static __always_inline int skip_ciphertext(struct guardian_conn *c, __u8 source)
 /* One message from one user buffer (read/write/send/recv, TLS uprobes). */
 static __always_inline void emit_data(struct guardian_conn_key *key, struct guardian_conn *c,
                                       __u8 dir, const void *ubuf, __u32 len, __u8 source,
-                                      const void *peer_addr)
+                                      const void *peer_addr, __u64 ts)
 {
     if (len == 0 || skip_ciphertext(c, source))
         return;
@@ -170,7 +170,7 @@ static __always_inline void emit_data(struct guardian_conn_key *key, struct guar
     n &= 2 * MAX_PAYLOAD - 1;
     if (bpf_probe_read_user(r->payload, n, ubuf) != 0)
         return; /* page not resident: nothing we can copy without faulting */
-    send_record(r, key, c, dir, len, n, source, peer_addr);
+    send_record(r, key, c, dir, len, n, source, peer_addr, ts);
 }
 
 static __always_inline void emit_close(struct guardian_conn_key *key, struct guardian_conn *c)
@@ -303,7 +303,7 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
     if (!followed_conn(id, fd, is_socket_call ? TRANSPORT_TCP : -1))
         return 0;
     struct guardian_io io = {.buf = buf, .addr = addr, .fd = fd, .vlen = vlen,
-                             .direction = dir, .shape = shape};
+                             .direction = dir, .shape = shape, .ts_ns = bpf_ktime_get_ns()};
     if (active_io.update(&id, &io) != 0)
         stat_add(STAT_IO_MAP_FULL, 1);
     return 0;
@@ -410,7 +410,7 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
     }
     if (off || c->proto != PROTO_UNKNOWN)
         send_record(r, &key, c, rdir, covered, off, SRC_SYSCALL,
-                    w->records == 1 ? (const void *)w->peer : 0);
+                    w->records == 1 ? (const void *)w->peer : 0, w->ts_ns);
     else
         c->bytes[rdir & 1] += covered; /* nothing readable: userspace sees the gap */
     if (w->records == 1)
@@ -435,7 +435,7 @@ int guardian_iov_recv(void *ctx) { return iov_record(ctx, DIR_INGRESS); }
  * did not start (then the TLS tie-up is the caller's). */
 static __always_inline void emit_iov(void *ctx, struct guardian_conn_key *key,
                                      struct guardian_conn *c, __u8 dir, __u64 iov, __u32 vlen,
-                                     __u32 total, __u64 peer)
+                                     __u32 total, __u64 peer, __u64 ts)
 {
     if (total == 0 || skip_ciphertext(c, SRC_SYSCALL))
         return;
@@ -452,6 +452,7 @@ static __always_inline void emit_iov(void *ctx, struct guardian_conn_key *key,
     w->left = total;
     w->records = 0;
     w->plain = 0;
+    w->ts_ns = ts;
     iov_tail.call(ctx, dir & 1);
     stat_add(STAT_IOV_UNWALKED, 1); /* not registered yet (loader): a gap in the stream */
     c->bytes[dir & 1] += total;
@@ -462,7 +463,7 @@ static __always_inline void emit_iov(void *ctx, struct guardian_conn_key *key,
  * frames anywhere in it must reach the parser. The buffer is walked in records like a
  * one-iovec read (iov_record). Returns only if the walk did not start. */
 static __always_inline void emit_plain_walk(void *ctx, struct guardian_conn_key *key, __u8 dir,
-                                            __u64 buf, __u32 total)
+                                            __u64 buf, __u32 total, __u64 ts)
 {
     __u32 zero = 0;
     struct guardian_iov_state *w = iov_walk.lookup(&zero);
@@ -478,6 +479,7 @@ static __always_inline void emit_plain_walk(void *ctx, struct guardian_conn_key 
     w->records = 0;
     w->plain = 1;
     w->dir = dir;
+    w->ts_ns = ts;
     iov_tail.call(ctx, DIR_INGRESS);
 }
 
@@ -495,20 +497,25 @@ static __always_inline int io_exit(void *ctx, long ret)
     struct guardian_conn *c = conns.lookup(&key);
     if (!c)
         return 0;
+    /* Written bytes are stamped when the write began, read bytes when the read returned:
+     * the peer can read a write before the writer's exit runs (a loopback write wakes the
+     * reader, which can preempt the writer for milliseconds), and exit stamps then put a
+     * callee's answer after the caller read it. Entry stamps keep cause before effect. */
+    __u64 ts = io.direction == DIR_EGRESS ? io.ts_ns : 0;
     if (io.shape == IO_PLAIN) {
         if ((__u32)ret > MAX_PAYLOAD && c->proto == PROTO_HTTP2 && !(c->flags & CONN_ENCRYPTED))
-            emit_plain_walk(ctx, &key, io.direction, io.buf, (__u32)ret); /* returns if not started */
+            emit_plain_walk(ctx, &key, io.direction, io.buf, (__u32)ret, ts); /* returns if not started */
         emit_data(&key, c, io.direction, (const void *)io.buf, (__u32)ret, SRC_SYSCALL,
-                  (const void *)io.addr);
+                  (const void *)io.addr, ts);
     } else if (io.shape == IO_IOVEC) {
-        emit_iov(ctx, &key, c, io.direction, io.buf, io.vlen, (__u32)ret, 0);
+        emit_iov(ctx, &key, c, io.direction, io.buf, io.vlen, (__u32)ret, 0, ts);
     } else {
         struct guardian_msghdr m = {};
         if (bpf_probe_read_user(&m, sizeof(m), (void *)io.buf) != 0)
             return 0;
         /* msg_name: the peer of an unconnected UDP socket (dig, DNS servers) */
         emit_iov(ctx, &key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
-                 m.namelen ? m.name : 0);
+                 m.namelen ? m.name : 0, ts);
     }
     tls_socket_io(&key, c, id, io.direction);
     return 0;
@@ -824,7 +831,7 @@ static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct 
 }
 
 static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, __u32 len,
-                                     __u8 source)
+                                     __u8 source, __u64 ts)
 {
     struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
     struct guardian_conn *c = conns.lookup(&key);
@@ -851,7 +858,7 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
         if (off >= len)
             break;
         __u32 n = (i == TLS_MAX_RECORDS - 1 || len - off <= MAX_PAYLOAD) ? len - off : MAX_PAYLOAD;
-        emit_data(&key, c, dir, (const void *)(buf + off), n, source, 0);
+        emit_data(&key, c, dir, (const void *)(buf + off), n, source, 0, ts);
         if (c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
             if (off + n < len && !(c->flags & CONN_IGNORED))
                 c->bytes[dir & 1] += len - off - n;
@@ -875,7 +882,7 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     if (handshake)
         return 0;
     struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
-                            .dir = dir, .source = source};
+                            .dir = dir, .source = source, .ts_ns = bpf_ktime_get_ns()};
     tls_calls.update(&id, &call);
     return 0;
 }
@@ -902,7 +909,9 @@ int tls_ssl_return(struct pt_regs *ctx)
         tls_stat(TLS_STAT_NO_FD);
         return 0;
     }
-    tls_emit(id >> 32, *fd, call.dir, call.buf, (__u32)n, call.source);
+    /* plaintext written: stamped at SSL_write's entry (an fd BIO sends inside the call) */
+    tls_emit(id >> 32, *fd, call.dir, call.buf, (__u32)n, call.source,
+             call.dir == DIR_EGRESS ? call.ts_ns : 0);
     return 0;
 }
 
@@ -934,7 +943,7 @@ int tls_go_write(struct pt_regs *ctx)
     }
     __u64 len = GO_ARG3(ctx);
     tls_emit(id >> 32, fd, DIR_EGRESS, GO_ARG2(ctx), len > 0xffffffff ? 0xffffffff : (__u32)len,
-             SRC_GOTLS);
+             SRC_GOTLS, 0); /* at Write's entry already */
     return 0;
 }
 
@@ -967,7 +976,7 @@ int tls_go_read_ret(struct pt_regs *ctx)
     __s64 n = (__s64)GO_RET1(ctx);
     if (n <= 0)
         return 0;
-    tls_emit(id >> 32, r.fd, DIR_INGRESS, r.buf, (__u32)n, SRC_GOTLS);
+    tls_emit(id >> 32, r.fd, DIR_INGRESS, r.buf, (__u32)n, SRC_GOTLS, 0);
     return 0;
 }
 
@@ -987,7 +996,7 @@ int tls_go_read_copy(struct pt_regs *ctx)
     __u64 n = GO_ARG3(ctx);
     if (n == 0)
         return 0;
-    tls_emit(id >> 32, r.fd, DIR_INGRESS, GO_ARG2(ctx), n > 0xffffffff ? 0xffffffff : (__u32)n, SRC_GOTLS);
+    tls_emit(id >> 32, r.fd, DIR_INGRESS, GO_ARG2(ctx), n > 0xffffffff ? 0xffffffff : (__u32)n, SRC_GOTLS, 0);
     return 0;
 }
 
@@ -1028,6 +1037,7 @@ struct guardian_mmsg_call {
     __u32 vlen;
     __u8 direction;
     __u8 _pad[7];
+    __u64 ts_ns; /* at entry: the stamp of datagrams sent (see io_exit) */
 };
 BPF_HASH(active_mmsg, __u64, struct guardian_mmsg_call, MAX_INFLIGHT); /* by thread, enter -> exit */
 
@@ -1037,7 +1047,8 @@ static __always_inline int mmsg_enter(__u32 fd, __u64 vec, __u32 vlen, __u8 dir)
     /* batched datagram calls are used on UDP sockets */
     if (!followed_conn(id, fd, TRANSPORT_UDP))
         return 0;
-    struct guardian_mmsg_call m = {.vec = vec, .fd = fd, .vlen = vlen, .direction = dir};
+    struct guardian_mmsg_call m = {.vec = vec, .fd = fd, .vlen = vlen, .direction = dir,
+                                   .ts_ns = bpf_ktime_get_ns()};
     if (active_mmsg.update(&id, &m) != 0)
         stat_add(STAT_IO_MAP_FULL, 1);
     return 0;
@@ -1070,7 +1081,8 @@ static __always_inline int mmsg_exit(long ret)
         if (bpf_probe_read_user(&v, sizeof(v), (void *)h.iov) != 0)
             break;
         __u32 n = v.len < h.msg_len ? (__u32)v.len : h.msg_len;
-        emit_data(&key, c, m.direction, (const void *)v.base, n, SRC_SYSCALL, (const void *)h.name);
+        emit_data(&key, c, m.direction, (const void *)v.base, n, SRC_SYSCALL, (const void *)h.name,
+                  m.direction == DIR_EGRESS ? m.ts_ns : 0);
         if (c->flags & (CONN_IGNORED | CONN_ENCRYPTED))
             break;
         if (h.msg_len > n)

@@ -18,6 +18,7 @@ struct guardian_io {
     __u8 direction;
     __u8 shape;     /* IO_PLAIN, IO_IOVEC, IO_MSGHDR */
     __u8 _pad[6];
+    __u64 ts_ns;    /* at syscall entry: when written bytes can first reach the peer */
 };
 enum { IO_PLAIN = 0, IO_IOVEC = 1, IO_MSGHDR = 2 };
 BPF_HASH(active_io, __u64, struct guardian_io, MAX_INFLIGHT);
@@ -74,6 +75,7 @@ struct guardian_iov_state {
     __u8 plain;    /* no array: one buffer at `iov`, `left` bytes (a plain read/write) */
     __u8 dir;      /* plain: the buffer's direction (walked by the read-side program) */
     __u8 _pad[4];
+    __u64 ts_ns;   /* the records' timestamp (send_record), 0: when each is sent */
 };
 BPF_PERCPU_ARRAY(iov_walk, struct guardian_iov_state, 1);
 

@@ -123,7 +123,7 @@ struct guardian_conn_key {
 
 /* Header of every ring-buffer record; EV_DATA records are followed by copied_len bytes. */
 struct guardian_event {
-    __u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns) at syscall exit */
+    __u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns): a write's entry, a read's exit */
     __u64 conn_id;
     __u64 pos;        /* stream offset of the first byte, per direction */
     __u32 tgid;
@@ -163,6 +163,7 @@ struct tls_call {
     __u8 dir;
     __u8 source;
     __u8 _pad[6];
+    __u64 ts_ns;   /* at the call's entry: the stamp of written plaintext */
 };
 
 /* A process that just exec'd (tls_execs ring): userspace probes its new image. The time

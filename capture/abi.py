@@ -128,7 +128,8 @@ TlsStat = _int_enum("guardian_tls_stat", "TLS_STAT_")
 
 class TlsCall(ctypes.Structure):
     _fields_ = [("ssl", ctypes.c_uint64), ("buf", ctypes.c_uint64), ("out_len", ctypes.c_uint64),
-                ("dir", ctypes.c_uint8), ("source", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 6)]
+                ("dir", ctypes.c_uint8), ("source", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 6),
+                ("ts_ns", ctypes.c_uint64)]
 
 
 class TlsExec(ctypes.Structure):

@@ -129,7 +129,9 @@ class OrderedRings:
     are handed over once they are older than a horizon, now - HOLD_NS: a BPF program takes
     its timestamp and commits its record within microseconds, without sleeping, so by then
     every record stamped before the horizon is in one ring or the other, and merging both by
-    timestamp up to the horizon gives the order in which things happened. Costs: records
+    timestamp up to the horizon gives the order in which things happened (a write is stamped
+    at its syscall's entry and committed at its exit: a long write's spilled record can come
+    after the horizon passed it, and goes at the head of the next batch). Costs: records
     younger than HOLD_NS wait for the next read, and one timestamp comparison per record.
     """
 

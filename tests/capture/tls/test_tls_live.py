@@ -109,6 +109,25 @@ def test_client_and_server_spans_share_the_connection(captured):
     assert all((c["attributes"]["client.port"], c["attributes"]["url.path"]) in servers for c in clients)
 
 
+def test_client_spans_contain_their_server_spans(captured):
+    """Plaintext written is stamped when SSL_write/Write was called, read when it returned: a
+    caller's span starts before and ends after its callee's, whichever side uses a fd BIO."""
+    cap = captured[1]
+    by_exchange: dict[tuple, dict[str, list[dict]]] = {}
+    for s in cap.spans:
+        key = (s["attributes"]["client.port"], s["attributes"]["url.path"])
+        by_exchange.setdefault(key, {"SERVER": [], "CLIENT": []})[s["kind"]].append(s)
+    pairs = 0
+    for key, kinds in by_exchange.items():
+        servers, clients = (sorted(kinds[k], key=lambda s: s["start_time_unix_nano"]) for k in ("SERVER", "CLIENT"))
+        assert len(servers) == len(clients), key
+        for c, s in zip(clients, servers):
+            assert c["start_time_unix_nano"] <= s["start_time_unix_nano"] <= s["end_time_unix_nano"] \
+                <= c["end_time_unix_nano"], (key, c["attributes"].get("tls.library"), s["attributes"].get("tls.library"))
+            pairs += 1
+    assert pairs == 15
+
+
 def test_ciphertext_makes_no_spans(captured):
     port, cap, _, _ = captured
     assert len(cap.spans) == 30

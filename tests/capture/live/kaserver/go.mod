@@ -1,0 +1,3 @@
+module kaserver
+
+go 1.19
