@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from capture.sources import spanfile
 from capture.span import Span
 from guardian.evals.generator import Fault, generate
 
@@ -154,18 +155,6 @@ def load_store(d: Path):
 
 def read_spans(d: Path, batch: int = 5000, pattern: str = "spans.jsonl*") -> Iterator[list[Span]]:
     """Spans of a folder's spans.jsonl[.gz] files (or the files matching pattern), in batches."""
-    files = sorted(Path(d).glob(pattern))
-    if not files:
+    if not Path(d).is_dir():
         raise FileNotFoundError(f"{d}: no {pattern}")
-    for p in files:
-        opener = gzip.open if p.suffix == ".gz" else open
-        buf: list[Span] = []
-        with opener(p, "rt") as f:
-            for line in f:
-                if line.strip():
-                    buf.append(Span.from_dict(json.loads(line)))
-                if len(buf) >= batch:
-                    yield buf
-                    buf = []
-        if buf:
-            yield buf
+    return spanfile.read_spans(d, batch, pattern)
