@@ -1,0 +1,38 @@
+"""Propagation only moves blame to a candidate below that can cause the symptom above: fast
+failures are not explained by a slowdown below, and a slowdown of a few ms below does not
+explain one of hundreds of ms above (tests/guardian/investigate/mesh.py spans)."""
+from __future__ import annotations
+
+from tests.guardian.investigate.mesh import Mesh
+from tests.guardian.investigate.test_classes import top
+
+
+class TwoFaults(Mesh):
+    """One real fault and, under it in the call graph, a small slowdown of a loaded host."""
+
+    def __init__(self, fault: str, noise: str, seed: int):
+        super().__init__(fault, seed=seed)
+        self.noise = noise
+
+    def on(self, name: str) -> bool:
+        return self.active and name in (self.fault, self.noise)
+
+    def bank(self, trace, sid, t):
+        return self.ms(4) + (self.ms(12) if self.on("noise:bank") else 0), 200
+
+    def pay(self, trace, sid, t):
+        if not self.on("fastfail:pay") or self.rng.random() < 0.3:
+            return super().pay(trace, sid, t)
+        return self.ms(0.8), 500  # fails at once, before it would call bank
+
+
+def test_fast_failures_are_not_a_slower_callee():
+    report = top(TwoFaults("fastfail:pay", "noise:bank", seed=21).build(), "Orders fail, why?")
+    rc = report.root_causes[0]
+    assert (rc.service, rc.kind) == ("pay", "error"), report.summary
+
+
+def test_a_few_ms_below_do_not_explain_hundreds_above():
+    report = top(TwoFaults("slow:pay", "noise:bank", seed=22).build())
+    rc = report.root_causes[0]
+    assert rc.service == "pay" and rc.kind in ("latency", "saturation"), report.summary
