@@ -121,13 +121,16 @@ def typical_ms(c: Candidate) -> float:
 def explains(y: Candidate, x: Candidate) -> bool:
     """Whether y, below x in the call graph, can be the cause of x's symptom. A slowdown
     explains a failure above only when the failing requests waited (a timeout gave up on it);
-    requests failing fast while their callees answered fail on their own. Failures seen only
-    in the shape of traces (no status codes) may be either. A slowdown explains
-    a slowdown above only when it is of its size: a few ms below cannot add a second above."""
+    requests failing fast while their callees answered fail on their own, and it must be of
+    the size of that wait. Failures seen only in the shape of traces (no status codes) may be
+    either. A slowdown explains a slowdown above only when it is of its size: a few ms below
+    cannot add a second above."""
     if FAMILY[y.kind] == 1 and FAMILY[x.kind] == 0:
-        failed = [s for s in x.spans if s.status_code == "ERROR"]
-        # Without status codes (failures seen in the shape of traces) it cannot be told.
-        return not failed or any(s.duration_ns >= GAVE_UP_NS for s in failed)
+        failed = sorted(s.duration_ns / 1e6 for s in x.spans if s.status_code == "ERROR")
+        if not failed:  # failures seen only in the shape of traces: it cannot be told
+            return True
+        waited = failed[len(failed) // 2]
+        return waited >= GAVE_UP_NS / 1e6 and typical_ms(y) >= SIZE_SHARE * waited
     if FAMILY[y.kind] == 1 and FAMILY[x.kind] == 1:
         tx, ty = typical_ms(x), typical_ms(y)
         return not (tx > 0 and ty > 0) or ty >= SIZE_SHARE * tx

@@ -3,6 +3,7 @@ failures are not explained by a slowdown below, and a slowdown of a few ms below
 explain one of hundreds of ms above (tests/guardian/investigate/mesh.py spans)."""
 from __future__ import annotations
 
+from guardian.investigate.rank import Candidate, explains
 from tests.guardian.investigate.mesh import Mesh
 from tests.guardian.investigate.test_classes import top
 
@@ -21,6 +22,8 @@ class TwoFaults(Mesh):
         return self.ms(4) + (self.ms(12) if self.on("noise:bank") else 0), 200
 
     def pay(self, trace, sid, t):
+        if self.on("pooltimeout:pay") and self.rng.random() < 0.7:
+            return self.ms(2000), 500  # waited for a pooled connection, then gave up
         if not self.on("fastfail:pay") or self.rng.random() < 0.3:
             return super().pay(trace, sid, t)
         return self.ms(0.8), 500  # fails at once, before it would call bank
@@ -36,3 +39,20 @@ def test_a_few_ms_below_do_not_explain_hundreds_above():
     report = top(TwoFaults("slow:pay", "noise:bank", seed=22).build())
     rc = report.root_causes[0]
     assert rc.service == "pay" and rc.kind in ("latency", "saturation"), report.summary
+
+
+
+def test_only_a_slowdown_of_the_size_of_the_wait_explains_timeouts_above():
+    spans = TwoFaults("pooltimeout:pay", "noise:bank", seed=23).build()
+    failed = [s for s in spans if s.service == "pay" and s.kind == "SERVER" and s.status_code == "ERROR"]
+    slower = [s for s in spans if s.service == "bank" and s.kind == "SERVER"][-20:]
+    x = Candidate(key=("pay", "POST /pay"), kind="error", spans=failed[:8])
+    small = Candidate(key=("bank", "POST /auth"), kind="latency", spans=slower,
+                      excess_ms=[s.duration_ns / 1e6 - 4 for s in slower])
+    assert not explains(small, x)  # bank added ~12 ms; pay's requests waited ~2 s
+    large = Candidate(key=("bank", "POST /auth"), kind="latency", spans=slower, excess_ms=[1900.0] * 5)
+    assert explains(large, x)
+    fast = Candidate(key=("pay", "POST /pay"), kind="error",
+                     spans=[s for s in TwoFaults("fastfail:pay", "noise:bank", seed=21).build()
+                            if s.service == "pay" and s.status_code == "ERROR"][:8])
+    assert fast.spans and not explains(large, fast)  # failing in a ms waited on nothing
