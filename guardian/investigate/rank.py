@@ -124,7 +124,10 @@ def explains(y: Candidate, x: Candidate) -> bool:
     requests failing fast while their callees answered fail on their own, and it must be of
     the size of that wait. Failures seen only in the shape of traces (no status codes) may be
     either. A slowdown explains a slowdown above only when it is of its size: a few ms below
-    cannot add a second above."""
+    cannot add a second above. Time between a call and its answer (x's network) is spent
+    before x begins the request or after it answered: nothing x calls can cause it."""
+    if x.kind == "network":
+        return False
     if FAMILY[y.kind] == 1 and FAMILY[x.kind] == 0:
         failed = sorted(s.duration_ns / 1e6 for s in x.spans if s.status_code == "ERROR")
         if not failed:  # failures seen only in the shape of traces: it cannot be told

@@ -19,7 +19,8 @@ class TwoFaults(Mesh):
         return self.active and name in (self.fault, self.noise)
 
     def bank(self, trace, sid, t):
-        return self.ms(4) + (self.ms(12) if self.on("noise:bank") else 0), 200
+        extra = self.ms(12) if self.on("noise:bank") else self.ms(30) if self.on("slow:bank") else 0
+        return self.ms(4) + extra, 200
 
     def pay(self, trace, sid, t):
         if self.on("pooltimeout:pay") and self.rng.random() < 0.7:
@@ -56,3 +57,11 @@ def test_only_a_slowdown_of_the_size_of_the_wait_explains_timeouts_above():
                      spans=[s for s in TwoFaults("fastfail:pay", "noise:bank", seed=21).build()
                             if s.service == "pay" and s.status_code == "ERROR"][:8])
     assert fast.spans and not explains(large, fast)  # failing in a ms waited on nothing
+
+
+def test_time_between_call_and_answer_is_not_explained_by_what_the_callee_calls():
+    """pay's network delays every answer; bank (below pay) is slower too, by less: the time
+    between gateway's calls and pay's answers is still pay's network."""
+    report = top(TwoFaults("net:pay", "slow:bank", seed=24).build())
+    rc = report.root_causes[0]
+    assert (rc.service, rc.kind) == ("pay", "network"), report.summary
