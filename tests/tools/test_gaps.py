@@ -70,3 +70,11 @@ def test_a_stall_longer_than_any_baseline_wait_is_named():
 def test_a_delay_on_every_call_is_named_even_when_small():
     got = shifts(lambda callee, noisy: noisy(callee) + (7.0 if callee == "db" else 0.0))
     assert [g.server for g in got] == ["db"] and got[0].every_call
+
+
+def test_a_few_lost_requests_are_named_though_most_calls_are_as_before():
+    """5 % of the calls into db wait a retransmission (200 ms) before db reads them."""
+    r = random.Random(9)
+    got = shifts(lambda callee, noisy: (200.0 if r.random() < 0.05 else noisy(callee))
+                 if callee == "db" else noisy(callee))
+    assert [g.server for g in got] == ["db"]
