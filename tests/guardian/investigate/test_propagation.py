@@ -3,6 +3,7 @@ failures are not explained by a slowdown below, and a slowdown of a few ms below
 explain one of hundreds of ms above (tests/guardian/investigate/mesh.py spans)."""
 from __future__ import annotations
 
+from capture.store.api import TimeWindow
 from guardian.investigate.rank import Candidate, explains
 from tests.guardian.investigate.mesh import Mesh
 from tests.guardian.investigate.test_classes import top
@@ -65,3 +66,39 @@ def test_time_between_call_and_answer_is_not_explained_by_what_the_callee_calls(
     report = top(TwoFaults("net:pay", "slow:bank", seed=24).build())
     rc = report.root_causes[0]
     assert (rc.service, rc.kind) == ("pay", "network"), report.summary
+
+
+class FewerShoppers(Mesh):
+    """A load generator (a client serving nothing) calls gateway; halfway it sends a third as
+    many requests, all answered as before, and looks names up as often as before."""
+
+    def build(self):
+        t = self.fault_start - int(120e9)
+        while t < self.end:
+            quiet = t >= self.fault_start
+            trace = f"{self.rng.getrandbits(128):032x}"
+            cid, sid = self.sid(), self.sid()
+            d, st = self.gateway(trace, sid, t + self.ms(0.1))
+            self.add(trace, cid, "gateway", "POST /order", "SERVER", t + self.ms(0.1), d,
+                     {"http.response.status_code": st}, span_id=sid)
+            self.add(trace, None, "loadgen", "POST /order", "CLIENT", t, d + self.ms(0.3),
+                     {"http.response.status_code": st, "server.address": "gateway", "server.port": 8080},
+                     span_id=cid)
+            t += d + int(self.rng.uniform(100, 400) * (3 if quiet else 1) * 1_000_000)
+        t = self.fault_start - int(120e9)
+        while t < self.end:  # it also looks names up, as often as before
+            trace, cid = f"{self.rng.getrandbits(128):032x}", self.sid()
+            self.add(trace, cid, "dnsmasq", "DNS A gateway.local", "SERVER", t + self.ms(0.05),
+                     self.ms(0.1), {"dns.question.name": "gateway.local"})
+            self.add(trace, None, "loadgen", "DNS A gateway.local", "CLIENT", t, self.ms(0.2),
+                     {"dns.question.name": "gateway.local", "server.address": "127.0.0.1",
+                      "server.port": 53}, span_id=cid)
+            t += int(self.rng.uniform(50, 150) * 1_000_000)
+        return self.spans
+
+
+def test_fewer_requests_offered_by_a_load_generator_is_no_fault():
+    mesh = FewerShoppers(None, seed=25)
+    report = top(mesh.build(), "Is anything wrong?", TimeWindow(mesh.fault_start, mesh.end))
+    assert any(a["kind"] == "traffic_drop" for a in report.anomalies)  # the drop is seen
+    assert report.root_causes == [], report.summary
