@@ -33,6 +33,7 @@ class Request:
     last: str | None = None  # the call that ended last (its callee and name)
     last_end: int = 0
     last_callee: str | None = None
+    lookups: set = field(default_factory=set)  # signatures of name lookups (DNS)
 
 
 @dataclass
@@ -93,6 +94,8 @@ def requests(sample: Sample) -> dict[Op, list[Request]]:
                 if c.kind in ("CLIENT", "PRODUCER"):
                     sig = f"{_callee(tree, c)} {c.name}"
                     r.calls[sig] += 1
+                    if "dns.question.name" in c.attributes:
+                        r.lookups.add(sig)
                     if c.kind == "CLIENT" and c.end_time_unix_nano >= r.last_end:
                         r.last, r.last_end = sig, c.end_time_unix_nano
                         r.last_callee = _callee(tree, c)
@@ -123,6 +126,10 @@ def shape_changes(cur: Sample, base: Sample) -> list[ShapeChange]:
             continue
         examples = sorted((r.span for r in rs), key=lambda s: s.start_time_unix_nano)
         sigs = set().union(*(r.calls for r in rs), *(r.calls for r in bs))
+        # Whether a request looks a name up depends on the resolver's cache (its TTL), not
+        # on how the request went: lookups coming and going are no change of shape. A failed
+        # lookup still shows, in the calls that stop after it.
+        sigs -= set().union(*(r.lookups for r in rs), *(r.lookups for r in bs))
         for sig in sorted(sigs):
             k1 = sum(1 for r in rs if r.calls[sig])
             k0 = sum(1 for r in bs if r.calls[sig])

@@ -69,7 +69,8 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     _signal_candidates(walker, sig, cands)
     for a in found:
         if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found, sig) \
-                and not _waits_below(walker, a.service, found, sig):
+                and not _waits_below(walker, a.service, found, sig) \
+                and not _less_demand(walker, a.service, found):
             c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
             c.votes += a.score / top
             c.change = a.description
@@ -133,6 +134,18 @@ def _waits_below(walker: Walker, service: str, found: list[Anomaly], sig: Signal
     slow |= {a.caller for a in found if a.caller and a.kind in ("latency", "error_rate")}
     slow |= {g.server for g in sig.gaps} | {g.client for g in sig.gaps}
     return bool(slow & (below | {service}))
+
+
+def _less_demand(walker: Walker, service: str, found: list[Anomaly]) -> bool:
+    """A drop at a service called only by clients that serve nothing themselves (load
+    generators, users' scripts), whose calls still succeed as before, is fewer requests
+    offered: nothing failed. A front that stopped shows in its clients' failing calls."""
+    serving = {r.service for r in walker.store.red(walker.baseline, by="service")}
+    callers = {walker.canon(e.client) for e in walker.store.service_map(walker.baseline)
+               if walker.canon(e.server) == service}
+    troubled = {a.service for a in found if a.kind != "traffic_drop"} | \
+        {a.caller for a in found if a.caller}
+    return bool(callers) and not (callers & serving) and not (callers | {service}) & troubled
 
 
 def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly],

@@ -99,7 +99,7 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
                     y.score *= 0.2
             continue
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
-                 and y.score >= EXPLAINS * x.score and y.kind != "traffic"]
+                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)]
         if not below:
             continue
         # the lowest: one that has no other explaining candidate below it
@@ -107,6 +107,37 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
         best = max(low or below, key=lambda y: y.score)
         best.score += 0.8 * x.score
         x.score *= 0.2
+
+
+SIZE_SHARE = 0.25  # a slowdown below explains one above when it added this share of the time
+GAVE_UP_NS = 500_000_000  # a failure after this long waited on something: it may be a timeout
+
+
+def typical_ms(c: Candidate) -> float:
+    extra = sorted(x for x in c.excess_ms if x > 0)
+    return extra[len(extra) // 2] if extra else 0.0
+
+
+def explains(y: Candidate, x: Candidate) -> bool:
+    """Whether y, below x in the call graph, can be the cause of x's symptom. A slowdown
+    explains a failure above only when the failing requests waited (a timeout gave up on it);
+    requests failing fast while their callees answered fail on their own, and it must be of
+    the size of that wait. Failures seen only in the shape of traces (no status codes) may be
+    either. A slowdown explains a slowdown above only when it is of its size: a few ms below
+    cannot add a second above. Time between a call and its answer (x's network) is spent
+    before x begins the request or after it answered: nothing x calls can cause it."""
+    if x.kind == "network":
+        return False
+    if FAMILY[y.kind] == 1 and FAMILY[x.kind] == 0:
+        failed = sorted(s.duration_ns / 1e6 for s in x.spans if s.status_code == "ERROR")
+        if not failed:  # failures seen only in the shape of traces: it cannot be told
+            return True
+        waited = failed[len(failed) // 2]
+        return waited >= GAVE_UP_NS / 1e6 and typical_ms(y) >= SIZE_SHARE * waited
+    if FAMILY[y.kind] == 1 and FAMILY[x.kind] == 1:
+        tx, ty = typical_ms(x), typical_ms(y)
+        return not (tx > 0 and ty > 0) or ty >= SIZE_SHARE * tx
+    return True
 
 
 IMPACT_MS = 20.0  # added time per request at which a slowdown counts half

@@ -1,0 +1,80 @@
+"""CLIENT/SERVER gap shifts (tools/gaps.py) on calls shaped as the capture links them: what
+counts as a callee's stall or network, and what is only a busy host's scheduling."""
+from __future__ import annotations
+
+import random
+
+from capture.span import Span
+from capture.store.api import TimeWindow
+from tools.gaps import gap_shifts
+from tools.sampling import Sample
+
+MS = 1_000_000
+T0 = 1_790_000_000 * 10**9
+
+
+def calls(rng: random.Random, t0: int, n: int, wait_ms) -> list[Span]:
+    """n traces: app `POST /x` calls cache `GET` and db `SELECT`; wait_ms(edge) is how long
+    each request waits unread before its server begins it."""
+    out, t = [], t0
+    for i in range(n):
+        trace = f"{rng.getrandbits(128):032x}"
+        root = Span(name="POST /x", kind="SERVER", start_time_unix_nano=t, end_time_unix_nano=t + 40 * MS,
+                    resource={"service.name": "app"}, trace_id=trace, span_id=f"{i:08x}00000000",
+                    status_code="OK")
+        out.append(root)
+        cur = t + MS
+        for j, (callee, name) in enumerate((("cache", "GET"), ("db", "SELECT"))):
+            wait = int(wait_ms(callee) * MS)
+            d = int(rng.uniform(0.1, 1.0) * MS)
+            cid, sid = f"{i:08x}{j:04x}0001", f"{i:08x}{j:04x}0002"
+            out.append(Span(name=name, kind="CLIENT", start_time_unix_nano=cur,
+                            end_time_unix_nano=cur + wait + d + int(0.05 * MS),
+                            resource={"service.name": "app"}, trace_id=trace, span_id=cid,
+                            parent_span_id=root.span_id, status_code="OK"))
+            out.append(Span(name=name, kind="SERVER", start_time_unix_nano=cur + wait,
+                            end_time_unix_nano=cur + wait + d, resource={"service.name": callee},
+                            trace_id=trace, span_id=sid, parent_span_id=cid, status_code="OK"))
+            cur += wait + d + MS
+        t += 200 * MS
+    return out
+
+
+def shifts(now) -> list:
+    rng = random.Random(5)
+    # A loaded host: now and then any call waits up to ~12 ms before it is read.
+    noisy = lambda _: rng.uniform(8, 12) if rng.random() < 0.03 else rng.uniform(0.05, 0.5)  # noqa: E731
+    base = calls(rng, T0, 300, noisy)
+    cur = calls(rng, T0 + 60 * 10**9, 300, lambda callee: now(callee, noisy))
+    return gap_shifts(Sample(TimeWindow(T0 + 60 * 10**9, T0 + 120 * 10**9), cur),
+                      Sample(TimeWindow(T0, T0 + 60 * 10**9), base))
+
+
+def test_waits_the_busy_host_already_had_are_no_stall():
+    """cache's calls wait now and then a few ms more often, but no longer than every edge's
+    calls already waited in the baseline: nothing to name."""
+    r = random.Random(7)
+    got = shifts(lambda callee, noisy: (r.uniform(3, 10) if r.random() < 0.2 else noisy(callee))
+                 if callee == "cache" else noisy(callee))
+    assert [g for g in got if g.server == "cache"] == []
+
+
+def test_a_stall_longer_than_any_baseline_wait_is_named():
+    r = random.Random(8)
+    got = shifts(lambda callee, noisy: (r.uniform(80, 200) if r.random() < 0.2 else noisy(callee))
+                 if callee == "cache" else noisy(callee))
+    assert [g.server for g in got] == ["cache"]
+    assert not got[0].every_call
+
+
+def test_a_delay_on_every_call_is_named_even_when_small():
+    got = shifts(lambda callee, noisy: noisy(callee) + (7.0 if callee == "db" else 0.0))
+    assert [g.server for g in got] == ["db"] and got[0].every_call
+
+
+def test_a_few_lost_requests_are_named_though_most_calls_are_as_before():
+    """5 % of the calls into db wait a retransmission (200 ms) before db reads them."""
+    r = random.Random(9)
+    got = shifts(lambda callee, noisy: (200.0 if r.random() < 0.05 else noisy(callee))
+                 if callee == "db" else noisy(callee))
+    assert [g.server for g in got] == ["db"]
