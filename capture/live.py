@@ -121,7 +121,12 @@ class LiveCapture:
         out: Counter[str] = Counter()
         if self.loader.bpf is not None:
             out.update({f"kernel.{k}": v for k, v in self.loader.kernel_stats().items()})
-            out.update(self._per_cpu_losses())
+            per_cpu = self._per_cpu_losses()
+            out.update(per_cpu)
+            # the totals of these two from the same read as their per-CPU parts (the kernel keeps counting)
+            for stat in (abi.Stat.RINGBUF_DROPS, abi.Stat.RINGBUF_SPILLED):
+                name = stat.name.lower()
+                out[f"kernel.{name}"] = sum(v for k, v in per_cpu.items() if k.endswith(f".{name}"))
         out.update({f"conntrack.{k}": v for k, v in self.tracker.stats.items()})
         out["conntrack.tracked_now"] = self.tracker.tracked  # a gauge: the table's size
         out.update({f"pipeline.{k}": v for k, v in self.pipeline.stats.items()})
