@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab import faults as F
-from tests.support.live import free_port
+from support.live import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = {"network_delay", "network_loss", "network_jitter", "cpu_contention", "cpu_throttle",

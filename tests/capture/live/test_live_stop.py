@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.support.http_servers import nginx_server
-from tests.support.live import live_capture
+from support.http_servers import nginx_server
+from support.live import live_capture
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.slow]
 

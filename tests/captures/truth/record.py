@@ -110,8 +110,8 @@ def _mariadb_instance():
     import tempfile
 
     from tests.capture.live.conftest import SECRET
-    from tests.support.http_servers import process
-    from tests.support.live import free_port
+    from support.process import process
+    from support.live import free_port
 
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="guardian-truth-maria-"))
