@@ -104,33 +104,6 @@ def postgres_work(server: dict) -> None:
 
 
 @contextmanager
-def _mariadb_instance():
-    """mariadbd in a temp dir with a TCP user (as the live tests' fixture starts it)."""
-    import shutil
-    import tempfile
-
-    from tests.capture.live.conftest import SECRET
-    from support.process import process
-    from support.live import free_port
-
-    port = free_port()
-    tmp = Path(tempfile.mkdtemp(prefix="guardian-truth-maria-"))
-    data, sock = tmp / "data", tmp / "mysqld.sock"
-    subprocess.run(["mariadb-install-db", f"--datadir={data}", "--user=root", "--auth-root-authentication-method=socket",
-                    "--skip-test-db"], check=True, capture_output=True, timeout=120)
-    cmd = ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
-           "--bind-address=127.0.0.1", "--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
-           f"--pid-file={tmp / 'pid'}", "--skip-name-resolve"]
-    try:
-        with process(cmd, port):
-            sql = (f"CREATE DATABASE guardian; CREATE USER 'guardian'@'127.0.0.1' IDENTIFIED BY '{SECRET}';"
-                   "GRANT ALL ON guardian.* TO 'guardian'@'127.0.0.1';")
-            subprocess.run(["mariadb", f"--socket={sock}", "-uroot", "-e", sql], check=True, capture_output=True)
-            yield {"port": port, "user": "guardian", "password": SECRET, "database": "guardian"}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def mysql_work(server: dict) -> None:
     import pymysql
 
@@ -158,11 +131,7 @@ def mysql_work(server: dict) -> None:
 
 
 def main(names: list[str]) -> None:
-    try:  # the shared server helpers, where the tree has them
-        from support.servers import mariadb_instance, postgres_instance, redis_instance
-    except ImportError:
-        from tests.capture.live.conftest import postgres_instance, redis_instance
-        mariadb_instance = _mariadb_instance
+    from support.servers import mariadb_instance, postgres_instance, redis_instance
 
     if "redis" in names:
         with redis_instance() as srv, tcpdump(HERE / "redis" / "redis-py.pcap", srv["port"]):
