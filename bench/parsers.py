@@ -1,36 +1,26 @@
 """Parser throughput: records (request + response pairs) per second on one core, per protocol.
 
-Table-driven over the protocol registry: a protocol takes part when its bytes-only test module
-(tests/capture/protocols/test_<module>.py) defines `bench_sample() -> (chunks, records)`, one
-realistic round trip as [(Side, bytes), ...] and how many records it completes. The sample is
-fed again and again into one parser instance, as one long-lived connection would be.
+Table-driven over the protocol registry: a protocol takes part when support/parser_samples.json
+holds a sample for it, one realistic round trip as [(Side, bytes), ...] and how many records it
+completes. The sample is fed again and again into one parser instance, as one long-lived
+connection would be.
 
 Run: .venv/bin/python -m bench.parsers [--seconds 1] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 
 from capture.protocols import registry
+from support import parser_samples
 
 
-def sample_for(protocol: str):
-    module = registry.MODULES[protocol].rsplit(".", 1)[1]
-    try:
-        tests = importlib.import_module(f"tests.capture.protocols.test_{module}")
-    except ImportError:
-        return None
-    return getattr(tests, "bench_sample", None)
-
-
-def measure(protocol: str, seconds: float) -> dict:
-    sample = sample_for(protocol)
-    if sample is None:
-        return {"protocol": protocol, "skipped": "no bench_sample() in its test module"}
-    chunks, per_round = sample()
+def measure(protocol: str, seconds: float, samples: dict) -> dict:
+    if protocol not in samples:
+        return {"protocol": protocol, "skipped": "no sample in support/parser_samples.json"}
+    chunks, per_round = samples[protocol]
     parser = registry.parser_class(protocol)()
     size = sum(len(b) for _, b in chunks)
     records = rounds = 0
@@ -55,7 +45,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per protocol")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
-    results = [measure(p, args.seconds) for p in registry.protocols()]
+    samples = parser_samples.load()
+    results = [measure(p, args.seconds, samples) for p in registry.protocols()]
     print(f"{'protocol':<10} {'records/s':>10} {'MB/s':>7}  check")
     for r in results:
         if "skipped" in r:

@@ -102,6 +102,12 @@ class CaptureConfig(Section):
         except ValidationError as e:
             raise ValueError("; ".join(describe_error(err, model) for err in e.errors())) from None
 
+    def live_options(self):
+        """These options as the capture.live.CaptureOptions the live capture takes (checked at load)."""
+        from capture.live import CaptureOptions
+
+        return CaptureOptions(**self.options)
+
 
 class LogConfig(Section):
     format: typing.Literal["json", "text"] = "json"

@@ -81,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
     if args.replay:
         source = ReplaySource(args.replay)
     else:
-        from capture.live import CaptureOptions, LiveCapture
+        from capture.live import LiveCapture
 
         try:
-            source = LiveCapture(CaptureOptions(**cfg.capture.options), resource_for=enricher.resource)
+            source = LiveCapture(cfg.capture.live_options(), resource_for=enricher.resource)
         except TypeError as e:
             print(f"guardian agent: bad capture options: {e}", file=sys.stderr)
             return 2

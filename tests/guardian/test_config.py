@@ -42,6 +42,8 @@ def test_one_env_rule_for_every_section_and_the_old_names_still_work():
                           "GUARDIAN_LLM__TOOLS": "services,anomalies", "GUARDIAN_API__PORT": "9001"})
     assert cfg.schedule.cron == "0 9 * * 1" and cfg.llm.max_steps == 2 and cfg.store.max_spans == 10
     assert cfg.capture.options == {"port": 8080} and cfg.llm.tools == ["services", "anomalies"]
+    live = cfg.capture.live_options()  # what LiveCapture takes: typed, the rest at their defaults
+    assert type(live).__name__ == "CaptureOptions" and live.port == 8080 and live.pid is None
     assert cfg.api.port == 9001
     old = load(None, env={"GUARDIAN_SCHEDULE_INTERVAL": "60", "GUARDIAN_LLM": "local", "SLACK_BOT_TOKEN": "xoxb",
                           "GUARDIAN_STORE_MAX_SPANS": "7", "GUARDIAN_API_TOKEN": "t"})
