@@ -30,6 +30,7 @@ from bench.soaklib import load as soak_load, probe as soak_probe
 from bench.soaklib.hostile import Hostile
 from guardian.demo.config import REPO, DemoConfig, Ports, port_conflicts
 from guardian.demo.procs import DemoError, Proc, spawn, wait_until
+from support.ports import free_port
 
 RESULTS = REPO / "bench" / "results"
 SAMPLE_S = 5.0
@@ -96,7 +97,7 @@ class Soak:
         self.args = args
         self.workdir = Path(args.workdir or f"/tmp/guardian-soak-{os.getpid()}")
         self.token = secrets.token_urlsafe(16)
-        self.api_port = soak_load.free_port()
+        self.api_port = free_port()
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=10,
                                 headers={"Authorization": f"Bearer {self.token}"})
         self.timeline = Timeline()

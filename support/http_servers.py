@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
+from support import nginx
 from support.ports import free_port
 from support.process import process
 
@@ -43,7 +43,6 @@ def python_server():
 @contextmanager
 def nginx_server(http2: bool = False):
     """nginx on loopback; `http2`: HTTP/2 in cleartext with prior knowledge (h2c), no HTTP/1."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="guardian-nginx-") as d:
         os.chmod(d, 0o755)
@@ -51,26 +50,12 @@ def nginx_server(http2: bool = False):
         Path(d, "html", "index.html").write_text("<h1>hello from nginx</h1>\n" * 20)
         Path(d, "html", "big.html").write_text("<p>a page of 3 KiB</p>\n" + "x" * 3000 + "\n")
         conf = Path(d, "nginx.conf")
-        conf.write_text(textwrap.dedent(f'''
-            worker_processes 1;
-            daemon off;
-            pid {d}/nginx.pid;
-            error_log {d}/error.log;
-            events {{ worker_connections 4096; }}
-            http {{
-                access_log off;
-                keepalive_requests 100000;
-                client_body_temp_path {d}/body;
-                server {{
-                    listen 127.0.0.1:{port}{" http2" if http2 else ""};
-                    root {d}/html;
-                    location = /fail {{ return 503; }}
-                    location = /missing {{ return 404; }}
-                    location /api/ {{ default_type text/plain; return 200 "ok $request_uri\\n"; }}
-                }}
-            }}
-        '''))
-        with process([nginx, "-c", str(conf), "-p", d], port) as proc:
+        conf.write_text(nginx.conf(d, [f"listen 127.0.0.1:{port}{' http2' if http2 else ''};\n"
+                                       f"        root {d}/html;\n"
+                                       "        location = /fail { return 503; }\n"
+                                       "        location = /missing { return 404; }\n"
+                                       f"        {nginx.API_ECHO}"]))
+        with process([nginx.binary(), "-c", str(conf), "-p", d], port) as proc:
             yield port, proc
 
 

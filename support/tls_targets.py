@@ -6,11 +6,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from support import nginx
 from support.process import process
 
 GO_SRC = Path(__file__).with_name("tls_go")
@@ -96,30 +96,14 @@ def go_server(binary: Path, port: int, cert: Path, key: Path):
 
 @contextmanager
 def nginx_tls(port: int, cert: Path, key: Path, workdir: Path):
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     d = workdir / f"nginx-{port}"
     d.mkdir(exist_ok=True)
     conf = d / "nginx.conf"
-    conf.write_text(textwrap.dedent(f"""
-        worker_processes 1;
-        daemon off;
-        pid {d}/nginx.pid;
-        error_log {d}/error.log;
-        events {{ worker_connections 4096; }}
-        http {{
-            access_log off;
-            keepalive_requests 1000000;
-            client_body_temp_path {d}/body;
-            server {{
-                listen 127.0.0.1:{port} ssl;
-                ssl_certificate {cert};
-                ssl_certificate_key {key};
-                location = /missing {{ return 404; }}
-                location / {{ default_type text/plain; return 200 "nginx tls $request_uri\\n"; }}
-            }}
-        }}
-    """))
-    with process([nginx, "-c", str(conf), "-p", str(d)], port) as proc:
+    conf.write_text(nginx.conf(d, [f"listen 127.0.0.1:{port} ssl;\n"
+                                   f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
+                                   "        location = /missing { return 404; }\n"
+                                   '        location / { default_type text/plain; return 200 "nginx tls $request_uri\\n"; }']))
+    with process([nginx.binary(), "-c", str(conf), "-p", str(d)], port) as proc:
         yield proc
 
 

@@ -14,27 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from guardian.demo.procs import Proc, port_open, spawn, wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-NGINX_CONF = """worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {d}/body;
-    server {{ listen 127.0.0.1:{h1}; location /api/ {{ default_type text/plain; return 200 "ok $request_uri\\n"; }} }}
-    server {{ listen 127.0.0.1:{h2} http2; location /api/ {{ default_type text/plain; return 200 "ok $request_uri\\n"; }} }}
-}}
-"""
+from support import nginx
+from support.ports import free_port
 
 
 class Servers:
@@ -54,7 +35,9 @@ class Servers:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         p = self.ports = {k: free_port() for k in ("http1", "http2", "redis", "memcached", "nats")}
-        (self.dir / "nginx.conf").write_text(NGINX_CONF.format(d=self.dir, h1=p["http1"], h2=p["http2"]))
+        (self.dir / "nginx.conf").write_text(nginx.conf(self.dir, [
+            f"listen 127.0.0.1:{p['http1']}; {nginx.API_ECHO}",
+            f"listen 127.0.0.1:{p['http2']} http2; {nginx.API_ECHO}"], connections=1024))
         self._start("nginx", ["nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)], p["http1"])
         wait_until(None, lambda: port_open(p["http2"]), 10, "nginx h2c")
         self._start("redis", ["redis-server", "--port", str(p["redis"]), "--bind", "127.0.0.1", "--save", "",
