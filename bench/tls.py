@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.capture import agent, wrk
 from support import tls_targets as targets
 from support.live import free_port
+from support.process import stop
 
 SSLSNIFF = shutil.which("sslsniff-bpfcc") or "/usr/sbin/sslsniff-bpfcc"
 READY_S = 600  # BCC compiles at start: minutes on a host shared with other builds
@@ -42,13 +43,7 @@ def sslsniff():
             result["error"] = Path(out.name).read_text()[-400:]
         yield result
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, signal.SIGINT, timeout=30)
         result["output_lines"] = sum(1 for _ in open(out.name, "rb"))
         Path(out.name).unlink()
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from support.ports import free_port  # noqa: F401 (re-exported for the tests)
+from support.process import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,13 +66,7 @@ def live_capture(port: int | None = None, pid: int | None = None, extra: tuple[s
         yield cap
         time.sleep(settle_s)  # let the last events reach the ring buffer
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, signal.SIGINT, timeout=30)
         cap.stderr = err_path.read_text()
         for line in out_path.read_text().splitlines():
             if line.strip():

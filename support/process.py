@@ -8,6 +8,18 @@ from contextlib import contextmanager
 from support.ports import wait_port
 
 
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Ask `proc` to stop with `sig`, kill it if it has not exited within `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def process(cmd: list[str], port: int, **kw):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
@@ -15,9 +27,4 @@ def process(cmd: list[str], port: int, **kw):
         wait_port(port)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
