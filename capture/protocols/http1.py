@@ -7,8 +7,9 @@ knowing a response to HEAD has no body, and resynchronising after garbage or los
 Rule 1: requests are paired with responses in FIFO order (pipelining keeps order).
 Rule 2: after lost or unparseable bytes a direction resyncs at the next chunk that starts
         like a message, and pending requests are dropped so nothing is mispaired.
-Rule 3: bounded memory: a head larger than MAX_HEAD or more than MAX_PENDING queued
-        requests is dropped and counted.
+Rule 3: bounded memory: a head or chunk line larger than MAX_HEAD is dropped and counted;
+        requests waiting for their answer hold their first line and kept headers only, at most
+        MAX_PENDING of them and MAX_PENDING_BYTES together (the oldest go first, counted).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ except ImportError:
 
 MAX_HEAD = 64 * 1024
 MAX_PENDING = 1024
+MAX_PENDING_BYTES = 64 * 1024
 CACHED_LINE = 512  # start lines longer than this are parsed again rather than cached
 METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
 _REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|TRACE|CONNECT) [/*h\w]")
@@ -125,6 +127,11 @@ class _Message:
     end_ns: int = 0
 
 
+def _weight(m: _Message) -> int:
+    """Bytes a waiting request holds, roughly: its object and what it kept of the head."""
+    return 200 + len(m.first_line) + len(m.host or "") + len(m.user_agent or "") + len(m.traceparent or "")
+
+
 @dataclass(slots=True)
 class _Direction:
     side: Side
@@ -140,7 +147,7 @@ class Http1Parser(Parser):
     def __init__(self) -> None:
         super().__init__()
         self._dirs = {Side.CLIENT: _Direction(Side.CLIENT), Side.SERVER: _Direction(Side.SERVER)}
-        self._pending: Pending[_Message] = Pending(self.stats, MAX_PENDING)
+        self._pending: Pending[_Message] = Pending(self.stats, MAX_PENDING, _weight, MAX_PENDING_BYTES)
         self._records: list[Record] = []
 
     # -- input ---------------------------------------------------------------------------
@@ -307,17 +314,25 @@ class Http1Parser(Parser):
                 self._complete(d, msg.start_ns)
         return True
 
-    def _chunk_line(self, d: _Direction, data: memoryview, pos: int, ts_ns: int) -> int:
-        d.buf += data[pos:]
-        nl = d.buf.find(b"\r\n")
+    def _chunk_line(self, d: _Direction, data: bytes, pos: int, ts_ns: int) -> int:
+        if d.buf:  # a line begun in an earlier chunk
+            scan_from = len(d.buf) - 1
+            d.buf += data[pos:]
+            nl = d.buf.find(b"\r\n", scan_from)
+            if nl >= 0:
+                line = bytes(d.buf[:nl])
+                new_pos = len(data) - (len(d.buf) - (nl + 2))
+                d.buf = bytearray()
+        else:  # found in place: copying the rest of the chunk for every line costs O(n^2)
+            nl = data.find(b"\r\n", pos)
+            if nl >= 0:
+                line, new_pos = data[pos:nl], nl + 2
+            else:
+                d.buf += data[pos:]
         if nl < 0:
             if len(d.buf) > MAX_HEAD:
                 self._lose(d, "bad_chunk")
             return len(data)
-        line = bytes(d.buf[:nl])
-        rest = len(d.buf) - (nl + 2)
-        d.buf = bytearray()
-        new_pos = len(data) - rest
         if d.state == CHUNK_CRLF:
             if line:
                 self._lose(d, "bad_chunk")
