@@ -6,7 +6,10 @@ same command:
   (c) a FastAPI app uninstrumented, with OpenTelemetry auto-instrumentation, and with
       `guardian capture` (zero-instrumentation must cost the app less than the SDK).
 
-Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE]
+With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
+against the same baseline run: an A/B of two versions of the capture in one command.
+
+Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE] [--tree DIR ...]
 """
 from __future__ import annotations
 
@@ -32,22 +35,32 @@ AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)
 READY_S = [120.0]  # how long the agent may take to compile and attach (--ready-s)
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM) so far, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
-def agent(port: int, ready_s: float | None = None):
+def agent(port: int, ready_s: float | None = None, tree: Path = ROOT):
     """`guardian capture --json --stats --port` writing spans to a file; yields a dict of its
-    figures (agent CPU, spans by kind, kernel events and drops), filled at exit. `ready_s`:
-    how long BCC may take to compile at start (minutes on a host shared with other builds)."""
+    figures (agent CPU, peak RSS, spans by kind, kernel events and drops), filled at exit.
+    `ready_s`: how long BCC may take to compile at start (minutes on a host shared with other
+    builds); `tree`: the checkout whose capture runs."""
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         out, err = Path(tmp, "spans.jsonl"), Path(tmp, "err")
         cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats",
                "--port", str(port), *AGENT_ARGS]
+        env = dict(os.environ, PYTHONPATH=str(tree))
         with open(out, "w") as o, open(err, "w") as e:
-            proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=ROOT)
+            proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=tree, env=env)
         result: dict = {}
         try:
             deadline = time.monotonic() + (ready_s or READY_S[0])
@@ -59,6 +72,7 @@ def agent(port: int, ready_s: float | None = None):
             yield result
             time.sleep(1.0)  # drain
             result["agent_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+            result["agent_peak_rss_mb"] = peak_rss_mb(proc.pid)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -98,30 +112,37 @@ def hey(url: str, seconds: int, rate: int) -> dict:
             "p99_ms": float(p99.group(1)) * 1e3 if p99 else None}
 
 
-def bench_nginx_saturation(seconds: int) -> dict:
+def bench_nginx_saturation(seconds: int, trees: list[Path] | None = None) -> dict:
+    out = {}
     with nginx_server() as (port, _):
         url = f"http://127.0.0.1:{port}/"
         wrk(url, 2)  # warm up
         base = wrk(url, seconds)
-        with agent(port) as cap:
-            with_agent = wrk(url, seconds)
-    return {
-        "baseline": base, "with_agent": with_agent, "agent": cap,
-        "throughput_ratio": with_agent["rps"] / base["rps"],
-        "p99_ratio": with_agent["p99_ms"] / base["p99_ms"],
-        "server_spans_per_request": cap["server_spans"] / with_agent["requests"],
-    }
+        for tree in trees or [ROOT]:
+            with agent(port, tree=tree) as cap:
+                with_agent = wrk(url, seconds)
+            out[str(tree)] = {
+                "baseline": base, "with_agent": with_agent, "agent": cap,
+                "throughput_ratio": with_agent["rps"] / base["rps"],
+                "p99_ratio": with_agent["p99_ms"] / base["p99_ms"],
+                "server_spans_per_request": cap["server_spans"] / with_agent["requests"],
+                "client_spans_per_request": cap["client_spans"] / with_agent["requests"],
+            }
+    return out if trees else out[str(ROOT)]
 
 
-def bench_fixed_rate(seconds: int, rate: int) -> dict:
+def bench_fixed_rate(seconds: int, rate: int, trees: list[Path] | None = None) -> dict:
+    out = {}
     with nginx_server() as (port, _):
         url = f"http://127.0.0.1:{port}/"
         base = hey(url, seconds, rate)
-        with agent(port) as cap:
-            run = hey(url, seconds, rate)
-    return {"baseline": base, "with_agent": run, "agent": cap,
-            "server_spans_per_request": cap["server_spans"] / run["requests"],
-            "client_spans_per_request": cap["client_spans"] / run["requests"]}
+        for tree in trees or [ROOT]:
+            with agent(port, tree=tree) as cap:
+                run = hey(url, seconds, rate)
+            out[str(tree)] = {"baseline": base, "with_agent": run, "agent": cap,
+                              "server_spans_per_request": cap["server_spans"] / run["requests"],
+                              "client_spans_per_request": cap["client_spans"] / run["requests"]}
+    return out if trees else out[str(ROOT)]
 
 
 FASTAPI_APP = textwrap.dedent('''
@@ -175,6 +196,8 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
+    ap.add_argument("--tree", action="append", type=Path, metavar="DIR",
+                    help="run the agent of (a) and (b) from this checkout (repeatable: an A/B against one baseline)")
     ap.add_argument("--ready-s", type=float, default=READY_S[0], metavar="S",
                     help="how long the agent may take to start (BCC compiles for minutes on a loaded host)")
     args = ap.parse_args()
@@ -182,10 +205,10 @@ def main() -> int:
     READY_S[0] = args.ready_s
     out = {"agent_args": args.agent_arg}
     if args.only in (None, "nginx"):
-        out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds)
+        out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds, args.tree)
         print(json.dumps({"a_nginx_saturation": out["a_nginx_saturation"]}, indent=1), flush=True)
     if args.only in (None, "rate"):
-        out["b_fixed_rate"] = bench_fixed_rate(args.seconds, args.rate)
+        out["b_fixed_rate"] = bench_fixed_rate(args.seconds, args.rate, args.tree)
         print(json.dumps({"b_fixed_rate": out["b_fixed_rate"]}, indent=1), flush=True)
     if args.only in (None, "fastapi"):
         out["c_fastapi"] = bench_fastapi(args.seconds)
