@@ -67,29 +67,26 @@ class Pending(Generic[T]):
     """Requests waiting for their answer, in arrival order, optionally found by a key
     (correlation id, stream id). At `limit` the oldest is dropped and counted as `pending_overflow`.
 
-    With `weigh` (bytes an item holds) and `max_bytes`, queued items (FIFO) also hold at most
-    `max_bytes` together: past it the oldest go, counted as `pending_overflow_bytes`. What
-    one unanswered connection can hold is then bounded by size, not only by count."""
+    With `max_bytes`, queued items (FIFO) also hold at most that many bytes together (each
+    pushed with its size): past it the oldest go, counted as `pending_overflow_bytes`. What one
+    unanswered connection can hold is then bounded by size, not only by count."""
 
-    __slots__ = ("_items", "_keyed", "limit", "stats", "_weigh", "max_bytes", "_sizes", "bytes")
+    __slots__ = ("_items", "_keyed", "limit", "stats", "max_bytes", "_sizes", "bytes")
 
-    def __init__(self, stats: Counter[str], limit: int = 4096, weigh: Callable[[T], int] | None = None,
-                 max_bytes: int = 0) -> None:
+    def __init__(self, stats: Counter[str], limit: int = 4096, max_bytes: int = 0) -> None:
         self._items: deque[T] = deque()
         self._keyed: dict[Hashable, T] = {}
-        self.limit, self.stats = limit, stats
-        self._weigh, self.max_bytes = weigh, max_bytes
-        self._sizes: deque[int] = deque()  # each queued item's weight, when weighed
+        self.limit, self.stats, self.max_bytes = limit, stats, max_bytes
+        self._sizes: deque[int] = deque()  # each queued item's size, when bounded in bytes
         self.bytes = 0
 
-    def push(self, item: T) -> None:
-        """Queue `item` at the back (FIFO pairing)."""
+    def push(self, item: T, size: int = 0) -> None:
+        """Queue `item` (holding about `size` bytes) at the back (FIFO pairing)."""
         if len(self._items) >= self.limit:
             self.popleft()
             self.stats["pending_overflow"] += 1
         self._items.append(item)
-        if self._weigh is not None:
-            size = self._weigh(item)
+        if self.max_bytes:
             self._sizes.append(size)
             self.bytes += size
             while self.bytes > self.max_bytes and len(self._items) > 1:

@@ -129,7 +129,10 @@ class _Message:
 
 def _weight(m: _Message) -> int:
     """Bytes a waiting request holds, roughly: its object and what it kept of the head."""
-    return 200 + len(m.first_line) + len(m.host or "") + len(m.user_agent or "") + len(m.traceparent or "")
+    return _MESSAGE_BYTES + len(m.first_line) + len(m.host or "") + len(m.user_agent or "") + len(m.traceparent or "")
+
+
+_MESSAGE_BYTES = 200  # a _Message and its strings' headers, about
 
 
 @dataclass(slots=True)
@@ -147,7 +150,7 @@ class Http1Parser(Parser):
     def __init__(self) -> None:
         super().__init__()
         self._dirs = {Side.CLIENT: _Direction(Side.CLIENT), Side.SERVER: _Direction(Side.SERVER)}
-        self._pending: Pending[_Message] = Pending(self.stats, MAX_PENDING, _weight, MAX_PENDING_BYTES)
+        self._pending: Pending[_Message] = Pending(self.stats, MAX_PENDING, MAX_PENDING_BYTES)
         self._records: list[Record] = []
 
     # -- input ---------------------------------------------------------------------------
@@ -196,7 +199,8 @@ class Http1Parser(Parser):
         if d.side == _CLIENT:
             if not request_ok:
                 return None
-            length = _body_length(None, None, chunked, content_length)
+            # _body_length() of a request, inline: this runs for every request
+            length = CHUNKED if chunked else (content_length if content_length != http1_head.NO_LENGTH else 0)
         else:
             if status < 200:
                 return None  # not a status line the fast path takes, interim or upgrade: general framing
@@ -204,7 +208,14 @@ class Http1Parser(Parser):
         if length < 0 or end + 4 + length != size:
             return None  # pipelined, more or less than one message, chunked, until close
         if d.side == _CLIENT:
-            pending.push(_Message(ts_ns, first, host, agent, parent, ts_ns))
+            size = _MESSAGE_BYTES + len(first)  # _weight(), inline: this runs for every request
+            if host is not None:
+                size += len(host)
+            if agent is not None:
+                size += len(agent)
+            if parent is not None:
+                size += len(parent)
+            pending.push(_Message(ts_ns, first, host, agent, parent, ts_ns), size)
             return []
         if not pending:
             self.stats["responses_without_request"] += 1
@@ -359,7 +370,7 @@ class Http1Parser(Parser):
             return
         msg.end_ns = ts_ns
         if d.side == Side.CLIENT:
-            self._pending.push(msg)
+            self._pending.push(msg, _weight(msg))
         elif self._pending:
             self._records.append(self._record(self._pending.popleft(), msg.first_line, ts_ns))
         else:
