@@ -88,8 +88,8 @@ class _Collector:
 
 
 WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing
-# spans waiting for the worker, at most: each holds about a kilobyte as a Python object
-# (bench/capture.py --agent-rss measures the agent's peak RSS at saturation)
+# spans waiting for the worker, at most: every queued span is a Python object with its own
+# attribute dict, so this bounds the agent's memory while the store falls behind
 MAX_QUEUED_SPANS = 65_536
 
 
