@@ -4,7 +4,9 @@ same command:
   (a) wrk against nginx at saturation, without and with `guardian capture`;
   (b) hey at a fixed 10k req/s for 10 s with the capture: spans / requests must be 100 %;
   (c) a FastAPI app uninstrumented, with OpenTelemetry auto-instrumentation, and with
-      `guardian capture` (zero-instrumentation must cost the app less than the SDK).
+      `guardian capture` (zero-instrumentation must cost the app less than the SDK);
+  (d) `guardian agent` (store, linker, API) while wrk saturates nginx: its RSS over the run
+      and the spans it received, stored and dropped (--only agent; not in the default set).
 
 With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
 against the same baseline run: an A/B of two versions of the capture in one command.
@@ -145,6 +147,62 @@ def bench_fixed_rate(seconds: int, rate: int, trees: list[Path] | None = None) -
     return out if trees else out[str(ROOT)]
 
 
+def metric(text: str, name: str) -> float | None:
+    m = re.search(rf"^{name}(?:_total)?(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def bench_agent_memory(seconds: int, trees: list[Path] | None = None) -> dict:
+    """`guardian agent` with a store file, capturing nginx under wrk for `seconds`: RSS sampled
+    every second, and its span counters from /metrics just before the stop."""
+    import httpx
+
+    out = {}
+    with nginx_server() as (port, _):
+        url = f"http://127.0.0.1:{port}/"
+        for tree in trees or [ROOT]:
+            with tempfile.TemporaryDirectory(prefix="bench-agentd-") as tmp:
+                api = free_port()
+                Path(tmp, "g.yaml").write_text(json.dumps({
+                    "store": {"path": str(Path(tmp, "spans.duckdb"))},
+                    "capture": {"options": {"port": port, "tls": False}}}))
+                env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDIAN_")}
+                env["PYTHONPATH"] = str(tree)
+                err = Path(tmp, "err")
+                cmd = [sys.executable, "-m", "guardian.cli.main", "--config", str(Path(tmp, "g.yaml")),
+                       "agent", "--port", str(api)]
+                with open(err, "w") as e:
+                    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=e, cwd=tree, env=env)
+                try:
+                    deadline = time.monotonic() + READY_S[0]
+                    while "ready" not in err.read_text():
+                        if proc.poll() is not None or time.monotonic() > deadline:
+                            raise RuntimeError("agent did not start: " + err.read_text()[-300:])
+                        time.sleep(0.2)
+                    rss, cpu0, t0 = [], cpu_seconds(proc.pid), time.monotonic()
+                    load = subprocess.Popen(["wrk", "-t1", "-c50", f"-d{seconds}s", url],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    while load.poll() is None:
+                        time.sleep(1.0)
+                        rss.append(round(float(Path(f"/proc/{proc.pid}/status").read_text()
+                                               .split("VmRSS:")[1].split()[0]) / 1024))
+                    time.sleep(2.0)
+                    text = httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=30).text
+                    cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+                    out[str(tree)] = {
+                        "rss_mb_every_s": rss, "peak_rss_mb": peak_rss_mb(proc.pid), "agent_cpu_pct": cpu,
+                        **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped")},
+                        "linker_pending": metric(text, "guardian_agent_linker_pending_spans")}
+                finally:
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        proc.wait(timeout=120)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+    return out
+
+
 FASTAPI_APP = textwrap.dedent('''
     import os
     from fastapi import FastAPI
@@ -192,7 +250,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=10000)
-    ap.add_argument("--only", choices=["nginx", "rate", "fastapi"])
+    ap.add_argument("--only", choices=["nginx", "rate", "fastapi", "agent"])
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
@@ -210,6 +268,9 @@ def main() -> int:
     if args.only in (None, "rate"):
         out["b_fixed_rate"] = bench_fixed_rate(args.seconds, args.rate, args.tree)
         print(json.dumps({"b_fixed_rate": out["b_fixed_rate"]}, indent=1), flush=True)
+    if args.only == "agent":
+        out["d_agent_memory"] = bench_agent_memory(args.seconds, args.tree)
+        print(json.dumps({"d_agent_memory": out["d_agent_memory"]}, indent=1), flush=True)
     if args.only in (None, "fastapi"):
         out["c_fastapi"] = bench_fastapi(args.seconds)
         print(json.dumps({"c_fastapi": out["c_fastapi"]}, indent=1), flush=True)
