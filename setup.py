@@ -1,7 +1,9 @@
-"""Builds capture/_ring.c (the ring buffer's per-record loops in C) with the machine's compiler;
-everything else is in pyproject.toml. Without a compiler the capture runs its Python loops.
+"""Builds the capture's C loops with the machine's compiler: capture/_ring.c (the ring buffer's
+per-record loops) and capture/_http1.c (the HTTP/1 head scan); everything else is in
+pyproject.toml. Without a compiler the capture runs their Python specifications.
 Portable flags only: never -march=native (CPUs may advertise instructions that fault)."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=["-O2", "-std=gnu11"],
-                             optional=True)])
+FLAGS = ["-O2", "-std=gnu11"]
+setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=FLAGS, optional=True),
+                   Extension("capture._http1", ["capture/_http1.c"], extra_compile_args=FLAGS, optional=True)])

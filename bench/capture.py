@@ -4,9 +4,14 @@ same command:
   (a) wrk against nginx at saturation, without and with `guardian capture`;
   (b) hey at a fixed 10k req/s for 10 s with the capture: spans / requests must be 100 %;
   (c) a FastAPI app uninstrumented, with OpenTelemetry auto-instrumentation, and with
-      `guardian capture` (zero-instrumentation must cost the app less than the SDK).
+      `guardian capture` (zero-instrumentation must cost the app less than the SDK);
+  (d) `guardian agent` (store, linker, API) while wrk saturates nginx: its RSS over the run
+      and the spans it received, stored and dropped (--only agent; not in the default set).
 
-Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE]
+With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
+against the same baseline run: an A/B of two versions of the capture in one command.
+
+Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE] [--tree DIR ...]
 """
 from __future__ import annotations
 
@@ -32,22 +37,32 @@ AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)
 READY_S = [120.0]  # how long the agent may take to compile and attach (--ready-s)
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM) so far, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
-def agent(port: int, ready_s: float | None = None):
+def agent(port: int, ready_s: float | None = None, tree: Path = ROOT):
     """`guardian capture --json --stats --port` writing spans to a file; yields a dict of its
-    figures (agent CPU, spans by kind, kernel events and drops), filled at exit. `ready_s`:
-    how long BCC may take to compile at start (minutes on a host shared with other builds)."""
+    figures (agent CPU, peak RSS, spans by kind, kernel events and drops), filled at exit.
+    `ready_s`: how long BCC may take to compile at start (minutes on a host shared with other
+    builds); `tree`: the checkout whose capture runs."""
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         out, err = Path(tmp, "spans.jsonl"), Path(tmp, "err")
         cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats",
                "--port", str(port), *AGENT_ARGS]
+        env = dict(os.environ, PYTHONPATH=str(tree))
         with open(out, "w") as o, open(err, "w") as e:
-            proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=ROOT)
+            proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=tree, env=env)
         result: dict = {}
         try:
             deadline = time.monotonic() + (ready_s or READY_S[0])
@@ -59,6 +74,7 @@ def agent(port: int, ready_s: float | None = None):
             yield result
             time.sleep(1.0)  # drain
             result["agent_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+            result["agent_peak_rss_mb"] = peak_rss_mb(proc.pid)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -98,30 +114,93 @@ def hey(url: str, seconds: int, rate: int) -> dict:
             "p99_ms": float(p99.group(1)) * 1e3 if p99 else None}
 
 
-def bench_nginx_saturation(seconds: int) -> dict:
+def bench_nginx_saturation(seconds: int, trees: list[Path] | None = None) -> dict:
+    out = {}
     with nginx_server() as (port, _):
         url = f"http://127.0.0.1:{port}/"
         wrk(url, 2)  # warm up
         base = wrk(url, seconds)
-        with agent(port) as cap:
-            with_agent = wrk(url, seconds)
-    return {
-        "baseline": base, "with_agent": with_agent, "agent": cap,
-        "throughput_ratio": with_agent["rps"] / base["rps"],
-        "p99_ratio": with_agent["p99_ms"] / base["p99_ms"],
-        "server_spans_per_request": cap["server_spans"] / with_agent["requests"],
-    }
+        for tree in trees or [ROOT]:
+            with agent(port, tree=tree) as cap:
+                with_agent = wrk(url, seconds)
+            out[str(tree)] = {
+                "baseline": base, "with_agent": with_agent, "agent": cap,
+                "throughput_ratio": with_agent["rps"] / base["rps"],
+                "p99_ratio": with_agent["p99_ms"] / base["p99_ms"],
+                "server_spans_per_request": cap["server_spans"] / with_agent["requests"],
+                "client_spans_per_request": cap["client_spans"] / with_agent["requests"],
+            }
+    return out if trees else out[str(ROOT)]
 
 
-def bench_fixed_rate(seconds: int, rate: int) -> dict:
+def bench_fixed_rate(seconds: int, rate: int, trees: list[Path] | None = None) -> dict:
+    out = {}
     with nginx_server() as (port, _):
         url = f"http://127.0.0.1:{port}/"
         base = hey(url, seconds, rate)
-        with agent(port) as cap:
-            run = hey(url, seconds, rate)
-    return {"baseline": base, "with_agent": run, "agent": cap,
-            "server_spans_per_request": cap["server_spans"] / run["requests"],
-            "client_spans_per_request": cap["client_spans"] / run["requests"]}
+        for tree in trees or [ROOT]:
+            with agent(port, tree=tree) as cap:
+                run = hey(url, seconds, rate)
+            out[str(tree)] = {"baseline": base, "with_agent": run, "agent": cap,
+                              "server_spans_per_request": cap["server_spans"] / run["requests"],
+                              "client_spans_per_request": cap["client_spans"] / run["requests"]}
+    return out if trees else out[str(ROOT)]
+
+
+def metric(text: str, name: str) -> float | None:
+    m = re.search(rf"^{name}(?:_total)?(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def bench_agent_memory(seconds: int, trees: list[Path] | None = None) -> dict:
+    """`guardian agent` with a store file, capturing nginx under wrk for `seconds`: RSS sampled
+    every second, and its span counters from /metrics just before the stop."""
+    import httpx
+
+    out = {}
+    with nginx_server() as (port, _):
+        url = f"http://127.0.0.1:{port}/"
+        for tree in trees or [ROOT]:
+            with tempfile.TemporaryDirectory(prefix="bench-agentd-") as tmp:
+                api = free_port()
+                Path(tmp, "g.yaml").write_text(json.dumps({
+                    "store": {"path": str(Path(tmp, "spans.duckdb"))},
+                    "capture": {"options": {"port": port, "tls": False}}}))
+                env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDIAN_")}
+                env["PYTHONPATH"] = str(tree)
+                err = Path(tmp, "err")
+                cmd = [sys.executable, "-m", "guardian.cli.main", "--config", str(Path(tmp, "g.yaml")),
+                       "agent", "--port", str(api)]
+                with open(err, "w") as e:
+                    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=e, cwd=tree, env=env)
+                try:
+                    deadline = time.monotonic() + READY_S[0]
+                    while "ready" not in err.read_text():
+                        if proc.poll() is not None or time.monotonic() > deadline:
+                            raise RuntimeError("agent did not start: " + err.read_text()[-300:])
+                        time.sleep(0.2)
+                    rss, cpu0, t0 = [], cpu_seconds(proc.pid), time.monotonic()
+                    load = subprocess.Popen(["wrk", "-t1", "-c50", f"-d{seconds}s", url],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    while load.poll() is None:
+                        time.sleep(1.0)
+                        rss.append(round(float(Path(f"/proc/{proc.pid}/status").read_text()
+                                               .split("VmRSS:")[1].split()[0]) / 1024))
+                    time.sleep(2.0)
+                    text = httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=30).text
+                    cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+                    out[str(tree)] = {
+                        "rss_mb_every_s": rss, "peak_rss_mb": peak_rss_mb(proc.pid), "agent_cpu_pct": cpu,
+                        **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped")},
+                        "linker_pending": metric(text, "guardian_agent_linker_pending_spans")}
+                finally:
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        proc.wait(timeout=120)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+    return out
 
 
 FASTAPI_APP = textwrap.dedent('''
@@ -171,10 +250,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=10000)
-    ap.add_argument("--only", choices=["nginx", "rate", "fastapi"])
+    ap.add_argument("--only", choices=["nginx", "rate", "fastapi", "agent"])
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
+    ap.add_argument("--tree", action="append", type=Path, metavar="DIR",
+                    help="run the agent of (a) and (b) from this checkout (repeatable: an A/B against one baseline)")
     ap.add_argument("--ready-s", type=float, default=READY_S[0], metavar="S",
                     help="how long the agent may take to start (BCC compiles for minutes on a loaded host)")
     args = ap.parse_args()
@@ -182,11 +263,14 @@ def main() -> int:
     READY_S[0] = args.ready_s
     out = {"agent_args": args.agent_arg}
     if args.only in (None, "nginx"):
-        out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds)
+        out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds, args.tree)
         print(json.dumps({"a_nginx_saturation": out["a_nginx_saturation"]}, indent=1), flush=True)
     if args.only in (None, "rate"):
-        out["b_fixed_rate"] = bench_fixed_rate(args.seconds, args.rate)
+        out["b_fixed_rate"] = bench_fixed_rate(args.seconds, args.rate, args.tree)
         print(json.dumps({"b_fixed_rate": out["b_fixed_rate"]}, indent=1), flush=True)
+    if args.only == "agent":
+        out["d_agent_memory"] = bench_agent_memory(args.seconds, args.tree)
+        print(json.dumps({"d_agent_memory": out["d_agent_memory"]}, indent=1), flush=True)
     if args.only in (None, "fastapi"):
         out["c_fastapi"] = bench_fastapi(args.seconds)
         print(json.dumps({"c_fastapi": out["c_fastapi"]}, indent=1), flush=True)

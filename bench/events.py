@@ -6,6 +6,8 @@
           writing to /dev/null, as the live drain loop does (a flush every BATCH events);
           prints process-CPU µs per event and spans produced, best of --repeat runs (and the
           sum of each batch's best, steadier on a host shared with other work)
+  stages  where the time per record goes: the replay cut after each stage (decode and connection
+          table; + parse and pair; + span build; + the printer), best of --repeat, µs per record
 
 Replaying one recorded file with two checkouts compares their per-event cost on the same
 input (--out: their spans, to diff without ids). Where other work shares the CPU, instruction
@@ -15,6 +17,7 @@ header, then u32-length-prefixed records.
 
 Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000]   (as root)
      .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring]
+     .venv/bin/python -m bench.events stages FILE [--repeat 7]
 """
 from __future__ import annotations
 
@@ -153,6 +156,48 @@ def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = B
                       "us_per_event_runs": [round(x, 2) for x in per_event], "through_ring": ring}))
 
 
+def stages(path: str, repeat: int) -> dict:
+    """CPU µs per record of the replay cut after each stage: each stage's own cost is the
+    difference from the one before."""
+    import capture.pipeline as pipeline_module
+    from guardian.cli.capture import _printer
+
+    header, records = load(path)
+    resources = {int(pid): res for pid, res in header["resources"].items()}
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
+    to_span = pipeline_module.record_to_span
+
+    def once(stage: str) -> float:
+        sink: list = []
+        emit = sink.extend
+        if stage == "print":
+            stdout, sys.stdout = sys.stdout, devnull
+            try:
+                emit = _printer(as_json=True)
+            finally:
+                sys.stdout = stdout
+        pipeline = Pipeline(emit)
+        if stage == "decode":
+            pipeline.data = lambda *a, **k: None  # the connection table only
+        pipeline_module.record_to_span = (lambda rec, conn: rec) if stage == "parse" else to_span
+        tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
+                              sockets=_Sockets(header["port"]), boot_offset_ns=0)
+        start = time.process_time()
+        for i in range(0, len(records), BATCH):
+            for raw in records[i:i + BATCH]:
+                tracker.on_event(raw)
+            pipeline.flush()
+        took = time.process_time() - start
+        pipeline_module.record_to_span = to_span
+        return took / len(records) * 1e6
+
+    with open(os.devnull, "w") as devnull:
+        out = {stage: round(min(once(stage) for _ in range(repeat)), 2) for stage in ("decode", "parse", "span", "print")}
+    print(json.dumps({"records": len(records), "us_per_record_through": out}))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -169,8 +214,13 @@ def main() -> int:
                      help=f"events between two flushes (default {BATCH}, as capture.live)")
     rep.add_argument("--ring", action="store_true",
                      help="read the records out of a mapped ring buffer (capture.ringbuf) first")
+    st = sub.add_parser("stages", help="µs per record through each stage of the hot path")
+    st.add_argument("file")
+    st.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
-    if args.cmd == "record":
+    if args.cmd == "stages":
+        stages(args.file, args.repeat)
+    elif args.cmd == "record":
         record(args.file, args.seconds, args.rate)
     else:
         replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring)

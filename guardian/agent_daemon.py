@@ -1,7 +1,8 @@
 """The agent daemon: capture → enrich → link → store → export, plus the HTTP API.
 
-Threads: the capture loop hands span batches to a bounded queue (full = batch dropped and
-counted, so a slow store never stalls the ring buffer); one worker links, stores and exports;
+Threads: the capture loop hands span batches to a queue bounded in batches and in spans
+(full = batch dropped and counted, so a slow store never stalls the ring buffer nor grows
+the agent's memory with the host's traffic); one worker links, stores and exports;
 uvicorn serves the API. Shutdown links what is pending, flushes the store and the exporter.
 """
 from __future__ import annotations
@@ -67,6 +68,7 @@ class _Collector:
             yield c
         gauges = {
             "guardian_agent_ingest_queue_batches": ("span batches waiting for the worker", a.queue.qsize()),
+            "guardian_agent_ingest_queue_spans": ("spans waiting for the worker", a.queued_spans),
             "guardian_agent_linker_pending_spans": ("spans waiting for their peers", a.linker.pending),
             "guardian_agent_store_spans": ("spans in the store", a.store.count()),
         }
@@ -86,11 +88,15 @@ class _Collector:
 
 
 WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing
+# spans waiting for the worker, at most: every queued span is a Python object with its own
+# attribute dict, so this bounds the agent's memory while the store falls behind
+MAX_QUEUED_SPANS = 65_536
 
 
 class Agent:
     def __init__(self, config: AgentConfig, store: SpanStore, source: Source, sink: Any = None,
-                 enricher: Enricher | None = None, queue_batches: int = 16384):
+                 enricher: Enricher | None = None, queue_batches: int = 16384,
+                 max_queued_spans: int = MAX_QUEUED_SPANS):
         self.config = config
         self.store = store
         self.source = source
@@ -99,6 +105,9 @@ class Agent:
         self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6))
         self.scope = scope_from_config(getattr(config.capture, "scope", None))
         self.queue: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_batches)
+        self.max_queued_spans = max_queued_spans
+        self.queued_spans = 0  # in self.queue now; the capture thread adds, the worker takes
+        self._queued_lock = threading.Lock()
         self.stop = threading.Event()
         self.received = self.stored = self.dropped = self.store_errors = 0
         self.registry = CollectorRegistry()
@@ -118,10 +127,21 @@ class Agent:
         if self.scope is not None:
             spans = self.scope.keep(spans)  # capture.scope: this agent's node (netns/cgroup) only
         self.received += len(spans)
+        n = len(spans)
+        with self._queued_lock:
+            if self.queued_spans + n > self.max_queued_spans:
+                self.dropped += n
+                return
+            self.queued_spans += n
         try:
             self.queue.put_nowait(spans)
         except queue.Full:
-            self.dropped += len(spans)
+            self.dropped += n
+            self._taken(n)
+
+    def _taken(self, n: int) -> None:
+        with self._queued_lock:
+            self.queued_spans -= n
 
     def _enrich(self, spans: list[Span]) -> None:
         if self.enricher is None:
@@ -160,6 +180,8 @@ class Agent:
                     stopping = True
                     break
                 batch.extend(more)
+            if batch:
+                self._taken(len(batch))
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
             if stopping:

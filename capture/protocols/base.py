@@ -65,21 +65,33 @@ class Parser(ABC):
 
 class Pending(Generic[T]):
     """Requests waiting for their answer, in arrival order, optionally found by a key
-    (correlation id, stream id). At `limit` the oldest is dropped and counted as `pending_overflow`."""
+    (correlation id, stream id). At `limit` the oldest is dropped and counted as `pending_overflow`.
 
-    __slots__ = ("_items", "_keyed", "limit", "stats")
+    With `max_bytes`, queued items (FIFO) also hold at most that many bytes together (each
+    pushed with its size): past it the oldest go, counted as `pending_overflow_bytes`. What one
+    unanswered connection can hold is then bounded by size, not only by count."""
 
-    def __init__(self, stats: Counter[str], limit: int = 4096) -> None:
+    __slots__ = ("_items", "_keyed", "limit", "stats", "max_bytes", "_sizes", "bytes")
+
+    def __init__(self, stats: Counter[str], limit: int = 4096, max_bytes: int = 0) -> None:
         self._items: deque[T] = deque()
         self._keyed: dict[Hashable, T] = {}
-        self.limit, self.stats = limit, stats
+        self.limit, self.stats, self.max_bytes = limit, stats, max_bytes
+        self._sizes: deque[int] = deque()  # each queued item's size, when bounded in bytes
+        self.bytes = 0
 
-    def push(self, item: T) -> None:
-        """Queue `item` at the back (FIFO pairing)."""
+    def push(self, item: T, size: int = 0) -> None:
+        """Queue `item` (holding about `size` bytes) at the back (FIFO pairing)."""
         if len(self._items) >= self.limit:
-            self._items.popleft()
+            self.popleft()
             self.stats["pending_overflow"] += 1
         self._items.append(item)
+        if self.max_bytes:
+            self._sizes.append(size)
+            self.bytes += size
+            while self.bytes > self.max_bytes and len(self._items) > 1:
+                self.popleft()
+                self.stats["pending_overflow_bytes"] += 1
 
     def put(self, key: Hashable, item: T) -> None:
         """Keep `item` under `key` (pairing by id); a key reused before its answer replaces the old one."""
@@ -99,18 +111,21 @@ class Pending(Generic[T]):
         return self._items[0] if self._items else None
 
     def popleft(self) -> T:
+        if self._sizes:
+            self.bytes -= self._sizes.popleft()
         return self._items.popleft()
 
     def drain(self) -> list[T]:
         """Everything still waiting (queued then keyed), removed: what a close or a resync drops."""
         out = list(self._items) + list(self._keyed.values())
-        self._items.clear()
-        self._keyed.clear()
+        self.clear()
         return out
 
     def clear(self) -> None:
         self._items.clear()
         self._keyed.clear()
+        self._sizes.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._items) + len(self._keyed)

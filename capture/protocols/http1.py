@@ -7,8 +7,9 @@ knowing a response to HEAD has no body, and resynchronising after garbage or los
 Rule 1: requests are paired with responses in FIFO order (pipelining keeps order).
 Rule 2: after lost or unparseable bytes a direction resyncs at the next chunk that starts
         like a message, and pending requests are dropped so nothing is mispaired.
-Rule 3: bounded memory: a head larger than MAX_HEAD or more than MAX_PENDING queued
-        requests is dropped and counted.
+Rule 3: bounded memory: a head or chunk line larger than MAX_HEAD is dropped and counted;
+        requests waiting for their answer hold their first line and kept headers only, at most
+        MAX_PENDING of them and MAX_PENDING_BYTES together (the oldest go first, counted).
 """
 from __future__ import annotations
 
@@ -16,14 +17,21 @@ import re
 from functools import lru_cache
 from dataclasses import dataclass, field
 
+from capture.protocols import http1_head
 from capture.protocols.base import Parser, Pending, Record, Side
+
+try:
+    from capture._http1 import scan as _scan  # http1_head.scan in C (setup.py builds it)
+except ImportError:
+    _scan = http1_head.scan
 
 MAX_HEAD = 64 * 1024
 MAX_PENDING = 1024
+MAX_PENDING_BYTES = 64 * 1024
+CACHED_LINE = 512  # start lines longer than this are parsed again rather than cached
 METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
 _REQUEST_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|TRACE|CONNECT) [/*h\w]")
 _RESPONSE_START = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r]")
-_REQUEST_LINE = re.compile(_REQUEST_START.pattern + rb".* HTTP/1\.[01]", re.S)  # all of one
 # Path segments that are ids, so that span names group: /users/42 -> /users/{id}
 # (numbers, uuids/hashes, and codes carrying a run of 3+ digits such as SKU-000123 or INV2024)
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F-]{16,}|[0-9a-fA-F]{8,}\d[0-9a-fA-F]*|[\w.-]*\d{3,}[\w.-]*)$")
@@ -53,31 +61,39 @@ def _could_start(data: bytes, side: Side) -> bool:
     return any(t.startswith(data) or data.startswith(t) for t in tokens)
 
 
-@lru_cache(maxsize=8192)
 def route_of(path: str) -> str:
-    """Low-cardinality form of a path for span names (cached: services repeat their paths)."""
+    """Low-cardinality form of a path for span names (cached: services repeat their paths;
+    a long one is not kept, so the cache's memory stays small whatever clients send)."""
+    return _route_of(path) if len(path) <= CACHED_LINE else _route_of.__wrapped__(path)
+
+
+@lru_cache(maxsize=8192)
+def _route_of(path: str) -> str:
     parts = path.split("/")
     return "/".join("{id}" if p and _ID_SEGMENT.match(p) else p for p in parts)
 
 
-def _body_length(lower: bytes, status: int | None, req: "_Message | None") -> int:
-    """RFC 9112 §6.3: length of a message's body from its lower-cased head, or CHUNKED,
-    BY_CLOSE (a response without a length) or BAD_LENGTH. `status` is None for a request;
-    `req` is the request a response answers (the response to HEAD has no body)."""
+def _body_length(status: int | None, req: "_Message | None", chunked: bool, content_length: int) -> int:
+    """RFC 9112 §6.3: length of a message's body from its framing headers (as scanned by
+    http1_head.scan), or CHUNKED, BY_CLOSE (a response without a length) or BAD_LENGTH.
+    `status` is None for a request; `req` is the request a response answers (the response
+    to HEAD has no body)."""
     if status is not None and (status in _BODILESS or (req is not None and req.first_line.startswith(b"HEAD "))):
         return 0
-    i = lower.find(b"\r\ntransfer-encoding:")
-    if i >= 0:
-        j = lower.find(b"\r\n", i + 20)
-        if b"chunked" in lower[i + 20:j if j >= 0 else None]:
-            return CHUNKED
-    i = lower.find(b"\r\ncontent-length:")
-    if i >= 0:
-        j = lower.find(b"\r\n", i + 17)
-        value = lower[i + 17:j if j >= 0 else None].strip()
-        # digits only (RFC 9110 §8.6), and few enough to be a real length
-        return int(value) if value.isdigit() and len(value) < 19 else BAD_LENGTH
+    if chunked:
+        return CHUNKED
+    if content_length != http1_head.NO_LENGTH:
+        return content_length  # a length, or BAD_LENGTH (the same value in both modules)
     return 0 if status is None else BY_CLOSE
+
+
+@lru_cache(maxsize=256)
+def _status_of(line: bytes) -> tuple[int, str]:
+    """Status code (0: none readable) and reason phrase of a status line (cached: servers
+    repeat theirs)."""
+    parts = line.split(b" ", 2)
+    code = int(parts[1]) if len(parts) > 1 and len(parts[1]) == 3 and parts[1].isdigit() else 0
+    return code, (parts[2].decode("latin-1") if len(parts) > 2 else "")
 
 
 @lru_cache(maxsize=4096)
@@ -101,11 +117,22 @@ def _request_line(line: bytes) -> tuple[str, dict]:
 
 @dataclass(slots=True)
 class _Message:
+    """What a message leaves once its head is parsed: never the head itself, so a request
+    waiting for its answer holds its first line and the kept headers only."""
     start_ns: int
     first_line: bytes = b""
-    head: bytes = b""  # start line and headers, as sent
-    lower: bytes = b""  # the same, lower-cased: header names are case-insensitive
+    host: str | None = None  # the request headers kept as attributes (http1_head.KEPT)
+    user_agent: str | None = None
+    traceparent: str | None = None
     end_ns: int = 0
+
+
+def _weight(m: _Message) -> int:
+    """Bytes a waiting request holds, roughly: its object and what it kept of the head."""
+    return _MESSAGE_BYTES + len(m.first_line) + len(m.host or "") + len(m.user_agent or "") + len(m.traceparent or "")
+
+
+_MESSAGE_BYTES = 200  # a _Message and its strings' headers, about
 
 
 @dataclass(slots=True)
@@ -123,7 +150,7 @@ class Http1Parser(Parser):
     def __init__(self) -> None:
         super().__init__()
         self._dirs = {Side.CLIENT: _Direction(Side.CLIENT), Side.SERVER: _Direction(Side.SERVER)}
-        self._pending: Pending[_Message] = Pending(self.stats, MAX_PENDING)
+        self._pending: Pending[_Message] = Pending(self.stats, MAX_PENDING, MAX_PENDING_BYTES)
         self._records: list[Record] = []
 
     # -- input ---------------------------------------------------------------------------
@@ -164,31 +191,31 @@ class Http1Parser(Parser):
     def _whole(self, d: _Direction, data: bytes, ts_ns: int, size: int) -> list[Record] | None:
         """Fast path for the common chunk: exactly one message whose head is all there and
         whose body length is known. Its records, or None: leave it to the general framing."""
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
+        head = _scan(data)
+        if head is None:
             return None
-        head = data[:end]
-        nl = head.find(b"\r\n")
-        first = head[:nl] if nl >= 0 else head
-        lower = head.lower()
+        end, first, request_ok, status, chunked, content_length, host, agent, parent = head
         pending = self._pending
         if d.side == _CLIENT:
-            if not _REQUEST_LINE.fullmatch(first):
+            if not request_ok:
                 return None
-            length = _body_length(lower, None, None)
+            # _body_length() of a request, inline: this runs for every request
+            length = CHUNKED if chunked else (content_length if content_length != http1_head.NO_LENGTH else 0)
         else:
-            code = first[9:12]
-            if not (first.startswith(b"HTTP/1.") and first[8:9] == b" " and code.isdigit()
-                    and first[12:13] in (b" ", b"")):
-                return None
-            status = int(code)
             if status < 200:
-                return None  # interim or upgrade: general framing
-            length = _body_length(lower, status, pending[0] if pending else None)
+                return None  # not a status line the fast path takes, interim or upgrade: general framing
+            length = _body_length(status, pending.first(), chunked, content_length)
         if length < 0 or end + 4 + length != size:
             return None  # pipelined, more or less than one message, chunked, until close
         if d.side == _CLIENT:
-            pending.push(_Message(ts_ns, first, head, lower, ts_ns))
+            size = _MESSAGE_BYTES + len(first)  # _weight(), inline: this runs for every request
+            if host is not None:
+                size += len(host)
+            if agent is not None:
+                size += len(agent)
+            if parent is not None:
+                size += len(parent)
+            pending.push(_Message(ts_ns, first, host, agent, parent, ts_ns), size)
             return []
         if not pending:
             self.stats["responses_without_request"] += 1
@@ -239,7 +266,7 @@ class Http1Parser(Parser):
             d.msg = _Message(start_ns=ts_ns)
             end = data.find(b"\r\n\r\n", pos)
             if end >= 0:  # fast path: the whole head is in this chunk, no copy to a buffer
-                if not self._parse_head(d, data[pos:end]):
+                if not self._parse_head(d, _scan(data, pos, end)):
                     self._lose(d, "bad_head")
                     return len(data)
                 return end + 4
@@ -253,16 +280,18 @@ class Http1Parser(Parser):
         head = bytes(d.buf[:end])
         consumed = end + 4 - (len(d.buf) - (len(data) - pos))
         d.buf = bytearray()
-        if not self._parse_head(d, head):
+        if not self._parse_head(d, _scan(head, 0, len(head))):
             self._lose(d, "bad_head")
             return len(data)
         return pos + consumed
 
-    def _parse_head(self, d: _Direction, head: bytes) -> bool:
+    def _parse_head(self, d: _Direction, head: tuple) -> bool:
+        """Take the head `head` (http1_head.scan's answer) of the message d.msg starts."""
         msg = d.msg
         assert msg is not None
-        msg.first_line = head.partition(b"\r\n")[0]
-        msg.head, msg.lower = head, head.lower()
+        _end, msg.first_line, _request_ok, _status, chunked, content_length, *kept = head
+        if d.side == Side.CLIENT:
+            msg.host, msg.user_agent, msg.traceparent = kept
         parts = msg.first_line.split(b" ", 2)
         if len(parts) < 2:
             return False
@@ -283,7 +312,7 @@ class Http1Parser(Parser):
                 d.state = UPGRADED  # another protocol follows (websocket, h2c)
                 self._dirs[Side.CLIENT].state = UPGRADED
                 return True
-        length = _body_length(msg.lower, status, self._pending[0] if self._pending else None)
+        length = _body_length(status, self._pending.first(), chunked, content_length)
         if length == BAD_LENGTH:
             return False
         if length == CHUNKED:
@@ -296,17 +325,25 @@ class Http1Parser(Parser):
                 self._complete(d, msg.start_ns)
         return True
 
-    def _chunk_line(self, d: _Direction, data: memoryview, pos: int, ts_ns: int) -> int:
-        d.buf += data[pos:]
-        nl = d.buf.find(b"\r\n")
+    def _chunk_line(self, d: _Direction, data: bytes, pos: int, ts_ns: int) -> int:
+        if d.buf:  # a line begun in an earlier chunk
+            scan_from = len(d.buf) - 1
+            d.buf += data[pos:]
+            nl = d.buf.find(b"\r\n", scan_from)
+            if nl >= 0:
+                line = bytes(d.buf[:nl])
+                new_pos = len(data) - (len(d.buf) - (nl + 2))
+                d.buf = bytearray()
+        else:  # found in place: copying the rest of the chunk for every line costs O(n^2)
+            nl = data.find(b"\r\n", pos)
+            if nl >= 0:
+                line, new_pos = data[pos:nl], nl + 2
+            else:
+                d.buf += data[pos:]
         if nl < 0:
             if len(d.buf) > MAX_HEAD:
                 self._lose(d, "bad_chunk")
             return len(data)
-        line = bytes(d.buf[:nl])
-        rest = len(d.buf) - (nl + 2)
-        d.buf = bytearray()
-        new_pos = len(data) - rest
         if d.state == CHUNK_CRLF:
             if line:
                 self._lose(d, "bad_chunk")
@@ -333,7 +370,7 @@ class Http1Parser(Parser):
             return
         msg.end_ns = ts_ns
         if d.side == Side.CLIENT:
-            self._pending.push(msg)
+            self._pending.push(msg, _weight(msg))
         elif self._pending:
             self._records.append(self._record(self._pending.popleft(), msg.first_line, ts_ns))
         else:
@@ -341,36 +378,27 @@ class Http1Parser(Parser):
 
     def _record(self, req: _Message, status_line: bytes | None, end_ns: int) -> Record:
         """The exchange of `req` and the response starting with `status_line` (None: none came)."""
-        name, line_attrs = _request_line(req.first_line)
+        line = req.first_line
+        name, line_attrs = _request_line(line) if len(line) <= CACHED_LINE else _request_line.__wrapped__(line)
         attrs = line_attrs.copy()
-        lower, head = req.lower, req.head
-        for header, key in _REQUEST_HEADERS:  # plain finds: cheaper than splitting every header
-            i = lower.find(header)
-            if i >= 0:
-                i += len(header)
-                j = head.find(b"\r\n", i)
-                attrs[key] = head[i:j if j >= 0 else None].strip().decode("latin-1")
+        if req.host is not None:
+            attrs["http.request.header.host"] = req.host
+        if req.user_agent is not None:
+            attrs["user_agent.original"] = req.user_agent
+        if req.traceparent is not None:
+            attrs["http.request.header.traceparent"] = req.traceparent
         status, message = "UNSET", ""
         if status_line is not None:
-            parts = status_line.split(b" ", 2)
-            code = int(parts[1]) if len(parts) > 1 and len(parts[1]) == 3 and parts[1].isdigit() else 0
+            code, reason = (_status_of if len(status_line) <= CACHED_LINE else _status_of.__wrapped__)(status_line)
             if code:
                 attrs["http.response.status_code"] = code
             if code >= 500:
-                status, message = "ERROR", (parts[2].decode("latin-1") if len(parts) > 2 else "")
+                status, message = "ERROR", reason
                 attrs["error.type"] = str(code)
         else:
             status, message = "ERROR", "connection closed before a response"
             attrs["error.type"] = "no_response"
         return Record(name=name, start_ns=req.start_ns, end_ns=end_ns, attributes=attrs,
                       status=status, status_message=message)
-
-
-# Request headers worth keeping as attributes (OpenTelemetry http.request.header.<name>).
-_REQUEST_HEADERS = (
-    (b"\r\nhost:", "http.request.header.host"),
-    (b"\r\nuser-agent:", "user_agent.original"),
-    (b"\r\ntraceparent:", "http.request.header.traceparent"),
-)
 
 PARSER = Http1Parser

@@ -3,7 +3,8 @@
 A span is held until the stream's newest end time has passed its end by `window_s` (its
 caller, parent and trace root have arrived by then, for traces shorter than the window),
 then released with its final trace id. Released spans stay as read-only context for one
-more window so late peers can still link to them.
+more window so late peers can still link to them. Both sets are bounded in spans
+(`max_pending` each): under a flood the oldest go early instead of memory growing with it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from capture.traces.linker import link
 
 class StreamLinker:
     def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000,
-                 max_pending: int = 500_000):
+                 max_pending: int = 100_000):
         self.window_ns = int(window_s * 1e9)
         self.slack_ns = slack_ns
         self.max_pending = max_pending
@@ -28,6 +29,7 @@ class StreamLinker:
         self._auto: set[str] = set()  # pending spans whose parent this linker set
         self.linked = 0  # released spans that got a parent here
         self.forced = 0  # released early because max_pending was reached
+        self.context_trimmed = 0  # released spans dropped from the context before their window
 
     @property
     def pending(self) -> int:
@@ -89,5 +91,9 @@ class StreamLinker:
         self._auto -= {s.span_id for s in ready}
         self._pending = keep
         horizon = (cutoff if cutoff is not None else self._newest_end) - self.window_ns
-        self._context = [s for s in self._context + ready if s.end_time_unix_nano >= horizon]
+        context = [s for s in self._context + ready if s.end_time_unix_nano >= horizon]
+        if len(context) > self.max_pending:  # released in time order: the newest stay
+            self.context_trimmed += len(context) - self.max_pending
+            context = context[-self.max_pending:]
+        self._context = context
         return ready
