@@ -7,6 +7,8 @@ same command:
       `guardian capture` (zero-instrumentation must cost the app less than the SDK).
 
 Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE]
+A/B in one command: --compare /work/main runs the agent from that tree too (same server, same
+baseline), its figures under "compare".
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from support.live import free_port
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)
 READY_S = [120.0]  # how long the agent may take to compile and attach (--ready-s)
+COMPARE: list[Path] = []  # other source trees whose agent runs too (--compare)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -38,16 +41,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def agent(port: int, ready_s: float | None = None):
+def agent(port: int, ready_s: float | None = None, tree: Path | None = None):
     """`guardian capture --json --stats --port` writing spans to a file; yields a dict of its
     figures (agent CPU, spans by kind, kernel events and drops), filled at exit. `ready_s`:
-    how long BCC may take to compile at start (minutes on a host shared with other builds)."""
+    how long BCC may take to compile at start (minutes on a host shared with other builds);
+    `tree`: the source tree whose agent runs (default: this one)."""
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         out, err = Path(tmp, "spans.jsonl"), Path(tmp, "err")
         cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats",
                "--port", str(port), *AGENT_ARGS]
         with open(out, "w") as o, open(err, "w") as e:
-            proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=ROOT)
+            tree = tree or ROOT
+            proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)))
         result: dict = {}
         try:
             deadline = time.monotonic() + (ready_s or READY_S[0])
@@ -75,6 +80,8 @@ def agent(port: int, ready_s: float | None = None):
                 result["kernel_events"] = stats.get("kernel.events", 0)
                 result["kernel_spilled"] = stats.get("kernel.ringbuf_spilled", 0)
                 result["ring_max_backlog_bytes"] = stats.get("ring.max_backlog_bytes")
+                result["kernel_wakeups"] = stats.get("kernel.ringbuf_wakeups")  # records that woke the agent
+                result["agent_wakeups"] = stats.get("ring.wakeups")  # waits the kernel ended
 
 
 def wrk(url: str, seconds: int, conns: int = 50) -> dict:
@@ -103,25 +110,32 @@ def bench_nginx_saturation(seconds: int) -> dict:
         url = f"http://127.0.0.1:{port}/"
         wrk(url, 2)  # warm up
         base = wrk(url, seconds)
-        with agent(port) as cap:
-            with_agent = wrk(url, seconds)
-    return {
-        "baseline": base, "with_agent": with_agent, "agent": cap,
-        "throughput_ratio": with_agent["rps"] / base["rps"],
-        "p99_ratio": with_agent["p99_ms"] / base["p99_ms"],
-        "server_spans_per_request": cap["server_spans"] / with_agent["requests"],
-    }
+        runs = {}
+        for tree in (*COMPARE, None):
+            with agent(port, tree=tree) as cap:
+                with_agent = wrk(url, seconds)
+            runs[str(tree or ROOT)] = {
+                "with_agent": with_agent, "agent": cap,
+                "throughput_ratio": with_agent["rps"] / base["rps"],
+                "p99_ratio": with_agent["p99_ms"] / base["p99_ms"],
+                "server_spans_per_request": cap["server_spans"] / with_agent["requests"],
+            }
+    return {"baseline": base, **runs.pop(str(ROOT)), **({"compare": runs} if runs else {})}
 
 
 def bench_fixed_rate(seconds: int, rate: int) -> dict:
     with nginx_server() as (port, _):
         url = f"http://127.0.0.1:{port}/"
         base = hey(url, seconds, rate)
-        with agent(port) as cap:
-            run = hey(url, seconds, rate)
-    return {"baseline": base, "with_agent": run, "agent": cap,
-            "server_spans_per_request": cap["server_spans"] / run["requests"],
-            "client_spans_per_request": cap["client_spans"] / run["requests"]}
+        runs = {}
+        for tree in (*COMPARE, None):
+            with agent(port, tree=tree) as cap:
+                run = hey(url, seconds, rate)
+            runs[str(tree or ROOT)] = {
+                "with_agent": run, "agent": cap,
+                "server_spans_per_request": cap["server_spans"] / run["requests"],
+                "client_spans_per_request": cap["client_spans"] / run["requests"]}
+    return {"baseline": base, **runs.pop(str(ROOT)), **({"compare": runs} if runs else {})}
 
 
 FASTAPI_APP = textwrap.dedent('''
@@ -175,11 +189,14 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
+    ap.add_argument("--compare", action="append", default=[], metavar="TREE",
+                    help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
     ap.add_argument("--ready-s", type=float, default=READY_S[0], metavar="S",
                     help="how long the agent may take to start (BCC compiles for minutes on a loaded host)")
     args = ap.parse_args()
     AGENT_ARGS[:] = args.agent_arg
     READY_S[0] = args.ready_s
+    COMPARE[:] = [Path(t).resolve() for t in args.compare]
     out = {"agent_args": args.agent_arg}
     if args.only in (None, "nginx"):
         out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds)

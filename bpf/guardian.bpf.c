@@ -52,9 +52,18 @@ static __always_inline struct guardian_conn *new_conn(struct guardian_conn_key *
  * Such a record goes to a second, small ring instead (a lock nobody else is holding);
  * the agent reads both and puts records back in time order (capture/ringbuf.py). A ring
  * that is really full (the agent behind) spills over into it too, until it fills. */
+/* Wakeups: the agent polls the ring on a short timer (capture/live.py), so a record wakes it
+ * only when the ring holds more than WAKEUP_BYTES unread (a burst it should not sleep through).
+ * The kernel's default wakes the reader at the first record after it caught up: under steady
+ * load that is one wakeup (an irq_work and a context switch) every few records. */
 static __always_inline int ringbuf_send(void *data, __u64 size)
 {
-    if (events.ringbuf_output(data, size, 0) == 0)
+    __u64 wake = BPF_RB_NO_WAKEUP;
+    if (events.perf_read(BPF_RB_AVAIL_DATA) > WAKEUP_BYTES) {
+        wake = BPF_RB_FORCE_WAKEUP;
+        stat_add(STAT_RINGBUF_WAKEUPS, 1);
+    }
+    if (events.ringbuf_output(data, size, wake) == 0)
         return 0;
     if (spill.ringbuf_output(data, size, 0) == 0) {
         stat_add(STAT_RINGBUF_SPILLED, 1);

@@ -88,7 +88,8 @@ enum guardian_stat {
     STAT_IO_MAP_FULL = 8,     /* syscalls not followed: in-flight map full */
     STAT_IOV_UNWALKED = 9,    /* gathered I/O whose last iovecs went up uncopied (record budget) */
     STAT_RINGBUF_SPILLED = 10, /* records the ring buffer refused, sent through the spill ring */
-    STAT_MAX = 11,
+    STAT_RINGBUF_WAKEUPS = 11, /* records that woke the agent (the ring past its wakeup mark) */
+    STAT_MAX = 12,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PAYLOAD = 4096  # bytes of each message copied to userspace (power of two)
 DEFAULT_RINGBUF_PAGES = 4096  # 16 MiB ring buffer
 SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_send)
+# A record wakes the agent only past this fraction of the ring unread (bpf: ringbuf_send); the
+# agent otherwise reads on its poll timer (capture/live.py POLL_MS)
+WAKEUP_FRACTION = 8
 SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
 CACHE_ENV = "GUARDIAN_CAPTURE_BPF_CACHE"  # a directory, or "off"
 USUAL_COMPILE_S = 22  # said before the first compile on a machine; later the last one's time
@@ -99,6 +102,7 @@ class Loader:
             f"-DMAX_PAYLOAD={max_payload}",
             f"-DRINGBUF_PAGES={ringbuf_pages}",
             f"-DSPILL_PAGES={SPILL_PAGES}",
+            f"-DWAKEUP_BYTES={ringbuf_pages * mmap.PAGESIZE // WAKEUP_FRACTION}",
             f"-DMAX_CONNS={max_conns}",
             "-DMAX_INFLIGHT=16384",
             f"-DAGENT_PID={os.getpid()}",
@@ -207,7 +211,7 @@ class Loader:
     def open_events(self) -> OrderedRings:
         """The data events' ring buffers (main and spill) read from their mappings and
         merged in time order (capture/ringbuf.py)."""
-        return OrderedRings(RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE),
+        return OrderedRings(RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE, edge=True),
                             RingReader(self.bpf["spill"].map_fd, SPILL_PAGES * mmap.PAGESIZE))
 
     def poll_other(self) -> None:
