@@ -59,6 +59,7 @@ class AttachedFile:
     library: str  # tls.library value: openssl, boringssl, node, go
     probes: list[Probe] = field(default_factory=list)
     links: list[int] = field(default_factory=list)  # BPF link fds holding the probes (links.py)
+    one_by_one: list[Probe] = field(default_factory=list)  # probes attached as perf events
 
 
 def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
@@ -101,6 +102,7 @@ class TlsAttacher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._multi: bool | None = None  # uprobe_multi links work here (None: not tried yet)
+        self._programs: links.Programs | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -128,12 +130,12 @@ class TlsAttacher:
             self._execs = None
         with self._lock:
             for f in self.files.values():
-                if f.links:
-                    links.close(f.links)
-                else:
-                    for p in f.probes:
-                        self._detach(p)
+                links.close(f.links)
+                for p in f.one_by_one:
+                    self._detach(p)
             self.files.clear()
+            if self._programs is not None:
+                self._programs.close()
 
     # -- discovery -----------------------------------------------------------------------
     def _follow(self) -> None:
@@ -210,21 +212,27 @@ class TlsAttacher:
             log.info("TLS %s: %d probes on %s", library, len(attached.probes), path)
 
     def _link(self, attached: AttachedFile, path: str, probes: list[Probe]) -> None:
+        if self._programs is None:
+            self._programs = links.Programs(self.bpf)
         try:
-            attached.links, attached.probes, failed = links.attach_file(self.bpf, path, probes, self._probe_pid)
+            attached.links, attached.probes, refused = links.attach_file(self._programs, path, probes,
+                                                                         self._probe_pid)
         except links.Unsupported as e:
             if self._multi is None:  # the first file: this kernel has no uprobe_multi links
                 log.info("TLS probes attached one by one (no uprobe_multi links here: %s)", e)
                 self._multi = False
                 return
-            failed = [(probes, str(e))]
+            attached.probes, refused = [], probes
         except OSError as e:  # the file changed or went away under us
-            failed = [(probes, str(e))]
-        if attached.probes:
-            self._multi = True
-        for group, why in failed:
-            self.stats["attach_errors"] += len(group)
-            log.warning("uprobes %s (%d) on %s not attached: %s", group[0].fn, len(group), path, why)
+            self.stats["attach_errors"] += len(probes)
+            log.warning("uprobes on %s not attached: %s", path, e)
+            return
+        self._multi = True
+        if refused:
+            self.stats["probes_one_by_one"] += len(refused)
+            log.info("TLS: %d probes on %s attached one by one (the kernel refused their link)",
+                     len(refused), path)
+            self._attach_one_by_one(attached, refused)
 
     def _attach_one_by_one(self, attached: AttachedFile, probes: list[Probe]) -> None:
         for p in probes:
@@ -234,6 +242,7 @@ class TlsAttacher:
                 else:
                     self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
                 attached.probes.append(p)
+                attached.one_by_one.append(p)
             except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on attach errors
                 self.stats["attach_errors"] += 1
                 log.warning("uprobe %s at %s:%#x not attached: %s", p.fn, p.path, p.addr, e)

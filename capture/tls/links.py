@@ -3,7 +3,10 @@
 One link holds every probe one program takes in one file; closing it removes them all after a
 single wait for the probes' last runs. Uprobes attached one by one as perf events (what BCC
 does) wait once each, a large part of a stop's time with a few dozen TLS probes
-(tests/capture/tls/test_tls_stop.py). Not here: which probes a file takes (capture/tls/attach.py).
+(tests/capture/tls/test_tls_stop.py). The kernel refuses a link where a uprobe made another way
+sits at the same place with another reference-counter offset (bcc's Python passes none, so a
+garbage one): those probes are attached one by one. Not here: which probes a file takes
+(capture/tls/attach.py).
 """
 from __future__ import annotations
 
@@ -48,18 +51,55 @@ def file_offsets(path: str, vaddrs: list[int]) -> list[int]:
     return out
 
 
-def program_fd(bpf, fn: str) -> int:
-    """`fn` loaded for uprobe_multi links (once; bcc.BPF keeps it by name)."""
-    from bcc import BPF
+class Programs:
+    """The TLS programs loaded for uprobe_multi links, apart from bcc.BPF's own copies (which
+    stay loadable for probes attached one by one: a program is loaded for one or the other)."""
 
-    try:
-        return bpf.load_func(fn, BPF.KPROBE, attach_type=BPF_TRACE_UPROBE_MULTI).fd
-    except Exception as e:  # noqa: BLE001 — BCC raises bare Exception; the cache's loader OSError
-        raise Unsupported(str(e)) from e
+    def __init__(self, bpf) -> None:
+        self.bpf = bpf
+        self.fds: dict[str, int] = {}
+
+    def fd(self, fn: str) -> int:
+        if fn not in self.fds:
+            self.fds[fn] = self._load(fn)
+        return self.fds[fn]
+
+    def _load(self, fn: str) -> int:
+        from bcc import BPF
+
+        image = getattr(self.bpf, "image", None)
+        try:
+            if image is not None:  # loaded from the compile cache (capture/bpfcache.py)
+                from capture.bpfcache import load_program
+
+                return load_program(fn, BPF.KPROBE, image.patched(fn, self.bpf.map_fds), image.license,
+                                    image.kern_version, BPF_TRACE_UPROBE_MULTI)
+            from bcc.libbcc import lib
+
+            name = fn.encode()
+            start = lib.bpf_function_start(self.bpf.module, name)
+            if not start:
+                raise OSError(f"no program {fn}")
+            fd = lib.bcc_func_load(self.bpf.module, BPF.KPROBE, name, start,
+                                   lib.bpf_function_size(self.bpf.module, name),
+                                   lib.bpf_module_license(self.bpf.module),
+                                   lib.bpf_module_kern_version(self.bpf.module), 0, None, 0, None,
+                                   BPF_TRACE_UPROBE_MULTI)
+            if fd < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"program {fn}: {os.strerror(err)}")
+            return fd
+        except OSError as e:
+            raise Unsupported(str(e)) from e
+
+    def close(self) -> None:
+        close(list(self.fds.values()))
+        self.fds.clear()
 
 
 def link(prog_fd: int, path: str, offsets: list[int], ret: bool, pid: int) -> int:
-    """One uprobe_multi link of `prog_fd` at `offsets` in `path`; returns its fd."""
+    """One uprobe_multi link of `prog_fd` at `offsets` in `path` (pid <= 0: every process);
+    returns its fd."""
     path_buf = ctypes.create_string_buffer(os.fsencode(path))
     offs = (ctypes.c_uint64 * len(offsets))(*offsets)
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
@@ -73,21 +113,22 @@ def link(prog_fd: int, path: str, offsets: list[int], ret: bool, pid: int) -> in
     return int(fd)
 
 
-def attach_file(bpf, path: str, probes: list, pid: int) -> tuple[list[int], list, list[tuple[list, str]]]:
+def attach_file(programs: Programs, path: str, probes: list, pid: int) -> tuple[list[int], list, list]:
     """Link `probes` (capture.tls.attach.Probe, all in `path`), one link per program and kind.
-    Returns the link fds, the probes attached, and the groups that failed with why."""
-    fds, attached, failed = [], [], []
+    Returns the link fds, the probes attached, and the probes whose link the kernel refused
+    (a probe at the same place made another way: bcc tools, an older agent)."""
+    fds, attached, refused = [], [], []
     key = lambda p: (p.fn, p.ret)  # noqa: E731
     offsets = dict(zip([p.addr for p in probes], file_offsets(path, [p.addr for p in probes])))
     for (fn, ret), group in groupby(sorted(probes, key=key), key=key):
         group = list(group)
-        prog = program_fd(bpf, fn)
+        prog = programs.fd(fn)
         try:
             fds.append(link(prog, path, [offsets[p.addr] for p in group], ret, pid))
             attached += group
-        except OSError as e:
-            failed.append((group, str(e)))
-    return fds, attached, failed
+        except OSError:
+            refused += group
+    return fds, attached, refused
 
 
 def close(fds: list[int]) -> None:
