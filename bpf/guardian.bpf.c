@@ -62,14 +62,13 @@ static __always_inline struct guardian_conn *new_conn(struct guardian_conn_key *
  * it is read with every read of the main ring. */
 static __always_inline int ringbuf_send(void *data, __u64 size)
 {
-    __u64 wake = BPF_RB_NO_WAKEUP;
     __u64 unread = events.perf_read(BPF_RB_AVAIL_DATA);
-    if (unread / WAKEUP_BYTES != (unread + size) / WAKEUP_BYTES) {
-        wake = BPF_RB_FORCE_WAKEUP;
-        stat_add(STAT_RINGBUF_WAKEUPS, 1);
-    }
-    if (events.ringbuf_output(data, size, wake) == 0)
+    int wake = unread / WAKEUP_BYTES != (unread + size) / WAKEUP_BYTES;
+    if (events.ringbuf_output(data, size, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP) == 0) {
+        if (wake)
+            stat_add(STAT_RINGBUF_WAKEUPS, 1);
         return 0;
+    }
     if (spill.ringbuf_output(data, size, BPF_RB_NO_WAKEUP) == 0) {
         stat_add(STAT_RINGBUF_SPILLED, 1);
         return 0;
