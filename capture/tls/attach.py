@@ -230,8 +230,8 @@ class TlsAttacher:
         self._multi = True
         if refused:
             self.stats["probes_one_by_one"] += len(refused)
-            log.info("TLS: %d probes on %s attached one by one (the kernel refused their link)",
-                     len(refused), path)
+            log.info("TLS: the kernel refused links on %s (a uprobe made another way is there): "
+                     "%d probes attached one by one", path, len(refused))
             self._attach_one_by_one(attached, refused)
 
     def _attach_one_by_one(self, attached: AttachedFile, probes: list[Probe]) -> None:
