@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 # serialized while still in cache (a flush every few thousand events costs more per event:
 # `python -m bench.events replay FILE` measures it)
 BATCH = 256
-# The kernel does not wake the agent for each record (bpf: ringbuf_send), only when the ring
-# fills past a mark: the agent reads on this timer, which bounds how long a span waits
+# The kernel does not wake the agent for each record (bpf: ringbuf_send), only when the ring's
+# unread data crosses a mark: the agent reads on this timer, which bounds how long a span waits
 # (`python -m bench.capture` counts wakeups and reads against records).
 POLL_MS = 20
 # at stop, what is already in the ring buffers is read for at most this long: a full ring at

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PAYLOAD = 4096  # bytes of each message copied to userspace (power of two)
 DEFAULT_RINGBUF_PAGES = 4096  # 16 MiB ring buffer
 SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_send)
-# A record wakes the agent only past this fraction of the ring unread (bpf: ringbuf_send); the
-# agent otherwise reads on its poll timer (capture/live.py POLL_MS)
+# A record wakes the agent only when it takes the ring's unread data across a multiple of this
+# fraction of the ring (bpf: ringbuf_send); the agent otherwise reads on its timer (live.py POLL_MS)
 WAKEUP_FRACTION = 8
 SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
 CACHE_ENV = "GUARDIAN_CAPTURE_BPF_CACHE"  # a directory, or "off"
