@@ -14,6 +14,7 @@ import logging
 import mmap
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from capture import abi, bpfcache, btf
@@ -242,5 +243,22 @@ class Loader:
 
     def close(self) -> None:
         if self.bpf is not None:
+            _detach_tracepoints(self.bpf)
             self.bpf.cleanup()
             self.bpf = None
+
+
+def _detach_tracepoints(bpf) -> None:
+    """Detach every tracepoint on threads side by side: each detach waits for the kernel, and one
+    after the other (bcc's cleanup) they were most of a stop's time
+    (tests/capture/tls/test_tls_stop.py measures a stop)."""
+    def detach(tp: bytes) -> None:
+        try:
+            bpf.detach_tracepoint(tp)
+        except Exception as e:  # noqa: BLE001 — BCC raises bare Exception; cleanup() tries again
+            log.debug("detach %s: %s", tp, e)
+
+    tracepoints = list(bpf.tracepoint_fds)
+    if tracepoints:
+        with ThreadPoolExecutor(min(64, len(tracepoints))) as pool:
+            list(pool.map(detach, tracepoints))
