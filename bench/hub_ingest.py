@@ -127,6 +127,7 @@ def measure(engine: str, spans: int, senders: int = 4) -> dict:
     out.update(hub_spans_per_s=_rate(stored, elapsed), hub_seconds=round(elapsed, 2), stored=stored,
                throttled_requests=sum(throttled), links=linker.linked,
                exchanges=total // 2, ambiguous=linker.stats["ambiguous"],
+               stage_seconds={k: round(v, 2) for k, v in hub.ingest.seconds.items()},
                hub_vs_store_only=round(_rate(stored, elapsed) / max(out["store_only_spans_per_s"], 1), 2),
                load_avg_after=os.getloadavg())
     hub.stop()
