@@ -41,12 +41,15 @@ def traffic(spans: int, seed: int = 7) -> list[list[Span]]:
     hops = (("node-1", "node-2", "10.77.0.2", 8080, "10.77.0.1"),
             ("node-2", "node-3", "10.77.0.3", 9090, "10.77.0.2"))
     per_node: dict[str, list[Span]] = {n: [] for n in nodes}
+    free_at = [t0] * (2 * CONNS)  # a keep-alive connection carries one request at a time
     for n in range(spans // 2):
         cn, sn, saddr, sport, caddr = hops[n % 2]
         conn = (n // 2) % CONNS
-        start = t0 + n * 40_000
+        slot = (n % 2) * CONNS + conn
+        start = max(t0 + n * 20_000, free_at[slot])
         dur = rnd.randrange(300_000, 3_000_000)
         net = rnd.randrange(20_000, 120_000)
+        free_at[slot] = start + dur + rnd.randrange(10_000, 50_000)
         attrs = {"http.request.method": "GET", "url.path": "/api/items", "url.query": f"rid={n}",
                  "server.address": saddr, "server.port": sport, "client.address": caddr,
                  "client.port": 40000 + conn, "network.transport": "tcp"}
@@ -58,6 +61,8 @@ def traffic(spans: int, seed: int = 7) -> list[list[Span]]:
                  attributes={**attrs, "http.response.status_code": 200})
         per_node[cn].append(c)
         per_node[sn].append(s)
+    for spans_of_node in per_node.values():
+        spans_of_node.sort(key=lambda x: x.end_time_unix_nano)  # agents ship a span once it ended
     batches = []
     for spans_of_node in per_node.values():
         batches += [spans_of_node[i:i + PER_BODY] for i in range(0, len(spans_of_node), PER_BODY)]

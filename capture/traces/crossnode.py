@@ -277,6 +277,7 @@ class CrossNodeLinker:
         after = [len(ss)] * (n + 1)  # after[i]: lowest server index linked to a client > i
         for i in range(n - 1, -1, -1):
             after[i] = min(after[i + 1], linked.get(i + 1, len(ss)) if i + 1 < n else len(ss))
+        made = -1  # highest server index linked in this pass so far: later clients come after it
         for i, row in enumerate(fits):
             if i in linked:
                 continue
@@ -285,15 +286,12 @@ class CrossNodeLinker:
                 continue
             cost, j = row[0]
             tie = len(row) > 1 and row[1][0] == cost
-            if tie or best_c[j][1] != i or not before[i] < j < after[i] or cost > limit:
+            if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:
                 self.stats["ambiguous"] += 1
                 continue
             linked[i] = j
             taken.add(j)
-            for k in range(i + 1, n + 1):  # later clients must now come after j
-                if before[k] >= j:
-                    break
-                before[k] = j
+            made = j
             history.append(cost)
             if len(fits[i]) == 1:
                 self._link_pair(cs[i], ss[j], "connection", 0.95, remap)
