@@ -135,9 +135,25 @@ def measure(engine: str, spans: int, senders: int = 4) -> dict:
                stage_seconds={k: round(v, 2) for k, v in hub.ingest.seconds.items()},
                hub_vs_store_only=round(_rate(stored, elapsed) / max(out["store_only_spans_per_s"], 1), 2),
                load_avg_after=os.getloadavg())
+    out.update(_truth(store))
     hub.stop()
     store.close()
     return out
+
+
+def _truth(store) -> dict:
+    """Links checked against the request id both halves carry (never read by the linker)."""
+    from capture.store.api import SpanFilter
+
+    clients, servers = {}, []
+    for s in store.spans(SpanFilter(limit=10_000_000)):
+        if s.kind == "CLIENT":
+            clients[s.span_id] = s.attributes.get("url.query")
+        else:
+            servers.append((s.parent_span_id, s.attributes.get("url.query")))
+    right = sum(1 for parent, rid in servers if parent in clients and clients[parent] == rid)
+    wrong = sum(1 for parent, rid in servers if parent in clients and clients[parent] != rid)
+    return {"linked_right": right, "linked_wrong": wrong, "unlinked": len(servers) - right - wrong}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,15 +111,25 @@ class CrossNodeLinker:
         n = len(self._pending)
         now = time.monotonic()
         nodes = self._nodes
+        newest: dict[int, list] = {}  # id(resource) -> [resource, newest end]: spans share resources
+        trace_map = self._trace_map
         for s in spans:
-            self._remap(s)
+            if trace_map:
+                self._remap(s)
             self._pending.append(s)
             end = s.end_time_unix_nano
+            r = newest.get(id(s.resource))
+            if r is None:
+                newest[id(s.resource)] = [s, end]
+            elif end > r[1]:
+                r[1] = end
+        for first, end in newest.values():
             if end > self._newest_end:
                 self._newest_end = end
-            mark = nodes.get(node_of(s))
+            node = node_of(first)
+            mark = nodes.get(node)
             if mark is None:
-                nodes[node_of(s)] = [end, now]
+                nodes[node] = [end, now]
             else:
                 if end > mark[0]:
                     mark[0] = end
