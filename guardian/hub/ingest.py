@@ -115,7 +115,10 @@ class Ingest:
             self._hand(ready)
             self._linking = False
         if linker is not None:
-            self._hand(linker.flush())
+            t = time.perf_counter()
+            rest = linker.flush()
+            self.seconds["link"] += time.perf_counter() - t
+            self._hand(rest)
         with self._ready_cv:
             self._link_done = True
             self._ready_cv.notify_all()
