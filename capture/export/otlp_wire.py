@@ -238,43 +238,36 @@ def _span(buf: bytes, i: int, end: int, resource: dict[str, Any]) -> Span | None
                 span.hex(), parent.hex() or None, message)
 
 
+def _fields(buf: bytes, i: int, end: int, tags: tuple[int, ...]):
+    """(tag, start, end) of each length-delimited field of a message with one of `tags`;
+    the other fields are skipped by wire type."""
+    while i < end:
+        t, i = _varint(buf, i)
+        if t in tags:
+            a, i = _len(buf, i, end)
+            yield t, a, i
+        else:
+            i = _skip(buf, i, t & 7, end)
+
+
 def decode(body: bytes) -> tuple[list[Span], int]:
     """The spans of a request and how many were rejected (unusable ids or no name)."""
     buf = bytes(body)
     out: list[Span] = []
     rejected = 0
     try:
-        end = len(buf)
-        i = 0
-        while i < end:
-            t, i = _varint(buf, i)
-            if t != _T_REQ_RS:
-                i = _skip(buf, i, t & 7, end)
-                continue
-            rs_start, rs_end = _len(buf, i, end)
-            i = rs_end
+        for _, rs_start, rs_end in _fields(buf, 0, len(buf), (_T_REQ_RS,)):
             # The resource may come after the scope spans on the wire: read it first.
             resource: dict[str, Any] = {}
             scopes: list[tuple[int, int]] = []
-            j = rs_start
-            while j < rs_end:
-                t, j = _varint(buf, j)
+            for t, a, b in _fields(buf, rs_start, rs_end, (_T_RS_RESOURCE, _T_RS_SCOPE_SPANS)):
                 if t == _T_RS_RESOURCE:
-                    a, j = _len(buf, j, rs_end)
-                    _attributes(buf, a, j, _T_RES_ATTR, resource)
-                elif t == _T_RS_SCOPE_SPANS:
-                    a, j = _len(buf, j, rs_end)
-                    scopes.append((a, j))
+                    _attributes(buf, a, b, _T_RES_ATTR, resource)
                 else:
-                    j = _skip(buf, j, t & 7, rs_end)
+                    scopes.append((a, b))
             for a, b in scopes:
-                while a < b:
-                    t, a = _varint(buf, a)
-                    if t != _T_SS_SPAN:
-                        a = _skip(buf, a, t & 7, b)
-                        continue
-                    s0, a = _len(buf, a, b)
-                    s = _span(buf, s0, a, resource)
+                for _, s0, s1 in _fields(buf, a, b, (_T_SS_SPAN,)):
+                    s = _span(buf, s0, s1, resource)
                     if s is None:
                         rejected += 1
                     else:
