@@ -188,6 +188,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
                               env=ENV, capture_output=True, text=True, timeout=900)
         if load.returncode:
             raise RuntimeError(f"load failed: {load.stderr[-2000:]}")
+        t_end = time.time()
         out["load"] = json.loads(load.stdout.strip().splitlines()[-1])
         out["agents_alive_after_load"] = [a.poll() is None for a in agents]
         for a in agents:  # agents link what is pending, ship it and exit
@@ -196,7 +197,12 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
         out["hub_received"] = _metric(hub_api, "guardian_hub_spans_received")
         out["hub_malformed"] = _metric(hub_api, "guardian_hub_malformed_requests")
         _stop(hub, 120)
+        # The incident window an alert would give: from the fault's start (stock fails from the
+        # load's halfway request) to the end; the healthy first half is the baseline before it.
+        fault_at = t_end - out["load"]["seconds"] / 2
+        out["investigate_window"] = [round(fault_at, 1), round(t_end + 5, 1)]
         report = subprocess.run([PY, "-m", "guardian.cli.main", "investigate", "--store", store_url,
+                                 "--start", f"{fault_at:.3f}", "--end", f"{t_end + 5:.3f}",
                                  "--json", "why are web requests failing?"],
                                 env=ENV, capture_output=True, text=True, timeout=300)
         try:
