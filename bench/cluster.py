@@ -177,7 +177,9 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
             agents.append(_start(stack, ["nice", "-n", "5", PY, "-m", "guardian.cli.main", "agent",
                                          "--config", str(cfg), "--port", str(free_port())],
                                  ENV, f"agent {node.name}", wait=False))
-        for a, node in zip(agents, topo.nodes):  # they compile their eBPF programs at once
+            if i == 0:  # the first one compiles the eBPF programs (or loads them); the rest load its cache
+                _wait_line(agents[0], "ready", 900, f"agent {node.name}", work / f"agent-{node.name}.log")
+        for a, node in list(zip(agents, topo.nodes))[1:]:
             _wait_line(a, "ready", 300, f"agent {node.name}", work / f"agent-{node.name}.log")
         out["agents_start_s"] = round(time.monotonic() - t0, 1)
         load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "support.cluster_app",
@@ -186,6 +188,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
                               env=ENV, capture_output=True, text=True, timeout=900)
         if load.returncode:
             raise RuntimeError(f"load failed: {load.stderr[-2000:]}")
+        t_end = time.time()
         out["load"] = json.loads(load.stdout.strip().splitlines()[-1])
         out["agents_alive_after_load"] = [a.poll() is None for a in agents]
         for a in agents:  # agents link what is pending, ship it and exit
@@ -194,7 +197,12 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
         out["hub_received"] = _metric(hub_api, "guardian_hub_spans_received")
         out["hub_malformed"] = _metric(hub_api, "guardian_hub_malformed_requests")
         _stop(hub, 120)
+        # The incident window an alert would give: from the fault's start (stock fails from the
+        # load's halfway request) to the end; the healthy first half is the baseline before it.
+        fault_at = t_end - out["load"]["seconds"] / 2
+        out["investigate_window"] = [round(fault_at, 1), round(t_end + 5, 1)]
         report = subprocess.run([PY, "-m", "guardian.cli.main", "investigate", "--store", store_url,
+                                 "--start", f"{fault_at:.3f}", "--end", f"{t_end + 5:.3f}",
                                  "--json", "why are web requests failing?"],
                                 env=ENV, capture_output=True, text=True, timeout=300)
         try:
@@ -221,58 +229,6 @@ def _flt(service: str):
     from capture.store.api import SpanFilter
 
     return SpanFilter(service=service, limit=1)
-
-
-def ingest_rate(engine: str, spans: int = 200_000, senders: int = 4, batch: int = 2000) -> dict:
-    """Hub ingest on this engine: pre-encoded OTLP/HTTP batches from `senders` threads into a
-    hub (decode, cross-node linking, store); spans/s from the first request to the last stored."""
-    import httpx
-
-    from capture.export.otlp_proto import encode
-    from capture.span import Span
-    from capture.store.factory import open_store
-    from capture.traces.crossnode import CrossNodeLinker
-    from guardian.hub.hub import Hub
-
-    t_base = time.time_ns()
-    bodies = []
-    for b in range(spans // batch):
-        res = {"service.name": f"svc-{b % 7}", "host.name": f"node-{b % 3}", "process.pid": 100 + b % 5}
-        out = []
-        for i in range(batch):
-            n = b * batch + i
-            t = t_base + n * 20_000
-            out.append(Span(name="GET /api/items", kind="SERVER" if n % 2 else "CLIENT",
-                            start_time_unix_nano=t, end_time_unix_nano=t + 900_000,
-                            status_code="OK", resource=res,
-                            attributes={"http.request.method": "GET", "url.path": "/api/items",
-                                        "http.response.status_code": 200, "server.address": "10.77.0.2",
-                                        "server.port": 8080, "client.address": "10.77.0.1",
-                                        "client.port": 30000 + n % 16, "network.transport": "tcp"}))
-        bodies.append(encode(out))
-    store = open_store("chdb://" if engine == "chdb" else None)
-    hub = Hub(store, "127.0.0.1", None, 0, linker=CrossNodeLinker(window_s=2.0)).start()
-    url = f"http://127.0.0.1:{hub.http.port}/v1/traces"
-
-    def send(k: int) -> None:
-        with httpx.Client(headers={"Content-Type": "application/x-protobuf"}, timeout=30) as c:
-            for body in bodies[k::senders]:
-                while c.post(url, content=body).status_code == 503:
-                    time.sleep(0.05)
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    hub.ingest.close(120)  # flushes the linker: every span stored
-    elapsed = time.perf_counter() - t0
-    n = store.count()
-    hub.stop()
-    store.close()
-    return {"engine": engine, "spans": n, "seconds": round(elapsed, 2),
-            "spans_per_s": round(n / elapsed)}
 
 
 def _rss_mb() -> float:
@@ -336,20 +292,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--conns", type=int, default=16)
-    p.add_argument("--ingest-spans", type=int, default=200_000)
-    p.add_argument("--ingest-only", choices=["chdb", "duckdb"], help=argparse.SUPPRESS)
+    p.add_argument("--ingest-spans", type=int, default=200_000, help="hub ingest bench size (0: skip)")
     p.add_argument("--skip-sim", action="store_true", help="only the ingest measurement")
     p.add_argument("--outage-s", type=float, default=60.0, help="hub outage to ride out (0: skip)")
     args = p.parse_args(argv)
-    if args.ingest_only:  # one engine per process: chDB allows one data path per process
-        print(json.dumps(ingest_rate(args.ingest_only, args.ingest_spans)))
-        return 0
     result: dict = {"load_avg_before": os.getloadavg()}
-    for engine in ("chdb", "duckdb"):
-        r = subprocess.run([PY, "-m", "bench.cluster", "--ingest-only", engine, "--ingest-spans",
-                            str(args.ingest_spans)], env=ENV, capture_output=True, text=True, timeout=900)
-        result[f"ingest_{engine}"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
-    result["ingest_spans_per_s"] = result["ingest_chdb"].get("spans_per_s")
+    if args.ingest_spans:
+        for engine in ("chdb", "duckdb"):  # one engine per process: chDB has one data path per process
+            r = subprocess.run([PY, "-m", "bench.hub_ingest", "--only", engine, "--spans",
+                                str(args.ingest_spans)], env=ENV, capture_output=True, text=True, timeout=1800)
+            result[f"ingest_{engine}"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
+        result["ingest_spans_per_s"] = result["ingest_chdb"].get("hub_spans_per_s")
     if args.outage_s:
         r = subprocess.run([PY, "-c", f"import json; from bench.cluster import outage; "
                                       f"print(json.dumps(outage({args.outage_s})))"],

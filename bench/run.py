@@ -30,6 +30,7 @@ BENCHES = {
     "fuzz": False,
     "hostile": False,
     "cluster": True,
+    "hub_ingest": False,
     "soak": True,
 }
 

@@ -57,6 +57,9 @@ class _Collector:
             "guardian_agent_spans_linked": ("spans that got a parent from the linker", a.linker.linked),
             "guardian_agent_store_errors": ("store appends that failed", a.store_errors),
         }
+        if a.scope is not None:
+            counters["guardian_agent_scope_dropped_spans"] = (
+                "spans of processes outside this agent's scope (capture.scope)", a.scope.dropped)
         if a.sink is not None:
             counters["guardian_agent_export_spans"] = ("spans accepted by the OTLP endpoint", a.sink.exported)
             counters["guardian_agent_export_failed_spans"] = ("spans the OTLP endpoint refused", a.sink.failed)

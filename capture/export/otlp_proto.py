@@ -1,9 +1,10 @@
 """Our spans to and from OTLP protobuf (ExportTraceServiceRequest), without the SDK in between.
 
 The agent's shipper spools these bytes to disk and sends them as they are; the hub decodes
-them back to spans. `decode` is strict about what it cannot store (ids of the wrong size, a
-missing name) and counts those spans as rejected instead of raising; bytes that are not a
-request at all raise DecodeError.
+them back to spans with `decode` (read from the wire format, capture.export.otlp_wire;
+`decode_message` is the same through the protobuf runtime). Both are strict about what they
+cannot store (ids of the wrong size, a missing name) and count those spans as rejected instead
+of raising; bytes that are not a request at all raise DecodeError.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from capture.export.otlp_wire import any_value, decode
 from capture.span import Span
 
-__all__ = ["DecodeError", "encode", "decode"]
+__all__ = ["DecodeError", "encode", "decode", "decode_message"]
 SCOPE_NAME, SCOPE_VERSION = "guardian.capture", "0.1.0"
 _KIND = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 _KIND_NAME = {v: k for k, v in _KIND.items()} | {0: "INTERNAL"}
@@ -78,29 +80,12 @@ def encode(spans: Iterable[Span]) -> bytes:
     return req.SerializeToString()
 
 
-_NESTED = {"array_value", "kvlist_value", "bytes_value"}
-
-
-def _value(av: AnyValue) -> Any:
-    fields = av.ListFields()  # one C call: the set member of the oneof and its value
-    if not fields:
-        return None
-    desc, v = fields[0]
-    if desc.name not in _NESTED:
-        return v
-    if desc.name == "array_value":
-        return [_value(x) for x in v.values]
-    if desc.name == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in v.values}
-    return v.hex()
-
-
 def _dict(kvs: Iterable[KeyValue]) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in kvs}
+    return {kv.key: any_value(kv.value) for kv in kvs}
 
 
-def decode(body: bytes) -> tuple[list[Span], int]:
-    """The spans of a request and how many were rejected (unusable ids or no name)."""
+def decode_message(body: bytes) -> tuple[list[Span], int]:
+    """`decode` through the protobuf runtime: its specification (tests compare the two)."""
     req = ExportTraceServiceRequest.FromString(body)
     out: list[Span] = []
     rejected = 0

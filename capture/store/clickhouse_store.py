@@ -15,19 +15,14 @@ import time
 from typing import Any, Iterable, Literal
 
 import orjson
-import pyarrow as pa
 
 from capture.span import Span
-from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow, peer_name
+from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
+from capture.store.columns import arrow_batch, span_of_row
 from capture.store.clickhouse_conn import Connection, connect
 
-_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
-            "duration_ns", "status_code", "status_message", "service", "peer",
-            "attributes", "resource")
-_ARROW_TYPES = [pa.string()] * 5 + [pa.int64()] * 3 + [pa.string()] * 6
 _QUANTILES = "quantilesExactInclusive(0.5, 0.95, 0.99)(duration_ns)"  # = DuckDB's quantile_cont
 _AGE_CHECK_EVERY_S = 1.0
-_JSON_OPTS = orjson.OPT_NON_STR_KEYS
 
 
 def schema(table: str, ttl_s: float | None) -> str:
@@ -46,10 +41,6 @@ CREATE TABLE IF NOT EXISTS {table} (
 ) ENGINE = MergeTree
 PARTITION BY toDate(fromUnixTimestamp64Nano(start_ns))
 ORDER BY (service, kind, start_ns){ttl}"""
-
-
-def _encode(value: dict[str, Any]) -> bytes:
-    return orjson.dumps(value, default=str, option=_JSON_OPTS)
 
 
 class _Params:
@@ -91,28 +82,7 @@ class ClickHouseStore(SpanStore):
         n = len(batch)
         if not n:
             return 0
-        enc = _encode
-        res_json: dict[int, bytes] = {}
-
-        def resource(r: dict[str, Any]) -> bytes:
-            j = res_json.get(id(r))
-            if j is None:
-                j = res_json[id(r)] = enc(r)
-            return j
-
-        starts = [s.start_time_unix_nano for s in batch]
-        ends = [s.end_time_unix_nano for s in batch]
-        cols = [
-            [s.trace_id for s in batch], [s.span_id for s in batch],
-            [s.parent_span_id or "" for s in batch],
-            [s.name for s in batch], [s.kind for s in batch], starts, ends,
-            [e - b for b, e in zip(starts, ends)],
-            [s.status_code for s in batch], [s.status_message or "" for s in batch],
-            [str(s.resource.get("service.name", "unknown")) for s in batch],
-            [(peer_name(s.attributes) or "") if s.kind in ("CLIENT", "PRODUCER") else "" for s in batch],
-            [enc(s.attributes) for s in batch], [resource(s.resource) for s in batch],
-        ]
-        table = pa.table([pa.array(c, t) for c, t in zip(cols, _ARROW_TYPES)], names=list(_COLUMNS))
+        table = arrow_batch(batch, nulls=False)
         with self._lock:
             self._con.insert(self.table, table)
             self._enforce_retention()
@@ -156,13 +126,7 @@ class ClickHouseStore(SpanStore):
         return ("SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,"
                 f" status_message, attributes, resource FROM {self.table}")
 
-    @staticmethod
-    def _span(row: tuple) -> Span:
-        return Span(trace_id=row[0], span_id=row[1], parent_span_id=row[2] or None, name=row[3],
-                    kind=row[4], start_time_unix_nano=row[5], end_time_unix_nano=row[6],
-                    status_code=row[7], status_message=row[8] or "",
-                    attributes=orjson.loads(row[9]) if row[9] else {},
-                    resource=orjson.loads(row[10]) if row[10] else {})
+    _span = staticmethod(span_of_row)
 
     @staticmethod
     def _where(flt: SpanFilter, p: _Params) -> str:

@@ -16,10 +16,10 @@ from typing import Any, Iterable, Literal
 
 import duckdb
 import orjson
-import pyarrow as pa
 
 from capture.span import Span
-from capture.store.api import PEER_KINDS, EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow, peer_name
+from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
+from capture.store.columns import arrow_batch, span_of_row
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -31,21 +31,10 @@ CREATE TABLE IF NOT EXISTS spans (
     attributes VARCHAR, resource VARCHAR  -- JSON text: validating it at write would cost more than the rest of the row
 )
 """
-_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
-            "duration_ns", "status_code", "status_message", "service", "peer",
-            "attributes", "resource")
-_ARROW_TYPES = [pa.string()] * 5 + [pa.int64()] * 3 + [pa.string()] * 6
 _SELECT = ("SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,"
            " status_message, attributes, resource FROM spans")
 _QUANTILES = "quantile_cont(duration_ns, [0.5, 0.95, 0.99])"
 _AGE_CHECK_EVERY_S = 1.0
-_JSON_OPTS = orjson.OPT_NON_STR_KEYS
-
-
-def _encode(value: dict[str, Any]) -> bytes:
-    return orjson.dumps(value, default=str, option=_JSON_OPTS)
-
-
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
 
@@ -94,28 +83,7 @@ class DuckDBStore(SpanStore):
         n = len(batch)
         if not n:
             return 0
-        enc = _encode
-        res_json: dict[int, bytes] = {}  # spans of one process share one resource dict
-
-        def resource(r: dict[str, Any]) -> bytes:
-            j = res_json.get(id(r))
-            if j is None:
-                j = res_json[id(r)] = enc(r)
-            return j
-
-        starts = [s.start_time_unix_nano for s in batch]
-        ends = [s.end_time_unix_nano for s in batch]
-        # One list comprehension per column: several times faster than appending row by row.
-        cols = [
-            [s.trace_id for s in batch], [s.span_id for s in batch], [s.parent_span_id for s in batch],
-            [s.name for s in batch], [s.kind for s in batch], starts, ends,
-            [e - b for b, e in zip(starts, ends)],
-            [s.status_code for s in batch], [s.status_message for s in batch],
-            [str(s.resource.get("service.name", "unknown")) for s in batch],
-            [peer_name(s.attributes) if s.kind in PEER_KINDS else None for s in batch],
-            [enc(s.attributes) for s in batch], [resource(s.resource) for s in batch],
-        ]
-        table = pa.table([pa.array(c, t) for c, t in zip(cols, _ARROW_TYPES)], names=list(_COLUMNS))
+        table = arrow_batch(batch)
         with self._lock, _private_files(self.path):
             self._con.register("_batch", table)
             try:
@@ -161,13 +129,7 @@ class DuckDBStore(SpanStore):
         with self._lock:
             return self._con.execute(sql, params or []).fetchall()
 
-    @staticmethod
-    def _span(row: tuple) -> Span:
-        return Span(trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3],
-                    kind=row[4], start_time_unix_nano=row[5], end_time_unix_nano=row[6],
-                    status_code=row[7], status_message=row[8] or "",
-                    attributes=orjson.loads(row[9]) if row[9] else {},
-                    resource=orjson.loads(row[10]) if row[10] else {})
+    _span = staticmethod(span_of_row)
 
     @staticmethod
     def _where(flt: SpanFilter) -> tuple[str, list[Any]]:

@@ -17,6 +17,9 @@ Rule 3: spans already linked on their node (the agent found both ends) are left 
         trace id.
 Rule 4: the clock slack between two nodes shrinks to the exact one once their links show
         the clocks agree (`slack_for`): a lost span's neighbour then no longer fits.
+Rule 5: a pair is made once both spans end at least the clock slack before the watermark (the
+        slowest live node's newest span), or when the server leaves the window: at the
+        frontier one node's half may still be on its way, and a neighbour would fit instead.
 Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
 """
 from __future__ import annotations
@@ -111,15 +114,25 @@ class CrossNodeLinker:
         n = len(self._pending)
         now = time.monotonic()
         nodes = self._nodes
+        newest: dict[int, list] = {}  # id(resource) -> [resource, newest end]: spans share resources
+        trace_map = self._trace_map
         for s in spans:
-            self._remap(s)
+            if trace_map:
+                self._remap(s)
             self._pending.append(s)
             end = s.end_time_unix_nano
+            r = newest.get(id(s.resource))
+            if r is None:
+                newest[id(s.resource)] = [s, end]
+            elif end > r[1]:
+                r[1] = end
+        for first, end in newest.values():
             if end > self._newest_end:
                 self._newest_end = end
-            mark = nodes.get(node_of(s))
+            node = node_of(first)
+            mark = nodes.get(node)
             if mark is None:
-                nodes[node_of(s)] = [end, now]
+                nodes[node] = [end, now]
             else:
                 if end > mark[0]:
                     mark[0] = end
@@ -135,7 +148,7 @@ class CrossNodeLinker:
                 and len(self._pending) < self.max_pending):
             return []
         self._last_run_end = watermark
-        return self._release(watermark - self.window_ns)
+        return self._release(watermark - self.window_ns, watermark)
 
     def _watermark(self, now: float) -> int:
         """How far every node that is still sending has got: a span waits for the slowest
@@ -157,10 +170,13 @@ class CrossNodeLinker:
         if hit is not None:
             s.trace_id = hit[0]
 
-    def _release(self, cutoff: int | None) -> list[Span]:
+    def _release(self, cutoff: int | None, watermark: int | None = None) -> list[Span]:
         if not self._pending:
             return []
-        self._link(self._pending)
+        if watermark is None:
+            self._link(self._pending)
+        else:  # Rule 5: only what every node has shipped; the frontier waits for the next round
+            self._link(self._pending, (watermark - self.slack_ns, cutoff))
         if cutoff is None:
             ready, keep = self._pending, []
         else:
@@ -179,7 +195,7 @@ class CrossNodeLinker:
         self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
         return ready
 
-    def _link(self, spans: list[Span]) -> None:
+    def _link(self, spans: list[Span], horizon: tuple[int, int] | None = None) -> None:
         answered = {s.parent_span_id for s in spans if s.kind in _SERVERS and s.parent_span_id}
         answered |= self._answered
         servers: dict[tuple, list[Span]] = defaultdict(list)
@@ -197,7 +213,7 @@ class CrossNodeLinker:
         remap: dict[str, str] = {}
         for k, cs in clients.items():
             self._pair(k, sorted(cs, key=lambda x: x[0].start_time_unix_nano),
-                       sorted(servers[k], key=lambda x: x.start_time_unix_nano), remap)
+                       sorted(servers[k], key=lambda x: x.start_time_unix_nano), remap, horizon)
         if not remap:
             return
         for old in remap:  # chains: a server trace whose client's trace was itself remapped
@@ -219,7 +235,8 @@ class CrossNodeLinker:
         exact, loose = self._clocks[(client_node, server_node)]
         return self.strict_ns if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact else self.slack_ns
 
-    def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str]) -> None:
+    def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str],
+              horizon: tuple[int, int] | None = None) -> None:
         slack, strict = self.slack_for(node_of(cs[0][0]), node_of(ss[0])), self.strict_ns
         # Cost of a pairing: how far apart the two sides saw the request start and the response.
         fits: list[list[tuple[int, int]]] = []
@@ -250,8 +267,15 @@ class CrossNodeLinker:
         for row in strict_rows:
             for _cost, j in row:
                 strict_clients[j] += 1
+        def ripe(i: int, j: int) -> bool:
+            """Both ends far enough behind every node's frontier, or the server leaves now."""
+            if horizon is None:
+                return True
+            end = ss[j].end_time_unix_nano
+            return end < horizon[1] or (end < horizon[0] and cs[i][0].end_time_unix_nano < horizon[0])
+
         for i, row in enumerate(strict_rows):
-            if len(row) == 1 and strict_clients[row[0][1]] == 1:
+            if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]):
                 linked[i] = row[0][1]
                 history.append(row[0][0])
                 self._link_pair(cs[i], ss[row[0][1]], "connection", 0.99, remap)
@@ -277,6 +301,7 @@ class CrossNodeLinker:
         after = [len(ss)] * (n + 1)  # after[i]: lowest server index linked to a client > i
         for i in range(n - 1, -1, -1):
             after[i] = min(after[i + 1], linked.get(i + 1, len(ss)) if i + 1 < n else len(ss))
+        made = -1  # highest server index linked in this pass so far: later clients come after it
         for i, row in enumerate(fits):
             if i in linked:
                 continue
@@ -284,16 +309,15 @@ class CrossNodeLinker:
             if not row:
                 continue
             cost, j = row[0]
+            if not ripe(i, j):
+                continue
             tie = len(row) > 1 and row[1][0] == cost
-            if tie or best_c[j][1] != i or not before[i] < j < after[i] or cost > limit:
+            if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:
                 self.stats["ambiguous"] += 1
                 continue
             linked[i] = j
             taken.add(j)
-            for k in range(i + 1, n + 1):  # later clients must now come after j
-                if before[k] >= j:
-                    break
-                before[k] = j
+            made = j
             history.append(cost)
             if len(fits[i]) == 1:
                 self._link_pair(cs[i], ss[j], "connection", 0.95, remap)

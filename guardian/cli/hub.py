@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 
 log = logging.getLogger("guardian.hub")
@@ -32,23 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
     from prometheus_client import CollectorRegistry
 
     from capture.store.factory import open_store
     from capture.traces.crossnode import CrossNodeLinker
-    from guardian.api.main import create_app
-    from guardian.api.settings import load_settings
+    from guardian.cli.serve import api_settings, run_api
     from guardian.hub.hub import Hub, HubMetrics
 
-    try:
-        settings = load_settings(args.config, overrides={"api": {"port": args.port}})
-    except (OSError, ValueError) as e:
-        print(f"guardian hub: bad configuration: {e}", file=sys.stderr)
+    got = api_settings(args, "hub")
+    if got is None:
         return 2
-    host, warning = settings.bind_host(args.host)
-    if warning:
-        log.warning(warning)
+    settings, host = got
     try:
         store = open_store(args.store, max_age_s=args.retention)
     except Exception as e:  # noqa: BLE001 - engine errors have no common base: say which store
@@ -64,13 +57,11 @@ def run(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     registry.register(HubMetrics(hub))
     try:
-        app = create_app(store, settings, registry=registry)
         log.info("hub: OTLP gRPC %s:%s, HTTP %s:%s; API on http://%s:%d; store %s", args.otlp_host,
                  hub.grpc.port if hub.grpc else "off", args.otlp_host, hub.http.port if hub.http else "off",
                  host, settings.api.port, args.store or "in memory")
-        print("ready", file=sys.stderr, flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn stops; see guardian serve
-        uvicorn.run(app, host=host, port=settings.api.port, log_level="warning")
+        run_api(store, settings, host, registry=registry,
+                ready=lambda: print("ready", file=sys.stderr, flush=True))
     finally:
         hub.stop()
         store.close()

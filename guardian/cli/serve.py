@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 
 log = logging.getLogger("guardian.serve")
 
@@ -38,32 +39,58 @@ def _open_store(path: str | None, command: str):
         return None
 
 
-def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from guardian.api.main import create_app
+def api_settings(args: argparse.Namespace, command: str):
+    """The configuration (file, env, then --port) and the address the API binds to, or None
+    after saying why not. Without a token the API stays on loopback (Settings.bind_host)."""
     from guardian.config import load
 
     try:
         settings = load(args.config, overrides={"api": {"port": args.port}})
     except (OSError, ValueError) as e:
-        print(f"guardian serve: bad configuration: {e}", file=sys.stderr)
-        return 2
+        print(f"guardian {command}: bad configuration: {e}", file=sys.stderr)
+        return None
     host, warning = settings.bind_host(args.host)
     if warning:
         log.warning(warning)
     elif not settings.api.token:
         log.warning("no API token configured: the API is open to local users (set GUARDIAN_API_TOKEN)")
+    return settings, host
+
+
+def run_api(store, settings, host: str, registry=None, ready=None) -> None:
+    """The HTTP API over `store` until SIGTERM/SIGINT; `ready()` is called once it listens."""
+    import threading
+
+    import uvicorn
+
+    from guardian.api.main import create_app
+
+    app = create_app(store, settings, registry=registry)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=settings.api.port, log_level="warning"))
+    if ready is not None:
+        def wait() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                ready()
+        threading.Thread(target=wait, name="api-ready", daemon=True).start()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start:
+    # make that one a no-op so a requested stop exits 0 (after the caller closes the store).
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    server.run()
+
+
+def serve(args: argparse.Namespace) -> int:
+    got = api_settings(args, "serve")
+    if got is None:
+        return 2
+    settings, host = got
     store = _open_store(args.store, "serve")
     if store is None:
         return 1
     try:
-        app = create_app(store, settings)
         log.info("Guardian API on http://%s:%d (docs at /docs, MCP at /mcp)", host, settings.api.port)
-        # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start:
-        # make that one a no-op so a requested stop exits 0 (after the store is closed below).
-        signal.signal(signal.SIGTERM, lambda *_: None)
-        uvicorn.run(app, host=host, port=settings.api.port, log_level="warning")
+        run_api(store, settings, host)
     finally:
         store.close()
     return 0

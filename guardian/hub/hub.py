@@ -62,6 +62,10 @@ class HubMetrics:
             c = CounterMetricFamily(name, doc)
             c.add_metric([], value)
             yield c
+        for stage, seconds in i.seconds.items():
+            c = CounterMetricFamily(f"guardian_hub_{stage}_seconds", f"seconds the hub spent in {stage}")
+            c.add_metric([], seconds)
+            yield c
         g = GaugeMetricFamily("guardian_hub_ingest_queue_spans", "spans waiting to be linked and stored")
         g.add_metric([], i.queued)
         yield g

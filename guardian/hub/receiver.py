@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import logging
 import threading
+import time
 import zlib
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,11 +34,13 @@ class Malformed(ValueError):
 
 def handle(ingest: Ingest, body: bytes) -> ExportTraceServiceResponse | None:
     """The response for one request body, or None when the ingest queue is full."""
+    t = time.perf_counter()
     try:
         spans, rejected = decode(body)
     except (DecodeError, ValueError, RuntimeError) as e:
         ingest.malformed += 1
         raise Malformed(f"not an OTLP ExportTraceServiceRequest: {e}") from e
+    ingest.decoded(time.perf_counter() - t)
     if spans and not ingest.offer(spans):
         return None
     ingest.rejected += rejected

@@ -171,3 +171,19 @@ def test_clocks_that_agree_shrink_the_slack_so_a_lost_clients_neighbour_does_not
     lk.add([c, s])
     lk.flush()
     assert s.parent_span_id is None
+
+
+def test_a_server_at_the_frontier_waits_for_its_client_instead_of_taking_a_neighbour():
+    # Node b has shipped s1; node a has shipped c0 (whose own server was lost) but not yet c1,
+    # s1's real client. c0's wait holds s1 within the exact slack: linked now, it would be wrong.
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS)
+    c0 = client(0, 10, s=("10.1.0.3", 8080))
+    c1 = client(10, 1, s=("10.1.0.3", 8080))
+    s1 = server(10, 1)
+    lk.add([c0])
+    time.sleep(0.06)  # past the start-up hold: this add links what it can
+    lk.add([s1])
+    assert s1.parent_span_id is None  # s1 ends after what node a has shipped: it waits
+    lk.add([c1])
+    lk.flush()
+    assert s1.parent_span_id == c1.span_id

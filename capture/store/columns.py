@@ -1,0 +1,67 @@
+"""A batch of spans as the one Arrow table both store engines insert (DuckDB scans it in place,
+ClickHouse takes it as an ArrowStream). Row rules (service, peer, JSON text) live here once."""
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from capture.span import Span
+from capture.store.api import PEER_KINDS, peer_name
+
+COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
+           "duration_ns", "status_code", "status_message", "service", "peer",
+           "attributes", "resource")
+SCHEMA = pa.schema([(c, pa.int64() if c.endswith("_ns") else pa.string()) for c in COLUMNS])
+_JSON_OPTS = orjson.OPT_NON_STR_KEYS
+_get = {f: attrgetter(f) for f in ("trace_id", "span_id", "parent_span_id", "name", "kind",
+                                   "start_time_unix_nano", "end_time_unix_nano", "status_code",
+                                   "status_message", "attributes", "resource")}
+
+
+def encode_json(value: dict[str, Any]) -> bytes:
+    """Attributes or resource as the stores keep them: JSON text, any value (str() at worst)."""
+    return orjson.dumps(value, default=str, option=_JSON_OPTS)
+
+
+def arrow_batch(batch: list[Span], nulls: bool = True) -> pa.Table:
+    """One column per field, built column by column (several times faster than row by row).
+    `nulls=False` writes "" where a span has no parent, message or peer (ClickHouse's
+    non-Nullable String); DuckDB keeps NULL."""
+    enc = encode_json
+    by_id: dict[int, tuple[bytes, str]] = {}  # spans of one process share one resource dict
+    resources = list(map(_get["resource"], batch))
+    for r in resources:
+        if id(r) not in by_id:
+            by_id[id(r)] = (enc(r), str(r.get("service.name", "unknown")))
+    res = [by_id[id(r)] for r in resources]
+    starts = list(map(_get["start_time_unix_nano"], batch))
+    ends = list(map(_get["end_time_unix_nano"], batch))
+    kinds = list(map(_get["kind"], batch))
+    attrs = list(map(_get["attributes"], batch))
+    empty = None if nulls else ""
+    peers = [peer_name(a) if k in PEER_KINDS else empty for k, a in zip(kinds, attrs)]
+    parents = list(map(_get["parent_span_id"], batch))
+    messages = list(map(_get["status_message"], batch))
+    if not nulls:
+        peers = [p or "" for p in peers]
+        parents = [p or "" for p in parents]
+        messages = [m or "" for m in messages]
+    cols = [
+        list(map(_get["trace_id"], batch)), list(map(_get["span_id"], batch)), parents,
+        list(map(_get["name"], batch)), kinds, starts, ends, [e - b for b, e in zip(starts, ends)],
+        list(map(_get["status_code"], batch)), messages, [r[1] for r in res], peers,
+        list(map(enc, attrs)), [r[0] for r in res],
+    ]
+    return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, SCHEMA)], schema=SCHEMA)
+
+
+def span_of_row(row: tuple) -> Span:
+    """A span back from the columns both engines select (trace_id .. resource, no service/peer)."""
+    return Span(trace_id=row[0], span_id=row[1], parent_span_id=row[2] or None, name=row[3],
+                kind=row[4], start_time_unix_nano=row[5], end_time_unix_nano=row[6],
+                status_code=row[7], status_message=row[8] or "",
+                attributes=orjson.loads(row[9]) if row[9] else {},
+                resource=orjson.loads(row[10]) if row[10] else {})
