@@ -160,18 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     for d in map(Path, a.dirs):
         cases += [d] if (d / "expected.json").exists() else sorted(c for c in d.iterdir() if (c / "expected.json").exists())
-    tot_b = tot_a = 0
+    tot_b = tot_a = n = 0
     for c in cases:
         if "ordinary_trace_share" in json.loads((c / "expected.json").read_text()) and not a.again:
             continue  # shrunk already (a second pass could thin again where the floor held)
         r = shrink_case(c, a.baseline_spans, a.budget)
+        n += 1
         tot_b += r["bytes_before"]
         tot_a += r["bytes_after"]
         print(f"{c}: {r['spans_before']} -> {r['spans_after']} spans, {r['bytes_before'] // 1024} -> "
               f"{r['bytes_after'] // 1024} KiB (baseline share {r['baseline_trace_share']}, "
               f"ordinary {r['ordinary_trace_share']})")
-    if cases:
-        print(f"{len(cases)} cases: {tot_b / len(cases) / 1024:.0f} -> {tot_a / len(cases) / 1024:.0f} KiB per case")
+    if n:
+        print(f"{n} cases shrunk: {tot_b / n / 1024:.0f} -> {tot_a / n / 1024:.0f} KiB per case")
+    print(f"{len(cases) - n} cases were shrunk already")
     return 0
 
 

@@ -79,3 +79,23 @@ def test_with_group_reads_topology_seed_cases_out_and_port_base():
     g = record.with_group(base, "shop:104:7:evals/heldout:25000")
     assert (g.topology, g.seed, g.cases, g.out, g.port_base) == ("shop", 104, 7, "evals/heldout", 25000)
     assert g.workdir == "/tmp/guardian-lab-shop-s104" and base.topology == "mesh12"
+
+
+def test_entry_coverage_counts_load_generator_requests_against_its_rate(tmp_path):
+    import gzip
+    import json
+
+    from lab.coverage import coverage, entry_rate
+
+    d = tmp_path / "case"
+    d.mkdir()
+    ws, we = WS, WS + 10 * 10**9
+    (d / "expected.json").write_text(json.dumps({"topology": "shop", "load": "normal",
+                                                 "window_start_ns": ws, "window_end_ns": we}))
+    sent = int(entry_rate("shop") * 10)
+    spans = [{"kind": "CLIENT", "start_time_unix_nano": ws + i * 10**9 // 4, "resource": {"service.name": "loadgen"}}
+             for i in range(sent // 2)]
+    spans += [{"kind": "SERVER", "start_time_unix_nano": ws, "resource": {"service.name": "frontend"}}] * 9
+    with gzip.open(d / "spans.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(s) + "\n" for s in spans))
+    assert coverage(d) == 0.5
