@@ -38,16 +38,30 @@ eval: setup
 	@for v in build/lab-variants/*; do echo; echo "== evals/lab as $$(basename $$v)"; \
 		$(PY) -m guardian.cli.main eval $$v --engine deterministic; done
 
-# Fault lab (lab/README.md): record labelled cases with the real eBPF capture. Long (about
-# 1.5 min per case); LAB_CASES sets how many per topology.
-LAB_CASES ?= 20
+# Fault lab (lab/README.md): record labelled cases with the real eBPF capture. Long: about
+# 1.4 min per case per topology, two topologies side by side on one capture; cases already
+# there are kept (missing ones, e.g. dropped for capture loss, are recorded again). lab.shrink
+# then thins ordinary traces (a case is shrunk once); lab.coverage notes how much traffic was kept.
+LAB_CASES ?= 32
 lab: setup
-	nice -n 10 $(PY) -m lab.record --topology shop --cases $(LAB_CASES) --seed 1 --out evals/lab
-	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases $(LAB_CASES) --seed 11 --out evals/lab
+	nice -n 10 $(PY) -m lab.record --topology shop --cases 16 --seed 1 --out evals/lab
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 26 --seed 11 --out evals/lab
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases $(LAB_CASES) --seed 13 --out evals/lab \
+		--none-share 0.15 --with shop:3:$(LAB_CASES):evals/lab:21000
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 7 --seed 14 --out evals/lab
+	$(PY) -m lab.shrink evals/lab
+	$(PY) -m lab.coverage evals/lab --write >/dev/null
 
 lab-heldout: setup
-	nice -n 10 $(PY) -m lab.record --topology grid14 --cases $(LAB_CASES) --seed 101 --out evals/heldout
-	nice -n 10 $(PY) -m lab.record --topology shop --cases $(LAB_CASES) --seed 102 --out evals/heldout
+	nice -n 10 $(PY) -m lab.record --topology grid14 --cases 26 --seed 101 --out evals/heldout
+	nice -n 10 $(PY) -m lab.record --topology shop --cases 14 --seed 102 --out evals/heldout
+	nice -n 10 $(PY) -m lab.record --topology grid14 --cases $(LAB_CASES) --seed 103 --out evals/heldout \
+		--none-share 0.15 --with shop:104:$(LAB_CASES):evals/heldout:25000
+	nice -n 10 $(PY) -m lab.record --topology grid14 --cases 7 --seed 106 --out evals/heldout
+	nice -n 10 $(PY) -m lab.record --topology shop --cases 2 --seed 105 --out evals/heldout --none-share 0 \
+		--classes tls_expiry
+	$(PY) -m lab.shrink evals/heldout
+	$(PY) -m lab.coverage evals/heldout --write >/dev/null
 
 # make bench: list them; make bench BENCH_ARGS="parsers --seconds 1"; make bench BENCH_ARGS=all
 bench: setup

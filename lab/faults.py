@@ -246,7 +246,8 @@ class CpuThrottle:
     the stalls long: once the quota is spent, every thread waits for the next period."""
 
     def __init__(self, name: str, pid: int, share: float, period_us: int = 500_000) -> None:
-        self.cg, self.pid, self.share, self.period = Cgroup(name, "cpu"), pid, share, period_us
+        # named after the pid too: topologies recorded side by side share service names
+        self.cg, self.pid, self.share, self.period = Cgroup(f"{name}-{pid}", "cpu"), pid, share, period_us
 
     def apply(self) -> None:
         self.cg.enter(descendants(self.pid))
@@ -275,7 +276,7 @@ class MemoryPressure:
     has no soft throttle, so memory.limit_in_bytes with `headroom_mb` to spare."""
 
     def __init__(self, name: str, pid: int, headroom_mb: int) -> None:
-        self.cg, self.pid, self.headroom = Cgroup(name, "memory"), pid, headroom_mb
+        self.cg, self.pid, self.headroom = Cgroup(f"{name}-{pid}", "memory"), pid, headroom_mb
 
     def apply(self) -> None:
         pids = descendants(self.pid)

@@ -1,8 +1,10 @@
 """Record labelled cases from a live topology: bring it up once under the real eBPF capture,
 then for each case wait a baseline, inject one randomized fault (or none), remove it, let it
 recover, and write the case folder (spans of [window_start - baseline, window_end], gzip).
+`--with` records more topologies side by side on the same capture (one eBPF capture, not one each).
 
     python -m lab.record --topology shop --cases 10 --seed 1 --out evals/lab
+    python -m lab.record --topology mesh12 --cases 30 --seed 12 --out evals/lab --with shop:3:30:evals/lab:25000
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from lab.capture import LabCapture
@@ -39,22 +43,55 @@ def question(rng: random.Random, symptom: str, feature: str, at_s: float) -> str
     return rng.choice(QUESTIONS[symptom]).format(F=feature[:1].upper() + feature[1:], f=feature, t=t)
 
 
-def schedule(rng: random.Random, plans: list[FaultPlan], n: int, none_share: float) -> list[FaultPlan | None]:
-    """n cases: no-fault windows at none_share, the rest cycling over fault classes in a
-    shuffled order (each class about as often), the target drawn within the class."""
+def schedule(rng: random.Random, plans: list[FaultPlan], n: int, none_share: float,
+             have: Counter | None = None) -> list[FaultPlan | None]:
+    """n cases: no-fault windows at none_share, the rest spread over fault classes so that each
+    class ends about as often, counting the cases `have` (already in the output folder): the
+    class with the fewest so far goes next (ties in a random order), the target drawn within it."""
     classes = sorted({p.fault_class for p in plans})
+    count = Counter({c: (have or {}).get(c, 0) for c in classes})
     out: list[FaultPlan | None] = []
-    order: list[str] = []
     for _ in range(n):
         if rng.random() < none_share:
             out.append(None)
             continue
-        if not order:
-            order = classes[:]
-            rng.shuffle(order)
-        cls = order.pop()
+        order = classes[:]
+        rng.shuffle(order)
+        cls = min(order, key=lambda c: count[c])
+        count[cls] += 1
         out.append(rng.choice([p for p in plans if p.fault_class == cls]))
     return out
+
+
+def classes_in(out: Path) -> Counter:
+    """Fault classes of the cases already in a folder (what the schedule balances against)."""
+    have: Counter = Counter()
+    for f in out.glob("*/expected.json"):
+        try:
+            have[json.loads(f.read_text()).get("fault_class", "")] += 1
+        except (OSError, ValueError):
+            continue
+    return have
+
+
+class FaultLog:
+    """Faults of every topology recorded by this process, so a case can name the ones another
+    topology had active while its spans were taken (stress-ng's CPU hogs reach the whole host)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: list[dict] = []
+
+    def add(self, row: dict) -> dict:
+        with self._lock:
+            self._rows.append(row)
+        return row
+
+    def others(self, me: str, start: float, end: float) -> list[dict]:
+        now = time.time()
+        with self._lock:
+            return [{k: r[k] for k in ("topology", "fault_class", "service")} for r in self._rows
+                    if r["recorder"] != me and r["start"] < end and (r["end"] or now) > start]
 
 
 def sample_traces(spans: list, share: float) -> list:
@@ -97,21 +134,32 @@ def write_case(d: Path, spans, question_text: str, expected: dict) -> int:
 
 
 class Recorder:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, stop: threading.Event | None = None,
+                 faults: FaultLog | None = None) -> None:
         self.args = args
         self.rng = random.Random(args.seed)
         self.topo = load(args.topology, args.workdir, args.port_base)
         self.out = Path(args.out)
         self.workdir = Path(args.workdir or f"/tmp/guardian-lab-{args.topology}")
+        self.tag = f"{args.topology}-s{args.seed}"
+        self.stop = stop or threading.Event()
+        self.faults = faults or FaultLog()
+        self.quiet_until = 0.0  # the next baseline starts after the last fault's recovery
+        self.next_load: str | None = None  # set at the end of the previous window (its settle overlaps)
+        self.load_at = 0.0
         self.t0 = time.monotonic()
+        self.done = self.failed = 0
+        self.case_s: list[float] = []
 
     def say(self, msg: str) -> None:
         el = time.monotonic() - self.t0
-        print(f"[{el:6.0f}s] {msg}", flush=True)
+        print(f"[{el:6.0f}s {self.tag}] {msg}", flush=True)
 
     def wait(self, seconds: float, why: str) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
+            if self.stop.is_set():
+                raise KeyboardInterrupt
             dead = self.topo.dead()
             if dead:
                 raise RuntimeError(f"stopped unexpectedly: {', '.join(dead)} ({why})")
@@ -119,49 +167,60 @@ class Recorder:
                 raise RuntimeError("guardian capture exited")
             time.sleep(min(1.0, max(end - time.monotonic(), 0)))
 
-    def run(self) -> int:
+    def loop(self) -> None:
+        """Every case of this topology (the topology and the capture are running)."""
         a = self.args
-        self.topo.prepare(self.say)
-        self.cap = LabCapture(set(self.topo.ports.values()), self.workdir / "capture.log")
         try:
-            self.say("starting guardian capture (compiling eBPF probes) …")
-            self.cap.start()
-            self.say(f"capture ready; starting topology {self.topo.name} …")
-            self.topo.start(self.say)
             self.wait(a.warmup, "warm-up")
             plans = self.topo.plans()
             if a.classes:
                 plans = [p for p in plans if p.fault_class in a.classes.split(",")]
-            todo = schedule(self.rng, plans, a.cases, a.none_share)
-            done = 0
+            todo = schedule(self.rng, plans, a.cases, a.none_share, classes_in(self.out))
             for i, plan in enumerate(todo):
                 name = f"{self.topo.name}-s{a.seed}-{i:03d}"
                 if (self.out / name / "expected.json").exists():
                     continue
+                t = time.monotonic()
                 try:
                     size = self.case(i, name, plan)
-                    done += 1
-                    self.say(f"case {i + 1}/{len(todo)} {name} written ({size / 1024:.0f} KiB); "
-                             f"{done} done, capture kept {self.cap.kept} of {self.cap.seen} spans")
+                    self.done += 1
+                    self.case_s.append(time.monotonic() - t)
+                    self.say(f"case {i + 1}/{len(todo)} {name} written ({size / 1024:.0f} KiB) in "
+                             f"{self.case_s[-1]:.0f} s; {self.done} done, capture kept {self.cap.kept} of "
+                             f"{self.cap.seen} spans")
                 except FaultError as e:
+                    self.failed += 1
                     self.say(f"case {i + 1}/{len(todo)} skipped: {e}")
-            return 0
+        except KeyboardInterrupt:
+            self.say("interrupted")
+        except Exception as e:  # one topology failing does not stop the others
+            self.failed += 1
+            self.say(f"stopped: {type(e).__name__}: {e}")
         finally:
             remove_shaping_of(list(self.topo.ports.values()))
-            self.say("stopping …")
-            self.topo.stop()
-            self.cap.stop()
+
+    def set_load(self, rng: random.Random) -> str:
+        name = rng.choice(list(LOADS))
+        self.topo.set_load(LOADS[name])
+        self.load_at = time.time()
+        return name
 
     def case(self, i: int, name: str, plan: FaultPlan | None) -> int:
         a, rng = self.args, self.rng
-        strength, load_name = rng.choice(STRENGTHS), rng.choice(list(LOADS))
+        strength = rng.choice(STRENGTHS)
+        load_name, self.next_load = self.next_load or self.set_load(rng), None
         cls = plan.fault_class if plan else "none"
         what = f"{cls} on {plan.service}" if plan else "no fault"
         self.say(f"case {i + 1}: {what} (strength {strength}, load {load_name})")
-        self.topo.set_load(LOADS[load_name])
+        phases: dict[str, float] = {}
+        t = time.monotonic()
         # the baseline slice starts a few seconds after a load change (the shop restarts its
-        # load generator), so it holds the new level only
-        self.wait(a.baseline + 8 + rng.uniform(0, 10), "baseline")
+        # load generator), so it holds the new level only, and after the last fault's recovery
+        settled = max(self.load_at + a.settle + rng.uniform(0, a.settle_jitter), self.quiet_until)
+        self.wait(settled - time.time(), "settle")
+        phases["settle"] = time.monotonic() - t
+        self.wait(a.baseline, "baseline")
+        phases["baseline"] = time.monotonic() - t - phases["settle"]
         window_start = time.time()
         self.wait(rng.uniform(2, 8), "before the fault")
         duration = rng.uniform(a.min_fault, a.max_fault)
@@ -170,7 +229,11 @@ class Recorder:
         if herrings and rng.random() < a.herring_share:
             herring = rng.choice(herrings)
         mech = plan.make(rng, strength) if plan else None
+        phases["before"] = time.monotonic() - t - phases["settle"] - phases["baseline"]
         fault_start = time.time()
+        logged = self.faults.add({"recorder": self.tag, "topology": self.topo.name, "fault_class": cls,
+                                  "service": plan.service if plan else "", "start": fault_start,
+                                  "end": None}) if plan else None
         try:
             if mech:
                 mech.apply()
@@ -189,12 +252,24 @@ class Recorder:
             if mech:
                 mech.remove()
         fault_end = time.time()
+        if logged:
+            logged["end"] = fault_end
+        phases["fault"] = fault_end - fault_start
         window_end = fault_end + rng.uniform(0, 3)
         load_avg = os.getloadavg()
-        self.wait(max(a.recovery, window_end - time.time() + 8), "recovery")
+        self.wait(window_end - time.time(), "window end")
+        if i + 1 < a.cases:  # the next case's load level, set now so its settle overlaps this tail
+            self.next_load = self.set_load(rng)
+        # the linker holds spans until their trace is quiet: cut once that is past the window;
+        # the rest of the recovery runs into the next case's settle (quiet_until)
+        self.wait(window_end - time.time() + a.linker_settle, "linker settle")
+        self.quiet_until = fault_end + a.recovery
+        phases["tail"] = time.time() - fault_end
         ws = int(window_start * 1e9)
-        base = self.cap.between(int((window_start - a.baseline) * 1e9), ws)
-        window = self.cap.between(ws, int(window_end * 1e9))
+        mine = set(self.topo.ports.values())  # the capture may serve other topologies too
+        base = [s for s in self.cap.between(int((window_start - a.baseline) * 1e9), ws)
+                if s.attributes.get("server.port") in mine]
+        window = [s for s in self.cap.between(ws, int(window_end * 1e9)) if s.attributes.get("server.port") in mine]
         kept_share = min(1.0, a.max_baseline_spans / max(len(base), 1))
         spans = sample_traces(base, kept_share) + window
         in_window = len(window)
@@ -214,13 +289,77 @@ class Recorder:
             "topology": self.topo.name, "seed": a.seed, "case": i, "strength": strength if plan else "",
             "load": load_name, "host_load": [round(x, 2) for x in load_avg],
             "spans": len(spans), "spans_in_window": in_window, "baseline_trace_share": round(kept_share, 3),
+            # faults another topology recorded alongside had active meanwhile (they reach this
+            # one only through the shared host: CPU)
+            "concurrent_faults": self.faults.others(self.tag, window_start - a.baseline, window_end),
         }
         if plan:
             expected["effect"] = effect(spans, plan.service, self.topo.ports.get(plan.service), ws,
                                         int(fault_start * 1e9), int(fault_end * 1e9))
         q = question(rng, plan.symptom if plan else "none", plan.feature if plan else rng.choice(self.topo.features),
                      fault_start if plan else window_start)
-        return write_case(self.out / name, spans, q, expected)
+        size = write_case(self.out / name, spans, q, expected)
+        self.say("  phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
+        return size
+
+
+def run(groups: list[argparse.Namespace]) -> int:
+    """Prepare and start every topology, one capture for all of them, their cases in parallel."""
+    stop, faults = threading.Event(), FaultLog()
+    recs = [Recorder(g, stop, faults) for g in groups]
+    ports = [p for r in recs for p in r.topo.ports.values()]
+    if len(ports) != len(set(ports)):
+        raise SystemExit("topologies recorded together need separate port blocks (--port-base / --with ...:PORT)")
+    cap = LabCapture(set(ports), recs[0].workdir / "capture.log")
+    started: list[Recorder] = []
+    t0 = time.monotonic()
+    try:
+        for r in recs:
+            r.topo.prepare(r.say)
+        recs[0].say("starting guardian capture (compiling eBPF probes) …")
+        cap.start()
+        recs[0].say(f"capture ready in {time.monotonic() - t0:.0f} s")
+        for r in recs:
+            r.cap = cap
+            r.say(f"starting topology {r.topo.name} …")
+            t = time.monotonic()
+            started.append(r)
+            r.topo.start(r.say)
+            r.say(f"topology up in {time.monotonic() - t:.0f} s")
+        threads = [threading.Thread(target=r.loop, name=r.tag) for r in recs]
+        for th in threads:
+            th.start()
+        while any(th.is_alive() for th in threads):
+            for th in threads:
+                th.join(0.5)
+        return 0 if all(r.failed == 0 for r in recs) else 1
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    finally:
+        stop.set()
+        for th in threading.enumerate():
+            if th is not threading.current_thread() and th.name in {r.tag for r in recs}:
+                th.join(60)
+        for r in reversed(started):
+            remove_shaping_of(list(r.topo.ports.values()))
+            r.say("stopping …")
+            r.topo.stop()
+            if r.case_s:
+                r.say(f"{r.done} cases, {r.failed} failed, {sum(r.case_s) / len(r.case_s):.0f} s per case")
+        cap.stop()
+
+
+def with_group(args: argparse.Namespace, spec: str) -> argparse.Namespace:
+    """TOPOLOGY:SEED:CASES:OUT[:PORT_BASE] -> the recorder settings of one more topology."""
+    parts = spec.split(":")
+    if not 4 <= len(parts) <= 5:
+        raise SystemExit(f"--with {spec!r}: expected TOPOLOGY:SEED:CASES:OUT[:PORT_BASE]")
+    g = argparse.Namespace(**vars(args))
+    g.topology, g.seed, g.cases, g.out = parts[0], int(parts[1]), int(parts[2]), parts[3]
+    g.port_base = int(parts[4]) if len(parts) == 5 else None
+    g.workdir = f"/tmp/guardian-lab-{g.topology}-s{g.seed}"
+    return g
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,17 +370,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--workdir", help="data dirs and logs (default /tmp/guardian-lab-TOPOLOGY)")
     p.add_argument("--port-base", type=int, help="first loopback port of the topology's block")
-    p.add_argument("--baseline", type=float, default=40.0, help="seconds of spans before the window")
-    p.add_argument("--min-fault", type=float, default=25.0)
-    p.add_argument("--max-fault", type=float, default=40.0)
+    p.add_argument("--baseline", type=float, default=35.0, help="seconds of spans before the window")
+    p.add_argument("--min-fault", type=float, default=20.0)
+    p.add_argument("--max-fault", type=float, default=35.0)
     p.add_argument("--max-baseline-spans", type=int, default=1500,
                    help="sample baseline traces down to about this many spans (window spans are all kept)")
-    p.add_argument("--recovery", type=float, default=15.0)
+    p.add_argument("--recovery", type=float, default=15.0, help="seconds from a fault's end to the next baseline")
+    p.add_argument("--settle", type=float, default=8.0, help="seconds from a load change to the baseline")
+    p.add_argument("--settle-jitter", type=float, default=4.0, help="random extra settle, 0 to this")
+    p.add_argument("--linker-settle", type=float, default=8.0,
+                   help="seconds after the window before its spans are cut (the linker holds open traces)")
     p.add_argument("--warmup", type=float, default=20.0)
     p.add_argument("--none-share", type=float, default=0.1, help="share of no-fault windows")
     p.add_argument("--herring-share", type=float, default=0.3, help="share of cases with a staged red herring")
     p.add_argument("--classes", help="only these fault classes (comma-separated)")
+    p.add_argument("--with", dest="also", action="append", default=[], metavar="TOPOLOGY:SEED:CASES:OUT[:PORT_BASE]",
+                   help="record this topology too, side by side on the same capture (repeatable)")
     args = p.parse_args(argv)
+    groups = [args] + [with_group(args, w) for w in args.also]
 
     def interrupt(*_):  # also under a background shell job (SIGINT ignored there) or kill
         raise KeyboardInterrupt
@@ -249,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
     try:
-        return Recorder(args).run()
+        return run(groups)
     except KeyboardInterrupt:
         return 130
 

@@ -166,6 +166,7 @@ def test_recorded_cases_follow_the_contract():
         else:
             assert exp["service"] and exp["service"].lower() not in question.lower(), d.name
             assert ws <= exp["fault_start_ns"] < exp["fault_end_ns"] <= we, d.name
+            assert exp["effect"]["baseline"].keys() >= {"calls", "p50_ms", "errors"}, d.name
         starts = []
         with gzip.open(d / "spans.jsonl.gz", "rt") as f:
             for line in f:
@@ -175,6 +176,7 @@ def test_recorded_cases_follow_the_contract():
         in_window = [t for t in starts if ws <= t <= we]
         assert len(in_window) >= 50, (d.name, len(in_window))
         assert min(starts) < ws, d.name  # a baseline before the window
+        assert len(starts) == exp.get("spans", len(starts)), d.name  # the counts match the file
     if topologies["heldout"]:
         assert topologies["heldout"] - topologies["lab"], "held-out needs a topology never seen in tuning"
 
