@@ -199,15 +199,21 @@ G.pages.timeline = async function () {
 
 G.pages.investigate = async function () {
   const q = h("textarea", {name: "question", rows: 2, cols: 70, required: true, placeholder: "Why is checkout failing?"});
-  const since = h("select", {name: "since"}, ["15m", "30m", "1h", "6h"].map((v) => h("option", {value: v}, "last " + v)));
+  const since = h("select", {name: "since"}, ["2m", "5m", "15m", "30m", "1h", "6h"].map((v) => h("option", {value: v, selected: v === "15m" ? "" : null}, "last " + v)));
   if (G.win) since.value = G.win;
+  // Or an absolute window (ISO-8601 or unix time), e.g. from just before a fault to just before now.
+  const start = h("input", {name: "start", size: 22, placeholder: "from (ISO or unix, optional)"});
+  const end = h("input", {name: "end", size: 22, placeholder: "to (optional)"});
   const err = h("p", {class: "error"});
   const form = h("form", {class: "card search", id: "ask"}, h("label", {}, "question", q), h("label", {}, "window", since),
-    h("button", {type: "submit"}, "Investigate"), err);
+    h("label", {}, "or from", start), h("label", {}, "to", end), h("button", {type: "submit"}, "Investigate"), err);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    const body = {question: q.value, async: true};
+    if (start.value.trim()) { body.start = start.value.trim(); if (end.value.trim()) body.end = end.value.trim(); }
+    else body.since = since.value;
     try {
-      const r = await G.api("/v1/investigate", {json: {question: q.value, since: since.value, async: true}});
+      const r = await G.api("/v1/investigate", {json: body});
       location.hash = "#/investigation/" + enc(r.id);
     } catch (e) { err.textContent = e.message; }
   });

@@ -1,0 +1,143 @@
+"""The console in a real headless Chromium against a live `guardian agent` (eBPF) watching the
+demo shop with payments failing (the downstream-5xx fault): sign-in refuses a missing or wrong
+token; the service map, the service page, the trace search and waterfall show the services and
+numbers the API gives for the same live data; an investigation asked in the page names payments
+and its cited trace opens the waterfall. Screenshots go to tests/demo/artifacts/ (gitignored).
+
+Live numbers move while the page loads: each shown figure is checked against the API's answer
+just before and just after the page read it."""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from guardian.demo.faults import FAULTS
+from guardian.demo.run import STORE_LAG_S
+from support.browser import chromium, new_page, screenshot, sign_in
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # in any import mode
+from test_demo_faults_e2e import demo, one_at_a_time  # noqa: E402,F401 (fixtures: one shop, one at a time)
+
+pytestmark = [pytest.mark.slow, pytest.mark.ebpf]
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SHOP = {"frontend", "inventory", "payments", "recommend", "order-worker"}
+FAULT_S = 40  # payments failing this long before the pages are read
+
+
+def _between(shown: float, a: float, b: float, slack: float) -> bool:
+    return min(a, b) - slack <= shown <= max(a, b) + slack
+
+
+@pytest.fixture(scope="module")
+def failing(demo):  # noqa: F811
+    fault = FAULTS["downstream-5xx"]
+    t0 = demo.inject(fault)
+    try:
+        demo.wait(FAULT_S, "payments failing")
+        yield demo, t0
+    finally:
+        demo.reset(fault)
+
+
+@pytest.mark.timeout(900)  # the shop and the agent start first (BPF compile)
+def test_console_over_the_live_demo(failing):
+    run, t0 = failing
+    url = f"http://127.0.0.1:{run.cfg.ports.api}"
+    api = run.api
+    shot = lambda page, name: screenshot(page, ARTIFACTS, name)  # noqa: E731
+    with chromium() as browser, new_page(browser) as page:
+        urls: list[str] = []
+        page.on("request", lambda r: urls.append(r.url))
+        # No token, then a wrong one: the sign-in page, no session.
+        page.goto(url + "/#/map")
+        assert page.locator("form#login").is_visible() and page.locator("#main").count() == 0
+        sign_in(page, url, "not-" + run.token)
+        page.wait_for_selector("#error:has-text('Wrong token')")
+        assert page.locator("form#login").is_visible() and not page.context.cookies()
+        shot(page, "demo-sign-in")
+
+        # Service map: the services the live agent sees, the failing edge's error rate.
+        before = api.get("/v1/service-graph").json()
+        sign_in(page, url, run.token)
+        page.wait_for_selector("g.edge")
+        after = api.get("/v1/service-graph").json()
+        drawn = set(page.locator("g.node").evaluate_all("els => els.map(e => e.dataset.node)"))
+        assert SHOP <= drawn, drawn
+        assert {n["name"] for n in before["nodes"]} & SHOP == SHOP & drawn
+        edge = lambda g: next(e for e in g["edges"] if e["client"] == "frontend" and e["server"] == "payments")  # noqa: E731
+        label = page.locator("g.edge[data-edge='frontend->payments'] text").text_content()
+        shown = float(re.search(r"([\d.]+)% err", label).group(1))
+        assert shown > 20 and _between(shown, 100 * edge(before)["error_rate"], 100 * edge(after)["error_rate"], 1.0)
+        assert page.locator("g.node[data-node=payments] rect").first.get_attribute("stroke") == "#c53030"
+        shot(page, "demo-service-map")
+
+        # Service page: the charts and the failing operation's error rate.
+        red = lambda: {i["operation"]: i for i in api.post("/v1/tools/red", json={  # noqa: E731
+            "service": "payments", "by": "operation"}).json()["items"]}
+        ops_before = red()
+        page.click("g.node[data-node=payments]")
+        page.wait_for_selector(".chart polyline")
+        ops_after = red()
+        assert page.locator(".chart polyline").count() == 3
+        worst = max(ops_after.values(), key=lambda o: o["current"]["error_rate"] or 0)
+        row = page.locator("#main table").first.locator("tr", has_text=worst["operation"]).first.text_content()
+        shown = float(re.search(r"([\d.]+)%", row).group(1))
+        prior = ops_before.get(worst["operation"], worst)["current"]["error_rate"]
+        assert shown > 20 and _between(shown, 100 * prior, 100 * worst["current"]["error_rate"], 1.0), row
+        shot(page, "demo-service-payments")
+
+        # Trace search and one trace's waterfall, span for span.
+        page.goto(url + "/#/traces?service=payments&status=ERROR")
+        page.wait_for_selector("form.search ~ table tbody tr a[data-trace]")
+        first = page.locator("form.search ~ table tbody tr").first.text_content()
+        assert "payments" in first and "ERROR" in first
+        link = page.locator("form.search ~ table a[data-trace]").first
+        tid = link.get_attribute("data-trace")
+        link.click()
+        page.wait_for_selector(".wf-row")
+        spans = api.get(f"/v1/traces/{tid}").json()["spans"]
+        assert page.locator(".wf-row").count() == len(spans) >= 2
+        assert page.locator(".wf-bar.error").count() >= 1
+        shot(page, "demo-trace")
+
+        # Investigate: ask in the page about the fault's window (as `guardian demo` does: from just
+        # before the fault to just before the spans still held by the linker), steps stream in,
+        # the report names payments, its trace link opens the waterfall.
+        page.goto(url + "/#/investigate")
+        page.wait_for_selector("form#ask")
+        page.fill("textarea[name=question]", FAULTS["downstream-5xx"].question)
+        page.fill("input[name=start]", f"{t0 - 1:.3f}")
+        page.fill("input[name=end]", f"{time.time() - STORE_LAG_S:.3f}")
+        page.click("form#ask button[type=submit]")
+        page.wait_for_selector("#status:has-text('done')", timeout=180_000)
+        job_id = page.url.rsplit("/", 1)[1]
+        job = api.get(f"/v1/investigations/{job_id}").json()
+        causes = page.locator(".report .cause").all_text_contents()
+        assert abs(job["window"]["start_ns"] / 1e9 - (t0 - 1)) < 0.01
+        assert job["report"]["root_causes"] and causes
+        assert job["report"]["root_causes"][0]["service"] in causes[0]
+        # The agent sees the whole host: where other programs run beside the shop (a shared test
+        # machine), their own changes can rank beside the fault.
+        assert any(c.split(" · ")[0].split(". ", 1)[1].startswith("payments") for c in causes[:3]), causes
+        assert any(u.endswith(f"/v1/investigations/{job_id}/events") for u in urls)
+        shot(page, "demo-investigation")
+        ev = page.locator(".report .evidence a[data-trace]").first
+        cited = ev.get_attribute("data-trace")
+        ev.click()
+        page.wait_for_selector(".wf-row")
+        assert page.url.endswith(f"#/trace/{cited}") and cited in page.locator("h1").text_content()
+        assert page.locator(".wf-row").count() == len(api.get(f"/v1/traces/{cited}").json()["spans"])
+
+        # Timeline: the agent's scheduled reports.
+        reports = api.get("/v1/reports").json()["reports"]
+        page.goto(url + "/#/timeline")
+        page.wait_for_selector("text=Scheduled and on-demand anomaly reports")
+        assert reports and page.locator(".timeline circle").count() >= 1
+        shot(page, "demo-timeline")
+        assert run.token not in " ".join(urls)
+        assert not page.console_errors
