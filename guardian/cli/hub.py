@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from capture.store.factory import open_store
     from capture.traces.crossnode import CrossNodeLinker
-    from guardian.api.main import create_app
+    from guardian.api.main import SHUTDOWN_GRACE_S, create_app
     from guardian.api.settings import load_settings
     from guardian.hub.hub import Hub, HubMetrics
 
@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                  host, settings.api.port, args.store or "in memory")
         print("ready", file=sys.stderr, flush=True)
         signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn stops; see guardian serve
-        uvicorn.run(app, host=host, port=settings.api.port, log_level="warning")
+        uvicorn.run(app, host=host, port=settings.api.port, log_level="warning",
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     finally:
         hub.stop()
         store.close()

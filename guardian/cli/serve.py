@@ -41,7 +41,7 @@ def _open_store(path: str | None, command: str):
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from guardian.api.main import create_app
+    from guardian.api.main import SHUTDOWN_GRACE_S, create_app
     from guardian.config import load
 
     try:
@@ -63,7 +63,9 @@ def serve(args: argparse.Namespace) -> int:
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start:
         # make that one a no-op so a requested stop exits 0 (after the store is closed below).
         signal.signal(signal.SIGTERM, lambda *_: None)
-        uvicorn.run(app, host=host, port=settings.api.port, log_level="warning")
+        # An open event stream or a long synchronous investigation must not hold the stop.
+        uvicorn.run(app, host=host, port=settings.api.port, log_level="warning",
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     finally:
         store.close()
     return 0

@@ -2,7 +2,9 @@
 demo shop with payments failing (the downstream-5xx fault): sign-in refuses a missing or wrong
 token; the service map, the service page, the trace search and waterfall show the services and
 numbers the API gives for the same live data; an investigation asked in the page names payments
-and its cited trace opens the waterfall. Screenshots go to tests/demo/artifacts/ (gitignored).
+and its cited trace opens the waterfall; marked in the page and asked again on a repeat of the
+fault, the report shows the first incident with its confirmed cause and the prior lifts payments.
+Screenshots go to tests/demo/artifacts/ (gitignored).
 
 Live numbers move while the page loads: each shown figure is checked against the API's answer
 just before and just after the page read it."""
@@ -27,10 +29,33 @@ pytestmark = [pytest.mark.slow, pytest.mark.ebpf]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SHOP = {"frontend", "inventory", "payments", "recommend", "order-worker"}
 FAULT_S = 40  # payments failing this long before the pages are read
+RECOVER_S = 35  # healthy again before the repeat: its baseline is the window before it
 
 
 def _between(shown: float, a: float, b: float, slack: float) -> bool:
     return min(a, b) - slack <= shown <= max(a, b) + slack
+
+
+def _rank_of(service: str, causes: list[dict]) -> int:
+    return next((i for i, rc in enumerate(causes, 1) if rc["service"] == service), 99)
+
+
+def _ask(page, since: float) -> tuple[str, dict, list[str]]:
+    """Ask the fault's question in the page over [since - 1 s, now - the linker's lag] (as
+    `guardian demo` does); (investigation id, its job from the API, the causes shown)."""
+    page.goto(page.url.split("#")[0] + "#/investigate")
+    page.wait_for_selector("form#ask")
+    page.fill("textarea[name=question]", FAULTS["downstream-5xx"].question)
+    page.fill("input[name=start]", f"{since - 1:.3f}")
+    page.fill("input[name=end]", f"{time.time() - STORE_LAG_S:.3f}")
+    page.click("form#ask button[type=submit]")
+    page.wait_for_selector("#status:has-text('done')", timeout=180_000)
+    job_id = page.url.rsplit("/", 1)[1]
+    job = page.request.get(page.url.split("#")[0] + f"v1/investigations/{job_id}").json()
+    assert abs(job["window"]["start_ns"] / 1e9 - (since - 1)) < 0.01
+    causes = page.locator(".report .cause").all_text_contents()
+    assert job["report"]["root_causes"] and len(causes) == len(job["report"]["root_causes"])
+    return job_id, job, causes
 
 
 @pytest.fixture(scope="module")
@@ -105,25 +130,13 @@ def test_console_over_the_live_demo(failing):
         assert page.locator(".wf-bar.error").count() >= 1
         shot(page, "demo-trace")
 
-        # Investigate: ask in the page about the fault's window (as `guardian demo` does: from just
-        # before the fault to just before the spans still held by the linker), steps stream in,
-        # the report names payments, its trace link opens the waterfall.
-        page.goto(url + "/#/investigate")
-        page.wait_for_selector("form#ask")
-        page.fill("textarea[name=question]", FAULTS["downstream-5xx"].question)
-        page.fill("input[name=start]", f"{t0 - 1:.3f}")
-        page.fill("input[name=end]", f"{time.time() - STORE_LAG_S:.3f}")
-        page.click("form#ask button[type=submit]")
-        page.wait_for_selector("#status:has-text('done')", timeout=180_000)
-        job_id = page.url.rsplit("/", 1)[1]
-        job = api.get(f"/v1/investigations/{job_id}").json()
-        causes = page.locator(".report .cause").all_text_contents()
-        assert abs(job["window"]["start_ns"] / 1e9 - (t0 - 1)) < 0.01
-        assert job["report"]["root_causes"] and causes
+        # Investigate: ask in the page about the fault's window, steps stream in, the report names
+        # payments, its trace link opens the waterfall.
+        job_id, job, causes = _ask(page, t0)
         assert job["report"]["root_causes"][0]["service"] in causes[0]
         # The agent sees the whole host: where other programs run beside the shop (a shared test
         # machine), their own changes can rank beside the fault.
-        assert any(c.split(" · ")[0].split(". ", 1)[1].startswith("payments") for c in causes[:3]), causes
+        assert _rank_of("payments", job["report"]["root_causes"]) <= 3, causes
         assert any(u.endswith(f"/v1/investigations/{job_id}/events") for u in urls)
         shot(page, "demo-investigation")
         ev = page.locator(".report .evidence a[data-trace]").first
@@ -139,5 +152,41 @@ def test_console_over_the_live_demo(failing):
         page.wait_for_selector("text=Scheduled and on-demand anomaly reports")
         assert reports and page.locator(".timeline circle").count() >= 1
         shot(page, "demo-timeline")
+
+        # Memory on a repeat of the fault: the first investigation is marked in the page (right
+        # when it put payments first, else wrong with payments as the real cause); the shop
+        # recovers, payments fails again, the same question is asked: the report lists the first
+        # incident with its confirmed cause and the prior lifts payments.
+        page.goto(url + f"/#/investigation/{job_id}")
+        page.wait_for_selector("#mark-right")
+        if job["report"]["root_causes"][0]["service"] == "payments":
+            page.click("#mark-right")
+        else:
+            page.fill("input[placeholder^='real cause']", "payments POST /charge")
+            page.click("#mark-wrong")
+        page.wait_for_selector("text=It will be used for similar incidents")
+        marked = next(i for i in api.get("/v1/incidents").json()["incidents"] if i["id"] == job_id)
+        assert marked["cause_service"] == "payments" and marked["outcome"] in ("right", "wrong")
+        fault = FAULTS["downstream-5xx"]
+        run.reset(fault)
+        run.wait(RECOVER_S, "recover")
+        t1 = run.inject(fault)
+        run.wait(FAULT_S, "payments failing again")
+        again_id, again, _ = _ask(page, t1)
+        rep = again["report"]
+        assert any(p["id"] == job_id and p["cause"]["service"] == "payments" for p in rep["similar"]), rep["similar"]
+        page.wait_for_selector("text=Seen before")
+        assert job_id in page.locator("#main").text_content()
+        lift = next(a for a in rep["prior"] if a["service"] == "payments")
+        assert lift["to"] > lift["from"]
+        before = {(a["service"], a["operation"]): a["from"] for a in rep["prior"]}
+        alone = [dict(rc, confidence=before.get((rc["service"], rc.get("operation")), rc["confidence"]))
+                 for rc in rep["root_causes"]]
+        alone.sort(key=lambda rc: -rc["confidence"])
+        without, with_memory = _rank_of("payments", alone), _rank_of("payments", rep["root_causes"])
+        print(f"[demo] repeat of downstream-5xx: payments rank {without} without memory, {with_memory} with "
+              f"(confidence {lift['from']} -> {lift['to']})", flush=True)
+        assert with_memory <= without
+        shot(page, "demo-investigation-repeat")
         assert run.token not in " ".join(urls)
         assert not page.console_errors

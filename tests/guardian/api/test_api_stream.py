@@ -79,3 +79,47 @@ def _stream_while_held(app, gate, reached):
         assert again[-1][0] == "done" and len([e for e in again if e[0] == "step"]) == len(done["steps"])
         assert c.get("/v1/investigations/nope/events").status_code == 404
         assert httpx.get(f"{url}/v1/investigations/{job['id']}/events").status_code == 401
+
+
+def test_an_open_stream_does_not_hold_the_agents_api_at_stop(store):
+    """The agent's API server stops within its grace period while a client still follows a
+    running investigation (uvicorn would otherwise wait for the stream to end)."""
+    import time
+
+    from guardian.agent_daemon import ApiServer
+    from guardian.api.main import SHUTDOWN_GRACE_S
+    from serving_support import free_port
+
+    gate, reached = threading.Event(), threading.Event()
+    app = create_app(store, {"api": {"token": TOKEN}}, investigate_fn=gated_engine(gate, reached))
+    port = free_port()
+    api = ApiServer(app, "127.0.0.1", port)
+    api.start()
+    got: list[str] = []
+
+    def follow(job_id):
+        try:
+            with httpx.stream("GET", f"http://127.0.0.1:{port}/v1/investigations/{job_id}/events",
+                              headers=AUTH, timeout=60) as r:
+                for line in r.iter_lines():
+                    got.append(line)
+        except httpx.HTTPError:
+            pass  # cut by the stopping server
+
+    try:
+        job = httpx.post(f"http://127.0.0.1:{port}/v1/investigate", headers=AUTH, timeout=30,
+                         json={"question": "why?", "since": "15m", "async": True}).json()
+        assert reached.wait(20)
+        follower = threading.Thread(target=follow, args=(job["id"],), daemon=True)
+        follower.start()
+        deadline = time.monotonic() + 10
+        while not any(line.startswith("event: step") for line in got):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        api.stop()
+        assert not api.thread.is_alive() and time.monotonic() - t0 < SHUTDOWN_GRACE_S + 3
+        follower.join(5)
+        assert not follower.is_alive()
+    finally:
+        gate.set()
