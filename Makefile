@@ -38,9 +38,12 @@ eval: setup
 	@for v in build/lab-variants/*; do echo; echo "== evals/lab as $$(basename $$v)"; \
 		$(PY) -m guardian.cli.main eval $$v --engine deterministic; done
 
-# Incident memory on repeated faults of the recorded tuning cases: with memory vs without.
+# Incident memory on repeated faults of the recorded tuning cases, with memory vs without: as
+# recorded, then without span status (where the engine ranks the real cause lower more often).
 eval-memory: setup
 	@nice -n 10 $(PY) -m guardian.memory.measure evals/lab
+	@rm -rf build/memory-nostatus && $(PY) -m guardian.evals.variants evals/lab build/memory-nostatus --variant nostatus
+	@echo; echo "== evals/lab without span status"; nice -n 10 $(PY) -m guardian.memory.measure build/memory-nostatus
 
 # Fault lab (lab/README.md): record labelled cases with the real eBPF capture. Long (about
 # 1.5 min per case); LAB_CASES sets how many per topology.

@@ -20,7 +20,12 @@ def chromium() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                    # no calls of its own to Google's services: on a host
+                                    # whose traffic is captured they would show as a service
+                                    "--disable-background-networking", "--disable-component-update",
+                                    "--disable-sync", "--no-first-run", "--disable-domain-reliability",
+                                    "--disable-client-side-phishing-detection"])
         try:
             yield b
         finally:
