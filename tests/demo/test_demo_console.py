@@ -42,9 +42,25 @@ def _rank_of(service: str, causes: list[dict]) -> int:
     return next((i for i, rc in enumerate(causes, 1) if rc["service"] == service), 99)
 
 
-def _ask(page, since: float) -> tuple[str, dict, list[str]]:
+def _stored_errors(api, since: float, at_least: int = 20, timeout: float = 120.0) -> int:
+    """Wait until the store holds the fault: payments' errors since `since` as the API counts
+    them (on a loaded host the capture's spans can lag well behind the linker's wait)."""
+    deadline, errors = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        items = api.post("/v1/tools/red", json={"service": "payments", "by": "operation", "start": f"{since:.3f}",
+                                                 "end": f"{time.time() - STORE_LAG_S:.3f}"}).json()["items"]
+        errors = sum(i["current"]["errors"] for i in items)
+        if errors >= at_least:
+            return errors
+        time.sleep(2)
+    raise AssertionError(f"only {errors} payments errors stored since the fault after {timeout:.0f}s")
+
+
+def _ask(page, api, since: float) -> tuple[str, dict, list[str]]:
     """Ask the fault's question in the page over [since - 1 s, now - the linker's lag] (as
-    `guardian demo` does); (investigation id, its job from the API, the causes shown)."""
+    `guardian demo` does), once the store holds the fault; (investigation id, its job from the
+    API, the causes shown)."""
+    _stored_errors(api, since)
     page.goto(page.url.split("#")[0] + "#/investigate")
     page.wait_for_selector("form#ask")
     page.fill("textarea[name=question]", FAULTS["downstream-5xx"].question)
@@ -140,7 +156,7 @@ def test_console_over_the_live_demo(failing):
 
         # Investigate: ask in the page about the fault's window, steps stream in, the report names
         # payments, its trace link opens the waterfall.
-        job_id, job, causes = _ask(page, t0)
+        job_id, job, causes = _ask(page, api, t0)
         assert causes
         for shown, rc in zip(causes, job["report"]["root_causes"]):  # the API's causes, in its order
             assert shown.startswith(f"{rc['rank']}. {rc['service']}") and f"{math.floor(100 * rc['confidence'] + 0.5)}%" in shown
@@ -182,12 +198,12 @@ def test_console_over_the_live_demo(failing):
         run.wait(RECOVER_S, "recover")
         t1 = run.inject(fault)
         run.wait(REPEAT_S, "payments failing again")
-        again_id, again, _ = _ask(page, t1)
+        again_id, again, _ = _ask(page, api, t1)
         rep = again["report"]
+        shot(page, "demo-investigation-repeat")
         assert any(p["id"] == job_id and p["cause"]["service"] == "payments" for p in rep["similar"]), rep["similar"]
         page.wait_for_selector("text=Seen before")
         assert job_id in page.locator("#main").text_content()
-        shot(page, "demo-investigation-repeat")
         before = {(a["service"], a["operation"]): a["from"] for a in rep["prior"]}
         alone = [dict(rc, confidence=before.get((rc["service"], rc.get("operation")), rc["confidence"]))
                  for rc in rep["root_causes"]]
