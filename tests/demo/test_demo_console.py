@@ -112,14 +112,22 @@ def test_console_over_the_live_demo(failing):
         after, hot_after = api.get("/v1/service-graph").json(), anomalous()
         drawn = set(page.locator("g.node").evaluate_all("els => els.map(e => e.dataset.node)"))
         assert SHOP <= drawn, drawn
+        # Every node inside the drawing (a host's call cycles once pushed columns off its edge).
+        outside = page.evaluate("""() => { const s = document.querySelector('.map svg').getBoundingClientRect();
+          return [...document.querySelectorAll('g.node')].map((g) => [g.dataset.node, g.getBoundingClientRect()])
+            .filter(([, b]) => b.right > s.right + 1 || b.bottom > s.bottom + 1).map(([n]) => n); }""")
+        assert not outside, outside
         assert {n["name"] for n in before["nodes"]} & SHOP == SHOP & drawn
-        edge = lambda g: next(e for e in g["edges"] if e["client"] == "frontend" and e["server"] == "payments")  # noqa: E731
-        label = page.locator("g.edge[data-edge='frontend->payments'] text").text_content()
+        # The edge into payments with the most errors: on a shared host another shop's frontend and
+        # payments (same names) can add calls too; the page must show what the API counts.
+        into = [e for e in after["edges"] if e["server"] == "payments"]
+        assert into, after["edges"]
+        worst = max(into, key=lambda e: e["error_rate"] or 0)
+        key = f"{worst['client']}->payments"
+        was = next((e for e in before["edges"] if e["client"] == worst["client"] and e["server"] == "payments"), worst)
+        label = page.locator(f"g.edge[data-edge='{key}'] text").text_content()
         shown = float(re.search(r"([\d.]+)% err", label).group(1))
-        # Not a fixed share: on a shared host another shop's frontend and payments (same names)
-        # can add healthy calls to the same edge; the page must show what the API counts.
-        assert edge(after)["error_rate"] > 0
-        assert _between(shown, 100 * edge(before)["error_rate"], 100 * edge(after)["error_rate"], 1.0), label
+        assert _between(shown, 100 * was["error_rate"], 100 * worst["error_rate"], 1.0), (key, label)
         red = page.locator("g.node[data-node=payments] rect").first.get_attribute("stroke") == "#c53030"
         if ("payments" in hot_before) == ("payments" in hot_after):  # else it changed while the page loaded
             assert red == ("payments" in hot_after), (hot_before, hot_after)
