@@ -5,7 +5,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # What `make test-fast` leaves out: eBPF, root, real servers, slow runs, the local LLM.
 FAST := not ebpf and not root and not servers and not slow and not llm
 
-.PHONY: setup setup-demo demo test test-fast setup-llm bench eval lab lab-heldout soak clean
+.PHONY: setup setup-demo demo test test-fast setup-llm bench eval eval-memory lab lab-heldout soak clean
 
 setup:
 	@bash scripts/setup.sh test
@@ -37,6 +37,13 @@ eval: setup
 	@rm -rf build/lab-variants && $(PY) -m lab.variants evals/lab --out build/lab-variants --every 7 >/dev/null
 	@for v in build/lab-variants/*; do echo; echo "== evals/lab as $$(basename $$v)"; \
 		$(PY) -m guardian.cli.main eval $$v --engine deterministic; done
+
+# Incident memory on repeated faults of the recorded tuning cases, with memory vs without: as
+# recorded, then without span status (where the engine ranks the real cause lower more often).
+eval-memory: setup
+	@nice -n 10 $(PY) -m guardian.memory.measure evals/lab
+	@rm -rf build/memory-nostatus && $(PY) -m guardian.evals.variants evals/lab build/memory-nostatus --variant nostatus
+	@echo; echo "== evals/lab without span status"; nice -n 10 $(PY) -m guardian.memory.measure build/memory-nostatus
 
 # Fault lab (lab/README.md): record labelled cases with the real eBPF capture. Long: about
 # 1.4 min per case per topology, two topologies side by side on one capture; cases already

@@ -230,8 +230,10 @@ class ApiServer:
     def __init__(self, app: Any, host: str, port: int):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    lifespan="on"))
+        from guardian.api.main import SHUTDOWN_GRACE_S
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 

@@ -38,6 +38,9 @@ from guardian.slack import interactive as slack_interactive
 from guardian.slack.service import SlackService
 
 log = logging.getLogger(__name__)
+# Seconds a stopping server waits for open requests (an event stream, a synchronous investigation)
+# before cancelling them.
+SHUTDOWN_GRACE_S = 5
 
 
 class _BearerOnly:

@@ -63,10 +63,12 @@ def run_api(store, settings, host: str, registry=None, ready=None) -> None:
 
     import uvicorn
 
-    from guardian.api.main import create_app
+    from guardian.api.main import SHUTDOWN_GRACE_S, create_app
 
     app = create_app(store, settings, registry=registry)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=settings.api.port, log_level="warning"))
+    # An open event stream or a long synchronous investigation must not hold the stop.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=settings.api.port, log_level="warning",
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
     if ready is not None:
         def wait() -> None:
             while not server.started and not server.should_exit:

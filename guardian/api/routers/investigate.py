@@ -1,15 +1,17 @@
-"""POST /v1/investigate (report, or a job id with {"async": true}) and GET /v1/investigations/{id}."""
+"""POST /v1/investigate (report, or a job id with {"async": true}), GET /v1/investigations/{id} and
+its steps as they run (GET /v1/investigations/{id}/events, Server-Sent Events)."""
 from __future__ import annotations
 
 import asyncio
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardian.api.deps import require_token
 from guardian.api.jobs import Busy, Job
+from guardian.api.stream import job_events
 from guardian.api.validate import window_or_400
 from guardian.investigate.engine import llm_configured
 
@@ -70,3 +72,15 @@ def poll(job_id: str, request: Request) -> dict:
     if job is None:
         raise HTTPException(404, f"no investigation {job_id!r} (finished ones are kept for a while)")
     return job.to_dict()
+
+
+@router.get("/investigations/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+def events(job_id: str, request: Request) -> StreamingResponse:
+    """The investigation's steps as they run (Server-Sent Events: `step`, `status`, then `done`
+    with the whole job, report included)."""
+    job = request.app.state.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no investigation {job_id!r} (finished ones are kept for a while)")
+    return StreamingResponse(job_events(job, request.is_disconnected), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardian.api.deps import require_token
+from guardian.report import Kind
 
 router = APIRouter(prefix="/v1", tags=["memory"], dependencies=[Depends(require_token)])
 
@@ -16,7 +17,7 @@ class Cause(BaseModel):
     model_config = ConfigDict(extra="forbid")
     service: str = Field(min_length=1, max_length=200)
     operation: str | None = Field(None, max_length=300)
-    kind: Literal["error", "latency", "saturation", "dependency", "traffic"] | None = None
+    kind: Kind | None = None
 
 
 class Outcome(BaseModel):

@@ -54,7 +54,9 @@ G.graph = function (nodes, edges, anomalous, onClick) {
   const NW = 170, NH = 46, CW = 370, RH = 92, PAD = 30;
   const pos = {};
   let maxRows = 1;
-  Object.entries(cols).forEach(([c, list]) => {
+  // Depths can skip numbers (call cycles push them up): lay out the columns that exist, side by side.
+  Object.keys(cols).map(Number).sort((a, b) => a - b).forEach((d, c) => {
+    const list = cols[d];
     maxRows = Math.max(maxRows, list.length);
     list.forEach((n, r) => { pos[n.name] = {x: PAD + c * CW, y: PAD + r * RH}; });
   });

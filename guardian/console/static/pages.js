@@ -199,15 +199,21 @@ G.pages.timeline = async function () {
 
 G.pages.investigate = async function () {
   const q = h("textarea", {name: "question", rows: 2, cols: 70, required: true, placeholder: "Why is checkout failing?"});
-  const since = h("select", {name: "since"}, ["15m", "30m", "1h", "6h"].map((v) => h("option", {value: v}, "last " + v)));
+  const since = h("select", {name: "since"}, ["2m", "5m", "15m", "30m", "1h", "6h"].map((v) => h("option", {value: v, selected: v === "15m" ? "" : null}, "last " + v)));
   if (G.win) since.value = G.win;
+  // Or an absolute window (ISO-8601 or unix time), e.g. from just before a fault to just before now.
+  const start = h("input", {name: "start", size: 22, placeholder: "from (ISO or unix, optional)"});
+  const end = h("input", {name: "end", size: 22, placeholder: "to (optional)"});
   const err = h("p", {class: "error"});
   const form = h("form", {class: "card search", id: "ask"}, h("label", {}, "question", q), h("label", {}, "window", since),
-    h("button", {type: "submit"}, "Investigate"), err);
+    h("label", {}, "or from", start), h("label", {}, "to", end), h("button", {type: "submit"}, "Investigate"), err);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    const body = {question: q.value, async: true};
+    if (start.value.trim()) { body.start = start.value.trim(); if (end.value.trim()) body.end = end.value.trim(); }
+    else body.since = since.value;
     try {
-      const r = await G.api("/v1/investigate", {json: {question: q.value, since: since.value, async: true}});
+      const r = await G.api("/v1/investigate", {json: body});
       location.hash = "#/investigation/" + enc(r.id);
     } catch (e) { err.textContent = e.message; }
   });
@@ -249,20 +255,42 @@ function renderReport(job) {
 }
 
 G.pages.investigation = async function (id) {
-  let timer = null;
-  const draw = async () => {
-    const job = await G.api("/v1/investigations/" + enc(id));
-    const steps = h("ol", {class: "steps"}, job.steps.map((s) => h("li", {},
-      h("span", {class: "when"}, new Date(s.at * 1000).toISOString().slice(11, 23)), h("b", {}, s.step), " ", s.detail, s.times ? ` (×${s.times})` : "")));
-    const done = job.status === "done" || job.status === "failed";
-    G.show(h("h1", {}, "Investigation ", h("span", {class: "mono"}, id)),
-      h("p", {}, h("b", {}, job.question), " · ", h("span", {class: "pill " + (job.status === "failed" ? "bad" : done ? "ok" : "warn"), id: "status"}, job.status),
-        job.window ? ` · ${G.time(job.window.start_ns)} to ${G.time(job.window.end_ns)}` : "", job.source ? ` · from ${job.source}` : ""),
-      h("h2", {}, "Steps"), steps,
-      job.error ? h("p", {class: "error"}, job.error) : null,
-      job.report ? renderReport(job) : null);
-    if (!done) timer = setTimeout(draw, 500);
+  // Steps arrive as Server-Sent Events while the investigation runs; polling is the fallback
+  // when the stream cannot be opened or breaks.
+  let timer = null, source = null;
+  const job = await G.api("/v1/investigations/" + enc(id));
+  const steps = h("ol", {class: "steps"});
+  const status = h("span", {id: "status"});
+  const rest = h("div", {id: "outcome"});
+  const setStatus = (st) => { status.textContent = st; status.className = "pill " + (st === "failed" ? "bad" : st === "done" ? "ok" : "warn"); };
+  const drawStep = (s, i) => {
+    const li = h("li", {"data-index": i}, h("span", {class: "when"}, new Date(s.at * 1000).toISOString().slice(11, 23)),
+      h("b", {}, s.step), " ", s.detail, s.times ? ` (×${s.times})` : "");
+    if (steps.children[i]) steps.replaceChild(li, steps.children[i]); else steps.appendChild(li);
   };
-  G.stopPolling = () => clearTimeout(timer);
-  await draw();
+  const finish = (j) => {
+    j.steps.forEach(drawStep);
+    setStatus(j.status);
+    rest.replaceChildren(...[j.error ? h("p", {class: "error"}, j.error) : null, j.report ? renderReport(j) : null].filter(Boolean));
+  };
+  const poll = async () => {
+    const j = await G.api("/v1/investigations/" + enc(id));
+    j.steps.forEach(drawStep);
+    setStatus(j.status);
+    if (j.status === "done" || j.status === "failed") finish(j); else timer = setTimeout(poll, 500);
+  };
+  G.show(h("h1", {}, "Investigation ", h("span", {class: "mono"}, id)),
+    h("p", {}, h("b", {}, job.question), " · ", status,
+      job.window ? ` · ${G.time(job.window.start_ns)} to ${G.time(job.window.end_ns)}` : "", job.source ? ` · from ${job.source}` : ""),
+    h("h2", {}, "Steps"), steps, rest);
+  G.stopPolling = () => { clearTimeout(timer); if (source) source.close(); };
+  if (job.status === "done" || job.status === "failed") { finish(job); return; }
+  job.steps.forEach(drawStep);
+  setStatus(job.status);
+  if (!window.EventSource) { timer = setTimeout(poll, 500); return; }
+  source = new EventSource("/v1/investigations/" + enc(id) + "/events");
+  source.addEventListener("step", (ev) => { const s = JSON.parse(ev.data); drawStep(s, s.index); });
+  source.addEventListener("status", (ev) => setStatus(JSON.parse(ev.data).status));
+  source.addEventListener("done", (ev) => { source.close(); source = null; finish(JSON.parse(ev.data)); });
+  source.onerror = () => { if (source) { source.close(); source = null; timer = setTimeout(poll, 500); } };
 };

@@ -119,8 +119,9 @@ def test_slack_reports_carry_the_feedback_buttons(store):
 
 
 def test_memory_measure_on_repeated_eval_faults(tmp_path):
-    """The measurement (python -m guardian.memory.measure): a confirmed cause lifts the same fault's
-    true cause the second time, and other incidents' causes do not push it out of first place."""
+    """The measurement (python -m guardian.memory.measure), through the API: a confirmed cause lifts
+    the same fault's true cause when it comes again, and another incident's confirmed cause does
+    not push a different fault's cause out of first place."""
     import shutil
     from pathlib import Path
 
@@ -129,11 +130,55 @@ def test_memory_measure_on_repeated_eval_faults(tmp_path):
     root = Path(__file__).resolve().parents[3] / "evals" / "scenarios"
     for name in ("payments_5xx", "redis_slow"):
         shutil.copytree(root / name, tmp_path / name)
-    rows = {r["scenario"]: r for r in measure(tmp_path, 0.15)}
-    for r in rows.values():
-        assert r["without"] == 1 and r["repeat"] == 1 and r["cross"] == 1
-        assert r["margin_repeat"] > r["margin_without"]  # the prior moved the confirmed cause up
-        assert r["margin_cross"] >= r["margin_without"] - 0.15
+    rows = measure(tmp_path, 0.15, ("same", "running"))
+    same = {r["case"]: r for r in rows if r["mode"] == "same"}
+    running = {r["case"]: r for r in rows if r["mode"] == "running"}
+    assert set(same) == set(running) == {"payments_5xx", "redis_slow"}
+    for r in same.values():
+        assert r["without"] == 1 and r["with"] == 1
+        assert r["margin_with"] > r["margin_without"]  # the prior moved the confirmed cause up
+    assert running["payments_5xx"]["margin_with"] == running["payments_5xx"]["margin_without"]  # memory empty
+    r = running["redis_slow"]  # memory holds payments' confirmed 5xx: a different fault
+    assert r["with"] == 1 and r["margin_with"] >= r["margin_without"] - 0.15
+
+
+def _two_changes(d, seed: int) -> None:
+    """A recorded window where two things changed at once (payments half failing, inventory 40 ms
+    slower): the engine ranks payments first by a hair; the real cause was inventory."""
+    import gzip
+    import json
+
+    from guardian.evals.generator import Fault, generate
+    from guardian.evals.scenarios import BASE_NS
+
+    d.mkdir(parents=True)
+    (d / "question.txt").write_text("Checkout is slow and some checkouts fail. Why?\n")
+    (d / "expected.json").write_text(json.dumps({
+        "service": "inventory", "operation": None, "kind": "latency", "fault_class": "two_changes",
+        "topology": "generated"}))
+    fault = Fault(errors={"payments POST /charge": (0.5, 503, "card processor timeout", "")},
+                  extra_self_ms={"inventory": 40})
+    with gzip.open(d / "spans.jsonl.gz", "wt") as f:
+        for batch in generate(fault, seed, BASE_NS, 360, 1.5):
+            f.write("".join(s.to_json() + "\n" for s in batch))
+
+
+def test_a_confirmed_cause_changes_the_ranking_of_a_repeat(tmp_path):
+    """Where the engine ranks the real cause second, confirming it (POST .../outcome: wrong, the
+    cause was inventory) puts it first the next time the fault comes: on the same recording and on
+    another recording of the same fault. Without memory the repeat stays second."""
+    from guardian.memory.measure import measure, summary
+
+    _two_changes(tmp_path / "first", 4242)
+    _two_changes(tmp_path / "again", 4243)
+    rows = measure(tmp_path, 0.15, ("same", "pairs"))
+    assert len(rows) == 4
+    for r in rows:
+        assert r["without"] == 2 and r["with"] == 1, r
+    assert {(r["case"], r["first"]) for r in rows if r["mode"] == "pairs"} == {("again", "first"), ("first", "again")}
+    s = next(x for x in summary(rows) if x["mode"] == "pairs" and x["topology"] == "all")
+    assert s["top1_without"] == 0 and s["top1_with"] == 2 and s["moved_up"] == 2 and s["moved_down"] == 0
+    assert measure(tmp_path, 0.0, ("same",))[0]["with"] == 2  # weight 0: memory is only listed, no prior
 
 
 def test_prior_is_weaker_for_a_different_kind():

@@ -2,8 +2,6 @@
 chromium driven by Playwright (screenshots go to tests/guardian/console/artifacts/, gitignored)."""
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,8 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))  # serving_
 from serving_support import TOKEN, seeded_store  # noqa: E402
 from test_api_serve import _serve, _stop  # noqa: E402
 
+from support.browser import chromium, new_page, screenshot  # noqa: E402
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = os.environ.get("GUARDIAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -33,33 +32,16 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.console_errors = errors
-    yield pg
-    ctx.close()
+    with new_page(browser) as pg:
+        yield pg
 
 
 @pytest.fixture
 def shot():
-    def take(page, name: str) -> Path:
-        path = ARTIFACTS / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-        return path
-    return take
+    return lambda page, name: screenshot(page, ARTIFACTS, name)
