@@ -6,11 +6,13 @@ mutated (bit flips, big length fields, splices, cuts) and re-chunked (byte by by
 sizes, gaps where `size` > len(data)), fed to a fresh parser, then closed. A finding is an
 escaped exception or an input slower than MAX_INPUT_S. Seeded: a run repeats exactly.
 
-Run: .venv/bin/python -m bench.fuzz [--inputs 1000000] [--protocol REDIS] [--seed 1]
+Run: .venv/bin/python -m bench.fuzz [--inputs 1000000] [--protocol REDIS] [--seed 1] [--jobs 2]
+     [--json out.json.gz]   (`make fuzz`: 1M inputs per parser, result under bench/results/)
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 import struct
@@ -18,6 +20,7 @@ import sys
 import time
 import traceback
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from capture.protocols import registry
@@ -190,24 +193,57 @@ def fuzz(protocol: str, inputs: int, seed: int = 1, pool: list[Transcript] | Non
             "cpu_s": round(time.process_time() - start, 1)}
 
 
+def _fuzz_job(proto: str, inputs: int, seed: int) -> dict:
+    """One protocol in a worker process: its own transcript pool, its own seeded run."""
+    return fuzz(proto, inputs, seed, transcripts().get(proto))
+
+
+def _print(r: dict) -> None:
+    print(f"{r['protocol']:14} inputs={r['inputs']} seeds={r['seeds']} findings={r['findings']} "
+          f"slowest={r['slowest_ms']} ms cpu={r['cpu_s']} s", flush=True)
+    for f in r["first_findings"]:
+        print("   ", json.dumps(f)[:400], flush=True)
+
+
+def _write(path: str, results: list[dict], meta: dict) -> None:
+    text = json.dumps({**meta, "results": sorted(results, key=lambda r: r["protocol"])}, indent=1)
+    if path.endswith(".gz"):
+        with gzip.open(path, "wt") as f:  # a long run's record stays small in the repository
+            f.write(text)
+    else:
+        Path(path).write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inputs", type=int, default=10000, help="inputs per protocol")
     ap.add_argument("--protocol", action="append", help="only these (registry names); default all")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--jobs", type=int, default=1, help="protocols fuzzed in parallel processes")
+    ap.add_argument("--json", help="write the results to this file (.gz: compressed), rewritten as each ends")
     args = ap.parse_args(argv)
-    pools = transcripts()
-    results = []
-    for proto in args.protocol or registry.protocols():
-        r = fuzz(proto, args.inputs, args.seed, pools.get(proto))
-        results.append(r)
-        print(f"{proto:14} inputs={r['inputs']} seeds={r['seeds']} findings={r['findings']} "
-              f"slowest={r['slowest_ms']} ms cpu={r['cpu_s']} s", flush=True)
-        for f in r["first_findings"]:
-            print("   ", json.dumps(f)[:400], flush=True)
+    protos = args.protocol or registry.protocols()
+    meta = {"inputs_per_protocol": args.inputs, "seed": args.seed, "max_input_ms": MAX_INPUT_S * 1000,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: list[dict] = []
+    if args.jobs <= 1:
+        pools = transcripts()
+        for proto in protos:
+            results.append(fuzz(proto, args.inputs, args.seed, pools.get(proto)))
+            _print(results[-1])
+            if args.json:
+                _write(args.json, results, meta)
+    else:
+        with ProcessPoolExecutor(args.jobs) as ex:
+            futs = [ex.submit(_fuzz_job, proto, args.inputs, args.seed) for proto in protos]
+            for fut in as_completed(futs):
+                results.append(fut.result())
+                _print(results[-1])
+                if args.json:
+                    _write(args.json, results, meta)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        meta["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        _write(args.json, results, meta)
     return 1 if any(r["findings"] for r in results) else 0
 
 
