@@ -127,24 +127,29 @@ def nats_work(port: int, user: str, password: str) -> dict:
 
     async def go() -> dict:
         nc = await nats.connect(f"nats://{user}:{password}@127.0.0.1:{port}")
-        got: list = []
+        got = {"truth.events": 0, "truth.rpc": 0}
 
         async def handler(msg):
-            got.append(msg.data)
+            got[msg.subject] += 1
 
         async def responder(msg):
+            got[msg.subject] += 1
             await msg.respond(b"pong")
 
         sub = await nc.subscribe("truth.events", cb=handler)
         await nc.subscribe("truth.rpc", cb=responder)
         for i in range(4):
             await nc.publish("truth.events", b"e%d" % i)
-        reply = await nc.request("truth.rpc", b"ping", timeout=5)
+        reply = await nc.request("truth.rpc", b"ping", timeout=5)  # nats-py subscribes its _INBOX.* first
         await nc.flush()
         await asyncio.sleep(0.3)
         await sub.unsubscribe()
         await nc.close()
-        return {"publishes": 4 + 1, "delivered": len(got), "reply": reply.data.decode()}
+        assert reply.data == b"pong"
+        # what this one connection did, by subject (the reply went to and came back from the inbox)
+        return {"subscribe": {"truth.events": 1, "truth.rpc": 1, "_INBOX": 1},
+                "publish": {"truth.events": 4, "truth.rpc": 1, "_INBOX": 1},
+                "receive": {**got, "_INBOX": 1}, "unsubscribe": 1}
 
     return asyncio.run(go())
 
