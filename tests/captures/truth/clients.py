@@ -38,6 +38,9 @@ def http2_work(port: int) -> None:
         for path in ("/api/h1?x=1", "/big.html", "/missing", "/fail"):
             c.get(base + path)
         c.post(base + "/api/post", content=b"x" * 3000)
+    # h2load: 30 requests on 2 connections, up to 4 streams at once on each
+    subprocess.run(["h2load", "-n", "30", "-c", "2", "-m", "4", f"{base}/api/load"], check=True, capture_output=True,
+                   timeout=60)
 
 
 def grpc_work(port: int) -> None:

@@ -99,7 +99,8 @@ def _h2_test(pcap):
 def test_http2_streams_methods_paths_and_status_match_tshark():
     oracle, spans = _h2_test(HERE / "http2" / "h2c-nginx.pcap")
     statuses = sorted(ex["status"] for v in oracle.values() for ex in v.values())
-    assert statuses.count(503) == 2 and 404 in statuses and len(statuses) == 7
+    assert statuses.count(503) == 2 and 404 in statuses and len(statuses) == 7 + 30  # h2load -n 30
+    assert sum(ex["path"] == "/api/load" for v in oracle.values() for ex in v.values()) == 30
     assert all(s.status_code == "ERROR" for v in spans.values() for s in v if s.attributes["url.path"] == "/fail")
 
 
