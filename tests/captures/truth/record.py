@@ -18,31 +18,48 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _counts(text: str) -> tuple[int, int] | None:
+    """(captured, received by filter) from the last statistics tcpdump printed."""
+    got = [int(line.split()[0]) for line in text.splitlines()
+           if line.split()[:1] and line.split()[0].isdigit() and ("captured" in line or "received by filter" in line)]
+    return (got[-2], got[-1]) if len(got) >= 2 else None
+
+
 @contextmanager
 def tcpdump(path: Path, port: int, transport: str = "tcp"):
+    """tcpdump on lo around the block. On a loaded host it may lag behind: it is asked for its
+    statistics (SIGUSR1) until it has kept every packet its filter saw (on lo the filter sees each
+    packet twice, out and in, and tcpdump keeps one), and a recording that still misses some is refused."""
     path.parent.mkdir(exist_ok=True)
     what = f"port {port}" if transport == "any" else f"{transport} port {port}"
     proc = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-U", "--immediate-mode", "-B", "16384", "-Z", "root",
                              "-w", str(path), what], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for line in proc.stderr:  # tcpdump says when it listens; traffic before that is lost
-        if b"listening on" in line:
-            break
+    err = b""
+    while b"listening on" not in err:  # traffic before it listens is lost
+        line = proc.stderr.readline()
+        if not line:
+            raise RuntimeError("tcpdump did not start")
+        err += line
+    os.set_blocking(proc.stderr.fileno(), False)
     time.sleep(0.3)
     try:
         yield
     finally:
-        size = -1
-        while size != path.stat().st_size:  # a loaded host: let tcpdump catch up (-U writes each packet)
-            size = path.stat().st_size
-            time.sleep(1.0)
+        text = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+            text += (proc.stderr.read() or b"").decode(errors="replace")
+            counts = _counts(text)
+            if counts and 2 * counts[0] == counts[1]:
+                break
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
-        tail = proc.stderr.read().decode(errors="replace")
-        got = [int(line.split()[0]) for line in tail.splitlines() if "packets captured" in line
-               or "received by filter" in line]
-        # on lo the filter sees each packet twice (out and in) and tcpdump keeps one
-        if len(got) != 2 or 2 * got[0] != got[1]:
-            raise RuntimeError(f"tcpdump lost packets, record again: {tail.strip()}")
+        text += (proc.stderr.read() or b"").decode(errors="replace")
+        counts = _counts(text)
+        if not counts or 2 * counts[0] != counts[1]:
+            raise RuntimeError(f"tcpdump lost packets, record again: {text.strip()[-300:]}")
 
 
 def redis_work(port: int, password: str) -> None:
