@@ -34,9 +34,8 @@ def _live_and_pcap(tmp_path, server, work):
                 work(srv)
     recorded: list = []
     replay(str(pcap), recorded.extend)
-    # on loopback the capture sees both ends; the pcap source names the SYN sender the client
-    live = [s for s in cap.spans if s["kind"] in ("CLIENT", "PRODUCER", "CONSUMER")
-            and s["attributes"].get("server.port") == srv["port"]]
+    # on loopback the capture sees both ends: the pcap's spans are the client processes' (the SYN sender)
+    live = [s for s in cap.spans if s["resource"].get("process.pid") != srv["pid"]]
     return live, [s.to_dict() for s in recorded], cap
 
 
@@ -50,4 +49,11 @@ def test_live_redis_equals_its_pcap(tmp_path):
     live, recorded, cap = _live_and_pcap(tmp_path, redis_instance,
                                          lambda srv: redis_work(srv["port"], srv["password"]))
     assert len(recorded) > 150  # redis-py's work and redis-benchmark's pipelines
-    assert _ops(live) == _ops(recorded), cap.stats
+
+    def total(spans):
+        return sum(_ops(spans).values(), Counter())
+
+    # count and operations over every client connection; not connection by connection: the live
+    # capture can give a short-lived connection's spans the 4-tuple of the next connection its
+    # process opens on the same fd (redis-benchmark's CONFIG GET connection; docs/protocol-truth.md)
+    assert total(live) == total(recorded), cap.stats
