@@ -5,7 +5,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # What `make test-fast` leaves out: eBPF, root, real servers, slow runs, the local LLM.
 FAST := not ebpf and not root and not servers and not slow and not llm
 
-.PHONY: setup setup-demo demo test test-fast setup-llm bench eval eval-memory lab lab-heldout soak clean
+.PHONY: setup setup-demo demo test test-fast setup-llm bench eval eval-memory lab lab-heldout soak fuzz clean
 
 setup:
 	@bash scripts/setup.sh test
@@ -77,6 +77,13 @@ bench: setup
 # 30 minutes: the demo shop, mixed-protocol and hostile load, agent killed -9 twice (bench/soak.py)
 soak: setup
 	@$(PY) -m bench.soak --minutes 30 --json $(SOAK_ARGS)
+
+# Long fuzzing (bench/fuzz.py): FUZZ_INPUTS per parser and detector, seeded; `make test` keeps a short run.
+FUZZ_INPUTS ?= 1000000
+FUZZ_JOBS ?= 2
+fuzz: setup
+	nice -n 10 $(PY) -m bench.fuzz --inputs $(FUZZ_INPUTS) --jobs $(FUZZ_JOBS) $(FUZZ_ARGS) \
+		--json bench/results/fuzz-$$(date -u +%F).json.gz
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache

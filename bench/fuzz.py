@@ -6,11 +6,13 @@ mutated (bit flips, big length fields, splices, cuts) and re-chunked (byte by by
 sizes, gaps where `size` > len(data)), fed to a fresh parser, then closed. A finding is an
 escaped exception or an input slower than MAX_INPUT_S. Seeded: a run repeats exactly.
 
-Run: .venv/bin/python -m bench.fuzz [--inputs 1000000] [--protocol REDIS] [--seed 1]
+Run: .venv/bin/python -m bench.fuzz [--inputs 1000000] [--protocol REDIS] [--seed 1] [--jobs 2]
+     [--json out.json.gz]   (`make fuzz`: 1M inputs per parser, result under bench/results/)
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 import struct
@@ -18,6 +20,7 @@ import sys
 import time
 import traceback
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from capture.protocols import registry
@@ -25,7 +28,8 @@ from capture.protocols.base import Side
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_INPUT_S = 0.1
-BYTEWISE_MAX = 16 * 1024  # transcripts fed byte by byte are at most this long
+SEED_BYTES = 64 * 1024  # a recorded flow is cut to its first chunks up to this many bytes
+BYTEWISE = 2048  # "byte by byte" feeds this many bytes of a transcript singly (chunk heads first), the rest in pieces
 Transcript = list[tuple[Side, bytes]]
 # seeds for protocols with no recorded flow (first messages as a client and a server send them)
 _BUILTIN: dict[str, Transcript] = {
@@ -77,8 +81,20 @@ def transcripts(dirs: list[Path] | None = None) -> dict[str, list[Transcript]]:
                 continue
             for proto, chunks in rec.flows.values():
                 if chunks and len(out[proto]) < 64:
-                    out[proto].append(chunks[:200])
+                    out[proto].append(_head(chunks[:200], SEED_BYTES))
     return dict(out)
+
+
+def _head(chunks: Transcript, budget: int) -> Transcript:
+    """The first chunks of a flow up to `budget` bytes (at least one): a long flow re-tests the same
+    paths at the cost of its length (bench.parsers and test_linear measure throughput instead)."""
+    out: Transcript = []
+    for side, data in chunks:
+        if out and budget < len(data):
+            break
+        out.append((side, data))
+        budget -= len(data)
+    return out
 
 
 _INTERESTING = (0, 1, 0x7F, 0x80, 0xFF, 0x7FFFFFFF, 0xFFFFFFFF, 0x3FFFFFFF, 1 << 30, 65535, 65536)
@@ -127,15 +143,19 @@ def mutate(rng: random.Random, t: Transcript, pool: list[Transcript]) -> Transcr
 def chunkings(rng: random.Random, t: Transcript):
     """(side, data, size) chunks: whole, byte by byte, random sizes, or with gaps."""
     mode = rng.randrange(4)
-    if mode == 1 and sum(len(d) for _, d in t) > BYTEWISE_MAX:
-        mode = 2  # byte by byte, a long transcript measures the per-call cost, not the parser's limits
+    singles = BYTEWISE
     for side, data in t:
         if mode == 0 or len(data) < 2:
             yield side, data, None
             continue
         pos = 0
         while pos < len(data):
-            n = 1 if mode == 1 else rng.randint(1, max(1, len(data) // 2))
+            # byte by byte where messages start (a chunk's head), within a budget: a whole long
+            # transcript so fed would measure the per-call cost, not the parser
+            if mode == 1 and singles > 0 and pos < 256:
+                n, singles = 1, singles - 1
+            else:
+                n = rng.randint(1, max(1, len(data) // 2))
             piece = data[pos:pos + n]
             if mode == 3 and rng.random() < 0.3:
                 cut = rng.randrange(len(piece) + 1)  # the capture copied only a prefix
@@ -161,8 +181,9 @@ def run_one(protocol: str, chunks, parser=None) -> None:
 
 
 def fuzz(protocol: str, inputs: int, seed: int = 1, pool: list[Transcript] | None = None,
-         max_input_s: float = MAX_INPUT_S) -> dict:
-    """Run `inputs` mutated inputs; returns counts, the slowest input and the findings (first 20)."""
+         max_input_s: float = MAX_INPUT_S, checkpoint=None, every: int = 20000) -> dict:
+    """Run `inputs` mutated inputs; returns counts, the slowest input and the findings (first 20).
+    `checkpoint(result so far)` is called every `every` inputs (a long run interrupted keeps its count)."""
     rng = random.Random(f"{protocol}:{seed}")
     pool = pool or _BUILTIN.get(protocol) or [[(Side.CLIENT, b"\0")]]
     findings: list[dict] = []
@@ -185,9 +206,46 @@ def fuzz(protocol: str, inputs: int, seed: int = 1, pool: list[Transcript] | Non
         slowest = max(slowest, dt)
         if dt > max_input_s and len(findings) < 20:
             findings.append({"input": n, "error": f"slow: {dt * 1000:.0f} ms"})
-    return {"protocol": protocol, "inputs": inputs, "seeds": len(pool), "findings": len(findings),
-            "first_findings": findings[:5], "slowest_ms": round(slowest * 1000, 2),
+        if checkpoint is not None and (n + 1) % every == 0 and n + 1 < inputs:
+            checkpoint(_result(protocol, n + 1, pool, findings, slowest, start, complete=False))
+    return _result(protocol, inputs, pool, findings, slowest, start)
+
+
+def _result(protocol, inputs, pool, findings, slowest, start, complete: bool = True) -> dict:
+    return {"protocol": protocol, "inputs": inputs, "complete": complete, "seeds": len(pool),
+            "findings": len(findings), "first_findings": findings[:5], "slowest_ms": round(slowest * 1000, 2),
             "cpu_s": round(time.process_time() - start, 1)}
+
+
+def _fuzz_job(proto: str, inputs: int, seed: int, parts: str | None) -> dict:
+    """One protocol in a worker process: its own transcript pool, its own seeded run; its progress
+    goes to `parts`/<protocol>.json so an interrupted run still records how far each got."""
+    def save(r: dict) -> None:
+        if parts:
+            Path(parts, f"{proto}.json").write_text(json.dumps(r))
+    r = fuzz(proto, inputs, seed, transcripts().get(proto), checkpoint=save)
+    save(r)
+    return r
+
+
+def _print(r: dict) -> None:
+    print(f"{r['protocol']:14} inputs={r['inputs']} seeds={r['seeds']} findings={r['findings']} "
+          f"slowest={r['slowest_ms']} ms cpu={r['cpu_s']} s", flush=True)
+    for f in r["first_findings"]:
+        print("   ", json.dumps(f)[:400], flush=True)
+
+
+def _write(path: str, results: list[dict], meta: dict) -> None:
+    text = json.dumps({**meta, "results": sorted(results, key=lambda r: r["protocol"])}, indent=1)
+    if path.endswith(".gz"):
+        with gzip.open(path, "wt") as f:  # a long run's record stays small in the repository
+            f.write(text)
+    else:
+        Path(path).write_text(text)
+
+
+def _gather(parts: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,19 +253,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", type=int, default=10000, help="inputs per protocol")
     ap.add_argument("--protocol", action="append", help="only these (registry names); default all")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--jobs", type=int, default=1, help="protocols fuzzed in parallel processes")
+    ap.add_argument("--json", help="write the results to this file (.gz: compressed), rewritten as each ends")
+    ap.add_argument("--collect", action="store_true",
+                    help="write --json from an interrupted run's progress (its .parts directory), then exit")
     args = ap.parse_args(argv)
-    pools = transcripts()
-    results = []
-    for proto in args.protocol or registry.protocols():
-        r = fuzz(proto, args.inputs, args.seed, pools.get(proto))
-        results.append(r)
-        print(f"{proto:14} inputs={r['inputs']} seeds={r['seeds']} findings={r['findings']} "
-              f"slowest={r['slowest_ms']} ms cpu={r['cpu_s']} s", flush=True)
-        for f in r["first_findings"]:
-            print("   ", json.dumps(f)[:400], flush=True)
+    protos = args.protocol or registry.protocols()
+    parts = Path(args.json + ".parts") if args.json else None
+    meta = {"inputs_per_protocol": args.inputs, "seed": args.seed, "max_input_ms": MAX_INPUT_S * 1000,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if args.collect:
+        results = _gather(parts)
+        _write(args.json, results, {**meta, "interrupted": any(not r.get("complete") for r in results)})
+        for r in results:
+            _print(r)
+        return 0
+    if parts:
+        parts.mkdir(exist_ok=True)
+    results: list[dict] = []
+    with ProcessPoolExecutor(max(1, args.jobs)) as ex:
+        futs = [ex.submit(_fuzz_job, proto, args.inputs, args.seed, str(parts) if parts else None)
+                for proto in protos]
+        for fut in as_completed(futs):
+            results.append(fut.result())
+            _print(results[-1])
+            if args.json:
+                _write(args.json, results, meta)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        meta["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        _write(args.json, results, meta)
+        for p in parts.glob("*.json"):
+            p.unlink()
+        parts.rmdir()
     return 1 if any(r["findings"] for r in results) else 0
 
 

@@ -1,7 +1,8 @@
 """Hostile captures replayed through the pcap source: peak RSS and the bounds that were hit.
 
-Three inputs: many flows that never close, PostgreSQL queries that announce 63 MiB each but
-carry a few bytes, and an HTTP/2 peer growing its HPACK table to 2^30. Each replay runs in a
+Four inputs: many flows that never close, PostgreSQL queries that announce 63 MiB each but
+carry a few bytes, an HTTP/2 peer growing its HPACK table to 2^30, and Memcached binary SETs of
+60 MiB values captured whole. Each replay runs in a
 child process so its peak RSS is its own (the target: <= 300 MB).
 
 Run: .venv/bin/python -m bench.hostile [--flows 200000] [--json FILE]
@@ -110,7 +111,29 @@ def hpack_growth(path: Path, streams: int = 1000) -> None:
     w.close()
 
 
-INPUTS = {"unclosed_flows": unclosed_flows, "announced_queries": announced_queries, "hpack_growth": hpack_growth}
+def memcached_values(path: Path, count: int = 4, size: int = 60 << 20) -> None:
+    """Memcached binary SETs of `size`-byte values, every byte captured, in 64 KiB segments."""
+    w = FastPcap(path)
+    client, server = (0x0A000001, 40001), (0x0A000002, 11211)
+    w.tcp(client, server, 999, SYN)
+    noop = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 99, 0)  # a first message the detector knows
+    w.tcp(client, server, 1000, ACK | PSH, noop)
+    seq, chunk = 1000 + len(noop), b"v" * 65000
+    for i in range(count):
+        key = b"big%d" % i
+        w.tcp(client, server, seq, ACK | PSH, struct.pack(">BBHBBHIIQ", 0x80, 0x01, len(key), 8, 0, 0,
+                                                          8 + len(key) + size, i, 0) + b"\0" * 8 + key)
+        seq += 24 + 8 + len(key)
+        left = size
+        while left > 0:
+            n = min(left, len(chunk))
+            w.tcp(client, server, seq, ACK, chunk[:n])
+            seq, left = seq + n, left - n
+    w.close()
+
+
+INPUTS = {"unclosed_flows": unclosed_flows, "announced_queries": announced_queries, "hpack_growth": hpack_growth,
+          "memcached_values": memcached_values}
 
 
 def replay_child(path: str) -> dict:

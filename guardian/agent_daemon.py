@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
+from capture.protocols import problems
 from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
@@ -88,6 +89,12 @@ class _Collector:
         for key, value in sorted(stats.items()):
             c.add_metric([key], value)
         yield c
+        # the same parser counters by kind, per protocol: what an alert on lost or garbled traffic reads
+        p = CounterMetricFamily("guardian_parser_problems", "parser problems per protocol (lost bytes, garbled "
+                                "messages, bounds hit, unpaired requests/responses)", labels=["protocol", "problem"])
+        for (proto, problem), value in sorted(problems.totals(stats).items()):
+            p.add_metric([proto, problem], value)
+        yield p
 
 
 WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing

@@ -30,6 +30,8 @@ APT_TEST=(
   bpfcc-tools wrk hey curl dnsutils iproute2 procps psmisc bpftool
   # packet capture and the independent decoder the protocol-truth tests compare against
   tcpdump tshark
+  # h2load (nghttp2-client): the HTTP/2 load of the truth recordings (tests/captures/truth/record.py)
+  nghttp2-client
   # real servers the tests talk to
   nginx-light mariadb-server mariadb-client memcached nats-server etcd-server etcd-client
   # gcc and libc6-dev for the cgo/external-linker Go builds and the ABI checks, Java for Cassandra

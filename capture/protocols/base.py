@@ -100,6 +100,16 @@ class Pending(Generic[T]):
             self.stats["pending_overflow"] += 1
         self._keyed[key] = item
 
+    def get(self, key: Hashable) -> T | None:
+        """The item kept under `key`, left in place (and in its age order)."""
+        return self._keyed.get(key)
+
+    def oldest(self) -> tuple[Hashable, T] | None:
+        """The keyed item kept longest and its key, not removed; None when none is kept."""
+        for key, item in self._keyed.items():
+            return key, item
+        return None
+
     def take(self, key: Hashable) -> T | None:
         """The item kept under `key`, removed; None when nothing waits under it."""
         return self._keyed.pop(key, None)

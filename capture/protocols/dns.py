@@ -25,11 +25,12 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
-from capture.protocols.base import Parser, Record, Side
+from capture.protocols.base import Parser, Pending, Record, Side
 from capture.protocols.frames import FrameReader
 
 HEADER = struct.Struct("!HHHHHH")
-MAX_PENDING = 4096
+MAX_PENDING = 4096  # (id, name) keys waiting for an answer
+MAX_RETRIES = 16  # queries kept under one key (a resolver's retransmissions)
 QUERY_TIMEOUT_NS = 30_000_000_000  # a UDP query unanswered this long is reported as lost
 _OPCODES = (0, 1, 2, 4, 5)  # QUERY IQUERY STATUS NOTIFY UPDATE
 
@@ -182,8 +183,8 @@ class DnsParser(Parser):
         # so a bare first message followed by prefixed ones is TCP too
         self._transport: str | None = None
         self._readers = {side: FrameReader(2, _tcp_length, self.stats) for side in Side}
-        self._pending: dict[tuple[int, str], list[_Msg]] = {}
-        self._count = 0
+        # (id, lower-case name) -> the queries sent with it, oldest first (retransmissions share a key)
+        self._pending: Pending[list[_Msg]] = Pending(self.stats, MAX_PENDING)
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         out: list[Record] = []
@@ -206,10 +207,8 @@ class DnsParser(Parser):
     def close(self, ts_ns: int) -> list[Record]:
         # an unanswered query lasted until the connection closed, at most the timeout
         out = [self._record(q, None, min(ts_ns, q.ts + QUERY_TIMEOUT_NS))
-               for qs in self._pending.values() for q in qs]
+               for qs in self._pending.drain() for q in qs]
         self.stats["requests_without_response"] += len(out)
-        self._pending.clear()
-        self._count = 0
         return out
 
     def _message(self, side: Side, wire: bytes, start: int, end: int, out: list[Record]) -> None:
@@ -218,29 +217,30 @@ class DnsParser(Parser):
             self.stats["garbage"] += 1
             return
         m.end_ns = end
+        key = (m.id, m.qname.lower())
+        queue = self._pending.get(key)
         if not m.qr:
-            if self._count >= MAX_PENDING:
-                self.stats["pending_overflow"] += 1
-                return
-            self._pending.setdefault((m.id, m.qname.lower()), []).append(m)
-            self._count += 1
+            if queue is None:
+                self._pending.put(key, [m])
+            else:
+                if len(queue) >= MAX_RETRIES:
+                    queue.pop(0)
+                    self.stats["pending_overflow"] += 1
+                queue.append(m)
             return
-        queue = self._pending.get((m.id, m.qname.lower()))
         if not queue:
             self.stats["responses_without_request"] += 1
             return
         q = queue.pop(0)
         if not queue:
-            del self._pending[(m.id, m.qname.lower())]
-        self._count -= 1
+            self._pending.take(key)
         out.append(self._record(q, m, end))
 
     def _expire(self, now: int, out: list[Record]) -> None:
-        if not self._count:
-            return
-        for key in [k for k, qs in self._pending.items() if now - qs[0].ts > QUERY_TIMEOUT_NS]:
-            for q in self._pending.pop(key):
-                self._count -= 1
+        # keys are kept in the order their first query came: the front is the oldest, so expiry
+        # stops at the first key still in time (cheap per chunk however many wait)
+        while (oldest := self._pending.oldest()) is not None and now - oldest[1][0].ts > QUERY_TIMEOUT_NS:
+            for q in self._pending.take(oldest[0]):
                 self.stats["requests_without_response"] += 1
                 out.append(self._record(q, None, now))
 

@@ -366,7 +366,7 @@ class Http2Parser(Parser):
             attrs["http2.unknown_headers"] = st.unknown or 1
         status, message = "UNSET", ""
         code = resp.get(":status")
-        if code and code.isdigit():
+        if _number(code) is not None:
             attrs["http.response.status_code"] = int(code)
             if int(code) >= 500:
                 status, message = "ERROR", f"HTTP {code}"
@@ -391,7 +391,7 @@ class Http2Parser(Parser):
         if path != UNKNOWN and method:
             attrs["rpc.service"], attrs["rpc.method"] = service, method
         code = resp.get("grpc-status")
-        if code is not None and code.isdigit():
+        if _number(code) is not None:
             attrs["rpc.grpc.status_code"] = int(code)
             if code != "0":
                 status = "ERROR"
@@ -399,6 +399,14 @@ class Http2Parser(Parser):
                 attrs["error.type"] = _GRPC_CODES[int(code)] if int(code) < len(_GRPC_CODES) else code
         name = f"{service}/{method}" if path != UNKNOWN and method else "grpc"
         return name, status, message
+
+
+def _number(text: str | None) -> int | None:
+    """A status header's value as a number, None unless it is a few ASCII digits (str.isdigit also
+    takes digits like "³" that int() refuses, and int() refuses thousands of digits)."""
+    if text and len(text) <= 9 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 PARSER = Http2Parser

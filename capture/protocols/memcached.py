@@ -19,6 +19,8 @@ MAX_PENDING = 4096
 MAX_LINE = 8192
 WAIT_PAYLOAD = 64 * 1024  # a smaller payload is waited for; a larger one ends its message at once
 MAX_FILL = 1024 * 1024  # lost bytes stood in by zeros (a payload the capture cut short)
+MAX_MESSAGE = 256  # bytes of a binary error's text kept
+MAX_BODY = 64 * 1024 * 1024  # a larger binary body is garbage (skipping it would blind the parser)
 _STORAGE = {b"set", b"add", b"replace", b"append", b"prepend", b"cas"}
 _RETRIEVAL = {b"get", b"gets", b"gat", b"gats"}
 _COMMANDS = _STORAGE | _RETRIEVAL | {b"delete", b"incr", b"decr", b"touch", b"stats", b"version",
@@ -155,20 +157,25 @@ def _text_reply(buf: bytes, pos: int, values: int | None) -> tuple[_Reply | None
 
 
 def _binary(buf: bytes, pos: int, ts_ns: int):
+    """One binary message at `pos`. Only its header, extras, key and an error's first bytes are read:
+    a body of WAIT_PAYLOAD or more ends the message at once and its end may lie past the buffer (the
+    caller skips the rest by length), so a large value is never held whole."""
     _need(buf, pos + 24)
     magic, op, keylen, extlen, _, vb, body, opaque, _ = _HEADER.unpack_from(buf, pos)
-    if magic not in (0x80, 0x81) or keylen + extlen > body or body > 64 * 1024 * 1024:
+    if magic not in (0x80, 0x81) or keylen + extlen > body or body > MAX_BODY:
         raise _Garbage
-    _need(buf, pos + 24 + body)
-    key = buf[pos + 24 + extlen : pos + 24 + extlen + keylen].decode("utf-8", "replace")
     end = pos + 24 + body
+    head = pos + 24 + extlen + keylen
+    error = magic == 0x81 and vb not in _NOT_ERRORS
+    _need(buf, end if body < WAIT_PAYLOAD else head + (MAX_MESSAGE if error else 0))
+    key = buf[pos + 24 + extlen : head].decode("utf-8", "replace")
     if magic == 0x80:
         name = _OPCODES.get(op, f"0x{op:02x}")
         return _Request(name, [key] if key else [], ts_ns, opaque=opaque, quiet=op in _QUIET_GETS), end
     status = _BINARY_STATUS.get(vb, f"0x{vb:04x}")
     values = 1 if vb == 0 and op in (0x00, 0x09, 0x0c, 0x0d, 0x1d, 0x1e) else 0
-    msg = buf[pos + 24 + extlen + keylen : end].decode("utf-8", "replace")[:256] if vb not in _NOT_ERRORS else ""
-    return _Reply(status, values=values, error=vb not in _NOT_ERRORS, message=msg, opaque=opaque), end
+    msg = buf[head : min(end, head + MAX_MESSAGE)].decode("utf-8", "replace") if error else ""
+    return _Reply(status, values=values, error=error, message=msg, opaque=opaque), end
 
 
 class MemcachedParser(Parser):

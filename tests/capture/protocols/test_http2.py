@@ -247,3 +247,16 @@ def test_large_data_frames_are_skipped_not_buffered():
     trailers = headers(1, c.s.encode([("grpc-status", "0")]), end_stream=True)
     (r,) = p.feed(S, trailers, 10**9)
     assert r.end_ns == 10**9 and r.status != "ERROR"
+
+
+def test_status_headers_that_are_not_ascii_numbers_are_left_out():
+    # str.isdigit() takes "50³"; int() raises on it and on thousands of digits (found by bench.fuzz)
+    for status, grpc_status in (("50\u00b3", "1\u00b2"), ("5" * 5000, "9" * 5000), ("２００", "０")):
+        conn, p = Conn(), Http2Parser()
+        req = headers(1, conn.c.encode(GRPC_REQ)) + data(1, end_stream=True)
+        resp = (headers(1, conn.s.encode([(":status", status), ("content-type", "application/grpc")]))
+                + data(1) + headers(1, conn.s.encode([("grpc-status", grpc_status)]), end_stream=True))
+        p.feed(C, PREFACE + SettingsFrame(0).serialize() + req, 1)
+        (r,) = p.feed(S, SettingsFrame(0).serialize() + resp, 2)
+        assert "http.response.status_code" not in r.attributes and "rpc.grpc.status_code" not in r.attributes
+        assert r.name == "shop.Orders/Get"

@@ -116,3 +116,30 @@ def test_kernel_detector_agrees_with_its_userspace_mirror():
     samples = own + OTHER_PROTOCOLS + [rng.randbytes(rng.choice((16, 64, 300))) for _ in range(3000)]
     assert agrees("memcached", detect, samples) == []
     assert all(kernel_detect("memcached")(data) for data in own[:1])  # the first message of the sample is detected
+
+
+def test_binary_large_value_is_skipped_by_length_not_held():
+    p = MemcachedParser()
+    value = b"v" * (4 * 1024 * 1024)
+    req = binary(0x80, 0x01, b"big", extras=b"\0" * 8, value=value, opaque=7)
+    for i in range(0, len(req), 65536):  # a client writing 64 KiB at a time
+        assert p.feed(C, req[i:i + 65536], 1 + i) == []
+        assert len(p._dirs[C].buf) < 128 * 1024  # the value is skipped, not buffered
+    p.feed(C, binary(0x80, 0x00, b"big", opaque=8), 2)
+    reply = binary(0x81, 0x00, extras=b"\0" * 4, value=value, opaque=8)
+    recs = p.feed(S, binary(0x81, 0x01, opaque=7), 3)
+    for i in range(0, len(reply), 65536):
+        recs += p.feed(S, reply[i:i + 65536], 4)
+        assert len(p._dirs[S].buf) < 128 * 1024
+    assert [(r.name, r.attributes.get("memcached.hit"), r.end_ns) for r in recs] == [("set", None, 3),
+                                                                                   ("get", True, 4)]
+    assert p.stats["garbage"] == 0 and not p._pending
+
+
+def test_binary_error_text_is_bounded_and_body_over_the_limit_is_garbage():
+    p = MemcachedParser()
+    p.feed(C, binary(0x80, 0x01, b"k", extras=b"\0" * 8, value=b"x", opaque=1), 1)
+    (r,) = p.feed(S, binary(0x81, 0x01, value=b"E" * 100_000, status=3, opaque=1), 2)
+    assert r.status == "ERROR" and r.status_message == "E" * 256
+    hdr = struct.pack(">BBHBBHIIQ", 0x80, 0x01, 0, 0, 0, 0, 0xFFFFFFF0, 9, 0)
+    assert p.feed(C, hdr, 3) == [] and p.stats["garbage"] == 1

@@ -171,3 +171,17 @@ def test_hostile_section_sizes_and_short_compressed_header_do_not_hang_or_raise(
     # An OP_COMPRESSED header announcing 25+ bytes but only 21 of them captured.
     short = struct.pack("<iiii", 40, 1, 0, 2012) + b"\x00" * 5
     assert detect(short) is None
+
+
+def test_awaitable_hello_unanswered_at_close_is_not_an_error():
+    def msg(req_id, doc):
+        body = struct.pack("<I", 0) + b"\x00" + bson.encode(doc)
+        return struct.pack("<iiii", 16 + len(body), req_id, 0, 2013) + body
+
+    p = MongoParser()
+    p.feed(Side.CLIENT, msg(1, {"hello": 1, "topologyVersion": {"counter": 0}, "maxAwaitTimeMS": 10000,
+                                "$db": "admin"}), 1)
+    p.feed(Side.CLIENT, msg(2, {"find": "users", "$db": "shop"}), 2)
+    awaited, lost = sorted(p.close(9), key=lambda r: r.start_ns)
+    assert awaited.name == "hello" and awaited.status == "UNSET" and awaited.attributes["mongodb.awaited"] is True
+    assert lost.status == "ERROR" and lost.attributes["error.type"] == "no_response"

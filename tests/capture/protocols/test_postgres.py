@@ -170,3 +170,15 @@ def test_kernel_detector_agrees_with_its_userspace_mirror():
     samples = own + OTHER_PROTOCOLS + [rng.randbytes(rng.choice((16, 64, 300))) for _ in range(3000)]
     assert agrees("postgres", detect, samples) == []
     assert all(kernel_detect("postgres")(data) for data in own[:1])  # the first message of the sample is detected
+
+
+def test_completion_tag_whose_count_is_not_an_ascii_number():
+    # str.isdigit() takes "5³"; int() raised on it and on thousands of digits: no row count then
+    p = connected()
+    for tag in ("SELECT 5\u00b3", "SELECT " + "9" * 5000, "SELECT ５"):
+        p.feed(C, query("SELECT 1"), 5)
+        (r,) = p.feed(S, ok_result(tag, parse=False), 6)
+        assert r.attributes["db.operation.name"] == "SELECT" and "db.response.returned_rows" not in r.attributes
+    p.feed(C, query("SELECT 1"), 7)
+    (r,) = p.feed(S, ok_result("SELECT 3", rows=3, parse=False), 8)
+    assert r.attributes["db.response.returned_rows"] == 3

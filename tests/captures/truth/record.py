@@ -1,10 +1,12 @@
 """Record the truth captures: real clients doing real work against real servers on loopback, taken
 with tcpdump. Not a test: run it (as root, after `make setup`) to regenerate the pcaps next to it.
 
-Run: .venv/bin/python -m tests.captures.truth.record [redis] [postgresql] [mysql]
+Run: .venv/bin/python -m tests.captures.truth.record [redis] [postgresql] [mysql] [http] [http2] [grpc]
+     [kafka] [amqp] [mongodb] [nats] [memcached] [dns]   (the work of the last nine is in clients.py)
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,17 +18,48 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _counts(text: str) -> tuple[int, int] | None:
+    """(captured, received by filter) from the last statistics tcpdump printed."""
+    got = [int(line.split()[0]) for line in text.splitlines()
+           if line.split()[:1] and line.split()[0].isdigit() and ("captured" in line or "received by filter" in line)]
+    return (got[-2], got[-1]) if len(got) >= 2 else None
+
+
 @contextmanager
-def tcpdump(path: Path, port: int):
-    proc = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-U", "-Z", "root", "-w", str(path), f"tcp port {port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.5)  # tcpdump opens the interface
+def tcpdump(path: Path, port: int, transport: str = "tcp"):
+    """tcpdump on lo around the block. On a loaded host it may lag behind: it is asked for its
+    statistics (SIGUSR1) until it has kept every packet its filter saw (on lo the filter sees each
+    packet twice, out and in, and tcpdump keeps one), and a recording that still misses some is refused."""
+    path.parent.mkdir(exist_ok=True)
+    what = f"port {port}" if transport == "any" else f"{transport} port {port}"
+    proc = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-U", "--immediate-mode", "-B", "16384", "-Z", "root",
+                             "-w", str(path), what], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = b""
+    while b"listening on" not in err:  # traffic before it listens is lost
+        line = proc.stderr.readline()
+        if not line:
+            raise RuntimeError("tcpdump did not start")
+        err += line
+    os.set_blocking(proc.stderr.fileno(), False)
+    time.sleep(0.3)
     try:
         yield
     finally:
-        time.sleep(0.5)
+        text = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+            text += (proc.stderr.read() or b"").decode(errors="replace")
+            counts = _counts(text)
+            if counts and 2 * counts[0] == counts[1]:
+                break
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
+        text += (proc.stderr.read() or b"").decode(errors="replace")
+        counts = _counts(text)
+        if not counts or 2 * counts[0] != counts[1]:
+            raise RuntimeError(f"tcpdump lost packets, record again: {text.strip()[-300:]}")
 
 
 def redis_work(port: int, password: str) -> None:
@@ -131,7 +164,11 @@ def mysql_work(server: dict) -> None:
 
 
 def main(names: list[str]) -> None:
-    from support.servers import mariadb_instance, postgres_instance, redis_instance
+    from support.http_servers import nginx_server
+    from support.servers import (dnsmasq_instance, grpc_instance, kafka_instance, mariadb_instance,
+                                 memcached_instance, mongo_instance, nats_instance, postgres_instance,
+                                 rabbitmq_instance, redis_instance)
+    from tests.captures.truth import clients
 
     if "redis" in names:
         with redis_instance() as srv, tcpdump(HERE / "redis" / "redis-py.pcap", srv["port"]):
@@ -142,7 +179,36 @@ def main(names: list[str]) -> None:
     if "mysql" in names:
         with mariadb_instance() as srv, tcpdump(HERE / "mysql" / "pymysql.pcap", srv["port"]):
             mysql_work(srv)
+    if "http" in names:
+        with nginx_server() as (port, _), tcpdump(HERE / "http" / "curl-nginx.pcap", port):
+            clients.http1_work(port)
+    if "http2" in names:
+        with nginx_server(http2=True) as (port, _), tcpdump(HERE / "http2" / "h2c-nginx.pcap", port):
+            clients.http2_work(port)
+    if "grpc" in names:
+        with grpc_instance() as srv, tcpdump(HERE / "http2" / "grpcio.pcap", srv["port"]):
+            clients.grpc_work(srv["port"])
+    if "kafka" in names:
+        with kafka_instance() as srv, tcpdump(HERE / "kafka" / "kafka-python.pcap", srv["port"]):
+            clients.kafka_work(srv["port"])
+    if "amqp" in names:
+        with rabbitmq_instance() as srv, tcpdump(HERE / "amqp" / "pika.pcap", srv["port"]):
+            clients.amqp_work(srv["port"])
+    if "mongodb" in names:
+        with mongo_instance() as srv, tcpdump(HERE / "mongodb" / "pymongo.pcap", srv["port"]):
+            clients.mongo_work(srv["port"])
+    if "nats" in names:
+        with nats_instance() as srv, tcpdump(HERE / "nats" / "nats-py.pcap", srv["port"]):
+            did = clients.nats_work(srv["port"], srv["user"], srv["password"])
+        (HERE / "nats" / "nats-py.json").write_text(json.dumps(did, indent=1) + "\n")
+    if "memcached" in names:
+        with memcached_instance() as srv, tcpdump(HERE / "memcached" / "text-binary.pcap", srv["port"]):
+            clients.memcached_work(srv["port"])
+    if "dns" in names:
+        with dnsmasq_instance() as srv, tcpdump(HERE / "dns" / "dig-dnsmasq.pcap", srv["port"], "any"):
+            clients.dns_work(srv["port"])
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["redis", "postgresql", "mysql"])
+    main(sys.argv[1:] or ["redis", "postgresql", "mysql", "http", "http2", "grpc", "kafka", "amqp", "mongodb",
+                          "nats", "memcached", "dns"])

@@ -8,41 +8,10 @@ decision in docs/protocol-truth.md and is named here.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pytest
-
-from capture.sources.pcap import replay
-
-HERE = Path(__file__).resolve().parent
-
-
-def tshark(*args: str) -> str:
-    if not shutil.which("tshark"):
-        pytest.fail("tshark is missing: run `make setup` (scripts/setup.sh installs it)")
-    return subprocess.run(["tshark", *args], capture_output=True, text=True, check=True).stdout
-
-
-def server_port(pcap: Path) -> str:
-    return tshark("-r", str(pcap), "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0", "-T", "fields",
-                  "-e", "tcp.dstport", "-c", "1").strip()
-
-
-def guardian_spans(pcap: Path) -> dict[str, list]:
-    """client port -> that connection's spans in start order."""
-    spans: list = []
-    replay(str(pcap), spans.extend)
-    by_conn: dict[str, list] = defaultdict(list)
-    for s in sorted(spans, key=lambda s: s.start_time_unix_nano):
-        by_conn[str(s.attributes.get("client.port"))].append(s)
-    return by_conn
-
-
-def _list(x):
-    return x if isinstance(x, list) else [x]
+from tests.captures.truth.oracle import HERE, as_list as _list, guardian_spans, server_port, tshark
 
 
 # -- Redis ---------------------------------------------------------------------------------
