@@ -5,7 +5,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # What `make test-fast` leaves out: eBPF, root, real servers, slow runs, the local LLM.
 FAST := not ebpf and not root and not servers and not slow and not llm
 
-.PHONY: setup setup-demo demo test test-fast setup-llm bench eval lab lab-heldout soak clean
+.PHONY: setup setup-demo demo test test-fast setup-llm bench eval eval-llm lab lab-heldout soak clean
 
 setup:
 	@bash scripts/setup.sh test
@@ -37,6 +37,12 @@ eval: setup
 	@rm -rf build/lab-variants && $(PY) -m lab.variants evals/lab --out build/lab-variants --every 7 >/dev/null
 	@for v in build/lab-variants/*; do echo; echo "== evals/lab as $$(basename $$v)"; \
 		$(PY) -m guardian.cli.main eval $$v --engine deterministic; done
+
+# The local LLM agent beside the deterministic ranking on a fixed 30-case subset of evals/lab
+# (bench/llm_eval.py; docs/llm-eval.md). Long: minutes per case on 2 cores.
+LLM_MODEL ?= 1.5b
+eval-llm: setup-llm
+	nice -n 10 $(PY) -m bench.llm_eval --model $(LLM_MODEL) $(LLM_EVAL_ARGS)
 
 # Fault lab (lab/README.md): record labelled cases with the real eBPF capture. Long (about
 # 1.5 min per case); LAB_CASES sets how many per topology.

@@ -31,6 +31,7 @@ BENCHES = {
     "hostile": False,
     "cluster": True,
     "soak": True,
+    "llm_eval": False,
 }
 
 
