@@ -3,8 +3,10 @@ store, and merge it with the deterministic findings it started from.
 
 Rule 1: an id the store does not hold is never presented as evidence (verified=false, and
 it adds nothing to confidence). Rule 2: the model may overrule the deterministic top cause
-only with a verified trace in which its cause is where the failure or the time starts, and
-only for a service that changed against the baseline (not a red herring failing all along).
+only with a verified trace from the investigated window in which its cause is where the
+failure or the time starts, and only for a service that changed against the baseline (not a
+red herring failing all along). A trace from before the incident shows how things were, not
+what broke.
 Rule 3: a fix the model suggests is marked as an unverified model suggestion; rendering
 (guardian.report.untrusted) keeps its links and markup inert.
 Rule 4: when the findings name no cause (nothing changed), an unsupported answer names none.
@@ -17,7 +19,7 @@ from typing import Any
 
 from capture.span import Span
 from capture.store.api import SpanStore
-from guardian.report import UNVERIFIED_FIX, EngineInfo, Evidence, Report, RootCause
+from guardian.report import UNVERIFIED_FIX, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from tools.base import peer_of
 
 KINDS = ("error", "latency", "saturation", "dependency", "traffic", "network")
@@ -93,11 +95,18 @@ def _origin(spans: list[Span]) -> tuple[set[str], set[str]]:
     return err, slow
 
 
-def supported(checker: IdChecker, service: str, kind: str, trace_ids: list[str]) -> bool:
-    """True when a verified cited trace shows `service` where the failure (or the time) starts."""
+def _during(spans: list[Span], window: ReportWindow | None) -> bool:
+    return window is None or any(s.start_time_unix_nano < window.end_ns and s.end_time_unix_nano > window.start_ns
+                                 for s in spans)
+
+
+def supported(checker: IdChecker, service: str, kind: str, trace_ids: list[str],
+              window: ReportWindow | None = None) -> bool:
+    """True when a verified cited trace in `window` shows `service` where the failure (or the
+    time) starts."""
     for tid in trace_ids:
         spans = checker.trace(tid)
-        if not spans:
+        if not spans or not _during(spans, window):
             continue
         err, slow = _origin(spans)
         blamed = slow if kind in ("latency", "network") else err | (slow if not err else set())
@@ -151,7 +160,7 @@ def build_report(store: SpanStore, answer: dict[str, Any] | None, findings: Repo
     description = checker.mark_text(str(answer.get("description") or ""))
     # Overruling needs both: the traces show it starting there, and it changed vs the baseline.
     is_supported = _host(service) in changed(findings) and supported(
-        checker, service, kind, [e.trace_id for e in evidence if e.verified])
+        checker, service, kind, [e.trace_id for e in evidence if e.verified], findings.window)
 
     causes = report.root_causes
     top = causes[0] if causes else None
