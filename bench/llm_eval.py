@@ -247,14 +247,26 @@ def analyse(doc: dict[str, Any]) -> str:
                      f" {sum(verdict(r).startswith('overrule') for r in mine):>6}"
                      f"({sum(verdict(r) == 'overrule accepted' for r in mine)})")
     accepted = [r for r in rows if verdict(r) == "overrule accepted"]
+    n = max(len(rows), 1)
     lines.append("")
+    lines.append(f"per case: deterministic {sum(r['deterministic']['seconds'] for r in rows) / n:.2f} s;"
+                 f" llm {sum(r['llm']['seconds'] for r in rows) / n:.0f} s,"
+                 f" {sum(r['llm']['steps'] or 0 for r in rows) / n:.1f} steps,"
+                 f" {sum(r['llm']['tokens'] or 0 for r in rows) / n:.0f} tokens (mean);"
+                 f" load average at the cases' starts {min(r['loadavg_1m'] for r in rows):.1f}"
+                 f"-{max(r['loadavg_1m'] for r in rows):.1f}" if rows else "no case")
     lines.append("accepted overrules without a cited trace the store holds: " + (", ".join(
         r["case"] for r in accepted if not any(c["exists"] for c in r["model"]["cited"])) or "none"))
     lines.append("accepted overrules without a cited trace in the window: " + (", ".join(
-        r["case"] for r in accepted if not any(c.get("in_window") for c in r["model"]["cited"])) or "none"))
+        r["case"] for r in accepted  # runs before the window was recorded: --recheck fills it in
+        if not any(c.get("in_window", c["exists"]) for c in r["model"]["cited"])) or "none"))
     if any(r.get("rechecked") for r in rows):
         lines.append(f"rechecked with the current answer checks: llm top-1 "
-                     f"{sum(r['rechecked']['top1'] for r in rows if r.get('rechecked'))} of {len(rows)}")
+                     f"{sum(r['rechecked']['top1'] for r in rows if r.get('rechecked'))} of {len(rows)}"
+                     f" (deterministic {sum(r['deterministic']['top1'] for r in rows)})")
+        lines.append("accepted overrules the current checks refuse: " + (", ".join(
+            r["case"] for r in accepted if r.get("rechecked")
+            and r["rechecked"]["answer"].split("/")[0] == r["deterministic"]["answer"].split("/")[0]) or "none"))
     return "\n".join(lines)
 
 

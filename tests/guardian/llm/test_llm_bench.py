@@ -50,3 +50,7 @@ def test_run_writes_both_engines_per_case(tmp_path, reply, said):
     text = llm_eval.analyse(doc)
     assert "accepted overrules without a cited trace the store holds: none" in text
     assert ("overrule refused" in text) == (said != "confirm")
+    # The recorded answers through today's checks, without the model: the same answers stand.
+    for row in llm_eval.recheck(doc)["cases"]:
+        assert row["rechecked"] == {"answer": row["deterministic"]["answer"], "top1": row["deterministic"]["top1"]}
+        assert all(c["in_window"] == c["exists"] for c in row["model"]["cited"])
