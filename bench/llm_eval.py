@@ -120,7 +120,8 @@ def _model_answer(sc: Scenario, res, findings) -> dict[str, Any]:
     kind = ans.get("kind") if isinstance(ans.get("kind"), str) else "error"
     said = RootCause(rank=1, service=ans["service"], operation=op, kind=kind, confidence=0.0,
                      description="")
-    same = top is not None and said.service.split(":")[0].lower() == top.service.split(":")[0].lower()
+    same = top is not None and said.service.split(":")[0].lower() == top.service.split(":")[0].lower() and (
+        not op or op.lower() in ("null", "none") or not top.operation or op == top.operation)
     out["overrule"] = not same
     out["model_right"] = (matches(said, sc.expected) if sc.expected.get("kind") != "none" else False)
     return out
@@ -207,17 +208,27 @@ def outcome(row: dict[str, Any]) -> str:
             (False, True): "llm beats", (True, False): "llm loses"}[(det, llm)]
 
 
+def _parts(answer: str) -> tuple[str, str]:
+    """'gateway/GET /home/network' -> ('gateway', 'GET /home'); '*' is no operation."""
+    service, _, rest = answer.partition("/")
+    op = rest.rpartition("/")[0]
+    return service.split(":")[0].lower(), "" if op in ("*", "") else op.lower()
+
+
 def verdict(row: dict[str, Any]) -> str:
-    """confirm (the model kept the deterministic top service), overrule (it named another;
-    'accepted' when the report's top changed), or none (no usable answer)."""
-    m = row.get("model") or {}
-    if not m.get("raw") or not isinstance(m["raw"].get("service"), str):
+    """confirm (the model kept the deterministic top cause: same service, and no other operation),
+    overrule (it named another; 'accepted' when the report's top cause changed, 'refused' when
+    the checks kept it), or no answer."""
+    raw = (row.get("model") or {}).get("raw") or {}
+    if not isinstance(raw.get("service"), str) or not raw["service"].strip():
         return "no answer"
-    if not m.get("overrule"):
+    det = _parts(row["deterministic"]["answer"])
+    op = raw.get("operation") if isinstance(raw.get("operation"), str) else ""
+    op = "" if op.lower() in ("", "null", "none") else op.lower()
+    if row["deterministic"]["answer"] not in ("(none)", "(failed)") and raw["service"].split(":")[0].lower() == det[0] \
+            and (not op or not det[1] or op == det[1]):
         return "confirm"
-    det_top = row["deterministic"]["answer"].split("/")[0]
-    llm_top = row["llm"]["answer"].split("/")[0]
-    return "overrule accepted" if llm_top != det_top else "overrule refused"
+    return "overrule accepted" if _parts(row["llm"]["answer"]) != det else "overrule refused"
 
 
 def analyse(doc: dict[str, Any]) -> str:
