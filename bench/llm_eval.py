@@ -103,7 +103,6 @@ def recheck(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _model_answer(sc: Scenario, res, findings) -> dict[str, Any]:
     """What the model said, whether it overruled, and whether its cited ids exist in the store."""
-    from guardian.llm.answer import IdChecker
     from guardian.report import RootCause
 
     ans = res.answer if isinstance(res.answer, dict) else None
