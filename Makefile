@@ -5,7 +5,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # What `make test-fast` leaves out: eBPF, root, real servers, slow runs, the local LLM.
 FAST := not ebpf and not root and not servers and not slow and not llm
 
-.PHONY: setup setup-demo demo test test-fast setup-llm bench eval eval-memory lab lab-heldout soak fuzz clean
+.PHONY: setup setup-demo demo test test-fast setup-llm bench eval eval-memory eval-llm lab lab-heldout soak fuzz clean
 
 setup:
 	@bash scripts/setup.sh test
@@ -37,6 +37,12 @@ eval: setup
 	@rm -rf build/lab-variants && $(PY) -m lab.variants evals/lab --out build/lab-variants --every 7 >/dev/null
 	@for v in build/lab-variants/*; do echo; echo "== evals/lab as $$(basename $$v)"; \
 		$(PY) -m guardian.cli.main eval $$v --engine deterministic; done
+
+# The local LLM agent beside the deterministic ranking on a fixed 30-case subset of evals/lab
+# (bench/llm_eval.py; docs/llm-eval.md). Long: minutes per case on 2 cores.
+LLM_MODEL ?= 1.5b
+eval-llm: setup-llm
+	nice -n 10 $(PY) -m bench.llm_eval --model $(LLM_MODEL) $(LLM_EVAL_ARGS)
 
 # Incident memory on repeated faults of the recorded tuning cases, with memory vs without: as
 # recorded, then without span status (where the engine ranks the real cause lower more often).

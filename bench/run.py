@@ -32,6 +32,7 @@ BENCHES = {
     "cluster": True,
     "hub_ingest": False,
     "soak": True,
+    "llm_eval": False,
 }
 
 

@@ -63,6 +63,7 @@ class AgentResult:
     completion_tokens: int
     seconds: float
     error: str | None = None
+    answer: dict[str, Any] | None = None  # the model's parsed final answer, before any check
 
     @property
     def tokens(self) -> int:
@@ -223,14 +224,16 @@ def run(store: SpanStore, question: str, window: TimeWindow | None, findings: Re
     # Each model turn is one or two graph steps; the limit only guards against a bug looping.
     state = r.graph().invoke({"messages": messages, "steps": 0, "stalled": 0},
                              {"recursion_limit": 4 * cfg.max_steps + 10})
-    report = build_report(store, parse_answer(state.get("answer")), findings, cfg.model, question)
+    answer = parse_answer(state.get("answer"))
+    report = build_report(store, answer, findings, cfg.model, question)
     if state.get("error"):
         report.summary += f" [{state['error']}]"
     seconds = time.monotonic() - t0
     report.duration_s = round(seconds, 3)
     return AgentResult(report=report, steps=state.get("steps", 0), tool_calls=toolbox.calls,
                        native_tool_calls=r.native_calls, prompt_tokens=r.prompt_tokens,
-                       completion_tokens=r.completion_tokens, seconds=seconds, error=state.get("error"))
+                       completion_tokens=r.completion_tokens, seconds=seconds, error=state.get("error"),
+                       answer=answer)
 
 
 def investigate(store: SpanStore, question: str, window: TimeWindow | None, findings: Report,

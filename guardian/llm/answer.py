@@ -3,8 +3,10 @@ store, and merge it with the deterministic findings it started from.
 
 Rule 1: an id the store does not hold is never presented as evidence (verified=false, and
 it adds nothing to confidence). Rule 2: the model may overrule the deterministic top cause
-only with a verified trace in which its cause is where the failure or the time starts, and
-only for a service that changed against the baseline (not a red herring failing all along).
+only with a verified trace from the investigated window in which its cause is where the
+failure or the time starts, and only for a service that changed against the baseline (not a
+red herring failing all along). A trace from before the incident shows how things were, not
+what broke.
 Rule 3: a fix the model suggests is marked as an unverified model suggestion; rendering
 (guardian.report.untrusted) keeps its links and markup inert.
 Rule 4: when the findings name no cause (nothing changed), an unsupported answer names none.
@@ -17,7 +19,7 @@ from typing import Any
 
 from capture.span import Span
 from capture.store.api import SpanStore
-from guardian.report import UNVERIFIED_FIX, EngineInfo, Evidence, Report, RootCause
+from guardian.report import UNVERIFIED_FIX, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from tools.base import peer_of
 
 KINDS = ("error", "latency", "saturation", "dependency", "traffic", "network")
@@ -71,21 +73,31 @@ class IdChecker:
         return any(s.span_id == span_id for spans in self._traces.values() for s in spans)
 
 
-def _origin(spans: list[Span]) -> tuple[set[str], set[str]]:
-    """Who a trace blames: owners of the deepest error spans, and of the span with most own time."""
+def _origin(spans: list[Span], kind: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """Who a trace blames, as (service, operation): owners of the deepest error spans, and of
+    the span with most own time. A CLIENT span's own time is its callee's only when the callee
+    has no span of its own here; beside the callee's SERVER span it is the gap between them,
+    the callee's network or ingress (kind "network") or the caller's own delay, never the
+    callee's processing."""
     children: dict[str | None, list[Span]] = {}
     for s in spans:
         children.setdefault(s.parent_span_id, []).append(s)
 
-    def names(s: Span) -> set[str]:
-        peer = peer_of(s) if s.kind in ("CLIENT", "PRODUCER") else None
-        return {s.service} | ({peer} if peer else set())
+    def names(s: Span) -> set[tuple[str, str]]:
+        mine = {(s.service, s.name)}
+        if s.kind not in ("CLIENT", "PRODUCER"):
+            return mine
+        served = [c for c in children.get(s.span_id, []) if c.kind in ("SERVER", "CONSUMER")]
+        if not served:
+            peer = peer_of(s)
+            return mine | ({(peer, s.name)} if peer else set())
+        return mine | ({(c.service, c.name) for c in served} if kind == "network" else set())
 
-    err: set[str] = set()
+    err: set[tuple[str, str]] = set()
     for s in spans:
         if s.status_code == "ERROR" and not any(c.status_code == "ERROR" for c in children.get(s.span_id, [])):
             err |= names(s)
-    slow: set[str] = set()
+    slow: set[tuple[str, str]] = set()
     if spans:
         own = {s.span_id: s.duration_ns - sum(c.duration_ns for c in children.get(s.span_id, [])) for s in spans}
         top = max(spans, key=lambda s: own[s.span_id])
@@ -93,15 +105,23 @@ def _origin(spans: list[Span]) -> tuple[set[str], set[str]]:
     return err, slow
 
 
-def supported(checker: IdChecker, service: str, kind: str, trace_ids: list[str]) -> bool:
-    """True when a verified cited trace shows `service` where the failure (or the time) starts."""
+def _during(spans: list[Span], window: ReportWindow | None) -> bool:
+    return window is None or any(s.start_time_unix_nano < window.end_ns and s.end_time_unix_nano > window.start_ns
+                                 for s in spans)
+
+
+def supported(checker: IdChecker, service: str, kind: str, trace_ids: list[str],
+              window: ReportWindow | None = None, operation: str | None = None) -> bool:
+    """True when a verified cited trace in `window` shows `service` (and `operation`, when
+    named) where the failure (or the time) starts."""
     for tid in trace_ids:
         spans = checker.trace(tid)
-        if not spans:
+        if not spans or not _during(spans, window):
             continue
-        err, slow = _origin(spans)
+        err, slow = _origin(spans, kind)
         blamed = slow if kind in ("latency", "network") else err | (slow if not err else set())
-        if _host(service) in {_host(b) for b in blamed}:
+        if any(_host(svc) == _host(service) and (not operation or op.lower() == operation.lower())
+               for svc, op in blamed):
             return True
     return False
 
@@ -151,7 +171,7 @@ def build_report(store: SpanStore, answer: dict[str, Any] | None, findings: Repo
     description = checker.mark_text(str(answer.get("description") or ""))
     # Overruling needs both: the traces show it starting there, and it changed vs the baseline.
     is_supported = _host(service) in changed(findings) and supported(
-        checker, service, kind, [e.trace_id for e in evidence if e.verified])
+        checker, service, kind, [e.trace_id for e in evidence if e.verified], findings.window, operation)
 
     causes = report.root_causes
     top = causes[0] if causes else None

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from tests.guardian.llm.fake_openai import FakeOpenAI
-from tests.guardian.llm.llm_incident import HOSTILE, failing_payment_traces, findings, seeded_incident
+from tests.guardian.llm.llm_incident import DURATION_S, HOSTILE, failing_payment_traces, findings, seeded_incident
 
 from guardian.llm.agent import prompt, run
 from guardian.llm.config import LLMConfig
@@ -111,6 +111,27 @@ def test_overrules_wrong_findings_only_with_verified_evidence(store):
     assert [rc.service for rc in rep.root_causes][:2] == ["payments", "frontend"]
     assert rep.root_causes[0].evidence[0].verified and rep.root_causes[0].confidence > 0.5
     assert "frontend" in {rc.service for rc in rep.root_causes}  # refined, never discarded
+
+
+def test_a_trace_from_before_the_incident_cannot_overrule(store):
+    """payments holds the most time in every trace, before the fault too: a real trace from
+    before the window shows how things were, not what broke."""
+    from capture.store.api import SpanFilter
+    from guardian.report import ReportWindow
+
+    wrong = findings(store, service="frontend", operation="POST /checkout")
+    first = store.time_range().start_ns
+    wrong.window = ReportWindow(start_ns=first + DURATION_S * 10**9 // 2, end_ns=wrong.window.end_ns)
+    before = next(s.trace_id for s in store.spans(SpanFilter(service="payments", limit=50))
+                  if s.end_time_unix_nano < wrong.window.start_ns)
+    during = failing_payment_traces(store, 1)[0]
+    for cited, overruled in ((before, False), (during, True)):
+        with FakeOpenAI([answer("payments", [cited], verdict="overrule", operation="POST /charge")]) as fake:
+            rep = run(store, "", None, wrong, cfg(fake)).report
+        pay = next(rc for rc in rep.root_causes if rc.service == "payments")
+        assert pay.evidence[0].verified  # the id exists either way
+        assert (rep.root_causes[0].service == "payments") is overruled, cited
+        assert (pay.confidence > 0.5) is overruled and ("not supported" in pay.description) is not overruled
 
 
 def test_red_herring_cannot_overrule_even_with_real_traces(store):
