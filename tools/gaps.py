@@ -97,11 +97,13 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
         g0 = sorted(c.gap_ms for c in bs)
         p50 = (_quantile(g0, 0.5), _quantile(g1, 0.5))
         p90 = (_quantile(g0, 0.9), _quantile(g1, 0.9))
-        grew = [(b, a) for b, a in (p50, p90, (g0[-1], g1[-1]))
+        grew = [(b, a) for b, a in (p50, p90)
                 if a - b >= MIN_SHIFT_MS and a >= MIN_RATIO * b]
-        if not grew:
-            continue
         lost = _tail_p(g1, g0, pooled)
+        # The longest gap alone is one call: it counts when calls far beyond the baseline's
+        # longest are more than chance (lost packets), not when one straggler says so.
+        if not grew and confidence(lost) < SURE:
+            continue
         sure = confidence(min(mann_whitney_p(g1, g0), lost))
         if sure < SURE:
             continue

@@ -28,7 +28,8 @@ from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWin
 from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
 from tools.base import spread_spans
-from tools.stats import MIN_SAMPLE, RedStats, from_row, from_spans
+from tools.stats import (MIN_SAMPLE, SURE, RedStats, confidence, from_row, from_spans,
+                         proportion_p)
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
@@ -231,6 +232,11 @@ def _change(walker: Walker, c: Candidate) -> float:
         if few:
             c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
             return 0.5 if cur.errors >= 2 and err_delta > 0.01 else 0.15
+        # A handful of failures among a few dozen calls happens on a calm day too.
+        sure = confidence(proportion_p(cur.errors, cur.count, base.errors, base.count))
+        if sure < SURE:
+            c.change += f" ({sure:.0%} sure the rate grew)"
+            return 0.15
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
     c.change = latency
     if few:  # too few calls to rank on: said, and weighed down
