@@ -24,7 +24,7 @@ class Walker:
         self.services = set(store.services(window)) | set(store.services(baseline))
         self.trees: dict[str, Tree] = {}
         self.base: dict[tuple[str, str], dict] = {}
-        self.went_on: dict[tuple[str, str, str], tuple[bool, float]] = {}
+        self.went_on: dict[tuple[str, str, str], tuple[bool, float] | set[str]] = {}
         self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
 
     def canon(self, name: str) -> str:
@@ -99,9 +99,30 @@ class Walker:
         client = tree.by_id.get(got.parent_span_id or "")
         cut_short = client is not None and tail_ns >= 500_000 and \
             v.span.end_time_unix_nano - client.end_time_unix_nano < 0.5 * tail_ns
-        if not (went_on or cut_short):
+        # Its last call answered, and it had made every call its requests usually make: it
+        # did all its own work and failed on the last answer. (An exception of its own shows
+        # as requests that stop before their usual calls.)
+        made = {k.service for c in tree.descendants(entry) if c.service == entry.service
+                and c.kind == "CLIENT" for k in tree.children[c.span_id]}
+        usual = self.usual_callees(entry)
+        did_all = got.service in usual and usual <= made
+        if not (went_on or cut_short or did_all):
             return v
         return Vote((got.service, got.name), "error", got, v.weight, failed_after=v.span)
+
+    def usual_callees(self, entry: Span) -> set[str]:
+        """Services that at least half of the baseline requests of entry's operation call."""
+        k = (entry.service, entry.name, "")
+        if k not in self.went_on:
+            counts: dict[str, int] = {}
+            got = self.fetch(SpanFilter(window=self.baseline, service=entry.service,
+                                        name=entry.name, kind=entry.kind), BASELINE_SAMPLES)
+            for tree, s in got:
+                for callee in {k.service for c in tree.descendants(s) if c.service == s.service
+                               and c.kind == "CLIENT" for k in tree.children[c.span_id]}:
+                    counts[callee] = counts.get(callee, 0) + 1
+            self.went_on[k] = {c for c, n in counts.items() if 2 * n >= len(got)}
+        return self.went_on[k]
 
     def went_on_after(self, entry: Span, callee: str) -> tuple[bool, float]:
         """Did baseline requests of entry's operation make calls after their call to callee,

@@ -116,13 +116,15 @@ def _failure_kind(s: Span) -> str:
 def last_answer(tree: Tree, s: Span) -> Span | None:
     """The call whose successful answer s failed right after, if it did: the callee's server
     span (a wrong value answered with success shows only so, in the caller's failure)."""
-    calls = [c for c in tree.descendants(s) if c.service == s.service
-             and c.kind == "CLIENT" and c.status_code != "ERROR"]
+    # Calls still in flight when s failed (a parallel call left behind) answered nothing it
+    # could have failed on.
+    calls = [c for c in tree.descendants(s) if c.service == s.service and c.kind == "CLIENT"
+             and c.status_code != "ERROR" and c.end_time_unix_nano <= s.end_time_unix_nano]
     if not calls:
         return None
     last = max(calls, key=lambda c: c.end_time_unix_nano)
     after_ns = s.end_time_unix_nano - last.end_time_unix_nano
-    if after_ns < 0 or after_ns > max(2_000_000, 0.05 * s.duration_ns):
+    if after_ns > max(2_000_000, 0.05 * s.duration_ns):
         return None
     servers = [c for c in tree.children[last.span_id] if c.kind == "SERVER" and c.status_code != "ERROR"]
     return servers[0] if servers else None

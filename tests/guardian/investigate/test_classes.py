@@ -54,6 +54,14 @@ def test_wrong_value_answered_with_success_blames_the_callee(fault, callee):
     assert "answered with success" in rc.description
 
 
+def test_wrong_value_of_the_last_call_blames_it_when_the_caller_did_all_its_work():
+    """gateway's requests end right after pay's answer (nothing to tell from the time after
+    it), but the failing ones made every call they usually make: pay's answer failed them."""
+    rc = top(Mesh("wrong:pay", seed=6, tail_ms=0.05).build(), "Orders fail, why?").root_causes[0]
+    assert (rc.service, rc.kind) == ("pay", "error"), rc
+    assert "answered with success" in rc.description
+
+
 def test_own_failure_after_a_successful_call_stays_its_own():
     """pay fails after bank answered, as its requests always ended after bank: pay's error."""
     rc = top(Mesh("exception:pay", seed=6).build(), "Orders fail, why?").root_causes[0]
