@@ -145,9 +145,8 @@ def _caller_drops(edges: list[Edge], served: set[str]) -> list[Anomaly]:
         if not traffic_drop(c, b, tested=False) or drop_p(*unit) >= 1 - SURE or any(error_shift(e.current, e.baseline) or
                                          latency_shift(e.current, e.baseline) for e in mine):
             continue
-        if any(traffic_drop(*total([o for o in edges if o.server == e.server and o.client != svc]),
-                            tested=False)
-               for e in mine):
+        if any(_arrivals_explain(c, b, *total([o for o in edges if o.server == e.server
+                                                and o.client != svc])) for e in mine):
             continue
         out.append(Anomaly(kind="traffic_drop", service=svc, current=c, baseline=b,
                            score=_score(1 - c.rate_per_s / b.rate_per_s, b.count),
@@ -155,6 +154,15 @@ def _caller_drops(edges: list[Edge], served: set[str]) -> list[Anomaly]:
                                        f" {c.rate_per_s:.2f}/s (it serves no requests: its calls"
                                        " are its work)"))
     return out
+
+
+def _arrivals_explain(c: RedStats, b: RedStats, others_c: RedStats, others_b: RedStats) -> bool:
+    """Fewer publishes explain a worker's fewer calls when they fell about as far: work that
+    stopped arriving, not a worker that stopped taking it."""
+    if not traffic_drop(others_c, others_b, tested=False):
+        return False
+    arrived = others_c.rate_per_s / others_b.rate_per_s
+    return c.rate_per_s >= 0.5 * arrived * b.rate_per_s
 
 
 def _samples(store: SpanStore, window: TimeWindow, baseline: TimeWindow, a: Anomaly) -> list[str]:

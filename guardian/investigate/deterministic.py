@@ -71,7 +71,8 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     for a in found:
         if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found, sig) \
                 and not _waits_below(walker, a.service, found, sig) \
-                and not _less_demand(walker, a.service, found):
+                and not _less_demand(walker, a.service, found) \
+                and not _callers_sent_less(walker, a.service):
             c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
             c.votes += a.score / top
             c.change = a.description
@@ -147,6 +148,25 @@ def _less_demand(walker: Walker, service: str, found: list[Anomaly]) -> bool:
     troubled = {a.service for a in found if a.kind != "traffic_drop"} | \
         {a.caller for a in found if a.caller}
     return bool(callers) and not (callers & serving) and not (callers | {service}) & troubled
+
+
+def _callers_sent_less(walker: Walker, service: str) -> bool:
+    """A served service's traffic is what its callers send: when the calls they made to it
+    fell about as far as what it served, the drop is theirs (their own anomalies say why),
+    not requests lost on the way to it."""
+    def into(w: TimeWindow) -> int:
+        return sum(e.count for e in walker.store.service_map(w) if walker.canon(e.server) == service
+                   and walker.canon(e.client) != service)
+
+    def served(w: TimeWindow) -> int:
+        return sum(r.count for r in walker.store.red(w, by="service") if r.service == service)
+
+    sent_b, sent_c = into(walker.baseline), into(walker.window)
+    got_b, got_c = served(walker.baseline), served(walker.window)
+    if sent_b < 2 * MIN_SAMPLE or not got_b:
+        return False
+    sent, got = sent_c / sent_b, got_c / got_b
+    return sent <= 0.5 and got >= 0.5 * sent
 
 
 def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly],
