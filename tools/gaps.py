@@ -144,3 +144,27 @@ def callers_all_grew(shifts: list[GapShift], edges: dict[str, set[str]]) -> set[
         if (len(mine) >= 2 and servers >= mine) or (c in called and 2 * len(servers & mine) >= len(mine)):
             out.add(c)
     return out
+
+
+def lone_edges(shifts: list[GapShift], cur: Sample, base: Sample) -> set[tuple[str, str]]:
+    """Edges whose typical gap grew while the callee's other callers, with calls enough to
+    tell, saw theirs stay as they were: one caller slow to send or read (its threads, its
+    pool, its host), not the callee's network, which every caller would cross."""
+    now, before = _by_edge(calls(cur)), _by_edge(calls(base))
+
+    def grew(edge: tuple[str, str], q: float) -> float:
+        return (_quantile(sorted(c.gap_ms for c in now[edge]), q)
+                - _quantile(sorted(c.gap_ms for c in before[edge]), q))
+
+    shifted = {(g.client, g.server) for g in shifts}
+    out = set()
+    for g in shifts:
+        typical = g.p50_ms[1] - g.p50_ms[0]
+        if typical < MIN_SHIFT_MS:
+            continue  # a tail (lost packets, a stall now and then) may miss a quieter edge
+        others = [e for e in now if e[1] == g.server and e[0] != g.client and e not in shifted
+                  and len(now[e]) >= 2 * MIN_SAMPLE and len(before.get(e, [])) >= 2 * MIN_SAMPLE]
+        if others and all(grew(e, 0.5) < 0.25 * typical and grew(e, 0.9) < 0.25 * g.shift_ms
+                          for e in others):
+            out.add((g.client, g.server))
+    return out

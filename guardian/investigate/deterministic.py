@@ -83,7 +83,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
     """Gap shifts (the callee's network, or a caller slow to send and read) and changed call
     patterns (failures without status codes) as candidates of their own."""
     for g in sig.gaps:
-        slow_caller = g.client in sig.slow_callers
+        slow_caller = sig.callers_own(g)
         svc = g.client if slow_caller else walker.canon(g.server)
         kind = "latency" if slow_caller or svc in sig.slow_callers or not (
             g.every_call or g.after) else "network"
@@ -377,7 +377,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     names = store.services(cur) + [e.server for e in store.service_map(cur)]
     focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
     sig = read_signals(store, cur, base)
-    walker.ports = sig.ports
+    walker.ports, walker.lone = sig.ports, frozenset(sig.lone)
     cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
     for c in cands:
         g = sig.network(c.key[0]) if c.kind == "network" else None

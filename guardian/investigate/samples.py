@@ -26,6 +26,7 @@ class Walker:
         self.base: dict[tuple[str, str], dict] = {}
         self.went_on: dict[tuple[str, str, str], tuple[bool, float] | set[str]] = {}
         self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
+        self.lone: frozenset = frozenset()  # (caller, callee) edges whose gaps are the caller's
 
     def canon(self, name: str) -> str:
         """'payments:8080' is payments when payments is a service we see (calls not linked);
@@ -73,14 +74,14 @@ class Walker:
         if k not in self.base:
             self.base[k] = baseline_self_times(self.fetch(SpanFilter(
                 window=self.baseline, service=s.service, name=s.name, kind=s.kind),
-                BASELINE_SAMPLES))
+                BASELINE_SAMPLES), self.lone)
         return self.base[k]
 
     def votes(self, a: Anomaly) -> list[Vote]:
         out = []
         for tree, start in self.samples(a):
             if a.kind == "latency":
-                v = latency_vote(tree, start, self.baseline_for(start))
+                v = latency_vote(tree, start, self.baseline_for(start), self.lone)
                 out += [v] if v else []
             else:
                 out += [self._answered(tree, v) for v in error_votes(tree, start)]

@@ -6,31 +6,31 @@ import random
 
 from capture.span import Span
 from capture.store.api import TimeWindow
-from tools.gaps import gap_shifts
+from tools.gaps import gap_shifts, lone_edges
 from tools.sampling import Sample
 
 MS = 1_000_000
 T0 = 1_790_000_000 * 10**9
 
 
-def calls(rng: random.Random, t0: int, n: int, wait_ms) -> list[Span]:
+def calls(rng: random.Random, t0: int, n: int, wait_ms, client: str = "app") -> list[Span]:
     """n traces: app `POST /x` calls cache `GET` and db `SELECT`; wait_ms(edge) is how long
     each request waits unread before its server begins it."""
     out, t = [], t0
     for i in range(n):
         trace = f"{rng.getrandbits(128):032x}"
         root = Span(name="POST /x", kind="SERVER", start_time_unix_nano=t, end_time_unix_nano=t + 40 * MS,
-                    resource={"service.name": "app"}, trace_id=trace, span_id=f"{i:08x}00000000",
+                    resource={"service.name": client}, trace_id=trace, span_id=f"{client}{i:08x}",
                     status_code="OK")
         out.append(root)
         cur = t + MS
         for j, (callee, name) in enumerate((("cache", "GET"), ("db", "SELECT"))):
             wait = int(wait_ms(callee) * MS)
             d = int(rng.uniform(0.1, 1.0) * MS)
-            cid, sid = f"{i:08x}{j:04x}0001", f"{i:08x}{j:04x}0002"
+            cid, sid = f"{client}{i:08x}{j:04x}1", f"{client}{i:08x}{j:04x}2"
             out.append(Span(name=name, kind="CLIENT", start_time_unix_nano=cur,
                             end_time_unix_nano=cur + wait + d + int(0.05 * MS),
-                            resource={"service.name": "app"}, trace_id=trace, span_id=cid,
+                            resource={"service.name": client}, trace_id=trace, span_id=cid,
                             parent_span_id=root.span_id, status_code="OK"))
             out.append(Span(name=name, kind="SERVER", start_time_unix_nano=cur + wait,
                             end_time_unix_nano=cur + wait + d, resource={"service.name": callee},
@@ -93,3 +93,27 @@ def test_one_straggler_is_no_shift():
     got = gap_shifts(Sample(TimeWindow(T0 + 60 * 10**9, T0 + 120 * 10**9), cur),
                      Sample(TimeWindow(T0, T0 + 60 * 10**9), base))
     assert [g for g in got if g.server == "cache"] == []
+
+
+def two_callers(app_wait, web_wait):
+    rng = random.Random(3)
+    quiet = lambda _: rng.uniform(0.05, 0.5)  # noqa: E731
+    base = calls(rng, T0, 200, quiet) + calls(rng, T0, 200, quiet, client="web")
+    t1 = T0 + 60 * 10**9
+    cur = calls(rng, t1, 200, app_wait) + calls(rng, t1, 200, web_wait, client="web")
+    now, before = (Sample(TimeWindow(t1, t1 + 60 * 10**9), cur), Sample(TimeWindow(T0, t1), base))
+    got = gap_shifts(now, before)
+    return got, lone_edges(got, now, before)
+
+
+def test_a_gap_only_one_caller_of_a_callee_sees_is_that_callers():
+    """app's calls to db wait 20 ms more before db reads them; web's calls to the same db do
+    not: db's network would delay both, so the time is app's (slow to send or read)."""
+    slow = lambda callee: 20 + random.random() if callee == "db" else 0.2  # noqa: E731
+    got, lone = two_callers(slow, lambda _: 0.2)
+    assert ("app", "db") in {(g.client, g.server) for g in got}
+    assert lone == {("app", "db")}
+    # both callers see it: db's network or ingress, nobody's own time
+    got, lone = two_callers(slow, slow)
+    assert {("app", "db"), ("web", "db")} <= {(g.client, g.server) for g in got}
+    assert lone == set()
