@@ -16,6 +16,7 @@ from tools.stats import MIN_SAMPLE, SURE, _quantile, binom_sf, confidence, mann_
 MIN_SHIFT_MS = 5.0  # a gap this much longer at least, to be worth naming (a busy host adds ms)
 MIN_RATIO = 1.5
 TAIL_FACTOR = 3.0  # a gap this many times the baseline's longest is a lost packet, not noise
+QUEUEING = 10.0  # an edge whose baseline p99 gap is this many times a typical edge's queues
 
 
 @dataclass
@@ -86,8 +87,14 @@ def _tail_p(g1: list[float], g0: list[float], pooled: list[float]) -> float:
 def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
     """Edges whose call gaps grew against the baseline, surest and largest first."""
     now, before = _by_edge(calls(cur)), _by_edge(calls(base))
-    pooled = sorted(c.gap_ms for cs in before.values() for c in cs)
-    pooled_after = sorted(c.after_ns / 1e6 for cs in before.values() for c in cs)
+    # What calls on a typical edge already waited: an edge whose requests queue for long in
+    # the baseline (a pool, a lock) must not make every other edge's stall look ordinary.
+    p99 = {e: _quantile(sorted(c.gap_ms for c in cs), 0.99) for e, cs in before.items()
+           if len(cs) >= MIN_SAMPLE}
+    busy = sorted(p99.values())[len(p99) // 2] if p99 else 0.0
+    typical = [cs for e, cs in before.items() if p99.get(e, 0.0) <= QUEUEING * max(busy, 1.0)]
+    pooled = sorted(c.gap_ms for cs in typical for c in cs)
+    pooled_after = sorted(c.after_ns / 1e6 for cs in typical for c in cs)
     out = []
     for edge, cs in now.items():
         bs = before.get(edge, [])

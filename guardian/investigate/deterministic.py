@@ -240,6 +240,13 @@ def _change(walker: Walker, c: Candidate) -> float:
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
     cur, base = (_op_stats(walker.store, tmpl, w) for w in (walker.window, walker.baseline))
+    if c.kind in ("latency", "saturation") and _seen_by_callers(c):
+        # A stalled service (paused, starved of CPU) or lost packets: the time is spent before
+        # its own spans begin, or on calls it never answered; its callers' calls show it.
+        callers = [s.service for s in c.spans if s.kind == "CLIENT" and s.service != c.key[0]]
+        edge = _edge_stats(walker, c.key[0], max(set(callers), key=callers.count) if callers else None)
+        if edge is not None:
+            cur, base = edge
     few = min(cur.count, base.count) < MIN_SAMPLE
     err_delta = cur.error_rate - base.error_rate
     p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0
@@ -265,6 +272,30 @@ def _change(walker: Walker, c: Candidate) -> float:
     if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
+
+
+def _seen_by_callers(c: Candidate) -> bool:
+    """The walks found the candidate's extra time outside its own spans: in the time before
+    it began its callers' requests, or on calls no span of it answered."""
+    if sum(c.excess_ms) > 0 and sum(c.gap_ms) >= 0.5 * sum(c.excess_ms):
+        return True
+    return bool(c.spans) and all(s.kind == "CLIENT" and s.service != c.key[0] for s in c.spans)
+
+
+def _edge_stats(walker: Walker, service: str, caller: str | None
+                ) -> tuple[RedStats, RedStats] | None:
+    """RED of caller's calls into service (else its busiest caller's), now and in the baseline."""
+    def rows(w: TimeWindow) -> dict:
+        return {(walker.canon(e.client), walker.canon(e.server)): e
+                for e in walker.store.service_map(w) if walker.canon(e.server) == service
+                and walker.canon(e.client) != service}
+
+    now, before = rows(walker.window), rows(walker.baseline)
+    both = [k for k in before if k in now]
+    if not both:
+        return None
+    k = (caller, service) if (caller, service) in both else max(both, key=lambda k: before[k].count)
+    return from_row(now[k]), from_row(before[k])
 
 
 def _op_stats(store: SpanStore, tmpl: Span, w: TimeWindow) -> RedStats:

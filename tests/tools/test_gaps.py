@@ -117,3 +117,20 @@ def test_a_gap_only_one_caller_of_a_callee_sees_is_that_callers():
     got, lone = two_callers(slow, slow)
     assert {("app", "db"), ("web", "db")} <= {(g.client, g.server) for g in got}
     assert lone == set()
+
+
+def test_an_edge_that_always_queues_does_not_hide_a_stall_elsewhere():
+    """web's calls to db queue for seconds now and then, before and now (a pool); cache now
+    leaves a fifth of app's calls unread for 80-150 ms (a paused process). That is a stall,
+    though the queueing edge's waits are longer still."""
+    rng = random.Random(4)
+    quiet = lambda _: rng.uniform(0.05, 0.5)  # noqa: E731
+    pool = lambda callee: rng.uniform(1000, 3000) if callee == "db" and rng.random() < 0.1 \
+        else quiet(callee)  # noqa: E731
+    stall = lambda callee: rng.uniform(80, 150) if callee == "cache" and rng.random() < 0.2 \
+        else quiet(callee)  # noqa: E731
+    t1 = T0 + 60 * 10**9
+    base = calls(rng, T0, 150, quiet) + calls(rng, T0, 150, pool, client="web")
+    cur = calls(rng, t1, 150, stall) + calls(rng, t1, 150, pool, client="web")
+    got = gap_shifts(Sample(TimeWindow(t1, t1 + 60 * 10**9), cur), Sample(TimeWindow(T0, t1), base))
+    assert [(g.client, g.server) for g in got] == [("app", "cache")]

@@ -53,6 +53,8 @@ class Mesh:
         before, after = self.ms(0.1), self.ms(0.1)
         if self.on(f"net:{callee}"):
             after += int(self.rng.uniform(40, 120) * self.strength * MS)
+        if self.on(f"pause:{callee}") and self.rng.random() < 0.3:
+            before += int(self.rng.uniform(100, 300) * self.strength * MS)  # waits unread
         if self.on(f"loss:{callee}") and self.rng.random() < 0.3:
             after += 200 * MS  # a retransmission timeout
         sid = self.sid()

@@ -37,6 +37,14 @@ def test_lost_replies_are_the_callees_network():
     assert (rc.service, rc.kind) == ("bank", "network")
 
 
+def test_a_paused_callee_is_named_though_its_own_spans_look_as_before():
+    """bank leaves some requests unread for 100-300 ms (stopped, starved of CPU): its own
+    spans are as fast as ever, its callers' calls into it are not."""
+    rc = top(Mesh("pause:bank", seed=9).build()).root_causes[0]
+    assert rc.service == "bank" and rc.kind in ("latency", "saturation"), rc
+    assert "p95" in rc.description
+
+
 def test_a_slow_query_behind_a_closed_loop_client_is_not_a_traffic_drop():
     report = top(Mesh("slowdb", seed=5, strength=2.0).build())
     assert any(a["kind"] == "traffic_drop" for a in report.anomalies)  # the front did slow down
