@@ -29,7 +29,7 @@ from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
 from tools.base import spread_spans
 from tools.stats import (MIN_SAMPLE, SURE, RedStats, confidence, from_row, from_spans,
-                         proportion_p)
+                         mann_whitney_p, proportion_p)
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
@@ -54,7 +54,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     for a in symptoms[:SYMPTOMS]:
         votes = walker.votes(a)
         for v in votes:
-            svc = walker.canon(v.key[0])
+            svc = walker.canon(v.key[0], v.span)
             c = cands.setdefault((svc, v.kind), Candidate(key=(svc, v.key[1]), kind=v.kind))
             w = v.weight * (a.score / top) / max(len(votes), 1)
             c.votes += w
@@ -266,12 +266,25 @@ def _change(walker: Walker, c: Candidate) -> float:
             return 0.15
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
     c.change = latency
-    if few:  # too few calls to rank on: said, and weighed down
+    if few:  # too few calls to rank on alone: said, and weighed down unless a test is sure
+        sure = _few_sure(walker.store, tmpl, walker) if cur.count >= 2 and p50 >= 1.5 else 0.0
+        if sure >= SURE:
+            c.change += (f" (only {cur.count} calls now, {base.count} before, but {sure:.1%} sure"
+                         " they are slower)")
+            return 1.0
         c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
         return 0.5 if max(p50, p95) >= 1.5 else 0.15
     if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
+
+
+def _few_sure(store: SpanStore, tmpl: Span, walker: Walker) -> float:
+    """How sure an exact test is that calls like tmpl got slower, on the few there are."""
+    got = [[s.duration_ns / 1e6 for s in store.spans(SpanFilter(
+        window=w, service=tmpl.service, name=tmpl.name, kind=tmpl.kind, limit=200))]
+        for w in (walker.window, walker.baseline)]
+    return confidence(mann_whitney_p(got[0], got[1]))
 
 
 def _seen_by_callers(c: Candidate) -> bool:

@@ -28,11 +28,15 @@ class Walker:
         self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
         self.lone: frozenset = frozenset()  # (caller, callee) edges whose gaps are the caller's
 
-    def canon(self, name: str) -> str:
+    def canon(self, name: str, call: Span | None = None) -> str:
         """'payments:8080' is payments when payments is a service we see (calls not linked);
-        '127.0.0.1:21443' is the service seen serving on port 21443."""
+        '127.0.0.1:21443' is the service seen serving on port 21443; so is a peer named after
+        its protocol ('postgresql') by a call to that port that no server span answered."""
         host, _, port = name.rpartition(":")
         if not port.isdigit():
+            to = str(call.attributes.get("server.port", "")) if call is not None else ""
+            if name not in self.services and to in self.ports:
+                return self.ports[to]
             return name
         if host in self.services:
             return host
