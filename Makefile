@@ -34,7 +34,8 @@ eval: setup
 		if [ -d $$d ]; then echo; echo "== $$d"; $(PY) -m guardian.cli.main eval $$d --engine deterministic; fi; \
 	done
 	@# spans as public data sets carry them (no status, internal spans, sparse, partial): made, not kept
-	@rm -rf build/lab-variants && $(PY) -m lab.variants evals/lab --out build/lab-variants --every 7 >/dev/null
+	@rm -rf build/lab-variants && $(PY) -m lab.variants evals/lab --out build/lab-variants --every 7 >/dev/null \
+		&& $(PY) -m lab.variants evals/lab --out build/lab-variants --kinds calm >/dev/null
 	@for v in build/lab-variants/*; do echo; echo "== evals/lab as $$(basename $$v)"; \
 		$(PY) -m guardian.cli.main eval $$v --engine deterministic; done
 

@@ -1,5 +1,5 @@
 """Variants of the recorded lab cases with spans as public data sets carry them (no status codes,
-internal spans, sparse services, partial windows), written as out/<variant>/<case> folders.
+internal spans, sparse services, partial windows; or a no-fault window before each fault), written as out/<variant>/<case> folders.
 
     python -m lab.variants evals/lab --out evals/lab-variants [--kinds nostatus,internal,sparse,partial] [--every N]
 
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from guardian.evals.variants import VARIANTS, make_variant
+from guardian.evals.variants import NO_FAULT, VARIANTS, make_variant
 
 KINDS = tuple(VARIANTS)
 
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab.variants", description=__doc__.splitlines()[0])
     p.add_argument("cases", help="folder of case folders (e.g. evals/lab)")
     p.add_argument("--out", required=True)
-    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--kinds", default=",".join(KINDS),
+                   help=f"any of {','.join([*KINDS, *NO_FAULT])} (calm: a no-fault window per case)")
     p.add_argument("--every", type=int, default=1, help="only every n-th case (keeps the set small)")
     args = p.parse_args(argv)
     cases = sorted(c.parent for c in Path(args.cases).glob("*/expected.json"))[::args.every]

@@ -16,8 +16,8 @@ from tools.base import Capped, Tool, WindowArgs, cap, require_data, sample_trace
 from tools.errors import error_groups
 from tools.services import Edge, compare_edges, edge_samples
 from tools.sampling import covered
-from tools.stats import (RedStats, error_shift, from_row, latency_ratio, latency_shift, scaled,
-                         traffic_drop)
+from tools.stats import (SURE, RedStats, drop_p, error_shift, from_row, latency_ratio,
+                         latency_shift, scaled, traffic_drop)
 
 SAMPLED = 10  # anomalies that get sample trace ids (each costs a query or two)
 AnomalyKind = Literal["error_rate", "latency", "traffic_drop", "new_error", "saturation"]
@@ -74,7 +74,13 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
     for r in store.red(baseline):
         c = scaled(from_row(svc_cur.get(r.service)), window.seconds, cov)
         b = scaled(from_row(r), baseline.seconds, cov_b)
-        if traffic_drop(c, b):
+        # One request makes several spans at a service (a publish, its get and ack): spans
+        # come in bunches, so chance is judged on its busiest operation's requests alone.
+        ops = [k for k in base if k[0] == r.service]
+        top = max(ops, key=lambda k: base[k].count) if ops else None
+        unit = (scaled(from_row(cur.get(top)), window.seconds, cov),
+                scaled(from_row(base[top]), baseline.seconds, cov_b)) if top else (c, b)
+        if traffic_drop(c, b, tested=False) and drop_p(*unit) < 1 - SURE:
             found.append(Anomaly(
                 kind="traffic_drop", service=r.service, current=c, baseline=b,
                 score=_score(1 - c.rate_per_s / b.rate_per_s, b.count),
@@ -132,11 +138,15 @@ def _caller_drops(edges: list[Edge], served: set[str]) -> list[Anomaly]:
     for svc in sorted({e.client for e in edges} - served):
         mine = [e for e in edges if e.client == svc]
         c, b = total(mine)
-        if not traffic_drop(c, b) or any(error_shift(e.current, e.baseline) or
+        # Each piece of work makes one call to each callee: chance is judged per callee.
+        k = len(mine)
+        unit = (c.model_copy(update={"count": round(c.count / k), "rate_per_s": c.rate_per_s / k}),
+                b.model_copy(update={"count": round(b.count / k), "rate_per_s": b.rate_per_s / k}))
+        if not traffic_drop(c, b, tested=False) or drop_p(*unit) >= 1 - SURE or any(error_shift(e.current, e.baseline) or
                                          latency_shift(e.current, e.baseline) for e in mine):
             continue
-        if any(traffic_drop(*total([o for o in edges if o.server == e.server and o.client != svc]))
-               for e in mine):
+        if any(_arrivals_explain(c, b, *total([o for o in edges if o.server == e.server
+                                                and o.client != svc])) for e in mine):
             continue
         out.append(Anomaly(kind="traffic_drop", service=svc, current=c, baseline=b,
                            score=_score(1 - c.rate_per_s / b.rate_per_s, b.count),
@@ -144,6 +154,15 @@ def _caller_drops(edges: list[Edge], served: set[str]) -> list[Anomaly]:
                                        f" {c.rate_per_s:.2f}/s (it serves no requests: its calls"
                                        " are its work)"))
     return out
+
+
+def _arrivals_explain(c: RedStats, b: RedStats, others_c: RedStats, others_b: RedStats) -> bool:
+    """Fewer publishes explain a worker's fewer calls when they fell about as far: work that
+    stopped arriving, not a worker that stopped taking it."""
+    if not traffic_drop(others_c, others_b, tested=False):
+        return False
+    arrived = others_c.rate_per_s / others_b.rate_per_s
+    return c.rate_per_s >= 0.5 * arrived * b.rate_per_s
 
 
 def _samples(store: SpanStore, window: TimeWindow, baseline: TimeWindow, a: Anomaly) -> list[str]:

@@ -16,6 +16,7 @@ from tools.stats import MIN_SAMPLE, SURE, _quantile, binom_sf, confidence, mann_
 MIN_SHIFT_MS = 5.0  # a gap this much longer at least, to be worth naming (a busy host adds ms)
 MIN_RATIO = 1.5
 TAIL_FACTOR = 3.0  # a gap this many times the baseline's longest is a lost packet, not noise
+QUEUEING = 10.0  # an edge whose baseline p99 gap is this many times a typical edge's queues
 
 
 @dataclass
@@ -86,8 +87,14 @@ def _tail_p(g1: list[float], g0: list[float], pooled: list[float]) -> float:
 def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
     """Edges whose call gaps grew against the baseline, surest and largest first."""
     now, before = _by_edge(calls(cur)), _by_edge(calls(base))
-    pooled = sorted(c.gap_ms for cs in before.values() for c in cs)
-    pooled_after = sorted(c.after_ns / 1e6 for cs in before.values() for c in cs)
+    # What calls on a typical edge already waited: an edge whose requests queue for long in
+    # the baseline (a pool, a lock) must not make every other edge's stall look ordinary.
+    p99 = {e: _quantile(sorted(c.gap_ms for c in cs), 0.99) for e, cs in before.items()
+           if len(cs) >= MIN_SAMPLE}
+    busy = sorted(p99.values())[len(p99) // 2] if p99 else 0.0
+    typical = [cs for e, cs in before.items() if p99.get(e, 0.0) <= QUEUEING * max(busy, 1.0)]
+    pooled = sorted(c.gap_ms for cs in typical for c in cs)
+    pooled_after = sorted(c.after_ns / 1e6 for cs in typical for c in cs)
     out = []
     for edge, cs in now.items():
         bs = before.get(edge, [])
@@ -97,11 +104,13 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
         g0 = sorted(c.gap_ms for c in bs)
         p50 = (_quantile(g0, 0.5), _quantile(g1, 0.5))
         p90 = (_quantile(g0, 0.9), _quantile(g1, 0.9))
-        grew = [(b, a) for b, a in (p50, p90, (g0[-1], g1[-1]))
+        grew = [(b, a) for b, a in (p50, p90)
                 if a - b >= MIN_SHIFT_MS and a >= MIN_RATIO * b]
-        if not grew:
-            continue
         lost = _tail_p(g1, g0, pooled)
+        # The longest gap alone is one call: it counts when calls far beyond the baseline's
+        # longest are more than chance (lost packets), not when one straggler says so.
+        if not grew and confidence(lost) < SURE:
+            continue
         sure = confidence(min(mann_whitney_p(g1, g0), lost))
         if sure < SURE:
             continue
@@ -141,4 +150,28 @@ def callers_all_grew(shifts: list[GapShift], edges: dict[str, set[str]]) -> set[
         mine = edges.get(c, set())
         if (len(mine) >= 2 and servers >= mine) or (c in called and 2 * len(servers & mine) >= len(mine)):
             out.add(c)
+    return out
+
+
+def lone_edges(shifts: list[GapShift], cur: Sample, base: Sample) -> set[tuple[str, str]]:
+    """Edges whose typical gap grew while the callee's other callers, with calls enough to
+    tell, saw theirs stay as they were: one caller slow to send or read (its threads, its
+    pool, its host), not the callee's network, which every caller would cross."""
+    now, before = _by_edge(calls(cur)), _by_edge(calls(base))
+
+    def grew(edge: tuple[str, str], q: float) -> float:
+        return (_quantile(sorted(c.gap_ms for c in now[edge]), q)
+                - _quantile(sorted(c.gap_ms for c in before[edge]), q))
+
+    shifted = {(g.client, g.server) for g in shifts}
+    out = set()
+    for g in shifts:
+        typical = g.p50_ms[1] - g.p50_ms[0]
+        if typical < MIN_SHIFT_MS:
+            continue  # a tail (lost packets, a stall now and then) may miss a quieter edge
+        others = [e for e in now if e[1] == g.server and e[0] != g.client and e not in shifted
+                  and len(now[e]) >= 2 * MIN_SAMPLE and len(before.get(e, [])) >= 2 * MIN_SAMPLE]
+        if others and all(grew(e, 0.5) < 0.25 * typical and grew(e, 0.9) < 0.25 * g.shift_ms
+                          for e in others):
+            out.add((g.client, g.server))
     return out

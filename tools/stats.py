@@ -90,8 +90,24 @@ def latency_shift(cur: RedStats, base: RedStats) -> bool:
             and (typical or cur.count >= TAIL_ONLY_COUNT))
 
 
-def traffic_drop(cur: RedStats, base: RedStats) -> bool:
-    return base.count >= 2 * MIN_COUNT and cur.rate_per_s < TRAFFIC_DROP * base.rate_per_s
+def traffic_drop(cur: RedStats, base: RedStats, tested: bool = True) -> bool:
+    """The rate fell below TRAFFIC_DROP of the baseline's and, when tested, fewer calls came
+    than chance allows: a few calls a minute come and go unevenly (drop_p)."""
+    if base.count < 2 * MIN_COUNT or cur.rate_per_s >= TRAFFIC_DROP * base.rate_per_s:
+        return False
+    return not tested or drop_p(cur, base) < 1 - SURE
+
+
+def drop_p(cur: RedStats, base: RedStats) -> float:
+    """One-sided p-value that cur's calls are fewer than the baseline's rate gives, exact:
+    of all calls in both windows, the share falling in cur's time is binomial under no change."""
+    if base.rate_per_s <= 0:
+        return 1.0
+    t0 = base.count / base.rate_per_s
+    t1 = cur.count / cur.rate_per_s if cur.count and cur.rate_per_s > 0 else t0
+    n = cur.count + base.count
+    # P(X <= cur.count) for X ~ Binomial(n, t1 / (t0 + t1))
+    return 1.0 - binom_sf(cur.count + 1, n, t1 / (t0 + t1))
 
 
 def health(cur: RedStats, base: RedStats) -> str:

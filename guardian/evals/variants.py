@@ -1,6 +1,7 @@
 """Turn any eval case into spans as public data sets carry them: no status codes, internal
 spans (parent in the same service), sparse services (traces thinned), partial windows (data
-ends before the window does). Ground truth is copied unchanged.
+ends before the window does). Ground truth is copied unchanged, except by `calm`: a no-fault
+window cut from the part of a case before its fault began.
 
 Run: python -m guardian.evals.variants SRC_DIR DST_DIR [--variant NAME ...] [--keep 0.25]
 """
@@ -70,9 +71,26 @@ def partial(spans: list[Span], rng: random.Random, exp: dict) -> list[Span]:
     return [s for s in spans if s.end_time_unix_nano <= cut]
 
 
+CALM_SHARE = 0.4  # of the time before the fault, the last share is the calm window asked about
+
+
+def calm(spans: list[Span], rng: random.Random, exp: dict) -> list[Span]:
+    """A no-fault window: only what ended before the fault began; its last part is asked
+    about, the rest is its baseline. Nothing should be named as a root cause there."""
+    first = min(s.start_time_unix_nano for s in spans)
+    stop = exp.get("fault_start_ns") or exp.get("window_end_ns") or max(
+        s.end_time_unix_nano for s in spans)
+    exp.update(service="", aliases=[], operation=None, kind="none", kind_aliases=[],
+               fault_class="none", fault_start_ns=0, fault_end_ns=0, red_herrings=[],
+               neighbours=[], window_start_ns=stop - int((stop - first) * CALM_SHARE),
+               window_end_ns=stop)
+    return [s for s in spans if s.end_time_unix_nano < stop]
+
+
 VARIANTS: dict[str, Callable[[list[Span], random.Random, dict], list[Span]]] = {
     "nostatus": no_status, "internal": internal, "sparse": sparse, "partial": partial,
 }
+NO_FAULT = {"calm": calm}  # changes the ground truth: never combined with the others
 
 
 def make_variant(src: Path, dst: Path, names: list[str], seed: int = 7) -> Path:
@@ -81,7 +99,7 @@ def make_variant(src: Path, dst: Path, names: list[str], seed: int = 7) -> Path:
     spans = [s for batch in read_spans(src) for s in batch]
     rng = random.Random(seed)
     for n in names:
-        spans = VARIANTS[n](spans, rng, exp)
+        spans = {**VARIANTS, **NO_FAULT}[n](spans, rng, exp)
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy(src / "question.txt", dst / "question.txt")
     exp["variant"] = "+".join(names)

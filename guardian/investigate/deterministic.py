@@ -28,7 +28,8 @@ from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWin
 from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
 from tools.base import spread_spans
-from tools.stats import MIN_SAMPLE, RedStats, from_row, from_spans
+from tools.stats import (MIN_SAMPLE, SURE, RedStats, confidence, from_row, from_spans,
+                         mann_whitney_p, proportion_p)
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
@@ -53,7 +54,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     for a in symptoms[:SYMPTOMS]:
         votes = walker.votes(a)
         for v in votes:
-            svc = walker.canon(v.key[0])
+            svc = walker.canon(v.key[0], v.span)
             c = cands.setdefault((svc, v.kind), Candidate(key=(svc, v.key[1]), kind=v.kind))
             w = v.weight * (a.score / top) / max(len(votes), 1)
             c.votes += w
@@ -70,7 +71,8 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     for a in found:
         if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found, sig) \
                 and not _waits_below(walker, a.service, found, sig) \
-                and not _less_demand(walker, a.service, found):
+                and not _less_demand(walker, a.service, found) \
+                and not _callers_sent_less(walker, a.service):
             c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
             c.votes += a.score / top
             c.change = a.description
@@ -81,7 +83,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
     """Gap shifts (the callee's network, or a caller slow to send and read) and changed call
     patterns (failures without status codes) as candidates of their own."""
     for g in sig.gaps:
-        slow_caller = g.client in sig.slow_callers
+        slow_caller = sig.callers_own(g)
         svc = g.client if slow_caller else walker.canon(g.server)
         kind = "latency" if slow_caller or svc in sig.slow_callers or not (
             g.every_call or g.after) else "network"
@@ -146,6 +148,25 @@ def _less_demand(walker: Walker, service: str, found: list[Anomaly]) -> bool:
     troubled = {a.service for a in found if a.kind != "traffic_drop"} | \
         {a.caller for a in found if a.caller}
     return bool(callers) and not (callers & serving) and not (callers | {service}) & troubled
+
+
+def _callers_sent_less(walker: Walker, service: str) -> bool:
+    """A served service's traffic is what its callers send: when the calls they made to it
+    fell about as far as what it served, the drop is theirs (their own anomalies say why),
+    not requests lost on the way to it."""
+    def into(w: TimeWindow) -> int:
+        return sum(e.count for e in walker.store.service_map(w) if walker.canon(e.server) == service
+                   and walker.canon(e.client) != service)
+
+    def served(w: TimeWindow) -> int:
+        return sum(r.count for r in walker.store.red(w, by="service") if r.service == service)
+
+    sent_b, sent_c = into(walker.baseline), into(walker.window)
+    got_b, got_c = served(walker.baseline), served(walker.window)
+    if sent_b < 2 * MIN_SAMPLE or not got_b:
+        return False
+    sent, got = sent_c / sent_b, got_c / got_b
+    return sent <= 0.5 and got >= 0.5 * sent
 
 
 def _upstream_dropped(walker: Walker, a: Anomaly, found: list[Anomaly],
@@ -219,6 +240,13 @@ def _change(walker: Walker, c: Candidate) -> float:
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
     cur, base = (_op_stats(walker.store, tmpl, w) for w in (walker.window, walker.baseline))
+    if c.kind in ("latency", "saturation") and _seen_by_callers(c):
+        # A stalled service (paused, starved of CPU) or lost packets: the time is spent before
+        # its own spans begin, or on calls it never answered; its callers' calls show it.
+        callers = [s.service for s in c.spans if s.kind == "CLIENT" and s.service != c.key[0]]
+        edge = _edge_stats(walker, c.key[0], max(set(callers), key=callers.count) if callers else None)
+        if edge is not None:
+            cur, base = edge
     few = min(cur.count, base.count) < MIN_SAMPLE
     err_delta = cur.error_rate - base.error_rate
     p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0
@@ -231,14 +259,56 @@ def _change(walker: Walker, c: Candidate) -> float:
         if few:
             c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
             return 0.5 if cur.errors >= 2 and err_delta > 0.01 else 0.15
+        # A handful of failures among a few dozen calls happens on a calm day too.
+        sure = confidence(proportion_p(cur.errors, cur.count, base.errors, base.count))
+        if sure < SURE:
+            c.change += f" ({sure:.0%} sure the rate grew)"
+            return 0.15
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
     c.change = latency
-    if few:  # too few calls to rank on: said, and weighed down
+    if few:  # too few calls to rank on alone: said, and weighed down unless a test is sure
+        sure = _few_sure(walker.store, tmpl, walker) if cur.count >= 2 and p50 >= 1.5 else 0.0
+        if sure >= SURE:
+            c.change += (f" (only {cur.count} calls now, {base.count} before, but {sure:.1%} sure"
+                         " they are slower)")
+            return 1.0
         c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
         return 0.5 if max(p50, p95) >= 1.5 else 0.15
     if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
+
+
+def _few_sure(store: SpanStore, tmpl: Span, walker: Walker) -> float:
+    """How sure an exact test is that calls like tmpl got slower, on the few there are."""
+    got = [[s.duration_ns / 1e6 for s in store.spans(SpanFilter(
+        window=w, service=tmpl.service, name=tmpl.name, kind=tmpl.kind, limit=200))]
+        for w in (walker.window, walker.baseline)]
+    return confidence(mann_whitney_p(got[0], got[1]))
+
+
+def _seen_by_callers(c: Candidate) -> bool:
+    """The walks found the candidate's extra time outside its own spans: in the time before
+    it began its callers' requests, or on calls no span of it answered."""
+    if sum(c.excess_ms) > 0 and sum(c.gap_ms) >= 0.5 * sum(c.excess_ms):
+        return True
+    return bool(c.spans) and all(s.kind == "CLIENT" and s.service != c.key[0] for s in c.spans)
+
+
+def _edge_stats(walker: Walker, service: str, caller: str | None
+                ) -> tuple[RedStats, RedStats] | None:
+    """RED of caller's calls into service (else its busiest caller's), now and in the baseline."""
+    def rows(w: TimeWindow) -> dict:
+        return {(walker.canon(e.client), walker.canon(e.server)): e
+                for e in walker.store.service_map(w) if walker.canon(e.server) == service
+                and walker.canon(e.client) != service}
+
+    now, before = rows(walker.window), rows(walker.baseline)
+    both = [k for k in before if k in now]
+    if not both:
+        return None
+    k = (caller, service) if (caller, service) in both else max(both, key=lambda k: before[k].count)
+    return from_row(now[k]), from_row(before[k])
 
 
 def _op_stats(store: SpanStore, tmpl: Span, w: TimeWindow) -> RedStats:
@@ -351,7 +421,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     names = store.services(cur) + [e.server for e in store.service_map(cur)]
     focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
     sig = read_signals(store, cur, base)
-    walker.ports = sig.ports
+    walker.ports, walker.lone = sig.ports, frozenset(sig.lone)
     cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
     for c in cands:
         g = sig.network(c.key[0]) if c.kind == "network" else None

@@ -24,14 +24,19 @@ class Walker:
         self.services = set(store.services(window)) | set(store.services(baseline))
         self.trees: dict[str, Tree] = {}
         self.base: dict[tuple[str, str], dict] = {}
-        self.went_on: dict[tuple[str, str, str], tuple[bool, float]] = {}
+        self.went_on: dict[tuple[str, str, str], tuple[bool, float] | set[str]] = {}
         self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
+        self.lone: frozenset = frozenset()  # (caller, callee) edges whose gaps are the caller's
 
-    def canon(self, name: str) -> str:
+    def canon(self, name: str, call: Span | None = None) -> str:
         """'payments:8080' is payments when payments is a service we see (calls not linked);
-        '127.0.0.1:21443' is the service seen serving on port 21443."""
+        '127.0.0.1:21443' is the service seen serving on port 21443; so is a peer named after
+        its protocol ('postgresql') by a call to that port that no server span answered."""
         host, _, port = name.rpartition(":")
         if not port.isdigit():
+            to = str(call.attributes.get("server.port", "")) if call is not None else ""
+            if name not in self.services and to in self.ports:
+                return self.ports[to]
             return name
         if host in self.services:
             return host
@@ -73,14 +78,14 @@ class Walker:
         if k not in self.base:
             self.base[k] = baseline_self_times(self.fetch(SpanFilter(
                 window=self.baseline, service=s.service, name=s.name, kind=s.kind),
-                BASELINE_SAMPLES))
+                BASELINE_SAMPLES), self.lone)
         return self.base[k]
 
     def votes(self, a: Anomaly) -> list[Vote]:
         out = []
         for tree, start in self.samples(a):
             if a.kind == "latency":
-                v = latency_vote(tree, start, self.baseline_for(start))
+                v = latency_vote(tree, start, self.baseline_for(start), self.lone)
                 out += [v] if v else []
             else:
                 out += [self._answered(tree, v) for v in error_votes(tree, start)]
@@ -99,9 +104,30 @@ class Walker:
         client = tree.by_id.get(got.parent_span_id or "")
         cut_short = client is not None and tail_ns >= 500_000 and \
             v.span.end_time_unix_nano - client.end_time_unix_nano < 0.5 * tail_ns
-        if not (went_on or cut_short):
+        # Its last call answered, and it had made every call its requests usually make: it
+        # did all its own work and failed on the last answer. (An exception of its own shows
+        # as requests that stop before their usual calls.)
+        made = {k.service for c in tree.descendants(entry) if c.service == entry.service
+                and c.kind == "CLIENT" for k in tree.children[c.span_id]}
+        usual = self.usual_callees(entry)
+        did_all = got.service in usual and usual <= made
+        if not (went_on or cut_short or did_all):
             return v
         return Vote((got.service, got.name), "error", got, v.weight, failed_after=v.span)
+
+    def usual_callees(self, entry: Span) -> set[str]:
+        """Services that at least half of the baseline requests of entry's operation call."""
+        k = (entry.service, entry.name, "")
+        if k not in self.went_on:
+            counts: dict[str, int] = {}
+            got = self.fetch(SpanFilter(window=self.baseline, service=entry.service,
+                                        name=entry.name, kind=entry.kind), BASELINE_SAMPLES)
+            for tree, s in got:
+                for callee in {k.service for c in tree.descendants(s) if c.service == s.service
+                               and c.kind == "CLIENT" for k in tree.children[c.span_id]}:
+                    counts[callee] = counts.get(callee, 0) + 1
+            self.went_on[k] = {c for c, n in counts.items() if 2 * n >= len(got)}
+        return self.went_on[k]
 
     def went_on_after(self, entry: Span, callee: str) -> tuple[bool, float]:
         """Did baseline requests of entry's operation make calls after their call to callee,

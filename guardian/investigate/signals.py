@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.store.api import SpanStore, TimeWindow
-from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shifts
+from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shifts, lone_edges
 from tools.sampling import Sample, sample
 from tools.shape import ShapeChange, shape_changes
 from tools.stats import MIN_SAMPLE
@@ -26,13 +26,18 @@ class Signals:
     ports: dict[str, str] = field(default_factory=dict)  # a port one service alone serves on
     stalled: set[str] = field(default_factory=set)  # requests wait unread before it begins them
     has_status: bool = True  # spans say how calls ended (else failures show only in shapes)
+    lone: set[tuple[str, str]] = field(default_factory=set)  # (caller, callee): the caller's gap
+
+    def callers_own(self, g: GapShift) -> bool:
+        """The gap is the caller's: every callee of it grew, or only it saw this callee grow."""
+        return g.client in self.slow_callers or (g.client, g.server) in self.lone
 
     def network(self, service: str) -> GapShift | None:
         """The surest gap shift into service that looks like its network, not a stall."""
         if service in self.slow_callers:
             return None  # slow at both ends of its calls: the service itself, not its network
         for g in self.gaps:
-            if g.server == service and g.client not in self.slow_callers and (g.every_call or g.after):
+            if g.server == service and not self.callers_own(g) and (g.every_call or g.after):
                 return g
         return None
 
@@ -53,6 +58,7 @@ def signals(cur: Sample, base: Sample) -> Signals:
             callees.setdefault(client, set()).add(server)
     gaps = gap_shifts(cur, base)
     slow_callers = callers_all_grew(gaps, callees)
+    lone = lone_edges(gaps, cur, base)
     seen: dict[str, set[str]] = {}
     for s in cur.spans + base.spans:
         port = s.attributes.get("server.port")
@@ -62,8 +68,8 @@ def signals(cur: Sample, base: Sample) -> Signals:
                      for s in cur.spans + base.spans)
     # Where spans say how calls ended, failures show there: call patterns are not read.
     return Signals(gaps=gaps, shapes=[] if has_status else shape_changes(cur, base),
-                   slow_callers=slow_callers, has_status=has_status,
+                   slow_callers=slow_callers, has_status=has_status, lone=lone,
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
                             or g.server in slow_callers) and g.client not in slow_callers
-                            and g.shift_ms >= MIN_SHIFT_MS})
+                            and (g.client, g.server) not in lone and g.shift_ms >= MIN_SHIFT_MS})

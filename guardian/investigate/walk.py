@@ -116,13 +116,15 @@ def _failure_kind(s: Span) -> str:
 def last_answer(tree: Tree, s: Span) -> Span | None:
     """The call whose successful answer s failed right after, if it did: the callee's server
     span (a wrong value answered with success shows only so, in the caller's failure)."""
-    calls = [c for c in tree.descendants(s) if c.service == s.service
-             and c.kind == "CLIENT" and c.status_code != "ERROR"]
+    # Calls still in flight when s failed (a parallel call left behind) answered nothing it
+    # could have failed on.
+    calls = [c for c in tree.descendants(s) if c.service == s.service and c.kind == "CLIENT"
+             and c.status_code != "ERROR" and c.end_time_unix_nano <= s.end_time_unix_nano]
     if not calls:
         return None
     last = max(calls, key=lambda c: c.end_time_unix_nano)
     after_ns = s.end_time_unix_nano - last.end_time_unix_nano
-    if after_ns < 0 or after_ns > max(2_000_000, 0.05 * s.duration_ns):
+    if after_ns > max(2_000_000, 0.05 * s.duration_ns):
         return None
     servers = [c for c in tree.children[last.span_id] if c.kind == "SERVER" and c.status_code != "ERROR"]
     return servers[0] if servers else None
@@ -137,9 +139,11 @@ def _sync_subtree(tree: Tree, start: Span) -> list[Span]:
     return out
 
 
-def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span, int]]:
+def self_times(tree: Tree, start: Span, own_gaps: frozenset = frozenset()
+               ) -> dict[Key, tuple[int, int, Span, int]]:
     """Per responsible key: (own ns, wait-before-first-child ns, longest span, ns of it spent
-    between a caller's CLIENT span and this key's SERVER span) in start's subtree."""
+    between a caller's CLIENT span and this key's SERVER span) in start's subtree. Gaps on
+    the (caller, callee) edges in own_gaps are the caller's own time."""
     acc: dict[Key, tuple[int, int, Span, int]] = {}
 
     def add(k: Key, own_ns: int, wait_ns: int, s: Span, gap_ns: int = 0) -> None:
@@ -150,7 +154,7 @@ def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span, int]]
     for s in _sync_subtree(tree, start):
         own, w = tree.self_ns(s), tree.wait_before_children_ns(s) or 0
         pg = peer_gap(tree, s)
-        if pg is not None:
+        if pg is not None and (s.service, pg[0][0]) not in own_gaps:
             # The caller is not working while its request or the reply is in flight or unread.
             gap = min(pg[1] + pg[2], own)
             add(pg[0], gap, 0, s, gap)
@@ -159,11 +163,12 @@ def self_times(tree: Tree, start: Span) -> dict[Key, tuple[int, int, Span, int]]
     return acc
 
 
-def baseline_self_times(trees: list[tuple[Tree, Span]]) -> dict[Key, tuple[float, float, float]]:
+def baseline_self_times(trees: list[tuple[Tree, Span]], own_gaps: frozenset = frozenset()
+                        ) -> dict[Key, tuple[float, float, float]]:
     """Mean own time, wait and call gap per key over baseline requests of the same endpoint."""
     sums: dict[Key, list[float]] = {}
     for tree, start in trees:
-        for k, (own, wait, _, gap) in self_times(tree, start).items():
+        for k, (own, wait, _, gap) in self_times(tree, start, own_gaps).items():
             acc = sums.setdefault(k, [0.0, 0.0, 0.0])
             acc[0] += own
             acc[1] += wait
@@ -172,10 +177,11 @@ def baseline_self_times(trees: list[tuple[Tree, Span]]) -> dict[Key, tuple[float
     return {k: (v[0] / n, v[1] / n, v[2] / n) for k, v in sums.items()}
 
 
-def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float, float]]) -> Vote | None:
+def latency_vote(tree: Tree, start: Span, base: dict[Key, tuple[float, float, float]],
+                 own_gaps: frozenset = frozenset()) -> Vote | None:
     """The key whose own time grew most in this request, if it explains the slowdown."""
     best: tuple[float, Key, Span, float, float] | None = None
-    for k, (own, wait, span, gap) in self_times(tree, start).items():
+    for k, (own, wait, span, gap) in self_times(tree, start, own_gaps).items():
         b_own, b_wait, b_gap = base.get(k, (0.0, 0.0, 0.0))
         excess = own - b_own
         if best is None or excess > best[0]:

@@ -6,31 +6,31 @@ import random
 
 from capture.span import Span
 from capture.store.api import TimeWindow
-from tools.gaps import gap_shifts
+from tools.gaps import gap_shifts, lone_edges
 from tools.sampling import Sample
 
 MS = 1_000_000
 T0 = 1_790_000_000 * 10**9
 
 
-def calls(rng: random.Random, t0: int, n: int, wait_ms) -> list[Span]:
+def calls(rng: random.Random, t0: int, n: int, wait_ms, client: str = "app") -> list[Span]:
     """n traces: app `POST /x` calls cache `GET` and db `SELECT`; wait_ms(edge) is how long
     each request waits unread before its server begins it."""
     out, t = [], t0
     for i in range(n):
         trace = f"{rng.getrandbits(128):032x}"
         root = Span(name="POST /x", kind="SERVER", start_time_unix_nano=t, end_time_unix_nano=t + 40 * MS,
-                    resource={"service.name": "app"}, trace_id=trace, span_id=f"{i:08x}00000000",
+                    resource={"service.name": client}, trace_id=trace, span_id=f"{client}{i:08x}",
                     status_code="OK")
         out.append(root)
         cur = t + MS
         for j, (callee, name) in enumerate((("cache", "GET"), ("db", "SELECT"))):
             wait = int(wait_ms(callee) * MS)
             d = int(rng.uniform(0.1, 1.0) * MS)
-            cid, sid = f"{i:08x}{j:04x}0001", f"{i:08x}{j:04x}0002"
+            cid, sid = f"{client}{i:08x}{j:04x}1", f"{client}{i:08x}{j:04x}2"
             out.append(Span(name=name, kind="CLIENT", start_time_unix_nano=cur,
                             end_time_unix_nano=cur + wait + d + int(0.05 * MS),
-                            resource={"service.name": "app"}, trace_id=trace, span_id=cid,
+                            resource={"service.name": client}, trace_id=trace, span_id=cid,
                             parent_span_id=root.span_id, status_code="OK"))
             out.append(Span(name=name, kind="SERVER", start_time_unix_nano=cur + wait,
                             end_time_unix_nano=cur + wait + d, resource={"service.name": callee},
@@ -78,3 +78,59 @@ def test_a_few_lost_requests_are_named_though_most_calls_are_as_before():
     got = shifts(lambda callee, noisy: (200.0 if r.random() < 0.05 else noisy(callee))
                  if callee == "db" else noisy(callee))
     assert [g.server for g in got] == ["db"]
+
+
+
+def test_one_straggler_is_no_shift():
+    """Every cache call waits 0.1 ms longer (sure, but nothing to name) and one call waits
+    900 ms: one call is no change of the edge; it takes more such calls than chance gives
+    (lost packets)."""
+    rng = random.Random(9)
+    base = calls(rng, T0, 300, lambda callee: 0.3)
+    once = iter([900.0])
+    cur = calls(rng, T0 + 60 * 10**9, 300,
+                lambda callee: next(once, 0.4) if callee == "cache" else 0.3)
+    got = gap_shifts(Sample(TimeWindow(T0 + 60 * 10**9, T0 + 120 * 10**9), cur),
+                     Sample(TimeWindow(T0, T0 + 60 * 10**9), base))
+    assert [g for g in got if g.server == "cache"] == []
+
+
+def two_callers(app_wait, web_wait):
+    rng = random.Random(3)
+    quiet = lambda _: rng.uniform(0.05, 0.5)  # noqa: E731
+    base = calls(rng, T0, 200, quiet) + calls(rng, T0, 200, quiet, client="web")
+    t1 = T0 + 60 * 10**9
+    cur = calls(rng, t1, 200, app_wait) + calls(rng, t1, 200, web_wait, client="web")
+    now, before = (Sample(TimeWindow(t1, t1 + 60 * 10**9), cur), Sample(TimeWindow(T0, t1), base))
+    got = gap_shifts(now, before)
+    return got, lone_edges(got, now, before)
+
+
+def test_a_gap_only_one_caller_of_a_callee_sees_is_that_callers():
+    """app's calls to db wait 20 ms more before db reads them; web's calls to the same db do
+    not: db's network would delay both, so the time is app's (slow to send or read)."""
+    slow = lambda callee: 20 + random.random() if callee == "db" else 0.2  # noqa: E731
+    got, lone = two_callers(slow, lambda _: 0.2)
+    assert ("app", "db") in {(g.client, g.server) for g in got}
+    assert lone == {("app", "db")}
+    # both callers see it: db's network or ingress, nobody's own time
+    got, lone = two_callers(slow, slow)
+    assert {("app", "db"), ("web", "db")} <= {(g.client, g.server) for g in got}
+    assert lone == set()
+
+
+def test_an_edge_that_always_queues_does_not_hide_a_stall_elsewhere():
+    """web's calls to db queue for seconds now and then, before and now (a pool); cache now
+    leaves a fifth of app's calls unread for 80-150 ms (a paused process). That is a stall,
+    though the queueing edge's waits are longer still."""
+    rng = random.Random(4)
+    quiet = lambda _: rng.uniform(0.05, 0.5)  # noqa: E731
+    pool = lambda callee: rng.uniform(1000, 3000) if callee == "db" and rng.random() < 0.1 \
+        else quiet(callee)  # noqa: E731
+    stall = lambda callee: rng.uniform(80, 150) if callee == "cache" and rng.random() < 0.2 \
+        else quiet(callee)  # noqa: E731
+    t1 = T0 + 60 * 10**9
+    base = calls(rng, T0, 150, quiet) + calls(rng, T0, 150, pool, client="web")
+    cur = calls(rng, t1, 150, stall) + calls(rng, t1, 150, pool, client="web")
+    got = gap_shifts(Sample(TimeWindow(t1, t1 + 60 * 10**9), cur), Sample(TimeWindow(T0, t1), base))
+    assert [(g.client, g.server) for g in got] == [("app", "cache")]

@@ -17,9 +17,11 @@ T0 = 1_790_000_000 * 10**9
 
 class Mesh:
     def __init__(self, fault: str | None = None, seed: int = 1, duration_s: float = 240,
-                 fault_at: float = 0.5, strength: float = 1.0, status: bool = True):
+                 fault_at: float = 0.5, strength: float = 1.0, status: bool = True,
+                 tail_ms: float = 3.0):
         self.rng = random.Random(seed)
         self.fault, self.strength, self.status = fault, strength, status
+        self.tail_ms = tail_ms  # gateway's work after its last call's answer
         self.fault_start = T0 + int(duration_s * fault_at * 1e9)
         self.end = T0 + int(duration_s * 1e9)
         self.spans: list[Span] = []
@@ -51,6 +53,8 @@ class Mesh:
         before, after = self.ms(0.1), self.ms(0.1)
         if self.on(f"net:{callee}"):
             after += int(self.rng.uniform(40, 120) * self.strength * MS)
+        if self.on(f"pause:{callee}") and self.rng.random() < 0.3:
+            before += int(self.rng.uniform(100, 300) * self.strength * MS)  # waits unread
         if self.on(f"loss:{callee}") and self.rng.random() < 0.3:
             after += 200 * MS  # a retransmission timeout
         sid = self.sid()
@@ -89,8 +93,8 @@ class Mesh:
             return cur - t + self.ms(0.2), 500
         d, st = self.http(trace, sid, "gateway", "pay", "POST /pay", cur, self.pay)
         if self.on("wrong:pay") and st < 500:  # the last call's answer is wrong: no work after it
-            return cur + d - t + self.ms(0.1), 500
-        cur += d + self.ms(3)  # builds the answer from what it was given
+            return cur + d - t + self.ms(min(0.1, self.tail_ms)), 500
+        cur += d + self.ms(self.tail_ms)  # builds the answer from what it was given
         return cur - t, 200 if st < 500 else 502
 
     def build(self) -> list[Span]:

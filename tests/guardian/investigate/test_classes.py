@@ -37,6 +37,14 @@ def test_lost_replies_are_the_callees_network():
     assert (rc.service, rc.kind) == ("bank", "network")
 
 
+def test_a_paused_callee_is_named_though_its_own_spans_look_as_before():
+    """bank leaves some requests unread for 100-300 ms (stopped, starved of CPU): its own
+    spans are as fast as ever, its callers' calls into it are not."""
+    rc = top(Mesh("pause:bank", seed=9).build()).root_causes[0]
+    assert rc.service == "bank" and rc.kind in ("latency", "saturation"), rc
+    assert "p95" in rc.description
+
+
 def test_a_slow_query_behind_a_closed_loop_client_is_not_a_traffic_drop():
     report = top(Mesh("slowdb", seed=5, strength=2.0).build())
     assert any(a["kind"] == "traffic_drop" for a in report.anomalies)  # the front did slow down
@@ -51,6 +59,14 @@ def test_wrong_value_answered_with_success_blames_the_callee(fault, callee):
     calling pay; after pay (its last call) it used to go on working on the answer."""
     rc = top(Mesh(fault, seed=6).build(), "Orders fail, why?").root_causes[0]
     assert (rc.service, rc.kind) == (callee, "error"), rc
+    assert "answered with success" in rc.description
+
+
+def test_wrong_value_of_the_last_call_blames_it_when_the_caller_did_all_its_work():
+    """gateway's requests end right after pay's answer (nothing to tell from the time after
+    it), but the failing ones made every call they usually make: pay's answer failed them."""
+    rc = top(Mesh("wrong:pay", seed=6, tail_ms=0.05).build(), "Orders fail, why?").root_causes[0]
+    assert (rc.service, rc.kind) == ("pay", "error"), rc
     assert "answered with success" in rc.description
 
 
