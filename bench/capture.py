@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from support.http_servers import nginx_server
-from support.process import process
+from support.process import process, stop
 from support.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,12 +76,7 @@ def agent(port: int, ready_s: float | None = None, tree: Path = ROOT):
             result["agent_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
             result["agent_peak_rss_mb"] = peak_rss_mb(proc.pid)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, signal.SIGINT, timeout=120)
         kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines() if line]
         result["server_spans"], result["client_spans"] = kinds.count("SERVER"), kinds.count("CLIENT")
         for line in err.read_text().splitlines():
@@ -194,12 +189,7 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None) -> dict:
                         **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped")},
                         "linker_pending": metric(text, "guardian_agent_linker_pending_spans")}
                 finally:
-                    proc.send_signal(signal.SIGINT)
-                    try:
-                        proc.wait(timeout=120)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+                    stop(proc, signal.SIGINT, timeout=120)
     return out
 
 
