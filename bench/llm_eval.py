@@ -126,9 +126,11 @@ def _model_answer(sc: Scenario, res, findings) -> dict[str, Any]:
     return out
 
 
-def run(model: str, cases: int | None, out: Path, base_url: str | None = None) -> dict[str, Any]:
+def run(model: str, cases: int | None, out: Path, base_url: str | None = None,
+        resume: bool = False) -> dict[str, Any]:
     """`model` is a local key ("1.5b": its server runs meanwhile), or with `base_url` the model
-    name at that OpenAI-compatible endpoint."""
+    name at that OpenAI-compatible endpoint. `resume`: keep the cases `out` already holds and run
+    only the rest of the subset (a long run cut short goes on where it stopped)."""
     from guardian.investigate.deterministic import investigate as deterministic
     from guardian.llm.agent import run as agent_run
     from guardian.llm.config import load_config
@@ -142,6 +144,15 @@ def run(model: str, cases: int | None, out: Path, base_url: str | None = None) -
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(), "cpus": os.cpu_count(), "subset": [s.name for s in picked],
         "engines": ["deterministic", engine], "cases": []}
+    if resume and out.exists():
+        old = json.loads(out.read_text())
+        if old.get("engines") != doc["engines"]:
+            raise SystemExit(f"bench.llm_eval: {out} holds engines {old.get('engines')}, not {doc['engines']}")
+        done = {c["case"] for c in old["cases"]}
+        old.setdefault("resumed", []).append(doc["started"])
+        old["subset"] = doc["subset"]
+        old.pop("finished", None)
+        doc, picked = old, [sc for sc in picked if sc.name not in done]
     server = None
     if base_url:
         cfg = load_config().model_copy(update={"provider": None, "base_url": base_url, "model": model})
@@ -291,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--analyse", type=Path, metavar="RESULT", help="print the findings of a result file")
     ap.add_argument("--recheck", action="store_true",
                     help="with --analyse: pass the recorded answers through the current checks first")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the cases the result file already holds and run the rest of the subset")
     a = ap.parse_args(argv)
     if a.analyse:
         doc = json.loads(a.analyse.read_text())
@@ -306,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.llm_eval: local model {a.model} not installed: run make setup-llm", file=sys.stderr)
         return 2
     out = a.out or RESULTS / f"llm-eval-{a.model}-{dt.date.today().isoformat()}.json"
-    print(analyse(run(a.model, a.cases, out, a.base_url)))
+    print(analyse(run(a.model, a.cases, out, a.base_url, resume=a.resume)))
     return 0
 
 

@@ -54,3 +54,20 @@ def test_run_writes_both_engines_per_case(tmp_path, reply, said):
     for row in llm_eval.recheck(doc)["cases"]:
         assert row["rechecked"] == {"answer": row["deterministic"]["answer"], "top1": row["deterministic"]["top1"]}
         assert all(c["in_window"] == c["exists"] for c in row["model"]["cited"])
+
+
+def test_resume_keeps_the_cases_done_and_runs_the_rest(tmp_path):
+    out = tmp_path / "r.json"
+    with FakeOpenAI() as fake:
+        fake.default = confirm_top
+        llm_eval.run("scripted", 1, out, base_url=fake.base_url)
+        first = json.loads(out.read_text())["cases"][0]
+        llm_eval.run("scripted", 3, out, base_url=fake.base_url, resume=True)
+        asked = len(fake.requests)
+    saved = json.loads(out.read_text())
+    assert [c["case"] for c in saved["cases"]] == [s.name for s in llm_eval.subset()[:3]]
+    assert saved["cases"][0] == first and len(saved["resumed"]) == 1 and "finished" in saved
+    assert set(saved["summary"]) == {"deterministic", "llm"}
+    assert asked == 3  # one model call per case, none again for the case already done
+    with pytest.raises(SystemExit):  # a file of another engine is not mixed in
+        llm_eval.run("other", 4, out, base_url=None, resume=True)
