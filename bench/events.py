@@ -22,6 +22,7 @@ Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000]  
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import gzip
 import json
@@ -115,11 +116,8 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
 
     resources = {int(pid): res for pid, res in header["resources"].items()}
     with open(out_path, "w") as out:
-        stdout, sys.stdout = sys.stdout, out
-        try:
+        with contextlib.redirect_stdout(out):  # the printer writes where stdout is when made
             emit = _printer(as_json=True)
-        finally:
-            sys.stdout = stdout
         pipeline = Pipeline(emit)
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
                               sockets=_Sockets(header["port"]), boot_offset_ns=0)
@@ -172,11 +170,8 @@ def stages(path: str, repeat: int) -> dict:
         sink: list = []
         emit = sink.extend
         if stage == "print":
-            stdout, sys.stdout = sys.stdout, devnull
-            try:
+            with contextlib.redirect_stdout(devnull):
                 emit = _printer(as_json=True)
-            finally:
-                sys.stdout = stdout
         pipeline = Pipeline(emit)
         if stage == "decode":
             pipeline.data = lambda *a, **k: None  # the connection table only
