@@ -9,7 +9,7 @@ same command:
       and the spans it received, stored and dropped (--only agent; not in the default set).
 
 With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
-against the same baseline run: an A/B of two versions of the capture in one command.
+against the same baseline run: an A/B of two versions of the capture in one command (--compare is the same option, as in bench.tls and bench.dbload).
 
 Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE] [--tree DIR ...]
 """
@@ -244,7 +244,7 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
-    ap.add_argument("--tree", action="append", type=Path, metavar="DIR",
+    ap.add_argument("--tree", "--compare", dest="tree", action="append", type=Path, metavar="DIR",
                     help="run the agent of (a) and (b) from this checkout (repeatable: an A/B against one baseline)")
     ap.add_argument("--ready-s", type=float, default=READY_S[0], metavar="S",
                     help="how long the agent may take to start (BCC compiles for minutes on a loaded host)")

@@ -52,11 +52,24 @@ static __always_inline struct guardian_conn *new_conn(struct guardian_conn_key *
  * Such a record goes to a second, small ring instead (a lock nobody else is holding);
  * the agent reads both and puts records back in time order (capture/ringbuf.py). A ring
  * that is really full (the agent behind) spills over into it too, until it fills. */
+/* Wakeups: the agent reads the rings on a short timer (capture/live.py POLL_MS), so a record
+ * wakes it only when it takes the unread data of the ring across a multiple of WAKEUP_BYTES (a
+ * burst the agent should not sleep through; a power of two): a few wakeups per ring's worth of
+ * data, and a crossing that two CPUs race past is caught at the next multiple. The kernel's
+ * default wakes the reader at the first record after it caught up (an irq_work and a context
+ * switch every few records under steady load); forcing a wakeup on every record past a mark
+ * costs an irq_work per record while the agent is already reading. The spill ring never wakes:
+ * it is read with every read of the main ring. */
 static __always_inline int ringbuf_send(void *data, __u64 size)
 {
-    if (events.ringbuf_output(data, size, 0) == 0)
+    __u64 unread = events.perf_read(BPF_RB_AVAIL_DATA);
+    int wake = unread / WAKEUP_BYTES != (unread + size) / WAKEUP_BYTES;
+    if (events.ringbuf_output(data, size, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP) == 0) {
+        if (wake)
+            stat_add(STAT_RINGBUF_WAKEUPS, 1);
         return 0;
-    if (spill.ringbuf_output(data, size, 0) == 0) {
+    }
+    if (spill.ringbuf_output(data, size, BPF_RB_NO_WAKEUP) == 0) {
         stat_add(STAT_RINGBUF_SPILLED, 1);
         return 0;
     }
@@ -296,12 +309,26 @@ static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, i
     return c;
 }
 
+/* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
+static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
+                                          __u64 id, __u8 dir);
+
 static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, __u8 shape,
                                     __u64 addr, int is_socket_call)
 {
     __u64 id = bpf_get_current_pid_tgid();
-    if (!followed_conn(id, fd, is_socket_call ? TRANSPORT_TCP : -1))
+    struct guardian_conn *c = followed_conn(id, fd, is_socket_call ? TRANSPORT_TCP : -1);
+    if (!c)
         return 0;
+    if (c->flags & CONN_TLS_PLAINTEXT) {
+        /* ciphertext of a socket whose plaintext the TLS probes deliver: nothing to copy and no
+         * exit work, only the tie of the SSL object in this call to its socket (which does not
+         * need the syscall's result) */
+        struct guardian_conn_key key = {.tgid = id >> 32, .fd = fd};
+        tls_socket_io(&key, c, id, dir);
+        stat_add(STAT_TLS_SKIPPED, 1);
+        return 0;
+    }
     struct guardian_io io = {.buf = buf, .addr = addr, .fd = fd, .vlen = vlen,
                              .direction = dir, .shape = shape, .ts_ns = bpf_ktime_get_ns()};
     if (active_io.update(&id, &io) != 0)
@@ -321,10 +348,6 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
  * buffers hold frames anywhere: they are copied on, record after record. A UDP datagram stays
  * one record. What is left after MAX_IOV_RECORDS records goes up as the last record's
  * uncopied length and is counted (STAT_IOV_UNWALKED). */
-
-/* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
-static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id, __u8 dir);
 
 /* The next record of the walk in `iov_walk`. One program per direction (the verifier then
  * sees one simple loop each); tail-called from emit_iov, then from itself. */
@@ -841,7 +864,8 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
     }
     if (c->flags & CONN_IGNORED)
         return;
-    c->flags |= CONN_ENCRYPTED; /* from now on the socket's own bytes are ciphertext */
+    /* from now on the socket's own bytes are ciphertext, its plaintext comes from here */
+    c->flags |= CONN_ENCRYPTED | CONN_TLS_PLAINTEXT;
     if (c->proto == PROTO_TLS_HANDSHAKE) { /* handshake done: detect the plaintext's protocol */
         c->proto = PROTO_UNKNOWN;
         c->attempts = 0;

@@ -73,6 +73,7 @@ enum guardian_conn_flags {
     CONN_ENCRYPTED = 2,   /* TLS records seen on the socket: syscall bytes are ciphertext */
     CONN_TUPLE_KNOWN = 4, /* the kernel filled the 4-tuple (else userspace resolves it) */
     CONN_SEEDED = 8,      /* created by userspace for a connection older than the agent */
+    CONN_TLS_PLAINTEXT = 16, /* the TLS probes deliver its plaintext: its syscalls carry nothing to copy */
 };
 
 /* Counters in the `stats` per-CPU array; the agent reports them, none is silent. */
@@ -88,7 +89,8 @@ enum guardian_stat {
     STAT_IO_MAP_FULL = 8,     /* syscalls not followed: in-flight map full */
     STAT_IOV_UNWALKED = 9,    /* gathered I/O whose last iovecs went up uncopied (record budget) */
     STAT_RINGBUF_SPILLED = 10, /* records the ring buffer refused, sent through the spill ring */
-    STAT_MAX = 11,
+    STAT_RINGBUF_WAKEUPS = 11, /* records that woke the agent (its unread data crossed a wakeup mark) */
+    STAT_MAX = 12,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses

@@ -14,6 +14,7 @@ import logging
 import mmap
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from capture import abi, bpfcache, btf
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PAYLOAD = 4096  # bytes of each message copied to userspace (power of two)
 DEFAULT_RINGBUF_PAGES = 4096  # 16 MiB ring buffer
 SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_send)
+# A record wakes the agent only when it takes the ring's unread data across a multiple of this
+# fraction of the ring (bpf: ringbuf_send); the agent otherwise reads on its timer (live.py POLL_MS)
+WAKEUP_FRACTION = 8
 SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
 CACHE_ENV = "GUARDIAN_CAPTURE_BPF_CACHE"  # a directory, or "off"
 USUAL_COMPILE_S = 22  # said before the first compile on a machine; later the last one's time
@@ -99,6 +103,7 @@ class Loader:
             f"-DMAX_PAYLOAD={max_payload}",
             f"-DRINGBUF_PAGES={ringbuf_pages}",
             f"-DSPILL_PAGES={SPILL_PAGES}",
+            f"-DWAKEUP_BYTES={ringbuf_pages * mmap.PAGESIZE // WAKEUP_FRACTION}",
             f"-DMAX_CONNS={max_conns}",
             "-DMAX_INFLIGHT=16384",
             f"-DAGENT_PID={os.getpid()}",
@@ -207,7 +212,7 @@ class Loader:
     def open_events(self) -> OrderedRings:
         """The data events' ring buffers (main and spill) read from their mappings and
         merged in time order (capture/ringbuf.py)."""
-        return OrderedRings(RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE),
+        return OrderedRings(RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE, edge=True),
                             RingReader(self.bpf["spill"].map_fd, SPILL_PAGES * mmap.PAGESIZE))
 
     def poll_other(self) -> None:
@@ -238,5 +243,22 @@ class Loader:
 
     def close(self) -> None:
         if self.bpf is not None:
+            _detach_tracepoints(self.bpf)
             self.bpf.cleanup()
             self.bpf = None
+
+
+def _detach_tracepoints(bpf) -> None:
+    """Detach every tracepoint on threads side by side: each detach waits for the kernel, and one
+    after the other (bcc's cleanup) they were most of a stop's time
+    (tests/capture/tls/test_tls_stop.py measures a stop)."""
+    def detach(tp: bytes) -> None:
+        try:
+            bpf.detach_tracepoint(tp)
+        except Exception as e:  # noqa: BLE001 — BCC raises bare Exception; cleanup() tries again
+            log.debug("detach %s: %s", tp, e)
+
+    tracepoints = list(bpf.tracepoint_fds)
+    if tracepoints:
+        with ThreadPoolExecutor(min(64, len(tracepoints))) as pool:
+            list(pool.map(detach, tracepoints))
