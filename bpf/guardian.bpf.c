@@ -77,6 +77,85 @@ static __always_inline int ringbuf_send(void *data, __u64 size)
     return -1;
 }
 
+/* ======== HTTP/1 exchange pairing (capture option `pair`: -DPAIR_HTTP1=1) ================
+ * Per request, both ends of a local HTTP/1 exchange each see a request chunk and a response
+ * chunk: four ring records, each a userspace callback. Here the request chunk of an HTTP/1
+ * connection is held in `pair_held` (its record as it would have gone up) and sent inside the
+ * record of the next response chunk on the same connection (EV_PAIR: the response's record,
+ * then the held record after its copied bytes). Nothing is parsed here: userspace feeds both
+ * chunks to the same parser in the same order, so the spans are those of the unpaired path
+ * whatever the stream holds (pipelining, chunked or long bodies, upgrades). Any other record
+ * of the connection (another request chunk, a close) first sends the held chunk alone, so a
+ * connection's chunks always arrive in order; response chunks past the first go up as before.
+ * A request whose answer never comes and whose process exits without close() stays held until
+ * the LRU map evicts it (userspace then has no request to report as unanswered). */
+#if PAIR_HTTP1 && MAX_PAYLOAD >= 1024
+#define PAIRING 1
+BPF_TABLE("lru_hash", __u64, struct guardian_pair_held, pair_held, PAIR_CONNS);
+#endif
+BPF_PERCPU_ARRAY(pair_stats, __u64, PAIR_STAT_MAX);
+
+static __always_inline void pair_stat(__u32 idx)
+{
+    __u64 *v = pair_stats.lookup(&idx);
+    if (v)
+        *v += 1;
+}
+
+/* Send the request chunk held for connection `conn_id`, if any, alone. */
+static __always_inline void pair_release(__u64 conn_id)
+{
+#ifdef PAIRING
+    struct guardian_pair_held *h = pair_held.lookup(&conn_id);
+    if (!h)
+        return;
+    __u64 n = h->ev.copied_len;
+    asm volatile("" : "+r"(n));
+    if (n <= PAIR_PREFIX && ringbuf_send(h, sizeof(struct guardian_event) + n) == 0)
+        stat_add(STAT_EVENTS, 1);
+    pair_held.delete(&conn_id);
+    pair_stat(PAIR_STAT_ALONE);
+#endif
+}
+
+/* The record in `r` (header filled, `n` bytes copied) into the ring buffer, through the
+ * pairing when it is on: 0 when a record was written, 1 when it was held, -1 if lost. */
+static __always_inline int pair_send(struct guardian_record *r, struct guardian_conn *c, __u8 dir, __u64 n)
+{
+#ifdef PAIRING
+    if (c->proto == PROTO_HTTP1 && c->role != ROLE_UNKNOWN && n <= MAX_PAYLOAD) {
+        __u64 id = c->conn_id;
+        if (dir == (c->role == ROLE_CLIENT ? DIR_EGRESS : DIR_INGRESS)) {
+            pair_release(id); /* a request chunk already waiting goes first */
+            if (n > PAIR_PREFIX) {
+                pair_stat(PAIR_STAT_TOO_BIG);
+            } else if (pair_held.update(&id, (struct guardian_pair_held *)r) == 0) {
+                pair_stat(PAIR_STAT_HELD);
+                return 1;
+            } else {
+                pair_stat(PAIR_STAT_MAP_FULL);
+            }
+        } else {
+            struct guardian_pair_held *h = pair_held.lookup(&id);
+            if (h) {
+                __u64 off = n, rn = h->ev.copied_len;
+                asm volatile("" : "+r"(off), "+r"(rn)); /* the verifier needs the bounds on these registers */
+                if (off <= MAX_PAYLOAD && rn <= PAIR_PREFIX &&
+                    bpf_probe_read_kernel(r->payload + off, sizeof(struct guardian_event) + rn, h) == 0) {
+                    r->ev.kind = EV_PAIR;
+                    pair_held.delete(&id);
+                    pair_stat(PAIR_STAT_PAIRED);
+                    return ringbuf_send(r, 2 * sizeof(struct guardian_event) + off + rn);
+                }
+                pair_release(id);
+            }
+        }
+    }
+#endif
+    return ringbuf_send(r, sizeof(struct guardian_event) + n);
+}
+/* ======== end of HTTP/1 exchange pairing ================================================ */
+
 /* ---- the data path: bounded copy, detection on the first messages, ring buffer.
  * Also called by the TLS uprobes with their own `source`. ---- */
 #define MAX_DETECT_ATTEMPTS 8
@@ -143,7 +222,7 @@ static __always_inline void send_record(struct guardian_record *r, struct guardi
         read_sockaddr(peer_addr, &ev->t, 1);
     c->bytes[dir & 1] += len;
 
-    if (ringbuf_send(r, sizeof(struct guardian_event) + n) == 0)
+    if (pair_send(r, c, dir, n) == 0)
         stat_add(STAT_EVENTS, 1);
 }
 
@@ -695,8 +774,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     if (!c)
         return 0;
     /* encrypted: userspace may hold its handshake though the plaintext's protocol is unknown */
-    if (c->proto != PROTO_UNKNOWN || (c->flags & CONN_ENCRYPTED))
+    if (c->proto != PROTO_UNKNOWN || (c->flags & CONN_ENCRYPTED)) {
+        pair_release(c->conn_id); /* a request never answered goes before the close */
         emit_close(&key, c);
+    }
     conns.delete(&key);
     return 0;
 }

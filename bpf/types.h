@@ -50,6 +50,8 @@ enum guardian_msg_type {
 enum guardian_event_kind {
     EV_DATA = 1,  /* payload bytes of a connection with a known protocol */
     EV_CLOSE = 2, /* the process closed the fd: flush the parser */
+    EV_PAIR = 3,  /* an HTTP/1 exchange: a response chunk's EV_DATA record, then its request's
+                   * whole EV_DATA record (header + copied bytes) after the copied bytes */
 };
 
 /* Where the bytes were observed. Syscall bytes of a TLS connection are ciphertext and
@@ -196,5 +198,31 @@ struct tls_go_read {
     __u32 _pad;
 };
 /* ======== end of TLS uprobes ======== */
+
+/* ======== HTTP/1 exchange pairing (the pairing section of guardian.bpf.c) ========
+ * With the capture option `pair`, a request chunk of an HTTP/1 connection is held in the
+ * kernel and goes up inside the record of the response chunk that follows it (EV_PAIR):
+ * one ring record per exchange instead of two, with each chunk's own header unchanged. */
+#ifndef PAIR_PREFIX
+#define PAIR_PREFIX 1024 /* request chunks with more copied bytes go up alone */
+#endif
+
+/* Counters of the pairing section (pair_stats array), reported as kernel.pair_* by the agent. */
+enum guardian_pair_stat {
+    PAIR_STAT_PAIRED = 0,   /* exchanges sent as one record */
+    PAIR_STAT_HELD = 1,     /* request chunks held for their response */
+    PAIR_STAT_ALONE = 2,    /* held chunks sent alone: another request chunk, close, no room */
+    PAIR_STAT_TOO_BIG = 3,  /* request chunks over PAIR_PREFIX copied bytes, sent alone */
+    PAIR_STAT_MAP_FULL = 4, /* request chunks not held: pair_held refused them */
+    PAIR_STAT_MAX = 5,
+};
+
+/* Value of the `pair_held` map, keyed by conn_id: a request chunk's record as it would have
+ * gone up (the first PAIR_PREFIX bytes of a guardian_record). */
+struct guardian_pair_held {
+    struct guardian_event ev;
+    __u8 payload[PAIR_PREFIX];
+};
+/* ======== end of HTTP/1 exchange pairing ======== */
 
 #endif

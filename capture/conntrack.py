@@ -24,6 +24,7 @@ _SOURCE = {s.value: s.name.lower() for s in abi.Source}
 _SOURCE[abi.Source.GOTLS] = "go"
 _EGRESS = abi.Direction.EGRESS
 _EV_DATA = abi.EventKind.DATA
+_EV_PAIR = abi.EventKind.PAIR
 _TLS_HANDSHAKE = abi.Proto.TLS_HANDSHAKE
 _UDP = abi.Transport.UDP
 _UNPACK = abi.EVENT_STRUCT.unpack_from  # every field: when a connection is first seen
@@ -77,6 +78,11 @@ class ConnTracker:
             self.stats["short_events"] += 1
             return
         ts, conn_id, pos, tid, total, copied, kind, proto, direction, source, transport = _UNPACK_HOT(raw)
+        if kind == _EV_PAIR:
+            # an exchange (bpf: pairing): its request chunk's own record follows the response
+            # chunk's bytes and happened first
+            self.on_event(raw[_HDR + copied:])
+            kind = _EV_DATA
         tracked = self.conns.get(conn_id)
         if tracked is _IGNORED:
             return

@@ -45,6 +45,15 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
+def _pair_from_env() -> bool:
+    """The configuration's environment rule for capture.options.pair, for callers that build
+    their options from flags alone (`guardian capture`)."""
+    return os.environ.get(PAIR_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+PAIR_ENV = "GUARDIAN_CAPTURE__OPTIONS__PAIR"
+
+
 @dataclass(slots=True)
 class CaptureOptions:
     pid: int | None = None  # only this process
@@ -54,6 +63,9 @@ class CaptureOptions:
     seed_existing: bool = True  # follow connections opened before we started
     tls: bool = True  # uprobes on TLS libraries for plaintext (capture/tls)
     poll_ms: int = POLL_MS
+    # HTTP/1: a request chunk goes up inside its response's ring record (bpf: pairing section),
+    # one record per exchange instead of two; the spans are the same either way
+    pair: bool = False
 
 
 class LiveCapture:
@@ -61,7 +73,7 @@ class LiveCapture:
                  resource_for: Callable[[int], dict] | None = None) -> None:
         self.options = options or CaptureOptions()
         self.loader = Loader(self.options.max_payload, self.options.pid, self.options.ringbuf_pages,
-                             port=self.options.port)
+                             port=self.options.port, pair=self.options.pair or _pair_from_env())
         self._sink: Callable[[list[Span]], None] = lambda spans: None
         self.pipeline = Pipeline(lambda spans: self._sink(spans))
         self.sockets = SocketTable()

@@ -30,6 +30,9 @@ SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_s
 # fraction of the ring (bpf: ringbuf_send); the agent otherwise reads on its timer (live.py POLL_MS)
 WAKEUP_FRACTION = 8
 SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
+# Request chunks held at once for their response (pairing): an LRU map of PAIR_CONNS records of
+# PAIR_PREFIX bytes (bpf/types.h), allocated when the programs load
+PAIR_CONNS = 8192
 CACHE_ENV = "GUARDIAN_CAPTURE_BPF_CACHE"  # a directory, or "off"
 USUAL_COMPILE_S = 22  # said before the first compile on a machine; later the last one's time
 # Compiled as these constants and written into the instructions at load (bpfcache.Image.patched),
@@ -87,7 +90,7 @@ def _with_tail_calls(bpf_class: type) -> type:
 class Loader:
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, pid: int | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536,
-                 port: int | None = None, cache_dir: str | None = None) -> None:
+                 port: int | None = None, cache_dir: str | None = None, pair: bool = False) -> None:
         if not _power_of_two(max_payload) or not 64 <= max_payload <= 32768:
             raise ValueError("max payload must be a power of two between 64 and 32768 bytes")
         if not _power_of_two(ringbuf_pages):
@@ -109,6 +112,9 @@ class Loader:
             f"-DAGENT_PID={os.getpid()}",
             f"-DFILTER_PID={pid or 0}",
             f"-DFILTER_PORT={port or 0}",
+            # HTTP/1 exchanges as one ring record each (the pairing section of guardian.bpf.c)
+            f"-DPAIR_HTTP1={int(pair)}",
+            f"-DPAIR_CONNS={PAIR_CONNS}",
             "-Wno-unused-function",
             # the kernel's socket behind an fd, at the running kernel's offsets (capture/btf.py)
             *(f"-D{name}={off}" for name, off in _socket_offsets(self.cache_dir).items()),
@@ -227,6 +233,10 @@ class Loader:
             if stat.name == "MAX":
                 continue
             out[stat.name.lower()] = int(sum(table[ctypes.c_int(stat.value)]))
+        table = self.bpf["pair_stats"]
+        for stat in abi.PairStat:
+            if stat.name != "MAX":
+                out[f"pair_{stat.name.lower()}"] = int(sum(table[ctypes.c_int(stat.value)]))
         return out
 
     def seed(self, conns: list[tuple[int, int, abi.Tuple, int]]) -> int:
