@@ -77,10 +77,10 @@ static __always_inline int ringbuf_send(void *data, __u64 size)
     return -1;
 }
 
-/* ======== HTTP/1 exchange pairing (capture option `pair`: -DPAIR_HTTP1=1) ================
+/* ======== HTTP/1 and Redis exchange pairing (capture option `pair`: -DPAIR_HTTP1=1) =======
  * Per request, both ends of a local HTTP/1 exchange each see a request chunk and a response
- * chunk: four ring records, each a userspace callback. Here the request chunk of an HTTP/1
- * connection is held in `pair_held` (its record as it would have gone up) and sent inside the
+ * chunk: four ring records, each a userspace callback. Here the request chunk of an HTTP/1 or
+ * Redis connection (request/response in order: pipelines keep it) is held in `pair_held` (its record as it would have gone up) and sent inside the
  * record of the next response chunk on the same connection (EV_PAIR: the response's record,
  * then the held record after its copied bytes). Nothing is parsed here: userspace feeds both
  * chunks to the same parser in the same order, so the spans are those of the unpaired path
@@ -123,7 +123,7 @@ static __always_inline void pair_release(__u64 conn_id)
 static __always_inline int pair_send(struct guardian_record *r, struct guardian_conn *c, __u8 dir, __u64 n)
 {
 #ifdef PAIRING
-    if (c->proto == PROTO_HTTP1 && c->role != ROLE_UNKNOWN && n <= MAX_PAYLOAD) {
+    if ((c->proto == PROTO_HTTP1 || c->proto == PROTO_REDIS) && c->role != ROLE_UNKNOWN && n <= MAX_PAYLOAD) {
         __u64 id = c->conn_id;
         if (dir == (c->role == ROLE_CLIENT ? DIR_EGRESS : DIR_INGRESS)) {
             pair_release(id); /* a request chunk already waiting goes first */

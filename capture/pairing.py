@@ -1,4 +1,4 @@
-"""The kernel's HTTP/1 exchange pairing (bpf/guardian.bpf.c, pairing section) over ring records.
+"""The kernel's exchange pairing (HTTP/1, Redis; bpf/guardian.bpf.c, pairing section) over ring records.
 
 pair() turns the records of the unpaired path, in ring order, into what the paired path sends:
 the specification the differential tests hold the kernel to, and how bench.events replays a
@@ -16,7 +16,7 @@ _PROTO, _DIR, _ROLE = abi.Event.proto.offset, abi.Event.direction.offset, abi.Ev
 _CONN_ID = abi.Event.conn_id.offset
 _COPIED = abi.Event.copied_len.offset
 _DATA, _CLOSE, _PAIR = abi.EventKind.DATA, abi.EventKind.CLOSE, abi.EventKind.PAIR
-_HTTP1 = abi.Proto.HTTP1
+PAIRED_PROTOCOLS = frozenset((abi.Proto.HTTP1, abi.Proto.REDIS))  # the kernel's list (pair_send)
 _CLIENT, _UNKNOWN = abi.Role.CLIENT, abi.Role.UNKNOWN
 _EGRESS, _INGRESS = abi.Direction.EGRESS, abi.Direction.INGRESS
 
@@ -48,7 +48,7 @@ def pair(records: Iterable[bytes], max_payload: int = 4096, prefix: int = abi.PA
                 yield held.pop(conn_id)
             yield raw
             continue
-        if kind != _DATA or raw[_PROTO] != _HTTP1 or role == _UNKNOWN or copied > max_payload:
+        if kind != _DATA or raw[_PROTO] not in PAIRED_PROTOCOLS or role == _UNKNOWN or copied > max_payload:
             yield raw
             continue
         request_dir = _EGRESS if role == _CLIENT else _INGRESS

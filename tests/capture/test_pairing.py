@@ -170,3 +170,34 @@ def test_a_pair_record_is_the_response_record_then_the_request_record():
     pipeline.flush()
     [s] = spans_
     assert (s.name, s.start_time_unix_nano, s.end_time_unix_nano) == ("GET /x", 10, 20)
+
+
+def test_redis_pipelines_and_pushes_give_the_same_spans_paired():
+    c = Conn(5, abi.Role.CLIENT, 41005, 6379)
+    s = Conn(6, abi.Role.SERVER, 6379, 41006)
+    redis_records, t = [], 0
+    for conn in (c, s):
+        req_dir, resp_dir = (E, I) if conn is c else (I, E)
+
+        def data(direction, payload):
+            nonlocal t
+            t += 1000
+            return conn.data(direction, payload, t)
+
+        redis_records += [data(req_dir, b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"), data(resp_dir, b"$1\r\nx\r\n")]
+        # a pipeline of three in one write, answered over two reads
+        redis_records += [data(req_dir, b"*1\r\n$4\r\nPING\r\n" * 3), data(resp_dir, b"+PONG\r\n+PONG\r\n"),
+                          data(resp_dir, b"+PONG\r\n")]
+        redis_records += [data(req_dir, b"*2\r\n$4\r\nINCR\r\n$1\r\na\r\n"),
+                          data(resp_dir, b"-ERR value is not an integer\r\n")]
+        # subscribe, then pushes no request asked for
+        redis_records += [data(req_dir, b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nn\r\n"),
+                          data(resp_dir, b"*3\r\n$9\r\nsubscribe\r\n$1\r\nn\r\n:1\r\n"),
+                          data(resp_dir, b"*3\r\n$7\r\nmessage\r\n$1\r\nn\r\n$2\r\nhi\r\n")]
+    redis_records = [r[:abi.Event.proto.offset] + bytes([abi.Proto.REDIS]) + r[abi.Event.proto.offset + 1:]
+                     for r in redis_records]
+    sent = list(pair(redis_records))
+    assert sum(r[abi.Event.kind.offset] == abi.EventKind.PAIR for r in sent) == 8
+    old = spans(redis_records)
+    assert len(old) >= 2 * 6
+    assert spans(sent) == old
