@@ -77,10 +77,10 @@ static __always_inline int ringbuf_send(void *data, __u64 size)
     return -1;
 }
 
-/* ======== HTTP/1 and Redis exchange pairing (capture option `pair`: -DPAIR_HTTP1=1) =======
+/* ======== exchange pairing (capture option `pair`: -DPAIR_HTTP1=1) ======================
  * Per request, both ends of a local HTTP/1 exchange each see a request chunk and a response
- * chunk: four ring records, each a userspace callback. Here the request chunk of an HTTP/1 or
- * Redis connection (request/response in order: pipelines keep it) is held in `pair_held` (its record as it would have gone up) and sent inside the
+ * chunk: four ring records, each a userspace callback. Here the request chunk of a connection
+ * of a request/response protocol (pair_proto) is held in `pair_held` (its record as it would have gone up) and sent inside the
  * record of the next response chunk on the same connection (EV_PAIR: the response's record,
  * then the held record after its copied bytes). Nothing is parsed here: userspace feeds both
  * chunks to the same parser in the same order, so the spans are those of the unpaired path
@@ -100,6 +100,15 @@ static __always_inline void pair_stat(__u32 idx)
     __u64 *v = pair_stats.lookup(&idx);
     if (v)
         *v += 1;
+}
+
+/* Protocols whose connections carry one request/response exchange at a time per thread, in
+ * order (pipelines keep it): HTTP/1, Redis, Memcached, PostgreSQL, MySQL. Multiplexed ones
+ * (HTTP/2, Kafka, Cassandra, MongoDB) are read and written by different threads at once. */
+static __always_inline int pair_proto(__u8 proto)
+{
+    return proto == PROTO_HTTP1 || proto == PROTO_REDIS || proto == PROTO_MEMCACHED ||
+           proto == PROTO_POSTGRES || proto == PROTO_MYSQL;
 }
 
 /* Send the request chunk held for connection `conn_id`, if any, alone. */
@@ -123,7 +132,7 @@ static __always_inline void pair_release(__u64 conn_id)
 static __always_inline int pair_send(struct guardian_record *r, struct guardian_conn *c, __u8 dir, __u64 n)
 {
 #ifdef PAIRING
-    if ((c->proto == PROTO_HTTP1 || c->proto == PROTO_REDIS) && c->role != ROLE_UNKNOWN && n <= MAX_PAYLOAD) {
+    if (pair_proto(c->proto) && c->role != ROLE_UNKNOWN && n <= MAX_PAYLOAD) {
         __u64 id = c->conn_id;
         if (dir == (c->role == ROLE_CLIENT ? DIR_EGRESS : DIR_INGRESS)) {
             pair_release(id); /* a request chunk already waiting goes first */
@@ -154,7 +163,7 @@ static __always_inline int pair_send(struct guardian_record *r, struct guardian_
 #endif
     return ringbuf_send(r, sizeof(struct guardian_event) + n);
 }
-/* ======== end of HTTP/1 exchange pairing ================================================ */
+/* ======== end of exchange pairing ======================================================== */
 
 /* ---- the data path: bounded copy, detection on the first messages, ring buffer.
  * Also called by the TLS uprobes with their own `source`. ---- */

@@ -50,7 +50,7 @@ enum guardian_msg_type {
 enum guardian_event_kind {
     EV_DATA = 1,  /* payload bytes of a connection with a known protocol */
     EV_CLOSE = 2, /* the process closed the fd: flush the parser */
-    EV_PAIR = 3,  /* an exchange (HTTP/1, Redis): a response chunk's EV_DATA record, then its request's
+    EV_PAIR = 3,  /* an exchange (bpf: pair_proto): a response chunk's EV_DATA record, then its request's
                    * whole EV_DATA record (header + copied bytes) after the copied bytes */
 };
 
@@ -199,8 +199,9 @@ struct tls_go_read {
 };
 /* ======== end of TLS uprobes ======== */
 
-/* ======== HTTP/1 and Redis exchange pairing (the pairing section of guardian.bpf.c) ========
- * With the capture option `pair`, a request chunk of an HTTP/1 or Redis connection is held in the
+/* ======== exchange pairing (the pairing section of guardian.bpf.c) ========
+ * With the capture option `pair`, a request chunk of an HTTP/1, Redis, Memcached, PostgreSQL or
+ * MySQL connection is held in the
  * kernel and goes up inside the record of the response chunk that follows it (EV_PAIR):
  * one ring record per exchange instead of two, with each chunk's own header unchanged. */
 #ifndef PAIR_PREFIX

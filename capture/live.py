@@ -63,8 +63,9 @@ class CaptureOptions:
     seed_existing: bool = True  # follow connections opened before we started
     tls: bool = True  # uprobes on TLS libraries for plaintext (capture/tls)
     poll_ms: int = POLL_MS
-    # HTTP/1, Redis: a request chunk goes up inside its response's ring record (bpf: pairing section),
-    # one record per exchange instead of two; the spans are the same either way
+    # request/response protocols (HTTP/1, Redis, Memcached, PostgreSQL, MySQL): a request chunk goes
+    # up inside its response's ring record (bpf: pairing section), one record per exchange instead
+    # of two; the spans are the same either way
     pair: bool = False
 
 

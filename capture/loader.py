@@ -112,7 +112,7 @@ class Loader:
             f"-DAGENT_PID={os.getpid()}",
             f"-DFILTER_PID={pid or 0}",
             f"-DFILTER_PORT={port or 0}",
-            # HTTP/1 and Redis exchanges as one ring record each (the pairing section of guardian.bpf.c)
+            # request/response exchanges as one ring record each (the pairing section of guardian.bpf.c)
             f"-DPAIR_HTTP1={int(pair)}",
             f"-DPAIR_CONNS={PAIR_CONNS}",
             "-Wno-unused-function",

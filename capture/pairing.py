@@ -1,4 +1,4 @@
-"""The kernel's exchange pairing (HTTP/1, Redis; bpf/guardian.bpf.c, pairing section) over ring records.
+"""The kernel's exchange pairing (bpf/guardian.bpf.c, pairing section) over ring records.
 
 pair() turns the records of the unpaired path, in ring order, into what the paired path sends:
 the specification the differential tests hold the kernel to, and how bench.events replays a
@@ -16,7 +16,9 @@ _PROTO, _DIR, _ROLE = abi.Event.proto.offset, abi.Event.direction.offset, abi.Ev
 _CONN_ID = abi.Event.conn_id.offset
 _COPIED = abi.Event.copied_len.offset
 _DATA, _CLOSE, _PAIR = abi.EventKind.DATA, abi.EventKind.CLOSE, abi.EventKind.PAIR
-PAIRED_PROTOCOLS = frozenset((abi.Proto.HTTP1, abi.Proto.REDIS))  # the kernel's list (pair_send)
+# the kernel's list (pair_proto)
+PAIRED_PROTOCOLS = frozenset((abi.Proto.HTTP1, abi.Proto.REDIS, abi.Proto.MEMCACHED, abi.Proto.POSTGRES,
+                              abi.Proto.MYSQL))
 _CLIENT, _UNKNOWN = abi.Role.CLIENT, abi.Role.UNKNOWN
 _EGRESS, _INGRESS = abi.Direction.EGRESS, abi.Direction.INGRESS
 

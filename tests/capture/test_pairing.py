@@ -201,3 +201,17 @@ def test_redis_pipelines_and_pushes_give_the_same_spans_paired():
     old = spans(redis_records)
     assert len(old) >= 2 * 6
     assert spans(sent) == old
+
+
+def test_the_option_reaches_the_kernel_build(monkeypatch):
+    from capture.config import CaptureConfig
+    from capture.live import PAIR_ENV, CaptureOptions, LiveCapture
+    from capture.loader import Loader
+
+    assert "-DPAIR_HTTP1=1" in Loader(pair=True).cflags
+    assert "-DPAIR_HTTP1=0" in Loader().cflags
+    assert CaptureConfig(options={"pair": True}).live_options().pair is True
+    monkeypatch.delenv(PAIR_ENV, raising=False)
+    assert "-DPAIR_HTTP1=0" in LiveCapture(CaptureOptions(), resource_for=lambda pid: {}).loader.cflags
+    monkeypatch.setenv(PAIR_ENV, "1")  # `guardian capture` builds its options from flags: the env rule
+    assert "-DPAIR_HTTP1=1" in LiveCapture(CaptureOptions(), resource_for=lambda pid: {}).loader.cflags

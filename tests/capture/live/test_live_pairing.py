@@ -141,17 +141,33 @@ def two_captures(port: int):
             cap.close()
 
 
-def _key(span) -> str:
-    d = span.to_dict()
+CLIENT_END = ("client.address", "client.port")
+
+
+def _key(span, ends: bool = True) -> str:
+    d = span.to_dict()  # its attributes and resource are the span's own: copied before any change
+    d["attributes"], d["resource"] = dict(d["attributes"]), dict(d["resource"])
     for k in ("trace_id", "span_id", "start_time_unix_nano", "end_time_unix_nano"):
         d.pop(k)
     # each capture reads a short-lived client's /proc/PID/cmdline for itself, which can catch
     # curl before exec or after exit: the process's identity (pid, name) is compared, not this
     d["resource"].pop("process.command_line", None)
+    if not ends:
+        for k in CLIENT_END:
+            d["attributes"].pop(k, None)
     return json.dumps(d, sort_keys=True)
 
 
-def assert_same_spans(result: dict, port: int) -> tuple[int, int]:
+def _groups(spans: list, ends: bool = True) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for s in spans:
+        out.setdefault(_key(s, ends), []).append(s)
+    for group in out.values():
+        group.sort(key=lambda s: s.start_time_unix_nano)
+    return out
+
+
+def assert_same_spans(result: dict, port: int) -> tuple[int, int, int]:
     """Same spans from both captures; returns (spans, ring records of the unpaired, of the paired)."""
     old, new = ([s for s in result["spans"][p] if s.attributes.get("server.port") == port] for p in (False, True))
     stats = result["stats"]
@@ -159,12 +175,25 @@ def assert_same_spans(result: dict, port: int) -> tuple[int, int]:
         assert stats[p].get("kernel.ringbuf_drops", 0) == 0, "records lost: the comparison would mean nothing"
     assert stats[True]["kernel.pair_paired"] > 0, "the paired capture paired nothing"
     assert stats[False]["kernel.pair_paired"] == 0
-    old.sort(key=lambda s: (_key(s), s.start_time_unix_nano))
-    new.sort(key=lambda s: (_key(s), s.start_time_unix_nano))
-    only_old = Counter(map(_key, old)) - Counter(map(_key, new))
-    only_new = Counter(map(_key, new)) - Counter(map(_key, old))
+    assert len(new) == len(old), (len(old), len(new))
+    matched, rest_old, rest_new = [], [], []
+    old_groups, new_groups = _groups(old), _groups(new)
+    for k in old_groups.keys() | new_groups.keys():
+        a, b = old_groups.get(k, []), new_groups.get(k, [])
+        m = min(len(a), len(b))
+        matched += zip(a[:m], b[:m])
+        rest_old += a[m:]
+        rest_new += b[m:]
+    # What is left may differ only by a client end one capture could not learn: where the kernel
+    # did not learn a socket's ends, each capture asks /proc when it first sees the connection,
+    # and a short-lived client may be gone by then (capture/conntrack.py)
+    only_old = Counter(_key(s, False) for s in rest_old) - Counter(_key(s, False) for s in rest_new)
+    only_new = Counter(_key(s, False) for s in rest_new) - Counter(_key(s, False) for s in rest_old)
     assert not only_old and not only_new, f"unpaired only: {list(only_old)[:3]}\npaired only: {list(only_new)[:3]}"
-    for a, b in zip(old, new):
+    unresolved = sum("client.port" not in s.attributes for s in rest_old + rest_new)
+    assert unresolved >= len(rest_old), "spans that differ in a client end both captures learned"
+    assert len(rest_old) <= max(2, len(old) // 100), len(rest_old)
+    for a, b in matched:
         assert abs(a.start_time_unix_nano - b.start_time_unix_nano) < TOLERANCE_NS, _key(a)
         assert abs(a.end_time_unix_nano - b.end_time_unix_nano) < TOLERANCE_NS, _key(a)
     return len(old), stats[False]["kernel.events"], stats[True]["kernel.events"]
@@ -240,4 +269,80 @@ def test_redis_same_spans_paired_and_unpaired(redis_server):
     # both ends of nearly every command (a pipelined read longer than the copied prefix loses a
     # few replies on either path alike)
     assert n >= 0.99 * 2 * (60 + 20 + 2 * 4000), n
+    assert new_records < 0.8 * old_records, (old_records, new_records)
+
+
+def test_postgres_same_spans_paired_and_unpaired(postgres_server):
+    import psycopg
+
+    from support.servers import PG_BIN
+
+    pg = postgres_server
+    dsn = f"host=127.0.0.1 port={pg['port']} user={pg['user']} password={pg['password']} dbname={pg['dbname']}"
+    env = dict(__import__("os").environ, PGPASSWORD=pg["password"])
+    bench = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(pg["port"]), "-U", pg["user"]]
+    subprocess.run(bench + ["-i", "-s", "1", "-q", pg["dbname"]], env=env, capture_output=True, timeout=120, check=True)
+    with two_captures(pg["port"]) as result:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE pairs (id int PRIMARY KEY, name text)")
+            for i in range(20):
+                conn.execute("INSERT INTO pairs VALUES (%s, %s)", (i, f"n{i}"))
+            for i in range(5):
+                conn.execute("SELECT name FROM pairs WHERE id = %s", (i,), prepare=True).fetchone()
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute("INSERT INTO pairs VALUES (%s, %s)", (1, "dup"))
+            assert conn.execute("SELECT " + " + ".join(["1"] * 3000)).fetchone()[0] == 3000  # a long query
+        for mode in ("simple", "extended"):
+            subprocess.run(bench + ["-S", "-c", "4", "-t", "300", "-M", mode, pg["dbname"]], env=env,
+                           capture_output=True, timeout=120, check=True)
+    n, old_records, new_records = assert_same_spans(result, pg["port"])
+    assert n >= 0.99 * 2 * (20 + 5 + 1 + 1 + 2 * 4 * 300), n  # both ends of (nearly) every statement
+    assert new_records < 0.8 * old_records, (old_records, new_records)
+
+
+def test_mysql_same_spans_paired_and_unpaired(mariadb_server):
+    import pymysql
+
+    m = mariadb_server
+    with two_captures(m["port"]) as result:
+        conn = pymysql.connect(host="127.0.0.1", port=m["port"], user=m["user"], password=m["password"],
+                               database=m["database"], autocommit=True)
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE pairs (id INT PRIMARY KEY, name VARCHAR(40))")
+            for i in range(30):
+                cur.execute("INSERT INTO pairs VALUES (%s, %s)", (i, f"u{i}"))
+            for i in range(30):
+                cur.execute("SELECT * FROM pairs WHERE id < %s", (i,))
+                assert len(cur.fetchall()) == i
+            with pytest.raises(pymysql.err.IntegrityError):
+                cur.execute("INSERT INTO pairs VALUES (1, 'dup')")
+            with pytest.raises(pymysql.err.ProgrammingError):
+                cur.execute("SELECT * FROM missing_table")
+        conn.close()
+    n, old_records, new_records = assert_same_spans(result, m["port"])
+    assert n >= 1 + 30 + 30 + 2, n  # pymysql's side of every statement
+    assert new_records < 0.8 * old_records, (old_records, new_records)
+
+
+def test_memcached_same_spans_paired_and_unpaired(memcached_server):
+    import socket
+
+    port = memcached_server["port"]
+    with two_captures(port) as result:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            f = s.makefile("rb")
+            for i in range(40):
+                s.sendall(b"set k%d 0 0 5\r\nhello\r\n" % i)
+                assert f.readline() == b"STORED\r\n"
+                s.sendall(b"get k%d missing\r\n" % i)
+                assert f.readline().startswith(b"VALUE") and f.readline() == b"hello\r\n"
+                assert f.readline() == b"END\r\n"
+            s.sendall(b"".join(b"get k%d\r\n" % i for i in range(5)))  # pipelined
+            ends = 0
+            while ends < 5:
+                ends += f.readline() == b"END\r\n"
+            s.sendall(b"incr k1 1\r\n")  # not a number: an error reply
+            assert f.readline().startswith(b"CLIENT_ERROR")
+    n, old_records, new_records = assert_same_spans(result, port)
+    assert n >= 80 + 5 + 1, n  # the client's side of every command
     assert new_records < 0.8 * old_records, (old_records, new_records)
