@@ -295,8 +295,11 @@ def test_postgres_same_spans_paired_and_unpaired(postgres_server):
         for mode in ("simple", "extended"):
             subprocess.run(bench + ["-S", "-c", "4", "-t", "300", "-M", mode, pg["dbname"]], env=env,
                            capture_output=True, timeout=120, check=True)
+        # the TPC-B-like mix: transactions of seven statements, updates contending on rows
+        subprocess.run(bench + ["-c", "4", "-t", "100", "-M", "extended", pg["dbname"]], env=env,
+                       capture_output=True, timeout=120, check=True)
     n, old_records, new_records = assert_same_spans(result, pg["port"])
-    assert n >= 0.99 * 2 * (20 + 5 + 1 + 1 + 2 * 4 * 300), n  # both ends of (nearly) every statement
+    assert n >= 0.99 * 2 * (20 + 5 + 1 + 1 + 2 * 4 * 300 + 7 * 4 * 100), n  # both ends of (nearly) every statement
     assert new_records < 0.8 * old_records, (old_records, new_records)
 
 
