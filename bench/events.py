@@ -19,7 +19,7 @@ counts are steadier than CPU time: `valgrind --tool=callgrind` of a replay with 
 with --limit 5N, the difference divided by 4N. File: a magic line, a u32-length-prefixed JSON
 header, then u32-length-prefixed records.
 
-Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000]   (as root)
+Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000] [--paired FILE2]   (as root)
      .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring] [--pair]
      .venv/bin/python -m bench.events stages FILE [--repeat 7] [--pair]
 """
@@ -79,37 +79,50 @@ def _load(path: str) -> tuple[dict, list[bytes]]:
     return json.loads(records[0]), records[1:]
 
 
-def record(path: str, seconds: int, rate: int) -> None:
+def record(path: str, seconds: int, rate: int, paired_path: str | None = None) -> None:
+    """nginx + hey under a capture that keeps the raw records; with `paired_path`, a second
+    capture with exchanges paired in the kernel runs beside it on the same traffic and its
+    records are saved there (the same requests, recorded both ways)."""
     from bench.capture import hey
     from capture import abi
     from capture.enrich.enricher import Enricher
     from capture.live import CaptureOptions, LiveCapture
     from support.http_servers import nginx_server
 
-    records: list[bytes] = []
     with nginx_server() as (port, _):
-        cap = LiveCapture(CaptureOptions(port=port, tls=False))
-        cap.start()
-        cap.tracker.on_event = records.append  # keep the raw records, parse nothing now
-        stop = threading.Event()
-        runner = threading.Thread(target=cap.run, args=(lambda spans: None, stop))
-        runner.start()
+        caps, kept, stops, runners = [], [], [], []
+        for pair in ([False, True] if paired_path else [False]):
+            cap = LiveCapture(CaptureOptions(port=port, tls=False, pair=pair))
+            cap.start()
+            records: list[bytes] = []
+            cap.tracker.on_event = records.append  # keep the raw records, parse nothing now
+            caps.append(cap)
+            kept.append(records)
+        for cap in caps:
+            stops.append(threading.Event())
+            runners.append(threading.Thread(target=cap.run, args=(lambda spans: None, stops[-1])))
+            runners[-1].start()
         try:
             result = hey(f"http://127.0.0.1:{port}/", seconds, rate)
             time.sleep(0.5)  # drain
         finally:
-            stop.set()
-            runner.join()
-            kernel = cap.stats()
-            cap.close()
+            for stop in stops:
+                stop.set()
+            for runner in runners:
+                runner.join()
+            kernel = [cap.stats() for cap in caps]
+            for cap in caps:
+                cap.close()
         # what the live enricher says of each process (hey's may be gone: its comm is used)
-        pids = {abi.EVENT_STRUCT.unpack_from(r)[3] for r in records if len(r) >= abi.EVENT_SIZE}
+        pids = {abi.EVENT_STRUCT.unpack_from(r)[3] for records in kept for r in records if len(r) >= abi.EVENT_SIZE}
         enricher = Enricher()
         resources = {pid: enricher.resource(pid) for pid in pids}
-    header = {"port": port, "requests": result["requests"], "rps": result["rps"],
-              "kernel_drops": kernel.get("kernel.ringbuf_drops", 0), "resources": resources}
-    save(path, header, records)
-    print(json.dumps({"events": len(records), **{k: v for k, v in header.items() if k != "resources"}}))
+    for out, records, stats, paired in zip((path, paired_path), kept, kernel, (False, True)):
+        header = {"port": port, "requests": result["requests"], "rps": result["rps"], "paired": paired,
+                  "kernel_drops": stats.get("kernel.ringbuf_drops", 0), "resources": resources}
+        save(out, header, records)
+        print(json.dumps({"file": out, "events": len(records),
+                          **{k: v for k, v in header.items() if k != "resources"}}))
 
 
 class _Sockets:
@@ -222,6 +235,7 @@ def main() -> int:
     rec.add_argument("file")
     rec.add_argument("--seconds", type=int, default=3)
     rec.add_argument("--rate", type=int, default=10000, help="requests per second (hey)")
+    rec.add_argument("--paired", metavar="FILE2", help="also record the same traffic paired in the kernel, into FILE2")
     rep = sub.add_parser("replay", help="feed saved records through tracker + pipeline + printer")
     rep.add_argument("file")
     rep.add_argument("--repeat", type=int, default=5)
@@ -240,7 +254,7 @@ def main() -> int:
     if args.cmd == "stages":
         stages(args.file, args.repeat, args.pair)
     elif args.cmd == "record":
-        record(args.file, args.seconds, args.rate)
+        record(args.file, args.seconds, args.rate, args.paired)
     else:
         replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring, args.pair)
     return 0

@@ -215,3 +215,32 @@ def test_the_option_reaches_the_kernel_build(monkeypatch):
     assert "-DPAIR_HTTP1=0" in LiveCapture(CaptureOptions(), resource_for=lambda pid: {}).loader.cflags
     monkeypatch.setenv(PAIR_ENV, "1")  # `guardian capture` builds its options from flags: the env rule
     assert "-DPAIR_HTTP1=1" in LiveCapture(CaptureOptions(), resource_for=lambda pid: {}).loader.cflags
+
+
+PAIRED_RECORDING = Path(__file__).parent / "fixtures" / "nginx_hey_pair.events.gz"
+UNPAIRED_RECORDING = Path(__file__).parent / "fixtures" / "nginx_hey_unpaired.events.gz"
+
+
+def test_records_the_kernel_paired_give_the_spans_of_the_same_traffic_unpaired():
+    """nginx + hey recorded live by two captures at once, one unpaired and one paired in the
+    kernel (`python -m bench.events record UNPAIRED --paired PAIRED`): the same spans, each
+    capture's programs stamping the same syscalls for themselves."""
+    header, unpaired = load(str(UNPAIRED_RECORDING))
+    pheader, paired_records = load(str(PAIRED_RECORDING))
+    assert not header["paired"] and pheader["paired"]
+    assert header["kernel_drops"] == pheader["kernel_drops"] == 0
+    kinds = [r[abi.Event.kind.offset] for r in paired_records]
+    assert kinds.count(abi.EventKind.PAIR) >= 0.95 * len(paired_records) - 50
+    assert len(paired_records) <= 0.52 * len(unpaired)
+    old, new = ([json.loads(s) for s in spans(records, header)] for records in (unpaired, paired_records))
+    assert len(old) >= 2 * header["requests"]
+
+    def key(d):
+        return json.dumps({k: v for k, v in d.items() if not k.endswith("_unix_nano")}, sort_keys=True)
+
+    old.sort(key=lambda d: (key(d), d["start_time_unix_nano"]))
+    new.sort(key=lambda d: (key(d), d["start_time_unix_nano"]))
+    assert [key(d) for d in new] == [key(d) for d in old]
+    for a, b in zip(old, new):
+        assert abs(a["start_time_unix_nano"] - b["start_time_unix_nano"]) < 5_000_000
+        assert abs(a["end_time_unix_nano"] - b["end_time_unix_nano"]) < 5_000_000
