@@ -9,9 +9,12 @@ same command:
       and the spans it received, stored and dropped (--only agent; not in the default set).
 
 With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
-against the same baseline run: an A/B of two versions of the capture in one command.
+against the same baseline run: an A/B of two versions of the capture in one command (--compare is the same option, as in bench.tls and bench.dbload).
+With --pair ab, each agent runs twice, without and with capture.options.pair (HTTP/1 exchanges
+paired in the kernel: one ring record per exchange), against the same baseline; results are
+keyed TREE and "TREE pair"; ring_records_per_request counts the kernel's records.
 
-Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE] [--tree DIR ...]
+Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE] [--tree DIR ...] [--pair off|on|ab]
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from support.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)
+PAIR = ["off"]  # --pair: the agents run unpaired (off), paired (on) or both in turn (ab)
 READY_S = [120.0]  # how long the agent may take to compile and attach (--ready-s)
 
 
@@ -51,16 +55,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def agent(port: int, ready_s: float | None = None, tree: Path = ROOT):
+def agent(port: int, ready_s: float | None = None, tree: Path = ROOT, pair: bool = False):
     """`guardian capture --json --stats --port` writing spans to a file; yields a dict of its
     figures (agent CPU, peak RSS, spans by kind, kernel events and drops), filled at exit.
     `ready_s`: how long BCC may take to compile at start (minutes on a host shared with other
-    builds); `tree`: the checkout whose capture runs."""
+    builds); `tree`: the checkout whose capture runs; `pair`: with capture.options.pair."""
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         out, err = Path(tmp, "spans.jsonl"), Path(tmp, "err")
         cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats",
                "--port", str(port), *AGENT_ARGS]
-        env = dict(os.environ, PYTHONPATH=str(tree))
+        env = dict(os.environ, PYTHONPATH=str(tree), GUARDIAN_CAPTURE__OPTIONS__PAIR=str(int(pair)))
         with open(out, "w") as o, open(err, "w") as e:
             proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=tree, env=env)
         result: dict = {}
@@ -86,6 +90,20 @@ def agent(port: int, ready_s: float | None = None, tree: Path = ROOT):
                 result["kernel_events"] = stats.get("kernel.events", 0)
                 result["kernel_spilled"] = stats.get("kernel.ringbuf_spilled", 0)
                 result["ring_max_backlog_bytes"] = stats.get("ring.max_backlog_bytes")
+                result["kernel_paired"] = stats.get("kernel.pair_paired", 0)
+                result["kernel_wakeups"] = stats.get("kernel.ringbuf_wakeups", 0)
+
+
+def runs(trees: list[Path] | None) -> list[tuple[str, Path, bool]]:
+    """(result key, checkout, paired) of each agent run, as --tree and --pair ask."""
+    pairs = {"off": [False], "on": [True], "ab": [False, True]}[PAIR[0]]
+    return [(str(tree) + (" pair" if pair else ""), tree, pair) for tree in trees or [ROOT] for pair in pairs]
+
+
+def per_request(cap: dict, requests: int) -> dict:
+    return {"server_spans_per_request": cap["server_spans"] / requests,
+            "client_spans_per_request": cap["client_spans"] / requests,
+            "ring_records_per_request": cap.get("kernel_events", 0) / requests}
 
 
 def wrk(url: str, seconds: int, conns: int = 50) -> dict:
@@ -115,17 +133,16 @@ def bench_nginx_saturation(seconds: int, trees: list[Path] | None = None) -> dic
         url = f"http://127.0.0.1:{port}/"
         wrk(url, 2)  # warm up
         base = wrk(url, seconds)
-        for tree in trees or [ROOT]:
-            with agent(port, tree=tree) as cap:
+        for key, tree, pair in runs(trees):
+            with agent(port, tree=tree, pair=pair) as cap:
                 with_agent = wrk(url, seconds)
-            out[str(tree)] = {
+            out[key] = {
                 "baseline": base, "with_agent": with_agent, "agent": cap,
                 "throughput_ratio": with_agent["rps"] / base["rps"],
                 "p99_ratio": with_agent["p99_ms"] / base["p99_ms"],
-                "server_spans_per_request": cap["server_spans"] / with_agent["requests"],
-                "client_spans_per_request": cap["client_spans"] / with_agent["requests"],
+                **per_request(cap, with_agent["requests"]),
             }
-    return out if trees else out[str(ROOT)]
+    return out if len(out) > 1 or trees else next(iter(out.values()))
 
 
 def bench_fixed_rate(seconds: int, rate: int, trees: list[Path] | None = None) -> dict:
@@ -133,13 +150,11 @@ def bench_fixed_rate(seconds: int, rate: int, trees: list[Path] | None = None) -
     with nginx_server() as (port, _):
         url = f"http://127.0.0.1:{port}/"
         base = hey(url, seconds, rate)
-        for tree in trees or [ROOT]:
-            with agent(port, tree=tree) as cap:
+        for key, tree, pair in runs(trees):
+            with agent(port, tree=tree, pair=pair) as cap:
                 run = hey(url, seconds, rate)
-            out[str(tree)] = {"baseline": base, "with_agent": run, "agent": cap,
-                              "server_spans_per_request": cap["server_spans"] / run["requests"],
-                              "client_spans_per_request": cap["client_spans"] / run["requests"]}
-    return out if trees else out[str(ROOT)]
+            out[key] = {"baseline": base, "with_agent": run, "agent": cap, **per_request(cap, run["requests"])}
+    return out if len(out) > 1 or trees else next(iter(out.values()))
 
 
 def metric(text: str, name: str) -> float | None:
@@ -244,14 +259,17 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
-    ap.add_argument("--tree", action="append", type=Path, metavar="DIR",
+    ap.add_argument("--tree", "--compare", dest="tree", action="append", type=Path, metavar="DIR",
                     help="run the agent of (a) and (b) from this checkout (repeatable: an A/B against one baseline)")
+    ap.add_argument("--pair", choices=["off", "on", "ab"], default="off",
+                    help="run the agents without (off), with (on) or without then with (ab) HTTP/1 pairing in the kernel")
     ap.add_argument("--ready-s", type=float, default=READY_S[0], metavar="S",
                     help="how long the agent may take to start (BCC compiles for minutes on a loaded host)")
     args = ap.parse_args()
     AGENT_ARGS[:] = args.agent_arg
+    PAIR[0] = args.pair
     READY_S[0] = args.ready_s
-    out = {"agent_args": args.agent_arg}
+    out = {"agent_args": args.agent_arg, "pair": args.pair, "load_at_start": os.getloadavg()}
     if args.only in (None, "nginx"):
         out["a_nginx_saturation"] = bench_nginx_saturation(args.seconds, args.tree)
         print(json.dumps({"a_nginx_saturation": out["a_nginx_saturation"]}, indent=1), flush=True)

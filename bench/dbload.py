@@ -9,6 +9,8 @@ operations are what the load generator says it did and spans are the CLIENT span
 capture produced for the generator's connections (100 % = nothing lost or invented).
 
 Run as root: .venv/bin/python -m bench.dbload [--seconds 10] [--requests 100000] [--json FILE]
+A/B in one command: --compare /work/main runs that tree's agent too (same server and baseline);
+--pair ab runs each agent without then with capture.options.pair (exchanges paired in the kernel).
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from pathlib import Path
 from support.servers import PG_BIN, postgres_instance, redis_instance
 
 PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
+ROOT = Path(__file__).resolve().parent.parent
+COMPARE: list[Path] = []  # other source trees whose agent runs too (--compare)
+PAIRS = [False]  # --pair: each agent without (False) and/or with (True) capture.options.pair
 
 
 def pgbench(pg: dict, seconds: float, clients: int) -> dict:
@@ -53,13 +58,15 @@ class _Capture:
 
 
 @contextmanager
-def capture(port: int):
+def capture(port: int, tree: Path | None = None, pair: bool = False):
     """`guardian capture --port` around a run; unlike the tests' helper, waits as long as it takes
     to drain the ring buffer at exit (a loaded host needs more than 30 s after a load test)."""
     out = tempfile.NamedTemporaryFile("w+", suffix=".jsonl", delete=False)
     err = tempfile.NamedTemporaryFile("w+", suffix=".err", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--no-tls",
-                             "--port", str(port)], stdout=out, stderr=err, cwd=Path(__file__).parent.parent)
+                             "--port", str(port)], stdout=out, stderr=err, cwd=tree or ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(tree or ROOT),
+                                     GUARDIAN_CAPTURE__OPTIONS__PAIR=str(int(pair))))
     cap = _Capture()
     try:
         while "ready" not in Path(err.name).read_text():
@@ -88,26 +95,53 @@ def bench_postgres(seconds: float, clients: int) -> dict:
         subprocess.run([str(PG_BIN / "pgbench"), "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(pg["port"]), "-U",
                         pg["user"], pg["dbname"]], env=env, check=True, capture_output=True, timeout=120)
         alone = pgbench(pg, seconds, clients)
-        with capture(pg["port"]) as cap:
-            agent = pgbench(pg, seconds, clients)
-    spans = client_spans(cap, pg["pid"])
-    return {"baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
-            "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
-            "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
-            "capture_stats": cap.stats}
+        runs = {}
+        for tree, pair in _agents():
+            with capture(pg["port"], tree, pair) as cap:
+                agent = pgbench(pg, seconds, clients)
+            spans = client_spans(cap, pg["pid"])
+            runs[_name(tree, pair)] = {
+                "baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
+                "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
+                "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
+                "capture_stats": cap.stats}
+    return _with_compare(runs)
+
+
+def _agents() -> list[tuple[Path | None, bool]]:
+    return [(tree, pair) for tree in (*COMPARE, None) for pair in PAIRS]
+
+
+def _name(tree: Path | None, pair: bool) -> str:
+    return str(tree or ROOT) + (" pair" if pair else "")
+
+
+def _with_compare(runs: dict) -> dict:
+    out = runs.pop(_name(None, PAIRS[0]))
+    for tree, r in runs.items():
+        stats = r.pop("capture_stats")
+        r["drops"] = stats.get("kernel.ringbuf_drops")
+        r["ring_records"] = stats.get("kernel.events")
+        out[f"compare {tree}"] = r
+    return out
 
 
 def bench_redis(requests: int, pipeline: int) -> dict:
     with redis_instance() as r:
         alone = redis_benchmark(r, requests, pipeline)
-        with capture(r["port"]) as cap:
-            agent = redis_benchmark(r, requests, pipeline)
-    data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
-                and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]
-    return {"pipeline": pipeline, "baseline_rps": round(alone["rps_mean"]), "with_agent_rps": round(agent["rps_mean"]),
-            "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3), "operations": agent["operations"],
-            "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
-            "capture_stats": cap.stats}
+        runs = {}
+        for tree, pair in _agents():
+            with capture(r["port"], tree, pair) as cap:
+                agent = redis_benchmark(r, requests, pipeline)
+            data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
+                        and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]
+            runs[_name(tree, pair)] = {
+                "pipeline": pipeline, "baseline_rps": round(alone["rps_mean"]),
+                "with_agent_rps": round(agent["rps_mean"]),
+                "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3), "operations": agent["operations"],
+                "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
+                "capture_stats": cap.stats}
+    return _with_compare(runs)
 
 
 def main() -> int:
@@ -118,7 +152,13 @@ def main() -> int:
     ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P")
     ap.add_argument("--only", choices=("postgres", "redis"), help="run one of the two")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--compare", action="append", default=[], metavar="TREE",
+                    help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
+    ap.add_argument("--pair", choices=("off", "on", "ab"), default="off",
+                    help="agents without (off), with (on) or without then with (ab) exchanges paired in the kernel")
     args = ap.parse_args()
+    COMPARE[:] = [Path(t).resolve() for t in args.compare]
+    PAIRS[:] = {"off": [False], "on": [True], "ab": [False, True]}[args.pair]
     results = {}
     if args.only in (None, "postgres"):
         results["pgbench"] = bench_postgres(args.seconds, args.clients)

@@ -9,15 +9,19 @@
   stages  where the time per record goes: the replay cut after each stage (decode and connection
           table; + parse and pair; + span build; + the printer), best of --repeat, µs per record
 
+--pair (replay, stages) first turns the recorded records into what the kernel's HTTP/1 pairing
+sends (capture.pairing: one record per exchange), so the two paths' userspace cost per request
+compares on the same traffic; figures per record then count the paired records.
+
 Replaying one recorded file with two checkouts compares their per-event cost on the same
 input (--out: their spans, to diff without ids). Where other work shares the CPU, instruction
 counts are steadier than CPU time: `valgrind --tool=callgrind` of a replay with --limit N and
 with --limit 5N, the difference divided by 4N. File: a magic line, a u32-length-prefixed JSON
 header, then u32-length-prefixed records.
 
-Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000]   (as root)
-     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring]
-     .venv/bin/python -m bench.events stages FILE [--repeat 7]
+Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000] [--paired FILE2]   (as root)
+     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring] [--pair]
+     .venv/bin/python -m bench.events stages FILE [--repeat 7] [--pair]
 """
 from __future__ import annotations
 
@@ -50,7 +54,17 @@ def save(path: str, header: dict, records: list[bytes]) -> None:
         f.write(b"".join(_LEN.pack(len(r)) + r for r in records))
 
 
-def load(path: str) -> tuple[dict, list[bytes]]:
+def load(path: str, paired: bool = False) -> tuple[dict, list[bytes]]:
+    """The recording's header and records; `paired`: as the kernel's pairing would send them."""
+    header, records = _load(path)
+    if paired:
+        from capture.pairing import pair
+
+        records = list(pair(records, held_at_end=True))
+    return header, records
+
+
+def _load(path: str) -> tuple[dict, list[bytes]]:
     data = Path(path).read_bytes()
     if path.endswith(".gz"):
         data = gzip.decompress(data)
@@ -65,37 +79,50 @@ def load(path: str) -> tuple[dict, list[bytes]]:
     return json.loads(records[0]), records[1:]
 
 
-def record(path: str, seconds: int, rate: int) -> None:
+def record(path: str, seconds: int, rate: int, paired_path: str | None = None) -> None:
+    """nginx + hey under a capture that keeps the raw records; with `paired_path`, a second
+    capture with exchanges paired in the kernel runs beside it on the same traffic and its
+    records are saved there (the same requests, recorded both ways)."""
     from bench.capture import hey
     from capture import abi
     from capture.enrich.enricher import Enricher
     from capture.live import CaptureOptions, LiveCapture
     from support.http_servers import nginx_server
 
-    records: list[bytes] = []
     with nginx_server() as (port, _):
-        cap = LiveCapture(CaptureOptions(port=port, tls=False))
-        cap.start()
-        cap.tracker.on_event = records.append  # keep the raw records, parse nothing now
-        stop = threading.Event()
-        runner = threading.Thread(target=cap.run, args=(lambda spans: None, stop))
-        runner.start()
+        caps, kept, stops, runners = [], [], [], []
+        for pair in ([False, True] if paired_path else [False]):
+            cap = LiveCapture(CaptureOptions(port=port, tls=False, pair=pair))
+            cap.start()
+            records: list[bytes] = []
+            cap.tracker.on_event = records.append  # keep the raw records, parse nothing now
+            caps.append(cap)
+            kept.append(records)
+        for cap in caps:
+            stops.append(threading.Event())
+            runners.append(threading.Thread(target=cap.run, args=(lambda spans: None, stops[-1])))
+            runners[-1].start()
         try:
             result = hey(f"http://127.0.0.1:{port}/", seconds, rate)
             time.sleep(0.5)  # drain
         finally:
-            stop.set()
-            runner.join()
-            kernel = cap.stats()
-            cap.close()
+            for stop in stops:
+                stop.set()
+            for runner in runners:
+                runner.join()
+            kernel = [cap.stats() for cap in caps]
+            for cap in caps:
+                cap.close()
         # what the live enricher says of each process (hey's may be gone: its comm is used)
-        pids = {abi.EVENT_STRUCT.unpack_from(r)[3] for r in records if len(r) >= abi.EVENT_SIZE}
+        pids = {abi.EVENT_STRUCT.unpack_from(r)[3] for records in kept for r in records if len(r) >= abi.EVENT_SIZE}
         enricher = Enricher()
         resources = {pid: enricher.resource(pid) for pid in pids}
-    header = {"port": port, "requests": result["requests"], "rps": result["rps"],
-              "kernel_drops": kernel.get("kernel.ringbuf_drops", 0), "resources": resources}
-    save(path, header, records)
-    print(json.dumps({"events": len(records), **{k: v for k, v in header.items() if k != "resources"}}))
+    for out, records, stats, paired in zip((path, paired_path), kept, kernel, (False, True)):
+        header = {"port": port, "requests": result["requests"], "rps": result["rps"], "paired": paired,
+                  "kernel_drops": stats.get("kernel.ringbuf_drops", 0), "resources": resources}
+        save(out, header, records)
+        print(json.dumps({"file": out, "events": len(records),
+                          **{k: v for k, v in header.items() if k != "resources"}}))
 
 
 class _Sockets:
@@ -139,10 +166,10 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
 
 
 def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH,
-           ring: bool = False) -> None:
+           ring: bool = False, paired: bool = False) -> None:
     """Best of `repeat` runs, and the sum of each batch's best time over the runs: on a shared
     host the second filters out most of what other processes cost this one (caches, preemption)."""
-    header, records = load(path)
+    header, records = load(path, paired)
     records = records[:limit] if limit else records
     gc.freeze()  # as capture.live.tune_gc does for the live agent
     gc.set_threshold(50_000, 20, 50)
@@ -151,20 +178,24 @@ def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = B
     floor = sum(min(b) for b in zip(*(batches for batches, _ in runs))) / len(records) * 1e6
     print(json.dumps({"events": len(records), "spans": runs[0][1], "requests": header["requests"],
                       "us_per_event": round(min(per_event), 2), "us_per_event_batch_floor": round(floor, 2),
-                      "us_per_event_runs": [round(x, 2) for x in per_event], "through_ring": ring}))
+                      "us_per_event_runs": [round(x, 2) for x in per_event], "through_ring": ring,
+                      "paired": paired, "us_per_span": round(min(per_event) * len(records) / max(runs[0][1], 1), 2)}))
 
 
-def stages(path: str, repeat: int) -> dict:
+def stages(path: str, repeat: int, paired: bool = False) -> dict:
     """CPU µs per record of the replay cut after each stage: each stage's own cost is the
-    difference from the one before."""
+    difference from the one before. Also per span (the spans the whole replay makes), which
+    compares the paired and unpaired records of one recording."""
     import capture.pipeline as pipeline_module
     from guardian.cli.capture import _printer
 
-    header, records = load(path)
+    header, records = load(path, paired)
     resources = {int(pid): res for pid, res in header["resources"].items()}
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
     to_span = pipeline_module.record_to_span
+
+    made = [0]
 
     def once(stage: str) -> float:
         sink: list = []
@@ -174,7 +205,7 @@ def stages(path: str, repeat: int) -> dict:
                 emit = _printer(as_json=True)
         pipeline = Pipeline(emit)
         if stage == "decode":
-            pipeline.data = lambda *a, **k: None  # the connection table only
+            pipeline.data = pipeline.exchange = lambda *a, **k: None  # the connection table only
         pipeline_module.record_to_span = (lambda rec, conn: rec) if stage == "parse" else to_span
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
                               sockets=_Sockets(header["port"]), boot_offset_ns=0)
@@ -185,11 +216,15 @@ def stages(path: str, repeat: int) -> dict:
             pipeline.flush()
         took = time.process_time() - start
         pipeline_module.record_to_span = to_span
+        if stage == "span":
+            made[0] = pipeline.stats["spans"]
         return took / len(records) * 1e6
 
     with open(os.devnull, "w") as devnull:
         out = {stage: round(min(once(stage) for _ in range(repeat)), 2) for stage in ("decode", "parse", "span", "print")}
-    print(json.dumps({"records": len(records), "us_per_record_through": out}))
+    spans = max(made[0], 1)
+    print(json.dumps({"records": len(records), "spans": made[0], "paired": paired, "us_per_record_through": out,
+                      "us_per_span_through": {k: round(v * len(records) / spans, 2) for k, v in out.items()}}))
     return out
 
 
@@ -200,6 +235,7 @@ def main() -> int:
     rec.add_argument("file")
     rec.add_argument("--seconds", type=int, default=3)
     rec.add_argument("--rate", type=int, default=10000, help="requests per second (hey)")
+    rec.add_argument("--paired", metavar="FILE2", help="also record the same traffic paired in the kernel, into FILE2")
     rep = sub.add_parser("replay", help="feed saved records through tracker + pipeline + printer")
     rep.add_argument("file")
     rep.add_argument("--repeat", type=int, default=5)
@@ -209,16 +245,18 @@ def main() -> int:
                      help=f"events between two flushes (default {BATCH}, as capture.live)")
     rep.add_argument("--ring", action="store_true",
                      help="read the records out of a mapped ring buffer (capture.ringbuf) first")
+    rep.add_argument("--pair", action="store_true", help="replay the records as the kernel's HTTP/1 pairing sends them")
     st = sub.add_parser("stages", help="µs per record through each stage of the hot path")
     st.add_argument("file")
     st.add_argument("--repeat", type=int, default=7)
+    st.add_argument("--pair", action="store_true", help="the records as the kernel's HTTP/1 pairing sends them")
     args = ap.parse_args()
     if args.cmd == "stages":
-        stages(args.file, args.repeat)
+        stages(args.file, args.repeat, args.pair)
     elif args.cmd == "record":
-        record(args.file, args.seconds, args.rate)
+        record(args.file, args.seconds, args.rate, args.paired)
     else:
-        replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring)
+        replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring, args.pair)
     return 0
 
 

@@ -17,13 +17,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.capture import agent, wrk
+from bench.capture import COMPARE, ROOT, agent, wrk
 from support import tls_targets as targets
 from support.live import free_port
 from support.process import stop
 
 SSLSNIFF = shutil.which("sslsniff-bpfcc") or "/usr/sbin/sslsniff-bpfcc"
 READY_S = 600  # BCC compiles at start: minutes on a host shared with other builds
+NO_SSLSNIFF = [False]  # --no-sslsniff
 
 
 @contextmanager
@@ -51,18 +52,22 @@ def sslsniff():
 def measure(url: str, port: int, seconds: int, conns: int) -> dict:
     wrk(url, 2, conns)  # warm up: TLS sessions, page cache
     base = wrk(url, seconds, conns)
-    with agent(port, ready_s=READY_S) as cap:
-        guarded = wrk(url, seconds, conns)
+    runs = {}
+    for tree in (*COMPARE, None):
+        with agent(port, ready_s=READY_S, tree=tree) as cap:
+            guarded = wrk(url, seconds, conns)
+        runs[str(tree or ROOT)] = {
+            "with_agent": guarded, "agent": cap,
+            "agent_throughput_ratio": guarded["rps"] / base["rps"],
+            "agent_p99_ratio": guarded["p99_ms"] / base["p99_ms"],
+            "server_spans_per_request": cap["server_spans"] / guarded["requests"],
+            "client_spans_per_request": cap["client_spans"] / guarded["requests"],
+        }
+    if NO_SSLSNIFF[0]:
+        return {"baseline": base, **runs.pop(str(ROOT)), **({"compare": runs} if runs else {})}
     with sslsniff() as sniff:
         sniffed = wrk(url, seconds, conns) if sniff["running"] else None
-    out = {
-        "baseline": base, "with_agent": guarded, "agent": cap,
-        "agent_throughput_ratio": guarded["rps"] / base["rps"],
-        "agent_p99_ratio": guarded["p99_ms"] / base["p99_ms"],
-        "server_spans_per_request": cap["server_spans"] / guarded["requests"],
-        "client_spans_per_request": cap["client_spans"] / guarded["requests"],
-        "sslsniff": sniff,
-    }
+    out = {"baseline": base, **runs.pop(str(ROOT)), **({"compare": runs} if runs else {}), "sslsniff": sniff}
     if sniffed:
         out["with_sslsniff"] = sniffed
         out["sslsniff_throughput_ratio"] = sniffed["rps"] / base["rps"]
@@ -75,7 +80,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--json", metavar="FILE", help="also write the results here")
+    ap.add_argument("--compare", action="append", default=[], metavar="TREE",
+                    help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
+    ap.add_argument("--only", choices=["go_crypto_tls", "nginx_openssl"])
+    ap.add_argument("--no-sslsniff", action="store_true", help="skip the reference tool's run")
     args = ap.parse_args()
+    COMPARE[:] = [Path(t).resolve() for t in args.compare]
+    NO_SSLSNIFF[0] = args.no_sslsniff
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
         d = Path(tmp)
@@ -84,6 +95,8 @@ def main() -> None:
         servers = {"go_crypto_tls": lambda p: targets.go_server(go, p, cert, key),
                    "nginx_openssl": lambda p: targets.nginx_tls(p, cert, key, d)}
         for name, server in servers.items():
+            if args.only and name != args.only:
+                continue
             port = free_port()
             try:
                 with server(port):

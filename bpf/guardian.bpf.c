@@ -52,17 +52,118 @@ static __always_inline struct guardian_conn *new_conn(struct guardian_conn_key *
  * Such a record goes to a second, small ring instead (a lock nobody else is holding);
  * the agent reads both and puts records back in time order (capture/ringbuf.py). A ring
  * that is really full (the agent behind) spills over into it too, until it fills. */
+/* Wakeups: the agent reads the rings on a short timer (capture/live.py POLL_MS), so a record
+ * wakes it only when it takes the unread data of the ring across a multiple of WAKEUP_BYTES (a
+ * burst the agent should not sleep through; a power of two): a few wakeups per ring's worth of
+ * data, and a crossing that two CPUs race past is caught at the next multiple. The kernel's
+ * default wakes the reader at the first record after it caught up (an irq_work and a context
+ * switch every few records under steady load); forcing a wakeup on every record past a mark
+ * costs an irq_work per record while the agent is already reading. The spill ring never wakes:
+ * it is read with every read of the main ring. */
 static __always_inline int ringbuf_send(void *data, __u64 size)
 {
-    if (events.ringbuf_output(data, size, 0) == 0)
+    __u64 unread = events.perf_read(BPF_RB_AVAIL_DATA);
+    int wake = unread / WAKEUP_BYTES != (unread + size) / WAKEUP_BYTES;
+    if (events.ringbuf_output(data, size, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP) == 0) {
+        if (wake)
+            stat_add(STAT_RINGBUF_WAKEUPS, 1);
         return 0;
-    if (spill.ringbuf_output(data, size, 0) == 0) {
+    }
+    if (spill.ringbuf_output(data, size, BPF_RB_NO_WAKEUP) == 0) {
         stat_add(STAT_RINGBUF_SPILLED, 1);
         return 0;
     }
     stat_add(STAT_RINGBUF_DROPS, 1);
     return -1;
 }
+
+/* ======== exchange pairing (capture option `pair`: -DPAIR_HTTP1=1) ======================
+ * Per request, both ends of a local HTTP/1 exchange each see a request chunk and a response
+ * chunk: four ring records, each a userspace callback. Here the request chunk of a connection
+ * of a request/response protocol (pair_proto) is held in `pair_held` (its record as it would have gone up) and sent inside the
+ * record of the next response chunk on the same connection (EV_PAIR: the response's record,
+ * then the held record after its copied bytes). Nothing is parsed here: userspace feeds both
+ * chunks to the same parser in the same order, so the spans are those of the unpaired path
+ * whatever the stream holds (pipelining, chunked or long bodies, upgrades). Any other record
+ * of the connection (another request chunk, a close) first sends the held chunk alone, so a
+ * connection's chunks always arrive in order; response chunks past the first go up as before.
+ * A request whose answer never comes and whose process exits without close() stays held until
+ * the LRU map evicts it (userspace then has no request to report as unanswered). */
+#if PAIR_HTTP1 && MAX_PAYLOAD >= 1024
+#define PAIRING 1
+BPF_TABLE("lru_hash", __u64, struct guardian_pair_held, pair_held, PAIR_CONNS);
+#endif
+BPF_PERCPU_ARRAY(pair_stats, __u64, PAIR_STAT_MAX);
+
+static __always_inline void pair_stat(__u32 idx)
+{
+    __u64 *v = pair_stats.lookup(&idx);
+    if (v)
+        *v += 1;
+}
+
+/* Protocols whose connections carry one request/response exchange at a time per thread, in
+ * order (pipelines keep it): HTTP/1, Redis, Memcached, PostgreSQL, MySQL. Multiplexed ones
+ * (HTTP/2, Kafka, Cassandra, MongoDB) are read and written by different threads at once. */
+static __always_inline int pair_proto(__u8 proto)
+{
+    return proto == PROTO_HTTP1 || proto == PROTO_REDIS || proto == PROTO_MEMCACHED ||
+           proto == PROTO_POSTGRES || proto == PROTO_MYSQL;
+}
+
+/* Send the request chunk held for connection `conn_id`, if any, alone. */
+static __always_inline void pair_release(__u64 conn_id)
+{
+#ifdef PAIRING
+    struct guardian_pair_held *h = pair_held.lookup(&conn_id);
+    if (!h)
+        return;
+    __u64 n = h->ev.copied_len;
+    asm volatile("" : "+r"(n));
+    if (n <= PAIR_PREFIX && ringbuf_send(h, sizeof(struct guardian_event) + n) == 0)
+        stat_add(STAT_EVENTS, 1);
+    pair_held.delete(&conn_id);
+    pair_stat(PAIR_STAT_ALONE);
+#endif
+}
+
+/* The record in `r` (header filled, `n` bytes copied) into the ring buffer, through the
+ * pairing when it is on: 0 when a record was written, 1 when it was held, -1 if lost. */
+static __always_inline int pair_send(struct guardian_record *r, struct guardian_conn *c, __u8 dir, __u64 n)
+{
+#ifdef PAIRING
+    if (pair_proto(c->proto) && c->role != ROLE_UNKNOWN && n <= MAX_PAYLOAD) {
+        __u64 id = c->conn_id;
+        if (dir == (c->role == ROLE_CLIENT ? DIR_EGRESS : DIR_INGRESS)) {
+            pair_release(id); /* a request chunk already waiting goes first */
+            if (n > PAIR_PREFIX) {
+                pair_stat(PAIR_STAT_TOO_BIG);
+            } else if (pair_held.update(&id, (struct guardian_pair_held *)r) == 0) {
+                pair_stat(PAIR_STAT_HELD);
+                return 1;
+            } else {
+                pair_stat(PAIR_STAT_MAP_FULL);
+            }
+        } else {
+            struct guardian_pair_held *h = pair_held.lookup(&id);
+            if (h) {
+                __u64 off = n, rn = h->ev.copied_len;
+                asm volatile("" : "+r"(off), "+r"(rn)); /* the verifier needs the bounds on these registers */
+                if (off <= MAX_PAYLOAD && rn <= PAIR_PREFIX &&
+                    bpf_probe_read_kernel(r->payload + off, sizeof(struct guardian_event) + rn, h) == 0) {
+                    r->ev.kind = EV_PAIR;
+                    pair_held.delete(&id);
+                    pair_stat(PAIR_STAT_PAIRED);
+                    return ringbuf_send(r, 2 * sizeof(struct guardian_event) + off + rn);
+                }
+                pair_release(id);
+            }
+        }
+    }
+#endif
+    return ringbuf_send(r, sizeof(struct guardian_event) + n);
+}
+/* ======== end of exchange pairing ======================================================== */
 
 /* ---- the data path: bounded copy, detection on the first messages, ring buffer.
  * Also called by the TLS uprobes with their own `source`. ---- */
@@ -130,7 +231,7 @@ static __always_inline void send_record(struct guardian_record *r, struct guardi
         read_sockaddr(peer_addr, &ev->t, 1);
     c->bytes[dir & 1] += len;
 
-    if (ringbuf_send(r, sizeof(struct guardian_event) + n) == 0)
+    if (pair_send(r, c, dir, n) == 0)
         stat_add(STAT_EVENTS, 1);
 }
 
@@ -296,12 +397,26 @@ static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, i
     return c;
 }
 
+/* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
+static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
+                                          __u64 id, __u8 dir);
+
 static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, __u8 shape,
                                     __u64 addr, int is_socket_call)
 {
     __u64 id = bpf_get_current_pid_tgid();
-    if (!followed_conn(id, fd, is_socket_call ? TRANSPORT_TCP : -1))
+    struct guardian_conn *c = followed_conn(id, fd, is_socket_call ? TRANSPORT_TCP : -1);
+    if (!c)
         return 0;
+    if (c->flags & CONN_TLS_PLAINTEXT) {
+        /* ciphertext of a socket whose plaintext the TLS probes deliver: nothing to copy and no
+         * exit work, only the tie of the SSL object in this call to its socket (which does not
+         * need the syscall's result) */
+        struct guardian_conn_key key = {.tgid = id >> 32, .fd = fd};
+        tls_socket_io(&key, c, id, dir);
+        stat_add(STAT_TLS_SKIPPED, 1);
+        return 0;
+    }
     struct guardian_io io = {.buf = buf, .addr = addr, .fd = fd, .vlen = vlen,
                              .direction = dir, .shape = shape, .ts_ns = bpf_ktime_get_ns()};
     if (active_io.update(&id, &io) != 0)
@@ -321,10 +436,6 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
  * buffers hold frames anywhere: they are copied on, record after record. A UDP datagram stays
  * one record. What is left after MAX_IOV_RECORDS records goes up as the last record's
  * uncopied length and is counted (STAT_IOV_UNWALKED). */
-
-/* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
-static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id, __u8 dir);
 
 /* The next record of the walk in `iov_walk`. One program per direction (the verifier then
  * sees one simple loop each); tail-called from emit_iov, then from itself. */
@@ -672,8 +783,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     if (!c)
         return 0;
     /* encrypted: userspace may hold its handshake though the plaintext's protocol is unknown */
-    if (c->proto != PROTO_UNKNOWN || (c->flags & CONN_ENCRYPTED))
+    if (c->proto != PROTO_UNKNOWN || (c->flags & CONN_ENCRYPTED)) {
+        pair_release(c->conn_id); /* a request never answered goes before the close */
         emit_close(&key, c);
+    }
     conns.delete(&key);
     return 0;
 }
@@ -841,7 +954,8 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
     }
     if (c->flags & CONN_IGNORED)
         return;
-    c->flags |= CONN_ENCRYPTED; /* from now on the socket's own bytes are ciphertext */
+    /* from now on the socket's own bytes are ciphertext, its plaintext comes from here */
+    c->flags |= CONN_ENCRYPTED | CONN_TLS_PLAINTEXT;
     if (c->proto == PROTO_TLS_HANDSHAKE) { /* handshake done: detect the plaintext's protocol */
         c->proto = PROTO_UNKNOWN;
         c->attempts = 0;

@@ -85,8 +85,19 @@ BPF_PROG_ARRAY(iov_tail, 2);
 /* Counters (enum guardian_stat), summed over CPUs by the agent. */
 BPF_PERCPU_ARRAY(stats, __u64, STAT_MAX);
 
-/* Events to userspace. Size in pages (a power of two). */
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+/* Events to userspace. Size in pages (a power of two). Declared by hand rather than with
+ * BPF_RINGBUF_OUTPUT for one more method: BCC (0.26) has no ringbuf_query, and rewrites
+ * `events.perf_read(flags)` into bpf_perf_event_read(<the map>, flags), which the macro below
+ * turns into bpf_ringbuf_query(<the map>, flags) when the rewritten source is compiled. */
+#define bpf_perf_event_read(map, flags) bpf_ringbuf_query(map, flags)
+struct events_table_t {
+    int key;
+    u32 leaf;
+    int (*ringbuf_output)(void *, u64, u64);
+    u64 (*perf_read)(u64); /* bpf_ringbuf_query: BPF_RB_AVAIL_DATA, ... */
+    u32 max_entries;
+};
+__attribute__((section("maps/ringbuf"))) struct events_table_t events = {.max_entries = RINGBUF_PAGES * PAGE_SIZE};
 
 /* Records `events` refused (ringbuf_send): the agent merges them back in time order. */
 BPF_RINGBUF_OUTPUT(spill, SPILL_PAGES);

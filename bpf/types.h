@@ -50,6 +50,8 @@ enum guardian_msg_type {
 enum guardian_event_kind {
     EV_DATA = 1,  /* payload bytes of a connection with a known protocol */
     EV_CLOSE = 2, /* the process closed the fd: flush the parser */
+    EV_PAIR = 3,  /* an exchange (bpf: pair_proto): a response chunk's EV_DATA record, then its request's
+                   * whole EV_DATA record (header + copied bytes) after the copied bytes */
 };
 
 /* Where the bytes were observed. Syscall bytes of a TLS connection are ciphertext and
@@ -73,6 +75,7 @@ enum guardian_conn_flags {
     CONN_ENCRYPTED = 2,   /* TLS records seen on the socket: syscall bytes are ciphertext */
     CONN_TUPLE_KNOWN = 4, /* the kernel filled the 4-tuple (else userspace resolves it) */
     CONN_SEEDED = 8,      /* created by userspace for a connection older than the agent */
+    CONN_TLS_PLAINTEXT = 16, /* the TLS probes deliver its plaintext: its syscalls carry nothing to copy */
 };
 
 /* Counters in the `stats` per-CPU array; the agent reports them, none is silent. */
@@ -88,7 +91,8 @@ enum guardian_stat {
     STAT_IO_MAP_FULL = 8,     /* syscalls not followed: in-flight map full */
     STAT_IOV_UNWALKED = 9,    /* gathered I/O whose last iovecs went up uncopied (record budget) */
     STAT_RINGBUF_SPILLED = 10, /* records the ring buffer refused, sent through the spill ring */
-    STAT_MAX = 11,
+    STAT_RINGBUF_WAKEUPS = 11, /* records that woke the agent (its unread data crossed a wakeup mark) */
+    STAT_MAX = 12,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses
@@ -194,5 +198,32 @@ struct tls_go_read {
     __u32 _pad;
 };
 /* ======== end of TLS uprobes ======== */
+
+/* ======== exchange pairing (the pairing section of guardian.bpf.c) ========
+ * With the capture option `pair`, a request chunk of an HTTP/1, Redis, Memcached, PostgreSQL or
+ * MySQL connection is held in the
+ * kernel and goes up inside the record of the response chunk that follows it (EV_PAIR):
+ * one ring record per exchange instead of two, with each chunk's own header unchanged. */
+#ifndef PAIR_PREFIX
+#define PAIR_PREFIX 1024 /* request chunks with more copied bytes go up alone */
+#endif
+
+/* Counters of the pairing section (pair_stats array), reported as kernel.pair_* by the agent. */
+enum guardian_pair_stat {
+    PAIR_STAT_PAIRED = 0,   /* exchanges sent as one record */
+    PAIR_STAT_HELD = 1,     /* request chunks held for their response */
+    PAIR_STAT_ALONE = 2,    /* held chunks sent alone: another request chunk, close, no room */
+    PAIR_STAT_TOO_BIG = 3,  /* request chunks over PAIR_PREFIX copied bytes, sent alone */
+    PAIR_STAT_MAP_FULL = 4, /* request chunks not held: pair_held refused them */
+    PAIR_STAT_MAX = 5,
+};
+
+/* Value of the `pair_held` map, keyed by conn_id: a request chunk's record as it would have
+ * gone up (the first PAIR_PREFIX bytes of a guardian_record). */
+struct guardian_pair_held {
+    struct guardian_event ev;
+    __u8 payload[PAIR_PREFIX];
+};
+/* ======== end of exchange pairing ======== */
 
 #endif

@@ -150,3 +150,12 @@ class TlsGoRead(ctypes.Structure):
 
 TLS_EXEC_STRUCT = struct.Struct("<QI4x")  # struct tls_exec, read from the tls_execs ring
 assert TLS_EXEC_STRUCT.size == ctypes.sizeof(TlsExec)
+
+
+# ---- HTTP/1 exchange pairing: the pairing block of bpf/types.h -------------------------------
+PairStat = _int_enum("guardian_pair_stat", "PAIR_STAT_")
+PAIR_PREFIX = int(re.search(r"#define PAIR_PREFIX (\d+)", TYPES_H.read_text()).group(1))
+
+
+class PairHeld(ctypes.Structure):
+    _fields_ = [("ev", Event), ("payload", ctypes.c_uint8 * PAIR_PREFIX)]

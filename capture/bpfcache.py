@@ -328,16 +328,18 @@ def create_map(m: MapDef) -> int:
         raise OSError(e.errno, f"map {m.name}: {e.strerror}") from e
 
 
-def load_program(name: str, prog_type: int, code: bytes, license: str, kern_version: int) -> int:
+def load_program(name: str, prog_type: int, code: bytes, license: str, kern_version: int,
+                 attach_type: int = 0) -> int:
+    """bpf(BPF_PROG_LOAD); `attach_type`: the program's expected_attach_type (uprobe_multi links)."""
     insns = ctypes.create_string_buffer(code, len(code))
     lic = ctypes.create_string_buffer(license.encode())
 
     def attempt(log_level: int, log_buf) -> int:
         attr = ctypes.create_string_buffer(_ATTR_SIZE)
-        struct.pack_into("<IIQQIIQII16s", attr, 0, prog_type, len(code) // 8, ctypes.addressof(insns),
+        struct.pack_into("<IIQQIIQII16sII", attr, 0, prog_type, len(code) // 8, ctypes.addressof(insns),
                          ctypes.addressof(lic), log_level, len(log_buf) if log_buf else 0,
                          ctypes.addressof(log_buf) if log_buf else 0, kern_version, 0,
-                         name.encode()[:15])
+                         name.encode()[:15], 0, attach_type)
         return _bpf(_PROG_LOAD, attr)
 
     try:
@@ -395,7 +397,7 @@ def image_bpf_class(base: type | None = None) -> type:
             if name not in self.image.programs:
                 raise Exception(f"Unknown program {name}")
             fd = load_program(name, prog_type, self.image.patched(name, self.map_fds), self.image.license,
-                              self.image.kern_version)
+                              self.image.kern_version, max(attach_type, 0))
             fn = base.Function(self, key, fd)
             self.funcs[key] = fn
             return fn

@@ -24,6 +24,7 @@ _SOURCE = {s.value: s.name.lower() for s in abi.Source}
 _SOURCE[abi.Source.GOTLS] = "go"
 _EGRESS = abi.Direction.EGRESS
 _EV_DATA = abi.EventKind.DATA
+_EV_PAIR = abi.EventKind.PAIR
 _TLS_HANDSHAKE = abi.Proto.TLS_HANDSHAKE
 _UDP = abi.Transport.UDP
 _UNPACK = abi.EVENT_STRUCT.unpack_from  # every field: when a connection is first seen
@@ -78,6 +79,16 @@ class ConnTracker:
             return
         ts, conn_id, pos, tid, total, copied, kind, proto, direction, source, transport = _UNPACK_HOT(raw)
         tracked = self.conns.get(conn_id)
+        if kind == _EV_PAIR:
+            # an exchange (bpf: pairing): its request chunk's own record follows the response
+            # chunk's bytes and happened first
+            request = raw[_HDR + copied:]
+            if tracked is not None and tracked is not _IGNORED and self._exchange(
+                    tracked, request, raw, ts, pos, total, copied, proto, direction, source):
+                return
+            self.on_event(request)
+            tracked = self.conns.get(conn_id)
+            kind = _EV_DATA
         if tracked is _IGNORED:
             return
         ts += self.offset_ns
@@ -117,6 +128,29 @@ class ConnTracker:
             if family:
                 conn.remote = (abi.ip_text(raddr), rport)
         self.pipeline.data(conn, egress, raw[_HDR:_HDR + copied], ts, total, tid)
+
+    def _exchange(self, tracked: _Tracked, request: bytes, raw: bytes, ts: int, pos: int, total: int,
+                  copied: int, proto: int, direction: int, source: int) -> bool:
+        """The two chunks of a paired record in one go (Pipeline.exchange), when nothing about
+        them needs on_event's other cases: False (nothing done) otherwise. `ts`: not offset yet."""
+        if len(request) < _HDR:
+            return False
+        rts, _cid, rpos, rtid, rtotal, rcopied, _k, _p, rdir, rsource, _t = _UNPACK_HOT(request)
+        conn = tracked.conn
+        stream = tracked.pos
+        rd = 0 if rdir == _EGRESS else 1
+        d = 0 if direction == _EGRESS else 1
+        if (rd == d or (rd == 0) != (conn.role != "SERVER") or _PROTO.get(proto) != conn.protocol
+                or (source and conn.source == "syscall")
+                or (rsource and conn.source == "syscall")
+                or (stream[rd] and rpos != stream[rd]) or (stream[d] and pos != stream[d])):
+            return False  # a TLS upgrade, a gap, an unexpected direction: the general path
+        stream[rd] = rpos + rtotal
+        stream[d] = pos + total
+        offset = self.offset_ns
+        self.pipeline.exchange(conn, request[_HDR:_HDR + rcopied], rts + offset, rtotal, rtid,
+                               raw[_HDR:_HDR + copied], ts + offset, total)
+        return True
 
     def _handshake_done(self, conn: Connection, proto: int, ts: int) -> None:
         """Plaintext flows: the TLS handshake succeeded (no span); parse the plaintext now."""

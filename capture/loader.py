@@ -14,6 +14,7 @@ import logging
 import mmap
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from capture import abi, bpfcache, btf
@@ -25,7 +26,13 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PAYLOAD = 4096  # bytes of each message copied to userspace (power of two)
 DEFAULT_RINGBUF_PAGES = 4096  # 16 MiB ring buffer
 SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_send)
+# A record wakes the agent only when it takes the ring's unread data across a multiple of this
+# fraction of the ring (bpf: ringbuf_send); the agent otherwise reads on its timer (live.py POLL_MS)
+WAKEUP_FRACTION = 8
 SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
+# Request chunks held at once for their response (pairing): an LRU map of PAIR_CONNS records of
+# PAIR_PREFIX bytes (bpf/types.h), allocated when the programs load
+PAIR_CONNS = 8192
 CACHE_ENV = "GUARDIAN_CAPTURE_BPF_CACHE"  # a directory, or "off"
 USUAL_COMPILE_S = 22  # said before the first compile on a machine; later the last one's time
 # Compiled as these constants and written into the instructions at load (bpfcache.Image.patched),
@@ -83,7 +90,7 @@ def _with_tail_calls(bpf_class: type) -> type:
 class Loader:
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, pid: int | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536,
-                 port: int | None = None, cache_dir: str | None = None) -> None:
+                 port: int | None = None, cache_dir: str | None = None, pair: bool = False) -> None:
         if not _power_of_two(max_payload) or not 64 <= max_payload <= 32768:
             raise ValueError("max payload must be a power of two between 64 and 32768 bytes")
         if not _power_of_two(ringbuf_pages):
@@ -99,11 +106,15 @@ class Loader:
             f"-DMAX_PAYLOAD={max_payload}",
             f"-DRINGBUF_PAGES={ringbuf_pages}",
             f"-DSPILL_PAGES={SPILL_PAGES}",
+            f"-DWAKEUP_BYTES={ringbuf_pages * mmap.PAGESIZE // WAKEUP_FRACTION}",
             f"-DMAX_CONNS={max_conns}",
             "-DMAX_INFLIGHT=16384",
             f"-DAGENT_PID={os.getpid()}",
             f"-DFILTER_PID={pid or 0}",
             f"-DFILTER_PORT={port or 0}",
+            # request/response exchanges as one ring record each (the pairing section of guardian.bpf.c)
+            f"-DPAIR_HTTP1={int(pair)}",
+            f"-DPAIR_CONNS={PAIR_CONNS}",
             "-Wno-unused-function",
             # the kernel's socket behind an fd, at the running kernel's offsets (capture/btf.py)
             *(f"-D{name}={off}" for name, off in _socket_offsets(self.cache_dir).items()),
@@ -207,7 +218,7 @@ class Loader:
     def open_events(self) -> OrderedRings:
         """The data events' ring buffers (main and spill) read from their mappings and
         merged in time order (capture/ringbuf.py)."""
-        return OrderedRings(RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE),
+        return OrderedRings(RingReader(self.bpf["events"].map_fd, self.ringbuf_pages * mmap.PAGESIZE, edge=True),
                             RingReader(self.bpf["spill"].map_fd, SPILL_PAGES * mmap.PAGESIZE))
 
     def poll_other(self) -> None:
@@ -222,6 +233,10 @@ class Loader:
             if stat.name == "MAX":
                 continue
             out[stat.name.lower()] = int(sum(table[ctypes.c_int(stat.value)]))
+        table = self.bpf["pair_stats"]
+        for stat in abi.PairStat:
+            if stat.name != "MAX":
+                out[f"pair_{stat.name.lower()}"] = int(sum(table[ctypes.c_int(stat.value)]))
         return out
 
     def seed(self, conns: list[tuple[int, int, abi.Tuple, int]]) -> int:
@@ -238,5 +253,22 @@ class Loader:
 
     def close(self) -> None:
         if self.bpf is not None:
+            _detach_tracepoints(self.bpf)
             self.bpf.cleanup()
             self.bpf = None
+
+
+def _detach_tracepoints(bpf) -> None:
+    """Detach every tracepoint on threads side by side: each detach waits for the kernel, and one
+    after the other (bcc's cleanup) they were most of a stop's time
+    (tests/capture/tls/test_tls_stop.py measures a stop)."""
+    def detach(tp: bytes) -> None:
+        try:
+            bpf.detach_tracepoint(tp)
+        except Exception as e:  # noqa: BLE001 — BCC raises bare Exception; cleanup() tries again
+            log.debug("detach %s: %s", tp, e)
+
+    tracepoints = list(bpf.tracepoint_fds)
+    if tracepoints:
+        with ThreadPoolExecutor(min(64, len(tracepoints))) as pool:
+            list(pool.map(detach, tracepoints))

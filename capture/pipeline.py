@@ -55,6 +55,32 @@ class Pipeline:
             for r in records:
                 batch.append(record_to_span(r, conn))
 
+    def exchange(self, conn: Connection, request: bytes, req_ts: int, req_size: int, req_tid: int,
+                 response: bytes, resp_ts: int, resp_size: int) -> None:
+        """A request chunk of `conn` and the response chunk that followed it (a record the kernel
+        paired): as data() of the one then the other."""
+        parser = conn.parser
+        if parser is None:
+            cls = registry.parser_class(conn.protocol)
+            if cls is None:
+                self.stats["no_parser"] += 1
+                return
+            parser = conn.parser = cls()
+        if req_tid:
+            conn.request_tid = req_tid
+        conn.last_seen_ns = resp_ts
+        try:
+            records = parser.exchange(request, req_ts, req_size, response, resp_ts, resp_size)
+        except Exception:  # noqa: BLE001 — as in data()
+            self.stats["parser_exceptions"] += 1
+            log.exception("%s parser failed; connection dropped from parsing", conn.protocol)
+            conn.parser = None
+            return
+        if records:
+            batch = self._batch
+            for r in records:
+                batch.append(record_to_span(r, conn))
+
     def close(self, conn: Connection, ts_ns: int) -> None:
         if conn.parser is None:
             return

@@ -42,7 +42,7 @@ NEVER = (1 << 64) - 1  # a timestamp after every record
 class RingReader:
     """Consumer side of one BPF_MAP_TYPE_RINGBUF map (data_size: its max_entries, bytes)."""
 
-    def __init__(self, map_fd: int, data_size: int) -> None:
+    def __init__(self, map_fd: int, data_size: int, edge: bool = False) -> None:
         if data_size <= 0 or data_size & (data_size - 1):
             raise ValueError(f"ring buffer size must be a power of two, got {data_size}")
         page = mmap.PAGESIZE
@@ -52,13 +52,20 @@ class RingReader:
                                offset=page)
         self._data_at = page  # the data area's offset inside the producer mapping
         self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
+        # edge-triggered: wait() then sleeps through unread records until the kernel signals
+        # (bpf: ringbuf_send wakes only past a mark) or the timeout; level-triggered, it
+        # returns at once while anything is unread, records younger than the read horizon too
+        self._epoll.register(map_fd, select.EPOLLIN | (select.EPOLLET if edge else 0))
         self.records = 0  # records handed to the handler so far
+        self.wakeups = 0  # waits the kernel ended (the others ran out their timeout)
         self.max_backlog = 0  # most bytes found waiting at the start of a drain
 
     def wait(self, timeout_s: float) -> bool:
         """Block until the kernel signals data (or the timeout); True when there is some."""
-        return bool(self._epoll.poll(timeout_s)) or self.pending() > 0
+        if self._epoll.poll(timeout_s):
+            self.wakeups += 1
+            return True
+        return self.pending() > 0
 
     def pending(self) -> int:
         """Bytes written by the producer and not yet consumed."""
@@ -155,6 +162,10 @@ class OrderedRings:
     @property
     def max_backlog(self) -> int:
         return self.main.max_backlog
+
+    @property
+    def wakeups(self) -> int:
+        return self.main.wakeups
 
     @property
     def spilled(self) -> int:

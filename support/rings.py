@@ -36,5 +36,5 @@ def mapped_ring(records: list[bytes], size: int | None = None, start: int = 0,
     reader = object.__new__(RingReader)  # no BPF map behind it: only the mappings
     reader.size, reader.mask, reader._data_at = size, size - 1, PAGE
     reader._prod, reader._cons = prod, cons
-    reader.records = reader.max_backlog = 0
+    reader.records = reader.max_backlog = reader.wakeups = 0
     return reader

@@ -62,6 +62,12 @@ class Parser(ABC):
         """The connection ended: return requests still waiting for a response."""
         return []
 
+    def exchange(self, request: bytes, req_ts: int, req_size: int, response: bytes, resp_ts: int,
+                 resp_size: int) -> list[Record]:
+        """A request chunk and the response chunk that followed it (paired in the kernel): what
+        feeding the two in turn returns. Parsers may take a shorter way for the common case."""
+        return self.feed(Side.CLIENT, request, req_ts, req_size) + self.feed(Side.SERVER, response, resp_ts, resp_size)
+
 
 class Pending(Generic[T]):
     """Requests waiting for their answer, in arrival order, optionally found by a key

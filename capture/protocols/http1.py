@@ -176,6 +176,25 @@ class Http1Parser(Parser):
         out, self._records = self._records, []
         return out
 
+    def exchange(self, request: bytes, req_ts: int, req_size: int, response: bytes, resp_ts: int,
+                 resp_size: int) -> list[Record]:
+        """One whole request and one whole response, nothing waiting: their record straight away
+        (what _whole() gives for the two chunks in turn, without the queue in between)."""
+        c, s = self._dirs[Side.CLIENT], self._dirs[Side.SERVER]
+        if c.state == HEAD and s.state == HEAD and not c.buf and not s.buf and not self._pending:
+            head = _scan(request)
+            if head is not None:
+                end, first, request_ok, _st, chunked, content_length, host, agent, parent = head
+                length = -1 if chunked else (content_length if content_length != http1_head.NO_LENGTH else 0)
+                if request_ok and length >= 0 and end + 4 + length == req_size:
+                    reply = _scan(response)
+                    if reply is not None and reply[3] >= 200:
+                        req = _Message(req_ts, first, host, agent, parent, req_ts)
+                        length = _body_length(reply[3], req, reply[4], reply[5])
+                        if length >= 0 and reply[0] + 4 + length == resp_size:
+                            return [self._record(req, reply[1], resp_ts)]
+        return self.feed(Side.CLIENT, request, req_ts, req_size) + self.feed(Side.SERVER, response, resp_ts, resp_size)
+
     def close(self, ts_ns: int) -> list[Record]:
         d = self._dirs[Side.SERVER]
         if d.state == UNTIL_CLOSE and d.msg is not None:

@@ -8,6 +8,8 @@ every process mapping it, present and future (the kernel inserts the breakpoints
 process maps the file); the BPF side filters pids. With a --pid filter the probes are that
 process's only (others take no breakpoint). A binary never seen before is probed a
 few milliseconds after its exec: what it says before that is not seen (README, TLS).
+A file's probes are held by BPF links, one per program (capture/tls/links.py): attached and
+removed together; on kernels without uprobe_multi links, one perf event per probe as BCC does.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 
 from capture import abi
 from capture.ringbuf import RingReader
-from capture.tls import elf, notls, procmaps, stale
+from capture.tls import elf, links, notls, procmaps, stale
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 SYSTEM_LIBS = ("/usr/lib/x86_64-linux-gnu/libssl.so*", "/lib/x86_64-linux-gnu/libssl.so*",
                "/usr/lib64/libssl.so*", "/usr/local/lib/libssl.so*")
 RESCAN_AFTER_EXEC_S = (0.2, 1.0, 3.0)  # ld.so maps libraries right away; dlopen() comes later
+# at stop, how long to wait for the worker (it may be reading a big file: a BoringSSL without
+# symbols takes seconds); it is a daemon thread that attaches nothing once stopped
+STOP_JOIN_S = 0.5
 # names of the tls_stats counters in the agent's stats (abi.TlsStat: the kernel's indexes)
 TLS_STATS = {abi.TlsStat.PLAINTEXT: "plaintext", abi.TlsStat.NO_FD: "no_fd", abi.TlsStat.BOUND: "bound",
              abi.TlsStat.READ_FAULT: "go_fd_fault"}
@@ -53,6 +58,8 @@ class AttachedFile:
     path: str
     library: str  # tls.library value: openssl, boringssl, node, go
     probes: list[Probe] = field(default_factory=list)
+    links: list[int] = field(default_factory=list)  # BPF link fds holding the probes (links.py)
+    one_by_one: list[Probe] = field(default_factory=list)  # probes attached as perf events
 
 
 def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
@@ -94,6 +101,8 @@ class TlsAttacher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._multi: bool | None = None  # uprobe_multi links work here (None: not tried yet)
+        self._programs: links.Programs | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -114,16 +123,19 @@ class TlsAttacher:
         """Detach every TLS probe (the BPF object's cleanup would too; this is explicit)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=STOP_JOIN_S)
         self.memo.save()  # what the worker read after execs
         if self._execs is not None and (self._thread is None or not self._thread.is_alive()):
             self._execs.close()
             self._execs = None
         with self._lock:
             for f in self.files.values():
-                for p in f.probes:
+                links.close(f.links)
+                for p in f.one_by_one:
                     self._detach(p)
             self.files.clear()
+            if self._programs is not None:
+                self._programs.close()
 
     # -- discovery -----------------------------------------------------------------------
     def _follow(self) -> None:
@@ -183,16 +195,10 @@ class TlsAttacher:
         with self._lock:
             if self._stop.is_set():
                 return
-            for p in probes:
-                try:
-                    if p.ret:
-                        self.bpf.attach_uretprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
-                    else:
-                        self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
-                    attached.probes.append(p)
-                except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on attach errors
-                    self.stats["attach_errors"] += 1
-                    log.warning("uprobe %s at %s:%#x not attached: %s", p.fn, p.path, p.addr, e)
+            if self._multi is not False:
+                self._link(attached, path, probes)
+            if self._multi is False:
+                self._attach_one_by_one(attached, probes)
             self.files[ident] = attached
         self.stats[f"files.{library}"] += 1
         if exec_ns:  # CLOCK_MONOTONIC on both sides
@@ -204,6 +210,42 @@ class TlsAttacher:
                      took, (t0 - exec_ns) / 1e6, read_ms, (now - t0) / 1e6 - read_ms)
         else:
             log.info("TLS %s: %d probes on %s", library, len(attached.probes), path)
+
+    def _link(self, attached: AttachedFile, path: str, probes: list[Probe]) -> None:
+        if self._programs is None:
+            self._programs = links.Programs(self.bpf)
+        try:
+            attached.links, attached.probes, refused = links.attach_file(self._programs, path, probes,
+                                                                         self._probe_pid)
+        except links.Unsupported as e:
+            if self._multi is None:  # the first file: this kernel has no uprobe_multi links
+                log.info("TLS probes attached one by one (no uprobe_multi links here: %s)", e)
+                self._multi = False
+                return
+            attached.probes, refused = [], probes
+        except OSError as e:  # the file changed or went away under us
+            self.stats["attach_errors"] += len(probes)
+            log.warning("uprobes on %s not attached: %s", path, e)
+            return
+        self._multi = True
+        if refused:
+            self.stats["probes_one_by_one"] += len(refused)
+            log.info("TLS: the kernel refused links on %s (a uprobe made another way is there): "
+                     "%d probes attached one by one", path, len(refused))
+            self._attach_one_by_one(attached, refused)
+
+    def _attach_one_by_one(self, attached: AttachedFile, probes: list[Probe]) -> None:
+        for p in probes:
+            try:
+                if p.ret:
+                    self.bpf.attach_uretprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
+                else:
+                    self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
+                attached.probes.append(p)
+                attached.one_by_one.append(p)
+            except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on attach errors
+                self.stats["attach_errors"] += 1
+                log.warning("uprobe %s at %s:%#x not attached: %s", p.fn, p.path, p.addr, e)
 
     def _detach(self, p: Probe) -> None:
         try:

@@ -82,8 +82,9 @@ class NoTlsMemo:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": self.version, "files": self.stamps,
-                                       "tls": self.probes}))
+            # copies: the attacher's worker may still be adding (a stop does not wait for it)
+            tmp.write_text(json.dumps({"version": self.version, "files": dict(self.stamps),
+                                       "tls": dict(self.probes)}))
             os.replace(tmp, self.path)
             self._dirty = False
         except OSError as e:
