@@ -71,6 +71,14 @@ def client_key(s: Span) -> tuple[tuple | None, bool]:
     return key, NAT_SERVER[0] in a or NAT_CLIENT[0] in a
 
 
+def _start(s: Span) -> int:
+    return s.start_time_unix_nano
+
+
+def _start_of_first(x: tuple[Span, bool]) -> int:
+    return x[0].start_time_unix_nano
+
+
 def _fits(c: Span, s: Span, slack: int) -> bool:
     """The server worked while the client waited (within the clocks' slack)."""
     return (c.start_time_unix_nano - slack <= s.start_time_unix_nano
@@ -89,6 +97,10 @@ class CrossNodeLinker:
         self.strict_ns = min(strict_ns, slack_ns)  # clocks this close: containment is exact
         self.max_pending = max_pending
         self._pending: list[Span] = []
+        # Candidates by connection key, found once when a span arrives: servers not linked yet
+        # and clients with their NAT flag (a client answered since is dropped when met).
+        self._servers: dict[tuple, list[Span]] = defaultdict(list)
+        self._clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
         self._newest_end = 0
         self._last_run_end = 0
         self._last_add = time.monotonic()
@@ -96,7 +108,9 @@ class CrossNodeLinker:
         self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
         self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
         self._started: float | None = None
-        self._answered: set[str] = set()  # pending clients linked here (their server may be gone)
+        # Clients that have their server (linked here, or by their own agent) -> end ns, kept
+        # until the client leaves or its stamp falls behind the trace-map horizon.
+        self._answered: dict[str, int] = {}
         # (client node, server node) -> [links exactly contained, links only within the slack]
         self._clocks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
@@ -116,11 +130,22 @@ class CrossNodeLinker:
         nodes = self._nodes
         newest: dict[int, list] = {}  # id(resource) -> [resource, newest end]: spans share resources
         trace_map = self._trace_map
+        servers, clients, answered = self._servers, self._clients, self._answered
         for s in spans:
             if trace_map:
                 self._remap(s)
             self._pending.append(s)
             end = s.end_time_unix_nano
+            kind = s.kind
+            if kind in _SERVERS:
+                if s.parent_span_id:
+                    answered[s.parent_span_id] = end
+                elif (k := server_key(s)) is not None:
+                    servers[k].append(s)
+            elif kind in _CLIENTS:
+                k, nat = client_key(s)
+                if k is not None:
+                    clients[k].append((s, nat))
             r = newest.get(id(s.resource))
             if r is None:
                 newest[id(s.resource)] = [s, end]
@@ -174,9 +199,9 @@ class CrossNodeLinker:
         if not self._pending:
             return []
         if watermark is None:
-            self._link(self._pending)
+            self._link()
         else:  # Rule 5: only what every node has shipped; the frontier waits for the next round
-            self._link(self._pending, (watermark - self.slack_ns, cutoff))
+            self._link((watermark - self.slack_ns, cutoff))
         if cutoff is None:
             ready, keep = self._pending, []
         else:
@@ -189,31 +214,57 @@ class CrossNodeLinker:
                 ready, keep = ready + keep[:half], keep[half:]
                 self.stats["forced"] += half
         self._pending = keep
-        if self._answered:
-            self._answered.difference_update(s.span_id for s in ready)
+        self._forget(ready)
         horizon = (cutoff if cutoff is not None else self._newest_end) - 4 * self.window_ns
         self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
+        self._answered = {k: v for k, v in self._answered.items() if v >= horizon}
         return ready
 
-    def _link(self, spans: list[Span], horizon: tuple[int, int] | None = None) -> None:
-        answered = {s.parent_span_id for s in spans if s.kind in _SERVERS and s.parent_span_id}
-        answered |= self._answered
-        servers: dict[tuple, list[Span]] = defaultdict(list)
-        for s in spans:
-            if s.kind in _SERVERS and not s.parent_span_id and (k := server_key(s)) is not None:
-                servers[k].append(s)
-        if not servers:
+    def _forget(self, ready: list[Span]) -> None:
+        """Released spans are no longer candidates."""
+        if not ready:
             return
-        clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
-        for c in spans:
-            if c.kind in _CLIENTS and c.span_id not in answered:
-                k, nat = client_key(c)
-                if k in servers:
-                    clients[k].append((c, nat))
+        answered = self._answered
+        if answered:
+            for s in ready:
+                answered.pop(s.span_id, None)
+        if not self._servers and not self._clients:
+            return
+        gone = set(map(id, ready))
+        servers, clients = self._servers, self._clients
+        for k in list(servers):
+            rest = [s for s in servers[k] if id(s) not in gone]
+            if rest:
+                servers[k] = rest
+            else:
+                del servers[k]
+        for k in list(clients):
+            rest = [x for x in clients[k] if id(x[0]) not in gone]
+            if rest:
+                clients[k] = rest
+            else:
+                del clients[k]
+
+    def _link(self, horizon: tuple[int, int] | None = None) -> None:
+        servers, clients, answered = self._servers, self._clients, self._answered
         remap: dict[str, str] = {}
-        for k, cs in clients.items():
-            self._pair(k, sorted(cs, key=lambda x: x[0].start_time_unix_nano),
-                       sorted(servers[k], key=lambda x: x.start_time_unix_nano), remap, horizon)
+        for k in [k for k in clients if k in servers]:
+            cs = [x for x in clients[k] if x[0].span_id not in answered]
+            ss = servers[k]
+            if cs:
+                cs.sort(key=_start_of_first)
+                ss.sort(key=_start)
+                self._pair(k, cs, ss, remap, horizon)
+                cs = [x for x in cs if x[0].span_id not in answered]
+                ss = [x for x in ss if not x.parent_span_id]
+            if cs:
+                clients[k] = cs
+            else:
+                del clients[k]
+            if ss:
+                servers[k] = ss
+            else:
+                del servers[k]
         if not remap:
             return
         for old in remap:  # chains: a server trace whose client's trace was itself remapped
@@ -223,7 +274,7 @@ class CrossNodeLinker:
                 new = remap[new]
             remap[old] = new
             self._trace_map[old] = (new, self._newest_end)
-        for x in spans:
+        for x in self._pending:
             new = remap.get(x.trace_id)
             if new is not None:
                 x.trace_id = new
@@ -239,19 +290,20 @@ class CrossNodeLinker:
               horizon: tuple[int, int] | None = None) -> None:
         slack, strict = self.slack_for(node_of(cs[0][0]), node_of(ss[0])), self.strict_ns
         # Cost of a pairing: how far apart the two sides saw the request start and the response.
-        fits: list[list[tuple[int, int]]] = []
         by_end = sorted((s.end_time_unix_nano, j) for j, s in enumerate(ss))
         ends = [e for e, _ in by_end]
-        for c, _nat in cs:
-            row = []
-            lo = bisect_left(ends, c.start_time_unix_nano - slack)
-            hi = bisect_right(ends, c.end_time_unix_nano + slack)
-            for _e, j in by_end[lo:hi]:
-                s = ss[j]
-                if _fits(c, s, slack):
-                    row.append((abs(c.end_time_unix_nano - s.end_time_unix_nano)
-                                + abs(s.start_time_unix_nano - c.start_time_unix_nano), j))
-            fits.append(sorted(row))
+        starts = [s.start_time_unix_nano for s in ss]
+
+        def candidates(c: Span, slack: int) -> list[tuple[int, int]]:
+            """(cost, server index) of the servers that fit c within `slack`, cheapest first."""
+            c0, c1 = c.start_time_unix_nano, c.end_time_unix_nano
+            lo, hi = c0 - slack, c1 + slack
+            row = [(abs(c1 - e) + abs(starts[j] - c0), j)
+                   for e, j in by_end[bisect_left(ends, lo):bisect_right(ends, hi)]
+                   if lo <= starts[j]]  # = _fits: e lies in [lo, hi] by the bisection
+            row.sort()
+            return row
+
         history = self._costs.get(key)
         if history is None:
             if len(self._costs) > 200_000:
@@ -261,12 +313,12 @@ class CrossNodeLinker:
 
         # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
         # side has another such partner: the same exchange.
-        strict_rows = [[(cost, j) for cost, j in row if _fits(cs[i][0], ss[j], strict)]
-                       for i, row in enumerate(fits)]
+        strict_rows = [candidates(c, strict) for c, _nat in cs]
         strict_clients: dict[int, int] = defaultdict(int)
         for row in strict_rows:
             for _cost, j in row:
                 strict_clients[j] += 1
+
         def ripe(i: int, j: int) -> bool:
             """Both ends far enough behind every node's frontier, or the server leaves now."""
             if horizon is None:
@@ -279,19 +331,19 @@ class CrossNodeLinker:
                 linked[i] = row[0][1]
                 history.append(row[0][0])
                 self._link_pair(cs[i], ss[row[0][1]], "connection", 0.99, remap)
+        # Within the slack, for the clients still without a server (Pass 2).
+        fits = {i: candidates(c, slack) for i, (c, _nat) in enumerate(cs) if i not in linked}
 
         # Pass 2, within the clocks' slack: each other's closest among what is left, in request
         # order with the pairs already made, and not much further apart than this connection's
         # typical pair (a neighbour whose own partner was lost would be).
         taken = set(linked.values())
         best_c: dict[int, tuple[int, int]] = {}
-        for i, row in enumerate(fits):
-            if i in linked:
-                continue
+        for i, row in fits.items():
             for cost, j in row:
                 if j not in taken and (j not in best_c or cost < best_c[j][0]):
                     best_c[j] = (cost, i)
-        typical = sorted([row[0][0] for i, row in enumerate(fits) if i not in linked and row
+        typical = sorted([row[0][0] for i, row in fits.items() if row
                           and row[0][1] not in taken and best_c[row[0][1]][1] == i] + list(history))
         limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
         n = len(cs)
@@ -302,9 +354,7 @@ class CrossNodeLinker:
         for i in range(n - 1, -1, -1):
             after[i] = min(after[i + 1], linked.get(i + 1, len(ss)) if i + 1 < n else len(ss))
         made = -1  # highest server index linked in this pass so far: later clients come after it
-        for i, row in enumerate(fits):
-            if i in linked:
-                continue
+        for i, row in fits.items():
             row = [(cost, j) for cost, j in row if j not in taken]
             if not row:
                 continue
@@ -333,7 +383,7 @@ class CrossNodeLinker:
             method += "+conntrack"
             self.stats["connection_conntrack"] += 1
         s.parent_span_id = c.span_id
-        self._answered.add(c.span_id)
+        self._answered[c.span_id] = c.end_time_unix_nano
         s.attributes[METHOD] = method
         s.attributes[CONFIDENCE] = conf
         if s.trace_id != c.trace_id:
