@@ -50,12 +50,34 @@ def node_of(s: Span) -> object:
     return r.get("k8s.node.name") or r.get("host.name")
 
 
+_KEYS: dict[tuple, tuple | None] = {}  # attribute values as sent -> the key (they repeat)
+
+
+def _key(raw: tuple) -> tuple | None:
+    """(transport, client address, port, server address, port) with addresses unmapped from
+    IPv6 and ports as ints; None when they are not an address and a port."""
+    try:
+        return _KEYS[raw]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable value: not a port or an address either
+        return None
+    try:
+        key = (raw[0], _addr(raw[1]), int(raw[2]), _addr(raw[3]), int(raw[4]))
+    except (TypeError, ValueError):
+        key = None
+    if len(_KEYS) >= 100_000:
+        _KEYS.clear()
+    _KEYS[raw] = key
+    return key
+
+
 def server_key(s: Span) -> tuple | None:
     a = s.attributes
     try:
-        return (a.get("network.transport", "tcp"), _addr(a["client.address"]), int(a["client.port"]),
-                _addr(a["server.address"]), int(a["server.port"]))
-    except (KeyError, TypeError, ValueError):
+        return _key((a.get("network.transport", "tcp"), a["client.address"], a["client.port"],
+                     a["server.address"], a["server.port"]))
+    except KeyError:
         return None
 
 
@@ -65,8 +87,10 @@ def client_key(s: Span) -> tuple[tuple | None, bool]:
     try:
         ca, cp = a.get(NAT_CLIENT[0], a["client.address"]), a.get(NAT_CLIENT[1], a["client.port"])
         sa, sp = a.get(NAT_SERVER[0], a["server.address"]), a.get(NAT_SERVER[1], a["server.port"])
-        key = (a.get("network.transport", "tcp"), _addr(ca), int(cp), _addr(sa), int(sp))
-    except (KeyError, TypeError, ValueError):
+    except KeyError:
+        return None, False
+    key = _key((a.get("network.transport", "tcp"), ca, cp, sa, sp))
+    if key is None:
         return None, False
     return key, NAT_SERVER[0] in a or NAT_CLIENT[0] in a
 
@@ -111,6 +135,7 @@ class CrossNodeLinker:
         # Clients that have their server (linked here, or by their own agent) -> end ns, kept
         # until the client leaves or its stamp falls behind the trace-map horizon.
         self._answered: dict[str, int] = {}
+        self._sweep_at = 10_000
         # (client node, server node) -> [links exactly contained, links only within the slack]
         self._clocks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
@@ -133,7 +158,9 @@ class CrossNodeLinker:
         servers, clients, answered = self._servers, self._clients, self._answered
         for s in spans:
             if trace_map:
-                self._remap(s)
+                hit = trace_map.get(s.trace_id)
+                if hit is not None:
+                    s.trace_id = hit[0]
             self._pending.append(s)
             end = s.end_time_unix_nano
             kind = s.kind
@@ -190,11 +217,6 @@ class CrossNodeLinker:
     def flush(self) -> list[Span]:
         return self._release(None)
 
-    def _remap(self, s: Span) -> None:
-        hit = self._trace_map.get(s.trace_id)
-        if hit is not None:
-            s.trace_id = hit[0]
-
     def _release(self, cutoff: int | None, watermark: int | None = None) -> list[Span]:
         if not self._pending:
             return []
@@ -216,8 +238,12 @@ class CrossNodeLinker:
         self._pending = keep
         self._forget(ready)
         horizon = (cutoff if cutoff is not None else self._newest_end) - 4 * self.window_ns
-        self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
-        self._answered = {k: v for k, v in self._answered.items() if v >= horizon}
+        # Old entries go once the maps doubled since the last sweep: a sweep per release
+        # would cost as much as the rest of the release.
+        if len(self._trace_map) + len(self._answered) >= self._sweep_at:
+            self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
+            self._answered = {k: v for k, v in self._answered.items() if v >= horizon}
+            self._sweep_at = max(2 * (len(self._trace_map) + len(self._answered)), 10_000)
         return ready
 
     def _forget(self, ready: list[Span]) -> None:
