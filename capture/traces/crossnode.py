@@ -20,6 +20,10 @@ Rule 4: the clock slack between two nodes shrinks to the exact one once their li
 Rule 5: a pair is made once both spans end at least the clock slack before the watermark (the
         slowest live node's newest span), or when the server leaves the window: at the
         frontier one node's half may still be on its way, and a neighbour would fit instead.
+Rule 6: a span released without its other half stays a candidate (a small stand-in: ids,
+        times, node) for `late_s` of stream time. A late half that pairs with it makes a
+        "+late" link: when the server's row is already written, the link and the trace ids
+        to rewrite are handed out by `take_late()` for the store (SpanStore.relink).
 Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
 """
 from __future__ import annotations
@@ -115,8 +119,17 @@ class CrossNodeLinker:
     releases them linked. Same face as capture.traces.stream.StreamLinker."""
 
     def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000,
-                 strict_ns: int = 1_000_000):
+                 strict_ns: int = 1_000_000, late_s: float = 120.0, max_late: int = 100_000):
         self.window_ns = int(window_s * 1e9)
+        self.late_ns = int(late_s * 1e9)
+        self.max_late = max_late
+        # Rule 6: released candidates by key (stand-ins), their ids, what the store must redo.
+        self._late_servers: dict[tuple, list[Span]] = defaultdict(list)
+        self._late_clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
+        self._late_ids: set[int] = set()
+        self._late_oldest = 0
+        self._late_links: list[tuple[str, str, dict]] = []
+        self._late_traces: dict[str, str] = {}
         self.slack_ns = slack_ns
         self.strict_ns = min(strict_ns, slack_ns)  # clocks this close: containment is exact
         self.max_pending = max_pending
@@ -139,7 +152,7 @@ class CrossNodeLinker:
         # (client node, server node) -> [links exactly contained, links only within the slack]
         self._clocks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
-                      "forced": 0}
+                      "forced": 0, "late": 0}
 
     @property
     def pending(self) -> int:
@@ -247,50 +260,116 @@ class CrossNodeLinker:
         return ready
 
     def _forget(self, ready: list[Span]) -> None:
-        """Released spans are no longer candidates."""
+        """Released spans are no longer pending; those still without their other half wait
+        as stand-ins (Rule 6)."""
         if not ready:
             return
         answered = self._answered
+        if self._servers or self._clients:
+            gone = set(map(id, ready))
+            servers, clients = self._servers, self._clients
+            for k in list(servers):
+                rest = []
+                for x in servers[k]:
+                    if id(x) not in gone:
+                        rest.append(x)
+                    elif not x.parent_span_id:
+                        self._to_late(self._late_servers[k], x)
+                if rest:
+                    servers[k] = rest
+                else:
+                    del servers[k]
+            for k in list(clients):
+                rest = []
+                for x in clients[k]:
+                    if id(x[0]) not in gone:
+                        rest.append(x)
+                    elif x[0].span_id not in answered:
+                        self._to_late(self._late_clients[k], x)
+                if rest:
+                    clients[k] = rest
+                else:
+                    del clients[k]
         if answered:
-            for s in ready:
-                answered.pop(s.span_id, None)
-        if not self._servers and not self._clients:
+            for x in ready:
+                answered.pop(x.span_id, None)
+        self._expire_late()
+
+    def _to_late(self, into: list, x: Span | tuple[Span, bool]) -> None:
+        s = x if isinstance(x, Span) else x[0]
+        stub = Span("", s.kind, s.start_time_unix_nano, s.end_time_unix_nano, resource=s.resource,
+                    trace_id=s.trace_id, span_id=s.span_id)
+        into.append(stub if isinstance(x, Span) else (stub, x[1]))
+        self._late_ids.add(id(stub))
+        if not self._late_oldest or stub.end_time_unix_nano < self._late_oldest:
+            self._late_oldest = stub.end_time_unix_nano
+
+    def _expire_late(self) -> None:
+        """Stand-ins older than late_s of stream time go, and the oldest beyond max_late."""
+        ids = self._late_ids
+        if not ids or (self._newest_end - self._late_oldest <= self.late_ns and len(ids) <= self.max_late):
             return
-        gone = set(map(id, ready))
-        servers, clients = self._servers, self._clients
-        for k in list(servers):
-            rest = [s for s in servers[k] if id(s) not in gone]
-            if rest:
-                servers[k] = rest
-            else:
-                del servers[k]
-        for k in list(clients):
-            rest = [x for x in clients[k] if id(x[0]) not in gone]
-            if rest:
-                clients[k] = rest
-            else:
-                del clients[k]
+        every = sorted((x if isinstance(x, Span) else x[0]).end_time_unix_nano
+                       for index in (self._late_servers, self._late_clients)
+                       for xs in index.values() for x in xs)
+        floor = self._newest_end - self.late_ns
+        if len(every) > self.max_late:
+            floor = max(floor, every[len(every) - self.max_late // 2])
+        self._late_oldest = 0
+        for index in (self._late_servers, self._late_clients):
+            for k in list(index):
+                keep = []
+                for x in index[k]:
+                    s = x if isinstance(x, Span) else x[0]
+                    if s.end_time_unix_nano >= floor:
+                        keep.append(x)
+                        if not self._late_oldest or s.end_time_unix_nano < self._late_oldest:
+                            self._late_oldest = s.end_time_unix_nano
+                    else:
+                        ids.discard(id(s))
+                if keep:
+                    index[k] = keep
+                else:
+                    del index[k]
+
+    def take_late(self) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
+        """Links made to spans already released (span_id, parent_span_id, attributes to add)
+        and trace ids to rewrite (old -> new) since the last call: for SpanStore.relink."""
+        links, traces = self._late_links, self._late_traces
+        self._late_links, self._late_traces = [], {}
+        for old in traces:  # chains, as in _link
+            new, seen = traces[old], {old}
+            while new in traces and new not in seen:
+                seen.add(new)
+                new = traces[new]
+            traces[old] = new
+        return links, traces
 
     def _link(self, horizon: tuple[int, int] | None = None) -> None:
         servers, clients, answered = self._servers, self._clients, self._answered
         remap: dict[str, str] = {}
-        for k in [k for k in clients if k in servers]:
-            cs = [x for x in clients[k] if x[0].span_id not in answered]
-            ss = servers[k]
-            if cs:
-                cs.sort(key=_start_of_first)
-                ss.sort(key=_start)
-                self._pair(k, cs, ss, remap, horizon)
+        late_s, late_c, late_ids = self._late_servers, self._late_clients, self._late_ids
+        keys = [k for k in clients if k in servers or k in late_s]
+        keys += [k for k in servers if k in late_c and k not in clients]
+        for k in keys:
+            cs = [x for x in clients.get(k, ()) if x[0].span_id not in answered]
+            ss = servers.get(k, [])
+            lc, ls = late_c.get(k), late_s.get(k)
+            both_c, both_s = cs + lc if lc else cs, ss + ls if ls else ss
+            if both_c and both_s and (cs or ss):
+                both_c.sort(key=_start_of_first)
+                both_s.sort(key=_start)
+                self._pair(k, both_c, both_s, remap, horizon)
                 cs = [x for x in cs if x[0].span_id not in answered]
                 ss = [x for x in ss if not x.parent_span_id]
-            if cs:
-                clients[k] = cs
-            else:
-                del clients[k]
-            if ss:
-                servers[k] = ss
-            else:
-                del servers[k]
+                if lc:
+                    self._trim(late_c, k, [x for x in lc if x[0].span_id not in answered
+                                           or late_ids.discard(id(x[0]))])
+                if ls:
+                    self._trim(late_s, k, [x for x in ls if not x.parent_span_id
+                                           or late_ids.discard(id(x))])
+            self._trim(clients, k, cs)
+            self._trim(servers, k, ss)
         if not remap:
             return
         for old in remap:  # chains: a server trace whose client's trace was itself remapped
@@ -305,6 +384,13 @@ class CrossNodeLinker:
             if new is not None:
                 x.trace_id = new
 
+    @staticmethod
+    def _trim(index: dict, k: tuple, rest: list) -> None:
+        if rest:
+            index[k] = rest
+        else:
+            index.pop(k, None)
+
     def slack_for(self, client_node: object, server_node: object) -> int:
         """The clock slack between two nodes: the configured one until their links show the
         clocks agree (nearly every pair exactly contained), then the exact one. Kernel
@@ -315,6 +401,7 @@ class CrossNodeLinker:
     def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str],
               horizon: tuple[int, int] | None = None) -> None:
         slack, strict = self.slack_for(node_of(cs[0][0]), node_of(ss[0])), self.strict_ns
+        late = self._late_ids
         # Cost of a pairing: how far apart the two sides saw the request start and the response.
         by_end = sorted((s.end_time_unix_nano, j) for j, s in enumerate(ss))
         ends = [e for e, _ in by_end]
@@ -347,6 +434,8 @@ class CrossNodeLinker:
 
         def ripe(i: int, j: int) -> bool:
             """Both ends far enough behind every node's frontier, or the server leaves now."""
+            if id(cs[i][0]) in late and id(ss[j]) in late:
+                return False  # both released unpaired already: nothing new to decide
             if horizon is None:
                 return True
             end = ss[j].end_time_unix_nano
@@ -403,11 +492,20 @@ class CrossNodeLinker:
     def _link_pair(self, client: tuple[Span, bool], s: Span, method: str, conf: float,
                    remap: dict[str, str]) -> None:
         c, nat = client
-        self.stats["order" if "order" in method else "connection"] += 1
+        stats = self.stats
+        stats["order" if "order" in method else "connection"] += 1
         self._clocks[(node_of(c), node_of(s))][0 if _fits(c, s, self.strict_ns) else 1] += 1
         if nat:
             method += "+conntrack"
-            self.stats["connection_conntrack"] += 1
+            stats["connection_conntrack"] += 1
+        late = self._late_ids
+        if late and (id(s) in late or id(c) in late):  # Rule 6: one half was released already
+            method += "+late"
+            stats["late"] += 1
+            if s.trace_id != c.trace_id:
+                self._late_traces[s.trace_id] = c.trace_id
+            if id(s) in late:
+                self._late_links.append((s.span_id, c.span_id, {METHOD: method, CONFIDENCE: conf}))
         s.parent_span_id = c.span_id
         self._answered[c.span_id] = c.end_time_unix_nano
         s.attributes[METHOD] = method

@@ -65,6 +65,8 @@ class HubMetrics:
             "guardian_hub_malformed_requests": ("OTLP requests that could not be decoded", i.malformed),
             "guardian_hub_throttled_requests": ("requests answered retry-later (ingest queue full)", i.throttled),
             "guardian_hub_spans_stored": ("spans written to the store", i.stored),
+            "guardian_hub_spans_relinked": ("stored spans given their parent when the other half came late",
+                                            i.relinked),
             "guardian_hub_store_errors": ("store appends that failed", i.store_errors),
         }
         linker = self.hub.linker

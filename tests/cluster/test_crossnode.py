@@ -187,3 +187,44 @@ def test_a_server_at_the_frontier_waits_for_its_client_instead_of_taking_a_neigh
     lk.add([c1])
     lk.flush()
     assert s1.parent_span_id == c1.span_id
+
+
+def test_a_server_released_before_its_client_arrived_is_linked_late():
+    # Node a's agent was cut off: b's servers leave the window unlinked; a's clients come later.
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS)
+    cs = [client(i * 20, 10, s=("10.1.0.3", 8080)) for i in range(5)]
+    ss = [server(i * 20 + 2, 6) for i in range(5)]
+    child = Span(name="SELECT", kind="CLIENT", start_time_unix_nano=ss[0].start_time_unix_nano + MS,
+                 end_time_unix_nano=ss[0].start_time_unix_nano + 2 * MS, trace_id=ss[0].trace_id,
+                 parent_span_id=ss[0].span_id, resource=res("b", "back"))
+    old = [s.trace_id for s in ss]
+    lk.add(ss + [child])
+    time.sleep(0.06)  # past the start-up hold
+    out = lk.add([server(2000, 1, c=("10.9.9.9", 1))])  # b's stream moves on: its spans leave
+    assert all(any(s is o for o in out) and s.parent_span_id is None for s in ss)
+    assert lk.take_late() == ([], {})
+    lk.add(cs)
+    lk.flush()
+    links, traces = lk.take_late()
+    assert [(sid, parent) for sid, parent, _ in links] == [(s.span_id, c.span_id) for c, s in zip(cs, ss)]
+    assert all(extra[METHOD] == "connection+late" and extra[CONFIDENCE] >= 0.9 for _, _, extra in links)
+    assert traces == {o: c.trace_id for o, c in zip(old, cs)}  # the child's row moves with it
+    assert lk.stats["late"] == 5 and lk.take_late() == ([], {})
+    late = Span(name="SET", kind="CLIENT", start_time_unix_nano=T0 + 5 * MS, end_time_unix_nano=T0 + 6 * MS,
+                trace_id=old[0], parent_span_id=ss[0].span_id, resource=res("b", "back"))
+    lk.add([late])
+    assert late.trace_id == cs[0].trace_id  # later spans of that trace follow it too
+
+
+def test_released_halves_wait_only_late_s():
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS, late_s=1.0)
+    s = server(2, 6, s=("10.1.0.3", 8080))
+    lk.add([s])
+    time.sleep(0.06)
+    lk.add([server(500, 1, c=("10.9.9.9", 1))])  # s leaves unlinked, 0.5 s of stream later
+    assert lk.take_late() == ([], {})
+    lk.add([server(1500, 1, c=("10.9.9.9", 1))])  # 1.5 s after s: past late_s, s is forgotten
+    c = client(0, 10, s=("10.1.0.3", 8080))
+    lk.add([c])
+    lk.flush()
+    assert lk.take_late() == ([], {}) and lk.stats["late"] == 0
