@@ -16,7 +16,10 @@ Rule 3: spans already linked on their node (the agent found both ends) are left 
         server's trace (its whole subtree, spans still to come included) takes the client's
         trace id.
 Rule 4: the clock slack between two nodes shrinks to the exact one once their links show
-        the clocks agree (`slack_for`): a lost span's neighbour then no longer fits.
+        the clocks agree (`slack_for`): a lost span's neighbour then no longer fits. When they
+        do not agree, the links measure the offset (the median gap between the two sides'
+        midpoints) and its spread: the server's times are read shifted by the offset, within
+        a slack of twice the spread (`clock_for`), never wider than the configured one.
 Rule 5: a pair is made once both spans end at least the clock slack before the watermark (the
         slowest live node's newest span), or when the server leaves the window: at the
         frontier one node's half may still be on its way, and a neighbour would fit instead.
@@ -151,6 +154,8 @@ class CrossNodeLinker:
         self._sweep_at = 10_000
         # (client node, server node) -> [links exactly contained, links only within the slack]
         self._clocks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        # (client node, server node) -> server midpoint - client midpoint of recent links
+        self._skew: dict[tuple, deque[int]] = defaultdict(lambda: deque(maxlen=256))
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
                       "forced": 0, "late": 0}
 
@@ -395,17 +400,31 @@ class CrossNodeLinker:
         """The clock slack between two nodes: the configured one until their links show the
         clocks agree (nearly every pair exactly contained), then the exact one. Kernel
         timestamps on agreeing clocks never put a server outside its client's wait."""
+        return self.clock_for(client_node, server_node)[1]
+
+    def clock_for(self, client_node: object, server_node: object) -> tuple[int, int]:
+        """(offset, slack) for reading a server's times against its client's: the server's
+        clock is `offset` ns ahead, give or take `slack` (Rule 4)."""
         exact, loose = self._clocks[(client_node, server_node)]
-        return self.strict_ns if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact else self.slack_ns
+        if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact:
+            return 0, self.strict_ns
+        skew = self._skew.get((client_node, server_node))
+        if skew is None or len(skew) < _CLOCK_EVIDENCE:
+            return 0, self.slack_ns
+        ordered = sorted(skew)
+        offset = ordered[len(ordered) // 2]
+        spread = max(offset - ordered[0], ordered[-1] - offset)
+        return offset, min(self.slack_ns, max(self.strict_ns, 2 * spread + self.strict_ns))
 
     def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str],
               horizon: tuple[int, int] | None = None) -> None:
-        slack, strict = self.slack_for(node_of(cs[0][0]), node_of(ss[0])), self.strict_ns
+        offset, slack = self.clock_for(node_of(cs[0][0]), node_of(ss[0]))
+        strict = self.strict_ns
         late = self._late_ids
         # Cost of a pairing: how far apart the two sides saw the request start and the response.
-        by_end = sorted((s.end_time_unix_nano, j) for j, s in enumerate(ss))
+        by_end = sorted((s.end_time_unix_nano - offset, j) for j, s in enumerate(ss))
         ends = [e for e, _ in by_end]
-        starts = [s.start_time_unix_nano for s in ss]
+        starts = [s.start_time_unix_nano - offset for s in ss]  # on the client's clock
 
         def candidates(c: Span, slack: int) -> list[tuple[int, int]]:
             """(cost, server index) of the servers that fit c within `slack`, cheapest first."""
@@ -494,7 +513,10 @@ class CrossNodeLinker:
         c, nat = client
         stats = self.stats
         stats["order" if "order" in method else "connection"] += 1
-        self._clocks[(node_of(c), node_of(s))][0 if _fits(c, s, self.strict_ns) else 1] += 1
+        nodes = (node_of(c), node_of(s))
+        self._clocks[nodes][0 if _fits(c, s, self.strict_ns) else 1] += 1
+        self._skew[nodes].append((s.start_time_unix_nano + s.end_time_unix_nano
+                                  - c.start_time_unix_nano - c.end_time_unix_nano) // 2)
         if nat:
             method += "+conntrack"
             stats["connection_conntrack"] += 1

@@ -228,3 +228,30 @@ def test_released_halves_wait_only_late_s():
     lk.add([c])
     lk.flush()
     assert lk.take_late() == ([], {}) and lk.stats["late"] == 0
+
+
+def test_a_measured_clock_offset_replaces_the_wide_slack():
+    # Node b's clock runs 30 ms ahead: within the 50 ms slack but far beyond the exact one.
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    ahead = 30 * MS
+
+    def pair(t: float, dur: float, work: float):
+        c = client(0, 0, s=("10.1.0.3", 8080))
+        c.start_time_unix_nano, c.end_time_unix_nano = T0 + int(t * MS), T0 + int((t + dur) * MS)
+        s = server(0, 0)
+        s.start_time_unix_nano = c.start_time_unix_nano + ahead + int((dur - work) / 2 * MS)
+        s.end_time_unix_nano = s.start_time_unix_nano + int(work * MS)
+        return c, s
+
+    first = [pair(i * 200, 3, 1) for i in range(60)]  # far apart: each server fits one client
+    lk.add([x for p in first for x in p])
+    lk.flush()
+    assert all(s.parent_span_id == c.span_id for c, s in first)
+    offset, slack = lk.clock_for("a", "b")
+    assert abs(offset - ahead) < MS // 10 and slack < 3 * MS and lk.slack_for("a", "b") == slack
+    # Now back to back, 4 ms apart: on a 50 ms slack every server fits a dozen clients and
+    # the closest one is 30 ms later (the wrong request); read on b's measured clock, one fits.
+    busy = [pair(20_000 + i * 4, 3, 1) for i in range(40)]
+    lk.add([x for p in busy for x in p])
+    lk.flush()
+    assert [s.parent_span_id for _, s in busy] == [c.span_id for c, _ in busy]
