@@ -91,15 +91,17 @@ def server_key(s: Span) -> tuple | None:
 def client_key(s: Span) -> tuple[tuple | None, bool]:
     """The client's connection as its server saw it, and whether conntrack changed it."""
     a = s.attributes
+    nat = NAT_SERVER[0] in a or NAT_CLIENT[0] in a
     try:
-        ca, cp = a.get(NAT_CLIENT[0], a["client.address"]), a.get(NAT_CLIENT[1], a["client.port"])
-        sa, sp = a.get(NAT_SERVER[0], a["server.address"]), a.get(NAT_SERVER[1], a["server.port"])
+        if nat:
+            ca, cp = a.get(NAT_CLIENT[0], a["client.address"]), a.get(NAT_CLIENT[1], a["client.port"])
+            sa, sp = a.get(NAT_SERVER[0], a["server.address"]), a.get(NAT_SERVER[1], a["server.port"])
+        else:
+            ca, cp, sa, sp = a["client.address"], a["client.port"], a["server.address"], a["server.port"]
     except KeyError:
         return None, False
     key = _key((a.get("network.transport", "tcp"), ca, cp, sa, sp))
-    if key is None:
-        return None, False
-    return key, NAT_SERVER[0] in a or NAT_CLIENT[0] in a
+    return (key, nat) if key is not None else (None, False)
 
 
 def _start(s: Span) -> int:
