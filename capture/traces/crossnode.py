@@ -166,6 +166,11 @@ class CrossNodeLinker:
         return len(self._pending)
 
     @property
+    def waiting_late(self) -> int:
+        """Released spans still waiting for a late other half (Rule 6)."""
+        return len(self._late_ids)
+
+    @property
     def linked(self) -> int:
         return self.stats["connection"] + self.stats["order"]
 
@@ -314,13 +319,16 @@ class CrossNodeLinker:
     def _expire_late(self) -> None:
         """Stand-ins older than late_s of stream time go, and the oldest beyond max_late."""
         ids = self._late_ids
-        if not ids or (self._newest_end - self._late_oldest <= self.late_ns and len(ids) <= self.max_late):
+        if not ids:
             return
-        every = sorted((x if isinstance(x, Span) else x[0]).end_time_unix_nano
-                       for index in (self._late_servers, self._late_clients)
-                       for xs in index.values() for x in xs)
+        over = len(ids) > self.max_late
+        if not over and self._newest_end - self._late_oldest <= self.late_ns + self.late_ns // 4:
+            return  # a quarter of late_s of grace: a sweep per release would cost more than it frees
         floor = self._newest_end - self.late_ns
-        if len(every) > self.max_late:
+        if over:
+            every = sorted((x if isinstance(x, Span) else x[0]).end_time_unix_nano
+                           for index in (self._late_servers, self._late_clients)
+                           for xs in index.values() for x in xs)
             floor = max(floor, every[len(every) - self.max_late // 2])
         self._late_oldest = 0
         for index in (self._late_servers, self._late_clients):
@@ -370,11 +378,11 @@ class CrossNodeLinker:
                 cs = [x for x in cs if x[0].span_id not in answered]
                 ss = [x for x in ss if not x.parent_span_id]
                 if lc:
-                    self._trim(late_c, k, [x for x in lc if x[0].span_id not in answered
-                                           or late_ids.discard(id(x[0]))])
+                    late_ids.difference_update(id(x[0]) for x in lc if x[0].span_id in answered)
+                    self._trim(late_c, k, [x for x in lc if x[0].span_id not in answered])
                 if ls:
-                    self._trim(late_s, k, [x for x in ls if not x.parent_span_id
-                                           or late_ids.discard(id(x))])
+                    late_ids.difference_update(id(x) for x in ls if x.parent_span_id)
+                    self._trim(late_s, k, [x for x in ls if not x.parent_span_id])
             self._trim(clients, k, cs)
             self._trim(servers, k, ss)
         if not remap:

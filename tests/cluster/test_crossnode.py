@@ -217,7 +217,7 @@ def test_a_server_released_before_its_client_arrived_is_linked_late():
 
 
 def test_released_halves_wait_only_late_s():
-    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS, late_s=1.0)
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS, late_s=1.0)  # forgotten after 1-1.25 s of stream time
     s = server(2, 6, s=("10.1.0.3", 8080))
     lk.add([s])
     time.sleep(0.06)
@@ -255,3 +255,15 @@ def test_a_measured_clock_offset_replaces_the_wide_slack():
     lk.add([x for p in busy for x in p])
     lk.flush()
     assert [s.parent_span_id for _, s in busy] == [c.span_id for c, _ in busy]
+
+
+def test_stand_ins_are_bounded():
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS, max_late=100)
+    lk.add([server(i, 1, c=("10.1.0.2", 40000 + i)) for i in range(300)])  # 300 connections
+    time.sleep(0.06)
+    lk.add([server(2000, 1, c=("10.9.9.9", 1))])
+    assert lk.pending == 1 and 0 < lk.waiting_late <= 100
+    c = client(299, 1, c=("10.1.0.2", 40299), s=("10.1.0.3", 8080))  # the newest are kept
+    lk.add([c])
+    lk.flush()
+    assert [parent for _, parent, _ in lk.take_late()[0]] == [c.span_id]
