@@ -398,6 +398,14 @@ class CrossNodeLinker:
             new = remap.get(x.trace_id)
             if new is not None:
                 x.trace_id = new
+        if self._late_ids:  # stand-ins too: a late link must give the trace the client has now
+            for index in (self._late_servers, self._late_clients):
+                for xs in index.values():
+                    for x in xs:
+                        x = x if isinstance(x, Span) else x[0]
+                        new = remap.get(x.trace_id)
+                        if new is not None:
+                            x.trace_id = new
 
     @staticmethod
     def _trim(index: dict, k: tuple, rest: list) -> None:
@@ -470,8 +478,26 @@ class CrossNodeLinker:
             end = ss[j].end_time_unix_nano
             return end < horizon[1] or (end < horizon[0] and cs[i][0].end_time_unix_nano < horizon[0])
 
+        # Rule 6: a stand-in pairs only in this pass, and only when the server's work lies
+        # inside the client's wait on the measured clock with no slack at all, each the other's
+        # only such partner: a released span's neighbours are gone, so order cannot vouch for it.
+        exact_rows: list[list[tuple[int, int]]] = []
+        exact_clients: dict[int, int] = defaultdict(int)
+        if late and (any(id(c) in late for c, _nat in cs) or any(id(x) in late for x in ss)):
+            exact_rows = [candidates(c, 0) for c, _nat in cs]
+            for row in exact_rows:
+                for _cost, j in row:
+                    exact_clients[j] += 1
+
+        def late_ok(i: int, j: int) -> bool:
+            if not exact_rows or (id(cs[i][0]) not in late and id(ss[j]) not in late):
+                return True
+            row = exact_rows[i]
+            return len(row) == 1 and row[0][1] == j and exact_clients[j] == 1
+
         for i, row in enumerate(strict_rows):
-            if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]):
+            if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]) \
+                    and late_ok(i, row[0][1]):
                 linked[i] = row[0][1]
                 history.append(row[0][0])
                 self._link_pair(cs[i], ss[row[0][1]], "connection", 0.99, remap)
@@ -503,7 +529,7 @@ class CrossNodeLinker:
             if not row:
                 continue
             cost, j = row[0]
-            if not ripe(i, j):
+            if not ripe(i, j) or (exact_rows and (id(cs[i][0]) in late or id(ss[j]) in late)):
                 continue
             tie = len(row) > 1 and row[1][0] == cost
             if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:
