@@ -34,8 +34,7 @@ class Relink:
 
 class Ingest:
     def __init__(self, store: SpanStore, linker: Any = None, max_queue_spans: int = 200_000,
-                 batch_spans: int = 20_000, idle_s: float = 0.2, store_batches: int = 4,
-                 store_batch_spans: int = 100_000):
+                 batch_spans: int = 20_000, idle_s: float = 0.2, store_batches: int = 4):
         self.store = store
         self.linker = linker  # has add(spans) -> ready, idle() -> ready, flush() -> ready
         self.max_queue_spans = max_queue_spans
@@ -48,7 +47,6 @@ class Ingest:
         self._ready: deque[list[Span] | Relink] = deque()  # linked, waiting for the store thread
         self._ready_cv = threading.Condition()
         self._store_batches = store_batches
-        self.store_batch_spans = store_batch_spans
         self._linking = self._storing = False
         self._link_done = False
         self.received = 0  # spans accepted from receivers
@@ -154,11 +152,6 @@ class Ingest:
                     return
                 self._storing = True
                 spans = self._ready.popleft()
-                # Batches waiting behind go in the same insert: fewer, larger inserts cost
-                # the engines less per span (python -m bench.hub_ingest).
-                while (isinstance(spans, list) and self._ready and isinstance(self._ready[0], list)
-                       and len(spans) + len(self._ready[0]) <= self.store_batch_spans):
-                    spans = spans + self._ready.popleft()
                 self._ready_cv.notify_all()
             t = time.perf_counter()
             try:
