@@ -131,6 +131,11 @@ def evaluate(store) -> dict:
     correct = sum(1 for k in both if servers[k].parent_span_id == clients[k].span_id)
     wrong = sum(1 for k, s in servers.items()
                 if s.parent_span_id in client_key_of and client_key_of[s.parent_span_id] != k)
+    wrong_methods: dict[str, int] = {}
+    for k, s in servers.items():
+        if s.parent_span_id in client_key_of and client_key_of[s.parent_span_id] != k:
+            m = str(s.attributes.get("guardian.link.method"))
+            wrong_methods[m] = wrong_methods.get(m, 0) + 1
     methods: dict[str, int] = {}
     for k in both:
         m = servers[k].attributes.get("guardian.link.method")
@@ -140,7 +145,7 @@ def evaluate(store) -> dict:
     return {"spans": len(spans), "client_spans": len(clients), "server_spans": len(servers),
             "cross_node": len(both), "linked_correct": correct, "linked_wrong": wrong,
             "linked_pct": round(100.0 * correct / len(both), 2) if both else 0.0,
-            "same_trace": same_trace, "link_methods": methods}
+            "same_trace": same_trace, "link_methods": methods, "wrong_link_methods": wrong_methods}
 
 
 def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,

@@ -2,11 +2,14 @@
 
 Agent-like traffic (gzip OTLP bodies of 2,000 spans; a CLIENT on one node and the SERVER of
 the same exchange on another, 16 keep-alive connections, a request id in each query) is
-posted to a hub on loopback by one thread per node (each agent's shipper sends in order). In the same process and on the same batches:
+posted to a hub on loopback from another process (agents are other processes), one thread per
+node (each agent's shipper sends in order). In the same process and on the same batches:
   store_only        the store's append of the already decoded spans (the raw insert)
   decode_reference  OTLP decode through the protobuf runtime (otlp_proto.decode_message)
   decode_wire       the hub's decoder (otlp_wire.decode)
-  hub               end to end: first request to last span stored, 503s counted (backpressure)
+  hub               end to end: first request to last span stored, 503s counted (backpressure);
+                    hub_cpu_us_per_span is the hub process's CPU time per span (less noisy
+                    than the rate on a shared machine)
 One engine per process (chDB allows one data path per process).
 
     python -m bench.hub_ingest --json [--spans 200000] [--engines chdb,duckdb]
@@ -17,6 +20,7 @@ import argparse
 import gzip
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -75,13 +79,11 @@ def _rate(n: int, seconds: float) -> int:
 
 
 def measure(engine: str, spans: int) -> dict:
-    import httpx
-
     from capture.export.otlp_proto import decode_message, encode
     from capture.export.otlp_wire import decode
     from capture.store.factory import open_store
     from capture.traces.crossnode import CrossNodeLinker
-    from guardian.hub.hub import Hub
+    from guardian.hub.hub import Hub, tune_process
 
     batches = traffic(spans)
     bodies = [encode(b) for b in batches]
@@ -109,32 +111,26 @@ def measure(engine: str, spans: int) -> dict:
     by_node: dict[str, list[bytes]] = {}
     for b, body in zip(batches, bodies):
         by_node.setdefault(b[0].resource["host.name"], []).append(gzip.compress(body, 1))
-    queues = list(by_node.values())
     store = open_store(url)
     linker = CrossNodeLinker(window_s=1.0)  # several windows of stream time: steady state, not one flush
+    tune_process()
     hub = Hub(store, "127.0.0.1", None, 0, linker=linker).start()
-    post = f"http://127.0.0.1:{hub.http.port}/v1/traces"
-    throttled = [0] * len(queues)
+    sender = subprocess.Popen([sys.executable, "-m", "bench.hub_ingest", "--send",
+                               f"http://127.0.0.1:{hub.http.port}/v1/traces"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    sender.stdin.write(pickle.dumps(list(by_node.values())))
+    sender.stdin.close()
+    assert sender.stdout.readline() == b"ready\n"  # imports and connections made: time from here
 
-    def send(k: int) -> None:
-        with httpx.Client(headers={"Content-Type": "application/x-protobuf",
-                                   "Content-Encoding": "gzip"}, timeout=60) as c:
-            for body in queues[k]:
-                while c.post(post, content=body).status_code == 503:
-                    throttled[k] += 1
-                    time.sleep(0.05)
-
-    t = time.perf_counter()
-    threads = [threading.Thread(target=send, args=(k,)) for k in range(len(queues))]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    cpu, t = time.process_time(), time.perf_counter()
+    throttled = int(sender.stdout.readline())
+    sender.wait(60)
     hub.ingest.close(300)  # flushes the linker: every span stored
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
     stored = store.count()
     out.update(hub_spans_per_s=_rate(stored, elapsed), hub_seconds=round(elapsed, 2), stored=stored,
-               throttled_requests=sum(throttled), links=linker.linked,
+               hub_cpu_us_per_span=round(cpu / max(stored, 1) * 1e6, 1),
+               throttled_requests=throttled, links=linker.linked,
                exchanges=total // 2, ambiguous=linker.stats["ambiguous"],
                stage_seconds={k: round(v, 2) for k, v in hub.ingest.seconds.items()},
                hub_vs_store_only=round(_rate(stored, elapsed) / max(out["store_only_spans_per_s"], 1), 2),
@@ -143,6 +139,31 @@ def measure(engine: str, spans: int) -> dict:
     hub.stop()
     store.close()
     return out
+
+
+def send(url: str) -> None:
+    """The agents: bodies per node (pickled on stdin) posted in order, one thread per node;
+    prints "ready", then the number of 503 answers once everything was accepted."""
+    import httpx
+
+    queues = pickle.loads(sys.stdin.buffer.read())
+    throttled = [0] * len(queues)
+    clients = [httpx.Client(headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+                            timeout=60) for _ in queues]
+
+    def run(k: int) -> None:
+        for body in queues[k]:
+            while clients[k].post(url, content=body).status_code == 503:
+                throttled[k] += 1
+                time.sleep(0.05)
+
+    print("ready", flush=True)
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(queues))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    print(sum(throttled), flush=True)
 
 
 def _truth(store) -> dict:
@@ -166,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spans", type=int, default=200_000)
     p.add_argument("--engines", default="chdb,duckdb")
     p.add_argument("--only", choices=["chdb", "duckdb"], help=argparse.SUPPRESS)
+    p.add_argument("--send", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.send:
+        send(args.send)
+        return 0
     if args.only:
         print(json.dumps(measure(args.only, args.spans)))
         return 0

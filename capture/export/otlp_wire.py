@@ -5,6 +5,8 @@ the protobuf runtime), without a runtime object per attribute. Attributes repeat
 (method, route, addresses, ports), so each KeyValue is looked up by its bytes in a bounded
 cache and decoded by the protobuf runtime only on a miss. Events, links and unknown fields are
 skipped by wire type. Bytes that are not a well-formed request raise DecodeError.
+`decode` runs capture/export/_otlp_wire.c (the same reader in C) when setup.py built it;
+`decode_py` is its specification and the fallback.
 
 Wire layout (opentelemetry-proto trace/v1, common/v1, resource/v1), field number: type
   ExportTraceServiceRequest  1: ResourceSpans*
@@ -252,6 +254,11 @@ def _fields(buf: bytes, i: int, end: int, tags: tuple[int, ...]):
 
 def decode(body: bytes) -> tuple[list[Span], int]:
     """The spans of a request and how many were rejected (unusable ids or no name)."""
+    return decode_py(body) if _otlp_wire is None else decode_c(body)
+
+
+def decode_py(body: bytes) -> tuple[list[Span], int]:
+    """`decode` in Python: the specification of the C reader."""
     buf = bytes(body)
     out: list[Span] = []
     rejected = 0
@@ -275,3 +282,19 @@ def decode(body: bytes) -> tuple[list[Span], int]:
     except (IndexError, UnicodeDecodeError) as e:
         raise DecodeError(f"truncated or malformed request: {e}") from e
     return out, rejected
+
+
+def decode_c(body: bytes) -> tuple[list[Span], int]:
+    """`decode` through capture/export/_otlp_wire.c (only when it is built)."""
+    try:
+        return _otlp_wire.decode(body)
+    except (IndexError, UnicodeDecodeError) as e:
+        raise DecodeError(f"truncated or malformed request: {e}") from e
+
+
+try:
+    from capture.export import _otlp_wire
+except ImportError:  # no compiler at set-up: the Python reader
+    _otlp_wire = None
+else:
+    _otlp_wire.setup(Span, _kv_cache, _keyvalue, DecodeError)

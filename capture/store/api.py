@@ -149,6 +149,12 @@ class SpanStore(ABC):
     @abstractmethod
     def count(self) -> int: ...
 
+    @abstractmethod
+    def relink(self, parents: list[tuple[str, str, dict[str, Any]]], traces: dict[str, str]) -> int:
+        """Links found after their spans were stored (the other half came late): per span,
+        (span_id, parent_span_id, attributes to add), and trace ids rewritten old -> new on
+        every span. Returns how many parents were set."""
+
     def traces(self, flt: SpanFilter, limit: int = 20) -> list[list[Span]]:
         """Whole traces having a span that matches flt, newest first, at most `limit`.
 

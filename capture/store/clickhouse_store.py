@@ -9,6 +9,7 @@ cap as DuckDB, so both engines answer alike. Batches go in as one Arrow insert.
 """
 from __future__ import annotations
 
+import base64
 import secrets
 import threading
 import time
@@ -18,7 +19,7 @@ import orjson
 
 from capture.span import Span
 from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
-from capture.store.columns import arrow_batch, span_of_row
+from capture.store.columns import arrow_batch, span_of_row, with_attributes
 from capture.store.clickhouse_conn import Connection, connect
 
 _QUANTILES = "quantilesExactInclusive(0.5, 0.95, 0.99)(duration_ns)"  # = DuckDB's quantile_cont
@@ -87,6 +88,40 @@ class ClickHouseStore(SpanStore):
             self._con.insert(self.table, table)
             self._enforce_retention()
         return n
+
+    def relink(self, parents: list[tuple[str, str, dict[str, Any]]], traces: dict[str, str]) -> int:
+        """Mutations (ALTER TABLE ... UPDATE, waited for): late links are few next to inserts.
+        Lists travel as one JSON String parameter each, which server and chDB bind alike."""
+        def arr(name: str) -> str:
+            return f"JSONExtract({{{name}:String}}, 'Array(String)')"
+
+        def js(values: list[str]) -> str:
+            return orjson.dumps(values).decode()
+
+        set_ = 0
+        with self._lock:
+            if parents:
+                want = {sid: (parent, extra) for sid, parent, extra in parents}
+                rows = self._rows(f"SELECT span_id, attributes FROM {self.table}"
+                                  f" WHERE has({arr('ids')}, span_id)", {"ids": js(list(want))})
+                if rows:
+                    ids = [r[0] for r in rows]
+                    attrs = [base64.b64encode(with_attributes(r[1], want[r[0]][1]).encode()).decode()
+                             for r in rows]
+                    self._con.command(
+                        f"ALTER TABLE {self.table} UPDATE"
+                        f" parent_span_id = transform(span_id, {arr('ids')}, {arr('parents')}, parent_span_id),"
+                        f" attributes = transform(span_id, {arr('ids')},"
+                        f" arrayMap(x -> base64Decode(x), {arr('attrs')}), attributes)"
+                        f" WHERE has({arr('ids')}, span_id) SETTINGS mutations_sync = 2",
+                        {"ids": js(ids), "parents": js([want[i][0] for i in ids]), "attrs": js(attrs)})
+                set_ = len(rows)
+            if traces:
+                self._con.command(
+                    f"ALTER TABLE {self.table} UPDATE trace_id = transform(trace_id, {arr('old')},"
+                    f" {arr('new')}, trace_id) WHERE has({arr('old')}, trace_id) SETTINGS mutations_sync = 2",
+                    {"old": js(list(traces)), "new": js(list(traces.values()))})
+        return set_
 
     def _enforce_retention(self) -> None:
         # Lightweight deletes: a hub should prefer max_age_s (the TTL) to a count cap.

@@ -58,6 +58,13 @@ def arrow_batch(batch: list[Span], nulls: bool = True) -> pa.Table:
     return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, SCHEMA)], schema=SCHEMA)
 
 
+def with_attributes(text: str | None, extra: dict[str, Any]) -> str:
+    """A stored attributes column with `extra` merged in (a link made after the row was written)."""
+    attrs = orjson.loads(text) if text else {}
+    attrs.update(extra)
+    return encode_json(attrs).decode()
+
+
 def span_of_row(row: tuple) -> Span:
     """A span back from the columns both engines select (trace_id .. resource, no service/peer)."""
     return Span(trace_id=row[0], span_id=row[1], parent_span_id=row[2] or None, name=row[3],

@@ -19,7 +19,7 @@ import orjson
 
 from capture.span import Span
 from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
-from capture.store.columns import arrow_batch, span_of_row
+from capture.store.columns import arrow_batch, span_of_row, with_attributes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -93,6 +93,34 @@ class DuckDBStore(SpanStore):
             self._count += n
             self._enforce_retention()
         return n
+
+    def relink(self, parents: list[tuple[str, str, dict[str, Any]]], traces: dict[str, str]) -> int:
+        import pyarrow as pa
+
+        set_ = 0
+        with self._lock:
+            if parents:
+                want = {sid: (parent, extra) for sid, parent, extra in parents}
+                rows = self._con.execute("SELECT span_id, attributes FROM spans WHERE span_id IN"
+                                         " (SELECT unnest(?))", [list(want)]).fetchall()
+                upd = pa.table({"span_id": [r[0] for r in rows],
+                                "parent": [want[r[0]][0] for r in rows],
+                                "attributes": [with_attributes(r[1], want[r[0]][1]) for r in rows]})
+                self._con.register("_relink", upd)
+                try:
+                    self._con.execute("UPDATE spans SET parent_span_id = u.parent, attributes = u.attributes"
+                                      " FROM _relink u WHERE spans.span_id = u.span_id")
+                finally:
+                    self._con.unregister("_relink")
+                set_ = len(rows)
+            if traces:
+                self._con.register("_retrace", pa.table({"old": list(traces), "new": list(traces.values())}))
+                try:
+                    self._con.execute("UPDATE spans SET trace_id = u.new FROM _retrace u"
+                                      " WHERE spans.trace_id = u.old")
+                finally:
+                    self._con.unregister("_retrace")
+        return set_
 
     def _enforce_retention(self) -> None:
         if self.max_spans is not None and self._count > self.max_spans:

@@ -16,10 +16,17 @@ Rule 3: spans already linked on their node (the agent found both ends) are left 
         server's trace (its whole subtree, spans still to come included) takes the client's
         trace id.
 Rule 4: the clock slack between two nodes shrinks to the exact one once their links show
-        the clocks agree (`slack_for`): a lost span's neighbour then no longer fits.
+        the clocks agree (`slack_for`): a lost span's neighbour then no longer fits. When they
+        do not agree, the links measure the offset (the median gap between the two sides'
+        midpoints) and its spread: the server's times are read shifted by the offset, within
+        a slack of twice the spread (`clock_for`), never wider than the configured one.
 Rule 5: a pair is made once both spans end at least the clock slack before the watermark (the
         slowest live node's newest span), or when the server leaves the window: at the
         frontier one node's half may still be on its way, and a neighbour would fit instead.
+Rule 6: a span released without its other half stays a candidate (a small stand-in: ids,
+        times, node) for `late_s` of stream time. A late half that pairs with it makes a
+        "+late" link: when the server's row is already written, the link and the trace ids
+        to rewrite are handed out by `take_late()` for the store (SpanStore.relink).
 Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
 """
 from __future__ import annotations
@@ -50,25 +57,59 @@ def node_of(s: Span) -> object:
     return r.get("k8s.node.name") or r.get("host.name")
 
 
+_KEYS: dict[tuple, tuple | None] = {}  # attribute values as sent -> the key (they repeat)
+
+
+def _key(raw: tuple) -> tuple | None:
+    """(transport, client address, port, server address, port) with addresses unmapped from
+    IPv6 and ports as ints; None when they are not an address and a port."""
+    try:
+        return _KEYS[raw]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable value: not a port or an address either
+        return None
+    try:
+        key = (raw[0], _addr(raw[1]), int(raw[2]), _addr(raw[3]), int(raw[4]))
+    except (TypeError, ValueError):
+        key = None
+    if len(_KEYS) >= 100_000:
+        _KEYS.clear()
+    _KEYS[raw] = key
+    return key
+
+
 def server_key(s: Span) -> tuple | None:
     a = s.attributes
     try:
-        return (a.get("network.transport", "tcp"), _addr(a["client.address"]), int(a["client.port"]),
-                _addr(a["server.address"]), int(a["server.port"]))
-    except (KeyError, TypeError, ValueError):
+        return _key((a.get("network.transport", "tcp"), a["client.address"], a["client.port"],
+                     a["server.address"], a["server.port"]))
+    except KeyError:
         return None
 
 
 def client_key(s: Span) -> tuple[tuple | None, bool]:
     """The client's connection as its server saw it, and whether conntrack changed it."""
     a = s.attributes
+    nat = NAT_SERVER[0] in a or NAT_CLIENT[0] in a
     try:
-        ca, cp = a.get(NAT_CLIENT[0], a["client.address"]), a.get(NAT_CLIENT[1], a["client.port"])
-        sa, sp = a.get(NAT_SERVER[0], a["server.address"]), a.get(NAT_SERVER[1], a["server.port"])
-        key = (a.get("network.transport", "tcp"), _addr(ca), int(cp), _addr(sa), int(sp))
-    except (KeyError, TypeError, ValueError):
+        if nat:
+            ca, cp = a.get(NAT_CLIENT[0], a["client.address"]), a.get(NAT_CLIENT[1], a["client.port"])
+            sa, sp = a.get(NAT_SERVER[0], a["server.address"]), a.get(NAT_SERVER[1], a["server.port"])
+        else:
+            ca, cp, sa, sp = a["client.address"], a["client.port"], a["server.address"], a["server.port"]
+    except KeyError:
         return None, False
-    return key, NAT_SERVER[0] in a or NAT_CLIENT[0] in a
+    key = _key((a.get("network.transport", "tcp"), ca, cp, sa, sp))
+    return (key, nat) if key is not None else (None, False)
+
+
+def _start(s: Span) -> int:
+    return s.start_time_unix_nano
+
+
+def _start_of_first(x: tuple[Span, bool]) -> int:
+    return x[0].start_time_unix_nano
 
 
 def _fits(c: Span, s: Span, slack: int) -> bool:
@@ -83,12 +124,25 @@ class CrossNodeLinker:
     releases them linked. Same face as capture.traces.stream.StreamLinker."""
 
     def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000,
-                 strict_ns: int = 1_000_000):
+                 strict_ns: int = 1_000_000, late_s: float = 120.0, max_late: int = 100_000):
         self.window_ns = int(window_s * 1e9)
+        self.late_ns = int(late_s * 1e9)
+        self.max_late = max_late
+        # Rule 6: released candidates by key (stand-ins), their ids, what the store must redo.
+        self._late_servers: dict[tuple, list[Span]] = defaultdict(list)
+        self._late_clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
+        self._late_ids: set[int] = set()
+        self._late_oldest = 0
+        self._late_links: list[tuple[str, str, dict]] = []
+        self._late_traces: dict[str, str] = {}
         self.slack_ns = slack_ns
         self.strict_ns = min(strict_ns, slack_ns)  # clocks this close: containment is exact
         self.max_pending = max_pending
         self._pending: list[Span] = []
+        # Candidates by connection key, found once when a span arrives: servers not linked yet
+        # and clients with their NAT flag (a client answered since is dropped when met).
+        self._servers: dict[tuple, list[Span]] = defaultdict(list)
+        self._clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
         self._newest_end = 0
         self._last_run_end = 0
         self._last_add = time.monotonic()
@@ -96,15 +150,25 @@ class CrossNodeLinker:
         self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
         self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
         self._started: float | None = None
-        self._answered: set[str] = set()  # pending clients linked here (their server may be gone)
+        # Clients that have their server (linked here, or by their own agent) -> end ns, kept
+        # until the client leaves or its stamp falls behind the trace-map horizon.
+        self._answered: dict[str, int] = {}
+        self._sweep_at = 10_000
         # (client node, server node) -> [links exactly contained, links only within the slack]
         self._clocks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        # (client node, server node) -> server midpoint - client midpoint of recent links
+        self._skew: dict[tuple, deque[int]] = defaultdict(lambda: deque(maxlen=256))
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
-                      "forced": 0}
+                      "forced": 0, "late": 0}
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def waiting_late(self) -> int:
+        """Released spans still waiting for a late other half (Rule 6)."""
+        return len(self._late_ids)
 
     @property
     def linked(self) -> int:
@@ -116,11 +180,24 @@ class CrossNodeLinker:
         nodes = self._nodes
         newest: dict[int, list] = {}  # id(resource) -> [resource, newest end]: spans share resources
         trace_map = self._trace_map
+        servers, clients, answered = self._servers, self._clients, self._answered
         for s in spans:
             if trace_map:
-                self._remap(s)
+                hit = trace_map.get(s.trace_id)
+                if hit is not None:
+                    s.trace_id = hit[0]
             self._pending.append(s)
             end = s.end_time_unix_nano
+            kind = s.kind
+            if kind in _SERVERS:
+                if s.parent_span_id:
+                    answered[s.parent_span_id] = end
+                elif (k := server_key(s)) is not None:
+                    servers[k].append(s)
+            elif kind in _CLIENTS:
+                k, nat = client_key(s)
+                if k is not None:
+                    clients[k].append((s, nat))
             r = newest.get(id(s.resource))
             if r is None:
                 newest[id(s.resource)] = [s, end]
@@ -165,18 +242,13 @@ class CrossNodeLinker:
     def flush(self) -> list[Span]:
         return self._release(None)
 
-    def _remap(self, s: Span) -> None:
-        hit = self._trace_map.get(s.trace_id)
-        if hit is not None:
-            s.trace_id = hit[0]
-
     def _release(self, cutoff: int | None, watermark: int | None = None) -> list[Span]:
         if not self._pending:
             return []
         if watermark is None:
-            self._link(self._pending)
+            self._link()
         else:  # Rule 5: only what every node has shipped; the frontier waits for the next round
-            self._link(self._pending, (watermark - self.slack_ns, cutoff))
+            self._link((watermark - self.slack_ns, cutoff))
         if cutoff is None:
             ready, keep = self._pending, []
         else:
@@ -189,31 +261,130 @@ class CrossNodeLinker:
                 ready, keep = ready + keep[:half], keep[half:]
                 self.stats["forced"] += half
         self._pending = keep
-        if self._answered:
-            self._answered.difference_update(s.span_id for s in ready)
+        self._forget(ready)
         horizon = (cutoff if cutoff is not None else self._newest_end) - 4 * self.window_ns
-        self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
+        # Old entries go once the maps doubled since the last sweep: a sweep per release
+        # would cost as much as the rest of the release.
+        if len(self._trace_map) + len(self._answered) >= self._sweep_at:
+            self._trace_map = {k: v for k, v in self._trace_map.items() if v[1] >= horizon}
+            self._answered = {k: v for k, v in self._answered.items() if v >= horizon}
+            self._sweep_at = max(2 * (len(self._trace_map) + len(self._answered)), 10_000)
         return ready
 
-    def _link(self, spans: list[Span], horizon: tuple[int, int] | None = None) -> None:
-        answered = {s.parent_span_id for s in spans if s.kind in _SERVERS and s.parent_span_id}
-        answered |= self._answered
-        servers: dict[tuple, list[Span]] = defaultdict(list)
-        for s in spans:
-            if s.kind in _SERVERS and not s.parent_span_id and (k := server_key(s)) is not None:
-                servers[k].append(s)
-        if not servers:
+    def _forget(self, ready: list[Span]) -> None:
+        """Released spans are no longer pending; those still without their other half wait
+        as stand-ins (Rule 6)."""
+        if not ready:
             return
-        clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
-        for c in spans:
-            if c.kind in _CLIENTS and c.span_id not in answered:
-                k, nat = client_key(c)
-                if k in servers:
-                    clients[k].append((c, nat))
+        answered = self._answered
+        if self._servers or self._clients:
+            gone = set(map(id, ready))
+            servers, clients = self._servers, self._clients
+            for k in list(servers):
+                rest = []
+                for x in servers[k]:
+                    if id(x) not in gone:
+                        rest.append(x)
+                    elif not x.parent_span_id:
+                        self._to_late(self._late_servers[k], x)
+                if rest:
+                    servers[k] = rest
+                else:
+                    del servers[k]
+            for k in list(clients):
+                rest = []
+                for x in clients[k]:
+                    if id(x[0]) not in gone:
+                        rest.append(x)
+                    elif x[0].span_id not in answered:
+                        self._to_late(self._late_clients[k], x)
+                if rest:
+                    clients[k] = rest
+                else:
+                    del clients[k]
+        if answered:
+            for x in ready:
+                answered.pop(x.span_id, None)
+        self._expire_late()
+
+    def _to_late(self, into: list, x: Span | tuple[Span, bool]) -> None:
+        s = x if isinstance(x, Span) else x[0]
+        stub = Span("", s.kind, s.start_time_unix_nano, s.end_time_unix_nano, resource=s.resource,
+                    trace_id=s.trace_id, span_id=s.span_id)
+        into.append(stub if isinstance(x, Span) else (stub, x[1]))
+        self._late_ids.add(id(stub))
+        if not self._late_oldest or stub.end_time_unix_nano < self._late_oldest:
+            self._late_oldest = stub.end_time_unix_nano
+
+    def _expire_late(self) -> None:
+        """Stand-ins older than late_s of stream time go, and the oldest beyond max_late."""
+        ids = self._late_ids
+        if not ids:
+            return
+        over = len(ids) > self.max_late
+        if not over and self._newest_end - self._late_oldest <= self.late_ns + self.late_ns // 4:
+            return  # a quarter of late_s of grace: a sweep per release would cost more than it frees
+        floor = self._newest_end - self.late_ns
+        if over:
+            every = sorted((x if isinstance(x, Span) else x[0]).end_time_unix_nano
+                           for index in (self._late_servers, self._late_clients)
+                           for xs in index.values() for x in xs)
+            floor = max(floor, every[len(every) - self.max_late // 2])
+        self._late_oldest = 0
+        for index in (self._late_servers, self._late_clients):
+            for k in list(index):
+                keep = []
+                for x in index[k]:
+                    s = x if isinstance(x, Span) else x[0]
+                    if s.end_time_unix_nano >= floor:
+                        keep.append(x)
+                        if not self._late_oldest or s.end_time_unix_nano < self._late_oldest:
+                            self._late_oldest = s.end_time_unix_nano
+                    else:
+                        ids.discard(id(s))
+                if keep:
+                    index[k] = keep
+                else:
+                    del index[k]
+
+    def take_late(self) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
+        """Links made to spans already released (span_id, parent_span_id, attributes to add)
+        and trace ids to rewrite (old -> new) since the last call: for SpanStore.relink."""
+        links, traces = self._late_links, self._late_traces
+        self._late_links, self._late_traces = [], {}
+        for old in traces:  # chains, as in _link
+            new, seen = traces[old], {old}
+            while new in traces and new not in seen:
+                seen.add(new)
+                new = traces[new]
+            traces[old] = new
+        return links, traces
+
+    def _link(self, horizon: tuple[int, int] | None = None) -> None:
+        servers, clients, answered = self._servers, self._clients, self._answered
         remap: dict[str, str] = {}
-        for k, cs in clients.items():
-            self._pair(k, sorted(cs, key=lambda x: x[0].start_time_unix_nano),
-                       sorted(servers[k], key=lambda x: x.start_time_unix_nano), remap, horizon)
+        late_s, late_c, late_ids = self._late_servers, self._late_clients, self._late_ids
+        keys = [k for k in clients if k in servers or k in late_s]
+        keys += [k for k in servers if k in late_c and k not in clients]
+        for k in keys:
+            cs = [x for x in clients.get(k, ()) if x[0].span_id not in answered]
+            ss = servers.get(k, [])
+            lc, ls = late_c.get(k), late_s.get(k)
+            both_c, both_s = cs + lc if lc else cs, ss + ls if ls else ss
+            if both_c and both_s and (cs or ss):
+                both_c.sort(key=_start_of_first)
+                both_s.sort(key=_start)
+                self._pair(k, both_c, both_s, remap, horizon)
+                cs = [x for x in cs if x[0].span_id not in answered]
+                ss = [x for x in ss if not x.parent_span_id]
+                if lc:
+                    late_ids.difference_update(id(x[0]) for x in lc if x[0].span_id in answered)
+                    self._trim(late_c, k, [x for x in lc if x[0].span_id not in answered])
+                if ls:
+                    late_ids.difference_update(id(x) for x in ls if x.parent_span_id)
+                    self._trim(late_s, k, [x for x in ls if not x.parent_span_id])
+            self._trim(clients, k, cs)
+            self._trim(servers, k, ss)
         if not remap:
             return
         for old in remap:  # chains: a server trace whose client's trace was itself remapped
@@ -223,35 +394,66 @@ class CrossNodeLinker:
                 new = remap[new]
             remap[old] = new
             self._trace_map[old] = (new, self._newest_end)
-        for x in spans:
+        for x in self._pending:
             new = remap.get(x.trace_id)
             if new is not None:
                 x.trace_id = new
+        if self._late_ids:  # stand-ins too: a late link must give the trace the client has now
+            for index in (self._late_servers, self._late_clients):
+                for xs in index.values():
+                    for x in xs:
+                        x = x if isinstance(x, Span) else x[0]
+                        new = remap.get(x.trace_id)
+                        if new is not None:
+                            x.trace_id = new
+
+    @staticmethod
+    def _trim(index: dict, k: tuple, rest: list) -> None:
+        if rest:
+            index[k] = rest
+        else:
+            index.pop(k, None)
 
     def slack_for(self, client_node: object, server_node: object) -> int:
         """The clock slack between two nodes: the configured one until their links show the
         clocks agree (nearly every pair exactly contained), then the exact one. Kernel
         timestamps on agreeing clocks never put a server outside its client's wait."""
+        return self.clock_for(client_node, server_node)[1]
+
+    def clock_for(self, client_node: object, server_node: object) -> tuple[int, int]:
+        """(offset, slack) for reading a server's times against its client's: the server's
+        clock is `offset` ns ahead, give or take `slack` (Rule 4)."""
         exact, loose = self._clocks[(client_node, server_node)]
-        return self.strict_ns if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact else self.slack_ns
+        if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact:
+            return 0, self.strict_ns
+        skew = self._skew.get((client_node, server_node))
+        if skew is None or len(skew) < _CLOCK_EVIDENCE:
+            return 0, self.slack_ns
+        ordered = sorted(skew)
+        offset = ordered[len(ordered) // 2]
+        spread = max(offset - ordered[0], ordered[-1] - offset)
+        return offset, min(self.slack_ns, max(self.strict_ns, 2 * spread + self.strict_ns))
 
     def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str],
               horizon: tuple[int, int] | None = None) -> None:
-        slack, strict = self.slack_for(node_of(cs[0][0]), node_of(ss[0])), self.strict_ns
+        offset, slack = self.clock_for(node_of(cs[0][0]), node_of(ss[0]))
+        strict = self.strict_ns
+        late = self._late_ids
         # Cost of a pairing: how far apart the two sides saw the request start and the response.
-        fits: list[list[tuple[int, int]]] = []
-        by_end = sorted((s.end_time_unix_nano, j) for j, s in enumerate(ss))
+        by_end = sorted((s.end_time_unix_nano - offset, j) for j, s in enumerate(ss))
         ends = [e for e, _ in by_end]
-        for c, _nat in cs:
-            row = []
-            lo = bisect_left(ends, c.start_time_unix_nano - slack)
-            hi = bisect_right(ends, c.end_time_unix_nano + slack)
-            for _e, j in by_end[lo:hi]:
-                s = ss[j]
-                if _fits(c, s, slack):
-                    row.append((abs(c.end_time_unix_nano - s.end_time_unix_nano)
-                                + abs(s.start_time_unix_nano - c.start_time_unix_nano), j))
-            fits.append(sorted(row))
+        starts = [s.start_time_unix_nano - offset for s in ss]  # on the client's clock
+
+        def candidates(c: Span, slack: int) -> list[tuple[int, int]]:
+            """(cost, server index) of the servers that fit c within `slack`, cheapest first."""
+            c0, c1 = c.start_time_unix_nano, c.end_time_unix_nano
+            lo, hi = c0 - slack, c1 + slack
+            row = [(abs(c1 - e) + abs(starts[j] - c0), j)
+                   for e, j in by_end[bisect_left(ends, lo):bisect_right(ends, hi)]
+                   if lo <= starts[j]]  # = _fits: e lies in [lo, hi] by the bisection
+            row.sort()
+            return row
+
         history = self._costs.get(key)
         if history is None:
             if len(self._costs) > 200_000:
@@ -261,37 +463,57 @@ class CrossNodeLinker:
 
         # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
         # side has another such partner: the same exchange.
-        strict_rows = [[(cost, j) for cost, j in row if _fits(cs[i][0], ss[j], strict)]
-                       for i, row in enumerate(fits)]
+        strict_rows = [candidates(c, strict) for c, _nat in cs]
         strict_clients: dict[int, int] = defaultdict(int)
         for row in strict_rows:
             for _cost, j in row:
                 strict_clients[j] += 1
+
         def ripe(i: int, j: int) -> bool:
             """Both ends far enough behind every node's frontier, or the server leaves now."""
+            if id(cs[i][0]) in late and id(ss[j]) in late:
+                return False  # both released unpaired already: nothing new to decide
             if horizon is None:
                 return True
             end = ss[j].end_time_unix_nano
             return end < horizon[1] or (end < horizon[0] and cs[i][0].end_time_unix_nano < horizon[0])
 
+        # Rule 6: a stand-in pairs only in this pass, and only when the server's work lies
+        # inside the client's wait on the measured clock with no slack at all, each the other's
+        # only such partner: a released span's neighbours are gone, so order cannot vouch for it.
+        exact_rows: list[list[tuple[int, int]]] = []
+        exact_clients: dict[int, int] = defaultdict(int)
+        if late and (any(id(c) in late for c, _nat in cs) or any(id(x) in late for x in ss)):
+            exact_rows = [candidates(c, 0) for c, _nat in cs]
+            for row in exact_rows:
+                for _cost, j in row:
+                    exact_clients[j] += 1
+
+        def late_ok(i: int, j: int) -> bool:
+            if not exact_rows or (id(cs[i][0]) not in late and id(ss[j]) not in late):
+                return True
+            row = exact_rows[i]
+            return len(row) == 1 and row[0][1] == j and exact_clients[j] == 1
+
         for i, row in enumerate(strict_rows):
-            if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]):
+            if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]) \
+                    and late_ok(i, row[0][1]):
                 linked[i] = row[0][1]
                 history.append(row[0][0])
                 self._link_pair(cs[i], ss[row[0][1]], "connection", 0.99, remap)
+        # Within the slack, for the clients still without a server (Pass 2).
+        fits = {i: candidates(c, slack) for i, (c, _nat) in enumerate(cs) if i not in linked}
 
         # Pass 2, within the clocks' slack: each other's closest among what is left, in request
         # order with the pairs already made, and not much further apart than this connection's
         # typical pair (a neighbour whose own partner was lost would be).
         taken = set(linked.values())
         best_c: dict[int, tuple[int, int]] = {}
-        for i, row in enumerate(fits):
-            if i in linked:
-                continue
+        for i, row in fits.items():
             for cost, j in row:
                 if j not in taken and (j not in best_c or cost < best_c[j][0]):
                     best_c[j] = (cost, i)
-        typical = sorted([row[0][0] for i, row in enumerate(fits) if i not in linked and row
+        typical = sorted([row[0][0] for i, row in fits.items() if row
                           and row[0][1] not in taken and best_c[row[0][1]][1] == i] + list(history))
         limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
         n = len(cs)
@@ -302,14 +524,12 @@ class CrossNodeLinker:
         for i in range(n - 1, -1, -1):
             after[i] = min(after[i + 1], linked.get(i + 1, len(ss)) if i + 1 < n else len(ss))
         made = -1  # highest server index linked in this pass so far: later clients come after it
-        for i, row in enumerate(fits):
-            if i in linked:
-                continue
+        for i, row in fits.items():
             row = [(cost, j) for cost, j in row if j not in taken]
             if not row:
                 continue
             cost, j = row[0]
-            if not ripe(i, j):
+            if not ripe(i, j) or (exact_rows and (id(cs[i][0]) in late or id(ss[j]) in late)):
                 continue
             tie = len(row) > 1 and row[1][0] == cost
             if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:
@@ -327,13 +547,25 @@ class CrossNodeLinker:
     def _link_pair(self, client: tuple[Span, bool], s: Span, method: str, conf: float,
                    remap: dict[str, str]) -> None:
         c, nat = client
-        self.stats["order" if "order" in method else "connection"] += 1
-        self._clocks[(node_of(c), node_of(s))][0 if _fits(c, s, self.strict_ns) else 1] += 1
+        stats = self.stats
+        stats["order" if "order" in method else "connection"] += 1
+        nodes = (node_of(c), node_of(s))
+        self._clocks[nodes][0 if _fits(c, s, self.strict_ns) else 1] += 1
+        self._skew[nodes].append((s.start_time_unix_nano + s.end_time_unix_nano
+                                  - c.start_time_unix_nano - c.end_time_unix_nano) // 2)
         if nat:
             method += "+conntrack"
-            self.stats["connection_conntrack"] += 1
+            stats["connection_conntrack"] += 1
+        late = self._late_ids
+        if late and (id(s) in late or id(c) in late):  # Rule 6: one half was released already
+            method += "+late"
+            stats["late"] += 1
+            if s.trace_id != c.trace_id:
+                self._late_traces[s.trace_id] = c.trace_id
+            if id(s) in late:
+                self._late_links.append((s.span_id, c.span_id, {METHOD: method, CONFIDENCE: conf}))
         s.parent_span_id = c.span_id
-        self._answered.add(c.span_id)
+        self._answered[c.span_id] = c.end_time_unix_nano
         s.attributes[METHOD] = method
         s.attributes[CONFIDENCE] = conf
         if s.trace_id != c.trace_id:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from capture.store.factory import open_store
     from capture.traces.crossnode import CrossNodeLinker
     from guardian.cli.serve import api_settings, run_api
-    from guardian.hub.hub import Hub, HubMetrics
+    from guardian.hub.hub import Hub, HubMetrics, tune_process
 
     got = api_settings(args, "hub")
     if got is None:
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - engine errors have no common base: say which store
         print(f"guardian hub: cannot open store {args.store}: {e}", file=sys.stderr)
         return 1
+    tune_process()
     try:
         hub = Hub(store, args.otlp_host, args.otlp_grpc_port or None, args.otlp_http_port or None,
                   linker=CrossNodeLinker(window_s=args.link_window)).start()

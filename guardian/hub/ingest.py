@@ -6,7 +6,8 @@ on-disk queue instead of the hub growing without bound. A link thread links in l
 and hands what the linker releases to a store thread through a short queue: the store's
 insert (columnar, mostly outside the GIL) overlaps with decoding and linking. When the store
 falls behind, the short queue blocks the linker, the offer queue fills and agents are told to
-retry: memory stays bounded end to end.
+retry: memory stays bounded end to end. Links the linker makes to spans already stored (their
+other half came late) reach the store thread in the same queue, after the rows they change.
 """
 from __future__ import annotations
 
@@ -14,12 +15,21 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from capture.span import Span
 from capture.store.api import SpanStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Relink:
+    """Links to spans already handed to the store (SpanStore.relink's arguments)."""
+
+    parents: list[tuple[str, str, dict]]
+    traces: dict[str, str]
 
 
 class Ingest:
@@ -34,7 +44,7 @@ class Ingest:
         self._queued = 0
         self._cv = threading.Condition()
         self._stop = False
-        self._ready: deque[list[Span]] = deque()  # linked, waiting for the store thread
+        self._ready: deque[list[Span] | Relink] = deque()  # linked, waiting for the store thread
         self._ready_cv = threading.Condition()
         self._store_batches = store_batches
         self._linking = self._storing = False
@@ -44,6 +54,7 @@ class Ingest:
         self.malformed = 0  # requests that were not OTLP at all
         self.throttled = 0  # requests answered "retry later" because the queue was full
         self.stored = 0
+        self.relinked = 0  # stored spans given their parent afterwards
         self.store_errors = 0
         # Seconds of work per stage (where the hub's time goes: /metrics, bench.hub_ingest).
         self.seconds = {"decode": 0.0, "link": 0.0, "store": 0.0}
@@ -72,7 +83,7 @@ class Ingest:
     @property
     def queued(self) -> int:
         """Spans waiting to be linked or stored."""
-        return self._queued + sum(len(b) for b in list(self._ready))
+        return self._queued + sum(len(b) for b in list(self._ready) if isinstance(b, list))
 
     def _take(self) -> list[Span] | None:
         with self._cv:
@@ -88,15 +99,22 @@ class Ingest:
                 return None
             return out
 
-    def _hand(self, spans: list[Span]) -> None:
+    def _hand(self, spans: list[Span] | Relink) -> None:
         """To the store thread; waits while it has enough to do (backpressure)."""
-        if not spans:
+        if isinstance(spans, list) and not spans:
             return
         with self._ready_cv:
             while len(self._ready) >= self._store_batches:
                 self._ready_cv.wait(0.5)
             self._ready.append(spans)
             self._ready_cv.notify_all()
+
+    def _hand_late(self) -> None:
+        take = getattr(self.linker, "take_late", None)
+        if take is not None:
+            parents, traces = take()
+            if parents or traces:
+                self._hand(Relink(parents, traces))
 
     def _run(self) -> None:
         linker = self.linker
@@ -113,12 +131,14 @@ class Ingest:
                 ready = linker.idle()
             self.seconds["link"] += time.perf_counter() - t
             self._hand(ready)
+            self._hand_late()
             self._linking = False
         if linker is not None:
             t = time.perf_counter()
             rest = linker.flush()
             self.seconds["link"] += time.perf_counter() - t
             self._hand(rest)
+            self._hand_late()
         with self._ready_cv:
             self._link_done = True
             self._ready_cv.notify_all()
@@ -135,10 +155,13 @@ class Ingest:
                 self._ready_cv.notify_all()
             t = time.perf_counter()
             try:
-                self.stored += self.store.append(spans)
+                if isinstance(spans, Relink):
+                    self.relinked += self.store.relink(spans.parents, spans.traces)
+                else:
+                    self.stored += self.store.append(spans)
             except Exception as e:  # noqa: BLE001 - one bad batch must not stop the hub
                 self.store_errors += 1
-                log.warning("store append failed (%d spans): %s", len(spans), e)
+                log.warning("store write failed (%s): %s", type(spans).__name__, e)
             self.seconds["store"] += time.perf_counter() - t
             self._storing = False
 

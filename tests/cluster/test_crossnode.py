@@ -187,3 +187,83 @@ def test_a_server_at_the_frontier_waits_for_its_client_instead_of_taking_a_neigh
     lk.add([c1])
     lk.flush()
     assert s1.parent_span_id == c1.span_id
+
+
+def test_a_server_released_before_its_client_arrived_is_linked_late():
+    # Node a's agent was cut off: b's servers leave the window unlinked; a's clients come later.
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS)
+    cs = [client(i * 20, 10, s=("10.1.0.3", 8080)) for i in range(5)]
+    ss = [server(i * 20 + 2, 6) for i in range(5)]
+    child = Span(name="SELECT", kind="CLIENT", start_time_unix_nano=ss[0].start_time_unix_nano + MS,
+                 end_time_unix_nano=ss[0].start_time_unix_nano + 2 * MS, trace_id=ss[0].trace_id,
+                 parent_span_id=ss[0].span_id, resource=res("b", "back"))
+    old = [s.trace_id for s in ss]
+    lk.add(ss + [child])
+    time.sleep(0.06)  # past the start-up hold
+    out = lk.add([server(2000, 1, c=("10.9.9.9", 1))])  # b's stream moves on: its spans leave
+    assert all(any(s is o for o in out) and s.parent_span_id is None for s in ss)
+    assert lk.take_late() == ([], {})
+    lk.add(cs)
+    lk.flush()
+    links, traces = lk.take_late()
+    assert [(sid, parent) for sid, parent, _ in links] == [(s.span_id, c.span_id) for c, s in zip(cs, ss)]
+    assert all(extra[METHOD] == "connection+late" and extra[CONFIDENCE] >= 0.9 for _, _, extra in links)
+    assert traces == {o: c.trace_id for o, c in zip(old, cs)}  # the child's row moves with it
+    assert lk.stats["late"] == 5 and lk.take_late() == ([], {})
+    late = Span(name="SET", kind="CLIENT", start_time_unix_nano=T0 + 5 * MS, end_time_unix_nano=T0 + 6 * MS,
+                trace_id=old[0], parent_span_id=ss[0].span_id, resource=res("b", "back"))
+    lk.add([late])
+    assert late.trace_id == cs[0].trace_id  # later spans of that trace follow it too
+
+
+def test_released_halves_wait_only_late_s():
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS, late_s=1.0)  # forgotten after 1-1.25 s of stream time
+    s = server(2, 6, s=("10.1.0.3", 8080))
+    lk.add([s])
+    time.sleep(0.06)
+    lk.add([server(500, 1, c=("10.9.9.9", 1))])  # s leaves unlinked, 0.5 s of stream later
+    assert lk.take_late() == ([], {})
+    lk.add([server(1500, 1, c=("10.9.9.9", 1))])  # 1.5 s after s: past late_s, s is forgotten
+    c = client(0, 10, s=("10.1.0.3", 8080))
+    lk.add([c])
+    lk.flush()
+    assert lk.take_late() == ([], {}) and lk.stats["late"] == 0
+
+
+def test_a_measured_clock_offset_replaces_the_wide_slack():
+    # Node b's clock runs 30 ms ahead: within the 50 ms slack but far beyond the exact one.
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    ahead = 30 * MS
+
+    def pair(t: float, dur: float, work: float):
+        c = client(0, 0, s=("10.1.0.3", 8080))
+        c.start_time_unix_nano, c.end_time_unix_nano = T0 + int(t * MS), T0 + int((t + dur) * MS)
+        s = server(0, 0)
+        s.start_time_unix_nano = c.start_time_unix_nano + ahead + int((dur - work) / 2 * MS)
+        s.end_time_unix_nano = s.start_time_unix_nano + int(work * MS)
+        return c, s
+
+    first = [pair(i * 200, 3, 1) for i in range(60)]  # far apart: each server fits one client
+    lk.add([x for p in first for x in p])
+    lk.flush()
+    assert all(s.parent_span_id == c.span_id for c, s in first)
+    offset, slack = lk.clock_for("a", "b")
+    assert abs(offset - ahead) < MS // 10 and slack < 3 * MS and lk.slack_for("a", "b") == slack
+    # Now back to back, 4 ms apart: on a 50 ms slack every server fits a dozen clients and
+    # the closest one is 30 ms later (the wrong request); read on b's measured clock, one fits.
+    busy = [pair(20_000 + i * 4, 3, 1) for i in range(40)]
+    lk.add([x for p in busy for x in p])
+    lk.flush()
+    assert [s.parent_span_id for _, s in busy] == [c.span_id for c, _ in busy]
+
+
+def test_stand_ins_are_bounded():
+    lk = CrossNodeLinker(window_s=0.05, slack_ns=2 * MS, max_late=100)
+    lk.add([server(i, 1, c=("10.1.0.2", 40000 + i)) for i in range(300)])  # 300 connections
+    time.sleep(0.06)
+    lk.add([server(2000, 1, c=("10.9.9.9", 1))])
+    assert lk.pending == 1 and 0 < lk.waiting_late <= 100
+    c = client(299, 1, c=("10.1.0.2", 40299), s=("10.1.0.3", 8080))  # the newest are kept
+    lk.add([c])
+    lk.flush()
+    assert [parent for _, parent, _ in lk.take_late()[0]] == [c.span_id]

@@ -4,6 +4,7 @@ moves again everything accepted is stored, linked, nothing lost."""
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 
@@ -12,6 +13,7 @@ from capture.span import Span
 from capture.store.factory import open_store
 from capture.traces.crossnode import CrossNodeLinker
 from guardian.hub.hub import Hub, HubMetrics
+from tests.engines import engine  # noqa: F401 - the fixture
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -84,3 +86,37 @@ def _all():
     from capture.store.api import SpanFilter
 
     return SpanFilter(limit=100_000)
+
+
+def test_a_late_nodes_clients_link_to_servers_already_stored(engine):  # noqa: F811 - both engines
+    # node-2's agent ships; node-1's agent is cut off and ships its backlog after node-2's
+    # servers were stored unlinked: those rows get their parent and the client's trace.
+    store = open_store(None)
+    hub = Hub(store, "127.0.0.1", None, 0, linker=CrossNodeLinker(window_s=0.05)).start()
+    url = f"http://127.0.0.1:{hub.http.port}/v1/traces"
+    spans = exchanges(40)
+    clients = [s for s in spans if s.kind == "CLIENT"]
+    servers = [s for s in spans if s.kind == "SERVER"]
+    later = [s for s in exchanges(40, first=200) if s.kind == "SERVER"]  # node-2 goes on
+    try:
+        with httpx.Client(headers={"Content-Type": "application/x-protobuf"}) as client:
+            assert client.post(url, content=encode(servers)).status_code == 200
+            time.sleep(0.1)  # past the linker's start-up hold
+            assert client.post(url, content=encode(later)).status_code == 200
+            assert hub.ingest.drain(30)
+            assert store.count() == 80 and not any(s.parent_span_id for s in store.spans(_all()))
+            assert client.post(url, content=encode(clients)).status_code == 200
+            assert hub.ingest.drain(30)
+        rows = {s.span_id: s for s in store.spans(_all())}
+        assert len(rows) == 120
+        for c, s in zip(clients, servers):
+            row = rows[s.span_id]
+            assert row.parent_span_id == c.span_id and row.trace_id == rows[c.span_id].trace_id
+            assert row.attributes["guardian.link.method"] == "connection+late"
+            assert row.attributes["url.query"] == c.attributes["url.query"]  # the right client
+        assert hub.ingest.relinked == 40 and hub.ingest.store_errors == 0
+        metrics = {m.name: m.samples[0].value for m in HubMetrics(hub).collect()}
+        assert metrics["guardian_hub_spans_relinked"] == 40 and metrics["guardian_hub_links_late"] == 40
+    finally:
+        hub.stop()
+        store.close()

@@ -129,3 +129,72 @@ def test_mutated_requests_decode_alike_or_raise_decode_error():
             assert got is not None and got[1] == want[1]
             assert [s.to_dict() for s in got[0]] == [s.to_dict() for s in want[0]]
     assert outcomes[(True, True)] >= 100 and outcomes[(False, False)] >= 1000  # both kinds tried
+
+
+# The C reader (capture/export/_otlp_wire.c, built by setup.py) against decode_py, its
+# specification: the same spans, the same rejections, DecodeError on the same bytes.
+
+def test_the_extension_is_built():
+    assert otlp_wire._otlp_wire is not None, \
+        "capture.export._otlp_wire is not built: python setup.py build_ext --inplace"
+
+
+needs_c = pytest.mark.skipif(otlp_wire._otlp_wire is None, reason="extension not built (see above)")
+
+
+def _outcome(fn, body: bytes):
+    try:
+        spans, rejected = fn(body)
+    except DecodeError:
+        return None
+    return rejected, [s.to_dict() | {"m": s.status_message} for s in spans]
+
+
+def _both(body: bytes) -> tuple:
+    py, c = _outcome(otlp_wire.decode_py, body), _outcome(otlp_wire.decode_c, body)
+    assert c == py, body[:200]
+    return py
+
+
+@needs_c
+def test_c_reader_gives_the_python_readers_spans():
+    body = encode(varied(300) + sample())
+    otlp_wire._kv_cache.clear()
+    got = _both(body)
+    assert got is not None and len(got[1]) == 302
+    assert _both(body) == got  # from the cache
+    spans = otlp_wire.decode(body)[0]
+    assert spans[0].resource is spans[2].resource  # one dict per resource, as in Python
+
+
+@needs_c
+def test_c_reader_hostile_bytes():
+    rnd = random.Random(5)
+    base = encode(varied(6) + sample())
+    kinds: Counter = Counter()
+    for _ in range(4000):
+        b = bytearray(base)
+        for _ in range(rnd.randrange(1, 4)):
+            i = rnd.randrange(len(b))
+            what = rnd.random()
+            if what < 0.4:
+                b[i] = rnd.randrange(256)
+            elif what < 0.55:
+                b[i] = rnd.choice([0x80, 0xFF, 0x7F, 0x0A, 0x12, 0x4A, 0x39, 0x7A])
+            elif what < 0.7:
+                del b[i:i + rnd.randrange(1, 8)]
+            elif what < 0.85:  # long and over-long varints: enums and lengths past 64 bits
+                b[i:i] = bytes([0xFF] * rnd.randrange(1, 11)) + bytes([rnd.randrange(128)])
+            else:
+                b[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 5)))
+        body = bytes(b[:rnd.randrange(len(b) + 1)] if rnd.random() < 0.2 else b)
+        kinds[_both(body) is not None] += 1
+    # Fields as sent by hand: an enum and a status code ten bytes long, a tag written long.
+    span = bytes([0x0A, 16]) + b"t" * 16 + bytes([0x12, 8]) + b"s" * 8 + b"\x2a\x01n"
+    for tail in (b"\x30" + b"\xff" * 9 + b"\x01", b"\x30" + b"\x82\x80\x80\x80\x80\x80\x80\x80\x80\x02",
+                 b"\x7a\x0b\x18" + b"\x81" + b"\x80" * 8 + b"\x02", b"\xca\x00\x00", b"\x39" + b"\x01" * 8):
+        s = span + tail
+        ss = bytes([0x12]) + _varint(len(s)) + s
+        rs = bytes([0x12]) + _varint(len(ss)) + ss
+        assert _both(bytes([0x0A]) + _varint(len(rs)) + rs) is not None
+    assert kinds[True] >= 300 and kinds[False] >= 1000

@@ -233,3 +233,29 @@ def test_store_file_and_wal_are_private_from_the_start(tmp_path):
         assert _mode(tmp_path / "other") == 0o644
     finally:
         os.umask(old)
+
+
+def test_relink_sets_a_stored_servers_parent_and_moves_its_trace():
+    store = open_store(None)
+    spans = call(0) + call(1)
+    late_server = Span(name="GET /x", kind="SERVER", start_time_unix_nano=T0, end_time_unix_nano=T0 + MS,
+                       attributes={"http.route": "/x", "n": 1}, resource={"service.name": "api"})
+    child = Span(name="SELECT", kind="CLIENT", start_time_unix_nano=T0, end_time_unix_nano=T0 + MS,
+                 trace_id=late_server.trace_id, parent_span_id=late_server.span_id,
+                 resource={"service.name": "api"})
+    store.append(spans + [late_server, child])
+    client = spans[1]  # its trace takes the server and the server's child
+    n = store.relink([(late_server.span_id, client.span_id, {"guardian.link.method": "connection+late",
+                                                             "guardian.link.confidence": 0.9}),
+                      ("f" * 16, client.span_id, {"x": 1})],  # not stored: nothing set
+                     {late_server.trace_id: client.trace_id})
+    assert n == 1
+    trace = store.trace(client.trace_id)
+    got = {s.span_id: s for s in trace}
+    assert len(trace) == 6 and store.trace(late_server.trace_id) == []
+    s = got[late_server.span_id]
+    assert s.parent_span_id == client.span_id and got[child.span_id].parent_span_id == s.span_id
+    assert s.attributes == {"http.route": "/x", "n": 1, "guardian.link.method": "connection+late",
+                            "guardian.link.confidence": 0.9}
+    assert store.count() == len(spans) + 2
+    assert store.relink([], {}) == 0
