@@ -100,7 +100,7 @@ static __always_inline void send_record(struct guardian_record *r, struct guardi
                 return;
             }
         }
-        __u8 proto = detect_protocol(r->payload, n, &msg_type);
+        __u8 proto = detect_protocol(r->payload, n, &msg_type, c->transport == TRANSPORT_UDP);
         if (proto == PROTO_UNKNOWN) {
             stat_add(STAT_UNKNOWN_DROPS, 1);
             c->bytes[dir & 1] += len;
@@ -231,10 +231,12 @@ struct guardian_msghdr {
  * names its next socket, and /proc/net only shows the agent's own network namespace.
  * Field offsets come from the running kernel's BTF (capture/btf.py via cflags), never from
  * the compile-time headers, which may be another kernel's.
- * Returns SOCK_LOCAL | SOCK_REMOTE for the halves of `t` it filled; 0 with *ino = 0 when
- * `fd` is no IP socket. *type: SOCK_STREAM (1) or SOCK_DGRAM (2). */
+ * Returns SOCK_LOCAL | SOCK_REMOTE for the halves of `t` it filled (*ino set), SOCK_NOT_IP
+ * for a socket of another family (unix, netlink), 0 when it could not tell.
+ * *type: SOCK_STREAM (1) or SOCK_DGRAM (2). */
 #define SOCK_LOCAL 1
 #define SOCK_REMOTE 2
+#define SOCK_NOT_IP 4
 #ifdef OFF_TASK_FILES
 static __always_inline int sock_from_fd(__u32 fd, struct guardian_tuple *t, __u32 *ino, __u16 *type)
 {
@@ -273,6 +275,8 @@ static __always_inline int sock_from_fd(__u32 fd, struct guardian_tuple *t, __u3
     } else if (family == GUARDIAN_AF_INET6) {
         bpf_probe_read_kernel(t->laddr, 16, (void *)(sk + OFF_SK_V6_RCV_SADDR));
         bpf_probe_read_kernel(t->raddr, 16, (void *)(sk + OFF_SK_V6_DADDR));
+    } else if (family) {
+        return SOCK_NOT_IP;
     } else {
         return 0;
     }
@@ -305,6 +309,13 @@ static __always_inline void sock_identify(__u32 fd, struct guardian_conn *c)
     __u32 ino = 0;
     __u16 type = 0;
     int got = sock_from_fd(fd, &t, &ino, &type);
+    if (got == SOCK_NOT_IP) {
+        /* send/recv calls track any socket (followed_conn): a unix or netlink one carries no
+         * traffic of ours, and its bytes could pass a detector */
+        c->flags |= CONN_IGNORED;
+        stat_add(STAT_NOT_IP, 1);
+        return;
+    }
     c->sock_ino = ino;
     if (ino) /* a socket older than the agent was taken for TCP (followed_conn) */
         c->transport = type == 2 ? TRANSPORT_UDP : TRANSPORT_TCP;

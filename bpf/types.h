@@ -90,7 +90,8 @@ enum guardian_stat {
     STAT_IOV_UNWALKED = 9,    /* gathered I/O whose last iovecs went up uncopied (record budget) */
     STAT_RINGBUF_SPILLED = 10, /* records the ring buffer refused, sent through the spill ring */
     STAT_RINGBUF_WAKEUPS = 11, /* records that woke the agent (its unread data crossed a wakeup mark) */
-    STAT_MAX = 12,
+    STAT_NOT_IP = 12,          /* sockets of another family than IP (unix, netlink) no longer followed */
+    STAT_MAX = 13,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses
