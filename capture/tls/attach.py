@@ -238,7 +238,15 @@ class TlsAttacher:
     def _attach_one_by_one(self, attached: AttachedFile, probes: list[Probe]) -> None:
         for p in probes:
             try:
-                uprobe.attach(self.bpf, p.path, p.addr, p.fn, self._probe_pid, ret=p.ret)
+                try:
+                    uprobe.attach(self.bpf, p.path, p.addr, p.fn, self._probe_pid, ret=p.ret)
+                except OSError:
+                    # the kernel refuses a probe where one with another reference-counter offset
+                    # sits (bcc's tools, e.g. sslsniff, pass a garbage one): bcc's own call passes
+                    # the same garbage, and sharing the place beats no plaintext
+                    attach = self.bpf.attach_uretprobe if p.ret else self.bpf.attach_uprobe
+                    attach(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
+                    self.stats["probes_bcc_ref_ctr"] += 1
                 attached.probes.append(p)
                 attached.one_by_one.append(p)
             except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on symbol errors
