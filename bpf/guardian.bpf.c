@@ -298,12 +298,15 @@ static __always_inline int sock_from_fd(__u32 fd, struct guardian_tuple *t, __u3
 #endif
 
 /* Give tracked connection `c` (the calling process's `fd`) its socket's identity and transport
- * and, where the tuple is still unknown, the addresses the socket has: once per connection, at its first
- * record (an unconnected UDP socket has its local port only after its first send or bind). */
+ * and, where the tuple is still unknown, the addresses the socket has: once per connection, at
+ * its first record (an unconnected UDP socket has its local port only after its first send or
+ * bind). */
 static __always_inline void sock_identify(__u32 fd, struct guardian_conn *c)
 {
 #ifdef OFF_TASK_FILES
-    if (c->sock_ino)
+    /* read until it has a local end: a socket first seen at a send's entry (one older than the
+     * agent) may be bound by that very send */
+    if (c->sock_ino && ((c->flags & CONN_TUPLE_KNOWN) || c->t.lport))
         return;
     struct guardian_tuple t = {};
     __u32 ino = 0;
