@@ -146,12 +146,12 @@ class ConnTracker:
             if entry is not None:
                 local, remote = entry.local, entry.remote
                 self.stats["tuple_from_proc"] += 1
-            else:
-                self.stats["tuple_unresolved"] += 1
         if self.port is not None and not (
                 (local and local[1] == self.port) or (remote and remote[1] == self.port)):
             self.conns[conn_id] = _IGNORED
             return None
+        if local is None or remote is None:  # counted for the connections kept (--port)
+            self.stats["tuple_unresolved"] += 1
         conn = Connection(
             conn_id=conn_id, pid=tgid, protocol=_PROTO.get(proto, "UNKNOWN"),
             role=_ROLE.get(role, "UNKNOWN"),

@@ -128,6 +128,7 @@ def test_getaddrinfo_in_a_network_namespace():
         for s in servers:
             assert s["attributes"]["network.transport"] == "udp" and s["attributes"]["server.port"] == 53
             assert s["attributes"]["client.port"] == clients[0]["attributes"]["client.port"]
+        assert not cap.stats.get("conntrack.tuple_unresolved"), cap.stats
     finally:
         subprocess.run(["ip", "netns", "delete", ns], timeout=20)
         shutil.rmtree(etc, ignore_errors=True)

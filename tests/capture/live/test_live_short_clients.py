@@ -85,3 +85,4 @@ def test_every_query_of_a_gone_client_is_a_span_with_its_own_ports():
              if len(got) != 1 or got[0].get("client.port") != expected[name][0]
              or got[0]["network.transport"] != expected[name][1] or got[0].get("server.port") != port}
     assert not wrong, (wrong, cap.stats)
+    assert not cap.stats.get("conntrack.tuple_unresolved"), cap.stats  # connections kept by --port
