@@ -10,6 +10,7 @@ detach_uprobe / detach_uretprobe, which find the event by the same name.
 from __future__ import annotations
 
 import ctypes
+import os
 
 _PROBE_ENTRY, _PROBE_RETURN = 0, 1  # enum bpf_probe_attach_type (libbpf.h)
 _attach = None
@@ -31,7 +32,7 @@ def attach(bpf, path: str, addr: int, fn_name: str, pid: int = -1, ret: bool = F
     function's return with `ret`. Raises OSError when the kernel refuses."""
     from bcc import BPF
 
-    file_path, offset = BPF._check_path_symbol(path.encode(), b"", addr, pid)
+    file_path, offset = BPF._check_path_symbol(os.fsencode(path), b"", addr, pid)
     bpf._check_probe_quota(1)
     fn = bpf.load_func(fn_name.encode(), BPF.KPROBE)
     ev_name = bpf._get_uprobe_evname(b"r" if ret else b"p", file_path, offset, pid)

@@ -68,8 +68,8 @@ def test_one_by_one_uprobes_take_no_reference_counter(tmp_path):
         changed = [i for i in range(SPAN) if on_disk[i] != in_memory[i]]
         assert not changed, f"bytes changed at offsets {changed}"
         for name in ("SSL_write", "SSL_read"):  # BCC's own detach finds them by their event names
-            bpf.detach_uprobe(name=str(lib), addr=funcs[name])
-            bpf.detach_uretprobe(name=str(lib), addr=funcs[name])
+            bpf.detach_uprobe(name=os.fsencode(lib), addr=funcs[name])
+            bpf.detach_uretprobe(name=os.fsencode(lib), addr=funcs[name])
         assert bpf.num_open_uprobes() == 0
     finally:
         links.close(fds)
