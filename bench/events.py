@@ -131,7 +131,8 @@ class _Sockets:
     def __init__(self, port: int) -> None:
         self.local = ("127.0.0.1", port)
 
-    def lookup(self, pid: int, fd: int, remote: tuple[str, int] | None = None) -> SockEntry | None:
+    def lookup(self, pid: int, fd: int, remote: tuple[str, int] | None = None,
+               inode: int | None = None) -> SockEntry | None:
         return SockEntry(self.local, remote, "01", 0, "tcp") if remote else None
 
 

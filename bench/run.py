@@ -33,6 +33,7 @@ BENCHES = {
     "hub_ingest": False,
     "soak": True,
     "llm_eval": False,
+    "kernel_time": True,
 }
 
 

@@ -32,8 +32,10 @@ static __always_inline __u32 detect_len(const __u8 *buf, __u32 len)
     return *slot;
 }
 
-/* REGISTRY:protocols — tried in order, most specific structure first. */
-static __always_inline int detect_protocol(const __u8 *buf, __u32 len, __u8 *msg_type)
+/* REGISTRY:protocols — tried in order, most specific structure first. Of these only DNS runs
+ * over UDP: a datagram is tried as DNS alone (a query for a name with a long first label also
+ * passes the Kafka request check). */
+static __always_inline int detect_protocol(const __u8 *buf, __u32 len, __u8 *msg_type, int udp)
 {
     int t;
 #define TRY(id, fn)            \
@@ -41,6 +43,10 @@ static __always_inline int detect_protocol(const __u8 *buf, __u32 len, __u8 *msg
     if (t != MSG_NONE) {       \
         *msg_type = t;         \
         return id;             \
+    }
+    if (udp) {
+        TRY(PROTO_DNS, detect_dns)
+        return PROTO_UNKNOWN;
     }
     TRY(PROTO_TLS_HANDSHAKE, detect_tls_handshake)
     TRY(PROTO_HTTP1, detect_http1)

@@ -7,6 +7,7 @@
 #include "types.h"
 #include "maps.h"
 #include "sockaddr.h"
+#include "sockfd.h"
 #include "detect.h"
 
 #define GUARDIAN_EINPROGRESS 115
@@ -188,7 +189,7 @@ static __always_inline void send_record(struct guardian_record *r, struct guardi
                 return;
             }
         }
-        __u8 proto = detect_protocol(r->payload, n, &msg_type);
+        __u8 proto = detect_protocol(r->payload, n, &msg_type, c->transport == TRANSPORT_UDP);
         if (proto == PROTO_UNKNOWN) {
             stat_add(STAT_UNKNOWN_DROPS, 1);
             c->bytes[dir & 1] += len;
@@ -216,7 +217,7 @@ static __always_inline void send_record(struct guardian_record *r, struct guardi
     ev->fd = key->fd;
     ev->total_len = len;
     ev->copied_len = n;
-    ev->_pad = 0;
+    ev->sock_ino = c->sock_ino;
     ev->kind = EV_DATA;
     ev->proto = c->proto;
     ev->direction = dir;
@@ -279,6 +280,7 @@ static __always_inline void emit_close(struct guardian_conn_key *key, struct gua
     struct guardian_event ev = {};
     ev.ts_ns = bpf_ktime_get_ns();
     ev.conn_id = c->conn_id;
+    ev.sock_ino = c->sock_ino;
     ev.tgid = key->tgid;
     ev.tid = (__u32)bpf_get_current_pid_tgid();
     ev.fd = key->fd;
@@ -310,60 +312,43 @@ struct guardian_msghdr {
     __u64 iovlen;
 };
 
-/* The 4-tuple of the calling process's socket `fd`, read from the kernel's own objects:
- * task -> files -> fd table -> file -> socket -> sock. For sockets the capture did not see
- * open: older than the agent, or inherited across fork (a forked server's connection:
- * PostgreSQL backends, prefork servers), where /proc may be gone before userspace looks.
- * Field offsets come from the running kernel's BTF (capture/btf.py via cflags), never from
- * the compile-time headers, which may be another kernel's. 1 when `t` was filled. */
-#ifdef OFF_TASK_FILES
-static __always_inline int tuple_from_fd(__u32 fd, struct guardian_tuple *t)
+/* Give tracked connection `c` (the calling process's `fd`) its socket's identity and transport
+ * and, where the tuple is still unknown, the addresses the socket has: once per connection, at
+ * its first record (an unconnected UDP socket has its local port only after its first send or
+ * bind). */
+static __always_inline void sock_identify(__u32 fd, struct guardian_conn *c)
 {
-    __u64 task = bpf_get_current_task();
-    __u64 files = 0, fdt = 0, fds = 0, file = 0, inode = 0, sock = 0, sk = 0;
-    __u32 max_fds = 0;
-    __u16 mode = 0, family = 0, lport = 0, dport_be = 0;
-    if (bpf_probe_read_kernel(&files, 8, (void *)(task + OFF_TASK_FILES)) || !files)
-        return 0;
-    if (bpf_probe_read_kernel(&fdt, 8, (void *)(files + OFF_FILES_FDT)) || !fdt)
-        return 0;
-    if (bpf_probe_read_kernel(&max_fds, 4, (void *)(fdt + OFF_FDT_MAX_FDS)) || fd >= max_fds)
-        return 0;
-    if (bpf_probe_read_kernel(&fds, 8, (void *)(fdt + OFF_FDT_FD)) || !fds)
-        return 0;
-    if (bpf_probe_read_kernel(&file, 8, (void *)(fds + (__u64)fd * 8)) || !file)
-        return 0;
-    if (bpf_probe_read_kernel(&inode, 8, (void *)(file + OFF_FILE_INODE)) || !inode)
-        return 0;
-    if (bpf_probe_read_kernel(&mode, 2, (void *)(inode + OFF_INODE_MODE)) || (mode & 0170000) != 0140000)
-        return 0; /* not S_IFSOCK */
-    if (bpf_probe_read_kernel(&sock, 8, (void *)(file + OFF_FILE_PRIVATE)) || !sock)
-        return 0;
-    if (bpf_probe_read_kernel(&sk, 8, (void *)(sock + OFF_SOCKET_SK)) || !sk)
-        return 0;
-    bpf_probe_read_kernel(&family, 2, (void *)(sk + OFF_SK_FAMILY));
-    if (family == GUARDIAN_AF_INET) {
-        __builtin_memset(t->laddr, 0, 10);
-        __builtin_memset(t->raddr, 0, 10);
-        t->laddr[10] = t->laddr[11] = t->raddr[10] = t->raddr[11] = 0xff;
-        bpf_probe_read_kernel(t->laddr + 12, 4, (void *)(sk + OFF_SK_RCV_SADDR));
-        bpf_probe_read_kernel(t->raddr + 12, 4, (void *)(sk + OFF_SK_DADDR));
-    } else if (family == GUARDIAN_AF_INET6) {
-        bpf_probe_read_kernel(t->laddr, 16, (void *)(sk + OFF_SK_V6_RCV_SADDR));
-        bpf_probe_read_kernel(t->raddr, 16, (void *)(sk + OFF_SK_V6_DADDR));
-    } else {
-        return 0;
+#ifdef OFF_TASK_FILES
+    /* read until it has a local end: a socket first seen at a send's entry (one older than the
+     * agent) may be bound by that very send */
+    if (c->sock_ino && ((c->flags & CONN_TUPLE_KNOWN) || c->t.lport))
+        return;
+    struct guardian_tuple t = {};
+    __u32 ino = 0;
+    __u16 type = 0;
+    int got = sock_from_fd(fd, &t, &ino, &type);
+    if (got == SOCK_NOT_IP) {
+        /* send/recv calls track any socket (followed_conn): a unix or netlink one carries no
+         * traffic of ours, and its bytes could pass a detector */
+        c->flags |= CONN_IGNORED;
+        stat_add(STAT_NOT_IP, 1);
+        return;
     }
-    bpf_probe_read_kernel(&lport, 2, (void *)(sk + OFF_SK_NUM));
-    bpf_probe_read_kernel(&dport_be, 2, (void *)(sk + OFF_SK_DPORT));
-    if (!lport || !dport_be)
-        return 0; /* not connected (a listening or unconnected socket) */
-    t->lport = lport;
-    t->rport = (dport_be >> 8) | (dport_be << 8);
-    t->family = family;
-    return 1;
-}
+    c->sock_ino = ino;
+    if (ino) /* a socket older than the agent was taken for TCP (followed_conn) */
+        c->transport = type == 2 ? TRANSPORT_UDP : TRANSPORT_TCP;
+    if (c->flags & CONN_TUPLE_KNOWN)
+        return;
+    if (got == (SOCK_LOCAL | SOCK_REMOTE)) {
+        c->t = t;
+        c->flags |= CONN_TUPLE_KNOWN;
+    } else if (got & SOCK_LOCAL) { /* keep the remote that connect() or a datagram gave */
+        __builtin_memcpy(c->t.laddr, t.laddr, 16);
+        c->t.lport = t.lport;
+        c->t.family = t.family;
+    }
 #endif
+}
 
 /* The calling process's tracked socket `fd`, if its traffic is followed. `new_transport`
  * >= 0 creates the entry for a socket older than the agent (send/recv-family calls are on
@@ -381,10 +366,7 @@ static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, i
         c = new_conn(&key, ROLE_UNKNOWN, new_transport);
         if (!c)
             return 0;
-#ifdef OFF_TASK_FILES
-        if (tuple_from_fd(fd, &c->t))
-            c->flags |= CONN_TUPLE_KNOWN;
-#endif
+        sock_identify(fd, c);
     }
     if (c->flags & CONN_IGNORED)
         return 0;
@@ -608,6 +590,7 @@ static __always_inline int io_exit(void *ctx, long ret)
     struct guardian_conn *c = conns.lookup(&key);
     if (!c)
         return 0;
+    sock_identify(io.fd, c);
     /* Written bytes are stamped when the write began, read bytes when the read returned:
      * the peer can read a write before the writer's exit runs (a loopback write wakes the
      * reader, which can preempt the writer for milliseconds), and exit stamps then put a
@@ -749,10 +732,7 @@ static __always_inline int accept_exit(long ret)
     if (!c)
         return 0;
     if (!call.addr) { /* the sys_enter was not seen (or no address asked for) */
-#ifdef OFF_TASK_FILES
-        if (tuple_from_fd(key.fd, &c->t))
-            c->flags |= CONN_TUPLE_KNOWN;
-#endif
+        sock_identify(key.fd, c);
         return 0;
     }
     read_sockaddr((const void *)call.addr, &c->t, 1);
@@ -850,7 +830,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     return 0;
 }
 
-/* Without BTF offsets (tuple_from_fd): TCP data copied to a reader, in the reader's process
+/* Without BTF offsets (sock_from_fd): TCP data copied to a reader, in the reader's process
  * context (this tracepoint has the same address fields as inet_sock_set_state): the 4-tuple
  * of a tracked socket whose tuple is still unknown, as after an accept() whose arguments
  * were not seen. Runs inside the read, before its exit tracepoint sends the bytes.
@@ -954,6 +934,7 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
     }
     if (c->flags & CONN_IGNORED)
         return;
+    sock_identify(fd, c);
     /* from now on the socket's own bytes are ciphertext, its plaintext comes from here */
     c->flags |= CONN_ENCRYPTED | CONN_TLS_PLAINTEXT;
     if (c->proto == PROTO_TLS_HANDSHAKE) { /* handshake done: detect the plaintext's protocol */
@@ -1182,6 +1163,7 @@ static __always_inline int mmsg_exit(long ret)
     struct guardian_conn *c = conns.lookup(&key);
     if (!c)
         return 0;
+    sock_identify(m.fd, c);
 #pragma unroll
     for (int i = 0; i < MAX_MMSG; i++) {
         if (i >= ret || i >= m.vlen)

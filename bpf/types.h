@@ -73,7 +73,7 @@ enum guardian_transport {
 enum guardian_conn_flags {
     CONN_IGNORED = 1,     /* gave up detecting: no known protocol in the first messages */
     CONN_ENCRYPTED = 2,   /* TLS records seen on the socket: syscall bytes are ciphertext */
-    CONN_TUPLE_KNOWN = 4, /* the kernel filled the 4-tuple (else userspace resolves it) */
+    CONN_TUPLE_KNOWN = 4, /* the kernel filled the 4-tuple (else userspace resolves what is missing) */
     CONN_SEEDED = 8,      /* created by userspace for a connection older than the agent */
     CONN_TLS_PLAINTEXT = 16, /* the TLS probes deliver its plaintext: its syscalls carry nothing to copy */
 };
@@ -92,7 +92,8 @@ enum guardian_stat {
     STAT_IOV_UNWALKED = 9,    /* gathered I/O whose last iovecs went up uncopied (record budget) */
     STAT_RINGBUF_SPILLED = 10, /* records the ring buffer refused, sent through the spill ring */
     STAT_RINGBUF_WAKEUPS = 11, /* records that woke the agent (its unread data crossed a wakeup mark) */
-    STAT_MAX = 12,
+    STAT_NOT_IP = 12,          /* sockets of another family than IP (unix, netlink) no longer followed */
+    STAT_MAX = 13,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses
@@ -118,6 +119,8 @@ struct guardian_conn {
     __u8 attempts;  /* messages seen while the protocol was still unknown */
     __u8 transport; /* enum guardian_transport */
     __u8 _pad[3];
+    __u32 sock_ino; /* the socket's inode, read from the fd at the first record; 0: not yet */
+    __u32 _pad2;
 };
 
 struct guardian_conn_key {
@@ -135,7 +138,7 @@ struct guardian_event {
     __u32 fd;
     __u32 total_len;  /* bytes the syscall moved */
     __u32 copied_len; /* bytes copied after this header (<= MAX_PAYLOAD) */
-    __u32 _pad;
+    __u32 sock_ino;   /* the socket's identity (its inode, as /proc/<pid>/fd shows it); 0: unknown */
     __u8 kind;        /* enum guardian_event_kind */
     __u8 proto;
     __u8 direction;   /* enum guardian_direction */

@@ -68,6 +68,8 @@ class Conn(ctypes.Structure):
         ("attempts", ctypes.c_uint8),
         ("transport", ctypes.c_uint8),
         ("_pad", ctypes.c_uint8 * 3),
+        ("sock_ino", ctypes.c_uint32),
+        ("_pad2", ctypes.c_uint32),
     ]
 
 
@@ -85,7 +87,7 @@ class Event(ctypes.Structure):
         ("fd", ctypes.c_uint32),
         ("total_len", ctypes.c_uint32),
         ("copied_len", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("sock_ino", ctypes.c_uint32),
         ("kind", ctypes.c_uint8),
         ("proto", ctypes.c_uint8),
         ("direction", ctypes.c_uint8),
@@ -102,7 +104,7 @@ class Event(ctypes.Structure):
 EVENT_SIZE = ctypes.sizeof(Event)
 
 # Fast decoding of the event header (struct.unpack is cheaper than ctypes field access: `python -m bench.events`).
-# Layout: ts conn_id pos | tgid tid fd total copied _pad | 8 x u8 | laddr raddr lport rport family _pad | comm
+# Layout: ts conn_id pos | tgid tid fd total copied sock_ino | 8 x u8 | laddr raddr lport rport family _pad | comm
 EVENT_STRUCT = struct.Struct("<QQQ6I8B16s16sHHHH16s")
 assert EVENT_STRUCT.size == EVENT_SIZE
 

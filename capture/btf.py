@@ -116,7 +116,7 @@ class Btf:
         return total
 
 
-# What tuple_from_fd (bpf/guardian.bpf.c) reads: task -> files -> fd table -> file ->
+# What sock_from_fd (bpf/guardian.bpf.c) reads: task -> files -> fd table -> file ->
 # socket -> sock, as -D names for the BPF compiler.
 SOCKET_FIELDS = {
     "OFF_TASK_FILES": ("task_struct", "files"),
@@ -126,7 +126,9 @@ SOCKET_FIELDS = {
     "OFF_FILE_INODE": ("file", "f_inode"),
     "OFF_FILE_PRIVATE": ("file", "private_data"),
     "OFF_INODE_MODE": ("inode", "i_mode"),
+    "OFF_INODE_INO": ("inode", "i_ino"),
     "OFF_SOCKET_SK": ("socket", "sk"),
+    "OFF_SOCKET_TYPE": ("socket", "type"),
     "OFF_SK_FAMILY": ("sock", "__sk_common.skc_family"),
     "OFF_SK_NUM": ("sock", "__sk_common.skc_num"),
     "OFF_SK_DPORT": ("sock", "__sk_common.skc_dport"),
@@ -139,7 +141,7 @@ SOCKET_FIELDS = {
 
 @lru_cache(maxsize=1)
 def socket_offsets(path: Path = VMLINUX) -> dict[str, int]:
-    """The offsets tuple_from_fd needs; empty when BTF is missing or lacks one of them
+    """The offsets sock_from_fd needs; empty when BTF is missing or lacks one of them
     (the kernel side then leaves unknown sockets' addresses to /proc, as before)."""
     try:
         btf = Btf(path.read_bytes())

@@ -1,7 +1,7 @@
 """Live connection tracking: ring-buffer events -> Connection objects -> the pipeline.
 
-Fills what the kernel could not (accepted sockets' local address, connections older than
-the agent) from /proc, applies the --port filter, notices lost events by stream position,
+Fills what the kernel could not (sockets the kernel side could not read, without BTF) from
+/proc, applies the --port filter, notices lost events by stream position,
 and forgets connections whose process is gone.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ class ConnTracker:
         conn.parser = None
 
     def _open(self, raw: bytes) -> _Tracked | None:
-        (_ts, conn_id, _pos, tgid, _tid, fd, _total, _copied, _p, _kind, proto, _dir, role, _mt,
+        (_ts, conn_id, _pos, tgid, _tid, fd, _total, _copied, ino, _kind, proto, _dir, role, _mt,
          source, _fl, transport, laddr, raddr, lport, rport, family, _p2, comm) = _UNPACK(raw)
         local = (abi.ip_text(laddr), lport) if family and lport else None
         remote = (abi.ip_text(raddr), rport) if family and rport else None
@@ -172,16 +172,20 @@ class ConnTracker:
             self.conns[conn_id] = _IGNORED
             return None
         if local is None or remote is None:
-            # by remote address only for accepted sockets: a client's remote is not unique
-            entry = self.sockets.lookup(tgid, fd, remote if role == abi.Role.SERVER else None)
+            # the kernel reads the socket's addresses at its first record; what it could not
+            # (no BTF offsets, a socket not bound or connected then) comes from /proc, by the
+            # socket's inode where the kernel gave it (the fd may name another socket by now),
+            # by remote address only for accepted sockets (a client's remote is not unique)
+            entry = self.sockets.lookup(tgid, fd, remote if role == abi.Role.SERVER else None, inode=ino or None)
             if entry is not None:
                 local, remote = entry.local, entry.remote
-            else:
-                self.stats["tuple_unresolved"] += 1
+                self.stats["tuple_from_proc"] += 1
         if self.port is not None and not (
                 (local and local[1] == self.port) or (remote and remote[1] == self.port)):
             self.conns[conn_id] = _IGNORED
             return None
+        if local is None or remote is None:  # counted for the connections kept (--port)
+            self.stats["tuple_unresolved"] += 1
         conn = Connection(
             conn_id=conn_id, pid=tgid, protocol=_PROTO.get(proto, "UNKNOWN"),
             role=_ROLE.get(role, "UNKNOWN"),

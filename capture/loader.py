@@ -54,7 +54,9 @@ def _socket_offsets(cache_dir: str) -> dict[str, int]:
         return btf.socket_offsets()
     path = Path(cache_dir) / f"socket-offsets-{bpfcache.kernel_digest()}.json"
     try:
-        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+        cached = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+        if set(cached) == set(btf.SOCKET_FIELDS):  # else written by a version reading other fields
+            return cached
     except (OSError, ValueError, TypeError, AttributeError):
         pass
     offsets = btf.socket_offsets()

@@ -1,7 +1,7 @@
 """Sockets from /proc: the 4-tuple of a (pid, fd) and the connections open before we started.
 
-Used where the kernel side cannot see the tuple cheaply (accepted sockets, connections
-older than the agent). Reads are cached briefly: a burst of new connections costs one read.
+Used where the kernel side could not read the socket (no BTF offsets for it, a socket not
+yet bound) and to seed the connections open before we started. Reads are cached briefly: a burst of new connections costs one read.
 """
 from __future__ import annotations
 
@@ -84,8 +84,12 @@ class SocketTable:
             self._by_remote = {e.remote: e for e in self._table.values() if e.state == ESTABLISHED}
             self._at = now
 
-    def lookup(self, pid: int, fd: int, remote: tuple[str, int] | None = None) -> SockEntry | None:
-        inode = socket_inode(pid, fd, self.root)
+    def lookup(self, pid: int, fd: int, remote: tuple[str, int] | None = None,
+               inode: int | None = None) -> SockEntry | None:
+        """The socket `inode` if given (the fd may name another socket by now), else the one
+        behind (pid, fd); else the established socket whose peer is `remote`."""
+        if inode is None:
+            inode = socket_inode(pid, fd, self.root)
         for force in (False, True):
             self._fresh(force)
             if inode is not None and inode in self._table:

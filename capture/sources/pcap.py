@@ -22,6 +22,7 @@ from capture.protocols import registry
 from capture.protocols.base import Side
 from capture.sources.reassembly import Chunk, Stream
 
+_UDP_PROTOCOLS = ("DNS",)  # the only protocol of the registry that runs over UDP
 MAX_DETECT_TRIES = 8  # same budget as the kernel (bpf/guardian.bpf.c)
 FLUSH_EVERY = 256  # packets between hand-offs of finished spans to the sink
 MAX_FRAGMENT_SETS = 1024
@@ -259,8 +260,9 @@ class PcapSource:
         self.pipeline.data(flow.conn, sender == flow.client, chunk.data, chunk.ts_ns, size=chunk.size)
 
     def _detect(self, flow: _Flow, sender: Endpoint, receiver: Endpoint, data: bytes) -> bool:
-        """Mirror of the kernel: the first protocol whose detector recognises the chunk wins."""
-        for name in registry.protocols():
+        """Mirror of the kernel: the first protocol whose detector recognises the chunk wins
+        (a datagram is tried as DNS only, as bpf/detect.h does)."""
+        for name in _UDP_PROTOCOLS if flow.transport == "udp" else registry.protocols():
             detect = registry.detector(name)
             side = detect(data) if detect else None
             if side is None:

@@ -9,7 +9,8 @@ process maps the file); the BPF side filters pids. With a --pid filter the probe
 process's only (others take no breakpoint). A binary never seen before is probed a
 few milliseconds after its exec: what it says before that is not seen (README, TLS).
 A file's probes are held by BPF links, one per program (capture/tls/links.py): attached and
-removed together; on kernels without uprobe_multi links, one perf event per probe as BCC does.
+removed together; on kernels without uprobe_multi links, one perf event per probe as BCC does
+(capture/tls/uprobe.py).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 from capture import abi
 from capture.ringbuf import RingReader
-from capture.tls import elf, links, notls, procmaps, stale
+from capture.tls import elf, links, notls, procmaps, stale, uprobe
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +238,18 @@ class TlsAttacher:
     def _attach_one_by_one(self, attached: AttachedFile, probes: list[Probe]) -> None:
         for p in probes:
             try:
-                if p.ret:
-                    self.bpf.attach_uretprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
-                else:
-                    self.bpf.attach_uprobe(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
+                try:
+                    uprobe.attach(self.bpf, p.path, p.addr, p.fn, self._probe_pid, ret=p.ret)
+                except OSError:
+                    # the kernel refuses a probe where one with another reference-counter offset
+                    # sits (bcc's tools, e.g. sslsniff, pass a garbage one): bcc's own call passes
+                    # the same garbage, and sharing the place beats no plaintext
+                    attach = self.bpf.attach_uretprobe if p.ret else self.bpf.attach_uprobe
+                    attach(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
+                    self.stats["probes_bcc_ref_ctr"] += 1
                 attached.probes.append(p)
                 attached.one_by_one.append(p)
-            except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on attach errors
+            except Exception as e:  # noqa: BLE001 — BCC raises bare Exception on symbol errors
                 self.stats["attach_errors"] += 1
                 log.warning("uprobe %s at %s:%#x not attached: %s", p.fn, p.path, p.addr, e)
 

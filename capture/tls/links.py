@@ -4,8 +4,8 @@ One link holds every probe one program takes in one file; closing it removes the
 single wait for the probes' last runs. Uprobes attached one by one as perf events (what BCC
 does) wait once each, a large part of a stop's time with a few dozen TLS probes
 (tests/capture/tls/test_tls_stop.py). The kernel refuses a link where a uprobe made another way
-sits at the same place with another reference-counter offset (bcc's Python passes none, so a
-garbage one): those probes are attached one by one. Not here: which probes a file takes
+sits at the same place with another reference-counter offset (another tool's, or an agent using
+bcc's own attach_uprobe, which passes a garbage one): those probes are attached one by one. Not here: which probes a file takes
 (capture/tls/attach.py).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Live: a server already blocked in accept() when the capture starts has its next connection
 captured (the kernel never saw that accept's sys_enter; accept's exit reads the new socket's
-4-tuple from the kernel's socket, bpf tuple_from_fd)."""
+4-tuple from the kernel's socket, bpf sock_from_fd)."""
 from __future__ import annotations
 
 import http.client

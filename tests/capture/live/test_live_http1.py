@@ -194,7 +194,7 @@ FORKING_SERVER = textwrap.dedent("""
 def test_a_forked_child_serving_an_accepted_connection_is_captured():
     """Prefork/forking servers (PostgreSQL backends, too): the parent accepts, the child
     serves and exits. The child's socket was never opened in front of the capture; its
-    4-tuple is read from the kernel's socket (bpf tuple_from_fd at BTF offsets), not from a
+    4-tuple is read from the kernel's socket (bpf sock_from_fd at BTF offsets), not from a
     /proc the child no longer has by the time the agent looks."""
     n = 20
     port = free_port()

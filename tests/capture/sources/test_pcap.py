@@ -168,3 +168,23 @@ def test_cli_rejects_a_file_that_is_not_a_capture(tmp_path):
     p = subprocess.run([sys.executable, "-m", "guardian.cli.main", "capture", "--pcap", str(bad), "--json"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "guardian capture:" in p.stderr
+
+
+def test_a_dns_query_that_also_passes_the_kafka_check_is_dns(tmp_path):
+    # a first label of 8+ printable bytes makes a query look like a Kafka request header (size,
+    # api key 0, version, correlation id, client id): over UDP only DNS is tried, as in the kernel
+    import struct
+
+    from capture.protocols import kafka
+
+    name = "u872ea771-0.x.test"
+    question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">2H", 1, 1)
+    query = struct.pack(">6H", 1, 0x0100, 1, 0, 0, 0) + question
+    answer = struct.pack(">6H", 1, 0x8180, 1, 1, 0, 0) + question + b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([10, 1, 2, 3])
+    assert kafka.detect(query) is not None
+    w = PcapWriter(tmp_path / "dns.pcap", server=("10.0.0.2", 53))
+    w.udp(w.client, w.server, query)
+    w.udp(w.server, w.client, answer)
+    spans, stats = spans_of(w.write())
+    (s,) = spans
+    assert s["attributes"]["dns.question.name"] == name and s["attributes"]["dns.answers"] == ["10.1.2.3"], stats
