@@ -38,6 +38,7 @@ STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
 GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a walk of a few
 SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
+STUCK_VOTES = 1.5  # per operation with calls stuck far beyond its baseline
 MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
 
 
@@ -99,6 +100,20 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                 c.excess_ms.append(call.gap_ms - g.p50_ms[0])
                 c.traces.add(call.client.trace_id)
         c.change = c.change or _gap_text(g)
+    for st in sig.stuck:
+        # One call stuck for seconds where the operation never took more than a few ms is its
+        # size's evidence, not a test's: it counts less than several.
+        svc = walker.canon(st.service)
+        c = cands.setdefault((svc, "latency"), Candidate(key=(svc, st.operation), kind="latency"))
+        c.votes += STUCK_VOTES * (1.0 if len(st.stuck_ms) > 1 else 0.7)
+        c.ops[st.operation] = c.ops.get(st.operation, 0.0) + STUCK_VOTES
+        c.fixed_change = 1.0
+        c.change = c.change or st.describe()
+        for s, ms in zip(st.examples, st.stuck_ms):
+            if s.trace_id not in c.traces:
+                c.spans.append(s)
+                c.excess_ms.append(ms - st.base_p50_ms)
+                c.traces.add(s.trace_id)
     by_op: dict[tuple[str, str], list] = {}
     # Where spans say how calls ended, failures show there; a changed mix of calls alone is
     # as likely a changed mix of requests.
@@ -473,7 +488,7 @@ def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow,
         return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
                 f" {fmt_ns(window.end_ns)} that explains a symptom: nothing is named as a root cause."
                 f" The largest changes are too small or too uncertain to blame ({seen}).")
-    if not found:
+    if not found and not causes:
         return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
                 f" {fmt_ns(window.end_ns)}: error rates, latencies and traffic are within baseline.")
     if not causes:
@@ -481,6 +496,6 @@ def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow,
             "; ".join(a.description for a in found[:3])
     rc = causes[0]
     op = f" `{rc.operation}`" if rc.operation else ""
-    symptoms = "; ".join(a.description for a in found[:3])
+    symptoms = "; ".join(a.description for a in found[:3]) or rc.description
     return (f"Most likely root cause: {rc.kind} at {rc.service}{op} ({rc.confidence:.0%} confidence)."
             f" Symptoms: {symptoms}.")

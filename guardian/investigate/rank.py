@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from capture.span import Span
 from guardian.investigate.samples import Walker
 from guardian.investigate.signals import Signals
-from guardian.investigate.walk import Key
+from guardian.investigate.walk import Key, entry_of
+from tools.base import peer_of
 
 
 @dataclass
@@ -99,7 +100,8 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
                     y.score *= 0.2
             continue
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
-                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)]
+                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)
+                 and waits_on(walker, y, x)]
         if not below:
             continue
         # the lowest: one that has no other explaining candidate below it
@@ -107,6 +109,32 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
         best = max(low or below, key=lambda y: y.score)
         best.score += 0.8 * x.score
         x.score *= 0.2
+
+
+def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool:
+    """Whether x's slow requests, as sampled, spent their extra time in calls to y. A service
+    below x can explain x's slowdown only through the calls x's requests make to it: extra
+    time x spent on its own (a sleep, its CPU, its queue) is not y's, however much y changed
+    for its other callers."""
+    if FAMILY[x.kind] != 1 or FAMILY[y.kind] != 1:
+        return True
+    seen = ok = 0
+    for s, extra_ms in zip(x.spans, x.excess_ms):
+        if s.service != x.key[0] or extra_ms <= 0 or s.kind == "CLIENT":
+            continue
+        tree = walker.tree(s.trace_id)
+        entry = entry_of(tree, s)
+        in_y = 0
+        for d in tree.descendants(entry):
+            if d.kind != "CLIENT" or d.service == y.key[0]:
+                continue
+            linked = [k for k in tree.children[d.span_id] if k.kind == "SERVER"]
+            callee = linked[0].service if linked else walker.canon(peer_of(d) or "", d)
+            if walker.canon(callee) == y.key[0]:
+                in_y += d.duration_ns
+        seen += 1
+        ok += in_y / 1e6 >= SIZE_SHARE * extra_ms
+    return seen < 2 or 2 * ok >= seen
 
 
 SIZE_SHARE = 0.25  # a slowdown below explains one above when it added this share of the time
