@@ -35,10 +35,10 @@ class Stuck:
                 f" {self.count[0]} baseline calls took at most {self.base_max_ms:.1f} ms ({sure})")
 
 
-def _answered(sample: Sample) -> dict[tuple[str, str, str], list[Span]]:
+def _answered(sample: Sample) -> dict[tuple, list[Span]]:
     """Spans that answer a call (SERVER), per (caller, service, operation): a caller new in
     the window (a batch job's long queries) brings new work, not stuck calls."""
-    out: dict[tuple[str, str, str], list[Span]] = {}
+    out: dict[tuple, list[Span]] = {}
     for tree in sample.trees:
         for s in tree.spans:
             if s.kind != "SERVER":
@@ -46,6 +46,9 @@ def _answered(sample: Sample) -> dict[tuple[str, str, str], list[Span]]:
             p = tree.by_id.get(s.parent_span_id or "")
             caller = p.service if p is not None and p.service != s.service else ""
             out.setdefault((caller, s.service, s.name), []).append(s)
+            if caller and p.kind == "CLIENT":
+                # as the caller saw it (a baseline that already waited long there is no calm one)
+                out.setdefault((caller, s.service, s.name, "client"), []).append(p)
     return out
 
 
@@ -53,11 +56,14 @@ def stuck_calls(cur: Sample, base: Sample) -> list[Stuck]:
     """Operations with calls far beyond their baseline's longest, longest stuck first."""
     now, before = _answered(cur), _answered(base)
     found: dict[tuple[str, str], Stuck] = {}
-    for (caller, svc, op), spans in now.items():
-        bs = before.get((caller, svc, op), [])
+    for key, spans in now.items():
+        if len(key) != 3:
+            continue
+        caller, svc, op = key
+        bs = before.get(key, [])
         if len(bs) < MIN_SAMPLE:
             continue
-        b = sorted(s.duration_ns / 1e6 for s in bs)
+        b = sorted(s.duration_ns / 1e6 for s in bs + before.get((*key, "client"), []))
         limit = max(STUCK_MS, STUCK_RATIO * b[-1])
         long = sorted((s for s in spans if s.duration_ns / 1e6 >= limit),
                       key=lambda s: -s.duration_ns)
