@@ -100,8 +100,12 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
                     y.score *= 0.2
             continue
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
-                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)
-                 and waits_on(walker, y, x)]
+                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)]
+        waited = {id(y): waits_on(walker, y, x) for y in below}
+        # Shown to be waited on beats merely below: a service x's requests never reached
+        # (their calls gave up before) explains nothing they were seen waiting for.
+        below = [y for y in below if waited[id(y)]] if any(waited.values()) else \
+            [y for y in below if waited[id(y)] is None]
         if not below:
             continue
         # the lowest: one that has no other explaining candidate below it
@@ -111,20 +115,21 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
         x.score *= 0.2
 
 
-def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool:
+def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool | None:
     """Whether x's slow requests, as sampled, spent their extra time in calls to y. A service
     below x can explain x's slowdown only through the calls x's requests make to it: extra
     time x spent on its own (a sleep, its CPU, its queue) is not y's, however much y changed
-    for its other callers."""
+    for its other callers. Requests with no call to y seen (spans lost) do not tell; None when
+    too few requests tell."""
     if FAMILY[x.kind] != 1 or FAMILY[y.kind] != 1:
-        return True
+        return None
     seen = ok = 0
     for s, extra_ms in zip(x.spans, x.excess_ms):
         if s.service != x.key[0] or extra_ms <= 0 or s.kind == "CLIENT":
             continue
         tree = walker.tree(s.trace_id)
         entry = entry_of(tree, s)
-        in_y = 0
+        in_y, calls = 0, 0
         for d in tree.descendants(entry):
             if d.kind != "CLIENT" or d.service == y.key[0]:
                 continue
@@ -132,9 +137,12 @@ def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool:
             callee = linked[0].service if linked else walker.canon(peer_of(d) or "", d)
             if walker.canon(callee) == y.key[0]:
                 in_y += d.duration_ns
+                calls += 1
+        if not calls:
+            continue  # no call to y in it: not made, or its spans lost; it cannot tell
         seen += 1
         ok += in_y / 1e6 >= SIZE_SHARE * extra_ms
-    return seen < 2 or 2 * ok >= seen
+    return None if seen < 2 else 2 * ok >= seen
 
 
 SIZE_SHARE = 0.25  # a slowdown below explains one above when it added this share of the time
