@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.span import Span
+from tools.base import peer_of
 from tools.sampling import Sample
 from tools.stats import MIN_SAMPLE, _quantile
 
@@ -37,10 +38,16 @@ class Stuck:
 
 def _answered(sample: Sample) -> dict[tuple, list[Span]]:
     """Spans that answer a call (SERVER), per (caller, service, operation): a caller new in
-    the window (a batch job's long queries) brings new work, not stuck calls."""
+    the window (a batch job's long queries) brings new work, not stuck calls. Calls no server
+    span answered count as their callee's, named as the caller named it."""
     out: dict[tuple, list[Span]] = {}
     for tree in sample.trees:
         for s in tree.spans:
+            if s.kind == "CLIENT" and not any(k.kind == "SERVER" for k in tree.children[s.span_id]):
+                # a call no server span answered (a database seen only by its clients)
+                if peer_of(s):
+                    out.setdefault((s.service, peer_of(s), s.name), []).append(s)
+                continue
             if s.kind != "SERVER":
                 continue
             p = tree.by_id.get(s.parent_span_id or "")

@@ -103,7 +103,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
     for st in sig.stuck:
         # One call stuck for seconds where the operation never took more than a few ms is its
         # size's evidence, not a test's: it counts less than several.
-        svc = walker.canon(st.service)
+        svc = walker.canon(st.service, st.examples[0])
         c = cands.setdefault((svc, "latency"), Candidate(key=(svc, st.operation), kind="latency"))
         c.votes += STUCK_VOTES * (1.0 if len(st.stuck_ms) > 1 else 0.7)
         c.ops[st.operation] = c.ops.get(st.operation, 0.0) + STUCK_VOTES
