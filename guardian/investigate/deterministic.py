@@ -443,6 +443,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
         # The network's change is in the gaps, not in the callee's own spans.
         change = g.sure if g is not None else _change(walker, c) if c.walked and c.spans else \
             c.fixed_change if c.fixed_change is not None else 1.0
+        c.changed = change
         c.score = c.votes * change * _impact(c)
         if g is not None and "answers" not in c.change:
             c.change = f"{_gap_text(g)}; {c.change}"

@@ -28,10 +28,12 @@ class Candidate:
     fixed_change: float | None = None  # how much it changed, when a test already said so
     walked: bool = False  # sampled requests were walked to it
     answered: list[Span] = field(default_factory=list)  # callers' spans failing on its answers
+    changed: float = 1.0  # how much it changed itself (deterministic._change): 0.15 not at all
 
 
 FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
 EXPLAINS = 0.2  # a changed candidate below with this share of a symptom's score explains it
+CHANGED = 0.5  # and changed at least this much itself (a candidate that did not change explains nothing)
 
 
 def absorb(into: Candidate, c: Candidate) -> None:
@@ -100,7 +102,8 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
                     y.score *= 0.2
             continue
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
-                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)]
+                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)
+                 and y.changed >= CHANGED]
         waited = {id(y): waits_on(walker, y, x) for y in below}
         # Shown to be waited on beats merely below: a service x's requests never reached
         # (their calls gave up before) explains nothing they were seen waiting for.
@@ -161,9 +164,12 @@ def explains(y: Candidate, x: Candidate) -> bool:
     the size of that wait. Failures seen only in the shape of traces (no status codes) may be
     either. A slowdown explains a slowdown above only when it is of its size: a few ms below
     cannot add a second above. Time between a call and its answer (x's network) is spent
-    before x begins the request or after it answered: nothing x calls can cause it."""
+    before x begins the request or after it answered: nothing x calls can cause it; nor can
+    a slowdown cause the wrong value x answered on time with success."""
     if x.kind == "network":
         return False
+    if FAMILY[y.kind] == 1 and x.answered and len(x.answered) >= 0.5 * len(x.spans):
+        return False  # x answered on time, with success, and its callers failed on the answer
     if FAMILY[y.kind] == 1 and FAMILY[x.kind] == 0:
         failed = sorted(s.duration_ns / 1e6 for s in x.spans if s.status_code == "ERROR")
         if not failed:  # failures seen only in the shape of traces: it cannot be told
