@@ -43,6 +43,8 @@ def _answered(sample: Sample) -> dict[tuple, list[Span]]:
     out: dict[tuple, list[Span]] = {}
     for tree in sample.trees:
         for s in tree.spans:
+            if s.kind == "CLIENT":
+                out.setdefault(("client", s.name), []).append(s)
             if s.kind == "CLIENT" and not any(k.kind == "SERVER" for k in tree.children[s.span_id]):
                 # a call no server span answered (a database seen only by its clients)
                 if peer_of(s):
@@ -65,12 +67,14 @@ def stuck_calls(cur: Sample, base: Sample) -> list[Stuck]:
     found: dict[tuple[str, str], Stuck] = {}
     for key, spans in now.items():
         if len(key) != 3:
-            continue
+            continue  # the callers' views, read below
         caller, svc, op = key
         bs = before.get(key, [])
         if len(bs) < MIN_SAMPLE:
             continue
-        b = sorted(s.duration_ns / 1e6 for s in bs + before.get((*key, "client"), []))
+        # as the caller saw it; calls whose caller is not seen, as any call of that name was seen
+        views = before.get((*key, "client"), []) if caller else before.get(("client", op), [])
+        b = sorted(s.duration_ns / 1e6 for s in bs + views)
         limit = max(STUCK_MS, STUCK_RATIO * b[-1])
         long = sorted((s for s in spans if s.duration_ns / 1e6 >= limit),
                       key=lambda s: -s.duration_ns)

@@ -33,6 +33,7 @@ from tools.stats import (MIN_SAMPLE, SURE, RedStats, confidence, from_row, from_
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
+LOW_SYMPTOMS = 2  # and at most this many more, at services below every other symptom
 EVIDENCE = 5  # examples cited per root cause
 STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
@@ -52,7 +53,16 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     symptoms = [a for a in found if a.kind in WALKED]
     symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
     top = max((a.score for a in symptoms), default=1.0) or 1.0
-    for a in symptoms[:SYMPTOMS]:
+    walked = symptoms[:SYMPTOMS]
+    # The lowest symptoms in the call graph too: a cause deep below shows first as many larger
+    # symptoms above it, which alone would fill the walks.
+    hit = {a.service for a in symptoms}
+    for a in symptoms[SYMPTOMS:]:
+        if len(walked) >= SYMPTOMS + LOW_SYMPTOMS:
+            break
+        if not (_reach(walker, a.service) & hit) and a.service not in {w.service for w in walked}:
+            walked.append(a)
+    for a in walked:
         votes = walker.votes(a)
         for v in votes:
             svc = walker.canon(v.key[0], v.span)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.span import Span
+from capture.store.api import SpanFilter
 from guardian.investigate.samples import Walker
 from guardian.investigate.signals import Signals
 from guardian.investigate.walk import Key, entry_of
@@ -104,6 +105,7 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
                  and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)
                  and y.changed >= CHANGED]
+        below = [y for y in below if reached_op(walker, y, x, below_of[x.key[0]])]
         waited = {id(y): waits_on(walker, y, x) for y in below}
         # Shown to be waited on beats merely below: a service x's requests never reached
         # (their calls gave up before) explains nothing they were seen waiting for.
@@ -116,6 +118,28 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
         best = max(low or below, key=lambda y: y.score)
         best.score += 0.8 * x.score
         x.score *= 0.2
+
+
+def op_callers(walker: Walker, op: str) -> set[str]:
+    """Services seen making calls named op (window and baseline), read once per walker."""
+    memo = walker.__dict__.setdefault("_op_callers", {})
+    if op not in memo:
+        memo[op] = {sp.service for w in (walker.window, walker.baseline)
+                    for sp in walker.store.spans(SpanFilter(window=w, name=op, kind="CLIENT", limit=200))}
+    return memo[op]
+
+
+def reached_op(walker: Walker, y: Candidate, x: Candidate, below: set[str]) -> bool:
+    """Whether x's requests can reach the operations y changed in: some service at or below x
+    calls them. A service below x that slowed in an operation only others call (a queue's
+    blocking pop, waiting longer when less work arrives) explains nothing of x's."""
+    ops = [op for op in y.ops if op] or ([y.key[1]] if y.key[1] else [])
+    if not ops:
+        return True
+    callers: set[str] = set()
+    for op in ops[:3]:
+        callers |= op_callers(walker, op)
+    return not callers or bool(callers & (below | {x.key[0]}))
 
 
 def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool | None:
@@ -138,7 +162,9 @@ def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool | None:
                 continue
             linked = [k for k in tree.children[d.span_id] if k.kind == "SERVER"]
             callee = linked[0].service if linked else walker.canon(peer_of(d) or "", d)
-            if walker.canon(callee) == y.key[0]:
+            op = linked[0].name if linked else d.name
+            # y slowed in some operations: a call to another of its operations is no wait on it
+            if walker.canon(callee) == y.key[0] and (not y.ops or op in y.ops):
                 in_y += d.duration_ns
                 calls += 1
         if not calls:
