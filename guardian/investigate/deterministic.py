@@ -52,7 +52,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     cands: dict[tuple[str, str], Candidate] = {}
     symptoms = [a for a in found if a.kind in WALKED]
     symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
-    top = max((a.score for a in symptoms), default=1.0) or 1.0
+    top_all = max((a.score for a in symptoms), default=1.0) or 1.0
     walked = symptoms[:SYMPTOMS]
     # The lowest symptoms in the call graph too: a cause deep below shows first as many larger
     # symptoms above it, which alone would fill the walks.
@@ -62,8 +62,11 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
             break
         if not (_reach(walker, a.service) & hit) and a.service not in {w.service for w in walked}:
             walked.append(a)
-    for a in walked:
-        votes = walker.votes(a)
+    got = [(a, walker.votes(a)) for a in walked]
+    # Scaled by the largest symptom whose walks led somewhere: a large symptom that led
+    # nowhere (the noise of a busy host) does not make the others small.
+    top = max((a.score for a, votes in got if votes), default=1.0) or 1.0
+    for a, votes in got:
         for v in votes:
             svc = walker.canon(v.key[0], v.span)
             c = cands.setdefault((svc, v.kind), Candidate(key=(svc, v.key[1]), kind=v.kind))
@@ -85,7 +88,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
                 and not _less_demand(walker, a.service, found) \
                 and not _callers_sent_less(walker, a.service):
             c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
-            c.votes += a.score / top
+            c.votes += a.score / top_all
             c.change = a.description
     return cands
 
@@ -282,6 +285,12 @@ def _change(walker: Walker, c: Candidate) -> float:
     if c.kind in ("error", "dependency") or (c.kind == "saturation" and err_delta > 0.02):
         c.change = errors + (f"; {latency}" if c.kind == "saturation" else "")
         if few:
+            sure = confidence(proportion_p(cur.errors, cur.count, base.errors, base.count))
+            if sure >= SURE and err_delta >= 0.05 and cur.count >= MIN_SAMPLE:
+                c.change += (f" (only {cur.count} calls now, {base.count} before, but {sure:.1%}"
+                             " sure the rate grew)")
+                c.shown = True
+                return 1.0
             c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
             return 0.5 if cur.errors >= 2 and err_delta > 0.01 else 0.15
         # A handful of failures among a few dozen calls happens on a calm day too.
@@ -289,6 +298,7 @@ def _change(walker: Walker, c: Candidate) -> float:
         if sure < SURE:
             c.change += f" ({sure:.0%} sure the rate grew)"
             return 0.15
+        c.shown = err_delta >= 0.05
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
     c.change = latency
     if few:  # too few calls to rank on alone: said, and weighed down unless a test is sure
@@ -460,7 +470,9 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)
-    if cands and cands[0].score < MIN_SCORE:
+    # Too weak to name, unless a test showed a candidate's own failures grew: a failure rate
+    # that surely grew is no noise, however few symptoms led to it.
+    if cands and cands[0].score < MIN_SCORE and not any(c.shown for c in cands):
         weak, cands = cands, []  # abstain: nothing changed enough to name a cause
     else:
         weak = []
