@@ -57,12 +57,16 @@ eval-memory: setup
 # there are kept (missing ones, e.g. dropped for capture loss, are recorded again). lab.shrink
 # then thins ordinary traces (a case is shrunk once); lab.coverage notes how much traffic was kept.
 LAB_CASES ?= 32
+# Seeds 15 and 16 add cases of the classes the investigator found hardest.
+LAB_WEAK = cpu_contention,lock_contention,wrong_return,pool_exhaustion,process_pause,exception,network_delay,cpu_throttle
 lab: setup
 	nice -n 10 $(PY) -m lab.record --topology shop --cases 16 --seed 1 --out evals/lab
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 26 --seed 11 --out evals/lab
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases $(LAB_CASES) --seed 13 --out evals/lab \
 		--none-share 0.15 --with shop:3:$(LAB_CASES):evals/lab:21000
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 7 --seed 14 --out evals/lab
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 22 --seed 15 --out evals/lab --none-share 0.18 \
+		--classes $(LAB_WEAK) --with shop:16:22:evals/lab:21000
 	$(PY) -m lab.shrink evals/lab
 	$(PY) -m lab.coverage evals/lab --write >/dev/null
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from capture.span import Span
 from tools.base import peer_of
 from tools.sampling import Sample
-from tools.stats import MIN_SAMPLE, SURE, _quantile, confidence, mann_whitney_p, proportion_p
+from tools.stats import (MIN_SAMPLE, SURE, _quantile, binom_sf, confidence, mann_whitney_p,
+                         proportion_p)
 from tools.trace import Tree
 
 Op = tuple[str, str]  # (service, operation)
@@ -22,6 +23,8 @@ DROP_DELTA = 0.05  # or by this many fewer, when the test is surer still
 SURER = 0.999
 AGREE = 0.6  # share of requests that must have stopped after the same callee to name it
 NEW_SHARE = 0.1  # a new call made by at least this many more of the requests
+NEW_BEFORE = 0.5  # and made by fewer than this share before (a call most made is not new)
+SEEN_PAIRS = 4  # (operation, call) pairs needed to read a capture-wide loss from their median
 EARLY = 0.7  # p50 duration below this share of the baseline's: the operation ends early
 
 
@@ -34,6 +37,7 @@ class Request:
     last_end: int = 0
     last_callee: str | None = None
     lookups: set = field(default_factory=set)  # signatures of name lookups (DNS)
+    call_ns: Counter = field(default_factory=Counter)  # signature -> time in those calls
 
 
 @dataclass
@@ -94,6 +98,7 @@ def requests(sample: Sample) -> dict[Op, list[Request]]:
                 if c.kind in ("CLIENT", "PRODUCER"):
                     sig = f"{_callee(tree, c)} {c.name}"
                     r.calls[sig] += 1
+                    r.call_ns[sig] += c.duration_ns
                     if "dns.question.name" in c.attributes:
                         r.lookups.add(sig)
                     if c.kind == "CLIENT" and c.end_time_unix_nano >= r.last_end:
@@ -106,6 +111,29 @@ def requests(sample: Sample) -> dict[Op, list[Request]]:
     return out
 
 
+def _made_unseen(missing: list[Request], having: list[Request], sig: str) -> bool:
+    """Requests that lack a call yet took as long as those that made it: the call was made and
+    its spans were lost (a capture that drops events), not skipped. A request that really
+    stopped before the call is shorter by about the call's time. Unknown (False) when the
+    call is too short next to the request to tell."""
+    if len(missing) < MIN_SAMPLE or len(having) < MIN_SAMPLE:
+        return False
+    call = _quantile(sorted(r.call_ns[sig] / 1e6 for r in having), 0.5)
+    full = _quantile(sorted(r.span.duration_ns / 1e6 for r in having), 0.5)
+    if call < 0.2 * full or call < 1.0:
+        return False
+    short = _quantile(sorted(r.span.duration_ns / 1e6 for r in missing), 0.5)
+    return short > full - 0.5 * call
+
+
+def _share_p(k1: int, n1: int, k0: int, n0: int, seen: float, more: bool) -> float:
+    """proportion_p against the baseline share scaled by how much of it every pair kept."""
+    if seen == 1.0:
+        return proportion_p(k1, n1, k0, n0, more=more)
+    p0 = min(max((k0 + 0.5) / (n0 + 1) * seen, 1e-6), 1 - 1e-6)
+    return binom_sf(k1, n1, p0) if more else binom_sf(n1 - k1, n1, 1 - p0)
+
+
 def _stopped_after(missing: list[Request]) -> str | None:
     """The callee most of these requests called last before they stopped, if most agree."""
     lasts = Counter(r.last_callee for r in missing)
@@ -115,9 +143,36 @@ def _stopped_after(missing: list[Request]) -> str | None:
     return callee if callee and n >= AGREE * len(missing) else None
 
 
+def _shares(rs: list[Request], bs: list[Request], sig: str) -> tuple[int, int, float, float]:
+    k1 = sum(1 for r in rs if r.calls[sig])
+    k0 = sum(1 for r in bs if r.calls[sig])
+    return k1, k0, k1 / len(rs), k0 / len(bs)
+
+
+def _seen_share(now: dict[Op, list[Request]], before: dict[Op, list[Request]]) -> float:
+    """How the share of requests making their usual calls moved everywhere at once: a capture
+    that lost more (or fewer) spans in one window than the other, not a change of any
+    operation. The median over every (operation, call) pair, so one faulty operation among
+    several does not move it; 1 when there are too few pairs to tell."""
+    ratios = []
+    for op, rs in now.items():
+        bs = before.get(op, [])
+        if len(rs) < MIN_SAMPLE or len(bs) < MIN_SAMPLE:
+            continue
+        for sig in set().union(*(r.calls for r in bs)) - set().union(*(r.lookups for r in rs + bs)):
+            k1, k0, s1, s0 = _shares(rs, bs, sig)
+            if s0 >= 0.3:
+                ratios.append(s1 / s0)
+    if len(ratios) < SEEN_PAIRS:
+        return 1.0
+    ratios.sort()
+    return min(max(_quantile(ratios, 0.5), 0.5), 1.5)
+
+
 def shape_changes(cur: Sample, base: Sample) -> list[ShapeChange]:
     """Every significant change of an operation's call pattern, surest first."""
     now, before = requests(cur), requests(base)
+    seen = _seen_share(now, before)
     out: list[ShapeChange] = []
     for op, rs in now.items():
         bs = before.get(op, [])
@@ -131,18 +186,20 @@ def shape_changes(cur: Sample, base: Sample) -> list[ShapeChange]:
         # lookup still shows, in the calls that stop after it.
         sigs -= set().union(*(r.lookups for r in rs), *(r.lookups for r in bs))
         for sig in sorted(sigs):
-            k1 = sum(1 for r in rs if r.calls[sig])
-            k0 = sum(1 for r in bs if r.calls[sig])
-            s1, s0 = k1 / n1, k0 / n0
-            if s0 >= 0.3 and s0 - s1 >= DROP_DELTA:
-                sure = confidence(proportion_p(k1, n1, k0, n0, more=False))
-                if sure >= (SURE if s1 <= DROP_SHARE * s0 else SURER):
-                    missing = [r for r in rs if not r.calls[sig]]
+            k1, k0, s1, s0 = _shares(rs, bs, sig)
+            # measured against what the baseline share would be with this window's capture
+            e0 = min(s0 * seen, 1.0)
+            if s0 >= 0.3 and e0 - s1 >= DROP_DELTA:
+                sure = confidence(_share_p(k1, n1, k0, n0, seen, more=False))
+                missing = [r for r in rs if not r.calls[sig]]
+                if sure >= (SURE if s1 <= DROP_SHARE * e0 else SURER) and \
+                        not _made_unseen(missing, [r for r in rs if r.calls[sig]] or
+                                         [r for r in bs if r.calls[sig]], sig):
                     out.append(ShapeChange(op[0], op[1], "dropped", sig, s0, s1, (n0, n1), sure,
                                            [r.span for r in missing[:5]], _stopped_after(missing)))
                 continue
-            if s1 - s0 >= NEW_SHARE and k1 >= 2:
-                sure = confidence(proportion_p(k1, n1, k0, n0, more=True))
+            if s1 - e0 >= NEW_SHARE and k1 >= 2 and s0 < NEW_BEFORE:
+                sure = confidence(_share_p(k1, n1, k0, n0, seen, more=True))
                 if sure >= SURE:
                     ex = [r.span for r in rs if r.calls[sig]]
                     out.append(ShapeChange(op[0], op[1], "new", sig, s0, s1, (n0, n1), sure, ex[:5]))

@@ -33,11 +33,13 @@ from tools.stats import (MIN_SAMPLE, SURE, RedStats, confidence, from_row, from_
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
+LOW_SYMPTOMS = 2  # and at most this many more, at services below every other symptom
 EVIDENCE = 5  # examples cited per root cause
 STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
 GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a walk of a few
 SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
+STUCK_VOTES = 1.5  # per operation with calls stuck far beyond its baseline
 MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
 
 
@@ -50,9 +52,21 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     cands: dict[tuple[str, str], Candidate] = {}
     symptoms = [a for a in found if a.kind in WALKED]
     symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
-    top = max((a.score for a in symptoms), default=1.0) or 1.0
-    for a in symptoms[:SYMPTOMS]:
-        votes = walker.votes(a)
+    top_all = max((a.score for a in symptoms), default=1.0) or 1.0
+    walked = symptoms[:SYMPTOMS]
+    # The lowest symptoms in the call graph too: a cause deep below shows first as many larger
+    # symptoms above it, which alone would fill the walks.
+    hit = {a.service for a in symptoms}
+    for a in symptoms[SYMPTOMS:]:
+        if len(walked) >= SYMPTOMS + LOW_SYMPTOMS:
+            break
+        if not (_reach(walker, a.service) & hit) and a.service not in {w.service for w in walked}:
+            walked.append(a)
+    got = [(a, walker.votes(a)) for a in walked]
+    # Scaled by the largest symptom whose walks led somewhere: a large symptom that led
+    # nowhere (the noise of a busy host) does not make the others small.
+    top = max((a.score for a, votes in got if votes), default=1.0) or 1.0
+    for a, votes in got:
         for v in votes:
             svc = walker.canon(v.key[0], v.span)
             c = cands.setdefault((svc, v.kind), Candidate(key=(svc, v.key[1]), kind=v.kind))
@@ -74,7 +88,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
                 and not _less_demand(walker, a.service, found) \
                 and not _callers_sent_less(walker, a.service):
             c = cands.setdefault((a.service, "traffic"), Candidate(key=(a.service, ""), kind="traffic"))
-            c.votes += a.score / top
+            c.votes += a.score / top_all
             c.change = a.description
     return cands
 
@@ -99,6 +113,20 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                 c.excess_ms.append(call.gap_ms - g.p50_ms[0])
                 c.traces.add(call.client.trace_id)
         c.change = c.change or _gap_text(g)
+    for st in sig.stuck:
+        # One call stuck for seconds where the operation never took more than a few ms is its
+        # size's evidence, not a test's: it counts less than several.
+        svc = walker.canon(st.service, st.examples[0])
+        c = cands.setdefault((svc, "latency"), Candidate(key=(svc, st.operation), kind="latency"))
+        c.votes += STUCK_VOTES * (1.0 if len(st.stuck_ms) > 1 else 0.7)
+        c.ops[st.operation] = c.ops.get(st.operation, 0.0) + STUCK_VOTES
+        c.fixed_change = 1.0
+        c.change = c.change or st.describe()
+        for s, ms in zip(st.examples, st.stuck_ms):
+            if s.trace_id not in c.traces:
+                c.spans.append(s)
+                c.excess_ms.append(ms - st.base_p50_ms)
+                c.traces.add(s.trace_id)
     by_op: dict[tuple[str, str], list] = {}
     # Where spans say how calls ended, failures show there; a changed mix of calls alone is
     # as likely a changed mix of requests.
@@ -257,6 +285,12 @@ def _change(walker: Walker, c: Candidate) -> float:
     if c.kind in ("error", "dependency") or (c.kind == "saturation" and err_delta > 0.02):
         c.change = errors + (f"; {latency}" if c.kind == "saturation" else "")
         if few:
+            sure = confidence(proportion_p(cur.errors, cur.count, base.errors, base.count))
+            if sure >= SURE and err_delta >= 0.05 and cur.count >= MIN_SAMPLE:
+                c.change += (f" (only {cur.count} calls now, {base.count} before, but {sure:.1%}"
+                             " sure the rate grew)")
+                c.shown = True
+                return 1.0
             c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
             return 0.5 if cur.errors >= 2 and err_delta > 0.01 else 0.15
         # A handful of failures among a few dozen calls happens on a calm day too.
@@ -264,6 +298,7 @@ def _change(walker: Walker, c: Candidate) -> float:
         if sure < SURE:
             c.change += f" ({sure:.0%} sure the rate grew)"
             return 0.15
+        c.shown = err_delta >= 0.05
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
     c.change = latency
     if few:  # too few calls to rank on alone: said, and weighed down unless a test is sure
@@ -428,13 +463,16 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
         # The network's change is in the gaps, not in the callee's own spans.
         change = g.sure if g is not None else _change(walker, c) if c.walked and c.spans else \
             c.fixed_change if c.fixed_change is not None else 1.0
+        c.changed = change
         c.score = c.votes * change * _impact(c)
         if g is not None and "answers" not in c.change:
             c.change = f"{_gap_text(g)}; {c.change}"
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)
-    if cands and cands[0].score < MIN_SCORE:
+    # Too weak to name, unless a test showed a candidate's own failures grew: a failure rate
+    # that surely grew is no noise, however few symptoms led to it.
+    if cands and cands[0].score < MIN_SCORE and not any(c.shown for c in cands):
         weak, cands = cands, []  # abstain: nothing changed enough to name a cause
     else:
         weak = []
@@ -473,7 +511,7 @@ def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow,
         return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
                 f" {fmt_ns(window.end_ns)} that explains a symptom: nothing is named as a root cause."
                 f" The largest changes are too small or too uncertain to blame ({seen}).")
-    if not found:
+    if not found and not causes:
         return (f"No significant change between the baseline and {fmt_ns(window.start_ns)} to"
                 f" {fmt_ns(window.end_ns)}: error rates, latencies and traffic are within baseline.")
     if not causes:
@@ -481,6 +519,6 @@ def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow,
             "; ".join(a.description for a in found[:3])
     rc = causes[0]
     op = f" `{rc.operation}`" if rc.operation else ""
-    symptoms = "; ".join(a.description for a in found[:3])
+    symptoms = "; ".join(a.description for a in found[:3]) or rc.description
     return (f"Most likely root cause: {rc.kind} at {rc.service}{op} ({rc.confidence:.0%} confidence)."
             f" Symptoms: {symptoms}.")

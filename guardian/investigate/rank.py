@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.span import Span
+from capture.store.api import SpanFilter
 from guardian.investigate.samples import Walker
 from guardian.investigate.signals import Signals
-from guardian.investigate.walk import Key
+from guardian.investigate.walk import Key, entry_of
+from tools.base import peer_of
 
 
 @dataclass
@@ -27,10 +29,13 @@ class Candidate:
     fixed_change: float | None = None  # how much it changed, when a test already said so
     walked: bool = False  # sampled requests were walked to it
     answered: list[Span] = field(default_factory=list)  # callers' spans failing on its answers
+    changed: float = 1.0  # how much it changed itself (deterministic._change): 0.15 not at all
+    shown: bool = False  # a test showed its own failure rate grew (enough to name it alone)
 
 
 FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
 EXPLAINS = 0.2  # a changed candidate below with this share of a symptom's score explains it
+CHANGED = 0.5  # and changed at least this much itself (a candidate that did not change explains nothing)
 
 
 def absorb(into: Candidate, c: Candidate) -> None:
@@ -99,7 +104,14 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
                     y.score *= 0.2
             continue
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
-                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)]
+                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)
+                 and y.changed >= CHANGED]
+        below = [y for y in below if reached_op(walker, y, x, below_of[x.key[0]])]
+        waited = {id(y): waits_on(walker, y, x) for y in below}
+        # Shown to be waited on beats merely below: a service x's requests never reached
+        # (their calls gave up before) explains nothing they were seen waiting for.
+        below = [y for y in below if waited[id(y)]] if any(waited.values()) else \
+            [y for y in below if waited[id(y)] is None]
         if not below:
             continue
         # the lowest: one that has no other explaining candidate below it
@@ -107,6 +119,60 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
         best = max(low or below, key=lambda y: y.score)
         best.score += 0.8 * x.score
         x.score *= 0.2
+
+
+def op_callers(walker: Walker, op: str) -> set[str]:
+    """Services seen making calls named op (window and baseline), read once per walker."""
+    memo = walker.__dict__.setdefault("_op_callers", {})
+    if op not in memo:
+        memo[op] = {sp.service for w in (walker.window, walker.baseline)
+                    for sp in walker.store.spans(SpanFilter(window=w, name=op, kind="CLIENT", limit=200))}
+    return memo[op]
+
+
+def reached_op(walker: Walker, y: Candidate, x: Candidate, below: set[str]) -> bool:
+    """Whether x's requests can reach the operations y changed in: some service at or below x
+    calls them. A service below x that slowed in an operation only others call (a queue's
+    blocking pop, waiting longer when less work arrives) explains nothing of x's."""
+    ops = [op for op in y.ops if op] or ([y.key[1]] if y.key[1] else [])
+    if not ops:
+        return True
+    callers: set[str] = set()
+    for op in ops[:3]:
+        callers |= op_callers(walker, op)
+    return not callers or bool(callers & (below | {x.key[0]}))
+
+
+def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool | None:
+    """Whether x's slow requests, as sampled, spent their extra time in calls to y. A service
+    below x can explain x's slowdown only through the calls x's requests make to it: extra
+    time x spent on its own (a sleep, its CPU, its queue) is not y's, however much y changed
+    for its other callers. Requests with no call to y seen (spans lost) do not tell; None when
+    too few requests tell."""
+    if FAMILY[x.kind] != 1 or FAMILY[y.kind] != 1:
+        return None
+    seen = ok = 0
+    for s, extra_ms in zip(x.spans, x.excess_ms):
+        if s.service != x.key[0] or extra_ms <= 0 or s.kind == "CLIENT":
+            continue
+        tree = walker.tree(s.trace_id)
+        entry = entry_of(tree, s)
+        in_y, calls = 0, 0
+        for d in tree.descendants(entry):
+            if d.kind != "CLIENT" or d.service == y.key[0]:
+                continue
+            linked = [k for k in tree.children[d.span_id] if k.kind == "SERVER"]
+            callee = linked[0].service if linked else walker.canon(peer_of(d) or "", d)
+            op = linked[0].name if linked else d.name
+            # y slowed in some operations: a call to another of its operations is no wait on it
+            if walker.canon(callee) == y.key[0] and (not y.ops or op in y.ops):
+                in_y += d.duration_ns
+                calls += 1
+        if not calls:
+            continue  # no call to y in it: not made, or its spans lost; it cannot tell
+        seen += 1
+        ok += in_y / 1e6 >= SIZE_SHARE * extra_ms
+    return None if seen < 2 else 2 * ok >= seen
 
 
 SIZE_SHARE = 0.25  # a slowdown below explains one above when it added this share of the time
@@ -125,9 +191,12 @@ def explains(y: Candidate, x: Candidate) -> bool:
     the size of that wait. Failures seen only in the shape of traces (no status codes) may be
     either. A slowdown explains a slowdown above only when it is of its size: a few ms below
     cannot add a second above. Time between a call and its answer (x's network) is spent
-    before x begins the request or after it answered: nothing x calls can cause it."""
+    before x begins the request or after it answered: nothing x calls can cause it; nor can
+    a slowdown cause the wrong value x answered on time with success."""
     if x.kind == "network":
         return False
+    if FAMILY[y.kind] == 1 and x.answered and len(x.answered) >= 0.5 * len(x.spans):
+        return False  # x answered on time, with success, and its callers failed on the answer
     if FAMILY[y.kind] == 1 and FAMILY[x.kind] == 0:
         failed = sorted(s.duration_ns / 1e6 for s in x.spans if s.status_code == "ERROR")
         if not failed:  # failures seen only in the shape of traces: it cannot be told

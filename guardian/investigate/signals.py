@@ -1,6 +1,7 @@
 """Candidates from per-call evidence the walks do not see: CLIENT/SERVER gaps that grew (the
-callee's network) and call patterns that changed (exceptions and wrong values without status
-codes). Read from one bounded sample of the window and of the baseline.
+callee's network), call patterns that changed (exceptions and wrong values without status
+codes) and calls stuck far beyond their baseline (a lock held elsewhere). Read from one
+bounded sample of the window and of the baseline.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shif
 from tools.sampling import Sample, sample
 from tools.shape import ShapeChange, shape_changes
 from tools.stats import MIN_SAMPLE
+from tools.stuck import Stuck, stuck_calls
 
 # Attributes that say how a call ended, when the status code is left unset.
 STATUS_KEYS = ("http.response.status_code", "rpc.grpc.status_code", "db.response.status_code",
@@ -27,6 +29,7 @@ class Signals:
     stalled: set[str] = field(default_factory=set)  # requests wait unread before it begins them
     has_status: bool = True  # spans say how calls ended (else failures show only in shapes)
     lone: set[tuple[str, str]] = field(default_factory=set)  # (caller, callee): the caller's gap
+    stuck: list[Stuck] = field(default_factory=list)  # operations with calls stuck far too long
 
     def callers_own(self, g: GapShift) -> bool:
         """The gap is the caller's: every callee of it grew, or only it saw this callee grow."""
@@ -69,6 +72,7 @@ def signals(cur: Sample, base: Sample) -> Signals:
     # Where spans say how calls ended, failures show there: call patterns are not read.
     return Signals(gaps=gaps, shapes=[] if has_status else shape_changes(cur, base),
                    slow_callers=slow_callers, has_status=has_status, lone=lone,
+                   stuck=stuck_calls(cur, base),
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
                             or g.server in slow_callers) and g.client not in slow_callers

@@ -27,6 +27,7 @@ class Mesh:
         self.spans: list[Span] = []
         self.n = 0
         self.active = False
+        self.locked = False
 
     def sid(self) -> str:
         self.n += 1
@@ -70,6 +71,9 @@ class Mesh:
     def stock(self, trace, sid, t):
         own = self.ms(1)
         q = self.ms(2) + (int(300 * self.strength * MS) if self.on("slowdb") else 0)
+        if self.on("lock") and not self.locked:  # waits once on a row lock held elsewhere
+            q += int(20_000 * self.strength * MS)
+            self.locked = True
         self.add(trace, sid, "stock", "SELECT items", "CLIENT", t + own, q,
                  {"db.system": "postgresql", "db.query.text": "SELECT * FROM items WHERE id = $1",
                   "server.address": "db", "server.port": 5432})

@@ -107,3 +107,14 @@ def test_a_window_running_past_the_data_is_no_traffic_drop():
     report = top(spans, "Is anything wrong?", window)
     assert not any(a["kind"] == "traffic_drop" for a in report.anomalies), report.anomalies
     assert report.root_causes == []
+
+
+@pytest.mark.parametrize("status", [True, False])
+def test_a_call_stuck_on_a_lock_names_the_database_operation(status):
+    """One query waits 20 s on a row lock another session holds, where it never took more
+    than a few ms: the closed-loop front sends nothing meanwhile, but the stuck call is the
+    cause, at the database (seen only by its client) and in that operation."""
+    report = top(Mesh("lock", seed=7, status=status).build())
+    rc = report.root_causes[0]
+    assert (rc.service, rc.operation, rc.kind) == ("postgresql", "SELECT items", "latency"), report.summary
+    assert "20.0 s" in rc.description

@@ -102,3 +102,20 @@ def test_fewer_requests_offered_by_a_load_generator_is_no_fault():
     report = top(mesh.build(), "Is anything wrong?", TimeWindow(mesh.fault_start, mesh.end))
     assert any(a["kind"] == "traffic_drop" for a in report.anomalies)  # the drop is seen
     assert report.root_causes == [], report.summary
+
+
+def test_a_slowdown_below_does_not_explain_a_wrong_answer_given_on_time():
+    """pay answered with success and its callers failed on the answer: a slower bank below
+    cannot have made that answer wrong; without that evidence the failure could be a timeout."""
+    from capture.span import Span
+
+    def span(i: int) -> Span:
+        return Span(trace_id=f"{i:032x}", span_id=f"{i:016x}", name="POST /pay", kind="SERVER",
+                    start_time_unix_nano=10**18, end_time_unix_nano=10**18 + 5_000_000,
+                    status_code="UNSET", resource={"service.name": "pay"})
+
+    bank = Candidate(key=("bank", "POST /auth"), kind="latency", excess_ms=[300.0] * 5)
+    pay = Candidate(key=("pay", "POST /pay"), kind="error", spans=[span(i) for i in range(4)])
+    assert explains(bank, pay)
+    pay.answered = list(pay.spans)
+    assert not explains(bank, pay)

@@ -1,0 +1,91 @@
+"""Stuck calls: an operation's calls that took far longer than any of its baseline calls (a row
+lock held by another session, a call waiting on something that never came), baseline vs window.
+
+A p95 over a few dozen calls hides one call stuck for the whole fault, and a rank test cannot
+tell one call from chance; its size can: seconds where the operation never took more than a
+few ms. Each finding says on how many calls it rests. Reads a Sample; ranks nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from capture.span import Span
+from tools.base import peer_of
+from tools.sampling import Sample
+from tools.stats import MIN_SAMPLE, _quantile
+
+STUCK_MS = 1000.0  # a stuck call waited at least this long
+STUCK_RATIO = 50.0  # and this many times the operation's longest baseline call
+
+
+@dataclass
+class Stuck:
+    service: str
+    operation: str
+    count: tuple[int, int]  # calls in baseline, window
+    base_max_ms: float
+    base_p50_ms: float
+    stuck_ms: list[float]  # durations of the stuck calls, longest first
+    examples: list[Span] = field(default_factory=list)
+
+    def describe(self) -> str:
+        n = len(self.stuck_ms)
+        sure = "one call: its size, not a test, says so" if n == 1 else f"{n} calls"
+        return (f"{self.service} `{self.operation}`: {n} of {self.count[1]} calls took"
+                f" {self.stuck_ms[0] / 1e3:.1f} s{' or more' if n > 1 else ''} where its"
+                f" {self.count[0]} baseline calls took at most {self.base_max_ms:.1f} ms ({sure})")
+
+
+def _answered(sample: Sample) -> dict[tuple, list[Span]]:
+    """Spans that answer a call (SERVER), per (caller, service, operation): a caller new in
+    the window (a batch job's long queries) brings new work, not stuck calls. Calls no server
+    span answered count as their callee's, named as the caller named it."""
+    out: dict[tuple, list[Span]] = {}
+    for tree in sample.trees:
+        for s in tree.spans:
+            if s.kind == "CLIENT":
+                out.setdefault(("client", s.name), []).append(s)
+            if s.kind == "CLIENT" and not any(k.kind == "SERVER" for k in tree.children[s.span_id]):
+                # a call no server span answered (a database seen only by its clients)
+                if peer_of(s):
+                    out.setdefault((s.service, peer_of(s), s.name), []).append(s)
+                continue
+            if s.kind != "SERVER":
+                continue
+            p = tree.by_id.get(s.parent_span_id or "")
+            caller = p.service if p is not None and p.service != s.service else ""
+            out.setdefault((caller, s.service, s.name), []).append(s)
+            if caller and p.kind == "CLIENT":
+                # as the caller saw it (a baseline that already waited long there is no calm one)
+                out.setdefault((caller, s.service, s.name, "client"), []).append(p)
+    return out
+
+
+def stuck_calls(cur: Sample, base: Sample) -> list[Stuck]:
+    """Operations with calls far beyond their baseline's longest, longest stuck first."""
+    now, before = _answered(cur), _answered(base)
+    found: dict[tuple[str, str], Stuck] = {}
+    for key, spans in now.items():
+        if len(key) != 3:
+            continue  # the callers' views, read below
+        caller, svc, op = key
+        bs = before.get(key, [])
+        if len(bs) < MIN_SAMPLE:
+            continue
+        # as the caller saw it; calls whose caller is not seen, as any call of that name was seen
+        views = before.get((*key, "client"), []) if caller else before.get(("client", op), [])
+        b = sorted(s.duration_ns / 1e6 for s in bs + views)
+        limit = max(STUCK_MS, STUCK_RATIO * b[-1])
+        long = sorted((s for s in spans if s.duration_ns / 1e6 >= limit),
+                      key=lambda s: -s.duration_ns)
+        if not long:
+            continue
+        got = found.get((svc, op))
+        if got is None:
+            found[(svc, op)] = Stuck(svc, op, (len(bs), len(spans)), b[-1], _quantile(b, 0.5),
+                                     [s.duration_ns / 1e6 for s in long], long[:5])
+        else:  # the same operation stuck for another caller too
+            got.count = (got.count[0] + len(bs), got.count[1] + len(spans))
+            got.stuck_ms = sorted(got.stuck_ms + [s.duration_ns / 1e6 for s in long], reverse=True)
+            got.examples = (got.examples + long)[:5]
+    return sorted(found.values(), key=lambda x: -x.stuck_ms[0])
