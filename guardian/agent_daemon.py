@@ -98,9 +98,9 @@ class _Collector:
 
 
 WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing
-# spans waiting for the worker, at most: every queued span is a Python object with its own
-# attribute dict, so this bounds the agent's memory while the store falls behind
-MAX_QUEUED_SPANS = 65_536
+# spans waiting for the worker, at most (the store.queue_spans key): every queued span is a Python
+# object with its own attribute dict, so this bounds the agent's memory while the store falls behind
+MAX_QUEUED_SPANS = 8_192
 
 
 class Agent:
@@ -112,7 +112,8 @@ class Agent:
         self.source = source
         self.sink = sink
         self.enricher = enricher
-        self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6))
+        self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6),
+                                   max_pending=config.linker.max_pending_spans)
         self.scope = scope_from_config(getattr(config.capture, "scope", None))
         self.queue: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_batches)
         self.max_queued_spans = max_queued_spans
