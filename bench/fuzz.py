@@ -3,8 +3,10 @@
 Transcripts come from the recorded captures (each TCP/UDP flow replayed by the pcap source,
 recorded as the (side, bytes, size) chunks a parser would get). Each input is a transcript
 mutated (bit flips, big length fields, splices, cuts) and re-chunked (byte by byte, random
-sizes, gaps where `size` > len(data)), fed to a fresh parser, then closed. A finding is an
-escaped exception or an input slower than MAX_INPUT_S. Seeded: a run repeats exactly.
+sizes, gaps where `size` > len(data)), fed to a fresh parser, then closed; then a 50th as many
+go through one parser that is never closed. A finding is an escaped exception, an input slower
+than MAX_INPUT_S, or that long-lived parser holding more memory at its end than after its first
+quarter (MAX_GROWTH). Seeded: a run repeats exactly.
 
 Run: .venv/bin/python -m bench.fuzz [--inputs 1000000] [--protocol REDIS] [--seed 1] [--jobs 2]
      [--json out.json.gz]   (`make fuzz`: 1M inputs per parser, result under bench/results/)
@@ -18,6 +20,7 @@ import random
 import struct
 import sys
 import time
+import tracemalloc
 import traceback
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,8 +31,11 @@ from capture.protocols.base import Side
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_INPUT_S = 0.1
-SEED_BYTES = 64 * 1024  # a recorded flow is cut to its first chunks up to this many bytes
-BYTEWISE = 2048  # "byte by byte" feeds this many bytes of a transcript singly (chunk heads first), the rest in pieces
+SEED_BYTES = 16 * 1024  # a recorded flow is cut to its first chunks up to this many bytes
+BYTEWISE = 512  # "byte by byte" feeds this many bytes of a transcript singly (chunk heads first), the rest in pieces
+HEAD_BYTES = 128  # ... at most this many of each chunk's head
+LONG_LIVED_MAX = 20000  # inputs fed to one never-closed parser after the run (a 50th of the run, up to this)
+MAX_GROWTH = 2 * 1024 * 1024  # bytes a long-lived parser may gain after its first quarter
 Transcript = list[tuple[Side, bytes]]
 # seeds for protocols with no recorded flow (first messages as a client and a server send them)
 _BUILTIN: dict[str, Transcript] = {
@@ -140,42 +146,49 @@ def mutate(rng: random.Random, t: Transcript, pool: list[Transcript]) -> Transcr
     return t
 
 
-def chunkings(rng: random.Random, t: Transcript):
+def chunkings(rng: random.Random, t: Transcript) -> list[tuple[Side, bytes, int | None]]:
     """(side, data, size) chunks: whole, byte by byte, random sizes, or with gaps."""
     mode = rng.randrange(4)
+    rand = rng.random  # one float per draw: randint costs several calls each, and chunking ran per piece
+    out: list[tuple[Side, bytes, int | None]] = []
     singles = BYTEWISE
     for side, data in t:
-        if mode == 0 or len(data) < 2:
-            yield side, data, None
+        n = len(data)
+        if mode == 0 or n < 2:
+            out.append((side, data, None))
             continue
         pos = 0
-        while pos < len(data):
+        if mode == 1 and singles > 0:
             # byte by byte where messages start (a chunk's head), within a budget: a whole long
             # transcript so fed would measure the per-call cost, not the parser
-            if mode == 1 and singles > 0 and pos < 256:
-                n, singles = 1, singles - 1
+            pos = min(HEAD_BYTES, singles, n)
+            singles -= pos
+            out += [(side, data[i:i + 1], None) for i in range(pos)]
+        half = max(1, n // 2)
+        while pos < n:
+            piece = data[pos:pos + int(rand() * half) + 1]
+            pos += len(piece)
+            if mode == 3 and rand() < 0.3:
+                cut = int(rand() * (len(piece) + 1))  # the capture copied only a prefix
+                size = len(piece) if rand() < 0.8 else len(piece) + rng.choice((1, 4096, 1 << 26))
+                out.append((side, piece[:cut], size))
             else:
-                n = rng.randint(1, max(1, len(data) // 2))
-            piece = data[pos:pos + n]
-            if mode == 3 and rng.random() < 0.3:
-                cut = rng.randrange(len(piece) + 1)  # the capture copied only a prefix
-                size = len(piece) if rng.random() < 0.8 else len(piece) + rng.choice((1, 4096, 1 << 26))
-                yield side, piece[:cut], size
-            else:
-                yield side, piece, None
-            pos += n
+                out.append((side, piece, None))
+    return out
 
 
 def run_one(protocol: str, chunks, parser=None) -> None:
-    """Feed one input to `parser` (a fresh one if None) and the detector, as capture does."""
+    """Feed one input to `parser` (a fresh one if None) and the detector, as capture does.
+    Single bytes skip the detector: test_fuzz tries every detector on every one-byte input once."""
     detect = registry.detector(protocol)
     p = parser if parser is not None else registry.parser_class(protocol)()
+    feed = p.feed
     ts = 1
     for side, data, size in chunks:
         ts += 1000
-        if detect is not None and data:
+        if detect is not None and len(data) > 1:
             detect(data)
-        p.feed(side, data, ts, size)
+        feed(side, data, ts, size)
     if parser is None:
         p.close(ts + 1)
 
@@ -190,7 +203,7 @@ def fuzz(protocol: str, inputs: int, seed: int = 1, pool: list[Transcript] | Non
     slowest = 0.0
     start = time.process_time()
     for n in range(inputs):
-        chunks = list(chunkings(rng, mutate(rng, rng.choice(pool), pool)))
+        chunks = chunkings(rng, mutate(rng, rng.choice(pool), pool))
         t0 = time.process_time()
         try:
             run_one(protocol, chunks)
@@ -208,13 +221,43 @@ def fuzz(protocol: str, inputs: int, seed: int = 1, pool: list[Transcript] | Non
             findings.append({"input": n, "error": f"slow: {dt * 1000:.0f} ms"})
         if checkpoint is not None and (n + 1) % every == 0 and n + 1 < inputs:
             checkpoint(_result(protocol, n + 1, pool, findings, slowest, start, complete=False))
-    return _result(protocol, inputs, pool, findings, slowest, start)
+    long_lived = min(inputs // 50, LONG_LIVED_MAX)
+    growth = memory_growth(protocol, rng, pool, long_lived, findings) if long_lived >= 400 else None
+    return _result(protocol, inputs, pool, findings, slowest, start, long_lived=long_lived, growth=growth)
 
 
-def _result(protocol, inputs, pool, findings, slowest, start, complete: bool = True) -> dict:
+def memory_growth(protocol: str, rng: random.Random, pool: list[Transcript], inputs: int,
+                  findings: list[dict]) -> int:
+    """One parser fed `inputs` mutated inputs as one connection that never closes: bytes it
+    still holds at the end over what it held after the first quarter (a finding past MAX_GROWTH)."""
+    parser = registry.parser_class(protocol)()
+    warm = 0
+    tracemalloc.start()
+    try:
+        for n in range(inputs):
+            if n == inputs // 4:
+                warm = tracemalloc.get_traced_memory()[0]
+            chunks = chunkings(rng, mutate(rng, rng.choice(pool), pool))
+            try:
+                run_one(protocol, chunks, parser)
+            except Exception as e:
+                findings.append({"long_lived_input": n, "error": repr(e)[:200],
+                                 "where": traceback.extract_tb(e.__traceback__)[-1].line})
+                return 0
+        growth = tracemalloc.get_traced_memory()[0] - warm
+    finally:
+        tracemalloc.stop()
+    if growth > MAX_GROWTH:
+        findings.append({"long_lived_inputs": inputs, "error": f"memory grew {growth >> 10} KiB"})
+    return growth
+
+
+def _result(protocol, inputs, pool, findings, slowest, start, complete: bool = True,
+            long_lived: int = 0, growth: int | None = None) -> dict:
     return {"protocol": protocol, "inputs": inputs, "complete": complete, "seeds": len(pool),
             "findings": len(findings), "first_findings": findings[:5], "slowest_ms": round(slowest * 1000, 2),
-            "cpu_s": round(time.process_time() - start, 1)}
+            "cpu_s": round(time.process_time() - start, 1), "long_lived_inputs": long_lived,
+            "long_lived_growth_kib": None if growth is None else growth >> 10}
 
 
 def _fuzz_job(proto: str, inputs: int, seed: int, parts: str | None) -> dict:
@@ -230,7 +273,8 @@ def _fuzz_job(proto: str, inputs: int, seed: int, parts: str | None) -> dict:
 
 def _print(r: dict) -> None:
     print(f"{r['protocol']:14} inputs={r['inputs']} seeds={r['seeds']} findings={r['findings']} "
-          f"slowest={r['slowest_ms']} ms cpu={r['cpu_s']} s", flush=True)
+          f"slowest={r['slowest_ms']} ms cpu={r['cpu_s']} s long-lived={r.get('long_lived_inputs')} inputs "
+          f"+{r.get('long_lived_growth_kib')} KiB", flush=True)
     for f in r["first_findings"]:
         print("   ", json.dumps(f)[:400], flush=True)
 

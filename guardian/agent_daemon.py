@@ -98,24 +98,24 @@ class _Collector:
 
 
 WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing
-# spans waiting for the worker, at most: every queued span is a Python object with its own
-# attribute dict, so this bounds the agent's memory while the store falls behind
-MAX_QUEUED_SPANS = 65_536
 
 
 class Agent:
     def __init__(self, config: AgentConfig, store: SpanStore, source: Source, sink: Any = None,
                  enricher: Enricher | None = None, queue_batches: int = 16384,
-                 max_queued_spans: int = MAX_QUEUED_SPANS):
+                 max_queued_spans: int | None = None):
         self.config = config
         self.store = store
         self.source = source
         self.sink = sink
         self.enricher = enricher
-        self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6))
+        self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6),
+                                   max_pending=config.linker.max_pending_spans)
         self.scope = scope_from_config(getattr(config.capture, "scope", None))
         self.queue: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_batches)
-        self.max_queued_spans = max_queued_spans
+        # spans waiting for the worker, at most (store.queue_spans): every queued span is a Python
+        # object with its own attribute dict, so this bounds the agent's memory while the store falls behind
+        self.max_queued_spans = max_queued_spans or config.store.queue_spans
         self.queued_spans = 0  # in self.queue now; the capture thread adds, the worker takes
         self._queued_lock = threading.Lock()
         self.stop = threading.Event()

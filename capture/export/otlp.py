@@ -113,13 +113,23 @@ class RedMetrics:
         self.provider.shutdown()
 
 
-class OtlpSink:
-    """Non-blocking export: `submit(spans)` queues a batch (dropped, and counted, when full)."""
+# spans waiting for the exporter, at most: a batch is what the linker released at once (thousands
+# under load), so a slow collector would otherwise hold queue_size of them as Python objects
+MAX_QUEUED_SPANS = 16_384
 
-    def __init__(self, exporter: SpanExporter, metrics: RedMetrics | None = None, queue_size: int = 64):
+
+class OtlpSink:
+    """Non-blocking export: `submit(spans)` queues a batch (dropped, and counted, when the queue
+    holds `queue_size` batches or `max_spans` spans)."""
+
+    def __init__(self, exporter: SpanExporter, metrics: RedMetrics | None = None, queue_size: int = 64,
+                 max_spans: int = MAX_QUEUED_SPANS):
         self.exporter = exporter
         self.metrics = metrics
         self._q: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_size)
+        self.max_spans = max_spans
+        self.queued_spans = 0
+        self._lock = threading.Lock()
         self.exported = 0
         self.failed = 0
         self.dropped = 0
@@ -132,10 +142,21 @@ class OtlpSink:
             return
         if self.metrics is not None:
             self.metrics.record(spans)
+        n = len(spans)
+        with self._lock:
+            if self.queued_spans + n > self.max_spans:
+                self.dropped += n
+                return
+            self.queued_spans += n
         try:
             self._q.put_nowait(spans)
         except queue.Full:
-            self.dropped += len(spans)
+            self.dropped += n
+            self._taken(n)
+
+    def _taken(self, n: int) -> None:
+        with self._lock:
+            self.queued_spans -= n
 
     def queued(self) -> int:
         return self._q.qsize()
@@ -145,7 +166,10 @@ class OtlpSink:
             batch = self._q.get()
             if batch is None:
                 return
-            self._send(batch)
+            try:
+                self._send(batch)
+            finally:
+                self._taken(len(batch))
 
     def _send(self, batch: list[Span]) -> None:
         if len(self._resources) > 10_000:

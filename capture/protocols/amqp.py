@@ -32,7 +32,13 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 FRAME_END = 0xCE
 MAX_FRAME = 128 * 1024 * 1024
-MAX_TRACKED = 10000  # delivery tags / unconfirmed publishes kept per channel
+MAX_TRACKED = 10000  # delivery tags / unconfirmed publishes kept per channel, consumer tags per connection
+# channels followed per connection and synchronous methods awaiting a reply per channel: a peer
+# (or garbled bytes) naming every 16-bit channel, or never replying, must not grow the parser
+MAX_CHANNELS = 2048
+MAX_SYNC = 256
+# publishes awaiting the broker's confirm, per connection (each keeps its span's attributes)
+MAX_UNCONFIRMED = 2048
 CLASSES = {10: "connection", 20: "channel", 40: "exchange", 50: "queue", 60: "basic", 85: "confirm", 90: "tx"}
 _HANDSHAKE = {"Connection.StartOk", "Connection.TuneOk", "Connection.SecureOk", "Channel.CloseOk",
               "Connection.CloseOk"}
@@ -134,7 +140,12 @@ class AmqpParser(Parser):
         if f.data[:4] == b"AMQP" or len(f.data) < 7:
             return
         kind, channel = f.data[0], struct.unpack_from(">H", f.data, 1)[0]
-        ch = self._channels.setdefault(channel, _Channel())
+        ch = self._channels.get(channel)
+        if ch is None:
+            if len(self._channels) >= MAX_CHANNELS:
+                self.stats["channel_overflow"] += 1
+                return
+            ch = self._channels[channel] = _Channel()
         if kind == FRAME_HEADER and len(f.data) >= 19:
             op = ch.content.get(side)
             if op is not None:
@@ -166,8 +177,10 @@ class AmqpParser(Parser):
         del ch.content[side]
         if op.attrs.get("messaging.operation.name") == "publish" and ch.confirm:
             ch.publish_seq += 1
-            if len(ch.unconfirmed) < MAX_TRACKED:
+            if sum(len(c.unconfirmed) for c in self._channels.values()) < MAX_UNCONFIRMED:
                 ch.unconfirmed[ch.publish_seq] = op
+            else:
+                self.stats["pending_overflow"] += 1
             return
         self._finish(op, ts)
 
@@ -202,6 +215,9 @@ class AmqpParser(Parser):
         if not m.synchronous or getattr(m, "nowait", False):
             self._finish(op, f.end_ns)
             return
+        if len(ch.sync) >= MAX_SYNC:
+            ch.sync.popleft()
+            self.stats["pending_overflow"] += 1
         ch.sync.append((name, op))
 
     def _server_method(self, ch: _Channel, m, f: Frame) -> None:
@@ -238,7 +254,7 @@ class AmqpParser(Parser):
             return
         if isinstance(m, commands.Basic.ConsumeOk):
             queue = op.attrs.get("messaging.destination.name")
-            if queue:
+            if queue and (m.consumer_tag in self._consumers or len(self._consumers) < MAX_TRACKED):
                 self._consumers[m.consumer_tag] = queue
         elif isinstance(m, commands.Confirm.SelectOk):
             ch.confirm = True

@@ -9,6 +9,8 @@ oldest first. One connection guarded by a lock: DuckDB connections are not threa
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -61,7 +63,8 @@ def _json_path(key: str) -> str:
 
 class DuckDBStore(SpanStore):
     def __init__(self, path: str | None = None, max_age_s: float | None = None,
-                 max_spans: int | None = None):
+                 max_spans: int | None = None, memory_limit_mb: int | None = None,
+                 threads: int | None = None):
         self.path = path
         self.max_age_s = max_age_s
         self.max_spans = max_spans
@@ -70,8 +73,18 @@ class DuckDBStore(SpanStore):
             for p in (path, f"{path}.wal"):
                 if os.path.exists(p):
                     os.chmod(p, _PRIVATE)
+        config: dict[str, Any] = {}
+        if memory_limit_mb is not None:
+            config["memory_limit"] = f"{int(memory_limit_mb)}MB"
+        if threads is not None:
+            config["threads"] = int(threads)
+        self._spill: str | None = None
+        if config and not (path and path != ":memory:"):
+            # past its limit an in-memory store spills to temp_directory: DuckDB's default is ".tmp"
+            # in the current directory, so the agent gets a private one of its own
+            self._spill = config["temp_directory"] = tempfile.mkdtemp(prefix="guardian-store-")
         with _private_files(path):
-            self._con = duckdb.connect(path or ":memory:")
+            self._con = duckdb.connect(path or ":memory:", config=config)
             self._con.execute(_SCHEMA)
         self._count = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
         self._last_age_check = 0.0
@@ -151,6 +164,8 @@ class DuckDBStore(SpanStore):
                 self.flush()
                 self._con.close()
                 self._con = None
+            if self._spill:
+                shutil.rmtree(self._spill, ignore_errors=True)
 
     # -- reading ---------------------------------------------------------------------------
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple]:

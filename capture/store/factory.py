@@ -18,8 +18,10 @@ def is_clickhouse_url(path: str | None) -> bool:
 
 
 def open_store(path: str | None = None, *, max_age_s: float | None = None,
-               max_spans: int | None = None) -> SpanStore:
-    """In memory when path is None, else a file or a ClickHouse URL; retention optional."""
+               max_spans: int | None = None, memory_limit_mb: int | None = None,
+               threads: int | None = None) -> SpanStore:
+    """In memory when path is None, else a file or a ClickHouse URL; retention optional.
+    `memory_limit_mb`/`threads` bound the embedded engine (DuckDB); None keeps its defaults."""
     if path is None and DEFAULT_ENGINE == "chdb":
         path = "chdb://"
     if is_clickhouse_url(path):
@@ -28,4 +30,5 @@ def open_store(path: str | None = None, *, max_age_s: float | None = None,
         return ClickHouseStore(path, max_age_s=max_age_s, max_spans=max_spans)
     from capture.store.duckdb_store import DuckDBStore
 
-    return DuckDBStore(path, max_age_s=max_age_s, max_spans=max_spans)
+    return DuckDBStore(path, max_age_s=max_age_s, max_spans=max_spans, memory_limit_mb=memory_limit_mb,
+                       threads=threads)

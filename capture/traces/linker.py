@@ -14,6 +14,7 @@ Spans that already have a parent (imported traces) keep it. Works on spans from 
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
@@ -85,14 +86,22 @@ def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
     for s in open_:
         if s.kind in _SERVERS and (k := conn_key(s)) is not None:
             servers_by_conn[k].append(s)
+    # each connection's server spans by end time: a client looks only at the few that ended
+    # during it (a keep-alive connection carries thousands; trying each was quadratic)
+    ends_by_conn: dict[tuple, list[int]] = {}
+    for k, servers in servers_by_conn.items():
+        servers.sort(key=lambda x: x.end_time_unix_nano)
+        ends_by_conn[k] = [x.end_time_unix_nano for x in servers]
     pairs = []
     for c in spans:
         if c.kind in _CLIENTS and (k := conn_key(c)) in servers_by_conn:
-            for s in servers_by_conn[k]:
+            servers, ends = servers_by_conn[k], ends_by_conn[k]
+            lo = bisect_left(ends, c.start_time_unix_nano - slack_ns)
+            hi = bisect_right(ends, c.end_time_unix_nano + slack_ns)
+            for s in servers[lo:hi]:
                 # The response is the anchor (both ends see it at once); a server span's start can
                 # be early when the capture joined the connection mid-request.
-                if (c.start_time_unix_nano - slack_ns <= s.end_time_unix_nano <= c.end_time_unix_nano + slack_ns
-                        and s.start_time_unix_nano <= c.end_time_unix_nano + slack_ns):
+                if s.start_time_unix_nano <= c.end_time_unix_nano + slack_ns:
                     fit = (abs(c.end_time_unix_nano - s.end_time_unix_nano)
                            + abs(s.start_time_unix_nano - c.start_time_unix_nano))
                     pairs.append((fit, c.span_id, s.span_id))

@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     except (CaptureUnavailable, OSError, ValueError) as e:
         print(f"guardian agent: {e}", file=sys.stderr)
         return 1
-    store = open_store(cfg.store.path, max_age_s=cfg.store.max_age_s, max_spans=cfg.store.max_spans)
+    store = open_store(cfg.store.path, max_age_s=cfg.store.max_age_s, max_spans=cfg.store.max_spans,
+                       memory_limit_mb=cfg.store.memory_limit_mb, threads=cfg.store.threads)
     sink = from_config(cfg.export, netns=cfg.capture.scope.get("netns"))
     agent = Agent(cfg, store, source, sink, enricher)
 

@@ -21,3 +21,15 @@ def test_spans_beyond_the_bound_are_dropped_counted_and_the_rest_stored():
     agent.on_spans(list(batch))  # room again
     assert agent.queued_spans == 300 and agent.dropped == 600
     store.close()
+
+
+def test_the_bounds_on_held_spans_come_from_the_configuration():
+    cfg = AgentConfig(store={"queue_spans": 500}, linker={"max_pending_spans": 300})
+    store = open_store(None)
+    agent = Agent(cfg, store, source=None)
+    batch = [s for i in range(100) for s in request(i)]  # 300 spans
+    agent.on_spans(list(batch))
+    agent.on_spans(list(batch))  # 600 > 500: dropped
+    assert (agent.queued_spans, agent.dropped) == (300, 300)
+    assert agent.linker.max_pending == 300
+    store.close()

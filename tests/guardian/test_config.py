@@ -22,7 +22,7 @@ def test_defaults_cover_every_section():
     ("schedule:\n  cronn: '0 * * * *'\n", "schedule.cronn: unknown key 'cronn'"),
     ("llm:\n  modle: 1.5b\n", "llm.modle: unknown key 'modle'"),
     ("slack:\n  token: x\n", "slack.token: unknown key 'token'"),
-    ("linker:\n  windw_s: 3\n", "linker.windw_s: unknown key 'windw_s' (known: window_s, slack_ms)"),
+    ("linker:\n  windw_s: 3\n", "linker.windw_s: unknown key 'windw_s' (known: window_s, slack_ms, max_pending_spans)"),
     ("capture:\n  options: {prot: 80}\n", "capture.options: prot: unknown key 'prot'"),
     ("schedul:\n  cron: '0 * * * *'\n", "schedul: unknown key 'schedul'"),
     ("schedule:\n  cron: whenever\n", "schedule.cron: not a valid cron expression"),

@@ -90,3 +90,18 @@ def test_unreachable_endpoint_counts_failures_without_raising():
 
 def test_no_endpoint_no_sink():
     assert from_config(ExportConfig()) is None
+
+
+def test_a_collector_that_does_not_answer_holds_at_most_max_spans():
+    """Batches wait for a stuck collector bounded in spans (each is a Python object), the rest dropped, counted."""
+    with socket.socket() as s:  # listens, never answers: every export waits for its timeout
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        sink = from_config(ExportConfig(otlp_endpoint=f"http://127.0.0.1:{s.getsockname()[1]}",
+                                        otlp_protocol="http", metrics=False, timeout_s=1))
+        sink.max_spans = 5
+        for _ in range(5):
+            sink.submit(sample())  # 2 spans each
+        assert (sink.queued_spans, sink.dropped) == (4, 6)
+        sink.close()
+    assert sink.queued_spans == 0 and sink.failed == 4

@@ -173,3 +173,21 @@ def test_recorded_celery_capture_mid_stream():
     assert delivers and acks and all(s["attributes"]["server.port"] == 5672 for s in spans)
     assert {s["attributes"]["messaging.rabbitmq.message.delivery_tag"] for s in acks} <= \
         {s["attributes"]["messaging.rabbitmq.message.delivery_tag"] for s in delivers}
+
+
+def test_unconfirmed_publishes_channels_and_sync_waits_are_bounded_per_connection():
+    """Found by bench.fuzz's long-lived parser: confirm-mode publishes never confirmed kept 10,000
+    spans' attributes per channel, on up to 65,536 channels."""
+    from capture.protocols import amqp
+    p = AmqpParser()
+    steps = []
+    for ch in (1, 2, 3):
+        steps += [(C, f(ch, m.Confirm.Select())), (S, f(ch, m.Confirm.SelectOk()))]
+        steps += [(C, content(ch, m.Basic.Publish(exchange="x", routing_key="k")))] * 1000
+    feed_all(p, steps)
+    assert sum(len(c.unconfirmed) for c in p._channels.values()) == amqp.MAX_UNCONFIRMED
+    assert p.stats["pending_overflow"] == 3000 - amqp.MAX_UNCONFIRMED
+    feed_all(p, [(C, f(4, m.Queue.Declare(queue="q")))] * (amqp.MAX_SYNC + 10))  # never answered
+    assert len(p._channels[4].sync) == amqp.MAX_SYNC
+    feed_all(p, [(C, f(ch, m.Queue.Declare(queue="q"))) for ch in range(5, amqp.MAX_CHANNELS + 100)])
+    assert len(p._channels) == amqp.MAX_CHANNELS and p.stats["channel_overflow"] == 99  # 2,143 asked, 2,044 free

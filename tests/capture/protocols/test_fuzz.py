@@ -29,6 +29,33 @@ def test_recorded_transcripts_cover_the_registry(pools):
     assert set(registry.protocols()) <= set(pools)
 
 
+@pytest.mark.parametrize("protocol", registry.protocols())
+def test_detector_takes_every_single_byte(protocol):
+    """The fuzz loop skips the detector on one-byte chunks (the cost of byte-by-byte feeding): this covers them."""
+    detect = registry.detector(protocol)
+    if detect is None:
+        pytest.skip("no detector")
+    for b in range(256):
+        detect(bytes((b,)))
+    detect(b"")
+
+
+def test_long_lived_check_finds_a_parser_that_keeps_bytes(pools, monkeypatch):
+    import random
+    findings: list[dict] = []
+    assert fuzz.memory_growth("NATS", random.Random(2), pools["NATS"], 400, findings) < fuzz.MAX_GROWTH
+    assert findings == []
+    real = registry.parser_class("NATS")
+
+    class Hoarder(real):
+        def feed(self, side, data, ts_ns, size=None):
+            self.__dict__.setdefault("kept", []).append(bytes(data) * 16)
+            return super().feed(side, data, ts_ns, size)
+    monkeypatch.setattr(registry, "parser_class", lambda _p: Hoarder)
+    fuzz.memory_growth("NATS", random.Random(2), pools["NATS"], 400, findings)
+    assert findings and "memory grew" in findings[0]["error"]
+
+
 def test_mutator_and_chunker_are_seeded(pools):
     import random
     a, b = random.Random(5), random.Random(5)

@@ -259,3 +259,19 @@ def test_relink_sets_a_stored_servers_parent_and_moves_its_trace():
                             "guardian.link.confidence": 0.9}
     assert store.count() == len(spans) + 2
     assert store.relink([], {}) == 0
+
+
+def test_memory_limit_and_threads_are_set_and_an_in_memory_store_spills_to_its_own_directory():
+    import os
+
+    from capture.store.duckdb_store import DuckDBStore
+    store = DuckDBStore(None, memory_limit_mb=64, threads=1)
+    limit, threads, tmp = store._con.execute(
+        "SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('temp_directory')").fetchall()[0]
+    assert limit == "61.0 MiB", limit  # 64 MB (10^6 bytes) as DuckDB shows it
+    assert threads == 1 and tmp == store._spill and os.path.isdir(tmp)
+    store.close()
+    assert not os.path.exists(tmp)
+    plain = DuckDBStore(None)  # no bounds asked: DuckDB's defaults, no directory of ours
+    assert plain._spill is None
+    plain.close()
