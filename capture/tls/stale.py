@@ -34,10 +34,17 @@ def remove_dead_bcc_probes() -> int:
         return 0
     removed = 0
     for name in names:
+        # O_APPEND without the seek to the end that open(..., "a") makes: tracefs refuses
+        # that seek with EINVAL, so no event was ever removed that way.
         try:
-            with open(events, "a") as f:
-                f.write(f"-:{name}\n")
+            fd = os.open(events, os.O_WRONLY | os.O_APPEND)
+        except OSError:
+            return removed
+        try:
+            os.write(fd, f"-:{name}\n".encode())
             removed += 1
         except OSError:
             pass  # still enabled somewhere, or already gone
+        finally:
+            os.close(fd)
     return removed

@@ -110,3 +110,39 @@ def test_leftover_bcc_probes_of_dead_processes_only():
             "r:uprobes/r__usr_lib_libssl_so_3_0x35980_bcc_4194000 /usr/lib/libssl.so.3:0x35980\n"
             "p:uprobes/other_tool /bin/true:0x10\n")
     assert stale.leftover_probes(text) == ["uprobes/r__usr_lib_libssl_so_3_0x35980_bcc_4194000"]
+
+
+@pytest.mark.root
+def test_leftover_bcc_probes_are_removed_from_tracefs():
+    """A real uprobe event named as a killed BCC process leaves it is removed; one named after a
+    live process stays (written the way BCC writes them: appended to uprobe_events)."""
+    from capture.prereqs import tracefs_root
+
+    root = tracefs_root()
+    if os.geteuid() != 0 or root is None or not (root / "uprobe_events").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("tracefs uprobe_events is not writable here")
+        pytest.skip("needs root and tracefs")
+    events = root / "uprobe_events"
+    target = os.path.realpath(shutil.which("true") or "/bin/true")
+    dead, live = 4194001, os.getpid()
+    names = [f"p__guardian_test_bcc_{dead}", f"p__guardian_test_bcc_{live}"]
+    for name in names:
+        fd = os.open(events, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, f"p:uprobes/{name} {target}:0x0\n".encode())
+        finally:
+            os.close(fd)
+    try:
+        assert all(n in events.read_text() for n in names)
+        assert stale.remove_dead_bcc_probes() >= 1
+        text = events.read_text()
+        assert names[0] not in text and names[1] in text
+    finally:
+        fd = os.open(events, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, f"-:uprobes/{names[1]}\n".encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
