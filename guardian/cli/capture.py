@@ -27,6 +27,10 @@ def register(sub) -> None:
                         "(default 4096 = 16 MiB: about a second of 10k req/s)")
     p.add_argument("--no-tls", action="store_true",
                    help="do not attach uprobes to TLS libraries (plaintext of TLS traffic is then not seen)")
+    p.add_argument("--pair", action="store_true",
+                   help="pair request and response in the kernel for HTTP/1, Redis, Memcached, PostgreSQL "
+                        "and MySQL: one ring record per exchange instead of two, same spans "
+                        "(also GUARDIAN_CAPTURE__OPTIONS__PAIR=1)")
     p.add_argument("--stats", action="store_true", help="print capture counters as JSON on stderr at exit")
     p.add_argument("--pcap", metavar="FILE", help="replay a recorded pcap/pcapng file through the parsers "
                                                   "instead of capturing live (no eBPF; exits at the file's end)")
@@ -56,7 +60,8 @@ def run(args) -> int:
     _say_loader_progress()
     try:
         cap = LiveCapture(CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload,
-                                         ringbuf_pages=args.ringbuf_pages, tls=not args.no_tls))
+                                         ringbuf_pages=args.ringbuf_pages, tls=not args.no_tls,
+                                         pair=args.pair))
         cap.start()
         tune_gc()
     except (CaptureUnavailable, ValueError) as e:
