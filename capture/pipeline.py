@@ -30,12 +30,8 @@ class Pipeline:
              tid: int = 0) -> None:
         """Bytes of `conn` written (egress) or read by its process."""
         parser = conn.parser
-        if parser is None:
-            cls = registry.parser_class(conn.protocol)
-            if cls is None:
-                self.stats["no_parser"] += 1
-                return
-            parser = conn.parser = cls()
+        if parser is None and (parser := self._new_parser(conn)) is None:
+            return
         if egress == (conn.role != "SERVER"):
             side = _CLIENT
             if tid:
@@ -46,9 +42,7 @@ class Pipeline:
         try:
             records = parser.feed(side, data, ts_ns, size)
         except Exception:  # noqa: BLE001 — a parser bug must never stop the capture (Rule 2)
-            self.stats["parser_exceptions"] += 1
-            log.exception("%s parser failed; connection dropped from parsing", conn.protocol)
-            conn.parser = None
+            self._parser_failed(conn)
             return
         if records:
             batch = self._batch
@@ -60,26 +54,34 @@ class Pipeline:
         """A request chunk of `conn` and the response chunk that followed it (a record the kernel
         paired): as data() of the one then the other."""
         parser = conn.parser
-        if parser is None:
-            cls = registry.parser_class(conn.protocol)
-            if cls is None:
-                self.stats["no_parser"] += 1
-                return
-            parser = conn.parser = cls()
+        if parser is None and (parser := self._new_parser(conn)) is None:
+            return
         if req_tid:
             conn.request_tid = req_tid
         conn.last_seen_ns = resp_ts
         try:
             records = parser.exchange(request, req_ts, req_size, response, resp_ts, resp_size)
         except Exception:  # noqa: BLE001 — as in data()
-            self.stats["parser_exceptions"] += 1
-            log.exception("%s parser failed; connection dropped from parsing", conn.protocol)
-            conn.parser = None
+            self._parser_failed(conn)
             return
         if records:
             batch = self._batch
             for r in records:
                 batch.append(record_to_span(r, conn))
+
+    def _new_parser(self, conn: Connection):
+        """The parser a connection's first bytes start (None: no parser for its protocol)."""
+        cls = registry.parser_class(conn.protocol)
+        if cls is None:
+            self.stats["no_parser"] += 1
+            return None
+        conn.parser = cls()
+        return conn.parser
+
+    def _parser_failed(self, conn: Connection) -> None:
+        self.stats["parser_exceptions"] += 1
+        log.exception("%s parser failed; connection dropped from parsing", conn.protocol)
+        conn.parser = None
 
     def close(self, conn: Connection, ts_ns: int) -> None:
         if conn.parser is None:
