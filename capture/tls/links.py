@@ -18,17 +18,14 @@ from itertools import groupby
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from capture.bpfcache import _ATTR_SIZE, _bpf, load_program
+
 BPF_TRACE_UPROBE_MULTI = 48  # enum bpf_attach_type (include/uapi/linux/bpf.h)
 BPF_F_UPROBE_MULTI_RETURN = 1
 _LINK_CREATE = 28
-_NR_BPF = 321  # x86_64
-_ATTR_SIZE = 128
 # union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags, then uprobe_multi's
 # path, offsets, ref_ctr_offsets, cookies (pointers), cnt, flags, pid
 _LINK_ATTR = struct.Struct("<IIIIQQQQIII")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 class Unsupported(Exception):
@@ -70,8 +67,6 @@ class Programs:
         image = getattr(self.bpf, "image", None)
         try:
             if image is not None:  # loaded from the compile cache (capture/bpfcache.py)
-                from capture.bpfcache import load_program
-
                 return load_program(fn, BPF.KPROBE, image.patched(fn, self.bpf.map_fds), image.license,
                                     image.kern_version, BPF_TRACE_UPROBE_MULTI)
             from bcc.libbcc import lib
@@ -106,11 +101,10 @@ def link(prog_fd: int, path: str, offsets: list[int], ret: bool, pid: int) -> in
     _LINK_ATTR.pack_into(attr, 0, prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0, ctypes.addressof(path_buf),
                          ctypes.addressof(offs), 0, 0, len(offsets),
                          BPF_F_UPROBE_MULTI_RETURN if ret else 0, max(pid, 0))
-    fd = _libc.syscall(_NR_BPF, _LINK_CREATE, attr, _ATTR_SIZE)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"uprobe_multi link on {path}: {os.strerror(err)}")
-    return int(fd)
+    try:
+        return _bpf(_LINK_CREATE, attr)
+    except OSError as e:
+        raise OSError(e.errno, f"uprobe_multi link on {path}: {e.strerror}") from e
 
 
 def attach_file(programs: Programs, path: str, probes: list, pid: int) -> tuple[list[int], list, list]:
