@@ -112,6 +112,22 @@ def _start_of_first(x: tuple[Span, bool]) -> int:
     return x[0].start_time_unix_nano
 
 
+def _span(x: Span | tuple[Span, bool]) -> Span:
+    """The span of a server candidate (a span) or of a client one (span, NAT flag)."""
+    return x if isinstance(x, Span) else x[0]
+
+
+def _follow_chains(remap: dict[str, str]) -> None:
+    """Each old trace id mapped to the end of its chain: a server's trace whose client's trace
+    was itself remapped."""
+    for old in remap:
+        new, seen = remap[old], {old}
+        while new in remap and new not in seen:
+            seen.add(new)
+            new = remap[new]
+        remap[old] = new
+
+
 def _fits(c: Span, s: Span, slack: int) -> bool:
     """The server worked while the client waited (within the clocks' slack)."""
     return (c.start_time_unix_nano - slack <= s.start_time_unix_nano
@@ -287,10 +303,7 @@ class CrossNodeLinker:
                         rest.append(x)
                     elif not x.parent_span_id:
                         self._to_late(self._late_servers[k], x)
-                if rest:
-                    servers[k] = rest
-                else:
-                    del servers[k]
+                self._trim(servers, k, rest)
             for k in list(clients):
                 rest = []
                 for x in clients[k]:
@@ -298,17 +311,14 @@ class CrossNodeLinker:
                         rest.append(x)
                     elif x[0].span_id not in answered:
                         self._to_late(self._late_clients[k], x)
-                if rest:
-                    clients[k] = rest
-                else:
-                    del clients[k]
+                self._trim(clients, k, rest)
         if answered:
             for x in ready:
                 answered.pop(x.span_id, None)
         self._expire_late()
 
     def _to_late(self, into: list, x: Span | tuple[Span, bool]) -> None:
-        s = x if isinstance(x, Span) else x[0]
+        s = _span(x)
         stub = Span("", s.kind, s.start_time_unix_nano, s.end_time_unix_nano, resource=s.resource,
                     trace_id=s.trace_id, span_id=s.span_id)
         into.append(stub if isinstance(x, Span) else (stub, x[1]))
@@ -326,7 +336,7 @@ class CrossNodeLinker:
             return  # a quarter of late_s of grace: a sweep per release would cost more than it frees
         floor = self._newest_end - self.late_ns
         if over:
-            every = sorted((x if isinstance(x, Span) else x[0]).end_time_unix_nano
+            every = sorted(_span(x).end_time_unix_nano
                            for index in (self._late_servers, self._late_clients)
                            for xs in index.values() for x in xs)
             floor = max(floor, every[len(every) - self.max_late // 2])
@@ -335,29 +345,21 @@ class CrossNodeLinker:
             for k in list(index):
                 keep = []
                 for x in index[k]:
-                    s = x if isinstance(x, Span) else x[0]
+                    s = _span(x)
                     if s.end_time_unix_nano >= floor:
                         keep.append(x)
                         if not self._late_oldest or s.end_time_unix_nano < self._late_oldest:
                             self._late_oldest = s.end_time_unix_nano
                     else:
                         ids.discard(id(s))
-                if keep:
-                    index[k] = keep
-                else:
-                    del index[k]
+                self._trim(index, k, keep)
 
     def take_late(self) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
         """Links made to spans already released (span_id, parent_span_id, attributes to add)
         and trace ids to rewrite (old -> new) since the last call: for SpanStore.relink."""
         links, traces = self._late_links, self._late_traces
         self._late_links, self._late_traces = [], {}
-        for old in traces:  # chains, as in _link
-            new, seen = traces[old], {old}
-            while new in traces and new not in seen:
-                seen.add(new)
-                new = traces[new]
-            traces[old] = new
+        _follow_chains(traces)
         return links, traces
 
     def _link(self, horizon: tuple[int, int] | None = None) -> None:
@@ -387,12 +389,8 @@ class CrossNodeLinker:
             self._trim(servers, k, ss)
         if not remap:
             return
-        for old in remap:  # chains: a server trace whose client's trace was itself remapped
-            new, seen = remap[old], {old}
-            while new in remap and new not in seen:
-                seen.add(new)
-                new = remap[new]
-            remap[old] = new
+        _follow_chains(remap)
+        for old, new in remap.items():
             self._trace_map[old] = (new, self._newest_end)
         for x in self._pending:
             new = remap.get(x.trace_id)
@@ -402,7 +400,7 @@ class CrossNodeLinker:
             for index in (self._late_servers, self._late_clients):
                 for xs in index.values():
                     for x in xs:
-                        x = x if isinstance(x, Span) else x[0]
+                        x = _span(x)
                         new = remap.get(x.trace_id)
                         if new is not None:
                             x.trace_id = new
