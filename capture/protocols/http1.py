@@ -193,7 +193,7 @@ class Http1Parser(Parser):
                         length = _body_length(reply[3], req, reply[4], reply[5])
                         if length >= 0 and reply[0] + 4 + length == resp_size:
                             return [self._record(req, reply[1], resp_ts)]
-        return self.feed(Side.CLIENT, request, req_ts, req_size) + self.feed(Side.SERVER, response, resp_ts, resp_size)
+        return super().exchange(request, req_ts, req_size, response, resp_ts, resp_size)
 
     def close(self, ts_ns: int) -> list[Record]:
         d = self._dirs[Side.SERVER]
