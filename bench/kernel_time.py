@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from bench.capture import ROOT, agent, nginx_server
+from bench.soaklib.probe import prog_ids_of
 
 LOADS = {"new_connection_each": ["-disable-keepalive", "-q", "100"], "keepalive": ["-q", "300"]}
 
@@ -33,16 +34,7 @@ def agent_program_ids(port: int) -> list[int]:
     """Ids of the programs the agent for `port` holds (its fds' fdinfo names them)."""
     pids = subprocess.run(["pgrep", "-f", f"capture --json --stats --port {port}"],
                           capture_output=True, text=True).stdout.split()
-    ids = []
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-            try:
-                m = re.search(r"prog_id:\s+(\d+)", Path(f"/proc/{pid}/fdinfo/{fd}").read_text())
-            except OSError:
-                continue
-            if m:
-                ids.append(int(m.group(1)))
-    return ids
+    return sorted(set().union(*(prog_ids_of(int(pid)) for pid in pids)))
 
 
 def hey(url: str, seconds: int, extra: list[str]) -> int:
