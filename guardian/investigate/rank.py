@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.span import Span
-from capture.store.api import SpanFilter
 from guardian.investigate.samples import Walker
 from guardian.investigate.signals import Signals
 from guardian.investigate.walk import Key, entry_of
@@ -121,15 +120,6 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
         x.score *= 0.2
 
 
-def op_callers(walker: Walker, op: str) -> set[str]:
-    """Services seen making calls named op (window and baseline), read once per walker."""
-    memo = walker.__dict__.setdefault("_op_callers", {})
-    if op not in memo:
-        memo[op] = {sp.service for w in (walker.window, walker.baseline)
-                    for sp in walker.store.spans(SpanFilter(window=w, name=op, kind="CLIENT", limit=200))}
-    return memo[op]
-
-
 def reached_op(walker: Walker, y: Candidate, x: Candidate, below: set[str]) -> bool:
     """Whether x's requests can reach the operations y changed in: some service at or below x
     calls them. A service below x that slowed in an operation only others call (a queue's
@@ -139,7 +129,7 @@ def reached_op(walker: Walker, y: Candidate, x: Candidate, below: set[str]) -> b
         return True
     callers: set[str] = set()
     for op in ops[:3]:
-        callers |= op_callers(walker, op)
+        callers |= walker.op_callers(op)
     return not callers or bool(callers & (below | {x.key[0]}))
 
 

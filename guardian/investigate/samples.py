@@ -27,6 +27,7 @@ class Walker:
         self.went_on: dict[tuple[str, str, str], tuple[bool, float] | set[str]] = {}
         self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
         self.lone: frozenset = frozenset()  # (caller, callee) edges whose gaps are the caller's
+        self._op_callers: dict[str, set[str]] = {}
 
     def canon(self, name: str, call: Span | None = None) -> str:
         """'payments:8080' is payments when payments is a service we see (calls not linked);
@@ -114,6 +115,14 @@ class Walker:
         if not (went_on or cut_short or did_all):
             return v
         return Vote((got.service, got.name), "error", got, v.weight, failed_after=v.span)
+
+    def op_callers(self, op: str) -> set[str]:
+        """Services seen making calls named op (window and baseline), read once."""
+        if op not in self._op_callers:
+            self._op_callers[op] = {sp.service for w in (self.window, self.baseline)
+                                    for sp in self.store.spans(SpanFilter(window=w, name=op, kind="CLIENT",
+                                                                          limit=200))}
+        return self._op_callers[op]
 
     def usual_callees(self, entry: Span) -> set[str]:
         """Services that at least half of the baseline requests of entry's operation call."""
