@@ -45,11 +45,11 @@ def _answered(sample: Sample) -> dict[tuple, list[Span]]:
         for s in tree.spans:
             if s.kind == "CLIENT":
                 out.setdefault(("client", s.name), []).append(s)
-            if s.kind == "CLIENT" and not any(k.kind == "SERVER" for k in tree.children[s.span_id]):
-                # a call no server span answered (a database seen only by its clients)
-                if peer_of(s):
-                    out.setdefault((s.service, peer_of(s), s.name), []).append(s)
-                continue
+                if not any(k.kind == "SERVER" for k in tree.children[s.span_id]):
+                    # a call no server span answered (a database seen only by its clients)
+                    if (peer := peer_of(s)):
+                        out.setdefault((s.service, peer, s.name), []).append(s)
+                    continue
             if s.kind != "SERVER":
                 continue
             p = tree.by_id.get(s.parent_span_id or "")
