@@ -100,9 +100,16 @@ class Ingest:
             return out
 
     def _hand(self, spans: list[Span] | Relink) -> None:
-        """To the store thread; waits while it has enough to do (backpressure)."""
-        if isinstance(spans, list) and not spans:
-            return
+        """To the store thread; waits while it has enough to do (backpressure). The linker may
+        release more than a batch at once (a window's worth): it goes in batch-sized pieces, so
+        what waits for the store stays within store_batches x batch_spans."""
+        if isinstance(spans, list):
+            if not spans:
+                return
+            if len(spans) > self.batch_spans:
+                for i in range(0, len(spans), self.batch_spans):
+                    self._hand(spans[i:i + self.batch_spans])
+                return
         with self._ready_cv:
             while len(self._ready) >= self._store_batches:
                 self._ready_cv.wait(0.5)
