@@ -4,7 +4,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -45,15 +44,6 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
-def _pair_from_env() -> bool:
-    """The configuration's environment rule for capture.options.pair, for callers that build
-    their options from flags alone (`guardian capture`)."""
-    return os.environ.get(PAIR_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-PAIR_ENV = "GUARDIAN_CAPTURE__OPTIONS__PAIR"
-
-
 @dataclass(slots=True)
 class CaptureOptions:
     pid: int | None = None  # only this process
@@ -74,7 +64,7 @@ class LiveCapture:
                  resource_for: Callable[[int], dict] | None = None) -> None:
         self.options = options or CaptureOptions()
         self.loader = Loader(self.options.max_payload, self.options.pid, self.options.ringbuf_pages,
-                             port=self.options.port, pair=self.options.pair or _pair_from_env())
+                             port=self.options.port, pair=self.options.pair)
         self._sink: Callable[[list[Span]], None] = lambda spans: None
         self.pipeline = Pipeline(lambda spans: self._sink(spans))
         self.sockets = SocketTable()

@@ -45,23 +45,32 @@ def _table_row(s: Span) -> str:
     return f"{t}  {s.kind:<6} {s.service[:18]:<18} {s.name[:48]:<48} {str(status):>5} {ms:9.2f} ms  {peer}"
 
 
+def live_options(args, config):
+    """The capture's options: this command's flags, and capture.options.pair from the
+    configuration (its file or GUARDIAN_CAPTURE__OPTIONS__PAIR) when --pair is not given."""
+    from capture.live import CaptureOptions
+
+    return CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload,
+                          ringbuf_pages=args.ringbuf_pages, tls=not args.no_tls,
+                          pair=args.pair or config.capture.live_options().pair)
+
+
 def run(args) -> int:
     from guardian.config import load
 
     try:
-        load(None).scrub.apply()  # the file named by --config / $GUARDIAN_CONFIG, if any
+        config = load(None)  # the file named by --config / $GUARDIAN_CONFIG, if any
+        config.scrub.apply()
     except (OSError, ValueError) as e:
         print(f"guardian capture: bad configuration: {e}", file=sys.stderr)
         return 2
     if args.pcap:
         return _run_pcap(args)
-    from capture.live import CaptureOptions, LiveCapture, tune_gc
+    from capture.live import LiveCapture, tune_gc
 
     _say_loader_progress()
     try:
-        cap = LiveCapture(CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload,
-                                         ringbuf_pages=args.ringbuf_pages, tls=not args.no_tls,
-                                         pair=args.pair))
+        cap = LiveCapture(live_options(args, config))
         cap.start()
         tune_gc()
     except (CaptureUnavailable, ValueError) as e:

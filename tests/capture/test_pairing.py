@@ -205,16 +205,24 @@ def test_redis_pipelines_and_pushes_give_the_same_spans_paired():
 
 def test_the_option_reaches_the_kernel_build(monkeypatch):
     from capture.config import CaptureConfig
-    from capture.live import PAIR_ENV, CaptureOptions, LiveCapture
+    from capture.live import CaptureOptions, LiveCapture
     from capture.loader import Loader
+    from guardian.cli.capture import live_options
+    from guardian.cli.main import build_parser
+    from guardian.config import load
 
     assert "-DPAIR_HTTP1=1" in Loader(pair=True).cflags
     assert "-DPAIR_HTTP1=0" in Loader().cflags
     assert CaptureConfig(options={"pair": True}).live_options().pair is True
-    monkeypatch.delenv(PAIR_ENV, raising=False)
+    env = "GUARDIAN_CAPTURE__OPTIONS__PAIR"
+    monkeypatch.setenv(env, "1")  # options built in code are what they say, whatever the env
     assert "-DPAIR_HTTP1=0" in LiveCapture(CaptureOptions(), resource_for=lambda pid: {}).loader.cflags
-    monkeypatch.setenv(PAIR_ENV, "1")  # `guardian capture` builds its options from flags: the env rule
-    assert "-DPAIR_HTTP1=1" in LiveCapture(CaptureOptions(), resource_for=lambda pid: {}).loader.cflags
+    # `guardian capture`: --pair, or the configuration's rule for capture.options.pair
+    parse = build_parser().parse_args
+    assert live_options(parse(["capture"]), load(None)).pair is True
+    monkeypatch.delenv(env)
+    assert live_options(parse(["capture"]), load(None)).pair is False
+    assert live_options(parse(["capture", "--pair"]), load(None)).pair is True
 
 
 PAIRED_RECORDING = Path(__file__).parent / "fixtures" / "nginx_hey_pair.events.gz"
