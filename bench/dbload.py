@@ -121,6 +121,7 @@ def _with_compare(runs: dict) -> dict:
     for tree, r in runs.items():
         stats = r.pop("capture_stats")
         r["drops"] = stats.get("kernel.ringbuf_drops")
+        r["unread_at_stop_bytes"] = stats.get("ring.unread_at_stop_bytes", 0)
         r["ring_records"] = stats.get("kernel.events")
         out[f"compare {tree}"] = r
     return out
@@ -167,7 +168,12 @@ def main() -> int:
     for name, r in results.items():
         stats = r.pop("capture_stats")
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r.items()))
-        print(f"  capture: drops={stats.get('kernel.ringbuf_drops')} truncated={stats.get('kernel.truncated')} "
+        # every way a span can be missing from spans_per_operation: records the kernel could not
+        # queue (drops), records still queued when the stop's bounded drain ended (unread), gaps
+        print(f"  capture: drops={stats.get('kernel.ringbuf_drops', 0)} "
+              f"unread_at_stop_bytes={stats.get('ring.unread_at_stop_bytes', 0)} "
+              f"max_backlog_bytes={stats.get('ring.max_backlog_bytes', 0)} gaps={stats.get('conntrack.gaps', 0)} "
+              f"truncated={stats.get('kernel.truncated')} "
               f"parser_exceptions={stats.get('pipeline.parser_exceptions', 0)}")
         r["capture_stats"] = stats
     if args.json:

@@ -114,12 +114,14 @@ def test_attributes_errors_and_rows(traffic):
     assert big["status_code"] == "UNSET" and big["attributes"]["db.response.returned_rows"] == 1
 
 
-def test_cli_and_server_side(traffic):
+def test_cli_and_server_side(traffic, mariadb_server):
     cap, _ = traffic
     cli = [s for s in client_spans(cap) if s["attributes"].get("db.query.text") == "SELECT COUNT(*) FROM users"]
     assert len(cli) == 1 and cli[0]["resource"]["process.pid"] != os.getpid()
     server = [s for s in cap.spans if s["kind"] == "SERVER"]
-    assert len(server) == len(client_spans(cap))
+    assert {s["resource"].get("process.pid") for s in server} == {mariadb_server["pid"]}
+    assert len(server) == len(client_spans(cap)) > 20
+    assert [s["attributes"].get("db.query.text") for s in server].count("SELECT COUNT(*) FROM users") == 1
 
 
 def test_password_never_reaches_spans(traffic):

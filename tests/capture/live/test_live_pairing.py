@@ -303,49 +303,84 @@ def test_postgres_same_spans_paired_and_unpaired(postgres_server):
     assert new_records < 0.8 * old_records, (old_records, new_records)
 
 
-def test_mysql_same_spans_paired_and_unpaired(mariadb_server):
+MYSQL_CLIENT = textwrap.dedent('''
+    import sys
     import pymysql
+    port, user, password, database = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    conn = pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database=database,
+                           autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE pairs (id INT PRIMARY KEY, name VARCHAR(40))")
+        for i in range(30):
+            cur.execute("INSERT INTO pairs VALUES (%s, %s)", (i, f"u{i}"))
+        for i in range(30):
+            cur.execute("SELECT * FROM pairs WHERE id < %s", (i,))
+            assert len(cur.fetchall()) == i
+        for sql, error in (("INSERT INTO pairs VALUES (1, 'dup')", pymysql.err.IntegrityError),
+                           ("SELECT * FROM missing_table", pymysql.err.ProgrammingError)):
+            try:
+                cur.execute(sql)
+            except error:
+                pass
+            else:
+                raise SystemExit("no error from " + sql)
+    conn.close()
+''')
 
+MEMCACHED_CLIENT = textwrap.dedent('''
+    import socket, sys
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as s:
+        f = s.makefile("rb")
+        for i in range(40):
+            s.sendall(b"set k%d 0 0 5\\r\\nhello\\r\\n" % i)
+            assert f.readline() == b"STORED\\r\\n"
+            s.sendall(b"get k%d missing\\r\\n" % i)
+            assert f.readline().startswith(b"VALUE") and f.readline() == b"hello\\r\\n"
+            assert f.readline() == b"END\\r\\n"
+        s.sendall(b"".join(b"get k%d\\r\\n" % i for i in range(5)))  # pipelined
+        ends = 0
+        while ends < 5:
+            ends += f.readline() == b"END\\r\\n"
+        s.sendall(b"incr k1 1\\r\\n")  # not a number: an error reply
+        assert f.readline().startswith(b"CLIENT_ERROR")
+''')
+
+
+def run_client(*argv: str) -> int:
+    """A client in its own process (the agent never observes its own pid, so an in-process client
+    would give SERVER spans only); returns its pid."""
+    proc = subprocess.Popen([sys.executable, "-c", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return proc.pid
+
+
+def sides(result: dict, port: int, server_pid: int, client_pid: int) -> tuple[int, int]:
+    """(SERVER spans of the server process, CLIENT spans of the client process) of the unpaired
+    capture (assert_same_spans checked the paired one gives the same); nothing else on the port."""
+    spans = [s for s in result["spans"][False] if s.attributes.get("server.port") == port]
+    server = sum(s.kind == "SERVER" and s.resource.get("process.pid") == server_pid for s in spans)
+    client = sum(s.kind == "CLIENT" and s.resource.get("process.pid") == client_pid for s in spans)
+    assert server + client == len(spans), Counter((s.kind, s.resource.get("process.pid")) for s in spans)
+    return server, client
+
+
+def test_mysql_same_spans_paired_and_unpaired(mariadb_server):
     m = mariadb_server
     with two_captures(m["port"]) as result:
-        conn = pymysql.connect(host="127.0.0.1", port=m["port"], user=m["user"], password=m["password"],
-                               database=m["database"], autocommit=True)
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE pairs (id INT PRIMARY KEY, name VARCHAR(40))")
-            for i in range(30):
-                cur.execute("INSERT INTO pairs VALUES (%s, %s)", (i, f"u{i}"))
-            for i in range(30):
-                cur.execute("SELECT * FROM pairs WHERE id < %s", (i,))
-                assert len(cur.fetchall()) == i
-            with pytest.raises(pymysql.err.IntegrityError):
-                cur.execute("INSERT INTO pairs VALUES (1, 'dup')")
-            with pytest.raises(pymysql.err.ProgrammingError):
-                cur.execute("SELECT * FROM missing_table")
-        conn.close()
+        client_pid = run_client(MYSQL_CLIENT, str(m["port"]), m["user"], m["password"], m["database"])
     n, old_records, new_records = assert_same_spans(result, m["port"])
-    assert n >= 1 + 30 + 30 + 2, n  # pymysql's side of every statement
+    server, client = sides(result, m["port"], m["pid"], client_pid)
+    # both ends of every statement (pymysql's own statements on connect included)
+    assert server == client >= 1 + 30 + 30 + 2 and n == server + client, (server, client, n)
     assert new_records < 0.8 * old_records, (old_records, new_records)
 
 
 def test_memcached_same_spans_paired_and_unpaired(memcached_server):
-    import socket
-
     port = memcached_server["port"]
     with two_captures(port) as result:
-        with socket.create_connection(("127.0.0.1", port)) as s:
-            f = s.makefile("rb")
-            for i in range(40):
-                s.sendall(b"set k%d 0 0 5\r\nhello\r\n" % i)
-                assert f.readline() == b"STORED\r\n"
-                s.sendall(b"get k%d missing\r\n" % i)
-                assert f.readline().startswith(b"VALUE") and f.readline() == b"hello\r\n"
-                assert f.readline() == b"END\r\n"
-            s.sendall(b"".join(b"get k%d\r\n" % i for i in range(5)))  # pipelined
-            ends = 0
-            while ends < 5:
-                ends += f.readline() == b"END\r\n"
-            s.sendall(b"incr k1 1\r\n")  # not a number: an error reply
-            assert f.readline().startswith(b"CLIENT_ERROR")
+        client_pid = run_client(MEMCACHED_CLIENT, str(port))
     n, old_records, new_records = assert_same_spans(result, port)
-    assert n >= 80 + 5 + 1, n  # the client's side of every command
+    server, client = sides(result, port, memcached_server["pid"], client_pid)
+    assert server == client == 80 + 5 + 1, (server, client)  # both ends of every command
     assert new_records < 0.8 * old_records, (old_records, new_records)
