@@ -32,19 +32,22 @@ def remove_dead_bcc_probes() -> int:
         names = leftover_probes(events.read_text())
     except OSError:
         return 0
+    if not names:
+        return 0
+    # O_APPEND without the seek to the end that open(..., "a") makes: tracefs refuses that
+    # seek with EINVAL, so no event was ever removed that way.
+    try:
+        fd = os.open(events, os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return 0
     removed = 0
-    for name in names:
-        # O_APPEND without the seek to the end that open(..., "a") makes: tracefs refuses
-        # that seek with EINVAL, so no event was ever removed that way.
-        try:
-            fd = os.open(events, os.O_WRONLY | os.O_APPEND)
-        except OSError:
-            return removed
-        try:
-            os.write(fd, f"-:{name}\n".encode())
-            removed += 1
-        except OSError:
-            pass  # still enabled somewhere, or already gone
-        finally:
-            os.close(fd)
+    try:
+        for name in names:
+            try:
+                os.write(fd, f"-:{name}\n".encode())
+                removed += 1
+            except OSError:
+                pass  # still enabled somewhere, or already gone
+    finally:
+        os.close(fd)
     return removed
