@@ -7,7 +7,12 @@ the requests; the programs run for every process's syscalls, so a busy host adds
 kernel.bpf_stats_enabled is on only for the run (it costs every BPF program on the host a clock
 read per run).
 
-Run as root: .venv/bin/python -m bench.kernel_time [--seconds 8] [--tree DIR ...] [--json FILE]
+With --tls: HTTPS keep-alive instead, nginx (OpenSSL) and a Go crypto/tls server, each under hey
+(a Go client) and wrk (an OpenSSL client), with the TLS probes on; per program, its runs (probe
+hits) per request and run time per run. A server's programs are those of its library kind when the
+client's kind differs (nginx under hey: tls_openssl_* are nginx's hits, tls_go_* hey's).
+
+Run as root: .venv/bin/python -m bench.kernel_time [--seconds 8] [--tree DIR ...] [--tls] [--json FILE]
 """
 from __future__ import annotations
 
@@ -43,6 +48,66 @@ def hey(url: str, seconds: int, extra: list[str]) -> int:
     return sum(int(n) for n in re.findall(r"\[\d{3}\]\s+(\d+) responses", out))
 
 
+def wrk(url: str, seconds: int, extra: list[str]) -> int:
+    out = subprocess.run(["wrk", "-t1", "-c10", f"-d{seconds}s", url], capture_output=True, text=True,
+                         check=True).stdout
+    return int(re.search(r"(\d+) requests in", out).group(1))
+
+
+TLS_LOADS = {"hey": (hey, ["-q", "300"]), "wrk": (wrk, [])}
+
+
+def run_load(ids: list[int], load, seconds: int) -> dict:
+    """Run `load` (a function returning requests done); per program name: runs and ns per request."""
+    before = programs()
+    n = load(seconds)
+    after = programs()
+    per: dict[str, dict] = {}
+    for i in ids:
+        if i in before and i in after:
+            name = after[i].get("name", str(i))
+            row = per.setdefault(name, {"runs": 0, "ns": 0})
+            row["runs"] += after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
+            row["ns"] += after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
+    ns = sum(r["ns"] for r in per.values())
+    runs = sum(r["runs"] for r in per.values())
+    return {"requests": n, "bpf_ns_per_request": ns / max(n, 1), "program_runs_per_request": runs / max(n, 1),
+            "programs": {name: {"runs_per_request": r["runs"] / max(n, 1), "ns_per_run": r["ns"] / max(r["runs"], 1)}
+                         for name, r in sorted(per.items()) if r["runs"]}}
+
+
+def measure_tls(trees: list[Path], seconds: int) -> dict:
+    import tempfile
+
+    import bench.capture as capture
+    from support import tls_targets as targets
+    from support.live import free_port
+
+    capture.AGENT_ARGS[:] = []
+    results: dict = {}
+    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-ktls-") as tmp:
+            d = Path(tmp)
+            cert, key = targets.make_certs(d)
+            go = targets.build_go(d / "tlstarget")
+            servers = {"nginx_openssl": lambda p: targets.nginx_tls(p, cert, key, d),
+                       "go_crypto_tls": lambda p: targets.go_server(go, p, cert, key)}
+            for server, start in servers.items():
+                port = free_port()
+                url = f"https://127.0.0.1:{port}/bench"
+                with start(port):
+                    for tree in trees:
+                        with agent(port, tree=tree) as cap:
+                            ids = agent_program_ids(port)
+                            row = {client: run_load(ids, lambda s, f=fn, e=extra: f(url, s, e), seconds)
+                                   for client, (fn, extra) in TLS_LOADS.items()}
+                        results.setdefault(str(tree), {})[server] = {**row, "agent": cap}
+    finally:
+        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"])
+    return results
+
+
 def measure(trees: list[Path], seconds: int) -> dict:
     import bench.capture as capture
 
@@ -76,11 +141,28 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--tree", action="append", type=Path, help="checkout whose capture runs (repeatable: an A/B)")
+    p.add_argument("--tls", action="store_true", help="HTTPS (nginx, Go) with the TLS probes: runs per program")
     p.add_argument("--json", help="also write the results as JSON")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.kernel_time needs root", file=sys.stderr)
         return 2
+    print(f"load {os.getloadavg()[0]:.1f}")
+    if args.tls:
+        results = measure_tls(args.tree or [ROOT], args.seconds)
+        for tree, servers in results.items():
+            for server, row in servers.items():
+                for client in TLS_LOADS:
+                    r = row[client]
+                    print(f"{tree}  {server} <- {client}: requests={r['requests']} "
+                          f"bpf_ns_per_request={r['bpf_ns_per_request']:.0f} "
+                          f"program_runs_per_request={r['program_runs_per_request']:.2f}")
+                    for name, pr in r["programs"].items():
+                        print(f"    {name:<16} runs/request={pr['runs_per_request']:.3f} ns/run={pr['ns_per_run']:.0f}")
+        print(f"load {os.getloadavg()[0]:.1f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        return 0
     results = measure(args.tree or [ROOT], args.seconds)
     for tree, row in results.items():
         for name in LOADS:

@@ -1,14 +1,21 @@
-"""Benchmark of TLS plaintext capture: HTTPS load with wrk against nginx (OpenSSL)
-and against a Go crypto/tls server, each without the agent, with `guardian capture`, and with
-bcc's sslsniff (bpfcc-tools) as the reference tool, in one command. Every figure is beside its
-baseline: throughput and p99 ratios, and server spans captured per request completed.
+"""Benchmark of TLS plaintext capture: HTTPS load against nginx (OpenSSL) and against a Go
+crypto/tls server, each without the agent, with `guardian capture`, and with bcc's sslsniff
+(bpfcc-tools) as the reference tool, in one command. Two loads per server: wrk at saturation
+(throughput and p99 ratios) and hey at a fixed rate (p99 added, in ms); spans captured per
+request completed over both. Every figure is beside its baseline, with the load average.
 
-Run as root: .venv/bin/python -m bench.tls [--seconds 10] [--connections 8] [--json FILE]
+With --tree DIR (repeatable; --compare is the same option), the agent runs from each checkout in
+turn against the same server and baselines: an A/B of two versions in one command. --repeat N
+runs the whole sequence N times (the spread between rounds is the noise).
+
+Run as root: .venv/bin/python -m bench.tls [--seconds 10] [--connections 8] [--rate 10000]
+             [--tree DIR ...] [--repeat N] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +24,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.capture import COMPARE, ROOT, agent, wrk
+from bench.capture import ROOT, agent, hey, wrk
 from support import tls_targets as targets
 from support.live import free_port
 from support.process import stop
@@ -49,65 +56,96 @@ def sslsniff():
         Path(out.name).unlink()
 
 
-def measure(url: str, port: int, seconds: int, conns: int) -> dict:
+def load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def measure(url: str, port: int, seconds: int, conns: int, rate: int, trees: list[Path]) -> dict:
     wrk(url, 2, conns)  # warm up: TLS sessions, page cache
-    base = wrk(url, seconds, conns)
-    runs = {}
-    for tree in (*COMPARE, None):
+    base = {"saturation": wrk(url, seconds, conns), "fixed_rate": hey(url, seconds, rate), "load": load()}
+    out: dict = {"baseline": base}
+    for tree in trees:
         with agent(port, ready_s=READY_S, tree=tree) as cap:
-            guarded = wrk(url, seconds, conns)
-        runs[str(tree or ROOT)] = {
-            "with_agent": guarded, "agent": cap,
-            "agent_throughput_ratio": guarded["rps"] / base["rps"],
-            "agent_p99_ratio": guarded["p99_ms"] / base["p99_ms"],
-            "server_spans_per_request": cap["server_spans"] / guarded["requests"],
-            "client_spans_per_request": cap["client_spans"] / guarded["requests"],
+            at = load()
+            sat = wrk(url, seconds, conns)
+            fixed = hey(url, seconds, rate)
+        requests = sat["requests"] + fixed["requests"]
+        out[str(tree)] = {
+            "saturation": sat, "fixed_rate": fixed, "agent": cap, "load": at,
+            "throughput_ratio": sat["rps"] / base["saturation"]["rps"],
+            "p99_ratio": sat["p99_ms"] / base["saturation"]["p99_ms"],
+            "fixed_rate_p99_added_ms": (fixed["p99_ms"] or 0) - (base["fixed_rate"]["p99_ms"] or 0),
+            "server_spans_per_request": cap["server_spans"] / max(requests, 1),
+            "client_spans_per_request": cap["client_spans"] / max(requests, 1),
         }
     if NO_SSLSNIFF[0]:
-        return {"baseline": base, **runs.pop(str(ROOT)), **({"compare": runs} if runs else {})}
+        return out
     with sslsniff() as sniff:
         sniffed = wrk(url, seconds, conns) if sniff["running"] else None
-    out = {"baseline": base, **runs.pop(str(ROOT)), **({"compare": runs} if runs else {}), "sslsniff": sniff}
+    out["sslsniff"] = sniff
     if sniffed:
         out["with_sslsniff"] = sniffed
-        out["sslsniff_throughput_ratio"] = sniffed["rps"] / base["rps"]
-        out["sslsniff_p99_ratio"] = sniffed["p99_ms"] / base["p99_ms"]
+        out["sslsniff_throughput_ratio"] = sniffed["rps"] / base["saturation"]["rps"]
+        out["sslsniff_p99_ratio"] = sniffed["p99_ms"] / base["saturation"]["p99_ms"]
     return out
+
+
+def summary(name: str, result: dict) -> str:
+    """One line per agent run: the figures the targets name."""
+    if "baseline" not in result:
+        return f"{name}: {result}"
+    b = result["baseline"]
+    lines = [f"{name} baseline: {b['saturation']['rps']:.0f} req/s p99 {b['saturation']['p99_ms']:.2f} ms; "
+             f"fixed {b['fixed_rate']['rps']:.0f} req/s p99 {b['fixed_rate']['p99_ms'] or 0:.2f} ms; load {b['load']}"]
+    for tree, r in result.items():
+        if isinstance(r, dict) and "throughput_ratio" in r:
+            lines.append(f"  {tree}: ratio {r['throughput_ratio']:.3f} ({r['saturation']['rps']:.0f} req/s), "
+                         f"p99 x{r['p99_ratio']:.1f}; fixed {r['fixed_rate']['rps']:.0f} req/s p99 added "
+                         f"{r['fixed_rate_p99_added_ms']:.2f} ms; spans/request server "
+                         f"{r['server_spans_per_request']:.4f} client {r['client_spans_per_request']:.4f}; "
+                         f"drops {r['agent'].get('kernel_drops')}; agent {r['agent'].get('agent_cpu_pct', 0):.0f} %; "
+                         f"load {r['load']}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--rate", type=int, default=10000, help="the fixed rate of the p99 load (req/s)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the whole sequence this many times")
     ap.add_argument("--json", metavar="FILE", help="also write the results here")
-    ap.add_argument("--compare", action="append", default=[], metavar="TREE",
-                    help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
+    ap.add_argument("--tree", "--compare", dest="tree", action="append", type=Path, metavar="DIR",
+                    help="run the agent from this checkout (repeatable: an A/B against one baseline)")
     ap.add_argument("--only", choices=["go_crypto_tls", "nginx_openssl"])
     ap.add_argument("--no-sslsniff", action="store_true", help="skip the reference tool's run")
     args = ap.parse_args()
-    COMPARE[:] = [Path(t).resolve() for t in args.compare]
+    trees = [t.resolve() for t in args.tree] if args.tree else [ROOT]
     NO_SSLSNIFF[0] = args.no_sslsniff
-    results = {}
+    rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
         d = Path(tmp)
         cert, key = targets.make_certs(d)
         go = targets.build_go(d / "tlstarget")
         servers = {"go_crypto_tls": lambda p: targets.go_server(go, p, cert, key),
                    "nginx_openssl": lambda p: targets.nginx_tls(p, cert, key, d)}
-        for name, server in servers.items():
-            if args.only and name != args.only:
-                continue
-            port = free_port()
-            try:
-                with server(port):
-                    results[name] = measure(f"https://127.0.0.1:{port}/bench", port, args.seconds,
-                                            args.connections)
-            except RuntimeError as e:  # the agent did not start in time on a loaded host
-                results[name] = {"error": str(e)[:300]}
-            text = json.dumps(results, indent=2)
-            if args.json:
-                Path(args.json).write_text(text)
-    print(text)
+        for _ in range(args.repeat):
+            results: dict = {}
+            rounds.append(results)
+            for name, server in servers.items():
+                if args.only and name != args.only:
+                    continue
+                port = free_port()
+                try:
+                    with server(port):
+                        results[name] = measure(f"https://127.0.0.1:{port}/bench", port, args.seconds,
+                                                args.connections, args.rate, trees)
+                except RuntimeError as e:  # the agent did not start in time on a loaded host
+                    results[name] = {"error": str(e)[:300]}
+                print(summary(name, results[name]), flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps(rounds, indent=2))
+    print(json.dumps(rounds, indent=2))
 
 
 if __name__ == "__main__":

@@ -854,14 +854,18 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 
 /* ======== TLS plaintext ================================================================
  * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and return:
- * C code, uretprobes are safe there) and Go crypto/tls (*Conn).Write entry and (*Conn).Read
+ * C code, uretprobes are safe there) or, where OpenSSL's wrappers hand over to one internal
+ * function per direction, that function instead (the _ex programs: it takes a size_t * of bytes
+ * done), and Go crypto/tls (*Conn).Write entry and (*Conn).Read
  * entry + a plain uprobe at its copy into the caller's buffer or, failing that, at each RET
  * (never uretprobes on Go: moving stacks crash them).
  * Cost: a uprobe hit is a trap; on an instruction the kernel cannot emulate (most of them;
- * it emulates jumps, calls, nops and pushes) it is two, the second a single-step, several
- * times dearer; a uretprobe's return adds a trap (`python -m bench.tls` measures the cost per
- * request, bpf_stats the programs' run time). Go probes sit on emulated
- * instructions (capture/tls/elf.py); OpenSSL's entry + uretprobe pairs cannot move.
+ * it emulates jumps, calls, nops and pushes) it is two, the second a single-step, a debug trap
+ * that costs tens of times more in a VM; a uretprobe's return goes through a trampoline
+ * (`python -m bench.uprobe_cost` measures each on this kernel, `python -m bench.kernel_time --tls`
+ * the hits and run time per request). So probes sit on emulated instructions where the code
+ * allows (capture/tls/elf.py): Go's prologue jumps and calls, OpenSSL's internal functions'
+ * first push.
  * capture/tls/ finds the symbols and attaches these programs, once per library file.
  * Plaintext goes through emit_data() like syscall bytes, so the protocol detectors run on
  * it; the socket's ciphertext is marked CONN_ENCRYPTED and skipped by the syscall path.
@@ -994,8 +998,8 @@ int tls_ssl_return(struct pt_regs *ctx)
     if (ret <= 0)
         return 0;
     __u64 n = (__u64)ret;
-    if (call.out_len) { /* _ex variants return 1 and store the byte count */
-        if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)call.out_len) != 0)
+    if (call.out_len) { /* _ex variants and the internal functions store the byte count */
+        if (bpf_probe_read_user(&n, sizeof(n), (void *)call.out_len) != 0)
             return 0;
     }
     struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call.ssl};

@@ -76,9 +76,14 @@ def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
     ssl = found.ssl
     probes = []
     for name, addr in ssl.funcs.items():
+        if name in ssl.covered:  # seen through the internal function they call (below)
+            continue
         probes.append(Probe(path, addr, f"tls_{ssl.source}_{elf.SSL_FUNCS[name]}"))
         if name != "SSL_do_handshake":
             probes.append(Probe(path, addr, "tls_ssl_return", ret=True))
+    for kind, (addr, out_arg) in ssl.internal.items():
+        suffix = {("read", 4): "read_ex", ("write", 4): "write_ex", ("write", 5): "write_ex2"}[kind, out_arg]
+        probes += [Probe(path, addr, f"tls_{ssl.source}_{suffix}"), Probe(path, addr, "tls_ssl_return", ret=True)]
     return ssl.source, probes
 
 

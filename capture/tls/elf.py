@@ -41,6 +41,11 @@ class SslLib:
     funcs: dict[str, int] = field(default_factory=dict)  # SSL_* name -> virtual address
     problem: str = ""  # why it cannot be probed, else ""
     located_by: str = "symbols"  # or "heuristic": BoringSSL without symbols (capture/tls/boringssl.py)
+    # "read"/"write" -> (entry, n): the internal function SSL_read and SSL_read_ex (SSL_write and
+    # SSL_write_ex[2]) call, probed instead of them (see `internal_calls`); its argument n is the
+    # size_t * of bytes done
+    internal: dict[str, tuple[int, int]] = field(default_factory=dict)
+    covered: tuple[str, ...] = ()  # SSL_* functions whose calls the internal probes see
 
 
 @dataclass(slots=True)
@@ -121,7 +126,80 @@ def ssl_library(elf: ELFFile, path: str) -> SslLib | None:
         source = "node"
     else:
         source = "openssl"
-    return SslLib(source, funcs)
+    lib = SslLib(source, funcs)
+    internal_calls(elf, lib)
+    return lib
+
+
+# Instructions the kernel's uprobes emulate on x86-64 (arch/x86/kernel/uprobes.c): a probe on any
+# other runs a copy of it single-stepped, a debug trap that costs tens of times more in a VM
+# (`python -m bench.uprobe_cost`).
+_JCC = {"jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp", "jl", "jge", "jle", "jg"}
+_EMULATED = {"push", "call", "jmp", "nop"} | _JCC
+_OUT_ARG_REGS = {"rcx": 4, "r8": 5}  # System V: the 4th and 5th integer arguments
+_OUT_PTR = re.compile(r"(?:mov (rcx|r8), rsp|lea (rcx|r8), \[rsp(?: \+ 0x[0-9a-f]+)?\])")
+_READ_FAMILY = {"read": ("SSL_read", ("SSL_read_ex",)), "write": ("SSL_write", ("SSL_write_ex", "SSL_write_ex2"))}
+
+
+def emulated(code: bytes, addr: int) -> bool:
+    """Whether the instruction at `addr` (the start of `code`) is one the kernel emulates."""
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    insn = next(md.disasm(code[:16], addr, 1), None)
+    return insn is not None and insn.mnemonic in _EMULATED
+
+
+def _internal_call(code: bytes, addr: int) -> tuple[int, int] | None:
+    """(target, n) of the first direct call in a wrapper's `code` whose argument n is set from
+    the stack pointer just before it (OpenSSL's SSL_read: `mov rcx, rsp; ...; call
+    ssl_read_internal`, the wrapper's own size_t of bytes read), or None."""
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    out_arg = 0
+    for insn in md.disasm(code, addr, 24):
+        if insn.mnemonic == "ret" or insn.mnemonic == "jmp":
+            return None
+        m = _OUT_PTR.fullmatch(f"{insn.mnemonic} {insn.op_str}")
+        if m:
+            out_arg = _OUT_ARG_REGS[m[1] or m[2]]
+        elif insn.mnemonic == "call":
+            return (int(insn.op_str, 16), out_arg) if out_arg and insn.op_str.startswith("0x") else None
+    return None
+
+
+def _reaches(code: bytes, addr: int, target: int) -> bool:
+    """Whether `code` (a short wrapper) calls or jumps to `target` among its first instructions."""
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    return any(insn.mnemonic in ("call", "jmp") and insn.op_str == hex(target)
+               for insn in md.disasm(code, addr, 24))
+
+
+def internal_calls(elf: ELFFile, lib: SslLib) -> None:
+    """Where OpenSSL's SSL_read and SSL_write hand over to ssl_read_internal/ssl_write_internal.
+
+    The wrappers start with `sub rsp`, which uprobes single-step, and their results need a
+    uretprobe; the internal function (entered by a `push`, emulated) takes the same buffer and
+    length and a size_t * of bytes done, for the _ex variants too. Probing it once instead of the
+    wrappers sees every call for the cost of an emulated trap and a uretprobe. Used only when
+    SSL_read's code calls it with a pointer to its own stack, the internal function starts with
+    an emulated instruction, and every _ex variant reaches the same function (else the
+    wrappers are probed as before, and never both: a call would be reported twice)."""
+    stream = elf.stream
+    for kind, (plain, variants) in _READ_FAMILY.items():
+        addr = lib.funcs.get(plain)
+        if not addr:
+            continue
+        found = _internal_call(_read_vaddr(elf, stream, addr, 96), addr)
+        if found is None:
+            continue
+        target, out_arg = found
+        if kind == "read" and out_arg != 4:  # the read programs take the pointer as argument 4
+            continue
+        if not emulated(_read_vaddr(elf, stream, target, 16), target):
+            continue
+        present = [v for v in variants if v in lib.funcs]
+        if not all(_reaches(_read_vaddr(elf, stream, lib.funcs[v], 96), lib.funcs[v], target) for v in present):
+            continue
+        lib.internal[kind] = (target, out_arg)
+        lib.covered += (plain, *present)
 
 
 def _boringssl_without_symbols(elf: ELFFile) -> SslLib | None:

@@ -30,9 +30,39 @@ def test_dynamic_openssl_exports_every_probe_point():
     assert {"SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex", "SSL_do_handshake"} <= set(found.ssl.funcs)
     library, probes = probes_for(str(LIBSSL), found)
     assert library == "openssl"
-    assert sum(p.ret for p in probes) == len(found.ssl.funcs) - 1  # no return probe on the handshake
+    # every read/write entry point is probed itself or seen through the internal function it calls
+    probed = {p.addr for p in probes}
+    assert all(a in probed or n in found.ssl.covered for n, a in found.ssl.funcs.items())
+    wrappers = len(found.ssl.funcs) - 1 - len(found.ssl.covered)  # no return probe on the handshake
+    assert sum(p.ret for p in probes) == wrappers + len(found.ssl.internal)
     # entry points are real code: endbr64 (CET) or a push/sub prologue, never zeros
     assert all(_bytes_at(LIBSSL, a, 4) != b"\0\0\0\0" for a in found.ssl.funcs.values())
+
+
+def test_openssl_probes_sit_on_emulated_instructions():
+    """Debian's OpenSSL 3 wrappers start with `sub rsp` (single-stepped); their internal functions
+    with a push. Both directions go through those, for the _ex variants too, and no wrapper of
+    theirs is probed besides (a call would go up twice)."""
+    found = elf.inspect(str(LIBSSL))
+    assert set(found.ssl.internal) == {"read", "write"}
+    assert {"SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex"} <= set(found.ssl.covered)
+    _, probes = probes_for(str(LIBSSL), found)
+    for kind, (addr, out_arg) in found.ssl.internal.items():
+        assert out_arg == 4 and elf.emulated(_bytes_at(LIBSSL, addr, 16), addr)
+        assert [(p.fn, p.ret) for p in probes if p.addr == addr] == [
+            (f"tls_openssl_{kind}_ex", False), ("tls_ssl_return", True)]
+    covered = {found.ssl.funcs[n] for n in found.ssl.covered}
+    assert not covered & {p.addr for p in probes}
+    assert not elf.emulated(_bytes_at(LIBSSL, found.ssl.funcs["SSL_read"], 16), found.ssl.funcs["SSL_read"])
+
+
+def test_internal_call_needs_a_pointer_to_the_wrappers_stack():
+    # mov rcx, rsp; movsxd rdx, edx; call +0x100 -> (target, argument 4)
+    code = bytes.fromhex("4889e1") + bytes.fromhex("4863d2") + b"\xe8" + (0x100 - 11).to_bytes(4, "little", signed=True)
+    assert elf._internal_call(code, 0x1000) == (0x1100, 4)
+    # the same call without the stack pointer argument is no hand-over
+    code = bytes.fromhex("4863d2") + b"\xe8" + (0x100 - 8).to_bytes(4, "little", signed=True)
+    assert elf._internal_call(code, 0x1000) is None
 
 
 def test_node_binary_embeds_openssl():
