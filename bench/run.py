@@ -34,6 +34,7 @@ BENCHES = {
     "soak": True,
     "llm_eval": False,
     "kernel_time": True,
+    "uprobe_cost": True,
 }
 
 
