@@ -94,14 +94,6 @@ static __always_inline int ringbuf_send(void *data, __u64 size)
 #define PAIRING 1
 BPF_TABLE("lru_hash", __u64, struct guardian_pair_held, pair_held, PAIR_CONNS);
 #endif
-BPF_PERCPU_ARRAY(pair_stats, __u64, PAIR_STAT_MAX);
-
-static __always_inline void pair_stat(__u32 idx)
-{
-    __u64 *v = pair_stats.lookup(&idx);
-    if (v)
-        *v += 1;
-}
 
 /* Protocols whose connections carry one request/response exchange at a time per thread, in
  * order (pipelines keep it): HTTP/1, Redis, Memcached, PostgreSQL, MySQL. Multiplexed ones
@@ -124,7 +116,7 @@ static __always_inline void pair_release(__u64 conn_id)
     if (n <= PAIR_PREFIX && ringbuf_send(h, sizeof(struct guardian_event) + n) == 0)
         stat_add(STAT_EVENTS, 1);
     pair_held.delete(&conn_id);
-    pair_stat(PAIR_STAT_ALONE);
+    stat_add(STAT_PAIR_ALONE, 1);
 #endif
 }
 
@@ -138,12 +130,12 @@ static __always_inline int pair_send(struct guardian_record *r, struct guardian_
         if (dir == (c->role == ROLE_CLIENT ? DIR_EGRESS : DIR_INGRESS)) {
             pair_release(id); /* a request chunk already waiting goes first */
             if (n > PAIR_PREFIX) {
-                pair_stat(PAIR_STAT_TOO_BIG);
+                stat_add(STAT_PAIR_TOO_BIG, 1);
             } else if (pair_held.update(&id, (struct guardian_pair_held *)r) == 0) {
-                pair_stat(PAIR_STAT_HELD);
+                stat_add(STAT_PAIR_HELD, 1);
                 return 1;
             } else {
-                pair_stat(PAIR_STAT_MAP_FULL);
+                stat_add(STAT_PAIR_MAP_FULL, 1);
             }
         } else {
             struct guardian_pair_held *h = pair_held.lookup(&id);
@@ -154,7 +146,7 @@ static __always_inline int pair_send(struct guardian_record *r, struct guardian_
                     bpf_probe_read_kernel(r->payload + off, sizeof(struct guardian_event) + rn, h) == 0) {
                     r->ev.kind = EV_PAIR;
                     pair_held.delete(&id);
-                    pair_stat(PAIR_STAT_PAIRED);
+                    stat_add(STAT_PAIR_PAIRED, 1);
                     return ringbuf_send(r, 2 * sizeof(struct guardian_event) + off + rn);
                 }
                 pair_release(id);
@@ -882,16 +874,8 @@ BPF_TABLE("lru_hash", __u64, struct tls_call, tls_calls, MAX_INFLIGHT);    /* by
 BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
 BPF_TABLE("lru_hash", __u64, __u64, tls_pending, MAX_INFLIGHT); /* thread -> SSL* without socket */
 BPF_TABLE("lru_hash", struct tls_go_key, struct tls_go_read, tls_go_reads, MAX_INFLIGHT);
-BPF_PERCPU_ARRAY(tls_stats, __u64, TLS_STAT_MAX);
 /* pids that just exec'd: userspace looks for statically linked TLS in the new image */
 BPF_RINGBUF_OUTPUT(tls_execs, 16);
-
-static __always_inline void tls_stat(__u32 idx)
-{
-    __u64 *v = tls_stats.lookup(&idx);
-    if (v)
-        *v += 1;
-}
 
 /* Called by io_exit for every data syscall on a tracked socket. */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
@@ -921,7 +905,7 @@ static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct 
     __u32 *old = tls_ssl_fd.lookup(&sk);
     if (!old || *old != fd) {
         tls_ssl_fd.update(&sk, &fd);
-        tls_stat(TLS_STAT_BOUND);
+        stat_add(STAT_TLS_BOUND, 1);
     }
     if (pending)
         tls_pending.delete(&id);
@@ -933,7 +917,7 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
     struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
     struct guardian_conn *c = conns.lookup(&key);
     if (!c) { /* not a socket we track (userspace seeds the older ones): a stale SSL* -> fd */
-        tls_stat(TLS_STAT_NO_FD);
+        stat_add(STAT_TLS_NO_FD, 1);
         return;
     }
     if (c->flags & CONN_IGNORED)
@@ -945,7 +929,7 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
         c->proto = PROTO_UNKNOWN;
         c->attempts = 0;
     }
-    tls_stat(TLS_STAT_PLAINTEXT);
+    stat_add(STAT_TLS_PLAINTEXT, 1);
     /* plaintext bigger than a record goes up as consecutive records, so frames anywhere in it
      * reach the parser (grpc's TSI batches the frames of many streams into one SSL_write of
      * up to 16 KiB, and SSL_read returns up to a TLS record); the last one carries what is
@@ -1005,7 +989,7 @@ int tls_ssl_return(struct pt_regs *ctx)
     struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call.ssl};
     __u32 *fd = tls_ssl_fd.lookup(&sk);
     if (!fd) {
-        tls_stat(TLS_STAT_NO_FD);
+        stat_add(STAT_TLS_NO_FD, 1);
         return 0;
     }
     /* plaintext written: stamped at SSL_write's entry (an fd BIO sends inside the call) */
@@ -1037,7 +1021,7 @@ int tls_go_write(struct pt_regs *ctx)
         return 0;
     __u32 fd;
     if (go_conn_fd(GO_ARG1(ctx), &fd) != 0) {
-        tls_stat(TLS_STAT_READ_FAULT);
+        stat_add(STAT_TLS_READ_FAULT, 1);
         return 0;
     }
     __u64 len = GO_ARG3(ctx);
@@ -1054,7 +1038,7 @@ int tls_go_read(struct pt_regs *ctx)
         return 0;
     struct tls_go_read r = {.buf = GO_ARG2(ctx)};
     if (go_conn_fd(GO_ARG1(ctx), &r.fd) != 0) {
-        tls_stat(TLS_STAT_READ_FAULT);
+        stat_add(STAT_TLS_READ_FAULT, 1);
         return 0;
     }
     struct tls_go_key k = {.tgid = id >> 32, .goid = GO_G(ctx)};

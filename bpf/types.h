@@ -93,7 +93,18 @@ enum guardian_stat {
     STAT_RINGBUF_SPILLED = 10, /* records the ring buffer refused, sent through the spill ring */
     STAT_RINGBUF_WAKEUPS = 11, /* records that woke the agent (its unread data crossed a wakeup mark) */
     STAT_NOT_IP = 12,          /* sockets of another family than IP (unix, netlink) no longer followed */
-    STAT_MAX = 13,
+    /* exchange pairing (the pairing section of guardian.bpf.c), reported as kernel.pair_* */
+    STAT_PAIR_PAIRED = 13,   /* exchanges sent as one record */
+    STAT_PAIR_HELD = 14,     /* request chunks held for their response */
+    STAT_PAIR_ALONE = 15,    /* held chunks sent alone: another request chunk, close, no room */
+    STAT_PAIR_TOO_BIG = 16,  /* request chunks over PAIR_PREFIX copied bytes, sent alone */
+    STAT_PAIR_MAP_FULL = 17, /* request chunks not held: pair_held refused them */
+    /* TLS uprobes (the TLS section of guardian.bpf.c), reported as tls.kernel.* */
+    STAT_TLS_PLAINTEXT = 18,  /* plaintext chunks handed to emit_data */
+    STAT_TLS_NO_FD = 19,      /* plaintext dropped: SSL object not yet tied to a socket */
+    STAT_TLS_BOUND = 20,      /* SSL objects tied to a socket */
+    STAT_TLS_READ_FAULT = 21, /* Go net.Conn -> fd chain not readable */
+    STAT_MAX = 22,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses
@@ -152,16 +163,8 @@ struct guardian_event {
 };
 
 /* ======== TLS uprobes (bpf/tls.h, the TLS section of guardian.bpf.c) ========
- * Kept as one block: the TLS section's map values and counters, mirrored in capture/abi.py. */
-/* Counters of the TLS section (tls_stats array), reported as kernel.tls_* by the agent. */
-enum guardian_tls_stat {
-    TLS_STAT_PLAINTEXT = 0, /* plaintext chunks handed to emit_data */
-    TLS_STAT_NO_FD = 1,     /* plaintext dropped: SSL object not yet tied to a socket */
-    TLS_STAT_BOUND = 2,     /* SSL objects tied to a socket */
-    TLS_STAT_READ_FAULT = 3, /* Go net.Conn -> fd chain not readable */
-    TLS_STAT_MAX = 4,
-};
-
+ * Kept as one block: the TLS section's map keys and values, mirrored in capture/abi.py. */
+/* Its counters are STAT_TLS_* in enum guardian_stat. */
 /* What an SSL_read/SSL_write call is doing, between its entry and return probes. */
 struct tls_call {
     __u64 ssl;
@@ -211,16 +214,7 @@ struct tls_go_read {
 #define PAIR_PREFIX 1024 /* request chunks with more copied bytes go up alone */
 #endif
 
-/* Counters of the pairing section (pair_stats array), reported as kernel.pair_* by the agent. */
-enum guardian_pair_stat {
-    PAIR_STAT_PAIRED = 0,   /* exchanges sent as one record */
-    PAIR_STAT_HELD = 1,     /* request chunks held for their response */
-    PAIR_STAT_ALONE = 2,    /* held chunks sent alone: another request chunk, close, no room */
-    PAIR_STAT_TOO_BIG = 3,  /* request chunks over PAIR_PREFIX copied bytes, sent alone */
-    PAIR_STAT_MAP_FULL = 4, /* request chunks not held: pair_held refused them */
-    PAIR_STAT_MAX = 5,
-};
-
+/* Its counters are STAT_PAIR_* in enum guardian_stat. */
 /* Value of the `pair_held` map, keyed by conn_id: a request chunk's record as it would have
  * gone up (the first PAIR_PREFIX bytes of a guardian_record). */
 struct guardian_pair_held {

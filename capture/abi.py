@@ -125,9 +125,6 @@ def ip_bytes(text: str) -> bytes:
 
 
 # ---- TLS uprobes: the TLS block of bpf/types.h ----------------------------------------------
-TlsStat = _int_enum("guardian_tls_stat", "TLS_STAT_")
-
-
 class TlsCall(ctypes.Structure):
     _fields_ = [("ssl", ctypes.c_uint64), ("buf", ctypes.c_uint64), ("out_len", ctypes.c_uint64),
                 ("dir", ctypes.c_uint8), ("source", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 6),
@@ -155,7 +152,6 @@ assert TLS_EXEC_STRUCT.size == ctypes.sizeof(TlsExec)
 
 
 # ---- HTTP/1 exchange pairing: the pairing block of bpf/types.h -------------------------------
-PairStat = _int_enum("guardian_pair_stat", "PAIR_STAT_")
 PAIR_PREFIX = int(re.search(r"#define PAIR_PREFIX (\d+)", TYPES_H.read_text()).group(1))
 
 

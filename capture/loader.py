@@ -232,13 +232,9 @@ class Loader:
         table = self.bpf["stats"]
         out = {}
         for stat in abi.Stat:
-            if stat.name == "MAX":
+            if stat.name == "MAX" or stat.name.startswith("TLS_"):  # the TLS attacher reports those
                 continue
             out[stat.name.lower()] = int(sum(table[ctypes.c_int(stat.value)]))
-        table = self.bpf["pair_stats"]
-        for stat in abi.PairStat:
-            if stat.name != "MAX":
-                out[f"pair_{stat.name.lower()}"] = int(sum(table[ctypes.c_int(stat.value)]))
         return out
 
     def seed(self, conns: list[tuple[int, int, abi.Tuple, int]]) -> int:

@@ -39,9 +39,9 @@ RESCAN_AFTER_EXEC_S = (0.2, 1.0, 3.0)  # ld.so maps libraries right away; dlopen
 # at stop, how long to wait for the worker (it may be reading a big file: a BoringSSL without
 # symbols takes seconds); it is a daemon thread that attaches nothing once stopped
 STOP_JOIN_S = 0.5
-# names of the tls_stats counters in the agent's stats (abi.TlsStat: the kernel's indexes)
-TLS_STATS = {abi.TlsStat.PLAINTEXT: "plaintext", abi.TlsStat.NO_FD: "no_fd", abi.TlsStat.BOUND: "bound",
-             abi.TlsStat.READ_FAULT: "go_fd_fault"}
+# names of the kernel's TLS counters (in the `stats` array) in the agent's stats
+TLS_STATS = {abi.Stat.TLS_PLAINTEXT: "plaintext", abi.Stat.TLS_NO_FD: "no_fd", abi.Stat.TLS_BOUND: "bound",
+             abi.Stat.TLS_READ_FAULT: "go_fd_fault"}
 EXECS_PAGES = 16  # BPF_RINGBUF_OUTPUT(tls_execs, 16) in bpf/guardian.bpf.c
 _EXEC = abi.TLS_EXEC_STRUCT  # struct tls_exec (bpf/types.h): ts_ns, pid
 
@@ -269,7 +269,7 @@ class TlsAttacher:
 
     # -- reporting -----------------------------------------------------------------------
     def kernel_stats(self) -> dict[str, int]:
-        table = self.bpf["tls_stats"]
+        table = self.bpf["stats"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in TLS_STATS.items()}
 
     def summary(self) -> dict[str, int]:
