@@ -6,7 +6,9 @@ request completed over both. Every figure is beside its baseline, with the load 
 
 With --tree DIR (repeatable; --compare is the same option), the agent runs from each checkout in
 turn against the same server and baselines: an A/B of two versions in one command. --repeat N
-runs the whole sequence N times (the spread between rounds is the noise).
+runs the whole sequence N times (the spread between rounds is the noise). TLS probes that other
+processes hold (another agent's) during a phase are listed with it: they tax every TLS call on
+the host, so a figure taken with some is no clean one.
 
 Run as root: .venv/bin/python -m bench.tls [--seconds 10] [--connections 8] [--rate 10000]
              [--tree DIR ...] [--repeat N] [--json FILE]
@@ -14,6 +16,7 @@ Run as root: .venv/bin/python -m bench.tls [--seconds 10] [--connections 8] [--r
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -60,18 +63,46 @@ def load() -> float:
     return round(os.getloadavg()[0], 1)
 
 
+def foreign_tls_probes(port: int | None = None) -> dict[str, int]:
+    """uprobe_multi links held by processes other than the agent under test (the one capturing
+    `port`), by pid and command: another agent's TLS probes make every TLS call on the host
+    dearer while they exist, the baseline's included, so a run with some is not a clean figure."""
+    ours = set(subprocess.run(["pgrep", "-f", f"capture --json --stats --port {port}"], capture_output=True,
+                              text=True).stdout.split()) if port else set()
+    out: dict[str, int] = {}
+    for fdinfo in glob.glob("/proc/[0-9]*/fdinfo/*"):
+        pid = fdinfo.split("/")[2]
+        if pid in ours:
+            continue
+        try:
+            text = Path(fdinfo).read_text()
+        except OSError:
+            continue
+        if "link_type:\tuprobe_multi" in text:
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                comm = "?"
+            out[f"{pid} {comm}"] = out.get(f"{pid} {comm}", 0) + 1
+    return out
+
+
 def measure(url: str, port: int, seconds: int, conns: int, rate: int, trees: list[Path]) -> dict:
     wrk(url, 2, conns)  # warm up: TLS sessions, page cache
-    base = {"saturation": wrk(url, seconds, conns), "fixed_rate": hey(url, seconds, rate), "load": load()}
+    foreign = foreign_tls_probes()
+    base = {"saturation": wrk(url, seconds, conns), "fixed_rate": hey(url, seconds, rate), "load": load(),
+            "foreign_tls_probes": {**foreign, **foreign_tls_probes()}}  # at the start or the end
     out: dict = {"baseline": base}
     for tree in trees:
         with agent(port, ready_s=READY_S, tree=tree) as cap:
             at = load()
+            foreign = foreign_tls_probes(port)
             sat = wrk(url, seconds, conns)
             fixed = hey(url, seconds, rate)
+            foreign.update(foreign_tls_probes(port))
         requests = sat["requests"] + fixed["requests"]
         out[str(tree)] = {
-            "saturation": sat, "fixed_rate": fixed, "agent": cap, "load": at,
+            "saturation": sat, "fixed_rate": fixed, "agent": cap, "load": at, "foreign_tls_probes": foreign,
             "throughput_ratio": sat["rps"] / base["saturation"]["rps"],
             "p99_ratio": sat["p99_ms"] / base["saturation"]["p99_ms"],
             "fixed_rate_p99_added_ms": (fixed["p99_ms"] or 0) - (base["fixed_rate"]["p99_ms"] or 0),
@@ -96,7 +127,8 @@ def summary(name: str, result: dict) -> str:
         return f"{name}: {result}"
     b = result["baseline"]
     lines = [f"{name} baseline: {b['saturation']['rps']:.0f} req/s p99 {b['saturation']['p99_ms']:.2f} ms; "
-             f"fixed {b['fixed_rate']['rps']:.0f} req/s p99 {b['fixed_rate']['p99_ms'] or 0:.2f} ms; load {b['load']}"]
+             f"fixed {b['fixed_rate']['rps']:.0f} req/s p99 {b['fixed_rate']['p99_ms'] or 0:.2f} ms; load {b['load']}"
+             f"; foreign TLS probe links {sum(b['foreign_tls_probes'].values())}"]
     for tree, r in result.items():
         if isinstance(r, dict) and "throughput_ratio" in r:
             lines.append(f"  {tree}: ratio {r['throughput_ratio']:.3f} ({r['saturation']['rps']:.0f} req/s), "
@@ -104,7 +136,7 @@ def summary(name: str, result: dict) -> str:
                          f"{r['fixed_rate_p99_added_ms']:.2f} ms; spans/request server "
                          f"{r['server_spans_per_request']:.4f} client {r['client_spans_per_request']:.4f}; "
                          f"drops {r['agent'].get('kernel_drops')}; agent {r['agent'].get('agent_cpu_pct', 0):.0f} %; "
-                         f"load {r['load']}")
+                         f"load {r['load']}; foreign TLS probe links {sum(r['foreign_tls_probes'].values())}")
     return "\n".join(lines)
 
 
