@@ -1,8 +1,9 @@
 """Benchmark of TLS plaintext capture: HTTPS load against nginx (OpenSSL) and against a Go
 crypto/tls server, each without the agent, with `guardian capture`, and with bcc's sslsniff
 (bpfcc-tools) as the reference tool, in one command. Two loads per server: wrk at saturation
-(throughput and p99 ratios) and hey at a fixed rate (p99 added, in ms); spans captured per
-request completed over both. Every figure is beside its baseline, with the load average.
+(throughput and p99 ratios, and the CPU the server and wrk spent per request: the probes' cost,
+readable on a loaded host) and hey at a fixed rate (p99 added, in ms); spans captured per request
+completed over both. Every figure is beside its baseline, with the load average.
 
 With --tree DIR (repeatable; --compare is the same option), the agent runs from each checkout in
 turn against the same server and baselines: an A/B of two versions in one command. --repeat N
@@ -19,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -87,17 +89,48 @@ def foreign_tls_probes(port: int | None = None) -> dict[str, int]:
     return out
 
 
-def measure(url: str, port: int, seconds: int, conns: int, rate: int, trees: list[Path]) -> dict:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` and its children (nginx's worker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for p in [str(pid), *children]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def saturate(url: str, seconds: int, conns: int, server_pid: int) -> dict:
+    """wrk at saturation, with the CPU the server and wrk spent per request: what the probes add to
+    a request shows there whatever share of the CPU the host's load leaves the run."""
+    client0, server0 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_s(server_pid)
+    out = wrk(url, seconds, conns)
+    client1, server1 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_s(server_pid)
+    n = max(out["requests"], 1)
+    out["server_cpu_us_per_request"] = round((server1 - server0) * 1e6 / n, 1)
+    out["client_cpu_us_per_request"] = round((client1.ru_utime + client1.ru_stime - client0.ru_utime
+                                              - client0.ru_stime) * 1e6 / n, 1)
+    return out
+
+
+def measure(url: str, port: int, seconds: int, conns: int, rate: int, trees: list[Path], server_pid: int) -> dict:
     wrk(url, 2, conns)  # warm up: TLS sessions, page cache
     foreign = foreign_tls_probes()
-    base = {"saturation": wrk(url, seconds, conns), "fixed_rate": hey(url, seconds, rate), "load": load(),
+    base = {"saturation": saturate(url, seconds, conns, server_pid), "fixed_rate": hey(url, seconds, rate),
+            "load": load(),
             "foreign_tls_probes": {**foreign, **foreign_tls_probes()}}  # at the start or the end
     out: dict = {"baseline": base}
     for tree in trees:
         with agent(port, ready_s=READY_S, tree=tree) as cap:
             at = load()
             foreign = foreign_tls_probes(port)
-            sat = wrk(url, seconds, conns)
+            sat = saturate(url, seconds, conns, server_pid)
             fixed = hey(url, seconds, rate)
             foreign.update(foreign_tls_probes(port))
         requests = sat["requests"] + fixed["requests"]
@@ -126,12 +159,16 @@ def summary(name: str, result: dict) -> str:
     if "baseline" not in result:
         return f"{name}: {result}"
     b = result["baseline"]
-    lines = [f"{name} baseline: {b['saturation']['rps']:.0f} req/s p99 {b['saturation']['p99_ms']:.2f} ms; "
+    lines = [f"{name} baseline: {b['saturation']['rps']:.0f} req/s p99 {b['saturation']['p99_ms']:.2f} ms, CPU "
+             f"{b['saturation']['server_cpu_us_per_request']} + {b['saturation']['client_cpu_us_per_request']} us/request "
+             "(server + wrk); "
              f"fixed {b['fixed_rate']['rps']:.0f} req/s p99 {b['fixed_rate']['p99_ms'] or 0:.2f} ms; load {b['load']}"
              f"; foreign TLS probe links {sum(b['foreign_tls_probes'].values())}"]
     for tree, r in result.items():
         if isinstance(r, dict) and "throughput_ratio" in r:
-            lines.append(f"  {tree}: ratio {r['throughput_ratio']:.3f} ({r['saturation']['rps']:.0f} req/s), "
+            lines.append(f"  {tree}: ratio {r['throughput_ratio']:.3f} ({r['saturation']['rps']:.0f} req/s), CPU "
+                         f"{r['saturation']['server_cpu_us_per_request']} + {r['saturation']['client_cpu_us_per_request']}"
+                         " us/request, "
                          f"p99 x{r['p99_ratio']:.1f}; fixed {r['fixed_rate']['rps']:.0f} req/s p99 added "
                          f"{r['fixed_rate_p99_added_ms']:.2f} ms; spans/request server "
                          f"{r['server_spans_per_request']:.4f} client {r['client_spans_per_request']:.4f}; "
@@ -169,9 +206,9 @@ def main() -> None:
                     continue
                 port = free_port()
                 try:
-                    with server(port):
+                    with server(port) as proc:
                         results[name] = measure(f"https://127.0.0.1:{port}/bench", port, args.seconds,
-                                                args.connections, args.rate, trees)
+                                                args.connections, args.rate, trees, proc.pid)
                 except RuntimeError as e:  # the agent did not start in time on a loaded host
                     results[name] = {"error": str(e)[:300]}
                 print(summary(name, results[name]), flush=True)

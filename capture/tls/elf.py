@@ -41,9 +41,9 @@ class SslLib:
     funcs: dict[str, int] = field(default_factory=dict)  # SSL_* name -> virtual address
     problem: str = ""  # why it cannot be probed, else ""
     located_by: str = "symbols"  # or "heuristic": BoringSSL without symbols (capture/tls/boringssl.py)
-    # "read"/"write" -> (entry, n): the internal function SSL_read and SSL_read_ex (SSL_write and
-    # SSL_write_ex[2]) call, probed instead of them (see `internal_calls`); its argument n is the
-    # size_t * of bytes done
+    # "read"/"write" -> (where, n): the internal function SSL_read and SSL_read_ex (SSL_write and
+    # SSL_write_ex[2]) call, probed instead of them at `where`, its entry or just past an endbr64
+    # (see `internal_calls`); its argument n is the size_t * of bytes done
     internal: dict[str, tuple[int, int]] = field(default_factory=dict)
     covered: tuple[str, ...] = ()  # SSL_* functions whose calls the internal probes see
 
@@ -135,17 +135,34 @@ def ssl_library(elf: ELFFile, path: str) -> SslLib | None:
 # other runs a copy of it single-stepped, a debug trap that costs tens of times more in a VM
 # (`python -m bench.uprobe_cost`).
 _JCC = {"jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp", "jl", "jge", "jle", "jg"}
-_EMULATED = {"push", "call", "jmp", "nop"} | _JCC
+_RELATIVE = {"call", "jmp"} | _JCC  # emulated with an immediate target only
+_REG = re.compile(r"[re]?[a-z0-9]{2,3}[dwb]?")
 _OUT_ARG_REGS = {"rcx": 4, "r8": 5}  # System V: the 4th and 5th integer arguments
 _OUT_PTR = re.compile(r"(?:mov (rcx|r8), rsp|lea (rcx|r8), \[rsp(?: \+ 0x[0-9a-f]+)?\])")
 _READ_FAMILY = {"read": ("SSL_read", ("SSL_read_ex",)), "write": ("SSL_write", ("SSL_write_ex", "SSL_write_ex2"))}
 
 
 def emulated(code: bytes, addr: int) -> bool:
-    """Whether the instruction at `addr` (the start of `code`) is one the kernel emulates."""
+    """Whether the instruction at `addr` (the start of `code`) is one the kernel emulates: a push
+    of a register, a call or jump to an immediate address."""
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     insn = next(md.disasm(code[:16], addr, 1), None)
-    return insn is not None and insn.mnemonic in _EMULATED
+    if insn is None:
+        return False
+    if insn.mnemonic == "push":
+        return bool(_REG.fullmatch(insn.op_str))
+    return insn.mnemonic in _RELATIVE and insn.op_str.startswith("0x")
+
+
+def entry_point(code: bytes, addr: int) -> int | None:
+    """Where an entry probe (and a uretprobe) of the C function at `addr` can sit on an emulated
+    instruction: its first, or the one after an `endbr64` (CET builds), which moves neither the
+    arguments nor the stack pointer; None when neither is emulated."""
+    if emulated(code, addr):
+        return addr
+    if code[:4] == b"\xf3\x0f\x1e\xfa" and emulated(code[4:], addr + 4):  # endbr64
+        return addr + 4
+    return None
 
 
 def _internal_call(code: bytes, addr: int) -> tuple[int, int] | None:
@@ -193,12 +210,13 @@ def internal_calls(elf: ELFFile, lib: SslLib) -> None:
         target, out_arg = found
         if kind == "read" and out_arg != 4:  # the read programs take the pointer as argument 4
             continue
-        if not emulated(_read_vaddr(elf, stream, target, 16), target):
+        probe_at = entry_point(_read_vaddr(elf, stream, target, 20), target)
+        if probe_at is None:
             continue
         present = [v for v in variants if v in lib.funcs]
         if not all(_reaches(_read_vaddr(elf, stream, lib.funcs[v], 96), lib.funcs[v], target) for v in present):
             continue
-        lib.internal[kind] = (target, out_arg)
+        lib.internal[kind] = (probe_at, out_arg)
         lib.covered += (plain, *present)
 
 

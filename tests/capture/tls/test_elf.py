@@ -176,3 +176,13 @@ def test_leftover_bcc_probes_are_removed_from_tracefs():
             pass
         finally:
             os.close(fd)
+
+
+def test_entry_point_is_emulated_or_just_past_endbr64():
+    push_rbx, sub_rsp, endbr = b"\x53", bytes.fromhex("4883ec18"), b"\xf3\x0f\x1e\xfa"
+    assert elf.entry_point(push_rbx + sub_rsp, 0x100) == 0x100
+    assert elf.entry_point(endbr + push_rbx, 0x100) == 0x104  # CET builds: the push after it
+    assert elf.entry_point(sub_rsp, 0x100) is None
+    assert elf.entry_point(endbr + sub_rsp, 0x100) is None
+    assert not elf.emulated(bytes.fromhex("ff d0"), 0x100)  # call rax: an indirect call is single-stepped
+    assert not elf.emulated(bytes.fromhex("ff 35 00 00 00 00"), 0x100)  # push qword ptr [rip]
