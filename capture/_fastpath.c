@@ -102,6 +102,7 @@ struct conn {
     PyObject *tracked;     /* conntrack._Tracked (its pos list) */
     PyObject *conn;        /* capture.connection.Connection */
     PyObject *tid;         /* request_tid as an int, made when it changes */
+    PyObject *held;        /* an unpaired request chunk's record waiting for its response's, or NULL */
     /* what record_to_span reads of the connection, fixed while it is held */
     PyObject *kind, *resource, *saddr, *sport, *caddr, *cport, *transport, *tls_library;
 };
@@ -172,6 +173,7 @@ static void conn_free(struct conn *c)
     Py_XDECREF(c->tracked);
     Py_XDECREF(c->conn);
     Py_XDECREF(c->tid);
+    Py_XDECREF(c->held);
     Py_XDECREF(c->kind);
     Py_XDECREF(c->resource);
     Py_XDECREF(c->saddr);
@@ -204,11 +206,14 @@ static int write_back(struct conn *c)
     return rc;
 }
 
-/* Remove the connection at slot i (backward-shift deletion keeps probing chains whole). */
-static int release_at(Table *t, size_t i)
+/* Remove the connection at slot i (backward-shift deletion keeps probing chains whole); its
+ * held request record, if any, goes to *held (a new reference) for Python to take first. */
+static int release_at(Table *t, size_t i, PyObject **held)
 {
     struct conn *c = t->slots[i];
     int rc = write_back(c);
+    *held = c->held;
+    c->held = NULL;
     conn_free(c);
     t->slots[i] = NULL;
     t->count--;
@@ -638,35 +643,30 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-static PyObject *Table_release(Table *t, PyObject *arg)
-{
-    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
-    if (id == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    size_t at;
-    if (find(t, id, &at) == NULL)
-        Py_RETURN_FALSE;
-    if (release_at(t, at) < 0)
-        return NULL;
-    Py_RETURN_TRUE;
-}
-
+/* release_all() -> the held request records (by timestamp): every connection handed back. */
 static PyObject *Table_release_all(Table *t, PyObject *unused)
 {
     int rc = 0;
+    PyObject *held = PyList_New(0);
+    if (held == NULL)
+        return NULL;
     for (size_t i = 0; i < t->cap; i++) {
         struct conn *c = t->slots[i];
         if (c == NULL)
             continue;
         rc |= write_back(c);
+        if (c->held != NULL && PyList_Append(held, c->held) < 0)
+            rc = -1;
         conn_free(c);
         t->slots[i] = NULL;
         t->released++;
     }
     t->count = 0;
-    if (rc < 0)
+    if (rc < 0) {
+        Py_DECREF(held);
         return NULL;
-    Py_RETURN_NONE;
+    }
+    return held;
 }
 
 static inline struct guardian_event header(const char *p)
@@ -676,11 +676,69 @@ static inline struct guardian_event header(const char *p)
     return ev;
 }
 
-/* run(records, start, out) -> (index, verdict): takes records[start:] while they are exchanges
- * of held connections, appending their spans to `out`; stops at the first it does not take:
- * PYTHON (not a held connection's), RELEASED (a held connection's: handed back first),
- * UNKNOWN (an HTTP/1 exchange of a connection not held: capture/fastpath.py may adopt it and
- * call again from the same index), or DONE at the end. */
+/* The exchange of request record rq (its bytes at rq_data) and response record ev (bytes at
+ * rs_data) on held connection c, as ConnTracker._exchange -> Pipeline.exchange -> Http1Parser.exchange
+ * -> record_to_span make it: 1 with its span appended to out, 0 when Python must make it, -1 on error. */
+static int exchange(Table *t, struct conn *c, const struct guardian_event *rq, const unsigned char *rq_data,
+                    const struct guardian_event *ev, const unsigned char *rs_data, PyObject *out)
+{
+    int rd = rq->direction == DIR_EGRESS ? 0 : 1, d = ev->direction == DIR_EGRESS ? 0 : 1;
+    uint64_t rend, end;
+    long long rts, ts;
+    if (rd == d || (rd == 0) != !c->server || (ev->source && c->source_syscall) ||
+        (rq->source && c->source_syscall) || (c->pos[rd] && rq->pos != c->pos[rd]) ||
+        (c->pos[d] && ev->pos != c->pos[d]) || __builtin_add_overflow(rq->pos, (uint64_t)rq->total_len, &rend) ||
+        __builtin_add_overflow(ev->pos, (uint64_t)ev->total_len, &end) || rq->ts_ns > INT64_MAX ||
+        ev->ts_ns > INT64_MAX || __builtin_add_overflow((long long)rq->ts_ns, t->offset_ns, &rts) ||
+        __builtin_add_overflow((long long)ev->ts_ns, t->offset_ns, &ts))
+        return 0;
+    struct head qh, sh;
+    if (!whole_exchange(rq_data, rq->copied_len, rq->total_len, &qh, rs_data, ev->copied_len, ev->total_len, &sh))
+        return 0;
+    /* Pipeline.exchange: the request's thread, the connection's last activity */
+    if (rq->tid && rq->tid != c->request_tid) {
+        PyObject *tid = PyLong_FromUnsignedLong(rq->tid);
+        if (tid == NULL)
+            return -1;
+        Py_XSETREF(c->tid, tid);
+        c->request_tid = rq->tid;
+    }
+    c->last_seen = ts;
+    PyObject *span = build_span(t, c, rq_data, &qh, rs_data, &sh, rts, ts);
+    if (span == NULL) {
+        /* a Python call failed: the record goes to Python, whose own path reports it */
+        PyErr_Clear();
+        return 0;
+    }
+    c->pos[rd] = rend;
+    c->pos[d] = end;
+    int rc = PyList_Append(out, span);
+    Py_DECREF(span);
+    if (rc < 0)
+        return -1;
+    t->spans++;
+    return 1;
+}
+
+/* A request chunk's record that may wait here for its response's (the kernel's pairing, done in
+ * userspace for records it did not pair): a whole request at the expected stream position. */
+static int may_hold(struct conn *c, const struct guardian_event *ev, const unsigned char *data)
+{
+    int d = ev->direction == DIR_EGRESS ? 0 : 1;
+    struct head qh;
+    if ((d == 0) != !c->server || (c->pos[d] && ev->pos != c->pos[d]) || !head_scan(data, ev->copied_len, 0, -1, &qh) ||
+        !qh.request_ok)
+        return 0;
+    long long length = qh.chunked ? -1 : (qh.length != HEAD_NO_LENGTH ? qh.length : 0);
+    return length >= 0 && qh.end + 4 + length == (long long)ev->total_len;
+}
+
+/* run(records, start, out) -> (index, verdict, held): takes records[start:] while they are
+ * exchanges of held connections (EV_PAIR records, or an EV_DATA request then its response),
+ * appending their spans to `out`; stops at the first it does not take: PYTHON (not a held
+ * connection's), RELEASED (a held connection's: handed back first, with `held`, a request record
+ * it was holding that Python must take before this one), UNKNOWN (an HTTP/1 record of a connection
+ * not held: capture/fastpath.py may adopt it and call again from the same index), or DONE. */
 static PyObject *Table_run(Table *t, PyObject *args)
 {
     PyObject *records, *out;
@@ -689,6 +747,7 @@ static PyObject *Table_run(Table *t, PyObject *args)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(records);
     int verdict = DONE;
+    size_t at = 0;
     if (i < 0)
         i = 0;
     for (; i < n; i++) {
@@ -699,79 +758,79 @@ static PyObject *Table_run(Table *t, PyObject *args)
         }
         const char *p = PyBytes_AS_STRING(raw);
         Py_ssize_t len = PyBytes_GET_SIZE(raw);
-        struct guardian_event ev = header(p), rq;
-        size_t at;
+        struct guardian_event ev = header(p);
+        const unsigned char *data = (const unsigned char *)p + HDR;
         struct conn *c = find(t, ev.conn_id, &at);
         verdict = c != NULL ? RELEASED : PYTHON;
-        if (ev.kind != EV_PAIR || ev.proto != PROTO_HTTP1)
+        if (ev.proto != PROTO_HTTP1 || (Py_ssize_t)ev.copied_len > len - HDR)
             break;
-        /* the response chunk's bytes, then its request chunk's record, all inside the record */
-        if ((Py_ssize_t)ev.copied_len > len - 2 * HDR)
+        int took;
+        if (ev.kind == EV_PAIR) {
+            /* the response chunk's bytes, then its request chunk's record, all inside the record */
+            if ((Py_ssize_t)ev.copied_len > len - 2 * HDR)
+                break;
+            const char *req = p + HDR + ev.copied_len;
+            struct guardian_event rq = header(req);
+            if ((Py_ssize_t)rq.copied_len > len - 2 * HDR - (Py_ssize_t)ev.copied_len)
+                break;
+            if (c == NULL) {
+                verdict = UNKNOWN;
+                break;
+            }
+            if (c->held != NULL) /* Python takes the held request first, then this */
+                break;
+            took = exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev, data, out);
+        } else if (ev.kind == EV_DATA) {
+            if (c == NULL) {
+                verdict = UNKNOWN;
+                break;
+            }
+            /* on_event's cases that exchange() does not cover: a UDP datagram, a TLS upgrade */
+            if (ev.transport != TRANSPORT_TCP || (ev.source && c->source_syscall))
+                break;
+            int d = ev.direction == DIR_EGRESS ? 0 : 1;
+            if ((d == 0) == !c->server) { /* a request chunk */
+                if (c->held != NULL || !may_hold(c, &ev, data))
+                    break;
+                c->held = Py_NewRef(raw);
+                continue;
+            }
+            if (c->held == NULL)
+                break;
+            const char *req = PyBytes_AS_STRING(c->held);
+            struct guardian_event rq = header(req);
+            took = exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev, data, out);
+            if (took > 0)
+                Py_CLEAR(c->held);
+        } else
             break;
-        const char *req = p + HDR + ev.copied_len;
-        rq = header(req);
-        if ((Py_ssize_t)rq.copied_len > len - 2 * HDR - (Py_ssize_t)ev.copied_len)
-            break;
-        if (c == NULL) {
-            verdict = UNKNOWN;
-            break;
-        }
-        /* ConnTracker._exchange's conditions */
-        int rd = rq.direction == DIR_EGRESS ? 0 : 1, d = ev.direction == DIR_EGRESS ? 0 : 1;
-        uint64_t rend, end;
-        long long rts, ts;
-        if (rd == d || (rd == 0) != !c->server || (ev.source && c->source_syscall) ||
-            (rq.source && c->source_syscall) || (c->pos[rd] && rq.pos != c->pos[rd]) ||
-            (c->pos[d] && ev.pos != c->pos[d]) || __builtin_add_overflow(rq.pos, (uint64_t)rq.total_len, &rend) ||
-            __builtin_add_overflow(ev.pos, (uint64_t)ev.total_len, &end) || rq.ts_ns > INT64_MAX ||
-            ev.ts_ns > INT64_MAX || __builtin_add_overflow((long long)rq.ts_ns, t->offset_ns, &rts) ||
-            __builtin_add_overflow((long long)ev.ts_ns, t->offset_ns, &ts))
-            break;
-        struct head qh, sh;
-        const unsigned char *rq_data = (const unsigned char *)req + HDR, *rs_data = (const unsigned char *)p + HDR;
-        if (!whole_exchange(rq_data, rq.copied_len, rq.total_len, &qh, rs_data, ev.copied_len, ev.total_len, &sh))
-            break;
-        /* Pipeline.exchange: the request's thread, the connection's last activity */
-        if (rq.tid && rq.tid != c->request_tid) {
-            PyObject *tid = PyLong_FromUnsignedLong(rq.tid);
-            if (tid == NULL)
-                return NULL;
-            Py_XSETREF(c->tid, tid);
-            c->request_tid = rq.tid;
-        }
-        c->last_seen = ts;
-        PyObject *span = build_span(t, c, rq_data, &qh, rs_data, &sh, rts, ts);
-        if (span == NULL) {
-            /* a Python call failed: the record goes to Python, whose own path reports it */
-            PyErr_Clear();
-            break;
-        }
-        c->pos[rd] = rend;
-        c->pos[d] = end;
-        int rc = PyList_Append(out, span);
-        Py_DECREF(span);
-        if (rc < 0)
+        if (took < 0)
             return NULL;
-        t->spans++;
+        if (took == 0)
+            break;
     }
+    PyObject *held = NULL;
     if (i >= n)
         verdict = DONE;
     else {
         t->handed++;
-        if (verdict == RELEASED) {
-            size_t at;
-            struct guardian_event ev = header(PyBytes_AS_STRING(PyList_GET_ITEM(records, i)));
-            if (find(t, ev.conn_id, &at) != NULL && release_at(t, at) < 0)
-                return NULL;
+        if (verdict == RELEASED && release_at(t, at, &held) < 0) {
+            Py_XDECREF(held);
+            return NULL;
         }
     }
-    return Py_BuildValue("(ni)", i, verdict);
+    PyObject *res = Py_BuildValue("(niO)", i, verdict, held ? held : Py_None);
+    Py_XDECREF(held);
+    return res;
 }
 
 static PyObject *Table_counts(Table *t, PyObject *unused)
 {
-    return Py_BuildValue("{sKsKsKsn}", "spans", t->spans, "handed_over", t->handed, "released", t->released, "held",
-                         (Py_ssize_t)t->count);
+    Py_ssize_t waiting = 0;
+    for (size_t i = 0; i < t->cap; i++)
+        waiting += t->slots[i] != NULL && t->slots[i]->held != NULL;
+    return Py_BuildValue("{sKsKsKsnsn}", "spans", t->spans, "handed_over", t->handed, "released", t->released,
+                         "connections", (Py_ssize_t)t->count, "requests_waiting", waiting);
 }
 
 static Py_ssize_t Table_len(Table *t) { return (Py_ssize_t)t->count; }
@@ -788,7 +847,6 @@ static int Table_contains(Table *t, PyObject *key)
 
 static PyMethodDef Table_methods[] = {
     {"adopt", (PyCFunction)Table_adopt, METH_VARARGS, "Hold a connection: its exchanges are made here."},
-    {"release", (PyCFunction)Table_release, METH_O, "Hand a held connection back (state written back)."},
     {"release_all", (PyCFunction)Table_release_all, METH_NOARGS, "Hand every held connection back."},
     {"run", (PyCFunction)Table_run, METH_VARARGS, "run(records, start, out) -> (index, verdict)."},
     {"counts", (PyCFunction)Table_counts, METH_NOARGS, "Spans made, records handed over, releases."},

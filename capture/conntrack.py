@@ -39,7 +39,7 @@ assert _ENDS.unpack_from(_SAMPLE, _HOT.size) == _UNPACK(_SAMPLE)[17:]
 _UNPACK_HOT, _UNPACK_ENDS = _HOT.unpack_from, _ENDS.unpack_from
 _U64, _U32 = struct.Struct("<Q").unpack_from, struct.Struct("<I").unpack_from
 _HDR = abi.EVENT_SIZE
-_COPIED = abi.Event.copied_len.offset
+_COPIED, _KIND = abi.Event.copied_len.offset, abi.Event.kind.offset
 _IGNORED = object()  # conn_id filtered out (--port): skip its events cheaply
 IDLE_SWEEP_S = 30.0
 # Bounds of the connection table (memory stays bounded whatever the host does): a connection
@@ -80,8 +80,9 @@ class ConnTracker:
     # -- record batches -----------------------------------------------------------------
     def feed(self, records: list[bytes]) -> None:
         """Records in ring order: what the compiled path takes becomes spans there, the rest
-        goes through on_event, in the same order (a connection the compiled path holds is
-        handed back before any of its records goes to on_event)."""
+        goes through on_event in the same order (a connection the compiled path holds is
+        handed back, with a request record it was holding, before any of its records goes to
+        on_event)."""
         fast = self.fast
         if fast is None:
             for raw in records:
@@ -90,9 +91,11 @@ class ConnTracker:
         run, on_event, out = fast.run, self.on_event, self.pipeline.batch
         i, n = 0, len(records)
         while i < n:
-            i, verdict = run(records, i, out)
+            i, verdict, held = run(records, i, out)
             if verdict == fastpath.DONE:
                 break
+            if held is not None:
+                on_event(held)
             raw = records[i]
             if verdict == fastpath.UNKNOWN and self._adopt(raw):
                 continue  # the same record, now in C
@@ -100,12 +103,12 @@ class ConnTracker:
             i += 1
 
     def _adopt(self, raw: bytes) -> bool:
-        """An exchange of a connection the compiled path does not hold: hold it when it may
-        (opened first, as on_event opens a connection at its request chunk's record)."""
+        """An HTTP/1 record of a connection the compiled path does not hold: hold the connection
+        when it may (opened first as on_event opens it: at the request chunk's record)."""
         conn_id = _U64(raw, 8)[0]
         tracked = self.conns.get(conn_id)
         if tracked is None:
-            tracked = self._open(raw[_HDR + _U32(raw, _COPIED)[0]:])
+            tracked = self._open(raw[_HDR + _U32(raw, _COPIED)[0]:] if raw[_KIND] == _EV_PAIR else raw)
         if tracked is None or tracked is _IGNORED:
             return False
         conn = tracked.conn
@@ -115,9 +118,11 @@ class ConnTracker:
 
     def _hand_back(self) -> None:
         """Every connection the compiled path holds back to the Python table (its state written
-        back): before anything reads or closes connections in bulk."""
+        back, the request records it was holding taken as they came): before anything reads or
+        closes connections in bulk."""
         if self.fast is not None and len(self.fast):
-            self.fast.release_all()
+            for raw in sorted(self.fast.release_all(), key=_U64):
+                self.on_event(raw)
 
     # -- events ------------------------------------------------------------------------
     def on_event(self, raw: bytes) -> None:
