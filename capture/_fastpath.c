@@ -589,15 +589,16 @@ static PyObject *none_or_ref(PyObject *o) { return o == Py_None ? NULL : Py_NewR
 static PyObject *Table_adopt(Table *t, PyObject *args)
 {
     unsigned long long id;
-    PyObject *tracked, *conn, *p0, *p1, *kind, *resource, *server_end, *client_end, *transport, *tls;
-    long long seen;
-    unsigned long tid;
+    PyObject *tracked, *conn, *p0, *p1, *seen_o, *tid_o, *kind, *resource, *server_end, *client_end, *transport, *tls;
     int server, syscall;
-    if (!PyArg_ParseTuple(args, "KOOOOLkppUO!OOUO", &id, &tracked, &conn, &p0, &p1, &seen, &tid, &server, &syscall,
-                          &kind, &PyDict_Type, &resource, &server_end, &client_end, &transport, &tls))
+    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUO", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type, &p1,
+                          &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
+                          &resource, &server_end, &client_end, &transport, &tls))
         return NULL;
     uint64_t pos0 = PyLong_AsUnsignedLongLong(p0), pos1 = PyLong_AsUnsignedLongLong(p1);
-    if (PyErr_Occurred()) { /* a position past 64 bits (a hostile stream): Python keeps it */
+    long long seen = PyLong_AsLongLong(seen_o);
+    unsigned long long tid = PyLong_AsUnsignedLongLong(tid_o);
+    if (PyErr_Occurred()) { /* a value past 64 bits (hostile positions or stamps): Python keeps it */
         PyErr_Clear();
         Py_RETURN_FALSE;
     }
@@ -621,7 +622,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     c->source_syscall = syscall;
     c->tracked = Py_NewRef(tracked);
     c->conn = Py_NewRef(conn);
-    c->tid = tid ? PyLong_FromUnsignedLong(tid) : NULL;
+    c->tid = tid ? PyLong_FromUnsignedLongLong(tid) : NULL;
     /* the kind strings compared by identity in build_span */
     c->kind = Py_NewRef(PyUnicode_Compare(kind, S_CLIENT) == 0 ? S_CLIENT : kind);
     c->resource = Py_NewRef(resource);
@@ -771,7 +772,10 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 break;
             const char *req = p + HDR + ev.copied_len;
             struct guardian_event rq = header(req);
-            if ((Py_ssize_t)rq.copied_len > len - 2 * HDR - (Py_ssize_t)ev.copied_len)
+            /* a request chunk that is not a data record of this connection (never from the
+             * kernel): Python's way */
+            if ((Py_ssize_t)rq.copied_len > len - 2 * HDR - (Py_ssize_t)ev.copied_len || rq.conn_id != ev.conn_id ||
+                rq.kind != EV_DATA)
                 break;
             if (c == NULL) {
                 verdict = UNKNOWN;

@@ -116,7 +116,7 @@ class ConnTracker:
             return False
         return fastpath.adopt(self.fast, conn_id, tracked, conn)
 
-    def _hand_back(self) -> None:
+    def hand_back(self) -> None:
         """Every connection the compiled path holds back to the Python table (its state written
         back, the request records it was holding taken as they came): before anything reads or
         closes connections in bulk."""
@@ -272,7 +272,7 @@ class ConnTracker:
         if not force and now - self._last_sweep < IDLE_SWEEP_S:
             return
         self._last_sweep = now
-        self._hand_back()
+        self.hand_back()
         now_ns = time.time_ns()
         idle_before = now_ns - int(self.idle_timeout_s * 1e9)
         for conn_id, tracked in list(self.conns.items()):
@@ -295,14 +295,14 @@ class ConnTracker:
     def _evict_least_recent(self, now_ns: int) -> None:
         """The table is full: close the least recently active tenth (one sort per tenth,
         not an LRU reordering on every event)."""
-        self._hand_back()
+        self.hand_back()
         live = [(t.conn.last_seen_ns, k) for k, t in self.conns.items() if t is not _IGNORED]
         live.sort()
         for _seen, conn_id in live[:max(1, len(live) // 10)]:
             self._forget(conn_id, self.conns[conn_id], "evicted_table_full", now_ns)
 
     def close_all(self) -> None:
-        self._hand_back()
+        self.hand_back()
         now = time.time_ns()
         for tracked in self.conns.values():
             if tracked is not _IGNORED:
