@@ -92,6 +92,21 @@ static void cache_put(struct line_cache *c, const unsigned char *s, Py_ssize_t n
 }
 
 /* ---- connections held by the table ----------------------------------------------------- */
+#define HOLD_MAX 64 /* records of one unfinished exchange held at most (then Python takes over) */
+
+/* An exchange in progress, chunk by chunk (what Http1Parser's framing does for a request and
+ * its response when they are not one chunk each). Request and response heads are found again
+ * in their records (borrowed: held[] or the record being taken) when the span is made. */
+enum { IDLE, REQ_BODY, WAIT, RESP_BODY, COMPLETE };
+struct exch {
+    int phase;
+    uint64_t left;       /* body bytes still to come (REQ_BODY, RESP_BODY) */
+    uint64_t expect[2];  /* stream positions after the chunks taken */
+    uint32_t tid;        /* the latest thread of the request's chunks (0: none) */
+    long long req_ts, end_ts, last_ts;
+    PyObject *req_rec, *resp_rec;
+    Py_ssize_t req_off, resp_off; /* where the chunk's event header starts in its record */
+};
 struct conn {
     uint64_t id;
     uint64_t pos[2];       /* next expected stream offset: egress, ingress (0: not known yet) */
@@ -102,7 +117,9 @@ struct conn {
     PyObject *tracked;     /* conntrack._Tracked (its pos list) */
     PyObject *conn;        /* capture.connection.Connection */
     PyObject *tid;         /* request_tid as an int, made when it changes */
-    PyObject *held;        /* an unpaired request chunk's record waiting for its response's, or NULL */
+    struct exch x;         /* the exchange in progress over the records in held[] */
+    PyObject *held[HOLD_MAX]; /* records whose chunks x has taken, no span yet: Python's on hand-back */
+    int nheld;
     /* what record_to_span reads of the connection, fixed while it is held */
     PyObject *kind, *resource, *saddr, *sport, *caddr, *cport, *transport, *tls_library;
 };
@@ -173,7 +190,9 @@ static void conn_free(struct conn *c)
     Py_XDECREF(c->tracked);
     Py_XDECREF(c->conn);
     Py_XDECREF(c->tid);
-    Py_XDECREF(c->held);
+    for (int k = 0; k < c->nheld; k++)
+        Py_DECREF(c->held[k]);
+    c->nheld = 0;
     Py_XDECREF(c->kind);
     Py_XDECREF(c->resource);
     Py_XDECREF(c->saddr);
@@ -206,14 +225,30 @@ static int write_back(struct conn *c)
     return rc;
 }
 
-/* Remove the connection at slot i (backward-shift deletion keeps probing chains whole); its
- * held request record, if any, goes to *held (a new reference) for Python to take first. */
+/* The records a connection holds, as a list for Python to take in order (NULL: none); emptied. */
+static PyObject *take_held(struct conn *c, int *rc)
+{
+    if (c->nheld == 0)
+        return NULL;
+    PyObject *list = PyList_New(c->nheld);
+    if (list == NULL) {
+        *rc = -1;
+        return NULL;
+    }
+    for (int k = 0; k < c->nheld; k++)
+        PyList_SET_ITEM(list, k, c->held[k]); /* the reference moves */
+    c->nheld = 0;
+    c->x.phase = IDLE;
+    return list;
+}
+
+/* Remove the connection at slot i (backward-shift deletion keeps probing chains whole); the
+ * records it holds go to *held (a new list, or NULL) for Python to take first. */
 static int release_at(Table *t, size_t i, PyObject **held)
 {
     struct conn *c = t->slots[i];
     int rc = write_back(c);
-    *held = c->held;
-    c->held = NULL;
+    *held = take_held(c, &rc);
     conn_free(c);
     t->slots[i] = NULL;
     t->count--;
@@ -644,7 +679,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-/* release_all() -> the held request records (by timestamp): every connection handed back. */
+/* release_all() -> [records held by one connection, in order]: every connection handed back. */
 static PyObject *Table_release_all(Table *t, PyObject *unused)
 {
     int rc = 0;
@@ -656,8 +691,10 @@ static PyObject *Table_release_all(Table *t, PyObject *unused)
         if (c == NULL)
             continue;
         rc |= write_back(c);
-        if (c->held != NULL && PyList_Append(held, c->held) < 0)
+        PyObject *mine = take_held(c, &rc);
+        if (mine != NULL && PyList_Append(held, mine) < 0)
             rc = -1;
+        Py_XDECREF(mine);
         conn_free(c);
         t->slots[i] = NULL;
         t->released++;
@@ -721,25 +758,155 @@ static int exchange(Table *t, struct conn *c, const struct guardian_event *rq, c
     return 1;
 }
 
-/* A request chunk's record that may wait here for its response's (the kernel's pairing, done in
- * userspace for records it did not pair): a whole request at the expected stream position. */
-static int may_hold(struct conn *c, const struct guardian_event *ev, const unsigned char *data)
+/* The first line as Http1Parser._parse_head splits it: a request's third part starts with
+ * "HTTP/" (no space in the target); a status line's version and code are what detect() and
+ * the split take ("HTTP/1.[01] [1-5]dd" then a space or the CRLF). The whole-message shortcut
+ * does not ask this; a message in several chunks takes the general framing, which does. */
+static int framing_takes(const unsigned char *h, const struct head *hd, int request)
 {
-    int d = ev->direction == DIR_EGRESS ? 0 : 1;
-    struct head qh;
-    if ((d == 0) != !c->server || (c->pos[d] && ev->pos != c->pos[d]) || !head_scan(data, ev->copied_len, 0, -1, &qh) ||
-        !qh.request_ok)
+    ssize_t n = hd->first_len;
+    if (request) {
+        const unsigned char *sp = memchr(h, ' ', n);
+        const unsigned char *sp2 = sp ? memchr(sp + 1, ' ', n - (sp + 1 - h)) : NULL;
+        return sp2 != NULL && n - (sp2 + 1 - h) >= 5 && memcmp(sp2 + 1, "HTTP/", 5) == 0;
+    }
+    return n >= 12 && (h[7] == '0' || h[7] == '1') && h[9] >= '1' && h[9] <= '5' &&
+           (n == 12 || h[12] == ' ');
+}
+
+/* One chunk (the event header at rec[off]) into exchange x of connection c: 1 taken, 0 not (x
+ * then means nothing). Mirrors Http1Parser.feed for a connection with nothing else pending. */
+static int take_chunk(Table *t, struct conn *c, struct exch *x, PyObject *rec, Py_ssize_t off)
+{
+    const char *p = PyBytes_AS_STRING(rec) + off;
+    struct guardian_event ev = header(p);
+    const unsigned char *data = (const unsigned char *)p + HDR;
+    int d = ev.direction == DIR_EGRESS ? 0 : 1, request = (d == 0) == !c->server;
+    uint64_t end;
+    long long ts;
+    /* the checks on_event makes of a record on its own (an EV_PAIR's request chunk too) */
+    if (ev.proto != PROTO_HTTP1 || ev.transport != TRANSPORT_TCP || (ev.source && c->source_syscall) ||
+        (x->expect[d] && ev.pos != x->expect[d]) ||
+        __builtin_add_overflow(ev.pos, (uint64_t)ev.total_len, &end) || ev.ts_ns > INT64_MAX ||
+        __builtin_add_overflow((long long)ev.ts_ns, t->offset_ns, &ts))
         return 0;
-    long long length = qh.chunked ? -1 : (qh.length != HEAD_NO_LENGTH ? qh.length : 0);
-    return length >= 0 && qh.end + 4 + length == (long long)ev->total_len;
+    int head_phase = request ? IDLE : WAIT, body_phase = request ? REQ_BODY : RESP_BODY;
+    if (x->phase == head_phase) {
+        struct head hd;
+        if (!head_scan(data, ev.copied_len, 0, -1, &hd))
+            return 0;
+        long long length;
+        if (request) {
+            if (!hd.request_ok || hd.chunked || hd.length == HEAD_BAD_LENGTH)
+                return 0;
+            length = hd.length == HEAD_NO_LENGTH ? 0 : hd.length;
+        } else {
+            const unsigned char *rq = (const unsigned char *)PyBytes_AS_STRING(x->req_rec) + x->req_off + HDR;
+            if (hd.status < 200)
+                return 0;
+            if (hd.status == 204 || hd.status == 304 || memcmp(rq, "HEAD ", 5) == 0)
+                length = 0;
+            else if (hd.chunked || hd.length < 0) /* chunked, a bad length, until close */
+                return 0;
+            else
+                length = hd.length;
+        }
+        long long body_in = (long long)ev.total_len - (hd.end + 4);
+        if (body_in < 0 || body_in > length)
+            return 0; /* pipelined, or a head longer than the write (never from the kernel) */
+        if (body_in < length && (ev.copied_len > ev.total_len || !framing_takes(data, &hd, request)))
+            return 0;
+        if (request) {
+            x->req_rec = rec;
+            x->req_off = off;
+            x->req_ts = ts;
+        } else {
+            x->resp_rec = rec;
+            x->resp_off = off;
+        }
+        x->left = length - body_in;
+        x->phase = x->left ? body_phase : (request ? WAIT : COMPLETE);
+    } else if (x->phase == body_phase) {
+        if (ev.copied_len > ev.total_len || ev.total_len > x->left)
+            return 0;
+        x->left -= ev.total_len;
+        if (x->left == 0)
+            x->phase = request ? WAIT : COMPLETE;
+    } else
+        return 0;
+    if (request && ev.tid)
+        x->tid = ev.tid;
+    x->expect[d] = end;
+    x->last_ts = ts;
+    if (x->phase == COMPLETE)
+        x->end_ts = ts;
+    return 1;
+}
+
+/* Record `raw` (an EV_DATA chunk, or an EV_PAIR: its request chunk then its response chunk) into
+ * connection c's exchange: 1 taken (a span appended to out when it completed one), 0 not (c as it
+ * was), -1 on error. */
+static int take_record(Table *t, struct conn *c, PyObject *raw, const struct guardian_event *ev, PyObject *out)
+{
+    struct exch x = c->x;
+    if (x.phase == IDLE) {
+        memset(&x, 0, sizeof(x));
+        x.expect[0] = c->pos[0];
+        x.expect[1] = c->pos[1];
+    }
+    if (ev->kind == EV_PAIR && !take_chunk(t, c, &x, raw, HDR + ev->copied_len))
+        return 0;
+    if (!take_chunk(t, c, &x, raw, 0))
+        return 0;
+    if (x.phase != COMPLETE) {
+        if (c->nheld == HOLD_MAX)
+            return 0;
+        c->held[c->nheld++] = Py_NewRef(raw);
+        c->x = x;
+        return 1;
+    }
+    const unsigned char *rq = (const unsigned char *)PyBytes_AS_STRING(x.req_rec) + x.req_off;
+    const unsigned char *rs = (const unsigned char *)PyBytes_AS_STRING(x.resp_rec) + x.resp_off;
+    struct guardian_event rqe = header((const char *)rq), rse = header((const char *)rs);
+    struct head qh, sh;
+    if (!head_scan(rq + HDR, rqe.copied_len, 0, -1, &qh) || !head_scan(rs + HDR, rse.copied_len, 0, -1, &sh))
+        return 0; /* found before: cannot happen */
+    uint32_t tid_before = c->request_tid;
+    PyObject *tid_obj = NULL;
+    if (x.tid && x.tid != c->request_tid) {
+        if ((tid_obj = PyLong_FromUnsignedLong(x.tid)) == NULL)
+            return -1;
+        Py_XSETREF(c->tid, tid_obj);
+        c->request_tid = x.tid;
+    }
+    PyObject *span = build_span(t, c, rq + HDR, &qh, rs + HDR, &sh, x.req_ts, x.end_ts);
+    if (span == NULL) {
+        PyErr_Clear(); /* a Python call failed: Python's own path takes the records and reports it */
+        c->request_tid = tid_before;
+        return 0;
+    }
+    int rc = PyList_Append(out, span);
+    Py_DECREF(span);
+    if (rc < 0)
+        return -1;
+    t->spans++;
+    c->pos[0] = x.expect[0];
+    c->pos[1] = x.expect[1];
+    c->last_seen = x.last_ts;
+    for (int k = 0; k < c->nheld; k++)
+        Py_DECREF(c->held[k]);
+    c->nheld = 0;
+    c->x.phase = IDLE;
+    return 1;
 }
 
 /* run(records, start, out) -> (index, verdict, held): takes records[start:] while they are
- * exchanges of held connections (EV_PAIR records, or an EV_DATA request then its response),
- * appending their spans to `out`; stops at the first it does not take: PYTHON (not a held
- * connection's), RELEASED (a held connection's: handed back first, with `held`, a request record
- * it was holding that Python must take before this one), UNKNOWN (an HTTP/1 record of a connection
- * not held: capture/fastpath.py may adopt it and call again from the same index), or DONE. */
+ * chunks of held connections' HTTP/1 exchanges (EV_PAIR records, or EV_DATA chunks), appending
+ * the spans they complete to `out`; stops at the first it does not take: PYTHON (not a held
+ * connection's), RELEASED (a held connection's: handed back first, with `held`, the records of
+ * its unfinished exchange that Python must take before this one), UNKNOWN (an HTTP/1 record of
+ * a connection not held: capture/fastpath.py may adopt it and call again from the same index),
+ * or DONE. */
 static PyObject *Table_run(Table *t, PyObject *args)
 {
     PyObject *records, *out;
@@ -760,7 +927,6 @@ static PyObject *Table_run(Table *t, PyObject *args)
         const char *p = PyBytes_AS_STRING(raw);
         Py_ssize_t len = PyBytes_GET_SIZE(raw);
         struct guardian_event ev = header(p);
-        const unsigned char *data = (const unsigned char *)p + HDR;
         struct conn *c = find(t, ev.conn_id, &at);
         verdict = c != NULL ? RELEASED : PYTHON;
         if (ev.proto != PROTO_HTTP1 || (Py_ssize_t)ev.copied_len > len - HDR)
@@ -781,31 +947,19 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 verdict = UNKNOWN;
                 break;
             }
-            if (c->held != NULL) /* Python takes the held request first, then this */
-                break;
-            took = exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev, data, out);
+            took = c->x.phase == IDLE ? exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev,
+                                                 (const unsigned char *)p + HDR, out) : 0;
+            if (took == 0)
+                took = take_record(t, c, raw, &ev, out);
         } else if (ev.kind == EV_DATA) {
             if (c == NULL) {
                 verdict = UNKNOWN;
                 break;
             }
-            /* on_event's cases that exchange() does not cover: a UDP datagram, a TLS upgrade */
-            if (ev.transport != TRANSPORT_TCP || (ev.source && c->source_syscall))
+            /* on_event's case that the exchange path does not have: a UDP datagram */
+            if (ev.transport != TRANSPORT_TCP)
                 break;
-            int d = ev.direction == DIR_EGRESS ? 0 : 1;
-            if ((d == 0) == !c->server) { /* a request chunk */
-                if (c->held != NULL || !may_hold(c, &ev, data))
-                    break;
-                c->held = Py_NewRef(raw);
-                continue;
-            }
-            if (c->held == NULL)
-                break;
-            const char *req = PyBytes_AS_STRING(c->held);
-            struct guardian_event rq = header(req);
-            took = exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev, data, out);
-            if (took > 0)
-                Py_CLEAR(c->held);
+            took = take_record(t, c, raw, &ev, out);
         } else
             break;
         if (took < 0)
@@ -822,6 +976,32 @@ static PyObject *Table_run(Table *t, PyObject *args)
             Py_XDECREF(held);
             return NULL;
         }
+        /* an EV_PAIR whose request part names another connection (never from the kernel):
+         * on_event takes that part as that connection's, so it is handed back too */
+        PyObject *raw = PyList_GET_ITEM(records, i);
+        if (PyBytes_Check(raw) && PyBytes_GET_SIZE(raw) >= 2 * HDR) {
+            struct guardian_event ev = header(PyBytes_AS_STRING(raw)), rq;
+            if (ev.kind == EV_PAIR && (Py_ssize_t)ev.copied_len <= PyBytes_GET_SIZE(raw) - 2 * HDR) {
+                rq = header(PyBytes_AS_STRING(raw) + HDR + ev.copied_len);
+                PyObject *more = NULL;
+                if (rq.conn_id != ev.conn_id && find(t, rq.conn_id, &at) != NULL) {
+                    int rc = release_at(t, at, &more);
+                    if (more != NULL) {
+                        if (held == NULL)
+                            held = Py_NewRef(more);
+                        else if (PyList_SetSlice(held, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, more) < 0)
+                            rc = -1;
+                        Py_DECREF(more);
+                    }
+                    if (rc < 0) {
+                        Py_XDECREF(held);
+                        return NULL;
+                    }
+                    if (verdict != RELEASED)
+                        verdict = RELEASED;
+                }
+            }
+        }
     }
     PyObject *res = Py_BuildValue("(niO)", i, verdict, held ? held : Py_None);
     Py_XDECREF(held);
@@ -832,9 +1012,9 @@ static PyObject *Table_counts(Table *t, PyObject *unused)
 {
     Py_ssize_t waiting = 0;
     for (size_t i = 0; i < t->cap; i++)
-        waiting += t->slots[i] != NULL && t->slots[i]->held != NULL;
+        waiting += t->slots[i] != NULL && t->slots[i]->nheld > 0;
     return Py_BuildValue("{sKsKsKsnsn}", "spans", t->spans, "handed_over", t->handed, "released", t->released,
-                         "connections", (Py_ssize_t)t->count, "requests_waiting", waiting);
+                         "connections", (Py_ssize_t)t->count, "exchanges_waiting", waiting);
 }
 
 static Py_ssize_t Table_len(Table *t) { return (Py_ssize_t)t->count; }

@@ -81,8 +81,8 @@ class ConnTracker:
     def feed(self, records: list[bytes]) -> None:
         """Records in ring order: what the compiled path takes becomes spans there, the rest
         goes through on_event in the same order (a connection the compiled path holds is
-        handed back, with a request record it was holding, before any of its records goes to
-        on_event)."""
+        handed back, with the records of an exchange it had begun, before any of its records
+        goes to on_event)."""
         fast = self.fast
         if fast is None:
             for raw in records:
@@ -94,8 +94,9 @@ class ConnTracker:
             i, verdict, held = run(records, i, out)
             if verdict == fastpath.DONE:
                 break
-            if held is not None:
-                on_event(held)
+            if held is not None:  # the records of the exchange it had begun
+                for earlier in held:
+                    on_event(earlier)
             raw = records[i]
             if verdict == fastpath.UNKNOWN and self._adopt(raw):
                 continue  # the same record, now in C
@@ -118,11 +119,12 @@ class ConnTracker:
 
     def hand_back(self) -> None:
         """Every connection the compiled path holds back to the Python table (its state written
-        back, the request records it was holding taken as they came): before anything reads or
-        closes connections in bulk."""
+        back, the records of exchanges it had begun taken as they came): before anything reads
+        or closes connections in bulk."""
         if self.fast is not None and len(self.fast):
-            for raw in sorted(self.fast.release_all(), key=_U64):
-                self.on_event(raw)
+            for held in self.fast.release_all():
+                for raw in held:
+                    self.on_event(raw)
 
     # -- events ------------------------------------------------------------------------
     def on_event(self, raw: bytes) -> None:

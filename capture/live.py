@@ -57,6 +57,9 @@ class CaptureOptions:
     # up inside its response's ring record (bpf: pairing section), one record per exchange instead
     # of two; the spans are the same either way
     pair: bool = False
+    # records of HTTP/1 exchanges become spans in C where capture/_fastpath.c is built; False: the
+    # Python path (its specification) for every record
+    compiled: bool = True
 
 
 class LiveCapture:
@@ -69,7 +72,7 @@ class LiveCapture:
         self.pipeline = Pipeline(lambda spans: self._sink(spans))
         self.sockets = SocketTable()
         self.tracker = ConnTracker(self.pipeline, resource_for or Enricher().resource,
-                                   port=self.options.port, sockets=self.sockets)
+                                   port=self.options.port, sockets=self.sockets, compiled=self.options.compiled)
         self.started = False
         self.tls = None  # capture.tls.attach.TlsAttacher once started
         self.ring = None  # capture.ringbuf.OrderedRings once started

@@ -72,7 +72,7 @@ def test_recorded_traffic_gives_the_same_spans_on_both_paths(name, kernel_pairin
     assert len(spans) >= 1400 and {json.loads(s)["kind"] for s in spans} == {"SERVER", "CLIENT"}
     # the C path made nearly all of them (the first exchange of each connection opens it in Python)
     assert counts["spans"] >= 0.95 * len(spans), counts
-    assert counts["connections"] == 0 and counts["requests_waiting"] == 0
+    assert counts["connections"] == 0 and counts["exchanges_waiting"] == 0
 
 
 @pytest.mark.parametrize("batch", [1, 3, BATCH])
@@ -190,7 +190,7 @@ def test_held_connections_and_requests_go_back_to_python_intact():
     pipeline = Pipeline(out.extend)
     tracker = ConnTracker(pipeline, lambda pid: resource, boot_offset_ns=0)
     tracker.feed([c.data(E, get("/a"), 10, tid=77), c.data(I, ok(), 20), c.data(E, get("/b"), 30, tid=78)])
-    assert tracker.fast.counts()["requests_waiting"] == 1 and len(tracker.fast) == 1
+    assert tracker.fast.counts()["exchanges_waiting"] == 1 and len(tracker.fast) == 1
     tracker.hand_back()
     assert len(tracker.fast) == 0
     tracked = tracker.conns[9]
