@@ -76,6 +76,10 @@ class ConnTracker:
         # connections whose paired HTTP/1 exchanges become spans in C (capture/fastpath.py);
         # None: every record takes on_event
         self.fast = fastpath.table(self.offset_ns) if compiled else None
+        # request chunks the kernel's pairing still holds (Loader.take_held): taken at a sweep for
+        # processes that are gone (they exited without close(): no close record releases them)
+        # and at the stop for all, so an unanswered request is reported as on the unpaired path
+        self.kernel_held: Callable[[Callable[[int], bool] | None], list[bytes]] | None = None
 
     # -- record batches -----------------------------------------------------------------
     def feed(self, records: list[bytes]) -> None:
@@ -275,6 +279,9 @@ class ConnTracker:
             return
         self._last_sweep = now
         self.hand_back()
+        if self.kernel_held is not None:
+            for raw in self.kernel_held(lambda pid: os.path.exists(f"/proc/{pid}")):
+                self.on_event(raw)
         now_ns = time.time_ns()
         idle_before = now_ns - int(self.idle_timeout_s * 1e9)
         for conn_id, tracked in list(self.conns.items()):
@@ -305,6 +312,9 @@ class ConnTracker:
 
     def close_all(self) -> None:
         self.hand_back()
+        if self.kernel_held is not None:
+            for raw in self.kernel_held(None):
+                self.on_event(raw)
         now = time.time_ns()
         for tracked in self.conns.values():
             if tracked is not _IGNORED:

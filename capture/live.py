@@ -84,6 +84,8 @@ class LiveCapture:
         if self.options.seed_existing:
             self._seed()
         self.ring = self.loader.open_events()
+        if self.options.pair:
+            self.tracker.kernel_held = self.loader.take_held
         if self.options.tls:
             from capture.tls.attach import TlsAttacher
 

@@ -239,6 +239,47 @@ def test_nginx_under_curl_and_hey_same_spans_paired_and_unpaired():
     assert new_records < 0.6 * old_records, (old_records, new_records)
 
 
+HANG_SERVER = textwrap.dedent('''
+    import socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen(64)
+    held = []
+    while True:  # reads each request and never answers
+        c, _ = s.accept()
+        c.recv(65536)
+        held.append(c)
+''')
+
+HANG_CLIENT = textwrap.dedent('''
+    import os, socket, sys, time
+    port, n = int(sys.argv[1]), int(sys.argv[2])
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    for i, c in enumerate(socks):
+        c.sendall(b"GET /hang/%d HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % i)
+    time.sleep(0.3)
+    os._exit(0)  # the kernel closes the sockets at exit: no close() record releases a held request
+''')
+
+
+def test_requests_held_in_the_kernel_when_their_process_exits_are_reported_unanswered():
+    """A request the kernel's pairing holds for a response that never comes, from a process that
+    exits without close(): taken from the kernel's map at the stop (and at sweeps, for processes
+    gone), so the paired capture reports it unanswered, as the unpaired capture does."""
+    port, n = free_port(), 5
+    with process([sys.executable, "-c", HANG_SERVER, str(port)], port):
+        with two_captures(port) as result:
+            subprocess.run([sys.executable, "-c", HANG_CLIENT, str(port), str(n)], timeout=60, check=True)
+            time.sleep(0.5)
+    assert result["stats"][True]["kernel.pair_held"] >= 2 * n
+    for pair in (False, True):
+        spans = [s for s in result["spans"][pair] if s.name == "GET /hang/{id}"]
+        kinds = Counter((s.kind, s.status_code, s.status_message) for s in spans)
+        assert kinds == {("CLIENT", "ERROR", "connection closed before a response"): n,
+                         ("SERVER", "ERROR", "connection closed before a response"): n}, (pair, kinds)
+
+
 PYTHON_PATH = {"python": {"pair": False, "compiled": False}, "c": {"pair": False}, "c paired": {"pair": True}}
 
 
