@@ -19,6 +19,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <sys/random.h>
 
@@ -134,7 +135,7 @@ typedef struct {
     struct line_cache lines, statuses;
     unsigned char rnd[4096];
     size_t rnd_at;
-    pid_t rnd_pid;
+    unsigned rnd_forks; /* forks_seen when rnd was filled: a child draws its own ids */
     unsigned long long spans, handed, released;
 } Table;
 
@@ -272,10 +273,13 @@ static int release_at(Table *t, size_t i, PyObject **held)
 
 /* ---- span pieces --------------------------------------------------------------------- */
 static const char HEX[] = "0123456789abcdef";
+static volatile unsigned forks_seen; /* counted in each child (pthread_atfork) */
+
+static void after_fork_in_child(void) { forks_seen++; }
 
 static PyObject *hex_id(Table *t, int nbytes)
 {
-    if (t->rnd_at + nbytes > sizeof(t->rnd) || t->rnd_pid != getpid()) {
+    if (t->rnd_at + nbytes > sizeof(t->rnd) || t->rnd_forks != forks_seen) {
         size_t got = 0;
         while (got < sizeof(t->rnd)) {
             ssize_t n = getrandom(t->rnd + got, sizeof(t->rnd) - got, 0);
@@ -286,7 +290,7 @@ static PyObject *hex_id(Table *t, int nbytes)
             got += n;
         }
         t->rnd_at = 0;
-        t->rnd_pid = getpid();
+        t->rnd_forks = forks_seen;
     }
     PyObject *s = PyUnicode_New(2 * nbytes, 127);
     if (s == NULL)
@@ -1086,7 +1090,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(K_url_path, "url.path");
     INTERN(K_url_query, "url.query");
     INTERN(K_db_system, "db.system");
-    if (PyType_Ready(&TableType) < 0)
+    if (PyType_Ready(&TableType) < 0 || pthread_atfork(NULL, NULL, after_fork_in_child) != 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
