@@ -1,18 +1,21 @@
-/* capture._fastpath: paired HTTP/1 exchanges from ring records straight to spans, in C.
+/* capture._fastpath: HTTP/1 exchanges from ring records straight to spans, in C.
  *
- * The common case of the capture's hot path: an EV_PAIR record (bpf: pairing) of a keep-alive
- * HTTP/1 connection whose parser has nothing buffered or waiting, one whole request head and one
- * whole response head, bodies framed by Content-Length. For it, Table.run() does what
- * ConnTracker._exchange -> Pipeline.exchange -> Http1Parser.exchange -> record_to_span do
- * (capture/conntrack.py, pipeline.py, protocols/http1.py, stitch.py: the specification), and
- * appends the Span to the pipeline's batch without making any other Python object per record.
+ * The common case of the capture's hot path: a keep-alive HTTP/1 connection whose parser has
+ * nothing buffered or waiting, a request and its response with whole heads and bodies framed by
+ * Content-Length, sent as one EV_PAIR record (bpf: pairing) or as chunks (EV_DATA: the request
+ * chunk waits here for its response's, as the kernel's pairing would wait; a body may follow its
+ * head in more chunks). For it, Table.run() does what ConnTracker.on_event / _exchange ->
+ * Pipeline -> Http1Parser -> record_to_span do (capture/conntrack.py, pipeline.py,
+ * protocols/http1.py, stitch.py: the specification), and appends the Span to the pipeline's
+ * batch without making any other Python object per record.
  *
  * Everything else goes back to Python, in order: run() stops at the first record it does not
  * take, and a connection this table holds is first handed back (its stream positions, last
- * activity and request thread written into its Python objects), so Python sees each connection
- * as if it had handled every record itself. The names and attributes of a request line and a
- * status line come from the Python parser's own functions, cached here by the line's bytes;
- * scrubbing runs capture.scrub.record whenever its rules could change the attributes.
+ * activity and request thread written into its Python objects, and the records of an exchange
+ * it had begun given back to be taken first), so Python sees each connection as if it had
+ * handled every record itself. The names and attributes of a request line and a status line come
+ * from the Python parser's own functions, cached here by the line's bytes; scrubbing runs
+ * capture.scrub.record whenever its rules could change the attributes.
  * capture/fastpath.py decides which connections a table may hold. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

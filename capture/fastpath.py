@@ -1,7 +1,7 @@
 """Which connections the compiled path (capture/_fastpath.c) holds, and what it is told of them.
 
 A connection is held while it is an HTTP/1 connection over TCP whose parser has nothing buffered
-or waiting: its paired exchanges (bpf: pairing) then become spans in C. Everything else, and every
+or waiting: its exchanges (paired in the kernel or not) then become spans in C. Everything else, and every
 record the C path does not take, goes through ConnTracker.on_event in order; a held connection is
 handed back before any of its records does. Without the extension (not built), there is no table.
 """
