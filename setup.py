@@ -1,12 +1,17 @@
 """Builds the capture's C loops with the machine's compiler: capture/_ring.c (the ring buffer's
-per-record loops), capture/_http1.c (the HTTP/1 head scan) and capture/export/_otlp_wire.c
-(the hub's OTLP decoder); everything else is in pyproject.toml. Without a compiler the
-capture and the hub run their Python specifications.
+per-record loops), capture/_http1.c (the HTTP/1 head scan), capture/_fastpath.c (paired HTTP/1
+exchanges from ring records to spans) and capture/export/_otlp_wire.c (the hub's OTLP decoder);
+everything else is in pyproject.toml. Without a compiler the capture and the hub run their
+Python specifications.
 Portable flags only: never -march=native (CPUs may advertise instructions that fault)."""
 from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-std=gnu11"]
+HEADERS = ["capture/http1_scan.h", "bpf/types.h"]
 setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=FLAGS, optional=True),
-                   Extension("capture._http1", ["capture/_http1.c"], extra_compile_args=FLAGS, optional=True),
+                   Extension("capture._http1", ["capture/_http1.c"], extra_compile_args=FLAGS, optional=True,
+                             depends=HEADERS),
+                   Extension("capture._fastpath", ["capture/_fastpath.c"], include_dirs=["bpf", "capture"],
+                             extra_compile_args=FLAGS, optional=True, depends=HEADERS),
                    Extension("capture.export._otlp_wire", ["capture/export/_otlp_wire.c"],
                              extra_compile_args=FLAGS, optional=True)])

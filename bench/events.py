@@ -7,7 +7,8 @@
           prints process-CPU µs per event and spans produced, best of --repeat runs (and the
           sum of each batch's best, steadier on a host shared with other work)
   stages  where the time per record goes: the replay cut after each stage (decode and connection
-          table; + parse and pair; + span build; + the printer), best of --repeat, µs per record
+          table; + parse and pair; + span build; + the printer), best of --repeat, µs per record;
+          then the compiled path (capture/_fastpath.c) through the span and the printer
 
 --pair (replay, stages) first turns the recorded records into what the kernel's HTTP/1 pairing
 sends (capture.pairing: one record per exchange), so the two paths' userspace cost per request
@@ -20,7 +21,7 @@ with --limit 5N, the difference divided by 4N. File: a magic line, a u32-length-
 header, then u32-length-prefixed records.
 
 Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000] [--paired FILE2]   (as root)
-     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring] [--pair]
+     .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring] [--pair] [--python]
      .venv/bin/python -m bench.events stages FILE [--repeat 7] [--pair]
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ import threading
 import time
 from pathlib import Path
 
+from capture import fastpath
 from capture.conntrack import ConnTracker
 from capture.live import BATCH  # events between two flushes of the pipeline (--batch)
 from capture.pipeline import Pipeline
@@ -95,7 +97,7 @@ def record(path: str, seconds: int, rate: int, paired_path: str | None = None) -
             cap = LiveCapture(CaptureOptions(port=port, tls=False, pair=pair))
             cap.start()
             records: list[bytes] = []
-            cap.tracker.on_event = records.append  # keep the raw records, parse nothing now
+            cap.tracker.feed = records.extend  # keep the raw records, parse nothing now
             caps.append(cap)
             kept.append(records)
         for cap in caps:
@@ -137,7 +139,7 @@ class _Sockets:
 
 
 def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH,
-                ring: bool = False) -> tuple[list[float], int]:
+                ring: bool = False, compiled: bool = True) -> tuple[list[float], int]:
     """One pass over `records`; returns (process CPU seconds of each batch, spans). With
     `ring`, the records are read out of a mapped ring buffer first, as the live loop does."""
     from guardian.cli.capture import _printer
@@ -148,15 +150,14 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
             emit = _printer(as_json=True)
         pipeline = Pipeline(emit)
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
-                              sockets=_Sockets(header["port"]), boot_offset_ns=0)
-        on_event, flush, clock = tracker.on_event, pipeline.flush, time.process_time
+                              sockets=_Sockets(header["port"]), boot_offset_ns=0, compiled=compiled)
+        feed, flush, clock = tracker.feed, pipeline.flush, time.process_time
         reader = mapped_ring(records) if ring else None
         gc.collect()
         batches = []
         for i in range(0, len(records), batch):
             start = clock()
-            for raw in (reader.read(batch) if reader is not None else records[i:i + batch]):
-                on_event(raw)
+            feed(reader.read(batch) if reader is not None else records[i:i + batch])
             flush()
             batches.append(clock() - start)
         start = clock()
@@ -167,26 +168,29 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
 
 
 def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH,
-           ring: bool = False, paired: bool = False) -> None:
+           ring: bool = False, paired: bool = False, compiled: bool = True) -> None:
     """Best of `repeat` runs, and the sum of each batch's best time over the runs: on a shared
     host the second filters out most of what other processes cost this one (caches, preemption)."""
     header, records = load(path, paired)
     records = records[:limit] if limit else records
     gc.freeze()  # as capture.live.tune_gc does for the live agent
     gc.set_threshold(50_000, 20, 50)
-    runs = [replay_once(header, records, out_path, batch, ring) for _ in range(repeat)]
+    runs = [replay_once(header, records, out_path, batch, ring, compiled) for _ in range(repeat)]
     per_event = [sum(batches) / len(records) * 1e6 for batches, _ in runs]
     floor = sum(min(b) for b in zip(*(batches for batches, _ in runs))) / len(records) * 1e6
     print(json.dumps({"events": len(records), "spans": runs[0][1], "requests": header["requests"],
                       "us_per_event": round(min(per_event), 2), "us_per_event_batch_floor": round(floor, 2),
                       "us_per_event_runs": [round(x, 2) for x in per_event], "through_ring": ring,
-                      "paired": paired, "us_per_span": round(min(per_event) * len(records) / max(runs[0][1], 1), 2)}))
+                      "paired": paired, "compiled": compiled, "us_per_span": round(min(per_event) * len(records) / max(runs[0][1], 1), 2)}))
 
 
 def stages(path: str, repeat: int, paired: bool = False) -> dict:
     """CPU µs per record of the replay cut after each stage: each stage's own cost is the
     difference from the one before. Also per span (the spans the whole replay makes), which
-    compares the paired and unpaired records of one recording."""
+    compares the paired and unpaired records of one recording. The stages are those of the
+    Python path; the compiled path (capture/_fastpath.c, the records it takes: decode through
+    span in one C loop) is then measured through the span and through the printer on the same
+    records, each record it does not take going through the Python path as live."""
     import capture.pipeline as pipeline_module
     from guardian.cli.capture import _printer
 
@@ -198,7 +202,7 @@ def stages(path: str, repeat: int, paired: bool = False) -> dict:
 
     made = [0]
 
-    def once(stage: str) -> float:
+    def once(stage: str, compiled: bool = False) -> float:
         sink: list = []
         emit = sink.extend
         if stage == "print":
@@ -209,23 +213,25 @@ def stages(path: str, repeat: int, paired: bool = False) -> dict:
             pipeline.data = pipeline.exchange = lambda *a, **k: None  # the connection table only
         pipeline_module.record_to_span = (lambda rec, conn: rec) if stage == "parse" else to_span
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
-                              sockets=_Sockets(header["port"]), boot_offset_ns=0)
+                              sockets=_Sockets(header["port"]), boot_offset_ns=0, compiled=compiled)
         start = time.process_time()
         for i in range(0, len(records), BATCH):
-            for raw in records[i:i + BATCH]:
-                tracker.on_event(raw)
+            tracker.feed(records[i:i + BATCH])
             pipeline.flush()
         took = time.process_time() - start
         pipeline_module.record_to_span = to_span
-        if stage == "span":
+        if stage == "span" and not compiled:
             made[0] = pipeline.stats["spans"]
         return took / len(records) * 1e6
 
     with open(os.devnull, "w") as devnull:
         out = {stage: round(min(once(stage) for _ in range(repeat)), 2) for stage in ("decode", "parse", "span", "print")}
+        fast = ({stage: round(min(once(stage, True) for _ in range(repeat)), 2) for stage in ("span", "print")}
+                if fastpath.table(0) is not None else {})
     spans = max(made[0], 1)
     print(json.dumps({"records": len(records), "spans": made[0], "paired": paired, "us_per_record_through": out,
-                      "us_per_span_through": {k: round(v * len(records) / spans, 2) for k, v in out.items()}}))
+                      "us_per_span_through": {k: round(v * len(records) / spans, 2) for k, v in out.items()},
+                      "compiled_us_per_span_through": {k: round(v * len(records) / spans, 2) for k, v in fast.items()}}))
     return out
 
 
@@ -247,6 +253,7 @@ def main() -> int:
     rep.add_argument("--ring", action="store_true",
                      help="read the records out of a mapped ring buffer (capture.ringbuf) first")
     rep.add_argument("--pair", action="store_true", help="replay the records as the kernel's HTTP/1 pairing sends them")
+    rep.add_argument("--python", action="store_true", help="the Python path only (no capture/_fastpath.c)")
     st = sub.add_parser("stages", help="µs per record through each stage of the hot path")
     st.add_argument("file")
     st.add_argument("--repeat", type=int, default=7)
@@ -257,7 +264,7 @@ def main() -> int:
     elif args.cmd == "record":
         record(args.file, args.seconds, args.rate, args.paired)
     else:
-        replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring, args.pair)
+        replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring, args.pair, not args.python)
     return 0
 
 

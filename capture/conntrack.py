@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from capture import abi
+from capture import abi, fastpath
 from capture.connection import Connection
 from capture.pipeline import Pipeline
 from capture.procnet import SocketTable
@@ -37,7 +37,9 @@ _SAMPLE = bytes(range(abi.EVENT_SIZE))
 assert _HOT.unpack_from(_SAMPLE) == tuple(_UNPACK(_SAMPLE)[i] for i in (0, 1, 2, 4, 6, 7, 9, 10, 11, 14, 16))
 assert _ENDS.unpack_from(_SAMPLE, _HOT.size) == _UNPACK(_SAMPLE)[17:]
 _UNPACK_HOT, _UNPACK_ENDS = _HOT.unpack_from, _ENDS.unpack_from
+_U64, _U32 = struct.Struct("<Q").unpack_from, struct.Struct("<I").unpack_from
 _HDR = abi.EVENT_SIZE
+_COPIED, _KIND = abi.Event.copied_len.offset, abi.Event.kind.offset
 _IGNORED = object()  # conn_id filtered out (--port): skip its events cheaply
 IDLE_SWEEP_S = 30.0
 # Bounds of the connection table (memory stays bounded whatever the host does): a connection
@@ -59,7 +61,7 @@ class ConnTracker:
     def __init__(self, pipeline: Pipeline, resource_for: Callable[[int], dict],
                  port: int | None = None, sockets: SocketTable | None = None,
                  boot_offset_ns: int | None = None, max_tracked: int = MAX_TRACKED,
-                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, compiled: bool = True) -> None:
         self.pipeline = pipeline
         self.resource_for = resource_for
         self.port = port
@@ -71,6 +73,62 @@ class ConnTracker:
         self._last_sweep = time.monotonic()
         self.max_tracked, self.idle_timeout_s = max_tracked, idle_timeout_s
         self.tracked = 0  # entries of self.conns that are connections (not _IGNORED)
+        # connections whose paired HTTP/1 exchanges become spans in C (capture/fastpath.py);
+        # None: every record takes on_event
+        self.fast = fastpath.table(self.offset_ns) if compiled else None
+        # request chunks the kernel's pairing still holds (Loader.take_held): taken at a sweep for
+        # processes that are gone (they exited without close(): no close record releases them)
+        # and at the stop for all, so an unanswered request is reported as on the unpaired path
+        self.kernel_held: Callable[[Callable[[int], bool] | None], list[bytes]] | None = None
+
+    # -- record batches -----------------------------------------------------------------
+    def feed(self, records: list[bytes]) -> None:
+        """Records in ring order: what the compiled path takes becomes spans there, the rest
+        goes through on_event in the same order (a connection the compiled path holds is
+        handed back, with the records of an exchange it had begun, before any of its records
+        goes to on_event)."""
+        fast = self.fast
+        if fast is None:
+            for raw in records:
+                self.on_event(raw)
+            return
+        run, on_event, out = fast.run, self.on_event, self.pipeline.batch
+        i, n = 0, len(records)
+        while i < n:
+            i, verdict, held = run(records, i, out)
+            if verdict == fastpath.DONE:
+                break
+            if held is not None:  # the records of the exchange it had begun
+                for earlier in held:
+                    on_event(earlier)
+            raw = records[i]
+            if verdict == fastpath.UNKNOWN and self._adopt(raw):
+                continue  # the same record, now in C
+            on_event(raw)
+            i += 1
+
+    def _adopt(self, raw: bytes) -> bool:
+        """An HTTP/1 record of a connection the compiled path does not hold: hold the connection
+        when it may (opened first as on_event opens it: at the request chunk's record)."""
+        conn_id = _U64(raw, 8)[0]
+        tracked = self.conns.get(conn_id)
+        if tracked is None:
+            tracked = self._open(raw[_HDR + _U32(raw, _COPIED)[0]:] if raw[_KIND] == _EV_PAIR else raw)
+        if tracked is None or tracked is _IGNORED:
+            return False
+        conn = tracked.conn
+        if conn.parser is None and self.pipeline.new_parser(conn) is None:
+            return False
+        return fastpath.adopt(self.fast, conn_id, tracked, conn)
+
+    def hand_back(self) -> None:
+        """Every connection the compiled path holds back to the Python table (its state written
+        back, the records of exchanges it had begun taken as they came): before anything reads
+        or closes connections in bulk."""
+        if self.fast is not None and len(self.fast):
+            for held in self.fast.release_all():
+                for raw in held:
+                    self.on_event(raw)
 
     # -- events ------------------------------------------------------------------------
     def on_event(self, raw: bytes) -> None:
@@ -220,6 +278,10 @@ class ConnTracker:
         if not force and now - self._last_sweep < IDLE_SWEEP_S:
             return
         self._last_sweep = now
+        self.hand_back()
+        if self.kernel_held is not None:
+            for raw in self.kernel_held(lambda pid: os.path.exists(f"/proc/{pid}")):
+                self.on_event(raw)
         now_ns = time.time_ns()
         idle_before = now_ns - int(self.idle_timeout_s * 1e9)
         for conn_id, tracked in list(self.conns.items()):
@@ -242,12 +304,17 @@ class ConnTracker:
     def _evict_least_recent(self, now_ns: int) -> None:
         """The table is full: close the least recently active tenth (one sort per tenth,
         not an LRU reordering on every event)."""
+        self.hand_back()
         live = [(t.conn.last_seen_ns, k) for k, t in self.conns.items() if t is not _IGNORED]
         live.sort()
         for _seen, conn_id in live[:max(1, len(live) // 10)]:
             self._forget(conn_id, self.conns[conn_id], "evicted_table_full", now_ns)
 
     def close_all(self) -> None:
+        self.hand_back()
+        if self.kernel_held is not None:
+            for raw in self.kernel_held(None):
+                self.on_event(raw)
         now = time.time_ns()
         for tracked in self.conns.values():
             if tracked is not _IGNORED:

@@ -57,6 +57,9 @@ class CaptureOptions:
     # up inside its response's ring record (bpf: pairing section), one record per exchange instead
     # of two; the spans are the same either way
     pair: bool = False
+    # records of HTTP/1 exchanges become spans in C where capture/_fastpath.c is built; False: the
+    # Python path (its specification) for every record
+    compiled: bool = True
 
 
 class LiveCapture:
@@ -69,7 +72,7 @@ class LiveCapture:
         self.pipeline = Pipeline(lambda spans: self._sink(spans))
         self.sockets = SocketTable()
         self.tracker = ConnTracker(self.pipeline, resource_for or Enricher().resource,
-                                   port=self.options.port, sockets=self.sockets)
+                                   port=self.options.port, sockets=self.sockets, compiled=self.options.compiled)
         self.started = False
         self.tls = None  # capture.tls.attach.TlsAttacher once started
         self.ring = None  # capture.ringbuf.OrderedRings once started
@@ -81,6 +84,8 @@ class LiveCapture:
         if self.options.seed_existing:
             self._seed()
         self.ring = self.loader.open_events()
+        if self.options.pair:
+            self.tracker.kernel_held = self.loader.take_held
         if self.options.tls:
             from capture.tls.attach import TlsAttacher
 
@@ -101,18 +106,22 @@ class LiveCapture:
     def run(self, on_spans: Callable[[list[Span]], None], stop: threading.Event) -> None:
         """Poll until `stop` is set, handing span batches to `on_spans`; flush at the end."""
         self._sink = on_spans
-        on_event, ring = self.tracker.on_event, self.ring
+        feed, ring = self.tracker.feed, self.ring
         while not stop.is_set():
             if ring.wait(self.options.poll_ms / 1000):
                 # spans leave in batches, not one by one; under a sustained backlog the ring
                 # is never empty, so the stop is checked between batches
-                while ring.drain(on_event, BATCH) and not stop.is_set():
+                while records := ring.read(BATCH):
+                    feed(records)
                     self.pipeline.flush()
+                    if stop.is_set():
+                        break
             self.loader.poll_other()
             self.pipeline.flush()
             self.tracker.sweep()
         deadline = time.monotonic() + FINAL_DRAIN_S
-        while ring.drain(on_event, BATCH, until_ts=NEVER):  # what is already in the ring buffers
+        while records := ring.read(BATCH, until_ts=NEVER):  # what is already in the ring buffers
+            feed(records)
             self.pipeline.flush()
             if time.monotonic() > deadline:
                 self.left_at_stop = ring.pending_bytes()  # reported, not read
@@ -133,6 +142,8 @@ class LiveCapture:
         out.update({f"conntrack.{k}": v for k, v in self.tracker.stats.items()})
         out["conntrack.tracked_now"] = self.tracker.tracked  # a gauge: the table's size
         out.update({f"pipeline.{k}": v for k, v in self.pipeline.stats.items()})
+        if self.tracker.fast is not None:  # the compiled path (capture/fastpath.py)
+            out.update({f"fastpath.{k}": v for k, v in self.tracker.fast.counts().items()})
         out.update({f"parser.{k}": v for k, v in self.tracker.parser_stats().items()})
         if self.tls is not None and self.loader.bpf is not None:
             out.update(self.tls.summary())

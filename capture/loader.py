@@ -16,6 +16,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from capture import abi, bpfcache, btf
 from capture.errors import CaptureUnavailable
@@ -38,6 +39,7 @@ USUAL_COMPILE_S = 22  # said before the first compile on a machine; later the la
 # Compiled as these constants and written into the instructions at load (bpfcache.Image.patched),
 # so the agent's pid and the filters do not change the cache key. Above pid_max (2^22) and not a
 # value the programs otherwise compare with; the port's must fit the 16-bit field it is compared to.
+_TGID, _COPIED = abi.Event.tgid.offset, abi.Event.copied_len.offset
 SENTINEL_AGENT_PID = 0x3EADBEE1
 SENTINEL_FILTER_PID = 0x3EADBEE3
 SENTINEL_FILTER_PORT = 0xFEED
@@ -98,6 +100,7 @@ class Loader:
         if not _power_of_two(ringbuf_pages):
             raise ValueError("ring buffer pages must be a power of two")
         self.max_payload = max_payload
+        self.pair = pair
         self.ringbuf_pages = ringbuf_pages
         self.pid = pid
         self.port = port
@@ -235,6 +238,34 @@ class Loader:
             if stat.name == "MAX" or stat.name.startswith("TLS_"):  # the TLS attacher reports those
                 continue
             out[stat.name.lower()] = int(sum(table[ctypes.c_int(stat.value)]))
+        return out
+
+    def take_held(self, keep: Callable[[int], bool] | None = None) -> list[bytes]:
+        """Request chunks the kernel's pairing holds (bpf: pair_held), removed and returned as the
+        records they would have gone up as, oldest first; with `keep`, those of processes (tgid)
+        it keeps stay. A chunk the kernel pairs while this runs is the kernel's (a failed delete):
+        each goes up once."""
+        if self.bpf is None or not self.pair:
+            return []
+        try:
+            table = self.bpf["pair_held"]
+        except KeyError:  # pairing compiled out (a max payload under its prefix)
+            return []
+        out = []
+        for key, value in list(table.items()):
+            raw = bytes(value)
+            if len(raw) < abi.EVENT_SIZE:
+                continue
+            tgid = int.from_bytes(raw[_TGID:_TGID + 4], "little")
+            if keep is not None and keep(tgid):
+                continue
+            try:
+                del table[key]
+            except KeyError:
+                continue  # paired meanwhile: it went up inside its response's record
+            copied = int.from_bytes(raw[_COPIED:_COPIED + 4], "little")
+            out.append(raw[:abi.EVENT_SIZE + min(copied, abi.PAIR_PREFIX)])
+        out.sort(key=lambda r: r[:8][::-1])  # by the leading little-endian timestamp
         return out
 
     def seed(self, conns: list[tuple[int, int, abi.Tuple, int]]) -> int:

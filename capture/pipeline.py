@@ -24,13 +24,13 @@ class Pipeline:
     def __init__(self, emit: SpanSink) -> None:
         self.emit = emit
         self.stats: Counter[str] = Counter()
-        self._batch: list[Span] = []
+        self.batch: list[Span] = []  # spans completed and not yet flushed (the compiled path appends here too)
 
     def data(self, conn: Connection, egress: bool, data: bytes, ts_ns: int, size: int | None = None,
              tid: int = 0) -> None:
         """Bytes of `conn` written (egress) or read by its process."""
         parser = conn.parser
-        if parser is None and (parser := self._new_parser(conn)) is None:
+        if parser is None and (parser := self.new_parser(conn)) is None:
             return
         if egress == (conn.role != "SERVER"):
             side = _CLIENT
@@ -45,7 +45,7 @@ class Pipeline:
             self._parser_failed(conn)
             return
         if records:
-            batch = self._batch
+            batch = self.batch
             for r in records:
                 batch.append(record_to_span(r, conn))
 
@@ -54,7 +54,7 @@ class Pipeline:
         """A request chunk of `conn` and the response chunk that followed it (a record the kernel
         paired): as data() of the one then the other."""
         parser = conn.parser
-        if parser is None and (parser := self._new_parser(conn)) is None:
+        if parser is None and (parser := self.new_parser(conn)) is None:
             return
         if req_tid:
             conn.request_tid = req_tid
@@ -65,11 +65,11 @@ class Pipeline:
             self._parser_failed(conn)
             return
         if records:
-            batch = self._batch
+            batch = self.batch
             for r in records:
                 batch.append(record_to_span(r, conn))
 
-    def _new_parser(self, conn: Connection):
+    def new_parser(self, conn: Connection):
         """The parser a connection's first bytes start (None: no parser for its protocol)."""
         cls = registry.parser_class(conn.protocol)
         if cls is None:
@@ -92,13 +92,13 @@ class Pipeline:
             self.stats["parser_exceptions"] += 1
             log.exception("%s parser failed on close", conn.protocol)
             return
-        self._batch.extend(record_to_span(r, conn) for r in records)
+        self.batch.extend(record_to_span(r, conn) for r in records)
         for key, n in conn.parser.stats.items():
             self.stats[f"{conn.protocol.lower()}.{key}"] += n
 
     def flush(self) -> None:
         """Hand the spans completed so far to the sink."""
-        if self._batch:
-            batch, self._batch = self._batch, []
+        if self.batch:
+            batch, self.batch = self.batch, []
             self.stats["spans"] += len(batch)
             self.emit(batch)

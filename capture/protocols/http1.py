@@ -180,8 +180,7 @@ class Http1Parser(Parser):
                  resp_size: int) -> list[Record]:
         """One whole request and one whole response, nothing waiting: their record straight away
         (what _whole() gives for the two chunks in turn, without the queue in between)."""
-        c, s = self._dirs[Side.CLIENT], self._dirs[Side.SERVER]
-        if c.state == HEAD and s.state == HEAD and not c.buf and not s.buf and not self._pending:
+        if self.idle():
             head = _scan(request)
             if head is not None:
                 end, first, request_ok, _st, chunked, content_length, host, agent, parent = head
@@ -194,6 +193,12 @@ class Http1Parser(Parser):
                         if length >= 0 and reply[0] + 4 + length == resp_size:
                             return [self._record(req, reply[1], resp_ts)]
         return super().exchange(request, req_ts, req_size, response, resp_ts, resp_size)
+
+    def idle(self) -> bool:
+        """Nothing buffered, framed or waiting: the next exchange starts from a clean state
+        (the condition of exchange()'s shortcut, which capture/_fastpath.c takes in C)."""
+        c, s = self._dirs[Side.CLIENT], self._dirs[Side.SERVER]
+        return c.state == HEAD and s.state == HEAD and not c.buf and not s.buf and not self._pending
 
     def close(self, ts_ns: int) -> list[Record]:
         d = self._dirs[Side.SERVER]

@@ -1,7 +1,8 @@
 """Live differential test of HTTP/1 exchange pairing: two captures attached at once to the same
 traffic, one unpaired (the reference) and one with capture.options.pair, give the same spans
 (ids masked, timestamps within a tolerance: each capture's programs stamp for themselves),
-while the paired one sends fewer ring records. Traffic: a Python keep-alive server (bodies in
+while the paired one sends fewer ring records; likewise the compiled path (capture/_fastpath.c)
+unpaired and paired against the Python path. Traffic: a Python keep-alive server (bodies in
 separate writes, chunked replies, large bodies, 4xx/5xx, HEAD, 204, 304, pipelined requests,
 Connection: close) and nginx under curl and hey.
 """
@@ -116,13 +117,15 @@ CLIENT = textwrap.dedent('''
 
 
 @contextmanager
-def two_captures(port: int):
-    """The unpaired and the paired capture, both attached and running, filtered to `port`."""
+def two_captures(port: int, variants: dict | None = None):
+    """The unpaired and the paired capture (or `variants`: key -> CaptureOptions fields), all
+    attached and running, filtered to `port`."""
     ebpf_or_skip()
-    caps, spans, stops, threads = {}, {False: [], True: []}, {}, []
+    variants = variants or {False: {"pair": False}, True: {"pair": True}}
+    caps, spans, stops, threads = {}, {key: [] for key in variants}, {}, []
     try:
-        for pair in (False, True):
-            cap = caps[pair] = LiveCapture(CaptureOptions(port=port, tls=False, pair=pair))
+        for key, fields in variants.items():
+            cap = caps[key] = LiveCapture(CaptureOptions(port=port, tls=False, **fields))
             cap.start()
         for pair, cap in caps.items():
             stops[pair] = threading.Event()
@@ -167,14 +170,16 @@ def _groups(spans: list, ends: bool = True) -> dict[str, list]:
     return out
 
 
-def assert_same_spans(result: dict, port: int) -> tuple[int, int, int]:
-    """Same spans from both captures; returns (spans, ring records of the unpaired, of the paired)."""
-    old, new = ([s for s in result["spans"][p] if s.attributes.get("server.port") == port] for p in (False, True))
+def assert_same_spans(result: dict, port: int, keys: tuple = (False, True)) -> tuple[int, int, int]:
+    """Same spans from both captures (`keys`: the reference's and the other's; by default the
+    unpaired and the paired); returns (spans, ring records of the one, of the other)."""
+    old, new = ([s for s in result["spans"][p] if s.attributes.get("server.port") == port] for p in keys)
     stats = result["stats"]
-    for p in (False, True):
+    for p in keys:
         assert stats[p].get("kernel.ringbuf_drops", 0) == 0, "records lost: the comparison would mean nothing"
-    assert stats[True]["kernel.pair_paired"] > 0, "the paired capture paired nothing"
-    assert stats[False]["kernel.pair_paired"] == 0
+    if keys == (False, True):
+        assert stats[True]["kernel.pair_paired"] > 0, "the paired capture paired nothing"
+        assert stats[False]["kernel.pair_paired"] == 0
     assert len(new) == len(old), (len(old), len(new))
     matched, rest_old, rest_new = [], [], []
     old_groups, new_groups = _groups(old), _groups(new)
@@ -196,7 +201,7 @@ def assert_same_spans(result: dict, port: int) -> tuple[int, int, int]:
     for a, b in matched:
         assert abs(a.start_time_unix_nano - b.start_time_unix_nano) < TOLERANCE_NS, _key(a)
         assert abs(a.end_time_unix_nano - b.end_time_unix_nano) < TOLERANCE_NS, _key(a)
-    return len(old), stats[False]["kernel.events"], stats[True]["kernel.events"]
+    return len(old), stats[keys[0]]["kernel.events"], stats[keys[1]]["kernel.events"]
 
 
 def test_python_server_and_client_same_spans_paired_and_unpaired(tmp_path):
@@ -232,6 +237,72 @@ def test_nginx_under_curl_and_hey_same_spans_paired_and_unpaired():
     assert n == 2 * (2000 + 4)
     # one record per exchange and side where the old path sent two
     assert new_records < 0.6 * old_records, (old_records, new_records)
+
+
+HANG_SERVER = textwrap.dedent('''
+    import socket, sys
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen(64)
+    held = []
+    while True:  # reads each request and never answers
+        c, _ = s.accept()
+        c.recv(65536)
+        held.append(c)
+''')
+
+HANG_CLIENT = textwrap.dedent('''
+    import os, socket, sys, time
+    port, n = int(sys.argv[1]), int(sys.argv[2])
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    for i, c in enumerate(socks):
+        c.sendall(b"GET /hang/%d HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % i)
+    time.sleep(0.3)
+    os._exit(0)  # the kernel closes the sockets at exit: no close() record releases a held request
+''')
+
+
+def test_requests_held_in_the_kernel_when_their_process_exits_are_reported_unanswered():
+    """A request the kernel's pairing holds for a response that never comes, from a process that
+    exits without close(): taken from the kernel's map at the stop (and at sweeps, for processes
+    gone), so the paired capture reports it unanswered, as the unpaired capture does."""
+    port, n = free_port(), 5
+    with process([sys.executable, "-c", HANG_SERVER, str(port)], port):
+        with two_captures(port) as result:
+            subprocess.run([sys.executable, "-c", HANG_CLIENT, str(port), str(n)], timeout=60, check=True)
+            time.sleep(0.5)
+    assert result["stats"][True]["kernel.pair_held"] >= 2 * n
+    for pair in (False, True):
+        spans = [s for s in result["spans"][pair] if s.name == "GET /hang/{id}"]
+        kinds = Counter((s.kind, s.status_code, s.status_message) for s in spans)
+        assert kinds == {("CLIENT", "ERROR", "connection closed before a response"): n,
+                         ("SERVER", "ERROR", "connection closed before a response"): n}, (pair, kinds)
+
+
+PYTHON_PATH = {"python": {"pair": False, "compiled": False}, "c": {"pair": False}, "c paired": {"pair": True}}
+
+
+def test_compiled_path_gives_the_python_paths_spans_live():
+    """The compiled path (capture/_fastpath.c), unpaired and paired, against the Python path on
+    the same traffic: the Python server's awkward cases (which the C path hands back) and nginx
+    under hey (which it takes)."""
+    port = free_port()
+    with process([sys.executable, "-c", SERVER, str(port)], port):
+        with two_captures(port, PYTHON_PATH) as result:
+            out = subprocess.run([sys.executable, "-c", CLIENT, str(port), "3"], capture_output=True, text=True,
+                                 timeout=120, check=True).stdout.split()
+            hey = subprocess.run(["hey", "-n", "2000", "-c", "10", f"http://127.0.0.1:{port}/hey"],
+                                 capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out[0] == str(3 * 10 + 1) and "[200]\t2000 responses" in hey
+    for key in ("c", "c paired"):
+        n, _, _ = assert_same_spans(result, port, ("python", key))
+        assert n == 2 * (3 * 10 + 3 + 1 + 2000), n
+        stats = result["stats"][key]
+        # the C path made the spans of the keep-alive exchanges; the awkward ones went back to Python
+        assert stats["fastpath.spans"] >= 0.9 * 2 * 2000, (key, stats["fastpath.spans"])
+        assert stats["fastpath.handed_over"] > 0
+    assert "fastpath.spans" not in result["stats"]["python"]
 
 
 def test_redis_same_spans_paired_and_unpaired(redis_server):
