@@ -114,7 +114,7 @@ def _start_of_first(x: tuple[Span, bool]) -> int:
 
 def _span(x: Span | tuple[Span, bool]) -> Span:
     """The span of a server candidate (a span) or of a client one (span, NAT flag)."""
-    return x if isinstance(x, Span) else x[0]
+    return x[0] if isinstance(x, tuple) else x
 
 
 def _follow_chains(remap: dict[str, str]) -> None:
@@ -137,7 +137,8 @@ def _fits(c: Span, s: Span, slack: int) -> bool:
 
 class CrossNodeLinker:
     """Holds spans for `window_s` of stream time so both halves of an exchange meet, then
-    releases them linked. Same face as capture.traces.stream.StreamLinker."""
+    releases them linked. Same face as capture.traces.stream.StreamLinker. Takes Spans, or the
+    hub's Rows (capture.export.otlp_wire.decode_rows: their keys read when decoded)."""
 
     def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000,
                  strict_ns: int = 1_000_000, late_s: float = 120.0, max_late: int = 100_000):
@@ -197,6 +198,8 @@ class CrossNodeLinker:
         newest: dict[int, list] = {}  # id(resource) -> [resource, newest end]: spans share resources
         trace_map = self._trace_map
         servers, clients, answered = self._servers, self._clients, self._answered
+        spans = spans if isinstance(spans, list) else list(spans)
+        rows = bool(spans) and hasattr(spans[0], "attrs_json")  # the hub's Rows carry their keys
         for s in spans:
             if trace_map:
                 hit = trace_map.get(s.trace_id)
@@ -208,10 +211,10 @@ class CrossNodeLinker:
             if kind in _SERVERS:
                 if s.parent_span_id:
                     answered[s.parent_span_id] = end
-                elif (k := server_key(s)) is not None:
+                elif (k := s.key if rows else server_key(s)) is not None:
                     servers[k].append(s)
             elif kind in _CLIENTS:
-                k, nat = client_key(s)
+                k, nat = (s.key, s.nat) if rows else client_key(s)
                 if k is not None:
                     clients[k].append((s, nat))
             r = newest.get(id(s.resource))
@@ -321,7 +324,7 @@ class CrossNodeLinker:
         s = _span(x)
         stub = Span("", s.kind, s.start_time_unix_nano, s.end_time_unix_nano, resource=s.resource,
                     trace_id=s.trace_id, span_id=s.span_id)
-        into.append(stub if isinstance(x, Span) else (stub, x[1]))
+        into.append((stub, x[1]) if isinstance(x, tuple) else stub)
         self._late_ids.add(id(stub))
         if not self._late_oldest or stub.end_time_unix_nano < self._late_oldest:
             self._late_oldest = stub.end_time_unix_nano
@@ -564,7 +567,10 @@ class CrossNodeLinker:
                 self._late_links.append((s.span_id, c.span_id, {METHOD: method, CONFIDENCE: conf}))
         s.parent_span_id = c.span_id
         self._answered[c.span_id] = c.end_time_unix_nano
-        s.attributes[METHOD] = method
-        s.attributes[CONFIDENCE] = conf
+        a = s.attributes
+        if a is None:  # a Row: the attributes the hub adds to those it received
+            s.attributes = a = {}
+        a[METHOD] = method
+        a[CONFIDENCE] = conf
         if s.trace_id != c.trace_id:
             remap[s.trace_id] = c.trace_id
