@@ -1,6 +1,6 @@
 """Builds the capture's C loops with the machine's compiler: capture/_ring.c (the ring buffer's
 per-record loops), capture/_http1.c (the HTTP/1 head scan) and capture/export/_otlp_wire.c
-(the hub's OTLP decoder); everything else is in pyproject.toml. Without a compiler the
+(the hub's OTLP decoder) and capture/traces/_pairs.c (the cross-node linker's pairing); everything else is in pyproject.toml. Without a compiler the
 capture and the hub run their Python specifications.
 Portable flags only: never -march=native (CPUs may advertise instructions that fault)."""
 from setuptools import Extension, setup
@@ -9,4 +9,6 @@ FLAGS = ["-O2", "-std=gnu11"]
 setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=FLAGS, optional=True),
                    Extension("capture._http1", ["capture/_http1.c"], extra_compile_args=FLAGS, optional=True),
                    Extension("capture.export._otlp_wire", ["capture/export/_otlp_wire.c"],
+                             extra_compile_args=FLAGS, optional=True),
+                   Extension("capture.traces._pairs", ["capture/traces/_pairs.c"],
                              extra_compile_args=FLAGS, optional=True)])

@@ -135,6 +135,124 @@ def _fits(c: Span, s: Span, slack: int) -> bool:
             and c.start_time_unix_nano - slack <= s.end_time_unix_nano)
 
 
+_HOW = (("connection", 0.99), ("connection", 0.95), ("connection+order", 0.9))  # pairs()' link codes
+
+
+def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late: list[bool] | None,
+          s_late: list[bool] | None, offset: int, slack: int, strict: int,
+          horizon: tuple[int, int] | None, history: list[int]) -> tuple[list[tuple[int, int, int, int]], int]:
+    """Rule 2 (and Rule 5's ripeness, Rule 6's stand-ins) on one connection: clients (start,
+    end; by start) and servers (by start; read `offset` ns behind on the client's clock) ->
+    links (client index, server index, _HOW code, cost) in the order made, and how many were
+    left ambiguous. `history`: the connection's recent link costs. This is the specification
+    of capture/traces/_pairs.c, which the linker runs when setup.py built it."""
+    # Cost of a pairing: how far apart the two sides saw the request start and the response.
+    by_end = sorted((e - offset, j) for j, e in enumerate(s1s))
+    ends = [e for e, _ in by_end]
+    starts = [x - offset for x in s0s]  # on the client's clock
+    n = len(c0s)
+    out: list[tuple[int, int, int, int]] = []
+    ambiguous = 0
+
+    def candidates(i: int, slack: int) -> list[tuple[int, int]]:
+        """(cost, server index) of the servers that fit client i within `slack`, cheapest first."""
+        c0, c1 = c0s[i], c1s[i]
+        lo, hi = c0 - slack, c1 + slack
+        row = [(abs(c1 - e) + abs(starts[j] - c0), j)
+               for e, j in by_end[bisect_left(ends, lo):bisect_right(ends, hi)]
+               if lo <= starts[j]]  # = _fits: e lies in [lo, hi] by the bisection
+        row.sort()
+        return row
+
+    linked: dict[int, int] = {}  # client index -> server index
+
+    # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
+    # side has another such partner: the same exchange.
+    strict_rows = [candidates(i, strict) for i in range(n)]
+    strict_clients: dict[int, int] = defaultdict(int)
+    for row in strict_rows:
+        for _cost, j in row:
+            strict_clients[j] += 1
+
+    def ripe(i: int, j: int) -> bool:
+        """Both ends far enough behind every node's frontier, or the server leaves now."""
+        if c_late and c_late[i] and s_late and s_late[j]:
+            return False  # both released unpaired already: nothing new to decide
+        if horizon is None:
+            return True
+        end = s1s[j]
+        return end < horizon[1] or (end < horizon[0] and c1s[i] < horizon[0])
+
+    # Rule 6: a stand-in pairs only in this pass, and only when the server's work lies
+    # inside the client's wait on the measured clock with no slack at all, each the other's
+    # only such partner: a released span's neighbours are gone, so order cannot vouch for it.
+    exact_rows: list[list[tuple[int, int]]] = []
+    exact_clients: dict[int, int] = defaultdict(int)
+    if (c_late and any(c_late)) or (s_late and any(s_late)):
+        exact_rows = [candidates(i, 0) for i in range(n)]
+        for row in exact_rows:
+            for _cost, j in row:
+                exact_clients[j] += 1
+
+    def is_late(i: int, j: int) -> bool:
+        return bool((c_late and c_late[i]) or (s_late and s_late[j]))
+
+    def late_ok(i: int, j: int) -> bool:
+        if not exact_rows or not is_late(i, j):
+            return True
+        row = exact_rows[i]
+        return len(row) == 1 and row[0][1] == j and exact_clients[j] == 1
+
+    history = list(history)
+    for i, row in enumerate(strict_rows):
+        if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]) \
+                and late_ok(i, row[0][1]):
+            linked[i] = row[0][1]
+            history.append(row[0][0])
+            out.append((i, row[0][1], 0, row[0][0]))
+    history = history[-64:]
+    # Within the slack, for the clients still without a server (Pass 2).
+    fits = {i: candidates(i, slack) for i in range(n) if i not in linked}
+
+    # Pass 2, within the clocks' slack: each other's closest among what is left, in request
+    # order with the pairs already made, and not much further apart than this connection's
+    # typical pair (a neighbour whose own partner was lost would be).
+    taken = set(linked.values())
+    best_c: dict[int, tuple[int, int]] = {}
+    for i, row in fits.items():
+        for cost, j in row:
+            if j not in taken and (j not in best_c or cost < best_c[j][0]):
+                best_c[j] = (cost, i)
+    typical = sorted([row[0][0] for i, row in fits.items() if row
+                      and row[0][1] not in taken and best_c[row[0][1]][1] == i] + history)
+    limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
+    m = len(s0s)
+    before = [-1] * (n + 1)  # before[i]: highest server index linked to a client < i
+    for i in range(n):
+        before[i + 1] = max(before[i], linked.get(i, -1))
+    after = [m] * (n + 1)  # after[i]: lowest server index linked to a client > i
+    for i in range(n - 1, -1, -1):
+        after[i] = min(after[i + 1], linked.get(i + 1, m) if i + 1 < n else m)
+    made = -1  # highest server index linked in this pass so far: later clients come after it
+    for i, row in fits.items():
+        row = [(cost, j) for cost, j in row if j not in taken]
+        if not row:
+            continue
+        cost, j = row[0]
+        if not ripe(i, j) or (exact_rows and is_late(i, j)):
+            continue
+        tie = len(row) > 1 and row[1][0] == cost
+        if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:
+            ambiguous += 1
+            continue
+        linked[i] = j
+        taken.add(j)
+        made = j
+        out.append((i, j, 1 if len(fits[i]) == 1 else 2, cost))
+    return out, ambiguous
+
+
+
 class CrossNodeLinker:
     """Holds spans for `window_s` of stream time so both halves of an exchange meet, then
     releases them linked. Same face as capture.traces.stream.StreamLinker. Takes Spans, or the
@@ -292,14 +410,23 @@ class CrossNodeLinker:
 
     def _forget(self, ready: list[Span]) -> None:
         """Released spans are no longer pending; those still without their other half wait
-        as stand-ins (Rule 6)."""
+        as stand-ins (Rule 6). Only the connections of released spans are visited."""
         if not ready:
             return
         answered = self._answered
-        if self._servers or self._clients:
-            gone = set(map(id, ready))
-            servers, clients = self._servers, self._clients
-            for k in list(servers):
+        servers, clients = self._servers, self._clients
+        if servers or clients:
+            gone_s: dict[tuple, set[int]] = defaultdict(set)
+            gone_c: dict[tuple, set[int]] = defaultdict(set)
+            rows = hasattr(ready[0], "attrs_json")
+            for x in ready:
+                kind = x.kind
+                if kind in _SERVERS:
+                    if not x.parent_span_id and (k := x.key if rows else server_key(x)) in servers:
+                        gone_s[k].add(id(x))
+                elif kind in _CLIENTS and (k := x.key if rows else client_key(x)[0]) in clients:
+                    gone_c[k].add(id(x))
+            for k, gone in gone_s.items():
                 rest = []
                 for x in servers[k]:
                     if id(x) not in gone:
@@ -307,7 +434,7 @@ class CrossNodeLinker:
                     elif not x.parent_span_id:
                         self._to_late(self._late_servers[k], x)
                 self._trim(servers, k, rest)
-            for k in list(clients):
+            for k, gone in gone_c.items():
                 rest = []
                 for x in clients[k]:
                     if id(x[0]) not in gone:
@@ -438,139 +565,70 @@ class CrossNodeLinker:
     def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str],
               horizon: tuple[int, int] | None = None) -> None:
         offset, slack = self.clock_for(node_of(cs[0][0]), node_of(ss[0]))
-        strict = self.strict_ns
         late = self._late_ids
-        # Cost of a pairing: how far apart the two sides saw the request start and the response.
-        by_end = sorted((s.end_time_unix_nano - offset, j) for j, s in enumerate(ss))
-        ends = [e for e, _ in by_end]
-        starts = [s.start_time_unix_nano - offset for s in ss]  # on the client's clock
-
-        def candidates(c: Span, slack: int) -> list[tuple[int, int]]:
-            """(cost, server index) of the servers that fit c within `slack`, cheapest first."""
-            c0, c1 = c.start_time_unix_nano, c.end_time_unix_nano
-            lo, hi = c0 - slack, c1 + slack
-            row = [(abs(c1 - e) + abs(starts[j] - c0), j)
-                   for e, j in by_end[bisect_left(ends, lo):bisect_right(ends, hi)]
-                   if lo <= starts[j]]  # = _fits: e lies in [lo, hi] by the bisection
-            row.sort()
-            return row
-
         history = self._costs.get(key)
         if history is None:
             if len(self._costs) > 200_000:
                 self._costs.clear()
             history = self._costs[key] = deque(maxlen=64)
-        linked: dict[int, int] = {}  # client index -> server index
+        c_late = [id(c) in late for c, _nat in cs] if late else None
+        s_late = [id(x) in late for x in ss] if late else None
+        links, ambiguous = _pairs_run([c.start_time_unix_nano for c, _nat in cs],
+                                 [c.end_time_unix_nano for c, _nat in cs],
+                                 [x.start_time_unix_nano for x in ss], [x.end_time_unix_nano for x in ss],
+                                 c_late, s_late, offset, slack, self.strict_ns, horizon, list(history))
+        self.stats["ambiguous"] += ambiguous
+        if links:
+            self._link_pairs(cs, ss, links, history, remap)
 
-        # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
-        # side has another such partner: the same exchange.
-        strict_rows = [candidates(c, strict) for c, _nat in cs]
-        strict_clients: dict[int, int] = defaultdict(int)
-        for row in strict_rows:
-            for _cost, j in row:
-                strict_clients[j] += 1
-
-        def ripe(i: int, j: int) -> bool:
-            """Both ends far enough behind every node's frontier, or the server leaves now."""
-            if id(cs[i][0]) in late and id(ss[j]) in late:
-                return False  # both released unpaired already: nothing new to decide
-            if horizon is None:
-                return True
-            end = ss[j].end_time_unix_nano
-            return end < horizon[1] or (end < horizon[0] and cs[i][0].end_time_unix_nano < horizon[0])
-
-        # Rule 6: a stand-in pairs only in this pass, and only when the server's work lies
-        # inside the client's wait on the measured clock with no slack at all, each the other's
-        # only such partner: a released span's neighbours are gone, so order cannot vouch for it.
-        exact_rows: list[list[tuple[int, int]]] = []
-        exact_clients: dict[int, int] = defaultdict(int)
-        if late and (any(id(c) in late for c, _nat in cs) or any(id(x) in late for x in ss)):
-            exact_rows = [candidates(c, 0) for c, _nat in cs]
-            for row in exact_rows:
-                for _cost, j in row:
-                    exact_clients[j] += 1
-
-        def late_ok(i: int, j: int) -> bool:
-            if not exact_rows or (id(cs[i][0]) not in late and id(ss[j]) not in late):
-                return True
-            row = exact_rows[i]
-            return len(row) == 1 and row[0][1] == j and exact_clients[j] == 1
-
-        for i, row in enumerate(strict_rows):
-            if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]) \
-                    and late_ok(i, row[0][1]):
-                linked[i] = row[0][1]
-                history.append(row[0][0])
-                self._link_pair(cs[i], ss[row[0][1]], "connection", 0.99, remap)
-        # Within the slack, for the clients still without a server (Pass 2).
-        fits = {i: candidates(c, slack) for i, (c, _nat) in enumerate(cs) if i not in linked}
-
-        # Pass 2, within the clocks' slack: each other's closest among what is left, in request
-        # order with the pairs already made, and not much further apart than this connection's
-        # typical pair (a neighbour whose own partner was lost would be).
-        taken = set(linked.values())
-        best_c: dict[int, tuple[int, int]] = {}
-        for i, row in fits.items():
-            for cost, j in row:
-                if j not in taken and (j not in best_c or cost < best_c[j][0]):
-                    best_c[j] = (cost, i)
-        typical = sorted([row[0][0] for i, row in fits.items() if row
-                          and row[0][1] not in taken and best_c[row[0][1]][1] == i] + list(history))
-        limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
-        n = len(cs)
-        before = [-1] * (n + 1)  # before[i]: highest server index linked to a client < i
-        for i in range(n):
-            before[i + 1] = max(before[i], linked.get(i, -1))
-        after = [len(ss)] * (n + 1)  # after[i]: lowest server index linked to a client > i
-        for i in range(n - 1, -1, -1):
-            after[i] = min(after[i + 1], linked.get(i + 1, len(ss)) if i + 1 < n else len(ss))
-        made = -1  # highest server index linked in this pass so far: later clients come after it
-        for i, row in fits.items():
-            row = [(cost, j) for cost, j in row if j not in taken]
-            if not row:
-                continue
-            cost, j = row[0]
-            if not ripe(i, j) or (exact_rows and (id(cs[i][0]) in late or id(ss[j]) in late)):
-                continue
-            tie = len(row) > 1 and row[1][0] == cost
-            if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:
-                self.stats["ambiguous"] += 1
-                continue
-            linked[i] = j
-            taken.add(j)
-            made = j
+    def _link_pairs(self, cs: list[tuple[Span, bool]], ss: list[Span], links: list[tuple[int, int, int, int]],
+                    history: deque, remap: dict[str, str]) -> None:
+        """The links pairs() made on one connection: parent, trace, how made, clock evidence."""
+        stats, late, answered, strict = self.stats, self._late_ids, self._answered, self.strict_ns
+        clocks, skews = self._clocks, self._skew
+        for i, j, how, cost in links:
             history.append(cost)
-            if len(fits[i]) == 1:
-                self._link_pair(cs[i], ss[j], "connection", 0.95, remap)
-            else:
-                self._link_pair(cs[i], ss[j], "connection+order", 0.9, remap)
-
-    def _link_pair(self, client: tuple[Span, bool], s: Span, method: str, conf: float,
-                   remap: dict[str, str]) -> None:
-        c, nat = client
-        stats = self.stats
-        stats["order" if "order" in method else "connection"] += 1
-        nodes = (node_of(c), node_of(s))
-        self._clocks[nodes][0 if _fits(c, s, self.strict_ns) else 1] += 1
-        self._skew[nodes].append((s.start_time_unix_nano + s.end_time_unix_nano
-                                  - c.start_time_unix_nano - c.end_time_unix_nano) // 2)
-        if nat:
-            method += "+conntrack"
-            stats["connection_conntrack"] += 1
-        late = self._late_ids
-        if late and (id(s) in late or id(c) in late):  # Rule 6: one half was released already
-            method += "+late"
-            stats["late"] += 1
+            c, nat = cs[i]
+            s = ss[j]
+            method, conf = _HOW[how]
+            stats["order" if how == 2 else "connection"] += 1
+            nodes = (node_of(c), node_of(s))
+            clocks[nodes][0 if _fits(c, s, strict) else 1] += 1
+            skews[nodes].append((s.start_time_unix_nano + s.end_time_unix_nano
+                                 - c.start_time_unix_nano - c.end_time_unix_nano) // 2)
+            if nat:
+                method += "+conntrack"
+                stats["connection_conntrack"] += 1
+            if late and (id(s) in late or id(c) in late):  # Rule 6: one half was released already
+                method += "+late"
+                stats["late"] += 1
+                if s.trace_id != c.trace_id:
+                    self._late_traces[s.trace_id] = c.trace_id
+                if id(s) in late:
+                    self._late_links.append((s.span_id, c.span_id, {METHOD: method, CONFIDENCE: conf}))
+            s.parent_span_id = c.span_id
+            answered[c.span_id] = c.end_time_unix_nano
+            a = s.attributes
+            if type(s) is Span:
+                a[METHOD] = method
+                a[CONFIDENCE] = conf
+            else:  # a Row: the attributes the hub adds (a dict shared by rows linked alike, never changed)
+                s.attributes = _added(method, conf) if a is None else {**a, METHOD: method, CONFIDENCE: conf}
             if s.trace_id != c.trace_id:
-                self._late_traces[s.trace_id] = c.trace_id
-            if id(s) in late:
-                self._late_links.append((s.span_id, c.span_id, {METHOD: method, CONFIDENCE: conf}))
-        s.parent_span_id = c.span_id
-        self._answered[c.span_id] = c.end_time_unix_nano
-        a = s.attributes
-        if a is None:  # a Row: the attributes the hub adds to those it received
-            s.attributes = a = {}
-        a[METHOD] = method
-        a[CONFIDENCE] = conf
-        if s.trace_id != c.trace_id:
-            remap[s.trace_id] = c.trace_id
+                remap[s.trace_id] = c.trace_id
+
+
+_ADDED: dict[tuple[str, float], dict] = {}
+
+
+def _added(method: str, conf: float) -> dict:
+    d = _ADDED.get((method, conf))
+    if d is None:
+        d = _ADDED[(method, conf)] = {METHOD: method, CONFIDENCE: conf}
+    return d
+
+
+try:
+    from capture.traces._pairs import pairs as _pairs_run
+except ImportError:  # no compiler at set-up: the Python specification
+    _pairs_run = pairs
