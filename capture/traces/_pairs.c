@@ -90,8 +90,9 @@ static Py_ssize_t upper(const In *in, int64_t v)
     return lo;
 }
 
-/* Every client's candidates within `slack`, cheapest first. */
-static int candidates(const In *in, int64_t slack, Rows *r)
+/* Every client's candidates within `slack`, cheapest first; with `by_end`, only servers that
+ * started by the client's end give or take `started`. */
+static int candidates(const In *in, int64_t slack, int by_end, int64_t started, Rows *r)
 {
     Py_ssize_t cap = in->n + 16, used = 0;
     r->cand = PyMem_Malloc(cap * sizeof(Cand));
@@ -100,6 +101,7 @@ static int candidates(const In *in, int64_t slack, Rows *r)
         return -1;
     for (Py_ssize_t i = 0; i < in->n; i++) {
         int64_t c0 = in->c0[i], c1 = in->c1[i], lo = c0 - slack, hi = c1 + slack;
+        int64_t first = by_end ? c1 + started : hi;
         Py_ssize_t a = lower(in, lo), b = upper(in, hi);
         r->off[i] = used;
         if (used + (b - a) > cap) {
@@ -112,7 +114,7 @@ static int candidates(const In *in, int64_t slack, Rows *r)
         }
         for (Py_ssize_t k = a; k < b; k++) {
             Py_ssize_t j = in->by_end[k].j;
-            if (lo <= in->starts[j]) {
+            if (lo <= in->starts[j] && in->starts[j] <= first) {
                 r->cand[used].cost = iabs(c1 - in->by_end[k].end) + iabs(in->starts[j] - c0);
                 r->cand[used].j = j;
                 used++;
@@ -248,13 +250,13 @@ static PyObject *pairs(PyObject *self, PyObject *args)
         linked[i] = -1;
 
     /* Pass 1: exact clocks, one partner each side. */
-    if (candidates(&in, strict, &strict_rows) < 0)
+    if (candidates(&in, strict, 1, 0, &strict_rows) < 0)
         goto nomem;
     for (Py_ssize_t k = 0; k < strict_rows.off[n]; k++)
         strict_clients[strict_rows.cand[k].j]++;
     if (any_late) {
         exact = 1;
-        if (candidates(&in, 0, &exact_rows) < 0)
+        if (candidates(&in, 0, 0, 0, &exact_rows) < 0)
             goto nomem;
         for (Py_ssize_t k = 0; k < exact_rows.off[n]; k++)
             exact_clients[exact_rows.cand[k].j]++;
@@ -287,7 +289,7 @@ static PyObject *pairs(PyObject *self, PyObject *args)
     Py_ssize_t nrecent = nh > HISTORY ? HISTORY : nh;
 
     /* Pass 2: within the slack, for the clients still without a server. */
-    if (candidates(&in, slack, &fits) < 0)
+    if (candidates(&in, slack, 1, slack - strict, &fits) < 0)
         goto nomem;
     for (Py_ssize_t i = 0; i < n; i++)
         if (linked[i] >= 0)

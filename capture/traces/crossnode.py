@@ -154,21 +154,26 @@ def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late
     out: list[tuple[int, int, int, int]] = []
     ambiguous = 0
 
-    def candidates(i: int, slack: int) -> list[tuple[int, int]]:
-        """(cost, server index) of the servers that fit client i within `slack`, cheapest first."""
+    def candidates(i: int, slack: int, started: int | None = None) -> list[tuple[int, int]]:
+        """(cost, server index) of the servers that fit client i within `slack`, cheapest first;
+        with `started`, only servers that started by the client's end give or take that much."""
         c0, c1 = c0s[i], c1s[i]
         lo, hi = c0 - slack, c1 + slack
+        first = hi if started is None else c1 + started
         row = [(abs(c1 - e) + abs(starts[j] - c0), j)
                for e, j in by_end[bisect_left(ends, lo):bisect_right(ends, hi)]
-               if lo <= starts[j]]  # = _fits: e lies in [lo, hi] by the bisection
+               if lo <= starts[j] <= first]  # = _fits: e lies in [lo, hi] by the bisection
         row.sort()
         return row
 
     linked: dict[int, int] = {}  # client index -> server index
 
     # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
-    # side has another such partner: the same exchange.
-    strict_rows = [candidates(i, strict) for i in range(n)]
+    # side has another such partner: the same exchange. A server starts reading a request before
+    # its client has the response, and the next request on a keep-alive connection is read only
+    # after that: a server that started after the client's end (beyond what the clocks leave
+    # open) is a later request's, the neighbour of a lost client, in both passes.
+    strict_rows = [candidates(i, strict, 0) for i in range(n)]
     strict_clients: dict[int, int] = defaultdict(int)
     for row in strict_rows:
         for _cost, j in row:
@@ -212,7 +217,7 @@ def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late
             out.append((i, row[0][1], 0, row[0][0]))
     history = history[-64:]
     # Within the slack, for the clients still without a server (Pass 2).
-    fits = {i: candidates(i, slack) for i in range(n) if i not in linked}
+    fits = {i: candidates(i, slack, slack - strict) for i in range(n) if i not in linked}
 
     # Pass 2, within the clocks' slack: each other's closest among what is left, in request
     # order with the pairs already made, and not much further apart than this connection's

@@ -267,3 +267,24 @@ def test_stand_ins_are_bounded():
     lk.add([c])
     lk.flush()
     assert [parent for _, parent, _ in lk.take_late()[0]] == [c.span_id]
+
+
+def test_a_lost_clients_neighbour_that_started_after_the_client_ended_is_not_its_server():
+    # Clocks agree (exact links): request A's server span and request B's client span were lost on
+    # one keep-alive connection. B's server started 0.2 ms after A's client had its response and
+    # was done within the exact slack: it fits A's wait but cannot be A's (B is read after A's end).
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    cs = [client(i * 10, 3, s=("10.1.0.3", 8080)) for i in range(60)]
+    ss = [server(i * 10 + 1, 1) for i in range(60)]
+    lk.add(cs + ss)
+    lk.flush()
+    assert lk.slack_for("a", "b") == lk.strict_ns
+    a = client(1000, 2, s=("10.1.0.3", 8080))
+    b = server(1000, 0)
+    b.start_time_unix_nano, b.end_time_unix_nano = T0 + 1002 * MS + MS // 5, T0 + 1002 * MS + 7 * MS // 10
+    c = client(1010, 2, s=("10.1.0.3", 8080))
+    d = server(1010, 0)
+    d.start_time_unix_nano, d.end_time_unix_nano = T0 + 1010 * MS + MS // 2, T0 + 1011 * MS
+    lk.add([a, b, c, d])
+    lk.flush()
+    assert b.parent_span_id is None and d.parent_span_id == c.span_id
