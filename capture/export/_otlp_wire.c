@@ -904,6 +904,158 @@ fail:
     return NULL;
 }
 
+
+/* ---- Rows -> Arrow column buffers (capture.store.columns.arrow_rows) -------------------- */
+
+typedef struct {
+    Out data, offsets, valid;
+    Py_ssize_t nulls;
+} StrCol;
+
+static int col_str(StrCol *c, Py_ssize_t row, PyObject *v, int nulls)
+{
+    if (v == Py_None) {
+        if (nulls) {
+            c->nulls++;
+        } else {
+            v = EMPTY;
+        }
+    }
+    if (v != Py_None) {
+        if (!PyUnicode_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "a string column holds a non-string");
+            return -1;
+        }
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(v, &n);
+        if (!u || out_put(&c->data, u, n) < 0)
+            return -1;
+        c->valid.p[row >> 3] |= (char)(1 << (row & 7));
+    }
+    if (c->data.n > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a string column past 2 GiB");
+        return -1;
+    }
+    int32_t off = (int32_t)c->data.n;
+    return out_put(&c->offsets, (const char *)&off, 4);
+}
+
+/* columns(rows, resource, attributes, nulls): the store's columns (capture.store.columns
+ * COLUMNS) as Arrow buffers: ("s", offsets, data, validity or None, null count) per string
+ * column and ("i", values) per int64 one. `resource(dict)` gives (JSON text, service), asked
+ * once per resource; `attributes(row)` the attributes text of a row the hub added some to. */
+enum { C_TRACE, C_SPAN, C_PARENT, C_NAME, C_KIND, C_STATUS, C_MESSAGE, C_SERVICE, C_PEER, C_ATTRS,
+       C_RESOURCE, N_STR };
+
+static PyObject *columns(PyObject *self, PyObject *args)
+{
+    PyObject *rows, *resource_fn, *attrs_fn;
+    int nulls;
+    if (!PyArg_ParseTuple(args, "O!OOp", &PyList_Type, &rows, &resource_fn, &attrs_fn, &nulls))
+        return NULL;
+    PyObject *resources = PyDict_New(); /* id(resource) -> resource_fn(resource) */
+    if (!resources)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows), vbytes = (n + 7) / 8;
+    StrCol c[N_STR];
+    Out ints[3] = {{0}};
+    PyObject *result = NULL, *last_res = NULL, *res_json = NULL, *res_service = NULL;
+    memset(c, 0, sizeof c);
+    for (int k = 0; k < N_STR; k++) {
+        int32_t zero = 0;
+        if (out_put(&c[k].offsets, (const char *)&zero, 4) < 0)
+            goto done;
+        c[k].valid.p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
+        if (!c[k].valid.p) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        c[k].valid.n = c[k].valid.cap = vbytes;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(rows, i);
+        if (Py_TYPE(o) != &RowType) {
+            PyErr_SetString(PyExc_TypeError, "columns() takes Rows");
+            goto done;
+        }
+        Row *r = (Row *)o;
+        if (r->resource != last_res) {
+            PyObject *id = PyLong_FromVoidPtr(r->resource);
+            PyObject *hit = id ? PyDict_GetItemWithError(resources, id) : NULL;
+            if (id && !hit && !PyErr_Occurred()) {
+                hit = PyObject_CallOneArg(resource_fn, r->resource);
+                if (hit && PyDict_SetItem(resources, id, hit) < 0)
+                    Py_CLEAR(hit);
+                Py_XDECREF(hit); /* the dict holds it */
+            }
+            Py_XDECREF(id);
+            if (!hit || !PyTuple_Check(hit) || PyTuple_GET_SIZE(hit) != 2) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "resource columns are (JSON text, service)");
+                goto done;
+            }
+            last_res = r->resource;
+            res_json = PyTuple_GET_ITEM(hit, 0);
+            res_service = PyTuple_GET_ITEM(hit, 1);
+        }
+        PyObject *attrs = r->attributes == Py_None ? Py_NewRef(r->attrs_json) : PyObject_CallOneArg(attrs_fn, o);
+        if (!attrs)
+            goto done;
+        PyObject *v[N_STR] = {r->trace_id, r->span_id, r->parent_span_id, r->name, r->kind, r->status_code,
+                              r->status_message, res_service, r->peer, attrs, res_json};
+        int bad = 0;
+        for (int k = 0; k < N_STR && !bad; k++)
+            bad = col_str(&c[k], i, v[k], nulls && (k == C_PARENT || k == C_PEER)) < 0;
+        Py_DECREF(attrs);
+        if (bad)
+            goto done;
+        long long start = PyLong_AsLongLong(r->start), end = PyLong_AsLongLong(r->end);
+        if ((start == -1 || end == -1) && PyErr_Occurred())
+            goto done;
+        long long dur = end - start;
+        if (out_put(&ints[0], (const char *)&start, 8) < 0 || out_put(&ints[1], (const char *)&end, 8) < 0
+                || out_put(&ints[2], (const char *)&dur, 8) < 0)
+            goto done;
+    }
+    /* In COLUMNS order: trace, span, parent, name, kind, start, end, duration, status, message,
+     * service, peer, attributes, resource. */
+    static const int order[14] = {C_TRACE, C_SPAN, C_PARENT, C_NAME, C_KIND, -1, -2, -3, C_STATUS,
+                                  C_MESSAGE, C_SERVICE, C_PEER, C_ATTRS, C_RESOURCE};
+    result = PyList_New(14);
+    if (!result)
+        goto done;
+    for (int k = 0; k < 14; k++) {
+        PyObject *item;
+        if (order[k] < 0) {
+            Out *col = &ints[-order[k] - 1];
+            item = Py_BuildValue("(sy#)", "i", col->p ? col->p : "", col->n);
+        } else {
+            StrCol *col = &c[order[k]];
+            if (col->nulls)
+                item = Py_BuildValue("(sy#y#y#n)", "s", col->offsets.p, col->offsets.n,
+                                     col->data.p ? col->data.p : "", col->data.n, col->valid.p, vbytes, col->nulls);
+            else
+                item = Py_BuildValue("(sy#y#On)", "s", col->offsets.p, col->offsets.n,
+                                     col->data.p ? col->data.p : "", col->data.n, Py_None, (Py_ssize_t)0);
+        }
+        if (!item) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, k, item);
+    }
+done:
+    for (int k = 0; k < N_STR; k++) {
+        PyMem_Free(c[k].data.p);
+        PyMem_Free(c[k].offsets.p);
+        PyMem_Free(c[k].valid.p);
+    }
+    for (int k = 0; k < 3; k++)
+        PyMem_Free(ints[k].p);
+    Py_DECREF(resources);
+    return result;
+}
+
 static PyObject *decode(PyObject *self, PyObject *arg)
 {
     return decode_any(arg, 0);
@@ -947,6 +1099,8 @@ static PyMethodDef methods[] = {
     {"decode", decode, METH_O, "decode(body) -> (spans, rejected): see capture.export.otlp_wire."},
     {"setup_rows", setup_rows, METH_VARARGS,
      "setup_rows(entry_cache, entry, slots, keys, key, json): what decode_rows() reads with."},
+    {"columns", columns, METH_VARARGS,
+     "columns(rows, resource, attributes, nulls) -> Arrow buffers per column (see capture.store.columns)."},
     {"decode_rows", decode_rows, METH_O,
      "decode_rows(body) -> (rows, rejected): decode() as Rows (see capture.export.otlp_wire)."},
     {NULL, NULL, 0, NULL},

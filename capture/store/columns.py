@@ -41,9 +41,24 @@ def _row_attributes(r: Any) -> str:
     return text[:-1] + ("," if len(text) > 2 else "") + encode_json(extra)[1:].decode()
 
 
+def _resource_columns(r: dict[str, Any]) -> tuple[str, str]:
+    return encode_json(r).decode(), str(r.get("service.name", "unknown"))
+
+
 def arrow_rows(batch: list, nulls: bool = True) -> pa.Table:
     """`arrow_batch` of the hub's Rows (capture.export.otlp_wire.decode_rows): attributes are
-    JSON text and peers were read when decoded."""
+    JSON text and peers were read when decoded; the column buffers are filled in C."""
+    if _otlp_wire is not None:
+        arrays = []
+        for kind, *bufs in _otlp_wire.columns(batch, _resource_columns, _row_attributes, nulls):
+            if kind == "i":
+                arrays.append(pa.Array.from_buffers(pa.int64(), len(batch), [None, pa.py_buffer(bufs[0])]))
+            else:
+                offsets, data, valid, null_count = bufs
+                arrays.append(pa.Array.from_buffers(
+                    pa.string(), len(batch), [valid if valid is None else pa.py_buffer(valid),
+                                              pa.py_buffer(offsets), pa.py_buffer(data)], null_count))
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
     by_id: dict[int, tuple[str, str]] = {}
     resources = list(map(_get["resource"], batch))
     for r in resources:
@@ -117,3 +132,9 @@ def span_of_row(row: tuple) -> Span:
                 status_code=row[7], status_message=row[8] or "",
                 attributes=orjson.loads(row[9]) if row[9] else {},
                 resource=orjson.loads(row[10]) if row[10] else {})
+
+
+try:
+    from capture.export import _otlp_wire
+except ImportError:  # no compiler at set-up: Rows do not exist either
+    _otlp_wire = None

@@ -120,3 +120,24 @@ def test_rows_hostile_bytes():
         body = bytes(b[:rnd.randrange(len(b) + 1)] if rnd.random() < 0.2 else b)
         kinds[_both(body) is not None] += 1
     assert kinds[True] >= 200 and kinds[False] >= 800
+
+
+def test_arrow_columns_filled_in_c_are_those_python_builds():
+    from capture.store import columns
+    from capture.traces.crossnode import CrossNodeLinker
+
+    rows = otlp_wire.decode_rows(encode(varied(50) + sample() + linked(200)))[0]
+    lk = CrossNodeLinker(window_s=1.0)
+    rows = lk.add(rows) + lk.flush()
+    rows[0].attributes = {"guardian.link.method": "x", "n": 1}  # attributes the hub added
+    for nulls in (True, False):
+        got = columns.arrow_rows(rows, nulls)
+        saved, columns._otlp_wire = columns._otlp_wire, None
+        try:
+            want = columns.arrow_rows(rows, nulls)
+        finally:
+            columns._otlp_wire = saved
+        assert got.equals(want) and got.num_rows == len(rows) == 252
+        assert got.column("parent_span_id").null_count == (sum(r.parent_span_id is None for r in rows)
+                                                           if nulls else 0)
+    assert orjson.loads(got.column("attributes")[0].as_py())["n"] == 1
