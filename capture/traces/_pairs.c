@@ -238,7 +238,7 @@ static PyObject *pairs(PyObject *self, PyObject *args)
     has_best = PyMem_Calloc(m + 1, 1);
     best_i = PyMem_Malloc((m + 1) * sizeof(Py_ssize_t));
     best_cost = PyMem_Malloc((m + 1) * sizeof(int64_t));
-    typical = PyMem_Malloc((n + nh + 1) * sizeof(int64_t));
+    typical = PyMem_Malloc((2 * n + nh + 1) * sizeof(int64_t));
     if (!out)
         goto done;
     if (!strict_clients || !exact_clients || !linked || !before || !after || !taken || !has_best
@@ -254,12 +254,25 @@ static PyObject *pairs(PyObject *self, PyObject *args)
         goto nomem;
     for (Py_ssize_t k = 0; k < strict_rows.off[n]; k++)
         strict_clients[strict_rows.cand[k].j]++;
-    if (any_late) {
-        exact = 1;
-        if (candidates(&in, 0, 0, 0, &exact_rows) < 0)
-            goto nomem;
-        for (Py_ssize_t k = 0; k < exact_rows.off[n]; k++)
-            exact_clients[exact_rows.cand[k].j]++;
+    /* Exact containment: stand-ins pair only so; a client holding two servers takes none. */
+    exact = any_late;
+    if (candidates(&in, 0, 0, 0, &exact_rows) < 0)
+        goto nomem;
+    for (Py_ssize_t k = 0; k < exact_rows.off[n]; k++)
+        exact_clients[exact_rows.cand[k].j]++;
+#define SEVERAL(i) (exact_rows.off[(i) + 1] - exact_rows.off[i] > 1)
+    Py_ssize_t nt1 = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t a = strict_rows.off[i];
+        if (strict_rows.off[i + 1] - a == 1 && strict_clients[strict_rows.cand[a].j] == 1)
+            typical[nt1++] = strict_rows.cand[a].cost;
+    }
+    for (Py_ssize_t k = 0; k < nh; k++)
+        typical[nt1++] = history[k];
+    int64_t limit1 = COST_FLOOR_NS;
+    if (nt1) {
+        qsort(typical, nt1, sizeof(int64_t), cmp_i64);
+        limit1 = 3 * typical[nt1 / 2] + COST_FLOOR_NS;
     }
 #define RIPE(i, j) (!(in.c_late[i] && in.s_late[j]) \
                     && (!has_h || in.s1[j] < h1 || (in.s1[j] < h0 && in.c1[i] < h0)))
@@ -269,7 +282,13 @@ static PyObject *pairs(PyObject *self, PyObject *args)
         if (b - a != 1)
             continue;
         Py_ssize_t j = strict_rows.cand[a].j;
-        if (strict_clients[j] != 1 || !RIPE(i, j))
+        if (strict_clients[j] != 1)
+            continue;
+        if (SEVERAL(i) || strict_rows.cand[a].cost > limit1) {
+            ambiguous++;
+            continue;
+        }
+        if (!RIPE(i, j))
             continue;
         if (exact && IS_LATE(i, j)) {
             Py_ssize_t ea = exact_rows.off[i], eb = exact_rows.off[i + 1];
@@ -342,6 +361,10 @@ static PyObject *pairs(PyObject *self, PyObject *args)
         Py_ssize_t j = fits.cand[k].j, k2 = k + 1;
         if (!RIPE(i, j) || (exact && IS_LATE(i, j)))
             continue;
+        if (SEVERAL(i)) {
+            ambiguous++;
+            continue;
+        }
         while (k2 < b && taken[fits.cand[k2].j])
             k2++;
         int tie = k2 < b && fits.cand[k2].cost == cost;

@@ -198,6 +198,14 @@ def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late
         for row in exact_rows:
             for _cost, j in row:
                 exact_clients[j] += 1
+    # A client whose wait holds two servers of its connection entirely covers more than one
+    # exchange (a response between them was lost and the capture joined two requests' halves):
+    # it takes no server. Nor does a pair much further apart than the connection's typical one.
+    several = [len(row) > 1 for row in exact_rows] if exact_rows else \
+        [len(candidates(i, 0)) > 1 for i in range(n)]
+    typical = sorted([row[0][0] for row in strict_rows if len(row) == 1 and strict_clients[row[0][1]] == 1]
+                     + list(history))
+    limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
 
     def is_late(i: int, j: int) -> bool:
         return bool((c_late and c_late[i]) or (s_late and s_late[j]))
@@ -210,6 +218,9 @@ def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late
 
     history = list(history)
     for i, row in enumerate(strict_rows):
+        if len(row) == 1 and strict_clients[row[0][1]] == 1 and (several[i] or row[0][0] > limit):
+            ambiguous += 1
+            continue
         if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]) \
                 and late_ok(i, row[0][1]):
             linked[i] = row[0][1]
@@ -245,6 +256,9 @@ def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late
             continue
         cost, j = row[0]
         if not ripe(i, j) or (exact_rows and is_late(i, j)):
+            continue
+        if several[i]:
+            ambiguous += 1
             continue
         tie = len(row) > 1 and row[1][0] == cost
         if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:

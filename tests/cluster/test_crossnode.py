@@ -288,3 +288,46 @@ def test_a_lost_clients_neighbour_that_started_after_the_client_ended_is_not_its
     lk.add([a, b, c, d])
     lk.flush()
     assert b.parent_span_id is None and d.parent_span_id == c.span_id
+
+
+def _agreeing_linker(work: int, dur: int) -> CrossNodeLinker:
+    """A linker whose clocks between nodes a and b agree, after 60 exact links (each server
+    `work` ms inside a `dur` ms client wait, 1 ms after its start)."""
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    cs = [client(i * 20, dur, s=("10.1.0.3", 8080)) for i in range(60)]
+    ss = [server(i * 20 + 1, work) for i in range(60)]
+    lk.add(cs + ss)
+    lk.flush()
+    assert all(s.parent_span_id == c.span_id for c, s in zip(cs, ss))
+    assert lk.slack_for("a", "b") == lk.strict_ns
+    return lk
+
+
+def _at(span: Span, start_ms: float, end_ms: float) -> Span:
+    span.start_time_unix_nano, span.end_time_unix_nano = T0 + int(start_ms * MS), T0 + int(end_ms * MS)
+    return span
+
+
+def test_a_client_span_far_longer_than_its_server_is_not_linked_on_containment_alone():
+    # Under capture loss a client span can be joined from one request and a later response (the
+    # responses between were lost): it holds the lone server of a later request whose own client
+    # span was lost, 90 ms away from both of its ends where this connection's pairs are 2 ms apart.
+    lk = _agreeing_linker(1, 3)
+    x = _at(client(0, 0, s=("10.1.0.3", 8080)), 2000, 2094)
+    s = _at(server(0, 0), 2052.3, 2052.7)
+    ok_c, ok_s = client(2200, 3, s=("10.1.0.3", 8080)), server(2201, 1)
+    lk.add([x, s, ok_c, ok_s])
+    lk.flush()
+    assert s.parent_span_id is None and ok_s.parent_span_id == ok_c.span_id
+
+
+def test_a_client_span_holding_two_servers_of_its_connection_takes_neither():
+    # A joined client span (request 1 and request 3's response) holds request 1's server and
+    # request 3's; request 3's is the closer at both ends and within the typical distance.
+    lk = _agreeing_linker(6, 12)
+    x = _at(client(0, 0, s=("10.1.0.3", 8080)), 2000, 2010)
+    s1 = _at(server(0, 0), 2000.5, 2001)
+    s3 = _at(server(0, 0), 2008, 2009.5)
+    lk.add([x, s1, s3])
+    lk.flush()
+    assert s1.parent_span_id is None and s3.parent_span_id is None
