@@ -605,13 +605,21 @@ class CrossNodeLinker:
         """The links pairs() made on one connection: parent, trace, how made, clock evidence."""
         stats, late, answered, strict = self.stats, self._late_ids, self._answered, self.strict_ns
         clocks, skews = self._clocks, self._skew
+        node: dict[int, object] = {}  # id(resource) -> node: a connection's spans share a few
+        made = [0, 0, 0]  # links per _HOW code
         for i, j, how, cost in links:
             history.append(cost)
             c, nat = cs[i]
             s = ss[j]
+            made[how] += 1
             method, conf = _HOW[how]
-            stats["order" if how == 2 else "connection"] += 1
-            nodes = (node_of(c), node_of(s))
+            cn = node.get(id(c.resource))
+            if cn is None:
+                cn = node[id(c.resource)] = node_of(c)
+            sn = node.get(id(s.resource))
+            if sn is None:
+                sn = node[id(s.resource)] = node_of(s)
+            nodes = (cn, sn)
             clocks[nodes][0 if _fits(c, s, strict) else 1] += 1
             skews[nodes].append((s.start_time_unix_nano + s.end_time_unix_nano
                                  - c.start_time_unix_nano - c.end_time_unix_nano) // 2)
@@ -635,6 +643,8 @@ class CrossNodeLinker:
                 s.attributes = _added(method, conf) if a is None else {**a, METHOD: method, CONFIDENCE: conf}
             if s.trace_id != c.trace_id:
                 remap[s.trace_id] = c.trace_id
+        stats["connection"] += made[0] + made[1]
+        stats["order"] += made[2]
 
 
 _ADDED: dict[tuple[str, float], dict] = {}
