@@ -18,8 +18,9 @@ Rule 3: spans already linked on their node (the agent found both ends) are left 
 Rule 4: the clock slack between two nodes shrinks to the exact one once their links show
         the clocks agree (`slack_for`): a lost span's neighbour then no longer fits. When they
         do not agree, the links measure the offset (the median gap between the two sides'
-        midpoints) and its spread: the server's times are read shifted by the offset, within
-        a slack of twice the spread (`clock_for`), never wider than the configured one.
+        midpoints) and its spread (of the middle 90 %): the server's times are read shifted by
+        the offset, within a slack of twice the spread (`clock_for`), never wider than the
+        configured one.
 Rule 5: a pair is made once both spans end at least the clock slack before the watermark (the
         slowest live node's newest span), or when the server leaves the window: at the
         frontier one node's half may still be on its way, and a neighbour would fit instead.
@@ -578,7 +579,10 @@ class CrossNodeLinker:
             return 0, self.slack_ns
         ordered = sorted(skew)
         offset = ordered[len(ordered) // 2]
-        spread = max(offset - ordered[0], ordered[-1] - offset)
+        # The spread of the middle 90 %: a wrong link (a lost span's neighbour) has a midpoint
+        # gap of half a request; counted in, one of them would open the slack for more.
+        tail = len(ordered) // 20
+        spread = max(offset - ordered[tail], ordered[-1 - tail] - offset)
         return offset, min(self.slack_ns, max(self.strict_ns, 2 * spread + self.strict_ns))
 
     def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str],

@@ -331,3 +331,20 @@ def test_a_client_span_holding_two_servers_of_its_connection_takes_neither():
     lk.add([x, s1, s3])
     lk.flush()
     assert s1.parent_span_id is None and s3.parent_span_id is None
+
+
+def test_a_few_loose_links_do_not_open_the_measured_slack_for_a_lost_clients_neighbour():
+    # 60 exact links and 2 loose ones (servers ending 2 ms after their clients): the clocks do
+    # not count as agreeing, the offset is measured; the two outliers must not widen its spread.
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    cs = [client(i * 20, 3, s=("10.1.0.3", 8080)) for i in range(62)]
+    ss = [server(i * 20 + 1, 1) for i in range(60)] + [server(60 * 20 + 1, 4), server(61 * 20 + 1, 4)]
+    lk.add(cs + ss)
+    lk.flush()
+    assert all(s.parent_span_id == c.span_id for c, s in zip(cs, ss))
+    assert lk.clock_for("a", "b") == (0, lk.strict_ns)
+    a = _at(client(0, 0, s=("10.1.0.3", 8080)), 3000, 3002)
+    b = _at(server(0, 0), 3002.5, 3003)  # the next request's server: a's server and its client lost
+    lk.add([a, b])
+    lk.flush()
+    assert b.parent_span_id is None
