@@ -11,7 +11,10 @@ Rule 2: on one key, requests follow each other (keep-alive). A server fits a cli
         side: "connection". Within the clock slack, the pair that are each other's closest,
         keep the request order and lie near the connection's typical timing: "connection"
         (one candidate) or "connection+order" (several). Anything else (ties, crossed order,
-        a neighbour whose own partner was lost) stays unlinked: never a wrong link.
+        a neighbour whose own partner was lost) stays unlinked: never a wrong link. Neither
+        pass takes a server that started after the client's end (beyond the clocks' doubt:
+        a later request's), a client whose wait holds two servers exactly (joined from two
+        requests when a response was lost), or an exact pair far beyond the typical one.
 Rule 3: spans already linked on their node (the agent found both ends) are left alone; the
         server's trace (its whole subtree, spans still to come included) takes the client's
         trace id.
