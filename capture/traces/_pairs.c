@@ -198,7 +198,7 @@ static PyObject *pairs(PyObject *self, PyObject *args)
     Py_ssize_t *strict_clients = NULL, *exact_clients = NULL, *linked = NULL, *before = NULL, *after = NULL;
     Py_ssize_t *best_i = NULL;
     int64_t *best_cost = NULL, *typical = NULL, *history = NULL;
-    char *taken = NULL, *has_best = NULL;
+    char *taken = NULL, *has_best = NULL, *several = NULL;
     int any_late = 0, exact = 0;
     long ambiguous = 0;
 
@@ -254,26 +254,23 @@ static PyObject *pairs(PyObject *self, PyObject *args)
         goto nomem;
     for (Py_ssize_t k = 0; k < strict_rows.off[n]; k++)
         strict_clients[strict_rows.cand[k].j]++;
-    /* Exact containment: stand-ins pair only so; a client holding two servers takes none. */
+    /* Exact containment: stand-ins pair only so. */
     exact = any_late;
     if (candidates(&in, 0, 0, 0, &exact_rows) < 0)
         goto nomem;
     for (Py_ssize_t k = 0; k < exact_rows.off[n]; k++)
         exact_clients[exact_rows.cand[k].j]++;
-#define SEVERAL(i) (exact_rows.off[(i) + 1] - exact_rows.off[i] > 1)
-    Py_ssize_t nt1 = 0;
+    /* A client overlapping two servers within the exact slack (joined from two requests). */
+    several = PyMem_Calloc(n + 1, 1);
+    if (!several)
+        goto nomem;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t a = strict_rows.off[i];
-        if (strict_rows.off[i + 1] - a == 1 && strict_clients[strict_rows.cand[a].j] == 1)
-            typical[nt1++] = strict_rows.cand[a].cost;
+        int k = 0;
+        for (Py_ssize_t a = strict_rows.off[i]; a < strict_rows.off[i + 1]; a++)
+            k += in.s1[strict_rows.cand[a].j] - offset > in.c0[i];
+        several[i] = k > 1;
     }
-    for (Py_ssize_t k = 0; k < nh; k++)
-        typical[nt1++] = history[k];
-    int64_t limit1 = COST_FLOOR_NS;
-    if (nt1) {
-        qsort(typical, nt1, sizeof(int64_t), cmp_i64);
-        limit1 = 3 * typical[nt1 / 2] + COST_FLOOR_NS;
-    }
+#define SEVERAL(i) (several[i])
 #define RIPE(i, j) (!(in.c_late[i] && in.s_late[j]) \
                     && (!has_h || in.s1[j] < h1 || (in.s1[j] < h0 && in.c1[i] < h0)))
 #define IS_LATE(i, j) (in.c_late[i] || in.s_late[j])
@@ -284,7 +281,7 @@ static PyObject *pairs(PyObject *self, PyObject *args)
         Py_ssize_t j = strict_rows.cand[a].j;
         if (strict_clients[j] != 1)
             continue;
-        if (SEVERAL(i) || strict_rows.cand[a].cost > limit1) {
+        if (SEVERAL(i)) {
             ambiguous++;
             continue;
         }
@@ -408,6 +405,7 @@ done:
     PyMem_Free(before);
     PyMem_Free(after);
     PyMem_Free(taken);
+    PyMem_Free(several);
     PyMem_Free(has_best);
     PyMem_Free(best_i);
     PyMem_Free(best_cost);

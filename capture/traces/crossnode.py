@@ -13,8 +13,8 @@ Rule 2: on one key, requests follow each other (keep-alive). A server fits a cli
         (one candidate) or "connection+order" (several). Anything else (ties, crossed order,
         a neighbour whose own partner was lost) stays unlinked: never a wrong link. Neither
         pass takes a server that started after the client's end (beyond the clocks' doubt:
-        a later request's), a client whose wait holds two servers exactly (joined from two
-        requests when a response was lost), or an exact pair far beyond the typical one.
+        a later request's) or gives one to a client whose wait overlaps two servers (joined
+        from two requests when a response was lost).
 Rule 3: spans already linked on their node (the agent found both ends) are left alone; the
         server's trace (its whole subtree, spans still to come included) takes the client's
         trace id.
@@ -49,6 +49,7 @@ NAT_CLIENT = ("guardian.nat.client.address", "guardian.nat.client.port")
 METHOD, CONFIDENCE = "guardian.link.method", "guardian.link.confidence"
 _COST_FLOOR_NS = 1_000_000
 _CLOCK_EVIDENCE = 50  # exact links between two nodes before their clocks are trusted
+_SKEW_EVIDENCE = 50  # links between two nodes before their offset and spread are measured
 
 
 def _addr(a: object) -> str:
@@ -202,14 +203,11 @@ def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late
         for row in exact_rows:
             for _cost, j in row:
                 exact_clients[j] += 1
-    # A client whose wait holds two servers of its connection entirely covers more than one
-    # exchange (a response between them was lost and the capture joined two requests' halves):
-    # it takes no server. Nor does a pair much further apart than the connection's typical one.
-    several = [len(row) > 1 for row in exact_rows] if exact_rows else \
-        [len(candidates(i, 0)) > 1 for i in range(n)]
-    typical = sorted([row[0][0] for row in strict_rows if len(row) == 1 and strict_clients[row[0][1]] == 1]
-                     + list(history))
-    limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
+    # A client whose wait overlaps two servers of its connection (within the exact slack; a
+    # server that ended before the client started is the previous request's) covers more than
+    # one exchange (a response between them was lost and the capture joined two requests'
+    # halves): it takes no server.
+    several = [sum(s1s[j] - offset > c0s[i] for _cost, j in row) > 1 for i, row in enumerate(strict_rows)]
 
     def is_late(i: int, j: int) -> bool:
         return bool((c_late and c_late[i]) or (s_late and s_late[j]))
@@ -222,7 +220,7 @@ def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late
 
     history = list(history)
     for i, row in enumerate(strict_rows):
-        if len(row) == 1 and strict_clients[row[0][1]] == 1 and (several[i] or row[0][0] > limit):
+        if len(row) == 1 and strict_clients[row[0][1]] == 1 and several[i]:
             ambiguous += 1
             continue
         if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]) \
@@ -578,7 +576,7 @@ class CrossNodeLinker:
         if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact:
             return 0, self.strict_ns
         skew = self._skew.get((client_node, server_node))
-        if skew is None or len(skew) < _CLOCK_EVIDENCE:
+        if skew is None or len(skew) < _SKEW_EVIDENCE:
             return 0, self.slack_ns
         ordered = sorted(skew)
         offset = ordered[len(ordered) // 2]
