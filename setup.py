@@ -1,8 +1,8 @@
 """Builds the capture's C loops with the machine's compiler: capture/_ring.c (the ring buffer's
 per-record loops), capture/_http1.c (the HTTP/1 head scan), capture/_fastpath.c (paired HTTP/1
-exchanges from ring records to spans) and capture/export/_otlp_wire.c (the hub's OTLP decoder);
-everything else is in pyproject.toml. Without a compiler the capture and the hub run their
-Python specifications.
+exchanges from ring records to spans), capture/export/_otlp_wire.c (the hub's OTLP decoder) and
+capture/traces/_pairs.c (the cross-node linker's pairing); everything else is in pyproject.toml.
+Without a compiler the capture and the hub run their Python specifications.
 Portable flags only: never -march=native (CPUs may advertise instructions that fault)."""
 from setuptools import Extension, setup
 
@@ -14,4 +14,6 @@ setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile
                    Extension("capture._fastpath", ["capture/_fastpath.c"], include_dirs=["bpf", "capture"],
                              extra_compile_args=FLAGS, optional=True, depends=HEADERS),
                    Extension("capture.export._otlp_wire", ["capture/export/_otlp_wire.c"],
+                             extra_compile_args=FLAGS, optional=True),
+                   Extension("capture.traces._pairs", ["capture/traces/_pairs.c"],
                              extra_compile_args=FLAGS, optional=True)])

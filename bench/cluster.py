@@ -149,11 +149,17 @@ def evaluate(store) -> dict:
 
 
 def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
-             agent_window_s: float = 2.0) -> dict:
+             agent_window_s: float = 2.0, ring_pages: int | None = None) -> dict:
+    """`ring_pages`: each agent's ring buffer (a power of two); a small one loses records under
+    the load, on each node independently: links under heavy capture loss (late halves, lost
+    neighbours) must stay right."""
     work = Path(work or tempfile.mkdtemp(prefix="guardian-cluster-"))
     store_url = f"chdb://{work / 'hub-ch'}"
     hub_api, otlp_http, otlp_grpc = free_port(), free_port(), free_port()
-    out: dict = {"requests": requests, "conns": conns}
+    out: dict = {"requests": requests, "conns": conns, "ring_pages": ring_pages}
+    options: dict = {"tls": False}
+    if ring_pages:
+        options["ringbuf_pages"] = ring_pages
     with topology(3) as topo, ExitStack() as stack:
         n1, n2, n3 = topo.nodes
         topo.cluster_ip(n1, CLUSTER_IP, 80, n2, 8080)
@@ -173,7 +179,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
             cfg = work / f"agent-{i + 1}.yaml"
             cfg.write_text(json.dumps({
                 "capture": {"scope": {"netns": node.netns_path, "node_name": node.name},
-                            "options": {"tls": False}},
+                            "options": options},
                 "linker": {"window_s": agent_window_s},
                 "store": {"max_spans": 200_000},
                 "export": {"otlp_endpoint": f"http://127.0.0.1:{otlp_http}", "otlp_protocol": "http",
@@ -300,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingest-spans", type=int, default=200_000, help="hub ingest bench size (0: skip)")
     p.add_argument("--skip-sim", action="store_true", help="only the ingest measurement")
     p.add_argument("--outage-s", type=float, default=60.0, help="hub outage to ride out (0: skip)")
+    p.add_argument("--ring-pages", type=int, help="each agent's ring buffer in pages (small: heavy capture loss)")
     args = p.parse_args(argv)
     result: dict = {"load_avg_before": os.getloadavg()}
     if args.ingest_spans:
@@ -314,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                            env=ENV, capture_output=True, text=True, timeout=1800)
         result["outage"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
     if not args.skip_sim:
-        result.update(simulate(args.requests, args.conns))
+        result.update(simulate(args.requests, args.conns, ring_pages=args.ring_pages))
     result["load_avg_after"] = os.getloadavg()
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

@@ -6,13 +6,15 @@ posted to a hub on loopback from another process (agents are other processes), o
 node (each agent's shipper sends in order). In the same process and on the same batches:
   store_only        the store's append of the already decoded spans (the raw insert)
   decode_reference  OTLP decode through the protobuf runtime (otlp_proto.decode_message)
-  decode_wire       the hub's decoder (otlp_wire.decode)
+  decode_wire       the wire decoder to Spans (otlp_wire.decode)
+  decode_rows       the hub's decoder (otlp_wire.decode_rows: Rows, attributes as JSON text)
   hub               end to end: first request to last span stored, 503s counted (backpressure);
                     hub_cpu_us_per_span is the hub process's CPU time per span (less noisy
                     than the rate on a shared machine)
-One engine per process (chDB allows one data path per process).
+One engine per process (chDB allows one data path per process). `--baseline DIR` runs the
+same measurement from another checkout (e.g. main) right after each engine's, in one command.
 
-    python -m bench.hub_ingest --json [--spans 200000] [--engines chdb,duckdb]
+    python -m bench.hub_ingest --json [--spans 200000] [--engines chdb,duckdb] [--baseline DIR]
 """
 from __future__ import annotations
 
@@ -80,6 +82,7 @@ def _rate(n: int, seconds: float) -> int:
 
 def measure(engine: str, spans: int) -> dict:
     from capture.export.otlp_proto import decode_message, encode
+    from capture.export import otlp_wire
     from capture.export.otlp_wire import decode
     from capture.store.factory import open_store
     from capture.traces.crossnode import CrossNodeLinker
@@ -97,6 +100,12 @@ def measure(engine: str, spans: int) -> dict:
     t = time.perf_counter()
     decoded = [decode(body)[0] for body in bodies]
     out["decode_wire_spans_per_s"] = _rate(total, time.perf_counter() - t)
+    rows = getattr(otlp_wire, "decode_rows", None)
+    if rows is not None:  # what the hub decodes with; the store's append takes it as well
+        del decoded
+        t = time.perf_counter()
+        decoded = [rows(body)[0] for body in bodies]
+        out["decode_rows_spans_per_s"] = _rate(total, time.perf_counter() - t)
 
     url = "chdb://" if engine == "chdb" else None
     store = open_store(url)
@@ -186,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--spans", type=int, default=200_000)
     p.add_argument("--engines", default="chdb,duckdb")
+    p.add_argument("--baseline", metavar="DIR", help="also run from this checkout (e.g. /work/main)")
     p.add_argument("--only", choices=["chdb", "duckdb"], help=argparse.SUPPRESS)
     p.add_argument("--send", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -196,10 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.only, args.spans)))
         return 0
     result: dict = {}
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for engine in args.engines.split(","):
-        r = subprocess.run([sys.executable, "-m", "bench.hub_ingest", "--only", engine, "--spans",
-                            str(args.spans)], capture_output=True, text=True, timeout=1800)
-        result[engine] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-800:]}
+        trees = [("", here)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
+        for name, tree in trees:
+            r = subprocess.run([sys.executable, "-m", "bench.hub_ingest", "--only", engine, "--spans",
+                                str(args.spans)], capture_output=True, text=True, timeout=1800, cwd=tree,
+                               env={**os.environ, "PYTHONPATH": tree})
+            got = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-800:]}
+            if name:
+                result[engine][name] = got
+            else:
+                result[engine] = got
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0 if all("error" not in r for r in result.values()) else 1
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from capture.batchqueue import BatchQueue
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
 from capture.protocols import problems
@@ -112,12 +113,10 @@ class Agent:
         self.linker = StreamLinker(config.linker.window_s, int(config.linker.slack_ms * 1e6),
                                    max_pending=config.linker.max_pending_spans)
         self.scope = scope_from_config(getattr(config.capture, "scope", None))
-        self.queue: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_batches)
-        # spans waiting for the worker, at most (store.queue_spans): every queued span is a Python
-        # object with its own attribute dict, so this bounds the agent's memory while the store falls behind
+        # spans waiting for the worker, at most (store.queue_spans): this bounds the agent's
+        # memory while the store falls behind
         self.max_queued_spans = max_queued_spans or config.store.queue_spans
-        self.queued_spans = 0  # in self.queue now; the capture thread adds, the worker takes
-        self._queued_lock = threading.Lock()
+        self.queue = BatchQueue(queue_batches, self.max_queued_spans)
         self.stop = threading.Event()
         self.received = self.stored = self.dropped = self.store_errors = 0
         self.registry = CollectorRegistry()
@@ -137,21 +136,13 @@ class Agent:
         if self.scope is not None:
             spans = self.scope.keep(spans)  # capture.scope: this agent's node (netns/cgroup) only
         self.received += len(spans)
-        n = len(spans)
-        with self._queued_lock:
-            if self.queued_spans + n > self.max_queued_spans:
-                self.dropped += n
-                return
-            self.queued_spans += n
-        try:
-            self.queue.put_nowait(spans)
-        except queue.Full:
-            self.dropped += n
-            self._taken(n)
+        if not self.queue.offer(spans):
+            self.dropped += len(spans)
 
-    def _taken(self, n: int) -> None:
-        with self._queued_lock:
-            self.queued_spans -= n
+    @property
+    def queued_spans(self) -> int:
+        """Spans waiting for the worker (the capture thread adds, the worker takes)."""
+        return self.queue.spans
 
     def _enrich(self, spans: list[Span]) -> None:
         if self.enricher is None:
@@ -191,7 +182,7 @@ class Agent:
                     break
                 batch.extend(more)
             if batch:
-                self._taken(len(batch))
+                self.queue.taken(len(batch))
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
             if stopping:

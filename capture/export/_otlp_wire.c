@@ -10,6 +10,7 @@
  * then folds enums into int32, so a 64-bit value would read some hostile bytes differently. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -18,6 +19,18 @@ typedef __int128 i128;
 
 static PyObject *SpanType, *Cache, *KeyValueFn, *DecodeErr;
 static PyObject *KIND_NAME[6], *STATUS_NAME[3], *EMPTY;
+/* decode_rows: KeyValue bytes -> (key, value, JSON member bytes, link slot), the Python reader
+ * of an entry on a miss C does not read itself, the key names that are link slots, the
+ * connection-key cache and reader of capture.traces.crossnode, a dict -> JSON text. */
+static PyObject *RowCache, *RowEntryFn, *Slots, *Keys, *KeyFn, *JsonFn;
+#define ROW_CACHE_MAX 65536
+
+/* The attributes a row's connection key and peer are made of (capture/export/otlp_wire.py
+ * ROW_SLOTS lists them in this order). */
+enum {
+    S_TRANSPORT, S_CADDR, S_CPORT, S_SADDR, S_SPORT, S_NAT_SADDR, S_NAT_SPORT, S_NAT_CADDR,
+    S_NAT_CPORT, S_DB_SYSTEM, S_DB_SYSTEM_NAME, S_MESSAGING_SYSTEM, S_RPC_SERVICE, N_SLOTS
+};
 
 enum {
     T_REQ_RS = 0x0A, T_RS_RESOURCE = 0x0A, T_RS_SCOPE_SPANS = 0x12, T_RES_ATTR = 0x0A,
@@ -207,16 +220,433 @@ static uint64_t fixed64(const unsigned char *p)
     return v;
 }
 
-/* One span: 1 on a span appended to `out`, 0 when rejected, -1 on an error. */
-static int span(const Buf *buf, Py_ssize_t i, Py_ssize_t end, PyObject *resource, PyObject *out)
+
+/* A decoded span as the hub carries it: no attribute dict (the wire's attributes are JSON text
+ * already), its connection key and peer read once here. Not tracked by the cycle collector:
+ * its members are strings, ints, tuples of those and dicts of scalars, so it cannot be in a
+ * cycle, and the hub holds hundreds of thousands of them in its link window. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *name, *kind, *start, *end, *status_code, *status_message, *attributes, *resource,
+        *trace_id, *span_id, *parent_span_id, *attrs_json, *key, *nat, *peer;
+} Row;
+
+#define ROW_FIELDS 15
+static const char *row_names[ROW_FIELDS + 1] = {
+    "name", "kind", "start_time_unix_nano", "end_time_unix_nano", "status_code", "status_message",
+    "attributes", "resource", "trace_id", "span_id", "parent_span_id", "attrs_json", "key", "nat",
+    "peer", NULL};
+
+static PyMemberDef row_members[] = {
+    {"name", T_OBJECT, offsetof(Row, name), 0, NULL},
+    {"kind", T_OBJECT, offsetof(Row, kind), 0, NULL},
+    {"start_time_unix_nano", T_OBJECT, offsetof(Row, start), 0, NULL},
+    {"end_time_unix_nano", T_OBJECT, offsetof(Row, end), 0, NULL},
+    {"status_code", T_OBJECT, offsetof(Row, status_code), 0, NULL},
+    {"status_message", T_OBJECT, offsetof(Row, status_message), 0, NULL},
+    {"attributes", T_OBJECT, offsetof(Row, attributes), 0,
+     "attributes the hub added (the linker's), None until then; the wire's are in attrs_json"},
+    {"resource", T_OBJECT, offsetof(Row, resource), 0, NULL},
+    {"trace_id", T_OBJECT, offsetof(Row, trace_id), 0, NULL},
+    {"span_id", T_OBJECT, offsetof(Row, span_id), 0, NULL},
+    {"parent_span_id", T_OBJECT, offsetof(Row, parent_span_id), 0, NULL},
+    {"attrs_json", T_OBJECT, offsetof(Row, attrs_json), 0, "the span's attributes as JSON text"},
+    {"key", T_OBJECT, offsetof(Row, key), 0, "the connection as its server saw it, or None"},
+    {"nat", T_OBJECT, offsetof(Row, nat), 0, "whether conntrack changed the client's key"},
+    {"peer", T_OBJECT, offsetof(Row, peer), 0, "capture.store.api.peer_name of a CLIENT/PRODUCER"},
+    {NULL},
+};
+
+static PyObject **row_slot(Row *r, int k)
 {
+    return &r->name + k;
+}
+
+static void row_dealloc(PyObject *self)
+{
+    for (int k = 0; k < ROW_FIELDS; k++)
+        Py_XDECREF(*row_slot((Row *)self, k));
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *row_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *v[ROW_FIELDS] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOOOOOOOOOOOOO", (char **)row_names, &v[0], &v[1],
+                                     &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10],
+                                     &v[11], &v[12], &v[13], &v[14]))
+        return NULL;
+    Row *r = (Row *)type->tp_alloc(type, 0);
+    if (!r)
+        return NULL;
+    for (int k = 0; k < ROW_FIELDS; k++)
+        *row_slot(r, k) = Py_NewRef(v[k] ? v[k] : Py_None);
+    return (PyObject *)r;
+}
+
+static PyTypeObject RowType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "capture.export._otlp_wire.Row",
+    .tp_basicsize = sizeof(Row),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A decoded span as the hub carries it (see decode_rows).",
+    .tp_dealloc = row_dealloc,
+    .tp_new = row_new,
+    .tp_members = row_members,
+};
+
+/* A growable byte buffer (one per decode call: a Python callback may let another thread in). */
+typedef struct {
+    char *p;
+    Py_ssize_t n, cap;
+} Out;
+
+static int out_put(Out *o, const char *s, Py_ssize_t n)
+{
+    if (o->n + n > o->cap) {
+        Py_ssize_t cap = o->cap ? o->cap : 1024;
+        while (cap < o->n + n)
+            cap *= 2;
+        char *p = PyMem_Realloc(o->p, cap);
+        if (!p) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->n, s, n);
+    o->n += n;
+    return 0;
+}
+
+/* A JSON string as orjson writes it: UTF-8 kept, quote, backslash and control bytes escaped. */
+static int out_json_str(Out *o, const unsigned char *s, Py_ssize_t n)
+{
+    static const char hexd[] = "0123456789abcdef";
+    if (out_put(o, "\"", 1) < 0)
+        return -1;
+    Py_ssize_t run = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char c = s[k];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (out_put(o, (const char *)s + run, k - run) < 0)
+            return -1;
+        run = k + 1;
+        char esc[6] = {'\\', 0};
+        Py_ssize_t len = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u'; esc[2] = '0'; esc[3] = '0'; esc[4] = hexd[c >> 4]; esc[5] = hexd[c & 15];
+            len = 6;
+        }
+        if (out_put(o, esc, len) < 0)
+            return -1;
+    }
+    if (out_put(o, (const char *)s + run, n - run) < 0 || out_put(o, "\"", 1) < 0)
+        return -1;
+    return 0;
+}
+
+/* The cache entry of a KeyValue whose value is one string or int (otlp_wire._scalar's common
+ * cases) read here; NULL without an error for anything else (the Python reader's). */
+static PyObject *row_entry_scalar(const unsigned char *raw, Py_ssize_t len)
+{
+    if (len < 2 || raw[0] != 0x0A || raw[1] >= 0x80)
+        return NULL;
+    Py_ssize_t j = 2 + raw[1];
+    if (len < j + 2 || raw[j] != 0x12 || raw[j + 1] >= 0x80 || j + 2 + raw[j + 1] != len)
+        return NULL;
+    Py_ssize_t v = j + 2;
+    if (v == len)
+        return NULL;
+    PyObject *value = NULL;
+    unsigned char t = raw[v];
+    if (t == 0x0A) {
+        if (raw[v + 1] >= 0x80 || v + 2 + raw[v + 1] != len)
+            return NULL;
+        value = PyUnicode_DecodeUTF8((const char *)raw + v + 2, len - v - 2, "strict");
+    } else if (t == 0x18) {
+        uint64_t n = 0;
+        int shift = 0;
+        Py_ssize_t i = v + 1;
+        for (;;) {
+            if (i >= len || shift > 63)
+                return NULL;
+            unsigned char c = raw[i++];
+            n |= (uint64_t)(c & 0x7F) << shift;
+            if (c < 0x80)
+                break;
+            shift += 7;
+        }
+        if (i != len)
+            return NULL;
+        value = PyLong_FromLongLong((long long)n);
+    } else {
+        return NULL;
+    }
+    if (!value) {
+        PyErr_Clear(); /* the Python reader raises it as the specification does */
+        return NULL;
+    }
+    PyObject *key = PyUnicode_DecodeUTF8((const char *)raw + 2, j - 2, "strict");
+    if (!key) {
+        PyErr_Clear();
+        Py_DECREF(value);
+        return NULL;
+    }
+    Out o = {0};
+    int bad = out_json_str(&o, raw + 2, j - 2) < 0 || out_put(&o, ":", 1) < 0;
+    if (!bad && t == 0x0A) {
+        bad = out_json_str(&o, raw + v + 2, len - v - 2) < 0;
+    } else if (!bad) {
+        char num[32];
+        int n = snprintf(num, sizeof num, "%lld", PyLong_AsLongLong(value));
+        bad = out_put(&o, num, n) < 0;
+    }
+    PyObject *slot = bad ? NULL : PyDict_GetItemWithError(Slots, key);
+    PyObject *entry = NULL;
+    if (!bad && !PyErr_Occurred()) {
+        PyObject *frag = PyBytes_FromStringAndSize(o.p, o.n);
+        if (frag)
+            entry = PyTuple_Pack(4, key, value, frag, slot ? slot : Py_None);
+        Py_XDECREF(frag);
+    }
+    PyMem_Free(o.p);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    if (!entry && !PyErr_Occurred())
+        PyErr_NoMemory();
+    return entry;
+}
+
+/* The (key, value, JSON member, slot) of one KeyValue: its cache, C, or the Python reader. */
+static PyObject *row_entry(const Buf *buf, Py_ssize_t a, Py_ssize_t b)
+{
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)buf->b + a, b - a);
+    if (!raw)
+        return NULL;
+    PyObject *hit = PyDict_GetItemWithError(RowCache, raw);
+    if (hit) {
+        Py_INCREF(hit);
+        Py_DECREF(raw);
+        return hit;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(raw);
+        return NULL;
+    }
+    hit = row_entry_scalar(buf->b + a, b - a);
+    if (!hit && !PyErr_Occurred())
+        hit = PyObject_CallOneArg(RowEntryFn, raw);
+    if (hit && (!PyTuple_Check(hit) || PyTuple_GET_SIZE(hit) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(hit, 2)))) {
+        Py_DECREF(hit);
+        PyErr_SetString(PyExc_TypeError, "row entries are (key, value, json bytes, slot)");
+        hit = NULL;
+    }
+    if (hit) {
+        if (PyDict_GET_SIZE(RowCache) >= ROW_CACHE_MAX)
+            PyDict_Clear(RowCache);
+        if (PyDict_SetItem(RowCache, raw, hit) < 0)
+            Py_CLEAR(hit);
+    }
+    Py_DECREF(raw);
+    return hit;
+}
+
+/* A span's attributes while it is read: their cache entries in wire order. */
+typedef struct {
+    PyObject **e;
+    Py_ssize_t n, cap;
+    int dup; /* a key came twice: the JSON text is made from a dict (the last value wins) */
+} Attrs;
+
+static int attrs_add(Attrs *at, PyObject *entry)
+{
+    if (!at->dup) {
+        PyObject *key = PyTuple_GET_ITEM(entry, 0);
+        Py_hash_t h = PyObject_Hash(key);
+        if (h == -1)
+            return -1;
+        for (Py_ssize_t k = 0; k < at->n; k++) {
+            PyObject *other = PyTuple_GET_ITEM(at->e[k], 0);
+            if (other == key || (PyObject_Hash(other) == h && PyUnicode_Compare(other, key) == 0)) {
+                at->dup = 1;
+                break;
+            }
+        }
+        if (PyErr_Occurred())
+            return -1;
+    }
+    if (at->n == at->cap) {
+        Py_ssize_t cap = at->cap ? 2 * at->cap : 16;
+        PyObject **e = PyMem_Realloc(at->e, cap * sizeof(PyObject *));
+        if (!e) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        at->e = e;
+        at->cap = cap;
+    }
+    at->e[at->n++] = entry; /* the reference passes to the list */
+    return 0;
+}
+
+static void attrs_free(Attrs *at)
+{
+    for (Py_ssize_t k = 0; k < at->n; k++)
+        Py_DECREF(at->e[k]);
+    PyMem_Free(at->e);
+}
+
+/* The attributes as JSON text, and each link slot's value (borrowed from the entries). */
+static PyObject *attrs_json(Attrs *at, Out *o, PyObject **slots)
+{
+    for (Py_ssize_t k = 0; k < at->n; k++) {
+        PyObject *slot = PyTuple_GET_ITEM(at->e[k], 3);
+        if (slot != Py_None) {
+            long s = PyLong_AsLong(slot);
+            if (0 <= s && s < N_SLOTS)
+                slots[s] = PyTuple_GET_ITEM(at->e[k], 1);
+        }
+    }
+    if (at->dup) {
+        PyObject *d = PyDict_New();
+        if (!d)
+            return NULL;
+        for (Py_ssize_t k = 0; k < at->n; k++)
+            if (PyDict_SetItem(d, PyTuple_GET_ITEM(at->e[k], 0), PyTuple_GET_ITEM(at->e[k], 1)) < 0) {
+                Py_DECREF(d);
+                return NULL;
+            }
+        PyObject *text = PyObject_CallOneArg(JsonFn, d);
+        Py_DECREF(d);
+        return text;
+    }
+    o->n = 0;
+    if (out_put(o, "{", 1) < 0)
+        return NULL;
+    for (Py_ssize_t k = 0; k < at->n; k++) {
+        PyObject *frag = PyTuple_GET_ITEM(at->e[k], 2);
+        if ((k && out_put(o, ",", 1) < 0) || out_put(o, PyBytes_AS_STRING(frag), PyBytes_GET_SIZE(frag)) < 0)
+            return NULL;
+    }
+    if (out_put(o, "}", 1) < 0)
+        return NULL;
+    return PyUnicode_DecodeUTF8(o->p, o->n, "strict");
+}
+
+/* crossnode._key of (transport, client address, port, server address, port): its cache first. */
+static PyObject *conn_key(PyObject *t, PyObject *ca, PyObject *cp, PyObject *sa, PyObject *sp)
+{
+    PyObject *raw = PyTuple_Pack(5, t, ca, cp, sa, sp);
+    if (!raw)
+        return NULL;
+    PyObject *key = PyDict_GetItemWithError(Keys, raw);
+    if (key) {
+        Py_INCREF(key);
+    } else {
+        PyErr_Clear(); /* an unhashable value: _key says None */
+        key = PyObject_CallOneArg(KeyFn, raw);
+    }
+    Py_DECREF(raw);
+    return key;
+}
+
+/* str(addr) or "addr:port" (capture.store.api.peer_name), NULL with no error when falsy. */
+static PyObject *peer_of(PyObject **sl)
+{
+    static const int named[4] = {S_DB_SYSTEM, S_DB_SYSTEM_NAME, S_MESSAGING_SYSTEM, S_RPC_SERVICE};
+    for (int k = 0; k < 4; k++) {
+        PyObject *v = sl[named[k]];
+        if (v) {
+            int truth = PyObject_IsTrue(v);
+            if (truth < 0)
+                return NULL;
+            if (truth)
+                return PyObject_Str(v);
+        }
+    }
+    PyObject *addr = sl[S_SADDR];
+    if (!addr)
+        return NULL;
+    int truth = PyObject_IsTrue(addr);
+    if (truth <= 0)
+        return NULL;
+    PyObject *port = sl[S_SPORT];
+    truth = port ? PyObject_IsTrue(port) : 0;
+    if (truth < 0)
+        return NULL;
+    if (!truth)
+        return PyObject_Str(addr);
+    return PyUnicode_FromFormat("%S:%S", addr, port);
+}
+
+/* The row's key and NAT flag (crossnode.server_key / client_key) and peer. */
+static int row_link_fields(Row *r, int kind, int has_parent, PyObject **sl)
+{
+    PyObject *key = Py_NewRef(Py_None), *nat = Py_NewRef(Py_False), *peer = Py_NewRef(Py_None);
+    int server = kind == 2 || kind == 5, client = kind == 3 || kind == 4;
+    PyObject *t = sl[S_TRANSPORT] ? sl[S_TRANSPORT] : NULL;
+    static PyObject *tcp;
+    if (!tcp && !(tcp = PyUnicode_InternFromString("tcp")))
+        goto fail;
+    if (!t)
+        t = tcp;
+    if (sl[S_CADDR] && sl[S_CPORT] && sl[S_SADDR] && sl[S_SPORT] && (client || (server && !has_parent))) {
+        int natted = client && (sl[S_NAT_SADDR] || sl[S_NAT_CADDR]);
+        PyObject *ca = sl[S_CADDR], *cp = sl[S_CPORT], *sa = sl[S_SADDR], *sp = sl[S_SPORT];
+        if (natted) {
+            ca = sl[S_NAT_CADDR] ? sl[S_NAT_CADDR] : ca;
+            cp = sl[S_NAT_CPORT] ? sl[S_NAT_CPORT] : cp;
+            sa = sl[S_NAT_SADDR] ? sl[S_NAT_SADDR] : sa;
+            sp = sl[S_NAT_SPORT] ? sl[S_NAT_SPORT] : sp;
+        }
+        PyObject *k = conn_key(t, ca, cp, sa, sp);
+        if (!k)
+            goto fail;
+        Py_SETREF(key, k);
+        if (natted && k != Py_None)
+            Py_SETREF(nat, Py_NewRef(Py_True));
+    }
+    if (client) {
+        PyObject *p = peer_of(sl);
+        if (p)
+            Py_SETREF(peer, p);
+        else if (PyErr_Occurred())
+            goto fail;
+    }
+    r->key = key;
+    r->nat = nat;
+    r->peer = peer;
+    return 0;
+fail:
+    Py_DECREF(key);
+    Py_DECREF(nat);
+    Py_DECREF(peer);
+    return -1;
+}
+
+/* One span: 1 on a span appended to `out`, 0 when rejected, -1 on an error. With `o` (a
+ * scratch buffer), a Row instead of a Span (decode_rows). */
+static int span(const Buf *buf, Py_ssize_t i, Py_ssize_t end, PyObject *resource, PyObject *out, Out *o)
+{
+    Attrs at = {0};
     Py_ssize_t trace_a = 0, trace_n = 0, span_a = 0, span_n = 0, parent_a = 0, parent_n = 0;
     u128 kind = 0, code = 0;
     uint64_t start = 0, stop = 0;
-    PyObject *name = Py_NewRef(EMPTY), *message = Py_NewRef(EMPTY), *attrs = PyDict_New();
+    PyObject *name = Py_NewRef(EMPTY), *message = Py_NewRef(EMPTY), *attrs = o ? NULL : PyDict_New();
     PyObject *args[11] = {NULL};
     int result = -1;
-    if (!attrs)
+    if (!o && !attrs)
         goto done;
     while (i < end) {
         unsigned char c = buf->b[i];
@@ -236,9 +666,19 @@ static int span(const Buf *buf, Py_ssize_t i, Py_ssize_t end, PyObject *resource
             } else if (len_field(buf, i + 1, end, &a, &b) < 0) {
                 goto done;
             }
-            PyObject *hit = keyvalue(buf, a, b);
-            if (!hit || put(attrs, hit) < 0)
-                goto done;
+            if (o) {
+                PyObject *entry = row_entry(buf, a, b);
+                if (!entry)
+                    goto done;
+                if (attrs_add(&at, entry) < 0) {
+                    Py_DECREF(entry);
+                    goto done;
+                }
+            } else {
+                PyObject *hit = keyvalue(buf, a, b);
+                if (!hit || put(attrs, hit) < 0)
+                    goto done;
+            }
             i = b;
             continue;
         }
@@ -298,6 +738,36 @@ static int span(const Buf *buf, Py_ssize_t i, Py_ssize_t end, PyObject *resource
         goto done;
     }
     i128 k = enum_value(kind), s = enum_value(code);
+    int kind_i = 0 <= k && k < 6 ? (int)k : 0;
+    if (o) {
+        PyObject *sl[N_SLOTS] = {NULL};
+        Row *r = (Row *)RowType.tp_alloc(&RowType, 0);
+        if (!r)
+            goto done;
+        r->attrs_json = attrs_json(&at, o, sl);
+        r->name = Py_NewRef(name);
+        r->kind = Py_NewRef(KIND_NAME[kind_i]);
+        r->start = PyLong_FromUnsignedLongLong(start);
+        r->end = PyLong_FromUnsignedLongLong(stop > start ? stop : start);
+        r->status_code = Py_NewRef(STATUS_NAME[0 <= s && s < 3 ? (int)s : 0]);
+        r->status_message = Py_NewRef(message);
+        r->attributes = Py_NewRef(Py_None);
+        r->resource = Py_NewRef(resource);
+        r->trace_id = hex(buf->b + trace_a, 16);
+        r->span_id = hex(buf->b + span_a, 8);
+        r->parent_span_id = parent_n ? hex(buf->b + parent_a, 8) : Py_NewRef(Py_None);
+        int bad = !r->attrs_json || !r->start || !r->end || !r->trace_id || !r->span_id || !r->parent_span_id;
+        if (bad || row_link_fields(r, kind_i, parent_n != 0, sl) < 0) {
+            for (int f = 0; f < ROW_FIELDS; f++) /* what is missing reads as None, then all goes */
+                if (!*row_slot(r, f))
+                    *row_slot(r, f) = Py_NewRef(Py_None);
+            Py_DECREF(r);
+            goto done;
+        }
+        result = PyList_Append(out, (PyObject *)r) < 0 ? -1 : 1;
+        Py_DECREF(r);
+        goto done;
+    }
     args[0] = Py_NewRef(name);
     args[1] = Py_NewRef(KIND_NAME[0 <= k && k < 6 ? (int)k : 0]);
     args[2] = PyLong_FromUnsignedLongLong(start);
@@ -320,6 +790,7 @@ static int span(const Buf *buf, Py_ssize_t i, Py_ssize_t end, PyObject *resource
 done:
     for (int n = 0; n < 11; n++)
         Py_XDECREF(args[n]);
+    attrs_free(&at);
     Py_XDECREF(attrs);
     Py_DECREF(name);
     Py_DECREF(message);
@@ -327,7 +798,8 @@ done:
 }
 
 /* One ResourceSpans: its resource first (it may come after the spans on the wire). */
-static int resource_spans(const Buf *buf, Py_ssize_t i, Py_ssize_t end, PyObject *out, long *rejected)
+static int resource_spans(const Buf *buf, Py_ssize_t i, Py_ssize_t end, PyObject *out, long *rejected,
+                          Out *o)
 {
     PyObject *resource = PyDict_New();
     Py_ssize_t cap = 8, nscopes = 0;
@@ -374,7 +846,7 @@ static int resource_spans(const Buf *buf, Py_ssize_t i, Py_ssize_t end, PyObject
                 if (len_field(buf, j, e, &a, &b) < 0)
                     goto done;
                 j = b;
-                int got = span(buf, a, b, resource, out);
+                int got = span(buf, a, b, resource, out, o);
                 if (got < 0)
                     goto done;
                 if (got == 0)
@@ -391,9 +863,9 @@ done:
     return r;
 }
 
-static PyObject *decode(PyObject *self, PyObject *arg)
+static PyObject *decode_any(PyObject *arg, int rows)
 {
-    if (!SpanType) {
+    if (!SpanType || (rows && !RowCache)) {
         PyErr_SetString(PyExc_RuntimeError, "call setup() first");
         return NULL;
     }
@@ -404,6 +876,7 @@ static PyObject *decode(PyObject *self, PyObject *arg)
     PyObject *out = PyList_New(0);
     long rejected = 0;
     Py_ssize_t i = 0, end = buf.n;
+    Out scratch = {0}, *o = rows ? &scratch : NULL;
     if (!out)
         goto fail;
     while (i < end) {
@@ -415,18 +888,197 @@ static PyObject *decode(PyObject *self, PyObject *arg)
             if (len_field(&buf, i, end, &a, &b) < 0)
                 goto fail;
             i = b;
-            if (resource_spans(&buf, a, b, out, &rejected) < 0)
+            if (resource_spans(&buf, a, b, out, &rejected, o) < 0)
                 goto fail;
         } else if (skip(&buf, &i, (unsigned)(t & 7), end) < 0) {
             goto fail;
         }
     }
     PyBuffer_Release(&view);
+    PyMem_Free(scratch.p);
     return Py_BuildValue("(Nl)", out, rejected);
 fail:
     PyBuffer_Release(&view);
+    PyMem_Free(scratch.p);
     Py_XDECREF(out);
     return NULL;
+}
+
+
+/* ---- Rows -> Arrow column buffers (capture.store.columns.arrow_rows) -------------------- */
+
+typedef struct {
+    Out data, offsets, valid;
+    Py_ssize_t nulls;
+} StrCol;
+
+static int col_str(StrCol *c, Py_ssize_t row, PyObject *v, int nulls)
+{
+    if (v == Py_None) {
+        if (nulls) {
+            c->nulls++;
+        } else {
+            v = EMPTY;
+        }
+    }
+    if (v != Py_None) {
+        if (!PyUnicode_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "a string column holds a non-string");
+            return -1;
+        }
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(v, &n);
+        if (!u || out_put(&c->data, u, n) < 0)
+            return -1;
+        c->valid.p[row >> 3] |= (char)(1 << (row & 7));
+    }
+    if (c->data.n > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a string column past 2 GiB");
+        return -1;
+    }
+    int32_t off = (int32_t)c->data.n;
+    return out_put(&c->offsets, (const char *)&off, 4);
+}
+
+/* columns(rows, resource, attributes, nulls): the store's columns (capture.store.columns
+ * COLUMNS) as Arrow buffers: ("s", offsets, data, validity or None, null count) per string
+ * column and ("i", values) per int64 one. `resource(dict)` gives (JSON text, service), asked
+ * once per resource; `attributes(row)` the attributes text of a row the hub added some to. */
+enum { C_TRACE, C_SPAN, C_PARENT, C_NAME, C_KIND, C_STATUS, C_MESSAGE, C_SERVICE, C_PEER, C_ATTRS,
+       C_RESOURCE, N_STR };
+
+static PyObject *columns(PyObject *self, PyObject *args)
+{
+    PyObject *rows, *resource_fn, *attrs_fn;
+    int nulls;
+    if (!PyArg_ParseTuple(args, "O!OOp", &PyList_Type, &rows, &resource_fn, &attrs_fn, &nulls))
+        return NULL;
+    PyObject *resources = PyDict_New(); /* id(resource) -> resource_fn(resource) */
+    if (!resources)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows), vbytes = (n + 7) / 8;
+    StrCol c[N_STR];
+    Out ints[3] = {{0}};
+    PyObject *result = NULL, *last_res = NULL, *res_json = NULL, *res_service = NULL;
+    memset(c, 0, sizeof c);
+    for (int k = 0; k < N_STR; k++) {
+        int32_t zero = 0;
+        if (out_put(&c[k].offsets, (const char *)&zero, 4) < 0)
+            goto done;
+        c[k].valid.p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
+        if (!c[k].valid.p) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        c[k].valid.n = c[k].valid.cap = vbytes;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(rows, i);
+        if (Py_TYPE(o) != &RowType) {
+            PyErr_SetString(PyExc_TypeError, "columns() takes Rows");
+            goto done;
+        }
+        Row *r = (Row *)o;
+        if (r->resource != last_res) {
+            PyObject *id = PyLong_FromVoidPtr(r->resource);
+            PyObject *hit = id ? PyDict_GetItemWithError(resources, id) : NULL;
+            if (id && !hit && !PyErr_Occurred()) {
+                hit = PyObject_CallOneArg(resource_fn, r->resource);
+                if (hit && PyDict_SetItem(resources, id, hit) < 0)
+                    Py_CLEAR(hit);
+                Py_XDECREF(hit); /* the dict holds it */
+            }
+            Py_XDECREF(id);
+            if (!hit || !PyTuple_Check(hit) || PyTuple_GET_SIZE(hit) != 2) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "resource columns are (JSON text, service)");
+                goto done;
+            }
+            last_res = r->resource;
+            res_json = PyTuple_GET_ITEM(hit, 0);
+            res_service = PyTuple_GET_ITEM(hit, 1);
+        }
+        PyObject *attrs = r->attributes == Py_None ? Py_NewRef(r->attrs_json) : PyObject_CallOneArg(attrs_fn, o);
+        if (!attrs)
+            goto done;
+        PyObject *v[N_STR] = {r->trace_id, r->span_id, r->parent_span_id, r->name, r->kind, r->status_code,
+                              r->status_message, res_service, r->peer, attrs, res_json};
+        int bad = 0;
+        for (int k = 0; k < N_STR && !bad; k++)
+            bad = col_str(&c[k], i, v[k], nulls && (k == C_PARENT || k == C_PEER)) < 0;
+        Py_DECREF(attrs);
+        if (bad)
+            goto done;
+        long long start = PyLong_AsLongLong(r->start), end = PyLong_AsLongLong(r->end);
+        if ((start == -1 || end == -1) && PyErr_Occurred())
+            goto done;
+        long long dur = end - start;
+        if (out_put(&ints[0], (const char *)&start, 8) < 0 || out_put(&ints[1], (const char *)&end, 8) < 0
+                || out_put(&ints[2], (const char *)&dur, 8) < 0)
+            goto done;
+    }
+    /* In COLUMNS order: trace, span, parent, name, kind, start, end, duration, status, message,
+     * service, peer, attributes, resource. */
+    static const int order[14] = {C_TRACE, C_SPAN, C_PARENT, C_NAME, C_KIND, -1, -2, -3, C_STATUS,
+                                  C_MESSAGE, C_SERVICE, C_PEER, C_ATTRS, C_RESOURCE};
+    result = PyList_New(14);
+    if (!result)
+        goto done;
+    for (int k = 0; k < 14; k++) {
+        PyObject *item;
+        if (order[k] < 0) {
+            Out *col = &ints[-order[k] - 1];
+            item = Py_BuildValue("(sy#)", "i", col->p ? col->p : "", col->n);
+        } else {
+            StrCol *col = &c[order[k]];
+            if (col->nulls)
+                item = Py_BuildValue("(sy#y#y#n)", "s", col->offsets.p, col->offsets.n,
+                                     col->data.p ? col->data.p : "", col->data.n, col->valid.p, vbytes, col->nulls);
+            else
+                item = Py_BuildValue("(sy#y#On)", "s", col->offsets.p, col->offsets.n,
+                                     col->data.p ? col->data.p : "", col->data.n, Py_None, (Py_ssize_t)0);
+        }
+        if (!item) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, k, item);
+    }
+done:
+    for (int k = 0; k < N_STR; k++) {
+        PyMem_Free(c[k].data.p);
+        PyMem_Free(c[k].offsets.p);
+        PyMem_Free(c[k].valid.p);
+    }
+    for (int k = 0; k < 3; k++)
+        PyMem_Free(ints[k].p);
+    Py_DECREF(resources);
+    return result;
+}
+
+static PyObject *decode(PyObject *self, PyObject *arg)
+{
+    return decode_any(arg, 0);
+}
+
+static PyObject *decode_rows(PyObject *self, PyObject *arg)
+{
+    return decode_any(arg, 1);
+}
+
+static PyObject *setup_rows(PyObject *self, PyObject *args)
+{
+    PyObject *cache, *entry, *slots, *keys, *key, *json;
+    if (!PyArg_ParseTuple(args, "O!OO!O!OO", &PyDict_Type, &cache, &entry, &PyDict_Type, &slots,
+                          &PyDict_Type, &keys, &key, &json))
+        return NULL;
+    Py_XSETREF(RowCache, Py_NewRef(cache));
+    Py_XSETREF(RowEntryFn, Py_NewRef(entry));
+    Py_XSETREF(Slots, Py_NewRef(slots));
+    Py_XSETREF(Keys, Py_NewRef(keys));
+    Py_XSETREF(KeyFn, Py_NewRef(key));
+    Py_XSETREF(JsonFn, Py_NewRef(json));
+    Py_RETURN_NONE;
 }
 
 static PyObject *setup(PyObject *self, PyObject *args)
@@ -445,6 +1097,12 @@ static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(Span, kv_cache, keyvalue, DecodeError): what decode() builds and calls."},
     {"decode", decode, METH_O, "decode(body) -> (spans, rejected): see capture.export.otlp_wire."},
+    {"setup_rows", setup_rows, METH_VARARGS,
+     "setup_rows(entry_cache, entry, slots, keys, key, json): what decode_rows() reads with."},
+    {"columns", columns, METH_VARARGS,
+     "columns(rows, resource, attributes, nulls) -> Arrow buffers per column (see capture.store.columns)."},
+    {"decode_rows", decode_rows, METH_O,
+     "decode_rows(body) -> (rows, rejected): decode() as Rows (see capture.export.otlp_wire)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -464,5 +1122,12 @@ PyMODINIT_FUNC PyInit__otlp_wire(void)
             return NULL;
     if (!(EMPTY = PyUnicode_FromString("")))
         return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&RowType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m || PyModule_AddObjectRef(m, "Row", (PyObject *)&RowType) < 0) {
+        Py_XDECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -2,12 +2,12 @@
 
 Our spans are already finished (captured, not instrumented), so they are converted to SDK
 ReadableSpans and handed to OTLPSpanExporter.export directly; no tracer is involved.
-`OtlpSink` puts the network off the capture path: a bounded queue and one sender thread.
+`OtlpSink` puts the network off the capture path: a bounded queue (capture.batchqueue, the
+agent's own kind) and one sender thread.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from typing import Any, Sequence
 
@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from capture.batchqueue import BatchQueue
 from capture.span import Span
 
 log = logging.getLogger(__name__)
@@ -126,10 +127,7 @@ class OtlpSink:
                  max_spans: int = MAX_QUEUED_SPANS):
         self.exporter = exporter
         self.metrics = metrics
-        self._q: queue.Queue[list[Span] | None] = queue.Queue(maxsize=queue_size)
-        self.max_spans = max_spans
-        self.queued_spans = 0
-        self._lock = threading.Lock()
+        self._q = BatchQueue(queue_size, max_spans)
         self.exported = 0
         self.failed = 0
         self.dropped = 0
@@ -142,21 +140,20 @@ class OtlpSink:
             return
         if self.metrics is not None:
             self.metrics.record(spans)
-        n = len(spans)
-        with self._lock:
-            if self.queued_spans + n > self.max_spans:
-                self.dropped += n
-                return
-            self.queued_spans += n
-        try:
-            self._q.put_nowait(spans)
-        except queue.Full:
-            self.dropped += n
-            self._taken(n)
+        if not self._q.offer(spans):
+            self.dropped += len(spans)
 
-    def _taken(self, n: int) -> None:
-        with self._lock:
-            self.queued_spans -= n
+    @property
+    def queued_spans(self) -> int:
+        return self._q.spans
+
+    @property
+    def max_spans(self) -> int:
+        return self._q.max_spans
+
+    @max_spans.setter
+    def max_spans(self, n: int) -> None:
+        self._q.max_spans = n
 
     def queued(self) -> int:
         return self._q.qsize()
@@ -169,7 +166,7 @@ class OtlpSink:
             try:
                 self._send(batch)
             finally:
-                self._taken(len(batch))
+                self._q.taken(len(batch))
 
     def _send(self, batch: list[Span]) -> None:
         if len(self._resources) > 10_000:

@@ -6,7 +6,9 @@ the protobuf runtime), without a runtime object per attribute. Attributes repeat
 cache and decoded by the protobuf runtime only on a miss. Events, links and unknown fields are
 skipped by wire type. Bytes that are not a well-formed request raise DecodeError.
 `decode` runs capture/export/_otlp_wire.c (the same reader in C) when setup.py built it;
-`decode_py` is its specification and the fallback.
+`decode_py` is its specification and the fallback. The hub reads with `decode_rows` when the C
+reader is there: Rows (no attribute dict; the attributes as JSON text, the connection key and
+peer read once), the same spans as `decode` gives (tests compare them).
 
 Wire layout (opentelemetry-proto trace/v1, common/v1, resource/v1), field number: type
   ExportTraceServiceRequest  1: ResourceSpans*
@@ -23,7 +25,11 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+import orjson
+
 from capture.span import Span
+from capture.store.columns import encode_json
+from capture.traces.crossnode import _KEYS, NAT_CLIENT, NAT_SERVER, _key
 
 _KIND_NAME = ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS_NAME = ("UNSET", "OK", "ERROR")
@@ -284,6 +290,35 @@ def decode_py(body: bytes) -> tuple[list[Span], int]:
     return out, rejected
 
 
+def _row_entry(raw: bytes) -> tuple[str, Any, bytes, int | None]:
+    """A KeyValue the C reader does not read itself: (key, value, JSON member, link slot)."""
+    k, v = _keyvalue(raw)
+    return k, v, encode_json({k: v})[1:-1], ROW_SLOTS.get(k)
+
+
+def _attrs_json(attrs: dict[str, Any]) -> str:
+    return encode_json(attrs).decode()
+
+
+def decode_rows(body: bytes) -> tuple[list[Any], int]:
+    """`decode` as Rows, or as Spans when the C reader is not built (the cross-node linker and
+    the stores take either)."""
+    if _otlp_wire is None:
+        return decode_py(body)
+    try:
+        return _otlp_wire.decode_rows(body)
+    except (IndexError, UnicodeDecodeError) as e:
+        raise DecodeError(f"truncated or malformed request: {e}") from e
+
+
+def row_span(r: Any) -> Span:
+    """A Row as the Span `decode` gives (tests; the hub never makes one)."""
+    attrs = orjson.loads(r.attrs_json)
+    attrs.update(r.attributes or {})
+    return Span(r.name, r.kind, r.start_time_unix_nano, r.end_time_unix_nano, r.status_code, attrs,
+                r.resource, r.trace_id, r.span_id, r.parent_span_id, r.status_message)
+
+
 def decode_c(body: bytes) -> tuple[list[Span], int]:
     """`decode` through capture/export/_otlp_wire.c (only when it is built)."""
     try:
@@ -292,9 +327,19 @@ def decode_c(body: bytes) -> tuple[list[Span], int]:
         raise DecodeError(f"truncated or malformed request: {e}") from e
 
 
+# The attributes decode_rows keeps apart for a row's connection key and peer, in the order of
+# the C reader's slots.
+ROW_SLOTS = {k: i for i, k in enumerate((
+    "network.transport", "client.address", "client.port", "server.address", "server.port",
+    *NAT_SERVER, *NAT_CLIENT, "db.system", "db.system.name", "messaging.system", "rpc.service"))}
+_row_cache: dict[bytes, tuple[str, Any, bytes, int | None]] = {}
+
 try:
     from capture.export import _otlp_wire
 except ImportError:  # no compiler at set-up: the Python reader
     _otlp_wire = None
+    Row = None
 else:
     _otlp_wire.setup(Span, _kv_cache, _keyvalue, DecodeError)
+    _otlp_wire.setup_rows(_row_cache, _row_entry, ROW_SLOTS, _KEYS, _key, _attrs_json)
+    Row = _otlp_wire.Row

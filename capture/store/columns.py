@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from capture.span import Span
 from capture.store.api import PEER_KINDS, peer_name
@@ -21,15 +22,74 @@ _get = {f: attrgetter(f) for f in ("trace_id", "span_id", "parent_span_id", "nam
                                    "status_message", "attributes", "resource")}
 
 
+_peer = attrgetter("peer")
+
+
 def encode_json(value: dict[str, Any]) -> bytes:
     """Attributes or resource as the stores keep them: JSON text, any value (str() at worst)."""
     return orjson.dumps(value, default=str, option=_JSON_OPTS)
+
+
+def _row_attributes(r: Any) -> str:
+    """A Row's attributes (JSON text as received) with those the hub added merged in."""
+    extra = r.attributes
+    text = r.attrs_json
+    if not extra:
+        return text
+    if '"guardian.link.' in text:  # the sender set one of them too: the hub's value wins
+        return with_attributes(text, extra)
+    return text[:-1] + ("," if len(text) > 2 else "") + encode_json(extra)[1:].decode()
+
+
+def _resource_columns(r: dict[str, Any]) -> tuple[str, str]:
+    return encode_json(r).decode(), str(r.get("service.name", "unknown"))
+
+
+def arrow_rows(batch: list, nulls: bool = True) -> pa.Table:
+    """`arrow_batch` of the hub's Rows (capture.export.otlp_wire.decode_rows): attributes are
+    JSON text and peers were read when decoded; the column buffers are filled in C."""
+    if _otlp_wire is not None:
+        arrays = []
+        for kind, *bufs in _otlp_wire.columns(batch, _resource_columns, _row_attributes, nulls):
+            if kind == "i":
+                arrays.append(pa.Array.from_buffers(pa.int64(), len(batch), [None, pa.py_buffer(bufs[0])]))
+            else:
+                offsets, data, valid, null_count = bufs
+                arrays.append(pa.Array.from_buffers(
+                    pa.string(), len(batch), [valid if valid is None else pa.py_buffer(valid),
+                                              pa.py_buffer(offsets), pa.py_buffer(data)], null_count))
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    by_id: dict[int, tuple[str, str]] = {}
+    resources = list(map(_get["resource"], batch))
+    for r in resources:
+        if id(r) not in by_id:
+            by_id[id(r)] = (encode_json(r).decode(), str(r.get("service.name", "unknown")))
+    res = [by_id[id(r)] for r in resources]
+    starts = list(map(_get["start_time_unix_nano"], batch))
+    ends = list(map(_get["end_time_unix_nano"], batch))
+    peers = list(map(_peer, batch))
+    parents = list(map(_get["parent_span_id"], batch))
+    messages = list(map(_get["status_message"], batch))
+    if not nulls:
+        peers = [p or "" for p in peers]
+        parents = [p or "" for p in parents]
+    cols = [
+        list(map(_get["trace_id"], batch)), list(map(_get["span_id"], batch)), parents,
+        list(map(_get["name"], batch)), list(map(_get["kind"], batch)), starts, ends,
+        pc.subtract(pa.array(ends, pa.int64()), pa.array(starts, pa.int64())),
+        list(map(_get["status_code"], batch)), messages, [r[1] for r in res], peers,
+        list(map(_row_attributes, batch)), [r[0] for r in res],
+    ]
+    return pa.Table.from_arrays([c if isinstance(c, pa.Array) else pa.array(c, f.type)
+                                 for c, f in zip(cols, SCHEMA)], schema=SCHEMA)
 
 
 def arrow_batch(batch: list[Span], nulls: bool = True) -> pa.Table:
     """One column per field, built column by column (several times faster than row by row).
     `nulls=False` writes "" where a span has no parent, message or peer (ClickHouse's
     non-Nullable String); DuckDB keeps NULL."""
+    if batch and hasattr(batch[0], "attrs_json"):
+        return arrow_rows(batch, nulls)
     enc = encode_json
     by_id: dict[int, tuple[bytes, str]] = {}  # spans of one process share one resource dict
     resources = list(map(_get["resource"], batch))
@@ -72,3 +132,9 @@ def span_of_row(row: tuple) -> Span:
                 status_code=row[7], status_message=row[8] or "",
                 attributes=orjson.loads(row[9]) if row[9] else {},
                 resource=orjson.loads(row[10]) if row[10] else {})
+
+
+try:
+    from capture.export import _otlp_wire
+except ImportError:  # no compiler at set-up: Rows do not exist either
+    _otlp_wire = None

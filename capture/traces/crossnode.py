@@ -11,15 +11,19 @@ Rule 2: on one key, requests follow each other (keep-alive). A server fits a cli
         side: "connection". Within the clock slack, the pair that are each other's closest,
         keep the request order and lie near the connection's typical timing: "connection"
         (one candidate) or "connection+order" (several). Anything else (ties, crossed order,
-        a neighbour whose own partner was lost) stays unlinked: never a wrong link.
+        a neighbour whose own partner was lost) stays unlinked: never a wrong link. Neither
+        pass takes a server that started after the client's end (beyond the clocks' doubt:
+        a later request's) or gives one to a client whose wait overlaps two servers (joined
+        from two requests when a response was lost).
 Rule 3: spans already linked on their node (the agent found both ends) are left alone; the
         server's trace (its whole subtree, spans still to come included) takes the client's
         trace id.
 Rule 4: the clock slack between two nodes shrinks to the exact one once their links show
         the clocks agree (`slack_for`): a lost span's neighbour then no longer fits. When they
         do not agree, the links measure the offset (the median gap between the two sides'
-        midpoints) and its spread: the server's times are read shifted by the offset, within
-        a slack of twice the spread (`clock_for`), never wider than the configured one.
+        midpoints) and its spread (of the middle 90 %): the server's times are read shifted by
+        the offset, within a slack of twice the spread (`clock_for`), never wider than the
+        configured one.
 Rule 5: a pair is made once both spans end at least the clock slack before the watermark (the
         slowest live node's newest span), or when the server leaves the window: at the
         frontier one node's half may still be on its way, and a neighbour would fit instead.
@@ -45,6 +49,7 @@ NAT_CLIENT = ("guardian.nat.client.address", "guardian.nat.client.port")
 METHOD, CONFIDENCE = "guardian.link.method", "guardian.link.confidence"
 _COST_FLOOR_NS = 1_000_000
 _CLOCK_EVIDENCE = 50  # exact links between two nodes before their clocks are trusted
+_SKEW_EVIDENCE = 50  # links between two nodes before their offset and spread are measured
 
 
 def _addr(a: object) -> str:
@@ -114,7 +119,7 @@ def _start_of_first(x: tuple[Span, bool]) -> int:
 
 def _span(x: Span | tuple[Span, bool]) -> Span:
     """The span of a server candidate (a span) or of a client one (span, NAT flag)."""
-    return x if isinstance(x, Span) else x[0]
+    return x[0] if isinstance(x, tuple) else x
 
 
 def _follow_chains(remap: dict[str, str]) -> None:
@@ -135,9 +140,144 @@ def _fits(c: Span, s: Span, slack: int) -> bool:
             and c.start_time_unix_nano - slack <= s.end_time_unix_nano)
 
 
+_HOW = (("connection", 0.99), ("connection", 0.95), ("connection+order", 0.9))  # pairs()' link codes
+
+
+def pairs(c0s: list[int], c1s: list[int], s0s: list[int], s1s: list[int], c_late: list[bool] | None,
+          s_late: list[bool] | None, offset: int, slack: int, strict: int,
+          horizon: tuple[int, int] | None, history: list[int]) -> tuple[list[tuple[int, int, int, int]], int]:
+    """Rule 2 (and Rule 5's ripeness, Rule 6's stand-ins) on one connection: clients (start,
+    end; by start) and servers (by start; read `offset` ns behind on the client's clock) ->
+    links (client index, server index, _HOW code, cost) in the order made, and how many were
+    left ambiguous. `history`: the connection's recent link costs. This is the specification
+    of capture/traces/_pairs.c, which the linker runs when setup.py built it."""
+    # Cost of a pairing: how far apart the two sides saw the request start and the response.
+    by_end = sorted((e - offset, j) for j, e in enumerate(s1s))
+    ends = [e for e, _ in by_end]
+    starts = [x - offset for x in s0s]  # on the client's clock
+    n = len(c0s)
+    out: list[tuple[int, int, int, int]] = []
+    ambiguous = 0
+
+    def candidates(i: int, slack: int, started: int | None = None) -> list[tuple[int, int]]:
+        """(cost, server index) of the servers that fit client i within `slack`, cheapest first;
+        with `started`, only servers that started by the client's end give or take that much."""
+        c0, c1 = c0s[i], c1s[i]
+        lo, hi = c0 - slack, c1 + slack
+        first = hi if started is None else c1 + started
+        row = [(abs(c1 - e) + abs(starts[j] - c0), j)
+               for e, j in by_end[bisect_left(ends, lo):bisect_right(ends, hi)]
+               if lo <= starts[j] <= first]  # = _fits: e lies in [lo, hi] by the bisection
+        row.sort()
+        return row
+
+    linked: dict[int, int] = {}  # client index -> server index
+
+    # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
+    # side has another such partner: the same exchange. A server starts reading a request before
+    # its client has the response, and the next request on a keep-alive connection is read only
+    # after that: a server that started after the client's end (beyond what the clocks leave
+    # open) is a later request's, the neighbour of a lost client, in both passes.
+    strict_rows = [candidates(i, strict, 0) for i in range(n)]
+    strict_clients: dict[int, int] = defaultdict(int)
+    for row in strict_rows:
+        for _cost, j in row:
+            strict_clients[j] += 1
+
+    def ripe(i: int, j: int) -> bool:
+        """Both ends far enough behind every node's frontier, or the server leaves now."""
+        if c_late and c_late[i] and s_late and s_late[j]:
+            return False  # both released unpaired already: nothing new to decide
+        if horizon is None:
+            return True
+        end = s1s[j]
+        return end < horizon[1] or (end < horizon[0] and c1s[i] < horizon[0])
+
+    # Rule 6: a stand-in pairs only in this pass, and only when the server's work lies
+    # inside the client's wait on the measured clock with no slack at all, each the other's
+    # only such partner: a released span's neighbours are gone, so order cannot vouch for it.
+    exact_rows: list[list[tuple[int, int]]] = []
+    exact_clients: dict[int, int] = defaultdict(int)
+    if (c_late and any(c_late)) or (s_late and any(s_late)):
+        exact_rows = [candidates(i, 0) for i in range(n)]
+        for row in exact_rows:
+            for _cost, j in row:
+                exact_clients[j] += 1
+    # A client whose wait overlaps two servers of its connection (within the exact slack; a
+    # server that ended before the client started is the previous request's) covers more than
+    # one exchange (a response between them was lost and the capture joined two requests'
+    # halves): it takes no server.
+    several = [sum(s1s[j] - offset > c0s[i] for _cost, j in row) > 1 for i, row in enumerate(strict_rows)]
+
+    def is_late(i: int, j: int) -> bool:
+        return bool((c_late and c_late[i]) or (s_late and s_late[j]))
+
+    def late_ok(i: int, j: int) -> bool:
+        if not exact_rows or not is_late(i, j):
+            return True
+        row = exact_rows[i]
+        return len(row) == 1 and row[0][1] == j and exact_clients[j] == 1
+
+    history = list(history)
+    for i, row in enumerate(strict_rows):
+        if len(row) == 1 and strict_clients[row[0][1]] == 1 and several[i]:
+            ambiguous += 1
+            continue
+        if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]) \
+                and late_ok(i, row[0][1]):
+            linked[i] = row[0][1]
+            history.append(row[0][0])
+            out.append((i, row[0][1], 0, row[0][0]))
+    history = history[-64:]
+    # Within the slack, for the clients still without a server (Pass 2).
+    fits = {i: candidates(i, slack, slack - strict) for i in range(n) if i not in linked}
+
+    # Pass 2, within the clocks' slack: each other's closest among what is left, in request
+    # order with the pairs already made, and not much further apart than this connection's
+    # typical pair (a neighbour whose own partner was lost would be).
+    taken = set(linked.values())
+    best_c: dict[int, tuple[int, int]] = {}
+    for i, row in fits.items():
+        for cost, j in row:
+            if j not in taken and (j not in best_c or cost < best_c[j][0]):
+                best_c[j] = (cost, i)
+    typical = sorted([row[0][0] for i, row in fits.items() if row
+                      and row[0][1] not in taken and best_c[row[0][1]][1] == i] + history)
+    limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
+    m = len(s0s)
+    before = [-1] * (n + 1)  # before[i]: highest server index linked to a client < i
+    for i in range(n):
+        before[i + 1] = max(before[i], linked.get(i, -1))
+    after = [m] * (n + 1)  # after[i]: lowest server index linked to a client > i
+    for i in range(n - 1, -1, -1):
+        after[i] = min(after[i + 1], linked.get(i + 1, m) if i + 1 < n else m)
+    made = -1  # highest server index linked in this pass so far: later clients come after it
+    for i, row in fits.items():
+        row = [(cost, j) for cost, j in row if j not in taken]
+        if not row:
+            continue
+        cost, j = row[0]
+        if not ripe(i, j) or (exact_rows and is_late(i, j)):
+            continue
+        if several[i]:
+            ambiguous += 1
+            continue
+        tie = len(row) > 1 and row[1][0] == cost
+        if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:
+            ambiguous += 1
+            continue
+        linked[i] = j
+        taken.add(j)
+        made = j
+        out.append((i, j, 1 if len(fits[i]) == 1 else 2, cost))
+    return out, ambiguous
+
+
+
 class CrossNodeLinker:
     """Holds spans for `window_s` of stream time so both halves of an exchange meet, then
-    releases them linked. Same face as capture.traces.stream.StreamLinker."""
+    releases them linked. Same face as capture.traces.stream.StreamLinker. Takes Spans, or the
+    hub's Rows (capture.export.otlp_wire.decode_rows: their keys read when decoded)."""
 
     def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000,
                  strict_ns: int = 1_000_000, late_s: float = 120.0, max_late: int = 100_000):
@@ -197,6 +337,8 @@ class CrossNodeLinker:
         newest: dict[int, list] = {}  # id(resource) -> [resource, newest end]: spans share resources
         trace_map = self._trace_map
         servers, clients, answered = self._servers, self._clients, self._answered
+        spans = spans if isinstance(spans, list) else list(spans)
+        rows = bool(spans) and hasattr(spans[0], "attrs_json")  # the hub's Rows carry their keys
         for s in spans:
             if trace_map:
                 hit = trace_map.get(s.trace_id)
@@ -208,10 +350,10 @@ class CrossNodeLinker:
             if kind in _SERVERS:
                 if s.parent_span_id:
                     answered[s.parent_span_id] = end
-                elif (k := server_key(s)) is not None:
+                elif (k := s.key if rows else server_key(s)) is not None:
                     servers[k].append(s)
             elif kind in _CLIENTS:
-                k, nat = client_key(s)
+                k, nat = (s.key, s.nat) if rows else client_key(s)
                 if k is not None:
                     clients[k].append((s, nat))
             r = newest.get(id(s.resource))
@@ -289,14 +431,23 @@ class CrossNodeLinker:
 
     def _forget(self, ready: list[Span]) -> None:
         """Released spans are no longer pending; those still without their other half wait
-        as stand-ins (Rule 6)."""
+        as stand-ins (Rule 6). Only the connections of released spans are visited."""
         if not ready:
             return
         answered = self._answered
-        if self._servers or self._clients:
-            gone = set(map(id, ready))
-            servers, clients = self._servers, self._clients
-            for k in list(servers):
+        servers, clients = self._servers, self._clients
+        if servers or clients:
+            gone_s: dict[tuple, set[int]] = defaultdict(set)
+            gone_c: dict[tuple, set[int]] = defaultdict(set)
+            rows = hasattr(ready[0], "attrs_json")
+            for x in ready:
+                kind = x.kind
+                if kind in _SERVERS:
+                    if not x.parent_span_id and (k := x.key if rows else server_key(x)) in servers:
+                        gone_s[k].add(id(x))
+                elif kind in _CLIENTS and (k := x.key if rows else client_key(x)[0]) in clients:
+                    gone_c[k].add(id(x))
+            for k, gone in gone_s.items():
                 rest = []
                 for x in servers[k]:
                     if id(x) not in gone:
@@ -304,7 +455,7 @@ class CrossNodeLinker:
                     elif not x.parent_span_id:
                         self._to_late(self._late_servers[k], x)
                 self._trim(servers, k, rest)
-            for k in list(clients):
+            for k, gone in gone_c.items():
                 rest = []
                 for x in clients[k]:
                     if id(x[0]) not in gone:
@@ -321,7 +472,7 @@ class CrossNodeLinker:
         s = _span(x)
         stub = Span("", s.kind, s.start_time_unix_nano, s.end_time_unix_nano, resource=s.resource,
                     trace_id=s.trace_id, span_id=s.span_id)
-        into.append(stub if isinstance(x, Span) else (stub, x[1]))
+        into.append((stub, x[1]) if isinstance(x, tuple) else stub)
         self._late_ids.add(id(stub))
         if not self._late_oldest or stub.end_time_unix_nano < self._late_oldest:
             self._late_oldest = stub.end_time_unix_nano
@@ -425,146 +576,93 @@ class CrossNodeLinker:
         if exact >= _CLOCK_EVIDENCE and loose * 50 <= exact:
             return 0, self.strict_ns
         skew = self._skew.get((client_node, server_node))
-        if skew is None or len(skew) < _CLOCK_EVIDENCE:
+        if skew is None or len(skew) < _SKEW_EVIDENCE:
             return 0, self.slack_ns
         ordered = sorted(skew)
         offset = ordered[len(ordered) // 2]
-        spread = max(offset - ordered[0], ordered[-1] - offset)
+        # The spread of the middle 90 %: a wrong link (a lost span's neighbour) has a midpoint
+        # gap of half a request; counted in, one of them would open the slack for more.
+        tail = len(ordered) // 20
+        spread = max(offset - ordered[tail], ordered[-1 - tail] - offset)
         return offset, min(self.slack_ns, max(self.strict_ns, 2 * spread + self.strict_ns))
 
     def _pair(self, key: tuple, cs: list[tuple[Span, bool]], ss: list[Span], remap: dict[str, str],
               horizon: tuple[int, int] | None = None) -> None:
         offset, slack = self.clock_for(node_of(cs[0][0]), node_of(ss[0]))
-        strict = self.strict_ns
         late = self._late_ids
-        # Cost of a pairing: how far apart the two sides saw the request start and the response.
-        by_end = sorted((s.end_time_unix_nano - offset, j) for j, s in enumerate(ss))
-        ends = [e for e, _ in by_end]
-        starts = [s.start_time_unix_nano - offset for s in ss]  # on the client's clock
-
-        def candidates(c: Span, slack: int) -> list[tuple[int, int]]:
-            """(cost, server index) of the servers that fit c within `slack`, cheapest first."""
-            c0, c1 = c.start_time_unix_nano, c.end_time_unix_nano
-            lo, hi = c0 - slack, c1 + slack
-            row = [(abs(c1 - e) + abs(starts[j] - c0), j)
-                   for e, j in by_end[bisect_left(ends, lo):bisect_right(ends, hi)]
-                   if lo <= starts[j]]  # = _fits: e lies in [lo, hi] by the bisection
-            row.sort()
-            return row
-
         history = self._costs.get(key)
         if history is None:
             if len(self._costs) > 200_000:
                 self._costs.clear()
             history = self._costs[key] = deque(maxlen=64)
-        linked: dict[int, int] = {}  # client index -> server index
+        c_late = [id(c) in late for c, _nat in cs] if late else None
+        s_late = [id(x) in late for x in ss] if late else None
+        links, ambiguous = _pairs_run([c.start_time_unix_nano for c, _nat in cs],
+                                 [c.end_time_unix_nano for c, _nat in cs],
+                                 [x.start_time_unix_nano for x in ss], [x.end_time_unix_nano for x in ss],
+                                 c_late, s_late, offset, slack, self.strict_ns, horizon, list(history))
+        self.stats["ambiguous"] += ambiguous
+        if links:
+            self._link_pairs(cs, ss, links, history, remap)
 
-        # Pass 1: the server's work lies inside the client's wait on exact clocks, and neither
-        # side has another such partner: the same exchange.
-        strict_rows = [candidates(c, strict) for c, _nat in cs]
-        strict_clients: dict[int, int] = defaultdict(int)
-        for row in strict_rows:
-            for _cost, j in row:
-                strict_clients[j] += 1
-
-        def ripe(i: int, j: int) -> bool:
-            """Both ends far enough behind every node's frontier, or the server leaves now."""
-            if id(cs[i][0]) in late and id(ss[j]) in late:
-                return False  # both released unpaired already: nothing new to decide
-            if horizon is None:
-                return True
-            end = ss[j].end_time_unix_nano
-            return end < horizon[1] or (end < horizon[0] and cs[i][0].end_time_unix_nano < horizon[0])
-
-        # Rule 6: a stand-in pairs only in this pass, and only when the server's work lies
-        # inside the client's wait on the measured clock with no slack at all, each the other's
-        # only such partner: a released span's neighbours are gone, so order cannot vouch for it.
-        exact_rows: list[list[tuple[int, int]]] = []
-        exact_clients: dict[int, int] = defaultdict(int)
-        if late and (any(id(c) in late for c, _nat in cs) or any(id(x) in late for x in ss)):
-            exact_rows = [candidates(c, 0) for c, _nat in cs]
-            for row in exact_rows:
-                for _cost, j in row:
-                    exact_clients[j] += 1
-
-        def late_ok(i: int, j: int) -> bool:
-            if not exact_rows or (id(cs[i][0]) not in late and id(ss[j]) not in late):
-                return True
-            row = exact_rows[i]
-            return len(row) == 1 and row[0][1] == j and exact_clients[j] == 1
-
-        for i, row in enumerate(strict_rows):
-            if len(row) == 1 and strict_clients[row[0][1]] == 1 and ripe(i, row[0][1]) \
-                    and late_ok(i, row[0][1]):
-                linked[i] = row[0][1]
-                history.append(row[0][0])
-                self._link_pair(cs[i], ss[row[0][1]], "connection", 0.99, remap)
-        # Within the slack, for the clients still without a server (Pass 2).
-        fits = {i: candidates(c, slack) for i, (c, _nat) in enumerate(cs) if i not in linked}
-
-        # Pass 2, within the clocks' slack: each other's closest among what is left, in request
-        # order with the pairs already made, and not much further apart than this connection's
-        # typical pair (a neighbour whose own partner was lost would be).
-        taken = set(linked.values())
-        best_c: dict[int, tuple[int, int]] = {}
-        for i, row in fits.items():
-            for cost, j in row:
-                if j not in taken and (j not in best_c or cost < best_c[j][0]):
-                    best_c[j] = (cost, i)
-        typical = sorted([row[0][0] for i, row in fits.items() if row
-                          and row[0][1] not in taken and best_c[row[0][1]][1] == i] + list(history))
-        limit = 3 * typical[len(typical) // 2] + _COST_FLOOR_NS if typical else _COST_FLOOR_NS
-        n = len(cs)
-        before = [-1] * (n + 1)  # before[i]: highest server index linked to a client < i
-        for i in range(n):
-            before[i + 1] = max(before[i], linked.get(i, -1))
-        after = [len(ss)] * (n + 1)  # after[i]: lowest server index linked to a client > i
-        for i in range(n - 1, -1, -1):
-            after[i] = min(after[i + 1], linked.get(i + 1, len(ss)) if i + 1 < n else len(ss))
-        made = -1  # highest server index linked in this pass so far: later clients come after it
-        for i, row in fits.items():
-            row = [(cost, j) for cost, j in row if j not in taken]
-            if not row:
-                continue
-            cost, j = row[0]
-            if not ripe(i, j) or (exact_rows and (id(cs[i][0]) in late or id(ss[j]) in late)):
-                continue
-            tie = len(row) > 1 and row[1][0] == cost
-            if tie or best_c[j][1] != i or not max(before[i], made) < j < after[i] or cost > limit:
-                self.stats["ambiguous"] += 1
-                continue
-            linked[i] = j
-            taken.add(j)
-            made = j
+    def _link_pairs(self, cs: list[tuple[Span, bool]], ss: list[Span], links: list[tuple[int, int, int, int]],
+                    history: deque, remap: dict[str, str]) -> None:
+        """The links pairs() made on one connection: parent, trace, how made, clock evidence."""
+        stats, late, answered, strict = self.stats, self._late_ids, self._answered, self.strict_ns
+        clocks, skews = self._clocks, self._skew
+        node: dict[int, object] = {}  # id(resource) -> node: a connection's spans share a few
+        made = [0, 0, 0]  # links per _HOW code
+        for i, j, how, cost in links:
             history.append(cost)
-            if len(fits[i]) == 1:
-                self._link_pair(cs[i], ss[j], "connection", 0.95, remap)
-            else:
-                self._link_pair(cs[i], ss[j], "connection+order", 0.9, remap)
-
-    def _link_pair(self, client: tuple[Span, bool], s: Span, method: str, conf: float,
-                   remap: dict[str, str]) -> None:
-        c, nat = client
-        stats = self.stats
-        stats["order" if "order" in method else "connection"] += 1
-        nodes = (node_of(c), node_of(s))
-        self._clocks[nodes][0 if _fits(c, s, self.strict_ns) else 1] += 1
-        self._skew[nodes].append((s.start_time_unix_nano + s.end_time_unix_nano
-                                  - c.start_time_unix_nano - c.end_time_unix_nano) // 2)
-        if nat:
-            method += "+conntrack"
-            stats["connection_conntrack"] += 1
-        late = self._late_ids
-        if late and (id(s) in late or id(c) in late):  # Rule 6: one half was released already
-            method += "+late"
-            stats["late"] += 1
+            c, nat = cs[i]
+            s = ss[j]
+            made[how] += 1
+            method, conf = _HOW[how]
+            cn = node.get(id(c.resource))
+            if cn is None:
+                cn = node[id(c.resource)] = node_of(c)
+            sn = node.get(id(s.resource))
+            if sn is None:
+                sn = node[id(s.resource)] = node_of(s)
+            nodes = (cn, sn)
+            clocks[nodes][0 if _fits(c, s, strict) else 1] += 1
+            skews[nodes].append((s.start_time_unix_nano + s.end_time_unix_nano
+                                 - c.start_time_unix_nano - c.end_time_unix_nano) // 2)
+            if nat:
+                method += "+conntrack"
+                stats["connection_conntrack"] += 1
+            if late and (id(s) in late or id(c) in late):  # Rule 6: one half was released already
+                method += "+late"
+                stats["late"] += 1
+                if s.trace_id != c.trace_id:
+                    self._late_traces[s.trace_id] = c.trace_id
+                if id(s) in late:
+                    self._late_links.append((s.span_id, c.span_id, {METHOD: method, CONFIDENCE: conf}))
+            s.parent_span_id = c.span_id
+            answered[c.span_id] = c.end_time_unix_nano
+            a = s.attributes
+            if type(s) is Span:
+                a[METHOD] = method
+                a[CONFIDENCE] = conf
+            else:  # a Row: the attributes the hub adds (a dict shared by rows linked alike, never changed)
+                s.attributes = _added(method, conf) if a is None else {**a, METHOD: method, CONFIDENCE: conf}
             if s.trace_id != c.trace_id:
-                self._late_traces[s.trace_id] = c.trace_id
-            if id(s) in late:
-                self._late_links.append((s.span_id, c.span_id, {METHOD: method, CONFIDENCE: conf}))
-        s.parent_span_id = c.span_id
-        self._answered[c.span_id] = c.end_time_unix_nano
-        s.attributes[METHOD] = method
-        s.attributes[CONFIDENCE] = conf
-        if s.trace_id != c.trace_id:
-            remap[s.trace_id] = c.trace_id
+                remap[s.trace_id] = c.trace_id
+        stats["connection"] += made[0] + made[1]
+        stats["order"] += made[2]
+
+
+_ADDED: dict[tuple[str, float], dict] = {}
+
+
+def _added(method: str, conf: float) -> dict:
+    d = _ADDED.get((method, conf))
+    if d is None:
+        d = _ADDED[(method, conf)] = {METHOD: method, CONFIDENCE: conf}
+    return d
+
+
+try:
+    from capture.traces._pairs import pairs as _pairs_run
+except ImportError:  # no compiler at set-up: the Python specification
+    _pairs_run = pairs

@@ -1,6 +1,6 @@
 """OTLP trace receivers for the hub: gRPC (TraceService/Export) and HTTP/protobuf (/v1/traces).
 
-Both decode with capture.export.otlp_proto and hand spans to the Ingest queue. Answers follow
+Both decode with capture.export.otlp_wire.decode_rows and hand the rows to the Ingest queue. Answers follow
 the OTLP specification: bytes that are not a request -> INVALID_ARGUMENT / HTTP 400 with a
 google.rpc.Status body (counted as malformed); spans we cannot store -> accepted with
 partial_success.rejected_spans; a full ingest queue -> UNAVAILABLE / HTTP 503 + Retry-After,
@@ -20,7 +20,7 @@ import grpc
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from capture.export.otlp_proto import DecodeError, decode
+from capture.export.otlp_wire import DecodeError, decode_rows
 from guardian.hub.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def handle(ingest: Ingest, body: bytes) -> ExportTraceServiceResponse | None:
     """The response for one request body, or None when the ingest queue is full."""
     t = time.perf_counter()
     try:
-        spans, rejected = decode(body)
+        spans, rejected = decode_rows(body)
     except (DecodeError, ValueError, RuntimeError) as e:
         ingest.malformed += 1
         raise Malformed(f"not an OTLP ExportTraceServiceRequest: {e}") from e

@@ -267,3 +267,71 @@ def test_stand_ins_are_bounded():
     lk.add([c])
     lk.flush()
     assert [parent for _, parent, _ in lk.take_late()[0]] == [c.span_id]
+
+
+def test_a_lost_clients_neighbour_that_started_after_the_client_ended_is_not_its_server():
+    # Clocks agree (exact links): request A's server span and request B's client span were lost on
+    # one keep-alive connection. B's server started 0.2 ms after A's client had its response and
+    # was done within the exact slack: it fits A's wait but cannot be A's (B is read after A's end).
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    cs = [client(i * 10, 3, s=("10.1.0.3", 8080)) for i in range(60)]
+    ss = [server(i * 10 + 1, 1) for i in range(60)]
+    lk.add(cs + ss)
+    lk.flush()
+    assert lk.slack_for("a", "b") == lk.strict_ns
+    a = client(1000, 2, s=("10.1.0.3", 8080))
+    b = server(1000, 0)
+    b.start_time_unix_nano, b.end_time_unix_nano = T0 + 1002 * MS + MS // 5, T0 + 1002 * MS + 7 * MS // 10
+    c = client(1010, 2, s=("10.1.0.3", 8080))
+    d = server(1010, 0)
+    d.start_time_unix_nano, d.end_time_unix_nano = T0 + 1010 * MS + MS // 2, T0 + 1011 * MS
+    lk.add([a, b, c, d])
+    lk.flush()
+    assert b.parent_span_id is None and d.parent_span_id == c.span_id
+
+
+def _agreeing_linker(work: int, dur: int) -> CrossNodeLinker:
+    """A linker whose clocks between nodes a and b agree, after 60 exact links (each server
+    `work` ms inside a `dur` ms client wait, 1 ms after its start)."""
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    cs = [client(i * 20, dur, s=("10.1.0.3", 8080)) for i in range(60)]
+    ss = [server(i * 20 + 1, work) for i in range(60)]
+    lk.add(cs + ss)
+    lk.flush()
+    assert all(s.parent_span_id == c.span_id for c, s in zip(cs, ss))
+    assert lk.slack_for("a", "b") == lk.strict_ns
+    return lk
+
+
+def _at(span: Span, start_ms: float, end_ms: float) -> Span:
+    span.start_time_unix_nano, span.end_time_unix_nano = T0 + int(start_ms * MS), T0 + int(end_ms * MS)
+    return span
+
+
+def test_a_client_span_holding_two_servers_of_its_connection_takes_neither():
+    # A joined client span (request 1 and request 3's response) holds request 1's server and
+    # request 3's; request 3's is the closer at both ends and within the typical distance.
+    lk = _agreeing_linker(6, 12)
+    x = _at(client(0, 0, s=("10.1.0.3", 8080)), 2000, 2010)
+    s1 = _at(server(0, 0), 2000.5, 2001)
+    s3 = _at(server(0, 0), 2008, 2009.5)
+    lk.add([x, s1, s3])
+    lk.flush()
+    assert s1.parent_span_id is None and s3.parent_span_id is None
+
+
+def test_a_few_loose_links_do_not_open_the_measured_slack_for_a_lost_clients_neighbour():
+    # 60 exact links and 2 loose ones (servers ending 2 ms after their clients): the clocks do
+    # not count as agreeing, the offset is measured; the two outliers must not widen its spread.
+    lk = CrossNodeLinker(window_s=1.0, slack_ns=50 * MS)
+    cs = [client(i * 20, 3, s=("10.1.0.3", 8080)) for i in range(62)]
+    ss = [server(i * 20 + 1, 1) for i in range(60)] + [server(60 * 20 + 1, 4), server(61 * 20 + 1, 4)]
+    lk.add(cs + ss)
+    lk.flush()
+    assert all(s.parent_span_id == c.span_id for c, s in zip(cs, ss))
+    assert lk.clock_for("a", "b") == (0, lk.strict_ns)
+    a = _at(client(0, 0, s=("10.1.0.3", 8080)), 3000, 3002)
+    b = _at(server(0, 0), 3002.5, 3003)  # the next request's server: a's server and its client lost
+    lk.add([a, b])
+    lk.flush()
+    assert b.parent_span_id is None
