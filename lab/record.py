@@ -104,7 +104,8 @@ def sample_traces(spans: list, share: float) -> list:
 
 def effect(spans: list, service: str, port: int | None, base_end: int, start: int, end: int) -> dict:
     """What the fault did to the target as its callers saw it (CLIENT spans to its port; its own
-    spans when it has no port): calls, p50/p90 latency and error share, baseline vs fault.
+    spans when it has no port) and in its own SERVER spans: calls, p50/p90 latency and error
+    share, baseline vs fault, and how much its own p50 grew.
     A mild fault on a quiet service can leave no trace at all; this says how much there is."""
     def pick(s) -> bool:
         if port is not None:
@@ -118,9 +119,17 @@ def effect(spans: list, service: str, port: int | None, base_end: int, start: in
                 "p90_ms": round(durs[int(n * 0.9)], 1) if n else None,
                 "errors": round(sum(s.status_code == "ERROR" for s in group) / n, 3) if n else None}
 
-    mine = [s for s in spans if pick(s)]
-    return {"baseline": stats([s for s in mine if s.start_time_unix_nano < base_end]),
-            "fault": stats([s for s in mine if start <= s.start_time_unix_nano <= end])}
+    def split(group: list) -> tuple[dict, dict]:
+        return (stats([s for s in group if s.start_time_unix_nano < base_end]),
+                stats([s for s in group if start <= s.start_time_unix_nano <= end]))
+
+    out = dict(zip(("baseline", "fault"), split([s for s in spans if pick(s)])))
+    # the target's own SERVER spans (its own time, not the path to it): did the fault reach it?
+    own = [s for s in spans if s.service == service and s.kind == "SERVER"]
+    out["server_baseline"], out["server_fault"] = split(own)
+    b, f = out["server_baseline"]["p50_ms"], out["server_fault"]["p50_ms"]
+    out["server_p50_growth"] = round(f / b, 2) if b and f is not None else None
+    return out
 
 
 def write_case(d: Path, spans, question_text: str, expected: dict) -> int:

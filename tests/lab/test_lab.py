@@ -125,6 +125,27 @@ def test_cpu_throttle_slows_cpu_work_then_goes_away(tmp_path):
 
 
 @pytest.mark.slow
+def test_cpu_contention_slows_a_light_service_then_goes_away(tmp_path):
+    # 2 ms of CPU per request: equal-weight hogs on its CPU alone barely slow it
+    with lab_service(tmp_path, {"GET /work": [{"work": 2}]}) as (port, pid):
+        before = median_ms(port)
+        hogs = F.CpuContention("labtest", pid, 4, F.CONTENTION_SHARE["mild"])
+        hogs.apply()
+        try:
+            assert os.sched_getaffinity(pid) == {hogs.cpu}
+            during = median_ms(port, timeout=10)
+            group = set(hogs.cg.read("cgroup.procs").split())
+            assert str(pid) in group and len(group) > 1, group  # the hogs share the service's group
+        finally:
+            hogs.remove()
+        after = median_ms(port)
+        assert during > 3 * before, (before, during)
+        assert after < during / 2, (during, after)
+        assert not hogs.cg.path.exists()
+        assert len(os.sched_getaffinity(pid)) == os.cpu_count()
+
+
+@pytest.mark.slow
 def test_error_switch_fails_one_route_only(tmp_path):
     with lab_service(tmp_path, {"GET /work": [{"work": 1}], "GET /other": [{"work": 1}]}) as (port, _):
         switch = F.Switch(tmp_path / "control" / "labtest", {"route": "GET /work", "mode": "error"})
