@@ -76,11 +76,46 @@ def classes_in(out: Path) -> Counter:
 
 class FaultLog:
     """Faults of every topology recorded by this process, so a case can name the ones another
-    topology had active while its spans were taken (stress-ng's CPU hogs reach the whole host)."""
+    topology had active while its spans were taken (stress-ng's CPU hogs reach the whole host),
+    and the turns that keep a no-fault window quiet: while one topology records a no-fault
+    case (baseline and window), no other topology has a fault active or recovering."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: list[dict] = []
+        self._turns = threading.Condition()
+        self._busy: dict[str, float] = {}  # recorder -> when its fault and recovery are over
+        self._quiet: set[str] = set()  # recorders in (or waiting for) a no-fault window
+
+    def _wait(self, ready, stop: threading.Event) -> None:
+        while not ready():
+            if stop.is_set():
+                raise KeyboardInterrupt
+            self._turns.wait(1.0)
+
+    def hold_fault(self, me: str, stop: threading.Event) -> None:
+        """Before a fault case's baseline: wait while another topology wants a quiet window."""
+        with self._turns:
+            self._wait(lambda: not (self._quiet - {me}), stop)
+            self._busy[me] = float("inf")
+
+    def release_fault(self, me: str, quiet_from: float) -> None:
+        with self._turns:
+            self._busy[me] = quiet_from
+            self._turns.notify_all()
+
+    def hold_quiet(self, me: str, stop: threading.Event) -> None:
+        """Before a no-fault case's baseline: no new fault starts elsewhere from now on; wait
+        until the faults already under way elsewhere have ended and recovered."""
+        with self._turns:
+            self._quiet.add(me)
+            self._turns.notify_all()
+            self._wait(lambda: all(t <= time.time() for r, t in self._busy.items() if r != me), stop)
+
+    def release_quiet(self, me: str) -> None:
+        with self._turns:
+            self._quiet.discard(me)
+            self._turns.notify_all()
 
     def add(self, row: dict) -> dict:
         with self._lock:
@@ -222,6 +257,21 @@ class Recorder:
         what = f"{cls} on {plan.service}" if plan else "no fault"
         self.say(f"case {i + 1}: {what} (strength {strength}, load {load_name})")
         phases: dict[str, float] = {}
+        t = time.monotonic()
+        # a no-fault window is quiet for the whole host's lab: other topologies' faults wait
+        (self.faults.hold_fault if plan else self.faults.hold_quiet)(self.tag, self.stop)
+        try:
+            return self._case(i, name, plan, strength, load_name, cls, phases, t)
+        finally:
+            if plan:
+                self.faults.release_fault(self.tag, self.quiet_until if self.quiet_until > 0 else time.time())
+            else:
+                self.faults.release_quiet(self.tag)
+
+    def _case(self, i: int, name: str, plan: FaultPlan | None, strength: str, load_name: str, cls: str,
+              phases: dict, t: float) -> int:
+        a, rng = self.args, self.rng
+        phases["turn"] = time.monotonic() - t
         t = time.monotonic()
         # the baseline slice starts a few seconds after a load change (the shop restarts its
         # load generator), so it holds the new level only, and after the last fault's recovery

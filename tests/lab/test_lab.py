@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -225,3 +226,40 @@ def test_variants_strip_status_add_internal_spans_thin_out_and_cut_short(tmp_pat
     partial = spans(make(case, tmp_path, "partial"))
     assert max(s["end_time_unix_nano"] for s in partial) < exp["fault_end_ns"]
     assert json.loads((tmp_path / "partial" / case.name / "expected.json").read_text())["variant"] == "partial"
+
+
+def test_no_fault_window_waits_for_other_topologies_faults_and_holds_theirs_off():
+    from lab.record import FaultLog
+
+    log, stop, seen = FaultLog(), threading.Event(), []
+    log.hold_fault("mesh12-s1", stop)  # mesh12's fault case is under way
+    quiet = threading.Thread(target=lambda: (log.hold_quiet("shop-s2", stop), seen.append("quiet")))
+    quiet.start()
+    time.sleep(0.3)
+    assert seen == []  # the shop's no-fault window waits for mesh12's fault and its recovery
+    log.release_fault("mesh12-s1", time.time() + 0.5)
+    time.sleep(0.2)
+    assert seen == []
+    quiet.join(5)
+    assert seen == ["quiet"]
+    nxt = threading.Thread(target=lambda: (log.hold_fault("mesh12-s1", stop), seen.append("fault")))
+    nxt.start()
+    time.sleep(0.3)
+    assert seen == ["quiet"]  # mesh12's next fault waits for the quiet window to end
+    log.release_quiet("shop-s2")
+    nxt.join(5)
+    assert seen == ["quiet", "fault"]
+    log.hold_fault("shop-s2", stop)  # fault cases of two topologies overlap freely
+
+
+def test_overlap_finds_and_moves_no_fault_cases_recorded_beside_another_fault(tmp_path):
+    from lab.overlap import main as overlap
+
+    root = tmp_path / "lab"
+    for name, cls, others in [("a", "none", [{"topology": "shop", "fault_class": "exception", "service": "x"}]),
+                              ("b", "none", []), ("c", "exception", [{"topology": "shop", "fault_class": "none"}])]:
+        (root / name).mkdir(parents=True)
+        (root / name / "expected.json").write_text(json.dumps({"fault_class": cls, "concurrent_faults": others}))
+    assert overlap([str(root), "--move-to", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["b", "c"]
+    assert (tmp_path / "out" / "lab" / "a" / "expected.json").exists()
