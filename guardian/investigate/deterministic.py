@@ -14,6 +14,7 @@ import time
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.fixes import suggest_fix
+from guardian.investigate.rank import FAMILY
 from guardian.investigate.rank import FAMILY as _FAMILY
 from guardian.investigate.rank import Candidate
 from guardian.investigate.rank import absorb as _absorb
@@ -256,13 +257,77 @@ def _merge(cands: list[Candidate], sig: Signals | None = None) -> list[Candidate
     return out
 
 
+def _slower(cur: RedStats, base: RedStats) -> bool:
+    if min(cur.count, base.count) < MIN_SAMPLE:
+        return True  # too few to say it did not slow
+    return cur.p50_ms >= 1.5 * base.p50_ms + 1.0 or cur.p95_ms >= 2.0 * base.p95_ms + 2.0
+
+
+def _callers_own(walker: Walker, cands: list[Candidate]) -> list[Candidate]:
+    """Longer calls into a service whose own spans of those operations did not slow, while
+    its other callers' calls into it stayed as they were, are the one caller's: it is slow
+    to send and read (starved of CPU, its threads busy), not the callee or its network,
+    which every caller would see."""
+    by_svc = {(c.key[0], c.kind): c for c in cands}
+    out = []
+    for y in cands:
+        callers = {s.service for s in y.spans if s.kind == "CLIENT" and s.service != y.key[0]}
+        if FAMILY[y.kind] != 1 or y.kind == "network" or len(callers) != 1 or \
+                any(s.service == y.key[0] for s in y.spans):
+            out.append(y)
+            continue
+        x = next(iter(callers))
+        ops = {s.name for s in y.spans} | {op for op in y.ops if op}
+        own = {r.operation: r for r in walker.store.red(walker.window, by="operation", service=y.key[0])}
+        own_b = {r.operation: r for r in walker.store.red(walker.baseline, by="operation", service=y.key[0])}
+        mine = [op for op in ops if op in own and op in own_b]
+        now = {walker.canon(e.client): e for e in walker.store.service_map(walker.window)
+               if walker.canon(e.server) == y.key[0]}
+        before = {walker.canon(e.client): e for e in walker.store.service_map(walker.baseline)
+                  if walker.canon(e.server) == y.key[0]}
+        others = [k for k in now if k not in (x, y.key[0]) and k in before
+                  and min(now[k].count, before[k].count) >= MIN_SAMPLE]
+        if not mine or any(_slower(from_row(own[op]), from_row(own_b[op])) for op in mine) or not others \
+                or any(_slower(from_row(now[k]), from_row(before[k])) for k in others):
+            out.append(y)
+            continue
+        into = by_svc.get((x, "saturation")) or by_svc.get((x, "latency"))
+        if into is None:
+            into = Candidate(key=(x, ""), kind="latency")
+            by_svc[(x, "latency")] = into
+            out.append(into)
+        # its votes only: the time is inside x's own requests already, and y's operations are not x's
+        into.votes += y.votes
+        if not into.walked:  # no request walked to x itself: its change is read on its calls to y
+            into.walked, into.fixed_change = y.walked, y.fixed_change
+            into.ops = into.ops or {"": 1.0}
+        for sp, ms in zip(y.spans, y.excess_ms):
+            if sp.trace_id not in into.traces and not into.spans:
+                into.spans.append(sp)
+                into.excess_ms.append(ms)
+                into.gap_ms.append(0.0)
+        into.traces |= y.traces
+        into.change = into.change or (
+            f"{x}'s calls to {y.key[0]} got longer while {y.key[0]}'s own spans and its other"
+            f" callers' calls ({', '.join(sorted(others)[:3])}) stayed as they were: {x} is slow"
+            " to send and read")
+    return out
+
+
 def _change(walker: Walker, c: Candidate) -> float:
     """How much the candidate itself changed vs baseline (1 clear, 0.15 not at all); sets c.change."""
     if c.kind == "error" and len(c.answered) >= 0.5 * len(c.spans):
         f = c.answered[0]
+        failed = len({s.trace_id for s in c.answered})
         c.change = (f"{f.service} `{f.name}` fails right after {c.key[0]} answered with success,"
-                    f" where its requests used to go on ({len(c.answered)} of {len(c.traces)}"
+                    f" where its requests used to go on ({failed} of {len(c.traces)}"
                     f" sampled requests): {c.key[0]}'s answer is what it fails on")
+        # failures of an operation that did not fail before, each right after the same
+        # answer: an exact test on the failing operation says how sure, however few calls
+        cur, base = (_op_stats(walker.store, f, w) for w in (walker.window, walker.baseline))
+        sure = confidence(proportion_p(cur.errors, cur.count, base.errors, base.count))
+        c.change += f" ({f.name}: {base.errors} of {base.count} failed before, {cur.errors} of {cur.count} now; {sure:.1%} sure)"
+        c.shown = sure >= SURE and cur.errors >= 2
         return 1.0
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
@@ -457,7 +522,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
     sig = read_signals(store, cur, base)
     walker.ports, walker.lone = sig.ports, frozenset(sig.lone)
-    cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
+    cands = _callers_own(walker, _merge(list(_candidates(walker, found, focus, sig).values()), sig))
     for c in cands:
         g = sig.network(c.key[0]) if c.kind == "network" else None
         # The network's change is in the gaps, not in the callee's own spans.
@@ -486,7 +551,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
                                  description=_describe(walker.tree(s.trace_id), s, x, c.key[0]))
                         for s, x in _pick_evidence(c)]
         causes.append(RootCause(
-            rank=i + 1, service=c.key[0], operation=_operation(walker, c), kind=c.kind,
+            rank=i + 1, service=c.key[0], operation=_operation(walker, c) or None, kind=c.kind,
             confidence=round(min(0.95, c.score / total), 2), evidence=evidence,
             description=f"{c.kind} at {c.key[0]}: {c.change}" + (
                 f"; reached from {len(c.traces)} sampled request(s)." if c.traces else ".")))
