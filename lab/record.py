@@ -219,7 +219,8 @@ class Recorder:
             plans = self.topo.plans()
             if a.classes:
                 plans = [p for p in plans if p.fault_class in a.classes.split(",")]
-            todo = schedule(self.rng, plans, a.cases, a.none_share, classes_in(self.out))
+            todo = schedule(self.rng, plans, a.cases, a.none_share,
+                            None if a.own_balance else classes_in(self.out))
             for i, plan in enumerate(todo):
                 name = f"{self.topo.name}-s{a.seed}-{i:03d}"
                 if (self.out / name / "expected.json").exists():
@@ -443,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--none-share", type=float, default=0.1, help="share of no-fault windows")
     p.add_argument("--herring-share", type=float, default=0.3, help="share of cases with a staged red herring")
     p.add_argument("--classes", help="only these fault classes (comma-separated)")
+    p.add_argument("--own-balance", action="store_true",
+                   help="balance classes within this run only, not against the cases already in --out")
     p.add_argument("--with", dest="also", action="append", default=[], metavar="TOPOLOGY:SEED:CASES:OUT[:PORT_BASE]",
                    help="record this topology too, side by side on the same capture (repeatable)")
     args = p.parse_args(argv)

@@ -252,14 +252,18 @@ def test_no_fault_window_waits_for_other_topologies_faults_and_holds_theirs_off(
     log.hold_fault("shop-s2", stop)  # fault cases of two topologies overlap freely
 
 
-def test_overlap_finds_and_moves_no_fault_cases_recorded_beside_another_fault(tmp_path):
-    from lab.overlap import main as overlap
+def test_stale_finds_and_moves_cases_the_recording_cannot_vouch_for(tmp_path):
+    from lab.stale import main as stale
 
     root = tmp_path / "lab"
-    for name, cls, others in [("a", "none", [{"topology": "shop", "fault_class": "exception", "service": "x"}]),
-                              ("b", "none", []), ("c", "exception", [{"topology": "shop", "fault_class": "none"}])]:
+    beside = [{"topology": "shop", "fault_class": "exception", "service": "x"}]
+    for name, exp in [("a", {"fault_class": "none", "concurrent_faults": beside}),
+                      ("b", {"fault_class": "none", "concurrent_faults": []}),
+                      ("c", {"fault_class": "exception", "concurrent_faults": beside}),
+                      ("d", {"fault_class": "cpu_contention", "effect": {"baseline": {}}}),
+                      ("e", {"fault_class": "cpu_contention", "effect": {"server_p50_growth": 2.1}})]:
         (root / name).mkdir(parents=True)
-        (root / name / "expected.json").write_text(json.dumps({"fault_class": cls, "concurrent_faults": others}))
-    assert overlap([str(root), "--move-to", str(tmp_path / "out")]) == 0
-    assert sorted(p.name for p in root.iterdir()) == ["b", "c"]
-    assert (tmp_path / "out" / "lab" / "a" / "expected.json").exists()
+        (root / name / "expected.json").write_text(json.dumps(exp))
+    assert stale([str(root), "--move-to", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["b", "c", "e"]
+    assert sorted(p.name for p in (tmp_path / "out" / "lab").iterdir()) == ["a", "d"]
