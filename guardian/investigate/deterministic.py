@@ -41,6 +41,7 @@ WALKED = ("error_rate", "latency", "saturation", "new_error")
 GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a walk of a few
 SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
 STUCK_VOTES = 1.5  # per operation with calls stuck far beyond its baseline
+OWN_VOTES = 1.0  # a service whose own time grew, alone among the services
 MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
 
 
@@ -127,6 +128,21 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
             if s.trace_id not in c.traces:
                 c.spans.append(s)
                 c.excess_ms.append(ms - st.base_p50_ms)
+                c.traces.add(s.trace_id)
+    for o in sig.own:
+        # its own time grew, alone among the services: its CPU, its threads (starved, throttled)
+        c = cands.setdefault((o.service, "saturation"), Candidate(key=(o.service, ""), kind="saturation"))
+        c.votes += OWN_VOTES * o.sure
+        c.fixed_change = max(c.fixed_change or 0.0, o.sure)
+        c.change = c.change or (
+            f"its own time (outside the calls it makes) p50 {o.p50_ms[0]:.1f} -> {o.p50_ms[1]:.1f} ms,"
+            f" p90 {o.p90_ms[0]:.1f} -> {o.p90_ms[1]:.1f} ms over {o.count[0]} -> {o.count[1]} requests"
+            f" ({o.operations} operation(s) slower; {o.sure:.1%} sure), alone among the services")
+        for s, ms in o.examples[:3]:
+            if s.trace_id not in c.traces:
+                c.spans.append(s)
+                c.excess_ms.append(ms - o.p50_ms[0])
+                c.gap_ms.append(0.0)
                 c.traces.add(s.trace_id)
     by_op: dict[tuple[str, str], list] = {}
     # Where spans say how calls ended, failures show there; a changed mix of calls alone is
