@@ -59,7 +59,7 @@ eval-memory: setup
 LAB_CASES ?= 32
 # Seeds 15 and 16 add cases of the classes the investigator found hardest.
 LAB_WEAK = cpu_contention,lock_contention,wrong_return,pool_exhaustion,process_pause,exception,network_delay,cpu_throttle
-# Seeds 17 and 18: CPU contention of the shared-allowance mechanism, and quiet no-fault windows.
+# Seeds 17-20: CPU contention of the shared-allowance mechanism, and quiet no-fault windows.
 LAB_CPU = cpu_contention,wrong_return,process_pause
 lab: setup
 	nice -n 10 $(PY) -m lab.record --topology shop --cases 16 --seed 1 --out evals/lab
@@ -71,6 +71,8 @@ lab: setup
 		--classes $(LAB_WEAK) --with shop:16:22:evals/lab:21000
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 16 --seed 17 --out evals/lab --none-share 0.25 \
 		--own-balance --classes $(LAB_CPU) --with shop:18:16:evals/lab:21000
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 6 --seed 19 --out evals/lab --none-share 0.2 \
+		--own-balance --classes cpu_contention --with shop:20:6:evals/lab:21000
 	$(PY) -m lab.shrink evals/lab
 	$(PY) -m lab.coverage evals/lab --write >/dev/null
 
