@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 from capture.span import Span
 
 from tools.sampling import Sample
-from tools.stats import MIN_SAMPLE, _quantile, confidence, mann_whitney_p
+from tools.stats import MIN_SAMPLE, SURE, _quantile, confidence, mann_whitney_p
 
 MIN_SHIFT_MS = 2.0  # own time this much longer at the median at least
 MIN_RATIO = 1.5
 FLOOR_MS = 0.5  # an operation's baseline median below this counts as this (timer noise)
 HOST_WIDE = 3  # this many services grown at once: the host, not one of them
-# a little below SURE: the host-wide check above already rules out the commonest noise
-OWN_SURE = 0.975
 
 
 @dataclass
@@ -55,7 +53,8 @@ def own_shifts(cur: Sample, base: Sample) -> list[OwnShift]:
                if len(v) >= 2 and op in ops}
         r1 = sorted(x / med[op] for op, v in ops.items() if op in med for x in v)
         r0 = sorted(x / med[op] for op, v in before[svc].items() if op in med for x in v) if med else []
-        if len(r1) < MIN_SAMPLE or len(r0) < MIN_SAMPLE or _quantile(r1, 0.5) < MIN_RATIO:
+        # a busy host's noise makes a few requests of a quiet service look slower together
+        if len(r1) < 2 * MIN_SAMPLE or len(r0) < 2 * MIN_SAMPLE or _quantile(r1, 0.5) < MIN_RATIO:
             continue
         g1 = sorted(x for op, v in ops.items() if op in med for x in v)
         g0 = sorted(x for op, v in before[svc].items() if op in med for x in v)
@@ -67,7 +66,7 @@ def own_shifts(cur: Sample, base: Sample) -> list[OwnShift]:
         if 2 * grew < len(med):
             continue  # one operation slower is that operation's (a query, a lock), not the service's
         sure = confidence(mann_whitney_p(r1, r0))
-        if sure < OWN_SURE:
+        if sure < SURE:
             continue
         out.append(OwnShift(svc, p50, p90, (len(g0), len(g1)), sure, grew,
                             sorted(spans[svc], key=lambda p: -p[1])[:5]))

@@ -131,16 +131,11 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                 c.traces.add(s.trace_id)
     for o in sig.own:
         # its own time grew, alone among the services: its CPU, its threads (starved, throttled).
-        # Where walks or gaps reached it already, it is their evidence seen again: no more
-        # votes, but its change is shown (it may be named however weak the symptoms were).
-        seen = [c for k, c in cands.items() if k[0] == o.service and FAMILY[c.kind] == 1]
-        for c in seen:
-            c.own_sure = o.sure
+        # Where walks or gaps reached it already, it is their evidence seen again.
         if any(k[0] == o.service for k in cands):
             continue
         c = cands.setdefault((o.service, "saturation"), Candidate(key=(o.service, ""), kind="saturation"))
         c.votes += OWN_VOTES * o.sure
-        c.own_sure = o.sure
         c.fixed_change = max(c.fixed_change or 0.0, o.sure)
         c.change = c.change or (
             f"its own time (outside the calls it makes) p50 {o.p50_ms[0]:.1f} -> {o.p50_ms[1]:.1f} ms,"
@@ -561,8 +556,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     cands.sort(key=lambda c: -c.score)
     # Too weak to name, unless a test showed a candidate's own failures grew: a failure rate
     # that surely grew is no noise, however few symptoms led to it.
-    if cands and cands[0].score < MIN_SCORE and not any(c.shown for c in cands) \
-            and not cands[0].own_sure:
+    if cands and cands[0].score < MIN_SCORE and not any(c.shown for c in cands):
         weak, cands = cands, []  # abstain: nothing changed enough to name a cause
     else:
         weak = []

@@ -30,7 +30,6 @@ class Candidate:
     answered: list[Span] = field(default_factory=list)  # callers' spans failing on its answers
     changed: float = 1.0  # how much it changed itself (deterministic._change): 0.15 not at all
     shown: bool = False  # a test showed its own failure rate grew (enough to name it alone)
-    own_sure: float = 0.0  # how sure a test is that its own time grew, alone among the services
 
 
 FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
