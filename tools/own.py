@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.span import Span
-
 from tools.sampling import Sample
 from tools.stats import MIN_SAMPLE, SURE, _quantile, confidence, mann_whitney_p
 

@@ -14,7 +14,6 @@ import time
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.fixes import suggest_fix
-from guardian.investigate.rank import FAMILY
 from guardian.investigate.rank import FAMILY as _FAMILY
 from guardian.investigate.rank import Candidate
 from guardian.investigate.rank import absorb as _absorb
@@ -291,7 +290,7 @@ def _callers_own(walker: Walker, cands: list[Candidate]) -> list[Candidate]:
     out = []
     for y in cands:
         callers = {s.service for s in y.spans if s.kind == "CLIENT" and s.service != y.key[0]}
-        if FAMILY[y.kind] != 1 or y.kind == "network" or len(callers) != 1 or \
+        if _FAMILY[y.kind] != 1 or y.kind == "network" or len(callers) != 1 or \
                 any(s.service == y.key[0] for s in y.spans):
             out.append(y)
             continue
@@ -345,7 +344,8 @@ def _change(walker: Walker, c: Candidate) -> float:
         # answer: an exact test on the failing operation says how sure, however few calls
         cur, base = (_op_stats(walker.store, f, w) for w in (walker.window, walker.baseline))
         sure = confidence(proportion_p(cur.errors, cur.count, base.errors, base.count))
-        c.change += f" ({f.name}: {base.errors} of {base.count} failed before, {cur.errors} of {cur.count} now; {sure:.1%} sure)"
+        c.change += (f" ({f.name}: {base.errors} of {base.count} failed before, {cur.errors} of"
+                     f" {cur.count} now; {sure:.1%} sure)")
         c.shown = sure >= SURE and cur.errors >= 2
         return 1.0
     top_op = max(c.ops, key=c.ops.get)
