@@ -59,6 +59,8 @@ eval-memory: setup
 LAB_CASES ?= 32
 # Seeds 15 and 16 add cases of the classes the investigator found hardest.
 LAB_WEAK = cpu_contention,lock_contention,wrong_return,pool_exhaustion,process_pause,exception,network_delay,cpu_throttle
+# Seeds 17-20: CPU contention of the shared-allowance mechanism, and quiet no-fault windows.
+LAB_CPU = cpu_contention,wrong_return,process_pause
 lab: setup
 	nice -n 10 $(PY) -m lab.record --topology shop --cases 16 --seed 1 --out evals/lab
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 26 --seed 11 --out evals/lab
@@ -67,6 +69,10 @@ lab: setup
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 7 --seed 14 --out evals/lab
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 22 --seed 15 --out evals/lab --none-share 0.18 \
 		--classes $(LAB_WEAK) --with shop:16:22:evals/lab:21000
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 16 --seed 17 --out evals/lab --none-share 0.25 \
+		--own-balance --classes $(LAB_CPU) --with shop:18:16:evals/lab:21000
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 6 --seed 19 --out evals/lab --none-share 0.2 \
+		--own-balance --classes cpu_contention --with shop:20:6:evals/lab:21000
 	$(PY) -m lab.shrink evals/lab
 	$(PY) -m lab.coverage evals/lab --write >/dev/null
 

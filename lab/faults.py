@@ -310,12 +310,22 @@ def _rss(pid: int) -> int:
     return 0
 
 
-class CpuContention:
-    """stress-ng CPU hogs pinned to the CPU the service is pinned to (taskset), at nice 0
-    like the service: the service gets a share of its CPU."""
+# share of the CPU left to the service and its hogs together, per strength
+CONTENTION_SHARE = {"mild": 0.8, "medium": 0.6, "strong": 0.4}
 
-    def __init__(self, pid: int, workers: int, load_pct: int = 100, cpu: int = 1) -> None:
-        self.pid, self.workers, self.load, self.cpu = pid, workers, load_pct, cpu
+
+class CpuContention:
+    """CPU hogs sharing the service's CPU and its CPU allowance: the service and `workers`
+    stress-ng hogs pinned to one CPU in one cgroup limited to `share` of that CPU (a noisy
+    neighbour in the same container). Equal weight alone barely slows a mostly idle service
+    (the scheduler runs a waking light task at once); a shared allowance the hogs spend makes
+    every thread of the group, the service's too, wait for the next period."""
+
+    def __init__(self, name: str, pid: int, workers: int, share: float, cpu: int = 1,
+                 period_us: int = 100_000) -> None:
+        # named after the pid too: topologies recorded side by side share service names
+        self.cg = Cgroup(f"contend-{name}-{pid}", "cpu")
+        self.pid, self.workers, self.share, self.cpu, self.period = pid, workers, share, cpu, period_us
         self.proc: subprocess.Popen | None = None
         self._affinity: set[int] | None = None
 
@@ -324,15 +334,24 @@ class CpuContention:
             raise FaultError("stress-ng not found (make setup installs it)")
         self._affinity = os.sched_getaffinity(self.pid)
         pin(self.pid, {self.cpu})
-        cpu = str(self.cpu)
-        # the hogs get a little more weight than the service (nice 5 below it): CFS keeps a
-        # light, mostly sleeping service responsive against equal-weight hogs
-        hog_nice = max(os.getpriority(os.PRIO_PROCESS, self.pid) - 5, 0)
+        self.cg.enter(descendants(self.pid))
+        procs = self.cg.path / "cgroup.procs"
+
+        def join() -> None:  # in the child before exec: its workers are born in the group
+            procs.write_text(str(os.getpid()))
+
+        # same nice as the service: the weight inside the group is equal; the allowance is shared
+        nice = os.getpriority(os.PRIO_PROCESS, self.pid) - os.getpriority(os.PRIO_PROCESS, 0)
         self.proc = subprocess.Popen(
-            ["nice", "-n", str(hog_nice - os.getpriority(os.PRIO_PROCESS, 0)), "taskset", "-c", cpu,
-             "stress-ng", "--cpu", str(self.workers), "--cpu-load", str(self.load),
+            ["nice", "-n", str(nice), "taskset", "-c", str(self.cpu), "stress-ng", "--cpu", str(self.workers),
              "--cpu-method", "int64", "--quiet", "--timeout", "600s"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=join)
+        quota = max(1000, int(self.period * self.share))
+        if self.cg.v2:
+            self.cg.write("cpu.max", f"{quota} {self.period}")
+        else:
+            self.cg.write("cpu.cfs_period_us", str(self.period))
+            self.cg.write("cpu.cfs_quota_us", str(quota))
 
     def remove(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -343,6 +362,14 @@ class CpuContention:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
+        try:
+            if self.cg.v2:
+                self.cg.write("cpu.max", f"max {self.period}")
+            else:
+                self.cg.write("cpu.cfs_quota_us", "-1")
+        except OSError:
+            pass
+        self.cg.leave()
         if self._affinity:
             pin(self.pid, self._affinity)
             self._affinity = None

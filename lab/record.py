@@ -76,11 +76,46 @@ def classes_in(out: Path) -> Counter:
 
 class FaultLog:
     """Faults of every topology recorded by this process, so a case can name the ones another
-    topology had active while its spans were taken (stress-ng's CPU hogs reach the whole host)."""
+    topology had active while its spans were taken (stress-ng's CPU hogs reach the whole host),
+    and the turns that keep a no-fault window quiet: while one topology records a no-fault
+    case (baseline and window), no other topology has a fault active or recovering."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: list[dict] = []
+        self._turns = threading.Condition()
+        self._busy: dict[str, float] = {}  # recorder -> when its fault and recovery are over
+        self._quiet: set[str] = set()  # recorders in (or waiting for) a no-fault window
+
+    def _wait(self, ready, stop: threading.Event) -> None:
+        while not ready():
+            if stop.is_set():
+                raise KeyboardInterrupt
+            self._turns.wait(1.0)
+
+    def hold_fault(self, me: str, stop: threading.Event) -> None:
+        """Before a fault case's baseline: wait while another topology wants a quiet window."""
+        with self._turns:
+            self._wait(lambda: not (self._quiet - {me}), stop)
+            self._busy[me] = float("inf")
+
+    def release_fault(self, me: str, quiet_from: float) -> None:
+        with self._turns:
+            self._busy[me] = quiet_from
+            self._turns.notify_all()
+
+    def hold_quiet(self, me: str, stop: threading.Event) -> None:
+        """Before a no-fault case's baseline: no new fault starts elsewhere from now on; wait
+        until the faults already under way elsewhere have ended and recovered."""
+        with self._turns:
+            self._quiet.add(me)
+            self._turns.notify_all()
+            self._wait(lambda: all(t <= time.time() for r, t in self._busy.items() if r != me), stop)
+
+    def release_quiet(self, me: str) -> None:
+        with self._turns:
+            self._quiet.discard(me)
+            self._turns.notify_all()
 
     def add(self, row: dict) -> dict:
         with self._lock:
@@ -104,7 +139,8 @@ def sample_traces(spans: list, share: float) -> list:
 
 def effect(spans: list, service: str, port: int | None, base_end: int, start: int, end: int) -> dict:
     """What the fault did to the target as its callers saw it (CLIENT spans to its port; its own
-    spans when it has no port): calls, p50/p90 latency and error share, baseline vs fault.
+    spans when it has no port) and in its own SERVER spans: calls, p50/p90 latency and error
+    share, baseline vs fault, and how much its own p50 grew.
     A mild fault on a quiet service can leave no trace at all; this says how much there is."""
     def pick(s) -> bool:
         if port is not None:
@@ -118,9 +154,17 @@ def effect(spans: list, service: str, port: int | None, base_end: int, start: in
                 "p90_ms": round(durs[int(n * 0.9)], 1) if n else None,
                 "errors": round(sum(s.status_code == "ERROR" for s in group) / n, 3) if n else None}
 
-    mine = [s for s in spans if pick(s)]
-    return {"baseline": stats([s for s in mine if s.start_time_unix_nano < base_end]),
-            "fault": stats([s for s in mine if start <= s.start_time_unix_nano <= end])}
+    def split(group: list) -> tuple[dict, dict]:
+        return (stats([s for s in group if s.start_time_unix_nano < base_end]),
+                stats([s for s in group if start <= s.start_time_unix_nano <= end]))
+
+    out = dict(zip(("baseline", "fault"), split([s for s in spans if pick(s)])))
+    # the target's own SERVER spans (its own time, not the path to it): did the fault reach it?
+    own = [s for s in spans if s.service == service and s.kind == "SERVER"]
+    out["server_baseline"], out["server_fault"] = split(own)
+    b, f = out["server_baseline"]["p50_ms"], out["server_fault"]["p50_ms"]
+    out["server_p50_growth"] = round(f / b, 2) if b and f is not None else None
+    return out
 
 
 def write_case(d: Path, spans, question_text: str, expected: dict) -> int:
@@ -175,7 +219,8 @@ class Recorder:
             plans = self.topo.plans()
             if a.classes:
                 plans = [p for p in plans if p.fault_class in a.classes.split(",")]
-            todo = schedule(self.rng, plans, a.cases, a.none_share, classes_in(self.out))
+            todo = schedule(self.rng, plans, a.cases, a.none_share,
+                            None if a.own_balance else classes_in(self.out))
             for i, plan in enumerate(todo):
                 name = f"{self.topo.name}-s{a.seed}-{i:03d}"
                 if (self.out / name / "expected.json").exists():
@@ -213,6 +258,21 @@ class Recorder:
         what = f"{cls} on {plan.service}" if plan else "no fault"
         self.say(f"case {i + 1}: {what} (strength {strength}, load {load_name})")
         phases: dict[str, float] = {}
+        t = time.monotonic()
+        # a no-fault window is quiet for the whole host's lab: other topologies' faults wait
+        (self.faults.hold_fault if plan else self.faults.hold_quiet)(self.tag, self.stop)
+        try:
+            return self._case(i, name, plan, strength, load_name, cls, phases, t)
+        finally:
+            if plan:
+                self.faults.release_fault(self.tag, self.quiet_until if self.quiet_until > 0 else time.time())
+            else:
+                self.faults.release_quiet(self.tag)
+
+    def _case(self, i: int, name: str, plan: FaultPlan | None, strength: str, load_name: str, cls: str,
+              phases: dict, t: float) -> int:
+        a, rng = self.args, self.rng
+        phases["turn"] = time.monotonic() - t
         t = time.monotonic()
         # the baseline slice starts a few seconds after a load change (the shop restarts its
         # load generator), so it holds the new level only, and after the last fault's recovery
@@ -384,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--none-share", type=float, default=0.1, help="share of no-fault windows")
     p.add_argument("--herring-share", type=float, default=0.3, help="share of cases with a staged red herring")
     p.add_argument("--classes", help="only these fault classes (comma-separated)")
+    p.add_argument("--own-balance", action="store_true",
+                   help="balance classes within this run only, not against the cases already in --out")
     p.add_argument("--with", dest="also", action="append", default=[], metavar="TOPOLOGY:SEED:CASES:OUT[:PORT_BASE]",
                    help="record this topology too, side by side on the same capture (repeatable)")
     args = p.parse_args(argv)

@@ -40,6 +40,7 @@ WALKED = ("error_rate", "latency", "saturation", "new_error")
 GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a walk of a few
 SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
 STUCK_VOTES = 1.5  # per operation with calls stuck far beyond its baseline
+OWN_VOTES = 1.0  # a service whose own time grew, alone among the services
 MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
 
 
@@ -126,6 +127,24 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
             if s.trace_id not in c.traces:
                 c.spans.append(s)
                 c.excess_ms.append(ms - st.base_p50_ms)
+                c.traces.add(s.trace_id)
+    for o in sig.own:
+        # its own time grew, alone among the services: its CPU, its threads (starved, throttled).
+        # Where walks or gaps reached it already, it is their evidence seen again.
+        if any(k[0] == o.service for k in cands):
+            continue
+        c = cands.setdefault((o.service, "saturation"), Candidate(key=(o.service, ""), kind="saturation"))
+        c.votes += OWN_VOTES * o.sure
+        c.fixed_change = max(c.fixed_change or 0.0, o.sure)
+        c.change = c.change or (
+            f"its own time (outside the calls it makes) p50 {o.p50_ms[0]:.1f} -> {o.p50_ms[1]:.1f} ms,"
+            f" p90 {o.p90_ms[0]:.1f} -> {o.p90_ms[1]:.1f} ms over {o.count[0]} -> {o.count[1]} requests"
+            f" ({o.operations} operation(s) slower; {o.sure:.1%} sure), alone among the services")
+        for s, ms in o.examples[:3]:
+            if s.trace_id not in c.traces:
+                c.spans.append(s)
+                c.excess_ms.append(ms - o.p50_ms[0])
+                c.gap_ms.append(0.0)
                 c.traces.add(s.trace_id)
     by_op: dict[tuple[str, str], list] = {}
     # Where spans say how calls ended, failures show there; a changed mix of calls alone is
@@ -256,13 +275,78 @@ def _merge(cands: list[Candidate], sig: Signals | None = None) -> list[Candidate
     return out
 
 
+def _slower(cur: RedStats, base: RedStats) -> bool:
+    if min(cur.count, base.count) < MIN_SAMPLE:
+        return True  # too few to say it did not slow
+    return cur.p50_ms >= 1.5 * base.p50_ms + 1.0 or cur.p95_ms >= 2.0 * base.p95_ms + 2.0
+
+
+def _callers_own(walker: Walker, cands: list[Candidate]) -> list[Candidate]:
+    """Longer calls into a service whose own spans of those operations did not slow, while
+    its other callers' calls into it stayed as they were, are the one caller's: it is slow
+    to send and read (starved of CPU, its threads busy), not the callee or its network,
+    which every caller would see."""
+    by_svc = {(c.key[0], c.kind): c for c in cands}
+    out = []
+    for y in cands:
+        callers = {s.service for s in y.spans if s.kind == "CLIENT" and s.service != y.key[0]}
+        if _FAMILY[y.kind] != 1 or y.kind == "network" or len(callers) != 1 or \
+                any(s.service == y.key[0] for s in y.spans):
+            out.append(y)
+            continue
+        x = next(iter(callers))
+        ops = {s.name for s in y.spans} | {op for op in y.ops if op}
+        own = {r.operation: r for r in walker.store.red(walker.window, by="operation", service=y.key[0])}
+        own_b = {r.operation: r for r in walker.store.red(walker.baseline, by="operation", service=y.key[0])}
+        mine = [op for op in ops if op in own and op in own_b]
+        now = {walker.canon(e.client): e for e in walker.store.service_map(walker.window)
+               if walker.canon(e.server) == y.key[0]}
+        before = {walker.canon(e.client): e for e in walker.store.service_map(walker.baseline)
+                  if walker.canon(e.server) == y.key[0]}
+        others = [k for k in now if k not in (x, y.key[0]) and k in before
+                  and min(now[k].count, before[k].count) >= MIN_SAMPLE]
+        if not mine or any(_slower(from_row(own[op]), from_row(own_b[op])) for op in mine) or not others \
+                or any(_slower(from_row(now[k]), from_row(before[k])) for k in others):
+            out.append(y)
+            continue
+        into = by_svc.get((x, "saturation")) or by_svc.get((x, "latency"))
+        if into is None:
+            into = Candidate(key=(x, ""), kind="latency")
+            by_svc[(x, "latency")] = into
+            out.append(into)
+        # its votes only: the time is inside x's own requests already, and y's operations are not x's
+        into.votes += y.votes
+        if not into.walked:  # no request walked to x itself: its change is read on its calls to y
+            into.walked, into.fixed_change = y.walked, y.fixed_change
+            into.ops = into.ops or {"": 1.0}
+        for sp, ms in zip(y.spans, y.excess_ms):
+            if sp.trace_id not in into.traces and not into.spans:
+                into.spans.append(sp)
+                into.excess_ms.append(ms)
+                into.gap_ms.append(0.0)
+        into.traces |= y.traces
+        into.change = into.change or (
+            f"{x}'s calls to {y.key[0]} got longer while {y.key[0]}'s own spans and its other"
+            f" callers' calls ({', '.join(sorted(others)[:3])}) stayed as they were: {x} is slow"
+            " to send and read")
+    return out
+
+
 def _change(walker: Walker, c: Candidate) -> float:
     """How much the candidate itself changed vs baseline (1 clear, 0.15 not at all); sets c.change."""
     if c.kind == "error" and len(c.answered) >= 0.5 * len(c.spans):
         f = c.answered[0]
+        failed = len({s.trace_id for s in c.answered})
         c.change = (f"{f.service} `{f.name}` fails right after {c.key[0]} answered with success,"
-                    f" where its requests used to go on ({len(c.answered)} of {len(c.traces)}"
+                    f" where its requests used to go on ({failed} of {len(c.traces)}"
                     f" sampled requests): {c.key[0]}'s answer is what it fails on")
+        # failures of an operation that did not fail before, each right after the same
+        # answer: an exact test on the failing operation says how sure, however few calls
+        cur, base = (_op_stats(walker.store, f, w) for w in (walker.window, walker.baseline))
+        sure = confidence(proportion_p(cur.errors, cur.count, base.errors, base.count))
+        c.change += (f" ({f.name}: {base.errors} of {base.count} failed before, {cur.errors} of"
+                     f" {cur.count} now; {sure:.1%} sure)")
+        c.shown = sure >= SURE and cur.errors >= 2
         return 1.0
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
@@ -457,7 +541,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     focus = _mentions(question, names) | ({anomaly["service"]} if anomaly and anomaly.get("service") else set())
     sig = read_signals(store, cur, base)
     walker.ports, walker.lone = sig.ports, frozenset(sig.lone)
-    cands = _merge(list(_candidates(walker, found, focus, sig).values()), sig)
+    cands = _callers_own(walker, _merge(list(_candidates(walker, found, focus, sig).values()), sig))
     for c in cands:
         g = sig.network(c.key[0]) if c.kind == "network" else None
         # The network's change is in the gaps, not in the callee's own spans.
@@ -486,7 +570,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
                                  description=_describe(walker.tree(s.trace_id), s, x, c.key[0]))
                         for s, x in _pick_evidence(c)]
         causes.append(RootCause(
-            rank=i + 1, service=c.key[0], operation=_operation(walker, c), kind=c.kind,
+            rank=i + 1, service=c.key[0], operation=_operation(walker, c) or None, kind=c.kind,
             confidence=round(min(0.95, c.score / total), 2), evidence=evidence,
             description=f"{c.kind} at {c.key[0]}: {c.change}" + (
                 f"; reached from {len(c.traces)} sampled request(s)." if c.traces else ".")))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from capture.store.api import SpanStore, TimeWindow
 from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shifts, lone_edges
+from tools.own import OwnShift, own_shifts
 from tools.sampling import Sample, sample
 from tools.shape import ShapeChange, shape_changes
 from tools.stats import MIN_SAMPLE
@@ -30,6 +31,7 @@ class Signals:
     has_status: bool = True  # spans say how calls ended (else failures show only in shapes)
     lone: set[tuple[str, str]] = field(default_factory=set)  # (caller, callee): the caller's gap
     stuck: list[Stuck] = field(default_factory=list)  # operations with calls stuck far too long
+    own: list[OwnShift] = field(default_factory=list)  # services whose own time grew (alone)
 
     def callers_own(self, g: GapShift) -> bool:
         """The gap is the caller's: every callee of it grew, or only it saw this callee grow."""
@@ -72,7 +74,7 @@ def signals(cur: Sample, base: Sample) -> Signals:
     # Where spans say how calls ended, failures show there: call patterns are not read.
     return Signals(gaps=gaps, shapes=[] if has_status else shape_changes(cur, base),
                    slow_callers=slow_callers, has_status=has_status, lone=lone,
-                   stuck=stuck_calls(cur, base),
+                   stuck=stuck_calls(cur, base), own=own_shifts(cur, base),
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
                             or g.server in slow_callers) and g.client not in slow_callers

@@ -229,7 +229,7 @@ class Mesh:
             sym = "backlog" if not sp["services"][svc].get("routes") else "slow"
             out += [
                 FaultPlan("cpu_contention", svc, "saturation", lambda r, s, svc=svc: F.CpuContention(
-                    self.pid(svc), {"mild": 4, "medium": 8, "strong": 12}[s]), sym, f, kind_aliases=["latency"], **t),
+                    svc, self.pid(svc), 4, F.CONTENTION_SHARE[s]), sym, f, kind_aliases=["latency"], **t),
                 FaultPlan("cpu_throttle", svc, "saturation", lambda r, s, svc=svc: F.CpuThrottle(
                     svc, self.pid(svc), {"mild": 0.01, "medium": 0.005, "strong": 0.0025}[s]), sym, f,
                     kind_aliases=["latency"], **t),

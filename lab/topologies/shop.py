@@ -103,12 +103,10 @@ class Shop:
             ]
         for svc in ("inventory", "payments", "recommend", "frontend"):
             t = self._truth(svc)
-            # inventory and payments spend too little CPU per request at this rate to feel contention
-            out += [] if svc in ("inventory", "payments") else [
-                FaultPlan("cpu_contention", svc, "saturation", lambda r, s, svc=svc: F.CpuContention(
-                    self.pid(svc), {"mild": 4, "medium": 8, "strong": 12}[s]), "slow", feat[svc],
-                    kind_aliases=["latency"], **t)]
             out += [
+                FaultPlan("cpu_contention", svc, "saturation", lambda r, s, svc=svc: F.CpuContention(
+                    svc, self.pid(svc), 4, F.CONTENTION_SHARE[s]), "slow", feat[svc],
+                    kind_aliases=["latency"], **t),
                 FaultPlan("cpu_throttle", svc, "saturation", lambda r, s, svc=svc: F.CpuThrottle(
                     svc, self.pid(svc), {"mild": 0.004, "medium": 0.002, "strong": 0.001}[s], 1_000_000),
                     "slow", feat[svc],

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -125,6 +126,27 @@ def test_cpu_throttle_slows_cpu_work_then_goes_away(tmp_path):
 
 
 @pytest.mark.slow
+def test_cpu_contention_slows_a_light_service_then_goes_away(tmp_path):
+    # 2 ms of CPU per request: equal-weight hogs on its CPU alone barely slow it
+    with lab_service(tmp_path, {"GET /work": [{"work": 2}]}) as (port, pid):
+        before = median_ms(port)
+        hogs = F.CpuContention("labtest", pid, 4, F.CONTENTION_SHARE["mild"])
+        hogs.apply()
+        try:
+            assert os.sched_getaffinity(pid) == {hogs.cpu}
+            during = median_ms(port, timeout=10)
+            group = set(hogs.cg.read("cgroup.procs").split())
+            assert str(pid) in group and len(group) > 1, group  # the hogs share the service's group
+        finally:
+            hogs.remove()
+        after = median_ms(port)
+        assert during > 3 * before, (before, during)
+        assert after < during / 2, (during, after)
+        assert not hogs.cg.path.exists()
+        assert len(os.sched_getaffinity(pid)) == os.cpu_count()
+
+
+@pytest.mark.slow
 def test_error_switch_fails_one_route_only(tmp_path):
     with lab_service(tmp_path, {"GET /work": [{"work": 1}], "GET /other": [{"work": 1}]}) as (port, _):
         switch = F.Switch(tmp_path / "control" / "labtest", {"route": "GET /work", "mode": "error"})
@@ -204,3 +226,44 @@ def test_variants_strip_status_add_internal_spans_thin_out_and_cut_short(tmp_pat
     partial = spans(make(case, tmp_path, "partial"))
     assert max(s["end_time_unix_nano"] for s in partial) < exp["fault_end_ns"]
     assert json.loads((tmp_path / "partial" / case.name / "expected.json").read_text())["variant"] == "partial"
+
+
+def test_no_fault_window_waits_for_other_topologies_faults_and_holds_theirs_off():
+    from lab.record import FaultLog
+
+    log, stop, seen = FaultLog(), threading.Event(), []
+    log.hold_fault("mesh12-s1", stop)  # mesh12's fault case is under way
+    quiet = threading.Thread(target=lambda: (log.hold_quiet("shop-s2", stop), seen.append("quiet")))
+    quiet.start()
+    time.sleep(0.3)
+    assert seen == []  # the shop's no-fault window waits for mesh12's fault and its recovery
+    log.release_fault("mesh12-s1", time.time() + 0.5)
+    time.sleep(0.2)
+    assert seen == []
+    quiet.join(5)
+    assert seen == ["quiet"]
+    nxt = threading.Thread(target=lambda: (log.hold_fault("mesh12-s1", stop), seen.append("fault")))
+    nxt.start()
+    time.sleep(0.3)
+    assert seen == ["quiet"]  # mesh12's next fault waits for the quiet window to end
+    log.release_quiet("shop-s2")
+    nxt.join(5)
+    assert seen == ["quiet", "fault"]
+    log.hold_fault("shop-s2", stop)  # fault cases of two topologies overlap freely
+
+
+def test_stale_finds_and_moves_cases_the_recording_cannot_vouch_for(tmp_path):
+    from lab.stale import main as stale
+
+    root = tmp_path / "lab"
+    beside = [{"topology": "shop", "fault_class": "exception", "service": "x"}]
+    for name, exp in [("a", {"fault_class": "none", "concurrent_faults": beside}),
+                      ("b", {"fault_class": "none", "concurrent_faults": []}),
+                      ("c", {"fault_class": "exception", "concurrent_faults": beside}),
+                      ("d", {"fault_class": "cpu_contention", "effect": {"baseline": {}}}),
+                      ("e", {"fault_class": "cpu_contention", "effect": {"server_p50_growth": 2.1}})]:
+        (root / name).mkdir(parents=True)
+        (root / name / "expected.json").write_text(json.dumps(exp))
+    assert stale([str(root), "--move-to", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["b", "c", "e"]
+    assert sorted(p.name for p in (tmp_path / "out" / "lab").iterdir()) == ["a", "d"]

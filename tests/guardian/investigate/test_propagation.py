@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from capture.store.api import TimeWindow
 from guardian.investigate.rank import Candidate, explains
-from tests.guardian.investigate.mesh import Mesh
+from tests.guardian.investigate.mesh import MS, Mesh
 from tests.guardian.investigate.test_classes import top
 
 
@@ -119,3 +119,32 @@ def test_a_slowdown_below_does_not_explain_a_wrong_answer_given_on_time():
     assert explains(bank, pay)
     pay.answered = list(pay.spans)
     assert not explains(bank, pay)
+
+
+class StarvedCaller(Mesh):
+    """pay starved of CPU: it reads bank's answers late (its calls to bank get longer, bank's
+    own spans do not) and its own work slows; gateway calls bank too, as fast as before."""
+
+    def http(self, trace, parent, caller, callee, name, t, body):
+        if not (self.on("starved:pay") and caller == "pay"):
+            return super().http(trace, parent, caller, callee, name, t, body)
+        cid, sid = self.sid(), self.sid()
+        before, after = self.ms(0.1), self.ms(0.1) + int(self.rng.uniform(20, 80) * MS)
+        d, status = body(trace, sid, t + before)
+        self.add(trace, cid, callee, name, "SERVER", t + before, d, {"http.response.status_code": status},
+                 span_id=sid)
+        self.add(trace, parent, caller, name, "CLIENT", t, before + d + after,
+                 {"http.response.status_code": status, "server.address": callee, "server.port": 8080},
+                 span_id=cid)
+        return before + d + after, status
+
+    def gateway(self, trace, sid, t):
+        d, _ = self.http(trace, sid, "gateway", "bank", "POST /auth", t + self.ms(0.2), self.bank)
+        d2, st = super().gateway(trace, sid, t + d + self.ms(0.2))
+        return d + d2 + self.ms(0.4), st
+
+
+def test_calls_longer_only_for_one_caller_are_that_callers():
+    report = top(StarvedCaller("starved:pay", seed=25).build())
+    rc = report.root_causes[0]
+    assert rc.service == "pay" and rc.kind in ("latency", "saturation"), report.summary
