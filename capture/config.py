@@ -45,7 +45,7 @@ class StoreConfig(Section):
     threads: int | None = Field(2, ge=1)  # None: DuckDB's default
     # spans waiting to be linked and stored; past it a batch is dropped and counted
     # (guardian_agent_spans_dropped): each one is a Python object, so this bounds the agent under a flood
-    queue_spans: int = Field(32_768, ge=1)
+    queue_spans: int = Field(8_192, ge=1)
 
 
 class LinkerConfig(Section):
