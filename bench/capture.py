@@ -219,7 +219,7 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None) -> dict:
                     cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
                     out[str(tree)] = {
                         "rss_mb_every_s": rss, "peak_rss_mb": peak_rss_mb(proc.pid), "agent_cpu_pct": cpu,
-                        **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped")},
+                        **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped", "linked")},
                         "linker_pending": metric(text, "guardian_agent_linker_pending_spans"),
                         "rss_mb_by_mapping_at_end": mappings, "load_at_end": os.getloadavg()}
                 finally:

@@ -53,7 +53,7 @@ class LinkerConfig(Section):
     slack_ms: float = 50.0  # clock slack when matching a CLIENT with its SERVER
     # spans waiting for their peers, and as many released ones kept to link late peers to; past it
     # the oldest go early (counted): what the agent holds under a flood, whatever the window
-    max_pending_spans: int = Field(10_000, ge=100)
+    max_pending_spans: int = Field(5_000, ge=100)
 
 
 def parse_headers(text: str) -> dict[str, str]:
