@@ -49,6 +49,23 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def rss_by_mapping(pid: int, top: int = 14) -> dict[str, float]:
+    """Resident MB per mapped file (anonymous memory as "[anon]", the BPF ring buffers as
+    "anon_inode:bpf-map"), largest first: where a process's resident set is."""
+    sizes: dict[str, int] = {}
+    name = "?"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(None, 5)
+        if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
+            name = Path(head[5]).name if len(head) > 5 and head[5].startswith("/") else (
+                head[5] if len(head) > 5 else "[anon]")
+        elif line.startswith("Rss:"):
+            sizes[name] = sizes.get(name, 0) + int(line.split()[1])
+    ranked = sorted(sizes.items(), key=lambda kv: -kv[1])
+    return {k: round(v / 1024, 1) for k, v in ranked[:top]} | {
+        "[rest]": round(sum(v for _, v in ranked[top:]) / 1024, 1)}
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -197,12 +214,14 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None) -> dict:
                         rss.append(round(float(Path(f"/proc/{proc.pid}/status").read_text()
                                                .split("VmRSS:")[1].split()[0]) / 1024))
                     time.sleep(2.0)
+                    mappings = rss_by_mapping(proc.pid)
                     text = httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=30).text
                     cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
                     out[str(tree)] = {
                         "rss_mb_every_s": rss, "peak_rss_mb": peak_rss_mb(proc.pid), "agent_cpu_pct": cpu,
-                        **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped")},
-                        "linker_pending": metric(text, "guardian_agent_linker_pending_spans")}
+                        **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped", "linked")},
+                        "linker_pending": metric(text, "guardian_agent_linker_pending_spans"),
+                        "rss_mb_by_mapping_at_end": mappings, "load_at_end": os.getloadavg()}
                 finally:
                     stop(proc, signal.SIGINT, timeout=120)
     return out

@@ -194,15 +194,25 @@ def run_one(protocol: str, chunks, parser=None) -> None:
 
 
 def fuzz(protocol: str, inputs: int, seed: int = 1, pool: list[Transcript] | None = None,
-         max_input_s: float = MAX_INPUT_S, checkpoint=None, every: int = 20000) -> dict:
+         max_input_s: float = MAX_INPUT_S, checkpoint=None, every: int = 20000, resume: dict | None = None) -> dict:
     """Run `inputs` mutated inputs; returns counts, the slowest input and the findings (first 20).
-    `checkpoint(result so far)` is called every `every` inputs (a long run interrupted keeps its count)."""
+    `checkpoint(result so far)` is called every `every` inputs (a long run interrupted keeps its count).
+    `resume`: such a checkpoint of the same protocol and seed: its inputs are generated again
+    (the seeded stream) but not run, and the run goes on from there with its findings and times."""
     rng = random.Random(f"{protocol}:{seed}")
     pool = pool or _BUILTIN.get(protocol) or [[(Side.CLIENT, b"\0")]]
     findings: list[dict] = []
     slowest = 0.0
     start = time.process_time()
-    for n in range(inputs):
+    first = 0
+    if resume:
+        first = min(int(resume["inputs"]), inputs)
+        findings = list(resume.get("first_findings", [])) + [{}] * max(0, resume["findings"] - 5)
+        slowest = resume["slowest_ms"] / 1000
+        start -= resume["cpu_s"]
+        for _ in range(first):
+            chunkings(rng, mutate(rng, rng.choice(pool), pool))
+    for n in range(first, inputs):
         chunks = chunkings(rng, mutate(rng, rng.choice(pool), pool))
         t0 = time.process_time()
         try:
@@ -260,14 +270,28 @@ def _result(protocol, inputs, pool, findings, slowest, start, complete: bool = T
             "long_lived_growth_kib": None if growth is None else growth >> 10}
 
 
-def _fuzz_job(proto: str, inputs: int, seed: int, parts: str | None) -> dict:
+def _fuzz_job(proto: str, inputs: int, seed: int, parts: str | None, resume: dict | None = None) -> dict:
     """One protocol in a worker process: its own transcript pool, its own seeded run; its progress
-    goes to `parts`/<protocol>.json so an interrupted run still records how far each got."""
+    goes to `parts`/<protocol>.json so an interrupted run still records how far each got (and
+    --resume goes on from there)."""
     def save(r: dict) -> None:
         if parts:
-            Path(parts, f"{proto}.json").write_text(json.dumps(r))
-    r = fuzz(proto, inputs, seed, transcripts().get(proto), checkpoint=save)
+            tmp = Path(parts, f".{proto}.tmp")
+            tmp.write_text(json.dumps({**r, "seed": seed}))
+            tmp.replace(Path(parts, f"{proto}.json"))  # a kill mid-write keeps the last whole checkpoint
+    r = fuzz(proto, inputs, seed, transcripts().get(proto), checkpoint=save, resume=resume)
     save(r)
+    return r
+
+
+def _resumable(parts: Path | None, proto: str, inputs: int, seed: int) -> dict | None:
+    """The checkpoint of `proto` under `parts` a run with these settings can go on from."""
+    try:
+        r = json.loads(Path(parts, f"{proto}.json").read_text()) if parts else None
+    except (OSError, ValueError):
+        return None
+    if not r or r.get("seed") != seed or r.get("inputs", 0) > inputs:
+        return None
     return r
 
 
@@ -299,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="protocols fuzzed in parallel processes")
     ap.add_argument("--json", help="write the results to this file (.gz: compressed), rewritten as each ends")
+    ap.add_argument("--resume", action="store_true",
+                    help="go on from an interrupted run's progress (same --json, --seed): finished "
+                         "protocols are kept, the others continue from their last checkpoint")
     ap.add_argument("--collect", action="store_true",
                     help="write --json from an interrupted run's progress (its .parts directory), then exit")
     args = ap.parse_args(argv)
@@ -316,8 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         parts.mkdir(exist_ok=True)
     results: list[dict] = []
     with ProcessPoolExecutor(max(1, args.jobs)) as ex:
-        futs = [ex.submit(_fuzz_job, proto, args.inputs, args.seed, str(parts) if parts else None)
-                for proto in protos]
+        futs = []
+        for proto in protos:
+            prior = _resumable(parts, proto, args.inputs, args.seed) if args.resume else None
+            if prior and prior.get("complete") and prior["inputs"] == args.inputs:
+                results.append(prior)
+                _print(prior)
+                continue
+            futs.append(ex.submit(_fuzz_job, proto, args.inputs, args.seed, str(parts) if parts else None, prior))
         for fut in as_completed(futs):
             results.append(fut.result())
             _print(results[-1])

@@ -243,8 +243,9 @@ def source_digest(bpf_dir: Path) -> str:
 
 def cache_key(bpf_dir: Path, main: str, cflags: list[str]) -> str:
     try:
-        import bcc
+        from capture.bcclib import import_bcc
 
+        bcc = import_bcc()
         bcc_version = getattr(bcc, "__version__", "?")
     except ImportError:
         bcc_version = "-"
@@ -355,9 +356,9 @@ def load_program(name: str, prog_type: int, code: bytes, license: str, kern_vers
 
 
 def _bpf_class():
-    from bcc import BPF
+    from capture.bcclib import import_bcc
 
-    return BPF
+    return import_bcc().BPF
 
 
 def image_bpf_class(base: type | None = None) -> type:
@@ -461,6 +462,35 @@ def image_bpf_class(base: type | None = None) -> type:
     return ImageBPF
 
 
+def compile_in_child(src_file: str, cflags: list[str], timeout_s: float = 1800) -> Image:
+    """compile_image in a child process (`python -m capture.bpfcache`): LLVM and clang, and
+    the compiler's peak memory, stay out of the calling process. CacheError if it fails."""
+    import subprocess
+    import sys
+    import tempfile
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    with tempfile.NamedTemporaryFile(prefix="guardian-bpf-", suffix=".json") as out:
+        cmd = [sys.executable, "-m", "capture.bpfcache", src_file, out.name, *cflags]
+        try:
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise CacheError(f"compiler process: {e}") from e
+        if proc.returncode != 0:
+            tail = proc.stderr.decode(errors="replace").strip()[-2000:]
+            raise CacheError(f"compiler process exited {proc.returncode}: {tail}")
+        return Image.from_json(Path(out.name).read_bytes())
+
+
+def _compile_main(argv: list[str]) -> int:
+    """Child side of compile_in_child: SRC OUT CFLAGS... -> the image's JSON in OUT."""
+    src_file, out, *cflags = argv
+    image = compile_image(_bpf_class(), src_file, cflags)
+    Path(out).write_bytes(image.to_json())
+    return 0
+
+
 def compile_image(bpf_class: type, src_file: str, cflags: list[str]) -> Image:
     """Compile with BCC without loading or attaching anything; the module is freed after."""
 
@@ -476,3 +506,9 @@ def compile_image(bpf_class: type, src_file: str, cflags: list[str]) -> Image:
         b.cleanup()
     log.debug("compiled %s in %.1f s", src_file, time.monotonic() - t0)
     return image
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_compile_main(sys.argv[1:]))

@@ -40,12 +40,14 @@ class StoreConfig(Section):
     max_age_s: float | None = 24 * 3600.0
     max_spans: int | None = 5_000_000
     # DuckDB's own memory (its default is 80 % of the host's RAM; past the limit it spills to disk)
-    # and query threads (its default is one per core): an agent shares the node with what it watches
-    memory_limit_mb: int | None = Field(128, ge=16)  # None: DuckDB's default
+    # and query threads (its default is one per core): an agent shares the node with what it watches.
+    # DuckDB fills its limit with insert buffers before it lets go of them: the agent's resident
+    # set swings by about the limit while it stores (`python -m bench.capture --only agent`)
+    memory_limit_mb: int | None = Field(64, ge=16)  # None: DuckDB's default
     threads: int | None = Field(2, ge=1)  # None: DuckDB's default
     # spans waiting to be linked and stored; past it a batch is dropped and counted
     # (guardian_agent_spans_dropped): each one is a Python object, so this bounds the agent under a flood
-    queue_spans: int = Field(32_768, ge=1)
+    queue_spans: int = Field(16_384, ge=1)
 
 
 class LinkerConfig(Section):
@@ -53,7 +55,7 @@ class LinkerConfig(Section):
     slack_ms: float = 50.0  # clock slack when matching a CLIENT with its SERVER
     # spans waiting for their peers, and as many released ones kept to link late peers to; past it
     # the oldest go early (counted): what the agent holds under a flood, whatever the window
-    max_pending_spans: int = Field(10_000, ge=100)
+    max_pending_spans: int = Field(5_000, ge=100)
 
 
 def parse_headers(text: str) -> dict[str, str]:

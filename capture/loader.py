@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from capture import abi, bpfcache, btf
+from capture import abi, bcclib, bpfcache, btf
 from capture.errors import CaptureUnavailable
 from capture.ringbuf import OrderedRings, RingReader
 
@@ -132,7 +132,7 @@ class Loader:
 
         require_ebpf()
         try:
-            from bcc import BPF
+            BPF = bcclib.import_bcc().BPF  # noqa: N806 — BCC's class; its compiler is not mapped yet
         except ImportError as e:  # require_ebpf checked it; keep the message clear anyway
             raise CaptureUnavailable(f"bcc is not importable: {e}. Run: make setup") from e
         try:
@@ -197,7 +197,11 @@ class Loader:
         log.info("compiling the eBPF programs with BCC (first start for this kernel, source and "
                  "options: %s; later starts load them from %s)", usual, self.cache_dir)
         t0 = time.monotonic()
-        image = bpfcache.compile_image(bpf_class, str(abi.BPF_DIR / "guardian.bpf.c"), cflags)
+        try:  # in a child: LLVM and the compiler's peak memory never enter the agent
+            image = bpfcache.compile_in_child(str(abi.BPF_DIR / "guardian.bpf.c"), cflags)
+        except bpfcache.CacheError as e:
+            log.warning("eBPF compile in a child process failed (%s); compiling here", e)
+            image = bpfcache.compile_image(bpf_class, str(abi.BPF_DIR / "guardian.bpf.c"), cflags)
         took = time.monotonic() - t0
         try:
             image.check_sentinels(list(self.params()))

@@ -71,8 +71,10 @@ def check_headers() -> Check:
 
 
 def check_bcc() -> Check:
+    from capture.bcclib import import_bcc
+
     try:
-        import bcc  # noqa: F401
+        bcc = import_bcc()
     except ImportError as e:
         return Check("BCC", False, f"not importable ({e})",
                      "apt-get install python3-bpfcc and make it visible to the venv (make setup)")

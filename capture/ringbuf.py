@@ -147,6 +147,9 @@ class OrderedRings:
     # process may be gone before /proc tells its connection's addresses.
     HOLD_NS = 200_000
     MAX_HELD = 1 << 16  # spilled records held back at most; beyond, the spill ring waits (and fills)
+    # ... and bytes: while the main ring lags behind at saturation, everything spilled meanwhile
+    # waits here for the main ring to reach its time (a few times the spill ring's own size)
+    MAX_HELD_BYTES = 4 << 20
 
     def __init__(self, main: RingReader, spill: RingReader,
                  clock: Callable[[], int] = time.monotonic_ns) -> None:
@@ -154,6 +157,7 @@ class OrderedRings:
         # spilled records not yet handed over, sorted by timestamp, from index _start on
         self._held: list[bytes] = []
         self._start = 0
+        self.held_bytes = 0  # bytes of the held records
 
     @property
     def size(self) -> int:
@@ -187,12 +191,14 @@ class OrderedRings:
         """Records stamped up to `until_ts` (default: the horizon) in time order, at most
         about `limit` from the main ring."""
         horizon = self.clock() - self.HOLD_NS if until_ts is None else until_ts
-        if self.held < self.MAX_HELD and self.spill.pending():
+        if self.held < self.MAX_HELD and self.held_bytes < self.MAX_HELD_BYTES and self.spill.pending():
             self._hold(self.spill.read(self.MAX_HELD - self.held, horizon))
         records = self.main.read(limit, horizon)
         if self.held:
             # once the main ring is read up to the horizon, what was spilled before it is due
-            records, self._start = _merge(records, self._held, self._start, horizon, len(records) < limit)
+            start = self._start
+            records, self._start = _merge(records, self._held, start, horizon, len(records) < limit)
+            self.held_bytes -= sum(map(len, self._held[start:self._start]))
             if self._start > 4096 and 2 * self._start > len(self._held):
                 del self._held[:self._start]
                 self._start = 0
@@ -210,6 +216,7 @@ class OrderedRings:
         if not spilled:
             return
         spilled = _sort(spilled)  # a ring is in reservation order: CPUs interleave
+        self.held_bytes += sum(map(len, spilled))
         held = self._held
         if self.held and _U64.unpack_from(held[-1])[0] > _U64.unpack_from(spilled[0])[0]:
             self._held, self._start = _sort(held[self._start:] + spilled), 0

@@ -116,6 +116,7 @@ class AmqpParser(Parser):
         self._readers = {side: FrameReader(7, _length, self.stats) for side in Side}
         self._channels: dict[int, _Channel] = {}
         self._consumers: dict[str, str] = {}  # consumer tag -> queue
+        self._unconfirmed = 0  # publishes awaiting a confirm over all channels (kept, not summed per publish)
         self._out: list[Record] = []
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
@@ -132,6 +133,7 @@ class AmqpParser(Parser):
                 self._finish(op, ts_ns, "ERROR", "connection closed before a confirm", "no_response")
         self.stats["requests_without_response"] += len(self._out)
         self._channels.clear()
+        self._unconfirmed = 0
         out, self._out = self._out, []
         return out
 
@@ -177,8 +179,9 @@ class AmqpParser(Parser):
         del ch.content[side]
         if op.attrs.get("messaging.operation.name") == "publish" and ch.confirm:
             ch.publish_seq += 1
-            if sum(len(c.unconfirmed) for c in self._channels.values()) < MAX_UNCONFIRMED:
+            if self._unconfirmed < MAX_UNCONFIRMED:
                 ch.unconfirmed[ch.publish_seq] = op
+                self._unconfirmed += 1
             else:
                 self.stats["pending_overflow"] += 1
             return
@@ -243,6 +246,7 @@ class AmqpParser(Parser):
             for tag in tags:
                 op = ch.unconfirmed.pop(tag, None)
                 if op is not None:
+                    self._unconfirmed -= 1
                     nack = isinstance(m, commands.Basic.Nack)
                     self._finish(op, f.end_ns, *(("ERROR", "nacked by the broker", "nack") if nack else ()))
             return

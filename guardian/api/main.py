@@ -23,6 +23,7 @@ from guardian.api.deps import token_ok
 from guardian.api.files import restrict_store
 from guardian.api.guard import RequestGuard
 from guardian.api.jobs import Jobs
+from guardian.api.mcp_mount import LazyMcp
 from guardian.api.metrics import ApiMetrics, MetricsMiddleware
 from guardian.alerts.receiver import AlertReceiver
 from guardian.api.routers import (alerts, anomalies, graph, health, investigate, memory, reports, services, tools,
@@ -87,17 +88,13 @@ def create_app(
                           engine=settings.api.engine, memory=incident_memory)
     alert_receiver = AlertReceiver(store, jobs, settings.alerts, slack if settings.slack.bot_token else None,
                                    engine=settings.api.engine)
-    mcp_endpoint, mcp_manager = (None, None)
-    if mcp:
-        from guardian.mcp_server import http_endpoint
-
-        mcp_endpoint, mcp_manager = http_endpoint(store, loopback_only=not settings.api.token)
+    mcp_endpoint = LazyMcp(store, loopback_only=not settings.api.token) if mcp else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         scheduler.start()
         try:
-            async with (mcp_manager.run() if mcp_manager else contextlib.nullcontext()):
+            async with (mcp_endpoint.running() if mcp_endpoint else contextlib.nullcontext()):
                 yield
         finally:
             scheduler.stop()

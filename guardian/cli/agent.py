@@ -55,6 +55,15 @@ def _pods(cfg):
     return watcher.index, watcher
 
 
+def _system_allocator_for_arrow() -> None:
+    """Arrow's own allocator (mimalloc) keeps what the store's batches freed resident in a region
+    of its own; from the C library's malloc, it is reused by everything else in the process
+    (`python -m bench.capture --only agent` prints the agent's resident set by mapping)."""
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def run(args: argparse.Namespace) -> int:
     from capture.errors import CaptureUnavailable
     from capture.export.otlp import from_config
@@ -93,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     except (CaptureUnavailable, OSError, ValueError) as e:
         print(f"guardian agent: {e}", file=sys.stderr)
         return 1
+    _system_allocator_for_arrow()
     store = open_store(cfg.store.path, max_age_s=cfg.store.max_age_s, max_spans=cfg.store.max_spans,
                        memory_limit_mb=cfg.store.memory_limit_mb, threads=cfg.store.threads)
     sink = from_config(cfg.export, netns=cfg.capture.scope.get("netns"))

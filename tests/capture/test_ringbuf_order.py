@@ -88,6 +88,29 @@ def test_held_back_spill_records_are_bounded():
     assert stamps(out) == [5, *range(10, 10 + 70_000)]
 
 
+def test_held_back_spill_records_are_bounded_in_bytes():
+    """While the main ring lags (every read a full batch), spilled records wait for it: at most
+    MAX_HELD_BYTES (and one more read of the spill ring, 1 MiB here) of them, then the spill ring waits."""
+    big = b"x" * 4000
+
+    class OneMiB(ListRing):  # what a 1 MiB ring can hold at once
+        def read(self, limit=1 << 20, until_ts=NEVER):
+            return super().read(min(limit, (1 << 20) // 4008), until_ts)
+
+    main = ListRing([1, *range(2, 2 + 5000)])
+    spill = OneMiB()
+    spill.queue = [ListRing.record(100_000 + i) + big for i in range(5000)]
+    rings = OrderedRings(main, spill, clock=lambda: 10**9)
+    out: list[bytes] = []
+    most = 0
+    while rings.drain(out.append, limit=16):
+        most = max(most, rings.held_bytes)
+        assert rings.held_bytes == sum(map(len, rings._held[rings._start:]))
+    assert OrderedRings.MAX_HELD_BYTES <= most <= OrderedRings.MAX_HELD_BYTES + (1 << 20)
+    assert rings.held_bytes == 0
+    assert stamps(out) == [1, *range(2, 2 + 5000), *range(100_000, 105_000)]
+
+
 def test_reading_a_mapped_ring_wraps_skips_discards_and_stops_at_busy_or_new():
     bodies = [struct.pack("<Q", 100 + i) + bytes([i]) * (i * 37 % 300) for i in range(40)]
     records = [(ringbuf.DISCARD_BIT if i % 7 == 3 else 0, b) for i, b in enumerate(bodies)]

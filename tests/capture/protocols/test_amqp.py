@@ -191,3 +191,24 @@ def test_unconfirmed_publishes_channels_and_sync_waits_are_bounded_per_connectio
     assert len(p._channels[4].sync) == amqp.MAX_SYNC
     feed_all(p, [(C, f(ch, m.Queue.Declare(queue="q"))) for ch in range(5, amqp.MAX_CHANNELS + 100)])
     assert len(p._channels) == amqp.MAX_CHANNELS and p.stats["channel_overflow"] == 99  # 2,143 asked, 2,044 free
+
+
+def test_unconfirmed_count_follows_acks_across_channels():
+    """The connection's bound is kept as a count (not summed over channels per publish): acks on
+    one channel make room for publishes on another, and the count always matches what is held."""
+    from capture.protocols import amqp
+    p = AmqpParser()
+    steps = []
+    for ch in (1, 2):
+        steps += [(C, f(ch, m.Confirm.Select())), (S, f(ch, m.Confirm.SelectOk()))]
+    steps += [(C, content(1, m.Basic.Publish(exchange="x", routing_key="k")))] * amqp.MAX_UNCONFIRMED
+    steps += [(C, content(2, m.Basic.Publish(exchange="x", routing_key="k")))] * 10  # over the bound
+    feed_all(p, steps)
+    assert p.stats["pending_overflow"] == 10
+    recs = feed_all(p, [(S, f(1, m.Basic.Ack(delivery_tag=100, multiple=True))),
+                        (S, f(1, m.Basic.Nack(delivery_tag=101)))])
+    assert len(recs) == 101 and p._unconfirmed == amqp.MAX_UNCONFIRMED - 101
+    feed_all(p, [(C, content(2, m.Basic.Publish(exchange="x", routing_key="k")))] * 101)
+    assert p.stats["pending_overflow"] == 10 and p._unconfirmed == amqp.MAX_UNCONFIRMED
+    assert p._unconfirmed == sum(len(c.unconfirmed) for c in p._channels.values())
+    assert len(p.close(10**9)) == amqp.MAX_UNCONFIRMED and p._unconfirmed == 0

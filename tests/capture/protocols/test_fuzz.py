@@ -85,3 +85,19 @@ def test_long_lived_parser_memory_is_flat(protocol, pools):
     assert after - warm < 2 * 1024 * 1024, (warm, after)
     assert sum(len(q) for q in (parser.__dict__.get("_pending") or [],)) <= 4096
     parser.feed(Side.CLIENT, b"", 1)
+
+
+def test_a_resumed_run_feeds_exactly_the_inputs_an_uninterrupted_one_would(pools, monkeypatch):
+    """--resume regenerates the seeded inputs already run instead of running them: the run goes
+    on with the same stream, counts and findings carried over."""
+    fed: list[int] = []
+    monkeypatch.setattr(fuzz, "run_one", lambda proto, chunks, parser=None: fed.append(hash(tuple(chunks))))
+    whole = fuzz.fuzz("REDIS", 60, seed=3, pool=pools["REDIS"])
+    straight, fed[:] = list(fed), []
+    saved = []
+    fuzz.fuzz("REDIS", 60, seed=3, pool=pools["REDIS"], checkpoint=saved.append, every=25)
+    fed[:] = []
+    resumed = fuzz.fuzz("REDIS", 60, seed=3, pool=pools["REDIS"], resume=saved[1])  # after 50 inputs
+    assert saved[1]["inputs"] == 50 and not saved[1]["complete"]
+    assert fed == straight[50:]
+    assert resumed["inputs"] == whole["inputs"] == 60 and resumed["findings"] == whole["findings"] == 0
