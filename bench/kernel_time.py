@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.capture import ROOT, agent, nginx_server
+from bench.capture import ROOT, agent, nginx_server, wrk as capture_wrk
 from bench.soaklib.probe import prog_ids_of
 
 LOADS = {"new_connection_each": ["-disable-keepalive", "-q", "100"], "keepalive": ["-q", "300"]}
@@ -48,10 +48,8 @@ def hey(url: str, seconds: int, extra: list[str]) -> int:
     return sum(int(n) for n in re.findall(r"\[\d{3}\]\s+(\d+) responses", out))
 
 
-def wrk(url: str, seconds: int, extra: list[str]) -> int:
-    out = subprocess.run(["wrk", "-t1", "-c10", f"-d{seconds}s", url], capture_output=True, text=True,
-                         check=True).stdout
-    return int(re.search(r"(\d+) requests in", out).group(1))
+def wrk(url: str, seconds: int, _extra: list[str]) -> int:
+    return capture_wrk(url, seconds, conns=10)["requests"]
 
 
 TLS_LOADS = {"hey": (hey, ["-q", "300"]), "wrk": (wrk, [])}

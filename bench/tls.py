@@ -29,7 +29,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.capture import ROOT, agent, hey, wrk
+from bench.capture import ROOT, agent, cpu_seconds, hey, wrk
 from support import tls_targets as targets
 from support.live import free_port
 from support.process import stop
@@ -91,18 +91,16 @@ def foreign_tls_probes(port: int | None = None) -> dict[str, int]:
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of process `pid` and its children (nginx's worker)."""
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    for p in [str(pid), *children]:
+    for p in [pid, *map(int, children)]:
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += cpu_seconds(p)
         except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            continue  # exited meanwhile
     return total
 
 

@@ -2,7 +2,8 @@
 
 Fills what the kernel could not (sockets the kernel side could not read, without BTF) from
 /proc, applies the --port filter, notices lost events by stream position,
-and forgets connections whose process is gone.
+and forgets connections whose process is gone. Idle HTTP/1 connections may be held by the
+compiled path (capture/fastpath.py), which `feed` tries first; it hands them back in order.
 """
 from __future__ import annotations
 

@@ -114,9 +114,8 @@ class Agent:
                                    max_pending=config.linker.max_pending_spans)
         self.scope = scope_from_config(getattr(config.capture, "scope", None))
         # spans waiting for the worker, at most (store.queue_spans): this bounds the agent's
-        # memory while the store falls behind
-        self.max_queued_spans = max_queued_spans or config.store.queue_spans
-        self.queue = BatchQueue(queue_batches, self.max_queued_spans)
+        # memory while the store falls behind (the bound is the queue's: queue.max_spans)
+        self.queue = BatchQueue(queue_batches, max_queued_spans or config.store.queue_spans)
         self.stop = threading.Event()
         self.received = self.stored = self.dropped = self.store_errors = 0
         self.registry = CollectorRegistry()

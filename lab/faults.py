@@ -202,6 +202,24 @@ class Cgroup:
     def read(self, key: str) -> str:
         return (self.path / key).read_text().strip()
 
+    def limit_cpu(self, share: float, period_us: int) -> None:
+        """CFS quota: `share` of one CPU per period, for every process in the group together."""
+        quota = max(1000, int(period_us * share))
+        if self.v2:
+            self.write("cpu.max", f"{quota} {period_us}")
+        else:
+            self.write("cpu.cfs_period_us", str(period_us))
+            self.write("cpu.cfs_quota_us", str(quota))
+
+    def unlimit_cpu(self, period_us: int) -> None:
+        try:
+            if self.v2:
+                self.write("cpu.max", f"max {period_us}")
+            else:
+                self.write("cpu.cfs_quota_us", "-1")
+        except OSError:
+            pass  # the group is already gone
+
     def leave(self) -> None:
         procs = self.path / ("cgroup.procs")
         if not self.path.exists():
@@ -251,22 +269,10 @@ class CpuThrottle:
 
     def apply(self) -> None:
         self.cg.enter(descendants(self.pid))
-        period = self.period
-        quota = max(1000, int(period * self.share))
-        if self.cg.v2:
-            self.cg.write("cpu.max", f"{quota} {period}")
-        else:
-            self.cg.write("cpu.cfs_period_us", str(period))
-            self.cg.write("cpu.cfs_quota_us", str(quota))
+        self.cg.limit_cpu(self.share, self.period)
 
     def remove(self) -> None:
-        try:
-            if self.cg.v2:
-                self.cg.write("cpu.max", f"max {self.period}")
-            else:
-                self.cg.write("cpu.cfs_quota_us", "-1")
-        except OSError:
-            pass
+        self.cg.unlimit_cpu(self.period)
         self.cg.leave()
 
 
@@ -346,12 +352,7 @@ class CpuContention:
             ["nice", "-n", str(nice), "taskset", "-c", str(self.cpu), "stress-ng", "--cpu", str(self.workers),
              "--cpu-method", "int64", "--quiet", "--timeout", "600s"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=join)
-        quota = max(1000, int(self.period * self.share))
-        if self.cg.v2:
-            self.cg.write("cpu.max", f"{quota} {self.period}")
-        else:
-            self.cg.write("cpu.cfs_period_us", str(self.period))
-            self.cg.write("cpu.cfs_quota_us", str(quota))
+        self.cg.limit_cpu(self.share, self.period)
 
     def remove(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -362,13 +363,7 @@ class CpuContention:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
-        try:
-            if self.cg.v2:
-                self.cg.write("cpu.max", f"max {self.period}")
-            else:
-                self.cg.write("cpu.cfs_quota_us", "-1")
-        except OSError:
-            pass
+        self.cg.unlimit_cpu(self.period)
         self.cg.leave()
         if self._affinity:
             pin(self.pid, self._affinity)

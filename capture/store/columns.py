@@ -63,7 +63,7 @@ def arrow_rows(batch: list, nulls: bool = True) -> pa.Table:
     resources = list(map(_get["resource"], batch))
     for r in resources:
         if id(r) not in by_id:
-            by_id[id(r)] = (encode_json(r).decode(), str(r.get("service.name", "unknown")))
+            by_id[id(r)] = _resource_columns(r)
     res = [by_id[id(r)] for r in resources]
     starts = list(map(_get["start_time_unix_nano"], batch))
     ends = list(map(_get["end_time_unix_nano"], batch))

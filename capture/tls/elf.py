@@ -2,8 +2,9 @@
 symbols (grpcio: found by its code, capture/tls/boringssl.py) or Go crypto/tls.
 
 Reads symbols with pyelftools (hash tables when present: node exports ~75k symbols), Go
-functions of stripped binaries from .gopclntab, and finds the RET instructions of Go's
-(*Conn).Read with capstone. Never executes the file.
+functions of stripped binaries from .gopclntab, and with capstone the RET instructions of Go's
+(*Conn).Read and the internal functions OpenSSL's SSL_read/SSL_write call (probed instead of
+the wrappers where they start with an emulated instruction). Never executes the file.
 """
 from __future__ import annotations
 
