@@ -45,9 +45,7 @@ class Pipeline:
             self._parser_failed(conn)
             return
         if records:
-            batch = self.batch
-            for r in records:
-                batch.append(record_to_span(r, conn))
+            self._emit(records, conn)
 
     def exchange(self, conn: Connection, request: bytes, req_ts: int, req_size: int, req_tid: int,
                  response: bytes, resp_ts: int, resp_size: int) -> None:
@@ -65,9 +63,12 @@ class Pipeline:
             self._parser_failed(conn)
             return
         if records:
-            batch = self.batch
-            for r in records:
-                batch.append(record_to_span(r, conn))
+            self._emit(records, conn)
+
+    def _emit(self, records: list, conn: Connection) -> None:
+        batch = self.batch
+        for r in records:
+            batch.append(record_to_span(r, conn))
 
     def new_parser(self, conn: Connection):
         """The parser a connection's first bytes start (None: no parser for its protocol)."""
