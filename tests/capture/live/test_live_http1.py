@@ -1,6 +1,7 @@
 """Live eBPF capture of HTTP/1 between real clients and servers on loopback."""
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -131,14 +132,21 @@ def test_garbage_and_dying_clients_do_not_hurt_the_capture():
     assert cap.stats.get("pipeline.parser_exceptions", 0) == 0
 
 
-def numbered_requests(n: int, ringbuf_pages: int):
+def numbered_requests(n: int, ringbuf_pages: int, paused: range = range(0)):
     """n keep-alive GETs /?i=<i> to nginx under a capture with a ring of `ringbuf_pages`;
-    checks every request got exactly one SERVER and one CLIENT span; returns the capture."""
+    checks every request got exactly one SERVER and one CLIENT span; returns the capture.
+    The agent is stopped (SIGSTOP) while the requests numbered `paused` are made: a reader
+    that keeps up never lets a ring fill, so a test of what happens when it does has to make
+    the reader fall behind rather than hope the host is slow."""
     with nginx_server() as (port, _):
         with live_capture(port=port, extra=("--ringbuf-pages", str(ringbuf_pages))) as cap:
             with requests.Session() as http:
                 for i in range(n):
+                    if i == paused.start and paused:
+                        cap.proc.send_signal(signal.SIGSTOP)
                     assert http.get(f"http://127.0.0.1:{port}/?i={i}").status_code == 200
+                    if i == paused.stop - 1 and paused:
+                        cap.proc.send_signal(signal.SIGCONT)
     assert cap.stats.get("kernel.ringbuf_drops", 0) == 0, cap.stats
     for kind in ("SERVER", "CLIENT"):
         spans = by_kind(cap.spans, kind)
@@ -157,9 +165,9 @@ def test_a_small_ring_buffer_wraps_without_losing_or_garbling_events():
 def test_records_the_main_ring_refuses_arrive_in_order():
     """A record the main ring buffer refuses goes through the spill ring (bpf ringbuf_send)
     and is merged back by time (capture/ringbuf.py OrderedRings). With an 8 KiB main ring,
-    smaller than a few requests' events, most records spill: every exchange must still pair
-    request with response, nothing lost."""
-    cap = numbered_requests(300, ringbuf_pages=2)
+    smaller than a few requests' events, and the agent stopped for 100 requests, most of their
+    records spill: every exchange must still pair request with response, nothing lost."""
+    cap = numbered_requests(300, ringbuf_pages=2, paused=range(50, 150))
     assert cap.stats.get("kernel.ringbuf_spilled", 0) > 0, cap.stats
     assert cap.stats.get("conntrack.gaps", 0) == 0, cap.stats
 

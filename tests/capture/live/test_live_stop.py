@@ -1,5 +1,5 @@
 """`guardian capture` stops within 5 s of SIGTERM while a saturating client keeps its ring buffer
-full (nginx + wrk on loopback, a small ring), and reports its per-CPU loss counters and the
+full (nginx + wrk on loopback, a small ring, the agent stopped for 2 s so that it is behind), and reports its per-CPU loss counters and the
 connection table's size in --stats. Without TLS probes: this is the data path's part of a stop
 (before the bound, the drain loop ran until the load ended)."""
 from __future__ import annotations
@@ -22,7 +22,13 @@ def test_sigterm_with_a_full_backlog_exits_within_five_seconds():
             wrk = subprocess.Popen(["wrk", "-t1", "-c50", "-d9s", f"http://127.0.0.1:{port}/"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                time.sleep(3)  # the agent is behind: the 256 KiB ring stays full
+                time.sleep(1)
+                # A reader that keeps up never lets the ring fill (the compiled path does, on an
+                # idle host): stopped for 2 s, the agent finds both rings full and records lost,
+                # and the load goes on while it drains
+                cap.proc.send_signal(signal.SIGSTOP)
+                time.sleep(2)
+                cap.proc.send_signal(signal.SIGCONT)
                 start = time.monotonic()
                 cap.proc.send_signal(signal.SIGTERM)
                 cap.proc.wait(timeout=30)

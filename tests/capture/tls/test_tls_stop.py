@@ -55,7 +55,12 @@ def test_sigterm_with_tls_probes_and_a_full_backlog_exits_within_five_seconds(tm
                                       stderr=subprocess.DEVNULL)
                      for url in (f"http://127.0.0.1:{port}/", f"https://127.0.0.1:{tls_port}/")]
             try:
-                time.sleep(4)  # the 16 KiB ring stays full: records go to the spill ring, then are lost
+                time.sleep(2)
+                # stopped for 2 s, the agent finds its 16 KiB ring and the spill ring full (a
+                # reader that keeps up never lets them fill) and the load goes on while it drains
+                cap.proc.send_signal(signal.SIGSTOP)
+                time.sleep(2)
+                cap.proc.send_signal(signal.SIGCONT)
                 start = time.monotonic()
                 cap.proc.send_signal(signal.SIGTERM)
                 cap.proc.wait(timeout=60)
