@@ -7,7 +7,7 @@ Portable flags only: never -march=native (CPUs may advertise instructions that f
 from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-std=gnu11"]
-HEADERS = ["capture/http1_scan.h", "bpf/types.h"]
+HEADERS = ["capture/http1_scan.h", "capture/resp_scan.h", "bpf/types.h"]
 setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=FLAGS, optional=True),
                    Extension("capture._http1", ["capture/_http1.c"], extra_compile_args=FLAGS, optional=True,
                              depends=HEADERS),

@@ -28,6 +28,7 @@
 
 #include "types.h" /* bpf/types.h: struct guardian_event and its enums, the one ABI */
 #include "http1_scan.h"
+#include "resp_scan.h"
 
 #define HDR ((Py_ssize_t)sizeof(struct guardian_event))
 #define CACHED_LINE 512 /* capture/protocols/http1.py CACHED_LINE: longer lines are not cached */
@@ -95,6 +96,21 @@ static void cache_put(struct line_cache *c, const unsigned char *s, Py_ssize_t n
     c->used++;
 }
 
+/* A Redis command waiting for its reply: what its span will say (RedisParser._record). */
+struct rcmd {
+    long long start;
+    PyObject *name, *attrs; /* db.system, db.operation.name, db.query.text so far */
+    PyObject *channel;      /* PUBLISH's channel (messaging.*), or NULL */
+    int scrub;              /* scrub.record could change the query text */
+};
+
+static void rcmd_clear(struct rcmd *r)
+{
+    Py_CLEAR(r->name);
+    Py_CLEAR(r->attrs);
+    Py_CLEAR(r->channel);
+}
+
 /* ---- connections held by the table ----------------------------------------------------- */
 #define HOLD_MAX 64 /* records of one unfinished exchange held at most (then Python takes over) */
 
@@ -126,6 +142,9 @@ struct conn {
     int nheld;
     /* what record_to_span reads of the connection, fixed while it is held */
     PyObject *kind, *resource, *saddr, *sport, *caddr, *cport, *transport, *tls_library;
+    int proto;             /* PROTO_HTTP1 or PROTO_REDIS */
+    struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
+    size_t qhead, qlen, qcap;
 };
 
 typedef struct {
@@ -134,8 +153,9 @@ typedef struct {
     size_t cap, count;
     long long offset_ns;
     PyObject *span_type, *request_line, *request_line_long, *status_of, *status_of_long, *scrub;
+    PyObject *redis_shape, *redis_operation, *redis_query_text; /* capture/fastpath.py, protocols/redis.py */
     Py_ssize_t span_offsets[11]; /* each Span field's slot, or -1: build spans by calling the type */
-    struct line_cache lines, statuses;
+    struct line_cache lines, statuses, shapes;
     unsigned char rnd[4096];
     size_t rnd_at;
     unsigned rnd_forks; /* forks_seen when rnd was filled: a child draws its own ids */
@@ -145,6 +165,8 @@ typedef struct {
 static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_empty, *S_CLIENT;
 static PyObject *K_host, *K_agent, *K_parent, *K_status, *K_error, *K_saddr, *K_sport, *K_caddr, *K_cport,
     *K_transport, *K_tid, *K_tls, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
+static PyObject *S_redis, *S_send, *S_space, *K_db_operation, *K_db_query, *K_db_status, *K_msg_system,
+    *K_msg_dest, *K_msg_op;
 
 static inline size_t slot_of(uint64_t id, size_t cap)
 {
@@ -205,6 +227,9 @@ static void conn_free(struct conn *c)
     Py_XDECREF(c->cport);
     Py_XDECREF(c->transport);
     Py_XDECREF(c->tls_library);
+    for (size_t k = 0; k < c->qlen; k++)
+        rcmd_clear(&c->q[(c->qhead + k) % c->qcap]);
+    PyMem_Free(c->q);
     PyMem_Free(c);
 }
 
@@ -386,6 +411,17 @@ static int set_default(PyObject *d, PyObject *key, PyObject *value)
     return PyDict_SetDefault(d, key, value) == NULL ? -1 : 0;
 }
 
+/* record_to_span's attributes from the connection: its ends, transport, request thread, TLS library. */
+static int add_ends(struct conn *c, PyObject *attrs, PyObject *tid)
+{
+    if ((c->saddr && (set_default(attrs, K_saddr, c->saddr) < 0 || set_default(attrs, K_sport, c->sport) < 0)) ||
+        (c->caddr && (set_default(attrs, K_caddr, c->caddr) < 0 || set_default(attrs, K_cport, c->cport) < 0)) ||
+        set_default(attrs, K_transport, c->transport) < 0 || (tid && set_default(attrs, K_tid, tid) < 0) ||
+        (c->tls_library && set_default(attrs, K_tls, c->tls_library) < 0))
+        return -1;
+    return 0;
+}
+
 static PyObject *new_span(Table *t, PyObject *const *values)
 {
     if (t->span_offsets[0] < 0)
@@ -447,11 +483,7 @@ static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, c
             goto done;
         Py_SETREF(msg, m);
     }
-    if ((c->saddr && (set_default(attrs, K_saddr, c->saddr) < 0 || set_default(attrs, K_sport, c->sport) < 0)) ||
-        (c->caddr && (set_default(attrs, K_caddr, c->caddr) < 0 || set_default(attrs, K_cport, c->cport) < 0)) ||
-        set_default(attrs, K_transport, c->transport) < 0 ||
-        (c->request_tid && set_default(attrs, K_tid, c->tid) < 0) ||
-        (c->tls_library && set_default(attrs, K_tls, c->tls_library) < 0))
+    if (add_ends(c, attrs, c->request_tid ? c->tid : NULL) < 0)
         goto done;
     if (c->kind == S_CLIENT && status_code != S_ERROR) {
         /* HTTP semconv: 4xx is an error for the client, not for the server (stitch.py) */
@@ -522,11 +554,11 @@ static int whole_exchange(const unsigned char *rq, Py_ssize_t rq_n, uint32_t rq_
 static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"span_type", "request_line", "request_line_long", "status_of", "status_of_long",
-                            "scrub", "offset_ns", NULL};
-    PyObject *span_type, *rl, *rll, *so, *sol, *scrub;
+                            "scrub", "offset_ns", "redis_shape", "redis_operation", "redis_query_text", NULL};
+    PyObject *span_type, *rl, *rll, *so, *sol, *scrub, *rshape, *rop, *rtext;
     long long offset;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOL", names, &PyType_Type, &span_type, &rl, &rll, &so, &sol,
-                                     &scrub, &offset))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOLOOO", names, &PyType_Type, &span_type, &rl, &rll, &so, &sol,
+                                     &scrub, &offset, &rshape, &rop, &rtext))
         return NULL;
     Table *t = (Table *)type->tp_alloc(type, 0);
     if (t == NULL)
@@ -535,7 +567,8 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     t->slots = PyMem_Calloc(t->cap, sizeof(*t->slots));
     t->lines = (struct line_cache){PyMem_Calloc(8192, sizeof(struct line_entry)), 8192, 0};
     t->statuses = (struct line_cache){PyMem_Calloc(512, sizeof(struct line_entry)), 512, 0};
-    if (t->slots == NULL || t->lines.slots == NULL || t->statuses.slots == NULL) {
+    t->shapes = (struct line_cache){PyMem_Calloc(1024, sizeof(struct line_entry)), 1024, 0};
+    if (t->slots == NULL || t->lines.slots == NULL || t->statuses.slots == NULL || t->shapes.slots == NULL) {
         Py_DECREF(t);
         return PyErr_NoMemory();
     }
@@ -546,6 +579,9 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     t->status_of = Py_NewRef(so);
     t->status_of_long = Py_NewRef(sol);
     t->scrub = Py_NewRef(scrub);
+    t->redis_shape = Py_NewRef(rshape);
+    t->redis_operation = Py_NewRef(rop);
+    t->redis_query_text = Py_NewRef(rtext);
     t->rnd_at = sizeof(t->rnd);
     /* a slots dataclass keeps each field in a member slot: set them directly, as its __init__
      * does; anything else (a changed Span) is built by calling the type */
@@ -616,6 +652,13 @@ static void Table_dealloc(Table *t)
         cache_clear(&t->statuses);
         PyMem_Free(t->statuses.slots);
     }
+    if (t->shapes.slots) {
+        cache_clear(&t->shapes);
+        PyMem_Free(t->shapes.slots);
+    }
+    Py_XDECREF(t->redis_shape);
+    Py_XDECREF(t->redis_operation);
+    Py_XDECREF(t->redis_query_text);
     PyMem_Free(t->slots);
     Py_XDECREF(t->request_line);
     Py_XDECREF(t->request_line_long);
@@ -627,16 +670,18 @@ static void Table_dealloc(Table *t)
 static PyObject *none_or_ref(PyObject *o) { return o == Py_None ? NULL : Py_NewRef(o); }
 
 /* adopt(conn_id, tracked, conn, pos_egress, pos_ingress, last_seen_ns, request_tid, server,
- *       source_syscall, kind, resource, server_end, client_end, transport, tls_library) -> bool */
+ *       source_syscall, kind, resource, server_end, client_end, transport, tls_library, proto) -> bool */
 static PyObject *Table_adopt(Table *t, PyObject *args)
 {
     unsigned long long id;
     PyObject *tracked, *conn, *p0, *p1, *seen_o, *tid_o, *kind, *resource, *server_end, *client_end, *transport, *tls;
-    int server, syscall;
-    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUO", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type, &p1,
+    int server, syscall, proto;
+    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOi", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type, &p1,
                           &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
-                          &resource, &server_end, &client_end, &transport, &tls))
+                          &resource, &server_end, &client_end, &transport, &tls, &proto))
         return NULL;
+    if (proto != PROTO_HTTP1 && proto != PROTO_REDIS)
+        Py_RETURN_FALSE;
     uint64_t pos0 = PyLong_AsUnsignedLongLong(p0), pos1 = PyLong_AsUnsignedLongLong(p1);
     long long seen = PyLong_AsLongLong(seen_o);
     unsigned long long tid = PyLong_AsUnsignedLongLong(tid_o);
@@ -656,6 +701,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     if (c == NULL)
         return PyErr_NoMemory();
     c->id = id;
+    c->proto = proto;
     c->pos[0] = pos0;
     c->pos[1] = pos1;
     c->last_seen = seen;
@@ -907,6 +953,366 @@ static int take_record(Table *t, struct conn *c, PyObject *raw, const struct gua
     return 1;
 }
 
+/* ---- Redis: FIFO commands and replies (capture/protocols/redis.py is the specification) ---- */
+#define REDIS_KEEP 4096         /* redis.py KEEP: bytes of a bulk string kept */
+#define REDIS_MAX_ITEMS 1024    /* redis.py MAX_ITEMS: more arguments go to Python */
+#define REDIS_MAX_QUERY 1024    /* redis.py MAX_QUERY: characters of db.query.text */
+#define REDIS_MAX_PENDING 4096  /* redis.py MAX_PENDING: past it Python drops and counts */
+#define REDIS_NATIVE_WORD 64    /* a longer command name or subcommand is described by Python */
+
+/* (NAME, two-word, secret, scrub, python-only, publish) of a command name: fastpath.redis_shape's
+ * answer, cached by the name's bytes. */
+static PyObject *redis_shape(Table *t, const unsigned char *s, Py_ssize_t n)
+{
+    uint64_t h = hash_bytes(s, n);
+    PyObject *v = n <= CACHED_LINE ? cache_get(&t->shapes, s, n, h) : NULL;
+    if (v != NULL)
+        return Py_NewRef(v);
+    PyObject *name = PyBytes_FromStringAndSize((const char *)s, n);
+    if (name == NULL)
+        return NULL;
+    v = PyObject_CallOneArg(t->redis_shape, name);
+    Py_DECREF(name);
+    if (v == NULL)
+        return NULL;
+    if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 6 || !PyUnicode_Check(PyTuple_GET_ITEM(v, 0))) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_TypeError, "redis_shape must return (name, two, secret, scrub, python, publish)");
+        return NULL;
+    }
+    if (n <= CACHED_LINE)
+        cache_put(&t->shapes, s, n, h, v);
+    return v;
+}
+
+static int all_in(const unsigned char *s, Py_ssize_t n, unsigned char lo, unsigned char hi)
+{
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (s[k] < lo || s[k] > hi)
+            return 0;
+    return 1;
+}
+
+static PyObject *ascii(const char *s, Py_ssize_t n)
+{
+    PyObject *u = PyUnicode_New(n, 127);
+    if (u != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(u), s, n);
+    return u;
+}
+
+/* db.operation.name and db.query.text as redis._operation / _query_text give them, made here when
+ * the bytes that decide them are plain ASCII; 1 done, 0 not (Python's functions are asked). */
+static int redis_native(PyObject *shape, const unsigned char *b, Py_ssize_t (*args)[2], long nargs,
+                        PyObject **op, PyObject **text)
+{
+    const unsigned char *a0 = b + args[0][0];
+    int two = PyTuple_GET_ITEM(shape, 1) == Py_True && nargs > 1, secret = PyTuple_GET_ITEM(shape, 2) == Py_True;
+    if (args[0][1] == 0 || args[0][1] > REDIS_NATIVE_WORD || !all_in(a0, args[0][1], 0x21, 0x7e))
+        return 0; /* a space in the name would change the words scrub.redis sees */
+    char buf[2 * REDIS_NATIVE_WORD + 2 + 2 * REDIS_MAX_ITEMS + REDIS_MAX_QUERY];
+    Py_ssize_t n = 0;
+    if (two) {
+        const unsigned char *a1 = b + args[1][0];
+        if (args[1][1] > REDIS_NATIVE_WORD || !all_in(a1, args[1][1], 0, 0x7f))
+            return 0;
+        for (Py_ssize_t k = 0; k < args[0][1]; k++)
+            buf[n++] = a0[k] >= 'a' && a0[k] <= 'z' ? a0[k] - 32 : a0[k];
+        buf[n++] = ' ';
+        for (Py_ssize_t k = 0; k < args[1][1]; k++)
+            buf[n++] = a1[k] >= 'a' && a1[k] <= 'z' ? a1[k] - 32 : a1[k];
+        *op = ascii(buf, n);
+    } else
+        *op = Py_NewRef(PyTuple_GET_ITEM(shape, 0));
+    if (*op == NULL)
+        return -1;
+    if (secret) { /* the name and one "?" per argument after it */
+        Py_ssize_t name_len = PyUnicode_GET_LENGTH(*op);
+        if (!PyUnicode_IS_ASCII(*op) || name_len > (Py_ssize_t)sizeof(buf) - 2 * REDIS_MAX_ITEMS) {
+            Py_CLEAR(*op);
+            return 0;
+        }
+        memcpy(buf, PyUnicode_1BYTE_DATA(*op), name_len);
+        n = name_len;
+        for (long k = two ? 2 : 1; k < nargs; k++) {
+            buf[n++] = ' ';
+            buf[n++] = '?';
+        }
+    } else { /* the arguments joined by spaces, cut at REDIS_MAX_QUERY: ASCII only, so bytes are characters */
+        n = 0;
+        for (long k = 0; k < nargs && n < REDIS_MAX_QUERY; k++) {
+            if (k)
+                buf[n++] = ' ';
+            Py_ssize_t take = args[k][1];
+            if (take > REDIS_MAX_QUERY - n)
+                take = REDIS_MAX_QUERY - n;
+            memcpy(buf + n, b + args[k][0], take);
+            n += take;
+        }
+        if (!all_in((const unsigned char *)buf, n, 0, 0x7f)) {
+            Py_CLEAR(*op);
+            return 0;
+        }
+    }
+    *text = ascii(buf, n);
+    if (*text == NULL) {
+        Py_CLEAR(*op);
+        return -1;
+    }
+    return 1;
+}
+
+/* A command into r (RedisParser._request, the attributes _record starts with): 1 done, 0 when
+ * Python must see it (pub/sub, MONITOR, replication), -1 on error. */
+static int redis_command(Table *t, const unsigned char *b, Py_ssize_t (*args)[2], long nargs, long long start,
+                         struct rcmd *r)
+{
+    PyObject *shape = redis_shape(t, b + args[0][0], args[0][1]), *op = NULL, *text = NULL, *list = NULL;
+    if (shape == NULL)
+        return -1;
+    int rc = -1;
+    if (PyTuple_GET_ITEM(shape, 4) == Py_True) {
+        rc = 0;
+        goto done;
+    }
+    int native = redis_native(shape, b, args, nargs, &op, &text), publish;
+    if (native < 0)
+        goto done;
+    r->scrub = PyTuple_GET_ITEM(shape, 3) == Py_True;
+    if (native) {
+        publish = PyTuple_GET_ITEM(shape, 5) == Py_True;
+    } else { /* redis.py's own functions on the arguments as its reader keeps them */
+        if ((list = PyList_New(nargs)) == NULL)
+            goto done;
+        for (long k = 0; k < nargs; k++) {
+            PyObject *a = PyBytes_FromStringAndSize((const char *)b + args[k][0],
+                                                    args[k][1] < REDIS_KEEP ? args[k][1] : REDIS_KEEP);
+            if (a == NULL)
+                goto done;
+            PyList_SET_ITEM(list, k, a);
+        }
+        if ((op = PyObject_CallOneArg(t->redis_operation, list)) == NULL ||
+            (text = PyObject_CallOneArg(t->redis_query_text, list)) == NULL)
+            goto done;
+        if (!PyUnicode_Check(op)) {
+            PyErr_SetString(PyExc_TypeError, "redis _operation must return a str");
+            goto done;
+        }
+        r->scrub = 1;
+        publish = PyUnicode_CompareWithASCIIString(op, "PUBLISH") == 0 ||
+                  PyUnicode_CompareWithASCIIString(op, "SPUBLISH") == 0;
+    }
+    r->channel = NULL;
+    if (publish && nargs > 1 &&
+        (r->channel = PyUnicode_DecodeUTF8((const char *)b + args[1][0],
+                                           args[1][1] < REDIS_KEEP ? args[1][1] : REDIS_KEEP, "replace")) == NULL)
+        goto done;
+    r->attrs = PyDict_New();
+    if (r->attrs == NULL || PyDict_SetItem(r->attrs, K_db_system, S_redis) < 0 ||
+        PyDict_SetItem(r->attrs, K_db_operation, op) < 0 || PyDict_SetItem(r->attrs, K_db_query, text) < 0) {
+        rcmd_clear(r);
+        goto done;
+    }
+    r->name = Py_NewRef(op);
+    r->start = start;
+    rc = 1;
+done:
+    Py_DECREF(shape);
+    Py_XDECREF(op);
+    Py_XDECREF(text);
+    Py_XDECREF(list);
+    return rc;
+}
+
+/* The span of command r answered by the value `top` (its bytes in b) at end (_record, then
+ * record_to_span); r's references are taken. */
+static PyObject *redis_span(Table *t, struct conn *c, struct rcmd *r, const unsigned char *b,
+                            const struct resp_top *top, long long end, PyObject *tid)
+{
+    PyObject *status = S_UNSET, *msg = Py_NewRef(S_empty), *err = NULL, *parts = NULL, *span = NULL;
+    PyObject *start_o = NULL, *end_o = NULL, *trace = NULL, *sid = NULL, *attrs = r->attrs;
+    if (top->type == '-' || (top->type == '!' && top->text_len >= 0)) {
+        Py_ssize_t n = top->type == '!' && top->text_len > REDIS_KEEP ? REDIS_KEEP : top->text_len;
+        if ((err = PyUnicode_DecodeUTF8((const char *)b + top->text, n, "replace")) == NULL ||
+            (parts = PyUnicode_Split(err, S_space, 1)) == NULL)
+            goto done;
+        PyObject *prefix = PyList_GET_ITEM(parts, 0);
+        status = S_ERROR;
+        Py_SETREF(msg, PyUnicode_Substring(err, 0, 256));
+        if (msg == NULL || PyDict_SetItem(attrs, K_error, prefix) < 0 ||
+            PyDict_SetItem(attrs, K_db_status, prefix) < 0)
+            goto done;
+    } else if (r->channel != NULL) {
+        if (PyDict_SetItem(attrs, K_msg_system, S_redis) < 0 || PyDict_SetItem(attrs, K_msg_dest, r->channel) < 0 ||
+            PyDict_SetItem(attrs, K_msg_op, S_send) < 0)
+            goto done;
+    }
+    if (r->scrub) {
+        PyObject *m = PyObject_CallFunctionObjArgs(t->scrub, attrs, msg, NULL);
+        if (m == NULL)
+            goto done;
+        Py_SETREF(msg, m);
+    }
+    if (add_ends(c, attrs, tid) < 0)
+        goto done;
+    start_o = PyLong_FromLongLong(r->start);
+    end_o = end > r->start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
+    trace = hex_id(t, 16);
+    sid = trace ? hex_id(t, 8) : NULL;
+    if (start_o == NULL || end_o == NULL || sid == NULL)
+        goto done;
+    PyObject *values[11] = {r->name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
+    span = new_span(t, values);
+done:
+    rcmd_clear(r);
+    Py_XDECREF(msg);
+    Py_XDECREF(err);
+    Py_XDECREF(parts);
+    Py_XDECREF(start_o);
+    Py_XDECREF(end_o);
+    Py_XDECREF(trace);
+    Py_XDECREF(sid);
+    return span;
+}
+
+static int queue_push(struct conn *c, struct rcmd *r)
+{
+    if (c->qlen == c->qcap) {
+        size_t cap = c->qcap ? 2 * c->qcap : 16;
+        struct rcmd *q = PyMem_Calloc(cap, sizeof(*q));
+        if (q == NULL)
+            return -1;
+        for (size_t k = 0; k < c->qlen; k++)
+            q[k] = c->q[(c->qhead + k) % c->qcap];
+        PyMem_Free(c->q);
+        c->q = q;
+        c->qcap = cap;
+        c->qhead = 0;
+    }
+    c->q[(c->qhead + c->qlen++) % c->qcap] = *r;
+    return 0;
+}
+
+/* Record `raw` (an EV_DATA chunk, or an EV_PAIR: its request chunk then its response chunk) on
+ * Redis connection c, as on_event / _exchange -> Pipeline -> RedisParser.feed -> record_to_span
+ * take it when every chunk holds whole values: 1 taken (spans of the replies appended to out),
+ * 0 not (the caller then hands c back, whatever this left in it), -1 on error. The records since
+ * c last had no command waiting stay held: Python replays them on a hand-back (their spans,
+ * made here already, dropped), which rebuilds its parser's state exactly. */
+static int take_redis(Table *t, struct conn *c, PyObject *raw, const struct guardian_event *first, PyObject *out)
+{
+    Py_ssize_t offs[2] = {HDR + first->copied_len, 0};
+    int nchunks = first->kind == EV_PAIR ? 2 : 1;
+    uint64_t pos[2] = {c->pos[0], c->pos[1]};
+    long long seen = c->last_seen;
+    uint32_t tid = c->request_tid;
+    PyObject *tid_obj = c->tid ? Py_NewRef(c->tid) : NULL, *spans = PyList_New(0);
+    Py_ssize_t (*args)[2] = NULL;
+    int rc = 0;
+    if (spans == NULL) {
+        rc = -1;
+        goto done;
+    }
+    for (int k = 2 - nchunks; k < 2; k++) {
+        const char *p = PyBytes_AS_STRING(raw) + offs[k];
+        struct guardian_event ev = header(p);
+        const unsigned char *b = (const unsigned char *)p + HDR;
+        int d = ev.direction == DIR_EGRESS ? 0 : 1, request = (d == 0) == !c->server;
+        uint64_t end;
+        long long ts;
+        Py_ssize_t n = ev.copied_len;
+        /* whole values only: a chunk the capture cut, a gap, a TLS upgrade go to Python */
+        if (ev.proto != PROTO_REDIS || ev.transport != TRANSPORT_TCP || (ev.source && c->source_syscall) ||
+            ev.copied_len != ev.total_len || (pos[d] && ev.pos != pos[d]) ||
+            __builtin_add_overflow(ev.pos, (uint64_t)ev.total_len, &end) || ev.ts_ns > INT64_MAX ||
+            __builtin_add_overflow((long long)ev.ts_ns, t->offset_ns, &ts))
+            goto done;
+        if (request) {
+            if (ev.tid && ev.tid != tid) {
+                tid = ev.tid;
+                Py_XSETREF(tid_obj, PyLong_FromUnsignedLong(tid));
+                if (tid_obj == NULL) {
+                    rc = -1;
+                    goto done;
+                }
+            }
+            if (args == NULL && (args = PyMem_Malloc(REDIS_MAX_ITEMS * sizeof(*args))) == NULL) {
+                rc = -1;
+                goto done;
+            }
+            for (Py_ssize_t at = 0; at < n;) {
+                long nargs;
+                Py_ssize_t next = resp_command(b, n, at, args, REDIS_MAX_ITEMS, &nargs);
+                struct rcmd r = {0};
+                if (next < 0 || c->qlen >= REDIS_MAX_PENDING)
+                    goto done;
+                int got = redis_command(t, b, args, nargs, ts, &r);
+                if (got <= 0) {
+                    rc = got;
+                    goto done;
+                }
+                if (queue_push(c, &r) < 0) {
+                    rcmd_clear(&r);
+                    rc = -1;
+                    goto done;
+                }
+                at = next;
+            }
+        } else {
+            for (Py_ssize_t at = 0; at < n;) {
+                struct resp_top top;
+                Py_ssize_t next = resp_value(b, n, at, 0, &top);
+                if (next < 0 || c->qlen == 0) /* garbage, a cut value, a reply to nothing */
+                    goto done;
+                struct rcmd *r = &c->q[c->qhead];
+                c->qhead = (c->qhead + 1) % c->qcap;
+                c->qlen--;
+                PyObject *span = redis_span(t, c, r, b, &top, ts, tid ? tid_obj : NULL);
+                if (span == NULL) {
+                    PyErr_Clear(); /* Python's path makes it and reports what failed */
+                    goto done;
+                }
+                int bad = PyList_Append(spans, span);
+                Py_DECREF(span);
+                if (bad) {
+                    rc = -1;
+                    goto done;
+                }
+                at = next;
+            }
+        }
+        pos[d] = end;
+        seen = ts;
+    }
+    if (c->qlen && c->nheld == HOLD_MAX)
+        goto done;
+    if (PyList_SetSlice(out, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, spans) < 0) {
+        rc = -1;
+        goto done;
+    }
+    t->spans += PyList_GET_SIZE(spans);
+    c->pos[0] = pos[0];
+    c->pos[1] = pos[1];
+    c->last_seen = seen;
+    if (tid != c->request_tid) {
+        c->request_tid = tid;
+        Py_XSETREF(c->tid, Py_NewRef(tid_obj));
+    }
+    if (c->qlen)
+        c->held[c->nheld++] = Py_NewRef(raw);
+    else { /* nothing waits: Python's parser, idle, stands for everything taken so far */
+        for (int k = 0; k < c->nheld; k++)
+            Py_DECREF(c->held[k]);
+        c->nheld = 0;
+    }
+    rc = 1;
+done:
+    Py_XDECREF(tid_obj);
+    Py_XDECREF(spans);
+    PyMem_Free(args);
+    return rc;
+}
+
 /* run(records, start, out) -> (index, verdict, held): takes records[start:] while they are
  * chunks of held connections' HTTP/1 exchanges (EV_PAIR records, or EV_DATA chunks), appending
  * the spans they complete to `out`; stops at the first it does not take: PYTHON (not a held
@@ -936,7 +1342,9 @@ static PyObject *Table_run(Table *t, PyObject *args)
         struct guardian_event ev = header(p);
         struct conn *c = find(t, ev.conn_id, &at);
         verdict = c != NULL ? RELEASED : PYTHON;
-        if (ev.proto != PROTO_HTTP1 || (Py_ssize_t)ev.copied_len > len - HDR)
+        int proto = c != NULL ? c->proto : ev.proto;
+        if (ev.proto != proto || (proto != PROTO_HTTP1 && proto != PROTO_REDIS) ||
+            (Py_ssize_t)ev.copied_len > len - HDR)
             break;
         int took;
         if (ev.kind == EV_PAIR) {
@@ -954,9 +1362,10 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 verdict = UNKNOWN;
                 break;
             }
-            took = c->x.phase == IDLE ? exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev,
-                                                 (const unsigned char *)p + HDR, out) : 0;
-            if (took == 0)
+            if (proto == PROTO_REDIS)
+                took = take_redis(t, c, raw, &ev, out);
+            else if ((took = c->x.phase == IDLE ? exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev,
+                                                 (const unsigned char *)p + HDR, out) : 0) == 0)
                 took = take_record(t, c, raw, &ev, out);
         } else if (ev.kind == EV_DATA) {
             if (c == NULL) {
@@ -966,7 +1375,7 @@ static PyObject *Table_run(Table *t, PyObject *args)
             /* on_event's case that the exchange path does not have: a UDP datagram */
             if (ev.transport != TRANSPORT_TCP)
                 break;
-            took = take_record(t, c, raw, &ev, out);
+            took = proto == PROTO_REDIS ? take_redis(t, c, raw, &ev, out) : take_record(t, c, raw, &ev, out);
         } else
             break;
         if (took < 0)
@@ -1093,6 +1502,15 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(K_url_path, "url.path");
     INTERN(K_url_query, "url.query");
     INTERN(K_db_system, "db.system");
+    INTERN(S_redis, "redis");
+    INTERN(S_send, "send");
+    INTERN(S_space, " ");
+    INTERN(K_db_operation, "db.operation.name");
+    INTERN(K_db_query, "db.query.text");
+    INTERN(K_db_status, "db.response.status_code");
+    INTERN(K_msg_system, "messaging.system");
+    INTERN(K_msg_dest, "messaging.destination.name");
+    INTERN(K_msg_op, "messaging.operation.type");
     if (PyType_Ready(&TableType) < 0 || pthread_atfork(NULL, NULL, after_fork_in_child) != 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -1,15 +1,17 @@
 """Which connections the compiled path (capture/_fastpath.c) holds, and what it is told of them.
 
-A connection is held while it is an HTTP/1 connection over TCP whose parser has nothing buffered
-or waiting: its exchanges (paired in the kernel or not) then become spans in C. Everything else, and every
-record the C path does not take, goes through ConnTracker.on_event in order; a held connection is
-handed back before any of its records does. Without the extension (not built), there is no table.
+A connection is held while it is an HTTP/1 or Redis connection over TCP whose parser has nothing
+buffered or waiting: its exchanges (paired in the kernel or not) then become spans in C. Everything
+else, and every record the C path does not take, goes through ConnTracker.on_event in order; a held
+connection is handed back before any of its records does. Without the extension (not built), there
+is no table.
 """
 from __future__ import annotations
 
 from capture import scrub
 from capture.connection import Connection
-from capture.protocols import http1
+from capture import abi
+from capture.protocols import http1, redis
 from capture.span import Span
 
 try:
@@ -28,15 +30,35 @@ def table(offset_ns: int):
     if _fastpath is None:
         return None
     return _fastpath.Table(Span, http1._request_line, http1._request_line.__wrapped__,
-                           http1._status_of, http1._status_of.__wrapped__, scrub.record, offset_ns)
+                           http1._status_of, http1._status_of.__wrapped__, scrub.record, offset_ns,
+                           redis_shape, redis._operation, redis._query_text)
+
+
+# commands whose replies are not one per command in order (pushes, a stream, replication): Python's
+_REDIS_PYTHON = redis._SUBSCRIBE | {"MONITOR", "SYNC", "PSYNC"}
+
+
+def redis_shape(name: bytes) -> tuple[str, bool, bool, bool, bool, bool]:
+    """What the C path needs to know of a Redis command name, asked once per name: its
+    db.operation.name (redis._operation's), whether a second word joins it, whether its arguments
+    are secret (redis._query_text), whether scrub.record may change its query text, whether Python
+    must parse it, whether it publishes (messaging.* attributes)."""
+    op = name.decode("latin-1", "replace").upper()
+    return (op, op in redis._TWO_WORD, op in redis._SECRET_COMMANDS, scrub.redis_may_change(op),
+            op in _REDIS_PYTHON, op in ("PUBLISH", "SPUBLISH"))
 
 
 def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
     """Hand `conn` to the table `fast` when its exchanges can be made there (record_to_span's
     view of the connection is fixed while it is held); False: Python keeps it."""
     parser = conn.parser
-    if (conn.protocol != "HTTP1" or conn.transport != "tcp" or type(parser) is not http1.Http1Parser
-            or not parser.idle() or type(conn.resource) is not dict):
+    if conn.protocol == "HTTP1":
+        kind, proto = http1.Http1Parser, abi.Proto.HTTP1
+    elif conn.protocol == "REDIS":
+        kind, proto = redis.RedisParser, abi.Proto.REDIS
+    else:
+        return False
+    if conn.transport != "tcp" or type(parser) is not kind or not parser.idle() or type(conn.resource) is not dict:
         return False
     server = conn.role == "SERVER"
     client_end, server_end = (conn.remote, conn.local) if server else (conn.local, conn.remote)
@@ -44,4 +66,4 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
     return fast.adopt(conn_id, tracked, conn, pos[0], pos[1], conn.last_seen_ns, conn.request_tid, server,
                       conn.source == "syscall", "SERVER" if server else "CLIENT", conn.resource,
                       server_end or None, client_end or None, conn.transport,
-                      conn.source if conn.source not in ("syscall", "pcap") else None)
+                      conn.source if conn.source not in ("syscall", "pcap") else None, int(proto))

@@ -91,6 +91,12 @@ _REDIS_KEEP = {
 _REDIS_TWO_WORD = {"ACL", "CONFIG", "SENTINEL", "CLIENT"}
 
 
+def redis_may_change(name: str) -> bool:
+    """False when redis() leaves every command line whose first word is `name` as it is."""
+    name = name.upper()
+    return name in _REDIS_TWO_WORD or name in _REDIS_KEEP
+
+
 def redis(text: str) -> str:
     """A Redis command line with its value arguments replaced: "SET k ?", "ACL SETUSER u ?"."""
     words = text.split(" ")
