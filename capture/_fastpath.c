@@ -1193,13 +1193,80 @@ static int queue_push(struct conn *c, struct rcmd *r)
     return 0;
 }
 
+/* Redis commands of one request chunk b[:n] (sent at ts) onto c's queue: 1, 0 (Python's to
+ * parse), -1 on error. */
+static int redis_requests(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
+                          PyObject *tid, PyObject *spans)
+{
+    Py_ssize_t (*args)[2] = PyMem_Malloc(REDIS_MAX_ITEMS * sizeof(*args));
+    int rc = 1;
+    if (args == NULL)
+        return -1;
+    for (Py_ssize_t at = 0; at < n && rc == 1;) {
+        long nargs;
+        Py_ssize_t next = resp_command(b, n, at, args, REDIS_MAX_ITEMS, &nargs);
+        struct rcmd r = {0};
+        if (next < 0 || c->qlen >= REDIS_MAX_PENDING)
+            rc = 0;
+        else if ((rc = redis_command(t, b, args, nargs, ts, &r)) == 1 && queue_push(c, &r) < 0) {
+            rcmd_clear(&r);
+            rc = -1;
+        }
+        at = next;
+    }
+    PyMem_Free(args);
+    return rc;
+}
+
+/* The oldest waiting command, taken off c's queue (the caller checked one waits). */
+static struct rcmd *queue_pop(struct conn *c)
+{
+    struct rcmd *r = &c->q[c->qhead];
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    return r;
+}
+
+static int append_span(PyObject *spans, PyObject *span)
+{
+    if (span == NULL) {
+        PyErr_Clear(); /* Python's path makes it and reports what failed */
+        return 0;
+    }
+    int bad = PyList_Append(spans, span);
+    Py_DECREF(span);
+    return bad ? -1 : 1;
+}
+
+/* Redis replies of one response chunk b[:n] (read at ts): a span per reply, in order. */
+static int redis_replies(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
+                         PyObject *tid, PyObject *spans)
+{
+    for (Py_ssize_t at = 0; at < n;) {
+        struct resp_top top;
+        Py_ssize_t next = resp_value(b, n, at, 0, &top);
+        if (next < 0 || c->qlen == 0) /* garbage, a cut value, a reply to nothing */
+            return 0;
+        int rc = append_span(spans, redis_span(t, c, queue_pop(c), b, &top, ts, tid));
+        if (rc <= 0)
+            return rc;
+        at = next;
+    }
+    return 1;
+}
+
+typedef int (*chunk_fn)(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
+                        PyObject *tid, PyObject *spans);
+
 /* Record `raw` (an EV_DATA chunk, or an EV_PAIR: its request chunk then its response chunk) on
- * Redis connection c, as on_event / _exchange -> Pipeline -> RedisParser.feed -> record_to_span
- * take it when every chunk holds whole values: 1 taken (spans of the replies appended to out),
- * 0 not (the caller then hands c back, whatever this left in it), -1 on error. The records since
- * c last had no command waiting stay held: Python replays them on a hand-back (their spans,
- * made here already, dropped), which rebuilds its parser's state exactly. */
-static int take_redis(Table *t, struct conn *c, PyObject *raw, const struct guardian_event *first, PyObject *out)
+ * connection c of a FIFO protocol (Redis, Memcached), as on_event / _exchange -> Pipeline ->
+ * parser.feed -> record_to_span take it when every chunk holds whole messages: `requests` and
+ * `replies` read a chunk of each side. 1 taken (spans appended to out), 0 not (the caller then
+ * hands c back, whatever this left in it), -1 on error. The records since c last had nothing
+ * waiting stay held: Python replays them on a hand-back (their spans, made here already,
+ * dropped), which rebuilds its parser's state exactly. */
+static int take_fifo(Table *t, struct conn *c, PyObject *raw, const struct guardian_event *first, PyObject *out,
+                     chunk_fn requests, chunk_fn replies)
 {
     Py_ssize_t offs[2] = {HDR + first->copied_len, 0};
     int nchunks = first->kind == EV_PAIR ? 2 : 1;
@@ -1207,84 +1274,37 @@ static int take_redis(Table *t, struct conn *c, PyObject *raw, const struct guar
     long long seen = c->last_seen;
     uint32_t tid = c->request_tid;
     PyObject *tid_obj = c->tid ? Py_NewRef(c->tid) : NULL, *spans = PyList_New(0);
-    Py_ssize_t (*args)[2] = NULL;
-    int rc = 0;
-    if (spans == NULL) {
-        rc = -1;
-        goto done;
-    }
-    for (int k = 2 - nchunks; k < 2; k++) {
+    int rc = spans == NULL ? -1 : 0;
+    for (int k = 2 - nchunks; k < 2 && spans != NULL; k++) {
         const char *p = PyBytes_AS_STRING(raw) + offs[k];
         struct guardian_event ev = header(p);
-        const unsigned char *b = (const unsigned char *)p + HDR;
         int d = ev.direction == DIR_EGRESS ? 0 : 1, request = (d == 0) == !c->server;
         uint64_t end;
         long long ts;
-        Py_ssize_t n = ev.copied_len;
-        /* whole values only: a chunk the capture cut, a gap, a TLS upgrade go to Python */
-        if (ev.proto != PROTO_REDIS || ev.transport != TRANSPORT_TCP || (ev.source && c->source_syscall) ||
+        /* whole messages only: a chunk the capture cut, a gap, a TLS upgrade go to Python */
+        if (ev.proto != c->proto || ev.transport != TRANSPORT_TCP || (ev.source && c->source_syscall) ||
             ev.copied_len != ev.total_len || (pos[d] && ev.pos != pos[d]) ||
             __builtin_add_overflow(ev.pos, (uint64_t)ev.total_len, &end) || ev.ts_ns > INT64_MAX ||
             __builtin_add_overflow((long long)ev.ts_ns, t->offset_ns, &ts))
             goto done;
-        if (request) {
-            if (ev.tid && ev.tid != tid) {
-                tid = ev.tid;
-                Py_XSETREF(tid_obj, PyLong_FromUnsignedLong(tid));
-                if (tid_obj == NULL) {
-                    rc = -1;
-                    goto done;
-                }
-            }
-            if (args == NULL && (args = PyMem_Malloc(REDIS_MAX_ITEMS * sizeof(*args))) == NULL) {
+        if (request && ev.tid && ev.tid != tid) {
+            tid = ev.tid;
+            Py_XSETREF(tid_obj, PyLong_FromUnsignedLong(tid));
+            if (tid_obj == NULL) {
                 rc = -1;
                 goto done;
             }
-            for (Py_ssize_t at = 0; at < n;) {
-                long nargs;
-                Py_ssize_t next = resp_command(b, n, at, args, REDIS_MAX_ITEMS, &nargs);
-                struct rcmd r = {0};
-                if (next < 0 || c->qlen >= REDIS_MAX_PENDING)
-                    goto done;
-                int got = redis_command(t, b, args, nargs, ts, &r);
-                if (got <= 0) {
-                    rc = got;
-                    goto done;
-                }
-                if (queue_push(c, &r) < 0) {
-                    rcmd_clear(&r);
-                    rc = -1;
-                    goto done;
-                }
-                at = next;
-            }
-        } else {
-            for (Py_ssize_t at = 0; at < n;) {
-                struct resp_top top;
-                Py_ssize_t next = resp_value(b, n, at, 0, &top);
-                if (next < 0 || c->qlen == 0) /* garbage, a cut value, a reply to nothing */
-                    goto done;
-                struct rcmd *r = &c->q[c->qhead];
-                c->qhead = (c->qhead + 1) % c->qcap;
-                c->qlen--;
-                PyObject *span = redis_span(t, c, r, b, &top, ts, tid ? tid_obj : NULL);
-                if (span == NULL) {
-                    PyErr_Clear(); /* Python's path makes it and reports what failed */
-                    goto done;
-                }
-                int bad = PyList_Append(spans, span);
-                Py_DECREF(span);
-                if (bad) {
-                    rc = -1;
-                    goto done;
-                }
-                at = next;
-            }
+        }
+        int got = (request ? requests : replies)(t, c, (const unsigned char *)p + HDR, ev.copied_len, ts,
+                                                 tid ? tid_obj : NULL, spans);
+        if (got <= 0) {
+            rc = got;
+            goto done;
         }
         pos[d] = end;
         seen = ts;
     }
-    if (c->qlen && c->nheld == HOLD_MAX)
+    if (spans == NULL || (c->qlen && c->nheld == HOLD_MAX))
         goto done;
     if (PyList_SetSlice(out, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, spans) < 0) {
         rc = -1;
@@ -1309,8 +1329,12 @@ static int take_redis(Table *t, struct conn *c, PyObject *raw, const struct guar
 done:
     Py_XDECREF(tid_obj);
     Py_XDECREF(spans);
-    PyMem_Free(args);
     return rc;
+}
+
+static int take_redis(Table *t, struct conn *c, PyObject *raw, const struct guardian_event *first, PyObject *out)
+{
+    return take_fifo(t, c, raw, first, out, redis_requests, redis_replies);
 }
 
 /* run(records, start, out) -> (index, verdict, held): takes records[start:] while they are
