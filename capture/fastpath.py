@@ -1,6 +1,6 @@
 """Which connections the compiled path (capture/_fastpath.c) holds, and what it is told of them.
 
-A connection is held while it is an HTTP/1 or Redis connection over TCP whose parser has nothing
+A connection is held while it is an HTTP/1, Redis or Memcached connection over TCP whose parser has nothing
 buffered or waiting: its exchanges (paired in the kernel or not) then become spans in C. Everything
 else, and every record the C path does not take, goes through ConnTracker.on_event in order; a held
 connection is handed back before any of its records does. Without the extension (not built), there
@@ -11,7 +11,7 @@ from __future__ import annotations
 from capture import scrub
 from capture.connection import Connection
 from capture import abi
-from capture.protocols import http1, redis
+from capture.protocols import http1, memcached, redis
 from capture.span import Span
 
 try:
@@ -31,7 +31,7 @@ def table(offset_ns: int):
         return None
     return _fastpath.Table(Span, http1._request_line, http1._request_line.__wrapped__,
                            http1._status_of, http1._status_of.__wrapped__, scrub.record, offset_ns,
-                           redis_shape, redis._operation, redis._query_text)
+                           redis_shape, redis._operation, redis._query_text, memcached_shape)
 
 
 # commands whose replies are not one per command in order (pushes, a stream, replication): Python's
@@ -48,6 +48,19 @@ def redis_shape(name: bytes) -> tuple[str, bool, bool, bool, bool, bool]:
             op in _REDIS_PYTHON, op in ("PUBLISH", "SPUBLISH"))
 
 
+def memcached_shape(word: bytes) -> tuple[str, int, int, bool, bool, bool] | None:
+    """What the C path needs to know of a Memcached text command word, asked once per word (None:
+    not a command): its name, the word giving its value's length (0: none), where its keys are
+    (2: words[2:], 0: words[1:], 1: words[1:2], as memcached._text_request takes them), whether
+    its reply counts values, whether it is quit, whether scrub.record may change its spans."""
+    if word not in memcached._COMMANDS:
+        return None
+    op = word.decode()
+    length = 2 if word == b"ms" else 4 if word in memcached._STORAGE else 0
+    keys = 2 if word in (b"gat", b"gats") else 0 if word in memcached._RETRIEVAL else 1
+    return op, length, keys, memcached._retrieves(op), op == "quit", scrub.may_change("memcached")
+
+
 def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
     """Hand `conn` to the table `fast` when its exchanges can be made there (record_to_span's
     view of the connection is fixed while it is held); False: Python keeps it."""
@@ -56,6 +69,8 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
         kind, proto = http1.Http1Parser, abi.Proto.HTTP1
     elif conn.protocol == "REDIS":
         kind, proto = redis.RedisParser, abi.Proto.REDIS
+    elif conn.protocol == "MEMCACHED":
+        kind, proto = memcached.MemcachedParser, abi.Proto.MEMCACHED
     else:
         return False
     if conn.transport != "tcp" or type(parser) is not kind or not parser.idle() or type(conn.resource) is not dict:

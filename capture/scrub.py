@@ -117,6 +117,12 @@ def redis(text: str) -> str:
 _SQL_SYSTEMS = {"postgresql", "mysql", "mariadb", "cassandra", "clickhouse", "mssql", "oracle"}
 
 
+def may_change(system: str) -> bool:
+    """False when record() leaves the attributes and message of this db.system as they are
+    (records without url.* keys): the compiled path then does not call it."""
+    return system == "redis" or system in _SQL_SYSTEMS
+
+
 def record(attrs: dict, status_message: str) -> str:
     """Scrub a record's attributes in place; returns its status message, scrubbed too."""
     if not _config.enabled:

@@ -230,6 +230,12 @@ class MemcachedParser(Parser):
         del d.buf[:pos]
         return out
 
+    def idle(self) -> bool:
+        """Nothing buffered, owed, waiting or half read (capture/fastpath.py hands such a
+        connection to the C path)."""
+        return not self._pending and self._values is None and all(
+            not d.buf and not d.resync and not d.need and not d.skip for d in self._dirs.values())
+
     def close(self, ts_ns: int) -> list[Record]:
         out = []
         for req in self._pending:
@@ -269,6 +275,11 @@ class MemcachedParser(Parser):
         return out
 
 
+def _retrieves(op: str) -> bool:
+    """Whether a command's reply carries values (its span says hit or miss and how many)."""
+    return op.startswith(("get", "gat", "mg")) or op in ("getq", "getk", "getkq")
+
+
 def _record(req: _Request, reply: _Reply | None, end_ns: int) -> Record:
     attrs: dict = {"db.system": "memcached", "db.operation.name": req.op}
     if req.keys:
@@ -279,7 +290,7 @@ def _record(req: _Request, reply: _Reply | None, end_ns: int) -> Record:
         attrs["error.type"] = "no_response"
     else:
         attrs["db.response.status_code"] = reply.status
-        if req.op.startswith(("get", "gat", "mg")) or req.op in ("getq", "getk", "getkq"):
+        if _retrieves(req.op):
             attrs["memcached.hit"] = reply.values > 0 or reply.status == "VA"
             attrs["db.response.returned_rows"] = reply.values
         if reply.error:
