@@ -39,13 +39,15 @@ def bulk(v: bytes | None) -> bytes:
 class RedisConn(Conn):
     """Records of one Redis connection (client or server side), unpaired."""
 
+    proto = abi.Proto.REDIS
+
     def data(self, direction: int, payload: bytes, ts: int, total: int | None = None, tid: int = 9) -> bytes:
         raw = super().data(direction, payload, ts, total, tid)
-        return raw[:abi.Event.proto.offset] + bytes([abi.Proto.REDIS]) + raw[abi.Event.proto.offset + 1:]
+        return raw[:abi.Event.proto.offset] + bytes([self.proto]) + raw[abi.Event.proto.offset + 1:]
 
     def close(self, ts: int) -> bytes:
         raw = super().close(ts)
-        return raw[:abi.Event.proto.offset] + bytes([abi.Proto.REDIS]) + raw[abi.Event.proto.offset + 1:]
+        return raw[:abi.Event.proto.offset] + bytes([self.proto]) + raw[abi.Event.proto.offset + 1:]
 
 
 # (request bytes, [reply writes]) in order: each is one exchange of a connection
@@ -113,14 +115,15 @@ def cut(data: bytes, rnd: random.Random, pieces: int) -> list[bytes]:
     return [data[a:b] for a, b in zip([0] + at, at + [len(data)])]
 
 
-def records(exchanges, rnd: random.Random, chunking: float = 0.0, conns: int = 2, gaps: bool = False):
+def records(exchanges, rnd: random.Random, chunking: float = 0.0, conns: int = 2, gaps: bool = False,
+            kind: type = RedisConn):
     """Client and server sides of `conns` connections each running `exchanges`, interleaved in
     ring order; with `chunking`, that share of writes cut at random places; the ends closed."""
     out, t = [], 1000
     sides = []
     for k in range(conns):
-        sides.append((RedisConn(100 + 2 * k, abi.Role.CLIENT, 41000 + k, 6379), E, I))
-        sides.append((RedisConn(101 + 2 * k, abi.Role.SERVER, 6379, 41000 + k), I, E))
+        sides.append((kind(100 + 2 * k, abi.Role.CLIENT, 41000 + k, 6379), E, I))
+        sides.append((kind(101 + 2 * k, abi.Role.SERVER, 6379, 41000 + k), I, E))
     cursor = {id(s[0]): 0 for s in sides}
     while any(cursor[id(c)] < len(exchanges) for c, _, _ in sides):
         c, req_dir, resp_dir = rnd.choice([s for s in sides if cursor[id(s[0])] < len(exchanges)])

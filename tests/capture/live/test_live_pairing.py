@@ -4,7 +4,8 @@ traffic, one unpaired (the reference) and one with capture.options.pair, give th
 while the paired one sends fewer ring records; likewise the compiled path (capture/_fastpath.c)
 unpaired and paired against the Python path. Traffic: a Python keep-alive server (bodies in
 separate writes, chunked replies, large bodies, 4xx/5xx, HEAD, 204, 304, pipelined requests,
-Connection: close) and nginx under curl and hey; Redis (redis-benchmark, redis-py) on the compiled path.
+Connection: close) and nginx under curl and hey; Redis (redis-benchmark, redis-py) and Memcached on the
+compiled path.
 """
 from __future__ import annotations
 
@@ -481,3 +482,16 @@ def test_compiled_redis_gives_the_python_paths_spans_live(redis_server):
         assert stats["fastpath.spans"] >= 0.9 * n, (key, stats["fastpath.spans"], n)
         assert stats["fastpath.handed_over"] > 0
     assert "fastpath.spans" not in result["stats"]["python"]
+
+
+def test_compiled_memcached_gives_the_python_paths_spans_live(memcached_server):
+    """Memcached text commands in the compiled path, unpaired and paired, against the Python path."""
+    port = memcached_server["port"]
+    with two_captures(port, PYTHON_PATH) as result:
+        client_pid = run_client(MEMCACHED_CLIENT, str(port))
+    for key in ("c", "c paired"):
+        n, _, _ = assert_same_spans(result, port, ("python", key))
+        assert n == 2 * (80 + 5 + 1), n  # both ends of every command
+        stats = result["stats"][key]
+        assert stats["fastpath.spans"] >= 0.9 * n, (key, stats["fastpath.spans"], n)
+    assert client_pid and "fastpath.spans" not in result["stats"]["python"]
