@@ -102,7 +102,9 @@ struct rcmd {
     PyObject *name, *attrs; /* db.system, db.operation.name, db.query.text so far */
     PyObject *channel;      /* PUBLISH's channel (messaging.*), or NULL */
     int scrub;              /* scrub.record could change the query text */
-    int get;                /* Memcached: a retrieval (memcached.hit, db.response.returned_rows) */
+    int get;                /* Memcached: a retrieval (memcached.hit, db.response.returned_rows);
+                             * PostgreSQL: DataRows so far (name: the query; attrs: its tag;
+                             * channel: its error's code and message) */
 };
 
 static void rcmd_clear(struct rcmd *r)
@@ -143,7 +145,8 @@ struct conn {
     int nheld;
     /* what record_to_span reads of the connection, fixed while it is held */
     PyObject *kind, *resource, *saddr, *sport, *caddr, *cport, *transport, *tls_library;
-    int proto;             /* PROTO_HTTP1 or PROTO_REDIS */
+    int proto;             /* PROTO_HTTP1, PROTO_REDIS, PROTO_MEMCACHED or PROTO_POSTGRES */
+    PyObject *database;    /* PostgreSQL: db.namespace (the startup packet's), or NULL */
     struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
     size_t qhead, qlen, qcap;
 };
@@ -155,7 +158,7 @@ typedef struct {
     long long offset_ns;
     PyObject *span_type, *request_line, *request_line_long, *status_of, *status_of_long, *scrub;
     PyObject *redis_shape, *redis_operation, *redis_query_text; /* capture/fastpath.py, protocols/redis.py */
-    PyObject *memcached_shape;
+    PyObject *memcached_shape, *sql_summary;
     Py_ssize_t span_offsets[11]; /* each Span field's slot, or -1: build spans by calling the type */
     struct line_cache lines, statuses, shapes;
     unsigned char rnd[4096];
@@ -168,6 +171,7 @@ static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_emp
 static PyObject *K_host, *K_agent, *K_parent, *K_status, *K_error, *K_saddr, *K_sport, *K_caddr, *K_cport,
     *K_transport, *K_tid, *K_tls, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
 static PyObject *S_memcached, *S_noreply, *S_END, *K_mc_hit, *K_rows;
+static PyObject *S_postgresql, *K_db_namespace, *K_db_collection;
 static PyObject *S_redis, *S_send, *S_space, *K_db_operation, *K_db_query, *K_db_status, *K_msg_system,
     *K_msg_dest, *K_msg_op;
 
@@ -230,6 +234,7 @@ static void conn_free(struct conn *c)
     Py_XDECREF(c->cport);
     Py_XDECREF(c->transport);
     Py_XDECREF(c->tls_library);
+    Py_XDECREF(c->database);
     for (size_t k = 0; k < c->qlen; k++)
         rcmd_clear(&c->q[(c->qhead + k) % c->qcap]);
     PyMem_Free(c->q);
@@ -558,11 +563,11 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"span_type", "request_line", "request_line_long", "status_of", "status_of_long",
                             "scrub", "offset_ns", "redis_shape", "redis_operation", "redis_query_text",
-                            "memcached_shape", NULL};
-    PyObject *span_type, *rl, *rll, *so, *sol, *scrub, *rshape, *rop, *rtext, *mshape;
+                            "memcached_shape", "sql_summary", NULL};
+    PyObject *span_type, *rl, *rll, *so, *sol, *scrub, *rshape, *rop, *rtext, *mshape, *summary;
     long long offset;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOLOOOO", names, &PyType_Type, &span_type, &rl, &rll, &so,
-                                     &sol, &scrub, &offset, &rshape, &rop, &rtext, &mshape))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOLOOOOO", names, &PyType_Type, &span_type, &rl, &rll, &so,
+                                     &sol, &scrub, &offset, &rshape, &rop, &rtext, &mshape, &summary))
         return NULL;
     Table *t = (Table *)type->tp_alloc(type, 0);
     if (t == NULL)
@@ -587,6 +592,7 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     t->redis_operation = Py_NewRef(rop);
     t->redis_query_text = Py_NewRef(rtext);
     t->memcached_shape = Py_NewRef(mshape);
+    t->sql_summary = Py_NewRef(summary);
     t->rnd_at = sizeof(t->rnd);
     /* a slots dataclass keeps each field in a member slot: set them directly, as its __init__
      * does; anything else (a changed Span) is built by calling the type */
@@ -665,6 +671,7 @@ static void Table_dealloc(Table *t)
     Py_XDECREF(t->redis_operation);
     Py_XDECREF(t->redis_query_text);
     Py_XDECREF(t->memcached_shape);
+    Py_XDECREF(t->sql_summary);
     PyMem_Free(t->slots);
     Py_XDECREF(t->request_line);
     Py_XDECREF(t->request_line_long);
@@ -676,17 +683,20 @@ static void Table_dealloc(Table *t)
 static PyObject *none_or_ref(PyObject *o) { return o == Py_None ? NULL : Py_NewRef(o); }
 
 /* adopt(conn_id, tracked, conn, pos_egress, pos_ingress, last_seen_ns, request_tid, server,
- *       source_syscall, kind, resource, server_end, client_end, transport, tls_library, proto) -> bool */
+ *       source_syscall, kind, resource, server_end, client_end, transport, tls_library, proto,
+ *       database) -> bool */
 static PyObject *Table_adopt(Table *t, PyObject *args)
 {
     unsigned long long id;
     PyObject *tracked, *conn, *p0, *p1, *seen_o, *tid_o, *kind, *resource, *server_end, *client_end, *transport, *tls;
+    PyObject *database = Py_None;
     int server, syscall, proto;
-    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOi", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type, &p1,
-                          &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
-                          &resource, &server_end, &client_end, &transport, &tls, &proto))
+    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOi|O", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type,
+                          &p1, &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
+                          &resource, &server_end, &client_end, &transport, &tls, &proto, &database))
         return NULL;
-    if (proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED)
+    if ((proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
+        (database != Py_None && !PyUnicode_Check(database)))
         Py_RETURN_FALSE;
     uint64_t pos0 = PyLong_AsUnsignedLongLong(p0), pos1 = PyLong_AsUnsignedLongLong(p1);
     long long seen = PyLong_AsLongLong(seen_o);
@@ -730,6 +740,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     }
     c->transport = Py_NewRef(transport);
     c->tls_library = none_or_ref(tls);
+    c->database = database != Py_None && PyUnicode_GET_LENGTH(database) ? Py_NewRef(database) : NULL;
     size_t i = slot_of(id, t->cap);
     while (t->slots[i] != NULL)
         i = (i + 1) & (t->cap - 1);
@@ -1637,6 +1648,225 @@ static int take_memcached(Table *t, struct conn *c, PyObject *raw, const struct 
     return take_fifo(t, c, raw, first, out, mc_requests, mc_replies);
 }
 
+/* ---- PostgreSQL simple queries: Q ... Z (capture/protocols/postgres.py is the specification) ----
+ * A held connection's requests are Query messages only (any other frontend message goes to Python,
+ * with everything extended-protocol); its replies are the backend messages of those queries. */
+#define PG_MAX_FRAME (1 << 20)   /* frames.py MAX_BUFFER: a larger frame is kept cut, by Python */
+#define PG_MAX_QUERY 4096        /* postgres.py MAX_QUERY */
+#define PG_MAX_PENDING 4096      /* postgres.py MAX_PENDING */
+static const char PG_BACKEND[] = "RSKZTDCEIN123ntsAGHWdcvV";
+
+/* The typed frame at b[at] whole in b[:n]: its end, or -1. */
+static Py_ssize_t pg_frame(const unsigned char *b, Py_ssize_t n, Py_ssize_t at)
+{
+    if (n - at < 5)
+        return -1;
+    uint32_t len = (uint32_t)b[at + 1] << 24 | (uint32_t)b[at + 2] << 16 | (uint32_t)b[at + 3] << 8 | b[at + 4];
+    if (len < 4 || len + 1 > PG_MAX_FRAME || (Py_ssize_t)len + 1 > n - at)
+        return -1;
+    return at + len + 1;
+}
+
+/* A C string of body b[a:e] (to its NUL or e), decoded as postgres._cstr does. */
+static PyObject *pg_cstr(const unsigned char *b, Py_ssize_t a, Py_ssize_t e)
+{
+    const unsigned char *z = memchr(b + a, 0, e - a);
+    return PyUnicode_DecodeUTF8((const char *)b + a, (z ? z - b : e) - a, "replace");
+}
+
+static int pg_requests(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
+                       PyObject *tid, PyObject *spans)
+{
+    for (Py_ssize_t at = 0; at < n;) {
+        Py_ssize_t next = pg_frame(b, n, at);
+        if (next < 0 || b[at] != 'Q' || c->qlen >= PG_MAX_PENDING)
+            return 0;
+        struct rcmd r = {0};
+        r.start = ts;
+        PyObject *q = pg_cstr(b, at + 5, next);
+        if (q == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        r.name = PyUnicode_GET_LENGTH(q) > PG_MAX_QUERY ? PyUnicode_Substring(q, 0, PG_MAX_QUERY) : Py_NewRef(q);
+        Py_DECREF(q);
+        if (r.name == NULL || queue_push(c, &r) < 0) {
+            rcmd_clear(&r);
+            PyErr_Clear();
+            return 0;
+        }
+        at = next;
+    }
+    return 1;
+}
+
+/* The span of query r (its text in r->name; r->attrs: its CommandComplete tag, r->channel: its
+ * error's fields C and M as a tuple) that ReadyForQuery ended at `end` (PostgresParser._emit). */
+static PyObject *pg_span(Table *t, struct conn *c, struct rcmd *r, long long end, PyObject *tid)
+{
+    PyObject *attrs = PyDict_New(), *summary = NULL, *op = NULL, *name = NULL, *msg = NULL, *span = NULL;
+    PyObject *start_o = NULL, *end_o = NULL, *trace = NULL, *sid = NULL, *status = S_UNSET;
+    PyObject *query = r->name, *tag = r->attrs;
+    if (attrs == NULL || PyDict_SetItem(attrs, K_db_system, S_postgresql) < 0 ||
+        (c->database && PyDict_SetItem(attrs, K_db_namespace, c->database) < 0) ||
+        (PyUnicode_GET_LENGTH(query) && PyDict_SetItem(attrs, K_db_query, query) < 0))
+        goto done;
+    summary = PyObject_CallOneArg(t->sql_summary, query);
+    if (summary == NULL || !PyTuple_Check(summary) || PyTuple_GET_SIZE(summary) != 2)
+        goto done;
+    op = Py_NewRef(PyTuple_GET_ITEM(summary, 0));
+    PyObject *table = PyTuple_GET_ITEM(summary, 1);
+    if (tag != NULL && PyUnicode_GET_LENGTH(tag)) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(tag), sp = PyUnicode_FindChar(tag, ' ', 0, len, 1);
+        Py_ssize_t last = PyUnicode_FindChar(tag, ' ', 0, len, -1);
+        if (sp != 0) { /* the tag's first word, when it has one, names the operation */
+            Py_SETREF(op, PyUnicode_Substring(tag, 0, sp < 0 ? len : sp));
+            if (op == NULL)
+                goto done;
+        }
+        Py_ssize_t from = last < 0 ? 0 : last + 1;
+        int digits = len - from >= 1 && len - from <= 19; /* the last word: ASCII digits only */
+        for (Py_ssize_t k = from; digits && k < len; k++) {
+            Py_UCS4 ch = PyUnicode_READ_CHAR(tag, k);
+            digits = ch >= '0' && ch <= '9';
+        }
+        if (digits) {
+            PyObject *word = PyUnicode_Substring(tag, from, len);
+            PyObject *rows = word ? PyLong_FromUnicodeObject(word, 10) : NULL;
+            Py_XDECREF(word);
+            if (rows == NULL || PyDict_SetItem(attrs, K_rows, rows) < 0) {
+                Py_XDECREF(rows);
+                goto done;
+            }
+            Py_DECREF(rows);
+        }
+    } else if (r->get) { /* DataRows counted */
+        PyObject *rows = PyLong_FromLong(r->get);
+        if (rows == NULL || PyDict_SetItem(attrs, K_rows, rows) < 0) {
+            Py_XDECREF(rows);
+            goto done;
+        }
+        Py_DECREF(rows);
+    }
+    if ((PyUnicode_GET_LENGTH(op) && PyDict_SetItem(attrs, K_db_operation, op) < 0) ||
+        (PyUnicode_GET_LENGTH(table) && PyDict_SetItem(attrs, K_db_collection, table) < 0))
+        goto done;
+    msg = Py_NewRef(S_empty);
+    if (r->channel != NULL) { /* (code, message) of its ErrorResponse */
+        PyObject *code = PyTuple_GET_ITEM(r->channel, 0);
+        status = S_ERROR;
+        Py_SETREF(msg, PyUnicode_Substring(PyTuple_GET_ITEM(r->channel, 1), 0, 512));
+        if (msg == NULL || PyDict_SetItem(attrs, K_db_status, code) < 0 ||
+            PyDict_SetItem(attrs, K_error, PyUnicode_GET_LENGTH(code) ? code : S_ERROR) < 0)
+            goto done;
+    }
+    if (PyUnicode_GET_LENGTH(op) && PyUnicode_GET_LENGTH(table))
+        name = PyUnicode_FromFormat("%U %U", op, table);
+    else
+        name = Py_NewRef(PyUnicode_GET_LENGTH(op) ? op : S_postgresql);
+    if (name == NULL)
+        goto done;
+    PyObject *m = PyObject_CallFunctionObjArgs(t->scrub, attrs, msg, NULL);
+    if (m == NULL)
+        goto done;
+    Py_SETREF(msg, m);
+    if (add_ends(c, attrs, tid) < 0)
+        goto done;
+    start_o = PyLong_FromLongLong(r->start);
+    end_o = end > r->start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
+    trace = hex_id(t, 16);
+    sid = trace ? hex_id(t, 8) : NULL;
+    if (start_o == NULL || end_o == NULL || sid == NULL)
+        goto done;
+    PyObject *v[11] = {name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
+    span = new_span(t, v);
+done:
+    rcmd_clear(r);
+    Py_XDECREF(attrs);
+    Py_XDECREF(summary);
+    Py_XDECREF(op);
+    Py_XDECREF(name);
+    Py_XDECREF(msg);
+    Py_XDECREF(start_o);
+    Py_XDECREF(end_o);
+    Py_XDECREF(trace);
+    Py_XDECREF(sid);
+    return span;
+}
+
+/* The fields C and M of an ErrorResponse body b[a:e] (postgres._error_fields: the last of each). */
+static PyObject *pg_error(const unsigned char *b, Py_ssize_t a, Py_ssize_t e)
+{
+    PyObject *code = Py_NewRef(S_empty), *msg = Py_NewRef(S_empty);
+    while (a < e && b[a] != 0) {
+        unsigned char f = b[a];
+        const unsigned char *z = memchr(b + a + 1, 0, e - a - 1);
+        Py_ssize_t end = z ? z - b : e;
+        if (f == 'C' || f == 'M') {
+            PyObject *v = PyUnicode_DecodeUTF8((const char *)b + a + 1, end - a - 1, "replace");
+            if (v == NULL)
+                goto fail;
+            Py_SETREF(*(f == 'C' ? &code : &msg), v);
+        }
+        a = end + 1;
+    }
+    PyObject *out = PyTuple_Pack(2, code, msg);
+    Py_DECREF(code);
+    Py_DECREF(msg);
+    return out;
+fail:
+    Py_DECREF(code);
+    Py_DECREF(msg);
+    return NULL;
+}
+
+static int pg_replies(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
+                      PyObject *tid, PyObject *spans)
+{
+    for (Py_ssize_t at = 0; at < n;) {
+        Py_ssize_t next = pg_frame(b, n, at);
+        if (next < 0 || b[at] == 0 || strchr(PG_BACKEND, b[at]) == NULL || c->qlen == 0)
+            return 0;
+        struct rcmd *head = &c->q[c->qhead];
+        PyObject *v = NULL;
+        switch (b[at]) {
+        case 'Z': {
+            int rc = append_span(spans, pg_span(t, c, queue_pop(c), ts, tid));
+            if (rc <= 0)
+                return rc;
+            break;
+        }
+        case 'E':
+            if ((v = pg_error(b, at + 5, next)) == NULL) {
+                PyErr_Clear();
+                return 0;
+            }
+            Py_XSETREF(head->channel, v);
+            break;
+        case 'D':
+            head->get++;
+            break;
+        case 'C':
+            if ((v = pg_cstr(b, at + 5, next)) == NULL) {
+                PyErr_Clear();
+                return 0;
+            }
+            Py_XSETREF(head->attrs, v);
+            break;
+        default: /* nothing a query waits for */
+            break;
+        }
+        at = next;
+    }
+    return 1;
+}
+
+static int take_postgres(Table *t, struct conn *c, PyObject *raw, const struct guardian_event *first, PyObject *out)
+{
+    return take_fifo(t, c, raw, first, out, pg_requests, pg_replies);
+}
+
+
 
 /* run(records, start, out) -> (index, verdict, held): takes records[start:] while they are
  * chunks of held connections' HTTP/1 exchanges (EV_PAIR records, or EV_DATA chunks), appending
@@ -1668,7 +1898,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
         struct conn *c = find(t, ev.conn_id, &at);
         verdict = c != NULL ? RELEASED : PYTHON;
         int proto = c != NULL ? c->proto : ev.proto;
-        if (ev.proto != proto || (proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED) ||
+        if (ev.proto != proto ||
+            (proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
             (Py_ssize_t)ev.copied_len > len - HDR)
             break;
         int took;
@@ -1691,6 +1922,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 took = take_redis(t, c, raw, &ev, out);
             else if (proto == PROTO_MEMCACHED)
                 took = take_memcached(t, c, raw, &ev, out);
+            else if (proto == PROTO_POSTGRES)
+                took = take_postgres(t, c, raw, &ev, out);
             else if ((took = c->x.phase == IDLE ? exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev,
                                                  (const unsigned char *)p + HDR, out) : 0) == 0)
                 took = take_record(t, c, raw, &ev, out);
@@ -1703,7 +1936,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
             if (ev.transport != TRANSPORT_TCP)
                 break;
             took = proto == PROTO_REDIS ? take_redis(t, c, raw, &ev, out)
-                   : proto == PROTO_MEMCACHED ? take_memcached(t, c, raw, &ev, out) : take_record(t, c, raw, &ev, out);
+                   : proto == PROTO_MEMCACHED ? take_memcached(t, c, raw, &ev, out)
+                   : proto == PROTO_POSTGRES ? take_postgres(t, c, raw, &ev, out) : take_record(t, c, raw, &ev, out);
         } else
             break;
         if (took < 0)
@@ -1832,6 +2066,9 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(K_db_system, "db.system");
     INTERN(S_redis, "redis");
     INTERN(S_memcached, "memcached");
+    INTERN(S_postgresql, "postgresql");
+    INTERN(K_db_namespace, "db.namespace");
+    INTERN(K_db_collection, "db.collection.name");
     INTERN(S_noreply, "noreply");
     INTERN(S_END, "END");
     INTERN(K_mc_hit, "memcached.hit");

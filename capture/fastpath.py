@@ -1,17 +1,18 @@
 """Which connections the compiled path (capture/_fastpath.c) holds, and what it is told of them.
 
-A connection is held while it is an HTTP/1, Redis or Memcached connection over TCP whose parser has nothing
-buffered or waiting: its exchanges (paired in the kernel or not) then become spans in C. Everything
-else, and every record the C path does not take, goes through ConnTracker.on_event in order; a held
-connection is handed back before any of its records does. Without the extension (not built), there
-is no table.
+A connection is held while it is an HTTP/1, Redis, Memcached or PostgreSQL connection over TCP whose
+parser has nothing buffered or waiting: its exchanges (paired in the kernel or not; PostgreSQL's
+simple queries only) then become spans in C. Everything else, and every record the C path does not
+take, goes through ConnTracker.on_event in order; a held connection is handed back before any of its
+records does. Without the extension (not built), there is no table.
 """
 from __future__ import annotations
 
 from capture import scrub
 from capture.connection import Connection
 from capture import abi
-from capture.protocols import http1, memcached, redis
+from capture.protocols import http1, memcached, postgres, redis
+from capture.protocols.sql import sql_summary
 from capture.span import Span
 
 try:
@@ -31,7 +32,8 @@ def table(offset_ns: int):
         return None
     return _fastpath.Table(Span, http1._request_line, http1._request_line.__wrapped__,
                            http1._status_of, http1._status_of.__wrapped__, scrub.record, offset_ns,
-                           redis_shape, redis._operation, redis._query_text, memcached_shape)
+                           redis_shape, redis._operation, redis._query_text, memcached_shape,
+                           sql_summary)
 
 
 # commands whose replies are not one per command in order (pushes, a stream, replication): Python's
@@ -71,6 +73,8 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
         kind, proto = redis.RedisParser, abi.Proto.REDIS
     elif conn.protocol == "MEMCACHED":
         kind, proto = memcached.MemcachedParser, abi.Proto.MEMCACHED
+    elif conn.protocol == "POSTGRES":
+        kind, proto = postgres.PostgresParser, abi.Proto.POSTGRES
     else:
         return False
     if conn.transport != "tcp" or type(parser) is not kind or not parser.idle() or type(conn.resource) is not dict:
@@ -81,4 +85,5 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
     return fast.adopt(conn_id, tracked, conn, pos[0], pos[1], conn.last_seen_ns, conn.request_tid, server,
                       conn.source == "syscall", "SERVER" if server else "CLIENT", conn.resource,
                       server_end or None, client_end or None, conn.transport,
-                      conn.source if conn.source not in ("syscall", "pcap") else None, int(proto))
+                      conn.source if conn.source not in ("syscall", "pcap") else None, int(proto),
+                      parser._database if kind is postgres.PostgresParser else None)

@@ -4,8 +4,8 @@ traffic, one unpaired (the reference) and one with capture.options.pair, give th
 while the paired one sends fewer ring records; likewise the compiled path (capture/_fastpath.c)
 unpaired and paired against the Python path. Traffic: a Python keep-alive server (bodies in
 separate writes, chunked replies, large bodies, 4xx/5xx, HEAD, 204, 304, pipelined requests,
-Connection: close) and nginx under curl and hey; Redis (redis-benchmark, redis-py) and Memcached on the
-compiled path.
+Connection: close) and nginx under curl and hey; Redis (redis-benchmark, redis-py), Memcached and
+PostgreSQL simple queries (pgbench -S -M simple) on the compiled path.
 """
 from __future__ import annotations
 
@@ -495,3 +495,23 @@ def test_compiled_memcached_gives_the_python_paths_spans_live(memcached_server):
         stats = result["stats"][key]
         assert stats["fastpath.spans"] >= 0.9 * n, (key, stats["fastpath.spans"], n)
     assert client_pid and "fastpath.spans" not in result["stats"]["python"]
+
+
+def test_compiled_postgres_simple_queries_give_the_python_paths_spans_live(postgres_server):
+    """PostgreSQL simple queries (pgbench -S -M simple) in the compiled path, unpaired and paired,
+    against the Python path; the extended protocol (pgbench -M extended) handed back throughout."""
+    from support.servers import PG_BIN
+
+    pg = postgres_server
+    env = dict(__import__("os").environ, PGPASSWORD=pg["password"])
+    bench = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(pg["port"]), "-U", pg["user"]]
+    subprocess.run(bench + ["-i", "-s", "1", "-q", pg["dbname"]], env=env, capture_output=True, timeout=120, check=True)
+    with two_captures(pg["port"], PYTHON_PATH) as result:
+        for mode in ("simple", "extended"):
+            subprocess.run(bench + ["-S", "-c", "4", "-t", "300", "-M", mode, pg["dbname"]], env=env,
+                           capture_output=True, timeout=120, check=True)
+    for key in ("c", "c paired"):
+        n, _, _ = assert_same_spans(result, pg["port"], ("python", key))
+        assert n >= 0.99 * 2 * 2 * 4 * 300, n
+        stats = result["stats"][key]
+        assert stats["fastpath.spans"] >= 0.9 * 2 * 4 * 300, (key, stats["fastpath.spans"], n)
