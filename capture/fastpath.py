@@ -77,7 +77,11 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
         kind, proto = postgres.PostgresParser, abi.Proto.POSTGRES
     else:
         return False
-    if conn.transport != "tcp" or type(parser) is not kind or not parser.idle() or type(conn.resource) is not dict:
+    if conn.transport != "tcp" or type(parser) is not kind:
+        return False
+    if kind is postgres.PostgresParser and (parser._statements or parser._portals):
+        return False  # it speaks the extended protocol, which the C path would hand back at every message
+    if not parser.idle() or type(conn.resource) is not dict:
         return False
     server = conn.role == "SERVER"
     client_end, server_end = (conn.remote, conn.local) if server else (conn.local, conn.remote)

@@ -2,7 +2,7 @@
 the Python path (capture/protocols/postgres.py is the specification): the same ring records through
 ConnTracker.feed with and without the C table give the same spans in the same order (ids masked) —
 the startup (Python's), queries with rows, tags, errors, notices, several statements in one Query,
-pipelined queries, credentials in SQL, extended-protocol batches and COPY (handed back), replies
+pipelined queries, credentials in SQL, COPY and the extended protocol (handed back), replies
 cut across reads and by the capture, gaps, random chunking, kernel pairing, hostile records."""
 from __future__ import annotations
 
@@ -63,12 +63,16 @@ EXCHANGES = [
     (q("SELECT big FROM t"), [rows(1, b"SELECT 1")[:30], rows(1, b"SELECT 1")[30:]]),  # a reply over two reads
     (q("SELECT x FROM " + "y" * 5000), [rows(2, b"SELECT 2")]),  # a query longer than the text kept
     (q("SELECT * FROM w"), [rows(1, b"SELECT \xff5", msg(b"S", b"a\0b\0"))]),
-    (msg(b"P", b"\0SELECT $1\0\0\0") + msg(b"B", b"\0\0" + bytes(6)) + msg(b"E", b"\0\0\0\0\0") + msg(b"S", b""),
-     [msg(b"1", b"") + msg(b"2", b"") + rows(1, b"SELECT 1")]),  # the extended protocol: Python's
     (q("COPY t FROM STDIN"), [msg(b"G", b"\0\0\0")]),
     (msg(b"d", b"1\t2\n") + msg(b"c", b""), [msg(b"C", b"COPY 1\0") + msg(b"Z", b"I")]),
     (q("SELECT after FROM copy"), [rows(1, b"SELECT 1")]),
 ]
+
+
+# the extended protocol: Python's, and the connection stays there (it would be handed back at every message)
+EXTENDED = [(msg(b"P", b"\0SELECT $1\0\0\0") + msg(b"B", b"\0\0" + bytes(6)) + msg(b"E", b"\0\0\0\0\0") +
+             msg(b"S", b""), [msg(b"1", b"") + msg(b"2", b"") + rows(1, b"SELECT 1")]),
+            (q("SELECT simple FROM again"), [rows(1, b"SELECT 1")])]
 
 
 def pipelined(n: int, rnd: random.Random) -> tuple[bytes, list[bytes]]:
@@ -78,7 +82,7 @@ def pipelined(n: int, rnd: random.Random) -> tuple[bytes, list[bytes]]:
 
 
 def seq(rnd: random.Random, n: int = 20):
-    return EXCHANGES + [pipelined(rnd.choice([1, 1, 4]), rnd) for _ in range(n)]
+    return EXCHANGES + [pipelined(rnd.choice([1, 1, 4]), rnd) for _ in range(n)] + EXTENDED
 
 
 @pytest.mark.parametrize("batch", [1, 3, BATCH])
@@ -88,11 +92,11 @@ def test_every_postgres_case_gives_the_same_spans(batch, kernel_pairing):
     recs = records(seq(rnd), rnd, kind=PostgresConn)
     spans, counts = same(list(pair(recs)) if kernel_pairing else recs, batch=batch)
     parsed = [json.loads(s) for s in spans]
-    assert len(spans) >= 0.8 * 4 * (len(EXCHANGES) + 20) and counts["spans"] >= 0.5 * len(spans), counts
+    assert len(spans) >= 0.8 * 4 * (len(EXCHANGES) + 20 + 2) and counts["spans"] >= 0.5 * len(spans), counts
     assert counts["handed_over"] >= 4, counts
     seen = {(s["name"], s["status_code"], s["attributes"].get("db.response.returned_rows")) for s in parsed}
     assert {("SELECT pgbench_accounts", "UNSET", 1), ("SELECT t", "UNSET", 3), ("UPDATE accounts", "UNSET", 1),
-            ("SELECT missing", "ERROR", None), ("SELECT t", "ERROR", 2)} <= seen, seen
+            ("SELECT missing", "ERROR", None), ("SELECT t", "ERROR", 2), ("SELECT again", "UNSET", 1)} <= seen, seen
     assert sum(s["attributes"].get("db.namespace") == "bank" for s in parsed) >= 0.5 * len(parsed)  # a cut startup: none
     assert "hunter2" not in "".join(spans)
 
