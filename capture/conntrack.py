@@ -132,8 +132,9 @@ class ConnTracker:
     def _replay(self, held: list[bytes]) -> None:
         """Records the compiled path had taken since its connection last had nothing waiting,
         through on_event again: the connection's parser (idle all along) gets its state back.
-        The spans they make were made in C already (Redis replies of a pipeline still waiting
-        for the rest; an unfinished HTTP/1 exchange makes none), so they are dropped."""
+        The spans they make were made in C already (replies of a Redis, Memcached or PostgreSQL
+        pipeline still waiting for the rest; an unfinished HTTP/1 exchange makes none), so they
+        are dropped."""
         batch = self.pipeline.batch
         made = len(batch)
         for raw in held:
