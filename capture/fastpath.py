@@ -79,8 +79,10 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
         return False
     if conn.transport != "tcp" or type(parser) is not kind:
         return False
-    if kind is postgres.PostgresParser and (parser._statements or parser._portals):
-        return False  # it speaks the extended protocol, which the C path would hand back at every message
+    # protocols the C path would hand back at every message: PostgreSQL's extended one, Memcached's binary one
+    if kind is postgres.PostgresParser and (parser._statements or parser._portals) or \
+            kind is memcached.MemcachedParser and parser.binary:
+        return False
     if not parser.idle() or type(conn.resource) is not dict:
         return False
     server = conn.role == "SERVER"

@@ -186,6 +186,7 @@ class MemcachedParser(Parser):
         self._dirs = {Side.CLIENT: Direction(), Side.SERVER: Direction()}
         self._pending: Pending[_Request] = Pending(self.stats, MAX_PENDING)
         self._values: int | None = None  # values of the multi-line reply being read
+        self.binary = False  # a binary message was seen (capture/fastpath.py leaves such connections here)
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
@@ -202,6 +203,7 @@ class MemcachedParser(Parser):
         while pos < len(buf):
             try:
                 if buf[pos] in (0x80, 0x81):
+                    self.binary = True
                     msg, end = _binary(buf, pos, d.start_ns)
                 elif side == Side.SERVER and self._values is not None:
                     msg, end, self._values = _text_reply(buf, pos, self._values)

@@ -2,7 +2,7 @@
 the Python path (capture/protocols/memcached.py is the specification): the same ring records
 through ConnTracker.feed with and without the C table give the same spans in the same order (ids
 masked) — hits, misses, multi-gets, storage with values, noreply, counters, errors, stats, quit,
-meta and binary commands (handed back), values cut across reads and by the capture, gaps, the same
+meta and binary commands (handed back; a binary connection stays with Python), values cut across reads and by the capture, gaps, the same
 streams cut at random and paired as the kernel would, hostile records."""
 from __future__ import annotations
 
@@ -61,9 +61,10 @@ EXCHANGES = [
     (b"ms k5 2 T0\r\nhi\r\n", [b"HD\r\n"]),
     (b"mg k5 v\r\n", [b"VA 2\r\nhi\r\n"]),  # a meta value line: Python loses sync, then resyncs
     (b"get k1\r\n", [b"VALUE k1 0 5\r\nhello\r\nEND\r\n"]),
-    (binary(0x80, 0x00, b"bk", 7), [binary(0x81, 0x00, b"", 7, value=b"v")]),  # binary: Python's
-    (b"get k1\r\n", [b"VALUE k1 0 5\r\nhello\r\nEND\r\n"]),
 ]
+# the binary protocol: Python's, and the connection stays there (it would be handed back at every message)
+BINARY = [(binary(0x80, 0x00, b"bk", 7), [binary(0x81, 0x00, b"", 7, value=b"v")]),
+          (b"get k1\r\n", [b"VALUE k1 0 5\r\nhello\r\nEND\r\n"])]
 
 
 def pipelined(n: int, rnd: random.Random) -> tuple[bytes, list[bytes]]:
@@ -89,7 +90,8 @@ def spans_of(recs, batch):
 @pytest.mark.parametrize("kernel_pairing", [False, True])
 def test_every_memcached_case_gives_the_same_spans(batch, kernel_pairing):
     rnd = random.Random(batch)
-    recs = records(EXCHANGES + [pipelined(rnd.choice([1, 16]), rnd) for _ in range(20)], rnd, kind=MemcachedConn)
+    recs = records(EXCHANGES + [pipelined(rnd.choice([1, 16]), rnd) for _ in range(20)] + BINARY, rnd,
+                   kind=MemcachedConn)
     spans, counts, parsed = spans_of(list(pair(recs)) if kernel_pairing else recs, batch)
     assert len(spans) >= 0.8 * 4 * len(EXCHANGES) and counts["spans"] >= 0.5 * len(spans), counts
     assert counts["handed_over"] >= 10, counts
@@ -102,8 +104,8 @@ def test_every_memcached_case_gives_the_same_spans(batch, kernel_pairing):
 @pytest.mark.parametrize("seed", range(6))
 def test_random_chunking_gaps_and_truncation_give_the_same_spans(seed):
     rnd = random.Random(seed)
-    recs = records(EXCHANGES + [pipelined(rnd.choice([1, 4, 16]), rnd) for _ in range(30)], rnd, chunking=0.3,
-                   conns=3, gaps=seed % 2 == 1, kind=MemcachedConn)
+    recs = records(EXCHANGES + [pipelined(rnd.choice([1, 4, 16]), rnd) for _ in range(30)] + BINARY, rnd,
+                   chunking=0.3, conns=3, gaps=seed % 2 == 1, kind=MemcachedConn)
     spans, counts = same(recs, batch=rnd.choice([1, 5, BATCH]))
     assert len(spans) > 200 and counts["spans"] > 50, counts
     same(list(pair(recs)), batch=rnd.choice([1, 5, BATCH]))
@@ -111,7 +113,7 @@ def test_random_chunking_gaps_and_truncation_give_the_same_spans(seed):
 
 def test_hostile_memcached_records_never_crash_and_give_the_same_spans():
     rnd = random.Random(2028)
-    base = records(EXCHANGES + [pipelined(16, rnd) for _ in range(10)], rnd, conns=1, kind=MemcachedConn)
+    base = records(EXCHANGES + [pipelined(16, rnd) for _ in range(10)] + BINARY, rnd, conns=1, kind=MemcachedConn)
     handed = 0
     for round_ in range(40):
         recs = list(pair(base)) if round_ % 2 else base
