@@ -1276,7 +1276,7 @@ static PyTypeObject TableType = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath",
-                                    "HTTP/1, Redis, Memcached and PostgreSQL exchanges from ring records to spans, in C.", -1, NULL};
+                                    "HTTP/1, Redis, Memcached and PostgreSQL exchanges to spans, in C.", -1, NULL};
 
 #define INTERN(var, text)                                  \
     do {                                                   \

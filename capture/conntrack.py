@@ -2,8 +2,9 @@
 
 Fills what the kernel could not (sockets the kernel side could not read, without BTF) from
 /proc, applies the --port filter, notices lost events by stream position,
-and forgets connections whose process is gone. Idle HTTP/1 and Redis connections may be held by the
-compiled path (capture/fastpath.py), which `feed` tries first; it hands them back in order.
+and forgets connections whose process is gone. Idle HTTP/1, Redis, Memcached and PostgreSQL
+connections may be held by the compiled path (capture/fastpath.py), which `feed` tries first; it
+hands them back in order.
 """
 from __future__ import annotations
 

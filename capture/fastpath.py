@@ -8,9 +8,8 @@ records does. Without the extension (not built), there is no table.
 """
 from __future__ import annotations
 
-from capture import scrub
+from capture import abi, scrub
 from capture.connection import Connection
-from capture import abi
 from capture.protocols import http1, memcached, postgres, redis
 from capture.protocols.sql import sql_summary
 from capture.span import Span

@@ -2,8 +2,9 @@
 the Python path (capture/protocols/memcached.py is the specification): the same ring records
 through ConnTracker.feed with and without the C table give the same spans in the same order (ids
 masked) — hits, misses, multi-gets, storage with values, noreply, counters, errors, stats, quit,
-meta and binary commands (handed back; a binary connection stays with Python), values cut across reads and by the capture, gaps, the same
-streams cut at random and paired as the kernel would, hostile records."""
+meta and binary commands (handed back; a binary connection stays with Python), values cut across
+reads and by the capture, gaps, the same streams cut at random and paired as the kernel would,
+hostile records."""
 from __future__ import annotations
 
 import json

@@ -97,7 +97,8 @@ def test_every_postgres_case_gives_the_same_spans(batch, kernel_pairing):
     seen = {(s["name"], s["status_code"], s["attributes"].get("db.response.returned_rows")) for s in parsed}
     assert {("SELECT pgbench_accounts", "UNSET", 1), ("SELECT t", "UNSET", 3), ("UPDATE accounts", "UNSET", 1),
             ("SELECT missing", "ERROR", None), ("SELECT t", "ERROR", 2), ("SELECT again", "UNSET", 1)} <= seen, seen
-    assert sum(s["attributes"].get("db.namespace") == "bank" for s in parsed) >= 0.5 * len(parsed)  # a cut startup: none
+    # a startup the capture cut leaves the connection without its database name, on both paths
+    assert sum(s["attributes"].get("db.namespace") == "bank" for s in parsed) >= 0.5 * len(parsed)
     assert "hunter2" not in "".join(spans)
 
 
