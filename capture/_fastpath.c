@@ -108,7 +108,9 @@ struct rcmd {
     long long start;
     PyObject *name, *attrs; /* db.system, db.operation.name, db.query.text so far */
     PyObject *channel;      /* PUBLISH's channel (messaging.*), or NULL */
-    int scrub;              /* scrub.record could change the query text */
+    int scrub;              /* 0: scrub.record would change nothing; 1 (or Redis' -1): it is called;
+                             * Redis' n > 1: the query text's words past the n-th become "?"
+                             * (scrub.redis_kept), while scrub.enabled() */
     int get;                /* Memcached: a retrieval (memcached.hit, db.response.returned_rows);
                              * PostgreSQL: DataRows so far (name: the query; attrs: its tag;
                              * channel: its error's code and message) */
@@ -165,7 +167,7 @@ typedef struct {
     long long offset_ns;
     PyObject *span_type, *request_line, *request_line_long, *status_of, *status_of_long, *scrub;
     PyObject *redis_shape, *redis_operation, *redis_query_text; /* capture/fastpath.py, protocols/redis.py */
-    PyObject *memcached_shape, *sql_summary;
+    PyObject *memcached_shape, *sql_summary, *scrub_enabled;
     Py_ssize_t span_offsets[11]; /* each Span field's slot, or -1: build spans by calling the type */
     struct line_cache lines, statuses, shapes;
     unsigned char rnd[4096];
@@ -570,11 +572,11 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"span_type", "request_line", "request_line_long", "status_of", "status_of_long",
                             "scrub", "offset_ns", "redis_shape", "redis_operation", "redis_query_text",
-                            "memcached_shape", "sql_summary", NULL};
-    PyObject *span_type, *rl, *rll, *so, *sol, *scrub, *rshape, *rop, *rtext, *mshape, *summary;
+                            "memcached_shape", "sql_summary", "scrub_enabled", NULL};
+    PyObject *span_type, *rl, *rll, *so, *sol, *scrub, *rshape, *rop, *rtext, *mshape, *summary, *enabled;
     long long offset;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOLOOOOO", names, &PyType_Type, &span_type, &rl, &rll, &so,
-                                     &sol, &scrub, &offset, &rshape, &rop, &rtext, &mshape, &summary))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOLOOOOOO", names, &PyType_Type, &span_type, &rl, &rll, &so,
+                                     &sol, &scrub, &offset, &rshape, &rop, &rtext, &mshape, &summary, &enabled))
         return NULL;
     Table *t = (Table *)type->tp_alloc(type, 0);
     if (t == NULL)
@@ -600,6 +602,7 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     t->redis_query_text = Py_NewRef(rtext);
     t->memcached_shape = Py_NewRef(mshape);
     t->sql_summary = Py_NewRef(summary);
+    t->scrub_enabled = Py_NewRef(enabled);
     t->rnd_at = sizeof(t->rnd);
     /* a slots dataclass keeps each field in a member slot: set them directly, as its __init__
      * does; anything else (a changed Span) is built by calling the type */
@@ -679,6 +682,7 @@ static void Table_dealloc(Table *t)
     Py_XDECREF(t->redis_query_text);
     Py_XDECREF(t->memcached_shape);
     Py_XDECREF(t->sql_summary);
+    Py_XDECREF(t->scrub_enabled);
     PyMem_Free(t->slots);
     Py_XDECREF(t->request_line);
     Py_XDECREF(t->request_line_long);

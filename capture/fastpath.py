@@ -32,20 +32,20 @@ def table(offset_ns: int):
     return _fastpath.Table(Span, http1._request_line, http1._request_line.__wrapped__,
                            http1._status_of, http1._status_of.__wrapped__, scrub.record, offset_ns,
                            redis_shape, redis._operation, redis._query_text, memcached_shape,
-                           sql_summary)
+                           sql_summary, scrub.enabled)
 
 
 # commands whose replies are not one per command in order (pushes, a stream, replication): Python's
 _REDIS_PYTHON = redis._SUBSCRIBE | {"MONITOR", "SYNC", "PSYNC"}
 
 
-def redis_shape(name: bytes) -> tuple[str, bool, bool, bool, bool, bool]:
+def redis_shape(name: bytes) -> tuple[str, bool, bool, int | None, bool, bool]:
     """What the C path needs to know of a Redis command name, asked once per name: its
     db.operation.name (redis._operation's), whether a second word joins it, whether its arguments
-    are secret (redis._query_text), whether scrub.record may change its query text, whether Python
-    must parse it, whether it publishes (messaging.* attributes)."""
+    are secret (redis._query_text), the words of its query text scrubbing keeps (scrub.redis_kept),
+    whether Python must parse it, whether it publishes (messaging.* attributes)."""
     op = name.decode("latin-1", "replace").upper()
-    return (op, op in redis._TWO_WORD, op in redis._SECRET_COMMANDS, scrub.redis_may_change(op),
+    return (op, op in redis._TWO_WORD, op in redis._SECRET_COMMANDS, scrub.redis_kept(op),
             op in _REDIS_PYTHON, op in ("PUBLISH", "SPUBLISH"))
 
 

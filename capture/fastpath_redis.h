@@ -115,7 +115,14 @@ static int redis_command(Table *t, const unsigned char *b, Py_ssize_t (*args)[2]
     int native = redis_native(shape, b, args, nargs, &op, &text), publish;
     if (native < 0)
         goto done;
-    r->scrub = PyTuple_GET_ITEM(shape, 3) == Py_True;
+    PyObject *kept = PyTuple_GET_ITEM(shape, 3);
+    if (kept == Py_None)
+        r->scrub = 0;
+    else { /* anything but a count the cut takes: scrub.record decides */
+        long k = PyLong_Check(kept) ? PyLong_AsLong(kept) : -1;
+        PyErr_Clear();
+        r->scrub = k >= 1 && k <= REDIS_MAX_ITEMS ? (int)k : -1;
+    }
     if (native) {
         publish = PyTuple_GET_ITEM(shape, 5) == Py_True;
     } else { /* redis.py's own functions on the arguments as its reader keeps them */
@@ -135,7 +142,7 @@ static int redis_command(Table *t, const unsigned char *b, Py_ssize_t (*args)[2]
             PyErr_SetString(PyExc_TypeError, "redis _operation must return a str");
             goto done;
         }
-        r->scrub = 1;
+        r->scrub = -1;
         publish = PyUnicode_CompareWithASCIIString(op, "PUBLISH") == 0 ||
                   PyUnicode_CompareWithASCIIString(op, "SPUBLISH") == 0;
     }
@@ -158,6 +165,38 @@ done:
     Py_XDECREF(op);
     Py_XDECREF(text);
     Py_XDECREF(list);
+    return rc;
+}
+
+/* scrub.redis on an ASCII query text whose first word keeps `kept` words, while scrub.enabled():
+ * the words past the kept ones become one "?". */
+static int redis_cut(Table *t, PyObject *attrs, int kept)
+{
+    PyObject *on = PyObject_CallNoArgs(t->scrub_enabled);
+    if (on == NULL)
+        return -1;
+    int yes = PyObject_IsTrue(on);
+    Py_DECREF(on);
+    if (yes <= 0)
+        return yes;
+    PyObject *text = PyDict_GetItemWithError(attrs, K_db_query); /* ASCII: redis_span checked */
+    if (text == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), at = -1;
+    for (int words = 0; words < kept; words++) { /* the space after the kept-th word */
+        const char *sp = memchr(s + at + 1, ' ', n - at - 1);
+        if (sp == NULL)
+            return 0; /* no more words than kept: as it is */
+        at = sp - s;
+    }
+    PyObject *cut = PyUnicode_New(at + 2, 127);
+    if (cut == NULL)
+        return -1;
+    memcpy(PyUnicode_1BYTE_DATA(cut), s, at);
+    memcpy(PyUnicode_1BYTE_DATA(cut) + at, " ?", 2);
+    int rc = PyDict_SetItem(attrs, K_db_query, cut);
+    Py_DECREF(cut);
     return rc;
 }
 
@@ -184,12 +223,14 @@ static PyObject *redis_span(Table *t, struct conn *c, struct rcmd *r, const unsi
             PyDict_SetItem(attrs, K_msg_op, S_send) < 0)
             goto done;
     }
-    if (r->scrub) {
+    PyObject *text = r->scrub > 0 ? PyDict_GetItemWithError(attrs, K_db_query) : NULL;
+    if (r->scrub < 0 || (r->scrub > 0 && (text == NULL || !PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)))) {
         PyObject *m = PyObject_CallFunctionObjArgs(t->scrub, attrs, msg, NULL);
         if (m == NULL)
             goto done;
         Py_SETREF(msg, m);
-    }
+    } else if (r->scrub > 0 && redis_cut(t, attrs, r->scrub) < 0)
+        goto done;
     if (add_ends(c, attrs, tid) < 0)
         goto done;
     start_o = PyLong_FromLongLong(r->start);

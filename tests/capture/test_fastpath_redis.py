@@ -61,6 +61,10 @@ EXCHANGES = [
     (cmd("FCALL", "f", "0"), [b"!21\r\nSYNTAX invalid syntax\r\n"]),  # RESP3 blob error
     (cmd("SET", "k2", "a b c", "EX", "10"), [b"+OK\r\n"]),
     (cmd("MSET", "a", "1", "b", "2"), [b"+OK\r\n"]),
+    (cmd("set", "k", ""), [b"+OK\r\n"]),  # scrubbing cuts words of the text, not arguments
+    (cmd("SET", "a b", "v"), [b"+OK\r\n"]),
+    (cmd("SET", "k"), [b"-ERR wrong number of arguments for 'set' command\r\n"]),
+    (cmd("APPEND", "k", " x "), [b":3\r\n"]),
     (cmd("HSET", "h", "f", "v", "g", "w"), [b":2\r\n"]),
     (cmd("HGETALL", "h"), [b"%2\r\n+f\r\n+v\r\n+g\r\n+w\r\n"]),  # RESP3 map
     (cmd("SMEMBERS", "s"), [b"~2\r\n+a\r\n+b\r\n"]),
