@@ -1,13 +1,15 @@
 """Builds the capture's C loops with the machine's compiler: capture/_ring.c (the ring buffer's
-per-record loops), capture/_http1.c (the HTTP/1 head scan), capture/_fastpath.c (paired HTTP/1
-exchanges from ring records to spans), capture/export/_otlp_wire.c (the hub's OTLP decoder) and
-capture/traces/_pairs.c (the cross-node linker's pairing); everything else is in pyproject.toml.
+per-record loops), capture/_http1.c (the HTTP/1 head scan), capture/_fastpath.c (HTTP/1, Redis,
+Memcached and PostgreSQL exchanges from ring records to spans), capture/export/_otlp_wire.c (the
+hub's OTLP decoder) and capture/traces/_pairs.c (the cross-node linker's pairing); everything else
+is in pyproject.toml.
 Without a compiler the capture and the hub run their Python specifications.
 Portable flags only: never -march=native (CPUs may advertise instructions that fault)."""
 from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-std=gnu11"]
-HEADERS = ["capture/http1_scan.h", "bpf/types.h"]
+HEADERS = ["capture/http1_scan.h", "capture/resp_scan.h", "capture/fastpath_redis.h", "capture/fastpath_memcached.h",
+           "capture/fastpath_postgres.h", "bpf/types.h"]
 setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=FLAGS, optional=True),
                    Extension("capture._http1", ["capture/_http1.c"], extra_compile_args=FLAGS, optional=True,
                              depends=HEADERS),

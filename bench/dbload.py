@@ -8,7 +8,7 @@ Reports the throughput ratio (with / without the agent) and spans / operations, 
 operations are what the load generator says it did and spans are the CLIENT spans the
 capture produced for the generator's connections (100 % = nothing lost or invented).
 
-Run as root: .venv/bin/python -m bench.dbload [--seconds 10] [--requests 100000] [--json FILE]
+Run as root: .venv/bin/python -m bench.dbload [--seconds 10] [--requests 100000] [--json FILE] [--select-simple]
 A/B in one command: --compare /work/main runs that tree's agent too (same server and baseline);
 --pair ab runs each agent without then with capture.options.pair (exchanges paired in the kernel).
 """
@@ -29,6 +29,7 @@ from pathlib import Path
 from support.servers import PG_BIN, postgres_instance, redis_instance
 
 PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
+PGBENCH_MODE = ["-M", "extended"]  # --select-simple: ["-S", "-M", "simple"], one statement per transaction
 ROOT = Path(__file__).resolve().parent.parent
 COMPARE: list[Path] = []  # other source trees whose agent runs too (--compare)
 PAIRS = [False]  # --pair: each agent without (False) and/or with (True) capture.options.pair
@@ -37,11 +38,12 @@ PAIRS = [False]  # --pair: each agent without (False) and/or with (True) capture
 def pgbench(pg: dict, seconds: float, clients: int) -> dict:
     env = dict(os.environ, PGPASSWORD=pg["password"])
     base = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(pg["port"]), "-U", pg["user"]]
-    out = subprocess.run(base + ["-c", str(clients), "-j", "2", "-T", str(int(seconds)), "-M", "extended",
+    out = subprocess.run(base + ["-c", str(clients), "-j", "2", "-T", str(int(seconds)), *PGBENCH_MODE,
                                  pg["dbname"]], env=env, capture_output=True, text=True, timeout=seconds + 120)
     tps = float(re.search(r"tps = ([\d.]+)", out.stdout).group(1))
     done = int(re.search(r"actually processed: (\d+)", out.stdout).group(1))
-    return {"tps": tps, "transactions": done, "operations": done * PGBENCH_STATEMENTS}
+    statements = 1 if "-S" in PGBENCH_MODE else PGBENCH_STATEMENTS
+    return {"tps": tps, "transactions": done, "operations": done * statements}
 
 
 def redis_benchmark(r: dict, requests: int, pipeline: int) -> dict:
@@ -152,6 +154,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=100_000, help="redis-benchmark requests per command")
     ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P")
     ap.add_argument("--only", choices=("postgres", "redis"), help="run one of the two")
+    ap.add_argument("--select-simple", action="store_true",
+                    help="pgbench -S -M simple (one simple-protocol SELECT per transaction) instead of TPC-B extended")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--compare", action="append", default=[], metavar="TREE",
                     help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
@@ -160,6 +164,8 @@ def main() -> int:
     args = ap.parse_args()
     COMPARE[:] = [Path(t).resolve() for t in args.compare]
     PAIRS[:] = {"off": [False], "on": [True], "ab": [False, True]}[args.pair]
+    if args.select_simple:
+        PGBENCH_MODE[:] = ["-S", "-M", "simple"]
     results = {}
     if args.only in (None, "postgres"):
         results["pgbench"] = bench_postgres(args.seconds, args.clients)

@@ -20,7 +20,11 @@ counts are steadier than CPU time: `valgrind --tool=callgrind` of a replay with 
 with --limit 5N, the difference divided by 4N. File: a magic line, a u32-length-prefixed JSON
 header, then u32-length-prefixed records.
 
-Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000] [--paired FILE2]   (as root)
+With --redis, record captures redis-benchmark (GET/SET over random keys, -P 1 and 16) and a
+redis-py client (misses, errors, pipelines, MULTI/EXEC, a 100 kB value, pub/sub) against a
+redis-server instead, with 2x the commands sent as its "requests" (both ends of each command).
+
+Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000] [--paired FILE2]   (as root) [--redis]
      .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring] [--pair] [--python]
      .venv/bin/python -m bench.events stages FILE [--repeat 7] [--pair]
 """
@@ -81,17 +85,77 @@ def _load(path: str) -> tuple[dict, list[bytes]]:
     return json.loads(records[0]), records[1:]
 
 
-def record(path: str, seconds: int, rate: int, paired_path: str | None = None) -> None:
+# redis-py's cases, in a process of their own (the capture never observes its own process)
+REDIS_PY = """
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), password=sys.argv[2])
+for i in range(50):
+    r.set(f"py:{i}", f"value-{i}")
+    r.get(f"py:{i}")
+    r.get(f"missing:{i}")
+try:
+    r.incr("py:1")
+except redis.ResponseError:
+    pass
+pipe = r.pipeline(transaction=False)
+for i in range(40):
+    pipe.set(f"pipe:{i}", "x" * 10)
+    pipe.get(f"pipe:{i}")
+pipe.execute()
+tx = r.pipeline(transaction=True)
+tx.incr("counter")
+tx.get("counter")
+tx.execute()
+r.set("big", b"z" * 100_000)
+r.get("big")
+sub = r.pubsub()
+sub.subscribe("news")
+sub.get_message(timeout=1)
+r.publish("news", "hello")
+sub.get_message(timeout=1)
+sub.close()
+r.close()
+"""
+
+
+def redis_workload(port: int, password: str, requests: int) -> dict:
+    """What `record --redis` sends: redis-benchmark GET/SET at -P 1 and 16, then REDIS_PY.
+    Returns the commands sent, at least (each makes a span at both ends)."""
+    import subprocess
+
+    sent = 0
+    for pipeline in (1, 16):
+        subprocess.run(["redis-benchmark", "-p", str(port), "-a", password, "-n", str(requests), "-c", "4",
+                        "-P", str(pipeline), "-r", "1000", "-t", "get,set", "-q"], capture_output=True,
+                       timeout=300, check=True)
+        sent += 2 * requests  # and each client's AUTH, redis-benchmark's CONFIG GETs
+    subprocess.run([sys.executable, "-c", REDIS_PY, str(port), password], capture_output=True, timeout=120,
+                   check=True)
+    return {"requests": sent + 150 + 80 + 2}
+
+
+def record(path: str, seconds: int, rate: int, paired_path: str | None = None, redis: int = 0) -> None:
     """nginx + hey under a capture that keeps the raw records; with `paired_path`, a second
     capture with exchanges paired in the kernel runs beside it on the same traffic and its
-    records are saved there (the same requests, recorded both ways)."""
+    records are saved there (the same requests, recorded both ways). `redis`: redis-server and
+    redis_workload with that many requests per redis-benchmark run instead."""
     from bench.capture import hey
     from capture import abi
     from capture.enrich.enricher import Enricher
     from capture.live import CaptureOptions, LiveCapture
     from support.http_servers import nginx_server
+    from support.servers import redis_instance
 
-    with nginx_server() as (port, _):
+    @contextlib.contextmanager
+    def server():
+        if redis:
+            with redis_instance() as r:
+                yield r["port"], lambda: redis_workload(r["port"], r["password"], redis)
+        else:
+            with nginx_server() as (port, _):
+                yield port, lambda: hey(f"http://127.0.0.1:{port}/", seconds, rate)
+
+    with server() as (port, workload):
         caps, kept, stops, runners = [], [], [], []
         for pair in ([False, True] if paired_path else [False]):
             cap = LiveCapture(CaptureOptions(port=port, tls=False, pair=pair))
@@ -105,7 +169,7 @@ def record(path: str, seconds: int, rate: int, paired_path: str | None = None) -
             runners.append(threading.Thread(target=cap.run, args=(lambda spans: None, stops[-1])))
             runners[-1].start()
         try:
-            result = hey(f"http://127.0.0.1:{port}/", seconds, rate)
+            result = workload()
             time.sleep(0.5)  # drain
         finally:
             for stop in stops:
@@ -120,7 +184,7 @@ def record(path: str, seconds: int, rate: int, paired_path: str | None = None) -
         enricher = Enricher()
         resources = {pid: enricher.resource(pid) for pid in pids}
     for out, records, stats, paired in zip((path, paired_path), kept, kernel, (False, True)):
-        header = {"port": port, "requests": result["requests"], "rps": result["rps"], "paired": paired,
+        header = {"port": port, "requests": result["requests"], "rps": result.get("rps", 0), "paired": paired,
                   "kernel_drops": stats.get("kernel.ringbuf_drops", 0), "resources": resources}
         save(out, header, records)
         print(json.dumps({"file": out, "events": len(records),
@@ -243,6 +307,8 @@ def main() -> int:
     rec.add_argument("--seconds", type=int, default=3)
     rec.add_argument("--rate", type=int, default=10000, help="requests per second (hey)")
     rec.add_argument("--paired", metavar="FILE2", help="also record the same traffic paired in the kernel, into FILE2")
+    rec.add_argument("--redis", type=int, default=0, metavar="N",
+                     help="redis-server under redis-benchmark (N requests at -P 1 and 16) and redis-py instead")
     rep = sub.add_parser("replay", help="feed saved records through tracker + pipeline + printer")
     rep.add_argument("file")
     rep.add_argument("--repeat", type=int, default=5)
@@ -262,7 +328,7 @@ def main() -> int:
     if args.cmd == "stages":
         stages(args.file, args.repeat, args.pair)
     elif args.cmd == "record":
-        record(args.file, args.seconds, args.rate, args.paired)
+        record(args.file, args.seconds, args.rate, args.paired, args.redis)
     else:
         replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring, args.pair, not args.python)
     return 0

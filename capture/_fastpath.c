@@ -1,4 +1,5 @@
-/* capture._fastpath: HTTP/1 exchanges from ring records straight to spans, in C.
+/* capture._fastpath: HTTP/1, Redis, Memcached and PostgreSQL simple-query exchanges from ring
+ * records straight to spans, in C.
  *
  * The common case of the capture's hot path: a keep-alive HTTP/1 connection whose parser has
  * nothing buffered or waiting, a request and its response with whole heads and bodies framed by
@@ -16,6 +17,12 @@
  * handled every record itself. The names and attributes of a request line and a status line come
  * from the Python parser's own functions, cached here by the line's bytes; scrubbing runs
  * capture.scrub.record whenever its rules could change the attributes.
+ *
+ * FIFO protocols (Redis, Memcached text, PostgreSQL simple queries; protocols/redis.py,
+ * memcached.py, postgres.py) take records whose chunks hold whole messages: commands wait here in
+ * order for their replies, and the records taken since the connection last had nothing waiting
+ * stay held; a hand-back gives them to Python to replay (the spans they make dropped: they were
+ * made here), which puts the connection's parser where it would be had it seen every record.
  * capture/fastpath.py decides which connections a table may hold. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,6 +35,7 @@
 
 #include "types.h" /* bpf/types.h: struct guardian_event and its enums, the one ABI */
 #include "http1_scan.h"
+#include "resp_scan.h"
 
 #define HDR ((Py_ssize_t)sizeof(struct guardian_event))
 #define CACHED_LINE 512 /* capture/protocols/http1.py CACHED_LINE: longer lines are not cached */
@@ -95,6 +103,26 @@ static void cache_put(struct line_cache *c, const unsigned char *s, Py_ssize_t n
     c->used++;
 }
 
+/* A Redis command waiting for its reply: what its span will say (RedisParser._record). */
+struct rcmd {
+    long long start;
+    PyObject *name, *attrs; /* db.system, db.operation.name, db.query.text so far */
+    PyObject *channel;      /* PUBLISH's channel (messaging.*), or NULL */
+    int scrub;              /* 0: scrub.record would change nothing; 1 (or Redis' -1): it is called;
+                             * Redis' n > 1: the query text's words past the n-th become "?"
+                             * (scrub.redis_kept), while scrub.enabled() */
+    int get;                /* Memcached: a retrieval (memcached.hit, db.response.returned_rows);
+                             * PostgreSQL: DataRows so far (name: the query; attrs: its tag;
+                             * channel: its error's code and message) */
+};
+
+static void rcmd_clear(struct rcmd *r)
+{
+    Py_CLEAR(r->name);
+    Py_CLEAR(r->attrs);
+    Py_CLEAR(r->channel);
+}
+
 /* ---- connections held by the table ----------------------------------------------------- */
 #define HOLD_MAX 64 /* records of one unfinished exchange held at most (then Python takes over) */
 
@@ -126,6 +154,10 @@ struct conn {
     int nheld;
     /* what record_to_span reads of the connection, fixed while it is held */
     PyObject *kind, *resource, *saddr, *sport, *caddr, *cport, *transport, *tls_library;
+    int proto;             /* PROTO_HTTP1, PROTO_REDIS, PROTO_MEMCACHED or PROTO_POSTGRES */
+    PyObject *database;    /* PostgreSQL: db.namespace (the startup packet's), or NULL */
+    struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
+    size_t qhead, qlen, qcap;
 };
 
 typedef struct {
@@ -134,8 +166,10 @@ typedef struct {
     size_t cap, count;
     long long offset_ns;
     PyObject *span_type, *request_line, *request_line_long, *status_of, *status_of_long, *scrub;
+    PyObject *redis_shape, *redis_operation, *redis_query_text; /* capture/fastpath.py, protocols/redis.py */
+    PyObject *memcached_shape, *sql_summary, *scrub_enabled;
     Py_ssize_t span_offsets[11]; /* each Span field's slot, or -1: build spans by calling the type */
-    struct line_cache lines, statuses;
+    struct line_cache lines, statuses, shapes;
     unsigned char rnd[4096];
     size_t rnd_at;
     unsigned rnd_forks; /* forks_seen when rnd was filled: a child draws its own ids */
@@ -145,6 +179,10 @@ typedef struct {
 static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_empty, *S_CLIENT;
 static PyObject *K_host, *K_agent, *K_parent, *K_status, *K_error, *K_saddr, *K_sport, *K_caddr, *K_cport,
     *K_transport, *K_tid, *K_tls, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
+static PyObject *S_memcached, *S_noreply, *S_END, *K_mc_hit, *K_rows;
+static PyObject *S_postgresql, *K_db_namespace, *K_db_collection;
+static PyObject *S_redis, *S_send, *S_space, *K_db_operation, *K_db_query, *K_db_status, *K_msg_system,
+    *K_msg_dest, *K_msg_op;
 
 static inline size_t slot_of(uint64_t id, size_t cap)
 {
@@ -205,6 +243,10 @@ static void conn_free(struct conn *c)
     Py_XDECREF(c->cport);
     Py_XDECREF(c->transport);
     Py_XDECREF(c->tls_library);
+    Py_XDECREF(c->database);
+    for (size_t k = 0; k < c->qlen; k++)
+        rcmd_clear(&c->q[(c->qhead + k) % c->qcap]);
+    PyMem_Free(c->q);
     PyMem_Free(c);
 }
 
@@ -386,6 +428,17 @@ static int set_default(PyObject *d, PyObject *key, PyObject *value)
     return PyDict_SetDefault(d, key, value) == NULL ? -1 : 0;
 }
 
+/* record_to_span's attributes from the connection: its ends, transport, request thread, TLS library. */
+static int add_ends(struct conn *c, PyObject *attrs, PyObject *tid)
+{
+    if ((c->saddr && (set_default(attrs, K_saddr, c->saddr) < 0 || set_default(attrs, K_sport, c->sport) < 0)) ||
+        (c->caddr && (set_default(attrs, K_caddr, c->caddr) < 0 || set_default(attrs, K_cport, c->cport) < 0)) ||
+        set_default(attrs, K_transport, c->transport) < 0 || (tid && set_default(attrs, K_tid, tid) < 0) ||
+        (c->tls_library && set_default(attrs, K_tls, c->tls_library) < 0))
+        return -1;
+    return 0;
+}
+
 static PyObject *new_span(Table *t, PyObject *const *values)
 {
     if (t->span_offsets[0] < 0)
@@ -447,11 +500,7 @@ static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, c
             goto done;
         Py_SETREF(msg, m);
     }
-    if ((c->saddr && (set_default(attrs, K_saddr, c->saddr) < 0 || set_default(attrs, K_sport, c->sport) < 0)) ||
-        (c->caddr && (set_default(attrs, K_caddr, c->caddr) < 0 || set_default(attrs, K_cport, c->cport) < 0)) ||
-        set_default(attrs, K_transport, c->transport) < 0 ||
-        (c->request_tid && set_default(attrs, K_tid, c->tid) < 0) ||
-        (c->tls_library && set_default(attrs, K_tls, c->tls_library) < 0))
+    if (add_ends(c, attrs, c->request_tid ? c->tid : NULL) < 0)
         goto done;
     if (c->kind == S_CLIENT && status_code != S_ERROR) {
         /* HTTP semconv: 4xx is an error for the client, not for the server (stitch.py) */
@@ -522,11 +571,12 @@ static int whole_exchange(const unsigned char *rq, Py_ssize_t rq_n, uint32_t rq_
 static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"span_type", "request_line", "request_line_long", "status_of", "status_of_long",
-                            "scrub", "offset_ns", NULL};
-    PyObject *span_type, *rl, *rll, *so, *sol, *scrub;
+                            "scrub", "offset_ns", "redis_shape", "redis_operation", "redis_query_text",
+                            "memcached_shape", "sql_summary", "scrub_enabled", NULL};
+    PyObject *span_type, *rl, *rll, *so, *sol, *scrub, *rshape, *rop, *rtext, *mshape, *summary, *enabled;
     long long offset;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOL", names, &PyType_Type, &span_type, &rl, &rll, &so, &sol,
-                                     &scrub, &offset))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOOLOOOOOO", names, &PyType_Type, &span_type, &rl, &rll, &so,
+                                     &sol, &scrub, &offset, &rshape, &rop, &rtext, &mshape, &summary, &enabled))
         return NULL;
     Table *t = (Table *)type->tp_alloc(type, 0);
     if (t == NULL)
@@ -535,7 +585,8 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     t->slots = PyMem_Calloc(t->cap, sizeof(*t->slots));
     t->lines = (struct line_cache){PyMem_Calloc(8192, sizeof(struct line_entry)), 8192, 0};
     t->statuses = (struct line_cache){PyMem_Calloc(512, sizeof(struct line_entry)), 512, 0};
-    if (t->slots == NULL || t->lines.slots == NULL || t->statuses.slots == NULL) {
+    t->shapes = (struct line_cache){PyMem_Calloc(1024, sizeof(struct line_entry)), 1024, 0};
+    if (t->slots == NULL || t->lines.slots == NULL || t->statuses.slots == NULL || t->shapes.slots == NULL) {
         Py_DECREF(t);
         return PyErr_NoMemory();
     }
@@ -546,6 +597,12 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     t->status_of = Py_NewRef(so);
     t->status_of_long = Py_NewRef(sol);
     t->scrub = Py_NewRef(scrub);
+    t->redis_shape = Py_NewRef(rshape);
+    t->redis_operation = Py_NewRef(rop);
+    t->redis_query_text = Py_NewRef(rtext);
+    t->memcached_shape = Py_NewRef(mshape);
+    t->sql_summary = Py_NewRef(summary);
+    t->scrub_enabled = Py_NewRef(enabled);
     t->rnd_at = sizeof(t->rnd);
     /* a slots dataclass keeps each field in a member slot: set them directly, as its __init__
      * does; anything else (a changed Span) is built by calling the type */
@@ -616,6 +673,16 @@ static void Table_dealloc(Table *t)
         cache_clear(&t->statuses);
         PyMem_Free(t->statuses.slots);
     }
+    if (t->shapes.slots) {
+        cache_clear(&t->shapes);
+        PyMem_Free(t->shapes.slots);
+    }
+    Py_XDECREF(t->redis_shape);
+    Py_XDECREF(t->redis_operation);
+    Py_XDECREF(t->redis_query_text);
+    Py_XDECREF(t->memcached_shape);
+    Py_XDECREF(t->sql_summary);
+    Py_XDECREF(t->scrub_enabled);
     PyMem_Free(t->slots);
     Py_XDECREF(t->request_line);
     Py_XDECREF(t->request_line_long);
@@ -627,16 +694,21 @@ static void Table_dealloc(Table *t)
 static PyObject *none_or_ref(PyObject *o) { return o == Py_None ? NULL : Py_NewRef(o); }
 
 /* adopt(conn_id, tracked, conn, pos_egress, pos_ingress, last_seen_ns, request_tid, server,
- *       source_syscall, kind, resource, server_end, client_end, transport, tls_library) -> bool */
+ *       source_syscall, kind, resource, server_end, client_end, transport, tls_library, proto,
+ *       database) -> bool */
 static PyObject *Table_adopt(Table *t, PyObject *args)
 {
     unsigned long long id;
     PyObject *tracked, *conn, *p0, *p1, *seen_o, *tid_o, *kind, *resource, *server_end, *client_end, *transport, *tls;
-    int server, syscall;
-    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUO", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type, &p1,
-                          &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
-                          &resource, &server_end, &client_end, &transport, &tls))
+    PyObject *database = Py_None;
+    int server, syscall, proto;
+    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOi|O", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type,
+                          &p1, &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
+                          &resource, &server_end, &client_end, &transport, &tls, &proto, &database))
         return NULL;
+    if ((proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
+        (database != Py_None && !PyUnicode_Check(database)))
+        Py_RETURN_FALSE;
     uint64_t pos0 = PyLong_AsUnsignedLongLong(p0), pos1 = PyLong_AsUnsignedLongLong(p1);
     long long seen = PyLong_AsLongLong(seen_o);
     unsigned long long tid = PyLong_AsUnsignedLongLong(tid_o);
@@ -656,6 +728,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     if (c == NULL)
         return PyErr_NoMemory();
     c->id = id;
+    c->proto = proto;
     c->pos[0] = pos0;
     c->pos[1] = pos1;
     c->last_seen = seen;
@@ -678,6 +751,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     }
     c->transport = Py_NewRef(transport);
     c->tls_library = none_or_ref(tls);
+    c->database = database != Py_None && PyUnicode_GET_LENGTH(database) ? Py_NewRef(database) : NULL;
     size_t i = slot_of(id, t->cap);
     while (t->slots[i] != NULL)
         i = (i + 1) & (t->cap - 1);
@@ -907,6 +981,142 @@ static int take_record(Table *t, struct conn *c, PyObject *raw, const struct gua
     return 1;
 }
 
+/* ---- FIFO protocols: commands wait in order for their replies ------------------------- */
+static int all_in(const unsigned char *s, Py_ssize_t n, unsigned char lo, unsigned char hi)
+{
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (s[k] < lo || s[k] > hi)
+            return 0;
+    return 1;
+}
+
+static PyObject *ascii(const char *s, Py_ssize_t n)
+{
+    PyObject *u = PyUnicode_New(n, 127);
+    if (u != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(u), s, n);
+    return u;
+}
+
+static int queue_push(struct conn *c, struct rcmd *r)
+{
+    if (c->qlen == c->qcap) {
+        size_t cap = c->qcap ? 2 * c->qcap : 16;
+        struct rcmd *q = PyMem_Calloc(cap, sizeof(*q));
+        if (q == NULL)
+            return -1;
+        for (size_t k = 0; k < c->qlen; k++)
+            q[k] = c->q[(c->qhead + k) % c->qcap];
+        PyMem_Free(c->q);
+        c->q = q;
+        c->qcap = cap;
+        c->qhead = 0;
+    }
+    c->q[(c->qhead + c->qlen++) % c->qcap] = *r;
+    return 0;
+}
+
+/* The oldest waiting command, taken off c's queue (the caller checked one waits). */
+static struct rcmd *queue_pop(struct conn *c)
+{
+    struct rcmd *r = &c->q[c->qhead];
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    return r;
+}
+
+static int append_span(PyObject *spans, PyObject *span)
+{
+    if (span == NULL) {
+        PyErr_Clear(); /* Python's path makes it and reports what failed */
+        return 0;
+    }
+    int bad = PyList_Append(spans, span);
+    Py_DECREF(span);
+    return bad ? -1 : 1;
+}
+
+typedef int (*chunk_fn)(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
+                        PyObject *tid, PyObject *spans);
+
+/* Record `raw` (an EV_DATA chunk, or an EV_PAIR: its request chunk then its response chunk) on
+ * connection c of a FIFO protocol (Redis, Memcached), as on_event / _exchange -> Pipeline ->
+ * parser.feed -> record_to_span take it when every chunk holds whole messages: `requests` and
+ * `replies` read a chunk of each side. 1 taken (spans appended to out), 0 not (the caller then
+ * hands c back, whatever this left in it), -1 on error. The records since c last had nothing
+ * waiting stay held: Python replays them on a hand-back (their spans, made here already,
+ * dropped), which rebuilds its parser's state exactly. */
+static int take_fifo(Table *t, struct conn *c, PyObject *raw, const struct guardian_event *first, PyObject *out,
+                     chunk_fn requests, chunk_fn replies)
+{
+    Py_ssize_t offs[2] = {HDR + first->copied_len, 0};
+    int nchunks = first->kind == EV_PAIR ? 2 : 1;
+    uint64_t pos[2] = {c->pos[0], c->pos[1]};
+    long long seen = c->last_seen;
+    uint32_t tid = c->request_tid;
+    PyObject *tid_obj = c->tid ? Py_NewRef(c->tid) : NULL, *spans = PyList_New(0);
+    int rc = spans == NULL ? -1 : 0;
+    for (int k = 2 - nchunks; k < 2 && spans != NULL; k++) {
+        const char *p = PyBytes_AS_STRING(raw) + offs[k];
+        struct guardian_event ev = header(p);
+        int d = ev.direction == DIR_EGRESS ? 0 : 1, request = (d == 0) == !c->server;
+        uint64_t end;
+        long long ts;
+        /* whole messages only: a chunk the capture cut, a gap, a TLS upgrade go to Python */
+        if (ev.proto != c->proto || ev.transport != TRANSPORT_TCP || (ev.source && c->source_syscall) ||
+            ev.copied_len != ev.total_len || (pos[d] && ev.pos != pos[d]) ||
+            __builtin_add_overflow(ev.pos, (uint64_t)ev.total_len, &end) || ev.ts_ns > INT64_MAX ||
+            __builtin_add_overflow((long long)ev.ts_ns, t->offset_ns, &ts))
+            goto done;
+        if (request && ev.tid && ev.tid != tid) {
+            tid = ev.tid;
+            Py_XSETREF(tid_obj, PyLong_FromUnsignedLong(tid));
+            if (tid_obj == NULL) {
+                rc = -1;
+                goto done;
+            }
+        }
+        int got = (request ? requests : replies)(t, c, (const unsigned char *)p + HDR, ev.copied_len, ts,
+                                                 tid ? tid_obj : NULL, spans);
+        if (got <= 0) {
+            rc = got;
+            goto done;
+        }
+        pos[d] = end;
+        seen = ts;
+    }
+    if (spans == NULL || (c->qlen && c->nheld == HOLD_MAX))
+        goto done;
+    if (PyList_SetSlice(out, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, spans) < 0) {
+        rc = -1;
+        goto done;
+    }
+    t->spans += PyList_GET_SIZE(spans);
+    c->pos[0] = pos[0];
+    c->pos[1] = pos[1];
+    c->last_seen = seen;
+    if (tid != c->request_tid) {
+        c->request_tid = tid;
+        Py_XSETREF(c->tid, Py_NewRef(tid_obj));
+    }
+    if (c->qlen)
+        c->held[c->nheld++] = Py_NewRef(raw);
+    else { /* nothing waits: Python's parser, idle, stands for everything taken so far */
+        for (int k = 0; k < c->nheld; k++)
+            Py_DECREF(c->held[k]);
+        c->nheld = 0;
+    }
+    rc = 1;
+done:
+    Py_XDECREF(tid_obj);
+    Py_XDECREF(spans);
+    return rc;
+}
+
+#include "fastpath_redis.h"
+#include "fastpath_memcached.h"
+#include "fastpath_postgres.h"
+
 /* run(records, start, out) -> (index, verdict, held): takes records[start:] while they are
  * chunks of held connections' HTTP/1 exchanges (EV_PAIR records, or EV_DATA chunks), appending
  * the spans they complete to `out`; stops at the first it does not take: PYTHON (not a held
@@ -936,7 +1146,10 @@ static PyObject *Table_run(Table *t, PyObject *args)
         struct guardian_event ev = header(p);
         struct conn *c = find(t, ev.conn_id, &at);
         verdict = c != NULL ? RELEASED : PYTHON;
-        if (ev.proto != PROTO_HTTP1 || (Py_ssize_t)ev.copied_len > len - HDR)
+        int proto = c != NULL ? c->proto : ev.proto;
+        if (ev.proto != proto ||
+            (proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
+            (Py_ssize_t)ev.copied_len > len - HDR)
             break;
         int took;
         if (ev.kind == EV_PAIR) {
@@ -954,9 +1167,14 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 verdict = UNKNOWN;
                 break;
             }
-            took = c->x.phase == IDLE ? exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev,
-                                                 (const unsigned char *)p + HDR, out) : 0;
-            if (took == 0)
+            if (proto == PROTO_REDIS)
+                took = take_redis(t, c, raw, &ev, out);
+            else if (proto == PROTO_MEMCACHED)
+                took = take_memcached(t, c, raw, &ev, out);
+            else if (proto == PROTO_POSTGRES)
+                took = take_postgres(t, c, raw, &ev, out);
+            else if ((took = c->x.phase == IDLE ? exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev,
+                                                 (const unsigned char *)p + HDR, out) : 0) == 0)
                 took = take_record(t, c, raw, &ev, out);
         } else if (ev.kind == EV_DATA) {
             if (c == NULL) {
@@ -966,7 +1184,9 @@ static PyObject *Table_run(Table *t, PyObject *args)
             /* on_event's case that the exchange path does not have: a UDP datagram */
             if (ev.transport != TRANSPORT_TCP)
                 break;
-            took = take_record(t, c, raw, &ev, out);
+            took = proto == PROTO_REDIS ? take_redis(t, c, raw, &ev, out)
+                   : proto == PROTO_MEMCACHED ? take_memcached(t, c, raw, &ev, out)
+                   : proto == PROTO_POSTGRES ? take_postgres(t, c, raw, &ev, out) : take_record(t, c, raw, &ev, out);
         } else
             break;
         if (took < 0)
@@ -1056,11 +1276,11 @@ static PyTypeObject TableType = {
     .tp_clear = (inquiry)Table_clear,
     .tp_methods = Table_methods,
     .tp_as_sequence = &Table_seq,
-    .tp_doc = "Connections whose paired HTTP/1 exchanges become spans in C.",
+    .tp_doc = "Connections whose HTTP/1, Redis, Memcached and PostgreSQL exchanges become spans in C.",
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath",
-                                    "Paired HTTP/1 exchanges from ring records to spans, in C.", -1, NULL};
+                                    "HTTP/1, Redis, Memcached and PostgreSQL exchanges to spans, in C.", -1, NULL};
 
 #define INTERN(var, text)                                  \
     do {                                                   \
@@ -1093,6 +1313,23 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(K_url_path, "url.path");
     INTERN(K_url_query, "url.query");
     INTERN(K_db_system, "db.system");
+    INTERN(S_redis, "redis");
+    INTERN(S_memcached, "memcached");
+    INTERN(S_postgresql, "postgresql");
+    INTERN(K_db_namespace, "db.namespace");
+    INTERN(K_db_collection, "db.collection.name");
+    INTERN(S_noreply, "noreply");
+    INTERN(S_END, "END");
+    INTERN(K_mc_hit, "memcached.hit");
+    INTERN(K_rows, "db.response.returned_rows");
+    INTERN(S_send, "send");
+    INTERN(S_space, " ");
+    INTERN(K_db_operation, "db.operation.name");
+    INTERN(K_db_query, "db.query.text");
+    INTERN(K_db_status, "db.response.status_code");
+    INTERN(K_msg_system, "messaging.system");
+    INTERN(K_msg_dest, "messaging.destination.name");
+    INTERN(K_msg_op, "messaging.operation.type");
     if (PyType_Ready(&TableType) < 0 || pthread_atfork(NULL, NULL, after_fork_in_child) != 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -2,8 +2,9 @@
 
 Fills what the kernel could not (sockets the kernel side could not read, without BTF) from
 /proc, applies the --port filter, notices lost events by stream position,
-and forgets connections whose process is gone. Idle HTTP/1 connections may be held by the
-compiled path (capture/fastpath.py), which `feed` tries first; it hands them back in order.
+and forgets connections whose process is gone. Idle HTTP/1, Redis, Memcached and PostgreSQL
+connections may be held by the compiled path (capture/fastpath.py), which `feed` tries first; it
+hands them back in order.
 """
 from __future__ import annotations
 
@@ -99,9 +100,8 @@ class ConnTracker:
             i, verdict, held = run(records, i, out)
             if verdict == fastpath.DONE:
                 break
-            if held is not None:  # the records of the exchange it had begun
-                for earlier in held:
-                    on_event(earlier)
+            if held is not None:  # the records of the exchanges it had begun
+                self._replay(held)
             raw = records[i]
             if verdict == fastpath.UNKNOWN and self._adopt(raw):
                 continue  # the same record, now in C
@@ -128,8 +128,19 @@ class ConnTracker:
         or closes connections in bulk."""
         if self.fast is not None and len(self.fast):
             for held in self.fast.release_all():
-                for raw in held:
-                    self.on_event(raw)
+                self._replay(held)
+
+    def _replay(self, held: list[bytes]) -> None:
+        """Records the compiled path had taken since its connection last had nothing waiting,
+        through on_event again: the connection's parser (idle all along) gets its state back.
+        The spans they make were made in C already (replies of a Redis, Memcached or PostgreSQL
+        pipeline still waiting for the rest; an unfinished HTTP/1 exchange makes none), so they
+        are dropped."""
+        batch = self.pipeline.batch
+        made = len(batch)
+        for raw in held:
+            self.on_event(raw)
+        del batch[made:]
 
     # -- events ------------------------------------------------------------------------
     def on_event(self, raw: bytes) -> None:

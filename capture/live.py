@@ -57,7 +57,8 @@ class CaptureOptions:
     # up inside its response's ring record (bpf: pairing section), one record per exchange instead
     # of two; the spans are the same either way
     pair: bool = False
-    # records of HTTP/1 exchanges become spans in C where capture/_fastpath.c is built; False: the
+    # records of HTTP/1, Redis, Memcached and PostgreSQL simple-query exchanges become spans in C where
+    # capture/_fastpath.c is built (capture/fastpath.py says which); False: the
     # Python path (its specification) for every record
     compiled: bool = True
 

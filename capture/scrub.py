@@ -29,6 +29,11 @@ class ScrubConfig:
 _config = ScrubConfig()
 
 
+def enabled() -> bool:
+    """Whether scrubbing is on (read at each span: configure() may change it)."""
+    return _config.enabled
+
+
 def configure(config: ScrubConfig) -> None:
     """Set the process-wide rule (from the agent's configuration)."""
     global _config
@@ -91,24 +96,38 @@ _REDIS_KEEP = {
 _REDIS_TWO_WORD = {"ACL", "CONFIG", "SENTINEL", "CLIENT"}
 
 
+def redis_kept(name: str) -> int | None:
+    """How many words of a Redis command line whose first word is `name` (upper case) redis()
+    keeps before a "?" stands for the rest: None when it keeps them all, -1 when the second word
+    decides (ACL SETUSER, CONFIG SET ...). The compiled path (capture/_fastpath.c) asks it once per
+    command name and cuts the line where redis() would."""
+    if name in _REDIS_TWO_WORD:
+        return -1
+    keep = _REDIS_KEEP.get(name)
+    return None if keep is None else keep + 1
+
+
 def redis(text: str) -> str:
     """A Redis command line with its value arguments replaced: "SET k ?", "ACL SETUSER u ?"."""
     words = text.split(" ")
     name = words[0].upper()
-    if name in _REDIS_TWO_WORD and len(words) > 1:
-        two = f"{name} {words[1].upper()}"
-        if two in _REDIS_KEEP:
-            keep = 2 + _REDIS_KEEP[two]
-            return text if len(words) <= keep else " ".join(words[:keep]) + " ?"
+    kept = redis_kept(name)
+    if kept == -1:
+        two = f"{name} {words[1].upper()}" if len(words) > 1 else ""
+        kept = 2 + _REDIS_KEEP[two] if two in _REDIS_KEEP else None
+    if kept is None or len(words) <= kept:
         return text
-    keep = _REDIS_KEEP.get(name)
-    if keep is None or len(words) <= keep + 1:
-        return text
-    return " ".join(words[:keep + 1]) + " ?"
+    return " ".join(words[:kept]) + " ?"
 
 
 # -- the step -----------------------------------------------------------------------------
 _SQL_SYSTEMS = {"postgresql", "mysql", "mariadb", "cassandra", "clickhouse", "mssql", "oracle"}
+
+
+def may_change(system: str) -> bool:
+    """False when record() leaves the attributes and message of this db.system as they are
+    (records without url.* keys): the compiled path then does not call it."""
+    return system == "redis" or system in _SQL_SYSTEMS
 
 
 def record(attrs: dict, status_message: str) -> str:

@@ -48,6 +48,11 @@ class FrameReader:
         self._got = 0  # bytes of it seen so far (kept or skipped)
         self._start = 0
 
+    @property
+    def idle(self) -> bool:
+        """In sync, no frame begun."""
+        return self.synced and not self._buf and not self._need and not self._got
+
     def feed(self, data: bytes, ts_ns: int, size: int | None = None) -> list[Frame]:
         size = len(data) if size is None else max(size, len(data))
         if not self.synced:

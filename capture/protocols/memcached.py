@@ -186,6 +186,7 @@ class MemcachedParser(Parser):
         self._dirs = {Side.CLIENT: Direction(), Side.SERVER: Direction()}
         self._pending: Pending[_Request] = Pending(self.stats, MAX_PENDING)
         self._values: int | None = None  # values of the multi-line reply being read
+        self.binary = False  # a binary message was seen (capture/fastpath.py leaves such connections here)
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d = self._dirs[side]
@@ -202,6 +203,7 @@ class MemcachedParser(Parser):
         while pos < len(buf):
             try:
                 if buf[pos] in (0x80, 0x81):
+                    self.binary = True
                     msg, end = _binary(buf, pos, d.start_ns)
                 elif side == Side.SERVER and self._values is not None:
                     msg, end, self._values = _text_reply(buf, pos, self._values)
@@ -229,6 +231,12 @@ class MemcachedParser(Parser):
                 out.extend(self._reply(msg, ts_ns))
         del d.buf[:pos]
         return out
+
+    def idle(self) -> bool:
+        """Nothing buffered, owed, waiting or half read (capture/fastpath.py hands such a
+        connection to the C path)."""
+        return not self._pending and self._values is None and all(
+            not d.buf and not d.resync and not d.need and not d.skip for d in self._dirs.values())
 
     def close(self, ts_ns: int) -> list[Record]:
         out = []
@@ -269,6 +277,11 @@ class MemcachedParser(Parser):
         return out
 
 
+def _retrieves(op: str) -> bool:
+    """Whether a command's reply carries values (its span says hit or miss and how many)."""
+    return op.startswith(("get", "gat", "mg")) or op in ("getq", "getk", "getkq")
+
+
 def _record(req: _Request, reply: _Reply | None, end_ns: int) -> Record:
     attrs: dict = {"db.system": "memcached", "db.operation.name": req.op}
     if req.keys:
@@ -279,7 +292,7 @@ def _record(req: _Request, reply: _Reply | None, end_ns: int) -> Record:
         attrs["error.type"] = "no_response"
     else:
         attrs["db.response.status_code"] = reply.status
-        if req.op.startswith(("get", "gat", "mg")) or req.op in ("getq", "getk", "getkq"):
+        if _retrieves(req.op):
             attrs["memcached.hit"] = reply.values > 0 or reply.status == "VA"
             attrs["db.response.returned_rows"] = reply.values
         if reply.error:

@@ -146,6 +146,12 @@ class PostgresParser(Parser):
             self._units.clear()  # Rule 3: never pair across lost sync
         return self._take()
 
+    def idle(self) -> bool:
+        """Past the startup, nothing waiting or half read (capture/fastpath.py hands such a
+        connection to the C path, which takes simple queries)."""
+        return (not self._untyped and not self._head and not self._ssl_answer and not self._units
+                and all(r.idle for r in self._readers.values()))
+
     def close(self, ts_ns: int) -> list[Record]:
         for u in self._units.drain():
             if u.kind in ("query", "execute"):

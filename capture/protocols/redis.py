@@ -247,6 +247,13 @@ class RedisParser(Parser):
         self._pending: Pending[_Command] = Pending(self.stats, MAX_PENDING)
         self._subscribed = False
 
+    def idle(self) -> bool:
+        """Nothing buffered, read halfway or waiting, not subscribed: the state every connection
+        is in between exchanges (capture/fastpath.py hands such a connection to the C path)."""
+        return (not self._pending and not self._subscribed
+                and all(not d.buf and not d.resync for d in self._dirs.values())
+                and all(r.idle for r in self._readers.values()))
+
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         d, r = self._dirs[side], self._readers[side]
         if d.resync:

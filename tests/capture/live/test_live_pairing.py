@@ -4,7 +4,8 @@ traffic, one unpaired (the reference) and one with capture.options.pair, give th
 while the paired one sends fewer ring records; likewise the compiled path (capture/_fastpath.c)
 unpaired and paired against the Python path. Traffic: a Python keep-alive server (bodies in
 separate writes, chunked replies, large bodies, 4xx/5xx, HEAD, 204, 304, pipelined requests,
-Connection: close) and nginx under curl and hey.
+Connection: close) and nginx under curl and hey; Redis (redis-benchmark, redis-py), Memcached and
+PostgreSQL simple queries (pgbench -S -M simple) on the compiled path.
 """
 from __future__ import annotations
 
@@ -460,3 +461,57 @@ def test_memcached_same_spans_paired_and_unpaired(memcached_server):
     server, client = sides(result, port, memcached_server["pid"], client_pid)
     assert server == client == 80 + 5 + 1, (server, client)  # both ends of every command
     assert new_records < 0.8 * old_records, (old_records, new_records)
+
+
+def test_compiled_redis_gives_the_python_paths_spans_live(redis_server):
+    """Redis in the compiled path, unpaired and paired, against the Python path on one redis-server:
+    redis-benchmark GET/SET at -P 1 and 16 (taken in C) and redis-py's misses, error, pipelines,
+    MULTI/EXEC, a 100 kB value and pub/sub (partly handed back)."""
+    from bench.events import REDIS_PY
+
+    port, pw = redis_server["port"], redis_server["password"]
+    with two_captures(port, PYTHON_PATH) as result:
+        run_client(REDIS_PY, str(port), pw)
+        for pipeline in ("1", "16"):
+            subprocess.run(["redis-benchmark", "-p", str(port), "-a", pw, "-n", "2000", "-c", "4", "-P", pipeline,
+                            "-r", "1000", "-t", "get,set", "-q"], capture_output=True, timeout=120, check=True)
+    for key in ("c", "c paired"):
+        n, _, _ = assert_same_spans(result, port, ("python", key))
+        assert n >= 0.99 * 2 * (2 * 4000 + 150 + 80), n
+        stats = result["stats"][key]
+        assert stats["fastpath.spans"] >= 0.9 * n, (key, stats["fastpath.spans"], n)
+        assert stats["fastpath.handed_over"] > 0
+    assert "fastpath.spans" not in result["stats"]["python"]
+
+
+def test_compiled_memcached_gives_the_python_paths_spans_live(memcached_server):
+    """Memcached text commands in the compiled path, unpaired and paired, against the Python path."""
+    port = memcached_server["port"]
+    with two_captures(port, PYTHON_PATH) as result:
+        client_pid = run_client(MEMCACHED_CLIENT, str(port))
+    for key in ("c", "c paired"):
+        n, _, _ = assert_same_spans(result, port, ("python", key))
+        assert n == 2 * (80 + 5 + 1), n  # both ends of every command
+        stats = result["stats"][key]
+        assert stats["fastpath.spans"] >= 0.9 * n, (key, stats["fastpath.spans"], n)
+    assert client_pid and "fastpath.spans" not in result["stats"]["python"]
+
+
+def test_compiled_postgres_simple_queries_give_the_python_paths_spans_live(postgres_server):
+    """PostgreSQL simple queries (pgbench -S -M simple) in the compiled path, unpaired and paired,
+    against the Python path; the extended protocol (pgbench -M extended) handed back throughout."""
+    from support.servers import PG_BIN
+
+    pg = postgres_server
+    env = dict(__import__("os").environ, PGPASSWORD=pg["password"])
+    bench = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(pg["port"]), "-U", pg["user"]]
+    subprocess.run(bench + ["-i", "-s", "1", "-q", pg["dbname"]], env=env, capture_output=True, timeout=120, check=True)
+    with two_captures(pg["port"], PYTHON_PATH) as result:
+        for mode in ("simple", "extended"):
+            subprocess.run(bench + ["-S", "-c", "4", "-t", "300", "-M", mode, pg["dbname"]], env=env,
+                           capture_output=True, timeout=120, check=True)
+    for key in ("c", "c paired"):
+        n, _, _ = assert_same_spans(result, pg["port"], ("python", key))
+        assert n >= 0.99 * 2 * 2 * 4 * 300, n
+        stats = result["stats"][key]
+        assert stats["fastpath.spans"] >= 0.9 * 2 * 4 * 300, (key, stats["fastpath.spans"], n)
