@@ -16,6 +16,7 @@ from typing import Callable
 
 from capture import abi, fastpath
 from capture.connection import Connection
+from capture.enrich.proc import comm_name
 from capture.pipeline import Pipeline
 from capture.procnet import SocketTable
 
@@ -265,7 +266,7 @@ class ConnTracker:
         res = self.resource_for(pid)
         if "process.executable.name" not in res:
             # the process exited before we looked: the kernel's task name is all there is
-            name = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+            name = comm_name(comm.split(b"\0", 1)[0].decode("utf-8", "replace"))
             res = {**res, "process.executable.name": name}
             if res.get("service.name", "unknown") == "unknown":
                 res["service.name"] = name

@@ -57,3 +57,19 @@ def test_udp_peer_follows_each_datagram():
                      transport=abi.Transport.UDP, raddr=OTHER, rport=5353))
     assert t.conns[7].conn.remote == ("10.0.0.9", 5353)
     assert t.conns[7].conn.transport == "udp"
+
+
+def test_a_process_gone_before_proc_was_read_is_named_by_the_enrichers_rule():
+    """Only the record's task name is left: named as program_name names the running process
+    (an interpreter without its version), not by the raw task name."""
+    spans: list = []
+    pipeline = Pipeline(spans.extend)
+    t = ConnTracker(pipeline, lambda pid: {"service.name": "unknown", "process.pid": pid}, boot_offset_ns=0)
+    req, resp = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    for payload, ts, direction in ((req, 10, abi.Direction.EGRESS), (resp, 30, abi.Direction.INGRESS)):
+        raw = bytearray(event(payload, ts=ts, pos=0, direction=direction))
+        raw[abi.EVENT_SIZE - 16:abi.EVENT_SIZE] = b"python3.11".ljust(16, b"\0")
+        t.on_event(bytes(raw))
+    pipeline.flush()
+    [s] = spans
+    assert s.resource["service.name"] == s.resource["process.executable.name"] == "python"
