@@ -126,6 +126,7 @@ struct conn {
     int nheld;
     /* what record_to_span reads of the connection, fixed while it is held */
     PyObject *kind, *resource, *saddr, *sport, *caddr, *cport, *transport, *tls_library;
+    PyObject *epoch;       /* Connection.epoch when not 0 (records lost before), else NULL */
 };
 
 typedef struct {
@@ -144,7 +145,7 @@ typedef struct {
 
 static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_empty, *S_CLIENT;
 static PyObject *K_host, *K_agent, *K_parent, *K_status, *K_error, *K_saddr, *K_sport, *K_caddr, *K_cport,
-    *K_transport, *K_tid, *K_tls, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
+    *K_transport, *K_tid, *K_tls, *K_epoch, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
 
 static inline size_t slot_of(uint64_t id, size_t cap)
 {
@@ -205,6 +206,7 @@ static void conn_free(struct conn *c)
     Py_XDECREF(c->cport);
     Py_XDECREF(c->transport);
     Py_XDECREF(c->tls_library);
+    Py_XDECREF(c->epoch);
     PyMem_Free(c);
 }
 
@@ -451,7 +453,8 @@ static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, c
         (c->caddr && (set_default(attrs, K_caddr, c->caddr) < 0 || set_default(attrs, K_cport, c->cport) < 0)) ||
         set_default(attrs, K_transport, c->transport) < 0 ||
         (c->request_tid && set_default(attrs, K_tid, c->tid) < 0) ||
-        (c->tls_library && set_default(attrs, K_tls, c->tls_library) < 0))
+        (c->tls_library && set_default(attrs, K_tls, c->tls_library) < 0) ||
+        (c->epoch && set_default(attrs, K_epoch, c->epoch) < 0))
         goto done;
     if (c->kind == S_CLIENT && status_code != S_ERROR) {
         /* HTTP semconv: 4xx is an error for the client, not for the server (stitch.py) */
@@ -627,15 +630,16 @@ static void Table_dealloc(Table *t)
 static PyObject *none_or_ref(PyObject *o) { return o == Py_None ? NULL : Py_NewRef(o); }
 
 /* adopt(conn_id, tracked, conn, pos_egress, pos_ingress, last_seen_ns, request_tid, server,
- *       source_syscall, kind, resource, server_end, client_end, transport, tls_library) -> bool */
+ *       source_syscall, kind, resource, server_end, client_end, transport, tls_library, epoch) -> bool */
 static PyObject *Table_adopt(Table *t, PyObject *args)
 {
     unsigned long long id;
     PyObject *tracked, *conn, *p0, *p1, *seen_o, *tid_o, *kind, *resource, *server_end, *client_end, *transport, *tls;
+    PyObject *epoch;
     int server, syscall;
-    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUO", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type, &p1,
+    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOO", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type, &p1,
                           &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
-                          &resource, &server_end, &client_end, &transport, &tls))
+                          &resource, &server_end, &client_end, &transport, &tls, &epoch))
         return NULL;
     uint64_t pos0 = PyLong_AsUnsignedLongLong(p0), pos1 = PyLong_AsUnsignedLongLong(p1);
     long long seen = PyLong_AsLongLong(seen_o);
@@ -678,6 +682,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     }
     c->transport = Py_NewRef(transport);
     c->tls_library = none_or_ref(tls);
+    c->epoch = none_or_ref(epoch);
     size_t i = slot_of(id, t->cap);
     while (t->slots[i] != NULL)
         i = (i + 1) & (t->cap - 1);
@@ -1089,6 +1094,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(K_transport, "network.transport");
     INTERN(K_tid, "thread.id");
     INTERN(K_tls, "tls.library");
+    INTERN(K_epoch, "guardian.connection.epoch");
     INTERN(K_url_full, "url.full");
     INTERN(K_url_path, "url.path");
     INTERN(K_url_query, "url.query");

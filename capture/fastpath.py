@@ -35,13 +35,15 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
     """Hand `conn` to the table `fast` when its exchanges can be made there (record_to_span's
     view of the connection is fixed while it is held); False: Python keeps it."""
     parser = conn.parser
+    pos = tracked.pos
+    if tracked.from_start and not (pos[0] and pos[1]):
+        return False  # the C table reads a position 0 as not known: a lost first record would pass
     if (conn.protocol != "HTTP1" or conn.transport != "tcp" or type(parser) is not http1.Http1Parser
             or not parser.idle() or type(conn.resource) is not dict):
         return False
     server = conn.role == "SERVER"
     client_end, server_end = (conn.remote, conn.local) if server else (conn.local, conn.remote)
-    pos = tracked.pos
     return fast.adopt(conn_id, tracked, conn, pos[0], pos[1], conn.last_seen_ns, conn.request_tid, server,
                       conn.source == "syscall", "SERVER" if server else "CLIENT", conn.resource,
                       server_end or None, client_end or None, conn.transport,
-                      conn.source if conn.source not in ("syscall", "pcap") else None)
+                      conn.source if conn.source not in ("syscall", "pcap") else None, conn.epoch or None)
