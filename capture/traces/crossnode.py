@@ -31,15 +31,22 @@ Rule 6: a span released without its other half stays a candidate (a small stand-
         times, node) for `late_s` of stream time. A late half that pairs with it makes a
         "+late" link: when the server's row is already written, the link and the trace ids
         to rewrite are handed out by `take_late()` for the store (SpanStore.relink).
+Rule 7: request order holds only where nothing was lost. Each agent numbers a connection's
+        spans by the losses it saw before them (`guardian.connection.epoch`, capture/connection.py).
+        A link made on order or slack (not Pass 1's exact containment) stands only when both
+        sides are in epoch 0, or when a link of the same round on the same connection, with the
+        same epoch on each side, lies as many requests away on both sides: across a loss the
+        n-th request after a link need not be the n-th server after it.
 Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
 """
 from __future__ import annotations
 
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import defaultdict, deque
 from typing import Iterable
 
+from capture.connection import EPOCH
 from capture.span import Span
 
 _SERVERS = ("SERVER", "CONSUMER")
@@ -109,6 +116,71 @@ def client_key(s: Span) -> tuple[tuple | None, bool]:
     return (key, nat) if key is not None else (None, False)
 
 
+_EPOCH_JSON = f'"{EPOCH}":'
+
+
+def epoch_of(s: Span) -> int:
+    """The span's connection epoch as its agent shipped it (0 when absent): from a Span's
+    attributes, or from a hub Row's attributes JSON."""
+    json = getattr(s, "attrs_json", None)
+    if json is None:
+        v = s.attributes.get(EPOCH, 0) if s.attributes else 0
+        return v if type(v) is int and v > 0 else 0
+    at = json.find(_EPOCH_JSON)
+    if at < 0:
+        return 0
+    at += len(_EPOCH_JSON)
+    end = at
+    while end < len(json) and json[end].isdigit():
+        end += 1
+    return int(json[at:end]) if end > at else 0
+
+
+def within_epochs(links: list[tuple[int, int, int, int]], n_clients: int, n_servers: int, exact,
+                  client_epoch, server_epoch) -> tuple[list, int]:
+    """Rule 7 on one connection's links (client index, server index, _HOW code, cost) among
+    n_clients and n_servers candidates (by start): the links kept, and how many went.
+    `exact(i, j)`: the server lies inside the client's wait on the measured clock, no slack;
+    `client_epoch(i)`, `server_epoch(j)`: the epochs of the spans at those indexes."""
+    epochs = [(client_epoch(i), server_epoch(j)) for i, j, _how, _c in links]
+    if all(e == (0, 0) for e in epochs):
+        return links, 0
+
+    def lost_before(epoch, k: int, e: int) -> bool:  # not known (first candidate): lost
+        return e != 0 and (k == 0 or epoch(k - 1) != e)
+
+    def lost_after(epoch, k: int, n: int, e: int) -> bool:  # not known (the last one): lost
+        return k == n - 1 or epoch(k + 1) != e
+
+    sure = []
+    for (i, j, _how, _c), (ce, se) in zip(links, epochs):
+        # A client can take a neighbour exchange's server only if the spans between them were
+        # lost: the previous client and the server after (an earlier server), or the other way.
+        ok = (ce, se) == (0, 0) or exact(i, j) or not (
+            (lost_before(client_epoch, i, ce) and lost_after(server_epoch, j, n_servers, se))
+            or (lost_after(client_epoch, i, n_clients, ce) and lost_before(server_epoch, j, se)))
+        sure.append(ok)
+    if all(sure):
+        return links, 0
+    anchors = sorted((i, j) for (i, j, _how, _c), ok in zip(links, sure) if ok)  # and those kept since
+    kept, refused = [], 0
+    for link, ok, (ce, se) in zip(links, sure, epochs):
+        i, j, _how, _cost = link
+        if not ok:
+            at = bisect_left(anchors, (i, j))
+            for k in (at - 1, at):  # the anchors next to it on the client side
+                if not ok and 0 <= k < len(anchors):
+                    i2, j2 = anchors[k]
+                    ok = i - i2 == j - j2 and client_epoch(i2) == ce and server_epoch(j2) == se
+            if ok:
+                insort(anchors, (i, j))
+        if ok:
+            kept.append(link)
+        else:
+            refused += 1
+    return kept, refused
+
+
 def _start(s: Span) -> int:
     return s.start_time_unix_nano
 
@@ -133,11 +205,12 @@ def _follow_chains(remap: dict[str, str]) -> None:
         remap[old] = new
 
 
-def _fits(c: Span, s: Span, slack: int) -> bool:
-    """The server worked while the client waited (within the clocks' slack)."""
-    return (c.start_time_unix_nano - slack <= s.start_time_unix_nano
-            and s.end_time_unix_nano <= c.end_time_unix_nano + slack
-            and c.start_time_unix_nano - slack <= s.end_time_unix_nano)
+def _fits(c: Span, s: Span, slack: int, offset: int = 0) -> bool:
+    """The server worked while the client waited (within the clocks' slack; the server's clock
+    `offset` ns ahead)."""
+    s0, s1 = s.start_time_unix_nano - offset, s.end_time_unix_nano - offset
+    return (c.start_time_unix_nano - slack <= s0 and s1 <= c.end_time_unix_nano + slack
+            and c.start_time_unix_nano - slack <= s1)
 
 
 _HOW = (("connection", 0.99), ("connection", 0.95), ("connection+order", 0.9))  # pairs()' link codes
@@ -315,7 +388,7 @@ class CrossNodeLinker:
         # (client node, server node) -> server midpoint - client midpoint of recent links
         self._skew: dict[tuple, deque[int]] = defaultdict(lambda: deque(maxlen=256))
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
-                      "forced": 0, "late": 0}
+                      "forced": 0, "late": 0, "across_loss": 0}
 
     @property
     def pending(self) -> int:
@@ -602,6 +675,10 @@ class CrossNodeLinker:
                                  [x.start_time_unix_nano for x in ss], [x.end_time_unix_nano for x in ss],
                                  c_late, s_late, offset, slack, self.strict_ns, horizon, list(history))
         self.stats["ambiguous"] += ambiguous
+        if links:
+            links, refused = within_epochs(links, len(cs), len(ss), lambda i, j: _fits(cs[i][0], ss[j], 0, offset),
+                                           lambda i: epoch_of(cs[i][0]), lambda j: epoch_of(ss[j]))
+            self.stats["across_loss"] += refused
         if links:
             self._link_pairs(cs, ss, links, history, remap)
 
