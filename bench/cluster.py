@@ -7,6 +7,9 @@ the ground truth, never used by the linker), wrong links, whether `guardian inve
 the hub's store names the remote fault, and the hub's ingest rate on chDB and on DuckDB.
 
     python -m bench.cluster --json [--requests 10000 --conns 16]
+    python -m bench.cluster --json --ingest-spans 0 --outage-s 0 --ring-pages 16 --stall 0.5
+        (induced loss: each agent stopped half of every second with a small ring; the same hub
+        store is also relinked with and without the agents' connection epochs: `relinked`)
 Needs root (namespaces, iptables, eBPF). Cleans up namespaces and rules even on failure.
 """
 from __future__ import annotations
@@ -112,7 +115,32 @@ def evaluate(store) -> dict:
     """Ground truth from request ids: the CLIENT and SERVER span of one call share path + rid."""
     from capture.store.api import SpanFilter
 
+    return score(store.spans(SpanFilter(limit=10_000_000)))
+
+
+def relink(store, epochs: bool) -> dict:
+    """The hub's store linked again from what the agents shipped (the hub's links undone), with
+    or without the connection epochs the agents wrote: both rules on the same spans."""
+    from capture.connection import EPOCH
+    from capture.store.api import SpanFilter
+    from capture.traces.crossnode import CONFIDENCE, METHOD
+    from support.lossy_links import link
+
     spans = store.spans(SpanFilter(limit=10_000_000))
+    for s in spans:
+        if s.attributes.get(METHOD):  # a hub link (an agent's own links carry no method)
+            s.parent_span_id = None
+            s.attributes = {k: v for k, v in s.attributes.items() if k not in (METHOD, CONFIDENCE)}
+        if not epochs and EPOCH in s.attributes:
+            s.attributes = {k: v for k, v in s.attributes.items() if k != EPOCH}
+    spans.sort(key=lambda s: s.end_time_unix_nano)
+    out, lk = link(spans, window_s=5.0)
+    got = score(out)
+    return {k: got[k] for k in ("cross_node", "linked_correct", "linked_wrong", "linked_pct")} | {
+        "across_loss": lk.stats["across_loss"]}
+
+
+def score(spans: list) -> dict:
     clients: dict[tuple, object] = {}
     servers: dict[tuple, object] = {}
     client_key_of: dict[str, tuple] = {}
@@ -148,15 +176,28 @@ def evaluate(store) -> dict:
             "same_trace": same_trace, "link_methods": methods, "wrong_link_methods": wrong_methods}
 
 
+def _stall(agents: list[subprocess.Popen], share: float, done: threading.Event, period_s: float = 1.0) -> None:
+    """Stop every agent (SIGSTOP) for `share` of each period until `done`: their rings fill and
+    records are lost, on each node independently of the others' timing."""
+    while not done.is_set():
+        for a in agents:
+            a.send_signal(signal.SIGSTOP)
+        done.wait(share * period_s)
+        for a in agents:
+            a.send_signal(signal.SIGCONT)
+        done.wait((1 - share) * period_s)
+
+
 def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
-             agent_window_s: float = 2.0, ring_pages: int | None = None) -> dict:
+             agent_window_s: float = 2.0, ring_pages: int | None = None, stall: float = 0.0) -> dict:
     """`ring_pages`: each agent's ring buffer (a power of two); a small one loses records under
     the load, on each node independently: links under heavy capture loss (late halves, lost
-    neighbours) must stay right."""
+    neighbours) must stay right. `stall`: agents stopped for this share of every second during
+    the load (induced loss whatever the host's load)."""
     work = Path(work or tempfile.mkdtemp(prefix="guardian-cluster-"))
     store_url = f"chdb://{work / 'hub-ch'}"
     hub_api, otlp_http, otlp_grpc = free_port(), free_port(), free_port()
-    out: dict = {"requests": requests, "conns": conns, "ring_pages": ring_pages}
+    out: dict = {"requests": requests, "conns": conns, "ring_pages": ring_pages, "stall": stall}
     options: dict = {"tls": False}
     if ring_pages:
         options["ringbuf_pages"] = ring_pages
@@ -193,10 +234,19 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
         for a, node in list(zip(agents, topo.nodes))[1:]:
             _wait_line(a, "ready", 300, f"agent {node.name}", work / f"agent-{node.name}.log")
         out["agents_start_s"] = round(time.monotonic() - t0, 1)
-        load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "support.cluster_app",
-                                     "load", "--url", f"http://{CLUSTER_IP}:80", "--requests",
-                                     str(requests), "--conns", str(conns)),
-                              env=ENV, capture_output=True, text=True, timeout=900)
+        stalled = threading.Event()
+        if stall:
+            threading.Thread(target=_stall, args=(agents, stall, stalled), daemon=True).start()
+        try:
+            load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "support.cluster_app",
+                                         "load", "--url", f"http://{CLUSTER_IP}:80", "--requests",
+                                         str(requests), "--conns", str(conns)),
+                                  env=ENV, capture_output=True, text=True, timeout=900)
+        finally:
+            stalled.set()
+            time.sleep(0.1)
+            for a in agents:
+                a.send_signal(signal.SIGCONT)
         if load.returncode:
             raise RuntimeError(f"load failed: {load.stderr[-2000:]}")
         t_end = time.time()
@@ -228,6 +278,8 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
     store = open_store(store_url)
     try:
         out.update(evaluate(store))
+        out["span_loss"] = round(1 - (out["client_spans"] + out["server_spans"]) / (4 * requests), 4)
+        out["relinked"] = {"with_epochs": relink(store, True), "without_epochs": relink(store, False)}
         stock = [s for s in store.spans(_flt("stock")) if s.kind == "SERVER"]
         out["fault_node"] = stock[0].resource.get("host.name") if stock else None
     finally:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left, bisect_right, insort
 from collections import defaultdict, deque
-from typing import Iterable
+from typing import Callable, Iterable
 
 from capture.connection import EPOCH
 from capture.span import Span
@@ -353,7 +353,9 @@ class CrossNodeLinker:
     hub's Rows (capture.export.otlp_wire.decode_rows: their keys read when decoded)."""
 
     def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000,
-                 strict_ns: int = 1_000_000, late_s: float = 120.0, max_late: int = 100_000):
+                 strict_ns: int = 1_000_000, late_s: float = 120.0, max_late: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.clock = clock  # seconds; a replay passes its stream's time
         self.window_ns = int(window_s * 1e9)
         self.late_ns = int(late_s * 1e9)
         self.max_late = max_late
@@ -374,7 +376,7 @@ class CrossNodeLinker:
         self._clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
         self._newest_end = 0
         self._last_run_end = 0
-        self._last_add = time.monotonic()
+        self._last_add = clock()
         self._trace_map: dict[str, tuple[str, int]] = {}  # server trace -> (client trace, end ns)
         self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
         self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
@@ -405,7 +407,7 @@ class CrossNodeLinker:
 
     def add(self, spans: Iterable[Span]) -> list[Span]:
         n = len(self._pending)
-        now = time.monotonic()
+        now = self.clock()
         nodes = self._nodes
         newest: dict[int, list] = {}  # id(resource) -> [resource, newest end]: spans share resources
         trace_map = self._trace_map
@@ -466,7 +468,7 @@ class CrossNodeLinker:
         return min(live) if live else self._newest_end
 
     def idle(self) -> list[Span]:
-        if self._pending and time.monotonic() - self._last_add >= self.window_ns / 1e9:
+        if self._pending and self.clock() - self._last_add >= self.window_ns / 1e9:
             return self._release(None)
         return []
 

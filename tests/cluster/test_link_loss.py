@@ -40,7 +40,7 @@ def test_hub_rows_read_the_epoch_and_link_alike():
     want = {s.span_id: epoch_of(s) for s in spans}
     assert {r.span_id: epoch_of(r) for r in rows} == want and any(want.values())
     rows.sort(key=lambda r: r.end_time_unix_nano)  # as agents ship them: in time
-    out, lk = link(rows)
+    out, lk = link(rows, 10.0, 0.05)
     got = score(out, truth, lk)
     assert got.wrong == 0 and got.right == got.both and got.across_loss > 0, got
 
