@@ -8,7 +8,7 @@ the hub's store names the remote fault, and the hub's ingest rate on chDB and on
 
     python -m bench.cluster --json [--requests 10000 --conns 16]
     python -m bench.cluster --json --ingest-spans 0 --outage-s 0 --ring-pages 16 --stall 0.5
-        (induced loss: each agent stopped half of every second with a small ring; the same hub
+        (induced loss: each agent stopped half of every 3 s with a small ring; the same hub
         store is also relinked with and without the agents' connection epochs: `relinked`)
 Needs root (namespaces, iptables, eBPF). Cleans up namespaces and rules even on failure.
 """
@@ -176,9 +176,9 @@ def score(spans: list) -> dict:
             "same_trace": same_trace, "link_methods": methods, "wrong_link_methods": wrong_methods}
 
 
-def _stall(agents: list[subprocess.Popen], share: float, done: threading.Event, period_s: float = 1.0) -> None:
-    """Stop every agent (SIGSTOP) for `share` of each period until `done`: their rings fill and
-    records are lost, on each node independently of the others' timing."""
+def _stall(agents: list[subprocess.Popen], share: float, done: threading.Event, period_s: float = 3.0) -> None:
+    """Stop every agent (SIGSTOP) for `share` of each period until `done`: their rings (and the
+    1 MiB spill ring behind each) fill and records are lost, however loaded the host is."""
     while not done.is_set():
         for a in agents:
             a.send_signal(signal.SIGSTOP)
@@ -193,7 +193,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
     """`ring_pages`: each agent's ring buffer (a power of two); a small one loses records under
     the load, on each node independently: links under heavy capture loss (late halves, lost
     neighbours) must stay right. `stall`: agents stopped for this share of every second during
-    the load (induced loss whatever the host's load)."""
+    the load, in periods of 3 s (induced loss whatever the host's load)."""
     work = Path(work or tempfile.mkdtemp(prefix="guardian-cluster-"))
     store_url = f"chdb://{work / 'hub-ch'}"
     hub_api, otlp_http, otlp_grpc = free_port(), free_port(), free_port()
@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-sim", action="store_true", help="only the ingest measurement")
     p.add_argument("--outage-s", type=float, default=60.0, help="hub outage to ride out (0: skip)")
     p.add_argument("--ring-pages", type=int, help="each agent's ring buffer in pages (small: heavy capture loss)")
+    p.add_argument("--stall", type=float, default=0.0,
+                   help="share of every 3 s each agent is stopped during the load (induced loss)")
     args = p.parse_args(argv)
     result: dict = {"load_avg_before": os.getloadavg()}
     if args.ingest_spans:
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                            env=ENV, capture_output=True, text=True, timeout=1800)
         result["outage"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
     if not args.skip_sim:
-        result.update(simulate(args.requests, args.conns, ring_pages=args.ring_pages))
+        result.update(simulate(args.requests, args.conns, ring_pages=args.ring_pages, stall=args.stall))
     result["load_avg_after"] = os.getloadavg()
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
