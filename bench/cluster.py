@@ -98,6 +98,19 @@ def _metric(port: int, name: str) -> float:
     return 0.0
 
 
+def _losses(port: int) -> dict:
+    """An agent's capture counters of lost records (ring drops, spills, stream gaps)."""
+    import httpx
+
+    out = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith("guardian_capture_events_total{"):
+            key = line.split('counter="', 1)[1].split('"', 1)[0]
+            if any(w in key for w in ("drops", "gaps", "spilled", "mid_stream")):
+                out[key] = float(line.split()[-1])
+    return out
+
+
 def _settle(port: int, name: str, quiet_s: float, timeout_s: float) -> float:
     """Wait until a hub counter stops moving for quiet_s."""
     last, since, deadline = -1.0, time.monotonic(), time.monotonic() + timeout_s
@@ -214,7 +227,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
                ENV, "stock", stream="stdout")
         _start(stack, n2.run("env", "OTEL_SERVICE_NAME=web", *app, "web", "--bind", n2.ip, "--port",
                              "8080", "--stock", f"http://{n3.ip}:8081"), ENV, "web", stream="stdout")
-        agents = []
+        agents, ports = [], []
         t0 = time.monotonic()
         for i, node in enumerate(topo.nodes):
             cfg = work / f"agent-{i + 1}.yaml"
@@ -226,8 +239,9 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
                 "export": {"otlp_endpoint": f"http://127.0.0.1:{otlp_http}", "otlp_protocol": "http",
                            "queue_dir": str(work / f"queue-{i + 1}"), "metrics": False},
                 "log": {"format": "text", "level": "INFO"}}))
+            ports.append(free_port())
             agents.append(_start(stack, ["nice", "-n", "5", PY, "-m", "guardian.cli.main", "agent",
-                                         "--config", str(cfg), "--port", str(free_port())],
+                                         "--config", str(cfg), "--port", str(ports[-1])],
                                  ENV, f"agent {node.name}", wait=False))
             if i == 0:  # the first one compiles the eBPF programs (or loads them); the rest load its cache
                 _wait_line(agents[0], "ready", 900, f"agent {node.name}", work / f"agent-{node.name}.log")
@@ -252,6 +266,10 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
         t_end = time.time()
         out["load"] = json.loads(load.stdout.strip().splitlines()[-1])
         out["agents_alive_after_load"] = [a.poll() is None for a in agents]
+        try:
+            out["agent_losses"] = [_losses(port) for port in ports]
+        except Exception as e:  # noqa: BLE001 — a figure missing, not a failed run
+            out["agent_losses"] = repr(e)
         for a in agents:  # agents link what is pending, ship it and exit
             _stop(a, 120)
         _settle(hub_api, "guardian_hub_spans_stored", quiet_s=8, timeout_s=120)

@@ -55,11 +55,12 @@ MAX_IGNORED = 200_000
 @dataclass(slots=True)
 class _Tracked:
     conn: Connection
-    pos: list[int]  # next expected stream offset per direction (egress, ingress)
+    # next expected stream offset per direction (egress, ingress); both start at 0 (the
+    # kernel counts a connection's bytes from when it first saw it), so a first record further
+    # on is a gap too: a connection seen first mid-stream (its first records lost, or closed
+    # here and reopened) may hold an answered request whose response went missing
+    pos: list[int]
     fd: int
-    # first seen at stream offset 0: both directions start at 0, so a first record further on
-    # in a direction is a gap too (0 in pos is otherwise "not known yet")
-    from_start: bool = True
 
 
 class ConnTracker:
@@ -181,7 +182,7 @@ class ConnTracker:
         d = 0 if egress else 1
         stream = tracked.pos
         expected = stream[d]
-        if pos > expected and (expected or tracked.from_start):
+        if pos > expected:
             # ring buffer dropped events of this stream: tell the parser bytes are missing
             self.stats["gaps"] += 1
             conn.epoch += 1
@@ -207,8 +208,7 @@ class ConnTracker:
         if (rd == d or (rd == 0) != (conn.role != "SERVER") or _PROTO.get(proto) != conn.protocol
                 or (source and conn.source == "syscall")
                 or (rsource and conn.source == "syscall")
-                or ((stream[rd] or tracked.from_start) and rpos != stream[rd])
-                or ((stream[d] or tracked.from_start) and pos != stream[d])):
+                or rpos != stream[rd] or pos != stream[d]):
             return False  # a TLS upgrade, a gap, an unexpected direction: the general path
         stream[rd] = rpos + rtotal
         stream[d] = pos + total
@@ -226,7 +226,7 @@ class ConnTracker:
         conn.parser = None
 
     def _open(self, raw: bytes) -> _Tracked | None:
-        (_ts, conn_id, pos, tgid, _tid, fd, _total, _copied, ino, _kind, proto, _dir, role, _mt,
+        (_ts, conn_id, _pos, tgid, _tid, fd, _total, _copied, ino, _kind, proto, _dir, role, _mt,
          source, _fl, transport, laddr, raddr, lport, rport, family, _p2, comm) = _UNPACK(raw)
         local = (abi.ip_text(laddr), lport) if family and lport else None
         remote = (abi.ip_text(raddr), rport) if family and rport else None
@@ -261,10 +261,7 @@ class ConnTracker:
         self.stats["connections"] += 1
         if self.tracked >= self.max_tracked:
             self._evict_least_recent(time.time_ns())
-        tracked = _Tracked(conn, [0, 0], fd, pos == 0)
-        if pos:  # records before this one were lost, or it was closed here and reopened
-            conn.epoch = 1
-            self.stats["opened_mid_stream"] += 1
+        tracked = _Tracked(conn, [0, 0], fd)
         conn.last_seen_ns = _ts + self.offset_ns
         self.conns[conn_id] = tracked
         self.tracked += 1

@@ -36,7 +36,7 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
     view of the connection is fixed while it is held); False: Python keeps it."""
     parser = conn.parser
     pos = tracked.pos
-    if tracked.from_start and not (pos[0] and pos[1]):
+    if not (pos[0] and pos[1]):
         return False  # the C table reads a position 0 as not known: a lost first record would pass
     if (conn.protocol != "HTTP1" or conn.transport != "tcp" or type(parser) is not http1.Http1Parser
             or not parser.idle() or type(conn.resource) is not dict):

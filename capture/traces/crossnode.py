@@ -31,12 +31,15 @@ Rule 6: a span released without its other half stays a candidate (a small stand-
         times, node) for `late_s` of stream time. A late half that pairs with it makes a
         "+late" link: when the server's row is already written, the link and the trace ids
         to rewrite are handed out by `take_late()` for the store (SpanStore.relink).
-Rule 7: request order holds only where nothing was lost. Each agent numbers a connection's
-        spans by the losses it saw before them (`guardian.connection.epoch`, capture/connection.py).
-        A link made on order or slack (not Pass 1's exact containment) stands only when both
-        sides are in epoch 0, or when a link of the same round on the same connection, with the
-        same epoch on each side, lies as many requests away on both sides: across a loss the
-        n-th request after a link need not be the n-th server after it.
+Rule 7: request order and time hold only where nothing was lost. Each agent counts the losses
+        it saw on a connection before each span (`guardian.connection.epoch`, capture/connection.py).
+        A link stands when neither side lost anything on the connection before it; otherwise when
+        the server lies exactly inside the client's wait, or the two spans do not sit on a loss
+        shape (the previous client and the next server lost, or the other way round: a
+        neighbour exchange's server would fit), and the client did see a response (an
+        unanswered client's wait runs until the capture gave up on it); otherwise only beside a
+        link of the same epochs that lies as many requests away on both sides: across a loss
+        the n-th request after a link need not be the n-th server after it.
 Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
 """
 from __future__ import annotations
@@ -136,12 +139,24 @@ def epoch_of(s: Span) -> int:
     return int(json[at:end]) if end > at else 0
 
 
+_NO_RESPONSE_JSON = '"error.type":"no_response"'
+
+
+def unanswered(s: Span) -> bool:
+    """The span's request saw no response (every parser's error.type "no_response")."""
+    json = getattr(s, "attrs_json", None)
+    if json is None:
+        return bool(s.attributes) and s.attributes.get("error.type") == "no_response"
+    return _NO_RESPONSE_JSON in json
+
+
 def within_epochs(links: list[tuple[int, int, int, int]], n_clients: int, n_servers: int, exact,
-                  client_epoch, server_epoch) -> tuple[list, int]:
+                  client_epoch, server_epoch, unanswered) -> tuple[list, int]:
     """Rule 7 on one connection's links (client index, server index, _HOW code, cost) among
     n_clients and n_servers candidates (by start): the links kept, and how many went.
     `exact(i, j)`: the server lies inside the client's wait on the measured clock, no slack;
-    `client_epoch(i)`, `server_epoch(j)`: the epochs of the spans at those indexes."""
+    `client_epoch(i)`, `server_epoch(j)`: the epochs of the spans at those indexes;
+    `unanswered(i)`: the client saw no response (its end is when the capture gave up on it)."""
     epochs = [(client_epoch(i), server_epoch(j)) for i, j, _how, _c in links]
     if all(e == (0, 0) for e in epochs):
         return links, 0
@@ -156,9 +171,11 @@ def within_epochs(links: list[tuple[int, int, int, int]], n_clients: int, n_serv
     for (i, j, _how, _c), (ce, se) in zip(links, epochs):
         # A client can take a neighbour exchange's server only if the spans between them were
         # lost: the previous client and the server after (an earlier server), or the other way.
-        ok = (ce, se) == (0, 0) or exact(i, j) or not (
+        # A client with no response waited until the connection closed or the capture stopped:
+        # after a loss its wait holds any later server, so time alone says nothing.
+        ok = (ce, se) == (0, 0) or not unanswered(i) and (exact(i, j) or not (
             (lost_before(client_epoch, i, ce) and lost_after(server_epoch, j, n_servers, se))
-            or (lost_after(client_epoch, i, n_clients, ce) and lost_before(server_epoch, j, se)))
+            or (lost_after(client_epoch, i, n_clients, ce) and lost_before(server_epoch, j, se))))
         sure.append(ok)
     if all(sure):
         return links, 0
@@ -679,7 +696,8 @@ class CrossNodeLinker:
         self.stats["ambiguous"] += ambiguous
         if links:
             links, refused = within_epochs(links, len(cs), len(ss), lambda i, j: _fits(cs[i][0], ss[j], 0, offset),
-                                           lambda i: epoch_of(cs[i][0]), lambda j: epoch_of(ss[j]))
+                                           lambda i: epoch_of(cs[i][0]), lambda j: epoch_of(ss[j]),
+                                           lambda i: unanswered(cs[i][0]))
             self.stats["across_loss"] += refused
         if links:
             self._link_pairs(cs, ss, links, history, remap)

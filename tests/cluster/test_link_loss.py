@@ -58,7 +58,8 @@ def test_an_order_link_stands_beside_an_anchor_in_the_same_epochs():
     epochs_c, epochs_s = [1, 1, 1], [2, 2, 3]
     links = [(0, 0, 0, 0), (1, 1, 2, 5), (2, 2, 2, 5)]
     exact = lambda i, j: i == 0  # noqa: E731 — only the first is exactly contained
-    kept, refused = within_epochs(links, 3, 3, exact, epochs_c.__getitem__, epochs_s.__getitem__)
+    kept, refused = within_epochs(links, 3, 3, exact, epochs_c.__getitem__, epochs_s.__getitem__,
+                                  lambda i: False)
     assert kept == links[:2] and refused == 1
 
 
@@ -93,3 +94,21 @@ def test_a_lost_neighbours_server_is_refused_on_a_loss_shape():
     lk.add([c0, s0, s1, c2, c3, s3])
     lk.flush()
     assert s1.parent_span_id == c2.span_id
+
+
+def test_an_unanswered_client_after_a_loss_takes_no_server_on_time_alone():
+    """A request whose response never came ends when the connection closed (or the capture
+    stopped): its wait holds every later server of the connection. After a loss it is not
+    linked on time; with nothing lost on either side it is (a timeout has its server)."""
+    ends = {"client.address": "10.0.0.1", "client.port": 40000, "server.address": "10.0.0.2",
+            "server.port": 80, "network.transport": "tcp"}
+    for epoch, linked in ((1, False), (0, True)):
+        extra = {"guardian.connection.epoch": epoch} if epoch else {}
+        c = Span("GET /", "CLIENT", 0, 19_000 * MS, resource={"service.name": "front", "host.name": "a"},
+                 attributes={**ends, **extra, "error.type": "no_response"})
+        s = Span("GET /", "SERVER", 2_979 * MS, 2_982 * MS, resource={"service.name": "back", "host.name": "b"},
+                 attributes={**ends, **extra})
+        lk = CrossNodeLinker(window_s=1.0, slack_ns=2 * MS)
+        lk.add([c, s])
+        lk.flush()
+        assert (s.parent_span_id == c.span_id) is linked, epoch
