@@ -22,6 +22,15 @@ def test_no_wrong_link_at_any_loss(loss):
     assert got.right == got.both, got  # exact clocks: every exchange with both halves is linked
 
 
+@pytest.mark.parametrize("loss", (0.03, 0.3, 0.7, 0.93))
+def test_no_wrong_link_with_the_server_clock_ahead(loss):
+    """The clock offset is measured from the links themselves; what no exact containment or
+    anchor vouches for stays unlinked."""
+    got = run(loss, seed=3, skew_ms=2.0, pause_ms=(5.0, 20.0))
+    assert got.wrong == 0, got
+    assert loss > 0.3 or got.right >= 0.9 * got.both, got
+
+
 def test_without_epochs_loss_makes_wrong_links():
     """What the epochs prevent: the spans of a lost exchange's neighbours fit each other."""
     wrong = {loss: run(loss, seed=3, epochs=False).wrong for loss in (0.3, 0.93)}
