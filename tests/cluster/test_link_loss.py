@@ -9,7 +9,8 @@ import pytest
 from capture.export import otlp_wire
 from capture.export.otlp_proto import encode
 from capture.span import Span
-from capture.traces.crossnode import CrossNodeLinker, epoch_of, within_epochs
+from capture.traces.crossnode import CrossNodeLinker
+from capture.traces.losses import epoch_of, within_epochs
 from support.lossy_links import MS, exchanges, link, run, score
 
 LOSSES = (0.0, 0.03, 0.3, 0.5, 0.7, 0.93)
