@@ -58,7 +58,8 @@ class _Tracked:
     # next expected stream offset per direction (egress, ingress); both start at 0 (the
     # kernel counts a connection's bytes from when it first saw it), so a first record further
     # on is a gap too: a connection seen first mid-stream (its first records lost, or closed
-    # here and reopened) may hold an answered request whose response went missing
+    # here and reopened) may hold an answered request whose response went missing. Not for
+    # TLS plaintext (see on_event)
     pos: list[int]
     fd: int
 
@@ -182,8 +183,11 @@ class ConnTracker:
         d = 0 if egress else 1
         stream = tracked.pos
         expected = stream[d]
-        if pos > expected:
-            # ring buffer dropped events of this stream: tell the parser bytes are missing
+        if pos > expected and (expected or not (source or conn.protocol == "TLS_HANDSHAKE")):
+            # ring buffer dropped events of this stream: tell the parser bytes are missing (on a
+            # TLS connection the handshake's records and the library's plaintext share the
+            # offsets and need not come in their order: there only a jump after a known offset
+            # counts)
             self.stats["gaps"] += 1
             conn.epoch += 1
             self.pipeline.data(conn, egress, b"", ts, pos - expected, tid)
