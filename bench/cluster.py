@@ -7,6 +7,9 @@ the ground truth, never used by the linker), wrong links, whether `guardian inve
 the hub's store names the remote fault, and the hub's ingest rate on chDB and on DuckDB.
 
     python -m bench.cluster --json [--requests 10000 --conns 16]
+    python -m bench.cluster --json --ingest-spans 0 --outage-s 0 --ring-pages 16 --stall 0.5
+        (induced loss: each agent stopped half of every 3 s with a small ring; the same hub
+        store is also relinked with and without the agents' connection epochs: `relinked`)
 Needs root (namespaces, iptables, eBPF). Cleans up namespaces and rules even on failure.
 """
 from __future__ import annotations
@@ -95,6 +98,19 @@ def _metric(port: int, name: str) -> float:
     return 0.0
 
 
+def _losses(port: int) -> dict:
+    """An agent's capture counters of lost records (ring drops, spills, stream gaps)."""
+    import httpx
+
+    out = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith("guardian_capture_events_total{"):
+            key = line.split('counter="', 1)[1].split('"', 1)[0]
+            if any(w in key for w in ("drops", "gaps", "spilled", "mid_stream")):
+                out[key] = float(line.split()[-1])
+    return out
+
+
 def _settle(port: int, name: str, quiet_s: float, timeout_s: float) -> float:
     """Wait until a hub counter stops moving for quiet_s."""
     last, since, deadline = -1.0, time.monotonic(), time.monotonic() + timeout_s
@@ -112,7 +128,32 @@ def evaluate(store) -> dict:
     """Ground truth from request ids: the CLIENT and SERVER span of one call share path + rid."""
     from capture.store.api import SpanFilter
 
+    return score(store.spans(SpanFilter(limit=10_000_000)))
+
+
+def relink(store, epochs: bool) -> dict:
+    """The hub's store linked again from what the agents shipped (the hub's links undone), with
+    or without the connection epochs the agents wrote: both rules on the same spans."""
+    from capture.connection import EPOCH
+    from capture.store.api import SpanFilter
+    from capture.traces.crossnode import CONFIDENCE, METHOD
+    from support.lossy_links import link
+
     spans = store.spans(SpanFilter(limit=10_000_000))
+    for s in spans:
+        if s.attributes.get(METHOD):  # a hub link (an agent's own links carry no method)
+            s.parent_span_id = None
+            s.attributes = {k: v for k, v in s.attributes.items() if k not in (METHOD, CONFIDENCE)}
+        if not epochs and EPOCH in s.attributes:
+            s.attributes = {k: v for k, v in s.attributes.items() if k != EPOCH}
+    spans.sort(key=lambda s: s.end_time_unix_nano)
+    out, lk = link(spans, window_s=5.0)
+    got = score(out)
+    return {k: got[k] for k in ("cross_node", "linked_correct", "linked_wrong", "linked_pct")} | {
+        "across_loss": lk.stats["across_loss"]}
+
+
+def score(spans: list) -> dict:
     clients: dict[tuple, object] = {}
     servers: dict[tuple, object] = {}
     client_key_of: dict[str, tuple] = {}
@@ -148,15 +189,28 @@ def evaluate(store) -> dict:
             "same_trace": same_trace, "link_methods": methods, "wrong_link_methods": wrong_methods}
 
 
+def _stall(agents: list[subprocess.Popen], share: float, done: threading.Event, period_s: float = 3.0) -> None:
+    """Stop every agent (SIGSTOP) for `share` of each period until `done`: their rings (and the
+    1 MiB spill ring behind each) fill and records are lost, however loaded the host is."""
+    while not done.is_set():
+        for a in agents:
+            a.send_signal(signal.SIGSTOP)
+        done.wait(share * period_s)
+        for a in agents:
+            a.send_signal(signal.SIGCONT)
+        done.wait((1 - share) * period_s)
+
+
 def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
-             agent_window_s: float = 2.0, ring_pages: int | None = None) -> dict:
+             agent_window_s: float = 2.0, ring_pages: int | None = None, stall: float = 0.0) -> dict:
     """`ring_pages`: each agent's ring buffer (a power of two); a small one loses records under
     the load, on each node independently: links under heavy capture loss (late halves, lost
-    neighbours) must stay right."""
+    neighbours) must stay right. `stall`: agents stopped for this share of every second during
+    the load, in periods of 3 s (induced loss whatever the host's load)."""
     work = Path(work or tempfile.mkdtemp(prefix="guardian-cluster-"))
     store_url = f"chdb://{work / 'hub-ch'}"
     hub_api, otlp_http, otlp_grpc = free_port(), free_port(), free_port()
-    out: dict = {"requests": requests, "conns": conns, "ring_pages": ring_pages}
+    out: dict = {"requests": requests, "conns": conns, "ring_pages": ring_pages, "stall": stall}
     options: dict = {"tls": False}
     if ring_pages:
         options["ringbuf_pages"] = ring_pages
@@ -173,7 +227,7 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
                ENV, "stock", stream="stdout")
         _start(stack, n2.run("env", "OTEL_SERVICE_NAME=web", *app, "web", "--bind", n2.ip, "--port",
                              "8080", "--stock", f"http://{n3.ip}:8081"), ENV, "web", stream="stdout")
-        agents = []
+        agents, ports = [], []
         t0 = time.monotonic()
         for i, node in enumerate(topo.nodes):
             cfg = work / f"agent-{i + 1}.yaml"
@@ -185,23 +239,37 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
                 "export": {"otlp_endpoint": f"http://127.0.0.1:{otlp_http}", "otlp_protocol": "http",
                            "queue_dir": str(work / f"queue-{i + 1}"), "metrics": False},
                 "log": {"format": "text", "level": "INFO"}}))
+            ports.append(free_port())
             agents.append(_start(stack, ["nice", "-n", "5", PY, "-m", "guardian.cli.main", "agent",
-                                         "--config", str(cfg), "--port", str(free_port())],
+                                         "--config", str(cfg), "--port", str(ports[-1])],
                                  ENV, f"agent {node.name}", wait=False))
             if i == 0:  # the first one compiles the eBPF programs (or loads them); the rest load its cache
                 _wait_line(agents[0], "ready", 900, f"agent {node.name}", work / f"agent-{node.name}.log")
         for a, node in list(zip(agents, topo.nodes))[1:]:
             _wait_line(a, "ready", 300, f"agent {node.name}", work / f"agent-{node.name}.log")
         out["agents_start_s"] = round(time.monotonic() - t0, 1)
-        load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "support.cluster_app",
-                                     "load", "--url", f"http://{CLUSTER_IP}:80", "--requests",
-                                     str(requests), "--conns", str(conns)),
-                              env=ENV, capture_output=True, text=True, timeout=900)
+        stalled = threading.Event()
+        if stall:
+            threading.Thread(target=_stall, args=(agents, stall, stalled), daemon=True).start()
+        try:
+            load = subprocess.run(n1.run("env", "OTEL_SERVICE_NAME=load", PY, "-m", "support.cluster_app",
+                                         "load", "--url", f"http://{CLUSTER_IP}:80", "--requests",
+                                         str(requests), "--conns", str(conns)),
+                                  env=ENV, capture_output=True, text=True, timeout=900)
+        finally:
+            stalled.set()
+            time.sleep(0.1)
+            for a in agents:
+                a.send_signal(signal.SIGCONT)
         if load.returncode:
             raise RuntimeError(f"load failed: {load.stderr[-2000:]}")
         t_end = time.time()
         out["load"] = json.loads(load.stdout.strip().splitlines()[-1])
         out["agents_alive_after_load"] = [a.poll() is None for a in agents]
+        try:
+            out["agent_losses"] = [_losses(port) for port in ports]
+        except Exception as e:  # noqa: BLE001 — a figure missing, not a failed run
+            out["agent_losses"] = repr(e)
         for a in agents:  # agents link what is pending, ship it and exit
             _stop(a, 120)
         _settle(hub_api, "guardian_hub_spans_stored", quiet_s=8, timeout_s=120)
@@ -228,6 +296,8 @@ def simulate(requests: int = 10_000, conns: int = 16, work: Path | None = None,
     store = open_store(store_url)
     try:
         out.update(evaluate(store))
+        out["span_loss"] = round(1 - (out["client_spans"] + out["server_spans"]) / (4 * requests), 4)
+        out["relinked"] = {"with_epochs": relink(store, True), "without_epochs": relink(store, False)}
         stock = [s for s in store.spans(_flt("stock")) if s.kind == "SERVER"]
         out["fault_node"] = stock[0].resource.get("host.name") if stock else None
     finally:
@@ -307,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-sim", action="store_true", help="only the ingest measurement")
     p.add_argument("--outage-s", type=float, default=60.0, help="hub outage to ride out (0: skip)")
     p.add_argument("--ring-pages", type=int, help="each agent's ring buffer in pages (small: heavy capture loss)")
+    p.add_argument("--stall", type=float, default=0.0,
+                   help="share of every 3 s each agent is stopped during the load (induced loss)")
     args = p.parse_args(argv)
     result: dict = {"load_avg_before": os.getloadavg()}
     if args.ingest_spans:
@@ -321,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                            env=ENV, capture_output=True, text=True, timeout=1800)
         result["outage"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
     if not args.skip_sim:
-        result.update(simulate(args.requests, args.conns, ring_pages=args.ring_pages))
+        result.update(simulate(args.requests, args.conns, ring_pages=args.ring_pages, stall=args.stall))
     result["load_avg_after"] = os.getloadavg()
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

@@ -158,6 +158,7 @@ struct conn {
     PyObject *database;    /* PostgreSQL: db.namespace (the startup packet's), or NULL */
     struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
     size_t qhead, qlen, qcap;
+    PyObject *epoch;       /* Connection.epoch when not 0 (records lost before), else NULL */
 };
 
 typedef struct {
@@ -178,7 +179,7 @@ typedef struct {
 
 static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_empty, *S_CLIENT;
 static PyObject *K_host, *K_agent, *K_parent, *K_status, *K_error, *K_saddr, *K_sport, *K_caddr, *K_cport,
-    *K_transport, *K_tid, *K_tls, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
+    *K_transport, *K_tid, *K_tls, *K_epoch, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
 static PyObject *S_memcached, *S_noreply, *S_END, *K_mc_hit, *K_rows;
 static PyObject *S_postgresql, *K_db_namespace, *K_db_collection;
 static PyObject *S_redis, *S_send, *S_space, *K_db_operation, *K_db_query, *K_db_status, *K_msg_system,
@@ -247,6 +248,7 @@ static void conn_free(struct conn *c)
     for (size_t k = 0; k < c->qlen; k++)
         rcmd_clear(&c->q[(c->qhead + k) % c->qcap]);
     PyMem_Free(c->q);
+    Py_XDECREF(c->epoch);
     PyMem_Free(c);
 }
 
@@ -434,7 +436,8 @@ static int add_ends(struct conn *c, PyObject *attrs, PyObject *tid)
     if ((c->saddr && (set_default(attrs, K_saddr, c->saddr) < 0 || set_default(attrs, K_sport, c->sport) < 0)) ||
         (c->caddr && (set_default(attrs, K_caddr, c->caddr) < 0 || set_default(attrs, K_cport, c->cport) < 0)) ||
         set_default(attrs, K_transport, c->transport) < 0 || (tid && set_default(attrs, K_tid, tid) < 0) ||
-        (c->tls_library && set_default(attrs, K_tls, c->tls_library) < 0))
+        (c->tls_library && set_default(attrs, K_tls, c->tls_library) < 0) ||
+        (c->epoch && set_default(attrs, K_epoch, c->epoch) < 0))
         return -1;
     return 0;
 }
@@ -694,17 +697,17 @@ static void Table_dealloc(Table *t)
 static PyObject *none_or_ref(PyObject *o) { return o == Py_None ? NULL : Py_NewRef(o); }
 
 /* adopt(conn_id, tracked, conn, pos_egress, pos_ingress, last_seen_ns, request_tid, server,
- *       source_syscall, kind, resource, server_end, client_end, transport, tls_library, proto,
+ *       source_syscall, kind, resource, server_end, client_end, transport, tls_library, epoch, proto,
  *       database) -> bool */
 static PyObject *Table_adopt(Table *t, PyObject *args)
 {
     unsigned long long id;
     PyObject *tracked, *conn, *p0, *p1, *seen_o, *tid_o, *kind, *resource, *server_end, *client_end, *transport, *tls;
-    PyObject *database = Py_None;
+    PyObject *database = Py_None, *epoch;
     int server, syscall, proto;
-    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOi|O", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type,
+    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOOi|O", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type,
                           &p1, &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
-                          &resource, &server_end, &client_end, &transport, &tls, &proto, &database))
+                          &resource, &server_end, &client_end, &transport, &tls, &epoch, &proto, &database))
         return NULL;
     if ((proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
         (database != Py_None && !PyUnicode_Check(database)))
@@ -752,6 +755,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     c->transport = Py_NewRef(transport);
     c->tls_library = none_or_ref(tls);
     c->database = database != Py_None && PyUnicode_GET_LENGTH(database) ? Py_NewRef(database) : NULL;
+    c->epoch = none_or_ref(epoch);
     size_t i = slot_of(id, t->cap);
     while (t->slots[i] != NULL)
         i = (i + 1) & (t->cap - 1);
@@ -1309,6 +1313,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(K_transport, "network.transport");
     INTERN(K_tid, "thread.id");
     INTERN(K_tls, "tls.library");
+    INTERN(K_epoch, "guardian.connection.epoch");
     INTERN(K_url_full, "url.full");
     INTERN(K_url_path, "url.path");
     INTERN(K_url_query, "url.query");

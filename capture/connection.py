@@ -6,6 +6,9 @@ from typing import Any
 
 from capture.protocols.base import Parser
 
+# The span attribute that carries Connection.epoch when it is not 0 (the OTLP export ships it).
+EPOCH = "guardian.connection.epoch"
+
 
 @dataclass(slots=True)
 class Connection:
@@ -22,3 +25,7 @@ class Connection:
     last_tid: int = 0  # thread of the latest request bytes: links in-process calls
     request_tid: int = 0
     last_seen_ns: int = 0
+    # How many times records of this connection were lost (a gap in either direction's stream,
+    # or first seen mid-stream) before the span: spans of one epoch follow each other with none
+    # missing between them, so request order across epochs means nothing (the hub's linker).
+    epoch: int = 0

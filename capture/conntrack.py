@@ -17,6 +17,7 @@ from typing import Callable
 
 from capture import abi, fastpath
 from capture.connection import Connection
+from capture.enrich.proc import comm_name
 from capture.pipeline import Pipeline
 from capture.procnet import SocketTable
 
@@ -55,7 +56,12 @@ MAX_IGNORED = 200_000
 @dataclass(slots=True)
 class _Tracked:
     conn: Connection
-    pos: list[int]  # next expected stream offset per direction (egress, ingress)
+    # next expected stream offset per direction (egress, ingress); both start at 0 (the
+    # kernel counts a connection's bytes from when it first saw it), so a first record further
+    # on is a gap too: a connection seen first mid-stream (its first records lost, or closed
+    # here and reopened) may hold an answered request whose response went missing. Not for
+    # TLS plaintext (see on_event)
+    pos: list[int]
     fd: int
 
 
@@ -188,9 +194,13 @@ class ConnTracker:
         d = 0 if egress else 1
         stream = tracked.pos
         expected = stream[d]
-        if pos > expected and expected:
-            # ring buffer dropped events of this stream: tell the parser bytes are missing
+        if pos > expected and (expected or not (source or conn.protocol == "TLS_HANDSHAKE")):
+            # ring buffer dropped events of this stream: tell the parser bytes are missing (on a
+            # TLS connection the handshake's records and the library's plaintext share the
+            # offsets and need not come in their order: there only a jump after a known offset
+            # counts)
             self.stats["gaps"] += 1
+            conn.epoch += 1
             self.pipeline.data(conn, egress, b"", ts, pos - expected, tid)
         stream[d] = pos + total
         if transport == _UDP:
@@ -213,7 +223,7 @@ class ConnTracker:
         if (rd == d or (rd == 0) != (conn.role != "SERVER") or _PROTO.get(proto) != conn.protocol
                 or (source and conn.source == "syscall")
                 or (rsource and conn.source == "syscall")
-                or (stream[rd] and rpos != stream[rd]) or (stream[d] and pos != stream[d])):
+                or rpos != stream[rd] or pos != stream[d]):
             return False  # a TLS upgrade, a gap, an unexpected direction: the general path
         stream[rd] = rpos + rtotal
         stream[d] = pos + total
@@ -276,7 +286,7 @@ class ConnTracker:
         res = self.resource_for(pid)
         if "process.executable.name" not in res:
             # the process exited before we looked: the kernel's task name is all there is
-            name = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+            name = comm_name(comm.split(b"\0", 1)[0].decode("utf-8", "replace"))
             res = {**res, "process.executable.name": name}
             if res.get("service.name", "unknown") == "unknown":
                 res["service.name"] = name

@@ -76,6 +76,9 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
         kind, proto = postgres.PostgresParser, abi.Proto.POSTGRES
     else:
         return False
+    pos = tracked.pos
+    if not (pos[0] and pos[1]):
+        return False  # the C table reads a position 0 as not known: a lost first record would pass
     if conn.transport != "tcp" or type(parser) is not kind:
         return False
     # protocols the C path would hand back at every message: PostgreSQL's extended one, Memcached's binary one
@@ -86,9 +89,8 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
         return False
     server = conn.role == "SERVER"
     client_end, server_end = (conn.remote, conn.local) if server else (conn.local, conn.remote)
-    pos = tracked.pos
     return fast.adopt(conn_id, tracked, conn, pos[0], pos[1], conn.last_seen_ns, conn.request_tid, server,
                       conn.source == "syscall", "SERVER" if server else "CLIENT", conn.resource,
                       server_end or None, client_end or None, conn.transport,
-                      conn.source if conn.source not in ("syscall", "pcap") else None, int(proto),
+                      conn.source if conn.source not in ("syscall", "pcap") else None, conn.epoch or None, int(proto),
                       parser._database if kind is postgres.PostgresParser else None)

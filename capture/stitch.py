@@ -5,7 +5,7 @@ import random
 from dataclasses import fields
 
 from capture import scrub
-from capture.connection import Connection
+from capture.connection import EPOCH, Connection
 from capture.protocols.base import Record
 from capture.span import Span
 
@@ -42,6 +42,8 @@ def record_to_span(rec: Record, conn: Connection) -> Span:
         attrs.setdefault("thread.id", conn.request_tid)
     if conn.source not in ("syscall", "pcap"):
         attrs.setdefault("tls.library", conn.source)
+    if conn.epoch:
+        attrs.setdefault(EPOCH, conn.epoch)
     status = rec.status
     # HTTP semconv: 4xx is an error for the client (its request failed), not for the server.
     if kind == "CLIENT" and status != "ERROR":

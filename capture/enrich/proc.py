@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 
 from capture.enrich.cgroup import cgroup_paths
 
-# Interpreters: the service is the script or module they run, not "python3.11".
-_INTERPRETERS = ("python", "node", "ruby", "perl", "php", "java", "bash", "sh", "deno", "bun")
+# Interpreters: the service is the script or module they run, not "python3.11". Their names
+# carry versions (python3.11, python3, ruby3.1) that differ between the sources of a name
+# (/proc/PID/exe, argv[0], the kernel's comm): an interpreter is always named without one.
+_INTERPRETERS = {"python": "python", "pypy": "python", "node": "node", "nodejs": "node", "ruby": "ruby",
+                 "perl": "perl", "php": "php", "java": "java", "bash": "bash", "sh": "sh", "deno": "deno",
+                 "bun": "bun"}
 
 
 @dataclass(slots=True)
@@ -73,13 +77,22 @@ def _started_as(argv: list[str]) -> str | None:
     return name if _NAME.fullmatch(name) else None
 
 
+def interpreter(name: str) -> str | None:
+    """The interpreter a program file or task name is, without its version, or None."""
+    return _INTERPRETERS.get(name.rstrip("0123456789.-"))
+
+
 def program_name(info: ProcInfo) -> str:
     """The program as its users name it: the name it was started by (not the binary a link
     points to), and for interpreters the script or module they run (`python -m app` → app);
-    a script read from stdin or -c has no name of its own (the interpreter's)."""
-    exe = info.executable
-    if not exe.rstrip("0123456789.").startswith(_INTERPRETERS):
-        return _started_as(info.argv) or exe or "unknown"
+    a script read from stdin or -c has no name of its own (the interpreter's, unversioned).
+    The same rule names a process from its kernel task name alone (`comm_name`), so a process
+    gets one name whether /proc was read while it ran or only its task name is left."""
+    if not info.argv:  # exited (a zombie has no command line) or a kernel thread
+        return comm_name(info.executable) or "unknown"
+    exe = interpreter(info.executable)
+    if exe is None:
+        return _started_as(info.argv) or info.executable or "unknown"
     if len(info.argv) < 2:
         return exe
     args = iter(info.argv[1:])
@@ -98,3 +111,19 @@ def program_name(info: ProcInfo) -> str:
         name = name.rsplit(".", 1)[0] if "." in name else name
         return name if _NAME.fullmatch(name) else exe  # '55239' is an argument, not a script
     return exe
+
+
+# A script started by its own path (#!) has it as its task name: app.py runs as "app.py".
+_SCRIPT_SUFFIXES = (".py", ".js", ".mjs", ".cjs", ".ts", ".rb", ".pl", ".php", ".sh")
+
+
+def comm_name(comm: str) -> str:
+    """program_name of a process known only by its kernel task name (it exited before /proc
+    was read, or /proc showed no command line): the interpreter unversioned, a script by its
+    name without its suffix, as program_name names them from a command line. A task name is cut
+    at 15 bytes: a longer program name is not recovered."""
+    for suffix in _SCRIPT_SUFFIXES:
+        if comm.endswith(suffix) and len(comm) > len(suffix):
+            name = comm[:-len(suffix)]
+            return name if _NAME.fullmatch(name) else comm
+    return interpreter(comm) or comm

@@ -31,6 +31,15 @@ Rule 6: a span released without its other half stays a candidate (a small stand-
         times, node) for `late_s` of stream time. A late half that pairs with it makes a
         "+late" link: when the server's row is already written, the link and the trace ids
         to rewrite are handed out by `take_late()` for the store (SpanStore.relink).
+Rule 7: request order and time hold only where nothing was lost. Each agent counts the losses
+        it saw on a connection before each span (`guardian.connection.epoch`, capture/connection.py).
+        A link stands when neither side lost anything on the connection before it; otherwise when
+        the server lies exactly inside the client's wait, or the two spans do not sit on a loss
+        shape (the previous client and the next server lost, or the other way round: a
+        neighbour exchange's server would fit), and the client did see a response (an
+        unanswered client's wait runs until the capture gave up on it); otherwise only beside a
+        link of the same epochs that lies as many requests away on both sides: across a loss
+        the n-th request after a link need not be the n-th server after it.
 Each link writes `guardian.link.method` and `guardian.link.confidence` on the server span.
 """
 from __future__ import annotations
@@ -38,9 +47,10 @@ from __future__ import annotations
 import time
 from bisect import bisect_left, bisect_right
 from collections import defaultdict, deque
-from typing import Iterable
+from typing import Callable, Iterable
 
 from capture.span import Span
+from capture.traces.losses import epoch_of, unanswered, within_epochs
 
 _SERVERS = ("SERVER", "CONSUMER")
 _CLIENTS = ("CLIENT", "PRODUCER")
@@ -133,11 +143,12 @@ def _follow_chains(remap: dict[str, str]) -> None:
         remap[old] = new
 
 
-def _fits(c: Span, s: Span, slack: int) -> bool:
-    """The server worked while the client waited (within the clocks' slack)."""
-    return (c.start_time_unix_nano - slack <= s.start_time_unix_nano
-            and s.end_time_unix_nano <= c.end_time_unix_nano + slack
-            and c.start_time_unix_nano - slack <= s.end_time_unix_nano)
+def _fits(c: Span, s: Span, slack: int, offset: int = 0) -> bool:
+    """The server worked while the client waited (within the clocks' slack; the server's clock
+    `offset` ns ahead)."""
+    s0, s1 = s.start_time_unix_nano - offset, s.end_time_unix_nano - offset
+    return (c.start_time_unix_nano - slack <= s0 and s1 <= c.end_time_unix_nano + slack
+            and c.start_time_unix_nano - slack <= s1)
 
 
 _HOW = (("connection", 0.99), ("connection", 0.95), ("connection+order", 0.9))  # pairs()' link codes
@@ -280,7 +291,9 @@ class CrossNodeLinker:
     hub's Rows (capture.export.otlp_wire.decode_rows: their keys read when decoded)."""
 
     def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000, max_pending: int = 500_000,
-                 strict_ns: int = 1_000_000, late_s: float = 120.0, max_late: int = 100_000):
+                 strict_ns: int = 1_000_000, late_s: float = 120.0, max_late: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.clock = clock  # seconds; a replay passes its stream's time
         self.window_ns = int(window_s * 1e9)
         self.late_ns = int(late_s * 1e9)
         self.max_late = max_late
@@ -301,7 +314,7 @@ class CrossNodeLinker:
         self._clients: dict[tuple, list[tuple[Span, bool]]] = defaultdict(list)
         self._newest_end = 0
         self._last_run_end = 0
-        self._last_add = time.monotonic()
+        self._last_add = clock()
         self._trace_map: dict[str, tuple[str, int]] = {}  # server trace -> (client trace, end ns)
         self._nodes: dict[object, list] = {}  # node -> [newest end ns, wall time last heard]
         self._costs: dict[tuple, deque[int]] = {}  # connection key -> costs of its recent links
@@ -315,7 +328,7 @@ class CrossNodeLinker:
         # (client node, server node) -> server midpoint - client midpoint of recent links
         self._skew: dict[tuple, deque[int]] = defaultdict(lambda: deque(maxlen=256))
         self.stats = {"connection": 0, "connection_conntrack": 0, "order": 0, "ambiguous": 0,
-                      "forced": 0, "late": 0}
+                      "forced": 0, "late": 0, "across_loss": 0}
 
     @property
     def pending(self) -> int:
@@ -332,7 +345,7 @@ class CrossNodeLinker:
 
     def add(self, spans: Iterable[Span]) -> list[Span]:
         n = len(self._pending)
-        now = time.monotonic()
+        now = self.clock()
         nodes = self._nodes
         newest: dict[int, list] = {}  # id(resource) -> [resource, newest end]: spans share resources
         trace_map = self._trace_map
@@ -393,7 +406,7 @@ class CrossNodeLinker:
         return min(live) if live else self._newest_end
 
     def idle(self) -> list[Span]:
-        if self._pending and time.monotonic() - self._last_add >= self.window_ns / 1e9:
+        if self._pending and self.clock() - self._last_add >= self.window_ns / 1e9:
             return self._release(None)
         return []
 
@@ -602,6 +615,11 @@ class CrossNodeLinker:
                                  [x.start_time_unix_nano for x in ss], [x.end_time_unix_nano for x in ss],
                                  c_late, s_late, offset, slack, self.strict_ns, horizon, list(history))
         self.stats["ambiguous"] += ambiguous
+        if links:
+            links, refused = within_epochs(links, len(cs), len(ss), lambda i, j: _fits(cs[i][0], ss[j], 0, offset),
+                                           lambda i: epoch_of(cs[i][0]), lambda j: epoch_of(ss[j]),
+                                           lambda i: unanswered(cs[i][0]))
+            self.stats["across_loss"] += refused
         if links:
             self._link_pairs(cs, ss, links, history, remap)
 

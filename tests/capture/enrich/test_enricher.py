@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from capture.enrich.enricher import Enricher
-from capture.enrich.proc import program_name, read_proc
+from capture.enrich.proc import comm_name, program_name, read_proc
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -29,9 +30,9 @@ def test_program_name_sees_through_interpreters(tmp_path):
         ("/usr/bin/node", ("node", "server.js")): "server",
         ("/usr/lib/jvm/java", ("java", "-Xmx1g", "-jar", "/opt/orders.jar")): "orders",
         ("/usr/sbin/nginx", ("nginx: worker process",)): "nginx",
-        ("/usr/bin/python3.11", ("python3", "-c", "print(1)")): "python3.11",
+        ("/usr/bin/python3.11", ("python3", "-c", "print(1)")): "python",
         # a script read from stdin: its arguments are no names
-        ("/usr/bin/python3.11", ("python3", "-", "55239", "30")): "python3.11",
+        ("/usr/bin/python3.11", ("python3", "-", "55239", "30")): "python",
         ("/usr/bin/python3.11", ("python3", "-W", "ignore", "/srv/loadgen.py", "30")): "loadgen",
         # Debian's redis-server is a link to redis-check-rdb, and redis rewrites its title
         ("/usr/bin/redis-check-rdb", ("/usr/bin/redis-server 127.0.0.1:6379",)): "redis-server",
@@ -42,6 +43,54 @@ def test_program_name_sees_through_interpreters(tmp_path):
     for pid, ((exe, argv), want) in enumerate(cases.items(), start=100):
         fake_proc(tmp_path, pid, list(argv), exe, "user_session_hybrid")
         assert program_name(read_proc(pid, str(tmp_path))) == want, argv
+
+
+def test_one_name_whichever_source_is_left(tmp_path):
+    """A process read whole from /proc, read as it exits (a zombie: no command line, no exe
+    link, its task name left) and known only by the kernel record's task name gets one name
+    when that name can be told from the task name at all."""
+    cases = [  # exe, argv, the kernel's task name (the file exec'd, cut at 15 bytes)
+        ("/usr/bin/python3.11", ["/work/.venv/bin/python", "-c", "print(1)"], "python"),
+        ("/usr/bin/python3.11", ["python3", "-", "55239", "30"], "python3"),
+        ("/usr/bin/python3.11", ["python3.11", "-u"], "python3.11"),
+        ("/usr/bin/node", ["node", "-e", "1"], "node"),
+        ("/usr/bin/redis-check-rdb", ["/usr/bin/redis-server 127.0.0.1:6379"], "redis-server"),
+        ("/usr/sbin/nginx", ["nginx: worker process"], "nginx"),
+        ("/usr/bin/python3.11", ["/usr/bin/python3", "/srv/loadgen.py"], "loadgen.py"),  # run by #!
+    ]
+    for pid, (exe, argv, comm) in enumerate(cases, start=300):
+        fake_proc(tmp_path, pid, argv, exe, "user_session_hybrid")
+        alive = program_name(read_proc(pid, str(tmp_path)))
+        (tmp_path / str(pid) / "cmdline").write_bytes(b"")
+        (tmp_path / str(pid) / "exe").unlink()
+        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
+        exiting = program_name(read_proc(pid, str(tmp_path)))
+        assert alive == exiting == comm_name(comm), (argv, alive, exiting, comm_name(comm))
+
+
+def test_live_client_named_alike_running_and_gone(tmp_path):
+    """A Python client read while it runs and once it is a zombie (the race a client that exits
+    at once puts the capture in) gets one name, and so does its task name."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('up\\n'); sys.stdout.flush(); "
+                             "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"up\n"
+        running = Enricher().resource(proc.pid)
+        with open(f"/proc/{proc.pid}/comm") as f:
+            comm = f.read().strip()
+        proc.stdin.close()  # it exits; not reaped yet: a zombie
+        for _ in range(200):
+            with open(f"/proc/{proc.pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    break
+            time.sleep(0.01)
+        zombie = Enricher().resource(proc.pid)
+        assert zombie["process.command_line"] == ""  # /proc had no command line left
+    finally:
+        proc.kill()
+        proc.wait()
+    assert running["service.name"] == zombie["service.name"] == comm_name(comm) == "python"
+    assert running["process.executable.name"] == zombie["process.executable.name"] == "python"
 
 
 def test_resource_from_fixture_proc(tmp_path):

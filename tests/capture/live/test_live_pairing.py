@@ -146,7 +146,6 @@ def two_captures(port: int, variants: dict | None = None):
 
 
 CLIENT_END = ("client.address", "client.port")
-PROC_NAMES = ("process.executable.name", "service.name")
 
 
 def _key(span, ends: bool = True) -> str:
@@ -160,10 +159,6 @@ def _key(span, ends: bool = True) -> str:
     if not ends:
         for k in CLIENT_END:
             d["attributes"].pop(k, None)
-        # the names /proc gives (the executable's file) or, once the process is gone, the kernel's
-        # comm: a client that exits at once is named by whichever its capture got to in time
-        for k in PROC_NAMES:
-            d["resource"].pop(k, None)
     return json.dumps(d, sort_keys=True)
 
 
