@@ -12,7 +12,10 @@ With --tls: HTTPS keep-alive instead, nginx (OpenSSL) and a Go crypto/tls server
 hits) per request and run time per run. A server's programs are those of its library kind when the
 client's kind differs (nginx under hey: tls_openssl_* are nginx's hits, tls_go_* hey's).
 
-Run as root: .venv/bin/python -m bench.kernel_time [--seconds 8] [--tree DIR ...] [--tls] [--json FILE]
+Plain HTTP also runs wrk at saturation (keep-alive, 50 connections: bench.capture's load).
+
+Run as root: .venv/bin/python -m bench.kernel_time [--seconds 8] [--tree DIR ...] [--tls] [--pair]
+             [--programs] [--json FILE]
 """
 from __future__ import annotations
 
@@ -33,6 +36,18 @@ LOADS = {"new_connection_each": ["-disable-keepalive", "-q", "100"], "keepalive"
 def programs() -> dict[int, dict]:
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
     return {p["id"]: p for p in json.loads(out)}
+
+
+def attach_names() -> dict[int, str]:
+    """Program id -> the tracepoint or probe it is attached to (bpftool names are cut at 15
+    characters, which leaves every syscall program "tracepoint__sys")."""
+    out = subprocess.run(["bpftool", "perf", "list", "-j"], capture_output=True, text=True).stdout
+    names: dict[int, str] = {}
+    for row in json.loads(out or "[]"):
+        name = row.get("tracepoint") or row.get("func") or row.get("filename")
+        if name and row.get("prog_id") not in names:
+            names[row["prog_id"]] = name
+    return names
 
 
 def agent_program_ids(port: int) -> list[int]:
@@ -57,13 +72,14 @@ TLS_LOADS = {"hey": (hey, ["-q", "300"]), "wrk": (wrk, [])}
 
 def run_load(ids: list[int], load, seconds: int) -> dict:
     """Run `load` (a function returning requests done); per program name: runs and ns per request."""
+    names = attach_names()
     before = programs()
     n = load(seconds)
     after = programs()
     per: dict[str, dict] = {}
     for i in ids:
         if i in before and i in after:
-            name = after[i].get("name", str(i))
+            name = names.get(i) or after[i].get("name", str(i))
             row = per.setdefault(name, {"runs": 0, "ns": 0})
             row["runs"] += after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
             row["ns"] += after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
@@ -106,7 +122,7 @@ def measure_tls(trees: list[Path], seconds: int) -> dict:
     return results
 
 
-def measure(trees: list[Path], seconds: int) -> dict:
+def measure(trees: list[Path], seconds: int, pair: bool = False) -> dict:
     import bench.capture as capture
 
     capture.AGENT_ARGS[:] = ["--no-tls"]
@@ -116,19 +132,11 @@ def measure(trees: list[Path], seconds: int) -> dict:
         with nginx_server() as (port, _):
             url = f"http://127.0.0.1:{port}/"
             for tree in trees:
-                with agent(port, tree=tree) as cap:
+                with agent(port, tree=tree, pair=pair) as cap:
                     ids = agent_program_ids(port)
-                    row = {}
-                    for name, extra in LOADS.items():
-                        before = programs()
-                        n = hey(url, seconds, extra)
-                        after = programs()
-                        ns = sum(after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
-                                 for i in ids if i in before and i in after)
-                        runs = sum(after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
-                                   for i in ids if i in before and i in after)
-                        row[name] = {"requests": n, "bpf_ns_per_request": ns / max(n, 1),
-                                     "program_runs_per_request": runs / max(n, 1)}
+                    row = {name: run_load(ids, lambda s, e=extra: hey(url, s, e), seconds)
+                           for name, extra in LOADS.items()}
+                    row["wrk_saturation"] = run_load(ids, lambda s: capture_wrk(url, s)["requests"], seconds)
                 results[str(tree)] = {**row, "agent": cap}
     finally:
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"])
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree", action="append", type=Path, help="checkout whose capture runs (repeatable: an A/B)")
     p.add_argument("--tls", action="store_true", help="HTTPS (nginx, Go) with the TLS probes: runs per program")
     p.add_argument("--json", help="also write the results as JSON")
+    p.add_argument("--pair", action="store_true", help="agents with capture.options.pair (HTTP/1 exchanges paired)")
+    p.add_argument("--programs", action="store_true", help="also print runs and run time per program")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.kernel_time needs root", file=sys.stderr)
@@ -161,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
         return 0
-    results = measure(args.tree or [ROOT], args.seconds)
+    results = measure(args.tree or [ROOT], args.seconds, args.pair)
     for tree, row in results.items():
-        for name in LOADS:
+        for name in [*LOADS, "wrk_saturation"]:
             r = row[name]
             print(f"{tree}  {name:<20} requests={r['requests']:<7} bpf_ns_per_request={r['bpf_ns_per_request']:.0f} "
                   f"program_runs_per_request={r['program_runs_per_request']:.1f}")
+            if args.programs:
+                for prog, pr in r["programs"].items():
+                    print(f"    {prog:<16} runs/request={pr['runs_per_request']:.3f} ns/run={pr['ns_per_run']:.0f}")
+    print(f"load {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
