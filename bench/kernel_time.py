@@ -12,7 +12,9 @@ With --tls: HTTPS keep-alive instead, nginx (OpenSSL) and a Go crypto/tls server
 hits) per request and run time per run. A server's programs are those of its library kind when the
 client's kind differs (nginx under hey: tls_openssl_* are nginx's hits, tls_go_* hey's).
 
-Plain HTTP also runs wrk at saturation (keep-alive, 50 connections: bench.capture's load).
+Plain HTTP also runs wrk at saturation (keep-alive, 50 connections: bench.capture's load), first
+without the capture, with the CPU microseconds per request of wrk, nginx and the agent: the
+per-request budget (BPF programs run in the traced programs' context and count in theirs).
 
 Run as root: .venv/bin/python -m bench.kernel_time [--seconds 8] [--tree DIR ...] [--tls] [--pair]
              [--programs] [--json FILE]
@@ -23,11 +25,12 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.capture import ROOT, agent, nginx_server, wrk as capture_wrk
+from bench.capture import ROOT, agent, cpu_seconds, nginx_server, wrk as capture_wrk
 from bench.soaklib.probe import prog_ids_of
 
 LOADS = {"new_connection_each": ["-disable-keepalive", "-q", "100"], "keepalive": ["-q", "300"]}
@@ -50,11 +53,14 @@ def attach_names() -> dict[int, str]:
     return names
 
 
+def agent_pids(port: int) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-f", f"capture --json --stats --port {port}"],
+                                           capture_output=True, text=True).stdout.split()]
+
+
 def agent_program_ids(port: int) -> list[int]:
     """Ids of the programs the agent for `port` holds (its fds' fdinfo names them)."""
-    pids = subprocess.run(["pgrep", "-f", f"capture --json --stats --port {port}"],
-                          capture_output=True, text=True).stdout.split()
-    return sorted(set().union(*(prog_ids_of(int(pid)) for pid in pids)))
+    return sorted(set().union(*(prog_ids_of(pid) for pid in agent_pids(port))))
 
 
 def hey(url: str, seconds: int, extra: list[str]) -> int:
@@ -122,6 +128,40 @@ def measure_tls(trees: list[Path], seconds: int) -> dict:
     return results
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of `pid` and its children (nginx's master and workers)."""
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0.0
+    for p in [pid, *map(int, kids)]:
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
+def cpu_load(url: str, server_pid: int, agent_pids: list[int]):
+    """wrk at saturation, as a load for run_load that also notes the CPU microseconds per request
+    of the client (wrk), the server (nginx) and the agent: the budget's parts, robust to a busy host
+    where throughput is not (BPF programs run in the traced programs' context and count in theirs)."""
+    note: dict = {}
+
+    def load(seconds: int) -> int:
+        def agent_cpu() -> float:
+            return sum(cpu_seconds(p) for p in agent_pids)
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s0, a0 = tree_cpu(server_pid), agent_cpu()
+        n = capture_wrk(url, seconds)["requests"]
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s1, a1 = tree_cpu(server_pid), agent_cpu()
+        us = 1e6 / max(n, 1)
+        note.update(client_us=(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime) * us,
+                    server_us=(s1 - s0) * us, agent_us=(a1 - a0) * us, rps=n / seconds)
+        return n
+
+    return load, note
+
+
 def measure(trees: list[Path], seconds: int, pair: bool = False) -> dict:
     import bench.capture as capture
 
@@ -129,14 +169,17 @@ def measure(trees: list[Path], seconds: int, pair: bool = False) -> dict:
     results: dict = {}
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     try:
-        with nginx_server() as (port, _):
+        with nginx_server() as (port, server):
             url = f"http://127.0.0.1:{port}/"
+            load, note = cpu_load(url, server.pid, [])
+            results["no capture"] = {"wrk_saturation": {**run_load([], load, seconds), **note}}
             for tree in trees:
                 with agent(port, tree=tree, pair=pair) as cap:
                     ids = agent_program_ids(port)
                     row = {name: run_load(ids, lambda s, e=extra: hey(url, s, e), seconds)
                            for name, extra in LOADS.items()}
-                    row["wrk_saturation"] = run_load(ids, lambda s: capture_wrk(url, s)["requests"], seconds)
+                    load, note = cpu_load(url, server.pid, agent_pids(port))
+                    row["wrk_saturation"] = {**run_load(ids, load, seconds), **note}
                 results[str(tree)] = {**row, "agent": cap}
     finally:
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"])
@@ -173,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = measure(args.tree or [ROOT], args.seconds, args.pair)
     for tree, row in results.items():
-        for name in [*LOADS, "wrk_saturation"]:
+        for name in [n for n in [*LOADS, "wrk_saturation"] if n in row]:
             r = row[name]
             print(f"{tree}  {name:<20} requests={r['requests']:<7} bpf_ns_per_request={r['bpf_ns_per_request']:.0f} "
                   f"program_runs_per_request={r['program_runs_per_request']:.1f}")
+            if "client_us" in r:
+                print(f"    cpu us/request: wrk {r['client_us']:.2f} nginx {r['server_us']:.2f} "
+                      f"agent {r['agent_us']:.2f} total {r['client_us'] + r['server_us'] + r['agent_us']:.2f} "
+                      f"({r['rps']:.0f} req/s)")
             if args.programs:
                 for prog, pr in r["programs"].items():
                     print(f"    {prog:<16} runs/request={pr['runs_per_request']:.3f} ns/run={pr['ns_per_run']:.0f}")
