@@ -28,6 +28,7 @@ import re
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.capture import ROOT, agent, cpu_seconds, nginx_server, wrk as capture_wrk
@@ -94,6 +95,23 @@ def run_load(ids: list[int], load, seconds: int) -> dict:
     return {"requests": n, "bpf_ns_per_request": ns / max(n, 1), "program_runs_per_request": runs / max(n, 1),
             "programs": {name: {"runs_per_request": r["runs"] / max(n, 1), "ns_per_run": r["ns"] / max(r["runs"], 1)}
                          for name, r in sorted(per.items()) if r["runs"]}}
+
+
+def idle(seconds: int) -> int:
+    """No load: what the programs cost the rest of the host meanwhile (1: totals, not per request)."""
+    time.sleep(seconds)
+    return 1
+
+
+def net_of(r: dict, quiet: list[dict]) -> dict:
+    """`r`'s BPF time and runs per request less those of the same time without the load (the
+    mean of `quiet`): the syscalls of other processes on a shared host run these programs too."""
+    q_ns = sum(q["bpf_ns_per_request"] for q in quiet) / len(quiet)
+    q_runs = sum(q["program_runs_per_request"] for q in quiet) / len(quiet)
+    n = max(r["requests"], 1)
+    return {"net_bpf_ns_per_request": r["bpf_ns_per_request"] - q_ns / n,
+            "net_program_runs_per_request": r["program_runs_per_request"] - q_runs / n,
+            "quiet_runs": q_runs}
 
 
 def measure_tls(trees: list[Path], seconds: int) -> dict:
@@ -179,7 +197,10 @@ def measure(trees: list[Path], seconds: int, pair: bool = False) -> dict:
                     row = {name: run_load(ids, lambda s, e=extra: hey(url, s, e), seconds)
                            for name, extra in LOADS.items()}
                     load, note = cpu_load(url, server.pid, agent_pids(port))
-                    row["wrk_saturation"] = {**run_load(ids, load, seconds), **note}
+                    quiet = [run_load(ids, idle, seconds)]
+                    r = run_load(ids, load, seconds)
+                    quiet.append(run_load(ids, idle, seconds))
+                    row["wrk_saturation"] = {**r, **note, **net_of(r, quiet)}
                 results[str(tree)] = {**row, "agent": cap}
     finally:
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"])
@@ -220,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             r = row[name]
             print(f"{tree}  {name:<20} requests={r['requests']:<7} bpf_ns_per_request={r['bpf_ns_per_request']:.0f} "
                   f"program_runs_per_request={r['program_runs_per_request']:.1f}")
+            if "net_bpf_ns_per_request" in r:
+                print(f"    net of the same time without load: bpf_ns_per_request={r['net_bpf_ns_per_request']:.0f} "
+                      f"program_runs_per_request={r['net_program_runs_per_request']:.1f}")
             if "client_us" in r:
                 print(f"    cpu us/request: wrk {r['client_us']:.2f} nginx {r['server_us']:.2f} "
                       f"agent {r['agent_us']:.2f} total {r['client_us'] + r['server_us'] + r['agent_us']:.2f} "
