@@ -43,12 +43,12 @@ def programs() -> dict[int, dict]:
 
 
 def attach_names() -> dict[int, str]:
-    """Program id -> the tracepoint or probe it is attached to (bpftool names are cut at 15
-    characters, which leaves every syscall program "tracepoint__sys")."""
+    """Program id -> the tracepoint it is attached to (bpftool names are cut at 15 characters,
+    which leaves every syscall program "tracepoint__sys")."""
     out = subprocess.run(["bpftool", "perf", "list", "-j"], capture_output=True, text=True).stdout
     names: dict[int, str] = {}
     for row in json.loads(out or "[]"):
-        name = row.get("tracepoint") or row.get("func") or row.get("filename")
+        name = row.get("tracepoint")  # uprobes keep their program's name (tls_openssl_…)
         if name and row.get("prog_id") not in names:
             names[row["prog_id"]] = name
     return names
