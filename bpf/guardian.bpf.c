@@ -896,7 +896,9 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 
 #define TLS_MAX_RECORDS 4 /* records per plaintext chunk: 16 KiB, a TLS record, at MAX_PAYLOAD 4096 */
 
-/* LRU: a call whose return probe never runs (thread killed, longjmp) must not pin a slot */
+/* LRU: a call whose return probe never runs (thread killed, longjmp) must not pin a slot.
+ * A thread's entry stays and is rewritten in place at each call (ssl 0: no call in flight), as
+ * active_io's: an update and a delete per SSL call cost more than the probes' other work. */
 BPF_TABLE("lru_hash", __u64, struct tls_call, tls_calls, MAX_INFLIGHT);    /* by thread */
 BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
 BPF_TABLE("lru_hash", __u64, __u64, tls_pending, MAX_INFLIGHT); /* thread -> SSL* without socket */
@@ -922,7 +924,7 @@ static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct 
      * whose ciphertext the detector never saw first. */
     struct tls_call *call = tls_calls.lookup(&id);
     __u64 *pending = tls_pending.lookup(&id);
-    if (call) {
+    if (call && call->ssl) {
         sk.ssl = call->ssl;
         c->flags |= CONN_ENCRYPTED;
     } else if (pending && (c->flags & CONN_ENCRYPTED) && dir == DIR_EGRESS &&
@@ -1004,7 +1006,11 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
         return 0;
     struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
                             .dir = dir, .source = source, .ts_ns = bpf_ktime_get_ns()};
-    tls_calls.update(&id, &call);
+    struct tls_call *p = tls_calls.lookup(&id);
+    if (p)
+        *p = call;
+    else
+        tls_calls.update(&id, &call);
     return 0;
 }
 
@@ -1012,10 +1018,10 @@ int tls_ssl_return(struct pt_regs *ctx)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct tls_call *p = tls_calls.lookup(&id);
-    if (!p)
+    if (!p || !p->ssl)
         return 0;
     struct tls_call call = *p;
-    tls_calls.delete(&id);
+    p->ssl = 0;
     int ret = (int)PT_REGS_RC(ctx); /* C int: -1 arrives as 0xffffffff in RAX */
     if (ret <= 0)
         return 0;
