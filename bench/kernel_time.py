@@ -12,7 +12,12 @@ With --tls: HTTPS keep-alive instead, nginx (OpenSSL) and a Go crypto/tls server
 hits) per request and run time per run. A server's programs are those of its library kind when the
 client's kind differs (nginx under hey: tls_openssl_* are nginx's hits, tls_go_* hey's).
 
-Run as root: .venv/bin/python -m bench.kernel_time [--seconds 8] [--tree DIR ...] [--tls] [--json FILE]
+Plain HTTP also runs wrk at saturation (keep-alive, 50 connections: bench.capture's load), first
+without the capture, with the CPU microseconds per request of wrk, nginx and the agent: the
+per-request budget (BPF programs run in the traced programs' context and count in theirs).
+
+Run as root: .venv/bin/python -m bench.kernel_time [--seconds 8] [--tree DIR ...] [--tls] [--pair]
+             [--programs] [--json FILE]
 """
 from __future__ import annotations
 
@@ -20,11 +25,13 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from bench.capture import ROOT, agent, nginx_server, wrk as capture_wrk
+from bench.capture import ROOT, agent, cpu_seconds, nginx_server, wrk as capture_wrk
 from bench.soaklib.probe import prog_ids_of
 
 LOADS = {"new_connection_each": ["-disable-keepalive", "-q", "100"], "keepalive": ["-q", "300"]}
@@ -35,11 +42,26 @@ def programs() -> dict[int, dict]:
     return {p["id"]: p for p in json.loads(out)}
 
 
+def attach_names() -> dict[int, str]:
+    """Program id -> the tracepoint it is attached to (bpftool names are cut at 15 characters,
+    which leaves every syscall program "tracepoint__sys")."""
+    out = subprocess.run(["bpftool", "perf", "list", "-j"], capture_output=True, text=True).stdout
+    names: dict[int, str] = {}
+    for row in json.loads(out or "[]"):
+        name = row.get("tracepoint")  # uprobes keep their program's name (tls_openssl_…)
+        if name and row.get("prog_id") not in names:
+            names[row["prog_id"]] = name
+    return names
+
+
+def agent_pids(port: int) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-f", f"capture --json --stats --port {port}"],
+                                           capture_output=True, text=True).stdout.split()]
+
+
 def agent_program_ids(port: int) -> list[int]:
     """Ids of the programs the agent for `port` holds (its fds' fdinfo names them)."""
-    pids = subprocess.run(["pgrep", "-f", f"capture --json --stats --port {port}"],
-                          capture_output=True, text=True).stdout.split()
-    return sorted(set().union(*(prog_ids_of(int(pid)) for pid in pids)))
+    return sorted(set().union(*(prog_ids_of(pid) for pid in agent_pids(port))))
 
 
 def hey(url: str, seconds: int, extra: list[str]) -> int:
@@ -57,13 +79,14 @@ TLS_LOADS = {"hey": (hey, ["-q", "300"]), "wrk": (wrk, [])}
 
 def run_load(ids: list[int], load, seconds: int) -> dict:
     """Run `load` (a function returning requests done); per program name: runs and ns per request."""
+    names = attach_names()
     before = programs()
     n = load(seconds)
     after = programs()
     per: dict[str, dict] = {}
     for i in ids:
         if i in before and i in after:
-            name = after[i].get("name", str(i))
+            name = names.get(i) or after[i].get("name", str(i))
             row = per.setdefault(name, {"runs": 0, "ns": 0})
             row["runs"] += after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
             row["ns"] += after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
@@ -72,6 +95,23 @@ def run_load(ids: list[int], load, seconds: int) -> dict:
     return {"requests": n, "bpf_ns_per_request": ns / max(n, 1), "program_runs_per_request": runs / max(n, 1),
             "programs": {name: {"runs_per_request": r["runs"] / max(n, 1), "ns_per_run": r["ns"] / max(r["runs"], 1)}
                          for name, r in sorted(per.items()) if r["runs"]}}
+
+
+def idle(seconds: int) -> int:
+    """No load: what the programs cost the rest of the host meanwhile (1: totals, not per request)."""
+    time.sleep(seconds)
+    return 1
+
+
+def net_of(r: dict, quiet: list[dict]) -> dict:
+    """`r`'s BPF time and runs per request less those of the same time without the load (the
+    mean of `quiet`): the syscalls of other processes on a shared host run these programs too."""
+    q_ns = sum(q["bpf_ns_per_request"] for q in quiet) / len(quiet)
+    q_runs = sum(q["program_runs_per_request"] for q in quiet) / len(quiet)
+    n = max(r["requests"], 1)
+    return {"net_bpf_ns_per_request": r["bpf_ns_per_request"] - q_ns / n,
+            "net_program_runs_per_request": r["program_runs_per_request"] - q_runs / n,
+            "quiet_runs": q_runs}
 
 
 def measure_tls(trees: list[Path], seconds: int) -> dict:
@@ -106,29 +146,61 @@ def measure_tls(trees: list[Path], seconds: int) -> dict:
     return results
 
 
-def measure(trees: list[Path], seconds: int) -> dict:
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of `pid` and its children (nginx's master and workers)."""
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0.0
+    for p in [pid, *map(int, kids)]:
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
+def cpu_load(url: str, server_pid: int, agent_pids: list[int]):
+    """wrk at saturation, as a load for run_load that also notes the CPU microseconds per request
+    of the client (wrk), the server (nginx) and the agent: the budget's parts, robust to a busy host
+    where throughput is not (BPF programs run in the traced programs' context and count in theirs)."""
+    note: dict = {}
+
+    def load(seconds: int) -> int:
+        def agent_cpu() -> float:
+            return sum(cpu_seconds(p) for p in agent_pids)
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s0, a0 = tree_cpu(server_pid), agent_cpu()
+        n = capture_wrk(url, seconds)["requests"]
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s1, a1 = tree_cpu(server_pid), agent_cpu()
+        us = 1e6 / max(n, 1)
+        note.update(client_us=(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime) * us,
+                    server_us=(s1 - s0) * us, agent_us=(a1 - a0) * us, rps=n / seconds)
+        return n
+
+    return load, note
+
+
+def measure(trees: list[Path], seconds: int, pair: bool = False) -> dict:
     import bench.capture as capture
 
     capture.AGENT_ARGS[:] = ["--no-tls"]
     results: dict = {}
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     try:
-        with nginx_server() as (port, _):
+        with nginx_server() as (port, server):
             url = f"http://127.0.0.1:{port}/"
+            load, note = cpu_load(url, server.pid, [])
+            results["no capture"] = {"wrk_saturation": {**run_load([], load, seconds), **note}}
             for tree in trees:
-                with agent(port, tree=tree) as cap:
+                with agent(port, tree=tree, pair=pair) as cap:
                     ids = agent_program_ids(port)
-                    row = {}
-                    for name, extra in LOADS.items():
-                        before = programs()
-                        n = hey(url, seconds, extra)
-                        after = programs()
-                        ns = sum(after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
-                                 for i in ids if i in before and i in after)
-                        runs = sum(after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
-                                   for i in ids if i in before and i in after)
-                        row[name] = {"requests": n, "bpf_ns_per_request": ns / max(n, 1),
-                                     "program_runs_per_request": runs / max(n, 1)}
+                    row = {name: run_load(ids, lambda s, e=extra: hey(url, s, e), seconds)
+                           for name, extra in LOADS.items()}
+                    load, note = cpu_load(url, server.pid, agent_pids(port))
+                    quiet = [run_load(ids, idle, seconds)]
+                    r = run_load(ids, load, seconds)
+                    quiet.append(run_load(ids, idle, seconds))
+                    row["wrk_saturation"] = {**r, **note, **net_of(r, quiet)}
                 results[str(tree)] = {**row, "agent": cap}
     finally:
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"])
@@ -141,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree", action="append", type=Path, help="checkout whose capture runs (repeatable: an A/B)")
     p.add_argument("--tls", action="store_true", help="HTTPS (nginx, Go) with the TLS probes: runs per program")
     p.add_argument("--json", help="also write the results as JSON")
+    p.add_argument("--pair", action="store_true", help="agents with capture.options.pair (HTTP/1 exchanges paired)")
+    p.add_argument("--programs", action="store_true", help="also print runs and run time per program")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.kernel_time needs root", file=sys.stderr)
@@ -161,12 +235,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
         return 0
-    results = measure(args.tree or [ROOT], args.seconds)
+    results = measure(args.tree or [ROOT], args.seconds, args.pair)
     for tree, row in results.items():
-        for name in LOADS:
+        for name in [n for n in [*LOADS, "wrk_saturation"] if n in row]:
             r = row[name]
             print(f"{tree}  {name:<20} requests={r['requests']:<7} bpf_ns_per_request={r['bpf_ns_per_request']:.0f} "
                   f"program_runs_per_request={r['program_runs_per_request']:.1f}")
+            if "net_bpf_ns_per_request" in r:
+                print(f"    net of the same time without load: bpf_ns_per_request={r['net_bpf_ns_per_request']:.0f} "
+                      f"program_runs_per_request={r['net_program_runs_per_request']:.1f}")
+            if "client_us" in r:
+                print(f"    cpu us/request: wrk {r['client_us']:.2f} nginx {r['server_us']:.2f} "
+                      f"agent {r['agent_us']:.2f} total {r['client_us'] + r['server_us'] + r['agent_us']:.2f} "
+                      f"({r['rps']:.0f} req/s)")
+            if args.programs:
+                for prog, pr in r["programs"].items():
+                    print(f"    {prog:<16} runs/request={pr['runs_per_request']:.3f} ns/run={pr['ns_per_run']:.0f}")
+    print(f"load {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

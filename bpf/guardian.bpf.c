@@ -104,19 +104,35 @@ static __always_inline int pair_proto(__u8 proto)
            proto == PROTO_POSTGRES || proto == PROTO_MYSQL;
 }
 
-/* Send the request chunk held for connection `conn_id`, if any, alone. */
+/* A connection's slot in pair_held stays from its first request chunk to its close (or the
+ * LRU's eviction) and is rewritten in place: a hash update and delete per exchange, each with a
+ * copy of the whole slot, cost more than the pairing saves. ev.kind says whether it holds a
+ * chunk (EV_DATA) or not (0). */
+
+/* Send the request chunk held in slot `h`, if any, alone. */
+static __always_inline void pair_release_slot(struct guardian_pair_held *h)
+{
+#ifdef PAIRING
+    if (!h || !h->ev.kind)
+        return;
+    __u64 n = h->ev.copied_len;
+    asm volatile("" : "+r"(n));
+    if (n <= PAIR_PREFIX && ringbuf_send(h, sizeof(struct guardian_event) + n) == 0)
+        stat_add(STAT_EVENTS, 1);
+    h->ev.kind = 0;
+    stat_add(STAT_PAIR_ALONE, 1);
+#endif
+}
+
+/* The connection `conn_id` is closed: its held chunk, if any, goes up alone and its slot goes. */
 static __always_inline void pair_release(__u64 conn_id)
 {
 #ifdef PAIRING
     struct guardian_pair_held *h = pair_held.lookup(&conn_id);
     if (!h)
         return;
-    __u64 n = h->ev.copied_len;
-    asm volatile("" : "+r"(n));
-    if (n <= PAIR_PREFIX && ringbuf_send(h, sizeof(struct guardian_event) + n) == 0)
-        stat_add(STAT_EVENTS, 1);
+    pair_release_slot(h);
     pair_held.delete(&conn_id);
-    stat_add(STAT_PAIR_ALONE, 1);
 #endif
 }
 
@@ -127,30 +143,37 @@ static __always_inline int pair_send(struct guardian_record *r, struct guardian_
 #ifdef PAIRING
     if (pair_proto(c->proto) && c->role != ROLE_UNKNOWN && n <= MAX_PAYLOAD) {
         __u64 id = c->conn_id;
+        struct guardian_pair_held *h = pair_held.lookup(&id);
         if (dir == (c->role == ROLE_CLIENT ? DIR_EGRESS : DIR_INGRESS)) {
-            pair_release(id); /* a request chunk already waiting goes first */
-            if (n > PAIR_PREFIX) {
+            pair_release_slot(h); /* a request chunk already waiting goes first */
+            __u64 m = n;
+            asm volatile("" : "+r"(m)); /* the verifier needs the bound on this register */
+            if (m > PAIR_PREFIX) {
                 stat_add(STAT_PAIR_TOO_BIG, 1);
+            } else if (h) {
+                /* the header and the copied bytes only, not the whole slot */
+                if (bpf_probe_read_kernel(h, sizeof(struct guardian_event) + m, r) == 0) {
+                    stat_add(STAT_PAIR_HELD, 1);
+                    return 1;
+                }
+                h->ev.kind = 0;
             } else if (pair_held.update(&id, (struct guardian_pair_held *)r) == 0) {
                 stat_add(STAT_PAIR_HELD, 1);
                 return 1;
             } else {
                 stat_add(STAT_PAIR_MAP_FULL, 1);
             }
-        } else {
-            struct guardian_pair_held *h = pair_held.lookup(&id);
-            if (h) {
-                __u64 off = n, rn = h->ev.copied_len;
-                asm volatile("" : "+r"(off), "+r"(rn)); /* the verifier needs the bounds on these registers */
-                if (off <= MAX_PAYLOAD && rn <= PAIR_PREFIX &&
-                    bpf_probe_read_kernel(r->payload + off, sizeof(struct guardian_event) + rn, h) == 0) {
-                    r->ev.kind = EV_PAIR;
-                    pair_held.delete(&id);
-                    stat_add(STAT_PAIR_PAIRED, 1);
-                    return ringbuf_send(r, 2 * sizeof(struct guardian_event) + off + rn);
-                }
-                pair_release(id);
+        } else if (h && h->ev.kind) {
+            __u64 off = n, rn = h->ev.copied_len;
+            asm volatile("" : "+r"(off), "+r"(rn)); /* the verifier needs the bounds on these registers */
+            if (off <= MAX_PAYLOAD && rn <= PAIR_PREFIX &&
+                bpf_probe_read_kernel(r->payload + off, sizeof(struct guardian_event) + rn, h) == 0) {
+                r->ev.kind = EV_PAIR;
+                h->ev.kind = 0;
+                stat_add(STAT_PAIR_PAIRED, 1);
+                return ringbuf_send(r, 2 * sizeof(struct guardian_event) + off + rn);
             }
+            pair_release_slot(h);
         }
     }
 #endif
@@ -391,9 +414,13 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
         stat_add(STAT_TLS_SKIPPED, 1);
         return 0;
     }
-    struct guardian_io io = {.buf = buf, .addr = addr, .fd = fd, .vlen = vlen,
-                             .direction = dir, .shape = shape, .ts_ns = bpf_ktime_get_ns()};
-    if (active_io.update(&id, &io) != 0)
+    /* reads are stamped at their exit (io_exit): no clock read here */
+    struct guardian_io io = {.buf = buf, .addr = addr, .fd = fd, .vlen = vlen, .direction = dir,
+                             .shape = shape, .live = 1, .ts_ns = dir == DIR_EGRESS ? bpf_ktime_get_ns() : 0};
+    struct guardian_io *p = active_io.lookup(&id);
+    if (p)
+        *p = io;
+    else if (active_io.update(&id, &io) != 0)
         stat_add(STAT_IO_MAP_FULL, 1);
     return 0;
 }
@@ -572,10 +599,10 @@ static __always_inline int io_exit(void *ctx, long ret)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct guardian_io *p = active_io.lookup(&id);
-    if (!p)
+    if (!p || !p->live)
         return 0;
     struct guardian_io io = *p;
-    active_io.delete(&id);
+    p->live = 0;
     if (ret <= 0)
         return 0;
     struct guardian_conn_key key = {.tgid = id >> 32, .fd = io.fd};
@@ -832,7 +859,7 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct guardian_io *io = active_io.lookup(&id);
-    if (!io)
+    if (!io || !io->live)
         return 0;
     struct guardian_conn_key key = {.tgid = id >> 32, .fd = io->fd};
     struct guardian_conn *c = conns.lookup(&key);
@@ -869,11 +896,16 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 
 #define TLS_MAX_RECORDS 4 /* records per plaintext chunk: 16 KiB, a TLS record, at MAX_PAYLOAD 4096 */
 
-/* LRU: a call whose return probe never runs (thread killed, longjmp) must not pin a slot */
+/* LRU: a call whose return probe never runs (thread killed, longjmp) must not pin a slot.
+ * A thread's entry stays and is rewritten in place at each call (ssl 0: no call in flight), as
+ * active_io's: an update and a delete per SSL call cost more than the probes' other work. */
 BPF_TABLE("lru_hash", __u64, struct tls_call, tls_calls, MAX_INFLIGHT);    /* by thread */
 BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
 BPF_TABLE("lru_hash", __u64, __u64, tls_pending, MAX_INFLIGHT); /* thread -> SSL* without socket */
 BPF_TABLE("lru_hash", struct tls_go_key, struct tls_go_read, tls_go_reads, MAX_INFLIGHT);
+/* Set (to 1) by the first SSL entry probe: until then no thread is in an SSL call or has an
+ * SSL* pending, and the syscall path skips the two lookups that would find out */
+BPF_ARRAY(tls_used, __u32, 1);
 /* pids that just exec'd: userspace looks for statically linked TLS in the new image */
 BPF_RINGBUF_OUTPUT(tls_execs, 16);
 
@@ -881,6 +913,10 @@ BPF_RINGBUF_OUTPUT(tls_execs, 16);
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
                                           __u64 id, __u8 dir)
 {
+    __u32 zero = 0;
+    __u32 *used = tls_used.lookup(&zero);
+    if (!used || !*used)
+        return;
     struct tls_ssl_key sk = {.tgid = key->tgid};
     /* inside SSL_read/SSL_write (fd or custom BIO) the syscall is that SSL's own transport:
      * always (re)bind, which also mends a stale entry of a reused SSL*. This also catches
@@ -888,7 +924,7 @@ static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct 
      * whose ciphertext the detector never saw first. */
     struct tls_call *call = tls_calls.lookup(&id);
     __u64 *pending = tls_pending.lookup(&id);
-    if (call) {
+    if (call && call->ssl) {
         sk.ssl = call->ssl;
         c->flags |= CONN_ENCRYPTED;
     } else if (pending && (c->flags & CONN_ENCRYPTED) && dir == DIR_EGRESS &&
@@ -958,6 +994,10 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     if (!traced_tgid(tgid))
         return 0;
     __u64 ssl = PT_REGS_PARM1(ctx);
+    __u32 zero = 0;
+    __u32 *used = tls_used.lookup(&zero);
+    if (used && !*used) /* written once: a store at every call would bounce its cache line */
+        *used = 1;
     struct tls_ssl_key sk = {.tgid = tgid, .ssl = ssl};
     /* a handshake starts a (maybe new) session on a reused SSL*: tie it afresh */
     if (handshake || !tls_ssl_fd.lookup(&sk))
@@ -966,7 +1006,11 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
         return 0;
     struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
                             .dir = dir, .source = source, .ts_ns = bpf_ktime_get_ns()};
-    tls_calls.update(&id, &call);
+    struct tls_call *p = tls_calls.lookup(&id);
+    if (p)
+        *p = call;
+    else
+        tls_calls.update(&id, &call);
     return 0;
 }
 
@@ -974,10 +1018,10 @@ int tls_ssl_return(struct pt_regs *ctx)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct tls_call *p = tls_calls.lookup(&id);
-    if (!p)
+    if (!p || !p->ssl)
         return 0;
     struct tls_call call = *p;
-    tls_calls.delete(&id);
+    p->ssl = 0;
     int ret = (int)PT_REGS_RC(ctx); /* C int: -1 arrives as 0xffffffff in RAX */
     if (ret <= 0)
         return 0;

@@ -9,7 +9,10 @@
 /* Tracked sockets by (tgid, fd): only these fds are followed on read/write. */
 BPF_TABLE("lru_hash", struct guardian_conn_key, struct guardian_conn, conns, MAX_CONNS);
 
-/* Arguments of a data syscall between its enter and exit tracepoints, by thread. */
+/* Arguments of a data syscall between its enter and exit tracepoints, by thread. A thread's
+ * entry stays and is rewritten in place at each syscall (`live` says whether a syscall is in
+ * flight): a hash update and delete per syscall cost more than the rest of its work; LRU, so
+ * the entries of threads that are gone make room. */
 struct guardian_io {
     __u64 buf;      /* user buffer, iovec array or msghdr */
     __u64 addr;     /* sockaddr of sendto/recvfrom (UDP peers), 0 if none */
@@ -17,11 +20,12 @@ struct guardian_io {
     __u32 vlen;     /* iovec count for readv/writev */
     __u8 direction;
     __u8 shape;     /* IO_PLAIN, IO_IOVEC, IO_MSGHDR */
-    __u8 _pad[6];
-    __u64 ts_ns;    /* at syscall entry: when written bytes can first reach the peer */
+    __u8 live;      /* set at the enter, cleared by the exit that takes it */
+    __u8 _pad[5];
+    __u64 ts_ns;    /* at a write's entry: when its bytes can first reach the peer (reads: 0) */
 };
 enum { IO_PLAIN = 0, IO_IOVEC = 1, IO_MSGHDR = 2 };
-BPF_HASH(active_io, __u64, struct guardian_io, MAX_INFLIGHT);
+BPF_TABLE("lru_hash", __u64, struct guardian_io, active_io, MAX_INFLIGHT);
 
 /* connect()/accept() arguments between enter and exit, by thread. */
 struct guardian_sockcall {

@@ -31,15 +31,15 @@ SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_s
 # fraction of the ring (bpf: ringbuf_send); the agent otherwise reads on its timer (live.py POLL_MS)
 WAKEUP_FRACTION = 8
 SEEDED_ID_BIT = 1 << 63  # conn ids made by userspace for connections older than the agent
-# Request chunks held at once for their response (pairing): an LRU map of PAIR_CONNS records of
-# PAIR_PREFIX bytes (bpf/types.h), allocated when the programs load
+# Connections with a slot for the request chunk they hold for its response (pairing): an LRU map
+# of PAIR_CONNS records of PAIR_PREFIX bytes (bpf/types.h), allocated when the programs load
 PAIR_CONNS = 8192
 CACHE_ENV = "GUARDIAN_CAPTURE_BPF_CACHE"  # a directory, or "off"
 USUAL_COMPILE_S = 22  # said before the first compile on a machine; later the last one's time
 # Compiled as these constants and written into the instructions at load (bpfcache.Image.patched),
 # so the agent's pid and the filters do not change the cache key. Above pid_max (2^22) and not a
 # value the programs otherwise compare with; the port's must fit the 16-bit field it is compared to.
-_TGID, _COPIED = abi.Event.tgid.offset, abi.Event.copied_len.offset
+_TGID, _COPIED, _KIND = abi.Event.tgid.offset, abi.Event.copied_len.offset, abi.Event.kind.offset
 SENTINEL_AGENT_PID = 0x3EADBEE1
 SENTINEL_FILTER_PID = 0x3EADBEE3
 SENTINEL_FILTER_PORT = 0xFEED
@@ -247,8 +247,9 @@ class Loader:
     def take_held(self, keep: Callable[[int], bool] | None = None) -> list[bytes]:
         """Request chunks the kernel's pairing holds (bpf: pair_held), removed and returned as the
         records they would have gone up as, oldest first; with `keep`, those of processes (tgid)
-        it keeps stay. A chunk the kernel pairs while this runs is the kernel's (a failed delete):
-        each goes up once."""
+        it keeps stay. The kernel keeps a slot per connection and pairs in place, so a chunk it
+        pairs between this read and the delete is also in the ring: this is for processes that are
+        gone, and for the end, after the last read of the ring."""
         if self.bpf is None or not self.pair:
             return []
         try:
@@ -258,7 +259,7 @@ class Loader:
         out = []
         for key, value in list(table.items()):
             raw = bytes(value)
-            if len(raw) < abi.EVENT_SIZE:
+            if len(raw) < abi.EVENT_SIZE or raw[_KIND] == 0:  # a connection's slot holding nothing
                 continue
             tgid = int.from_bytes(raw[_TGID:_TGID + 4], "little")
             if keep is not None and keep(tgid):
