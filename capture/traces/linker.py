@@ -37,6 +37,8 @@ class LinkStats:
 def conn_key(s: Span) -> tuple | None:
     """Both endpoints of the span's connection, order-free (so either side's view matches)."""
     a = s.attributes
+    if a is None:  # a compact row (capture.rows): its link facts were read when it was made
+        return s.key[0]
     ca, cp, sa, sp = (a.get("client.address"), a.get("client.port"),
                       a.get("server.address"), a.get("server.port"))
     if ca is None or cp is None or sa is None or sp is None:
@@ -60,12 +62,20 @@ def parse_traceparent(value: object) -> tuple[str, str] | None:
     return trace, parent
 
 
+def _traceparent(s: Span) -> object:
+    """The span's traceparent header value, None without one."""
+    a = s.attributes
+    return s.key[2] if a is None else a.get(TRACEPARENT)
+
+
 def _process(s: Span) -> tuple:
     return (s.resource.get("host.name"), s.resource.get("process.pid"))
 
 
 def _thread(s: Span) -> tuple | None:
     a = s.attributes
+    if a is None:  # a compact row (capture.rows)
+        return s.key[1]
     if a.get("go.goroutine.id") is not None:
         return ("g", a["go.goroutine.id"])
     if a.get("thread.id") is not None:
@@ -115,8 +125,8 @@ def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
 
     # Rule 1 (fallback half): a SERVER span with a traceparent but no captured caller.
     for s in open_:
-        if s.kind in _SERVERS and s.span_id not in parent and TRACEPARENT in s.attributes:
-            tp = parse_traceparent(s.attributes[TRACEPARENT])
+        if s.kind in _SERVERS and s.span_id not in parent and (value := _traceparent(s)) is not None:
+            tp = parse_traceparent(value)
             if tp:
                 parent[s.span_id] = tp[1]
                 stats.traceparent += 1
@@ -182,8 +192,8 @@ def _assign_traces(spans: list[Span], by_id: dict[str, Span], parent: dict[str, 
         trace = next((m.trace_id for m in members if m.span_id in frozen), None)
         if trace is None:
             carried = sorted((m.start_time_unix_nano, tp[0]) for m in members
-                             if TRACEPARENT in m.attributes
-                             and (tp := parse_traceparent(m.attributes[TRACEPARENT])))
+                             if (value := _traceparent(m)) is not None
+                             and (tp := parse_traceparent(value)))
             trace = carried[0][1] if carried else by_id[rid].trace_id
         for m in members:
             if m.span_id not in frozen:
