@@ -1,8 +1,6 @@
-"""Spans as compact rows on their way from the capture to the store: one C object per span that
-the garbage collector does not track (capture.export._otlp_wire.Row, the hub's row), with the
-attributes as JSON text and what the linker reads (connection, thread, traceparent) read once.
-The store inserts rows column by column; `span_of` gives the Span back (exporters). Without the
-compiled module (no compiler at set-up) spans stay as they are. Span itself is not changed.
+"""Spans as compact rows from the capture to the store (capture.export._otlp_wire.Row: untracked
+by the collector, attributes as JSON text, the linker's facts read once); `span_of` gives the Span
+back. Does not change Span; without the compiled module spans pass as they are.
 """
 from __future__ import annotations
 
