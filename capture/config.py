@@ -42,9 +42,8 @@ class StoreConfig(Section):
     # DuckDB's own memory (its default is 80 % of the host's RAM; past the limit it spills to disk)
     # and query threads (its default is one per core): an agent shares the node with what it watches.
     # DuckDB fills its limit with insert buffers before it lets go of them: the agent's resident
-    # set swings by about the limit while it stores (`python -m bench.capture --only agent`); the
-    # store's queries spill to disk past it
-    memory_limit_mb: int | None = Field(32, ge=16)  # None: DuckDB's default
+    # set swings by about the limit while it stores (`python -m bench.capture --only agent`)
+    memory_limit_mb: int | None = Field(64, ge=16)  # None: DuckDB's default
     threads: int | None = Field(2, ge=1)  # None: DuckDB's default
     # spans waiting to be linked and stored; past it a batch is dropped and counted
     # (guardian_agent_spans_dropped): each one is a Python object, so this bounds the agent under a flood
