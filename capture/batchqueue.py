@@ -33,6 +33,10 @@ class BatchQueue:
             return False
         return True
 
+    def room(self, n: int) -> bool:
+        """Whether `offer` of n spans would be taken now (the producer may skip making them)."""
+        return self.spans + n <= self.max_spans and not self._q.full()
+
     def taken(self, n: int) -> None:
         with self._lock:
             self.spans -= n

@@ -2,7 +2,8 @@
 
 Threads: the capture loop hands span batches to a queue bounded in batches and in spans
 (full = batch dropped and counted, so a slow store never stalls the ring buffer nor grows
-the agent's memory with the host's traffic); one worker links, stores and exports;
+the agent's memory with the host's traffic), as compact rows (capture.rows) from there to the
+store; one worker links, stores and exports;
 uvicorn serves the API. Shutdown links what is pending, flushes the store and the exporter.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from capture.batchqueue import BatchQueue
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
 from capture.protocols import problems
+from capture.rows import span_of, to_rows
 from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
@@ -134,9 +136,11 @@ class Agent:
             return
         if self.scope is not None:
             spans = self.scope.keep(spans)  # capture.scope: this agent's node (netns/cgroup) only
-        self.received += len(spans)
-        if not self.queue.offer(spans):
-            self.dropped += len(spans)
+        n = len(spans)
+        self.received += n
+        # rows are made only for spans the queue takes: at saturation most are not
+        if not self.queue.room(n) or not self.queue.offer(to_rows(spans)):
+            self.dropped += n
 
     @property
     def queued_spans(self) -> int:
@@ -146,10 +150,14 @@ class Agent:
     def _enrich(self, spans: list[Span]) -> None:
         if self.enricher is None:
             return
+        done: dict[int, dict] = {}  # spans of one process share one resource: one enriched copy
         for s in spans:
-            pid = s.resource.get("process.pid")
-            if pid and "service.name" not in s.resource:
-                s.resource = {**self.enricher.resource(int(pid)), **s.resource}
+            r = s.resource
+            pid = r.get("process.pid")
+            if pid and "service.name" not in r:
+                if (new := done.get(id(r))) is None:
+                    new = done[id(r)] = {**self.enricher.resource(int(pid)), **r}
+                s.resource = new
 
     def _emit(self, spans: list[Span]) -> None:
         if not spans:
@@ -160,7 +168,7 @@ class Agent:
             self.store_errors += 1
             log.exception("store append failed (%d spans)", len(spans))
         if self.sink is not None:
-            self.sink.submit(spans)
+            self.sink.submit([span_of(s) for s in spans])
 
     def _work(self) -> None:
         while True:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from heapq import heapify, heappop, heappush
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -37,6 +38,8 @@ class LinkStats:
 def conn_key(s: Span) -> tuple | None:
     """Both endpoints of the span's connection, order-free (so either side's view matches)."""
     a = s.attributes
+    if a is None:  # a compact row (capture.rows): its link facts were read when it was made
+        return s.key[0]
     ca, cp, sa, sp = (a.get("client.address"), a.get("client.port"),
                       a.get("server.address"), a.get("server.port"))
     if ca is None or cp is None or sa is None or sp is None:
@@ -60,12 +63,20 @@ def parse_traceparent(value: object) -> tuple[str, str] | None:
     return trace, parent
 
 
+def _traceparent(s: Span) -> object:
+    """The span's traceparent header value, None without one."""
+    a = s.attributes
+    return s.key[2] if a is None else a.get(TRACEPARENT)
+
+
 def _process(s: Span) -> tuple:
     return (s.resource.get("host.name"), s.resource.get("process.pid"))
 
 
 def _thread(s: Span) -> tuple | None:
     a = s.attributes
+    if a is None:  # a compact row (capture.rows)
+        return s.key[1]
     if a.get("go.goroutine.id") is not None:
         return ("g", a["go.goroutine.id"])
     if a.get("thread.id") is not None:
@@ -92,31 +103,41 @@ def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
     for k, servers in servers_by_conn.items():
         servers.sort(key=lambda x: x.end_time_unix_nano)
         ends_by_conn[k] = [x.end_time_unix_nano for x in servers]
-    pairs = []
-    for c in spans:
-        if c.kind in _CLIENTS and (k := conn_key(c)) in servers_by_conn:
-            servers, ends = servers_by_conn[k], ends_by_conn[k]
-            lo = bisect_left(ends, c.start_time_unix_nano - slack_ns)
-            hi = bisect_right(ends, c.end_time_unix_nano + slack_ns)
-            for s in servers[lo:hi]:
-                # The response is the anchor (both ends see it at once); a server span's start can
-                # be early when the capture joined the connection mid-request.
-                if s.start_time_unix_nano <= c.end_time_unix_nano + slack_ns:
-                    fit = (abs(c.end_time_unix_nano - s.end_time_unix_nano)
-                           + abs(s.start_time_unix_nano - c.start_time_unix_nano))
-                    pairs.append((fit, c.span_id, s.span_id))
+    # One-to-one, best fit first over every (client, server) candidate pair: a merge of each
+    # client's candidates in fit order, a client's next one computed only when its better ones
+    # were taken (a busy keep-alive connection gives each client dozens of candidates within the
+    # slack; all of them at once were most of what a run held).
     # A CLIENT span already answered by a SERVER span (released earlier, or imported) is taken.
     used_c = {p for sid, p in parent.items() if by_id[sid].kind in _SERVERS}
-    for _fit, cid, sid in sorted(pairs):
-        if cid not in used_c and sid not in parent:
+    heap: list[tuple] = []
+    for n, c in enumerate(spans):
+        if c.kind in _CLIENTS and c.span_id not in used_c and (k := conn_key(c)) in servers_by_conn:
+            cands = _candidates(c, servers_by_conn[k], ends_by_conn[k], slack_ns)
+            if cands:
+                fit, sid = min(cands)
+                heap.append((fit, c.span_id, sid, n, 0))
+    heapify(heap)
+    rest: dict[int, list[tuple[int, str]]] = {}  # a client's candidates in order, once it needed a second
+    while heap:
+        fit, cid, sid, n, i = heappop(heap)
+        if cid in used_c:
+            continue
+        if sid not in parent:
             used_c.add(cid)
             parent[sid] = cid
             stats.cross_process += 1
+            continue
+        c = spans[n]
+        if (cands := rest.get(n)) is None:
+            cands = rest[n] = sorted(_candidates(c, servers_by_conn[conn_key(c)],
+                                                 ends_by_conn[conn_key(c)], slack_ns))
+        if i + 1 < len(cands):
+            heappush(heap, (cands[i + 1][0], cid, cands[i + 1][1], n, i + 1))
 
     # Rule 1 (fallback half): a SERVER span with a traceparent but no captured caller.
     for s in open_:
-        if s.kind in _SERVERS and s.span_id not in parent and TRACEPARENT in s.attributes:
-            tp = parse_traceparent(s.attributes[TRACEPARENT])
+        if s.kind in _SERVERS and s.span_id not in parent and (value := _traceparent(s)) is not None:
+            tp = parse_traceparent(value)
             if tp:
                 parent[s.span_id] = tp[1]
                 stats.traceparent += 1
@@ -160,6 +181,17 @@ def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
     return stats
 
 
+def _candidates(c: Span, servers: list[Span], ends: list[int], slack_ns: int) -> list[tuple[int, str]]:
+    """(fit, span id) of the server spans of c's connection that may have answered it."""
+    cs, ce = c.start_time_unix_nano, c.end_time_unix_nano
+    lo = bisect_left(ends, cs - slack_ns)
+    hi = bisect_right(ends, ce + slack_ns)
+    # The response is the anchor (both ends see it at once); a server span's start can be early
+    # when the capture joined the connection mid-request.
+    return [(abs(ce - s.end_time_unix_nano) + abs(s.start_time_unix_nano - cs), s.span_id)
+            for s in servers[lo:hi] if s.start_time_unix_nano <= ce + slack_ns]
+
+
 def _assign_traces(spans: list[Span], by_id: dict[str, Span], parent: dict[str, str],
                    frozen: frozenset[str] | set[str]) -> None:
     root_of: dict[str, str] = {}
@@ -182,8 +214,8 @@ def _assign_traces(spans: list[Span], by_id: dict[str, Span], parent: dict[str, 
         trace = next((m.trace_id for m in members if m.span_id in frozen), None)
         if trace is None:
             carried = sorted((m.start_time_unix_nano, tp[0]) for m in members
-                             if TRACEPARENT in m.attributes
-                             and (tp := parse_traceparent(m.attributes[TRACEPARENT])))
+                             if (value := _traceparent(m)) is not None
+                             and (tp := parse_traceparent(value)))
             trace = carried[0][1] if carried else by_id[rid].trace_id
         for m in members:
             if m.span_id not in frozen:

@@ -1,0 +1,63 @@
+"""Spans as compact rows from the capture to the store (capture.export._otlp_wire.Row: untracked
+by the collector, attributes as JSON text, the linker's facts read once); `span_of` gives the Span
+back. Does not change Span; without the compiled module spans pass as they are.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from capture.span import Span
+from capture.store.api import PEER_KINDS, peer_name
+from capture.store.columns import encode_json
+from capture.traces.linker import TRACEPARENT, _thread, conn_key
+
+try:
+    from capture.export._otlp_wire import Row
+except ImportError:  # no compiler at set-up
+    Row = None
+
+_FACTS_MAX = 65_536  # distinct (connection, thread, traceparent) kept shared; cleared when full
+_facts: dict[tuple, tuple] = {}
+
+
+def _facts_of(s: Span) -> tuple:
+    """(connection key, thread, traceparent): one shared tuple per distinct value, since a
+    keep-alive connection's spans all carry the same (a tuple per span would cost more than its
+    attributes' JSON)."""
+    f = (conn_key(s), _thread(s), s.attributes.get(TRACEPARENT))
+    shared = _facts.get(f)
+    if shared is None:
+        if len(_facts) >= _FACTS_MAX:
+            _facts.clear()
+        shared = _facts[f] = f
+    return shared
+
+
+def to_rows(spans: list[Span]) -> list[Any]:
+    """The spans as Rows (or the same list when Rows are not built); the Spans can die now."""
+    if Row is None:
+        return spans
+    out = []
+    for s in spans:
+        a = s.attributes
+        kind = s.kind
+        out.append(Row(s.name, kind, s.start_time_unix_nano, s.end_time_unix_nano, s.status_code,
+                       s.status_message or "", None, s.resource, s.trace_id, s.span_id, s.parent_span_id,
+                       encode_json(a).decode(), _facts_of(s), None,
+                       peer_name(a) if kind in PEER_KINDS else None))
+    return out
+
+
+def is_row(s: Any) -> bool:
+    return Row is not None and type(s) is Row
+
+
+def span_of(r: Any) -> Span:
+    """A row as the Span it was made from (a Span is returned as it is)."""
+    if not is_row(r):
+        return r
+    return Span(r.name, r.kind, r.start_time_unix_nano, r.end_time_unix_nano, r.status_code,
+                orjson.loads(r.attrs_json), r.resource, r.trace_id, r.span_id, r.parent_span_id,
+                r.status_message)
