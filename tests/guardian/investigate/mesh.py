@@ -80,6 +80,8 @@ class Mesh:
         return own + q + self.ms(0.5), 200
 
     def bank(self, trace, sid, t):
+        if self.on("wobble") and self.rng.random() < 0.15:  # a busy host: a few calls a few ms late
+            return self.ms(4) + int(self.rng.uniform(4, 12) * MS), 200
         return self.ms(4), 200
 
     def pay(self, trace, sid, t):
