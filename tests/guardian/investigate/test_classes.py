@@ -152,3 +152,11 @@ def test_a_change_must_exceed_the_baselines_own_noise(base, cur, moved):
 
     b, c = RedStats(count=60, **base), RedStats(count=60, **cur)
     assert (_typical_moved(c, b) or _tail_moved(c, b)) is moved
+
+
+def test_slow_answers_to_a_job_new_in_the_window_name_no_cause():
+    """A batch job that made no request before asks a service for heavy work: that work is
+    slow, the service's answers to its usual callers are not. New work is no change of it."""
+    report = top(Mesh("batch", seed=8).build(), "Is anything wrong?")
+    assert any(a["service"] == "bank" and a["kind"] == "latency" for a in report.anomalies)
+    assert report.root_causes == [], report.summary
