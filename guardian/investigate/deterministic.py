@@ -407,7 +407,7 @@ def _change(walker: Walker, c: Candidate) -> float:
             return 1.0
         c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
         return 0.5 if max(p50, p95) >= 1.5 else 0.15
-    if _typical_moved(cur, base) or _tail_moved(cur, base):
+    if c.moved:
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
 

@@ -95,9 +95,9 @@ class Walker:
     def votes(self, a: Anomaly) -> list[Vote]:
         out = []
         for tree, start in self.samples(a):
-            if a.kind == "latency" and self.new_work(tree):
-                continue
             if a.kind == "latency":
+                if self.new_work(tree):
+                    continue
                 v = latency_vote(tree, start, self.baseline_for(start), self.lone)
                 out += [v] if v else []
             else:
