@@ -44,6 +44,7 @@ OWN_VOTES = 1.0  # a service whose own time grew, alone among the services
 P50_FLOOR_MS = 1.0  # a median shift smaller than this is no change (timer, scheduler)
 SPREAD_SHARE = 0.5  # nor one under this share of the baseline's p50-p95 distance
 TAIL_FLOOR_MS = 100.0  # a tail-only shift counts whole when its p95 grew by this much
+TAIL_RATIO = 10.0  # or when its p95 grew this many times
 TAIL_CALLS = 20  # on this many calls at least (a p95 of fewer is one call's time)
 SUSTAINED = 0.25  # one stuck call is a fault, not a hiccup, when it lasts this share of the window
 HICCUP_MS = 10_000.0  # or longer than a busy host stalls a call
@@ -423,10 +424,10 @@ def _typical_moved(cur: RedStats, base: RedStats) -> bool:
 
 
 def _tail_moved(cur: RedStats, base: RedStats) -> bool:
-    """Only the slow calls slowed, on enough calls and by a delay a user feels: tails of a few
-    ms more come and go with the host's load."""
-    return cur.p95_ms >= 2 * base.p95_ms and cur.count >= TAIL_CALLS and \
-        cur.p95_ms - base.p95_ms >= TAIL_FLOOR_MS
+    """Only the slow calls slowed, on enough calls and by a delay a user feels or by an order
+    of magnitude: tails a few times longer come and go with the host's load."""
+    return cur.p95_ms >= 2 * base.p95_ms and cur.count >= TAIL_CALLS and (
+        cur.p95_ms - base.p95_ms >= TAIL_FLOOR_MS or cur.p95_ms >= TAIL_RATIO * base.p95_ms)
 
 
 def _few_sure(store: SpanStore, tmpl: Span, walker: Walker) -> float:
