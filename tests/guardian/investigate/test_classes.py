@@ -145,6 +145,8 @@ def test_one_call_stalled_for_a_moment_names_no_cause():
     (dict(p50_ms=6.9, p95_ms=9.6), dict(p50_ms=14.3, p95_ms=42.3), True),
     (dict(p50_ms=0.7, p95_ms=13.0), dict(p50_ms=4.7, p95_ms=26.8), True),
     (dict(p50_ms=1.4, p95_ms=2.8), dict(p50_ms=1.5, p95_ms=194.0), True),
+    # a sub-ms query whose slow calls now take tens of ms: a tail grown tenfold (an index gone)
+    (dict(p50_ms=0.2, p95_ms=0.3), dict(p50_ms=0.2, p95_ms=40.0), True),
 ])
 def test_a_change_must_exceed_the_baselines_own_noise(base, cur, moved):
     from guardian.investigate.deterministic import _tail_moved, _typical_moved
