@@ -16,6 +16,7 @@ from tools.stats import MIN_SAMPLE, SURE, _quantile, binom_sf, confidence, mann_
 MIN_SHIFT_MS = 5.0  # a gap this much longer at least, to be worth naming (a busy host adds ms)
 MIN_RATIO = 1.5
 TAIL_FACTOR = 3.0  # a gap this many times the baseline's longest is a lost packet, not noise
+QUEUED_MS = 100.0  # a baseline p90 gap this long: the edge's requests queue already
 QUEUEING = 10.0  # an edge whose baseline p99 gap is this many times a typical edge's queues
 
 
@@ -120,6 +121,11 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
                   and confidence(mann_whitney_p(a1, a0)) >= SURE)
                  or confidence(_tail_p(a1, a0, pooled_after)) >= SURE)
         every = _quantile(g1, 0.25) - _quantile(g0, 0.75) >= max(MIN_SHIFT_MS, 0.5 * (p50[1] - p50[0]))
+        if not (every or after) and p90[0] >= QUEUED_MS:
+            # Requests on this edge already waited unread for long in the baseline (a pool, a
+            # lock, a busy database takes them in turn): a longer wait now, with replies as
+            # prompt as before, is more of the same queue, not a stall of the callee.
+            continue
         if not (every or after) and p90[1] < _quantile(pooled, 0.99) and confidence(lost) < SURE:
             # Requests now and then waiting unread, but no longer than calls on every edge
             # already waited in the baseline (and no lost packets): the busy host's

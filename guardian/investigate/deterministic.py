@@ -41,6 +41,13 @@ GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a w
 SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
 STUCK_VOTES = 1.5  # per operation with calls stuck far beyond its baseline
 OWN_VOTES = 1.0  # a service whose own time grew, alone among the services
+P50_FLOOR_MS = 1.0  # a median shift smaller than this is no change (timer, scheduler)
+SPREAD_SHARE = 0.5  # nor one under this share of the baseline's p50-p95 distance
+TAIL_FLOOR_MS = 100.0  # a tail-only shift counts whole when its p95 grew by this much
+TAIL_RATIO = 10.0  # or when its p95 grew this many times
+TAIL_CALLS = 20  # on this many calls at least (a p95 of fewer is one call's time)
+SUSTAINED = 0.25  # one stuck call is a fault, not a hiccup, when it lasts this share of the window
+HICCUP_MS = 10_000.0  # or longer than a busy host stalls a call
 MIN_SCORE = 1.0  # below this the best candidate is the noise of a busy host: name nothing
 
 
@@ -116,7 +123,12 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
         c.change = c.change or _gap_text(g)
     for st in sig.stuck:
         # One call stuck for seconds where the operation never took more than a few ms is its
-        # size's evidence, not a test's: it counts less than several.
+        # size's evidence, not a test's: it counts less than several. A lock held through the
+        # fault holds its waiter for much of the window; one call stuck for a moment of it is
+        # a hiccup of the host, not a change.
+        if len(st.stuck_ms) == 1 and st.stuck_ms[0] < min(SUSTAINED * walker.window.seconds * 1e3,
+                                                          HICCUP_MS):
+            continue
         svc = walker.canon(st.service, st.examples[0])
         c = cands.setdefault((svc, "latency"), Candidate(key=(svc, st.operation), kind="latency"))
         c.votes += STUCK_VOTES * (1.0 if len(st.stuck_ms) > 1 else 0.7)
@@ -347,7 +359,9 @@ def _change(walker: Walker, c: Candidate) -> float:
         c.change += (f" ({f.name}: {base.errors} of {base.count} failed before, {cur.errors} of"
                      f" {cur.count} now; {sure:.1%} sure)")
         c.shown = sure >= SURE and cur.errors >= 2
-        return 1.0
+        # a few failures after its answers, no more than the baseline's share allows, are a
+        # calm day's failures: not a change of what it answers
+        return 1.0 if c.shown else 0.5 if sure >= 0.9 else 0.15
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
@@ -385,6 +399,7 @@ def _change(walker: Walker, c: Candidate) -> float:
         c.shown = err_delta >= 0.05
         return 1.0 if err_delta >= 0.05 else 0.5 if err_delta > 0.01 else 0.15
     c.change = latency
+    c.moved = _typical_moved(cur, base) or _tail_moved(cur, base)
     if few:  # too few calls to rank on alone: said, and weighed down unless a test is sure
         sure = _few_sure(walker.store, tmpl, walker) if cur.count >= 2 and p50 >= 1.5 else 0.0
         if sure >= SURE:
@@ -393,9 +408,26 @@ def _change(walker: Walker, c: Candidate) -> float:
             return 1.0
         c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
         return 0.5 if max(p50, p95) >= 1.5 else 0.15
-    if p50 >= 1.5 or (p95 >= 2 and cur.count >= 50):
+    if c.moved:
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
+
+
+def _typical_moved(cur: RedStats, base: RedStats) -> bool:
+    """The typical call slowed beyond the baseline's own spread: a median that moved by less
+    than a ms, or by a fraction of the baseline's p50-p95 distance without tripling, is a busy
+    host's wobble."""
+    shift = cur.p50_ms - base.p50_ms
+    if cur.p50_ms < 1.5 * base.p50_ms or shift < P50_FLOOR_MS:
+        return False
+    return cur.p50_ms >= 3 * base.p50_ms or shift >= SPREAD_SHARE * (base.p95_ms - base.p50_ms)
+
+
+def _tail_moved(cur: RedStats, base: RedStats) -> bool:
+    """Only the slow calls slowed, on enough calls and by a delay a user feels or by an order
+    of magnitude: tails a few times longer come and go with the host's load."""
+    return cur.p95_ms >= 2 * base.p95_ms and cur.count >= TAIL_CALLS and (
+        cur.p95_ms - base.p95_ms >= TAIL_FLOOR_MS or cur.p95_ms >= TAIL_RATIO * base.p95_ms)
 
 
 def _few_sure(store: SpanStore, tmpl: Span, walker: Walker) -> float:

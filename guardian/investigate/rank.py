@@ -30,6 +30,7 @@ class Candidate:
     answered: list[Span] = field(default_factory=list)  # callers' spans failing on its answers
     changed: float = 1.0  # how much it changed itself (deterministic._change): 0.15 not at all
     shown: bool = False  # a test showed its own failure rate grew (enough to name it alone)
+    moved: bool = False  # its typical call (or its tail, by a felt delay) slowed past baseline noise
 
 
 FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
@@ -81,6 +82,8 @@ def downstream_bonus(walker: Walker, cands: list[Candidate]) -> None:
         return seen
 
     for c in cands:
+        if c.changed < 1.0 and not c.moved:
+            continue  # below others but not clearly changed itself: no likelier for being below
         ups = {o.key[0] for o in cands if FAMILY[o.kind] == FAMILY[c.kind]
                and o.key[0] != c.key[0] and c.key[0] in reach(o.key[0])}
         c.score *= 1 + 0.5 * len(ups)

@@ -28,6 +28,7 @@ class Walker:
         self.ports: dict[str, str] = {}  # a port only one service serves on -> that service
         self.lone: frozenset = frozenset()  # (caller, callee) edges whose gaps are the caller's
         self._op_callers: dict[str, set[str]] = {}
+        self.before: set[str] | None = None  # services with spans in the baseline, read once
 
     def canon(self, name: str, call: Span | None = None) -> str:
         """'payments:8080' is payments when payments is a service we see (calls not linked);
@@ -82,10 +83,21 @@ class Walker:
                 BASELINE_SAMPLES), self.lone)
         return self.base[k]
 
+    def new_work(self, tree: Tree) -> bool:
+        """A request started by a client that made no request in the baseline (a batch job, a
+        script someone ran): new work, which a busy service answers slowly, not a change of
+        the service. Its calls say nothing of how the service treats the work it had."""
+        if self.before is None:
+            self.before = set(self.store.services(self.baseline))
+        return bool(self.before) and any(r.kind in ("CLIENT", "PRODUCER", "INTERNAL")
+                                         and r.service not in self.before for r in tree.roots)
+
     def votes(self, a: Anomaly) -> list[Vote]:
         out = []
         for tree, start in self.samples(a):
             if a.kind == "latency":
+                if self.new_work(tree):
+                    continue
                 v = latency_vote(tree, start, self.baseline_for(start), self.lone)
                 out += [v] if v else []
             else:

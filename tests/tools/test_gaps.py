@@ -134,3 +134,27 @@ def test_an_edge_that_always_queues_does_not_hide_a_stall_elsewhere():
     cur = calls(rng, t1, 150, stall) + calls(rng, t1, 150, pool, client="web")
     got = gap_shifts(Sample(TimeWindow(t1, t1 + 60 * 10**9), cur), Sample(TimeWindow(T0, t1), base))
     assert [(g.client, g.server) for g in got] == [("app", "cache")]
+
+
+def test_a_longer_queue_on_an_edge_that_always_queued_is_no_stall():
+    """db takes app's requests in turn: two in five of them wait 200-900 ms unread in the
+    baseline already (a pool, a busy database), and now wait 1-3 s, replies as prompt as ever.
+    More of the same queue, not a stall of db; cache stalling as long on a quiet edge is one."""
+    rng = random.Random(6)
+    quiet = lambda _: rng.uniform(0.05, 0.5)  # noqa: E731
+
+    def queued(lo, hi):
+        return lambda callee: rng.uniform(lo, hi) if callee == "db" and rng.random() < 0.4 \
+            else quiet(callee)
+
+    t1 = T0 + 60 * 10**9
+    base = calls(rng, T0, 150, queued(200, 900))
+    cur = calls(rng, t1, 150, queued(1000, 3000))
+    got = gap_shifts(Sample(TimeWindow(t1, t1 + 60 * 10**9), cur), Sample(TimeWindow(T0, t1), base))
+    assert [g for g in got if g.server == "db"] == []
+    stall = lambda callee: rng.uniform(1000, 3000) if callee == "cache" and rng.random() < 0.2 \
+        else quiet(callee)  # noqa: E731
+    base = calls(rng, T0, 150, quiet)
+    cur = calls(rng, t1, 150, stall)
+    got = gap_shifts(Sample(TimeWindow(t1, t1 + 60 * 10**9), cur), Sample(TimeWindow(T0, t1), base))
+    assert [g.server for g in got] == ["cache"]

@@ -80,6 +80,8 @@ class Mesh:
         return own + q + self.ms(0.5), 200
 
     def bank(self, trace, sid, t):
+        if self.on("wobble") and self.rng.random() < 0.15:  # a busy host: a few calls a few ms late
+            return self.ms(4) + int(self.rng.uniform(4, 12) * MS), 200
         return self.ms(4), 200
 
     def pay(self, trace, sid, t):
@@ -101,6 +103,12 @@ class Mesh:
         cur += d + self.ms(self.tail_ms)  # builds the answer from what it was given
         return cur - t, 200 if st < 500 else 502
 
+    def batch(self, t: int) -> None:
+        """A report job nobody ran before asks bank for heavy work: slow answers to new work."""
+        trace = f"{self.rng.getrandbits(128):032x}"
+        self.http(trace, None, "batch-job", "bank", "POST /auth", t,
+                  lambda tr, sid, t0: (self.ms(600), 200))
+
     def build(self) -> list[Span]:
         t = T0
         while t < self.end:
@@ -110,6 +118,8 @@ class Mesh:
             d, st = self.gateway(trace, sid, t)
             self.add(trace, None, "gateway", "POST /order", "SERVER", t, d,
                      {"http.response.status_code": st}, f"HTTP {st}" if st >= 500 else None, span_id=sid)
+            if self.on("batch") and self.rng.random() < 0.3:  # a job started in the window
+                self.batch(t)
             t += d + int(self.rng.uniform(100, 400) * MS)  # closed loop: think, then ask again
         return self.spans
 

@@ -118,3 +118,47 @@ def test_a_call_stuck_on_a_lock_names_the_database_operation(status):
     rc = report.root_causes[0]
     assert (rc.service, rc.operation, rc.kind) == ("postgresql", "SELECT items", "latency"), report.summary
     assert "20.0 s" in rc.description
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_a_tail_a_few_ms_longer_on_a_busy_host_names_no_cause(seed):
+    """A few of a fast callee's calls come a few ms late while its typical call stays as it
+    was: the noise of a loaded host, not a change to blame."""
+    spans = Mesh("wobble", seed=seed).build()
+    report = top(spans, "Is anything wrong?")
+    assert report.root_causes == [], report.summary
+
+
+def test_one_call_stalled_for_a_moment_names_no_cause():
+    """One query stalled 2 s, once, in a window of minutes: a hiccup, where a lock held
+    through the fault (the test above) holds its waiter for tens of seconds."""
+    report = top(Mesh("lock", seed=7, strength=0.1).build(), "Is anything wrong?")
+    assert report.root_causes == [], report.summary
+
+
+@pytest.mark.parametrize("base, cur, moved", [
+    # a sub-ms median that doubled, a tail a few ms longer: a busy host's timer and scheduler
+    (dict(p50_ms=0.1, p95_ms=1.6), dict(p50_ms=0.2, p95_ms=10.6), False),
+    # a median 50 % up but well inside the baseline's own p50-p95 spread
+    (dict(p50_ms=3.5, p95_ms=9.6), dict(p50_ms=6.2, p95_ms=28.7), False),
+    # a median that doubled past the spread, one that grew sixfold, a tail a user feels
+    (dict(p50_ms=6.9, p95_ms=9.6), dict(p50_ms=14.3, p95_ms=42.3), True),
+    (dict(p50_ms=0.7, p95_ms=13.0), dict(p50_ms=4.7, p95_ms=26.8), True),
+    (dict(p50_ms=1.4, p95_ms=2.8), dict(p50_ms=1.5, p95_ms=194.0), True),
+    # a sub-ms query whose slow calls now take tens of ms: a tail grown tenfold (an index gone)
+    (dict(p50_ms=0.2, p95_ms=0.3), dict(p50_ms=0.2, p95_ms=40.0), True),
+])
+def test_a_change_must_exceed_the_baselines_own_noise(base, cur, moved):
+    from guardian.investigate.deterministic import _tail_moved, _typical_moved
+    from tools.stats import RedStats
+
+    b, c = RedStats(count=60, **base), RedStats(count=60, **cur)
+    assert (_typical_moved(c, b) or _tail_moved(c, b)) is moved
+
+
+def test_slow_answers_to_a_job_new_in_the_window_name_no_cause():
+    """A batch job that made no request before asks a service for heavy work: that work is
+    slow, the service's answers to its usual callers are not. New work is no change of it."""
+    report = top(Mesh("batch", seed=8).build(), "Is anything wrong?")
+    assert any(a["service"] == "bank" and a["kind"] == "latency" for a in report.anomalies)
+    assert report.root_causes == [], report.summary
