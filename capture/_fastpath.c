@@ -455,12 +455,31 @@ static PyObject *new_span(Table *t, PyObject *const *values)
     return span;
 }
 
+/* A span from what a protocol made of one exchange, with new trace and span ids; an end not after the
+ * start is the start. */
+static PyObject *timed_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
+                            PyObject *status, PyObject *attrs, PyObject *msg)
+{
+    PyObject *span = NULL, *start_o = PyLong_FromLongLong(start);
+    PyObject *end_o = start_o == NULL ? NULL : end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
+    PyObject *trace = hex_id(t, 16);
+    PyObject *sid = trace ? hex_id(t, 8) : NULL;
+    if (start_o != NULL && end_o != NULL && sid != NULL) {
+        PyObject *values[11] = {name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
+        span = new_span(t, values);
+    }
+    Py_XDECREF(start_o);
+    Py_XDECREF(end_o);
+    Py_XDECREF(trace);
+    Py_XDECREF(sid);
+    return span;
+}
+
 /* The span of one exchange (Http1Parser._record, then record_to_span). */
 static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, const struct head *qh,
                             const unsigned char *rs, const struct head *sh, long long start, long long end)
 {
     PyObject *line = NULL, *status = NULL, *attrs = NULL, *msg = NULL, *span = NULL, *code_text = NULL;
-    PyObject *start_o = NULL, *end_o = NULL, *trace = NULL, *sid = NULL;
     PyObject *status_code = S_UNSET;
     line = request_line(t, rq, qh->first_len);
     if (line == NULL)
@@ -525,25 +544,13 @@ static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, c
             }
         }
     }
-    start_o = PyLong_FromLongLong(start);
-    end_o = end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
-    trace = hex_id(t, 16);
-    sid = trace ? hex_id(t, 8) : NULL;
-    if (start_o == NULL || end_o == NULL || sid == NULL)
-        goto done;
-    PyObject *values[11] = {PyTuple_GET_ITEM(line, 0), c->kind, start_o, end_o, status_code, attrs,
-                            c->resource, trace, sid, Py_None, msg};
-    span = new_span(t, values);
+    span = timed_span(t, c, PyTuple_GET_ITEM(line, 0), start, end, status_code, attrs, msg);
 done:
     Py_XDECREF(line);
     Py_XDECREF(status);
     Py_XDECREF(attrs);
     Py_XDECREF(msg);
     Py_XDECREF(code_text);
-    Py_XDECREF(start_o);
-    Py_XDECREF(end_o);
-    Py_XDECREF(trace);
-    Py_XDECREF(sid);
     return span;
 }
 

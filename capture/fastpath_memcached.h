@@ -74,8 +74,7 @@ static PyObject *mc_shape(Table *t, const unsigned char *s, Py_ssize_t n)
 static PyObject *mc_span(Table *t, struct conn *c, struct rcmd *r, PyObject *status, long values, PyObject *error,
                          long long end, PyObject *tid)
 {
-    PyObject *code = S_UNSET, *msg = Py_NewRef(S_empty), *span = NULL, *start_o = NULL, *end_o = NULL;
-    PyObject *trace = NULL, *sid = NULL, *attrs = r->attrs, *rows = NULL;
+    PyObject *code = S_UNSET, *msg = Py_NewRef(S_empty), *span = NULL, *attrs = r->attrs, *rows = NULL;
     if (PyDict_SetItem(attrs, K_db_status, status) < 0)
         goto done;
     if (r->get) {
@@ -98,22 +97,11 @@ static PyObject *mc_span(Table *t, struct conn *c, struct rcmd *r, PyObject *sta
     }
     if (add_ends(c, attrs, tid) < 0)
         goto done;
-    start_o = PyLong_FromLongLong(r->start);
-    end_o = end > r->start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
-    trace = hex_id(t, 16);
-    sid = trace ? hex_id(t, 8) : NULL;
-    if (start_o == NULL || end_o == NULL || sid == NULL)
-        goto done;
-    PyObject *v[11] = {r->name, c->kind, start_o, end_o, code, attrs, c->resource, trace, sid, Py_None, msg};
-    span = new_span(t, v);
+    span = timed_span(t, c, r->name, r->start, end, code, attrs, msg);
 done:
     rcmd_clear(r);
     Py_XDECREF(msg);
     Py_XDECREF(rows);
-    Py_XDECREF(start_o);
-    Py_XDECREF(end_o);
-    Py_XDECREF(trace);
-    Py_XDECREF(sid);
     return span;
 }
 

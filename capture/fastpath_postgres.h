@@ -60,8 +60,7 @@ static int pg_requests(Table *t, struct conn *c, const unsigned char *b, Py_ssiz
 static PyObject *pg_span(Table *t, struct conn *c, struct rcmd *r, long long end, PyObject *tid)
 {
     PyObject *attrs = PyDict_New(), *summary = NULL, *op = NULL, *name = NULL, *msg = NULL, *span = NULL;
-    PyObject *start_o = NULL, *end_o = NULL, *trace = NULL, *sid = NULL, *status = S_UNSET;
-    PyObject *query = r->name, *tag = r->attrs;
+    PyObject *status = S_UNSET, *query = r->name, *tag = r->attrs;
     if (attrs == NULL || PyDict_SetItem(attrs, K_db_system, S_postgresql) < 0 ||
         (c->database && PyDict_SetItem(attrs, K_db_namespace, c->database) < 0) ||
         (PyUnicode_GET_LENGTH(query) && PyDict_SetItem(attrs, K_db_query, query) < 0))
@@ -127,14 +126,7 @@ static PyObject *pg_span(Table *t, struct conn *c, struct rcmd *r, long long end
     Py_SETREF(msg, m);
     if (add_ends(c, attrs, tid) < 0)
         goto done;
-    start_o = PyLong_FromLongLong(r->start);
-    end_o = end > r->start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
-    trace = hex_id(t, 16);
-    sid = trace ? hex_id(t, 8) : NULL;
-    if (start_o == NULL || end_o == NULL || sid == NULL)
-        goto done;
-    PyObject *v[11] = {name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
-    span = new_span(t, v);
+    span = timed_span(t, c, name, r->start, end, status, attrs, msg);
 done:
     rcmd_clear(r);
     Py_XDECREF(attrs);
@@ -142,10 +134,6 @@ done:
     Py_XDECREF(op);
     Py_XDECREF(name);
     Py_XDECREF(msg);
-    Py_XDECREF(start_o);
-    Py_XDECREF(end_o);
-    Py_XDECREF(trace);
-    Py_XDECREF(sid);
     return span;
 }
 

@@ -206,7 +206,7 @@ static PyObject *redis_span(Table *t, struct conn *c, struct rcmd *r, const unsi
                             const struct resp_top *top, long long end, PyObject *tid)
 {
     PyObject *status = S_UNSET, *msg = Py_NewRef(S_empty), *err = NULL, *parts = NULL, *span = NULL;
-    PyObject *start_o = NULL, *end_o = NULL, *trace = NULL, *sid = NULL, *attrs = r->attrs;
+    PyObject *attrs = r->attrs;
     if (top->type == '-' || (top->type == '!' && top->text_len >= 0)) {
         Py_ssize_t n = top->type == '!' && top->text_len > REDIS_KEEP ? REDIS_KEEP : top->text_len;
         if ((err = PyUnicode_DecodeUTF8((const char *)b + top->text, n, "replace")) == NULL ||
@@ -233,23 +233,12 @@ static PyObject *redis_span(Table *t, struct conn *c, struct rcmd *r, const unsi
         goto done;
     if (add_ends(c, attrs, tid) < 0)
         goto done;
-    start_o = PyLong_FromLongLong(r->start);
-    end_o = end > r->start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
-    trace = hex_id(t, 16);
-    sid = trace ? hex_id(t, 8) : NULL;
-    if (start_o == NULL || end_o == NULL || sid == NULL)
-        goto done;
-    PyObject *values[11] = {r->name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
-    span = new_span(t, values);
+    span = timed_span(t, c, r->name, r->start, end, status, attrs, msg);
 done:
     rcmd_clear(r);
     Py_XDECREF(msg);
     Py_XDECREF(err);
     Py_XDECREF(parts);
-    Py_XDECREF(start_o);
-    Py_XDECREF(end_o);
-    Py_XDECREF(trace);
-    Py_XDECREF(sid);
     return span;
 }
 
