@@ -140,6 +140,20 @@ def mutate(raw: bytes, rnd: random.Random) -> bytes:
     return bytes(b)
 
 
+def hostile_rounds(base: list[bytes], rnd: random.Random, rounds: int = 40) -> int:
+    """Rounds of `base` (every other one paired as the kernel would) with some records made hostile: each
+    gives the same spans on both paths; returns how many records the C path handed to the Python path."""
+    handed = 0
+    for round_ in range(rounds):
+        recs = list(pair(base)) if round_ % 2 else base
+        hostile = [mutate(r, rnd) if rnd.random() < 0.15 else r for r in recs]
+        python, _ = run(hostile, False, batch=rnd.choice([1, 7, BATCH]))
+        compiled, tracker = run(hostile, True, batch=rnd.choice([1, 7, BATCH]))
+        assert compiled == python, round_
+        handed += tracker.fast.counts()["handed_over"]
+    return handed
+
+
 def test_hostile_and_truncated_records_never_crash_and_give_the_same_spans():
     header, records = load(str(FIXTURES / "nginx_hey.events.gz"))
     base = {"recorded": (records[:400], header), "paired": (list(pair(records[:400])), header),
