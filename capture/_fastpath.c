@@ -455,6 +455,16 @@ static PyObject *new_span(Table *t, PyObject *const *values)
     return span;
 }
 
+/* scrub.record: the span's attributes scrubbed in place, its status message replaced by the scrubbed one. */
+static int scrub_into(Table *t, PyObject *attrs, PyObject **msg)
+{
+    PyObject *m = PyObject_CallFunctionObjArgs(t->scrub, attrs, *msg, NULL);
+    if (m == NULL)
+        return -1;
+    Py_SETREF(*msg, m);
+    return 0;
+}
+
 /* A span from what a protocol made of one exchange, with new trace and span ids; an end not after the
  * start is the start. */
 static PyObject *timed_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
@@ -516,12 +526,8 @@ static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, c
         if (code_text == NULL || PyDict_SetItem(attrs, K_error, code_text) < 0)
             goto done;
     }
-    if (PyTuple_GET_ITEM(line, 2) == Py_True) {
-        PyObject *m = PyObject_CallFunctionObjArgs(t->scrub, attrs, msg, NULL);
-        if (m == NULL)
-            goto done;
-        Py_SETREF(msg, m);
-    }
+    if (PyTuple_GET_ITEM(line, 2) == Py_True && scrub_into(t, attrs, &msg) < 0)
+        goto done;
     if (add_ends(c, attrs, c->request_tid ? c->tid : NULL) < 0)
         goto done;
     if (c->kind == S_CLIENT && status_code != S_ERROR) {

@@ -89,12 +89,8 @@ static PyObject *mc_span(Table *t, struct conn *c, struct rcmd *r, PyObject *sta
         if (PyDict_SetItem(attrs, K_error, status) < 0)
             goto done;
     }
-    if (r->scrub) {
-        PyObject *m = PyObject_CallFunctionObjArgs(t->scrub, attrs, msg, NULL);
-        if (m == NULL)
-            goto done;
-        Py_SETREF(msg, m);
-    }
+    if (r->scrub && scrub_into(t, attrs, &msg) < 0)
+        goto done;
     if (add_ends(c, attrs, tid) < 0)
         goto done;
     span = timed_span(t, c, r->name, r->start, end, code, attrs, msg);

@@ -120,11 +120,7 @@ static PyObject *pg_span(Table *t, struct conn *c, struct rcmd *r, long long end
         name = Py_NewRef(PyUnicode_GET_LENGTH(op) ? op : S_postgresql);
     if (name == NULL)
         goto done;
-    PyObject *m = PyObject_CallFunctionObjArgs(t->scrub, attrs, msg, NULL);
-    if (m == NULL)
-        goto done;
-    Py_SETREF(msg, m);
-    if (add_ends(c, attrs, tid) < 0)
+    if (scrub_into(t, attrs, &msg) < 0 || add_ends(c, attrs, tid) < 0)
         goto done;
     span = timed_span(t, c, name, r->start, end, status, attrs, msg);
 done:

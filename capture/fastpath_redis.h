@@ -225,10 +225,8 @@ static PyObject *redis_span(Table *t, struct conn *c, struct rcmd *r, const unsi
     }
     PyObject *text = r->scrub > 0 ? PyDict_GetItemWithError(attrs, K_db_query) : NULL;
     if (r->scrub < 0 || (r->scrub > 0 && (text == NULL || !PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)))) {
-        PyObject *m = PyObject_CallFunctionObjArgs(t->scrub, attrs, msg, NULL);
-        if (m == NULL)
+        if (scrub_into(t, attrs, &msg) < 0)
             goto done;
-        Py_SETREF(msg, m);
     } else if (r->scrub > 0 && redis_cut(t, attrs, r->scrub) < 0)
         goto done;
     if (add_ends(c, attrs, tid) < 0)
