@@ -18,14 +18,15 @@ def uprobe_hit(pid: int) -> bool:
 
 
 def other_captures(own: int) -> list[int]:
-    """Other `guardian capture` processes on the host: theirs probe every OpenSSL user."""
+    """Other `guardian capture` or `guardian agent` processes on the host: theirs probe every
+    OpenSSL user."""
     out = []
     for d in Path("/proc").iterdir():
         try:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if d.name.isdigit() and int(d.name) != own and b"guardian.cli.main" in cmd and b"capture" in cmd:
+        if d.name.isdigit() and int(d.name) != own and b"guardian.cli.main" in cmd and (b"capture" in cmd or b"agent" in cmd):
             out.append(int(d.name))
     return out
 
