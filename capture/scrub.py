@@ -120,6 +120,54 @@ def redis(text: str) -> str:
     return " ".join(words[:kept]) + " ?"
 
 
+# -- command lines ------------------------------------------------------------------------
+# Short options whose value is a password, per program: `redis-cli -a pw`, `mysql -ppw`. Short
+# letters mean different things to different programs (`-p` is redis-cli's port), so only these.
+_SHORT_SECRET = {"redis-cli": "-a", "redis-benchmark": "-a", "keydb-cli": "-a", "valkey-cli": "-a",
+                 "mysql": "-p", "mysqldump": "-p", "mysqladmin": "-p", "mariadb": "-p", "mycli": "-p",
+                 "sshpass": "-p"}
+_URL_IN_ARG = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def _secret_name(name: str, keys: tuple[str, ...]) -> bool:
+    name = name.lower().lstrip("-")
+    return not name.startswith("no-") and (name.endswith("pass") or any(k in name for k in keys))
+
+
+def command_line(argv: list[str], keys: Iterable[str] | None = None) -> list[str]:
+    """A process's arguments without the credentials people pass on command lines: the value of
+    `--password pw`, `--requirepass=pw`, `password=pw` (conninfo, env assignments), a program's
+    own password flag (`redis-cli -a pw`, `mysql -ppw`) and URL userinfo. Option names stay."""
+    keys = tuple(k.lower() for k in (keys if keys is not None else _config.credential_keys))
+    short = _SHORT_SECRET.get(argv[0].rsplit("/", 1)[-1]) if argv else None
+    out = list(argv)
+    i = 1
+    while i < len(out):
+        arg = out[i]
+        if short and arg.startswith(short) and not arg.startswith("--"):
+            if arg == short:
+                if short != "-p" and i + 1 < len(out):  # `mysql -p` alone asks for the password
+                    out[i + 1] = REDACTED
+                    i += 1
+            else:
+                out[i] = short + REDACTED
+        elif arg.startswith("--") and _secret_name(arg.partition("=")[0], keys):
+            if "=" in arg:
+                out[i] = arg.partition("=")[0] + "=" + REDACTED
+            elif i + 1 < len(out) and not out[i + 1].startswith("-"):
+                out[i + 1] = REDACTED
+                i += 1
+        else:
+            words = arg.split(" ")  # one argument may be a whole conninfo: "host=h password=pw"
+            for j, word in enumerate(words):
+                name, eq, _ = word.partition("=")
+                if eq and not name.startswith("-") and _secret_name(name, keys):
+                    words[j] = f"{name}={REDACTED}"
+            out[i] = _URL_IN_ARG.sub(lambda m: f"{m.group(1)}{REDACTED}:{REDACTED}@", " ".join(words))
+        i += 1
+    return out
+
+
 # -- the step -----------------------------------------------------------------------------
 _SQL_SYSTEMS = {"postgresql", "mysql", "mariadb", "cassandra", "clickhouse", "mssql", "oracle"}
 

@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from capture import scrub
 from capture.enrich.cgroup import cgroup_paths
 
 # Interpreters: the service is the script or module they run, not "python3.11". Their names
@@ -57,7 +58,9 @@ def read_proc(pid: int, proc_root: str = "/proc") -> ProcInfo | None:
     for item in env.split(b"\0"):
         if item.startswith(b"OTEL_SERVICE_NAME="):
             svc = item.split(b"=", 1)[1].decode(errors="replace") or None
-    return ProcInfo(pid=pid, executable=exe, command_line=" ".join(argv), argv=argv,
+    # argv names the service (its script or module); the command line shown is scrubbed
+    shown = scrub.command_line(argv) if scrub.enabled() else argv
+    return ProcInfo(pid=pid, executable=exe, command_line=" ".join(shown), argv=argv,
                     cgroups=cgroup_paths(cg), env_service_name=svc)
 
 

@@ -66,3 +66,32 @@ def test_record_step_and_configuration():
     attrs = {"url.query": "token=1&mytoken=2"}
     scrub.record(attrs, "")
     assert attrs["url.query"] == "token=1&mytoken=REDACTED"
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["redis-cli", "-p", "6379", "-a", "pw1", "--no-auth-warning", "GET", "k"],
+     ["redis-cli", "-p", "6379", "-a", "REDACTED", "--no-auth-warning", "GET", "k"]),
+    (["/usr/bin/mysql", "-uroot", "-ppw1", "-p"], ["/usr/bin/mysql", "-uroot", "-pREDACTED", "-p"]),
+    (["redis-server", "--port", "7000", "--requirepass", "pw1"],
+     ["redis-server", "--port", "7000", "--requirepass", "REDACTED"]),
+    (["app", "--db-password=pw1", "--token", "pw1", "--verbose"],
+     ["app", "--db-password=REDACTED", "--token", "REDACTED", "--verbose"]),
+    (["psql", "host=db user=u password=pw1 dbname=x"], ["psql", "host=db user=u password=REDACTED dbname=x"]),
+    (["env", "PGPASSWORD=pw1", "pg_dump"], ["env", "PGPASSWORD=REDACTED", "pg_dump"]),
+    (["worker", "--broker", "amqp://guest:pw1@mq:5672/"], ["worker", "--broker", "amqp://REDACTED:REDACTED@mq:5672/"]),
+    (["python3", "-", "55239", "30"], ["python3", "-", "55239", "30"]),
+    (["ls", "-a", "/tmp"], ["ls", "-a", "/tmp"]),
+])
+def test_command_line_credentials_are_redacted(argv, shown):
+    assert scrub.command_line(argv) == shown
+
+
+def test_process_command_line_is_scrubbed_but_names_still_come_from_argv(tmp_path):
+    from capture.enrich.proc import read_proc
+    d = tmp_path / "42"
+    d.mkdir()
+    (d / "cmdline").write_bytes(b"redis-cli\0-a\0s3cr3t\0GET\0k\0")
+    (d / "comm").write_bytes(b"redis-cli\n")
+    info = read_proc(42, proc_root=str(tmp_path))
+    assert "s3cr3t" not in info.command_line and info.command_line.startswith("redis-cli -a REDACTED")
+    assert info.argv[2] == "s3cr3t"  # naming reads argv; spans only carry command_line
