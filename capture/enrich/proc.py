@@ -64,6 +64,20 @@ def read_proc(pid: int, proc_root: str = "/proc") -> ProcInfo | None:
                     cgroups=cgroup_paths(cg), env_service_name=svc)
 
 
+def identity(pid: int, proc_root: str = "/proc") -> tuple | None:
+    """What tells one process from another that later has the same pid, or from what the same pid
+    runs after an exec: its start time (field 22 of stat) and its executable. None when gone."""
+    stat = _read(os.path.join(proc_root, str(pid), "stat"))
+    if stat is None:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # comm may hold spaces and parentheses
+    try:
+        exe = os.readlink(os.path.join(proc_root, str(pid), "exe"))
+    except OSError:
+        exe = ""
+    return (fields[19] if len(fields) > 19 else b"", exe)
+
+
 # Interpreter options that take the next argument as their value (not a script name).
 _VALUE_OPTIONS = {"-W", "-X", "-r", "--require", "-I", "--import", "--loader", "-cp", "-classpath"}
 _NAME = re.compile(r"[A-Za-z][\w.+@-]*")

@@ -143,3 +143,31 @@ def test_live_process_in_container_and_systemd_cgroups(cgroup_process):
     with cgroup_process("system.slice/guardian-billing.service") as proc:
         r = Enricher().resource(proc.pid)
         assert r["systemd.unit"] == "guardian-billing" == r["service.name"]
+
+
+def test_a_reused_pid_gets_its_new_process_name_within_check_s(tmp_path):
+    fake_proc(tmp_path, 77, ["/srv/old-app"], "/srv/old-app", "user_session_hybrid")
+    (tmp_path / "77" / "stat").write_text("77 (old app) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 1000 0 0\n")
+    en = Enricher(proc_root=str(tmp_path), check_s=0.0)
+    assert en.resource(77)["process.executable.name"] == "old-app"
+    assert en.resource(77)["process.executable.name"] == "old-app"  # same start time: cached
+    # the old process exits and the pid comes back for another program
+    import shutil
+    shutil.rmtree(tmp_path / "77")
+    fake_proc(tmp_path, 77, ["/srv/new-app"], "/srv/new-app", "user_session_hybrid")
+    (tmp_path / "77" / "stat").write_text("77 (new) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 2000 0 0\n")
+    assert en.resource(77)["process.executable.name"] == "new-app"
+
+
+def test_an_exec_renames_the_live_process():
+    # a shell that execs a python script keeps its pid and becomes the script
+    script = "import time; time.sleep(30)"
+    p = subprocess.Popen(["sh", "-c", f"sleep 0.3; exec {sys.executable} -c '{script}'"])
+    try:
+        en = Enricher(check_s=0.0)
+        first = en.resource(p.pid)["process.executable.name"]
+        time.sleep(1.0)
+        assert en.resource(p.pid)["process.executable.name"] != first == "sh"
+    finally:
+        p.kill()
+        p.wait()
