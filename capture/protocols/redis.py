@@ -26,6 +26,7 @@ _REQUEST_START = re.compile(rb"\*\d{1,2}\r\n\$\d")
 _REPLY_START = re.compile(rb"[+\-:$*%~>_,#!=(|]")
 _SUBSCRIBE = {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"}
 _PUSHED = {b"message", b"pmessage", b"smessage"}
+_UNSUBSCRIBED = {b"unsubscribe", b"punsubscribe", b"sunsubscribe"}
 _SECRET_COMMANDS = {"AUTH", "HELLO", "MIGRATE", "CONFIG"}
 _TWO_WORD = {"CONFIG", "CLIENT", "CLUSTER", "COMMAND", "MEMORY", "OBJECT", "SCRIPT", "XGROUP", "XINFO",
              "FUNCTION", "ACL", "SLOWLOG", "LATENCY", "MODULE", "PUBSUB"}
@@ -319,6 +320,8 @@ class RedisParser(Parser):
         if name in (b"SUBSCRIBE", b"PSUBSCRIBE", b"SSUBSCRIBE"):
             cmd.expect = max(len(value) - 1, 1)
             self._subscribed = True
+        elif name in (b"UNSUBSCRIBE", b"PUNSUBSCRIBE", b"SUNSUBSCRIBE"):
+            cmd.expect = max(len(value) - 1, 1)  # without arguments: one per channel, counted below
         self._pending.push(cmd)
 
     def _reply(self, value, start_ns: int, ts_ns: int) -> Record | None:
@@ -326,6 +329,12 @@ class RedisParser(Parser):
         kind = items[0].lower() if isinstance(items, list) and items and isinstance(items[0], bytes) else b""
         if kind in _PUSHED and (self._subscribed or isinstance(value, Push)):
             return _message(items, start_ns, ts_ns)
+        if kind in _UNSUBSCRIBED and len(items) >= 3:
+            if items[2] == 0:  # the count of channels still subscribed
+                self._subscribed = False
+            head = self._pending[0].args[0].upper() if self._pending else b""
+            if head.decode("latin-1", "replace") not in _SUBSCRIBE:
+                return None  # a further confirmation of an UNSUBSCRIBE already answered
         if isinstance(value, Push) and not (self._pending and self._pending[0].args[0].upper().decode(
                 "latin-1", "replace") in _SUBSCRIBE):
             self.stats["pushes"] += 1  # e.g. client tracking invalidations
@@ -340,9 +349,6 @@ class RedisParser(Parser):
         if cmd.answered:
             return None
         cmd.answered = True
-        if kind in (b"unsubscribe", b"punsubscribe", b"sunsubscribe") and isinstance(items, list) and \
-                len(items) >= 3 and items[2] == 0:
-            self._subscribed = False
         return _record(cmd, value, ts_ns)
 
 

@@ -163,3 +163,23 @@ def test_nil_replies_are_answers_not_errors():
     p.feed(C, cmd("GET", "late"), 3)
     (closed,) = p.close(4)
     assert closed.status == "ERROR" and closed.attributes["error.type"] == "no_response"
+
+
+def unsubscribed(channel: str, left: int) -> bytes:
+    return b"*3\r\n$11\r\nunsubscribe\r\n$%d\r\n%s\r\n:%d\r\n" % (len(channel), channel.encode(), left)
+
+
+def test_unsubscribe_from_several_channels_leaves_subscribed_mode():
+    for args in (("a", "b", "c"), ()):  # named channels, or all of them (one confirmation each)
+        p = RedisParser()
+        p.feed(C, cmd("SUBSCRIBE", "a", "b", "c"), 1)
+        p.feed(S, b"".join(b"*3\r\n$9\r\nsubscribe\r\n$1\r\n%s\r\n:%d\r\n" % (c, i + 1)
+                           for i, c in enumerate((b"a", b"b", b"c"))), 2)
+        p.feed(C, cmd("UNSUBSCRIBE", *args) + cmd("GET", "k"), 3)
+        recs = p.feed(S, unsubscribed("a", 2) + unsubscribed("b", 1) + unsubscribed("c", 0) + b"$1\r\nv\r\n", 4)
+        assert [r.name for r in recs] == ["UNSUBSCRIBE", "GET"], args
+        assert p.idle() and p.stats.get("responses_without_request", 0) == 0
+        # a reply shaped like a message is now an answer, not a pushed message
+        p.feed(C, cmd("LRANGE", "l", "0", "-1"), 5)
+        (r,) = p.feed(S, b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n", 6)
+        assert r.name == "LRANGE" and r.kind != "CONSUMER"
