@@ -204,8 +204,8 @@ static int mc_reply_word(const unsigned char *s, Py_ssize_t n)
     }
     if ((upper && !lower) || all_in(s, n, '0', '9'))
         return 1;
-    static const char *prefixes[] = {"VA", "HD", "EN", "NF", "MN"};
-    for (int k = 0; k < 5; k++)
+    static const char *prefixes[] = {"HD", "EN", "NF", "MN"};
+    for (int k = 0; k < 4; k++)
         if (n >= 2 && memcmp(s, prefixes[k], 2) == 0)
             return 1;
     return 0;
@@ -253,6 +253,17 @@ static int mc_replies(Table *t, struct conn *c, const unsigned char *b, Py_ssize
                 word[1] = sp ? sp - (b + at) : e - at;
             }
             status = Py_NewRef(S_END);
+        } else if (mc_is(b, word, "VA")) { /* a meta get's value: "VA <size> <flags>*", then the data */
+            long long len;
+            int nw = mc_words(b, at, e, w, 4);
+            if (nw < 0)
+                nw = 4;
+            if (nw < 2 || !mc_length(b, w[1], &len) || e + 2 + len + 2 > n)
+                return 0;
+            if ((status = PyUnicode_DecodeLatin1((const char *)b + at, wl, NULL)) == NULL)
+                return -1;
+            e += len + 2;
+            values = 1;
         } else {
             if (!mc_reply_word(b + at, wl))
                 return 0;

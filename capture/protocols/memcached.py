@@ -150,7 +150,17 @@ def _text_reply(buf: bytes, pos: int, values: int | None) -> tuple[_Reply | None
             raise _Garbage
         _need(buf, end + n + 2)
         return None, end + n + 2, values + 1
-    if not word or not (word.isupper() or word.isdigit() or word.startswith((b"VA", b"HD", b"EN", b"NF", b"MN"))):
+    if word == b"VA":  # meta get with a value: "VA <size> <flags>*" then the data block
+        try:
+            n = int(line.split()[1])
+        except (IndexError, ValueError):
+            raise _Garbage from None
+        if n < 0:
+            raise _Garbage
+        if len(buf) < end + n + 2 and n < WAIT_PAYLOAD:
+            raise _Incomplete(end + n + 2)
+        return _Reply("VA", values=1), end + n + 2, None  # may lie past the buffer: skipped by length
+    if not word or not (word.isupper() or word.isdigit() or word.startswith((b"HD", b"EN", b"NF", b"MN"))):
         raise _Garbage
     err = word in _ERRORS
     return _Reply(word.decode("latin-1"), error=err, message=line.decode("utf-8", "replace") if err else ""), end, None

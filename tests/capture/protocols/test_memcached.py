@@ -143,3 +143,15 @@ def test_binary_error_text_is_bounded_and_body_over_the_limit_is_garbage():
     assert r.status == "ERROR" and r.status_message == "E" * 256
     hdr = struct.pack(">BBHBBHIIQ", 0x80, 0x01, 0, 0, 0, 0, 0xFFFFFFF0, 9, 0)
     assert p.feed(C, hdr, 3) == [] and p.stats["garbage"] == 1
+
+
+def test_meta_get_values_keep_the_stream_in_sync():
+    p = MemcachedParser()
+    p.feed(C, b"mg k v f\r\nmg nope v\r\nmg big v\r\nms k 2 T60\r\nhi\r\nmn\r\n", 1)
+    big = b"x" * 300_000  # past the parser's wait: skipped by length, never held whole
+    recs = p.feed(S, b"VA 5 f0\r\nhello\r\nEN\r\nVA %d\r\n" % len(big) + big[:1000], 2)
+    recs += p.feed(S, big[1000:] + b"\r\nHD\r\nMN\r\n", 3)
+    assert [(r.name, r.attributes.get("memcached.hit")) for r in recs] == [
+        ("mg", True), ("mg", False), ("mg", True), ("ms", None), ("mn", None)]
+    assert all(r.status == "UNSET" for r in recs) and p.idle()
+    assert not any(k.startswith("lost") or k == "garbage" for k in p.stats if p.stats[k])
