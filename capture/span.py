@@ -13,6 +13,11 @@ from typing import Any
 
 import orjson
 
+try:
+    from capture import _spanjson  # json_lines() in C (setup.py builds it)
+except ImportError:  # not built: each span's json_line(), same bytes
+    _spanjson = None
+
 KINDS = ("SERVER", "CLIENT", "INTERNAL", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
 _JSON_LINE = orjson.OPT_APPEND_NEWLINE
@@ -102,3 +107,10 @@ class Span:
             parent_span_id=d.get("parent_span_id") or None,
             status_message=d.get("status_message", ""),
         )
+
+
+def json_lines(spans: list[Span]) -> bytes:
+    """Each span's json_line(), joined: lines of `guardian capture --json` for a batch."""
+    if _spanjson is not None:
+        return _spanjson.lines(Span, spans)
+    return b"".join([s.json_line() for s in spans])

@@ -9,7 +9,7 @@ import threading
 import time
 
 from capture.errors import CaptureUnavailable
-from capture.span import Span
+from capture.span import Span, json_lines
 
 
 def register(sub) -> None:
@@ -114,7 +114,7 @@ def _printer(as_json: bool):
 
     def emit(spans: list[Span]) -> None:
         if raw is not None:
-            raw.write(b"".join([s.json_line() for s in spans]))
+            raw.write(json_lines(spans))
             raw.flush()
             return
         if as_json:
