@@ -289,6 +289,57 @@ static int bind(PyTypeObject *type)
     return 1;
 }
 
+/* A process's spans share one resource dict: its JSON is kept, keyed by the dict and its version
+ * (CPython gives every dict a version, unique across dicts, that every change replaces), for dicts
+ * whose values cannot change inside them (str, int, bool, None). */
+#if PY_VERSION_HEX < 0x030C0000
+#define RESOURCES 64
+static struct resource {
+    PyObject *dict; /* not a reference: only compared, with the version */
+    uint64_t version;
+    char *json;
+    size_t len;
+} resources[RESOURCES];
+
+static int flat(PyObject *d)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        PyTypeObject *t = Py_TYPE(v);
+        if (!PyUnicode_CheckExact(k) || !(t == &PyUnicode_Type || t == &PyLong_Type || t == &PyBool_Type || v == Py_None))
+            return 0;
+    }
+    return 1;
+}
+
+static int put_resource(struct buf *b, PyObject *d)
+{
+    if (!PyDict_CheckExact(d))
+        return put_value(b, d, 0);
+    uint64_t version = ((PyDictObject *)d)->ma_version_tag;
+    struct resource *r = &resources[((uintptr_t)d >> 4) % RESOURCES];
+    if (r->dict == d && r->version == version) {
+        if (reserve(b, r->len) < 0)
+            return -1;
+        put(b, r->json, r->len);
+        return OK;
+    }
+    size_t at = b->n;
+    int rc = put_value(b, d, 0);
+    if (rc != OK || !flat(d))
+        return rc;
+    char *copy = PyMem_Realloc(r->json, b->n - at);
+    if (copy == NULL)
+        return OK; /* not kept: written all the same */
+    memcpy(copy, b->p + at, b->n - at);
+    *r = (struct resource){d, version, copy, b->n - at};
+    return OK;
+}
+#else
+static int put_resource(struct buf *b, PyObject *d) { return put_value(b, d, 0); }
+#endif
+
 static int put_span(struct buf *b, PyObject *span)
 {
     PyObject *f[FIELDS];
@@ -304,7 +355,7 @@ static int put_span(struct buf *b, PyObject *span)
         if (reserve(b, n) < 0)
             return -1;
         put(b, KEYS[k], n);
-        int rc = put_value(b, f[k], 0);
+        int rc = k == F_RESOURCE ? put_resource(b, f[k]) : put_value(b, f[k], 0);
         if (rc != OK)
             return rc;
     }

@@ -126,3 +126,20 @@ def test_a_span_that_cannot_be_written_raises_as_json_line_does():
     del broken.kind
     with pytest.raises(AttributeError):
         json_lines([span(), broken])
+
+
+@built
+def test_a_shared_resource_changed_between_batches_is_written_as_it_is_now():
+    resource = {"service.name": "svc", "process.pid": 7}
+    nested = {"service.name": "nested", "list": [1]}
+    spans = [span(resource=resource), span(resource=nested), span(resource=dict(resource))]
+    assert json_lines(spans) == spec(spans)
+    resource["process.pid"] = 8  # in place: the same dict object
+    nested["list"].append(2)  # inside a value: the dict's own version does not change
+    assert json_lines(spans) == spec(spans) and b'"process.pid":8' in json_lines(spans[:1])
+    resource.clear()
+    resource.update({"service.name": "other"})
+    assert json_lines(spans) == spec(spans)
+    for i in range(200):  # dicts made and freed: one at a recycled address is a new dict
+        spans = [span(resource={"service.name": f"s{i}", "i": i})]
+        assert json_lines(spans) == spec(spans)
