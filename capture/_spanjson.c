@@ -9,7 +9,9 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 enum { OK = 0, OTHER = 1 }; /* OTHER: a value this writer leaves to the span's json_line() */
 #define MAX_DEPTH 64         /* deeper nesting than any captured attribute: left to orjson */
@@ -365,72 +367,111 @@ static int put_span(struct buf *b, PyObject *span)
     return OK;
 }
 
+static struct buf kept; /* kept between calls: a fresh buffer each batch costs page faults */
+static int busy;         /* kept is in use (a json_line() that calls back in gets its own) */
+
+/* The lines of `spans` into *b (kept, when free); -1 with an exception. */
+static int build(PyObject *type, PyObject *spans, struct buf *b, int *mine)
+{
+    PyObject *seq = PySequence_Fast(spans, "spans must be a sequence");
+    if (seq == NULL)
+        return -1;
+    int direct = bind((PyTypeObject *)type), rc = 0;
+    *b = (struct buf){NULL, 0, 0};
+    if ((*mine = !busy)) {
+        busy = 1;
+        *b = kept;
+        b->n = 0;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        PyObject *s = items[i];
+        size_t mark = b->n;
+        int got = direct && Py_IS_TYPE(s, (PyTypeObject *)type) ? put_span(b, s) : OTHER;
+        if (got < 0) {
+            rc = -1;
+            break;
+        }
+        if (got == OK)
+            continue;
+        b->n = mark; /* what was written of it goes: the span's own line instead */
+        PyObject *line = PyObject_CallMethod(s, "json_line", NULL);
+        if (line == NULL || !PyBytes_Check(line)) {
+            if (line != NULL)
+                PyErr_SetString(PyExc_TypeError, "json_line() must return bytes");
+            rc = -1;
+        } else if (reserve(b, PyBytes_GET_SIZE(line)) < 0) {
+            rc = -1;
+        } else {
+            put(b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
+        }
+        Py_XDECREF(line);
+    }
+    Py_DECREF(seq);
+    return rc;
+}
+
+static void done(struct buf *b, int mine)
+{
+    if (!mine) {
+        PyMem_Free(b->p);
+        return;
+    }
+    if (b->cap > MAX_KEPT) { /* one huge batch does not pin its size */
+        PyMem_Free(b->p);
+        *b = (struct buf){NULL, 0, 0};
+    }
+    kept = *b;
+    busy = 0;
+}
+
 /* lines(span_type, spans) -> bytes: each span's json_line(), concatenated */
 static PyObject *spanjson_lines(PyObject *self, PyObject *args)
 {
-    PyObject *type, *spans;
+    PyObject *type, *spans, *out = NULL;
     if (!PyArg_ParseTuple(args, "O!O", &PyType_Type, &type, &spans))
         return NULL;
-    PyObject *seq = PySequence_Fast(spans, "spans must be a sequence");
-    if (seq == NULL)
-        return NULL;
-    int direct = bind((PyTypeObject *)type);
-    /* the buffer is kept between calls (a fresh one each batch costs page faults); a json_line()
-     * that calls lines() again gets its own */
-    static struct buf kept;
-    static int busy;
-    struct buf b = {NULL, 0, 0};
-    int mine = !busy;
-    if (mine) {
-        busy = 1;
-        b = kept;
-    }
-    PyObject *out = NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *s = items[i];
-        size_t mark = b.n;
-        int rc = direct && Py_IS_TYPE(s, (PyTypeObject *)type) ? put_span(&b, s) : OTHER;
-        if (rc < 0)
-            goto done;
-        if (rc == OK)
-            continue;
-        b.n = mark; /* what was written of it goes: the span's own line instead */
-        PyObject *line = PyObject_CallMethod(s, "json_line", NULL);
-        if (line == NULL)
-            goto done;
-        if (!PyBytes_Check(line)) {
-            Py_DECREF(line);
-            PyErr_SetString(PyExc_TypeError, "json_line() must return bytes");
-            goto done;
-        }
-        if (reserve(&b, PyBytes_GET_SIZE(line)) < 0) {
-            Py_DECREF(line);
-            goto done;
-        }
-        put(&b, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
-        Py_DECREF(line);
-    }
-    out = PyBytes_FromStringAndSize(b.p ? b.p : "", b.n);
-done:
-    if (mine) {
-        busy = 0;
-        b.n = 0;
-        if (b.cap > MAX_KEPT) { /* one huge batch does not pin its size */
-            PyMem_Free(b.p);
-            b = (struct buf){NULL, 0, 0};
-        }
-        kept = b;
-    } else {
-        PyMem_Free(b.p);
-    }
-    Py_DECREF(seq);
+    struct buf b;
+    int mine;
+    if (build(type, spans, &b, &mine) == 0)
+        out = PyBytes_FromStringAndSize(b.p ? b.p : "", b.n);
+    done(&b, mine);
     return out;
+}
+
+/* write(fd, span_type, spans) -> None: lines() written to the file descriptor (all of it, or an
+ * OSError: BrokenPipeError when the reader went away) */
+static PyObject *spanjson_write(PyObject *self, PyObject *args)
+{
+    int fd;
+    PyObject *type, *spans;
+    if (!PyArg_ParseTuple(args, "iO!O", &fd, &PyType_Type, &type, &spans))
+        return NULL;
+    struct buf b;
+    int mine, rc = build(type, spans, &b, &mine);
+    size_t at = 0;
+    while (rc == 0 && at < b.n) {
+        ssize_t w;
+        Py_BEGIN_ALLOW_THREADS
+        w = write(fd, b.p + at, b.n - at);
+        Py_END_ALLOW_THREADS
+        if (w >= 0)
+            at += w;
+        else if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            rc = -1;
+        } else if (PyErr_CheckSignals() < 0) {
+            rc = -1;
+        }
+    }
+    done(&b, mine);
+    return rc == 0 ? Py_NewRef(Py_None) : NULL;
 }
 
 static PyMethodDef methods[] = {
     {"lines", spanjson_lines, METH_VARARGS, "lines(span_type, spans) -> the spans' JSON lines as one bytes."},
+    {"write", spanjson_write, METH_VARARGS, "write(fd, span_type, spans): lines() written to a file descriptor."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,6 +7,7 @@ conventions). The JSON shape of `Span.to_dict()` is a public contract: it is wha
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,3 +115,12 @@ def json_lines(spans: list[Span]) -> bytes:
     if _spanjson is not None:
         return _spanjson.lines(Span, spans)
     return b"".join([s.json_line() for s in spans])
+
+
+def write_json_lines(fd: int, spans: list[Span]) -> None:
+    """json_lines(spans) written to the file descriptor `fd`, all of it (OSError otherwise)."""
+    if _spanjson is not None:
+        return _spanjson.write(fd, Span, spans)
+    data = memoryview(json_lines(spans))
+    while data:
+        data = data[os.write(fd, data):]

@@ -4,6 +4,7 @@ traffic (both paths) and for hostile values (every character, edge integers, wha
 json_line: floats, big ints, lone surrogates, keys that are not strings, other types)."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -143,3 +144,32 @@ def test_a_shared_resource_changed_between_batches_is_written_as_it_is_now():
     for i in range(200):  # dicts made and freed: one at a recycled address is a new dict
         spans = [span(resource={"service.name": f"s{i}", "i": i})]
         assert json_lines(spans) == spec(spans)
+
+
+@built
+def test_lines_written_to_a_file_descriptor_are_the_lines_and_a_gone_reader_raises():
+    import os
+
+    from capture.span import write_json_lines
+
+    spans = recorded_spans("nginx_hey_pair.events.gz", True)[:400]
+    r, w = os.pipe()
+    try:
+        with os.fdopen(r, "rb") as reader:
+            import threading
+
+            got: list[bytes] = []
+            t = threading.Thread(target=lambda: got.append(reader.read()))
+            t.start()  # the pipe holds less than the lines: the writer waits for the reader
+            write_json_lines(w, spans)
+            write_json_lines(w, spans[:3])
+            os.close(w)
+            t.join(10)
+        assert got == [spec(spans) + spec(spans[:3])]
+        r, w = os.pipe()
+        os.close(r)
+        with pytest.raises(BrokenPipeError):
+            write_json_lines(w, spans)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(w)
