@@ -149,14 +149,25 @@ def per_request(cap: dict, requests: int) -> dict:
             "agent_faults_per_1k_requests": 1e3 * cap["minor_faults"] / requests}
 
 
+def host_cpu() -> tuple[int, int]:
+    """(idle, total) jiffies of every CPU since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
+
+
 def wrk(url: str, seconds: int, conns: int = 50) -> dict:
+    idle0, total0 = host_cpu()
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
+    idle1, total1 = host_cpu()
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
-    return {"requests": reqs, "rps": rps, "p99_ms": float(p99.group(1)) * scale}
+    # single-threaded wrk and a one-worker nginx: CPU the capture takes from either one slows both,
+    # and the other's core can sit idle meanwhile (idle here is time nobody on the host wanted)
+    return {"requests": reqs, "rps": rps, "p99_ms": float(p99.group(1)) * scale,
+            "host_idle_pct": round(100 * (idle1 - idle0) / max(total1 - total0, 1), 1)}
 
 
 def hey(url: str, seconds: int, rate: int) -> dict:
