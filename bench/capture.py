@@ -8,6 +8,9 @@ same command:
   (d) `guardian agent` (store, linker, API) while wrk saturates nginx: its RSS over the run
       and the spans it received, stored and dropped (--only agent; not in the default set).
 
+Each agent run also gives its CPU µs per request and per span made, and its context switches and
+page faults per 1k requests; each wrk run, the host's idle CPU share meanwhile.
+
 With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
 against the same baseline run: an A/B of two versions of the capture in one command (--compare is the same option, as in bench.tls and bench.dbload).
 With --pair ab, each agent runs twice, without and with capture.options.pair (HTTP/1 exchanges
