@@ -1,5 +1,5 @@
 """Builds the capture's C loops with the machine's compiler: capture/_ring.c (the ring buffer's
-per-record loops), capture/_http1.c (the HTTP/1 head scan), capture/_fastpath.c (HTTP/1, Redis,
+per-record loops), capture/_spanjson.c (`--json` lines of span batches), capture/_http1.c (the HTTP/1 head scan), capture/_fastpath.c (HTTP/1, Redis,
 Memcached and PostgreSQL exchanges from ring records to spans), capture/export/_otlp_wire.c (the
 hub's OTLP decoder) and capture/traces/_pairs.c (the cross-node linker's pairing); everything else
 is in pyproject.toml.
@@ -11,6 +11,7 @@ FLAGS = ["-O2", "-std=gnu11"]
 HEADERS = ["capture/http1_scan.h", "capture/resp_scan.h", "capture/fastpath_redis.h", "capture/fastpath_memcached.h",
            "capture/fastpath_postgres.h", "bpf/types.h"]
 setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=FLAGS, optional=True),
+                   Extension("capture._spanjson", ["capture/_spanjson.c"], extra_compile_args=FLAGS, optional=True),
                    Extension("capture._http1", ["capture/_http1.c"], extra_compile_args=FLAGS, optional=True,
                              depends=HEADERS),
                    Extension("capture._fastpath", ["capture/_fastpath.c"], include_dirs=["bpf", "capture"],

@@ -8,6 +8,9 @@ same command:
   (d) `guardian agent` (store, linker, API) while wrk saturates nginx: its RSS over the run
       and the spans it received, stored and dropped (--only agent; not in the default set).
 
+Each agent run also gives its CPU µs per request and per span made, and its context switches and
+page faults per 1k requests; each wrk run, the host's idle CPU share meanwhile.
+
 With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
 against the same baseline run: an A/B of two versions of the capture in one command (--compare is the same option, as in bench.tls and bench.dbload).
 With --pair ab, each agent runs twice, without and with capture.options.pair (HTTP/1 exchanges
@@ -71,6 +74,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sched_counts(pid: int) -> dict[str, int]:
+    """The process's context switches (all its threads) and page faults so far: what its CPU
+    time does not show of what it costs the others (a switch evicts their caches)."""
+    out = {"voluntary_switches": 0, "involuntary_switches": 0, "minor_faults": 0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out["voluntary_switches"] += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                out["involuntary_switches"] += int(line.split()[1])
+        out["minor_faults"] += int(fields[7])
+    return out
+
+
 @contextmanager
 def agent(port: int, ready_s: float | None = None, tree: Path = ROOT, pair: bool = False):
     """`guardian capture --json --stats --port` writing spans to a file; yields a dict of its
@@ -91,10 +113,12 @@ def agent(port: int, ready_s: float | None = None, tree: Path = ROOT, pair: bool
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("capture did not start: " + err.read_text()[-300:])
                 time.sleep(0.1)
-            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            cpu0, t0, sched0 = cpu_seconds(proc.pid), time.monotonic(), sched_counts(proc.pid)
             yield result
             time.sleep(1.0)  # drain
-            result["agent_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+            result["agent_cpu_s"] = cpu_seconds(proc.pid) - cpu0
+            result["agent_cpu_pct"] = 100 * result["agent_cpu_s"] / (time.monotonic() - t0)
+            result.update({k: v - sched0[k] for k, v in sched_counts(proc.pid).items()})
             result["agent_peak_rss_mb"] = peak_rss_mb(proc.pid)
         finally:
             stop(proc, signal.SIGINT, timeout=120)
@@ -120,17 +144,33 @@ def runs(trees: list[Path] | None) -> list[tuple[str, Path, bool]]:
 def per_request(cap: dict, requests: int) -> dict:
     return {"server_spans_per_request": cap["server_spans"] / requests,
             "client_spans_per_request": cap["client_spans"] / requests,
-            "ring_records_per_request": cap.get("kernel_events", 0) / requests}
+            "ring_records_per_request": cap.get("kernel_events", 0) / requests,
+            "agent_us_per_request": 1e6 * cap["agent_cpu_s"] / requests,
+            # per span made: steadier than per request where a starved agent drops records
+            "agent_us_per_span": 1e6 * cap["agent_cpu_s"] / max(cap["server_spans"] + cap["client_spans"], 1),
+            "agent_switches_per_1k_requests": 1e3 * (cap["voluntary_switches"] + cap["involuntary_switches"]) / requests,
+            "agent_faults_per_1k_requests": 1e3 * cap["minor_faults"] / requests}
+
+
+def host_cpu() -> tuple[int, int]:
+    """(idle, total) jiffies of every CPU since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
 
 
 def wrk(url: str, seconds: int, conns: int = 50) -> dict:
+    idle0, total0 = host_cpu()
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
+    idle1, total1 = host_cpu()
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
-    return {"requests": reqs, "rps": rps, "p99_ms": float(p99.group(1)) * scale}
+    # single-threaded wrk and a one-worker nginx: CPU the capture takes from either one slows both,
+    # and the other's core can sit idle meanwhile (idle here is time nobody on the host wanted)
+    return {"requests": reqs, "rps": rps, "p99_ms": float(p99.group(1)) * scale,
+            "host_idle_pct": round(100 * (idle1 - idle0) / max(total1 - total0, 1), 1)}
 
 
 def hey(url: str, seconds: int, rate: int) -> dict:

@@ -7,11 +7,17 @@ conventions). The JSON shape of `Span.to_dict()` is a public contract: it is wha
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+try:
+    from capture import _spanjson  # json_lines() in C (setup.py builds it)
+except ImportError:  # not built: each span's json_line(), same bytes
+    _spanjson = None
 
 KINDS = ("SERVER", "CLIENT", "INTERNAL", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
@@ -102,3 +108,19 @@ class Span:
             parent_span_id=d.get("parent_span_id") or None,
             status_message=d.get("status_message", ""),
         )
+
+
+def json_lines(spans: list[Span]) -> bytes:
+    """Each span's json_line(), joined: lines of `guardian capture --json` for a batch."""
+    if _spanjson is not None:
+        return _spanjson.lines(Span, spans)
+    return b"".join([s.json_line() for s in spans])
+
+
+def write_json_lines(fd: int, spans: list[Span]) -> None:
+    """json_lines(spans) written to the file descriptor `fd`, all of it (OSError otherwise)."""
+    if _spanjson is not None:
+        return _spanjson.write(fd, Span, spans)
+    data = memoryview(json_lines(spans))
+    while data:
+        data = data[os.write(fd, data):]

@@ -9,7 +9,7 @@ import threading
 import time
 
 from capture.errors import CaptureUnavailable
-from capture.span import Span
+from capture.span import Span, write_json_lines
 
 
 def register(sub) -> None:
@@ -110,12 +110,11 @@ def _printer(as_json: bool):
     if not as_json:
         out.write(f"{'time':<8}  {'kind':<6} {'service':<18} {'operation':<48} {'status':>5} {'duration':>12}  server\n")
 
-    raw = getattr(out, "buffer", None) if as_json else None  # JSON lines are made as bytes
+    fd = _fileno(out) if as_json else None  # JSON lines are made as bytes, written as they are
 
     def emit(spans: list[Span]) -> None:
-        if raw is not None:
-            raw.write(b"".join([s.json_line() for s in spans]))
-            raw.flush()
+        if fd is not None:
+            write_json_lines(fd, spans)
             return
         if as_json:
             out.write("".join(s.to_json() + "\n" for s in spans))
@@ -124,6 +123,16 @@ def _printer(as_json: bool):
         out.flush()
 
     return emit
+
+
+def _fileno(out) -> int | None:
+    """The file descriptor under a text stream (what it buffered written first), or None."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return None
+    out.flush()
+    return fd
 
 
 def _run_pcap(args) -> int:
