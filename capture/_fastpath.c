@@ -36,6 +36,8 @@
 #include "types.h" /* bpf/types.h: struct guardian_event and its enums, the one ABI */
 #include "http1_scan.h"
 #include "resp_scan.h"
+#include "sql_scan.h"
+#include <strings.h>
 
 #define HDR ((Py_ssize_t)sizeof(struct guardian_event))
 #define CACHED_LINE 512 /* capture/protocols/http1.py CACHED_LINE: longer lines are not cached */
@@ -1296,8 +1298,27 @@ static PyTypeObject TableType = {
     .tp_doc = "Connections whose HTTP/1, Redis, Memcached and PostgreSQL exchanges become spans in C.",
 };
 
+/* sql_summary(query) -> (operation, collection), or None where Python's answer is needed (not ASCII) */
+static PyObject *module_sql_summary(PyObject *self, PyObject *query)
+{
+    if (!PyUnicode_Check(query)) {
+        PyErr_SetString(PyExc_TypeError, "sql_summary takes a str");
+        return NULL;
+    }
+    PyObject *out = sql_summary_ascii(query);
+    if (out == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"sql_summary", module_sql_summary, METH_O, "capture.protocols.sql.sql_summary of an ASCII statement, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath",
-                                    "HTTP/1, Redis, Memcached and PostgreSQL exchanges to spans, in C.", -1, NULL};
+                                    "HTTP/1, Redis, Memcached and PostgreSQL exchanges to spans, in C.", -1,
+                                    module_methods};
 
 #define INTERN(var, text)                                  \
     do {                                                   \
