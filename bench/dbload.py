@@ -39,6 +39,7 @@ PGBENCH_MODE = ["-M", "extended"]  # --select-simple: ["-S", "-M", "simple"], on
 ROOT = Path(__file__).resolve().parent.parent
 COMPARE: list[Path] = []  # other source trees whose agent runs too (--compare)
 PAIRS = [False]  # --pair: each agent without (False) and/or with (True) capture.options.pair
+RING_PAGES: list[int] = []  # --ringbuf-pages: the agents' ring buffer size (guardian capture --ringbuf-pages)
 BPF_TIME = [False]  # --bpf-time: the agent's BPF programs' run time over the load (kernel.bpf_stats_enabled)
 
 
@@ -81,8 +82,9 @@ def capture(port: int, tree: Path | None = None, pair: bool = False):
     to drain the ring buffer at exit (a loaded host needs more than 30 s after a load test)."""
     out = tempfile.NamedTemporaryFile("w+", suffix=".jsonl", delete=False)
     err = tempfile.NamedTemporaryFile("w+", suffix=".err", delete=False)
+    ring = ["--ringbuf-pages", str(RING_PAGES[0])] if RING_PAGES else []
     proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--no-tls",
-                             "--port", str(port)], stdout=out, stderr=err, cwd=tree or ROOT,
+                             "--port", str(port), *ring], stdout=out, stderr=err, cwd=tree or ROOT,
                             env=dict(os.environ, PYTHONPATH=str(tree or ROOT),
                                      GUARDIAN_CAPTURE__OPTIONS__PAIR=str(int(pair))))
     cap = _Capture()
@@ -205,11 +207,13 @@ def main() -> int:
                     help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
     ap.add_argument("--pair", choices=("off", "on", "ab"), default="off",
                     help="agents without (off), with (on) or without then with (ab) exchanges paired in the kernel")
+    ap.add_argument("--ringbuf-pages", type=int, metavar="N", help="the agents' ring buffer in pages (default: the agent's)")
     ap.add_argument("--bpf-time", action="store_true",
                     help="also report the agent's BPF programs' run time per operation (BPF statistics are on for "
                          "the command: every BPF program on the host then pays a clock read per run)")
     args = ap.parse_args()
     BPF_TIME[0] = args.bpf_time
+    RING_PAGES[:] = [args.ringbuf_pages] if args.ringbuf_pages else []
     if args.bpf_time:
         fd = _bpf_stats_fd()
         try:
