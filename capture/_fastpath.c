@@ -156,8 +156,11 @@ struct conn {
     int nheld;
     /* what record_to_span reads of the connection, fixed while it is held */
     PyObject *kind, *resource, *saddr, *sport, *caddr, *cport, *transport, *tls_library;
-    int proto;             /* PROTO_HTTP1, PROTO_REDIS, PROTO_MEMCACHED or PROTO_POSTGRES */
-    PyObject *database;    /* PostgreSQL: db.namespace (the startup packet's), or NULL */
+    int proto;             /* PROTO_HTTP1, PROTO_REDIS, PROTO_MEMCACHED, PROTO_POSTGRES or PROTO_MYSQL */
+    PyObject *database;    /* PostgreSQL, MySQL: db.namespace (the startup packet's), or NULL */
+    PyObject *system;      /* MySQL: db.system (mysql or mariadb), or NULL */
+    uint64_t my_left;      /* MySQL: column definitions still to come */
+    int my_state;          /* MySQL: where its reply is (fastpath_mysql.h) */
     struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
     size_t qhead, qlen, qcap;
     PyObject *epoch;       /* Connection.epoch when not 0 (records lost before), else NULL */
@@ -184,6 +187,7 @@ static PyObject *K_host, *K_agent, *K_parent, *K_status, *K_error, *K_saddr, *K_
     *K_transport, *K_tid, *K_tls, *K_epoch, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
 static PyObject *S_memcached, *S_noreply, *S_END, *K_mc_hit, *K_rows;
 static PyObject *S_postgresql, *K_db_namespace, *K_db_collection;
+static PyObject *S_QUERY, *S_PING, *K_mysql_command, *K_sqlstate;
 static PyObject *S_redis, *S_send, *S_space, *K_db_operation, *K_db_query, *K_db_status, *K_msg_system,
     *K_msg_dest, *K_msg_op;
 
@@ -247,6 +251,7 @@ static void conn_free(struct conn *c)
     Py_XDECREF(c->transport);
     Py_XDECREF(c->tls_library);
     Py_XDECREF(c->database);
+    Py_XDECREF(c->system);
     for (size_t k = 0; k < c->qlen; k++)
         rcmd_clear(&c->q[(c->qhead + k) % c->qcap]);
     PyMem_Free(c->q);
@@ -718,14 +723,16 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
 {
     unsigned long long id;
     PyObject *tracked, *conn, *p0, *p1, *seen_o, *tid_o, *kind, *resource, *server_end, *client_end, *transport, *tls;
-    PyObject *database = Py_None, *epoch;
+    PyObject *database = Py_None, *system = Py_None, *epoch;
     int server, syscall, proto;
-    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOOi|O", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type,
+    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOOi|OO", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type,
                           &p1, &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
-                          &resource, &server_end, &client_end, &transport, &tls, &epoch, &proto, &database))
+                          &resource, &server_end, &client_end, &transport, &tls, &epoch, &proto, &database, &system))
         return NULL;
-    if ((proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
-        (database != Py_None && !PyUnicode_Check(database)))
+    if ((proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES &&
+         proto != PROTO_MYSQL) ||
+        (database != Py_None && !PyUnicode_Check(database)) || (system != Py_None && !PyUnicode_Check(system)) ||
+        (proto == PROTO_MYSQL) != (system != Py_None))
         Py_RETURN_FALSE;
     uint64_t pos0 = PyLong_AsUnsignedLongLong(p0), pos1 = PyLong_AsUnsignedLongLong(p1);
     long long seen = PyLong_AsLongLong(seen_o);
@@ -770,6 +777,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     c->transport = Py_NewRef(transport);
     c->tls_library = none_or_ref(tls);
     c->database = database != Py_None && PyUnicode_GET_LENGTH(database) ? Py_NewRef(database) : NULL;
+    c->system = none_or_ref(system);
     c->epoch = none_or_ref(epoch);
     size_t i = slot_of(id, t->cap);
     while (t->slots[i] != NULL)
@@ -1135,6 +1143,7 @@ done:
 #include "fastpath_redis.h"
 #include "fastpath_memcached.h"
 #include "fastpath_postgres.h"
+#include "fastpath_mysql.h"
 
 /* run(records, start, out) -> (index, verdict, held): takes records[start:] while they are
  * chunks of held connections' HTTP/1 exchanges (EV_PAIR records, or EV_DATA chunks), appending
@@ -1167,7 +1176,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
         verdict = c != NULL ? RELEASED : PYTHON;
         int proto = c != NULL ? c->proto : ev.proto;
         if (ev.proto != proto ||
-            (proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
+            (proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES &&
+             proto != PROTO_MYSQL) ||
             (Py_ssize_t)ev.copied_len > len - HDR)
             break;
         int took;
@@ -1192,6 +1202,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 took = take_memcached(t, c, raw, &ev, out);
             else if (proto == PROTO_POSTGRES)
                 took = take_postgres(t, c, raw, &ev, out);
+            else if (proto == PROTO_MYSQL)
+                took = take_mysql(t, c, raw, &ev, out);
             else if ((took = c->x.phase == IDLE ? exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev,
                                                  (const unsigned char *)p + HDR, out) : 0) == 0)
                 took = take_record(t, c, raw, &ev, out);
@@ -1205,7 +1217,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 break;
             took = proto == PROTO_REDIS ? take_redis(t, c, raw, &ev, out)
                    : proto == PROTO_MEMCACHED ? take_memcached(t, c, raw, &ev, out)
-                   : proto == PROTO_POSTGRES ? take_postgres(t, c, raw, &ev, out) : take_record(t, c, raw, &ev, out);
+                   : proto == PROTO_POSTGRES ? take_postgres(t, c, raw, &ev, out)
+                   : proto == PROTO_MYSQL ? take_mysql(t, c, raw, &ev, out) : take_record(t, c, raw, &ev, out);
         } else
             break;
         if (took < 0)
@@ -1355,6 +1368,10 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(S_redis, "redis");
     INTERN(S_memcached, "memcached");
     INTERN(S_postgresql, "postgresql");
+    INTERN(S_QUERY, "QUERY");
+    INTERN(S_PING, "PING");
+    INTERN(K_mysql_command, "mysql.command");
+    INTERN(K_sqlstate, "db.mysql.sqlstate");
     INTERN(K_db_namespace, "db.namespace");
     INTERN(K_db_collection, "db.collection.name");
     INTERN(S_noreply, "noreply");

@@ -120,6 +120,12 @@ class MysqlParser(Parser):
             self._lose()
         return self._take()
 
+    def idle(self) -> bool:
+        """Past the handshake, nothing waiting or half read (capture/fastpath.py hands such a
+        connection to the C path, which takes COM_QUERY and COM_PING)."""
+        return (not self._handshake and self._state == IDLE and not self._pending
+                and all(r.idle for r in self._readers.values()))
+
     def close(self, ts_ns: int) -> list[Record]:
         for cmd in self._pending.drain():
             self.stats["requests_without_response"] += 1
