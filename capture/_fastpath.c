@@ -161,6 +161,9 @@ struct conn {
     PyObject *system;      /* MySQL: db.system (mysql or mariadb), or NULL */
     uint64_t my_left;      /* MySQL: column definitions still to come */
     int my_state;          /* MySQL: where its reply is (fastpath_mysql.h) */
+    int my_hdr_len;        /* MySQL: 4 when the last request chunk was a packet's header alone */
+    unsigned char my_hdr[4];
+    long long my_hdr_ts;
     struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
     size_t qhead, qlen, qcap;
     PyObject *epoch;       /* Connection.epoch when not 0 (records lost before), else NULL */
@@ -1112,7 +1115,9 @@ static int take_fifo(Table *t, struct conn *c, PyObject *raw, const struct guard
         pos[d] = end;
         seen = ts;
     }
-    if (spans == NULL || (c->qlen && c->nheld == HOLD_MAX))
+    /* waiting: commands for their replies, or (MySQL) a header for its payload */
+    int waiting = c->qlen || c->my_hdr_len;
+    if (spans == NULL || (waiting && c->nheld == HOLD_MAX))
         goto done;
     if (PyList_SetSlice(out, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, spans) < 0) {
         rc = -1;
@@ -1126,7 +1131,7 @@ static int take_fifo(Table *t, struct conn *c, PyObject *raw, const struct guard
         c->request_tid = tid;
         Py_XSETREF(c->tid, Py_NewRef(tid_obj));
     }
-    if (c->qlen)
+    if (waiting)
         c->held[c->nheld++] = Py_NewRef(raw);
     else { /* nothing waits: Python's parser, idle, stands for everything taken so far */
         for (int k = 0; k < c->nheld; k++)

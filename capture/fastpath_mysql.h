@@ -59,31 +59,54 @@ static PyObject *my_error(const unsigned char *p, Py_ssize_t n)
     return Py_BuildValue("(IsN)", code, "", PyUnicode_DecodeUTF8((const char *)p + from, n - from, "replace"));
 }
 
-static int my_requests(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
-                       PyObject *tid, PyObject *spans)
+/* A command packet (sequence `seq`, payload p[:n]) that began at ts: COM_QUERY (its text, cut in
+ * bytes) or COM_PING waits for its reply; 0 for any other (Python's). */
+static int my_command(struct conn *c, unsigned seq, const unsigned char *p, Py_ssize_t n, long long ts)
 {
-    for (Py_ssize_t at = 0; at < n;) {
-        Py_ssize_t next = my_packet(b, n, at);
-        /* a command packet: sequence 0, COM_QUERY (its text, cut in bytes) or COM_PING */
-        if (next < 0 || next - at < 5 || b[at + 3] != 0 || (b[at + 4] != 0x03 && b[at + 4] != 0x0e) ||
-            c->qlen >= MY_MAX_PENDING)
-            return 0;
-        struct rcmd r = {0};
-        r.start = ts;
-        r.scrub = b[at + 4]; /* the command */
-        if (r.scrub == 0x03) {
-            Py_ssize_t len = next - at - 5;
-            r.name = PyUnicode_DecodeUTF8((const char *)b + at + 5, len < MY_MAX_QUERY ? len : MY_MAX_QUERY, "replace");
-            if (r.name == NULL) {
-                PyErr_Clear();
-                return 0;
-            }
-        }
-        if (queue_push(c, &r) < 0) {
-            rcmd_clear(&r);
+    if (seq != 0 || n < 1 || (p[0] != 0x03 && p[0] != 0x0e) || c->qlen >= MY_MAX_PENDING)
+        return 0;
+    struct rcmd r = {0};
+    r.start = ts;
+    r.scrub = p[0]; /* the command */
+    if (r.scrub == 0x03) {
+        r.name = PyUnicode_DecodeUTF8((const char *)p + 1, n - 1 < MY_MAX_QUERY ? n - 1 : MY_MAX_QUERY, "replace");
+        if (r.name == NULL) {
             PyErr_Clear();
             return 0;
         }
+    }
+    if (queue_push(c, &r) < 0) {
+        rcmd_clear(&r);
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static int my_requests(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
+                       PyObject *tid, PyObject *spans)
+{
+    Py_ssize_t at = 0;
+    if (c->my_hdr_len) { /* the payload of the header the last request chunk was */
+        Py_ssize_t need = c->my_hdr[0] | c->my_hdr[1] << 8 | c->my_hdr[2] << 16;
+        c->my_hdr_len = 0;
+        if (n < need || my_command(c, c->my_hdr[3], b, need, c->my_hdr_ts) == 0)
+            return 0;
+        at = need;
+    }
+    while (at < n) {
+        if (n - at == 4) { /* a header read alone (MariaDB reads a packet's header, then its payload) */
+            Py_ssize_t len = b[at] | b[at + 1] << 8 | b[at + 2] << 16;
+            if (b[at + 3] != 0 || len < 1 || 4 + len > MY_MAX_FRAME)
+                return 0;
+            memcpy(c->my_hdr, b + at, 4);
+            c->my_hdr_len = 4;
+            c->my_hdr_ts = ts;
+            return 1;
+        }
+        Py_ssize_t next = my_packet(b, n, at);
+        if (next < 0 || my_command(c, b[at + 3], b + at + 4, next - at - 4, ts) == 0)
+            return 0;
         at = next;
     }
     return 1;
