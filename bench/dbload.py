@@ -65,7 +65,8 @@ def redis_benchmark(r: dict, requests: int, pipeline: int) -> dict:
 class _Capture:
     spans: list
     stats: dict
-    cpu_s: float  # the agent's CPU time from ready to the end of the load (its start's compilation left out)
+    cpu_s: float  # the agent's CPU time from ready to its exit, the drain of what the load left queued included
+    # (its start's compilation left out)
     bpf_ns: int  # run time of the agent's BPF programs over the load (--bpf-time), in the traced processes
     bpf_runs: int
 
@@ -88,6 +89,7 @@ def capture(port: int, tree: Path | None = None, pair: bool = False):
                             env=dict(os.environ, PYTHONPATH=str(tree or ROOT),
                                      GUARDIAN_CAPTURE__OPTIONS__PAIR=str(int(pair))))
     cap = _Capture()
+    ready_cpu = None
     try:
         while "ready" not in Path(err.name).read_text():
             if proc.poll() is not None:
@@ -97,7 +99,6 @@ def capture(port: int, tree: Path | None = None, pair: bool = False):
         ids = prog_ids_of(proc.pid) if BPF_TIME[0] else set()
         before = programs() if ids else {}
         yield cap
-        cap.cpu_s = _cpu_s(proc.pid) - ready_cpu
         after = programs() if ids else {}
         cap.bpf_ns = sum(after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
                          for i in ids if i in before and i in after)
@@ -106,7 +107,10 @@ def capture(port: int, tree: Path | None = None, pair: bool = False):
         time.sleep(2)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=600)
+        _, status, usage = os.wait4(proc.pid, 0)  # its rusage: all of its CPU time, at its exit
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if ready_cpu is not None:
+        cap.cpu_s = usage.ru_utime + usage.ru_stime - ready_cpu
     cap.spans = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line.strip()]
     stats = [line for line in Path(err.name).read_text().splitlines() if line.startswith("{")]
     cap.stats = json.loads(stats[-1]) if stats else {}
@@ -207,7 +211,8 @@ def main() -> int:
                     help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
     ap.add_argument("--pair", choices=("off", "on", "ab"), default="off",
                     help="agents without (off), with (on) or without then with (ab) exchanges paired in the kernel")
-    ap.add_argument("--ringbuf-pages", type=int, metavar="N", help="the agents' ring buffer in pages (default: the agent's)")
+    ap.add_argument("--ringbuf-pages", type=int, metavar="N",
+                    help="the agents' ring buffer in pages (default: the agent's)")
     ap.add_argument("--bpf-time", action="store_true",
                     help="also report the agent's BPF programs' run time per operation (BPF statistics are on for "
                          "the command: every BPF program on the host then pays a clock read per run)")
