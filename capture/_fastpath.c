@@ -1,5 +1,5 @@
-/* capture._fastpath: HTTP/1, Redis, Memcached and PostgreSQL simple-query exchanges from ring
- * records straight to spans, in C.
+/* capture._fastpath: HTTP/1, Redis, Memcached, PostgreSQL simple-query and MySQL text-query
+ * exchanges from ring records straight to spans, in C.
  *
  * The common case of the capture's hot path: a keep-alive HTTP/1 connection whose parser has
  * nothing buffered or waiting, a request and its response with whole heads and bodies framed by
@@ -18,8 +18,9 @@
  * from the Python parser's own functions, cached here by the line's bytes; scrubbing runs
  * capture.scrub.record whenever its rules could change the attributes.
  *
- * FIFO protocols (Redis, Memcached text, PostgreSQL simple queries; protocols/redis.py,
- * memcached.py, postgres.py) take records whose chunks hold whole messages: commands wait here in
+ * FIFO protocols (Redis, Memcached text, PostgreSQL simple queries, MySQL COM_QUERY; protocols/redis.py,
+ * memcached.py, postgres.py, mysql.py) take records whose chunks hold whole messages (a MySQL
+ * packet's header may come alone, its payload next): commands wait here in
  * order for their replies, and the records taken since the connection last had nothing waiting
  * stay held; a hand-back gives them to Python to replay (the spans they make dropped: they were
  * made here), which puts the connection's parser where it would be had it seen every record.
@@ -112,10 +113,11 @@ struct rcmd {
     PyObject *channel;      /* PUBLISH's channel (messaging.*), or NULL */
     int scrub;              /* 0: scrub.record would change nothing; 1 (or Redis' -1): it is called;
                              * Redis' n > 1: the query text's words past the n-th become "?"
-                             * (scrub.redis_kept), while scrub.enabled() */
+                             * (scrub.redis_kept), while scrub.enabled(); MySQL: the command */
     int get;                /* Memcached: a retrieval (memcached.hit, db.response.returned_rows);
                              * PostgreSQL: DataRows so far (name: the query; attrs: its tag;
-                             * channel: its error's code and message) */
+                             * channel: its error's code and message); MySQL: rows so far (name:
+                             * the query; attrs: its last OK's affected rows; channel: its error) */
 };
 
 static void rcmd_clear(struct rcmd *r)
@@ -1313,7 +1315,7 @@ static PyTypeObject TableType = {
     .tp_clear = (inquiry)Table_clear,
     .tp_methods = Table_methods,
     .tp_as_sequence = &Table_seq,
-    .tp_doc = "Connections whose HTTP/1, Redis, Memcached and PostgreSQL exchanges become spans in C.",
+    .tp_doc = "Connections whose HTTP/1, Redis, Memcached, PostgreSQL and MySQL exchanges become spans in C.",
 };
 
 /* sql_summary(query) -> (operation, collection), or None where Python's answer is needed (not ASCII) */
@@ -1335,7 +1337,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath",
-                                    "HTTP/1, Redis, Memcached and PostgreSQL exchanges to spans, in C.", -1,
+                                    "HTTP/1, Redis, Memcached, PostgreSQL and MySQL exchanges to spans, in C.", -1,
                                     module_methods};
 
 #define INTERN(var, text)                                  \
