@@ -9,12 +9,16 @@ operations are what the load generator says it did and spans are the CLIENT span
 capture produced for the generator's connections (100 % = nothing lost or invented).
 
 Run as root: .venv/bin/python -m bench.dbload [--seconds 10] [--requests 100000] [--json FILE] [--select-simple]
+             [--pipeline 1 --pipeline 16]
 A/B in one command: --compare /work/main runs that tree's agent too (same server and baseline);
 --pair ab runs each agent without then with capture.options.pair (exchanges paired in the kernel).
+Each run also reports the agent's CPU µs per operation (from ready to the load's end) and, with
+--bpf-time, its BPF programs' µs and runs per operation (time spent inside the traced processes).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -26,6 +30,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.kernel_time import programs
+from bench.soaklib.probe import prog_ids_of
 from support.servers import PG_BIN, postgres_instance, redis_instance
 
 PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
@@ -33,6 +39,8 @@ PGBENCH_MODE = ["-M", "extended"]  # --select-simple: ["-S", "-M", "simple"], on
 ROOT = Path(__file__).resolve().parent.parent
 COMPARE: list[Path] = []  # other source trees whose agent runs too (--compare)
 PAIRS = [False]  # --pair: each agent without (False) and/or with (True) capture.options.pair
+RING_PAGES: list[int] = []  # --ringbuf-pages: the agents' ring buffer size (guardian capture --ringbuf-pages)
+BPF_TIME = [False]  # --bpf-time: the agent's BPF programs' run time over the load (kernel.bpf_stats_enabled)
 
 
 def pgbench(pg: dict, seconds: float, clients: int) -> dict:
@@ -57,6 +65,16 @@ def redis_benchmark(r: dict, requests: int, pipeline: int) -> dict:
 class _Capture:
     spans: list
     stats: dict
+    cpu_s: float  # the agent's CPU time from ready to its exit, the drain of what the load left queued included
+    # (its start's compilation left out)
+    bpf_ns: int  # run time of the agent's BPF programs over the load (--bpf-time), in the traced processes
+    bpf_runs: int
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -65,21 +83,34 @@ def capture(port: int, tree: Path | None = None, pair: bool = False):
     to drain the ring buffer at exit (a loaded host needs more than 30 s after a load test)."""
     out = tempfile.NamedTemporaryFile("w+", suffix=".jsonl", delete=False)
     err = tempfile.NamedTemporaryFile("w+", suffix=".err", delete=False)
+    ring = ["--ringbuf-pages", str(RING_PAGES[0])] if RING_PAGES else []
     proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--no-tls",
-                             "--port", str(port)], stdout=out, stderr=err, cwd=tree or ROOT,
+                             "--port", str(port), *ring], stdout=out, stderr=err, cwd=tree or ROOT,
                             env=dict(os.environ, PYTHONPATH=str(tree or ROOT),
                                      GUARDIAN_CAPTURE__OPTIONS__PAIR=str(int(pair))))
     cap = _Capture()
+    ready_cpu = None
     try:
         while "ready" not in Path(err.name).read_text():
             if proc.poll() is not None:
                 raise RuntimeError(Path(err.name).read_text())
             time.sleep(0.2)
+        ready_cpu = _cpu_s(proc.pid)
+        ids = prog_ids_of(proc.pid) if BPF_TIME[0] else set()
+        before = programs() if ids else {}
         yield cap
+        after = programs() if ids else {}
+        cap.bpf_ns = sum(after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
+                         for i in ids if i in before and i in after)
+        cap.bpf_runs = sum(after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
+                           for i in ids if i in before and i in after)
         time.sleep(2)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=600)
+        _, status, usage = os.wait4(proc.pid, 0)  # its rusage: all of its CPU time, at its exit
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if ready_cpu is not None:
+        cap.cpu_s = usage.ru_utime + usage.ru_stime - ready_cpu
     cap.spans = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line.strip()]
     stats = [line for line in Path(err.name).read_text().splitlines() if line.startswith("{")]
     cap.stats = json.loads(stats[-1]) if stats else {}
@@ -106,8 +137,16 @@ def bench_postgres(seconds: float, clients: int) -> dict:
                 "baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
                 "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
                 "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
-                "capture_stats": cap.stats}
+                "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
+                **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
     return _with_compare(runs)
+
+
+def _bpf_time(cap: _Capture, operations: int) -> dict:
+    if not BPF_TIME[0]:
+        return {}
+    return {"bpf_us_per_operation": round(cap.bpf_ns / 1000 / operations, 2),
+            "bpf_runs_per_operation": round(cap.bpf_runs / operations, 2)}
 
 
 def _agents() -> list[tuple[Path | None, bool]]:
@@ -121,12 +160,22 @@ def _name(tree: Path | None, pair: bool) -> str:
 def _with_compare(runs: dict) -> dict:
     out = runs.pop(_name(None, PAIRS[0]))
     for tree, r in runs.items():
-        stats = r.pop("capture_stats")
-        r["drops"] = stats.get("kernel.ringbuf_drops")
-        r["unread_at_stop_bytes"] = stats.get("ring.unread_at_stop_bytes", 0)
-        r["ring_records"] = stats.get("kernel.events")
+        r.update(losses(r.pop("capture_stats")))
         out[f"compare {tree}"] = r
     return out
+
+
+def losses(stats: dict) -> dict:
+    """Where spans go missing and how much of the traffic the compiled path kept: records the
+    kernel could not queue (drops), records still queued at the stop, gaps, the compiled path's
+    hand-backs to Python and its re-adoptions of connections it had handed back."""
+    return {"ring_records": stats.get("kernel.events"), "drops": stats.get("kernel.ringbuf_drops", 0),
+            "unread_at_stop_bytes": stats.get("ring.unread_at_stop_bytes", 0),
+            "max_backlog_bytes": stats.get("ring.max_backlog_bytes", 0), "gaps": stats.get("conntrack.gaps", 0),
+            "c_spans": stats.get("fastpath.spans", 0), "all_spans": stats.get("pipeline.spans", 0),
+            "hand_backs": stats.get("fastpath.released", 0), "records_to_python": stats.get("fastpath.handed_over", 0),
+            "readoptions": stats.get("conntrack.fastpath_readoptions", 0),
+            "truncated": stats.get("kernel.truncated"), "parser_exceptions": stats.get("pipeline.parser_exceptions", 0)}
 
 
 def bench_redis(requests: int, pipeline: int) -> dict:
@@ -143,7 +192,8 @@ def bench_redis(requests: int, pipeline: int) -> dict:
                 "with_agent_rps": round(agent["rps_mean"]),
                 "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3), "operations": agent["operations"],
                 "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
-                "capture_stats": cap.stats}
+                "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
+                **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
     return _with_compare(runs)
 
 
@@ -152,7 +202,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10, help="pgbench duration of each run")
     ap.add_argument("--clients", type=int, default=4, help="pgbench clients")
     ap.add_argument("--requests", type=int, default=100_000, help="redis-benchmark requests per command")
-    ap.add_argument("--pipeline", type=int, default=1, help="redis-benchmark -P")
+    ap.add_argument("--pipeline", type=int, action="append", help="redis-benchmark -P (repeat for several runs; 1)")
     ap.add_argument("--only", choices=("postgres", "redis"), help="run one of the two")
     ap.add_argument("--select-simple", action="store_true",
                     help="pgbench -S -M simple (one simple-protocol SELECT per transaction) instead of TPC-B extended")
@@ -161,7 +211,35 @@ def main() -> int:
                     help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
     ap.add_argument("--pair", choices=("off", "on", "ab"), default="off",
                     help="agents without (off), with (on) or without then with (ab) exchanges paired in the kernel")
+    ap.add_argument("--ringbuf-pages", type=int, metavar="N",
+                    help="the agents' ring buffer in pages (default: the agent's)")
+    ap.add_argument("--bpf-time", action="store_true",
+                    help="also report the agent's BPF programs' run time per operation (BPF statistics are on for "
+                         "the command: every BPF program on the host then pays a clock read per run)")
     args = ap.parse_args()
+    BPF_TIME[0] = args.bpf_time
+    RING_PAGES[:] = [args.ringbuf_pages] if args.ringbuf_pages else []
+    if args.bpf_time:
+        fd = _bpf_stats_fd()
+        try:
+            return _main(args)
+        finally:
+            os.close(fd)
+    return _main(args)
+
+
+def _bpf_stats_fd() -> int:
+    """BPF run-time statistics on while the returned fd is open (bpf(BPF_ENABLE_STATS)): counted
+    by the kernel per holder, so another bench toggling kernel.bpf_stats_enabled is not disturbed."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(8)  # union bpf_attr's enable_stats: type = BPF_STATS_RUN_TIME (0)
+    fd = libc.syscall(321, 32, attr, 8)  # x86_64 __NR_bpf, BPF_ENABLE_STATS
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "bpf(BPF_ENABLE_STATS)")
+    return fd
+
+
+def _main(args) -> int:
     COMPARE[:] = [Path(t).resolve() for t in args.compare]
     PAIRS[:] = {"off": [False], "on": [True], "ab": [False, True]}[args.pair]
     if args.select_simple:
@@ -170,17 +248,18 @@ def main() -> int:
     if args.only in (None, "postgres"):
         results["pgbench"] = bench_postgres(args.seconds, args.clients)
     if args.only in (None, "redis"):
-        results["redis-benchmark"] = bench_redis(args.requests, args.pipeline)
+        pipelines = args.pipeline or [1]
+        for p in pipelines:
+            results["redis-benchmark" if len(pipelines) == 1 else f"redis-benchmark -P {p}"] = \
+                bench_redis(args.requests, p)
     for name, r in results.items():
         stats = r.pop("capture_stats")
-        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r.items()))
-        # every way a span can be missing from spans_per_operation: records the kernel could not
-        # queue (drops), records still queued when the stop's bounded drain ended (unread), gaps
-        print(f"  capture: drops={stats.get('kernel.ringbuf_drops', 0)} "
-              f"unread_at_stop_bytes={stats.get('ring.unread_at_stop_bytes', 0)} "
-              f"max_backlog_bytes={stats.get('ring.max_backlog_bytes', 0)} gaps={stats.get('conntrack.gaps', 0)} "
-              f"truncated={stats.get('kernel.truncated')} "
-              f"parser_exceptions={stats.get('pipeline.parser_exceptions', 0)}")
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r.items() if not k.startswith("compare ")))
+        # every way a span can be missing from spans_per_operation (see losses)
+        print("  capture: " + " ".join(f"{k}={v}" for k, v in losses(stats).items()))
+        for k, v in r.items():
+            if k.startswith("compare "):
+                print(f"  {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()))
         r["capture_stats"] = stats
     if args.json:
         with open(args.json, "w") as f:

@@ -1,5 +1,5 @@
-/* capture._fastpath: HTTP/1, Redis, Memcached and PostgreSQL simple-query exchanges from ring
- * records straight to spans, in C.
+/* capture._fastpath: HTTP/1, Redis, Memcached, PostgreSQL simple-query and MySQL text-query
+ * exchanges from ring records straight to spans, in C.
  *
  * The common case of the capture's hot path: a keep-alive HTTP/1 connection whose parser has
  * nothing buffered or waiting, a request and its response with whole heads and bodies framed by
@@ -18,8 +18,9 @@
  * from the Python parser's own functions, cached here by the line's bytes; scrubbing runs
  * capture.scrub.record whenever its rules could change the attributes.
  *
- * FIFO protocols (Redis, Memcached text, PostgreSQL simple queries; protocols/redis.py,
- * memcached.py, postgres.py) take records whose chunks hold whole messages: commands wait here in
+ * FIFO protocols (Redis, Memcached text, PostgreSQL simple queries, MySQL COM_QUERY; protocols/redis.py,
+ * memcached.py, postgres.py, mysql.py) take records whose chunks hold whole messages (a MySQL
+ * packet's header may come alone, its payload next): commands wait here in
  * order for their replies, and the records taken since the connection last had nothing waiting
  * stay held; a hand-back gives them to Python to replay (the spans they make dropped: they were
  * made here), which puts the connection's parser where it would be had it seen every record.
@@ -36,6 +37,8 @@
 #include "types.h" /* bpf/types.h: struct guardian_event and its enums, the one ABI */
 #include "http1_scan.h"
 #include "resp_scan.h"
+#include "sql_scan.h"
+#include <strings.h>
 
 #define HDR ((Py_ssize_t)sizeof(struct guardian_event))
 #define CACHED_LINE 512 /* capture/protocols/http1.py CACHED_LINE: longer lines are not cached */
@@ -110,10 +113,11 @@ struct rcmd {
     PyObject *channel;      /* PUBLISH's channel (messaging.*), or NULL */
     int scrub;              /* 0: scrub.record would change nothing; 1 (or Redis' -1): it is called;
                              * Redis' n > 1: the query text's words past the n-th become "?"
-                             * (scrub.redis_kept), while scrub.enabled() */
+                             * (scrub.redis_kept), while scrub.enabled(); MySQL: the command */
     int get;                /* Memcached: a retrieval (memcached.hit, db.response.returned_rows);
                              * PostgreSQL: DataRows so far (name: the query; attrs: its tag;
-                             * channel: its error's code and message) */
+                             * channel: its error's code and message); MySQL: rows so far (name:
+                             * the query; attrs: its last OK's affected rows; channel: its error) */
 };
 
 static void rcmd_clear(struct rcmd *r)
@@ -154,8 +158,14 @@ struct conn {
     int nheld;
     /* what record_to_span reads of the connection, fixed while it is held */
     PyObject *kind, *resource, *saddr, *sport, *caddr, *cport, *transport, *tls_library;
-    int proto;             /* PROTO_HTTP1, PROTO_REDIS, PROTO_MEMCACHED or PROTO_POSTGRES */
-    PyObject *database;    /* PostgreSQL: db.namespace (the startup packet's), or NULL */
+    int proto;             /* PROTO_HTTP1, PROTO_REDIS, PROTO_MEMCACHED, PROTO_POSTGRES or PROTO_MYSQL */
+    PyObject *database;    /* PostgreSQL, MySQL: db.namespace (the startup packet's), or NULL */
+    PyObject *system;      /* MySQL: db.system (mysql or mariadb), or NULL */
+    uint64_t my_left;      /* MySQL: column definitions still to come */
+    int my_state;          /* MySQL: where its reply is (fastpath_mysql.h) */
+    int my_hdr_len;        /* MySQL: 4 when the last request chunk was a packet's header alone */
+    unsigned char my_hdr[4];
+    long long my_hdr_ts;
     struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
     size_t qhead, qlen, qcap;
     PyObject *epoch;       /* Connection.epoch when not 0 (records lost before), else NULL */
@@ -182,6 +192,7 @@ static PyObject *K_host, *K_agent, *K_parent, *K_status, *K_error, *K_saddr, *K_
     *K_transport, *K_tid, *K_tls, *K_epoch, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
 static PyObject *S_memcached, *S_noreply, *S_END, *K_mc_hit, *K_rows;
 static PyObject *S_postgresql, *K_db_namespace, *K_db_collection;
+static PyObject *S_QUERY, *S_PING, *K_mysql_command, *K_sqlstate;
 static PyObject *S_redis, *S_send, *S_space, *K_db_operation, *K_db_query, *K_db_status, *K_msg_system,
     *K_msg_dest, *K_msg_op;
 
@@ -245,6 +256,7 @@ static void conn_free(struct conn *c)
     Py_XDECREF(c->transport);
     Py_XDECREF(c->tls_library);
     Py_XDECREF(c->database);
+    Py_XDECREF(c->system);
     for (size_t k = 0; k < c->qlen; k++)
         rcmd_clear(&c->q[(c->qhead + k) % c->qcap]);
     PyMem_Free(c->q);
@@ -716,14 +728,16 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
 {
     unsigned long long id;
     PyObject *tracked, *conn, *p0, *p1, *seen_o, *tid_o, *kind, *resource, *server_end, *client_end, *transport, *tls;
-    PyObject *database = Py_None, *epoch;
+    PyObject *database = Py_None, *system = Py_None, *epoch;
     int server, syscall, proto;
-    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOOi|O", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type,
+    if (!PyArg_ParseTuple(args, "KOOO!O!O!O!ppUO!OOUOOi|OO", &id, &tracked, &conn, &PyLong_Type, &p0, &PyLong_Type,
                           &p1, &PyLong_Type, &seen_o, &PyLong_Type, &tid_o, &server, &syscall, &kind, &PyDict_Type,
-                          &resource, &server_end, &client_end, &transport, &tls, &epoch, &proto, &database))
+                          &resource, &server_end, &client_end, &transport, &tls, &epoch, &proto, &database, &system))
         return NULL;
-    if ((proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
-        (database != Py_None && !PyUnicode_Check(database)))
+    if ((proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES &&
+         proto != PROTO_MYSQL) ||
+        (database != Py_None && !PyUnicode_Check(database)) || (system != Py_None && !PyUnicode_Check(system)) ||
+        (proto == PROTO_MYSQL) != (system != Py_None))
         Py_RETURN_FALSE;
     uint64_t pos0 = PyLong_AsUnsignedLongLong(p0), pos1 = PyLong_AsUnsignedLongLong(p1);
     long long seen = PyLong_AsLongLong(seen_o);
@@ -768,6 +782,7 @@ static PyObject *Table_adopt(Table *t, PyObject *args)
     c->transport = Py_NewRef(transport);
     c->tls_library = none_or_ref(tls);
     c->database = database != Py_None && PyUnicode_GET_LENGTH(database) ? Py_NewRef(database) : NULL;
+    c->system = none_or_ref(system);
     c->epoch = none_or_ref(epoch);
     size_t i = slot_of(id, t->cap);
     while (t->slots[i] != NULL)
@@ -1102,7 +1117,9 @@ static int take_fifo(Table *t, struct conn *c, PyObject *raw, const struct guard
         pos[d] = end;
         seen = ts;
     }
-    if (spans == NULL || (c->qlen && c->nheld == HOLD_MAX))
+    /* waiting: commands for their replies, or (MySQL) a header for its payload */
+    int waiting = c->qlen || c->my_hdr_len;
+    if (spans == NULL || (waiting && c->nheld == HOLD_MAX))
         goto done;
     if (PyList_SetSlice(out, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, spans) < 0) {
         rc = -1;
@@ -1116,7 +1133,7 @@ static int take_fifo(Table *t, struct conn *c, PyObject *raw, const struct guard
         c->request_tid = tid;
         Py_XSETREF(c->tid, Py_NewRef(tid_obj));
     }
-    if (c->qlen)
+    if (waiting)
         c->held[c->nheld++] = Py_NewRef(raw);
     else { /* nothing waits: Python's parser, idle, stands for everything taken so far */
         for (int k = 0; k < c->nheld; k++)
@@ -1133,6 +1150,7 @@ done:
 #include "fastpath_redis.h"
 #include "fastpath_memcached.h"
 #include "fastpath_postgres.h"
+#include "fastpath_mysql.h"
 
 /* run(records, start, out) -> (index, verdict, held): takes records[start:] while they are
  * chunks of held connections' HTTP/1 exchanges (EV_PAIR records, or EV_DATA chunks), appending
@@ -1165,7 +1183,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
         verdict = c != NULL ? RELEASED : PYTHON;
         int proto = c != NULL ? c->proto : ev.proto;
         if (ev.proto != proto ||
-            (proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES) ||
+            (proto != PROTO_HTTP1 && proto != PROTO_REDIS && proto != PROTO_MEMCACHED && proto != PROTO_POSTGRES &&
+             proto != PROTO_MYSQL) ||
             (Py_ssize_t)ev.copied_len > len - HDR)
             break;
         int took;
@@ -1190,6 +1209,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 took = take_memcached(t, c, raw, &ev, out);
             else if (proto == PROTO_POSTGRES)
                 took = take_postgres(t, c, raw, &ev, out);
+            else if (proto == PROTO_MYSQL)
+                took = take_mysql(t, c, raw, &ev, out);
             else if ((took = c->x.phase == IDLE ? exchange(t, c, &rq, (const unsigned char *)req + HDR, &ev,
                                                  (const unsigned char *)p + HDR, out) : 0) == 0)
                 took = take_record(t, c, raw, &ev, out);
@@ -1203,7 +1224,8 @@ static PyObject *Table_run(Table *t, PyObject *args)
                 break;
             took = proto == PROTO_REDIS ? take_redis(t, c, raw, &ev, out)
                    : proto == PROTO_MEMCACHED ? take_memcached(t, c, raw, &ev, out)
-                   : proto == PROTO_POSTGRES ? take_postgres(t, c, raw, &ev, out) : take_record(t, c, raw, &ev, out);
+                   : proto == PROTO_POSTGRES ? take_postgres(t, c, raw, &ev, out)
+                   : proto == PROTO_MYSQL ? take_mysql(t, c, raw, &ev, out) : take_record(t, c, raw, &ev, out);
         } else
             break;
         if (took < 0)
@@ -1293,11 +1315,30 @@ static PyTypeObject TableType = {
     .tp_clear = (inquiry)Table_clear,
     .tp_methods = Table_methods,
     .tp_as_sequence = &Table_seq,
-    .tp_doc = "Connections whose HTTP/1, Redis, Memcached and PostgreSQL exchanges become spans in C.",
+    .tp_doc = "Connections whose HTTP/1, Redis, Memcached, PostgreSQL and MySQL exchanges become spans in C.",
+};
+
+/* sql_summary(query) -> (operation, collection), or None where Python's answer is needed (not ASCII) */
+static PyObject *module_sql_summary(PyObject *self, PyObject *query)
+{
+    if (!PyUnicode_Check(query)) {
+        PyErr_SetString(PyExc_TypeError, "sql_summary takes a str");
+        return NULL;
+    }
+    PyObject *out = sql_summary_ascii(query);
+    if (out == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"sql_summary", module_sql_summary, METH_O, "capture.protocols.sql.sql_summary of an ASCII statement, or None."},
+    {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath",
-                                    "HTTP/1, Redis, Memcached and PostgreSQL exchanges to spans, in C.", -1, NULL};
+                                    "HTTP/1, Redis, Memcached, PostgreSQL and MySQL exchanges to spans, in C.", -1,
+                                    module_methods};
 
 #define INTERN(var, text)                                  \
     do {                                                   \
@@ -1334,6 +1375,10 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(S_redis, "redis");
     INTERN(S_memcached, "memcached");
     INTERN(S_postgresql, "postgresql");
+    INTERN(S_QUERY, "QUERY");
+    INTERN(S_PING, "PING");
+    INTERN(K_mysql_command, "mysql.command");
+    INTERN(K_sqlstate, "db.mysql.sqlstate");
     INTERN(K_db_namespace, "db.namespace");
     INTERN(K_db_collection, "db.collection.name");
     INTERN(S_noreply, "noreply");

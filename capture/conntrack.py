@@ -63,6 +63,7 @@ class _Tracked:
     # TLS plaintext (see on_event)
     pos: list[int]
     fd: int
+    held: bool = False  # the compiled path has held it before (a later adoption is a re-adoption)
 
 
 class ConnTracker:
@@ -126,7 +127,13 @@ class ConnTracker:
         conn = tracked.conn
         if conn.parser is None and self.pipeline.new_parser(conn) is None:
             return False
-        return fastpath.adopt(self.fast, conn_id, tracked, conn)
+        if not fastpath.adopt(self.fast, conn_id, tracked, conn):
+            return False
+        # handed back (a gap, a cut message, a case C leaves to Python) and idle again: back in C
+        if tracked.held:
+            self.stats["fastpath_readoptions"] += 1
+        tracked.held = True
+        return True
 
     def hand_back(self) -> None:
         """Every connection the compiled path holds back to the Python table (its state written

@@ -1,8 +1,8 @@
 """Which connections the compiled path (capture/_fastpath.c) holds, and what it is told of them.
 
-A connection is held while it is an HTTP/1, Redis, Memcached or PostgreSQL connection over TCP whose
-parser has nothing buffered or waiting: its exchanges (paired in the kernel or not; PostgreSQL's
-simple queries only) then become spans in C. Everything else, and every record the C path does not
+A connection is held while it is an HTTP/1, Redis, Memcached, PostgreSQL or MySQL connection over TCP
+whose parser has nothing buffered or waiting: its exchanges (paired in the kernel or not; PostgreSQL's
+simple queries, MySQL's COM_QUERY and COM_PING only) then become spans in C. Everything else, and every record the C path does not
 take, goes through ConnTracker.on_event in order; a held connection is handed back before any of its
 records does. Without the extension (not built), there is no table.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from capture import abi, scrub
 from capture.connection import Connection
-from capture.protocols import http1, memcached, postgres, redis
+from capture.protocols import http1, memcached, mysql, postgres, redis
 from capture.protocols.sql import sql_summary
 from capture.span import Span
 
@@ -74,6 +74,8 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
         kind, proto = memcached.MemcachedParser, abi.Proto.MEMCACHED
     elif conn.protocol == "POSTGRES":
         kind, proto = postgres.PostgresParser, abi.Proto.POSTGRES
+    elif conn.protocol == "MYSQL":
+        kind, proto = mysql.MysqlParser, abi.Proto.MYSQL
     else:
         return False
     pos = tracked.pos
@@ -81,9 +83,10 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
         return False  # the C table reads a position 0 as not known: a lost first record would pass
     if conn.transport != "tcp" or type(parser) is not kind:
         return False
-    # protocols the C path would hand back at every message: PostgreSQL's extended one, Memcached's binary one
+    # protocols the C path would hand back at every message: PostgreSQL's extended one, Memcached's
+    # binary one; MySQL's query attributes (typed values before the text)
     if kind is postgres.PostgresParser and (parser._statements or parser._portals) or \
-            kind is memcached.MemcachedParser and parser.binary:
+            kind is memcached.MemcachedParser and parser.binary or kind is mysql.MysqlParser and parser._query_attributes:
         return False
     if not parser.idle() or type(conn.resource) is not dict:
         return False
@@ -93,4 +96,5 @@ def adopt(fast, conn_id: int, tracked, conn: Connection) -> bool:
                       conn.source == "syscall", "SERVER" if server else "CLIENT", conn.resource,
                       server_end or None, client_end or None, conn.transport,
                       conn.source if conn.source not in ("syscall", "pcap") else None, conn.epoch or None, int(proto),
-                      parser._database if kind is postgres.PostgresParser else None)
+                      parser._database if kind in (postgres.PostgresParser, mysql.MysqlParser) else None,
+                      parser._system if kind is mysql.MysqlParser else None)

@@ -8,7 +8,8 @@ Rule 1: one span per command (COM_QUERY, COM_STMT_PREPARE/EXECUTE, ping, ...), p
 Rule 2: COM_STMT_EXECUTE spans carry the text their COM_STMT_PREPARE sent (by statement id).
 Rule 3: the handshake's auth data and later auth-switch packets are never read.
 Rule 4: a response starts with sequence id 1: after garbage or a gap, server packets are
-        skipped until one does; client bytes resync at a command packet (sequence 0).
+        skipped until one does; client bytes resync at a command packet (sequence 0), or at a
+        chunk that is a sequence-0 header alone (a server that reads headers apart).
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ class MysqlParser(Parser):
 
     def __init__(self) -> None:
         super().__init__()
-        command = lambda b: len(b) >= 5 and b[3] == 0 and b[4] in COMMANDS  # noqa: E731
+        # a command packet, or its header alone (MariaDB reads a packet's header, then its payload)
+        command = lambda b: b[3] == 0 and (b[4] in COMMANDS if len(b) >= 5 else len(b) == 4 and b[:3] != b"\0\0\0")  # noqa: E731
         self._readers = {Side.CLIENT: FrameReader(4, _packet_length, self.stats, starts=command),
                          Side.SERVER: FrameReader(4, _packet_length, self.stats)}
         self._pending: Pending[_Command] = Pending(self.stats, MAX_PENDING)
@@ -119,6 +121,12 @@ class MysqlParser(Parser):
                 self._done(ts_ns)
             self._lose()
         return self._take()
+
+    def idle(self) -> bool:
+        """Past the handshake, nothing waiting or half read (capture/fastpath.py hands such a
+        connection to the C path, which takes COM_QUERY and COM_PING)."""
+        return (not self._handshake and self._state == IDLE and not self._pending
+                and all(r.idle for r in self._readers.values()))
 
     def close(self, ts_ns: int) -> list[Record]:
         for cmd in self._pending.drain():

@@ -8,8 +8,8 @@ Rule 1: one span per simple Query (ends at ReadyForQuery) and per extended-proto
         carry the text of the statement that Parse prepared and Bind bound (named or unnamed).
 Rule 2: backend messages answer frontend messages in order: a FIFO of expected answers pairs
         them; after an ErrorResponse the server skips to Sync, and so do we.
-Rule 3: PasswordMessage/SASL bodies are never read. After garbage a direction resyncs at the
-        next chunk that starts with a plausible typed message; pending work is dropped.
+Rule 3: PasswordMessage/SASL bodies are never read. After garbage or lost bytes a direction
+        resyncs at the next chunk that starts with a plausible typed message; pending work is dropped.
 """
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ class PostgresParser(Parser):
             self._ssl_answer = False
             if data[0] in b"NSG":
                 data, size = data[1:], None if size is None else size - 1
-        if not data:
+        if not data and not size:
             return self._take()
         reader = self._readers[side]
         synced = reader.synced

@@ -510,3 +510,16 @@ def test_compiled_postgres_simple_queries_give_the_python_paths_spans_live(postg
         assert n >= 0.99 * 2 * 2 * 4 * 300, n
         stats = result["stats"][key]
         assert stats["fastpath.spans"] >= 0.9 * 2 * 4 * 300, (key, stats["fastpath.spans"], n)
+
+
+def test_compiled_mysql_gives_the_python_paths_spans_live(mariadb_server):
+    """MySQL/MariaDB text queries (pymysql: inserts, selects of 0 to 29 rows, a duplicate key, a
+    missing table) in the compiled path, unpaired and paired, against the Python path."""
+    m = mariadb_server
+    with two_captures(m["port"], PYTHON_PATH) as result:  # its own table: the server is the module's
+        run_client(MYSQL_CLIENT.replace("pairs", "pairs_c"), str(m["port"]), m["user"], m["password"], m["database"])
+    for key in ("c", "c paired"):
+        n, _, _ = assert_same_spans(result, m["port"], ("python", key))
+        assert n >= 2 * (1 + 30 + 30 + 2), n
+        stats = result["stats"][key]
+        assert stats["fastpath.spans"] >= 0.8 * n, (key, stats["fastpath.spans"], n)
