@@ -114,7 +114,7 @@ def net_of(r: dict, quiet: list[dict]) -> dict:
             "quiet_runs": q_runs}
 
 
-def measure_tls(trees: list[Path], seconds: int) -> dict:
+def measure_tls(trees: list[Path], seconds: int, pair: bool = False) -> dict:
     import tempfile
 
     import bench.capture as capture
@@ -136,7 +136,7 @@ def measure_tls(trees: list[Path], seconds: int) -> dict:
                 url = f"https://127.0.0.1:{port}/bench"
                 with start(port):
                     for tree in trees:
-                        with agent(port, tree=tree) as cap:
+                        with agent(port, tree=tree, pair=pair) as cap:
                             ids = agent_program_ids(port)
                             row = {client: run_load(ids, lambda s, f=fn, e=extra: f(url, s, e), seconds)
                                    for client, (fn, extra) in TLS_LOADS.items()}
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree", action="append", type=Path, help="checkout whose capture runs (repeatable: an A/B)")
     p.add_argument("--tls", action="store_true", help="HTTPS (nginx, Go) with the TLS probes: runs per program")
     p.add_argument("--json", help="also write the results as JSON")
-    p.add_argument("--pair", action="store_true", help="agents with capture.options.pair (HTTP/1 exchanges paired)")
+    p.add_argument("--pair", action="store_true", help="agents with capture.options.pair (exchanges paired in the kernel)")
     p.add_argument("--programs", action="store_true", help="also print runs and run time per program")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"load {os.getloadavg()[0]:.1f}")
     if args.tls:
-        results = measure_tls(args.tree or [ROOT], args.seconds)
+        results = measure_tls(args.tree or [ROOT], args.seconds, args.pair)
         for tree, servers in results.items():
             for server, row in servers.items():
                 for client in TLS_LOADS:
