@@ -97,6 +97,17 @@ def run_load(ids: list[int], load, seconds: int) -> dict:
                          for name, r in sorted(per.items()) if r["runs"]}}
 
 
+def split_tls(programs: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """(runs, ns) per request of the TLS probes (each run a uprobe hit: a trap besides its run time,
+    `python -m bench.uprobe_cost`) and of the syscall and other tracepoint programs."""
+    out = {"uprobes": [0.0, 0.0], "tracepoints": [0.0, 0.0]}
+    for name, pr in programs.items():
+        row = out["uprobes" if name.startswith("tls_") else "tracepoints"]
+        row[0] += pr["runs_per_request"]
+        row[1] += pr["runs_per_request"] * pr["ns_per_run"]
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def idle(seconds: int) -> int:
     """No load: what the programs cost the rest of the host meanwhile (1: totals, not per request)."""
     time.sleep(seconds)
@@ -229,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{tree}  {server} <- {client}: requests={r['requests']} "
                           f"bpf_ns_per_request={r['bpf_ns_per_request']:.0f} "
                           f"program_runs_per_request={r['program_runs_per_request']:.2f}")
+                    for kind, (runs, ns) in split_tls(r["programs"]).items():
+                        print(f"    {kind}: runs/request={runs:.2f} ns/request={ns:.0f}")
                     for name, pr in r["programs"].items():
                         print(f"    {name:<16} runs/request={pr['runs_per_request']:.3f} ns/run={pr['ns_per_run']:.0f}")
         print(f"load {os.getloadavg()[0]:.1f}")
