@@ -97,6 +97,17 @@ def run_load(ids: list[int], load, seconds: int) -> dict:
                          for name, r in sorted(per.items()) if r["runs"]}}
 
 
+def split_tls(programs: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """(runs, ns) per request of the TLS probes (each run a uprobe hit: a trap besides its run time,
+    `python -m bench.uprobe_cost`) and of the syscall and other tracepoint programs."""
+    out = {"uprobes": [0.0, 0.0], "tracepoints": [0.0, 0.0]}
+    for name, pr in programs.items():
+        row = out["uprobes" if name.startswith("tls_") else "tracepoints"]
+        row[0] += pr["runs_per_request"]
+        row[1] += pr["runs_per_request"] * pr["ns_per_run"]
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def idle(seconds: int) -> int:
     """No load: what the programs cost the rest of the host meanwhile (1: totals, not per request)."""
     time.sleep(seconds)
@@ -114,7 +125,7 @@ def net_of(r: dict, quiet: list[dict]) -> dict:
             "quiet_runs": q_runs}
 
 
-def measure_tls(trees: list[Path], seconds: int) -> dict:
+def measure_tls(trees: list[Path], seconds: int, pair: bool = False) -> dict:
     import tempfile
 
     import bench.capture as capture
@@ -136,7 +147,7 @@ def measure_tls(trees: list[Path], seconds: int) -> dict:
                 url = f"https://127.0.0.1:{port}/bench"
                 with start(port):
                     for tree in trees:
-                        with agent(port, tree=tree) as cap:
+                        with agent(port, tree=tree, pair=pair) as cap:
                             ids = agent_program_ids(port)
                             row = {client: run_load(ids, lambda s, f=fn, e=extra: f(url, s, e), seconds)
                                    for client, (fn, extra) in TLS_LOADS.items()}
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree", action="append", type=Path, help="checkout whose capture runs (repeatable: an A/B)")
     p.add_argument("--tls", action="store_true", help="HTTPS (nginx, Go) with the TLS probes: runs per program")
     p.add_argument("--json", help="also write the results as JSON")
-    p.add_argument("--pair", action="store_true", help="agents with capture.options.pair (HTTP/1 exchanges paired)")
+    p.add_argument("--pair", action="store_true", help="agents with capture.options.pair (exchanges paired in the kernel)")
     p.add_argument("--programs", action="store_true", help="also print runs and run time per program")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -221,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"load {os.getloadavg()[0]:.1f}")
     if args.tls:
-        results = measure_tls(args.tree or [ROOT], args.seconds)
+        results = measure_tls(args.tree or [ROOT], args.seconds, args.pair)
         for tree, servers in results.items():
             for server, row in servers.items():
                 for client in TLS_LOADS:
@@ -229,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{tree}  {server} <- {client}: requests={r['requests']} "
                           f"bpf_ns_per_request={r['bpf_ns_per_request']:.0f} "
                           f"program_runs_per_request={r['program_runs_per_request']:.2f}")
+                    for kind, (runs, ns) in split_tls(r["programs"]).items():
+                        print(f"    {kind}: runs/request={runs:.2f} ns/request={ns:.0f}")
                     for name, pr in r["programs"].items():
                         print(f"    {name:<16} runs/request={pr['runs_per_request']:.3f} ns/run={pr['ns_per_run']:.0f}")
         print(f"load {os.getloadavg()[0]:.1f}")

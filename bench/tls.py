@@ -6,13 +6,15 @@ readable on a loaded host) and hey at a fixed rate (p99 added, in ms); spans cap
 completed over both. Every figure is beside its baseline, with the load average.
 
 With --tree DIR (repeatable; --compare is the same option), the agent runs from each checkout in
-turn against the same server and baselines: an A/B of two versions in one command. --repeat N
+turn against the same server and baselines: an A/B of two versions in one command. With --pair on,
+the agents pair each exchange in the kernel (capture.options.pair: one ring record per exchange);
+with --pair ab each agent runs unpaired then paired (results keyed TREE and "TREE pair"). --repeat N
 runs the whole sequence N times (the spread between rounds is the noise). TLS probes that other
 processes hold (another agent's) during a phase are listed with it: they tax every TLS call on
 the host, so a figure taken with some is no clean one.
 
 Run as root: .venv/bin/python -m bench.tls [--seconds 10] [--connections 8] [--rate 10000]
-             [--tree DIR ...] [--repeat N] [--json FILE]
+             [--tree DIR ...] [--pair off|on|ab] [--repeat N] [--json FILE]
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import bench.capture as capture
 from bench.capture import ROOT, agent, cpu_seconds, hey, wrk
 from support import tls_targets as targets
 from support.live import free_port
@@ -124,21 +127,22 @@ def measure(url: str, port: int, seconds: int, conns: int, rate: int, trees: lis
             "load": load(),
             "foreign_tls_probes": {**foreign, **foreign_tls_probes()}}  # at the start or the end
     out: dict = {"baseline": base}
-    for tree in trees:
-        with agent(port, ready_s=READY_S, tree=tree) as cap:
+    for name, tree, pair in capture.runs(trees):
+        with agent(port, ready_s=READY_S, tree=tree, pair=pair) as cap:
             at = load()
             foreign = foreign_tls_probes(port)
             sat = saturate(url, seconds, conns, server_pid)
             fixed = hey(url, seconds, rate)
             foreign.update(foreign_tls_probes(port))
         requests = sat["requests"] + fixed["requests"]
-        out[str(tree)] = {
+        out[name] = {
             "saturation": sat, "fixed_rate": fixed, "agent": cap, "load": at, "foreign_tls_probes": foreign,
             "throughput_ratio": sat["rps"] / base["saturation"]["rps"],
             "p99_ratio": sat["p99_ms"] / base["saturation"]["p99_ms"],
             "fixed_rate_p99_added_ms": (fixed["p99_ms"] or 0) - (base["fixed_rate"]["p99_ms"] or 0),
             "server_spans_per_request": cap["server_spans"] / max(requests, 1),
             "client_spans_per_request": cap["client_spans"] / max(requests, 1),
+            "ring_records_per_request": cap.get("kernel_events", 0) / max(requests, 1),
         }
     if NO_SSLSNIFF[0]:
         return out
@@ -170,6 +174,7 @@ def summary(name: str, result: dict) -> str:
                          f"p99 x{r['p99_ratio']:.1f}; fixed {r['fixed_rate']['rps']:.0f} req/s p99 added "
                          f"{r['fixed_rate_p99_added_ms']:.2f} ms; spans/request server "
                          f"{r['server_spans_per_request']:.4f} client {r['client_spans_per_request']:.4f}; "
+                         f"ring records/request {r.get('ring_records_per_request', 0):.2f}; "
                          f"drops {r['agent'].get('kernel_drops')}; agent {r['agent'].get('agent_cpu_pct', 0):.0f} %; "
                          f"load {r['load']}; foreign TLS probe links {sum(r['foreign_tls_probes'].values())}")
     return "\n".join(lines)
@@ -186,9 +191,12 @@ def main() -> None:
                     help="run the agent from this checkout (repeatable: an A/B against one baseline)")
     ap.add_argument("--only", choices=["go_crypto_tls", "nginx_openssl"])
     ap.add_argument("--no-sslsniff", action="store_true", help="skip the reference tool's run")
+    ap.add_argument("--pair", choices=["off", "on", "ab"], default="off",
+                    help="agents unpaired, with capture.options.pair (one ring record per exchange), or both")
     args = ap.parse_args()
     trees = [t.resolve() for t in args.tree] if args.tree else [ROOT]
     NO_SSLSNIFF[0] = args.no_sslsniff
+    capture.PAIR[0] = args.pair
     rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
         d = Path(tmp)

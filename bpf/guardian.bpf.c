@@ -396,7 +396,7 @@ static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, i
 
 /* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id, __u8 dir);
+                                          __u64 id, __u8 dir, int tls_socket);
 
 static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, __u8 shape,
                                     __u64 addr, int is_socket_call)
@@ -410,7 +410,7 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
          * exit work, only the tie of the SSL object in this call to its socket (which does not
          * need the syscall's result) */
         struct guardian_conn_key key = {.tgid = id >> 32, .fd = fd};
-        tls_socket_io(&key, c, id, dir);
+        tls_socket_io(&key, c, id, dir, 1);
         stat_add(STAT_TLS_SKIPPED, 1);
         return 0;
     }
@@ -526,7 +526,7 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
     else
         c->bytes[rdir & 1] += covered; /* nothing readable: userspace sees the gap */
     if (w->records == 1)
-        tls_socket_io(&key, c, bpf_get_current_pid_tgid(), rdir);
+        tls_socket_io(&key, c, bpf_get_current_pid_tgid(), rdir, 0);
     /* a first record that matched no protocol ends the walk (the rest is not its start);
      * skipped ciphertext does not count in positions (skip_ciphertext) */
     if (!more || c->proto == PROTO_UNKNOWN || (c->flags & CONN_IGNORED)) {
@@ -630,7 +630,7 @@ static __always_inline int io_exit(void *ctx, long ret)
         emit_iov(ctx, &key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
                  m.namelen ? m.name : 0, ts);
     }
-    tls_socket_io(&key, c, id, io.direction);
+    tls_socket_io(&key, c, id, io.direction, 0);
     return 0;
 }
 
@@ -904,47 +904,67 @@ BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL*
 BPF_TABLE("lru_hash", __u64, __u64, tls_pending, MAX_INFLIGHT); /* thread -> SSL* without socket */
 BPF_TABLE("lru_hash", struct tls_go_key, struct tls_go_read, tls_go_reads, MAX_INFLIGHT);
 /* Set (to 1) by the first SSL entry probe: until then no thread is in an SSL call or has an
- * SSL* pending, and the syscall path skips the two lookups that would find out */
+ * SSL* pending, and the syscall path skips the lookup that would find out */
 BPF_ARRAY(tls_used, __u32, 1);
 /* pids that just exec'd: userspace looks for statically linked TLS in the new image */
 BPF_RINGBUF_OUTPUT(tls_execs, 16);
 
-/* Called by io_exit for every data syscall on a tracked socket. */
+/* Called by io_exit for every data syscall on a tracked socket, and by io_enter for those of a
+ * socket whose plaintext the probes deliver (`tls_socket`: the SSL probes have run, so no need to
+ * look). On such a socket this is the syscall's only work, and inside an SSL call whose SSL* its
+ * entry found tied to this very socket it is one lookup (the thread's tls_calls entry). */
 static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id, __u8 dir)
+                                          __u64 id, __u8 dir, int tls_socket)
 {
     __u32 zero = 0;
-    __u32 *used = tls_used.lookup(&zero);
-    if (!used || !*used)
+    if (!tls_socket) {
+        __u32 *used = tls_used.lookup(&zero);
+        if (!used || !*used)
+            return;
+    }
+    /* a thread without an entry has made no SSL call: none in flight, no SSL* pending */
+    struct tls_call *call = tls_calls.lookup(&id);
+    if (!call)
+        return;
+    __u32 fd = key->fd;
+    if (call->ssl && call->fd == fd + 1 && !call->pending && (c->flags & CONN_ENCRYPTED))
         return;
     struct tls_ssl_key sk = {.tgid = key->tgid};
     /* inside SSL_read/SSL_write (fd or custom BIO) the syscall is that SSL's own transport:
      * always (re)bind, which also mends a stale entry of a reused SSL*. This also catches
      * protocols that start in plaintext and upgrade (PostgreSQL's SSLRequest, STARTTLS),
      * whose ciphertext the detector never saw first. */
-    struct tls_call *call = tls_calls.lookup(&id);
-    __u64 *pending = tls_pending.lookup(&id);
-    if (call && call->ssl) {
+    if (call->ssl) {
         sk.ssl = call->ssl;
         c->flags |= CONN_ENCRYPTED;
-    } else if (pending && (c->flags & CONN_ENCRYPTED) && dir == DIR_EGRESS &&
+    } else if (call->pending && (c->flags & CONN_ENCRYPTED) && dir == DIR_EGRESS &&
                (c->proto == PROTO_TLS_HANDSHAKE || c->proto == PROTO_UNKNOWN)) {
         /* memory BIO: the SSL's output goes out next on this thread. Only by a send, and only
          * to a socket whose plaintext has not started (in its handshake, or older than the
          * capture): a thread serving many connections (grpc's) receives on others in between,
          * and a handshake step that sends nothing (a server's last) leaves its SSL* pending */
+        __u64 *pending = tls_pending.lookup(&id);
+        if (!pending) { /* the LRU took it */
+            call->pending = 0;
+            return;
+        }
         sk.ssl = *pending;
     } else {
         return;
     }
-    __u32 fd = key->fd;
-    __u32 *old = tls_ssl_fd.lookup(&sk);
-    if (!old || *old != fd) {
-        tls_ssl_fd.update(&sk, &fd);
-        stat_add(STAT_TLS_BOUND, 1);
+    if (!call->ssl || call->fd != fd + 1) {
+        __u32 *old = tls_ssl_fd.lookup(&sk);
+        if (!old || *old != fd) {
+            tls_ssl_fd.update(&sk, &fd);
+            stat_add(STAT_TLS_BOUND, 1);
+        }
+        if (call->ssl)
+            call->fd = fd + 1;
     }
-    if (pending)
+    if (call->pending) {
         tls_pending.delete(&id);
+        call->pending = 0;
+    }
 }
 
 static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, __u32 len,
@@ -999,14 +1019,27 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     if (used && !*used) /* written once: a store at every call would bounce its cache line */
         *used = 1;
     struct tls_ssl_key sk = {.tgid = tgid, .ssl = ssl};
-    /* a handshake starts a (maybe new) session on a reused SSL*: tie it afresh */
-    if (handshake || !tls_ssl_fd.lookup(&sk))
-        tls_pending.update(&id, &ssl);
-    if (handshake)
-        return 0;
-    struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
-                            .dir = dir, .source = source, .ts_ns = bpf_ktime_get_ns()};
+    __u32 *bound = tls_ssl_fd.lookup(&sk);
     struct tls_call *p = tls_calls.lookup(&id);
+    __u8 pending = p ? p->pending : 0;
+    /* a handshake starts a (maybe new) session on a reused SSL*: tie it afresh */
+    if ((handshake || !bound) && tls_pending.update(&id, &ssl) == 0)
+        pending = 1;
+    if (handshake) { /* no call in flight: the thread's entry only says an SSL* is pending */
+        if (p) {
+            p->pending = pending;
+        } else {
+            struct tls_call none = {.pending = pending};
+            tls_calls.update(&id, &none);
+        }
+        return 0;
+    }
+    /* the socket the SSL* is tied to now: the syscalls of the call check it without a lookup,
+     * and the return probe takes it from here. Only written plaintext needs the entry's stamp. */
+    struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
+                            .dir = dir, .source = source, .pending = pending,
+                            .fd = bound ? *bound + 1 : 0,
+                            .ts_ns = dir == DIR_EGRESS ? bpf_ktime_get_ns() : 0};
     if (p)
         *p = call;
     else
@@ -1030,14 +1063,18 @@ int tls_ssl_return(struct pt_regs *ctx)
         if (bpf_probe_read_user(&n, sizeof(n), (void *)call.out_len) != 0)
             return 0;
     }
-    struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call.ssl};
-    __u32 *fd = tls_ssl_fd.lookup(&sk);
-    if (!fd) {
-        stat_add(STAT_TLS_NO_FD, 1);
-        return 0;
+    __u32 fd = call.fd - 1; /* tied at the entry, or by a syscall of the call (tls_socket_io) */
+    if (!call.fd) { /* a memory BIO's SSL* is tied after its call: maybe meanwhile */
+        struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call.ssl};
+        __u32 *bound = tls_ssl_fd.lookup(&sk);
+        if (!bound) {
+            stat_add(STAT_TLS_NO_FD, 1);
+            return 0;
+        }
+        fd = *bound;
     }
     /* plaintext written: stamped at SSL_write's entry (an fd BIO sends inside the call) */
-    tls_emit(id >> 32, *fd, call.dir, call.buf, (__u32)n, call.source,
+    tls_emit(id >> 32, fd, call.dir, call.buf, (__u32)n, call.source,
              call.dir == DIR_EGRESS ? call.ts_ns : 0);
     return 0;
 }

@@ -165,14 +165,17 @@ struct guardian_event {
 /* ======== TLS uprobes (bpf/tls.h, the TLS section of guardian.bpf.c) ========
  * Kept as one block: the TLS section's map keys and values, mirrored in capture/abi.py. */
 /* Its counters are STAT_TLS_* in enum guardian_stat. */
-/* What an SSL_read/SSL_write call is doing, between its entry and return probes. */
+/* What an SSL_read/SSL_write call is doing, between its entry and return probes (ssl 0: no call
+ * in flight); the entry is the thread's and stays between calls. */
 struct tls_call {
     __u64 ssl;
     __u64 buf;
     __u64 out_len; /* size_t * of the _ex variants (bytes done), 0 for SSL_read/SSL_write */
     __u8 dir;
     __u8 source;
-    __u8 _pad[6];
+    __u8 pending;  /* this thread has an SSL* in tls_pending (set with it, cleared with it) */
+    __u8 _pad;
+    __u32 fd;      /* the socket (fd + 1) the call's SSL* is tied to, 0: not known yet */
     __u64 ts_ns;   /* at the call's entry: the stamp of written plaintext */
 };
 

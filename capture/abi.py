@@ -127,8 +127,8 @@ def ip_bytes(text: str) -> bytes:
 # ---- TLS uprobes: the TLS block of bpf/types.h ----------------------------------------------
 class TlsCall(ctypes.Structure):
     _fields_ = [("ssl", ctypes.c_uint64), ("buf", ctypes.c_uint64), ("out_len", ctypes.c_uint64),
-                ("dir", ctypes.c_uint8), ("source", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 6),
-                ("ts_ns", ctypes.c_uint64)]
+                ("dir", ctypes.c_uint8), ("source", ctypes.c_uint8), ("pending", ctypes.c_uint8),
+                ("_pad", ctypes.c_uint8), ("fd", ctypes.c_uint32), ("ts_ns", ctypes.c_uint64)]
 
 
 class TlsExec(ctypes.Structure):

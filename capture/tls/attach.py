@@ -6,8 +6,10 @@ the kernel signals it), their maps re-read a few times as the dynamic linker and
 add libraries. Probes are attached by file (pid -1): one attach per (dev, inode) serves
 every process mapping it, present and future (the kernel inserts the breakpoints when a
 process maps the file); the BPF side filters pids. With a --pid filter the probes are that
-process's only (others take no breakpoint). A binary never seen before is probed a
-few milliseconds after its exec: what it says before that is not seen (README, TLS).
+process's only (others take no breakpoint). TLS files that earlier starts found (the memo,
+capture/tls/notls.py) are probed at start, in use or not. A binary never seen before is probed
+a few milliseconds after its exec (hundreds on a loaded host): what it says before that is not
+seen (README, TLS).
 A file's probes are held by BPF links, one per program (capture/tls/links.py): attached and
 removed together; on kernels without uprobe_multi links, one perf event per probe as BCC does
 (capture/tls/uprobe.py).
@@ -42,6 +44,7 @@ STOP_JOIN_S = 0.5
 # names of the kernel's TLS counters (in the `stats` array) in the agent's stats
 TLS_STATS = {abi.Stat.TLS_PLAINTEXT: "plaintext", abi.Stat.TLS_NO_FD: "no_fd", abi.Stat.TLS_BOUND: "bound",
              abi.Stat.TLS_READ_FAULT: "go_fd_fault"}
+KNOWN_FILES = 16  # TLS files remembered from earlier starts that are probed at start (the latest)
 EXECS_PAGES = 16  # BPF_RINGBUF_OUTPUT(tls_execs, 16) in bpf/guardian.bpf.c
 _EXEC = abi.TLS_EXEC_STRUCT  # struct tls_exec (bpf/types.h): ts_ns, pid
 
@@ -120,6 +123,14 @@ class TlsAttacher:
                 self._consider(ident, path)
         for pid in ([self.pid] if self.pid else procmaps.pids()):
             self._scan(pid)
+        if not self.pid:
+            # TLS files seen at earlier starts (a client run now and then: hey, a cron job) are
+            # probed now: probed at their exec, a process's first calls would go unseen, and that
+            # takes hundreds of milliseconds when the agent is busy and the host loaded
+            for path in self.memo.tls_files(KNOWN_FILES):
+                ident = procmaps.file_identity(path)
+                if ident:
+                    self._consider(ident, path)
         self.memo.save()
         self._execs = RingReader(self.bpf["tls_execs"].map_fd, EXECS_PAGES * mmap.PAGESIZE)
         self._thread = threading.Thread(target=self._follow, name="tls-attach", daemon=True)
@@ -135,8 +146,8 @@ class TlsAttacher:
             self._execs.close()
             self._execs = None
         with self._lock:
+            links.close([fd for f in self.files.values() for fd in f.links])  # all at once
             for f in self.files.values():
-                links.close(f.links)
                 for p in f.one_by_one:
                     self._detach(p)
             self.files.clear()
@@ -195,7 +206,7 @@ class TlsAttacher:
                 log.warning("TLS in %s not captured: %s", path, problem)
                 return
             library, probes = probes_for(path, found)
-            self.memo.add_tls(stamp, library, [(p.addr, p.fn, p.ret) for p in probes])
+            self.memo.add_tls(stamp, library, [(p.addr, p.fn, p.ret) for p in probes], path)
         read_ms = (time.monotonic_ns() - t0) / 1e6
         attached = AttachedFile(path, library)
         with self._lock:

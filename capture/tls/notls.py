@@ -6,7 +6,8 @@ interpreters, daemons); nearly all hold no TLS, a few hold TLS that cannot be lo
 BoringSSL without symbols: the slowest to read). A file is remembered with why it is not
 probed ("" for no TLS), or with its probes, by (dev, inode, size, mtime): a replaced or
 rewritten file is read again. The memo is dropped whole when the code
-that decides (capture/tls/*.py) changes.
+that decides (capture/tls/*.py) changes. TLS files are remembered with their path too: the
+attacher probes those still in place at start (a client run again is seen from its first call).
 """
 from __future__ import annotations
 
@@ -66,15 +67,28 @@ class NoTlsMemo:
     def tls_probes(self, stamp: str | None) -> tuple[str, list[tuple[int, str, bool]]] | None:
         """(tls.library, [(address, program, is_return)]) found at an earlier start, or None."""
         try:
-            library, probes = self.probes[stamp]
-            return str(library), [(int(a), str(f), bool(r)) for a, f, r in probes]
-        except (KeyError, TypeError, ValueError):
+            entry = self.probes[stamp]
+            return str(entry[0]), [(int(a), str(f), bool(r)) for a, f, r in entry[1]]
+        except (KeyError, TypeError, ValueError, IndexError):
             return None
 
-    def add_tls(self, stamp: str | None, library: str, probes: list[tuple[int, str, bool]]) -> None:
+    def add_tls(self, stamp: str | None, library: str, probes: list[tuple[int, str, bool]],
+                path: str | None = None) -> None:
         if stamp is not None and stamp not in self.probes and len(self.probes) < MAX_FILES:
-            self.probes[stamp] = [library, [list(p) for p in probes]]
+            self.probes[stamp] = [library, [list(p) for p in probes], path]
             self._dirty = True
+
+    def tls_files(self, limit: int) -> list[str]:
+        """Paths of up to `limit` TLS files (the latest remembered first) that are still the file
+        their probes were found in (same stamp): a new process of one is probed before it runs."""
+        out = []
+        for stamp, entry in reversed(list(self.probes.items())):
+            path = entry[2] if isinstance(entry, list) and len(entry) > 2 else None
+            if isinstance(path, str) and file_stamp(path) == stamp:
+                out.append(path)
+                if len(out) >= limit:
+                    break
+        return out
 
     def save(self) -> None:
         if self.path is None or not self._dirty:

@@ -119,14 +119,14 @@ CLIENT = textwrap.dedent('''
 
 @contextmanager
 def two_captures(port: int, variants: dict | None = None):
-    """The unpaired and the paired capture (or `variants`: key -> CaptureOptions fields), all
-    attached and running, filtered to `port`."""
+    """The unpaired and the paired capture (or `variants`: key -> CaptureOptions fields, TLS probes
+    off unless they say), all attached and running, filtered to `port`."""
     ebpf_or_skip()
     variants = variants or {False: {"pair": False}, True: {"pair": True}}
     caps, spans, stops, threads = {}, {key: [] for key in variants}, {}, []
     try:
         for key, fields in variants.items():
-            cap = caps[key] = LiveCapture(CaptureOptions(port=port, tls=False, **fields))
+            cap = caps[key] = LiveCapture(CaptureOptions(**{"port": port, "tls": False, **fields}))
             cap.start()
         for pair, cap in caps.items():
             stops[pair] = threading.Event()

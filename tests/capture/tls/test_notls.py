@@ -43,3 +43,22 @@ def test_off_keeps_nothing(tmp_path):
     memo.add("1:2:3:4", "")
     memo.save()
     assert memo.path is None and not list(tmp_path.iterdir())
+
+
+def test_tls_files_still_in_place_are_listed_latest_first_and_bounded(tmp_path):
+    memo = notls.NoTlsMemo(str(tmp_path / "cache"))
+    files = []
+    for i in range(4):
+        f = tmp_path / f"client-{i}"
+        f.write_bytes(b"\x7fELF" + bytes([i]) * 60)
+        memo.add_tls(notls.file_stamp(str(f)), "go", [(0x10 + i, "tls_go_write", False)], str(f))
+        files.append(f)
+    memo.add_tls("9:9:9:9", "openssl", [(0x99, "tls_openssl_read", False)])  # no path: an older memo's
+    memo.save()
+    again = notls.NoTlsMemo(str(tmp_path / "cache"))
+    assert again.tls_files(10) == [str(f) for f in reversed(files)]
+    assert again.tls_probes(notls.file_stamp(str(files[0]))) == ("go", [(0x10, "tls_go_write", False)])
+    os.utime(files[3], ns=(1, 1))  # rewritten since: its probes may be elsewhere
+    files[2].unlink()
+    assert again.tls_files(10) == [str(files[1]), str(files[0])]
+    assert again.tls_files(1) == [str(files[1])]
