@@ -134,6 +134,14 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
         c.votes += STUCK_VOTES * (1.0 if len(st.stuck_ms) > 1 else 0.7)
         c.ops[st.operation] = c.ops.get(st.operation, 0.0) + STUCK_VOTES
         c.fixed_change = 1.0
+        # held for much of the window inside its own spans at a service that calls nothing (a
+        # database): the wait is its own (a row lock held through the fault). A service that
+        # calls others may be waiting for them or for a pooled connection, which its spans do
+        # not show; a few calls slow for seconds are as likely the host's hiccups.
+        if st.stuck_ms[0] >= SUSTAINED * walker.window.seconds * 1e3 and not _reach(walker, svc) and all(
+                s.service == svc and s.kind in ("SERVER", "CONSUMER") for s in st.examples):
+            c.stuck = True
+            c.stuck_ms = max(c.stuck_ms, st.stuck_ms[0] - st.base_p50_ms)
         c.change = c.change or st.describe()
         for s, ms in zip(st.examples, st.stuck_ms):
             if s.trace_id not in c.traces:
@@ -179,6 +187,10 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                     c.spans.append(s)
                     c.excess_ms.append(0.0)
                     c.traces.add(s.trace_id)
+
+
+def _stuck_text(sig: Signals, c: Candidate) -> str:
+    return "; ".join(st.describe() for st in sig.stuck if st.operation in c.ops)
 
 
 def _gap_text(g) -> str:
@@ -560,6 +572,25 @@ def _blast(walker: Walker, c: Candidate, found: list[Anomaly]) -> BlastRadius:
     return BlastRadius(services=sorted(services)[:20], endpoints=endpoints[:20])
 
 
+def _score(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
+    """Each candidate's score before propagation: its votes, how much it changed itself, and
+    how much that costs a request."""
+    for c in cands:
+        g = sig.network(c.key[0]) if c.kind == "network" else None
+        # The network's change is in the gaps, not in the callee's own spans.
+        change = g.sure if g is not None else _change(walker, c) if c.walked and c.spans else \
+            c.fixed_change if c.fixed_change is not None else 1.0
+        if c.stuck and change < 1.0:
+            # One call held for much of the window (a row lock) leaves its operation's
+            # percentiles where they were: its size says it changed, not the percentiles.
+            change = 1.0
+            c.change = f"{c.change}; {_stuck_text(sig, c)}" if _stuck_text(sig, c) else c.change
+        c.changed = change
+        c.score = c.votes * change * _impact(c)
+        if g is not None and "answers" not in c.change:
+            c.change = f"{_gap_text(g)}; {c.change}"
+
+
 def investigate(store: SpanStore, question: str, window: TimeWindow | None = None,
                 anomaly: dict | None = None) -> Report:
     """From a question (or an anomaly), find and rank root causes with evidence."""
@@ -574,15 +605,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     sig = read_signals(store, cur, base)
     walker.ports, walker.lone = sig.ports, frozenset(sig.lone)
     cands = _callers_own(walker, _merge(list(_candidates(walker, found, focus, sig).values()), sig))
-    for c in cands:
-        g = sig.network(c.key[0]) if c.kind == "network" else None
-        # The network's change is in the gaps, not in the callee's own spans.
-        change = g.sure if g is not None else _change(walker, c) if c.walked and c.spans else \
-            c.fixed_change if c.fixed_change is not None else 1.0
-        c.changed = change
-        c.score = c.votes * change * _impact(c)
-        if g is not None and "answers" not in c.change:
-            c.change = f"{_gap_text(g)}; {c.change}"
+    _score(walker, cands, sig)
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)

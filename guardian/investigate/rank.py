@@ -31,6 +31,8 @@ class Candidate:
     changed: float = 1.0  # how much it changed itself (deterministic._change): 0.15 not at all
     shown: bool = False  # a test showed its own failure rate grew (enough to name it alone)
     moved: bool = False  # its typical call (or its tail, by a felt delay) slowed past baseline noise
+    stuck: bool = False  # its own calls, calling nothing, were stuck far beyond any baseline call
+    stuck_ms: float = 0.0  # the longest such call's excess over its baseline p50
 
 
 FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
@@ -47,6 +49,8 @@ def absorb(into: Candidate, c: Candidate) -> None:
     into.excess_ms += c.excess_ms
     into.gap_ms += c.gap_ms
     into.walked = into.walked or c.walked
+    into.stuck = into.stuck or c.stuck
+    into.stuck_ms = max(into.stuck_ms, c.stuck_ms)
     into.answered += c.answered
     into.fixed_change = max(into.fixed_change or 0.0, c.fixed_change or 0.0) or None
 
@@ -214,4 +218,6 @@ def impact(c: Candidate) -> float:
     if not extra:
         return 0.5
     typical = extra[len(extra) // 2]
+    if c.stuck:  # a call held for seconds costs its request that, however few such calls
+        typical = max(typical, c.stuck_ms)
     return typical / (typical + IMPACT_MS) + 0.1
