@@ -591,6 +591,22 @@ def _score(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
             c.change = f"{_gap_text(g)}; {c.change}"
 
 
+def _own_slowdown(cands: list[Candidate]) -> list[Candidate]:
+    """Longer gaps before a callee's spans while its own spans slowed past their baseline
+    noise too are its queue (requests wait for a busy server), not its network: the network
+    delays calls, never the server's own work. Its network candidate joins its slowdown."""
+    own = {c.key[0]: c for c in cands if c.kind in ("latency", "saturation") and c.moved}
+    out = []
+    for c in cands:
+        into = own.get(c.key[0]) if c.kind == "network" else None
+        if into is None:
+            out.append(c)
+            continue
+        _absorb(into, c)
+        into.score += c.score
+    return out
+
+
 def investigate(store: SpanStore, question: str, window: TimeWindow | None = None,
                 anomaly: dict | None = None) -> Report:
     """From a question (or an anomaly), find and rank root causes with evidence."""
@@ -606,6 +622,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     walker.ports, walker.lone = sig.ports, frozenset(sig.lone)
     cands = _callers_own(walker, _merge(list(_candidates(walker, found, focus, sig).values()), sig))
     _score(walker, cands, sig)
+    cands = _own_slowdown(cands)
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)

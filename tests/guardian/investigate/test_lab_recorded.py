@@ -35,3 +35,13 @@ def test_a_row_lock_held_through_the_fault_names_the_database():
     assert rc.service == expected["service"] == "postgres", report.summary
     assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
     assert "UPDATE stock" in rc.description and "27.6 s" in rc.description
+
+
+def test_a_slow_query_is_the_databases_latency_not_its_network():
+    """Calls to the database wait longer before its spans begin (a queue for a busy server)
+    while its own spans slowed too: that is its own slowdown, not its network."""
+    report, expected = report_of("mesh12-s13-016")
+    rc = report.root_causes[0]
+    assert rc.service == "postgres" and rc.kind in {expected["kind"], *expected["kind_aliases"]}, \
+        report.summary
+    assert all((c.service, c.kind) != ("postgres", "network") for c in report.root_causes)
