@@ -45,3 +45,13 @@ def test_a_slow_query_is_the_databases_latency_not_its_network():
     assert rc.service == "postgres" and rc.kind in {expected["kind"], *expected["kind_aliases"]}, \
         report.summary
     assert all((c.service, c.kind) != ("postgres", "network") for c in report.root_causes)
+
+
+def test_requests_waiting_for_a_pool_held_by_locked_updates_name_the_database():
+    """inventory's requests wait for a pooled connection (no call while they wait) that its
+    other requests hold in UPDATEs stuck on a row lock at postgres: the wait is postgres's."""
+    report, expected = report_of("shop-s22-007")
+    rc = report.root_causes[0]
+    assert rc.service == expected["service"] == "postgres", report.summary
+    assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
+    assert not rc.operation or rc.operation == expected["operation"]
