@@ -90,8 +90,13 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
                 c.gap_ms.append(v.gap_ms)
             c.traces.add(v.span.trace_id)
     _signal_candidates(walker, sig, cands)
+    # A client that serves nothing and takes no work from a queue (a load generator, a user's
+    # script) sends what it is asked to: fewer calls from it are less demand, or a symptom of
+    # what it calls, never a cause.
+    serving = {r.service for r in walker.store.red(walker.baseline, by="service")}
     for a in found:
-        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found, sig) \
+        if a.kind == "traffic_drop" and (a.service in serving or _takes_work(walker, a.service)) \
+                and not _upstream_dropped(walker, a, found, sig) \
                 and not _waits_below(walker, a.service, found, sig) \
                 and not _less_demand(walker, a.service, found) \
                 and not _callers_sent_less(walker, a.service):
@@ -99,6 +104,21 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
             c.votes += a.score / top_all
             c.change = a.description
     return cands
+
+
+BLOCKING_POPS = {"BRPOP", "BLPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX", "XREAD",
+                 "XREADGROUP"}
+
+
+def _takes_work(walker: Walker, service: str) -> bool:
+    """Whether a service that answers no calls takes its work from a queue (a worker):
+    deliveries it receives from a broker, or blocking pops from a list or stream."""
+    for s in walker.store.spans(SpanFilter(window=walker.baseline, service=service, limit=200)):
+        a = s.attributes
+        if a.get("messaging.operation.type") in ("receive", "process") or \
+                str(a.get("db.operation.name", "")).upper() in BLOCKING_POPS:
+            return True
+    return False
 
 
 def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
