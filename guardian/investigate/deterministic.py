@@ -43,6 +43,7 @@ STUCK_VOTES = 1.5  # per operation with calls stuck far beyond its baseline
 OWN_VOTES = 1.0  # a service whose own time grew, alone among the services
 P50_FLOOR_MS = 1.0  # a median shift smaller than this is no change (timer, scheduler)
 SPREAD_SHARE = 0.5  # nor one under this share of the baseline's p50-p95 distance
+TRIPLED_SPREAD = 0.1  # unless it tripled and moved by this share of that distance
 TAIL_FLOOR_MS = 100.0  # a tail-only shift counts whole when its p95 grew by this much
 TAIL_RATIO = 10.0  # or when its p95 grew this many times
 TAIL_CALLS = 20  # on this many calls at least (a p95 of fewer is one call's time)
@@ -452,7 +453,11 @@ def _typical_moved(cur: RedStats, base: RedStats) -> bool:
     shift = cur.p50_ms - base.p50_ms
     if cur.p50_ms < 1.5 * base.p50_ms or shift < P50_FLOOR_MS:
         return False
-    return cur.p50_ms >= 3 * base.p50_ms or shift >= SPREAD_SHARE * (base.p95_ms - base.p50_ms)
+    spread = base.p95_ms - base.p50_ms
+    # a median tripled counts when it moved by a tenth of the baseline's own spread at least:
+    # a few ms more on an operation whose calls already ranged over seconds is its usual mix
+    return (cur.p50_ms >= 3 * base.p50_ms and shift >= TRIPLED_SPREAD * spread) or \
+        shift >= SPREAD_SHARE * spread
 
 
 def _tail_moved(cur: RedStats, base: RedStats) -> bool:

@@ -149,6 +149,11 @@ def test_one_call_stalled_for_a_moment_names_no_cause():
     (dict(p50_ms=1.4, p95_ms=2.8), dict(p50_ms=1.5, p95_ms=194.0), True),
     # a sub-ms query whose slow calls now take tens of ms: a tail grown tenfold (an index gone)
     (dict(p50_ms=0.2, p95_ms=0.3), dict(p50_ms=0.2, p95_ms=40.0), True),
+    # a median tripled by a few tens of ms on a query whose calls already ranged over seconds
+    # (a shared database's mix of heavy and light calls), its tail within twice the baseline's
+    (dict(p50_ms=4.9, p95_ms=1431.5), dict(p50_ms=94.5, p95_ms=2208.4), False),
+    # the same median on an operation whose calls ranged over a fraction of that
+    (dict(p50_ms=4.9, p95_ms=200.0), dict(p50_ms=94.5, p95_ms=250.0), True),
 ])
 def test_a_change_must_exceed_the_baselines_own_noise(base, cur, moved):
     from guardian.investigate.deterministic import _tail_moved, _typical_moved
