@@ -43,6 +43,7 @@ STUCK_VOTES = 1.5  # per operation with calls stuck far beyond its baseline
 OWN_VOTES = 1.0  # a service whose own time grew, alone among the services
 P50_FLOOR_MS = 1.0  # a median shift smaller than this is no change (timer, scheduler)
 SPREAD_SHARE = 0.5  # nor one under this share of the baseline's p50-p95 distance
+TRIPLED_SPREAD = 0.1  # unless it tripled and moved by this share of that distance
 TAIL_FLOOR_MS = 100.0  # a tail-only shift counts whole when its p95 grew by this much
 TAIL_RATIO = 10.0  # or when its p95 grew this many times
 TAIL_CALLS = 20  # on this many calls at least (a p95 of fewer is one call's time)
@@ -90,8 +91,13 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
                 c.gap_ms.append(v.gap_ms)
             c.traces.add(v.span.trace_id)
     _signal_candidates(walker, sig, cands)
+    # A client that serves nothing and takes no work from a queue (a load generator, a user's
+    # script) sends what it is asked to: fewer calls from it are less demand, or a symptom of
+    # what it calls, never a cause.
+    serving = {r.service for r in walker.store.red(walker.baseline, by="service")}
     for a in found:
-        if a.kind == "traffic_drop" and not _upstream_dropped(walker, a, found, sig) \
+        if a.kind == "traffic_drop" and (a.service in serving or _takes_work(walker, a.service)) \
+                and not _upstream_dropped(walker, a, found, sig) \
                 and not _waits_below(walker, a.service, found, sig) \
                 and not _less_demand(walker, a.service, found) \
                 and not _callers_sent_less(walker, a.service):
@@ -99,6 +105,21 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
             c.votes += a.score / top_all
             c.change = a.description
     return cands
+
+
+BLOCKING_POPS = {"BRPOP", "BLPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX", "XREAD",
+                 "XREADGROUP"}
+
+
+def _takes_work(walker: Walker, service: str) -> bool:
+    """Whether a service that answers no calls takes its work from a queue (a worker):
+    deliveries it receives from a broker, or blocking pops from a list or stream."""
+    for s in walker.store.spans(SpanFilter(window=walker.baseline, service=service, limit=200)):
+        a = s.attributes
+        if a.get("messaging.operation.type") in ("receive", "process") or \
+                str(a.get("db.operation.name", "")).upper() in BLOCKING_POPS:
+            return True
+    return False
 
 
 def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
@@ -134,6 +155,14 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
         c.votes += STUCK_VOTES * (1.0 if len(st.stuck_ms) > 1 else 0.7)
         c.ops[st.operation] = c.ops.get(st.operation, 0.0) + STUCK_VOTES
         c.fixed_change = 1.0
+        # held for much of the window inside its own spans at a service that calls nothing (a
+        # database): the wait is its own (a row lock held through the fault). A service that
+        # calls others may be waiting for them or for a pooled connection, which its spans do
+        # not show; a few calls slow for seconds are as likely the host's hiccups.
+        if st.stuck_ms[0] >= SUSTAINED * walker.window.seconds * 1e3 and not _reach(walker, svc) and all(
+                s.service == svc and s.kind in ("SERVER", "CONSUMER") for s in st.examples):
+            c.stuck = True
+            c.stuck_ms = max(c.stuck_ms, st.stuck_ms[0] - st.base_p50_ms)
         c.change = c.change or st.describe()
         for s, ms in zip(st.examples, st.stuck_ms):
             if s.trace_id not in c.traces:
@@ -179,6 +208,10 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                     c.spans.append(s)
                     c.excess_ms.append(0.0)
                     c.traces.add(s.trace_id)
+
+
+def _stuck_text(sig: Signals, c: Candidate) -> str:
+    return "; ".join(st.describe() for st in sig.stuck if st.operation in c.ops)
 
 
 def _gap_text(g) -> str:
@@ -420,7 +453,11 @@ def _typical_moved(cur: RedStats, base: RedStats) -> bool:
     shift = cur.p50_ms - base.p50_ms
     if cur.p50_ms < 1.5 * base.p50_ms or shift < P50_FLOOR_MS:
         return False
-    return cur.p50_ms >= 3 * base.p50_ms or shift >= SPREAD_SHARE * (base.p95_ms - base.p50_ms)
+    spread = base.p95_ms - base.p50_ms
+    # a median tripled counts when it moved by a tenth of the baseline's own spread at least:
+    # a few ms more on an operation whose calls already ranged over seconds is its usual mix
+    return (cur.p50_ms >= 3 * base.p50_ms and shift >= TRIPLED_SPREAD * spread) or \
+        shift >= SPREAD_SHARE * spread
 
 
 def _tail_moved(cur: RedStats, base: RedStats) -> bool:
@@ -560,6 +597,41 @@ def _blast(walker: Walker, c: Candidate, found: list[Anomaly]) -> BlastRadius:
     return BlastRadius(services=sorted(services)[:20], endpoints=endpoints[:20])
 
 
+def _score(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
+    """Each candidate's score before propagation: its votes, how much it changed itself, and
+    how much that costs a request."""
+    for c in cands:
+        g = sig.network(c.key[0]) if c.kind == "network" else None
+        # The network's change is in the gaps, not in the callee's own spans.
+        change = g.sure if g is not None else _change(walker, c) if c.walked and c.spans else \
+            c.fixed_change if c.fixed_change is not None else 1.0
+        if c.stuck and change < 1.0:
+            # One call held for much of the window (a row lock) leaves its operation's
+            # percentiles where they were: its size says it changed, not the percentiles.
+            change = 1.0
+            c.change = f"{c.change}; {_stuck_text(sig, c)}" if _stuck_text(sig, c) else c.change
+        c.changed = change
+        c.score = c.votes * change * _impact(c)
+        if g is not None and "answers" not in c.change:
+            c.change = f"{_gap_text(g)}; {c.change}"
+
+
+def _own_slowdown(cands: list[Candidate]) -> list[Candidate]:
+    """Longer gaps before a callee's spans while its own spans slowed past their baseline
+    noise too are its queue (requests wait for a busy server), not its network: the network
+    delays calls, never the server's own work. Its network candidate joins its slowdown."""
+    own = {c.key[0]: c for c in cands if c.kind in ("latency", "saturation") and c.moved}
+    out = []
+    for c in cands:
+        into = own.get(c.key[0]) if c.kind == "network" else None
+        if into is None:
+            out.append(c)
+            continue
+        _absorb(into, c)
+        into.score += c.score
+    return out
+
+
 def investigate(store: SpanStore, question: str, window: TimeWindow | None = None,
                 anomaly: dict | None = None) -> Report:
     """From a question (or an anomaly), find and rank root causes with evidence."""
@@ -574,15 +646,8 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     sig = read_signals(store, cur, base)
     walker.ports, walker.lone = sig.ports, frozenset(sig.lone)
     cands = _callers_own(walker, _merge(list(_candidates(walker, found, focus, sig).values()), sig))
-    for c in cands:
-        g = sig.network(c.key[0]) if c.kind == "network" else None
-        # The network's change is in the gaps, not in the callee's own spans.
-        change = g.sure if g is not None else _change(walker, c) if c.walked and c.spans else \
-            c.fixed_change if c.fixed_change is not None else 1.0
-        c.changed = change
-        c.score = c.votes * change * _impact(c)
-        if g is not None and "answers" not in c.change:
-            c.change = f"{_gap_text(g)}; {c.change}"
+    _score(walker, cands, sig)
+    cands = _own_slowdown(cands)
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)

@@ -31,6 +31,8 @@ class Candidate:
     changed: float = 1.0  # how much it changed itself (deterministic._change): 0.15 not at all
     shown: bool = False  # a test showed its own failure rate grew (enough to name it alone)
     moved: bool = False  # its typical call (or its tail, by a felt delay) slowed past baseline noise
+    stuck: bool = False  # its own calls, calling nothing, were stuck far beyond any baseline call
+    stuck_ms: float = 0.0  # the longest such call's excess over its baseline p50
 
 
 FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
@@ -47,6 +49,8 @@ def absorb(into: Candidate, c: Candidate) -> None:
     into.excess_ms += c.excess_ms
     into.gap_ms += c.gap_ms
     into.walked = into.walked or c.walked
+    into.stuck = into.stuck or c.stuck
+    into.stuck_ms = max(into.stuck_ms, c.stuck_ms)
     into.answered += c.answered
     into.fixed_change = max(into.fixed_change or 0.0, c.fixed_change or 0.0) or None
 
@@ -145,11 +149,20 @@ def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool | None:
     if FAMILY[x.kind] != 1 or FAMILY[y.kind] != 1:
         return None
     seen = ok = 0
+    held = None
     for s, extra_ms in zip(x.spans, x.excess_ms):
         if s.service != x.key[0] or extra_ms <= 0 or s.kind == "CLIENT":
             continue
         tree = walker.tree(s.trace_id)
         entry = entry_of(tree, s)
+        if held is None:
+            held = _held_calls(walker, x.key[0], y)
+        # Waiting for a pooled connection that x's other requests hold in calls to y, stuck
+        # there (a row lock): x waited on y though it made no call while it waited.
+        if _overlap_ms(held, entry, SIZE_SHARE * extra_ms) >= SIZE_SHARE * extra_ms:
+            seen += 1
+            ok += 1
+            continue
         in_y, calls = 0, 0
         for d in tree.descendants(entry):
             if d.kind != "CLIENT" or d.service == y.key[0]:
@@ -166,6 +179,30 @@ def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool | None:
         seen += 1
         ok += in_y / 1e6 >= SIZE_SHARE * extra_ms
     return None if seen < 2 else 2 * ok >= seen
+
+
+def _held_calls(walker: Walker, service: str, y: Candidate) -> list[Span]:
+    """service's calls into y's changed operations during the window, longest first."""
+    from capture.store.api import SpanFilter
+
+    got = walker.store.spans(SpanFilter(window=walker.window, service=service, kind="CLIENT",
+                                        order="duration_desc", limit=200))
+    return [d for d in got if walker.canon(peer_of(d) or "", d) == y.key[0]
+            and (not y.ops or d.name in y.ops)]
+
+
+def _overlap_ms(calls: list[Span], s: Span, min_ms: float) -> float:
+    """Time of s covered by calls (of other requests) that each lasted min_ms or more."""
+    spans = sorted((max(c.start_time_unix_nano, s.start_time_unix_nano),
+                    min(c.end_time_unix_nano, s.end_time_unix_nano))
+                   for c in calls if c.trace_id != s.trace_id and c.duration_ns >= min_ms * 1e6)
+    total, end = 0, s.start_time_unix_nano
+    for a, b in spans:
+        a = max(a, end)
+        if b > a:
+            total += b - a
+            end = b
+    return total / 1e6
 
 
 SIZE_SHARE = 0.25  # a slowdown below explains one above when it added this share of the time
@@ -214,4 +251,6 @@ def impact(c: Candidate) -> float:
     if not extra:
         return 0.5
     typical = extra[len(extra) // 2]
+    if c.stuck:  # a call held for seconds costs its request that, however few such calls
+        typical = max(typical, c.stuck_ms)
     return typical / (typical + IMPACT_MS) + 0.1

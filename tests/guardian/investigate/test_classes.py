@@ -3,6 +3,7 @@
 nothing changed."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from capture.store.api import TimeWindow
 from guardian.evals.variants import internal, no_status, sparse
 from guardian.investigate.deterministic import investigate
-from tests.guardian.investigate.mesh import T0, Mesh, store_of
+from capture.span import Span
+from tests.guardian.investigate.mesh import MS, T0, Mesh, store_of
 
 
 def top(spans, question="Orders are slow, why?", window=None):
@@ -147,6 +149,11 @@ def test_one_call_stalled_for_a_moment_names_no_cause():
     (dict(p50_ms=1.4, p95_ms=2.8), dict(p50_ms=1.5, p95_ms=194.0), True),
     # a sub-ms query whose slow calls now take tens of ms: a tail grown tenfold (an index gone)
     (dict(p50_ms=0.2, p95_ms=0.3), dict(p50_ms=0.2, p95_ms=40.0), True),
+    # a median tripled by a few tens of ms on a query whose calls already ranged over seconds
+    # (a shared database's mix of heavy and light calls), its tail within twice the baseline's
+    (dict(p50_ms=4.9, p95_ms=1431.5), dict(p50_ms=94.5, p95_ms=2208.4), False),
+    # the same median on an operation whose calls ranged over a fraction of that
+    (dict(p50_ms=4.9, p95_ms=200.0), dict(p50_ms=94.5, p95_ms=250.0), True),
 ])
 def test_a_change_must_exceed_the_baselines_own_noise(base, cur, moved):
     from guardian.investigate.deterministic import _tail_moved, _typical_moved
@@ -162,3 +169,40 @@ def test_slow_answers_to_a_job_new_in_the_window_name_no_cause():
     report = top(Mesh("batch", seed=8).build(), "Is anything wrong?")
     assert any(a["service"] == "bank" and a["kind"] == "latency" for a in report.anomalies)
     assert report.root_causes == [], report.summary
+
+
+def _from_a_client(spans, keep_late: float, attrs: dict | None = None, seed: int = 1):
+    """Each gateway request made by a pure client (a CLIENT span in `loadgen` that nothing
+    answers but gateway); in the second half only keep_late of them are sent."""
+    rng = random.Random(seed)
+    roots = [s for s in spans if s.parent_span_id is None]
+    mid = (min(s.start_time_unix_nano for s in roots) + max(s.end_time_unix_nano for s in roots)) // 2
+    dropped = {s.trace_id for s in roots if s.start_time_unix_nano >= mid and rng.random() > keep_late}
+    out = [s for s in spans if s.trace_id not in dropped]
+    for s in [s for s in roots if s.trace_id not in dropped]:
+        c = Span(name=s.name, kind="CLIENT", start_time_unix_nano=s.start_time_unix_nano - MS,
+                 end_time_unix_nano=s.end_time_unix_nano + MS, status_code=s.status_code,
+                 attributes={**(attrs or {}), "server.address": "gateway", "server.port": 8080},
+                 resource={"service.name": "loadgen"}, trace_id=s.trace_id,
+                 span_id="c" + s.span_id[1:], parent_span_id=None)
+        out.append(c)
+        out[out.index(s)] = dataclasses.replace(s, parent_span_id=c.span_id)
+    return out
+
+
+def test_fewer_requests_from_a_load_generator_are_no_cause():
+    """The only client sends a fifth of its requests in the second half and every call it
+    makes is answered as fast as before: less demand, nothing to name (not the client)."""
+    spans = _from_a_client(Mesh(None, seed=31).build(), keep_late=0.2)
+    report = top(spans, "Is anything wrong?")
+    assert any(a["kind"] == "traffic_drop" and a["service"] == "loadgen" for a in report.anomalies)
+    assert all(rc.service != "loadgen" for rc in report.root_causes), report.summary
+
+
+def test_fewer_deliveries_taken_by_a_worker_can_be_its_cause():
+    """The same drop at a client that takes its work from a queue (a worker: deliveries it
+    receives) may be the worker stopping: it stays a candidate."""
+    spans = _from_a_client(Mesh(None, seed=31).build(), keep_late=0.2,
+                           attrs={"messaging.operation.type": "receive", "messaging.system": "rabbitmq"})
+    report = top(spans, "Is anything wrong?")
+    assert any(rc.service == "loadgen" and rc.kind == "traffic" for rc in report.root_causes), report.summary

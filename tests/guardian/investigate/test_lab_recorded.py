@@ -1,0 +1,57 @@
+"""The investigator on recorded lab cases (evals/lab, real eBPF capture of the fault lab), one
+per class of behaviour fixed there: the case's question and window, its labels only to check."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guardian.evals.runner import case_window
+from guardian.evals.scenarios import load_store
+from guardian.investigate.deterministic import investigate
+
+LAB = Path(__file__).resolve().parents[3] / "evals" / "lab"
+
+
+def report_of(case: str):
+    d = LAB / case
+    if not d.is_dir():
+        pytest.skip(f"{d} not recorded here")
+    expected = json.loads((d / "expected.json").read_text())
+    store = load_store(d)
+    try:
+        return investigate(store, (d / "question.txt").read_text().strip(), case_window(expected)), expected
+    finally:
+        store.close()
+
+
+def test_a_row_lock_held_through_the_fault_names_the_database():
+    """One UPDATE held for most of the window at the database (which calls nothing) while its
+    other calls stay sub-ms: the percentiles of the operation did not move, the held call did.
+    A service whose own time wobbled meanwhile is not the cause."""
+    report, expected = report_of("mesh12-s13-015")
+    rc = report.root_causes[0]
+    assert rc.service == expected["service"] == "postgres", report.summary
+    assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
+    assert "UPDATE stock" in rc.description and "27.6 s" in rc.description
+
+
+def test_a_slow_query_is_the_databases_latency_not_its_network():
+    """Calls to the database wait longer before its spans begin (a queue for a busy server)
+    while its own spans slowed too: that is its own slowdown, not its network."""
+    report, expected = report_of("mesh12-s13-016")
+    rc = report.root_causes[0]
+    assert rc.service == "postgres" and rc.kind in {expected["kind"], *expected["kind_aliases"]}, \
+        report.summary
+    assert all((c.service, c.kind) != ("postgres", "network") for c in report.root_causes)
+
+
+def test_requests_waiting_for_a_pool_held_by_locked_updates_name_the_database():
+    """inventory's requests wait for a pooled connection (no call while they wait) that its
+    other requests hold in UPDATEs stuck on a row lock at postgres: the wait is postgres's."""
+    report, expected = report_of("shop-s22-007")
+    rc = report.root_causes[0]
+    assert rc.service == expected["service"] == "postgres", report.summary
+    assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
+    assert not rc.operation or rc.operation == expected["operation"]
