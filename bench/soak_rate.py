@@ -115,6 +115,15 @@ def duckdb_memory(store) -> dict[str, int]:
     return out
 
 
+def hwm_mb() -> float | None:
+    """Peak resident set of this process so far (VmHWM): spikes between samples count too."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 def file_mb(path: str | None) -> float | None:
     if not path:
         return None
@@ -130,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-s", type=float, default=30.0, help="the scheduled anomaly report's interval")
     ap.add_argument("--path", help="store file (default: a new one in a temporary directory)")
     ap.add_argument("--memory-limit-mb", type=int, help="default: store.memory_limit_mb of the configuration")
+    ap.add_argument("--duckdb-set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a DuckDB setting on the store's connection after it opened (an A/B of settings)")
     ap.add_argument("--tracemalloc", action="store_true", help="Python allocations too (slower)")
     ap.add_argument("--out", help="write the result here")
     ap.add_argument("--json", action="store_true")
@@ -158,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg.store.memory_limit_mb = a.memory_limit_mb
     store = open_store(path, max_age_s=cfg.store.max_age_s, max_spans=cfg.store.max_spans,
                        memory_limit_mb=cfg.store.memory_limit_mb, threads=cfg.store.threads)
+    for kv in a.duckdb_set:
+        name, value = kv.split("=", 1)
+        store._con.execute(f"SET {name} = '{value}'")
     pids = [os.getpid(), os.getppid(), 1] + [int(p) for p in os.listdir("/proc") if p.isdigit()][:20]
     source = RateSource(a.rate, sorted(set(pids)))
     agent = Agent(cfg, store, source, None, Enricher())
@@ -185,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                     reports["ok"] += 1
             s = {"t": round(now - t0, 1), "rss_mb": rss_mb(os.getpid()), "duckdb_mb": duckdb_memory(store),
                  "file_mb": file_mb(path), "stored": agent.stored, "received": agent.received,
-                 "dropped": agent.dropped, "pending": agent.linker.pending, "store_spans": store.count()}
+                 "dropped": agent.dropped, "hwm_mb": hwm_mb(), "pending": agent.linker.pending, "store_spans": store.count()}
             if a.tracemalloc:
                 s["py_traced_mb"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 1)
                 if snap0 is None and now - t0 >= a.warmup_s:
@@ -210,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "uptime": os.getloadavg(),
         "rate_per_s": a.rate, "minutes": a.minutes, "warmup_s": a.warmup_s,
-        "memory_limit_mb": cfg.store.memory_limit_mb,
+        "memory_limit_mb": cfg.store.memory_limit_mb, "duckdb_set": a.duckdb_set,
         "rss_mb": {"start": rss[0] if rss else None, "max": max(rss, default=None), "end": rss[-1] if rss else None,
+                   "peak_hwm": hwm_mb(),
                    "slope_mb_per_min_after_warmup": None if (s := slope_per_min(warm)) is None else round(s, 3)},
         "stored": agent.stored, "received": agent.received, "dropped": agent.dropped,
         "store_errors": agent.store_errors, "reports": reports, "tracemalloc_growth_after_warmup": growth,

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Literal
 
 import duckdb
 import orjson
+import pyarrow.compute as pc
 
 from capture.span import Span
 from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
@@ -57,6 +58,19 @@ def _private_files(path: str | None):
             os.umask(old)
 
 
+def _allocator_settings(memory_limit_mb: int) -> dict[str, Any]:
+    """The memory limit bounds what DuckDB's buffer manager holds, not what its allocator keeps
+    resident after a query freed it: by default it is returned only past 128 MB (allocator_flush_threshold),
+    so the agent's resident set swings by that much above the limit. Freed memory goes back past a
+    quarter of the limit and a background thread returns what idle threads cached. Appended rows wait
+    in memory until a checkpoint compresses them to the file: checkpoints come every eighth of the
+    limit of log, not 16 MB, so that step is smaller (`python -m bench.soak_rate` samples RSS and
+    duckdb_memory(); `python -m bench.capture --only agent` the agent at saturation)."""
+    return {"allocator_flush_threshold": f"{max(4, memory_limit_mb // 4)}MB",
+            "allocator_background_threads": True,
+            "checkpoint_threshold": f"{max(2, memory_limit_mb // 8)}MB"}
+
+
 def _json_path(key: str) -> str:
     return '$."' + key.replace('"', '\\"') + '"'
 
@@ -76,6 +90,7 @@ class DuckDBStore(SpanStore):
         config: dict[str, Any] = {}
         if memory_limit_mb is not None:
             config["memory_limit"] = f"{int(memory_limit_mb)}MB"
+            config.update(_allocator_settings(int(memory_limit_mb)))
         if threads is not None:
             config["threads"] = int(threads)
         self._spill: str | None = None
@@ -86,7 +101,7 @@ class DuckDBStore(SpanStore):
         with _private_files(path):
             self._con = duckdb.connect(path or ":memory:", config=config)
             self._con.execute(_SCHEMA)
-        self._count = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+        self._count, self._newest_end = self._con.execute("SELECT count(*), max(end_ns) FROM spans").fetchall()[0]
         self._last_age_check = 0.0
         self.evicted = 0
 
@@ -97,6 +112,7 @@ class DuckDBStore(SpanStore):
         if not n:
             return 0
         table = arrow_batch(batch)
+        newest = pc.max(table.column("end_ns")).as_py()
         with self._lock, _private_files(self.path):
             self._con.register("_batch", table)
             try:
@@ -104,6 +120,8 @@ class DuckDBStore(SpanStore):
             finally:
                 self._con.unregister("_batch")
             self._count += n
+            if newest is not None and (self._newest_end is None or newest > self._newest_end):
+                self._newest_end = newest
             self._enforce_retention()
         return n
 
@@ -146,12 +164,15 @@ class DuckDBStore(SpanStore):
         now = time.monotonic()
         if self.max_age_s is not None and now - self._last_age_check >= _AGE_CHECK_EVERY_S:
             self._last_age_check = now
-            cutoff = int(self.max_age_s * 1e9)
-            before = self._count
-            self._con.execute(
-                "DELETE FROM spans WHERE end_ns < (SELECT max(end_ns) FROM spans) - ?", [cutoff])
-            self._count = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
-            self.evicted += before - self._count
+            if self._newest_end is None:
+                return
+            # the newest end is known from the appends: a scan of the whole table for it every
+            # second would page all of end_ns through the buffer manager; with a constant the
+            # row groups' min/max skip everything newer than the cutoff
+            cutoff = self._newest_end - int(self.max_age_s * 1e9)
+            gone = self._con.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff]).fetchall()[0][0]
+            self._count -= gone
+            self.evicted += gone
 
     def flush(self) -> None:
         with self._lock, _private_files(self.path):
