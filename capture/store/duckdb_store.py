@@ -38,6 +38,7 @@ _SELECT = ("SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_
            " status_message, attributes, resource FROM spans")
 _QUANTILES = "quantile_cont(duration_ns, [0.5, 0.95, 0.99])"
 _AGE_CHECK_EVERY_S = 1.0
+ROW_GROUP_ROWS = 16_384
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
 
@@ -62,13 +63,24 @@ def _allocator_settings(memory_limit_mb: int) -> dict[str, Any]:
     """The memory limit bounds what DuckDB's buffer manager holds, not what its allocator keeps
     resident after a query freed it: by default it is returned only past 128 MB (allocator_flush_threshold),
     so the agent's resident set swings by that much above the limit. Freed memory goes back past a
-    quarter of the limit and a background thread returns what idle threads cached. Appended rows wait
-    in memory until a checkpoint compresses them to the file: checkpoints come every eighth of the
-    limit of log, not 16 MB, so that step is smaller (`python -m bench.soak_rate` samples RSS and
-    duckdb_memory(); `python -m bench.capture --only agent` the agent at saturation)."""
+    quarter of the limit and a background thread returns what idle threads cached
+    (`python -m bench.soak_rate` samples RSS and duckdb_memory())."""
     return {"allocator_flush_threshold": f"{max(4, memory_limit_mb // 4)}MB",
-            "allocator_background_threads": True,
-            "checkpoint_threshold": f"{max(2, memory_limit_mb // 8)}MB"}
+            "allocator_background_threads": True}
+
+
+def _attach(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """The store file as the connection's default database, in row groups of ROW_GROUP_ROWS: a
+    checkpoint compresses a row group at a time, and DuckDB's default (122,880 rows, tens of MB of
+    span text) made each one a spike of the agent's resident set above the memory limit
+    (`python -m bench.soak_rate --rate 15000 --sample-s 0.5`). A file whose format predates the
+    option opens with the default."""
+    quoted = path.replace("'", "''")
+    try:
+        con.execute(f"ATTACH '{quoted}' AS guardian_store (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+    except duckdb.Error:
+        con.execute(f"ATTACH '{quoted}' AS guardian_store")
+    con.execute("USE guardian_store")
 
 
 def _json_path(key: str) -> str:
@@ -98,8 +110,13 @@ class DuckDBStore(SpanStore):
             # past its limit an in-memory store spills to temp_directory: DuckDB's default is ".tmp"
             # in the current directory, so the agent gets a private one of its own
             self._spill = config["temp_directory"] = tempfile.mkdtemp(prefix="guardian-store-")
+        on_file = bool(path and path != ":memory:")
+        if on_file:
+            config.setdefault("temp_directory", f"{path}.tmp")  # what DuckDB uses for a store it opens itself
         with _private_files(path):
-            self._con = duckdb.connect(path or ":memory:", config=config)
+            self._con = duckdb.connect(":memory:", config=config)
+            if on_file:
+                _attach(self._con, path)
             self._con.execute(_SCHEMA)
         self._count, self._newest_end = self._con.execute("SELECT count(*), max(end_ns) FROM spans").fetchall()[0]
         self._last_age_check = 0.0
