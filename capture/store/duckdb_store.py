@@ -71,10 +71,10 @@ def _allocator_settings(memory_limit_mb: int) -> dict[str, Any]:
 
 def _attach(con: duckdb.DuckDBPyConnection, path: str) -> None:
     """The store file as the connection's default database, in row groups of ROW_GROUP_ROWS: a
-    checkpoint compresses a row group at a time, and DuckDB's default (122,880 rows, tens of MB of
-    span text) made each one a spike of the agent's resident set above the memory limit
-    (`python -m bench.soak_rate --rate 15000 --sample-s 0.5`). A file whose format predates the
-    option opens with the default."""
+    checkpoint compresses a row group at a time outside the buffer manager's limit, and with
+    DuckDB's default (122,880 rows of span text) each one was a spike of the agent's resident set
+    (`python -m bench.soak_rate --rate 15000 --sample-s 0.5`, `python -m bench.capture --only agent`).
+    A file whose format predates the option opens with the default."""
     quoted = path.replace("'", "''")
     try:
         con.execute(f"ATTACH '{quoted}' AS guardian_store (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
