@@ -111,6 +111,7 @@ class Soak:
         self.servers = soak_load.Servers(self.workdir)
         self.hostile: Hostile | None = None
         self.cgroup: SoakCgroup | None = None
+        self.scope_note = "host-wide"
         self.t0 = time.time()
 
     # -- the agent -------------------------------------------------------------------------
@@ -200,8 +201,12 @@ class Soak:
     def start_world(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.args.host_wide:  # before anything starts: children inherit the cgroup
-            self.cgroup = SoakCgroup(f"guardian-soak-{os.getpid()}").join()
-            log(f"processes of the soak in cgroup {self.cgroup.path}; the agent keeps only their spans")
+            try:
+                self.cgroup = SoakCgroup(f"guardian-soak-{os.getpid()}").join()
+                log(f"processes of the soak in cgroup {self.cgroup.path}; the agent keeps only their spans")
+            except OSError as e:  # no writable cgroup v2 hierarchy (a container): measured host-wide, said so
+                self.scope_note = f"host-wide: no cgroup of its own ({e})"
+                log(f"the agent captures host-wide: {e}")
         if not self.args.no_shop:
             from guardian.demo.system import ShopSystem
 
@@ -362,7 +367,7 @@ class Soak:
             "minutes_with_agent": a.minutes, "baseline_minutes": a.baseline_minutes, "kills": a.kills,
             "shop": not a.no_shop, "client_rate_per_s": a.rate, "hostile_per_s": a.hostile_rate,
             "uptime_start": self.uptime_start, "uptime_end": self.uptime_end,
-            "scope": {"cgroup": self.cgroup.path} if self.cgroup else "host-wide",
+            "scope": {"cgroup": self.cgroup.path} if self.cgroup else self.scope_note,
             "failed_by_agent": max(0, round(failed_agent - expected)),
             "failed_by_agent_method": "failed requests with the agent (running or starting) minus the "
                                       "baseline's failure rate times their count",
