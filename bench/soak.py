@@ -1,6 +1,8 @@
 """Soak: the demo shop at its load, a mixed-protocol load and hostile input at once, first
 without the agent (baseline), then with `guardian agent` capturing, killed with SIGKILL and
 restarted during the run. Prints one JSON object and writes it to bench/results/.
+The agent keeps only the spans of the soak's own processes (capture.scope on a cgroup the soak
+joins first): another process's flood on the host is not measured (--host-wide: it is).
 
     python -m bench.soak --minutes 30 --json        (make soak)
 
@@ -27,6 +29,7 @@ import httpx
 import yaml
 
 from bench.soaklib import load as soak_load, probe as soak_probe
+from bench.soaklib.cgroup import SoakCgroup
 from bench.soaklib.hostile import Hostile
 from guardian.demo.config import REPO, DemoConfig, Ports, port_conflicts
 from guardian.demo.procs import DemoError, Proc, spawn, wait_until
@@ -107,12 +110,15 @@ class Soak:
         self.shop = None
         self.servers = soak_load.Servers(self.workdir)
         self.hostile: Hostile | None = None
+        self.cgroup: SoakCgroup | None = None
+        self.scope_note = "host-wide"
         self.t0 = time.time()
 
     # -- the agent -------------------------------------------------------------------------
     def _conf(self) -> Path:
         conf = self.workdir / "guardian.yaml"
-        conf.write_text(yaml.safe_dump({
+        scope = {"capture": {"scope": {"cgroup": self.cgroup.path}}} if self.cgroup else {}
+        conf.write_text(yaml.safe_dump({**scope,
             "api": {"port": self.api_port, "token": self.token, "host": "127.0.0.1"},
             "schedule": {"interval_s": 30, "window": "60s", "history_path": str(self.workdir / "reports.jsonl")},
             "store": {"path": str(self.workdir / "guardian.duckdb")},
@@ -194,6 +200,13 @@ class Soak:
     # -- the run ---------------------------------------------------------------------------
     def start_world(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.args.host_wide:  # before anything starts: children inherit the cgroup
+            try:
+                self.cgroup = SoakCgroup(f"guardian-soak-{os.getpid()}").join()
+                log(f"processes of the soak in cgroup {self.cgroup.path}; the agent keeps only their spans")
+            except OSError as e:  # no writable cgroup v2 hierarchy (a container): measured host-wide, said so
+                self.scope_note = f"host-wide: no cgroup of its own ({e})"
+                log(f"the agent captures host-wide: {e}")
         if not self.args.no_shop:
             from guardian.demo.system import ShopSystem
 
@@ -285,6 +298,8 @@ class Soak:
         if self.shop:
             self.shop.stop()
         self.api.close()
+        if self.cgroup and not self.cgroup.leave():
+            log(f"cgroup {self.cgroup.path} still has members {self.cgroup.members()}: not removed")
 
     # -- the figures -----------------------------------------------------------------------
     def _requests(self) -> dict:
@@ -341,6 +356,7 @@ class Soak:
                 "spans_received": inc.metrics.get("guardian_agent_spans_received"),
                 "spans_stored": inc.metrics.get("guardian_agent_spans_stored"),
                 "drops": soak_probe.drop_counters(inc.metrics),
+                "out_of_scope_spans": inc.metrics.get("guardian_agent_scope_dropped_spans"),
             })
         drops_total: Counter[str] = Counter()
         for x in incs:
@@ -351,6 +367,7 @@ class Soak:
             "minutes_with_agent": a.minutes, "baseline_minutes": a.baseline_minutes, "kills": a.kills,
             "shop": not a.no_shop, "client_rate_per_s": a.rate, "hostile_per_s": a.hostile_rate,
             "uptime_start": self.uptime_start, "uptime_end": self.uptime_end,
+            "scope": {"cgroup": self.cgroup.path} if self.cgroup else self.scope_note,
             "failed_by_agent": max(0, round(failed_agent - expected)),
             "failed_by_agent_method": "failed requests with the agent (running or starting) minus the "
                                       "baseline's failure rate times their count",
@@ -389,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-last-s", type=float, default=20.0, help="at least this long after the last restart")
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds an agent may take to be ready")
     p.add_argument("--sigterm-wait", type=float, default=60.0, help="seconds the last agent gets to exit on SIGTERM")
+    p.add_argument("--host-wide", action="store_true",
+                   help="the agent keeps every process's spans, not only the soak's (its cgroup)")
     p.add_argument("--workdir", help="default /tmp/guardian-soak-PID (removed at the end unless --keep)")
     p.add_argument("--keep", action="store_true", help="keep the workdir (logs) after the run")
     p.add_argument("--out", help="result file (default bench/results/soak-DATE.json)")

@@ -18,15 +18,20 @@ try:
 except ImportError:  # no compiler at set-up
     Row = None
 
-_FACTS_MAX = 65_536  # distinct (connection, thread, traceparent) kept shared; cleared when full
+# distinct (connection, thread) kept shared; cleared when full. Filled by every short connection,
+# it is memory the agent holds for nothing until the clear: sized for the connections alive at once
+_FACTS_MAX = 8_192
 _facts: dict[tuple, tuple] = {}
 
 
 def _facts_of(s: Span) -> tuple:
     """(connection key, thread, traceparent): one shared tuple per distinct value, since a
     keep-alive connection's spans all carry the same (a tuple per span would cost more than its
-    attributes' JSON)."""
-    f = (conn_key(s), _thread(s), s.attributes.get(TRACEPARENT))
+    attributes' JSON). A traceparent is new with each request: nothing to share."""
+    tp = s.attributes.get(TRACEPARENT)
+    f = (conn_key(s), _thread(s), tp)
+    if tp is not None:
+        return f
     shared = _facts.get(f)
     if shared is None:
         if len(_facts) >= _FACTS_MAX:

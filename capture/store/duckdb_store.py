@@ -18,6 +18,7 @@ from typing import Any, Iterable, Literal
 
 import duckdb
 import orjson
+import pyarrow.compute as pc
 
 from capture.span import Span
 from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
@@ -37,6 +38,7 @@ _SELECT = ("SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_
            " status_message, attributes, resource FROM spans")
 _QUANTILES = "quantile_cont(duration_ns, [0.5, 0.95, 0.99])"
 _AGE_CHECK_EVERY_S = 1.0
+ROW_GROUP_ROWS = 16_384
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
 
@@ -55,6 +57,30 @@ def _private_files(path: str | None):
             yield
         finally:
             os.umask(old)
+
+
+def _allocator_settings(memory_limit_mb: int) -> dict[str, Any]:
+    """The memory limit bounds what DuckDB's buffer manager holds, not what its allocator keeps
+    resident after a query freed it: by default it is returned only past 128 MB (allocator_flush_threshold),
+    so the agent's resident set swings by that much above the limit. Freed memory goes back past a
+    quarter of the limit and a background thread returns what idle threads cached
+    (`python -m bench.soak_rate` samples RSS and duckdb_memory())."""
+    return {"allocator_flush_threshold": f"{max(4, memory_limit_mb // 4)}MB",
+            "allocator_background_threads": True}
+
+
+def _attach(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """The store file as the connection's default database, in row groups of ROW_GROUP_ROWS: a
+    checkpoint compresses a row group at a time outside the buffer manager's limit, and with
+    DuckDB's default (122,880 rows of span text) each one was a spike of the agent's resident set
+    (`python -m bench.soak_rate --rate 15000 --sample-s 0.5`, `python -m bench.capture --only agent`).
+    A file whose format predates the option opens with the default."""
+    quoted = path.replace("'", "''")
+    try:
+        con.execute(f"ATTACH '{quoted}' AS guardian_store (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+    except duckdb.Error:
+        con.execute(f"ATTACH '{quoted}' AS guardian_store")
+    con.execute("USE guardian_store")
 
 
 def _json_path(key: str) -> str:
@@ -76,6 +102,7 @@ class DuckDBStore(SpanStore):
         config: dict[str, Any] = {}
         if memory_limit_mb is not None:
             config["memory_limit"] = f"{int(memory_limit_mb)}MB"
+            config.update(_allocator_settings(int(memory_limit_mb)))
         if threads is not None:
             config["threads"] = int(threads)
         self._spill: str | None = None
@@ -83,10 +110,15 @@ class DuckDBStore(SpanStore):
             # past its limit an in-memory store spills to temp_directory: DuckDB's default is ".tmp"
             # in the current directory, so the agent gets a private one of its own
             self._spill = config["temp_directory"] = tempfile.mkdtemp(prefix="guardian-store-")
+        on_file = bool(path and path != ":memory:")
+        if on_file:
+            config.setdefault("temp_directory", f"{path}.tmp")  # what DuckDB uses for a store it opens itself
         with _private_files(path):
-            self._con = duckdb.connect(path or ":memory:", config=config)
+            self._con = duckdb.connect(":memory:", config=config)
+            if on_file:
+                _attach(self._con, path)
             self._con.execute(_SCHEMA)
-        self._count = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+        self._count, self._newest_end = self._con.execute("SELECT count(*), max(end_ns) FROM spans").fetchall()[0]
         self._last_age_check = 0.0
         self.evicted = 0
 
@@ -97,6 +129,7 @@ class DuckDBStore(SpanStore):
         if not n:
             return 0
         table = arrow_batch(batch)
+        newest = pc.max(table.column("end_ns")).as_py()
         with self._lock, _private_files(self.path):
             self._con.register("_batch", table)
             try:
@@ -104,6 +137,8 @@ class DuckDBStore(SpanStore):
             finally:
                 self._con.unregister("_batch")
             self._count += n
+            if newest is not None and (self._newest_end is None or newest > self._newest_end):
+                self._newest_end = newest
             self._enforce_retention()
         return n
 
@@ -146,12 +181,15 @@ class DuckDBStore(SpanStore):
         now = time.monotonic()
         if self.max_age_s is not None and now - self._last_age_check >= _AGE_CHECK_EVERY_S:
             self._last_age_check = now
-            cutoff = int(self.max_age_s * 1e9)
-            before = self._count
-            self._con.execute(
-                "DELETE FROM spans WHERE end_ns < (SELECT max(end_ns) FROM spans) - ?", [cutoff])
-            self._count = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
-            self.evicted += before - self._count
+            if self._newest_end is None:
+                return
+            # the newest end is known from the appends: a scan of the whole table for it every
+            # second would page all of end_ns through the buffer manager; with a constant the
+            # row groups' min/max skip everything newer than the cutoff
+            cutoff = self._newest_end - int(self.max_age_s * 1e9)
+            gone = self._con.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff]).fetchall()[0][0]
+            self._count -= gone
+            self.evicted += gone
 
     def flush(self) -> None:
         with self._lock, _private_files(self.path):

@@ -14,7 +14,7 @@ from capture.config import AgentConfig
 from capture.rows import span_of, to_rows
 from capture.span import Span
 from capture.store.factory import open_store
-from capture.traces.linker import TRACEPARENT, link
+from capture.traces.linker import TRACEPARENT, conn_key, link
 from guardian.agent_daemon import Agent
 from tests.guardian.test_agent import request
 
@@ -126,3 +126,17 @@ def test_rows_hold_less_than_spans_and_are_not_tracked_by_the_collector():
     # connection's epoch, one more key in a row's JSON text where a Span's dict had room for it
     assert per_row < per_span, (per_row, per_span)
     assert not gc.is_tracked(to_rows(captured()[:1])[0])
+
+
+def test_shared_link_facts_stay_bounded_and_skip_per_request_traceparents(monkeypatch):
+    monkeypatch.setattr(rows_mod, "_facts", {})
+    monkeypatch.setattr(rows_mod, "_FACTS_MAX", 50)
+    spans = [s for i in range(200) for s in request(i)]
+    for i, s in enumerate(spans):
+        s.attributes["client.port"] = 20000 + i  # every span a connection of its own
+    carried = spans[0]
+    carried.attributes[TRACEPARENT] = TP
+    rows = to_rows(spans)
+    assert 0 < len(rows_mod._facts) <= 50
+    assert all(f[2] is None for f in rows_mod._facts)  # a request's traceparent is never kept shared
+    assert rows[0].key[2] == TP and rows[0].key[0] == conn_key(carried)  # still carried by its row

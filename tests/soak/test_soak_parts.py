@@ -1,14 +1,24 @@
 """The soak's parts that need no agent: metric parsing and drop selection, the RSS slope,
-the hostile messages (well-formed where they must be, absurd where they should be) and the
-probe accounting of a process without BPF."""
+the hostile messages (well-formed where they must be, absurd where they should be), the
+probe accounting of a process without BPF and the soak's cgroup that scopes the agent."""
 from __future__ import annotations
 
+import json
 import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from hyperframe.frame import Frame, HeadersFrame, SettingsFrame
 
 from bench.soaklib import hostile as soak_hostile, probe as soak_probe
+from bench.soaklib.cgroup import v2_root
+from capture.scope import Scope
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_metrics_parse_counters_and_pick_the_drops():
@@ -23,6 +33,8 @@ def test_metrics_parse_counters_and_pick_the_drops():
                  "capture.pipeline.redis.resyncs": 0.0}
     assert soak_probe.drop_counters(m) == {"capture.kernel.ringbuf_drops": 1116806.0,
                                            "guardian_agent_spans_dropped": 3.0}
+    # spans of processes outside the agent's scope are not lost: the soak reports them apart
+    assert soak_probe.drop_counters({"guardian_agent_scope_dropped_spans": 9.0}) == {}
 
 
 def test_slope_per_minute():
@@ -74,3 +86,36 @@ def test_a_process_without_bpf_holds_and_leaves_nothing():
     left = soak_probe.leftovers(os.getpid(), set())
     assert left["total"] == 0
     assert soak_probe.rss_mb(os.getpid()) > 1
+
+
+_JOIN = """
+import json, os, subprocess, sys
+from bench.soaklib.cgroup import SoakCgroup
+cg = SoakCgroup(sys.argv[1]).join()
+child = subprocess.Popen(["sleep", "30"])
+print(json.dumps({"path": cg.path, "child": child.pid}), flush=True)
+sys.stdin.readline()
+child.kill(); child.wait()
+print(json.dumps({"removed": cg.leave(), "members": cg.members()}), flush=True)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or v2_root() is None, reason="needs root and a cgroup v2 hierarchy")
+def test_the_soak_cgroup_holds_its_children_and_the_scope_keeps_only_them():
+    name = f"guardian-soak-test-{os.getpid()}"
+    p = subprocess.Popen([sys.executable, "-c", _JOIN, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        joined = json.loads(p.stdout.readline())
+        assert joined["path"].endswith("/" + name)
+        scope = Scope(cgroup=joined["path"])
+        assert scope.allows(joined["child"]) and scope.allows(p.pid)  # the child inherited it
+        assert not scope.allows(os.getpid()) and not scope.allows(1)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        left = json.loads(p.stdout.readline())
+        assert left == {"removed": True, "members": []}
+        assert not (v2_root() / joined["path"].lstrip("/")).exists()
+    finally:
+        p.kill()
+        p.wait()

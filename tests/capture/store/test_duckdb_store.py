@@ -275,3 +275,38 @@ def test_memory_limit_and_threads_are_set_and_an_in_memory_store_spills_to_its_o
     plain = DuckDBStore(None)  # no bounds asked: DuckDB's defaults, no directory of ours
     assert plain._spill is None
     plain.close()
+
+
+def test_a_store_file_is_written_in_small_row_groups_and_returns_freed_memory_early(tmp_path):
+    from capture.store.duckdb_store import ROW_GROUP_ROWS, DuckDBStore
+
+    path = str(tmp_path / "spans.duckdb")
+    store = DuckDBStore(path, memory_limit_mb=64)
+    flush, purge = store._con.execute("SELECT current_setting('allocator_flush_threshold'),"
+                                      " current_setting('allocator_background_threads')").fetchall()[0]
+    assert flush in ("16MB", "15.2 MiB") and purge is True, flush  # a quarter of the limit, not 128 MB
+    n = 3 * ROW_GROUP_ROWS // 4 + 1
+    store.append([s for i in range(n) for s in call(i)])
+    store.flush()
+    groups = store._con.execute("SELECT row_group_id, max(count) FROM pragma_storage_info('spans')"
+                                " GROUP BY ALL").fetchall()
+    assert len(groups) == 4 and all(rows <= ROW_GROUP_ROWS for _, rows in groups), groups
+    store.close()
+    again = DuckDBStore(path)  # reopened (and without a memory limit): same rows, same database file
+    assert again.count() == 4 * n
+    assert again._con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+                              ).fetchall() == [(path,)]
+    again.close()
+
+
+def test_age_retention_after_reopen_counts_from_the_stored_newest_span(tmp_path):
+    path = str(tmp_path / "spans.duckdb")
+    store = open_store(path)
+    store.append([s for k in range(50) for s in call(k)])  # 0 .. 5 s
+    store.close()
+    aged = open_store(path, max_age_s=2.0)
+    aged.append(call(0))  # older than what is stored: the newest end is still the stored one
+    kept = aged.spans(SpanFilter(limit=1000))
+    newest = max(s.end_time_unix_nano for s in kept)
+    assert newest > T0 + 4 * S and all(s.end_time_unix_nano >= newest - 2 * S for s in kept)
+    assert aged.count() == len(kept) < 100 and aged.evicted == 204 - len(kept)
