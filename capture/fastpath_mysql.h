@@ -182,6 +182,19 @@ static int my_done(Table *t, struct conn *c, long long ts, PyObject *tid, PyObje
     return c->qlen ? append_span(spans, my_span(t, c, queue_pop(c), ts, tid)) : 1;
 }
 
+/* An ERR packet ends the command with its error (mysql._error); 0: hand the connection back. */
+static int my_failed(Table *t, struct conn *c, struct rcmd *head, const unsigned char *p, Py_ssize_t len,
+                     long long ts, PyObject *tid, PyObject *spans)
+{
+    PyObject *e = my_error(p, len);
+    if (e == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_XSETREF(head->channel, e);
+    return my_done(t, c, ts, tid, spans);
+}
+
 /* An EOF or OK ending rows (mysql._rows): more results follow, or the command is done. */
 static int my_end_of_rows(Table *t, struct conn *c, const unsigned char *p, Py_ssize_t n, long long ts,
                           PyObject *tid, PyObject *spans)
@@ -224,15 +237,9 @@ static int my_replies(Table *t, struct conn *c, const unsigned char *b, Py_ssize
         switch (c->my_state) {
         case MY_IDLE:
         case MY_MORE: /* mysql._first */
-            if (p[0] == 0xFF) {
-                PyObject *e = my_error(p, len);
-                if (e == NULL) {
-                    PyErr_Clear();
-                    return 0;
-                }
-                Py_XSETREF(head->channel, e);
-                rc = my_done(t, c, ts, tid, spans);
-            } else if (p[0] == 0x00 || p[0] == 0xFE) { /* OK */
+            if (p[0] == 0xFF)
+                rc = my_failed(t, c, head, p, len, ts, tid, spans);
+            else if (p[0] == 0x00 || p[0] == 0xFE) { /* OK */
                 Py_ssize_t pos = 1;
                 uint64_t affected = my_lenenc(p, len, &pos);
                 my_lenenc(p, len, &pos);
@@ -266,15 +273,9 @@ static int my_replies(Table *t, struct conn *c, const unsigned char *b, Py_ssize
             /* fall through */
         default: /* MY_ROWS: mysql._rows */
             c->my_state = MY_ROWS;
-            if (p[0] == 0xFF) {
-                PyObject *e = my_error(p, len);
-                if (e == NULL) {
-                    PyErr_Clear();
-                    return 0;
-                }
-                Py_XSETREF(head->channel, e);
-                rc = my_done(t, c, ts, tid, spans);
-            } else if (p[0] == 0xFE && len < 0xFFFFFF)
+            if (p[0] == 0xFF)
+                rc = my_failed(t, c, head, p, len, ts, tid, spans);
+            else if (p[0] == 0xFE && len < 0xFFFFFF)
                 rc = my_end_of_rows(t, c, p, len, ts, tid, spans);
             else if (head->get < INT_MAX)
                 head->get++;
