@@ -32,6 +32,7 @@ BENCHES = {
     "cluster": True,
     "hub_ingest": False,
     "soak": True,
+    "soak_rate": False,
     "llm_eval": False,
     "kernel_time": True,
     "uprobe_cost": True,

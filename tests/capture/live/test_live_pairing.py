@@ -201,7 +201,8 @@ def assert_same_spans(result: dict, port: int, keys: tuple = (False, True)) -> t
     assert len(rest_old) <= max(2, len(old) // 100), len(rest_old)
     for a, b in matched:
         assert abs(a.start_time_unix_nano - b.start_time_unix_nano) < TOLERANCE_NS, _key(a)
-        assert abs(a.end_time_unix_nano - b.end_time_unix_nano) < TOLERANCE_NS, _key(a)
+        if a.attributes.get("error.type") != "no_response":  # it ends when each capture saw the close
+            assert abs(a.end_time_unix_nano - b.end_time_unix_nano) < TOLERANCE_NS, _key(a)
     return len(old), stats[keys[0]]["kernel.events"], stats[keys[1]]["kernel.events"]
 
 
