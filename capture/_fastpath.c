@@ -1147,6 +1147,50 @@ done:
     return rc;
 }
 
+/* Shared by the two SQL protocols (fastpath_postgres.h, fastpath_mysql.h). */
+
+/* scrub.record would leave a span of this query as it is (no status message): scrub.sql changes
+ * only a text with "assword", "ASSWORD" or, in any case, "dentified"; here an ASCII text without
+ * either word in any case. */
+static int sql_scrub_skips(PyObject *query)
+{
+    if (!PyUnicode_IS_ASCII(query))
+        return 0;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(query);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(query);
+    for (Py_ssize_t i = 0; i + 7 <= n; i++) {
+        unsigned char ch = s[i] | 32;
+        if ((ch == 'a' && i + 7 <= n && strncasecmp((const char *)s + i, "assword", 7) == 0) ||
+            (ch == 'd' && i + 9 <= n && strncasecmp((const char *)s + i, "dentified", 9) == 0))
+            return 0;
+    }
+    return 1;
+}
+
+/* (operation, collection) of a query: in C for ASCII text, else capture.protocols.sql's answer;
+ * NULL (an error set or not) when it is not such a pair. */
+static PyObject *sql_summary_of(Table *t, PyObject *query)
+{
+    PyObject *summary = sql_summary_ascii(query);
+    if (summary == NULL && !PyErr_Occurred())
+        summary = PyObject_CallOneArg(t->sql_summary, query);
+    if (summary != NULL && (!PyTuple_Check(summary) || PyTuple_GET_SIZE(summary) != 2))
+        Py_CLEAR(summary);
+    return summary;
+}
+
+/* A SQL span's end: scrubbed unless its message is empty and its text cannot hold a credential
+ * (query NULL: no text, scrubbed), the connection's ends, its times. */
+static PyObject *sql_span(Table *t, struct conn *c, PyObject *query, PyObject *name, long long start,
+                          long long end, PyObject *status, PyObject *attrs, PyObject **msg, PyObject *tid)
+{
+    if ((PyUnicode_GET_LENGTH(*msg) || query == NULL || !sql_scrub_skips(query)) && scrub_into(t, attrs, msg) < 0)
+        return NULL;
+    if (add_ends(c, attrs, tid) < 0)
+        return NULL;
+    return timed_span(t, c, name, start, end, status, attrs, *msg);
+}
+
 #include "fastpath_redis.h"
 #include "fastpath_memcached.h"
 #include "fastpath_postgres.h"

@@ -123,10 +123,7 @@ static PyObject *my_span(Table *t, struct conn *c, struct rcmd *r, long long end
         (c->database && PyDict_SetItem(attrs, K_db_namespace, c->database) < 0))
         goto done;
     if (query != NULL && PyUnicode_GET_LENGTH(query)) {
-        summary = sql_summary_ascii(query);
-        if (summary == NULL && !PyErr_Occurred())
-            summary = PyObject_CallOneArg(t->sql_summary, query);
-        if (summary == NULL || !PyTuple_Check(summary) || PyTuple_GET_SIZE(summary) != 2)
+        if ((summary = sql_summary_of(t, query)) == NULL)
             goto done;
         op = PyTuple_GET_ITEM(summary, 0);
         table = PyTuple_GET_ITEM(summary, 1);
@@ -159,11 +156,7 @@ static PyObject *my_span(Table *t, struct conn *c, struct rcmd *r, long long end
     name = PyUnicode_GET_LENGTH(table) ? PyUnicode_FromFormat("%U %U", label, table) : Py_NewRef(label);
     if (name == NULL)
         goto done;
-    if ((PyUnicode_GET_LENGTH(msg) || query == NULL || !sql_scrub_skips(query)) && scrub_into(t, attrs, &msg) < 0)
-        goto done;
-    if (add_ends(c, attrs, tid) < 0)
-        goto done;
-    span = timed_span(t, c, name, r->start, end, status, attrs, msg);
+    span = sql_span(t, c, query, name, r->start, end, status, attrs, &msg, tid);
 done:
     rcmd_clear(r);
     Py_XDECREF(attrs);

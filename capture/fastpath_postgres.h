@@ -55,24 +55,6 @@ static int pg_requests(Table *t, struct conn *c, const unsigned char *b, Py_ssiz
     return 1;
 }
 
-/* scrub.record would leave a span of this query as it is (no status message): scrub.sql changes
- * only a text with "assword", "ASSWORD" or, in any case, "dentified"; here an ASCII text without
- * either word in any case. */
-static int sql_scrub_skips(PyObject *query)
-{
-    if (!PyUnicode_IS_ASCII(query))
-        return 0;
-    const unsigned char *s = PyUnicode_1BYTE_DATA(query);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(query);
-    for (Py_ssize_t i = 0; i + 7 <= n; i++) {
-        unsigned char ch = s[i] | 32;
-        if ((ch == 'a' && i + 7 <= n && strncasecmp((const char *)s + i, "assword", 7) == 0) ||
-            (ch == 'd' && i + 9 <= n && strncasecmp((const char *)s + i, "dentified", 9) == 0))
-            return 0;
-    }
-    return 1;
-}
-
 /* The span of query r (its text in r->name; r->attrs: its CommandComplete tag, r->channel: its
  * error's fields C and M as a tuple) that ReadyForQuery ended at `end` (PostgresParser._emit). */
 static PyObject *pg_span(Table *t, struct conn *c, struct rcmd *r, long long end, PyObject *tid)
@@ -83,10 +65,7 @@ static PyObject *pg_span(Table *t, struct conn *c, struct rcmd *r, long long end
         (c->database && PyDict_SetItem(attrs, K_db_namespace, c->database) < 0) ||
         (PyUnicode_GET_LENGTH(query) && PyDict_SetItem(attrs, K_db_query, query) < 0))
         goto done;
-    summary = sql_summary_ascii(query);
-    if (summary == NULL && !PyErr_Occurred())
-        summary = PyObject_CallOneArg(t->sql_summary, query);
-    if (summary == NULL || !PyTuple_Check(summary) || PyTuple_GET_SIZE(summary) != 2)
+    if ((summary = sql_summary_of(t, query)) == NULL)
         goto done;
     op = Py_NewRef(PyTuple_GET_ITEM(summary, 0));
     PyObject *table = PyTuple_GET_ITEM(summary, 1);
@@ -140,11 +119,7 @@ static PyObject *pg_span(Table *t, struct conn *c, struct rcmd *r, long long end
         name = Py_NewRef(PyUnicode_GET_LENGTH(op) ? op : S_postgresql);
     if (name == NULL)
         goto done;
-    if ((PyUnicode_GET_LENGTH(msg) || !sql_scrub_skips(query)) && scrub_into(t, attrs, &msg) < 0)
-        goto done;
-    if (add_ends(c, attrs, tid) < 0)
-        goto done;
-    span = timed_span(t, c, name, r->start, end, status, attrs, msg);
+    span = sql_span(t, c, query, name, r->start, end, status, attrs, &msg, tid);
 done:
     rcmd_clear(r);
     Py_XDECREF(attrs);
