@@ -52,6 +52,8 @@ def read_proc(pid: int, proc_root: str = "/proc") -> ProcInfo | None:
     exe = exe.removesuffix(" (deleted)") or (comm or b"").decode(errors="replace").strip()
     if not exe and argv:
         exe = os.path.basename(argv[0])
+    if not exe:  # reaped between the reads: nothing here names it, the kernel's task name will
+        return None
     cg = (_read(os.path.join(base, "cgroup")) or b"").decode(errors="replace")
     env = _read(os.path.join(base, "environ")) or b""
     svc = None

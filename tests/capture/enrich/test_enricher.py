@@ -68,6 +68,22 @@ def test_one_name_whichever_source_is_left(tmp_path):
         assert alive == exiting == comm_name(comm), (argv, alive, exiting, comm_name(comm))
 
 
+def test_a_process_reaped_mid_read_is_gone_not_unknown(tmp_path):
+    """/proc read while the process is reaped (its command line already empty, its task name and
+    exe link gone by the next read) names nothing: it is gone, so the capture names it by the
+    kernel record's task name, and nothing is cached under its pid."""
+    fake_proc(tmp_path, 26252, ["postgres: postgres guardian 127.0.0.1(5555) idle"],
+              "/usr/lib/postgresql/15/bin/postgres", "user_session_hybrid")
+    (tmp_path / "26252" / "cmdline").write_bytes(b"")
+    (tmp_path / "26252" / "comm").unlink()
+    (tmp_path / "26252" / "exe").unlink()
+    assert read_proc(26252, str(tmp_path)) is None
+    en = Enricher(proc_root=str(tmp_path), host_name="h")
+    assert "process.executable.name" not in en.resource(26252)
+    (tmp_path / "26252" / "comm").write_text("postgres\n")  # not cached: read again
+    assert en.resource(26252)["process.executable.name"] == "postgres"
+
+
 def test_live_client_named_alike_running_and_gone(tmp_path):
     """A Python client read while it runs and once it is a zombie (the race a client that exits
     at once puts the capture in) gets one name, and so does its task name."""
