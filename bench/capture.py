@@ -13,11 +13,12 @@ page faults per 1k requests; each wrk run, the host's idle CPU share meanwhile.
 
 With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
 against the same baseline run: an A/B of two versions of the capture in one command (--compare is the same option, as in bench.tls and bench.dbload).
-With --pair ab, each agent runs twice, without and with capture.options.pair (HTTP/1 exchanges
-paired in the kernel: one ring record per exchange), against the same baseline; results are
-keyed TREE and "TREE pair"; ring_records_per_request counts the kernel's records.
+Each agent runs with its checkout's default capture.options.pair unless --pair says: with --pair
+ab, twice, without and with it (HTTP/1 exchanges paired in the kernel: one ring record per
+exchange), against the same baseline; results are keyed TREE and "TREE pair";
+ring_records_per_request counts the kernel's records.
 
-Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE] [--tree DIR ...] [--pair off|on|ab]
+Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE] [--tree DIR ...] [--pair default|off|on|ab]
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from support.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)
-PAIR = ["off"]  # --pair: the agents run unpaired (off), paired (on) or both in turn (ab)
+PAIR = ["default"]  # --pair: the agents run as their checkout's default, unpaired (off), paired (on) or both (ab)
 READY_S = [120.0]  # how long the agent may take to compile and attach (--ready-s)
 
 
@@ -94,16 +95,19 @@ def sched_counts(pid: int) -> dict[str, int]:
 
 
 @contextmanager
-def agent(port: int, ready_s: float | None = None, tree: Path = ROOT, pair: bool = False):
+def agent(port: int, ready_s: float | None = None, tree: Path = ROOT, pair: bool | None = None):
     """`guardian capture --json --stats --port` writing spans to a file; yields a dict of its
     figures (agent CPU, peak RSS, spans by kind, kernel events and drops), filled at exit.
     `ready_s`: how long BCC may take to compile at start (minutes on a host shared with other
-    builds); `tree`: the checkout whose capture runs; `pair`: with capture.options.pair."""
+    builds); `tree`: the checkout whose capture runs; `pair`: capture.options.pair (None: its default)."""
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         out, err = Path(tmp, "spans.jsonl"), Path(tmp, "err")
         cmd = [sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats",
                "--port", str(port), *AGENT_ARGS]
-        env = dict(os.environ, PYTHONPATH=str(tree), GUARDIAN_CAPTURE__OPTIONS__PAIR=str(int(pair)))
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        env.pop("GUARDIAN_CAPTURE__OPTIONS__PAIR", None)
+        if pair is not None:
+            env["GUARDIAN_CAPTURE__OPTIONS__PAIR"] = str(int(pair))
         with open(out, "w") as o, open(err, "w") as e:
             proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=tree, env=env)
         result: dict = {}
@@ -137,7 +141,7 @@ def agent(port: int, ready_s: float | None = None, tree: Path = ROOT, pair: bool
 
 def runs(trees: list[Path] | None) -> list[tuple[str, Path, bool]]:
     """(result key, checkout, paired) of each agent run, as --tree and --pair ask."""
-    pairs = {"off": [False], "on": [True], "ab": [False, True]}[PAIR[0]]
+    pairs = {"default": [None], "off": [False], "on": [True], "ab": [False, True]}[PAIR[0]]
     return [(str(tree) + (" pair" if pair else ""), tree, pair) for tree in trees or [ROOT] for pair in pairs]
 
 
@@ -320,8 +324,9 @@ def main() -> int:
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
     ap.add_argument("--tree", "--compare", dest="tree", action="append", type=Path, metavar="DIR",
                     help="run the agent of (a) and (b) from this checkout (repeatable: an A/B against one baseline)")
-    ap.add_argument("--pair", choices=["off", "on", "ab"], default="off",
-                    help="run the agents without (off), with (on) or without then with (ab) HTTP/1 pairing in the kernel")
+    ap.add_argument("--pair", choices=["default", "off", "on", "ab"], default="default",
+                    help="run the agents as their checkout's default (default), without (off), with (on) or "
+                         "without then with (ab) exchanges paired in the kernel")
     ap.add_argument("--ready-s", type=float, default=READY_S[0], metavar="S",
                     help="how long the agent may take to start (BCC compiles for minutes on a loaded host)")
     args = ap.parse_args()

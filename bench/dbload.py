@@ -38,7 +38,7 @@ PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
 PGBENCH_MODE = ["-M", "extended"]  # --select-simple: ["-S", "-M", "simple"], one statement per transaction
 ROOT = Path(__file__).resolve().parent.parent
 COMPARE: list[Path] = []  # other source trees whose agent runs too (--compare)
-PAIRS = [False]  # --pair: each agent without (False) and/or with (True) capture.options.pair
+PAIRS: list[bool | None] = [None]  # --pair: each agent at its default (None), without (False) and/or with (True) capture.options.pair
 RING_PAGES: list[int] = []  # --ringbuf-pages: the agents' ring buffer size (guardian capture --ringbuf-pages)
 BPF_TIME = [False]  # --bpf-time: the agent's BPF programs' run time over the load (kernel.bpf_stats_enabled)
 
@@ -69,6 +69,7 @@ class _Capture:
     # (its start's compilation left out)
     bpf_ns: int  # run time of the agent's BPF programs over the load (--bpf-time), in the traced processes
     bpf_runs: int
+    peak_rss_mb: float  # the agent's peak resident set (ru_maxrss at its exit)
 
 
 def _cpu_s(pid: int) -> float:
@@ -78,16 +79,18 @@ def _cpu_s(pid: int) -> float:
 
 
 @contextmanager
-def capture(port: int, tree: Path | None = None, pair: bool = False):
+def capture(port: int, tree: Path | None = None, pair: bool | None = None):
     """`guardian capture --port` around a run; unlike the tests' helper, waits as long as it takes
     to drain the ring buffer at exit (a loaded host needs more than 30 s after a load test)."""
     out = tempfile.NamedTemporaryFile("w+", suffix=".jsonl", delete=False)
     err = tempfile.NamedTemporaryFile("w+", suffix=".err", delete=False)
     ring = ["--ringbuf-pages", str(RING_PAGES[0])] if RING_PAGES else []
+    env = dict(os.environ, PYTHONPATH=str(tree or ROOT))
+    env.pop("GUARDIAN_CAPTURE__OPTIONS__PAIR", None)
+    if pair is not None:
+        env["GUARDIAN_CAPTURE__OPTIONS__PAIR"] = str(int(pair))
     proc = subprocess.Popen([sys.executable, "-m", "guardian.cli.main", "capture", "--json", "--stats", "--no-tls",
-                             "--port", str(port), *ring], stdout=out, stderr=err, cwd=tree or ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(tree or ROOT),
-                                     GUARDIAN_CAPTURE__OPTIONS__PAIR=str(int(pair))))
+                             "--port", str(port), *ring], stdout=out, stderr=err, cwd=tree or ROOT, env=env)
     cap = _Capture()
     ready_cpu = None
     try:
@@ -111,6 +114,7 @@ def capture(port: int, tree: Path | None = None, pair: bool = False):
         proc.returncode = os.waitstatus_to_exitcode(status)
     if ready_cpu is not None:
         cap.cpu_s = usage.ru_utime + usage.ru_stime - ready_cpu
+    cap.peak_rss_mb = usage.ru_maxrss / 1024  # the ring buffers' mappings count in it (bench.capture --only agent)
     cap.spans = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line.strip()]
     stats = [line for line in Path(err.name).read_text().splitlines() if line.startswith("{")]
     cap.stats = json.loads(stats[-1]) if stats else {}
@@ -138,6 +142,7 @@ def bench_postgres(seconds: float, clients: int) -> dict:
                 "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
                 "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
                 "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
+                "agent_peak_rss_mb": round(cap.peak_rss_mb, 1),
                 **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
     return _with_compare(runs)
 
@@ -149,11 +154,11 @@ def _bpf_time(cap: _Capture, operations: int) -> dict:
             "bpf_runs_per_operation": round(cap.bpf_runs / operations, 2)}
 
 
-def _agents() -> list[tuple[Path | None, bool]]:
+def _agents() -> list[tuple[Path | None, bool | None]]:
     return [(tree, pair) for tree in (*COMPARE, None) for pair in PAIRS]
 
 
-def _name(tree: Path | None, pair: bool) -> str:
+def _name(tree: Path | None, pair: bool | None) -> str:
     return str(tree or ROOT) + (" pair" if pair else "")
 
 
@@ -193,6 +198,7 @@ def bench_redis(requests: int, pipeline: int) -> dict:
                 "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3), "operations": agent["operations"],
                 "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
                 "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
+                "agent_peak_rss_mb": round(cap.peak_rss_mb, 1),
                 **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
     return _with_compare(runs)
 
@@ -209,8 +215,9 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--compare", action="append", default=[], metavar="TREE",
                     help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
-    ap.add_argument("--pair", choices=("off", "on", "ab"), default="off",
-                    help="agents without (off), with (on) or without then with (ab) exchanges paired in the kernel")
+    ap.add_argument("--pair", choices=("default", "off", "on", "ab"), default="default",
+                    help="agents as their tree's default (default), without (off), with (on) or without then with "
+                         "(ab) exchanges paired in the kernel")
     ap.add_argument("--ringbuf-pages", type=int, metavar="N",
                     help="the agents' ring buffer in pages (default: the agent's)")
     ap.add_argument("--bpf-time", action="store_true",
@@ -241,7 +248,7 @@ def _bpf_stats_fd() -> int:
 
 def _main(args) -> int:
     COMPARE[:] = [Path(t).resolve() for t in args.compare]
-    PAIRS[:] = {"off": [False], "on": [True], "ab": [False, True]}[args.pair]
+    PAIRS[:] = {"default": [None], "off": [False], "on": [True], "ab": [False, True]}[args.pair]
     if args.select_simple:
         PGBENCH_MODE[:] = ["-S", "-M", "simple"]
     results = {}

@@ -22,7 +22,8 @@ static uint64_t ts_of(PyObject *rec)
 }
 
 /* read(prod, cons, data_at, mask, limit, until_ts) -> (records, backlog)
- * prod: the read-only mapping (producer page + data area twice), cons: the consumer page.
+ * prod: the read-only mapping (producer page + data area once: a record that wraps around its
+ * end is copied from its two parts), cons: the consumer page.
  * Hands out committed records in ring order, at most `limit`, stopping at a busy record or
  * one stamped after until_ts; moves the consumer position past what it read (and past
  * discarded records). backlog: bytes waiting when it started. */
@@ -34,7 +35,8 @@ static PyObject *ring_read(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*w*nKnK", &prod, &cons, &data_at, &mask, &limit, &until_ts))
         return NULL;
     PyObject *out = NULL;
-    if (cons.len < 8 || prod.len < data_at + 2 * (Py_ssize_t)(mask + 1)) {
+    uint64_t size_all = mask + 1;
+    if (cons.len < 8 || prod.len < data_at + (Py_ssize_t)size_all) {
         PyErr_SetString(PyExc_ValueError, "mappings smaller than the ring");
         goto done;
     }
@@ -48,7 +50,7 @@ static PyObject *ring_read(PyObject *self, PyObject *args)
         goto done;
     Py_ssize_t n = 0;
     while (cpos < ppos && n < limit) {
-        const uint8_t *at = p + data_at + (cpos & mask);
+        const uint8_t *data = p + data_at, *at = data + (cpos & mask);
         uint32_t len = __atomic_load_n((const uint32_t *)at, __ATOMIC_ACQUIRE);
         if (len & BUSY_BIT)
             break; /* reserved, not yet submitted: records after it wait too */
@@ -59,12 +61,23 @@ static PyObject *ring_read(PyObject *self, PyObject *args)
             break;
         }
         if (!(len & DISCARD_BIT)) {
+            uint64_t body = (cpos + HEADER) & mask; /* 8-aligned: its timestamp never wraps */
             uint64_t ts = 0;
             if (size >= 8)
-                memcpy(&ts, at + HEADER, 8);
+                memcpy(&ts, data + body, 8);
             if (ts > until_ts)
                 break; /* too recent: an older record may still come through the spill ring */
-            PyObject *rec = PyBytes_FromStringAndSize((const char *)at + HEADER, size);
+            PyObject *rec;
+            if (body + size <= size_all) {
+                rec = PyBytes_FromStringAndSize((const char *)data + body, size);
+            } else { /* wraps around the end of the data area */
+                rec = PyBytes_FromStringAndSize(NULL, size);
+                if (rec != NULL) {
+                    uint64_t first = size_all - body;
+                    memcpy(PyBytes_AS_STRING(rec), data + body, first);
+                    memcpy(PyBytes_AS_STRING(rec) + first, data, size - first);
+                }
+            }
             if (rec == NULL || PyList_Append(out, rec) < 0) {
                 Py_XDECREF(rec);
                 Py_CLEAR(out);

@@ -55,8 +55,9 @@ class CaptureOptions:
     poll_ms: int = POLL_MS
     # request/response protocols (HTTP/1, Redis, Memcached, PostgreSQL, MySQL): a request chunk goes
     # up inside its response's ring record (bpf: pairing section), one record per exchange instead
-    # of two; the spans are the same either way
-    pair: bool = False
+    # of two; the spans are the same either way (tests/capture/live/test_live_pairing.py), and the
+    # agent reads half the records (`python -m bench.capture --pair ab` compares both)
+    pair: bool = True
     # records of HTTP/1, Redis, Memcached and PostgreSQL simple-query exchanges become spans in C where
     # capture/_fastpath.c is built (capture/fastpath.py says which); False: the
     # Python path (its specification) for every record

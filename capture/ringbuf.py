@@ -6,8 +6,10 @@ CPU. The kernel's layout is a stable ABI (include/uapi/linux/bpf.h, kernel/bpf/r
 
   offset 0          one page, read-write: the consumer position (u64)
   offset page       one page, read-only: the producer position (u64)
-  offset 2 * page   the data area, mapped twice in a row so a record that wraps around the
-                    end reads as one contiguous slice
+  offset 2 * page   the data area (the kernel also maps it a second time right after, so a
+                    wrapped record could read as one slice; we map it once: every mapped
+                    page counts in the agent's resident set, and a wrapped record is copied
+                    from its two parts)
 
 Each record starts with an 8-byte header: u32 length (bit 31 busy: still being written,
 bit 30 discarded) and u32 page offset; records are 8-byte aligned. The consumer owns the
@@ -48,8 +50,7 @@ class RingReader:
         page = mmap.PAGESIZE
         self.size, self.mask = data_size, data_size - 1
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._prod = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ,
-                               offset=page)
+        self._prod = mmap.mmap(map_fd, page + data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._data_at = page  # the data area's offset inside the producer mapping
         self._epoll = select.epoll()
         # edge-triggered: wait() then sleeps through unread records until the kernel signals
@@ -87,7 +88,7 @@ class RingReader:
         """read() without the extension: the specification of capture/_ring.c read()."""
         prod_map, cons_map = self._prod, self._cons
         u32, u64 = _U32.unpack_from, _U64.unpack_from
-        base, mask = self._data_at, self.mask
+        base, mask, end = self._data_at, self.mask, self._data_at + self.size
         cons = u64(cons_map, 0)[0]
         prod = u64(prod_map, 0)[0]
         backlog = prod - cons
@@ -101,9 +102,13 @@ class RingReader:
                     break  # reserved, not yet submitted: records after it wait too
                 size = length & ~(BUSY_BIT | DISCARD_BIT)
                 if not length & DISCARD_BIT:
-                    if u64(prod_map, at + HEADER)[0] > until_ts:
+                    body = base + ((cons + HEADER) & mask)  # 8-aligned: its timestamp never wraps
+                    if u64(prod_map, body)[0] > until_ts:
                         break  # too recent: an older record may still come through the spill ring
-                    out.append(prod_map[at + HEADER:at + HEADER + size])
+                    if body + size <= end:
+                        out.append(prod_map[body:body + size])
+                    else:  # wraps around the end of the data area
+                        out.append(prod_map[body:end] + prod_map[base:base + size - (end - body)])
                     n += 1
                 cons += (size + HEADER + 7) & ~7
                 if n & 255 == 0:  # give the producer its space back during long batches

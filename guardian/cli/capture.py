@@ -1,6 +1,7 @@
 """guardian capture: live eBPF capture (or a recorded pcap) printed as spans."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import signal
@@ -22,15 +23,15 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, help="only connections with this port at either end")
     p.add_argument("--max-payload", type=int, default=4096, metavar="BYTES",
                    help="bytes of each message copied from the kernel (power of two, default 4096)")
-    p.add_argument("--ringbuf-pages", type=int, default=4096, metavar="N",
+    p.add_argument("--ringbuf-pages", type=int, metavar="N",
                    help="size of the kernel-to-agent ring buffer in 4 KiB pages, a power of two "
-                        "(default 4096 = 16 MiB: about a second of 10k req/s)")
+                        "(default: capture.options.ringbuf_pages, 4096 = 16 MiB)")
     p.add_argument("--no-tls", action="store_true",
                    help="do not attach uprobes to TLS libraries (plaintext of TLS traffic is then not seen)")
-    p.add_argument("--pair", action="store_true",
+    p.add_argument("--pair", action=argparse.BooleanOptionalAction,
                    help="pair request and response in the kernel for HTTP/1, Redis, Memcached, PostgreSQL "
-                        "and MySQL: one ring record per exchange instead of two, same spans "
-                        "(also GUARDIAN_CAPTURE__OPTIONS__PAIR=1)")
+                        "and MySQL: one ring record per exchange instead of two, same spans (default: "
+                        "capture.options.pair, on; --no-pair or GUARDIAN_CAPTURE__OPTIONS__PAIR=0 turns it off)")
     p.add_argument("--stats", action="store_true", help="print capture counters as JSON on stderr at exit")
     p.add_argument("--pcap", metavar="FILE", help="replay a recorded pcap/pcapng file through the parsers "
                                                   "instead of capturing live (no eBPF; exits at the file's end)")
@@ -46,13 +47,14 @@ def _table_row(s: Span) -> str:
 
 
 def live_options(args, config):
-    """The capture's options: this command's flags, and capture.options.pair from the
-    configuration (its file or GUARDIAN_CAPTURE__OPTIONS__PAIR) when --pair is not given."""
+    """The capture's options: this command's flags, and capture.options.pair and ringbuf_pages
+    from the configuration (its file or GUARDIAN_CAPTURE__OPTIONS__*) where no flag says."""
     from capture.live import CaptureOptions
 
+    configured = config.capture.live_options()
     return CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload,
-                          ringbuf_pages=args.ringbuf_pages, tls=not args.no_tls,
-                          pair=args.pair or config.capture.live_options().pair)
+                          ringbuf_pages=args.ringbuf_pages or configured.ringbuf_pages, tls=not args.no_tls,
+                          pair=configured.pair if args.pair is None else args.pair)
 
 
 def run(args) -> int:

@@ -213,16 +213,23 @@ def test_the_option_reaches_the_kernel_build(monkeypatch):
 
     assert "-DPAIR_HTTP1=1" in Loader(pair=True).cflags
     assert "-DPAIR_HTTP1=0" in Loader().cflags
-    assert CaptureConfig(options={"pair": True}).live_options().pair is True
+    assert CaptureConfig(options={"pair": False}).live_options().pair is False
+    assert CaptureConfig().live_options().pair is True  # on by default
     env = "GUARDIAN_CAPTURE__OPTIONS__PAIR"
-    monkeypatch.setenv(env, "1")  # options built in code are what they say, whatever the env
-    assert "-DPAIR_HTTP1=0" in LiveCapture(CaptureOptions(), resource_for=lambda pid: {}).loader.cflags
-    # `guardian capture`: --pair, or the configuration's rule for capture.options.pair
+    monkeypatch.setenv(env, "0")  # options built in code are what they say, whatever the env
+    assert "-DPAIR_HTTP1=1" in LiveCapture(CaptureOptions(), resource_for=lambda pid: {}).loader.cflags
+    assert "-DPAIR_HTTP1=0" in LiveCapture(CaptureOptions(pair=False), resource_for=lambda pid: {}).loader.cflags
+    # `guardian capture`: --pair / --no-pair, or the configuration's rule for capture.options.pair
     parse = build_parser().parse_args
-    assert live_options(parse(["capture"]), load(None)).pair is True
-    monkeypatch.delenv(env)
     assert live_options(parse(["capture"]), load(None)).pair is False
     assert live_options(parse(["capture", "--pair"]), load(None)).pair is True
+    monkeypatch.delenv(env)
+    assert live_options(parse(["capture"]), load(None)).pair is True
+    assert live_options(parse(["capture", "--no-pair"]), load(None)).pair is False
+    # the ring's size likewise: the flag, else capture.options.ringbuf_pages
+    monkeypatch.setenv("GUARDIAN_CAPTURE__OPTIONS__RINGBUF_PAGES", "1024")
+    assert live_options(parse(["capture"]), load(None)).ringbuf_pages == 1024
+    assert live_options(parse(["capture", "--ringbuf-pages", "64"]), load(None)).ringbuf_pages == 64
 
 
 PAIRED_RECORDING = Path(__file__).parent / "fixtures" / "nginx_hey_pair.events.gz"

@@ -4,6 +4,7 @@ in ring order, stop at the first one stamped after until_ts); the kernel side is
 tests/capture/live/test_live_http1.py::test_records_the_main_ring_refuses_arrive_in_order."""
 from __future__ import annotations
 
+import mmap
 import struct
 
 import pytest
@@ -126,3 +127,14 @@ def test_reading_a_mapped_ring_wraps_skips_discards_and_stops_at_busy_or_new():
     assert reader.max_backlog > 0
     consumed = struct.unpack_from("<Q", reader._cons)[0]
     assert consumed == 16384 * 3 - 200 + sum((len(b) + 15) & ~7 for b in bodies[:30])
+
+
+def test_records_that_wrap_around_the_end_of_the_data_area_read_whole():
+    """The data area is mapped once (not twice, as the kernel offers): a record whose timestamp
+    or bytes meet the end of the area is put together from its two parts."""
+    size = 4096
+    for start_back in range(8, 700, 8):  # every 8-aligned way of meeting the end
+        bodies = [struct.pack("<Q", 1000 + i) + bytes([i + 1]) * (i * 53 % 400) for i in range(12)]
+        reader = mapped_ring(bodies, size=size, start=size * 5 - start_back)
+        assert len(reader._prod) == mmap.PAGESIZE + size  # the data area once
+        assert [bytes(r) for r in reader.read()] == bodies, start_back
