@@ -69,7 +69,8 @@ class _Capture:
     # (its start's compilation left out)
     bpf_ns: int  # run time of the agent's BPF programs over the load (--bpf-time), in the traced processes
     bpf_runs: int
-    peak_rss_mb: float  # the agent's peak resident set (ru_maxrss at its exit)
+    peak_rss_mb: float  # the agent's peak resident set (VmHWM) after the load
+    ring_rss_mb: float  # of its resident set, the ring buffers' mappings
 
 
 def _cpu_s(pid: int) -> float:
@@ -107,19 +108,50 @@ def capture(port: int, tree: Path | None = None, pair: bool | None = None):
                          for i in ids if i in before and i in after)
         cap.bpf_runs = sum(after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
                            for i in ids if i in before and i in after)
-        time.sleep(2)
+        _wait_drained(proc.pid)
+        cap.peak_rss_mb, cap.ring_rss_mb = _memory_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         _, status, usage = os.wait4(proc.pid, 0)  # its rusage: all of its CPU time, at its exit
         proc.returncode = os.waitstatus_to_exitcode(status)
     if ready_cpu is not None:
         cap.cpu_s = usage.ru_utime + usage.ru_stime - ready_cpu
-    cap.peak_rss_mb = usage.ru_maxrss / 1024  # the ring buffers' mappings count in it (bench.capture --only agent)
     cap.spans = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line.strip()]
     stats = [line for line in Path(err.name).read_text().splitlines() if line.startswith("{")]
     cap.stats = json.loads(stats[-1]) if stats else {}
     os.unlink(out.name)
     os.unlink(err.name)
+
+
+def _wait_drained(pid: int, most_s: float = 60.0) -> None:
+    """Until the agent has read what the load left in the ring (its CPU use falls below a fifth of
+    a core), at most `most_s`: its stop reads what is left for one second only (capture/live.py)."""
+    deadline = time.monotonic() + most_s
+    time.sleep(1)
+    last = _cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu_s(pid)
+        if now - last < 0.1:
+            return
+        last = now
+
+
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """The process's peak resident set (VmHWM; the compile child's is not in it) and the part of
+    its resident set that is mapped BPF maps (the ring buffers), in MB."""
+    peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1])
+    ring, in_map = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and ":" not in head[0]:
+            in_map = line.rstrip().endswith("anon_inode:bpf-map")
+        elif in_map and line.startswith("Rss:"):
+            ring += int(head[1])
+    return round(peak / 1024, 1), round(ring / 1024, 1)
 
 
 def client_spans(cap, exclude_pid: int) -> int:
@@ -142,7 +174,7 @@ def bench_postgres(seconds: float, clients: int) -> dict:
                 "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
                 "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
                 "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
-                "agent_peak_rss_mb": round(cap.peak_rss_mb, 1),
+                "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
                 **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
     return _with_compare(runs)
 
@@ -198,7 +230,7 @@ def bench_redis(requests: int, pipeline: int) -> dict:
                 "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3), "operations": agent["operations"],
                 "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
                 "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
-                "agent_peak_rss_mb": round(cap.peak_rss_mb, 1),
+                "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
                 **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
     return _with_compare(runs)
 
