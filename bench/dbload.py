@@ -108,7 +108,7 @@ def capture(port: int, tree: Path | None = None, pair: bool | None = None):
                          for i in ids if i in before and i in after)
         cap.bpf_runs = sum(after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
                            for i in ids if i in before and i in after)
-        _wait_drained(proc.pid)
+        _wait_drained(Path(out.name))
         cap.peak_rss_mb, cap.ring_rss_mb = _memory_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -123,18 +123,17 @@ def capture(port: int, tree: Path | None = None, pair: bool | None = None):
     os.unlink(err.name)
 
 
-def _wait_drained(pid: int, most_s: float = 60.0) -> None:
-    """Until the agent has read what the load left in the ring (its CPU use falls below a fifth of
-    a core), at most `most_s`: its stop reads what is left for one second only (capture/live.py)."""
+def _wait_drained(out: Path, most_s: float = 120.0) -> None:
+    """Until the agent has read what the load left in the ring (its span file stops growing for
+    a second), at most `most_s`: its stop reads what is left for one second only (capture/live.py),
+    and on a loaded host its CPU use says little about whether it is done."""
     deadline = time.monotonic() + most_s
-    time.sleep(1)
-    last = _cpu_s(pid)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = _cpu_s(pid)
-        if now - last < 0.1:
-            return
-        last = now
+    last, still = -1, 0
+    while time.monotonic() < deadline and still < 4:
+        time.sleep(0.25)
+        size = out.stat().st_size
+        still = still + 1 if size == last else 0
+        last = size
 
 
 def _memory_mb(pid: int) -> tuple[float, float]:
