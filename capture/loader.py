@@ -25,7 +25,10 @@ from capture.ringbuf import OrderedRings, RingReader
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD = 4096  # bytes of each message copied to userspace (power of two)
-DEFAULT_RINGBUF_PAGES = 4096  # 16 MiB ring buffer
+# 32 MiB: a burst's slack while the agent catches up (a pipelined redis-benchmark fills 16 MiB). Its
+# pages are resident in the agent, mapped once (capture/ringbuf.py): `python -m bench.dbload` reports
+# the ring's share of the agent's RSS
+DEFAULT_RINGBUF_PAGES = 8192
 SPILL_PAGES = 256  # 1 MiB for the records the main ring refuses (bpf: ringbuf_send)
 # A record wakes the agent only when it takes the ring's unread data across a multiple of this
 # fraction of the ring (bpf: ringbuf_send); the agent otherwise reads on its timer (live.py POLL_MS)

@@ -25,7 +25,7 @@ def register(sub) -> None:
                    help="bytes of each message copied from the kernel (power of two, default 4096)")
     p.add_argument("--ringbuf-pages", type=int, metavar="N",
                    help="size of the kernel-to-agent ring buffer in 4 KiB pages, a power of two "
-                        "(default: capture.options.ringbuf_pages, 4096 = 16 MiB)")
+                        "(default: capture.options.ringbuf_pages, 8192 = 32 MiB)")
     p.add_argument("--no-tls", action="store_true",
                    help="do not attach uprobes to TLS libraries (plaintext of TLS traffic is then not seen)")
     p.add_argument("--pair", action=argparse.BooleanOptionalAction,
