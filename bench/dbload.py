@@ -65,7 +65,7 @@ def redis_benchmark(r: dict, requests: int, pipeline: int) -> dict:
 class _Capture:
     spans: list
     stats: dict
-    cpu_s: float  # the agent's CPU time from ready to its exit, the drain of what the load left queued included
+    cpu_s: float  # the agent's CPU time from ready until it read what the load left queued (its start's compile left out)
     # (its start's compilation left out)
     bpf_ns: int  # run time of the agent's BPF programs over the load (--bpf-time), in the traced processes
     bpf_runs: int
@@ -109,13 +109,13 @@ def capture(port: int, tree: Path | None = None, pair: bool | None = None):
         cap.bpf_runs = sum(after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
                            for i in ids if i in before and i in after)
         _wait_drained(Path(out.name))
+        # its own CPU time, read before the stop: wait4's rusage would add the compile child's
+        cap.cpu_s = _cpu_s(proc.pid) - ready_cpu
         cap.peak_rss_mb, cap.ring_rss_mb = _memory_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
-        _, status, usage = os.wait4(proc.pid, 0)  # its rusage: all of its CPU time, at its exit
+        _, status, _ = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    if ready_cpu is not None:
-        cap.cpu_s = usage.ru_utime + usage.ru_stime - ready_cpu
     cap.spans = [json.loads(line) for line in Path(out.name).read_text().splitlines() if line.strip()]
     stats = [line for line in Path(err.name).read_text().splitlines() if line.startswith("{")]
     cap.stats = json.loads(stats[-1]) if stats else {}
