@@ -66,7 +66,6 @@ class _Capture:
     spans: list
     stats: dict
     cpu_s: float  # the agent's CPU time from ready until it read what the load left queued (its start's compile left out)
-    # (its start's compilation left out)
     bpf_ns: int  # run time of the agent's BPF programs over the load (--bpf-time), in the traced processes
     bpf_runs: int
     peak_rss_mb: float  # the agent's peak resident set (VmHWM) after the load
