@@ -21,8 +21,9 @@ def register(sub) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--pid", type=int, help="only this process")
     p.add_argument("--port", type=int, help="only connections with this port at either end")
-    p.add_argument("--max-payload", type=int, default=4096, metavar="BYTES",
-                   help="bytes of each message copied from the kernel (power of two, default 4096)")
+    p.add_argument("--max-payload", type=int, metavar="BYTES",
+                   help="bytes of each message copied from the kernel (power of two; default: "
+                        "capture.options.max_payload, 4096)")
     p.add_argument("--ringbuf-pages", type=int, metavar="N",
                    help="size of the kernel-to-agent ring buffer in 4 KiB pages, a power of two "
                         "(default: capture.options.ringbuf_pages, 8192 = 32 MiB)")
@@ -47,14 +48,16 @@ def _table_row(s: Span) -> str:
 
 
 def live_options(args, config):
-    """The capture's options: this command's flags, and capture.options.pair and ringbuf_pages
-    from the configuration (its file or GUARDIAN_CAPTURE__OPTIONS__*) where no flag says."""
-    from capture.live import CaptureOptions
+    """The capture's options: capture.options from the configuration (its file or
+    GUARDIAN_CAPTURE__OPTIONS__*), and this command's flags over them."""
+    import dataclasses
 
     configured = config.capture.live_options()
-    return CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload,
-                          ringbuf_pages=args.ringbuf_pages or configured.ringbuf_pages, tls=not args.no_tls,
-                          pair=configured.pair if args.pair is None else args.pair)
+    flags = {"pid": args.pid, "port": args.port, "max_payload": args.max_payload,
+             "ringbuf_pages": args.ringbuf_pages, "pair": args.pair}
+    if args.no_tls:
+        flags["tls"] = False
+    return dataclasses.replace(configured, **{k: v for k, v in flags.items() if v is not None})
 
 
 def run(args) -> int:

@@ -230,6 +230,9 @@ def test_the_option_reaches_the_kernel_build(monkeypatch):
     monkeypatch.setenv("GUARDIAN_CAPTURE__OPTIONS__RINGBUF_PAGES", "1024")
     assert live_options(parse(["capture"]), load(None)).ringbuf_pages == 1024
     assert live_options(parse(["capture", "--ringbuf-pages", "64"]), load(None)).ringbuf_pages == 64
+    monkeypatch.setenv("GUARDIAN_CAPTURE__OPTIONS__POLL_MS", "50")  # and the keys no flag names
+    assert live_options(parse(["capture", "--port", "80"]), load(None)).poll_ms == 50
+    assert live_options(parse(["capture", "--port", "80"]), load(None)).port == 80
 
 
 PAIRED_RECORDING = Path(__file__).parent / "fixtures" / "nginx_hey_pair.events.gz"
