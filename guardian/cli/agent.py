@@ -93,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
         from capture.live import LiveCapture
 
         try:
-            source = LiveCapture(cfg.capture.live_options(), resource_for=enricher.resource)
-        except TypeError as e:
+            options = cfg.capture.live_options()
+            if options.cgroup is None and cfg.capture.scope.get("cgroup"):
+                options.cgroup = cfg.capture.scope["cgroup"]  # the kernel drops the rest (bpf/scope.h)
+            source = LiveCapture(options, resource_for=enricher.resource)
+        except (TypeError, OSError) as e:
             print(f"guardian agent: bad capture options: {e}", file=sys.stderr)
             return 2
     try:

@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--pid", type=int, help="only this process")
     p.add_argument("--port", type=int, help="only connections with this port at either end")
+    p.add_argument("--cgroup", metavar="PATH",
+                   help="only processes of this cgroup v2 subtree (e.g. /system.slice/nginx.service), "
+                        "decided in the kernel (default: capture.options.cgroup)")
     p.add_argument("--max-payload", type=int, default=4096, metavar="BYTES",
                    help="bytes of each message copied from the kernel (power of two, default 4096)")
     p.add_argument("--ringbuf-pages", type=int, default=4096, metavar="N",
@@ -46,13 +49,14 @@ def _table_row(s: Span) -> str:
 
 
 def live_options(args, config):
-    """The capture's options: this command's flags, and capture.options.pair from the
-    configuration (its file or GUARDIAN_CAPTURE__OPTIONS__PAIR) when --pair is not given."""
+    """The capture's options: this command's flags, and capture.options.pair and .cgroup from the
+    configuration (its file or GUARDIAN_CAPTURE__OPTIONS__PAIR) when their flags are not given."""
     from capture.live import CaptureOptions
 
+    configured = config.capture.live_options()
     return CaptureOptions(pid=args.pid, port=args.port, max_payload=args.max_payload,
                           ringbuf_pages=args.ringbuf_pages, tls=not args.no_tls,
-                          pair=args.pair or config.capture.live_options().pair)
+                          pair=args.pair or configured.pair, cgroup=args.cgroup or configured.cgroup)
 
 
 def run(args) -> int:
@@ -73,7 +77,7 @@ def run(args) -> int:
         cap = LiveCapture(live_options(args, config))
         cap.start()
         tune_gc()
-    except (CaptureUnavailable, ValueError) as e:
+    except (CaptureUnavailable, ValueError, OSError) as e:  # OSError: no such cgroup
         print(f"guardian capture: {e}", file=sys.stderr)
         return 1
     stop = threading.Event()
