@@ -21,8 +21,18 @@ static uint64_t ts_of(PyObject *rec)
     return ts;
 }
 
+/* `n` bytes of the data area (`size` bytes, a power of two) from offset `off`, across its end. */
+static void copy_wrapped(uint8_t *dst, const uint8_t *data, uint64_t off, uint64_t n, uint64_t size)
+{
+    uint64_t first = size - off < n ? size - off : n;
+    memcpy(dst, data + off, first);
+    if (n > first)
+        memcpy(dst + first, data, n - first);
+}
+
 /* read(prod, cons, data_at, mask, limit, until_ts) -> (records, backlog)
- * prod: the read-only mapping (producer page + data area twice), cons: the consumer page.
+ * prod: the read-only mapping (producer page + the data area once: a record that wraps around
+ * its end is copied in two pieces), cons: the consumer page.
  * Hands out committed records in ring order, at most `limit`, stopping at a busy record or
  * one stamped after until_ts; moves the consumer position past what it read (and past
  * discarded records). backlog: bytes waiting when it started. */
@@ -34,7 +44,7 @@ static PyObject *ring_read(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*w*nKnK", &prod, &cons, &data_at, &mask, &limit, &until_ts))
         return NULL;
     PyObject *out = NULL;
-    if (cons.len < 8 || prod.len < data_at + 2 * (Py_ssize_t)(mask + 1)) {
+    if (cons.len < 8 || prod.len < data_at + (Py_ssize_t)(mask + 1)) {
         PyErr_SetString(PyExc_ValueError, "mappings smaller than the ring");
         goto done;
     }
@@ -47,8 +57,11 @@ static PyObject *ring_read(PyObject *self, PyObject *args)
     if (out == NULL)
         goto done;
     Py_ssize_t n = 0;
+    const uint8_t *data = p + data_at;
     while (cpos < ppos && n < limit) {
-        const uint8_t *at = p + data_at + (cpos & mask);
+        /* headers are 8-byte aligned in a data area that is a multiple of 8: never split */
+        const uint8_t *at = data + (cpos & mask);
+        uint64_t body = (cpos + HEADER) & mask;
         uint32_t len = __atomic_load_n((const uint32_t *)at, __ATOMIC_ACQUIRE);
         if (len & BUSY_BIT)
             break; /* reserved, not yet submitted: records after it wait too */
@@ -61,10 +74,12 @@ static PyObject *ring_read(PyObject *self, PyObject *args)
         if (!(len & DISCARD_BIT)) {
             uint64_t ts = 0;
             if (size >= 8)
-                memcpy(&ts, at + HEADER, 8);
+                copy_wrapped((uint8_t *)&ts, data, body, 8, mask + 1);
             if (ts > until_ts)
                 break; /* too recent: an older record may still come through the spill ring */
-            PyObject *rec = PyBytes_FromStringAndSize((const char *)at + HEADER, size);
+            PyObject *rec = PyBytes_FromStringAndSize(NULL, size);
+            if (rec != NULL)
+                copy_wrapped((uint8_t *)PyBytes_AS_STRING(rec), data, body, size, mask + 1);
             if (rec == NULL || PyList_Append(out, rec) < 0) {
                 Py_XDECREF(rec);
                 Py_CLEAR(out);

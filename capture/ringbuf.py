@@ -6,8 +6,10 @@ CPU. The kernel's layout is a stable ABI (include/uapi/linux/bpf.h, kernel/bpf/r
 
   offset 0          one page, read-write: the consumer position (u64)
   offset page       one page, read-only: the producer position (u64)
-  offset 2 * page   the data area, mapped twice in a row so a record that wraps around the
-                    end reads as one contiguous slice
+  offset 2 * page   the data area; the kernel offers it twice in a row (a record that wraps
+                    around the end then reads as one slice), but every page of a mapping counts
+                    in the agent's resident set: it is mapped once, and the few records that
+                    wrap are copied in two pieces
 
 Each record starts with an 8-byte header: u32 length (bit 31 busy: still being written,
 bit 30 discarded) and u32 page offset; records are 8-byte aligned. The consumer owns the
@@ -48,8 +50,7 @@ class RingReader:
         page = mmap.PAGESIZE
         self.size, self.mask = data_size, data_size - 1
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._prod = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ,
-                               offset=page)
+        self._prod = mmap.mmap(map_fd, page + data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._data_at = page  # the data area's offset inside the producer mapping
         self._epoll = select.epoll()
         # edge-triggered: wait() then sleeps through unread records until the kernel signals
@@ -88,6 +89,14 @@ class RingReader:
         prod_map, cons_map = self._prod, self._cons
         u32, u64 = _U32.unpack_from, _U64.unpack_from
         base, mask = self._data_at, self.mask
+        end = base + mask + 1
+
+        def body(at: int, n: int) -> bytes:  # n bytes from data offset `at`, across the end
+            start = base + (at & mask)
+            if start + n <= end:
+                return prod_map[start:start + n]
+            return prod_map[start:end] + prod_map[base:base + n - (end - start)]
+
         cons = u64(cons_map, 0)[0]
         prod = u64(prod_map, 0)[0]
         backlog = prod - cons
@@ -101,9 +110,9 @@ class RingReader:
                     break  # reserved, not yet submitted: records after it wait too
                 size = length & ~(BUSY_BIT | DISCARD_BIT)
                 if not length & DISCARD_BIT:
-                    if u64(prod_map, at + HEADER)[0] > until_ts:
+                    if size >= 8 and _U64.unpack(body(cons + HEADER, 8))[0] > until_ts:
                         break  # too recent: an older record may still come through the spill ring
-                    out.append(prod_map[at + HEADER:at + HEADER + size])
+                    out.append(body(cons + HEADER, size))
                     n += 1
                 cons += (size + HEADER + 7) & ~7
                 if n & 255 == 0:  # give the producer its space back during long batches

@@ -12,24 +12,22 @@ PAGE = mmap.PAGESIZE
 
 def mapped_ring(records: list[bytes], size: int | None = None, start: int = 0,
                 flags: dict[int, int] | None = None) -> RingReader:
-    """A RingReader over anonymous mappings (consumer page; producer page + the data area
-    twice in a row) holding `records` from ring position `start` on; `flags`: record index ->
+    """A RingReader over anonymous mappings (consumer page; producer page + the data area once,
+    as RingReader maps it) holding `records` from ring position `start` on; `flags`: record index ->
     BUSY_BIT / DISCARD_BIT set in its header. `size` (a power of two) defaults to one that
     holds them all."""
     total = sum((len(r) + HEADER + 7) & ~7 for r in records)
     size = size or 1 << max(total, PAGE).bit_length()
-    prod, cons = mmap.mmap(-1, PAGE + 2 * size), mmap.mmap(-1, PAGE)
+    prod, cons = mmap.mmap(-1, PAGE + size), mmap.mmap(-1, PAGE)
     pos = start
     for i, body in enumerate(records):
         blob = struct.pack("<II", len(body) | (flags or {}).get(i, 0), 0) + body
         at = pos & (size - 1)
         first = min(len(blob), size - at)
-        for base in (PAGE, PAGE + size):  # both copies of the data area
-            prod[base + at:base + at + first] = blob[:first]
-        if first < len(blob):  # wrapped: the rest at the start of the area (and its copy)
+        prod[PAGE + at:PAGE + at + first] = blob[:first]
+        if first < len(blob):  # wrapped: the rest at the start of the area
             rest = blob[first:]
             prod[PAGE:PAGE + len(rest)] = rest
-            prod[PAGE + size:PAGE + size + len(rest)] = rest
         pos += (len(body) + HEADER + 7) & ~7
     struct.pack_into("<Q", prod, 0, pos)
     struct.pack_into("<Q", cons, 0, start)
