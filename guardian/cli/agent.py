@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"guardian agent: bad configuration: {e}", file=sys.stderr)
         return 2
     _logging(cfg.log.format, cfg.log.level)
+    from guardian import heap
+
+    heap.tune()  # before any thread: arenas are made as threads meet busy ones
     cfg.scrub.apply()
     if args.store:
         cfg.store.path = args.store
