@@ -34,7 +34,10 @@ def cgroup_identity(path: str) -> tuple[int, int]:
     rel = normalize_cgroup(path)
     for root in V2_ROOTS:
         if os.path.exists(f"{root}/cgroup.controllers"):
-            st = os.stat(root + rel.rstrip("/") if rel != "/" else root)
+            try:
+                st = os.stat(root + rel.rstrip("/") if rel != "/" else root)
+            except FileNotFoundError:
+                raise OSError(f"no cgroup {rel} in the cgroup v2 hierarchy at {root}") from None
             return st.st_ino, len([p for p in rel.split("/") if p])
     raise OSError("no cgroup v2 hierarchy mounted")
 
