@@ -64,6 +64,19 @@ def _system_allocator_for_arrow() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
+def _kernel_scope(cgroup: str) -> str | None:
+    """capture.scope.cgroup for the kernel to decide (bpf/scope.h), when it names a cgroup v2
+    directory; else None, and capture.scope judges every span in userspace as before."""
+    from capture.scope import cgroup_identity
+
+    try:
+        cgroup_identity(cgroup)
+        return cgroup
+    except OSError as e:
+        log.warning("capture.scope.cgroup %s is judged in userspace only: %s", cgroup, e)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from capture.errors import CaptureUnavailable
     from capture.export.otlp import from_config
@@ -98,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             options = cfg.capture.live_options()
             if options.cgroup is None and cfg.capture.scope.get("cgroup"):
-                options.cgroup = cfg.capture.scope["cgroup"]  # the kernel drops the rest (bpf/scope.h)
+                options.cgroup = _kernel_scope(cfg.capture.scope["cgroup"])
             source = LiveCapture(options, resource_for=enricher.resource)
         except (TypeError, OSError) as e:
             print(f"guardian agent: bad capture options: {e}", file=sys.stderr)
