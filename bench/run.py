@@ -33,6 +33,7 @@ BENCHES = {
     "hub_ingest": False,
     "soak": True,
     "soak_rate": False,
+    "soak_live": True,
     "llm_eval": False,
     "kernel_time": True,
     "uprobe_cost": True,

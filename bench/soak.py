@@ -357,6 +357,8 @@ class Soak:
                 "spans_stored": inc.metrics.get("guardian_agent_spans_stored"),
                 "drops": soak_probe.drop_counters(inc.metrics),
                 "out_of_scope_spans": inc.metrics.get("guardian_agent_scope_dropped_spans"),
+                # calls of processes outside the scope the kernel did not follow (bpf/scope.h)
+                "out_of_scope_kernel_skipped": inc.metrics.get("capture.kernel.scope_skipped"),
             })
         drops_total: Counter[str] = Counter()
         for x in incs:

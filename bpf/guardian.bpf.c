@@ -9,6 +9,7 @@
 #include "sockaddr.h"
 #include "sockfd.h"
 #include "detect.h"
+#include "scope.h"
 
 #define GUARDIAN_EINPROGRESS 115
 
@@ -27,6 +28,16 @@ static __always_inline int traced_tgid(__u32 tgid)
 #if FILTER_PID
     if (tgid != FILTER_PID)
         return 0;
+#endif
+#if SCOPE_CGROUP
+    /* capture.scope's cgroup (bpf/scope.h): the current task is in its subtree when its
+     * ancestor at the scope's depth is the scope */
+    __u32 zero = 0;
+    struct guardian_scope *s = scope_cgroup.lookup(&zero);
+    if (!s || bpf_get_current_ancestor_cgroup_id(s->level) != s->cgroup_id) {
+        stat_add(STAT_SCOPE_SKIPPED, 1);
+        return 0;
+    }
 #endif
     return 1;
 }

@@ -104,7 +104,9 @@ enum guardian_stat {
     STAT_TLS_NO_FD = 19,      /* plaintext dropped: SSL object not yet tied to a socket */
     STAT_TLS_BOUND = 20,      /* SSL objects tied to a socket */
     STAT_TLS_READ_FAULT = 21, /* Go net.Conn -> fd chain not readable */
-    STAT_MAX = 22,
+    /* capture.scope (bpf/scope.h), reported as kernel.scope_skipped */
+    STAT_SCOPE_SKIPPED = 22,  /* calls and probe hits of processes outside the scope's cgroup, not followed */
+    STAT_MAX = 23,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses

@@ -41,8 +41,10 @@ class StoreConfig(Section):
     max_spans: int | None = 5_000_000
     # DuckDB's own memory (its default is 80 % of the host's RAM; past the limit it spills to disk)
     # and query threads (its default is one per core): an agent shares the node with what it watches.
-    # DuckDB fills its limit with insert buffers before it lets go of them: the agent's resident
-    # set swings by about the limit while it stores (`python -m bench.capture --only agent`)
+    # Its buffer pool keeps the store's recent blocks cached up to about the limit (the agent's
+    # resident set rises by that much over its first minutes of storing, then holds), and what it
+    # frees past a quarter of the limit goes back to the system (capture/store/duckdb_store.py):
+    # `python -m bench.soak_live` samples duckdb_memory() beside the agent's resident set
     memory_limit_mb: int | None = Field(64, ge=16)  # None: DuckDB's default
     threads: int | None = Field(2, ge=1)  # None: DuckDB's default
     # spans waiting to be linked and stored; past it a batch is dropped and counted

@@ -48,6 +48,9 @@ def tune_gc() -> None:
 class CaptureOptions:
     pid: int | None = None  # only this process
     port: int | None = None  # only connections with this port at either end
+    # only processes of this cgroup v2 subtree ("/a/b"), decided in the kernel; the agent sets it
+    # from capture.scope.cgroup
+    cgroup: str | None = None
     max_payload: int = DEFAULT_MAX_PAYLOAD
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
     seed_existing: bool = True  # follow connections opened before we started
@@ -69,7 +72,7 @@ class LiveCapture:
                  resource_for: Callable[[int], dict] | None = None) -> None:
         self.options = options or CaptureOptions()
         self.loader = Loader(self.options.max_payload, self.options.pid, self.options.ringbuf_pages,
-                             port=self.options.port, pair=self.options.pair)
+                             port=self.options.port, pair=self.options.pair, cgroup=self.options.cgroup)
         self._sink: Callable[[list[Span]], None] = lambda spans: None
         self.pipeline = Pipeline(lambda spans: self._sink(spans))
         self.sockets = SocketTable()

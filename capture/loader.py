@@ -21,6 +21,7 @@ from typing import Callable
 from capture import abi, bcclib, bpfcache, btf
 from capture.errors import CaptureUnavailable
 from capture.ringbuf import OrderedRings, RingReader
+from capture.scope import cgroup_identity, in_cgroup, normalize_cgroup
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,13 @@ def _socket_offsets(cache_dir: str) -> dict[str, int]:
     return offsets
 
 
-def _with_tail_calls(bpf_class: type) -> type:
-    """BCC's BPF class that fills the tail-call table before BCC attaches the tracepoints.
+def _with_tail_calls(bpf_class: type, scope: tuple[int, int] | None = None) -> type:
+    """BCC's BPF class that fills the tail-call table (and the cgroup scope, (id, depth)) before
+    BCC attaches the tracepoints.
 
     Gathered I/O (readv/writev/sendmsg/recvmsg) is walked one record per tail call
     (bpf/guardian.bpf.c, emit_iov): filled afterwards, every such syscall in between would
-    be a gap in its stream.
+    be a gap in its stream. An unfilled scope follows nobody.
     """
 
     class GuardianBPF(bpf_class):
@@ -89,6 +91,9 @@ def _with_tail_calls(bpf_class: type) -> type:
             for direction, name in ((abi.Direction.EGRESS, "send"), (abi.Direction.INGRESS, "recv")):
                 walk = self.load_func(f"guardian_iov_{name}", bpf_class.TRACEPOINT)
                 tail[ctypes.c_int(direction)] = ctypes.c_int(walk.fd)
+            if scope is not None:
+                table = self["scope_cgroup"]
+                table[ctypes.c_int(0)] = table.Leaf(scope[0], scope[1])
             super()._trace_autoload()
 
     return GuardianBPF
@@ -97,7 +102,8 @@ def _with_tail_calls(bpf_class: type) -> type:
 class Loader:
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, pid: int | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536,
-                 port: int | None = None, cache_dir: str | None = None, pair: bool = False) -> None:
+                 port: int | None = None, cache_dir: str | None = None, pair: bool = False,
+                 cgroup: str | None = None) -> None:
         if not _power_of_two(max_payload) or not 64 <= max_payload <= 32768:
             raise ValueError("max payload must be a power of two between 64 and 32768 bytes")
         if not _power_of_two(ringbuf_pages):
@@ -107,6 +113,9 @@ class Loader:
         self.ringbuf_pages = ringbuf_pages
         self.pid = pid
         self.port = port
+        # only the processes of this cgroup v2 subtree (capture.scope.cgroup), decided in the kernel
+        self.cgroup = normalize_cgroup(cgroup) if cgroup else None
+        self.scope = cgroup_identity(self.cgroup) if self.cgroup else None  # OSError: no such cgroup
         self.cache_dir = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV, bpfcache.DEFAULT_DIR)
         self.started_from = ""  # "cache", "compile" or "bcc" once loaded
         self.cflags = [
@@ -120,6 +129,7 @@ class Loader:
             f"-DAGENT_PID={os.getpid()}",
             f"-DFILTER_PID={pid or 0}",
             f"-DFILTER_PORT={port or 0}",
+            f"-DSCOPE_CGROUP={int(self.scope is not None)}",
             # request/response exchanges as one ring record each (the pairing section of guardian.bpf.c)
             f"-DPAIR_HTTP1={int(pair)}",
             f"-DPAIR_CONNS={PAIR_CONNS}",
@@ -140,7 +150,7 @@ class Loader:
             raise CaptureUnavailable(f"bcc is not importable: {e}. Run: make setup") from e
         try:
             if self.cache_dir in ("", "off"):
-                self.bpf = _with_tail_calls(BPF)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
+                self.bpf = _with_tail_calls(BPF, self.scope)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
                                                  cflags=self.cflags)
                 self.started_from = "bcc"
             else:
@@ -210,7 +220,7 @@ class Loader:
             image.check_sentinels(list(self.params()))
         except bpfcache.CacheError as e:  # the source uses an option in a way we cannot patch
             log.warning("eBPF compile cache not usable with this source (%s): compiling as before", e)
-            self.bpf = _with_tail_calls(bpf_class)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
+            self.bpf = _with_tail_calls(bpf_class, self.scope)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
                                                    cflags=self.cflags)
             self.started_from = "bcc"
             return
@@ -225,7 +235,7 @@ class Loader:
 
     def _instantiate(self, bpf_class: type, image: bpfcache.Image) -> None:
         image.params = self.params()
-        self.bpf = _with_tail_calls(bpfcache.image_bpf_class(bpf_class))(image)
+        self.bpf = _with_tail_calls(bpfcache.image_bpf_class(bpf_class), self.scope)(image)
 
     def open_events(self) -> OrderedRings:
         """The data events' ring buffers (main and spill) read from their mappings and
@@ -281,6 +291,11 @@ class Loader:
         table = self.bpf["conns"]
         for pid, fd, tup, transport in conns:
             if pid == os.getpid() or (self.pid and pid != self.pid):
+                continue
+            try:
+                if self.cgroup and not in_cgroup(pid, self.cgroup):
+                    continue
+            except OSError:  # gone since the socket table was read
                 continue
             self._seeded += 1
             value = abi.Conn(conn_id=SEEDED_ID_BIT | self._seeded, t=tup, transport=transport,

@@ -16,6 +16,41 @@ from typing import Any
 
 from capture.span import Span
 
+V2_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")  # hybrid hosts mount v2 beside v1
+
+
+def normalize_cgroup(path: str) -> str:
+    """A cgroup as /proc/PID/cgroup's v2 line names it ("/a/b"), also from /sys/fs/cgroup/a/b."""
+    out = "/" + path.strip("/")
+    for root in V2_ROOTS:
+        if out == root or out.startswith(root + "/"):
+            return out[len(root):] or "/"
+    return out
+
+
+def cgroup_identity(path: str) -> tuple[int, int]:
+    """(id, depth) of a v2 cgroup, what the kernel's bpf_get_current_ancestor_cgroup_id compares:
+    the id is its directory's inode number. OSError when there is no such cgroup."""
+    rel = normalize_cgroup(path)
+    for root in V2_ROOTS:
+        if os.path.exists(f"{root}/cgroup.controllers"):
+            try:
+                st = os.stat(root + rel.rstrip("/") if rel != "/" else root)
+            except FileNotFoundError:
+                raise OSError(f"no cgroup {rel} in the cgroup v2 hierarchy at {root}") from None
+            return st.st_ino, len([p for p in rel.split("/") if p])
+    raise OSError("no cgroup v2 hierarchy mounted")
+
+
+def in_cgroup(pid: int, cgroup: str, proc: str = "/proc") -> bool:
+    """Whether process `pid` is in the v2 subtree `cgroup` (normalized); OSError when it is gone."""
+    with open(f"{proc}/{pid}/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                path = line.rstrip("\n")[3:]
+                return path == cgroup or cgroup == "/" or path.startswith(cgroup.rstrip("/") + "/")
+    return False
+
 
 class Scope:
     def __init__(self, netns: str | None = None, cgroup: str | None = None, node_name: str | None = None,
@@ -23,9 +58,7 @@ class Scope:
         self.netns = netns
         self.netns_ino = os.stat(netns).st_ino if netns else None
         self._addrs: tuple[float, frozenset[str]] = (0.0, frozenset())
-        self.cgroup = "/" + cgroup.strip("/") if cgroup else None
-        if self.cgroup and self.cgroup.startswith("/sys/fs/cgroup"):
-            self.cgroup = self.cgroup[len("/sys/fs/cgroup"):] or "/"
+        self.cgroup = normalize_cgroup(cgroup) if cgroup else None
         self.node_name = node_name
         self.ttl_s = ttl_s
         self.proc = proc

@@ -28,6 +28,7 @@ from capture.span import Span
 from capture.store.api import SpanStore
 from capture.scope import from_config as scope_from_config
 from capture.traces.stream import StreamLinker
+from guardian import heap
 
 log = logging.getLogger("guardian.agent")
 
@@ -106,7 +107,7 @@ WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking an
 class Agent:
     def __init__(self, config: AgentConfig, store: SpanStore, source: Source, sink: Any = None,
                  enricher: Enricher | None = None, queue_batches: int = 16384,
-                 max_queued_spans: int | None = None):
+                 max_queued_spans: int | None = None, trim_every_s: float | None = heap.TRIM_EVERY_S):
         self.config = config
         self.store = store
         self.source = source
@@ -123,6 +124,8 @@ class Agent:
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
         self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
+        # what the process freed goes back to the system from the worker's loop (guardian/heap.py)
+        self.trimmer = heap.Trimmer(trim_every_s) if trim_every_s else None
 
     def capture_stats(self) -> dict[str, int]:
         try:
@@ -192,6 +195,8 @@ class Agent:
                 self.queue.taken(len(batch))
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
+            if self.trimmer is not None:
+                self.trimmer.maybe()
             if stopping:
                 break
         self._emit(self.linker.flush())

@@ -142,7 +142,7 @@ def drop_counters(metrics: dict[str, float]) -> dict[str, float]:
     """The counters that say something was lost, cut or refused (non-zero ones)."""
     return {k: v for k, v in sorted(metrics.items())
             if v and any(w in k.lower() for w in DROP_WORDS) and not k.endswith("_bytes")
-            and "scope_dropped" not in k}  # out of scope is not lost: reported apart
+            and "scope_dropped" not in k and "scope_skipped" not in k}  # out of scope is not lost: reported apart
 
 
 def slope_per_min(samples: list[tuple[float, float]]) -> float | None:

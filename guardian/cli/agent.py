@@ -64,6 +64,19 @@ def _system_allocator_for_arrow() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
+def _kernel_scope(cgroup: str) -> str | None:
+    """capture.scope.cgroup for the kernel to decide (bpf/scope.h), when it names a cgroup v2
+    directory; else None, and capture.scope judges every span in userspace as before."""
+    from capture.scope import cgroup_identity
+
+    try:
+        cgroup_identity(cgroup)
+        return cgroup
+    except OSError as e:
+        log.warning("capture.scope.cgroup %s is judged in userspace only: %s", cgroup, e)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from capture.errors import CaptureUnavailable
     from capture.export.otlp import from_config
@@ -79,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"guardian agent: bad configuration: {e}", file=sys.stderr)
         return 2
     _logging(cfg.log.format, cfg.log.level)
+    from guardian import heap
+
+    heap.tune()  # before any thread: arenas are made as threads meet busy ones
     cfg.scrub.apply()
     if args.store:
         cfg.store.path = args.store
@@ -93,8 +109,11 @@ def run(args: argparse.Namespace) -> int:
         from capture.live import LiveCapture
 
         try:
-            source = LiveCapture(cfg.capture.live_options(), resource_for=enricher.resource)
-        except TypeError as e:
+            options = cfg.capture.live_options()
+            if options.cgroup is None and cfg.capture.scope.get("cgroup"):
+                options.cgroup = _kernel_scope(cfg.capture.scope["cgroup"])
+            source = LiveCapture(options, resource_for=enricher.resource)
+        except (TypeError, OSError) as e:
             print(f"guardian agent: bad capture options: {e}", file=sys.stderr)
             return 2
     try:

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--pid", type=int, help="only this process")
     p.add_argument("--port", type=int, help="only connections with this port at either end")
+    p.add_argument("--cgroup", metavar="PATH",
+                   help="only processes of this cgroup v2 subtree (e.g. /system.slice/nginx.service), "
+                        "decided in the kernel (default: capture.options.cgroup)")
     p.add_argument("--max-payload", type=int, metavar="BYTES",
                    help="bytes of each message copied from the kernel (power of two; default: "
                         "capture.options.max_payload, 4096)")
@@ -54,7 +57,7 @@ def live_options(args, config):
 
     configured = config.capture.live_options()
     flags = {"pid": args.pid, "port": args.port, "max_payload": args.max_payload,
-             "ringbuf_pages": args.ringbuf_pages, "pair": args.pair}
+             "ringbuf_pages": args.ringbuf_pages, "pair": args.pair, "cgroup": args.cgroup}
     if args.no_tls:
         flags["tls"] = False
     return dataclasses.replace(configured, **{k: v for k, v in flags.items() if v is not None})
@@ -78,7 +81,7 @@ def run(args) -> int:
         cap = LiveCapture(live_options(args, config))
         cap.start()
         tune_gc()
-    except (CaptureUnavailable, ValueError) as e:
+    except (CaptureUnavailable, ValueError, OSError) as e:  # OSError: no such cgroup
         print(f"guardian capture: {e}", file=sys.stderr)
         return 1
     stop = threading.Event()

@@ -138,3 +138,14 @@ def test_records_that_wrap_around_the_end_of_the_data_area_read_whole():
         reader = mapped_ring(bodies, size=size, start=size * 5 - start_back)
         assert len(reader._prod) == mmap.PAGESIZE + size  # the data area once
         assert [bytes(r) for r in reader.read()] == bodies, start_back
+
+
+@pytest.mark.parametrize("before_end", [8, 16, 24, 200])
+def test_a_record_across_the_end_of_the_data_area_reads_whole(before_end):
+    """The data area is mapped once: a record whose header is the area's last 8 bytes (its
+    timestamp and body at the start), or whose body is cut anywhere, is copied in two pieces."""
+    size = 4096
+    bodies = [struct.pack("<Q", 7 + i) + bytes(range(i, i + 90)) for i in range(4)]
+    reader = mapped_ring(bodies, size=size, start=size * 5 - before_end)
+    assert [bytes(r) for r in reader.read()] == bodies
+    assert reader.read(until_ts=0) == []

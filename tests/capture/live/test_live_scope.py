@@ -1,0 +1,79 @@
+"""Live eBPF capture scoped to a cgroup in the kernel (bpf/scope.h): a server and its clients in a
+cgroup v2 directory the test creates are captured; the same traffic from processes outside it never
+becomes a ring record (0 spans of it) and the kernel counts what it did not follow."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from capture.scope import V2_ROOTS
+from support.live import free_port, live_capture
+from support.process import process
+
+pytestmark = pytest.mark.ebpf
+
+
+def _v2_root() -> Path:
+    for root in map(Path, V2_ROOTS):
+        if (root / "cgroup.controllers").exists():
+            return root
+    pytest.fail("no cgroup v2 hierarchy mounted (the kernel's scope needs one)")
+
+
+@pytest.fixture
+def cgroup():
+    """A fresh cgroup v2 directory (no controllers: it only labels processes), removed after."""
+    name = f"guardian-test-scope-{uuid.uuid4().hex[:8]}"
+    d = _v2_root() / name
+    d.mkdir()
+    try:
+        yield "/" + name, d
+    finally:
+        for pid in (d / "cgroup.procs").read_text().split():  # leftovers: back to the root
+            try:
+                (d.parent / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass
+        d.rmdir()
+
+
+def _inside(d: Path, cmd: list[str]) -> list[str]:
+    """`cmd` run from a shell that first moves itself into cgroup dir `d` (exec keeps the cgroup)."""
+    return ["sh", "-c", f'echo $$ > {d}/cgroup.procs && exec "$@"', "sh", *cmd]
+
+
+def _get(port: int, n: int, cgroup_dir: Path | None) -> None:
+    client = [sys.executable, "-c",
+              "import sys, urllib.request\n"
+              "for i in range(int(sys.argv[2])):\n"
+              "    urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/scope-{i}', timeout=10).read()\n",
+              str(port), str(n)]
+    subprocess.run(_inside(cgroup_dir, client) if cgroup_dir else client, check=True, timeout=60)
+
+
+def test_only_the_cgroups_processes_become_spans_and_the_kernel_counts_the_rest(cgroup, tmp_path):
+    path, d = cgroup
+    (tmp_path / "scope-0").write_text("x")
+    for i in range(1, 20):
+        (tmp_path / f"scope-{i}").write_text("x")
+    inner, outer = free_port(), free_port()
+    server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    with process(_inside(d, [*server, str(inner)]), inner), process([*server, str(outer)], outer) as out_srv:
+        assert str(out_srv.pid) not in (d / "cgroup.procs").read_text()
+        with live_capture(extra=("--cgroup", path, "--no-tls")) as cap:
+            _get(inner, 10, d)
+            _get(outer, 20, None)  # outside: server and client
+            _get(inner, 10, None)  # client outside, server inside: only the SERVER side
+    assert cap.stats.get("kernel.scope_skipped", 0) > 0, cap.stats
+    ports = [(s["kind"], int(s["attributes"].get("server.port") or 0)) for s in cap.spans]
+    assert not [p for p in ports if p[1] == outer], "spans of processes outside the cgroup"
+    servers = sum(1 for k, p in ports if k == "SERVER" and p == inner)
+    clients = sum(1 for k, p in ports if k == "CLIENT" and p == inner)
+    assert servers == 20, ports  # every request the inside server answered
+    assert clients == 10, ports  # only the inside client's
+    assert os.path.isdir(d)

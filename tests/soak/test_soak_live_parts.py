@@ -1,0 +1,35 @@
+"""bench.soak_live's measuring parts, on this process: the resident set by source, glibc's heap
+figures and the per-series slopes the result reports."""
+from __future__ import annotations
+
+import ctypes
+
+from bench.soak_live import malloc_mb, rss_parts_mb, series
+
+
+def test_rss_parts_add_up_and_see_a_new_anonymous_mapping():
+    before = rss_parts_mb()
+    assert before["vmrss"] >= before["rssanon"] > 0 and before["bpf_map"] == 0
+    block = b"\1" * (32 << 20)  # written, so resident; malloc maps a block this large on its own
+    after = rss_parts_mb()
+    assert after["anon_maps"] - before["anon_maps"] >= 30
+    assert after["vmrss"] - before["vmrss"] >= 30
+    del block
+
+
+def test_malloc_figures_follow_an_allocation():
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = malloc_mb()
+    p = libc.malloc(8 << 20)
+    after = malloc_mb()
+    libc.free(p)
+    assert after["in_use"] - before["in_use"] >= 7.9
+
+
+def test_series_slope_is_taken_after_the_warmup_only():
+    samples = [{"t": t, "rss": {"vmrss": 100 + (t if t < 60 else 60)}, "n": 5} for t in range(0, 600, 10)]
+    out = series(samples, warmup_s=60)
+    assert out["rss.vmrss"] == {"start": 100, "end": 160, "max": 160, "slope_per_min_after_warmup": 0.0}
+    assert out["n"]["slope_per_min_after_warmup"] == 0.0
