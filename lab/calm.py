@@ -13,6 +13,8 @@ from guardian.demo.procs import spawn
 REPO = Path(__file__).resolve().parents[1]
 # batch, restart: the topology's own herrings; cold: the first window after the topology's start
 # (short baseline); past-end: the window runs on past the recorded data; the rest are below
+# as Guardian names the bad client's process (`python -m` module): its red_herrings label
+BAD_CLIENT = "lab.services.badclient"
 KINDS = ("plain", "batch", "restart", "load-up", "load-down", "drift", "bad-client", "cold", "past-end")
 
 

@@ -367,7 +367,7 @@ class Recorder:
         spans = sample_traces(base, kept_share) + window
         in_window = len(window)
         herrings_named = sorted(set(self.topo.always_herrings) | ({herring.service} if herring else set())
-                                | ({"bad-client"} if kind == "bad-client" else set()))
+                                | ({C.BAD_CLIENT} if kind == "bad-client" else set()))
         # past-end: the question's window runs on past the recorded data (asked before the data
         # arrived, or the agent stopped): rates over the window would read as drops everywhere
         asked_end = window_end + rng.uniform(15, 40) if kind == "past-end" else window_end
