@@ -1,6 +1,7 @@
 """The bar between "a cause" and "nothing found", beside the score: a candidate whose abnormal
 calls all fell in one short burst (a restart, a host's hiccup, a cache refill) is no lasting
-change. Reads the candidate's operation's spans; never ranks.
+change; failures that are closed connections retried while the requests succeeded were felt by
+nobody. Reads the candidate's operation's spans and sampled traces; never ranks.
 """
 from __future__ import annotations
 
