@@ -61,6 +61,8 @@ LAB_CASES ?= 32
 LAB_WEAK = cpu_contention,lock_contention,wrong_return,pool_exhaustion,process_pause,exception,network_delay,cpu_throttle
 # Seeds 17-20: CPU contention of the shared-allowance mechanism, and quiet no-fault windows.
 LAB_CPU = cpu_contention,wrong_return,process_pause
+# Seeds 23-24: calm windows with what they carry in real life, and mild faults at quiet services.
+LAB_CALM = plain,batch,restart,load-up,load-down,drift,bad-client,cold,past-end
 lab: setup
 	nice -n 10 $(PY) -m lab.record --topology shop --cases 16 --seed 1 --out evals/lab
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 26 --seed 11 --out evals/lab
@@ -73,6 +75,9 @@ lab: setup
 		--own-balance --classes $(LAB_CPU) --with shop:18:16:evals/lab:21000
 	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 6 --seed 19 --out evals/lab --none-share 0.2 \
 		--own-balance --classes cpu_contention --with shop:20:6:evals/lab:21000
+	nice -n 10 $(PY) -m lab.record --topology mesh12 --cases 16 --seed 23 --out evals/lab --port-base 26000 \
+		--none-share 0.7 --own-balance --strength mild --targets search,partner-api,notify,fulfil \
+		--calm $(LAB_CALM) --with shop:24:14:evals/lab:28000
 	$(PY) -m lab.shrink evals/lab
 	$(PY) -m lab.coverage evals/lab --write >/dev/null
 

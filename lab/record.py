@@ -20,28 +20,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from lab import calm as C
 from lab.capture import LabCapture
 from lab.faults import FaultError, remove_shaping_of
 from lab.labels import kind_aliases
+from lab.questions import question
 from lab.topologies import load
 from lab.topology import LOADS, STRENGTHS, FaultPlan
-
-QUESTIONS = {
-    "slow": ["{F} is slow since {t}, why?", "Users say {f} got slow around {t}. What is going on?",
-             "Why is {f} slower than usual since {t}?", "Latency on {f} went up at {t}. What changed?"],
-    "failing": ["{F} is failing since {t}, why?", "Users get errors on {f} since about {t}. What is broken?",
-                "Why does {f} fail since {t}?", "Something is wrong with {f} since {t}: requests fail. Why?"],
-    "backlog": ["Are {f} being processed? Something seems stuck since {t}.",
-                "{F} stopped going through around {t}. What is going on?"],
-    "none": ["Is anything wrong with {f} since {t}?", "Somebody says {f} feels off since {t}. Is something broken?",
-             "Check {f}: is anything broken since {t}?"],
-}
-
-
-def question(rng: random.Random, symptom: str, feature: str, at_s: float) -> str:
-    t = time.strftime("%H:%M", time.gmtime(at_s))
-    return rng.choice(QUESTIONS[symptom]).format(F=feature[:1].upper() + feature[1:], f=feature, t=t)
-
 
 def schedule(rng: random.Random, plans: list[FaultPlan], n: int, none_share: float,
              have: Counter | None = None) -> list[FaultPlan | None]:
@@ -60,6 +45,26 @@ def schedule(rng: random.Random, plans: list[FaultPlan], n: int, none_share: flo
         cls = min(order, key=lambda c: count[c])
         count[cls] += 1
         out.append(rng.choice([p for p in plans if p.fault_class == cls]))
+    return out
+
+
+def calm_schedule(rng: random.Random, todo: list, kinds: list[str]) -> dict[int, str]:
+    """The calm kind of each no-fault case (index -> kind), the kinds taken in turn from a shuffled
+    list so a run holds each about as often; "cold" only for the first case (forced to no fault)."""
+    if not kinds:
+        return {}
+    out: dict[int, str] = {}
+    rest = [k for k in kinds if k != "cold"]
+    if "cold" in kinds and todo:
+        todo[0] = None
+        out[0] = "cold"
+    order: list[str] = []
+    for i, plan in enumerate(todo):
+        if plan is None and i not in out and rest:
+            if not order:
+                order = rest[:]
+                rng.shuffle(order)
+            out[i] = order.pop()
     return out
 
 
@@ -194,6 +199,7 @@ class Recorder:
         self.t0 = time.monotonic()
         self.done = self.failed = 0
         self.case_s: list[float] = []
+        self.calm_kinds: dict[int, str] = {}
 
     def say(self, msg: str) -> None:
         el = time.monotonic() - self.t0
@@ -215,12 +221,17 @@ class Recorder:
         """Every case of this topology (the topology and the capture are running)."""
         a = self.args
         try:
-            self.wait(a.warmup, "warm-up")
+            calm = a.calm.split(",") if a.calm else []
+            if "cold" not in calm:  # a cold window starts with the topology, no warm-up
+                self.wait(a.warmup, "warm-up")
             plans = self.topo.plans()
             if a.classes:
                 plans = [p for p in plans if p.fault_class in a.classes.split(",")]
+            if a.targets and any(p.service in a.targets.split(",") for p in plans):  # (--with: per topology)
+                plans = [p for p in plans if p.service in a.targets.split(",")]
             todo = schedule(self.rng, plans, a.cases, a.none_share,
                             None if a.own_balance else classes_in(self.out))
+            self.calm_kinds = calm_schedule(self.rng, todo, calm)
             for i, plan in enumerate(todo):
                 name = f"{self.topo.name}-s{a.seed}-{i:03d}"
                 if (self.out / name / "expected.json").exists():
@@ -253,9 +264,11 @@ class Recorder:
     def case(self, i: int, name: str, plan: FaultPlan | None) -> int:
         a, rng = self.args, self.rng
         strength = rng.choice(STRENGTHS)
+        if a.strength:
+            strength = a.strength
         load_name, self.next_load = self.next_load or self.set_load(rng), None
         cls = plan.fault_class if plan else "none"
-        what = f"{cls} on {plan.service}" if plan else "no fault"
+        what = f"{cls} on {plan.service}" if plan else f"no fault ({self.calm_kinds.get(i) or 'plain'})"
         self.say(f"case {i + 1}: {what} (strength {strength}, load {load_name})")
         phases: dict[str, float] = {}
         t = time.monotonic()
@@ -274,19 +287,35 @@ class Recorder:
         a, rng = self.args, self.rng
         phases["turn"] = time.monotonic() - t
         t = time.monotonic()
+        kind = self.calm_kinds.get(i) if not plan else None
         # the baseline slice starts a few seconds after a load change (the shop restarts its
         # load generator), so it holds the new level only, and after the last fault's recovery
         settled = max(self.load_at + a.settle + rng.uniform(0, a.settle_jitter), self.quiet_until)
-        self.wait(settled - time.time(), "settle")
+        if kind != "cold":
+            self.wait(settled - time.time(), "settle")
         phases["settle"] = time.monotonic() - t
-        self.wait(a.baseline, "baseline")
+        factor = LOADS[load_name]
+        calm_mech, calm_in_window = None, False
+        if kind == "drift":  # across baseline and window
+            calm_mech = C.Drift(self.topo, factor, rng.choice((1.8, 0.55)), a.baseline + 30)
+        elif kind == "bad-client":  # mostly there all along; sometimes it appears in the window
+            calm_mech = C.BadClient(C.entry_port(self.topo), self.workdir / "logs", rng)
+            calm_in_window = rng.random() < 0.3
+        elif kind in ("load-up", "load-down"):
+            calm_mech, calm_in_window = C.LoadStep(self.topo, factor, 2.0 if kind == "load-up" else 0.5), True
+        if calm_mech and not calm_in_window:
+            calm_mech.apply()
+        base_s = rng.uniform(4, 10) if kind == "cold" else a.baseline
+        self.wait(base_s, "baseline")
         phases["baseline"] = time.monotonic() - t - phases["settle"]
         window_start = time.time()
         self.wait(rng.uniform(2, 8), "before the fault")
         duration = rng.uniform(a.min_fault, a.max_fault)
         herring = None
         herrings = [h for h in self.topo.herrings() if not plan or h.service != plan.service]
-        if herrings and rng.random() < a.herring_share:
+        if kind in ("batch", "restart"):
+            herring = rng.choice([h for h in herrings if h.batch == (kind == "batch")])
+        elif herrings and not kind and rng.random() < a.herring_share:
             herring = rng.choice(herrings)
         mech = plan.make(rng, strength) if plan else None
         phases["before"] = time.monotonic() - t - phases["settle"] - phases["baseline"]
@@ -297,6 +326,8 @@ class Recorder:
         try:
             if mech:
                 mech.apply()
+            if calm_mech and calm_in_window:
+                calm_mech.apply()
             herring_mech = None
             if herring:
                 lead = rng.uniform(0, duration / 2)
@@ -318,6 +349,8 @@ class Recorder:
         window_end = fault_end + rng.uniform(0, 3)
         load_avg = os.getloadavg()
         self.wait(window_end - time.time(), "window end")
+        if calm_mech:
+            calm_mech.remove()
         if i + 1 < a.cases:  # the next case's load level, set now so its settle overlaps this tail
             self.next_load = self.set_load(rng)
         # the linker holds spans until their trace is quiet: cut once that is past the window;
@@ -327,13 +360,17 @@ class Recorder:
         phases["tail"] = time.time() - fault_end
         ws = int(window_start * 1e9)
         mine = set(self.topo.ports.values())  # the capture may serve other topologies too
-        base = [s for s in self.cap.between(int((window_start - a.baseline) * 1e9), ws)
+        base = [s for s in self.cap.between(int((window_start - base_s) * 1e9), ws)
                 if s.attributes.get("server.port") in mine]
         window = [s for s in self.cap.between(ws, int(window_end * 1e9)) if s.attributes.get("server.port") in mine]
         kept_share = min(1.0, a.max_baseline_spans / max(len(base), 1))
         spans = sample_traces(base, kept_share) + window
         in_window = len(window)
-        herrings_named = sorted(set(self.topo.always_herrings) | ({herring.service} if herring else set()))
+        herrings_named = sorted(set(self.topo.always_herrings) | ({herring.service} if herring else set())
+                                | ({C.BAD_CLIENT} if kind == "bad-client" else set()))
+        # past-end: the question's window runs on past the recorded data (asked before the data
+        # arrived, or the agent stopped): rates over the window would read as drops everywhere
+        asked_end = window_end + rng.uniform(15, 40) if kind == "past-end" else window_end
         expected = {
             "service": plan.service if plan else "",
             "aliases": plan.aliases if plan else [],
@@ -343,11 +380,11 @@ class Recorder:
             "fault_class": cls,
             "fault_start_ns": int(fault_start * 1e9) if plan else 0,
             "fault_end_ns": int(fault_end * 1e9) if plan else 0,
-            "window_start_ns": int(window_start * 1e9), "window_end_ns": int(window_end * 1e9),
+            "window_start_ns": int(window_start * 1e9), "window_end_ns": int(asked_end * 1e9),
             "neighbours": self.topo.neighbours(plan.service) if plan else [],
             "red_herrings": herrings_named,
             "topology": self.topo.name, "seed": a.seed, "case": i, "strength": strength if plan else "",
-            "load": load_name, "host_load": [round(x, 2) for x in load_avg],
+            "load": load_name, "calm": kind or "", "host_load": [round(x, 2) for x in load_avg],
             "spans": len(spans), "spans_in_window": in_window, "baseline_trace_share": round(kept_share, 3),
             # faults another topology recorded alongside had active meanwhile (they reach this
             # one only through the shared host: CPU)
@@ -356,8 +393,9 @@ class Recorder:
         if plan:
             expected["effect"] = effect(spans, plan.service, self.topo.ports.get(plan.service), ws,
                                         int(fault_start * 1e9), int(fault_end * 1e9))
-        q = question(rng, plan.symptom if plan else "none", plan.feature if plan else rng.choice(self.topo.features),
-                     fault_start if plan else window_start)
+        symptom = plan.symptom if plan else ("calm-errors" if kind == "bad-client" else "calm" if kind else "none")
+        q = question(rng, symptom, plan.feature if plan else rng.choice(self.topo.features),
+                     fault_start if plan else window_start, [plan.service] + plan.aliases if plan else None)
         size = write_case(self.out / name, spans, q, expected)
         self.say("  phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
         return size
@@ -444,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--none-share", type=float, default=0.1, help="share of no-fault windows")
     p.add_argument("--herring-share", type=float, default=0.3, help="share of cases with a staged red herring")
     p.add_argument("--classes", help="only these fault classes (comma-separated)")
+    p.add_argument("--targets", help="only faults at these services (comma-separated)")
+    p.add_argument("--strength", choices=STRENGTHS, help="every fault at this strength")
+    p.add_argument("--calm", help="what no-fault windows carry, taken in turn (comma-separated): "
+                   + ", ".join(C.KINDS))
     p.add_argument("--own-balance", action="store_true",
                    help="balance classes within this run only, not against the cases already in --out")
     p.add_argument("--with", dest="also", action="append", default=[], metavar="TOPOLOGY:SEED:CASES:OUT[:PORT_BASE]",

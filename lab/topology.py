@@ -38,6 +38,7 @@ class Herring:
 
     service: str
     make: Callable[[random.Random], Mechanism]
+    batch: bool = False  # a batch job (else a restart)
 
 
 class Topology(Protocol):

@@ -13,6 +13,9 @@ import time
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
+from guardian.investigate.bar import BURST_WEIGHT
+from guardian.investigate.bar import burst as _burst
+from guardian.investigate.bar import unanswered_but_absorbed as _absorbed
 from guardian.investigate.fixes import suggest_fix
 from guardian.investigate.rank import FAMILY as _FAMILY
 from guardian.investigate.rank import Candidate
@@ -651,6 +654,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)
+    _bar(walker, cands)
     # Too weak to name, unless a test showed a candidate's own failures grew: a failure rate
     # that surely grew is no noise, however few symptoms led to it.
     if cands and cands[0].score < MIN_SCORE and not any(c.shown for c in cands):
@@ -683,6 +687,27 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
         anomalies=[a.model_dump(mode="json") for a in found[:10]])
     report.duration_s = round(time.perf_counter() - t0, 3)
     return report
+
+
+def _bar(walker: Walker, cands: list[Candidate]) -> None:
+    """The best candidates must have changed for more than one burst of calls, and failures
+    must be more than closed connections nobody felt (bar.py); one that is not keeps a fifth
+    of its score and its test's word no longer names it alone."""
+    for c in cands[:3]:
+        if c.score < MIN_SCORE and not c.shown:
+            continue
+        got = _burst(walker, c)
+        if got is not None:
+            c.score *= BURST_WEIGHT
+            c.shown = False
+            c.change += (f"; its abnormal calls all fell within {got[0]:.1f} s of the {got[1]:.0f} s"
+                         " covered: one burst, not a lasting change")
+        elif _absorbed(walker, c):
+            c.score *= BURST_WEIGHT
+            c.shown = False
+            c.change += ("; its callers' calls failed at once with no answer from it (closed"
+                         " connections, as after a restart) and their requests succeeded anyway")
+    cands.sort(key=lambda c: -c.score)
 
 
 def _summary(causes: list[RootCause], found: list[Anomaly], window: TimeWindow,

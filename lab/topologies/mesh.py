@@ -281,7 +281,7 @@ class Mesh:
         from lab.topologies.shop import BatchJob
 
         b = self.spec["batch"]
-        out = [Herring(b["name"], lambda r: _Batch(self, b))]
+        out = [Herring(b["name"], lambda r: _Batch(self, b), batch=True)]
         for n in self.spec.get("restartable", []):
             out.append(Herring(n, lambda r, n=n: _Restart(self, n)))
         _ = BatchJob

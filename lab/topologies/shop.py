@@ -145,7 +145,7 @@ class Shop:
 
     def herrings(self) -> list[Herring]:
         return [Herring("recommend", lambda r: Restart(self, "recommend")),
-                Herring("batch-job", lambda r: BatchJob(self.cfg, r))]
+                Herring("batch-job", lambda r: BatchJob(self.cfg, r), batch=True)]
 
     def neighbours(self, svc: str) -> list[str]:
         return neighbours(self.edges, svc)

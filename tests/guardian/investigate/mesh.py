@@ -18,11 +18,13 @@ T0 = 1_790_000_000 * 10**9
 class Mesh:
     def __init__(self, fault: str | None = None, seed: int = 1, duration_s: float = 240,
                  fault_at: float = 0.5, strength: float = 1.0, status: bool = True,
-                 tail_ms: float = 3.0):
+                 tail_ms: float = 3.0, burst_s: float | None = None):
         self.rng = random.Random(seed)
         self.fault, self.strength, self.status = fault, strength, status
         self.tail_ms = tail_ms  # gateway's work after its last call's answer
         self.fault_start = T0 + int(duration_s * fault_at * 1e9)
+        # the fault lasts this long only (a restart, a hiccup), else to the end
+        self.fault_end = self.fault_start + int(burst_s * 1e9) if burst_s else None
         self.end = T0 + int(duration_s * 1e9)
         self.spans: list[Span] = []
         self.n = 0
@@ -50,6 +52,14 @@ class Mesh:
 
     def http(self, trace, parent, caller, callee, name, t, body) -> tuple[int, int]:
         """CLIENT in caller, SERVER in callee; the reply leg grows under a network fault."""
+        if self.on(f"closed:{callee}") or self.on(f"refused:{callee}"):
+            # its pooled connection was closed (a restart): the call fails at once, unanswered;
+            # on "closed" the caller opens a new connection and asks again, on "refused" it gives up
+            self.add(trace, parent, caller, name, "CLIENT", t, int(0.1 * MS),
+                     {"server.address": callee, "server.port": 8080}, "connection closed before a response")
+            if self.on(f"refused:{callee}"):
+                return int(0.1 * MS), 599
+            t += int(0.2 * MS)
         cid = self.sid()
         before, after = self.ms(0.1), self.ms(0.1)
         if self.on(f"net:{callee}"):
@@ -112,7 +122,8 @@ class Mesh:
     def build(self) -> list[Span]:
         t = T0
         while t < self.end:
-            self.active = self.fault is not None and t >= self.fault_start
+            self.active = self.fault is not None and t >= self.fault_start and (
+                self.fault_end is None or t < self.fault_end)
             trace = f"{self.rng.getrandbits(128):032x}"
             sid = self.sid()
             d, st = self.gateway(trace, sid, t)
