@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_no_tuning_question_names_its_target():
     assert leaks(REPO / "evals" / "lab") == []
+    assert leaks(REPO / "evals" / "heldout") == []
 
 
 def test_a_name_inside_a_word_or_a_shared_stem_names_the_target():
