@@ -34,6 +34,8 @@ from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
 LOW_SYMPTOMS = 2  # and at most this many more, at services below every other symptom
+FAILED_SYMPTOMS = 4  # and at most this many more failures of any size
+FAILED = ("error_rate", "new_error", "saturation")
 EVIDENCE = 5  # examples cited per root cause
 STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
@@ -63,11 +65,18 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
     top_all = max((a.score for a in symptoms), default=1.0) or 1.0
     walked = symptoms[:SYMPTOMS]
+    # Failures of operations not walked yet too: failures are few and cheap to walk, and an
+    # operation that fails only now and then (a wrong value on a share of calls) tells which
+    # of the calls its failing requests share is the cause, however many slowdowns rank above.
+    seen = {(a.service, a.operation, a.caller) for a in walked}
+    failed = [a for a in symptoms[SYMPTOMS:] if a.kind in FAILED
+              and (a.service, a.operation, a.caller) not in seen]
+    walked += failed[:FAILED_SYMPTOMS]
     # The lowest symptoms in the call graph too: a cause deep below shows first as many larger
     # symptoms above it, which alone would fill the walks.
     hit = {a.service for a in symptoms}
     for a in symptoms[SYMPTOMS:]:
-        if len(walked) >= SYMPTOMS + LOW_SYMPTOMS:
+        if len(walked) >= SYMPTOMS + LOW_SYMPTOMS + FAILED_SYMPTOMS:
             break
         if not (_reach(walker, a.service) & hit) and a.service not in {w.service for w in walked}:
             walked.append(a)
