@@ -23,7 +23,7 @@ from guardian.investigate.rank import propagate as _propagate
 from guardian.investigate.rank import reach as _reach
 from guardian.investigate.samples import Memo, Walker
 from guardian.investigate.signals import Signals, read_signals
-from guardian.investigate.walk import Key, peer_wait, responsible
+from guardian.investigate.walk import Key, entry_of, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
@@ -407,6 +407,13 @@ def _change(walker: Walker, c: Candidate) -> float:
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
+    if tmpl.service == c.key[0] and tmpl.kind not in ("SERVER", "CONSUMER"):
+        # A step or call inside the candidate's own request (its longest span under the
+        # operation it was named for): the operation's change is read on the request itself;
+        # a call's own time may be the capture's pairing, not the service's.
+        entry = entry_of(walker.tree(tmpl.trace_id), tmpl)
+        if entry.kind in ("SERVER", "CONSUMER") and entry.name == top_op:
+            tmpl = entry
     cur, base = (_op_stats(walker.store, tmpl, w) for w in (walker.window, walker.baseline))
     if c.kind in ("latency", "saturation") and _seen_by_callers(c):
         # A stalled service (paused, starved of CPU) or lost packets: the time is spent before

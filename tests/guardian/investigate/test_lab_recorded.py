@@ -84,3 +84,14 @@ def test_updates_giving_up_on_a_lock_behind_a_pool_name_the_database():
     assert rc.service == expected["service"] == "postgres", report.summary
     assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
     assert rc.operation in (None, expected["operation"])
+
+
+def test_a_throttled_service_is_read_on_its_requests_not_on_a_long_paired_call():
+    """pricing's longest span under its slow requests is a database call the capture paired
+    over seconds (before and during the fault alike); its own requests' tail grew 40-fold with
+    the CPU quota: the change is read there, and pricing is named."""
+    report, expected = report_of("mesh12-s21-006")
+    rc = report.root_causes[0]
+    assert rc.service == expected["service"] == "pricing", report.summary
+    assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
+    assert "p95 10.4 -> 469.2 ms" in rc.description
