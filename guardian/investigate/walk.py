@@ -130,8 +130,8 @@ def last_answer(tree: Tree, s: Span) -> list[Span]:
         return []
     # Failing while other calls were still in flight, it failed on the answer it had just
     # read; once all had answered, it may have read them in any order.
-    pending = any(c.service == s.service and c.kind == "CLIENT" and c.end_time_unix_nano > s.end_time_unix_nano
-                  for c in tree.descendants(s))
+    pending = any(c.service == s.service and c.kind == "CLIENT"
+                  and c.end_time_unix_nano > s.end_time_unix_nano for c in tree.descendants(s))
     along = [] if pending else [c for c in calls if c is not last
                                 and c.end_time_unix_nano > last.start_time_unix_nano]
     out = []

@@ -167,9 +167,11 @@ def edge(rng: random.Random, t0: int, n: int, before_ms, after_ms, callee: str =
         trace, t = f"{rng.getrandbits(128):032x}", t0 + i * 300 * MS
         b, a, d = int(before_ms(i) * MS), int(after_ms(i) * MS), int(rng.uniform(4, 8) * MS)
         cid = f"{callee}{i:08x}c"
-        out.append(Span(name="GET /x", kind="CLIENT", start_time_unix_nano=t, end_time_unix_nano=t + b + d + a,
+        out.append(Span(name="GET /x", kind="CLIENT", start_time_unix_nano=t,
+                        end_time_unix_nano=t + b + d + a,
                         resource={"service.name": "gateway"}, trace_id=trace, span_id=cid, status_code="OK"))
-        out.append(Span(name="GET /x", kind="SERVER", start_time_unix_nano=t + b, end_time_unix_nano=t + b + d,
+        out.append(Span(name="GET /x", kind="SERVER", start_time_unix_nano=t + b,
+                        end_time_unix_nano=t + b + d,
                         resource={"service.name": callee}, trace_id=trace, span_id=f"{callee}{i:08x}s",
                         parent_span_id=cid, status_code="OK"))
     return out
