@@ -112,15 +112,25 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
         # longest are more than chance (lost packets), not when one straggler says so.
         if not grew and confidence(lost) < SURE:
             continue
-        sure = confidence(min(mann_whitney_p(g1, g0), lost))
-        if sure < SURE:
-            continue
         a1 = sorted(c.after_ns / 1e6 for c in cs)
         a0 = sorted(c.after_ns / 1e6 for c in bs)
+        # Replies held after the server sent them, on many more calls than the baseline's
+        # replies ever were: the path back, told apart from the server's queue (which delays
+        # only the request leg) and tested on its own, where one slow request leg of the
+        # baseline cannot hide it.
+        late = _tail_p(a1, a0, pooled_after)
+        sure = confidence(min(mann_whitney_p(g1, g0), lost, late if grew else 1.0))
+        if sure < SURE:
+            continue
         after = ((_quantile(a1, 0.75) - _quantile(a0, 0.75) >= MIN_SHIFT_MS
                   and confidence(mann_whitney_p(a1, a0)) >= SURE)
-                 or confidence(_tail_p(a1, a0, pooled_after)) >= SURE)
+                 or confidence(late) >= SURE)
         every = _quantile(g1, 0.25) - _quantile(g0, 0.75) >= max(MIN_SHIFT_MS, 0.5 * (p50[1] - p50[0]))
+        if p50[0] >= QUEUED_MS and p90[1] < TAIL_FACTOR * p90[0]:
+            # The typical call already spent this long between call and answer in the
+            # baseline (a client holding its calls open, calls paired across idle time): no
+            # path takes that long, and a little longer now is more of the same.
+            continue
         if not (every or after) and p90[0] >= QUEUED_MS:
             # Requests on this edge already waited unread for long in the baseline (a pool, a
             # lock, a busy database takes them in turn): a longer wait now, with replies as

@@ -53,6 +53,10 @@ def _answered(sample: Sample) -> dict[tuple, list[Span]]:
             if s.kind != "SERVER":
                 continue
             p = tree.by_id.get(s.parent_span_id or "")
+            if p is None and s.attributes.get("error.type") == "timeout" and s.status_code == "ERROR":
+                # ended by the capture's timer when no answer came, and no caller seen waiting
+                # on it (a datagram query its client gave up on and asked again): not held
+                continue
             caller = p.service if p is not None and p.service != s.service else ""
             out.setdefault((caller, s.service, s.name), []).append(s)
             if caller and p.kind == "CLIENT":

@@ -26,7 +26,7 @@ from guardian.investigate.rank import propagate as _propagate
 from guardian.investigate.rank import reach as _reach
 from guardian.investigate.samples import Memo, Walker
 from guardian.investigate.signals import Signals, read_signals
-from guardian.investigate.walk import Key, peer_wait, responsible
+from guardian.investigate.walk import Key, entry_of, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
@@ -37,6 +37,8 @@ from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
 LOW_SYMPTOMS = 2  # and at most this many more, at services below every other symptom
+FAILED_SYMPTOMS = 4  # and at most this many more failures of any size
+FAILED = ("error_rate", "new_error", "saturation")
 EVIDENCE = 5  # examples cited per root cause
 STAT_SAMPLE = 2000  # calls read to size a non-endpoint culprit's change
 WALKED = ("error_rate", "latency", "saturation", "new_error")
@@ -66,11 +68,18 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     symptoms.sort(key=lambda a: (a.service not in focus and a.caller not in focus, -a.score))
     top_all = max((a.score for a in symptoms), default=1.0) or 1.0
     walked = symptoms[:SYMPTOMS]
+    # Failures of operations not walked yet too: failures are few and cheap to walk, and an
+    # operation that fails only now and then (a wrong value on a share of calls) tells which
+    # of the calls its failing requests share is the cause, however many slowdowns rank above.
+    seen = {(a.service, a.operation, a.caller) for a in walked}
+    failed = [a for a in symptoms[SYMPTOMS:] if a.kind in FAILED
+              and (a.service, a.operation, a.caller) not in seen]
+    walked += failed[:FAILED_SYMPTOMS]
     # The lowest symptoms in the call graph too: a cause deep below shows first as many larger
     # symptoms above it, which alone would fill the walks.
     hit = {a.service for a in symptoms}
     for a in symptoms[SYMPTOMS:]:
-        if len(walked) >= SYMPTOMS + LOW_SYMPTOMS:
+        if len(walked) >= SYMPTOMS + LOW_SYMPTOMS + FAILED_SYMPTOMS:
             break
         if not (_reach(walker, a.service) & hit) and a.service not in {w.service for w in walked}:
             walked.append(a)
@@ -401,6 +410,13 @@ def _change(walker: Walker, c: Candidate) -> float:
     top_op = max(c.ops, key=c.ops.get)
     matches = [s for s in c.spans if responsible(walker.tree(s.trace_id), s)[1] == top_op]
     tmpl = matches[0] if matches else c.spans[0]
+    if tmpl.service == c.key[0] and tmpl.kind not in ("SERVER", "CONSUMER"):
+        # A step or call inside the candidate's own request (its longest span under the
+        # operation it was named for): the operation's change is read on the request itself;
+        # a call's own time may be the capture's pairing, not the service's.
+        entry = entry_of(walker.tree(tmpl.trace_id), tmpl)
+        if entry.kind in ("SERVER", "CONSUMER") and entry.name == top_op:
+            tmpl = entry
     cur, base = (_op_stats(walker.store, tmpl, w) for w in (walker.window, walker.baseline))
     if c.kind in ("latency", "saturation") and _seen_by_callers(c):
         # A stalled service (paused, starved of CPU) or lost packets: the time is spent before

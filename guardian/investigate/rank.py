@@ -110,10 +110,13 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
                     y.score *= 0.2
             continue
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
-                 and y.score >= EXPLAINS * x.score and y.kind != "traffic" and explains(y, x)
-                 and y.changed >= CHANGED]
+                 and (y.score >= EXPLAINS * x.score or gave_up(y)) and y.kind != "traffic"
+                 and explains(y, x) and y.changed >= CHANGED]
         below = [y for y in below if reached_op(walker, y, x, below_of[x.key[0]])]
         waited = {id(y): waits_on(walker, y, x) for y in below}
+        # A small candidate below explains nothing large above, unless its own calls gave up
+        # waiting (a lock) and x's requests were seen waiting on it: then x's size is its own.
+        below = [y for y in below if y.score >= EXPLAINS * x.score or waited[id(y)]]
         # Shown to be waited on beats merely below: a service x's requests never reached
         # (their calls gave up before) explains nothing they were seen waiting for.
         below = [y for y in below if waited[id(y)]] if any(waited.values()) else \
@@ -125,6 +128,14 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
         best = max(low or below, key=lambda y: y.score)
         best.score += 0.8 * x.score
         x.score *= 0.2
+
+
+def gave_up(y: Candidate) -> bool:
+    """Some of y's own calls failed after waiting long (cancelled, timed out) while slow:
+    something held them there, not spans paired too long by the capture."""
+    return FAMILY[y.kind] == 1 and any(
+        s.service == y.key[0] and s.kind != "CLIENT" and s.status_code == "ERROR"
+        and s.duration_ns >= GAVE_UP_NS for s in y.spans)
 
 
 def reached_op(walker: Walker, y: Candidate, x: Candidate, below: set[str]) -> bool:

@@ -101,17 +101,21 @@ class Walker:
                 v = latency_vote(tree, start, self.baseline_for(start), self.lone)
                 out += [v] if v else []
             else:
-                out += [self._answered(tree, v) for v in error_votes(tree, start)]
+                for v in error_votes(tree, start):
+                    out += self._answered(tree, v)
         return out
 
-    def _answered(self, tree: Tree, v: Vote) -> Vote:
+    def _answered(self, tree: Tree, v: Vote) -> list[Vote]:
         """A service failing right after a callee answered with success, where its requests
-        used to go on calling: the callee's answer is what it failed on (a wrong value)."""
+        used to go on calling: the callee's answer is what it failed on (a wrong value). Calls
+        answered alongside the last one (a parallel fan-out) share half the vote: any of them
+        may have sent it, and the failing operations that call only some of them tell which."""
         if v.span.kind not in ("SERVER", "CONSUMER", "INTERNAL") or v.kind != "error":
-            return v
-        got = last_answer(tree, v.span)
-        if got is None:
-            return v
+            return [v]
+        answers = last_answer(tree, v.span)
+        if not answers:
+            return [v]
+        got = answers[0]
         entry = entry_of(tree, v.span)
         went_on, tail_ns = self.went_on_after(entry, got.service)
         client = tree.by_id.get(got.parent_span_id or "")
@@ -125,8 +129,12 @@ class Walker:
         usual = self.usual_callees(entry)
         did_all = got.service in usual and usual <= made
         if not (went_on or cut_short or did_all):
-            return v
-        return Vote((got.service, got.name), "error", got, v.weight, failed_after=v.span)
+            return [v]
+        # The last answer most often is the one it failed on (it read it and failed at once);
+        # the others answered earlier and may have been read only then.
+        shares = [1.0] if len(answers) == 1 else [0.5] + [0.5 / (len(answers) - 1)] * (len(answers) - 1)
+        return [Vote((a.service, a.name), "error", a, v.weight * w, failed_after=v.span)
+                for a, w in zip(answers, shares)]
 
     def op_callers(self, op: str) -> set[str]:
         """Services seen making calls named op (window and baseline), read once."""

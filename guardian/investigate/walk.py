@@ -113,21 +113,35 @@ def _failure_kind(s: Span) -> str:
     return kind
 
 
-def last_answer(tree: Tree, s: Span) -> Span | None:
-    """The call whose successful answer s failed right after, if it did: the callee's server
-    span (a wrong value answered with success shows only so, in the caller's failure)."""
+def last_answer(tree: Tree, s: Span) -> list[Span]:
+    """The answers s may have failed on, if it failed right after a call answered with
+    success: that callee's server span first, then those of calls made alongside it (a
+    parallel fan-out is read when all of it answered: the value it failed on may be in any of
+    them, and the slowest sibling answers last whoever sent the bad one)."""
     # Calls still in flight when s failed (a parallel call left behind) answered nothing it
     # could have failed on.
     calls = [c for c in tree.descendants(s) if c.service == s.service and c.kind == "CLIENT"
              and c.status_code != "ERROR" and c.end_time_unix_nano <= s.end_time_unix_nano]
     if not calls:
-        return None
+        return []
     last = max(calls, key=lambda c: c.end_time_unix_nano)
     after_ns = s.end_time_unix_nano - last.end_time_unix_nano
     if after_ns > max(2_000_000, 0.05 * s.duration_ns):
-        return None
-    servers = [c for c in tree.children[last.span_id] if c.kind == "SERVER" and c.status_code != "ERROR"]
-    return servers[0] if servers else None
+        return []
+    # Failing while other calls were still in flight, it failed on the answer it had just
+    # read; once all had answered, it may have read them in any order.
+    pending = any(c.service == s.service and c.kind == "CLIENT"
+                  and c.end_time_unix_nano > s.end_time_unix_nano for c in tree.descendants(s))
+    along = [] if pending else [c for c in calls if c is not last
+                                and c.end_time_unix_nano > last.start_time_unix_nano]
+    out = []
+    for c in [last] + sorted(along, key=lambda c: -c.end_time_unix_nano):
+        servers = [k for k in tree.children[c.span_id] if k.kind == "SERVER" and k.status_code != "ERROR"]
+        if servers:
+            out.append(servers[0])
+        elif c is last:
+            return []
+    return out
 
 
 def _sync_subtree(tree: Tree, start: Span) -> list[Span]:

@@ -158,3 +158,50 @@ def test_a_longer_queue_on_an_edge_that_always_queued_is_no_stall():
     cur = calls(rng, t1, 150, stall)
     got = gap_shifts(Sample(TimeWindow(t1, t1 + 60 * 10**9), cur), Sample(TimeWindow(T0, t1), base))
     assert [g.server for g in got] == ["cache"]
+
+
+def edge(rng: random.Random, t0: int, n: int, before_ms, after_ms, callee: str = "cart") -> list[Span]:
+    """n calls gateway -> callee; before_ms(i) / after_ms(i): the request and reply legs."""
+    out = []
+    for i in range(n):
+        trace, t = f"{rng.getrandbits(128):032x}", t0 + i * 300 * MS
+        b, a, d = int(before_ms(i) * MS), int(after_ms(i) * MS), int(rng.uniform(4, 8) * MS)
+        cid = f"{callee}{i:08x}c"
+        out.append(Span(name="GET /x", kind="CLIENT", start_time_unix_nano=t,
+                        end_time_unix_nano=t + b + d + a,
+                        resource={"service.name": "gateway"}, trace_id=trace, span_id=cid, status_code="OK"))
+        out.append(Span(name="GET /x", kind="SERVER", start_time_unix_nano=t + b,
+                        end_time_unix_nano=t + b + d,
+                        resource={"service.name": callee}, trace_id=trace, span_id=f"{callee}{i:08x}s",
+                        parent_span_id=cid, status_code="OK"))
+    return out
+
+
+def few_calls(before_now, after_now, before_base=lambda i: 40.0 if i == 3 else 0.2, n: int = 11):
+    """11 calls on the edge each side (one baseline request leg slow), plus a quiet edge whose
+    calls make the pooled baseline."""
+    rng = random.Random(3)
+    quiet = lambda i: rng.uniform(0.05, 0.4)  # noqa: E731
+    base = edge(rng, T0, n, before_base, lambda i: 0.1) + edge(rng, T0, 200, quiet, quiet, "other")
+    cur = edge(rng, T0 + 60 * 10**9, n, before_now, after_now) + \
+        edge(rng, T0 + 60 * 10**9, 200, quiet, quiet, "other")
+    return gap_shifts(Sample(TimeWindow(T0 + 60 * 10**9, T0 + 120 * 10**9), cur),
+                      Sample(TimeWindow(T0, T0 + 60 * 10**9), base))
+
+
+def test_replies_held_on_half_of_few_calls_are_the_callees_network():
+    """Half of cart's replies arrive 35 ms after it sent them, on 11 calls: a rank test of the
+    whole gaps is unsure (one baseline request waited 40 ms), the reply leg alone is not."""
+    got = [g for g in few_calls(lambda i: 0.2, lambda i: 35.0 if i % 2 else 0.1) if g.server == "cart"]
+    assert len(got) == 1 and got[0].after and got[0].sure >= 0.99, got
+
+
+def test_few_calls_as_before_show_no_shift():
+    assert [g for g in few_calls(lambda i: 0.2, lambda i: 0.1) if g.server == "cart"] == []
+
+
+def test_calls_held_open_for_seconds_in_the_baseline_are_no_path():
+    """The caller's calls already spent seconds between call and answer in the baseline (held
+    open, paired across idle time): twice as long now is more of the same, not a network."""
+    got = few_calls(lambda i: 4000.0, lambda i: 0.1, before_base=lambda i: 2000.0, n=12)
+    assert [g for g in got if g.server == "cart"] == []

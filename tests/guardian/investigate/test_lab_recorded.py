@@ -76,3 +76,43 @@ def test_a_calm_window_with_its_red_herring_names_no_cause(case, calm):
     report, expected = report_of(case)
     assert expected["calm"] == calm and expected["fault_class"] == "none"
     assert report.root_causes == [], report.summary
+
+
+def test_a_wrong_value_in_a_parallel_fan_out_names_the_callee_every_failing_operation_shares():
+    """The home page fans out to four services and fails once all answered (the slowest, an
+    always-slow one, answers last); the order page calls profile first and fails right after
+    it. Answers read together share the blame; the one both failing operations share wins."""
+    report, expected = report_of("mesh12-s17-006")
+    rc = report.root_causes[0]
+    assert (rc.service, rc.kind) == (expected["service"], "error") == ("profile", "error"), report.summary
+    assert "answered with success" in rc.description
+
+
+def test_a_dns_query_the_capture_closed_unanswered_is_not_held():
+    """One query to the name server ended by the capture's timer 30 s later (no answer seen, no
+    caller seen waiting): no lock held there. The failing requests name the wrong value."""
+    report, expected = report_of("mesh12-s21-007")
+    assert all(c.service != "dnsmasq" for c in report.root_causes[:1]), report.summary
+    assert report.root_causes[0].service == expected["service"] == "profile"
+
+
+def test_updates_giving_up_on_a_lock_behind_a_pool_name_the_database():
+    """inventory's requests fail waiting for pooled connections held by UPDATEs that wait on a
+    table lock and give up after seconds: a small candidate (few UPDATEs), but the one its
+    requests waited on and whose own calls gave up waiting."""
+    report, expected = report_of("shop-s16-005")
+    rc = report.root_causes[0]
+    assert rc.service == expected["service"] == "postgres", report.summary
+    assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
+    assert rc.operation in (None, expected["operation"])
+
+
+def test_a_throttled_service_is_read_on_its_requests_not_on_a_long_paired_call():
+    """pricing's longest span under its slow requests is a database call the capture paired
+    over seconds (before and during the fault alike); its own requests' tail grew 40-fold with
+    the CPU quota: the change is read there, and pricing is named."""
+    report, expected = report_of("mesh12-s21-006")
+    rc = report.root_causes[0]
+    assert rc.service == expected["service"] == "pricing", report.summary
+    assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
+    assert "p95 10.4 -> 469.2 ms" in rc.description
