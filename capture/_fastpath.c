@@ -38,6 +38,7 @@
 #include "http1_scan.h"
 #include "resp_scan.h"
 #include "sql_scan.h"
+#include "json_write.h"
 #include <strings.h>
 
 #define HDR ((Py_ssize_t)sizeof(struct guardian_event))
@@ -184,7 +185,11 @@ typedef struct {
     unsigned char rnd[4096];
     size_t rnd_at;
     unsigned rnd_forks; /* forks_seen when rnd was filled: a child draws its own ids */
+    int seeded;         /* seed_ids() was called: rnd is refilled from seed, not getrandom */
+    uint64_t seed;
     unsigned long long spans, handed, released;
+    char as_lines;        /* spans made as their `--json` lines (bytes), never as Span objects */
+    struct buf line;      /* where a line is written (kept: its size is reached once) */
 } Table;
 
 static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_empty, *S_CLIENT;
@@ -336,25 +341,30 @@ static volatile unsigned forks_seen; /* counted in each child (pthread_atfork) *
 
 static void after_fork_in_child(void) { forks_seen++; }
 
-static PyObject *hex_id(Table *t, int nbytes)
+/* 2 * nbytes hex digits of new random bytes at out (never all zeros: an all-zero id means "none"
+ * in OpenTelemetry); -1 with an exception. */
+static int hex_fill(Table *t, int nbytes, char *out)
 {
     if (t->rnd_at + nbytes > sizeof(t->rnd) || t->rnd_forks != forks_seen) {
-        size_t got = 0;
+        size_t got = t->seeded ? sizeof(t->rnd) : 0;
+        for (size_t k = 0; k < got; k += 8) { /* seed_ids: splitmix64 */
+            uint64_t z = (t->seed += 0x9E3779B97F4A7C15ull);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+            z ^= z >> 31;
+            memcpy(t->rnd + k, &z, 8);
+        }
         while (got < sizeof(t->rnd)) {
             ssize_t n = getrandom(t->rnd + got, sizeof(t->rnd) - got, 0);
             if (n <= 0) {
                 PyErr_SetFromErrno(PyExc_OSError);
-                return NULL;
+                return -1;
             }
             got += n;
         }
         t->rnd_at = 0;
         t->rnd_forks = forks_seen;
     }
-    PyObject *s = PyUnicode_New(2 * nbytes, 127);
-    if (s == NULL)
-        return NULL;
-    Py_UCS1 *out = PyUnicode_1BYTE_DATA(s);
     int zero = 1;
     for (int k = 0; k < nbytes; k++) {
         unsigned char b = t->rnd[t->rnd_at + k];
@@ -362,10 +372,18 @@ static PyObject *hex_id(Table *t, int nbytes)
         out[2 * k] = HEX[b >> 4];
         out[2 * k + 1] = HEX[b & 15];
     }
-    if (zero) /* an all-zero id means "none" in OpenTelemetry */
+    if (zero)
         out[2 * nbytes - 1] = '1';
     t->rnd_at += nbytes;
-    return s;
+    return 0;
+}
+
+static PyObject *hex_id(Table *t, int nbytes)
+{
+    char out[32];
+    if (hex_fill(t, nbytes, out) < 0)
+        return NULL;
+    return PyUnicode_DecodeASCII(out, 2 * nbytes, NULL);
 }
 
 /* (name, attrs, needs_scrub) of a request line: http1._request_line's answer, cached here. */
@@ -477,11 +495,90 @@ static int scrub_into(Table *t, PyObject *attrs, PyObject **msg)
     return 0;
 }
 
+static PyObject *made_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
+                           PyObject *status, PyObject *attrs, PyObject *msg, PyObject *trace, PyObject *sid)
+{
+    PyObject *span = NULL, *start_o = PyLong_FromLongLong(start);
+    PyObject *end_o = start_o == NULL ? NULL : end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
+    if (start_o != NULL && end_o != NULL) {
+        PyObject *values[11] = {name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
+        span = new_span(t, values);
+    }
+    Py_XDECREF(start_o);
+    Py_XDECREF(end_o);
+    return span;
+}
+
+/* The span's `--json` line (Span.json_line()'s bytes) written here; a value this writer leaves to
+ * orjson makes the Span with the same ids and asks its json_line(). */
+static PyObject *span_line(Table *t, struct conn *c, PyObject *name, long long start, long long end,
+                           PyObject *status, PyObject *attrs, PyObject *msg)
+{
+    char ids[48];
+    if (hex_fill(t, 16, ids) < 0 || hex_fill(t, 8, ids + 32) < 0)
+        return NULL;
+    struct buf *b = &t->line;
+    b->n = 0;
+    if (reserve(b, 160) < 0)
+        return NULL;
+    PUT_LIT(b, "{\"trace_id\":\"");
+    put(b, ids, 32);
+    PUT_LIT(b, "\",\"span_id\":\"");
+    put(b, ids + 32, 16);
+    PUT_LIT(b, "\",\"parent_span_id\":null,\"name\":");
+    int rc = put_value(b, name, 0);
+    if (rc == OK && (rc = reserve(b, 10)) == 0) {
+        PUT_LIT(b, ",\"kind\":");
+        rc = put_value(b, c->kind, 0);
+    }
+    if (rc == OK && (rc = reserve(b, 24)) == 0) {
+        PUT_LIT(b, ",\"start_time_unix_nano\":");
+        rc = put_i64(b, start);
+    }
+    if (rc == OK && (rc = reserve(b, 24)) == 0) {
+        PUT_LIT(b, ",\"end_time_unix_nano\":");
+        rc = put_i64(b, end > start ? end : start);
+    }
+    if (rc == OK && (rc = reserve(b, 16)) == 0) {
+        PUT_LIT(b, ",\"status_code\":");
+        rc = put_value(b, status, 0);
+    }
+    if (rc == OK && (rc = reserve(b, 16)) == 0) {
+        PUT_LIT(b, ",\"attributes\":");
+        rc = put_value(b, attrs, 0);
+    }
+    if (rc == OK && (rc = reserve(b, 16)) == 0) {
+        PUT_LIT(b, ",\"resource\":");
+        rc = put_resource(b, c->resource);
+    }
+    if (rc == OK && !PyUnicode_CheckExact(msg))
+        rc = OTHER; /* to_dict() asks its truth */
+    if (rc == OK && PyUnicode_GET_LENGTH(msg) && (rc = reserve(b, 24)) == 0) {
+        PUT_LIT(b, ",\"status_message\":");
+        rc = put_value(b, msg, 0);
+    }
+    if (rc == OK && (rc = reserve(b, 2)) == 0)
+        put(b, "}\n", 2);
+    if (rc < 0)
+        return NULL;
+    if (rc == OK)
+        return PyBytes_FromStringAndSize(b->p, b->n);
+    PyObject *trace = PyUnicode_DecodeASCII(ids, 32, NULL), *sid = PyUnicode_DecodeASCII(ids + 32, 16, NULL);
+    PyObject *span = trace && sid ? made_span(t, c, name, start, end, status, attrs, msg, trace, sid) : NULL;
+    PyObject *line = span ? PyObject_CallMethod(span, "json_line", NULL) : NULL;
+    Py_XDECREF(trace);
+    Py_XDECREF(sid);
+    Py_XDECREF(span);
+    return line;
+}
+
 /* A span from what a protocol made of one exchange, with new trace and span ids; an end not after the
- * start is the start. */
+ * start is the start. With as_lines, its `--json` line instead. */
 static PyObject *timed_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
                             PyObject *status, PyObject *attrs, PyObject *msg)
 {
+    if (t->as_lines)
+        return span_line(t, c, name, start, end, status, attrs, msg);
     PyObject *span = NULL, *start_o = PyLong_FromLongLong(start);
     PyObject *end_o = start_o == NULL ? NULL : end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
     PyObject *trace = hex_id(t, 16);
@@ -712,6 +809,7 @@ static void Table_dealloc(Table *t)
     Py_XDECREF(t->sql_summary);
     Py_XDECREF(t->scrub_enabled);
     PyMem_Free(t->slots);
+    PyMem_Free(t->line.p);
     Py_XDECREF(t->request_line);
     Py_XDECREF(t->request_line_long);
     Py_XDECREF(t->status_of);
@@ -1327,6 +1425,19 @@ static PyObject *Table_counts(Table *t, PyObject *unused)
                          "connections", (Py_ssize_t)t->count, "exchanges_waiting", waiting);
 }
 
+/* seed_ids(seed): ids drawn from a fixed sequence from now on (splitmix64 of seed), not getrandom:
+ * two tables fed the same records then give the same ids (differential tests). */
+static PyObject *Table_seed_ids(Table *t, PyObject *arg)
+{
+    unsigned long long x = PyLong_AsUnsignedLongLongMask(arg);
+    if (x == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    t->seed = x;
+    t->seeded = 1;
+    t->rnd_at = sizeof(t->rnd); /* drawn anew, from the seed */
+    Py_RETURN_NONE;
+}
+
 static Py_ssize_t Table_len(Table *t) { return (Py_ssize_t)t->count; }
 
 static int Table_contains(Table *t, PyObject *key)
@@ -1344,7 +1455,14 @@ static PyMethodDef Table_methods[] = {
     {"release_all", (PyCFunction)Table_release_all, METH_NOARGS, "Hand every held connection back."},
     {"run", (PyCFunction)Table_run, METH_VARARGS, "run(records, start, out) -> (index, verdict)."},
     {"counts", (PyCFunction)Table_counts, METH_NOARGS, "Spans made, records handed over, releases."},
+    {"seed_ids", (PyCFunction)Table_seed_ids, METH_O, "seed_ids(seed): ids from a fixed sequence (tests)."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Table_members[] = {
+    {"as_lines", T_BOOL, offsetof(Table, as_lines), 0,
+     "Spans made here are appended to run()'s out as their `--json` lines (bytes), not as Spans."},
+    {NULL},
 };
 
 static PySequenceMethods Table_seq = {.sq_length = (lenfunc)Table_len, .sq_contains = (objobjproc)Table_contains};
@@ -1358,6 +1476,7 @@ static PyTypeObject TableType = {
     .tp_traverse = (traverseproc)Table_traverse,
     .tp_clear = (inquiry)Table_clear,
     .tp_methods = Table_methods,
+    .tp_members = Table_members,
     .tp_as_sequence = &Table_seq,
     .tp_doc = "Connections whose HTTP/1, Redis, Memcached, PostgreSQL and MySQL exchanges become spans in C.",
 };
@@ -1392,6 +1511,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath",
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
+    init_escapes();
     INTERN(S_pos, "pos");
     INTERN(S_last_seen, "last_seen_ns");
     INTERN(S_request_tid, "request_tid");

@@ -57,6 +57,16 @@ static inline ssize_t head_find_crlf(const unsigned char *s, ssize_t from, ssize
     return -1;
 }
 
+/* Where the first CRLFCRLF of s[0:n] starts, or -1: from CRLF to CRLF (a head's lines are short,
+ * and memchr finds each CR faster than memmem finds the four bytes). */
+static inline ssize_t head_find_end(const unsigned char *s, ssize_t n)
+{
+    for (ssize_t i = head_find_crlf(s, 0, n); i >= 0; i = head_find_crlf(s, i + 2, n))
+        if (i + 3 < n && s[i + 2] == '\r' && s[i + 3] == '\n')
+            return i;
+    return -1;
+}
+
 /* The request-line pattern of http1_head._REQUEST_LINE, fully matched against line[0:n]. */
 static inline int head_request_ok(const unsigned char *line, ssize_t n)
 {
@@ -98,10 +108,10 @@ static inline void head_strip(const unsigned char *h, ssize_t *a, ssize_t *b)
 static inline int head_scan(const unsigned char *data, ssize_t len, ssize_t pos, ssize_t end, struct head *out)
 {
     if (end < 0) {
-        const unsigned char *e = memmem(data + pos, len - pos, "\r\n\r\n", 4);
-        if (e == NULL)
+        ssize_t e = head_find_end(data + pos, len - pos);
+        if (e < 0)
             return 0;
-        end = e - data;
+        end = pos + e;
     }
     out->end = end;
     const unsigned char *h = data + pos;
