@@ -170,6 +170,10 @@ struct conn {
     struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
     size_t qhead, qlen, qcap;
     PyObject *epoch;       /* Connection.epoch when not 0 (records lost before), else NULL */
+    char *ends;            /* add_ends' attributes as JSON (each with its comma): those before thread.id,
+                            * then those after from ends[ends_tail]; NULL: not written yet */
+    size_t ends_len, ends_tail;
+    int ends_other;        /* a value of them the JSON writer leaves to orjson: no line written here */
 };
 
 typedef struct {
@@ -266,6 +270,7 @@ static void conn_free(struct conn *c)
         rcmd_clear(&c->q[(c->qhead + k) % c->qcap]);
     PyMem_Free(c->q);
     Py_XDECREF(c->epoch);
+    PyMem_Free(c->ends);
     PyMem_Free(c);
 }
 
@@ -386,7 +391,28 @@ static PyObject *hex_id(Table *t, int nbytes)
     return PyUnicode_DecodeASCII(out, 2 * nbytes, NULL);
 }
 
-/* (name, attrs, needs_scrub) of a request line: http1._request_line's answer, cached here. */
+/* The keys build_span adds to a request line's attributes, in its order. */
+static PyObject **const ADDED[] = {&K_host, &K_agent, &K_parent, &K_status, &K_error, &K_saddr, &K_sport, &K_caddr,
+                                   &K_cport, &K_transport, &K_tid, &K_tls, &K_epoch};
+
+/* A request line's attributes as JSON without the closing brace (bytes), for a line written
+ * without its dict (http_line); None when build_span's additions could not simply follow them (a
+ * key it adds is there already) or the writer leaves a value to orjson. */
+static PyObject *attrs_open(PyObject *attrs)
+{
+    for (size_t k = 0; k < sizeof(ADDED) / sizeof(*ADDED); k++) {
+        int has = PyDict_Contains(attrs, *ADDED[k]);
+        if (has != 0)
+            return has < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    struct buf b = {NULL, 0, 0};
+    int rc = put_value(&b, attrs, 0);
+    PyObject *open = rc < 0 ? NULL : rc == OTHER ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(b.p, b.n - 1);
+    PyMem_Free(b.p);
+    return open;
+}
+
+/* (name, attrs, needs_scrub, attrs_open) of a request line: http1._request_line's answer, cached here. */
 static PyObject *request_line(Table *t, const unsigned char *s, Py_ssize_t n)
 {
     uint64_t h = hash_bytes(s, n);
@@ -418,7 +444,9 @@ static PyObject *request_line(Table *t, const unsigned char *s, Py_ssize_t n)
         Py_DECREF(r);
         return NULL;
     }
-    v = Py_BuildValue("(OOO)", PyTuple_GET_ITEM(r, 0), attrs, scrub ? Py_True : Py_False);
+    PyObject *open = scrub ? Py_NewRef(Py_None) : attrs_open(attrs);
+    v = open == NULL ? NULL : Py_BuildValue("(OOOO)", PyTuple_GET_ITEM(r, 0), attrs, scrub ? Py_True : Py_False, open);
+    Py_XDECREF(open);
     Py_DECREF(r);
     if (v != NULL && n <= CACHED_LINE)
         cache_put(&t->lines, s, n, h, v);
@@ -594,6 +622,125 @@ static PyObject *timed_span(Table *t, struct conn *c, PyObject *name, long long 
     return span;
 }
 
+/* add_ends' attributes of c as JSON, written once per connection: OK, OTHER (a value left to
+ * orjson), -1 on error. */
+static int conn_ends(struct conn *c)
+{
+    if (c->ends != NULL || c->ends_other)
+        return c->ends_other ? OTHER : OK;
+    struct buf b = {NULL, 0, 0};
+    PyObject *vals[] = {c->saddr, c->sport, c->caddr, c->cport, c->transport, NULL, c->tls_library, c->epoch};
+    static const char *const keys[] = {",\"server.address\":", ",\"server.port\":", ",\"client.address\":",
+                                       ",\"client.port\":", ",\"network.transport\":", NULL, ",\"tls.library\":",
+                                       ",\"guardian.connection.epoch\":"};
+    int rc = reserve(&b, 1);
+    size_t tail = 0;
+    for (size_t k = 0; rc == OK && k < sizeof(vals) / sizeof(*vals); k++) {
+        if (keys[k] == NULL) { /* where thread.id goes */
+            tail = b.n;
+            continue;
+        }
+        if (vals[k] == NULL)
+            continue;
+        size_t n = strlen(keys[k]);
+        if ((rc = reserve(&b, n)) == OK) {
+            put(&b, keys[k], n);
+            rc = put_value(&b, vals[k], 0);
+        }
+    }
+    if (rc != OK) {
+        PyMem_Free(b.p);
+        c->ends_other = rc == OTHER;
+        return rc;
+    }
+    c->ends = b.p;
+    c->ends_len = b.n;
+    c->ends_tail = tail;
+    return OK;
+}
+
+/* build_span's `--json` line written without its attributes' dict, for what it does with them in
+ * the common case: the request line's attributes (line[3]: their JSON) then the head's host,
+ * user agent and traceparent, the status code (neither an error nor scrubbed), the connection's
+ * ends. NULL with no exception: not such a case (nor any id drawn): build_span's way. */
+static PyObject *http_line(Table *t, struct conn *c, PyObject *line, const unsigned char *rq, const struct head *qh,
+                           PyObject *code, long long start, long long end)
+{
+    PyObject *open = PyTuple_GET_ITEM(line, 3);
+    int rc = conn_ends(c);
+    if (rc != OK || open == Py_None)
+        return NULL;
+    struct buf *b = &t->line;
+    b->n = 0;
+    if (reserve(b, 160) < 0)
+        return NULL;
+    PUT_LIT(b, "{\"trace_id\":\"");
+    size_t ids = b->n; /* drawn last, once the line is written */
+    b->n += 32;
+    PUT_LIT(b, "\",\"span_id\":\"");
+    b->n += 16;
+    PUT_LIT(b, "\",\"parent_span_id\":null,\"name\":");
+    if ((rc = put_value(b, PyTuple_GET_ITEM(line, 0), 0)) != OK || reserve(b, 10) < 0)
+        goto fail;
+    PUT_LIT(b, ",\"kind\":");
+    if ((rc = put_value(b, c->kind, 0)) != OK || reserve(b, 24) < 0)
+        goto fail;
+    PUT_LIT(b, ",\"start_time_unix_nano\":");
+    if (put_i64(b, start) < 0 || reserve(b, 24) < 0)
+        goto fail;
+    PUT_LIT(b, ",\"end_time_unix_nano\":");
+    if (put_i64(b, end > start ? end : start) < 0 || reserve(b, 48 + PyBytes_GET_SIZE(open)) < 0)
+        goto fail;
+    PUT_LIT(b, ",\"status_code\":\"UNSET\",\"attributes\":");
+    put(b, PyBytes_AS_STRING(open), PyBytes_GET_SIZE(open));
+    int first = PyBytes_GET_SIZE(open) == 1; /* "{": no attribute yet */
+    static const int kept[3] = {HEAD_HOST, HEAD_AGENT, HEAD_PARENT};
+    static const char *const keys[3] = {"\"http.request.header.host\":", "\"user_agent.original\":",
+                                        "\"http.request.header.traceparent\":"};
+    for (int k = 0; k < 3; k++) {
+        if (qh->at[kept[k]] < 0)
+            continue;
+        ssize_t a = qh->at[kept[k]], z = qh->stop[kept[k]];
+        head_strip(rq, &a, &z);
+        size_t n = strlen(keys[k]);
+        if (reserve(b, n + 1) < 0)
+            goto fail;
+        if (!first)
+            put(b, ",", 1);
+        first = 0;
+        put(b, keys[k], n);
+        if (put_latin1(b, rq + a, z - a) < 0)
+            goto fail;
+    }
+    if (reserve(b, 32) < 0)
+        goto fail;
+    if (!first)
+        put(b, ",", 1);
+    PUT_LIT(b, "\"http.response.status_code\":");
+    if ((rc = put_int(b, code)) != OK || reserve(b, c->ends_len + 40) < 0)
+        goto fail;
+    put(b, c->ends, c->ends_tail);
+    if (c->request_tid) {
+        PUT_LIT(b, ",\"thread.id\":");
+        if (put_u64(b, 0, c->request_tid) < 0)
+            goto fail;
+    }
+    if (reserve(b, c->ends_len - c->ends_tail + 16) < 0)
+        goto fail;
+    put(b, c->ends + c->ends_tail, c->ends_len - c->ends_tail);
+    PUT_LIT(b, "},\"resource\":");
+    if ((rc = put_resource(b, c->resource)) != OK || reserve(b, 2) < 0)
+        goto fail;
+    put(b, "}\n", 2);
+    if (hex_fill(t, 16, b->p + ids) < 0 || hex_fill(t, 8, b->p + ids + 32 + 13) < 0)
+        return NULL;
+    return PyBytes_FromStringAndSize(b->p, b->n);
+fail:
+    if (rc == OTHER)
+        PyErr_Clear();
+    return NULL;
+}
+
 /* The span of one exchange (Http1Parser._record, then record_to_span). */
 static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, const struct head *qh,
                             const unsigned char *rs, const struct head *sh, long long start, long long end)
@@ -603,6 +750,19 @@ static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, c
     line = request_line(t, rq, qh->first_len);
     if (line == NULL)
         goto done;
+    if (t->as_lines) {
+        if ((status = status_line(t, rs, sh->first_len)) == NULL)
+            goto done;
+        long v = PyLong_AsLong(PyTuple_GET_ITEM(status, 0));
+        if (v == -1 && PyErr_Occurred())
+            goto done;
+        if (v > 0 && v < (c->kind == S_CLIENT ? 400 : 500)) {
+            span = http_line(t, c, line, rq, qh, PyTuple_GET_ITEM(status, 0), start, end);
+            if (span != NULL || PyErr_Occurred())
+                goto done;
+        }
+        Py_CLEAR(status);
+    }
     attrs = PyDict_Copy(PyTuple_GET_ITEM(line, 1));
     if (attrs == NULL)
         goto done;

@@ -119,6 +119,50 @@ static int put_str(struct buf *b, PyObject *s)
     return OK;
 }
 
+/* Bytes s[0:n] as the JSON string of their Latin-1 text (put_str of bytes.decode("latin-1")):
+ * what a str made by PyUnicode_DecodeLatin1 writes, without making it. */
+static inline int put_latin1(struct buf *b, const unsigned char *s, size_t n)
+{
+    if (reserve(b, 6 * n + 2) < 0)
+        return -1;
+    char *o = b->p + b->n;
+    *o++ = '"';
+    const unsigned char *p = s, *end = s + n;
+    while (end - p >= 8) { /* ASCII needing no escape, eight bytes at a time */
+        uint64_t x;
+        memcpy(&x, p, 8);
+        if (needs_escape(x) || (x & HIGHS))
+            break;
+        memcpy(o, p, 8);
+        o += 8;
+        p += 8;
+    }
+    for (; p < end; p++) {
+        unsigned char c = *p;
+        if (c >= 0x80) { /* U+0080..U+00FF in UTF-8 */
+            *o++ = (char)(0xC0 | (c >> 6));
+            *o++ = (char)(0x80 | (c & 0x3F));
+            continue;
+        }
+        char e = ESC[c];
+        if (!e) {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        *o++ = e;
+        if (e == 'u') {
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = JSON_HEX[c >> 4];
+            *o++ = JSON_HEX[c & 15];
+        }
+    }
+    *o++ = '"';
+    b->n = o - b->p;
+    return OK;
+}
+
 static const char DIGITS[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
                              "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                              "8081828384858687888990919293949596979899";
