@@ -346,6 +346,16 @@ static volatile unsigned forks_seen; /* counted in each child (pthread_atfork) *
 
 static void after_fork_in_child(void) { forks_seen++; }
 
+static char HEX_PAIRS[256][2]; /* a byte's two hex digits */
+
+static void init_hex_pairs(void)
+{
+    for (int b = 0; b < 256; b++) {
+        HEX_PAIRS[b][0] = HEX[b >> 4];
+        HEX_PAIRS[b][1] = HEX[b & 15];
+    }
+}
+
 /* 2 * nbytes hex digits of new random bytes at out (never all zeros: an all-zero id means "none"
  * in OpenTelemetry); -1 with an exception. */
 static int hex_fill(Table *t, int nbytes, char *out)
@@ -370,14 +380,13 @@ static int hex_fill(Table *t, int nbytes, char *out)
         t->rnd_at = 0;
         t->rnd_forks = forks_seen;
     }
-    int zero = 1;
+    const unsigned char *r = t->rnd + t->rnd_at;
+    unsigned any = 0;
     for (int k = 0; k < nbytes; k++) {
-        unsigned char b = t->rnd[t->rnd_at + k];
-        zero &= b == 0;
-        out[2 * k] = HEX[b >> 4];
-        out[2 * k + 1] = HEX[b & 15];
+        any |= r[k];
+        memcpy(out + 2 * k, HEX_PAIRS[r[k]], 2);
     }
-    if (zero)
+    if (!any)
         out[2 * nbytes - 1] = '1';
     t->rnd_at += nbytes;
     return 0;
@@ -1672,6 +1681,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath",
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
     init_escapes();
+    init_hex_pairs();
     INTERN(S_pos, "pos");
     INTERN(S_last_seen, "last_seen_ns");
     INTERN(S_request_tid, "request_tid");
