@@ -546,91 +546,6 @@ static PyObject *made_span(Table *t, struct conn *c, PyObject *name, long long s
     return span;
 }
 
-/* The span's `--json` line (Span.json_line()'s bytes) written here; a value this writer leaves to
- * orjson makes the Span with the same ids and asks its json_line(). */
-static PyObject *span_line(Table *t, struct conn *c, PyObject *name, long long start, long long end,
-                           PyObject *status, PyObject *attrs, PyObject *msg)
-{
-    char ids[48];
-    if (hex_fill(t, 16, ids) < 0 || hex_fill(t, 8, ids + 32) < 0)
-        return NULL;
-    struct buf *b = &t->line;
-    b->n = 0;
-    if (reserve(b, 160) < 0)
-        return NULL;
-    PUT_LIT(b, "{\"trace_id\":\"");
-    put(b, ids, 32);
-    PUT_LIT(b, "\",\"span_id\":\"");
-    put(b, ids + 32, 16);
-    PUT_LIT(b, "\",\"parent_span_id\":null,\"name\":");
-    int rc = put_value(b, name, 0);
-    if (rc == OK && (rc = reserve(b, 10)) == 0) {
-        PUT_LIT(b, ",\"kind\":");
-        rc = put_value(b, c->kind, 0);
-    }
-    if (rc == OK && (rc = reserve(b, 24)) == 0) {
-        PUT_LIT(b, ",\"start_time_unix_nano\":");
-        rc = put_i64(b, start);
-    }
-    if (rc == OK && (rc = reserve(b, 24)) == 0) {
-        PUT_LIT(b, ",\"end_time_unix_nano\":");
-        rc = put_i64(b, end > start ? end : start);
-    }
-    if (rc == OK && (rc = reserve(b, 16)) == 0) {
-        PUT_LIT(b, ",\"status_code\":");
-        rc = put_value(b, status, 0);
-    }
-    if (rc == OK && (rc = reserve(b, 16)) == 0) {
-        PUT_LIT(b, ",\"attributes\":");
-        rc = put_value(b, attrs, 0);
-    }
-    if (rc == OK && (rc = reserve(b, 16)) == 0) {
-        PUT_LIT(b, ",\"resource\":");
-        rc = put_resource(b, c->resource);
-    }
-    if (rc == OK && !PyUnicode_CheckExact(msg))
-        rc = OTHER; /* to_dict() asks its truth */
-    if (rc == OK && PyUnicode_GET_LENGTH(msg) && (rc = reserve(b, 24)) == 0) {
-        PUT_LIT(b, ",\"status_message\":");
-        rc = put_value(b, msg, 0);
-    }
-    if (rc == OK && (rc = reserve(b, 2)) == 0)
-        put(b, "}\n", 2);
-    if (rc < 0)
-        return NULL;
-    if (rc == OK)
-        return PyBytes_FromStringAndSize(b->p, b->n);
-    PyObject *trace = PyUnicode_DecodeASCII(ids, 32, NULL), *sid = PyUnicode_DecodeASCII(ids + 32, 16, NULL);
-    PyObject *span = trace && sid ? made_span(t, c, name, start, end, status, attrs, msg, trace, sid) : NULL;
-    PyObject *line = span ? PyObject_CallMethod(span, "json_line", NULL) : NULL;
-    Py_XDECREF(trace);
-    Py_XDECREF(sid);
-    Py_XDECREF(span);
-    return line;
-}
-
-/* A span from what a protocol made of one exchange, with new trace and span ids; an end not after the
- * start is the start. With as_lines, its `--json` line instead. */
-static PyObject *timed_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
-                            PyObject *status, PyObject *attrs, PyObject *msg)
-{
-    if (t->as_lines)
-        return span_line(t, c, name, start, end, status, attrs, msg);
-    PyObject *span = NULL, *start_o = PyLong_FromLongLong(start);
-    PyObject *end_o = start_o == NULL ? NULL : end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
-    PyObject *trace = hex_id(t, 16);
-    PyObject *sid = trace ? hex_id(t, 8) : NULL;
-    if (start_o != NULL && end_o != NULL && sid != NULL) {
-        PyObject *values[11] = {name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
-        span = new_span(t, values);
-    }
-    Py_XDECREF(start_o);
-    Py_XDECREF(end_o);
-    Py_XDECREF(trace);
-    Py_XDECREF(sid);
-    return span;
-}
-
 /* add_ends' attributes of c as JSON, written once per connection: OK, OTHER (a value left to
  * orjson), -1 on error. */
 static int conn_ends(struct conn *c)
@@ -666,6 +581,173 @@ static int conn_ends(struct conn *c)
     c->ends_len = b.n;
     c->ends_tail = tail;
     return OK;
+}
+
+/* Whether a str key is one of add_ends' (it would not be added again: the line is not written here). */
+static int end_key(PyObject *k)
+{
+    static const char *const names[] = {"server.address", "server.port", "client.address", "client.port",
+                                        "network.transport", "thread.id", "tls.library", "guardian.connection.epoch"};
+    if (!PyUnicode_IS_COMPACT_ASCII(k))
+        return 0;
+    const char *s = (const char *)PyUnicode_DATA(k);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+    if (n < 9 || !(s[0] == 's' || s[0] == 'c' || s[0] == 'n' || s[0] == 't' || s[0] == 'g'))
+        return 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+        if ((size_t)n == strlen(names[i]) && memcmp(s, names[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+/* The span's `--json` line (Span.json_line()'s bytes) in t->line, its ids drawn last; with_ends:
+ * attrs then add_ends' attributes (tid: thread.id), as add_ends would make them when attrs has none
+ * of them. OK, OTHER (a value the writer leaves to orjson, or with_ends and attrs holds one of
+ * them: nothing drawn), -1 on error. */
+static int line_of(Table *t, struct conn *c, PyObject *name, long long start, long long end, PyObject *status,
+                   PyObject *attrs, PyObject *msg, int with_ends, PyObject *tid)
+{
+    struct buf *b = &t->line;
+    b->n = 0;
+    if (!PyUnicode_CheckExact(msg) || !PyDict_CheckExact(attrs))
+        return OTHER; /* to_dict() asks msg's truth */
+    if (reserve(b, 160) < 0)
+        return -1;
+    PUT_LIT(b, "{\"trace_id\":\"");
+    size_t ids = b->n;
+    b->n += 32;
+    PUT_LIT(b, "\",\"span_id\":\"");
+    b->n += 16;
+    PUT_LIT(b, "\",\"parent_span_id\":null,\"name\":");
+    int rc = put_value(b, name, 0);
+    if (rc == OK && (rc = reserve(b, 10)) == 0) {
+        PUT_LIT(b, ",\"kind\":");
+        rc = put_value(b, c->kind, 0);
+    }
+    if (rc == OK && (rc = reserve(b, 24)) == 0) {
+        PUT_LIT(b, ",\"start_time_unix_nano\":");
+        rc = put_i64(b, start);
+    }
+    if (rc == OK && (rc = reserve(b, 24)) == 0) {
+        PUT_LIT(b, ",\"end_time_unix_nano\":");
+        rc = put_i64(b, end > start ? end : start);
+    }
+    if (rc == OK && (rc = reserve(b, 16)) == 0) {
+        PUT_LIT(b, ",\"status_code\":");
+        rc = put_value(b, status, 0);
+    }
+    if (rc == OK && (rc = reserve(b, 16)) == 0) {
+        PUT_LIT(b, ",\"attributes\":");
+        if (!with_ends)
+            rc = put_value(b, attrs, 0);
+        else if ((rc = conn_ends(c)) == OK) {
+            Py_ssize_t pos = 0;
+            PyObject *k, *v;
+            int first = 1;
+            put(b, "{", 1);
+            while (rc == OK && PyDict_Next(attrs, &pos, &k, &v)) {
+                if (!PyUnicode_CheckExact(k) || end_key(k))
+                    rc = OTHER;
+                else if ((rc = reserve(b, 1)) == OK) {
+                    if (!first)
+                        put(b, ",", 1);
+                    first = 0;
+                    if ((rc = put_str(b, k)) == OK && (rc = reserve(b, 1)) == OK) {
+                        put(b, ":", 1);
+                        rc = put_value(b, v, 1);
+                    }
+                }
+            }
+            /* each of them with its comma before it: the first one's goes when attrs is empty */
+            size_t mark = b->n;
+            if (rc == OK && (rc = reserve(b, c->ends_len + 40)) == OK) {
+                put(b, c->ends, c->ends_tail);
+                if (tid != NULL) {
+                    PUT_LIT(b, ",\"thread.id\":");
+                    rc = put_value(b, tid, 1);
+                }
+            }
+            if (rc == OK && (rc = reserve(b, c->ends_len + 2)) == OK) {
+                put(b, c->ends + c->ends_tail, c->ends_len - c->ends_tail);
+                if (first && b->n > mark) {
+                    memmove(b->p + mark, b->p + mark + 1, b->n - mark - 1);
+                    b->n--;
+                }
+                put(b, "}", 1);
+            }
+        }
+    }
+    if (rc == OK && (rc = reserve(b, 16)) == 0) {
+        PUT_LIT(b, ",\"resource\":");
+        rc = put_resource(b, c->resource);
+    }
+    if (rc == OK && PyUnicode_GET_LENGTH(msg) && (rc = reserve(b, 24)) == 0) {
+        PUT_LIT(b, ",\"status_message\":");
+        rc = put_value(b, msg, 0);
+    }
+    if (rc == OK && (rc = reserve(b, 2)) == 0)
+        put(b, "}\n", 2);
+    if (rc == OK && (hex_fill(t, 16, b->p + ids) < 0 || hex_fill(t, 8, b->p + ids + 32 + 13) < 0))
+        return -1;
+    return rc;
+}
+
+/* The span's `--json` line (Span.json_line()'s bytes) written here; a value this writer leaves to
+ * orjson makes the Span (its own ids drawn) and asks its json_line(). */
+static PyObject *span_line(Table *t, struct conn *c, PyObject *name, long long start, long long end,
+                           PyObject *status, PyObject *attrs, PyObject *msg)
+{
+    int rc = line_of(t, c, name, start, end, status, attrs, msg, 0, NULL);
+    if (rc == OK)
+        return PyBytes_FromStringAndSize(t->line.p, t->line.n);
+    if (rc < 0)
+        return NULL;
+    PyObject *trace = hex_id(t, 16), *sid = trace ? hex_id(t, 8) : NULL;
+    PyObject *span = sid ? made_span(t, c, name, start, end, status, attrs, msg, trace, sid) : NULL;
+    PyObject *line = span ? PyObject_CallMethod(span, "json_line", NULL) : NULL;
+    Py_XDECREF(trace);
+    Py_XDECREF(sid);
+    Py_XDECREF(span);
+    return line;
+}
+
+/* A span from what a protocol made of one exchange, with new trace and span ids; an end not after the
+ * start is the start. With as_lines, its `--json` line instead. */
+static PyObject *timed_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
+                            PyObject *status, PyObject *attrs, PyObject *msg)
+{
+    if (t->as_lines)
+        return span_line(t, c, name, start, end, status, attrs, msg);
+    PyObject *span = NULL, *start_o = PyLong_FromLongLong(start);
+    PyObject *end_o = start_o == NULL ? NULL : end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
+    PyObject *trace = hex_id(t, 16);
+    PyObject *sid = trace ? hex_id(t, 8) : NULL;
+    if (start_o != NULL && end_o != NULL && sid != NULL) {
+        PyObject *values[11] = {name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
+        span = new_span(t, values);
+    }
+    Py_XDECREF(start_o);
+    Py_XDECREF(end_o);
+    Py_XDECREF(trace);
+    Py_XDECREF(sid);
+    return span;
+}
+
+/* add_ends then timed_span: with as_lines, the ends written after attrs without adding them to it
+ * where that gives the same line. */
+static PyObject *ends_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
+                           PyObject *status, PyObject *attrs, PyObject *msg, PyObject *tid)
+{
+    if (t->as_lines) {
+        int rc = line_of(t, c, name, start, end, status, attrs, msg, 1, tid);
+        if (rc == OK)
+            return PyBytes_FromStringAndSize(t->line.p, t->line.n);
+        if (rc < 0)
+            return NULL;
+    }
+    if (add_ends(c, attrs, tid) < 0)
+        return NULL;
+    return timed_span(t, c, name, start, end, status, attrs, msg);
 }
 
 /* build_span's `--json` line written without its attributes' dict, for what it does with them in
@@ -1453,9 +1535,7 @@ static PyObject *sql_span(Table *t, struct conn *c, PyObject *query, PyObject *n
 {
     if ((PyUnicode_GET_LENGTH(*msg) || query == NULL || !sql_scrub_skips(query)) && scrub_into(t, attrs, msg) < 0)
         return NULL;
-    if (add_ends(c, attrs, tid) < 0)
-        return NULL;
-    return timed_span(t, c, name, start, end, status, attrs, *msg);
+    return ends_span(t, c, name, start, end, status, attrs, *msg, tid);
 }
 
 #include "fastpath_redis.h"

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.events import _Sockets, load
-from capture import fastpath
-from capture import stitch
+from capture import fastpath, scrub, stitch
 from capture.conntrack import ConnTracker
 from capture.live import BATCH
 from capture.pairing import pair
@@ -114,8 +113,9 @@ def test_every_protocol_case_gives_the_same_bytes(batch, kernel_pairing, monkeyp
     {1: "key not a str", "service.name": "k"},
     {"service.name": "nested", "k8s": {"labels": ["a", ("b", 1)]}},
 ])
-def test_what_the_writer_leaves_to_json_line_is_written_by_json_line(resource, monkeypatch):
-    header, records = load(str(FIXTURES / "nginx_hey_pair.events.gz"))
+@pytest.mark.parametrize("name", ["nginx_hey_pair", "redis_bench_pair"])
+def test_what_the_writer_leaves_to_json_line_is_written_by_json_line(resource, name, monkeypatch):
+    header, records = load(str(FIXTURES / f"{name}.events.gz"))
     records = records[:400]
     try:
         Span("x", "SERVER", 1, 2, resource=resource).json_line()
@@ -123,6 +123,27 @@ def test_what_the_writer_leaves_to_json_line_is_written_by_json_line(resource, m
         pytest.skip("json_line() itself refuses it")
     spec, n, as_lines = same_bytes(records, monkeypatch, header, resource=resource)
     assert n >= 300 and as_lines >= 0.9 * n
+    assert all(json.loads(line)["resource"]["service.name"] for line in spec.splitlines()[:50])
+
+
+def test_attributes_already_holding_a_connection_attribute_keep_theirs(monkeypatch):
+    """record_to_span adds the connection's ends only where absent: a scrubbed span whose attributes
+    hold one already (never from today's rules: a rule that added one) is written as its dict has it."""
+    real = scrub.record
+
+    def adding(attrs, message):
+        out = real(attrs, message)
+        attrs["server.address"] = "kept"
+        attrs.setdefault("thread.id", 1)
+        return out
+
+    monkeypatch.setattr(scrub, "record", adding)
+    rnd = random.Random(3)
+    for kind, exchanges in ((postgres_cases.PostgresConn, postgres_cases.seq(rnd)),
+                            (mysql_cases.MysqlConn, mysql_cases.seq(rnd)),
+                            (memcached_cases.MemcachedConn, memcached_cases.EXCHANGES)):
+        spec, n, as_lines = same_bytes(redis_cases.records(exchanges, rnd, kind=kind), monkeypatch)
+        assert spec.count(b'"server.address":"kept"') >= 2, kind
 
 
 def test_mixed_batches_are_written_in_order_to_a_descriptor(monkeypatch, tmp_path):
