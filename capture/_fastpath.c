@@ -24,7 +24,11 @@
  * order for their replies, and the records taken since the connection last had nothing waiting
  * stay held; a hand-back gives them to Python to replay (the spans they make dropped: they were
  * made here), which puts the connection's parser where it would be had it seen every record.
- * capture/fastpath.py decides which connections a table may hold. */
+ * capture/fastpath.py decides which connections a table may hold.
+ *
+ * With as_lines set (ConnTracker.spans_as_lines: `guardian capture --json`, whose printer is the
+ * only reader), a span is never made: its `--json` line is written here (capture/json_write.h) and
+ * appended as bytes, the same bytes Span.json_line() gives (anything unusual: the Span's own). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
