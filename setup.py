@@ -8,7 +8,7 @@ Portable flags only: never -march=native (CPUs may advertise instructions that f
 from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-std=gnu11"]
-HEADERS = ["capture/json_write.h", "capture/http1_scan.h", "capture/resp_scan.h", "capture/fastpath_redis.h", "capture/fastpath_memcached.h",
+HEADERS = ["capture/json_write.h", "capture/fastpath_lines.h", "capture/http1_scan.h", "capture/resp_scan.h", "capture/fastpath_redis.h", "capture/fastpath_memcached.h",
            "capture/fastpath_postgres.h", "capture/sql_scan.h", "capture/fastpath_mysql.h",
            "bpf/types.h"]
 setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=FLAGS, optional=True),
