@@ -8,11 +8,12 @@ Portable flags only: never -march=native (CPUs may advertise instructions that f
 from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-std=gnu11"]
-HEADERS = ["capture/http1_scan.h", "capture/resp_scan.h", "capture/fastpath_redis.h", "capture/fastpath_memcached.h",
+HEADERS = ["capture/json_write.h", "capture/fastpath_lines.h", "capture/http1_scan.h", "capture/resp_scan.h", "capture/fastpath_redis.h", "capture/fastpath_memcached.h",
            "capture/fastpath_postgres.h", "capture/sql_scan.h", "capture/fastpath_mysql.h",
            "bpf/types.h"]
 setup(ext_modules=[Extension("capture._ring", ["capture/_ring.c"], extra_compile_args=FLAGS, optional=True),
-                   Extension("capture._spanjson", ["capture/_spanjson.c"], extra_compile_args=FLAGS, optional=True),
+                   Extension("capture._spanjson", ["capture/_spanjson.c"], extra_compile_args=FLAGS, optional=True,
+                             depends=["capture/json_write.h"]),
                    Extension("capture._http1", ["capture/_http1.c"], extra_compile_args=FLAGS, optional=True,
                              depends=HEADERS),
                    Extension("capture._fastpath", ["capture/_fastpath.c"], include_dirs=["bpf", "capture"],

@@ -3,12 +3,13 @@
   record  nginx + hey at a fixed rate under a live capture whose tracker only keeps the raw
           ring records; they are saved to a file with the port and the processes' resources
   replay  the saved records through a fresh ConnTracker + Pipeline + the `--json` printer
-          writing to /dev/null, as the live drain loop does (a flush every BATCH events);
+          writing to /dev/null, as the live drain loop and `guardian capture --json` do (a flush every BATCH events);
           prints process-CPU µs per event and spans produced, best of --repeat runs (and the
           sum of each batch's best, steadier on a host shared with other work)
   stages  where the time per record goes: the replay cut after each stage (decode and connection
           table; + parse and pair; + span build; + the printer), best of --repeat, µs per record;
-          then the compiled path (capture/_fastpath.c) through the span and the printer
+          then the compiled path (capture/_fastpath.c) through the span and the printer, and
+          through the printer with its spans made as lines (as `guardian capture --json` has it)
 
 --pair (replay, stages) first turns the recorded records into what the kernel's HTTP/1 pairing
 sends (capture.pairing: one record per exchange), so the two paths' userspace cost per request
@@ -203,7 +204,7 @@ class _Sockets:
 
 
 def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH,
-                ring: bool = False, compiled: bool = True) -> tuple[list[float], int]:
+                ring: bool = False, compiled: bool = True, lines: bool = True) -> tuple[list[float], int]:
     """One pass over `records`; returns (process CPU seconds of each batch, spans). With
     `ring`, the records are read out of a mapped ring buffer first, as the live loop does."""
     from guardian.cli.capture import _printer
@@ -215,6 +216,8 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
         pipeline = Pipeline(emit)
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
                               sockets=_Sockets(header["port"]), boot_offset_ns=0, compiled=compiled)
+        if lines:
+            tracker.spans_as_lines()  # as `guardian capture --json` does
         feed, flush, clock = tracker.feed, pipeline.flush, time.process_time
         reader = mapped_ring(records) if ring else None
         gc.collect()
@@ -232,20 +235,20 @@ def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = 
 
 
 def replay(path: str, repeat: int, out_path: str, limit: int = 0, batch: int = BATCH,
-           ring: bool = False, paired: bool = False, compiled: bool = True) -> None:
+           ring: bool = False, paired: bool = False, compiled: bool = True, lines: bool = True) -> None:
     """Best of `repeat` runs, and the sum of each batch's best time over the runs: on a shared
     host the second filters out most of what other processes cost this one (caches, preemption)."""
     header, records = load(path, paired)
     records = records[:limit] if limit else records
     gc.freeze()  # as capture.live.tune_gc does for the live agent
     gc.set_threshold(50_000, 20, 50)
-    runs = [replay_once(header, records, out_path, batch, ring, compiled) for _ in range(repeat)]
+    runs = [replay_once(header, records, out_path, batch, ring, compiled, lines) for _ in range(repeat)]
     per_event = [sum(batches) / len(records) * 1e6 for batches, _ in runs]
     floor = sum(min(b) for b in zip(*(batches for batches, _ in runs))) / len(records) * 1e6
     print(json.dumps({"events": len(records), "spans": runs[0][1], "requests": header["requests"],
                       "us_per_event": round(min(per_event), 2), "us_per_event_batch_floor": round(floor, 2),
                       "us_per_event_runs": [round(x, 2) for x in per_event], "through_ring": ring,
-                      "paired": paired, "compiled": compiled, "us_per_span": round(min(per_event) * len(records) / max(runs[0][1], 1), 2)}))
+                      "paired": paired, "compiled": compiled, "lines": lines, "us_per_span": round(min(per_event) * len(records) / max(runs[0][1], 1), 2)}))
 
 
 def stages(path: str, repeat: int, paired: bool = False) -> dict:
@@ -269,7 +272,7 @@ def stages(path: str, repeat: int, paired: bool = False) -> dict:
     def once(stage: str, compiled: bool = False) -> float:
         sink: list = []
         emit = sink.extend
-        if stage == "print":
+        if stage in ("print", "lines"):
             with contextlib.redirect_stdout(devnull):
                 emit = _printer(as_json=True)
         pipeline = Pipeline(emit)
@@ -278,6 +281,8 @@ def stages(path: str, repeat: int, paired: bool = False) -> dict:
         pipeline_module.record_to_span = (lambda rec, conn: rec) if stage == "parse" else to_span
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
                               sockets=_Sockets(header["port"]), boot_offset_ns=0, compiled=compiled)
+        if stage == "lines":
+            tracker.spans_as_lines()
         start = time.process_time()
         for i in range(0, len(records), BATCH):
             tracker.feed(records[i:i + BATCH])
@@ -290,7 +295,7 @@ def stages(path: str, repeat: int, paired: bool = False) -> dict:
 
     with open(os.devnull, "w") as devnull:
         out = {stage: round(min(once(stage) for _ in range(repeat)), 2) for stage in ("decode", "parse", "span", "print")}
-        fast = ({stage: round(min(once(stage, True) for _ in range(repeat)), 2) for stage in ("span", "print")}
+        fast = ({stage: round(min(once(stage, True) for _ in range(repeat)), 2) for stage in ("span", "print", "lines")}
                 if fastpath.table(0) is not None else {})
     spans = max(made[0], 1)
     print(json.dumps({"records": len(records), "spans": made[0], "paired": paired, "us_per_record_through": out,
@@ -320,6 +325,8 @@ def main() -> int:
                      help="read the records out of a mapped ring buffer (capture.ringbuf) first")
     rep.add_argument("--pair", action="store_true", help="replay the records as the kernel's HTTP/1 pairing sends them")
     rep.add_argument("--python", action="store_true", help="the Python path only (no capture/_fastpath.c)")
+    rep.add_argument("--spans", action="store_true",
+                     help="the compiled path makes Span objects for the printer (not their lines, as the CLI has it)")
     st = sub.add_parser("stages", help="µs per record through each stage of the hot path")
     st.add_argument("file")
     st.add_argument("--repeat", type=int, default=7)
@@ -330,7 +337,8 @@ def main() -> int:
     elif args.cmd == "record":
         record(args.file, args.seconds, args.rate, args.paired, args.redis)
     else:
-        replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring, args.pair, not args.python)
+        replay(args.file, args.repeat, args.out, args.limit, args.batch, args.ring, args.pair, not args.python,
+               not args.spans)
     return 0
 
 

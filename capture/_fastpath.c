@@ -24,7 +24,11 @@
  * order for their replies, and the records taken since the connection last had nothing waiting
  * stay held; a hand-back gives them to Python to replay (the spans they make dropped: they were
  * made here), which puts the connection's parser where it would be had it seen every record.
- * capture/fastpath.py decides which connections a table may hold. */
+ * capture/fastpath.py decides which connections a table may hold.
+ *
+ * With as_lines set (ConnTracker.spans_as_lines: `guardian capture --json`, whose printer is the
+ * only reader), a span is never made: its `--json` line is written here (capture/fastpath_lines.h) and
+ * appended as bytes, the same bytes Span.json_line() gives (anything unusual: the Span's own). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -38,6 +42,7 @@
 #include "http1_scan.h"
 #include "resp_scan.h"
 #include "sql_scan.h"
+#include "json_write.h"
 #include <strings.h>
 
 #define HDR ((Py_ssize_t)sizeof(struct guardian_event))
@@ -169,6 +174,10 @@ struct conn {
     struct rcmd *q;        /* Redis: commands waiting for their reply, a ring of qcap */
     size_t qhead, qlen, qcap;
     PyObject *epoch;       /* Connection.epoch when not 0 (records lost before), else NULL */
+    char *ends;            /* add_ends' attributes as JSON (each with its comma): those before thread.id,
+                            * then those after from ends[ends_tail]; NULL: not written yet */
+    size_t ends_len, ends_tail;
+    int ends_other;        /* a value of them the JSON writer leaves to orjson: no line written here */
 };
 
 typedef struct {
@@ -184,7 +193,11 @@ typedef struct {
     unsigned char rnd[4096];
     size_t rnd_at;
     unsigned rnd_forks; /* forks_seen when rnd was filled: a child draws its own ids */
+    int seeded;         /* seed_ids() was called: rnd is refilled from seed, not getrandom */
+    uint64_t seed;
     unsigned long long spans, handed, released;
+    char as_lines;        /* spans made as their `--json` lines (bytes), never as Span objects */
+    struct buf line;      /* where a line is written (kept: its size is reached once) */
 } Table;
 
 static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_empty, *S_CLIENT;
@@ -261,6 +274,7 @@ static void conn_free(struct conn *c)
         rcmd_clear(&c->q[(c->qhead + k) % c->qcap]);
     PyMem_Free(c->q);
     Py_XDECREF(c->epoch);
+    PyMem_Free(c->ends);
     PyMem_Free(c);
 }
 
@@ -336,39 +350,63 @@ static volatile unsigned forks_seen; /* counted in each child (pthread_atfork) *
 
 static void after_fork_in_child(void) { forks_seen++; }
 
-static PyObject *hex_id(Table *t, int nbytes)
+static char HEX_PAIRS[256][2]; /* a byte's two hex digits */
+
+static void init_hex_pairs(void)
+{
+    for (int b = 0; b < 256; b++) {
+        HEX_PAIRS[b][0] = HEX[b >> 4];
+        HEX_PAIRS[b][1] = HEX[b & 15];
+    }
+}
+
+/* 2 * nbytes hex digits of new random bytes at out (never all zeros: an all-zero id means "none"
+ * in OpenTelemetry); -1 with an exception. */
+static int hex_fill(Table *t, int nbytes, char *out)
 {
     if (t->rnd_at + nbytes > sizeof(t->rnd) || t->rnd_forks != forks_seen) {
-        size_t got = 0;
+        size_t got = t->seeded ? sizeof(t->rnd) : 0;
+        for (size_t k = 0; k < got; k += 8) { /* seed_ids: splitmix64 */
+            uint64_t z = (t->seed += 0x9E3779B97F4A7C15ull);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+            z ^= z >> 31;
+            memcpy(t->rnd + k, &z, 8);
+        }
         while (got < sizeof(t->rnd)) {
             ssize_t n = getrandom(t->rnd + got, sizeof(t->rnd) - got, 0);
             if (n <= 0) {
                 PyErr_SetFromErrno(PyExc_OSError);
-                return NULL;
+                return -1;
             }
             got += n;
         }
         t->rnd_at = 0;
         t->rnd_forks = forks_seen;
     }
-    PyObject *s = PyUnicode_New(2 * nbytes, 127);
-    if (s == NULL)
-        return NULL;
-    Py_UCS1 *out = PyUnicode_1BYTE_DATA(s);
-    int zero = 1;
+    const unsigned char *r = t->rnd + t->rnd_at;
+    unsigned any = 0;
     for (int k = 0; k < nbytes; k++) {
-        unsigned char b = t->rnd[t->rnd_at + k];
-        zero &= b == 0;
-        out[2 * k] = HEX[b >> 4];
-        out[2 * k + 1] = HEX[b & 15];
+        any |= r[k];
+        memcpy(out + 2 * k, HEX_PAIRS[r[k]], 2);
     }
-    if (zero) /* an all-zero id means "none" in OpenTelemetry */
+    if (!any)
         out[2 * nbytes - 1] = '1';
     t->rnd_at += nbytes;
-    return s;
+    return 0;
 }
 
-/* (name, attrs, needs_scrub) of a request line: http1._request_line's answer, cached here. */
+static PyObject *hex_id(Table *t, int nbytes)
+{
+    char out[32];
+    if (hex_fill(t, nbytes, out) < 0)
+        return NULL;
+    return PyUnicode_DecodeASCII(out, 2 * nbytes, NULL);
+}
+
+static PyObject *attrs_open(PyObject *attrs); /* fastpath_lines.h */
+
+/* (name, attrs, needs_scrub, attrs_open) of a request line: http1._request_line's answer, cached here. */
 static PyObject *request_line(Table *t, const unsigned char *s, Py_ssize_t n)
 {
     uint64_t h = hash_bytes(s, n);
@@ -400,7 +438,9 @@ static PyObject *request_line(Table *t, const unsigned char *s, Py_ssize_t n)
         Py_DECREF(r);
         return NULL;
     }
-    v = Py_BuildValue("(OOO)", PyTuple_GET_ITEM(r, 0), attrs, scrub ? Py_True : Py_False);
+    PyObject *open = scrub ? Py_NewRef(Py_None) : attrs_open(attrs);
+    v = open == NULL ? NULL : Py_BuildValue("(OOOO)", PyTuple_GET_ITEM(r, 0), attrs, scrub ? Py_True : Py_False, open);
+    Py_XDECREF(open);
     Py_DECREF(r);
     if (v != NULL && n <= CACHED_LINE)
         cache_put(&t->lines, s, n, h, v);
@@ -477,11 +517,30 @@ static int scrub_into(Table *t, PyObject *attrs, PyObject **msg)
     return 0;
 }
 
+static PyObject *made_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
+                           PyObject *status, PyObject *attrs, PyObject *msg, PyObject *trace, PyObject *sid)
+{
+    PyObject *span = NULL, *start_o = PyLong_FromLongLong(start);
+    PyObject *end_o = start_o == NULL ? NULL : end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
+    if (start_o != NULL && end_o != NULL) {
+        PyObject *values[11] = {name, c->kind, start_o, end_o, status, attrs, c->resource, trace, sid, Py_None, msg};
+        span = new_span(t, values);
+    }
+    Py_XDECREF(start_o);
+    Py_XDECREF(end_o);
+    return span;
+}
+
+static PyObject *span_line(Table *t, struct conn *c, PyObject *name, long long start, long long end,
+                           PyObject *status, PyObject *attrs, PyObject *msg); /* fastpath_lines.h */
+
 /* A span from what a protocol made of one exchange, with new trace and span ids; an end not after the
- * start is the start. */
+ * start is the start. With as_lines, its `--json` line instead. */
 static PyObject *timed_span(Table *t, struct conn *c, PyObject *name, long long start, long long end,
                             PyObject *status, PyObject *attrs, PyObject *msg)
 {
+    if (t->as_lines)
+        return span_line(t, c, name, start, end, status, attrs, msg);
     PyObject *span = NULL, *start_o = PyLong_FromLongLong(start);
     PyObject *end_o = start_o == NULL ? NULL : end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
     PyObject *trace = hex_id(t, 16);
@@ -497,6 +556,8 @@ static PyObject *timed_span(Table *t, struct conn *c, PyObject *name, long long 
     return span;
 }
 
+#include "fastpath_lines.h"
+
 /* The span of one exchange (Http1Parser._record, then record_to_span). */
 static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, const struct head *qh,
                             const unsigned char *rs, const struct head *sh, long long start, long long end)
@@ -506,6 +567,19 @@ static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, c
     line = request_line(t, rq, qh->first_len);
     if (line == NULL)
         goto done;
+    if (t->as_lines) {
+        if ((status = status_line(t, rs, sh->first_len)) == NULL)
+            goto done;
+        long v = PyLong_AsLong(PyTuple_GET_ITEM(status, 0));
+        if (v == -1 && PyErr_Occurred())
+            goto done;
+        if (v > 0 && v < (c->kind == S_CLIENT ? 400 : 500)) {
+            span = http_line(t, c, line, rq, qh, PyTuple_GET_ITEM(status, 0), start, end);
+            if (span != NULL || PyErr_Occurred())
+                goto done;
+        }
+        Py_CLEAR(status);
+    }
     attrs = PyDict_Copy(PyTuple_GET_ITEM(line, 1));
     if (attrs == NULL)
         goto done;
@@ -712,6 +786,7 @@ static void Table_dealloc(Table *t)
     Py_XDECREF(t->sql_summary);
     Py_XDECREF(t->scrub_enabled);
     PyMem_Free(t->slots);
+    PyMem_Free(t->line.p);
     Py_XDECREF(t->request_line);
     Py_XDECREF(t->request_line_long);
     Py_XDECREF(t->status_of);
@@ -1186,9 +1261,7 @@ static PyObject *sql_span(Table *t, struct conn *c, PyObject *query, PyObject *n
 {
     if ((PyUnicode_GET_LENGTH(*msg) || query == NULL || !sql_scrub_skips(query)) && scrub_into(t, attrs, msg) < 0)
         return NULL;
-    if (add_ends(c, attrs, tid) < 0)
-        return NULL;
-    return timed_span(t, c, name, start, end, status, attrs, *msg);
+    return ends_span(t, c, name, start, end, status, attrs, *msg, tid);
 }
 
 #include "fastpath_redis.h"
@@ -1327,6 +1400,19 @@ static PyObject *Table_counts(Table *t, PyObject *unused)
                          "connections", (Py_ssize_t)t->count, "exchanges_waiting", waiting);
 }
 
+/* seed_ids(seed): ids drawn from a fixed sequence from now on (splitmix64 of seed), not getrandom:
+ * two tables fed the same records then give the same ids (differential tests). */
+static PyObject *Table_seed_ids(Table *t, PyObject *arg)
+{
+    unsigned long long x = PyLong_AsUnsignedLongLongMask(arg);
+    if (x == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    t->seed = x;
+    t->seeded = 1;
+    t->rnd_at = sizeof(t->rnd); /* drawn anew, from the seed */
+    Py_RETURN_NONE;
+}
+
 static Py_ssize_t Table_len(Table *t) { return (Py_ssize_t)t->count; }
 
 static int Table_contains(Table *t, PyObject *key)
@@ -1344,7 +1430,14 @@ static PyMethodDef Table_methods[] = {
     {"release_all", (PyCFunction)Table_release_all, METH_NOARGS, "Hand every held connection back."},
     {"run", (PyCFunction)Table_run, METH_VARARGS, "run(records, start, out) -> (index, verdict)."},
     {"counts", (PyCFunction)Table_counts, METH_NOARGS, "Spans made, records handed over, releases."},
+    {"seed_ids", (PyCFunction)Table_seed_ids, METH_O, "seed_ids(seed): ids from a fixed sequence (tests)."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Table_members[] = {
+    {"as_lines", T_BOOL, offsetof(Table, as_lines), 0,
+     "Spans made here are appended to run()'s out as their `--json` lines (bytes), not as Spans."},
+    {NULL},
 };
 
 static PySequenceMethods Table_seq = {.sq_length = (lenfunc)Table_len, .sq_contains = (objobjproc)Table_contains};
@@ -1358,6 +1451,7 @@ static PyTypeObject TableType = {
     .tp_traverse = (traverseproc)Table_traverse,
     .tp_clear = (inquiry)Table_clear,
     .tp_methods = Table_methods,
+    .tp_members = Table_members,
     .tp_as_sequence = &Table_seq,
     .tp_doc = "Connections whose HTTP/1, Redis, Memcached, PostgreSQL and MySQL exchanges become spans in C.",
 };
@@ -1392,6 +1486,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture._fastpath",
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
+    init_escapes();
+    init_hex_pairs();
     INTERN(S_pos, "pos");
     INTERN(S_last_seen, "last_seen_ns");
     INTERN(S_request_tid, "request_tid");

@@ -90,6 +90,12 @@ class ConnTracker:
         # and at the stop for all, so an unanswered request is reported as on the unpaired path
         self.kernel_held: Callable[[Callable[[int], bool] | None], list[bytes]] | None = None
 
+    def spans_as_lines(self) -> None:
+        """The spans the compiled path makes leave as their `--json` lines (bytes, what
+        Span.json_line() gives) instead of Span objects: for a sink that only prints them."""
+        if self.fast is not None:
+            self.fast.as_lines = True
+
     # -- record batches -----------------------------------------------------------------
     def feed(self, records: list[bytes]) -> None:
         """Records in ring order: what the compiled path takes becomes spans there, the rest

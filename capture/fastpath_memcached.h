@@ -91,9 +91,7 @@ static PyObject *mc_span(Table *t, struct conn *c, struct rcmd *r, PyObject *sta
     }
     if (r->scrub && scrub_into(t, attrs, &msg) < 0)
         goto done;
-    if (add_ends(c, attrs, tid) < 0)
-        goto done;
-    span = timed_span(t, c, r->name, r->start, end, code, attrs, msg);
+    span = ends_span(t, c, r->name, r->start, end, code, attrs, msg, tid);
 done:
     rcmd_clear(r);
     Py_XDECREF(msg);

@@ -229,9 +229,7 @@ static PyObject *redis_span(Table *t, struct conn *c, struct rcmd *r, const unsi
             goto done;
     } else if (r->scrub > 0 && redis_cut(t, attrs, r->scrub) < 0)
         goto done;
-    if (add_ends(c, attrs, tid) < 0)
-        goto done;
-    span = timed_span(t, c, r->name, r->start, end, status, attrs, msg);
+    span = ends_span(t, c, r->name, r->start, end, status, attrs, msg, tid);
 done:
     rcmd_clear(r);
     Py_XDECREF(msg);

@@ -13,6 +13,7 @@
 
 static const char *const HEAD_METHODS[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH",
                                            "TRACE", "CONNECT"};
+static const ssize_t HEAD_METHOD_LEN[] = {3, 4, 3, 6, 4, 7, 5, 5, 7};
 
 /* Header names searched for, lower-case with their leading CRLF and trailing colon. */
 enum { HEAD_TE, HEAD_CL, HEAD_HOST, HEAD_AGENT, HEAD_PARENT, HEAD_NAMES };
@@ -60,9 +61,12 @@ static inline ssize_t head_find_crlf(const unsigned char *s, ssize_t from, ssize
 /* The request-line pattern of http1_head._REQUEST_LINE, fully matched against line[0:n]. */
 static inline int head_request_ok(const unsigned char *line, ssize_t n)
 {
+    if (n < 5 || !(line[0] >= 'C' && line[0] <= 'T'))
+        return 0; /* no method starts otherwise (a status line's 'H' goes on to HEAD's check) */
     for (size_t k = 0; k < sizeof(HEAD_METHODS) / sizeof(*HEAD_METHODS); k++) {
-        ssize_t m = (ssize_t)strlen(HEAD_METHODS[k]);
-        if (n < m + 2 || memcmp(line, HEAD_METHODS[k], m) != 0 || line[m] != ' ')
+        ssize_t m = HEAD_METHOD_LEN[k];
+        if (line[0] != (unsigned char)HEAD_METHODS[k][0] || n < m + 2 || memcmp(line, HEAD_METHODS[k], m) != 0 ||
+            line[m] != ' ')
             continue;
         unsigned char c = line[m + 1];
         if (!(c == '/' || c == '*' || c == 'h' || head_word(c)))
@@ -97,33 +101,22 @@ static inline void head_strip(const unsigned char *h, ssize_t *a, ssize_t *b)
  * 0 <= pos <= len and end <= len. */
 static inline int head_scan(const unsigned char *data, ssize_t len, ssize_t pos, ssize_t end, struct head *out)
 {
-    if (end < 0) {
-        const unsigned char *e = memmem(data + pos, len - pos, "\r\n\r\n", 4);
-        if (e == NULL)
-            return 0;
-        end = e - data;
-    }
-    out->end = end;
     const unsigned char *h = data + pos;
-    ssize_t n = end - pos;
-    ssize_t nl = head_find_crlf(h, 0, n);
-    ssize_t first_len = nl >= 0 ? nl : n;
-    out->first_len = first_len;
-    out->request_ok = head_request_ok(h, first_len);
-    out->status = -1;
-    ssize_t code_len = first_len - 9 < 3 ? first_len - 9 : 3;
-    if (first_len >= 10 && memcmp(h, "HTTP/1.", 7) == 0 && h[8] == ' ' && head_digits(h + 9, code_len) &&
-        (first_len <= 12 || h[12] == ' ')) {
-        long status = 0;
-        for (ssize_t i = 0; i < code_len; i++)
-            status = status * 10 + (h[9 + i] - '0');
-        out->status = status;
-    }
-    /* first occurrence of each name, from one walk over the head's CRLFs */
-    ssize_t found = 0;
+    ssize_t n = end >= 0 ? end - pos : len - pos, nl = -1, found = 0;
     for (int k = 0; k < HEAD_NAMES; k++)
         out->at[k] = -1;
-    for (ssize_t i = nl; i >= 0 && found < HEAD_NAMES; i = head_find_crlf(h, i + 1, n)) {
+    /* one walk from CRLF to CRLF: the first line's end, the first occurrence of each name, and
+     * (end < 0) the first CRLFCRLF, where it stops (no name crosses it: a name's letters are not
+     * CR or LF) */
+    for (ssize_t i = head_find_crlf(h, 0, n); i >= 0; i = head_find_crlf(h, i + 2, n)) {
+        if (end < 0 && i + 3 < n && h[i + 2] == '\r' && h[i + 3] == '\n') {
+            end = pos + i;
+            break;
+        }
+        if (nl < 0)
+            nl = i;
+        if (found == HEAD_NAMES)
+            continue;
         unsigned char c = i + 2 < n ? head_lower(h[i + 2]) : 0;
         if (c != 't' && c != 'c' && c != 'h' && c != 'u')
             continue;
@@ -138,6 +131,22 @@ static inline int head_scan(const unsigned char *data, ssize_t len, ssize_t pos,
                 found++;
             }
         }
+    }
+    if (end < 0)
+        return 0;
+    n = end - pos;
+    out->end = end;
+    ssize_t first_len = nl >= 0 ? nl : n;
+    out->first_len = first_len;
+    out->request_ok = head_request_ok(h, first_len);
+    out->status = -1;
+    ssize_t code_len = first_len - 9 < 3 ? first_len - 9 : 3;
+    if (first_len >= 10 && memcmp(h, "HTTP/1.", 7) == 0 && h[8] == ' ' && head_digits(h + 9, code_len) &&
+        (first_len <= 12 || h[12] == ' ')) {
+        long status = 0;
+        for (ssize_t i = 0; i < code_len; i++)
+            status = status * 10 + (h[9 + i] - '0');
+        out->status = status;
     }
     for (int k = 0; k < HEAD_NAMES; k++) {
         ssize_t j = out->at[k] >= 0 ? head_find_crlf(h, out->at[k], n) : -1;

@@ -110,14 +110,15 @@ class Span:
         )
 
 
-def json_lines(spans: list[Span]) -> bytes:
-    """Each span's json_line(), joined: lines of `guardian capture --json` for a batch."""
+def json_lines(spans: list[Span | bytes]) -> bytes:
+    """Each span's json_line(), joined: lines of `guardian capture --json` for a batch. A bytes
+    item is such a line already (the compiled path's, when it writes lines instead of spans)."""
     if _spanjson is not None:
         return _spanjson.lines(Span, spans)
-    return b"".join([s.json_line() for s in spans])
+    return b"".join([s if type(s) is bytes else s.json_line() for s in spans])
 
 
-def write_json_lines(fd: int, spans: list[Span]) -> None:
+def write_json_lines(fd: int, spans: list[Span | bytes]) -> None:
     """json_lines(spans) written to the file descriptor `fd`, all of it (OSError otherwise)."""
     if _spanjson is not None:
         return _spanjson.write(fd, Span, spans)

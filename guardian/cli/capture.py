@@ -90,6 +90,8 @@ def run(args) -> int:
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     emit = _printer(args.json)
+    if args.json:  # nothing but the printer reads the spans: the compiled path writes their lines
+        cap.tracker.spans_as_lines()
     print("ready", file=sys.stderr, flush=True)
     try:
         cap.run(emit, stop)
@@ -120,12 +122,12 @@ def _printer(as_json: bool):
 
     fd = _fileno(out) if as_json else None  # JSON lines are made as bytes, written as they are
 
-    def emit(spans: list[Span]) -> None:
+    def emit(spans: list[Span | bytes]) -> None:  # bytes: a line already (ConnTracker.spans_as_lines)
         if fd is not None:
             write_json_lines(fd, spans)
             return
         if as_json:
-            out.write("".join(s.to_json() + "\n" for s in spans))
+            out.write("".join(s.decode() if type(s) is bytes else s.to_json() + "\n" for s in spans))
         else:
             out.write("".join(_table_row(s) + "\n" for s in spans))
         out.flush()
