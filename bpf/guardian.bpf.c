@@ -888,8 +888,9 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 #endif
 
 /* ======== TLS plaintext ================================================================
- * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and return:
- * C code, uretprobes are safe there) or, where OpenSSL's wrappers hand over to one internal
+ * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write (+ _ex: entry only, the plaintext
+ * goes up there) and SSL_read (+ _ex: entry and return, C code, uretprobes are safe there; the
+ * byte count is known at the return only) or, where OpenSSL's wrappers hand over to one internal
  * function per direction, that function instead (the _ex programs: it takes a size_t * of bytes
  * done), and Go crypto/tls (*Conn).Write entry and (*Conn).Read
  * entry + a plain uprobe at its copy into the caller's buffer or, failing that, at each RET
