@@ -414,7 +414,8 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
         struct guardian_conn_key key = {.tgid = id >> 32, .fd = fd};
         int check = tls_socket_io(&key, c, id, dir, 1);
         stat_add(STAT_TLS_SKIPPED, 1);
-        if (!check)
+        /* only sends: an event loop reads its sockets until EAGAIN after every call */
+        if (!check || dir != DIR_EGRESS)
             return 0;
         /* the SSL write went up at its entry: whether it fails shows only here (tls_write_failed) */
         struct guardian_io tio = {.fd = fd, .direction = dir, .shape = IO_TLS_CHECK, .live = 1};
@@ -991,9 +992,9 @@ static __always_inline int tls_socket_io(struct guardian_conn_key *key, struct g
     return in_call && call->noret != TLS_NORET_NONE;
 }
 
-/* A data syscall on the socket of the thread's SSL write failed (EAGAIN: WANT_WRITE, or
- * WANT_READ in a renegotiation; an error): the write went up at its entry and the
- * application calls it again with the same bytes, which must not go up twice. */
+/* A send on the socket of the thread's SSL write failed (EAGAIN: WANT_WRITE; an error): the
+ * write went up at its entry and the application calls it again with the same bytes, which
+ * must not go up twice. */
 static __always_inline void tls_write_failed(__u64 id)
 {
     struct tls_call *call = tls_calls.lookup(&id);
@@ -1046,8 +1047,8 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
 
 /* A write's plaintext goes up at its entry, where buffer and length are (no return probe: its
  * trampoline would cost a second kernel entry per call; `python -m bench.uprobe_cost`), unless
- * it is the same write again: the application calls a failed write (a syscall on its socket
- * failed meanwhile: tls_write_failed) again with the same length, and a partial write's rest
+ * it is the same write again: the application calls a failed write (a send on its socket failed
+ * meanwhile: tls_write_failed) again with the same buffer and length, and a partial write's rest
  * ends where it did. Such a call's bytes went up at the first; it is counted, not sent. */
 static __always_inline void ssl_write_up(__u32 tgid, struct tls_ssl *st, __u64 buf, __u64 num,
                                          __u8 source, __u64 ts)
@@ -1056,8 +1057,7 @@ static __always_inline void ssl_write_up(__u32 tgid, struct tls_ssl *st, __u64 b
         return;
     __u32 len = num > 0xffffffff ? 0xffffffff : (__u32)num;
     __u64 end = st->wbuf + st->wlen;
-    if (st->wlen && ((buf + len == end && buf >= st->wbuf && (buf > st->wbuf || st->wfailed)) ||
-                     (st->wfailed && len == st->wlen))) {
+    if (st->wlen && buf + len == end && buf >= st->wbuf && (buf > st->wbuf || st->wfailed)) {
         st->wfailed = 0;
         stat_add(STAT_TLS_WRITE_AGAIN, 1);
         return;

@@ -186,13 +186,14 @@ struct tls_call {
 enum { TLS_NORET_NONE = 0, TLS_NORET_SENT = 1, TLS_NORET_UNSENT = 2 };
 
 /* An SSL object's socket and its last write sent up at its entry (tls_ssl_fd's value): a write
- * that failed (WANT_WRITE: a ciphertext syscall of it failed) is called again with the same
- * bytes, and a partial write goes on with the rest (same end), neither of which goes up again. */
+ * that failed (WANT_WRITE: a send of its ciphertext failed) is called again with the same
+ * buffer and length, and a partial write goes on with the rest (same end), neither of which goes
+ * up again. */
 struct tls_ssl {
     __u64 wbuf;
     __u32 wlen;
     __u32 fd;
-    __u8 wfailed;  /* a data syscall on the socket failed while that write was the thread's call */
+    __u8 wfailed;  /* a send on the socket failed while that write was the thread's call */
     __u8 _pad[7];
 };
 
