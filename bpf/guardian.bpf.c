@@ -889,11 +889,10 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 #endif
 
 /* ======== TLS plaintext ================================================================
- * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write (+ _ex: entry only, the plaintext
- * goes up there) and SSL_read (+ _ex: entry and return, C code, uretprobes are safe there; the
- * byte count is known at the return only) or, where OpenSSL's wrappers hand over to one internal
- * function per direction, that function instead (the _ex programs: it takes a size_t * of bytes
- * done), and Go crypto/tls (*Conn).Write entry and (*Conn).Read
+ * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and
+ * return: C code, uretprobes are safe there) or, where OpenSSL's wrappers hand over to one internal
+ * function per direction, that function instead (the read_ex program: it takes a size_t * of bytes
+ * done; the write goes up at its entry, write_at_entry), and Go crypto/tls (*Conn).Write entry and (*Conn).Read
  * entry + a plain uprobe at its copy into the caller's buffer or, failing that, at each RET
  * (never uretprobes on Go: moving stacks crash them).
  * Cost: a uprobe hit is a trap; on an instruction the kernel cannot emulate (most of them;
@@ -1083,7 +1082,7 @@ static __always_inline void ssl_write_late(__u32 tgid, struct tls_call *p)
 }
 
 static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source, __u64 out_len,
-                                     __u64 num, int handshake)
+                                     __u64 num, int handshake, int at_entry)
 {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;
@@ -1119,7 +1118,9 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
                             .dir = dir, .source = source, .pending = pending,
                             .fd = bound ? bound->fd + 1 : 0};
-    if (dir == DIR_EGRESS) {
+    if (dir == DIR_EGRESS && !at_entry) {
+        call.ts_ns = bpf_ktime_get_ns(); /* the wrappers' writes go up at their return */
+    } else if (dir == DIR_EGRESS) {
         call.out_len = num;
         call.noret = TLS_NORET_UNSENT;
         /* an SSL* waiting for its (new) socket after a handshake on this thread is tied by
@@ -1165,23 +1166,29 @@ int tls_ssl_return(struct pt_regs *ctx)
         }
         fd = bound->fd;
     }
-    tls_emit(id >> 32, fd, call.dir, call.buf, (__u32)n, call.source, 0);
+    /* plaintext written: stamped at SSL_write's entry (an fd BIO sends inside the call) */
+    tls_emit(id >> 32, fd, call.dir, call.buf, (__u32)n, call.source,
+             call.dir == DIR_EGRESS ? call.ts_ns : 0);
     return 0;
 }
 
 /* One set of entry programs per library kind: the source id is in the program. */
 #define SSL_INT_LEN(ctx) ((__s32)PT_REGS_PARM3(ctx) > 0 ? (__u64)(__s32)PT_REGS_PARM3(ctx) : 0)
+/* The wrappers' writes keep their return probe (node's and grpc's memory BIOs call SSL_write
+ * before their handshake is done: it fails with nothing on a socket to tell); OpenSSL's internal
+ * write function (`write_at_entry`: the system library's fd-BIO users) goes up at its entry. */
 #define SSL_PROBES(lib, src)                                                                   \
-    int tls_##lib##_write(struct pt_regs *ctx)                                                \
-    { return ssl_enter(ctx, DIR_EGRESS, src, 0, SSL_INT_LEN(ctx), 0); }                       \
-    int tls_##lib##_read(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_INGRESS, src, 0, 0, 0); } \
+    int tls_##lib##_write(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_EGRESS, src, 0, 0, 0, 0); } \
+    int tls_##lib##_read(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_INGRESS, src, 0, 0, 0, 0); } \
     int tls_##lib##_write_ex(struct pt_regs *ctx)                                             \
-    { return ssl_enter(ctx, DIR_EGRESS, src, 0, PT_REGS_PARM3(ctx), 0); }                     \
+    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM4(ctx), 0, 0, 0); }                  \
     int tls_##lib##_write_ex2(struct pt_regs *ctx)                                            \
-    { return ssl_enter(ctx, DIR_EGRESS, src, 0, PT_REGS_PARM3(ctx), 0); }                     \
+    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM5(ctx), 0, 0, 0); }                  \
+    int tls_##lib##_write_at_entry(struct pt_regs *ctx)                                       \
+    { return ssl_enter(ctx, DIR_EGRESS, src, 0, PT_REGS_PARM3(ctx), 0, 1); }                  \
     int tls_##lib##_read_ex(struct pt_regs *ctx)                                              \
-    { return ssl_enter(ctx, DIR_INGRESS, src, PT_REGS_PARM4(ctx), 0, 0); }                    \
-    int tls_##lib##_handshake(struct pt_regs *ctx) { return ssl_enter(ctx, 0, src, 0, 0, 1); }
+    { return ssl_enter(ctx, DIR_INGRESS, src, PT_REGS_PARM4(ctx), 0, 0, 0); }                 \
+    int tls_##lib##_handshake(struct pt_regs *ctx) { return ssl_enter(ctx, 0, src, 0, 0, 1, 0); }
 SSL_PROBES(openssl, SRC_OPENSSL)
 SSL_PROBES(boringssl, SRC_BORINGSSL)
 SSL_PROBES(node, SRC_NODE)

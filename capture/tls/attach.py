@@ -82,13 +82,13 @@ def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
         if name in ssl.covered:  # seen through the internal function they call (below)
             continue
         probes.append(Probe(path, addr, f"tls_{ssl.source}_{elf.SSL_FUNCS[name]}"))
-        if name.startswith("SSL_read"):  # writes go up at their entry: buffer and length are there
+        if name != "SSL_do_handshake":
             probes.append(Probe(path, addr, "tls_ssl_return", ret=True))
     for kind, (addr, out_arg) in ssl.internal.items():
-        suffix = {("read", 4): "read_ex", ("write", 4): "write_ex", ("write", 5): "write_ex2"}[kind, out_arg]
-        probes.append(Probe(path, addr, f"tls_{ssl.source}_{suffix}"))
-        if kind == "read":
-            probes.append(Probe(path, addr, "tls_ssl_return", ret=True))
+        if kind == "write":  # goes up at its entry, where buffer and length are: no return probe
+            probes.append(Probe(path, addr, f"tls_{ssl.source}_write_at_entry"))
+            continue
+        probes += [Probe(path, addr, f"tls_{ssl.source}_read_ex"), Probe(path, addr, "tls_ssl_return", ret=True)]
     return ssl.source, probes
 
 
