@@ -1067,20 +1067,6 @@ static __always_inline void ssl_write_up(__u32 tgid, struct tls_ssl *st, __u64 b
     tls_emit(tgid, st->fd, DIR_EGRESS, buf, len, source, ts);
 }
 
-/* The thread's last write, whose SSL* had no socket at its entry: tied by a syscall since (an
- * fd BIO's own, inside the call) or never. At the thread's next SSL probe. */
-static __always_inline void ssl_write_late(__u32 tgid, struct tls_call *p)
-{
-    struct tls_ssl_key sk = {.tgid = tgid, .ssl = p->ssl};
-    struct tls_ssl *st = tls_ssl_fd.lookup(&sk);
-    p->noret = TLS_NORET_SENT;
-    if (!st) {
-        stat_add(STAT_TLS_NO_FD, 1);
-        return;
-    }
-    ssl_write_up(tgid, st, p->buf, p->out_len, p->source, p->ts_ns);
-}
-
 static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source, __u64 out_len,
                                      __u64 num, int handshake, int at_entry)
 {
@@ -1094,8 +1080,6 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     if (used && !*used) /* written once: a store at every call would bounce its cache line */
         *used = 1;
     struct tls_call *p = tls_calls.lookup(&id);
-    if (p && p->ssl && p->noret == TLS_NORET_UNSENT)
-        ssl_write_late(tgid, p);
     struct tls_ssl_key sk = {.tgid = tgid, .ssl = ssl};
     struct tls_ssl *bound = tls_ssl_fd.lookup(&sk);
     __u8 pending = p ? p->pending : 0;
@@ -1123,14 +1107,16 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     } else if (dir == DIR_EGRESS) {
         call.out_len = num;
         call.noret = TLS_NORET_UNSENT;
-        /* an SSL* waiting for its (new) socket after a handshake on this thread is tied by
-         * the write's own syscall: its bytes go up at the thread's next probe */
+        /* an SSL* with no socket yet (no handshake seen: older than the capture), or waiting
+         * for a new one after a handshake on this thread, is tied by the write's own syscall;
+         * its bytes are lost (only here: the entry programs of every other call would carry
+         * the emit code, which the verifier takes seconds over at each attach) */
         __u64 *waiting = pending ? tls_pending.lookup(&id) : 0;
         if (bound && !(waiting && *waiting == ssl)) {
             ssl_write_up(tgid, bound, call.buf, num, source, 0);
             call.noret = TLS_NORET_SENT;
         } else {
-            call.ts_ns = bpf_ktime_get_ns();
+            stat_add(STAT_TLS_NO_FD, 1);
         }
     }
     if (p)

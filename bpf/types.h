@@ -179,9 +179,9 @@ struct tls_call {
     __u8 dir;
     __u8 source;
     __u8 pending;  /* this thread has an SSL* in tls_pending (set with it, cleared with it) */
-    __u8 noret;    /* TLS_NORET_*: a write, its plaintext sent up at the entry or still to send */
+    __u8 noret;    /* TLS_NORET_*: a write, its plaintext sent up at the entry or not (no socket) */
     __u32 fd;      /* the socket (fd + 1) the call's SSL* is tied to, 0: not known yet */
-    __u64 ts_ns;   /* at a write's entry whose plaintext goes up later: its stamp */
+    __u64 ts_ns;   /* at a wrapper's write entry: the stamp of its plaintext (sent at the return) */
 };
 enum { TLS_NORET_NONE = 0, TLS_NORET_SENT = 1, TLS_NORET_UNSENT = 2 };
 
