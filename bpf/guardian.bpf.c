@@ -394,11 +394,9 @@ static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, i
     return c;
 }
 
-/* TLS section (end of file): ties an SSL object waiting for its socket to this one; says
- * whether the syscall's result matters to the thread's SSL write (tls_write_failed). */
-static __always_inline int tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                         __u64 id, __u8 dir, int tls_socket);
-static __always_inline void tls_write_failed(__u64 id);
+/* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
+static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
+                                          __u64 id, __u8 dir, int tls_socket);
 
 static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, __u8 shape,
                                     __u64 addr, int is_socket_call)
@@ -412,18 +410,8 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
          * exit work, only the tie of the SSL object in this call to its socket (which does not
          * need the syscall's result) */
         struct guardian_conn_key key = {.tgid = id >> 32, .fd = fd};
-        int check = tls_socket_io(&key, c, id, dir, 1);
+        tls_socket_io(&key, c, id, dir, 1);
         stat_add(STAT_TLS_SKIPPED, 1);
-        /* only sends: an event loop reads its sockets until EAGAIN after every call */
-        if (!check || dir != DIR_EGRESS)
-            return 0;
-        /* the SSL write went up at its entry: whether it fails shows only here (tls_write_failed) */
-        struct guardian_io tio = {.fd = fd, .direction = dir, .shape = IO_TLS_CHECK, .live = 1};
-        struct guardian_io *tp = active_io.lookup(&id);
-        if (tp)
-            *tp = tio;
-        else
-            active_io.update(&id, &tio);
         return 0;
     }
     /* reads are stamped at their exit (io_exit): no clock read here */
@@ -615,11 +603,6 @@ static __always_inline int io_exit(void *ctx, long ret)
         return 0;
     struct guardian_io io = *p;
     p->live = 0;
-    if (io.shape == IO_TLS_CHECK) {
-        if (ret < 0)
-            tls_write_failed(id);
-        return 0;
-    }
     if (ret <= 0)
         return 0;
     struct guardian_conn_key key = {.tgid = id >> 32, .fd = io.fd};
@@ -889,10 +872,10 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 #endif
 
 /* ======== TLS plaintext ================================================================
- * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and
- * return: C code, uretprobes are safe there) or, where OpenSSL's wrappers hand over to one internal
- * function per direction, that function instead (the read_ex program: it takes a size_t * of bytes
- * done; the write goes up at its entry, write_at_entry), and Go crypto/tls (*Conn).Write entry and (*Conn).Read
+ * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and return:
+ * C code, uretprobes are safe there) or, where OpenSSL's wrappers hand over to one internal
+ * function per direction, that function instead (the _ex programs: it takes a size_t * of bytes
+ * done), and Go crypto/tls (*Conn).Write entry and (*Conn).Read
  * entry + a plain uprobe at its copy into the caller's buffer or, failing that, at each RET
  * (never uretprobes on Go: moving stacks crash them).
  * Cost: a uprobe hit is a trap; on an instruction the kernel cannot emulate (most of them;
@@ -917,7 +900,7 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
  * A thread's entry stays and is rewritten in place at each call (ssl 0: no call in flight), as
  * active_io's: an update and a delete per SSL call cost more than the probes' other work. */
 BPF_TABLE("lru_hash", __u64, struct tls_call, tls_calls, MAX_INFLIGHT);    /* by thread */
-BPF_TABLE("lru_hash", struct tls_ssl_key, struct tls_ssl, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
+BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
 BPF_TABLE("lru_hash", __u64, __u64, tls_pending, MAX_INFLIGHT); /* thread -> SSL* without socket */
 BPF_TABLE("lru_hash", struct tls_go_key, struct tls_go_read, tls_go_reads, MAX_INFLIGHT);
 /* Set (to 1) by the first SSL entry probe: until then no thread is in an SSL call or has an
@@ -930,33 +913,28 @@ BPF_RINGBUF_OUTPUT(tls_execs, 16);
  * socket whose plaintext the probes deliver (`tls_socket`: the SSL probes have run, so no need to
  * look). On such a socket this is the syscall's only work, and inside an SSL call whose SSL* its
  * entry found tied to this very socket it is one lookup (the thread's tls_calls entry). */
-static __always_inline int tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                         __u64 id, __u8 dir, int tls_socket)
+static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
+                                          __u64 id, __u8 dir, int tls_socket)
 {
     __u32 zero = 0;
     if (!tls_socket) {
         __u32 *used = tls_used.lookup(&zero);
         if (!used || !*used)
-            return 0;
+            return;
     }
     /* a thread without an entry has made no SSL call: none in flight, no SSL* pending */
     struct tls_call *call = tls_calls.lookup(&id);
     if (!call)
-        return 0;
+        return;
     __u32 fd = key->fd;
     if (call->ssl && call->fd == fd + 1 && !call->pending && (c->flags & CONN_ENCRYPTED))
-        return call->noret != TLS_NORET_NONE;
-    /* a write has no return probe: once tied, it is in flight on its own socket only (the
-     * thread goes on to other sockets after it returned) */
-    __u64 in_call = call->ssl;
-    if (call->noret && call->fd && call->fd != fd + 1)
-        in_call = 0;
+        return;
     struct tls_ssl_key sk = {.tgid = key->tgid};
     /* inside SSL_read/SSL_write (fd or custom BIO) the syscall is that SSL's own transport:
      * always (re)bind, which also mends a stale entry of a reused SSL*. This also catches
      * protocols that start in plaintext and upgrade (PostgreSQL's SSLRequest, STARTTLS),
      * whose ciphertext the detector never saw first. */
-    if (in_call) {
+    if (call->ssl) {
         sk.ssl = call->ssl;
         c->flags |= CONN_ENCRYPTED;
     } else if (call->pending && (c->flags & CONN_ENCRYPTED) && dir == DIR_EGRESS &&
@@ -968,41 +946,25 @@ static __always_inline int tls_socket_io(struct guardian_conn_key *key, struct g
         __u64 *pending = tls_pending.lookup(&id);
         if (!pending) { /* the LRU took it */
             call->pending = 0;
-            return 0;
+            return;
         }
         sk.ssl = *pending;
     } else {
-        return 0;
+        return;
     }
-    if (!in_call || call->fd != fd + 1) {
-        struct tls_ssl *old = tls_ssl_fd.lookup(&sk);
-        if (!old || old->fd != fd) {
-            struct tls_ssl st = {.fd = fd};
-            tls_ssl_fd.update(&sk, &st);
+    if (!call->ssl || call->fd != fd + 1) {
+        __u32 *old = tls_ssl_fd.lookup(&sk);
+        if (!old || *old != fd) {
+            tls_ssl_fd.update(&sk, &fd);
             stat_add(STAT_TLS_BOUND, 1);
         }
-        if (in_call)
+        if (call->ssl)
             call->fd = fd + 1;
     }
     if (call->pending) {
         tls_pending.delete(&id);
         call->pending = 0;
     }
-    return in_call && call->noret != TLS_NORET_NONE;
-}
-
-/* A send on the socket of the thread's SSL write failed (EAGAIN: WANT_WRITE; an error): the
- * write went up at its entry and the application calls it again with the same bytes, which
- * must not go up twice. */
-static __always_inline void tls_write_failed(__u64 id)
-{
-    struct tls_call *call = tls_calls.lookup(&id);
-    if (!call || !call->ssl || !call->noret)
-        return;
-    struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call->ssl};
-    struct tls_ssl *st = tls_ssl_fd.lookup(&sk);
-    if (st)
-        st->wfailed = 1;
 }
 
 static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, __u32 len,
@@ -1044,31 +1006,8 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
     }
 }
 
-/* A write's plaintext goes up at its entry, where buffer and length are (no return probe: its
- * trampoline would cost a second kernel entry per call; `python -m bench.uprobe_cost`), unless
- * it is the same write again: the application calls a failed write (a send on its socket failed
- * meanwhile: tls_write_failed) again with the same buffer and length, and a partial write's rest
- * ends where it did. Such a call's bytes went up at the first; it is counted, not sent. */
-static __always_inline void ssl_write_up(__u32 tgid, struct tls_ssl *st, __u64 buf, __u64 num,
-                                         __u8 source, __u64 ts)
-{
-    if (num == 0)
-        return;
-    __u32 len = num > 0xffffffff ? 0xffffffff : (__u32)num;
-    __u64 end = st->wbuf + st->wlen;
-    if (st->wlen && buf + len == end && buf >= st->wbuf && (buf > st->wbuf || st->wfailed)) {
-        st->wfailed = 0;
-        stat_add(STAT_TLS_WRITE_AGAIN, 1);
-        return;
-    }
-    st->wbuf = buf;
-    st->wlen = len;
-    st->wfailed = 0;
-    tls_emit(tgid, st->fd, DIR_EGRESS, buf, len, source, ts);
-}
-
 static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source, __u64 out_len,
-                                     __u64 num, int handshake, int at_entry)
+                                     int handshake)
 {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;
@@ -1079,17 +1018,15 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     __u32 *used = tls_used.lookup(&zero);
     if (used && !*used) /* written once: a store at every call would bounce its cache line */
         *used = 1;
-    struct tls_call *p = tls_calls.lookup(&id);
     struct tls_ssl_key sk = {.tgid = tgid, .ssl = ssl};
-    struct tls_ssl *bound = tls_ssl_fd.lookup(&sk);
+    __u32 *bound = tls_ssl_fd.lookup(&sk);
+    struct tls_call *p = tls_calls.lookup(&id);
     __u8 pending = p ? p->pending : 0;
     /* a handshake starts a (maybe new) session on a reused SSL*: tie it afresh */
     if ((handshake || !bound) && tls_pending.update(&id, &ssl) == 0)
         pending = 1;
     if (handshake) { /* no call in flight: the thread's entry only says an SSL* is pending */
         if (p) {
-            p->ssl = 0;
-            p->noret = TLS_NORET_NONE;
             p->pending = pending;
         } else {
             struct tls_call none = {.pending = pending};
@@ -1098,27 +1035,11 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
         return 0;
     }
     /* the socket the SSL* is tied to now: the syscalls of the call check it without a lookup,
-     * and the return probe takes it from here */
+     * and the return probe takes it from here. Only written plaintext needs the entry's stamp. */
     struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
                             .dir = dir, .source = source, .pending = pending,
-                            .fd = bound ? bound->fd + 1 : 0};
-    if (dir == DIR_EGRESS && !at_entry) {
-        call.ts_ns = bpf_ktime_get_ns(); /* the wrappers' writes go up at their return */
-    } else if (dir == DIR_EGRESS) {
-        call.out_len = num;
-        call.noret = TLS_NORET_UNSENT;
-        /* an SSL* with no socket yet (no handshake seen: older than the capture), or waiting
-         * for a new one after a handshake on this thread, is tied by the write's own syscall;
-         * its bytes are lost (only here: the entry programs of every other call would carry
-         * the emit code, which the verifier takes seconds over at each attach) */
-        __u64 *waiting = pending ? tls_pending.lookup(&id) : 0;
-        if (bound && !(waiting && *waiting == ssl)) {
-            ssl_write_up(tgid, bound, call.buf, num, source, 0);
-            call.noret = TLS_NORET_SENT;
-        } else {
-            stat_add(STAT_TLS_NO_FD, 1);
-        }
-    }
+                            .fd = bound ? *bound + 1 : 0,
+                            .ts_ns = dir == DIR_EGRESS ? bpf_ktime_get_ns() : 0};
     if (p)
         *p = call;
     else
@@ -1130,7 +1051,7 @@ int tls_ssl_return(struct pt_regs *ctx)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct tls_call *p = tls_calls.lookup(&id);
-    if (!p || !p->ssl || p->noret) /* writes go up at their entry */
+    if (!p || !p->ssl)
         return 0;
     struct tls_call call = *p;
     p->ssl = 0;
@@ -1145,12 +1066,12 @@ int tls_ssl_return(struct pt_regs *ctx)
     __u32 fd = call.fd - 1; /* tied at the entry, or by a syscall of the call (tls_socket_io) */
     if (!call.fd) { /* a memory BIO's SSL* is tied after its call: maybe meanwhile */
         struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call.ssl};
-        struct tls_ssl *bound = tls_ssl_fd.lookup(&sk);
+        __u32 *bound = tls_ssl_fd.lookup(&sk);
         if (!bound) {
             stat_add(STAT_TLS_NO_FD, 1);
             return 0;
         }
-        fd = bound->fd;
+        fd = *bound;
     }
     /* plaintext written: stamped at SSL_write's entry (an fd BIO sends inside the call) */
     tls_emit(id >> 32, fd, call.dir, call.buf, (__u32)n, call.source,
@@ -1159,22 +1080,16 @@ int tls_ssl_return(struct pt_regs *ctx)
 }
 
 /* One set of entry programs per library kind: the source id is in the program. */
-#define SSL_INT_LEN(ctx) ((__s32)PT_REGS_PARM3(ctx) > 0 ? (__u64)(__s32)PT_REGS_PARM3(ctx) : 0)
-/* The wrappers' writes keep their return probe (node's and grpc's memory BIOs call SSL_write
- * before their handshake is done: it fails with nothing on a socket to tell); OpenSSL's internal
- * write function (`write_at_entry`: the system library's fd-BIO users) goes up at its entry. */
 #define SSL_PROBES(lib, src)                                                                   \
-    int tls_##lib##_write(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_EGRESS, src, 0, 0, 0, 0); } \
-    int tls_##lib##_read(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_INGRESS, src, 0, 0, 0, 0); } \
+    int tls_##lib##_write(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_EGRESS, src, 0, 0); } \
+    int tls_##lib##_read(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_INGRESS, src, 0, 0); } \
     int tls_##lib##_write_ex(struct pt_regs *ctx)                                             \
-    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM4(ctx), 0, 0, 0); }                  \
+    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM4(ctx), 0); }                        \
     int tls_##lib##_write_ex2(struct pt_regs *ctx)                                            \
-    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM5(ctx), 0, 0, 0); }                  \
-    int tls_##lib##_write_at_entry(struct pt_regs *ctx)                                       \
-    { return ssl_enter(ctx, DIR_EGRESS, src, 0, PT_REGS_PARM3(ctx), 0, 1); }                  \
+    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM5(ctx), 0); }                        \
     int tls_##lib##_read_ex(struct pt_regs *ctx)                                              \
-    { return ssl_enter(ctx, DIR_INGRESS, src, PT_REGS_PARM4(ctx), 0, 0, 0); }                 \
-    int tls_##lib##_handshake(struct pt_regs *ctx) { return ssl_enter(ctx, 0, src, 0, 0, 1, 0); }
+    { return ssl_enter(ctx, DIR_INGRESS, src, PT_REGS_PARM4(ctx), 0); }                       \
+    int tls_##lib##_handshake(struct pt_regs *ctx) { return ssl_enter(ctx, 0, src, 0, 1); }
 SSL_PROBES(openssl, SRC_OPENSSL)
 SSL_PROBES(boringssl, SRC_BORINGSSL)
 SSL_PROBES(node, SRC_NODE)

@@ -19,12 +19,12 @@ struct guardian_io {
     __u32 fd;
     __u32 vlen;     /* iovec count for readv/writev */
     __u8 direction;
-    __u8 shape;     /* IO_PLAIN, IO_IOVEC, IO_MSGHDR; IO_TLS_CHECK: a TLS write's ciphertext */
+    __u8 shape;     /* IO_PLAIN, IO_IOVEC, IO_MSGHDR */
     __u8 live;      /* set at the enter, cleared by the exit that takes it */
     __u8 _pad[5];
     __u64 ts_ns;    /* at a write's entry: when its bytes can first reach the peer (reads: 0) */
 };
-enum { IO_PLAIN = 0, IO_IOVEC = 1, IO_MSGHDR = 2, IO_TLS_CHECK = 3 };
+enum { IO_PLAIN = 0, IO_IOVEC = 1, IO_MSGHDR = 2 };
 BPF_TABLE("lru_hash", __u64, struct guardian_io, active_io, MAX_INFLIGHT);
 
 /* connect()/accept() arguments between enter and exit, by thread. */

@@ -104,9 +104,7 @@ enum guardian_stat {
     STAT_TLS_NO_FD = 19,      /* plaintext dropped: SSL object not yet tied to a socket */
     STAT_TLS_BOUND = 20,      /* SSL objects tied to a socket */
     STAT_TLS_READ_FAULT = 21, /* Go net.Conn -> fd chain not readable */
-    STAT_TLS_WRITE_AGAIN = 22, /* SSL writes called again (after a failure, or the rest of a partial
-                                * one) whose bytes had gone up at the first call: not sent again */
-    STAT_MAX = 23,
+    STAT_MAX = 22,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses
@@ -168,33 +166,17 @@ struct guardian_event {
  * Kept as one block: the TLS section's map keys and values, mirrored in capture/abi.py. */
 /* Its counters are STAT_TLS_* in enum guardian_stat. */
 /* What an SSL_read/SSL_write call is doing, between its entry and return probes (ssl 0: no call
- * in flight); the entry is the thread's and stays between calls. A write has no return probe
- * (`noret`): its plaintext goes up at its entry, and it counts as in flight on its own socket
- * until the thread's next SSL probe. */
+ * in flight); the entry is the thread's and stays between calls. */
 struct tls_call {
     __u64 ssl;
     __u64 buf;
-    __u64 out_len; /* size_t * of the _ex variants (bytes done), 0 for SSL_read/SSL_write;
-                    * a write's length (noret) */
+    __u64 out_len; /* size_t * of the _ex variants (bytes done), 0 for SSL_read/SSL_write */
     __u8 dir;
     __u8 source;
     __u8 pending;  /* this thread has an SSL* in tls_pending (set with it, cleared with it) */
-    __u8 noret;    /* TLS_NORET_*: a write, its plaintext sent up at the entry or not (no socket) */
+    __u8 _pad;
     __u32 fd;      /* the socket (fd + 1) the call's SSL* is tied to, 0: not known yet */
-    __u64 ts_ns;   /* at a wrapper's write entry: the stamp of its plaintext (sent at the return) */
-};
-enum { TLS_NORET_NONE = 0, TLS_NORET_SENT = 1, TLS_NORET_UNSENT = 2 };
-
-/* An SSL object's socket and its last write sent up at its entry (tls_ssl_fd's value): a write
- * that failed (WANT_WRITE: a send of its ciphertext failed) is called again with the same
- * buffer and length, and a partial write goes on with the rest (same end), neither of which goes
- * up again. */
-struct tls_ssl {
-    __u64 wbuf;
-    __u32 wlen;
-    __u32 fd;
-    __u8 wfailed;  /* a send on the socket failed while that write was the thread's call */
-    __u8 _pad[7];
+    __u64 ts_ns;   /* at the call's entry: the stamp of written plaintext */
 };
 
 /* A process that just exec'd (tls_execs ring): userspace probes its new image. The time
