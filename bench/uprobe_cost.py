@@ -4,7 +4,7 @@ uretprobe). The kernel emulates pushes, calls and jumps; any other instruction r
 single-stepped (a debug trap). Linux 6.18+ turns a uprobe on a 5-byte nop (USDT-style) into a call
 to a trampoline and the uprobe syscall after its first hit, with no trap (the `nop5` row; OpenSSL's
 and Go's probe points have no such nop). The figures are why capture/tls/elf.py places probes on
-emulated instructions, and why TLS writes have no uretprobe. Not here: the capture's own programs
+emulated instructions and what a uretprobe adds. Not here: the capture's own programs
 (`python -m bench.kernel_time --tls`).
 
 Run as root: .venv/bin/python -m bench.uprobe_cost [--calls 300000] [--json FILE]
