@@ -1,8 +1,11 @@
 """What one uprobe hit costs on this kernel, by the instruction it sits on: a loop calling small
 assembly functions, without a probe and with an empty BPF program attached (uprobe, uprobe +
 uretprobe). The kernel emulates pushes, calls and jumps; any other instruction runs out of line,
-single-stepped (a debug trap). The figures are why capture/tls/elf.py places probes on emulated
-instructions. Not here: the capture's own programs (`python -m bench.kernel_time --tls`).
+single-stepped (a debug trap). Linux 6.18+ turns a uprobe on a 5-byte nop (USDT-style) into a call
+to a trampoline and the uprobe syscall after its first hit, with no trap (the `nop5` row; OpenSSL's
+and Go's probe points have no such nop). The figures are why capture/tls/elf.py places probes on
+emulated instructions and what a uretprobe adds. Not here: the capture's own programs
+(`python -m bench.kernel_time --tls`).
 
 Run as root: .venv/bin/python -m bench.uprobe_cost [--calls 300000] [--json FILE]
 """
@@ -20,7 +23,7 @@ ASM = """
     .intel_syntax noprefix
     .section .note.GNU-stack,"",@progbits
     .text
-    .globl f_sub, f_call, f_jcc, f_jcc_site, f_push
+    .globl f_sub, f_call, f_jcc, f_jcc_site, f_push, f_nop5
 g_leaf:
     lea eax, [rdi + 1]
     ret
@@ -43,6 +46,10 @@ f_push:                     /* like ssl_read_internal */
     lea eax, [rdi + 1]
     pop rbp
     ret
+f_nop5:                     /* a USDT probe site: 0f 1f 44 00 00, what the kernel optimizes */
+    .byte 0x0f, 0x1f, 0x44, 0x00, 0x00
+    lea eax, [rdi + 1]
+    ret
 """
 
 MAIN = r"""
@@ -50,10 +57,10 @@ MAIN = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-int f_sub(int), f_call(int), f_jcc(int), f_push(int);
+int f_sub(int), f_call(int), f_jcc(int), f_push(int), f_nop5(int);
 int main(int argc, char **argv) {
     int (*f)(int) = !strcmp(argv[1], "sub") ? f_sub : !strcmp(argv[1], "call") ? f_call
-                  : !strcmp(argv[1], "jcc") ? f_jcc : f_push;
+                  : !strcmp(argv[1], "jcc") ? f_jcc : !strcmp(argv[1], "nop5") ? f_nop5 : f_push;
     long n = atol(argv[2]);
     struct timespec a, b;
     int x = 0;
@@ -67,7 +74,7 @@ int main(int argc, char **argv) {
 
 # (loop argument, symbol probed, instruction there)
 CASES = [("sub", "f_sub", "sub rsp, 8"), ("push", "f_push", "push rbp"), ("call", "f_call", "call"),
-         ("jcc", "f_jcc_site", "js")]
+         ("jcc", "f_jcc_site", "js"), ("nop5", "f_nop5", "nop5 (0f 1f 44 00 00)")]
 
 
 def build(d: Path) -> Path:
@@ -97,7 +104,7 @@ def measure(calls: int) -> dict:
                 b.attach_uprobe(name=str(binary), sym=sym, fn_name="hit")
                 row = {"instruction": insn, "no_probe_ns": base,
                        "uprobe_ns": round(per_call_ns(binary, kind, calls) - base, 1)}
-                if sym.startswith("f_") and kind in ("sub", "push"):  # a function entry: uretprobe too
+                if sym.startswith("f_") and kind in ("sub", "push", "nop5"):  # a function entry: uretprobe too
                     b.attach_uretprobe(name=str(binary), sym=sym, fn_name="hit")
                     row["uprobe_and_uretprobe_ns"] = round(per_call_ns(binary, kind, calls) - base, 1)
                     b.detach_uretprobe(name=str(binary), sym=sym)
