@@ -12,6 +12,7 @@ import requests
 
 from capture import abi, bpfcache
 from capture.loader import SENTINEL_AGENT_PID, SENTINEL_FILTER_PORT, Loader
+from capture.live import CaptureOptions
 from support.http_servers import python_server
 from support.live import ebpf_or_skip, live_capture
 
@@ -125,7 +126,7 @@ def test_corrupt_entry_compiles_again_and_the_warm_start_gives_the_same_spans(ca
     tmp_path = cache_dir
     monkeypatch.setenv("GUARDIAN_CAPTURE_BPF_CACHE", str(tmp_path))
     with python_server() as (port, _server):
-        loader = Loader(port=port)
+        loader = Loader(port=port, pair=CaptureOptions().pair)  # what `guardian capture` builds
         key = bpfcache.cache_key(abi.BPF_DIR, "guardian.bpf.c", loader.template_cflags())
         (tmp_path / f"{key}.json").write_bytes(b"0" * 64 + b"\n{\"half\": ")  # a partial write
         with live_capture(port=port) as cold:
@@ -148,7 +149,7 @@ def test_cached_programs_are_byte_for_byte_what_bcc_compiles_with_the_real_value
     ebpf_or_skip()
     from bcc import BPF
 
-    loader = Loader(port=8443, cache_dir=str(cache_dir))
+    loader = Loader(port=8443, cache_dir=str(cache_dir), pair=CaptureOptions().pair)
     src = str(abi.BPF_DIR / "guardian.bpf.c")
     key = bpfcache.cache_key(abi.BPF_DIR, "guardian.bpf.c", loader.template_cflags())
     cached = bpfcache.ImageCache(cache_dir).get(key) or bpfcache.compile_image(BPF, src, loader.template_cflags())
