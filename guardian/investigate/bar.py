@@ -46,9 +46,13 @@ def burst(walker: Walker, c: Candidate) -> tuple[float, float] | None:
         bad = walker.store.spans(replace(flt, min_duration_ns=max(p95, 1) + 1))
     if len(bad) < BURST_MIN:
         return None
+    # the time the data covers, not the window asked about: a store that began recording
+    # inside the window (or stopped before its end) covers less
+    first = walker.store.spans(SpanFilter(window=w, order="start", limit=1))
     last = walker.store.spans(SpanFilter(window=w, order="start_desc", limit=1))
+    start = max(w.start_ns, first[0].start_time_unix_nano) if first else w.start_ns
     end = min(w.end_ns, last[0].end_time_unix_nano) if last else w.end_ns
-    covered = max(end - w.start_ns, 1)
+    covered = max(end - start, 1)
     starts = sorted(x.start_time_unix_nano for x in bad)
     stretch = starts[-1] - starts[0]
     if stretch >= BURST_SHARE * covered:
