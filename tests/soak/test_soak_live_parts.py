@@ -3,6 +3,7 @@ figures and the per-series slopes the result reports."""
 from __future__ import annotations
 
 import ctypes
+import mmap
 
 from bench.soak_live import malloc_mb, rss_parts_mb, series
 
@@ -10,11 +11,16 @@ from bench.soak_live import malloc_mb, rss_parts_mb, series
 def test_rss_parts_add_up_and_see_a_new_anonymous_mapping():
     before = rss_parts_mb()
     assert before["vmrss"] >= before["rssanon"] > 0 and before["bpf_map"] == 0
-    block = b"\1" * (32 << 20)  # written, so resident; malloc maps a block this large on its own
+    # a mapping of its own (malloc could serve 32 MiB from a heap already resident once its
+    # threshold has risen in a long-lived process), written, so resident
+    block = mmap.mmap(-1, 32 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    page = b"\1" * mmap.PAGESIZE
+    for off in range(0, 32 << 20, mmap.PAGESIZE):
+        block[off:off + mmap.PAGESIZE] = page
     after = rss_parts_mb()
+    block.close()
     assert after["anon_maps"] - before["anon_maps"] >= 30
     assert after["vmrss"] - before["vmrss"] >= 30
-    del block
 
 
 def test_malloc_figures_follow_an_allocation():
