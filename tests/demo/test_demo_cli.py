@@ -56,3 +56,13 @@ def test_duplicate_ports_are_reported():
     ports = Ports()
     ports.update(f"payments={ports.inventory}")
     assert any("given to both inventory and payments" in p for p in port_conflicts(ports))
+
+
+def test_a_latency_fault_is_felt_by_what_it_adds_not_by_the_hosts_baseline():
+    from guardian.demo.faults import FAULTS, symptom_seen
+
+    slow = FAULTS["slow-query"]
+    seen = lambda b, d: symptom_seen(slow, {slow.route: {"p50_ms": b}}, {slow.route: {"p50_ms": d}})  # noqa: E731
+    assert seen(24.4, 38.7) and seen(15.0, 26.0)  # the same scan on a slower and a faster host
+    assert not seen(24.4, 30.0)  # a quarter longer: noise
+    assert not seen(2.0, 8.0)  # four times a tiny median, 6 ms: nobody feels it
