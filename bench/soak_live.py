@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench.soaklib.cgroup import SoakCgroup
-from bench.soaklib.probe import slope_per_min
+from bench.soaklib.probe import report, slope_per_min
 from bench.soak_rate import duckdb_memory, log
 
 
@@ -199,12 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cg.leave()
         shutil.rmtree(tmp, ignore_errors=True)
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
-    if a.json:
-        print(json.dumps(result))
-    else:
-        print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
+    report(result, a.out, a.json)
     return 0
 
 

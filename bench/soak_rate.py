@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.soaklib.probe import rss_mb, slope_per_min
+from bench.soaklib.probe import report, rss_mb, slope_per_min
 from capture.span import Span
 
 TICK_S = 0.02
@@ -235,12 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     store.close()
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
-    if a.json:
-        print(json.dumps(result))
-    else:
-        print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
+    report(result, a.out, a.json)
     return 0
 
 

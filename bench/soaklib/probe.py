@@ -156,3 +156,16 @@ def slope_per_min(samples: list[tuple[float, float]]) -> float | None:
     if den == 0:
         return None
     return sum((t - mt) * (v - mv) for t, v in samples) / den * 60
+
+
+def report(result: dict, out: str | None, as_json: bool) -> None:
+    """A soak bench's result: the whole of it to `out`, and on stdout one JSON line (as_json) or
+    indented without its samples."""
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
