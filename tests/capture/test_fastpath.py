@@ -33,6 +33,19 @@ def test_the_extension_is_built():
     assert fastpath._fastpath is not None, "capture._fastpath is not built: python setup.py build_ext --inplace"
 
 
+def feed_to_the_end(tracker: ConnTracker, pipeline: Pipeline, records: list[bytes], batch: int) -> None:
+    """Records in batches as the capture reads them, then what C holds handed back and every
+    connection still open closed, each flush after it."""
+    for i in range(0, len(records), batch):
+        tracker.feed(records[i:i + batch])
+        pipeline.flush()
+    tracker.hand_back()
+    for tracked in tracker.conns.values():
+        if hasattr(tracked, "conn"):
+            pipeline.close(tracked.conn, END)
+    pipeline.flush()
+
+
 def run(records: list[bytes], compiled: bool, header: dict | None = None, batch: int = BATCH):
     """Spans of `records` fed in batches (what is open at the end closed at END), as JSON with
     ids masked, in the order they were made; and the tracker."""
@@ -44,14 +57,7 @@ def run(records: list[bytes], compiled: bool, header: dict | None = None, batch:
         resources = {int(pid): res for pid, res in header["resources"].items()}
         tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
                               sockets=_Sockets(header["port"]), boot_offset_ns=0, compiled=compiled)
-    for i in range(0, len(records), batch):
-        tracker.feed(records[i:i + batch])
-        pipeline.flush()
-    tracker.hand_back()
-    for tracked in tracker.conns.values():
-        if hasattr(tracked, "conn"):
-            pipeline.close(tracked.conn, END)
-    pipeline.flush()
+    feed_to_the_end(tracker, pipeline, records, batch)
     assert all(type(s) is Span for s in out)
     return [json.dumps({**s.to_dict(), "trace_id": "-", "span_id": "-"}) for s in out], tracker
 

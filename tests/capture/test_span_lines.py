@@ -25,7 +25,7 @@ from tests.capture import test_fastpath_memcached as memcached_cases
 from tests.capture import test_fastpath_mysql as mysql_cases
 from tests.capture import test_fastpath_postgres as postgres_cases
 from tests.capture import test_fastpath_redis as redis_cases
-from tests.capture.test_fastpath import END, mutate
+from tests.capture.test_fastpath import feed_to_the_end, mutate
 from tests.capture.test_pairing import transcript
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -50,14 +50,7 @@ def replay(records: list[bytes], lines: bool, header: dict | None, monkeypatch, 
     tracker.fast.seed_ids(11)
     if lines:
         tracker.spans_as_lines()
-    for i in range(0, len(records), batch):
-        tracker.feed(records[i:i + batch])
-        pipeline.flush()
-    tracker.hand_back()
-    for tracked in tracker.conns.values():
-        if hasattr(tracked, "conn"):
-            pipeline.close(tracked.conn, END)
-    pipeline.flush()
+    feed_to_the_end(tracker, pipeline, records, batch)
     return out
 
 
