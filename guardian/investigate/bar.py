@@ -26,10 +26,21 @@ def _main_span(c: Candidate) -> Span | None:
     return next((s for s in own if s.name == top), own[0] if own else None)
 
 
-def burst(walker: Walker, c: Candidate) -> tuple[float, float] | None:
+def covered_ns(walker: Walker) -> int:
+    """The time the window's data covers (first to last span in it), not the window asked about:
+    a store that began recording inside the window, or stopped before its end, covers less."""
+    w = walker.window
+    first = walker.store.spans(SpanFilter(window=w, order="start", limit=1))
+    last = walker.store.spans(SpanFilter(window=w, order="start_desc", limit=1))
+    start = max(w.start_ns, first[0].start_time_unix_nano) if first else w.start_ns
+    end = min(w.end_ns, last[0].end_time_unix_nano) if last else w.end_ns
+    return max(end - start, 1)
+
+
+def burst(walker: Walker, c: Candidate, covered: int) -> tuple[float, float] | None:
     """When the candidate's abnormal calls (failed, or slower than its baseline p95) all fell in
-    one stretch under BURST_SHARE of the time the window's data covers: (stretch, covered) in
-    seconds. A restart, a host's hiccup, a cache refill: not a change that lasts."""
+    one stretch under BURST_SHARE of `covered` (covered_ns): (stretch, covered) in seconds.
+    A restart, a host's hiccup, a cache refill: not a change that lasts."""
     s = _main_span(c)
     if s is None or c.stuck or c.kind in ("traffic", "network"):
         return None
@@ -46,13 +57,6 @@ def burst(walker: Walker, c: Candidate) -> tuple[float, float] | None:
         bad = walker.store.spans(replace(flt, min_duration_ns=max(p95, 1) + 1))
     if len(bad) < BURST_MIN:
         return None
-    # the time the data covers, not the window asked about: a store that began recording
-    # inside the window (or stopped before its end) covers less
-    first = walker.store.spans(SpanFilter(window=w, order="start", limit=1))
-    last = walker.store.spans(SpanFilter(window=w, order="start_desc", limit=1))
-    start = max(w.start_ns, first[0].start_time_unix_nano) if first else w.start_ns
-    end = min(w.end_ns, last[0].end_time_unix_nano) if last else w.end_ns
-    covered = max(end - start, 1)
     starts = sorted(x.start_time_unix_nano for x in bad)
     stretch = starts[-1] - starts[0]
     if stretch >= BURST_SHARE * covered:

@@ -15,6 +15,7 @@ from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.bar import BURST_WEIGHT
 from guardian.investigate.bar import burst as _burst
+from guardian.investigate.bar import covered_ns as _covered
 from guardian.investigate.bar import unanswered_but_absorbed as _absorbed
 from guardian.investigate.fixes import suggest_fix
 from guardian.investigate.rank import FAMILY as _FAMILY
@@ -709,10 +710,12 @@ def _bar(walker: Walker, cands: list[Candidate]) -> None:
     """The best candidates must have changed for more than one burst of calls, and failures
     must be more than closed connections nobody felt (bar.py); one that is not keeps a fifth
     of its score and its test's word no longer names it alone."""
+    covered = None
     for c in cands[:3]:
         if c.score < MIN_SCORE and not c.shown:
             continue
-        got = _burst(walker, c)
+        covered = covered or _covered(walker)  # once, and only where a candidate is judged
+        got = _burst(walker, c, covered)
         if got is not None:
             c.score *= BURST_WEIGHT
             c.shown = False

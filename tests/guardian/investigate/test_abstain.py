@@ -27,7 +27,7 @@ def test_the_same_change_lasting_names_its_cause(fault, kind):
 
 def test_without_the_bar_the_burst_would_be_named(monkeypatch):
     """The burst case is one the score alone names: the bar is what keeps it quiet."""
-    monkeypatch.setattr(deterministic, "_burst", lambda walker, c: None)
+    monkeypatch.setattr(deterministic, "_burst", lambda walker, c, covered: None)
     report = top(Mesh("exception:pay", seed=31, burst_s=3).build(), "Is anything wrong?")
     assert report.root_causes and report.root_causes[0].service == "pay", report.summary
 
