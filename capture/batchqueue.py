@@ -4,7 +4,9 @@ the agent's worker handing spans to an exporter) and one consumer thread.
 Bounded twice: in batches (the queue) and in spans (every queued span is a Python object, so
 the span count is what bounds memory). `offer` never blocks and says False when either bound
 is reached (the caller counts the drop); the consumer calls `taken(n)` once it is done with n
-spans. `put(None)` (blocking) tells the consumer to stop.
+spans. `put(None)` (blocking) tells the consumer to stop. A reserve of spans past the bound is
+kept for what the producer offers with `reserve=True` when the queue is full (the agent's
+overload shedding: errors and quiet processes' spans, guardian/shed.py).
 """
 from __future__ import annotations
 
@@ -14,16 +16,17 @@ from typing import Any
 
 
 class BatchQueue:
-    def __init__(self, max_batches: int, max_spans: int):
+    def __init__(self, max_batches: int, max_spans: int, reserve_spans: int = 0):
         self._q: queue.Queue[list[Any] | None] = queue.Queue(maxsize=max_batches)
-        self.max_spans = max_spans
+        self.max_spans, self.reserve_spans = max_spans, reserve_spans
         self.spans = 0  # offered and not yet taken
         self._lock = threading.Lock()
 
-    def offer(self, batch: list[Any]) -> bool:
+    def offer(self, batch: list[Any], reserve: bool = False) -> bool:
         n = len(batch)
+        bound = self.max_spans + (self.reserve_spans if reserve else 0)
         with self._lock:
-            if self.spans + n > self.max_spans:
+            if self.spans + n > bound:
                 return False
             self.spans += n
         try:

@@ -29,6 +29,7 @@ from capture.store.api import SpanStore
 from capture.scope import from_config as scope_from_config
 from capture.traces.stream import StreamLinker
 from guardian import heap
+from guardian.shed import Shedder
 
 log = logging.getLogger("guardian.agent")
 
@@ -59,6 +60,8 @@ class _Collector:
             "guardian_agent_spans_received": ("spans handed over by the capture", a.received),
             "guardian_agent_spans_stored": ("spans written to the store", a.stored),
             "guardian_agent_spans_dropped": ("spans dropped because the ingest queue was full", a.dropped),
+            "guardian_agent_spans_shed_kept": ("spans kept past the full ingest queue: errors and quiet "
+                                               "processes' spans (guardian/shed.py)", a.shed.kept),
             "guardian_agent_spans_linked": ("spans that got a parent from the linker", a.linker.linked),
             "guardian_agent_store_errors": ("store appends that failed", a.store_errors),
         }
@@ -107,7 +110,8 @@ WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking an
 class Agent:
     def __init__(self, config: AgentConfig, store: SpanStore, source: Source, sink: Any = None,
                  enricher: Enricher | None = None, queue_batches: int = 16384,
-                 max_queued_spans: int | None = None, trim_every_s: float | None = heap.TRIM_EVERY_S):
+                 max_queued_spans: int | None = None, trim_every_s: float | None = heap.TRIM_EVERY_S,
+                 shed: Shedder | None = None):
         self.config = config
         self.store = store
         self.source = source
@@ -118,7 +122,10 @@ class Agent:
         self.scope = scope_from_config(getattr(config.capture, "scope", None))
         # spans waiting for the worker, at most (store.queue_spans): this bounds the agent's
         # memory while the store falls behind (the bound is the queue's: queue.max_spans)
-        self.queue = BatchQueue(queue_batches, max_queued_spans or config.store.queue_spans)
+        bound = max_queued_spans or config.store.queue_spans
+        self.queue = BatchQueue(queue_batches, bound, reserve_spans=bound // 4)
+        # past the bound, errors and quiet processes' spans still go into the reserve (guardian/shed.py)
+        self.shed = shed if shed is not None else Shedder()
         self.stop = threading.Event()
         self.received = self.stored = self.dropped = self.store_errors = 0
         self.registry = CollectorRegistry()
@@ -142,8 +149,13 @@ class Agent:
         n = len(spans)
         self.received += n
         # rows are made only for spans the queue takes: at saturation most are not
-        if not self.queue.room(n) or not self.queue.offer(to_rows(spans)):
-            self.dropped += n
+        if self.queue.room(n) and self.queue.offer(to_rows(spans)):
+            return
+        keep = self.shed.keep(spans)
+        if keep and self.queue.offer(to_rows(keep), reserve=True):
+            self.shed.kept += len(keep)
+            n -= len(keep)
+        self.dropped += n
 
     @property
     def queued_spans(self) -> int:

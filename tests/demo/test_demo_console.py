@@ -11,6 +11,7 @@ just before and just after the page read it."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 
 from guardian.demo.faults import FAULTS
 from guardian.demo.run import STORE_LAG_S
+from guardian.demo.services import last_stats
 from support.browser import chromium, new_page, screenshot, sign_in
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # in any import mode
@@ -42,25 +44,63 @@ def _rank_of(service: str, causes: list[dict]) -> int:
     return next((i for i, rc in enumerate(causes, 1) if rc["service"] == service), 99)
 
 
-def _stored_errors(api, since: float, at_least: int = 20, timeout: float = 120.0) -> int:
+def _what_happened(run, since: float) -> str:
+    """Why the store lacks the fault's errors: the shop's own counts since `since`, the
+    agent's capture counters and the tail of its log (read when the wait failed)."""
+    shop = [s for s in last_stats(run.cfg, 400) if s["ts"] >= since]
+    checkouts = {k: sum(s["checkout"][k] for s in shop) for k in ("count", "errors")}
+    metrics = [line for line in run.api.get("/metrics").text.splitlines()
+               if not line.startswith("#") and re.search(r"drop|shed|lost|unread|queue|error", line)]
+    try:
+        log = (run.cfg.logs / "guardian-agent.log").read_text()[-3000:]
+    except OSError as e:
+        log = str(e)
+    return (f"the shop's checkouts since the fault: {checkouts}\nbusiest processes on the host: {_busiest()}"
+            f"\nagent counters:\n" + "\n".join(metrics[:60]) + f"\nagent log (tail):\n{log}")
+
+
+def _busiest(n: int = 8, over_s: float = 2.0) -> list[tuple[str, float]]:
+    """The host's processes using the most CPU over `over_s` (share of a core): what else ran."""
+    def cpu() -> dict[int, tuple[str, int]]:
+        out = {}
+        for d in Path("/proc").iterdir():
+            try:
+                stat = (d / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                out[int(d.name)] = ((d / "cmdline").read_bytes().replace(b"\0", b" ")[:80].decode(errors="replace")
+                                    or stat[stat.index("(") + 1:stat.rindex(")")], int(fields[11]) + int(fields[12]))
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
+    a = cpu()
+    time.sleep(over_s)
+    b = cpu()
+    hz = os.sysconf("SC_CLK_TCK")
+    used = [(name, round((t - a[pid][1]) / hz / over_s, 2)) for pid, (name, t) in b.items() if pid in a]
+    return sorted(used, key=lambda x: -x[1])[:n]
+
+
+def _stored_errors(run, since: float, at_least: int = 20, timeout: float = 120.0) -> int:
     """Wait until the store holds the fault: payments' errors since `since` as the API counts
     them (on a loaded host the capture's spans can lag well behind the linker's wait)."""
     deadline, errors = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
-        items = api.post("/v1/tools/red", json={"service": "payments", "by": "operation", "start": f"{since:.3f}",
-                                                 "end": f"{time.time() - STORE_LAG_S:.3f}"}).json()["items"]
+        items = run.api.post("/v1/tools/red", json={"service": "payments", "by": "operation", "start": f"{since:.3f}",
+                                                     "end": f"{time.time() - STORE_LAG_S:.3f}"}).json()["items"]
         errors = sum(i["current"]["errors"] for i in items)
         if errors >= at_least:
             return errors
         time.sleep(2)
-    raise AssertionError(f"only {errors} payments errors stored since the fault after {timeout:.0f}s")
+    raise AssertionError(f"only {errors} payments errors stored since the fault after {timeout:.0f}s\n"
+                         + _what_happened(run, since))
 
 
-def _ask(page, api, since: float) -> tuple[str, dict, list[str]]:
+def _ask(page, run, since: float) -> tuple[str, dict, list[str]]:
     """Ask the fault's question in the page over [since - 1 s, now - the linker's lag] (as
     `guardian demo` does), once the store holds the fault; (investigation id, its job from the
     API, the causes shown)."""
-    _stored_errors(api, since)
+    _stored_errors(run, since)
+    api = run.api
     page.goto(page.url.split("#")[0] + "#/investigate")
     page.wait_for_selector("form#ask")
     page.fill("textarea[name=question]", FAULTS["downstream-5xx"].question)
@@ -164,7 +204,7 @@ def test_console_over_the_live_demo(failing):
 
         # Investigate: ask in the page about the fault's window, steps stream in, the report names
         # payments, its trace link opens the waterfall.
-        job_id, job, causes = _ask(page, api, t0)
+        job_id, job, causes = _ask(page, run, t0)
         assert causes
         for shown, rc in zip(causes, job["report"]["root_causes"]):  # the API's causes, in its order
             assert shown.startswith(f"{rc['rank']}. {rc['service']}") and f"{math.floor(100 * rc['confidence'] + 0.5)}%" in shown
@@ -206,7 +246,7 @@ def test_console_over_the_live_demo(failing):
         run.wait(RECOVER_S, "recover")
         t1 = run.inject(fault)
         run.wait(REPEAT_S, "payments failing again")
-        again_id, again, _ = _ask(page, api, t1)
+        again_id, again, _ = _ask(page, run, t1)
         rep = again["report"]
         shot(page, "demo-investigation-repeat")
         assert any(p["id"] == job_id and p["cause"]["service"] == "payments" for p in rep["similar"]), rep["similar"]
