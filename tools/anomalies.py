@@ -16,10 +16,11 @@ from tools.base import Capped, Tool, WindowArgs, cap, require_data, sample_trace
 from tools.errors import error_groups
 from tools.services import Edge, compare_edges, edge_samples
 from tools.sampling import covered
-from tools.stats import (SURE, RedStats, drop_p, error_shift, from_row, latency_ratio,
-                         latency_shift, scaled, traffic_drop)
+from tools.stats import (SURE, RedStats, confidence, drop_p, error_shift, from_row, latency_ratio,
+                         latency_shift, scaled, tail_p, tail_to_test, traffic_drop)
 
 SAMPLED = 10  # anomalies that get sample trace ids (each costs a query or two)
+TAIL_CALLS_READ = 1000  # calls read per side to test a quiet endpoint's tail (it has < 50 now)
 AnomalyKind = Literal["error_rate", "latency", "traffic_drop", "new_error", "saturation"]
 
 
@@ -40,7 +41,7 @@ def _score(severity: float, affected: float) -> float:
 
 
 def _shifts(service: str, op: str | None, caller: str | None, c: RedStats,
-            b: RedStats) -> list[Anomaly]:
+            b: RedStats, tail_sure: float = 0.0) -> list[Anomaly]:
     out = []
     where = f"{service}" + (f" {op}" if op else "") + (f" (called by {caller})" if caller else "")
     if error_shift(c, b):
@@ -49,7 +50,7 @@ def _shifts(service: str, op: str | None, caller: str | None, c: RedStats,
             score=_score((c.error_rate - b.error_rate) * 2, c.errors - b.error_rate * c.count),
             description=f"{where}: error rate {b.error_rate:.1%} -> {c.error_rate:.1%}"
                         f" ({c.errors} errors of {c.count})"))
-    if latency_shift(c, b):
+    if latency_shift(c, b, tail_sure):
         r = latency_ratio(c, b)
         out.append(Anomaly(
             kind="latency", service=service, operation=op, caller=caller, current=c, baseline=b,
@@ -65,8 +66,11 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
     found: list[Anomaly] = []
     cur = {(r.service, r.operation): r for r in store.red(window, by="operation")}
     base = {(r.service, r.operation): r for r in store.red(baseline, by="operation")}
+    svc_base = {r.service: r.p99_ms for r in store.red(baseline)}
     for key in cur:
-        found += _shifts(key[0], key[1], None, from_row(cur[key]), from_row(base.get(key)))
+        c, b = from_row(cur[key]), from_row(base.get(key))
+        sure = _tail_sure(store, window, baseline, key[0], key[1], svc_base) if tail_to_test(c, b) else 0.0
+        found += _shifts(key[0], key[1], None, c, b, sure)
     served = {k[0] for k in cur} | {k[0] for k in base}
     svc_cur = {r.service: r for r in store.red(window)}
     # Rates per second of data: a window running past the data's end is not a drop.
@@ -119,6 +123,18 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
             if not a.trace_ids:
                 a.trace_ids = _samples(store, window, baseline, a)
     return found
+
+
+def _tail_sure(store: SpanStore, window: TimeWindow, baseline: TimeWindow, service: str,
+               op: str | None, svc_p99: dict[str, float]) -> float:
+    """How sure tail_p is that a quiet endpoint's calls cross its baseline's p99 (and its
+    service's, over every operation) more often than chance allows (two calls at least: one
+    straggler is no shift)."""
+    got = [[s.duration_ns / 1e6 for s in store.spans(SpanFilter(window=w, service=service, name=op,
+                                                                 limit=TAIL_CALLS_READ))
+            if s.kind in ("SERVER", "CONSUMER")] for w in (window, baseline)]
+    p, k = tail_p(got[0], got[1], svc_p99.get(service, 0.0))
+    return confidence(p) if k >= 2 else 0.0
 
 
 def _caller_drops(edges: list[Edge], served: set[str]) -> list[Anomaly]:

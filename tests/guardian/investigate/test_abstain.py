@@ -1,9 +1,13 @@
 """The bar between a cause and nothing found, per class of false alarm: a change that lasted
-one burst (a restart, a host's hiccup) names nothing; the same change lasting names its cause."""
+one burst (a restart, a host's hiccup) names nothing; the same change lasting names its cause;
+a quiet service (a handful of calls a minute) is judged by exact tests on its few calls."""
 from __future__ import annotations
+
+import random
 
 import pytest
 
+from guardian.evals.variants import sparse
 from guardian.investigate import deterministic
 from tests.guardian.investigate.mesh import Mesh
 from tests.guardian.investigate.test_classes import top
@@ -50,3 +54,40 @@ def test_without_the_bar_the_closed_connections_would_be_named(monkeypatch):
     monkeypatch.setattr(deterministic, "_absorbed", lambda walker, c: False)
     report = top(Mesh("closed:bank", seed=34).build(), "Is anything wrong?")
     assert report.root_causes and report.root_causes[0].service == "bank", report.summary
+
+
+def quiet(fault: str | None, seed: int, **kw):
+    """The mesh thinned to a handful of requests a minute per service, as a quiet service sees."""
+    return sparse(Mesh(fault, seed=seed, duration_s=600, **kw).build(), random.Random(seed), {}, keep=0.03)
+
+
+@pytest.mark.parametrize("seed", [1, 3, 5])
+def test_a_quiet_service_whose_calls_cross_its_baselines_p99_is_named(seed):
+    """Half of pay's calls wait 20-60 ms for CPU (a quota spent), a few dozen calls on each side:
+    its p50 stays where it was and a p95 of so few calls is one call's time, but 15 or more of
+    ~40 calls above every baseline call has an exact chance far below 1 %."""
+    spans = quiet("throttle:pay", seed)
+    assert len({s.trace_id for s in spans}) < 80  # a handful of calls a minute
+    report = top(spans, "Is anything wrong?")
+    rc = report.root_causes[0]
+    assert rc.service == "pay" and rc.kind in ("latency", "saturation"), report.summary
+    assert "baseline calls' p99" in rc.description and "sure" in rc.description  # how sure, on how many
+
+
+@pytest.mark.parametrize("fault, seed", [(None, 1), (None, 2), (None, 3), ("wobble", 1), ("wobble", 2),
+                                         ("wobble", 6), ("wobble", 7)])
+def test_a_quiet_calm_service_names_nothing(fault, seed):
+    """The same quiet mesh unchanged, or with a few of bank's calls a few ms late (a busy host):
+    some calls cross the baseline's p99 by chance or by a few ms, which is no felt change."""
+    report = top(quiet(fault, seed), "Is anything wrong?")
+    assert report.root_causes == [], report.summary
+
+
+def test_without_the_tail_test_the_quiet_service_is_not_found(monkeypatch):
+    """The quiet throttled service is found by the tail test, not by its percentiles."""
+    from tools import anomalies
+
+    monkeypatch.setattr(anomalies, "_tail_sure", lambda *a: 0.0)
+    monkeypatch.setattr(deterministic, "_tail_shown", lambda *a: False)
+    report = top(quiet("throttle:pay", 1), "Is anything wrong?")
+    assert not any(rc.service == "pay" for rc in report.root_causes), report.summary
