@@ -30,10 +30,10 @@ from guardian.investigate.signals import Signals, read_signals
 from guardian.investigate.walk import Key, entry_of, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from capture.store.window import default_window, fmt_ns, split_baseline
-from tools.anomalies import Anomaly, anomalies
+from tools.anomalies import Anomaly, anomalies, quiet_tail
 from tools.base import spread_spans
 from tools.stats import (LATENCY_DELTA_MS, MIN_SAMPLE, SURE, TAIL_ONLY_COUNT, RedStats, confidence,
-                         from_row, from_spans, mann_whitney_p, proportion_p, tail_line, tail_p)
+                         from_row, from_spans, mann_whitney_p, proportion_p)
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
@@ -472,25 +472,22 @@ def _change(walker: Walker, c: Candidate) -> float:
 
 def _tail_shown(walker: Walker, c: Candidate, tmpl: Span, cur: RedStats, base: RedStats) -> bool:
     """A quiet operation (a few calls a minute: its percentiles are a few calls' times) whose
-    calls now cross its baseline's p99 (and its service's) more often than chance allows
-    (tools.stats.tail_p), and cost a request a delay a user feels on average, is slower:
-    shown however few its calls, and named alone. Not one straggler, not a few ms on some calls (a busy host), and not when
+    calls now cross its baseline's p99 more often than chance allows (tools.anomalies.quiet_tail),
+    and cost a request a delay a user feels on average, is slower: shown however few its calls,
+    and named alone. Not one straggler, not a few ms on some calls (a busy host), and not when
     its calls more than doubled (more work, answered slower)."""
     if cur.rate_per_s > 2 * base.rate_per_s > 0:
         return False
-    now, before = _durations(walker, tmpl)
-    floor = max((r.p99_ms for r in walker.store.red(walker.baseline) if r.service == tmpl.service),
-                default=0.0)
-    p, k = tail_p(now, before, floor)
-    if k < 2 or confidence(p) < SURE or not before:
+    t = quiet_tail(walker.store, walker.window, walker.baseline, tmpl.service, tmpl.name, tmpl.kind)
+    if t.k < 2 or confidence(t.p) < SURE or not t.before or not t.now:
         return False
-    extra = sum(now) / len(now) - sum(before) / len(before)
+    extra = sum(t.now) / len(t.now) - sum(t.before) / len(t.before)
     if extra < LATENCY_DELTA_MS:
         return False
     c.shown = True
-    c.change += (f" ({k} of {len(now)} calls now above the {len(before)} baseline calls' p99 of"
-                 f" {max(tail_line(before), floor):.1f} ms, {extra:.0f} ms more per call on average:"
-                 f" {confidence(p):.1%} sure they are slower)")
+    c.change += (f" ({t.k} of {len(t.now)} calls now above the {len(t.before)} baseline calls' p99 of"
+                 f" {t.line_ms:.1f} ms, {extra:.0f} ms more per call on average:"
+                 f" {confidence(t.p):.1%} sure they are slower)")
     return True
 
 
