@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.stats import (SURE, RedStats, binom_sf, drop_p, hypergeom_sf, latency_shift, mann_whitney_p, tail_line,
-                         tail_p, tail_to_test, traffic_drop)
+from tools.stats import (SURE, RedStats, binom_sf, drop_p, hypergeom_sf, latency_shift,
+                         mann_whitney_p, tail_line, tail_p, tail_to_test, traffic_drop)
 
 
 def rate(count: int, seconds: float) -> RedStats:
@@ -75,7 +75,8 @@ def test_one_straggler_among_a_few_calls_is_chance_several_are_not():
 def test_mann_whitney_exact_without_ties():
     # every call now slower than every call before: one arrangement of C(6, 3) = 20
     assert mann_whitney_p([4.0, 5.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx(1 / 20, abs=1e-12)
-    assert mann_whitney_p([6.0, 7.0, 8.0, 9.0, 10.0], [1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(1 / 252, abs=1e-12)
+    assert mann_whitney_p([6.0, 7.0, 8.0, 9.0, 10.0], [1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(
+        1 / 252, abs=1e-12)  # C(10, 5)
     assert mann_whitney_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(1.0, abs=1e-12)
 
 
