@@ -13,7 +13,7 @@ import time
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
-from guardian.investigate.bar import BURST_WEIGHT
+from guardian.investigate.bar import BURST_MIN, BURST_WEIGHT
 from guardian.investigate.bar import burst as _burst
 from guardian.investigate.bar import covered_ns as _covered
 from guardian.investigate.bar import unanswered_but_absorbed as _absorbed
@@ -474,12 +474,13 @@ def _tail_shown(walker: Walker, c: Candidate, tmpl: Span, cur: RedStats, base: R
     """A quiet operation (a few calls a minute: its percentiles are a few calls' times) whose
     calls now cross its baseline's p99 more often than chance allows (tools.anomalies.quiet_tail),
     and cost a request a delay a user feels on average, is slower: shown however few its calls,
-    and named alone. Not one straggler, not a few ms on some calls (a busy host), and not when
-    its calls more than doubled (more work, answered slower)."""
+    and named alone. Not one or two stragglers (fewer than BURST_MIN slow calls, the bar cannot
+    tell from a burst), not a few ms on some calls (a busy host), and not when its calls more
+    than doubled (more work, answered slower)."""
     if cur.rate_per_s > 2 * base.rate_per_s > 0:
         return False
     t = quiet_tail(walker.store, walker.window, walker.baseline, tmpl.service, tmpl.name, tmpl.kind)
-    if t.k < 2 or confidence(t.p) < SURE or not t.before or not t.now:
+    if t.k < BURST_MIN or confidence(t.p) < SURE or not t.before or not t.now:
         return False
     extra = sum(t.now) / len(t.now) - sum(t.before) / len(t.before)
     if extra < LATENCY_DELTA_MS:
