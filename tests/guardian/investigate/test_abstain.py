@@ -88,7 +88,8 @@ def test_without_the_tail_test_the_quiet_service_is_not_found(monkeypatch):
     from tools import anomalies
     from tools.anomalies import Tail
 
-    monkeypatch.setattr(anomalies, "quiet_tail", lambda *a: Tail(p=1.0, k=0, line_ms=0.0, now=[], before=[]))
+    monkeypatch.setattr(anomalies, "quiet_tail",
+                        lambda *a: Tail(p=1.0, k=0, line_ms=0.0, now=[], before=[]))
     monkeypatch.setattr(deterministic, "_tail_shown", lambda *a: False)
     report = top(quiet("throttle:pay", 1), "Is anything wrong?")
     assert not any(rc.service == "pay" for rc in report.root_causes), report.summary
@@ -102,3 +103,49 @@ def test_slow_answers_to_a_new_job_at_a_quiet_service_are_no_shift(seed):
     report = top(quiet("batch", seed, keep=0.02), "Is anything wrong?")
     assert not any(a["service"] == "bank" for a in report.anomalies), report.anomalies
     assert report.root_causes == [], report.summary
+
+
+def _quiet_op(base_ms: list[float], now_ms: list[float]) -> tuple:
+    """pay `POST /pay` answering a few calls a minute: base_ms over a minute, now_ms over the next;
+    (walker, candidate, its template span, RED now, RED before) as the investigator has them."""
+    from capture.span import Span
+    from capture.store.api import TimeWindow
+    from guardian.investigate.rank import Candidate
+    from guardian.investigate.samples import Walker
+    from tests.guardian.investigate.mesh import MS, T0, store_of
+    from tools.stats import from_spans
+
+    def calls(durations: list[float], start: int) -> list[Span]:
+        step = 60_000 * MS // len(durations)
+        return [Span(name="POST /pay", kind="SERVER", start_time_unix_nano=start + i * step,
+                     end_time_unix_nano=start + i * step + int(d * MS), status_code="OK",
+                     resource={"service.name": "pay"}, trace_id=f"{start + i:032x}",
+                     span_id=f"{start + i:016x}"[-16:]) for i, d in enumerate(durations)]
+
+    before, now = calls(base_ms, T0), calls(now_ms, T0 + 60_000 * MS)
+    store = store_of(before + now)
+    walker = Walker(store, TimeWindow(T0 + 60_000 * MS, T0 + 120_000 * MS),
+                    TimeWindow(T0, T0 + 60_000 * MS))
+    c = Candidate(key=("pay", "POST /pay"), kind="latency")
+    return walker, c, now[0], from_spans(now, 60), from_spans(before, 60)
+
+
+@pytest.mark.parametrize("base_ms, now_ms, shown", [
+    # 6 of 10 calls above all 10 baseline calls, 21 ms more per call: 1 in 185 by chance
+    ([5.0 + i / 10 for i in range(10)], [5.0] * 4 + [40.0] * 6, True),
+    # 2 calls of 5 far above 50 baseline calls: 1 in 150 by chance, but two calls, the bar cannot
+    # tell from one burst
+    ([5.0 + i / 100 for i in range(50)], [5.0, 5.0, 5.0, 300.0, 300.0], False),
+    # 6 of 10 calls above the baseline, by 2 ms: sure, but no delay a user feels
+    ([5.0 + i / 10 for i in range(10)], [5.0] * 4 + [7.0] * 6, False),
+    # 8 of 12 calls slow where the baseline had 5: more than twice the calls, more work
+    ([5.0, 5.2, 5.4, 5.6, 5.8], [5.0] * 4 + [40.0] * 8, False),
+])
+def test_a_quiet_operations_tail_is_shown_only_when_the_bar_can_judge_it(base_ms, now_ms, shown):
+    walker, c, tmpl, cur, base = _quiet_op(base_ms, now_ms)
+    try:
+        assert deterministic._tail_shown(walker, c, tmpl, cur, base) is shown
+        assert c.shown is shown
+        assert ("sure they are slower" in c.change) is shown
+    finally:
+        walker.store.close()
