@@ -18,7 +18,7 @@ from tools.base import Capped, Tool, WindowArgs, cap, require_data, sample_trace
 from tools.errors import error_groups
 from tools.services import Edge, compare_edges, edge_samples
 from tools.sampling import covered
-from tools.stats import (SURE, RedStats, confidence, drop_p, error_shift, from_row, latency_ratio,
+from tools.stats import (SURE, RedStats, drop_p, error_shift, from_row, latency_ratio,
                          latency_shift, scaled, tail_line, tail_p, tail_to_test, traffic_drop)
 from tools.trace import Tree
 
@@ -74,7 +74,7 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
         sure = 0.0
         if tail_to_test(c, b):  # a quiet operation's tail: the test on its calls says (two at least)
             t = quiet_tail(store, window, baseline, key[0], key[1])
-            sure = confidence(t.p) if t.k >= 2 else 0.0
+            sure = 1.0 - t.p if t.k >= 2 else 0.0  # unrounded: 98.95 % is not 99 %
         found += _shifts(key[0], key[1], None, c, b, sure)
     served = {k[0] for k in cur} | {k[0] for k in base}
     svc_cur = {r.service: r for r in store.red(window)}

@@ -16,6 +16,7 @@ from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.bar import BURST_MIN, BURST_WEIGHT
 from guardian.investigate.bar import burst as _burst
 from guardian.investigate.bar import covered_ns as _covered
+from guardian.investigate.bar import not_alone as _not_alone
 from guardian.investigate.bar import unanswered_but_absorbed as _absorbed
 from guardian.investigate.fixes import suggest_fix
 from guardian.investigate.rank import FAMILY as _FAMILY
@@ -480,7 +481,7 @@ def _tail_shown(walker: Walker, c: Candidate, tmpl: Span, cur: RedStats, base: R
     if cur.rate_per_s > 2 * base.rate_per_s > 0:
         return False
     t = quiet_tail(walker.store, walker.window, walker.baseline, tmpl.service, tmpl.name, tmpl.kind)
-    if t.k < BURST_MIN or confidence(t.p) < SURE or not t.before or not t.now:
+    if t.k < BURST_MIN or t.p >= 1 - SURE or not t.before or not t.now:
         return False
     extra = sum(t.now) / len(t.now) - sum(t.before) / len(t.before)
     if extra < LATENCY_DELTA_MS:
@@ -735,7 +736,14 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
 def _bar(walker: Walker, cands: list[Candidate]) -> None:
     """The best candidates must have changed for more than one burst of calls, and failures
     must be more than closed connections nobody felt (bar.py); one that is not keeps a fifth
-    of its score and its test's word no longer names it alone."""
+    of its score and its test's word no longer names it alone. Nor does a quiet operation's
+    test when services that do not call it slowed as well (bar.not_alone)."""
+    for c in cands:
+        others = _not_alone(walker, c, cands)
+        if others:
+            c.shown = False
+            c.change += (f"; {', '.join(others[:3])}, which do not call it, slowed too: the host or"
+                         " the load, not it alone")
     covered = None
     for c in cands[:3]:
         if c.score < MIN_SCORE and not c.shown:
