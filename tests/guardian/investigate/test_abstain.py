@@ -149,3 +149,27 @@ def test_a_quiet_operations_tail_is_shown_only_when_the_bar_can_judge_it(base_ms
         assert ("sure they are slower" in c.change) is shown
     finally:
         walker.store.close()
+
+
+def test_a_quiet_tail_is_not_alone_when_services_that_do_not_call_it_slowed_too():
+    """pay's tail shown by its own test: gateway (which calls pay) slowing too is pay's symptom;
+    stock (which does not) slowing too means the host or the load slowed them all."""
+    from capture.store.api import TimeWindow
+    from guardian.investigate.bar import not_alone
+    from guardian.investigate.rank import Candidate
+    from guardian.investigate.samples import Walker
+    from tests.guardian.investigate.mesh import T0, store_of
+
+    store = store_of(quiet("throttle:pay", 1))
+    try:
+        walker = Walker(store, TimeWindow(T0 + 300 * 10**9, T0 + 600 * 10**9),
+                        TimeWindow(T0, T0 + 300 * 10**9))
+        pay = Candidate(key=("pay", "POST /pay"), kind="latency", shown=True)
+        gateway = Candidate(key=("gateway", "POST /order"), kind="latency", moved=True)
+        stock = Candidate(key=("stock", "GET /stock"), kind="latency", moved=True)
+        assert not_alone(walker, pay, [pay, gateway]) == []
+        assert not_alone(walker, pay, [pay, gateway, stock]) == ["stock"]
+        pay.shown = False  # only a test of its own few calls is judged so
+        assert not_alone(walker, pay, [pay, gateway, stock]) == []
+    finally:
+        store.close()
