@@ -7,19 +7,23 @@ databases and caches count too), new error kinds, saturation errors, traffic dro
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from tools.base import Capped, Tool, WindowArgs, cap, require_data, sample_traces, windows
 from tools.errors import error_groups
 from tools.services import Edge, compare_edges, edge_samples
 from tools.sampling import covered
 from tools.stats import (SURE, RedStats, drop_p, error_shift, from_row, latency_ratio,
-                         latency_shift, scaled, traffic_drop)
+                         latency_shift, scaled, tail_line, tail_p, tail_to_test, traffic_drop)
+from tools.trace import Tree
 
 SAMPLED = 10  # anomalies that get sample trace ids (each costs a query or two)
+TAIL_CALLS_READ = 1000  # calls read per side to test a quiet operation's tail (it has < 50 now)
 AnomalyKind = Literal["error_rate", "latency", "traffic_drop", "new_error", "saturation"]
 
 
@@ -40,7 +44,7 @@ def _score(severity: float, affected: float) -> float:
 
 
 def _shifts(service: str, op: str | None, caller: str | None, c: RedStats,
-            b: RedStats) -> list[Anomaly]:
+            b: RedStats, tail_sure: float = 0.0) -> list[Anomaly]:
     out = []
     where = f"{service}" + (f" {op}" if op else "") + (f" (called by {caller})" if caller else "")
     if error_shift(c, b):
@@ -49,7 +53,7 @@ def _shifts(service: str, op: str | None, caller: str | None, c: RedStats,
             score=_score((c.error_rate - b.error_rate) * 2, c.errors - b.error_rate * c.count),
             description=f"{where}: error rate {b.error_rate:.1%} -> {c.error_rate:.1%}"
                         f" ({c.errors} errors of {c.count})"))
-    if latency_shift(c, b):
+    if latency_shift(c, b, tail_sure):
         r = latency_ratio(c, b)
         out.append(Anomaly(
             kind="latency", service=service, operation=op, caller=caller, current=c, baseline=b,
@@ -66,7 +70,12 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
     cur = {(r.service, r.operation): r for r in store.red(window, by="operation")}
     base = {(r.service, r.operation): r for r in store.red(baseline, by="operation")}
     for key in cur:
-        found += _shifts(key[0], key[1], None, from_row(cur[key]), from_row(base.get(key)))
+        c, b = from_row(cur[key]), from_row(base.get(key))
+        sure = 0.0
+        if tail_to_test(c, b):  # a quiet operation's tail: the test on its calls says (two at least)
+            t = quiet_tail(store, window, baseline, key[0], key[1])
+            sure = 1.0 - t.p if t.k >= 2 else 0.0  # unrounded: 98.95 % is not 99 %
+        found += _shifts(key[0], key[1], None, c, b, sure)
     served = {k[0] for k in cur} | {k[0] for k in base}
     svc_cur = {r.service: r for r in store.red(window)}
     # Rates per second of data: a window running past the data's end is not a drop.
@@ -119,6 +128,47 @@ def anomalies(store: SpanStore, window: TimeWindow, baseline: TimeWindow,
             if not a.trace_ids:
                 a.trace_ids = _samples(store, window, baseline, a)
     return found
+
+
+@dataclass
+class Tail:
+    """tools.stats.tail_p on one quiet operation's calls, as quiet_tail read them."""
+    p: float
+    k: int  # calls now above the line
+    line_ms: float  # the baseline's p99, or its service's over every operation when higher
+    now: list[float]  # durations (ms) now, calls made for new work left out
+    before: list[float]
+
+
+def quiet_tail(store: SpanStore, window: TimeWindow, baseline: TimeWindow, service: str,
+               name: str | None, kind: str | None = None) -> Tail:
+    """Whether a quiet operation's calls cross its baseline's p99 (and its service's: a service
+    already that slow in other operations is not new to slowness) more often than chance
+    allows. Calls made for a client the baseline never saw (a batch job, a script someone ran)
+    are new work, which a busy service answers slowly: not counted."""
+    def calls(w: TimeWindow) -> list[Span]:
+        return [s for s in store.spans(SpanFilter(window=w, service=service, name=name, kind=kind,
+                                                  limit=TAIL_CALLS_READ))
+                if kind is not None or s.kind in ("SERVER", "CONSUMER")]
+
+    now, before = calls(window), [s.duration_ns / 1e6 for s in calls(baseline)]
+    floor = max((r.p99_ms for r in store.red(baseline) if r.service == service), default=0.0)
+    line = max(tail_line(before), floor)
+    if sum(1 for s in now if s.duration_ns / 1e6 > line) >= 2:
+        seen = set(store.services(baseline))
+        now = [s for s in now if s.duration_ns / 1e6 <= line
+               or not new_work(Tree(store.trace(s.trace_id)).roots, seen)]
+    durations = [s.duration_ns / 1e6 for s in now]
+    p, k = tail_p(durations, before, floor)
+    return Tail(p=p, k=k, line_ms=line, now=durations, before=before)
+
+
+def new_work(roots: list[Span], before: set[str]) -> bool:
+    """A request started by a client that made no request in the baseline (a batch job, a
+    script someone ran): new work, which a busy service answers slowly, not a change of the
+    service."""
+    return bool(before) and any(r.kind in ("CLIENT", "PRODUCER", "INTERNAL") and r.service not in before
+                                for r in roots)
 
 
 def _caller_drops(edges: list[Edge], served: set[str]) -> list[Anomaly]:

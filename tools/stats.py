@@ -80,14 +80,22 @@ def latency_ratio(cur: RedStats, base: RedStats) -> float:
     return cur.p95_ms / base.p95_ms if base.p95_ms > 0 else 1.0
 
 
-def latency_shift(cur: RedStats, base: RedStats) -> bool:
+def latency_shift(cur: RedStats, base: RedStats, tail_sure: float = 0.0) -> bool:
+    """p95 grew by LATENCY_RATIO and LATENCY_DELTA_MS. A p95 from a few dozen calls is one or
+    two calls' time: alone it needs enough calls behind it, or `tail_sure`, how sure a test on
+    the calls themselves (tail_p) is that more of them cross the baseline's p99 than chance."""
     if cur.count < MIN_COUNT or base.count < MIN_COUNT:
         return False
-    # A p95 from a few dozen calls is noisy: alone it needs enough calls behind it.
     typical = base.p50_ms > 0 and cur.p50_ms / base.p50_ms >= TAIL_ONLY_P50
     return (latency_ratio(cur, base) >= LATENCY_RATIO
             and cur.p95_ms - base.p95_ms >= LATENCY_DELTA_MS
-            and (typical or cur.count >= TAIL_ONLY_COUNT))
+            and (typical or cur.count >= TAIL_ONLY_COUNT or tail_sure >= SURE))
+
+
+def tail_to_test(cur: RedStats, base: RedStats) -> bool:
+    """Whether a latency shift hangs on the tail of a quiet operation alone: only a test on its
+    calls can tell (latency_shift's tail_sure), its percentiles cannot."""
+    return latency_shift(cur, base, tail_sure=1.0) and not latency_shift(cur, base)
 
 
 def traffic_drop(cur: RedStats, base: RedStats, tested: bool = True) -> bool:
@@ -124,6 +132,7 @@ def health(cur: RedStats, base: RedStats) -> str:
 # -- tests that hold for small samples ---------------------------------------------------------
 MIN_SAMPLE = 5  # fewer observations on a side than this: a test may say "changed", never rank alone
 SURE = 0.99  # confidence (1 - p) at which a change counts as shown
+TAIL_Q = 0.99  # the baseline quantile a tail test counts calls above
 
 
 def _log_comb(n: int, k: int) -> float:
@@ -155,6 +164,43 @@ def proportion_p(k1: int, n1: int, k0: int, n0: int, more: bool = True) -> float
     if more:
         return binom_sf(k1, n1, p0)
     return binom_sf(n1 - k1, n1, 1 - p0)
+
+
+def hypergeom_sf(k: int, n: int, marked: int, total: int) -> float:
+    """P(X >= k) for X ~ Hypergeometric: k or more marked ones in n drawn without replacement
+    from `total` of which `marked` are marked, exact."""
+    lo, hi = max(0, n - (total - marked)), min(n, marked)
+    if k <= lo:
+        return 1.0
+    if k > hi:
+        return 0.0
+    whole = _log_comb(total, n)
+    return min(1.0, sum(math.exp(_log_comb(marked, i) + _log_comb(total - marked, n - i) - whole)
+                        for i in range(k, hi + 1)))
+
+
+def tail_line(base: list[float]) -> float:
+    """The baseline's p99 as a line no more than 1 % of its calls crossed: its largest value
+    below 100 calls (a p99 interpolated from a few calls is one call's time, not a line)."""
+    b = sorted(base)
+    return b[max(0, math.ceil(TAIL_Q * len(b)) - 1)] if b else 0.0
+
+
+def tail_p(cur: list[float], base: list[float], floor_ms: float = 0.0) -> tuple[float, int]:
+    """One-sided p-value that more of cur's calls than chance lie above the baseline's p99
+    (tail_line, or floor_ms when higher), and how many do. Under no change the calls of both
+    windows are exchangeable: of all calls above the line, the number from cur is
+    hypergeometric (Fisher's exact test), so k of n calls above anything a baseline of a few
+    calls saw has an exact chance. floor_ms: what the service's other calls already took (its
+    p99 over every operation): a service already that slow is not new to slowness."""
+    if not cur or not base:
+        return 1.0, 0
+    line = max(tail_line(base), floor_ms)
+    k1 = sum(1 for x in cur if x > line)
+    k0 = sum(1 for x in base if x > line)
+    if k1 == 0:
+        return 1.0, 0
+    return hypergeom_sf(k1, len(cur), k1 + k0, len(cur) + len(base)), k1
 
 
 def mann_whitney_p(cur: list[float], base: list[float]) -> float:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from capture.span import Span
 from capture.store.api import SpanFilter
-from guardian.investigate.rank import FAMILY, Candidate
+from guardian.investigate.rank import FAMILY, Candidate, reach
 from guardian.investigate.samples import Walker
 from tools.stats import MIN_SAMPLE
 
@@ -62,6 +62,16 @@ def burst(walker: Walker, c: Candidate, covered: int) -> tuple[float, float] | N
     if stretch >= BURST_SHARE * covered:
         return None
     return stretch / 1e9, covered / 1e9
+
+
+def not_alone(walker: Walker, c: Candidate, cands: list[Candidate]) -> list[str]:
+    """Services that slowed past their own baseline noise too (moved) and do not call c, when
+    c's slowdown was shown by a test of its own few calls (a quiet operation's tail): its
+    slowdown cannot be theirs, so the host or the load slowed them all, not c alone."""
+    if not c.shown or FAMILY[c.kind] != 1:
+        return []
+    return sorted({d.key[0] for d in cands if d.moved and d.key[0] != c.key[0]
+                   and c.key[0] not in reach(walker, d.key[0])})
 
 
 QUICK_NS = 5_000_000  # a call failing faster than this never reached a working server

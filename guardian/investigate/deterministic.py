@@ -13,9 +13,10 @@ import time
 
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
-from guardian.investigate.bar import BURST_WEIGHT
+from guardian.investigate.bar import BURST_MIN, BURST_WEIGHT
 from guardian.investigate.bar import burst as _burst
 from guardian.investigate.bar import covered_ns as _covered
+from guardian.investigate.bar import not_alone as _not_alone
 from guardian.investigate.bar import unanswered_but_absorbed as _absorbed
 from guardian.investigate.fixes import suggest_fix
 from guardian.investigate.rank import FAMILY as _FAMILY
@@ -30,10 +31,10 @@ from guardian.investigate.signals import Signals, read_signals
 from guardian.investigate.walk import Key, entry_of, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from capture.store.window import default_window, fmt_ns, split_baseline
-from tools.anomalies import Anomaly, anomalies
+from tools.anomalies import Anomaly, anomalies, quiet_tail
 from tools.base import spread_spans
-from tools.stats import (MIN_SAMPLE, SURE, RedStats, confidence, from_row, from_spans,
-                         mann_whitney_p, proportion_p)
+from tools.stats import (LATENCY_DELTA_MS, MIN_SAMPLE, SURE, TAIL_ONLY_COUNT, RedStats, confidence,
+                         from_row, from_spans, mann_whitney_p, proportion_p)
 from tools.trace import Tree
 
 SYMPTOMS = 6  # anomalies walked
@@ -419,6 +420,7 @@ def _change(walker: Walker, c: Candidate) -> float:
         if entry.kind in ("SERVER", "CONSUMER") and entry.name == top_op:
             tmpl = entry
     cur, base = (_op_stats(walker.store, tmpl, w) for w in (walker.window, walker.baseline))
+    own = True
     if c.kind in ("latency", "saturation") and _seen_by_callers(c):
         # A stalled service (paused, starved of CPU) or lost packets: the time is spent before
         # its own spans begin, or on calls it never answered; its callers' calls show it.
@@ -426,6 +428,7 @@ def _change(walker: Walker, c: Candidate) -> float:
         edge = _edge_stats(walker, c.key[0], max(set(callers), key=callers.count) if callers else None)
         if edge is not None:
             cur, base = edge
+            own = False  # read on its callers' calls, not on spans like tmpl
     few = min(cur.count, base.count) < MIN_SAMPLE
     err_delta = cur.error_rate - base.error_rate
     p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0
@@ -454,16 +457,40 @@ def _change(walker: Walker, c: Candidate) -> float:
     c.change = latency
     c.moved = _typical_moved(cur, base) or _tail_moved(cur, base)
     if few:  # too few calls to rank on alone: said, and weighed down unless a test is sure
-        sure = _few_sure(walker.store, tmpl, walker) if cur.count >= 2 and p50 >= 1.5 else 0.0
+        sure = confidence(mann_whitney_p(*_durations(walker, tmpl))) if cur.count >= 2 and p50 >= 1.5 else 0.0
         if sure >= SURE:
             c.change += (f" (only {cur.count} calls now, {base.count} before, but {sure:.1%} sure"
                          " they are slower)")
             return 1.0
         c.change += f" (only {cur.count} calls now, {base.count} before: too few to be sure)"
         return 0.5 if max(p50, p95) >= 1.5 else 0.15
+    if own and cur.count < TAIL_ONLY_COUNT and _tail_shown(walker, c, tmpl, cur, base):
+        return 1.0
     if c.moved:
         return 1.0
     return 0.5 if max(p50, p95) >= 1.5 else 0.15
+
+
+def _tail_shown(walker: Walker, c: Candidate, tmpl: Span, cur: RedStats, base: RedStats) -> bool:
+    """A quiet operation (a few calls a minute: its percentiles are a few calls' times) whose
+    calls now cross its baseline's p99 more often than chance allows (tools.anomalies.quiet_tail),
+    and cost a request a delay a user feels on average, is slower: shown however few its calls,
+    and named alone. Not one or two stragglers (fewer than BURST_MIN slow calls, the bar cannot
+    tell from a burst), not a few ms on some calls (a busy host), and not when its calls more
+    than doubled (more work, answered slower)."""
+    if cur.rate_per_s > 2 * base.rate_per_s > 0:
+        return False
+    t = quiet_tail(walker.store, walker.window, walker.baseline, tmpl.service, tmpl.name, tmpl.kind)
+    if t.k < BURST_MIN or t.p >= 1 - SURE or not t.before or not t.now:
+        return False
+    extra = sum(t.now) / len(t.now) - sum(t.before) / len(t.before)
+    if extra < LATENCY_DELTA_MS:
+        return False
+    c.shown = True
+    c.change += (f" ({t.k} of {len(t.now)} calls now above the {len(t.before)} baseline calls' p99 of"
+                 f" {t.line_ms:.1f} ms, {extra:.0f} ms more per call on average:"
+                 f" {confidence(t.p):.1%} sure they are slower)")
+    return True
 
 
 def _typical_moved(cur: RedStats, base: RedStats) -> bool:
@@ -487,12 +514,12 @@ def _tail_moved(cur: RedStats, base: RedStats) -> bool:
         cur.p95_ms - base.p95_ms >= TAIL_FLOOR_MS or cur.p95_ms >= TAIL_RATIO * base.p95_ms)
 
 
-def _few_sure(store: SpanStore, tmpl: Span, walker: Walker) -> float:
-    """How sure an exact test is that calls like tmpl got slower, on the few there are."""
-    got = [[s.duration_ns / 1e6 for s in store.spans(SpanFilter(
+def _durations(walker: Walker, tmpl: Span) -> tuple[list[float], list[float]]:
+    """Durations (ms) of calls like tmpl now and in the baseline, for the exact tests of the few."""
+    got = [[s.duration_ns / 1e6 for s in walker.store.spans(SpanFilter(
         window=w, service=tmpl.service, name=tmpl.name, kind=tmpl.kind, limit=200))]
         for w in (walker.window, walker.baseline)]
-    return confidence(mann_whitney_p(got[0], got[1]))
+    return got[0], got[1]
 
 
 def _seen_by_callers(c: Candidate) -> bool:
@@ -709,7 +736,14 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
 def _bar(walker: Walker, cands: list[Candidate]) -> None:
     """The best candidates must have changed for more than one burst of calls, and failures
     must be more than closed connections nobody felt (bar.py); one that is not keeps a fifth
-    of its score and its test's word no longer names it alone."""
+    of its score and its test's word no longer names it alone. Nor does a quiet operation's
+    test when services that do not call it slowed as well (bar.not_alone)."""
+    for c in cands:
+        others = _not_alone(walker, c, cands)
+        if others:
+            c.shown = False
+            c.change += (f"; {', '.join(others[:3])}, which do not call it, slowed too: the host or"
+                         " the load, not it alone")
     covered = None
     for c in cands[:3]:
         if c.score < MIN_SCORE and not c.shown:

@@ -9,7 +9,7 @@ from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.walk import (Vote, baseline_self_times, entry_of, error_votes,
                                        last_answer, latency_vote)
-from tools.anomalies import Anomaly
+from tools.anomalies import Anomaly, new_work
 from tools.trace import Tree
 
 SAMPLES = 8  # requests walked per anomaly
@@ -89,8 +89,7 @@ class Walker:
         the service. Its calls say nothing of how the service treats the work it had."""
         if self.before is None:
             self.before = set(self.store.services(self.baseline))
-        return bool(self.before) and any(r.kind in ("CLIENT", "PRODUCER", "INTERNAL")
-                                         and r.service not in self.before for r in tree.roots)
+        return new_work(tree.roots, self.before)
 
     def votes(self, a: Anomaly) -> list[Vote]:
         out = []

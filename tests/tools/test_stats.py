@@ -1,8 +1,12 @@
 """The shared tests of change (tools/stats.py) on counts a calm day gives: a drop or a few
-failures must beat chance, judged on the number of independent requests."""
+failures must beat chance, judged on the number of independent requests; the exact tests on
+the few calls of a quiet service, checked against values known in closed form."""
 from __future__ import annotations
 
-from tools.stats import RedStats, drop_p, traffic_drop
+import pytest
+
+from tools.stats import (SURE, RedStats, binom_sf, drop_p, hypergeom_sf, latency_shift,
+                         mann_whitney_p, tail_line, tail_p, tail_to_test, traffic_drop)
 
 
 def rate(count: int, seconds: float) -> RedStats:
@@ -26,3 +30,75 @@ def test_the_rate_compares_time_covered_on_each_side():
     # 30 calls in 10 s against 60 in 20 s is the same rate: no drop, however many calls
     assert drop_p(rate(30, 10), rate(60, 20)) > 0.3
     assert not traffic_drop(rate(30, 10), rate(60, 20))
+
+
+# -- exact tests on the few calls of a quiet service --------------------------------------------
+
+def test_binomial_tail_is_exact():
+    assert binom_sf(3, 10, 0.5) == pytest.approx(968 / 1024, abs=1e-12)  # 1 - (1 + 10 + 45) / 2^10
+    assert binom_sf(2, 8, 0.1) == pytest.approx(1 - 0.9 ** 8 - 8 * 0.1 * 0.9 ** 7, abs=1e-12)
+    assert binom_sf(0, 5, 0.3) == 1.0 and binom_sf(6, 5, 0.3) == 0.0
+
+
+def test_hypergeometric_tail_is_fishers_exact_test():
+    # the lady tasting tea: 8 cups, 4 with milk first, she names 4: all right 1/70, 3 or more 17/70
+    assert hypergeom_sf(4, 4, 4, 8) == pytest.approx(1 / 70, abs=1e-12)
+    assert hypergeom_sf(3, 4, 4, 8) == pytest.approx(17 / 70, abs=1e-12)
+    assert hypergeom_sf(0, 4, 4, 8) == 1.0 and hypergeom_sf(5, 4, 4, 8) == 0.0
+
+
+def test_the_tail_line_is_the_largest_baseline_call_below_a_hundred_calls():
+    assert tail_line([3.0, 1.0, 2.0]) == 3.0
+    assert tail_line([float(i) for i in range(1, 201)]) == 198.0  # 2 of 200 above: 1 %
+
+
+def test_k_of_n_calls_above_anything_the_baseline_saw_has_an_exact_chance():
+    base = [float(i) for i in range(1, 10)]  # 9 calls, 1..9 ms
+    # 3 of 6 calls above 9 ms: the 3 largest of 15 calls all fall in the window, 6*5*4 / (15*14*13)
+    p, k = tail_p([1.0, 2.0, 3.0, 20.0, 30.0, 40.0], base)
+    assert k == 3 and p == pytest.approx(6 * 5 * 4 / (15 * 14 * 13), abs=1e-12)
+    assert tail_p([1.0, 2.0, 3.0], base) == (1.0, 0)
+    assert tail_p([], base) == (1.0, 0)
+
+
+def test_one_straggler_among_a_few_calls_is_chance_several_are_not():
+    base = [5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 8.5]
+    # the largest of 16 calls falls in the window half the time
+    assert tail_p([6.0, 6.1, 6.2, 6.3, 6.4, 6.5, 6.6, 300.0], base)[0] == pytest.approx(0.5, abs=1e-12)
+    # 4 of 8 above every baseline call: 8*7*6*5 / (16*15*14*13), about 1 in 26: not yet sure
+    assert tail_p([6.0, 6.1, 6.2, 6.3, 60.0, 70.0, 80.0, 90.0], base)[0] == pytest.approx(
+        1680 / 43680, abs=1e-12)
+    # 6 of 8: about 1 in 290
+    assert tail_p([6.0, 6.1, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0], base)[0] < 1 - SURE
+
+
+def test_mann_whitney_exact_without_ties():
+    # every call now slower than every call before: one arrangement of C(6, 3) = 20
+    assert mann_whitney_p([4.0, 5.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx(1 / 20, abs=1e-12)
+    assert mann_whitney_p([6.0, 7.0, 8.0, 9.0, 10.0], [1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(
+        1 / 252, abs=1e-12)  # C(10, 5)
+    assert mann_whitney_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(1.0, abs=1e-12)
+
+
+def lat(count: int, p50: float, p95: float) -> RedStats:
+    return RedStats(count=count, rate_per_s=count / 30, p50_ms=p50, p95_ms=p95)
+
+
+def test_a_quiet_operations_tail_alone_needs_a_test_on_its_calls():
+    base, cur = lat(20, 6.0, 7.0), lat(20, 6.5, 60.0)  # p95 x8.6, p50 as before, 20 calls
+    assert tail_to_test(cur, base)
+    assert not latency_shift(cur, base)  # a p95 of 20 calls is one call's time
+    assert latency_shift(cur, base, tail_sure=0.995)
+    assert not latency_shift(cur, base, tail_sure=0.9)
+    # a typical call that moved, or a p95 on many calls, needs no test; nor does no shift pass one
+    assert not tail_to_test(lat(20, 9.0, 60.0), base) and latency_shift(lat(20, 9.0, 60.0), base)
+    assert not tail_to_test(lat(80, 6.5, 60.0), base) and latency_shift(lat(80, 6.5, 60.0), base)
+    assert not tail_to_test(lat(20, 6.0, 8.0), base) and not latency_shift(lat(20, 6.0, 8.0), base, 1.0)
+
+
+def test_calls_no_slower_than_the_services_other_calls_were_are_not_new_slowness():
+    base = [0.2, 0.3, 0.25, 0.3, 0.2, 0.3, 0.28, 0.22]
+    cur = [0.2, 900.0, 1400.0, 1600.0, 2000.0, 3000.0, 4100.0, 0.3]
+    assert tail_p(cur, base)[0] < 1 - SURE  # 6 of 8 far above this operation's every call
+    # but its service's other operations already took seconds (a busy database): within that
+    assert tail_p(cur, base, floor_ms=5000.0) == (1.0, 0)

@@ -96,6 +96,8 @@ class Mesh:
 
     def pay(self, trace, sid, t):
         own = self.ms(2) + (int(150 * self.strength * MS) if self.on("slow:pay") else 0)
+        if self.on("throttle:pay") and self.rng.random() < 0.5:  # its CPU quota spent: some calls wait
+            own += int(self.rng.uniform(20, 60) * self.strength * MS)
         d, st = self.http(trace, sid, "pay", "bank", "POST /auth", t + own, self.bank)
         if self.on("exception:pay"):
             return self.ms(0.5), 500
