@@ -1,0 +1,846 @@
+/* capture.traces._link: link() of capture/traces/linker.py in C (the agent's linker, run over every
+ * span it holds at each release: most of the agent's CPU per span in Python).
+ *
+ * linker.link_python is the specification: the same rules in the same order, the same ties (a
+ * CLIENT's candidates by fit then span id, best fit first over all clients by fit, client id,
+ * server id; servers and clients of a process swept by start, earlier span first on equal times),
+ * the same parents, trace ids and counts. What it reads of a span: kind, times, ids and parent by
+ * attribute; a compact row's (capture.rows) connection key, thread and traceparent from its `key`
+ * tuple, a Span's from the Python helpers passed in; the process from its resource dict. It gives
+ * up (returns None: the caller runs the Python) where the specification's dict semantics would
+ * differ from an index's: two spans with one span id, a kind or a time of an unexpected type.
+ * tests/capture/traces/test_link_c.py compares the two. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { OTHER = 0, SERVER = 1, CLIENT = 2 };
+
+static PyObject *A_kind, *A_start, *A_end, *A_span_id, *A_parent, *A_trace_id, *A_attributes, *A_key,
+    *A_resource, *K_host, *K_pid, *K_traceparent;
+
+typedef struct {
+    Py_ssize_t n;
+    PyObject **items;  /* borrowed from the list */
+    PyObject **sid;    /* new refs */
+    PyObject **par;    /* new refs or NULL: the parent span id (the specification's `parent` dict) */
+    PyObject **conn;   /* new refs: conn_key(s) (Py_None: none) */
+    PyObject **thread; /* new refs: _thread(s) */
+    PyObject **tp;     /* new refs: the traceparent value (Py_None: none) */
+    PyObject **proc;   /* new refs: _process(s), SERVER/CLIENT kinds only */
+    int64_t *start, *end;
+    Py_ssize_t *rank; /* the span id's place among all span ids (their order as str) */
+    char *kind, *frozen, *open;
+} Spans;
+
+static void spans_free(Spans *s)
+{
+    PyObject **arrays[] = {s->sid, s->par, s->conn, s->thread, s->tp, s->proc};
+    for (size_t a = 0; a < sizeof(arrays) / sizeof(*arrays); a++) {
+        if (arrays[a] == NULL)
+            continue;
+        for (Py_ssize_t i = 0; i < s->n; i++)
+            Py_XDECREF(arrays[a][i]);
+        PyMem_Free(arrays[a]);
+    }
+    PyMem_Free(s->start);
+    PyMem_Free(s->end);
+    PyMem_Free(s->rank);
+    PyMem_Free(s->kind);
+    PyMem_Free(s->frozen);
+    PyMem_Free(s->open);
+}
+
+/* -1: error; 0: cannot say (the caller falls back); 1: read. */
+static int kind_of(PyObject *k, char *out)
+{
+    if (!PyUnicode_Check(k))
+        return 0;
+    if (PyUnicode_CompareWithASCIIString(k, "SERVER") == 0 || PyUnicode_CompareWithASCIIString(k, "CONSUMER") == 0)
+        *out = SERVER;
+    else if (PyUnicode_CompareWithASCIIString(k, "CLIENT") == 0 || PyUnicode_CompareWithASCIIString(k, "PRODUCER") == 0)
+        *out = CLIENT;
+    else
+        *out = OTHER;
+    return 1;
+}
+
+static int int64_of(PyObject *o, int64_t *out)
+{
+    if (!PyLong_Check(o))
+        return 0;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow || v > INT64_MAX / 4 || v < INT64_MIN / 4) /* fits and sums of fits stay in range */
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static PyObject *dict_get(PyObject *d, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    return Py_NewRef(v);
+}
+
+typedef struct {
+    PyObject *sid;
+    Py_ssize_t i;
+} ById;
+
+static int cmp_by_id(const void *a, const void *b)
+{
+    return PyUnicode_Compare(((const ById *)a)->sid, ((const ById *)b)->sid);
+}
+
+/* What link() reads of every span, once. -1 error, 0 fall back, 1 done. */
+static int read_spans(Spans *s, PyObject *list, PyObject *frozen, PyObject *fn_conn, PyObject *fn_thread,
+                      PyObject *fn_process)
+{
+    Py_ssize_t n = s->n = PyList_GET_SIZE(list);
+    Py_ssize_t m = n ? n : 1;
+    s->items = PySequence_Fast_ITEMS(list);
+    s->sid = PyMem_Calloc(m, sizeof(PyObject *));
+    s->par = PyMem_Calloc(m, sizeof(PyObject *));
+    s->conn = PyMem_Calloc(m, sizeof(PyObject *));
+    s->thread = PyMem_Calloc(m, sizeof(PyObject *));
+    s->tp = PyMem_Calloc(m, sizeof(PyObject *));
+    s->proc = PyMem_Calloc(m, sizeof(PyObject *));
+    s->start = PyMem_Calloc(m, sizeof(int64_t));
+    s->end = PyMem_Calloc(m, sizeof(int64_t));
+    s->rank = PyMem_Calloc(m, sizeof(Py_ssize_t));
+    s->kind = PyMem_Calloc(m, 1);
+    s->frozen = PyMem_Calloc(m, 1);
+    s->open = PyMem_Calloc(m, 1);
+    if (!s->sid || !s->par || !s->conn || !s->thread || !s->tp || !s->proc || !s->start || !s->end || !s->rank ||
+        !s->kind || !s->frozen || !s->open) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject *last_res = NULL, *last_proc = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = s->items[i], *v;
+        int rc;
+        if ((v = PyObject_GetAttr(o, A_span_id)) == NULL)
+            return -1;
+        s->sid[i] = v;
+        if (!PyUnicode_CheckExact(v))
+            return 0;
+        if ((v = PyObject_GetAttr(o, A_kind)) == NULL)
+            return -1;
+        rc = kind_of(v, &s->kind[i]);
+        Py_DECREF(v);
+        if (rc <= 0)
+            return rc;
+        if ((v = PyObject_GetAttr(o, A_start)) == NULL)
+            return -1;
+        rc = int64_of(v, &s->start[i]);
+        Py_DECREF(v);
+        if (rc <= 0)
+            return rc;
+        if ((v = PyObject_GetAttr(o, A_end)) == NULL)
+            return -1;
+        rc = int64_of(v, &s->end[i]);
+        Py_DECREF(v);
+        if (rc <= 0)
+            return rc;
+        if ((v = PyObject_GetAttr(o, A_parent)) == NULL)
+            return -1;
+        rc = PyObject_IsTrue(v);
+        if (rc < 0) {
+            Py_DECREF(v);
+            return -1;
+        }
+        if (rc)
+            s->par[i] = v;
+        else
+            Py_DECREF(v);
+        rc = frozen == NULL ? 0 : PyAnySet_Check(frozen) ? PySet_Contains(frozen, s->sid[i])
+                                                        : PySequence_Contains(frozen, s->sid[i]);
+        if (rc < 0)
+            return -1;
+        s->frozen[i] = (char)rc;
+        s->open[i] = !rc && s->par[i] == NULL;
+        /* connection, thread, traceparent: a row's from its key, a Span's from the helpers (only
+         * the traceparent is read of other kinds: rule 4's) */
+        PyObject *attrs = PyObject_GetAttr(o, A_attributes);
+        if (attrs == NULL)
+            return -1;
+        if (attrs == Py_None) {
+            Py_DECREF(attrs);
+            PyObject *key = PyObject_GetAttr(o, A_key);
+            if (key == NULL)
+                return -1;
+            if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 3) {
+                Py_DECREF(key);
+                return 0;
+            }
+            s->conn[i] = Py_NewRef(PyTuple_GET_ITEM(key, 0));
+            s->thread[i] = Py_NewRef(PyTuple_GET_ITEM(key, 1));
+            s->tp[i] = Py_NewRef(PyTuple_GET_ITEM(key, 2));
+            Py_DECREF(key);
+            if (s->kind[i] == OTHER)
+                continue;
+        } else {
+            s->tp[i] = PyDict_CheckExact(attrs) ? dict_get(attrs, K_traceparent) : NULL;
+            Py_DECREF(attrs);
+            if (s->tp[i] == NULL)
+                return PyErr_Occurred() ? -1 : 0;
+            if (s->kind[i] == OTHER)
+                continue;
+            if ((s->conn[i] = PyObject_CallOneArg(fn_conn, o)) == NULL ||
+                (s->thread[i] = PyObject_CallOneArg(fn_thread, o)) == NULL)
+                return -1;
+        }
+        /* the process: spans of one process share their resource dict, read once per run of them */
+        PyObject *res = PyObject_GetAttr(o, A_resource);
+        if (res == NULL)
+            return -1;
+        if (res != last_res || last_proc == NULL) {
+            PyObject *proc;
+            if (PyDict_CheckExact(res)) {
+                PyObject *host = dict_get(res, K_host), *pid = host ? dict_get(res, K_pid) : NULL;
+                proc = pid ? PyTuple_Pack(2, host, pid) : NULL;
+                Py_XDECREF(host);
+                Py_XDECREF(pid);
+            } else {
+                proc = PyObject_CallOneArg(fn_process, o);
+            }
+            if (proc == NULL) {
+                Py_DECREF(res);
+                return -1;
+            }
+            last_res = res; /* compared by identity only; the span holds it */
+            Py_XSETREF(last_proc, proc);
+        }
+        Py_DECREF(res);
+        s->proc[i] = Py_NewRef(last_proc);
+    }
+    Py_XDECREF(last_proc);
+    /* span ids as ranks (ties broken by id as the specification's tuples are) and unique */
+    ById *by = PyMem_Malloc(m * sizeof(ById));
+    if (by == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        by[i] = (ById){s->sid[i], i};
+    qsort(by, n, sizeof(ById), cmp_by_id);
+    int unique = 1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        s->rank[by[k].i] = k;
+        if (k && PyUnicode_Compare(by[k - 1].sid, by[k].sid) == 0)
+            unique = 0;
+    }
+    PyMem_Free(by);
+    if (PyErr_Occurred())
+        return -1;
+    return unique;
+}
+
+/* Binary search of span ids (sorted by rank) for a parent id: its index, or -1. */
+static Py_ssize_t find_id(const Spans *s, const Py_ssize_t *by_rank, PyObject *id)
+{
+    if (id == NULL || !PyUnicode_Check(id))
+        return -1;
+    Py_ssize_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        int c = PyUnicode_Compare(s->sid[by_rank[mid]], id);
+        if (c == 0)
+            return by_rank[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* ---- Rule 2 ---------------------------------------------------------------------------------- */
+typedef struct {
+    int64_t fit;
+    Py_ssize_t crank, srank, c, k; /* k: which of c's sorted candidates (0: the best) */
+} Entry;
+
+static int entry_lt(const Entry *a, const Entry *b)
+{
+    if (a->fit != b->fit)
+        return a->fit < b->fit;
+    if (a->crank != b->crank)
+        return a->crank < b->crank;
+    return a->srank < b->srank;
+}
+
+static void heap_push(Entry *h, Py_ssize_t *len, Entry e)
+{
+    Py_ssize_t i = (*len)++;
+    while (i > 0) {
+        Py_ssize_t p = (i - 1) / 2;
+        if (!entry_lt(&e, &h[p]))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = e;
+}
+
+static Entry heap_pop(Entry *h, Py_ssize_t *len)
+{
+    Entry top = h[0], last = h[--(*len)];
+    Py_ssize_t i = 0, n = *len;
+    for (;;) {
+        Py_ssize_t l = 2 * i + 1, r = l + 1, m = i;
+        const Entry *best = &last;
+        if (l < n && entry_lt(&h[l], best)) {
+            m = l;
+            best = &h[l];
+        }
+        if (r < n && entry_lt(&h[r], best))
+            m = r;
+        if (m == i)
+            break;
+        h[i] = h[m];
+        i = m;
+    }
+    if (n)
+        h[i] = last;
+    return top;
+}
+
+typedef struct {
+    int64_t fit;
+    Py_ssize_t srank, j;
+} Cand;
+
+static int cmp_cand(const void *a, const void *b)
+{
+    const Cand *x = a, *y = b;
+    if (x->fit != y->fit)
+        return x->fit < y->fit ? -1 : 1;
+    return x->srank < y->srank ? -1 : x->srank > y->srank;
+}
+
+/* A connection's open servers sorted by end (then span order): [lo, hi) of `order`. */
+typedef struct {
+    Py_ssize_t lo, hi;
+} Group;
+
+typedef struct {
+    const Spans *s;
+    const Py_ssize_t *group; /* per span: its connection group, or -1 */
+} SortCtx;
+
+static SortCtx sort_ctx; /* qsort has no context argument; the GIL serializes callers */
+
+static int cmp_group_end(const void *a, const void *b)
+{
+    Py_ssize_t i = *(const Py_ssize_t *)a, j = *(const Py_ssize_t *)b;
+    Py_ssize_t gi = sort_ctx.group[i], gj = sort_ctx.group[j];
+    if (gi != gj)
+        return gi < gj ? -1 : 1;
+    int64_t ei = sort_ctx.s->end[i], ej = sort_ctx.s->end[j];
+    if (ei != ej)
+        return ei < ej ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static int cmp_group_start(const void *a, const void *b)
+{
+    Py_ssize_t i = *(const Py_ssize_t *)a, j = *(const Py_ssize_t *)b;
+    Py_ssize_t gi = sort_ctx.group[i], gj = sort_ctx.group[j];
+    if (gi != gj)
+        return gi < gj ? -1 : 1;
+    int64_t si = sort_ctx.s->start[i], sj = sort_ctx.s->start[j];
+    if (si != sj)
+        return si < sj ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static int64_t iabs(int64_t v) { return v < 0 ? -v : v; }
+
+/* The candidates of client c among its connection's servers (sorted by end): `out` (may be NULL:
+ * only the best is wanted, into *best). Returns how many, -1 on no memory. */
+static Py_ssize_t candidates(const Spans *s, const Py_ssize_t *order, Group g, Py_ssize_t c, int64_t slack,
+                             Cand **out, Cand *best)
+{
+    int64_t cs = s->start[c], ce = s->end[c], lo_v = cs - slack, hi_v = ce + slack;
+    Py_ssize_t lo = g.lo, hi = g.hi;
+    while (lo < hi) { /* bisect_left(ends, cs - slack) */
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (s->end[order[mid]] < lo_v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    Py_ssize_t a = lo;
+    lo = a, hi = g.hi;
+    while (lo < hi) { /* bisect_right(ends, ce + slack) */
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (hi_v < s->end[order[mid]])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    Py_ssize_t b = lo, count = 0;
+    Cand *list = NULL;
+    if (out != NULL) {
+        list = PyMem_Malloc((b - a ? b - a : 1) * sizeof(Cand));
+        if (list == NULL)
+            return -1;
+    }
+    for (Py_ssize_t k = a; k < b; k++) {
+        Py_ssize_t j = order[k];
+        if (s->start[j] > hi_v)
+            continue;
+        Cand x = {iabs(ce - s->end[j]) + iabs(s->start[j] - cs), s->rank[j], j};
+        if (list != NULL)
+            list[count] = x;
+        else if (count == 0 || cmp_cand(&x, best) < 0)
+            *best = x;
+        count++;
+    }
+    if (list != NULL) {
+        qsort(list, count, sizeof(Cand), cmp_cand);
+        *out = list;
+    }
+    return count;
+}
+
+static int set_parent(Spans *s, Py_ssize_t i, PyObject *parent)
+{
+    Py_XSETREF(s->par[i], Py_NewRef(parent));
+    return 0;
+}
+
+/* Rule 2. Returns links made, -1 on error. */
+static Py_ssize_t rule2(Spans *s, const Py_ssize_t *by_rank, int64_t slack)
+{
+    Py_ssize_t n = s->n, m = n ? n : 1, made = -1, ngroups = 0, nservers = 0, heap_len = 0;
+    PyObject *groups = PyDict_New();
+    Py_ssize_t *group = PyMem_Malloc(m * sizeof(Py_ssize_t)), *order = PyMem_Malloc(m * sizeof(Py_ssize_t));
+    Group *bounds = NULL;
+    char *used = PyMem_Calloc(m, 1);
+    Entry *heap = PyMem_Malloc(m * sizeof(Entry));
+    Cand **rest = PyMem_Calloc(m, sizeof(Cand *));
+    Py_ssize_t *rest_n = PyMem_Calloc(m, sizeof(Py_ssize_t));
+    if (!groups || !group || !order || !used || !heap || !rest || !rest_n) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        group[i] = -1;
+        if (!(s->open[i] && s->kind[i] == SERVER && s->conn[i] != Py_None))
+            continue;
+        PyObject *g = PyDict_GetItemWithError(groups, s->conn[i]);
+        if (g == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            PyObject *id = PyLong_FromSsize_t(ngroups);
+            if (id == NULL || PyDict_SetItem(groups, s->conn[i], id) < 0) {
+                Py_XDECREF(id);
+                goto done;
+            }
+            Py_DECREF(id);
+            group[i] = ngroups++;
+        } else {
+            group[i] = PyLong_AsSsize_t(g);
+        }
+        order[nservers++] = i;
+    }
+    sort_ctx = (SortCtx){s, group};
+    qsort(order, nservers, sizeof(Py_ssize_t), cmp_group_end);
+    bounds = PyMem_Malloc((ngroups ? ngroups : 1) * sizeof(Group));
+    if (bounds == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < nservers; k++) {
+        Py_ssize_t g = group[order[k]];
+        if (k == 0 || group[order[k - 1]] != g)
+            bounds[g].lo = k;
+        bounds[g].hi = k + 1;
+    }
+    /* a CLIENT span already answered by a SERVER span is taken */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s->par[i] != NULL && s->kind[i] == SERVER) {
+            Py_ssize_t j = find_id(s, by_rank, s->par[i]);
+            if (j >= 0)
+                used[j] = 1;
+        }
+    }
+    Py_ssize_t *client_group = PyMem_Malloc(m * sizeof(Py_ssize_t));
+    if (client_group == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t c = 0; c < n; c++) {
+        client_group[c] = -1;
+        if (s->kind[c] != CLIENT || used[c] || s->conn[c] == Py_None)
+            continue;
+        PyObject *g = PyDict_GetItemWithError(groups, s->conn[c]);
+        if (g == NULL) {
+            if (PyErr_Occurred()) {
+                PyMem_Free(client_group);
+                goto done;
+            }
+            continue;
+        }
+        client_group[c] = PyLong_AsSsize_t(g);
+        Cand best;
+        if (candidates(s, order, bounds[client_group[c]], c, slack, NULL, &best) > 0)
+            heap_push(heap, &heap_len, (Entry){best.fit, s->rank[c], best.srank, c, 0});
+    }
+    made = 0;
+    while (heap_len) {
+        Entry e = heap_pop(heap, &heap_len);
+        if (used[e.c])
+            continue;
+        Py_ssize_t j = -1;
+        if (rest[e.c] != NULL)
+            j = rest[e.c][e.k].j;
+        else { /* the best: found again by its rank among the connection's servers */
+            Cand best;
+            candidates(s, order, bounds[client_group[e.c]], e.c, slack, NULL, &best);
+            j = best.j;
+        }
+        if (s->par[j] == NULL) {
+            used[e.c] = 1;
+            set_parent(s, j, s->sid[e.c]);
+            made++;
+            continue;
+        }
+        if (rest[e.c] == NULL) {
+            Py_ssize_t got = candidates(s, order, bounds[client_group[e.c]], e.c, slack, &rest[e.c], NULL);
+            if (got < 0) {
+                PyErr_NoMemory();
+                made = -1;
+                break;
+            }
+            rest_n[e.c] = got;
+        }
+        if (e.k + 1 < rest_n[e.c]) {
+            Cand x = rest[e.c][e.k + 1];
+            heap_push(heap, &heap_len, (Entry){x.fit, e.crank, x.srank, e.c, e.k + 1});
+        }
+    }
+    PyMem_Free(client_group);
+done:
+    Py_XDECREF(groups);
+    PyMem_Free(group);
+    PyMem_Free(order);
+    PyMem_Free(bounds);
+    PyMem_Free(used);
+    PyMem_Free(heap);
+    if (rest != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyMem_Free(rest[i]);
+    PyMem_Free(rest);
+    PyMem_Free(rest_n);
+    return made;
+}
+
+/* ---- Rule 3 ---------------------------------------------------------------------------------- */
+/* Returns 0, -1 on error; counts into *in_process and *ambiguous. */
+static int rule3(Spans *s, Py_ssize_t *in_process, Py_ssize_t *ambiguous)
+{
+    Py_ssize_t n = s->n, m = n ? n : 1, nprocs = 0, nsrv = 0, ncli = 0;
+    int rc = -1;
+    PyObject *procs = PyDict_New();
+    Py_ssize_t *group = PyMem_Malloc(m * sizeof(Py_ssize_t));
+    Py_ssize_t *srv = PyMem_Malloc(m * sizeof(Py_ssize_t)), *cli = PyMem_Malloc(m * sizeof(Py_ssize_t));
+    Py_ssize_t *active = PyMem_Malloc(m * sizeof(Py_ssize_t)), *pick = PyMem_Malloc(m * sizeof(Py_ssize_t));
+    if (!procs || !group || !srv || !cli || !active || !pick) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        group[i] = -1;
+        int server = s->kind[i] == SERVER;
+        int client = s->kind[i] == CLIENT && s->open[i] && s->par[i] == NULL;
+        if (!server && !client)
+            continue;
+        PyObject *g = PyDict_GetItemWithError(procs, s->proc[i]);
+        if (g == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            PyObject *id = PyLong_FromSsize_t(nprocs);
+            if (id == NULL || PyDict_SetItem(procs, s->proc[i], id) < 0) {
+                Py_XDECREF(id);
+                goto done;
+            }
+            Py_DECREF(id);
+            group[i] = nprocs++;
+        } else {
+            group[i] = PyLong_AsSsize_t(g);
+        }
+        if (server)
+            srv[nsrv++] = i;
+        else
+            cli[ncli++] = i;
+    }
+    sort_ctx = (SortCtx){s, group};
+    qsort(srv, nsrv, sizeof(Py_ssize_t), cmp_group_start);
+    qsort(cli, ncli, sizeof(Py_ssize_t), cmp_group_start);
+    Py_ssize_t k = 0, nactive = 0, current = -1;
+    for (Py_ssize_t x = 0; x < ncli; x++) {
+        Py_ssize_t c = cli[x], g = group[c];
+        if (g != current) { /* the next process: its servers from the start */
+            current = g;
+            nactive = 0;
+            while (k < nsrv && group[srv[k]] < g)
+                k++;
+        }
+        int64_t t = s->start[c];
+        while (k < nsrv && group[srv[k]] == g && s->start[srv[k]] <= t)
+            active[nactive++] = srv[k++];
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t a = 0; a < nactive; a++)
+            if (s->end[active[a]] >= t)
+                active[kept++] = active[a];
+        nactive = kept;
+        Py_ssize_t npick = 0;
+        PyObject *th = s->thread[c];
+        if (th != Py_None) {
+            for (Py_ssize_t a = 0; a < nactive; a++) {
+                int eq = PyObject_RichCompareBool(s->thread[active[a]], th, Py_EQ);
+                if (eq < 0)
+                    goto done;
+                if (eq)
+                    pick[npick++] = active[a];
+            }
+        }
+        if (npick == 0) {
+            memcpy(pick, active, nactive * sizeof(Py_ssize_t));
+            npick = nactive;
+        }
+        if (npick == 1) {
+            set_parent(s, c, s->sid[pick[0]]);
+            (*in_process)++;
+        } else if (npick > 1) {
+            (*ambiguous)++;
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(procs);
+    PyMem_Free(group);
+    PyMem_Free(srv);
+    PyMem_Free(cli);
+    PyMem_Free(active);
+    PyMem_Free(pick);
+    return rc;
+}
+
+/* ---- Rule 4 ---------------------------------------------------------------------------------- */
+static int rule4(Spans *s, const Py_ssize_t *by_rank, PyObject *fn_parse)
+{
+    Py_ssize_t n = s->n, m = n ? n : 1;
+    int rc = -1;
+    Py_ssize_t *pidx = PyMem_Malloc(m * sizeof(Py_ssize_t)), *root_of = PyMem_Malloc(m * sizeof(Py_ssize_t));
+    Py_ssize_t *path = PyMem_Malloc(m * sizeof(Py_ssize_t)), *on_path = PyMem_Calloc(m, sizeof(Py_ssize_t));
+    Py_ssize_t *first_frozen = PyMem_Malloc(m * sizeof(Py_ssize_t)), *carried = PyMem_Malloc(m * sizeof(Py_ssize_t));
+    PyObject **carried_trace = PyMem_Calloc(m, sizeof(PyObject *)), **trace = PyMem_Calloc(m, sizeof(PyObject *));
+    if (!pidx || !root_of || !path || !on_path || !first_frozen || !carried || !carried_trace || !trace) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        pidx[i] = find_id(s, by_rank, s->par[i]);
+        root_of[i] = first_frozen[i] = carried[i] = -1;
+    }
+    for (Py_ssize_t i0 = 0; i0 < n; i0++) {
+        Py_ssize_t i = i0, np = 0, stamp = i0 + 1;
+        while (root_of[i] < 0 && pidx[i] >= 0 && on_path[i] != stamp) {
+            path[np++] = i;
+            on_path[i] = stamp;
+            i = pidx[i];
+        }
+        Py_ssize_t r = root_of[i] >= 0 ? root_of[i] : i;
+        for (Py_ssize_t p = 0; p < np; p++)
+            root_of[path[p]] = r;
+        root_of[i] = r;
+    }
+    /* per group (its root): the first frozen member, else the earliest carried traceparent */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t r = root_of[i];
+        if (s->frozen[i]) {
+            if (first_frozen[r] < 0)
+                first_frozen[r] = i;
+            continue;
+        }
+        if (s->tp[i] == NULL || s->tp[i] == Py_None)
+            continue;
+        PyObject *parsed = PyObject_CallOneArg(fn_parse, s->tp[i]);
+        if (parsed == NULL)
+            goto done;
+        if (parsed != Py_None) {
+            PyObject *t = PyTuple_GET_ITEM(parsed, 0);
+            int better = carried[r] < 0 || s->start[i] < s->start[carried[r]];
+            if (!better && s->start[i] == s->start[carried[r]]) {
+                better = PyObject_RichCompareBool(t, carried_trace[r], Py_LT);
+                if (better < 0) {
+                    Py_DECREF(parsed);
+                    goto done;
+                }
+            }
+            if (better) {
+                carried[r] = i;
+                Py_XSETREF(carried_trace[r], Py_NewRef(t));
+            }
+        }
+        Py_DECREF(parsed);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s->frozen[i])
+            continue; /* (a frozen member's traceparent counts for nothing: its trace wins anyway) */
+        Py_ssize_t r = root_of[i];
+        if (trace[r] == NULL) {
+            PyObject *t = NULL;
+            if (first_frozen[r] >= 0) {
+                if ((t = PyObject_GetAttr(s->items[first_frozen[r]], A_trace_id)) == NULL)
+                    goto done;
+                if (t == Py_None)
+                    Py_CLEAR(t);
+            }
+            /* frozen members' traceparents, when no frozen member had a trace id */
+            if (t == NULL && first_frozen[r] >= 0) {
+                for (Py_ssize_t j = 0; j < n; j++) {
+                    if (root_of[j] != r || !s->frozen[j] || s->tp[j] == NULL || s->tp[j] == Py_None)
+                        continue;
+                    PyObject *parsed = PyObject_CallOneArg(fn_parse, s->tp[j]);
+                    if (parsed == NULL)
+                        goto done;
+                    if (parsed != Py_None) {
+                        PyObject *tt = PyTuple_GET_ITEM(parsed, 0);
+                        int better = carried[r] < 0 || s->start[j] < s->start[carried[r]];
+                        if (!better && s->start[j] == s->start[carried[r]])
+                            better = PyObject_RichCompareBool(tt, carried_trace[r], Py_LT);
+                        if (better > 0) {
+                            carried[r] = j;
+                            Py_XSETREF(carried_trace[r], Py_NewRef(tt));
+                        }
+                    }
+                    Py_DECREF(parsed);
+                    if (PyErr_Occurred())
+                        goto done;
+                }
+            }
+            if (t == NULL && carried[r] >= 0)
+                t = Py_NewRef(carried_trace[r]);
+            if (t == NULL && (t = PyObject_GetAttr(s->items[r], A_trace_id)) == NULL)
+                goto done;
+            trace[r] = t;
+        }
+        if (PyObject_SetAttr(s->items[i], A_trace_id, trace[r]) < 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    if (carried_trace != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(carried_trace[i]);
+    if (trace != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(trace[i]);
+    PyMem_Free(carried_trace);
+    PyMem_Free(trace);
+    PyMem_Free(pidx);
+    PyMem_Free(root_of);
+    PyMem_Free(path);
+    PyMem_Free(on_path);
+    PyMem_Free(first_frozen);
+    PyMem_Free(carried);
+    return rc;
+}
+
+static PyObject *link_spans(PyObject *self, PyObject *args)
+{
+    PyObject *list, *frozen, *fn_conn, *fn_thread, *fn_process, *fn_parse;
+    long long slack;
+    if (!PyArg_ParseTuple(args, "O!OLOOOO", &PyList_Type, &list, &frozen, &slack, &fn_conn, &fn_thread,
+                          &fn_process, &fn_parse))
+        return NULL;
+    Spans s;
+    memset(&s, 0, sizeof s);
+    PyObject *result = NULL;
+    Py_ssize_t *by_rank = NULL;
+    Py_INCREF(list); /* its items are read by pointer: kept alive and the same throughout */
+    int rc = read_spans(&s, list, frozen == Py_None ? NULL : frozen, fn_conn, fn_thread, fn_process);
+    if (rc <= 0) {
+        result = rc < 0 ? NULL : Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t n = s.n;
+    if (PyList_GET_SIZE(list) != n) { /* a helper changed the list */
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    by_rank = PyMem_Malloc((n ? n : 1) * sizeof(Py_ssize_t));
+    if (by_rank == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        by_rank[s.rank[i]] = i;
+    Py_ssize_t cross = rule2(&s, by_rank, slack);
+    if (cross < 0)
+        goto done;
+    /* Rule 1 (fallback half): an open SERVER span with a traceparent but no captured caller */
+    Py_ssize_t carried = 0, in_process = 0, ambiguous = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!(s.open[i] && s.kind[i] == SERVER && s.par[i] == NULL && s.tp[i] != Py_None))
+            continue;
+        PyObject *tp = PyObject_CallOneArg(fn_parse, s.tp[i]);
+        if (tp == NULL)
+            goto done;
+        if (tp != Py_None) {
+            set_parent(&s, i, PyTuple_GET_ITEM(tp, 1));
+            carried++;
+        }
+        Py_DECREF(tp);
+    }
+    if (rule3(&s, &in_process, &ambiguous) < 0 || rule4(&s, by_rank, fn_parse) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s.open[i] && s.par[i] != NULL && PyObject_SetAttr(s.items[i], A_parent, s.par[i]) < 0)
+            goto done;
+    result = Py_BuildValue("(nnnn)", cross, in_process, carried, ambiguous);
+done:
+    spans_free(&s);
+    PyMem_Free(by_rank);
+    Py_DECREF(list);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"link", link_spans, METH_VARARGS,
+     "link(spans, frozen, slack_ns, conn_key, thread, process, parse_traceparent) -> (cross_process, "
+     "in_process, traceparent, ambiguous), or None where the Python must run: see capture.traces.linker.link."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "capture.traces._link",
+                                    "The agent's span linker (capture.traces.linker.link) in C.", -1, methods};
+
+PyMODINIT_FUNC PyInit__link(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {{&A_kind, "kind"}, {&A_start, "start_time_unix_nano"}, {&A_end, "end_time_unix_nano"},
+                 {&A_span_id, "span_id"}, {&A_parent, "parent_span_id"}, {&A_trace_id, "trace_id"},
+                 {&A_attributes, "attributes"}, {&A_key, "key"}, {&A_resource, "resource"},
+                 {&K_host, "host.name"}, {&K_pid, "process.pid"},
+                 {&K_traceparent, "http.request.header.traceparent"}};
+    for (size_t k = 0; k < sizeof(names) / sizeof(*names); k++)
+        if ((*names[k].slot = PyUnicode_InternFromString(names[k].text)) == NULL)
+            return NULL;
+    return PyModule_Create(&module);
+}
