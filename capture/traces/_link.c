@@ -12,6 +12,7 @@
  * tests/capture/traces/test_link_c.py compares the two. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,62 @@ enum { OTHER = 0, SERVER = 1, CLIENT = 2 };
 
 static PyObject *A_kind, *A_start, *A_end, *A_span_id, *A_parent, *A_trace_id, *A_attributes, *A_key,
     *A_resource, *K_host, *K_pid, *K_traceparent;
+
+/* ---- a span's fields: from their slots where its type has them (Span, Row), else by name ---- */
+enum { F_KIND, F_START, F_END, F_SPAN_ID, F_PARENT, F_TRACE, F_ATTRS, F_KEY, F_RESOURCE, NF };
+static PyObject **const FIELD_NAMES[NF] = {&A_kind, &A_start, &A_end, &A_span_id, &A_parent, &A_trace_id,
+                                           &A_attributes, &A_key, &A_resource};
+
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t off[NF]; /* -1: by name */
+    char writable[NF];
+} Layout;
+
+static Layout layouts[4]; /* the types seen, each with a reference held */
+
+static const Layout *layout_of(PyTypeObject *t)
+{
+    size_t k = 0;
+    for (; k < sizeof(layouts) / sizeof(*layouts) && layouts[k].type != NULL; k++)
+        if (layouts[k].type == t)
+            return &layouts[k];
+    if (k == sizeof(layouts) / sizeof(*layouts))
+        return NULL; /* too many kinds of span: by name */
+    Layout *L = &layouts[k];
+    for (int f = 0; f < NF; f++) {
+        PyObject *d = t->tp_dict ? PyDict_GetItemWithError(t->tp_dict, *FIELD_NAMES[f]) : NULL;
+        if (d == NULL && PyErr_Occurred())
+            PyErr_Clear();
+        PyMemberDef *m = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member : NULL;
+        int ok = m != NULL && (m->type == T_OBJECT || m->type == T_OBJECT_EX);
+        L->off[f] = ok ? m->offset : -1;
+        L->writable[f] = ok && !(m->flags & READONLY);
+    }
+    L->type = (PyTypeObject *)Py_NewRef(t);
+    return L;
+}
+
+/* the field's value (new ref); an empty slot raises as getattr does */
+static PyObject *field(PyObject *o, const Layout *L, int f)
+{
+    if (L != NULL && L->off[f] >= 0) {
+        PyObject *v = *(PyObject **)((char *)o + L->off[f]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(o, *FIELD_NAMES[f]);
+}
+
+static int set_field(PyObject *o, int f, PyObject *v)
+{
+    const Layout *L = layout_of(Py_TYPE(o));
+    if (L != NULL && L->off[f] >= 0 && L->writable[f]) {
+        Py_XSETREF(*(PyObject **)((char *)o + L->off[f]), Py_NewRef(v));
+        return 0;
+    }
+    return PyObject_SetAttr(o, *FIELD_NAMES[f], v);
+}
 
 typedef struct {
     Py_ssize_t n;
@@ -31,8 +88,11 @@ typedef struct {
     PyObject **tp;     /* new refs: the traceparent value (Py_None: none) */
     PyObject **proc;   /* new refs: _process(s), SERVER/CLIENT kinds only */
     int64_t *start, *end;
-    Py_ssize_t *rank; /* the span id's place among all span ids (their order as str) */
+    Py_ssize_t *ids;  /* open addressing over span ids: index + 1, 0 empty */
+    Py_hash_t *hash;  /* each span id's hash */
+    size_t ids_cap;
     char *kind, *frozen, *open;
+    PyObject *last_proc;
 } Spans;
 
 static void spans_free(Spans *s)
@@ -45,9 +105,11 @@ static void spans_free(Spans *s)
             Py_XDECREF(arrays[a][i]);
         PyMem_Free(arrays[a]);
     }
+    Py_XDECREF(s->last_proc);
     PyMem_Free(s->start);
     PyMem_Free(s->end);
-    PyMem_Free(s->rank);
+    PyMem_Free(s->ids);
+    PyMem_Free(s->hash);
     PyMem_Free(s->kind);
     PyMem_Free(s->frozen);
     PyMem_Free(s->open);
@@ -89,14 +151,28 @@ static PyObject *dict_get(PyObject *d, PyObject *key)
     return Py_NewRef(v);
 }
 
-typedef struct {
-    PyObject *sid;
-    Py_ssize_t i;
-} ById;
-
-static int cmp_by_id(const void *a, const void *b)
+/* Two exact str equal? (span ids: mostly ASCII of one length) */
+static int same_str(PyObject *a, PyObject *b)
 {
-    return PyUnicode_Compare(((const ById *)a)->sid, ((const ById *)b)->sid);
+    if (a == b)
+        return 1;
+    if (PyUnicode_IS_COMPACT_ASCII(a) && PyUnicode_IS_COMPACT_ASCII(b))
+        return PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) &&
+               memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), PyUnicode_GET_LENGTH(a)) == 0;
+    return PyUnicode_Compare(a, b) == 0;
+}
+
+/* a < b as Python orders str (by code point); span ids are exact str */
+static int str_lt(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 0;
+    if (PyUnicode_IS_COMPACT_ASCII(a) && PyUnicode_IS_COMPACT_ASCII(b)) {
+        Py_ssize_t na = PyUnicode_GET_LENGTH(a), nb = PyUnicode_GET_LENGTH(b);
+        int c = memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), na < nb ? na : nb);
+        return c < 0 || (c == 0 && na < nb);
+    }
+    return PyUnicode_Compare(a, b) < 0;
 }
 
 /* What link() reads of every span, once. -1 error, 0 fall back, 1 done. */
@@ -114,43 +190,44 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, PyObject *fn_c
     s->proc = PyMem_Calloc(m, sizeof(PyObject *));
     s->start = PyMem_Calloc(m, sizeof(int64_t));
     s->end = PyMem_Calloc(m, sizeof(int64_t));
-    s->rank = PyMem_Calloc(m, sizeof(Py_ssize_t));
+    s->hash = PyMem_Calloc(m, sizeof(Py_hash_t));
     s->kind = PyMem_Calloc(m, 1);
     s->frozen = PyMem_Calloc(m, 1);
     s->open = PyMem_Calloc(m, 1);
-    if (!s->sid || !s->par || !s->conn || !s->thread || !s->tp || !s->proc || !s->start || !s->end || !s->rank ||
+    if (!s->sid || !s->par || !s->conn || !s->thread || !s->tp || !s->proc || !s->start || !s->end || !s->hash ||
         !s->kind || !s->frozen || !s->open) {
         PyErr_NoMemory();
         return -1;
     }
-    PyObject *last_res = NULL, *last_proc = NULL;
+    PyObject *last_res = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = s->items[i], *v;
+        const Layout *L = layout_of(Py_TYPE(o));
         int rc;
-        if ((v = PyObject_GetAttr(o, A_span_id)) == NULL)
+        if ((v = field(o, L, F_SPAN_ID)) == NULL)
             return -1;
         s->sid[i] = v;
         if (!PyUnicode_CheckExact(v))
             return 0;
-        if ((v = PyObject_GetAttr(o, A_kind)) == NULL)
+        if ((v = field(o, L, F_KIND)) == NULL)
             return -1;
         rc = kind_of(v, &s->kind[i]);
         Py_DECREF(v);
         if (rc <= 0)
             return rc;
-        if ((v = PyObject_GetAttr(o, A_start)) == NULL)
+        if ((v = field(o, L, F_START)) == NULL)
             return -1;
         rc = int64_of(v, &s->start[i]);
         Py_DECREF(v);
         if (rc <= 0)
             return rc;
-        if ((v = PyObject_GetAttr(o, A_end)) == NULL)
+        if ((v = field(o, L, F_END)) == NULL)
             return -1;
         rc = int64_of(v, &s->end[i]);
         Py_DECREF(v);
         if (rc <= 0)
             return rc;
-        if ((v = PyObject_GetAttr(o, A_parent)) == NULL)
+        if ((v = field(o, L, F_PARENT)) == NULL)
             return -1;
         rc = PyObject_IsTrue(v);
         if (rc < 0) {
@@ -169,12 +246,12 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, PyObject *fn_c
         s->open[i] = !rc && s->par[i] == NULL;
         /* connection, thread, traceparent: a row's from its key, a Span's from the helpers (only
          * the traceparent is read of other kinds: rule 4's) */
-        PyObject *attrs = PyObject_GetAttr(o, A_attributes);
+        PyObject *attrs = field(o, L, F_ATTRS);
         if (attrs == NULL)
             return -1;
         if (attrs == Py_None) {
             Py_DECREF(attrs);
-            PyObject *key = PyObject_GetAttr(o, A_key);
+            PyObject *key = field(o, L, F_KEY);
             if (key == NULL)
                 return -1;
             if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 3) {
@@ -199,10 +276,10 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, PyObject *fn_c
                 return -1;
         }
         /* the process: spans of one process share their resource dict, read once per run of them */
-        PyObject *res = PyObject_GetAttr(o, A_resource);
+        PyObject *res = field(o, L, F_RESOURCE);
         if (res == NULL)
             return -1;
-        if (res != last_res || last_proc == NULL) {
+        if (res != last_res || s->last_proc == NULL) {
             PyObject *proc;
             if (PyDict_CheckExact(res)) {
                 PyObject *host = dict_get(res, K_host), *pid = host ? dict_get(res, K_pid) : NULL;
@@ -217,65 +294,72 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, PyObject *fn_c
                 return -1;
             }
             last_res = res; /* compared by identity only; the span holds it */
-            Py_XSETREF(last_proc, proc);
+            Py_XSETREF(s->last_proc, proc);
         }
         Py_DECREF(res);
-        s->proc[i] = Py_NewRef(last_proc);
+        s->proc[i] = Py_NewRef(s->last_proc);
     }
-    Py_XDECREF(last_proc);
-    /* span ids as ranks (ties broken by id as the specification's tuples are) and unique */
-    ById *by = PyMem_Malloc(m * sizeof(ById));
-    if (by == NULL) {
+    /* span ids in a table: a parent's span by its id; two spans with one id: the specification runs */
+    size_t cap = 16;
+    while (cap < 2 * (size_t)m)
+        cap *= 2;
+    s->ids = PyMem_Calloc(cap, sizeof(Py_ssize_t));
+    if (s->ids == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    for (Py_ssize_t i = 0; i < n; i++)
-        by[i] = (ById){s->sid[i], i};
-    qsort(by, n, sizeof(ById), cmp_by_id);
-    int unique = 1;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        s->rank[by[k].i] = k;
-        if (k && PyUnicode_Compare(by[k - 1].sid, by[k].sid) == 0)
-            unique = 0;
+    s->ids_cap = cap;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_hash_t h = PyObject_Hash(s->sid[i]);
+        if (h == -1)
+            return -1;
+        s->hash[i] = h;
+        for (size_t k = (size_t)h & (cap - 1);; k = (k + 1) & (cap - 1)) {
+            Py_ssize_t j = s->ids[k] - 1;
+            if (j < 0) {
+                s->ids[k] = i + 1;
+                break;
+            }
+            if (s->hash[j] == h && same_str(s->sid[j], s->sid[i]))
+                return 0;
+        }
     }
-    PyMem_Free(by);
-    if (PyErr_Occurred())
-        return -1;
-    return unique;
+    return 1;
 }
 
-/* Binary search of span ids (sorted by rank) for a parent id: its index, or -1. */
-static Py_ssize_t find_id(const Spans *s, const Py_ssize_t *by_rank, PyObject *id)
+/* The span whose id is `id`: its index, or -1. */
+static Py_ssize_t find_id(const Spans *s, PyObject *id)
 {
     if (id == NULL || !PyUnicode_Check(id))
         return -1;
-    Py_ssize_t lo = 0, hi = s->n;
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) / 2;
-        int c = PyUnicode_Compare(s->sid[by_rank[mid]], id);
-        if (c == 0)
-            return by_rank[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
+    Py_hash_t h = PyObject_Hash(id); /* cached in the str */
+    if (h == -1) {
+        PyErr_Clear();
+        return -1;
     }
-    return -1;
+    for (size_t k = (size_t)h & (s->ids_cap - 1);; k = (k + 1) & (s->ids_cap - 1)) {
+        Py_ssize_t j = s->ids[k] - 1;
+        if (j < 0)
+            return -1;
+        if (s->hash[j] == h && same_str(s->sid[j], id))
+            return j;
+    }
 }
 
 /* ---- Rule 2 ---------------------------------------------------------------------------------- */
 typedef struct {
     int64_t fit;
-    Py_ssize_t crank, srank, c, k; /* k: which of c's sorted candidates (0: the best) */
+    PyObject *cid, *sid; /* ties: by client id, then server id */
+    Py_ssize_t c, k;     /* k: which of c's sorted candidates (0: the best) */
 } Entry;
 
 static int entry_lt(const Entry *a, const Entry *b)
 {
     if (a->fit != b->fit)
         return a->fit < b->fit;
-    if (a->crank != b->crank)
-        return a->crank < b->crank;
-    return a->srank < b->srank;
+    if (a->cid != b->cid)
+        return str_lt(a->cid, b->cid);
+    return str_lt(a->sid, b->sid);
 }
 
 static void heap_push(Entry *h, Py_ssize_t *len, Entry e)
@@ -316,7 +400,8 @@ static Entry heap_pop(Entry *h, Py_ssize_t *len)
 
 typedef struct {
     int64_t fit;
-    Py_ssize_t srank, j;
+    PyObject *sid;
+    Py_ssize_t j;
 } Cand;
 
 static int cmp_cand(const void *a, const void *b)
@@ -324,7 +409,7 @@ static int cmp_cand(const void *a, const void *b)
     const Cand *x = a, *y = b;
     if (x->fit != y->fit)
         return x->fit < y->fit ? -1 : 1;
-    return x->srank < y->srank ? -1 : x->srank > y->srank;
+    return str_lt(x->sid, y->sid) ? -1 : str_lt(y->sid, x->sid);
 }
 
 /* A connection's open servers sorted by end (then span order): [lo, hi) of `order`. */
@@ -399,7 +484,7 @@ static Py_ssize_t candidates(const Spans *s, const Py_ssize_t *order, Group g, P
         Py_ssize_t j = order[k];
         if (s->start[j] > hi_v)
             continue;
-        Cand x = {iabs(ce - s->end[j]) + iabs(s->start[j] - cs), s->rank[j], j};
+        Cand x = {iabs(ce - s->end[j]) + iabs(s->start[j] - cs), s->sid[j], j};
         if (list != NULL)
             list[count] = x;
         else if (count == 0 || cmp_cand(&x, best) < 0)
@@ -420,7 +505,7 @@ static int set_parent(Spans *s, Py_ssize_t i, PyObject *parent)
 }
 
 /* Rule 2. Returns links made, -1 on error. */
-static Py_ssize_t rule2(Spans *s, const Py_ssize_t *by_rank, int64_t slack)
+static Py_ssize_t rule2(Spans *s, int64_t slack)
 {
     Py_ssize_t n = s->n, m = n ? n : 1, made = -1, ngroups = 0, nservers = 0, heap_len = 0;
     PyObject *groups = PyDict_New();
@@ -470,7 +555,7 @@ static Py_ssize_t rule2(Spans *s, const Py_ssize_t *by_rank, int64_t slack)
     /* a CLIENT span already answered by a SERVER span is taken */
     for (Py_ssize_t i = 0; i < n; i++) {
         if (s->par[i] != NULL && s->kind[i] == SERVER) {
-            Py_ssize_t j = find_id(s, by_rank, s->par[i]);
+            Py_ssize_t j = find_id(s, s->par[i]);
             if (j >= 0)
                 used[j] = 1;
         }
@@ -495,7 +580,7 @@ static Py_ssize_t rule2(Spans *s, const Py_ssize_t *by_rank, int64_t slack)
         client_group[c] = PyLong_AsSsize_t(g);
         Cand best;
         if (candidates(s, order, bounds[client_group[c]], c, slack, NULL, &best) > 0)
-            heap_push(heap, &heap_len, (Entry){best.fit, s->rank[c], best.srank, c, 0});
+            heap_push(heap, &heap_len, (Entry){best.fit, s->sid[c], best.sid, c, 0});
     }
     made = 0;
     while (heap_len) {
@@ -505,7 +590,7 @@ static Py_ssize_t rule2(Spans *s, const Py_ssize_t *by_rank, int64_t slack)
         Py_ssize_t j = -1;
         if (rest[e.c] != NULL)
             j = rest[e.c][e.k].j;
-        else { /* the best: found again by its rank among the connection's servers */
+        else { /* the best: found again among the connection's servers */
             Cand best;
             candidates(s, order, bounds[client_group[e.c]], e.c, slack, NULL, &best);
             j = best.j;
@@ -527,7 +612,7 @@ static Py_ssize_t rule2(Spans *s, const Py_ssize_t *by_rank, int64_t slack)
         }
         if (e.k + 1 < rest_n[e.c]) {
             Cand x = rest[e.c][e.k + 1];
-            heap_push(heap, &heap_len, (Entry){x.fit, e.crank, x.srank, e.c, e.k + 1});
+            heap_push(heap, &heap_len, (Entry){x.fit, e.cid, x.sid, e.c, e.k + 1});
         }
     }
     PyMem_Free(client_group);
@@ -639,7 +724,7 @@ done:
 }
 
 /* ---- Rule 4 ---------------------------------------------------------------------------------- */
-static int rule4(Spans *s, const Py_ssize_t *by_rank, PyObject *fn_parse)
+static int rule4(Spans *s, PyObject *fn_parse)
 {
     Py_ssize_t n = s->n, m = n ? n : 1;
     int rc = -1;
@@ -652,7 +737,7 @@ static int rule4(Spans *s, const Py_ssize_t *by_rank, PyObject *fn_parse)
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        pidx[i] = find_id(s, by_rank, s->par[i]);
+        pidx[i] = find_id(s, s->par[i]);
         root_of[i] = first_frozen[i] = carried[i] = -1;
     }
     for (Py_ssize_t i0 = 0; i0 < n; i0++) {
@@ -704,7 +789,7 @@ static int rule4(Spans *s, const Py_ssize_t *by_rank, PyObject *fn_parse)
         if (trace[r] == NULL) {
             PyObject *t = NULL;
             if (first_frozen[r] >= 0) {
-                if ((t = PyObject_GetAttr(s->items[first_frozen[r]], A_trace_id)) == NULL)
+                if ((t = field(s->items[first_frozen[r]], layout_of(Py_TYPE(s->items[first_frozen[r]])), F_TRACE)) == NULL)
                     goto done;
                 if (t == Py_None)
                     Py_CLEAR(t);
@@ -734,11 +819,11 @@ static int rule4(Spans *s, const Py_ssize_t *by_rank, PyObject *fn_parse)
             }
             if (t == NULL && carried[r] >= 0)
                 t = Py_NewRef(carried_trace[r]);
-            if (t == NULL && (t = PyObject_GetAttr(s->items[r], A_trace_id)) == NULL)
+            if (t == NULL && (t = field(s->items[r], layout_of(Py_TYPE(s->items[r])), F_TRACE)) == NULL)
                 goto done;
             trace[r] = t;
         }
-        if (PyObject_SetAttr(s->items[i], A_trace_id, trace[r]) < 0)
+        if (set_field(s->items[i], F_TRACE, trace[r]) < 0)
             goto done;
     }
     rc = 0;
@@ -770,7 +855,6 @@ static PyObject *link_spans(PyObject *self, PyObject *args)
     Spans s;
     memset(&s, 0, sizeof s);
     PyObject *result = NULL;
-    Py_ssize_t *by_rank = NULL;
     Py_INCREF(list); /* its items are read by pointer: kept alive and the same throughout */
     int rc = read_spans(&s, list, frozen == Py_None ? NULL : frozen, fn_conn, fn_thread, fn_process);
     if (rc <= 0) {
@@ -782,14 +866,7 @@ static PyObject *link_spans(PyObject *self, PyObject *args)
         result = Py_NewRef(Py_None);
         goto done;
     }
-    by_rank = PyMem_Malloc((n ? n : 1) * sizeof(Py_ssize_t));
-    if (by_rank == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        by_rank[s.rank[i]] = i;
-    Py_ssize_t cross = rule2(&s, by_rank, slack);
+    Py_ssize_t cross = rule2(&s, slack);
     if (cross < 0)
         goto done;
     /* Rule 1 (fallback half): an open SERVER span with a traceparent but no captured caller */
@@ -806,15 +883,14 @@ static PyObject *link_spans(PyObject *self, PyObject *args)
         }
         Py_DECREF(tp);
     }
-    if (rule3(&s, &in_process, &ambiguous) < 0 || rule4(&s, by_rank, fn_parse) < 0)
+    if (rule3(&s, &in_process, &ambiguous) < 0 || rule4(&s, fn_parse) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (s.open[i] && s.par[i] != NULL && PyObject_SetAttr(s.items[i], A_parent, s.par[i]) < 0)
+        if (s.open[i] && s.par[i] != NULL && set_field(s.items[i], F_PARENT, s.par[i]) < 0)
             goto done;
     result = Py_BuildValue("(nnnn)", cross, in_process, carried, ambiguous);
 done:
     spans_free(&s);
-    PyMem_Free(by_rank);
     Py_DECREF(list);
     return result;
 }
