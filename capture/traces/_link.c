@@ -91,7 +91,7 @@ typedef struct {
     Py_ssize_t *ids;  /* open addressing over span ids: index + 1, 0 empty */
     Py_hash_t *hash;  /* each span id's hash */
     size_t ids_cap;
-    char *kind, *frozen, *open;
+    char *kind, *frozen, *open, *cleared;
     PyObject *last_proc;
 } Spans;
 
@@ -113,6 +113,7 @@ static void spans_free(Spans *s)
     PyMem_Free(s->kind);
     PyMem_Free(s->frozen);
     PyMem_Free(s->open);
+    PyMem_Free(s->cleared);
 }
 
 /* -1: error; 0: cannot say (the caller falls back); 1: read. */
@@ -176,8 +177,8 @@ static int str_lt(PyObject *a, PyObject *b)
 }
 
 /* What link() reads of every span, once. -1 error, 0 fall back, 1 done. */
-static int read_spans(Spans *s, PyObject *list, PyObject *frozen, PyObject *fn_conn, PyObject *fn_thread,
-                      PyObject *fn_process)
+static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t frozen_first, PyObject *auto_,
+                      PyObject *fn_conn, PyObject *fn_thread, PyObject *fn_process)
 {
     Py_ssize_t n = s->n = PyList_GET_SIZE(list);
     Py_ssize_t m = n ? n : 1;
@@ -194,8 +195,9 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, PyObject *fn_c
     s->kind = PyMem_Calloc(m, 1);
     s->frozen = PyMem_Calloc(m, 1);
     s->open = PyMem_Calloc(m, 1);
+    s->cleared = PyMem_Calloc(m, 1);
     if (!s->sid || !s->par || !s->conn || !s->thread || !s->tp || !s->proc || !s->start || !s->end || !s->hash ||
-        !s->kind || !s->frozen || !s->open) {
+        !s->kind || !s->frozen || !s->open || !s->cleared) {
         PyErr_NoMemory();
         return -1;
     }
@@ -238,11 +240,21 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, PyObject *fn_c
             s->par[i] = v;
         else
             Py_DECREF(v);
-        rc = frozen == NULL ? 0 : PyAnySet_Check(frozen) ? PySet_Contains(frozen, s->sid[i])
-                                                        : PySequence_Contains(frozen, s->sid[i]);
+        rc = frozen_first >= 0 ? i < frozen_first
+             : frozen == NULL ? 0 : PyAnySet_Check(frozen) ? PySet_Contains(frozen, s->sid[i])
+                                                            : PySequence_Contains(frozen, s->sid[i]);
         if (rc < 0)
             return -1;
         s->frozen[i] = (char)rc;
+        if (!rc && auto_ != NULL && s->par[i] != NULL) { /* a provisional parent of an earlier run: cleared */
+            int a = PySet_Contains(auto_, s->sid[i]);
+            if (a < 0)
+                return -1;
+            if (a) {
+                Py_CLEAR(s->par[i]);
+                s->cleared[i] = 1;
+            }
+        }
         s->open[i] = !rc && s->par[i] == NULL;
         /* connection, thread, traceparent: a row's from its key, a Span's from the helpers (only
          * the traceparent is read of other kinds: rule 4's) */
@@ -845,6 +857,41 @@ done:
     return rc;
 }
 
+/* The rules over spans read into s; the parents set (and cleared) on the spans. -1 on error. */
+static int run_rules(Spans *s, long long slack, PyObject *fn_parse, Py_ssize_t stats[4])
+{
+    Py_ssize_t n = s->n;
+    Py_ssize_t cross = rule2(s, slack);
+    if (cross < 0)
+        return -1;
+    /* Rule 1 (fallback half): an open SERVER span with a traceparent but no captured caller */
+    Py_ssize_t carried = 0, in_process = 0, ambiguous = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!(s->open[i] && s->kind[i] == SERVER && s->par[i] == NULL && s->tp[i] != Py_None))
+            continue;
+        PyObject *tp = PyObject_CallOneArg(fn_parse, s->tp[i]);
+        if (tp == NULL)
+            return -1;
+        if (tp != Py_None) {
+            set_parent(s, i, PyTuple_GET_ITEM(tp, 1));
+            carried++;
+        }
+        Py_DECREF(tp);
+    }
+    if (rule3(s, &in_process, &ambiguous) < 0 || rule4(s, fn_parse) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s->open[i] && s->par[i] != NULL) {
+            if (set_field(s->items[i], F_PARENT, s->par[i]) < 0)
+                return -1;
+        } else if (s->cleared[i] && set_field(s->items[i], F_PARENT, Py_None) < 0) {
+            return -1;
+        }
+    }
+    stats[0] = cross, stats[1] = in_process, stats[2] = carried, stats[3] = ambiguous;
+    return 0;
+}
+
 static PyObject *link_spans(PyObject *self, PyObject *args)
 {
     PyObject *list, *frozen, *fn_conn, *fn_thread, *fn_process, *fn_parse;
@@ -856,42 +903,145 @@ static PyObject *link_spans(PyObject *self, PyObject *args)
     memset(&s, 0, sizeof s);
     PyObject *result = NULL;
     Py_INCREF(list); /* its items are read by pointer: kept alive and the same throughout */
-    int rc = read_spans(&s, list, frozen == Py_None ? NULL : frozen, fn_conn, fn_thread, fn_process);
-    if (rc <= 0) {
+    int rc = read_spans(&s, list, frozen == Py_None ? NULL : frozen, -1, NULL, fn_conn, fn_thread, fn_process);
+    Py_ssize_t st[4];
+    if (rc <= 0)
+        result = rc < 0 ? NULL : Py_NewRef(Py_None);
+    else if (PyList_GET_SIZE(list) != s.n) /* a helper changed the list */
+        result = Py_NewRef(Py_None);
+    else if (run_rules(&s, slack, fn_parse, st) == 0)
+        result = Py_BuildValue("(nnnn)", st[0], st[1], st[2], st[3]);
+    spans_free(&s);
+    Py_DECREF(list);
+    return result;
+}
+
+typedef struct {
+    int64_t end;
+    Py_ssize_t i;
+} ByEnd;
+
+static int cmp_by_end(const void *a, const void *b)
+{
+    const ByEnd *x = a, *y = b;
+    if (x->end != y->end)
+        return x->end < y->end ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i; /* list.sort is stable */
+}
+
+static PyObject *list_append_new(PyObject *list, PyObject *o)
+{
+    return PyList_Append(list, o) < 0 ? NULL : list;
+}
+
+/* StreamLinker._release (capture/traces/stream.py, the specification) in one call: see release's doc. */
+static PyObject *release(PyObject *self, PyObject *args)
+{
+    PyObject *pending, *context, *auto_, *cutoff_o, *fn_conn, *fn_thread, *fn_process, *fn_parse;
+    long long newest_end, window, slack;
+    Py_ssize_t max_pending;
+    if (!PyArg_ParseTuple(args, "O!O!O!OLLnLOOOO", &PyList_Type, &pending, &PyList_Type, &context, &PySet_Type,
+                          &auto_, &cutoff_o, &newest_end, &window, &max_pending, &slack, &fn_conn, &fn_thread,
+                          &fn_process, &fn_parse))
+        return NULL;
+    int has_cutoff = cutoff_o != Py_None;
+    long long cutoff = has_cutoff ? PyLong_AsLongLong(cutoff_o) : 0;
+    if (cutoff == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t nc = PyList_GET_SIZE(context), np = PyList_GET_SIZE(pending);
+    PyObject *all = PySequence_Concat(context, pending);
+    if (all == NULL)
+        return NULL;
+    Spans s;
+    memset(&s, 0, sizeof s);
+    PyObject *result = NULL, *ready = NULL, *keep = NULL, *new_auto = NULL, *new_context = NULL;
+    ByEnd *order = NULL;
+    Py_ssize_t st[4], forced = 0, linked = 0, trimmed = 0;
+    int rc = read_spans(&s, all, NULL, nc, auto_, fn_conn, fn_thread, fn_process);
+    if (rc <= 0 || PyList_GET_SIZE(all) != s.n) {
         result = rc < 0 ? NULL : Py_NewRef(Py_None);
         goto done;
     }
-    Py_ssize_t n = s.n;
-    if (PyList_GET_SIZE(list) != n) { /* a helper changed the list */
-        result = Py_NewRef(Py_None);
+    if (run_rules(&s, slack, fn_parse, st) < 0)
+        goto done;
+    /* what this run linked of the pending: its links stay provisional while they are pending */
+    if ((new_auto = PySet_New(NULL)) == NULL)
+        goto done;
+    for (Py_ssize_t i = nc; i < s.n; i++)
+        if (s.open[i] && s.par[i] != NULL && PySet_Add(new_auto, s.sid[i]) < 0)
+            goto done;
+    ready = PyList_New(0);
+    keep = PyList_New(0);
+    if (ready == NULL || keep == NULL)
+        goto done;
+    order = PyMem_Malloc((np ? np : 1) * sizeof(ByEnd));
+    if (order == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t cross = rule2(&s, slack);
-    if (cross < 0)
-        goto done;
-    /* Rule 1 (fallback half): an open SERVER span with a traceparent but no captured caller */
-    Py_ssize_t carried = 0, in_process = 0, ambiguous = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!(s.open[i] && s.kind[i] == SERVER && s.par[i] == NULL && s.tp[i] != Py_None))
-            continue;
-        PyObject *tp = PyObject_CallOneArg(fn_parse, s.tp[i]);
-        if (tp == NULL)
-            goto done;
-        if (tp != Py_None) {
-            set_parent(&s, i, PyTuple_GET_ITEM(tp, 1));
-            carried++;
+    Py_ssize_t nkeep = 0;
+    for (Py_ssize_t i = nc; i < s.n; i++) {
+        if (!has_cutoff || s.end[i] < cutoff) {
+            if (!list_append_new(ready, s.items[i]))
+                goto done;
+        } else {
+            order[nkeep++] = (ByEnd){s.end[i], i};
         }
-        Py_DECREF(tp);
     }
-    if (rule3(&s, &in_process, &ambiguous) < 0 || rule4(&s, fn_parse) < 0)
-        goto done;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (s.open[i] && s.par[i] != NULL && set_field(s.items[i], F_PARENT, s.par[i]) < 0)
+    Py_ssize_t from = 0;
+    if (has_cutoff && nkeep >= max_pending) { /* overload: the oldest half released as they are */
+        qsort(order, nkeep, sizeof(ByEnd), cmp_by_end);
+        from = forced = nkeep / 2;
+        for (Py_ssize_t k = 0; k < from; k++)
+            if (!list_append_new(ready, s.items[order[k].i]))
+                goto done;
+    }
+    for (Py_ssize_t k = from; k < nkeep; k++)
+        if (!list_append_new(keep, s.items[order[k].i]))
             goto done;
-    result = Py_BuildValue("(nnnn)", cross, in_process, carried, ambiguous);
+    /* the released ones this run linked, counted; no longer provisional */
+    Py_ssize_t nr = PyList_GET_SIZE(ready);
+    for (Py_ssize_t k = 0; k < nr; k++) {
+        PyObject *sid = field(PyList_GET_ITEM(ready, k), layout_of(Py_TYPE(PyList_GET_ITEM(ready, k))), F_SPAN_ID);
+        int in = sid ? PySet_Discard(new_auto, sid) : -1;
+        Py_XDECREF(sid);
+        if (in < 0)
+            goto done;
+        linked += in;
+    }
+    /* released spans stay as context for a window */
+    long long horizon = (has_cutoff ? cutoff : newest_end) - window;
+    if ((new_context = PyList_New(0)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < nc; i++)
+        if (s.end[i] >= horizon && !list_append_new(new_context, s.items[i]))
+            goto done;
+    for (Py_ssize_t k = 0; k < nr; k++) {
+        PyObject *o = PyList_GET_ITEM(ready, k);
+        PyObject *e = field(o, layout_of(Py_TYPE(o)), F_END);
+        long long end = e ? PyLong_AsLongLong(e) : -1;
+        Py_XDECREF(e);
+        if (end == -1 && PyErr_Occurred())
+            goto done;
+        if (end >= horizon && !list_append_new(new_context, o))
+            goto done;
+    }
+    Py_ssize_t nctx = PyList_GET_SIZE(new_context);
+    if (nctx > max_pending) { /* released in time order: the newest stay */
+        trimmed = nctx - max_pending;
+        if (PyList_SetSlice(new_context, 0, trimmed, NULL) < 0)
+            goto done;
+    }
+    result = Py_BuildValue("(OOOO(nnnn)nnn)", ready, keep, new_context, new_auto, st[0], st[1], st[2], st[3],
+                           linked, forced, trimmed);
 done:
     spans_free(&s);
-    Py_DECREF(list);
+    PyMem_Free(order);
+    Py_DECREF(all);
+    Py_XDECREF(ready);
+    Py_XDECREF(keep);
+    Py_XDECREF(new_auto);
+    Py_XDECREF(new_context);
     return result;
 }
 
@@ -899,6 +1049,10 @@ static PyMethodDef methods[] = {
     {"link", link_spans, METH_VARARGS,
      "link(spans, frozen, slack_ns, conn_key, thread, process, parse_traceparent) -> (cross_process, "
      "in_process, traceparent, ambiguous), or None where the Python must run: see capture.traces.linker.link."},
+    {"release", release, METH_VARARGS,
+     "release(pending, context, auto, cutoff, newest_end, window_ns, max_pending, slack_ns, conn_key, thread, process, "
+     "parse_traceparent) -> (ready, keep, context, auto, link stats, linked, forced, context_trimmed), or None where "
+     "the Python must run: capture.traces.stream.StreamLinker._release."},
     {NULL, NULL, 0, NULL},
 };
 

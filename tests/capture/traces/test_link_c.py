@@ -110,23 +110,60 @@ def recorded_spans(name: str) -> list[Span]:
     return out
 
 
-def stream(rows: list, batch: int, python: bool, monkeypatch) -> list[tuple]:
-    """Rows through a StreamLinker in batches, as the agent's worker hands them; what it releases."""
-    if python:
-        monkeypatch.setattr(linker, "_link", None)
-    out, sl = [], StreamLinker(window_s=0.2, max_pending=3000)
+class Compiled:
+    """The extension, asserting that it took every run (none left to the Python)."""
+
+    def link(self, *args):
+        got = C.link(*args)
+        assert got is not None
+        return got
+
+    def release(self, *args):
+        got = C.release(*args)
+        assert got is not None
+        return got
+
+
+C = linker._link
+
+
+def stream(rows: list, batch: int, python: bool, monkeypatch, max_pending: int = 3000) -> tuple:
+    """Rows through a StreamLinker in batches, as the agent's worker hands them (the C release and
+    link, or the Python of both); what it releases, and its counters."""
+    monkeypatch.setattr(linker, "_link", None if python else Compiled())
+    out, sl = [], StreamLinker(window_s=0.2, max_pending=max_pending)
     for i in range(0, len(rows), batch):
         out += sl.add(rows[i:i + batch])
     out += sl.flush()
     monkeypatch.undo()
-    return [(r.name, r.kind, r.start_time_unix_nano, r.span_id, r.parent_span_id, r.trace_id) for r in out]
+    return ([(r.name, r.kind, r.start_time_unix_nano, r.span_id, r.parent_span_id, r.trace_id) for r in out],
+            (sl.linked, sl.forced, sl.context_trimmed, sl.pending))
 
 
-@pytest.mark.parametrize("name", ["nginx_hey_pair", "redis_bench_pair"])
-def test_recorded_traffic_links_the_same_through_the_stream_linker(name, monkeypatch):
+@pytest.mark.parametrize("name,max_pending", [("nginx_hey_pair", 3000), ("nginx_hey_pair", 300),
+                                              ("redis_bench_pair", 3000)])
+def test_recorded_traffic_links_the_same_through_the_stream_linker(name, max_pending, monkeypatch):
+    """max_pending 300: the flood case (the oldest half of the pending released early, context trimmed)."""
     spans = recorded_spans(name)[:4000]  # (redis-benchmark's pipelines: the Python takes seconds per 1,000)
     assert len(spans) >= 1400 and all(type(r) is Row for r in to_rows(spans[:1]))
-    want = stream(to_rows(copy.deepcopy(spans)), 256, True, monkeypatch)
-    got = stream(to_rows(copy.deepcopy(spans)), 256, False, monkeypatch)
+    want = stream(to_rows(copy.deepcopy(spans)), 256, True, monkeypatch, max_pending)
+    got = stream(to_rows(copy.deepcopy(spans)), 256, False, monkeypatch, max_pending)
     assert got == want
-    assert sum(1 for r in want if r[4]) >= 0.4 * len(want)  # most spans found a parent
+    assert sum(1 for r in want[0] if r[4]) >= 0.4 * len(want[0])  # most spans found a parent
+    if max_pending < 1000:
+        assert want[1][1] > 0 and want[1][2] > 0  # forced releases and trimmed context: exercised
+
+
+def test_random_streams_link_the_same_through_the_stream_linker(monkeypatch):
+    """Random spans (ties, traceparents, odd parents) in small batches, flooded and idle."""
+    rnd = random.Random(3)
+    for _ in range(150):
+        spans = sorted(random_spans(rnd), key=lambda s: s.end_time_unix_nano)
+        for k, s in enumerate(spans):
+            s.parent_span_id = None  # (a stream's spans come without parents)
+            s.start_time_unix_nano += k * MS
+            s.end_time_unix_nano += k * MS
+        batch, cap = rnd.choice([1, 3, 10]), rnd.choice([4, 10, 1000])
+        want = stream(to_rows(copy.deepcopy(spans)), batch, True, monkeypatch, cap)
+        got = stream(to_rows(copy.deepcopy(spans)), batch, False, monkeypatch, cap)
+        assert got == want
