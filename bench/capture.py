@@ -227,13 +227,14 @@ def metric(text: str, name: str) -> float | None:
 def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int = 0) -> dict:
     """`guardian agent` with a store file, capturing nginx under wrk for `seconds` (with `rate`:
     hey at that many req/s instead): RSS sampled every second, and its span counters from /metrics
-    just before the stop; with `rate`, its CPU per request and the spans it stored per request."""
+    just before the stop; its CPU per request and the spans it stored per request against the
+    load's count, and under wrk its throughput against a baseline wrk run without it."""
     import httpx
 
     out = {}
     with nginx_server() as (port, _):
         url = f"http://127.0.0.1:{port}/"
-        base = hey(url, seconds, rate) if rate else None
+        base = hey(url, seconds, rate) if rate else wrk(url, seconds)
         for tree in trees or [ROOT]:
             with tempfile.TemporaryDirectory(prefix="bench-agentd-") as tmp:
                 api = free_port()
@@ -257,15 +258,13 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int 
                     workers = 20
                     cmd = (["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), url] if rate
                            else ["wrk", "-t1", "-c50", f"-d{seconds}s", url])
-                    load = subprocess.Popen(cmd, stdout=subprocess.PIPE if rate else subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, text=True)
+                    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                     while load.poll() is None:
                         time.sleep(1.0)
                         rss.append(round(float(Path(f"/proc/{proc.pid}/status").read_text()
                                                .split("VmRSS:")[1].split()[0]) / 1024))
-                    loaded = load.stdout.read() if rate else ""
-                    # with `rate`, until the linker has released all (its window, 5 s, with nothing new)
-                    time.sleep(7.0 if rate else 2.0)
+                    loaded = load.stdout.read()
+                    time.sleep(7.0)  # until the linker has released all (its window, 5 s, with nothing new)
                     mappings = rss_by_mapping(proc.pid)
                     text = httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=30).text
                     cpu_s, elapsed = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
@@ -275,15 +274,19 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int 
                         **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped", "linked")},
                         "linker_pending": metric(text, "guardian_agent_linker_pending_spans"),
                         "rss_mb_by_mapping_at_end": mappings, "load_at_end": os.getloadavg()}
-                    if rate:  # hey's own count: the requests the spans are judged against
-                        r = out[str(tree)]
+                    # the load's own count: the requests the spans are judged against
+                    r = out[str(tree)]
+                    if rate:
                         requests = sum(int(n) for n in re.findall(r"\[\d{3}\]\s+(\d+) responses", loaded))
-                        # its CPU from the load's start to after its drain, over the load's duration
-                        r.update({"baseline": base, "requests": requests, "agent_cpu_s": cpu_s,
-                                  "agent_cpu_pct_of_load": 100 * cpu_s / seconds,
-                                  "agent_us_per_request": 1e6 * cpu_s / max(requests, 1),
-                                  "received_spans_per_request": (r["received"] or 0) / max(requests, 1),
-                                  "stored_spans_per_request": (r["stored"] or 0) / max(requests, 1)})
+                    else:
+                        requests = int(re.search(r"(\d+) requests in", loaded).group(1))
+                        r["throughput_ratio"] = float(re.search(r"Requests/sec:\s+([\d.]+)", loaded).group(1)) / base["rps"]
+                    # its CPU from the load's start to after its drain, over the load's duration
+                    r.update({"baseline": base, "requests": requests, "agent_cpu_s": cpu_s,
+                              "agent_cpu_pct_of_load": 100 * cpu_s / seconds,
+                              "agent_us_per_request": 1e6 * cpu_s / max(requests, 1),
+                              "received_spans_per_request": (r["received"] or 0) / max(requests, 1),
+                              "stored_spans_per_request": (r["stored"] or 0) / max(requests, 1)})
                 finally:
                     stop(proc, signal.SIGINT, timeout=120)
     return out
