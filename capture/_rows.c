@@ -238,6 +238,11 @@ static PyObject *rows(PyObject *self, PyObject *arg)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *s = PyList_GET_ITEM(arg, i), *r = NULL;
+        if (Py_TYPE(s) == row_type) { /* made as a row already (ConnTracker.spans_as_rows) */
+            Py_INCREF(s);
+            PyList_SET_ITEM(out, i, s);
+            continue;
+        }
         int other = Py_TYPE(s) != span_type;
         if (!other)
             r = row_of(s, &other);

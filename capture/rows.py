@@ -45,7 +45,9 @@ def _facts_of(s: Span) -> tuple:
 
 
 def row_of(s: Span) -> Any:
-    """One span as its Row."""
+    """One span as its Row (a Row as it is: the compiled path's, ConnTracker.spans_as_rows)."""
+    if type(s) is Row:
+        return s
     a = s.attributes
     kind = s.kind
     return Row(s.name, kind, s.start_time_unix_nano, s.end_time_unix_nano, s.status_code,
