@@ -29,7 +29,8 @@ static const char *const ROW_NAMES[ROW_FIELDS] = {"name", "kind", "start_time_un
 
 static PyTypeObject *span_type, *row_type;
 static Py_ssize_t span_off[SPAN_FIELDS], row_off[ROW_FIELDS];
-static PyObject *facts, *one_row; /* rows.py's shared facts table and its one-span Row maker */
+static PyObject *one_row;  /* rows.py's one-span Row maker */
+static PyObject *facts;    /* rows.py's shared facts table (borrowed during a rows() call) */
 static Py_ssize_t facts_max;
 static PyObject *K_caddr, *K_cport, *K_saddr, *K_sport, *K_transport, *K_goroutine, *K_thread, *K_traceparent,
     *S_tcp, *S_g, *S_t, *S_empty, *S_CLIENT, *S_PRODUCER, *K_server_address, *K_server_port;
@@ -48,21 +49,18 @@ static int offsets_of(PyTypeObject *type, const char *const *names, int n, int m
     return 1;
 }
 
-/* bind(Span, Row, facts, facts_max, one_row): what rows() makes and how; False: it cannot (no slots). */
+/* bind(Span, Row, one_row): what rows() makes and how; False: it cannot (no slots). */
 static PyObject *bind(PyObject *self, PyObject *args)
 {
-    PyObject *span, *row, *table, *fn;
-    Py_ssize_t max;
-    if (!PyArg_ParseTuple(args, "O!O!O!nO", &PyType_Type, &span, &PyType_Type, &row, &PyDict_Type, &table, &max, &fn))
+    PyObject *span, *row, *fn;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyType_Type, &span, &PyType_Type, &row, &fn))
         return NULL;
     if (!offsets_of((PyTypeObject *)span, SPAN_NAMES, SPAN_FIELDS, T_OBJECT_EX, span_off) ||
         !offsets_of((PyTypeObject *)row, ROW_NAMES, ROW_FIELDS, T_OBJECT, row_off))
         Py_RETURN_FALSE;
     Py_XSETREF(span_type, (PyTypeObject *)Py_NewRef(span));
     Py_XSETREF(row_type, (PyTypeObject *)Py_NewRef(row));
-    Py_XSETREF(facts, Py_NewRef(table));
     Py_XSETREF(one_row, Py_NewRef(fn));
-    facts_max = max;
     Py_RETURN_TRUE;
 }
 
@@ -222,12 +220,11 @@ static PyObject *row_of(PyObject *s, int *other)
     return row;
 }
 
-static PyObject *rows(PyObject *self, PyObject *arg)
+static PyObject *rows(PyObject *self, PyObject *args)
 {
-    if (!PyList_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "rows() takes a list of spans");
+    PyObject *arg;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &arg, &PyDict_Type, &facts, &facts_max))
         return NULL;
-    }
     if (row_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "rows() before bind()");
         return NULL;
@@ -262,8 +259,8 @@ static PyObject *rows(PyObject *self, PyObject *arg)
 }
 
 static PyMethodDef methods[] = {
-    {"bind", bind, METH_VARARGS, "bind(Span, Row, facts, facts_max, one_row) -> bool: see capture.rows."},
-    {"rows", rows, METH_O, "rows(spans) -> list of Rows: capture.rows.to_rows in C."},
+    {"bind", bind, METH_VARARGS, "bind(Span, Row, one_row) -> bool: see capture.rows."},
+    {"rows", rows, METH_VARARGS, "rows(spans, facts, facts_max) -> list of Rows: capture.rows.to_rows in C."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -61,7 +61,7 @@ def to_rows(spans: list[Span]) -> list[Any]:
     if Row is None:
         return spans
     if _rows is not None:
-        return _rows.rows(spans)
+        return _rows.rows(spans, _facts, _FACTS_MAX)
     return [row_of(s) for s in spans]
 
 
@@ -78,5 +78,5 @@ def span_of(r: Any) -> Span:
                 r.status_message)
 
 
-if _rows is not None and (Row is None or not _rows.bind(Span, Row, _facts, _FACTS_MAX, row_of)):
+if _rows is not None and (Row is None or not _rows.bind(Span, Row, row_of)):
     _rows = None  # (a Span or Row without its fields in slots)

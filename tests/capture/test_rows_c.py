@@ -34,7 +34,7 @@ def fields(r) -> tuple:
 
 def same(spans: list) -> list:
     want = [rows.row_of(s) for s in spans]
-    got = rows._rows.rows(spans)
+    got = rows._rows.rows(spans, rows._facts, rows._FACTS_MAX)
     assert [type(r) for r in got] == [rows.Row] * len(spans)
     assert [fields(r) for r in got] == [fields(r) for r in want]
     return got
@@ -82,7 +82,7 @@ def test_odd_attributes_give_the_same_rows():
             ok.append(s)
         except (TypeError, ValueError):
             with pytest.raises((TypeError, ValueError)):
-                rows._rows.rows([s])
+                rows._rows.rows([s], rows._facts, rows._FACTS_MAX)
     got = same(ok)
     assert 900 < len(ok) < len(spans) and len(keys) > 1000
     assert sum(r.key[0] is not None for r in got) > 100 and sum(r.peer is not None for r in got) > 100
