@@ -6,7 +6,8 @@ same command:
   (c) a FastAPI app uninstrumented, with OpenTelemetry auto-instrumentation, and with
       `guardian capture` (zero-instrumentation must cost the app less than the SDK);
   (d) `guardian agent` (store, linker, API) while wrk saturates nginx: its RSS over the run
-      and the spans it received, stored and dropped (--only agent; not in the default set).
+      and the spans it received, stored and dropped (--only agent; not in the default set);
+      --only agent-rate: the same under hey at --rate req/s, with its CPU per request.
 
 Each agent run also gives its CPU µs per request and per span made, and its context switches and
 page faults per 1k requests; each wrk run, the host's idle CPU share meanwhile.
@@ -223,14 +224,17 @@ def metric(text: str, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def bench_agent_memory(seconds: int, trees: list[Path] | None = None) -> dict:
-    """`guardian agent` with a store file, capturing nginx under wrk for `seconds`: RSS sampled
-    every second, and its span counters from /metrics just before the stop."""
+def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int = 0) -> dict:
+    """`guardian agent` with a store file, capturing nginx under wrk for `seconds` (with `rate`:
+    hey at that many req/s instead): RSS sampled every second, and its span counters from /metrics
+    just before the stop; its CPU per request and the spans it stored per request against the
+    load's count, and under wrk its throughput against a baseline wrk run without it."""
     import httpx
 
     out = {}
     with nginx_server() as (port, _):
         url = f"http://127.0.0.1:{port}/"
+        base = hey(url, seconds, rate) if rate else wrk(url, seconds)
         for tree in trees or [ROOT]:
             with tempfile.TemporaryDirectory(prefix="bench-agentd-") as tmp:
                 api = free_port()
@@ -251,21 +255,38 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None) -> dict:
                             raise RuntimeError("agent did not start: " + err.read_text()[-300:])
                         time.sleep(0.2)
                     rss, cpu0, t0 = [], cpu_seconds(proc.pid), time.monotonic()
-                    load = subprocess.Popen(["wrk", "-t1", "-c50", f"-d{seconds}s", url],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    workers = 20
+                    cmd = (["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), url] if rate
+                           else ["wrk", "-t1", "-c50", f"-d{seconds}s", url])
+                    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                     while load.poll() is None:
                         time.sleep(1.0)
                         rss.append(round(float(Path(f"/proc/{proc.pid}/status").read_text()
                                                .split("VmRSS:")[1].split()[0]) / 1024))
-                    time.sleep(2.0)
+                    loaded = load.stdout.read()
+                    time.sleep(7.0)  # until the linker has released all (its window, 5 s, with nothing new)
                     mappings = rss_by_mapping(proc.pid)
                     text = httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=30).text
-                    cpu = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+                    cpu_s, elapsed = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
+                    cpu = 100 * cpu_s / elapsed
                     out[str(tree)] = {
                         "rss_mb_every_s": rss, "peak_rss_mb": peak_rss_mb(proc.pid), "agent_cpu_pct": cpu,
                         **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped", "linked")},
                         "linker_pending": metric(text, "guardian_agent_linker_pending_spans"),
                         "rss_mb_by_mapping_at_end": mappings, "load_at_end": os.getloadavg()}
+                    # the load's own count: the requests the spans are judged against
+                    r = out[str(tree)]
+                    if rate:
+                        requests = sum(int(n) for n in re.findall(r"\[\d{3}\]\s+(\d+) responses", loaded))
+                    else:
+                        requests = int(re.search(r"(\d+) requests in", loaded).group(1))
+                        r["throughput_ratio"] = float(re.search(r"Requests/sec:\s+([\d.]+)", loaded).group(1)) / base["rps"]
+                    # its CPU from the load's start to after its drain, over the load's duration
+                    r.update({"baseline": base, "requests": requests, "agent_cpu_s": cpu_s,
+                              "agent_cpu_pct_of_load": 100 * cpu_s / seconds,
+                              "agent_us_per_request": 1e6 * cpu_s / max(requests, 1),
+                              "received_spans_per_request": (r["received"] or 0) / max(requests, 1),
+                              "stored_spans_per_request": (r["stored"] or 0) / max(requests, 1)})
                 finally:
                     stop(proc, signal.SIGINT, timeout=120)
     return out
@@ -318,7 +339,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=10000)
-    ap.add_argument("--only", choices=["nginx", "rate", "fastapi", "agent"])
+    ap.add_argument("--only", choices=["nginx", "rate", "fastapi", "agent", "agent-rate"])
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
@@ -340,8 +361,8 @@ def main() -> int:
     if args.only in (None, "rate"):
         out["b_fixed_rate"] = bench_fixed_rate(args.seconds, args.rate, args.tree)
         print(json.dumps({"b_fixed_rate": out["b_fixed_rate"]}, indent=1), flush=True)
-    if args.only == "agent":
-        out["d_agent_memory"] = bench_agent_memory(args.seconds, args.tree)
+    if args.only in ("agent", "agent-rate"):
+        out["d_agent_memory"] = bench_agent_memory(args.seconds, args.tree, args.rate if args.only == "agent-rate" else 0)
         print(json.dumps({"d_agent_memory": out["d_agent_memory"]}, indent=1), flush=True)
     if args.only in (None, "fastapi"):
         out["c_fastapi"] = bench_fastapi(args.seconds)

@@ -25,9 +25,16 @@ With --redis, record captures redis-benchmark (GET/SET over random keys, -P 1 an
 redis-py client (misses, errors, pipelines, MULTI/EXEC, a 100 kB value, pub/sub) against a
 redis-server instead, with 2x the commands sent as its "requests" (both ends of each command).
 
+  agent   the agent's ingest path on the records (capture.live's batches -> Agent.on_spans -> its
+          worker's steps: linker, DuckDB store file), run in this thread: CPU µs per span in the capture
+          thread's share, the linker and the store, best of --repeat; "python" runs the Python
+          specification of each compiled part (Spans, rows.row_of, linker.link_python,
+          StreamLinker._release_python), "compiled" the agent as built, alternately
+
 Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000] [--paired FILE2]   (as root) [--redis]
      .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring] [--pair] [--python]
      .venv/bin/python -m bench.events stages FILE [--repeat 7] [--pair]
+     .venv/bin/python -m bench.events agent FILE [--repeat 3]
 """
 from __future__ import annotations
 
@@ -304,6 +311,106 @@ def stages(path: str, repeat: int, paired: bool = False) -> dict:
     return out
 
 
+def agent_once(header: dict, records: list[bytes], compiled: bool) -> tuple[int, dict[str, float]]:
+    """One pass of the agent's ingest path over `records`: (spans stored, CPU µs per span by part)."""
+    import queue
+    import tempfile
+
+    from capture import rows
+    from capture.config import AgentConfig
+    from capture.store.duckdb_store import DuckDBStore
+    from capture.traces import linker
+    from guardian.agent_daemon import WORKER_BATCH, Agent
+
+    saved = linker._link, rows._rows
+    if not compiled:
+        linker._link = rows._rows = None
+
+    class Source:
+        def stats(self) -> dict:
+            return {}
+
+    resources = {int(pid): res for pid, res in header["resources"].items()}
+    cfg = AgentConfig()
+    with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
+        store = DuckDBStore(str(Path(tmp, "spans.duckdb")), max_age_s=cfg.store.max_age_s,
+                            max_spans=cfg.store.max_spans, memory_limit_mb=cfg.store.memory_limit_mb,
+                            threads=cfg.store.threads)
+        agent = Agent(cfg, store, Source(), trim_every_s=None)
+        pipeline = Pipeline(agent.on_spans)
+        tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
+                              sockets=_Sockets(header["port"]), boot_offset_ns=0)
+        if compiled:
+            tracker.spans_as_rows(rows.Row)  # as Agent.run does for the live capture
+        took = {"capture": 0.0, "link": 0.0, "store": 0.0}
+        clock = time.process_time
+
+        def work(final: bool = False) -> None:  # the worker's loop, in this thread
+            while True:
+                try:
+                    batch = agent.queue.get_nowait()
+                except queue.Empty:
+                    break
+                while len(batch) < WORKER_BATCH:
+                    try:
+                        batch.extend(agent.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                agent.queue.taken(len(batch))
+                t0 = clock()
+                agent._enrich(batch)
+                out = agent.linker.add(batch)
+                t1 = clock()
+                agent._emit(out)
+                took["link"] += t1 - t0
+                took["store"] += clock() - t1
+            if final:
+                t0 = clock()
+                out = agent.linker.flush()
+                t1 = clock()
+                agent._emit(out)
+                took["link"] += t1 - t0
+                took["store"] += clock() - t1
+
+        gc.collect()
+        for i in range(0, len(records), BATCH):
+            t0 = clock()
+            tracker.feed(records[i:i + BATCH])
+            pipeline.flush()
+            took["capture"] += clock() - t0
+            if agent.queue.spans >= WORKER_BATCH:
+                work()
+        t0 = clock()
+        tracker.close_all()
+        pipeline.flush()
+        took["capture"] += clock() - t0
+        work(final=True)
+        store.close()
+    linker._link, rows._rows = saved
+    n = max(agent.stored, 1)
+    return agent.stored, {k: v / n * 1e6 for k, v in took.items()}
+
+
+def agent_bench(path: str, repeat: int) -> dict:
+    """agent_once of the Python specification and of the compiled agent, alternately; best of
+    `repeat` per part."""
+    header, records = load(path)
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
+    best: dict[str, dict[str, float]] = {"python": {}, "compiled": {}}
+    stored = {}
+    for _ in range(repeat):
+        for mode in best:
+            stored[mode], us = agent_once(header, records, mode == "compiled")
+            for k, v in us.items():
+                best[mode][k] = min(best[mode].get(k, v), v)
+    out = {"records": len(records), "requests": header["requests"], "spans_stored": stored,
+           "load": os.getloadavg(), **{f"{mode}_us_per_span": {k: round(v, 2) for k, v in us.items()}
+                                       | {"total": round(sum(us.values()), 2)} for mode, us in best.items()}}
+    print(json.dumps(out))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -331,8 +438,13 @@ def main() -> int:
     st.add_argument("file")
     st.add_argument("--repeat", type=int, default=7)
     st.add_argument("--pair", action="store_true", help="the records as the kernel's HTTP/1 pairing sends them")
+    ag = sub.add_parser("agent", help="CPU µs per span of the agent's ingest path, Python vs compiled")
+    ag.add_argument("file")
+    ag.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    if args.cmd == "stages":
+    if args.cmd == "agent":
+        agent_bench(args.file, args.repeat)
+    elif args.cmd == "stages":
         stages(args.file, args.repeat, args.pair)
     elif args.cmd == "record":
         record(args.file, args.seconds, args.rate, args.paired, args.redis)

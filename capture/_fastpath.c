@@ -178,6 +178,9 @@ struct conn {
                             * then those after from ends[ends_tail]; NULL: not written yet */
     size_t ends_len, ends_tail;
     int ends_other;        /* a value of them the JSON writer leaves to orjson: no line written here */
+    /* Table.rows_as: what a row of this connection says of it (capture/rows.py's facts and peer) */
+    PyObject *row_key, *row_peer, *row_facts; /* row_facts: with thread row_facts_tid, no traceparent */
+    uint32_t row_facts_tid;
 };
 
 typedef struct {
@@ -197,10 +200,12 @@ typedef struct {
     uint64_t seed;
     unsigned long long spans, handed, released;
     char as_lines;        /* spans made as their `--json` lines (bytes), never as Span objects */
+    PyObject *row_type;   /* Table.rows_as: HTTP/1 exchanges made as these Rows, not Spans (NULL: Spans) */
+    Py_ssize_t row_offsets[15];
     struct buf line;      /* where a line is written (kept: its size is reached once) */
 } Table;
 
-static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_empty, *S_CLIENT;
+static PyObject *S_pos, *S_last_seen, *S_request_tid, *S_UNSET, *S_ERROR, *S_empty, *S_CLIENT, *S_t;
 static PyObject *K_host, *K_agent, *K_parent, *K_status, *K_error, *K_saddr, *K_sport, *K_caddr, *K_cport,
     *K_transport, *K_tid, *K_tls, *K_epoch, *K_url_full, *K_url_path, *K_url_query, *K_db_system;
 static PyObject *S_memcached, *S_noreply, *S_END, *K_mc_hit, *K_rows;
@@ -275,6 +280,9 @@ static void conn_free(struct conn *c)
     PyMem_Free(c->q);
     Py_XDECREF(c->epoch);
     PyMem_Free(c->ends);
+    Py_XDECREF(c->row_key);
+    Py_XDECREF(c->row_peer);
+    Py_XDECREF(c->row_facts);
     PyMem_Free(c);
 }
 
@@ -567,14 +575,15 @@ static PyObject *build_span(Table *t, struct conn *c, const unsigned char *rq, c
     line = request_line(t, rq, qh->first_len);
     if (line == NULL)
         goto done;
-    if (t->as_lines) {
+    if (t->as_lines || t->row_type != NULL) {
         if ((status = status_line(t, rs, sh->first_len)) == NULL)
             goto done;
         long v = PyLong_AsLong(PyTuple_GET_ITEM(status, 0));
         if (v == -1 && PyErr_Occurred())
             goto done;
         if (v > 0 && v < (c->kind == S_CLIENT ? 400 : 500)) {
-            span = http_line(t, c, line, rq, qh, PyTuple_GET_ITEM(status, 0), start, end);
+            span = t->as_lines ? http_line(t, c, line, rq, qh, PyTuple_GET_ITEM(status, 0), start, end)
+                               : http_row(t, c, line, rq, qh, PyTuple_GET_ITEM(status, 0), start, end);
             if (span != NULL || PyErr_Occurred())
                 goto done;
         }
@@ -741,6 +750,7 @@ static int Table_traverse(Table *t, visitproc visit, void *arg)
     }
     Py_VISIT(t->span_type);
     Py_VISIT(t->scrub);
+    Py_VISIT(t->row_type);
     return 0;
 }
 
@@ -779,6 +789,7 @@ static void Table_dealloc(Table *t)
         cache_clear(&t->shapes);
         PyMem_Free(t->shapes.slots);
     }
+    Py_XDECREF(t->row_type);
     Py_XDECREF(t->redis_shape);
     Py_XDECREF(t->redis_operation);
     Py_XDECREF(t->redis_query_text);
@@ -1425,7 +1436,32 @@ static int Table_contains(Table *t, PyObject *key)
     return find(t, id, NULL) != NULL;
 }
 
+/* rows_as(Row): capture.export._otlp_wire.Row, whose fields are slots: HTTP/1 exchanges written as
+ * its rows (http_row) from now on; None: as Spans again. False: not a type with its fields in slots. */
+static PyObject *Table_rows_as(Table *t, PyObject *type)
+{
+    static const char *const names[15] = {"name", "kind", "start_time_unix_nano", "end_time_unix_nano",
+                                          "status_code", "status_message", "attributes", "resource", "trace_id",
+                                          "span_id", "parent_span_id", "attrs_json", "key", "nat", "peer"};
+    if (type == Py_None) {
+        Py_CLEAR(t->row_type);
+        Py_RETURN_TRUE;
+    }
+    if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_dict == NULL)
+        Py_RETURN_FALSE;
+    for (int k = 0; k < 15; k++) {
+        PyObject *d = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, names[k]);
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT)
+            Py_RETURN_FALSE;
+        t->row_offsets[k] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    Py_XSETREF(t->row_type, Py_NewRef(type));
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef Table_methods[] = {
+    {"rows_as", (PyCFunction)Table_rows_as, METH_O,
+     "rows_as(Row or None): HTTP/1 exchanges made as capture.rows' Rows (the same as to_rows of the Span)."},
     {"adopt", (PyCFunction)Table_adopt, METH_VARARGS, "Hold a connection: its exchanges are made here."},
     {"release_all", (PyCFunction)Table_release_all, METH_NOARGS, "Hand every held connection back."},
     {"run", (PyCFunction)Table_run, METH_VARARGS, "run(records, start, out) -> (index, verdict)."},
@@ -1492,6 +1528,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     INTERN(S_last_seen, "last_seen_ns");
     INTERN(S_request_tid, "request_tid");
     INTERN(S_UNSET, "UNSET");
+    INTERN(S_t, "t");
     INTERN(S_ERROR, "ERROR");
     INTERN(S_empty, "");
     INTERN(S_CLIENT, "CLIENT");

@@ -90,6 +90,11 @@ class ConnTracker:
         # and at the stop for all, so an unanswered request is reported as on the unpaired path
         self.kernel_held: Callable[[Callable[[int], bool] | None], list[bytes]] | None = None
 
+    def spans_as_rows(self, row_type) -> bool:
+        """The HTTP/1 exchanges the compiled path makes leave as `row_type` rows (capture.rows: what
+        to_rows would make of their Spans) instead of Span objects: for a sink that stores rows."""
+        return self.fast is not None and row_type is not None and self.fast.rows_as(row_type)
+
     def spans_as_lines(self) -> None:
         """The spans the compiled path makes leave as their `--json` lines (bytes, what
         Span.json_line() gives) instead of Span objects: for a sink that only prints them."""

@@ -208,10 +208,61 @@ static PyObject *ends_span(Table *t, struct conn *c, PyObject *name, long long s
     return timed_span(t, c, name, start, end, status, attrs, msg);
 }
 
-/* build_span's `--json` line written without its attributes' dict, for what it does with them in
- * the common case: the request line's attributes (line[3]: their JSON) then the head's host,
- * user agent and traceparent, the status code (neither an error nor scrubbed), the connection's
- * ends. NULL with no exception: not such a case (nor any id drawn): build_span's way. */
+/* build_span's attributes as JSON written without their dict, for what it does with them in the
+ * common case: the request line's attributes (line[3]: their JSON) then the head's host, user
+ * agent and traceparent, the status code (neither an error nor scrubbed), the connection's ends.
+ * OK, OTHER (not such a case: build_span's way), -1 on error. */
+static int http_attrs(struct buf *b, struct conn *c, PyObject *line, const unsigned char *rq, const struct head *qh,
+                      PyObject *code)
+{
+    PyObject *open = PyTuple_GET_ITEM(line, 3);
+    int rc;
+    if (reserve(b, 16 + PyBytes_GET_SIZE(open)) < 0)
+        return -1;
+    put(b, PyBytes_AS_STRING(open), PyBytes_GET_SIZE(open));
+    int first = PyBytes_GET_SIZE(open) == 1; /* "{": no attribute yet */
+    static const int kept[3] = {HEAD_HOST, HEAD_AGENT, HEAD_PARENT};
+    static const char *const keys[3] = {"\"http.request.header.host\":", "\"user_agent.original\":",
+                                        "\"http.request.header.traceparent\":"};
+    for (int k = 0; k < 3; k++) {
+        if (qh->at[kept[k]] < 0)
+            continue;
+        ssize_t a = qh->at[kept[k]], z = qh->stop[kept[k]];
+        head_strip(rq, &a, &z);
+        size_t n = strlen(keys[k]);
+        if (reserve(b, n + 1) < 0)
+            return -1;
+        if (!first)
+            put(b, ",", 1);
+        first = 0;
+        put(b, keys[k], n);
+        if (put_latin1(b, rq + a, z - a) < 0)
+            return -1;
+    }
+    if (reserve(b, 32) < 0)
+        return -1;
+    if (!first)
+        put(b, ",", 1);
+    PUT_LIT(b, "\"http.response.status_code\":");
+    if ((rc = put_int(b, code)) != OK)
+        return rc;
+    if (reserve(b, c->ends_len + 40) < 0)
+        return -1;
+    put(b, c->ends, c->ends_tail);
+    if (c->request_tid) {
+        PUT_LIT(b, ",\"thread.id\":");
+        if (put_u64(b, 0, c->request_tid) < 0)
+            return -1;
+    }
+    if (reserve(b, c->ends_len - c->ends_tail + 2) < 0)
+        return -1;
+    put(b, c->ends + c->ends_tail, c->ends_len - c->ends_tail);
+    put(b, "}", 1);
+    return OK;
+}
+
+/* build_span's `--json` line written without its attributes' dict (http_attrs). NULL with no
+ * exception: not such a case (nor any id drawn): build_span's way. */
 static PyObject *http_line(Table *t, struct conn *c, PyObject *line, const unsigned char *rq, const struct head *qh,
                            PyObject *code, long long start, long long end)
 {
@@ -238,46 +289,12 @@ static PyObject *http_line(Table *t, struct conn *c, PyObject *line, const unsig
     if (put_i64(b, start) < 0 || reserve(b, 24) < 0)
         goto fail;
     PUT_LIT(b, ",\"end_time_unix_nano\":");
-    if (put_i64(b, end > start ? end : start) < 0 || reserve(b, 48 + PyBytes_GET_SIZE(open)) < 0)
+    if (put_i64(b, end > start ? end : start) < 0 || reserve(b, 48) < 0)
         goto fail;
     PUT_LIT(b, ",\"status_code\":\"UNSET\",\"attributes\":");
-    put(b, PyBytes_AS_STRING(open), PyBytes_GET_SIZE(open));
-    int first = PyBytes_GET_SIZE(open) == 1; /* "{": no attribute yet */
-    static const int kept[3] = {HEAD_HOST, HEAD_AGENT, HEAD_PARENT};
-    static const char *const keys[3] = {"\"http.request.header.host\":", "\"user_agent.original\":",
-                                        "\"http.request.header.traceparent\":"};
-    for (int k = 0; k < 3; k++) {
-        if (qh->at[kept[k]] < 0)
-            continue;
-        ssize_t a = qh->at[kept[k]], z = qh->stop[kept[k]];
-        head_strip(rq, &a, &z);
-        size_t n = strlen(keys[k]);
-        if (reserve(b, n + 1) < 0)
-            goto fail;
-        if (!first)
-            put(b, ",", 1);
-        first = 0;
-        put(b, keys[k], n);
-        if (put_latin1(b, rq + a, z - a) < 0)
-            goto fail;
-    }
-    if (reserve(b, 32) < 0)
+    if ((rc = http_attrs(b, c, line, rq, qh, code)) != OK || reserve(b, 16) < 0)
         goto fail;
-    if (!first)
-        put(b, ",", 1);
-    PUT_LIT(b, "\"http.response.status_code\":");
-    if ((rc = put_int(b, code)) != OK || reserve(b, c->ends_len + 40) < 0)
-        goto fail;
-    put(b, c->ends, c->ends_tail);
-    if (c->request_tid) {
-        PUT_LIT(b, ",\"thread.id\":");
-        if (put_u64(b, 0, c->request_tid) < 0)
-            goto fail;
-    }
-    if (reserve(b, c->ends_len - c->ends_tail + 16) < 0)
-        goto fail;
-    put(b, c->ends + c->ends_tail, c->ends_len - c->ends_tail);
-    PUT_LIT(b, "},\"resource\":");
+    PUT_LIT(b, ",\"resource\":");
     if ((rc = put_resource(b, c->resource)) != OK || reserve(b, 2) < 0)
         goto fail;
     put(b, "}\n", 2);
@@ -288,6 +305,126 @@ fail:
     if (rc == OTHER)
         PyErr_Clear();
     return NULL;
+}
+
+/* (str(addr), int(port)) of an end the table holds (a str and an int) */
+static PyObject *row_end(PyObject *addr, PyObject *port)
+{
+    PyObject *a = PyObject_Str(addr), *p = a ? PyNumber_Long(port) : NULL, *t = p ? PyTuple_Pack(2, a, p) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(p);
+    return t;
+}
+
+/* capture.rows' facts and peer of c's rows, once per connection: linker.conn_key of the attributes
+ * add_ends gives, and store.api.peer_name of a CLIENT's (an HTTP/1 request line's attributes hold
+ * none of the keys either reads: attrs_open says so). 0, -1 on error. */
+static int row_conn(struct conn *c)
+{
+    if (c->row_key != NULL)
+        return 0;
+    PyObject *key = NULL, *peer = NULL;
+    if (c->caddr && c->cport && c->saddr && c->sport && c->caddr != Py_None && c->cport != Py_None &&
+        c->saddr != Py_None && c->sport != Py_None) {
+        PyObject *e1 = row_end(c->caddr, c->cport), *e2 = e1 ? row_end(c->saddr, c->sport) : NULL;
+        int lt = e2 ? PyObject_RichCompareBool(e2, e1, Py_LT) : -1;
+        if (lt >= 0)
+            key = PyTuple_Pack(3, c->transport, lt ? e2 : e1, lt ? e1 : e2);
+        Py_XDECREF(e1);
+        Py_XDECREF(e2);
+        if (key == NULL)
+            return -1;
+    } else {
+        key = Py_NewRef(Py_None);
+    }
+    int addr = c->kind == S_CLIENT && c->saddr ? PyObject_IsTrue(c->saddr) : 0;
+    int port = addr > 0 && c->sport ? PyObject_IsTrue(c->sport) : 0;
+    if (addr < 0 || port < 0) {
+        Py_DECREF(key);
+        return -1;
+    }
+    if (!addr) {
+        peer = Py_NewRef(Py_None);
+    } else if (!port) {
+        peer = PyObject_Str(c->saddr);
+    } else {
+        PyObject *x = PyObject_Format(c->saddr, S_empty), *y = x ? PyObject_Format(c->sport, S_empty) : NULL;
+        peer = y ? PyUnicode_FromFormat("%U:%U", x, y) : NULL;
+        Py_XDECREF(x);
+        Py_XDECREF(y);
+    }
+    if (peer == NULL) {
+        Py_DECREF(key);
+        return -1;
+    }
+    c->row_key = key;
+    c->row_peer = peer;
+    return 0;
+}
+
+/* build_span's span as the Row capture.rows.to_rows makes of it (attributes as JSON text written
+ * here, http_attrs; the linker's facts and the peer of the connection), never the Span. NULL with no
+ * exception: not such a case (nor any id drawn): build_span's way. */
+static PyObject *http_row(Table *t, struct conn *c, PyObject *line, const unsigned char *rq, const struct head *qh,
+                          PyObject *code, long long start, long long end)
+{
+    if (PyTuple_GET_ITEM(line, 3) == Py_None)
+        return NULL;
+    int rc = conn_ends(c);
+    if (rc < 0)
+        return NULL;
+    if (rc != OK)
+        return NULL;
+    struct buf *b = &t->line;
+    b->n = 0;
+    if ((rc = http_attrs(b, c, line, rq, qh, code)) != OK) {
+        if (rc == OTHER)
+            PyErr_Clear();
+        return NULL;
+    }
+    if (row_conn(c) < 0)
+        return NULL;
+    PyObject *text = PyUnicode_DecodeUTF8(b->p, b->n, "strict"), *tp = NULL, *facts = NULL, *thread = NULL;
+    PyObject *row = NULL, *start_o = NULL, *end_o = NULL, *trace = NULL, *sid = NULL;
+    if (text == NULL)
+        goto done;
+    if (qh->at[HEAD_PARENT] >= 0 && (tp = stripped(rq, qh->at[HEAD_PARENT], qh->stop[HEAD_PARENT])) == NULL)
+        goto done;
+    if (tp == NULL && c->row_facts != NULL && c->row_facts_tid == c->request_tid) {
+        facts = Py_NewRef(c->row_facts); /* a connection's spans share their facts (rows.py's table) */
+    } else {
+        thread = c->request_tid && c->tid ? PyTuple_Pack(2, S_t, c->tid) : Py_NewRef(Py_None);
+        facts = thread ? PyTuple_Pack(3, c->row_key, thread, tp ? tp : Py_None) : NULL;
+        if (facts == NULL)
+            goto done;
+        if (tp == NULL) {
+            Py_XSETREF(c->row_facts, Py_NewRef(facts));
+            c->row_facts_tid = c->request_tid;
+        }
+    }
+    start_o = PyLong_FromLongLong(start);
+    end_o = start_o == NULL ? NULL : end > start ? PyLong_FromLongLong(end) : Py_NewRef(start_o);
+    trace = end_o ? hex_id(t, 16) : NULL;
+    sid = trace ? hex_id(t, 8) : NULL;
+    if (sid == NULL)
+        goto done;
+    PyTypeObject *type = (PyTypeObject *)t->row_type;
+    if ((row = type->tp_alloc(type, 0)) == NULL)
+        goto done;
+    PyObject *v[15] = {PyTuple_GET_ITEM(line, 0), c->kind, start_o, end_o, S_UNSET, S_empty, Py_None, c->resource,
+                       trace, sid, Py_None, text, facts, Py_None, c->kind == S_CLIENT ? c->row_peer : Py_None};
+    for (int k = 0; k < 15; k++)
+        *(PyObject **)((char *)row + t->row_offsets[k]) = Py_NewRef(v[k]);
+done:
+    Py_XDECREF(text);
+    Py_XDECREF(tp);
+    Py_XDECREF(thread);
+    Py_XDECREF(facts);
+    Py_XDECREF(start_o);
+    Py_XDECREF(end_o);
+    Py_XDECREF(trace);
+    Py_XDECREF(sid);
+    return row;
 }
 
 #endif

@@ -17,6 +17,10 @@ try:
     from capture.export._otlp_wire import Row
 except ImportError:  # no compiler at set-up
     Row = None
+try:
+    from capture import _rows
+except ImportError:  # not built: row_of for each span
+    _rows = None
 
 # distinct (connection, thread) kept shared; cleared when full. Filled by every short connection,
 # it is memory the agent holds for nothing until the clear: sized for the connections alive at once
@@ -40,19 +44,25 @@ def _facts_of(s: Span) -> tuple:
     return shared
 
 
+def row_of(s: Span) -> Any:
+    """One span as its Row (a Row as it is: the compiled path's, ConnTracker.spans_as_rows)."""
+    if type(s) is Row:
+        return s
+    a = s.attributes
+    kind = s.kind
+    return Row(s.name, kind, s.start_time_unix_nano, s.end_time_unix_nano, s.status_code,
+               s.status_message or "", None, s.resource, s.trace_id, s.span_id, s.parent_span_id,
+               encode_json(a).decode(), _facts_of(s), None, peer_name(a) if kind in PEER_KINDS else None)
+
+
 def to_rows(spans: list[Span]) -> list[Any]:
-    """The spans as Rows (or the same list when Rows are not built); the Spans can die now."""
+    """The spans as Rows (or the same list when Rows are not built); the Spans can die now.
+    In C where setup.py built capture/_rows.c (the same Rows: tests/capture/test_rows_c.py)."""
     if Row is None:
         return spans
-    out = []
-    for s in spans:
-        a = s.attributes
-        kind = s.kind
-        out.append(Row(s.name, kind, s.start_time_unix_nano, s.end_time_unix_nano, s.status_code,
-                       s.status_message or "", None, s.resource, s.trace_id, s.span_id, s.parent_span_id,
-                       encode_json(a).decode(), _facts_of(s), None,
-                       peer_name(a) if kind in PEER_KINDS else None))
-    return out
+    if _rows is not None:
+        return _rows.rows(spans, _facts, _FACTS_MAX)
+    return [row_of(s) for s in spans]
 
 
 def is_row(s: Any) -> bool:
@@ -66,3 +76,7 @@ def span_of(r: Any) -> Span:
     return Span(r.name, r.kind, r.start_time_unix_nano, r.end_time_unix_nano, r.status_code,
                 orjson.loads(r.attrs_json), r.resource, r.trace_id, r.span_id, r.parent_span_id,
                 r.status_message)
+
+
+if _rows is not None and (Row is None or not _rows.bind(Span, Row, row_of)):
+    _rows = None  # (a Span or Row without its fields in slots)

@@ -14,6 +14,8 @@ import subprocess
 import time
 from typing import Any
 
+import orjson
+
 from capture.span import Span
 
 V2_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")  # hybrid hosts mount v2 beside v1
@@ -115,6 +117,8 @@ class Scope:
         if self.netns is None or self.cgroup is not None:
             return False
         a = s.attributes
+        if a is None:  # a compact row (capture.rows): its attributes as JSON text
+            a = orjson.loads(s.attrs_json)
         local = a.get("server.address") if s.kind in ("SERVER", "CONSUMER") else a.get("client.address")
         local = str(local or "")
         return (local[7:] if local.startswith("::ffff:") else local) in self.addresses()

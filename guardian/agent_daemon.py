@@ -22,7 +22,7 @@ from capture.batchqueue import BatchQueue
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
 from capture.protocols import problems
-from capture.rows import span_of, to_rows
+from capture.rows import Row, span_of, to_rows
 from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
@@ -215,6 +215,9 @@ class Agent:
 
     def run(self) -> None:
         """Block until stop is set (signal), then drain, link, flush."""
+        tracker = getattr(self.source, "tracker", None)
+        if tracker is not None:  # the live capture's HTTP/1 exchanges made as rows, never as Spans
+            tracker.spans_as_rows(Row)
         self._worker.start()
         try:
             self.source.run(self.on_spans, self.stop)

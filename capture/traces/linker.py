@@ -86,7 +86,18 @@ def _thread(s: Span) -> tuple | None:
 
 def link(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
          slack_ns: int = 50_000_000) -> LinkStats:
-    """Set parent_span_id and trace_id in place (never on spans whose id is in `frozen`)."""
+    """Set parent_span_id and trace_id in place (never on spans whose id is in `frozen`): in C
+    (capture/traces/_link.c) where setup.py built it, else link_python, its specification."""
+    if _link is not None and type(spans) is list:
+        got = _link.link(spans, frozen, slack_ns, conn_key, _thread, _process, parse_traceparent)
+        if got is not None:  # None: a case the C leaves to the specification (two spans, one id)
+            return LinkStats(*got)
+    return link_python(spans, frozen, slack_ns)
+
+
+def link_python(spans: list[Span], frozen: frozenset[str] | set[str] = frozenset(),
+                slack_ns: int = 50_000_000) -> LinkStats:
+    """link() in Python: the rules as written at the top of this module."""
     stats = LinkStats()
     by_id = {s.span_id: s for s in spans}
     parent: dict[str, str] = {s.span_id: s.parent_span_id for s in spans if s.parent_span_id}
@@ -227,3 +238,9 @@ def link_all(spans: Iterable[Span], slack_ns: int = 50_000_000) -> list[Span]:
     out = list(spans)
     link(out, slack_ns=slack_ns)
     return out
+
+
+try:
+    from capture.traces import _link
+except ImportError:  # not built (setup.py): link_python for every run
+    _link = None

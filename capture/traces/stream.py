@@ -12,7 +12,8 @@ import time
 from typing import Iterable
 
 from capture.span import Span
-from capture.traces.linker import link
+from capture.traces import linker
+from capture.traces.linker import _process, _thread, conn_key, link, parse_traceparent
 
 
 class StreamLinker:
@@ -66,6 +67,20 @@ class StreamLinker:
     def _release(self, cutoff: int | None) -> list[Span]:
         if not self._pending:
             return []
+        if linker._link is not None:  # _release_python in C (capture/traces/_link.c)
+            got = linker._link.release(self._pending, self._context, self._auto, cutoff, self._newest_end,
+                                       self.window_ns, self.max_pending, self.slack_ns, conn_key, _thread,
+                                       _process, parse_traceparent)
+            if got is not None:  # None: a case left to the specification (two spans, one id)
+                ready, self._pending, self._context, self._auto, _, linked, forced, trimmed = got
+                self.linked += linked
+                self.forced += forced
+                self.context_trimmed += trimmed
+                return ready
+        return self._release_python(cutoff)
+
+    def _release_python(self, cutoff: int | None) -> list[Span]:
+        """_release in Python: the specification of the compiled one."""
         # Links of spans still pending are provisional: a better-informed run may change them
         # (e.g. a second open server span arriving makes an in-process link ambiguous).
         for s in self._pending:
