@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from capture import abi
+from capture import abi, snapshot
 from capture.conntrack import ConnTracker
 from capture.enrich.enricher import Enricher
 from capture.loader import DEFAULT_MAX_PAYLOAD, DEFAULT_RINGBUF_PAGES, Loader
@@ -144,9 +144,10 @@ class LiveCapture:
             for stat in (abi.Stat.RINGBUF_DROPS, abi.Stat.RINGBUF_SPILLED):
                 name = stat.name.lower()
                 out[f"kernel.{name}"] = sum(v for k, v in per_cpu.items() if k.endswith(f".{name}"))
-        out.update({f"conntrack.{k}": v for k, v in self.tracker.stats.items()})
+        # the capture thread changes these while a scrape reads them (capture/snapshot.py)
+        out.update({f"conntrack.{k}": v for k, v in snapshot.copy(self.tracker.stats).items()})
         out["conntrack.tracked_now"] = self.tracker.tracked  # a gauge: the table's size
-        out.update({f"pipeline.{k}": v for k, v in self.pipeline.stats.items()})
+        out.update({f"pipeline.{k}": v for k, v in snapshot.copy(self.pipeline.stats).items()})
         if self.tracker.fast is not None:  # the compiled path (capture/fastpath.py)
             out.update({f"fastpath.{k}": v for k, v in self.tracker.fast.counts().items()})
         out.update({f"parser.{k}": v for k, v in self.tracker.parser_stats().items()})
