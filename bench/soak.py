@@ -328,6 +328,8 @@ class Soak:
                         shop["failed"] += st["errors"]
                         p["ok"] += st["count"] - st["errors"]
                         p["failed"] += st["errors"]
+                        for kind, n in st.get("failures", {}).items():  # status 5xx, timeout, refused
+                            self.tally.kinds[phase][f"shop {route}: {kind}"] += n
         return out
 
     def result(self) -> dict:
