@@ -51,8 +51,14 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def shop_ports() -> Ports:
-    """Demo ports shifted to a range where all are free (other demos may run on this host)."""
+def shop_ports(shift: int | None = None) -> Ports:
+    """Demo ports shifted to a range where all are free (other demos may run on this host), or
+    by `shift` (a range kept for this run)."""
+    if shift is not None:
+        ports = Ports().shifted(shift)
+        if port_conflicts(ports):
+            raise DemoError(f"shop ports shifted by {shift} are not free: {port_conflicts(ports)}")
+        return ports
     rng = random.Random()
     for _ in range(50):
         ports = Ports().shifted(rng.randrange(1000, 30000, 100))
@@ -210,7 +216,7 @@ class Soak:
         if not self.args.no_shop:
             from guardian.demo.system import ShopSystem
 
-            cfg = DemoConfig(ports=shop_ports(), workdir=self.workdir / "shop", rate=self.args.shop_rate, agent=False)
+            cfg = DemoConfig(ports=shop_ports(self.args.shop_port_shift), workdir=self.workdir / "shop", rate=self.args.shop_rate, agent=False)
             self.shop = ShopSystem(cfg, progress=log)
             self.shop.start(loadgen=True)
         self.servers.start()
@@ -328,6 +334,8 @@ class Soak:
                         shop["failed"] += st["errors"]
                         p["ok"] += st["count"] - st["errors"]
                         p["failed"] += st["errors"]
+                        for kind, n in st.get("failures", {}).items():  # status 5xx, timeout, refused
+                            self.tally.kinds[phase][f"shop {route}: {kind}"] += n
         return out
 
     def result(self) -> dict:
@@ -404,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-shop", action="store_true", help="only the soak's own servers (no demo shop)")
     p.add_argument("--rate", type=float, default=4.0, help="ops per second of each mixed-protocol client")
     p.add_argument("--shop-rate", type=float, default=8.0, help="the shop load generator's requests per second")
+    p.add_argument("--shop-port-shift", type=int,
+                   help="the shop's ports are its defaults (18051-18800) plus this (default: a free range)")
     p.add_argument("--hostile-rate", type=float, default=2.0, help="hostile connections per second")
     p.add_argument("--min-last-s", type=float, default=20.0, help="at least this long after the last restart")
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds an agent may take to be ready")

@@ -3,7 +3,7 @@
 Ingest rate (spans/s) vs row-by-row INSERTs; resident memory per span vs a Python list of
 Span objects; p95 latency of each store query the tools use vs a Python scan of that list.
 Prints a table (and --json for one JSON object).
-Run: .venv/bin/python -m bench.store [--spans 1000000] [--path FILE]
+Run: .venv/bin/python -m bench.store [--spans 1000000] [--path FILE] [--memory-limit-mb 64]
 """
 from __future__ import annotations
 
@@ -114,6 +114,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spans", type=int, default=1_000_000)
     ap.add_argument("--path", help="file-backed store (default: in memory)")
+    ap.add_argument("--memory-limit-mb", type=int, help="DuckDB's memory limit (the agent's store.memory_limit_mb)")
+    ap.add_argument("--release-every-s", type=float,
+                    help="how often a store file empties its buffer pool (capture/store/duckdb_store.py)")
     ap.add_argument("--runs", type=int, default=20, help="runs per store query (p95 over them)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -122,7 +125,11 @@ def main() -> None:
     # Ingest (generation timed separately and subtracted).
     gc.collect()
     rss0 = rss_bytes()
-    store = open_store(args.path)
+    if args.release_every_s is not None:
+        from capture.store import duckdb_store
+
+        duckdb_store.RELEASE_EVERY_S = args.release_every_s
+    store = open_store(args.path, memory_limit_mb=args.memory_limit_mb)
     gen_s = ingest_s = 0.0
     it = gen(n)
     while True:
@@ -203,6 +210,7 @@ def main() -> None:
     out = {
         "spans": count,
         "ingest_spans_per_s": round(count / ingest_s),
+        "store_releases": getattr(store, "releases", None),  # buffer pool emptied during the ingest
         "ingest_baseline_row_inserts_per_s": round(row_rate),
         "generation_s": round(gen_s, 1),
         "rss_bytes_per_span": round(rss_store / max(count, 1), 1),

@@ -41,8 +41,9 @@ class StoreConfig(Section):
     max_spans: int | None = 5_000_000
     # DuckDB's own memory (its default is 80 % of the host's RAM; past the limit it spills to disk)
     # and query threads (its default is one per core): an agent shares the node with what it watches.
-    # Its buffer pool keeps the store's recent blocks cached up to about the limit (the agent's
-    # resident set rises by that much over its first minutes of storing, then holds), and what it
+    # A store file's buffer pool is emptied of what the file holds every 30 s (it would otherwise
+    # cache blocks up to the limit, a rise of the agent's resident set for as long as that takes at
+    # its rate); an in-memory store's pool is its data, up to the limit, then spilled. What DuckDB
     # frees past a quarter of the limit goes back to the system (capture/store/duckdb_store.py):
     # `python -m bench.soak_live` samples duckdb_memory() beside the agent's resident set
     memory_limit_mb: int | None = Field(64, ge=16)  # None: DuckDB's default

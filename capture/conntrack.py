@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from capture import abi, fastpath
+from capture import abi, fastpath, snapshot
 from capture.connection import Connection
 from capture.enrich.proc import comm_name
 from capture.pipeline import Pipeline
@@ -363,9 +363,16 @@ class ConnTracker:
         self.tracked = 0
 
     def parser_stats(self) -> Counter[str]:
+        """The open connections' parser counters by protocol; safe from another thread (a
+        /metrics scrape) while the capture thread opens and closes connections."""
         total: Counter[str] = Counter()
-        for tracked in self.conns.values():
-            if tracked is not _IGNORED and tracked.conn.parser is not None:
-                for k, v in tracked.conn.parser.stats.items():
-                    total[f"{tracked.conn.protocol.lower()}.{k}"] += v
+        for tracked in snapshot.copy(self.conns).values():
+            if tracked is _IGNORED:
+                continue
+            conn = tracked.conn
+            parser = conn.parser  # once: the capture thread may replace it meanwhile
+            if parser is not None:
+                proto = conn.protocol.lower()
+                for k, v in snapshot.copy(parser.stats).items():
+                    total[f"{proto}.{k}"] += v
         return total

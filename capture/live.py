@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from capture import abi
+from capture import abi, snapshot
 from capture.conntrack import ConnTracker
 from capture.enrich.enricher import Enricher
 from capture.loader import DEFAULT_MAX_PAYLOAD, DEFAULT_RINGBUF_PAGES, Loader
@@ -32,6 +32,9 @@ POLL_MS = 20
 # at stop, what is already in the ring buffers is read for at most this long: a full ring at
 # saturation holds more than the agent reads in seconds, and a stop must not wait for it all
 FINAL_DRAIN_S = 1.0
+# how often the scope's cgroup is looked at again (Loader.follow_scope: one stat): a cgroup
+# removed and made again is followed within this
+SCOPE_CHECK_S = 1.0
 
 
 def tune_gc() -> None:
@@ -112,6 +115,7 @@ class LiveCapture:
         """Poll until `stop` is set, handing span batches to `on_spans`; flush at the end."""
         self._sink = on_spans
         feed, ring = self.tracker.feed, self.ring
+        next_scope_check = time.monotonic() + SCOPE_CHECK_S
         while not stop.is_set():
             if ring.wait(self.options.poll_ms / 1000):
                 # spans leave in batches, not one by one; under a sustained backlog the ring
@@ -124,6 +128,9 @@ class LiveCapture:
             self.loader.poll_other()
             self.pipeline.flush()
             self.tracker.sweep()
+            if self.loader.scope is not None and time.monotonic() >= next_scope_check:
+                next_scope_check = time.monotonic() + SCOPE_CHECK_S
+                self.loader.follow_scope()
         deadline = time.monotonic() + FINAL_DRAIN_S
         while records := ring.read(BATCH, until_ts=NEVER):  # what is already in the ring buffers
             feed(records)
@@ -144,9 +151,12 @@ class LiveCapture:
             for stat in (abi.Stat.RINGBUF_DROPS, abi.Stat.RINGBUF_SPILLED):
                 name = stat.name.lower()
                 out[f"kernel.{name}"] = sum(v for k, v in per_cpu.items() if k.endswith(f".{name}"))
-        out.update({f"conntrack.{k}": v for k, v in self.tracker.stats.items()})
+        # the capture thread changes these while a scrape reads them (capture/snapshot.py)
+        out.update({f"conntrack.{k}": v for k, v in snapshot.copy(self.tracker.stats).items()})
         out["conntrack.tracked_now"] = self.tracker.tracked  # a gauge: the table's size
-        out.update({f"pipeline.{k}": v for k, v in self.pipeline.stats.items()})
+        if self.loader.scope is not None:
+            out["scope.cgroup_recreated"] = self.loader.scope_changes
+        out.update({f"pipeline.{k}": v for k, v in snapshot.copy(self.pipeline.stats).items()})
         if self.tracker.fast is not None:  # the compiled path (capture/fastpath.py)
             out.update({f"fastpath.{k}": v for k, v in self.tracker.fast.counts().items()})
         out.update({f"parser.{k}": v for k, v in self.tracker.parser_stats().items()})

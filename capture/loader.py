@@ -116,6 +116,7 @@ class Loader:
         # only the processes of this cgroup v2 subtree (capture.scope.cgroup), decided in the kernel
         self.cgroup = normalize_cgroup(cgroup) if cgroup else None
         self.scope = cgroup_identity(self.cgroup) if self.cgroup else None  # OSError: no such cgroup
+        self.scope_changes = 0  # the cgroup removed and made again: followed (follow_scope)
         self.cache_dir = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV, bpfcache.DEFAULT_DIR)
         self.started_from = ""  # "cache", "compile" or "bcc" once loaded
         self.cflags = [
@@ -247,6 +248,25 @@ class Loader:
         """Dispatch the callbacks of rings opened through BCC (the TLS exec notices), no wait."""
         if getattr(self.bpf, "_ringbuf_manager", None):
             self.bpf.ring_buffer_consume()
+
+    def follow_scope(self) -> bool:
+        """The scope's cgroup removed and made again under the same path is a new cgroup with a new
+        id (its directory's inode): the kernel's scope map is pointed at it (True). While the path
+        does not exist the old id stays: nothing can join a removed cgroup."""
+        if self.scope is None or self.bpf is None:
+            return False
+        try:
+            now = cgroup_identity(self.cgroup)
+        except OSError:
+            return False
+        if now == self.scope:
+            return False
+        table = self.bpf["scope_cgroup"]
+        table[ctypes.c_int(0)] = table.Leaf(now[0], now[1])
+        log.info("scope cgroup %s made again (id %d -> %d): followed", self.cgroup, self.scope[0], now[0])
+        self.scope = now
+        self.scope_changes += 1
+        return True
 
     def kernel_stats(self) -> dict[str, int]:
         table = self.bpf["stats"]

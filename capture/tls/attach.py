@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from capture import abi
+from capture import abi, snapshot
 from capture.ringbuf import RingReader
 from capture.tls import elf, links, notls, procmaps, stale, uprobe
 
@@ -284,10 +284,11 @@ class TlsAttacher:
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in TLS_STATS.items()}
 
     def summary(self) -> dict[str, int]:
-        out = {f"tls.{k}": v for k, v in self.stats.items()}
+        # read by a scrape while the capture thread attaches (capture/snapshot.py)
+        out = {f"tls.{k}": v for k, v in snapshot.copy(self.stats).items()}
         out.update({f"tls.kernel.{k}": v for k, v in self.kernel_stats().items()})
         out["tls.files_probed"] = len(self.files)
-        out["tls.probes"] = sum(len(f.probes) for f in self.files.values())
+        out["tls.probes"] = sum(len(f.probes) for f in snapshot.copy(self.files).values())
         if self.exec_to_probes_ms:
             out["tls.exec_to_probes_ms_max"] = round(max(self.exec_to_probes_ms), 1)
         return out

@@ -1,6 +1,7 @@
 """Load generator: shoppers browsing the catalogue, viewing products and checking out,
 at a steady rate against the frontend. Every few seconds it appends a line of per-route
-stats (count, errors, p50/p95 ms) as JSON to $SHOP_STATS, which the demo and tests read."""
+stats (count, errors and what they were, p50/p95 ms) as JSON to $SHOP_STATS, which the demo,
+tests and the soak read."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,7 @@ import json
 import os
 import random
 import time
+from collections import Counter
 
 from demo.shoplib import name_process
 
@@ -26,10 +28,14 @@ class Stats:
     def __init__(self) -> None:
         self.lat: dict[str, list[float]] = {r: [] for r, _ in ROUTES}
         self.err: dict[str, int] = {r: 0 for r, _ in ROUTES}
+        self.kinds: dict[str, Counter[str]] = {r: Counter() for r, _ in ROUTES}
 
-    def add(self, route: str, ms: float, ok: bool) -> None:
+    def add(self, route: str, ms: float, failure: str | None) -> None:
+        """`failure`: None for an answer, else what went wrong ("status 503", "ReadTimeout", ...)."""
         self.lat[route].append(ms)
-        self.err[route] += not ok
+        if failure is not None:
+            self.err[route] += 1
+            self.kinds[route][failure] += 1
 
     def line(self) -> str:
         out = {"ts": time.time()}
@@ -37,10 +43,12 @@ class Stats:
             s = sorted(lat)
             pick = (lambda q: round(s[min(int(q * len(s)), len(s) - 1)], 1)) if s else (lambda q: None)
             out[r] = {"count": len(s), "errors": self.err[r], "p50_ms": pick(0.5), "p95_ms": pick(0.95)}
+            if self.kinds[r]:
+                out[r]["failures"] = dict(self.kinds[r])
         return json.dumps(out)
 
 
-async def shopper(client: httpx.AsyncClient, route: str) -> tuple[str, float, bool]:
+async def shopper(client: httpx.AsyncClient, route: str) -> tuple[str, float, str | None]:
     sku = f"SKU-{random.randint(1, 200000):06d}"
     t = time.perf_counter()
     try:
@@ -50,10 +58,10 @@ async def shopper(client: httpx.AsyncClient, route: str) -> tuple[str, float, bo
             r = await client.get(f"/api/products/{sku}")
         else:
             r = await client.post("/api/checkout", json={"sku": sku, "quantity": random.randint(1, 3)})
-        ok = r.status_code < 500
-    except httpx.HTTPError:
-        ok = False
-    return route, (time.perf_counter() - t) * 1000, ok
+        failure = f"status {r.status_code}" if r.status_code >= 500 else None
+    except httpx.HTTPError as e:  # ConnectError (refused), ReadTimeout, RemoteProtocolError, ...
+        failure = type(e).__name__
+    return route, (time.perf_counter() - t) * 1000, failure
 
 
 async def main() -> None:

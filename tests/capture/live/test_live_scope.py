@@ -1,11 +1,13 @@
 """Live eBPF capture scoped to a cgroup in the kernel (bpf/scope.h): a server and its clients in a
 cgroup v2 directory the test creates are captured; the same traffic from processes outside it never
-becomes a ring record (0 spans of it) and the kernel counts what it did not follow."""
+becomes a ring record (0 spans of it) and the kernel counts what it did not follow. The cgroup
+removed and made again (a new id) is followed without a restart."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -77,3 +79,25 @@ def test_only_the_cgroups_processes_become_spans_and_the_kernel_counts_the_rest(
     assert servers == 20, ports  # every request the inside server answered
     assert clients == 10, ports  # only the inside client's
     assert os.path.isdir(d)
+
+
+def test_the_cgroup_removed_and_made_again_is_followed(cgroup, tmp_path):
+    from capture.live import SCOPE_CHECK_S
+
+    path, d = cgroup
+    for i in range(10):
+        (tmp_path / f"scope-{i}").write_text("x")
+    port = free_port()
+    server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(tmp_path), str(port)]
+    with live_capture(extra=("--cgroup", path, "--no-tls")) as cap:
+        old = os.stat(d).st_ino
+        d.rmdir()
+        d.mkdir()  # the same path, a new cgroup: a new id for the kernel's check
+        assert os.stat(d).st_ino != old
+        time.sleep(SCOPE_CHECK_S * 2.5)
+        with process(_inside(d, server), port):
+            _get(port, 10, d)
+    ports = [(s["kind"], int(s["attributes"].get("server.port") or 0)) for s in cap.spans]
+    assert sum(1 for k, p in ports if k == "SERVER" and p == port) == 10, (ports, cap.stats)
+    assert sum(1 for k, p in ports if k == "CLIENT" and p == port) == 10, ports
+    assert cap.stats.get("scope.cgroup_recreated") == 1, cap.stats

@@ -310,3 +310,33 @@ def test_age_retention_after_reopen_counts_from_the_stored_newest_span(tmp_path)
     newest = max(s.end_time_unix_nano for s in kept)
     assert newest > T0 + 4 * S and all(s.end_time_unix_nano >= newest - 2 * S for s in kept)
     assert aged.count() == len(kept) < 100 and aged.evicted == 204 - len(kept)
+
+
+def _pool_mb(store) -> float:
+    return store._con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0] / 2**20
+
+
+def test_a_store_file_hands_its_cached_blocks_back_and_still_answers(tmp_path, monkeypatch):
+    from capture.store import duckdb_store
+
+    monkeypatch.setattr(duckdb_store, "RELEASE_EVERY_S", 3600.0)
+    store = duckdb_store.DuckDBStore(str(tmp_path / "spans.duckdb"), memory_limit_mb=64)
+    for k in range(0, 12_000, 1_000):
+        store.append([s for i in range(k, k + 1_000) for s in call(i, fail=i % 10 == 0)])
+    held = _pool_mb(store)
+    assert held > 4 * duckdb_store.RELEASE_TO_MB, held  # what DuckDB keeps cached on its own
+    store.release()
+    assert store.releases == 1 and _pool_mb(store) <= duckdb_store.RELEASE_TO_MB < held
+    assert store._con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == "61.0 MiB"
+    assert store.count() == 48_000
+    assert len(store.spans(SpanFilter(status_code="ERROR", kind="SERVER", limit=10_000))) == 2_400
+    # and on its own, from append, every RELEASE_EVERY_S; an in-memory store's pool is its data: kept
+    store._next_release = 0.0  # due
+    store.append(call(12_000))
+    assert store.releases == 2
+    store.close()
+    memory = duckdb_store.DuckDBStore(None, memory_limit_mb=64)
+    memory.append(call(0))
+    memory.release()
+    assert memory.releases == 0 and memory.count() == 4
+    memory.close()
