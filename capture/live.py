@@ -33,7 +33,7 @@ POLL_MS = 20
 # saturation can hold more than the agent reads in seconds, and `guardian capture` exits within 5 s
 # of SIGTERM with the rest of its stop (closing connections, detaching probes:
 # tests/capture/live/test_live_stop.py, `python -m bench.stop` measures it).
-STOP_DRAIN_S = 3.5
+STOP_DRAIN_S = 3.0
 
 
 def tune_gc() -> None:
