@@ -16,8 +16,9 @@ Each run also reports the agent's CPU µs per operation (from ready to the load'
 processes' (the load generator's and the server's, BPF programs included) and, with --bpf-time, the
 agent's BPF programs' µs and runs per operation, in all and per program (time spent inside the traced
 processes). On a shared host one run says little: --repeat N runs N rounds (a baseline, then every
-agent, in reverse order every other round), each ratio against its own round's baseline; the row shown is the round with the median
-ratio, and `rounds` lists every round's figures.
+agent, in reverse order every other round), each ratio against its own round's baseline; the row
+shown is the round with the median ratio, and `rounds` lists every round's figures. --rate TPS runs
+pgbench at a fixed rate: the same work with and without the agent.
 """
 from __future__ import annotations
 
