@@ -12,8 +12,13 @@ Run as root: .venv/bin/python -m bench.dbload [--seconds 10] [--requests 100000]
              [--pipeline 1 --pipeline 16]
 A/B in one command: --compare /work/main runs that tree's agent too (same server and baseline);
 --pair ab runs each agent without then with capture.options.pair (exchanges paired in the kernel).
-Each run also reports the agent's CPU µs per operation (from ready to the load's end) and, with
---bpf-time, its BPF programs' µs and runs per operation (time spent inside the traced processes).
+Each run also reports the agent's CPU µs per operation (from ready to the load's end), the traced
+processes' (the load generator's and the server's, BPF programs included) and, with --bpf-time, the
+agent's BPF programs' µs and runs per operation, in all and per program (time spent inside the traced
+processes). On a shared host one run says little: --repeat N runs N rounds (a baseline, then every
+agent, in reverse order every other round), each ratio against its own round's baseline; the row
+shown is the round with the median ratio, and `rounds` lists every round's figures. --rate TPS runs
+pgbench at a fixed rate: the same work with and without the agent.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import ctypes
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -30,23 +36,25 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.kernel_time import programs
+from bench.kernel_time import attach_names, programs
 from bench.soaklib.probe import prog_ids_of
 from support.servers import PG_BIN, postgres_instance, redis_instance
 
 PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
 PGBENCH_MODE = ["-M", "extended"]  # --select-simple: ["-S", "-M", "simple"], one statement per transaction
+PGBENCH_RATE: list[str] = []  # --rate: ["-R", TPS], a fixed rate instead of saturation
 ROOT = Path(__file__).resolve().parent.parent
 COMPARE: list[Path] = []  # other source trees whose agent runs too (--compare)
 PAIRS: list[bool | None] = [None]  # --pair: each agent at its default (None), without (False) and/or with (True) capture.options.pair
 RING_PAGES: list[int] = []  # --ringbuf-pages: the agents' ring buffer size (guardian capture --ringbuf-pages)
 BPF_TIME = [False]  # --bpf-time: the agent's BPF programs' run time over the load (kernel.bpf_stats_enabled)
+REPEAT = [1]  # --repeat: rounds of (baseline, every agent)
 
 
 def pgbench(pg: dict, seconds: float, clients: int) -> dict:
     env = dict(os.environ, PGPASSWORD=pg["password"])
     base = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(pg["port"]), "-U", pg["user"]]
-    out = subprocess.run(base + ["-c", str(clients), "-j", "2", "-T", str(int(seconds)), *PGBENCH_MODE,
+    out = subprocess.run(base + ["-c", str(clients), "-j", "2", "-T", str(int(seconds)), *PGBENCH_MODE, *PGBENCH_RATE,
                                  pg["dbname"]], env=env, capture_output=True, text=True, timeout=seconds + 120)
     tps = float(re.search(r"tps = ([\d.]+)", out.stdout).group(1))
     done = int(re.search(r"actually processed: (\d+)", out.stdout).group(1))
@@ -62,12 +70,50 @@ def redis_benchmark(r: dict, requests: int, pipeline: int) -> dict:
     return {"rps": rps, "rps_mean": sum(rps.values()) / len(rps), "operations": requests * len(rps)}
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a server process and its descendants, each with its reaped children's
+    (cutime, cstime: a PostgreSQL backend's once it exited; runuser -> postmaster -> backends)."""
+    parent, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                f = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            parent[int(entry)] = int(f[1])
+            cpu[int(entry)] = sum(int(x) for x in f[11:15])
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo.extend(c for c, pp in parent.items() if pp == p and c not in tree)
+    return sum(cpu.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(load, server_pid: int) -> dict:
+    """`load()` (a dict with "operations"), with the CPU µs per operation of the load generator (a
+    child process, waited by the load) and of the server's processes: what the application paid,
+    the BPF programs' run time and the tracepoints included (they run in the traced processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = _tree_cpu_s(server_pid)
+    out = load()
+    time.sleep(0.5)  # the server's per-connection processes exit and are reaped
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_s = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    server_s = _tree_cpu_s(server_pid) - server
+    ops = max(out["operations"], 1)
+    out["app_cpu_us_per_operation"] = round(1e6 * (client_s + server_s) / ops, 2)
+    out["client_cpu_us_per_operation"] = round(1e6 * client_s / ops, 2)
+    return out
+
+
 class _Capture:
     spans: list
     stats: dict
     cpu_s: float  # the agent's CPU time from ready until it read what the load left queued (its start's compile left out)
     bpf_ns: int  # run time of the agent's BPF programs over the load (--bpf-time), in the traced processes
     bpf_runs: int
+    bpf_by_program: dict  # attach point -> [run time ns, runs] over the load (--bpf-time)
     peak_rss_mb: float  # the agent's peak resident set (VmHWM) after the load
     ring_rss_mb: float  # of its resident set, the ring buffers' mappings
 
@@ -100,13 +146,18 @@ def capture(port: int, tree: Path | None = None, pair: bool | None = None):
             time.sleep(0.2)
         ready_cpu = _cpu_s(proc.pid)
         ids = prog_ids_of(proc.pid) if BPF_TIME[0] else set()
+        names = attach_names() if ids else {}
         before = programs() if ids else {}
         yield cap
         after = programs() if ids else {}
-        cap.bpf_ns = sum(after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
-                         for i in ids if i in before and i in after)
-        cap.bpf_runs = sum(after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
-                           for i in ids if i in before and i in after)
+        cap.bpf_by_program = {}
+        for i in ids:
+            if i in before and i in after:
+                row = cap.bpf_by_program.setdefault(names.get(i) or after[i].get("name", str(i)), [0, 0])
+                row[0] += after[i].get("run_time_ns", 0) - before[i].get("run_time_ns", 0)
+                row[1] += after[i].get("run_cnt", 0) - before[i].get("run_cnt", 0)
+        cap.bpf_ns = sum(ns for ns, _ in cap.bpf_by_program.values())
+        cap.bpf_runs = sum(runs for _, runs in cap.bpf_by_program.values())
         _wait_drained(Path(out.name))
         # its own CPU time, read before the stop: wait4's rusage would add the compile child's
         cap.cpu_s = _cpu_s(proc.pid) - ready_cpu
@@ -161,31 +212,69 @@ def bench_postgres(seconds: float, clients: int) -> dict:
         env = dict(os.environ, PGPASSWORD=pg["password"])
         subprocess.run([str(PG_BIN / "pgbench"), "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(pg["port"]), "-U",
                         pg["user"], pg["dbname"]], env=env, check=True, capture_output=True, timeout=120)
-        alone = pgbench(pg, seconds, clients)
-        runs = {}
-        for tree, pair in _agents():
-            with capture(pg["port"], tree, pair) as cap:
-                agent = pgbench(pg, seconds, clients)
-            spans = client_spans(cap, pg["pid"])
-            runs[_name(tree, pair)] = {
-                "baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
-                "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
-                "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
-                "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
-                "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
-                **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
-    return _with_compare(runs)
+        rounds = []
+        for i in range(REPEAT[0]):
+            alone = measured(lambda: pgbench(pg, seconds, clients), pg["pid"])
+            runs = {}
+            for tree, pair in _agents(i):
+                with capture(pg["port"], tree, pair) as cap:
+                    agent = measured(lambda: pgbench(pg, seconds, clients), pg["pid"])
+                spans = client_spans(cap, pg["pid"])
+                runs[_name(tree, pair)] = {
+                    "baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
+                    "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
+                    "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
+                    "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
+                    **_app_cpu(alone, agent),
+                    "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
+                    **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
+            rounds.append(runs)
+    return _with_compare(_median_round(rounds))
+
+
+def _app_cpu(alone: dict, agent: dict) -> dict:
+    return {"baseline_app_cpu_us_per_operation": alone["app_cpu_us_per_operation"],
+            "app_cpu_us_per_operation": agent["app_cpu_us_per_operation"],
+            "baseline_client_cpu_us_per_operation": alone["client_cpu_us_per_operation"],
+            "client_cpu_us_per_operation": agent["client_cpu_us_per_operation"],
+            "app_cpu_added_us_per_operation": round(agent["app_cpu_us_per_operation"]
+                                                    - alone["app_cpu_us_per_operation"], 2)}
+
+
+ROUND_KEYS = ("throughput_ratio", "baseline_app_cpu_us_per_operation", "app_cpu_us_per_operation",
+              "app_cpu_added_us_per_operation", "baseline_client_cpu_us_per_operation", "client_cpu_us_per_operation", "agent_cpu_us_per_operation", "bpf_us_per_operation",
+              "spans_per_operation")
+
+
+def _median_round(rounds: list[dict]) -> dict:
+    """Per agent, the row of the round with its median throughput ratio, with every round's
+    figures (ROUND_KEYS) under `rounds` when there were several."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = {}
+    for name in rounds[0]:
+        rows = sorted((r[name] for r in rounds), key=lambda row: row["throughput_ratio"])
+        row = dict(rows[len(rows) // 2])
+        row["rounds"] = [{k: r[name][k] for k in ROUND_KEYS if k in r[name]} for r in rounds]
+        out[name] = row
+    return out
 
 
 def _bpf_time(cap: _Capture, operations: int) -> dict:
     if not BPF_TIME[0]:
         return {}
     return {"bpf_us_per_operation": round(cap.bpf_ns / 1000 / operations, 2),
-            "bpf_runs_per_operation": round(cap.bpf_runs / operations, 2)}
+            "bpf_runs_per_operation": round(cap.bpf_runs / operations, 2),
+            "bpf_by_program": {name: {"ns_per_operation": round(ns / operations), "runs_per_operation":
+                                      round(runs / operations, 2)}
+                               for name, (ns, runs) in sorted(cap.bpf_by_program.items()) if runs}}
 
 
-def _agents() -> list[tuple[Path | None, bool | None]]:
-    return [(tree, pair) for tree in (*COMPARE, None) for pair in PAIRS]
+def _agents(round_: int = 0) -> list[tuple[Path | None, bool | None]]:
+    """The agents to run, in reverse order every other round: a host whose load drifts during a
+    round then favours none of them."""
+    agents = [(tree, pair) for tree in (*COMPARE, None) for pair in PAIRS]
+    return agents[::-1] if round_ % 2 else agents
 
 
 def _name(tree: Path | None, pair: bool | None) -> str:
@@ -215,22 +304,27 @@ def losses(stats: dict) -> dict:
 
 def bench_redis(requests: int, pipeline: int) -> dict:
     with redis_instance() as r:
-        alone = redis_benchmark(r, requests, pipeline)
-        runs = {}
-        for tree, pair in _agents():
-            with capture(r["port"], tree, pair) as cap:
-                agent = redis_benchmark(r, requests, pipeline)
-            data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
-                        and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]
-            runs[_name(tree, pair)] = {
-                "pipeline": pipeline, "baseline_rps": round(alone["rps_mean"]),
-                "with_agent_rps": round(agent["rps_mean"]),
-                "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3), "operations": agent["operations"],
-                "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
-                "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
-                "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
-                **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
-    return _with_compare(runs)
+        rounds = []
+        for i in range(REPEAT[0]):
+            alone = measured(lambda: redis_benchmark(r, requests, pipeline), r["pid"])
+            runs = {}
+            for tree, pair in _agents(i):
+                with capture(r["port"], tree, pair) as cap:
+                    agent = measured(lambda: redis_benchmark(r, requests, pipeline), r["pid"])
+                data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
+                            and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]
+                runs[_name(tree, pair)] = {
+                    "pipeline": pipeline, "baseline_rps": round(alone["rps_mean"]),
+                    "with_agent_rps": round(agent["rps_mean"]),
+                    "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3),
+                    "operations": agent["operations"],
+                    "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
+                    "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
+                    **_app_cpu(alone, agent),
+                    "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
+                    **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
+            rounds.append(runs)
+    return _with_compare(_median_round(rounds))
 
 
 def main() -> int:
@@ -242,6 +336,11 @@ def main() -> int:
     ap.add_argument("--only", choices=("postgres", "redis"), help="run one of the two")
     ap.add_argument("--select-simple", action="store_true",
                     help="pgbench -S -M simple (one simple-protocol SELECT per transaction) instead of TPC-B extended")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="rounds of (baseline, every agent); each ratio against its round's baseline")
+    ap.add_argument("--rate", type=int, metavar="TPS",
+                    help="pgbench at this fixed rate (-R) instead of saturation: the same work with and without "
+                         "the agent, so the traced processes' CPU per operation compares directly")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--compare", action="append", default=[], metavar="TREE",
                     help="also run the agent from this source tree (e.g. /work/main), same server and baseline")
@@ -255,6 +354,7 @@ def main() -> int:
                          "the command: every BPF program on the host then pays a clock read per run)")
     args = ap.parse_args()
     BPF_TIME[0] = args.bpf_time
+    REPEAT[0] = max(args.repeat, 1)
     RING_PAGES[:] = [args.ringbuf_pages] if args.ringbuf_pages else []
     if args.bpf_time:
         fd = _bpf_stats_fd()
@@ -281,6 +381,7 @@ def _main(args) -> int:
     PAIRS[:] = {"default": [None], "off": [False], "on": [True], "ab": [False, True]}[args.pair]
     if args.select_simple:
         PGBENCH_MODE[:] = ["-S", "-M", "simple"]
+    PGBENCH_RATE[:] = ["-R", str(args.rate)] if args.rate else []
     results = {}
     if args.only in (None, "postgres"):
         results["pgbench"] = bench_postgres(args.seconds, args.clients)

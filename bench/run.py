@@ -37,6 +37,7 @@ BENCHES = {
     "llm_eval": False,
     "kernel_time": True,
     "uprobe_cost": True,
+    "stop": True,
 }
 
 

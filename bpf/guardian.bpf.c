@@ -118,7 +118,9 @@ static __always_inline int pair_proto(__u8 proto)
 /* A connection's slot in pair_held stays from its first request chunk to its close (or the
  * LRU's eviction) and is rewritten in place: a hash update and delete per exchange, each with a
  * copy of the whole slot, cost more than the pairing saves. ev.kind says whether it holds a
- * chunk (EV_DATA) or not (0). */
+ * chunk (EV_DATA) or not (0); the connection's `held` says whether to look at all: a response
+ * chunk that follows no held request (the next chunks of a long answer, a server's push) goes up
+ * without a lookup. */
 
 /* Send the request chunk held in slot `h`, if any, alone. */
 static __always_inline void pair_release_slot(struct guardian_pair_held *h)
@@ -154,8 +156,8 @@ static __always_inline int pair_send(struct guardian_record *r, struct guardian_
 #ifdef PAIRING
     if (pair_proto(c->proto) && c->role != ROLE_UNKNOWN && n <= MAX_PAYLOAD) {
         __u64 id = c->conn_id;
-        struct guardian_pair_held *h = pair_held.lookup(&id);
         if (dir == (c->role == ROLE_CLIENT ? DIR_EGRESS : DIR_INGRESS)) {
+            struct guardian_pair_held *h = pair_held.lookup(&id);
             pair_release_slot(h); /* a request chunk already waiting goes first */
             __u64 m = n;
             asm volatile("" : "+r"(m)); /* the verifier needs the bound on this register */
@@ -164,27 +166,34 @@ static __always_inline int pair_send(struct guardian_record *r, struct guardian_
             } else if (h) {
                 /* the header and the copied bytes only, not the whole slot */
                 if (bpf_probe_read_kernel(h, sizeof(struct guardian_event) + m, r) == 0) {
+                    c->held = 1;
                     stat_add(STAT_PAIR_HELD, 1);
                     return 1;
                 }
                 h->ev.kind = 0;
             } else if (pair_held.update(&id, (struct guardian_pair_held *)r) == 0) {
+                c->held = 1;
                 stat_add(STAT_PAIR_HELD, 1);
                 return 1;
             } else {
                 stat_add(STAT_PAIR_MAP_FULL, 1);
             }
-        } else if (h && h->ev.kind) {
-            __u64 off = n, rn = h->ev.copied_len;
-            asm volatile("" : "+r"(off), "+r"(rn)); /* the verifier needs the bounds on these registers */
-            if (off <= MAX_PAYLOAD && rn <= PAIR_PREFIX &&
-                bpf_probe_read_kernel(r->payload + off, sizeof(struct guardian_event) + rn, h) == 0) {
-                r->ev.kind = EV_PAIR;
-                h->ev.kind = 0;
-                stat_add(STAT_PAIR_PAIRED, 1);
-                return ringbuf_send(r, 2 * sizeof(struct guardian_event) + off + rn);
+            c->held = 0;
+        } else if (c->held) { /* a response chunk: only the first after a held request looks */
+            c->held = 0;
+            struct guardian_pair_held *h = pair_held.lookup(&id);
+            if (h && h->ev.kind) {
+                __u64 off = n, rn = h->ev.copied_len;
+                asm volatile("" : "+r"(off), "+r"(rn)); /* the verifier needs the bounds on these registers */
+                if (off <= MAX_PAYLOAD && rn <= PAIR_PREFIX &&
+                    bpf_probe_read_kernel(r->payload + off, sizeof(struct guardian_event) + rn, h) == 0) {
+                    r->ev.kind = EV_PAIR;
+                    h->ev.kind = 0;
+                    stat_add(STAT_PAIR_PAIRED, 1);
+                    return ringbuf_send(r, 2 * sizeof(struct guardian_event) + off + rn);
+                }
+                pair_release_slot(h);
             }
-            pair_release_slot(h);
         }
     }
 #endif

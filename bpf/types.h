@@ -131,7 +131,9 @@ struct guardian_conn {
     __u8 flags;     /* enum guardian_conn_flags */
     __u8 attempts;  /* messages seen while the protocol was still unknown */
     __u8 transport; /* enum guardian_transport */
-    __u8 _pad[3];
+    __u8 held;      /* the pairing may hold a request chunk of it in pair_held; 0: it holds none,
+                     * and a response chunk goes up without looking there */
+    __u8 _pad[2];
     __u32 sock_ino; /* the socket's inode, read from the fd at the first record; 0: not yet */
     __u32 _pad2;
 };

@@ -67,7 +67,8 @@ class Conn(ctypes.Structure):
         ("flags", ctypes.c_uint8),
         ("attempts", ctypes.c_uint8),
         ("transport", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 3),
+        ("held", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 2),
         ("sock_ino", ctypes.c_uint32),
         ("_pad2", ctypes.c_uint32),
     ]
