@@ -63,7 +63,7 @@ def _events(starts: list[int]) -> int:
 
 
 def _waiting(store: SpanStore, s: Span, lo: int, hi: int) -> bool:
-    """Whether s, a call of the service crossing [lo, hi], kept it waiting on another service:
+    """Whether s, a call of the service in flight through [lo, hi], kept it waiting on another service:
     its callee was at work on it in the middle of the stretch (or is not seen). A callee that
     answered early (the reply read only at the end), or that began only at the end (the request
     sent only then), was not waited on: the caller was stopped."""
@@ -108,16 +108,14 @@ def _puts_to(s: Span) -> str | None:
 
 def _offered(store: SpanStore, svc: str, got_b: list[Span], lo: int, hi: int) -> bool:
     """Whether work for svc went on arriving during [lo, hi] (MIN_SAMPLE pieces at least): its
-    baseline callers kept making the calls they made to it, and waited on them; or, for a worker that serves
-    nothing, others kept putting work into the queue it takes from. A service nobody offered work is idle, not stopped; a client
-    that serves nothing and takes no work (a load generator) sends what it is asked to."""
+    baseline callers kept making the calls they made to it, and waited on them; or, for a
+    worker that serves nothing, others kept putting work into the queue it takes from. A
+    service nobody offered work is idle, not stopped; a client that serves nothing and takes
+    no work (a load generator) sends what it is asked to."""
     w = TimeWindow(lo + EDGE_NS, hi - EDGE_NS)
     if w.end_ns <= w.start_ns:
         return False
-    callers: set[tuple[str, str]] = set()
-    for s in [x for x in got_b if x.kind == "SERVER" and x.parent_span_id][:PROBES]:
-        callers |= {(p.service, p.name) for p in store.trace(s.trace_id)
-                    if p.span_id == s.parent_span_id and p.service != svc}
+    callers = _callers(store, got_b, {svc})
     if callers:
         # calls that failed without waiting (refused, a failed handshake) reached no process
         # that took them: it is down or unreachable, and their failures name it

@@ -84,3 +84,15 @@ def test_a_service_whose_callers_calls_are_refused_is_down_not_silent():
             continue  # nothing delivered to it either
         out.append(s)
     assert "broker" not in [x.service for x in found(out)]
+
+
+def test_no_silence_is_read_into_slices_of_a_busy_store_read_in_part():
+    """Each slice of the sample holds only its first spans when the store is busier than the
+    sample's bound: the rest of a slice is unread, not silent."""
+    store = store_of(Queue(seed=1, stop_s=70, resume_s=110).build())
+    try:
+        cur, base = sample(store, NOW, total=120), sample(store, BASE, total=120)
+        assert cur.cut and base.cut
+        assert silences(store, cur, base) == []
+    finally:
+        store.close()
