@@ -22,6 +22,7 @@ class Sample:
     window: TimeWindow
     spans: list[Span]
     trees: list[Tree] = field(default_factory=list)
+    cut: list[TimeWindow] = field(default_factory=list)  # slices read only in part (at the limit)
 
     def __post_init__(self) -> None:
         by_trace: dict[str, list[Span]] = {}
@@ -32,7 +33,14 @@ class Sample:
 
 def sample(store: SpanStore, window: TimeWindow, total: int = SAMPLE_SPANS) -> Sample:
     got = spread_spans(store, SpanFilter(window=window), total, SLICES)
-    return Sample(window, got)
+    # the slices spread_spans read: one that returned its limit holds only its first spans
+    step, per = max((window.end_ns - window.start_ns) // SLICES, 1), max(total // SLICES, 1)
+    n = [0] * SLICES
+    for s in got:
+        n[min(max((s.start_time_unix_nano - window.start_ns) // step, 0), SLICES - 1)] += 1
+    cut = [TimeWindow(window.start_ns + i * step, window.end_ns if i == SLICES - 1 else
+                      window.start_ns + (i + 1) * step) for i in range(SLICES) if n[i] >= per]
+    return Sample(window, got, cut=cut)
 
 
 def covered(store: SpanStore, window: TimeWindow) -> float:

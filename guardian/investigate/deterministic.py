@@ -32,6 +32,7 @@ from guardian.investigate.walk import Key, entry_of, peer_wait, responsible
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies, quiet_tail
+from tools.silence import SILENT_SHARE, takes_from
 from tools.base import spread_spans
 from tools.stats import (LATENCY_DELTA_MS, MIN_SAMPLE, SURE, TAIL_ONLY_COUNT, RedStats, confidence,
                          from_row, from_spans, mann_whitney_p, proportion_p)
@@ -48,6 +49,7 @@ GAP_VOTES = 1.5  # a gap shift tested on every sampled call weighs more than a w
 SHAPE_VOTES = 1.0  # per operation whose call pattern changed (spans without status only)
 STUCK_VOTES = 1.5  # per operation with calls stuck far beyond its baseline
 OWN_VOTES = 1.0  # a service whose own time grew, alone among the services
+SILENT_VOTES = 2.0  # a service that stopped for the shortest silence counted, more the longer
 P50_FLOOR_MS = 1.0  # a median shift smaller than this is no change (timer, scheduler)
 SPREAD_SHARE = 0.5  # nor one under this share of the baseline's p50-p95 distance
 TRIPLED_SPREAD = 0.1  # unless it tripled and moved by this share of that distance
@@ -121,19 +123,11 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     return cands
 
 
-BLOCKING_POPS = {"BRPOP", "BLPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX", "XREAD",
-                 "XREADGROUP"}
-
-
 def _takes_work(walker: Walker, service: str) -> bool:
     """Whether a service that answers no calls takes its work from a queue (a worker):
     deliveries it receives from a broker, or blocking pops from a list or stream."""
-    for s in walker.store.spans(SpanFilter(window=walker.baseline, service=service, limit=200)):
-        a = s.attributes
-        if a.get("messaging.operation.type") in ("receive", "process") or \
-                str(a.get("db.operation.name", "")).upper() in BLOCKING_POPS:
-            return True
-    return False
+    return any(takes_from(s) for s in walker.store.spans(SpanFilter(
+        window=walker.baseline, service=service, limit=200)))
 
 
 def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
@@ -201,6 +195,22 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                 c.excess_ms.append(ms - o.p50_ms[0])
                 c.gap_ms.append(0.0)
                 c.traces.add(s.trace_id)
+    for x in sig.silent:
+        # no span of it at all for a stretch its rate does not allow, while work for it went
+        # on arriving: the process stopped (paused, stuck, throttled to a trickle). A worker's
+        # work stops going through; a server's callers wait on it.
+        kind = "traffic" if x.worker else "latency"
+        c = cands.setdefault((x.service, kind), Candidate(key=(x.service, ""), kind=kind))
+        c.votes += SILENT_VOTES * x.sure * min(x.share / SILENT_SHARE, 4.0)
+        c.fixed_change = max(c.fixed_change or 0.0, x.sure)
+        c.change = x.describe()
+        if not c.spans:  # cite its last span before the silence and its first after
+            for sp in (x.last, x.first):
+                if sp is not None and sp.trace_id not in c.traces:
+                    c.spans.append(sp)
+                    c.excess_ms.append(0.0)
+                    c.gap_ms.append(0.0)
+                    c.traces.add(sp.trace_id)
     by_op: dict[tuple[str, str], list] = {}
     # Where spans say how calls ended, failures show there; a changed mix of calls alone is
     # as likely a changed mix of requests.
@@ -709,7 +719,9 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     causes = []
     for i, c in enumerate(cands[:5]):
         if c.kind == "traffic":
-            evidence = _traffic_evidence(walker, c)
+            evidence = _traffic_evidence(walker, c) + [
+                Evidence(trace_id=s.trace_id, span_id=s.span_id, description=_describe(
+                    walker.tree(s.trace_id), s, 0.0, c.key[0])) for s in c.spans[:2]]
         else:
             evidence = [Evidence(trace_id=s.trace_id, span_id=s.span_id,
                                  description=_describe(walker.tree(s.trace_id), s, x, c.key[0]))

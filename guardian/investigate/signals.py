@@ -1,7 +1,7 @@
 """Candidates from per-call evidence the walks do not see: CLIENT/SERVER gaps that grew (the
 callee's network), call patterns that changed (exceptions and wrong values without status
-codes) and calls stuck far beyond their baseline (a lock held elsewhere). Read from one
-bounded sample of the window and of the baseline.
+codes), calls stuck far beyond their baseline (a lock held elsewhere), and services that went
+silent (a stopped process). Read from one bounded sample of the window and of the baseline.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shif
 from tools.own import OwnShift, own_shifts
 from tools.sampling import Sample, sample
 from tools.shape import ShapeChange, shape_changes
+from tools.silence import Silence, silences
 from tools.stats import MIN_SAMPLE
 from tools.stuck import Stuck, stuck_calls
 
@@ -32,6 +33,7 @@ class Signals:
     lone: set[tuple[str, str]] = field(default_factory=set)  # (caller, callee): the caller's gap
     stuck: list[Stuck] = field(default_factory=list)  # operations with calls stuck far too long
     own: list[OwnShift] = field(default_factory=list)  # services whose own time grew (alone)
+    silent: list[Silence] = field(default_factory=list)  # services that stopped (no spans at all)
 
     def callers_own(self, g: GapShift) -> bool:
         """The gap is the caller's: every callee of it grew, or only it saw this callee grow."""
@@ -49,7 +51,19 @@ class Signals:
 
 def read_signals(store: SpanStore, window: TimeWindow, baseline: TimeWindow) -> Signals:
     cur, base = sample(store, window), sample(store, baseline)
-    return signals(cur, base)
+    sig = signals(cur, base)
+    sig.silent = first_silent(silences(store, cur, base))
+    return sig
+
+
+def first_silent(found: list[Silence]) -> list[Silence]:
+    """Of silences that overlap, the one that began first: a stopped service silences what
+    waits on its work (its callees, the consumers of what it publishes) after it."""
+    out = []
+    for x in sorted(found, key=lambda x: x.start_ns):
+        if not any(y.start_ns < x.end_ns and x.start_ns < y.end_ns for y in out):
+            out.append(x)
+    return out
 
 
 def signals(cur: Sample, base: Sample) -> Signals:

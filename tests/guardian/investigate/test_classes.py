@@ -13,6 +13,10 @@ from guardian.evals.variants import internal, no_status, sparse
 from guardian.investigate.deterministic import investigate
 from capture.span import Span
 from tests.guardian.investigate.mesh import MS, T0, Mesh, store_of
+from tests.guardian.investigate.worker import T0 as QUEUE_T0
+from tests.guardian.investigate.worker import Queue
+
+QUEUE_NOW = TimeWindow(QUEUE_T0 + 60 * 10**9, QUEUE_T0 + 120 * 10**9)
 
 
 def top(spans, question="Orders are slow, why?", window=None):
@@ -206,3 +210,23 @@ def test_fewer_deliveries_taken_by_a_worker_can_be_its_cause():
                            attrs={"messaging.operation.type": "receive", "messaging.system": "rabbitmq"})
     report = top(spans, "Is anything wrong?")
     assert any(rc.service == "loadgen" and rc.kind == "traffic" for rc in report.root_causes), report.summary
+
+
+def test_a_stopped_worker_is_named_though_its_catch_up_left_its_counts_as_before():
+    """worker (it takes deliveries from a queue) stopped from 70 s to 110 s of a 60 s window
+    and drained its backlog on resuming: as many calls as in the baseline, no traffic drop;
+    its silence while orders went on arriving names it."""
+    spans = Queue(seed=1, stop_s=70, resume_s=110).build()
+    report = top(spans, "Background work stopped going through, why?", QUEUE_NOW)
+    assert not any(a["kind"] == "traffic_drop" and a["service"] == "worker" for a in report.anomalies)
+    rc = report.root_causes[0]
+    assert (rc.service, rc.kind) == ("worker", "traffic"), report.summary
+    assert "no span of worker began" in rc.description
+
+
+def test_a_silent_client_that_takes_no_work_is_no_cause():
+    """The same silence at a client whose calls carry no sign of taking work from a queue (a
+    load generator pausing) is less demand: nothing is named for it."""
+    report = top(Queue(seed=1, stop_s=70, resume_s=110, queue=False).build(), "Is anything wrong?",
+                 QUEUE_NOW)
+    assert all(rc.service != "worker" for rc in report.root_causes), report.summary
