@@ -414,9 +414,29 @@ static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, i
     return c;
 }
 
-/* TLS section (end of file): ties an SSL object waiting for its socket to this one. */
-static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id, __u8 dir, int tls_socket);
+/* TLS section (end of file): ties an SSL object waiting for its socket to this one; says
+ * whether the syscall's result matters to the thread's SSL write (TLS_IO_CHECK:
+ * tls_write_failed) or the write's plaintext is to go up now (TLS_IO_FLUSH: guardian_tls_flush). */
+enum { TLS_IO_NONE = 0, TLS_IO_CHECK = 1, TLS_IO_FLUSH = 2 };
+static __always_inline int tls_io_next(struct tls_call *call, __u8 dir)
+{
+    if (dir != DIR_EGRESS)
+        return TLS_IO_NONE;
+    return call->noret == TLS_NORET_UNSENT ? TLS_IO_FLUSH
+           : call->noret == TLS_NORET_SENT ? TLS_IO_CHECK : TLS_IO_NONE;
+}
+/* A send whose first TLS record is application data (23), or the change_cipher_spec (20) that
+ * starts a last handshake flight: not a handshake record (22) that an SSL_write sends while it
+ * still does the handshake (its plaintext goes out later, maybe in another call) */
+static __always_inline int tls_app_data(__u64 buf)
+{
+    __u8 type = 0;
+    bpf_probe_read_user(&type, 1, (void *)buf);
+    return type == 23 || type == 20;
+}
+static __always_inline int tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
+                                         __u64 id, __u8 dir, int tls_socket);
+static __always_inline void tls_write_failed(__u64 id);
 
 static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, __u8 shape,
                                     __u64 addr, int is_socket_call)
@@ -430,8 +450,18 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u32 vlen, __u8 dir, _
          * exit work, only the tie of the SSL object in this call to its socket (which does not
          * need the syscall's result) */
         struct guardian_conn_key key = {.tgid = id >> 32, .fd = fd};
-        tls_socket_io(&key, c, id, dir, 1);
+        int check = tls_socket_io(&key, c, id, dir, 1);
         stat_add(STAT_TLS_SKIPPED, 1);
+        /* only sends: an event loop reads its sockets until EAGAIN after every call */
+        if (check != TLS_IO_CHECK || dir != DIR_EGRESS)
+            return 0;
+        /* the SSL write went up at its entry: whether it fails shows only here (tls_write_failed) */
+        struct guardian_io tio = {.fd = fd, .direction = dir, .shape = IO_TLS_CHECK, .live = 1};
+        struct guardian_io *tp = active_io.lookup(&id);
+        if (tp)
+            *tp = tio;
+        else
+            active_io.update(&id, &tio);
         return 0;
     }
     /* reads are stamped at their exit (io_exit): no clock read here */
@@ -623,6 +653,11 @@ static __always_inline int io_exit(void *ctx, long ret)
         return 0;
     struct guardian_io io = *p;
     p->live = 0;
+    if (io.shape == IO_TLS_CHECK) {
+        if (ret < 0)
+            tls_write_failed(id);
+        return 0;
+    }
     if (ret <= 0)
         return 0;
     struct guardian_conn_key key = {.tgid = id >> 32, .fd = io.fd};
@@ -650,7 +685,12 @@ static __always_inline int io_exit(void *ctx, long ret)
         emit_iov(ctx, &key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
                  m.namelen ? m.name : 0, ts);
     }
-    tls_socket_io(&key, c, id, io.direction, 0);
+    /* a write not tied to its socket at its entry goes up at its first sent application data
+     * (with an fd BIO inside the call, after the handshake records of an SSL_write that
+     * finishes the handshake): a tail call, so that only one program holds that emit code */
+    if (tls_socket_io(&key, c, id, io.direction, 0) == TLS_IO_FLUSH &&
+        (io.shape != IO_PLAIN || tls_app_data(io.buf)))
+        tls_tail.call(ctx, 0);
     return 0;
 }
 
@@ -892,10 +932,10 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 #endif
 
 /* ======== TLS plaintext ================================================================
- * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and return:
- * C code, uretprobes are safe there) or, where OpenSSL's wrappers hand over to one internal
- * function per direction, that function instead (the _ex programs: it takes a size_t * of bytes
- * done), and Go crypto/tls (*Conn).Write entry and (*Conn).Read
+ * Uprobes where the plaintext exists: OpenSSL/BoringSSL SSL_write and SSL_read (+ _ex; entry and
+ * return: C code, uretprobes are safe there) or, where OpenSSL's wrappers hand over to one internal
+ * function per direction, that function instead (the read_ex program: it takes a size_t * of bytes
+ * done; the write goes up at its entry, write_at_entry), and Go crypto/tls (*Conn).Write entry and (*Conn).Read
  * entry + a plain uprobe at its copy into the caller's buffer or, failing that, at each RET
  * (never uretprobes on Go: moving stacks crash them).
  * Cost: a uprobe hit is a trap; on an instruction the kernel cannot emulate (most of them;
@@ -920,7 +960,7 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
  * A thread's entry stays and is rewritten in place at each call (ssl 0: no call in flight), as
  * active_io's: an update and a delete per SSL call cost more than the probes' other work. */
 BPF_TABLE("lru_hash", __u64, struct tls_call, tls_calls, MAX_INFLIGHT);    /* by thread */
-BPF_TABLE("lru_hash", struct tls_ssl_key, __u32, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
+BPF_TABLE("lru_hash", struct tls_ssl_key, struct tls_ssl, tls_ssl_fd, MAX_CONNS); /* SSL* -> fd */
 BPF_TABLE("lru_hash", __u64, __u64, tls_pending, MAX_INFLIGHT); /* thread -> SSL* without socket */
 BPF_TABLE("lru_hash", struct tls_go_key, struct tls_go_read, tls_go_reads, MAX_INFLIGHT);
 /* Set (to 1) by the first SSL entry probe: until then no thread is in an SSL call or has an
@@ -933,28 +973,37 @@ BPF_RINGBUF_OUTPUT(tls_execs, 16);
  * socket whose plaintext the probes deliver (`tls_socket`: the SSL probes have run, so no need to
  * look). On such a socket this is the syscall's only work, and inside an SSL call whose SSL* its
  * entry found tied to this very socket it is one lookup (the thread's tls_calls entry). */
-static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
-                                          __u64 id, __u8 dir, int tls_socket)
+static __always_inline int tls_socket_io(struct guardian_conn_key *key, struct guardian_conn *c,
+                                         __u64 id, __u8 dir, int tls_socket)
 {
     __u32 zero = 0;
     if (!tls_socket) {
         __u32 *used = tls_used.lookup(&zero);
         if (!used || !*used)
-            return;
+            return 0;
     }
     /* a thread without an entry has made no SSL call: none in flight, no SSL* pending */
     struct tls_call *call = tls_calls.lookup(&id);
     if (!call)
-        return;
+        return 0;
     __u32 fd = key->fd;
     if (call->ssl && call->fd == fd + 1 && !call->pending && (c->flags & CONN_ENCRYPTED))
-        return;
+        return tls_io_next(call, dir);
+    /* a write has no return probe: once tied, it is in flight on its own socket only (the
+     * thread goes on to other sockets after it returned); one not tied yet is tied by the
+     * thread's next send on an encrypted socket whose plaintext has not started (with an fd
+     * BIO its own, inside the call), never by a read or by a plaintext socket's syscall */
+    __u64 in_call = call->ssl;
+    if (call->noret && (call->fd ? call->fd != fd + 1
+                                 : dir != DIR_EGRESS || !(c->flags & CONN_ENCRYPTED) ||
+                                       (c->proto != PROTO_TLS_HANDSHAKE && c->proto != PROTO_UNKNOWN)))
+        in_call = 0;
     struct tls_ssl_key sk = {.tgid = key->tgid};
     /* inside SSL_read/SSL_write (fd or custom BIO) the syscall is that SSL's own transport:
      * always (re)bind, which also mends a stale entry of a reused SSL*. This also catches
      * protocols that start in plaintext and upgrade (PostgreSQL's SSLRequest, STARTTLS),
      * whose ciphertext the detector never saw first. */
-    if (call->ssl) {
+    if (in_call) {
         sk.ssl = call->ssl;
         c->flags |= CONN_ENCRYPTED;
     } else if (call->pending && (c->flags & CONN_ENCRYPTED) && dir == DIR_EGRESS &&
@@ -966,25 +1015,41 @@ static __always_inline void tls_socket_io(struct guardian_conn_key *key, struct 
         __u64 *pending = tls_pending.lookup(&id);
         if (!pending) { /* the LRU took it */
             call->pending = 0;
-            return;
+            return 0;
         }
         sk.ssl = *pending;
     } else {
-        return;
+        return 0;
     }
-    if (!call->ssl || call->fd != fd + 1) {
-        __u32 *old = tls_ssl_fd.lookup(&sk);
-        if (!old || *old != fd) {
-            tls_ssl_fd.update(&sk, &fd);
+    if (!in_call || call->fd != fd + 1) {
+        struct tls_ssl *old = tls_ssl_fd.lookup(&sk);
+        if (!old || old->fd != fd) {
+            struct tls_ssl st = {.fd = fd};
+            tls_ssl_fd.update(&sk, &st);
             stat_add(STAT_TLS_BOUND, 1);
         }
-        if (call->ssl)
+        if (in_call)
             call->fd = fd + 1;
     }
     if (call->pending) {
         tls_pending.delete(&id);
         call->pending = 0;
     }
+    return in_call ? tls_io_next(call, dir) : TLS_IO_NONE;
+}
+
+/* A send on the socket of the thread's SSL write failed (EAGAIN: WANT_WRITE; an error): the
+ * write went up at its entry and the application calls it again with the same bytes, which
+ * must not go up twice. */
+static __always_inline void tls_write_failed(__u64 id)
+{
+    struct tls_call *call = tls_calls.lookup(&id);
+    if (!call || !call->ssl || call->noret != TLS_NORET_SENT) /* an unsent one is tried again */
+        return;
+    struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call->ssl};
+    struct tls_ssl *st = tls_ssl_fd.lookup(&sk);
+    if (st)
+        st->wfailed = 1;
 }
 
 static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, __u32 len,
@@ -1026,8 +1091,31 @@ static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, 
     }
 }
 
+/* A write's plaintext goes up at its entry, where buffer and length are (no return probe: its
+ * trampoline would cost a second kernel entry per call; `python -m bench.uprobe_cost`), unless
+ * it is the same write again: the application calls a failed write (a send on its socket failed
+ * meanwhile: tls_write_failed) again with the same buffer and length, and a partial write's rest
+ * ends where it did. Such a call's bytes went up at the first; it is counted, not sent. */
+static __always_inline void ssl_write_up(__u32 tgid, struct tls_ssl *st, __u64 buf, __u64 num,
+                                         __u8 source, __u64 ts)
+{
+    if (num == 0)
+        return;
+    __u32 len = num > 0xffffffff ? 0xffffffff : (__u32)num;
+    __u64 end = st->wbuf + st->wlen;
+    if (st->wlen && buf + len == end && buf >= st->wbuf && (buf > st->wbuf || st->wfailed)) {
+        st->wfailed = 0;
+        stat_add(STAT_TLS_WRITE_AGAIN, 1);
+        return;
+    }
+    st->wbuf = buf;
+    st->wlen = len;
+    st->wfailed = 0;
+    tls_emit(tgid, st->fd, DIR_EGRESS, buf, len, source, ts);
+}
+
 static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source, __u64 out_len,
-                                     int handshake)
+                                     __u64 num, int handshake, int at_entry)
 {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;
@@ -1038,15 +1126,19 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     __u32 *used = tls_used.lookup(&zero);
     if (used && !*used) /* written once: a store at every call would bounce its cache line */
         *used = 1;
-    struct tls_ssl_key sk = {.tgid = tgid, .ssl = ssl};
-    __u32 *bound = tls_ssl_fd.lookup(&sk);
     struct tls_call *p = tls_calls.lookup(&id);
+    if (p && p->ssl && p->noret == TLS_NORET_UNSENT) /* its socket never sent application data */
+        stat_add(STAT_TLS_NO_FD, 1);
+    struct tls_ssl_key sk = {.tgid = tgid, .ssl = ssl};
+    struct tls_ssl *bound = tls_ssl_fd.lookup(&sk);
     __u8 pending = p ? p->pending : 0;
     /* a handshake starts a (maybe new) session on a reused SSL*: tie it afresh */
     if ((handshake || !bound) && tls_pending.update(&id, &ssl) == 0)
         pending = 1;
     if (handshake) { /* no call in flight: the thread's entry only says an SSL* is pending */
         if (p) {
+            p->ssl = 0;
+            p->noret = TLS_NORET_NONE;
             p->pending = pending;
         } else {
             struct tls_call none = {.pending = pending};
@@ -1055,11 +1147,29 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
         return 0;
     }
     /* the socket the SSL* is tied to now: the syscalls of the call check it without a lookup,
-     * and the return probe takes it from here. Only written plaintext needs the entry's stamp. */
+     * and the return probe takes it from here */
     struct tls_call call = {.ssl = ssl, .buf = PT_REGS_PARM2(ctx), .out_len = out_len,
                             .dir = dir, .source = source, .pending = pending,
-                            .fd = bound ? *bound + 1 : 0,
-                            .ts_ns = dir == DIR_EGRESS ? bpf_ktime_get_ns() : 0};
+                            .fd = bound ? bound->fd + 1 : 0};
+    if (dir == DIR_EGRESS && !at_entry) {
+        call.ts_ns = bpf_ktime_get_ns(); /* the wrappers' writes go up at their return */
+    } else if (dir == DIR_EGRESS) {
+        call.out_len = num;
+        /* an SSL* with no socket yet (no handshake seen: curl's SSL_connect does not go through
+         * SSL_do_handshake; a session older than the capture) is tied by the write's own send,
+         * and its plaintext goes up then, stamped here (tls_socket_io, guardian_tls_flush).
+         * One still pending after a handshake step is tied all the same: every session sent a
+         * flight of its handshake before it can write (that tied it), and a server's last step
+         * sends nothing (asyncio: its SSL* stays pending through the first request) */
+        if (bound) {
+            ssl_write_up(tgid, bound, call.buf, num, source, 0);
+            call.noret = TLS_NORET_SENT;
+        } else {
+            call.noret = TLS_NORET_UNSENT;
+            call.fd = 0;
+            call.ts_ns = bpf_ktime_get_ns();
+        }
+    }
     if (p)
         *p = call;
     else
@@ -1067,11 +1177,30 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, __u8 source,
     return 0;
 }
 
+/* Tail-called by io_exit (tls_tail) after the first application data of a write that was not
+ * tied to its socket at its entry went out on the socket it is tied to now. */
+int guardian_tls_flush(void *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct tls_call *p = tls_calls.lookup(&id);
+    if (!p || !p->ssl || p->noret != TLS_NORET_UNSENT)
+        return 0;
+    p->noret = TLS_NORET_SENT;
+    struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = p->ssl};
+    struct tls_ssl *st = tls_ssl_fd.lookup(&sk);
+    if (!st) {
+        stat_add(STAT_TLS_NO_FD, 1);
+        return 0;
+    }
+    ssl_write_up(id >> 32, st, p->buf, p->out_len, p->source, p->ts_ns);
+    return 0;
+}
+
 int tls_ssl_return(struct pt_regs *ctx)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct tls_call *p = tls_calls.lookup(&id);
-    if (!p || !p->ssl)
+    if (!p || !p->ssl || p->noret) /* writes go up at their entry */
         return 0;
     struct tls_call call = *p;
     p->ssl = 0;
@@ -1086,12 +1215,12 @@ int tls_ssl_return(struct pt_regs *ctx)
     __u32 fd = call.fd - 1; /* tied at the entry, or by a syscall of the call (tls_socket_io) */
     if (!call.fd) { /* a memory BIO's SSL* is tied after its call: maybe meanwhile */
         struct tls_ssl_key sk = {.tgid = id >> 32, .ssl = call.ssl};
-        __u32 *bound = tls_ssl_fd.lookup(&sk);
+        struct tls_ssl *bound = tls_ssl_fd.lookup(&sk);
         if (!bound) {
             stat_add(STAT_TLS_NO_FD, 1);
             return 0;
         }
-        fd = *bound;
+        fd = bound->fd;
     }
     /* plaintext written: stamped at SSL_write's entry (an fd BIO sends inside the call) */
     tls_emit(id >> 32, fd, call.dir, call.buf, (__u32)n, call.source,
@@ -1100,16 +1229,22 @@ int tls_ssl_return(struct pt_regs *ctx)
 }
 
 /* One set of entry programs per library kind: the source id is in the program. */
+#define SSL_INT_LEN(ctx) ((__s32)PT_REGS_PARM3(ctx) > 0 ? (__u64)(__s32)PT_REGS_PARM3(ctx) : 0)
+/* The wrappers' writes keep their return probe (node's and grpc's memory BIOs call SSL_write
+ * before their handshake is done: it fails with nothing on a socket to tell); OpenSSL's internal
+ * write function (`write_at_entry`: the system library's fd-BIO users) goes up at its entry. */
 #define SSL_PROBES(lib, src)                                                                   \
-    int tls_##lib##_write(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_EGRESS, src, 0, 0); } \
-    int tls_##lib##_read(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_INGRESS, src, 0, 0); } \
+    int tls_##lib##_write(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_EGRESS, src, 0, 0, 0, 0); } \
+    int tls_##lib##_read(struct pt_regs *ctx) { return ssl_enter(ctx, DIR_INGRESS, src, 0, 0, 0, 0); } \
     int tls_##lib##_write_ex(struct pt_regs *ctx)                                             \
-    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM4(ctx), 0); }                        \
+    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM4(ctx), 0, 0, 0); }                  \
     int tls_##lib##_write_ex2(struct pt_regs *ctx)                                            \
-    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM5(ctx), 0); }                        \
+    { return ssl_enter(ctx, DIR_EGRESS, src, PT_REGS_PARM5(ctx), 0, 0, 0); }                  \
+    int tls_##lib##_write_at_entry(struct pt_regs *ctx)                                       \
+    { return ssl_enter(ctx, DIR_EGRESS, src, 0, PT_REGS_PARM3(ctx), 0, 1); }                  \
     int tls_##lib##_read_ex(struct pt_regs *ctx)                                              \
-    { return ssl_enter(ctx, DIR_INGRESS, src, PT_REGS_PARM4(ctx), 0); }                       \
-    int tls_##lib##_handshake(struct pt_regs *ctx) { return ssl_enter(ctx, 0, src, 0, 1); }
+    { return ssl_enter(ctx, DIR_INGRESS, src, PT_REGS_PARM4(ctx), 0, 0, 0); }                 \
+    int tls_##lib##_handshake(struct pt_regs *ctx) { return ssl_enter(ctx, 0, src, 0, 0, 1, 0); }
 SSL_PROBES(openssl, SRC_OPENSSL)
 SSL_PROBES(boringssl, SRC_BORINGSSL)
 SSL_PROBES(node, SRC_NODE)

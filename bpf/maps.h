@@ -19,12 +19,12 @@ struct guardian_io {
     __u32 fd;
     __u32 vlen;     /* iovec count for readv/writev */
     __u8 direction;
-    __u8 shape;     /* IO_PLAIN, IO_IOVEC, IO_MSGHDR */
+    __u8 shape;     /* IO_PLAIN, IO_IOVEC, IO_MSGHDR; IO_TLS_CHECK: a TLS write's ciphertext */
     __u8 live;      /* set at the enter, cleared by the exit that takes it */
     __u8 _pad[5];
     __u64 ts_ns;    /* at a write's entry: when its bytes can first reach the peer (reads: 0) */
 };
-enum { IO_PLAIN = 0, IO_IOVEC = 1, IO_MSGHDR = 2 };
+enum { IO_PLAIN = 0, IO_IOVEC = 1, IO_MSGHDR = 2, IO_TLS_CHECK = 3 };
 BPF_TABLE("lru_hash", __u64, struct guardian_io, active_io, MAX_INFLIGHT);
 
 /* connect()/accept() arguments between enter and exit, by thread. */
@@ -85,6 +85,8 @@ BPF_PERCPU_ARRAY(iov_walk, struct guardian_iov_state, 1);
 
 /* By direction: guardian_iov_send, guardian_iov_recv; capture/loader.py fills it. */
 BPF_PROG_ARRAY(iov_tail, 2);
+/* [0] guardian_tls_flush: a TLS write's plaintext, at the first send of its socket (TLS section) */
+BPF_PROG_ARRAY(tls_tail, 1);
 
 /* Counters (enum guardian_stat), summed over CPUs by the agent. */
 BPF_PERCPU_ARRAY(stats, __u64, STAT_MAX);

@@ -106,7 +106,9 @@ enum guardian_stat {
     STAT_TLS_READ_FAULT = 21, /* Go net.Conn -> fd chain not readable */
     /* capture.scope (bpf/scope.h), reported as kernel.scope_skipped */
     STAT_SCOPE_SKIPPED = 22,  /* calls and probe hits of processes outside the scope's cgroup, not followed */
-    STAT_MAX = 23,
+    STAT_TLS_WRITE_AGAIN = 23, /* SSL writes called again (after a failure, or the rest of a partial
+                                * one) whose bytes had gone up at the first call: not sent again */
+    STAT_MAX = 24,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses
@@ -170,17 +172,35 @@ struct guardian_event {
  * Kept as one block: the TLS section's map keys and values, mirrored in capture/abi.py. */
 /* Its counters are STAT_TLS_* in enum guardian_stat. */
 /* What an SSL_read/SSL_write call is doing, between its entry and return probes (ssl 0: no call
- * in flight); the entry is the thread's and stays between calls. */
+ * in flight); the entry is the thread's and stays between calls. A write has no return probe
+ * (`noret`): its plaintext goes up at its entry, or where its SSL* had no socket then at its first
+ * send of application data, and it counts as in flight on its own socket until the thread's next
+ * SSL probe. */
 struct tls_call {
     __u64 ssl;
     __u64 buf;
-    __u64 out_len; /* size_t * of the _ex variants (bytes done), 0 for SSL_read/SSL_write */
+    __u64 out_len; /* size_t * of the _ex variants (bytes done), 0 for SSL_read/SSL_write;
+                    * a write's length (noret) */
     __u8 dir;
     __u8 source;
     __u8 pending;  /* this thread has an SSL* in tls_pending (set with it, cleared with it) */
-    __u8 _pad;
+    __u8 noret;    /* TLS_NORET_*: a write, its plaintext sent up (at the entry or since) or not yet */
     __u32 fd;      /* the socket (fd + 1) the call's SSL* is tied to, 0: not known yet */
-    __u64 ts_ns;   /* at the call's entry: the stamp of written plaintext */
+    __u64 ts_ns;   /* at a write's entry whose plaintext goes up later (a wrapper's return, or
+                    * an unsent one's first send): its stamp */
+};
+enum { TLS_NORET_NONE = 0, TLS_NORET_SENT = 1, TLS_NORET_UNSENT = 2 };
+
+/* An SSL object's socket and its last write sent up at its entry (tls_ssl_fd's value): a write
+ * that failed (WANT_WRITE: a send of its ciphertext failed) is called again with the same
+ * buffer and length, and a partial write goes on with the rest (same end), neither of which goes
+ * up again. */
+struct tls_ssl {
+    __u64 wbuf;
+    __u32 wlen;
+    __u32 fd;
+    __u8 wfailed;  /* a send on the socket failed while that write was the thread's call */
+    __u8 _pad[7];
 };
 
 /* A process that just exec'd (tls_execs ring): userspace probes its new image. The time

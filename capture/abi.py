@@ -129,7 +129,12 @@ def ip_bytes(text: str) -> bytes:
 class TlsCall(ctypes.Structure):
     _fields_ = [("ssl", ctypes.c_uint64), ("buf", ctypes.c_uint64), ("out_len", ctypes.c_uint64),
                 ("dir", ctypes.c_uint8), ("source", ctypes.c_uint8), ("pending", ctypes.c_uint8),
-                ("_pad", ctypes.c_uint8), ("fd", ctypes.c_uint32), ("ts_ns", ctypes.c_uint64)]
+                ("noret", ctypes.c_uint8), ("fd", ctypes.c_uint32), ("ts_ns", ctypes.c_uint64)]
+
+
+class TlsSsl(ctypes.Structure):
+    _fields_ = [("wbuf", ctypes.c_uint64), ("wlen", ctypes.c_uint32), ("fd", ctypes.c_uint32),
+                ("wfailed", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 7)]
 
 
 class TlsExec(ctypes.Structure):

@@ -82,7 +82,8 @@ def _with_tail_calls(bpf_class: type, scope: tuple[int, int] | None = None) -> t
 
     Gathered I/O (readv/writev/sendmsg/recvmsg) is walked one record per tail call
     (bpf/guardian.bpf.c, emit_iov): filled afterwards, every such syscall in between would
-    be a gap in its stream. An unfilled scope follows nobody.
+    be a gap in its stream. A TLS write whose SSL* had no socket at its entry goes up from
+    its first send by a tail call too (guardian_tls_flush). An unfilled scope follows nobody.
     """
 
     class GuardianBPF(bpf_class):
@@ -91,6 +92,8 @@ def _with_tail_calls(bpf_class: type, scope: tuple[int, int] | None = None) -> t
             for direction, name in ((abi.Direction.EGRESS, "send"), (abi.Direction.INGRESS, "recv")):
                 walk = self.load_func(f"guardian_iov_{name}", bpf_class.TRACEPOINT)
                 tail[ctypes.c_int(direction)] = ctypes.c_int(walk.fd)
+            flush = self.load_func("guardian_tls_flush", bpf_class.TRACEPOINT)
+            self["tls_tail"][ctypes.c_int(0)] = ctypes.c_int(flush.fd)
             if scope is not None:
                 table = self["scope_cgroup"]
                 table[ctypes.c_int(0)] = table.Leaf(scope[0], scope[1])

@@ -43,7 +43,7 @@ RESCAN_AFTER_EXEC_S = (0.2, 1.0, 3.0)  # ld.so maps libraries right away; dlopen
 STOP_JOIN_S = 0.5
 # names of the kernel's TLS counters (in the `stats` array) in the agent's stats
 TLS_STATS = {abi.Stat.TLS_PLAINTEXT: "plaintext", abi.Stat.TLS_NO_FD: "no_fd", abi.Stat.TLS_BOUND: "bound",
-             abi.Stat.TLS_READ_FAULT: "go_fd_fault"}
+             abi.Stat.TLS_READ_FAULT: "go_fd_fault", abi.Stat.TLS_WRITE_AGAIN: "write_again"}
 KNOWN_FILES = 16  # TLS files remembered from earlier starts that are probed at start (the latest)
 EXECS_PAGES = 16  # BPF_RINGBUF_OUTPUT(tls_execs, 16) in bpf/guardian.bpf.c
 _EXEC = abi.TLS_EXEC_STRUCT  # struct tls_exec (bpf/types.h): ts_ns, pid
@@ -85,8 +85,10 @@ def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
         if name != "SSL_do_handshake":
             probes.append(Probe(path, addr, "tls_ssl_return", ret=True))
     for kind, (addr, out_arg) in ssl.internal.items():
-        suffix = {("read", 4): "read_ex", ("write", 4): "write_ex", ("write", 5): "write_ex2"}[kind, out_arg]
-        probes += [Probe(path, addr, f"tls_{ssl.source}_{suffix}"), Probe(path, addr, "tls_ssl_return", ret=True)]
+        if kind == "write":  # goes up at its entry, where buffer and length are: no return probe
+            probes.append(Probe(path, addr, f"tls_{ssl.source}_write_at_entry"))
+            continue
+        probes += [Probe(path, addr, f"tls_{ssl.source}_read_ex"), Probe(path, addr, "tls_ssl_return", ret=True)]
     return ssl.source, probes
 
 

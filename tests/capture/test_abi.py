@@ -19,6 +19,7 @@ STRUCTS = {
     "tls_call": abi.TlsCall,
     "tls_exec": abi.TlsExec,
     "tls_ssl_key": abi.TlsSslKey,
+    "tls_ssl": abi.TlsSsl,
     "tls_go_key": abi.TlsGoKey,
     "tls_go_read": abi.TlsGoRead,
     # the pairing block

@@ -33,8 +33,13 @@ def test_dynamic_openssl_exports_every_probe_point():
     # every read/write entry point is probed itself or seen through the internal function it calls
     probed = {p.addr for p in probes}
     assert all(a in probed or n in found.ssl.covered for n, a in found.ssl.funcs.items())
-    wrappers = len(found.ssl.funcs) - 1 - len(found.ssl.covered)  # no return probe on the handshake
-    assert sum(p.ret for p in probes) == wrappers + len(found.ssl.internal)
+    # return probes on the wrappers probed and the internal read, none on the handshake or on the
+    # internal write (it goes up at its entry)
+    wrappers = [n for n in found.ssl.funcs if n != "SSL_do_handshake" and n not in found.ssl.covered]
+    ret_points = {found.ssl.funcs[n] for n in wrappers} | (
+        {found.ssl.internal["read"][0]} if "read" in found.ssl.internal else set())
+    assert {p.addr for p in probes if p.ret} == ret_points
+    assert sum(p.ret for p in probes) == len(wrappers) + ("read" in found.ssl.internal)
     # entry points are real code: endbr64 (CET) or a push/sub prologue, never zeros
     assert all(_bytes_at(LIBSSL, a, 4) != b"\0\0\0\0" for a in found.ssl.funcs.values())
 
@@ -42,15 +47,16 @@ def test_dynamic_openssl_exports_every_probe_point():
 def test_openssl_probes_sit_on_emulated_instructions():
     """Debian's OpenSSL 3 wrappers start with `sub rsp` (single-stepped); their internal functions
     with a push. Both directions go through those, for the _ex variants too, and no wrapper of
-    theirs is probed besides (a call would go up twice)."""
+    theirs is probed besides (a call would go up twice). The write has no return probe."""
     found = elf.inspect(str(LIBSSL))
     assert set(found.ssl.internal) == {"read", "write"}
     assert {"SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex"} <= set(found.ssl.covered)
     _, probes = probes_for(str(LIBSSL), found)
     for kind, (addr, out_arg) in found.ssl.internal.items():
         assert out_arg == 4 and elf.emulated(_bytes_at(LIBSSL, addr, 16), addr)
-        assert [(p.fn, p.ret) for p in probes if p.addr == addr] == [
-            (f"tls_openssl_{kind}_ex", False), ("tls_ssl_return", True)]
+        assert [(p.fn, p.ret) for p in probes if p.addr == addr] == (
+            [("tls_openssl_read_ex", False), ("tls_ssl_return", True)] if kind == "read"
+            else [("tls_openssl_write_at_entry", False)])
     covered = {found.ssl.funcs[n] for n in found.ssl.covered}
     assert not covered & {p.addr for p in probes}
     assert not elf.emulated(_bytes_at(LIBSSL, found.ssl.funcs["SSL_read"], 16), found.ssl.funcs["SSL_read"])

@@ -70,7 +70,7 @@ def test_sigterm_with_tls_probes_and_a_full_backlog_exits_within_five_seconds(tm
                 for w in loads:
                     w.wait()
     stats = cap.stats
-    assert stats["tls.probes"] >= 5, stats
+    assert stats["tls.probes"] >= 4, stats  # libssl: handshake, internal read + its return, internal write
     # uprobes that bcc made at the same places (another agent, bcc's tools) make the kernel refuse
     # the links; those are removed one by one, slowly: this test needs a host without them
     assert stats.get("tls.probes_one_by_one", 0) == 0, cap.stderr[-800:]
