@@ -19,16 +19,21 @@ LOOPBACK = b"\0" * 10 + b"\xff\xff" + bytes([127, 0, 0, 1])
 E, I = abi.Direction.EGRESS, abi.Direction.INGRESS
 
 
+def tracker_for(pipeline: Pipeline, header: dict | None = None) -> ConnTracker:
+    """A tracker for transcripts (header None: each pid its own service) or for a recording's
+    records (bench.events' header: its processes' resources, its server port and sockets)."""
+    if header is None:
+        return ConnTracker(pipeline, lambda pid: {"service.name": f"p{pid}"}, boot_offset_ns=0)
+    resources = {int(pid): res for pid, res in header["resources"].items()}
+    return ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
+                       sockets=_Sockets(header["port"]), boot_offset_ns=0)
+
+
 def spans(records, header: dict | None = None) -> list[str]:
     """Spans of `records` (closing what is open at the end), as sorted JSON with ids masked."""
     out: list = []
     pipeline = Pipeline(out.extend)
-    if header is None:
-        tracker = ConnTracker(pipeline, lambda pid: {"service.name": f"p{pid}"}, boot_offset_ns=0)
-    else:
-        resources = {int(pid): res for pid, res in header["resources"].items()}
-        tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
-                              sockets=_Sockets(header["port"]), boot_offset_ns=0)
+    tracker = tracker_for(pipeline, header)
     for i, raw in enumerate(records):
         tracker.on_event(raw)
         if i % 256 == 255:

@@ -8,16 +8,15 @@ import random
 
 import pytest
 
-from bench.events import _Sockets, load
+from bench.events import load
 from capture import rows, stitch
-from capture.conntrack import ConnTracker
 from capture.live import BATCH
 from capture.pairing import pair
 from capture.pipeline import Pipeline
 from capture.span import Span
 from capture.traces.linker import TRACEPARENT
 from tests.capture.test_fastpath import FIXTURES, feed_to_the_end, mutate
-from tests.capture.test_pairing import transcript
+from tests.capture.test_pairing import tracker_for, transcript
 from tests.capture.traces.test_link_c import recorded_spans
 
 FIELDS = ("name", "kind", "start_time_unix_nano", "end_time_unix_nano", "status_code", "status_message",
@@ -96,12 +95,7 @@ def replay(records: list[bytes], as_rows: bool, monkeypatch, header: dict | None
     monkeypatch.setattr(stitch, "_new_ids", lambda: (f"{next(counter):032x}", f"{next(counter):016x}"))
     out: list = []
     pipeline = Pipeline(out.extend)
-    if header is None:
-        tracker = ConnTracker(pipeline, lambda pid: {"service.name": f"p{pid}"}, boot_offset_ns=0)
-    else:
-        known = {int(pid): res for pid, res in header["resources"].items()}
-        tracker = ConnTracker(pipeline, lambda pid: known.get(pid, {}), port=header["port"],
-                              sockets=_Sockets(header["port"]), boot_offset_ns=0)
+    tracker = tracker_for(pipeline, header)
     tracker.fast.seed_ids(11)
     if as_rows:
         assert tracker.spans_as_rows(rows.Row)

@@ -10,16 +10,16 @@ import threading
 
 import pytest
 
-from bench.events import _Sockets, load
+from bench.events import load
 from capture import fastpath, rows, stitch
 from capture.config import AgentConfig
-from capture.conntrack import ConnTracker
 from capture.live import BATCH
 from capture.pipeline import Pipeline
 from capture.store.duckdb_store import DuckDBStore
 from capture.traces import linker
 from guardian.agent_daemon import Agent
-from tests.capture.test_fastpath import END, FIXTURES
+from tests.capture.test_fastpath import FIXTURES, feed_to_the_end
+from tests.capture.test_pairing import tracker_for
 
 pytestmark = pytest.mark.skipif(fastpath._fastpath is None or rows._rows is None or linker._link is None,
                                 reason="the C extensions are not built (their own tests say so)")
@@ -31,11 +31,9 @@ class RecordedSource:
 
     def __init__(self, name: str, compiled_rows: bool) -> None:
         header, self.records = load(str(FIXTURES / f"{name}.events.gz"))
-        resources = {int(pid): res for pid, res in header["resources"].items()}
         self.sink = None
         self.pipeline = Pipeline(lambda spans: self.sink(spans))
-        tracker = ConnTracker(self.pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
-                              sockets=_Sockets(header["port"]), boot_offset_ns=0)
+        tracker = tracker_for(self.pipeline, header)
         if compiled_rows:
             self.tracker = tracker  # Agent.run turns its rows on, as for the live capture
         self._tracker = tracker
@@ -46,15 +44,7 @@ class RecordedSource:
 
     def run(self, on_spans, stop: threading.Event) -> None:
         self.sink = on_spans
-        t, p = self._tracker, self.pipeline
-        for i in range(0, len(self.records), BATCH):
-            t.feed(self.records[i:i + BATCH])
-            p.flush()
-        t.hand_back()
-        for tracked in t.conns.values():
-            if hasattr(tracked, "conn"):
-                p.close(tracked.conn, END)
-        p.flush()
+        feed_to_the_end(self._tracker, self.pipeline, self.records, BATCH)
 
     def stats(self) -> dict:
         return {}
