@@ -212,23 +212,32 @@ def bench_postgres(seconds: float, clients: int) -> dict:
         env = dict(os.environ, PGPASSWORD=pg["password"])
         subprocess.run([str(PG_BIN / "pgbench"), "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(pg["port"]), "-U",
                         pg["user"], pg["dbname"]], env=env, check=True, capture_output=True, timeout=120)
-        rounds = []
-        for i in range(REPEAT[0]):
-            alone = measured(lambda: pgbench(pg, seconds, clients), pg["pid"])
-            runs = {}
-            for tree, pair in _agents(i):
-                with capture(pg["port"], tree, pair) as cap:
-                    agent = measured(lambda: pgbench(pg, seconds, clients), pg["pid"])
-                spans = client_spans(cap, pg["pid"])
-                runs[_name(tree, pair)] = {
-                    "baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
+
+        def fields(alone: dict, agent: dict, cap) -> dict:
+            spans = client_spans(cap, pg["pid"])
+            return {"baseline_tps": alone["tps"], "with_agent_tps": agent["tps"],
                     "throughput_ratio": round(agent["tps"] / alone["tps"], 3), "operations": agent["operations"],
-                    "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4),
-                    "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
-                    **_app_cpu(alone, agent),
-                    "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
-                    **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
-            rounds.append(runs)
+                    "client_spans": spans, "spans_per_operation": round(spans / agent["operations"], 4)}
+        return _rounds(pg["port"], pg["pid"], lambda: pgbench(pg, seconds, clients), fields)
+
+
+def _rounds(port: int, server_pid: int, load, fields) -> dict:
+    """REPEAT rounds of the load alone and then under each agent; a run's figures are the load's own
+    (`fields(alone, agent, capture)`) and those every load reports; the median round, with --compare's."""
+    rounds = []
+    for i in range(REPEAT[0]):
+        alone = measured(load, server_pid)
+        runs = {}
+        for tree, pair in _agents(i):
+            with capture(port, tree, pair) as cap:
+                agent = measured(load, server_pid)
+            runs[_name(tree, pair)] = {
+                **fields(alone, agent, cap),
+                "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
+                **_app_cpu(alone, agent),
+                "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
+                **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
+        rounds.append(runs)
     return _with_compare(_median_round(rounds))
 
 
@@ -304,27 +313,15 @@ def losses(stats: dict) -> dict:
 
 def bench_redis(requests: int, pipeline: int) -> dict:
     with redis_instance() as r:
-        rounds = []
-        for i in range(REPEAT[0]):
-            alone = measured(lambda: redis_benchmark(r, requests, pipeline), r["pid"])
-            runs = {}
-            for tree, pair in _agents(i):
-                with capture(r["port"], tree, pair) as cap:
-                    agent = measured(lambda: redis_benchmark(r, requests, pipeline), r["pid"])
-                data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
-                            and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]
-                runs[_name(tree, pair)] = {
-                    "pipeline": pipeline, "baseline_rps": round(alone["rps_mean"]),
+        def fields(alone: dict, agent: dict, cap) -> dict:
+            data_ops = [s for s in cap.spans if s["kind"] == "CLIENT"
+                        and s["attributes"].get("db.operation.name") in ("SET", "GET", "INCR")]
+            return {"pipeline": pipeline, "baseline_rps": round(alone["rps_mean"]),
                     "with_agent_rps": round(agent["rps_mean"]),
                     "throughput_ratio": round(agent["rps_mean"] / alone["rps_mean"], 3),
-                    "operations": agent["operations"],
-                    "client_spans": len(data_ops), "spans_per_operation": round(len(data_ops) / agent["operations"], 4),
-                    "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
-                    **_app_cpu(alone, agent),
-                    "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
-                    **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
-            rounds.append(runs)
-    return _with_compare(_median_round(rounds))
+                    "operations": agent["operations"], "client_spans": len(data_ops),
+                    "spans_per_operation": round(len(data_ops) / agent["operations"], 4)}
+        return _rounds(r["port"], r["pid"], lambda: redis_benchmark(r, requests, pipeline), fields)
 
 
 def main() -> int:
