@@ -29,12 +29,11 @@ static __always_inline int traced_tgid(__u32 tgid)
     if (tgid != FILTER_PID)
         return 0;
 #endif
-#if SCOPE_CGROUP
-    /* capture.scope's cgroup (bpf/scope.h): the current task is in its subtree when its
-     * ancestor at the scope's depth is the scope */
+#if SCOPED
+    /* capture.scope's cgroup / network namespace (bpf/scope.h); an unfilled map follows nobody */
     __u32 zero = 0;
-    struct guardian_scope *s = scope_cgroup.lookup(&zero);
-    if (!s || bpf_get_current_ancestor_cgroup_id(s->level) != s->cgroup_id) {
+    struct guardian_scope *s = scope_map.lookup(&zero);
+    if (!s || !scope_allows(s)) {
         stat_add(STAT_SCOPE_SKIPPED, 1);
         return 0;
     }

@@ -105,7 +105,7 @@ enum guardian_stat {
     STAT_TLS_BOUND = 20,      /* SSL objects tied to a socket */
     STAT_TLS_READ_FAULT = 21, /* Go net.Conn -> fd chain not readable */
     /* capture.scope (bpf/scope.h), reported as kernel.scope_skipped */
-    STAT_SCOPE_SKIPPED = 22,  /* calls and probe hits of processes outside the scope's cgroup, not followed */
+    STAT_SCOPE_SKIPPED = 22,  /* calls and probe hits of processes outside the scope (cgroup, netns), not followed */
     STAT_TLS_WRITE_AGAIN = 23, /* SSL writes called again (after a failure, or the rest of a partial
                                 * one) whose bytes had gone up at the first call: not sent again */
     STAT_MAX = 24,

@@ -116,9 +116,13 @@ class Btf:
         return total
 
 
-# What sock_from_fd (bpf/guardian.bpf.c) reads: task -> files -> fd table -> file ->
-# socket -> sock, as -D names for the BPF compiler.
+# What sock_from_fd (bpf/sockfd.h) reads: task -> files -> fd table -> file -> socket -> sock,
+# and the scope's network-namespace check (bpf/scope.h): task -> nsproxy -> net -> ns.inum, as -D
+# names for the BPF compiler.
 SOCKET_FIELDS = {
+    "OFF_TASK_NSPROXY": ("task_struct", "nsproxy"),
+    "OFF_NSPROXY_NET": ("nsproxy", "net_ns"),
+    "OFF_NET_INUM": ("net", "ns.inum"),
     "OFF_TASK_FILES": ("task_struct", "files"),
     "OFF_FILES_FDT": ("files_struct", "fdt"),
     "OFF_FDT_MAX_FDS": ("fdtable", "max_fds"),

@@ -17,6 +17,7 @@ from capture.loader import DEFAULT_MAX_PAYLOAD, DEFAULT_RINGBUF_PAGES, Loader
 from capture.pipeline import Pipeline
 from capture.procnet import SocketTable
 from capture.ringbuf import NEVER
+from capture.scope import Scope
 from capture.span import Span
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class CaptureOptions:
     # only processes of this cgroup v2 subtree ("/a/b"), decided in the kernel; the agent sets it
     # from capture.scope.cgroup
     cgroup: str | None = None
+    # only processes of this network namespace (its path: /var/run/netns/x), decided in the kernel
+    # where BTF allows (bpf/scope.h); the agent sets it from capture.scope.netns
+    netns: str | None = None
     max_payload: int = DEFAULT_MAX_PAYLOAD
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
     seed_existing: bool = True  # follow connections opened before we started
@@ -77,7 +81,8 @@ class LiveCapture:
                  resource_for: Callable[[int], dict] | None = None) -> None:
         self.options = options or CaptureOptions()
         self.loader = Loader(self.options.max_payload, self.options.pid, self.options.ringbuf_pages,
-                             port=self.options.port, pair=self.options.pair, cgroup=self.options.cgroup)
+                             port=self.options.port, pair=self.options.pair, cgroup=self.options.cgroup,
+                             netns=self.options.netns)
         self._sink: Callable[[list[Span]], None] = lambda spans: None
         self.pipeline = Pipeline(lambda spans: self._sink(spans))
         self.sockets = SocketTable()
@@ -100,7 +105,10 @@ class LiveCapture:
         if self.options.tls:
             from capture.tls.attach import TlsAttacher
 
-            self.tls = TlsAttacher(self.loader.bpf, self.options.pid)
+            scope = None
+            if self.options.netns or self.options.cgroup:  # probes only in the scope's processes
+                scope = Scope(self.options.netns, self.options.cgroup, ttl_s=0).allows
+            self.tls = TlsAttacher(self.loader.bpf, self.options.pid, scope=scope)
             self.tls.start()
         self.started = True
 
@@ -167,6 +175,8 @@ class LiveCapture:
         out["conntrack.tracked_now"] = self.tracker.tracked  # a gauge: the table's size
         if self.loader.scope is not None:
             out["scope.cgroup_recreated"] = self.loader.scope_changes
+        if self.loader.netns is not None:  # 1: decided in the kernel (bpf/scope.h), 0: by capture.scope only
+            out["scope.netns_in_kernel"] = int(self.loader.kernel_netns)
         out.update({f"pipeline.{k}": v for k, v in snapshot.copy(self.pipeline.stats).items()})
         if self.tracker.fast is not None:  # the compiled path (capture/fastpath.py)
             out.update({f"fastpath.{k}": v for k, v in self.tracker.fast.counts().items()})

@@ -76,9 +76,9 @@ def _socket_offsets(cache_dir: str) -> dict[str, int]:
     return offsets
 
 
-def _with_tail_calls(bpf_class: type, scope: tuple[int, int] | None = None) -> type:
-    """BCC's BPF class that fills the tail-call table (and the cgroup scope, (id, depth)) before
-    BCC attaches the tracepoints.
+def _with_tail_calls(bpf_class: type, scope: tuple[int, int, int] | None = None) -> type:
+    """BCC's BPF class that fills the tail-call table (and the scope: cgroup id, its depth, netns
+    inode) before BCC attaches the tracepoints.
 
     Gathered I/O (readv/writev/sendmsg/recvmsg) is walked one record per tail call
     (bpf/guardian.bpf.c, emit_iov): filled afterwards, every such syscall in between would
@@ -95,8 +95,8 @@ def _with_tail_calls(bpf_class: type, scope: tuple[int, int] | None = None) -> t
             flush = self.load_func("guardian_tls_flush", bpf_class.TRACEPOINT)
             self["tls_tail"][ctypes.c_int(0)] = ctypes.c_int(flush.fd)
             if scope is not None:
-                table = self["scope_cgroup"]
-                table[ctypes.c_int(0)] = table.Leaf(scope[0], scope[1])
+                table = self["scope_map"]
+                table[ctypes.c_int(0)] = table.Leaf(*scope)
             super()._trace_autoload()
 
     return GuardianBPF
@@ -106,7 +106,7 @@ class Loader:
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, pid: int | None = None,
                  ringbuf_pages: int = DEFAULT_RINGBUF_PAGES, max_conns: int = 65536,
                  port: int | None = None, cache_dir: str | None = None, pair: bool = False,
-                 cgroup: str | None = None) -> None:
+                 cgroup: str | None = None, netns: str | None = None) -> None:
         if not _power_of_two(max_payload) or not 64 <= max_payload <= 32768:
             raise ValueError("max payload must be a power of two between 64 and 32768 bytes")
         if not _power_of_two(ringbuf_pages):
@@ -120,8 +120,16 @@ class Loader:
         self.cgroup = normalize_cgroup(cgroup) if cgroup else None
         self.scope = cgroup_identity(self.cgroup) if self.cgroup else None  # OSError: no such cgroup
         self.scope_changes = 0  # the cgroup removed and made again: followed (follow_scope)
+        # only the processes of this network namespace (a path: /var/run/netns/x, /proc/PID/ns/net),
+        # decided in the kernel where BTF gives the offsets it reads (else by capture.scope alone)
+        self.netns = netns
+        self.netns_ino = os.stat(netns).st_ino if netns else None  # OSError: no such namespace
         self.cache_dir = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV, bpfcache.DEFAULT_DIR)
         self.started_from = ""  # "cache", "compile" or "bcc" once loaded
+        offsets = _socket_offsets(self.cache_dir)
+        self.kernel_netns = self.netns_ino is not None and "OFF_TASK_NSPROXY" in offsets
+        if self.netns_ino is not None and not self.kernel_netns:
+            log.warning("capture.scope netns %s is judged in userspace only (no BTF offsets for it)", netns)
         self.cflags = [
             f"-I{abi.BPF_DIR}",
             f"-DMAX_PAYLOAD={max_payload}",
@@ -134,12 +142,13 @@ class Loader:
             f"-DFILTER_PID={pid or 0}",
             f"-DFILTER_PORT={port or 0}",
             f"-DSCOPE_CGROUP={int(self.scope is not None)}",
+            f"-DSCOPE_NETNS={int(self.kernel_netns)}",
             # request/response exchanges as one ring record each (the pairing section of guardian.bpf.c)
             f"-DPAIR_HTTP1={int(pair)}",
             f"-DPAIR_CONNS={PAIR_CONNS}",
             "-Wno-unused-function",
             # the kernel's socket behind an fd, at the running kernel's offsets (capture/btf.py)
-            *(f"-D{name}={off}" for name, off in _socket_offsets(self.cache_dir).items()),
+            *(f"-D{name}={off}" for name, off in offsets.items()),
         ]
         self.bpf = None
         self._seeded = 0
@@ -154,7 +163,7 @@ class Loader:
             raise CaptureUnavailable(f"bcc is not importable: {e}. Run: make setup") from e
         try:
             if self.cache_dir in ("", "off"):
-                self.bpf = _with_tail_calls(BPF, self.scope)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
+                self.bpf = _with_tail_calls(BPF, self._scope_leaf())(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
                                                  cflags=self.cflags)
                 self.started_from = "bcc"
             else:
@@ -224,7 +233,7 @@ class Loader:
             image.check_sentinels(list(self.params()))
         except bpfcache.CacheError as e:  # the source uses an option in a way we cannot patch
             log.warning("eBPF compile cache not usable with this source (%s): compiling as before", e)
-            self.bpf = _with_tail_calls(bpf_class, self.scope)(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
+            self.bpf = _with_tail_calls(bpf_class, self._scope_leaf())(src_file=str(abi.BPF_DIR / "guardian.bpf.c"),
                                                    cflags=self.cflags)
             self.started_from = "bcc"
             return
@@ -239,7 +248,7 @@ class Loader:
 
     def _instantiate(self, bpf_class: type, image: bpfcache.Image) -> None:
         image.params = self.params()
-        self.bpf = _with_tail_calls(bpfcache.image_bpf_class(bpf_class), self.scope)(image)
+        self.bpf = _with_tail_calls(bpfcache.image_bpf_class(bpf_class), self._scope_leaf())(image)
 
     def open_events(self) -> OrderedRings:
         """The data events' ring buffers (main and spill) read from their mappings and
@@ -251,6 +260,13 @@ class Loader:
         """Dispatch the callbacks of rings opened through BCC (the TLS exec notices), no wait."""
         if getattr(self.bpf, "_ringbuf_manager", None):
             self.bpf.ring_buffer_consume()
+
+    def _scope_leaf(self) -> tuple[int, int, int] | None:
+        """bpf/scope.h's struct guardian_scope for this scope; None: not scoped in the kernel."""
+        if self.scope is None and not self.kernel_netns:
+            return None
+        cgroup_id, level = self.scope or (0, 0)
+        return cgroup_id, level, self.netns_ino if self.kernel_netns else 0
 
     def follow_scope(self) -> bool:
         """The scope's cgroup removed and made again under the same path is a new cgroup with a new
@@ -264,8 +280,8 @@ class Loader:
             return False
         if now == self.scope:
             return False
-        table = self.bpf["scope_cgroup"]
-        table[ctypes.c_int(0)] = table.Leaf(now[0], now[1])
+        table = self.bpf["scope_map"]
+        table[ctypes.c_int(0)] = table.Leaf(now[0], now[1], self.netns_ino if self.kernel_netns else 0)
         log.info("scope cgroup %s made again (id %d -> %d): followed", self.cgroup, self.scope[0], now[0])
         self.scope = now
         self.scope_changes += 1

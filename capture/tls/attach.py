@@ -6,7 +6,11 @@ the kernel signals it), their maps re-read a few times as the dynamic linker and
 add libraries. Probes are attached by file (pid -1): one attach per (dev, inode) serves
 every process mapping it, present and future (the kernel inserts the breakpoints when a
 process maps the file); the BPF side filters pids. With a --pid filter the probes are that
-process's only (others take no breakpoint). TLS files that earlier starts found (the memo,
+process's only (others take no breakpoint). An agent scoped to a cgroup or a network namespace
+(capture.scope) probes the processes in it the same way, one process at a time: a process outside
+takes no breakpoint, so its TLS calls cost it nothing; in-scope processes are re-read every
+SCOPE_RESCAN_S (a process that joined the scope, a library dlopen()ed late) and the probes of
+processes gone or gone out are removed. TLS files that earlier starts found (the memo,
 capture/tls/notls.py) are probed at start, in use or not. A binary never seen before is probed
 a few milliseconds after its exec (hundreds on a loaded host): what it says before that is not
 seen (README, TLS).
@@ -25,6 +29,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from capture import abi, snapshot
@@ -44,6 +49,8 @@ STOP_JOIN_S = 0.5
 # names of the kernel's TLS counters (in the `stats` array) in the agent's stats
 TLS_STATS = {abi.Stat.TLS_PLAINTEXT: "plaintext", abi.Stat.TLS_NO_FD: "no_fd", abi.Stat.TLS_BOUND: "bound",
              abi.Stat.TLS_READ_FAULT: "go_fd_fault", abi.Stat.TLS_WRITE_AGAIN: "write_again"}
+# scoped: how often the in-scope processes' maps are read again (each read: one /proc/PID/maps)
+SCOPE_RESCAN_S = 2.0
 KNOWN_FILES = 16  # TLS files remembered from earlier starts that are probed at start (the latest)
 EXECS_PAGES = 16  # BPF_RINGBUF_OUTPUT(tls_execs, 16) in bpf/guardian.bpf.c
 _EXEC = abi.TLS_EXEC_STRUCT  # struct tls_exec (bpf/types.h): ts_ns, pid
@@ -64,6 +71,7 @@ class AttachedFile:
     probes: list[Probe] = field(default_factory=list)
     links: list[int] = field(default_factory=list)  # BPF link fds holding the probes (links.py)
     one_by_one: list[Probe] = field(default_factory=list)  # probes attached as perf events
+    pid: int = -1  # the process the probes are in; -1: every process mapping the file
 
 
 def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
@@ -95,7 +103,8 @@ def probes_for(path: str, found: elf.TlsFile) -> tuple[str, list[Probe]]:
 class TlsAttacher:
     """Owns the TLS uprobes of one loaded BPF object (capture.loader.Loader.bpf)."""
 
-    def __init__(self, bpf, pid: int | None = None, memo_dir: str | None = None) -> None:
+    def __init__(self, bpf, pid: int | None = None, memo_dir: str | None = None,
+                 scope: Callable[[int], bool] | None = None) -> None:
         self.bpf = bpf
         if memo_dir is None:  # beside the compile cache (capture/loader.py)
             memo_dir = os.environ.get("GUARDIAN_CAPTURE_BPF_CACHE", "/var/cache/guardian/bpf")
@@ -104,7 +113,12 @@ class TlsAttacher:
         # with a --pid filter the probes go into that process only: other users of the same
         # library take no breakpoint at all (the BPF side would drop their hits anyway)
         self._probe_pid = pid or -1
-        self.files: dict[tuple[int, int], AttachedFile] = {}
+        # capture.scope (whether a pid is in it): probes per process in scope, none elsewhere
+        self.scope = None if pid else scope
+        # by (dev, inode), and scoped by (dev, inode, pid)
+        self.files: dict[tuple[int, ...], AttachedFile] = {}
+        self._found: dict[tuple[int, int], tuple[str, list[Probe]]] = {}  # TLS files read: their probes
+        self._started: dict[int, int] = {}  # scoped: pid -> its start time (a pid reused is another process)
         self.skipped: dict[tuple[int, int], str] = {}  # files looked at: why not probed ("" = no TLS)
         self.stats: Counter[str] = Counter()
         self.exec_to_probes_ms: list[float] = []  # per file probed after an exec: how long it took
@@ -121,11 +135,11 @@ class TlsAttacher:
         self.stats["stale_probes_removed"] += stale.remove_dead_bcc_probes()
         for path in sorted({p for pattern in SYSTEM_LIBS for p in glob.glob(pattern)}):
             ident = procmaps.file_identity(path)
-            if ident:
+            if ident and self.scope is None:  # by file: for every process (scoped: per process)
                 self._consider(ident, path)
         for pid in ([self.pid] if self.pid else procmaps.pids()):
             self._scan(pid)
-        if not self.pid:
+        if not self.pid and self.scope is None:
             # TLS files seen at earlier starts (a client run now and then: hey, a cron job) are
             # probed now: probed at their exec, a process's first calls would go unseen, and that
             # takes hundreds of milliseconds when the agent is busy and the host loaded
@@ -151,7 +165,7 @@ class TlsAttacher:
             links.close([fd for f in self.files.values() for fd in f.links])  # all at once
             for f in self.files.values():
                 for p in f.one_by_one:
-                    self._detach(p)
+                    self._detach(p, f.pid)
             self.files.clear()
             if self._programs is not None:
                 self._programs.close()
@@ -160,7 +174,11 @@ class TlsAttacher:
     def _follow(self) -> None:
         due: list[tuple[float, int]] = []  # (when, pid) maps re-reads after an exec
         execs: list[tuple[int, int]] = []
+        next_rescan = time.monotonic() + SCOPE_RESCAN_S
         while not self._stop.is_set():
+            if self.scope is not None and time.monotonic() >= next_rescan:
+                next_rescan = time.monotonic() + SCOPE_RESCAN_S
+                self._rescan_scope()
             timeout = max(0.0, min(0.5, due[0][0] - time.monotonic())) if due else 0.5
             if self._execs.wait(timeout):
                 self._execs.drain(lambda raw: execs.append(_EXEC.unpack_from(raw)))
@@ -177,13 +195,50 @@ class TlsAttacher:
     def _scan(self, pid: int, exec_ns: int = 0) -> None:
         if pid == os.getpid():
             return
+        if self.scope is not None:
+            if not self.scope(pid):
+                return
+            started = _start_time(pid)
+            if self._started.get(pid, started) != started:  # the pid of a process gone: another one
+                self._drop_pid(pid)
+            self._started[pid] = started
         for m in procmaps.mapped_files(pid):
-            self._consider((m.dev, m.inode), m.path, exec_ns)
+            self._consider((m.dev, m.inode), m.path, exec_ns, pid)
 
-    def _consider(self, ident: tuple[int, int], path: str, exec_ns: int = 0) -> None:
-        if ident in self.files or ident in self.skipped or self._stop.is_set():
+    def _rescan_scope(self) -> None:
+        """Scoped: probe what in-scope processes map now, and remove the probes of processes gone
+        or gone out of the scope."""
+        self.stats["scope_rescans"] += 1
+        for pid in list(self._started):
+            if not os.path.exists(f"/proc/{pid}") or not self.scope(pid):
+                self._drop_pid(pid)
+        for pid in procmaps.pids():
+            if self._stop.is_set():
+                return
+            self._scan(pid)
+
+    def _drop_pid(self, pid: int) -> None:
+        with self._lock:
+            gone = [k for k in self.files if len(k) == 3 and k[2] == pid]
+            dropped = [self.files.pop(k) for k in gone]
+            self._started.pop(pid, None)
+        links.close([fd for f in dropped for fd in f.links])
+        for f in dropped:
+            for p in f.one_by_one:
+                self._detach(p, pid)
+        self.stats["scope_processes_unprobed"] += 1 if dropped else 0
+
+    def _consider(self, ident: tuple[int, int], path: str, exec_ns: int = 0, pid: int = 0) -> None:
+        key = (*ident, pid) if self.scope is not None else ident
+        if key in self.files or ident in self.skipped or self._stop.is_set():
             return
+        if self.scope is not None and not pid:
+            return  # scoped: probes go into processes, never into a file for all of them
         t0 = time.monotonic_ns()
+        if ident in self._found:  # another process of the same file (scoped)
+            library, probes = self._found[ident]
+            self._attach(key, library, probes, pid or self._probe_pid, exec_ns, t0, 0.0)
+            return
         stamp = notls.file_stamp(path)
         known = self.memo.get(stamp)
         if known is not None:  # read at an earlier start: no TLS, or TLS we cannot probe
@@ -209,8 +264,13 @@ class TlsAttacher:
                 return
             library, probes = probes_for(path, found)
             self.memo.add_tls(stamp, library, [(p.addr, p.fn, p.ret) for p in probes], path)
-        read_ms = (time.monotonic_ns() - t0) / 1e6
-        attached = AttachedFile(path, library)
+        self._found[ident] = (library, probes)
+        self._attach(key, library, probes, pid or self._probe_pid, exec_ns, t0, (time.monotonic_ns() - t0) / 1e6)
+
+    def _attach(self, key: tuple[int, ...], library: str, probes: list[Probe], pid: int, exec_ns: int,
+                t0: int, read_ms: float) -> None:
+        path = probes[0].path if probes else ""
+        attached = AttachedFile(path, library, pid=pid)
         with self._lock:
             if self._stop.is_set():
                 return
@@ -218,7 +278,7 @@ class TlsAttacher:
                 self._link(attached, path, probes)
             if self._multi is False:
                 self._attach_one_by_one(attached, probes)
-            self.files[ident] = attached
+            self.files[key] = attached
         self.stats[f"files.{library}"] += 1
         if exec_ns:  # CLOCK_MONOTONIC on both sides
             now = time.monotonic_ns()
@@ -228,14 +288,15 @@ class TlsAttacher:
                      "ELF read in %.1f ms, attached in %.1f ms)", library, len(attached.probes), path,
                      took, (t0 - exec_ns) / 1e6, read_ms, (now - t0) / 1e6 - read_ms)
         else:
-            log.info("TLS %s: %d probes on %s", library, len(attached.probes), path)
+            log.info("TLS %s: %d probes on %s%s", library, len(attached.probes), path,
+                     f" in process {pid}" if pid > 0 else "")
 
     def _link(self, attached: AttachedFile, path: str, probes: list[Probe]) -> None:
         if self._programs is None:
             self._programs = links.Programs(self.bpf)
         try:
             attached.links, attached.probes, refused = links.attach_file(self._programs, path, probes,
-                                                                         self._probe_pid)
+                                                                         attached.pid)
         except links.Unsupported as e:
             if self._multi is None:  # the first file: this kernel has no uprobe_multi links
                 log.info("TLS probes attached one by one (no uprobe_multi links here: %s)", e)
@@ -257,13 +318,13 @@ class TlsAttacher:
         for p in probes:
             try:
                 try:
-                    uprobe.attach(self.bpf, p.path, p.addr, p.fn, self._probe_pid, ret=p.ret)
+                    uprobe.attach(self.bpf, p.path, p.addr, p.fn, attached.pid, ret=p.ret)
                 except OSError:
                     # the kernel refuses a probe where one with another reference-counter offset
                     # sits (bcc's tools, e.g. sslsniff, pass a garbage one): bcc's own call passes
                     # the same garbage, and sharing the place beats no plaintext
                     attach = self.bpf.attach_uretprobe if p.ret else self.bpf.attach_uprobe
-                    attach(name=p.path, addr=p.addr, fn_name=p.fn, pid=self._probe_pid)
+                    attach(name=p.path, addr=p.addr, fn_name=p.fn, pid=attached.pid)
                     self.stats["probes_bcc_ref_ctr"] += 1
                 attached.probes.append(p)
                 attached.one_by_one.append(p)
@@ -271,12 +332,12 @@ class TlsAttacher:
                 self.stats["attach_errors"] += 1
                 log.warning("uprobe %s at %s:%#x not attached: %s", p.fn, p.path, p.addr, e)
 
-    def _detach(self, p: Probe) -> None:
+    def _detach(self, p: Probe, pid: int) -> None:
         try:
             if p.ret:
-                self.bpf.detach_uretprobe(name=p.path, addr=p.addr, pid=self._probe_pid)
+                self.bpf.detach_uretprobe(name=p.path, addr=p.addr, pid=pid)
             else:
-                self.bpf.detach_uprobe(name=p.path, addr=p.addr, pid=self._probe_pid)
+                self.bpf.detach_uprobe(name=p.path, addr=p.addr, pid=pid)
         except Exception as e:  # noqa: BLE001 — see _consider
             log.debug("detach %s: %s", p.fn, e)
 
@@ -290,7 +351,19 @@ class TlsAttacher:
         out = {f"tls.{k}": v for k, v in snapshot.copy(self.stats).items()}
         out.update({f"tls.kernel.{k}": v for k, v in self.kernel_stats().items()})
         out["tls.files_probed"] = len(self.files)
-        out["tls.probes"] = sum(len(f.probes) for f in snapshot.copy(self.files).values())
+        files = snapshot.copy(self.files)
+        out["tls.probes"] = sum(len(f.probes) for f in files.values())
+        if self.scope is not None:  # probed per process (files_probed counts a file once per process)
+            out["tls.processes_probed"] = len({f.pid for f in files.values()})
         if self.exec_to_probes_ms:
             out["tls.exec_to_probes_ms_max"] = round(max(self.exec_to_probes_ms), 1)
         return out
+
+
+def _start_time(pid: int) -> int:
+    """A process's start time (clock ticks after boot, /proc/PID/stat field 22); 0 when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0

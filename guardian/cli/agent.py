@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             options = cfg.capture.live_options()
             if options.cgroup is None and cfg.capture.scope.get("cgroup"):
                 options.cgroup = _kernel_scope(cfg.capture.scope["cgroup"])
+            if options.netns is None and cfg.capture.scope.get("netns"):
+                options.netns = cfg.capture.scope["netns"]  # decided in the kernel too (bpf/scope.h)
             source = LiveCapture(options, resource_for=enricher.resource)
         except (TypeError, OSError) as e:
             print(f"guardian agent: bad capture options: {e}", file=sys.stderr)

@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--cgroup", metavar="PATH",
                    help="only processes of this cgroup v2 subtree (e.g. /system.slice/nginx.service), "
                         "decided in the kernel (default: capture.options.cgroup)")
+    p.add_argument("--netns", metavar="PATH",
+                   help="only processes of this network namespace (e.g. /var/run/netns/blue), decided in "
+                        "the kernel (default: capture.options.netns)")
     p.add_argument("--max-payload", type=int, metavar="BYTES",
                    help="bytes of each message copied from the kernel (power of two; default: "
                         "capture.options.max_payload, 4096)")
@@ -57,7 +60,8 @@ def live_options(args, config):
 
     configured = config.capture.live_options()
     flags = {"pid": args.pid, "port": args.port, "max_payload": args.max_payload,
-             "ringbuf_pages": args.ringbuf_pages, "pair": args.pair, "cgroup": args.cgroup}
+             "ringbuf_pages": args.ringbuf_pages, "pair": args.pair, "cgroup": args.cgroup,
+             "netns": args.netns}
     if args.no_tls:
         flags["tls"] = False
     return dataclasses.replace(configured, **{k: v for k, v in flags.items() if v is not None})
@@ -81,7 +85,7 @@ def run(args) -> int:
         cap = LiveCapture(live_options(args, config))
         cap.start()
         tune_gc()
-    except (CaptureUnavailable, ValueError, OSError) as e:  # OSError: no such cgroup
+    except (CaptureUnavailable, ValueError, OSError) as e:  # OSError: no such cgroup or namespace
         print(f"guardian capture: {e}", file=sys.stderr)
         return 1
     stop = threading.Event()
