@@ -8,45 +8,21 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from capture.scope import V2_ROOTS
+from support.cgroups import inside, temp_cgroup
 from support.live import free_port, live_capture
 from support.process import process
 
 pytestmark = pytest.mark.ebpf
 
 
-def _v2_root() -> Path:
-    for root in map(Path, V2_ROOTS):
-        if (root / "cgroup.controllers").exists():
-            return root
-    pytest.fail("no cgroup v2 hierarchy mounted (the kernel's scope needs one)")
-
-
 @pytest.fixture
 def cgroup():
-    """A fresh cgroup v2 directory (no controllers: it only labels processes), removed after."""
-    name = f"guardian-test-scope-{uuid.uuid4().hex[:8]}"
-    d = _v2_root() / name
-    d.mkdir()
-    try:
-        yield "/" + name, d
-    finally:
-        for pid in (d / "cgroup.procs").read_text().split():  # leftovers: back to the root
-            try:
-                (d.parent / "cgroup.procs").write_text(pid)
-            except OSError:
-                pass
-        d.rmdir()
-
-
-def _inside(d: Path, cmd: list[str]) -> list[str]:
-    """`cmd` run from a shell that first moves itself into cgroup dir `d` (exec keeps the cgroup)."""
-    return ["sh", "-c", f'echo $$ > {d}/cgroup.procs && exec "$@"', "sh", *cmd]
+    with temp_cgroup() as made:
+        yield made
 
 
 def _get(port: int, n: int, cgroup_dir: Path | None) -> None:
@@ -55,7 +31,7 @@ def _get(port: int, n: int, cgroup_dir: Path | None) -> None:
               "for i in range(int(sys.argv[2])):\n"
               "    urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/scope-{i}', timeout=10).read()\n",
               str(port), str(n)]
-    subprocess.run(_inside(cgroup_dir, client) if cgroup_dir else client, check=True, timeout=60)
+    subprocess.run(inside(cgroup_dir, client) if cgroup_dir else client, check=True, timeout=60)
 
 
 def test_only_the_cgroups_processes_become_spans_and_the_kernel_counts_the_rest(cgroup, tmp_path):
@@ -65,7 +41,7 @@ def test_only_the_cgroups_processes_become_spans_and_the_kernel_counts_the_rest(
         (tmp_path / f"scope-{i}").write_text("x")
     inner, outer = free_port(), free_port()
     server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(tmp_path)]
-    with process(_inside(d, [*server, str(inner)]), inner), process([*server, str(outer)], outer) as out_srv:
+    with process(inside(d, [*server, str(inner)]), inner), process([*server, str(outer)], outer) as out_srv:
         assert str(out_srv.pid) not in (d / "cgroup.procs").read_text()
         with live_capture(extra=("--cgroup", path, "--no-tls")) as cap:
             _get(inner, 10, d)
@@ -95,7 +71,7 @@ def test_the_cgroup_removed_and_made_again_is_followed(cgroup, tmp_path):
         d.mkdir()  # the same path, a new cgroup: a new id for the kernel's check
         assert os.stat(d).st_ino != old
         time.sleep(SCOPE_CHECK_S * 2.5)
-        with process(_inside(d, server), port):
+        with process(inside(d, server), port):
             _get(port, 10, d)
     ports = [(s["kind"], int(s["attributes"].get("server.port") or 0)) for s in cap.spans]
     assert sum(1 for k, p in ports if k == "SERVER" and p == port) == 10, (ports, cap.stats)
