@@ -234,10 +234,13 @@ class TlsAttacher:
             return
         if self.scope is not None and not pid:
             return  # scoped: probes go into processes, never into a file for all of them
+        probe_pid = pid if self.scope is not None else self._probe_pid  # -1: every process
         t0 = time.monotonic_ns()
         if ident in self._found:  # another process of the same file (scoped)
             library, probes = self._found[ident]
-            self._attach(key, library, probes, pid or self._probe_pid, exec_ns, t0, 0.0)
+            if probes and probes[0].path != path:  # its path from this process (/proc/PID/root/...)
+                probes = [Probe(path, p.addr, p.fn, p.ret) for p in probes]
+            self._attach(key, library, probes, probe_pid, exec_ns, t0, 0.0)
             return
         stamp = notls.file_stamp(path)
         known = self.memo.get(stamp)
@@ -265,7 +268,7 @@ class TlsAttacher:
             library, probes = probes_for(path, found)
             self.memo.add_tls(stamp, library, [(p.addr, p.fn, p.ret) for p in probes], path)
         self._found[ident] = (library, probes)
-        self._attach(key, library, probes, pid or self._probe_pid, exec_ns, t0, (time.monotonic_ns() - t0) / 1e6)
+        self._attach(key, library, probes, probe_pid, exec_ns, t0, (time.monotonic_ns() - t0) / 1e6)
 
     def _attach(self, key: tuple[int, ...], library: str, probes: list[Probe], pid: int, exec_ns: int,
                 t0: int, read_ms: float) -> None:
