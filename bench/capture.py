@@ -138,6 +138,8 @@ def agent(port: int, ready_s: float | None = None, tree: Path = ROOT, pair: bool
                 result["ring_max_backlog_bytes"] = stats.get("ring.max_backlog_bytes")
                 result["kernel_paired"] = stats.get("kernel.pair_paired", 0)
                 result["kernel_wakeups"] = stats.get("kernel.ringbuf_wakeups", 0)
+                result["scope_skipped"] = stats.get("kernel.scope_skipped", 0)  # capture.scope
+                result["tls_probes"] = stats.get("tls.probes", 0)
 
 
 def runs(trees: list[Path] | None) -> list[tuple[str, Path, bool]]:
