@@ -44,17 +44,23 @@ def live(requests: int) -> dict:
     from capture.store.api import SpanFilter, TimeWindow
     from capture.store.factory import open_store
     from support.agent_proc import AgentProcess
+    from support.cgroups import temp_cgroup
 
-    with tempfile.TemporaryDirectory() as d:
+    # the app in a cgroup of its own and the agent scoped to it: its span counter then counts the
+    # app's spans only, and the services stay up until the capture has read them (tests/guardian/
+    # test_agent_live.py says why)
+    with tempfile.TemporaryDirectory() as d, temp_cgroup("guardian-bench-linking") as (cgroup, cgroup_dir):
         path = os.path.join(d, "live.duckdb")
         config = os.path.join(d, "agent.yaml")
         with open(config, "w") as f:  # plaintext app: no TLS uprobes
-            f.write("capture:\n  options: {tls: false, seed_existing: false}\nlinker:\n  window_s: 1\n"
+            f.write("capture:\n  options: {tls: false, seed_existing: false}\n"
+                    f"  scope: {{cgroup: {cgroup}}}\nlinker:\n  window_s: 1\n"
                     "log:\n  format: text\n")
         agent = AgentProcess("--store", path, "--config", config, ready_timeout=240)
         try:
-            log = run_app(d, requests=requests, concurrency=4, before_stop=lambda log: agent.wait_metric(
-                "guardian_agent_spans_received_total", http_spans_logged(log), timeout=180))
+            log = run_app(d, requests=requests, concurrency=4, cgroup_dir=cgroup_dir,
+                          before_stop=lambda log: agent.wait_settled(
+                              "guardian_agent_spans_received_total", http_spans_logged(log), timeout=180))
             logged, truth = spans_from_log(log)
             n_http = http_spans_logged(log)
         finally:

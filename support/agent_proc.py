@@ -67,6 +67,20 @@ class AgentProcess:
             time.sleep(0.1)
         raise AssertionError(f"{name} < {at_least}: {self.metric(name)}")
 
+    def wait_settled(self, name: str, at_least: float, quiet_s: float = 1.0, timeout: float = 90.0) -> float:
+        """Wait until counter `name` reaches `at_least` and then stays put for `quiet_s` (the
+        capture has caught up). Meaningful for an agent scoped to the traffic awaited: a host-wide
+        counter reaches any figure early on a busy host (capture.scope)."""
+        deadline = time.monotonic() + timeout
+        v = self.wait_metric(name, at_least, timeout)
+        since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+            time.sleep(0.1)
+            now = self.metric(name)
+            if now != v:
+                v, since = now, time.monotonic()
+        return v
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 90.0) -> int:
         self.proc.send_signal(sig)
         try:

@@ -19,9 +19,11 @@ import threading
 import time
 import urllib.request
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Callable
 
 from capture.span import Span
+from support.cgroups import inside
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recorded_app.py")
 HOST = socket.gethostname()
@@ -45,8 +47,10 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def _proc(argv: list[str], port: int, service: str | None = None):
+def _proc(argv: list[str], port: int, service: str | None = None, cgroup_dir: Path | None = None):
     env = {**os.environ, "OTEL_SERVICE_NAME": service} if service else None  # names it for the enricher
+    if cgroup_dir is not None:
+        argv = inside(cgroup_dir, argv)
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         _wait_port(port)
@@ -64,10 +68,11 @@ ASYNC_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recorded_a
 
 
 def run_app(workdir: str, requests: int = 40, concurrency: int = 4, async_stock: bool = False,
-            before_stop: Callable[[str], None] | None = None) -> str:
+            before_stop: Callable[[str], None] | None = None, cgroup_dir: Path | None = None) -> str:
     """Start redis + 3 services, drive `requests` requests; return the log path. With
     async_stock, `stock` is an asyncio server (one thread for all its requests).
-    before_stop(log) runs while the services are still up (e.g. wait for a capture)."""
+    before_stop(log) runs while the services are still up (e.g. wait for a capture).
+    cgroup_dir: the services run in this cgroup v2 directory (an agent scoped to it sees only them)."""
     log = os.path.join(workdir, "spans.jsonl")
     rp, fp, pp, sp = (free_port() for _ in range(4))
     calls = {
@@ -79,12 +84,12 @@ def run_app(workdir: str, requests: int = 40, concurrency: int = 4, async_stock:
     }
     with ExitStack() as stack:
         stack.enter_context(_proc(["redis-server", "--port", str(rp), "--bind", "127.0.0.1",
-                                   "--save", "", "--appendonly", "no"], rp))
+                                   "--save", "", "--appendonly", "no"], rp, cgroup_dir=cgroup_dir))
         for name, port in (("pricing", pp), ("stock", sp), ("frontend", fp)):
             argv = [sys.executable, APP, name, str(port), log, json.dumps(calls[name])]
             if name == "stock" and async_stock:
                 argv = [sys.executable, ASYNC_APP, name, str(port), log, str(rp)]
-            stack.enter_context(_proc(argv, port, service=name))
+            stack.enter_context(_proc(argv, port, service=name, cgroup_dir=cgroup_dir))
 
         def drive(k: int) -> None:
             for i in range(k, requests, concurrency):
