@@ -26,6 +26,7 @@ BENCHES = {
     "capture": True,
     "dbload": True,
     "tls": True,
+    "scope": True,
     "start": True,
     "fuzz": False,
     "hostile": False,
