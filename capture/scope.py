@@ -1,7 +1,9 @@
 """Which processes an agent answers for: those of one network namespace or one cgroup subtree
 (a node's, or a pod set's), so several agents on one machine act as separate nodes.
 
-Decided per pid from /proc (the namespace inode, the cgroup path), cached for `ttl_s`. A
+The kernel makes the first cut (bpf/scope.h: records of other processes never reach the ring,
+and a scoped agent's TLS probes go into in-scope processes only); this judges what reaches
+userspace anyway, per pid from /proc (the namespace inode, the cgroup path), cached for `ttl_s`. A
 process already gone when its spans arrive (a short client, a capture running behind) is
 judged by the span's own end of the connection: in scope when that address belongs to the
 namespace (its non-loopback addresses, re-read every `ttl_s`). Spans out of scope are dropped;
