@@ -198,7 +198,24 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
     for x in sig.silent:
         # no span of it at all for a stretch its rate does not allow, while work for it went
         # on arriving: the process stopped (paused, stuck, throttled to a trickle). A worker's
-        # work stops going through; a server's callers wait on it.
+        # work stops going through; a server's callers wait on it. Stopped inside the call
+        # that always came next and never answered, it waits on that callee's operation.
+        if x.waiting is not None:
+            svc, op = walker.canon(x.waiting[0]), x.waiting[1]
+            c = cands.setdefault((svc, "latency"), Candidate(key=(svc, op), kind="latency"))
+            votes = SILENT_VOTES * x.sure * min(x.share / SILENT_SHARE, 4.0)
+            c.votes += votes
+            c.ops[op] = c.ops.get(op, 0.0) + votes
+            c.fixed_change = max(c.fixed_change or 0.0, x.sure)
+            c.stuck, c.stuck_ms = True, max(c.stuck_ms, x.seconds * 1e3)
+            c.change = (f"{x.service} stopped right where it calls {svc} `{op}` and never resumed:"
+                        f" {x.describe()}; that call never answered")
+            if x.last is not None and x.last.trace_id not in c.traces:
+                c.spans.append(x.last)
+                c.excess_ms.append(x.seconds * 1e3)
+                c.gap_ms.append(0.0)
+                c.traces.add(x.last.trace_id)
+            continue
         kind = "traffic" if x.worker else "latency"
         c = cands.setdefault((x.service, kind), Candidate(key=(x.service, ""), kind=kind))
         c.votes += SILENT_VOTES * x.sure * min(x.share / SILENT_SHARE, 4.0)

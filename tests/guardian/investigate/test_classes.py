@@ -224,6 +224,18 @@ def test_a_stopped_worker_is_named_though_its_catch_up_left_its_counts_as_before
     assert "no span of worker began" in rc.description
 
 
+def test_a_worker_stuck_in_a_query_that_never_answered_names_the_database_operation():
+    """worker's INSERT waits on a row lock from 70 s past the data's end: no span of it (nor of
+    the database's answer) exists, the worker is merely silent. It stopped right after taking
+    an order, where it always calls db `INSERT orders`: the database operation is named, not
+    the worker."""
+    report = top(Queue(seed=2, hold_s=(70, 200)).build(), "Background work stopped going through, why?",
+                 QUEUE_NOW)
+    rc = report.root_causes[0]
+    assert (rc.service, rc.kind, rc.operation) == ("db", "latency", "INSERT orders"), report.summary
+    assert all(r.service != "worker" for r in report.root_causes[:1])
+
+
 def test_a_silent_client_that_takes_no_work_is_no_cause():
     """The same silence at a client whose calls carry no sign of taking work from a queue (a
     load generator pausing) is less demand: nothing is named for it."""
