@@ -131,14 +131,15 @@ def _offered(store: SpanStore, svc: str, got_b: list[Span], lo: int, hi: int) ->
 
 
 def _stopped_in(svc: str, spans: list[Span], last: Span | None) -> tuple[str, str] | None:
-    """The call a service that never resumed was most likely in, when in the sampled spans its
-    last span's kind was followed at once by one call to another service (a worker's query
-    after it took its work): (callee, operation). The call never answered within the data,
-    so it left no span: the service was waiting on its callee (a row lock held elsewhere),
-    not stopped. None when what followed varied; taking work again (after an empty pop) is no
-    call of a piece of work and is not counted. Its calls seen only at their server (the CLIENT span lost) count:
-    SERVER spans on the connections its calls use."""
-    if last is None:
+    """The call a worker that never resumed was most likely in, when its last span took a piece
+    of work and, in the sampled spans, taking work was followed at once by one call to another
+    service: (callee, operation). That call never answered within the data, so it left no
+    span: the worker was waiting on its callee (a row lock held elsewhere), not stopped (a
+    stopped worker is stopped between pieces of work, or inside a take it never read). None
+    when what followed varied; taking work again (after an empty pop) is not counted. Its
+    calls seen only at their server (the CLIENT span lost) count: SERVER spans on the
+    connections its calls use."""
+    if last is None or takes_from(last) is None:
         return None
     own = [s for s in spans if s.service == svc]
     ids = {s.span_id for s in own}
@@ -157,7 +158,7 @@ def _stopped_in(svc: str, spans: list[Span], last: Span | None) -> tuple[str, st
         if takes_from(after) is not None:
             continue  # it took no work (an empty pop) and asked again: no call of a piece of work
         seen += 1
-        if after.kind in ("CLIENT", "SERVER") and after.attributes.get("server.port"):
+        if (after.kind == "CLIENT") == (after.service == svc) and after.attributes.get("server.port"):
             k = (after.name, str(after.attributes["server.port"]))
             nxt[k] = nxt.get(k, 0) + 1
     if not nxt:
