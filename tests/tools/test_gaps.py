@@ -205,3 +205,32 @@ def test_calls_held_open_for_seconds_in_the_baseline_are_no_path():
     open, paired across idle time): twice as long now is more of the same, not a network."""
     got = few_calls(lambda i: 4000.0, lambda i: 0.1, before_base=lambda i: 2000.0, n=12)
     assert [g for g in got if g.server == "cart"] == []
+
+
+def quiet_edge(before_now, n_base: int = 3, n_now: int = 16, before_base=lambda i: 0.2):
+    """An edge with a few calls in the baseline (too few to test on their own) and more now,
+    beside a busier edge whose calls make the pooled baseline."""
+    rng = random.Random(9)
+    quiet = lambda i: rng.uniform(0.05, 0.4)  # noqa: E731
+    base = edge(rng, T0, n_base, before_base, lambda i: 0.1) + edge(rng, T0, 200, quiet, quiet, "other")
+    cur = edge(rng, T0 + 60 * 10**9, n_now, before_now, lambda i: 0.1) + \
+        edge(rng, T0 + 60 * 10**9, 200, quiet, quiet, "other")
+    return [g for g in gap_shifts(Sample(TimeWindow(T0 + 60 * 10**9, T0 + 120 * 10**9), cur),
+                                  Sample(TimeWindow(T0, T0 + 60 * 10**9), base)) if g.server == "cart"]
+
+
+def test_a_stall_on_an_edge_too_quiet_in_the_baseline_is_read_against_every_edge():
+    """cart answered 3 calls in the baseline; now 6 of its 16 requests wait 60-150 ms unread (a
+    paused process). Its own 3 calls tell no spread: every typical edge's baseline does."""
+    r = random.Random(10)
+    got = quiet_edge(lambda i: r.uniform(60, 150) if i % 3 == 0 else 0.2)
+    assert len(got) == 1 and not got[0].every_call and got[0].sure >= 0.99, got
+    assert got[0].count == (3, 16)
+
+
+def test_a_quiet_edge_as_before_or_always_slow_shows_no_shift():
+    assert quiet_edge(lambda i: 0.2) == []
+    # its own few baseline calls already waited that long: not read against other edges
+    r = random.Random(11)
+    assert quiet_edge(lambda i: r.uniform(60, 150) if i % 3 == 0 else 0.2,
+                      before_base=lambda i: 100.0) == []
