@@ -27,6 +27,7 @@ class Call:
     server: Span
     before_ns: int  # client start -> server start: request in flight or unread
     after_ns: int  # server end -> client end: response in flight
+    unwaited: bool = False  # made in no request seen, or it ended long after its request
 
     @property
     def gap_ms(self) -> float:
@@ -63,7 +64,10 @@ def calls(sample: Sample) -> list[Call]:
             room = max(c.duration_ns - s.duration_ns, 0)  # clock skew cannot make a gap
             before = min(max(s.start_time_unix_nano - c.start_time_unix_nano, 0), room)
             after = min(max(c.end_time_unix_nano - s.end_time_unix_nano, 0), room - before)
-            out.append(Call(c, s, before, after))
+            p = tree.by_id.get(c.parent_span_id or "")
+            unwaited = p is None or (p.service == c.service and
+                                     c.end_time_unix_nano - p.end_time_unix_nano > MIN_SHIFT_MS * 1e6)
+            out.append(Call(c, s, before, after, unwaited))
     return out
 
 
@@ -116,12 +120,20 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
         if len(bs) < MIN_SAMPLE:
             # A quiet edge's few baseline calls tell no spread: the gaps of every typical edge
             # of the baseline stand in (one host's network and scheduling), when its own few
-            # were typically no longer than those and its calls now are many enough to test.
+            # were typically no longer than those and its calls now are many enough to test;
+            # not where ordinary calls already waited for long now and then (calls held open,
+            # paired across idle time): those tell nothing of a quiet edge's few long ones.
             own = sorted(c.gap_ms for c in bs)
             if len(cs) < QUIET_NOW or len(pooled) < QUIET_NOW or \
-                    _quantile(own, 0.5) > _quantile(pooled, 0.9):
+                    _quantile(own, 0.5) > _quantile(pooled, 0.9) or _quantile(pooled, 0.99) >= QUEUED_MS:
                 continue
             bs = [c for cs_ in typical for c in cs_]
+            # only calls a request of the caller was seen waiting on: one made in no request
+            # seen, or outliving its request by far (paired across idle time), waited on nothing
+            cs = [c for c in cs if not c.unwaited]
+            g1 = sorted(c.gap_ms for c in cs)
+            if len(cs) < QUIET_NOW:
+                continue
         g0 = sorted(c.gap_ms for c in bs)
         p50 = (_quantile(g0, 0.5), _quantile(g1, 0.5))
         p90 = (_quantile(g0, 0.9), _quantile(g1, 0.9))
