@@ -160,7 +160,7 @@ def test_one_call_stalled_for_a_moment_names_no_cause():
     (dict(p50_ms=4.9, p95_ms=200.0), dict(p50_ms=94.5, p95_ms=250.0), True),
 ])
 def test_a_change_must_exceed_the_baselines_own_noise(base, cur, moved):
-    from guardian.investigate.deterministic import _tail_moved, _typical_moved
+    from guardian.investigate.change import _tail_moved, _typical_moved
     from tools.stats import RedStats
 
     b, c = RedStats(count=60, **base), RedStats(count=60, **cur)
