@@ -18,6 +18,7 @@ MIN_RATIO = 1.5
 TAIL_FACTOR = 3.0  # a gap this many times the baseline's longest is a lost packet, not noise
 QUEUED_MS = 100.0  # a baseline p90 gap this long: the edge's requests queue already
 QUEUEING = 10.0  # an edge whose baseline p99 gap is this many times a typical edge's queues
+QUIET_NOW = 2 * MIN_SAMPLE  # calls now on an edge too quiet in the baseline to test on its own
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Call:
     server: Span
     before_ns: int  # client start -> server start: request in flight or unread
     after_ns: int  # server end -> client end: response in flight
+    unwaited: bool = False  # made in no request seen, or it ended long after its request
 
     @property
     def gap_ms(self) -> float:
@@ -62,7 +64,10 @@ def calls(sample: Sample) -> list[Call]:
             room = max(c.duration_ns - s.duration_ns, 0)  # clock skew cannot make a gap
             before = min(max(s.start_time_unix_nano - c.start_time_unix_nano, 0), room)
             after = min(max(c.end_time_unix_nano - s.end_time_unix_nano, 0), room - before)
-            out.append(Call(c, s, before, after))
+            p = tree.by_id.get(c.parent_span_id or "")
+            unwaited = p is None or (p.service == c.service and
+                                     c.end_time_unix_nano - p.end_time_unix_nano > MIN_SHIFT_MS * 1e6)
+            out.append(Call(c, s, before, after, unwaited))
     return out
 
 
@@ -85,6 +90,15 @@ def _tail_p(g1: list[float], g0: list[float], pooled: list[float]) -> float:
     return binom_sf(k, len(g1), p0) if k >= 2 else 1.0
 
 
+def _beyond_p(g1: list[float], own: list[float], pooled: list[float]) -> float:
+    """One-sided p-value that more calls than chance took longer than a quiet edge's own few
+    baseline calls and the baseline's p99 over every typical edge."""
+    limit = max(max(own), _quantile(pooled, 0.99)) + MIN_SHIFT_MS
+    k = sum(1 for g in g1 if g > limit)
+    p0 = (sum(1 for g in pooled if g > limit) + 1) / (len(pooled) + 2)
+    return binom_sf(k, len(g1), p0) if k >= 2 else 1.0
+
+
 def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
     """Edges whose call gaps grew against the baseline, surest and largest first."""
     now, before = _by_edge(calls(cur)), _by_edge(calls(base))
@@ -99,15 +113,35 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
     out = []
     for edge, cs in now.items():
         bs = before.get(edge, [])
-        if len(cs) < MIN_SAMPLE or len(bs) < MIN_SAMPLE:
-            continue
         g1 = sorted(c.gap_ms for c in cs)
+        if len(cs) < MIN_SAMPLE or not bs:
+            continue
+        own = None
+        if len(bs) < MIN_SAMPLE:
+            # A quiet edge's few baseline calls tell no spread: the gaps of every typical edge
+            # of the baseline stand in (one host's network and scheduling), when its own few
+            # were typically no longer than those and its calls now are many enough to test;
+            # not where ordinary calls already waited for long now and then (calls held open,
+            # paired across idle time): those tell nothing of a quiet edge's few long ones.
+            own = sorted(c.gap_ms for c in bs)
+            if len(cs) < QUIET_NOW or len(pooled) < QUIET_NOW or \
+                    _quantile(own, 0.5) > _quantile(pooled, 0.9) or _quantile(pooled, 0.99) >= QUEUED_MS:
+                continue
+            bs = [c for cs_ in typical for c in cs_]
+            # only calls a request of the caller was seen waiting on: one made in no request
+            # seen, or outliving its request by far (paired across idle time), waited on nothing
+            cs = [c for c in cs if not c.unwaited]
+            g1 = sorted(c.gap_ms for c in cs)
+            if len(cs) < QUIET_NOW:
+                continue
         g0 = sorted(c.gap_ms for c in bs)
         p50 = (_quantile(g0, 0.5), _quantile(g1, 0.5))
         p90 = (_quantile(g0, 0.9), _quantile(g1, 0.9))
         grew = [(b, a) for b, a in (p50, p90)
                 if a - b >= MIN_SHIFT_MS and a >= MIN_RATIO * b]
-        lost = _tail_p(g1, g0, pooled)
+        # (on a quiet edge: calls now beyond every typical edge's p99 and its own few, more
+        # often than chance: requests held unread, as by a stopped callee, now and then)
+        lost = _tail_p(g1, g0, pooled) if own is None else _beyond_p(g1, own, pooled)
         # The longest gap alone is one call: it counts when calls far beyond the baseline's
         # longest are more than chance (lost packets), not when one straggler says so.
         if not grew and confidence(lost) < SURE:
@@ -147,7 +181,7 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
             ops[c.server.name] = ops.get(c.server.name, 0.0) + max(c.gap_ms - base_med, 0.0)
         worst = sorted(cs, key=lambda c: -c.gap_ms)
         out.append(GapShift(client=edge[0], server=edge[1], operation=max(ops, key=ops.get),
-                            p50_ms=p50, p90_ms=p90, sure=sure, count=(len(bs), len(cs)),
+                            p50_ms=p50, p90_ms=p90, sure=sure, count=(len(before.get(edge, [])), len(cs)),
                             every_call=every, after=after, examples=worst[:5]))
     out.sort(key=lambda g: (-g.sure, -g.shift_ms))
     return out

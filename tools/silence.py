@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from capture.span import Span
-from capture.store.api import SpanFilter, SpanStore, TimeWindow
+from capture.store.api import SpanFilter, SpanStore, TimeWindow, peer_name
 from tools.sampling import Sample
 from tools.stats import MIN_SAMPLE, SURE, confidence
 
@@ -23,6 +23,7 @@ BURST_NS = 10_000_000  # spans of one service starting within this of each other
 EDGE_NS = 100_000_000  # work this close to a silence's ends belongs to the calls at its edges
 PROBES = 5  # baseline requests of a silent service whose traces say who calls it
 WAITED_NS = 500_000_000  # a call failing after this long waited for an answer (a timeout)
+FOLLOWS = 0.5  # a call that followed its last span's kind this often is the one it stopped in
 QUEUE_SCAN = 2000  # spans read from a silent worker's stretch to find work put into its queue
 BLOCKING_POPS = {"BRPOP", "BLPOP", "BLMOVE", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX", "XREAD",
                  "XREADGROUP"}
@@ -40,6 +41,7 @@ class Silence:
     last: Span | None  # its span just before the silence
     first: Span | None  # and just after
     worker: bool = False  # it serves nothing: it takes its work from a queue
+    waiting: tuple[str, str] | None = None  # (callee, operation) of the call it stopped in
 
     @property
     def share(self) -> float:
@@ -128,6 +130,59 @@ def _offered(store: SpanStore, svc: str, got_b: list[Span], lo: int, hi: int) ->
                                 and _puts_to(s) in queues) >= MIN_SAMPLE
 
 
+def _stopped_in(svc: str, spans: list[Span], last: Span | None) -> tuple[str, str] | None:
+    """The call a worker that never resumed was most likely in, when its last span took a piece
+    of work and, in the sampled spans, taking work was followed at once by one call to another
+    service: (callee, operation). That call never answered within the data, so it left no
+    span: the worker was waiting on its callee (a row lock held elsewhere), not stopped (a
+    stopped worker is stopped between pieces of work, or inside a take it never read). None
+    when what followed varied; taking work again (after an empty pop) is not counted. Its
+    calls seen only at their server (the CLIENT span lost) count: SERVER spans on the
+    connections its calls use."""
+    if last is None or takes_from(last) is None:
+        return None
+    own = [s for s in spans if s.service == svc]
+    ids = {s.span_id for s in own}
+    conns = {_conn(s) for s in own if s.kind == "CLIENT"} - {None}
+    answered = [s for s in spans if s.service != svc and s.kind == "SERVER" and _conn(s) in conns
+                and s.parent_span_id not in ids]
+    mine = sorted(own + answered, key=lambda s: s.start_time_unix_nano)
+    nxt: dict[tuple[str, str], int] = {}
+    seen = 0
+    for i, s in enumerate(mine):
+        if s.service != svc or s.name != last.name or s.kind != last.kind:
+            continue
+        after = next((n for n in mine[i + 1:] if n.start_time_unix_nano >= s.end_time_unix_nano - BURST_NS), None)
+        if after is None or after.start_time_unix_nano - s.end_time_unix_nano > EDGE_NS:
+            continue
+        if takes_from(after) is not None:
+            continue  # it took no work (an empty pop) and asked again: no call of a piece of work
+        seen += 1
+        if (after.kind == "CLIENT") == (after.service == svc) and after.attributes.get("server.port"):
+            k = (after.name, str(after.attributes["server.port"]))
+            nxt[k] = nxt.get(k, 0) + 1
+    if not nxt:
+        return None
+    (name, port), n = max(nxt.items(), key=lambda kv: kv[1])
+    if n < MIN_SAMPLE or n < FOLLOWS * seen:
+        return None
+    callee = {x.service for x in spans if x.kind == "SERVER" and x.name == name
+              and str(x.attributes.get("server.port")) == port}
+    if len(callee) == 1:
+        return next(iter(callee)), name
+    tmpl = next(x for x in mine if x.name == name and str(x.attributes.get("server.port")) == port)
+    peer = peer_name(tmpl.attributes)
+    return (peer, name) if peer else None
+
+
+def _conn(s: Span) -> tuple[str, str] | None:
+    """The connection a call went over: (client port, server port)."""
+    a = s.attributes
+    if a.get("client.port") is None or a.get("server.port") is None:
+        return None
+    return str(a["client.port"]), str(a["server.port"])
+
+
 def _p_silence(rate: float, gap_s: float, total_s: float) -> float:
     """Chance that work arriving at `rate` per second leaves a gap of gap_s somewhere in total_s:
     about the expected number of gaps that long among the arrivals."""
@@ -188,6 +243,7 @@ def silences(store: SpanStore, cur: Sample, base: Sample) -> list[Silence]:
         last = next((s for s in reversed(got) if s.start_time_unix_nano <= a), None)
         first = next((s for s in got if s.start_time_unix_nano >= b), None)
         worker = not any(s.kind == "SERVER" for s in got_b)
-        out.append(Silence(svc, a, b, total, rate, sure, last, first, worker))
+        waiting = _stopped_in(svc, base.spans + cur.spans, last) if first is None else None
+        out.append(Silence(svc, a, b, total, rate, sure, last, first, worker, waiting))
     out.sort(key=lambda x: -(x.end_ns - x.start_ns))
     return out

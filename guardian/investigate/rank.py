@@ -1,6 +1,6 @@
 """Ranking candidate root causes: how much each one costs a request, and propagation (a root
 cause explains the symptoms upstream of it: the lowest changed candidate in the call graph
-wins). Candidates come from deterministic.py; nothing here reads spans.
+wins). Candidates come from candidates.py; nothing here reads spans.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class Candidate:
     fixed_change: float | None = None  # how much it changed, when a test already said so
     walked: bool = False  # sampled requests were walked to it
     answered: list[Span] = field(default_factory=list)  # callers' spans failing on its answers
-    changed: float = 1.0  # how much it changed itself (deterministic._change): 0.15 not at all
+    changed: float = 1.0  # how much it changed itself (change._change): 0.15 not at all
     shown: bool = False  # a test showed its own failure rate grew (enough to name it alone)
     moved: bool = False  # its typical call (or its tail, by a felt delay) slowed past baseline noise
     stuck: bool = False  # its own calls, calling nothing, were stuck far beyond any baseline call

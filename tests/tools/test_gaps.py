@@ -160,15 +160,23 @@ def test_a_longer_queue_on_an_edge_that_always_queued_is_no_stall():
     assert [g.server for g in got] == ["cache"]
 
 
-def edge(rng: random.Random, t0: int, n: int, before_ms, after_ms, callee: str = "cart") -> list[Span]:
-    """n calls gateway -> callee; before_ms(i) / after_ms(i): the request and reply legs."""
+def edge(rng: random.Random, t0: int, n: int, before_ms, after_ms, callee: str = "cart",
+         request=lambda i: False) -> list[Span]:
+    """n calls gateway -> callee; before_ms(i) / after_ms(i): the request and reply legs;
+    request(i): the call is made inside a gateway request that waits for it."""
     out = []
     for i in range(n):
         trace, t = f"{rng.getrandbits(128):032x}", t0 + i * 300 * MS
         b, a, d = int(before_ms(i) * MS), int(after_ms(i) * MS), int(rng.uniform(4, 8) * MS)
         cid = f"{callee}{i:08x}c"
+        parent = None
+        if request(i):
+            parent = f"{callee}{i:08x}r"
+            out.append(Span(name="GET /page", kind="SERVER", start_time_unix_nano=t - MS,
+                            end_time_unix_nano=t + b + d + a + MS, resource={"service.name": "gateway"},
+                            trace_id=trace, span_id=parent, status_code="OK"))
         out.append(Span(name="GET /x", kind="CLIENT", start_time_unix_nano=t,
-                        end_time_unix_nano=t + b + d + a,
+                        end_time_unix_nano=t + b + d + a, parent_span_id=parent,
                         resource={"service.name": "gateway"}, trace_id=trace, span_id=cid, status_code="OK"))
         out.append(Span(name="GET /x", kind="SERVER", start_time_unix_nano=t + b,
                         end_time_unix_nano=t + b + d,
@@ -205,3 +213,53 @@ def test_calls_held_open_for_seconds_in_the_baseline_are_no_path():
     open, paired across idle time): twice as long now is more of the same, not a network."""
     got = few_calls(lambda i: 4000.0, lambda i: 0.1, before_base=lambda i: 2000.0, n=12)
     assert [g for g in got if g.server == "cart"] == []
+
+
+def quiet_edge(before_now, n_base: int = 3, n_now: int = 16, before_base=lambda i: 0.2,
+               other_base=None, request=lambda i: True):
+    """An edge with a few calls in the baseline (too few to test on their own) and more now,
+    made inside gateway requests (request(i)), beside a busier edge whose calls make the
+    pooled baseline."""
+    rng = random.Random(9)
+    quiet = lambda i: rng.uniform(0.05, 0.4)  # noqa: E731
+    base = edge(rng, T0, n_base, before_base, lambda i: 0.1, request=request) + \
+        edge(rng, T0, 200, other_base or quiet, quiet, "other")
+    cur = edge(rng, T0 + 60 * 10**9, n_now, before_now, lambda i: 0.1, request=request) + \
+        edge(rng, T0 + 60 * 10**9, 200, quiet, quiet, "other")
+    return [g for g in gap_shifts(Sample(TimeWindow(T0 + 60 * 10**9, T0 + 120 * 10**9), cur),
+                                  Sample(TimeWindow(T0, T0 + 60 * 10**9), base)) if g.server == "cart"]
+
+
+def test_a_stall_on_an_edge_too_quiet_in_the_baseline_is_read_against_every_edge():
+    """cart answered 3 calls in the baseline; now 6 of its 16 requests wait 60-150 ms unread (a
+    paused process). Its own 3 calls tell no spread: every typical edge's baseline does."""
+    r = random.Random(10)
+    got = quiet_edge(lambda i: r.uniform(60, 150) if i % 3 == 0 else 0.2)
+    assert len(got) == 1 and not got[0].every_call and got[0].sure >= 0.99, got
+    assert got[0].count == (3, 16)
+
+
+def test_a_quiet_edge_as_before_or_always_slow_shows_no_shift():
+    assert quiet_edge(lambda i: 0.2) == []
+    # its own few baseline calls already waited that long: not read against other edges
+    r = random.Random(11)
+    assert quiet_edge(lambda i: r.uniform(60, 150) if i % 3 == 0 else 0.2,
+                      before_base=lambda i: 100.0) == []
+
+
+def test_a_quiet_edge_is_not_read_against_a_baseline_whose_calls_waited_long_now_and_then():
+    """The other edge's calls were held seconds now and then in the baseline (held open,
+    paired across idle time): three such calls now on the quiet edge tell nothing."""
+    r = random.Random(12)
+    got = quiet_edge(lambda i: r.uniform(5000, 9000) if i in (3, 8, 13) else 0.2,
+                     other_base=lambda i: r.uniform(1000, 4000) if i % 25 == 0 else 0.2)
+    assert got == []
+
+
+def test_long_calls_of_a_quiet_edge_made_in_no_request_are_no_stall():
+    """The long calls are made in no request of the caller seen (paired across idle time, or
+    fire-and-forget): nobody waited on them, whatever their gap."""
+    r = random.Random(13)
+    got = quiet_edge(lambda i: r.uniform(60, 150) if i % 3 == 0 else 0.2,
+                     request=lambda i: i % 3 != 0)
+    assert got == []

@@ -43,6 +43,23 @@ def test_a_worker_waiting_on_a_slow_database_is_not_silent():
     assert found(Queue(seed=2, hold_s=(70, 100)).build()) == []
 
 
+def test_a_worker_whose_query_never_answered_waits_on_its_database():
+    """Its INSERT, under way from 70 s, is still unanswered when the data ends: the call left
+    no span, so the worker is silent, but it stopped right where it always calls the database
+    after taking an order: it waits on db `INSERT orders`."""
+    got = found(Queue(seed=2, hold_s=(70, 200)).build())
+    assert [x.service for x in got] == ["worker"]
+    assert got[0].waiting == ("db", "INSERT orders"), got[0].describe()
+
+
+@pytest.mark.parametrize("resume_s", [None, 110])
+def test_a_stopped_worker_waits_on_nothing(resume_s):
+    """Stopped between two orders (its last span an ack: next it takes work), or resumed
+    within the data: it was not inside a call."""
+    got = found(Queue(seed=1, stop_s=70, resume_s=resume_s).build())
+    assert [x.service for x in got] == ["worker"] and got[0].waiting is None
+
+
 def test_a_worker_given_no_work_is_idle_not_stopped():
     """No orders arrive for 30 s: the front and the broker are quiet too, nothing was offered."""
     assert [x.service for x in found(Queue(seed=3, idle_s=(70, 100)).build())] == []

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from guardian.evals.variants import sparse
-from guardian.investigate import deterministic
+from guardian.investigate import change, deterministic
 from tests.guardian.investigate.mesh import Mesh
 from tests.guardian.investigate.test_classes import top
 
@@ -90,7 +90,7 @@ def test_without_the_tail_test_the_quiet_service_is_not_found(monkeypatch):
 
     monkeypatch.setattr(anomalies, "quiet_tail",
                         lambda *a: Tail(p=1.0, k=0, line_ms=0.0, now=[], before=[]))
-    monkeypatch.setattr(deterministic, "_tail_shown", lambda *a: False)
+    monkeypatch.setattr(change, "_tail_shown", lambda *a: False)
     report = top(quiet("throttle:pay", 1), "Is anything wrong?")
     assert not any(rc.service == "pay" for rc in report.root_causes), report.summary
 
@@ -144,7 +144,7 @@ def _quiet_op(base_ms: list[float], now_ms: list[float]) -> tuple:
 def test_a_quiet_operations_tail_is_shown_only_when_the_bar_can_judge_it(base_ms, now_ms, shown):
     walker, c, tmpl, cur, base = _quiet_op(base_ms, now_ms)
     try:
-        assert deterministic._tail_shown(walker, c, tmpl, cur, base) is shown
+        assert change._tail_shown(walker, c, tmpl, cur, base) is shown
         assert c.shown is shown
         assert ("sure they are slower" in c.change) is shown
     finally:

@@ -160,7 +160,7 @@ def test_one_call_stalled_for_a_moment_names_no_cause():
     (dict(p50_ms=4.9, p95_ms=200.0), dict(p50_ms=94.5, p95_ms=250.0), True),
 ])
 def test_a_change_must_exceed_the_baselines_own_noise(base, cur, moved):
-    from guardian.investigate.deterministic import _tail_moved, _typical_moved
+    from guardian.investigate.change import _tail_moved, _typical_moved
     from tools.stats import RedStats
 
     b, c = RedStats(count=60, **base), RedStats(count=60, **cur)
@@ -222,6 +222,18 @@ def test_a_stopped_worker_is_named_though_its_catch_up_left_its_counts_as_before
     rc = report.root_causes[0]
     assert (rc.service, rc.kind) == ("worker", "traffic"), report.summary
     assert "no span of worker began" in rc.description
+
+
+def test_a_worker_stuck_in_a_query_that_never_answered_names_the_database_operation():
+    """worker's INSERT waits on a row lock from 70 s past the data's end: no span of it (nor of
+    the database's answer) exists, the worker is merely silent. It stopped right after taking
+    an order, where it always calls db `INSERT orders`: the database operation is named, not
+    the worker."""
+    report = top(Queue(seed=2, hold_s=(70, 200)).build(), "Background work stopped going through, why?",
+                 QUEUE_NOW)
+    rc = report.root_causes[0]
+    assert (rc.service, rc.kind, rc.operation) == ("db", "latency", "INSERT orders"), report.summary
+    assert all(r.service != "worker" for r in report.root_causes[:1])
 
 
 def test_a_silent_client_that_takes_no_work_is_no_cause():

@@ -1,8 +1,9 @@
-"""Saturation from waits needs evidence of a queue (guardian/investigate/deterministic.py)."""
+"""Saturation from waits needs evidence of a queue (guardian/investigate/candidates.py)."""
 from __future__ import annotations
 
 from capture.span import Span
-from guardian.investigate.deterministic import Candidate, _merge
+from guardian.investigate.candidates import _merge
+from guardian.investigate.rank import Candidate
 
 
 def cand(kind: str, waits: list[float], error: bool = False) -> Candidate:

@@ -29,7 +29,8 @@ class Queue:
         self.resume = T0 + int(resume_s * 1e9) if resume_s is not None else None
         # front gets no orders in this stretch (nothing offered: the worker is idle, not stopped)
         self.idle = tuple(T0 + int(x * 1e9) for x in idle_s) if idle_s else None
-        # the worker's INSERT waits on the database for this stretch (the database is slow)
+        # the worker's INSERT waits on the database for this stretch (the database is slow, or
+        # a row lock is held elsewhere; past the data's end: it never answered)
         self.hold = tuple(T0 + int(x * 1e9) for x in hold_s) if hold_s else None
         self.spans: list[Span] = []
         self.n = 0
@@ -83,4 +84,6 @@ class Queue:
             d2 = self.call(wt, None, "worker", "db", "INSERT orders", w + d1, q)
             d3 = self.call(wt, None, "worker", "broker", "ack orders", w + d1 + d2, MS // 10)
             work_free = w + d1 + d2 + d3
-        return self.spans
+        # the capture emits a call once it is answered: one still waiting when the data ends
+        # (held past it) leaves no span
+        return [s for s in self.spans if s.end_time_unix_nano <= end]
