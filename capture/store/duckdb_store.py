@@ -222,6 +222,16 @@ class DuckDBStore(SpanStore):
             finally:
                 self._con.execute(f"SET memory_limit = '{int(self._memory_limit_mb)}MB'")
 
+    def memory(self) -> dict[str, int]:
+        """What DuckDB's buffer manager holds now (duckdb_memory()), in bytes: in memory (`pool`)
+        and spilled to its temp directory (`spilled`)."""
+        with self._lock:
+            if self._con is None:
+                return {}
+            pool, spilled = self._con.execute("SELECT sum(memory_usage_bytes), sum(temporary_storage_bytes)"
+                                              " FROM duckdb_memory()").fetchall()[0]
+        return {"pool": int(pool or 0), "spilled": int(spilled or 0)}
+
     def flush(self) -> None:
         with self._lock, _private_files(self.path):
             if self.path:

@@ -1,6 +1,7 @@
 """`guardian agent [--store PATH] [--config FILE]`: capture + linking + enrichment + store +
 export continuously, with the HTTP API (/healthz, /metrics, /v1/...). Prints `ready` on stderr
-once capturing; SIGTERM/SIGINT links what is pending, flushes the store and exits 0."""
+once capturing; SIGTERM/SIGINT links what is pending, flushes the store and exits 0; SIGUSR1 logs
+the resident set by source (`memory {...}`: guardian/rss.py)."""
 from __future__ import annotations
 
 import argparse
@@ -147,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop.set())
+    # the resident set by source as one log line (Agent.memory), written by the worker, not here
+    signal.signal(signal.SIGUSR1, lambda *_: agent.log_memory.set())
     if not args.replay:
         from capture.live import tune_gc
 
