@@ -64,6 +64,12 @@ class _Collector:
                                                "processes' spans (guardian/shed.py)", a.shed.kept),
             "guardian_agent_spans_linked": ("spans that got a parent from the linker", a.linker.linked),
             "guardian_agent_store_errors": ("store appends that failed", a.store_errors),
+            "guardian_agent_memory_paged_out_bytes": ("file-backed resident bytes dropped after the start "
+                                                      "(guardian/heap.py FilePager)",
+                                                      a.pager.paged_out if a.pager is not None else 0),
+            "guardian_agent_store_evicted_for_memory_spans": (
+                "spans an in-memory store evicted to stay below store.memory_limit_mb (DuckDBStore.hold)",
+                getattr(a.store, "evicted_for_memory", 0)),
             "guardian_agent_ingest_queue_refused_bytes": ("span batches the ingest queue refused for its bytes "
                                                           "(store.queue_mb)", a.queue.refused_bytes),
         }
@@ -139,7 +145,7 @@ class Agent:
     def __init__(self, config: AgentConfig, store: SpanStore, source: Source, sink: Any = None,
                  enricher: Enricher | None = None, queue_batches: int = 16384,
                  max_queued_spans: int | None = None, trim_every_s: float | None = heap.TRIM_EVERY_S,
-                 shed: Shedder | None = None):
+                 shed: Shedder | None = None, page_out: bool = False):
         self.config = config
         self.store = store
         self.source = source
@@ -162,6 +168,9 @@ class Agent:
         self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
         # what the process freed goes back to the system from the worker's loop (guardian/heap.py)
         self.trimmer = heap.Trimmer(trim_every_s) if trim_every_s else None
+        # file pages only the start used dropped from the resident set (guardian/heap.py): `guardian agent`
+        self.pager = heap.FilePager() if page_out else None
+        self._hold = getattr(store, "hold", None)  # an in-memory store kept below its limit
         self.log_memory = threading.Event()  # set (SIGUSR1): the worker logs memory() as one JSON line
 
     def capture_stats(self) -> dict[str, int]:
@@ -259,8 +268,12 @@ class Agent:
                 self.queue.taken(len(batch))
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
+            if self._hold is not None:
+                self._hold()
             if self.trimmer is not None:
                 self.trimmer.maybe()
+            if self.pager is not None:
+                self.pager.maybe()
             if self.log_memory.is_set():
                 self.log_memory.clear()
                 log.info("memory %s", json.dumps(self.memory(), separators=(",", ":")))

@@ -46,6 +46,16 @@ _AGE_CHECK_EVERY_S = 1.0
 # --path FILE --memory-limit-mb 64` the ingest rate).
 RELEASE_EVERY_S = 30.0
 RELEASE_TO_MB = 4
+# An in-memory store's pool is its data, but rows appended since the last checkpoint are held
+# uncompressed and rows deleted by retention stay until one: without it the pool rose to its limit
+# and spilled (200k spans: 61 MB in the pool and 13 MB spilled, 9 MB once checkpointed). `hold`
+# checkpoints it every RELEASE_EVERY_S or once the pool passes HOLD_CHECKPOINT_AT of the limit, and
+# past HOLD_EVICT_AT after that evicts the oldest spans until the pool is back to HOLD_TO
+# (`python -m bench.store --memory-limit-mb 64 --hold`).
+HOLD_CHECKPOINT_AT = 0.5
+HOLD_EVICT_AT = 0.75
+HOLD_TO = 0.5
+HOLD_CHECK_EVERY_S = 1.0
 ROW_GROUP_ROWS = 16_384
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
@@ -133,6 +143,8 @@ class DuckDBStore(SpanStore):
         self._on_file = on_file
         self._next_release = time.monotonic() + RELEASE_EVERY_S
         self.releases = self.release_failures = 0
+        self._next_hold_check = 0.0
+        self.holds = self.evicted_for_memory = 0
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, spans: Iterable[Span]) -> int:
@@ -221,6 +233,44 @@ class DuckDBStore(SpanStore):
                 self.release_failures += 1
             finally:
                 self._con.execute(f"SET memory_limit = '{int(self._memory_limit_mb)}MB'")
+
+    def hold(self) -> None:
+        """A store with a memory limit held below it. A file: `release` once its pool passes
+        HOLD_CHECKPOINT_AT of the limit (at saturation it filled in well under RELEASE_EVERY_S).
+        In memory:
+        checkpointed when due or when its pool passes HOLD_CHECKPOINT_AT of the limit; if the pool
+        is still past HOLD_EVICT_AT, the oldest spans go (counted in `evicted_for_memory`) in the
+        share that brings it to HOLD_TO, then a checkpoint again. Cheap when nothing is due: the
+        caller (the agent's worker) may call it after every batch."""
+        if self._memory_limit_mb is None or self._con is None:
+            return
+        now = time.monotonic()
+        if now < self._next_hold_check:
+            return
+        self._next_hold_check = now + HOLD_CHECK_EVERY_S
+        limit = self._memory_limit_mb * 2**20
+        used = sum(self.memory().values())
+        if self._on_file:  # the file holds it all: the pool is emptied early instead of at its time
+            if used >= HOLD_CHECKPOINT_AT * limit:
+                self.release()
+            return
+        if now < self._next_release and used < HOLD_CHECKPOINT_AT * limit:
+            return
+        with self._lock:
+            self._next_release = now + RELEASE_EVERY_S
+            self._con.execute("CHECKPOINT")
+            self.holds += 1
+        used = sum(self.memory().values())
+        if used <= HOLD_EVICT_AT * limit or not self._count:
+            return
+        excess = min(self._count, int(self._count * (1 - HOLD_TO * limit / used)) + 1)
+        with self._lock:
+            self._con.execute("DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans ORDER BY start_ns LIMIT ?)",
+                              [excess])
+            self._count -= excess
+            self.evicted += excess
+            self.evicted_for_memory += excess
+            self._con.execute("CHECKPOINT")
 
     def memory(self) -> dict[str, int]:
         """What DuckDB's buffer manager holds now (duckdb_memory()), in bytes: in memory (`pool`)

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(cfg.store.path, max_age_s=cfg.store.max_age_s, max_spans=cfg.store.max_spans,
                        memory_limit_mb=cfg.store.memory_limit_mb, threads=cfg.store.threads)
     sink = from_config(cfg.export, netns=cfg.capture.scope.get("netns"))
-    agent = Agent(cfg, store, source, sink, enricher)
+    agent = Agent(cfg, store, source, sink, enricher, page_out=True)
 
     host, warning = settings.bind_host(args.host)
     if warning:
