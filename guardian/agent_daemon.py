@@ -67,9 +67,9 @@ class _Collector:
             "guardian_agent_memory_paged_out_bytes": ("file-backed resident bytes dropped after the start "
                                                       "(guardian/heap.py FilePager)",
                                                       a.pager.paged_out if a.pager is not None else 0),
-            "guardian_agent_store_evicted_for_memory_spans": (
-                "spans an in-memory store evicted to stay below store.memory_limit_mb (DuckDBStore.hold)",
-                getattr(a.store, "evicted_for_memory", 0)),
+            "guardian_agent_store_holds": ("times the store's pool passed half its memory limit (or an in-memory "
+                                           "store's checkpoint was due) and was emptied (DuckDBStore.hold)",
+                                           getattr(a.store, "holds", 0)),
             "guardian_agent_ingest_queue_refused_bytes": ("span batches the ingest queue refused for its bytes "
                                                           "(store.queue_mb)", a.queue.refused_bytes),
         }

@@ -47,14 +47,12 @@ _AGE_CHECK_EVERY_S = 1.0
 RELEASE_EVERY_S = 30.0
 RELEASE_TO_MB = 4
 # An in-memory store's pool is its data, but rows appended since the last checkpoint are held
-# uncompressed and rows deleted by retention stay until one: without it the pool rose to its limit
-# and spilled (200k spans: 61 MB in the pool and 13 MB spilled, 9 MB once checkpointed). `hold`
-# checkpoints it every RELEASE_EVERY_S or once the pool passes HOLD_CHECKPOINT_AT of the limit, and
-# past HOLD_EVICT_AT after that evicts the oldest spans until the pool is back to HOLD_TO
-# (`python -m bench.store --memory-limit-mb 64 --hold`).
-HOLD_CHECKPOINT_AT = 0.5
-HOLD_EVICT_AT = 0.75
-HOLD_TO = 0.5
+# uncompressed and pinned, and rows deleted by retention stay until one: without it the pool rose
+# to its limit (200k spans: 61 MB in the pool and 13 MB spilled; 9 MB once checkpointed). `hold`
+# checkpoints it every RELEASE_EVERY_S or once its pool passes HOLD_AT of the limit (what a
+# checkpoint compressed can be spilled to the temp directory: the pool stays near HOLD_AT); a
+# store file's pool is released at HOLD_AT too, before its RELEASE_EVERY_S at a high rate.
+HOLD_AT = 0.5
 HOLD_CHECK_EVERY_S = 1.0
 ROW_GROUP_ROWS = 16_384
 _PRIVATE = 0o600
@@ -144,7 +142,7 @@ class DuckDBStore(SpanStore):
         self._next_release = time.monotonic() + RELEASE_EVERY_S
         self.releases = self.release_failures = 0
         self._next_hold_check = 0.0
-        self.holds = self.evicted_for_memory = 0
+        self.holds = 0
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, spans: Iterable[Span]) -> int:
@@ -235,42 +233,27 @@ class DuckDBStore(SpanStore):
                 self._con.execute(f"SET memory_limit = '{int(self._memory_limit_mb)}MB'")
 
     def hold(self) -> None:
-        """A store with a memory limit held below it. A file: `release` once its pool passes
-        HOLD_CHECKPOINT_AT of the limit (at saturation it filled in well under RELEASE_EVERY_S).
-        In memory:
-        checkpointed when due or when its pool passes HOLD_CHECKPOINT_AT of the limit; if the pool
-        is still past HOLD_EVICT_AT, the oldest spans go (counted in `evicted_for_memory`) in the
-        share that brings it to HOLD_TO, then a checkpoint again. Cheap when nothing is due: the
-        caller (the agent's worker) may call it after every batch."""
+        """A store with a memory limit held near HOLD_AT of it: once its pool passes that, a file's
+        is released (`release`), an in-memory one is checkpointed (and every RELEASE_EVERY_S too),
+        counted in `holds`. At most one duckdb_memory() look every HOLD_CHECK_EVERY_S: the caller
+        (the agent's worker) may call it after every batch."""
         if self._memory_limit_mb is None or self._con is None:
             return
         now = time.monotonic()
         if now < self._next_hold_check:
             return
         self._next_hold_check = now + HOLD_CHECK_EVERY_S
-        limit = self._memory_limit_mb * 2**20
-        used = sum(self.memory().values())
-        if self._on_file:  # the file holds it all: the pool is emptied early instead of at its time
-            if used >= HOLD_CHECKPOINT_AT * limit:
+        past = self.memory().get("pool", 0) >= HOLD_AT * self._memory_limit_mb * 2**20
+        if self._on_file:
+            if past:
+                self.holds += 1
                 self.release()
             return
-        if now < self._next_release and used < HOLD_CHECKPOINT_AT * limit:
-            return
-        with self._lock:
-            self._next_release = now + RELEASE_EVERY_S
-            self._con.execute("CHECKPOINT")
-            self.holds += 1
-        used = sum(self.memory().values())
-        if used <= HOLD_EVICT_AT * limit or not self._count:
-            return
-        excess = min(self._count, int(self._count * (1 - HOLD_TO * limit / used)) + 1)
-        with self._lock:
-            self._con.execute("DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans ORDER BY start_ns LIMIT ?)",
-                              [excess])
-            self._count -= excess
-            self.evicted += excess
-            self.evicted_for_memory += excess
-            self._con.execute("CHECKPOINT")
+        if past or now >= self._next_release:
+            with self._lock:
+                self._next_release = now + RELEASE_EVERY_S
+                self._con.execute("CHECKPOINT")
+                self.holds += 1
 
     def memory(self) -> dict[str, int]:
         """What DuckDB's buffer manager holds now (duckdb_memory()), in bytes: in memory (`pool`)
