@@ -229,6 +229,7 @@ def memory_sample(pid: int, api: int) -> dict:
     where its tree has them, its own guardian_agent_memory_* gauges (allocators, queue, tables), MB."""
     import httpx
 
+    from bench.soaklib.probe import memory_gauges
     from guardian import rss as rss_by
 
     m = rss_by.by_mapping(pid)
@@ -238,10 +239,10 @@ def memory_sample(pid: int, api: int) -> dict:
         text = httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=5).text
     except httpx.HTTPError:
         return out
-    for fam, key, v in re.findall(r'^guardian_agent_memory_(\w+)\{what="([^"]+)"\} ([0-9.e+-]+)$', text, re.M):
-        v = float(v)
-        out.setdefault(fam, {})[key] = round(v / 2**20, 1) if fam in ("malloc", "store") or key == "bytes" else v
-    return out
+    gauges = memory_gauges(text)
+    for read_above in ("rss_bytes", "file_bytes"):  # from /proc above, for both trees alike
+        gauges.pop(read_above, None)
+    return {**out, **gauges}
 
 
 def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int = 0) -> dict:
