@@ -276,7 +276,9 @@ class Agent:
                 self.pager.maybe()
             if self.log_memory.is_set():
                 self.log_memory.clear()
-                log.info("memory %s", json.dumps(self.memory(), separators=(",", ":")))
+                # asked for: written whatever the configured level (at that level, INFO at least)
+                log.log(max(logging.INFO, log.getEffectiveLevel()), "memory %s",
+                        json.dumps(self.memory(), separators=(",", ":")))
             if stopping:
                 break
         self._emit(self.linker.flush())
