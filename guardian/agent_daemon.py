@@ -170,7 +170,7 @@ class Agent:
         self.trimmer = heap.Trimmer(trim_every_s) if trim_every_s else None
         # file pages only the start used dropped from the resident set (guardian/heap.py): `guardian agent`
         self.pager = heap.FilePager() if page_out else None
-        self._hold = getattr(store, "hold", None)  # an in-memory store kept below its limit
+        self._hold = getattr(store, "hold", None)  # a store's pool held near half its memory limit
         self.log_memory = threading.Event()  # set (SIGUSR1): the worker logs memory() as one JSON line
 
     def capture_stats(self) -> dict[str, int]:
@@ -269,7 +269,11 @@ class Agent:
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
             if self._hold is not None:
-                self._hold()
+                try:
+                    self._hold()
+                except Exception:  # noqa: BLE001 - keep storing; the counter and the log tell
+                    self.store_errors += 1
+                    log.exception("holding the store's memory failed")
             if self.trimmer is not None:
                 self.trimmer.maybe()
             if self.pager is not None:
