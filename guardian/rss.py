@@ -109,7 +109,55 @@ def malloc() -> dict[str, int]:
     return {"arena": m.arena, "mmapped": m.hblkhd, "in_use": m.uordblks + m.hblkhd, "free": m.fordblks}
 
 
+def _pymalloc_stats():
+    """CPython's _PyObject_DebugMallocStats written into a memory stream (what sys._debugmallocstats
+    prints on stderr), or None where it or open_memstream is missing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        stats = ctypes.pythonapi._PyObject_DebugMallocStats  # PyDLL: called with the GIL held
+    except (OSError, AttributeError):
+        return None
+    libc.open_memstream.restype = ctypes.c_void_p
+    libc.open_memstream.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libc.free.argtypes = [ctypes.c_void_p]
+    stats.argtypes = [ctypes.c_void_p]
+    stats.restype = ctypes.c_int
+
+    def read() -> str:
+        buf, size = ctypes.c_void_p(), ctypes.c_size_t()
+        fp = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+        if not fp:
+            return ""
+        try:
+            stats(fp)
+        finally:
+            libc.fclose(fp)  # sets buf and size
+        try:
+            return ctypes.string_at(buf, size.value).decode(errors="replace")
+        finally:
+            libc.free(buf)
+
+    return read
+
+
+_PYMALLOC = _pymalloc_stats()
+_PYMALLOC_LINES = {"# arenas allocated current": "arenas", "# bytes in allocated blocks": "in_use_bytes",
+                   "# bytes in available blocks": "free_bytes"}
+
+
 def python_heap() -> dict[str, int]:
-    """Python's allocator: blocks allocated (every object and buffer it gave out). A count, not
-    bytes: tracemalloc would give bytes at a cost on every allocation."""
-    return {"blocks": sys.getallocatedblocks()}
+    """Python's allocator: blocks allocated (every object and buffer it gave out), and from
+    pymalloc's own statistics (about 0.2 ms; tracemalloc would cost on every allocation) the bytes
+    of its arenas (`arena_bytes`: resident once touched, inside `anon`), of the small blocks in use
+    (`in_use_bytes`) and free (`free_bytes`) inside them. Objects over 512 bytes come from glibc's malloc (`malloc`)."""
+    out = {"blocks": sys.getallocatedblocks()}
+    text = _PYMALLOC() if _PYMALLOC is not None else ""
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        name = _PYMALLOC_LINES.get(key.strip())
+        if name:
+            out[name] = int(value.strip().replace(",", ""))
+        elif "bytes/arena" in key:  # "57 arenas * 1048576 bytes/arena = 59,768,832"
+            out["arena_bytes"] = int(value.strip().replace(",", ""))
+    return out

@@ -176,9 +176,9 @@ _MEMORY = re.compile(r'^guardian_agent_memory_(\w+)\{(?:what|kind|file)="([^"]+)
 
 def memory_gauges(text: str) -> dict[str, dict[str, float]]:
     """The agent's guardian_agent_memory_* gauges of a /metrics page (Agent.memory) by family:
-    bytes in MB (rss_bytes, file_bytes, malloc, store, queue's bytes), counts as they are."""
+    bytes in MB (rss_bytes, file_bytes, malloc, store, every `..bytes` key), counts as they are."""
     out: dict[str, dict[str, float]] = {}
     for fam, key, v in _MEMORY.findall(text):
-        mb = fam in ("rss_bytes", "file_bytes", "malloc", "store") or key == "bytes"
+        mb = fam in ("rss_bytes", "file_bytes", "malloc", "store") or key.endswith("bytes")
         out.setdefault(fam, {})[key] = round(float(v) / 2**20, 1) if mb else float(v)
     return out

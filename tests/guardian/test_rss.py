@@ -57,10 +57,13 @@ def test_glibc_in_use_follows_malloc_and_free():
     assert rss.malloc()["in_use"] < held - 30 * MB
 
 
-def test_python_blocks_follow_objects():
-    before = rss.python_heap()["blocks"]
-    keep = [object() for _ in range(100_000)]
-    assert rss.python_heap()["blocks"] - before >= 100_000
+def test_python_blocks_and_pymalloc_bytes_follow_objects():
+    before = rss.python_heap()
+    keep = [bytearray(100) for _ in range(100_000)]  # ~160 bytes each: pymalloc's, not glibc's
+    after = rss.python_heap()
+    assert after["blocks"] - before["blocks"] >= 100_000
+    assert after["in_use_bytes"] - before["in_use_bytes"] >= 10 * MB
+    assert after["arena_bytes"] >= after["in_use_bytes"] + after["free_bytes"] and after["arenas"] >= 10
     del keep
 
 
@@ -81,7 +84,7 @@ def test_sigusr1_logs_one_json_line_and_metrics_carry_the_same_figures(tmp_path)
         m = json.loads(json.loads(line)["msg"].split(" ", 1)[1])
         assert m["rss"]["total"] == sum(m["rss"][k] for k in rss.CLASSES)
         assert abs(m["rss"]["total"] - m["status"]["VmRSS"]) < 0.05 * m["status"]["VmRSS"] + 4 * MB
-        assert m["malloc"]["in_use"] > 0 and m["python"]["blocks"] > 10_000
+        assert m["malloc"]["in_use"] > 0 and m["python"]["blocks"] > 10_000 and m["python"]["arena_bytes"] > MB
         assert m["store"]["pool"] >= 0 and m["queue"]["spans"] == 0 and m["tables"]["store_spans"] >= 0
         total = agent.metric('guardian_agent_memory_rss_bytes{kind="total"}')
         assert total is not None and abs(total - m["rss"]["total"]) < 0.2 * total  # a moment later
