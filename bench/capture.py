@@ -226,6 +226,27 @@ def metric(text: str, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def memory_sample(pid: int, api: int) -> dict:
+    """The agent's resident set by class of mapping (guardian/rss.py, read here from /proc) and,
+    where its tree has them, its own guardian_agent_memory_* gauges (allocators, queue, tables), MB."""
+    import httpx
+
+    from bench.soaklib.probe import memory_gauges
+    from guardian import rss as rss_by
+
+    m = rss_by.by_mapping(pid)
+    out = {"rss": {k: round(v / 2**20, 1) for k, v in m.items() if isinstance(v, int)},
+           "files": {k: round(v / 2**20, 1) for k, v in m["files"].items()}}
+    try:
+        text = httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return out
+    gauges = memory_gauges(text)
+    for read_above in ("rss_bytes", "file_bytes"):  # from /proc above, for both trees alike
+        gauges.pop(read_above, None)
+    return {**out, **gauges}
+
+
 def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int = 0) -> dict:
     """`guardian agent` with a store file, capturing nginx under wrk for `seconds` (with `rate`:
     hey at that many req/s instead): RSS sampled every second, and its span counters from /metrics
@@ -261,10 +282,12 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int 
                     cmd = (["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers), url] if rate
                            else ["wrk", "-t1", "-c50", f"-d{seconds}s", url])
                     load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                    by_source: list[dict] = []  # every second: /proc's split, and the agent's own view
                     while load.poll() is None:
                         time.sleep(1.0)
                         rss.append(round(float(Path(f"/proc/{proc.pid}/status").read_text()
                                                .split("VmRSS:")[1].split()[0]) / 1024))
+                        by_source.append(memory_sample(proc.pid, api))
                     loaded = load.stdout.read()
                     time.sleep(7.0)  # until the linker has released all (its window, 5 s, with nothing new)
                     mappings = rss_by_mapping(proc.pid)
@@ -275,7 +298,9 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int 
                         "rss_mb_every_s": rss, "peak_rss_mb": peak_rss_mb(proc.pid), "agent_cpu_pct": cpu,
                         **{k: metric(text, f"guardian_agent_spans_{k}") for k in ("received", "stored", "dropped", "linked")},
                         "linker_pending": metric(text, "guardian_agent_linker_pending_spans"),
-                        "rss_mb_by_mapping_at_end": mappings, "load_at_end": os.getloadavg()}
+                        "rss_mb_by_mapping_at_end": mappings, "load_at_end": os.getloadavg(),
+                        "by_source_every_s": by_source,
+                        "by_source_at_peak": max(by_source, key=lambda x: x["rss"]["total"], default=None)}
                     # the load's own count: the requests the spans are judged against
                     r = out[str(tree)]
                     if rate:

@@ -77,6 +77,7 @@ class Incarnation:
     ready_at: float | None = None
     rss: list[tuple[float, float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    memory: list[tuple[float, dict]] = field(default_factory=list)  # the agent's memory gauges by source
     attached: dict | None = None
     left: dict | None = None
     end: str = "running"
@@ -156,6 +157,8 @@ class Soak:
             r = self.api.get("/metrics", timeout=5)
             if r.status_code == 200:
                 inc.metrics = soak_probe.parse_metrics(r.text)
+                if (m := soak_probe.memory_gauges(r.text)):
+                    inc.memory.append((time.time(), m))
         except httpx.HTTPError:
             pass
 
@@ -361,6 +364,9 @@ class Soak:
                            "slope_mb_per_min_after_60s": _r(soak_probe.slope_per_min(warm))},
                 "attached": {k: v for k, v in (inc.attached or {}).items() if k != "progs"},
                 "left_after_kill": inc.left,
+                # where the resident set was at its largest sample, and every minute (Agent.memory)
+                "memory_at_rss_max": _memory_near(inc, max(inc.rss, key=lambda x: x[1])[0]) if inc.rss else None,
+                "memory_per_minute": _memory_per_minute(inc),
                 "spans_received": inc.metrics.get("guardian_agent_spans_received"),
                 "spans_stored": inc.metrics.get("guardian_agent_spans_stored"),
                 "drops": soak_probe.drop_counters(inc.metrics),
@@ -397,6 +403,21 @@ class Soak:
             "sigterm_exit_s": self.sigterm_exit_s,
             "hostile": {"sent": dict(self.hostile.sent), "refused": dict(self.hostile.refused)} if self.hostile else {},
         }
+
+
+def _memory_near(inc: Incarnation, t: float) -> dict | None:
+    return min(inc.memory, key=lambda x: abs(x[0] - t))[1] if inc.memory else None
+
+
+def _memory_per_minute(inc: Incarnation) -> list[dict]:
+    """The resident set by class and each allocator's view, one sample a minute after ready."""
+    out, next_t = [], inc.ready_at or 0
+    for t, m in inc.memory:
+        if t >= next_t:
+            out.append({"min": round((t - (inc.ready_at or t)) / 60, 1), "rss": m.get("rss_bytes"),
+                        **{k: m[k] for k in ("malloc", "python", "store", "queue") if k in m}})
+            next_t = t + 60
+    return out
 
 
 def _r(x: float | None) -> float | None:

@@ -117,6 +117,10 @@ def main() -> None:
     ap.add_argument("--memory-limit-mb", type=int, help="DuckDB's memory limit (the agent's store.memory_limit_mb)")
     ap.add_argument("--release-every-s", type=float,
                     help="how often a store file empties its buffer pool (capture/store/duckdb_store.py)")
+    ap.add_argument("--max-spans", type=int, help="the store's count retention (the agent's store.max_spans)")
+    ap.add_argument("--hold", action="store_true",
+                    help="hold the pool near half the memory limit after every batch as the agent's worker does "
+                         "(DuckDBStore.hold)")
     ap.add_argument("--runs", type=int, default=20, help="runs per store query (p95 over them)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -129,8 +133,9 @@ def main() -> None:
         from capture.store import duckdb_store
 
         duckdb_store.RELEASE_EVERY_S = args.release_every_s
-    store = open_store(args.path, memory_limit_mb=args.memory_limit_mb)
+    store = open_store(args.path, memory_limit_mb=args.memory_limit_mb, max_spans=args.max_spans)
     gen_s = ingest_s = 0.0
+    pool_max = spilled_max = 0  # duckdb_memory() after every batch
     it = gen(n)
     while True:
         t = time.perf_counter()
@@ -140,10 +145,17 @@ def main() -> None:
             break
         t = time.perf_counter()
         store.append(batch)
+        if args.hold:
+            store.hold()
         ingest_s += time.perf_counter() - t
+        if args.memory_limit_mb:
+            m = store.memory()
+            pool_max, spilled_max = max(pool_max, m["pool"]), max(spilled_max, m["spilled"])
     del batch, it
     gc.collect()
     rss_store = rss_bytes() - rss0
+    with open("/proc/self/status") as f:  # the peak so far: the ingest's (the baselines come later)
+        hwm_ingest = round(int(f.read().split("VmHWM:")[1].split()[0]) / 1024, 1)
     count = store.count()
 
     # Baseline ingest: row-by-row INSERTs (what batching avoids), on a sample.
@@ -211,6 +223,9 @@ def main() -> None:
         "spans": count,
         "ingest_spans_per_s": round(count / ingest_s),
         "store_releases": getattr(store, "releases", None),  # buffer pool emptied during the ingest
+        "store_holds": getattr(store, "holds", None),  # pool past half the limit: checkpointed / released
+        "pool_max_mb": round(pool_max / 2**20, 1), "spilled_max_mb": round(spilled_max / 2**20, 1),
+        "vm_hwm_after_ingest_mb": hwm_ingest,
         "ingest_baseline_row_inserts_per_s": round(row_rate),
         "generation_s": round(gen_s, 1),
         "rss_bytes_per_span": round(rss_store / max(count, 1), 1),

@@ -51,6 +51,9 @@ class StoreConfig(Section):
     # spans waiting to be linked and stored; past it a batch is dropped and counted
     # (guardian_agent_spans_dropped): each one is a Python object, so this bounds the agent under a flood
     queue_spans: int = Field(16_384, ge=1)
+    # and in bytes (about: a few rows per batch are weighed): a span's text is up to the capture's
+    # payload prefix, so spans alone do not bound it (guardian_agent_ingest_queue_refused_bytes)
+    queue_mb: int = Field(32, ge=1)
 
 
 class LinkerConfig(Section):

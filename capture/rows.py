@@ -4,6 +4,7 @@ back. Does not change Span; without the compiled module spans pass as they are.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import orjson
@@ -63,6 +64,34 @@ def to_rows(spans: list[Span]) -> list[Any]:
     if _rows is not None:
         return _rows.rows(spans, _facts, _FACTS_MAX)
     return [row_of(s) for s in spans]
+
+
+# a row's own fields (not the resource dict or the connection facts: shared by many rows)
+_OWN = ("name", "start_time_unix_nano", "end_time_unix_nano", "status_message", "trace_id", "span_id",
+        "parent_span_id", "attrs_json", "peer")
+_SAMPLE = 4
+
+
+def row_bytes(r: Any) -> int:
+    """The bytes one row holds of its own: the object and its strings (a Span: its attributes dict
+    and their strings too)."""
+    if not is_row(r):
+        a = getattr(r, "attributes", None) or {}
+        return (sys.getsizeof(r) + sys.getsizeof(a) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in a.items())
+                + sum(sys.getsizeof(getattr(r, f, None)) for f in ("name", "trace_id", "span_id", "parent_span_id")))
+    return sys.getsizeof(r) + sum(sys.getsizeof(getattr(r, f)) for f in _OWN)
+
+
+def batch_bytes(rows: list[Any]) -> int:
+    """About the bytes a batch of rows holds: the mean of a few rows spread over it, times its
+    length (a cost per batch, not per row; attribute text varies, so the queue's byte bound is
+    approximate by that much)."""
+    n = len(rows)
+    if not n:
+        return 0
+    step = max(1, n // _SAMPLE)
+    picks = rows[::step][:_SAMPLE]
+    return n * sum(row_bytes(r) for r in picks) // len(picks)
 
 
 def is_row(s: Any) -> bool:

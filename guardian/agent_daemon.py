@@ -22,13 +22,13 @@ from capture.batchqueue import BatchQueue
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
 from capture.protocols import problems
-from capture.rows import Row, span_of, to_rows
+from capture.rows import Row, batch_bytes, span_of, to_rows
 from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
 from capture.scope import from_config as scope_from_config
 from capture.traces.stream import StreamLinker
-from guardian import heap
+from guardian import heap, rss
 from guardian.shed import Shedder
 
 log = logging.getLogger("guardian.agent")
@@ -64,6 +64,14 @@ class _Collector:
                                                "processes' spans (guardian/shed.py)", a.shed.kept),
             "guardian_agent_spans_linked": ("spans that got a parent from the linker", a.linker.linked),
             "guardian_agent_store_errors": ("store appends that failed", a.store_errors),
+            "guardian_agent_memory_paged_out_bytes": ("file-backed resident bytes dropped after the start "
+                                                      "(guardian/heap.py FilePager)",
+                                                      a.pager.paged_out if a.pager is not None else 0),
+            "guardian_agent_store_holds": ("times the store's pool passed half its memory limit (or an in-memory "
+                                           "store's checkpoint was due) and was emptied (DuckDBStore.hold)",
+                                           getattr(a.store, "holds", 0)),
+            "guardian_agent_ingest_queue_refused_bytes": ("span batches the ingest queue refused for its bytes "
+                                                          "(store.queue_mb)", a.queue.refused_bytes),
         }
         if a.scope is not None:
             counters["guardian_agent_scope_dropped_spans"] = (
@@ -80,6 +88,8 @@ class _Collector:
         gauges = {
             "guardian_agent_ingest_queue_batches": ("span batches waiting for the worker", a.queue.qsize()),
             "guardian_agent_ingest_queue_spans": ("spans waiting for the worker", a.queued_spans),
+            "guardian_agent_ingest_queue_bytes": ("bytes of the spans waiting for the worker (about)",
+                                                  a.queue.bytes),
             "guardian_agent_linker_pending_spans": ("spans waiting for their peers", a.linker.pending),
             "guardian_agent_store_spans": ("spans in the store", a.store.count()),
         }
@@ -89,6 +99,7 @@ class _Collector:
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], value)
             yield g
+        yield from memory_gauges(a.memory())
         # The capture's own counters (kernel drops, parse errors, ...) under one labelled family.
         stats = a.capture_stats()
         c = CounterMetricFamily("guardian_capture_events", "capture counters (drops, parse errors, ...)",
@@ -104,6 +115,29 @@ class _Collector:
         yield p
 
 
+def memory_gauges(m: dict[str, Any]) -> Iterable[Any]:
+    """Agent.memory() as gauge families: the resident set by class of mapping and the largest files
+    (labels `kind`, `file`), each allocator's view, the queue and the tables."""
+    g = GaugeMetricFamily("guardian_agent_memory_rss_bytes", "resident bytes by class of mapping "
+                          "(guardian/rss.py; their sum: kind=total)", labels=["kind"])
+    for kind, v in m["rss"].items():
+        if isinstance(v, int):
+            g.add_metric([kind], v)
+    yield g
+    g = GaugeMetricFamily("guardian_agent_memory_file_bytes", "resident bytes of the largest mapped files",
+                          labels=["file"])
+    for name, v in m["rss"]["files"].items():
+        g.add_metric([name], v)
+    yield g
+    for part, doc in (("malloc", "glibc's heap (mallinfo2)"), ("python", "Python's allocator (blocks)"),
+                      ("store", "the store's buffer pool (duckdb_memory())"), ("queue", "the ingest queue"),
+                      ("tables", "the agent's tables (entries)")):
+        g = GaugeMetricFamily(f"guardian_agent_memory_{part}", doc, labels=["what"])
+        for k, v in m.get(part, {}).items():
+            g.add_metric([k], v)
+        yield g
+
+
 WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing
 
 
@@ -111,7 +145,7 @@ class Agent:
     def __init__(self, config: AgentConfig, store: SpanStore, source: Source, sink: Any = None,
                  enricher: Enricher | None = None, queue_batches: int = 16384,
                  max_queued_spans: int | None = None, trim_every_s: float | None = heap.TRIM_EVERY_S,
-                 shed: Shedder | None = None):
+                 shed: Shedder | None = None, page_out: bool = False):
         self.config = config
         self.store = store
         self.source = source
@@ -123,7 +157,8 @@ class Agent:
         # spans waiting for the worker, at most (store.queue_spans): this bounds the agent's
         # memory while the store falls behind (the bound is the queue's: queue.max_spans)
         bound = max_queued_spans or config.store.queue_spans
-        self.queue = BatchQueue(queue_batches, bound, reserve_spans=bound // 4)
+        self.queue = BatchQueue(queue_batches, bound, reserve_spans=bound // 4,
+                                max_bytes=config.store.queue_mb * rss.MB)
         # past the bound, errors and quiet processes' spans still go into the reserve (guardian/shed.py)
         self.shed = shed if shed is not None else Shedder()
         self.stop = threading.Event()
@@ -133,6 +168,10 @@ class Agent:
         self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
         # what the process freed goes back to the system from the worker's loop (guardian/heap.py)
         self.trimmer = heap.Trimmer(trim_every_s) if trim_every_s else None
+        # file pages only the start used dropped from the resident set (guardian/heap.py): `guardian agent`
+        self.pager = heap.FilePager() if page_out else None
+        self._hold = getattr(store, "hold", None)  # a store's pool held near half its memory limit
+        self.log_memory = threading.Event()  # set (SIGUSR1): the worker logs memory() as one JSON line
 
     def capture_stats(self) -> dict[str, int]:
         try:
@@ -149,13 +188,35 @@ class Agent:
         n = len(spans)
         self.received += n
         # rows are made only for spans the queue takes: at saturation most are not
-        if self.queue.room(n) and self.queue.offer(to_rows(spans)):
-            return
+        if self.queue.room(n):
+            rows = to_rows(spans)
+            if self.queue.offer(rows, nbytes=batch_bytes(rows)):
+                return
         keep = self.shed.keep(spans)
-        if keep and self.queue.offer(to_rows(keep), reserve=True):
+        if keep and self.queue.offer(kept := to_rows(keep), reserve=True, nbytes=batch_bytes(kept)):
             self.shed.kept += len(keep)
             n -= len(keep)
         self.dropped += n
+
+    def memory(self) -> dict[str, Any]:
+        """The resident set by source (guardian/rss.py) and what the agent's own parts hold, in bytes
+        and counts: one JSON object (the SIGUSR1 log line; the guardian_agent_memory_* gauges)."""
+        out: dict[str, Any] = {"rss": rss.by_mapping(), "status": rss.status(), "malloc": rss.malloc(),
+                               "python": rss.python_heap()}
+        memory = getattr(self.store, "memory", None)
+        if memory is not None:
+            try:
+                out["store"] = memory()
+            except Exception:  # noqa: BLE001 - a store closing under a scrape
+                out["store"] = {}
+        out["queue"] = {"spans": self.queue.spans, "bytes": self.queue.bytes, "batches": self.queue.qsize()}
+        out["tables"] = {"linker_pending": self.linker.pending, "store_spans": self.store.count()}
+        tracker = getattr(self.source, "tracker", None)
+        if tracker is not None:
+            out["tables"]["connections"] = tracker.tracked
+        if self.enricher is not None:
+            out["tables"]["processes"] = len(self.enricher._cache)
+        return out
 
     @property
     def queued_spans(self) -> int:
@@ -207,8 +268,21 @@ class Agent:
                 self.queue.taken(len(batch))
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
+            if self._hold is not None:
+                try:
+                    self._hold()
+                except Exception:  # noqa: BLE001 - keep storing; the counter and the log tell
+                    self.store_errors += 1
+                    log.exception("holding the store's memory failed")
             if self.trimmer is not None:
                 self.trimmer.maybe()
+            if self.pager is not None:
+                self.pager.maybe()
+            if self.log_memory.is_set():
+                self.log_memory.clear()
+                # asked for: written whatever the configured level (at that level, INFO at least)
+                log.log(max(logging.INFO, log.getEffectiveLevel()), "memory %s",
+                        json.dumps(self.memory(), separators=(",", ":")))
             if stopping:
                 break
         self._emit(self.linker.flush())

@@ -13,6 +13,15 @@ import time
 
 log = logging.getLogger(__name__)
 
+# madvise(2): drop these pages from the process (a file's pages stay in the page cache; the next
+# touch maps them again). MADV_PAGEOUT would leave alone every page another process maps too: the
+# libraries a host's other Python processes share, i.e. nearly all of them
+MADV_DONTNEED = 4
+# file pages touched at start only (imports, the static registration of DuckDB's and Arrow's
+# functions) are paged out when the agent is ready and once more after this long, when what the
+# capture, the store and the API use has been touched again
+PAGE_OUT_AGAIN_S = 60.0
+
 # mallopt(3) parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
@@ -30,7 +39,8 @@ TRIM_EVERY_S = 10.0
 def _libc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc only
+        libc.mallopt, libc.malloc_trim, libc.madvise  # noqa: B018 - glibc only
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         return libc
     except (OSError, AttributeError):
         return None
@@ -69,4 +79,51 @@ class Trimmer:
         self._next = now + self.every_s
         _LIBC.malloc_trim(0)
         self.trims += 1
+        return True
+
+
+def page_out_files(smaps: str = "/proc/self/smaps") -> int:
+    """Drop this process's resident pages of read-only file mappings that hold only the file's own
+    bytes (shared libraries' code and constants, the interpreter): a page used again comes back on
+    its next touch from the page cache; what only the start used stays out of the resident set.
+    A mapping that is writable or holds any anonymous page (a library's relocated data: what
+    madvise would throw away) is left as it is. Returns the number of mappings dropped (0 where
+    madvise is not glibc's)."""
+    if _LIBC is None:
+        return 0
+    pristine: list[tuple[int, int]] = []
+    span: tuple[int, int] | None = None
+    with open(smaps) as f:
+        for line in f:
+            head = line.split(None, 5)
+            if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
+                span = None
+                if len(head) > 5 and head[5].startswith("/") and "w" not in head[1]:
+                    lo, hi = (int(x, 16) for x in head[0].split("-"))
+                    span = (lo, hi)
+            elif span is not None and line.startswith("Anonymous:"):
+                if int(line.split()[1]) == 0:
+                    pristine.append(span)
+                span = None
+    return sum(_LIBC.madvise(lo, hi - lo, MADV_DONTNEED) == 0 for lo, hi in pristine)
+
+
+class FilePager:
+    """page_out_files() when called first and once more `again_s` later, from a loop that runs
+    anyway; `paged_out` is what the file-backed resident set lost at each (bytes)."""
+
+    def __init__(self, again_s: float = PAGE_OUT_AGAIN_S, clock=time.monotonic) -> None:
+        self.clock = clock
+        self._due = [0.0, clock() + again_s]
+        self.paged_out = 0
+
+    def maybe(self) -> bool:
+        if not self._due or self.clock() < self._due[0]:
+            return False
+        self._due.pop(0)
+        from guardian import rss
+
+        before = rss.by_mapping()[rss.FILE]
+        if page_out_files():
+            self.paged_out += max(0, before - rss.by_mapping()[rss.FILE])
         return True

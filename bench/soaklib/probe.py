@@ -169,3 +169,16 @@ def report(result: dict, out: str | None, as_json: bool) -> None:
         print(json.dumps(result))
     else:
         print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
+
+
+_MEMORY = re.compile(r'^guardian_agent_memory_(\w+)\{(?:what|kind|file)="([^"]+)"\} ([0-9.e+-]+)$', re.M)
+
+
+def memory_gauges(text: str) -> dict[str, dict[str, float]]:
+    """The agent's guardian_agent_memory_* gauges of a /metrics page (Agent.memory) by family:
+    bytes in MB (rss_bytes, file_bytes, malloc, store, every `..bytes` key), counts as they are."""
+    out: dict[str, dict[str, float]] = {}
+    for fam, key, v in _MEMORY.findall(text):
+        mb = fam in ("rss_bytes", "file_bytes", "malloc", "store") or key.endswith("bytes")
+        out.setdefault(fam, {})[key] = round(float(v) / 2**20, 1) if mb else float(v)
+    return out

@@ -46,6 +46,14 @@ _AGE_CHECK_EVERY_S = 1.0
 # --path FILE --memory-limit-mb 64` the ingest rate).
 RELEASE_EVERY_S = 30.0
 RELEASE_TO_MB = 4
+# An in-memory store's pool is its data, but rows appended since the last checkpoint are held
+# uncompressed and pinned, and rows deleted by retention stay until one: without it the pool rose
+# to its limit (200k spans: 61 MB in the pool and 13 MB spilled; 9 MB once checkpointed). `hold`
+# checkpoints it every RELEASE_EVERY_S or once its pool passes HOLD_AT of the limit (what a
+# checkpoint compressed can be spilled to the temp directory: the pool stays near HOLD_AT); a
+# store file's pool is released at HOLD_AT too, before its RELEASE_EVERY_S at a high rate.
+HOLD_AT = 0.5
+HOLD_CHECK_EVERY_S = 1.0
 ROW_GROUP_ROWS = 16_384
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
@@ -133,6 +141,8 @@ class DuckDBStore(SpanStore):
         self._on_file = on_file
         self._next_release = time.monotonic() + RELEASE_EVERY_S
         self.releases = self.release_failures = 0
+        self._next_hold_check = 0.0
+        self.holds = 0
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, spans: Iterable[Span]) -> int:
@@ -221,6 +231,39 @@ class DuckDBStore(SpanStore):
                 self.release_failures += 1
             finally:
                 self._con.execute(f"SET memory_limit = '{int(self._memory_limit_mb)}MB'")
+
+    def hold(self) -> None:
+        """A store with a memory limit held near HOLD_AT of it: once its pool passes that, a file's
+        is released (`release`), an in-memory one is checkpointed (and every RELEASE_EVERY_S too),
+        counted in `holds`. At most one duckdb_memory() look every HOLD_CHECK_EVERY_S: the caller
+        (the agent's worker) may call it after every batch."""
+        if self._memory_limit_mb is None or self._con is None:
+            return
+        now = time.monotonic()
+        if now < self._next_hold_check:
+            return
+        self._next_hold_check = now + HOLD_CHECK_EVERY_S
+        past = self.memory().get("pool", 0) >= HOLD_AT * self._memory_limit_mb * 2**20
+        if self._on_file:
+            if past:
+                self.holds += 1
+                self.release()
+            return
+        if past or now >= self._next_release:
+            with self._lock:
+                self._next_release = now + RELEASE_EVERY_S
+                self._con.execute("CHECKPOINT")
+                self.holds += 1
+
+    def memory(self) -> dict[str, int]:
+        """What DuckDB's buffer manager holds now (duckdb_memory()), in bytes: in memory (`pool`)
+        and spilled to its temp directory (`spilled`)."""
+        with self._lock:
+            if self._con is None:
+                return {}
+            pool, spilled = self._con.execute("SELECT sum(memory_usage_bytes), sum(temporary_storage_bytes)"
+                                              " FROM duckdb_memory()").fetchall()[0]
+        return {"pool": int(pool or 0), "spilled": int(spilled or 0)}
 
     def flush(self) -> None:
         with self._lock, _private_files(self.path):

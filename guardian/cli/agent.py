@@ -1,6 +1,7 @@
 """`guardian agent [--store PATH] [--config FILE]`: capture + linking + enrichment + store +
 export continuously, with the HTTP API (/healthz, /metrics, /v1/...). Prints `ready` on stderr
-once capturing; SIGTERM/SIGINT links what is pending, flushes the store and exits 0."""
+once capturing; SIGTERM/SIGINT links what is pending, flushes the store and exits 0; SIGUSR1 logs
+the resident set by source (`memory {...}`: guardian/rss.py)."""
 from __future__ import annotations
 
 import argparse
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(cfg.store.path, max_age_s=cfg.store.max_age_s, max_spans=cfg.store.max_spans,
                        memory_limit_mb=cfg.store.memory_limit_mb, threads=cfg.store.threads)
     sink = from_config(cfg.export, netns=cfg.capture.scope.get("netns"))
-    agent = Agent(cfg, store, source, sink, enricher)
+    agent = Agent(cfg, store, source, sink, enricher, page_out=True)
 
     host, warning = settings.bind_host(args.host)
     if warning:
@@ -149,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: agent.stop.set())
+    # the resident set by source as one log line (Agent.memory), written by the worker, not here
+    signal.signal(signal.SIGUSR1, lambda *_: agent.log_memory.set())
     if not args.replay:
         from capture.live import tune_gc
 

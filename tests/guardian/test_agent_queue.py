@@ -90,3 +90,26 @@ def test_without_overload_nothing_is_counted_or_shed():
     agent.on_spans(_spans(7, 500) + _spans(9, 5, error_every=2))
     assert (agent.queued_spans, agent.dropped, agent.shed.kept, agent.shed._seen) == (505, 0, 0, {})
     store.close()
+
+
+def test_the_queue_is_bounded_in_bytes_counted_and_visible_in_metrics():
+    """Spans with long text (SQL, URLs up to the payload prefix) reach the byte bound long before
+    the span bound: the batches past it are refused, counted, and the gauges say what is held."""
+    from prometheus_client import generate_latest
+
+    store = open_store(None)
+    agent = Agent(AgentConfig(store={"queue_mb": 1}), store, source=None, shed=PLAIN)
+    long = [Span(name="SELECT", kind="CLIENT", start_time_unix_nano=10**18 + i, end_time_unix_nano=10**18 + i + 9,
+                 attributes={"db.system.name": "postgresql", "db.query.text": "SELECT " + "x" * 4000 + f" {i}"},
+                 resource={"service.name": "a", "process.pid": 1}) for i in range(100)]  # ~400 KB a batch
+    for _ in range(10):
+        agent.on_spans(list(long))
+    assert agent.queue.refused_bytes >= 7 and agent.dropped >= 700
+    assert 0 < agent.queue.bytes <= 2**20 and agent.queued_spans <= 300  # 1,000 spans by the span bound alone
+    text = generate_latest(agent.registry).decode()
+    assert f"guardian_agent_ingest_queue_refused_bytes_total {float(agent.queue.refused_bytes)}" in text
+    assert f"guardian_agent_ingest_queue_bytes {float(agent.queue.bytes)}" in text
+    agent.queue.put(None)
+    agent._work()
+    assert agent.queue.bytes == 0 and agent.stored == store.count() == agent.received - agent.dropped
+    store.close()

@@ -46,3 +46,24 @@ def test_the_trim_returns_free_pages_held_inside_the_heap():
 
 def test_the_settings_are_accepted():
     assert heap.tune() is True
+
+
+def test_file_pages_only_the_start_used_leave_the_resident_set_and_come_back_when_used():
+    import duckdb
+
+    from guardian import rss
+
+    con = duckdb.connect()  # DuckDB's start touches most of its library (its functions' registration)
+    before = rss.by_mapping()[rss.FILE]
+    clock = [0.0]
+    pager = heap.FilePager(again_s=60.0, clock=lambda: clock[0])
+    assert pager.maybe() and pager.paged_out > 10 * rss.MB
+    after = rss.by_mapping()[rss.FILE]
+    assert before - after > 10 * rss.MB
+    assert not pager.maybe()  # again only 60 s later, then never
+    assert con.execute("SELECT sum(range) FROM range(1000)").fetchall() == [(499500,)]  # paged back in
+    assert rss.by_mapping()[rss.FILE] > after
+    clock[0] = 60.0
+    assert pager.maybe() and not pager.maybe()
+    clock[0] = 1e9
+    assert not pager.maybe()

@@ -37,6 +37,25 @@ def test_metrics_parse_counters_and_pick_the_drops():
     assert soak_probe.drop_counters({"guardian_agent_scope_dropped_spans": 9.0, "capture.kernel.scope_skipped": 4.0}) == {}
 
 
+def test_the_agents_memory_gauges_parse_back_by_source():
+    """What an agent's /metrics page says of its memory (guardian_agent_memory_*) is what the soak keeps."""
+    from prometheus_client import generate_latest
+
+    from capture.config import AgentConfig
+    from capture.store.factory import open_store
+    from guardian.agent_daemon import Agent
+
+    store = open_store(None, memory_limit_mb=64)
+    agent = Agent(AgentConfig(), store, source=None)
+    m = soak_probe.memory_gauges(generate_latest(agent.registry).decode())
+    store.close()
+    parts = sum(m["rss_bytes"][k] for k in ("ring", "heap", "anon", "stack", "file", "other"))
+    assert abs(m["rss_bytes"]["total"] - parts) <= 0.3  # each rounded to 0.1 MB
+    assert m["rss_bytes"]["total"] > 10 and m["malloc"]["in_use"] > 0 and m["python"]["blocks"] > 10_000
+    assert m["queue"] == {"spans": 0.0, "bytes": 0.0, "batches": 0.0} and "pool" in m["store"]
+    assert m["file_bytes"]
+
+
 def test_slope_per_minute():
     assert soak_probe.slope_per_min([(0, 100), (60, 110), (120, 120)]) == 10.0
     assert soak_probe.slope_per_min([(0, 100), (60, 110)]) is None

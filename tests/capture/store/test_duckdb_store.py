@@ -1,6 +1,7 @@
 """DuckDBStore on a seeded store: filters, traces, RED, service map, retention, persistence."""
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -340,3 +341,43 @@ def test_a_store_file_hands_its_cached_blocks_back_and_still_answers(tmp_path, m
     memory.release()
     assert memory.releases == 0 and memory.count() == 4
     memory.close()
+
+
+def _wide(i0: int, n: int) -> list[Span]:
+    """Spans whose text does not compress away (a distinct random literal each: ~300 bytes)."""
+    rnd = random.Random(i0)
+    return [Span(name="SELECT", kind="CLIENT", start_time_unix_nano=T0 + (i0 + i) * MS,
+                 end_time_unix_nano=T0 + (i0 + i) * MS + 5, resource={"service.name": "db"},
+                 attributes={"db.query.text": f"SELECT '{rnd.randbytes(150).hex()}'"})
+            for i in range(n)]
+
+
+def test_a_store_with_a_limit_is_held_near_half_of_it_and_keeps_every_span(tmp_path, monkeypatch):
+    """New rows (uncompressed, pinned) and retention's deletes stay in an in-memory store's pool
+    until a checkpoint: it rose to its limit. `hold` checkpoints it (a file's pool: released) once
+    the pool passes HOLD_AT of the limit; nothing is lost."""
+    from capture.store import duckdb_store
+
+    monkeypatch.setattr(duckdb_store, "HOLD_CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(duckdb_store, "RELEASE_EVERY_S", 3600.0)  # never by time here
+    limit = 16
+    held = [duckdb_store.DuckDBStore(None, memory_limit_mb=limit),
+            duckdb_store.DuckDBStore(str(tmp_path / "spans.duckdb"), memory_limit_mb=limit)]
+    plain = duckdb_store.DuckDBStore(None, memory_limit_mb=limit)
+    peak, peak_plain, batch = [0, 0], 0, 5_000
+    for k in range(0, 60_000, batch):
+        spans = _wide(k, batch)
+        plain.append(spans)
+        peak_plain = max(peak_plain, plain.memory()["pool"])
+        for i, store in enumerate(held):
+            store.append(spans)
+            store.hold()
+            peak[i] = max(peak[i], store.memory()["pool"])
+    assert peak_plain > 0.75 * limit * 2**20, peak_plain  # near its limit: what `hold` prevents
+    for i, store in enumerate(held):
+        assert store.holds >= 2
+        assert peak[i] <= duckdb_store.HOLD_AT * limit * 2**20, (i, peak[i])
+        assert store.count() == 60_000 == store._rows("SELECT count(*) FROM spans")[0][0]
+        assert [s.start_time_unix_nano for s in store.spans(SpanFilter(limit=2))] == [T0, T0 + MS]
+        store.close()
+    plain.close()
