@@ -207,6 +207,7 @@ class Agent:
                 self.queue.taken(len(batch))
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
+            self.store.settle()  # what the store held back for a larger insert, once old enough
             if self.trimmer is not None:
                 self.trimmer.maybe()
             if stopping:
