@@ -1,8 +1,9 @@
 """SpanStore on DuckDB: in memory by default, or a file that survives restart.
 
 One table, one row per span; attributes and resource are JSON text (filterable with
-DuckDB's JSON functions, and round-tripped with their types). Batches go in as one
-columnar INSERT (an Arrow table DuckDB scans in place), never row by row. Retention: by age
+DuckDB's JSON functions, and round-tripped with their types). Batches go in as columnar
+INSERTs (Arrow tables DuckDB scans in place), never row by row, small ones held for one larger
+insert that every read makes first. Retention: by age
 (relative to the newest span, so recorded data is not evicted on import) and by count,
 oldest first. One connection guarded by a lock: DuckDB connections are not thread-safe.
 """
