@@ -172,7 +172,8 @@ class DuckDBStore(SpanStore):
         return n
 
     def settle(self) -> None:
-        """Insert what is held once it has waited INSERT_EVERY_S (called while no spans come)."""
+        """Insert what is held once it has waited INSERT_EVERY_S (the agent's worker calls it
+        at every turn, so that spans are written while none come)."""
         if self._held and time.monotonic() - self._held_since >= INSERT_EVERY_S:
             with self._lock:
                 self._insert_held()
@@ -191,10 +192,14 @@ class DuckDBStore(SpanStore):
             self._con.register("_batch", table)
             try:
                 self._con.execute("INSERT INTO spans SELECT * FROM _batch")
+            except duckdb.Error:
+                self._count -= table.num_rows  # counted when appended; lost like a failed append
+                raise
             finally:
                 self._con.unregister("_batch")
                 if parallel:
-                    self._con.execute("RESET threads" if self._threads is None else f"SET threads = {int(self._threads)}")
+                    back = "RESET threads" if self._threads is None else f"SET threads = {int(self._threads)}"
+                    self._con.execute(back)
             self._enforce_retention()
 
     def relink(self, parents: list[tuple[str, str, dict[str, Any]]], traces: dict[str, str]) -> int:
