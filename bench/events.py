@@ -385,6 +385,9 @@ def agent_once(header: dict, records: list[bytes], compiled: bool) -> tuple[int,
         pipeline.flush()
         took["capture"] += clock() - t0
         work(final=True)
+        t0 = clock()
+        store.count()  # what the store held back for a larger insert goes in (a read's first step)
+        took["store"] += clock() - t0
         store.close()
     linker._link, rows._rows = saved
     n = max(agent.stored, 1)

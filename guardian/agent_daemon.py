@@ -268,12 +268,13 @@ class Agent:
                 self.queue.taken(len(batch))
             self._enrich(batch)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
-            if self._hold is not None:
-                try:
+            try:
+                self.store.settle()  # what the store held back for a larger insert, once old enough
+                if self._hold is not None:
                     self._hold()
-                except Exception:  # noqa: BLE001 - keep storing; the counter and the log tell
-                    self.store_errors += 1
-                    log.exception("holding the store's memory failed")
+            except Exception:  # noqa: BLE001 - keep storing; the counter and the log tell
+                self.store_errors += 1
+                log.exception("settling or holding the store failed")
             if self.trimmer is not None:
                 self.trimmer.maybe()
             if self.pager is not None:

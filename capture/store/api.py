@@ -168,6 +168,10 @@ class SpanStore(ABC):
                     break
         return [self.trace(t) for t in seen]
 
+    def settle(self) -> None:
+        """Write what an engine holds back for a larger insert once it has waited long enough
+        (called while no spans arrive; reads and flush() always write it first)."""
+
     def flush(self) -> None:
         """Make appended spans durable (file-backed stores)."""
 

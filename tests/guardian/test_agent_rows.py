@@ -2,7 +2,8 @@
 Agent (its queue, worker, linker and DuckDB store) stores the same rows, ids masked and links kept,
 whether the capture's exchanges become Spans then rows in Python and are linked in Python (the
 specification: capture.rows.row_of, linker.link_python, StreamLinker._release_python) or become
-rows in the compiled path (ConnTracker.spans_as_rows) and are made into rows and linked in C."""
+rows in the compiled path (ConnTracker.spans_as_rows) and are made into rows and linked in C; and
+whether the store inserts each append at once or holds appends for one larger insert."""
 from __future__ import annotations
 
 import random
@@ -15,6 +16,7 @@ from capture import fastpath, rows, stitch
 from capture.config import AgentConfig
 from capture.live import BATCH
 from capture.pipeline import Pipeline
+from capture.store import duckdb_store
 from capture.store.duckdb_store import DuckDBStore
 from capture.traces import linker
 from guardian.agent_daemon import Agent
@@ -50,13 +52,24 @@ class RecordedSource:
         return {}
 
 
-def stored(name: str, compiled: bool, monkeypatch) -> tuple[list[tuple], Agent]:
+class ChunkedStore(DuckDBStore):
+    """Each append handed over in small batches, so that several are held and inserted together
+    (and what is left is inserted by the first read)."""
+
+    def append(self, spans):
+        return sum(super(ChunkedStore, self).append(spans[i:i + 257]) for i in range(0, len(spans), 257))
+
+
+def stored(name: str, compiled: bool, monkeypatch, held: bool = False) -> tuple[list[tuple], Agent]:
     """The store's rows after the agent ran on the recording: ids replaced by the order of the rows
-    (sorted on everything else), parents and traces by the row they point at."""
+    (sorted on everything else), parents and traces by the row they point at. `held`: appends in
+    small batches, held by the store and inserted a thousand rows at a time; else each at once."""
     if not compiled:
         monkeypatch.setattr(linker, "_link", None)
         monkeypatch.setattr(rows, "_rows", None)
-    store = DuckDBStore(None)
+    monkeypatch.setattr(duckdb_store, "INSERT_ROWS", 1_000 if held else 1)
+    monkeypatch.setattr(duckdb_store, "INSERT_EVERY_S", 3600.0)
+    store = ChunkedStore(None, threads=2) if held else DuckDBStore(None)
     source = RecordedSource(name, compiled)
     # one linker run over everything at the end: the worker's batches follow the threads' timing,
     # and where a window or the pending bound releases spans between them, links may differ run to run
@@ -85,3 +98,11 @@ def test_the_store_gets_the_same_rows_from_both_paths(name, monkeypatch):
         assert sum(1 for r in python if r[2] is not None) >= 0.45 * len(python)
         # and the compiled path made its HTTP/1 exchanges as rows, not Spans
         assert b.source.tracker.fast.counts()["spans"] >= 0.9 * len(python)
+
+
+@pytest.mark.parametrize("name", ["nginx_hey_pair", "redis_bench_pair"])
+def test_the_store_gets_the_same_rows_whether_it_inserts_each_append_or_holds_them(name, monkeypatch):
+    at_once, a = stored(name, True, monkeypatch)
+    held, b = stored(name, True, monkeypatch, held=True)
+    assert held == at_once and len(held) >= 1400 and a.stored == b.stored == len(held)
+    assert b.store.count() == len(held) and not b.store._held

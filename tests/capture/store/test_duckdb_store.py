@@ -223,7 +223,8 @@ def test_store_file_and_wal_are_private_from_the_start(tmp_path):
         assert _mode(path) == 0o600
         assert wal.exists() and _mode(wal) == 0o600
         store.flush()  # CHECKPOINT: DuckDB deletes the WAL ...
-        store.append(call(50))  # ... and creates a new one at the next write
+        store.append(call(50))  # ... and creates a new one at the next write (the insert of
+        store.count()  # what append held back, which a read makes at once)
         assert wal.exists() and _mode(wal) == 0o600
         store.close()
         assert os.umask(0o022) == 0o022
@@ -321,6 +322,7 @@ def test_a_store_file_hands_its_cached_blocks_back_and_still_answers(tmp_path, m
     from capture.store import duckdb_store
 
     monkeypatch.setattr(duckdb_store, "RELEASE_EVERY_S", 3600.0)
+    monkeypatch.setattr(duckdb_store, "INSERT_ROWS", 1)  # small inserts: through the WAL, cached
     store = duckdb_store.DuckDBStore(str(tmp_path / "spans.duckdb"), memory_limit_mb=64)
     for k in range(0, 12_000, 1_000):
         store.append([s for i in range(k, k + 1_000) for s in call(i, fail=i % 10 == 0)])
@@ -381,3 +383,34 @@ def test_a_store_with_a_limit_is_held_near_half_of_it_and_keeps_every_span(tmp_p
         assert [s.start_time_unix_nano for s in store.spans(SpanFilter(limit=2))] == [T0, T0 + MS]
         store.close()
     plain.close()
+
+
+def test_appends_are_held_for_one_larger_insert_yet_every_read_and_a_restart_sees_them(tmp_path, monkeypatch):
+    from capture.store import duckdb_store
+
+    path = str(tmp_path / "spans.duckdb")
+    store = duckdb_store.DuckDBStore(path, memory_limit_mb=64, threads=2)
+    inserted = lambda: store._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]  # noqa: E731
+    first = call(1)
+    store.append(first)
+    store.append(call(2))
+    assert inserted() == 0 and store._held_rows == 8  # held: below INSERT_ROWS, younger than INSERT_EVERY_S
+    store.settle()
+    assert inserted() == 0
+    assert [s.span_id for s in store.trace(first[0].trace_id)] == [s.span_id for s in first]  # a read inserts
+    assert inserted() == 8 and store._held_rows == 0
+    threads = store._con.execute("SELECT current_setting('threads')").fetchall()[0][0]
+    assert threads == 2  # set back after the one-thread insert
+    store.append(call(3))
+    monkeypatch.setattr(duckdb_store, "INSERT_EVERY_S", 0.0)
+    store.settle()  # old enough: inserted while no spans come
+    assert inserted() == 12
+    monkeypatch.setattr(duckdb_store, "INSERT_EVERY_S", 3600.0)
+    n = duckdb_store.INSERT_ROWS // 4 + 1
+    store.append([s for i in range(10, 10 + n) for s in call(i)])  # a row group's worth: inserted now
+    assert inserted() == 12 + 4 * n
+    store.append(call(5))
+    store.close()  # what is held is written before the file is closed
+    again = duckdb_store.DuckDBStore(path)
+    assert again.count() == 16 + 4 * n
+    again.close()
