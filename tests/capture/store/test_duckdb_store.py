@@ -362,6 +362,7 @@ def test_a_store_with_a_limit_is_held_near_half_of_it_and_keeps_every_span(tmp_p
 
     monkeypatch.setattr(duckdb_store, "HOLD_CHECK_EVERY_S", 0.0)
     monkeypatch.setattr(duckdb_store, "RELEASE_EVERY_S", 3600.0)  # never by time here
+    monkeypatch.setattr(duckdb_store, "INSERT_ROWS", 1)  # each append inserted at once: the pool's worst case
     limit = 16
     held = [duckdb_store.DuckDBStore(None, memory_limit_mb=limit),
             duckdb_store.DuckDBStore(str(tmp_path / "spans.duckdb"), memory_limit_mb=limit)]
