@@ -25,6 +25,7 @@ BENCHES = {
     "events": True,
     "capture": True,
     "dbload": True,
+    "dbsched": True,
     "tls": True,
     "start": True,
     "fuzz": False,
