@@ -94,7 +94,8 @@ def pgbench(pg: dict, seconds: int, agent_pid: int | None = None) -> dict:
     out, _ = proc.communicate(timeout=120)
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
     queries = tps * window
-    res = {"tps": round(tps), "host_idle": round((idle1[0] - idle0[0]) / max(idle1[1] - idle0[1], 1), 3)}
+    done = int(re.search(r"actually processed: (\d+)", out).group(1))
+    res = {"tps": round(tps), "queries": done, "host_idle": round((idle1[0] - idle0[0]) / max(idle1[1] - idle0[1], 1), 3)}
     for group in groups:
         total = [0] * len(FIELDS)
         for tid, v in after[group].items():
@@ -134,7 +135,7 @@ def under_agent(pg: dict, variant: str, seconds: int, tree: Path | None) -> dict
     finally:
         ctx.__exit__(None, None, None)
     res["drops"] = cap.stats.get("kernel.ringbuf_drops", 0)
-    res["spans_per_query"] = round(dbload.client_spans(cap, pg["pid"]) / max(res["tps"] * seconds, 1), 3)
+    res["spans_per_query"] = round(dbload.client_spans(cap, pg["pid"]) / max(res["queries"], 1), 4)
     return res
 
 
