@@ -26,6 +26,7 @@ BENCHES = {
     "capture": True,
     "dbload": True,
     "dbsched": True,
+    "exchange_cpu": True,
     "tls": True,
     "start": True,
     "fuzz": False,
