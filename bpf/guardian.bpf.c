@@ -1,4 +1,5 @@
-/* Guardian syscall capture. Hooks: syscall tracepoints (enter + exit) for the data calls,
+/* Guardian syscall capture. Hooks: syscall tracepoints (enter + exit; reads: exit only where
+ * READS_AT_EXIT) for the data calls,
  * connect/accept/socket/close, and sock:inet_sock_set_state — tracepoints because this
  * kernel has no kprobes, and they are a stable ABI. Per traced syscall on a tracked socket
  * the cost is two map lookups and, for known protocols, one bounded copy into the ring
