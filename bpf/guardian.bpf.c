@@ -744,9 +744,9 @@ static __always_inline int io_done(void *ctx, __u64 id, struct guardian_io io, l
 
 /* ---- data syscalls ----
  * Writes have an enter program (their bytes are stamped there: io_exit) and an exit program;
- * reads, where READS_AT_EXIT, an exit program only (read_exit): per PostgreSQL query, or Redis
- * command, that is four fewer program runs of about twelve (the two reads that return the
- * messages and the empty one after each: `python -m bench.dbload --bpf-time`). */
+ * reads, where READS_AT_EXIT, an exit program only (read_exit): per pgbench -S query that is
+ * four fewer program runs of about twelve (the two reads that return the messages and the empty
+ * one after each), per redis-benchmark command two of eight (`python -m bench.dbload --bpf-time`). */
 TRACEPOINT_PROBE(syscalls, sys_enter_write)
 { return io_enter(args->fd, (__u64)args->buf, 0, DIR_EGRESS, IO_PLAIN, 0, 0); }
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args, args->ret); }
