@@ -104,6 +104,10 @@ def measured(load, server_pid: int) -> dict:
     ops = max(out["operations"], 1)
     out["app_cpu_us_per_operation"] = round(1e6 * (client_s + server_s) / ops, 2)
     out["client_cpu_us_per_operation"] = round(1e6 * client_s / ops, 2)
+    # the load generator's sleeps (voluntary switches) and preemptions (involuntary) per operation:
+    # an agent whose CPU lands on the load's cores shows as preemptions here
+    out["client_switches_per_operation"] = [round((after.ru_nvcsw - children.ru_nvcsw) / ops, 3),
+                                            round((after.ru_nivcsw - children.ru_nivcsw) / ops, 3)]
     return out
 
 
@@ -116,6 +120,20 @@ class _Capture:
     bpf_by_program: dict  # attach point -> [run time ns, runs] over the load (--bpf-time)
     peak_rss_mb: float  # the agent's peak resident set (VmHWM) after the load
     ring_rss_mb: float  # of its resident set, the ring buffers' mappings
+    switches: list  # the agent's voluntary and involuntary context switches over the load, all threads
+
+
+def _switches(pid: int) -> list[int]:
+    """Voluntary and involuntary context switches of every thread of a process."""
+    out = [0, 0]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        out[0] += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+        out[1] += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+    return out
 
 
 def _cpu_s(pid: int) -> float:
@@ -145,6 +163,7 @@ def capture(port: int, tree: Path | None = None, pair: bool | None = None):
                 raise RuntimeError(Path(err.name).read_text())
             time.sleep(0.2)
         ready_cpu = _cpu_s(proc.pid)
+        ready_switches = _switches(proc.pid)
         ids = prog_ids_of(proc.pid) if BPF_TIME[0] else set()
         names = attach_names() if ids else {}
         before = programs() if ids else {}
@@ -161,6 +180,7 @@ def capture(port: int, tree: Path | None = None, pair: bool | None = None):
         _wait_drained(Path(out.name))
         # its own CPU time, read before the stop: wait4's rusage would add the compile child's
         cap.cpu_s = _cpu_s(proc.pid) - ready_cpu
+        cap.switches = [b - a for a, b in zip(ready_switches, _switches(proc.pid))]
         cap.peak_rss_mb, cap.ring_rss_mb = _memory_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -234,6 +254,7 @@ def _rounds(port: int, server_pid: int, load, fields) -> dict:
             runs[_name(tree, pair)] = {
                 **fields(alone, agent, cap),
                 "agent_cpu_us_per_operation": round(1e6 * cap.cpu_s / agent["operations"], 2),
+                "agent_switches_per_1k_operations": [round(1e3 * n / agent["operations"], 2) for n in cap.switches],
                 **_app_cpu(alone, agent),
                 "agent_peak_rss_mb": cap.peak_rss_mb, "agent_ring_rss_mb": cap.ring_rss_mb,
                 **_bpf_time(cap, agent["operations"]), "capture_stats": cap.stats}
@@ -246,13 +267,16 @@ def _app_cpu(alone: dict, agent: dict) -> dict:
             "app_cpu_us_per_operation": agent["app_cpu_us_per_operation"],
             "baseline_client_cpu_us_per_operation": alone["client_cpu_us_per_operation"],
             "client_cpu_us_per_operation": agent["client_cpu_us_per_operation"],
+            "baseline_client_switches_per_operation": alone["client_switches_per_operation"],
+            "client_switches_per_operation": agent["client_switches_per_operation"],
             "app_cpu_added_us_per_operation": round(agent["app_cpu_us_per_operation"]
                                                     - alone["app_cpu_us_per_operation"], 2)}
 
 
 ROUND_KEYS = ("throughput_ratio", "baseline_app_cpu_us_per_operation", "app_cpu_us_per_operation",
               "app_cpu_added_us_per_operation", "baseline_client_cpu_us_per_operation", "client_cpu_us_per_operation", "agent_cpu_us_per_operation", "bpf_us_per_operation",
-              "spans_per_operation")
+              "bpf_runs_per_operation", "baseline_client_switches_per_operation", "client_switches_per_operation",
+              "agent_switches_per_1k_operations", "spans_per_operation")
 
 
 def _median_round(rounds: list[dict]) -> dict:

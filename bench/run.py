@@ -25,6 +25,8 @@ BENCHES = {
     "events": True,
     "capture": True,
     "dbload": True,
+    "dbsched": True,
+    "exchange_cpu": True,
     "tls": True,
     "scope": True,
     "start": True,

@@ -1,4 +1,5 @@
-/* Guardian syscall capture. Hooks: syscall tracepoints (enter + exit) for the data calls,
+/* Guardian syscall capture. Hooks: syscall tracepoints (enter + exit; reads: exit only where
+ * READS_AT_EXIT) for the data calls,
  * connect/accept/socket/close, and sock:inet_sock_set_state — tracepoints because this
  * kernel has no kprobes, and they are a stable ABI. Per traced syscall on a tracked socket
  * the cost is two map lookups and, for known protocols, one bounded copy into the ring
@@ -644,6 +645,9 @@ static __always_inline void emit_plain_walk(void *ctx, struct guardian_conn_key 
     iov_tail.call(ctx, DIR_INGRESS);
 }
 
+static __always_inline int io_done(void *ctx, __u64 id, struct guardian_io io, long ret,
+                                   struct guardian_conn *c);
+
 static __always_inline int io_exit(void *ctx, long ret)
 {
     __u64 id = bpf_get_current_pid_tgid();
@@ -663,6 +667,50 @@ static __always_inline int io_exit(void *ctx, long ret)
     struct guardian_conn *c = conns.lookup(&key);
     if (!c)
         return 0;
+    return io_done(ctx, id, io, ret, c);
+}
+
+#if READS_AT_EXIT
+#include <uapi/linux/ptrace.h>
+/* A read's exit, with no program at its entry: the call's arguments are the registers it was
+ * made with, which a syscall leaves as they were (x86_64; the loader's READS_AT_EXIT). A read
+ * that returns nothing (an event loop reads every socket until EAGAIN) costs its exit tracepoint
+ * and a compare; a read on a socket whose plaintext the TLS probes deliver ties the thread's SSL
+ * object to its socket here, as io_enter does for sends (a read that got nothing has nothing to
+ * tie: the SSL read it serves returns nothing either). */
+static __always_inline int read_exit(void *ctx, long ret, __u8 shape, int is_socket_call)
+{
+    if (ret <= 0)
+        return 0;
+    __u64 id = bpf_get_current_pid_tgid();
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    __u64 fd = 0, buf = 0, vlen = 0, addr = 0;
+    bpf_probe_read_kernel(&fd, 8, &PT_REGS_PARM1_SYSCALL(regs));
+    struct guardian_conn *c = followed_conn(id, (__u32)fd, is_socket_call ? TRANSPORT_TCP : -1);
+    if (!c)
+        return 0;
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = (__u32)fd};
+    if (c->flags & CONN_TLS_PLAINTEXT) {
+        tls_socket_io(&key, c, id, DIR_INGRESS, 1);
+        stat_add(STAT_TLS_SKIPPED, 1);
+        return 0;
+    }
+    bpf_probe_read_kernel(&buf, 8, &PT_REGS_PARM2_SYSCALL(regs));
+    if (shape == IO_IOVEC)
+        bpf_probe_read_kernel(&vlen, 8, &PT_REGS_PARM3_SYSCALL(regs));
+    else if (is_socket_call && shape == IO_PLAIN) /* recvfrom's sockaddr */
+        bpf_probe_read_kernel(&addr, 8, &PT_REGS_PARM5_SYSCALL(regs));
+    struct guardian_io io = {.buf = buf, .addr = addr, .fd = (__u32)fd, .vlen = (__u32)vlen,
+                             .direction = DIR_INGRESS, .shape = shape};
+    return io_done(ctx, id, io, ret, c);
+}
+#endif
+
+/* The data of a syscall on tracked connection `c` that moved `ret` > 0 bytes. */
+static __always_inline int io_done(void *ctx, __u64 id, struct guardian_io io, long ret,
+                                   struct guardian_conn *c)
+{
+    struct guardian_conn_key key = {.tgid = id >> 32, .fd = io.fd};
     sock_identify(io.fd, c);
     /* Written bytes are stamped when the write began, read bytes when the read returned:
      * the peer can read a write before the writer's exit runs (a loopback write wakes the
@@ -693,31 +741,42 @@ static __always_inline int io_exit(void *ctx, long ret)
     return 0;
 }
 
-/* ---- data syscalls ---- */
-TRACEPOINT_PROBE(syscalls, sys_enter_read)
-{ return io_enter(args->fd, (__u64)args->buf, 0, DIR_INGRESS, IO_PLAIN, 0, 0); }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args, args->ret); }
+/* ---- data syscalls ----
+ * Writes have an enter program (their bytes are stamped there: io_exit) and an exit program;
+ * reads, where READS_AT_EXIT, an exit program only (read_exit): per pgbench -S query that is
+ * four fewer program runs of about twelve (the two reads that return the messages and the empty
+ * one after each), per redis-benchmark command two of eight (`python -m bench.dbload --bpf-time`). */
 TRACEPOINT_PROBE(syscalls, sys_enter_write)
 { return io_enter(args->fd, (__u64)args->buf, 0, DIR_EGRESS, IO_PLAIN, 0, 0); }
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_readv)
-{ return io_enter(args->fd, (__u64)args->vec, args->vlen, DIR_INGRESS, IO_IOVEC, 0, 0); }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_writev)
 { return io_enter(args->fd, (__u64)args->vec, args->vlen, DIR_EGRESS, IO_IOVEC, 0, 0); }
 TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
 { return io_enter(args->fd, (__u64)args->buff, 0, DIR_EGRESS, IO_PLAIN, (__u64)args->addr, 1); }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
-{ return io_enter(args->fd, (__u64)args->ubuf, 0, DIR_INGRESS, IO_PLAIN, (__u64)args->addr, 1); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
 { return io_enter(args->fd, (__u64)args->msg, 0, DIR_EGRESS, IO_MSGHDR, 0, 1); }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return io_exit(args, args->ret); }
+#if READS_AT_EXIT
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return read_exit(args, args->ret, IO_PLAIN, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return read_exit(args, args->ret, IO_IOVEC, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return read_exit(args, args->ret, IO_PLAIN, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return read_exit(args, args->ret, IO_MSGHDR, 1); }
+#else
+TRACEPOINT_PROBE(syscalls, sys_enter_read)
+{ return io_enter(args->fd, (__u64)args->buf, 0, DIR_INGRESS, IO_PLAIN, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv)
+{ return io_enter(args->fd, (__u64)args->vec, args->vlen, DIR_INGRESS, IO_IOVEC, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{ return io_enter(args->fd, (__u64)args->ubuf, 0, DIR_INGRESS, IO_PLAIN, (__u64)args->addr, 1); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
 { return io_enter(args->fd, (__u64)args->msg, 0, DIR_INGRESS, IO_MSGHDR, 0, 1); }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args, args->ret); }
+#endif
 
 /* ---- connection lifecycle ---- */
 static __always_inline int sockcall_enter(__u32 fd, __u64 addr)

@@ -13,6 +13,7 @@ import json
 import logging
 import mmap
 import os
+import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +48,20 @@ _TGID, _COPIED, _KIND = abi.Event.tgid.offset, abi.Event.copied_len.offset, abi.
 SENTINEL_AGENT_PID = 0x3EADBEE1
 SENTINEL_FILTER_PID = 0x3EADBEE3
 SENTINEL_FILTER_PORT = 0xFEED
+
+
+def reads_at_exit(offsets: dict[str, int], machine: str | None = None, release: str | None = None) -> bool:
+    """Whether reads need no program at their entry (bpf: read_exit takes the syscall's arguments
+    from its registers at its exit): bpf_task_pt_regs (Linux 5.15) on kernel BTF (the socket
+    offsets came from it), and x86_64's syscall registers, which a syscall leaves as it found them
+    (arm64 returns in the first argument's register)."""
+    machine = machine or platform.machine()
+    release = release or platform.release()
+    try:
+        version = tuple(int(x) for x in release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return bool(offsets) and machine == "x86_64" and version >= (5, 15)
 
 
 def _power_of_two(n: int) -> bool:
@@ -147,9 +162,10 @@ class Loader:
             f"-DPAIR_HTTP1={int(pair)}",
             f"-DPAIR_CONNS={PAIR_CONNS}",
             "-Wno-unused-function",
-            # the kernel's socket behind an fd, at the running kernel's offsets (capture/btf.py)
-            *(f"-D{name}={off}" for name, off in offsets.items()),
         ]
+        # the kernel's socket behind an fd, at the running kernel's offsets (capture/btf.py)
+        self.cflags += [*(f"-D{name}={off}" for name, off in offsets.items()),
+                        f"-DREADS_AT_EXIT={int(reads_at_exit(offsets))}"]
         self.bpf = None
         self._seeded = 0
 
