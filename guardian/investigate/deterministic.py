@@ -26,6 +26,7 @@ from guardian.investigate.rank import downstream_bonus as _downstream_bonus
 from guardian.investigate.rank import impact as _impact
 from guardian.investigate.rank import propagate as _propagate
 from guardian.investigate.rank import reach as _reach
+from guardian.investigate.pools import add_pools
 from guardian.investigate.rare import add_rare
 from guardian.investigate.samples import Memo, Walker
 from guardian.investigate.signals import Signals, read_signals
@@ -109,6 +110,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
             c.traces.add(v.span.trace_id)
     _signal_candidates(walker, sig, cands)
     add_rare(walker, found, cands)  # failures too few for a test, each on its service's own answer
+    add_pools(sig, cands)  # requests waiting, calling nothing, for a pooled connection
     # A client that serves nothing and takes no work from a queue (a load generator, a user's
     # script) sends what it is asked to: fewer calls from it are less demand, or a symptom of
     # what it calls, never a cause.
