@@ -55,12 +55,17 @@ def pool_waits(cur: Sample, base: Sample) -> list[PoolWait]:
         bs = before.get(op, [])
         if len(rs) < MIN_SAMPLE or len(bs) < MIN_SAMPLE:
             continue
+        made = set().union(*(r.calls for r in bs + rs)) - set().union(*(r.lookups for r in bs + rs))
+        # A request that calls a service doing work of its own may be waiting on that call,
+        # unanswered (no span yet): only an operation that calls databases and caches alone
+        # waits, calling nothing, for nothing but a connection.
+        if any(sig.split(" ", 1)[0] in calling for sig in made):
+            continue
+        usual = [sig for sig in made if sum(1 for r in bs if r.calls[sig]) >= USUAL * len(bs)]
         d0 = sorted(r.span.duration_ns / 1e6 for r in bs)
         base_p50 = _quantile(d0, 0.5)
         best: PoolWait | None = None
-        for sig in set().union(*(r.calls for r in bs)) - set().union(*(r.lookups for r in bs)):
-            if sig.split(" ", 1)[0] in calling or sum(1 for r in bs if r.calls[sig]) < USUAL * len(bs):
-                continue
+        for sig in usual:
             waited = [r for r in rs if not r.calls[sig] and _idle(r)]
             if len(waited) < max(MIN_SAMPLE, SKIPPED * len(rs)):
                 continue
