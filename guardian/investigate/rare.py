@@ -20,6 +20,7 @@ from tools.stats import RedStats, confidence, error_p, from_row, from_spans
 from tools.trace import Tree
 
 RARE_SPANS = 200  # failed spans read in the window
+RARE_TREES = 20  # traces read for them, at most (one query each)
 RARE_VOTES = 1.0  # per failed request: its size, not a test, is behind it
 GATEWAY = {"502", "504"}  # a proxy passing on its callee's failure: not its own
 GRPC_OWN = {"2", "13", "14"}  # UNKNOWN, INTERNAL, UNAVAILABLE: the server's own failure
@@ -49,7 +50,7 @@ def felt(tree: Tree, s: Span) -> bool:
     return False
 
 
-def _baseline(walker: Walker, tree: Tree, s: Span) -> tuple[RedStats, RedStats] | None:
+def _baseline(walker: Walker, s: Span) -> tuple[RedStats, RedStats] | None:
     """Calls like s now and in the baseline: its operation's RED, or for a call no span of the
     server answered, the caller's calls to that peer and operation."""
     if s.kind in ("SERVER", "CONSUMER"):
@@ -74,18 +75,22 @@ def rare_votes(walker: Walker, found: list[Anomaly]) -> list[tuple[Vote, RedStat
     anomaly reports failing and whose baseline calls never failed."""
     reported = {(a.service, a.operation) for a in found if a.kind in FAILED}
     reported |= {(a.caller, None) for a in found if a.kind in FAILED and a.caller}
-    out, seen = [], set()
+    out, seen, read = [], set(), 0
     for s in walker.store.spans(SpanFilter(window=walker.window, status_code="ERROR", limit=RARE_SPANS)):
-        if s.trace_id in seen or not own_answer(s):
+        if s.trace_id in seen or not own_answer(s) or (s.service, s.name) in reported \
+                or (s.service, None) in reported:
             continue
+        read += 1
+        if read > RARE_TREES:
+            break  # more than a few: not rare, and the anomalies' tests speak for them
         tree = walker.tree(s.trace_id)
         kids = tree.children[s.span_id]
         if any(k.status_code == "ERROR" for k in kids) or (
                 s.kind == "CLIENT" and any(k.kind == "SERVER" for k in kids)):
             continue  # not the deepest failure: the one below is
-        if not felt(tree, s) or (s.service, s.name) in reported or (s.service, None) in reported:
+        if not felt(tree, s):
             continue
-        got = _baseline(walker, tree, s)
+        got = _baseline(walker, s)
         if got is None or got[1].count == 0 or got[1].errors > 0:
             continue  # new, or it failed before too: nothing says this is a change
         seen.add(s.trace_id)
