@@ -18,8 +18,9 @@ from tools.base import Capped, Tool, WindowArgs, cap, require_data, sample_trace
 from tools.errors import error_groups
 from tools.services import Edge, compare_edges, edge_samples
 from tools.sampling import covered
-from tools.stats import (SURE, RedStats, drop_p, error_shift, from_row, latency_ratio,
-                         latency_shift, scaled, tail_line, tail_p, tail_to_test, traffic_drop)
+from tools.stats import (SURE, RedStats, confidence, drop_p, error_p, error_shift, from_row,
+                         latency_ratio, latency_shift, scaled, tail_line, tail_p, tail_to_test,
+                         traffic_drop)
 from tools.trace import Tree
 
 SAMPLED = 10  # anomalies that get sample trace ids (each costs a query or two)
@@ -52,7 +53,8 @@ def _shifts(service: str, op: str | None, caller: str | None, c: RedStats,
             kind="error_rate", service=service, operation=op, caller=caller, current=c, baseline=b,
             score=_score((c.error_rate - b.error_rate) * 2, c.errors - b.error_rate * c.count),
             description=f"{where}: error rate {b.error_rate:.1%} -> {c.error_rate:.1%}"
-                        f" ({c.errors} errors of {c.count})"))
+                        f" ({c.errors} errors of {c.count}" + (
+                            f"; {confidence(error_p(c, b)):.1%} sure)" if b.count else ")")))
     if latency_shift(c, b, tail_sure):
         r = latency_ratio(c, b)
         out.append(Anomaly(

@@ -13,8 +13,8 @@ from capture.span import Span
 from capture.store.api import EdgeRow, RedRow
 
 MIN_COUNT = 5  # fewer calls than this: too few to call anything a shift
-ERROR_Z = 3.0  # two-proportion z-score for an error-rate shift
-ERROR_DELTA = 0.02  # and at least this much more error rate
+ERROR_DELTA = 0.02  # an error-rate shift: at least this much more error rate (and error_p sure)
+EXACT_ERRORS = 500  # failed calls (both windows) up to which error_p sums the exact tail
 LATENCY_RATIO = 1.5  # p95 at least this times the baseline
 LATENCY_DELTA_MS = 5.0  # and at least this many ms slower
 TAIL_ONLY_P50 = 1.3  # a p95 shift counts if p50 moved this much too
@@ -60,20 +60,31 @@ def from_spans(spans: list[Span], seconds: float) -> RedStats:
                     p99_ms=round(_quantile(d, 0.99), 3))
 
 
-def error_z(cur: RedStats, base: RedStats) -> float:
-    """Two-proportion z-score of cur's error rate over base's (0 when too few calls)."""
-    if cur.count < MIN_COUNT:
-        return 0.0
-    if base.count == 0:
-        return 10.0 if cur.errors >= MIN_COUNT else 0.0
-    p1, p0 = cur.errors / cur.count, base.errors / base.count
-    p = (cur.errors + base.errors) / (cur.count + base.count)
-    se = math.sqrt(max(p * (1 - p), 1e-9) * (1 / cur.count + 1 / base.count))
-    return (p1 - p0) / se
+def error_p(cur: RedStats, base: RedStats) -> float:
+    """One-sided p-value that cur's error rate is above base's. Under no change the calls of
+    both windows are exchangeable: of all failed calls, the number among cur's is
+    hypergeometric (Fisher's exact test), so 2 failures in 9 calls against none in 40 has its
+    exact chance (about 3 %), which a z-score on so few calls overstates. Above EXACT_ERRORS
+    failures the normal tail of the same test (the two-proportion z-score) is as good."""
+    k1, n1, k0, n0 = cur.errors, cur.count, base.errors, base.count
+    if n1 == 0 or n0 == 0 or k1 == 0:
+        return 1.0
+    if k1 + k0 <= EXACT_ERRORS:
+        return hypergeom_sf(k1, n1, k1 + k0, n1 + n0)
+    p = (k1 + k0) / (n1 + n0)
+    se = math.sqrt(max(p * (1 - p), 1e-12) * (1 / n1 + 1 / n0))
+    return 0.5 * math.erfc((k1 / n1 - k0 / n0) / se / math.sqrt(2))
 
 
 def error_shift(cur: RedStats, base: RedStats) -> bool:
-    return error_z(cur, base) >= ERROR_Z and cur.error_rate - base.error_rate >= ERROR_DELTA
+    """The error rate grew by ERROR_DELTA and error_p is SURE of it, on MIN_COUNT calls at least.
+    An operation with no baseline calls at all has nothing to be tested against: it counts
+    when MIN_COUNT of its calls failed."""
+    if cur.count < MIN_COUNT or cur.error_rate - base.error_rate < ERROR_DELTA:
+        return False
+    if base.count == 0:
+        return cur.errors >= MIN_COUNT
+    return error_p(cur, base) < 1 - SURE
 
 
 def latency_ratio(cur: RedStats, base: RedStats) -> float:

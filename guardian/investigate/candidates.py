@@ -5,10 +5,12 @@ merged per service and kind. Nothing here scores or ranks them (deterministic.py
 from __future__ import annotations
 
 from capture.store.api import SpanFilter, TimeWindow
+from guardian.investigate.pools import add_pools
 from guardian.investigate.rank import FAMILY as _FAMILY
 from guardian.investigate.rank import Candidate
 from guardian.investigate.rank import absorb as _absorb
 from guardian.investigate.rank import reach as _reach
+from guardian.investigate.rare import add_rare
 from guardian.investigate.samples import Walker
 from guardian.investigate.signals import Signals
 from tools.anomalies import Anomaly
@@ -70,6 +72,8 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
                 c.gap_ms.append(v.gap_ms)
             c.traces.add(v.span.trace_id)
     _signal_candidates(walker, sig, cands)
+    add_rare(walker, found, cands)  # failures too few for a test, each on its service's own answer
+    add_pools(sig, cands)  # requests waiting, calling nothing, for a pooled connection
     # A client that serves nothing and takes no work from a queue (a load generator, a user's
     # script) sends what it is asked to: fewer calls from it are less demand, or a symptom of
     # what it calls, never a cause.

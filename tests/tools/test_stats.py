@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tools.stats import (SURE, RedStats, binom_sf, drop_p, hypergeom_sf, latency_shift,
-                         mann_whitney_p, tail_line, tail_p, tail_to_test, traffic_drop)
+from tools.stats import (SURE, RedStats, binom_sf, drop_p, error_p, error_shift, hypergeom_sf,
+                         latency_shift, mann_whitney_p, tail_line, tail_p, tail_to_test,
+                         traffic_drop)
 
 
 def rate(count: int, seconds: float) -> RedStats:
@@ -102,3 +103,40 @@ def test_calls_no_slower_than_the_services_other_calls_were_are_not_new_slowness
     assert tail_p(cur, base)[0] < 1 - SURE  # 6 of 8 far above this operation's every call
     # but its service's other operations already took seconds (a busy database): within that
     assert tail_p(cur, base, floor_ms=5000.0) == (1.0, 0)
+
+
+# -- error-rate shifts: Fisher's exact test on the few calls of a quiet service -----------------
+
+def errors(k: int, n: int) -> RedStats:
+    return RedStats(count=n, errors=k, error_rate=k / n if n else 0.0)
+
+
+def test_error_p_is_fishers_exact_test():
+    # 2 failures in 9 calls, none in 40: both failures fall among the 9 of 49, C(9,2) / C(49,2)
+    assert error_p(errors(2, 9), errors(0, 40)) == pytest.approx(36 / 1176, abs=1e-12)
+    # 5 of 5 against none of 40: one arrangement of C(45, 5)
+    assert error_p(errors(5, 5), errors(0, 40)) == pytest.approx(1 / 1221759, rel=1e-9)
+    # 1 of 4 against 1 of 4: P(X >= 1) = 1 - C(4,0) C(4,2) / C(8,2) = 1 - 6/28
+    assert error_p(errors(1, 4), errors(1, 4)) == pytest.approx(22 / 28, abs=1e-12)
+    assert error_p(errors(0, 9), errors(0, 40)) == 1.0
+
+
+def test_a_couple_of_failures_on_a_quiet_service_is_not_a_shift():
+    # the z-score said 3.0 here (a shift); the exact chance is 3 %: not sure
+    assert not error_shift(errors(2, 9), errors(0, 40))
+    assert error_shift(errors(5, 9), errors(0, 40))  # C(9,5) / C(49,5), about 6.6e-5
+    assert error_shift(errors(30, 300), errors(3, 300))
+
+
+def test_many_failures_use_the_normal_tail_of_the_same_test():
+    # 700 of 10000 against 300 of 10000: far past any doubt either way
+    assert error_p(errors(700, 10000), errors(300, 10000)) < 1e-20
+    assert error_p(errors(300, 10000), errors(700, 10000)) > 0.999
+    # near the cut the two agree: 260 of 5000 vs 240 of 5000 (exact) and 261 vs 240 (normal)
+    exact, normal = error_p(errors(260, 5000), errors(240, 5000)), error_p(errors(261, 5000), errors(240, 5000))
+    assert 0.1 < normal < exact < 0.3
+
+
+def test_an_operation_without_baseline_calls_shifts_on_enough_failures():
+    assert error_shift(errors(5, 8), RedStats())
+    assert not error_shift(errors(4, 8), RedStats())
