@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import tempfile
 import uuid
-from pathlib import Path
 
 import bench.capture as capture
 from bench.capture import agent, wrk
-from bench.tls import foreign_tls_probes, load, saturate
-from support import tls_targets as targets
+from bench.tls import foreign_tls_probes, load, saturate, server_rounds
 from support.cgroups import temp_cgroup
-from support.live import free_port
 
 READY_S = 600  # BCC compiles at start: minutes on a host shared with other builds
 
@@ -75,30 +71,9 @@ def summary(name: str, r: dict) -> str:
 
 
 def _rounds(args, scope_args: list[str]) -> list[dict]:
-    rounds: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="bench-scope-") as tmp:
-        d = Path(tmp)
-        cert, key = targets.make_certs(d)
-        go = targets.build_go(d / "tlstarget")
-        servers = {"nginx_openssl": lambda p: targets.nginx_tls(p, cert, key, d),
-                   "go_crypto_tls": lambda p: targets.go_server(go, p, cert, key)}
-        for _ in range(args.repeat):
-            results: dict = {"scope": scope_args}
-            rounds.append(results)
-            for name, server in servers.items():
-                if args.only and name != args.only:
-                    continue
-                port = free_port()
-                try:
-                    with server(port) as proc:
-                        results[name] = measure(f"https://127.0.0.1:{port}/bench", port, args.seconds,
-                                                args.connections, proc.pid, scope_args)
-                except RuntimeError as e:  # the agent did not start in time on a loaded host
-                    results[name] = {"error": str(e)[:300]}
-                print(summary(name, results[name]), flush=True)
-                if args.json:
-                    Path(args.json).write_text(json.dumps(rounds, indent=2))
-    return rounds
+    return server_rounds(args, lambda url, port, pid: measure(url, port, args.seconds, args.connections,
+                                                              pid, scope_args),
+                         summary, first={"scope": scope_args})
 
 
 def main() -> None:

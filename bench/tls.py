@@ -180,6 +180,36 @@ def summary(name: str, result: dict) -> str:
     return "\n".join(lines)
 
 
+def server_rounds(args, measure_one, summarize, first: dict | None = None) -> list[dict]:
+    """args.repeat rounds over the HTTPS servers (Go crypto/tls, then nginx/OpenSSL; args.only
+    picks one): per server, measure_one(url, port, pid) -> its figures, a RuntimeError (an agent
+    that did not start in time) kept as its error; each round starts from a copy of `first` and
+    the rounds so far are written to args.json after every server."""
+    rounds: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
+        d = Path(tmp)
+        cert, key = targets.make_certs(d)
+        go = targets.build_go(d / "tlstarget")
+        servers = {"go_crypto_tls": lambda p: targets.go_server(go, p, cert, key),
+                   "nginx_openssl": lambda p: targets.nginx_tls(p, cert, key, d)}
+        for _ in range(args.repeat):
+            results: dict = dict(first or {})
+            rounds.append(results)
+            for name, server in servers.items():
+                if args.only and name != args.only:
+                    continue
+                port = free_port()
+                try:
+                    with server(port) as proc:
+                        results[name] = measure_one(f"https://127.0.0.1:{port}/bench", port, proc.pid)
+                except RuntimeError as e:  # the agent did not start in time on a loaded host
+                    results[name] = {"error": str(e)[:300]}
+                print(summarize(name, results[name]), flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps(rounds, indent=2))
+    return rounds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10)
@@ -197,29 +227,8 @@ def main() -> None:
     trees = [t.resolve() for t in args.tree] if args.tree else [ROOT]
     NO_SSLSNIFF[0] = args.no_sslsniff
     capture.PAIR[0] = args.pair
-    rounds = []
-    with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
-        d = Path(tmp)
-        cert, key = targets.make_certs(d)
-        go = targets.build_go(d / "tlstarget")
-        servers = {"go_crypto_tls": lambda p: targets.go_server(go, p, cert, key),
-                   "nginx_openssl": lambda p: targets.nginx_tls(p, cert, key, d)}
-        for _ in range(args.repeat):
-            results: dict = {}
-            rounds.append(results)
-            for name, server in servers.items():
-                if args.only and name != args.only:
-                    continue
-                port = free_port()
-                try:
-                    with server(port) as proc:
-                        results[name] = measure(f"https://127.0.0.1:{port}/bench", port, args.seconds,
-                                                args.connections, args.rate, trees, proc.pid)
-                except RuntimeError as e:  # the agent did not start in time on a loaded host
-                    results[name] = {"error": str(e)[:300]}
-                print(summary(name, results[name]), flush=True)
-                if args.json:
-                    Path(args.json).write_text(json.dumps(rounds, indent=2))
+    rounds = server_rounds(args, lambda url, port, pid: measure(url, port, args.seconds, args.connections,
+                                                                args.rate, trees, pid), summary)
     print(json.dumps(rounds, indent=2))
 
 
