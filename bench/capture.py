@@ -226,9 +226,11 @@ def metric(text: str, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def memory_sample(pid: int, api: int) -> dict:
+def memory_sample(pid: int, api: int | None) -> dict:
     """The agent's resident set by class of mapping (guardian/rss.py, read here from /proc) and,
-    where its tree has them, its own guardian_agent_memory_* gauges (allocators, queue, tables), MB."""
+    with `api` and where its tree has them, its own guardian_agent_memory_* gauges (allocators,
+    queue, tables), MB. The gauges cost the agent CPU at every scrape (it reads its smaps and
+    allocators): left out where the agent's CPU per request is the figure (a fixed rate)."""
     import httpx
 
     from bench.soaklib.probe import memory_gauges
@@ -237,6 +239,8 @@ def memory_sample(pid: int, api: int) -> dict:
     m = rss_by.by_mapping(pid)
     out = {"rss": {k: round(v / 2**20, 1) for k, v in m.items() if isinstance(v, int)},
            "files": {k: round(v / 2**20, 1) for k, v in m["files"].items()}}
+    if api is None:
+        return out
     try:
         text = httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=5).text
     except httpx.HTTPError:
@@ -287,7 +291,7 @@ def bench_agent_memory(seconds: int, trees: list[Path] | None = None, rate: int 
                         time.sleep(1.0)
                         rss.append(round(float(Path(f"/proc/{proc.pid}/status").read_text()
                                                .split("VmRSS:")[1].split()[0]) / 1024))
-                        by_source.append(memory_sample(proc.pid, api))
+                        by_source.append(memory_sample(proc.pid, None if rate else api))
                     loaded = load.stdout.read()
                     time.sleep(7.0)  # until the linker has released all (its window, 5 s, with nothing new)
                     mappings = rss_by_mapping(proc.pid)
