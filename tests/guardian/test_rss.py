@@ -18,7 +18,7 @@ MB = rss.MB
 
 
 def test_the_classes_add_up_to_the_total_and_to_the_kernels_count():
-    m = rss.by_mapping()
+    m = rss.by_mapping(top_files=10_000)  # every file: after the whole suite, larger libraries lead
     assert m["total"] == sum(m[k] for k in rss.CLASSES)
     vm = rss.status()["VmRSS"]
     assert abs(m["total"] - vm) < 0.05 * vm + 4 * MB, (m["total"] / MB, vm / MB)
