@@ -12,7 +12,7 @@ same command:
 Each agent run also gives its CPU µs per request and per span made, and its context switches and
 page faults per 1k requests; each wrk run, the host's idle CPU share meanwhile.
 
-With --tree DIR (repeatable), (a) and (b) run the agent from each of those checkouts in turn
+With --tree DIR (repeatable), (a), (b) and (c) run the agent from each of those checkouts in turn
 against the same baseline run: an A/B of two versions of the capture in one command (--compare is the same option, as in bench.tls and bench.dbload).
 Each agent runs with its checkout's default capture.options.pair unless --pair says: with --pair
 ab, twice, without and with it (HTTP/1 exchanges paired in the kernel: one ring record per
@@ -344,26 +344,44 @@ FASTAPI_APP = textwrap.dedent('''
 ''')
 
 
-def bench_fastapi(seconds: int) -> dict:
-    results = {}
+def bench_fastapi(seconds: int, trees: list[Path] | None = None) -> dict:
+    """One uvicorn app: uninstrumented, with the OpenTelemetry SDK, with `guardian capture` from each
+    checkout (--tree: an A/B in one command; --repeat of the whole sequence is the caller's), then
+    uninstrumented again: the two baselines' spread is the drift of the host's load meanwhile."""
+    results: dict = {"load_at_start": round(os.getloadavg()[0], 1)}
     with tempfile.TemporaryDirectory() as d:
         Path(d, "app.py").write_text(FASTAPI_APP)
-        for mode in ("uninstrumented", "otel_sdk", "guardian"):
+        agents = [(key, tree, pair) for key, tree, pair in runs(trees)]
+        modes = [("uninstrumented", None), ("otel_sdk", None), *[(key, (tree, pair)) for key, tree, pair in agents],
+                 ("uninstrumented_after", None)]
+        for mode, run in modes:
             port = free_port()
             env = dict(os.environ, **({"BENCH_OTEL": "1"} if mode == "otel_sdk" else {}))
             cmd = [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--log-level", "error"]
-            with process(cmd, port, cwd=d, env=env):
+            with process(cmd, port, cwd=d, env=env) as app:
                 url = f"http://127.0.0.1:{port}/hello"
                 wrk(url, 2, conns=10)
-                if mode == "guardian":
-                    with agent(port) as cap:
-                        results[mode] = wrk(url, seconds, conns=10)
-                    results[mode]["agent"] = cap
-                else:
+                if run is None:
                     results[mode] = wrk(url, seconds, conns=10)
+                else:
+                    tree, pair = run
+                    with agent(port, tree=tree, pair=pair) as cap:
+                        cpu0 = cpu_seconds(app.pid)
+                        results[mode] = wrk(url, seconds, conns=10)
+                        results[mode]["app_cpu_us_per_request"] = round(
+                            1e6 * (cpu_seconds(app.pid) - cpu0) / max(results[mode]["requests"], 1), 1)
+                    results[mode]["agent"] = cap
+                    results[mode].update(per_request(cap, max(results[mode]["requests"], 1)))
+                results[mode]["load"] = round(os.getloadavg()[0], 1)
     base = results["uninstrumented"]["rps"]
-    return {**results, "otel_sdk_throughput_ratio": results["otel_sdk"]["rps"] / base,
-            "guardian_throughput_ratio": results["guardian"]["rps"] / base}
+    out = {**results, "otel_sdk_throughput_ratio": results["otel_sdk"]["rps"] / base,
+           "baseline_drift": results["uninstrumented_after"]["rps"] / base}
+    for key, _, _ in agents:
+        out[key]["throughput_ratio"] = results[key]["rps"] / base
+        out[key]["throughput_ratio_to_after"] = results[key]["rps"] / results["uninstrumented_after"]["rps"]
+    if not trees:  # the single-tree shape the earlier results have
+        out["guardian_throughput_ratio"] = out[agents[0][0]]["throughput_ratio"]
+    return out
 
 
 def main() -> int:
@@ -375,7 +393,7 @@ def main() -> int:
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
                     help="pass ARG to `guardian capture` (repeatable), e.g. --agent-arg=--ringbuf-pages=16384")
     ap.add_argument("--tree", "--compare", dest="tree", action="append", type=Path, metavar="DIR",
-                    help="run the agent of (a) and (b) from this checkout (repeatable: an A/B against one baseline)")
+                    help="run the agent of (a), (b) and (c) from this checkout (repeatable: an A/B against one baseline)")
     ap.add_argument("--pair", choices=["default", "off", "on", "ab"], default="default",
                     help="run the agents as their checkout's default (default), without (off), with (on) or "
                          "without then with (ab) exchanges paired in the kernel")
@@ -396,7 +414,7 @@ def main() -> int:
         out["d_agent_memory"] = bench_agent_memory(args.seconds, args.tree, args.rate if args.only == "agent-rate" else 0)
         print(json.dumps({"d_agent_memory": out["d_agent_memory"]}, indent=1), flush=True)
     if args.only in (None, "fastapi"):
-        out["c_fastapi"] = bench_fastapi(args.seconds)
+        out["c_fastapi"] = bench_fastapi(args.seconds, args.tree)
         print(json.dumps({"c_fastapi": out["c_fastapi"]}, indent=1), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
