@@ -140,9 +140,15 @@ def measure(url: str, port: int, seconds: int, conns: int, rate: int, trees: lis
             "throughput_ratio": sat["rps"] / base["saturation"]["rps"],
             "p99_ratio": sat["p99_ms"] / base["saturation"]["p99_ms"],
             "fixed_rate_p99_added_ms": (fixed["p99_ms"] or 0) - (base["fixed_rate"]["p99_ms"] or 0),
+            # p99s compare only where both runs reached the rate (hey falls short on a loaded host)
+            "fixed_rate_reached": [round(base["fixed_rate"]["rps"] / rate, 3), round(fixed["rps"] / rate, 3)],
             "server_spans_per_request": cap["server_spans"] / max(requests, 1),
             "client_spans_per_request": cap["client_spans"] / max(requests, 1),
             "ring_records_per_request": cap.get("kernel_events", 0) / max(requests, 1),
+            # what the probes add to a request in the traced processes (the agent's own CPU is apart)
+            "added_cpu_us_per_request": {
+                side: round(sat[f"{side}_cpu_us_per_request"] - base["saturation"][f"{side}_cpu_us_per_request"], 1)
+                for side in ("server", "client")},
         }
     if NO_SSLSNIFF[0]:
         return out
@@ -170,9 +176,10 @@ def summary(name: str, result: dict) -> str:
         if isinstance(r, dict) and "throughput_ratio" in r:
             lines.append(f"  {tree}: ratio {r['throughput_ratio']:.3f} ({r['saturation']['rps']:.0f} req/s), CPU "
                          f"{r['saturation']['server_cpu_us_per_request']} + {r['saturation']['client_cpu_us_per_request']}"
-                         " us/request, "
+                         f" us/request (added {r['added_cpu_us_per_request']['server']} + "
+                         f"{r['added_cpu_us_per_request']['client']}), "
                          f"p99 x{r['p99_ratio']:.1f}; fixed {r['fixed_rate']['rps']:.0f} req/s p99 added "
-                         f"{r['fixed_rate_p99_added_ms']:.2f} ms; spans/request server "
+                         f"{r['fixed_rate_p99_added_ms']:.2f} ms (rate reached {r['fixed_rate_reached']}); spans/request server "
                          f"{r['server_spans_per_request']:.4f} client {r['client_spans_per_request']:.4f}; "
                          f"ring records/request {r.get('ring_records_per_request', 0):.2f}; "
                          f"drops {r['agent'].get('kernel_drops')}; agent {r['agent'].get('agent_cpu_pct', 0):.0f} %; "
