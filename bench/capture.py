@@ -20,6 +20,7 @@ exchange), against the same baseline; results are keyed TREE and "TREE pair";
 ring_records_per_request counts the kernel's records.
 
 Run as root: .venv/bin/python -m bench.capture [--seconds 10] [--json FILE] [--tree DIR ...] [--pair default|off|on|ab]
+             [--only fastapi --repeat N]
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -346,7 +348,7 @@ FASTAPI_APP = textwrap.dedent('''
 
 def bench_fastapi(seconds: int, trees: list[Path] | None = None) -> dict:
     """One uvicorn app: uninstrumented, with the OpenTelemetry SDK, with `guardian capture` from each
-    checkout (--tree: an A/B in one command; --repeat of the whole sequence is the caller's), then
+    checkout (--tree: an A/B in one command; --repeat: fastapi_rounds), then
     uninstrumented again: the two baselines' spread is the drift of the host's load meanwhile."""
     results: dict = {"load_at_start": round(os.getloadavg()[0], 1)}
     with tempfile.TemporaryDirectory() as d:
@@ -389,10 +391,31 @@ def bench_fastapi(seconds: int, trees: list[Path] | None = None) -> dict:
     return out
 
 
+def fastapi_rounds(seconds: int, trees: list[Path] | None, repeat: int) -> dict:
+    """bench_fastapi `repeat` times, the trees' order reversed every other round; per tree, the
+    rounds' throughput ratios and added app CPU per request with their medians."""
+    rounds = [bench_fastapi(seconds, (trees if i % 2 == 0 else trees[::-1]) if trees else None)
+              for i in range(repeat)]
+    if repeat == 1:
+        return rounds[0]
+    keys = [k for k, v in rounds[0].items() if isinstance(v, dict) and "throughput_ratio" in v]
+    summary = {}
+    for key in keys:
+        ratios = [r[key]["throughput_ratio"] for r in rounds]
+        added = [r[key]["app_cpu_added_us_per_request"] for r in rounds]
+        summary[key] = {"throughput_ratios": ratios, "median_throughput_ratio": statistics.median(ratios),
+                        "app_cpu_added_us_per_request": added,
+                        "median_app_cpu_added_us_per_request": statistics.median(added)}
+    otel = [r["otel_sdk_throughput_ratio"] for r in rounds]
+    return {"rounds": rounds, "summary": summary, "otel_sdk_throughput_ratios": otel}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=10000)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="(c) only: run the FastAPI sequence this many times, the trees' order reversed every other round")
     ap.add_argument("--only", choices=["nginx", "rate", "fastapi", "agent", "agent-rate"])
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
@@ -419,7 +442,7 @@ def main() -> int:
         out["d_agent_memory"] = bench_agent_memory(args.seconds, args.tree, args.rate if args.only == "agent-rate" else 0)
         print(json.dumps({"d_agent_memory": out["d_agent_memory"]}, indent=1), flush=True)
     if args.only in (None, "fastapi"):
-        out["c_fastapi"] = bench_fastapi(args.seconds, args.tree)
+        out["c_fastapi"] = fastapi_rounds(args.seconds, args.tree, args.repeat)
         print(json.dumps({"c_fastapi": out["c_fastapi"]}, indent=1), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
