@@ -129,8 +129,12 @@ def agent(port: int, ready_s: float | None = None, tree: Path = ROOT, pair: bool
             result["agent_peak_rss_mb"] = peak_rss_mb(proc.pid)
         finally:
             stop(proc, signal.SIGINT, timeout=120)
-        kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines() if line]
+        spans = [json.loads(line) for line in out.read_text().splitlines() if line]
+        # a connection given up during its TLS handshake is a span of its own (Go's client dials
+        # more than it keeps under hey): counted apart, so spans per request count requests
+        kinds = [sp["kind"] for sp in spans if sp["name"] != "TLS handshake"]
         result["server_spans"], result["client_spans"] = kinds.count("SERVER"), kinds.count("CLIENT")
+        result["tls_handshake_spans"] = len(spans) - len(kinds)
         for line in err.read_text().splitlines():
             if line.startswith("{"):
                 stats = json.loads(line)
