@@ -199,8 +199,10 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
     # Where spans say how calls ended, failures show there; a changed mix of calls alone is
     # as likely a changed mix of requests.
     for ch in ([] if sig.has_status else sig.shapes):
-        # Requests that stop right after one callee answered failed on that answer.
+        # Requests that stop right after one callee answered failed on that answer (quit: on
+        # that call's answer, the callee's operation).
         who = (walker.canon(ch.after), "") if ch.change == "dropped" and ch.after \
+            else (walker.canon(ch.after), ch.what.split(" ", 1)[-1]) if ch.change == "quit" \
             else (ch.service, ch.operation)
         by_op.setdefault(who, []).append(ch)
     for (svc, op), changes in by_op.items():
