@@ -109,6 +109,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                                                     kind=kind))
         c.votes += GAP_VOTES * g.sure
         c.fixed_change = max(c.fixed_change or 0.0, g.sure)
+        c.calls = c.calls or g.count
         if not slow_caller:
             c.ops[g.operation] = c.ops.get(g.operation, 0.0) + 0.5
         for call in g.examples[:3]:
@@ -199,8 +200,10 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
     # Where spans say how calls ended, failures show there; a changed mix of calls alone is
     # as likely a changed mix of requests.
     for ch in ([] if sig.has_status else sig.shapes):
-        # Requests that stop right after one callee answered failed on that answer.
+        # Requests that stop right after one callee answered failed on that answer (quit: on
+        # that call's answer, the callee's operation).
         who = (walker.canon(ch.after), "") if ch.change == "dropped" and ch.after \
+            else (walker.canon(ch.after), ch.what.split(" ", 1)[-1]) if ch.change == "quit" \
             else (ch.service, ch.operation)
         by_op.setdefault(who, []).append(ch)
     for (svc, op), changes in by_op.items():
@@ -209,6 +212,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
         if op:
             c.ops[op] = c.ops.get(op, 0.0) + SHAPE_VOTES
         c.fixed_change = max(c.fixed_change or 0.0, max(ch.sure for ch in changes))
+        c.calls = c.calls or min((ch.count for ch in changes), key=min)
         c.change = c.change or "; ".join(ch.describe() for ch in changes[:3])
         for ch in changes:
             for s in ch.examples[:2]:

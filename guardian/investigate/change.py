@@ -35,6 +35,7 @@ def _change(walker: Walker, c: Candidate) -> float:
         # failures of an operation that did not fail before, each right after the same
         # answer: an exact test on the failing operation says how sure, however few calls
         cur, base = (_op_stats(walker.store, f, w) for w in (walker.window, walker.baseline))
+        c.calls = (base.count, cur.count)
         sure = confidence(proportion_p(cur.errors, cur.count, base.errors, base.count))
         c.change += (f" ({f.name}: {base.errors} of {base.count} failed before, {cur.errors} of"
                      f" {cur.count} now; {sure:.1%} sure)")
@@ -62,6 +63,7 @@ def _change(walker: Walker, c: Candidate) -> float:
         if edge is not None:
             cur, base = edge
             own = False  # read on its callers' calls, not on spans like tmpl
+    c.calls = (base.count, cur.count)
     few = min(cur.count, base.count) < MIN_SAMPLE
     err_delta = cur.error_rate - base.error_rate
     p50 = cur.p50_ms / base.p50_ms if base.p50_ms else 1.0

@@ -31,6 +31,8 @@ from guardian.investigate.rank import impact as _impact
 from guardian.investigate.rank import propagate as _propagate
 from guardian.investigate.samples import Memo, Walker
 from guardian.investigate.signals import Signals, read_signals
+from guardian.investigate.sparse import confidence as _confidence
+from guardian.investigate.sparse import few as _few
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
@@ -57,6 +59,8 @@ def _score(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
             change = 1.0
             c.change = f"{c.change}; {_stuck_text(sig, c)}" if _stuck_text(sig, c) else c.change
         c.changed = change
+        if g is not None:
+            c.calls = g.count
         c.score = c.votes * change * _impact(c)
         if g is not None and "answers" not in c.change:
             c.change = f"{_gap_text(g)}; {c.change}"
@@ -117,8 +121,8 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
                         for s, x in _pick_evidence(c)]
         causes.append(RootCause(
             rank=i + 1, service=c.key[0], operation=_operation(walker, c) or None, kind=c.kind,
-            confidence=round(min(0.95, c.score / total), 2), evidence=evidence,
-            description=f"{c.kind} at {c.key[0]}: {c.change}" + (
+            confidence=round(_confidence(c, c.score / total), 2), evidence=evidence,
+            description=f"{c.kind} at {c.key[0]}: {c.change}" + (f"; {_few(c)}" if _few(c) else "") + (
                 f"; reached from {len(c.traces)} sampled request(s)." if c.traces else ".")))
     report = Report(
         summary=_summary(causes, found, cur, weak), root_causes=causes,

@@ -33,6 +33,7 @@ class Candidate:
     moved: bool = False  # its typical call (or its tail, by a felt delay) slowed past baseline noise
     stuck: bool = False  # its own calls, calling nothing, were stuck far beyond any baseline call
     stuck_ms: float = 0.0  # the longest such call's excess over its baseline p50
+    calls: tuple[int, int] | None = None  # calls its change was read on: baseline, window
 
 
 FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
@@ -53,6 +54,7 @@ def absorb(into: Candidate, c: Candidate) -> None:
     into.stuck_ms = max(into.stuck_ms, c.stuck_ms)
     into.answered += c.answered
     into.fixed_change = max(into.fixed_change or 0.0, c.fixed_change or 0.0) or None
+    into.calls = into.calls or c.calls
 
 
 def reach(walker: Walker, service: str) -> set[str]:

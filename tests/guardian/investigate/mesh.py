@@ -98,9 +98,9 @@ class Mesh:
         own = self.ms(2) + (int(150 * self.strength * MS) if self.on("slow:pay") else 0)
         if self.on("throttle:pay") and self.rng.random() < 0.5:  # its CPU quota spent: some calls wait
             own += int(self.rng.uniform(20, 60) * self.strength * MS)
-        d, st = self.http(trace, sid, "pay", "bank", "POST /auth", t + own, self.bank)
-        if self.on("exception:pay"):
+        if self.on("exception:pay"):  # raised before its call to bank: it answers at once
             return self.ms(0.5), 500
+        d, st = self.http(trace, sid, "pay", "bank", "POST /auth", t + own, self.bank)
         return own + d + self.ms(0.5), 200 if st < 500 else 502
 
     def gateway(self, trace, sid, t):

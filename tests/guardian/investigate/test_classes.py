@@ -92,6 +92,22 @@ def test_failures_without_status_codes_show_in_the_shape_of_traces(fault, want):
     assert "requests" in rc.description and "sure" in rc.description  # how sure, on how many
 
 
+@pytest.mark.parametrize("seed", [6, 7])
+def test_a_wrong_value_of_the_last_call_shows_without_status_codes(seed):
+    """Nothing says the requests failed; gateway's ended right after pay answered, without the
+    work it always did on pay's answer: it quit on that answer."""
+    spans = no_status(Mesh("wrong:pay", seed=seed).build(), random.Random(1), {})
+    rc = top(spans, "Orders fail, why?").root_causes[0]
+    assert (rc.service, rc.kind) == ("pay", "error"), rc
+    assert "ends right after pay answered" in rc.description and "sure" in rc.description
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_nothing_changed_without_status_codes_names_no_cause(seed):
+    report = top(no_status(Mesh(None, seed=seed).build(), random.Random(1), {}), "Is anything wrong?")
+    assert report.root_causes == [], report.summary
+
+
 def test_own_slowness_in_sparse_data_is_still_found():
     spans = sparse(Mesh("slow:pay", seed=8, duration_s=900).build(), random.Random(2), {}, keep=0.04)
     assert 30 < len({s.trace_id for s in spans}) < 150  # a handful of calls a minute
