@@ -97,7 +97,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     cands = _own_slowdown(cands)
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
-    _hand_over(walker, cands, sig.stutters)
+    _hand_over(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)
     _bar(walker, cands)
     # Too weak to name, unless a test showed a candidate's own failures grew: a failure rate

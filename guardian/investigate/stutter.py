@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from guardian.investigate.rank import FAMILY, Candidate
 from guardian.investigate.samples import Walker
+from guardian.investigate.signals import Signals
 from tools.stats import SURE
-from tools.stutter import Stutter, ended_with
+from tools.stutter import ended_with
 
 KEEP = 0.2  # of its score, what a caller keeps when the service it waited on takes it
 
@@ -19,16 +20,20 @@ def _callers(walker: Walker, service: str) -> set[str]:
             if walker.canon(e.server) == service and walker.canon(e.client) != service}
 
 
-def hand_over(walker: Walker, cands: list[Candidate], found: list[Stutter]) -> list[Candidate]:
+def hand_over(walker: Walker, cands: list[Candidate], sig: Signals) -> list[Candidate]:
     """Callers' slowdowns that ended with a stuttering callee's releases become its candidate's
-    score; returns the candidates (one added per such callee)."""
+    score; returns the candidates (one added per such callee). Not a caller whose requests
+    waited for a pooled connection or were held far beyond any baseline call: its pool was
+    held (the database then begins what waited in bursts as connections come back), which a
+    stop of a fraction of a second at a time does not do."""
     w = walker.window
-    for st in found:
+    held = {p.service for p in sig.pools} | {walker.canon(s.service) for s in sig.stuck}
+    for st in sig.stutters:
         callers = _callers(walker, st.service)
         into: Candidate | None = next((c for c in cands if c.key[0] == st.service
                                        and c.kind == "latency"), None)
         for x in list(cands):
-            if x.key[0] not in callers or FAMILY[x.kind] != 1 or x.kind == "network" or x.score <= 0:
+            if x.key[0] not in callers or x.key[0] in held or FAMILY[x.kind] != 1 or x.kind == "network" or x.score <= 0:
                 continue
             slow = [s for s, ms in zip(x.spans, x.excess_ms)
                     if s.service == x.key[0] and s.kind == "SERVER" and ms > 0]

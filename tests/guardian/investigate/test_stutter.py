@@ -64,3 +64,35 @@ def test_without_the_hand_over_its_caller_would_be_named(monkeypatch):
 def test_the_same_traffic_without_a_pause_names_nothing():
     report = top(shop(2, paused=False), "why is app slow?", NOW)
     assert report.root_causes == [], report.summary
+
+
+def _handed(pool_held: bool) -> dict[str, float]:
+    from types import SimpleNamespace
+
+    from guardian.investigate.rank import Candidate
+    from guardian.investigate.samples import Walker
+    from guardian.investigate.stutter import hand_over
+    from tests.guardian.investigate.mesh import store_of
+    from tools.sampling import sample
+    from tools.stutter import stutters
+
+    spans = shop(1, paused=True)
+    store = store_of(spans)
+    try:
+        base = TimeWindow(T0, T0 + MINUTE)
+        slow = [s for s in spans if s.service == "app" and s.kind == "SERVER"
+                and s.start_time_unix_nano >= NOW.start_ns and s.duration_ns > 100 * MS][:20]
+        x = Candidate(key=("app", "GET /item"), kind="saturation", score=2.0, spans=slow,
+                      excess_ms=[s.duration_ns / 1e6 for s in slow])
+        sig = SimpleNamespace(stutters=stutters(sample(store, NOW), sample(store, base)), stuck=[],
+                              pools=[SimpleNamespace(service="app")] if pool_held else [])
+        return {c.key[0]: round(c.score, 2) for c in hand_over(Walker(store, NOW, base), [x], sig)}
+    finally:
+        store.close()
+
+
+def test_a_caller_whose_pool_was_held_keeps_its_slowdown():
+    """Requests that waited for a pooled connection were held by the pool: the database then
+    begins what waited in bursts as connections come back, but the pool is the cause."""
+    assert _handed(pool_held=False) == {"app": 0.4, "db": 2.0}
+    assert _handed(pool_held=True) == {"app": 2.0}
