@@ -33,7 +33,8 @@ def hand_over(walker: Walker, cands: list[Candidate], sig: Signals) -> list[Cand
         into: Candidate | None = next((c for c in cands if c.key[0] == st.service
                                        and c.kind == "latency"), None)
         for x in list(cands):
-            if x.key[0] not in callers or x.key[0] in held or FAMILY[x.kind] != 1 or x.kind == "network" or x.score <= 0:
+            if x.key[0] not in callers or x.key[0] in held or FAMILY[x.kind] != 1 \
+                    or x.kind == "network" or x.score <= 0:
                 continue
             slow = [s for s, ms in zip(x.spans, x.excess_ms)
                     if s.service == x.key[0] and s.kind == "SERVER" and ms > 0]

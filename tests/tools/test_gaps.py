@@ -273,10 +273,12 @@ def _queued(rng: random.Random, t0: int, n: int, share: float, top_ms: float) ->
     for i in range(n):
         t = t0 + i * 1_500 * MS
         trace = f"{rng.getrandbits(128):032x}"
-        wait = int(rng.uniform(400, top_ms) * MS) if rng.random() < share else int(rng.uniform(0.1, 4) * MS)
+        slow = rng.random() < share
+        wait = int((rng.uniform(400, top_ms) if slow else rng.uniform(0.1, 4)) * MS)
         before, after = (0, wait) if wait > 1_000 * MS else (wait, 0)
         d = int(rng.uniform(0.1, 0.5) * MS)
-        out += [Span(name="POST /o", kind="SERVER", start_time_unix_nano=t, end_time_unix_nano=t + before + d + after + 2 * MS,
+        end = t + before + d + after + 2 * MS
+        out += [Span(name="POST /o", kind="SERVER", start_time_unix_nano=t, end_time_unix_nano=end,
                      resource={"service.name": "app"}, trace_id=trace, span_id=f"r{i:015x}", status_code="OK"),
                 Span(name="INSERT", kind="CLIENT", start_time_unix_nano=t + MS,
                      end_time_unix_nano=t + MS + before + d + after, resource={"service.name": "app"},

@@ -33,12 +33,14 @@ def shop(seed: int, paused: bool) -> list[Span]:
         end = call + d + int(rng.uniform(1, 3) * MS)
         ids = [f"{k}{i:015x}" for k in "lacs"]
         out += [
-            Span(name="GET /item", kind="CLIENT", start_time_unix_nano=t - MS // 10, end_time_unix_nano=end + MS // 10,
+            Span(name="GET /item", kind="CLIENT", start_time_unix_nano=t - MS // 10,
+                 end_time_unix_nano=end + MS // 10,
                  resource={"service.name": "loadgen"}, trace_id=trace, span_id=ids[0], status_code="OK"),
             Span(name="GET /item", kind="SERVER", start_time_unix_nano=t, end_time_unix_nano=end,
                  resource={"service.name": "app"}, trace_id=trace, span_id=ids[1], parent_span_id=ids[0],
                  status_code="OK", attributes={"http.response.status_code": 200}),
-            Span(name="SELECT", kind="CLIENT", start_time_unix_nano=call, end_time_unix_nano=call + d + MS // 20,
+            Span(name="SELECT", kind="CLIENT", start_time_unix_nano=call,
+                 end_time_unix_nano=call + d + MS // 20,
                  resource={"service.name": "app"}, trace_id=trace, span_id=ids[2], parent_span_id=ids[1],
                  status_code="OK"),
             Span(name="SELECT", kind="SERVER", start_time_unix_nano=call, end_time_unix_nano=call + d,
