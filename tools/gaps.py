@@ -170,6 +170,13 @@ def gap_shifts(cur: Sample, base: Sample) -> list[GapShift]:
             # lock, a busy database takes them in turn): a longer wait now, with replies as
             # prompt as before, is more of the same queue, not a stall of the callee.
             continue
+        if p90[0] >= QUEUED_MS and not every and p50[1] - p50[0] < MIN_SHIFT_MS and \
+                confidence(mann_whitney_p(g1, g0)) < SURE:
+            # An edge whose calls already waited for long now and then (a lock, a queue) and
+            # whose typical call did not move: more long waits, on either leg (a long
+            # operation's reply is paired where the capture could), are its queue's tail; a
+            # change of the path shows on every call, tested on all of them together.
+            continue
         if not (every or after) and p90[1] < _quantile(pooled, 0.99) and confidence(lost) < SURE:
             # Requests now and then waiting unread, but no longer than calls on every edge
             # already waited in the baseline (and no lost packets): the busy host's

@@ -263,3 +263,39 @@ def test_long_calls_of_a_quiet_edge_made_in_no_request_are_no_stall():
     got = quiet_edge(lambda i: r.uniform(60, 150) if i % 3 == 0 else 0.2,
                      request=lambda i: i % 3 != 0)
     assert got == []
+
+
+def _queued(rng: random.Random, t0: int, n: int, share: float, top_ms: float) -> list[Span]:
+    """n calls app -> db; a share of them wait 400-top_ms ms for their turn (a lock, a queue),
+    put where the capture pairs a long operation: before the server's span, or (past a second)
+    after it, on the reply."""
+    out = []
+    for i in range(n):
+        t = t0 + i * 1_500 * MS
+        trace = f"{rng.getrandbits(128):032x}"
+        slow = rng.random() < share
+        wait = int((rng.uniform(400, top_ms) if slow else rng.uniform(0.1, 4)) * MS)
+        before, after = (0, wait) if wait > 1_000 * MS else (wait, 0)
+        d = int(rng.uniform(0.1, 0.5) * MS)
+        end = t + before + d + after + 2 * MS
+        out += [Span(name="POST /o", kind="SERVER", start_time_unix_nano=t, end_time_unix_nano=end,
+                     resource={"service.name": "app"}, trace_id=trace, span_id=f"r{i:015x}", status_code="OK"),
+                Span(name="INSERT", kind="CLIENT", start_time_unix_nano=t + MS,
+                     end_time_unix_nano=t + MS + before + d + after, resource={"service.name": "app"},
+                     trace_id=trace, span_id=f"c{i:015x}", parent_span_id=f"r{i:015x}", status_code="OK"),
+                Span(name="INSERT", kind="SERVER", start_time_unix_nano=t + MS + before,
+                     end_time_unix_nano=t + MS + before + d, resource={"service.name": "db"},
+                     trace_id=trace, span_id=f"s{i:015x}", parent_span_id=f"c{i:015x}", status_code="OK")]
+    return out
+
+
+def test_more_long_waits_at_an_edge_that_already_queued_are_its_queue():
+    """app's calls into db already waited up to a second now and then (a lock): more of them
+    waiting, a few longer (their wait paired on the reply), while the typical call is as
+    before, is that queue, not db's network; the test on every call does not show a shift."""
+    rng = random.Random(11)
+    base = _queued(rng, T0, 12, 0.3, 1_100)
+    cur = _queued(rng, T0 + 60 * 10**9, 30, 0.45, 3_300)
+    got = gap_shifts(Sample(TimeWindow(T0 + 60 * 10**9, T0 + 120 * 10**9), cur),
+                     Sample(TimeWindow(T0, T0 + 60 * 10**9), base))
+    assert [g.server for g in got] == []
