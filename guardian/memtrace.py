@@ -31,6 +31,11 @@ class MemTrace:
         self._snap = self._take()
         self._types = _types()  # with one snapshot alive, as at every report: its traces are tuples
 
+    def stop(self) -> None:
+        """Tracing off (what it held freed)."""
+        tracemalloc.stop()
+        self._snap = self._types = None
+
     @staticmethod
     def _take() -> tracemalloc.Snapshot:
         # the tracer's own frames and the import machinery are noise here
