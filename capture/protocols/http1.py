@@ -68,8 +68,8 @@ def route_of(path: str) -> str:
 
 
 # the caches below keep what repeats; a request line with an id or a query in it never does, so
-# their bounds are what unique lines fill (the soak: ~10 new lines a second): 1,024 request lines
-# hold about 1 MB (at 4,096: ~4 MB reached only after minutes, a rise in the agent's RSS)
+# unique lines fill them to their bound, and a larger bound is a rise in the agent's RSS that lasts
+# for minutes (`python -m bench.soak` with log.memory_trace_frames: docs/benchmarks.md)
 ROUTES_CACHED = 2048
 LINES_CACHED = 1024
 
