@@ -4,14 +4,13 @@ linker, DuckDB store file) in this process, nginx driven by `hey` at a constant 
 
     python -m bench.soak_live --rate 1000 --minutes 10 [--new-conns] [--tracemalloc] --json
 
-Samples RSS split by source (anonymous, file-backed, the BPF ring mappings, the C heap), glibc's
-malloc arenas (mallinfo2), DuckDB's buffer manager, the capture's tables, and optionally Python's
-allocations (tracemalloc); prints one JSON object with each series' start/end and its slope after
+Samples, with guardian/rss.py's readers (those of the agent's SIGUSR1 line and /metrics), the RSS
+by class of mapping, glibc's malloc arenas (mallinfo2) and Python's allocator; DuckDB's buffer
+manager, the capture's tables, and optionally Python's allocations (tracemalloc); prints one JSON object with each series' start/end and its slope after
 the warm-up. It does not judge. Needs root and a writable cgroup v2 hierarchy."""
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -25,49 +24,27 @@ from pathlib import Path
 from bench.soaklib.cgroup import SoakCgroup
 from bench.soaklib.probe import report, slope_per_min
 from bench.soak_rate import duckdb_memory, log
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+from guardian import rss
 
 
 def malloc_mb() -> dict[str, float]:
-    """glibc's heap over all arenas: obtained from the system (non-mmapped + mmapped), in use, free."""
-    try:
-        fn = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return {}
-    fn.restype = _MallInfo2
-    m = fn()
-    mb = 2 ** 20
-    return {"arena": round(m.arena / mb, 1), "mmapped": round(m.hblkhd / mb, 1),
-            "in_use": round((m.uordblks + m.hblkhd) / mb, 1), "free": round(m.fordblks / mb, 1)}
+    """glibc's heap over all arenas (guardian/rss.py malloc), in MB: arena, mmapped, in_use, free."""
+    return {k: round(v / rss.MB, 1) for k, v in rss.malloc().items()}
 
 
 def rss_parts_mb(pid: int | str = "self") -> dict[str, float]:
-    """VmRSS and its split: anonymous, file-backed, the BPF maps' mappings (the ring buffers), the heap."""
-    out: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key = line.split(":")[0]
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[key.lower()] = round(int(line.split()[1]) / 1024, 1)
-    by = {"bpf_map": 0, "heap": 0, "anon_maps": 0}
-    name = ""
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        head = line.split(None, 5)
-        if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:
-            name = head[5] if len(head) > 5 else ""
-        elif line.startswith("Rss:"):
-            kb = int(line.split()[1])
-            if "bpf-map" in name:
-                by["bpf_map"] += kb
-            elif name == "[heap]":
-                by["heap"] += kb
-            elif name == "":
-                by["anon_maps"] += kb
-    out.update({k: round(v / 1024, 1) for k, v in by.items()})
+    """VmRSS, VmHWM, RssAnon, RssFile and the resident set by class of mapping (guardian/rss.py
+    by_mapping: ring, heap, anon, stack, file, other; they add up to `total`), in MB."""
+    out = {k.lower(): round(v / rss.MB, 1) for k, v in rss.status(pid).items() if k != "RssShmem"}
+    parts = rss.by_mapping(pid)
+    out.update({k: round(parts[k] / rss.MB, 1) for k in (*rss.CLASSES, "total")})
     return out
+
+
+def python_mb() -> dict[str, float]:
+    """Python's allocator (guardian/rss.py python_heap): pymalloc's arenas and the small blocks in use, in MB."""
+    h = rss.python_heap()
+    return {"arenas": round(h.get("arena_bytes", 0) / rss.MB, 1), "in_use": round(h.get("in_use_bytes", 0) / rss.MB, 1)}
 
 
 def series(samples: list[dict], warmup_s: float) -> dict[str, dict]:
@@ -159,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                         st = {f"kernel.{k}": v for k, v in source.loader.kernel_stats().items()}
                     except Exception:  # noqa: BLE001 - closing
                         st = {}
-                    s = {"t": round(now, 1), "rss": rss_parts_mb(), "malloc": malloc_mb(),
+                    s = {"t": round(now, 1), "rss": rss_parts_mb(), "malloc": malloc_mb(), "python": python_mb(),
                          "duckdb_mb": duckdb_memory(store).get("total"),
                          "tables": {"conns": source.tracker.tracked, "enricher": len(enricher._cache),
                                     "linker_pending": agent.linker.pending, "queued": agent.queued_spans},

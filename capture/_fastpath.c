@@ -62,6 +62,7 @@ struct line_entry {
 struct line_cache {
     struct line_entry *slots;
     size_t cap, used;
+    unsigned long long evicted; /* entries dropped when a full cache was emptied */
 };
 
 static uint64_t hash_bytes(const unsigned char *s, Py_ssize_t n)
@@ -98,8 +99,10 @@ static PyObject *cache_get(struct line_cache *c, const unsigned char *s, Py_ssiz
 /* Keeps a new reference to value; a full cache is emptied first (memory stays bounded). */
 static void cache_put(struct line_cache *c, const unsigned char *s, Py_ssize_t n, uint64_t h, PyObject *value)
 {
-    if (2 * (c->used + 1) > c->cap)
+    if (2 * (c->used + 1) > c->cap) {
+        c->evicted += c->used;
         cache_clear(c);
+    }
     unsigned char *copy = PyMem_Malloc(n ? n : 1);
     if (copy == NULL)
         return; /* not cached: the next time asks Python again */
@@ -694,9 +697,10 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     t->cap = 64;
     t->slots = PyMem_Calloc(t->cap, sizeof(*t->slots));
-    t->lines = (struct line_cache){PyMem_Calloc(8192, sizeof(struct line_entry)), 8192, 0};
-    t->statuses = (struct line_cache){PyMem_Calloc(512, sizeof(struct line_entry)), 512, 0};
-    t->shapes = (struct line_cache){PyMem_Calloc(1024, sizeof(struct line_entry)), 1024, 0};
+    /* half of each is used (then emptied); request lines: http1.LINES_CACHED, unique lines fill it */
+    t->lines = (struct line_cache){PyMem_Calloc(2048, sizeof(struct line_entry)), 2048, 0, 0};
+    t->statuses = (struct line_cache){PyMem_Calloc(512, sizeof(struct line_entry)), 512, 0, 0};
+    t->shapes = (struct line_cache){PyMem_Calloc(1024, sizeof(struct line_entry)), 1024, 0, 0};
     if (t->slots == NULL || t->lines.slots == NULL || t->statuses.slots == NULL || t->shapes.slots == NULL) {
         Py_DECREF(t);
         return PyErr_NoMemory();
@@ -1407,8 +1411,10 @@ static PyObject *Table_counts(Table *t, PyObject *unused)
     Py_ssize_t waiting = 0;
     for (size_t i = 0; i < t->cap; i++)
         waiting += t->slots[i] != NULL && t->slots[i]->nheld > 0;
-    return Py_BuildValue("{sKsKsKsnsn}", "spans", t->spans, "handed_over", t->handed, "released", t->released,
-                         "connections", (Py_ssize_t)t->count, "exchanges_waiting", waiting);
+    return Py_BuildValue("{sKsKsKsnsnsnsKsnsK}", "spans", t->spans, "handed_over", t->handed, "released", t->released,
+                         "connections", (Py_ssize_t)t->count, "exchanges_waiting", waiting,
+                         "line_cache.entries", (Py_ssize_t)t->lines.used, "line_cache.evicted", t->lines.evicted,
+                         "shape_cache.entries", (Py_ssize_t)t->shapes.used, "shape_cache.evicted", t->shapes.evicted);
 }
 
 /* seed_ids(seed): ids drawn from a fixed sequence from now on (splitmix64 of seed), not getrandom:

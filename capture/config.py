@@ -130,6 +130,10 @@ class CaptureConfig(Section):
 class LogConfig(Section):
     format: typing.Literal["json", "text"] = "json"
     level: str = "INFO"
+    # a debug mode, off by default (it slows every allocation): `guardian agent` traces Python's
+    # allocations with this many frames and SIGUSR2 logs what grew since the last SIGUSR2 by line
+    # and object type (guardian/memtrace.py)
+    memory_trace_frames: int = Field(0, ge=0, le=64)
 
 
 class ScrubSection(Section):

@@ -16,6 +16,7 @@ from capture.enrich.enricher import Enricher
 from capture.loader import DEFAULT_MAX_PAYLOAD, DEFAULT_RINGBUF_PAGES, Loader
 from capture.pipeline import Pipeline
 from capture.procnet import SocketTable
+from capture.protocols import http1
 from capture.ringbuf import NEVER
 from capture.scope import Scope
 from capture.span import Span
@@ -181,6 +182,7 @@ class LiveCapture:
         if self.tracker.fast is not None:  # the compiled path (capture/fastpath.py)
             out.update({f"fastpath.{k}": v for k, v in self.tracker.fast.counts().items()})
         out.update({f"parser.{k}": v for k, v in self.tracker.parser_stats().items()})
+        out.update({f"cache.http1.{k}": v for k, v in http1.cache_stats().items()})
         if self.tls is not None and self.loader.bpf is not None:
             out.update(self.tls.summary())
         if self.ring is not None:  # how close the ring buffer came to full (drops)

@@ -29,6 +29,7 @@ from capture.store.api import SpanStore
 from capture.scope import from_config as scope_from_config
 from capture.traces.stream import StreamLinker
 from guardian import heap, rss
+from guardian.memtrace import MemTrace
 from guardian.shed import Shedder
 
 log = logging.getLogger("guardian.agent")
@@ -172,6 +173,10 @@ class Agent:
         self.pager = heap.FilePager() if page_out else None
         self._hold = getattr(store, "hold", None)  # a store's pool held near half its memory limit
         self.log_memory = threading.Event()  # set (SIGUSR1): the worker logs memory() as one JSON line
+        # the debug mode (log.memory_trace_frames): SIGUSR2 sets log_growth, the worker logs what grew
+        frames = config.log.memory_trace_frames
+        self.memtrace = MemTrace(frames) if frames else None
+        self.log_growth = threading.Event()
 
     def capture_stats(self) -> dict[str, int]:
         try:
@@ -284,6 +289,11 @@ class Agent:
                 # asked for: written whatever the configured level (at that level, INFO at least)
                 log.log(max(logging.INFO, log.getEffectiveLevel()), "memory %s",
                         json.dumps(self.memory(), separators=(",", ":")))
+            if self.log_growth.is_set():
+                self.log_growth.clear()
+                if self.memtrace is not None:
+                    log.log(max(logging.INFO, log.getEffectiveLevel()), "memory growth %s",
+                            json.dumps({**self.memtrace.report(), "malloc": rss.malloc()}, separators=(",", ":")))
             if stopping:
                 break
         self._emit(self.linker.flush())
@@ -293,6 +303,8 @@ class Agent:
         tracker = getattr(self.source, "tracker", None)
         if tracker is not None:  # the live capture's HTTP/1 exchanges made as rows, never as Spans
             tracker.spans_as_rows(Row)
+        if self.memtrace is not None:
+            self.memtrace.start()
         self._worker.start()
         try:
             self.source.run(self.on_spans, self.stop)

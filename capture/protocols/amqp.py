@@ -32,10 +32,13 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 FRAME_END = 0xCE
 MAX_FRAME = 128 * 1024 * 1024
-MAX_TRACKED = 10000  # delivery tags / unconfirmed publishes kept per channel, consumer tags per connection
+MAX_TRACKED = 10000  # unconfirmed publishes kept per channel, consumer tags per connection
 # channels followed per connection and synchronous methods awaiting a reply per channel: a peer
 # (or garbled bytes) naming every 16-bit channel, or never replying, must not grow the parser
 MAX_CHANNELS = 2048
+# deliveries awaiting the consumer's ack, per channel: an auto-ack consumer (no_ack) never acks, so
+# past this the oldest goes (counted: deliveries_evicted); an ack of it then names no queue
+MAX_DELIVERIES = 1024
 MAX_SYNC = 256
 # publishes awaiting the broker's confirm, per connection (each keeps its span's attributes)
 MAX_UNCONFIRMED = 2048
@@ -237,8 +240,10 @@ class AmqpParser(Parser):
                 queue = op.attrs.get("messaging.destination.name")
                 op.attrs["messaging.rabbitmq.destination.routing_key"] = m.routing_key
             op.attrs["messaging.rabbitmq.message.delivery_tag"] = m.delivery_tag
-            if len(ch.deliveries) < MAX_TRACKED:
-                ch.deliveries[m.delivery_tag] = queue
+            if len(ch.deliveries) >= MAX_DELIVERIES:
+                del ch.deliveries[next(iter(ch.deliveries))]  # tags rise: the oldest delivery
+                self.stats["deliveries_evicted"] += 1
+            ch.deliveries[m.delivery_tag] = queue
             ch.content[Side.SERVER] = op
             return
         if isinstance(m, (commands.Basic.Ack, commands.Basic.Nack)) and ch.confirm:

@@ -67,10 +67,27 @@ def route_of(path: str) -> str:
     return _route_of(path) if len(path) <= CACHED_LINE else _route_of.__wrapped__(path)
 
 
-@lru_cache(maxsize=8192)
+# the caches below keep what repeats; a request line with an id or a query in it never does, so
+# unique lines fill them to their bound, and a larger bound is a rise in the agent's RSS that lasts
+# for minutes (`python -m bench.soak` with log.memory_trace_frames: docs/benchmarks.md)
+ROUTES_CACHED = 2048
+LINES_CACHED = 1024
+
+
+@lru_cache(maxsize=ROUTES_CACHED)
 def _route_of(path: str) -> str:
     parts = path.split("/")
     return "/".join("{id}" if p and _ID_SEGMENT.match(p) else p for p in parts)
+
+
+def cache_stats() -> dict[str, int]:
+    """Entries and evictions of this module's caches (their misses past the bound: never cleared)."""
+    out = {}
+    for name, fn in (("route", _route_of), ("status_line", _status_of), ("request_line", _request_line)):
+        info = fn.cache_info()
+        out[f"{name}.entries"] = info.currsize
+        out[f"{name}.evicted"] = max(0, info.misses - info.currsize)
+    return out
 
 
 def _body_length(status: int | None, req: "_Message | None", chunked: bool, content_length: int) -> int:
@@ -96,7 +113,7 @@ def _status_of(line: bytes) -> tuple[int, str]:
     return code, (parts[2].decode("latin-1") if len(parts) > 2 else "")
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=LINES_CACHED)
 def _request_line(line: bytes) -> tuple[str, dict]:
     """Span name and attributes of a request line (cached: clients repeat their requests; the
     dict is shared, copy it)."""

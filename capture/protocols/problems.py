@@ -20,7 +20,7 @@ _KIND = {
     "hello_unreadable": "garbled", "header_block_too_large": "garbled", "degraded_header_blocks": "garbled",
     "unknown_command": "garbled",
     "pending_overflow": "overflow", "stream_overflow": "overflow", "hpack_table_capped": "overflow",
-    "channel_overflow": "overflow",
+    "channel_overflow": "overflow", "deliveries_evicted": "overflow",
     "requests_without_response": "unpaired", "responses_without_request": "unpaired",
     "stream_reused_before_response": "unpaired",
 }

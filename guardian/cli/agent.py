@@ -1,7 +1,8 @@
 """`guardian agent [--store PATH] [--config FILE]`: capture + linking + enrichment + store +
 export continuously, with the HTTP API (/healthz, /metrics, /v1/...). Prints `ready` on stderr
 once capturing; SIGTERM/SIGINT links what is pending, flushes the store and exits 0; SIGUSR1 logs
-the resident set by source (`memory {...}`: guardian/rss.py)."""
+the resident set by source (`memory {...}`: guardian/rss.py); SIGUSR2, with log.memory_trace_frames
+set, what grew since the last SIGUSR2 (`memory growth {...}`: guardian/memtrace.py)."""
 from __future__ import annotations
 
 import argparse
@@ -152,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: agent.stop.set())
     # the resident set by source as one log line (Agent.memory), written by the worker, not here
     signal.signal(signal.SIGUSR1, lambda *_: agent.log_memory.set())
+    # with log.memory_trace_frames: what Python's allocations and objects grew by since the last one
+    signal.signal(signal.SIGUSR2, lambda *_: agent.log_growth.set())
     if not args.replay:
         from capture.live import tune_gc
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import ctypes
 import mmap
 
-from bench.soak_live import malloc_mb, rss_parts_mb, series
+from bench.soak_live import malloc_mb, python_mb, rss_parts_mb, series
 
 
 def test_rss_parts_add_up_and_see_a_new_anonymous_mapping():
     before = rss_parts_mb()
-    assert before["vmrss"] >= before["rssanon"] > 0 and before["bpf_map"] == 0
+    assert before["vmrss"] >= before["rssanon"] > 0 and before["ring"] == 0
+    assert abs(before["total"] - before["vmrss"]) < 0.05 * before["vmrss"]  # the classes cover every mapping
     # a mapping of its own (malloc could serve 32 MiB from a heap already resident once its
     # threshold has risen in a long-lived process), written, so resident
     block = mmap.mmap(-1, 32 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -19,7 +20,7 @@ def test_rss_parts_add_up_and_see_a_new_anonymous_mapping():
         block[off:off + mmap.PAGESIZE] = page
     after = rss_parts_mb()
     block.close()
-    assert after["anon_maps"] - before["anon_maps"] >= 30
+    assert after["anon"] - before["anon"] >= 30
     assert after["vmrss"] - before["vmrss"] >= 30
 
 
@@ -39,3 +40,10 @@ def test_series_slope_is_taken_after_the_warmup_only():
     out = series(samples, warmup_s=60)
     assert out["rss.vmrss"] == {"start": 100, "end": 160, "max": 160, "slope_per_min_after_warmup": 0.0}
     assert out["n"]["slope_per_min_after_warmup"] == 0.0
+
+
+def test_python_figures_follow_small_objects():
+    before = python_mb()
+    keep = [(i, str(i)) for i in range(200_000)]  # small blocks: pymalloc's
+    after = python_mb()
+    assert len(keep) and after["in_use"] - before["in_use"] >= 5 and after["arenas"] >= after["in_use"]

@@ -212,3 +212,22 @@ def test_unconfirmed_count_follows_acks_across_channels():
     assert p.stats["pending_overflow"] == 10 and p._unconfirmed == amqp.MAX_UNCONFIRMED
     assert p._unconfirmed == sum(len(c.unconfirmed) for c in p._channels.values())
     assert len(p.close(10**9)) == amqp.MAX_UNCONFIRMED and p._unconfirmed == 0
+
+
+def test_deliveries_of_an_auto_ack_consumer_stay_at_their_bound():
+    """An auto-ack consumer never acks: the soak's consumer grew each channel's delivery table by
+    ~8 entries a second toward 10,000 (the agent's RSS rising over a 30-minute soak)."""
+    from capture.protocols import amqp
+    p = AmqpParser()
+    n = amqp.MAX_DELIVERIES + 500
+    steps = [(C, f(1, m.Basic.Consume(queue="jobs", no_ack=True))), (S, f(1, m.Basic.ConsumeOk(consumer_tag="t")))]
+    steps += [(S, content(1, m.Basic.Deliver(consumer_tag="t", delivery_tag=tag, exchange="", routing_key="jobs")))
+              for tag in range(1, n + 1)]
+    recs = feed_all(p, steps)
+    assert sum(r.name == "deliver jobs" for r in recs) == n
+    assert len(p._channels[1].deliveries) == amqp.MAX_DELIVERIES
+    assert p.stats["deliveries_evicted"] == 500
+    # the newest are the ones kept: their acks still name the queue, an evicted one's does not
+    (ack_new,) = feed_all(p, [(C, f(1, m.Basic.Ack(delivery_tag=n)))])
+    (ack_old,) = feed_all(p, [(C, f(1, m.Basic.Ack(delivery_tag=1)))])
+    assert (ack_new.name, ack_old.name) == ("ack jobs", "ack")

@@ -1,0 +1,70 @@
+"""The agent's memory debug mode (guardian/memtrace.py): a report names the line and the type that
+grew since the last one, and not what was freed; `guardian agent` with log.memory_trace_frames logs
+it on SIGUSR2 (the setting is off by default)."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+import tracemalloc
+
+import pytest
+
+from capture.config import AgentConfig
+from guardian.memtrace import MemTrace
+from support.agent_proc import AgentProcess
+from tests.guardian.test_agent import write_replay
+
+
+class _Kept:
+    pass
+
+
+@pytest.mark.skipif(tracemalloc.is_tracing(), reason="the process traces already (python -X tracemalloc)")
+def test_a_report_names_what_grew_since_the_last_one():
+    m = MemTrace(frames=2)
+    m.start()
+    try:
+        kept = [_Kept() for _ in range(20_000)]  # the line below is this test's
+        first = m.report()
+        top = first["lines"][0]
+        assert top["at"][-1].endswith(f"test_memtrace.py:{kept_line()}") and top["bytes"] > 500_000, first["lines"][:3]
+        assert first["types"]["_Kept"] == 20_000 and first["traced_bytes"] >= top["size"]
+        del kept
+        second = m.report()  # since the first: freed, nothing of it grew
+        assert "_Kept" not in second["types"]
+        assert not any(line["at"][-1].endswith(f":{kept_line()}") and line["bytes"] > 0 for line in second["lines"])
+    finally:
+        m.stop()
+    assert not tracemalloc.is_tracing()
+
+
+def kept_line() -> int:
+    import inspect
+
+    src, start = inspect.getsourcelines(test_a_report_names_what_grew_since_the_last_one)
+    return start + next(i for i, line in enumerate(src) if "kept = [" in line)
+
+
+def test_the_debug_mode_is_off_by_default():
+    assert AgentConfig().log.memory_trace_frames == 0
+
+
+def test_agent_logs_growth_on_sigusr2_in_the_debug_mode(tmp_path):
+    replay = tmp_path / "r.jsonl"
+    write_replay(replay, 50)
+    agent = AgentProcess("--store", str(tmp_path / "a.duckdb"), "--replay", str(replay),
+                         env={"GUARDIAN_LOG_FORMAT": "json", "GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "3"})
+    try:
+        agent.wait_metric("guardian_agent_spans_received_total", 150)
+        agent.proc.send_signal(signal.SIGUSR2)
+        deadline, line = time.monotonic() + 30, None
+        while line is None and time.monotonic() < deadline:
+            line = next((x for x in agent.stderr if '"memory growth {' in x), None)
+            time.sleep(0.1)
+        assert line is not None, "".join(agent.stderr)
+        g = json.loads(json.loads(line)["msg"].split(" ", 2)[2])
+        assert g["traced_bytes"] > 0 and g["lines"] and all(len(x["at"]) <= 3 for x in g["lines"])
+        assert isinstance(g["types"], dict) and g["malloc"]["in_use"] > 0
+    finally:
+        assert agent.stop(signal.SIGTERM) == 0, "".join(agent.stderr)
