@@ -39,10 +39,8 @@ def _functions(path, names=None) -> dict[str, gopclntab.GoFunc]:
 def test_stripped_binary_names_every_crypto_tls_function_of_its_unstripped_twin(go_binary, stripped):
     with open(stripped, "rb") as f:
         assert ELFFile(f).get_section_by_name(".symtab") is None
-    started = time.perf_counter()
     funcs = _functions(stripped)
-    elapsed = time.perf_counter() - started
-    assert len(funcs) > 4000 and elapsed < 2.0  # thousands of functions, far under the bound
+    assert len(funcs) > 4000  # thousands of functions (how long it takes is a benchmark's matter)
     syms = _symtab_funcs(go_binary)
     tls = {name: sym for name, sym in syms.items() if name.startswith("crypto/tls.")}
     assert len(tls) > 300 and elf.GO_READ in tls and elf.GO_WRITE in tls
