@@ -3,7 +3,8 @@
 Threads: the capture loop hands span batches to a queue bounded in batches and in spans
 (full = batch dropped and counted, so a slow store never stalls the ring buffer nor grows
 the agent's memory with the host's traffic), as compact rows (capture.rows) from there to the
-store; one worker links, stores and exports;
+store; one worker links, makes the store's columns and exports; the store's own thread inserts
+(DuckDBStore.insert_in_background);
 uvicorn serves the API. Shutdown links what is pending, flushes the store and the exporter.
 """
 from __future__ import annotations
@@ -63,7 +64,8 @@ class _Collector:
             "guardian_agent_spans_shed_kept": ("spans kept past the full ingest queue: errors and quiet "
                                                "processes' spans (guardian/shed.py)", a.shed.kept),
             "guardian_agent_spans_linked": ("spans that got a parent from the linker", a.linker.linked),
-            "guardian_agent_store_errors": ("store appends that failed", a.store_errors),
+            "guardian_agent_store_errors": ("store appends and inserts that failed",
+                                            a.store_errors + getattr(a.store, "insert_errors", 0)),
             "guardian_agent_memory_paged_out_bytes": ("file-backed resident bytes dropped after the start "
                                                       "(guardian/heap.py FilePager)",
                                                       a.pager.paged_out if a.pager is not None else 0),
@@ -293,6 +295,9 @@ class Agent:
         tracker = getattr(self.source, "tracker", None)
         if tracker is not None:  # the live capture's HTTP/1 exchanges made as rows, never as Spans
             tracker.spans_as_rows(Row)
+        background = getattr(self.store, "insert_in_background", None)
+        if background is not None:  # the store inserts on its own thread while the worker links the next batch
+            background()
         self._worker.start()
         try:
             self.source.run(self.on_spans, self.stop)
