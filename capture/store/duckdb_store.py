@@ -71,7 +71,7 @@ INSERT_ROWS = ROW_GROUP_ROWS
 INSERT_EVERY_S = 1.0
 # With an inserter thread, inserts gathered and not yet made, at most: past it, append waits (the
 # agent's worker, whose ingest queue then fills and drops what it must, counted; never the capture)
-READY_MAX = 2
+READY_MAX = 1
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
 
