@@ -199,7 +199,7 @@ class DuckDBStore(SpanStore):
                 self._newest_end = newest
             due = self._held_rows >= INSERT_ROWS or time.monotonic() - self._held_since >= INSERT_EVERY_S
             if due and self._inserter is not None:
-                while len(self._ready) >= READY_MAX and not self._closing:
+                while len(self._ready) >= READY_MAX and not self._closing and self._inserter.is_alive():
                     self._buf.wait(0.5)
                 self._gather()
                 return n
@@ -245,7 +245,7 @@ class DuckDBStore(SpanStore):
                         return
                     self._insert_ready()
                 self._maintain()
-            except duckdb.Error:  # keep inserting; the counter and the log tell
+            except Exception:  # noqa: BLE001 - the thread must outlive a failed insert (append waits on it)
                 self.insert_errors += 1
                 log.exception("store insert failed")
             if closing:
