@@ -3,8 +3,8 @@
 Threads: the capture loop hands span batches to a queue bounded in batches and in spans
 (full = batch dropped and counted, so a slow store never stalls the ring buffer nor grows
 the agent's memory with the host's traffic), as compact rows (capture.rows) from there to the
-store; one worker links, makes the store's columns and exports; the store's own thread inserts
-(DuckDBStore.insert_in_background);
+store; one worker links, stores and exports (while the queue is backed up the store inserts on
+a thread of its own meanwhile: DuckDBStore.insert_in_background);
 uvicorn serves the API. Shutdown links what is pending, flushes the store and the exporter.
 """
 from __future__ import annotations
@@ -173,6 +173,8 @@ class Agent:
         # file pages only the start used dropped from the resident set (guardian/heap.py): `guardian agent`
         self.pager = heap.FilePager() if page_out else None
         self._hold = getattr(store, "hold", None)  # a store's pool held near half its memory limit
+        # the store inserts on its own thread while the queue is backed up (DuckDBStore.insert_in_background)
+        self._background = getattr(store, "insert_in_background", None)
         self.log_memory = threading.Event()  # set (SIGUSR1): the worker logs memory() as one JSON line
 
     def capture_stats(self) -> dict[str, int]:
@@ -269,6 +271,8 @@ class Agent:
             if batch:
                 self.queue.taken(len(batch))
             self._enrich(batch)
+            if self._background is not None:  # behind: the next insert goes on while this batch is linked
+                self._background(self.queue.spans >= WORKER_BATCH)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
             try:
                 self.store.settle()  # what the store held back for a larger insert, once old enough
@@ -295,9 +299,6 @@ class Agent:
         tracker = getattr(self.source, "tracker", None)
         if tracker is not None:  # the live capture's HTTP/1 exchanges made as rows, never as Spans
             tracker.spans_as_rows(Row)
-        background = getattr(self.store, "insert_in_background", None)
-        if background is not None:  # the store inserts on its own thread while the worker links the next batch
-            background()
         self._worker.start()
         try:
             self.source.run(self.on_spans, self.stop)

@@ -170,13 +170,18 @@ class DuckDBStore(SpanStore):
         self._buf = threading.Condition(threading.Lock())
         self._ready: list = []  # gathered tables (INSERT_ROWS or INSERT_EVERY_S), each one INSERT
         self._inserter: threading.Thread | None = None
+        self._background = False
         self._closing = False
         self.insert_errors = 0
 
-    def insert_in_background(self) -> None:
-        """Make the held inserts (and retention, release, hold) on a thread of the store's own from
-        now on: append only gathers. The agent's worker links the next batch meanwhile."""
-        if self._inserter is None:
+    def insert_in_background(self, on: bool = True) -> None:
+        """Make the held inserts on a thread of the store's own (`on`) or in append itself as before,
+        from now on; the thread, once started, also settles, holds and releases the pool. With it
+        append only gathers, and the agent's worker links its next batch meanwhile: what keeps up
+        at saturation, but each handover costs the process more CPU than the insert in place at a
+        moderate rate, so the agent turns it on while its ingest queue is backed up."""
+        self._background = on
+        if on and self._inserter is None:
             self._inserter = threading.Thread(target=self._insert_loop, name="store-insert", daemon=True)
             self._inserter.start()
 
@@ -198,7 +203,7 @@ class DuckDBStore(SpanStore):
             if newest is not None and (self._newest_end is None or newest > self._newest_end):
                 self._newest_end = newest
             due = self._held_rows >= INSERT_ROWS or time.monotonic() - self._held_since >= INSERT_EVERY_S
-            if due and self._inserter is not None:
+            if due and self._background:
                 while len(self._ready) >= READY_MAX and not self._closing and self._inserter.is_alive():
                     self._buf.wait(0.5)
                 self._gather()
@@ -206,7 +211,8 @@ class DuckDBStore(SpanStore):
         if due:
             with self._lock:
                 self._insert_held()
-        if self._on_file and self._memory_limit_mb is not None and time.monotonic() >= self._next_release:
+        if (self._inserter is None and self._on_file and self._memory_limit_mb is not None
+                and time.monotonic() >= self._next_release):
             self.release()
         return n
 
@@ -222,7 +228,7 @@ class DuckDBStore(SpanStore):
         at every turn, so that spans are written while none come; the inserter thread does it
         itself)."""
         if self._held and time.monotonic() - self._held_since >= INSERT_EVERY_S:
-            if self._inserter is not None:
+            if self._background:
                 with self._buf:
                     self._gather()
                 return
