@@ -178,8 +178,9 @@ class DuckDBStore(SpanStore):
         """Make the held inserts on a thread of the store's own (`on`) or in append itself as before,
         from now on; the thread, once started, also settles, holds and releases the pool. With it
         append only gathers, and the agent's worker links its next batch meanwhile: what keeps up
-        at saturation, but each handover costs the process more CPU than the insert in place at a
-        moderate rate, so the agent turns it on while its ingest queue is backed up."""
+        at saturation, but with an insert in progress beside one ready it holds more memory
+        (`python -m bench.capture --only agent`: peak RSS), so the agent turns it on only while its
+        ingest queue is backed up."""
         self._background = on
         if on and self._inserter is None:
             self._inserter = threading.Thread(target=self._insert_loop, name="store-insert", daemon=True)
