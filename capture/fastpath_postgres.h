@@ -32,6 +32,10 @@ static PyObject *pg_cstr(const unsigned char *b, Py_ssize_t a, Py_ssize_t e)
 static int pg_requests(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
                        PyObject *tid, PyObject *spans)
 {
+    /* a Query written while one of an earlier chunk waits: that one's answer was missed (postgres.py
+     * Rule 4), Python's case */
+    if (c->qlen)
+        return 0;
     for (Py_ssize_t at = 0; at < n;) {
         Py_ssize_t next = pg_frame(b, n, at);
         if (next < 0 || b[at] != 'Q' || c->qlen >= PG_MAX_PENDING)

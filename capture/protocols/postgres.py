@@ -10,6 +10,11 @@ Rule 2: backend messages answer frontend messages in order: a FIFO of expected a
         them; after an ErrorResponse the server skips to Sync, and so do we.
 Rule 3: PasswordMessage/SASL bodies are never read. After garbage or lost bytes a direction
         resyncs at the next chunk that starts with a plausible typed message; pending work is dropped.
+Rule 4: a client sends a simple Query only once the previous one's ReadyForQuery came (libpq and
+        the drivers refuse otherwise; pipelines use the extended protocol). A Query written while an
+        earlier one, from an earlier chunk, still waits means that one's answer was not all seen (a
+        capture that missed it without a gap in the stream): it ends at the last answer message seen
+        for it, or, with none seen, is dropped (`answers_missed`), never at a later query's answer.
 """
 from __future__ import annotations
 
@@ -75,6 +80,8 @@ class _Unit:
     tag: str = ""
     rows: int = 0
     error: dict | None = None
+    chunk: int = 0  # the client chunk that carried it (Rule 4)
+    answered_ns: int = 0  # the last answer message seen for it
 
 
 def _cstr(body: bytes, pos: int) -> tuple[str, int]:
@@ -121,6 +128,7 @@ class PostgresParser(Parser):
         self._head = b""  # an untyped message not yet whole
         self._ssl_answer = False  # the server answers SSLRequest/GSSENCRequest with one byte
         self._out: list[Record] = []
+        self._chunk = 0  # client chunks seen (Rule 4)
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         if side == Side.CLIENT and self._untyped:
@@ -137,6 +145,8 @@ class PostgresParser(Parser):
             return self._take()
         reader = self._readers[side]
         synced = reader.synced
+        if side == Side.CLIENT:
+            self._chunk += 1
         for f in reader.feed(data, ts_ns, size):
             if side == Side.CLIENT:
                 self._frontend(f.data[0], f.data[5:], f.start_ns)
@@ -202,7 +212,13 @@ class PostgresParser(Parser):
 
     def _frontend(self, t: int, body: bytes, ts_ns: int) -> None:
         if t == 0x51:  # Q
-            self._units.push(_Unit("query", ts_ns, _cstr(body, 0)[0]))
+            units = self._units
+            while units and units[0].kind == "query" and units[0].chunk != self._chunk:
+                u = units.popleft()  # Rule 4: its answer was missed
+                self.stats["answers_missed"] += 1
+                if u.answered_ns:
+                    self._emit(u, u.answered_ns)
+            units.push(_Unit("query", ts_ns, _cstr(body, 0)[0], chunk=self._chunk))
         elif t == 0x50:  # P: name, query
             name, pos = _cstr(body, 0)
             query = _cstr(body, pos)[0]
@@ -245,6 +261,8 @@ class PostgresParser(Parser):
             return
         if head is None:
             return
+        if t not in b"ANS":  # not NotificationResponse, NoticeResponse, ParameterStatus: they come unasked
+            head.answered_ns = ts_ns
         if t == 0x45:  # E ErrorResponse
             err = _error_fields(body)
             if head.kind == "query":

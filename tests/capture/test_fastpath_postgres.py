@@ -3,7 +3,8 @@ the Python path (capture/protocols/postgres.py is the specification): the same r
 ConnTracker.feed with and without the C table give the same spans in the same order (ids masked) —
 the startup (Python's), queries with rows, tags, errors, notices, several statements in one Query,
 pipelined queries, credentials in SQL, COPY and the extended protocol (handed back), replies
-cut across reads and by the capture, gaps, random chunking, kernel pairing, hostile records."""
+cut across reads and by the capture, answers missed without a gap, gaps, random chunking, kernel
+pairing, hostile records."""
 from __future__ import annotations
 
 import json
@@ -66,6 +67,11 @@ EXCHANGES = [
     (q("COPY t FROM STDIN"), [msg(b"G", b"\0\0\0")]),
     (msg(b"d", b"1\t2\n") + msg(b"c", b""), [msg(b"C", b"COPY 1\0") + msg(b"Z", b"I")]),
     (q("SELECT after FROM copy"), [rows(1, b"SELECT 1")]),
+    # answers the capture missed without a gap in the stream (postgres.py Rule 4): the next Query
+    # ends a query at the last answer message seen, or drops one with none seen
+    (q("SELECT unready FROM t"), [rows(2, b"SELECT 2")[:-6]]),
+    (q("SELECT unanswered FROM t"), []),
+    (q("SELECT answered FROM t"), [rows(4, b"SELECT 4")]),
 ]
 
 
@@ -95,6 +101,9 @@ def test_every_postgres_case_gives_the_same_spans(batch, kernel_pairing):
     assert len(spans) >= 0.8 * 4 * (len(EXCHANGES) + 20 + 2) and counts["spans"] >= 0.5 * len(spans), counts
     assert counts["handed_over"] >= 4, counts
     seen = {(s["name"], s["status_code"], s["attributes"].get("db.response.returned_rows")) for s in parsed}
+    texts = {(s["attributes"].get("db.query.text"), s["attributes"].get("db.response.returned_rows")) for s in parsed}
+    assert ("SELECT unready FROM t", 2) in texts and ("SELECT answered FROM t", 4) in texts, texts
+    assert not any(t == "SELECT unanswered FROM t" for t, _ in texts)
     assert {("SELECT pgbench_accounts", "UNSET", 1), ("SELECT t", "UNSET", 3), ("UPDATE accounts", "UNSET", 1),
             ("SELECT missing", "ERROR", None), ("SELECT t", "ERROR", 2), ("SELECT again", "UNSET", 1)} <= seen, seen
     # a startup the capture cut leaves the connection without its database name, on both paths

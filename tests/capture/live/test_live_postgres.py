@@ -89,3 +89,62 @@ def test_psql_simple_query_and_server_side(traffic, postgres_server):
 def test_password_never_reaches_spans(traffic):
     cap, _ = traffic
     assert "s3cr3t-Pa55" not in json.dumps(cap.spans)
+
+
+IDLE_S = 1.5  # a pooled connection's wait between two fast queries
+
+
+def test_idle_pooled_connections_do_not_stretch_spans(postgres_server):
+    """Connections held idle between fast queries (a pool shared by threads, a transaction left
+    open, LISTEN with a notification arriving while idle; simple and extended protocol): every
+    span, CLIENT and SERVER, lasts its query, never up to the connection's next use (postgres.py
+    Rule 4). The bound is a third of the idle wait so that a loaded host does not fail it."""
+    import queue
+    import threading
+    import time
+
+    pg = postgres_server
+    dsn = f"host=127.0.0.1 port={pg['port']} user={pg['user']} password={pg['password']} dbname={pg['dbname']}"
+    asked: dict[str, int] = {}
+
+    def run(conn, n: int, tag: str, params: bool = False) -> None:
+        sql = f"SELECT g FROM generate_series(1, {n}) g /* {tag} */"
+        if params:
+            sql = sql.replace(f"1, {n}", "1, %s::int")
+        rows = conn.execute(sql, (n,) if params else None).fetchall()
+        assert len(rows) == n
+        asked[tag] = n
+
+    with live_capture(port=pg["port"], extra=("--no-tls",)) as cap:
+        pool: queue.Queue = queue.Queue()
+        pool.put(psycopg.connect(dsn, autocommit=True))
+
+        def pooled(k: int) -> None:
+            conn = pool.get()
+            try:
+                run(conn, 1 + k, f"pool{k}")
+                run(conn, 3 + k, f"pool{k}x", params=True)
+            finally:
+                pool.put(conn)
+        for k in range(3):
+            t = threading.Thread(target=pooled, args=(k,))
+            t.start()
+            t.join()
+            time.sleep(IDLE_S)
+        with psycopg.connect(dsn) as tx:  # a transaction left idle between its statements
+            run(tx, 2, "tx1")
+            time.sleep(IDLE_S)
+            run(tx, 5, "tx2")
+        with psycopg.connect(dsn, autocommit=True) as lis, psycopg.connect(dsn, autocommit=True) as other:
+            lis.execute("LISTEN guardian_ch")
+            other.execute("NOTIFY guardian_ch, 'x'")  # reaches `lis` while it is idle
+            time.sleep(IDLE_S)
+            run(lis, 4, "listen")
+        pool.get().close()
+    spans = [s for s in cap.spans if "/* " in s["attributes"].get("db.query.text", "")]
+    for kind in ("CLIENT", "SERVER"):
+        got = {s["attributes"]["db.query.text"].rsplit("/* ", 1)[1][:-3]: s for s in spans if s["kind"] == kind}
+        assert set(got) == set(asked), (kind, sorted(got), sorted(asked))
+        for tag, s in got.items():
+            assert s["attributes"].get("db.response.returned_rows") == asked[tag], s
+            assert s["end_time_unix_nano"] - s["start_time_unix_nano"] < IDLE_S / 3 * 1e9, s

@@ -182,3 +182,37 @@ def test_completion_tag_whose_count_is_not_an_ascii_number():
     p.feed(C, query("SELECT 1"), 7)
     (r,) = p.feed(S, ok_result("SELECT 3", rows=3, parse=False), 8)
     assert r.attributes["db.response.returned_rows"] == 3
+
+
+def test_a_query_whose_answer_was_missed_ends_at_the_last_answer_seen_never_at_the_next_one():
+    """Rule 4: a capture that missed an answer's end (its ReadyForQuery) or all of it, with no gap
+    in the stream, must not pair the next query's answer with that query: an idle pooled connection
+    would then show as one query lasting until the connection's next use."""
+    p = connected()
+    p.feed(C, query("SELECT a FROM t WHERE id = 1"), 10)
+    assert p.feed(S, m(b"T", b"\0\0") + m(b"D", b"\0\0") + m(b"C", b"SELECT 1\0"), 11) == []  # its Z missed
+    (a,) = p.feed(C, query("SELECT b FROM t"), 2_000_000_000)  # after 2 s idle in the pool
+    assert (a.start_ns, a.end_ns, a.attributes["db.response.returned_rows"]) == (10, 11, 1)
+    (b,) = p.feed(S, m(b"T", b"\0\0") + m(b"D", b"\0\0") * 20 + m(b"C", b"SELECT 20\0") + m(b"Z", b"I"), 2_000_000_050)
+    assert (b.start_ns, b.end_ns, b.attributes["db.response.returned_rows"]) == (2_000_000_000, 2_000_000_050, 20)
+    # nothing of its answer seen: dropped and counted, the next query keeps its own answer
+    p.feed(C, query("SELECT c FROM t"), 3_000_000_000)
+    p.feed(C, query("SELECT d FROM t"), 4_000_000_000)
+    (d,) = p.feed(S, m(b"C", b"SELECT 3\0") + m(b"Z", b"I"), 4_000_000_020)
+    assert (d.attributes["db.query.text"], d.end_ns - d.start_ns) == ("SELECT d FROM t", 20)
+    assert p.stats["answers_missed"] == 2
+    # a notice or a notification is no answer: a query that saw only those is dropped
+    p.feed(C, query("SELECT e FROM t"), 5_000_000_000)
+    p.feed(S, m(b"A", b"\0\0\0\1ch\0x\0"), 5_000_000_001)
+    p.feed(C, query("SELECT f FROM t"), 6_000_000_000)
+    (f,) = p.feed(S, m(b"C", b"SELECT 0\0") + m(b"Z", b"I"), 6_000_000_010)
+    assert f.attributes["db.query.text"] == "SELECT f FROM t" and p.stats["answers_missed"] == 3
+
+
+def test_simple_queries_pipelined_in_one_write_still_pair_in_order():
+    p = connected()
+    p.feed(C, query("SELECT 1") + query("SELECT 2"), 10)
+    first = p.feed(S, m(b"C", b"SELECT 1\0") + m(b"Z", b"I"), 20)
+    second = p.feed(S, m(b"C", b"SELECT 1\0") + m(b"Z", b"I"), 30)
+    assert [(r.attributes["db.query.text"], r.end_ns) for r in first + second] == [("SELECT 1", 20), ("SELECT 2", 30)]
+    assert not p.stats["answers_missed"]
