@@ -81,6 +81,18 @@ class AgentProcess:
                 v, since = now, time.monotonic()
         return v
 
+    def signal_and_wait_line(self, sig: int, marker: str, timeout: float = 30.0) -> str:
+        """Send `sig` and return the first stderr line containing `marker` (what the agent logs
+        on that signal)."""
+        self.proc.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = next((x for x in self.stderr if marker in x), None)
+            if line is not None:
+                return line
+            time.sleep(0.1)
+        raise AssertionError(f"no {marker!r} line after signal {sig}:\n" + "".join(self.stderr))
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 90.0) -> int:
         self.proc.send_signal(sig)
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import tracemalloc
 
 import pytest
@@ -57,12 +56,7 @@ def test_agent_logs_growth_on_sigusr2_in_the_debug_mode(tmp_path):
                          env={"GUARDIAN_LOG_FORMAT": "json", "GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "3"})
     try:
         agent.wait_metric("guardian_agent_spans_received_total", 150)
-        agent.proc.send_signal(signal.SIGUSR2)
-        deadline, line = time.monotonic() + 30, None
-        while line is None and time.monotonic() < deadline:
-            line = next((x for x in agent.stderr if '"memory growth {' in x), None)
-            time.sleep(0.1)
-        assert line is not None, "".join(agent.stderr)
+        line = agent.signal_and_wait_line(signal.SIGUSR2, '"memory growth {')
         g = json.loads(json.loads(line)["msg"].split(" ", 2)[2])
         assert g["traced_bytes"] > 0 and g["lines"] and all(len(x["at"]) <= 3 for x in g["lines"])
         assert isinstance(g["types"], dict) and g["malloc"]["in_use"] > 0

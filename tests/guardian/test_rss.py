@@ -6,7 +6,6 @@ import ctypes
 import json
 import mmap
 import signal
-import time
 
 import pytest
 
@@ -74,13 +73,7 @@ def test_sigusr1_logs_one_json_line_and_metrics_carry_the_same_figures(tmp_path)
                          env={"GUARDIAN_LOG_FORMAT": "json", "GUARDIAN_STORE__MEMORY_LIMIT_MB": "64"})
     try:
         agent.wait_metric("guardian_agent_spans_received_total", 150)
-        agent.proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 20
-        line = None
-        while line is None and time.monotonic() < deadline:
-            line = next((x for x in agent.stderr if '"memory {' in x), None)
-            time.sleep(0.1)
-        assert line is not None, "".join(agent.stderr)
+        line = agent.signal_and_wait_line(signal.SIGUSR1, '"memory {')
         m = json.loads(json.loads(line)["msg"].split(" ", 1)[1])
         assert m["rss"]["total"] == sum(m["rss"][k] for k in rss.CLASSES)
         assert abs(m["rss"]["total"] - m["status"]["VmRSS"]) < 0.05 * m["status"]["VmRSS"] + 4 * MB
