@@ -41,6 +41,21 @@ def write_replay(path, n: int) -> None:
             f.writelines(s.to_json() + "\n" for s in request(i))
 
 
+def replayed_agent(tmp_path, env: dict[str, str], requests: int = 50) -> AgentProcess:
+    """`guardian agent` on a file store, replaying `requests` recorded requests (3 spans each),
+    all received; JSON logs."""
+    replay = tmp_path / "replay.jsonl"
+    write_replay(replay, requests)
+    agent = AgentProcess("--store", str(tmp_path / "a.duckdb"), "--replay", str(replay),
+                         env={"GUARDIAN_LOG_FORMAT": "json", **env})
+    try:
+        agent.wait_metric("guardian_agent_spans_received_total", 3 * requests)
+    except BaseException:
+        agent.kill()
+        raise
+    return agent
+
+
 def guardian(*args: str) -> subprocess.CompletedProcess:
     return run_cli(*args)
 

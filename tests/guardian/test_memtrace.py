@@ -11,8 +11,7 @@ import pytest
 
 from capture.config import AgentConfig
 from guardian.memtrace import MemTrace
-from support.agent_proc import AgentProcess
-from tests.guardian.test_agent import write_replay
+from tests.guardian.test_agent import replayed_agent
 
 
 class _Kept:
@@ -50,12 +49,8 @@ def test_the_debug_mode_is_off_by_default():
 
 
 def test_agent_logs_growth_on_sigusr2_in_the_debug_mode(tmp_path):
-    replay = tmp_path / "r.jsonl"
-    write_replay(replay, 50)
-    agent = AgentProcess("--store", str(tmp_path / "a.duckdb"), "--replay", str(replay),
-                         env={"GUARDIAN_LOG_FORMAT": "json", "GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "3"})
+    agent = replayed_agent(tmp_path, {"GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "3"})
     try:
-        agent.wait_metric("guardian_agent_spans_received_total", 150)
         line = agent.signal_and_wait_line(signal.SIGUSR2, '"memory growth {')
         g = json.loads(json.loads(line)["msg"].split(" ", 2)[2])
         assert g["traced_bytes"] > 0 and g["lines"] and all(len(x["at"]) <= 3 for x in g["lines"])

@@ -10,8 +10,7 @@ import signal
 import pytest
 
 from guardian import rss
-from support.agent_proc import AgentProcess
-from tests.guardian.test_agent import write_replay
+from tests.guardian.test_agent import replayed_agent
 
 MB = rss.MB
 
@@ -67,12 +66,8 @@ def test_python_blocks_and_pymalloc_bytes_follow_objects():
 
 
 def test_sigusr1_logs_one_json_line_and_metrics_carry_the_same_figures(tmp_path):
-    replay = tmp_path / "spans.jsonl"
-    write_replay(replay, 50)
-    agent = AgentProcess("--store", str(tmp_path / "a.duckdb"), "--replay", str(replay),
-                         env={"GUARDIAN_LOG_FORMAT": "json", "GUARDIAN_STORE__MEMORY_LIMIT_MB": "64"})
+    agent = replayed_agent(tmp_path, {"GUARDIAN_STORE__MEMORY_LIMIT_MB": "64"})
     try:
-        agent.wait_metric("guardian_agent_spans_received_total", 150)
         line = agent.signal_and_wait_line(signal.SIGUSR1, '"memory {')
         m = json.loads(json.loads(line)["msg"].split(" ", 1)[1])
         assert m["rss"]["total"] == sum(m["rss"][k] for k in rss.CLASSES)
