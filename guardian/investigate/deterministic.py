@@ -33,7 +33,6 @@ from guardian.investigate.samples import Memo, Walker
 from guardian.investigate.signals import Signals, read_signals
 from guardian.investigate.sparse import confidence as _confidence
 from guardian.investigate.sparse import few as _few
-from guardian.investigate.stutter import hand_over as _hand_over
 from guardian.report import BlastRadius, EngineInfo, Evidence, Report, ReportWindow, RootCause
 from capture.store.window import default_window, fmt_ns, split_baseline
 from tools.anomalies import Anomaly, anomalies
@@ -101,7 +100,6 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     cands = _own_slowdown(cands)
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
-    _hand_over(walker, cands, sig)
     cands.sort(key=lambda c: -c.score)
     _bar(walker, cands)
     # Too weak to name, unless a test showed a candidate's own failures grew: a failure rate

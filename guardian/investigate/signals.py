@@ -16,7 +16,6 @@ from tools.shape import ShapeChange, shape_changes
 from tools.silence import Silence, silences
 from tools.stats import MIN_SAMPLE
 from tools.stuck import Stuck, stuck_calls
-from tools.stutter import Stutter, stutters
 
 # Attributes that say how a call ended, when the status code is left unset.
 STATUS_KEYS = ("http.response.status_code", "rpc.grpc.status_code", "db.response.status_code",
@@ -37,7 +36,6 @@ class Signals:
     own: list[OwnShift] = field(default_factory=list)  # services whose own time grew (alone)
     silent: list[Silence] = field(default_factory=list)  # services that stopped (no spans at all)
     pools: list[PoolWait] = field(default_factory=list)  # requests waiting, calling nothing, for a connection
-    stutters: list[Stutter] = field(default_factory=list)  # services whose requests began in bursts
 
     def callers_own(self, g: GapShift) -> bool:
         """The gap is the caller's: every callee of it grew, or only it saw this callee grow."""
@@ -57,7 +55,6 @@ def read_signals(store: SpanStore, window: TimeWindow, baseline: TimeWindow) -> 
     cur, base = sample(store, window), sample(store, baseline)
     sig = signals(cur, base)
     sig.silent = first_silent(silences(store, cur, base))
-    sig.stutters = stutters(cur, base)
     return sig
 
 
