@@ -3,8 +3,7 @@
 Threads: the capture loop hands span batches to a queue bounded in batches and in spans
 (full = batch dropped and counted, so a slow store never stalls the ring buffer nor grows
 the agent's memory with the host's traffic), as compact rows (capture.rows) from there to the
-store; one worker links, stores and exports (while the queue is backed up the store inserts on
-a thread of its own meanwhile: DuckDBStore.insert_in_background);
+store; one worker links, stores and exports;
 uvicorn serves the API. Shutdown links what is pending, flushes the store and the exporter.
 """
 from __future__ import annotations
@@ -65,8 +64,7 @@ class _Collector:
             "guardian_agent_spans_shed_kept": ("spans kept past the full ingest queue: errors and quiet "
                                                "processes' spans (guardian/shed.py)", a.shed.kept),
             "guardian_agent_spans_linked": ("spans that got a parent from the linker", a.linker.linked),
-            "guardian_agent_store_errors": ("store appends and inserts that failed",
-                                            a.store_errors + getattr(a.store, "insert_errors", 0)),
+            "guardian_agent_store_errors": ("store appends that failed", a.store_errors),
             "guardian_agent_memory_paged_out_bytes": ("file-backed resident bytes dropped after the start "
                                                       "(guardian/heap.py FilePager)",
                                                       a.pager.paged_out if a.pager is not None else 0),
@@ -174,8 +172,6 @@ class Agent:
         # file pages only the start used dropped from the resident set (guardian/heap.py): `guardian agent`
         self.pager = heap.FilePager() if page_out else None
         self._hold = getattr(store, "hold", None)  # a store's pool held near half its memory limit
-        # the store inserts on its own thread while the queue is backed up (DuckDBStore.insert_in_background)
-        self._background = getattr(store, "insert_in_background", None)
         self.log_memory = threading.Event()  # set (SIGUSR1): the worker logs memory() as one JSON line
         # the debug mode (log.memory_trace_frames): SIGUSR2 sets log_growth, the worker logs what grew
         frames = config.log.memory_trace_frames
@@ -276,8 +272,6 @@ class Agent:
             if batch:
                 self.queue.taken(len(batch))
             self._enrich(batch)
-            if self._background is not None:  # behind: the next insert goes on while this batch is linked
-                self._background(self.queue.spans >= WORKER_BATCH)
             self._emit(self.linker.add(batch) if batch else self.linker.idle())
             try:
                 self.store.settle()  # what the store held back for a larger insert, once old enough

@@ -3,14 +3,12 @@
 One table, one row per span; attributes and resource are JSON text (filterable with
 DuckDB's JSON functions, and round-tripped with their types). Batches go in as columnar
 INSERTs (Arrow tables DuckDB scans in place), never row by row, small ones held for one larger
-insert that every read makes first; `insert_in_background()` hands those inserts to a thread of
-the store's own (DuckDB runs them mostly without the GIL, beside the caller's next batch). Retention: by age
+insert that every read makes first. Retention: by age
 (relative to the newest span, so recorded data is not evicted on import) and by count,
 oldest first. One connection guarded by a lock: DuckDB connections are not thread-safe.
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -27,8 +25,6 @@ import pyarrow.compute as pc
 from capture.span import Span
 from capture.store.api import EdgeRow, RedRow, SpanFilter, SpanStore, TimeWindow
 from capture.store.columns import arrow_batch, span_of_row, with_attributes
-
-log = logging.getLogger("capture.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -69,9 +65,6 @@ ROW_GROUP_ROWS = 16_384
 # a query sees every appended span (`python -m bench.events agent FILE`: the store's µs per span).
 INSERT_ROWS = ROW_GROUP_ROWS
 INSERT_EVERY_S = 1.0
-# With an inserter thread, inserts gathered and not yet made, at most: past it, append waits (the
-# agent's worker, whose ingest queue then fills and drops what it must, counted; never the capture)
-READY_MAX = 1
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
 
@@ -164,27 +157,6 @@ class DuckDBStore(SpanStore):
         self.releases = self.release_failures = 0
         self._next_hold_check = 0.0
         self.holds = 0
-        # held and ready tables are guarded by _buf (append must not wait for an insert in progress,
-        # which holds _lock); whoever inserts takes _lock first, then what is ready under _buf, so a
-        # read (which inserts what is ready and held first) never misses a table being inserted
-        self._buf = threading.Condition(threading.Lock())
-        self._ready: list = []  # gathered tables (INSERT_ROWS or INSERT_EVERY_S), each one INSERT
-        self._inserter: threading.Thread | None = None
-        self._background = False
-        self._closing = False
-        self.insert_errors = 0
-
-    def insert_in_background(self, on: bool = True) -> None:
-        """Make the held inserts on a thread of the store's own (`on`) or in append itself as before,
-        from now on; the thread, once started, also settles, holds and releases the pool. With it
-        append only gathers, and the agent's worker links its next batch meanwhile: what keeps up
-        at saturation, but with an insert in progress beside one ready it holds more memory
-        (`python -m bench.capture --only agent`: peak RSS), so the agent turns it on only while its
-        ingest queue is backed up."""
-        self._background = on
-        if on and self._inserter is None:
-            self._inserter = threading.Thread(target=self._insert_loop, name="store-insert", daemon=True)
-            self._inserter.start()
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, spans: Iterable[Span]) -> int:
@@ -195,7 +167,7 @@ class DuckDBStore(SpanStore):
             return 0
         table = arrow_batch(batch)
         newest = pc.max(table.column("end_ns")).as_py()
-        with self._buf:
+        with self._lock:
             if not self._held:
                 self._held_since = time.monotonic()
             self._held.append(table)
@@ -203,90 +175,26 @@ class DuckDBStore(SpanStore):
             self._count += n
             if newest is not None and (self._newest_end is None or newest > self._newest_end):
                 self._newest_end = newest
-            due = self._held_rows >= INSERT_ROWS or time.monotonic() - self._held_since >= INSERT_EVERY_S
-            if due and self._background:
-                while len(self._ready) >= READY_MAX and not self._closing and self._inserter.is_alive():
-                    self._buf.wait(0.5)
-                self._gather()
-                return n
-        if due:
-            with self._lock:
+            if self._held_rows >= INSERT_ROWS or time.monotonic() - self._held_since >= INSERT_EVERY_S:
                 self._insert_held()
-        if (self._inserter is None and self._on_file and self._memory_limit_mb is not None
-                and time.monotonic() >= self._next_release):
+        if self._on_file and self._memory_limit_mb is not None and time.monotonic() >= self._next_release:
             self.release()
         return n
 
-    def _gather(self) -> None:
-        """What is held becomes one ready insert (under _buf)."""
-        if self._held:
-            self._ready.append(self._held)
-            self._held, self._held_rows = [], 0
-            self._buf.notify_all()
-
     def settle(self) -> None:
         """Insert what is held once it has waited INSERT_EVERY_S (the agent's worker calls it
-        at every turn, so that spans are written while none come; the inserter thread does it
-        itself)."""
+        at every turn, so that spans are written while none come)."""
         if self._held and time.monotonic() - self._held_since >= INSERT_EVERY_S:
-            if self._background:
-                with self._buf:
-                    self._gather()
-                return
             with self._lock:
                 self._insert_held()
 
-    def _insert_loop(self) -> None:
-        """The inserter thread: each ready insert in turn; settles what is held, and holds or releases
-        the pool, while none come."""
-        while True:
-            with self._buf:
-                if not self._ready and not self._closing:
-                    self._buf.wait(INSERT_EVERY_S / 2)
-                if not self._ready and self._held and time.monotonic() - self._held_since >= INSERT_EVERY_S:
-                    self._gather()
-                closing = self._closing
-            try:
-                with self._lock:
-                    if self._con is None:
-                        return
-                    self._insert_ready()
-                self._maintain()
-            except Exception:  # noqa: BLE001 - the thread must outlive a failed insert (append waits on it)
-                self.insert_errors += 1
-                log.exception("store insert failed")
-            if closing:
-                return
-
-    def _insert_ready(self) -> None:
-        """Every ready insert, oldest first (under _lock)."""
-        while True:
-            with self._buf:
-                if not self._ready:
-                    return
-                tables = self._ready.pop(0)
-                self._buf.notify_all()
-            self._insert(tables)
-
-    def _maintain(self) -> None:
-        """Release or hold the pool, as append and the agent's worker do without an inserter thread."""
-        if self._on_file and self._memory_limit_mb is not None and time.monotonic() >= self._next_release:
-            self.release()
-        self._hold_check()
-
     def _insert_held(self) -> None:
-        """What is ready and held, each as one INSERT. Under the lock."""
-        self._insert_ready()
-        with self._buf:
-            tables = self._held
-            self._held, self._held_rows = [], 0
-        if tables:
-            self._insert(tables)
-
-    def _insert(self, tables: list) -> None:
-        """Gathered batches as one INSERT, on one thread (two cost a third more CPU per row and
+        """The held batches as one INSERT, on one thread (two cost a third more CPU per row and
         leave row groups half full for the checkpoint to merge), then retention. Under the lock."""
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        if not self._held:
+            return
+        table = pa.concat_tables(self._held) if len(self._held) > 1 else self._held[0]
+        self._held, self._held_rows = [], 0
         with _private_files(self.path):
             parallel = self._threads is None or self._threads > 1
             if parallel:
@@ -295,8 +203,7 @@ class DuckDBStore(SpanStore):
             try:
                 self._con.execute("INSERT INTO spans SELECT * FROM _batch")
             except duckdb.Error:
-                with self._buf:
-                    self._count -= table.num_rows  # counted when appended; lost like a failed append
+                self._count -= table.num_rows  # counted when appended; lost like a failed append
                 raise
             finally:
                 self._con.unregister("_batch")
@@ -338,8 +245,7 @@ class DuckDBStore(SpanStore):
             self._con.execute(
                 "DELETE FROM spans WHERE rowid IN "
                 "(SELECT rowid FROM spans ORDER BY start_ns LIMIT ?)", [excess])
-            with self._buf:  # (append counts what it gathers under _buf alone)
-                self._count -= excess
+            self._count -= excess
             self.evicted += excess
         now = time.monotonic()
         if self.max_age_s is not None and now - self._last_age_check >= _AGE_CHECK_EVERY_S:
@@ -351,8 +257,7 @@ class DuckDBStore(SpanStore):
             # row groups' min/max skip everything newer than the cutoff
             cutoff = self._newest_end - int(self.max_age_s * 1e9)
             gone = self._con.execute("DELETE FROM spans WHERE end_ns < ?", [cutoff]).fetchall()[0][0]
-            with self._buf:
-                self._count -= gone
+            self._count -= gone
             self.evicted += gone
 
     def release(self) -> None:
@@ -378,12 +283,7 @@ class DuckDBStore(SpanStore):
         """A store with a memory limit held near HOLD_AT of it: once its pool passes that, a file's
         is released (`release`), an in-memory one is checkpointed (and every RELEASE_EVERY_S too),
         counted in `holds`. At most one duckdb_memory() look every HOLD_CHECK_EVERY_S: the caller
-        (the agent's worker) may call it after every batch; with an inserter thread, that thread
-        does it between inserts and the call does nothing."""
-        if self._inserter is None:
-            self._hold_check()
-
-    def _hold_check(self) -> None:
+        (the agent's worker) may call it after every batch."""
         if self._memory_limit_mb is None or self._con is None:
             return
         now = time.monotonic()
@@ -420,12 +320,6 @@ class DuckDBStore(SpanStore):
                 self._con.execute("CHECKPOINT")
 
     def close(self) -> None:
-        inserter = self._inserter
-        if inserter is not None:
-            with self._buf:
-                self._closing = True
-                self._buf.notify_all()
-            inserter.join()
         with self._lock:
             if self._con is not None:
                 self.flush()

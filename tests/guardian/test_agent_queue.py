@@ -113,28 +113,3 @@ def test_the_queue_is_bounded_in_bytes_counted_and_visible_in_metrics():
     agent._work()
     assert agent.queue.bytes == 0 and agent.stored == store.count() == agent.received - agent.dropped
     store.close()
-
-
-def test_a_backed_up_queue_hands_the_store_s_inserts_to_its_thread(monkeypatch):
-    """With a batch's worth of spans still waiting the worker turns the store's inserter thread on;
-    the queue drained, inserts are made in place again. Every span is stored either way."""
-    from capture.store import duckdb_store
-    from guardian import agent_daemon
-
-    monkeypatch.setattr(agent_daemon, "WORKER_BATCH", 300)
-    monkeypatch.setattr(duckdb_store, "INSERT_ROWS", 200)
-    store = duckdb_store.DuckDBStore(None)
-    seen: list[bool] = []
-    toggle = store.insert_in_background
-    agent = Agent(AgentConfig(), store, source=None, shed=PLAIN)
-    agent._background = lambda on: (seen.append(on), toggle(on))
-    batch = [s for i in range(100) for s in request(i)]  # 300 spans
-    for _ in range(4):
-        agent.on_spans(list(batch))
-    agent.queue.put(None)
-    agent._work()
-    assert seen[0] is True and seen[-1] is False  # 900 waiting after the first batch; none after the last
-    assert agent.stored == 1200 == store.count()
-    assert len(store.spans(SpanFilter(limit=5000))) == 1200
-    store.close()
-    assert store.insert_errors == 0
