@@ -42,6 +42,14 @@ static __always_inline int traced_tgid(__u32 tgid)
     return 1;
 }
 
+/* Whether data is followed yet (maps.h: armed); an array lookup the verifier inlines. */
+static __always_inline int capture_armed(void)
+{
+    __u32 zero = 0;
+    __u32 *on = armed.lookup(&zero);
+    return on && *on;
+}
+
 static __always_inline struct guardian_conn *new_conn(struct guardian_conn_key *key, __u8 role,
                                                       __u8 transport)
 {
@@ -305,8 +313,14 @@ static __always_inline void emit_data(struct guardian_conn_key *key, struct guar
     __u64 n = len < MAX_PAYLOAD ? len : MAX_PAYLOAD;
     asm volatile("" : "+r"(n));
     n &= 2 * MAX_PAYLOAD - 1;
-    if (bpf_probe_read_user(r->payload, n, ubuf) != 0)
-        return; /* page not resident: nothing we can copy without faulting */
+    if (bpf_probe_read_user(r->payload, n, ubuf) != 0) {
+        /* page not resident: nothing we can copy without faulting. The bytes still count in
+         * the stream position, so userspace sees a gap (a lost answer would otherwise leave its
+         * request waiting for the next one's) */
+        stat_add(STAT_USER_READ_FAILED, 1);
+        c->bytes[dir & 1] += len;
+        return;
+    }
     send_record(r, key, c, dir, len, n, source, peer_addr, ts);
 }
 
@@ -391,7 +405,7 @@ static __always_inline void sock_identify(__u32 fd, struct guardian_conn *c)
 static __always_inline struct guardian_conn *followed_conn(__u64 id, __u32 fd, int new_transport)
 {
     __u32 tgid = id >> 32;
-    if (!traced_tgid(tgid))
+    if (!traced_tgid(tgid) || !capture_armed())
         return 0;
     struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
     struct guardian_conn *c = conns.lookup(&key);
@@ -514,6 +528,7 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
         struct guardian_iovec v = {.base = w->iov, .len = ioff + left};
         if (!plain && bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + idx * sizeof(v))) != 0) {
             broken = 1; /* the array itself is unreadable: give up on the rest */
+            stat_add(STAT_USER_READ_FAILED, 1);
             break;
         }
         __u64 rest = v.len > ioff ? v.len - ioff : 0;
@@ -535,6 +550,7 @@ static __always_inline int iov_record(void *ctx, __u8 dir)
         o &= MAX_PAYLOAD - 1;
         if (n && bpf_probe_read_user(r->payload + o, n, (const void *)(v.base + ioff)) != 0) {
             n = 0; /* page not resident: the iovec's bytes go up as uncopied length */
+            stat_add(STAT_USER_READ_FAILED, 1);
             take = used;
             cut = 1;
         }
@@ -726,8 +742,11 @@ static __always_inline int io_done(void *ctx, __u64 id, struct guardian_io io, l
         emit_iov(ctx, &key, c, io.direction, io.buf, io.vlen, (__u32)ret, 0, ts);
     } else {
         struct guardian_msghdr m = {};
-        if (bpf_probe_read_user(&m, sizeof(m), (void *)io.buf) != 0)
+        if (bpf_probe_read_user(&m, sizeof(m), (void *)io.buf) != 0) {
+            stat_add(STAT_USER_READ_FAILED, 1);
+            c->bytes[io.direction & 1] += (__u32)ret; /* a gap, as in emit_data */
             return 0;
+        }
         /* msg_name: the peer of an unconnected UDP socket (dig, DNS servers) */
         emit_iov(ctx, &key, c, io.direction, m.iov, (__u32)m.iovlen, (__u32)ret,
                  m.namelen ? m.name : 0, ts);
@@ -1113,6 +1132,8 @@ static __always_inline void tls_write_failed(__u64 id)
 static __always_inline void tls_emit(__u32 tgid, __u32 fd, __u8 dir, __u64 buf, __u32 len,
                                      __u8 source, __u64 ts)
 {
+    if (!capture_armed())
+        return;
     struct guardian_conn_key key = {.tgid = tgid, .fd = fd};
     struct guardian_conn *c = conns.lookup(&key);
     if (!c) { /* not a socket we track (userspace seeds the older ones): a stale SSL* -> fd */

@@ -88,6 +88,12 @@ BPF_PROG_ARRAY(iov_tail, 2);
 /* [0] guardian_tls_flush: a TLS write's plaintext, at the first send of its socket (TLS section) */
 BPF_PROG_ARRAY(tls_tail, 1);
 
+/* [0] != 0 once userspace is ready for data (capture/loader.py Loader.arm): BCC attaches the
+ * tracepoints one after the other, seconds apart on a busy host, and data followed before the
+ * last one is attached would show one direction of a stream only (a server's requests without
+ * their answers, positions without a gap). Until then connections are only opened and closed. */
+BPF_ARRAY(armed, __u32, 1);
+
 /* Counters (enum guardian_stat), summed over CPUs by the agent. */
 BPF_PERCPU_ARRAY(stats, __u64, STAT_MAX);
 

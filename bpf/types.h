@@ -108,7 +108,10 @@ enum guardian_stat {
     STAT_SCOPE_SKIPPED = 22,  /* calls and probe hits of processes outside the scope (cgroup, netns), not followed */
     STAT_TLS_WRITE_AGAIN = 23, /* SSL writes called again (after a failure, or the rest of a partial
                                 * one) whose bytes had gone up at the first call: not sent again */
-    STAT_MAX = 24,
+    /* user memory bpf_probe_read_user could not read (a page not resident): the bytes count in
+     * the stream position, so userspace sees them as lost (a gap), never as nothing sent */
+    STAT_USER_READ_FAILED = 24,
+    STAT_MAX = 25,
 };
 
 /* A connection endpoint pair as seen by the process: local and remote. IPv4 addresses

@@ -51,6 +51,15 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
+# What the kernel could not follow or send, reported per CPU (kernel.cpuN.<name>) and in total:
+# records both rings refused, records spilled, user memory it could not read (the bytes go up as
+# a gap), and map entries it could not make (a connection, a syscall in flight, a held request).
+# LRU evictions (conns, active_io) are not seen by the kernel: an evicted connection shows as one
+# seen again mid-stream (a new connection id), an evicted syscall as nothing.
+PER_CPU_LOSSES = (abi.Stat.RINGBUF_DROPS, abi.Stat.RINGBUF_SPILLED, abi.Stat.USER_READ_FAILED,
+                  abi.Stat.CONN_MAP_FULL, abi.Stat.IO_MAP_FULL, abi.Stat.PAIR_MAP_FULL)
+
+
 @dataclass(slots=True)
 class CaptureOptions:
     pid: int | None = None  # only this process
@@ -97,9 +106,12 @@ class LiveCapture:
 
     def start(self) -> None:
         """Compile and attach every probe; raises CaptureUnavailable with the fix."""
-        self.loader.load()
+        # data is followed once the older connections are seeded and every tracepoint is attached
+        # (Loader.arm): attached one by one, a stream would show one direction for seconds
+        self.loader.load(arm=False)
         if self.options.seed_existing:
             self._seed()
+        self.loader.arm()
         self.ring = self.loader.open_events()
         if self.options.pair:
             self.tracker.kernel_held = self.loader.take_held
@@ -167,8 +179,8 @@ class LiveCapture:
             out.update({f"kernel.{k}": v for k, v in self.loader.kernel_stats().items()})
             per_cpu = self._per_cpu_losses()
             out.update(per_cpu)
-            # the totals of these two from the same read as their per-CPU parts (the kernel keeps counting)
-            for stat in (abi.Stat.RINGBUF_DROPS, abi.Stat.RINGBUF_SPILLED):
+            # the totals from the same read as their per-CPU parts (the kernel keeps counting)
+            for stat in PER_CPU_LOSSES:
                 name = stat.name.lower()
                 out[f"kernel.{name}"] = sum(v for k, v in per_cpu.items() if k.endswith(f".{name}"))
         # the capture thread changes these while a scrape reads them (capture/snapshot.py)
@@ -197,11 +209,11 @@ class LiveCapture:
         return dict(out)
 
     def _per_cpu_losses(self) -> dict[str, int]:
-        """Records lost (both rings refused them) and spilled, per CPU: a loss confined to one
-        CPU points at what runs there (an IRQ-heavy core, a pinned hot process)."""
+        """The kernel's losses (PER_CPU_LOSSES), per CPU: a loss confined to one CPU points at
+        what runs there (an IRQ-heavy core, a pinned hot process)."""
         table = self.loader.bpf["stats"]
         out = {}
-        for stat in (abi.Stat.RINGBUF_DROPS, abi.Stat.RINGBUF_SPILLED):
+        for stat in PER_CPU_LOSSES:
             for cpu, n in enumerate(table[ctypes.c_int(stat.value)]):
                 out[f"kernel.cpu{cpu}.{stat.name.lower()}"] = int(n)
         return out

@@ -169,7 +169,19 @@ class Loader:
         self.bpf = None
         self._seeded = 0
 
-    def load(self) -> None:
+    def load(self, arm: bool = True) -> None:
+        """Compile (or take from the cache), load and attach every program; with `arm`, follow
+        data at once, else only once `arm()` is called (after the seed: LiveCapture.start)."""
+        self._load()
+        if arm:
+            self.arm()
+
+    def arm(self) -> None:
+        """Start following data (bpf/maps.h: armed): every tracepoint is attached by now, so both
+        directions of every stream are seen from the same instant on."""
+        self.bpf["armed"][ctypes.c_int(0)] = ctypes.c_uint32(1)
+
+    def _load(self) -> None:
         from capture.prereqs import require_ebpf
 
         require_ebpf()
@@ -352,10 +364,13 @@ class Loader:
                     continue
             except OSError:  # gone since the socket table was read
                 continue
+            key = abi.ConnKey(pid, fd)
+            if table.get(key) is not None:  # opened by connect()/accept() since the attach
+                continue
             self._seeded += 1
             value = abi.Conn(conn_id=SEEDED_ID_BIT | self._seeded, t=tup, transport=transport,
                              flags=abi.ConnFlags.TUPLE_KNOWN | abi.ConnFlags.SEEDED)
-            table[abi.ConnKey(pid, fd)] = value
+            table[key] = value
         return self._seeded
 
     def close(self) -> None:
