@@ -86,6 +86,10 @@ static int my_command(struct conn *c, unsigned seq, const unsigned char *p, Py_s
 static int my_requests(Table *t, struct conn *c, const unsigned char *b, Py_ssize_t n, long long ts,
                        PyObject *tid, PyObject *spans)
 {
+    /* a command written while one of an earlier chunk waits: at the server's end that one's answer
+     * was missed (mysql.py Rule 5), at the client's a pipelining connector: Python's case */
+    if (c->qlen)
+        return 0;
     Py_ssize_t at = 0;
     if (c->my_hdr_len) { /* the payload of the header the last request chunk was */
         Py_ssize_t need = c->my_hdr[0] | c->my_hdr[1] << 8 | c->my_hdr[2] << 16;

@@ -77,6 +77,7 @@ class Pipeline:
             self.stats["no_parser"] += 1
             return None
         conn.parser = cls()
+        conn.parser.at_server = conn.role == "SERVER"
         return conn.parser
 
     def _parser_failed(self, conn: Connection) -> None:

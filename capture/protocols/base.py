@@ -47,6 +47,10 @@ class Parser(ABC):
     """
 
     protocol: ClassVar[str]
+    # the capture sits at the server's end of the connection (its role; Pipeline.new_parser sets it):
+    # there a request is read only once the previous one is answered, by a server that takes them
+    # one at a time, which some parsers rely on (mysql.py Rule 5)
+    at_server: bool = False
 
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()

@@ -10,6 +10,14 @@ Rule 3: the handshake's auth data and later auth-switch packets are never read.
 Rule 4: a response starts with sequence id 1: after garbage or a gap, server packets are
         skipped until one does; client bytes resync at a command packet (sequence 0), or at a
         chunk that is a sequence-0 header alone (a server that reads headers apart).
+Rule 5: at the server's end (Parser.at_server), a command read in a later chunk while an earlier one
+        waits means that one's answer was not all seen (a capture that missed it without a gap in
+        the stream): a server reads the next command only once it has answered the last (pipelined
+        commands it has already read come in the same chunk). The earlier one ends at the last answer
+        packet seen for it, or, with none seen, is dropped (`answers_missed`); never at a later
+        command's answer. At the client's end nothing is assumed: connectors may pipeline commands
+        in separate writes before reading any answer (MariaDB Connector/J batches, Vert.x, R2DBC),
+        and those keep their FIFO pairing.
 """
 from __future__ import annotations
 
@@ -84,6 +92,7 @@ class _Command:
     rows: int = 0
     affected: int | None = None
     error: tuple[int, str, str] | None = None
+    chunk: int = 0  # the client chunk it came in (Rule 5)
 
 
 class MysqlParser(Parser):
@@ -104,10 +113,14 @@ class MysqlParser(Parser):
         self._state = IDLE
         self._left = 0  # column/param definitions still to read
         self._out: list[Record] = []
+        self._chunk = 0  # client chunks seen (Rule 5)
+        self._answered_ns = 0  # the last answer packet seen for the command at the head (Rule 5)
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         reader = self._readers[side]
         synced = reader.synced
+        if side == Side.CLIENT:
+            self._chunk += 1
         for f in reader.feed(data, ts_ns, size):
             if side == Side.CLIENT:
                 self._client(f.data[3], f.data[4:], f.start_ns, f.end_ns)
@@ -141,7 +154,7 @@ class MysqlParser(Parser):
     def _lose(self) -> None:
         """A reader lost sync (Rule 4): nothing waiting is paired across the gap."""
         self._pending.clear()
-        self._state = IDLE
+        self._state, self._answered_ns = IDLE, 0
 
     # -- client --------------------------------------------------------------------------
     def _client(self, seq: int, p: bytes, start_ns: int, ts_ns: int) -> None:
@@ -173,7 +186,20 @@ class MysqlParser(Parser):
             if cmd.code == 0x19:
                 self._emit(cmd, ts_ns)
             return
+        if self.at_server:
+            self._missed()
+            cmd.chunk = self._chunk
         self._pending.push(cmd)
+
+    def _missed(self) -> None:
+        """Rule 5: commands of earlier chunks still waiting had their answers missed."""
+        pending = self._pending
+        while pending and pending.first().chunk != self._chunk:
+            cmd = pending.popleft()
+            self.stats["answers_missed"] += 1
+            if self._answered_ns:
+                self._emit(cmd, self._answered_ns)
+            self._state, self._left, self._answered_ns = IDLE, 0, 0
 
     def _handshake_response(self, p: bytes) -> None:
         """HandshakeResponse41: caps(4) max(4) charset(1) filler(23) user\\0 auth ... [db\\0]."""
@@ -213,8 +239,11 @@ class MysqlParser(Parser):
             if head is None or (seq != 1 and self._state == IDLE):
                 self.stats["responses_without_request"] += head is None
                 return
+            self._answered_ns = ts_ns
             self._first(head, p, ts_ns)
-        elif self._state == DEFS:  # prepare: parameter then column definitions, EOFs between
+            return
+        self._answered_ns = ts_ns
+        if self._state == DEFS:  # prepare: parameter then column definitions, EOFs between
             if p[0] == 0xFE and len(p) < 9:
                 return
             self._left -= 1
@@ -286,7 +315,7 @@ class MysqlParser(Parser):
             cmd.rows += 1
 
     def _done(self, ts_ns: int) -> None:
-        self._state, self._left = IDLE, 0
+        self._state, self._left, self._answered_ns = IDLE, 0, 0
         if self._pending:
             self._emit(self._pending.popleft(), ts_ns)
 

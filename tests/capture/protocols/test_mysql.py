@@ -203,3 +203,64 @@ def test_result_set_written_at_once_and_copied_in_part_still_ends_its_command():
     p.feed(C, packet(0, b"\x0e"), 3)  # COM_PING after it pairs with its own OK
     (ping,) = p.feed(S, packet(1, b"\x00\x00\x00\x02\x00\x00\x00"), 4)
     assert ping.attributes["mysql.command"] == "PING"
+
+
+def server_end() -> MysqlParser:
+    p = connected()
+    p.at_server = True
+    return p
+
+
+def test_at_the_server_a_command_whose_answer_was_missed_ends_at_the_last_answer_seen():
+    """Rule 5: a server reads its next command only once it answered the last, so a command read
+    in a later chunk while one waits means that one's answer was not all seen: it ends at its last
+    answer packet seen, or is dropped, never at the next command's answer."""
+    p = server_end()
+    p.feed(C, query("SELECT a FROM t WHERE id = 1"), 10)
+    assert p.feed(S, resultset(1, [b"\x011", b"\x012"])[:-9], 11) == []  # its last EOF missed
+    (a,) = p.feed(C, query("SELECT b FROM t"), 2_000_000_000)  # after 2 s idle in the pool
+    assert (a.start_ns, a.end_ns, a.attributes["db.response.returned_rows"]) == (10, 11, 2)
+    (b,) = p.feed(S, resultset(1, [b"\x011"] * 20), 2_000_000_050)
+    assert (b.start_ns, b.end_ns, b.attributes["db.response.returned_rows"]) == (2_000_000_000, 2_000_000_050, 20)
+    # nothing of its answer seen: dropped and counted, the next command keeps its own answer
+    p.feed(C, query("SELECT c FROM t"), 3_000_000_000)
+    p.feed(C, query("UPDATE d SET x = 1"), 4_000_000_000)
+    (d,) = p.feed(S, ok(affected=3), 4_000_000_020)
+    assert (d.attributes["db.query.text"], d.end_ns - d.start_ns, d.attributes["db.response.returned_rows"]) == \
+        ("UPDATE d SET x = 1", 20, 3)
+    assert p.stats["answers_missed"] == 2
+
+
+def test_commands_read_in_one_chunk_still_pair_in_order_at_the_server():
+    p = server_end()
+    p.feed(C, query("SELECT 1") + query("UPDATE t SET a = 2"), 10)
+    first = p.feed(S, resultset(1, [b"\x011"]), 20)
+    second = p.feed(S, ok(affected=1), 30)
+    assert [(r.attributes["db.query.text"], r.end_ns) for r in first + second] == \
+        [("SELECT 1", 20), ("UPDATE t SET a = 2", 30)]
+    assert not p.stats["answers_missed"]
+
+
+def test_a_server_reading_headers_and_payloads_apart_is_no_missed_answer():
+    p = server_end()
+    for k, sql in enumerate(("SELECT a FROM t", "SELECT b FROM t")):
+        packet = query(sql)
+        p.feed(C, packet[:4], 10 + 10 * k)
+        p.feed(C, packet[4:], 11 + 10 * k)
+        (r,) = p.feed(S, resultset(1, [b"\x011"]), 15 + 10 * k)
+        assert r.attributes["db.query.text"] == sql
+    assert not p.stats["answers_missed"]
+
+
+def test_at_the_client_commands_pipelined_in_separate_writes_keep_their_fifo_pairing():
+    """Connectors that pipeline (MariaDB Connector/J batches, Vert.x, R2DBC) write commands before
+    reading any answer: at the client's end those are not missed answers (Rule 5)."""
+    p = connected()
+    for k in range(3):
+        p.feed(C, query(f"UPDATE t SET a = {k}"), 10 + k)
+    out = []
+    for k in range(3):
+        out += p.feed(S, ok(affected=k + 1), 20 + k)
+    assert [(r.attributes["db.query.text"], r.end_ns, r.attributes.get("db.response.returned_rows")) for r in out] == \
+        [("UPDATE t SET a = 0", 20, 1), ("UPDATE t SET a = 1", 21, 2), ("UPDATE t SET a = 2", 22, 3)]
+    assert not p.stats["answers_missed"]
