@@ -31,6 +31,20 @@ static __always_inline int detect_postgres(const __u8 *b, __u32 len)
         if (tlen + 1 <= len)
             return b[tlen & (MAX_PAYLOAD - 1)] == 0 || b[0] == 'P' ? MSG_REQUEST : MSG_NONE;
         return len >= 6 && b[5] >= 0x09 ? MSG_REQUEST : MSG_NONE;
+    case 'B': /* Bind of a statement prepared before we looked (a connection older than the
+               * capture): portal\0 statement\0 ..., then Execute (portal\0 Int32) or Describe
+               * ('P'|'S' name\0) in the same write */
+        if (tlen < 12 || tlen + 7 > len)
+            return MSG_NONE;
+        {
+            __u32 at = (tlen + 1) & (MAX_PAYLOAD - 1);
+            __u32 nlen = pg_u32(b + at + 1);
+            if (nlen > 0xffffff)
+                return MSG_NONE;
+            if (b[at] == 'E')
+                return nlen >= 9 ? MSG_REQUEST : MSG_NONE;
+            return b[at] == 'D' && nlen >= 6 && (b[at + 5] == 'P' || b[at + 5] == 'S') ? MSG_REQUEST : MSG_NONE;
+        }
     case 'Z': /* ReadyForQuery: Byte1 status */
         return tlen == 5 && (b[5] == 'I' || b[5] == 'T' || b[5] == 'E') ? MSG_RESPONSE : MSG_NONE;
     case 'R': /* Authentication*: Int32 code 0..12 */

@@ -59,6 +59,15 @@ def detect(data: bytes) -> Side | None:
         if n + 1 <= len(data):
             return Side.CLIENT if data[n] == 0 or t == 0x50 else None
         return Side.CLIENT if len(data) >= 6 and data[5] >= 9 else None
+    if t == 0x42:  # Bind of a statement prepared before we looked, then Execute or Describe
+        if n < 12 or n + 7 > len(data):
+            return None
+        t2, n2 = data[n + 1], _U32.unpack_from(data, n + 2)[0]
+        if n2 > 0xFFFFFF:
+            return None
+        if t2 == 0x45:
+            return Side.CLIENT if n2 >= 9 else None
+        return Side.CLIENT if t2 == 0x44 and n2 >= 6 and data[n + 6] in b"PS" else None
     if t == 0x5A:
         return Side.SERVER if n == 5 and len(data) > 5 and data[5] in b"ITE" else None
     if t == 0x52:

@@ -49,13 +49,16 @@ class Load:
         assert not self.errors, self.errors
 
 
-def pg_client(load: Load, dsn: str, name: str, extended: bool) -> None:
+def pg_client(load: Load, dsn: str, name: str, extended: bool, prepared: bool = False) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         i = 0
         while not load.stop.is_set():
             n, tag = i % 7 + 1, f"{name}{i}"
             t = time.time_ns()
-            if extended:  # Parse/Bind/Describe/Execute/Sync in one write
+            if prepared:  # prepared at the first call, then Bind/Execute/Sync: no text after the start
+                rows = conn.execute("SELECT g FROM generate_series(1, %s) g /* prepared */", (n,),
+                                    prepare=True).fetchall()
+            elif extended:  # Parse/Bind/Describe/Execute/Sync in one write
                 rows = conn.execute(f"SELECT g FROM generate_series(1, %s) g /* {tag} */", (n,)).fetchall()
             else:
                 rows = conn.execute(f"SELECT g FROM generate_series(1, {n}) g /* {tag} */").fetchall()
@@ -77,10 +80,10 @@ def redis_client(load: Load, port: int, password: str) -> None:
         time.sleep(GAP_S)
 
 
-def check(load: Load, ready_ns: int, end_ns: int, spans: list[dict], tag_of) -> None:
+def check(sent: list[tuple[str, int, int]], ready_ns: int, end_ns: int, spans: list[dict], tag_of) -> None:
     """Queries sent while the capture ran (`ready_ns` to `end_ns`, the last 0.2 s left out: the
     capture stops soon after) each have their spans."""
-    after = {tag: n for tag, n, t in load.sent if ready_ns < t < end_ns - 2e8}
+    after = {tag: n for tag, n, t in sent if ready_ns < t < end_ns - 2e8}
     assert len(after) >= 20, len(after)
     for kind in ("CLIENT", "SERVER"):
         got: dict[str, list[dict]] = {}
@@ -93,10 +96,12 @@ def check(load: Load, ready_ns: int, end_ns: int, spans: list[dict], tag_of) -> 
         for tag, found in got.items():  # before the start too: none may carry another's answer
             assert len(found) == 1, (kind, tag, found)
             s = found[0]
+            if s["start_time_unix_nano"] > end_ns - 2e8:
+                continue  # in flight when the capture stopped: closed before a response
             assert s["status_code"] != "ERROR", (kind, s)
             assert s["end_time_unix_nano"] - s["start_time_unix_nano"] < 2e9, (kind, s)
             rows = s["attributes"].get("db.response.returned_rows")
-            want = dict((t, n) for t, n, _ in load.sent).get(tag)
+            want = dict((t, n) for t, n, _ in sent).get(tag)
             if want:
                 assert rows == want, (kind, tag, rows, want, s)
 
@@ -107,6 +112,7 @@ def test_postgres_connections_older_than_the_capture(postgres_server):
     load = Load()
     load.run(pg_client, load, dsn, "s", False)
     load.run(pg_client, load, dsn, "x", True)
+    load.run(pg_client, load, dsn, "p", True, True)
     time.sleep(0.5)
     try:
         with live_capture(port=pg["port"], extra=("--no-tls",)) as cap:
@@ -118,8 +124,26 @@ def test_postgres_connections_older_than_the_capture(postgres_server):
 
     def tag_of(s: dict) -> str | None:
         text = s["attributes"].get("db.query.text", "")
-        return text.rsplit("/* ", 1)[1][:-3] if "/* " in text else None
-    check(load, ready_ns, end_ns, cap.spans, tag_of)
+        return text.rsplit("/* ", 1)[1][:-3] if "/* " in text and "prepared" not in text else None
+    check([x for x in load.sent if not x[0].startswith("p")], ready_ns, end_ns,
+          [s for s in cap.spans if s["attributes"].get("db.query.text")], tag_of)
+
+    # statements prepared before the start: their Bind is the first thing seen (no text). In start
+    # order, their row counts are the run the client asked for while the capture ran, nothing
+    # paired with another query's answer
+    asked = [n for tag, n, _ in load.sent if tag.startswith("p")]
+    during = [n for tag, n, t in load.sent if tag.startswith("p") and ready_ns < t < end_ns - 2e8]
+    assert len(during) >= 10, len(during)
+    for kind in ("CLIENT", "SERVER"):
+        got = [s["attributes"].get("db.response.returned_rows") for s in sorted(cap.spans, key=lambda s: s["start_time_unix_nano"])
+               if s["kind"] == kind and "db.query.text" not in s["attributes"]
+               and s["start_time_unix_nano"] < end_ns - 2e8]
+        assert runs_within(during, got) and runs_within(got, asked), (kind, got, during, asked)
+
+
+def runs_within(part: list, whole: list) -> bool:
+    """`part` is a contiguous run of `whole`."""
+    return any(whole[i:i + len(part)] == part for i in range(len(whole) - len(part) + 1))
 
 
 def test_redis_connection_older_than_the_capture(redis_server):
@@ -137,4 +161,4 @@ def test_redis_connection_older_than_the_capture(redis_server):
     def tag_of(s: dict) -> str | None:
         text = s["attributes"].get("db.query.text", "")
         return text.split()[1] if text.startswith("SET older:") else None
-    check(load, ready_ns, end_ns, cap.spans, tag_of)
+    check(load.sent, ready_ns, end_ns, cap.spans, tag_of)

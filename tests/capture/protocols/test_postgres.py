@@ -216,3 +216,31 @@ def test_simple_queries_pipelined_in_one_write_still_pair_in_order():
     second = p.feed(S, m(b"C", b"SELECT 1\0") + m(b"Z", b"I"), 30)
     assert [(r.attributes["db.query.text"], r.end_ns) for r in first + second] == [("SELECT 1", 20), ("SELECT 2", 30)]
     assert not p.stats["answers_missed"]
+
+
+def bind_execute(statement: bytes = b"stmt_1", describe: bool = False) -> bytes:
+    bind = m(b"B", b"\0" + statement + b"\0" + b"\0\0" + b"\0\x01" + b"\0\0\0\x013" + b"\0\0")
+    return bind + (m(b"D", b"P\0") if describe else b"") + m(b"E", b"\0\0\0\0\0") + m(b"S")
+
+
+def test_a_bind_of_a_statement_prepared_before_the_capture_is_detected():
+    """A connection older than the capture whose statements were prepared before it starts with
+    Bind: detected (Bind then Execute or Describe in one write), in the kernel as in its mirror;
+    its Execute gives a span (the statement's text was never seen)."""
+    import random
+
+    from tests.capture.protocols.kernel_detect import agrees, kernel_detect
+
+    samples = [bind_execute(), bind_execute(b"", describe=True), bind_execute(b"s" * 40)]
+    for data in samples:
+        assert detect(data) == C and kernel_detect("postgres")(data)
+    refused = [m(b"B", b"\0stmt\0" + bytes(6)), bind_execute()[:20], m(b"B", bytes(8)) + m(b"X"),
+               m(b"B", bytes(8)) + m(b"D", b"Q\0")]
+    assert [detect(d) for d in refused] == [None] * len(refused)
+    rng = random.Random(3)
+    noisy = [d[:k] + bytes([rng.randrange(256)]) + d[k + 1:] for d in samples for k in range(len(d))]
+    assert agrees("postgres", detect, samples + refused + noisy) == []
+    p = PostgresParser()
+    p.feed(C, bind_execute(), 10)
+    (r,) = p.feed(S, m(b"2") + m(b"D", b"\0\x01\0\0\0\x011") + m(b"C", b"SELECT 1\0") + m(b"Z", b"I"), 20)
+    assert (r.start_ns, r.end_ns, r.attributes["db.response.returned_rows"]) == (10, 20, 1)
