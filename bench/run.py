@@ -41,6 +41,7 @@ BENCHES = {
     "kernel_time": True,
     "uprobe_cost": True,
     "stop": True,
+    "older_conns": True,
 }
 
 
