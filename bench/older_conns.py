@@ -52,7 +52,8 @@ class Clients:
 
 
 def capture(tree: Path, port: int, seconds: float) -> tuple[list[dict], int, int, float]:
-    """`guardian capture --json --port` of `tree` for `seconds` after ready: (spans, ready ns, end ns, ready after s)."""
+    """`guardian capture --json --port` of `tree` for `seconds` after ready: its spans, when it was
+    ready and when the load's window ended (ns), and how long it took to be ready (s)."""
     out = Path(f"/tmp/guardian-bench-older-{os.getpid()}.out")
     err = out.with_suffix(".err")
     env = dict(os.environ, PYTHONPATH=str(tree))
