@@ -3,7 +3,10 @@
 Ingest rate (spans/s) vs row-by-row INSERTs; resident memory per span vs a Python list of
 Span objects; p95 latency of each store query the tools use vs a Python scan of that list.
 Prints a table (and --json for one JSON object).
-Run: .venv/bin/python -m bench.store [--spans 1000000] [--path FILE] [--memory-limit-mb 64]
+--bare: only DuckDB's INSERT cost per span of each row layout (ids as hex text or as keys, the
+resource as JSON per row or as a key), the same spans as Arrow tables inserted as the store does
+(ROW_GROUP_ROWS at a time, one thread, into a file, then a checkpoint), layouts interleaved.
+Run: .venv/bin/python -m bench.store [--spans 1000000] [--path FILE] [--memory-limit-mb 64] [--bare]
 """
 from __future__ import annotations
 
@@ -110,6 +113,54 @@ def python_map(spans: list[Span], w: TimeWindow) -> dict:
     return {k: (len(v), _quantiles(v)) for k, v in edges.items()}
 
 
+def bare(n: int, rounds: int) -> dict:
+    """DuckDB's INSERT (+ CHECKPOINT) µs per span of each layout, median over `rounds` (interleaved)."""
+    import os
+    import tempfile
+
+    import duckdb
+    import pyarrow as pa
+
+    from capture.store.columns import arrow_batch, encode_json, keyed_batch
+    from capture.store.duckdb_store import ROW_GROUP_ROWS
+
+    spans = [s for b in gen(n) for s in b]
+    keys: dict[str, int] = {}
+    text = arrow_batch(spans)
+    keyed = keyed_batch(spans, lambda r: keys.setdefault(encode_json(r).decode(), len(keys)))
+    layouts = {
+        "ids as hex text, resource JSON per row (previous)": text,
+        "ids as hex text, resource key": text.drop_columns(["resource"]).append_column(
+            "resource_key", keyed.column("resource_key")),
+        "ids as keys, resource JSON per row": keyed.drop_columns(["resource_key"]).append_column(
+            "resource", text.column("resource")),
+        "ids as keys, resource key (this store)": keyed,
+    }
+    times: dict[str, list[float]] = {k: [] for k in layouts}
+    for _ in range(rounds):
+        for name, table in layouts.items():
+            with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+                con = duckdb.connect(os.path.join(tmp, "s.duckdb"), config={"threads": 1})
+                con.register("_b", table.slice(0, 0))
+                con.execute("CREATE TABLE t AS SELECT * FROM _b")
+                con.unregister("_b")
+                t = time.perf_counter()
+                for i in range(0, n, ROW_GROUP_ROWS):
+                    con.register("_b", table.slice(i, ROW_GROUP_ROWS))
+                    con.execute("INSERT INTO t SELECT * FROM _b")
+                    con.unregister("_b")
+                con.execute("CHECKPOINT")
+                times[name].append(1e6 * (time.perf_counter() - t) / n)
+                size = os.path.getsize(os.path.join(tmp, "s.duckdb"))
+                con.close()
+            times.setdefault(name + " file bytes per span", []).append(size / n)
+    del pa
+    return {"spans": n, "rounds": rounds, "insert_us_per_span_median": {
+        k: round(statistics.median(v), 2) for k, v in times.items() if not k.endswith("per span")},
+        "file_bytes_per_span": {k[:-len(" file bytes per span")]: round(statistics.median(v), 1)
+                                for k, v in times.items() if k.endswith("per span")}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spans", type=int, default=1_000_000)
@@ -123,8 +174,13 @@ def main() -> None:
                          "(DuckDBStore.hold)")
     ap.add_argument("--runs", type=int, default=20, help="runs per store query (p95 over them)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--bare", action="store_true", help="only DuckDB's insert cost per span of each row layout")
+    ap.add_argument("--rounds", type=int, default=5, help="--bare: rounds of every layout (median)")
     args = ap.parse_args()
     n = args.spans
+    if args.bare:
+        print(json.dumps(bare(n, args.rounds), indent=2))
+        return
 
     # Ingest (generation timed separately and subtracted).
     gc.collect()

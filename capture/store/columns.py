@@ -66,15 +66,7 @@ def arrow_rows(batch: list, nulls: bool = True) -> pa.Table:
     """`arrow_batch` of the hub's Rows (capture.export.otlp_wire.decode_rows): attributes are
     JSON text and peers were read when decoded; the column buffers are filled in C."""
     if _otlp_wire is not None:
-        arrays = []
-        for kind, *bufs in _otlp_wire.columns(batch, _resource_columns, _row_attributes, nulls):
-            if kind == "i":
-                arrays.append(pa.Array.from_buffers(pa.int64(), len(batch), [None, pa.py_buffer(bufs[0])]))
-            else:
-                offsets, data, valid, null_count = bufs
-                arrays.append(pa.Array.from_buffers(
-                    pa.string(), len(batch), [valid if valid is None else pa.py_buffer(valid),
-                                              pa.py_buffer(offsets), pa.py_buffer(data)], null_count))
+        arrays = _arrays(len(batch), _otlp_wire.columns(batch, _resource_columns, _row_attributes, nulls))
         return pa.Table.from_arrays(arrays, schema=SCHEMA)
     by_id: dict[int, tuple[str, str]] = {}
     resources = list(map(_get["resource"], batch))
