@@ -15,6 +15,7 @@ oldest first. One connection guarded by a lock: DuckDB connections are not threa
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -22,8 +23,6 @@ import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Literal
-
-import logging
 
 import duckdb
 import orjson
