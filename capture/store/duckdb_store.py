@@ -83,8 +83,15 @@ INSERT INTO span_rows SELECT
 FROM spans LEFT JOIN resources r ON r.resource = spans.resource;
 DROP TABLE spans;
 """
-_SELECT = ("SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,"
-           " status_message, attributes, resource FROM spans")
+def _select(rows: str, order: str) -> str:
+    """The columns span_of_row reads (the view's trace_id .. resource) of the span_rows `rows` picks (a query over span_rows): ids made hex and
+    the resource joined only for those rows, after their filter and limit (the view would make
+    them for every row the filter reads: a query of 100 spans in 15 minutes went 14 -> 45 ms)."""
+    return ("SELECT coalesce(s.trace_text, format('{:016x}{:016x}', s.trace_hi, s.trace_lo)),"
+            " coalesce(s.span_text, format('{:016x}', s.span_key)),"
+            " CASE WHEN s.parent_key IS NOT NULL THEN coalesce(s.parent_text, format('{:016x}', s.parent_key)) END,"
+            " s.name, s.kind, s.start_ns, s.end_ns, s.status_code, s.status_message, s.attributes, r.resource"
+            f" FROM ({rows}) s LEFT JOIN resources r ON r.key = s.resource_key ORDER BY {order}")
 _BY_TRACE = "trace_hi = ? AND trace_lo = ? AND trace_text IS NOT DISTINCT FROM ?"
 # distinct resources past which those no span refers to any more are deleted (at an insert)
 RESOURCES_PRUNE_AT = 4096
@@ -488,36 +495,34 @@ class DuckDBStore(SpanStore):
             params.append(flt.min_duration_ns)
         for key, val in flt.attributes.items():
             # Resource keys (k8s.*, process.*) filter too: callers need not know which holds it.
-            where.append("coalesce(json_extract_string(attributes, ?),"
-                         " json_extract_string(resource, ?)) = ?")
+            where.append("coalesce(json_extract_string(attributes, ?), json_extract_string("
+                         "(SELECT resource FROM resources WHERE key = span_rows.resource_key), ?)) = ?")
             params += [_json_path(key), _json_path(key), str(val)]
         return (" WHERE " + " AND ".join(where) if where else ""), params
 
     def spans(self, flt: SpanFilter) -> list[Span]:
         where, params = self._where(flt)
-        sql = _SELECT + where
-        sql += {"duration_desc": " ORDER BY duration_ns DESC", "start_desc": " ORDER BY start_ns DESC"}.get(
-            flt.order, " ORDER BY start_ns")
-        sql += " LIMIT ?"
+        order = {"duration_desc": "duration_ns DESC", "start_desc": "start_ns DESC"}.get(flt.order, "start_ns")
         params.append(max(int(flt.limit), 0))
-        return [self._span(r) for r in self._rows(sql, params)]
+        return [self._span(r) for r in self._rows(
+            _select(f"SELECT * FROM span_rows{where} ORDER BY {order} LIMIT ?", order), params)]
 
     def traces(self, flt: SpanFilter, limit: int = 20) -> list[list[Span]]:
         where, params = self._where(flt)
         rows = self._rows(
-            f"WITH ids AS (SELECT trace_hi, trace_lo, trace_text, max(start_ns) AS last FROM spans{where}"
-            " GROUP BY ALL ORDER BY last DESC LIMIT ?)"
-            f" {_SELECT} s JOIN ids ON s.trace_hi = ids.trace_hi AND s.trace_lo = ids.trace_lo"
-            " AND s.trace_text IS NOT DISTINCT FROM ids.trace_text"
-            " ORDER BY ids.last DESC, s.trace_hi, s.trace_lo, s.trace_text, s.start_ns", params + [limit])
+            f"WITH ids AS (SELECT trace_hi, trace_lo, trace_text, max(start_ns) AS last FROM span_rows{where}"
+            " GROUP BY ALL ORDER BY last DESC LIMIT ?) "
+            + _select("SELECT t.*, ids.last FROM span_rows t JOIN ids ON t.trace_hi = ids.trace_hi"
+                      " AND t.trace_lo = ids.trace_lo AND t.trace_text IS NOT DISTINCT FROM ids.trace_text",
+                      "s.last DESC, s.trace_hi, s.trace_lo, s.trace_text, s.start_ns"), params + [limit])
         by_trace: dict[str, list[Span]] = {}
         for r in rows:
             by_trace.setdefault(r[0], []).append(self._span(r))
         return list(by_trace.values())
 
     def trace(self, trace_id: str) -> list[Span]:
-        return [self._span(r) for r in
-                self._rows(_SELECT + f" WHERE {_BY_TRACE} ORDER BY start_ns", list(id_key(trace_id, 32)))]
+        return [self._span(r) for r in self._rows(
+            _select(f"SELECT * FROM span_rows WHERE {_BY_TRACE}", "s.start_ns"), list(id_key(trace_id, 32)))]
 
     def red(self, window: TimeWindow, by: Literal["service", "operation"] = "service",
             interval_s: int | None = None, service: str | None = None) -> list[RedRow]:
