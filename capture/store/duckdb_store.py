@@ -284,12 +284,9 @@ class DuckDBStore(SpanStore):
         """Resources keyed since the last insert go in, before the spans that refer to them. Under the lock."""
         if self._new_resources:
             new, self._new_resources = self._new_resources, []
-            self._con.register("_resources", pa.table({"key": pa.array([k for k, _ in new], pa.int64()),
-                                                       "resource": [t for _, t in new]}))
-            try:
-                self._con.execute("INSERT INTO resources SELECT * FROM _resources")
-            finally:
-                self._con.unregister("_resources")
+            # as parameters: an Arrow array made from a Python list (pa.array) imports pandas, 20-35 MB
+            # of the agent's resident set, to ask whether the list holds pandas objects
+            self._con.executemany("INSERT INTO resources VALUES (?, ?)", new)
 
     def _prune_resources(self) -> None:
         """Past RESOURCES_PRUNE_AT distinct resources, those no span refers to any more (their
@@ -340,7 +337,7 @@ class DuckDBStore(SpanStore):
             self._insert_held()
             if parents:
                 want = {id_key(sid, 16)[::2]: (id_key(parent, 16)[::2], extra) for sid, parent, extra in parents}
-                self._con.register("_want", pa.table({"key": pa.array([k for k, _ in want], pa.uint64()),
+                self._con.register("_want", pa.Table.from_pydict({"key": pa.array([k for k, _ in want], pa.uint64()),
                                                       "text": pa.array([t for _, t in want], pa.string())}))
                 try:
                     rows = self._con.execute("SELECT s.span_key, s.span_text, s.attributes FROM span_rows s JOIN _want w"
@@ -348,7 +345,7 @@ class DuckDBStore(SpanStore):
                                              ).fetchall()
                 finally:
                     self._con.unregister("_want")
-                upd = pa.table({"key": pa.array([r[0] for r in rows], pa.uint64()),
+                upd = pa.Table.from_pydict({"key": pa.array([r[0] for r in rows], pa.uint64()),
                                 "text": pa.array([r[1] for r in rows], pa.string()),
                                 "parent": pa.array([want[r[:2]][0][0] for r in rows], pa.uint64()),
                                 "parent_text": pa.array([want[r[:2]][0][1] for r in rows], pa.string()),
@@ -364,7 +361,7 @@ class DuckDBStore(SpanStore):
             if traces:
                 old = [id_key(t, 32) for t in traces]
                 new = [id_key(t, 32) for t in traces.values()]
-                self._con.register("_retrace", pa.table({
+                self._con.register("_retrace", pa.Table.from_pydict({
                     "hi": pa.array([k[0] for k in old], pa.uint64()), "lo": pa.array([k[1] for k in old], pa.uint64()),
                     "text": pa.array([k[2] for k in old], pa.string()),
                     "new_hi": pa.array([k[0] for k in new], pa.uint64()),
