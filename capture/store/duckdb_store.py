@@ -3,8 +3,9 @@
 One row per span in `span_rows`: ids as 64-bit keys (capture.store.columns: a trace id as two
 UBIGINTs, a span id as one; text kept only for an id not in OTLP's hex form), attributes as JSON
 text (filterable with DuckDB's JSON functions, and round-tripped with their types), the resource as
-the key of its row in `resources` (JSON text, once per distinct resource). Hex ids and a string
-cost about twice as much to insert as keys (`python -m bench.store --bare`). The view `spans` gives
+the key of its row in `resources` (JSON text, once per distinct resource): DuckDB's insert of a
+span went 4.4 -> 3.1 µs of CPU and 80 -> 65 bytes of file (`python -m bench.store --bare`,
+`--agent-path` for the agent's whole store path). The view `spans` gives
 every reader the rows as they were (hex ids, resource JSON) beside the keys; a lookup by id
 compares keys, never hex text. A store file of the previous layout (ids and resource as text in
 table `spans`) is migrated in place when opened (`migrate`). Batches go in as columnar
