@@ -84,15 +84,20 @@ INSERT INTO span_rows SELECT
 FROM spans LEFT JOIN resources r ON r.resource = spans.resource;
 DROP TABLE spans;
 """
+
+
 def _select(rows: str, order: str) -> str:
-    """The columns span_of_row reads (the view's trace_id .. resource) of the span_rows `rows` picks (a query over span_rows): ids made hex and
-    the resource joined only for those rows, after their filter and limit (the view would make
-    them for every row the filter reads: a query of 100 spans in 15 minutes went 14 -> 45 ms)."""
+    """The columns span_of_row reads (the view's trace_id .. resource) of the span_rows `rows` picks
+    (a query over span_rows): ids made hex and the resource joined only for those rows, after their
+    filter and limit (the view would make them for every row the filter reads: a query of 100
+    spans in 15 minutes went 14 -> 45 ms)."""
     return ("SELECT coalesce(s.trace_text, format('{:016x}{:016x}', s.trace_hi, s.trace_lo)),"
             " coalesce(s.span_text, format('{:016x}', s.span_key)),"
             " CASE WHEN s.parent_key IS NOT NULL THEN coalesce(s.parent_text, format('{:016x}', s.parent_key)) END,"
             " s.name, s.kind, s.start_ns, s.end_ns, s.status_code, s.status_message, s.attributes, r.resource"
             f" FROM ({rows}) s LEFT JOIN resources r ON r.key = s.resource_key ORDER BY {order}")
+
+
 _BY_TRACE = "trace_hi = ? AND trace_lo = ? AND trace_text IS NOT DISTINCT FROM ?"
 # distinct resources past which those no span refers to any more are deleted (at an insert)
 RESOURCES_PRUNE_AT = 4096
@@ -341,9 +346,9 @@ class DuckDBStore(SpanStore):
                 self._con.register("_want", pa.Table.from_pydict({"key": pa.array([k for k, _ in want], pa.uint64()),
                                                       "text": pa.array([t for _, t in want], pa.string())}))
                 try:
-                    rows = self._con.execute("SELECT s.span_key, s.span_text, s.attributes FROM span_rows s JOIN _want w"
-                                             " ON s.span_key = w.key AND s.span_text IS NOT DISTINCT FROM w.text"
-                                             ).fetchall()
+                    rows = self._con.execute(
+                        "SELECT s.span_key, s.span_text, s.attributes FROM span_rows s JOIN _want w"
+                        " ON s.span_key = w.key AND s.span_text IS NOT DISTINCT FROM w.text").fetchall()
                 finally:
                     self._con.unregister("_want")
                 upd = pa.Table.from_pydict({"key": pa.array([r[0] for r in rows], pa.uint64()),
@@ -371,7 +376,8 @@ class DuckDBStore(SpanStore):
                 try:
                     self._con.execute("UPDATE span_rows SET trace_hi = u.new_hi, trace_lo = u.new_lo,"
                                       " trace_text = u.new_text FROM _retrace u WHERE span_rows.trace_hi = u.hi"
-                                      " AND span_rows.trace_lo = u.lo AND span_rows.trace_text IS NOT DISTINCT FROM u.text")
+                                      " AND span_rows.trace_lo = u.lo"
+                                      " AND span_rows.trace_text IS NOT DISTINCT FROM u.text")
                 finally:
                     self._con.unregister("_retrace")
         return set_

@@ -27,7 +27,8 @@ def odd_spans() -> list[Span]:
     for i, (t, sid) in enumerate(zip(ODD_TRACE, ODD_SPAN)):
         server = Span(name="GET /x", kind="SERVER", start_time_unix_nano=T0 + i * S, end_time_unix_nano=T0 + i * S + 5,
                       trace_id=t, span_id=sid, resource={"service.name": "odd"})
-        client = Span(name="GET /x", kind="CLIENT", start_time_unix_nano=T0 + i * S - 1, end_time_unix_nano=T0 + i * S + 6,
+        client = Span(name="GET /x", kind="CLIENT", start_time_unix_nano=T0 + i * S - 1,
+                      end_time_unix_nano=T0 + i * S + 6,
                       trace_id=t, span_id=sid + "c", attributes={"server.address": "odd", "server.port": 80},
                       resource={"service.name": "caller"})
         server.parent_span_id = client.span_id
@@ -45,7 +46,8 @@ def test_keys_are_the_hex_value_or_the_text_with_duckdbs_md5_numbers():
     assert id_key("4bf92f3577b34da6a3ce929d0e0e4736", 32) == (0x4BF92F3577B34DA6, 0xA3CE929D0E0E4736, None)
     con = duckdb.connect()
     for text in ODD_TRACE + ODD_SPAN:
-        assert text_key(text) == con.execute("SELECT md5_number_upper(?), md5_number_lower(?)", [text, text]).fetchall()[0]
+        md5 = con.execute("SELECT md5_number_upper(?), md5_number_lower(?)", [text, text]).fetchall()[0]
+        assert text_key(text) == md5
         assert id_key(text, 32) == (*text_key(text), text)
 
 
@@ -78,7 +80,8 @@ def test_relink_sets_odd_and_hex_parents_and_traces():
     assert store.relink([("root", extra[0].span_id, {"guardian.link.kind": "x"}),
                          (extra[1].span_id, "a", {})], {"t": extra[0].trace_id}) == 2
     by_span = {s.span_id: s for s in store.spans(SpanFilter(limit=100))}
-    assert by_span["root"].parent_span_id == extra[0].span_id and by_span["root"].attributes == {"guardian.link.kind": "x"}
+    assert by_span["root"].parent_span_id == extra[0].span_id
+    assert by_span["root"].attributes == {"guardian.link.kind": "x"}
     assert by_span[extra[1].span_id].parent_span_id == "a"
     assert {s.span_id for s in store.trace(extra[0].trace_id)} == {"a", "ac"} | {s.span_id for s in extra}
     assert store.trace("t") == []
@@ -100,7 +103,8 @@ def test_the_compiled_and_python_builders_make_the_same_table(monkeypatch):
     python = keyed_batch(copy.deepcopy(spans), key)
     assert compiled.schema == from_spans.schema == python.schema == ID_SCHEMA
     assert compiled.to_pylist() == from_spans.to_pylist() == python.to_pylist()
-    assert python.column("parent_key")[5].as_py() is None and python.column("parent_text").null_count == len(spans) - 3  # ac, rootc, üc
+    assert python.column("parent_key")[5].as_py() is None
+    assert python.column("parent_text").null_count == len(spans) - 3  # ac, rootc, üc
 
 
 def old_layout_file(path: str, spans: list[Span]) -> None:
@@ -128,7 +132,8 @@ def test_a_store_file_of_the_previous_layout_is_migrated_in_place(tmp_path):
                 parent_span_id="a", resource={"service.name": "odd"})
     store.append([late])
     assert {s.name for s in store.trace("t")} == {"GET /x", "late"}
-    assert store._con.execute("SELECT count(*) FROM resources").fetchall()[0][0] == 5  # odd, caller, payments, frontend (two)
+    # odd, caller, payments, frontend (two)
+    assert store._con.execute("SELECT count(*) FROM resources").fetchall()[0][0] == 5
     store.close()
     again = DuckDBStore(path)  # already migrated: opened as it is
     assert again.migrated == 0 and again.count() == len(spans) + 1
@@ -144,7 +149,8 @@ def test_resources_no_span_refers_to_are_pruned(monkeypatch):
     monkeypatch.setattr(duckdb_store, "RESOURCES_PRUNE_AT", 10)
     store = DuckDBStore(None, max_spans=40)
     for pid in range(30):  # one process after another, each with its own resource
-        store.append([Span(name="x", kind="SERVER", start_time_unix_nano=T0 + pid * S, end_time_unix_nano=T0 + pid * S + 1,
+        store.append([Span(name="x", kind="SERVER", start_time_unix_nano=T0 + pid * S,
+                           end_time_unix_nano=T0 + pid * S + 1,
                            resource={"service.name": "cgi", "process.pid": pid}) for _ in range(4)])
         assert store._con.execute("SELECT count(*) FROM resources").fetchall()[0][0] <= 11
     assert {s.resource["process.pid"] for s in store.spans(SpanFilter(limit=100))} == set(range(20, 30))
@@ -158,8 +164,8 @@ def test_a_lookup_by_trace_id_compares_keys():
     spans = [s for i in range(50) for s in call(i)]
     store.append(spans)
     assert len(store.trace(spans[0].trace_id)) == 4
-    plan = "\n".join(r[1] for r in store._con.execute(
-        "EXPLAIN " + _select(f"SELECT * FROM span_rows WHERE {_BY_TRACE}", "s.start_ns"), list(id_key(spans[0].trace_id, 32))).fetchall())
+    sql = "EXPLAIN " + _select(f"SELECT * FROM span_rows WHERE {_BY_TRACE}", "s.start_ns")
+    plan = "\n".join(r[1] for r in store._con.execute(sql, list(id_key(spans[0].trace_id, 32))).fetchall())
     # the keys are compared where span_rows is read, not hex text made for every row
     scan = plan.split("span_rows", 1)[1]
     assert "trace_hi=" in scan.replace(" ", "") and "format" not in scan.split("Filters", 1)[1].split("╰", 1)[0], plan
