@@ -145,13 +145,9 @@ def id_key(value: str, digits: int) -> tuple[int, int, str | None]:
 
 
 def _py_ids(values: list, digits: int, empty_null: bool) -> list[pa.Array]:
-    his, los, texts = [], [], []
-    for v in values:
-        if v is None or (empty_null and v == ""):
-            his.append(None), los.append(None), texts.append(None)
-            continue
-        hi, lo, text = id_key(v, digits)
-        his.append(hi), los.append(lo), texts.append(text)
+    none = (None, None, None)
+    his, los, texts = zip(*(none if v is None or (empty_null and v == "") else id_key(v, digits)
+                            for v in values)) if values else ((), (), ())
     out = [pa.array(his, pa.uint64())] + ([pa.array(los, pa.uint64())] if digits == 32 else [])
     return out + [pa.array(texts, pa.string())]
 
