@@ -3,7 +3,15 @@
 Ingest rate (spans/s) vs row-by-row INSERTs; resident memory per span vs a Python list of
 Span objects; p95 latency of each store query the tools use vs a Python scan of that list.
 Prints a table (and --json for one JSON object).
-Run: .venv/bin/python -m bench.store [--spans 1000000] [--path FILE] [--memory-limit-mb 64]
+--bare: only DuckDB's INSERT cost per span of each row layout (ids as hex text or as keys, the
+resource as JSON per row or as a key), the same spans as Arrow tables inserted as the store does
+(ROW_GROUP_ROWS at a time, one thread, into a file, then a checkpoint), layouts interleaved.
+--agent-path: the agent's whole store path, CPU µs per span: Rows (capture.rows.to_rows) appended
+in 2,000-span batches to a store file as the agent's (memory limit 64 MB, 2 threads), settle and
+hold after each, then a flush; with --tree DIR (repeatable) each checkout's store in turn, in its
+own process, the trees' order reversed every other round.
+Run: .venv/bin/python -m bench.store [--spans 1000000] [--path FILE] [--memory-limit-mb 64] [--bare]
+                                     [--agent-path [--tree DIR ...] [--rounds N]]
 """
 from __future__ import annotations
 
@@ -110,6 +118,107 @@ def python_map(spans: list[Span], w: TimeWindow) -> dict:
     return {k: (len(v), _quantiles(v)) for k, v in edges.items()}
 
 
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def bare(n: int, rounds: int) -> dict:
+    """DuckDB's INSERT (+ CHECKPOINT) µs of CPU (the process's, all threads: on a shared host the
+    wall clock measures the neighbours) per span of each layout, median over `rounds` (interleaved)."""
+    import os
+    import tempfile
+
+    import duckdb
+    import pyarrow as pa
+
+    from capture.store.columns import arrow_batch, encode_json, keyed_batch
+    from capture.store.duckdb_store import ROW_GROUP_ROWS
+
+    spans = [s for b in gen(n) for s in b]
+    keys: dict[str, int] = {}
+    text = arrow_batch(spans)
+    keyed = keyed_batch(spans, lambda r: keys.setdefault(encode_json(r).decode(), len(keys)))
+    layouts = {
+        "ids as hex text, resource JSON per row (previous)": text,
+        "ids as hex text, resource key": text.drop_columns(["resource"]).append_column(
+            "resource_key", keyed.column("resource_key")),
+        "ids as keys, resource JSON per row": keyed.drop_columns(["resource_key"]).append_column(
+            "resource", text.column("resource")),
+        "ids as keys, resource key (this store)": keyed,
+    }
+    times: dict[str, list[float]] = {k: [] for k in layouts}
+    for _ in range(rounds):
+        for name, table in layouts.items():
+            with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+                con = duckdb.connect(os.path.join(tmp, "s.duckdb"), config={"threads": 1})
+                con.register("_b", table.slice(0, 0))
+                con.execute("CREATE TABLE t AS SELECT * FROM _b")
+                con.unregister("_b")
+                t = _cpu_s()
+                for i in range(0, n, ROW_GROUP_ROWS):
+                    con.register("_b", table.slice(i, ROW_GROUP_ROWS))
+                    con.execute("INSERT INTO t SELECT * FROM _b")
+                    con.unregister("_b")
+                con.execute("CHECKPOINT")
+                times[name].append(1e6 * (_cpu_s() - t) / n)
+                size = os.path.getsize(os.path.join(tmp, "s.duckdb"))
+                con.close()
+            times.setdefault(name + " file bytes per span", []).append(size / n)
+    del pa
+    return {"spans": n, "rounds": rounds, "load": os.getloadavg()[0], "insert_cpu_us_per_span_median": {
+        k: round(statistics.median(v), 2) for k, v in times.items() if not k.endswith("per span")},
+        "file_bytes_per_span": {k[:-len(" file bytes per span")]: round(statistics.median(v), 1)
+                                for k, v in times.items() if k.endswith("per span")}}
+
+
+_AGENT_PATH = """
+import json, os, resource, sys, tempfile
+from bench.store import gen
+from capture.rows import to_rows
+from capture.store.factory import open_store
+n = int(sys.argv[1])
+shared = {}  # one resource dict per process, as the agent's enricher hands them (gen: one per trace)
+for b in (spans := [s for b in gen(n, duration_s=60) for s in b]):
+    b.resource = shared.setdefault(tuple(b.resource.items()), b.resource)
+batches = [to_rows(spans[i:i + 2000]) for i in range(0, n, 2000)]
+del spans
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+with tempfile.TemporaryDirectory() as tmp:
+    store = open_store(os.path.join(tmp, "s.duckdb"), max_spans=10 * n, memory_limit_mb=64, threads=2)
+    rss0, c = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cpu()
+    for b in batches:
+        store.append(b)
+        store.settle()
+        store.hold()
+    store.flush()
+    print(json.dumps({"cpu_us_per_span": 1e6 * (cpu() - c) / n,
+                      "file_bytes_per_span": os.path.getsize(os.path.join(tmp, "s.duckdb")) / n,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    store.close()
+"""
+
+
+def agent_path(n: int, trees: list[str], rounds: int) -> dict:
+    """The agent's store path in each tree (its own process each time), trees alternated."""
+    import os
+    import subprocess
+    import sys
+
+    out: dict[str, list[dict]] = {t: [] for t in trees}
+    for r in range(rounds):
+        for tree in trees if r % 2 == 0 else trees[::-1]:
+            run = subprocess.run([sys.executable, "-c", _AGENT_PATH, str(n)], cwd=tree, capture_output=True,
+                                 text=True, check=True, env=dict(os.environ, PYTHONPATH=tree))
+            last = run.stdout.strip().splitlines()[-1]  # (DuckDB may draw a progress bar before it)
+            out[tree].append({**json.loads(last), "load": os.getloadavg()[0]})
+    return {"spans": n, "rounds": rounds, "runs": out, "cpu_us_per_span_median": {
+        t: round(statistics.median(x["cpu_us_per_span"] for x in v), 2) for t, v in out.items()},
+        "peak_rss_mb_median": {t: round(statistics.median(x["peak_rss_mb"] for x in v), 1) for t, v in out.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spans", type=int, default=1_000_000)
@@ -123,8 +232,21 @@ def main() -> None:
                          "(DuckDBStore.hold)")
     ap.add_argument("--runs", type=int, default=20, help="runs per store query (p95 over them)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--bare", action="store_true", help="only DuckDB's insert cost per span of each row layout")
+    ap.add_argument("--rounds", type=int, default=5, help="--bare, --agent-path: rounds (median)")
+    ap.add_argument("--agent-path", action="store_true", help="only the agent's store path, CPU per span")
+    ap.add_argument("--tree", action="append", help="--agent-path: the checkouts to compare (default: this one)")
     args = ap.parse_args()
     n = args.spans
+    if args.agent_path:
+        import os
+
+        trees = [os.path.abspath(t) for t in args.tree or [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]]
+        print(json.dumps(agent_path(n, trees, args.rounds), indent=2))
+        return
+    if args.bare:
+        print(json.dumps(bare(n, args.rounds), indent=2))
+        return
 
     # Ingest (generation timed separately and subtracted).
     gc.collect()

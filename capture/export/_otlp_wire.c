@@ -940,38 +940,186 @@ static int col_str(StrCol *c, Py_ssize_t row, PyObject *v, int nulls)
     return out_put(&c->offsets, (const char *)&off, 4);
 }
 
-/* columns(rows, resource, attributes, nulls): the store's columns (capture.store.columns
- * COLUMNS) as Arrow buffers: ("s", offsets, data, validity or None, null count) per string
- * column and ("i", values) per int64 one. `resource(dict)` gives (JSON text, service), asked
- * once per resource; `attributes(row)` the attributes text of a row the hub added some to. */
+/* ---- ids as 64-bit keys (DuckDB's store: capture.store.columns.ID_COLUMNS) ------------ */
+
+static inline int hex_digit(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* exactly `digits` (16 or 32) lowercase hex digits as one or two 64-bit halves; 0 when not */
+static int hex_key(const char *s, Py_ssize_t n, int digits, uint64_t key[2])
+{
+    if (n != digits)
+        return 0;
+    key[0] = key[1] = 0;
+    for (int k = 0; k < digits; k++) {
+        int d = hex_digit((unsigned char)s[k]);
+        if (d < 0)
+            return 0;
+        key[k / 16] = key[k / 16] << 4 | (uint64_t)d;
+    }
+    return 1;
+}
+
+/* An id column: its key halves (NULL where there is no id), and the id's text where it is not
+ * canonical (lowercase hex of the OTLP width), its keys then left 0 for Python to fill. */
+typedef struct {
+    Out hi, lo, valid;
+    Py_ssize_t nulls;
+    StrCol text;
+} IdCol;
+
+static int col_id(IdCol *c, Py_ssize_t row, PyObject *v, int digits, int empty_null)
+{
+    uint64_t key[2] = {0, 0};
+    int canonical = 0, null = v == Py_None;
+    if (!null) {
+        if (!PyUnicode_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "an id column holds a non-string");
+            return -1;
+        }
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(v, &n);
+        if (!u)
+            return -1;
+        null = empty_null && n == 0;
+        canonical = !null && hex_key(u, n, digits, key);
+    }
+    if (null)
+        c->nulls++;
+    else
+        c->valid.p[row >> 3] |= (char)(1 << (row & 7));
+    if (out_put(&c->hi, (const char *)&key[0], 8) < 0 || (digits == 32 && out_put(&c->lo, (const char *)&key[1], 8) < 0))
+        return -1;
+    return col_str(&c->text, row, null || canonical ? Py_None : v, 1);
+}
+
+static int col_init(StrCol *c, Py_ssize_t vbytes)
+{
+    int32_t zero = 0;
+    if (out_put(&c->offsets, (const char *)&zero, 4) < 0)
+        return -1;
+    c->valid.p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
+    if (!c->valid.p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->valid.n = c->valid.cap = vbytes;
+    return 0;
+}
+
+static int id_init(IdCol *c, Py_ssize_t vbytes)
+{
+    if (col_init(&c->text, vbytes) < 0)
+        return -1;
+    c->valid.p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
+    if (!c->valid.p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->valid.n = c->valid.cap = vbytes;
+    return 0;
+}
+
+static void col_free(StrCol *c)
+{
+    PyMem_Free(c->data.p);
+    PyMem_Free(c->offsets.p);
+    PyMem_Free(c->valid.p);
+}
+
+static void id_free(IdCol *c)
+{
+    PyMem_Free(c->hi.p);
+    PyMem_Free(c->lo.p);
+    PyMem_Free(c->valid.p);
+    col_free(&c->text);
+}
+
+static PyObject *str_item(StrCol *col, Py_ssize_t vbytes)
+{
+    if (col->nulls)
+        return Py_BuildValue("(sy#y#y#n)", "s", col->offsets.p, col->offsets.n, col->data.p ? col->data.p : "",
+                             col->data.n, col->valid.p, vbytes, col->nulls);
+    return Py_BuildValue("(sy#y#On)", "s", col->offsets.p, col->offsets.n, col->data.p ? col->data.p : "",
+                         col->data.n, Py_None, (Py_ssize_t)0);
+}
+
+/* ("u", values, validity or None, null count) */
+static PyObject *key_item(Out *keys, IdCol *c, Py_ssize_t vbytes)
+{
+    if (c->nulls)
+        return Py_BuildValue("(sy#y#n)", "u", keys->p ? keys->p : "", keys->n, c->valid.p, vbytes, c->nulls);
+    return Py_BuildValue("(sy#On)", "u", keys->p ? keys->p : "", keys->n, Py_None, (Py_ssize_t)0);
+}
+
+/* ids(strs, digits, empty_null): one id column (a list of str or None) as its key halves and
+ * fallback text: [hi, lo (digits 32 only), text] items as columns() gives them. */
+static PyObject *ids(PyObject *self, PyObject *args)
+{
+    PyObject *strs;
+    int digits, empty_null;
+    if (!PyArg_ParseTuple(args, "O!ip", &PyList_Type, &strs, &digits, &empty_null))
+        return NULL;
+    if (digits != 16 && digits != 32) {
+        PyErr_SetString(PyExc_ValueError, "ids are 16 or 32 hex digits");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(strs), vbytes = (n + 7) / 8;
+    IdCol c;
+    PyObject *result = NULL;
+    memset(&c, 0, sizeof c);
+    if (id_init(&c, vbytes) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (col_id(&c, i, PyList_GET_ITEM(strs, i), digits, empty_null) < 0)
+            goto done;
+    if (digits == 32)
+        result = Py_BuildValue("[NNN]", key_item(&c.hi, &c, vbytes), key_item(&c.lo, &c, vbytes), str_item(&c.text, vbytes));
+    else
+        result = Py_BuildValue("[NN]", key_item(&c.hi, &c, vbytes), str_item(&c.text, vbytes));
+done:
+    id_free(&c);
+    return result;
+}
+
+/* columns(rows, resource, attributes, nulls[, keyed]): the store's columns as Arrow buffers:
+ * ("s", offsets, data, validity or None, null count) per string column, ("i", values) per int64
+ * one and ("u", values, validity or None, null count) per uint64 one. Not keyed: capture.store.
+ * columns COLUMNS (ClickHouse's, ids as text); `resource(dict)` gives (JSON text, service).
+ * Keyed: ID_COLUMNS (DuckDB's, ids as keys); `resource(dict)` gives (resource key, service).
+ * `resource` is asked once per resource; `attributes(row)` gives the attributes text of a row the
+ * hub added some to. */
 enum { C_TRACE, C_SPAN, C_PARENT, C_NAME, C_KIND, C_STATUS, C_MESSAGE, C_SERVICE, C_PEER, C_ATTRS,
        C_RESOURCE, N_STR };
 
 static PyObject *columns(PyObject *self, PyObject *args)
 {
     PyObject *rows, *resource_fn, *attrs_fn;
-    int nulls;
-    if (!PyArg_ParseTuple(args, "O!OOp", &PyList_Type, &rows, &resource_fn, &attrs_fn, &nulls))
+    int nulls, keyed = 0;
+    if (!PyArg_ParseTuple(args, "O!OOp|p", &PyList_Type, &rows, &resource_fn, &attrs_fn, &nulls, &keyed))
         return NULL;
     PyObject *resources = PyDict_New(); /* id(resource) -> resource_fn(resource) */
     if (!resources)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(rows), vbytes = (n + 7) / 8;
     StrCol c[N_STR];
-    Out ints[3] = {{0}};
+    IdCol id[3];
+    Out ints[4] = {{0}};
     PyObject *result = NULL, *last_res = NULL, *res_json = NULL, *res_service = NULL;
     memset(c, 0, sizeof c);
-    for (int k = 0; k < N_STR; k++) {
-        int32_t zero = 0;
-        if (out_put(&c[k].offsets, (const char *)&zero, 4) < 0)
+    memset(id, 0, sizeof id);
+    for (int k = 0; k < N_STR; k++)
+        if (col_init(&c[k], vbytes) < 0)
             goto done;
-        c[k].valid.p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
-        if (!c[k].valid.p) {
-            PyErr_NoMemory();
+    for (int k = 0; k < 3; k++)
+        if (keyed && id_init(&id[k], vbytes) < 0)
             goto done;
-        }
-        c[k].valid.n = c[k].valid.cap = vbytes;
-    }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = PyList_GET_ITEM(rows, i);
         if (Py_TYPE(o) != &RowType) {
@@ -980,18 +1128,20 @@ static PyObject *columns(PyObject *self, PyObject *args)
         }
         Row *r = (Row *)o;
         if (r->resource != last_res) {
-            PyObject *id = PyLong_FromVoidPtr(r->resource);
-            PyObject *hit = id ? PyDict_GetItemWithError(resources, id) : NULL;
-            if (id && !hit && !PyErr_Occurred()) {
+            PyObject *rid = PyLong_FromVoidPtr(r->resource);
+            PyObject *hit = rid ? PyDict_GetItemWithError(resources, rid) : NULL;
+            if (rid && !hit && !PyErr_Occurred()) {
                 hit = PyObject_CallOneArg(resource_fn, r->resource);
-                if (hit && PyDict_SetItem(resources, id, hit) < 0)
+                if (hit && PyDict_SetItem(resources, rid, hit) < 0)
                     Py_CLEAR(hit);
                 Py_XDECREF(hit); /* the dict holds it */
             }
-            Py_XDECREF(id);
-            if (!hit || !PyTuple_Check(hit) || PyTuple_GET_SIZE(hit) != 2) {
+            Py_XDECREF(rid);
+            if (!hit || !PyTuple_Check(hit) || PyTuple_GET_SIZE(hit) != 2
+                    || (keyed && !PyLong_Check(PyTuple_GET_ITEM(hit, 0)))) {
                 if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_TypeError, "resource columns are (JSON text, service)");
+                    PyErr_SetString(PyExc_TypeError, keyed ? "resource columns are (key, service)"
+                                                           : "resource columns are (JSON text, service)");
                 goto done;
             }
             last_res = r->resource;
@@ -1004,8 +1154,14 @@ static PyObject *columns(PyObject *self, PyObject *args)
         PyObject *v[N_STR] = {r->trace_id, r->span_id, r->parent_span_id, r->name, r->kind, r->status_code,
                               r->status_message, res_service, r->peer, attrs, res_json};
         int bad = 0;
-        for (int k = 0; k < N_STR && !bad; k++)
+        for (int k = 0; k < N_STR && !bad; k++) {
+            if (keyed && (k <= C_PARENT || k == C_RESOURCE))
+                continue;
             bad = col_str(&c[k], i, v[k], nulls && (k == C_PARENT || k == C_PEER)) < 0;
+        }
+        if (keyed && !bad)
+            bad = col_id(&id[0], i, r->trace_id, 32, 0) < 0 || col_id(&id[1], i, r->span_id, 16, 0) < 0
+                  || col_id(&id[2], i, r->parent_span_id, 16, 1) < 0;
         Py_DECREF(attrs);
         if (bad)
             goto done;
@@ -1016,6 +1172,29 @@ static PyObject *columns(PyObject *self, PyObject *args)
         if (out_put(&ints[0], (const char *)&start, 8) < 0 || out_put(&ints[1], (const char *)&end, 8) < 0
                 || out_put(&ints[2], (const char *)&dur, 8) < 0)
             goto done;
+        if (keyed) {
+            long long key = PyLong_AsLongLong(res_json);
+            if ((key == -1 && PyErr_Occurred()) || out_put(&ints[3], (const char *)&key, 8) < 0)
+                goto done;
+        }
+    }
+    if (keyed) {
+        /* In ID_COLUMNS order: trace_hi, trace_lo, span_key, parent_key, name, kind, start, end,
+         * duration, status, message, service, peer, attributes, resource_key, trace_text,
+         * span_text, parent_text. */
+        result = Py_BuildValue("[NNNNNNNNNNNNNNNNNN]", key_item(&id[0].hi, &id[0], vbytes),
+                               key_item(&id[0].lo, &id[0], vbytes), key_item(&id[1].hi, &id[1], vbytes),
+                               key_item(&id[2].hi, &id[2], vbytes), str_item(&c[C_NAME], vbytes),
+                               str_item(&c[C_KIND], vbytes), Py_BuildValue("(sy#)", "i", ints[0].p ? ints[0].p : "", ints[0].n),
+                               Py_BuildValue("(sy#)", "i", ints[1].p ? ints[1].p : "", ints[1].n),
+                               Py_BuildValue("(sy#)", "i", ints[2].p ? ints[2].p : "", ints[2].n),
+                               str_item(&c[C_STATUS], vbytes), str_item(&c[C_MESSAGE], vbytes),
+                               str_item(&c[C_SERVICE], vbytes), str_item(&c[C_PEER], vbytes),
+                               str_item(&c[C_ATTRS], vbytes),
+                               Py_BuildValue("(sy#)", "i", ints[3].p ? ints[3].p : "", ints[3].n),
+                               str_item(&id[0].text, vbytes), str_item(&id[1].text, vbytes),
+                               str_item(&id[2].text, vbytes));
+        goto done;
     }
     /* In COLUMNS order: trace, span, parent, name, kind, start, end, duration, status, message,
      * service, peer, attributes, resource. */
@@ -1030,13 +1209,7 @@ static PyObject *columns(PyObject *self, PyObject *args)
             Out *col = &ints[-order[k] - 1];
             item = Py_BuildValue("(sy#)", "i", col->p ? col->p : "", col->n);
         } else {
-            StrCol *col = &c[order[k]];
-            if (col->nulls)
-                item = Py_BuildValue("(sy#y#y#n)", "s", col->offsets.p, col->offsets.n,
-                                     col->data.p ? col->data.p : "", col->data.n, col->valid.p, vbytes, col->nulls);
-            else
-                item = Py_BuildValue("(sy#y#On)", "s", col->offsets.p, col->offsets.n,
-                                     col->data.p ? col->data.p : "", col->data.n, Py_None, (Py_ssize_t)0);
+            item = str_item(&c[order[k]], vbytes);
         }
         if (!item) {
             Py_CLEAR(result);
@@ -1045,12 +1218,11 @@ static PyObject *columns(PyObject *self, PyObject *args)
         PyList_SET_ITEM(result, k, item);
     }
 done:
-    for (int k = 0; k < N_STR; k++) {
-        PyMem_Free(c[k].data.p);
-        PyMem_Free(c[k].offsets.p);
-        PyMem_Free(c[k].valid.p);
-    }
+    for (int k = 0; k < N_STR; k++)
+        col_free(&c[k]);
     for (int k = 0; k < 3; k++)
+        id_free(&id[k]);
+    for (int k = 0; k < 4; k++)
         PyMem_Free(ints[k].p);
     Py_DECREF(resources);
     return result;
@@ -1100,7 +1272,8 @@ static PyMethodDef methods[] = {
     {"setup_rows", setup_rows, METH_VARARGS,
      "setup_rows(entry_cache, entry, slots, keys, key, json): what decode_rows() reads with."},
     {"columns", columns, METH_VARARGS,
-     "columns(rows, resource, attributes, nulls) -> Arrow buffers per column (see capture.store.columns)."},
+     "columns(rows, resource, attributes, nulls[, keyed]) -> Arrow buffers per column (see capture.store.columns)."},
+    {"ids", ids, METH_VARARGS, "ids(strs, digits, empty_null) -> an id column's key halves and fallback text."},
     {"decode_rows", decode_rows, METH_O,
      "decode_rows(body) -> (rows, rejected): decode() as Rows (see capture.export.otlp_wire)."},
     {NULL, NULL, 0, NULL},
