@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 TOP = 20  # lines and types in one report
+STOPPED = {"traced_bytes": 0, "lines": [], "types": {}, "stopped": True}  # a report once stopped
 
 
 def _types() -> Counter:
@@ -24,15 +25,18 @@ class MemTrace:
         self.frames = frames
         self._snap: tracemalloc.Snapshot | None = None
         self._types: Counter | None = None
+        self._stopped = False
 
     def start(self) -> None:
+        self._stopped = False
         if not tracemalloc.is_tracing():
             tracemalloc.start(self.frames)
         self._snap = self._take()
         self._types = _types()  # with one snapshot alive, as at every report: its traces are tuples
 
     def stop(self) -> None:
-        """Tracing off (what it held freed)."""
+        """Tracing off (what it held freed); a report after it is empty (`start()` again to trace)."""
+        self._stopped = True
         tracemalloc.stop()
         self._snap = self._types = None
 
@@ -46,10 +50,15 @@ class MemTrace:
     def report(self, top: int = TOP) -> dict[str, Any]:
         """What grew since the last report: traced bytes in total, the `top` source lines (and the
         caller chain when tracing more than one frame) and object types with the largest growth."""
+        if self._stopped:
+            return dict(STOPPED)
         if self._snap is None:
             self.start()
         types = _types()  # before the new snapshot: the old one's tuples only, as at the last count
-        snap = self._take()
+        try:
+            snap = self._take()
+        except RuntimeError:  # stopped meanwhile (the agent is exiting): nothing to compare
+            return dict(STOPPED)
         key = "traceback" if self.frames > 1 else "lineno"
         diffs = sorted(snap.compare_to(self._snap, key), key=lambda d: -d.size_diff)[:top]
         grown = (types - self._types).most_common(top)
