@@ -73,7 +73,7 @@ def test_a_report_after_stop_is_empty_and_does_not_trace_again():
 def test_the_agent_in_the_debug_mode_exits_promptly_on_sigterm_under_scrapes(tmp_path):
     """With tracing on to the end, the interpreter's last collection took close to a minute under a
     soak's load (Agent.run turns it off first now)."""
-    agent = replayed_agent(tmp_path, {"GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "4"}, requests=2000)
+    agent = replayed_agent(tmp_path, {"GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "4"}, requests=600)
     stop = threading.Event()
 
     def scrape() -> None:
