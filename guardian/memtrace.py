@@ -54,19 +54,24 @@ class MemTrace:
             return dict(STOPPED)
         if self._snap is None:
             self.start()
+        # the last report's, read once: stop() (another thread: the agent exiting) drops them
+        last, last_types = self._snap, self._types
         types = _types()  # before the new snapshot: the old one's tuples only, as at the last count
         try:
             snap = self._take()
-        except RuntimeError:  # stopped meanwhile (the agent is exiting): nothing to compare
+        except RuntimeError:  # stopped meanwhile: nothing to compare
+            return dict(STOPPED)
+        if last is None or last_types is None or self._stopped:
             return dict(STOPPED)
         key = "traceback" if self.frames > 1 else "lineno"
-        diffs = sorted(snap.compare_to(self._snap, key), key=lambda d: -d.size_diff)[:top]
-        grown = (types - self._types).most_common(top)
+        diffs = sorted(snap.compare_to(last, key), key=lambda d: -d.size_diff)[:top]
+        grown = (types - last_types).most_common(top)
         # the traced bytes without the snapshots' own (get_traced_memory counts them)
         traced = sum(t.size for t in snap.statistics("filename"))
         out = {"traced_bytes": traced,
                "lines": [{"at": [f"{f.filename}:{f.lineno}" for f in d.traceback][:self.frames],
                           "bytes": d.size_diff, "blocks": d.count_diff, "size": d.size} for d in diffs],
                "types": dict(grown)}
-        self._snap, self._types = snap, types
+        if not self._stopped:
+            self._snap, self._types = snap, types
         return out
