@@ -201,7 +201,8 @@ class Soak:
                 inc.end = f"died by itself (exit {inc.proc.popen.returncode})"
                 log(f"agent pid {inc.proc.pid} {inc.end}: {inc.proc.tail(5)}")
                 continue
-            if self.args.memory_trace and self.args.growth_every and n % max(1, round(self.args.growth_every / SAMPLE_S)) == 0:
+            every = max(1, round(self.args.growth_every / SAMPLE_S))
+            if self.args.memory_trace and n % every == 0:
                 os.kill(inc.proc.pid, signal.SIGUSR2)  # the debug mode logs what grew since the last one
             rss = soak_probe.rss_mb(inc.proc.pid)
             if rss is not None:
