@@ -129,7 +129,7 @@ class Soak:
             "api": {"port": self.api_port, "token": self.token, "host": "127.0.0.1"},
             "schedule": {"interval_s": 30, "window": "60s", "history_path": str(self.workdir / "reports.jsonl")},
             "store": {"path": str(self.workdir / "guardian.duckdb")},
-            "log": {"format": "text", "level": "WARNING"},
+            "log": {"format": "text", "level": "WARNING", "memory_trace_frames": self.args.memory_trace},
         }))
         return conf
 
@@ -201,6 +201,9 @@ class Soak:
                 inc.end = f"died by itself (exit {inc.proc.popen.returncode})"
                 log(f"agent pid {inc.proc.pid} {inc.end}: {inc.proc.tail(5)}")
                 continue
+            every = max(1, round(self.args.growth_every / SAMPLE_S))
+            if self.args.memory_trace and n % every == 0:
+                os.kill(inc.proc.pid, signal.SIGUSR2)  # the debug mode logs what grew since the last one
             rss = soak_probe.rss_mb(inc.proc.pid)
             if rss is not None:
                 inc.rss.append((time.time(), rss))
@@ -441,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigterm-wait", type=float, default=60.0, help="seconds the last agent gets to exit on SIGTERM")
     p.add_argument("--host-wide", action="store_true",
                    help="the agent keeps every process's spans, not only the soak's (its cgroup)")
+    p.add_argument("--memory-trace", type=int, default=0, metavar="FRAMES",
+                   help="the agent's memory debug mode (log.memory_trace_frames): 'memory growth' lines in its log "
+                        "(keep them with --keep)")
+    p.add_argument("--growth-every", type=float, default=60.0,
+                   help="with --memory-trace: seconds between the SIGUSR2s that log what grew")
     p.add_argument("--workdir", help="default /tmp/guardian-soak-PID (removed at the end unless --keep)")
     p.add_argument("--keep", action="store_true", help="keep the workdir (logs) after the run")
     p.add_argument("--out", help="result file (default bench/results/soak-DATE.json)")

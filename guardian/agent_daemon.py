@@ -309,6 +309,12 @@ class Agent:
         try:
             self.source.run(self.on_spans, self.stop)
         finally:
+            if self.memtrace is not None:
+                # tracing off first: with it on, the draining, the store's flush and above all the
+                # interpreter's last collection took close to a minute under load (SIGTERM seemed
+                # ignored); a report the worker is writing now comes out empty
+                self.memtrace.stop()
+                log.info("memory trace off")
             self.queue.put(None)
             self._worker.join()
             if self.sink is not None:

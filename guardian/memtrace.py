@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 TOP = 20  # lines and types in one report
+STOPPED = {"traced_bytes": 0, "lines": [], "types": {}, "stopped": True}  # a report once stopped
 
 
 def _types() -> Counter:
@@ -24,15 +25,18 @@ class MemTrace:
         self.frames = frames
         self._snap: tracemalloc.Snapshot | None = None
         self._types: Counter | None = None
+        self._stopped = False
 
     def start(self) -> None:
+        self._stopped = False
         if not tracemalloc.is_tracing():
             tracemalloc.start(self.frames)
         self._snap = self._take()
         self._types = _types()  # with one snapshot alive, as at every report: its traces are tuples
 
     def stop(self) -> None:
-        """Tracing off (what it held freed)."""
+        """Tracing off (what it held freed); a report after it is empty (`start()` again to trace)."""
+        self._stopped = True
         tracemalloc.stop()
         self._snap = self._types = None
 
@@ -46,18 +50,28 @@ class MemTrace:
     def report(self, top: int = TOP) -> dict[str, Any]:
         """What grew since the last report: traced bytes in total, the `top` source lines (and the
         caller chain when tracing more than one frame) and object types with the largest growth."""
+        if self._stopped:
+            return dict(STOPPED)
         if self._snap is None:
             self.start()
+        # the last report's, read once: stop() (another thread: the agent exiting) drops them
+        last, last_types = self._snap, self._types
         types = _types()  # before the new snapshot: the old one's tuples only, as at the last count
-        snap = self._take()
+        try:
+            snap = self._take()
+        except RuntimeError:  # stopped meanwhile: nothing to compare
+            return dict(STOPPED)
+        if last is None or last_types is None or self._stopped:
+            return dict(STOPPED)
         key = "traceback" if self.frames > 1 else "lineno"
-        diffs = sorted(snap.compare_to(self._snap, key), key=lambda d: -d.size_diff)[:top]
-        grown = (types - self._types).most_common(top)
+        diffs = sorted(snap.compare_to(last, key), key=lambda d: -d.size_diff)[:top]
+        grown = (types - last_types).most_common(top)
         # the traced bytes without the snapshots' own (get_traced_memory counts them)
         traced = sum(t.size for t in snap.statistics("filename"))
         out = {"traced_bytes": traced,
                "lines": [{"at": [f"{f.filename}:{f.lineno}" for f in d.traceback][:self.frames],
                           "bytes": d.size_diff, "blocks": d.count_diff, "size": d.size} for d in diffs],
                "types": dict(grown)}
-        self._snap, self._types = snap, types
+        if not self._stopped:
+            self._snap, self._types = snap, types
         return out

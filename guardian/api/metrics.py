@@ -23,6 +23,9 @@ class ApiMetrics:
                                     ["kind", "outcome"], registry=r)
         self.reports = Counter("guardian_scheduled_reports", "Scheduled anomaly reports run",
                                ["outcome"], registry=r)
+        self.history_evicted = Counter("guardian_report_history_evicted", "Scheduled reports dropped from "
+                                       "the history past schedule.history_max (guardian/schedule/history.py)",
+                                       registry=r)
 
 
 class MetricsMiddleware:

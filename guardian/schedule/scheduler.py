@@ -87,8 +87,9 @@ class Scheduler:
                 self._investigate(record)
             if not record.get("error") and (record["anomaly_count"] or not self.settings.only_anomalies):
                 self._deliver(record, channel)
-            self.history.add(record)
+            evicted = self.history.add(record)
             if self.metrics:
+                self.metrics.history_evicted.inc(evicted)
                 failed = any(v != "ok" for v in record["deliveries"].values())
                 self.metrics.reports.labels("delivery_failed" if failed else "ok").inc()
             return record

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
+import time
 import tracemalloc
 
 import pytest
@@ -57,3 +59,42 @@ def test_agent_logs_growth_on_sigusr2_in_the_debug_mode(tmp_path):
         assert isinstance(g["types"], dict) and g["malloc"]["in_use"] > 0
     finally:
         assert agent.stop(signal.SIGTERM) == 0, "".join(agent.stderr)
+
+
+@pytest.mark.skipif(tracemalloc.is_tracing(), reason="the process traces already (python -X tracemalloc)")
+def test_a_report_after_stop_is_empty_and_does_not_trace_again():
+    m = MemTrace(frames=1)
+    m.start()
+    m.stop()
+    assert m.report() == {"traced_bytes": 0, "lines": [], "types": {}, "stopped": True}
+    assert not tracemalloc.is_tracing()  # the agent's worker may report while the agent exits
+
+
+def test_the_agent_in_the_debug_mode_exits_promptly_on_sigterm_under_scrapes(tmp_path):
+    """With tracing on to the end, the interpreter's last collection took close to a minute under a
+    soak's load (Agent.run turns it off first now)."""
+    agent = replayed_agent(tmp_path, {"GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "4"}, requests=600)
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                agent.get("/metrics")
+            except OSError:
+                pass
+
+    scrapers = [threading.Thread(target=scrape, daemon=True) for _ in range(3)]
+    try:
+        agent.signal_and_wait_line(signal.SIGUSR2, '"memory growth {', timeout=60)
+        for t in scrapers:
+            t.start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        assert agent.stop(signal.SIGTERM, timeout=60) == 0, "".join(agent.stderr)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        agent.kill()
+    assert any('"memory trace off"' in line for line in agent.stderr)
+    # 5 s on an idle host; a loaded one (load 18) took 6-7 s with the debug mode off too
+    assert took < 20, f"{took:.1f} s after SIGTERM"
