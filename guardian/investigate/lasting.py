@@ -19,14 +19,14 @@ from tools.gaps import MIN_SHIFT_MS, TAIL_FACTOR, GapShift, calls
 from tools.sampling import Sample
 from tools.stats import MIN_SAMPLE, SURE, confidence, mann_whitney_p
 
-BLOCKS = 6  # stretches of time per window: 3 + 3 non-empty ones can never reach BLOCK_SURE
+BLOCKS = 6  # stretches of time per window (3 + 2 non-empty ones can never reach BLOCK_SURE)
 BLOCK_SURE = 0.95  # the window's stretches rank above the baseline's this surely
 EXACT = 5000  # relabellings enumerated up to this many, else RELABEL of them drawn (seeded)
 RELABEL = 2000
 # A shift on this many calls a side or more is left to the per-call test: a fault that began
 # a little into the window leaves its first stretches as they were, which a test over a few
 # stretches cannot tell from chance.
-FEW_CALLS = 20
+LASTING_CALLS = 20
 
 
 def _blocks(values: list[tuple[int, float]], w: TimeWindow) -> list[list[float]]:
@@ -85,7 +85,7 @@ def _covered(s: Sample) -> TimeWindow:
 
 
 def lasting_gaps(shifts: list[GapShift], cur: Sample, base: Sample) -> list[GapShift]:
-    """The gap shifts resting on few calls (under FEW_CALLS a side) that hold across the
+    """The gap shifts resting on few calls (under LASTING_CALLS a side) that hold across the
     window's time: the typical call's shift when a test on every call found it, else (a shift
     of the tail: lost packets, a stall now and then) the calls beyond anything the edge's
     baseline saw, in more stretches than chance gives, unless two or more are far beyond it.
@@ -103,7 +103,7 @@ def lasting_gaps(shifts: list[GapShift], cur: Sample, base: Sample) -> list[GapS
     kept = []
     for g in shifts:
         n, b = now.get((g.client, g.server), []), before.get((g.client, g.server), [])
-        if len(b) < MIN_SAMPLE or len(n) < MIN_SAMPLE or min(len(b), len(n)) >= FEW_CALLS:
+        if len(b) < MIN_SAMPLE or len(n) < MIN_SAMPLE or min(len(b), len(n)) >= LASTING_CALLS:
             kept.append(g)
             continue
         if confidence(mann_whitney_p([v for _, v in n], [v for _, v in b])) < SURE:
