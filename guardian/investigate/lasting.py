@@ -17,16 +17,19 @@ from math import comb
 from capture.store.api import TimeWindow
 from tools.gaps import MIN_SHIFT_MS, TAIL_FACTOR, GapShift, calls
 from tools.sampling import Sample
-from tools.stats import MIN_SAMPLE, SURE, confidence, mann_whitney_p
+from tools.stats import MIN_SAMPLE, SURE, _quantile, confidence, mann_whitney_p
 
-BLOCKS = 6  # stretches of time per window (3 + 2 non-empty ones can never reach BLOCK_SURE)
-BLOCK_SURE = 0.95  # the window's stretches rank above the baseline's this surely
+BLOCKS = 6  # stretches of time per window
+# The window's stretches rank above the baseline's this surely: more than one stretch carries
+# the shift (one busy stretch of the window against the baseline's six is 1 in 7 at best).
+BLOCK_SURE = 0.86
 EXACT = 5000  # relabellings enumerated up to this many, else RELABEL of them drawn (seeded)
 RELABEL = 2000
 # A shift on this many calls a side or more is left to the per-call test: a fault that began
 # a little into the window leaves its first stretches as they were, which a test over a few
 # stretches cannot tell from chance.
 LASTING_CALLS = 20
+TAIL_Q = 0.9  # a tail shift: more calls than the baseline's share beyond its p90
 
 
 def _blocks(values: list[tuple[int, float]], w: TimeWindow) -> list[list[float]]:
@@ -87,8 +90,8 @@ def _covered(s: Sample) -> TimeWindow:
 def lasting_gaps(shifts: list[GapShift], cur: Sample, base: Sample) -> list[GapShift]:
     """The gap shifts resting on few calls (under LASTING_CALLS a side) that hold across the
     window's time: the typical call's shift when a test on every call found it, else (a shift
-    of the tail: lost packets, a stall now and then) the calls beyond anything the edge's
-    baseline saw, in more stretches than chance gives, unless two or more are far beyond it.
+    of the tail: lost packets, a stall now and then) the calls beyond the edge's baseline p90,
+    in more stretches than chance gives, unless two or more are far beyond its longest.
     A quiet edge, judged against every edge's baseline, is left as it was found."""
     def by_edge(s: Sample) -> dict[tuple[str, str], list[tuple[int, float]]]:
         out: dict[tuple[str, str], list[tuple[int, float]]] = {}
@@ -107,11 +110,13 @@ def lasting_gaps(shifts: list[GapShift], cur: Sample, base: Sample) -> list[GapS
             kept.append(g)
             continue
         if confidence(mann_whitney_p([v for _, v in n], [v for _, v in b])) < SURE:
-            line = max(v for _, v in b)  # the tail: calls beyond the baseline's longest
-            if sum(1 for _, v in n if v > TAIL_FACTOR * line + MIN_SHIFT_MS) >= 2:
+            longest = max(v for _, v in b)
+            if sum(1 for _, v in n if v > TAIL_FACTOR * longest + MIN_SHIFT_MS) >= 2:
                 kept.append(g)  # far beyond it, twice or more (lost packets): its size says so
                 continue
-            n, b = [(t, float(v > line)) for t, v in n], [(t, 0.0) for t, _ in b]
+            # the tail: calls beyond the baseline's p90 (its longest may be one straggler)
+            line = _quantile(sorted(v for _, v in b), TAIL_Q)
+            n, b = [(t, float(v > line)) for t, v in n], [(t, float(v > line)) for t, v in b]
         if confidence(block_p(n, b, _covered(cur), _covered(base))) >= BLOCK_SURE:
             kept.append(g)
     return kept
