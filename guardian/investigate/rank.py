@@ -241,6 +241,8 @@ def explains(y: Candidate, x: Candidate) -> bool:
     if FAMILY[y.kind] == 1 and x.answered and len(x.answered) >= 0.5 * len(x.spans):
         return False  # x answered on time, with success, and its callers failed on the answer
     if FAMILY[y.kind] == 1 and FAMILY[x.kind] == 0:
+        if answered_failing(y):
+            return True  # it failed x's calls itself (a pool out of connections answers 503)
         failed = sorted(s.duration_ns / 1e6 for s in x.spans if s.status_code == "ERROR")
         if not failed:  # failures seen only in the shape of traces: it cannot be told
             return True
@@ -250,6 +252,13 @@ def explains(y: Candidate, x: Candidate) -> bool:
         tx, ty = typical_ms(x), typical_ms(y)
         return not (tx > 0 and ty > 0) or ty >= SIZE_SHARE * tx
     return True
+
+
+def answered_failing(y: Candidate) -> bool:
+    """Most of y's own sampled answers were failures: saturated, it refused work (a pool out
+    of connections, a full queue) rather than only slowing it."""
+    own = [s for s in y.spans if s.service == y.key[0] and s.kind != "CLIENT"]
+    return bool(own) and 2 * sum(s.status_code == "ERROR" for s in own) > len(own)
 
 
 IMPACT_MS = 20.0  # added time per request at which a slowdown counts half

@@ -109,7 +109,7 @@ class Walker:
         used to go on calling: the callee's answer is what it failed on (a wrong value). Calls
         answered alongside the last one (a parallel fan-out) share half the vote: any of them
         may have sent it, and the failing operations that call only some of them tell which."""
-        if v.span.kind not in ("SERVER", "CONSUMER", "INTERNAL") or v.kind != "error":
+        if v.span.kind not in ("SERVER", "CONSUMER", "INTERNAL") or v.kind != "error" or gave_up_on(v.span):
             return [v]
         answers = last_answer(tree, v.span)
         if not answers:
@@ -178,6 +178,17 @@ class Walker:
             tails.sort()
             self.went_on[k] = (seen > 0 and went >= 0.5 * seen, tails[len(tails) // 2] if tails else 0.0)
         return self.went_on[k]
+
+
+GAVE_UP_NS = 500_000_000  # a request unanswered this long was given up on by its caller
+
+
+def gave_up_on(s: Span) -> bool:
+    """Its caller stopped waiting: the request ran long and no response was sent (the span
+    ends when the service, done at last, finds the connection closed: right after its last
+    call answered, though nothing in that answer failed it). It was too slow, it did not
+    fail on what it read."""
+    return s.attributes.get("error.type") == "no_response" and s.duration_ns >= GAVE_UP_NS
 
 
 def match(s: Span, f: SpanFilter) -> bool:

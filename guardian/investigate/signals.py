@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.store.api import SpanStore, TimeWindow
+from guardian.investigate.lasting import lasting_gaps
 from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shifts, lone_edges
 from tools.own import OwnShift, own_shifts
 from tools.pool import PoolWait, pool_waits
@@ -77,7 +78,7 @@ def signals(cur: Sample, base: Sample) -> Signals:
     for (client, server), n in counts.items():
         if n >= MIN_SAMPLE:  # a callee too rarely called to test cannot be said to have grown
             callees.setdefault(client, set()).add(server)
-    gaps = gap_shifts(cur, base)
+    gaps = lasting_gaps(gap_shifts(cur, base), cur, base)  # not one busy stretch of the window
     slow_callers = callers_all_grew(gaps, callees)
     lone = lone_edges(gaps, cur, base)
     seen: dict[str, set[str]] = {}
