@@ -78,7 +78,7 @@ static int set_field(PyObject *o, int f, PyObject *v)
     return PyObject_SetAttr(o, *FIELD_NAMES[f], v);
 }
 
-enum { PROC_CACHE = 8 };
+enum { PROC_CACHE_BITS = 6, PROC_CACHE = 1 << PROC_CACHE_BITS };
 
 typedef struct {
     Py_ssize_t n;
@@ -94,10 +94,9 @@ typedef struct {
     Py_hash_t *hash;  /* each span id's hash */
     size_t ids_cap;
     char *kind, *frozen, *open, *cleared;
-    /* the process of each resource dict seen lately (by identity; the spans hold the dicts): spans of
-     * a few processes interleave (a client and its server), one tuple per process and run */
+    /* the process of each resource dict seen lately (by identity; the spans hold the dicts): the spans
+     * of a few processes' connections interleave (a client and its server), one tuple per resource */
     PyObject *res_seen[PROC_CACHE], *proc_of[PROC_CACHE];
-    int procs_cached, next_evict;
 } Spans;
 
 static void spans_free(Spans *s)
@@ -110,8 +109,8 @@ static void spans_free(Spans *s)
             Py_XDECREF(arrays[a][i]);
         PyMem_Free(arrays[a]);
     }
-    for (int k = 0; k < s->procs_cached; k++)
-        Py_DECREF(s->proc_of[k]);
+    for (int k = 0; k < PROC_CACHE; k++)
+        Py_XDECREF(s->proc_of[k]);
     PyMem_Free(s->start);
     PyMem_Free(s->end);
     PyMem_Free(s->ids);
@@ -296,12 +295,9 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
         PyObject *res = field(o, L, F_RESOURCE);
         if (res == NULL)
             return -1;
-        PyObject *proc = NULL;
-        for (int k = 0; k < s->procs_cached; k++)
-            if (s->res_seen[k] == res) {
-                proc = Py_NewRef(s->proc_of[k]);
-                break;
-            }
+        /* direct-mapped by address: a slot keeps the last resource that hashed to it */
+        size_t slot = (((size_t)res >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - PROC_CACHE_BITS);
+        PyObject *proc = s->res_seen[slot] == res ? Py_NewRef(s->proc_of[slot]) : NULL;
         if (proc == NULL) {
             if (PyDict_CheckExact(res)) {
                 PyObject *host = dict_get(res, K_host), *pid = host ? dict_get(res, K_pid) : NULL;
@@ -315,17 +311,8 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
                 Py_DECREF(res);
                 return -1;
             }
-            /* compared by identity only (the span holds it); past PROC_CACHE, slots are reused in turn */
-            int k = s->procs_cached;
-            if (k < PROC_CACHE) {
-                s->procs_cached++;
-            } else {
-                k = s->next_evict;
-                s->next_evict = (k + 1) % PROC_CACHE;
-                Py_DECREF(s->proc_of[k]);
-            }
-            s->res_seen[k] = res;
-            s->proc_of[k] = Py_NewRef(proc);
+            s->res_seen[slot] = res; /* compared by identity only: the span holds it */
+            Py_XSETREF(s->proc_of[slot], Py_NewRef(proc));
         }
         Py_DECREF(res);
         s->proc[i] = proc;
