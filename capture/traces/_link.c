@@ -1158,6 +1158,75 @@ done:
     return result;
 }
 
+/* ---- what the agent's worker reads of a batch before linking it --------------------------------- */
+/* newest_end(spans, newest): the largest end time of the spans and `newest` (StreamLinker.add's
+ * loop); None where an end is not an int that fits (the caller runs its loop). */
+static PyObject *newest_end(PyObject *self, PyObject *args)
+{
+    PyObject *list;
+    long long newest;
+    if (!PyArg_ParseTuple(args, "O!L", &PyList_Type, &list, &newest))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *o = PyList_GET_ITEM(list, i);
+        PyObject *e = field(o, layout_of(Py_TYPE(o)), F_END);
+        if (e == NULL)
+            return NULL;
+        int64_t end;
+        int rc = int64_of(e, &end);
+        Py_DECREF(e);
+        if (rc < 0)
+            return NULL;
+        if (rc == 0)
+            Py_RETURN_NONE;
+        if (end > newest)
+            newest = end;
+    }
+    return PyLong_FromLongLong(newest);
+}
+
+/* resources(spans): the spans' resource objects, each once (by identity), in the order first seen
+ * (Agent._enrich: the spans of a process share one dict). */
+static PyObject *resources(PyObject *self, PyObject *args)
+{
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    size_t cap = 16;
+    while (cap < 2 * (size_t)n)
+        cap *= 2;
+    PyObject **seen = PyMem_Calloc(cap, sizeof(PyObject *)), *out = PyList_New(0);
+    if (seen == NULL || out == NULL) {
+        PyMem_Free(seen);
+        Py_XDECREF(out);
+        return seen == NULL ? PyErr_NoMemory() : NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(list, i);
+        PyObject *r = field(o, layout_of(Py_TYPE(o)), F_RESOURCE);
+        if (r == NULL)
+            goto fail;
+        size_t k = ((((size_t)r >> 4) * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+        while (seen[k] != NULL && seen[k] != r)
+            k = (k + 1) & (cap - 1);
+        if (seen[k] == NULL) {
+            seen[k] = r; /* the list holds it from here: its address stays its own */
+            if (PyList_Append(out, r) < 0) {
+                Py_DECREF(r);
+                goto fail;
+            }
+        }
+        Py_DECREF(r);
+    }
+    PyMem_Free(seen);
+    return out;
+fail:
+    PyMem_Free(seen);
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"link", link_spans, METH_VARARGS,
      "link(spans, frozen, slack_ns, conn_key, thread, process, parse_traceparent) -> (cross_process, "
@@ -1166,6 +1235,11 @@ static PyMethodDef methods[] = {
      "release(pending, context, auto, cutoff, newest_end, window_ns, max_pending, slack_ns, conn_key, thread, process, "
      "parse_traceparent) -> (ready, keep, context, auto, link stats, linked, forced, context_trimmed), or None where "
      "the Python must run: capture.traces.stream.StreamLinker._release."},
+    {"newest_end", newest_end, METH_VARARGS,
+     "newest_end(spans, newest) -> the largest of newest and the spans' end times, or None where the Python must "
+     "run: StreamLinker.add's loop."},
+    {"resources", resources, METH_VARARGS,
+     "resources(spans) -> the spans' resources, each once by identity, in the order first seen: Agent._enrich."},
     {NULL, NULL, 0, NULL},
 };
 
