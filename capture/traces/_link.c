@@ -576,6 +576,35 @@ static Py_ssize_t candidates(const Spans *s, const Py_ssize_t *order, Group g, P
                              Cand **out, Cand *best)
 {
     int64_t cs = s->start[c], ce = s->end[c], lo_v = cs - slack, hi_v = ce + slack;
+    Py_ssize_t count = 0;
+    if (out == NULL) {
+        /* only the best: outward from the servers ending at the client's end, since a server's fit
+         * is at least its distance in end; a side stops at the window's edge or past the best fit so
+         * far (ties go on: by id) */
+        Py_ssize_t mid = g.lo, top = g.hi;
+        while (mid < top) { /* bisect_left(ends, ce) */
+            Py_ssize_t h = (mid + top) / 2;
+            if (s->end[order[h]] < ce)
+                mid = h + 1;
+            else
+                top = h;
+        }
+        for (int side = 0; side < 2; side++) {
+            for (Py_ssize_t k = side ? mid - 1 : mid; side ? k >= g.lo : k < g.hi; k += side ? -1 : 1) {
+                Py_ssize_t j = order[k];
+                int64_t e = s->end[j], d_end = iabs(ce - e);
+                if ((side ? e < lo_v : e > hi_v) || (count > 0 && d_end > best->fit))
+                    break;
+                if (s->start[j] > hi_v || e < lo_v) /* (e < lo_v on the right: a client ending before it starts) */
+                    continue;
+                Cand x = {d_end + iabs(s->start[j] - cs), s->sid[j], j};
+                if (count == 0 || cmp_cand(&x, best) < 0)
+                    *best = x;
+                count++;
+            }
+        }
+        return count;
+    }
     Py_ssize_t lo = g.lo, hi = g.hi;
     while (lo < hi) { /* bisect_left(ends, cs - slack) */
         Py_ssize_t mid = (lo + hi) / 2;
@@ -593,55 +622,18 @@ static Py_ssize_t candidates(const Spans *s, const Py_ssize_t *order, Group g, P
         else
             lo = mid + 1;
     }
-    Py_ssize_t b = lo, count = 0;
-    Cand *list = NULL;
-    if (out == NULL) {
-        /* only the best: outward from the servers ending at the client's end, since a server's fit
-         * is at least its distance in end; a side stops past the best fit so far (ties go on: by id) */
-        Py_ssize_t mid = a, top = b;
-        while (mid < top) { /* bisect_left(ends, ce) within [a, b) */
-            Py_ssize_t h = (mid + top) / 2;
-            if (s->end[order[h]] < ce)
-                mid = h + 1;
-            else
-                top = h;
-        }
-        for (int side = 0; side < 2; side++) {
-            for (Py_ssize_t k = side ? mid - 1 : mid; side ? k >= a : k < b; k += side ? -1 : 1) {
-                Py_ssize_t j = order[k];
-                int64_t d_end = iabs(ce - s->end[j]);
-                if (count > 0 && d_end > best->fit)
-                    break;
-                if (s->start[j] > hi_v)
-                    continue;
-                Cand x = {d_end + iabs(s->start[j] - cs), s->sid[j], j};
-                if (count == 0 || cmp_cand(&x, best) < 0)
-                    *best = x;
-                count++;
-            }
-        }
-        return count;
-    }
-    {
-        list = PyMem_Malloc((b - a ? b - a : 1) * sizeof(Cand));
-        if (list == NULL)
-            return -1;
-    }
+    Py_ssize_t b = lo;
+    Cand *list = PyMem_Malloc((b - a ? b - a : 1) * sizeof(Cand));
+    if (list == NULL)
+        return -1;
     for (Py_ssize_t k = a; k < b; k++) {
         Py_ssize_t j = order[k];
         if (s->start[j] > hi_v)
             continue;
-        Cand x = {iabs(ce - s->end[j]) + iabs(s->start[j] - cs), s->sid[j], j};
-        if (list != NULL)
-            list[count] = x;
-        else if (count == 0 || cmp_cand(&x, best) < 0)
-            *best = x;
-        count++;
+        list[count++] = (Cand){iabs(ce - s->end[j]) + iabs(s->start[j] - cs), s->sid[j], j};
     }
-    if (list != NULL) {
-        qsort(list, count, sizeof(Cand), cmp_cand);
-        *out = list;
-    }
+    qsort(list, count, sizeof(Cand), cmp_cand);
+    *out = list;
     return count;
 }
 
