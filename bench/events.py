@@ -30,11 +30,16 @@ redis-server instead, with 2x the commands sent as its "requests" (both ends of 
           thread's share, the linker and the store, best of --repeat; "python" runs the Python
           specification of each compiled part (Spans, rows.row_of, linker.link_python,
           StreamLinker._release_python), "compiled" the agent as built, alternately
+  link    the worker's enrich + link step alone (Agent._enrich, StreamLinker.add with the agent's
+          settings) on the recording's spans made --copies times one after another in stream time (a
+          sustained load: the linker in its flood regime, max_pending reached), CPU µs per span, each
+          --tree on its own code in turn, both orders
 
 Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000] [--paired FILE2]   (as root) [--redis]
      .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring] [--pair] [--python]
      .venv/bin/python -m bench.events stages FILE [--repeat 7] [--pair]
      .venv/bin/python -m bench.events agent FILE [--repeat 3]
+     .venv/bin/python -m bench.events link FILE [--tree DIR ...] [--copies 5] [--batch 400] [--rounds 2] [--json OUT]
 """
 from __future__ import annotations
 
@@ -414,6 +419,86 @@ def agent_bench(path: str, repeat: int) -> dict:
     return out
 
 
+# The worker's linking step, run by each checkout (--tree) on its own code: the recording's spans
+# made `copies` times, each copy after the last in stream time (as a sustained load gives), through
+# Agent._enrich and StreamLinker.add in the worker's batches, with the agent's linker settings
+LINK_STEP = """
+import gc, json, sys, time
+from bench.events import load, _Sockets, BATCH
+from capture import rows
+from capture.config import AgentConfig
+from capture.conntrack import ConnTracker
+from capture.enrich.enricher import Enricher
+from capture.pipeline import Pipeline
+from capture.traces.stream import StreamLinker
+from guardian.agent_daemon import Agent
+path, copies, repeat, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+header, records = load(path)
+resources = {int(pid): res for pid, res in header["resources"].items()}
+gc.freeze()
+gc.set_threshold(50_000, 20, 50)
+span_ns = max(1, int.from_bytes(records[-1][:8], "little") - int.from_bytes(records[0][:8], "little"))
+
+def spans():
+    out = []
+    for k in range(copies):
+        pipeline = Pipeline(out.extend)
+        tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
+                              sockets=_Sockets(header["port"]), boot_offset_ns=k * (span_ns + 200_000_000))
+        tracker.spans_as_rows(rows.Row)
+        for i in range(0, len(records), BATCH):
+            tracker.feed(records[i:i + BATCH])
+            pipeline.flush()
+        tracker.close_all()
+        pipeline.flush()
+    return out
+
+class Source:
+    def stats(self):
+        return {}
+
+class Store:
+    def count(self):
+        return 0
+
+best, linked = None, 0
+for _ in range(repeat):
+    made = spans()
+    cfg = AgentConfig()
+    agent = Agent(cfg, Store(), Source(), enricher=Enricher(), trim_every_s=None)
+    agent._enrich(made)  # the live capture's spans come enriched: what is timed is the look
+    gc.collect()
+    t0 = time.process_time()
+    for i in range(0, len(made), batch):
+        b = made[i:i + batch]
+        agent._enrich(b)
+        agent.linker.add(b)
+    agent.linker.flush()
+    us = 1e6 * (time.process_time() - t0) / len(made)
+    best = us if best is None else min(best, us)
+    linked = agent.linker.linked
+print(json.dumps({"spans": len(made), "linked": linked, "forced": agent.linker.forced, "us_per_span": round(best, 3)}))
+"""
+
+
+def link_bench(path: str, trees: list[Path], copies: int, repeat: int, batch: int, rounds: int) -> dict:
+    """LINK_STEP in each checkout, in turn, `rounds` times (both orders when 2): CPU µs per span of
+    the worker's enrich + link step on the same recording."""
+    import subprocess
+
+    runs: dict[str, list] = {str(t): [] for t in trees}
+    for r in range(rounds):
+        for tree in (trees if r % 2 == 0 else trees[::-1]):
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            got = subprocess.run([sys.executable, "-c", LINK_STEP, path, str(copies), str(repeat), str(batch)],
+                                 env=env, cwd=tree, capture_output=True, text=True, check=True)
+            runs[str(tree)].append(json.loads(got.stdout.strip().splitlines()[-1]))
+    out = {"file": path, "copies": copies, "batch": batch, "load": os.getloadavg(), "runs": runs,
+           "best_us_per_span": {t: min(x["us_per_span"] for x in v) for t, v in runs.items()}}
+    print(json.dumps(out))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -444,8 +529,21 @@ def main() -> int:
     ag = sub.add_parser("agent", help="CPU µs per span of the agent's ingest path, Python vs compiled")
     ag.add_argument("file")
     ag.add_argument("--repeat", type=int, default=3)
+    lk = sub.add_parser("link", help="CPU µs per span of the worker's enrich + link step, per checkout (--tree)")
+    lk.add_argument("file")
+    lk.add_argument("--tree", action="append", type=Path, default=None, metavar="DIR")
+    lk.add_argument("--copies", type=int, default=5, help="the recording's spans this many times, one after another")
+    lk.add_argument("--repeat", type=int, default=3)
+    lk.add_argument("--batch", type=int, default=400, help="spans per worker batch (hey 10k: ~400 per 20 ms poll)")
+    lk.add_argument("--rounds", type=int, default=2, help="runs of each checkout, alternating their order")
+    lk.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
-    if args.cmd == "agent":
+    if args.cmd == "link":
+        got = link_bench(args.file, args.tree or [Path(__file__).resolve().parent.parent], args.copies, args.repeat,
+                         args.batch, args.rounds)
+        if args.json:
+            Path(args.json).write_text(json.dumps(got, indent=1))
+    elif args.cmd == "agent":
         agent_bench(args.file, args.repeat)
     elif args.cmd == "stages":
         stages(args.file, args.repeat, args.pair)

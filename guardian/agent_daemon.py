@@ -27,6 +27,7 @@ from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
 from capture.scope import from_config as scope_from_config
+from capture.traces.linker import resources_of
 from capture.traces.stream import StreamLinker
 from guardian import heap, rss
 from guardian.memtrace import MemTrace
@@ -231,13 +232,17 @@ class Agent:
     def _enrich(self, spans: list[Span]) -> None:
         if self.enricher is None:
             return
-        done: dict[int, dict] = {}  # spans of one process share one resource: one enriched copy
+        # spans of one process share one resource: each looked at once (the live capture's come
+        # enriched already: resource_for is the enricher's, and nothing is left to do)
+        lacking = {id(r) for r in resources_of(spans) if r.get("process.pid") and "service.name" not in r}
+        if not lacking:
+            return
+        done: dict[int, dict] = {}  # one enriched copy per resource
         for s in spans:
             r = s.resource
-            pid = r.get("process.pid")
-            if pid and "service.name" not in r:
+            if id(r) in lacking:
                 if (new := done.get(id(r))) is None:
-                    new = done[id(r)] = {**self.enricher.resource(int(pid)), **r}
+                    new = done[id(r)] = {**self.enricher.resource(int(r["process.pid"])), **r}
                 s.resource = new
 
     def _emit(self, spans: list[Span]) -> None:

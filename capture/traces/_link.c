@@ -78,6 +78,8 @@ static int set_field(PyObject *o, int f, PyObject *v)
     return PyObject_SetAttr(o, *FIELD_NAMES[f], v);
 }
 
+enum { PROC_CACHE_BITS = 6, PROC_CACHE = 1 << PROC_CACHE_BITS };
+
 typedef struct {
     Py_ssize_t n;
     PyObject **items;  /* borrowed from the list */
@@ -92,7 +94,9 @@ typedef struct {
     Py_hash_t *hash;  /* each span id's hash */
     size_t ids_cap;
     char *kind, *frozen, *open, *cleared;
-    PyObject *last_proc;
+    /* the process of each resource dict seen lately (by identity; the spans hold the dicts): the spans
+     * of a few processes' connections interleave (a client and its server), one tuple per resource */
+    PyObject *res_seen[PROC_CACHE], *proc_of[PROC_CACHE];
 } Spans;
 
 static void spans_free(Spans *s)
@@ -105,7 +109,8 @@ static void spans_free(Spans *s)
             Py_XDECREF(arrays[a][i]);
         PyMem_Free(arrays[a]);
     }
-    Py_XDECREF(s->last_proc);
+    for (int k = 0; k < PROC_CACHE; k++)
+        Py_XDECREF(s->proc_of[k]);
     PyMem_Free(s->start);
     PyMem_Free(s->end);
     PyMem_Free(s->ids);
@@ -201,7 +206,6 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
         PyErr_NoMemory();
         return -1;
     }
-    PyObject *last_res = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o = s->items[i], *v;
         const Layout *L = layout_of(Py_TYPE(o));
@@ -287,12 +291,14 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
                 (s->thread[i] = PyObject_CallOneArg(fn_thread, o)) == NULL)
                 return -1;
         }
-        /* the process: spans of one process share their resource dict, read once per run of them */
+        /* the process: spans of one process share their resource dict, read once per run */
         PyObject *res = field(o, L, F_RESOURCE);
         if (res == NULL)
             return -1;
-        if (res != last_res || s->last_proc == NULL) {
-            PyObject *proc;
+        /* direct-mapped by address: a slot keeps the last resource that hashed to it */
+        size_t slot = (((size_t)res >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - PROC_CACHE_BITS);
+        PyObject *proc = s->res_seen[slot] == res ? Py_NewRef(s->proc_of[slot]) : NULL;
+        if (proc == NULL) {
             if (PyDict_CheckExact(res)) {
                 PyObject *host = dict_get(res, K_host), *pid = host ? dict_get(res, K_pid) : NULL;
                 proc = pid ? PyTuple_Pack(2, host, pid) : NULL;
@@ -305,11 +311,11 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
                 Py_DECREF(res);
                 return -1;
             }
-            last_res = res; /* compared by identity only; the span holds it */
-            Py_XSETREF(s->last_proc, proc);
+            s->res_seen[slot] = res; /* compared by identity only: the span holds it */
+            Py_XSETREF(s->proc_of[slot], Py_NewRef(proc));
         }
         Py_DECREF(res);
-        s->proc[i] = Py_NewRef(s->last_proc);
+        s->proc[i] = proc;
     }
     /* span ids in a table: a parent's span by its id; two spans with one id: the specification runs */
     size_t cap = 16;
@@ -356,6 +362,108 @@ static Py_ssize_t find_id(const Spans *s, PyObject *id)
         if (s->hash[j] == h && same_str(s->sid[j], id))
             return j;
     }
+}
+
+/* ---- groups by key: a dict for equality, and before it a table by identity ------------------- */
+/* Spans of one connection (one process) share their key object (capture/rows.py's facts, the
+ * compiled path's per-connection key; read_spans's process cache): most lookups are answered by
+ * the pointer without hashing a tuple. Equal keys that are distinct objects meet in the dict. */
+typedef struct {
+    PyObject *dict;   /* key -> group */
+    PyObject **keys;  /* open addressing by address; borrowed (the spans hold them) */
+    Py_ssize_t *vals; /* the group, or -1: not in the dict */
+    size_t cap, used;
+    Py_ssize_t ngroups;
+} Groups;
+
+static int groups_init(Groups *g)
+{
+    memset(g, 0, sizeof *g);
+    g->cap = 64;
+    g->dict = PyDict_New();
+    g->keys = PyMem_Calloc(g->cap, sizeof(PyObject *));
+    g->vals = PyMem_Malloc(g->cap * sizeof(Py_ssize_t));
+    if (!g->dict || !g->keys || !g->vals) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void groups_free(Groups *g)
+{
+    Py_XDECREF(g->dict);
+    PyMem_Free(g->keys);
+    PyMem_Free(g->vals);
+}
+
+static size_t ptr_slot(const Groups *g, PyObject *key)
+{
+    size_t h = (size_t)key >> 4;
+    h ^= h >> 17;
+    size_t k = (h * 0x9E3779B97F4A7C15ull) & (g->cap - 1);
+    while (g->keys[k] != NULL && g->keys[k] != key)
+        k = (k + 1) & (g->cap - 1);
+    return k;
+}
+
+static int groups_remember(Groups *g, PyObject *key, Py_ssize_t v)
+{
+    if (2 * (g->used + 1) > g->cap) {
+        size_t old_cap = g->cap;
+        PyObject **old_keys = g->keys;
+        Py_ssize_t *old_vals = g->vals;
+        g->cap *= 2;
+        g->keys = PyMem_Calloc(g->cap, sizeof(PyObject *));
+        g->vals = PyMem_Malloc(g->cap * sizeof(Py_ssize_t));
+        if (!g->keys || !g->vals) {
+            PyMem_Free(old_keys);
+            PyMem_Free(old_vals);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t k = 0; k < old_cap; k++)
+            if (old_keys[k] != NULL) {
+                size_t at = ptr_slot(g, old_keys[k]);
+                g->keys[at] = old_keys[k];
+                g->vals[at] = old_vals[k];
+            }
+        PyMem_Free(old_keys);
+        PyMem_Free(old_vals);
+    }
+    size_t at = ptr_slot(g, key);
+    if (g->keys[at] == NULL)
+        g->used++;
+    g->keys[at] = key;
+    g->vals[at] = v;
+    return 0;
+}
+
+/* The group of `key`: a new one when `create`, else -1 when it has none; -2 on error. */
+static Py_ssize_t group_of(Groups *g, PyObject *key, int create)
+{
+    size_t at = ptr_slot(g, key);
+    if (g->keys[at] == key && (g->vals[at] >= 0 || !create))
+        return g->vals[at];
+    PyObject *v = PyDict_GetItemWithError(g->dict, key);
+    Py_ssize_t id;
+    if (v != NULL) {
+        id = PyLong_AsSsize_t(v);
+    } else if (PyErr_Occurred()) {
+        return -2;
+    } else if (!create) {
+        id = -1;
+    } else {
+        id = g->ngroups;
+        PyObject *o = PyLong_FromSsize_t(id);
+        if (o == NULL || PyDict_SetItem(g->dict, key, o) < 0) {
+            Py_XDECREF(o);
+            return -2;
+        }
+        Py_DECREF(o);
+        g->ngroups++;
+    }
+    return groups_remember(g, key, id) < 0 ? -2 : id;
 }
 
 /* ---- Rule 2 ---------------------------------------------------------------------------------- */
@@ -468,6 +576,35 @@ static Py_ssize_t candidates(const Spans *s, const Py_ssize_t *order, Group g, P
                              Cand **out, Cand *best)
 {
     int64_t cs = s->start[c], ce = s->end[c], lo_v = cs - slack, hi_v = ce + slack;
+    Py_ssize_t count = 0;
+    if (out == NULL) {
+        /* only the best: outward from the servers ending at the client's end, since a server's fit
+         * is at least its distance in end; a side stops at the window's edge or past the best fit so
+         * far (ties go on: by id) */
+        Py_ssize_t mid = g.lo, top = g.hi;
+        while (mid < top) { /* bisect_left(ends, ce) */
+            Py_ssize_t h = (mid + top) / 2;
+            if (s->end[order[h]] < ce)
+                mid = h + 1;
+            else
+                top = h;
+        }
+        for (int side = 0; side < 2; side++) {
+            for (Py_ssize_t k = side ? mid - 1 : mid; side ? k >= g.lo : k < g.hi; k += side ? -1 : 1) {
+                Py_ssize_t j = order[k];
+                int64_t e = s->end[j], d_end = iabs(ce - e);
+                if ((side ? e < lo_v : e > hi_v) || (count > 0 && d_end > best->fit))
+                    break;
+                if (s->start[j] > hi_v || e < lo_v) /* (e < lo_v on the right: a client ending before it starts) */
+                    continue;
+                Cand x = {d_end + iabs(s->start[j] - cs), s->sid[j], j};
+                if (count == 0 || cmp_cand(&x, best) < 0)
+                    *best = x;
+                count++;
+            }
+        }
+        return count;
+    }
     Py_ssize_t lo = g.lo, hi = g.hi;
     while (lo < hi) { /* bisect_left(ends, cs - slack) */
         Py_ssize_t mid = (lo + hi) / 2;
@@ -485,28 +622,18 @@ static Py_ssize_t candidates(const Spans *s, const Py_ssize_t *order, Group g, P
         else
             lo = mid + 1;
     }
-    Py_ssize_t b = lo, count = 0;
-    Cand *list = NULL;
-    if (out != NULL) {
-        list = PyMem_Malloc((b - a ? b - a : 1) * sizeof(Cand));
-        if (list == NULL)
-            return -1;
-    }
+    Py_ssize_t b = lo;
+    Cand *list = PyMem_Malloc((b - a ? b - a : 1) * sizeof(Cand));
+    if (list == NULL)
+        return -1;
     for (Py_ssize_t k = a; k < b; k++) {
         Py_ssize_t j = order[k];
         if (s->start[j] > hi_v)
             continue;
-        Cand x = {iabs(ce - s->end[j]) + iabs(s->start[j] - cs), s->sid[j], j};
-        if (list != NULL)
-            list[count] = x;
-        else if (count == 0 || cmp_cand(&x, best) < 0)
-            *best = x;
-        count++;
+        list[count++] = (Cand){iabs(ce - s->end[j]) + iabs(s->start[j] - cs), s->sid[j], j};
     }
-    if (list != NULL) {
-        qsort(list, count, sizeof(Cand), cmp_cand);
-        *out = list;
-    }
+    qsort(list, count, sizeof(Cand), cmp_cand);
+    *out = list;
     return count;
 }
 
@@ -520,14 +647,15 @@ static int set_parent(Spans *s, Py_ssize_t i, PyObject *parent)
 static Py_ssize_t rule2(Spans *s, int64_t slack)
 {
     Py_ssize_t n = s->n, m = n ? n : 1, made = -1, ngroups = 0, nservers = 0, heap_len = 0;
-    PyObject *groups = PyDict_New();
+    Groups groups;
+    int groups_ok = groups_init(&groups) == 0;
     Py_ssize_t *group = PyMem_Malloc(m * sizeof(Py_ssize_t)), *order = PyMem_Malloc(m * sizeof(Py_ssize_t));
     Group *bounds = NULL;
     char *used = PyMem_Calloc(m, 1);
     Entry *heap = PyMem_Malloc(m * sizeof(Entry));
     Cand **rest = PyMem_Calloc(m, sizeof(Cand *));
     Py_ssize_t *rest_n = PyMem_Calloc(m, sizeof(Py_ssize_t));
-    if (!groups || !group || !order || !used || !heap || !rest || !rest_n) {
+    if (!groups_ok || !group || !order || !used || !heap || !rest || !rest_n) {
         PyErr_NoMemory();
         goto done;
     }
@@ -535,22 +663,11 @@ static Py_ssize_t rule2(Spans *s, int64_t slack)
         group[i] = -1;
         if (!(s->open[i] && s->kind[i] == SERVER && s->conn[i] != Py_None))
             continue;
-        PyObject *g = PyDict_GetItemWithError(groups, s->conn[i]);
-        if (g == NULL) {
-            if (PyErr_Occurred())
-                goto done;
-            PyObject *id = PyLong_FromSsize_t(ngroups);
-            if (id == NULL || PyDict_SetItem(groups, s->conn[i], id) < 0) {
-                Py_XDECREF(id);
-                goto done;
-            }
-            Py_DECREF(id);
-            group[i] = ngroups++;
-        } else {
-            group[i] = PyLong_AsSsize_t(g);
-        }
+        if ((group[i] = group_of(&groups, s->conn[i], 1)) < 0)
+            goto done;
         order[nservers++] = i;
     }
+    ngroups = groups.ngroups;
     sort_ctx = (SortCtx){s, group};
     qsort(order, nservers, sizeof(Py_ssize_t), cmp_group_end);
     bounds = PyMem_Malloc((ngroups ? ngroups : 1) * sizeof(Group));
@@ -581,15 +698,14 @@ static Py_ssize_t rule2(Spans *s, int64_t slack)
         client_group[c] = -1;
         if (s->kind[c] != CLIENT || used[c] || s->conn[c] == Py_None)
             continue;
-        PyObject *g = PyDict_GetItemWithError(groups, s->conn[c]);
-        if (g == NULL) {
-            if (PyErr_Occurred()) {
-                PyMem_Free(client_group);
-                goto done;
-            }
-            continue;
+        Py_ssize_t g = group_of(&groups, s->conn[c], 0);
+        if (g == -2) {
+            PyMem_Free(client_group);
+            goto done;
         }
-        client_group[c] = PyLong_AsSsize_t(g);
+        if (g < 0)
+            continue;
+        client_group[c] = g;
         Cand best;
         if (candidates(s, order, bounds[client_group[c]], c, slack, NULL, &best) > 0)
             heap_push(heap, &heap_len, (Entry){best.fit, s->sid[c], best.sid, c, 0});
@@ -629,7 +745,7 @@ static Py_ssize_t rule2(Spans *s, int64_t slack)
     }
     PyMem_Free(client_group);
 done:
-    Py_XDECREF(groups);
+    groups_free(&groups);
     PyMem_Free(group);
     PyMem_Free(order);
     PyMem_Free(bounds);
@@ -647,13 +763,14 @@ done:
 /* Returns 0, -1 on error; counts into *in_process and *ambiguous. */
 static int rule3(Spans *s, Py_ssize_t *in_process, Py_ssize_t *ambiguous)
 {
-    Py_ssize_t n = s->n, m = n ? n : 1, nprocs = 0, nsrv = 0, ncli = 0;
+    Py_ssize_t n = s->n, m = n ? n : 1, nsrv = 0, ncli = 0;
     int rc = -1;
-    PyObject *procs = PyDict_New();
+    Groups procs;
+    int procs_ok = groups_init(&procs) == 0;
     Py_ssize_t *group = PyMem_Malloc(m * sizeof(Py_ssize_t));
     Py_ssize_t *srv = PyMem_Malloc(m * sizeof(Py_ssize_t)), *cli = PyMem_Malloc(m * sizeof(Py_ssize_t));
     Py_ssize_t *active = PyMem_Malloc(m * sizeof(Py_ssize_t)), *pick = PyMem_Malloc(m * sizeof(Py_ssize_t));
-    if (!procs || !group || !srv || !cli || !active || !pick) {
+    if (!procs_ok || !group || !srv || !cli || !active || !pick) {
         PyErr_NoMemory();
         goto done;
     }
@@ -663,20 +780,8 @@ static int rule3(Spans *s, Py_ssize_t *in_process, Py_ssize_t *ambiguous)
         int client = s->kind[i] == CLIENT && s->open[i] && s->par[i] == NULL;
         if (!server && !client)
             continue;
-        PyObject *g = PyDict_GetItemWithError(procs, s->proc[i]);
-        if (g == NULL) {
-            if (PyErr_Occurred())
-                goto done;
-            PyObject *id = PyLong_FromSsize_t(nprocs);
-            if (id == NULL || PyDict_SetItem(procs, s->proc[i], id) < 0) {
-                Py_XDECREF(id);
-                goto done;
-            }
-            Py_DECREF(id);
-            group[i] = nprocs++;
-        } else {
-            group[i] = PyLong_AsSsize_t(g);
-        }
+        if ((group[i] = group_of(&procs, s->proc[i], 1)) < 0)
+            goto done;
         if (server)
             srv[nsrv++] = i;
         else
@@ -726,7 +831,7 @@ static int rule3(Spans *s, Py_ssize_t *in_process, Py_ssize_t *ambiguous)
     }
     rc = 0;
 done:
-    Py_XDECREF(procs);
+    groups_free(&procs);
     PyMem_Free(group);
     PyMem_Free(srv);
     PyMem_Free(cli);
@@ -1045,6 +1150,75 @@ done:
     return result;
 }
 
+/* ---- what the agent's worker reads of a batch before linking it --------------------------------- */
+/* newest_end(spans, newest): the largest end time of the spans and `newest` (StreamLinker.add's
+ * loop); None where an end is not an int that fits (the caller runs its loop). */
+static PyObject *newest_end(PyObject *self, PyObject *args)
+{
+    PyObject *list;
+    long long newest;
+    if (!PyArg_ParseTuple(args, "O!L", &PyList_Type, &list, &newest))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *o = PyList_GET_ITEM(list, i);
+        PyObject *e = field(o, layout_of(Py_TYPE(o)), F_END);
+        if (e == NULL)
+            return NULL;
+        int64_t end;
+        int rc = int64_of(e, &end);
+        Py_DECREF(e);
+        if (rc < 0)
+            return NULL;
+        if (rc == 0)
+            Py_RETURN_NONE;
+        if (end > newest)
+            newest = end;
+    }
+    return PyLong_FromLongLong(newest);
+}
+
+/* resources(spans): the spans' resource objects, each once (by identity), in the order first seen
+ * (Agent._enrich: the spans of a process share one dict). */
+static PyObject *resources(PyObject *self, PyObject *args)
+{
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    size_t cap = 16;
+    while (cap < 2 * (size_t)n)
+        cap *= 2;
+    PyObject **seen = PyMem_Calloc(cap, sizeof(PyObject *)), *out = PyList_New(0);
+    if (seen == NULL || out == NULL) {
+        PyMem_Free(seen);
+        Py_XDECREF(out);
+        return seen == NULL ? PyErr_NoMemory() : NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(list, i);
+        PyObject *r = field(o, layout_of(Py_TYPE(o)), F_RESOURCE);
+        if (r == NULL)
+            goto fail;
+        size_t k = ((((size_t)r >> 4) * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+        while (seen[k] != NULL && seen[k] != r)
+            k = (k + 1) & (cap - 1);
+        if (seen[k] == NULL) {
+            seen[k] = r; /* the list holds it from here: its address stays its own */
+            if (PyList_Append(out, r) < 0) {
+                Py_DECREF(r);
+                goto fail;
+            }
+        }
+        Py_DECREF(r);
+    }
+    PyMem_Free(seen);
+    return out;
+fail:
+    PyMem_Free(seen);
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"link", link_spans, METH_VARARGS,
      "link(spans, frozen, slack_ns, conn_key, thread, process, parse_traceparent) -> (cross_process, "
@@ -1053,6 +1227,11 @@ static PyMethodDef methods[] = {
      "release(pending, context, auto, cutoff, newest_end, window_ns, max_pending, slack_ns, conn_key, thread, process, "
      "parse_traceparent) -> (ready, keep, context, auto, link stats, linked, forced, context_trimmed), or None where "
      "the Python must run: capture.traces.stream.StreamLinker._release."},
+    {"newest_end", newest_end, METH_VARARGS,
+     "newest_end(spans, newest) -> the largest of newest and the spans' end times, or None where the Python must "
+     "run: StreamLinker.add's loop."},
+    {"resources", resources, METH_VARARGS,
+     "resources(spans) -> the spans' resources, each once by identity, in the order first seen: Agent._enrich."},
     {NULL, NULL, 0, NULL},
 };
 

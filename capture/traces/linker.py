@@ -233,6 +233,19 @@ def _assign_traces(spans: list[Span], by_id: dict[str, Span], parent: dict[str, 
                 m.trace_id = trace
 
 
+def resources_of(spans: list[Span]) -> list[dict]:
+    """The spans' resources, each once by identity, in the order first seen (in C where built:
+    capture/traces/_link.c resources)."""
+    if _link is not None and type(spans) is list:
+        return _link.resources(spans)
+    return resources_python(spans)
+
+
+def resources_python(spans: Iterable[Span]) -> list[dict]:
+    """resources_of in Python: the specification of the compiled one."""
+    return list({id(s.resource): s.resource for s in spans}.values())
+
+
 def link_all(spans: Iterable[Span], slack_ns: int = 50_000_000) -> list[Span]:
     """Link a finished batch (e.g. spans loaded from a store or several hosts' files)."""
     out = list(spans)

@@ -39,10 +39,17 @@ class StreamLinker:
     def add(self, spans: Iterable[Span]) -> list[Span]:
         """Take a batch; return the spans now settled (possibly from earlier batches)."""
         n = len(self._pending)
-        for s in spans:
-            self._pending.append(s)
-            if s.end_time_unix_nano > self._newest_end:
-                self._newest_end = s.end_time_unix_nano
+        newest = None
+        if linker._link is not None and type(spans) is list:  # the loop below in C
+            newest = linker._link.newest_end(spans, self._newest_end)
+        if newest is not None:
+            self._pending.extend(spans)
+            self._newest_end = newest
+        else:
+            for s in spans:
+                self._pending.append(s)
+                if s.end_time_unix_nano > self._newest_end:
+                    self._newest_end = s.end_time_unix_nano
         if len(self._pending) > n:
             self._last_add = time.monotonic()
         # Relink at most every half window of stream time (each run relinks everything pending),

@@ -123,6 +123,11 @@ class Compiled:
         assert got is not None
         return got
 
+    def newest_end(self, *args):
+        got = C.newest_end(*args)
+        assert got is not None
+        return got
+
 
 C = linker._link
 
@@ -167,3 +172,54 @@ def test_random_streams_link_the_same_through_the_stream_linker(monkeypatch):
         want = stream(to_rows(copy.deepcopy(spans)), batch, True, monkeypatch, cap)
         got = stream(to_rows(copy.deepcopy(spans)), batch, False, monkeypatch, cap)
         assert got == want
+
+
+def crowd(rnd: random.Random) -> list[Span]:
+    """Spans of many processes and connections: more resource dicts than the C's process cache has
+    slots (some equal and distinct, some the same dict), more connection keys than its first table."""
+    shared = [{"process.pid": p % 40, "host.name": "h"} for p in range(90)]  # pids repeat: equal, distinct
+    spans = []
+    for k in range(rnd.randrange(200, 700)):
+        port = 30000 + rnd.randrange(120)
+        a = {"client.address": "10.0.0.1", "client.port": port, "server.address": "10.0.0.2", "server.port": 80,
+             "thread.id": rnd.randrange(3)}
+        start = rnd.randrange(0, 400) * MS // rnd.choice([1, 4])
+        s = Span("op", rnd.choice(["SERVER", "CLIENT", "CLIENT", "INTERNAL"]), T0 + start,
+                 T0 + start + rnd.choice([0, 1, 3, 40]) * MS, attributes=a,
+                 resource=rnd.choice(shared) if rnd.random() < 0.8 else {"process.pid": rnd.randrange(40),
+                                                                          "host.name": "h"})
+        spans.append(s)
+    return spans
+
+
+@pytest.mark.parametrize("rows", [False, True])
+def test_many_processes_and_connections_link_as_the_specification_does(rows):
+    rnd = random.Random(140)
+    linked = 0
+    for _ in range(40):
+        spans = crowd(rnd)
+        frozen = {s.span_id for s in spans if rnd.random() < 0.2}
+        a, b = copy.deepcopy(spans), copy.deepcopy(spans)
+        if rows:
+            a, b = to_rows(a), to_rows(b)
+        want = link_python(a, frozen, 50 * MS)
+        got = linker._link.link(b, frozen, 50 * MS, linker.conn_key, linker._thread, linker._process,
+                                linker.parse_traceparent)
+        assert got is not None
+        assert outcome(b, linker.LinkStats(*got)) == outcome(a, want)
+        linked += want.cross_process + want.in_process
+    assert linked > 2000
+
+
+def test_the_batch_helpers_read_as_their_python():
+    """newest_end (StreamLinker.add's loop) and resources (Agent._enrich's distinct resources)."""
+    rnd = random.Random(7)
+    for _ in range(200):
+        spans = crowd(rnd)[:rnd.randrange(0, 50)]
+        batch = rnd.choice([spans, to_rows(copy.deepcopy(spans))])
+        floor = rnd.choice([0, T0 + 100 * MS, T0 + 10_000 * MS])
+        assert C.newest_end(batch, floor) == max([floor] + [s.end_time_unix_nano for s in batch])
+        assert [id(r) for r in C.resources(batch)] == [id(r) for r in linker.resources_python(batch)]
+    # an end that is not an int, or one too large for the C's sums: left to the Python loop
+    assert C.newest_end([Span("op", "CLIENT", T0, T0 + 0.5)], 0) is None
+    assert C.newest_end([Span("op", "CLIENT", T0, 1 << 80)], 0) is None
