@@ -22,7 +22,7 @@ def _held(t: int, stop: bool) -> int:
     return t + (300 * MS - into if stop and t >= NOW.start_ns and into < 300 * MS else 0)
 
 
-def build(fault: str, seed: int = 5, rate: float = 12.0) -> list[Span]:
+def build(fault: str, seed: int = 5, rate: float = 6.0) -> list[Span]:
     """web `GET /page` -> inv `GET /item` -> db `SELECT` (all linked), requests arriving at
     random. "stop:db": db stopped in the window (inv's calls begin at its release, as the
     capture stamps them); "slow:inv": 300 ms of inv's own before each call in the window."""
