@@ -215,6 +215,24 @@ class _Sockets:
         return SockEntry(self.local, remote, "01", 0, "tcp") if remote else None
 
 
+def recorded_tracker(header: dict, pipeline: Pipeline, compiled: bool = True,
+                     boot_offset_ns: int = 0) -> ConnTracker:
+    """A connection tracker for a recording's records, its processes' resources and sockets as
+    the recording saw them."""
+    resources = {int(pid): res for pid, res in header["resources"].items()}
+    return ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
+                       sockets=_Sockets(header["port"]), boot_offset_ns=boot_offset_ns, compiled=compiled)
+
+
+def feed_all(tracker: ConnTracker, pipeline: Pipeline, records: list[bytes], batch: int = BATCH) -> None:
+    """Every record in batches as the live loop reads them, then every connection closed."""
+    for i in range(0, len(records), batch):
+        tracker.feed(records[i:i + batch])
+        pipeline.flush()
+    tracker.close_all()
+    pipeline.flush()
+
+
 def replay_once(header: dict, records: list[bytes], out_path: str, batch: int = BATCH,
                 ring: bool = False, compiled: bool = True, lines: bool = True) -> tuple[list[float], int]:
     """One pass over `records`; returns (process CPU seconds of each batch, spans). With
@@ -421,7 +439,8 @@ def agent_bench(path: str, repeat: int) -> dict:
 
 # The worker's linking step, run by each checkout (--tree) on its own code: the recording's spans
 # made `copies` times, each copy after the last in stream time (as a sustained load gives), through
-# Agent._enrich and StreamLinker.add in the worker's batches, with the agent's linker settings
+# Agent._enrich and StreamLinker.add in the worker's batches, with the agent's linker settings.
+# It runs on older checkouts too: it uses only what bench.events has long had (not feed_all)
 LINK_STEP = """
 import gc, json, sys, time
 from bench.events import load, _Sockets, BATCH

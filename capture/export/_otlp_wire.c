@@ -999,31 +999,31 @@ static int col_id(IdCol *c, Py_ssize_t row, PyObject *v, int digits, int empty_n
     return col_str(&c->text, row, null || canonical ? Py_None : v, 1);
 }
 
+/* A validity bitmap of vbytes bytes, every row null until set. */
+static int valid_init(Out *valid, Py_ssize_t vbytes)
+{
+    valid->p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
+    if (!valid->p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    valid->n = valid->cap = vbytes;
+    return 0;
+}
+
 static int col_init(StrCol *c, Py_ssize_t vbytes)
 {
     int32_t zero = 0;
     if (out_put(&c->offsets, (const char *)&zero, 4) < 0)
         return -1;
-    c->valid.p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
-    if (!c->valid.p) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    c->valid.n = c->valid.cap = vbytes;
-    return 0;
+    return valid_init(&c->valid, vbytes);
 }
 
 static int id_init(IdCol *c, Py_ssize_t vbytes)
 {
     if (col_init(&c->text, vbytes) < 0)
         return -1;
-    c->valid.p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
-    if (!c->valid.p) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    c->valid.n = c->valid.cap = vbytes;
-    return 0;
+    return valid_init(&c->valid, vbytes);
 }
 
 static void col_free(StrCol *c)

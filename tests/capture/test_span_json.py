@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.events import _Sockets, load
+from bench.events import feed_all, load, recorded_tracker
 from capture import span as span_module
-from capture.conntrack import ConnTracker
 from capture.live import BATCH
 from capture.pipeline import Pipeline
 from capture.span import Span, json_lines
@@ -27,16 +26,9 @@ def test_the_extension_is_built():
 
 def recorded_spans(name: str, compiled: bool) -> list[Span]:
     header, records = load(str(FIXTURES / name))
-    resources = {int(pid): res for pid, res in header["resources"].items()}
     out: list[Span] = []
     pipeline = Pipeline(out.extend)
-    tracker = ConnTracker(pipeline, lambda pid: resources.get(pid, {}), port=header["port"],
-                          sockets=_Sockets(header["port"]), boot_offset_ns=0, compiled=compiled)
-    for i in range(0, len(records), BATCH):
-        tracker.feed(records[i:i + BATCH])
-        pipeline.flush()
-    tracker.close_all()
-    pipeline.flush()
+    feed_all(recorded_tracker(header, pipeline, compiled), pipeline, records, BATCH)
     return out
 
 

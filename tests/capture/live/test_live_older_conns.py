@@ -107,6 +107,20 @@ def check(sent: list[tuple[str, int, int]], ready_ns: int, end_ns: int, spans: l
                 assert rows == want, (kind, tag, rows, want, s)
 
 
+def capture_beside(load: Load, port: int):
+    """A capture started 0.5 s into `load` (its connections older than the capture), kept 2 s
+    after it is ready; the capture, when it was ready and when it ended (ns)."""
+    time.sleep(0.5)
+    try:
+        with live_capture(port=port, extra=("--no-tls",)) as cap:
+            ready_ns = time.time_ns()
+            time.sleep(2.0)
+            end_ns = time.time_ns()
+    finally:
+        load.join()
+    return cap, ready_ns, end_ns
+
+
 def test_postgres_connections_older_than_the_capture(postgres_server):
     pg = postgres_server
     dsn = f"host=127.0.0.1 port={pg['port']} user={pg['user']} password={pg['password']} dbname={pg['dbname']}"
@@ -114,14 +128,7 @@ def test_postgres_connections_older_than_the_capture(postgres_server):
     load.run(pg_client, load, dsn, "s", False)
     load.run(pg_client, load, dsn, "x", True)
     load.run(pg_client, load, dsn, "p", True, True)
-    time.sleep(0.5)
-    try:
-        with live_capture(port=pg["port"], extra=("--no-tls",)) as cap:
-            ready_ns = time.time_ns()
-            time.sleep(2.0)
-            end_ns = time.time_ns()
-    finally:
-        load.join()
+    cap, ready_ns, end_ns = capture_beside(load, pg["port"])
 
     def tag_of(s: dict) -> str | None:
         text = s["attributes"].get("db.query.text", "")
@@ -151,14 +158,7 @@ def runs_within(part: list, whole: list) -> bool:
 def test_redis_connection_older_than_the_capture(redis_server):
     load = Load()
     load.run(redis_client, load, redis_server["port"], redis_server["password"])
-    time.sleep(0.5)
-    try:
-        with live_capture(port=redis_server["port"], extra=("--no-tls",)) as cap:
-            ready_ns = time.time_ns()
-            time.sleep(2.0)
-            end_ns = time.time_ns()
-    finally:
-        load.join()
+    cap, ready_ns, end_ns = capture_beside(load, redis_server["port"])
 
     def tag_of(s: dict) -> str | None:
         text = s["attributes"].get("db.query.text", "")

@@ -70,6 +70,20 @@ def outcome(spans: list, stats) -> tuple:
     return [(s.span_id, s.parent_span_id, s.trace_id) for s in spans], stats
 
 
+def links_as_the_specification(spans: list, frozen: set, slack: int, rows: bool) -> int:
+    """The C linker links copies of `spans` (as Spans or Rows) as the Python one does; how many
+    links were made."""
+    a, b = copy.deepcopy(spans), copy.deepcopy(spans)
+    if rows:
+        a, b = to_rows(a), to_rows(b)
+    want = link_python(a, frozen, slack)
+    got = linker._link.link(b, frozen, slack, linker.conn_key, linker._thread, linker._process,
+                            linker.parse_traceparent)
+    assert got is not None
+    assert outcome(b, linker.LinkStats(*got)) == outcome(a, want)
+    return want.cross_process + want.in_process
+
+
 @pytest.mark.parametrize("rows", [False, True])
 def test_c_links_as_the_specification_does(rows):
     rnd = random.Random(14)
@@ -78,15 +92,7 @@ def test_c_links_as_the_specification_does(rows):
         spans = random_spans(rnd)
         frozen = {s.span_id for s in spans if rnd.random() < 0.25}
         slack = rnd.choice([0, MS, 50 * MS])
-        a, b = copy.deepcopy(spans), copy.deepcopy(spans)
-        if rows:
-            a, b = to_rows(a), to_rows(b)
-        want = link_python(a, frozen, slack)
-        got = linker._link.link(b, frozen, slack, linker.conn_key, linker._thread, linker._process,
-                                linker.parse_traceparent)
-        assert got is not None
-        assert outcome(b, linker.LinkStats(*got)) == outcome(a, want)
-        linked += want.cross_process + want.in_process
+        linked += links_as_the_specification(spans, frozen, slack, rows)
     assert linked > 5000
 
 
@@ -199,15 +205,7 @@ def test_many_processes_and_connections_link_as_the_specification_does(rows):
     for _ in range(40):
         spans = crowd(rnd)
         frozen = {s.span_id for s in spans if rnd.random() < 0.2}
-        a, b = copy.deepcopy(spans), copy.deepcopy(spans)
-        if rows:
-            a, b = to_rows(a), to_rows(b)
-        want = link_python(a, frozen, 50 * MS)
-        got = linker._link.link(b, frozen, 50 * MS, linker.conn_key, linker._thread, linker._process,
-                                linker.parse_traceparent)
-        assert got is not None
-        assert outcome(b, linker.LinkStats(*got)) == outcome(a, want)
-        linked += want.cross_process + want.in_process
+        linked += links_as_the_specification(spans, frozen, 50 * MS, rows)
     assert linked > 2000
 
 
