@@ -9,12 +9,10 @@ the store can compute the same in SQL when it migrates a file). Equal ids <=> eq
 texts (IS NOT DISTINCT FROM: canonical ids have NULL text)."""
 from __future__ import annotations
 
-from operator import attrgetter
-from typing import Any
-
 import hashlib
 import re
-from typing import Callable
+from operator import attrgetter
+from typing import Any, Callable
 
 import orjson
 import pyarrow as pa
