@@ -214,6 +214,23 @@ def tail_p(cur: list[float], base: list[float], floor_ms: float = 0.0) -> tuple[
     return hypergeom_sf(k1, len(cur), k1 + k0, len(cur) + len(base)), k1
 
 
+def tied_ranks(ordered: list[float]) -> tuple[list[float], float]:
+    """Ranks (from 1) of values in ascending order, tied values sharing their average rank, and
+    the tie term (sum of t^3 - t over runs of t equal values) for a rank test's variance."""
+    ranks = [0.0] * len(ordered)
+    ties, i = 0.0, 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[i]:
+            j += 1
+        r = (i + j) / 2 + 1
+        for t in range(i, j + 1):
+            ranks[t] = r
+        ties += (j - i + 1) ** 3 - (j - i + 1)
+        i = j + 1
+    return ranks, ties
+
+
 def mann_whitney_p(cur: list[float], base: list[float]) -> float:
     """One-sided Mann-Whitney p-value that `cur` tends to be larger than `base`.
 
@@ -223,17 +240,7 @@ def mann_whitney_p(cur: list[float], base: list[float]) -> float:
     if not n1 or not n0:
         return 1.0
     both = sorted([(v, 1) for v in cur] + [(v, 0) for v in base])
-    ranks = [0.0] * len(both)
-    ties, i = 0.0, 0
-    while i < len(both):
-        j = i
-        while j + 1 < len(both) and both[j + 1][0] == both[i][0]:
-            j += 1
-        r = (i + j) / 2 + 1
-        for t in range(i, j + 1):
-            ranks[t] = r
-        ties += (j - i + 1) ** 3 - (j - i + 1)
-        i = j + 1
+    ranks, ties = tied_ranks([v for v, _ in both])
     u = sum(r for r, (_, side) in zip(ranks, both) if side) - n1 * (n1 + 1) / 2
     if n1 * n0 <= 400 and ties == 0:
         return _exact_u_sf(u, n1, n0)

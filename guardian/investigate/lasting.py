@@ -17,7 +17,7 @@ from math import comb
 from capture.store.api import TimeWindow
 from tools.gaps import MIN_SHIFT_MS, TAIL_FACTOR, GapShift, calls
 from tools.sampling import Sample
-from tools.stats import MIN_SAMPLE, SURE, _quantile, confidence, mann_whitney_p
+from tools.stats import MIN_SAMPLE, SURE, _quantile, confidence, mann_whitney_p, tied_ranks
 
 BLOCKS = 6  # stretches of time per window
 # The window's stretches rank above the baseline's this surely: more than one stretch carries
@@ -50,15 +50,7 @@ def block_p(now: list[tuple[int, float]], before: list[tuple[int, float]],
         return 1.0
     blocks = a + b
     flat = sorted((v, i) for i, blk in enumerate(blocks) for v in blk)
-    ranks: list[float] = [0.0] * len(flat)
-    i = 0
-    while i < len(flat):  # average ranks over ties
-        j = i
-        while j + 1 < len(flat) and flat[j + 1][0] == flat[i][0]:
-            j += 1
-        for t in range(i, j + 1):
-            ranks[t] = (i + j) / 2 + 1
-        i = j + 1
+    ranks, _ = tied_ranks([v for v, _ in flat])
     sums, counts = [0.0] * len(blocks), [len(blk) for blk in blocks]
     for r, (_, i) in zip(ranks, flat):
         sums[i] += r
