@@ -1039,75 +1039,152 @@ static PyObject *list_append_new(PyObject *list, PyObject *o)
     return PyList_Append(list, o) < 0 ? NULL : list;
 }
 
-/* StreamLinker._release (capture/traces/stream.py, the specification) in one call: see release's doc. */
+/* A span's start or end as int64 (rc as int64_of). */
+static int time_of(PyObject *o, int f, int64_t *out)
+{
+    PyObject *v = field(o, layout_of(Py_TYPE(o)), f);
+    if (v == NULL)
+        return -1;
+    int rc = int64_of(v, out);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* StreamLinker._release (capture/traces/stream.py, the specification) in one call: see release's doc.
+ * Links only the band that can reach the released spans; the rest of what is held is read for its
+ * times (and a provisional parent) alone. */
 static PyObject *release(PyObject *self, PyObject *args)
 {
-    PyObject *pending, *context, *auto_, *cutoff_o, *fn_conn, *fn_thread, *fn_process, *fn_parse;
+    PyObject *pending_in, *context_in, *auto_, *cutoff_o, *fn_conn, *fn_thread, *fn_process, *fn_parse;
     long long newest_end, window, slack;
     Py_ssize_t max_pending;
-    if (!PyArg_ParseTuple(args, "O!O!O!OLLnLOOOO", &PyList_Type, &pending, &PyList_Type, &context, &PySet_Type,
-                          &auto_, &cutoff_o, &newest_end, &window, &max_pending, &slack, &fn_conn, &fn_thread,
-                          &fn_process, &fn_parse))
+    if (!PyArg_ParseTuple(args, "O!O!O!OLLnLOOOO", &PyList_Type, &pending_in, &PyList_Type, &context_in,
+                          &PySet_Type, &auto_, &cutoff_o, &newest_end, &window, &max_pending, &slack, &fn_conn,
+                          &fn_thread, &fn_process, &fn_parse))
         return NULL;
     int has_cutoff = cutoff_o != Py_None;
     long long cutoff = has_cutoff ? PyLong_AsLongLong(cutoff_o) : 0;
     if (cutoff == -1 && PyErr_Occurred())
         return NULL;
-    Py_ssize_t nc = PyList_GET_SIZE(context), np = PyList_GET_SIZE(pending);
-    PyObject *all = PySequence_Concat(context, pending);
-    if (all == NULL)
-        return NULL;
+    /* copies: their items are read by pointer, kept alive and the same throughout */
+    PyObject *pending = PyList_GetSlice(pending_in, 0, PY_SSIZE_T_MAX);
+    PyObject *context = PyList_GetSlice(context_in, 0, PY_SSIZE_T_MAX);
     Spans s;
     memset(&s, 0, sizeof s);
-    PyObject *result = NULL, *ready = NULL, *keep = NULL, *new_auto = NULL, *new_context = NULL;
+    PyObject *result = NULL, *ready = NULL, *keep = NULL, *new_auto = NULL, *new_context = NULL, *all = NULL;
     ByEnd *order = NULL;
-    Py_ssize_t st[4], forced = 0, linked = 0, trimmed = 0;
-    int rc = read_spans(&s, all, NULL, nc, auto_, fn_conn, fn_thread, fn_process);
-    if (rc <= 0 || PyList_GET_SIZE(all) != s.n) {
-        result = rc < 0 ? NULL : Py_NewRef(Py_None);
+    int64_t *pstart = NULL, *pend = NULL, *cend = NULL;
+    char *out = NULL;
+    Py_ssize_t st[4] = {0, 0, 0, 0}, forced = 0, linked = 0, trimmed = 0;
+    if (pending == NULL || context == NULL)
+        goto done;
+    Py_ssize_t np = PyList_GET_SIZE(pending), nc = PyList_GET_SIZE(context);
+    pstart = PyMem_Malloc((np ? np : 1) * sizeof(int64_t));
+    pend = PyMem_Malloc((np ? np : 1) * sizeof(int64_t));
+    cend = PyMem_Malloc((nc ? nc : 1) * sizeof(int64_t));
+    out = PyMem_Calloc(np ? np : 1, 1);
+    order = PyMem_Malloc((np ? np : 1) * sizeof(ByEnd));
+    if (!pstart || !pend || !cend || !out || !order) {
+        PyErr_NoMemory();
         goto done;
     }
-    if (run_rules(&s, slack, fn_parse, st) < 0)
-        goto done;
-    /* what this run linked of the pending: its links stay provisional while they are pending */
+    /* Links of spans still pending are provisional: cleared (a run links them again in its band) */
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *o = PyList_GET_ITEM(pending, i);
+        int rc = time_of(o, F_START, &pstart[i]);
+        if (rc > 0)
+            rc = time_of(o, F_END, &pend[i]);
+        if (rc <= 0) {
+            result = rc < 0 ? NULL : Py_NewRef(Py_None);
+            goto done;
+        }
+        const Layout *L = layout_of(Py_TYPE(o));
+        PyObject *par = field(o, L, F_PARENT);
+        if (par == NULL)
+            goto done;
+        int has = par != Py_None && PySet_GET_SIZE(auto_) > 0 ? PyObject_IsTrue(par) : 0;
+        Py_DECREF(par);
+        if (has < 0)
+            goto done;
+        if (has) {
+            PyObject *sid = field(o, L, F_SPAN_ID);
+            int in = sid ? PySet_Contains(auto_, sid) : -1;
+            Py_XDECREF(sid);
+            if (in < 0 || (in && set_field(o, F_PARENT, Py_None) < 0))
+                goto done;
+        }
+    }
+    for (Py_ssize_t j = 0; j < nc; j++) {
+        int rc = time_of(PyList_GET_ITEM(context, j), F_END, &cend[j]);
+        if (rc <= 0) {
+            result = rc < 0 ? NULL : Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    /* what goes: past the cutoff; under overload, the oldest quarter of the rest as well */
+    Py_ssize_t nout = 0, nkeep = 0;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        if (!has_cutoff || pend[i] < cutoff)
+            out[i] = 1, nout++;
+        else
+            order[nkeep++] = (ByEnd){pend[i], i};
+    }
+    if (has_cutoff && nkeep >= max_pending) {
+        qsort(order, nkeep, sizeof(ByEnd), cmp_by_end);
+        forced = nkeep / 4 > 1 ? nkeep / 4 : 1;
+        for (Py_ssize_t k = 0; k < forced; k++)
+            out[order[k].i] = 1;
+        nout += forced;
+    }
     if ((new_auto = PySet_New(NULL)) == NULL)
         goto done;
-    for (Py_ssize_t i = nc; i < s.n; i++)
-        if (s.open[i] && s.par[i] != NULL && PySet_Add(new_auto, s.sid[i]) < 0)
+    if (nout) { /* the band: the context that ended after the earliest held span of the run started */
+        int64_t hi = INT64_MIN, lo = INT64_MAX;
+        for (Py_ssize_t i = 0; i < np; i++)
+            if (out[i] && pend[i] > hi)
+                hi = pend[i];
+        hi += slack;
+        for (Py_ssize_t i = 0; i < np; i++)
+            if ((out[i] || pstart[i] <= hi) && pstart[i] < lo)
+                lo = pstart[i];
+        lo -= slack;
+        if ((all = PyList_New(0)) == NULL)
             goto done;
+        Py_ssize_t nband = 0;
+        for (Py_ssize_t j = 0; j < nc; j++)
+            if (cend[j] >= lo) {
+                if (!list_append_new(all, PyList_GET_ITEM(context, j)))
+                    goto done;
+                nband++;
+            }
+        for (Py_ssize_t i = 0; i < np; i++)
+            if ((out[i] || pstart[i] <= hi) && !list_append_new(all, PyList_GET_ITEM(pending, i)))
+                goto done;
+        int rc = read_spans(&s, all, NULL, nband, NULL, fn_conn, fn_thread, fn_process);
+        if (rc <= 0 || PyList_GET_SIZE(all) != s.n) {
+            result = rc < 0 ? NULL : Py_NewRef(Py_None);
+            goto done;
+        }
+        if (run_rules(&s, slack, fn_parse, st) < 0)
+            goto done;
+        /* what this run linked of the held: provisional while they are pending */
+        for (Py_ssize_t i = nband; i < s.n; i++)
+            if (s.open[i] && s.par[i] != NULL && PySet_Add(new_auto, s.sid[i]) < 0)
+                goto done;
+    }
     ready = PyList_New(0);
     keep = PyList_New(0);
     if (ready == NULL || keep == NULL)
         goto done;
-    order = PyMem_Malloc((np ? np : 1) * sizeof(ByEnd));
-    if (order == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_ssize_t nkeep = 0;
-    for (Py_ssize_t i = nc; i < s.n; i++) {
-        if (!has_cutoff || s.end[i] < cutoff) {
-            if (!list_append_new(ready, s.items[i]))
-                goto done;
-        } else {
-            order[nkeep++] = (ByEnd){s.end[i], i};
-        }
-    }
-    Py_ssize_t from = 0;
-    if (has_cutoff && nkeep >= max_pending) { /* overload: the oldest half released as they are */
-        qsort(order, nkeep, sizeof(ByEnd), cmp_by_end);
-        from = forced = nkeep / 2;
-        for (Py_ssize_t k = 0; k < from; k++)
-            if (!list_append_new(ready, s.items[order[k].i]))
-                goto done;
-    }
-    for (Py_ssize_t k = from; k < nkeep; k++)
-        if (!list_append_new(keep, s.items[order[k].i]))
+    for (Py_ssize_t i = 0; i < np; i++)
+        if (!list_append_new(out[i] ? ready : keep, PyList_GET_ITEM(pending, i)))
             goto done;
     /* the released ones this run linked, counted; no longer provisional */
-    Py_ssize_t nr = PyList_GET_SIZE(ready);
-    for (Py_ssize_t k = 0; k < nr; k++) {
-        PyObject *sid = field(PyList_GET_ITEM(ready, k), layout_of(Py_TYPE(PyList_GET_ITEM(ready, k))), F_SPAN_ID);
+    for (Py_ssize_t i = 0; i < np; i++) {
+        if (!out[i] || PySet_GET_SIZE(new_auto) == 0)
+            continue;
+        PyObject *o = PyList_GET_ITEM(pending, i);
+        PyObject *sid = field(o, layout_of(Py_TYPE(o)), F_SPAN_ID);
         int in = sid ? PySet_Discard(new_auto, sid) : -1;
         Py_XDECREF(sid);
         if (in < 0)
@@ -1118,19 +1195,12 @@ static PyObject *release(PyObject *self, PyObject *args)
     long long horizon = (has_cutoff ? cutoff : newest_end) - window;
     if ((new_context = PyList_New(0)) == NULL)
         goto done;
-    for (Py_ssize_t i = 0; i < nc; i++)
-        if (s.end[i] >= horizon && !list_append_new(new_context, s.items[i]))
+    for (Py_ssize_t j = 0; j < nc; j++)
+        if (cend[j] >= horizon && !list_append_new(new_context, PyList_GET_ITEM(context, j)))
             goto done;
-    for (Py_ssize_t k = 0; k < nr; k++) {
-        PyObject *o = PyList_GET_ITEM(ready, k);
-        PyObject *e = field(o, layout_of(Py_TYPE(o)), F_END);
-        long long end = e ? PyLong_AsLongLong(e) : -1;
-        Py_XDECREF(e);
-        if (end == -1 && PyErr_Occurred())
+    for (Py_ssize_t i = 0; i < np; i++)
+        if (out[i] && pend[i] >= horizon && !list_append_new(new_context, PyList_GET_ITEM(pending, i)))
             goto done;
-        if (end >= horizon && !list_append_new(new_context, o))
-            goto done;
-    }
     Py_ssize_t nctx = PyList_GET_SIZE(new_context);
     if (nctx > max_pending) { /* released in time order: the newest stay */
         trimmed = nctx - max_pending;
@@ -1142,7 +1212,13 @@ static PyObject *release(PyObject *self, PyObject *args)
 done:
     spans_free(&s);
     PyMem_Free(order);
-    Py_DECREF(all);
+    PyMem_Free(pstart);
+    PyMem_Free(pend);
+    PyMem_Free(cend);
+    PyMem_Free(out);
+    Py_XDECREF(all);
+    Py_XDECREF(pending);
+    Py_XDECREF(context);
     Py_XDECREF(ready);
     Py_XDECREF(keep);
     Py_XDECREF(new_auto);

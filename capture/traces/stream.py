@@ -87,26 +87,40 @@ class StreamLinker:
         return self._release_python(cutoff)
 
     def _release_python(self, cutoff: int | None) -> list[Span]:
-        """_release in Python: the specification of the compiled one."""
+        """_release in Python: the specification of the compiled one.
+
+        Only what can reach the released spans is linked (a band, not everything held): the
+        released ones, the held ones that started before the newest released one ended (their
+        callers, callees and parents), and the context that ended after the earliest of those
+        started. A span is linked about once, at its release, and a run's work follows what it
+        releases; the links are those of linking everything held (peers overlap in time)."""
         # Links of spans still pending are provisional: a better-informed run may change them
         # (e.g. a second open server span arriving makes an in-process link ambiguous).
         for s in self._pending:
             if s.span_id in self._auto:
                 s.parent_span_id = None
-        unlinked = {s.span_id for s in self._pending if not s.parent_span_id}
-        link(self._context + self._pending, frozen={s.span_id for s in self._context},
-             slack_ns=self.slack_ns)
-        self._auto = {s.span_id for s in self._pending if s.span_id in unlinked and s.parent_span_id}
         if cutoff is None:
-            ready, keep = self._pending, []
+            out = {id(s) for s in self._pending}
         else:
-            ready = [s for s in self._pending if s.end_time_unix_nano < cutoff]
-            keep = [s for s in self._pending if s.end_time_unix_nano >= cutoff]
-            if len(keep) >= self.max_pending:  # overload: release the oldest half as they are
-                keep.sort(key=lambda s: s.end_time_unix_nano)
-                half = len(keep) // 2
-                ready, keep = ready + keep[:half], keep[half:]
-                self.forced += half
+            out = {id(s) for s in self._pending if s.end_time_unix_nano < cutoff}
+            if len(self._pending) - len(out) >= self.max_pending:  # overload: the oldest quarter as they are
+                keep = sorted((s for s in self._pending if id(s) not in out), key=lambda s: s.end_time_unix_nano)
+                early = keep[:max(1, len(keep) // 4)]
+                out |= {id(s) for s in early}
+                self.forced += len(early)
+        ready = [s for s in self._pending if id(s) in out]
+        keep = [s for s in self._pending if id(s) not in out]
+        band: list[Span] = []
+        if ready:
+            hi = max(s.end_time_unix_nano for s in ready) + self.slack_ns
+            held = [s for s in self._pending if id(s) in out or s.start_time_unix_nano <= hi]
+            lo = min(s.start_time_unix_nano for s in held) - self.slack_ns
+            band = [s for s in self._context if s.end_time_unix_nano >= lo]
+            unlinked = {s.span_id for s in held if not s.parent_span_id}
+            link(band + held, frozen={s.span_id for s in band}, slack_ns=self.slack_ns)
+            self._auto = {s.span_id for s in held if s.span_id in unlinked and s.parent_span_id}
+        else:
+            self._auto = set()
         for s in ready:
             if s.span_id in self._auto:
                 self.linked += 1
