@@ -65,6 +65,10 @@ class _Collector:
             "guardian_agent_spans_shed_kept": ("spans kept past the full ingest queue: errors and quiet "
                                                "processes' spans (guardian/shed.py)", a.shed.kept),
             "guardian_agent_spans_linked": ("spans that got a parent from the linker", a.linker.linked),
+            "guardian_agent_linker_forced_spans": ("spans released before their window: the linker held "
+                                                   "linker.max_pending_spans", a.linker.forced),
+            "guardian_agent_linker_context_trimmed_spans": ("released spans dropped from the linker's context "
+                                                            "before their window", a.linker.context_trimmed),
             "guardian_agent_store_errors": ("store appends that failed", a.store_errors),
             "guardian_agent_memory_paged_out_bytes": ("file-backed resident bytes dropped after the start "
                                                       "(guardian/heap.py FilePager)",

@@ -81,6 +81,7 @@ def test_agent_replay_api_metrics_export_and_sigterm(tmp_path):
             agent.wait_metric("guardian_agent_spans_stored_total", 300)  # released once idle
             assert agent.json("/healthz")["spans"] == 300
             assert agent.metric("guardian_agent_spans_linked_total") == 200
+            assert agent.metric("guardian_agent_linker_forced_spans_total") == 0  # 300 spans: within its bound
             assert agent.metric("guardian_agent_spans_dropped_total") == 0
             assert agent.metric('guardian_capture_events_total{counter="replay.spans"}') == 300
             assert agent.metric("guardian_agent_ingest_queue_batches") == 0
