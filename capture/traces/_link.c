@@ -93,7 +93,7 @@ typedef struct {
     Py_ssize_t *ids;  /* open addressing over span ids: index + 1, 0 empty */
     Py_hash_t *hash;  /* each span id's hash */
     size_t ids_cap;
-    char *kind, *frozen, *open, *cleared;
+    char *kind, *frozen, *open;
     /* the process of each resource dict seen lately (by identity; the spans hold the dicts): the spans
      * of a few processes' connections interleave (a client and its server), one tuple per resource */
     PyObject *res_seen[PROC_CACHE], *proc_of[PROC_CACHE];
@@ -118,7 +118,6 @@ static void spans_free(Spans *s)
     PyMem_Free(s->kind);
     PyMem_Free(s->frozen);
     PyMem_Free(s->open);
-    PyMem_Free(s->cleared);
 }
 
 /* -1: error; 0: cannot say (the caller falls back); 1: read. */
@@ -182,8 +181,7 @@ static int str_lt(PyObject *a, PyObject *b)
 }
 
 /* What link() reads of every span, once. -1 error, 0 fall back, 1 done. */
-static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t frozen_first, PyObject *auto_,
-                      PyObject *fn_conn, PyObject *fn_thread, PyObject *fn_process)
+static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t frozen_first, PyObject *fn_conn, PyObject *fn_thread, PyObject *fn_process)
 {
     Py_ssize_t n = s->n = PyList_GET_SIZE(list);
     Py_ssize_t m = n ? n : 1;
@@ -200,9 +198,8 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
     s->kind = PyMem_Calloc(m, 1);
     s->frozen = PyMem_Calloc(m, 1);
     s->open = PyMem_Calloc(m, 1);
-    s->cleared = PyMem_Calloc(m, 1);
     if (!s->sid || !s->par || !s->conn || !s->thread || !s->tp || !s->proc || !s->start || !s->end || !s->hash ||
-        !s->kind || !s->frozen || !s->open || !s->cleared) {
+        !s->kind || !s->frozen || !s->open) {
         PyErr_NoMemory();
         return -1;
     }
@@ -250,15 +247,6 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
         if (rc < 0)
             return -1;
         s->frozen[i] = (char)rc;
-        if (!rc && auto_ != NULL && s->par[i] != NULL) { /* a provisional parent of an earlier run: cleared */
-            int a = PySet_Contains(auto_, s->sid[i]);
-            if (a < 0)
-                return -1;
-            if (a) {
-                Py_CLEAR(s->par[i]);
-                s->cleared[i] = 1;
-            }
-        }
         s->open[i] = !rc && s->par[i] == NULL;
         /* connection, thread, traceparent: a row's from its key, a Span's from the helpers (only
          * the traceparent is read of other kinds: rule 4's) */
@@ -962,7 +950,7 @@ done:
     return rc;
 }
 
-/* The rules over spans read into s; the parents set (and cleared) on the spans. -1 on error. */
+/* The rules over spans read into s; the parents set on the spans. -1 on error. */
 static int run_rules(Spans *s, long long slack, PyObject *fn_parse, Py_ssize_t stats[4])
 {
     Py_ssize_t n = s->n;
@@ -986,12 +974,8 @@ static int run_rules(Spans *s, long long slack, PyObject *fn_parse, Py_ssize_t s
     if (rule3(s, &in_process, &ambiguous) < 0 || rule4(s, fn_parse) < 0)
         return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (s->open[i] && s->par[i] != NULL) {
-            if (set_field(s->items[i], F_PARENT, s->par[i]) < 0)
-                return -1;
-        } else if (s->cleared[i] && set_field(s->items[i], F_PARENT, Py_None) < 0) {
+        if (s->open[i] && s->par[i] != NULL && set_field(s->items[i], F_PARENT, s->par[i]) < 0)
             return -1;
-        }
     }
     stats[0] = cross, stats[1] = in_process, stats[2] = carried, stats[3] = ambiguous;
     return 0;
@@ -1008,7 +992,7 @@ static PyObject *link_spans(PyObject *self, PyObject *args)
     memset(&s, 0, sizeof s);
     PyObject *result = NULL;
     Py_INCREF(list); /* its items are read by pointer: kept alive and the same throughout */
-    int rc = read_spans(&s, list, frozen == Py_None ? NULL : frozen, -1, NULL, fn_conn, fn_thread, fn_process);
+    int rc = read_spans(&s, list, frozen == Py_None ? NULL : frozen, -1, fn_conn, fn_thread, fn_process);
     Py_ssize_t st[4];
     if (rc <= 0)
         result = rc < 0 ? NULL : Py_NewRef(Py_None);
@@ -1055,12 +1039,11 @@ static int time_of(PyObject *o, int f, int64_t *out)
  * times (and a provisional parent) alone. */
 static PyObject *release(PyObject *self, PyObject *args)
 {
-    PyObject *pending_in, *context_in, *auto_, *cutoff_o, *fn_conn, *fn_thread, *fn_process, *fn_parse;
+    PyObject *pending_in, *context_in, *cutoff_o, *fn_conn, *fn_thread, *fn_process, *fn_parse;
     long long newest_end, window, slack;
     Py_ssize_t max_pending;
-    if (!PyArg_ParseTuple(args, "O!O!O!OLLnLOOOO", &PyList_Type, &pending_in, &PyList_Type, &context_in,
-                          &PySet_Type, &auto_, &cutoff_o, &newest_end, &window, &max_pending, &slack, &fn_conn,
-                          &fn_thread, &fn_process, &fn_parse))
+    if (!PyArg_ParseTuple(args, "O!O!OLLnLOOOO", &PyList_Type, &pending_in, &PyList_Type, &context_in, &cutoff_o,
+                          &newest_end, &window, &max_pending, &slack, &fn_conn, &fn_thread, &fn_process, &fn_parse))
         return NULL;
     int has_cutoff = cutoff_o != Py_None;
     long long cutoff = has_cutoff ? PyLong_AsLongLong(cutoff_o) : 0;
@@ -1071,10 +1054,12 @@ static PyObject *release(PyObject *self, PyObject *args)
     PyObject *context = PyList_GetSlice(context_in, 0, PY_SSIZE_T_MAX);
     Spans s;
     memset(&s, 0, sizeof s);
-    PyObject *result = NULL, *ready = NULL, *keep = NULL, *new_auto = NULL, *new_context = NULL, *all = NULL;
+    PyObject *result = NULL, *ready = NULL, *keep = NULL, *new_context = NULL, *all = NULL;
+    PyObject **saved = NULL; /* the held spans' parent and trace id, put back after the run */
     ByEnd *order = NULL;
     int64_t *pstart = NULL, *pend = NULL, *cend = NULL;
-    char *out = NULL;
+    char *out = NULL, *band_out = NULL;
+    Py_ssize_t nband = 0;
     Py_ssize_t st[4] = {0, 0, 0, 0}, forced = 0, linked = 0, trimmed = 0;
     if (pending == NULL || context == NULL)
         goto done;
@@ -1088,7 +1073,6 @@ static PyObject *release(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    /* Links of spans still pending are provisional: cleared (a run links them again in its band) */
     for (Py_ssize_t i = 0; i < np; i++) {
         PyObject *o = PyList_GET_ITEM(pending, i);
         int rc = time_of(o, F_START, &pstart[i]);
@@ -1097,21 +1081,6 @@ static PyObject *release(PyObject *self, PyObject *args)
         if (rc <= 0) {
             result = rc < 0 ? NULL : Py_NewRef(Py_None);
             goto done;
-        }
-        const Layout *L = layout_of(Py_TYPE(o));
-        PyObject *par = field(o, L, F_PARENT);
-        if (par == NULL)
-            goto done;
-        int has = par != Py_None && PySet_GET_SIZE(auto_) > 0 ? PyObject_IsTrue(par) : 0;
-        Py_DECREF(par);
-        if (has < 0)
-            goto done;
-        if (has) {
-            PyObject *sid = field(o, L, F_SPAN_ID);
-            int in = sid ? PySet_Contains(auto_, sid) : -1;
-            Py_XDECREF(sid);
-            if (in < 0 || (in && set_field(o, F_PARENT, Py_None) < 0))
-                goto done;
         }
     }
     for (Py_ssize_t j = 0; j < nc; j++) {
@@ -1136,8 +1105,6 @@ static PyObject *release(PyObject *self, PyObject *args)
             out[order[k].i] = 1;
         nout += forced;
     }
-    if ((new_auto = PySet_New(NULL)) == NULL)
-        goto done;
     if (nout) { /* the band: the context that ended after the earliest held span of the run started */
         int64_t hi = INT64_MIN, lo = INT64_MAX;
         for (Py_ssize_t i = 0; i < np; i++)
@@ -1150,27 +1117,49 @@ static PyObject *release(PyObject *self, PyObject *args)
         lo -= slack;
         if ((all = PyList_New(0)) == NULL)
             goto done;
-        Py_ssize_t nband = 0;
         for (Py_ssize_t j = 0; j < nc; j++)
             if (cend[j] >= lo) {
                 if (!list_append_new(all, PyList_GET_ITEM(context, j)))
                     goto done;
                 nband++;
             }
+        if ((band_out = PyMem_Malloc(np ? np : 1)) == NULL || (saved = PyMem_Calloc(2 * (np ? np : 1),
+                                                                                      sizeof(PyObject *))) == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        Py_ssize_t nheld = 0;
         for (Py_ssize_t i = 0; i < np; i++)
-            if ((out[i] || pstart[i] <= hi) && !list_append_new(all, PyList_GET_ITEM(pending, i)))
-                goto done;
-        int rc = read_spans(&s, all, NULL, nband, NULL, fn_conn, fn_thread, fn_process);
+            if (out[i] || pstart[i] <= hi) {
+                PyObject *o = PyList_GET_ITEM(pending, i);
+                if (!list_append_new(all, o))
+                    goto done;
+                band_out[PyList_GET_SIZE(all) - 1 - nband] = out[i];
+                if (!out[i]) { /* held: taken as it is, left as it was */
+                    const Layout *L = layout_of(Py_TYPE(o));
+                    if ((saved[2 * nheld] = field(o, L, F_PARENT)) == NULL ||
+                        (saved[2 * nheld + 1] = field(o, L, F_TRACE)) == NULL)
+                        goto done;
+                    nheld++;
+                }
+            }
+        int rc = read_spans(&s, all, NULL, nband, fn_conn, fn_thread, fn_process);
         if (rc <= 0 || PyList_GET_SIZE(all) != s.n) {
             result = rc < 0 ? NULL : Py_NewRef(Py_None);
             goto done;
         }
         if (run_rules(&s, slack, fn_parse, st) < 0)
             goto done;
-        /* what this run linked of the held: provisional while they are pending */
-        for (Py_ssize_t i = nband; i < s.n; i++)
-            if (s.open[i] && s.par[i] != NULL && PySet_Add(new_auto, s.sid[i]) < 0)
-                goto done;
+        for (Py_ssize_t i = nband, h = 0; i < s.n; i++) {
+            if (band_out[i - nband]) {
+                linked += s.open[i] && s.par[i] != NULL; /* unlinked before the run, linked by it */
+            } else {
+                if (set_field(s.items[i], F_PARENT, saved[2 * h]) < 0 ||
+                    set_field(s.items[i], F_TRACE, saved[2 * h + 1]) < 0)
+                    goto done;
+                h++;
+            }
+        }
     }
     ready = PyList_New(0);
     keep = PyList_New(0);
@@ -1179,18 +1168,6 @@ static PyObject *release(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < np; i++)
         if (!list_append_new(out[i] ? ready : keep, PyList_GET_ITEM(pending, i)))
             goto done;
-    /* the released ones this run linked, counted; no longer provisional */
-    for (Py_ssize_t i = 0; i < np; i++) {
-        if (!out[i] || PySet_GET_SIZE(new_auto) == 0)
-            continue;
-        PyObject *o = PyList_GET_ITEM(pending, i);
-        PyObject *sid = field(o, layout_of(Py_TYPE(o)), F_SPAN_ID);
-        int in = sid ? PySet_Discard(new_auto, sid) : -1;
-        Py_XDECREF(sid);
-        if (in < 0)
-            goto done;
-        linked += in;
-    }
     /* released spans stay as context for a window */
     long long horizon = (has_cutoff ? cutoff : newest_end) - window;
     if ((new_context = PyList_New(0)) == NULL)
@@ -1207,10 +1184,15 @@ static PyObject *release(PyObject *self, PyObject *args)
         if (PyList_SetSlice(new_context, 0, trimmed, NULL) < 0)
             goto done;
     }
-    result = Py_BuildValue("(OOOO(nnnn)nnn)", ready, keep, new_context, new_auto, st[0], st[1], st[2], st[3],
-                           linked, forced, trimmed);
+    result = Py_BuildValue("(OOO(nnnn)nnn)", ready, keep, new_context, st[0], st[1], st[2], st[3], linked, forced,
+                           trimmed);
 done:
     spans_free(&s);
+    if (saved != NULL)
+        for (Py_ssize_t k = 0; k < 2 * np; k++)
+            Py_XDECREF(saved[k]);
+    PyMem_Free(saved);
+    PyMem_Free(band_out);
     PyMem_Free(order);
     PyMem_Free(pstart);
     PyMem_Free(pend);
@@ -1221,7 +1203,6 @@ done:
     Py_XDECREF(context);
     Py_XDECREF(ready);
     Py_XDECREF(keep);
-    Py_XDECREF(new_auto);
     Py_XDECREF(new_context);
     return result;
 }
@@ -1300,8 +1281,8 @@ static PyMethodDef methods[] = {
      "link(spans, frozen, slack_ns, conn_key, thread, process, parse_traceparent) -> (cross_process, "
      "in_process, traceparent, ambiguous), or None where the Python must run: see capture.traces.linker.link."},
     {"release", release, METH_VARARGS,
-     "release(pending, context, auto, cutoff, newest_end, window_ns, max_pending, slack_ns, conn_key, thread, process, "
-     "parse_traceparent) -> (ready, keep, context, auto, link stats, linked, forced, context_trimmed), or None where "
+     "release(pending, context, cutoff, newest_end, window_ns, max_pending, slack_ns, conn_key, thread, process, "
+     "parse_traceparent) -> (ready, keep, context, link stats, linked, forced, context_trimmed), or None where "
      "the Python must run: capture.traces.stream.StreamLinker._release."},
     {"newest_end", newest_end, METH_VARARGS,
      "newest_end(spans, newest) -> the largest of newest and the spans' end times, or None where the Python must "

@@ -27,7 +27,6 @@ class StreamLinker:
         self._newest_end = 0
         self._last_run_end = 0
         self._last_add = time.monotonic()
-        self._auto: set[str] = set()  # pending spans whose parent this linker set
         self.linked = 0  # released spans that got a parent here
         self.forced = 0  # released early because max_pending was reached
         self.context_trimmed = 0  # released spans dropped from the context before their window
@@ -75,11 +74,11 @@ class StreamLinker:
         if not self._pending:
             return []
         if linker._link is not None:  # _release_python in C (capture/traces/_link.c)
-            got = linker._link.release(self._pending, self._context, self._auto, cutoff, self._newest_end,
-                                       self.window_ns, self.max_pending, self.slack_ns, conn_key, _thread,
-                                       _process, parse_traceparent)
+            got = linker._link.release(self._pending, self._context, cutoff, self._newest_end, self.window_ns,
+                                       self.max_pending, self.slack_ns, conn_key, _thread, _process,
+                                       parse_traceparent)
             if got is not None:  # None: a case left to the specification (two spans, one id)
-                ready, self._pending, self._context, self._auto, _, linked, forced, trimmed = got
+                ready, self._pending, self._context, _, linked, forced, trimmed = got
                 self.linked += linked
                 self.forced += forced
                 self.context_trimmed += trimmed
@@ -89,16 +88,12 @@ class StreamLinker:
     def _release_python(self, cutoff: int | None) -> list[Span]:
         """_release in Python: the specification of the compiled one.
 
-        Only what can reach the released spans is linked (a band, not everything held): the
+        Only the band that can reach the released spans is linked, not everything held: the
         released ones, the held ones that started before the newest released one ended (their
-        callers, callees and parents), and the context that ended after the earliest of those
-        started. A span is linked about once, at its release, and a run's work follows what it
-        releases; the links are those of linking everything held (peers overlap in time)."""
-        # Links of spans still pending are provisional: a better-informed run may change them
-        # (e.g. a second open server span arriving makes an in-process link ambiguous).
-        for s in self._pending:
-            if s.span_id in self._auto:
-                s.parent_span_id = None
+        callers, callees and parents) and the context that ended after the earliest of those
+        started; peers overlap in time, so these are the links of linking everything held. A
+        held span takes part as it is and is left as it was (its links are made at its own
+        release): a span is linked once, and a run's work follows what it releases."""
         if cutoff is None:
             out = {id(s) for s in self._pending}
         else:
@@ -109,23 +104,18 @@ class StreamLinker:
                 out |= {id(s) for s in early}
                 self.forced += len(early)
         ready = [s for s in self._pending if id(s) in out]
-        keep = [s for s in self._pending if id(s) not in out]
-        band: list[Span] = []
         if ready:
             hi = max(s.end_time_unix_nano for s in ready) + self.slack_ns
-            held = [s for s in self._pending if id(s) in out or s.start_time_unix_nano <= hi]
-            lo = min(s.start_time_unix_nano for s in held) - self.slack_ns
+            near = [s for s in self._pending if id(s) in out or s.start_time_unix_nano <= hi]
+            lo = min(s.start_time_unix_nano for s in near) - self.slack_ns
             band = [s for s in self._context if s.end_time_unix_nano >= lo]
-            unlinked = {s.span_id for s in held if not s.parent_span_id}
-            link(band + held, frozen={s.span_id for s in band}, slack_ns=self.slack_ns)
-            self._auto = {s.span_id for s in held if s.span_id in unlinked and s.parent_span_id}
-        else:
-            self._auto = set()
-        for s in ready:
-            if s.span_id in self._auto:
-                self.linked += 1
-        self._auto -= {s.span_id for s in ready}
-        self._pending = keep
+            held = [(s, s.parent_span_id, s.trace_id) for s in near if id(s) not in out]
+            unlinked = {s.span_id for s in ready if not s.parent_span_id}
+            link(band + near, frozen={s.span_id for s in band}, slack_ns=self.slack_ns)
+            for s, parent, trace in held:
+                s.parent_span_id, s.trace_id = parent, trace
+            self.linked += sum(1 for s in ready if s.span_id in unlinked and s.parent_span_id)
+        self._pending = [s for s in self._pending if id(s) not in out]
         horizon = (cutoff if cutoff is not None else self._newest_end) - self.window_ns
         context = [s for s in self._context + ready if s.end_time_unix_nano >= horizon]
         if len(context) > self.max_pending:  # released in time order: the newest stay

@@ -221,3 +221,4 @@ def test_the_batch_helpers_read_as_their_python():
     # an end that is not an int, or one too large for the C's sums: left to the Python loop
     assert C.newest_end([Span("op", "CLIENT", T0, T0 + 0.5)], 0) is None
     assert C.newest_end([Span("op", "CLIENT", T0, 1 << 80)], 0) is None
+

@@ -7,9 +7,12 @@ from __future__ import annotations
 import copy
 import random
 
+import pytest
+
 from capture.config import LinkerConfig
 from capture.rows import to_rows
 from capture.span import Span
+from capture.traces import linker
 from capture.traces.linker import link_all
 from capture.traces.stream import StreamLinker
 
@@ -68,9 +71,9 @@ def stream(spans: list[Span], linker: StreamLinker, batch_s: float = 0.01) -> li
 
 def test_slow_requests_keep_their_links_at_20k_spans_per_second_with_the_agents_settings():
     rnd = random.Random(14)
-    spans, want = background(6.0), {}
+    spans, want = background(3.0), {}
     for n in range(12):
-        got, links = slow_request(n + 1, int(rnd.uniform(0.2, 4.0) * 1e9), rnd.uniform(0.5, 1.2))
+        got, links = slow_request(n + 1, int(rnd.uniform(0.2, 1.7) * 1e9), rnd.uniform(0.5, 1.2))
         spans += got
         want.update(links)
     whole = {s.span_id: s for s in link_all(copy.deepcopy(spans))}
@@ -87,3 +90,26 @@ def test_slow_requests_keep_their_links_at_20k_spans_per_second_with_the_agents_
                (out[s.span_id].trace_id == out[w.parent_span_id].trace_id if w.parent_span_id else True)
                for s, w in ((s, whole[s.span_id]) for s in spans))
     assert same == len(spans)
+
+
+@pytest.mark.parametrize("python", [False, True])
+def test_a_run_links_its_band_as_linking_everything_at_once(python, monkeypatch):
+    """A run links only the band that can reach what it releases: with a window of 0.3 s (a run every
+    0.15 s of stream) and requests of 50-250 ms, the same parents and trace ids as link_all of the
+    whole stream, from the C release and from its Python specification."""
+    rnd = random.Random(15)
+    spans = background(1.0)
+    for n in range(40):
+        spans += slow_request(n + 1, int(rnd.uniform(0.0, 0.9) * 1e9), rnd.uniform(0.05, 0.25))[0]
+    whole = {s.span_id: s for s in link_all(copy.deepcopy(spans))}
+    monkeypatch.setattr(linker, "_link", None if python else linker._link)
+    sl = StreamLinker(window_s=0.3, max_pending=100_000)
+    out = stream(to_rows(spans), sl)
+    monkeypatch.undo()
+    assert len(out) == len(spans) and sl.forced == 0
+    got = {r.span_id: r for r in out}
+    for r in out:
+        w = whole[r.span_id]
+        assert r.parent_span_id == w.parent_span_id
+        assert r.trace_id == got[w.parent_span_id].trace_id if w.parent_span_id else True
+    assert sl.linked == sum(1 for w in whole.values() if w.parent_span_id) > 10_000
