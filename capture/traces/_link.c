@@ -1179,8 +1179,8 @@ static PyObject *release(PyObject *self, PyObject *args)
         if (out[i] && pend[i] >= horizon && !list_append_new(new_context, PyList_GET_ITEM(pending, i)))
             goto done;
     Py_ssize_t nctx = PyList_GET_SIZE(new_context);
-    if (nctx > max_pending) { /* released in time order: the newest stay */
-        trimmed = nctx - max_pending;
+    if (nctx > max_pending / 2) { /* released in time order: the newest stay */
+        trimmed = nctx - max_pending / 2;
         if (PyList_SetSlice(new_context, 0, trimmed, NULL) < 0)
             goto done;
     }

@@ -2,9 +2,10 @@
 
 A span is held until the stream's newest end time has passed its end by `window_s` (its
 caller, parent and trace root have arrived by then, for traces shorter than the window),
-then released with its final trace id. Released spans stay as read-only context for one
-more window so late peers can still link to them. Both sets are bounded in spans
-(`max_pending` each): under a flood the oldest go early instead of memory growing with it.
+then linked once, against what can reach it (a band: see _release_python), and released with
+its final trace id. Released spans stay as read-only context for one more window so late
+peers can still link to them. Both sets are bounded in spans (`max_pending` waiting, half as
+many as context): under a flood the oldest go early instead of memory growing with it.
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ class StreamLinker:
                     self._newest_end = s.end_time_unix_nano
         if len(self._pending) > n:
             self._last_add = time.monotonic()
-        # Relink at most every half window of stream time (each run relinks everything pending),
-        # unless memory is at stake.
+        # A run at most every half window of stream time (a run scans everything held for its
+        # times), unless memory is at stake.
         if (self._newest_end - self._last_run_end < self.window_ns // 2
                 and len(self._pending) < self.max_pending):
             return []
@@ -118,8 +119,8 @@ class StreamLinker:
         self._pending = [s for s in self._pending if id(s) not in out]
         horizon = (cutoff if cutoff is not None else self._newest_end) - self.window_ns
         context = [s for s in self._context + ready if s.end_time_unix_nano >= horizon]
-        if len(context) > self.max_pending:  # released in time order: the newest stay
-            self.context_trimmed += len(context) - self.max_pending
-            context = context[-self.max_pending:]
+        if len(context) > self.max_pending // 2:  # released in time order: the newest stay
+            self.context_trimmed += len(context) - self.max_pending // 2
+            context = context[len(context) - self.max_pending // 2:]
         self._context = context
         return ready

@@ -1,4 +1,4 @@
-"""The stream linker at line rate, with the agent's settings: a few slow requests (0.5-1.2 s) in
+"""The stream linker at line rate, with the agent's settings: a few slow requests (0.5-1.0 s) in
 20,000 spans/s of short ones keep their cross-process and in-process links, as linking the whole
 stream at once gives them (issue 14: the flood regime released spans after ~0.2 s, before the
 parent of a request's early call had ended)."""
@@ -73,7 +73,7 @@ def test_slow_requests_keep_their_links_at_20k_spans_per_second_with_the_agents_
     rnd = random.Random(14)
     spans, want = background(3.0), {}
     for n in range(12):
-        got, links = slow_request(n + 1, int(rnd.uniform(0.2, 1.7) * 1e9), rnd.uniform(0.5, 1.2))
+        got, links = slow_request(n + 1, int(rnd.uniform(0.2, 1.7) * 1e9), rnd.uniform(0.5, 1.0))
         spans += got
         want.update(links)
     whole = {s.span_id: s for s in link_all(copy.deepcopy(spans))}
