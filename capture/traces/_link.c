@@ -1,5 +1,5 @@
-/* capture.traces._link: link() of capture/traces/linker.py in C (the agent's linker, run over every
- * span it holds at each release: most of the agent's CPU per span in Python).
+/* capture.traces._link: link() of capture/traces/linker.py in C (the agent's linker, run over the
+ * band of each release: most of the agent's CPU per span in Python), and StreamLinker._release.
  *
  * linker.link_python is the specification: the same rules in the same order, the same ties (a
  * CLIENT's candidates by fit then span id, best fit first over all clients by fit, client id,
@@ -181,7 +181,8 @@ static int str_lt(PyObject *a, PyObject *b)
 }
 
 /* What link() reads of every span, once. -1 error, 0 fall back, 1 done. */
-static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t frozen_first, PyObject *fn_conn, PyObject *fn_thread, PyObject *fn_process)
+static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t frozen_first, PyObject *fn_conn,
+                      PyObject *fn_thread, PyObject *fn_process)
 {
     Py_ssize_t n = s->n = PyList_GET_SIZE(list);
     Py_ssize_t m = n ? n : 1;

@@ -92,9 +92,11 @@ class StreamLinker:
         Only the band that can reach the released spans is linked, not everything held: the
         released ones, the held ones that started before the newest released one ended (their
         callers, callees and parents) and the context that ended after the earliest of those
-        started; peers overlap in time, so these are the links of linking everything held. A
-        held span takes part as it is and is left as it was (its links are made at its own
-        release): a span is linked once, and a run's work follows what it releases."""
+        started. Peers overlap in time (a SERVER ends inside its CLIENT, a CLIENT starts inside
+        its SERVER), so the released spans get the links linking everything held gives them, but
+        where a held SERVER that started after the band would have taken their CLIENT by a
+        better fit. A held span takes part as it is and is left as it was (its links are made at
+        its own release): a span is linked once, and a run's work follows what it releases."""
         if cutoff is None:
             out = {id(s) for s in self._pending}
         else:
