@@ -302,7 +302,7 @@ typedef struct {
 } Out;
 
 /* Room for `want` bytes in all (a column's known or guessed size, so that a batch's buffer is not
- * copied at each doubling from 1 kB: those copies were a tenth of columns()' time). */
+ * copied at each doubling from 1 kB). */
 static int out_reserve(Out *o, Py_ssize_t want)
 {
     if (want <= o->cap)
@@ -967,8 +967,8 @@ static void hex_init(void)
 }
 
 /* 16 lowercase hex digits as 64 bits; 0 when one is not such a digit. One table lookup per
- * digit and one test per half: the branch per digit of a range check was a third of columns()
- * (three ids per span, 64 digits). */
+ * digit and one test per half instead of a range check and a branch per digit (three ids per
+ * span, 64 digits): with the sized buffers, columns() 0.74 -> 0.50 µs per span (docs/benchmarks.md). */
 static inline int hex16(const unsigned char *s, uint64_t *key)
 {
     uint64_t v = 0;
