@@ -4,8 +4,9 @@ Ingest rate (spans/s) vs row-by-row INSERTs; resident memory per span vs a Pytho
 Span objects; p95 latency of each store query the tools use vs a Python scan of that list.
 Prints a table (and --json for one JSON object).
 --bare: only DuckDB's INSERT cost per span of each row layout (ids as hex text or as keys, the
-resource as JSON per row or as a key), the same spans as Arrow tables inserted as the store does
-(ROW_GROUP_ROWS at a time, one thread, into a file, then a checkpoint), layouts interleaved.
+resource as JSON per row or as a key), the same spans as Arrow tables inserted ROW_GROUP_ROWS at a
+time (one thread, into a file, then a checkpoint), and the store's layout INSERT_ROWS at a time (as
+DuckDBStore holds them), layouts interleaved.
 --agent-path: the agent's whole store path, CPU µs per span: Rows (capture.rows.to_rows) appended
 in 2,000-span batches to a store file as the agent's (memory limit 64 MB, 2 threads), settle and
 hold after each, then a flush; with --tree DIR (repeatable) each checkout's store in turn, in its
@@ -135,7 +136,7 @@ def bare(n: int, rounds: int) -> dict:
     import pyarrow as pa
 
     from capture.store.columns import arrow_batch, encode_json, keyed_batch
-    from capture.store.duckdb_store import ROW_GROUP_ROWS
+    from capture.store.duckdb_store import INSERT_ROWS, ROW_GROUP_ROWS
 
     spans = [s for b in gen(n) for s in b]
     keys: dict[str, int] = {}
@@ -149,17 +150,20 @@ def bare(n: int, rounds: int) -> dict:
             "resource", text.column("resource")),
         "ids as keys, resource key (this store)": keyed,
     }
+    # the store's layout in INSERTs of INSERT_ROWS (two row groups), as DuckDBStore holds them
+    layouts[f"ids as keys, resource key, inserts of {INSERT_ROWS} rows"] = keyed
     times: dict[str, list[float]] = {k: [] for k in layouts}
     for _ in range(rounds):
         for name, table in layouts.items():
+            step = INSERT_ROWS if name.endswith(" rows") else ROW_GROUP_ROWS
             with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
                 con = duckdb.connect(os.path.join(tmp, "s.duckdb"), config={"threads": 1})
                 con.register("_b", table.slice(0, 0))
                 con.execute("CREATE TABLE t AS SELECT * FROM _b")
                 con.unregister("_b")
                 t = _cpu_s()
-                for i in range(0, n, ROW_GROUP_ROWS):
-                    con.register("_b", table.slice(i, ROW_GROUP_ROWS))
+                for i in range(0, n, step):
+                    con.register("_b", table.slice(i, step))
                     con.execute("INSERT INTO t SELECT * FROM _b")
                     con.unregister("_b")
                 con.execute("CHECKPOINT")

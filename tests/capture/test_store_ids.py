@@ -107,6 +107,50 @@ def test_the_compiled_and_python_builders_make_the_same_table(monkeypatch):
     assert python.column("parent_text").null_count == len(spans) - 3  # ac, rootc, üc
 
 
+# one byte off canonical at each end of the hex table's ranges ('/' ':' '`' 'g' 'A' 'F'), in the
+# first or the second half of a trace id, or the last digit; and lengths one off
+_EDGE_HEX = "0123456789abcdef"
+
+
+def edge_ids(digits: int) -> list[str]:
+    base = (_EDGE_HEX * 2)[:digits]
+    out = [base, base[:-1], base + "0", "f" * digits, "0" * digits]
+    for at in {0, digits // 2 - 1, digits // 2, digits - 1}:
+        out += [base[:at] + c + base[at + 1:] for c in "/:`gAF\x00\xff"]
+    return out
+
+
+@pytest.mark.skipif(columns._otlp_wire is None, reason="the C extensions are not built")
+@pytest.mark.parametrize("digits", [16, 32])
+def test_the_compiled_id_keys_are_the_python_ones_at_every_edge_of_hex(digits):
+    ids = edge_ids(digits) + [None, ""]
+    compiled = columns._arrays(len(ids), columns._otlp_wire.ids(ids, digits, True))
+    python = columns._py_ids(ids, digits, True)
+    assert [a.to_pylist() for a in compiled[-1:]] == [a.to_pylist() for a in python[-1:]]  # texts
+    canonical = [i for i, v in enumerate(ids) if v and id_key(v, digits)[2] is None]
+    assert len(canonical) == 3  # base, all f, all 0: every other one keeps its text
+    for c, p in zip(compiled[:-1], python[:-1]):  # keys: the compiled path leaves a text id's 0
+        assert [c[i].as_py() for i in canonical] == [p[i].as_py() for i in canonical]
+
+
+@pytest.mark.skipif(columns._otlp_wire is None or rows._rows is None, reason="the C extensions are not built")
+def test_a_batch_whose_first_row_is_large_or_small_builds_the_same_table():
+    """The compiled builder sizes a column's buffer from its first row: a large first row (past
+    its cap) or a small one before large ones still give every row as it was."""
+    def batch(sizes: list[int]) -> list[Span]:
+        out = []
+        for i, n in enumerate(sizes):
+            s = call(i)[0]
+            s.attributes = {"big": "x" * n}
+            out.append(s)
+        return out
+
+    for sizes in ([5 << 20, 10, 3], [1, 100_000, 7, 1 << 20], [0] * 3 + [300] * 50):
+        spans = batch(sizes)
+        table = keyed_batch(rows.to_rows(copy.deepcopy(spans)), lambda r: 1)
+        assert [len(columns.orjson.loads(a)["big"]) for a in table.column("attributes").to_pylist()] == sizes
+
+
 def old_layout_file(path: str, spans: list[Span]) -> None:
     """A store file as the previous version wrote it: table `spans`, ids and resource as text."""
     con = duckdb.connect(path)
