@@ -200,3 +200,36 @@ def test_go_pool_spans_last_no_longer_than_the_client_waited(postgres_server, tm
         if not nested or c_ns > ns or s_ns > ns:  # the capture's stamps lie inside the client's own
             wrong.append((tag, ns, c_ns, s_ns, nested))
     assert not wrong, wrong  # (tag, client waited ns, CLIENT span ns, SERVER span ns, nested)
+
+
+def test_result_sets_larger_than_the_copy_end_with_their_answer(postgres_server):
+    """Result sets of ~12 kB (the lab's reporting job), more than the capture copies of one write or
+    read, on one connection with idle waits, extended and simple protocol: each is one CLIENT and
+    one SERVER span, not an error, no longer than the client waited (postgres.py Rule 5; before,
+    the first was lost and each later one lasted until the connection closed, as an ERROR)."""
+    import time
+
+    pg = postgres_server
+    dsn = f"host=127.0.0.1 port={pg['port']} user={pg['user']} password={pg['password']} dbname={pg['dbname']}"
+    waited = {}
+    with live_capture(port=pg["port"], extra=("--no-tls",)) as cap:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            simple = psycopg.ClientCursor(conn)  # client-side binding: the simple query protocol
+            for i in range(8):
+                tag = f"big{i}"
+                sql = f"SELECT g, repeat('x', 20) FROM generate_series(1, 400) g /* {tag} */"
+                t0 = time.monotonic_ns()
+                rows = (simple.execute(sql) if i % 2 else conn.execute(sql)).fetchall()
+                waited[tag] = time.monotonic_ns() - t0
+                assert len(rows) == 400
+                time.sleep(0.3)
+    for kind in ("CLIENT", "SERVER"):
+        got: dict[str, list] = {}
+        for s in cap.spans:
+            text = s["attributes"].get("db.query.text", "")
+            if s["kind"] == kind and "/* big" in text:
+                got.setdefault(text.rsplit("/* ", 1)[1][:-3], []).append(s)
+        assert {t: len(v) for t, v in got.items()} == {t: 1 for t in waited}, (kind, cap.stats)
+        for tag, (s,) in got.items():
+            assert s["status_code"] == "UNSET", s
+            assert s["end_time_unix_nano"] - s["start_time_unix_nano"] <= waited[tag], (s, waited[tag])
