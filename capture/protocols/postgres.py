@@ -18,9 +18,10 @@ Rule 4: a client sends a simple Query only once the previous one's ReadyForQuery
 Rule 5: an answer the capture cut (a server write larger than the copied prefix: a result set of
         more than 4 kB, its CommandComplete and ReadyForQuery in the uncopied tail) loses sync, but
         when it is the only query or Execute waiting, that one keeps its answer: it ends with the
-        last answer bytes seen before the client's next message (clients wait for an answer before
-        they ask again; pipelines have several waiting and are dropped by Rule 3), its row count
-        unknown (`answers_cut`). Dropping it lost every large result; keeping it waiting ended it
+        last answer bytes seen before the client's next message or a server chunk that starts a
+        message (clients wait for an answer before they ask again; a message start may be another
+        answer; pipelines have several waiting and are dropped by Rule 3), its row count unknown
+        (`answers_cut`). Dropping it lost every large result; keeping it waiting ended it
         at the connection's close, as an error.
 """
 from __future__ import annotations
@@ -172,7 +173,12 @@ class PostgresParser(Parser):
             if cut is not None:
                 self._end_cut(cut)
         elif cut is not None:
-            cut.answered_ns = ts_ns  # more of its answer, even where out of sync
+            if _plausible(data, _BACKEND):
+                # a chunk that starts a message may start another answer (a request the ring lost):
+                # the cut one ends before it, never stretched to it
+                self._end_cut(cut)
+            else:
+                cut.answered_ns = ts_ns  # more of its answer, cut mid-message
         for f in reader.feed(data, ts_ns, size):
             if side == Side.CLIENT:
                 self._frontend(f.data[0], f.data[5:], f.start_ns)

@@ -287,3 +287,17 @@ def test_a_cut_answer_with_pipelined_queries_waiting_drops_them():
     assert p.feed(S, b"x" * 10, 35) == []  # the rest of the pipeline's answers, out of sync
     (c,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 40)
     assert c.attributes["db.query.text"] == "SELECT c FROM t" and not p.stats["answers_cut"]
+
+
+def test_a_cut_answer_is_never_stretched_to_an_answer_whose_request_was_lost():
+    """A server chunk that starts a message while a cut answer waits may be the answer to a request
+    the ring lost: the cut query ends before it, at its own last bytes."""
+    p = connected()
+    answer = m(b"T", b"\0\0") + m(b"D", b"\0\x01\0\0\0\x14" + b"x" * 20) * 400 + m(b"C", b"SELECT 400\0") + m(b"Z", b"I")
+    p.feed(C, query("SELECT big FROM t"), 10)
+    assert p.feed(S, answer[:4096], 20, size=len(answer)) == []
+    (r,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 1_000)  # a lost query's answer
+    assert (r.attributes["db.query.text"], r.start_ns, r.end_ns) == ("SELECT big FROM t", 10, 20)
+    p.feed(C, query("SELECT 2"), 2_000)
+    (two,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 2_010)
+    assert (two.attributes["db.query.text"], two.end_ns) == ("SELECT 2", 2_010)
