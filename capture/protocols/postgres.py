@@ -15,6 +15,14 @@ Rule 4: a client sends a simple Query only once the previous one's ReadyForQuery
         earlier one, from an earlier chunk, still waits means that one's answer was not all seen (a
         capture that missed it without a gap in the stream): it ends at the last answer message seen
         for it, or, with none seen, is dropped (`answers_missed`), never at a later query's answer.
+Rule 5: an answer the capture cut (a server write larger than the copied prefix: a result set of
+        more than 4 kB, its CommandComplete and ReadyForQuery in the uncopied tail) loses sync, but
+        when it is the only query or Execute waiting, that one keeps its answer: it ends with the
+        last answer bytes seen before the client's next message or a server chunk that starts a
+        message (clients wait for an answer before they ask again; a message start may be another
+        answer; pipelines have several waiting and are dropped by Rule 3), its row count unknown
+        (`answers_cut`). Dropping it lost every large result; keeping it waiting ended it
+        at the connection's close, as an error.
 """
 from __future__ import annotations
 
@@ -91,6 +99,7 @@ class _Unit:
     error: dict | None = None
     chunk: int = 0  # the client chunk that carried it (Rule 4)
     answered_ns: int = 0  # the last answer message seen for it
+    cut: bool = False  # its answer was cut by the capture (Rule 5): the rows seen are not all
 
 
 def _cstr(body: bytes, pos: int) -> tuple[str, int]:
@@ -138,6 +147,7 @@ class PostgresParser(Parser):
         self._ssl_answer = False  # the server answers SSLRequest/GSSENCRequest with one byte
         self._out: list[Record] = []
         self._chunk = 0  # client chunks seen (Rule 4)
+        self._cut: _Unit | None = None  # the query whose answer the capture cut (Rule 5)
 
     def feed(self, side: Side, data: bytes, ts_ns: int, size: int | None = None) -> list[Record]:
         if side == Side.CLIENT and self._untyped:
@@ -153,17 +163,57 @@ class PostgresParser(Parser):
         if not data and not size:
             return self._take()
         reader = self._readers[side]
-        synced = reader.synced
+        stats = self.stats
+        losses = stats["lost_bytes"] + stats["garbage"]
+        cut = self._cut
+        if cut is not None and not (self._units and self._units[0] is cut):
+            cut = self._cut = None  # its answer ended in sync after all
         if side == Side.CLIENT:
             self._chunk += 1
+            if cut is not None:
+                self._end_cut(cut)
+        elif cut is not None:
+            if _plausible(data, _BACKEND):
+                # a chunk that starts a message may start another answer (a request the ring lost):
+                # the cut one ends before it, never stretched to it
+                self._end_cut(cut)
+            else:
+                cut.answered_ns = ts_ns  # more of its answer, cut mid-message
         for f in reader.feed(data, ts_ns, size):
             if side == Side.CLIENT:
                 self._frontend(f.data[0], f.data[5:], f.start_ns)
             else:
                 self._backend(f.data[0], f.data[5:], f.end_ns)
-        if synced and not reader.synced:
-            self._units.clear()  # Rule 3: never pair across lost sync
+        if stats["lost_bytes"] + stats["garbage"] > losses:  # sync lost here (after a resync here too)
+            self._lost_sync(side, data, size, ts_ns)
         return self._take()
+
+    def _lost_sync(self, side: Side, data: bytes, size: int | None, ts_ns: int) -> None:
+        """Rule 3: never pair across lost sync, except an answer the capture cut (Rule 5)."""
+        units = self._units
+        waiting = [u for u in units if u.kind in ("query", "execute")]
+        if side != Side.SERVER or not data or (size or 0) <= len(data) or len(waiting) != 1:
+            units.clear()
+            self._cut = None
+            return
+        u = waiting[0]
+        sync = next((x for x in units if x.kind == "sync"), None)
+        units.clear()
+        units.push(u)
+        if sync is not None and u.kind == "execute":
+            units.push(sync)  # its ReadyForQuery, should the stream resync before it
+        u.answered_ns, u.cut, u.tag = ts_ns, True, ""
+        self._cut = u
+
+    def _end_cut(self, u: _Unit) -> None:
+        """The client asks again: the query whose answer was cut ended with the last of it seen."""
+        units = self._units
+        units.popleft()
+        if units and units[0].kind == "sync":
+            units.popleft()
+        self._cut = None
+        self.stats["answers_cut"] += 1
+        self._emit(u, u.answered_ns)
 
     def idle(self) -> bool:
         """Past the startup, nothing waiting or half read (capture/fastpath.py hands such a
@@ -172,6 +222,8 @@ class PostgresParser(Parser):
                 and all(r.idle for r in self._readers.values()))
 
     def close(self, ts_ns: int) -> list[Record]:
+        if self._cut is not None and self._units and self._units[0] is self._cut:
+            self._end_cut(self._cut)
         for u in self._units.drain():
             if u.kind in ("query", "execute"):
                 self.stats["requests_without_response"] += 1
@@ -266,6 +318,9 @@ class PostgresParser(Parser):
                 if u.kind == "sync":
                     return
                 if u.kind == "execute":
+                    if u.cut:  # its CommandComplete was in the part the capture cut
+                        self._emit(u, ts_ns)
+                        continue
                     self.stats["requests_without_response"] += 1
             return
         if head is None:
@@ -314,7 +369,7 @@ class PostgresParser(Parser):
             last = u.tag.rsplit(" ", 1)[-1]
             if last.isascii() and last.isdigit() and len(last) <= 19:  # int() refuses "5³" and huge ones
                 attrs["db.response.returned_rows"] = int(last)
-        elif u.rows:
+        elif u.rows and not u.cut:
             attrs["db.response.returned_rows"] = u.rows
         if op:
             attrs["db.operation.name"] = op

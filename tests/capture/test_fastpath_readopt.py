@@ -120,8 +120,11 @@ def test_a_postgres_reply_lost_in_the_ring_pairs_no_query_with_another_querys_re
     spans, tracker = both(dropped(recs, rnd, 0.03), BATCH)
     queries = [json.loads(s) for s in spans if json.loads(s)["name"].startswith("SELECT rows_")]
     assert len(queries) >= 0.8 * 2 * 400 and tracker.stats["gaps"] >= 5
-    for s in queries:
-        assert s["attributes"]["db.response.returned_rows"] == int(s["name"].rsplit("_", 1)[1]), s
+    for s in queries:  # an answer the capture cut (postgres.py Rule 5) has no row count
+        assert s["attributes"].get("db.response.returned_rows") in (None, int(s["name"].rsplit("_", 1)[1])), s
+    for kind in ("CLIENT", "SERVER"):  # one connection: no span reaches into the next exchange
+        side = sorted((s["start_time_unix_nano"], s["end_time_unix_nano"]) for s in queries if s["kind"] == kind)
+        assert all(end <= later for (_, end), (later, _) in zip(side, side[1:]))
 
 
 def test_lost_postgres_bytes_drop_the_waiting_query_and_resync_at_the_next_message():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -148,3 +149,87 @@ def test_idle_pooled_connections_do_not_stretch_spans(postgres_server):
         for tag, s in got.items():
             assert s["attributes"].get("db.response.returned_rows") == asked[tag], s
             assert s["end_time_unix_nano"] - s["start_time_unix_nano"] < IDLE_S / 3 * 1e9, s
+
+
+PQPOOL = Path(__file__).with_name("pqpool")
+
+
+def build_pqpool(out: Path) -> Path:
+    """tests/capture/live/pqpool with Debian's Go and lib/pq (GOPATH mode: offline, as the lab builds);
+    Go's build cache in the tree's build/ (lib/pq compiled once, ~25 s at load 20)."""
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "CGO_ENABLED": "0",
+           "GOCACHE": str(Path(__file__).resolve().parents[3] / "build" / "gocache"), "GOFLAGS": ""}
+    subprocess.run(["go", "build", "-o", str(out), "main.go"], cwd=PQPOOL, env=env, check=True, capture_output=True,
+                   timeout=240)
+    return out
+
+
+@pytest.mark.slow
+def test_go_pool_spans_last_no_longer_than_the_client_waited(postgres_server, tmp_path):
+    """The fault lab's Go services' pattern (database/sql pool over lib/pq shared by goroutines,
+    simple and extended queries, idle waits): every query is one CLIENT and one SERVER span, the
+    SERVER span inside the CLIENT one, and neither longer than the client's own wait for its
+    answer (a span stretched to the connection's next use would be)."""
+    pg = postgres_server
+    binary = build_pqpool(tmp_path / "pqpool")
+    dsn = f"host=127.0.0.1 port={pg['port']} user={pg['user']} dbname={pg['dbname']} sslmode=disable"
+    env = dict(os.environ, PGPASSWORD=pg["password"])  # not on the command line
+    with live_capture(port=pg["port"], extra=("--no-tls",)) as cap:
+        out = subprocess.run([str(binary), dsn, "4", "40", "60"], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+    waited = {}
+    for line in out.stdout.splitlines():
+        q = json.loads(line)
+        waited[q["tag"]] = (q["ns"], q["rows"])
+    assert len(waited) == 4 * 40
+    by_kind: dict[str, dict[str, list]] = {"CLIENT": {}, "SERVER": {}}
+    for s in cap.spans:
+        text = s["attributes"].get("db.query.text", "")
+        if s["kind"] in by_kind and "/* q" in text:
+            by_kind[s["kind"]].setdefault(text.rsplit("/* ", 1)[1][:-3], []).append(s)
+    for kind, got in by_kind.items():
+        assert {t: len(v) for t, v in got.items()} == {t: 1 for t in waited}, (kind, cap.stats)
+    wrong = []
+    for tag, (ns, rows) in waited.items():
+        c, s = by_kind["CLIENT"][tag][0], by_kind["SERVER"][tag][0]
+        assert c["attributes"].get("db.response.returned_rows") == rows == s["attributes"].get("db.response.returned_rows")
+        c_ns = c["end_time_unix_nano"] - c["start_time_unix_nano"]
+        s_ns = s["end_time_unix_nano"] - s["start_time_unix_nano"]
+        nested = c["start_time_unix_nano"] <= s["start_time_unix_nano"] <= s["end_time_unix_nano"] <= c["end_time_unix_nano"]
+        if not nested or c_ns > ns or s_ns > ns:  # the capture's stamps lie inside the client's own
+            wrong.append((tag, ns, c_ns, s_ns, nested))
+    assert not wrong, wrong  # (tag, client waited ns, CLIENT span ns, SERVER span ns, nested)
+
+
+def test_result_sets_larger_than_the_copy_end_with_their_answer(postgres_server):
+    """Result sets of ~12 kB (the lab's reporting job), more than the capture copies of one write or
+    read, on one connection with idle waits, extended and simple protocol: each is one CLIENT and
+    one SERVER span, not an error, no longer than the client waited (postgres.py Rule 5; before,
+    the first was lost and each later one lasted until the connection closed, as an ERROR)."""
+    import time
+
+    pg = postgres_server
+    dsn = f"host=127.0.0.1 port={pg['port']} user={pg['user']} password={pg['password']} dbname={pg['dbname']}"
+    waited = {}
+    with live_capture(port=pg["port"], extra=("--no-tls",)) as cap:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            simple = psycopg.ClientCursor(conn)  # client-side binding: the simple query protocol
+            for i in range(8):
+                tag = f"big{i}"
+                sql = f"SELECT g, repeat('x', 20) FROM generate_series(1, 400) g /* {tag} */"
+                t0 = time.monotonic_ns()
+                rows = (simple.execute(sql) if i % 2 else conn.execute(sql)).fetchall()
+                waited[tag] = time.monotonic_ns() - t0
+                assert len(rows) == 400
+                time.sleep(0.3)
+    for kind in ("CLIENT", "SERVER"):
+        got: dict[str, list] = {}
+        for s in cap.spans:
+            text = s["attributes"].get("db.query.text", "")
+            if s["kind"] == kind and "/* big" in text:
+                got.setdefault(text.rsplit("/* ", 1)[1][:-3], []).append(s)
+        assert {t: len(v) for t, v in got.items()} == {t: 1 for t in waited}, (kind, cap.stats)
+        for tag, (s,) in got.items():
+            assert s["status_code"] == "UNSET", s
+            assert s["end_time_unix_nano"] - s["start_time_unix_nano"] <= waited[tag], (s, waited[tag])

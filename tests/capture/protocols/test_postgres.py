@@ -244,3 +244,60 @@ def test_a_bind_of_a_statement_prepared_before_the_capture_is_detected():
     p.feed(C, bind_execute(), 10)
     (r,) = p.feed(S, m(b"2") + m(b"D", b"\0\x01\0\0\0\x011") + m(b"C", b"SELECT 1\0") + m(b"Z", b"I"), 20)
     assert (r.start_ns, r.end_ns, r.attributes["db.response.returned_rows"]) == (10, 20, 1)
+
+
+def test_an_answer_the_capture_cut_ends_with_its_last_bytes_seen_not_at_the_close():
+    """Rule 5: a result set larger than the copied prefix (psycopg's extended protocol, one 12 kB
+    server write of which 4 kB were copied) loses sync mid-answer; the Execute keeps that answer and
+    ends with its last bytes seen once the client asks again, without a row count. Before, the first
+    such query was dropped and every later one waited until the connection closed (an ERROR span
+    lasting until the close)."""
+    p = connected()
+    answer = m(b"1") + m(b"2") + m(b"T", b"\0\0") + m(b"D", b"\0\x01\0\0\0\x14" + b"x" * 20) * 400 \
+        + m(b"C", b"SELECT 400\0") + m(b"Z", b"I")
+    spans = []
+    for i in range(3):
+        t = 1_000_000_000 * (i + 1)
+        spans += p.feed(C, extended(f"SELECT category, count(*) FROM items GROUP BY category /* {i} */"), t)
+        spans += p.feed(S, answer[:4096], t + 90_000_000, size=len(answer))
+        assert p.stats["lost_bytes"] == i + 1
+    spans += p.close(9_000_000_000)
+    assert [(r.start_ns, r.end_ns, r.status) for r in spans] == [
+        (t, t + 90_000_000, "UNSET") for t in (1_000_000_000, 2_000_000_000, 3_000_000_000)]
+    assert all("db.response.returned_rows" not in r.attributes for r in spans)
+    assert p.stats["answers_cut"] == 3 and not p.stats["requests_without_response"]
+    # a long answer read in several chunks ends with the last of them; one that resyncs ends in sync
+    p = connected()
+    p.feed(C, query("SELECT big FROM t"), 10)
+    p.feed(S, answer[:4096], 20, size=8192)
+    p.feed(S, answer[8192:8192 + 4096], 30, size=len(answer) - 8192)  # starts mid-row: out of sync
+    (r,) = p.feed(C, query("SELECT 1"), 40)
+    assert (r.attributes["db.query.text"], r.start_ns, r.end_ns) == ("SELECT big FROM t", 10, 30)
+    (one,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 50)
+    assert (one.attributes["db.query.text"], one.end_ns, one.attributes["db.response.returned_rows"]) == ("SELECT 1", 50, 1)
+
+
+def test_a_cut_answer_with_pipelined_queries_waiting_drops_them():
+    """Rule 3 stays for pipelines: after a cut answer with two Executes waiting, neither is paired."""
+    p = connected()
+    p.feed(C, extended("SELECT a FROM t") + extended("SELECT b FROM t"), 10)
+    big = m(b"1") + m(b"2") + m(b"T", b"\0\0") + m(b"D", b"\0\x01\0\0\0\x14" + b"x" * 20) * 400
+    assert p.feed(S, big[:4096], 20, size=len(big) + 40) == []
+    p.feed(C, query("SELECT c FROM t"), 30)
+    assert p.feed(S, b"x" * 10, 35) == []  # the rest of the pipeline's answers, out of sync
+    (c,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 40)
+    assert c.attributes["db.query.text"] == "SELECT c FROM t" and not p.stats["answers_cut"]
+
+
+def test_a_cut_answer_is_never_stretched_to_an_answer_whose_request_was_lost():
+    """A server chunk that starts a message while a cut answer waits may be the answer to a request
+    the ring lost: the cut query ends before it, at its own last bytes."""
+    p = connected()
+    answer = m(b"T", b"\0\0") + m(b"D", b"\0\x01\0\0\0\x14" + b"x" * 20) * 400 + m(b"C", b"SELECT 400\0") + m(b"Z", b"I")
+    p.feed(C, query("SELECT big FROM t"), 10)
+    assert p.feed(S, answer[:4096], 20, size=len(answer)) == []
+    (r,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 1_000)  # a lost query's answer
+    assert (r.attributes["db.query.text"], r.start_ns, r.end_ns) == ("SELECT big FROM t", 10, 20)
+    p.feed(C, query("SELECT 2"), 2_000)
+    (two,) = p.feed(S, ok_result("SELECT 1", 1, parse=False), 2_010)
+    assert (two.attributes["db.query.text"], two.end_ns) == ("SELECT 2", 2_010)
