@@ -18,6 +18,7 @@ from tools.shape import ShapeChange, shape_changes
 from tools.silence import Silence, silences
 from tools.stats import MIN_SAMPLE
 from tools.stuck import Stuck, stuck_calls
+from tools.unlinked import unlinked_shifts
 
 # Attributes that say how a call ended, when the status code is left unset.
 STATUS_KEYS = ("http.response.status_code", "rpc.grpc.status_code", "db.response.status_code",
@@ -83,6 +84,8 @@ def signals(cur: Sample, base: Sample) -> Signals:
     gaps = lasting_gaps(gap_shifts(cur, base), cur, base)  # not one busy stretch of the window
     slow_callers = callers_all_grew(gaps, callees)
     lone = lone_edges(gaps, cur, base)
+    # calls no SERVER span answered, grown alone among their caller's calls (tools.unlinked)
+    gaps += [g for g in unlinked_shifts(cur, base) if g.client not in slow_callers]
     seen: dict[str, set[str]] = {}
     for s in cur.spans + base.spans:
         port = s.attributes.get("server.port")
