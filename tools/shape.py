@@ -32,8 +32,6 @@ QUIT = 0.5  # a request quit after its last call when its time after it fell bel
 QUIT_MS = 0.5  # the baseline's shortest (and by this many ms at least)
 STRAY_NS = 1_000_000  # a call this far outside its request's span was linked to the wrong request
 STRAY_SHARE = 0.1  # an operation with this share of such requests: its call pattern is not read
-FEW_REQUESTS = 3  # an operation seen on fewer requests on a side is not read; from this many the
-# exact tests decide, and on so few they are sure only of a change nearly every request shows
 
 
 @dataclass
@@ -271,7 +269,7 @@ def shape_changes(cur: Sample, base: Sample) -> list[ShapeChange]:
     for op, rs in now.items():
         bs = before.get(op, [])
         n1, n0 = len(rs), len(bs)
-        if min(n1, n0) < FEW_REQUESTS or _strays(rs) or _strays(bs):
+        if n1 < MIN_SAMPLE or n0 < MIN_SAMPLE or _strays(rs) or _strays(bs):
             continue
         examples = sorted((r.span for r in rs), key=lambda s: s.start_time_unix_nano)
         sigs = set().union(*(r.calls for r in rs), *(r.calls for r in bs))

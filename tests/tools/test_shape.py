@@ -205,13 +205,3 @@ def test_a_drop_on_a_few_baseline_requests_counts_when_the_requests_lacking_it_e
     cut = shapes(spread(6), spread(16, skip=8))
     assert [c for c in cut if c.change == "dropped"], cut
     assert [c for c in shapes(spread(6), spread(16, lost=8)) if c.change == "dropped"] == []
-
-
-def test_an_operation_seen_on_a_few_baseline_requests_is_read_when_the_test_is_sure():
-    """4 baseline requests all made the call, 14 of 16 now do not: an exact test is sure of so
-    few (99.7 %), so the drop shows; the same 16 requests making the call as before show none."""
-    got = shapes(spread(4), spread(16, skip=14))
-    dropped = [c for c in got if c.change == "dropped"]
-    assert dropped and dropped[0].count == (4, 16) and dropped[0].sure >= 0.99, got
-    assert shapes(spread(4), spread(16)) == []
-    assert shapes(spread(2), spread(16, skip=14)) == []  # two requests are no baseline
