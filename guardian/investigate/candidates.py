@@ -5,6 +5,7 @@ merged per service and kind. Nothing here scores or ranks them (deterministic.py
 from __future__ import annotations
 
 from capture.store.api import SpanFilter, TimeWindow
+from guardian.investigate.coverage import covered_s
 from guardian.investigate.pools import add_pools
 from guardian.investigate.rank import FAMILY as _FAMILY
 from guardian.investigate.rank import Candidate
@@ -118,13 +119,13 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
                 c.excess_ms.append(call.gap_ms - g.p50_ms[0])
                 c.traces.add(call.client.trace_id)
         c.change = c.change or _gap_text(g)
+    held_ms = SUSTAINED * covered_s(walker, walker.window) * 1e3  # a share of the covered time
     for st in sig.stuck:
         # One call stuck for seconds where the operation never took more than a few ms is its
         # size's evidence, not a test's: it counts less than several. A lock held through the
         # fault holds its waiter for much of the window; one call stuck for a moment of it is
         # a hiccup of the host, not a change.
-        if len(st.stuck_ms) == 1 and st.stuck_ms[0] < min(SUSTAINED * walker.window.seconds * 1e3,
-                                                          HICCUP_MS):
+        if len(st.stuck_ms) == 1 and st.stuck_ms[0] < min(held_ms, HICCUP_MS):
             continue
         svc = walker.canon(st.service, st.examples[0])
         c = cands.setdefault((svc, "latency"), Candidate(key=(svc, st.operation), kind="latency"))
@@ -135,7 +136,7 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
         # database): the wait is its own (a row lock held through the fault). A service that
         # calls others may be waiting for them or for a pooled connection, which its spans do
         # not show; a few calls slow for seconds are as likely the host's hiccups.
-        if st.stuck_ms[0] >= SUSTAINED * walker.window.seconds * 1e3 and not _reach(walker, svc) and all(
+        if st.stuck_ms[0] >= held_ms and not _reach(walker, svc) and all(
                 s.service == svc and s.kind in ("SERVER", "CONSUMER") for s in st.examples):
             c.stuck = True
             c.stuck_ms = max(c.stuck_ms, st.stuck_ms[0] - st.base_p50_ms)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from capture.span import Span
 from capture.store.api import SpanFilter, SpanStore, TimeWindow
 from guardian.investigate.bar import BURST_MIN
+from guardian.investigate.coverage import per_s
 from guardian.investigate.rank import Candidate
 from guardian.investigate.samples import Walker
 from guardian.investigate.walk import entry_of, responsible
@@ -112,8 +113,9 @@ def _tail_shown(walker: Walker, c: Candidate, tmpl: Span, cur: RedStats, base: R
     and cost a request a delay a user feels on average, is slower: shown however few its calls,
     and named alone. Not one or two stragglers (fewer than BURST_MIN slow calls, the bar cannot
     tell from a burst), not a few ms on some calls (a busy host), and not when its calls more
-    than doubled (more work, answered slower)."""
-    if cur.rate_per_s > 2 * base.rate_per_s > 0:
+    than doubled per second of data covered (more work, answered slower)."""
+    # rates over the time each window's data covers (a window may run past the data's end)
+    if per_s(walker, cur, walker.window) > 2 * per_s(walker, base, walker.baseline) > 0:
         return False
     t = quiet_tail(walker.store, walker.window, walker.baseline, tmpl.service, tmpl.name, tmpl.kind)
     if t.k < BURST_MIN or t.p >= 1 - SURE or not t.before or not t.now:

@@ -13,6 +13,7 @@ import re
 import time
 
 from capture.store.api import SpanStore, TimeWindow
+from guardian.investigate.asked import failures_first as _failures_first
 from guardian.investigate.bar import BURST_WEIGHT
 from guardian.investigate.bar import burst as _burst
 from guardian.investigate.bar import covered_ns as _covered
@@ -104,6 +105,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     cands = _hand_over(walker, cands, sig.releases)
     cands.sort(key=lambda c: -c.score)
     _bar(walker, cands)
+    _failures_first(question, cands)
     # Too weak to name, unless a test showed a candidate's own failures grew: a failure rate
     # that surely grew is no noise, however few symptoms led to it.
     if cands and cands[0].score < MIN_SCORE and not any(c.shown for c in cands):
