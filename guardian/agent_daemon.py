@@ -22,7 +22,7 @@ from capture.batchqueue import BatchQueue
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
 from capture.protocols import problems
-from capture.rows import Row, batch_bytes, span_of, to_rows
+from capture.rows import Row, batch_bytes, facts_clears, facts_held, span_of, to_rows
 from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
@@ -74,6 +74,11 @@ class _Collector:
                                            getattr(a.store, "holds", 0)),
             "guardian_agent_ingest_queue_refused_bytes": ("span batches the ingest queue refused for its bytes "
                                                           "(store.queue_mb)", a.queue.refused_bytes),
+            "guardian_agent_store_reopens": ("times the store file's database was closed and opened again to give "
+                                             "back DuckDB's heap outside its pool (DuckDBStore.reopen)",
+                                             getattr(a.store, "reopens", 0)),
+            "guardian_agent_row_facts_clears": ("times the rows' shared connection-facts table was full and "
+                                                "cleared (capture/rows.py)", facts_clears()),
         }
         if a.scope is not None:
             counters["guardian_agent_scope_dropped_spans"] = (
@@ -216,7 +221,8 @@ class Agent:
             except Exception:  # noqa: BLE001 - a store closing under a scrape
                 out["store"] = {}
         out["queue"] = {"spans": self.queue.spans, "bytes": self.queue.bytes, "batches": self.queue.qsize()}
-        out["tables"] = {"linker_pending": self.linker.pending, "store_spans": self.store.count()}
+        out["tables"] = {"linker_pending": self.linker.pending, "store_spans": self.store.count(),
+                         "row_facts": facts_held()}
         tracker = getattr(self.source, "tracker", None)
         if tracker is not None:
             out["tables"]["connections"] = tracker.tracked
