@@ -6,10 +6,12 @@ set, what grew since the last SIGUSR2 (`memory growth {...}`: guardian/memtrace.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
+import time
 
 log = logging.getLogger("guardian.agent")
 
@@ -165,9 +167,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         agent.run()
     finally:
+        t = time.monotonic()
         api.stop()
+        t = agent._phase("api", t)
         source.close()
+        t = agent._phase("capture_close", t)
         if watcher is not None:
             watcher.stop()
         store.close()
+        agent._phase("store_close", t)
+        log.info("exit phases (s) %s", json.dumps(agent.exit_phases))
     return 0
