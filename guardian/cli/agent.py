@@ -6,6 +6,7 @@ set, what grew since the last SIGUSR2 (`memory growth {...}`: guardian/memtrace.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -177,4 +178,8 @@ def run(args: argparse.Namespace) -> int:
         store.close()
         agent._phase("store_close", t)
         log.info("exit phases (s) %s", json.dumps(agent.exit_phases))
+        # the store is closed, nothing is left to write: the interpreter's last collection walks every
+        # object the agent made (3.4 s of the 4.2 s from SIGTERM to exit at load 31, replayed, debug
+        # mode off); frozen, they are freed with the process instead
+        gc.freeze()
     return 0
