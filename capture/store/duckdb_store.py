@@ -130,10 +130,11 @@ INSERT_EVERY_S = 1.0
 # DuckDB keeps ~4 kB of glibc heap per hash join outside its buffer pool (duckdb_memory() does not
 # show it) until the database is closed (upstream class: duckdb/duckdb#20569): a scheduled report
 # every 30 s (~60 kB, 20 reads) grew an agent's heap by ~7 MB an hour, up to ~40 MB. A store file
-# is closed and opened again (`reopen`) after REOPEN_AFTER_QUERIES reads, between two queries:
-# 400 reports in-process 34 -> 53 MB of glibc in use, 30.6 MB after one reopen. An in-memory
-# store's data is its database: it is never reopened.
-REOPEN_AFTER_QUERIES = 1000
+# is closed and opened again (`reopen`, ~0.1-0.3 s) after REOPEN_AFTER_QUERIES reads and at least
+# REOPEN_MIN_S since the last time, between two queries: 400 reports in-process 34 -> 53 MB of glibc
+# in use, 30.6 MB after one reopen. An in-memory store's data is its database: never reopened.
+REOPEN_AFTER_QUERIES = 200
+REOPEN_MIN_S = 60.0
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
 
@@ -257,7 +258,9 @@ class DuckDBStore(SpanStore):
         self._next_hold_check = 0.0
         self.holds = 0
         self.reopen_after_queries = reopen_after_queries if on_file else None
+        self.reopen_min_s = REOPEN_MIN_S
         self.queries = 0  # reads since the database was opened
+        self._opened = time.monotonic()
         self.reopens = 0
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -283,6 +286,7 @@ class DuckDBStore(SpanStore):
                 self._con = None
                 self._con = self._connect()
             self.queries = 0
+            self._opened = time.monotonic()
             self.reopens += 1
 
     # -- writing ---------------------------------------------------------------------------
@@ -510,7 +514,8 @@ class DuckDBStore(SpanStore):
             self._insert_held()
             rows = self._con.execute(sql, params or []).fetchall()
             self.queries += 1
-            if self.reopen_after_queries is not None and self.queries >= self.reopen_after_queries:
+            if (self.reopen_after_queries is not None and self.queries >= self.reopen_after_queries
+                    and time.monotonic() - self._opened >= self.reopen_min_s):
                 self.reopen()  # (REOPEN_AFTER_QUERIES: DuckDB's heap outside its pool)
             return rows
 

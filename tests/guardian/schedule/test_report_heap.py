@@ -30,7 +30,7 @@ def test_reports_keep_the_heap_bounded_by_reopening_the_store(tmp_path):
     store = open_store(str(tmp_path / "guardian.duckdb"))
     try:
         store.append(incident_spans(seconds=300))
-        store.reopen_after_queries = 100
+        store.reopen_after_queries, store.reopen_min_s = 100, 0.0
         sched = Scheduler(store, ScheduleSettings(interval_s=3600, window="30m",
                                                   history_path=str(tmp_path / "reports.jsonl")))
         first = [sched.run_once() for _ in range(10)][-1]  # DuckDB's caches and the tools' imports warm
