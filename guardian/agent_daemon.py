@@ -148,10 +148,14 @@ def memory_gauges(m: dict[str, Any]) -> Iterable[Any]:
 
 
 WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing
-# After SIGTERM the worker links and stores what is queued for at most this long; what is left then
-# (queued batches, spans waiting for their peers) is counted (guardian_agent_spans_unflushed) and
-# logged, not stored: `guardian agent` exits within 5 s of SIGTERM with a full backlog
+# After SIGTERM the worker links and stores what is queued for at most this long, and no later than
+# EXIT_BUDGET_S after the signal (the live capture's last drain of its rings takes up to 3 s of it)
+# but for FLUSH_AT_LEAST_S; what is left then (queued batches, spans waiting for their peers) is
+# counted (guardian_agent_spans_unflushed) and logged, not stored: `guardian agent` exits within
+# about 5 s of SIGTERM with a full backlog
 SHUTDOWN_FLUSH_S = 2.0
+EXIT_BUDGET_S = 3.5
+FLUSH_AT_LEAST_S = 0.5
 
 
 class Agent:
@@ -179,6 +183,7 @@ class Agent:
         self.unflushed = 0  # spans left unstored when the shutdown's flush ran out of time
         self.flush_s = SHUTDOWN_FLUSH_S
         self._flush_by: float | None = None  # set at shutdown: the worker's deadline
+        self.stop_asked: float | None = None  # when SIGTERM came (request_stop), monotonic
         self.exit_phases: dict[str, float] = {}  # seconds each step of the shutdown took (logged)
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
@@ -193,6 +198,12 @@ class Agent:
         frames = config.log.memory_trace_frames
         self.memtrace = MemTrace(frames) if frames else None
         self.log_growth = threading.Event()
+
+    def request_stop(self) -> None:
+        """The signal handler's: stop, and remember when (the shutdown's flush ends EXIT_BUDGET_S after)."""
+        if self.stop_asked is None:
+            self.stop_asked = time.monotonic()
+        self.stop.set()
 
     def capture_stats(self) -> dict[str, int]:
         try:
@@ -352,6 +363,8 @@ class Agent:
         finally:
             t = time.monotonic()
             self._flush_by = t + self.flush_s
+            if self.stop_asked is not None:
+                self._flush_by = min(self._flush_by, max(self.stop_asked + EXIT_BUDGET_S, t + FLUSH_AT_LEAST_S))
             if self.memtrace is not None:
                 # tracing off first: with it on, the draining, the store's flush and above all the
                 # interpreter's last collection took close to a minute under load (SIGTERM seemed

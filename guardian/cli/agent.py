@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         store.close()
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: agent.stop.set())
+        signal.signal(sig, lambda *_: agent.request_stop())
     # the resident set by source as one log line (Agent.memory), written by the worker, not here
     signal.signal(signal.SIGUSR1, lambda *_: agent.log_memory.set())
     # with log.memory_trace_frames: what Python's allocations and objects grew by since the last one

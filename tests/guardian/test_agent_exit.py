@@ -11,7 +11,7 @@ import time
 
 from capture.config import AgentConfig
 from capture.store.factory import open_store
-from guardian.agent_daemon import SHUTDOWN_FLUSH_S, Agent
+from guardian.agent_daemon import FLUSH_AT_LEAST_S, SHUTDOWN_FLUSH_S, Agent
 from guardian.shed import Shedder
 from support.agent_proc import AgentProcess
 from tests.guardian.test_agent import request, write_replay
@@ -60,13 +60,18 @@ def test_a_flush_in_time_stores_everything():
 class _Backlog:
     """A capture that fills the queue and stops (SIGTERM) at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, agent_of=None) -> None:
         self.batch = [s for i in range(100) for s in request(i)]
+        self.agent_of, self.returned = agent_of, None
 
     def run(self, on_spans, stop) -> None:
         for _ in range(60):
             on_spans(list(self.batch))
+        if self.agent_of is not None:  # SIGTERM came long ago (the capture's last drain took it all)
+            self.agent_of().request_stop()
+            self.agent_of().stop_asked -= 100
         stop.set()
+        self.returned = time.monotonic()
 
     def stats(self) -> dict[str, int]:
         return {}
@@ -82,6 +87,21 @@ def test_every_span_received_is_stored_dropped_or_counted_unflushed():
         assert agent.stored + agent.dropped + agent.unflushed == agent.received
         assert agent.stored == store.count()
         assert set(agent.exit_phases) >= {"worker", "store_flush"}
+    finally:
+        store.close()
+
+
+def test_the_flush_ends_within_the_exit_budget_counted_from_the_signal():
+    store = open_store(None)
+    try:
+        holder: list[Agent] = []
+        source = _Backlog(lambda: holder[0])
+        agent = Agent(AgentConfig(), store, source, max_queued_spans=6000, shed=PLAIN)
+        holder.append(agent)
+        agent.flush_s = 3600.0  # the budget from the signal bounds it, not this
+        agent.run()
+        assert agent._flush_by <= source.returned + FLUSH_AT_LEAST_S + 1.0
+        assert agent.stored + agent.dropped + agent.unflushed == agent.received == 18_000
     finally:
         store.close()
 
