@@ -125,9 +125,10 @@ def test_the_agent_exits_promptly_on_sigterm_while_spans_pour_in(tmp_path):
 
     scrapers = [threading.Thread(target=scrape, daemon=True) for _ in range(3)]
     try:
-        for t in scrapers:
-            t.start()
         agent.wait_metric("guardian_agent_spans_received_total", 3000, timeout=120)
+        for t in scrapers:  # (started after: a scrape of the debug mode's agent under load takes seconds)
+            t.start()
+        time.sleep(1.0)
         t0 = time.monotonic()
         rc = agent.stop(signal.SIGTERM, timeout=60)
         took = time.monotonic() - t0
