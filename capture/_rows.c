@@ -32,6 +32,7 @@ static Py_ssize_t span_off[SPAN_FIELDS], row_off[ROW_FIELDS];
 static PyObject *one_row;  /* rows.py's one-span Row maker */
 static PyObject *facts;    /* rows.py's shared facts table (borrowed during a rows() call) */
 static Py_ssize_t facts_max;
+static unsigned long long facts_clears; /* times the table was full and cleared (rows.py facts_clears) */
 static PyObject *K_caddr, *K_cport, *K_saddr, *K_sport, *K_transport, *K_goroutine, *K_thread, *K_traceparent,
     *S_tcp, *S_g, *S_t, *S_empty, *S_CLIENT, *S_PRODUCER, *K_server_address, *K_server_port;
 static PyObject *PEER_KEYS[4];
@@ -137,8 +138,10 @@ static PyObject *facts_of(PyObject *a)
         Py_DECREF(f);
         return NULL;
     }
-    if (PyDict_GET_SIZE(facts) >= facts_max)
+    if (PyDict_GET_SIZE(facts) >= facts_max) {
         PyDict_Clear(facts);
+        facts_clears++;
+    }
     if (PyDict_SetItem(facts, f, f) < 0)
         Py_CLEAR(f);
     return f;
@@ -258,7 +261,13 @@ static PyObject *rows(PyObject *self, PyObject *args)
     return out;
 }
 
+static PyObject *clears(PyObject *self, PyObject *unused)
+{
+    return PyLong_FromUnsignedLongLong(facts_clears);
+}
+
 static PyMethodDef methods[] = {
+    {"clears", clears, METH_NOARGS, "clears() -> int: times rows() found the facts table full and cleared it."},
     {"bind", bind, METH_VARARGS, "bind(Span, Row, one_row) -> bool: see capture.rows."},
     {"rows", rows, METH_VARARGS, "rows(spans, facts, facts_max) -> list of Rows: capture.rows.to_rows in C."},
     {NULL, NULL, 0, NULL},

@@ -27,12 +27,25 @@ except ImportError:  # not built: row_of for each span
 # it is memory the agent holds for nothing until the clear: sized for the connections alive at once
 _FACTS_MAX = 8_192
 _facts: dict[tuple, tuple] = {}
+_clears = 0  # the Python path's (the compiled one counts its own: facts_clears)
+
+
+def facts_clears() -> int:
+    """Times the facts table was full and cleared (guardian_agent_row_facts_clears): a clear a
+    minute or more means more connections alive at once than _FACTS_MAX, or a flood of short ones."""
+    return _clears + (_rows.clears() if _rows is not None else 0)
+
+
+def facts_held() -> int:
+    """Entries in the facts table now (at most _FACTS_MAX)."""
+    return len(_facts)
 
 
 def _facts_of(s: Span) -> tuple:
     """(connection key, thread, traceparent): one shared tuple per distinct value, since a
     keep-alive connection's spans all carry the same (a tuple per span would cost more than its
     attributes' JSON). A traceparent is new with each request: nothing to share."""
+    global _clears
     tp = s.attributes.get(TRACEPARENT)
     f = (conn_key(s), _thread(s), tp)
     if tp is not None:
@@ -41,6 +54,7 @@ def _facts_of(s: Span) -> tuple:
     if shared is None:
         if len(_facts) >= _FACTS_MAX:
             _facts.clear()
+            _clears += 1
         shared = _facts[f] = f
     return shared
 

@@ -22,7 +22,7 @@ from capture.batchqueue import BatchQueue
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
 from capture.protocols import problems
-from capture.rows import Row, batch_bytes, span_of, to_rows
+from capture.rows import Row, batch_bytes, facts_clears, facts_held, span_of, to_rows
 from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
@@ -78,6 +78,13 @@ class _Collector:
                                            getattr(a.store, "holds", 0)),
             "guardian_agent_ingest_queue_refused_bytes": ("span batches the ingest queue refused for its bytes "
                                                           "(store.queue_mb)", a.queue.refused_bytes),
+            "guardian_agent_store_reopens": ("times the store file's database was closed and opened again to give "
+                                             "back DuckDB's heap outside its pool (DuckDBStore.reopen)",
+                                             getattr(a.store, "reopens", 0)),
+            "guardian_agent_spans_unflushed": ("spans left unstored at shutdown: its flush ran out of time "
+                                               "(SHUTDOWN_FLUSH_S)", a.unflushed),
+            "guardian_agent_row_facts_clears": ("times the rows' shared connection-facts table was full and "
+                                                "cleared (capture/rows.py)", facts_clears()),
         }
         if a.scope is not None:
             counters["guardian_agent_scope_dropped_spans"] = (
@@ -145,6 +152,14 @@ def memory_gauges(m: dict[str, Any]) -> Iterable[Any]:
 
 
 WORKER_BATCH = 4096  # spans the worker gathers from the queue before linking and storing
+# After SIGTERM the worker links and stores what is queued for at most this long, and no later than
+# EXIT_BUDGET_S after the signal (the live capture's last drain of its rings takes up to 3 s of it)
+# but for FLUSH_AT_LEAST_S; what is left then (queued batches, spans waiting for their peers) is
+# counted (guardian_agent_spans_unflushed) and logged, not stored: `guardian agent` exits within
+# about 5 s of SIGTERM with a full backlog
+SHUTDOWN_FLUSH_S = 2.0
+EXIT_BUDGET_S = 3.5
+FLUSH_AT_LEAST_S = 0.5
 
 
 class Agent:
@@ -169,6 +184,11 @@ class Agent:
         self.shed = shed if shed is not None else Shedder()
         self.stop = threading.Event()
         self.received = self.stored = self.dropped = self.store_errors = 0
+        self.unflushed = 0  # spans left unstored when the shutdown's flush ran out of time
+        self.flush_s = SHUTDOWN_FLUSH_S
+        self._flush_by: float | None = None  # set at shutdown: the worker's deadline
+        self.stop_asked: float | None = None  # when SIGTERM came (request_stop), monotonic
+        self.exit_phases: dict[str, float] = {}  # seconds each step of the shutdown took (logged)
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
         self._worker = threading.Thread(target=self._work, name="agent-worker", daemon=True)
@@ -182,6 +202,12 @@ class Agent:
         frames = config.log.memory_trace_frames
         self.memtrace = MemTrace(frames) if frames else None
         self.log_growth = threading.Event()
+
+    def request_stop(self) -> None:
+        """The signal handler's: stop, and remember when (the shutdown's flush ends EXIT_BUDGET_S after)."""
+        if self.stop_asked is None:
+            self.stop_asked = time.monotonic()
+        self.stop.set()
 
     def capture_stats(self) -> dict[str, int]:
         try:
@@ -220,7 +246,8 @@ class Agent:
             except Exception:  # noqa: BLE001 - a store closing under a scrape
                 out["store"] = {}
         out["queue"] = {"spans": self.queue.spans, "bytes": self.queue.bytes, "batches": self.queue.qsize()}
-        out["tables"] = {"linker_pending": self.linker.pending, "store_spans": self.store.count()}
+        out["tables"] = {"linker_pending": self.linker.pending, "store_spans": self.store.count(),
+                         "row_facts": facts_held()}
         tracker = getattr(self.source, "tracker", None)
         if tracker is not None:
             out["tables"]["connections"] = tracker.tracked
@@ -268,6 +295,9 @@ class Agent:
                 batch = []  # idle: still release spans whose window has passed
             if batch is None:
                 break
+            if self._flush_by is not None and time.monotonic() >= self._flush_by:
+                self._give_up(batch)
+                return
             stopping = False
             while len(batch) < WORKER_BATCH:  # the capture hands over small batches: gather
                 try:
@@ -305,7 +335,24 @@ class Agent:
                             json.dumps({**self.memtrace.report(), "malloc": rss.malloc()}, separators=(",", ":")))
             if stopping:
                 break
+        if self._flush_by is not None and time.monotonic() >= self._flush_by:
+            self._give_up([])
+            return
         self._emit(self.linker.flush())
+
+    def _give_up(self, batch: list) -> None:
+        """The shutdown's flush out of time: what is queued and what waits in the linker counted and
+        logged, not stored."""
+        n = len(batch) + self.linker.pending
+        while True:
+            try:
+                more = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is not None:
+                n += len(more)
+        self.unflushed += n
+        log.warning("shutdown: %d spans not stored (the flush's %.1f s ran out)", n, self.flush_s)
 
     def run(self) -> None:
         """Block until stop is set (signal), then drain, link, flush."""
@@ -318,19 +365,32 @@ class Agent:
         try:
             self.source.run(self.on_spans, self.stop)
         finally:
+            t = time.monotonic()
+            self._flush_by = t + self.flush_s
+            if self.stop_asked is not None:
+                self._flush_by = min(self._flush_by, max(self.stop_asked + EXIT_BUDGET_S, t + FLUSH_AT_LEAST_S))
             if self.memtrace is not None:
                 # tracing off first: with it on, the draining, the store's flush and above all the
                 # interpreter's last collection took close to a minute under load (SIGTERM seemed
                 # ignored); a report the worker is writing now comes out empty
                 self.memtrace.stop()
                 log.info("memory trace off")
+            t = self._phase("memtrace", t)
             self.queue.put(None)
             self._worker.join()
+            t = self._phase("worker", t)
             if self.sink is not None:
                 self.sink.close()
+                t = self._phase("export", t)
             self.store.flush()
-            log.info("stopped: %d spans received, %d stored, %d dropped", self.received, self.stored,
-                     self.dropped)
+            self._phase("store_flush", t)
+            log.info("stopped: %d spans received, %d stored, %d dropped, %d unflushed", self.received,
+                     self.stored, self.dropped, self.unflushed)
+
+    def _phase(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.exit_phases[name] = round(now - since, 3)
+        return now
 
 
 def minimal_app(agent: Agent) -> Any:

@@ -22,6 +22,8 @@ class ReplaySource:
 
     def run(self, on_spans: Callable[[list[Span]], None], stop: threading.Event) -> None:
         for batch in read_spans(self.path, self.batch):
+            if stop.is_set():  # SIGTERM in the middle of a long recording
+                return
             on_spans(batch)
             self.sent += len(batch)
         stop.wait()

@@ -6,10 +6,13 @@ set, what grew since the last SIGUSR2 (`memory growth {...}`: guardian/memtrace.
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import logging
 import os
 import signal
 import sys
+import time
 
 log = logging.getLogger("guardian.agent")
 
@@ -150,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         store.close()
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: agent.stop.set())
+        signal.signal(sig, lambda *_: agent.request_stop())
     # the resident set by source as one log line (Agent.memory), written by the worker, not here
     signal.signal(signal.SIGUSR1, lambda *_: agent.log_memory.set())
     # with log.memory_trace_frames: what Python's allocations and objects grew by since the last one
@@ -165,9 +168,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         agent.run()
     finally:
+        t = time.monotonic()
         api.stop()
+        t = agent._phase("api", t)
         source.close()
+        t = agent._phase("capture_close", t)
         if watcher is not None:
             watcher.stop()
         store.close()
+        agent._phase("store_close", t)
+        log.info("exit phases (s) %s", json.dumps(agent.exit_phases))
+        # the store is closed, nothing is left to write: the interpreter's last collection walks every
+        # object the agent made (3.4 s of the 4.2 s from SIGTERM to exit at load 31, replayed, debug
+        # mode off); frozen, they are freed with the process instead
+        gc.freeze()
     return 0

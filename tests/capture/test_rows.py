@@ -140,3 +140,24 @@ def test_shared_link_facts_stay_bounded_and_skip_per_request_traceparents(monkey
     assert 0 < len(rows_mod._facts) <= 50
     assert all(f[2] is None for f in rows_mod._facts)  # a request's traceparent is never kept shared
     assert rows[0].key[2] == TP and rows[0].key[0] == conn_key(carried)  # still carried by its row
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_facts_table_stays_at_its_bound_and_its_clears_are_counted(compiled, monkeypatch):
+    if compiled and rows_mod._rows is None:
+        pytest.skip("capture/_rows.c not built")
+    if not compiled:
+        monkeypatch.setattr(rows_mod, "_rows", None)
+    monkeypatch.setattr(rows_mod, "_FACTS_MAX", 16)
+    monkeypatch.setattr(rows_mod, "_facts", {})
+    before = rows_mod.facts_clears()
+    sizes = []
+    for i in range(20):  # 3 distinct facts a request, 60 in all: the table fills 3 times
+        to_rows(request(i))
+        sizes.append(rows_mod.facts_held())
+    assert max(sizes) <= 16
+    assert rows_mod.facts_clears() - before == 3
+    # a keep-alive connection's spans share their facts: nothing new, no clear
+    for _ in range(5):
+        to_rows(request(19))
+    assert rows_mod.facts_clears() - before == 3
