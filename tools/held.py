@@ -35,7 +35,7 @@ MAX_RELEASES = 60  # releases read, at most (spread over the window): bounded wo
 TIMER_SHARE = 0.5  # held requests sent on the lattice too, at most this share (else a timer's beat)
 MORE_HELD = 2.0  # a service's held requests, at least this many times the baseline's (per second)
 ONCE_HELD = 3  # one release letting this many requests go at once, after a long hold
-ONCE_NS = 500_000_000  # held this long: stopped, not slow
+ONCE_NS = 500_000_000  # the service seen doing nothing this long before it: stopped, not slow
 QUEUE_ORDER = 0.8  # requests held together ending one at a time, this share in arrival order
 
 
@@ -84,6 +84,22 @@ def _idle(tree: Tree, s) -> tuple[int, int]:
     if hi - cur > best:
         best, at = hi - cur, hi
     return best, at
+
+
+def events(sample: Sample) -> dict[str, list[int]]:
+    """Per service, the instants it began or ended a span, sorted: when it was seen running."""
+    out: dict[str, list[int]] = {}
+    for s in sample.spans:
+        out.setdefault(s.service, []).extend((s.start_time_unix_nano, s.end_time_unix_nano))
+    for v in out.values():
+        v.sort()
+    return out
+
+
+def _quiet(seen: list[int], lo: int, hi: int) -> bool:
+    """Nothing begun or ended in (lo, hi)."""
+    i = bisect_right(seen, lo)
+    return i >= len(seen) or seen[i] >= hi
 
 
 def held_requests(sample: Sample) -> dict[str, list[tuple[int, int, int]]]:
@@ -203,8 +219,22 @@ def _in_order(held: list[tuple[int, int, int]]) -> tuple[float, int]:
     return good / pairs if pairs else 0.0, pairs
 
 
-def hold(service: str, held: list[tuple[int, int, int]]) -> Hold:
-    """How service held these requests."""
+def _stopped(groups: list[list[int]], held: list[tuple[int, int, int]], seen: list[int]) -> bool:
+    """A release that let ONCE_HELD requests or more go after ONCE_NS, with the service seen
+    doing nothing (no span of it begun or ended) from the middle of their arrivals until it:
+    stopped. Requests waiting for a pool or a lock wait while it serves others."""
+    for g in groups:
+        if len(g) < ONCE_HELD:
+            continue
+        sent = sorted(b for b, r, _ in held if g[0] <= r <= g[-1])
+        lo, hi = sent[len(sent) // 2], g[0] - TOGETHER_NS
+        if hi - lo >= ONCE_NS and _quiet(seen, lo, hi):
+            return True
+    return False
+
+
+def hold(service: str, held: list[tuple[int, int, int]], seen: list[int] | None = None) -> Hold:
+    """How service held these requests; seen: when it began or ended spans (events())."""
     groups = _releases([r for _, r, _ in held])
     starts = [g[0] for g in groups]
     longest = max((h for _, _, h in held), default=0)
@@ -216,7 +246,7 @@ def hold(service: str, held: list[tuple[int, int, int]]) -> Hold:
         # blocking read's timeout, a poller's sleep): a timer's beat, not a quota's
         out.kind, out.period_ms, out.on_lattice, out.p = "period", lat.period_ns / 1e6, lat.on, lat.p
         return out
-    if any(len(g) >= ONCE_HELD for g in groups) and longest >= ONCE_NS:
+    if seen is not None and _stopped(groups, held, seen):
         out.kind = "once"
         return out
     out.in_order, pairs = _in_order(held)
@@ -230,14 +260,15 @@ def holds(cur: Sample, base: Sample) -> list[Hold]:
     their own (a period, one stop) or in a queue, where the baseline showed no such pattern;
     surest first."""
     now, before = held_requests(cur), held_requests(base)
+    seen, seen_before = events(cur), events(base)
     rate = max(cur.window.end_ns - cur.window.start_ns, 1) / max(base.window.end_ns - base.window.start_ns, 1)
     out = []
     for svc, hs in now.items():
         was = before.get(svc, [])
         if len(hs) < MIN_ON or len(hs) < MORE_HELD * len(was) * rate:
             continue  # held as often before: its way, not a change (and no work spent on it)
-        h = hold(svc, hs)
-        if not h.kind or hold(svc, was).kind == h.kind:
+        h = hold(svc, hs, seen.get(svc, []))
+        if not h.kind or hold(svc, was, seen_before.get(svc, [])).kind == h.kind:
             continue  # its way already: a poller on a timer, a queue it always has
         out.append(h)
     out.sort(key=lambda h: (h.p, -h.held))

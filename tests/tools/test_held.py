@@ -23,7 +23,8 @@ def throttled(t: int, period_ms: int, run_ms: int) -> int:
 def build(t0: int, mode: str | None, seed: int = 1, n: int = 300) -> list[Span]:
     """Calls from web to svc `GET /x`, sent at random, each 2 ms of svc's own work. Modes:
     "quota" svc runs 20 ms of every 100 ms, every other second (its quota spent);
-    "stop" svc stopped from 10 s to 13 s; "slow" 80-400 ms of work at random; "lock" svc's
+    "stop" svc stopped from 10 s to 13 s; "pool" its requests of that time
+    wait for a pooled connection freed at 13 s, while svc goes on with others; "slow" 80-400 ms of work at random; "lock" svc's
     requests wait for one lock, let go one at a time in arrival order; "timer" a poller's
     blocking read that times out every 300 ms, sent again at once."""
     rng = random.Random(seed)
@@ -37,8 +38,10 @@ def build(t0: int, mode: str | None, seed: int = 1, n: int = 300) -> list[Span]:
         start, end = t + MS // 5, t + 2 * MS
         if mode == "quota" and ((t - t0) // 10**9) % 2:
             end = throttled(end, 100, 20) + rng.randrange(0, 2 * MS)
-        elif mode == "stop" and t0 + 10 * 10**9 <= t < t0 + 13 * 10**9:
+        elif mode in ("stop", "pool") and t0 + 10 * 10**9 <= t < t0 + 13 * 10**9:
             end = t0 + 13 * 10**9 + rng.randrange(0, 3 * MS)
+            if mode == "stop":  # it reads nothing while stopped: it begins them as it runs again
+                start = end - MS
         elif mode == "slow" and rng.random() < 0.5:
             end = t + rng.randrange(80, 400) * MS
         elif mode == "lock" and rng.random() < 0.5:
@@ -71,6 +74,12 @@ def test_a_service_out_of_cpu_quota_lets_its_requests_go_on_the_period():
 
 def test_a_stopped_service_lets_everything_go_at_once():
     assert found("stop") == [("svc", "once")]
+
+
+def test_requests_let_go_at_once_by_a_service_that_went_on_working_are_no_stop():
+    """Waiters on a pool that frees its connections at once (a lock given up): let go
+    together after seconds, but svc began and ended other work meanwhile."""
+    assert found("pool") == []
 
 
 def test_a_queue_lets_its_waiters_go_one_at_a_time_in_order():
