@@ -59,7 +59,7 @@ class Hold:
 
     def describe(self) -> str:
         if self.kind == "period":
-            return (f"{self.on_lattice} of {self.releases} releases of {self.service}'s held requests"
+            return (f"{self.on_lattice} of {min(self.releases, MAX_RELEASES)} releases of {self.service}'s held requests"
                     f" fell on a {self.period_ms:.0f} ms period (chance {self.p:.1e}): it ran in"
                     " bursts of a period, its CPU quota spent")
         if self.kind == "once":
