@@ -59,8 +59,9 @@ class Hold:
 
     def describe(self) -> str:
         if self.kind == "period":
-            return (f"{self.on_lattice} of {min(self.releases, MAX_RELEASES)} releases of {self.service}'s held requests"
-                    f" fell on a {self.period_ms:.0f} ms period (chance {self.p:.1e}): it ran in"
+            read = min(self.releases, MAX_RELEASES)
+            return (f"{self.on_lattice} of {read} releases of {self.service}'s held requests fell on a"
+                    f" {self.period_ms:.0f} ms period (chance {self.p:.1e}): it ran in"
                     " bursts of a period, its CPU quota spent")
         if self.kind == "once":
             return (f"{self.service} held {self.held} requests for up to {self.longest_ms:.0f} ms and"
@@ -118,7 +119,8 @@ def held_requests(sample: Sample) -> dict[str, list[tuple[int, int, int]]]:
             if p is not None and p.kind == "CLIENT" and p.service != s.service:
                 wait = s.start_time_unix_nano - p.start_time_unix_nano
                 if wait >= HELD_NS:  # the call waited before the service read it
-                    out.setdefault(s.service, []).append((p.start_time_unix_nano, s.start_time_unix_nano, wait))
+                    out.setdefault(s.service, []).append(
+                        (p.start_time_unix_nano, s.start_time_unix_nano, wait))
     return out
 
 

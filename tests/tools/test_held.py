@@ -23,10 +23,10 @@ def throttled(t: int, period_ms: int, run_ms: int) -> int:
 def build(t0: int, mode: str | None, seed: int = 1, n: int = 300) -> list[Span]:
     """Calls from web to svc `GET /x`, sent at random, each 2 ms of svc's own work. Modes:
     "quota" svc runs 20 ms of every 100 ms, every other second (its quota spent);
-    "stop" svc stopped from 10 s to 13 s; "pool" its requests of that time
-    wait for a pooled connection freed at 13 s, while svc goes on with others; "slow" 80-400 ms of work at random; "lock" svc's
-    requests wait for one lock, let go one at a time in arrival order; "timer" a poller's
-    blocking read that times out every 300 ms, sent again at once."""
+    "stop" svc stopped from 10 s to 13 s; "pool" its requests of that time wait for a pooled
+    connection freed at 13 s, while svc goes on with others; "slow" 80-400 ms of work at
+    random; "lock" svc's requests wait for one lock, let go one at a time in arrival order;
+    "timer" a poller's blocking read that times out every 300 ms, sent again at once."""
     rng = random.Random(seed)
     out = []
     sends = sorted(t0 + int(rng.uniform(0, WINDOW_NS)) for _ in range(n))

@@ -18,7 +18,8 @@ def call(t: int, ms: float, op: str, i: int, caller: str = "web") -> list[Span]:
     cl = Span(name=op, kind="CLIENT", start_time_unix_nano=t, end_time_unix_nano=t + int(ms * MS) + MS // 5,
               resource={"service.name": caller}, trace_id=trace, span_id=f"{i:012x}0001")
     sv = Span(name=op, kind="SERVER", start_time_unix_nano=t + MS // 10, end_time_unix_nano=t + int(ms * MS),
-              resource={"service.name": "db"}, trace_id=trace, span_id=f"{i:012x}0002", parent_span_id=cl.span_id)
+              resource={"service.name": "db"}, trace_id=trace, span_id=f"{i:012x}0002",
+              parent_span_id=cl.span_id)
     return [cl, sv]
 
 
