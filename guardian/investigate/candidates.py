@@ -121,6 +121,10 @@ def _signal_candidates(walker: Walker, sig: Signals, cands: dict) -> None:
         c.change = c.change or _gap_text(g)
     held_ms = SUSTAINED * covered_s(walker, walker.window) * 1e3  # a share of the covered time
     for st in sig.stuck:
+        if st.few:
+            # on fewer than MIN_SAMPLE baseline calls (tools.stuck raises the bar): said, not
+            # ranked; one such 19 s query of a jitter case ranks as a lock does (evals/lab)
+            continue
         # One call stuck for seconds where the operation never took more than a few ms is its
         # size's evidence, not a test's: it counts less than several. A lock held through the
         # fault holds its waiter for much of the window; one call stuck for a moment of it is

@@ -31,6 +31,7 @@ from guardian.investigate.rank import downstream_bonus as _downstream_bonus
 from guardian.investigate.rank import impact as _impact
 from guardian.investigate.rank import propagate as _propagate
 from guardian.investigate.release import hand_over as _hand_over
+from guardian.investigate.release import held_on_itself as _held_on_itself
 from guardian.investigate.samples import Memo, Walker
 from guardian.investigate.signals import Signals, read_signals
 from guardian.investigate.sparse import confidence as _confidence
@@ -103,6 +104,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands = _hand_over(walker, cands, sig.releases)
+    _held_on_itself(walker, cands, sig.holds)
     cands.sort(key=lambda c: -c.score)
     _bar(walker, cands)
     _failures_first(question, cands)

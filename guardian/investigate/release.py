@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from guardian.investigate.rank import FAMILY, Candidate
 from guardian.investigate.samples import Walker
+from tools.held import Hold
 from tools.release import Release
 
 RELEASE_VOTES = 1.0  # per release seen, up to RELEASE_CAP: a pattern across requests, not a test
@@ -47,3 +48,15 @@ def hand_over(walker: Walker, cands: list[Candidate], found: list[Release]) -> l
             into.score += (1 - KEEP) * x.score
             x.score *= KEEP
     return cands
+
+
+def held_on_itself(walker: Walker, cands: list[Candidate], found: list[Hold]) -> None:
+    """Say how a service held its own requests (tools.held), on its latency candidate: on its
+    CPU quota's period or stopped (signals.py counts it stalled: propagation gives it its
+    callers' and its callees' slowdown, which it caused), or in a queue (a lock, a pool: the
+    service's own slowdown names it, or what its calls wait on, as the walks read it)."""
+    for h in found:
+        svc = walker.canon(h.service)
+        c = next((c for c in cands if c.key[0] == svc and FAMILY[c.kind] == 1 and c.kind != "network"), None)
+        if c is not None and h.describe() not in c.change:
+            c.change = f"{c.change}; {h.describe()}" if c.change else h.describe()

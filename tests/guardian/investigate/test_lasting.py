@@ -137,3 +137,34 @@ def test_two_calls_far_beyond_the_baseline_last_in_one_stretch_too():
     found = gap_shifts(now, base)
     assert [(g.client, g.server) for g in found] == [("app", "db")]
     assert len(lasting_gaps(found, now, base)) == 1
+
+
+def _throttled(starts: list[int], tag: str, period_ms: int = 500) -> list[Span]:
+    """app's calls to db, which runs only at the start of each period (its CPU quota spent):
+    each call waits unread until the next period begins."""
+    out = []
+    for i, t in enumerate(starts):
+        into = (t - T0) % (period_ms * MS)
+        start = t - into + period_ms * MS + (i % 3) * MS // 2
+        tid, c, s = f"{tag}{i:030x}", f"{tag}c{i:014x}", f"{tag}s{i:014x}"
+        out.append(_span("app", "GET /x", "CLIENT", t, start - t + 3 * MS, tid, c))
+        out.append(_span("db", "GET /x", "SERVER", start, 2 * MS, tid, s, parent=c))
+    return out
+
+
+def test_calls_let_go_on_the_callees_cpu_period_last_however_few_stretches_hold_them():
+    """A dozen calls in the window's first seconds, each held until db's next 500 ms period
+    began: one busy stretch by the clock, but their releases on one period's lattice say db
+    ran out of CPU quota (tools.held), not that the host was busy for a moment."""
+    from guardian.investigate.signals import signals
+
+    base = Sample(BASE, _calls(_spread(BASE, 12), 1.0, "b") + _other(BASE, "c"))
+    now = Sample(NOW, _throttled([NOW.start_ns + i * 430 * MS for i in range(12)], "n") + _other(NOW, "o"))
+    found = gap_shifts(now, base)
+    assert [(g.client, g.server) for g in found] == [("app", "db")]
+    assert lasting_gaps(found, now, base) == []  # by stretches of time alone: one burst
+    assert len(lasting_gaps(found, now, base, {"db"})) == 1
+    sig = signals(now, base)
+    assert [(h.service, h.kind) for h in sig.holds] == [("db", "period")]
+    assert [(g.client, g.server) for g in sig.gaps] == [("app", "db")]
+    assert "db" in sig.stalled  # held on its own CPU: it is slow to read its calls
