@@ -79,15 +79,12 @@ def _covered(s: Sample) -> TimeWindow:
     return TimeWindow(lo, hi) if hi > lo else s.window
 
 
-def lasting_gaps(shifts: list[GapShift], cur: Sample, base: Sample,
-                 on_period: set[str] | frozenset[str] = frozenset()) -> list[GapShift]:
+def lasting_gaps(shifts: list[GapShift], cur: Sample, base: Sample) -> list[GapShift]:
     """The gap shifts resting on few calls (under LASTING_CALLS a side) that hold across the
     window's time: the typical call's shift when a test on every call found it, else (a shift
     of the tail: lost packets, a stall now and then) the calls beyond the edge's baseline p90,
     in more stretches than chance gives, unless two or more are far beyond its longest.
-    A quiet edge, judged against every edge's baseline, is left as it was found. A callee in
-    on_period let its held calls go on its CPU quota's period (tools.held): releases on one
-    lattice across the window say the shift lasted, however its few calls fall in stretches."""
+    A quiet edge, judged against every edge's baseline, is left as it was found."""
     def by_edge(s: Sample) -> dict[tuple[str, str], list[tuple[int, float]]]:
         out: dict[tuple[str, str], list[tuple[int, float]]] = {}
         for c in calls(s):
@@ -101,8 +98,7 @@ def lasting_gaps(shifts: list[GapShift], cur: Sample, base: Sample,
     kept = []
     for g in shifts:
         n, b = now.get((g.client, g.server), []), before.get((g.client, g.server), [])
-        if len(b) < MIN_SAMPLE or len(n) < MIN_SAMPLE or min(len(b), len(n)) >= LASTING_CALLS \
-                or g.server in on_period:
+        if len(b) < MIN_SAMPLE or len(n) < MIN_SAMPLE or min(len(b), len(n)) >= LASTING_CALLS:
             kept.append(g)
             continue
         if confidence(mann_whitney_p([v for _, v in n], [v for _, v in b])) < SURE:

@@ -84,9 +84,7 @@ def signals(cur: Sample, base: Sample) -> Signals:
         if n >= MIN_SAMPLE:  # a callee too rarely called to test cannot be said to have grown
             callees.setdefault(client, set()).add(server)
     held = holds(cur, base)
-    # not one busy stretch of the window; a callee letting calls go on its CPU quota's period
-    # held them as long as the quota did
-    gaps = lasting_gaps(gap_shifts(cur, base), cur, base, {h.service for h in held if h.kind == "period"})
+    gaps = lasting_gaps(gap_shifts(cur, base), cur, base)  # not one busy stretch of the window
     slow_callers = callers_all_grew(gaps, callees)
     lone = lone_edges(gaps, cur, base)
     # calls no SERVER span answered, grown alone among their caller's calls (tools.unlinked)
@@ -106,6 +104,4 @@ def signals(cur: Sample, base: Sample) -> Signals:
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
                             or g.server in slow_callers) and g.client not in slow_callers
-                            and (g.client, g.server) not in lone and g.shift_ms >= MIN_SHIFT_MS}
-                   # held on its own CPU or stopped: it is slow to read its calls and answers
-                   | {h.service for h in held if h.own()})
+                            and (g.client, g.server) not in lone and g.shift_ms >= MIN_SHIFT_MS})
