@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 
 from support.ports import free_port
 
@@ -110,6 +111,28 @@ class AgentProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+@contextmanager
+def scraping(agent: AgentProcess, threads: int = 3):
+    """/metrics scraped without pause by `threads` threads while the block runs (an agent under
+    its API's load)."""
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                agent.get("/metrics")
+            except OSError:
+                pass
+
+    scrapers = [threading.Thread(target=scrape, daemon=True) for _ in range(threads)]
+    for t in scrapers:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

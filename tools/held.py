@@ -18,9 +18,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from tools.release import longest_idle
 from tools.sampling import Sample
 from tools.stats import binom_sf
-from tools.trace import Tree
 
 HELD_NS = 50_000_000  # a wait this long at least holds a request
 HELD_SHARE = 0.5  # and, inside a request, at least this share of it
@@ -72,21 +72,6 @@ class Hold:
         return f"{self.service}: no hold pattern"
 
 
-def _idle(tree: Tree, s) -> tuple[int, int]:
-    """s's longest stretch calling nothing: (length, where it ended)."""
-    lo, hi = s.start_time_unix_nano, s.end_time_unix_nano
-    best, at, cur = 0, hi, lo
-    for k in sorted((k for k in tree.children[s.span_id] if k.end_time_unix_nano > lo),
-                    key=lambda k: k.start_time_unix_nano):
-        a = max(k.start_time_unix_nano, lo)
-        if a - cur > best:
-            best, at = a - cur, a
-        cur = max(cur, min(k.end_time_unix_nano, hi))
-    if hi - cur > best:
-        best, at = hi - cur, hi
-    return best, at
-
-
 def events(sample: Sample) -> dict[str, list[int]]:
     """Per service, the instants it began or ended a span, sorted: when it was seen running."""
     out: dict[str, list[int]] = {}
@@ -111,7 +96,7 @@ def held_requests(sample: Sample) -> dict[str, list[tuple[int, int, int]]]:
         for s in tree.spans:
             if s.kind != "SERVER":
                 continue
-            idle, at = _idle(tree, s)
+            idle, at = longest_idle(tree, s)
             p = tree.by_id.get(s.parent_span_id or "")
             sent = p.start_time_unix_nano if p is not None and p.kind == "CLIENT" else s.start_time_unix_nano
             if idle >= HELD_NS and idle >= HELD_SHARE * s.duration_ns:

@@ -57,8 +57,8 @@ class Release:
                 " ran again (paused, or its CPU quota spent), not a fixed delay")
 
 
-def _held(tree: Tree, s: Span) -> Held | None:
-    """s's longest idle stretch, when it holds s, and where it ended."""
+def longest_idle(tree: Tree, s: Span) -> tuple[int, int]:
+    """s's longest stretch calling nothing: (its length, where it ended)."""
     lo, hi = s.start_time_unix_nano, s.end_time_unix_nano
     kids = sorted((k for k in tree.children[s.span_id] if k.end_time_unix_nano > lo),
                   key=lambda k: k.start_time_unix_nano)
@@ -70,6 +70,13 @@ def _held(tree: Tree, s: Span) -> Held | None:
         cur = max(cur, min(k.end_time_unix_nano, hi))
     if hi - cur > best:
         best, at = hi - cur, hi
+    return best, at
+
+
+def _held(tree: Tree, s: Span) -> Held | None:
+    """s's longest idle stretch, when it holds s, and where it ended."""
+    lo, hi = s.start_time_unix_nano, s.end_time_unix_nano
+    best, at = longest_idle(tree, s)
     if best < IDLE_NS or best < IDLE_SHARE * (hi - lo):
         return None
     return Held(s, best, at)

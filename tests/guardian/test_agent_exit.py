@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import threading
 import time
 
 from capture.config import AgentConfig
 from capture.store.factory import open_store
 from guardian.agent_daemon import FLUSH_AT_LEAST_S, SHUTDOWN_FLUSH_S, Agent
 from guardian.shed import Shedder
-from support.agent_proc import AgentProcess
+from support.agent_proc import AgentProcess, scraping
 from tests.guardian.test_agent import request, write_replay
 
 PLAIN = Shedder(quiet_per_s=0)
@@ -114,26 +113,14 @@ def test_the_agent_exits_promptly_on_sigterm_while_spans_pour_in(tmp_path):
     write_replay(replay, 30_000)  # 90,000 spans
     agent = AgentProcess("--store", str(tmp_path / "a.duckdb"), "--replay", str(replay),
                          env={"GUARDIAN_LOG_FORMAT": "json", "GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "4"})
-    stop = threading.Event()
-
-    def scrape() -> None:
-        while not stop.is_set():
-            try:
-                agent.get("/metrics")
-            except OSError:
-                pass
-
-    scrapers = [threading.Thread(target=scrape, daemon=True) for _ in range(3)]
     try:
         agent.wait_metric("guardian_agent_spans_received_total", 3000, timeout=120)
-        for t in scrapers:  # (started after: a scrape of the debug mode's agent under load takes seconds)
-            t.start()
-        time.sleep(1.0)
-        t0 = time.monotonic()
-        rc = agent.stop(signal.SIGTERM, timeout=60)
-        took = time.monotonic() - t0
+        with scraping(agent):  # (from here: a scrape of the debug mode's agent under load takes seconds)
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            rc = agent.stop(signal.SIGTERM, timeout=60)
+            took = time.monotonic() - t0
     finally:
-        stop.set()
         agent.kill()
     assert rc == 0, "".join(agent.stderr)
     logs = [json.loads(line) for line in agent.stderr if line.startswith("{")]

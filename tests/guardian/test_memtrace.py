@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 import tracemalloc
 
@@ -13,6 +12,7 @@ import pytest
 
 from capture.config import AgentConfig
 from guardian.memtrace import MemTrace
+from support.agent_proc import scraping
 from tests.guardian.test_agent import replayed_agent
 
 
@@ -74,26 +74,14 @@ def test_the_agent_in_the_debug_mode_exits_promptly_on_sigterm_under_scrapes(tmp
     """With tracing on to the end, the interpreter's last collection took close to a minute under a
     soak's load (Agent.run turns it off first now)."""
     agent = replayed_agent(tmp_path, {"GUARDIAN_LOG__MEMORY_TRACE_FRAMES": "4"}, requests=600)
-    stop = threading.Event()
-
-    def scrape() -> None:
-        while not stop.is_set():
-            try:
-                agent.get("/metrics")
-            except OSError:
-                pass
-
-    scrapers = [threading.Thread(target=scrape, daemon=True) for _ in range(3)]
     try:
         agent.signal_and_wait_line(signal.SIGUSR2, '"memory growth {', timeout=60)
-        for t in scrapers:
-            t.start()
-        time.sleep(1.0)
-        t0 = time.monotonic()
-        assert agent.stop(signal.SIGTERM, timeout=60) == 0, "".join(agent.stderr)
-        took = time.monotonic() - t0
+        with scraping(agent):
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            assert agent.stop(signal.SIGTERM, timeout=60) == 0, "".join(agent.stderr)
+            took = time.monotonic() - t0
     finally:
-        stop.set()
         agent.kill()
     assert any('"memory trace off"' in line for line in agent.stderr)
     # 5 s on an idle host; a loaded one (load 18) took 6-7 s with the debug mode off too
