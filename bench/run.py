@@ -42,6 +42,7 @@ BENCHES = {
     "uprobe_cost": True,
     "stop": True,
     "older_conns": True,
+    "report_heap": False,
 }
 
 
