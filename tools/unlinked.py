@@ -76,12 +76,8 @@ def unlinked_shifts(cur: Sample, base: Sample) -> list[GapShift]:
                   and len(now_all[e]) >= MIN_SAMPLE and len(before_all.get(e, [])) >= MIN_SAMPLE]
         if not others:
             continue  # nothing else the caller called to tell its own slowness from the callee's
-        moved = False
-        for e in others:
-            o1, o0 = _quantile(_ms(now_all[e]), 0.5), _quantile(_ms(before_all[e]), 0.5)
-            if o1 - o0 > OTHER_SHARE * shift:
-                moved = True
-        if moved:
+        if any(_quantile(_ms(now_all[e]), 0.5) - _quantile(_ms(before_all[e]), 0.5) > OTHER_SHARE * shift
+               for e in others):
             continue  # the caller's other calls grew too: the caller, its host or its load
         ops: dict[str, float] = {}
         for x in cs:

@@ -52,11 +52,11 @@ def hand_over(walker: Walker, cands: list[Candidate], found: list[Release]) -> l
 
 def held_on_itself(walker: Walker, cands: list[Candidate], found: list[Hold]) -> None:
     """Say how a service held its own requests (tools.held), on its latency candidate: on its
-    CPU quota's period or stopped (signals.py counts it stalled: propagation gives it its
-    callers' and its callees' slowdown, which it caused), or in a queue (a lock, a pool: the
-    service's own slowdown names it, or what its calls wait on, as the walks read it)."""
+    CPU quota's period, stopped, or in a queue (a lock, a pool). Said, not ranked: counting a
+    service held on its CPU or stopped as stalled changed no tuning case (docs/investigating.md)."""
     for h in found:
         svc = walker.canon(h.service)
         c = next((c for c in cands if c.key[0] == svc and FAMILY[c.kind] == 1 and c.kind != "network"), None)
-        if c is not None and h.describe() not in c.change:
-            c.change = f"{c.change}; {h.describe()}" if c.change else h.describe()
+        text = h.describe()
+        if c is not None and text not in c.change:
+            c.change = f"{c.change}; {text}" if c.change else text
