@@ -19,6 +19,7 @@ def add_pools(sig: Signals, cands: dict) -> None:
         c = cands.setdefault((w.service, "saturation"), Candidate(key=(w.service, w.operation),
                                                                   kind="saturation"))
         c.votes += POOL_VOTES * w.sure
+        c.pooled = True
         c.ops[w.operation] = c.ops.get(w.operation, 0.0) + POOL_VOTES
         c.fixed_change = max(c.fixed_change or 0.0, w.sure)
         c.change = c.change or w.describe()

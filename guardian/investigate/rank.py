@@ -34,6 +34,7 @@ class Candidate:
     stuck: bool = False  # its own calls, calling nothing, were stuck far beyond any baseline call
     stuck_ms: float = 0.0  # the longest such call's excess over its baseline p50
     calls: tuple[int, int] | None = None  # calls its change was read on: baseline, window
+    pooled: bool = False  # its requests waited, calling nothing, for its own pool (tools.pool)
 
 
 FAMILY = {"error": 0, "dependency": 0, "latency": 1, "saturation": 1, "network": 1, "traffic": 2}
@@ -55,6 +56,7 @@ def absorb(into: Candidate, c: Candidate) -> None:
     into.answered += c.answered
     into.fixed_change = max(into.fixed_change or 0.0, c.fixed_change or 0.0) or None
     into.calls = into.calls or c.calls
+    into.pooled = into.pooled or c.pooled
 
 
 def reach(walker: Walker, service: str) -> set[str]:
@@ -110,6 +112,12 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
                         and not (below_of[y.key[0]] & sig.stalled):
                     x.score += 0.8 * y.score
                     y.score *= 0.2
+            continue
+        if x.pooled:
+            # Its requests waited for its own pool, calling nothing, while the database's
+            # calls were not stuck (pools.add_pools): held on itself, a queue of its own. The
+            # calls its other requests made, however long the capture paired them (a
+            # connection held idle stretches them), explain nothing of that wait.
             continue
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
                  and (y.score >= EXPLAINS * x.score or gave_up(y)) and y.kind != "traffic"

@@ -116,3 +116,15 @@ def test_a_throttled_service_is_read_on_its_requests_not_on_a_long_paired_call()
     assert rc.service == expected["service"] == "pricing", report.summary
     assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
     assert "p95 10.4 -> 469.2 ms" in rc.description
+
+
+def test_requests_waiting_for_their_own_pool_keep_the_blame_from_long_paired_database_calls():
+    """orders' requests wait for a pooled connection, calling nothing, while its other requests
+    hold the connections idle (a leaked transaction); postgres's calls were not stuck, only
+    paired by the capture over the idle time (seconds long in the baseline already). The wait
+    is orders' own queue: propagation does not hand it to the database below."""
+    report, expected = report_of("mesh12-s15-017")
+    rc = report.root_causes[0]
+    assert rc.service == expected["service"] == "orders", report.summary
+    assert rc.kind in {expected["kind"], *expected["kind_aliases"]}
+    assert "postgres" in [c.service for c in report.root_causes[1:3]]
