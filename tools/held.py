@@ -60,9 +60,11 @@ class Hold:
     def describe(self) -> str:
         if self.kind == "period":
             read = min(self.releases, MAX_RELEASES)
+            # a process stopped and continued by a timer (a pause loop, a GC on a schedule)
+            # resumes on a lattice too: the recorded pauses of evals/lab mostly show this way
             return (f"{self.on_lattice} of {read} releases of {self.service}'s held requests fell on a"
                     f" {self.period_ms:.0f} ms period (chance {self.p:.1e}): it ran in"
-                    " bursts of a period, its CPU quota spent")
+                    " bursts of a period, its CPU quota spent or stopped and resumed on a timer")
         if self.kind == "once":
             return (f"{self.service} held {self.held} requests for up to {self.longest_ms:.0f} ms and"
                     " let them go at once: it stopped and ran again")

@@ -103,6 +103,13 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
     wait unread) is itself below nothing: its calls look slow because it is slow to make and
     read them, so the slowness of its callees, as it saw them, is its own."""
     below_of = {c.key[0]: reach(walker, c.key[0]) for c in cands}
+    timeouts: dict[int, bool] = {}
+
+    def timed(y: Candidate) -> bool:  # read once per candidate: it queries the store
+        if id(y) not in timeouts:
+            timeouts[id(y)] = timed_out(walker, y)
+        return timeouts[id(y)]
+
     for x in sorted(cands, key=lambda c: -c.score):
         if x.score <= 0:
             continue
@@ -120,7 +127,8 @@ def propagate(walker: Walker, cands: list[Candidate], sig: Signals) -> None:
             # connection held idle stretches them), explain nothing of that wait.
             continue
         below = [y for y in cands if y.key[0] != x.key[0] and y.key[0] in below_of[x.key[0]]
-                 and (y.score >= EXPLAINS * x.score or gave_up(y)) and y.kind != "traffic"
+                 and (y.score >= EXPLAINS * x.score or gave_up(y) or timed(y))
+                 and y.kind != "traffic"
                  and explains(y, x) and y.changed >= CHANGED]
         below = [y for y in below if reached_op(walker, y, x, below_of[x.key[0]])]
         waited = {id(y): waits_on(walker, y, x) for y in below}
@@ -146,6 +154,47 @@ def gave_up(y: Candidate) -> bool:
     return FAMILY[y.kind] == 1 and any(
         s.service == y.key[0] and s.kind != "CLIENT" and s.status_code == "ERROR"
         and s.duration_ns >= GAVE_UP_NS for s in y.spans)
+
+
+TIMEOUT_CALLS = 3  # calls of y ending at one long bound, at least, to read a timeout there
+TIMEOUT_SPREAD = 0.01  # within this share of each other: a bound, not the spread of slow work
+
+
+def timed_out(walker: Walker, y: Candidate) -> bool:
+    """Some of y's own calls in its changed operations ended after waiting long, all at one
+    bound (a lock or statement timeout gives up at the same instant after it began), where
+    its baseline calls did not: they gave up waiting, as a failure's status says where spans
+    carry one. Slow work ends anywhere; a timeout ends where it is set. Said on y's change."""
+    if FAMILY[y.kind] != 1:
+        return False
+    ops = [op for op in y.ops if op] or ([y.key[1]] if y.key[1] else [])
+    now = _bound(walker, y.key[0], ops, walker.window)
+    if not ops or now[0] < TIMEOUT_CALLS or _bound(walker, y.key[0], ops, walker.baseline)[0] >= TIMEOUT_CALLS:
+        return False
+    text = f"{now[0]} of its calls ended at {now[1]:.0f} ms, as one: they gave up waiting (a timeout)"
+    if text not in y.change:
+        y.change = f"{y.change}; {text}" if y.change else text
+    return True
+
+
+def _bound(walker: Walker, service: str, ops: list[str], w) -> tuple[int, float]:
+    """The most calls of service's ops in w lasting GAVE_UP_NS or more that ended within
+    TIMEOUT_SPREAD of each other's length, and that length (ms)."""
+    from capture.store.api import SpanFilter
+
+    best = (0, 0.0)
+    for op in ops[:3]:
+        got = sorted(s.duration_ns for s in walker.store.spans(SpanFilter(
+            window=w, service=service, name=op, min_duration_ns=GAVE_UP_NS, limit=200))
+            if s.kind in ("SERVER", "CONSUMER"))
+        j = 0
+        for i, d in enumerate(got):
+            j = max(j, i)
+            while j + 1 < len(got) and got[j + 1] <= d * (1 + TIMEOUT_SPREAD):
+                j += 1
+            if j - i + 1 > best[0]:
+                best = (j - i + 1, d / 1e6)
+    return best
 
 
 def reached_op(walker: Walker, y: Candidate, x: Candidate, below: set[str]) -> bool:
