@@ -169,7 +169,8 @@ def timed_out(walker: Walker, y: Candidate) -> bool:
         return False
     ops = [op for op in y.ops if op] or ([y.key[1]] if y.key[1] else [])
     now = _bound(walker, y.key[0], ops, walker.window)
-    if not ops or now[0] < TIMEOUT_CALLS or _bound(walker, y.key[0], ops, walker.baseline)[0] >= TIMEOUT_CALLS:
+    if not ops or now[0] < TIMEOUT_CALLS or \
+            _bound(walker, y.key[0], ops, walker.baseline)[0] >= TIMEOUT_CALLS:
         return False
     text = f"{now[0]} of its calls ended at {now[1]:.0f} ms, as one: they gave up waiting (a timeout)"
     if text not in y.change:
