@@ -365,6 +365,7 @@ def agent_once(header: dict, records: list[bytes], compiled: bool) -> tuple[int,
                               sockets=_Sockets(header["port"]), boot_offset_ns=0)
         if compiled:
             tracker.spans_as_rows(rows.Row)  # as Agent.run does for the live capture
+            rows.keep_arenas()
         took = {"capture": 0.0, "link": 0.0, "store": 0.0}
         clock = time.process_time
 
