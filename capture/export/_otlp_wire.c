@@ -299,7 +299,70 @@ static PyTypeObject RowType = {
 typedef struct {
     char *p;
     Py_ssize_t n, cap;
+    int pooled; /* a column buffer: its memory from and back to the pool (columns(), ids()) */
 } Out;
+
+/* ---- column buffers: handed over as they were written, their memory kept for the next batch --
+ * The store's columns are written for every append and dropped after its insert: a buffer as
+ * large as the agent's mapping threshold (guardian/heap.py) was mapped afresh each time, each page
+ * faulted in while written and again in the bytes it was copied into (perf of `guardian agent` at
+ * hey 10k: a tenth of the worker's time). A ColBuf owns a buffer and exposes it read-only (Arrow
+ * takes it without a copy); freed, its memory goes back to the pool, which keeps up to POOL_SLOTS
+ * buffers of POOL_MIN bytes or more, POOL_BYTES in all (the GIL guards it). */
+#define POOL_SLOTS 64
+#define POOL_MIN (64 << 10)
+#define POOL_BYTES (32 << 20)
+static struct {
+    char *p;
+    Py_ssize_t cap;
+} pool[POOL_SLOTS];
+static int pool_n;
+static Py_ssize_t pool_bytes;
+static unsigned long long pool_reused, pool_made;
+
+/* A buffer of at least `want` bytes (the smallest kept one that fits, else a new one). */
+static char *pool_take(Py_ssize_t want, Py_ssize_t *cap)
+{
+    int best = -1;
+    if (want >= POOL_MIN / 2)
+        for (int k = 0; k < pool_n; k++)
+            if (pool[k].cap >= want && (best < 0 || pool[k].cap < pool[best].cap))
+                best = k;
+    if (best >= 0) {
+        char *p = pool[best].p;
+        *cap = pool[best].cap;
+        pool_bytes -= *cap;
+        pool[best] = pool[--pool_n];
+        pool_reused++;
+        return p;
+    }
+    pool_made++;
+    *cap = want;
+    return PyMem_RawMalloc(want ? want : 1);
+}
+
+static void pool_give(char *p, Py_ssize_t cap)
+{
+    if (!p)
+        return;
+    if (cap >= POOL_MIN && pool_n < POOL_SLOTS && pool_bytes + cap <= POOL_BYTES) {
+        pool[pool_n].p = p;
+        pool[pool_n++].cap = cap;
+        pool_bytes += cap;
+        return;
+    }
+    PyMem_RawFree(p);
+}
+
+static void out_free(Out *o)
+{
+    if (o->pooled)
+        pool_give(o->p, o->cap);
+    else
+        PyMem_Free(o->p);
+    o->p = NULL;
+    o->n = o->cap = 0;
+}
 
 /* Room for `want` bytes in all (a column's known or guessed size, so that a batch's buffer is not
  * copied at each doubling from 1 kB). */
@@ -307,6 +370,20 @@ static int out_reserve(Out *o, Py_ssize_t want)
 {
     if (want <= o->cap)
         return 0;
+    if (o->pooled) {
+        Py_ssize_t cap;
+        char *p = pool_take(want, &cap);
+        if (!p) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (o->n)
+            memcpy(p, o->p, o->n);
+        pool_give(o->p, o->cap);
+        o->p = p;
+        o->cap = cap;
+        return 0;
+    }
     char *p = PyMem_Realloc(o->p, want);
     if (!p) {
         PyErr_NoMemory();
@@ -916,6 +993,58 @@ fail:
 }
 
 
+/* ---- ColBuf: a column buffer handed over (see pool_take) ------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    char *p;
+    Py_ssize_t n, cap;
+} ColBuf;
+
+static void colbuf_dealloc(ColBuf *self)
+{
+    pool_give(self->p, self->cap);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int colbuf_getbuffer(ColBuf *self, Py_buffer *view, int flags)
+{
+    static char empty[1];
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->p ? self->p : empty, self->n, 1, flags);
+}
+
+static Py_ssize_t colbuf_len(ColBuf *self)
+{
+    return self->n;
+}
+
+static PyBufferProcs colbuf_as_buffer = {(getbufferproc)colbuf_getbuffer, NULL};
+static PySequenceMethods colbuf_as_sequence = {.sq_length = (lenfunc)colbuf_len};
+
+static PyTypeObject ColBufType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "capture.export._otlp_wire.ColBuf",
+    .tp_doc = "A column's bytes, read-only (a buffer): its memory goes back to the pool when freed.",
+    .tp_basicsize = sizeof(ColBuf),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)colbuf_dealloc,
+    .tp_as_buffer = &colbuf_as_buffer,
+    .tp_as_sequence = &colbuf_as_sequence,
+};
+
+/* The first `n` bytes of `o` as a ColBuf, which takes its memory (o is left empty). */
+static PyObject *out_hand(Out *o, Py_ssize_t n)
+{
+    ColBuf *b = PyObject_New(ColBuf, &ColBufType);
+    if (!b)
+        return NULL;
+    b->p = o->p;
+    b->n = o->p ? n : 0;
+    b->cap = o->cap;
+    o->p = NULL;
+    o->n = o->cap = 0;
+    return (PyObject *)b;
+}
+
 /* ---- Rows -> Arrow column buffers (capture.store.columns.arrow_rows) -------------------- */
 
 typedef struct {
@@ -1028,12 +1157,11 @@ static int col_id(IdCol *c, Py_ssize_t row, PyObject *v, int digits, int empty_n
 /* A validity bitmap of vbytes bytes, every row null until set. */
 static int valid_init(Out *valid, Py_ssize_t vbytes)
 {
-    valid->p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
-    if (!valid->p) {
-        PyErr_NoMemory();
+    valid->pooled = 1;
+    if (out_reserve(valid, vbytes ? vbytes : 1) < 0)
         return -1;
-    }
-    valid->n = valid->cap = vbytes;
+    memset(valid->p, 0, vbytes);
+    valid->n = vbytes;
     return 0;
 }
 
@@ -1041,6 +1169,7 @@ static int valid_init(Out *valid, Py_ssize_t vbytes)
 static int col_init(StrCol *c, Py_ssize_t n, Py_ssize_t vbytes)
 {
     int32_t zero = 0;
+    c->data.pooled = c->offsets.pooled = 1;
     if (out_reserve(&c->offsets, 4 * (n + 1)) < 0 || out_put(&c->offsets, (const char *)&zero, 4) < 0)
         return -1;
     return valid_init(&c->valid, vbytes);
@@ -1049,6 +1178,7 @@ static int col_init(StrCol *c, Py_ssize_t n, Py_ssize_t vbytes)
 /* An id column of n rows: its key halves sized for them. */
 static int id_init(IdCol *c, Py_ssize_t n, Py_ssize_t vbytes, int digits)
 {
+    c->hi.pooled = c->lo.pooled = 1;
     if (col_init(&c->text, n, vbytes) < 0 || out_reserve(&c->hi, 8 * n) < 0
             || (digits == 32 && out_reserve(&c->lo, 8 * n) < 0))
         return -1;
@@ -1070,34 +1200,36 @@ static int data_reserve(StrCol *c, Py_ssize_t n)
 
 static void col_free(StrCol *c)
 {
-    PyMem_Free(c->data.p);
-    PyMem_Free(c->offsets.p);
-    PyMem_Free(c->valid.p);
+    out_free(&c->data);
+    out_free(&c->offsets);
+    out_free(&c->valid);
 }
 
 static void id_free(IdCol *c)
 {
-    PyMem_Free(c->hi.p);
-    PyMem_Free(c->lo.p);
-    PyMem_Free(c->valid.p);
+    out_free(&c->hi);
+    out_free(&c->lo);
+    out_free(&c->valid);
     col_free(&c->text);
 }
 
+/* ("s", offsets, data, validity or None, null count): the column's buffers handed over (ColBuf) */
 static PyObject *str_item(StrCol *col, Py_ssize_t vbytes)
 {
     if (col->nulls)
-        return Py_BuildValue("(sy#y#y#n)", "s", col->offsets.p, col->offsets.n, col->data.p ? col->data.p : "",
-                             col->data.n, col->valid.p, vbytes, col->nulls);
-    return Py_BuildValue("(sy#y#On)", "s", col->offsets.p, col->offsets.n, col->data.p ? col->data.p : "",
-                         col->data.n, Py_None, (Py_ssize_t)0);
+        return Py_BuildValue("(sNNNn)", "s", out_hand(&col->offsets, col->offsets.n), out_hand(&col->data, col->data.n),
+                             out_hand(&col->valid, vbytes), col->nulls);
+    return Py_BuildValue("(sNNOn)", "s", out_hand(&col->offsets, col->offsets.n), out_hand(&col->data, col->data.n),
+                         Py_None, (Py_ssize_t)0);
 }
 
-/* ("u", values, validity or None, null count) */
+/* ("u", values, validity or None, null count): the values handed over; the validity (n/8 bytes, an id
+ * column's own, which a trace id's two halves share) copied */
 static PyObject *key_item(Out *keys, IdCol *c, Py_ssize_t vbytes)
 {
     if (c->nulls)
-        return Py_BuildValue("(sy#y#n)", "u", keys->p ? keys->p : "", keys->n, c->valid.p, vbytes, c->nulls);
-    return Py_BuildValue("(sy#On)", "u", keys->p ? keys->p : "", keys->n, Py_None, (Py_ssize_t)0);
+        return Py_BuildValue("(sNy#n)", "u", out_hand(keys, keys->n), c->valid.p, vbytes, c->nulls);
+    return Py_BuildValue("(sNOn)", "u", out_hand(keys, keys->n), Py_None, (Py_ssize_t)0);
 }
 
 /* ids(strs, digits, empty_null): one id column (a list of str or None) as its key halves and
@@ -1152,7 +1284,7 @@ static PyObject *columns(PyObject *self, PyObject *args)
     Py_ssize_t n = PyList_GET_SIZE(rows), vbytes = (n + 7) / 8;
     StrCol c[N_STR];
     IdCol id[3];
-    Out ints[4] = {{0}};
+    Out ints[4] = {{NULL, 0, 0, 1}, {NULL, 0, 0, 1}, {NULL, 0, 0, 1}, {NULL, 0, 0, 1}};
     PyObject *result = NULL, *last_res = NULL, *res_json = NULL, *res_service = NULL;
     memset(c, 0, sizeof c);
     memset(id, 0, sizeof id);
@@ -1234,13 +1366,13 @@ static PyObject *columns(PyObject *self, PyObject *args)
         result = Py_BuildValue("[NNNNNNNNNNNNNNNNNN]", key_item(&id[0].hi, &id[0], vbytes),
                                key_item(&id[0].lo, &id[0], vbytes), key_item(&id[1].hi, &id[1], vbytes),
                                key_item(&id[2].hi, &id[2], vbytes), str_item(&c[C_NAME], vbytes),
-                               str_item(&c[C_KIND], vbytes), Py_BuildValue("(sy#)", "i", ints[0].p ? ints[0].p : "", ints[0].n),
-                               Py_BuildValue("(sy#)", "i", ints[1].p ? ints[1].p : "", ints[1].n),
-                               Py_BuildValue("(sy#)", "i", ints[2].p ? ints[2].p : "", ints[2].n),
+                               str_item(&c[C_KIND], vbytes), Py_BuildValue("(sN)", "i", out_hand(&ints[0], ints[0].n)),
+                               Py_BuildValue("(sN)", "i", out_hand(&ints[1], ints[1].n)),
+                               Py_BuildValue("(sN)", "i", out_hand(&ints[2], ints[2].n)),
                                str_item(&c[C_STATUS], vbytes), str_item(&c[C_MESSAGE], vbytes),
                                str_item(&c[C_SERVICE], vbytes), str_item(&c[C_PEER], vbytes),
                                str_item(&c[C_ATTRS], vbytes),
-                               Py_BuildValue("(sy#)", "i", ints[3].p ? ints[3].p : "", ints[3].n),
+                               Py_BuildValue("(sN)", "i", out_hand(&ints[3], ints[3].n)),
                                str_item(&id[0].text, vbytes), str_item(&id[1].text, vbytes),
                                str_item(&id[2].text, vbytes));
         goto done;
@@ -1256,7 +1388,7 @@ static PyObject *columns(PyObject *self, PyObject *args)
         PyObject *item;
         if (order[k] < 0) {
             Out *col = &ints[-order[k] - 1];
-            item = Py_BuildValue("(sy#)", "i", col->p ? col->p : "", col->n);
+            item = Py_BuildValue("(sN)", "i", out_hand(col, col->n));
         } else {
             item = str_item(&c[order[k]], vbytes);
         }
@@ -1272,7 +1404,7 @@ done:
     for (int k = 0; k < 3; k++)
         id_free(&id[k]);
     for (int k = 0; k < 4; k++)
-        PyMem_Free(ints[k].p);
+        out_free(&ints[k]);
     Py_DECREF(resources);
     return result;
 }
@@ -1314,6 +1446,12 @@ static PyObject *setup(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *pool_stats(PyObject *self, PyObject *unused)
+{
+    return Py_BuildValue("{s:i,s:n,s:K,s:K}", "kept", pool_n, "bytes", pool_bytes, "reused", pool_reused,
+                         "made", pool_made);
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(Span, kv_cache, keyvalue, DecodeError): what decode() builds and calls."},
@@ -1323,6 +1461,8 @@ static PyMethodDef methods[] = {
     {"columns", columns, METH_VARARGS,
      "columns(rows, resource, attributes, nulls[, keyed]) -> Arrow buffers per column (see capture.store.columns)."},
     {"ids", ids, METH_VARARGS, "ids(strs, digits, empty_null) -> an id column's key halves and fallback text."},
+    {"pool", pool_stats, METH_NOARGS,
+     "pool() -> {kept, bytes, reused, made}: the column buffers kept for reuse, and how often one was."},
     {"decode_rows", decode_rows, METH_O,
      "decode_rows(body) -> (rows, rejected): decode() as Rows (see capture.export.otlp_wire)."},
     {NULL, NULL, 0, NULL},
@@ -1344,6 +1484,8 @@ PyMODINIT_FUNC PyInit__otlp_wire(void)
         if (!(STATUS_NAME[k] = PyUnicode_InternFromString(codes[k])))
             return NULL;
     if (!(EMPTY = PyUnicode_FromString("")))
+        return NULL;
+    if (PyType_Ready(&ColBufType) < 0)
         return NULL;
     if (PyType_Ready(&RowType) < 0)
         return NULL;
