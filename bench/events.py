@@ -477,7 +477,8 @@ for _ in range(repeat):
     us["total"] = us["capture"] + us["link"] + us["store"]
     for k, v in us.items():
         best[k] = min(best.get(k, v), v)
-print(json.dumps({"stored": stored, "us_per_span": {k: round(v, 3) for k, v in best.items()}, "load": os.getloadavg()}))
+print(json.dumps({"stored": stored, "us_per_span": {k: round(v, 3) for k, v in best.items()}, "load": os.getloadavg(),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 """
 
 

@@ -299,70 +299,7 @@ static PyTypeObject RowType = {
 typedef struct {
     char *p;
     Py_ssize_t n, cap;
-    int pooled; /* a column buffer: its memory from and back to the pool (columns(), ids()) */
 } Out;
-
-/* ---- column buffers: handed over as they were written, their memory kept for the next batch --
- * The store's columns are written for every append and dropped after its insert: a buffer as
- * large as the agent's mapping threshold (guardian/heap.py) was mapped afresh each time, each page
- * faulted in while written and again in the bytes it was copied into (perf of `guardian agent` at
- * hey 10k: a tenth of the worker's time). A ColBuf owns a buffer and exposes it read-only (Arrow
- * takes it without a copy); freed, its memory goes back to the pool, which keeps up to POOL_SLOTS
- * buffers of POOL_MIN bytes or more, POOL_BYTES in all (the GIL guards it). */
-#define POOL_SLOTS 64
-#define POOL_MIN (64 << 10)
-#define POOL_BYTES (32 << 20)
-static struct {
-    char *p;
-    Py_ssize_t cap;
-} pool[POOL_SLOTS];
-static int pool_n;
-static Py_ssize_t pool_bytes;
-static unsigned long long pool_reused, pool_made;
-
-/* A buffer of at least `want` bytes (the smallest kept one that fits, else a new one). */
-static char *pool_take(Py_ssize_t want, Py_ssize_t *cap)
-{
-    int best = -1;
-    if (want >= POOL_MIN / 2)
-        for (int k = 0; k < pool_n; k++)
-            if (pool[k].cap >= want && (best < 0 || pool[k].cap < pool[best].cap))
-                best = k;
-    if (best >= 0) {
-        char *p = pool[best].p;
-        *cap = pool[best].cap;
-        pool_bytes -= *cap;
-        pool[best] = pool[--pool_n];
-        pool_reused++;
-        return p;
-    }
-    pool_made++;
-    *cap = want;
-    return PyMem_RawMalloc(want ? want : 1);
-}
-
-static void pool_give(char *p, Py_ssize_t cap)
-{
-    if (!p)
-        return;
-    if (cap >= POOL_MIN && pool_n < POOL_SLOTS && pool_bytes + cap <= POOL_BYTES) {
-        pool[pool_n].p = p;
-        pool[pool_n++].cap = cap;
-        pool_bytes += cap;
-        return;
-    }
-    PyMem_RawFree(p);
-}
-
-static void out_free(Out *o)
-{
-    if (o->pooled)
-        pool_give(o->p, o->cap);
-    else
-        PyMem_Free(o->p);
-    o->p = NULL;
-    o->n = o->cap = 0;
-}
 
 /* Room for `want` bytes in all (a column's known or guessed size, so that a batch's buffer is not
  * copied at each doubling from 1 kB). */
@@ -370,20 +307,6 @@ static int out_reserve(Out *o, Py_ssize_t want)
 {
     if (want <= o->cap)
         return 0;
-    if (o->pooled) {
-        Py_ssize_t cap;
-        char *p = pool_take(want, &cap);
-        if (!p) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        if (o->n)
-            memcpy(p, o->p, o->n);
-        pool_give(o->p, o->cap);
-        o->p = p;
-        o->cap = cap;
-        return 0;
-    }
     char *p = PyMem_Realloc(o->p, want);
     if (!p) {
         PyErr_NoMemory();
@@ -392,6 +315,13 @@ static int out_reserve(Out *o, Py_ssize_t want)
     o->p = p;
     o->cap = want;
     return 0;
+}
+
+static void out_free(Out *o)
+{
+    PyMem_Free(o->p);
+    o->p = NULL;
+    o->n = o->cap = 0;
 }
 
 static int out_put(Out *o, const char *s, Py_ssize_t n)
@@ -993,16 +923,21 @@ fail:
 }
 
 
-/* ---- ColBuf: a column buffer handed over (see pool_take) ------------------------------- */
+/* ---- ColBuf: a column buffer handed over as it was written --------------------------------
+ * The store's columns are written for every append and dropped after its insert. Copied into bytes,
+ * a buffer as large as the agent's mapping threshold (guardian/heap.py) was mapped twice, each page
+ * faulted in when written and again in the copy (perf of `guardian agent` at hey 10k: a tenth of
+ * the worker's time). A ColBuf owns the buffer it was written into and exposes it read-only (Arrow
+ * takes it without a copy); freed, it frees the buffer. */
 typedef struct {
     PyObject_HEAD
     char *p;
-    Py_ssize_t n, cap;
+    Py_ssize_t n;
 } ColBuf;
 
 static void colbuf_dealloc(ColBuf *self)
 {
-    pool_give(self->p, self->cap);
+    PyMem_Free(self->p);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1023,7 +958,7 @@ static PySequenceMethods colbuf_as_sequence = {.sq_length = (lenfunc)colbuf_len}
 static PyTypeObject ColBufType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "capture.export._otlp_wire.ColBuf",
-    .tp_doc = "A column's bytes, read-only (a buffer): its memory goes back to the pool when freed.",
+    .tp_doc = "A column's bytes, read-only (a buffer), as the columns were written.",
     .tp_basicsize = sizeof(ColBuf),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_dealloc = (destructor)colbuf_dealloc,
@@ -1039,7 +974,6 @@ static PyObject *out_hand(Out *o, Py_ssize_t n)
         return NULL;
     b->p = o->p;
     b->n = o->p ? n : 0;
-    b->cap = o->cap;
     o->p = NULL;
     o->n = o->cap = 0;
     return (PyObject *)b;
@@ -1157,11 +1091,12 @@ static int col_id(IdCol *c, Py_ssize_t row, PyObject *v, int digits, int empty_n
 /* A validity bitmap of vbytes bytes, every row null until set. */
 static int valid_init(Out *valid, Py_ssize_t vbytes)
 {
-    valid->pooled = 1;
-    if (out_reserve(valid, vbytes ? vbytes : 1) < 0)
+    valid->p = PyMem_Calloc(vbytes ? vbytes : 1, 1);
+    if (!valid->p) {
+        PyErr_NoMemory();
         return -1;
-    memset(valid->p, 0, vbytes);
-    valid->n = vbytes;
+    }
+    valid->n = valid->cap = vbytes;
     return 0;
 }
 
@@ -1169,7 +1104,6 @@ static int valid_init(Out *valid, Py_ssize_t vbytes)
 static int col_init(StrCol *c, Py_ssize_t n, Py_ssize_t vbytes)
 {
     int32_t zero = 0;
-    c->data.pooled = c->offsets.pooled = 1;
     if (out_reserve(&c->offsets, 4 * (n + 1)) < 0 || out_put(&c->offsets, (const char *)&zero, 4) < 0)
         return -1;
     return valid_init(&c->valid, vbytes);
@@ -1178,7 +1112,6 @@ static int col_init(StrCol *c, Py_ssize_t n, Py_ssize_t vbytes)
 /* An id column of n rows: its key halves sized for them. */
 static int id_init(IdCol *c, Py_ssize_t n, Py_ssize_t vbytes, int digits)
 {
-    c->hi.pooled = c->lo.pooled = 1;
     if (col_init(&c->text, n, vbytes) < 0 || out_reserve(&c->hi, 8 * n) < 0
             || (digits == 32 && out_reserve(&c->lo, 8 * n) < 0))
         return -1;
@@ -1284,7 +1217,7 @@ static PyObject *columns(PyObject *self, PyObject *args)
     Py_ssize_t n = PyList_GET_SIZE(rows), vbytes = (n + 7) / 8;
     StrCol c[N_STR];
     IdCol id[3];
-    Out ints[4] = {{NULL, 0, 0, 1}, {NULL, 0, 0, 1}, {NULL, 0, 0, 1}, {NULL, 0, 0, 1}};
+    Out ints[4] = {{0}};
     PyObject *result = NULL, *last_res = NULL, *res_json = NULL, *res_service = NULL;
     memset(c, 0, sizeof c);
     memset(id, 0, sizeof id);
@@ -1446,12 +1379,6 @@ static PyObject *setup(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *pool_stats(PyObject *self, PyObject *unused)
-{
-    return Py_BuildValue("{s:i,s:n,s:K,s:K}", "kept", pool_n, "bytes", pool_bytes, "reused", pool_reused,
-                         "made", pool_made);
-}
-
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(Span, kv_cache, keyvalue, DecodeError): what decode() builds and calls."},
@@ -1461,8 +1388,6 @@ static PyMethodDef methods[] = {
     {"columns", columns, METH_VARARGS,
      "columns(rows, resource, attributes, nulls[, keyed]) -> Arrow buffers per column (see capture.store.columns)."},
     {"ids", ids, METH_VARARGS, "ids(strs, digits, empty_null) -> an id column's key halves and fallback text."},
-    {"pool", pool_stats, METH_NOARGS,
-     "pool() -> {kept, bytes, reused, made}: the column buffers kept for reuse, and how often one was."},
     {"decode_rows", decode_rows, METH_O,
      "decode_rows(body) -> (rows, rejected): decode() as Rows (see capture.export.otlp_wire)."},
     {NULL, NULL, 0, NULL},
