@@ -29,7 +29,9 @@ redis-server instead, with 2x the commands sent as its "requests" (both ends of 
           worker's steps: linker, DuckDB store file), run in this thread: CPU µs per span in the capture
           thread's share, the linker and the store, best of --repeat; "python" runs the Python
           specification of each compiled part (Spans, rows.row_of, linker.link_python,
-          StreamLinker._release_python), "compiled" the agent as built, alternately
+          StreamLinker._release_python), "compiled" the agent as built, alternately; with --tree,
+          each checkout's compiled agent on its own code in turn (both orders), with the agent's heap
+          settings (guardian.heap.tune), the store split into its columns and DuckDB's insert
   link    the worker's enrich + link step alone (Agent._enrich, StreamLinker.add with the agent's
           settings) on the recording's spans made --copies times one after another in stream time (a
           sustained load: the linker in its flood regime, max_pending reached), CPU µs per span, each
@@ -38,7 +40,7 @@ redis-server instead, with 2x the commands sent as its "requests" (both ends of 
 Run: .venv/bin/python -m bench.events record FILE [--seconds 3] [--rate 10000] [--paired FILE2]   (as root) [--redis]
      .venv/bin/python -m bench.events replay FILE [--repeat 5] [--out SPANS.jsonl] [--limit N] [--batch N] [--ring] [--pair] [--python]
      .venv/bin/python -m bench.events stages FILE [--repeat 7] [--pair]
-     .venv/bin/python -m bench.events agent FILE [--repeat 3]
+     .venv/bin/python -m bench.events agent FILE [--repeat 3] [--tree DIR ... [--rounds 2] [--json OUT]]
      .venv/bin/python -m bench.events link FILE [--tree DIR ...] [--copies 5] [--batch 400] [--rounds 2] [--json OUT]
 """
 from __future__ import annotations
@@ -365,6 +367,7 @@ def agent_once(header: dict, records: list[bytes], compiled: bool) -> tuple[int,
                               sockets=_Sockets(header["port"]), boot_offset_ns=0)
         if compiled:
             tracker.spans_as_rows(rows.Row)  # as Agent.run does for the live capture
+            rows.keep_arenas()
         took = {"capture": 0.0, "link": 0.0, "store": 0.0}
         clock = time.process_time
 
@@ -433,6 +436,66 @@ def agent_bench(path: str, repeat: int) -> dict:
     out = {"records": len(records), "requests": header["requests"], "spans_stored": stored,
            "load": os.getloadavg(), **{f"{mode}_us_per_span": {k: round(v, 2) for k, v in us.items()}
                                        | {"total": round(sum(us.values()), 2)} for mode, us in best.items()}}
+    print(json.dumps(out))
+    return out
+
+
+# The agent's ingest path (agent_once, compiled) run by each checkout (--tree) on its own code, with the
+# agent's heap settings (guardian.heap.tune, as `guardian agent` sets them before any thread: blocks of
+# 256 kB or more mapped and unmapped each time); the store's step split into the columns it builds
+# (capture.store.columns.keyed_batch) and the rest (DuckDB's insert); also the minor page faults per span
+# (the process's, all steps: a count other work on the host does not change). It uses only what
+# bench.events and the store have long had
+AGENT_STEP = """
+import gc, json, os, resource, sys, time
+from guardian import heap
+heap.tune()
+from bench.events import agent_once, load
+from capture.store import duckdb_store
+path, repeat = sys.argv[1], int(sys.argv[2])
+header, records = load(path)
+gc.freeze()
+gc.set_threshold(50_000, 20, 50)
+keyed, spent = duckdb_store.keyed_batch, [0.0]
+
+def timed(*a, **k):
+    t0 = time.process_time()
+    try:
+        return keyed(*a, **k)
+    finally:
+        spent[0] += time.process_time() - t0
+
+duckdb_store.keyed_batch = timed
+best = {}
+for _ in range(repeat):
+    spent[0] = 0.0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    stored, us = agent_once(header, records, True)
+    us["page_faults"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(stored, 1)
+    us["columns"] = 1e6 * spent[0] / max(stored, 1)
+    us["insert"] = us["store"] - us["columns"]
+    us["total"] = us["capture"] + us["link"] + us["store"]
+    for k, v in us.items():
+        best[k] = min(best.get(k, v), v)
+print(json.dumps({"stored": stored, "us_per_span": {k: round(v, 3) for k, v in best.items()}, "load": os.getloadavg(),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+def agent_trees(path: str, trees: list[Path], repeat: int, rounds: int) -> dict:
+    """AGENT_STEP in each checkout, in turn, `rounds` times (both orders when 2): CPU µs per span of
+    the capture thread, the linker, the columns and the rest of the store, on the same recording."""
+    import subprocess
+
+    runs: dict[str, list] = {str(t): [] for t in trees}
+    for r in range(rounds):
+        for tree in (trees if r % 2 == 0 else trees[::-1]):
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            got = subprocess.run([sys.executable, "-c", AGENT_STEP, path, str(repeat)],
+                                 env=env, cwd=tree, capture_output=True, text=True, check=True)
+            runs[str(tree)].append(json.loads(got.stdout.strip().splitlines()[-1]))
+    best = {t: {k: min(x["us_per_span"][k] for x in v) for k in v[0]["us_per_span"]} for t, v in runs.items()}
+    out = {"file": path, "repeat": repeat, "load": os.getloadavg(), "runs": runs, "best_us_per_span": best}
     print(json.dumps(out))
     return out
 
@@ -548,6 +611,10 @@ def main() -> int:
     ag = sub.add_parser("agent", help="CPU µs per span of the agent's ingest path, Python vs compiled")
     ag.add_argument("file")
     ag.add_argument("--repeat", type=int, default=3)
+    ag.add_argument("--tree", action="append", type=Path, default=None, metavar="DIR",
+                    help="each checkout on its own code, compiled, with the agent's heap settings (per step)")
+    ag.add_argument("--rounds", type=int, default=2, help="with --tree: runs of each checkout, alternating their order")
+    ag.add_argument("--json", metavar="FILE")
     lk = sub.add_parser("link", help="CPU µs per span of the worker's enrich + link step, per checkout (--tree)")
     lk.add_argument("file")
     lk.add_argument("--tree", action="append", type=Path, default=None, metavar="DIR")
@@ -560,6 +627,10 @@ def main() -> int:
     if args.cmd == "link":
         got = link_bench(args.file, args.tree or [Path(__file__).resolve().parent.parent], args.copies, args.repeat,
                          args.batch, args.rounds)
+        if args.json:
+            Path(args.json).write_text(json.dumps(got, indent=1))
+    elif args.cmd == "agent" and args.tree:
+        got = agent_trees(args.file, args.tree, args.repeat, args.rounds)
         if args.json:
             Path(args.json).write_text(json.dumps(got, indent=1))
     elif args.cmd == "agent":

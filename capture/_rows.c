@@ -266,10 +266,82 @@ static PyObject *clears(PyObject *self, PyObject *unused)
     return PyLong_FromUnsignedLongLong(facts_clears);
 }
 
+
+/* ---- pymalloc's arenas kept for reuse (capture.rows.keep_arenas) ----------------------------
+ * The capture thread makes a span's row and its strings; the agent's worker frees them a few
+ * seconds later, a batch at a time. pymalloc then finds whole arenas free and unmaps them, and
+ * the capture thread's next rows map fresh ones, each page faulted and zeroed again (perf of
+ * `guardian agent` at hey 10k: allocate_from_new_pool -> page faults, ~12 % of the capture
+ * thread). Up to arenas_max freed arenas are kept mapped (their pages warm) and handed out again
+ * before a new one is mapped. Every arena is one block of the size pymalloc asks (the same each
+ * time); the original allocator maps and unmaps what the cache does not hold. */
+#define ARENAS_MAX_LIMIT 64
+static PyObjectArenaAllocator arena_base; /* the allocator before ours (mmap/munmap) */
+static void *arena_kept[ARENAS_MAX_LIMIT];
+static size_t arena_size[ARENAS_MAX_LIMIT];
+static int arenas_kept, arenas_max, arenas_installed;
+static unsigned long long arenas_reused, arenas_mapped;
+
+static void *arena_alloc(void *ctx, size_t size)
+{
+    for (int k = arenas_kept - 1; k >= 0; k--)
+        if (arena_size[k] == size) {
+            void *p = arena_kept[k];
+            arenas_kept--;
+            arena_kept[k] = arena_kept[arenas_kept];
+            arena_size[k] = arena_size[arenas_kept];
+            arenas_reused++;
+            return p;
+        }
+    arenas_mapped++;
+    return arena_base.alloc(arena_base.ctx, size);
+}
+
+static void arena_free(void *ctx, void *ptr, size_t size)
+{
+    if (ptr != NULL && arenas_kept < arenas_max) {
+        arena_kept[arenas_kept] = ptr;
+        arena_size[arenas_kept++] = size;
+        return;
+    }
+    arena_base.free(arena_base.ctx, ptr, size);
+}
+
+static PyObject *keep_arenas(PyObject *self, PyObject *args)
+{
+    int n;
+    if (!PyArg_ParseTuple(args, "i", &n))
+        return NULL;
+    if (n < 0 || n > ARENAS_MAX_LIMIT) {
+        PyErr_Format(PyExc_ValueError, "keep_arenas: 0 to %d arenas", ARENAS_MAX_LIMIT);
+        return NULL;
+    }
+    if (!arenas_installed) {
+        PyObjectArenaAllocator ours = {NULL, arena_alloc, arena_free};
+        PyObject_GetArenaAllocator(&arena_base);
+        PyObject_SetArenaAllocator(&ours);
+        arenas_installed = 1;
+    }
+    arenas_max = n;
+    while (arenas_kept > arenas_max) { /* fewer kept now: the rest unmapped */
+        arenas_kept--;
+        arena_base.free(arena_base.ctx, arena_kept[arenas_kept], arena_size[arenas_kept]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *arenas(PyObject *self, PyObject *unused)
+{
+    return Py_BuildValue("{s:i,s:i,s:K,s:K}", "kept", arenas_kept, "max", arenas_max, "reused", arenas_reused,
+                         "mapped", arenas_mapped);
+}
+
 static PyMethodDef methods[] = {
     {"clears", clears, METH_NOARGS, "clears() -> int: times rows() found the facts table full and cleared it."},
     {"bind", bind, METH_VARARGS, "bind(Span, Row, one_row) -> bool: see capture.rows."},
     {"rows", rows, METH_VARARGS, "rows(spans, facts, facts_max) -> list of Rows: capture.rows.to_rows in C."},
+    {"keep_arenas", keep_arenas, METH_VARARGS, "keep_arenas(n): up to n freed pymalloc arenas kept mapped for reuse."},
+    {"arenas", arenas, METH_NOARGS, "arenas() -> {kept, max, reused, mapped}: the arena cache's counts."},
     {NULL, NULL, 0, NULL},
 };
 

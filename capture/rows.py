@@ -36,6 +36,26 @@ def facts_clears() -> int:
     return _clears + (_rows.clears() if _rows is not None else 0)
 
 
+# freed pymalloc arenas kept mapped for the capture thread's next rows (capture/_rows.c keep_arenas):
+# rows are made on the capture thread and freed in batches on the worker, and each arena mapped
+# afresh is faulted in page by page. 16 MiB at most held warm (arenas are 1 MiB in 3.11)
+KEEP_ARENAS = 16
+
+
+def keep_arenas(n: int = KEEP_ARENAS) -> bool:
+    """Keep up to `n` freed pymalloc arenas for reuse, process-wide (the agent's; call once, any
+    thread holding the GIL). False where capture._rows is not built."""
+    if _rows is None:
+        return False
+    _rows.keep_arenas(n)
+    return True
+
+
+def arenas() -> dict[str, int]:
+    """The arena cache's counts: kept now, its bound, arenas handed out again, arenas mapped."""
+    return _rows.arenas() if _rows is not None else {}
+
+
 def facts_held() -> int:
     """Entries in the facts table now (at most _FACTS_MAX)."""
     return len(_facts)

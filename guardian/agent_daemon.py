@@ -22,7 +22,7 @@ from capture.batchqueue import BatchQueue
 from capture.config import AgentConfig
 from capture.enrich.enricher import Enricher
 from capture.protocols import problems
-from capture.rows import Row, batch_bytes, facts_clears, facts_held, span_of, to_rows
+from capture.rows import Row, batch_bytes, facts_clears, facts_held, keep_arenas, span_of, to_rows
 from capture.sources.base import Source
 from capture.span import Span
 from capture.store.api import SpanStore
@@ -359,6 +359,7 @@ class Agent:
         tracker = getattr(self.source, "tracker", None)
         if tracker is not None:  # the live capture's HTTP/1 exchanges made as rows, never as Spans
             tracker.spans_as_rows(Row)
+            keep_arenas()  # made on the capture thread, freed on the worker's: arenas kept warm
         if self.memtrace is not None:
             self.memtrace.start()
         self._worker.start()

@@ -317,6 +317,13 @@ static int out_reserve(Out *o, Py_ssize_t want)
     return 0;
 }
 
+static void out_free(Out *o)
+{
+    PyMem_Free(o->p);
+    o->p = NULL;
+    o->n = o->cap = 0;
+}
+
 static int out_put(Out *o, const char *s, Py_ssize_t n)
 {
     if (o->n + n > o->cap) {
@@ -916,6 +923,62 @@ fail:
 }
 
 
+/* ---- ColBuf: a column buffer handed over as it was written --------------------------------
+ * The store's columns are written for every append and dropped after its insert. Copied into bytes,
+ * a buffer as large as the agent's mapping threshold (guardian/heap.py) was mapped twice, each page
+ * faulted in when written and again in the copy (perf of `guardian agent` at hey 10k: a tenth of
+ * the worker's time). A ColBuf owns the buffer it was written into and exposes it read-only (Arrow
+ * takes it without a copy); freed, it frees the buffer. */
+typedef struct {
+    PyObject_HEAD
+    char *p;
+    Py_ssize_t n;
+} ColBuf;
+
+static void colbuf_dealloc(ColBuf *self)
+{
+    PyMem_Free(self->p);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int colbuf_getbuffer(ColBuf *self, Py_buffer *view, int flags)
+{
+    static char empty[1];
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->p ? self->p : empty, self->n, 1, flags);
+}
+
+static Py_ssize_t colbuf_len(ColBuf *self)
+{
+    return self->n;
+}
+
+static PyBufferProcs colbuf_as_buffer = {(getbufferproc)colbuf_getbuffer, NULL};
+static PySequenceMethods colbuf_as_sequence = {.sq_length = (lenfunc)colbuf_len};
+
+static PyTypeObject ColBufType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "capture.export._otlp_wire.ColBuf",
+    .tp_doc = "A column's bytes, read-only (a buffer), as the columns were written.",
+    .tp_basicsize = sizeof(ColBuf),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)colbuf_dealloc,
+    .tp_as_buffer = &colbuf_as_buffer,
+    .tp_as_sequence = &colbuf_as_sequence,
+};
+
+/* The first `n` bytes of `o` as a ColBuf, which takes its memory (o is left empty). */
+static PyObject *out_hand(Out *o, Py_ssize_t n)
+{
+    ColBuf *b = PyObject_New(ColBuf, &ColBufType);
+    if (!b)
+        return NULL;
+    b->p = o->p;
+    b->n = o->p ? n : 0;
+    o->p = NULL;
+    o->n = o->cap = 0;
+    return (PyObject *)b;
+}
+
 /* ---- Rows -> Arrow column buffers (capture.store.columns.arrow_rows) -------------------- */
 
 typedef struct {
@@ -1070,34 +1133,36 @@ static int data_reserve(StrCol *c, Py_ssize_t n)
 
 static void col_free(StrCol *c)
 {
-    PyMem_Free(c->data.p);
-    PyMem_Free(c->offsets.p);
-    PyMem_Free(c->valid.p);
+    out_free(&c->data);
+    out_free(&c->offsets);
+    out_free(&c->valid);
 }
 
 static void id_free(IdCol *c)
 {
-    PyMem_Free(c->hi.p);
-    PyMem_Free(c->lo.p);
-    PyMem_Free(c->valid.p);
+    out_free(&c->hi);
+    out_free(&c->lo);
+    out_free(&c->valid);
     col_free(&c->text);
 }
 
+/* ("s", offsets, data, validity or None, null count): the column's buffers handed over (ColBuf) */
 static PyObject *str_item(StrCol *col, Py_ssize_t vbytes)
 {
     if (col->nulls)
-        return Py_BuildValue("(sy#y#y#n)", "s", col->offsets.p, col->offsets.n, col->data.p ? col->data.p : "",
-                             col->data.n, col->valid.p, vbytes, col->nulls);
-    return Py_BuildValue("(sy#y#On)", "s", col->offsets.p, col->offsets.n, col->data.p ? col->data.p : "",
-                         col->data.n, Py_None, (Py_ssize_t)0);
+        return Py_BuildValue("(sNNNn)", "s", out_hand(&col->offsets, col->offsets.n), out_hand(&col->data, col->data.n),
+                             out_hand(&col->valid, vbytes), col->nulls);
+    return Py_BuildValue("(sNNOn)", "s", out_hand(&col->offsets, col->offsets.n), out_hand(&col->data, col->data.n),
+                         Py_None, (Py_ssize_t)0);
 }
 
-/* ("u", values, validity or None, null count) */
+/* ("u", values, validity or None, null count): the values handed over; the validity (n/8 bytes, an id
+ * column's own, which a trace id's two halves share) copied */
 static PyObject *key_item(Out *keys, IdCol *c, Py_ssize_t vbytes)
 {
     if (c->nulls)
-        return Py_BuildValue("(sy#y#n)", "u", keys->p ? keys->p : "", keys->n, c->valid.p, vbytes, c->nulls);
-    return Py_BuildValue("(sy#On)", "u", keys->p ? keys->p : "", keys->n, Py_None, (Py_ssize_t)0);
+        return Py_BuildValue("(sNy#n)", "u", out_hand(keys, keys->n), c->valid.p, vbytes, c->nulls);
+    return Py_BuildValue("(sNOn)", "u", out_hand(keys, keys->n), Py_None, (Py_ssize_t)0);
 }
 
 /* ids(strs, digits, empty_null): one id column (a list of str or None) as its key halves and
@@ -1234,13 +1299,13 @@ static PyObject *columns(PyObject *self, PyObject *args)
         result = Py_BuildValue("[NNNNNNNNNNNNNNNNNN]", key_item(&id[0].hi, &id[0], vbytes),
                                key_item(&id[0].lo, &id[0], vbytes), key_item(&id[1].hi, &id[1], vbytes),
                                key_item(&id[2].hi, &id[2], vbytes), str_item(&c[C_NAME], vbytes),
-                               str_item(&c[C_KIND], vbytes), Py_BuildValue("(sy#)", "i", ints[0].p ? ints[0].p : "", ints[0].n),
-                               Py_BuildValue("(sy#)", "i", ints[1].p ? ints[1].p : "", ints[1].n),
-                               Py_BuildValue("(sy#)", "i", ints[2].p ? ints[2].p : "", ints[2].n),
+                               str_item(&c[C_KIND], vbytes), Py_BuildValue("(sN)", "i", out_hand(&ints[0], ints[0].n)),
+                               Py_BuildValue("(sN)", "i", out_hand(&ints[1], ints[1].n)),
+                               Py_BuildValue("(sN)", "i", out_hand(&ints[2], ints[2].n)),
                                str_item(&c[C_STATUS], vbytes), str_item(&c[C_MESSAGE], vbytes),
                                str_item(&c[C_SERVICE], vbytes), str_item(&c[C_PEER], vbytes),
                                str_item(&c[C_ATTRS], vbytes),
-                               Py_BuildValue("(sy#)", "i", ints[3].p ? ints[3].p : "", ints[3].n),
+                               Py_BuildValue("(sN)", "i", out_hand(&ints[3], ints[3].n)),
                                str_item(&id[0].text, vbytes), str_item(&id[1].text, vbytes),
                                str_item(&id[2].text, vbytes));
         goto done;
@@ -1256,7 +1321,7 @@ static PyObject *columns(PyObject *self, PyObject *args)
         PyObject *item;
         if (order[k] < 0) {
             Out *col = &ints[-order[k] - 1];
-            item = Py_BuildValue("(sy#)", "i", col->p ? col->p : "", col->n);
+            item = Py_BuildValue("(sN)", "i", out_hand(col, col->n));
         } else {
             item = str_item(&c[order[k]], vbytes);
         }
@@ -1272,7 +1337,7 @@ done:
     for (int k = 0; k < 3; k++)
         id_free(&id[k]);
     for (int k = 0; k < 4; k++)
-        PyMem_Free(ints[k].p);
+        out_free(&ints[k]);
     Py_DECREF(resources);
     return result;
 }
@@ -1344,6 +1409,8 @@ PyMODINIT_FUNC PyInit__otlp_wire(void)
         if (!(STATUS_NAME[k] = PyUnicode_InternFromString(codes[k])))
             return NULL;
     if (!(EMPTY = PyUnicode_FromString("")))
+        return NULL;
+    if (PyType_Ready(&ColBufType) < 0)
         return NULL;
     if (PyType_Ready(&RowType) < 0)
         return NULL;

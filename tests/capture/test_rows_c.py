@@ -134,3 +134,37 @@ def test_every_http1_case_and_hostile_records_give_the_same_rows(batch, kernel_p
         hostile = [mutate(r, rnd) if rnd.random() < 0.15 else r for r in recs]
         same_rows_both_ways(hostile, monkeypatch, hdr, batch)
     assert made >= 100
+
+
+ARENA_CHURN = """
+import json
+from capture import rows
+assert rows.keep_arenas(4)
+def churn():
+    made = [str(i) * 3 for i in range(400_000)]  # ~25 MB of small strings: many arenas
+    del made
+churn()
+a = rows.arenas()
+churn()
+b = rows.arenas()
+rows.keep_arenas(0)
+print(json.dumps([a, b, rows.arenas()]))
+"""
+
+
+def test_freed_arenas_are_kept_up_to_the_bound_and_handed_out_again():
+    """The agent's rows are freed a batch at a time on another thread: the arenas freed are kept
+    (at most the bound) and the next objects go into them before any arena is mapped afresh."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    got = subprocess.run([sys.executable, "-c", ARENA_CHURN], cwd=root, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(root)}, check=True)
+    first, second, dropped = json.loads(got.stdout)
+    assert first["kept"] == 4 and first["max"] == 4  # of the ~25 freed, the bound's worth kept
+    assert second["reused"] >= first["reused"] + 4  # the second churn took the kept ones first
+    assert second["mapped"] - first["mapped"] <= first["mapped"]  # and mapped no more than the first
+    assert dropped == {**dropped, "kept": 0, "max": 0}  # a bound of 0 unmaps what was kept

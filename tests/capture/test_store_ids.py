@@ -151,6 +151,30 @@ def test_a_batch_whose_first_row_is_large_or_small_builds_the_same_table():
         assert [len(columns.orjson.loads(a)["big"]) for a in table.column("attributes").to_pylist()] == sizes
 
 
+@pytest.mark.skipif(columns._otlp_wire is None or rows._rows is None, reason="the C extensions are not built")
+def test_a_held_table_keeps_its_rows_while_later_batches_are_built_and_dropped(monkeypatch):
+    """The compiled builder hands the buffers it wrote to Arrow without a copy (each freed with the
+    last array that uses it): on recorded hey traffic, tables still held (as the store holds appends
+    for one insert) keep their rows while later batches are built and dropped (their memory freed
+    and written again), and each is the table the Python builder makes."""
+    from tests.capture.traces.test_link_c import recorded_spans
+
+    spans = recorded_spans("nginx_hey_pair")
+    batches = [spans[i:i + 480] for i in range(0, len(spans), 480)]
+    assert len(batches) >= 4
+
+    def key(r):
+        return 1
+
+    held = [keyed_batch(rows.to_rows(copy.deepcopy(b)), key) for b in batches[:2]]
+    as_built = [t.to_pylist() for t in held]
+    for b in batches[2:] * 3:
+        keyed_batch(rows.to_rows(copy.deepcopy(b)), key)
+    assert [t.to_pylist() for t in held] == as_built
+    monkeypatch.setattr(columns, "_otlp_wire", None)
+    assert as_built == [keyed_batch(copy.deepcopy(b), key).to_pylist() for b in batches[:2]]
+
+
 def old_layout_file(path: str, spans: list[Span]) -> None:
     """A store file as the previous version wrote it: table `spans`, ids and resource as text."""
     con = duckdb.connect(path)
