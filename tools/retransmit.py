@@ -12,8 +12,9 @@ Rule 2: the excess sits on an RTO multiple (1, 2 or 3 timeouts: one loss, two lo
         queue or a slow reader spreads its delays, a timeout does not.
 Rule 3: the rest of the calls to it are as before (their answers as prompt as the baseline's),
         and there are more such calls than the baseline of every quiet edge gives by chance.
-Rule 4: its callers' other callees answered on time (else the caller is slow to read); a
-        caller that calls nothing else gives no control, unless another caller saw it too.
+Rule 4: its callers' other callees answered on time (else the caller is slow to read). A
+        caller that calls nothing else gives no control: it counts when it serves requests
+        itself, not when it is a client alone (a load script's late reads are its own).
 
 Read from sampled linked calls (tools.gaps.calls); ranks nothing.
 """
@@ -97,6 +98,7 @@ def retransmits(cur: Sample, base: Sample) -> list[Retransmits]:
     hits = {e: _hits(cs) for e, cs in now.items()}
     by_server: dict[str, list[tuple[str, str]]] = {}
     controlled: set[str] = set()
+    serving = {s.service for s in cur.spans if s.kind in ("SERVER", "CONSUMER")}
     for e, (h, far) in hits.items():
         if not h or (e in before and e not in quiet):
             continue  # an edge whose answers queued in the baseline already: its delays spread
@@ -110,13 +112,13 @@ def retransmits(cur: Sample, base: Sample) -> list[Retransmits]:
         k_o, n_o = sum(len(hits[o][0]) for o in others), sum(len(now[o]) for o in others)
         if k_o and k_o / max(n_o, 1) >= 0.5 * len(h) / len(now[e]):
             continue  # the caller's other callees answered late as often: the caller reads late
-        if n_o >= MIN_SAMPLE:
+        if n_o >= MIN_SAMPLE or (not others and e[0] in serving):
             controlled.add(e[1])
         by_server.setdefault(e[1], []).append(e)
     out = []
     for server, edges in by_server.items():
         if server not in controlled and len(edges) < 2:
-            continue  # one caller, nothing else it calls: its own late reads cannot be told apart
+            continue  # one caller that only sends (a load script): its own late reads, maybe
         got = sorted((x for e in edges for x in hits[e][0]), key=lambda cx: -cx[1])
         n = sum(len(now[e]) for e in edges)
         n0 = sum(len(before.get(e, [])) for e in edges)
