@@ -100,3 +100,44 @@ def test_a_request_an_rto_late_is_left_to_the_stall_tests():
 
 def test_calm_finds_nothing():
     assert found(lambda i, callee, noisy: noisy(i, callee)) == []
+
+
+# ---- on recorded lab cases (evals/lab: real eBPF capture of the fault lab) ----------------
+
+LAB = __import__("pathlib").Path(__file__).resolve().parents[2] / "evals" / "lab"
+
+
+def recorded(case: str) -> list:
+    import json
+
+    import pytest
+
+    from capture.store.window import split_baseline
+    from guardian.evals.runner import case_window
+    from guardian.evals.scenarios import load_store
+    from tools.sampling import sample
+
+    d = LAB / case
+    if not d.is_dir():
+        pytest.skip(f"{d} not recorded here")
+    store = load_store(d)
+    try:
+        cur, base = split_baseline(store, case_window(json.loads((d / "expected.json").read_text())))
+        return retransmits(sample(store, cur), sample(store, base))
+    finally:
+        store.close()
+
+
+def test_recorded_loss_at_a_callee_is_found_on_it_alone():
+    """nftables dropped a share of inventory's packets: 7 of its answers came 205-209 ms late."""
+    got = recorded("shop-s3-015")
+    assert [r.server for r in got] == ["inventory"] and got[0].hits >= 5
+    assert all(195 <= x <= 235 or 390 <= x <= 470 for x in got[0].excess_ms[1:])
+
+
+def test_recorded_late_reads_that_are_no_lost_packets_find_nothing():
+    """A dependency timeout (pricing's reads of postgres' answers 60-1000 ms late, spread), a
+    throttled caller (profile reads auth's and redis' answers ~0.5 s late alike), a load script
+    reading three answers 445 ms late (it calls nothing else), and a paused process."""
+    for case in ("mesh12-s13-010", "mesh12-s11-010", "shop-s1-014", "shop-s22-001"):
+        assert recorded(case) == [], case
