@@ -16,7 +16,8 @@ def add_loss(walker, sig: Signals, cands: dict) -> None:
         c.votes += LOSS_VOTES * r.sure
         c.ops[r.operation] = c.ops.get(r.operation, 0.0) + LOSS_VOTES
         c.fixed_change = max(c.fixed_change or 0.0, r.sure)
-        c.calls = c.calls or r.count
+        # resting on a few late answers, those are the calls behind it (sparse.few says so)
+        c.calls = c.calls or ((r.count[0], r.hits) if r.few else r.count)
         c.change = f"{r.describe()}; {c.change}" if c.change else r.describe()
         for call, ms in zip(r.examples, r.excess_ms):
             if call.client.trace_id not in c.traces:

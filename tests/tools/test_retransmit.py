@@ -25,7 +25,8 @@ def calls(rng: random.Random, t0: int, n: int, late) -> list[Span]:
         cur = t + MS
         for j, (callee, name) in enumerate((("cache", "GET"), ("db", "SELECT"))):
             before, after = late(i, callee)
-            before, after = int((before + rng.uniform(0.05, 0.3)) * MS), int((after + rng.uniform(0.02, 0.3)) * MS)
+            before = int((before + rng.uniform(0.05, 0.3)) * MS)
+            after = int((after + rng.uniform(0.02, 0.3)) * MS)
             d = int(rng.uniform(0.3, 2.0) * MS)
             cid, sid = f"c{i:08x}{j:07x}", f"s{i:08x}{j:07x}"
             out.append(Span(name=name, kind="CLIENT", start_time_unix_nano=cur,
@@ -70,7 +71,8 @@ def test_two_lost_answers_are_named_and_said_to_be_few():
     got = found(lambda i, callee, noisy: (0.0, two[i]) if callee == "db" and i in two else noisy(i, callee),
                 now_n=40)
     assert [r.server for r in got] == ["db"] and got[0].few
-    assert found(lambda i, callee, noisy: (0.0, two[i]) if callee == "db" and i in two else noisy(i, callee)) == []
+    assert found(lambda i, callee, noisy: (0.0, two[i]) if callee == "db" and i in two
+                 else noisy(i, callee)) == []
     assert "few to go on" in got[0].describe()
 
 

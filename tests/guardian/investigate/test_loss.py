@@ -68,3 +68,29 @@ def test_one_lost_answer_names_nothing():
 def test_a_calm_mesh_names_nothing():
     r = report(lossy(0))
     assert not r.root_causes, r.summary
+
+
+def test_a_loss_resting_on_two_calls_is_said_to_be_few_and_not_sure():
+    from guardian.investigate.loss import add_loss
+    from guardian.investigate.signals import Signals
+    from guardian.investigate.sparse import confidence, few
+    from tools.gaps import Call
+    from tools.retransmit import Retransmits
+
+    spans = lossy(2)
+    lost = [s for s in spans if s.kind == "CLIENT" and s.service == "pay"
+            and s.duration_ns > 150 * MS][:2]
+    server = {s.parent_span_id: s for s in spans if s.kind == "SERVER" and s.service == "bank"}
+    r = Retransmits(server="bank", operation="POST /auth", callers=["pay"], hits=2, count=(300, 40),
+                    base_hits=0, far=2, sure=0.998, excess_ms=[206.0, 205.0],
+                    examples=[Call(c, server[c.span_id], 0, 205 * MS) for c in lost])
+
+    class Canon:
+        def canon(self, name, span=None):
+            return name
+
+    cands: dict = {}
+    add_loss(Canon(), Signals(lost=[r]), cands)
+    c = cands[("bank", "network")]
+    assert c.calls == (300, 2) and "few to go on" in few(c) and "few to go on" in c.change
+    assert confidence(c, 0.9) <= 0.5
