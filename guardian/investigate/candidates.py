@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from capture.store.api import SpanFilter, TimeWindow
 from guardian.investigate.coverage import covered_s
+from guardian.investigate.loss import add_loss
 from guardian.investigate.pools import add_pools
 from guardian.investigate.rank import FAMILY as _FAMILY
 from guardian.investigate.rank import Candidate
@@ -75,6 +76,7 @@ def _candidates(walker: Walker, found: list[Anomaly], focus: set[str], sig: Sign
     _signal_candidates(walker, sig, cands)
     add_rare(walker, found, cands)  # failures too few for a test, each on its service's own answer
     add_pools(sig, cands)  # requests waiting, calling nothing, for a pooled connection
+    add_loss(walker, sig, cands)  # answers a retransmission timeout late: the callee's network
     # A client that serves nothing and takes no work from a queue (a load generator, a user's
     # script) sends what it is asked to: fewer calls from it are less demand, or a symptom of
     # what it calls, never a cause.

@@ -14,6 +14,7 @@ from tools.held import Hold, holds
 from tools.own import OwnShift, own_shifts
 from tools.pool import PoolWait, pool_waits
 from tools.release import Release, releases
+from tools.retransmit import Retransmits, retransmits
 from tools.sampling import Sample, sample
 from tools.shape import ShapeChange, shape_changes
 from tools.silence import Silence, silences
@@ -42,6 +43,7 @@ class Signals:
     pools: list[PoolWait] = field(default_factory=list)  # requests waiting, calling nothing, for a connection
     releases: list[Release] = field(default_factory=list)  # requests held and released together
     holds: list[Hold] = field(default_factory=list)  # how services held their requests (tools.held)
+    lost: list[Retransmits] = field(default_factory=list)  # answers an RTO late (tools.retransmit)
 
     def callers_own(self, g: GapShift) -> bool:
         """The gap is the caller's: every callee of it grew, or only it saw this callee grow."""
@@ -100,7 +102,7 @@ def signals(cur: Sample, base: Sample) -> Signals:
     return Signals(gaps=gaps, shapes=[] if has_status else shape_changes(cur, base),
                    slow_callers=slow_callers, has_status=has_status, lone=lone,
                    stuck=stuck_calls(cur, base), own=own_shifts(cur, base), pools=pool_waits(cur, base),
-                   releases=releases(cur, base), holds=held,
+                   releases=releases(cur, base), holds=held, lost=retransmits(cur, base),
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
                             or g.server in slow_callers) and g.client not in slow_callers
