@@ -40,10 +40,15 @@ def read(path: str | Path) -> Any:
 
 def write(path: str | Path, doc: Any, indent: int | None = 1, sort_keys: bool = False) -> Path:
     """Write `doc` to `path`, gzipped (as path + '.gz') when its text is over BIG or `path` ends in .gz;
-    returns the path written. Atomic (a reader never sees half a file: long runs rewrite theirs as
-    they go), and the twin is removed so one run has one file."""
+    returns the path written. A file is replaced at once (a reader never sees half of it: long runs
+    rewrite theirs as they go), and its twin is removed so one run has one file; a stream (a pipe,
+    /dev/stdout) gets the text as it is."""
     text = json.dumps(doc, indent=indent, sort_keys=sort_keys) + "\n"
     p = Path(path)
+    if p.exists() and not p.is_file():  # /dev/stdout, a pipe: written to as they are
+        with open(p, "wb") as f:
+            f.write(gzip.compress(text.encode(), mtime=0) if p.name.endswith(".gz") else text.encode())
+        return p
     if not p.name.endswith(".gz") and len(text) > BIG:
         p = twin(p)
         print(f"{path}: over {BIG:,} bytes, written gzipped as {p}", file=sys.stderr)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import llm_eval
@@ -53,6 +55,14 @@ def test_a_big_result_is_written_gzipped_and_read_by_either_name(tmp_path):
     assert not written.exists() and results.read(written) == small
     assert results.write(tmp_path / "c.json.gz", small) == tmp_path / "c.json.gz"
     assert results.read(tmp_path / "c.json") == small
+    # a stream (a pipe, /dev/stdout) is written as it is, never replaced by a file
+    for doc in (small, big):
+        r, w = os.pipe()
+        with os.fdopen(r, "rb") as out, ThreadPoolExecutor(1) as pool:
+            got = pool.submit(out.read)
+            assert results.write(f"/proc/self/fd/{w}", doc) == Path(f"/proc/self/fd/{w}")
+            os.close(w)
+            assert json.loads(got.result(timeout=30)) == doc
     # the same document gives the same bytes (no name or time in the gzip header): a rerun diffs clean
     assert results.write(tmp_path / "d.json", big).read_bytes() == results.write(tmp_path / "e.json", big).read_bytes()
 
