@@ -41,6 +41,7 @@ from pathlib import Path
 from support.http_servers import nginx_server
 from support.process import process, stop
 from support.live import free_port
+from support import results as bench_results
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_ARGS: list[str] = []  # extra `guardian capture` options (--agent-arg)
@@ -449,7 +450,7 @@ def main() -> int:
         out["c_fastapi"] = fastapi_rounds(args.seconds, args.tree, args.repeat)
         print(json.dumps({"c_fastapi": out["c_fastapi"]}, indent=1), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        bench_results.write(args.json, out)
     return 0
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from bench.kernel_time import attach_names, programs
 from bench.soaklib.probe import prog_ids_of
+from support import results as bench_results
 from support.servers import PG_BIN, postgres_instance, redis_instance
 
 PGBENCH_STATEMENTS = 7  # BEGIN, 3 UPDATEs, SELECT, INSERT, END per transaction
@@ -421,8 +422,7 @@ def _main(args) -> int:
                 print(f"  {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()))
         r["capture_stats"] = stats
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        bench_results.write(args.json, results, indent=2)
     return 0
 
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from bench import dbload
+from support import results as bench_results
 from support.servers import PG_BIN, postgres_instance
 
 VARIANTS = ("base", "running", "batch", "stopped", "own")
@@ -167,7 +168,7 @@ def main() -> int:
                 print(json.dumps(res), flush=True)
                 results.append(res)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        bench_results.write(args.json, results)
     return 0
 
 

@@ -62,6 +62,7 @@ from capture.conntrack import ConnTracker
 from capture.live import BATCH  # events between two flushes of the pipeline (--batch)
 from capture.pipeline import Pipeline
 from capture.procnet import SockEntry
+from support import results as bench_results
 from support.rings import mapped_ring
 
 MAGIC = b"guardian-events 1\n"
@@ -628,11 +629,11 @@ def main() -> int:
         got = link_bench(args.file, args.tree or [Path(__file__).resolve().parent.parent], args.copies, args.repeat,
                          args.batch, args.rounds)
         if args.json:
-            Path(args.json).write_text(json.dumps(got, indent=1))
+            bench_results.write(args.json, got)
     elif args.cmd == "agent" and args.tree:
         got = agent_trees(args.file, args.tree, args.repeat, args.rounds)
         if args.json:
-            Path(args.json).write_text(json.dumps(got, indent=1))
+            bench_results.write(args.json, got)
     elif args.cmd == "agent":
         agent_bench(args.file, args.repeat)
     elif args.cmd == "stages":

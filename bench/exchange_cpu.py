@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench import dbload
 from support.ports import free_port
+from support import results as bench_results
 
 REQUEST, RESPONSE = b"*1\r\n$4\r\nPING\r\n", b"+PONG\r\n"
 
@@ -91,7 +92,7 @@ def main() -> int:
         added = [round(r["cpu_us_per_exchange"] - base[r["round"]], 3) for r in rows if r["agent"] == str(tree)]
         print(f"{tree}: added CPU µs per exchange by round {added}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        bench_results.write(args.json, rows)
     return 0
 
 

@@ -14,7 +14,6 @@ Run: .venv/bin/python -m bench.fuzz [--inputs 1000000] [--protocol REDIS] [--see
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import struct
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from capture.protocols import registry
 from capture.protocols.base import Side
+from support import results as bench_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_INPUT_S = 0.1
@@ -304,12 +304,7 @@ def _print(r: dict) -> None:
 
 
 def _write(path: str, results: list[dict], meta: dict) -> None:
-    text = json.dumps({**meta, "results": sorted(results, key=lambda r: r["protocol"])}, indent=1)
-    if path.endswith(".gz"):
-        with gzip.open(path, "wt") as f:  # a long run's record stays small in the repository
-            f.write(text)
-    else:
-        Path(path).write_text(text)
+    bench_results.write(path, {**meta, "results": sorted(results, key=lambda r: r["protocol"])})
 
 
 def _gather(parts: Path) -> list[dict]:

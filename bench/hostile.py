@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hpack import Encoder
 from hyperframe.frame import HeadersFrame, SettingsFrame
+from support import results as bench_results
 
 _PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # Ethernet link type
 
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         results = run(args.flows, Path(d))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        bench_results.write(args.json, results)
     return 0 if all(r["peak_rss_mb"] <= 300 for r in results) else 1
 
 

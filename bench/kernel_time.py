@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bench.capture import ROOT, agent, cpu_seconds, nginx_server, wrk as capture_wrk
 from bench.soaklib.probe import prog_ids_of
+from support import results as bench_results
 
 LOADS = {"new_connection_each": ["-disable-keepalive", "-q", "100"], "keepalive": ["-q", "300"]}
 
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"    {name:<16} runs/request={pr['runs_per_request']:.3f} ns/run={pr['ns_per_run']:.0f}")
         print(f"load {os.getloadavg()[0]:.1f}")
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=1))
+            bench_results.write(args.json, results)
         return 0
     results = measure(args.tree or [ROOT], args.seconds, args.pair)
     for tree, row in results.items():
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    {prog:<16} runs/request={pr['runs_per_request']:.3f} ns/run={pr['ns_per_run']:.0f}")
     print(f"load {os.getloadavg()[0]:.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        bench_results.write(args.json, results)
     return 0
 
 

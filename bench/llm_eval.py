@@ -27,10 +27,10 @@ from typing import Any
 from guardian.evals.runner import matches, run_case, summarize
 from guardian.evals.scenarios import Scenario, load_scenarios, load_store
 from guardian.llm.models import MODELS, is_installed
+from support import results as bench_results
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "evals" / "lab"
-RESULTS = ROOT / "bench" / "results"
 SUBSET_SIZE = 30
 
 
@@ -144,8 +144,8 @@ def run(model: str, cases: int | None, out: Path, base_url: str | None = None,
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(), "cpus": os.cpu_count(), "subset": [s.name for s in picked],
         "engines": ["deterministic", engine], "cases": []}
-    if resume and out.exists():
-        old = json.loads(out.read_text())
+    if resume and bench_results.find(out).exists():
+        old = bench_results.read(out)
         if old.get("engines") != doc["engines"]:
             raise SystemExit(f"bench.llm_eval: {out} holds engines {old.get('engines')}, not {doc['engines']}")
         done = {c["case"] for c in old["cases"]}
@@ -206,10 +206,7 @@ def _write(doc: dict[str, Any], out: Path) -> None:
         rows = [CaseResult(**{k: v for k, v in c[side].items() if k in CaseResult.model_fields})
                 for c in doc["cases"]]
         doc.setdefault("summary", {})[key] = json.loads(json.dumps(summarize(rows), default=lambda m: m.model_dump()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(out)
+    bench_results.write(out, doc)
 
 
 def outcome(row: dict[str, Any]) -> str:
@@ -306,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the cases the result file already holds and run the rest of the subset")
     a = ap.parse_args(argv)
     if a.analyse:
-        doc = json.loads(a.analyse.read_text())
+        doc = bench_results.read(a.analyse)
         print(analyse(recheck(doc) if a.recheck else doc))
         return 0
     if a.list:
@@ -318,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.base_url and not is_installed(a.model):
         print(f"bench.llm_eval: local model {a.model} not installed: run make setup-llm", file=sys.stderr)
         return 2
-    out = a.out or RESULTS / f"llm-eval-{a.model}-{dt.date.today().isoformat()}.json"
+    out = a.out or bench_results.DIR / f"llm-eval-{a.model}-{dt.date.today().isoformat()}.json"
     print(analyse(run(a.model, a.cases, out, a.base_url, resume=a.resume)))
     return 0
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psycopg
 
+from support import results as bench_results
 from support.servers import postgres_instance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({label: results[label]}), flush=True)
     results["load_after"] = os.getloadavg()[0]
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        bench_results.write(args.json, results)
     return 0
 
 

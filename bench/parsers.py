@@ -10,11 +10,11 @@ Run: .venv/bin/python -m bench.parsers [--seconds 1] [--json FILE]
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from capture.protocols import registry
 from support import parser_samples
+from support import results as bench_results
 
 
 def measure(protocol: str, seconds: float, samples: dict) -> dict:
@@ -56,8 +56,7 @@ def main() -> int:
             f"MISMATCH {r['records']}/{r['expected_records']} {r['parser_problems']}"
         print(f"{r['protocol']:<10} {r['records_per_s']:>10} {r['mb_per_s']:>7}  {ok}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        bench_results.write(args.json, results, indent=2)
     return 0 if all("skipped" in r or r["records"] == r["expected_records"] for r in results) else 1
 
 

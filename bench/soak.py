@@ -33,9 +33,9 @@ from bench.soaklib.cgroup import SoakCgroup
 from bench.soaklib.hostile import Hostile
 from guardian.demo.config import REPO, DemoConfig, Ports, port_conflicts
 from guardian.demo.procs import DemoError, Proc, spawn, wait_until
+from support import results as bench_results
 from support.ports import free_port
 
-RESULTS = REPO / "bench" / "results"
 SAMPLE_S = 5.0
 
 
@@ -472,9 +472,8 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(soak.workdir, ignore_errors=True)
-    out = Path(args.out) if args.out else RESULTS / f"soak-{time.strftime('%Y-%m-%d', time.gmtime())}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    out = Path(args.out) if args.out else bench_results.DIR / f"soak-{time.strftime('%Y-%m-%d', time.gmtime())}.json"
+    out = bench_results.write(out, result, sort_keys=True)
     log(f"result written to {out}")
     if args.json:
         print(json.dumps(result, sort_keys=True))

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from support import results as bench_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,7 +68,7 @@ def main() -> int:
         out["warm_ready_ratio_to_no_cache"] = round(best["ready_s"] / before["ready_s"], 3)
     print(json.dumps(out, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        bench_results.write(args.json, out)
     return 0
 
 

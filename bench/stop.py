@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from support.http_servers import nginx_server
+from support import results as bench_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,8 +86,7 @@ def main() -> int:
                 results[str(tree)].append(r)
                 print(f"{tree}: " + ", ".join(f"{k}={v}" for k, v in r.items()), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        bench_results.write(args.json, results, indent=2)
     return 0
 
 

@@ -36,6 +36,7 @@ from bench.capture import ROOT, agent, cpu_seconds, hey, wrk
 from support import tls_targets as targets
 from support.live import free_port
 from support.process import stop
+from support import results as bench_results
 
 SSLSNIFF = shutil.which("sslsniff-bpfcc") or "/usr/sbin/sslsniff-bpfcc"
 READY_S = 600  # BCC compiles at start: minutes on a host shared with other builds
@@ -213,7 +214,7 @@ def server_rounds(args, measure_one, summarize, first: dict | None = None) -> li
                     results[name] = {"error": str(e)[:300]}
                 print(summarize(name, results[name]), flush=True)
                 if args.json:
-                    Path(args.json).write_text(json.dumps(rounds, indent=2))
+                    bench_results.write(args.json, rounds, indent=2)
     return rounds
 
 

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from support import results as bench_results
+
 ASM = """
     .intel_syntax noprefix
     .section .note.GNU-stack,"",@progbits
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     out = measure(args.calls)
     print(json.dumps(out, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        bench_results.write(args.json, out)
     return 0
 
 

@@ -376,19 +376,21 @@ class Agent:
                 # ignored); a report the worker is writing now comes out empty
                 self.memtrace.stop()
                 log.info("memory trace off")
-            t = self._phase("memtrace", t)
+            t = self.exit_step_done("memtrace", t)
             self.queue.put(None)
             self._worker.join()
-            t = self._phase("worker", t)
+            t = self.exit_step_done("worker", t)
             if self.sink is not None:
                 self.sink.close()
-                t = self._phase("export", t)
+                t = self.exit_step_done("export", t)
             self.store.flush()
-            self._phase("store_flush", t)
+            self.exit_step_done("store_flush", t)
             log.info("stopped: %d spans received, %d stored, %d dropped, %d unflushed", self.received,
                      self.stored, self.dropped, self.unflushed)
 
-    def _phase(self, name: str, since: float) -> float:
+    def exit_step_done(self, name: str, since: float) -> float:
+        """Record the seconds since `since` (time.monotonic) as the shutdown's step `name` in
+        exit_phases; returns now, the next step's start. `guardian agent` times its own steps too."""
         now = time.monotonic()
         self.exit_phases[name] = round(now - since, 3)
         return now

@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 
+from support import results as bench_results
+
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
@@ -162,9 +164,7 @@ def report(result: dict, out: str | None, as_json: bool) -> None:
     """A soak bench's result: the whole of it to `out`, and on stdout one JSON line (as_json) or
     indented without its samples."""
     if out:
-        from pathlib import Path
-
-        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+        bench_results.write(out, result)
     if as_json:
         print(json.dumps(result))
     else:

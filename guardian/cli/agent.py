@@ -170,13 +170,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         t = time.monotonic()
         api.stop()
-        t = agent._phase("api", t)
+        t = agent.exit_step_done("api", t)
         source.close()
-        t = agent._phase("capture_close", t)
+        t = agent.exit_step_done("capture_close", t)
         if watcher is not None:
             watcher.stop()
         store.close()
-        agent._phase("store_close", t)
+        agent.exit_step_done("store_close", t)
         log.info("exit phases (s) %s", json.dumps(agent.exit_phases))
         # the store is closed, nothing is left to write: the interpreter's last collection walks every
         # object the agent made (3.4 s of the 4.2 s from SIGTERM to exit at load 31, replayed, debug

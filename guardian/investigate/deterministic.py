@@ -104,7 +104,6 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
     _downstream_bonus(walker, cands)
     _propagate(walker, cands, sig)
     cands = _hand_over(walker, cands, sig.releases)
-    _held_on_itself(walker, cands, sig.holds)
     cands.sort(key=lambda c: -c.score)
     _bar(walker, cands)
     _failures_first(question, cands)
@@ -114,6 +113,7 @@ def investigate(store: SpanStore, question: str, window: TimeWindow | None = Non
         weak, cands = cands, []  # abstain: nothing changed enough to name a cause
     else:
         weak = []
+    _held_on_itself(walker, weak[:2] or cands[:5], *sig.samples)  # on the candidates the text names
     total = sum(c.score for c in cands) + 0.25
     causes = []
     for i, c in enumerate(cands[:5]):

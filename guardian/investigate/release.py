@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from guardian.investigate.rank import FAMILY, Candidate
 from guardian.investigate.samples import Walker
-from tools.held import Hold
+from tools.held import holds
 from tools.release import Release
+from tools.sampling import Sample
 
 RELEASE_VOTES = 1.0  # per release seen, up to RELEASE_CAP: a pattern across requests, not a test
 RELEASE_CAP = 4
@@ -50,13 +51,17 @@ def hand_over(walker: Walker, cands: list[Candidate], found: list[Release]) -> l
     return cands
 
 
-def held_on_itself(walker: Walker, cands: list[Candidate], found: list[Hold]) -> None:
+def held_on_itself(walker: Walker, cands: list[Candidate], cur: Sample, base: Sample) -> None:
     """Say how a service held its own requests (tools.held), on its latency candidate: on its
     CPU quota's period, stopped, or in a queue (a lock, a pool). Said, not ranked: counting a
-    service held on its CPU or stopped as stalled changed no tuning case (docs/investigating.md)."""
-    for h in found:
+    service held on its CPU or stopped as stalled changed no tuning case (docs/investigating.md),
+    so it is read for the candidates a report names, and only when one of them is a slowdown."""
+    slow = [c for c in cands if FAMILY[c.kind] == 1 and c.kind != "network"]
+    if not slow:
+        return
+    for h in holds(cur, base):
         svc = walker.canon(h.service)
-        c = next((c for c in cands if c.key[0] == svc and FAMILY[c.kind] == 1 and c.kind != "network"), None)
+        c = next((c for c in slow if c.key[0] == svc), None)
         text = h.describe()
         if c is not None and text not in c.change:
             c.change = f"{c.change}; {text}" if c.change else text

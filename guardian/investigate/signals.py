@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from capture.store.api import SpanStore, TimeWindow
 from guardian.investigate.lasting import lasting_gaps
 from tools.gaps import MIN_SHIFT_MS, GapShift, calls, callers_all_grew, gap_shifts, lone_edges
-from tools.held import Hold, holds
 from tools.own import OwnShift, own_shifts
 from tools.pool import PoolWait, pool_waits
 from tools.release import Release, releases
@@ -42,8 +41,9 @@ class Signals:
     silent: list[Silence] = field(default_factory=list)  # services that stopped (no spans at all)
     pools: list[PoolWait] = field(default_factory=list)  # requests waiting, calling nothing, for a connection
     releases: list[Release] = field(default_factory=list)  # requests held and released together
-    holds: list[Hold] = field(default_factory=list)  # how services held their requests (tools.held)
     lost: list[Retransmits] = field(default_factory=list)  # answers an RTO late (tools.retransmit)
+    # the window's and the baseline's samples they were read from (the report's text reads tools.held there)
+    samples: tuple[Sample, Sample] | None = None
 
     def callers_own(self, g: GapShift) -> bool:
         """The gap is the caller's: every callee of it grew, or only it saw this callee grow."""
@@ -85,7 +85,6 @@ def signals(cur: Sample, base: Sample) -> Signals:
     for (client, server), n in counts.items():
         if n >= MIN_SAMPLE:  # a callee too rarely called to test cannot be said to have grown
             callees.setdefault(client, set()).add(server)
-    held = holds(cur, base)
     gaps = lasting_gaps(gap_shifts(cur, base), cur, base)  # not one busy stretch of the window
     slow_callers = callers_all_grew(gaps, callees)
     lone = lone_edges(gaps, cur, base)
@@ -102,7 +101,7 @@ def signals(cur: Sample, base: Sample) -> Signals:
     return Signals(gaps=gaps, shapes=[] if has_status else shape_changes(cur, base),
                    slow_callers=slow_callers, has_status=has_status, lone=lone,
                    stuck=stuck_calls(cur, base), own=own_shifts(cur, base), pools=pool_waits(cur, base),
-                   releases=releases(cur, base), holds=held, lost=retransmits(cur, base),
+                   releases=releases(cur, base), lost=retransmits(cur, base), samples=(cur, base),
                    callees=callees, ports={p: next(iter(v)) for p, v in seen.items() if len(v) == 1},
                    stalled={g.server for g in gaps if (not (g.every_call or g.after)
                             or g.server in slow_callers) and g.client not in slow_callers

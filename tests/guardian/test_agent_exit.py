@@ -90,6 +90,19 @@ def test_every_span_received_is_stored_dropped_or_counted_unflushed():
         store.close()
 
 
+def test_each_exit_step_is_timed_from_where_the_last_one_ended():
+    store = open_store(None)
+    try:
+        agent = Agent(AgentConfig(), store, source=None, shed=PLAIN)
+        start = time.monotonic() - 0.5
+        after_api = agent.exit_step_done("api", start)
+        assert after_api - start >= 0.5 and 0.5 <= agent.exit_phases["api"] < 5
+        assert agent.exit_step_done("store_close", after_api) >= after_api
+        assert list(agent.exit_phases) == ["api", "store_close"] and agent.exit_phases["store_close"] < 5
+    finally:
+        store.close()
+
+
 def test_the_flush_ends_within_the_exit_budget_counted_from_the_signal():
     store = open_store(None)
     try:
@@ -127,6 +140,8 @@ def test_the_agent_exits_promptly_on_sigterm_while_spans_pour_in(tmp_path):
     stopped = next(x["msg"] for x in logs if x["msg"].startswith("stopped: "))
     assert int(stopped.split()[1]) < 90_000, stopped  # the replay stopped at SIGTERM
     phases = json.loads(next(x["msg"] for x in logs if x["msg"].startswith("exit phases"))[len("exit phases (s) "):])
+    # the daemon's steps and those `guardian agent` times around it (guardian/cli/agent.py)
+    assert set(phases) >= {"worker", "store_flush", "api", "capture_close", "store_close"}, phases
     assert phases["worker"] <= SHUTDOWN_FLUSH_S + 5, phases  # (a batch in hand is finished first)
     print(f"SIGTERM to exit: {took:.2f} s; phases {phases}")
     assert took < 20, f"{took:.1f} s after SIGTERM; phases {phases}"

@@ -157,12 +157,11 @@ def test_calls_let_go_on_the_callees_cpu_period_are_found_held_on_it():
     began: one busy stretch by the clock, but their releases on one period's lattice say db
     ran out of CPU quota (tools.held), not that the host was busy for a moment. The hold is
     found; the lasting test does not use it yet (no tuning gain)."""
-    from guardian.investigate.signals import signals
+    from tools.held import holds
 
     base = Sample(BASE, _calls(_spread(BASE, 12), 1.0, "b") + _other(BASE, "c"))
     now = Sample(NOW, _throttled([NOW.start_ns + i * 430 * MS for i in range(12)], "n") + _other(NOW, "o"))
     found = gap_shifts(now, base)
     assert [(g.client, g.server) for g in found] == [("app", "db")]
     assert lasting_gaps(found, now, base) == []  # by stretches of time alone: one burst
-    sig = signals(now, base)
-    assert [(h.service, h.kind) for h in sig.holds] == [("db", "period")]
+    assert [(h.service, h.kind) for h in holds(now, base)] == [("db", "period")]
