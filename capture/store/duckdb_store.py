@@ -131,14 +131,14 @@ ROW_GROUP_ROWS = 16_384
 # still sees every span at once: it inserts what is held first).
 INSERT_ROWS = 2 * ROW_GROUP_ROWS
 INSERT_EVERY_S = 2.0
-# DuckDB keeps ~4 kB of glibc heap per hash join outside its buffer pool (duckdb_memory() does not
-# show it) until the database is closed (upstream class: duckdb/duckdb#20569): a scheduled report
-# every 30 s (~60 kB, 20 reads) grew an agent's heap by ~7 MB an hour, up to ~40 MB. A store file
-# is closed and opened again (`reopen`, ~0.1-0.3 s) after REOPEN_AFTER_QUERIES reads and at least
-# REOPEN_MIN_S since the last time, between two queries: 400 reports in-process 34 -> 53 MB of glibc
-# in use, 30.6 MB after one reopen. An in-memory store's data is its database: never reopened.
-REOPEN_AFTER_QUERIES = 200
-REOPEN_MIN_S = 60.0
+# Every block a query or an insert unpins leaves an entry in DuckDB's eviction queues, and an entry
+# whose block is gone keeps ~200 B of glibc heap (outside duckdb_memory()) until the queue is purged,
+# which DuckDB does only past 32k entries a queue: a scheduled report every 30 s (~20 reads, ~40 kB)
+# grew an agent's heap by ~5 MB an hour. A store file's queues are emptied (`drain`, ~15 ms) after
+# DRAIN_AFTER_QUERIES reads and at least DRAIN_MIN_S since the last time, between two queries
+# (`python -m bench.report_heap`: the heap over scheduled reports with and without).
+DRAIN_AFTER_QUERIES = 200
+DRAIN_MIN_S = 10.0
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
 
@@ -211,7 +211,7 @@ def _json_path(key: str) -> str:
 class DuckDBStore(SpanStore):
     def __init__(self, path: str | None = None, max_age_s: float | None = None,
                  max_spans: int | None = None, memory_limit_mb: int | None = None,
-                 threads: int | None = None, reopen_after_queries: int | None = REOPEN_AFTER_QUERIES):
+                 threads: int | None = None, drain_after_queries: int | None = DRAIN_AFTER_QUERIES):
         self.path = path
         self.max_age_s = max_age_s
         self.max_spans = max_spans
@@ -261,11 +261,11 @@ class DuckDBStore(SpanStore):
         self.releases = self.release_failures = 0
         self._next_hold_check = 0.0
         self.holds = 0
-        self.reopen_after_queries = reopen_after_queries if on_file else None
-        self.reopen_min_s = REOPEN_MIN_S
-        self.queries = 0  # reads since the database was opened
-        self._opened = time.monotonic()
-        self.reopens = 0
+        self.drain_after_queries = drain_after_queries if on_file else None
+        self.drain_min_s = DRAIN_MIN_S
+        self.queries = 0  # reads since the last drain
+        self._drained = time.monotonic()
+        self.drains = 0
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:", config=self._config)
@@ -273,25 +273,34 @@ class DuckDBStore(SpanStore):
             _attach(con, self.path)
         return con
 
-    def reopen(self) -> None:
-        """A store file's database closed and opened again (what is held inserted and checkpointed
-        first): what DuckDB's allocations outside its pool kept goes back to the heap (counted in
-        `reopens`; the agent's malloc_trim hands it to the system). Between two queries: every read
-        and write holds the lock. Nothing to do for an in-memory store."""
+    def drain(self) -> None:
+        """DuckDB's eviction queues emptied: the buffer pool queues an entry for every block a query
+        or an insert unpins (a hash table's, a sort's, a column's), and an entry whose block is gone
+        keeps the block's handle (~200 B of glibc heap, outside duckdb_memory()) until the queue is
+        purged, which DuckDB does only past 32k entries a queue (heaptrack on repeated joins:
+        StandardBufferManager::RegisterMemory). An eviction to a limit of 0 pops every entry: it
+        fails once what is pinned is all that is left, and the limit is set back (a checkpoint first,
+        as in `release`). Counted in `drains`. A store file's only: an in-memory store's blocks would
+        be spilled to disk."""
         if not self._on_file:
             return
         with self._lock:
             if self._con is None:
                 return
             self._insert_held()
-            with _private_files(self.path):
+            with _private_files(self.path):  # what was appended since goes to the file, not to spill
                 self._con.execute("CHECKPOINT")
-                self._con.close()
-                self._con = None
-                self._con = self._connect()
+            try:
+                self._con.execute("SET memory_limit = '0MB'")
+            except duckdb.Error:  # what is pinned stays (expected): the queues are empty all the same
+                pass
+            finally:
+                back = "RESET memory_limit" if self._memory_limit_mb is None else \
+                    f"SET memory_limit = '{int(self._memory_limit_mb)}MB'"
+                self._con.execute(back)
             self.queries = 0
-            self._opened = time.monotonic()
-            self.reopens += 1
+            self._drained = time.monotonic()
+            self.drains += 1
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, spans: Iterable[Span]) -> int:
@@ -518,9 +527,9 @@ class DuckDBStore(SpanStore):
             self._insert_held()
             rows = self._con.execute(sql, params or []).fetchall()
             self.queries += 1
-            if (self.reopen_after_queries is not None and self.queries >= self.reopen_after_queries
-                    and time.monotonic() - self._opened >= self.reopen_min_s):
-                self.reopen()  # (REOPEN_AFTER_QUERIES: DuckDB's heap outside its pool)
+            if (self.drain_after_queries is not None and self.queries >= self.drain_after_queries
+                    and time.monotonic() - self._drained >= self.drain_min_s):
+                self.drain()  # (DRAIN_AFTER_QUERIES: DuckDB's heap outside its pool)
             return rows
 
     _span = staticmethod(span_of_row)
