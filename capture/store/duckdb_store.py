@@ -88,13 +88,15 @@ DROP TABLE spans;
 
 
 def _select(rows: str, order: str) -> str:
-    """The columns span_of_row reads (the view's trace_id .. resource) of the span_rows `rows` picks
-    (a query over span_rows): ids made hex and the resource joined only for those rows, after their
-    filter and limit (the view would make them for every row the filter reads: a query of 100
-    spans in 15 minutes went 14 -> 45 ms)."""
+    """The columns span_of_row reads (the view's trace_id .. attributes, then the resource's key) of
+    the span_rows `rows` picks (a query over span_rows): ids made hex only for those rows, after
+    their filter and limit (the view would make them for every row the filter reads: a query of 100
+    spans in 15 minutes went 14 -> 45 ms). The resource's text comes from the store's own table of
+    keys (DuckDBStore._resource_texts), not a join: a read of 1-250 spans kept 2.4 kB of glibc heap
+    until the next drain with the join, 0.4-0.6 kB without (DRAIN_AFTER_QUERIES)."""
     return (f"SELECT {_TRACE_ID}, {_SPAN_ID}, {_PARENT_ID},"
-            " s.name, s.kind, s.start_ns, s.end_ns, s.status_code, s.status_message, s.attributes, r.resource"
-            f" FROM ({rows}) s LEFT JOIN resources r ON r.key = s.resource_key ORDER BY {order}")
+            " s.name, s.kind, s.start_ns, s.end_ns, s.status_code, s.status_message, s.attributes, s.resource_key"
+            f" FROM ({rows}) s ORDER BY {order}")
 
 
 _BY_TRACE = "trace_hi = ? AND trace_lo = ? AND trace_text IS NOT DISTINCT FROM ?"
@@ -247,8 +249,8 @@ class DuckDBStore(SpanStore):
             self._con.execute(_TABLES)
             self._con.execute(_VIEW)
         self._count, self._newest_end = self._con.execute("SELECT count(*), max(end_ns) FROM span_rows").fetchall()[0]
-        # resource JSON text -> key: what is in `resources`, and those appended since the last insert
-        self._resource_keys: dict[str, int] = dict(self._con.execute("SELECT resource, key FROM resources").fetchall())
+        # resource JSON text <-> key: what is in `resources`, and those appended since the last insert
+        self._load_resources()
         self._next_resource_key = max(self._resource_keys.values(), default=0) + 1
         self._new_resources: list[tuple[int, str]] = []
         self._last_age_check = 0.0
@@ -332,6 +334,7 @@ class DuckDBStore(SpanStore):
             key = self._resource_keys.get(text)
             if key is None:
                 key = self._resource_keys[text] = self._next_resource_key
+                self._resource_texts[key] = text
                 self._next_resource_key += 1
                 self._new_resources.append((key, text))
             return key
@@ -352,7 +355,13 @@ class DuckDBStore(SpanStore):
             return
         self._con.execute("DELETE FROM resources WHERE key NOT IN (SELECT DISTINCT resource_key FROM span_rows"
                           " WHERE resource_key IS NOT NULL)")
-        self._resource_keys = dict(self._con.execute("SELECT resource, key FROM resources").fetchall())
+        self._load_resources()
+
+    def _load_resources(self) -> None:
+        """The store's resources both ways (JSON text -> key for appends, key -> text for reads)."""
+        rows = self._con.execute("SELECT resource, key FROM resources").fetchall()
+        self._resource_keys: dict[str, int] = dict(rows)
+        self._resource_texts: dict[int, str] = {key: text for text, key in rows}
 
     def settle(self) -> None:
         """Insert what is held once it has waited INSERT_EVERY_S (the agent's worker calls it
@@ -532,7 +541,12 @@ class DuckDBStore(SpanStore):
                 self.drain()  # (DRAIN_AFTER_QUERIES: DuckDB's heap outside its pool)
             return rows
 
-    _span = staticmethod(span_of_row)
+    def _spans(self, sql: str, params: list[Any]) -> list[Span]:
+        """The spans of a _select query, each with its resource's text by key (under the lock: a
+        prune of the resources never comes between the read and the look-up)."""
+        with self._lock:
+            texts = self._resource_texts
+            return [span_of_row(r[:10] + (texts.get(r[10]),)) for r in self._rows(sql, params)]
 
     @staticmethod
     def _where(flt: SpanFilter) -> tuple[str, list[Any]]:
@@ -563,25 +577,24 @@ class DuckDBStore(SpanStore):
         where, params = self._where(flt)
         order = {"duration_desc": "duration_ns DESC", "start_desc": "start_ns DESC"}.get(flt.order, "start_ns")
         params.append(max(int(flt.limit), 0))
-        return [self._span(r) for r in self._rows(
-            _select(f"SELECT * FROM span_rows{where} ORDER BY {order} LIMIT ?", order), params)]
+        return self._spans(_select(f"SELECT * FROM span_rows{where} ORDER BY {order} LIMIT ?", order), params)
 
     def traces(self, flt: SpanFilter, limit: int = 20) -> list[list[Span]]:
         where, params = self._where(flt)
-        rows = self._rows(
+        spans = self._spans(
             f"WITH ids AS (SELECT trace_hi, trace_lo, trace_text, max(start_ns) AS last FROM span_rows{where}"
             " GROUP BY ALL ORDER BY last DESC LIMIT ?) "
             + _select("SELECT t.*, ids.last FROM span_rows t JOIN ids ON t.trace_hi = ids.trace_hi"
                       " AND t.trace_lo = ids.trace_lo AND t.trace_text IS NOT DISTINCT FROM ids.trace_text",
                       "s.last DESC, s.trace_hi, s.trace_lo, s.trace_text, s.start_ns"), params + [limit])
         by_trace: dict[str, list[Span]] = {}
-        for r in rows:
-            by_trace.setdefault(r[0], []).append(self._span(r))
+        for s in spans:
+            by_trace.setdefault(s.trace_id, []).append(s)
         return list(by_trace.values())
 
     def trace(self, trace_id: str) -> list[Span]:
-        return [self._span(r) for r in self._rows(
-            _select(f"SELECT * FROM span_rows WHERE {_BY_TRACE}", "s.start_ns"), list(id_key(trace_id, 32)))]
+        return self._spans(_select(f"SELECT * FROM span_rows WHERE {_BY_TRACE}", "s.start_ns"),
+                           list(id_key(trace_id, 32)))
 
     def red(self, window: TimeWindow, by: Literal["service", "operation"] = "service",
             interval_s: int | None = None, service: str | None = None) -> list[RedRow]:
