@@ -1,11 +1,13 @@
-"""The process's heap over scheduled anomaly reports on a store file, the store's reopen off and on
-in the same command (capture/store/duckdb_store.py REOPEN_AFTER_QUERIES: DuckDB keeps ~3 kB of glibc
-heap per read with a join outside its pool until its database is closed). No kernel probes.
+"""The process's heap over scheduled anomaly reports on a store file, the store's drain of DuckDB's
+eviction queues off and on in the same command (capture/store/duckdb_store.py DRAIN_AFTER_QUERIES: an
+entry of a queue whose block is gone keeps ~200 B of glibc heap until DuckDB purges the queue, past
+32k entries). No kernel probes.
 
     python -m bench.report_heap --reports 240 [--out FILE]
 
 Prints one JSON object: per arm, RSS, glibc's heap in use (after malloc_trim) and DuckDB's pool
-after the warm-up and at each quarter of the reports; reads and reopens. It does not judge."""
+after the warm-up and at each quarter of the reports; reads, drains and the time a drain took.
+It does not judge."""
 from __future__ import annotations
 
 import argparse
@@ -36,14 +38,14 @@ def _snap(store) -> dict[str, float]:
             "duckdb_pool_mb": round(store.memory()["pool"] / rss.MB, 2)}
 
 
-def arm(reopen_after: int | None, reports: int, warm: int = 20) -> dict:
+def arm(drain_after: int | None, reports: int, warm: int = 20) -> dict:
     d = tempfile.mkdtemp(prefix="report-heap-")
     store = open_store(os.path.join(d, "guardian.duckdb"), memory_limit_mb=64, threads=2)
     try:
         for seed in range(10):
             store.append(incident_spans(seed=seed))
         store.flush()
-        store.reopen_after_queries = reopen_after
+        store.drain_after_queries = drain_after
         sched = Scheduler(store, ScheduleSettings(window="3600s", history_path=os.path.join(d, "reports.jsonl")))
         for _ in range(warm):
             sched.run_once()
@@ -53,8 +55,11 @@ def arm(reopen_after: int | None, reports: int, warm: int = 20) -> dict:
             sched.run_once()
             if (i + 1) % max(1, reports // 4) == 0:
                 out["quarters"].append(_snap(store))
-        out.update(s_per_report=round((time.monotonic() - t) / reports, 3), reopens=store.reopens,
-                   reads_since_open=store.queries)
+        out.update(s_per_report=round((time.monotonic() - t) / reports, 3), drains=store.drains,
+                   reads_since_drain=store.queries)
+        t = time.monotonic()
+        store.drain()
+        out["drain_s"] = round(time.monotonic() - t, 3)
         return out
     finally:
         store.close()
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     heap.tune()
     result = {"load_start": os.getloadavg()[0], "reports": a.reports,
-              "off": arm(None, a.reports), "on": arm(duckdb_store.REOPEN_AFTER_QUERIES, a.reports)}
+              "off": arm(None, a.reports), "on": arm(duckdb_store.DRAIN_AFTER_QUERIES, a.reports)}
     result["load_end"] = os.getloadavg()[0]
     text = json.dumps(result)
     if a.out:

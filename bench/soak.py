@@ -376,8 +376,8 @@ class Soak:
                 "out_of_scope_spans": inc.metrics.get("guardian_agent_scope_dropped_spans"),
                 # calls of processes outside the scope the kernel did not follow (bpf/scope.h)
                 "out_of_scope_kernel_skipped": inc.metrics.get("capture.kernel.scope_skipped"),
-                # the store file's reopens (DuckDB's heap outside its pool) and the facts table's clears
-                "store_reopens": inc.metrics.get("guardian_agent_store_reopens"),
+                # the store file's drains (DuckDB's heap outside its pool) and the facts table's clears
+                "store_drains": inc.metrics.get("guardian_store_drains"),
                 "row_facts_clears": inc.metrics.get("guardian_agent_row_facts_clears"),
             })
         drops_total: Counter[str] = Counter()

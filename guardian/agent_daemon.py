@@ -78,9 +78,6 @@ class _Collector:
                                            getattr(a.store, "holds", 0)),
             "guardian_agent_ingest_queue_refused_bytes": ("span batches the ingest queue refused for its bytes "
                                                           "(store.queue_mb)", a.queue.refused_bytes),
-            "guardian_agent_store_reopens": ("times the store file's database was closed and opened again to give "
-                                             "back DuckDB's heap outside its pool (DuckDBStore.reopen)",
-                                             getattr(a.store, "reopens", 0)),
             "guardian_agent_spans_unflushed": ("spans left unstored at shutdown: its flush ran out of time "
                                                "(SHUTDOWN_FLUSH_S)", a.unflushed),
             "guardian_agent_row_facts_clears": ("times the rows' shared connection-facts table was full and "

@@ -88,13 +88,15 @@ DROP TABLE spans;
 
 
 def _select(rows: str, order: str) -> str:
-    """The columns span_of_row reads (the view's trace_id .. resource) of the span_rows `rows` picks
-    (a query over span_rows): ids made hex and the resource joined only for those rows, after their
-    filter and limit (the view would make them for every row the filter reads: a query of 100
-    spans in 15 minutes went 14 -> 45 ms)."""
+    """The columns span_of_row reads (the view's trace_id .. attributes, then the resource's key) of
+    the span_rows `rows` picks (a query over span_rows): ids made hex only for those rows, after
+    their filter and limit (the view would make them for every row the filter reads: a query of 100
+    spans in 15 minutes went 14 -> 45 ms). The resource's text comes from the store's own table of
+    keys (DuckDBStore._resource_texts), not a join: a read of 1-250 spans kept 2.4 kB of glibc heap
+    until the next drain with the join, 0.4-0.6 kB without (DRAIN_AFTER_QUERIES)."""
     return (f"SELECT {_TRACE_ID}, {_SPAN_ID}, {_PARENT_ID},"
-            " s.name, s.kind, s.start_ns, s.end_ns, s.status_code, s.status_message, s.attributes, r.resource"
-            f" FROM ({rows}) s LEFT JOIN resources r ON r.key = s.resource_key ORDER BY {order}")
+            " s.name, s.kind, s.start_ns, s.end_ns, s.status_code, s.status_message, s.attributes, s.resource_key"
+            f" FROM ({rows}) s ORDER BY {order}")
 
 
 _BY_TRACE = "trace_hi = ? AND trace_lo = ? AND trace_text IS NOT DISTINCT FROM ?"
@@ -131,14 +133,14 @@ ROW_GROUP_ROWS = 16_384
 # still sees every span at once: it inserts what is held first).
 INSERT_ROWS = 2 * ROW_GROUP_ROWS
 INSERT_EVERY_S = 2.0
-# DuckDB keeps ~4 kB of glibc heap per hash join outside its buffer pool (duckdb_memory() does not
-# show it) until the database is closed (upstream class: duckdb/duckdb#20569): a scheduled report
-# every 30 s (~60 kB, 20 reads) grew an agent's heap by ~7 MB an hour, up to ~40 MB. A store file
-# is closed and opened again (`reopen`, ~0.1-0.3 s) after REOPEN_AFTER_QUERIES reads and at least
-# REOPEN_MIN_S since the last time, between two queries: 400 reports in-process 34 -> 53 MB of glibc
-# in use, 30.6 MB after one reopen. An in-memory store's data is its database: never reopened.
-REOPEN_AFTER_QUERIES = 200
-REOPEN_MIN_S = 60.0
+# Every block a query or an insert unpins leaves an entry in DuckDB's eviction queues, and an entry
+# whose block is gone keeps ~200 B of glibc heap (outside duckdb_memory()) until the queue is purged,
+# which DuckDB does only past 32k entries a queue: a scheduled report every 30 s (~20 reads, ~40 kB)
+# grew an agent's heap by ~5 MB an hour. A store file's queues are emptied (`drain`, ~15 ms) after
+# DRAIN_AFTER_QUERIES reads and at least DRAIN_MIN_S since the last time, between two queries
+# (`python -m bench.report_heap`: the heap over scheduled reports with and without).
+DRAIN_AFTER_QUERIES = 200
+DRAIN_MIN_S = 10.0
 _PRIVATE = 0o600
 _UMASK_LOCK = threading.Lock()  # the umask is per process: stores must not interleave their changes
 
@@ -211,7 +213,7 @@ def _json_path(key: str) -> str:
 class DuckDBStore(SpanStore):
     def __init__(self, path: str | None = None, max_age_s: float | None = None,
                  max_spans: int | None = None, memory_limit_mb: int | None = None,
-                 threads: int | None = None, reopen_after_queries: int | None = REOPEN_AFTER_QUERIES):
+                 threads: int | None = None, drain_after_queries: int | None = DRAIN_AFTER_QUERIES):
         self.path = path
         self.max_age_s = max_age_s
         self.max_spans = max_spans
@@ -247,8 +249,8 @@ class DuckDBStore(SpanStore):
             self._con.execute(_TABLES)
             self._con.execute(_VIEW)
         self._count, self._newest_end = self._con.execute("SELECT count(*), max(end_ns) FROM span_rows").fetchall()[0]
-        # resource JSON text -> key: what is in `resources`, and those appended since the last insert
-        self._resource_keys: dict[str, int] = dict(self._con.execute("SELECT resource, key FROM resources").fetchall())
+        # resource JSON text <-> key: what is in `resources`, and those appended since the last insert
+        self._load_resources()
         self._next_resource_key = max(self._resource_keys.values(), default=0) + 1
         self._new_resources: list[tuple[int, str]] = []
         self._last_age_check = 0.0
@@ -261,11 +263,11 @@ class DuckDBStore(SpanStore):
         self.releases = self.release_failures = 0
         self._next_hold_check = 0.0
         self.holds = 0
-        self.reopen_after_queries = reopen_after_queries if on_file else None
-        self.reopen_min_s = REOPEN_MIN_S
-        self.queries = 0  # reads since the database was opened
-        self._opened = time.monotonic()
-        self.reopens = 0
+        self.drain_after_queries = drain_after_queries if on_file else None
+        self.drain_min_s = DRAIN_MIN_S
+        self.queries = 0  # reads since the last drain
+        self._drained = time.monotonic()
+        self.drains = 0
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:", config=self._config)
@@ -273,25 +275,34 @@ class DuckDBStore(SpanStore):
             _attach(con, self.path)
         return con
 
-    def reopen(self) -> None:
-        """A store file's database closed and opened again (what is held inserted and checkpointed
-        first): what DuckDB's allocations outside its pool kept goes back to the heap (counted in
-        `reopens`; the agent's malloc_trim hands it to the system). Between two queries: every read
-        and write holds the lock. Nothing to do for an in-memory store."""
+    def drain(self) -> None:
+        """DuckDB's eviction queues emptied: the buffer pool queues an entry for every block a query
+        or an insert unpins (a hash table's, a sort's, a column's), and an entry whose block is gone
+        keeps the block's handle (~200 B of glibc heap, outside duckdb_memory()) until the queue is
+        purged, which DuckDB does only past 32k entries a queue (heaptrack on repeated joins:
+        StandardBufferManager::RegisterMemory). An eviction to a limit of 0 pops every entry: it
+        fails once what is pinned is all that is left, and the limit is set back (a checkpoint first,
+        as in `release`). Counted in `drains`. A store file's only: an in-memory store's blocks would
+        be spilled to disk."""
         if not self._on_file:
             return
         with self._lock:
             if self._con is None:
                 return
             self._insert_held()
-            with _private_files(self.path):
+            with _private_files(self.path):  # what was appended since goes to the file, not to spill
                 self._con.execute("CHECKPOINT")
-                self._con.close()
-                self._con = None
-                self._con = self._connect()
+            try:
+                self._con.execute("SET memory_limit = '0MB'")
+            except duckdb.Error:  # what is pinned stays (expected): the queues are empty all the same
+                pass
+            finally:
+                back = "RESET memory_limit" if self._memory_limit_mb is None else \
+                    f"SET memory_limit = '{int(self._memory_limit_mb)}MB'"
+                self._con.execute(back)
             self.queries = 0
-            self._opened = time.monotonic()
-            self.reopens += 1
+            self._drained = time.monotonic()
+            self.drains += 1
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, spans: Iterable[Span]) -> int:
@@ -323,6 +334,7 @@ class DuckDBStore(SpanStore):
             key = self._resource_keys.get(text)
             if key is None:
                 key = self._resource_keys[text] = self._next_resource_key
+                self._resource_texts[key] = text
                 self._next_resource_key += 1
                 self._new_resources.append((key, text))
             return key
@@ -343,7 +355,13 @@ class DuckDBStore(SpanStore):
             return
         self._con.execute("DELETE FROM resources WHERE key NOT IN (SELECT DISTINCT resource_key FROM span_rows"
                           " WHERE resource_key IS NOT NULL)")
-        self._resource_keys = dict(self._con.execute("SELECT resource, key FROM resources").fetchall())
+        self._load_resources()
+
+    def _load_resources(self) -> None:
+        """The store's resources both ways (JSON text -> key for appends, key -> text for reads)."""
+        rows = self._con.execute("SELECT resource, key FROM resources").fetchall()
+        self._resource_keys: dict[str, int] = dict(rows)
+        self._resource_texts: dict[int, str] = {key: text for text, key in rows}
 
     def settle(self) -> None:
         """Insert what is held once it has waited INSERT_EVERY_S (the agent's worker calls it
@@ -518,12 +536,17 @@ class DuckDBStore(SpanStore):
             self._insert_held()
             rows = self._con.execute(sql, params or []).fetchall()
             self.queries += 1
-            if (self.reopen_after_queries is not None and self.queries >= self.reopen_after_queries
-                    and time.monotonic() - self._opened >= self.reopen_min_s):
-                self.reopen()  # (REOPEN_AFTER_QUERIES: DuckDB's heap outside its pool)
+            if (self.drain_after_queries is not None and self.queries >= self.drain_after_queries
+                    and time.monotonic() - self._drained >= self.drain_min_s):
+                self.drain()  # (DRAIN_AFTER_QUERIES: DuckDB's heap outside its pool)
             return rows
 
-    _span = staticmethod(span_of_row)
+    def _spans(self, sql: str, params: list[Any]) -> list[Span]:
+        """The spans of a _select query, each with its resource's text by key (under the lock: a
+        prune of the resources never comes between the read and the look-up)."""
+        with self._lock:
+            texts = self._resource_texts
+            return [span_of_row(r[:10] + (texts.get(r[10]),)) for r in self._rows(sql, params)]
 
     @staticmethod
     def _where(flt: SpanFilter) -> tuple[str, list[Any]]:
@@ -554,25 +577,24 @@ class DuckDBStore(SpanStore):
         where, params = self._where(flt)
         order = {"duration_desc": "duration_ns DESC", "start_desc": "start_ns DESC"}.get(flt.order, "start_ns")
         params.append(max(int(flt.limit), 0))
-        return [self._span(r) for r in self._rows(
-            _select(f"SELECT * FROM span_rows{where} ORDER BY {order} LIMIT ?", order), params)]
+        return self._spans(_select(f"SELECT * FROM span_rows{where} ORDER BY {order} LIMIT ?", order), params)
 
     def traces(self, flt: SpanFilter, limit: int = 20) -> list[list[Span]]:
         where, params = self._where(flt)
-        rows = self._rows(
+        spans = self._spans(
             f"WITH ids AS (SELECT trace_hi, trace_lo, trace_text, max(start_ns) AS last FROM span_rows{where}"
             " GROUP BY ALL ORDER BY last DESC LIMIT ?) "
             + _select("SELECT t.*, ids.last FROM span_rows t JOIN ids ON t.trace_hi = ids.trace_hi"
                       " AND t.trace_lo = ids.trace_lo AND t.trace_text IS NOT DISTINCT FROM ids.trace_text",
                       "s.last DESC, s.trace_hi, s.trace_lo, s.trace_text, s.start_ns"), params + [limit])
         by_trace: dict[str, list[Span]] = {}
-        for r in rows:
-            by_trace.setdefault(r[0], []).append(self._span(r))
+        for s in spans:
+            by_trace.setdefault(s.trace_id, []).append(s)
         return list(by_trace.values())
 
     def trace(self, trace_id: str) -> list[Span]:
-        return [self._span(r) for r in self._rows(
-            _select(f"SELECT * FROM span_rows WHERE {_BY_TRACE}", "s.start_ns"), list(id_key(trace_id, 32)))]
+        return self._spans(_select(f"SELECT * FROM span_rows WHERE {_BY_TRACE}", "s.start_ns"),
+                           list(id_key(trace_id, 32)))
 
     def red(self, window: TimeWindow, by: Literal["service", "operation"] = "service",
             interval_s: int | None = None, service: str | None = None) -> list[RedRow]:

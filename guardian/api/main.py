@@ -24,7 +24,7 @@ from guardian.api.files import restrict_store
 from guardian.api.guard import RequestGuard
 from guardian.api.jobs import Jobs
 from guardian.api.mcp_mount import LazyMcp
-from guardian.api.metrics import ApiMetrics, MetricsMiddleware
+from guardian.api.metrics import ApiMetrics, MetricsMiddleware, StoreMetrics
 from guardian.alerts.receiver import AlertReceiver
 from guardian.api.routers import (alerts, anomalies, graph, health, investigate, memory, reports, services, tools,
                                   traces)
@@ -80,6 +80,7 @@ def create_app(
             settings.api.engine = "deterministic"
     restrict_store(store)
     metrics = ApiMetrics(registry)
+    metrics.registry.register(StoreMetrics(store))
     jobs = Jobs(store, settings.api.max_jobs, metrics, investigate_fn)
     incident_memory = Memory(MemoryStore(settings.memory.path), settings.memory.prior_weight)
     jobs.after.append(incident_memory.after_investigation)

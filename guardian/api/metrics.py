@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -26,6 +27,28 @@ class ApiMetrics:
         self.history_evicted = Counter("guardian_report_history_evicted", "Scheduled reports dropped from "
                                        "the history past schedule.history_max (guardian/schedule/history.py)",
                                        registry=r)
+
+
+class StoreMetrics:
+    """The store's own counters, read at scrape time: whoever serves the API (`guardian serve`, the
+    hub, the agent) shows what its store did. Counters a store does not keep are left out."""
+
+    COUNTERS = {"drains": ("guardian_store_drains", "times DuckDB's eviction queues were emptied to give back "
+                           "the heap their dead entries kept (DuckDBStore.drain)")}
+
+    def __init__(self, store):
+        self.store = store
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        for attr, (name, doc) in self.COUNTERS.items():
+            value = getattr(self.store, attr, None)
+            if value is not None:
+                c = CounterMetricFamily(name, doc)
+                c.add_metric([], value)
+                yield c
 
 
 class MetricsMiddleware:

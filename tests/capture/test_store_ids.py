@@ -238,3 +238,41 @@ def test_a_lookup_by_trace_id_compares_keys():
     scan = plan.split("span_rows", 1)[1]
     assert "trace_hi=" in scan.replace(" ", "") and "format" not in scan.split("Filters", 1)[1].split("╰", 1)[0], plan
     store.close()
+
+
+def test_spans_read_carry_the_resource_the_view_joins_and_no_read_joins_it(tmp_path, monkeypatch):
+    """Spans are read without a join of `resources` (each join's blocks keep glibc heap until the
+    next drain: DuckDBStore._spans), yet carry what the `spans` view joins for them: after appends,
+    a prune of resources no span refers to, and a restart from the file."""
+    import orjson
+
+    from capture.store import duckdb_store
+
+    monkeypatch.setattr(duckdb_store, "RESOURCES_PRUNE_AT", 10)
+    path = str(tmp_path / "spans.duckdb")
+    store = DuckDBStore(path, max_spans=60)
+    for pid in range(30):  # one process after another, each with its own resource
+        spans = call(pid)
+        for x in spans:
+            x.resource = {"service.name": f"svc{pid % 3}", "process.pid": pid}
+        store.append(spans)
+    store.append(call(99))  # the resource call() gives, and one without any
+    store.append([Span(name="bare", kind="SERVER", start_time_unix_nano=T0, end_time_unix_nano=T0 + 1)])
+    for s in (store, None):
+        if s is None:
+            store.close()
+            s = store = DuckDBStore(path)  # the keys read back from the file
+        joined = {sid: orjson.loads(r) if r else {} for sid, r in
+                  s._rows("SELECT span_id, resource FROM spans")}
+        read = s.spans(SpanFilter(limit=1000))
+        assert len(read) == len(joined) == s.count() == 60 and {x.span_id: x.resource for x in read} == joined
+        assert {x.span_id: x.resource for t in s.traces(SpanFilter(), limit=100) for x in t} == joined
+        some = read[-5]
+        assert [x.resource for x in s.trace(some.trace_id)] == [joined[x.span_id] for x in s.trace(some.trace_id)]
+        assert {x.resource.get("process.pid") for x in read} >= set(range(17, 30))  # the last 60 spans' processes
+    from capture.store.duckdb_store import _select
+
+    sql = "EXPLAIN " + _select("SELECT * FROM span_rows LIMIT 10", "s.start_ns")
+    plan = "\n".join(r[1] for r in store._con.execute(sql).fetchall())
+    assert "JOIN" not in plan.upper() and "resources" not in plan, plan
+    store.close()

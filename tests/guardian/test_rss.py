@@ -85,7 +85,7 @@ def test_sigusr1_logs_one_json_line_and_metrics_carry_the_same_figures(tmp_path)
                      'guardian_agent_memory_python{what="blocks"}', 'guardian_agent_memory_store{what="pool"}',
                      'guardian_agent_memory_queue{what="bytes"}', 'guardian_agent_memory_tables{what="linker_pending"}',
                      "guardian_agent_ingest_queue_bytes", "guardian_agent_ingest_queue_refused_bytes_total",
-                     "guardian_agent_store_holds_total", "guardian_agent_store_reopens_total",
+                     "guardian_agent_store_holds_total", "guardian_store_drains_total",
                      "guardian_agent_row_facts_clears_total", "guardian_agent_spans_unflushed_total",
                      'guardian_agent_memory_tables{what="row_facts"}'):
             assert agent.metric(name) is not None, name

@@ -1,7 +1,7 @@
 """Read endpoints on the seeded store: services, service map, traces, metrics, bad input."""
 from __future__ import annotations
 
-from serving_support import AUTH, TOKEN
+from serving_support import AUTH, TOKEN, seeded_store
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter
 
@@ -56,3 +56,30 @@ def test_metrics_count_requests_and_share_a_callers_registry(store):
     assert 'guardian_api_requests_total{method="GET",route="/v1/services",status="200"} 1.0' in text
     assert 'route="/v1/traces/{trace_id}",status="404"' in text  # the template, not the raw id
     assert "guardian_capture_drops_total 3.0" in text
+
+
+def _metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_metrics_show_the_store_files_drains(tmp_path):
+    store = seeded_store(str(tmp_path / "spans.duckdb"))
+    store.drain_after_queries, store.drain_min_s = 5, 0.0  # (200 reads, 10 s apart, by default)
+    try:
+        with TestClient(create_app(store, {"api": {"token": TOKEN}})) as c:
+            assert _metric(c.get("/metrics", headers=AUTH).text, "guardian_store_drains_total") == 0.0
+            for _ in range(4):
+                assert c.post("/v1/reports/run", headers=AUTH, json={}).status_code == 200
+            drains = _metric(c.get("/metrics", headers=AUTH).text, "guardian_store_drains_total")
+        assert drains == store.drains >= 4 * 20 // 5 - 1  # ~20 reads a report
+    finally:
+        store.close()
+
+
+def test_an_in_memory_store_has_no_drains_to_show(store):
+    # (its blocks are its data: emptying its queues would spill them; the counter stays at 0)
+    with TestClient(create_app(store, {"api": {"token": TOKEN}})) as c:
+        assert _metric(c.get("/metrics", headers=AUTH).text, "guardian_store_drains_total") == 0.0

@@ -57,6 +57,9 @@ def test_with_token_and_a_store_file(tmp_path):
         assert httpx.get(f"{url}/v1/services").status_code == 401
         r = httpx.get(f"{url}/v1/services?since=30m", headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and "payments" in {s["name"] for s in r.json()["services"]}
+        # the store's drains of DuckDB's eviction queues (DuckDBStore.drain) on serve's own /metrics
+        text = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer s3cret"}).text
+        assert "guardian_store_drains_total 0.0" in text.splitlines()
     finally:
         _stop(proc)
 
