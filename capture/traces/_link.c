@@ -120,6 +120,88 @@ static void spans_free(Spans *s)
     PyMem_Free(s->open);
 }
 
+/* ---- a released span as the context holds it: its link facts, not its row ----------------------
+ * StreamLinker keeps released spans for a window as frozen context; the whole row (name, attribute
+ * text, status) is the store's by then. A Held keeps what linking reads of a frozen span: kind,
+ * times, ids, parent, trace id, the connection facts (`key`, as a row's) and the resource. Not
+ * tracked by the collector: it refers only to strings, ints, tuples and a resource dict. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *kind, *start, *end, *span_id, *parent, *trace_id, *key, *resource;
+} Held;
+
+static PyMemberDef held_members[] = {
+    {"kind", T_OBJECT, offsetof(Held, kind), READONLY, NULL},
+    {"start_time_unix_nano", T_OBJECT, offsetof(Held, start), READONLY, NULL},
+    {"end_time_unix_nano", T_OBJECT, offsetof(Held, end), READONLY, NULL},
+    {"span_id", T_OBJECT, offsetof(Held, span_id), READONLY, NULL},
+    {"parent_span_id", T_OBJECT, offsetof(Held, parent), READONLY, NULL},
+    {"trace_id", T_OBJECT, offsetof(Held, trace_id), READONLY, NULL},
+    {"key", T_OBJECT, offsetof(Held, key), READONLY, NULL},
+    {"resource", T_OBJECT, offsetof(Held, resource), READONLY, NULL},
+    {NULL},
+};
+
+static void held_dealloc(Held *h)
+{
+    Py_XDECREF(h->kind);
+    Py_XDECREF(h->start);
+    Py_XDECREF(h->end);
+    Py_XDECREF(h->span_id);
+    Py_XDECREF(h->parent);
+    Py_XDECREF(h->trace_id);
+    Py_XDECREF(h->key);
+    Py_XDECREF(h->resource);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+static PyObject *held_attributes(PyObject *self, void *closure)
+{
+    Py_RETURN_NONE; /* as a compact row's: the connection facts are in `key` */
+}
+
+static PyGetSetDef held_getset[] = {{"attributes", held_attributes, NULL, NULL, NULL}, {NULL}};
+
+static PyTypeObject HeldType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "capture.traces._link.Held",
+    .tp_basicsize = sizeof(Held),
+    .tp_dealloc = (destructor)held_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A released span's link facts (StreamLinker's context): kind, times, ids, key, resource.",
+    .tp_members = held_members,
+    .tp_getset = held_getset,
+};
+
+/* The Held of span i of a run (its fields as the run left them): a row's key as it is, a Span's made
+ * of what the run read (connection, thread, traceparent; None where its kind reads none). */
+static PyObject *held_of(const Spans *s, Py_ssize_t i)
+{
+    PyObject *o = s->items[i];
+    const Layout *L = layout_of(Py_TYPE(o));
+    Held *h = PyObject_New(Held, &HeldType);
+    if (h == NULL)
+        return NULL;
+    h->kind = h->start = h->end = h->parent = h->trace_id = h->key = h->resource = NULL;
+    h->span_id = Py_NewRef(s->sid[i]);
+    PyObject *attrs = field(o, L, F_ATTRS);
+    if (attrs == NULL)
+        goto fail;
+    if (attrs == Py_None)
+        h->key = field(o, L, F_KEY);
+    else
+        h->key = PyTuple_Pack(3, s->conn[i] ? s->conn[i] : Py_None, s->thread[i] ? s->thread[i] : Py_None,
+                              s->tp[i] ? s->tp[i] : Py_None);
+    Py_DECREF(attrs);
+    if (h->key == NULL || (h->kind = field(o, L, F_KIND)) == NULL || (h->start = field(o, L, F_START)) == NULL ||
+        (h->end = field(o, L, F_END)) == NULL || (h->parent = field(o, L, F_PARENT)) == NULL ||
+        (h->trace_id = field(o, L, F_TRACE)) == NULL || (h->resource = field(o, L, F_RESOURCE)) == NULL)
+        goto fail;
+    return (PyObject *)h;
+fail:
+    Py_DECREF(h);
+    return NULL;
+}
+
 /* -1: error; 0: cannot say (the caller falls back); 1: read. */
 static int kind_of(PyObject *k, char *out)
 {
@@ -1035,6 +1117,72 @@ static int time_of(PyObject *o, int f, int64_t *out)
     return rc;
 }
 
+/* The context without its answered CLIENT spans (those a SERVER span in it has as parent): linking
+ * reads a frozen CLIENT only as the caller of a SERVER still to come, and an answered one has its
+ * SERVER (one-to-one); the SERVER keeps the trace for whatever links to it later. Order kept. */
+static int drop_answered(PyObject **context)
+{
+    PyObject *list = *context, *answered = PySet_New(NULL), *kept = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    char *kinds = PyMem_Malloc(n ? n : 1);
+    int ret = -1, any_client = 0;
+    if (answered == NULL || kinds == NULL)
+        goto out;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *o = PyList_GET_ITEM(list, j);
+        const Layout *L = layout_of(Py_TYPE(o));
+        PyObject *k = field(o, L, F_KIND);
+        if (k == NULL)
+            goto out;
+        int rc = kind_of(k, &kinds[j]);
+        Py_DECREF(k);
+        if (rc < 0)
+            goto out;
+        if (rc == 0)
+            kinds[j] = OTHER;
+        any_client |= kinds[j] == CLIENT;
+        if (kinds[j] == SERVER) {
+            PyObject *par = field(o, L, F_PARENT);
+            if (par == NULL)
+                goto out;
+            rc = PyUnicode_CheckExact(par) && PyUnicode_GET_LENGTH(par) ? PySet_Add(answered, par) : 0;
+            Py_DECREF(par);
+            if (rc < 0)
+                goto out;
+        }
+    }
+    if (!any_client || PySet_GET_SIZE(answered) == 0) {
+        ret = 0;
+        goto out;
+    }
+    if ((kept = PyList_New(0)) == NULL)
+        goto out;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *o = PyList_GET_ITEM(list, j);
+        if (kinds[j] == CLIENT) {
+            PyObject *sid = field(o, layout_of(Py_TYPE(o)), F_SPAN_ID);
+            if (sid == NULL)
+                goto out;
+            int rc = PySet_Contains(answered, sid);
+            Py_DECREF(sid);
+            if (rc < 0)
+                goto out;
+            if (rc)
+                continue;
+        }
+        if (PyList_Append(kept, o) < 0)
+            goto out;
+    }
+    Py_SETREF(*context, kept);
+    kept = NULL;
+    ret = 0;
+out:
+    PyMem_Free(kinds);
+    Py_XDECREF(answered);
+    Py_XDECREF(kept);
+    return ret;
+}
+
 /* StreamLinker._release (capture/traces/stream.py, the specification) in one call: see release's doc.
  * Links only the band that can reach the released spans; the rest of what is held is read for its
  * times (and a provisional parent) alone. */
@@ -1176,9 +1324,21 @@ static PyObject *release(PyObject *self, PyObject *args)
     for (Py_ssize_t j = 0; j < nc; j++)
         if (cend[j] >= horizon && !list_append_new(new_context, PyList_GET_ITEM(context, j)))
             goto done;
-    for (Py_ssize_t i = 0; i < np; i++)
-        if (out[i] && pend[i] >= horizon && !list_append_new(new_context, PyList_GET_ITEM(pending, i)))
-            goto done;
+    if (nout) /* a released span stays as its Held (every released span was in the run: s.items) */
+        for (Py_ssize_t i = nband; i < s.n; i++) {
+            int64_t e = s.end[i];
+            if (!band_out[i - nband] || e < horizon)
+                continue;
+            PyObject *h = held_of(&s, i);
+            if (h == NULL)
+                goto done;
+            int rc = PyList_Append(new_context, h);
+            Py_DECREF(h);
+            if (rc < 0)
+                goto done;
+        }
+    if (drop_answered(&new_context) < 0)
+        goto done;
     Py_ssize_t nctx = PyList_GET_SIZE(new_context);
     if (nctx > max_pending / 2) { /* released in time order: the newest stay */
         trimmed = nctx - max_pending / 2;
@@ -1309,5 +1469,12 @@ PyMODINIT_FUNC PyInit__link(void)
     for (size_t k = 0; k < sizeof(names) / sizeof(*names); k++)
         if ((*names[k].slot = PyUnicode_InternFromString(names[k].text)) == NULL)
             return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&HeldType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL || PyModule_AddObjectRef(m, "Held", (PyObject *)&HeldType) < 0) {
+        Py_XDECREF(m);
+        return NULL;
+    }
+    return m;
 }
