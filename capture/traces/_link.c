@@ -127,13 +127,14 @@ static void spans_free(Spans *s)
  * tracked by the collector: it refers only to strings, ints, tuples and a resource dict. */
 typedef struct {
     PyObject_HEAD
-    PyObject *kind, *start, *end, *span_id, *parent, *trace_id, *key, *resource;
+    PyObject *kind, *span_id, *parent, *trace_id, *key, *resource;
+    long long start, end; /* (not ints: a Held outlives its row, and two ints were 64 bytes) */
 } Held;
 
 static PyMemberDef held_members[] = {
     {"kind", T_OBJECT, offsetof(Held, kind), READONLY, NULL},
-    {"start_time_unix_nano", T_OBJECT, offsetof(Held, start), READONLY, NULL},
-    {"end_time_unix_nano", T_OBJECT, offsetof(Held, end), READONLY, NULL},
+    {"start_time_unix_nano", T_LONGLONG, offsetof(Held, start), READONLY, NULL},
+    {"end_time_unix_nano", T_LONGLONG, offsetof(Held, end), READONLY, NULL},
     {"span_id", T_OBJECT, offsetof(Held, span_id), READONLY, NULL},
     {"parent_span_id", T_OBJECT, offsetof(Held, parent), READONLY, NULL},
     {"trace_id", T_OBJECT, offsetof(Held, trace_id), READONLY, NULL},
@@ -145,8 +146,6 @@ static PyMemberDef held_members[] = {
 static void held_dealloc(Held *h)
 {
     Py_XDECREF(h->kind);
-    Py_XDECREF(h->start);
-    Py_XDECREF(h->end);
     Py_XDECREF(h->span_id);
     Py_XDECREF(h->parent);
     Py_XDECREF(h->trace_id);
@@ -181,8 +180,10 @@ static PyObject *held_of(const Spans *s, Py_ssize_t i)
     Held *h = PyObject_New(Held, &HeldType);
     if (h == NULL)
         return NULL;
-    h->kind = h->start = h->end = h->parent = h->trace_id = h->key = h->resource = NULL;
+    h->kind = h->parent = h->trace_id = h->key = h->resource = NULL;
     h->span_id = Py_NewRef(s->sid[i]);
+    h->start = s->start[i];
+    h->end = s->end[i];
     PyObject *attrs = field(o, L, F_ATTRS);
     if (attrs == NULL)
         goto fail;
@@ -192,8 +193,7 @@ static PyObject *held_of(const Spans *s, Py_ssize_t i)
         h->key = PyTuple_Pack(3, s->conn[i] ? s->conn[i] : Py_None, s->thread[i] ? s->thread[i] : Py_None,
                               s->tp[i] ? s->tp[i] : Py_None);
     Py_DECREF(attrs);
-    if (h->key == NULL || (h->kind = field(o, L, F_KIND)) == NULL || (h->start = field(o, L, F_START)) == NULL ||
-        (h->end = field(o, L, F_END)) == NULL || (h->parent = field(o, L, F_PARENT)) == NULL ||
+    if (h->key == NULL || (h->kind = field(o, L, F_KIND)) == NULL || (h->parent = field(o, L, F_PARENT)) == NULL ||
         (h->trace_id = field(o, L, F_TRACE)) == NULL || (h->resource = field(o, L, F_RESOURCE)) == NULL)
         goto fail;
     return (PyObject *)h;
