@@ -1317,7 +1317,7 @@ static PyObject *release(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < np; i++)
         if (!list_append_new(out[i] ? ready : keep, PyList_GET_ITEM(pending, i)))
             goto done;
-    /* released spans stay as context for a window */
+    /* released spans stay as context for a window: as their Held, and not the CLIENT spans answered */
     long long horizon = (has_cutoff ? cutoff : newest_end) - window;
     if ((new_context = PyList_New(0)) == NULL)
         goto done;
