@@ -263,6 +263,21 @@ static int str_lt(PyObject *a, PyObject *b)
 }
 
 /* What link() reads of every span, once. -1 error, 0 fall back, 1 done. */
+/* A span's start or end as int64 (rc as int64_of). */
+static int time_of(PyObject *o, int f, int64_t *out)
+{
+    if (Py_IS_TYPE(o, &HeldType)) { /* (its times are not objects: read as they are) */
+        *out = f == F_START ? ((Held *)o)->start : ((Held *)o)->end;
+        return 1;
+    }
+    PyObject *v = field(o, layout_of(Py_TYPE(o)), f);
+    if (v == NULL)
+        return -1;
+    int rc = int64_of(v, out);
+    Py_DECREF(v);
+    return rc;
+}
+
 static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t frozen_first, PyObject *fn_conn,
                       PyObject *fn_thread, PyObject *fn_process)
 {
@@ -301,17 +316,7 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
         Py_DECREF(v);
         if (rc <= 0)
             return rc;
-        if ((v = field(o, L, F_START)) == NULL)
-            return -1;
-        rc = int64_of(v, &s->start[i]);
-        Py_DECREF(v);
-        if (rc <= 0)
-            return rc;
-        if ((v = field(o, L, F_END)) == NULL)
-            return -1;
-        rc = int64_of(v, &s->end[i]);
-        Py_DECREF(v);
-        if (rc <= 0)
+        if ((rc = time_of(o, F_START, &s->start[i])) <= 0 || (rc = time_of(o, F_END, &s->end[i])) <= 0)
             return rc;
         if ((v = field(o, L, F_PARENT)) == NULL)
             return -1;
@@ -1106,82 +1111,6 @@ static PyObject *list_append_new(PyObject *list, PyObject *o)
     return PyList_Append(list, o) < 0 ? NULL : list;
 }
 
-/* A span's start or end as int64 (rc as int64_of). */
-static int time_of(PyObject *o, int f, int64_t *out)
-{
-    PyObject *v = field(o, layout_of(Py_TYPE(o)), f);
-    if (v == NULL)
-        return -1;
-    int rc = int64_of(v, out);
-    Py_DECREF(v);
-    return rc;
-}
-
-/* The context without its answered CLIENT spans (those a SERVER span in it has as parent): linking
- * reads a frozen CLIENT only as the caller of a SERVER still to come, and an answered one has its
- * SERVER (one-to-one); the SERVER keeps the trace for whatever links to it later. Order kept. */
-static int drop_answered(PyObject **context)
-{
-    PyObject *list = *context, *answered = PySet_New(NULL), *kept = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(list);
-    char *kinds = PyMem_Malloc(n ? n : 1);
-    int ret = -1, any_client = 0;
-    if (answered == NULL || kinds == NULL)
-        goto out;
-    for (Py_ssize_t j = 0; j < n; j++) {
-        PyObject *o = PyList_GET_ITEM(list, j);
-        const Layout *L = layout_of(Py_TYPE(o));
-        PyObject *k = field(o, L, F_KIND);
-        if (k == NULL)
-            goto out;
-        int rc = kind_of(k, &kinds[j]);
-        Py_DECREF(k);
-        if (rc < 0)
-            goto out;
-        if (rc == 0)
-            kinds[j] = OTHER;
-        any_client |= kinds[j] == CLIENT;
-        if (kinds[j] == SERVER) {
-            PyObject *par = field(o, L, F_PARENT);
-            if (par == NULL)
-                goto out;
-            rc = PyUnicode_CheckExact(par) && PyUnicode_GET_LENGTH(par) ? PySet_Add(answered, par) : 0;
-            Py_DECREF(par);
-            if (rc < 0)
-                goto out;
-        }
-    }
-    if (!any_client || PySet_GET_SIZE(answered) == 0) {
-        ret = 0;
-        goto out;
-    }
-    if ((kept = PyList_New(0)) == NULL)
-        goto out;
-    for (Py_ssize_t j = 0; j < n; j++) {
-        PyObject *o = PyList_GET_ITEM(list, j);
-        if (kinds[j] == CLIENT) {
-            PyObject *sid = field(o, layout_of(Py_TYPE(o)), F_SPAN_ID);
-            if (sid == NULL)
-                goto out;
-            int rc = PySet_Contains(answered, sid);
-            Py_DECREF(sid);
-            if (rc < 0)
-                goto out;
-            if (rc)
-                continue;
-        }
-        if (PyList_Append(kept, o) < 0)
-            goto out;
-    }
-    Py_SETREF(*context, kept);
-    kept = NULL;
-    ret = 0;
-out:
-    PyMem_Free(kinds);
-    Py_XDECREF(answered);
-    Py_XDECREF(kept);
-    return ret;
-}
 
 /* StreamLinker._release (capture/traces/stream.py, the specification) in one call: see release's doc.
  * Links only the band that can reach the released spans; the rest of what is held is read for its
@@ -1207,8 +1136,8 @@ static PyObject *release(PyObject *self, PyObject *args)
     PyObject **saved = NULL; /* the held spans' parent and trace id, put back after the run */
     ByEnd *order = NULL;
     int64_t *pstart = NULL, *pend = NULL, *cend = NULL;
-    char *out = NULL, *band_out = NULL;
-    Py_ssize_t nband = 0;
+    char *out = NULL, *band_out = NULL, *gone = NULL; /* gone: the answered CLIENT spans, by context index */
+    Py_ssize_t nband = 0, *band_of = NULL; /* band_of: a context span's index in the run, -1 outside it */
     Py_ssize_t st[4] = {0, 0, 0, 0}, forced = 0, linked = 0, trimmed = 0;
     if (pending == NULL || context == NULL)
         goto done;
@@ -1216,9 +1145,11 @@ static PyObject *release(PyObject *self, PyObject *args)
     pstart = PyMem_Malloc((np ? np : 1) * sizeof(int64_t));
     pend = PyMem_Malloc((np ? np : 1) * sizeof(int64_t));
     cend = PyMem_Malloc((nc ? nc : 1) * sizeof(int64_t));
+    gone = PyMem_Calloc(nc + np ? nc + np : 1, 1);
+    band_of = PyMem_Malloc((nc ? nc : 1) * sizeof(Py_ssize_t));
     out = PyMem_Calloc(np ? np : 1, 1);
     order = PyMem_Malloc((np ? np : 1) * sizeof(ByEnd));
-    if (!pstart || !pend || !cend || !out || !order) {
+    if (!pstart || !pend || !cend || !out || !order || !gone || !band_of) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1266,12 +1197,14 @@ static PyObject *release(PyObject *self, PyObject *args)
         lo -= slack;
         if ((all = PyList_New(0)) == NULL)
             goto done;
-        for (Py_ssize_t j = 0; j < nc; j++)
+        for (Py_ssize_t j = 0; j < nc; j++) {
+            band_of[j] = -1;
             if (cend[j] >= lo) {
                 if (!list_append_new(all, PyList_GET_ITEM(context, j)))
                     goto done;
-                nband++;
+                band_of[j] = nband++;
             }
+        }
         if ((band_out = PyMem_Malloc(np ? np : 1)) == NULL || (saved = PyMem_Calloc(2 * (np ? np : 1),
                                                                                       sizeof(PyObject *))) == NULL) {
             PyErr_NoMemory();
@@ -1309,6 +1242,26 @@ static PyObject *release(PyObject *self, PyObject *args)
                 h++;
             }
         }
+        /* a CLIENT span (in the band or released) that a SERVER span (in the band or released: not a
+         * held one, whose links were undone) has as parent is answered: not kept as context */
+        char *in_run = PyMem_Malloc(s.n ? s.n : 1); /* by run index: 1 where answered */
+        if (in_run == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        memset(in_run, 0, s.n ? s.n : 1);
+        for (Py_ssize_t i = 0; i < s.n; i++) {
+            if (s.kind[i] != SERVER || s.par[i] == NULL || (i >= nband && !band_out[i - nband]))
+                continue;
+            Py_ssize_t j = find_id(&s, s.par[i]);
+            if (j >= 0 && s.kind[j] == CLIENT && (j < nband || band_out[j - nband]))
+                in_run[j] = 1;
+        }
+        for (Py_ssize_t j = 0; j < nc; j++)
+            gone[j] = band_of[j] >= 0 && in_run[band_of[j]];
+        for (Py_ssize_t i = nband; i < s.n; i++) /* the released: after the context, by run index */
+            gone[nc + i - nband] = in_run[i];
+        PyMem_Free(in_run);
     }
     ready = PyList_New(0);
     keep = PyList_New(0);
@@ -1322,12 +1275,12 @@ static PyObject *release(PyObject *self, PyObject *args)
     if ((new_context = PyList_New(0)) == NULL)
         goto done;
     for (Py_ssize_t j = 0; j < nc; j++)
-        if (cend[j] >= horizon && !list_append_new(new_context, PyList_GET_ITEM(context, j)))
+        if (cend[j] >= horizon && !gone[j] && !list_append_new(new_context, PyList_GET_ITEM(context, j)))
             goto done;
     if (nout) /* a released span stays as its Held (every released span was in the run: s.items) */
         for (Py_ssize_t i = nband; i < s.n; i++) {
             int64_t e = s.end[i];
-            if (!band_out[i - nband] || e < horizon)
+            if (!band_out[i - nband] || e < horizon || gone[nc + i - nband])
                 continue;
             PyObject *h = held_of(&s, i);
             if (h == NULL)
@@ -1337,8 +1290,6 @@ static PyObject *release(PyObject *self, PyObject *args)
             if (rc < 0)
                 goto done;
         }
-    if (drop_answered(&new_context) < 0)
-        goto done;
     Py_ssize_t nctx = PyList_GET_SIZE(new_context);
     if (nctx > max_pending / 2) { /* released in time order: the newest stay */
         trimmed = nctx - max_pending / 2;
@@ -1354,6 +1305,8 @@ done:
             Py_XDECREF(saved[k]);
     PyMem_Free(saved);
     PyMem_Free(band_out);
+    PyMem_Free(gone);
+    PyMem_Free(band_of);
     PyMem_Free(order);
     PyMem_Free(pstart);
     PyMem_Free(pend);

@@ -41,16 +41,6 @@ class Held:
         self.resource = s.resource
 
 
-def without_answered(context: list) -> list:
-    """The context without the CLIENT spans a SERVER span in it has as parent: linking reads a frozen
-    CLIENT only as the caller of a SERVER still to come, and an answered one has had its SERVER
-    (one-to-one); that SERVER keeps the trace for whatever links to it later."""
-    answered = {s.parent_span_id for s in context if s.kind in _SERVERS and s.parent_span_id}
-    if not answered:
-        return context
-    return [s for s in context if not (s.kind in _CLIENTS and s.span_id in answered)]
-
-
 class StreamLinker:
     def __init__(self, window_s: float = 5.0, slack_ns: int = 50_000_000,
                  max_pending: int = 100_000):
@@ -146,6 +136,7 @@ class StreamLinker:
                 out |= {id(s) for s in early}
                 self.forced += len(early)
         ready = [s for s in self._pending if id(s) in out]
+        gone: set[int] = set()  # answered CLIENT spans: not kept as context
         if ready:
             hi = max(s.end_time_unix_nano for s in ready) + self.slack_ns
             near = [s for s in self._pending if id(s) in out or s.start_time_unix_nano <= hi]
@@ -157,10 +148,16 @@ class StreamLinker:
             for s, parent, trace in held:
                 s.parent_span_id, s.trace_id = parent, trace
             self.linked += sum(1 for s in ready if s.span_id in unlinked and s.parent_span_id)
+            # A frozen CLIENT is read only as the caller of a SERVER still to come: once a SERVER (in
+            # the band or released, not a held one) has it as parent (one-to-one), it is not kept; the
+            # SERVER keeps the trace for whatever links to it later. (A SERVER ends within its CLIENT:
+            # while both are kept, the run releasing either has both in its band.)
+            answered = {s.parent_span_id for s in band + ready if s.kind in _SERVERS and s.parent_span_id}
+            gone = {id(s) for s in band + ready if s.kind in _CLIENTS and s.span_id in answered}
         self._pending = [s for s in self._pending if id(s) not in out]
         horizon = (cutoff if cutoff is not None else self._newest_end) - self.window_ns
-        context = without_answered([s for s in self._context if s.end_time_unix_nano >= horizon]
-                                   + [Held(s) for s in ready if s.end_time_unix_nano >= horizon])
+        context = ([s for s in self._context if s.end_time_unix_nano >= horizon and id(s) not in gone]
+                   + [Held(s) for s in ready if s.end_time_unix_nano >= horizon and id(s) not in gone])
         if len(context) > self.max_pending // 2:  # released in time order: the newest stay
             self.context_trimmed += len(context) - self.max_pending // 2
             context = context[len(context) - self.max_pending // 2:]
