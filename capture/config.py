@@ -61,7 +61,8 @@ class LinkerConfig(Section):
     slack_ms: float = 50.0  # clock slack when matching a CLIENT with its SERVER
     # spans waiting for their peers (and half as many released ones kept to link late peers to);
     # past it the oldest quarter goes early (counted): what the agent holds under a flood, whatever
-    # the window. 30,000 (~27 MB with the context, ~600 bytes a row) holds a span 1.1 s or more at
+    # the window. 30,000 (rows waiting, and the context as link facts: tests/capture/traces/
+    # test_linker_context.py) holds a span 1.1 s or more at
     # 20,000 spans/s (hey at 10k req/s), the whole window up to 4,500 spans/s
     max_pending_spans: int = Field(30_000, ge=100)
 

@@ -243,7 +243,8 @@ class Agent:
             except Exception:  # noqa: BLE001 - a store closing under a scrape
                 out["store"] = {}
         out["queue"] = {"spans": self.queue.spans, "bytes": self.queue.bytes, "batches": self.queue.qsize()}
-        out["tables"] = {"linker_pending": self.linker.pending, "store_spans": self.store.count(),
+        out["tables"] = {"linker_pending": self.linker.pending, "linker_context": self.linker.context,
+                         "store_spans": self.store.count(),
                          "row_facts": facts_held()}
         tracker = getattr(self.source, "tracker", None)
         if tracker is not None:

@@ -120,6 +120,88 @@ static void spans_free(Spans *s)
     PyMem_Free(s->open);
 }
 
+/* ---- a released span as the context holds it: its link facts, not its row ----------------------
+ * StreamLinker keeps released spans for a window as frozen context; the whole row (name, attribute
+ * text, status) is the store's by then. A Held keeps what linking reads of a frozen span: kind,
+ * times, ids, parent, trace id, the connection facts (`key`, as a row's) and the resource. Not
+ * tracked by the collector: it refers only to strings, ints, tuples and a resource dict. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *kind, *span_id, *parent, *trace_id, *key, *resource;
+    long long start, end; /* (not ints: a Held outlives its row, and two ints were 64 bytes) */
+} Held;
+
+static PyMemberDef held_members[] = {
+    {"kind", T_OBJECT, offsetof(Held, kind), READONLY, NULL},
+    {"start_time_unix_nano", T_LONGLONG, offsetof(Held, start), READONLY, NULL},
+    {"end_time_unix_nano", T_LONGLONG, offsetof(Held, end), READONLY, NULL},
+    {"span_id", T_OBJECT, offsetof(Held, span_id), READONLY, NULL},
+    {"parent_span_id", T_OBJECT, offsetof(Held, parent), READONLY, NULL},
+    {"trace_id", T_OBJECT, offsetof(Held, trace_id), READONLY, NULL},
+    {"key", T_OBJECT, offsetof(Held, key), READONLY, NULL},
+    {"resource", T_OBJECT, offsetof(Held, resource), READONLY, NULL},
+    {NULL},
+};
+
+static void held_dealloc(Held *h)
+{
+    Py_XDECREF(h->kind);
+    Py_XDECREF(h->span_id);
+    Py_XDECREF(h->parent);
+    Py_XDECREF(h->trace_id);
+    Py_XDECREF(h->key);
+    Py_XDECREF(h->resource);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+static PyObject *held_attributes(PyObject *self, void *closure)
+{
+    Py_RETURN_NONE; /* as a compact row's: the connection facts are in `key` */
+}
+
+static PyGetSetDef held_getset[] = {{"attributes", held_attributes, NULL, NULL, NULL}, {NULL}};
+
+static PyTypeObject HeldType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "capture.traces._link.Held",
+    .tp_basicsize = sizeof(Held),
+    .tp_dealloc = (destructor)held_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A released span's link facts (StreamLinker's context): kind, times, ids, key, resource.",
+    .tp_members = held_members,
+    .tp_getset = held_getset,
+};
+
+/* The Held of span i of a run (its fields as the run left them): a row's key as it is, a Span's made
+ * of what the run read (connection, thread, traceparent; None where its kind reads none). */
+static PyObject *held_of(const Spans *s, Py_ssize_t i)
+{
+    PyObject *o = s->items[i];
+    const Layout *L = layout_of(Py_TYPE(o));
+    Held *h = PyObject_New(Held, &HeldType);
+    if (h == NULL)
+        return NULL;
+    h->kind = h->parent = h->trace_id = h->key = h->resource = NULL;
+    h->span_id = Py_NewRef(s->sid[i]);
+    h->start = s->start[i];
+    h->end = s->end[i];
+    PyObject *attrs = field(o, L, F_ATTRS);
+    if (attrs == NULL)
+        goto fail;
+    if (attrs == Py_None)
+        h->key = field(o, L, F_KEY);
+    else
+        h->key = PyTuple_Pack(3, s->conn[i] ? s->conn[i] : Py_None, s->thread[i] ? s->thread[i] : Py_None,
+                              s->tp[i] ? s->tp[i] : Py_None);
+    Py_DECREF(attrs);
+    if (h->key == NULL || (h->kind = field(o, L, F_KIND)) == NULL || (h->parent = field(o, L, F_PARENT)) == NULL ||
+        (h->trace_id = field(o, L, F_TRACE)) == NULL || (h->resource = field(o, L, F_RESOURCE)) == NULL)
+        goto fail;
+    return (PyObject *)h;
+fail:
+    Py_DECREF(h);
+    return NULL;
+}
+
 /* -1: error; 0: cannot say (the caller falls back); 1: read. */
 static int kind_of(PyObject *k, char *out)
 {
@@ -181,6 +263,21 @@ static int str_lt(PyObject *a, PyObject *b)
 }
 
 /* What link() reads of every span, once. -1 error, 0 fall back, 1 done. */
+/* A span's start or end as int64 (rc as int64_of). */
+static int time_of(PyObject *o, int f, int64_t *out)
+{
+    if (Py_IS_TYPE(o, &HeldType)) { /* (its times are not objects: read as they are) */
+        *out = f == F_START ? ((Held *)o)->start : ((Held *)o)->end;
+        return 1;
+    }
+    PyObject *v = field(o, layout_of(Py_TYPE(o)), f);
+    if (v == NULL)
+        return -1;
+    int rc = int64_of(v, out);
+    Py_DECREF(v);
+    return rc;
+}
+
 static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t frozen_first, PyObject *fn_conn,
                       PyObject *fn_thread, PyObject *fn_process)
 {
@@ -219,17 +316,7 @@ static int read_spans(Spans *s, PyObject *list, PyObject *frozen, Py_ssize_t fro
         Py_DECREF(v);
         if (rc <= 0)
             return rc;
-        if ((v = field(o, L, F_START)) == NULL)
-            return -1;
-        rc = int64_of(v, &s->start[i]);
-        Py_DECREF(v);
-        if (rc <= 0)
-            return rc;
-        if ((v = field(o, L, F_END)) == NULL)
-            return -1;
-        rc = int64_of(v, &s->end[i]);
-        Py_DECREF(v);
-        if (rc <= 0)
+        if ((rc = time_of(o, F_START, &s->start[i])) <= 0 || (rc = time_of(o, F_END, &s->end[i])) <= 0)
             return rc;
         if ((v = field(o, L, F_PARENT)) == NULL)
             return -1;
@@ -1024,16 +1111,6 @@ static PyObject *list_append_new(PyObject *list, PyObject *o)
     return PyList_Append(list, o) < 0 ? NULL : list;
 }
 
-/* A span's start or end as int64 (rc as int64_of). */
-static int time_of(PyObject *o, int f, int64_t *out)
-{
-    PyObject *v = field(o, layout_of(Py_TYPE(o)), f);
-    if (v == NULL)
-        return -1;
-    int rc = int64_of(v, out);
-    Py_DECREF(v);
-    return rc;
-}
 
 /* StreamLinker._release (capture/traces/stream.py, the specification) in one call: see release's doc.
  * Links only the band that can reach the released spans; the rest of what is held is read for its
@@ -1059,8 +1136,8 @@ static PyObject *release(PyObject *self, PyObject *args)
     PyObject **saved = NULL; /* the held spans' parent and trace id, put back after the run */
     ByEnd *order = NULL;
     int64_t *pstart = NULL, *pend = NULL, *cend = NULL;
-    char *out = NULL, *band_out = NULL;
-    Py_ssize_t nband = 0;
+    char *out = NULL, *band_out = NULL, *gone = NULL; /* gone: the answered CLIENT spans, by context index */
+    Py_ssize_t nband = 0, *band_of = NULL; /* band_of: a context span's index in the run, -1 outside it */
     Py_ssize_t st[4] = {0, 0, 0, 0}, forced = 0, linked = 0, trimmed = 0;
     if (pending == NULL || context == NULL)
         goto done;
@@ -1068,9 +1145,11 @@ static PyObject *release(PyObject *self, PyObject *args)
     pstart = PyMem_Malloc((np ? np : 1) * sizeof(int64_t));
     pend = PyMem_Malloc((np ? np : 1) * sizeof(int64_t));
     cend = PyMem_Malloc((nc ? nc : 1) * sizeof(int64_t));
+    gone = PyMem_Calloc(nc + np ? nc + np : 1, 1);
+    band_of = PyMem_Malloc((nc ? nc : 1) * sizeof(Py_ssize_t));
     out = PyMem_Calloc(np ? np : 1, 1);
     order = PyMem_Malloc((np ? np : 1) * sizeof(ByEnd));
-    if (!pstart || !pend || !cend || !out || !order) {
+    if (!pstart || !pend || !cend || !out || !order || !gone || !band_of) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1118,12 +1197,14 @@ static PyObject *release(PyObject *self, PyObject *args)
         lo -= slack;
         if ((all = PyList_New(0)) == NULL)
             goto done;
-        for (Py_ssize_t j = 0; j < nc; j++)
+        for (Py_ssize_t j = 0; j < nc; j++) {
+            band_of[j] = -1;
             if (cend[j] >= lo) {
                 if (!list_append_new(all, PyList_GET_ITEM(context, j)))
                     goto done;
-                nband++;
+                band_of[j] = nband++;
             }
+        }
         if ((band_out = PyMem_Malloc(np ? np : 1)) == NULL || (saved = PyMem_Calloc(2 * (np ? np : 1),
                                                                                       sizeof(PyObject *))) == NULL) {
             PyErr_NoMemory();
@@ -1161,6 +1242,26 @@ static PyObject *release(PyObject *self, PyObject *args)
                 h++;
             }
         }
+        /* a CLIENT span (in the band or released) that a SERVER span (in the band or released: not a
+         * held one, whose links were undone) has as parent is answered: not kept as context */
+        char *in_run = PyMem_Malloc(s.n ? s.n : 1); /* by run index: 1 where answered */
+        if (in_run == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        memset(in_run, 0, s.n ? s.n : 1);
+        for (Py_ssize_t i = 0; i < s.n; i++) {
+            if (s.kind[i] != SERVER || s.par[i] == NULL || (i >= nband && !band_out[i - nband]))
+                continue;
+            Py_ssize_t j = find_id(&s, s.par[i]);
+            if (j >= 0 && s.kind[j] == CLIENT && (j < nband || band_out[j - nband]))
+                in_run[j] = 1;
+        }
+        for (Py_ssize_t j = 0; j < nc; j++)
+            gone[j] = band_of[j] >= 0 && in_run[band_of[j]];
+        for (Py_ssize_t i = nband; i < s.n; i++) /* the released: after the context, by run index */
+            gone[nc + i - nband] = in_run[i];
+        PyMem_Free(in_run);
     }
     ready = PyList_New(0);
     keep = PyList_New(0);
@@ -1169,16 +1270,26 @@ static PyObject *release(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < np; i++)
         if (!list_append_new(out[i] ? ready : keep, PyList_GET_ITEM(pending, i)))
             goto done;
-    /* released spans stay as context for a window */
+    /* released spans stay as context for a window: as their Held, and not the CLIENT spans answered */
     long long horizon = (has_cutoff ? cutoff : newest_end) - window;
     if ((new_context = PyList_New(0)) == NULL)
         goto done;
     for (Py_ssize_t j = 0; j < nc; j++)
-        if (cend[j] >= horizon && !list_append_new(new_context, PyList_GET_ITEM(context, j)))
+        if (cend[j] >= horizon && !gone[j] && !list_append_new(new_context, PyList_GET_ITEM(context, j)))
             goto done;
-    for (Py_ssize_t i = 0; i < np; i++)
-        if (out[i] && pend[i] >= horizon && !list_append_new(new_context, PyList_GET_ITEM(pending, i)))
-            goto done;
+    if (nout) /* a released span stays as its Held (every released span was in the run: s.items) */
+        for (Py_ssize_t i = nband; i < s.n; i++) {
+            int64_t e = s.end[i];
+            if (!band_out[i - nband] || e < horizon || gone[nc + i - nband])
+                continue;
+            PyObject *h = held_of(&s, i);
+            if (h == NULL)
+                goto done;
+            int rc = PyList_Append(new_context, h);
+            Py_DECREF(h);
+            if (rc < 0)
+                goto done;
+        }
     Py_ssize_t nctx = PyList_GET_SIZE(new_context);
     if (nctx > max_pending / 2) { /* released in time order: the newest stay */
         trimmed = nctx - max_pending / 2;
@@ -1194,6 +1305,8 @@ done:
             Py_XDECREF(saved[k]);
     PyMem_Free(saved);
     PyMem_Free(band_out);
+    PyMem_Free(gone);
+    PyMem_Free(band_of);
     PyMem_Free(order);
     PyMem_Free(pstart);
     PyMem_Free(pend);
@@ -1309,5 +1422,12 @@ PyMODINIT_FUNC PyInit__link(void)
     for (size_t k = 0; k < sizeof(names) / sizeof(*names); k++)
         if ((*names[k].slot = PyUnicode_InternFromString(names[k].text)) == NULL)
             return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&HeldType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL || PyModule_AddObjectRef(m, "Held", (PyObject *)&HeldType) < 0) {
+        Py_XDECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -4,8 +4,10 @@ A span is held until the stream's newest end time has passed its end by `window_
 caller, parent and trace root have arrived by then, for traces shorter than the window),
 then linked once, against what can reach it (a band: see _release_python), and released with
 its final trace id. Released spans stay as read-only context for one more window so late
-peers can still link to them. Both sets are bounded in spans (`max_pending` waiting, half as
-many as context): under a flood the oldest go early instead of memory growing with it.
+peers can still link to them, as their link facts only (Held: not the row, which is the store's),
+and not at all once they are CLIENT spans their SERVER has answered. Both sets are bounded in
+spans (`max_pending` waiting, half as many as context): under a flood the oldest go early
+instead of memory growing with it.
 """
 from __future__ import annotations
 
@@ -14,7 +16,29 @@ from typing import Iterable
 
 from capture.span import Span
 from capture.traces import linker
-from capture.traces.linker import _process, _thread, conn_key, link, parse_traceparent
+from capture.traces.linker import (_CLIENTS, _SERVERS, TRACEPARENT, _process, _thread, conn_key, link,
+                                    parse_traceparent)
+
+
+class Held:
+    """A released span as the context holds it: what linking reads of a frozen span (kind, times,
+    ids, parent, trace id, the connection facts as a compact row's `key`, the resource), not its
+    name, status or attributes (capture/traces/_link.c's Held where built; the same fields)."""
+    __slots__ = ("kind", "start_time_unix_nano", "end_time_unix_nano", "span_id", "parent_span_id",
+                 "trace_id", "key", "resource")
+    attributes = None  # as a compact row's: linker.conn_key and _thread read `key`
+
+    def __init__(self, s: Span):
+        a = s.attributes
+        if a is None:  # a compact row (capture.rows): its facts, shared with its connection's rows
+            self.key = s.key
+        elif s.kind in _SERVERS or s.kind in _CLIENTS:
+            self.key = (conn_key(s), _thread(s), a.get(TRACEPARENT))
+        else:  # (its connection and thread are read of SERVER and CLIENT kinds only)
+            self.key = (None, None, a.get(TRACEPARENT))
+        self.kind, self.span_id, self.parent_span_id, self.trace_id = s.kind, s.span_id, s.parent_span_id, s.trace_id
+        self.start_time_unix_nano, self.end_time_unix_nano = s.start_time_unix_nano, s.end_time_unix_nano
+        self.resource = s.resource
 
 
 class StreamLinker:
@@ -24,7 +48,7 @@ class StreamLinker:
         self.slack_ns = slack_ns
         self.max_pending = max_pending
         self._pending: list[Span] = []
-        self._context: list[Span] = []  # released, frozen
+        self._context: list[Held] = []  # released, frozen
         self._newest_end = 0
         self._last_run_end = 0
         self._last_add = time.monotonic()
@@ -35,6 +59,11 @@ class StreamLinker:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def context(self) -> int:
+        """Released spans kept (as Held) for late peers."""
+        return len(self._context)
 
     def add(self, spans: Iterable[Span]) -> list[Span]:
         """Take a batch; return the spans now settled (possibly from earlier batches)."""
@@ -107,6 +136,7 @@ class StreamLinker:
                 out |= {id(s) for s in early}
                 self.forced += len(early)
         ready = [s for s in self._pending if id(s) in out]
+        gone: set[int] = set()  # answered CLIENT spans: not kept as context
         if ready:
             hi = max(s.end_time_unix_nano for s in ready) + self.slack_ns
             near = [s for s in self._pending if id(s) in out or s.start_time_unix_nano <= hi]
@@ -118,9 +148,16 @@ class StreamLinker:
             for s, parent, trace in held:
                 s.parent_span_id, s.trace_id = parent, trace
             self.linked += sum(1 for s in ready if s.span_id in unlinked and s.parent_span_id)
+            # A frozen CLIENT is read only as the caller of a SERVER still to come: once a SERVER (in
+            # the band or released, not a held one) has it as parent (one-to-one), it is not kept; the
+            # SERVER keeps the trace for whatever links to it later. (A SERVER ends within its CLIENT:
+            # while both are kept, the run releasing either has both in its band.)
+            answered = {s.parent_span_id for s in band + ready if s.kind in _SERVERS and s.parent_span_id}
+            gone = {id(s) for s in band + ready if s.kind in _CLIENTS and s.span_id in answered}
         self._pending = [s for s in self._pending if id(s) not in out]
         horizon = (cutoff if cutoff is not None else self._newest_end) - self.window_ns
-        context = [s for s in self._context + ready if s.end_time_unix_nano >= horizon]
+        context = ([s for s in self._context if s.end_time_unix_nano >= horizon and id(s) not in gone]
+                   + [Held(s) for s in ready if s.end_time_unix_nano >= horizon and id(s) not in gone])
         if len(context) > self.max_pending // 2:  # released in time order: the newest stay
             self.context_trimmed += len(context) - self.max_pending // 2
             context = context[len(context) - self.max_pending // 2:]
