@@ -87,7 +87,7 @@ def compare_edges(store: SpanStore, window: TimeWindow, baseline: TimeWindow) ->
     cur = {(e.client, e.server): e for e in store.service_map(window)}
     base = {(e.client, e.server): e for e in store.service_map(baseline)}
     out = []
-    for key in set(cur) | set(base):
+    for key in sorted(set(cur) | set(base)):  # sorted: ties in count keep one order, run to run
         c: EdgeRow | None = cur.get(key)
         b: EdgeRow | None = base.get(key)
         cs, bs = from_row(c), from_row(b)

@@ -60,7 +60,7 @@ def _change(walker: Walker, c: Candidate) -> float:
         # A stalled service (paused, starved of CPU) or lost packets: the time is spent before
         # its own spans begin, or on calls it never answered; its callers' calls show it.
         callers = [s.service for s in c.spans if s.kind == "CLIENT" and s.service != c.key[0]]
-        edge = _edge_stats(walker, c.key[0], max(set(callers), key=callers.count) if callers else None)
+        edge = _edge_stats(walker, c.key[0], max(sorted(set(callers)), key=callers.count) if callers else None)
         if edge is not None:
             cur, base = edge
             own = False  # read on its callers' calls, not on spans like tmpl
