@@ -92,8 +92,9 @@ def retransmits(cur: Sample, base: Sample) -> list[Retransmits]:
     quiet = {e for e, cs in before.items()
              if _quantile(sorted(c.after_ns / 1e6 for c in cs), 0.9) <= QUIET_MS}
     # the chance of an answer an RTO late on an ordinary edge, from every quiet edge's baseline
+    before_k = {e: len(_hits(cs)[0]) for e, cs in before.items()}  # baseline calls an RTO late
     pooled_n = sum(len(before[e]) for e in quiet)
-    pooled_k = sum(len(_hits(before[e])[0]) for e in quiet)
+    pooled_k = sum(before_k[e] for e in quiet)
     p0 = (pooled_k + 1) / (pooled_n + 2)
     hits = {e: _hits(cs) for e, cs in now.items()}
     by_server: dict[str, list[tuple[str, str]]] = {}
@@ -122,7 +123,7 @@ def retransmits(cur: Sample, base: Sample) -> list[Retransmits]:
         got = sorted((x for e in edges for x in hits[e][0]), key=lambda cx: -cx[1])
         n = sum(len(now[e]) for e in edges)
         n0 = sum(len(before.get(e, [])) for e in edges)
-        k0 = sum(len(_hits(before[e])[0]) for e in edges if e in before)
+        k0 = sum(before_k.get(e, 0) for e in edges)
         if len(got) < MIN_HITS:
             continue
         sure = confidence(binom_sf(len(got), n, p0))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture.span import Span
+from capture.store.api import SpanFilter, TimeWindow
 from guardian.investigate.samples import Walker
 from guardian.investigate.signals import Signals
 from guardian.investigate.walk import Key, entry_of
@@ -178,11 +179,9 @@ def timed_out(walker: Walker, y: Candidate) -> bool:
     return True
 
 
-def _bound(walker: Walker, service: str, ops: list[str], w) -> tuple[int, float]:
+def _bound(walker: Walker, service: str, ops: list[str], w: TimeWindow) -> tuple[int, float]:
     """The most calls of service's ops in w lasting GAVE_UP_NS or more that ended within
     TIMEOUT_SPREAD of each other's length, and that length (ms)."""
-    from capture.store.api import SpanFilter
-
     best = (0, 0.0)
     for op in ops[:3]:
         got = sorted(s.duration_ns for s in walker.store.spans(SpanFilter(
@@ -254,8 +253,6 @@ def waits_on(walker: Walker, y: Candidate, x: Candidate) -> bool | None:
 
 def _held_calls(walker: Walker, service: str, y: Candidate) -> list[Span]:
     """service's calls into y's changed operations during the window, longest first."""
-    from capture.store.api import SpanFilter
-
     got = walker.store.spans(SpanFilter(window=walker.window, service=service, kind="CLIENT",
                                         order="duration_desc", limit=200))
     return [d for d in got if walker.canon(peer_of(d) or "", d) == y.key[0]
